@@ -1,0 +1,97 @@
+// npm run bench:migrate [-- --json] [--size 2G] [--keep]
+// Migrates a generated VM image through the embedded stack on loopback and, in the same run and on
+// the same file, times `cp --sparse=always` and `rsync --whole-file --sparse`. All three run with
+// the source in the page cache (it was just written). dwcp's time runs from publishing the command
+// to MigrationCompleted, so it includes planning, fsync of every batch and the full verify pass;
+// cp and rsync are timed as operators run them (no fsync), and again followed by `sync`.
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { parseSize } from "../cli/args.js";
+import { generateImage } from "../cli/image.js";
+import { buildStart, runMigration } from "../cli/migrate.js";
+import { Stack } from "../cli/stack.js";
+import { sha256File } from "../cli/verify.js";
+
+const { values } = parseArgs({ options: { json: { type: "boolean", default: false }, size: { type: "string", default: "2G" }, keep: { type: "boolean", default: false } } });
+const size = parseSize("--size", values.size);
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+function timed(cmd: string, args: string[]): number {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(cmd, args, { stdio: "inherit" });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status})`);
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+function ensureRsync(): void {
+  if (spawnSync("rsync", ["--version"]).status === 0) return;
+  log("rsync missing: apt-get install -y rsync");
+  execFileSync("bash", ["-c", "apt-get update -qq && apt-get install -y -qq rsync"], { stdio: "inherit" });
+}
+
+async function main(): Promise<void> {
+  ensureRsync();
+  const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-"));
+  const stack = new Stack({ dataDir, hosts: ["a", "b"] });
+  try {
+    await stack.start();
+    const srcDir = join(stack.root("a"), "vms/bench");
+    mkdirSync(srcDir, { recursive: true });
+    const src = join(srcDir, "disk.img");
+    log(`generating ${values.size} image (90% holes, text-like and random extents)...`);
+    await generateImage(src, { sizeBytes: size, zeroFraction: 0.9, seed: 2026 });
+
+    const command = buildStart({ vm: "bench", source: { host: "a", volumes: [{ path: "vms/bench/disk.img", kind: "disk" }] }, destination: { host: "b", dir: "in" } });
+    const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
+    if (r.state !== "completed") throw new Error(`migration ${r.state}: ${r.reason} ${r.message}`);
+    const dst = join(stack.root("b"), "in/disk.img");
+    if ((await sha256File(dst)) !== (await sha256File(src))) throw new Error("dwcp destination differs from the source");
+
+    const cpDst = join(dataDir, "cp.img");
+    const rsDir = join(dataDir, "rsync");
+    mkdirSync(rsDir);
+    const cp_s = timed("cp", ["--sparse=always", src, cpDst]);
+    const rsync_s = timed("rsync", ["--whole-file", "--sparse", src, `${rsDir}/`]);
+    rmSync(cpDst);
+    rmSync(join(rsDir, "disk.img"));
+    const cp_sync_s = timed("bash", ["-c", `cp --sparse=always '${src}' '${cpDst}' && sync -f '${cpDst}'`]);
+    const rsync_sync_s = timed("bash", ["-c", `rsync --whole-file --sparse '${src}' '${rsDir}/' && sync -f '${rsDir}/disk.img'`]);
+
+    const dwcp_s = r.seconds;
+    const mbps = (s: number): number => size / s / 1e6;
+    const result = {
+      image_bytes: size,
+      dwcp_s,
+      cp_s,
+      rsync_s,
+      cp_sync_s,
+      rsync_sync_s,
+      dwcp_mbps: mbps(dwcp_s),
+      rsync_mbps: mbps(rsync_s),
+      cp_mbps: mbps(cp_s),
+      ratio_vs_rsync: rsync_s / dwcp_s,
+      ratio_vs_rsync_sync: rsync_sync_s / dwcp_s,
+      ratio_vs_cp: cp_s / dwcp_s,
+      wire_bytes: r.wireBytes,
+      zero_bytes: r.zeroBytes,
+      native: process.env["DWCP_NATIVE"] ?? "auto",
+      cpu: cpus()[0]?.model,
+    };
+    log(`\n           seconds    MB/s     (image ${values.size}; rsync/dwcp = ${result.ratio_vs_rsync.toFixed(2)}x)`);
+    for (const [k, s] of [["dwcp", dwcp_s], ["cp", cp_s], ["rsync", rsync_s], ["cp+sync", cp_sync_s], ["rsync+sync", rsync_sync_s]] as const) {
+      log(`${k.padEnd(11)} ${s.toFixed(3).padStart(8)} ${mbps(s).toFixed(0).padStart(7)}`);
+    }
+    if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await stack.stop();
+    if (!values.keep) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  log(`bench:migrate failed: ${(err as Error).stack ?? String(err)}`);
+  process.exitCode = 1;
+});

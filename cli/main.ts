@@ -1,0 +1,183 @@
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ConfigError } from "../services/common/errors.js";
+import { natsUrlFromEnv } from "../services/common/config.js";
+import { ensureLayout } from "../services/common/layout.js";
+import { connectNats, type Nats } from "../services/common/nats.js";
+import { NatsServerMissingError } from "../services/common/nats-server.js";
+import { runCoordinator } from "../services/coordinator/src/main.js";
+import { runMover } from "../services/mover/src/main.js";
+import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
+import { listMigrations, newId, publishCommand, readMigration } from "./client.js";
+import { runDemo } from "./demo.js";
+import { buildStart, runMigration } from "./migrate.js";
+import { runUp } from "./up.js";
+
+const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
+
+usage: dwcp <command> [flags]          (every command takes --nats URL, default $DWCP_NATS_URL or nats://127.0.0.1:4222)
+
+  demo                                  start an embedded stack, migrate a generated VM image, verify it
+  up [--data-dir D] [--hosts a,b] [--nats-port N]
+                                        embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>)
+  init [--replicas 1|3]                 create streams, consumers and the mover registry (idempotent)
+  coordinator [--replicas 1|3]          run a coordinator
+  mover --host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]
+                                        run a mover (needs DWCP_SECRET, the same on every mover)
+  migrate --vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE]
+          [--bandwidth-limit SIZE/s] [--no-verify] [--id ID] [--wait] [--json]
+  status [ID] [--json]                  one migration, or all
+  events ID [--json]                    a migration's event log
+  cancel ID [--reason TEXT]
+`;
+
+const common = { nats: { type: "string" }, json: { type: "boolean", default: false }, help: { type: "boolean", short: "h" } } as const;
+
+function args<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options: { ...common, ...options }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<T>): Promise<T> {
+  const nats = await connectNats(url ?? natsUrlFromEnv(), "dwcp-cli");
+  try {
+    return await fn(nats);
+  } finally {
+    await nats.nc.close();
+  }
+}
+
+const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        out(HELP);
+        return 0;
+      case "demo":
+        return await runDemo(args(rest, { "data-dir": { type: "string" }, size: { type: "string" } }).values);
+      case "up": {
+        const { values } = args(rest, { "data-dir": { type: "string" }, hosts: { type: "string" }, "nats-port": { type: "string" } });
+        return await runUp({ dataDir: values["data-dir"] ?? ".dwcp", hosts: (values.hosts ?? "a,b").split(","), natsPort: values["nats-port"] ? Number(values["nats-port"]) : undefined });
+      }
+      case "init": {
+        const { values } = args(rest, { replicas: { type: "string", default: "1" } });
+        await withNats(values.nats, async (n) => ensureLayout(n.nc, n.jsm, { replicas: Number(values.replicas) }));
+        out("streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers are ready");
+        return 0;
+      }
+      case "coordinator": {
+        const { values } = args(rest, { replicas: { type: "string" } });
+        await runCoordinator({ nats: values.nats, replicas: values.replicas });
+        return process.exitCode === 1 ? 1 : 0;
+      }
+      case "mover": {
+        const { values } = args(rest, {
+          host: { type: "string" }, root: { type: "string", multiple: true }, listen: { type: "string" },
+          advertise: { type: "string" }, concurrency: { type: "string" }, replicas: { type: "string" },
+        });
+        await runMover(values);
+        return process.exitCode === 1 ? 1 : 0;
+      }
+      case "migrate":
+        return await migrate(rest);
+      case "status":
+        return await status(rest);
+      case "events":
+        return await events(rest);
+      case "cancel": {
+        const { values, positionals } = args(rest, { reason: { type: "string" } });
+        const id = positionals[0];
+        if (!id) throw new UsageError("cancel needs a migration id: dwcp cancel ID");
+        await withNats(values.nats, (n) => publishCommand(n, { type: "CancelMigration", version: 1, commandId: newId("cmd"), migrationId: id, reason: values.reason }));
+        out(`cancel requested for ${id}`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command "${cmd}"; run dwcp help`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof NatsServerMissingError) {
+      process.stderr.write(`dwcp: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`dwcp: ${(err as Error).message ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+async function migrate(argv: string[]): Promise<number> {
+  const { values } = args(argv, {
+    vm: { type: "string" }, from: { type: "string" }, to: { type: "string" }, "chunk-size": { type: "string" },
+    "batch-size": { type: "string" }, "bandwidth-limit": { type: "string" }, "no-verify": { type: "boolean", default: false },
+    id: { type: "string" }, wait: { type: "boolean", default: false },
+  });
+  if (!values.vm || !values.from || !values.to) throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+  const options = {
+    verify: !values["no-verify"],
+    ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
+    ...(values["batch-size"] ? { batchSizeBytes: parseSize("--batch-size", values["batch-size"]) } : {}),
+    ...(values["bandwidth-limit"] ? { bandwidthLimitBytesPerSec: parseSize("--bandwidth-limit", values["bandwidth-limit"].replace(/\/s$/, "")) } : {}),
+  };
+  let command;
+  try {
+    command = buildStart({ vm: values.vm, source: parseFrom(values.from), destination: parseTo(values.to), options, migrationId: values.id });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const id = command.migrationId ?? command.commandId;
+  return withNats(values.nats, async (nats) => {
+    if (!values.wait) {
+      await publishCommand(nats, command);
+      out(values.json ? JSON.stringify({ migrationId: id, state: "requested" }) : `migration ${id} requested; follow it with: dwcp status ${id}`);
+      return 0;
+    }
+    const r = await runMigration(nats, command, { progress: !values.json });
+    if (values.json) out(JSON.stringify(r));
+    else if (r.state === "completed") out(`migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s (${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero)`);
+    else out(`migration ${id} ${r.state}: ${r.reason ?? ""} ${r.message ?? ""}`);
+    return r.state === "completed" ? 0 : 1;
+  });
+}
+
+async function status(argv: string[]): Promise<number> {
+  const { values, positionals } = args(argv, {});
+  return withNats(values.nats, async (nats) => {
+    const id = positionals[0];
+    const list = id ? [(await readMigration(nats, id)).state] : await listMigrations(nats);
+    if (id && list[0]?.status === "none") throw new UsageError(`no migration with id ${id}`);
+    const rows = list.map((m) => ({
+      migrationId: m.id,
+      state: m.status,
+      vm: m.request?.vm,
+      bytesDone: m.totals.bytes,
+      bytesTotal: m.plan?.totalBytes,
+      batchesDone: m.batches.filter((b) => b.status === "done").length,
+      batches: m.plan?.batchCount,
+      ...(m.reason ? { reason: m.reason, message: m.message } : {}),
+    }));
+    if (values.json) out(JSON.stringify(id ? rows[0] : rows));
+    else for (const r of rows) out(`${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}${r.reason ? `  ${r.reason}: ${r.message}` : ""}`);
+    return 0;
+  });
+}
+
+async function events(argv: string[]): Promise<number> {
+  const { values, positionals } = args(argv, {});
+  const id = positionals[0];
+  if (!id) throw new UsageError("events needs a migration id: dwcp events ID");
+  return withNats(values.nats, async (nats) => {
+    const { events: list } = await readMigration(nats, id);
+    if (list.length === 0) throw new UsageError(`no migration with id ${id}`);
+    if (values.json) out(JSON.stringify(list.map((e) => ({ seq: e.seq, ...e.event }))));
+    else for (const e of list) out(`${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}${"batch" in e.event ? ` batch=${e.event.batch}` : ""}${"reason" in e.event && e.event.reason ? ` ${e.event.reason}` : ""}${"code" in e.event ? ` ${e.event.code}` : ""}`);
+    return 0;
+  });
+}

@@ -1,0 +1,88 @@
+import { StartMigration, type MigrationEvent } from "../schemas/index.js";
+import type { Nats } from "../services/common/nats.js";
+import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
+import { fmtBytes, fmtRate } from "./args.js";
+import { newId, publishCommand, watchMigration } from "./client.js";
+
+export interface MigrationResult {
+  migrationId: string;
+  state: Migration["status"];
+  bytes: number;
+  wireBytes: number;
+  zeroBytes: number;
+  seconds: number;
+  reason?: string;
+  message?: string;
+  volumes?: Array<{ destPath: string; sizeBytes: number; crc32c: number }>;
+}
+
+/** Validates locally (same schema as the coordinator) so typos fail before anything is sent. */
+export function buildStart(input: Omit<StartMigration, "type" | "version" | "commandId" | "options"> & { commandId?: string; options?: Partial<StartMigration["options"]> }): StartMigration {
+  const commandId = input.commandId ?? newId("cmd");
+  const parsed = StartMigration.safeParse({ type: "StartMigration", version: 1, ...input, commandId, migrationId: input.migrationId ?? newId("mig") });
+  if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+  return parsed.data;
+}
+
+/** Progress on stderr: a bar with bytes, rate and ETA on a TTY, a line every few seconds otherwise. */
+export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): { onEvent: (e: MigrationEvent, s: Migration) => void; done: () => void } {
+  const started = Date.now();
+  let lastLine = 0;
+  const tty = stream.isTTY;
+  return {
+    onEvent: (e, s) => {
+      const total = s.plan?.totalBytes ?? 0;
+      if (e.type !== "ChunkBatchTransferred" || total === 0) return;
+      const done = s.totals.bytes;
+      const secs = (Date.now() - started) / 1000;
+      const rate = done / Math.max(secs, 0.001);
+      const eta = rate > 0 ? (total - done) / rate : 0;
+      const pct = Math.min(100, (100 * done) / total);
+      const bar = "#".repeat(Math.round(pct / 4)).padEnd(25, ".");
+      const line = `[${bar}] ${pct.toFixed(0).padStart(3)}% ${fmtBytes(done)}/${fmtBytes(total)} ${fmtRate(rate)} ETA ${eta.toFixed(1)}s`;
+      if (tty) stream.write(`\r${line}`);
+      else if (Date.now() - lastLine > 2000 || done === total) {
+        stream.write(`${line}\n`);
+        lastLine = Date.now();
+      }
+    },
+    done: () => {
+      if (tty) stream.write("\n");
+    },
+  };
+}
+
+/** Publishes the command and follows the migration to its end. */
+export async function runMigration(nats: Nats, command: StartMigration, opts: { progress?: boolean; timeoutMs?: number } = {}): Promise<MigrationResult> {
+  const id = command.migrationId ?? command.commandId;
+  const started = Date.now();
+  const progress = opts.progress ? progressPrinter() : undefined;
+  const abort = new AbortController();
+  const timer = opts.timeoutMs ? setTimeout(() => abort.abort(), opts.timeoutMs) : undefined;
+  await publishCommand(nats, command);
+  let completed: Extract<MigrationEvent, { type: "MigrationCompleted" }> | undefined;
+  try {
+    const final = await watchMigration(
+      nats,
+      id,
+      (e, s) => {
+        progress?.onEvent(e, s);
+        if (e.type === "MigrationCompleted") completed = e;
+      },
+      abort.signal,
+    );
+    return {
+      migrationId: id,
+      state: final.status,
+      bytes: final.totals.bytes,
+      wireBytes: final.totals.wireBytes,
+      zeroBytes: final.totals.zeroBytes,
+      seconds: (completed?.durationMs ?? Date.now() - started) / 1000,
+      ...(final.reason ? { reason: final.reason, message: final.message } : {}),
+      ...(completed ? { volumes: completed.volumes.map(({ destPath, sizeBytes, crc32c }) => ({ destPath, sizeBytes, crc32c })) } : {}),
+    };
+  } finally {
+    clearTimeout(timer);
+    progress?.done();
+  }
+}

@@ -1,0 +1,145 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { Kvm } from "@nats-io/kv";
+import { MoverRegistration } from "../schemas/index.js";
+import { COORDINATOR_DURABLE, CMD_STREAM, ensureLayout, MOVERS_BUCKET } from "../services/common/layout.js";
+import { connectNats, type Nats } from "../services/common/nats.js";
+import { startNatsServer, type NatsServerHandle } from "../services/common/nats-server.js";
+
+export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
+
+export interface ServiceProcess {
+  name: string;
+  child: ChildProcess;
+  logFile: string;
+  exited: Promise<number | null>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `dwcp <args>` as a child process logging to `logFile`. */
+export function spawnService(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv): ServiceProcess {
+  const fd = openSync(logFile, "a");
+  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return {
+    name,
+    child,
+    logFile,
+    exited,
+    async stop(signal: NodeJS.Signals = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+const tailOf = (file: string): string => {
+  try {
+    return readFileSync(file, "utf8").split("\n").slice(-8).join("\n");
+  } catch {
+    return "";
+  }
+};
+
+async function until<T>(what: string, proc: ServiceProcess | undefined, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (proc && proc.child.exitCode !== null) throw new Error(`${proc.name} exited (${proc.child.exitCode}) before ${what}:\n${tailOf(proc.logFile)}`);
+    const v = await probe();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}${proc ? `:\n${tailOf(proc.logFile)}` : ""}`);
+}
+
+export interface StackOptions {
+  dataDir: string;
+  hosts: string[];
+  natsPort?: number;
+  /** Extra environment for the services (DWCP_NATIVE, DWCP_MAX_ATTEMPTS, ...). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The embedded stack behind `dwcp up`, the demo, the tests and the benchmarks: a private
+ * nats-server with JetStream in <dataDir>/nats, a coordinator and one mover per host with root
+ * <dataDir>/hosts/<host>, all real processes.
+ */
+export class Stack {
+  server!: NatsServerHandle;
+  nats!: Nats;
+  coordinators: ServiceProcess[] = [];
+  movers = new Map<string, ServiceProcess>();
+  readonly secret: string;
+  private readonly logs: string;
+
+  constructor(readonly opts: StackOptions) {
+    this.logs = join(opts.dataDir, "logs");
+    mkdirSync(this.logs, { recursive: true });
+    const secretFile = join(opts.dataDir, "secret");
+    if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(24).toString("hex"), { mode: 0o600 });
+    this.secret = process.env["DWCP_SECRET"] ?? readFileSync(secretFile, "utf8").trim();
+  }
+
+  get url(): string {
+    return this.server.url;
+  }
+
+  root(host: string): string {
+    return join(this.opts.dataDir, "hosts", host);
+  }
+
+  private env(): NodeJS.ProcessEnv {
+    return { ...process.env, ...this.opts.env, DWCP_SECRET: this.secret, DWCP_NATS_URL: this.url };
+  }
+
+  async start(): Promise<this> {
+    this.server = await startNatsServer({
+      storeDir: join(this.opts.dataDir, "nats"),
+      port: this.opts.natsPort,
+      logFile: join(this.logs, "nats-server.log"),
+    });
+    this.nats = await connectNats(this.url, "dwcp-stack");
+    await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: 1 });
+    await Promise.all([this.startCoordinator(), ...this.opts.hosts.map((h) => this.startMover(h))]);
+    return this;
+  }
+
+  async startCoordinator(): Promise<ServiceProcess> {
+    const n = this.coordinators.length;
+    const proc = spawnService(`coordinator-${n}`, ["coordinator", "--nats", this.url], join(this.logs, `coordinator-${n}.log`), this.env());
+    this.coordinators.push(proc);
+    await until("the coordinator pulled commands", proc, async () => {
+      const info = await this.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
+      return info.num_waiting > 0 ? true : undefined;
+    });
+    return proc;
+  }
+
+  async startMover(host: string, extraArgs: string[] = []): Promise<ServiceProcess> {
+    const root = this.root(host);
+    mkdirSync(root, { recursive: true });
+    const args = ["mover", "--host", host, "--root", root, "--listen", "127.0.0.1:0", "--nats", this.url, ...extraArgs];
+    const proc = spawnService(`mover-${host}`, args, join(this.logs, `mover-${host}.log`), this.env());
+    this.movers.set(host, proc);
+    const kv = await new Kvm(this.nats.nc).open(MOVERS_BUCKET);
+    await until(`mover ${host} registered`, proc, async () => {
+      const e = await kv.get(host);
+      const reg = e?.operation === "PUT" ? MoverRegistration.safeParse(e.json()).data : undefined;
+      return reg?.pid === proc.child.pid ? reg : undefined;
+    });
+    return proc;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.movers.values(), ...this.coordinators].map((p) => p.stop()));
+    await this.nats?.nc.close().catch(() => undefined);
+    await this.server?.stop();
+  }
+}

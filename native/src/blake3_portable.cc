@@ -1,0 +1,150 @@
+// BLAKE3 portable compression and the tree driver shared by every path.
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "blake3.h"
+#include "kernels.h"
+
+namespace dwcp {
+namespace b3 {
+namespace {
+
+inline uint32_t rotr(uint32_t x, int r) { return (x >> r) | (x << (32 - r)); }
+
+inline void g(uint32_t v[16], int a, int b, int c, int d, uint32_t mx, uint32_t my) {
+  v[a] += v[b] + mx;
+  v[d] = rotr(v[d] ^ v[a], 16);
+  v[c] += v[d];
+  v[b] = rotr(v[b] ^ v[c], 12);
+  v[a] += v[b] + my;
+  v[d] = rotr(v[d] ^ v[a], 8);
+  v[c] += v[d];
+  v[b] = rotr(v[b] ^ v[c], 7);
+}
+
+inline uint32_t load32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
+inline void store_cv(const uint32_t cv[8], uint8_t* out) {
+  for (int i = 0; i < 8; ++i) {
+    for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<uint8_t>(cv[i] >> (8 * j));
+  }
+}
+
+void compress(uint32_t cv[8], const uint8_t block[kBlockLen], uint32_t block_len, uint64_t counter,
+              uint8_t flags) {
+  uint32_t m[16];
+  for (int i = 0; i < 16; ++i) m[i] = load32(block + 4 * i);
+  uint32_t v[16] = {cv[0],  cv[1],  cv[2],  cv[3],  cv[4], cv[5], cv[6],
+                    cv[7],  kIV[0], kIV[1], kIV[2], kIV[3], static_cast<uint32_t>(counter),
+                    static_cast<uint32_t>(counter >> 32), block_len, flags};
+  for (const auto& s : kSchedule.s) {
+    g(v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
+    g(v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
+    g(v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
+    g(v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
+    g(v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
+    g(v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
+    g(v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
+    g(v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
+  }
+  for (int i = 0; i < 8; ++i) cv[i] = v[i] ^ v[i + 8];
+}
+
+// Chaining value of one chunk of 0..1024 bytes (a partial last chunk, or the root chunk).
+void chunk_cv(const uint8_t* p, size_t len, uint64_t counter, uint8_t extra_end_flags, uint8_t* out) {
+  uint32_t cv[8];
+  std::memcpy(cv, kIV, sizeof cv);
+  const size_t blocks = len == 0 ? 1 : (len + kBlockLen - 1) / kBlockLen;
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t off = b * kBlockLen;
+    const size_t blen = len - off < kBlockLen ? len - off : kBlockLen;
+    uint8_t block[kBlockLen] = {};
+    if (blen != 0) std::memcpy(block, p + off, blen);
+    uint8_t flags = b == 0 ? kChunkStart : 0;
+    if (b + 1 == blocks) flags |= kChunkEnd | extra_end_flags;
+    compress(cv, block, static_cast<uint32_t>(blen), counter, flags);
+  }
+  store_cv(cv, out);
+}
+
+HashManyFn pick(Blake3Impl impl) {
+  switch (impl) {
+    case Blake3Impl::Avx512: return hash_many_avx512;
+    case Blake3Impl::Avx2: return hash_many_avx2;
+    case Blake3Impl::Portable: break;
+  }
+  return hash_many_portable;
+}
+
+constexpr size_t kBatch = 64;  // inputs handed to hash_many per call
+
+// Chaining values of the whole chunks [0, full) into cvs.
+void hash_chunks(HashManyFn hm, const uint8_t* p, size_t full, uint8_t* cvs) {
+  const uint8_t* ptrs[kBatch];
+  for (size_t i = 0; i < full; i += kBatch) {
+    const size_t k = full - i < kBatch ? full - i : kBatch;
+    for (size_t j = 0; j < k; ++j) ptrs[j] = p + (i + j) * kChunkLen;
+    hm(ptrs, k, kChunkLen / kBlockLen, i, true, 0, kChunkStart, kChunkEnd, cvs + 32 * i);
+  }
+}
+
+// One tree level: pairs of src CVs become parents in dst, an odd last CV moves up unchanged.
+size_t hash_level(HashManyFn hm, const uint8_t* src, size_t count, uint8_t* dst) {
+  const size_t pairs = count / 2;
+  const uint8_t* ptrs[kBatch];
+  for (size_t i = 0; i < pairs; i += kBatch) {
+    const size_t k = pairs - i < kBatch ? pairs - i : kBatch;
+    for (size_t j = 0; j < k; ++j) ptrs[j] = src + (i + j) * 2 * 32;
+    hm(ptrs, k, 1, 0, false, kParent, 0, 0, dst + 32 * i);
+  }
+  if (count & 1) std::memcpy(dst + 32 * pairs, src + 64 * pairs, 32);
+  return pairs + (count & 1);
+}
+
+}  // namespace
+
+void hash_many_portable(const uint8_t* const* inputs, size_t count, size_t blocks, uint64_t counter,
+                        bool increment, uint8_t flags, uint8_t flags_start, uint8_t flags_end,
+                        uint8_t* out) {
+  for (size_t i = 0; i < count; ++i, out += 32) {
+    uint32_t cv[8];
+    std::memcpy(cv, kIV, sizeof cv);
+    uint8_t bf = flags | flags_start;
+    for (size_t b = 0; b < blocks; ++b) {
+      if (b + 1 == blocks) bf |= flags_end;
+      compress(cv, inputs[i] + b * kBlockLen, kBlockLen, counter, bf);
+      bf = flags;
+    }
+    store_cv(cv, out);
+    if (increment) ++counter;
+  }
+}
+
+}  // namespace b3
+
+void blake3_hash(const uint8_t* p, size_t n, uint8_t out[32], Blake3Impl impl) {
+  using namespace b3;
+  if (n <= kChunkLen) {
+    chunk_cv(p, n, 0, kRoot, out);
+    return;
+  }
+  const HashManyFn hm = pick(impl);
+  const size_t chunks = (n + kChunkLen - 1) / kChunkLen;
+  const size_t full = n / kChunkLen;
+  std::vector<uint8_t> a(32 * chunks), b(32 * ((chunks + 1) / 2));
+  hash_chunks(hm, p, full, a.data());
+  if (full < chunks) chunk_cv(p + full * kChunkLen, n - full * kChunkLen, full, 0, a.data() + 32 * full);
+  uint8_t* src = a.data();
+  uint8_t* dst = b.data();
+  for (size_t count = chunks; count > 2; std::swap(src, dst)) count = hash_level(hm, src, count, dst);
+  uint32_t cv[8];
+  std::memcpy(cv, kIV, sizeof cv);
+  compress(cv, src, kBlockLen, 0, kParent | kRoot);
+  store_cv(cv, out);
+}
+
+}  // namespace dwcp

@@ -1,0 +1,31 @@
+import { z } from "zod";
+import { Destination, Id, MigrationOptions, Source } from "./common.js";
+
+/** Start moving a VM's volumes from one host to another. Published to dwcp.cmd.migration.start. */
+export const StartMigration = z.object({
+  type: z.literal("StartMigration"),
+  version: z.literal(1),
+  /** Unique per command; used as the JetStream msgID, so a re-publish is a no-op. */
+  commandId: Id,
+  /** Defaults to commandId. */
+  migrationId: Id.optional(),
+  vm: z.string().min(1).max(256),
+  source: Source,
+  destination: Destination,
+  options: MigrationOptions.default(MigrationOptions.parse({})),
+});
+export type StartMigration = z.infer<typeof StartMigration>;
+
+/** Stop a migration: no new work is handed out and partial files are removed. */
+export const CancelMigration = z.object({
+  type: z.literal("CancelMigration"),
+  version: z.literal(1),
+  commandId: Id,
+  migrationId: Id,
+  reason: z.string().max(1024).optional(),
+});
+export type CancelMigration = z.infer<typeof CancelMigration>;
+
+export const Command = z.discriminatedUnion("type", [StartMigration, CancelMigration]);
+export type Command = z.infer<typeof Command>;
+export const COMMAND_TYPES = ["StartMigration", "CancelMigration"] as const;

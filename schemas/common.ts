@@ -1,0 +1,101 @@
+import { z } from "zod";
+
+/** Identifiers become NATS subject tokens and stream names: keep them to a safe alphabet. */
+export const Id = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ -");
+
+export const HostId = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,48}$/, "host ids are 1-48 characters of A-Z a-z 0-9 _ -");
+
+export const Timestamp = z.iso.datetime({ offset: true });
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const MIN_CHUNK_BYTES = 64 * KiB;
+export const MAX_CHUNK_BYTES = 64 * MiB;
+export const DEFAULT_CHUNK_BYTES = 4 * MiB;
+export const DEFAULT_BATCH_BYTES = 64 * MiB;
+
+const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
+
+export const ChunkSize = z
+  .number()
+  .int()
+  .refine((n) => isPowerOfTwo(n) && n >= MIN_CHUNK_BYTES && n <= MAX_CHUNK_BYTES, {
+    message: "chunk size must be a power of two from 64 KiB (65536) to 64 MiB (67108864)",
+  });
+
+export const VolumeKind = z.enum(["disk", "memory"]);
+
+export const SourceVolume = z.object({
+  /** Path on the source host; must resolve under one of that mover's --root directories. */
+  path: z.string().min(1).max(4096),
+  kind: VolumeKind,
+});
+
+export const Source = z.object({
+  host: HostId,
+  volumes: z.array(SourceVolume).min(1, "at least one volume is required").max(64),
+});
+
+export const Destination = z.object({
+  host: HostId,
+  /** Directory on the destination host, absolute or relative to its first root; created if missing. */
+  dir: z.string().min(1).max(4096),
+});
+
+export const MigrationOptions = z.object({
+  /** Bytes per chunk: a power of two from 64 KiB to 64 MiB. Default 4 MiB. */
+  chunkSizeBytes: ChunkSize.default(DEFAULT_CHUNK_BYTES),
+  /** Approximate bytes per batch (one work item); rounded to whole chunks. Default 64 MiB. */
+  batchSizeBytes: z.number().int().min(MIN_CHUNK_BYTES).max(1024 * MiB).default(DEFAULT_BATCH_BYTES),
+  /** Re-read and check every volume at the destination before the final rename. Default true. */
+  verify: z.boolean().default(true),
+  /** Cap on data-channel bytes per second for this migration, per sending mover. */
+  bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+});
+
+/** Why a migration was refused. Constant strings, stable across versions. */
+export const RejectionReason = z.enum([
+  "INVALID_JSON",
+  "SCHEMA_INVALID",
+  "UNSUPPORTED_VERSION",
+  "UNKNOWN_COMMAND",
+  "CHUNK_SIZE_INVALID",
+  "EMPTY_VOLUMES",
+  "MIGRATION_ID_IN_USE",
+  "UNKNOWN_MIGRATION",
+  "UNKNOWN_HOST",
+  "HOST_UNREACHABLE",
+  "PATH_OUTSIDE_ROOT",
+  "SOURCE_NOT_FOUND",
+  "SOURCE_NOT_REGULAR_FILE",
+  "DESTINATION_EXISTS",
+  "DUPLICATE_DESTINATION",
+  "SAME_HOST_AND_DIR",
+]);
+
+/** Why a batch or a whole migration failed. */
+export const FailureCode = z.enum([
+  "SOURCE_READ_FAILED",
+  "SOURCE_CHANGED",
+  "DESTINATION_UNREACHABLE",
+  "DESTINATION_WRITE_FAILED",
+  "NO_SPACE",
+  "CHECKSUM_MISMATCH",
+  "AUTH_FAILED",
+  "PROTOCOL_ERROR",
+  "PATH_OUTSIDE_ROOT",
+  "VERIFY_FAILED",
+  "FINALIZE_FAILED",
+  "MAX_DELIVERIES",
+  "RETRIES_EXHAUSTED",
+  "INTERNAL",
+]);
+
+export type RejectionReason = z.infer<typeof RejectionReason>;
+export type FailureCode = z.infer<typeof FailureCode>;
+export type VolumeKind = z.infer<typeof VolumeKind>;
+export type MigrationOptions = z.infer<typeof MigrationOptions>;

@@ -1,0 +1,5 @@
+export * from "./common.js";
+export * from "./commands.js";
+export * from "./events.js";
+export * from "./work.js";
+export * from "./rpc.js";

@@ -1,0 +1,88 @@
+import { z } from "zod";
+import { FailureCode, HostId, Id, RejectionReason } from "./common.js";
+
+/**
+ * Control requests from the coordinator to a mover, over NATS request/reply on
+ * dwcp.mover.<host>.rpc (queue group "movers"). Bytes never travel this way.
+ */
+export const ProbeSource = z.object({
+  op: z.literal("probeSource"),
+  version: z.literal(1),
+  migrationId: Id,
+  paths: z.array(z.string()).min(1),
+});
+
+export const ProbeDestination = z.object({
+  op: z.literal("probeDestination"),
+  version: z.literal(1),
+  migrationId: Id,
+  dir: z.string(),
+  names: z.array(z.string()),
+});
+
+export const FinalizeVolumes = z.object({
+  op: z.literal("finalize"),
+  version: z.literal(1),
+  migrationId: Id,
+  destDir: z.string(),
+  verify: z.boolean(),
+  volumes: z.array(
+    z.object({
+      destName: z.string(),
+      sizeBytes: z.number().int().nonnegative(),
+      /** CRC32C of the whole volume, combined from the chunk checksums in the log. */
+      crc32c: z.number().int().min(0).max(0xffffffff),
+    }),
+  ),
+});
+
+export const AbortVolumes = z.object({
+  op: z.literal("abort"),
+  version: z.literal(1),
+  migrationId: Id,
+  destDir: z.string(),
+  names: z.array(z.string()),
+});
+
+export const MoverRequest = z.discriminatedUnion("op", [ProbeSource, ProbeDestination, FinalizeVolumes, AbortVolumes]);
+export type MoverRequest = z.infer<typeof MoverRequest>;
+export type ProbeSource = z.infer<typeof ProbeSource>;
+export type ProbeDestination = z.infer<typeof ProbeDestination>;
+export type FinalizeVolumes = z.infer<typeof FinalizeVolumes>;
+export type AbortVolumes = z.infer<typeof AbortVolumes>;
+
+const Refusal = z.object({
+  ok: z.literal(false),
+  reason: z.union([RejectionReason, FailureCode]),
+  message: z.string(),
+});
+
+export const ProbeSourceReply = z.union([
+  z.object({
+    ok: z.literal(true),
+    volumes: z.array(z.object({ path: z.string(), sizeBytes: z.number().int().nonnegative() })),
+  }),
+  Refusal,
+]);
+export const ProbeDestinationReply = z.union([z.object({ ok: z.literal(true), dir: z.string() }), Refusal]);
+export const FinalizeReply = z.union([
+  z.object({ ok: z.literal(true), paths: z.array(z.string()) }),
+  Refusal,
+]);
+export const AbortReply = z.union([z.object({ ok: z.literal(true) }), Refusal]);
+export type ProbeSourceReply = z.infer<typeof ProbeSourceReply>;
+export type ProbeDestinationReply = z.infer<typeof ProbeDestinationReply>;
+export type FinalizeReply = z.infer<typeof FinalizeReply>;
+export type AbortReply = z.infer<typeof AbortReply>;
+
+/** Value of key <host> in the KV bucket dwcp_movers: where to reach a mover's data channel. */
+export const MoverRegistration = z.object({
+  version: z.literal(1),
+  host: HostId,
+  /** host:port of the data channel listener. */
+  dataAddress: z.string(),
+  pid: z.number().int(),
+  startedAt: z.iso.datetime({ offset: true }),
+  heartbeatAt: z.iso.datetime({ offset: true }),
+});
+export type MoverRegistration = z.infer<typeof MoverRegistration>;

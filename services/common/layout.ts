@@ -1,0 +1,111 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { nanos, type NatsConnection } from "@nats-io/transport-node";
+
+/** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
+export const CMD_STREAM = "DWCP_CMD";
+export const EVT_STREAM = "DWCP_EVT";
+export const MOVERS_BUCKET = "dwcp_movers";
+export const COORDINATOR_DURABLE = "coordinator";
+export const MOVER_DURABLE = "mover";
+
+export const subjects = {
+  commands: "dwcp.cmd.>",
+  startMigration: "dwcp.cmd.migration.start",
+  cancelMigration: "dwcp.cmd.migration.cancel",
+  events: "dwcp.evt.>",
+  migrationEvents: "dwcp.evt.migration.>",
+  migration: (id: string): string => `dwcp.evt.migration.${id}`,
+  work: (host: string): string => `dwcp.work.${host}`,
+  moverRpc: (host: string): string => `dwcp.mover.${host}.rpc`,
+} as const;
+
+export const workStream = (host: string): string => `DWCP_WORK_${host}`;
+
+export interface LayoutOptions {
+  /** Stream replicas: 1 standalone, 3 in a cluster. */
+  replicas: number;
+}
+
+const MINUTE_NS = nanos(60_000);
+
+/** Creates the command and event streams and the mover registry; safe to run any number of times. */
+export async function ensureLayout(nc: NatsConnection, jsm: JetStreamManager, opts: LayoutOptions): Promise<KV> {
+  await ensureStream(jsm, {
+    name: CMD_STREAM,
+    subjects: [subjects.commands],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    num_replicas: opts.replicas,
+    duplicate_window: 10 * MINUTE_NS,
+    max_age: 7 * 24 * 60 * MINUTE_NS,
+    max_msg_size: 256 * 1024,
+  });
+  await ensureStream(jsm, {
+    name: EVT_STREAM,
+    subjects: [subjects.events],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    num_replicas: opts.replicas,
+    allow_direct: true,
+    duplicate_window: 10 * MINUTE_NS,
+  });
+  await ensureConsumer(jsm, CMD_STREAM, COORDINATOR_DURABLE, subjects.commands);
+  return new Kvm(nc).create(MOVERS_BUCKET, { history: 1, replicas: opts.replicas });
+}
+
+/** The per-host work queue: one durable consumer that every mover process of that host shares. */
+export async function ensureWorkStream(jsm: JetStreamManager, host: string, opts: LayoutOptions): Promise<void> {
+  await ensureStream(jsm, {
+    name: workStream(host),
+    subjects: [subjects.work(host)],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Workqueue,
+    discard: DiscardPolicy.Old,
+    num_replicas: opts.replicas,
+    duplicate_window: 60 * MINUTE_NS,
+  });
+  await ensureConsumer(jsm, workStream(host), MOVER_DURABLE, subjects.work(host));
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.info(cfg.name);
+    await jsm.streams.update(cfg.name, cfg);
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+    await jsm.streams.add(cfg);
+  }
+}
+
+/**
+ * Durable pull consumers. A bounded max_deliver keeps a poison message from cycling forever;
+ * the max-deliveries advisory tells the coordinator when one gives up.
+ */
+async function ensureConsumer(jsm: JetStreamManager, stream: string, durable: string, filter: string): Promise<void> {
+  const cfg = {
+    durable_name: durable,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    filter_subject: filter,
+    ack_wait: nanos(30_000),
+    max_deliver: 8,
+    max_ack_pending: 256,
+  };
+  try {
+    await jsm.consumers.info(stream, durable);
+    await jsm.consumers.update(stream, durable, { ack_wait: cfg.ack_wait, max_deliver: cfg.max_deliver, max_ack_pending: cfg.max_ack_pending });
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError) || err.code !== 10014) throw err;
+    await jsm.consumers.add(stream, cfg);
+  }
+}

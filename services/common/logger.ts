@@ -1,0 +1,18 @@
+import { pino, type Logger } from "pino";
+
+export type { Logger };
+
+/**
+ * pino JSON logs on stdout (or a file descriptor the embedded stack hands us). Child loggers add
+ * {migrationId, batch, offset, host}. Secrets never reach a log line: the redact list is the
+ * last line of defence, not the first.
+ */
+export function createLogger(svc: string, bindings: Record<string, unknown> = {}): Logger {
+  return pino({
+    name: "dwcp",
+    level: process.env["DWCP_LOG_LEVEL"] ?? "info",
+    base: { svc, pid: process.pid, ...bindings },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: { paths: ["secret", "*.secret", "token", "*.token", "mac"], censor: "[redacted]" },
+  });
+}

@@ -1,0 +1,302 @@
+import type { JsMsg } from "@nats-io/jetstream";
+import type { Subscription } from "@nats-io/transport-node";
+import { crc32cCombine } from "../../../../native/index.js";
+import {
+  AbortReply,
+  FinalizeReply,
+  ProbeDestinationReply,
+  ProbeSourceReply,
+  RejectionReason,
+} from "../../../../schemas/index.js";
+import { VersionConflictError, errorCode } from "../../../common/errors.js";
+import { EventStore } from "../../../common/event-store.js";
+import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream, subjects } from "../../../common/layout.js";
+import type { Logger } from "../../../common/logger.js";
+import type { Nats } from "../../../common/nats.js";
+import type { CoordinatorConfig } from "../config.js";
+import { decide, type MigrationCommand, type PlanOutcome } from "../domain/migration/decide.js";
+import { MigrationIdInUseError, UnknownMigrationError } from "../domain/migration/errors.js";
+import { basename } from "../domain/migration/planner.js";
+import { allBatchesDone, type Migration } from "../domain/migration/state.js";
+import { parseCommand } from "../domain/parse-command.js";
+import { MoverGateway, UnknownHostError } from "../infra/movers.js";
+import { Dispatcher } from "./dispatcher.js";
+import { Projection } from "./projection.js";
+import { volumeChecksums } from "./volume-crc.js";
+
+export type Lifecycle = "starting" | "running" | "draining" | "stopped" | "failed";
+
+const MAX_DECIDE_ATTEMPTS = 8;
+const FINALIZE_RETRY_MS = 2_000;
+const MAX_FINALIZE_TRIES = 30;
+
+/**
+ * The coordinator: validates commands, decides, appends events with optimistic concurrency and
+ * drives each migration forward (plan, hand out work, retry, finalize) from the log alone. Any
+ * number may run at once: they share one durable command consumer, and every transition is
+ * guarded by the aggregate's expected sequence plus a deterministic msgID.
+ */
+export class Coordinator {
+  state: Lifecycle = "starting";
+  private readonly projection = new Projection();
+  private readonly store: EventStore;
+  private movers!: MoverGateway;
+  private dispatcher!: Dispatcher;
+  private readonly locks = new Map<string, Promise<void>>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly finalizeTries = new Map<string, number>();
+  private readonly cleaned = new Set<string>();
+  private caughtUp = false;
+  private stopTail?: () => void;
+  private stopCommands?: () => void;
+  private advisories?: Subscription;
+  private loops: Array<Promise<void>> = [];
+
+  constructor(
+    private readonly nats: Nats,
+    private readonly config: CoordinatorConfig,
+    private readonly log: Logger,
+  ) {
+    this.store = new EventStore(nats.js, nats.jsm);
+  }
+
+  async start(): Promise<void> {
+    const kv = await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: this.config.replicas });
+    this.movers = new MoverGateway(this.nats.nc, kv);
+    this.dispatcher = new Dispatcher(this.nats, this.log, (host) =>
+      ensureWorkStream(this.nats.jsm, host, { replicas: this.config.replicas }),
+    );
+    let resolveCaughtUp!: () => void;
+    const caughtUp = new Promise<void>((r) => (resolveCaughtUp = r));
+    const tail = await this.store.tail({
+      onEvent: (e) => {
+        const id = this.projection.apply(e);
+        if (this.caughtUp) this.schedule(id);
+      },
+      onCaughtUp: () => {
+        this.caughtUp = true;
+        for (const id of this.projection.ids()) this.schedule(id);
+        resolveCaughtUp();
+      },
+      onInvalid: (seq, err) => this.log.error({ streamSeq: seq, err }, "event failed validation; not folded"),
+    });
+    this.stopTail = tail.stop;
+    this.loops.push(tail.done);
+    await caughtUp;
+    this.advisories = this.dispatcher.watchMaxDeliveries(this.store);
+    this.loops.push(this.commandLoop());
+    this.state = "running";
+    this.log.info({ migrations: this.projection.ids().length }, "coordinator running");
+  }
+
+  /** Stops taking commands, lets in-flight decisions finish, then lets go of the streams. */
+  async stop(): Promise<void> {
+    if (this.state === "stopped") return;
+    this.state = "draining";
+    this.stopCommands?.();
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    await Promise.allSettled([...this.locks.values()]);
+    this.advisories?.unsubscribe();
+    this.stopTail?.();
+    await Promise.allSettled(this.loops);
+    this.state = "stopped";
+  }
+
+  /** Read-only view for tests and status. */
+  view(id: string): Migration {
+    return this.projection.get(id).state;
+  }
+
+  private async commandLoop(): Promise<void> {
+    const consumer = await this.nats.js.consumers.get(CMD_STREAM, COORDINATOR_DURABLE);
+    const iter = await consumer.consume({ max_messages: 32 });
+    this.stopCommands = () => iter.stop();
+    for await (const m of iter) {
+      try {
+        await this.handleCommand(m);
+        m.ack();
+      } catch (err) {
+        this.log.warn({ err, streamSeq: m.seq }, "command not handled; will be redelivered");
+        m.nak(1_000);
+      }
+    }
+  }
+
+  private async handleCommand(m: JsMsg): Promise<void> {
+    const parsed = parseCommand(m.data);
+    const fallbackId = `cmd-${m.seq}`;
+    if (!parsed.ok) {
+      this.log.warn({ streamSeq: m.seq, reason: parsed.reason, migrationId: parsed.aggregateId }, `command rejected: ${parsed.message}`);
+      const reject = { type: "RejectCommand" as const, reason: parsed.reason, message: parsed.message, commandId: parsed.commandId };
+      const target = parsed.aggregateId && this.projection.get(parsed.aggregateId).state.status === "none" ? parsed.aggregateId : fallbackId;
+      await this.withLock(target, () => this.execute(target, reject, `reject.${m.seq}`));
+      return;
+    }
+    const { command, aggregateId } = parsed;
+    try {
+      await this.withLock(aggregateId, () => this.execute(aggregateId, command, command.commandId));
+    } catch (err) {
+      if (!(err instanceof MigrationIdInUseError || err instanceof UnknownMigrationError)) throw err;
+      this.log.warn({ streamSeq: m.seq, migrationId: aggregateId, code: err.code }, err.message);
+      const reject = { type: "RejectCommand" as const, reason: err.code, message: err.message, commandId: command.commandId };
+      await this.withLock(fallbackId, () => this.execute(fallbackId, reject, `reject.${m.seq}`));
+    }
+  }
+
+  /** Fold, decide, append with the folded sequence; on a conflict re-fold and decide again. */
+  private async execute(id: string, command: MigrationCommand, msgIdBase: string): Promise<void> {
+    for (let attempt = 0; attempt < MAX_DECIDE_ATTEMPTS; attempt++) {
+      const { state, seq } = this.projection.get(id);
+      const events = decide(state, command, { now: new Date(), policy: this.config });
+      if (events.length === 0) return;
+      try {
+        const last = await this.store.append(id, events, msgIdBase, seq);
+        await this.projection.waitFor(id, last);
+        this.log.info({ migrationId: id, events: events.map((e) => e.type), streamSeq: last }, "appended");
+        return;
+      } catch (err) {
+        if (!(err instanceof VersionConflictError)) throw err;
+        this.log.debug({ migrationId: id, attempt }, "version conflict; re-folding");
+        await this.projection.waitFor(id, await this.store.lastSeq(id), 5_000);
+      }
+    }
+    throw new VersionConflictError(subjects.migration(id), this.projection.get(id).seq);
+  }
+
+  /** Runs fn after every earlier task for the same migration: one decision at a time per aggregate. */
+  private async withLock(id: string, fn: () => Promise<void>): Promise<void> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tracked = next.catch(() => undefined);
+    this.locks.set(id, tracked);
+    try {
+      await next;
+    } finally {
+      if (this.locks.get(id) === tracked) this.locks.delete(id);
+    }
+  }
+
+  private schedule(id: string, delayMs = 0): void {
+    if (this.state === "draining" || this.state === "stopped") return;
+    const run = (): void => {
+      this.timers.delete(id);
+      this.withLock(id, () => this.reconcile(id)).catch((err: unknown) => {
+        this.log.warn({ err, migrationId: id }, "reconcile failed; retrying");
+        this.schedule(id, 1_000);
+      });
+    };
+    if (delayMs <= 0) return run();
+    if (this.timers.has(id)) return;
+    this.timers.set(id, setTimeout(run, delayMs));
+  }
+
+  /** Moves one migration forward by whatever its folded state calls for. Idempotent. */
+  private async reconcile(id: string): Promise<void> {
+    const { state, seq } = this.projection.get(id);
+    switch (state.status) {
+      case "requested":
+        return this.plan(state);
+      case "planned":
+      case "running": {
+        if (state.batches.some((b) => b.status === "failed")) {
+          return this.execute(id, { type: "RetryFailedBatches" }, `${id}.retry.${seq}`);
+        }
+        const wakeAt = await this.dispatcher.dispatch(state);
+        if (wakeAt !== undefined) this.schedule(id, wakeAt - Date.now());
+        if (allBatchesDone(state)) return this.finalize(state);
+        return;
+      }
+      case "failed":
+      case "cancelled":
+        return this.cleanup(state);
+      case "none":
+      case "completed":
+      case "rejected":
+        return;
+      default: {
+        const never: never = state.status;
+        return never;
+      }
+    }
+  }
+
+  private async plan(m: Migration): Promise<void> {
+    const req = m.request;
+    if (!req) return;
+    const outcome = await this.probe(m.id, req).catch((err: unknown): PlanOutcome => {
+      if (err instanceof UnknownHostError) return { ok: false, reason: "UNKNOWN_HOST", message: err.message };
+      return { ok: false, reason: "HOST_UNREACHABLE", message: (err as Error).message };
+    });
+    await this.execute(m.id, { type: "PlanMigration", outcome }, `${m.id}.plan`);
+  }
+
+  private async probe(migrationId: string, req: NonNullable<Migration["request"]>): Promise<PlanOutcome> {
+    const t = this.config.rpcTimeoutMs;
+    const src = await this.movers.request(
+      req.source.host,
+      { op: "probeSource", version: 1, migrationId, paths: req.source.volumes.map((v) => v.path) },
+      ProbeSourceReply,
+      t,
+    );
+    if (!src.ok) return { ok: false, reason: asRejection(src.reason), message: src.message };
+    const names = src.volumes.map((v) => basename(v.path));
+    const dst = await this.movers.request(
+      req.destination.host,
+      { op: "probeDestination", version: 1, migrationId, dir: req.destination.dir, names },
+      ProbeDestinationReply,
+      t,
+    );
+    if (!dst.ok) return { ok: false, reason: asRejection(dst.reason), message: dst.message };
+    if (req.source.host === req.destination.host && src.volumes.some((v) => v.path.startsWith(`${dst.dir}/`) && !v.path.slice(dst.dir.length + 1).includes("/"))) {
+      return { ok: false, reason: "SAME_HOST_AND_DIR", message: "source and destination are the same directory on the same host" };
+    }
+    const volumes = src.volumes.map((v, i) => ({ kind: req.source.volumes[i]?.kind ?? "disk", sourcePath: v.path, sizeBytes: v.sizeBytes }));
+    return { ok: true, destDir: dst.dir, volumes };
+  }
+
+  private async finalize(m: Migration): Promise<void> {
+    const plan = m.plan;
+    const req = m.request;
+    if (!plan || !req || !m.options) return;
+    const crcs = volumeChecksums(m, crc32cCombine);
+    const volumes = plan.volumes.map((v, i) => ({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0 }));
+    let reply;
+    try {
+      reply = await this.movers.request(
+        req.destination.host,
+        { op: "finalize", version: 1, migrationId: m.id, destDir: plan.destDir, verify: m.options.verify, volumes },
+        FinalizeReply,
+        Math.max(this.config.rpcTimeoutMs, 120_000),
+      );
+    } catch (err) {
+      const tries = (this.finalizeTries.get(m.id) ?? 0) + 1;
+      this.finalizeTries.set(m.id, tries);
+      if (tries < MAX_FINALIZE_TRIES) {
+        this.log.warn({ err, migrationId: m.id, tries }, "finalize request failed; retrying");
+        this.schedule(m.id, FINALIZE_RETRY_MS);
+        return;
+      }
+      reply = { ok: false as const, reason: "FINALIZE_FAILED" as const, message: `destination did not finalize: ${(err as Error).message}` };
+    }
+    const outcome = reply.ok
+      ? { ok: true as const, volumes: reply.paths.map((destPath, i) => ({ destPath, crc32c: crcs[i] ?? 0 })) }
+      : { ok: false as const, code: reply.reason === "VERIFY_FAILED" ? ("VERIFY_FAILED" as const) : ("FINALIZE_FAILED" as const), message: reply.message };
+    await this.execute(m.id, { type: "FinalizeMigration", outcome }, `${m.id}.finalize`);
+  }
+
+  /** Removes partial files of a failed or cancelled migration; best effort, once per process. */
+  private async cleanup(m: Migration): Promise<void> {
+    if (this.cleaned.has(m.id) || !m.plan || !m.request) return;
+    this.cleaned.add(m.id);
+    const names = m.plan.volumes.map((v) => v.destName);
+    await this.movers
+      .request(m.request.destination.host, { op: "abort", version: 1, migrationId: m.id, destDir: m.plan.destDir, names }, AbortReply, 10_000)
+      .catch((err: unknown) => this.log.warn({ migrationId: m.id, code: errorCode(err) }, "could not remove partial files"));
+  }
+}
+
+/** A mover's refusal as a rejection reason; failure codes it may use map to the nearest one. */
+function asRejection(reason: string): RejectionReason {
+  return RejectionReason.safeParse(reason).data ?? (reason === "PATH_OUTSIDE_ROOT" ? "PATH_OUTSIDE_ROOT" : "HOST_UNREACHABLE");
+}

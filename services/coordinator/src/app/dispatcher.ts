@@ -1,0 +1,109 @@
+import type { Subscription } from "@nats-io/transport-node";
+import { TransferBatch } from "../../../../schemas/index.js";
+import type { EventStore } from "../../../common/event-store.js";
+import { subjects } from "../../../common/layout.js";
+import type { Logger } from "../../../common/logger.js";
+import type { Nats } from "../../../common/nats.js";
+import { batchRange } from "../domain/migration/planner.js";
+import { isTerminal, type Migration } from "../domain/migration/state.js";
+
+const encoder = new TextEncoder();
+
+/**
+ * Hands out work items. The msgID `<id>.b<batch>.a<attempt>` makes a re-publish (a restarted or
+ * second coordinator) a no-op within the work stream's duplicate window; past it a batch may be
+ * moved twice, which is harmless because movers rewrite the same bytes.
+ */
+export class Dispatcher {
+  private readonly published = new Set<string>();
+  private readonly readyHosts = new Set<string>();
+
+  constructor(
+    private readonly nats: Nats,
+    private readonly log: Logger,
+    private readonly ensureHost: (host: string) => Promise<void>,
+  ) {}
+
+  /** Publishes every pending batch that is due; returns when the next one falls due (epoch ms). */
+  async dispatch(m: Migration): Promise<number | undefined> {
+    const plan = m.plan;
+    const req = m.request;
+    if (!plan || !req || isTerminal(m)) return undefined;
+    const host = req.source.host;
+    if (!this.readyHosts.has(host)) {
+      await this.ensureHost(host);
+      this.readyHosts.add(host);
+    }
+    const now = Date.now();
+    let wakeAt: number | undefined;
+    for (const [batch, b] of m.batches.entries()) {
+      if (b.status !== "pending") continue;
+      const key = `${m.id}.b${batch}.a${b.attempt}`;
+      if (this.published.has(key)) continue;
+      const due = b.notBefore ? Date.parse(b.notBefore) : now;
+      if (due > now) {
+        wakeAt = Math.min(wakeAt ?? due, due);
+        continue;
+      }
+      const range = batchRange(plan, batch);
+      const vol = range && plan.volumes[range.volume];
+      if (!range || !vol) continue;
+      const item: TransferBatch = {
+        type: "TransferBatch",
+        version: 1,
+        migrationId: m.id,
+        batch,
+        attempt: b.attempt,
+        sourceHost: host,
+        destHost: req.destination.host,
+        destDir: plan.destDir,
+        volume: { index: vol.index, kind: vol.kind, sourcePath: vol.sourcePath, destName: vol.destName, sizeBytes: vol.sizeBytes },
+        chunkSizeBytes: plan.chunkSizeBytes,
+        firstChunk: range.firstChunk,
+        chunkCount: range.chunkCount,
+        bandwidthLimitBytesPerSec: m.options?.bandwidthLimitBytesPerSec,
+      };
+      await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), { msgID: key });
+      this.published.add(key);
+      this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
+    }
+    return wakeAt;
+  }
+
+  /**
+   * A work item that used up max_deliver is never redelivered: turn the server's advisory into a
+   * retryable batch failure (the decider then retries or fails the migration) and drop the item.
+   */
+  watchMaxDeliveries(store: EventStore): Subscription {
+    const subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.mover";
+    return this.nats.nc.subscribe(subject, {
+      queue: "dwcp-coordinators",
+      callback: (_err, msg) => {
+        void (async () => {
+          const adv = msg.json<{ stream: string; stream_seq: number; deliveries: number }>();
+          const stored = await this.nats.jsm.streams.getMessage(adv.stream, { seq: adv.stream_seq });
+          if (!stored) return;
+          const item = TransferBatch.safeParse(stored.json());
+          if (item.success) {
+            const w = item.data;
+            await store.append(w.migrationId, [
+              {
+                type: "ChunkBatchFailed",
+                migrationId: w.migrationId,
+                at: new Date().toISOString(),
+                version: 1,
+                batch: w.batch,
+                attempt: w.attempt,
+                host: w.sourceHost,
+                code: "MAX_DELIVERIES",
+                retryable: true,
+                message: `work item delivered ${adv.deliveries} times without an answer`,
+              },
+            ], `${w.migrationId}.b${w.batch}.a${w.attempt}.maxdeliver`);
+          }
+          await this.nats.jsm.streams.deleteMessage(adv.stream, adv.stream_seq);
+        })().catch((err: unknown) => this.log.warn({ err }, "max-deliveries advisory not handled"));
+      },
+    });
+  }
+}

@@ -1,0 +1,53 @@
+import type { StoredEvent } from "../../../common/event-store.js";
+import { aggregateOf } from "../../../common/event-store.js";
+import { evolve } from "../domain/migration/evolve.js";
+import { initialMigration, type Migration } from "../domain/migration/state.js";
+
+export interface Versioned {
+  state: Migration;
+  /** Stream sequence of the last folded event: the expected sequence for the next append. */
+  seq: number;
+}
+
+/**
+ * The coordinator's in-memory view of every migration, fed in stream order by one tail of the
+ * event stream. It may lag the stream; appends carry the folded sequence, so a lagging view only
+ * costs a version conflict, never a wrong transition.
+ */
+export class Projection {
+  private readonly aggregates = new Map<string, Versioned>();
+  private readonly waiters = new Map<string, Array<{ seq: number; resolve: () => void }>>();
+
+  apply(e: StoredEvent): string {
+    const id = aggregateOf(e.subject);
+    const current = this.get(id);
+    if (e.seq <= current.seq) return id;
+    this.aggregates.set(id, { state: evolve(current.state, e.event), seq: e.seq });
+    const pending = this.waiters.get(id);
+    if (pending) {
+      const ready = pending.filter((w) => w.seq <= e.seq);
+      for (const w of ready) w.resolve();
+      this.waiters.set(id, pending.filter((w) => w.seq > e.seq));
+    }
+    return id;
+  }
+
+  get(id: string): Versioned {
+    return this.aggregates.get(id) ?? { state: initialMigration(id), seq: 0 };
+  }
+
+  ids(): string[] {
+    return [...this.aggregates.keys()];
+  }
+
+  /** Resolves once the view of `id` has folded sequence `seq`; false on timeout. */
+  async waitFor(id: string, seq: number, timeoutMs = 10_000): Promise<boolean> {
+    if (this.get(id).seq >= seq) return true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const list = this.waiters.get(id) ?? [];
+      list.push({ seq, resolve: () => (clearTimeout(timer), resolve(true)) });
+      this.waiters.set(id, list);
+    });
+  }
+}

@@ -1,0 +1,148 @@
+import type {
+  CancelMigration,
+  FailureCode,
+  MigrationEvent,
+  RejectionReason,
+  StartMigration,
+} from "../../../../../schemas/index.js";
+import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
+import { basename, planVolumes, type VolumeSize } from "./planner.js";
+import { allBatchesDone, isTerminal, type Migration } from "./state.js";
+
+/** Time and policy arrive from outside: decide never reads a clock. */
+export interface DecideContext {
+  now: Date;
+  policy: RetryPolicy;
+}
+
+export interface RetryPolicy {
+  /** Attempts per batch, the first included. */
+  maxAttempts: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+}
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, backoffBaseMs: 500, backoffMaxMs: 30_000 };
+
+/** Commands the coordinator decides on: the two public ones plus those its own shell issues. */
+export type MigrationCommand =
+  | StartMigration
+  | CancelMigration
+  | { type: "RejectCommand"; commandId?: string; reason: RejectionReason; message: string }
+  | { type: "PlanMigration"; outcome: PlanOutcome }
+  | { type: "RetryFailedBatches" }
+  | { type: "FinalizeMigration"; outcome: FinalizeOutcome }
+  | { type: "FailMigration"; code: FailureCode; message: string; batch?: number };
+
+export type PlanOutcome =
+  | { ok: true; destDir: string; volumes: VolumeSize[] }
+  | { ok: false; reason: RejectionReason; message: string };
+
+export type FinalizeOutcome =
+  | { ok: true; volumes: Array<{ destPath: string; crc32c: number }> }
+  | { ok: false; code: FailureCode; message: string };
+
+/** Pure: what happens when `command` meets `state`. Unknown or stale commands yield no events. */
+export function decide(state: Migration, command: MigrationCommand, ctx: DecideContext): MigrationEvent[] {
+  const base = { migrationId: state.id, at: ctx.now.toISOString(), version: 1 as const };
+  switch (command.type) {
+    case "StartMigration":
+      return decideStart(state, command, base);
+    case "CancelMigration":
+      if (state.status === "none") throw new UnknownMigrationError(state.id);
+      if (isTerminal(state)) return [];
+      return [{ type: "MigrationCancelled", ...base, commandId: command.commandId, reason: command.reason }];
+    case "RejectCommand":
+      if (state.status !== "none") return [];
+      return [{ type: "MigrationRejected", ...base, commandId: command.commandId, reason: command.reason, message: command.message }];
+    case "PlanMigration":
+      return decidePlan(state, command.outcome, base);
+    case "RetryFailedBatches":
+      return decideRetries(state, ctx, base);
+    case "FinalizeMigration":
+      return decideFinalize(state, command.outcome, ctx, base);
+    case "FailMigration":
+      if (isTerminal(state) || state.status === "none") return [];
+      return [{ type: "MigrationFailed", ...base, code: command.code, message: command.message, batch: command.batch }];
+    default: {
+      const never: never = command;
+      return never;
+    }
+  }
+}
+
+type Base = { migrationId: string; at: string; version: 1 };
+
+function decideStart(state: Migration, c: StartMigration, base: Base): MigrationEvent[] {
+  if (state.status !== "none") {
+    if (state.request?.commandId === c.commandId) return [];
+    throw new MigrationIdInUseError(state.id);
+  }
+  const requested: MigrationEvent = {
+    type: "MigrationRequested",
+    ...base,
+    commandId: c.commandId,
+    vm: c.vm,
+    source: c.source,
+    destination: c.destination,
+    options: c.options,
+  };
+  const names = c.source.volumes.map((v) => basename(v.path));
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) {
+    const message = `two volumes share the file name "${dup}"; each lands as <dir>/<basename>, so names must differ`;
+    return [requested, { type: "MigrationRejected", ...base, commandId: c.commandId, reason: "DUPLICATE_DESTINATION", message }];
+  }
+  return [requested];
+}
+
+function decidePlan(state: Migration, outcome: PlanOutcome, base: Base): MigrationEvent[] {
+  if (state.status !== "requested" || !state.options) return [];
+  if (!outcome.ok) {
+    return [{ type: "MigrationRejected", ...base, commandId: state.request?.commandId, reason: outcome.reason, message: outcome.message }];
+  }
+  const plan = planVolumes(outcome.volumes, state.options.chunkSizeBytes, state.options.batchSizeBytes);
+  return [{ type: "MigrationPlanned", ...base, destDir: outcome.destDir, ...plan }];
+}
+
+export function backoffMs(attempt: number, policy: RetryPolicy): number {
+  return Math.min(policy.backoffMaxMs, policy.backoffBaseMs * 2 ** attempt);
+}
+
+function decideRetries(state: Migration, ctx: DecideContext, base: Base): MigrationEvent[] {
+  if (isTerminal(state) || !state.plan) return [];
+  const events: MigrationEvent[] = [];
+  for (const [batch, b] of state.batches.entries()) {
+    if (b.status !== "failed" || !b.lastFailure) continue;
+    const f = b.lastFailure;
+    if (!f.retryable || b.attempt + 1 >= ctx.policy.maxAttempts) {
+      const code = f.retryable ? "RETRIES_EXHAUSTED" : f.code;
+      const message = `batch ${batch} failed on attempt ${b.attempt + 1}: ${f.code}: ${f.message}`;
+      return [{ type: "MigrationFailed", ...base, code, message, batch }];
+    }
+    const notBefore = new Date(ctx.now.getTime() + backoffMs(b.attempt, ctx.policy)).toISOString();
+    events.push({ type: "ChunkBatchRetried", ...base, batch, attempt: b.attempt + 1, notBefore });
+  }
+  return events;
+}
+
+function decideFinalize(state: Migration, outcome: FinalizeOutcome, ctx: DecideContext, base: Base): MigrationEvent[] {
+  if (isTerminal(state) || !allBatchesDone(state) || !state.plan) return [];
+  if (!outcome.ok) return [{ type: "MigrationFailed", ...base, code: outcome.code, message: outcome.message }];
+  const started = state.requestedAt ? Date.parse(state.requestedAt) : ctx.now.getTime();
+  const volumes = state.plan.volumes.map((v, i) => ({
+    index: v.index,
+    destPath: outcome.volumes[i]?.destPath ?? "",
+    sizeBytes: v.sizeBytes,
+    crc32c: outcome.volumes[i]?.crc32c ?? 0,
+  }));
+  return [
+    {
+      type: "MigrationCompleted",
+      ...base,
+      totals: state.totals,
+      durationMs: Math.max(0, ctx.now.getTime() - started),
+      volumes,
+    },
+  ];
+}

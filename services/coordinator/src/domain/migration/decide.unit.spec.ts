@@ -1,0 +1,169 @@
+import { describe, expect, it } from "vitest";
+import { StartMigration, type MigrationEvent } from "../../../../../schemas/index.js";
+import { decide, DEFAULT_RETRY_POLICY, type MigrationCommand } from "./decide.js";
+import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
+import { fold } from "./evolve.js";
+import { batchRange, planVolumes } from "./planner.js";
+
+const now = new Date("2026-01-01T00:00:10.000Z");
+const ctx = { now, policy: DEFAULT_RETRY_POLICY };
+const MiB = 1024 * 1024;
+
+const start = StartMigration.parse({
+  type: "StartMigration",
+  version: 1,
+  commandId: "c1",
+  migrationId: "m1",
+  vm: "vm1",
+  source: { host: "a", volumes: [{ path: "/src/disk.img", kind: "disk" }, { path: "/src/mem.img", kind: "memory" }] },
+  destination: { host: "b", dir: "vms/vm1" },
+  options: { chunkSizeBytes: 4 * MiB, batchSizeBytes: 8 * MiB },
+});
+
+/** given(events).when(command).then(events) */
+function given(...history: MigrationEvent[]) {
+  const state = fold("m1", history);
+  return {
+    state,
+    when: (command: MigrationCommand) => ({
+      then: (expected: Array<Partial<MigrationEvent>>) =>
+        expect(decide(state, command, ctx)).toEqual(expected.map((e) => expect.objectContaining(e))),
+      throws: (cls: new (...a: never[]) => Error) => expect(() => decide(state, command, ctx)).toThrow(cls),
+    }),
+  };
+}
+
+const requested = (): MigrationEvent[] => decide(fold("m1", []), start, { ...ctx, now: new Date("2026-01-01T00:00:00Z") });
+const planned = (): MigrationEvent[] => {
+  const h = requested();
+  const outcome = {
+    ok: true as const,
+    destDir: "/dst/vms/vm1",
+    volumes: [
+      { kind: "disk" as const, sourcePath: "/src/disk.img", sizeBytes: 10 * MiB + 5 },
+      { kind: "memory" as const, sourcePath: "/src/mem.img", sizeBytes: 4 * MiB },
+    ],
+  };
+  return [...h, ...decide(fold("m1", h), { type: "PlanMigration", outcome }, ctx)];
+};
+const transferred = (batch: number, attempt = 0): MigrationEvent => ({
+  type: "ChunkBatchTransferred",
+  migrationId: "m1",
+  at: now.toISOString(),
+  version: 1,
+  batch,
+  attempt,
+  host: "a",
+  chunks: [{ offset: 0, length: 4 * MiB, crc32c: 1, zero: false, wireBytes: 4 * MiB }],
+  bytes: 4 * MiB,
+  wireBytes: 4 * MiB,
+  durationMs: 5,
+});
+const failed = (batch: number, attempt: number, retryable = true): MigrationEvent => ({
+  type: "ChunkBatchFailed",
+  migrationId: "m1",
+  at: now.toISOString(),
+  version: 1,
+  batch,
+  attempt,
+  host: "a",
+  code: "DESTINATION_UNREACHABLE",
+  retryable,
+  message: "connect ECONNREFUSED",
+});
+
+describe("planner", () => {
+  it("splits volumes into whole-chunk batches that never span volumes", () => {
+    const plan = planVolumes(
+      [
+        { kind: "disk", sourcePath: "/a/disk.img", sizeBytes: 10 * MiB + 5 },
+        { kind: "memory", sourcePath: "/a/mem.img", sizeBytes: 0 },
+        { kind: "memory", sourcePath: "/a/m2.img", sizeBytes: 4 * MiB },
+      ],
+      4 * MiB,
+      8 * MiB,
+    );
+    expect(plan).toMatchObject({ chunksPerBatch: 2, chunkCount: 4, batchCount: 3, totalBytes: 14 * MiB + 5 });
+    expect(batchRange(plan, 0)).toEqual({ batch: 0, volume: 0, firstChunk: 0, chunkCount: 2, offset: 0, length: 8 * MiB });
+    expect(batchRange(plan, 1)).toEqual({ batch: 1, volume: 0, firstChunk: 2, chunkCount: 1, offset: 8 * MiB, length: 2 * MiB + 5 });
+    expect(batchRange(plan, 2)).toMatchObject({ volume: 2, firstChunk: 0, length: 4 * MiB });
+    expect(batchRange(plan, 3)).toBeUndefined();
+  });
+});
+
+describe("decide: StartMigration", () => {
+  it("records the request", () => {
+    given().when(start).then([{ type: "MigrationRequested", commandId: "c1", vm: "vm1" }]);
+  });
+  it("is idempotent for the same command", () => {
+    given(...requested()).when(start).then([]);
+  });
+  it("refuses another command's id", () => {
+    given(...requested()).when({ ...start, commandId: "c2" }).throws(MigrationIdInUseError);
+  });
+  it("rejects two volumes with the same file name", () => {
+    const dup = { ...start, source: { host: "a", volumes: [{ path: "/x/d.img", kind: "disk" as const }, { path: "/y/d.img", kind: "disk" as const }] } };
+    given().when(dup).then([{ type: "MigrationRequested" }, { type: "MigrationRejected", reason: "DUPLICATE_DESTINATION" }]);
+  });
+});
+
+describe("decide: planning", () => {
+  it("plans batches from probed sizes", () => {
+    const events = planned();
+    expect(events.at(-1)).toMatchObject({ type: "MigrationPlanned", batchCount: 3, chunkCount: 4, destDir: "/dst/vms/vm1" });
+  });
+  it("rejects with the probe's reason", () => {
+    given(...requested())
+      .when({ type: "PlanMigration", outcome: { ok: false, reason: "PATH_OUTSIDE_ROOT", message: "no" } })
+      .then([{ type: "MigrationRejected", reason: "PATH_OUTSIDE_ROOT" }]);
+  });
+  it("does not plan twice", () => {
+    given(...planned())
+      .when({ type: "PlanMigration", outcome: { ok: true, destDir: "/d", volumes: [] } })
+      .then([]);
+  });
+});
+
+describe("decide: retries", () => {
+  it("retries a retryable failure with backoff", () => {
+    given(...planned(), failed(1, 0))
+      .when({ type: "RetryFailedBatches" })
+      .then([{ type: "ChunkBatchRetried", batch: 1, attempt: 1, notBefore: "2026-01-01T00:00:10.500Z" }]);
+  });
+  it("fails the migration when attempts run out", () => {
+    const h: MigrationEvent[] = [...planned()];
+    for (let a = 0; a < DEFAULT_RETRY_POLICY.maxAttempts - 1; a++) {
+      h.push(failed(0, a), ...decide(fold("m1", [...h, failed(0, a)]), { type: "RetryFailedBatches" }, ctx));
+    }
+    given(...h, failed(0, DEFAULT_RETRY_POLICY.maxAttempts - 1))
+      .when({ type: "RetryFailedBatches" })
+      .then([{ type: "MigrationFailed", code: "RETRIES_EXHAUSTED", batch: 0 }]);
+  });
+  it("fails at once on a permanent failure", () => {
+    given(...planned(), failed(2, 0, false))
+      .when({ type: "RetryFailedBatches" })
+      .then([{ type: "MigrationFailed", code: "DESTINATION_UNREACHABLE" }]);
+  });
+  it("ignores a failure report from a stale attempt", () => {
+    const g = given(...planned(), failed(0, 0), { type: "ChunkBatchRetried", migrationId: "m1", at: now.toISOString(), version: 1, batch: 0, attempt: 1, notBefore: now.toISOString() }, failed(0, 0));
+    expect(g.state.batches[0]).toMatchObject({ status: "pending", attempt: 1 });
+  });
+});
+
+describe("decide: completion and cancel", () => {
+  it("completes only when every batch is done, with the folded totals", () => {
+    const ok = { ok: true as const, volumes: [{ destPath: "/dst/vms/vm1/disk.img", crc32c: 7 }, { destPath: "/dst/vms/vm1/mem.img", crc32c: 8 }] };
+    given(...planned(), transferred(0)).when({ type: "FinalizeMigration", outcome: ok }).then([]);
+    given(...planned(), transferred(0), transferred(1), transferred(2), transferred(1))
+      .when({ type: "FinalizeMigration", outcome: ok })
+      .then([{ type: "MigrationCompleted", totals: { bytes: 12 * MiB, zeroBytes: 0, wireBytes: 12 * MiB, chunks: 3, batches: 3 }, durationMs: 10_000 }]);
+  });
+  it("cancels an active migration once", () => {
+    const cancel = { type: "CancelMigration" as const, version: 1 as const, commandId: "x", migrationId: "m1" };
+    given(...planned()).when(cancel).then([{ type: "MigrationCancelled", commandId: "x" }]);
+    const cancelled = decide(fold("m1", planned()), cancel, ctx);
+    given(...planned(), ...cancelled).when(cancel).then([]);
+    given(...planned(), ...cancelled, transferred(0)).when({ type: "RetryFailedBatches" }).then([]);
+    given().when(cancel).throws(UnknownMigrationError);
+  });
+});

@@ -1,0 +1,95 @@
+import type { MigrationEvent } from "../../../../../schemas/index.js";
+import { emptyTotals, isTerminal, type BatchState, type Migration } from "./state.js";
+
+/**
+ * Folds one event into the migration. Never throws; facts that arrive late or twice (a batch
+ * transferred again after redelivery, a transfer after cancellation) leave the state unchanged.
+ */
+export function evolve(state: Migration, event: MigrationEvent): Migration {
+  const s: Migration = { ...state, eventCount: state.eventCount + 1 };
+  switch (event.type) {
+    case "MigrationRequested": {
+      if (state.status !== "none") return s;
+      const { type: _t, version: _v, at, migrationId: _m, ...request } = event;
+      return { ...s, status: "requested", request, options: event.options, requestedAt: at };
+    }
+    case "MigrationRejected":
+      if (isTerminal(state)) return s;
+      return { ...s, status: "rejected", reason: event.reason, message: event.message, endedAt: event.at };
+    case "MigrationPlanned": {
+      if (state.status !== "requested") return s;
+      const { type: _t, version: _v, at: _a, migrationId: _m, ...plan } = event;
+      const batches: BatchState[] = Array.from({ length: event.batchCount }, () => ({ status: "pending", attempt: 0 }));
+      return { ...s, status: "planned", plan, batches };
+    }
+    case "ChunkBatchTransferred":
+      return withBatch(s, event.batch, (b) => {
+        if (b.status === "done") return undefined;
+        return { ...b, status: "done", chunks: event.chunks };
+      }, (m) => ({
+        ...m,
+        status: m.status === "planned" ? "running" : m.status,
+        totals: addTransfer(m.totals, event),
+      }));
+    case "ChunkBatchFailed":
+      return withBatch(s, event.batch, (b) => {
+        if (b.status === "done" || event.attempt !== b.attempt) return undefined;
+        const { code, retryable, message, attempt, host } = event;
+        return { ...b, status: "failed", lastFailure: { code, retryable, message, attempt, host } };
+      });
+    case "ChunkBatchRetried":
+      return withBatch(s, event.batch, (b) => {
+        if (b.status === "done" || event.attempt <= b.attempt) return undefined;
+        return { ...b, status: "pending", attempt: event.attempt, notBefore: event.notBefore };
+      });
+    case "MigrationCompleted":
+      if (isTerminal(state)) return s;
+      return { ...s, status: "completed", totals: event.totals, endedAt: event.at };
+    case "MigrationFailed":
+      if (isTerminal(state)) return s;
+      return { ...s, status: "failed", reason: event.code, message: event.message, endedAt: event.at };
+    case "MigrationCancelled":
+      if (isTerminal(state)) return s;
+      return { ...s, status: "cancelled", reason: "CANCELLED", message: event.reason ?? "cancelled", endedAt: event.at };
+    default: {
+      const never: never = event;
+      return never;
+    }
+  }
+}
+
+/** Applies `change` to one batch of an active migration; `undefined` from change means no-op. */
+function withBatch(
+  s: Migration,
+  index: number,
+  change: (b: BatchState) => BatchState | undefined,
+  after: (m: Migration) => Migration = (m) => m,
+): Migration {
+  const current = s.batches[index];
+  if (current === undefined || isTerminal(s)) return s;
+  const next = change(current);
+  if (next === undefined) return s;
+  const batches = s.batches.slice();
+  batches[index] = next;
+  return after({ ...s, batches });
+}
+
+function addTransfer(
+  t: Migration["totals"],
+  e: { bytes: number; wireBytes: number; chunks: Array<{ zero: boolean; length: number }> },
+): Migration["totals"] {
+  const zeroBytes = e.chunks.reduce((n, c) => n + (c.zero ? c.length : 0), 0);
+  return {
+    bytes: t.bytes + e.bytes,
+    zeroBytes: t.zeroBytes + zeroBytes,
+    wireBytes: t.wireBytes + e.wireBytes,
+    chunks: t.chunks + e.chunks.length,
+    batches: t.batches + 1,
+  };
+}
+
+export const fold = (id: string, events: Iterable<MigrationEvent>, from?: Migration): Migration => {
+  let m = from ?? { id, status: "none" as const, batches: [], totals: emptyTotals(), eventCount: 0 };
+  for (const e of events) m = evolve(m, e);
+  return m;
+};

@@ -1,0 +1,45 @@
+import { COMMAND_TYPES, Command, Id, type RejectionReason } from "../../../../schemas/index.js";
+
+export type ParsedCommand =
+  | { ok: true; command: Command; aggregateId: string }
+  | { ok: false; reason: RejectionReason; message: string; aggregateId?: string; commandId?: string };
+
+/**
+ * Validates one raw command message. On failure it still names, when it can, the migration the
+ * sender will be watching (its migrationId, else its commandId), so the rejection lands where the
+ * sender looks; otherwise the shell files it under cmd-<stream sequence>.
+ */
+export function parseCommand(data: Uint8Array): ParsedCommand {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data));
+  } catch (err) {
+    return { ok: false, reason: "INVALID_JSON", message: `command is not valid UTF-8 JSON: ${(err as Error).message}` };
+  }
+  const obj = typeof raw === "object" && raw !== null ? (raw as Record<string, unknown>) : {};
+  const commandId = Id.safeParse(obj["commandId"]).data;
+  const aggregateId = Id.safeParse(obj["migrationId"]).data ?? commandId;
+  const where = { aggregateId, commandId };
+  const type = obj["type"];
+  if (typeof type !== "string" || !(COMMAND_TYPES as readonly string[]).includes(type)) {
+    return { ok: false, reason: "UNKNOWN_COMMAND", message: `unknown command type ${JSON.stringify(type)}; expected one of ${COMMAND_TYPES.join(", ")}`, ...where };
+  }
+  if (obj["version"] !== 1) {
+    return { ok: false, reason: "UNSUPPORTED_VERSION", message: `${type} version ${JSON.stringify(obj["version"])} is not supported; this coordinator speaks version 1`, ...where };
+  }
+  const parsed = Command.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues;
+    const paths = issues.map((i) => i.path.join("."));
+    const reason: RejectionReason = paths.some((p) => p.endsWith("chunkSizeBytes"))
+      ? "CHUNK_SIZE_INVALID"
+      : paths.includes("source.volumes") && issues.some((i) => i.code === "too_small")
+        ? "EMPTY_VOLUMES"
+        : "SCHEMA_INVALID";
+    const message = issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
+    return { ok: false, reason, message, ...where };
+  }
+  const command = parsed.data;
+  const id = command.type === "StartMigration" ? (command.migrationId ?? command.commandId) : command.migrationId;
+  return { ok: true, command, aggregateId: id };
+}

@@ -1,0 +1,138 @@
+import { MoverRequest } from "../../../../schemas/index.js";
+import type { Subscription } from "@nats-io/transport-node";
+import { EventStore } from "../../../common/event-store.js";
+import { ensureLayout, ensureWorkStream, MOVER_DURABLE, subjects, workStream } from "../../../common/layout.js";
+import { safeJson } from "../../../common/json.js";
+import type { Logger } from "../../../common/logger.js";
+import type { Nats } from "../../../common/nats.js";
+import type { MoverConfig } from "../config.js";
+import { startDataServer } from "../infra/data-channel/server.js";
+import { Registry } from "../infra/registry.js";
+import { abortVolumes, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "../infra/volumes.js";
+import { BatchWorker } from "./work.js";
+
+export type Lifecycle = "starting" | "running" | "draining" | "stopped" | "failed";
+
+/**
+ * One mover per host: serves the data channel (as a destination), answers control requests for
+ * its roots, and pulls batches from its host's work queue (as a source), `concurrency` at a time.
+ */
+export class Mover {
+  state: Lifecycle = "starting";
+  private registry?: Registry;
+  private dataServer?: { address: string; close(): Promise<void> };
+  private rpc?: Subscription;
+  private readonly inFlight = new Set<Promise<void>>();
+  private loop?: Promise<void>;
+
+  constructor(
+    private readonly nats: Nats,
+    private readonly config: MoverConfig,
+    private readonly log: Logger,
+  ) {}
+
+  get dataAddress(): string | undefined {
+    return this.dataServer?.address;
+  }
+
+  async start(): Promise<void> {
+    const { config, nats, log } = this;
+    const roots = await resolveRoots(config.roots);
+    const kv = await ensureLayout(nats.nc, nats.jsm, { replicas: config.replicas });
+    await ensureWorkStream(nats.jsm, config.host, { replicas: config.replicas });
+    const dataServer = await startDataServer({
+      host: config.host,
+      listenHost: config.listenHost,
+      listenPort: config.listenPort,
+      secret: Buffer.from(config.secret),
+      roots,
+      log,
+    });
+    this.dataServer = dataServer;
+    const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);
+    const advertised = `${config.advertiseHost}:${port}`;
+    this.registry = new Registry(kv, config.host, roots, log);
+    this.rpc = this.serveRpc(roots);
+    await this.registry.register(advertised);
+    const worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log);
+    this.state = "running";
+    this.loop = this.workLoop(worker);
+    log.info({ host: config.host, dataAddress: advertised, roots }, "mover running");
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === "stopped") return;
+    this.state = "draining";
+    this.rpc?.unsubscribe();
+    await this.loop;
+    await Promise.allSettled([...this.inFlight]);
+    this.registry?.stop();
+    await this.dataServer?.close();
+    this.state = "stopped";
+  }
+
+  private async workLoop(worker: BatchWorker): Promise<void> {
+    const consumer = await this.nats.js.consumers.get(workStream(this.config.host), MOVER_DURABLE);
+    while (this.state === "running") {
+      if (this.inFlight.size >= this.config.concurrency) {
+        await Promise.race(this.inFlight);
+        continue;
+      }
+      const m = await consumer.next({ expires: 1_000 }).catch((err: unknown) => {
+        this.log.warn({ err }, "could not pull work");
+        return new Promise<null>((r) => setTimeout(() => r(null), 1_000));
+      });
+      if (!m) continue;
+      const task: Promise<void> = worker
+        .handle(m)
+        .catch((err: unknown) => {
+          this.log.error({ err }, "work item handler crashed; it will be redelivered");
+          m.nak(5_000);
+        })
+        .finally(() => this.inFlight.delete(task));
+      this.inFlight.add(task);
+    }
+  }
+
+  private serveRpc(roots: string[]): Subscription {
+    return this.nats.nc.subscribe(subjects.moverRpc(this.config.host), {
+      queue: "movers",
+      callback: (_err, msg) => {
+        void (async () => {
+          const parsed = MoverRequest.safeParse(safeJson(msg.data));
+          if (!parsed.success) {
+            msg.respond(JSON.stringify({ ok: false, reason: "PROTOCOL_ERROR", message: parsed.error.message }));
+            return;
+          }
+          const req = parsed.data;
+          const log = this.log.child({ migrationId: req.migrationId, op: req.op });
+          try {
+            const reply = await this.answer(req, roots);
+            if (!reply.ok) log.warn({ reason: reply.reason }, reply.message);
+            msg.respond(JSON.stringify(reply));
+          } catch (err) {
+            log.error({ err }, "control request failed");
+            msg.respond(JSON.stringify({ ok: false, reason: "INTERNAL", message: (err as Error).message }));
+          }
+        })();
+      },
+    });
+  }
+
+  private async answer(req: MoverRequest, roots: string[]): Promise<{ ok: boolean; reason?: string; message?: string }> {
+    switch (req.op) {
+      case "probeSource":
+        return probeSource(req, roots);
+      case "probeDestination":
+        return probeDestination(req, roots);
+      case "finalize":
+        return finalizeVolumes(req, roots);
+      case "abort":
+        return abortVolumes(req, roots);
+      default: {
+        const never: never = req;
+        return never;
+      }
+    }
+  }
+}

@@ -1,0 +1,121 @@
+import type { JsMsg } from "@nats-io/jetstream";
+import { FailureCode, TransferBatch, type MigrationEvent } from "../../../../schemas/index.js";
+import { errorCode, isRetryable } from "../../../common/errors.js";
+import type { EventStore } from "../../../common/event-store.js";
+import { subjects } from "../../../common/layout.js";
+import { safeJson } from "../../../common/json.js";
+import type { Logger } from "../../../common/logger.js";
+import type { Nats } from "../../../common/nats.js";
+import { DestinationUnreachableError } from "../errors.js";
+import { sendBatch } from "../infra/data-channel/client.js";
+import type { MoverConfig } from "../config.js";
+import type { Registry } from "../infra/registry.js";
+import { confine } from "../infra/volumes.js";
+
+const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
+const HEARTBEAT_MS = 5_000;
+
+/**
+ * Moves one work item: checks the migration is still live, streams the batch to the destination
+ * mover (which writes, verifies and fsyncs it), then records ChunkBatchTransferred and only then
+ * acks. Failures become ChunkBatchFailed and the item is terminated: retries are the
+ * coordinator's decision. If even that event cannot be written, the item is naked and comes back.
+ */
+export class BatchWorker {
+  constructor(
+    private readonly nats: Nats,
+    private readonly store: EventStore,
+    private readonly registry: Registry,
+    private readonly config: MoverConfig,
+    private readonly log: Logger,
+  ) {}
+
+  async handle(m: JsMsg): Promise<void> {
+    const parsed = TransferBatch.safeParse(safeJson(m.data));
+    if (!parsed.success) {
+      this.log.error({ streamSeq: m.seq, issues: parsed.error.issues.slice(0, 5) }, "work item failed validation; dropped");
+      m.term("invalid work item");
+      return;
+    }
+    const w = parsed.data;
+    const offset = w.firstChunk * w.chunkSizeBytes;
+    const log = this.log.child({ migrationId: w.migrationId, batch: w.batch, attempt: w.attempt, offset, volume: w.volume.index });
+    const cancel = new AbortController();
+    const live = this.nats.nc.subscribe(subjects.migration(w.migrationId), {
+      callback: (_e, msg) => {
+        const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
+        if (type && TERMINAL_EVENTS.has(type)) cancel.abort();
+      },
+    });
+    const heartbeat = setInterval(() => m.working(), HEARTBEAT_MS);
+    try {
+      const history = await this.store.read(w.migrationId);
+      if (history.some((e) => TERMINAL_EVENTS.has(e.event.type))) {
+        log.info("migration already ended; dropping its work item");
+        m.term("migration ended");
+        return;
+      }
+      await this.move(w, m, cancel.signal, log);
+    } finally {
+      clearInterval(heartbeat);
+      live.unsubscribe();
+    }
+  }
+
+  private async move(w: TransferBatch, m: JsMsg, signal: AbortSignal, log: Logger): Promise<void> {
+    const base = { migrationId: w.migrationId, version: 1 as const, batch: w.batch, attempt: w.attempt, host: this.config.host };
+    const msgId = `${w.migrationId}.b${w.batch}.a${w.attempt}`;
+    try {
+      const reg = await this.registry.lookup(w.destHost);
+      if (!reg) throw new DestinationUnreachableError(`no mover has registered host "${w.destHost}"`);
+      const result = await sendBatch({
+        address: reg.dataAddress,
+        secret: Buffer.from(this.config.secret),
+        sourceHost: this.config.host,
+        migrationId: w.migrationId,
+        batch: w.batch,
+        attempt: w.attempt,
+        sourcePath: await confine(this.registry.roots, w.volume.sourcePath, { mustExist: true }),
+        destDir: w.destDir,
+        destName: w.volume.destName,
+        volumeSizeBytes: w.volume.sizeBytes,
+        chunkSizeBytes: w.chunkSizeBytes,
+        firstChunk: w.firstChunk,
+        chunkCount: w.chunkCount,
+        bandwidthLimitBytesPerSec: w.bandwidthLimitBytesPerSec,
+        signal,
+        log,
+      });
+      const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
+      await this.store.append(w.migrationId, [event], `${msgId}.done`);
+      await m.ackAck();
+      log.info({ bytes: result.bytes, wireBytes: result.wireBytes, ms: Math.round(result.durationMs) }, "batch transferred");
+    } catch (err) {
+      if (signal.aborted) {
+        log.info("migration ended while its batch was moving; stopped");
+        m.term("migration ended");
+        return;
+      }
+      const code = errorCode(err);
+      log.warn({ err, code }, "batch failed");
+      const event: MigrationEvent = {
+        type: "ChunkBatchFailed",
+        ...base,
+        at: new Date().toISOString(),
+        code: FAILURE_CODES.has(code) ? (code as FailureEventCode) : "INTERNAL",
+        retryable: isRetryable(err),
+        message: (err as Error).message ?? String(err),
+      };
+      try {
+        await this.store.append(w.migrationId, [event], `${msgId}.failed`);
+        m.term(code);
+      } catch (appendErr) {
+        log.error({ err: appendErr }, "could not record the failure; the work item will be redelivered");
+        m.nak(5_000);
+      }
+    }
+  }
+}
+
+type FailureEventCode = Extract<MigrationEvent, { type: "ChunkBatchFailed" }>["code"];
+const FAILURE_CODES = new Set<string>(FailureCode.options);

@@ -1,0 +1,61 @@
+/**
+ * Bytes received but not yet decoded, kept as the original fragments (no copy on push). Reads
+ * that fall inside one fragment return a view; reads spanning fragments copy into a new array
+ * whose size the caller has already bounded.
+ */
+export class ByteQueue {
+  private readonly parts: Uint8Array[] = [];
+  private headOffset = 0;
+  private total = 0;
+
+  get length(): number {
+    return this.total;
+  }
+
+  push(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.parts.push(bytes);
+    this.total += bytes.length;
+  }
+
+  /** Remove and return the next `n` bytes; `n` must not exceed `length`. */
+  take(n: number): Uint8Array {
+    this.assertAvailable(n);
+    const first = this.parts[0];
+    if (first !== undefined && first.length - this.headOffset >= n) {
+      const view = first.subarray(this.headOffset, this.headOffset + n);
+      this.advance(n);
+      return view;
+    }
+    const out = new Uint8Array(n);
+    this.copyInto(out, 0, n);
+    return out;
+  }
+
+  /** Move the next `n` bytes into `target` at `at`; `n` must not exceed `length`. */
+  copyInto(target: Uint8Array, at: number, n: number): void {
+    this.assertAvailable(n);
+    let copied = 0;
+    while (copied < n) {
+      const first = this.parts[0];
+      if (first === undefined) throw new Error("byte queue underflow");
+      const count = Math.min(first.length - this.headOffset, n - copied);
+      target.set(first.subarray(this.headOffset, this.headOffset + count), at + copied);
+      copied += count;
+      this.advance(count);
+    }
+  }
+
+  private advance(n: number): void {
+    this.total -= n;
+    this.headOffset += n;
+    while (this.parts.length > 0 && this.headOffset >= (this.parts[0]?.length ?? 0)) {
+      this.headOffset -= this.parts[0]?.length ?? 0;
+      this.parts.shift();
+    }
+  }
+
+  private assertAvailable(n: number): void {
+    if (n > this.total) throw new RangeError(`asked for ${n} bytes, ${this.total} buffered`);
+  }
+}

@@ -1,0 +1,306 @@
+import { ByteQueue } from "./byte-queue.js";
+import {
+  AuthFailPayload,
+  BatchBegin,
+  FLAG_ZERO,
+  frameKindOf,
+  HEADER_BYTES,
+  Hello,
+  MAC_BYTES,
+  MAGIC,
+  MAX_CHUNK_LENGTH,
+  MAX_CONTROL_PAYLOAD,
+  MAX_PREAUTH_PAYLOAD,
+  NONCE_BYTES,
+  PROTOCOL_VERSION,
+  readHeader,
+  SEGMENT_ENTRY_BYTES,
+  WireFailure,
+  type ChunkHeader,
+  type ControlFrame,
+  type FrameKind,
+  type RawHeader,
+} from "./frames.js";
+import { gapsOf, SEGMENT_PAGE_BYTES, segmentTableProblem, type Segment } from "./segments.js";
+
+/** What the decoder accepts right now. Checked against each header before anything is allocated. */
+export interface DecoderLimits {
+  accept: ReadonlySet<FrameKind>;
+  maxControlPayload: number;
+  /** Largest logical CHUNK length accepted; bounds the buffer the consumer provides. */
+  maxChunkLength: number;
+}
+
+export const SERVER_PREAUTH: DecoderLimits = {
+  accept: new Set<FrameKind>(["HELLO"]),
+  maxControlPayload: MAX_PREAUTH_PAYLOAD,
+  maxChunkLength: 0,
+};
+export const CLIENT_PREAUTH: DecoderLimits = {
+  accept: new Set<FrameKind>(["CHALLENGE", "AUTH_OK", "AUTH_FAIL"]),
+  maxControlPayload: MAX_PREAUTH_PAYLOAD,
+  maxChunkLength: 0,
+};
+export const CLIENT_SESSION: DecoderLimits = {
+  accept: new Set<FrameKind>(["CHUNK_OK", "CHUNK_ERR", "BATCH_OK", "BATCH_ERR"]),
+  maxControlPayload: MAX_CONTROL_PAYLOAD,
+  maxChunkLength: 0,
+};
+/** Authenticated server between batches: only BATCH_BEGIN. */
+export const SERVER_IDLE: DecoderLimits = {
+  accept: new Set<FrameKind>(["BATCH_BEGIN"]),
+  maxControlPayload: MAX_CONTROL_PAYLOAD,
+  maxChunkLength: 0,
+};
+/** Authenticated server inside a batch whose chunks are at most `chunkSizeBytes`. */
+export function serverInBatch(chunkSizeBytes: number): DecoderLimits {
+  return {
+    accept: new Set<FrameKind>(["CHUNK", "BATCH_END"]),
+    maxControlPayload: MAX_CONTROL_PAYLOAD,
+    maxChunkLength: Math.min(chunkSizeBytes, MAX_CHUNK_LENGTH),
+  };
+}
+
+export type DecodeStep =
+  | { kind: "need-more" }
+  | { kind: "frame"; frame: ControlFrame }
+  /** Call provideChunkBuffer() with at least header.length bytes, then next() again. */
+  | { kind: "chunk-begin"; header: ChunkHeader }
+  /** `data` is the assembled logical chunk (undefined for an all-zero chunk, which has no bytes). */
+  | { kind: "chunk"; header: ChunkHeader; data: Uint8Array | undefined }
+  | { kind: "violation"; message: string };
+
+type State =
+  | { at: "header" }
+  | { at: "payload"; kind: FrameKind; header: RawHeader }
+  | { at: "table"; header: RawHeader }
+  | { at: "buffer"; chunk: ChunkHeader }
+  | { at: "data"; chunk: ChunkHeader; target: Uint8Array; segment: number; done: number }
+  | { at: "failed"; message: string };
+
+/**
+ * Incremental decoder for DWCP data channel v1: push() whatever TCP delivered, call next() until
+ * it answers need-more. Pure: no I/O, no clock. CHUNK frames are assembled straight into a
+ * buffer the consumer provides (from its pool), so segment bytes are copied once and a peer can
+ * only make us allocate what the current limits allow.
+ */
+export class FrameDecoder {
+  private readonly queue = new ByteQueue();
+  private state: State = { at: "header" };
+
+  constructor(private limits: DecoderLimits) {}
+
+  setLimits(limits: DecoderLimits): void {
+    this.limits = limits;
+  }
+
+  /** Bytes received and not yet consumed. */
+  get buffered(): number {
+    return this.queue.length;
+  }
+
+  /** True between frames: nothing of a frame has been consumed yet. */
+  get atFrameBoundary(): boolean {
+    return this.state.at === "header" && this.queue.length === 0;
+  }
+
+  push(bytes: Uint8Array): void {
+    this.queue.push(bytes);
+  }
+
+  provideChunkBuffer(target: Uint8Array): void {
+    if (this.state.at !== "buffer") throw new Error("no chunk is waiting for a buffer");
+    const chunk = this.state.chunk;
+    if (target.length < chunk.length) throw new RangeError("chunk buffer too small");
+    for (const gap of gapsOf(chunk.segments, chunk.length)) {
+      target.fill(0, gap.relOffset, gap.relOffset + gap.length);
+    }
+    this.state = { at: "data", chunk, target, segment: 0, done: 0 };
+  }
+
+  next(): DecodeStep {
+    switch (this.state.at) {
+      case "failed":
+        return { kind: "violation", message: this.state.message };
+      case "header":
+        return this.readFrameHeader();
+      case "payload":
+        return this.readPayload(this.state.kind, this.state.header);
+      case "table":
+        return this.readTable(this.state.header);
+      case "buffer":
+        throw new Error("provideChunkBuffer() must be called after chunk-begin");
+      case "data":
+        return this.readChunkData(this.state);
+      default: {
+        const never: never = this.state;
+        return never;
+      }
+    }
+  }
+
+  private fail(message: string): DecodeStep {
+    this.state = { at: "failed", message };
+    return { kind: "violation", message };
+  }
+
+  private readFrameHeader(): DecodeStep {
+    if (this.queue.length < HEADER_BYTES) return { kind: "need-more" };
+    const header = readHeader(this.queue.take(HEADER_BYTES));
+    const kind = frameKindOf(header.code);
+    const problem = headerProblem(header, kind, this.limits);
+    if (problem !== undefined || kind === undefined) return this.fail(problem ?? "unknown frame type");
+    this.state = kind === "CHUNK" ? { at: "table", header } : { at: "payload", kind, header };
+    return this.next();
+  }
+
+  private readPayload(kind: FrameKind, header: RawHeader): DecodeStep {
+    if (this.queue.length < header.payloadLength) return { kind: "need-more" };
+    const payload = this.queue.take(header.payloadLength);
+    const decoded = decodeControl(kind, header, payload);
+    if (typeof decoded === "string") return this.fail(`${kind}: ${decoded}`);
+    this.state = { at: "header" };
+    return { kind: "frame", frame: decoded };
+  }
+
+  private readTable(header: RawHeader): DecodeStep {
+    const tableBytes = header.segmentCount * SEGMENT_ENTRY_BYTES;
+    if (this.queue.length < tableBytes) return { kind: "need-more" };
+    const table = this.queue.take(tableBytes);
+    const view = new DataView(table.buffer, table.byteOffset, tableBytes);
+    const segments: Segment[] = [];
+    for (let i = 0; i < header.segmentCount; i++) {
+      const at = i * SEGMENT_ENTRY_BYTES;
+      segments.push({ relOffset: view.getUint32(at), length: view.getUint32(at + 4) });
+    }
+    const problem = segmentTableProblem(segments, header.length, header.payloadLength - tableBytes);
+    if (problem !== undefined) return this.fail(`CHUNK: ${problem}`);
+    const chunk: ChunkHeader = {
+      offset: header.offset,
+      length: header.length,
+      crc32c: header.crc32c,
+      zero: (header.flags & FLAG_ZERO) !== 0,
+      segments,
+    };
+    if (segments.length === 0) {
+      this.state = { at: "header" };
+      return { kind: "chunk", header: chunk, data: undefined };
+    }
+    this.state = { at: "buffer", chunk };
+    return { kind: "chunk-begin", header: chunk };
+  }
+
+  private readChunkData(s: Extract<State, { at: "data" }>): DecodeStep {
+    while (s.segment < s.chunk.segments.length) {
+      const seg = s.chunk.segments[s.segment];
+      if (seg === undefined) break;
+      const count = Math.min(seg.length - s.done, this.queue.length);
+      if (count === 0) return { kind: "need-more" };
+      this.queue.copyInto(s.target, seg.relOffset + s.done, count);
+      s.done += count;
+      if (s.done === seg.length) {
+        s.segment += 1;
+        s.done = 0;
+      }
+    }
+    this.state = { at: "header" };
+    return { kind: "chunk", header: s.chunk, data: s.target.subarray(0, s.chunk.length) };
+  }
+}
+
+/** Everything checkable from the 32 header bytes alone, before any payload is buffered. */
+function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: DecoderLimits): string | undefined {
+  if (h.magic !== MAGIC) return "bad magic: not a DWCP data channel";
+  if (h.version !== PROTOCOL_VERSION) return `unsupported protocol version ${h.version}`;
+  if (kind === undefined) return `unknown frame type ${h.code}`;
+  if (!limits.accept.has(kind)) return `${kind} is not allowed here`;
+  if (h.offset > Number.MAX_SAFE_INTEGER) return `${kind}: offset too large`;
+  if (kind === "CHUNK") return chunkHeaderProblem(h, limits);
+  if (h.flags !== 0) return `${kind}: unexpected flags ${h.flags}`;
+  if (h.payloadLength > limits.maxControlPayload) {
+    return `${kind}: payload of ${h.payloadLength} bytes exceeds ${limits.maxControlPayload}`;
+  }
+  return undefined;
+}
+
+function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undefined {
+  if ((h.flags & ~FLAG_ZERO) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
+  if (h.length === 0 || h.length > limits.maxChunkLength) {
+    return `CHUNK: length ${h.length} outside 1..${limits.maxChunkLength}`;
+  }
+  const maxSegments = Math.ceil(h.length / SEGMENT_PAGE_BYTES);
+  if (h.segmentCount > maxSegments) return `CHUNK: ${h.segmentCount} segments for ${h.length} bytes`;
+  const tableBytes = h.segmentCount * SEGMENT_ENTRY_BYTES;
+  if (h.payloadLength < tableBytes || h.payloadLength - tableBytes > h.length) {
+    return `CHUNK: payload of ${h.payloadLength} bytes does not fit ${h.segmentCount} segments of a ${h.length}-byte chunk`;
+  }
+  const zero = (h.flags & FLAG_ZERO) !== 0;
+  if (zero !== (h.segmentCount === 0)) return "CHUNK: the ZERO flag must be set exactly when no segment is sent";
+  return undefined;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function parseJson(payload: Uint8Array): unknown {
+  try {
+    return JSON.parse(utf8.decode(payload)) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeHello(p: Uint8Array): ControlFrame | string {
+  const idLength = p[MAC_BYTES];
+  if (idLength === undefined) return "truncated";
+  const hostLength = p[MAC_BYTES + 1 + idLength];
+  if (hostLength === undefined || p.length !== MAC_BYTES + 2 + idLength + hostLength) return "bad length";
+  let fields: unknown;
+  try {
+    fields = {
+      migrationId: utf8.decode(p.subarray(MAC_BYTES + 1, MAC_BYTES + 1 + idLength)),
+      sourceHost: utf8.decode(p.subarray(MAC_BYTES + 2 + idLength)),
+    };
+  } catch {
+    return "invalid UTF-8";
+  }
+  const parsed = Hello.safeParse(fields);
+  if (!parsed.success) return "invalid migration id or source host";
+  return { kind: "HELLO", ...parsed.data, mac: p.slice(0, MAC_BYTES) };
+}
+
+function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFrame | string {
+  const empty = p.length === 0 ? undefined : "unexpected payload";
+  switch (kind) {
+    case "CHALLENGE":
+      return p.length === NONCE_BYTES ? { kind, nonce: p.slice() } : "bad nonce length";
+    case "HELLO":
+      return decodeHello(p);
+    case "AUTH_OK":
+    case "BATCH_OK":
+      return empty ?? { kind };
+    case "CHUNK_OK":
+      return empty ?? { kind, offset: h.offset };
+    case "BATCH_END":
+      return empty ?? { kind, chunkCount: h.length };
+    case "AUTH_FAIL": {
+      const r = AuthFailPayload.safeParse(parseJson(p));
+      return r.success ? { kind, message: r.data.message } : "invalid payload";
+    }
+    case "BATCH_BEGIN": {
+      const r = BatchBegin.safeParse(parseJson(p));
+      return r.success ? { kind, begin: r.data } : `invalid payload: ${r.error.issues[0]?.message ?? "?"}`;
+    }
+    case "CHUNK_ERR":
+    case "BATCH_ERR": {
+      const r = WireFailure.safeParse(parseJson(p));
+      if (!r.success) return "invalid payload";
+      return kind === "CHUNK_ERR" ? { kind, offset: h.offset, failure: r.data } : { kind, failure: r.data };
+    }
+    case "CHUNK":
+      return "CHUNK is not a control frame";
+    default: {
+      const never: never = kind;
+      return never;
+    }
+  }
+}

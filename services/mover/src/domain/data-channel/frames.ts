@@ -1,0 +1,242 @@
+import { z } from "zod";
+import { ChunkSize, FailureCode, HostId, Id } from "../../../../../schemas/index.js";
+import type { Segment } from "./segments.js";
+
+/**
+ * DWCP data channel v1. Every frame is a fixed 32-byte big-endian header followed by
+ * `payloadLength` bytes:
+ *
+ *   0  u32 magic 'DWCP'     8  u32 payloadLength   20  u32 length (CHUNK) | chunkCount (BATCH_END)
+ *   4  u8  version (1)     12  u64 offset          24  u32 crc32c (CHUNK)
+ *   5  u8  type                                    28  u32 segmentCount (CHUNK)
+ *   6  u16 flags (bit 0: ZERO, CHUNK only)
+ *
+ * Fields a type does not use are zero. A CHUNK payload is the segment table (segmentCount ×
+ * {u32 relOffset, u32 length}) followed by the bytes of those segments in table order; the
+ * logical chunk is those segments with zeros everywhere else. Control payloads are binary for
+ * CHALLENGE/HELLO and UTF-8 JSON for BATCH_BEGIN, CHUNK_ERR, BATCH_ERR and AUTH_FAIL.
+ */
+export const MAGIC = 0x44574350; // "DWCP"
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 32;
+export const SEGMENT_ENTRY_BYTES = 8;
+export const PAGE_BYTES = 4096;
+export const NONCE_BYTES = 32;
+export const MAC_BYTES = 32;
+export const FLAG_ZERO = 0x1;
+
+/** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
+export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
+/** Any control frame after authentication. */
+export const MAX_CONTROL_PAYLOAD = 64 * 1024;
+/** Largest logical chunk: the largest chunk size the schemas allow. */
+export const MAX_CHUNK_LENGTH = 64 * 1024 * 1024;
+
+export const FRAME_CODES = {
+  CHALLENGE: 1,
+  HELLO: 2,
+  AUTH_OK: 3,
+  AUTH_FAIL: 4,
+  BATCH_BEGIN: 5,
+  CHUNK: 6,
+  CHUNK_OK: 7,
+  CHUNK_ERR: 8,
+  BATCH_END: 9,
+  BATCH_OK: 10,
+  BATCH_ERR: 11,
+} as const;
+export type FrameKind = keyof typeof FRAME_CODES;
+
+const KIND_BY_CODE = new Map<number, FrameKind>(
+  Object.entries(FRAME_CODES).map(([kind, code]) => [code, kind as FrameKind]),
+);
+export function frameKindOf(code: number): FrameKind | undefined {
+  return KIND_BY_CODE.get(code);
+}
+
+/** What the source announces before the chunks of one batch. The destination re-validates it. */
+export const BatchBegin = z.strictObject({
+  migrationId: Id,
+  batch: z.number().int().nonnegative(),
+  attempt: z.number().int().nonnegative(),
+  destDir: z.string().min(1).max(4096),
+  destName: z.string().min(1).max(255),
+  volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  chunkSizeBytes: ChunkSize,
+  firstChunk: z.number().int().nonnegative(),
+  chunkCount: z.number().int().nonnegative(),
+});
+export type BatchBegin = z.infer<typeof BatchBegin>;
+
+export const WireFailure = z.strictObject({ code: FailureCode, message: z.string().max(4096) });
+export type WireFailure = z.infer<typeof WireFailure>;
+
+export const AuthFailPayload = z.strictObject({ message: z.string().max(1024) });
+
+export const Hello = z.strictObject({ migrationId: Id, sourceHost: HostId });
+
+export interface ChunkHeader {
+  offset: number;
+  length: number;
+  crc32c: number;
+  zero: boolean;
+  segments: Segment[];
+}
+
+export type ControlFrame =
+  | { kind: "CHALLENGE"; nonce: Uint8Array }
+  | { kind: "HELLO"; migrationId: string; sourceHost: string; mac: Uint8Array }
+  | { kind: "AUTH_OK" }
+  | { kind: "AUTH_FAIL"; message: string }
+  | { kind: "BATCH_BEGIN"; begin: BatchBegin }
+  | { kind: "CHUNK_OK"; offset: number }
+  | { kind: "CHUNK_ERR"; offset: number; failure: WireFailure }
+  | { kind: "BATCH_END"; chunkCount: number }
+  | { kind: "BATCH_OK" }
+  | { kind: "BATCH_ERR"; failure: WireFailure };
+
+export interface RawHeader {
+  magic: number;
+  version: number;
+  code: number;
+  flags: number;
+  payloadLength: number;
+  offset: number;
+  length: number;
+  crc32c: number;
+  segmentCount: number;
+}
+
+interface HeaderFields {
+  flags?: number;
+  payloadLength?: number;
+  offset?: number;
+  length?: number;
+  crc32c?: number;
+  segmentCount?: number;
+}
+
+export function writeHeader(target: Uint8Array, kind: FrameKind, fields: HeaderFields): void {
+  const view = new DataView(target.buffer, target.byteOffset, HEADER_BYTES);
+  const offset = fields.offset ?? 0;
+  view.setUint32(0, MAGIC);
+  view.setUint8(4, PROTOCOL_VERSION);
+  view.setUint8(5, FRAME_CODES[kind]);
+  view.setUint16(6, fields.flags ?? 0);
+  view.setUint32(8, fields.payloadLength ?? 0);
+  view.setUint32(12, Math.floor(offset / 2 ** 32));
+  view.setUint32(16, offset >>> 0);
+  view.setUint32(20, fields.length ?? 0);
+  view.setUint32(24, fields.crc32c ?? 0);
+  view.setUint32(28, fields.segmentCount ?? 0);
+}
+
+/** Parses the fixed fields; validation is the decoder's job. `offset` may exceed 2^53 (checked there). */
+export function readHeader(bytes: Uint8Array): RawHeader {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
+  return {
+    magic: view.getUint32(0),
+    version: view.getUint8(4),
+    code: view.getUint8(5),
+    flags: view.getUint16(6),
+    payloadLength: view.getUint32(8),
+    offset: view.getUint32(12) * 2 ** 32 + view.getUint32(16),
+    length: view.getUint32(20),
+    crc32c: view.getUint32(24),
+    segmentCount: view.getUint32(28),
+  };
+}
+
+const utf8 = new TextEncoder();
+
+function frame(kind: FrameKind, payload: Uint8Array, fields: HeaderFields = {}): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES + payload.length);
+  writeHeader(out, kind, { ...fields, payloadLength: payload.length });
+  out.set(payload, HEADER_BYTES);
+  return out;
+}
+
+const json = (value: unknown): Uint8Array => utf8.encode(JSON.stringify(value));
+
+function helloPayload(f: { migrationId: string; sourceHost: string; mac: Uint8Array }): Uint8Array {
+  const id = utf8.encode(f.migrationId);
+  const host = utf8.encode(f.sourceHost);
+  const out = new Uint8Array(MAC_BYTES + 2 + id.length + host.length);
+  out.set(f.mac, 0);
+  out[MAC_BYTES] = id.length;
+  out.set(id, MAC_BYTES + 1);
+  out[MAC_BYTES + 1 + id.length] = host.length;
+  out.set(host, MAC_BYTES + 2 + id.length);
+  return out;
+}
+
+/** One complete control frame (header + payload). */
+export function encodeControl(f: ControlFrame): Uint8Array {
+  const none = new Uint8Array(0);
+  switch (f.kind) {
+    case "CHALLENGE":
+      return frame(f.kind, f.nonce);
+    case "HELLO":
+      return frame(f.kind, helloPayload(f));
+    case "AUTH_OK":
+    case "BATCH_OK":
+      return frame(f.kind, none);
+    case "AUTH_FAIL":
+      return frame(f.kind, json({ message: f.message }));
+    case "BATCH_BEGIN":
+      return frame(f.kind, json(f.begin));
+    case "CHUNK_OK":
+      return frame(f.kind, none, { offset: f.offset });
+    case "CHUNK_ERR":
+      return frame(f.kind, json(f.failure), { offset: f.offset });
+    case "BATCH_END":
+      return frame(f.kind, none, { length: f.chunkCount });
+    case "BATCH_ERR":
+      return frame(f.kind, json(f.failure));
+    default: {
+      const never: never = f;
+      throw new Error(`unknown frame ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/** Bytes of segment data a CHUNK frame carries after its table. */
+export function segmentBytes(segments: readonly Segment[]): number {
+  return segments.reduce((sum, s) => sum + s.length, 0);
+}
+
+/**
+ * Header and segment table of a CHUNK frame. The segment bytes follow on the wire, in table
+ * order, either as buffer slices or straight from the source file (sendfile).
+ */
+export function encodeChunkHead(h: ChunkHeader): Uint8Array {
+  const table = h.segments.length * SEGMENT_ENTRY_BYTES;
+  const out = new Uint8Array(HEADER_BYTES + table);
+  writeHeader(out, "CHUNK", {
+    flags: h.zero ? FLAG_ZERO : 0,
+    payloadLength: table + segmentBytes(h.segments),
+    offset: h.offset,
+    length: h.length,
+    crc32c: h.crc32c,
+    segmentCount: h.segments.length,
+  });
+  const view = new DataView(out.buffer, HEADER_BYTES, table);
+  h.segments.forEach((s, i) => {
+    view.setUint32(i * SEGMENT_ENTRY_BYTES, s.relOffset);
+    view.setUint32(i * SEGMENT_ENTRY_BYTES + 4, s.length);
+  });
+  return out;
+}
+
+/** A whole CHUNK frame from the logical chunk bytes (tests and the copying send path). */
+export function encodeChunk(h: ChunkHeader, logical: Uint8Array): Uint8Array {
+  const head = encodeChunkHead(h);
+  const out = new Uint8Array(head.length + segmentBytes(h.segments));
+  out.set(head, 0);
+  let at = head.length;
+  for (const s of h.segments) {
+    out.set(logical.subarray(s.relOffset, s.relOffset + s.length), at);
+    at += s.length;
+  }
+  return out;
+}

@@ -1,0 +1,26 @@
+/**
+ * Token bucket on wire bytes, pure: the caller passes the clock. Tokens may go negative: the
+ * sender waits until the debt is paid, then sends the frame whole, so the long-run rate holds
+ * for any frame size.
+ */
+export interface TokenBucket {
+  readonly rateBytesPerSec: number;
+  readonly burstBytes: number;
+  tokens: number;
+  atMs: number;
+}
+
+export function newTokenBucket(rateBytesPerSec: number, nowMs: number, burstBytes = rateBytesPerSec / 10): TokenBucket {
+  if (!(rateBytesPerSec > 0)) throw new RangeError("rate must be positive");
+  const burst = Math.max(1, burstBytes);
+  return { rateBytesPerSec, burstBytes: burst, tokens: burst, atMs: nowMs };
+}
+
+/** Take `bytes` now; returns how long to wait before sending them (ms, 0 = go). Mutates `b`. */
+export function reserve(b: TokenBucket, bytes: number, nowMs: number): number {
+  const elapsedMs = Math.max(0, nowMs - b.atMs);
+  b.tokens = Math.min(b.burstBytes, b.tokens + (elapsedMs * b.rateBytesPerSec) / 1000);
+  b.atMs = nowMs;
+  b.tokens -= bytes;
+  return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / b.rateBytesPerSec);
+}

@@ -1,0 +1,125 @@
+import type { FailureCode } from "../../../schemas/index.js";
+import { DwcpError } from "../../common/errors.js";
+
+/**
+ * Mover failures. `code` is a FailureCode wherever one fits, so it can travel as the reason of a
+ * ChunkBatchFailed event; `retryable` decides whether the work item is naked or terminated.
+ */
+
+/** The bytes that arrived do not match the CRC32C the sender computed (after all resends). */
+export class ChecksumMismatchError extends DwcpError {
+  readonly code = "CHECKSUM_MISMATCH";
+  readonly retryable = true;
+  readonly offset: number;
+  readonly expected: number | undefined;
+  readonly actual: number | undefined;
+  constructor(
+    detail: { offset: number; expected?: number; actual?: number; message?: string },
+    options?: { cause?: unknown },
+  ) {
+    super(detail.message ?? `chunk at offset ${detail.offset} failed its CRC32C check`, options);
+    this.offset = detail.offset;
+    this.expected = detail.expected;
+    this.actual = detail.actual;
+  }
+}
+
+/** The destination file system is full (ENOSPC/EDQUOT). Retry after space was freed. */
+export class NoSpaceError extends DwcpError {
+  readonly code = "NO_SPACE";
+  readonly retryable = true;
+}
+
+/** Could not connect to the destination mover, or it went silent or away mid-batch. */
+export class DestinationUnreachableError extends DwcpError {
+  readonly code = "DESTINATION_UNREACHABLE";
+  readonly retryable = true;
+}
+
+/** The data-channel handshake failed: wrong cluster secret or an unknown migration. */
+export class AuthFailedError extends DwcpError {
+  readonly code = "AUTH_FAILED";
+  readonly retryable = false;
+}
+
+/**
+ * The peer sent bytes that are not DWCP data channel v1 (bad magic, version, type, size or
+ * order). Retryable: the usual cause is a corrupted or truncated stream, and the delivery limit
+ * bounds retries of a systematic mismatch.
+ */
+export class ProtocolError extends DwcpError {
+  readonly code = "PROTOCOL_ERROR";
+  readonly retryable = true;
+}
+
+/** Reading the source volume failed (I/O error, permission). */
+export class SourceReadError extends DwcpError {
+  readonly code = "SOURCE_READ_FAILED";
+  readonly retryable = true;
+}
+
+/** The source volume is shorter than planned: it changed under us. */
+export class SourceChangedError extends DwcpError {
+  readonly code = "SOURCE_CHANGED";
+  readonly retryable = false;
+}
+
+/** Writing, truncating or syncing the destination file failed for a reason other than space. */
+export class DestinationWriteError extends DwcpError {
+  readonly code = "DESTINATION_WRITE_FAILED";
+  readonly retryable = true;
+}
+
+/** A path (or a symlink in it) leads outside every configured root, or a name is not a basename. */
+export class PathOutsideRootError extends DwcpError {
+  readonly code = "PATH_OUTSIDE_ROOT";
+  readonly retryable = false;
+  constructor(readonly path: string, reason: string, options?: { cause?: unknown }) {
+    super(`${JSON.stringify(path)} ${reason}`, options);
+  }
+}
+
+/** A path that must exist does not. */
+export class PathNotFoundError extends DwcpError {
+  readonly code = "PATH_NOT_FOUND";
+  readonly retryable = false;
+  constructor(readonly path: string, options?: { cause?: unknown }) {
+    super(`${JSON.stringify(path)} does not exist`, options);
+  }
+}
+
+/** The caller's AbortSignal fired; nothing is retried on our side. */
+export class TransferAbortedError extends DwcpError {
+  readonly code = "ABORTED";
+  readonly retryable = false;
+}
+
+/** The destination refused a batch for a reason that has no more specific class. */
+export class RemoteFailureError extends DwcpError {
+  readonly retryable: boolean;
+  constructor(readonly code: FailureCode, message: string, retryable: boolean) {
+    super(message);
+    this.retryable = retryable;
+  }
+}
+
+/** Rebuild a typed error from a failure code the peer sent on the wire. */
+export function errorFromWire(code: FailureCode, message: string, offset = 0): DwcpError {
+  const text = `destination: ${message}`;
+  switch (code) {
+    case "CHECKSUM_MISMATCH":
+      return new ChecksumMismatchError({ offset, message: text });
+    case "NO_SPACE":
+      return new NoSpaceError(text);
+    case "AUTH_FAILED":
+      return new AuthFailedError(text);
+    case "PROTOCOL_ERROR":
+      return new ProtocolError(text);
+    case "DESTINATION_WRITE_FAILED":
+      return new DestinationWriteError(text);
+    case "PATH_OUTSIDE_ROOT":
+      return new PathOutsideRootError("destination", `refused: ${message}`);
+    default:
+      return new RemoteFailureError(code, text, code !== "INTERNAL");
+  }
+}

@@ -1,0 +1,236 @@
+import type { Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { TransferredChunk } from "../../../../../schemas/index.js";
+import { zeroCopy } from "../../../../../native/index.js";
+import type { Logger } from "../../../../common/logger.js";
+import { encodeChunkHead, encodeControl, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
+import { newTokenBucket, reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
+import { ChecksumMismatchError, DestinationUnreachableError, errorFromWire, ProtocolError } from "../../errors.js";
+import type { SocketFrameReader } from "./frame-reader.js";
+import type { PreparedChunk } from "./source-volume.js";
+
+export interface SessionOptions {
+  socket: Socket;
+  reader: SocketFrameReader;
+  chunkCount: number;
+  maxResends: number;
+  /** sendfile() segment bytes from this fd instead of copying them through JS; undefined = copy. */
+  sendfileFrom: number | undefined;
+  bandwidthLimitBytesPerSec: number | undefined;
+  onChunk: ((c: TransferredChunk) => void) | undefined;
+  log: Logger;
+}
+
+interface SentChunk {
+  chunk: TransferredChunk;
+  resends: number;
+}
+
+/**
+ * Sender-side state of one batch on one connection: which chunks are out, acknowledged or due
+ * for a resend, and the first failure (which ends everything). The replies are read by
+ * readReplies() while the sender pipelines chunks; they meet here.
+ */
+export class ClientSession {
+  error: Error | undefined;
+  wireBytes = 0;
+  batchEndSent = false;
+  readonly acked = new Map<number, TransferredChunk>();
+  private readonly sent = new Map<number, SentChunk>();
+  private readonly resendQueue: number[] = [];
+  private wake: (() => void) | undefined;
+  private readonly stop = new AbortController();
+  private readonly bucket: TokenBucket | undefined;
+  private sendfileBusy = false;
+  private destroyWhenIdle = false;
+
+  constructor(private readonly o: SessionOptions) {
+    this.bucket =
+      o.bandwidthLimitBytesPerSec === undefined ? undefined : newTokenBucket(o.bandwidthLimitBytesPerSec, performance.now());
+  }
+
+  get allAcked(): boolean {
+    return this.acked.size === this.o.chunkCount;
+  }
+
+  /** Record the first failure, wake every waiter and cut the connection. */
+  fail(err: Error): void {
+    if (this.error !== undefined) return;
+    this.error = err;
+    this.stop.abort(err);
+    this.o.reader.abort(err);
+    // A sendfile() in flight writes to the socket's raw fd: closing it now could hand the fd
+    // number to an unrelated file before the kernel call returns.
+    if (this.sendfileBusy) this.destroyWhenIdle = true;
+    else this.o.socket.destroy();
+    this.notify();
+  }
+
+  check(): void {
+    if (this.error !== undefined) throw this.error;
+  }
+
+  /** Resolves on the next ack, resend request or failure. */
+  async changed(): Promise<void> {
+    this.check();
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+    });
+    this.check();
+  }
+
+  takeResend(): number | undefined {
+    return this.resendQueue.shift();
+  }
+
+  async sendControl(frame: ControlFrame): Promise<void> {
+    const bytes = encodeControl(frame);
+    await this.throttle(bytes.length);
+    await this.write(bytes);
+    this.wireBytes += bytes.length;
+  }
+
+  /** Frame and send one chunk; resolves once its buffer may be reused. */
+  async sendChunk(c: PreparedChunk): Promise<void> {
+    const head = encodeChunkHead(c);
+    const wire = head.length + segmentBytes(c.segments);
+    await this.throttle(wire);
+    if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
+    else await this.sendViaCopy(c, head);
+    this.wireBytes += wire;
+    const previous = this.sent.get(c.offset);
+    const chunk: TransferredChunk = {
+      offset: c.offset,
+      length: c.length,
+      crc32c: c.crc32c,
+      zero: c.zero,
+      wireBytes: (previous?.chunk.wireBytes ?? 0) + wire,
+    };
+    this.sent.set(c.offset, { chunk, resends: previous?.resends ?? 0 });
+  }
+
+  onReply(frame: ControlFrame): "continue" | "done" {
+    switch (frame.kind) {
+      case "CHUNK_OK":
+        this.onAck(frame.offset);
+        return "continue";
+      case "CHUNK_ERR":
+        this.onChunkError(frame.offset, frame.failure);
+        return "continue";
+      case "BATCH_OK":
+        if (!this.batchEndSent || !this.allAcked) throw new ProtocolError("BATCH_OK before every chunk was acknowledged");
+        return "done";
+      case "BATCH_ERR":
+        throw errorFromWire(frame.failure.code, frame.failure.message);
+      default:
+        throw new ProtocolError(`unexpected ${frame.kind} from the destination`);
+    }
+  }
+
+  private onAck(offset: number): void {
+    const entry = this.sent.get(offset);
+    if (entry === undefined) throw new ProtocolError(`CHUNK_OK for offset ${offset}, which was not sent`);
+    this.acked.set(offset, entry.chunk);
+    this.o.onChunk?.(entry.chunk);
+    this.notify();
+  }
+
+  private onChunkError(offset: number, failure: WireFailure): void {
+    const entry = this.sent.get(offset);
+    if (entry === undefined) throw new ProtocolError(`CHUNK_ERR for offset ${offset}, which was not sent`);
+    if (failure.code !== "CHECKSUM_MISMATCH") throw errorFromWire(failure.code, failure.message, offset);
+    if (entry.resends >= this.o.maxResends) {
+      throw new ChecksumMismatchError({
+        offset,
+        message: `chunk at offset ${offset} was corrupted in transit ${entry.resends + 1} times`,
+      });
+    }
+    entry.resends += 1;
+    this.o.log.warn({ offset, resend: entry.resends }, "destination saw a CRC32C mismatch; resending the chunk");
+    this.resendQueue.push(offset);
+    this.notify();
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private async throttle(bytes: number): Promise<void> {
+    this.check();
+    if (this.bucket === undefined) return;
+    const waitMs = reserve(this.bucket, bytes, performance.now());
+    if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
+  }
+
+  /** Resolves when the bytes were handed to the kernel (so the buffer is free again). */
+  private async write(bytes: Uint8Array): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.o.socket.write(bytes, (err) => (err ? reject(this.error ?? unreachable(err)) : resolve()));
+    });
+  }
+
+  private async sendViaCopy(c: PreparedChunk, head: Uint8Array): Promise<void> {
+    const { socket } = this.o;
+    socket.cork();
+    const last = new Promise<void>((resolve, reject) => {
+      const done = (err?: Error | null): void => (err ? reject(this.error ?? unreachable(err)) : resolve());
+      if (c.segments.length === 0 || c.data === undefined) {
+        socket.write(head, done);
+        return;
+      }
+      socket.write(head);
+      c.segments.forEach((s, i) => {
+        const bytes = (c.data as Uint8Array).subarray(s.relOffset, s.relOffset + s.length);
+        if (i === c.segments.length - 1) socket.write(bytes, done);
+        else socket.write(bytes);
+      });
+    });
+    socket.uncork();
+    await last;
+  }
+
+  /**
+   * Framing rule for zero-copy: the header and segment table go through socket.write() and we
+   * wait until Node has flushed them (its write queue is then empty); only then do the segment
+   * bytes go straight from the source fd to the socket fd with sendfile(), in table order, and
+   * nothing else is written until they are all sent. The byte stream is identical to the copy
+   * path; the destination cannot tell the difference.
+   */
+  private async sendViaSendfile(c: PreparedChunk, head: Uint8Array): Promise<void> {
+    await this.write(head);
+    const outFd = socketFd(this.o.socket);
+    const inFd = this.o.sendfileFrom;
+    if (outFd === undefined || inFd === undefined || this.o.socket.writableLength > 0) {
+      throw new ProtocolError("socket is not ready for sendfile");
+    }
+    this.sendfileBusy = true;
+    try {
+      for (const s of c.segments) {
+        let done = 0;
+        while (done < s.length) {
+          this.check();
+          const n = await zeroCopy.sendfile(outFd, inFd, c.offset + s.relOffset + done, s.length - done);
+          if (n <= 0) throw new DestinationUnreachableError("sendfile made no progress");
+          done += n;
+        }
+      }
+    } catch (err) {
+      throw this.error ?? (err instanceof Error && "code" in err && typeof err.code === "string" && !(err instanceof ProtocolError) ? unreachable(err) : err);
+    } finally {
+      this.sendfileBusy = false;
+      if (this.destroyWhenIdle) this.o.socket.destroy();
+    }
+  }
+}
+
+function unreachable(err: Error): DestinationUnreachableError {
+  return new DestinationUnreachableError(`data channel write failed: ${err.message}`, { cause: err });
+}
+
+/** The socket's file descriptor (libuv TCP handle), if it has one. */
+function socketFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+}

@@ -1,0 +1,224 @@
+import { connect as netConnect, type Socket } from "node:net";
+import type { TransferredChunk } from "../../../../../schemas/index.js";
+import { zeroCopy } from "../../../../../native/index.js";
+import type { Logger } from "../../../../common/logger.js";
+import { parseAddress } from "../../domain/data-channel/address.js";
+import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
+import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
+import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
+import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
+import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
+import { ClientSession } from "./client-session.js";
+import { SocketFrameReader } from "./frame-reader.js";
+import { SourceVolume, type PreparedChunk } from "./source-volume.js";
+
+export interface SendBatchOptions {
+  /** Destination mover's data channel, host:port. */
+  address: string;
+  /** Cluster secret; only a MAC derived from it is sent. */
+  secret: Buffer;
+  sourceHost: string;
+  migrationId: string;
+  batch: number;
+  attempt: number;
+  /** Source volume, already confined to this mover's roots by the caller. */
+  sourcePath: string;
+  destDir: string;
+  destName: string;
+  volumeSizeBytes: number;
+  chunkSizeBytes: number;
+  firstChunk: number;
+  chunkCount: number;
+  /** Cap on bytes written to the socket per second (frame headers included). Default: none. */
+  bandwidthLimitBytesPerSec?: number;
+  signal?: AbortSignal;
+  /** Called as each chunk is acknowledged (written and verified at the destination). */
+  onChunk?: (c: TransferredChunk) => void;
+  log: Logger;
+  /** Default 10000 ms. */
+  connectTimeoutMs?: number;
+  /** No traffic in either direction for this long fails the batch. Default 60000 ms. */
+  idleTimeoutMs?: number;
+  /** Resends of a chunk the destination saw corrupted before the batch fails. Default 3. */
+  maxResends?: number;
+  /** Use sendfile() for segment bytes when the native module offers it. Default true. */
+  zeroCopy?: boolean;
+}
+
+export interface SendBatchResult {
+  /** Acknowledged chunks in offset order. */
+  chunks: TransferredChunk[];
+  /** Logical bytes of the batch (zero chunks included). */
+  bytes: number;
+  /** Every byte this side wrote to the socket: frame headers, segment tables, resends, handshake. */
+  wireBytes: number;
+  durationMs: number;
+}
+
+/**
+ * Send one batch (a run of chunks of one volume) to a destination mover and resolve only after
+ * its BATCH_OK, i.e. once the destination has verified, written and fsynced every chunk.
+ */
+export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
+  const started = performance.now();
+  const problem = batchProblem(beginOf(o));
+  if (problem !== undefined) throw new RangeError(`sendBatch: ${problem}`);
+  if (o.signal?.aborted === true) throw aborted(o.signal);
+  const log = o.log.child({ migrationId: o.migrationId, batch: o.batch, attempt: o.attempt, host: o.sourceHost });
+  const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes);
+  try {
+    const socket = await connect(o.address, o.connectTimeoutMs ?? 10_000, o.signal);
+    try {
+      const session = await run(o, socket, source, log);
+      const chunks = [...session.acked.values()].sort((a, b) => a.offset - b.offset);
+      const result = {
+        chunks,
+        bytes: chunks.reduce((sum, c) => sum + c.length, 0),
+        wireBytes: session.wireBytes,
+        durationMs: performance.now() - started,
+      };
+      log.info({ bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs) }, "batch sent");
+      return result;
+    } finally {
+      socket.destroy();
+    }
+  } finally {
+    await source.close();
+  }
+}
+
+function beginOf(o: SendBatchOptions): BatchBegin {
+  const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
+  return { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount };
+}
+
+const aborted = (signal: AbortSignal): TransferAbortedError =>
+  new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
+
+async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, log: Logger): Promise<ClientSession> {
+  const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
+    mapSocketError: (err) => new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
+  });
+  const session = new ClientSession({
+    socket,
+    reader,
+    chunkCount: o.chunkCount,
+    maxResends: o.maxResends ?? 3,
+    sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available ? source.fd : undefined,
+    bandwidthLimitBytesPerSec: o.bandwidthLimitBytesPerSec,
+    onChunk: o.onChunk,
+    log,
+  });
+  const idleMs = o.idleTimeoutMs ?? 60_000;
+  socket.setTimeout(idleMs, () => session.fail(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`)));
+  const onAbort = (): void => session.fail(aborted(o.signal as AbortSignal));
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  const guard = (p: Promise<void>): Promise<void> => p.catch((err: unknown) => session.fail(toError(err)));
+  try {
+    await guard(handshake(o, session, reader));
+    await Promise.all([guard(readReplies(session, reader)), guard(sendChunks(o, session, source))]);
+    session.check();
+    return session;
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+
+async function handshake(o: SendBatchOptions, session: ClientSession, reader: SocketFrameReader): Promise<void> {
+  const challenge = await reader.next();
+  if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
+    throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
+  }
+  const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
+  await session.sendControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  const answer = await reader.next();
+  if (answer.kind === "frame" && answer.frame.kind === "AUTH_FAIL") {
+    throw new AuthFailedError(`${o.address} refused migration ${o.migrationId}: ${answer.frame.message}`);
+  }
+  if (answer.kind !== "frame" || answer.frame.kind !== "AUTH_OK") {
+    throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
+  }
+  reader.decoder.setLimits(CLIENT_SESSION);
+  await session.sendControl({ kind: "BATCH_BEGIN", begin: beginOf(o) });
+}
+
+async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {
+  for (;;) {
+    const step = await reader.next();
+    if (step.kind === "end") throw new DestinationUnreachableError("destination closed the connection mid-batch");
+    if (step.kind !== "frame") throw new ProtocolError("destination sent a CHUNK");
+    if (session.onReply(step.frame) === "done") return;
+  }
+}
+
+/**
+ * Pipeline: while chunk i is on the wire, chunk i+1 is read and analyzed into the other buffer.
+ * Resends (after a CRC mismatch at the destination) reuse whichever buffer just came free.
+ */
+async function sendChunks(o: SendBatchOptions, session: ClientSession, source: SourceVolume): Promise<void> {
+  const buffers = [Buffer.allocUnsafeSlow(o.chunkSizeBytes), Buffer.allocUnsafeSlow(o.chunkSizeBytes)] as const;
+  const prepare = (index: number, buffer: Buffer): Promise<PreparedChunk> => {
+    const { offset, length } = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, index);
+    const p = source.prepare(offset, length, buffer);
+    p.catch(() => undefined); // handled where it is awaited
+    return p;
+  };
+  let pending: Promise<PreparedChunk> | undefined = o.chunkCount > 0 ? prepare(o.firstChunk, buffers[0]) : undefined;
+  try {
+    for (let i = 0; i < o.chunkCount; i++) {
+      const current = await (pending as Promise<PreparedChunk>);
+      const free = buffers[i % 2] as Buffer;
+      pending = i + 1 < o.chunkCount ? prepare(o.firstChunk + i + 1, buffers[(i + 1) % 2] as Buffer) : undefined;
+      await session.sendChunk(current);
+      await sendResends(o, session, source, free);
+    }
+    while (!session.allAcked) {
+      await sendResends(o, session, source, buffers[0]);
+      if (!session.allAcked) await session.changed();
+    }
+    session.batchEndSent = true;
+    await session.sendControl({ kind: "BATCH_END", chunkCount: o.chunkCount });
+  } finally {
+    await pending?.catch(() => undefined);
+  }
+}
+
+async function sendResends(o: SendBatchOptions, session: ClientSession, source: SourceVolume, buffer: Buffer): Promise<void> {
+  for (let offset = session.takeResend(); offset !== undefined; offset = session.takeResend()) {
+    const length = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, offset / o.chunkSizeBytes).length;
+    await session.sendChunk(await source.prepare(offset, length, buffer));
+  }
+}
+
+/** TCP connect with a deadline; every failure is DestinationUnreachableError (retryable). */
+async function connect(address: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Socket> {
+  const target = parseAddress(address);
+  if (target === undefined) throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(address)}`);
+  const socket = netConnect({ host: target.host, port: target.port, noDelay: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const fail = (err: Error): void => reject(err);
+      const timer = setTimeout(() => fail(new DestinationUnreachableError(`connecting to ${address} timed out after ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = (): void => fail(aborted(signal as AbortSignal));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      socket.once("error", (err) => fail(new DestinationUnreachableError(`cannot connect to ${address}: ${err.message}`, { cause: err })));
+      socket.once("connect", resolve);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      socket.once("connect", cleanup);
+      socket.once("error", cleanup);
+      socket.once("close", cleanup);
+    });
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+  socket.on("error", () => undefined); // reported through the frame reader
+  return socket;
+}
+
+export { encodeControl };

@@ -1,0 +1,159 @@
+import type { Socket } from "node:net";
+import type { FailureCode } from "../../../../../schemas/index.js";
+import type { Logger } from "../../../../common/logger.js";
+import { DwcpError } from "../../../../common/errors.js";
+import { analyzeChunk, crc32cZeros } from "../../../../../native/index.js";
+import { batchProblem, chunkProblem } from "../../domain/data-channel/batch.js";
+import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
+import { encodeControl, type BatchBegin, type ChunkHeader, type ControlFrame } from "../../domain/data-channel/frames.js";
+import { AuthFailedError, ProtocolError } from "../../errors.js";
+import type { BufferPool } from "./buffer-pool.js";
+import { DestinationFile } from "./destination-file.js";
+import type { SocketFrameReader } from "./frame-reader.js";
+
+export interface BatchReceiver {
+  socket: Socket;
+  reader: SocketFrameReader;
+  roots: readonly string[];
+  pool: BufferPool;
+  /** The migration the HELLO authenticated; a batch for any other is refused. */
+  migrationId: string;
+  log: Logger;
+}
+
+export function send(socket: Socket, frame: ControlFrame): void {
+  if (!socket.destroyed && socket.writable) socket.write(encodeControl(frame));
+}
+
+export function wireCode(err: unknown): FailureCode {
+  if (err instanceof DwcpError) {
+    switch (err.code) {
+      case "NO_SPACE":
+      case "DESTINATION_WRITE_FAILED":
+      case "PATH_OUTSIDE_ROOT":
+      case "PROTOCOL_ERROR":
+      case "AUTH_FAILED":
+      case "CHECKSUM_MISMATCH":
+        return err.code;
+    }
+  }
+  return "INTERNAL";
+}
+
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/**
+ * Receive one batch after its BATCH_BEGIN: verify and write each chunk as it arrives (replies are
+ * sent per chunk, in completion order, so the sender can pipeline), then fsync on BATCH_END and
+ * answer BATCH_OK. Throws a typed error if the batch fails; the caller answers BATCH_ERR.
+ */
+export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promise<void> {
+  if (begin.migrationId !== ctx.migrationId) {
+    throw new AuthFailedError(`this connection is authenticated for migration ${ctx.migrationId}, not ${begin.migrationId}`);
+  }
+  const problem = batchProblem(begin);
+  if (problem !== undefined) throw new ProtocolError(`BATCH_BEGIN: ${problem}`);
+  const file = await DestinationFile.open(ctx.roots, begin);
+  ctx.pool.ensure(begin.chunkSizeBytes);
+  ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
+  const state: BatchState = { written: new Set(), inflight: new Set(), failure: undefined };
+  try {
+    const written = await receiveChunks(ctx, begin, file, state);
+    await Promise.all(state.inflight);
+    if (state.failure !== undefined) throw state.failure;
+    if (written.size !== begin.chunkCount) {
+      throw new ProtocolError(`BATCH_END after ${written.size} of ${begin.chunkCount} chunks were written`);
+    }
+    await file.sync();
+    send(ctx.socket, { kind: "BATCH_OK" });
+  } finally {
+    await Promise.allSettled(state.inflight);
+    await file.close();
+    ctx.reader.decoder.setLimits(SERVER_IDLE);
+  }
+}
+
+interface BatchState {
+  written: Set<number>;
+  inflight: Set<Promise<void>>;
+  /** First chunk that could not be written; fails the batch. */
+  failure: Error | undefined;
+}
+
+async function receiveChunks(
+  ctx: BatchReceiver,
+  begin: BatchBegin,
+  file: DestinationFile,
+  state: BatchState,
+): Promise<Set<number>> {
+  const { written, inflight } = state;
+  let buffer: Buffer | undefined;
+  for (;;) {
+    const step = await ctx.reader.next();
+    if (step.kind === "chunk-begin") {
+      checkChunk(begin, step.header);
+      buffer = await ctx.pool.acquire();
+      ctx.reader.provideChunkBuffer(buffer);
+    } else if (step.kind === "chunk") {
+      if (step.data === undefined) checkChunk(begin, step.header);
+      const held = step.data === undefined ? undefined : buffer;
+      buffer = undefined;
+      const work = storeChunk(ctx, file, step.header, step.data)
+        .then((ok) => {
+          if (ok) written.add(step.header.offset);
+        })
+        .catch((err: unknown) => {
+          state.failure ??= err instanceof Error ? err : new Error(String(err));
+          ctx.reader.abort(state.failure);
+        })
+        .finally(() => {
+          if (held !== undefined) ctx.pool.release(held);
+          inflight.delete(work);
+        });
+      inflight.add(work);
+    } else if (step.kind === "frame" && step.frame.kind === "BATCH_END") {
+      if (step.frame.chunkCount !== begin.chunkCount) {
+        throw new ProtocolError(`BATCH_END says ${step.frame.chunkCount} chunks, BATCH_BEGIN said ${begin.chunkCount}`);
+      }
+      return written;
+    } else {
+      throw new ProtocolError(step.kind === "end" ? "connection closed inside a batch" : "unexpected frame inside a batch");
+    }
+  }
+}
+
+function checkChunk(begin: BatchBegin, header: ChunkHeader): void {
+  const problem = chunkProblem(begin, header);
+  if (problem !== undefined) throw new ProtocolError(`CHUNK: ${problem}`);
+}
+
+/** Verify the assembled chunk's CRC32C; on a match write it and answer CHUNK_OK. True if written. */
+async function storeChunk(
+  ctx: BatchReceiver,
+  file: DestinationFile,
+  h: ChunkHeader,
+  data: Uint8Array | undefined,
+): Promise<boolean> {
+  const actual = data === undefined ? crc32cZeros(h.length) : (await analyzeChunk(data)).crc32c;
+  const log = ctx.log.child({ offset: h.offset });
+  if (actual !== h.crc32c) {
+    log.warn({ expected: h.crc32c, actual }, "chunk failed its CRC32C check; asking for it again");
+    send(ctx.socket, {
+      kind: "CHUNK_ERR",
+      offset: h.offset,
+      failure: { code: "CHECKSUM_MISMATCH", message: `CRC32C ${actual} != ${h.crc32c}` },
+    });
+    return false;
+  }
+  try {
+    await file.writeChunk(h.offset, h.length, h.segments, data);
+  } catch (err) {
+    send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: wireCode(err), message: messageOf(err) } });
+    throw err;
+  }
+  log.debug({ length: h.length, zero: h.zero }, "chunk written");
+  send(ctx.socket, { kind: "CHUNK_OK", offset: h.offset });
+  return true;
+}
+
+export { messageOf };

@@ -1,0 +1,182 @@
+import { randomBytes } from "node:crypto";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { ConfigError } from "../../../../common/errors.js";
+import type { Logger } from "../../../../common/logger.js";
+import { formatAddress } from "../../domain/data-channel/address.js";
+import { verifyHelloMac } from "../../domain/data-channel/auth.js";
+import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
+import { NONCE_BYTES } from "../../domain/data-channel/frames.js";
+import { ProtocolError } from "../../errors.js";
+import { resolveRoots } from "../volume-paths.js";
+import { BufferPool } from "./buffer-pool.js";
+import { SocketFrameReader } from "./frame-reader.js";
+import { messageOf, receiveBatch, send, wireCode } from "./server-batch.js";
+
+export interface DataServerOptions {
+  /** This mover's host id; goes into every log line. */
+  host: string;
+  /** Interface to bind, e.g. "0.0.0.0" or "127.0.0.1". */
+  listenHost: string;
+  /** TCP port; 0 picks a free one (see the returned address). */
+  listenPort: number;
+  /** Cluster secret the per-migration tokens derive from. Never logged. */
+  secret: Buffer;
+  /** Directories destination files may be written under (symlinks resolved here). */
+  roots: string[];
+  log: Logger;
+  /** Concurrent connections; more are refused by the kernel backlog. Default 64. */
+  maxConnections?: number;
+  /** A connection that has not authenticated within this time is closed. Default 5000 ms. */
+  helloTimeoutMs?: number;
+  /** An authenticated connection with no traffic for this long is closed. Default 120000 ms. */
+  idleTimeoutMs?: number;
+  /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 2. */
+  buffersPerConnection?: number;
+}
+
+export interface DataServer {
+  /** host:port actually bound. */
+  address: string;
+  /** Stop listening, cut open connections (their batches are redelivered) and wait for them. */
+  close(): Promise<void>;
+}
+
+interface ServerConfig {
+  secret: Buffer;
+  roots: string[];
+  helloTimeoutMs: number;
+  idleTimeoutMs: number;
+  buffersPerConnection: number;
+}
+
+/** Start the destination side of the data channel. Resolves once it is listening. */
+export async function startDataServer(opts: DataServerOptions): Promise<DataServer> {
+  const cfg: ServerConfig = {
+    secret: opts.secret,
+    roots: await resolveRoots(opts.roots),
+    helloTimeoutMs: opts.helloTimeoutMs ?? 5000,
+    idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
+    buffersPerConnection: opts.buffersPerConnection ?? 2,
+  };
+  const log = opts.log.child({ host: opts.host, component: "data-server" });
+  const connections = new Map<Socket, Promise<void>>();
+  const server = createServer({ noDelay: true }, (socket) => {
+    const done = serveConnection(socket, cfg, log)
+      .catch((err: unknown) => log.warn({ err }, "data connection failed"))
+      .finally(() => {
+        socket.destroy();
+        connections.delete(socket);
+      });
+    connections.set(socket, done);
+  });
+  server.maxConnections = opts.maxConnections ?? 64;
+  const bound = await listen(server, opts.listenHost, opts.listenPort);
+  const address = formatAddress(bound.address, bound.port);
+  log.info({ address }, "data channel listening");
+  return {
+    address,
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of connections.keys()) socket.destroy();
+      await Promise.allSettled(connections.values());
+      await closed;
+      log.info({ address }, "data channel closed");
+    },
+  };
+}
+
+async function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host, port }, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    throw new ConfigError([`data channel cannot listen on ${formatAddress(host, port)}: ${messageOf(err)}`]);
+  }
+  return server.address() as AddressInfo;
+}
+
+async function serveConnection(socket: Socket, cfg: ServerConfig, parentLog: Logger): Promise<void> {
+  let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
+  // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
+  socket.on("error", (err) => log.debug({ err }, "data socket error"));
+  const reader = new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
+  const hello = await authenticate(socket, reader, cfg, log);
+  if (hello === undefined) return;
+  log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
+  socket.setTimeout(cfg.idleTimeoutMs, () => reader.abort(new ProtocolError(`no traffic for ${cfg.idleTimeoutMs} ms`)));
+  const pool = new BufferPool(cfg.buffersPerConnection);
+  for (;;) {
+    const step = await reader.next();
+    if (step.kind === "end") return;
+    if (step.kind !== "frame" || step.frame.kind !== "BATCH_BEGIN") throw new ProtocolError("expected BATCH_BEGIN");
+    const begin = step.frame.begin;
+    const batchLog = log.child({ batch: begin.batch, attempt: begin.attempt, destName: begin.destName });
+    try {
+      await receiveBatch({ socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, log: batchLog }, begin);
+      batchLog.info({ chunks: begin.chunkCount }, "batch received and synced");
+    } catch (err) {
+      batchLog.warn({ err }, "batch failed");
+      send(socket, { kind: "BATCH_ERR", failure: { code: wireCode(err), message: messageOf(err) } });
+      await lingerClose(socket, reader);
+      return;
+    }
+  }
+}
+
+/** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
+async function authenticate(
+  socket: Socket,
+  reader: SocketFrameReader,
+  cfg: ServerConfig,
+  log: Logger,
+): Promise<{ migrationId: string; sourceHost: string } | undefined> {
+  const nonce = randomBytes(NONCE_BYTES);
+  send(socket, { kind: "CHALLENGE", nonce });
+  const timer = setTimeout(
+    () => reader.abort(new ProtocolError(`no HELLO within ${cfg.helloTimeoutMs} ms`)),
+    cfg.helloTimeoutMs,
+  );
+  let step;
+  try {
+    step = await reader.next();
+  } finally {
+    clearTimeout(timer);
+  }
+  if (step.kind === "end") return undefined;
+  if (step.kind !== "frame" || step.frame.kind !== "HELLO") throw new ProtocolError("expected HELLO");
+  const hello = step.frame;
+  if (!verifyHelloMac(cfg.secret, nonce, hello)) {
+    log.warn({ migrationId: hello.migrationId, sourceHost: hello.sourceHost }, "data channel authentication failed");
+    send(socket, { kind: "AUTH_FAIL", message: "authentication failed: check the cluster secret" });
+    await lingerClose(socket, reader);
+    return undefined;
+  }
+  send(socket, { kind: "AUTH_OK" });
+  reader.decoder.setLimits(SERVER_IDLE);
+  return { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
+}
+
+/**
+ * Half-close after a final answer and discard what the peer still sends until it closes (or
+ * `ms` passes). Destroying at once could turn our answer into a reset the peer never reads.
+ */
+async function lingerClose(socket: Socket, reader: SocketFrameReader, ms = 2000): Promise<void> {
+  reader.detach();
+  if (socket.closed) return;
+  socket.setTimeout(0);
+  socket.on("data", () => undefined);
+  socket.resume();
+  socket.end();
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    socket.once("close", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

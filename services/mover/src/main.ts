@@ -1,0 +1,26 @@
+import { runService } from "../../common/lifecycle.js";
+import { createLogger } from "../../common/logger.js";
+import { connectNats, type Nats } from "../../common/nats.js";
+import { Mover } from "./app/mover.js";
+import { moverConfig, type MoverFlags } from "./config.js";
+
+/** `dwcp mover`: runs until SIGTERM. */
+export async function runMover(flags: MoverFlags): Promise<void> {
+  const config = moverConfig(flags);
+  const log = createLogger("mover", { host: config.host });
+  let nats: Nats | undefined;
+  let mover: Mover | undefined;
+  await runService({
+    log,
+    graceMs: 30_000,
+    start: async () => {
+      nats = await connectNats(config.natsUrl, `dwcp-mover-${config.host}`, log);
+      mover = new Mover(nats, config, log);
+      await mover.start();
+    },
+    stop: async () => {
+      await mover?.stop();
+      await nats?.nc.drain();
+    },
+  });
+}

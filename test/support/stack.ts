@@ -1,0 +1,54 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { EventStore, type StoredEvent } from "../../services/common/event-store.js";
+import { Stack, type StackOptions } from "../../cli/stack.js";
+import { generateImage, type ImageSpec } from "../../cli/image.js";
+
+/** A private stack (own nats-server on a free port, temp store) for one test file. */
+export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<Stack & { cleanup(): Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), "dwcp-test-"));
+  const stack = new Stack({ dataDir, hosts: ["a", "b"], ...opts });
+  try {
+    await stack.start();
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return Object.assign(stack, {
+    async cleanup() {
+      await stack.stop();
+      if (!process.env["DWCP_KEEP_TEST_DATA"]) rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
+}
+
+export async function makeImage(stack: Stack, host: string, rel: string, spec: ImageSpec): Promise<string> {
+  const path = join(stack.root(host), rel);
+  await mkdir(dirname(path), { recursive: true });
+  await generateImage(path, spec);
+  return path;
+}
+
+export async function eventsOf(stack: Stack, id: string): Promise<StoredEvent[]> {
+  return new EventStore(stack.nats.js, stack.nats.jsm).read(id);
+}
+
+/** Resolves with the first event of `id` that matches, following the log live. */
+export async function waitForEvent(stack: Stack, id: string, match: (e: StoredEvent) => boolean, timeoutMs = 60_000): Promise<StoredEvent> {
+  const store = new EventStore(stack.nats.js, stack.nats.jsm);
+  let found!: (e: StoredEvent) => void;
+  const result = new Promise<StoredEvent>((r) => (found = r));
+  const tail = await store.tail({ filter: `dwcp.evt.migration.${id}`, onEvent: (e) => (match(e) ? found(e) : undefined) });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no matching event for ${id} within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([result, timeout]);
+  } finally {
+    clearTimeout(timer);
+    tail.stop();
+  }
+}
