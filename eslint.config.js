@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "native/build/**", "schemas/json/**", "coverage/**", "**/*.mjs", "eslint.config.js", "vitest.config.ts"] },
+  { ignores: ["tmp/**", "bench/.*", "node_modules/**", "native/build/**", "schemas/json/**", "coverage/**", "**/*.mjs", "eslint.config.js", "vitest.config.ts"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -49,7 +49,7 @@ export async function generateImage(path: string, spec: ImageSpec): Promise<numb
   let written = 0;
   try {
     await fh.truncate(spec.sizeBytes);
-    const target = spec.sizeBytes * (1 - zeroFraction);
+    const target = Math.floor(spec.sizeBytes * (1 - zeroFraction));
     const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
     while (written < target) {
       const len = Math.min(65536 + (next() % (4 * 1024 * 1024 - 65536)), target - written, spec.sizeBytes);

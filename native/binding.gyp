@@ -50,8 +50,8 @@
     {
       "target_name": "dwcp_avx512",
       "type": "static_library",
-      "sources": ["src/blake3_avx512.cc"],
-      "cflags": ["-mavx512f", "-mavx512vl", "-Wno-maybe-uninitialized"],
+      "sources": ["src/blake3_avx512.cc", "src/crc32c_vpclmul.cc"],
+      "cflags": ["-mavx512f", "-mavx512vl", "-mvpclmulqdq", "-mpclmul", "-msse4.2", "-Wno-maybe-uninitialized"],
     },
   ],
 }

@@ -25,10 +25,12 @@ Napi::Error errno_error(Napi::Env env, int err, const char* syscall) {
 
 namespace {
 
+Tier tier(const Napi::Value& v) { return static_cast<Tier>(v.As<Napi::Number>().Int32Value()); }
+
 Napi::Value Crc32c(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]);
   const uint32_t seed = u32(info[1]);
-  return Napi::Number::New(info.Env(), ~kernels(flag(info[2])).crc32c_raw(~seed, b.data, b.size));
+  return Napi::Number::New(info.Env(), ~kernels(tier(info[2])).crc32c_raw(~seed, b.data, b.size));
 }
 
 Napi::Value Crc32cCombine(const Napi::CallbackInfo& info) {
@@ -43,38 +45,39 @@ Napi::Value Crc32cZeros(const Napi::CallbackInfo& info) {
 
 Napi::Value IsZero(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]);
-  return Napi::Boolean::New(info.Env(), kernels(flag(info[1])).is_zero(b.data, b.size));
+  return Napi::Boolean::New(info.Env(), kernels(tier(info[1])).is_zero(b.data, b.size));
 }
 
 Napi::Value ZeroPages(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]);
-  return Napi::Boolean::New(info.Env(), kernels(flag(info[2])).zero_pages(b.data, b.size, span(info[1]).data));
+  return Napi::Boolean::New(info.Env(), kernels(tier(info[2])).zero_pages(b.data, b.size, span(info[1]).data));
 }
 
 Napi::Value OrReduce(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]);
-  return Napi::Boolean::New(info.Env(), kernels(flag(info[1])).or_reduce(b.data, b.size) != 0);
+  return Napi::Boolean::New(info.Env(), kernels(tier(info[1])).or_reduce(b.data, b.size) != 0);
 }
 
 Napi::Value Analyze(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]), flags = span(info[1]);
-  const uint32_t crc = ~kernels(flag(info[2])).analyze(~0u, b.data, b.size, flags.data);
+  const uint32_t crc = ~kernels(tier(info[2])).analyze(~0u, b.data, b.size, flags.data);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("crc32c", Napi::Number::New(info.Env(), crc));
-  o.Set("allZero", Napi::Boolean::New(info.Env(), std::memchr(flags.data, 0, flags.size) == nullptr));
+  const bool all_zero = flags.size == 0 || std::memchr(flags.data, 0, flags.size) == nullptr;
+  o.Set("allZero", Napi::Boolean::New(info.Env(), all_zero));
   return o;
 }
 
 Napi::Value Fingerprints(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]);
-  kernels(flag(info[2])).fingerprints(b.data, b.size, reinterpret_cast<uint64_t*>(span(info[1]).data));
+  kernels(tier(info[2])).fingerprints(b.data, b.size, reinterpret_cast<uint64_t*>(span(info[1]).data));
   return info.Env().Undefined();
 }
 
 Napi::Value StrongHash(const Napi::CallbackInfo& info) {
   const Span b = span(info[0]);
   uint8_t digest[32];
-  blake3_hash(b.data, b.size, digest, kernels(flag(info[1])).blake3);
+  blake3_hash(b.data, b.size, digest, kernels(tier(info[1])).blake3);
   return Napi::Buffer<uint8_t>::Copy(info.Env(), digest, 32);
 }
 
@@ -85,20 +88,20 @@ Napi::Value XorDeltaBound(const Napi::CallbackInfo& info) {
 
 Napi::Value XorDeltaEncode(const Napi::CallbackInfo& info) {
   const Span a = span(info[0]), b = span(info[1]), out = span(info[2]);
-  const size_t n = kernels(flag(info[3])).xor_encode(a.data, b.data, a.size, out.data);
+  const size_t n = kernels(tier(info[3])).xor_encode(a.data, b.data, a.size, out.data);
   return Napi::Number::New(info.Env(), static_cast<double>(n));
 }
 
 Napi::Value XorDeltaDecode(const Napi::CallbackInfo& info) {
   const Span old = span(info[0]), d = span(info[1]), out = span(info[2]);
-  if (!kernels(flag(info[3])).xor_decode(old.data, old.size, d.data, d.size, out.data)) {
+  if (!kernels(tier(info[3])).xor_decode(old.data, old.size, d.data, d.size, out.data)) {
     throw coded_error(info.Env(), "XOR_DELTA_CORRUPT", "xor delta is malformed or does not match the old buffer");
   }
   return info.Env().Undefined();
 }
 
 Napi::Value Capabilities(const Napi::CallbackInfo& info) {
-  const Kernels& k = best_kernels();
+  const Kernels& k = kernels(tier(info[0]));
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("crc32c", k.crc32c_name);
   o.Set("zero", k.zero_name);

@@ -39,7 +39,7 @@ class AnalyzeWorker final : public PromiseWorker {
       : PromiseWorker(env), buf_(buf), flags_(flags) {}
   void Execute() override {
     crc_ = ~best_kernels().analyze(~0u, buf_.data(), buf_.size(), flags_.data());
-    all_zero_ = std::memchr(flags_.data(), 0, flags_.size()) == nullptr;
+    all_zero_ = flags_.size() == 0 || std::memchr(flags_.data(), 0, flags_.size()) == nullptr;
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);

@@ -11,7 +11,7 @@ Kernels make_scalar() {
 }
 
 // __builtin_cpu_supports also checks XCR0, so AVX/AVX-512 state saving by the OS is covered.
-Kernels make_best() {
+Kernels make_simd([[maybe_unused]] bool allow_avx512) {
   Kernels k = make_scalar();
 #if defined(DWCP_X86_SIMD)
   if (__builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul")) {
@@ -30,7 +30,13 @@ Kernels make_best() {
     k.zero_name = k.fingerprint_name = k.xor_name = "avx2";
     k.blake3_name = "blake3-avx2";
   }
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+  if (!allow_avx512 || !__builtin_cpu_supports("avx512f")) return k;
+  if (__builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("sse4.2")) {
+    k.crc32c_raw = crc32c_raw_vpclmul;
+    k.analyze = analyze_vpclmul;
+    k.crc32c_name = "avx512-vpclmul";
+  }
+  if (__builtin_cpu_supports("avx512vl")) {
     k.blake3 = Blake3Impl::Avx512;
     k.blake3_name = "blake3-avx512";
   }
@@ -40,14 +46,14 @@ Kernels make_best() {
 
 }  // namespace
 
-const Kernels& best_kernels() {
-  static const Kernels k = make_best();
-  return k;
-}
-
-const Kernels& scalar_kernels() {
-  static const Kernels k = make_scalar();
-  return k;
+const Kernels& kernels(Tier tier) {
+  static const Kernels best = make_simd(true), no_avx512 = make_simd(false), scalar = make_scalar();
+  switch (tier) {
+    case Tier::Scalar: return scalar;
+    case Tier::NoAvx512: return no_avx512;
+    case Tier::Best: break;
+  }
+  return best;
 }
 
 }  // namespace dwcp

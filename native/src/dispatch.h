@@ -1,4 +1,5 @@
-// Runtime dispatch: one table for the best path the CPU supports, one for the scalar path.
+// Runtime dispatch. Three tables: the best path the CPU supports, the same without AVX-512
+// (so the SSE4.2 CRC and AVX2 BLAKE3 paths stay testable on AVX-512 machines), and scalar.
 #pragma once
 
 #include "kernels.h"
@@ -22,8 +23,10 @@ struct Kernels {
   const char* blake3_name;
 };
 
-const Kernels& best_kernels();
-const Kernels& scalar_kernels();
-inline const Kernels& kernels(bool scalar) { return scalar ? scalar_kernels() : best_kernels(); }
+// Tier numbers are part of the binding's interface (native/loader.ts).
+enum class Tier { Best = 0, Scalar = 1, NoAvx512 = 2 };
+
+const Kernels& kernels(Tier tier);
+inline const Kernels& best_kernels() { return kernels(Tier::Best); }
 
 }  // namespace dwcp

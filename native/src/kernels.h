@@ -19,6 +19,7 @@ inline size_t page_count(size_t n) { return (n + kPageSize - 1) / kPageSize; }
 // ---- CRC32C (Castagnoli, reflected). "raw" = state without the pre/post inversion. ----
 uint32_t crc32c_raw_scalar(uint32_t state, const uint8_t* p, size_t n);
 uint32_t crc32c_raw_sse42(uint32_t state, const uint8_t* p, size_t n);
+uint32_t crc32c_raw_vpclmul(uint32_t state, const uint8_t* p, size_t n);
 // x^m mod P and a*b mod P in the reflected bit order (zlib's multmodp convention).
 uint32_t crc32c_multmodp(uint32_t a, uint32_t b);
 uint32_t crc32c_xpow(uint64_t m);
@@ -40,6 +41,7 @@ uint64_t or_reduce_avx2(const uint8_t* p, size_t n);
 // ---- CRC32C and zero map in one pass (the mover's per-chunk call); returns the raw state ----
 uint32_t analyze_scalar(uint32_t state, const uint8_t* p, size_t n, uint8_t* flags);
 uint32_t analyze_sse42(uint32_t state, const uint8_t* p, size_t n, uint8_t* flags);
+uint32_t analyze_vpclmul(uint32_t state, const uint8_t* p, size_t n, uint8_t* flags);
 
 // ---- page fingerprints: one u64 per 4 KiB page ----
 void fingerprints_scalar(const uint8_t* p, size_t n, uint64_t* out);

@@ -25,7 +25,6 @@ inline Span span(const Napi::Value& v) {
 inline uint32_t u32(const Napi::Value& v) { return v.As<Napi::Number>().Uint32Value(); }
 inline int i32(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
 inline int64_t i64(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
-inline bool flag(const Napi::Value& v) { return v.ToBoolean().Value(); }
 
 Napi::Error coded_error(Napi::Env env, const char* code, const std::string& message);
 Napi::Error errno_error(Napi::Env env, int err, const char* syscall);

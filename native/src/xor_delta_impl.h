@@ -54,10 +54,10 @@ size_t encode(const uint8_t* a, const uint8_t* b, size_t n, uint8_t* out) {
   return static_cast<size_t>(w - out);
 }
 
-template <class Ops>
-bool decode(const uint8_t* old, size_t n, const uint8_t* d, size_t dn, uint8_t* out) {
+// Walks the records without touching data: decode validates first, so a bad delta never
+// modifies out (which may be old itself).
+inline bool valid(size_t n, const uint8_t* d, size_t dn) {
   if (dn < 8 || get32(d) != kXorDeltaMagic || get32(d + 4) != n) return false;
-  if (n != 0) std::memcpy(out, old, n);
   size_t pos = 0;
   for (size_t r = 8; r < dn;) {
     if (dn - r < 8) return false;
@@ -66,11 +66,25 @@ bool decode(const uint8_t* old, size_t n, const uint8_t* d, size_t dn, uint8_t* 
     if (z > n - pos) return false;
     pos += z;
     if (len > n - pos || len > dn - r) return false;
-    Ops::xor_apply(out + pos, d + r, len);
     pos += len;
     r += len;
   }
   return pos == n;
+}
+
+template <class Ops>
+bool decode(const uint8_t* old, size_t n, const uint8_t* d, size_t dn, uint8_t* out) {
+  if (!valid(n, d, dn)) return false;
+  if (n != 0 && out != old) std::memcpy(out, old, n);  // out == old: decode in place
+  size_t pos = 0;
+  for (size_t r = 8; r < dn;) {
+    const size_t z = get32(d + r), len = get32(d + r + 4);
+    pos += z;
+    Ops::xor_apply(out + pos, d + r + 8, len);
+    pos += len;
+    r += 8 + len;
+  }
+  return true;
 }
 
 // Scalar run logic, also used by the SIMD path for buffer tails. run = zero bytes seen so far

@@ -10,7 +10,7 @@ export function loadConfig<S extends z.ZodType>(schema: S, input: unknown): Read
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".") || "(config)"}: ${i.message}`));
   }
-  return Object.freeze(parsed.data) as Readonly<z.infer<S>>;
+  return Object.freeze(parsed.data);
 }
 
 /** Parses "HOST:PORT" (IPv6 as [::1]:PORT). */

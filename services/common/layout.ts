@@ -36,6 +36,12 @@ export interface LayoutOptions {
   replicas: number;
 }
 
+/**
+ * How long a mover may hold a work item without a heartbeat before JetStream hands it to another
+ * mover. 30 s by default; DWCP_ACK_WAIT_MS shortens it (the chaos suite does, to see redelivery).
+ */
+export const workAckWaitMs = (): number => Number(process.env["DWCP_ACK_WAIT_MS"] ?? 30_000);
+
 const MINUTE_NS = nanos(60_000);
 
 /** Creates the command and event streams and the mover registry; safe to run any number of times. */
@@ -59,7 +65,7 @@ export async function ensureLayout(nc: NatsConnection, jsm: JetStreamManager, op
     allow_direct: true,
     duplicate_window: 10 * MINUTE_NS,
   });
-  await ensureConsumer(jsm, CMD_STREAM, COORDINATOR_DURABLE, subjects.commands);
+  await ensureConsumer(jsm, CMD_STREAM, COORDINATOR_DURABLE, subjects.commands, 30_000);
   return new Kvm(nc).create(MOVERS_BUCKET, { history: 1, replicas: opts.replicas });
 }
 
@@ -74,7 +80,7 @@ export async function ensureWorkStream(jsm: JetStreamManager, host: string, opts
     num_replicas: opts.replicas,
     duplicate_window: 60 * MINUTE_NS,
   });
-  await ensureConsumer(jsm, workStream(host), MOVER_DURABLE, subjects.work(host));
+  await ensureConsumer(jsm, workStream(host), MOVER_DURABLE, subjects.work(host), workAckWaitMs());
 }
 
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
@@ -91,13 +97,13 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
  * Durable pull consumers. A bounded max_deliver keeps a poison message from cycling forever;
  * the max-deliveries advisory tells the coordinator when one gives up.
  */
-async function ensureConsumer(jsm: JetStreamManager, stream: string, durable: string, filter: string): Promise<void> {
+async function ensureConsumer(jsm: JetStreamManager, stream: string, durable: string, filter: string, ackWaitMs: number): Promise<void> {
   const cfg = {
     durable_name: durable,
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     filter_subject: filter,
-    ack_wait: nanos(30_000),
+    ack_wait: nanos(ackWaitMs),
     max_deliver: 8,
     max_ack_pending: 256,
   };

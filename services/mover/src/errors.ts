@@ -103,23 +103,17 @@ export class RemoteFailureError extends DwcpError {
   }
 }
 
+const FROM_WIRE: Partial<Record<FailureCode, (message: string, offset: number) => DwcpError>> = {
+  CHECKSUM_MISMATCH: (message, offset) => new ChecksumMismatchError({ offset, message }),
+  NO_SPACE: (message) => new NoSpaceError(message),
+  AUTH_FAILED: (message) => new AuthFailedError(message),
+  PROTOCOL_ERROR: (message) => new ProtocolError(message),
+  DESTINATION_WRITE_FAILED: (message) => new DestinationWriteError(message),
+  PATH_OUTSIDE_ROOT: (message) => new PathOutsideRootError("destination", `refused: ${message}`),
+};
+
 /** Rebuild a typed error from a failure code the peer sent on the wire. */
 export function errorFromWire(code: FailureCode, message: string, offset = 0): DwcpError {
   const text = `destination: ${message}`;
-  switch (code) {
-    case "CHECKSUM_MISMATCH":
-      return new ChecksumMismatchError({ offset, message: text });
-    case "NO_SPACE":
-      return new NoSpaceError(text);
-    case "AUTH_FAILED":
-      return new AuthFailedError(text);
-    case "PROTOCOL_ERROR":
-      return new ProtocolError(text);
-    case "DESTINATION_WRITE_FAILED":
-      return new DestinationWriteError(text);
-    case "PATH_OUTSIDE_ROOT":
-      return new PathOutsideRootError("destination", `refused: ${message}`);
-    default:
-      return new RemoteFailureError(code, text, code !== "INTERNAL");
-  }
+  return FROM_WIRE[code]?.(text, offset) ?? new RemoteFailureError(code, text, code !== "INTERNAL");
 }

@@ -80,7 +80,7 @@ export class Coordinator {
       },
       onInvalid: (seq, err) => this.log.error({ streamSeq: seq, err }, "event failed validation; not folded"),
     });
-    this.stopTail = tail.stop;
+    this.stopTail = () => tail.stop();
     this.loops.push(tail.done);
     await caughtUp;
     this.advisories = this.dispatcher.watchMaxDeliveries(this.store);

@@ -44,6 +44,6 @@ export class MoverGateway {
     } catch (err) {
       throw new HostUnreachableError(host, { cause: err });
     }
-    return reply.parse(msg.json()) as z.infer<S>;
+    return reply.parse(msg.json());
   }
 }

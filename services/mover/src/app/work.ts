@@ -2,7 +2,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { FailureCode, TransferBatch, type MigrationEvent } from "../../../../schemas/index.js";
 import { errorCode, isRetryable } from "../../../common/errors.js";
 import type { EventStore } from "../../../common/event-store.js";
-import { subjects } from "../../../common/layout.js";
+import { subjects, workAckWaitMs } from "../../../common/layout.js";
 import { safeJson } from "../../../common/json.js";
 import type { Logger } from "../../../common/logger.js";
 import type { Nats } from "../../../common/nats.js";
@@ -13,13 +13,15 @@ import type { Registry } from "../infra/registry.js";
 import { confine } from "../infra/volumes.js";
 
 const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
-const HEARTBEAT_MS = 5_000;
+/** Tell JetStream we are still working well inside the ack wait. */
+const HEARTBEAT_MS = Math.min(5_000, Math.max(100, Math.floor(workAckWaitMs() / 3)));
 
 /**
  * Moves one work item: checks the migration is still live, streams the batch to the destination
  * mover (which writes, verifies and fsyncs it), then records ChunkBatchTransferred and only then
- * acks. Failures become ChunkBatchFailed and the item is terminated: retries are the
- * coordinator's decision. If even that event cannot be written, the item is naked and comes back.
+ * acks. A failure becomes ChunkBatchFailed and the item is acked too (retrying is the
+ * coordinator's decision; on 2.9 a terminated item would stay in the work queue forever). If even
+ * that event cannot be written, the item is naked and comes back.
  */
 export class BatchWorker {
   constructor(
@@ -34,7 +36,7 @@ export class BatchWorker {
     const parsed = TransferBatch.safeParse(safeJson(m.data));
     if (!parsed.success) {
       this.log.error({ streamSeq: m.seq, issues: parsed.error.issues.slice(0, 5) }, "work item failed validation; dropped");
-      m.term("invalid work item");
+      await m.ackAck();
       return;
     }
     const w = parsed.data;
@@ -52,7 +54,7 @@ export class BatchWorker {
       const history = await this.store.read(w.migrationId);
       if (history.some((e) => TERMINAL_EVENTS.has(e.event.type))) {
         log.info("migration already ended; dropping its work item");
-        m.term("migration ended");
+        await m.ackAck();
         return;
       }
       await this.move(w, m, cancel.signal, log);
@@ -93,7 +95,7 @@ export class BatchWorker {
     } catch (err) {
       if (signal.aborted) {
         log.info("migration ended while its batch was moving; stopped");
-        m.term("migration ended");
+        await m.ackAck();
         return;
       }
       const code = errorCode(err);
@@ -108,7 +110,7 @@ export class BatchWorker {
       };
       try {
         await this.store.append(w.migrationId, [event], `${msgId}.failed`);
-        m.term(code);
+        await m.ackAck();
       } catch (appendErr) {
         log.error({ err: appendErr }, "could not record the failure; the work item will be redelivered");
         m.nak(5_000);

@@ -10,8 +10,11 @@ import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
  * the canonical result, so a symlink cannot lead out of a root.
  */
 
+/** errno name of a Node fs error, or of a native SyscallError (its `sysCode`). */
 export function errnoOf(err: unknown): string | undefined {
-  const code: unknown = err instanceof Error ? (err as NodeJS.ErrnoException).code : undefined;
+  if (!(err instanceof Error)) return undefined;
+  const fields = err as Error & { code?: unknown; sysCode?: unknown };
+  const code = typeof fields.sysCode === "string" ? fields.sysCode : fields.code;
   return typeof code === "string" ? code : undefined;
 }
 
@@ -39,12 +42,12 @@ function assertInside(roots: readonly string[], real: string, asked: string): vo
   }
 }
 
-async function existsAsLink(p: string): Promise<boolean> {
+/** What is at `p` itself, without following a final symlink. */
+async function entryKind(p: string): Promise<"missing" | "symlink" | "other"> {
   try {
-    await lstat(p);
-    return true;
+    return (await lstat(p)).isSymbolicLink() ? "symlink" : "other";
   } catch {
-    return false;
+    return "missing";
   }
 }
 
@@ -59,6 +62,7 @@ export async function confine(roots: readonly string[], p: string, opts: { mustE
   if (!lexical.ok) throw new PathOutsideRootError(p, lexical.reason);
   const missing: string[] = [];
   let probe = lexical.path;
+  let raced = 0;
   for (;;) {
     try {
       const real = await realpath(probe);
@@ -67,7 +71,10 @@ export async function confine(roots: readonly string[], p: string, opts: { mustE
     } catch (err) {
       if (errnoOf(err) !== "ENOENT") throw err;
       if (opts.mustExist) throw new PathNotFoundError(p, { cause: err });
-      if (await existsAsLink(probe)) throw new PathOutsideRootError(p, "goes through a dangling symlink", { cause: err });
+      const kind = await entryKind(probe);
+      if (kind === "symlink") throw new PathOutsideRootError(p, "goes through a dangling symlink", { cause: err });
+      // Created between realpath and lstat (another batch making the same directory): resolve again.
+      if (kind === "other" && raced++ < 3) continue;
       if (probe === lexical.root) throw new PathNotFoundError(lexical.root, { cause: err });
       missing.push(posix.basename(probe));
       probe = posix.dirname(probe);

@@ -27,7 +27,7 @@ function given(...history: MigrationEvent[]) {
     state,
     when: (command: MigrationCommand) => ({
       then: (expected: Array<Partial<MigrationEvent>>) =>
-        expect(decide(state, command, ctx)).toEqual(expected.map((e) => expect.objectContaining(e))),
+        expect(decide(state, command, ctx)).toEqual(expected.map((e): unknown => expect.objectContaining(e))),
       throws: (cls: new (...a: never[]) => Error) => expect(() => decide(state, command, ctx)).toThrow(cls),
     }),
   };

@@ -18,6 +18,16 @@ export class ByteQueue {
     this.total += bytes.length;
   }
 
+  /** The byte at `index` from the front, without consuming it. */
+  peekByte(index: number): number | undefined {
+    let i = index + this.headOffset;
+    for (const part of this.parts) {
+      if (i < part.length) return part[i];
+      i -= part.length;
+    }
+    return undefined;
+  }
+
   /** Remove and return the next `n` bytes; `n` must not exceed `length`. */
   take(n: number): Uint8Array {
     this.assertAvailable(n);

@@ -145,7 +145,13 @@ export class FrameDecoder {
   }
 
   private readFrameHeader(): DecodeStep {
-    if (this.queue.length < HEADER_BYTES) return { kind: "need-more" };
+    if (this.queue.length < HEADER_BYTES) {
+      // Refuse a stranger (an HTTP probe, a port scan) as soon as its first bytes are wrong.
+      for (let i = 0; i < Math.min(4, this.queue.length); i++) {
+        if (this.queue.peekByte(i) !== MAGIC_BYTES[i]) return this.fail("bad magic: not a DWCP data channel");
+      }
+      return { kind: "need-more" };
+    }
     const header = readHeader(this.queue.take(HEADER_BYTES));
     const kind = frameKindOf(header.code);
     const problem = headerProblem(header, kind, this.limits);
@@ -239,6 +245,7 @@ function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undef
   return undefined;
 }
 
+const MAGIC_BYTES = [MAGIC >>> 24, (MAGIC >>> 16) & 0xff, (MAGIC >>> 8) & 0xff, MAGIC & 0xff];
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 function parseJson(payload: Uint8Array): unknown {

@@ -2,10 +2,17 @@ import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "../../../../../schemas/index.js";
 import { zeroCopy } from "../../../../../native/index.js";
+import { DwcpError } from "../../../../common/errors.js";
 import type { Logger } from "../../../../common/logger.js";
 import { encodeChunkHead, encodeControl, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
 import { newTokenBucket, reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
-import { ChecksumMismatchError, DestinationUnreachableError, errorFromWire, ProtocolError } from "../../errors.js";
+import {
+  ChecksumMismatchError,
+  DestinationUnreachableError,
+  errorFromWire,
+  ProtocolError,
+  SourceChangedError,
+} from "../../errors.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { PreparedChunk } from "./source-volume.js";
 
@@ -95,9 +102,7 @@ export class ClientSession {
     const head = encodeChunkHead(c);
     const wire = head.length + segmentBytes(c.segments);
     await this.throttle(wire);
-    if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
-    else await this.sendViaCopy(c, head);
-    this.wireBytes += wire;
+    // Registered before the first byte leaves: the answer can arrive before our write completes.
     const previous = this.sent.get(c.offset);
     const chunk: TransferredChunk = {
       offset: c.offset,
@@ -107,6 +112,9 @@ export class ClientSession {
       wireBytes: (previous?.chunk.wireBytes ?? 0) + wire,
     };
     this.sent.set(c.offset, { chunk, resends: previous?.resends ?? 0 });
+    this.wireBytes += wire;
+    if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
+    else await this.sendViaCopy(c, head);
   }
 
   onReply(frame: ControlFrame): "continue" | "done" {
@@ -122,7 +130,12 @@ export class ClientSession {
         return "done";
       case "BATCH_ERR":
         throw errorFromWire(frame.failure.code, frame.failure.message);
-      default:
+      case "CHALLENGE":
+      case "HELLO":
+      case "AUTH_OK":
+      case "AUTH_FAIL":
+      case "BATCH_BEGIN":
+      case "BATCH_END":
         throw new ProtocolError(`unexpected ${frame.kind} from the destination`);
     }
   }
@@ -203,7 +216,7 @@ export class ClientSession {
     const outFd = socketFd(this.o.socket);
     const inFd = this.o.sendfileFrom;
     if (outFd === undefined || inFd === undefined || this.o.socket.writableLength > 0) {
-      throw new ProtocolError("socket is not ready for sendfile");
+      throw this.error ?? new DestinationUnreachableError("data channel socket closed before sendfile");
     }
     this.sendfileBusy = true;
     try {
@@ -212,12 +225,13 @@ export class ClientSession {
         while (done < s.length) {
           this.check();
           const n = await zeroCopy.sendfile(outFd, inFd, c.offset + s.relOffset + done, s.length - done);
-          if (n <= 0) throw new DestinationUnreachableError("sendfile made no progress");
+          // sendfile stops short only at the end of the input: the source shrank under us.
+          if (n <= 0) throw new SourceChangedError(`source ended before offset ${c.offset + s.relOffset + done}`);
           done += n;
         }
       }
     } catch (err) {
-      throw this.error ?? (err instanceof Error && "code" in err && typeof err.code === "string" && !(err instanceof ProtocolError) ? unreachable(err) : err);
+      throw this.error ?? (err instanceof DwcpError ? err : unreachable(err instanceof Error ? err : new Error(String(err))));
     } finally {
       this.sendfileBusy = false;
       if (this.destroyWhenIdle) this.o.socket.destroy();

@@ -6,7 +6,7 @@ import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
-import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
+import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { ClientSession } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
@@ -113,9 +113,11 @@ async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, lo
   socket.setTimeout(idleMs, () => session.fail(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`)));
   const onAbort = (): void => session.fail(aborted(o.signal as AbortSignal));
   o.signal?.addEventListener("abort", onAbort, { once: true });
+  if (o.signal?.aborted === true) onAbort();
   const guard = (p: Promise<void>): Promise<void> => p.catch((err: unknown) => session.fail(toError(err)));
   try {
     await guard(handshake(o, session, reader));
+    session.check();
     await Promise.all([guard(readReplies(session, reader)), guard(sendChunks(o, session, source))]);
     session.check();
     return session;
@@ -196,6 +198,7 @@ async function sendResends(o: SendBatchOptions, session: ClientSession, source: 
 async function connect(address: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Socket> {
   const target = parseAddress(address);
   if (target === undefined) throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(address)}`);
+  if (signal?.aborted === true) throw aborted(signal);
   const socket = netConnect({ host: target.host, port: target.port, noDelay: true });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -220,5 +223,3 @@ async function connect(address: string, timeoutMs: number, signal: AbortSignal |
   socket.on("error", () => undefined); // reported through the frame reader
   return socket;
 }
-
-export { encodeControl };

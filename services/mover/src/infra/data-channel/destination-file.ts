@@ -1,6 +1,6 @@
 import { constants, type FileHandle, open } from "node:fs/promises";
 import { posix } from "node:path";
-import { isZero, zeroCopy } from "../../../../../native/index.js";
+import { isZero, zeroCopy, ZeroCopyUnsupportedError } from "../../../../../native/index.js";
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
 import { basenameProblem, partName } from "../../domain/paths.js";
@@ -97,7 +97,7 @@ export class DestinationFile {
         zeroCopy.punchHole(this.fh.fd, start, length);
         return;
       } catch (err) {
-        if (errnoOf(err) !== "EOPNOTSUPP" && errnoOf(err) !== "ENOSYS") throw err;
+        if (!(err instanceof ZeroCopyUnsupportedError)) throw err; // e.g. no PUNCH_HOLE here: write zeros
       }
     }
     for (let at = start; at < end; at += SCRATCH_BYTES) {

@@ -1,0 +1,205 @@
+// npm run bench:federation [-- --json] [--sites 5] [--repeats 30] [--changes 300] [--kib 100]
+//                           [--topology hub|star] [--append-kib 64 (0: one event per message)]
+// Starts a federation on loopback (one nats-server per site plus the hub, one Site per server,
+// all Sites in this process) and measures, from the writing site to every other site's folded view:
+//  - full state: one site writes ~100 KiB of federation events (VmPlaced with spec and labels) in
+//    one pipelined batch; the time from the first publish until every other site has folded the
+//    last one. Each repeat writes new VMs.
+//  - per change: one VmPlaced at a time; the time from the publish until every other site has
+//    folded it (and, reported separately, until each single site has).
+// Timestamps are taken in the listeners of each site's view, so they include the JetStream ack,
+// the mirror hop through the hub, the ordered consumer, zod validation and the fold.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, release, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import type { FederationEvent } from "../schemas/federation.js";
+import { findNatsServer } from "../services/common/nats-server.js";
+import { startFederation, type FederationHandle } from "../services/federation/src/app/federation.js";
+import type { Site } from "../services/federation/src/app/site.js";
+import type { FederationCommand } from "../services/federation/src/domain/decide.js";
+
+const { values } = parseArgs({
+  options: {
+    json: { type: "boolean", default: false },
+    sites: { type: "string", default: "5" },
+    repeats: { type: "string", default: "30" },
+    changes: { type: "string", default: "300" },
+    kib: { type: "string", default: "100" },
+    topology: { type: "string", default: "hub" },
+    "append-kib": { type: "string", default: "64" },
+    keep: { type: "boolean", default: false },
+    // Relay the leafnode links through this process's LinkProxy, as the tests do to cut them.
+    proxy: { type: "boolean", default: false },
+  },
+});
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+const int = (name: string, v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${v}"`);
+  return n;
+};
+const SITES = int("sites", values.sites);
+const REPEATS = int("repeats", values.repeats);
+const CHANGES = int("changes", values.changes);
+const TARGET_BYTES = int("kib", values.kib) * 1024;
+const APPEND_KIB = Number(values["append-kib"]);
+if (!Number.isInteger(APPEND_KIB) || APPEND_KIB < 0 || APPEND_KIB > 192) throw new Error(`--append-kib must be 0..192 (0: one event per message), got "${values["append-kib"]}"`);
+const WARMUP = 3;
+if (SITES < 2) throw new Error("--sites must be at least 2");
+if (values.topology !== "hub" && values.topology !== "star") throw new Error(`--topology must be hub or star, got "${values.topology}"`);
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+const stats = (xs: number[]): { p50: number; p99: number; min: number; max: number } => {
+  const s = [...xs].sort((a, b) => a - b);
+  const r = (x: number): number => Math.round(x * 100) / 100;
+  return { p50: r(percentile(s, 50)), p99: r(percentile(s, 99)), min: r(s[0] ?? NaN), max: r(s[s.length - 1] ?? NaN) };
+};
+
+/** A VM placement of realistic size: spec, host and a handful of labels (~400 bytes as JSON). */
+function placement(name: string, i: number): FederationCommand {
+  return {
+    type: "PlaceVm",
+    vm: name,
+    host: `host-${i % 64}`,
+    spec: { vcpus: 2 + (i % 14), memoryBytes: (4 + (i % 60)) * 2 ** 30, diskBytes: (40 + i) * 2 ** 30 },
+    labels: {
+      app: `service-${i % 37}`,
+      team: `team-${i % 11}`,
+      env: i % 3 === 0 ? "production" : "staging",
+      image: `registry.example.internal/platform/base-image:2026.${i % 12}.${i % 28}`,
+      owner: `owner-${i % 101}@example.com`,
+      zone: `zone-${i % 4}`,
+      tier: ["web", "api", "db", "cache"][i % 4]!,
+    },
+  };
+}
+
+/** Resolves per reader with the time (performance.now) its view first holds `writer`'s seq `target`. */
+function arrivals(readers: readonly Site[], writer: string, target: number): Array<Promise<number>> {
+  return readers.map(
+    (r) =>
+      new Promise<number>((resolve, reject) => {
+        const done = (): boolean => r.read((v) => v.sites[writer]?.lastSeq ?? 0) >= target;
+        if (done()) return resolve(performance.now());
+        const timer = setTimeout(() => (off(), reject(new Error(`site ${r.id} did not receive ${writer}.${target} within 30 s`))), 30_000);
+        const off = r.onChange((v) => {
+          if ((v.sites[writer]?.lastSeq ?? 0) < target) return;
+          const t = performance.now();
+          clearTimeout(timer);
+          off();
+          resolve(t);
+        });
+      }),
+  );
+}
+
+async function fullState(writer: Site, readers: readonly Site[], rep: number): Promise<{ ms: number; bytes: number; events: number }> {
+  const commands: FederationCommand[] = [];
+  let bytes = 0;
+  // ~400 bytes each; the real size is summed from the events written.
+  for (let i = 0; bytes < TARGET_BYTES; i++) {
+    commands.push(placement(`r${rep}-vm${i}`, i));
+    bytes += 400;
+  }
+  const start = lastSeq(writer);
+  const waits = arrivals(readers, writer.id, start + commands.length);
+  const t0 = performance.now();
+  const events = await writer.execute(commands);
+  const last = Math.max(...(await Promise.all(waits)));
+  if (events.length !== commands.length) throw new Error(`expected ${commands.length} events, got ${events.length}`);
+  return { ms: last - t0, bytes: sizeOf(events), events: events.length };
+}
+
+const lastSeq = (s: Site): number => s.read((v) => v.sites[s.id]?.lastSeq ?? 0);
+const sizeOf = (events: readonly FederationEvent[]): number => events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e)), 0);
+
+async function oneChange(writer: Site, readers: readonly Site[], i: number): Promise<{ all: number; each: number[] }> {
+  const target = lastSeq(writer) + 1;
+  const waits = arrivals(readers, writer.id, target);
+  const t0 = performance.now();
+  await writer.execute([placement(`c-vm${i}`, i)]);
+  const times = (await Promise.all(waits)).map((t) => t - t0);
+  return { all: Math.max(...times), each: times };
+}
+
+function machine(): Record<string, unknown> {
+  const bin = findNatsServer();
+  const natsVersion = bin ? execFileSync(bin, ["--version"]).toString().trim() : "unknown";
+  return { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, kernel: release(), nats_server: natsVersion };
+}
+
+async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
+  const [writer, ...readers] = fed.sites.map((s) => s.site) as [Site, ...Site[]];
+  log(`${fed.sites.length} sites (${fed.topology}); writer ${writer.id}; ${REPEATS} x ${Math.round(TARGET_BYTES / 1024)} KiB, ${CHANGES} single changes`);
+  const full: number[] = [];
+  let bytes = 0;
+  let events = 0;
+  for (let rep = 0; rep < REPEATS + WARMUP; rep++) {
+    const r = await fullState(writer, readers, rep);
+    if (rep < WARMUP) continue;
+    if (process.env["BENCH_DEBUG"]) log(`rep ${rep}: ${r.ms.toFixed(1)} ms`);
+    full.push(r.ms);
+    bytes = r.bytes;
+    events = r.events;
+  }
+  const all: number[] = [];
+  const each: number[] = [];
+  for (let i = 0; i < CHANGES + WARMUP * 10; i++) {
+    const r = await oneChange(writer, readers, i);
+    if (i < WARMUP * 10) continue;
+    all.push(r.all);
+    each.push(...r.each);
+  }
+  const f = stats(full);
+  const c = stats(all);
+  const e = stats(each);
+  return {
+    sites: fed.sites.length,
+    topology: fed.topology,
+    full_state_bytes: bytes,
+    full_state_events: events,
+    append_kib: APPEND_KIB,
+    link_proxy: values.proxy,
+    full_state_p50_ms: f.p50,
+    full_state_p99_ms: f.p99,
+    full_state_max_ms: f.max,
+    full_state_mb_per_s: Math.round((bytes / (f.p50 / 1000) / 1e6) * 10) / 10,
+    change_p50_ms: c.p50,
+    change_p99_ms: c.p99,
+    change_max_ms: c.max,
+    change_one_site_p50_ms: e.p50,
+    change_one_site_p99_ms: e.p99,
+    repeats: REPEATS,
+    changes: CHANGES,
+    warmup: { full_state: WARMUP, changes: WARMUP * 10 },
+    machine: machine(),
+  };
+}
+
+async function main(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-fed-"));
+  // Site logs (warnings and worse) go to stderr: stdout carries only the result.
+  const siteLog = pino({ name: "dwcp", level: process.env["DWCP_LOG_LEVEL"] ?? "warn" }, pino.destination(2));
+  const fed = await startFederation({ sites: SITES, dataDir, healthIntervalMs: 0, topology: values.topology as "hub" | "star", partitionable: values.proxy, maxAppendBytes: APPEND_KIB * 1024 }, { log: siteLog });
+  try {
+    const result = await run(fed);
+    if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    else {
+      log(`full state (${result["full_state_bytes"] as number} B in ${result["full_state_events"] as number} events): p50 ${result["full_state_p50_ms"] as number} ms, p99 ${result["full_state_p99_ms"] as number} ms (target <= 50 ms p50)`);
+      log(`per change, all sites: p50 ${result["change_p50_ms"] as number} ms, p99 ${result["change_p99_ms"] as number} ms (target <= 10 ms p50)`);
+      log(`per change, one site: p50 ${result["change_one_site_p50_ms"] as number} ms, p99 ${result["change_one_site_p99_ms"] as number} ms`);
+    }
+  } finally {
+    await fed.stop();
+    if (!values.keep) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();

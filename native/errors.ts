@@ -1,0 +1,181 @@
+// Typed errors of the native layer. C++ reports a failure with a `code` (an errno name such as
+// "EPIPE", or a dwcp code such as "XOR_DELTA_CORRUPT"); mapNativeError turns it into one of
+// these classes, keeping the original as `cause`.
+
+export interface NativeErrorOptions {
+  cause?: unknown;
+}
+
+/** Base of every error thrown by native/: a constant `code` and whether a retry can help. */
+export abstract class NativeError extends Error {
+  abstract readonly code: string;
+  abstract readonly retryable: boolean;
+
+  constructor(message: string, options: NativeErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+  }
+}
+
+/** DWCP_NATIVE=require and the module could not be loaded. */
+export class NativeModuleMissingError extends NativeError {
+  readonly code = "NATIVE_MODULE_MISSING";
+  readonly retryable = false;
+}
+
+/** DWCP_NATIVE holds something other than auto, require or off. */
+export class NativeConfigError extends NativeError {
+  readonly code = "NATIVE_CONFIG_INVALID";
+  readonly retryable = false;
+}
+
+/** A caller passed an argument of the wrong type or out of range. */
+export class InvalidArgumentError extends NativeError {
+  readonly code = "NATIVE_INVALID_ARGUMENT";
+  readonly retryable = false;
+}
+
+/** An XOR delta is malformed or was made for a buffer of another length. */
+export class XorDeltaCorruptError extends NativeError {
+  readonly code = "XOR_DELTA_CORRUPT";
+  readonly retryable = false;
+}
+
+/** zeroCopy.* was called although zeroCopy.available is false (TypeScript fallback). */
+export class ZeroCopyUnavailableError extends NativeError {
+  readonly code = "ZERO_COPY_UNAVAILABLE";
+  readonly retryable = false;
+}
+
+/** Fields of a failed system call. */
+export interface SyscallFailure {
+  /** errno name, e.g. "EPIPE". */
+  sysCode: string;
+  errno: number;
+  syscall: string;
+}
+
+abstract class SyscallError extends NativeError {
+  readonly sysCode: string;
+  readonly errno: number;
+  readonly syscall: string;
+
+  constructor(message: string, failure: SyscallFailure, options: NativeErrorOptions = {}) {
+    super(`${message} (${failure.syscall}: ${failure.sysCode})`, options);
+    this.sysCode = failure.sysCode;
+    this.errno = failure.errno;
+    this.syscall = failure.syscall;
+  }
+}
+
+/** The fd pair or file system does not support the call (EINVAL, ENOSYS, EOPNOTSUPP, ...). */
+export class ZeroCopyUnsupportedError extends SyscallError {
+  readonly code = "ZERO_COPY_UNSUPPORTED";
+  readonly retryable = false;
+}
+
+/** The peer closed the connection while we were sending (EPIPE, ECONNRESET). */
+export class PeerClosedError extends SyscallError {
+  readonly code = "PEER_CLOSED";
+  readonly retryable = true;
+}
+
+/** A non-blocking socket did not become writable within the timeout. */
+export class IoTimeoutError extends SyscallError {
+  readonly code = "IO_TIMEOUT";
+  readonly retryable = true;
+}
+
+/** The file descriptor is closed or not open for this kind of access (EBADF). */
+export class BadFileDescriptorError extends SyscallError {
+  readonly code = "BAD_FILE_DESCRIPTOR";
+  readonly retryable = false;
+}
+
+/** The destination file system is full (ENOSPC, EDQUOT): free space, then retry the transfer. */
+export class NoSpaceError extends SyscallError {
+  readonly code = "NO_SPACE";
+  readonly retryable = false;
+}
+
+/** A transient I/O failure (EIO, EAGAIN, EBUSY, EINTR). */
+export class TransientIoError extends SyscallError {
+  readonly code = "IO_TRANSIENT";
+  readonly retryable = true;
+}
+
+/** Any other failed system call. */
+export class SystemCallFailedError extends SyscallError {
+  readonly code = "SYSCALL_FAILED";
+  readonly retryable = false;
+}
+
+type SyscallErrorClass = new (message: string, failure: SyscallFailure, options?: NativeErrorOptions) => SyscallError;
+
+const BY_ERRNO: Record<string, SyscallErrorClass> = {
+  EINVAL: ZeroCopyUnsupportedError,
+  ENOSYS: ZeroCopyUnsupportedError,
+  EOPNOTSUPP: ZeroCopyUnsupportedError,
+  ESPIPE: ZeroCopyUnsupportedError,
+  EXDEV: ZeroCopyUnsupportedError,
+  EPIPE: PeerClosedError,
+  ECONNRESET: PeerClosedError,
+  ENOTCONN: PeerClosedError,
+  ETIMEDOUT: IoTimeoutError,
+  EBADF: BadFileDescriptorError,
+  ENOSPC: NoSpaceError,
+  EDQUOT: NoSpaceError,
+  EIO: TransientIoError,
+  EAGAIN: TransientIoError,
+  EBUSY: TransientIoError,
+  EINTR: TransientIoError,
+};
+
+function field(err: unknown, key: string): unknown {
+  return typeof err === "object" && err !== null ? (err as Record<string, unknown>)[key] : undefined;
+}
+
+/** Maps an error thrown or rejected by the C++ binding to a NativeError. */
+export function mapNativeError(err: unknown): NativeError {
+  if (err instanceof NativeError) return err;
+  const code = field(err, "code");
+  const message = err instanceof Error ? err.message : String(err);
+  if (code === "XOR_DELTA_CORRUPT") return new XorDeltaCorruptError(message, { cause: err });
+  const errno = field(err, "errno");
+  const syscall = field(err, "syscall");
+  if (typeof code === "string" && typeof errno === "number" && typeof syscall === "string") {
+    const Cls = BY_ERRNO[code] ?? SystemCallFailedError;
+    return new Cls(message.replace(/^[^:]*: /, ""), { sysCode: code, errno, syscall }, { cause: err });
+  }
+  const sysCode = typeof code === "string" ? code : "UNKNOWN";
+  return new SystemCallFailedError(message, { sysCode, errno: 0, syscall: "unknown" }, { cause: err });
+}
+
+/**
+ * Runs an async native call and maps its rejection, giving the error the stack of the caller
+ * (a rejection from the libuv pool has no JavaScript stack of its own).
+ */
+export async function withCallerStack<T>(call: () => Promise<T>): Promise<T> {
+  const site: { stack?: string } = {};
+  Error.captureStackTrace(site, withCallerStack);
+  try {
+    return await call();
+  } catch (err) {
+    const mapped = mapNativeError(err);
+    const frames = site.stack?.split("\n").slice(1).join("\n") ?? "";
+    mapped.stack = `${mapped.name}: ${mapped.message}\n${frames}`;
+    throw mapped;
+  }
+}
+
+/** compressChunk/decompressChunk need the LZ4 package, which is not installed. */
+export class CompressionUnavailableError extends NativeError {
+  readonly code = "COMPRESSION_UNAVAILABLE";
+  readonly retryable = false;
+}
+
+/** A compressed chunk does not decompress to its recorded length. */
+export class CompressedChunkCorruptError extends NativeError {
+  readonly code = "COMPRESSED_CHUNK_CORRUPT";
+  readonly retryable = false;
+}

@@ -1,0 +1,149 @@
+// The one module the rest of dwcp imports for checksums, zero detection, fingerprints, the
+// strong hash, XOR deltas and zero-copy I/O. Runs the native module (native/src) when it loads
+// and the bit-identical TypeScript fallback otherwise; DWCP_NATIVE=auto|require|off decides
+// (see loader.ts). Arguments are validated here, failures are NativeError subclasses.
+import { withCallerStack } from "./errors.js";
+import * as ts from "./fallback.js";
+import { loadNative, Tier, type NativeBinding } from "./loader.js";
+import { nativePath, pageCount, tsPath, type ChunkAnalysis, type KernelPath } from "./paths.js";
+import { assertBytes, assertLength, assertU32 } from "./validate.js";
+import { nativeZeroCopy, unavailableZeroCopy, type ZeroCopy } from "./zero-copy.js";
+
+export * from "./errors.js";
+export type { ChunkAnalysis, KernelPath, PathName } from "./paths.js";
+export type { FadviseAdvice, SendfileOptions, ZeroCopy } from "./zero-copy.js";
+export { loadNative, nativeMode, type NativeMode } from "./loader.js";
+
+/** Zero maps and fingerprints are per page of this many bytes. */
+export const PAGE_SIZE = ts.PAGE_SIZE;
+
+/** Below this size the async variants compute inline: a pool round trip costs more. */
+export const ASYNC_MIN_BYTES = 256 * 1024;
+
+const loaded = loadNative();
+const native: NativeBinding | undefined = loaded.binding;
+
+/** Every path, for tests and benches; scalar/simd are undefined without the native module. */
+export const paths: {
+  readonly ts: KernelPath;
+  readonly scalar: KernelPath | undefined;
+  readonly simd: KernelPath | undefined;
+  /** The SIMD path without AVX-512 (SSE4.2 CRC, AVX2 BLAKE3); equals simd on older CPUs. */
+  readonly simdNoAvx512: KernelPath | undefined;
+} = Object.freeze({
+  ts: tsPath,
+  scalar: native && nativePath(native, Tier.scalar, "scalar"),
+  simd: native && nativePath(native, Tier.best, "simd"),
+  simdNoAvx512: native && nativePath(native, Tier.noAvx512, "simd-no-avx512"),
+});
+
+const active: KernelPath = paths.simd ?? paths.ts;
+
+/** Why the native module is not in use, or undefined when it is. */
+export const nativeUnavailableReason: string | undefined = loaded.reason;
+
+/** CRC32C (Castagnoli) of buf; seed is the CRC of preceding data, to continue across buffers. */
+export function crc32c(buf: Uint8Array, seed = 0): number {
+  return active.crc32c(buf, seed);
+}
+
+/** CRC32C of A||B from crc(A), crc(B) and B's length in bytes. */
+export function crc32cCombine(crcA: number, crcB: number, lenB: number): number {
+  assertU32("crcA", crcA);
+  assertU32("crcB", crcB);
+  assertLength("lenB", lenB);
+  return native ? native.crc32cCombine(crcA, crcB, lenB) : ts.crc32cCombine(crcA, crcB, lenB);
+}
+
+/** CRC32C of len zero bytes continuing from seed, in O(log len): for all-zero chunks. */
+export function crc32cZeros(len: number, seed = 0): number {
+  assertLength("len", len);
+  assertU32("seed", seed);
+  return native ? native.crc32cZeros(len, seed) : ts.crc32cZeros(len, seed);
+}
+
+export function isZero(buf: Uint8Array): boolean {
+  return active.isZero(buf);
+}
+
+/** One byte per 4 KiB page (the last may be partial): 1 = all zero. */
+export function zeroPages(buf: Uint8Array): Uint8Array {
+  return active.zeroPages(buf);
+}
+
+/** One 64-bit fingerprint per 4 KiB page (weak; see native/README.md). */
+export function fingerprints(buf: Uint8Array): BigUint64Array {
+  return active.fingerprints(buf);
+}
+
+export function xorDeltaEncode(oldBuf: Uint8Array, newBuf: Uint8Array): Buffer {
+  return active.xorDeltaEncode(oldBuf, newBuf);
+}
+
+/**
+ * Rebuilds the new buffer from old and a delta. By default into a new Buffer; pass out to reuse
+ * memory (out = oldBuf decodes in place). Throws XorDeltaCorruptError for a bad delta.
+ */
+export function xorDeltaDecode<T extends Uint8Array = Buffer>(oldBuf: Uint8Array, delta: Uint8Array, out?: T): T {
+  return active.xorDeltaDecode(oldBuf, delta, out);
+}
+
+/** BLAKE3-256 of buf, synchronously (blocks the event loop: prefer strongHash). */
+export function strongHashSync(buf: Uint8Array): Buffer {
+  return active.strongHash(buf);
+}
+
+/** CRC32C and zero map of a chunk in one pass, synchronously. */
+export function analyzeChunkSync(buf: Uint8Array): ChunkAnalysis {
+  return active.analyzeChunk(buf);
+}
+
+/**
+ * Runs a kernel inline for small buffers or without the native module, else on the libuv pool.
+ * Argument errors reject the promise rather than throw.
+ */
+function offload<T>(buf: Uint8Array, inline: () => T, pooled: (b: NativeBinding) => Promise<T>, seed = 0): Promise<T> {
+  try {
+    assertBytes("buf", buf);
+    assertU32("seed", seed);
+    if (native === undefined || buf.length < ASYNC_MIN_BYTES) return Promise.resolve(inline());
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+  return withCallerStack(() => pooled(native));
+}
+
+/** CRC32C and zero map of a chunk in one pass over memory, on the libuv pool for big chunks. */
+export function analyzeChunk(buf: Uint8Array): Promise<ChunkAnalysis> {
+  return offload(buf, () => active.analyzeChunk(buf), async (b) => {
+    const zeroPages = new Uint8Array(pageCount(buf.length));
+    return { ...(await b.analyzeAsync(buf, zeroPages)), zeroPages };
+  });
+}
+
+export function crc32cAsync(buf: Uint8Array, seed = 0): Promise<number> {
+  return offload(buf, () => active.crc32c(buf, seed), (b) => b.crc32cAsync(buf, seed), seed);
+}
+
+export function fingerprintsAsync(buf: Uint8Array): Promise<BigUint64Array> {
+  return offload(buf, () => active.fingerprints(buf), async (b) => {
+    const out = new BigUint64Array(pageCount(buf.length));
+    await b.fingerprintsAsync(buf, new Uint8Array(out.buffer));
+    return out;
+  });
+}
+
+/** BLAKE3-256 of buf (32 bytes), on the libuv pool for big buffers: calls run in parallel. */
+export function strongHash(buf: Uint8Array): Promise<Buffer> {
+  return offload(buf, () => active.strongHash(buf), (b) => b.strongHashAsync(buf));
+}
+
+export const zeroCopy: ZeroCopy = native ? nativeZeroCopy(native) : unavailableZeroCopy;
+
+const KERNELS = ["crc32c", "zero", "fingerprint", "strongHash", "xorDelta", "zeroCopy"] as const;
+
+/** The live path per kernel, e.g. {crc32c: "avx512-vpclmul", ...} or "ts-fallback" for all. */
+export function capabilities(): Record<string, string> {
+  if (native) return native.capabilities(Tier.best);
+  return Object.fromEntries(KERNELS.map((k) => [k, "ts-fallback"]));
+}

@@ -1,0 +1,241 @@
+// Every kernel on every path (TypeScript, scalar C++, SIMD C++ with and without AVX-512) must
+// give identical results. Native comparisons are skipped, with a message, when the module is
+// not built; the TypeScript path is always tested against known vectors.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+
+import { compressChunk, decompressChunk } from "./compress.js";
+import {
+  analyzeChunk, capabilities, crc32c, crc32cAsync, crc32cCombine, crc32cZeros, fingerprints, fingerprintsAsync,
+  InvalidArgumentError, isZero, loadNative, NativeConfigError, nativeMode, NativeModuleMissingError,
+  nativeUnavailableReason, paths, strongHash, xorDeltaDecode, xorDeltaEncode, XorDeltaCorruptError, zeroPages,
+  type KernelPath,
+} from "./index.js";
+
+const SEED = 0x0dc0_4b1d; // fast-check seed: failures print it with the counterexample
+const MiB = 1 << 20;
+const all: KernelPath[] = [paths.ts, paths.scalar, paths.simd, paths.simdNoAvx512].filter((p) => p !== undefined);
+const native = all.length > 1;
+if (!native) console.warn(`native module absent (${nativeUnavailableReason}): native-vs-TS comparisons are skipped`);
+
+/** Deterministic pseudo-random bytes (xorshift32), much faster than generating them with fc. */
+function bytes(len: number, seed: number, offset = 0): Uint8Array {
+  const backing = new Uint8Array(len + offset);
+  let x = seed | 1;
+  for (let i = 0; i < backing.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    backing[i] = x & 0xff;
+  }
+  return backing.subarray(offset); // unaligned view for odd offsets
+}
+
+/** Sizes biased to the edges that matter: tiny, around pages and SIMD blocks, and up to 1 MiB + 13. */
+const size = fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 70_000 }), fc.integer({ min: 0, max: MiB + 13 }));
+const buffer = fc.record({ len: size, seed: fc.integer(), offset: fc.integer({ min: 0, max: 15 }) })
+  .map(({ len, seed, offset }) => bytes(len, seed, offset));
+const opts = { seed: SEED, numRuns: 40 };
+const slow = 120_000;
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b).toString("hex");
+}
+
+describe("known vectors, every path", () => {
+  const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
+  it.each(all.map((p) => [p.name, p]))("%s", (_name, p) => {
+    expect(p.crc32c(ascii("123456789"))).toBe(0xe3069283);
+    expect(p.crc32c(new Uint8Array(0))).toBe(0);
+    expect(p.crc32c(new Uint8Array(32))).toBe(0x8a9136aa);
+    expect(p.crc32c(new Uint8Array(32).fill(0xff))).toBe(0x62a8ab43);
+    expect(p.crc32c(Uint8Array.from({ length: 32 }, (_, i) => i))).toBe(0x46dd794e);
+    expect(p.crc32c(Uint8Array.from({ length: 32 }, (_, i) => 31 - i))).toBe(0x113fdb5c);
+    expect(hex(p.strongHash(new Uint8Array(0)))).toBe("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+    expect(hex(p.strongHash(ascii("abc")))).toBe("6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+  });
+
+  it("crc32cZeros and crc32cCombine match known values", () => {
+    expect(crc32cZeros(32)).toBe(0x8a9136aa);
+    expect(crc32cZeros(0, 0x12345678)).toBe(0x12345678);
+    expect(crc32cCombine(crc32c(ascii("1234")), crc32c(ascii("56789")), 5)).toBe(0xe3069283);
+  });
+});
+
+describe.skipIf(!native)("native and TypeScript paths agree on random unaligned buffers", () => {
+  const agree = <T>(f: (p: KernelPath) => T): void => {
+    const [first, ...rest] = all.map(f);
+    for (const r of rest) expect(r).toEqual(first);
+  };
+
+  it("crc32c, with and without a seed", () => {
+    fc.assert(fc.property(buffer, fc.integer({ min: 0, max: 0xffffffff }), (b, seed) => {
+      agree((p) => p.crc32c(b));
+      agree((p) => p.crc32c(b, seed));
+    }), opts);
+  }, slow);
+
+  it("zero pages, isZero and analyzeChunk with a non-zero byte at a random position", () => {
+    const sparse = fc.record({ len: size, at: fc.nat(), value: fc.integer({ min: 1, max: 255 }), offset: fc.integer({ min: 0, max: 15 }) });
+    fc.assert(fc.property(sparse, ({ len, at, value, offset }) => {
+      const b = new Uint8Array(len + offset).subarray(offset);
+      agree((p) => [p.isZero(b), [...p.zeroPages(b)]]);
+      if (len === 0) return;
+      b[at % len] = value;
+      const expected = Array.from({ length: Math.ceil(len / 4096) }, (_, i) => (i === Math.floor((at % len) / 4096) ? 0 : 1));
+      for (const p of all) {
+        expect(p.isZero(b)).toBe(false);
+        expect([...p.zeroPages(b)]).toEqual(expected);
+        expect(p.analyzeChunk(b)).toEqual({ crc32c: p.crc32c(b), allZero: false, zeroPages: Uint8Array.from(expected) });
+      }
+    }), opts);
+  }, slow);
+
+  it("analyzeChunk", () => {
+    fc.assert(fc.property(buffer, (b) => agree((p) => p.analyzeChunk(b))), opts);
+  }, slow);
+
+  it("fingerprints, bit for bit", () => {
+    fc.assert(fc.property(buffer, (b) => agree((p) => [...p.fingerprints(b)])), opts);
+  }, slow);
+
+  it("strong hash", () => {
+    fc.assert(fc.property(buffer, (b) => agree((p) => hex(p.strongHash(b)))), { ...opts, numRuns: 25 });
+  }, slow);
+
+  it("xor delta encodings are identical and decode on every path", () => {
+    const edits = fc.array(fc.record({ at: fc.nat(), len: fc.integer({ min: 1, max: 100 }), v: fc.integer({ min: 1, max: 255 }) }), { maxLength: 30 });
+    fc.assert(fc.property(buffer, edits, (oldBuf, list) => {
+      const newBuf = Uint8Array.from(oldBuf);
+      for (const e of list) {
+        if (newBuf.length === 0) break;
+        const s = e.at % newBuf.length;
+        for (let i = s; i < Math.min(newBuf.length, s + e.len); i++) newBuf[i]! ^= e.v;
+      }
+      agree((p) => hex(p.xorDeltaEncode(oldBuf, newBuf)));
+      const delta = paths.ts.xorDeltaEncode(oldBuf, newBuf);
+      for (const p of all) {
+        expect(hex(p.xorDeltaDecode(oldBuf, delta))).toBe(hex(newBuf));
+        const inPlace = Uint8Array.from(oldBuf);
+        expect(p.xorDeltaDecode(inPlace, delta, inPlace)).toBe(inPlace);
+        expect(hex(inPlace)).toBe(hex(newBuf));
+      }
+    }), opts);
+  }, slow);
+
+  it("readProbe sees every byte", () => {
+    const b = new Uint8Array(MiB + 13);
+    for (const p of all) expect(p.readProbe(b)).toBe(false);
+    b[MiB + 12] = 1;
+    for (const p of all) expect(p.readProbe(b)).toBe(true);
+  });
+});
+
+describe("CRC32C algebra (live path)", () => {
+  it("combine(crc(a), crc(b), |b|) = crc(a||b), and a seed continues a crc", () => {
+    fc.assert(fc.property(buffer, buffer, (a, b) => {
+      const ab = new Uint8Array(a.length + b.length);
+      ab.set(a);
+      ab.set(b, a.length);
+      expect(crc32cCombine(crc32c(a), crc32c(b), b.length)).toBe(crc32c(ab));
+      expect(crc32c(b, crc32c(a))).toBe(crc32c(ab));
+    }), { ...opts, numRuns: 20 });
+  }, slow);
+
+  it("crc32cZeros(len, seed) = crc of len zero bytes continuing seed", () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 3 * MiB }), fc.integer({ min: 0, max: 0xffffffff }), (len, seed) => {
+      expect(crc32cZeros(len, seed)).toBe(crc32c(new Uint8Array(len), seed));
+    }), { ...opts, numRuns: 20 });
+    expect(crc32cZeros(2 ** 40)).toBe(crc32cCombine(crc32cZeros(2 ** 39), crc32cZeros(2 ** 39), 2 ** 39));
+  }, slow);
+});
+
+describe("xor delta", () => {
+  it("a page with a few changed bytes gives a small delta, and a chunk of such deltas compresses", async () => {
+    const oldPage = bytes(4096, 7);
+    const newPage = Uint8Array.from(oldPage);
+    newPage[10]! ^= 1;
+    newPage[2000]! ^= 0x80;
+    newPage[4095]! ^= 0xff;
+    const delta = xorDeltaEncode(oldPage, newPage);
+    expect(delta.length).toBe(8 + 3 * 9); // three 1-byte literals, no trailing record
+    expect(xorDeltaDecode(oldPage, delta).equals(newPage)).toBe(true);
+    expect(xorDeltaEncode(oldPage, oldPage).length).toBe(16); // header + one [4096][0] record
+
+    const oldChunk = bytes(64 * 4096, 8);
+    const newChunk = Uint8Array.from(oldChunk);
+    for (let p = 0; p < oldChunk.length; p += 4096) newChunk[p + 100]! ^= 0x11;
+    const chunkDelta = xorDeltaEncode(oldChunk, newChunk);
+    expect(chunkDelta.length).toBe(8 + 64 * 9 + 8);
+    const packed = await compressChunk(chunkDelta);
+    if (packed.codec === "none") console.warn("lz4-napi not installed: compressChunk stores chunks as is");
+    else expect(packed.data.length).toBeLessThan(chunkDelta.length * 0.9);
+    expect(Buffer.from(await decompressChunk(packed)).equals(chunkDelta)).toBe(true);
+  });
+
+  it("rejects corrupt deltas and mismatched lengths with typed errors", () => {
+    const a = bytes(5000, 1);
+    const b = bytes(5000, 2);
+    const delta = xorDeltaEncode(a, b);
+    const edited = Uint8Array.from(a);
+    edited[10]! ^= 1;
+    edited[4000]! ^= 1;
+    const bad = Buffer.from(xorDeltaEncode(a, edited)); // [10,1,x] [3989,1,x] [999,0]
+    expect(bad.length).toBe(8 + 9 + 9 + 8);
+    bad.writeUInt32LE(0xffff, bad.length - 8); // the last record overruns: nothing may be written
+    for (const p of all) {
+      const target = Uint8Array.from(a);
+      expect(() => p.xorDeltaDecode(target, bad, target)).toThrow(XorDeltaCorruptError);
+      expect(hex(target)).toBe(hex(a));
+      expect(() => p.xorDeltaDecode(a, delta.subarray(0, delta.length - 1))).toThrow(XorDeltaCorruptError);
+      expect(() => p.xorDeltaDecode(a, delta, new Uint8Array(4999))).toThrow(InvalidArgumentError);
+      expect(() => p.xorDeltaDecode(a.subarray(1), delta)).toThrow(XorDeltaCorruptError);
+      expect(() => p.xorDeltaEncode(a, b.subarray(1))).toThrow(InvalidArgumentError);
+    }
+  });
+});
+
+describe("async variants equal the sync ones", () => {
+  it("on chunks big enough for the libuv pool, several at once", async () => {
+    const chunks = [bytes(4 * MiB + 13, 3, 1), bytes(300_000, 4), new Uint8Array(MiB), bytes(1000, 5)];
+    const results = await Promise.all(chunks.map(async (c) => ({
+      analysis: await analyzeChunk(c),
+      crc: await crc32cAsync(c, 77),
+      fps: await fingerprintsAsync(c),
+      hash: hex(await strongHash(c)),
+    })));
+    chunks.forEach((c, i) => {
+      expect(results[i]).toEqual({
+        analysis: { crc32c: crc32c(c), allZero: isZero(c), zeroPages: zeroPages(c) },
+        crc: crc32c(c, 77),
+        fps: fingerprints(c),
+        hash: hex(paths.ts.strongHash(c)),
+      });
+    });
+  }, slow);
+});
+
+describe("validation and loading", () => {
+  it("rejects bad arguments before any native call", async () => {
+    expect(() => crc32c("abc" as unknown as Uint8Array)).toThrow(InvalidArgumentError);
+    expect(() => crc32c(new Uint8Array(1), -1)).toThrow(/seed must be an integer/);
+    expect(() => crc32cCombine(0, 0, 1.5)).toThrow(InvalidArgumentError);
+    await expect(strongHash(null as unknown as Uint8Array)).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it("DWCP_NATIVE: require fails typed, auto warns once, bad values are refused", async () => {
+    expect(() => loadNative("require", "/nonexistent/dwcp_native.node")).toThrow(NativeModuleMissingError);
+    const warned = new Promise<Error>((resolve) => process.once("warning", resolve));
+    expect(loadNative("auto", "/nonexistent/dwcp_native.node").binding).toBeUndefined();
+    expect((await warned).message).toMatch(/TypeScript fallback/);
+    expect(loadNative("off").binding).toBeUndefined();
+    expect(() => nativeMode("fast")).toThrow(NativeConfigError);
+    expect(nativeMode(undefined)).toBe("auto");
+  });
+
+  it("capabilities names the live path of every kernel", () => {
+    const caps = capabilities();
+    expect(Object.keys(caps).sort()).toEqual(["crc32c", "fingerprint", "strongHash", "xorDelta", "zero", "zeroCopy"]);
+    for (const v of Object.values(caps)) expect(v === "ts-fallback").toBe(!native);
+  });
+});

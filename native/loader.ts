@@ -1,0 +1,93 @@
+// Loads native/build/Release/dwcp_native.node according to DWCP_NATIVE:
+//   auto (default) - load it if possible, else one process warning and the TypeScript fallback
+//   require        - a missing or broken module throws NativeModuleMissingError (production)
+//   off            - never load it
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+import { NativeConfigError, NativeModuleMissingError } from "./errors.js";
+
+/** Which native code path a call runs: the best the CPU has, scalar C++, or best minus AVX-512. */
+export const Tier = { best: 0, scalar: 1, noAvx512: 2 } as const;
+export type Tier = (typeof Tier)[keyof typeof Tier];
+
+export type FadviseAdvice = "normal" | "sequential" | "random" | "noreuse" | "willneed" | "dontneed";
+
+export interface NativeAnalysis {
+  crc32c: number;
+  allZero: boolean;
+}
+
+/** The C++ binding (native/src/addon.cc). Arguments are validated by the callers. */
+export interface NativeBinding {
+  crc32c(buf: Uint8Array, seed: number, tier: Tier): number;
+  crc32cCombine(crcA: number, crcB: number, lenB: number): number;
+  crc32cZeros(len: number, seed: number): number;
+  isZero(buf: Uint8Array, tier: Tier): boolean;
+  zeroPages(buf: Uint8Array, flags: Uint8Array, tier: Tier): boolean;
+  orReduce(buf: Uint8Array, tier: Tier): boolean;
+  analyze(buf: Uint8Array, flags: Uint8Array, tier: Tier): NativeAnalysis;
+  fingerprints(buf: Uint8Array, out: Uint8Array, tier: Tier): void;
+  strongHash(buf: Uint8Array, tier: Tier): Buffer;
+  xorDeltaBound(n: number): number;
+  xorDeltaEncode(oldBuf: Uint8Array, newBuf: Uint8Array, out: Uint8Array, tier: Tier): number;
+  xorDeltaDecode(oldBuf: Uint8Array, delta: Uint8Array, out: Uint8Array, tier: Tier): void;
+  capabilities(tier: Tier): Record<string, string>;
+  crc32cAsync(buf: Uint8Array, seed: number): Promise<number>;
+  analyzeAsync(buf: Uint8Array, flags: Uint8Array): Promise<NativeAnalysis>;
+  fingerprintsAsync(buf: Uint8Array, out: Uint8Array): Promise<void>;
+  strongHashAsync(buf: Uint8Array): Promise<Buffer>;
+  sendfile(outFd: number, inFd: number, offset: number, length: number, timeoutMs: number): Promise<number>;
+  copyFileRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number): Promise<number>;
+  seekData(fd: number, offset: number): number;
+  seekHole(fd: number, offset: number): number;
+  punchHole(fd: number, offset: number, length: number): void;
+  fadvise(fd: number, offset: number, length: number, advice: number): void;
+  fadviseAdvice: Record<FadviseAdvice, number>;
+}
+
+export type NativeMode = "auto" | "require" | "off";
+
+export const NATIVE_MODULE_PATH = fileURLToPath(new URL("./build/Release/dwcp_native.node", import.meta.url));
+
+export function nativeMode(value = process.env["DWCP_NATIVE"]): NativeMode {
+  const v = value === undefined || value === "" ? "auto" : value;
+  if (v === "auto" || v === "require" || v === "off") return v;
+  throw new NativeConfigError(`DWCP_NATIVE must be auto, require or off, got "${v}"`);
+}
+
+const REQUIRED = ["crc32c", "analyzeAsync", "strongHashAsync", "sendfile", "capabilities"] as const;
+
+function loadFrom(path: string): NativeBinding {
+  if (!existsSync(path)) throw new Error(`${path} does not exist (run "npm run build:native")`);
+  const mod = createRequire(import.meta.url)(path) as Record<string, unknown>;
+  const missing = REQUIRED.filter((k) => typeof mod[k] !== "function");
+  if (missing.length > 0) throw new Error(`${path} lacks ${missing.join(", ")}: rebuild it`);
+  return mod as unknown as NativeBinding;
+}
+
+export interface LoadResult {
+  mode: NativeMode;
+  binding: NativeBinding | undefined;
+  /** Why the binding is undefined. */
+  reason?: string;
+}
+
+/** Loads the binding once per process; in auto mode a failure is one warning, not an error. */
+export function loadNative(mode = nativeMode(), path = NATIVE_MODULE_PATH): LoadResult {
+  if (mode === "off") return { mode, binding: undefined, reason: "DWCP_NATIVE=off" };
+  try {
+    return { mode, binding: loadFrom(path) };
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (mode === "require") {
+      throw new NativeModuleMissingError(`DWCP_NATIVE=require but the native module did not load: ${reason}`, { cause: err });
+    }
+    process.emitWarning(`dwcp native module not loaded, using the TypeScript fallback: ${reason}`, {
+      code: "DWCP_NATIVE_FALLBACK",
+      detail: 'Build it with "npm run build:native", or set DWCP_NATIVE=off to choose the fallback explicitly.',
+    });
+    return { mode, binding: undefined, reason };
+  }
+}

@@ -1,0 +1,136 @@
+// Zero-copy syscalls against real files in a temp dir and a real loopback TCP socket, and the
+// DWCP_NATIVE=off fallback checked in a child process (the loader caches per process).
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, open, readFile, rm, writeFile, type FileHandle } from "node:fs/promises";
+import { createServer, connect, type AddressInfo, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { BadFileDescriptorError, nativeUnavailableReason, zeroCopy } from "./index.js";
+
+const MiB = 1 << 20;
+let dir = "";
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "dwcp-zero-copy-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+if (!zeroCopy.available) console.warn(`native module absent (${nativeUnavailableReason}): zero-copy tests are skipped`);
+
+/** Node keeps the fd of a TCP socket on its handle; sendfile writes to it directly. */
+function socketFd(s: Socket): number {
+  const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== "number" || fd < 0) throw new Error("socket has no fd");
+  return fd;
+}
+
+/** A loopback server that collects everything one client sends until it closes. */
+async function receiver(): Promise<{ port: number; received: Promise<Buffer>; close: () => void }> {
+  const server = createServer();
+  const received = new Promise<Buffer>((resolve, reject) => {
+    server.once("connection", (sock) => {
+      const parts: Buffer[] = [];
+      sock.on("data", (d: Buffer) => parts.push(d));
+      sock.on("end", () => resolve(Buffer.concat(parts)));
+      sock.on("error", reject);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as AddressInfo).port, received, close: () => server.close() };
+}
+
+async function withFile<T>(name: string, flags: string, f: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const fh = await open(join(dir, name), flags);
+  try {
+    return await f(fh);
+  } finally {
+    await fh.close();
+  }
+}
+
+describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
+  it("sendfile streams a file to a loopback TCP socket, whole and from an offset", async () => {
+    const data = randomBytes(24 * MiB + 13); // larger than the socket buffer: exercises EAGAIN + poll
+    await writeFile(join(dir, "src.bin"), data);
+    for (const [offset, length] of [[0, data.length], [4097, 3 * MiB + 5]] as const) {
+      const rx = await receiver();
+      const client = connect(rx.port, "127.0.0.1");
+      await new Promise<void>((resolve) => client.once("connect", resolve));
+      const sent = await withFile("src.bin", "r", (fh) => zeroCopy.sendfile(socketFd(client), fh.fd, offset, length));
+      client.end();
+      const got = await rx.received;
+      rx.close();
+      expect(sent).toBe(length);
+      expect(got.equals(data.subarray(offset, offset + length))).toBe(true);
+    }
+  });
+
+  it("sendfile reports fewer bytes when the input ends first, and maps EBADF", async () => {
+    await writeFile(join(dir, "short.bin"), randomBytes(1000));
+    await withFile("short.bin", "r", async (src) => {
+      await withFile("short-out.bin", "w", async (dst) => {
+        expect(await zeroCopy.sendfile(dst.fd, src.fd, 0, 5000)).toBe(1000);
+      });
+      await expect(zeroCopy.sendfile(987_654, src.fd, 0, 10)).rejects.toBeInstanceOf(BadFileDescriptorError);
+    });
+  });
+
+  it("copyFileRange copies between real files at offsets", async () => {
+    const data = randomBytes(5 * MiB + 7);
+    await writeFile(join(dir, "a.bin"), data);
+    const copied = await withFile("a.bin", "r", (src) =>
+      withFile("b.bin", "w+", (dst) => zeroCopy.copyFileRange(src.fd, 123, dst.fd, 4096, data.length - 123)));
+    expect(copied).toBe(data.length - 123);
+    const out = await readFile(join(dir, "b.bin"));
+    expect(out.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+    expect(out.subarray(4096).equals(data.subarray(123))).toBe(true);
+  });
+
+  it("seekData/seekHole walk a sparse file and punchHole makes a hole", async () => {
+    const size = 16 * MiB;
+    await withFile("sparse.bin", "w+", async (fh) => {
+      await fh.write(randomBytes(64 * 1024), 0, 64 * 1024, 0);
+      await fh.write(randomBytes(64 * 1024), 0, 64 * 1024, 8 * MiB);
+      await fh.truncate(size);
+      await fh.sync();
+      if (zeroCopy.seekHole(fh.fd, 0) === size) {
+        console.warn("file system reports no holes: sparse-file assertions skipped");
+        return;
+      }
+      expect(zeroCopy.seekData(fh.fd, 0)).toBe(0);
+      expect(zeroCopy.seekHole(fh.fd, 0)).toBe(64 * 1024);
+      expect(zeroCopy.seekData(fh.fd, 64 * 1024)).toBe(8 * MiB);
+      expect(zeroCopy.seekHole(fh.fd, 8 * MiB)).toBe(8 * MiB + 64 * 1024);
+      expect(zeroCopy.seekData(fh.fd, 8 * MiB + 64 * 1024)).toBe(-1);
+      expect(zeroCopy.seekHole(fh.fd, size + 1)).toBe(-1);
+      zeroCopy.punchHole(fh.fd, 0, 64 * 1024);
+      expect(zeroCopy.seekData(fh.fd, 0)).toBe(8 * MiB);
+      const head = Buffer.alloc(64 * 1024, 1);
+      await fh.read(head, 0, head.length, 0);
+      expect(head.every((b) => b === 0)).toBe(true);
+      expect((await fh.stat()).size).toBe(size);
+      zeroCopy.fadvise(fh.fd, 0, 0, "dontneed");
+    });
+  });
+});
+
+describe("DWCP_NATIVE=off", () => {
+  it("reports the TypeScript fallback and no zero-copy (in a child process)", () => {
+    const index = fileURLToPath(new URL("./index.ts", import.meta.url));
+    const tsx = fileURLToPath(new URL("../node_modules/.bin/tsx", import.meta.url));
+    const script = `import(${JSON.stringify(index)}).then((m) => console.log(JSON.stringify({ available: m.zeroCopy.available, caps: m.capabilities(), crc: m.crc32c(Buffer.from("123456789")) })))`;
+    const r = spawnSync(tsx, ["--eval", script], { env: { ...process.env, DWCP_NATIVE: "off" }, encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/native module not loaded/); // off is a choice: no warning
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as { available: boolean; caps: Record<string, string>; crc: number };
+    expect(out.available).toBe(false);
+    expect(Object.values(out.caps).every((v) => v === "ts-fallback")).toBe(true);
+    expect(out.crc).toBe(0xe3069283);
+  });
+});

@@ -1,0 +1,149 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "../../../common/logger.js";
+import { freePort } from "../../../common/nats-server.js";
+import { federationConfig, siteIds, type FederationConfig, type FederationConfigInput } from "../config.js";
+import { LinkProxy } from "../infra/link-proxy.js";
+import { waitForDomains } from "../infra/links.js";
+import { renderHubConfig, renderSiteConfig } from "../infra/nats-config.js";
+import { spawnNatsServer, type ServerProcess } from "../infra/nats-process.js";
+import { Site, type SiteDeps } from "./site.js";
+
+export interface FederationSite {
+  id: string;
+  /** Client URL of the site's own nats-server. */
+  url: string;
+  pid: number;
+  site: Site;
+}
+
+export interface FederationHandle {
+  topology: FederationConfig["topology"];
+  sites: FederationSite[];
+  /** The stateless hub ("hub" topology only). */
+  hub?: { url: string; pid: number };
+  site(id: string): Site;
+  /** Cuts the site's leafnode link (its local writes keep working). */
+  partition(id: string): void;
+  heal(id: string): void;
+  stop(): Promise<void>;
+}
+
+interface Parts {
+  servers: ServerProcess[];
+  proxies: Map<string, LinkProxy>;
+  sites: Site[];
+}
+
+/**
+ * Starts a federation on loopback: one nats-server per site, each its own JetStream domain, all
+ * dialling one hub over leafnodes through a LinkProxy per link (so a link can be cut), then one
+ * Site per server. Every log exists before any view sources it, and every site reaches every
+ * other domain before the views start.
+ */
+export async function startFederation(input: FederationConfigInput, deps: SiteDeps = {}): Promise<FederationHandle> {
+  const cfg = federationConfig(input);
+  const ids = siteIds(cfg.sites);
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const parts: Parts = { servers: [], proxies: new Map(), sites: [] };
+  try {
+    const hub = await startHub(cfg, parts);
+    const urls = await startSiteServers(cfg, ids, hub.leafPort, parts);
+    await Promise.all(ids.map((id) => waitForDomains(urls.get(id)!, ids.filter((d) => d !== id))));
+    parts.sites = ids.map(
+      (id) => new Site({ site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs: cfg.healthIntervalMs, dataDir: cfg.dataDir, maxAppendBytes: cfg.maxAppendBytes }, deps),
+    );
+    await Promise.all(parts.sites.map((s) => s.open()));
+    await Promise.all(parts.sites.map((s) => s.start()));
+    return handle(cfg, parts, urls, hub.process);
+  } catch (err) {
+    await stopAll(parts, deps.log);
+    throw err;
+  }
+}
+
+/** The hub server ("hub"), or the first site's leafnode port ("star", started with the sites). */
+async function startHub(cfg: FederationConfig, parts: Parts): Promise<{ leafPort: number; process?: ServerProcess }> {
+  const leafPort = await freePort();
+  if (cfg.topology === "star") return { leafPort };
+  const dir = join(cfg.dataDir, "hub");
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const process = await spawnNatsServer({
+    name: "hub",
+    port,
+    config: renderHubConfig({ port, leafListenPort: leafPort }),
+    configFile: join(dir, "server.conf"),
+    logFile: join(dir, "server.log"),
+  });
+  parts.servers.push(process);
+  return { leafPort, process };
+}
+
+async function startSiteServers(cfg: FederationConfig, ids: string[], hubLeafPort: number, parts: Parts): Promise<Map<string, string>> {
+  const urls = new Map<string, string>();
+  const starHub = cfg.topology === "star" ? ids[0] : undefined;
+  for (const id of ids) {
+    if (id !== starHub && cfg.partitionable) parts.proxies.set(id, await LinkProxy.start({ host: "127.0.0.1", port: hubLeafPort }));
+  }
+  const spawnSite = async (id: string): Promise<void> => {
+    const dir = join(cfg.dataDir, id);
+    mkdirSync(join(dir, "jetstream"), { recursive: true });
+    const port = await freePort();
+    const proxy = parts.proxies.get(id);
+    const server = await spawnNatsServer({
+      name: `site ${id}`,
+      port,
+      config: renderSiteConfig({
+        site: id,
+        port,
+        storeDir: join(dir, "jetstream"),
+        remotes: id === starHub ? [] : [`nats-leaf://127.0.0.1:${proxy?.port ?? hubLeafPort}`],
+        leafListenPort: id === starHub ? hubLeafPort : undefined,
+      }),
+      configFile: join(dir, "server.conf"),
+      logFile: join(dir, "server.log"),
+    });
+    parts.servers.push(server);
+    urls.set(id, server.url);
+  };
+  // The hub of a star listens before its spokes dial, or they wait a reconnect interval.
+  if (starHub !== undefined) await spawnSite(starHub);
+  await Promise.all(ids.filter((id) => id !== starHub).map(spawnSite));
+  return urls;
+}
+
+function handle(cfg: FederationConfig, parts: Parts, urls: Map<string, string>, hub: ServerProcess | undefined): FederationHandle {
+  const byId = new Map(parts.sites.map((s) => [s.id, s]));
+  const pidOf = (url: string): number => parts.servers.find((s) => s.url === url)?.pid ?? -1;
+  const site = (id: string): Site => {
+    const s = byId.get(id);
+    if (!s) throw new Error(`no site ${id} in this federation (sites: ${[...byId.keys()].join(", ")})`);
+    return s;
+  };
+  /** The links a partition of `id` cuts: its own, or every link if it is the hub of a star. */
+  const links = (id: string): LinkProxy[] => {
+    site(id);
+    if (!cfg.partitionable) throw new Error("this federation was started with partitionable: false; its links cannot be cut");
+    const own = parts.proxies.get(id);
+    return own ? [own] : [...parts.proxies.values()];
+  };
+  return {
+    topology: cfg.topology,
+    sites: parts.sites.map((s) => ({ id: s.id, url: urls.get(s.id)!, pid: pidOf(urls.get(s.id)!), site: s })),
+    hub: hub ? { url: hub.url, pid: hub.pid } : undefined,
+    site,
+    partition: (id) => links(id).forEach((p) => p.cut()),
+    heal: (id) => links(id).forEach((p) => p.heal()),
+    stop: () => stopAll(parts),
+  };
+}
+
+async function stopAll(parts: Parts, log?: Logger): Promise<void> {
+  const settle = async (what: string, work: Array<Promise<void>>): Promise<void> => {
+    for (const r of await Promise.allSettled(work)) if (r.status === "rejected") log?.warn({ err: r.reason as unknown }, `stopping ${what} failed`);
+  };
+  await settle("sites", parts.sites.map((s) => s.stop()));
+  await settle("link proxies", [...parts.proxies.values()].map((p) => p.close()));
+  await settle("servers", parts.servers.map((s) => s.stop()));
+}

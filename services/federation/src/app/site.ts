@@ -1,0 +1,304 @@
+import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
+import { DwcpError, isRetryable } from "../../../common/errors.js";
+import { createLogger, type Logger } from "../../../common/logger.js";
+import { connectNats, type Nats } from "../../../common/nats.js";
+import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
+import { decide, type FederationCommand } from "../domain/decide.js";
+import { apply } from "../domain/evolve.js";
+import { healthOf } from "../domain/health.js";
+import { cloneView, emptyView, overlayView, staleness, type FederationView, type SiteFreshness } from "../domain/state.js";
+import { probeCapacity } from "../infra/capacity.js";
+import { decodeAppend, ensureMirrors, ensureOwnStream, FederationLog, tailStream, viewStreams, type Tail } from "../infra/fed-streams.js";
+
+export type SiteLifecycle = "created" | "starting" | "running" | "draining" | "stopped" | "failed";
+
+/** The view did not reach the awaited condition in time. */
+export class FederationTimeoutError extends DwcpError {
+  readonly code = "FEDERATION_TIMEOUT" as const;
+  readonly retryable = true;
+  constructor(readonly site: string, readonly timeoutMs: number, what: string) {
+    super(`site ${site}: ${what} not reached within ${timeoutMs} ms; check the leafnode links (dwcp federation status)`);
+  }
+}
+
+/** A command reached a site that is not connected (before start() or after stop()). */
+export class SiteNotOpenError extends DwcpError {
+  readonly code = "SITE_NOT_OPEN" as const;
+  readonly retryable = false;
+  constructor(readonly site: string) {
+    super(`site ${site} is not open; call start() first`);
+  }
+}
+
+export interface SiteDeps {
+  log?: Logger;
+  /** Capacity figures for join and health reports. Default: this machine (see probeCapacity). */
+  capacity?: () => Promise<Capacity> | Capacity;
+  clock?: () => Date;
+}
+
+export interface SiteSnapshot {
+  site: string;
+  view: FederationView;
+  freshness: SiteFreshness[];
+}
+
+/**
+ * One site of the federation: owns its log FED_<site> (the only writer), mirrors every peer's log
+ * as FEDM_<peer>, folds all of them into a view, and reports its health every interval.
+ * Commands run one at a time: decide on the view, append, fold the acknowledged events at once
+ * (the sourced copies that follow are recognised by seq and change nothing).
+ */
+export class Site {
+  readonly id: string;
+  readonly cfg: Readonly<SiteConfig>;
+  private readonly log: Logger;
+  private readonly clock: () => Date;
+  private readonly capacity: () => Promise<Capacity> | Capacity;
+  private nats: Nats | undefined;
+  private fedLog: FederationLog | undefined;
+  private tails: Tail[] = [];
+  private current: FederationView = emptyView();
+  private readonly listeners = new Set<(view: FederationView) => void>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private lifecycle: SiteLifecycle = "created";
+  private peers: string[];
+
+  constructor(input: SiteConfigInput, deps: SiteDeps = {}) {
+    this.cfg = siteConfig(input);
+    this.id = this.cfg.site;
+    this.peers = [...this.cfg.peers];
+    this.log = (deps.log ?? createLogger("federation")).child({ site: this.id });
+    this.clock = deps.clock ?? (() => new Date());
+    this.capacity = deps.capacity ?? (() => probeCapacity(this.cfg.dataDir));
+  }
+
+  get state(): SiteLifecycle {
+    return this.lifecycle;
+  }
+
+  /** A copy of the folded federation as this site sees it now (O(VMs): see read() for a peek). */
+  get view(): FederationView {
+    return cloneView(this.current);
+  }
+
+  /** Runs `fn` on the live view without copying it; `fn` must not keep or change the view. */
+  read<T>(fn: (view: Readonly<FederationView>) => T): T {
+    return fn(this.current);
+  }
+
+  snapshot(now = this.clock()): SiteSnapshot {
+    return { site: this.id, view: this.view, freshness: staleness(this.current, now) };
+  }
+
+  /**
+   * Connects and creates the site's own log, then reads it, so that the next append knows where
+   * the log ends. Separate from start() so that a federation can create every log before any
+   * view sources it.
+   */
+  async open(): Promise<void> {
+    if (this.nats) return;
+    this.lifecycle = "starting";
+    this.nats = await connectNats(this.cfg.natsUrl, `dwcp-federation-${this.id}`, this.log);
+    await ensureOwnStream(this.nats.jsm, this.id);
+    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, { maxAppendBytes: this.cfg.maxAppendBytes, timeoutMs: this.cfg.appendTimeoutMs });
+    await this.fedLog.catchUp((e) => this.apply(e));
+  }
+
+  /** Opens, creates the view, replays it, joins, and starts the health reports. */
+  async start(opts: { join?: boolean } = {}): Promise<void> {
+    try {
+      await this.open();
+      const { js, jsm } = this.connection();
+      await ensureMirrors(jsm, this.id, this.peers);
+      await this.follow(js, jsm, viewStreams(this.id, this.peers));
+      if (opts.join ?? true) await this.join();
+      this.lifecycle = "running";
+      this.scheduleHealth();
+      this.log.info({ peers: this.peers }, "site running");
+    } catch (err) {
+      this.lifecycle = "failed";
+      throw err;
+    }
+  }
+
+  /** Mirrors and follows more peers (sites that joined the federation later). */
+  async addPeers(peers: readonly string[]): Promise<void> {
+    const added = [...new Set(peers)].filter((p) => p !== this.id && !this.peers.includes(p));
+    const { js, jsm } = this.connection();
+    await ensureMirrors(jsm, this.id, added);
+    await this.follow(js, jsm, viewStreams(this.id, added).slice(1));
+    this.peers.push(...added);
+  }
+
+  async join(): Promise<FederationEvent[]> {
+    const capacity = await this.capacity();
+    const { endpoint, region, healthIntervalMs: reportIntervalMs } = this.cfg;
+    return this.execute([{ type: "JoinSite", health: healthOf(capacity), capacity, reportIntervalMs, endpoint: endpoint ?? this.cfg.natsUrl, region }]);
+  }
+
+  /** Reports health now; by default judged from the capacity figures (see healthOf). */
+  async reportHealth(health?: SiteHealth): Promise<FederationEvent[]> {
+    const capacity = await this.capacity();
+    return this.execute([{ type: "ReportHealth", health: health ?? healthOf(capacity), capacity, reportIntervalMs: this.cfg.healthIntervalMs }]);
+  }
+
+  async leave(reason: string): Promise<FederationEvent[]> {
+    return this.execute([{ type: "LeaveSite", reason }]);
+  }
+
+  async placeVm(vm: string, opts: { host?: string; spec?: VmSpec; labels?: Record<string, string> } = {}): Promise<FederationEvent[]> {
+    return this.execute([{ type: "PlaceVm", vm, ...opts }]);
+  }
+
+  /** Hook for cross-site migration: record that `vm` now runs at site `to`. */
+  async moveVm(vm: string, to: string, opts: { host?: string; migrationId?: string } = {}): Promise<FederationEvent[]> {
+    return this.execute([{ type: "MoveVm", vm, to, ...opts }]);
+  }
+
+  async removeVm(vm: string): Promise<FederationEvent[]> {
+    return this.execute([{ type: "RemoveVm", vm }]);
+  }
+
+  /**
+   * Decides every command in order against the view, appends all resulting events in one
+   * pipelined batch and folds them. A lost race (another writer for this site) or a transport
+   * failure re-reads the log and re-decides, up to `appendAttempts` times; commands whose effect
+   * was already stored then decide to nothing.
+   */
+  async execute(commands: readonly FederationCommand[]): Promise<FederationEvent[]> {
+    return this.serial(async () => {
+      const fedLog = this.appendLog();
+      for (let attempt = 1; ; attempt++) {
+        const events = this.decideAll(commands);
+        if (events.length === 0) return [];
+        try {
+          await fedLog.append(events);
+          for (const e of events) this.apply(e);
+          return events;
+        } catch (err) {
+          await this.recover(fedLog, err);
+          if (!isRetryable(err) || attempt >= this.cfg.appendAttempts) throw err;
+          this.log.warn({ err, attempt }, "append failed; re-deciding");
+        }
+      }
+    });
+  }
+
+  /**
+   * Calls `listener` after every change of the view with the live view: read it during the call,
+   * do not keep or change it (take `site.view` for a copy). Returns the unsubscribe function.
+   */
+  onChange(listener: (view: FederationView) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Resolves with the view once `predicate` holds (checked on every change, no polling). */
+  async waitFor(predicate: (view: FederationView) => boolean, timeoutMs = 30_000, what = "condition"): Promise<void> {
+    if (predicate(this.current)) return;
+    return new Promise((resolve, reject) => {
+      const off = this.onChange((view) => {
+        if (!predicate(view)) return;
+        clearTimeout(timer);
+        off();
+        resolve();
+      });
+      const timer = setTimeout(() => {
+        off();
+        reject(new FederationTimeoutError(this.id, timeoutMs, what));
+      }, timeoutMs);
+    });
+  }
+
+  /** Stops reporting and tailing and closes the connection; the site's log stays as it is. */
+  async stop(): Promise<void> {
+    if (this.lifecycle === "stopped") return;
+    this.lifecycle = "draining";
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.queue.catch(() => undefined);
+    await Promise.allSettled(this.tails.map((t) => t.stop()));
+    this.tails = [];
+    await this.nats?.nc.drain().catch(() => undefined);
+    this.nats = undefined;
+    this.lifecycle = "stopped";
+  }
+
+  /**
+   * Tails each stream (own log, peer mirrors) and folds what arrives; resolves once each has
+   * delivered what it held at the start. The streams interleave arbitrarily: the fold allows it.
+   */
+  private async follow(js: Nats["js"], jsm: Nats["jsm"], streams: readonly string[]): Promise<void> {
+    const tails = await Promise.all(
+      streams.map((stream) =>
+        tailStream(js, jsm, stream, (m) => {
+          const events = decodeAppend(m.data);
+          if (events) for (const e of events) this.apply(e);
+          else this.log.warn({ stream, streamSeq: m.seq, subject: m.subject }, "invalid federation event skipped");
+        }),
+      ),
+    );
+    this.tails.push(...tails);
+    await Promise.all(tails.map((t) => t.caughtUp));
+  }
+
+  /** After a failed append: learn what the log holds now, whoever wrote it. */
+  private async recover(fedLog: FederationLog, cause: unknown): Promise<void> {
+    try {
+      await fedLog.catchUp((e) => this.apply(e));
+    } catch (err) {
+      this.log.error({ err }, "re-reading the site's log failed");
+      throw cause;
+    }
+  }
+
+  private decideAll(commands: readonly FederationCommand[]): FederationEvent[] {
+    const ctx = { now: this.clock(), site: this.id };
+    // Later commands of the batch see earlier ones' events without copying the whole view.
+    const scratch = overlayView(this.current);
+    const out: FederationEvent[] = [];
+    for (const command of commands) {
+      const events = decide(scratch, command, ctx);
+      for (const e of events) apply(scratch, e);
+      out.push(...events);
+    }
+    return out;
+  }
+
+  /** Folds in place: a copy per event would make every event cost as much as the whole view. */
+  private apply(event: FederationEvent): void {
+    if (!apply(this.current, event)) return;
+    for (const l of this.listeners) l(this.current);
+  }
+
+  private scheduleHealth(): void {
+    if (this.cfg.healthIntervalMs === 0 || this.lifecycle !== "running") return;
+    this.timer = setTimeout(() => {
+      this.reportHealth().then(
+        () => this.scheduleHealth(),
+        (err: unknown) => {
+          this.log.error({ err }, "health report failed");
+          this.scheduleHealth();
+        },
+      );
+    }, this.cfg.healthIntervalMs);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private connection(): Nats {
+    if (!this.nats) throw new SiteNotOpenError(this.id);
+    return this.nats;
+  }
+
+  private appendLog(): FederationLog {
+    if (!this.nats || !this.fedLog) throw new SiteNotOpenError(this.id);
+    return this.fedLog;
+  }
+}

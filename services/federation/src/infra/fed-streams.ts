@@ -1,0 +1,242 @@
+import {
+  DeliverPolicy,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import { createHash } from "node:crypto";
+import { FederationAppend, type FederationEvent } from "../../../../schemas/federation.js";
+import { DwcpError, VersionConflictError } from "../../../common/errors.js";
+import { safeJson } from "../../../common/json.js";
+
+/** Stream and subject names of the federation (the README's table mirrors this). */
+export const fedNames = {
+  /** A site's own log, in its own domain: written only by that site. */
+  stream: (site: string): string => `FED_${site}`,
+  /** A read-only mirror of peer `site`'s log, kept in the local domain with the same sequences. */
+  mirror: (site: string): string => `FEDM_${site}`,
+  mirrorPrefix: "FEDM_",
+  subject: (site: string): string => `dwcp.fed.${site}.events`,
+  subjects: (site: string): string => `dwcp.fed.${site}.>`,
+} as const;
+
+const MINUTE_NS = nanos(60_000);
+/** Largest message the own log accepts: an append of at most maxAppendBytes, or one big event. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+/** Default bytes per message when a batch of events is split into appends. */
+export const DEFAULT_APPEND_BYTES = 64 * 1024;
+
+/** The append failed for a reason other than a lost race; retryable when the transport failed. */
+export class FederationAppendError extends DwcpError {
+  readonly code = "FEDERATION_APPEND_FAILED" as const;
+  constructor(readonly subject: string, readonly retryable: boolean, options: { cause: unknown }) {
+    super(`appending to ${subject} failed: ${String(options.cause)}`, options);
+  }
+}
+
+/** The site's own log. A single writer: each site appends only here, nobody else can. */
+export async function ensureOwnStream(jsm: JetStreamManager, site: string): Promise<void> {
+  await ensureStream(jsm, {
+    name: fedNames.stream(site),
+    subjects: [fedNames.subjects(site)],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    allow_direct: true,
+    deny_delete: true,
+    duplicate_window: 10 * MINUTE_NS,
+    max_msg_size: MAX_MESSAGE_BYTES,
+  });
+}
+
+/**
+ * One mirror per peer, in the local domain, of the peer's log in the peer's domain (the client
+ * turns `domain` into `external: {api: "$JS.<domain>.API"}`). Not one stream sourcing every
+ * peer: on 2.9.10 a sourced copy keeps its Nats-Expected-Last-Subject-Sequence header and the
+ * sourcing stream checks it against its own, interleaved sequence, rejects the copy ("last
+ * sequence by subject mismatch") and stalls that source for good. A mirror keeps the origin's
+ * sequence numbers, so the same check holds. Existing mirrors are left as they are (a mirror's
+ * origin cannot change).
+ */
+export async function ensureMirrors(jsm: JetStreamManager, site: string, peers: readonly string[]): Promise<void> {
+  for (const peer of peers) {
+    if (peer === site) continue;
+    const name = fedNames.mirror(peer);
+    try {
+      await jsm.streams.info(name);
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+      await jsm.streams.add({ name, storage: StorageType.File, retention: RetentionPolicy.Limits, mirror: { name: fedNames.stream(peer), domain: peer } });
+    }
+  }
+}
+
+/** The streams whose fold is the site's view: its own log and its mirror of every peer's. */
+export const viewStreams = (site: string, peers: readonly string[]): string[] => [
+  fedNames.stream(site),
+  ...peers.filter((p) => p !== site).map(fedNames.mirror),
+];
+
+/** The peers a site mirrors, found by listing its streams (for readers that know no config). */
+export async function mirroredPeers(jsm: JetStreamManager): Promise<string[]> {
+  const peers: string[] = [];
+  for await (const name of jsm.streams.names()) {
+    if (name.startsWith(fedNames.mirrorPrefix)) peers.push(name.slice(fedNames.mirrorPrefix.length));
+  }
+  return peers.sort();
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.info(cfg.name);
+    await jsm.streams.update(cfg.name, cfg);
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+    await jsm.streams.add(cfg);
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Appends to the site's own log. One message holds one append: a JSON array of consecutive
+ * events, up to `maxAppendBytes` (0: one event per message), so the events of one command are
+ * stored together and a large batch costs few messages. Messages are pipelined, each expecting
+ * the subject's last sequence to be the one before it, so a batch lands whole or as a gap-free
+ * prefix. The msgID is `<site>.<first seq>.<digest>`: resending the same bytes after a timeout is
+ * a no-op, while different events at the same seq (a second writer) meet the sequence check.
+ */
+export class FederationLog {
+  /** Stream sequence of the last message on the site's subject; undefined after a failed append. */
+  private last: number | undefined;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    readonly site: string,
+    private readonly opts: { maxAppendBytes: number; timeoutMs: number } = { maxAppendBytes: DEFAULT_APPEND_BYTES, timeoutMs: 10_000 },
+  ) {}
+
+  /** Reads every event stored after the last known message (all of them the first time). */
+  async catchUp(onEvent: (e: FederationEvent) => void): Promise<void> {
+    const subject = fedNames.subject(this.site);
+    let last = this.last ?? 0;
+    await readStream(this.js, this.jsm, fedNames.stream(this.site), last + 1, (m) => {
+      if (m.subject !== subject) return;
+      last = m.seq;
+      decodeAppend(m.data)?.forEach(onEvent);
+    });
+    this.last = last;
+  }
+
+  async append(events: readonly FederationEvent[]): Promise<void> {
+    if (this.last === undefined) throw new Error("FederationLog.append before catchUp");
+    const subject = fedNames.subject(this.site);
+    const base = this.last;
+    this.last = undefined;
+    const acks = toMessages(events, this.opts.maxAppendBytes).map((m, i) =>
+      this.js.publish(subject, m.body, { msgID: m.id, expect: { lastSubjectSequence: base + i }, timeout: this.opts.timeoutMs }),
+    );
+    const results = await Promise.allSettled(acks);
+    let last = base;
+    for (const [i, r] of results.entries()) {
+      if (r.status === "rejected") throw appendError(r.reason, subject, base + i);
+      last = r.value.seq;
+    }
+    this.last = last;
+  }
+}
+
+/** Splits events into messages of at most `maxBytes` (an event larger than that goes alone). */
+export function toMessages(events: readonly FederationEvent[], maxBytes: number): Array<{ id: string; body: Uint8Array }> {
+  const out: Array<{ id: string; body: Uint8Array }> = [];
+  let parts: string[] = [];
+  let size = 2;
+  let first: FederationEvent | undefined;
+  const flush = (): void => {
+    if (!first) return;
+    const body = encoder.encode(`[${parts.join(",")}]`);
+    const digest = createHash("sha256").update(body).digest("base64url").slice(0, 16);
+    out.push({ id: `${first.site}.${first.seq}.${digest}`, body });
+    parts = [];
+    size = 2;
+    first = undefined;
+  };
+  for (const e of events) {
+    const json = JSON.stringify(e);
+    if (first && size + json.length + 1 > maxBytes) flush();
+    first ??= e;
+    parts.push(json);
+    size += json.length + 1;
+  }
+  flush();
+  return out;
+}
+
+function appendError(err: unknown, subject: string, expected: number): DwcpError {
+  if (err instanceof JetStreamApiError) {
+    if (err.code === 10071) return new VersionConflictError(subject, expected, { cause: err });
+    return new FederationAppendError(subject, false, { cause: err });
+  }
+  return new FederationAppendError(subject, true, { cause: err });
+}
+
+/** A stored append, validated; undefined (the caller logs it) when it is not one. */
+export function decodeAppend(data: Uint8Array): FederationEvent[] | undefined {
+  const parsed = FederationAppend.safeParse(safeJson(data));
+  return parsed.success ? parsed.data : undefined;
+}
+
+/** Reads `stream` from `fromSeq` up to its last message at the time of the call. */
+export async function readStream(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  stream: string,
+  fromSeq: number,
+  onMsg: (m: JsMsg) => void,
+): Promise<void> {
+  const end = (await jsm.streams.info(stream)).state.last_seq;
+  if (end < fromSeq) return;
+  const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq });
+  const iter = await consumer.consume({ max_messages: 1_000 });
+  try {
+    for await (const m of iter) {
+      onMsg(m);
+      if (m.seq >= end || m.info.pending === 0) break;
+    }
+  } finally {
+    await iter.close();
+  }
+}
+
+export interface Tail {
+  /** Resolves once the tail has delivered what the stream held when the tail started. */
+  caughtUp: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Follows `stream` from its first message for as long as it runs, in stream order. */
+export async function tailStream(js: JetStreamClient, jsm: JetStreamManager, stream: string, onMsg: (m: JsMsg) => void): Promise<Tail> {
+  const end = (await jsm.streams.info(stream)).state.last_seq;
+  let markCaughtUp!: () => void;
+  const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve));
+  if (end === 0) markCaughtUp();
+  const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+  const messages = await consumer.consume({
+    max_messages: 1_000,
+    callback: (m) => {
+      onMsg(m);
+      if (m.seq >= end || m.info.pending === 0) markCaughtUp();
+    },
+  });
+  return {
+    caughtUp,
+    stop: async () => {
+      await messages.close();
+    },
+  };
+}

@@ -1,0 +1,265 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  CLIENT_PREAUTH,
+  CLIENT_SESSION,
+  FrameDecoder,
+  SERVER_IDLE,
+  SERVER_PREAUTH,
+  serverInBatch,
+  type DecodeStep,
+  type DecoderLimits,
+} from "./decoder.js";
+import {
+  encodeChunk,
+  encodeControl,
+  FLAG_ZERO,
+  HEADER_BYTES,
+  MAX_CONTROL_PAYLOAD,
+  writeHeader,
+  type BatchBegin,
+  type ChunkHeader,
+  type ControlFrame,
+  type FrameKind,
+} from "./frames.js";
+
+const MiB = 1024 * 1024;
+const ALL: DecoderLimits = {
+  accept: new Set<FrameKind>([
+    "CHALLENGE", "HELLO", "AUTH_OK", "AUTH_FAIL", "BATCH_BEGIN", "CHUNK",
+    "CHUNK_OK", "CHUNK_ERR", "BATCH_END", "BATCH_OK", "BATCH_ERR",
+  ]),
+  maxControlPayload: MAX_CONTROL_PAYLOAD,
+  maxChunkLength: MiB,
+};
+
+const begin: BatchBegin = {
+  migrationId: "mig-1",
+  batch: 3,
+  attempt: 1,
+  destDir: "vms/a",
+  destName: "disk0.img",
+  volumeSizeBytes: 20 * MiB + 12345,
+  chunkSizeBytes: MiB,
+  firstChunk: 8,
+  chunkCount: 8,
+};
+
+const controls: ControlFrame[] = [
+  { kind: "CHALLENGE", nonce: new Uint8Array(32).fill(7) },
+  { kind: "HELLO", migrationId: "mig-1", sourceHost: "host-a", mac: new Uint8Array(32).fill(9) },
+  { kind: "AUTH_OK" },
+  { kind: "AUTH_FAIL", message: "authentication failed" },
+  { kind: "BATCH_BEGIN", begin },
+  { kind: "CHUNK_OK", offset: 2 ** 40 + 4096 },
+  { kind: "CHUNK_ERR", offset: 5 * MiB, failure: { code: "CHECKSUM_MISMATCH", message: "crc" } },
+  { kind: "BATCH_END", chunkCount: 8 },
+  { kind: "BATCH_OK" },
+  { kind: "BATCH_ERR", failure: { code: "NO_SPACE", message: "disk full" } },
+];
+
+/** A 64 KiB + 100 byte chunk with data in pages 1-2 and in the short last page. */
+function sampleChunk(): { header: ChunkHeader; logical: Uint8Array } {
+  const length = 64 * 1024 + 100;
+  const logical = new Uint8Array(length);
+  for (let i = 4096; i < 3 * 4096; i++) logical[i] = (i * 31) & 0xff || 1;
+  for (let i = 16 * 4096; i < length; i++) logical[i] = 0xab;
+  const segments = [
+    { relOffset: 4096, length: 8192 },
+    { relOffset: 16 * 4096, length: 100 },
+  ];
+  return { header: { offset: 3 * MiB, length, crc32c: 0xdeadbeef, zero: false, segments }, logical };
+}
+
+/** Decode everything in `parts`, providing fresh chunk buffers; returns the steps (no need-more). */
+type Decoded = Exclude<DecodeStep, { kind: "need-more" | "chunk-begin" | "chunk" }> | { kind: "chunk"; header: ChunkHeader; data: string | undefined };
+
+function decodeAll(parts: Uint8Array[], limits: DecoderLimits = ALL): Decoded[] {
+  const decoder = new FrameDecoder(limits);
+  const out: Decoded[] = [];
+  for (const part of parts) {
+    decoder.push(part);
+    for (let step = decoder.next(); step.kind !== "need-more"; step = decoder.next()) {
+      if (step.kind === "chunk-begin") {
+        decoder.provideChunkBuffer(new Uint8Array(step.header.length).fill(0xee)); // stale bytes must be zeroed
+        continue;
+      }
+      out.push(step.kind === "chunk" ? { ...step, data: step.data && digest(step.data) } : step);
+      if (step.kind === "violation") return out;
+    }
+  }
+  return out;
+}
+
+/** Compact stand-in for chunk bytes so deep equality stays cheap. */
+function digest(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of [...points, bytes.length]) {
+    out.push(bytes.subarray(prev, p));
+    prev = p;
+  }
+  return out;
+}
+
+const zeroChunk: ChunkHeader = { offset: 4 * MiB, length: MiB, crc32c: 0x1234, zero: true, segments: [] };
+
+function stream(): { bytes: Uint8Array; expected: unknown[] } {
+  const { header, logical } = sampleChunk();
+  const bytes = concat([
+    ...controls.map(encodeControl),
+    encodeChunk(header, logical),
+    encodeChunk(zeroChunk, new Uint8Array(0)),
+  ]);
+  const expected = [
+    ...controls.map((frame) => ({ kind: "frame", frame })),
+    { kind: "chunk", header, data: digest(logical) },
+    { kind: "chunk", header: zeroChunk, data: undefined },
+  ];
+  return { bytes, expected };
+}
+
+describe("frame codec", () => {
+  it("round-trips every frame type", () => {
+    const { bytes, expected } = stream();
+    expect(decodeAll([bytes])).toEqual(expected);
+  });
+
+  it("decodes the same frames when fed one byte at a time", () => {
+    const { bytes, expected } = stream();
+    const parts = Array.from(bytes, (_, i) => bytes.subarray(i, i + 1));
+    expect(decodeAll(parts)).toEqual(expected);
+  });
+
+  it("decodes the same frames under any TCP fragmentation (seeded)", () => {
+    const { bytes, expected } = stream();
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { maxLength: 40 }), (cuts) => {
+        expect(decodeAll(splitAt(bytes, cuts))).toEqual(expected);
+      }),
+      { seed: 20_240_611, numRuns: 300 },
+    );
+  });
+
+  it("zero-fills the gaps of a reused chunk buffer", () => {
+    const { header, logical } = sampleChunk();
+    const [step] = decodeAll([encodeChunk(header, logical)]);
+    expect(step).toMatchObject({ kind: "chunk", data: digest(logical) });
+  });
+});
+
+function header(kind: FrameKind, fields: Parameters<typeof writeHeader>[2] = {}): Uint8Array {
+  const h = new Uint8Array(HEADER_BYTES);
+  writeHeader(h, kind, fields);
+  return h;
+}
+
+function firstViolation(bytes: Uint8Array, limits: DecoderLimits): string | undefined {
+  const decoder = new FrameDecoder(limits);
+  decoder.push(bytes);
+  const step = decoder.next();
+  return step.kind === "violation" ? step.message : undefined;
+}
+
+describe("limits, checked on the header before anything is allocated", () => {
+  it("refuses a pre-auth HELLO claiming 4 GiB from its 32 header bytes alone", () => {
+    expect(firstViolation(header("HELLO", { payloadLength: 0xffffffff }), SERVER_PREAUTH)).toMatch(/exceeds 4096/);
+  });
+
+  it("accepts only HELLO before authentication on the server", () => {
+    for (const kind of ["BATCH_BEGIN", "CHUNK", "CHALLENGE", "BATCH_END"] as const) {
+      expect(firstViolation(header(kind), SERVER_PREAUTH)).toMatch(/not allowed/);
+    }
+    expect(firstViolation(header("CHUNK_OK"), CLIENT_PREAUTH)).toMatch(/not allowed/);
+    expect(firstViolation(header("CHUNK", { length: 4096 }), SERVER_IDLE)).toMatch(/not allowed/);
+  });
+
+  it("refuses control payloads over 64 KiB after authentication", () => {
+    expect(firstViolation(header("BATCH_BEGIN", { payloadLength: 64 * 1024 + 1 }), SERVER_IDLE)).toMatch(/exceeds/);
+    expect(firstViolation(header("BATCH_ERR", { payloadLength: 70_000 }), CLIENT_SESSION)).toMatch(/exceeds/);
+  });
+
+  it("refuses bad magic, version and type", () => {
+    const bad = header("HELLO");
+    bad[0] = 0x47; // 'G'ET / HTTP
+    expect(firstViolation(bad, SERVER_PREAUTH)).toMatch(/magic/);
+    const v2 = header("HELLO");
+    v2[4] = 2;
+    expect(firstViolation(v2, SERVER_PREAUTH)).toMatch(/version 2/);
+    const t = header("HELLO");
+    t[5] = 99;
+    expect(firstViolation(t, SERVER_PREAUTH)).toMatch(/unknown frame type 99/);
+  });
+
+  it("refuses a stranger on its first wrong byte, before a whole header arrived", () => {
+    const decoder = new FrameDecoder(SERVER_PREAUTH);
+    decoder.push(new TextEncoder().encode("DW"));
+    expect(decoder.next()).toEqual({ kind: "need-more" });
+    decoder.push(new TextEncoder().encode("X"));
+    expect(decoder.next()).toMatchObject({ kind: "violation", message: expect.stringMatching(/magic/) as unknown });
+    expect(firstViolation(new TextEncoder().encode("GET / HTTP/1.1\r\n"), SERVER_PREAUTH)).toMatch(/magic/);
+  });
+
+  it("refuses chunks longer than the batch's chunk size or with impossible tables", () => {
+    const limits = serverInBatch(MiB);
+    expect(firstViolation(header("CHUNK", { length: MiB + 1, flags: FLAG_ZERO }), limits)).toMatch(/outside 1\.\.1048576/);
+    expect(firstViolation(header("CHUNK", { length: 8192, segmentCount: 3, payloadLength: 24 + 8192 }), limits)).toMatch(
+      /segments for/,
+    );
+    expect(firstViolation(header("CHUNK", { length: 8192, segmentCount: 1, payloadLength: 8 + 8193 }), limits)).toMatch(
+      /does not fit/,
+    );
+    expect(firstViolation(header("CHUNK", { length: 8192 }), limits)).toMatch(/ZERO flag/);
+    expect(firstViolation(header("CHUNK", { length: 8192, flags: 4 }), limits)).toMatch(/flags/);
+  });
+
+  it("refuses misaligned, overlapping or miscounted segments", () => {
+    const { header: h, logical } = sampleChunk();
+    const bad = (segments: ChunkHeader["segments"]): string | undefined => {
+      const steps = decodeAll([encodeChunk({ ...h, segments }, logical)], serverInBatch(MiB));
+      const last = steps.at(-1);
+      return last?.kind === "violation" ? last.message : undefined;
+    };
+    expect(bad([{ relOffset: 100, length: 4096 }])).toMatch(/aligned/);
+    expect(bad([{ relOffset: 0, length: 8192 }, { relOffset: 4096, length: 4096 }])).toMatch(/overlaps/);
+    expect(bad([{ relOffset: 0, length: 100 }])).toMatch(/whole pages/);
+    expect(bad([{ relOffset: 16 * 4096, length: 8192 }])).toMatch(/past the chunk/);
+  });
+
+  it("refuses malformed control payloads and stays failed", () => {
+    const frame = encodeControl({ kind: "BATCH_BEGIN", begin: { ...begin, destName: "" } });
+    const decoder = new FrameDecoder(SERVER_IDLE);
+    decoder.push(frame);
+    expect(decoder.next()).toMatchObject({ kind: "violation" });
+    decoder.push(encodeControl({ kind: "BATCH_BEGIN", begin }));
+    expect(decoder.next()).toMatchObject({ kind: "violation" });
+  });
+
+  it("refuses a HELLO whose ids are outside the id alphabet", () => {
+    const hello = encodeControl({ kind: "HELLO", migrationId: "../x", sourceHost: "h", mac: new Uint8Array(32) });
+    expect(decodeAll([hello], SERVER_PREAUTH)).toEqual([{ kind: "violation", message: expect.stringMatching(/HELLO/) as unknown }]);
+  });
+
+  it("answers need-more, not a violation, for a truncated but valid prefix", () => {
+    const decoder = new FrameDecoder(SERVER_PREAUTH);
+    decoder.push(header("HELLO", { payloadLength: 40 }));
+    expect(decoder.next()).toEqual({ kind: "need-more" });
+    expect(decoder.atFrameBoundary).toBe(false);
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * Helpers for the data-channel integration tests: temp dirs, sparse files and a TCP proxy that
+ * corrupts chunk payloads in flight. Test-only; nothing in src/ imports this.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, open } from "node:fs/promises";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import type { Logger } from "../../../../common/logger.js";
+import { formatAddress } from "../../domain/data-channel/address.js";
+import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES } from "../../domain/data-channel/frames.js";
+
+export const MiB = 1024 * 1024;
+
+export const silentLog: Logger = pino({ level: process.env["DWCP_TEST_LOG"] ?? "silent" });
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `dwcp-${prefix}-`));
+}
+
+/** A file of `size` bytes that is a hole except for `extents` of random data. */
+export async function makeSparseFile(path: string, size: number, extents: { offset: number; length: number }[]): Promise<void> {
+  const fh = await open(path, "w");
+  try {
+    await fh.truncate(size);
+    for (const e of extents) await fh.write(randomBytes(e.length), 0, e.length, e.offset);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Rewrites the client → server byte stream, flipping one bit in the segment data of CHUNK
+ * frames: the first one only (`once`) or every one. It parses just enough of each 32-byte
+ * header to know where payloads start and end.
+ */
+class ChunkCorrupter {
+  flips = 0;
+  private header = Buffer.alloc(0);
+  private payloadLeft = 0;
+  private flipIn = -1;
+
+  constructor(private readonly mode: "once" | "always") {}
+
+  transform(input: Buffer): Buffer {
+    const out = Buffer.from(input);
+    let i = 0;
+    while (i < out.length) {
+      if (this.payloadLeft > 0) {
+        const n = Math.min(this.payloadLeft, out.length - i);
+        if (this.flipIn >= 0 && this.flipIn < n) {
+          out[i + this.flipIn] = (out[i + this.flipIn] ?? 0) ^ 0x10;
+          this.flips += 1;
+          this.flipIn = -1;
+        } else if (this.flipIn >= 0) this.flipIn -= n;
+        this.payloadLeft -= n;
+        i += n;
+        continue;
+      }
+      const take = Math.min(HEADER_BYTES - this.header.length, out.length - i);
+      this.header = Buffer.concat([this.header, out.subarray(i, i + take)]);
+      i += take;
+      if (this.header.length === HEADER_BYTES) this.startFrame();
+    }
+    return out;
+  }
+
+  private startFrame(): void {
+    this.payloadLeft = this.header.readUInt32BE(8);
+    const segments = this.header.readUInt32BE(28);
+    const wanted = this.mode === "always" || this.flips === 0;
+    if (this.header[5] === FRAME_CODES.CHUNK && segments > 0 && wanted) this.flipIn = segments * SEGMENT_ENTRY_BYTES + 10;
+    this.header = Buffer.alloc(0);
+  }
+}
+
+export interface CorruptingProxy {
+  address: string;
+  corrupter: { flips: number };
+  close(): Promise<void>;
+}
+
+/** A loopback proxy in front of `target` that corrupts chunk data (see ChunkCorrupter). */
+export async function startCorruptingProxy(target: string, mode: "once" | "always"): Promise<CorruptingProxy> {
+  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+  const corrupter = new ChunkCorrupter(mode);
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = createConnection({ host, port });
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on("data", (d: Buffer) => upstream.write(corrupter.transform(d)));
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const bound = server.address();
+  if (bound === null || typeof bound === "string") throw new Error("proxy did not bind");
+  return {
+    address: formatAddress("127.0.0.1", bound.port),
+    corrupter,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

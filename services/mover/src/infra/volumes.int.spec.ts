@@ -1,0 +1,174 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, open, readdir, readFile, realpath, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { ConfigError } from "../../../common/errors.js";
+import { crc32c } from "../../../../native/index.js";
+import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
+import { abortVolumes, confine, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "./volumes.js";
+
+const MiB = 1024 * 1024;
+let work: string;
+let roots: string[];
+let root: string;
+let outside: string;
+
+beforeAll(async () => {
+  work = await realpath(await mkdtemp(join(tmpdir(), "dwcp-volumes-")));
+  [root, outside] = [join(work, "root"), join(work, "outside")];
+  await Promise.all([mkdir(root), mkdir(outside), mkdir(join(work, "root2"))]);
+  await writeFile(join(outside, "secret.img"), "not yours");
+  await symlink(outside, join(root, "out-link"));
+  await symlink(join(root, "vms"), join(root, "in-link"));
+  await symlink(join(work, "nowhere"), join(root, "dangling"));
+  await mkdir(join(root, "vms"));
+  await writeFile(join(root, "vms", "a.img"), "abc");
+  roots = await resolveRoots([root, join(work, "root2")]);
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe("resolveRoots and confine", () => {
+  it("lists every unusable root at once", async () => {
+    const err: unknown = await resolveRoots([join(work, "missing"), join(root, "vms", "a.img")]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems).toHaveLength(2);
+  });
+
+  it("resolves relative paths against the first root and follows symlinks that stay inside", async () => {
+    expect(await confine(roots, "vms/a.img", { mustExist: true })).toBe(join(root, "vms", "a.img"));
+    expect(await confine(roots, "in-link/a.img", { mustExist: true })).toBe(join(root, "vms", "a.img"));
+    expect(await confine(roots, "in-link/new/deeper", { mustExist: false })).toBe(join(root, "vms", "new", "deeper"));
+  });
+
+  it.each([
+    ["../outside/secret.img", true],
+    ["/tmp/../etc/passwd", true],
+    ["/etc/passwd", true],
+    ["out-link/secret.img", true],
+    ["out-link/new-dir", false],
+    ["dangling/x", false],
+    ["vms/../../outside", false],
+  ])("refuses %j (mustExist %s)", async (p, mustExist) => {
+    await expect(confine(roots, p, { mustExist })).rejects.toBeInstanceOf(PathOutsideRootError);
+  });
+
+  it("refuses an absolute path outside every root", async () => {
+    await expect(confine(roots, join(outside, "secret.img"), { mustExist: true })).rejects.toBeInstanceOf(PathOutsideRootError);
+  });
+
+  it("says a missing path is missing", async () => {
+    await expect(confine(roots, "vms/none.img", { mustExist: true })).rejects.toBeInstanceOf(PathNotFoundError);
+  });
+});
+
+describe("probeSource and probeDestination", () => {
+  it("answers canonical paths and sizes", async () => {
+    const reply = await probeSource({ op: "probeSource", version: 1, migrationId: "m", paths: ["in-link/a.img"] }, roots);
+    expect(reply).toEqual({ ok: true, volumes: [{ path: join(root, "vms", "a.img"), sizeBytes: 3 }] });
+  });
+
+  it.each([
+    [["vms/none.img"], "SOURCE_NOT_FOUND"],
+    [["vms"], "SOURCE_NOT_REGULAR_FILE"],
+    [["out-link/secret.img"], "PATH_OUTSIDE_ROOT"],
+    [["vms/a.img", "/etc/passwd"], "PATH_OUTSIDE_ROOT"],
+  ])("refuses source %j with %s", async (paths, reason) => {
+    const reply = await probeSource({ op: "probeSource", version: 1, migrationId: "m", paths }, roots);
+    expect(reply).toMatchObject({ ok: false, reason });
+  });
+
+  it("accepts a directory that does not exist yet, and creates nothing", async () => {
+    const req = { op: "probeDestination" as const, version: 1 as const, migrationId: "m", dir: "new/vm", names: ["d0", "d1"] };
+    expect(await probeDestination(req, roots)).toEqual({ ok: true, dir: join(root, "new", "vm") });
+    await expect(stat(join(root, "new"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it.each([
+    ["vms", ["a.img"], "DESTINATION_EXISTS"],
+    ["vms", ["x", "y", "x"], "DUPLICATE_DESTINATION"],
+    ["vms", ["../a.img"], "PATH_OUTSIDE_ROOT"],
+    ["out-link", ["x"], "PATH_OUTSIDE_ROOT"],
+    ["../outside", ["x"], "PATH_OUTSIDE_ROOT"],
+  ])("refuses destination %j %j with %s", async (dir, names, reason) => {
+    const reply = await probeDestination({ op: "probeDestination", version: 1, migrationId: "m", dir, names }, roots);
+    expect(reply).toMatchObject({ ok: false, reason });
+  });
+});
+
+describe("finalizeVolumes and abortVolumes", () => {
+  const dir = "fin";
+  let content: Buffer;
+  const finalize = (volumes: { destName: string; sizeBytes: number; crc32c: number }[], verify = true) =>
+    finalizeVolumes({ op: "finalize", version: 1, migrationId: "m", destDir: dir, verify, volumes }, roots);
+
+  beforeEach(async () => {
+    await rm(join(root, dir), { recursive: true, force: true });
+    await mkdir(join(root, dir));
+    // A sparse 5 MiB + 3 volume: data at the start, the middle and the end, holes between.
+    content = Buffer.alloc(5 * MiB + 3);
+    randomBytes(10_000).copy(content, 1);
+    randomBytes(4096).copy(content, 3 * MiB);
+    randomBytes(3).copy(content, 5 * MiB);
+    const fh = await open(join(root, dir, "d0.part"), "w");
+    for (const [at, len] of [[0, 10_001], [3 * MiB, 4096], [5 * MiB, 3]] as const) {
+      await fh.write(content, at, len, at);
+    }
+    await fh.close();
+  });
+
+  it("verifies, renames and is idempotent", async () => {
+    const volume = { destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) };
+    expect(await finalize([volume])).toEqual({ ok: true, paths: [join(root, dir, "d0")] });
+    expect((await readFile(join(root, dir, "d0"))).equals(content)).toBe(true);
+    expect(await readdir(join(root, dir))).toEqual(["d0"]);
+    expect(await finalize([volume])).toEqual({ ok: true, paths: [join(root, dir, "d0")] });
+  });
+
+  it("extends a short .part to the volume size with a hole", async () => {
+    const longer = Buffer.concat([content, Buffer.alloc(MiB)]);
+    const reply = await finalize([{ destName: "d0", sizeBytes: longer.length, crc32c: crc32c(longer) }]);
+    expect(reply.ok).toBe(true);
+    expect((await stat(join(root, dir, "d0"))).size).toBe(longer.length);
+  });
+
+  it("refuses with VERIFY_FAILED after one byte of the .part changed, and keeps the .part", async () => {
+    const fh = await open(join(root, dir, "d0.part"), "r+");
+    await fh.write(Buffer.from([(content[3 * MiB + 7] ?? 0) ^ 0xff]), 0, 1, 3 * MiB + 7);
+    await fh.close();
+    const reply = await finalize([{ destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) }]);
+    expect(reply).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+    expect(await readdir(join(root, dir))).toEqual(["d0.part"]);
+  });
+
+  it("creates an empty volume that never had a batch, and refuses a missing non-empty one", async () => {
+    const empty = await finalizeVolumes(
+      { op: "finalize", version: 1, migrationId: "m", destDir: "fresh/dir", verify: true, volumes: [{ destName: "e", sizeBytes: 0, crc32c: 0 }] },
+      roots,
+    );
+    expect(empty).toEqual({ ok: true, paths: [join(root, "fresh", "dir", "e")] });
+    expect((await stat(join(root, "fresh", "dir", "e"))).size).toBe(0);
+    expect(await finalize([{ destName: "nope", sizeBytes: 10, crc32c: 0 }])).toMatchObject({ ok: false, reason: "FINALIZE_FAILED" });
+  });
+
+  it("refuses to overwrite a final file it did not write", async () => {
+    await writeFile(join(root, dir, "d0"), "someone else's");
+    const reply = await finalize([{ destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) }]);
+    expect(reply).toMatchObject({ ok: false, reason: "DESTINATION_EXISTS" });
+  });
+
+  it("abort removes .part files and the emptied directory, never a root", async () => {
+    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0", "d1"] }, roots)).toEqual({ ok: true });
+    await expect(stat(join(root, dir))).rejects.toMatchObject({ code: "ENOENT" });
+    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots)).toEqual({ ok: true });
+    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: ".", names: ["zz"] }, roots)).toEqual({ ok: true });
+    expect((await stat(root)).isDirectory()).toBe(true);
+    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: "out-link", names: ["x"] }, roots)).toMatchObject({
+      ok: false,
+      reason: "PATH_OUTSIDE_ROOT",
+    });
+  });
+});

@@ -1,0 +1,209 @@
+import { constants, lstat, open, rename, rmdir, stat, unlink } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { posix } from "node:path";
+import type {
+  AbortReply,
+  AbortVolumes,
+  FailureCode,
+  FinalizeReply,
+  FinalizeVolumes,
+  ProbeDestination,
+  ProbeDestinationReply,
+  ProbeSource,
+  ProbeSourceReply,
+  RejectionReason,
+} from "../../../../schemas/index.js";
+import { basenameProblem, duplicates, partName } from "../domain/paths.js";
+import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
+import { fileCrc32c } from "./volume-crc.js";
+import { confine, ensureDirInside, errnoOf, fsyncDir } from "./volume-paths.js";
+
+export { confine, resolveRoots } from "./volume-paths.js";
+
+/**
+ * Mover side of the control RPCs that touch files. Every path is confined to `roots` (canonical,
+ * from resolveRoots). Expected refusals are answers ({ok: false, reason}), not exceptions.
+ */
+
+type Refusal = { ok: false; reason: RejectionReason | FailureCode; message: string };
+const refuse = (reason: Refusal["reason"], message: string): Refusal => ({ ok: false, reason, message });
+
+/** Thrown inside this module to short-circuit into a refusal. */
+class Refused extends Error {
+  constructor(readonly refusal: Refusal) {
+    super(refusal.message);
+  }
+}
+
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(p);
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/** Confine or refuse with PATH_OUTSIDE_ROOT (and `notFound` when the path must exist). */
+async function confineOrRefuse(
+  roots: readonly string[],
+  p: string,
+  mustExist: boolean,
+  notFound: Refusal["reason"] = "SOURCE_NOT_FOUND",
+): Promise<string> {
+  try {
+    return await confine(roots, p, { mustExist });
+  } catch (err) {
+    if (err instanceof PathOutsideRootError) throw new Refused(refuse("PATH_OUTSIDE_ROOT", err.message));
+    if (err instanceof PathNotFoundError || errnoOf(err) === "ENOTDIR") throw new Refused(refuse(notFound, messageOf(err)));
+    throw err;
+  }
+}
+
+function checkNames(names: readonly string[]): void {
+  for (const name of names) {
+    const problem = basenameProblem(name);
+    if (problem !== undefined) throw new Refused(refuse("PATH_OUTSIDE_ROOT", `name ${JSON.stringify(name)} ${problem}`));
+  }
+  const dup = duplicates(names);
+  if (dup.length > 0) throw new Refused(refuse("DUPLICATE_DESTINATION", `names appear more than once: ${dup.join(", ")}`));
+}
+
+async function answer<T>(work: () => Promise<T>, failure: Refusal["reason"]): Promise<T | Refusal> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof Refused) return err.refusal;
+    const errno = errnoOf(err);
+    if (errno === "ENOSPC" || errno === "EDQUOT") return refuse("NO_SPACE", messageOf(err));
+    return refuse(failure, messageOf(err));
+  }
+}
+
+/** Canonical path and size of each source volume; all must be regular files inside a root. */
+export async function probeSource(req: ProbeSource, roots: readonly string[]): Promise<ProbeSourceReply> {
+  return answer(async () => {
+    const volumes: { path: string; sizeBytes: number }[] = [];
+    for (const p of req.paths) {
+      const path = await confineOrRefuse(roots, p, true);
+      const st = await stat(path);
+      if (!st.isFile()) throw new Refused(refuse("SOURCE_NOT_REGULAR_FILE", `${JSON.stringify(p)} is not a regular file`));
+      volumes.push({ path, sizeBytes: st.size });
+    }
+    return { ok: true as const, volumes };
+  }, "SOURCE_READ_FAILED");
+}
+
+/**
+ * Where the volumes would land: the canonical directory (which may not exist yet; its nearest
+ * existing ancestor must be inside a root). Refuses names that already exist there. Creates nothing.
+ */
+export async function probeDestination(req: ProbeDestination, roots: readonly string[]): Promise<ProbeDestinationReply> {
+  return answer(async () => {
+    checkNames(req.names);
+    const dir = await confineOrRefuse(roots, req.dir, false, "PATH_OUTSIDE_ROOT");
+    const dirStat = await lstatOrUndefined(dir);
+    if (dirStat !== undefined && !dirStat.isDirectory()) {
+      throw new Refused(refuse("DESTINATION_EXISTS", `${dir} exists and is not a directory`));
+    }
+    for (const name of req.names) {
+      if ((await lstatOrUndefined(posix.join(dir, name))) !== undefined) {
+        throw new Refused(refuse("DESTINATION_EXISTS", `${posix.join(dir, name)} already exists`));
+      }
+    }
+    return { ok: true as const, dir };
+  }, "INTERNAL");
+}
+
+/**
+ * Turn each `<name>.part` into `<name>`: truncate to size, optionally verify the CRC32C of the
+ * whole file, fsync, rename, fsync the directory. Idempotent: a volume whose final file exists
+ * and whose .part is gone was finalized before (the reply was lost) and is only re-verified.
+ */
+export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly string[]): Promise<FinalizeReply> {
+  return answer(async () => {
+    checkNames(req.volumes.map((v) => v.destName));
+    const dir = await confineOrRefuse(roots, req.destDir, false, "FINALIZE_FAILED");
+    const dirsToSync = new Set<string>([dir]);
+    if (req.volumes.some((v) => v.sizeBytes === 0)) {
+      for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
+    }
+    const paths: string[] = [];
+    for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify));
+    for (const d of dirsToSync) await fsyncDir(d);
+    return { ok: true as const, paths };
+  }, "FINALIZE_FAILED");
+}
+
+type FinalVolume = FinalizeVolumes["volumes"][number];
+
+async function finalizeOne(dir: string, v: FinalVolume, verify: boolean): Promise<string> {
+  const part = posix.join(dir, partName(v.destName));
+  const final = posix.join(dir, v.destName);
+  const [partStat, finalStat] = [await lstatOrUndefined(part), await lstatOrUndefined(final)];
+  if (partStat === undefined && finalStat !== undefined) {
+    await checkFinalized(final, finalStat, v, verify);
+    return final;
+  }
+  if (finalStat !== undefined) {
+    throw new Refused(refuse("DESTINATION_EXISTS", `${final} already exists; refusing to overwrite it with ${part}`));
+  }
+  if (partStat === undefined && v.sizeBytes > 0) {
+    throw new Refused(refuse("FINALIZE_FAILED", `${part} is missing: no data of this volume reached this host`));
+  }
+  const flags = constants.O_RDWR | constants.O_NOFOLLOW | (partStat === undefined ? constants.O_CREAT : 0);
+  const fh = await open(part, flags, 0o640);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Refused(refuse("FINALIZE_FAILED", `${part} is not a regular file`));
+    if (st.size !== v.sizeBytes) await fh.truncate(v.sizeBytes);
+    if (verify) verifyCrc(part, await fileCrc32c(fh, v.sizeBytes), v.crc32c);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(part, final);
+  return final;
+}
+
+async function checkFinalized(final: string, st: Stats, v: FinalVolume, verify: boolean): Promise<void> {
+  if (!st.isFile() || st.size !== v.sizeBytes) {
+    throw new Refused(refuse("DESTINATION_EXISTS", `${final} exists but is not the ${v.sizeBytes}-byte volume`));
+  }
+  if (!verify) return;
+  const fh = await open(final, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    verifyCrc(final, await fileCrc32c(fh, v.sizeBytes), v.crc32c);
+  } finally {
+    await fh.close();
+  }
+}
+
+function verifyCrc(path: string, actual: number, expected: number): void {
+  if (actual === expected >>> 0) return;
+  const hex = (n: number): string => n.toString(16).padStart(8, "0");
+  throw new Refused(refuse("VERIFY_FAILED", `${path} has CRC32C ${hex(actual)}, the transfer log says ${hex(expected)}`));
+}
+
+/** Remove the `.part` files of an abandoned migration and its directory if that is now empty. */
+export async function abortVolumes(req: AbortVolumes, roots: readonly string[]): Promise<AbortReply> {
+  return answer(async () => {
+    checkNames(req.names);
+    let dir: string;
+    try {
+      dir = await confineOrRefuse(roots, req.destDir, true);
+    } catch (err) {
+      if (err instanceof Refused && err.refusal.reason === "SOURCE_NOT_FOUND") return { ok: true as const };
+      throw err;
+    }
+    for (const name of req.names) {
+      await unlink(posix.join(dir, partName(name))).catch((err: unknown) => {
+        if (errnoOf(err) !== "ENOENT") throw err;
+      });
+    }
+    if (!roots.includes(dir)) await rmdir(dir).catch(() => undefined);
+    return { ok: true as const };
+  }, "INTERNAL");
+}
