@@ -4,6 +4,9 @@
 // the source in the page cache (it was just written). dwcp's time runs from publishing the command
 // to MigrationCompleted, so it includes planning, fsync of every batch and the full verify pass;
 // cp and rsync are timed as operators run them (no fsync), and again followed by `sync`.
+// Second phase: an incompressible random file of the same size, against `rsync --whole-file` and
+// a raw sendfile(2) transfer over loopback (bench/lib-transfer.ts), with the sending mover's CPU
+// seconds per GB and both movers' peak RSS.
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -14,8 +17,17 @@ import { generateImage } from "../cli/image.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { Stack } from "../cli/stack.js";
 import { sha256File } from "../cli/verify.js";
+import { generateRandomFile } from "../cli/image.js";
+import { cpuSeconds, peakRssBytes, rawSendfile } from "./lib-transfer.js";
 
-const { values } = parseArgs({ options: { json: { type: "boolean", default: false }, size: { type: "string", default: "2G" }, keep: { type: "boolean", default: false } } });
+const { values } = parseArgs({
+  options: {
+    json: { type: "boolean", default: false },
+    size: { type: "string", default: "2G" },
+    keep: { type: "boolean", default: false },
+    "skip-random": { type: "boolean", default: false },
+  },
+});
 const size = parseSize("--size", values.size);
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 
@@ -62,6 +74,7 @@ async function main(): Promise<void> {
 
     const dwcp_s = r.seconds;
     const mbps = (s: number): number => size / s / 1e6;
+    const incompressible = values["skip-random"] ? {} : await randomPhase(stack, dataDir, rsDir);
     const result = {
       image_bytes: size,
       dwcp_s,
@@ -77,6 +90,7 @@ async function main(): Promise<void> {
       ratio_vs_cp: cp_s / dwcp_s,
       wire_bytes: r.wireBytes,
       zero_bytes: r.zeroBytes,
+      ...incompressible,
       native: process.env["DWCP_NATIVE"] ?? "auto",
       cpu: cpus()[0]?.model,
     };
@@ -89,6 +103,34 @@ async function main(): Promise<void> {
     await stack.stop();
     if (!values.keep) rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** The incompressible phase: nothing to skip, so this measures the data path itself. */
+async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promise<Record<string, number>> {
+  const src = join(stack.root("a"), "vms/bench/random.img");
+  log(`generating ${values.size} of random bytes...`);
+  await generateRandomFile(src, size);
+  const sender = stack.movers.get("a")?.child.pid ?? 0;
+  const receiver = stack.movers.get("b")?.child.pid ?? 0;
+  const cpu0 = await cpuSeconds(sender);
+  const command = buildStart({ vm: "bench-rnd", source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] }, destination: { host: "b", dir: "in" } });
+  const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
+  if (r.state !== "completed") throw new Error(`random migration ${r.state}: ${r.reason} ${r.message}`);
+  const cpu = (await cpuSeconds(sender)) - cpu0;
+  const rsync_random_s = timed("rsync", ["--whole-file", src, `${rsDir}/`]);
+  const sendfile_s = await rawSendfile(src, join(dataDir, "sendfile.img"));
+  const gb = size / 1e9;
+  const rss = Math.max(await peakRssBytes(sender), await peakRssBytes(receiver));
+  log(`incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(0)} MiB`);
+  return {
+    random_dwcp_s: r.seconds,
+    random_rsync_s: rsync_random_s,
+    random_sendfile_s: sendfile_s,
+    random_ratio_vs_rsync: rsync_random_s / r.seconds,
+    random_ratio_vs_sendfile: sendfile_s / r.seconds,
+    sender_cpu_s_per_gb: cpu / gb,
+    mover_peak_rss_bytes: rss,
+  };
 }
 
 main().catch((err: unknown) => {

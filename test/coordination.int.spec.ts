@@ -1,9 +1,15 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Kvm } from "@nats-io/kv";
+import { pino } from "pino";
 import { BIN } from "../cli/stack.js";
+import { MoverRegistration } from "../schemas/index.js";
+import { MOVERS_BUCKET } from "../services/common/layout.js";
+import { AuthFailedError } from "../services/mover/src/errors.js";
+import { sendBatch } from "../services/mover/src/infra/data-channel/client.js";
 import { publishCommand, watchMigration } from "../cli/client.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { sha256File } from "../cli/verify.js";
@@ -153,5 +159,17 @@ describe("coordination", () => {
     const usage = spawnSync(process.execPath, [BIN, "migrate", "--vm", "c", "--from", "a:x", "--to", "b", "--wait"], { env, encoding: "utf8" });
     expect(usage.status).toBe(2);
     expect(usage.stderr).toMatch(/--to must be HOST:DIR, got "b"/);
+  });
+
+  it("the destination mover refuses a data-channel connection that does not know the secret", async () => {
+    const entry = await (await new Kvm(stack.nats.nc).open(MOVERS_BUCKET)).get("b");
+    const reg = MoverRegistration.parse(entry?.json());
+    const attempt = sendBatch({
+      address: reg.dataAddress, secret: Buffer.from("not-the-cluster-secret!!"), sourceHost: "a", migrationId: "intruder",
+      batch: 0, attempt: 0, sourcePath: join(stack.root("a"), "vms/c/disk.img"), destDir: join(stack.root("b"), "intruder"),
+      destName: "disk.img", volumeSizeBytes: 24 * MiB + 7, chunkSizeBytes: 1024 * 1024, firstChunk: 0, chunkCount: 1, log: pino({ level: "silent" }),
+    });
+    await expect(attempt).rejects.toBeInstanceOf(AuthFailedError);
+    expect(existsSync(join(stack.root("b"), "intruder"))).toBe(false);
   });
 });

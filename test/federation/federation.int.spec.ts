@@ -140,10 +140,14 @@ describe("federation of three sites on loopback", () => {
     onTestFailed(() => console.error(`federation seed ${seed} (rerun with DWCP_TEST_SEED=${seed})`));
     const [east, west, north] = fed.sites.map((s) => s.site) as [Site, Site, Site];
     fed.partition("north");
+    // Two refused reconnects: north has cycled through every URL it knows (its link and what the
+    // hub advertised) and none got through.
+    const retried = fed.whenRefused("north", 2);
     const during: FederationEvent[] = [];
     // Both sides place the same VM while they cannot see each other: a real conflict.
     during.push(...(await north.placeVm("contested", { host: "n1" })), ...(await east.placeVm("contested", { host: "e1" })));
     during.push(...(await randomWrites([east, west, north], seed + 100, 30, "p")));
+    await retried;
     // The partition is real: neither side has seen the other's partition-time writes.
     const northSeq = Math.max(...during.filter((e) => e.site === "north").map((e) => e.seq));
     expect(east.view.sites["north"]?.lastSeq ?? 0).toBeLessThan(northSeq);

@@ -1,8 +1,10 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { DwcpError } from "../../../common/errors.js";
 import type { Logger } from "../../../common/logger.js";
 import { freePort } from "../../../common/nats-server.js";
 import { federationConfig, siteIds, type FederationConfig, type FederationConfigInput } from "../config.js";
+import { UnknownSiteError } from "../domain/errors.js";
 import { LinkProxy } from "../infra/link-proxy.js";
 import { waitForDomains } from "../infra/links.js";
 import { renderHubConfig, renderSiteConfig } from "../infra/nats-config.js";
@@ -26,20 +28,37 @@ export interface FederationHandle {
   /** Cuts the site's leafnode link (its local writes keep working). */
   partition(id: string): void;
   heal(id: string): void;
+  /**
+   * Resolves once the site's cut link has refused `attempts` more reconnect attempts: proof that
+   * the site tried to get back (and, with the hub's dead-end advertisement in its list, that it
+   * found no way around the partition).
+   */
+  whenRefused(id: string, attempts: number): Promise<void>;
   stop(): Promise<void>;
 }
 
 interface Parts {
   servers: ServerProcess[];
   proxies: Map<string, LinkProxy>;
+  /** A permanently cut relay: the leafnode address the hub advertises (see HubServerConfig). */
+  deadEnd?: LinkProxy;
   sites: Site[];
+}
+
+/** partition()/heal() on a federation whose links run without relays. */
+export class LinksNotCuttableError extends DwcpError {
+  readonly code = "LINKS_NOT_CUTTABLE" as const;
+  readonly retryable = false;
+  constructor() {
+    super("this federation was started with partitionable: false; start it with partitionable: true to cut links");
+  }
 }
 
 /**
  * Starts a federation on loopback: one nats-server per site, each its own JetStream domain, all
- * dialling one hub over leafnodes through a LinkProxy per link (so a link can be cut), then one
- * Site per server. Every log exists before any view sources it, and every site reaches every
- * other domain before the views start.
+ * dialling one hub over leafnodes (through a LinkProxy per link when partitionable, so that a
+ * link can be cut), then one Site per server. Every log exists before any mirror copies it, and
+ * every site reaches every other domain before the mirrors start.
  */
 export async function startFederation(input: FederationConfigInput, deps: SiteDeps = {}): Promise<FederationHandle> {
   const cfg = federationConfig(input);
@@ -47,8 +66,13 @@ export async function startFederation(input: FederationConfigInput, deps: SiteDe
   mkdirSync(cfg.dataDir, { recursive: true });
   const parts: Parts = { servers: [], proxies: new Map(), sites: [] };
   try {
-    const hub = await startHub(cfg, parts);
-    const urls = await startSiteServers(cfg, ids, hub.leafPort, parts);
+    if (cfg.partitionable) {
+      parts.deadEnd = await LinkProxy.start({ host: "127.0.0.1", port: 1 });
+      parts.deadEnd.cut();
+    }
+    const advertise = parts.deadEnd ? `127.0.0.1:${parts.deadEnd.port}` : undefined;
+    const hub = await startHub(cfg, parts, advertise);
+    const urls = await startSiteServers(cfg, ids, { leafPort: hub.leafPort, advertise }, parts);
     await Promise.all(ids.map((id) => waitForDomains(urls.get(id)!, ids.filter((d) => d !== id))));
     parts.sites = ids.map(
       (id) => new Site({ site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs: cfg.healthIntervalMs, dataDir: cfg.dataDir, maxAppendBytes: cfg.maxAppendBytes }, deps),
@@ -63,7 +87,7 @@ export async function startFederation(input: FederationConfigInput, deps: SiteDe
 }
 
 /** The hub server ("hub"), or the first site's leafnode port ("star", started with the sites). */
-async function startHub(cfg: FederationConfig, parts: Parts): Promise<{ leafPort: number; process?: ServerProcess }> {
+async function startHub(cfg: FederationConfig, parts: Parts, advertise: string | undefined): Promise<{ leafPort: number; process?: ServerProcess }> {
   const leafPort = await freePort();
   if (cfg.topology === "star") return { leafPort };
   const dir = join(cfg.dataDir, "hub");
@@ -72,7 +96,7 @@ async function startHub(cfg: FederationConfig, parts: Parts): Promise<{ leafPort
   const process = await spawnNatsServer({
     name: "hub",
     port,
-    config: renderHubConfig({ port, leafListenPort: leafPort }),
+    config: renderHubConfig({ port, leafListenPort: leafPort, leafAdvertise: advertise }),
     configFile: join(dir, "server.conf"),
     logFile: join(dir, "server.log"),
   });
@@ -80,7 +104,13 @@ async function startHub(cfg: FederationConfig, parts: Parts): Promise<{ leafPort
   return { leafPort, process };
 }
 
-async function startSiteServers(cfg: FederationConfig, ids: string[], hubLeafPort: number, parts: Parts): Promise<Map<string, string>> {
+async function startSiteServers(
+  cfg: FederationConfig,
+  ids: string[],
+  hub: { leafPort: number; advertise: string | undefined },
+  parts: Parts,
+): Promise<Map<string, string>> {
+  const hubLeafPort = hub.leafPort;
   const urls = new Map<string, string>();
   const starHub = cfg.topology === "star" ? ids[0] : undefined;
   for (const id of ids) {
@@ -100,6 +130,7 @@ async function startSiteServers(cfg: FederationConfig, ids: string[], hubLeafPor
         storeDir: join(dir, "jetstream"),
         remotes: id === starHub ? [] : [`nats-leaf://127.0.0.1:${proxy?.port ?? hubLeafPort}`],
         leafListenPort: id === starHub ? hubLeafPort : undefined,
+        leafAdvertise: id === starHub ? hub.advertise : undefined,
       }),
       configFile: join(dir, "server.conf"),
       logFile: join(dir, "server.log"),
@@ -118,13 +149,13 @@ function handle(cfg: FederationConfig, parts: Parts, urls: Map<string, string>, 
   const pidOf = (url: string): number => parts.servers.find((s) => s.url === url)?.pid ?? -1;
   const site = (id: string): Site => {
     const s = byId.get(id);
-    if (!s) throw new Error(`no site ${id} in this federation (sites: ${[...byId.keys()].join(", ")})`);
+    if (!s) throw new UnknownSiteError(id);
     return s;
   };
   /** The links a partition of `id` cuts: its own, or every link if it is the hub of a star. */
   const links = (id: string): LinkProxy[] => {
     site(id);
-    if (!cfg.partitionable) throw new Error("this federation was started with partitionable: false; its links cannot be cut");
+    if (!cfg.partitionable) throw new LinksNotCuttableError();
     const own = parts.proxies.get(id);
     return own ? [own] : [...parts.proxies.values()];
   };
@@ -135,6 +166,9 @@ function handle(cfg: FederationConfig, parts: Parts, urls: Map<string, string>, 
     site,
     partition: (id) => links(id).forEach((p) => p.cut()),
     heal: (id) => links(id).forEach((p) => p.heal()),
+    whenRefused: async (id, attempts) => {
+      await Promise.all(links(id).map((p) => p.whenRefused(p.refused + attempts)));
+    },
     stop: () => stopAll(parts),
   };
 }
@@ -144,6 +178,6 @@ async function stopAll(parts: Parts, log?: Logger): Promise<void> {
     for (const r of await Promise.allSettled(work)) if (r.status === "rejected") log?.warn({ err: r.reason as unknown }, `stopping ${what} failed`);
   };
   await settle("sites", parts.sites.map((s) => s.stop()));
-  await settle("link proxies", [...parts.proxies.values()].map((p) => p.close()));
+  await settle("link proxies", [...parts.proxies.values(), ...(parts.deadEnd ? [parts.deadEnd] : [])].map((p) => p.close()));
   await settle("servers", parts.servers.map((s) => s.stop()));
 }

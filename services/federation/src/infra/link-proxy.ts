@@ -8,6 +8,8 @@ import { createServer, connect, type Server, type Socket } from "node:net";
 export class LinkProxy {
   private readonly sockets = new Set<Socket>();
   private cutOff = false;
+  private refusals = 0;
+  private readonly onRefusal = new Set<() => void>();
 
   private constructor(
     private readonly server: Server,
@@ -43,6 +45,24 @@ export class LinkProxy {
     this.cutOff = false;
   }
 
+  /** Connection attempts refused since start (each is the far side trying to reconnect). */
+  get refused(): number {
+    return this.refusals;
+  }
+
+  /** Resolves once `count` attempts have been refused in total. */
+  async whenRefused(count: number): Promise<void> {
+    if (this.refusals >= count) return;
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (this.refusals < count) return;
+        this.onRefusal.delete(check);
+        resolve();
+      };
+      this.onRefusal.add(check);
+    });
+  }
+
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -51,6 +71,8 @@ export class LinkProxy {
   private relay(client: Socket): void {
     if (this.cutOff) {
       client.destroy();
+      this.refusals++;
+      for (const l of [...this.onRefusal]) l();
       return;
     }
     const upstream = connect(this.target.port, this.target.host);

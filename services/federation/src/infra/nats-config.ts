@@ -12,11 +12,20 @@ export interface SiteServerConfig {
   remotes: string[];
   /** Set when this site also accepts leafnode connections (the hub site of a star). */
   leafListenPort?: number;
+  /** host:port the leafnode listener advertises instead of its own (see HubServerConfig). */
+  leafAdvertise?: string;
 }
 
 export interface HubServerConfig {
   port: number;
   leafListenPort: number;
+  /**
+   * host:port the hub advertises to its leafnodes instead of its own leafnode address. A site
+   * adds the advertised address to its remote's URLs and, when its configured (proxied) link is
+   * cut, reconnects there: around the partition. Pointing it at a dead end keeps sites on their
+   * configured link; in production it is the hub's public address.
+   */
+  leafAdvertise?: string;
 }
 
 /** Whole seconds: 2.9 takes no sub-second leafnode reconnect interval. */
@@ -25,10 +34,8 @@ const LEAF_RECONNECT_S = 1;
 /** A site: its own JetStream domain (named after the site) and a leafnode link to the hub. */
 export function renderSiteConfig(c: SiteServerConfig): string {
   const leafnodes: Record<string, unknown> = { reconnect: LEAF_RECONNECT_S };
-  if (c.leafListenPort !== undefined) {
-    leafnodes["listen"] = `127.0.0.1:${c.leafListenPort}`;
-    leafnodes["no_advertise"] = true; // see renderHubConfig
-  }
+  if (c.leafListenPort !== undefined) leafnodes["listen"] = `127.0.0.1:${c.leafListenPort}`;
+  if (c.leafAdvertise !== undefined) leafnodes["advertise"] = c.leafAdvertise;
   if (c.remotes.length > 0) {
     leafnodes["remotes"] = c.remotes.map((url) => ({ url, deny_imports: FEDERATION_DENY, deny_exports: FEDERATION_DENY }));
   }
@@ -45,9 +52,7 @@ export function renderHubConfig(c: HubServerConfig): string {
   return render({
     server_name: "dwcp-fed-hub",
     listen: `127.0.0.1:${c.port}`,
-    // Without no_advertise the hub tells each site its real leafnode address, and a site whose
-    // proxied link is cut reconnects directly, around the partition.
-    leafnodes: { listen: `127.0.0.1:${c.leafListenPort}`, no_advertise: true },
+    leafnodes: { listen: `127.0.0.1:${c.leafListenPort}`, ...(c.leafAdvertise ? { advertise: c.leafAdvertise } : {}) },
   });
 }
 
