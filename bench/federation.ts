@@ -11,7 +11,7 @@
 // the mirror hop through the hub, the ordered consumer, zod validation and the fold.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { cpus, release, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
@@ -20,6 +20,7 @@ import { findNatsServer } from "../services/common/nats-server.js";
 import { startFederation, type FederationHandle } from "../services/federation/src/app/federation.js";
 import type { Site } from "../services/federation/src/app/site.js";
 import type { FederationCommand } from "../services/federation/src/domain/decide.js";
+import { canonicalJson } from "../services/federation/src/domain/state.js";
 
 const { values } = parseArgs({
   options: {
@@ -102,11 +103,12 @@ function arrivals(readers: readonly Site[], writer: string, target: number): Arr
 
 async function fullState(writer: Site, readers: readonly Site[], rep: number): Promise<{ ms: number; bytes: number; events: number }> {
   const commands: FederationCommand[] = [];
-  let bytes = 0;
-  // ~400 bytes each; the real size is summed from the events written.
-  for (let i = 0; bytes < TARGET_BYTES; i++) {
-    commands.push(placement(`r${rep}-vm${i}`, i));
-    bytes += 400;
+  const at = new Date().toISOString();
+  // Sized as the events will be: the command plus the envelope decide adds.
+  for (let i = 0, bytes = 0; bytes < TARGET_BYTES; i++) {
+    const c = placement(`r${rep}-vm${i}`, i);
+    commands.push(c);
+    bytes += Buffer.byteLength(JSON.stringify({ ...c, type: "VmPlaced", version: 1, site: writer.id, seq: 100_000, at }));
   }
   const start = lastSeq(writer);
   const waits = arrivals(readers, writer.id, start + commands.length);
@@ -132,7 +134,16 @@ async function oneChange(writer: Site, readers: readonly Site[], i: number): Pro
 function machine(): Record<string, unknown> {
   const bin = findNatsServer();
   const natsVersion = bin ? execFileSync(bin, ["--version"]).toString().trim() : "unknown";
-  return { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, kernel: release(), nats_server: natsVersion };
+  return {
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    memory_gib: Math.round(totalmem() / 2 ** 30),
+    // The machine may be shared: the load at the end says how much else was running.
+    load_avg_1m: Math.round((loadavg()[0] ?? 0) * 100) / 100,
+    node: process.version,
+    kernel: release(),
+    nats_server: natsVersion,
+  };
 }
 
 async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
@@ -144,7 +155,6 @@ async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
   for (let rep = 0; rep < REPEATS + WARMUP; rep++) {
     const r = await fullState(writer, readers, rep);
     if (rep < WARMUP) continue;
-    if (process.env["BENCH_DEBUG"]) log(`rep ${rep}: ${r.ms.toFixed(1)} ms`);
     full.push(r.ms);
     bytes = r.bytes;
     events = r.events;
@@ -157,6 +167,9 @@ async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
     all.push(r.all);
     each.push(...r.each);
   }
+  // Every view is the same fold: the timings above measured complete, not partial, copies.
+  const digest = canonicalJson(writer.view);
+  for (const r of readers) if (canonicalJson(r.view) !== digest) throw new Error(`site ${r.id} did not converge to ${writer.id}'s view`);
   const f = stats(full);
   const c = stats(all);
   const e = stats(each);

@@ -10,15 +10,18 @@ import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { listMigrations, newId, publishCommand, readMigration } from "./client.js";
 import { runDemo } from "./demo.js";
 import { buildStart, runMigration } from "./migrate.js";
-import { runUp } from "./up.js";
+import { runUp, runUpSites } from "./up.js";
+import { federationStatus } from "../services/federation/src/index.js";
 
 const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
 
 usage: dwcp <command> [flags]          (every command takes --nats URL, default $DWCP_NATS_URL or nats://127.0.0.1:4222)
 
   demo                                  start an embedded stack, migrate a generated VM image, verify it
-  up [--data-dir D] [--hosts a,b] [--nats-port N]
-                                        embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>)
+  up [--data-dir D] [--hosts a,b] [--nats-port N] [--sites N]
+                                        embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>);
+                                        with --sites N: N federated sites (own nats-server and JetStream domain each, leafnodes to a hub)
+  federation status [--json]            all sites, their health and capacity, VM placements, staleness
   init [--replicas 1|3]                 create streams, consumers and the mover registry (idempotent)
   coordinator [--replicas 1|3]          run a coordinator
   mover --host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]
@@ -64,7 +67,8 @@ export async function main(argv: string[]): Promise<number> {
       case "demo":
         return await runDemo(args(rest, { "data-dir": { type: "string" }, size: { type: "string" } }).values);
       case "up": {
-        const { values } = args(rest, { "data-dir": { type: "string" }, hosts: { type: "string" }, "nats-port": { type: "string" } });
+        const { values } = args(rest, { "data-dir": { type: "string" }, hosts: { type: "string" }, "nats-port": { type: "string" }, sites: { type: "string" } });
+        if (values.sites !== undefined) return await runUpSites({ dataDir: values["data-dir"] ?? ".dwcp", sites: Number(values.sites) });
         return await runUp({ dataDir: values["data-dir"] ?? ".dwcp", hosts: (values.hosts ?? "a,b").split(","), natsPort: values["nats-port"] ? Number(values["nats-port"]) : undefined });
       }
       case "init": {
@@ -88,6 +92,12 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "migrate":
         return await migrate(rest);
+      case "federation": {
+        const { values, positionals } = args(rest, {});
+        if (positionals[0] !== "status") throw new UsageError("usage: dwcp federation status [--json]");
+        out(await federationStatus(values.nats ?? natsUrlFromEnv(), { json: values.json }));
+        return 0;
+      }
       case "status":
         return await status(rest);
       case "events":

@@ -7,6 +7,7 @@ import * as commands from "./commands.js";
 import * as events from "./events.js";
 import * as work from "./work.js";
 import * as rpc from "./rpc.js";
+import * as federation from "./federation.js";
 
 const outDir = join(import.meta.dirname, "json");
 const check = process.argv.includes("--check");
@@ -26,6 +27,13 @@ const entries: Array<[string, z.ZodType]> = [
   ["TransferBatch", work.TransferBatch],
   ["MoverRequest", rpc.MoverRequest],
   ["MoverRegistration", rpc.MoverRegistration],
+  ["SiteJoined", federation.SiteJoined],
+  ["SiteLeft", federation.SiteLeft],
+  ["SiteHealthReported", federation.SiteHealthReported],
+  ["VmPlaced", federation.VmPlaced],
+  ["VmMoved", federation.VmMoved],
+  ["VmRemoved", federation.VmRemoved],
+  ["FederationAppend", federation.FederationAppend],
 ];
 
 mkdirSync(outDir, { recursive: true });

@@ -3,3 +3,4 @@ export * from "./commands.js";
 export * from "./events.js";
 export * from "./work.js";
 export * from "./rpc.js";
+export * from "./federation.js";

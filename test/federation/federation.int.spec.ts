@@ -1,15 +1,18 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { FederationEvent } from "../../schemas/federation.js";
 import { connectNats } from "../../services/common/nats.js";
 import { startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
-import type { Site } from "../../services/federation/src/app/site.js";
+import { Site } from "../../services/federation/src/app/site.js";
 import { federationStatus, type StatusReport } from "../../services/federation/src/app/status.js";
 import { fold } from "../../services/federation/src/domain/evolve.js";
 import { canonicalJson, claimWins, type FederationView } from "../../services/federation/src/domain/state.js";
 import { decodeAppend, fedNames, mirroredPeers, readStream, viewStreams } from "../../services/federation/src/infra/fed-streams.js";
+
+const quiet = (level: string) => pino({ name: "dwcp", level: process.env["DWCP_LOG_LEVEL"] ?? level });
 
 /** Small seeded PRNG (mulberry32): the same seed replays the same writes. */
 function rng(seed: number): () => number {
@@ -117,7 +120,7 @@ describe("federation of three sites on loopback", () => {
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "dwcp-fed-test-"));
-    fed = await startFederation({ sites: ["east", "west", "north"], dataDir, healthIntervalMs: 0 });
+    fed = await startFederation({ sites: ["east", "west", "north"], dataDir, healthIntervalMs: 0 }, { log: quiet("warn") });
     // start() appended each site's SiteJoined: take them from the sites' own logs.
     for (const s of fed.sites) written.push(...(await ownEvents(s.url, s.id)));
     expect(written.map((e) => e.type)).toEqual(["SiteJoined", "SiteJoined", "SiteJoined"]);
@@ -165,6 +168,22 @@ describe("federation of three sites on loopback", () => {
     const claims = during.filter((e) => "vm" in e && e.vm === "contested").map((e) => ({ at: e.at, by: e.site, seq: e.seq }));
     const winner = claims.reduce((a, b) => (claimWins(a, b) ? a : b));
     for (const s of [east, west, north]) expect(s.view.vms["contested"]).toMatchObject({ by: winner.by, seq: winner.seq });
+  });
+
+  it("a second writer for a site loses the sequence race, re-reads the log and re-decides", async () => {
+    const west = fed.sites.find((s) => s.id === "west")!;
+    const intruder = new Site({ site: "west", natsUrl: west.url, healthIntervalMs: 0 }, { log: quiet("error") }); // its conflict is expected
+    try {
+      await intruder.open(); // reads west's log once and does not follow it: its view goes stale
+      const first = await west.site.placeVm("fenced-1");
+      const second = await intruder.placeVm("fenced-2");
+      expect(second.map((e) => e.seq)).toEqual([first[0]!.seq + 1]);
+      written.push(...first, ...second);
+      await converge(fed.sites.map((s) => s.site), written);
+      await expectConverged(fed, written);
+    } finally {
+      await intruder.stop();
+    }
   });
 
   it("federation status lists every site, its link and every VM, as text and as JSON", async () => {

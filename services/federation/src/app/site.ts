@@ -102,8 +102,9 @@ export class Site {
     this.lifecycle = "starting";
     this.nats = await connectNats(this.cfg.natsUrl, `dwcp-federation-${this.id}`, this.log);
     await ensureOwnStream(this.nats.jsm, this.id);
-    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, { maxAppendBytes: this.cfg.maxAppendBytes, timeoutMs: this.cfg.appendTimeoutMs });
-    await this.fedLog.catchUp((e) => this.apply(e));
+    const { maxAppendBytes, appendTimeoutMs: timeoutMs } = this.cfg;
+    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, (e) => this.apply(e), { maxAppendBytes, timeoutMs });
+    await this.fedLog.catchUp();
   }
 
   /** Opens, creates the view, replays it, joins, and starts the health reports. */
@@ -171,6 +172,7 @@ export class Site {
     return this.serial(async () => {
       const fedLog = this.appendLog();
       for (let attempt = 1; ; attempt++) {
+        if (!fedLog.isCurrent) await fedLog.catchUp();
         const events = this.decideAll(commands);
         if (events.length === 0) return [];
         try {
@@ -195,7 +197,7 @@ export class Site {
     return () => this.listeners.delete(listener);
   }
 
-  /** Resolves with the view once `predicate` holds (checked on every change, no polling). */
+  /** Resolves once `predicate` holds on the view (checked on every change, no polling). */
   async waitFor(predicate: (view: FederationView) => boolean, timeoutMs = 30_000, what = "condition"): Promise<void> {
     if (predicate(this.current)) return;
     return new Promise((resolve, reject) => {
@@ -247,7 +249,7 @@ export class Site {
   /** After a failed append: learn what the log holds now, whoever wrote it. */
   private async recover(fedLog: FederationLog, cause: unknown): Promise<void> {
     try {
-      await fedLog.catchUp((e) => this.apply(e));
+      await fedLog.catchUp();
     } catch (err) {
       this.log.error({ err }, "re-reading the site's log failed");
       throw cause;

@@ -39,6 +39,15 @@ export class FederationAppendError extends DwcpError {
   }
 }
 
+/** An append was attempted while the log's end was unknown: catch up, re-decide, append. */
+export class LogNotCurrentError extends DwcpError {
+  readonly code = "FEDERATION_LOG_NOT_CURRENT" as const;
+  readonly retryable = true;
+  constructor(readonly site: string) {
+    super(`the federation log of site ${site} must be read to its end before the next append`);
+  }
+}
+
 /** The site's own log. A single writer: each site appends only here, nobody else can. */
 export async function ensureOwnStream(jsm: JetStreamManager, site: string): Promise<void> {
   await ensureStream(jsm, {
@@ -113,30 +122,44 @@ const encoder = new TextEncoder();
 export class FederationLog {
   /** Stream sequence of the last message on the site's subject; undefined after a failed append. */
   private last: number | undefined;
+  /** The last sequence known for sure: where a catch-up after a failed append starts. */
+  private known = 0;
 
+  /** `onEvent` receives every event read back from the log (see catchUp). */
   constructor(
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     readonly site: string,
+    private readonly onEvent: (e: FederationEvent) => void,
     private readonly opts: { maxAppendBytes: number; timeoutMs: number } = { maxAppendBytes: DEFAULT_APPEND_BYTES, timeoutMs: 10_000 },
   ) {}
 
-  /** Reads every event stored after the last known message (all of them the first time). */
-  async catchUp(onEvent: (e: FederationEvent) => void): Promise<void> {
+  /**
+   * Reads every event stored after the last message this log knows of (all of them the first
+   * time, and after a failed append, whatever of it was stored) and hands them to `onEvent`.
+   */
+  async catchUp(): Promise<void> {
     const subject = fedNames.subject(this.site);
-    let last = this.last ?? 0;
+    let last = this.last ?? this.known;
     await readStream(this.js, this.jsm, fedNames.stream(this.site), last + 1, (m) => {
       if (m.subject !== subject) return;
       last = m.seq;
-      decodeAppend(m.data)?.forEach(onEvent);
+      decodeAppend(m.data)?.forEach(this.onEvent);
     });
     this.last = last;
+    this.known = last;
   }
 
+  /** False after a failed append until catchUp(): the log's end is not known. */
+  get isCurrent(): boolean {
+    return this.last !== undefined;
+  }
+
+  /** Appends `events`, numbered by decide after the log's end as the last catch-up saw it. */
   async append(events: readonly FederationEvent[]): Promise<void> {
-    if (this.last === undefined) throw new Error("FederationLog.append before catchUp");
-    const subject = fedNames.subject(this.site);
     const base = this.last;
+    if (base === undefined) throw new LogNotCurrentError(this.site);
+    const subject = fedNames.subject(this.site);
     this.last = undefined;
     const acks = toMessages(events, this.opts.maxAppendBytes).map((m, i) =>
       this.js.publish(subject, m.body, { msgID: m.id, expect: { lastSubjectSequence: base + i }, timeout: this.opts.timeoutMs }),
@@ -148,6 +171,7 @@ export class FederationLog {
       last = r.value.seq;
     }
     this.last = last;
+    this.known = last;
   }
 }
 

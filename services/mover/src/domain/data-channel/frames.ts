@@ -65,10 +65,24 @@ export const BatchBegin = z.strictObject({
   chunkSizeBytes: ChunkSize,
   firstChunk: z.number().int().nonnegative(),
   chunkCount: z.number().int().nonnegative(),
+  /**
+   * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
+   * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
+   * do not know the field keep working with senders that do not know it either.
+   */
+  delivery: z.number().int().positive().optional(),
 });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
-export const WireFailure = z.strictObject({ code: FailureCode, message: z.string().max(4096) });
+/**
+ * A failure the destination reports. Besides the FailureCodes of the event schema, the data
+ * channel has one code of its own: FENCED, "a newer holder of this batch exists; stop" (see
+ * fence.ts). It never becomes an event code: the sender that receives it no longer owns the batch.
+ */
+export const FENCED = "FENCED";
+export const WireCode = z.union([FailureCode, z.literal(FENCED)]);
+export type WireCode = z.infer<typeof WireCode>;
+export const WireFailure = z.strictObject({ code: WireCode, message: z.string().max(4096) });
 export type WireFailure = z.infer<typeof WireFailure>;
 
 export const AuthFailPayload = z.strictObject({ message: z.string().max(1024) });

@@ -4,8 +4,8 @@ import type { TransferredChunk } from "../../../../../schemas/index.js";
 import { zeroCopy } from "../../../../../native/index.js";
 import { DwcpError } from "../../../../common/errors.js";
 import type { Logger } from "../../../../common/logger.js";
-import { encodeChunkHead, encodeControl, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
-import { newTokenBucket, reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
+import { encodeChunkHead, encodeControl, FENCED, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
+import { reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import {
   ChecksumMismatchError,
   DestinationUnreachableError,
@@ -13,6 +13,7 @@ import {
   ProtocolError,
   SourceChangedError,
 } from "../../errors.js";
+import { FencedError } from "./fenced.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { PreparedChunk } from "./source-volume.js";
 
@@ -23,7 +24,8 @@ export interface SessionOptions {
   maxResends: number;
   /** sendfile() segment bytes from this fd instead of copying them through JS; undefined = copy. */
   sendfileFrom: number | undefined;
-  bandwidthLimitBytesPerSec: number | undefined;
+  /** Wire-byte budget, shared by every batch of the same migration this mover sends at once. */
+  bucket: TokenBucket | undefined;
   onChunk: ((c: TransferredChunk) => void) | undefined;
   log: Logger;
 }
@@ -47,14 +49,10 @@ export class ClientSession {
   private readonly resendQueue: number[] = [];
   private wake: (() => void) | undefined;
   private readonly stop = new AbortController();
-  private readonly bucket: TokenBucket | undefined;
   private sendfileBusy = false;
   private destroyWhenIdle = false;
 
-  constructor(private readonly o: SessionOptions) {
-    this.bucket =
-      o.bandwidthLimitBytesPerSec === undefined ? undefined : newTokenBucket(o.bandwidthLimitBytesPerSec, performance.now());
-  }
+  constructor(private readonly o: SessionOptions) {}
 
   get allAcked(): boolean {
     return this.acked.size === this.o.chunkCount;
@@ -129,6 +127,7 @@ export class ClientSession {
         if (!this.batchEndSent || !this.allAcked) throw new ProtocolError("BATCH_OK before every chunk was acknowledged");
         return "done";
       case "BATCH_ERR":
+        if (frame.failure.code === FENCED) throw new FencedError(`destination: ${frame.failure.message}`);
         throw errorFromWire(frame.failure.code, frame.failure.message);
       case "CHALLENGE":
       case "HELLO":
@@ -151,6 +150,7 @@ export class ClientSession {
   private onChunkError(offset: number, failure: WireFailure): void {
     const entry = this.sent.get(offset);
     if (entry === undefined) throw new ProtocolError(`CHUNK_ERR for offset ${offset}, which was not sent`);
+    if (failure.code === FENCED) throw new FencedError(`destination: ${failure.message}`);
     if (failure.code !== "CHECKSUM_MISMATCH") throw errorFromWire(failure.code, failure.message, offset);
     if (entry.resends >= this.o.maxResends) {
       throw new ChecksumMismatchError({
@@ -172,8 +172,8 @@ export class ClientSession {
 
   private async throttle(bytes: number): Promise<void> {
     this.check();
-    if (this.bucket === undefined) return;
-    const waitMs = reserve(this.bucket, bytes, performance.now());
+    if (this.o.bucket === undefined) return;
+    const waitMs = reserve(this.o.bucket, bytes, performance.now());
     if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
   }
 

@@ -7,6 +7,7 @@ import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
+import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { ClientSession } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
@@ -21,6 +22,12 @@ export interface SendBatchOptions {
   migrationId: string;
   batch: number;
   attempt: number;
+  /**
+   * JetStream delivery count of the work item (1 = first delivery). With `attempt` it is the
+   * fencing token: the destination refuses an older holder of the same batch. Default: not sent
+   * (then, between equal attempts, the newest session wins).
+   */
+  delivery?: number;
   /** Source volume, already confined to this mover's roots by the caller. */
   sourcePath: string;
   destDir: string;
@@ -29,7 +36,10 @@ export interface SendBatchOptions {
   chunkSizeBytes: number;
   firstChunk: number;
   chunkCount: number;
-  /** Cap on bytes written to the socket per second (frame headers included). Default: none. */
+  /**
+   * Cap on bytes written to the socket per second (frame headers included), for all batches of
+   * this migration that this process sends at once (per sending mover). Default: none.
+   */
   bandwidthLimitBytesPerSec?: number;
   signal?: AbortSignal;
   /** Called as each chunk is acknowledged (written and verified at the destination). */
@@ -69,7 +79,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   try {
     const socket = await connect(o.address, o.connectTimeoutMs ?? 10_000, o.signal);
     try {
-      const session = await run(o, socket, source, log);
+      const session = await withBucket(o, (bucket) => run(o, socket, source, bucket, log));
       const chunks = [...session.acked.values()].sort((a, b) => a.offset - b.offset);
       const result = {
         chunks,
@@ -89,13 +99,36 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
 
 function beginOf(o: SendBatchOptions): BatchBegin {
   const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
-  return { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount };
+  const begin: BatchBegin = { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount };
+  if (o.delivery !== undefined) begin.delivery = o.delivery;
+  return begin;
+}
+
+/**
+ * One token bucket per (migration, limit) while any of its batches is being sent, so that
+ * batches sent concurrently share the migration's bandwidth limit instead of each getting it.
+ */
+const buckets = new Map<string, { bucket: TokenBucket; users: number }>();
+
+async function withBucket<T>(o: SendBatchOptions, fn: (bucket: TokenBucket | undefined) => Promise<T>): Promise<T> {
+  const rate = o.bandwidthLimitBytesPerSec;
+  if (rate === undefined) return fn(undefined);
+  const key = `${o.migrationId}\0${rate}`;
+  const shared = buckets.get(key) ?? { bucket: newTokenBucket(rate, performance.now()), users: 0 };
+  shared.users += 1;
+  buckets.set(key, shared);
+  try {
+    return await fn(shared.bucket);
+  } finally {
+    shared.users -= 1;
+    if (shared.users === 0) buckets.delete(key);
+  }
 }
 
 const aborted = (signal: AbortSignal): TransferAbortedError =>
   new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
 
-async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, log: Logger): Promise<ClientSession> {
+async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, bucket: TokenBucket | undefined, log: Logger): Promise<ClientSession> {
   const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
     mapSocketError: (err) => new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
   });
@@ -105,7 +138,7 @@ async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, lo
     chunkCount: o.chunkCount,
     maxResends: o.maxResends ?? 3,
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available ? source.fd : undefined,
-    bandwidthLimitBytesPerSec: o.bandwidthLimitBytesPerSec,
+    bucket,
     onChunk: o.onChunk,
     log,
   });

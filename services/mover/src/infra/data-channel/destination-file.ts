@@ -1,4 +1,4 @@
-import { constants, type FileHandle, open } from "node:fs/promises";
+import { constants, type FileHandle, lstat, open } from "node:fs/promises";
 import { posix } from "node:path";
 import { isZero, zeroCopy, ZeroCopyUnsupportedError } from "../../../../../native/index.js";
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
@@ -6,6 +6,7 @@ import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
 import { basenameProblem, partName } from "../../domain/paths.js";
 import { PathOutsideRootError } from "../../errors.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js";
+import { FencedError } from "./fenced.js";
 import { destinationError } from "./io-errors.js";
 
 const SCRATCH_BYTES = 1024 * 1024;
@@ -36,6 +37,11 @@ export class DestinationFile {
     if (nameProblem !== undefined) throw new PathOutsideRootError(begin.destName, nameProblem);
     const dir = await confine(roots, begin.destDir, { mustExist: false });
     const path = posix.join(dir, partName(begin.destName));
+    // Finalize renamed .part to the final name: only a stale sender still sends batches for it,
+    // and letting it in would leave a new .part behind (planning refuses existing destinations).
+    if (await exists(posix.join(dir, begin.destName))) {
+      throw new FencedError(`${begin.destDir}/${begin.destName} is already finalized; batch ${begin.batch} is stale`);
+    }
     try {
       const createdDirs = await ensureDirInside(roots, dir);
       const { fh, created } = await openPart(path);
@@ -117,6 +123,16 @@ export class DestinationFile {
       if (!isZero(this.scratch.subarray(0, bytesRead))) return true;
     }
     return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT" || errnoOf(err) === "ENOTDIR") return false;
+    throw destinationError(err, path);
   }
 }
 

@@ -1,14 +1,15 @@
 import type { Socket } from "node:net";
-import type { FailureCode } from "../../../../../schemas/index.js";
 import type { Logger } from "../../../../common/logger.js";
 import { DwcpError } from "../../../../common/errors.js";
 import { analyzeChunk, crc32cZeros } from "../../../../../native/index.js";
 import { batchProblem, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
-import { encodeControl, type BatchBegin, type ChunkHeader, type ControlFrame } from "../../domain/data-channel/frames.js";
+import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
+import { encodeControl, FENCED, type BatchBegin, type ChunkHeader, type ControlFrame, type WireCode } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, ProtocolError } from "../../errors.js";
 import type { BufferPool } from "./buffer-pool.js";
 import { DestinationFile } from "./destination-file.js";
+import { FencedError } from "./fenced.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 
 export interface BatchReceiver {
@@ -18,16 +19,24 @@ export interface BatchReceiver {
   pool: BufferPool;
   /** The migration the HELLO authenticated; a batch for any other is refused. */
   migrationId: string;
+  /** Shared by every connection of this data server: who holds which batch (see fence.ts). */
+  fences: FenceTable<BatchHolder>;
   log: Logger;
+}
+
+/** One session's hold on one batch; `fence` stops it and resolves once its writes have settled. */
+export interface BatchHolder {
+  fence(err: FencedError): Promise<void>;
 }
 
 export function send(socket: Socket, frame: ControlFrame): void {
   if (!socket.destroyed && socket.writable) socket.write(encodeControl(frame));
 }
 
-export function wireCode(err: unknown): FailureCode {
+export function wireCode(err: unknown): WireCode {
   if (err instanceof DwcpError) {
     switch (err.code) {
+      case FENCED:
       case "NO_SPACE":
       case "DESTINATION_WRITE_FAILED":
       case "PATH_OUTSIDE_ROOT":
@@ -46,6 +55,10 @@ const messageOf = (err: unknown): string => (err instanceof Error ? err.message 
  * Receive one batch after its BATCH_BEGIN: verify and write each chunk as it arrives (replies are
  * sent per chunk, in completion order, so the sender can pipeline), then fsync on BATCH_END and
  * answer BATCH_OK. Throws a typed error if the batch fails; the caller answers BATCH_ERR.
+ *
+ * Fencing: the batch is claimed before the file is opened. An older sender is refused; a live
+ * older session is told to stop and its writes in flight settle before this one writes; every
+ * chunk re-checks the claim just before it is written, so a superseded sender writes nothing more.
  */
 export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promise<void> {
   if (begin.migrationId !== ctx.migrationId) {
@@ -53,10 +66,38 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
   }
   const problem = batchProblem(begin);
   if (problem !== undefined) throw new ProtocolError(`BATCH_BEGIN: ${problem}`);
+  const state: BatchState = { written: new Set(), inflight: new Set(), failure: undefined, fenced: false };
+  const key = fenceKey(begin);
+  const holder: BatchHolder = {
+    fence: async (err) => {
+      state.fenced = true;
+      state.failure ??= err;
+      ctx.reader.abort(err);
+      await Promise.allSettled(state.inflight);
+    },
+  };
+  const claim = ctx.fences.claim(key, tokenOf(begin), holder);
+  if (!claim.granted) {
+    throw new FencedError(
+      `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: attempt ${claim.newer.attempt} delivery ${claim.newer.delivery} holds it`,
+    );
+  }
+  try {
+    if (claim.superseded !== undefined) {
+      ctx.log.warn({ attempt: begin.attempt, delivery: begin.delivery }, "batch taken over from an older sender; fencing it");
+      await claim.superseded.fence(new FencedError(`batch ${begin.batch} was handed to a newer sender (attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`));
+    }
+    await receiveClaimed(ctx, begin, state, () => ctx.fences.holds(key, holder));
+  } finally {
+    ctx.fences.release(key, holder);
+  }
+}
+
+async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: BatchState, holds: () => boolean): Promise<void> {
   const file = await DestinationFile.open(ctx.roots, begin);
   ctx.pool.ensure(begin.chunkSizeBytes);
   ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
-  const state: BatchState = { written: new Set(), inflight: new Set(), failure: undefined };
+  state.holds = holds;
   try {
     const written = await receiveChunks(ctx, begin, file, state);
     await Promise.all(state.inflight);
@@ -65,6 +106,7 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
       throw new ProtocolError(`BATCH_END after ${written.size} of ${begin.chunkCount} chunks were written`);
     }
     await file.sync();
+    if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
     send(ctx.socket, { kind: "BATCH_OK" });
   } finally {
     await Promise.allSettled(state.inflight);
@@ -76,8 +118,12 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
 interface BatchState {
   written: Set<number>;
   inflight: Set<Promise<void>>;
-  /** First chunk that could not be written; fails the batch. */
+  /** First chunk that could not be written (or the fence); fails the batch. */
   failure: Error | undefined;
+  /** A newer sender took the batch over. */
+  fenced: boolean;
+  /** Whether this session still holds the batch; checked before every write. */
+  holds?: () => boolean;
 }
 
 async function receiveChunks(
@@ -98,7 +144,7 @@ async function receiveChunks(
       if (step.data === undefined) checkChunk(begin, step.header);
       const held = step.data === undefined ? undefined : buffer;
       buffer = undefined;
-      const work = storeChunk(ctx, file, step.header, step.data)
+      const work = storeChunk(ctx, file, step.header, step.data, state)
         .then((ok) => {
           if (ok) written.add(step.header.offset);
         })
@@ -133,6 +179,7 @@ async function storeChunk(
   file: DestinationFile,
   h: ChunkHeader,
   data: Uint8Array | undefined,
+  state: BatchState,
 ): Promise<boolean> {
   const actual = data === undefined ? crc32cZeros(h.length) : (await analyzeChunk(data)).crc32c;
   const log = ctx.log.child({ offset: h.offset });
@@ -144,6 +191,9 @@ async function storeChunk(
       failure: { code: "CHECKSUM_MISMATCH", message: `CRC32C ${actual} != ${h.crc32c}` },
     });
     return false;
+  }
+  if (state.fenced || state.holds?.() === false) {
+    throw state.failure ?? new FencedError(`chunk at offset ${h.offset}: the batch was handed to a newer sender`);
   }
   try {
     await file.writeChunk(h.offset, h.length, h.segments, data);

@@ -5,12 +5,13 @@ import type { Logger } from "../../../../common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { verifyHelloMac } from "../../domain/data-channel/auth.js";
 import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
+import { FenceTable } from "../../domain/data-channel/fence.js";
 import { NONCE_BYTES } from "../../domain/data-channel/frames.js";
 import { ProtocolError } from "../../errors.js";
 import { resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader } from "./frame-reader.js";
-import { messageOf, receiveBatch, send, wireCode } from "./server-batch.js";
+import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";
 
 export interface DataServerOptions {
   /** This mover's host id; goes into every log line. */
@@ -47,6 +48,7 @@ interface ServerConfig {
   helloTimeoutMs: number;
   idleTimeoutMs: number;
   buffersPerConnection: number;
+  fences: FenceTable<BatchHolder>;
 }
 
 /** Start the destination side of the data channel. Resolves once it is listening. */
@@ -57,6 +59,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     helloTimeoutMs: opts.helloTimeoutMs ?? 5000,
     idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
     buffersPerConnection: opts.buffersPerConnection ?? 2,
+    fences: new FenceTable<BatchHolder>(),
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, Promise<void>>();
@@ -117,10 +120,11 @@ async function serveConnection(socket: Socket, cfg: ServerConfig, parentLog: Log
     const begin = step.frame.begin;
     const batchLog = log.child({ batch: begin.batch, attempt: begin.attempt, destName: begin.destName });
     try {
-      await receiveBatch({ socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, log: batchLog }, begin);
+      await receiveBatch({ socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, fences: cfg.fences, log: batchLog }, begin);
       batchLog.info({ chunks: begin.chunkCount }, "batch received and synced");
     } catch (err) {
-      batchLog.warn({ err }, "batch failed");
+      if (wireCode(err) === "FENCED") batchLog.warn({ code: "FENCED", reason: messageOf(err) }, "batch refused: a newer sender holds it");
+      else batchLog.warn({ err }, "batch failed");
       send(socket, { kind: "BATCH_ERR", failure: { code: wireCode(err), message: messageOf(err) } });
       await lingerClose(socket, reader);
       return;

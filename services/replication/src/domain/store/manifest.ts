@@ -1,0 +1,83 @@
+/** 4 KiB: the unit of change detection. */
+export const PAGE = 4096;
+/** Default bytes per stored chunk: small enough that 1% scattered changes stay cheap to rebuild. */
+export const DEFAULT_CHUNK_BYTES = 1 << 20;
+
+export interface ManifestVolume {
+  name: string;
+  sizeBytes: number;
+  /** BLAKE3 hex per chunk; null for an all-zero chunk (a hole on restore). */
+  chunks: Array<string | null>;
+}
+
+/** What one snapshot consists of. Stored in the destination store, referenced by its BLAKE3. */
+export interface Manifest {
+  format: "dwcp-manifest";
+  version: 1;
+  vm: string;
+  snapshotId: string;
+  parentId?: string;
+  takenAt: string;
+  chunkSizeBytes: number;
+  volumes: ManifestVolume[];
+}
+
+export const chunkCount = (sizeBytes: number, chunkBytes: number): number => Math.ceil(sizeBytes / chunkBytes);
+export const chunkLength = (sizeBytes: number, chunkBytes: number, index: number): number =>
+  Math.max(0, Math.min(chunkBytes, sizeBytes - index * chunkBytes));
+
+/** Every chunk hash the manifests reference. */
+export function referencedChunks(manifests: Iterable<Manifest>): Set<string> {
+  const out = new Set<string>();
+  for (const m of manifests) for (const v of m.volumes) for (const h of v.chunks) if (h !== null) out.add(h);
+  return out;
+}
+
+/** How many snapshots retention keeps: the newest N, those younger than a duration, or both. */
+export interface RetentionPolicy {
+  keep?: number;
+  keepForMs?: number;
+}
+
+/**
+ * Ids to prune, oldest first. The newest snapshot is always kept, so a policy can never leave a
+ * VM without a restore point.
+ */
+export function selectPrunable(snapshots: Array<{ snapshotId: string; takenAt: string }>, policy: RetentionPolicy, nowMs: number): string[] {
+  if (policy.keep === undefined && policy.keepForMs === undefined) return [];
+  const sorted = [...snapshots].sort((a, b) => Date.parse(a.takenAt) - Date.parse(b.takenAt));
+  const newestFirst = [...sorted].reverse();
+  const keep = new Set<string>();
+  newestFirst.forEach((s, i) => {
+    const byCount = policy.keep !== undefined && i < Math.max(1, policy.keep);
+    const byAge = policy.keepForMs !== undefined && nowMs - Date.parse(s.takenAt) <= policy.keepForMs;
+    if (i === 0 || byCount || byAge) keep.add(s.snapshotId);
+  });
+  return sorted.filter((s) => !keep.has(s.snapshotId)).map((s) => s.snapshotId);
+}
+
+/**
+ * Pages of one chunk that differ from the previous version: a fingerprint that changed, a page the
+ * previous version did not have, or the pages from the shorter version's last page on when the
+ * volume's size changed (a partial page's fingerprint does not see the bytes that follow it).
+ */
+export function changedPages(
+  fresh: BigUint64Array,
+  previous: BigUint64Array | undefined,
+  firstPage: number,
+  sizeChanged: boolean,
+  totalPages: number,
+): number[] {
+  const out: number[] = [];
+  const oldPages = previous?.length ?? 0;
+  const edge = sizeChanged ? Math.min(oldPages, totalPages) - 1 : Infinity;
+  for (let j = 0; j < fresh.length; j++) {
+    const p = firstPage + j;
+    if (p >= oldPages || p >= edge || previous?.[p] !== fresh[j]) out.push(j);
+  }
+  return out;
+}
+
+/** Snapshot ids sort by time: 20261126T211500123Z-3f9a. */
+export const snapshotIdFor = (takenAt: Date, suffix: string): string =>
+  `${takenAt.toISOString().replace(/[-:.]/g, "")}-${suffix}`;

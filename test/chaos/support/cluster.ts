@@ -1,0 +1,216 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
+import { join } from "node:path";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { freePort } from "../../../services/common/nats-server.js";
+import { FaultProxy } from "./proxy.js";
+import { markedEnv, trackPid } from "./procs.js";
+import type { ServerInfo } from "./server-version.js";
+
+interface NodeSpec {
+  name: string;
+  port: number;
+  clusterPort: number;
+  httpPort: number;
+  conf: string;
+  log: string;
+}
+
+/**
+ * A 3-node JetStream cluster on loopback. Every route between two nodes runs through a
+ * FaultProxy of its own (node i dials node j only via proxy i→j; the advertised cluster address
+ * is a closed port so no node learns a direct path), which is how a node is partitioned while
+ * it keeps serving its own clients. Nodes are killed and restarted by PID with the same config
+ * and store.
+ */
+export class NatsCluster {
+  readonly nodes: NodeSpec[] = [];
+  private readonly procs: Array<ChildProcess | undefined> = [];
+  private readonly routes = new Map<string, FaultProxy>();
+
+  private constructor(
+    readonly dir: string,
+    readonly server: ServerInfo,
+  ) {}
+
+  static async start(dir: string, server: ServerInfo, size = 3): Promise<NatsCluster> {
+    const c = new NatsCluster(dir, server);
+    for (let i = 0; i < size; i++) {
+      const [port, clusterPort, httpPort] = [await freePort(), await freePort(), await freePort()];
+      c.nodes.push({ name: `n${i}`, port, clusterPort, httpPort, conf: join(dir, `n${i}.conf`), log: join(dir, `n${i}.log`) });
+    }
+    for (const [i, from] of c.nodes.entries()) {
+      for (const [j, to] of c.nodes.entries()) {
+        if (i === j) continue;
+        c.routes.set(`${i}>${j}`, await FaultProxy.start({ name: `route ${from.name}>${to.name}`, listenHost: "127.0.0.1", targetHost: "127.0.0.1", targetPort: to.clusterPort }));
+      }
+    }
+    for (let i = 0; i < size; i++) c.writeConfig(i);
+    try {
+      await Promise.all(c.nodes.map((_, i) => c.startNode(i)));
+    } catch (err) {
+      await c.stop();
+      throw err;
+    }
+    return c;
+  }
+
+  url(i: number): string {
+    return `nats://127.0.0.1:${this.node(i).port}`;
+  }
+
+  /** Comma-separated URLs of the given nodes (default all), as `--nats` takes them. */
+  urls(only: number[] = this.nodes.map((_, i) => i)): string {
+    return only.map((i) => this.url(i)).join(",");
+  }
+
+  indexOf(serverName: string | undefined): number {
+    return this.nodes.findIndex((n) => n.name === serverName);
+  }
+
+  isUp(i: number): boolean {
+    const p = this.procs[i];
+    return p !== undefined && p.exitCode === null && p.signalCode === null;
+  }
+
+  pid(i: number): number | undefined {
+    return this.procs[i]?.pid;
+  }
+
+  async startNode(i: number): Promise<void> {
+    const n = this.node(i);
+    const fd = openSync(n.log, "a");
+    const child = spawn(this.server.bin, ["-c", n.conf], { stdio: ["ignore", fd, fd], env: markedEnv() });
+    closeSync(fd);
+    trackPid(child.pid);
+    this.procs[i] = child;
+    await waitForPort(n.port, child, 15_000);
+  }
+
+  /** kill -<signal> node i and wait until it is gone (SIGKILL by default: no shutdown path). */
+  async kill(i: number, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const p = this.procs[i];
+    if (p === undefined || !this.isUp(i)) return;
+    const gone = new Promise<void>((r) => p.once("exit", () => r()));
+    p.kill(signal);
+    await gone;
+  }
+
+  /** Cut every route to and from node i; it keeps serving its clients, who get no JetStream. */
+  partition(i: number): void {
+    for (const [key, proxy] of this.routes) if (key.split(">").includes(String(i))) proxy.cut();
+  }
+
+  heal(i: number): void {
+    for (const [key, proxy] of this.routes) if (key.split(">").includes(String(i))) proxy.heal();
+  }
+
+  /** The monitoring endpoint's JSON (e.g. "jsz", "varz") of node i. */
+  async monitor<T>(i: number, path: string): Promise<T> {
+    const res = await fetch(`http://127.0.0.1:${this.node(i).httpPort}/${path}`);
+    return (await res.json()) as T;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled(this.nodes.map((_, i) => this.kill(i, "SIGKILL")));
+    await Promise.allSettled([...this.routes.values()].map((p) => p.close()));
+  }
+
+  private node(i: number): NodeSpec {
+    const n = this.nodes[i];
+    if (n === undefined) throw new RangeError(`no node ${i}`);
+    return n;
+  }
+
+  private writeConfig(i: number): void {
+    const n = this.node(i);
+    const store = join(this.dir, n.name, "jetstream");
+    mkdirSync(store, { recursive: true });
+    const routes = this.nodes
+      .map((_, j) => j)
+      .filter((j) => j !== i)
+      .map((j) => `    "nats-route://127.0.0.1:${this.routes.get(`${i}>${j}`)?.port ?? 0}"`);
+    // 2.9 acknowledges before fsync (sync every 2 min, not configurable); from 2.10 every write
+    // is fsynced before its ack.
+    const sync = this.server.features.syncInterval ? "  sync_interval: always\n" : "";
+    writeFileSync(
+      n.conf,
+      `server_name: "${n.name}"
+listen: "127.0.0.1:${n.port}"
+http: "127.0.0.1:${n.httpPort}"
+jetstream {
+  store_dir: "${store}"
+  max_memory_store: 268435456
+  max_file_store: 4294967296
+${sync}}
+cluster {
+  name: "dwcp-chaos"
+  listen: "127.0.0.1:${n.clusterPort}"
+  advertise: "127.0.0.1:1"
+  no_advertise: true
+  routes: [
+${routes.join("\n")}
+  ]
+}
+`,
+    );
+  }
+}
+
+/** Polls a TCP connect: a freshly spawned nats-server offers no other readiness signal. */
+async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`nats-server exited with code ${child.exitCode} before it listened on ${port}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = tcpConnect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nats-server did not listen on ${port} within ${timeoutMs} ms`);
+}
+
+/**
+ * Waits until JetStream answers and every named stream has a leader and current replicas.
+ * There is no event for "the cluster has settled", so this polls the API with a deadline.
+ */
+export async function waitHealthy(jsm: JetStreamManager, streams: string[], timeoutMs = 60_000, replicas = 3): Promise<number> {
+  const started = Date.now();
+  let last = "";
+  while (Date.now() - started < timeoutMs) {
+    try {
+      await jsm.getAccountInfo();
+      let ok = true;
+      for (const name of streams) {
+        const info = await jsm.streams.info(name);
+        const cl = info.cluster;
+        const current = (cl?.replicas ?? []).filter((r) => r.current).length;
+        if (!cl?.leader || current < replicas - 1) {
+          ok = false;
+          last = `${name}: leader ${cl?.leader ?? "none"}, ${current} current followers`;
+          break;
+        }
+      }
+      if (ok) return Date.now() - started;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`cluster not healthy within ${timeoutMs} ms: ${last}`);
+}
+
+export async function streamLeader(jsm: JetStreamManager, stream: string): Promise<string | undefined> {
+  return (await jsm.streams.info(stream)).cluster?.leader;
+}
+
+/** Asks the leader of a stream (or of a durable consumer) to step down; a new one is elected. */
+export async function stepDown(nc: NatsConnection, stream: string, consumer?: string): Promise<void> {
+  const subject = consumer ? `$JS.API.CONSUMER.LEADER.STEPDOWN.${stream}.${consumer}` : `$JS.API.STREAM.LEADER.STEPDOWN.${stream}`;
+  await nc.request(subject, undefined, { timeout: 5_000 });
+}

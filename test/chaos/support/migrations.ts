@@ -1,0 +1,145 @@
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { expect } from "vitest";
+import { generateImage, generateRandomFile, type ImageSpec } from "../../../cli/image.js";
+import { publishCommand, watchMigration } from "../../../cli/client.js";
+import { buildStart } from "../../../cli/migrate.js";
+import { sha256File } from "../../../cli/verify.js";
+import type { MigrationEvent, StartMigration } from "../../../schemas/index.js";
+import { EventStore, type StoredEvent } from "../../../services/common/event-store.js";
+import type { Nats } from "../../../services/common/nats.js";
+import { evolve, fold } from "../../../services/coordinator/src/domain/migration/evolve.js";
+import { batchRange } from "../../../services/coordinator/src/domain/migration/planner.js";
+import { initialMigration, type Migration } from "../../../services/coordinator/src/domain/migration/state.js";
+import type { Chaos } from "./harness.js";
+
+export const MiB = 1024 * 1024;
+
+/** A sparse VM-like image, or (`dense`) incompressible random bytes with no holes. */
+export async function makeImage(c: Chaos, host: string, rel: string, spec: ImageSpec & { dense?: boolean }): Promise<string> {
+  const path = join(c.root(host), rel);
+  await mkdir(dirname(path), { recursive: true });
+  if (spec.dense) await generateRandomFile(path, spec.sizeBytes, spec.seed);
+  else await generateImage(path, spec);
+  return path;
+}
+
+export interface MigrationInput {
+  id: string;
+  /** Source paths relative to host a's root. */
+  sources: string[];
+  /** Destination directory relative to host b's root. */
+  dir: string;
+  chunkSizeBytes?: number;
+  batchSizeBytes?: number;
+  bandwidthLimitBytesPerSec?: number;
+}
+
+export function command(m: MigrationInput): StartMigration {
+  return buildStart({
+    vm: m.id,
+    commandId: `cmd-${m.id}`,
+    migrationId: m.id,
+    source: { host: "a", volumes: m.sources.map((path) => ({ path, kind: "disk" as const })) },
+    destination: { host: "b", dir: m.dir },
+    options: { chunkSizeBytes: m.chunkSizeBytes ?? MiB, batchSizeBytes: m.batchSizeBytes ?? 4 * MiB, bandwidthLimitBytesPerSec: m.bandwidthLimitBytesPerSec },
+  });
+}
+
+export async function startMigration(nats: Nats, m: MigrationInput): Promise<StartMigration> {
+  const cmd = command(m);
+  await publishCommand(nats, cmd);
+  return cmd;
+}
+
+export const eventsOf = (nats: Nats, id: string): Promise<StoredEvent[]> => new EventStore(nats.js, nats.jsm).read(id);
+
+/** Resolves with the first event of `id` that matches, following the log live (no polling). */
+export async function waitEvent(nats: Nats, id: string, what: string, match: (e: MigrationEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
+  const store = new EventStore(nats.js, nats.jsm);
+  let found!: (e: StoredEvent) => void;
+  const result = new Promise<StoredEvent>((r) => (found = r));
+  const tail = await store.tail({ filter: `dwcp.evt.migration.${id}`, onEvent: (e) => (match(e.event) ? found(e) : undefined) });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${id}: no ${what} within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([result, timeout]);
+  } finally {
+    clearTimeout(timer);
+    tail.stop();
+  }
+}
+
+/** Follows the migration to its terminal event. */
+export async function waitEnd(nats: Nats, id: string, timeoutMs = 120_000): Promise<Migration> {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const m = await watchMigration(nats, id, () => undefined, abort.signal);
+    if (abort.signal.aborted) throw new Error(`${id} did not end within ${timeoutMs} ms (status ${m.status})`);
+    return m;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const TERMINAL = new Set(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
+
+/** Keys of logical transitions recorded more than once (a duplicate that dedup should have dropped). */
+export function duplicateTransitions(events: StoredEvent[]): string[] {
+  const seen = new Map<string, number>();
+  for (const { event: e } of events) {
+    let key: string | undefined;
+    if (e.type === "MigrationRequested" || e.type === "MigrationPlanned") key = e.type;
+    else if (TERMINAL.has(e.type)) key = "terminal";
+    else if (e.type === "ChunkBatchTransferred" || e.type === "ChunkBatchRetried") key = `${e.type} b${e.batch} a${e.attempt}`;
+    if (key !== undefined) seen.set(key, (seen.get(key) ?? 0) + 1);
+  }
+  return [...seen].filter(([, n]) => n > 1).map(([k, n]) => `${k} x${n}`);
+}
+
+export interface Outcome {
+  state: Migration;
+  events: StoredEvent[];
+  /** Batches that were recorded as transferred more than once (only the first counts). */
+  extraTransfers: number;
+  retries: number;
+}
+
+/**
+ * The invariants every scenario ends with: the log folds to "completed" with exactly one
+ * terminal event; every planned batch has exactly one effective ChunkBatchTransferred whose
+ * chunks are exactly the batch's planned chunks; the totals equal the plan; and every
+ * destination file is byte-identical (sha256) to its source.
+ */
+export async function verifyMigration(c: Chaos, id: string, files: Array<{ src: string; dst: string }>): Promise<Outcome> {
+  const events = await eventsOf(c.nats, id);
+  const state = fold(id, events.map((e) => e.event));
+  expect(state.status, `${id}: ${state.reason ?? ""} ${state.message ?? ""}`).toBe("completed");
+  expect(events.filter((e) => TERMINAL.has(e.event.type)), "exactly one terminal event").toHaveLength(1);
+  const plan = state.plan;
+  if (plan === undefined) throw new Error(`${id} has no plan`);
+  const effective = new Map<number, number[]>();
+  let m = initialMigration(id);
+  let transfers = 0;
+  for (const { event } of events) {
+    const before = m.batches[event.type === "ChunkBatchTransferred" ? event.batch : -1]?.status;
+    m = evolve(m, event);
+    if (event.type !== "ChunkBatchTransferred") continue;
+    transfers++;
+    if (before !== "done" && m.batches[event.batch]?.status === "done") {
+      expect(effective.has(event.batch), `batch ${event.batch} became done twice`).toBe(false);
+      effective.set(event.batch, event.chunks.map((ch) => ch.offset));
+    }
+  }
+  for (let b = 0; b < plan.batchCount; b++) {
+    const range = batchRange(plan, b);
+    const want = Array.from({ length: range?.chunkCount ?? 0 }, (_, i) => ((range?.firstChunk ?? 0) + i) * plan.chunkSizeBytes);
+    expect(effective.get(b), `batch ${b}: its planned chunks, each exactly once`).toEqual(want);
+  }
+  expect(state.totals).toMatchObject({ bytes: plan.totalBytes, chunks: plan.chunkCount, batches: plan.batchCount });
+  for (const f of files) expect(await sha256File(f.dst), `${f.dst} is byte-identical to ${f.src}`).toBe(await sha256File(f.src));
+  return { state, events, extraTransfers: transfers - plan.batchCount, retries: events.filter((e) => e.event.type === "ChunkBatchRetried").length };
+}

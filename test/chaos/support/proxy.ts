@@ -1,0 +1,329 @@
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES, type FrameKind } from "../../../services/mover/src/domain/data-channel/frames.js";
+import type { Rng } from "./seed.js";
+
+/** What the proxy does to traffic right now; change it at any time, it applies to new bytes. */
+export interface Faults {
+  /** Added to every byte in each direction (one way), in ms. */
+  latencyMs: number;
+  /** Cap per connection and direction, bytes/s; undefined = none. */
+  rateBytesPerSec?: number;
+  /** Per DWCP CHUNK frame (client → server) carrying data: chance of one flipped bit in its data. */
+  flipProbability: number;
+}
+
+/** A DWCP data-channel frame as the sniffer saw it pass. */
+export interface FrameSeen {
+  conn: number;
+  dir: "up" | "down";
+  kind: FrameKind | "UNKNOWN";
+  at: number;
+  /** CHUNK: offset; CHUNK_OK/CHUNK_ERR: offset. */
+  offset: number;
+  /** Header + payload bytes. */
+  wire: number;
+  /** Batch of the connection's current BATCH_BEGIN (or -1). */
+  batch: number;
+  attempt: number;
+  /** BATCH_BEGIN's delivery, if sent. */
+  delivery?: number;
+  /** BATCH_ERR / CHUNK_ERR failure code. */
+  code?: string;
+  /** CHUNK: a bit of this frame was flipped. */
+  flipped?: boolean;
+}
+
+type Listener = (f: FrameSeen) => void;
+
+/**
+ * A TCP proxy that injects faults: latency, a bandwidth cap, cuts (existing connections reset,
+ * new ones refused until heal) and, for the dwcp data channel, bit flips in chunk data. With
+ * `sniff` it parses DWCP frames in both directions and reports them, so a test can wait for
+ * "chunk 3 of batch 2 is on the wire" instead of sleeping.
+ */
+export class FaultProxy {
+  readonly faults: Faults = { latencyMs: 0, flipProbability: 0 };
+  readonly frames: FrameSeen[] = [];
+  /** CHUNK frames whose data got a flipped bit (also reported once as a CHUNK frame). */
+  readonly flips: FrameSeen[] = [];
+  bytesUp = 0;
+  connections = 0;
+  private refusing = false;
+  private readonly open = new Set<Socket>();
+  private readonly listeners = new Set<Listener>();
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+    readonly host: string,
+    private readonly opts: ProxyOptions,
+  ) {}
+
+  static async start(opts: ProxyOptions): Promise<FaultProxy> {
+    const server = createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: opts.listenHost, port: opts.listenPort ?? 0, exclusive: true }, resolve);
+    });
+    const addr = server.address();
+    if (addr === null || typeof addr === "string") throw new Error("proxy has no address");
+    const proxy = new FaultProxy(server, addr.port, opts.listenHost, opts);
+    server.on("connection", (s) => proxy.accept(s));
+    return proxy;
+  }
+
+  get address(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  /** Reset every connection and refuse new ones until heal(). */
+  cut(): void {
+    this.refusing = true;
+    for (const s of this.open) s.resetAndDestroy();
+    this.open.clear();
+  }
+
+  heal(): void {
+    this.refusing = false;
+  }
+
+  get isCut(): boolean {
+    return this.refusing;
+  }
+
+  onFrame(l: Listener): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  /** Resolves with the first frame (already seen or future) that matches. */
+  async waitFrame(what: string, match: (f: FrameSeen) => boolean, timeoutMs = 60_000): Promise<FrameSeen> {
+    const seen = this.frames.find(match);
+    if (seen) return seen;
+    return new Promise<FrameSeen>((resolve, reject) => {
+      const timer = setTimeout(() => (off(), reject(new Error(`proxy ${this.opts.name}: no ${what} within ${timeoutMs} ms`))), timeoutMs);
+      const off = this.onFrame((f) => {
+        if (!match(f)) return;
+        clearTimeout(timer);
+        off();
+        resolve(f);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private emit(f: FrameSeen): void {
+    this.frames.push(f);
+    for (const l of [...this.listeners]) l(f);
+  }
+
+  private accept(client: Socket): void {
+    if (this.refusing) {
+      client.resetAndDestroy();
+      return;
+    }
+    const id = ++this.connections;
+    const upstream = connect({ host: this.opts.targetHost, port: this.opts.targetPort, noDelay: true });
+    client.setNoDelay(true);
+    this.open.add(client).add(upstream);
+    const kill = (): void => {
+      client.destroy();
+      upstream.destroy();
+      this.open.delete(client);
+      this.open.delete(upstream);
+    };
+    client.on("error", kill).on("close", kill);
+    upstream.on("error", kill).on("close", kill);
+    const state = { batch: -1, attempt: -1 };
+    const up = this.opts.sniff ? new Sniffer("up", id, state, this, this.opts.rng) : undefined;
+    const down = this.opts.sniff ? new Sniffer("down", id, state, this, undefined) : undefined;
+    upstream.once("connect", () => {
+      new Lane(client, upstream, this, up).start();
+      new Lane(upstream, client, this, down).start();
+      client.resume();
+    });
+  }
+
+  /** @internal */ report(f: FrameSeen): void {
+    this.emit(f);
+  }
+
+  /** @internal */ countUp(n: number): void {
+    this.bytesUp += n;
+  }
+}
+
+export interface ProxyOptions {
+  name: string;
+  listenHost: string;
+  listenPort?: number;
+  targetHost: string;
+  targetPort: number;
+  /** Parse DWCP data-channel frames (and allow bit flips). */
+  sniff?: boolean;
+  /** Decides which chunks get a flipped bit, and which bit. */
+  rng?: Rng;
+}
+
+/** One direction of one connection: delay, rate-limit, sniff, forward; back-pressure both ways. */
+class Lane {
+  private readonly queue: Array<{ buf: Buffer; at: number }> = [];
+  private queued = 0;
+  private nextFree = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private ended = false;
+
+  constructor(
+    private readonly src: Socket,
+    private readonly dst: Socket,
+    private readonly proxy: FaultProxy,
+    private readonly sniffer: Sniffer | undefined,
+  ) {}
+
+  start(): void {
+    this.src.on("data", (chunk: Buffer) => {
+      const buf = this.sniffer ? this.sniffer.pass(chunk) : chunk;
+      if (this.sniffer?.dir === "up") this.proxy.countUp(buf.length);
+      const f = this.proxy.faults;
+      const now = performance.now();
+      let at = now + f.latencyMs;
+      if (f.rateBytesPerSec !== undefined) {
+        at = Math.max(at, this.nextFree);
+        this.nextFree = Math.max(this.nextFree, now) + (buf.length * 1000) / f.rateBytesPerSec;
+      }
+      this.queue.push({ buf, at });
+      this.queued += buf.length;
+      if (this.queued > 1024 * 1024) this.src.pause();
+      this.pump();
+    });
+    this.src.on("end", () => {
+      this.ended = true;
+      this.pump();
+    });
+    this.dst.on("drain", () => this.pump());
+  }
+
+  private pump(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const now = performance.now();
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      if (head === undefined || head.at > now) break;
+      this.queue.shift();
+      this.queued -= head.buf.length;
+      if (this.dst.destroyed) return;
+      if (!this.dst.write(head.buf)) return; // resumes on drain
+    }
+    if (this.queued < 256 * 1024 && this.src.isPaused() && !this.src.destroyed) this.src.resume();
+    const head = this.queue[0];
+    if (head) this.timer = setTimeout(() => this.pump(), Math.max(1, head.at - now));
+    else if (this.ended && !this.dst.destroyed) this.dst.end();
+  }
+}
+
+/** Streaming DWCP frame parser for one direction; flips bits in CHUNK data when told to. */
+class Sniffer {
+  private header = Buffer.alloc(0);
+  private payloadLeft = 0;
+  private payloadPos = 0;
+  private control: Buffer[] = [];
+  private current: { kind: FrameKind | "UNKNOWN"; offset: number; wire: number; flipAt: number; flipped: boolean } | undefined;
+
+  constructor(
+    readonly dir: "up" | "down",
+    private readonly conn: number,
+    private readonly state: { batch: number; attempt: number },
+    private readonly proxy: FaultProxy,
+    private readonly rng: Rng | undefined,
+  ) {}
+
+  pass(chunk: Buffer): Buffer {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.current !== undefined) {
+        const n = Math.min(this.payloadLeft, chunk.length - i);
+        const c = this.current;
+        if (c.flipAt >= this.payloadPos && c.flipAt < this.payloadPos + n && this.rng) {
+          const at = i + (c.flipAt - this.payloadPos);
+          chunk[at] = (chunk[at] ?? 0) ^ (1 << this.rng.int(8));
+          c.flipped = true;
+        }
+        if (c.kind !== "CHUNK") this.control.push(Buffer.from(chunk.subarray(i, i + n)));
+        this.payloadLeft -= n;
+        this.payloadPos += n;
+        i += n;
+        if (this.payloadLeft === 0) this.finish();
+        continue;
+      }
+      const take = Math.min(HEADER_BYTES - this.header.length, chunk.length - i);
+      this.header = Buffer.concat([this.header, chunk.subarray(i, i + take)]);
+      i += take;
+      if (this.header.length === HEADER_BYTES) this.begin();
+    }
+    return chunk;
+  }
+
+  private begin(): void {
+    const h = this.header;
+    this.header = Buffer.alloc(0);
+    const code = h.readUInt8(5);
+    const kind = (Object.entries(FRAME_CODES).find(([, c]) => c === code)?.[0] ?? "UNKNOWN") as FrameKind | "UNKNOWN";
+    const payload = h.readUInt32BE(8);
+    const offset = h.readUInt32BE(12) * 2 ** 32 + h.readUInt32BE(16);
+    const table = h.readUInt32BE(28) * SEGMENT_ENTRY_BYTES;
+    let flipAt = -1;
+    if (kind === "CHUNK" && this.rng && payload > table && this.rng.float() < this.proxy.faults.flipProbability) {
+      flipAt = table + this.rng.int(payload - table);
+    }
+    this.current = { kind, offset, wire: HEADER_BYTES + payload, flipAt, flipped: false };
+    this.payloadLeft = payload;
+    this.payloadPos = 0;
+    this.control = [];
+    // CHUNK frames are reported when their header passes: "chunk k is being written now".
+    if (kind === "CHUNK") this.report(undefined);
+    if (payload === 0) this.finish();
+  }
+
+  private finish(): void {
+    const c = this.current;
+    this.current = undefined;
+    if (c === undefined) return;
+    if (c.kind === "CHUNK") {
+      if (c.flipped) this.proxy.flips.push({ ...this.base(c), flipped: true });
+      return;
+    }
+    let json: { batch?: number; attempt?: number; delivery?: number; code?: string } = {};
+    if (c.kind === "BATCH_BEGIN" || c.kind === "BATCH_ERR" || c.kind === "CHUNK_ERR") {
+      try {
+        json = JSON.parse(Buffer.concat(this.control).toString("utf8")) as typeof json;
+      } catch {
+        json = {};
+      }
+    }
+    if (c.kind === "BATCH_BEGIN") {
+      this.state.batch = json.batch ?? -1;
+      this.state.attempt = json.attempt ?? -1;
+    }
+    this.current = c;
+    this.report(json);
+    this.current = undefined;
+  }
+
+  private base(c: NonNullable<Sniffer["current"]>): FrameSeen {
+    return { conn: this.conn, dir: this.dir, kind: c.kind, at: performance.now(), offset: c.offset, wire: c.wire, batch: this.state.batch, attempt: this.state.attempt };
+  }
+
+  private report(json: { delivery?: number; code?: string } | undefined): void {
+    const c = this.current;
+    if (c === undefined) return;
+    const f = this.base(c);
+    if (json?.delivery !== undefined) f.delivery = json.delivery;
+    if (json?.code !== undefined) f.code = json.code;
+    this.proxy.report(f);
+  }
+}
