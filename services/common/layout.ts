@@ -83,7 +83,8 @@ export async function ensureWorkStream(jsm: JetStreamManager, host: string, opts
   await ensureConsumer(jsm, workStream(host), MOVER_DURABLE, subjects.work(host), workAckWaitMs());
 }
 
-async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+/** Creates a stream, or brings an existing one to this configuration. */
+export async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   try {
     await jsm.streams.info(cfg.name);
     await jsm.streams.update(cfg.name, cfg);

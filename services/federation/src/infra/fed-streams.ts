@@ -6,13 +6,13 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
-  type StreamConfig,
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { createHash } from "node:crypto";
 import { FederationAppend, type FederationEvent } from "../../../../schemas/federation.js";
 import { DwcpError, VersionConflictError } from "../../../common/errors.js";
 import { safeJson } from "../../../common/json.js";
+import { ensureStream } from "../../../common/layout.js";
 
 /** Stream and subject names of the federation (the README's table mirrors this). */
 export const fedNames = {
@@ -97,16 +97,6 @@ export async function mirroredPeers(jsm: JetStreamManager): Promise<string[]> {
     if (name.startsWith(fedNames.mirrorPrefix)) peers.push(name.slice(fedNames.mirrorPrefix.length));
   }
   return peers.sort();
-}
-
-async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
-  try {
-    await jsm.streams.info(cfg.name);
-    await jsm.streams.update(cfg.name, cfg);
-  } catch (err) {
-    if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
-    await jsm.streams.add(cfg);
-  }
 }
 
 const encoder = new TextEncoder();
