@@ -31,7 +31,11 @@ const { values } = parseArgs({
 const size = parseSize("--size", values.size);
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 
+/** Each tool starts with no dirty pages of an earlier step being written back under it. */
+const settle = (): void => void execFileSync("sync");
+
 function timed(cmd: string, args: string[]): number {
+  settle();
   const t0 = process.hrtime.bigint();
   const r = spawnSync(cmd, args, { stdio: "inherit" });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status})`);
@@ -56,6 +60,7 @@ async function main(): Promise<void> {
     log(`generating ${values.size} image (90% holes, text-like and random extents)...`);
     await generateImage(src, { sizeBytes: size, zeroFraction: 0.9, seed: 2026 });
 
+    settle();
     const command = buildStart({ vm: "bench", source: { host: "a", volumes: [{ path: "vms/bench/disk.img", kind: "disk" }] }, destination: { host: "b", dir: "in" } });
     const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
     if (r.state !== "completed") throw new Error(`migration ${r.state}: ${r.reason} ${r.message}`);
@@ -112,12 +117,14 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   await generateRandomFile(src, size);
   const sender = stack.movers.get("a")?.child.pid ?? 0;
   const receiver = stack.movers.get("b")?.child.pid ?? 0;
+  settle();
   const cpu0 = await cpuSeconds(sender);
   const command = buildStart({ vm: "bench-rnd", source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] }, destination: { host: "b", dir: "in" } });
   const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
   if (r.state !== "completed") throw new Error(`random migration ${r.state}: ${r.reason} ${r.message}`);
   const cpu = (await cpuSeconds(sender)) - cpu0;
   const rsync_random_s = timed("rsync", ["--whole-file", src, `${rsDir}/`]);
+  settle();
   const sendfile_s = await rawSendfile(src, join(dataDir, "sendfile.img"));
   const gb = size / 1e9;
   const rss = Math.max(await peakRssBytes(sender), await peakRssBytes(receiver));

@@ -1,0 +1,121 @@
+import { copyFile, mkdir, open, stat } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateImage, prng, fillRandom } from "../../cli/image.js";
+import { allocatedBytes, sha256File } from "../../cli/verify.js";
+import { DestinationAgent, inProcess, type Transport } from "../../services/replication/src/app/destination.js";
+import { replayWith } from "../../services/replication/src/app/replay.js";
+import { pickSnapshot, restoreFromStore } from "../../services/replication/src/app/restore.js";
+import { applyRetention } from "../../services/replication/src/app/retention.js";
+import { syncOnce, type SyncOptions } from "../../services/replication/src/app/sync.js";
+import { SnapshotNotFoundError } from "../../services/replication/src/domain/errors.js";
+import { referencedChunks } from "../../services/replication/src/domain/store/manifest.js";
+import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
+import { markTime, startTestNats, type TestNats } from "./support.js";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Overwrites `count` random 4 KiB pages with random bytes. */
+async function scatter(path: string, count: number, seed: number): Promise<void> {
+  const next = prng(seed);
+  const size = (await stat(path)).size;
+  const fh = await open(path, "r+");
+  const page = Buffer.alloc(4096);
+  for (let i = 0; i < count; i++) {
+    fillRandom(page, next);
+    await fh.write(page, 0, page.length, Math.floor(next() * (size / 4096 - 1)) * 4096);
+  }
+  await fh.close();
+}
+
+async function writeAt(path: string, pos: number, buf: Buffer): Promise<void> {
+  const fh = await open(path, "r+");
+  await fh.write(buf, 0, buf.length, pos);
+  await fh.close();
+}
+
+describe("snapshots, restore and retention", () => {
+  let t: TestNats;
+  let agent: DestinationAgent;
+  let base: Omit<SyncOptions, "transport">;
+  let disk: string;
+  let mem: string;
+  beforeAll(async () => {
+    t = await startTestNats();
+    agent = await DestinationAgent.open(join(t.dir, "b", ".dwcp-store"));
+    disk = join(t.dir, "a", "disk.img");
+    mem = join(t.dir, "a", "mem.img");
+    await mkdir(join(t.dir, "a"), { recursive: true });
+    await generateImage(disk, { sizeBytes: 8 * MiB + 5_000, zeroFraction: 0.6, seed: 5 });
+    await generateImage(mem, { sizeBytes: 2 * MiB, zeroFraction: 0.2, seed: 6 });
+    base = {
+      vm: "web", sources: [disk, mem], sourceHost: "a", destinationHost: "b", storePath: agent.store.dir,
+      log: new ReplicationLog(t.nats), stateDir: join(t.dir, "a", ".dwcp-repl"), chunkSizeBytes: 256 * KiB,
+    };
+  });
+  afterAll(async () => t?.stop());
+
+  it("restores each of T1 < T2 < T3 byte-identical, replays each, and retention keeps what is referenced", async () => {
+    const copies: Array<{ at: Date; id: string; disk: string; mem: string; wire: number }> = [];
+    const snap = async (i: number) => {
+      const r = await syncOnce({ ...base, transport: inProcess(agent) });
+      const c = { at: await markTime(), id: r.snapshotId, disk: join(t.dir, `disk.t${i}`), mem: join(t.dir, `mem.t${i}`), wire: r.wireBytes };
+      await copyFile(disk, c.disk);
+      await copyFile(mem, c.mem);
+      copies.push(c);
+      return r;
+    };
+    const r1 = await snap(1);
+    expect(r1.parentId).toBeUndefined();
+    await scatter(disk, 24, 1);
+    await writeAt(disk, 8 * MiB + 5_000, Buffer.alloc(300 * KiB + 123, 7)); // grown
+    const r2 = await snap(2);
+    expect(r2.parentId).toBe(r1.snapshotId);
+    expect(r2.changedBytes).toBeLessThan(r1.changedBytes / 4);
+    expect(r2.wireBytes).toBeLessThan(1.5 * r2.changedBytes + 64 * KiB);
+    await writeAt(disk, 1 * MiB, Buffer.alloc(1 * MiB)); // a zeroed range
+    await scatter(mem, 5, 2);
+    await snap(3);
+
+    for (const [i, c] of copies.entries()) {
+      const out = join(t.dir, `restore-${i}`);
+      const r = await restoreFromStore(pickSnapshot((await base.log.read("web")).state, { at: c.at }), { vm: "web", toDir: out });
+      expect(r.snapshotId).toBe(c.id);
+      expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(c.disk));
+      expect(await sha256File(join(out, "mem.img"))).toBe(await sha256File(c.mem));
+      expect(await allocatedBytes(join(out, "disk.img"))).toBeLessThan((await stat(c.disk)).size * 0.6);
+      const view = await replayWith(t.nats, { untilTime: c.at, vm: "web" });
+      expect(view.replications[0]?.snapshots.map((s) => s.snapshotId)).toEqual(copies.slice(0, i + 1).map((x) => x.id));
+    }
+
+    const ret = await applyRetention({ log: base.log, store: agent.store, vm: "web", policy: { keep: 2 }, graceMs: 0 });
+    expect(ret.pruned).toEqual([copies[0]?.id]);
+    expect(ret.chunksDeleted).toBeGreaterThan(0);
+    const { state } = await base.log.read("web");
+    const kept = await Promise.all(state.snapshots.map((s) => agent.store.readManifest(s.manifest, s.manifestBlake3)));
+    for (const h of referencedChunks(kept)) expect(existsSync(agent.store.chunkPath(h)), h).toBe(true);
+    await expect(restoreFromStore(pickSnapshot(state, { at: copies[0]?.at ?? 0 }), { vm: "web", toDir: join(t.dir, "x") })).rejects.toBeInstanceOf(SnapshotNotFoundError);
+    const again = await restoreFromStore(pickSnapshot(state, { snapshotId: copies[1]?.id ?? "" }), { vm: "web", toDir: join(t.dir, "again") });
+    expect(await sha256File(join(again.files[0]?.path ?? ""))).toBe(await sha256File(copies[1]?.disk ?? ""));
+  });
+
+  it("an interrupted sync leaves the previous snapshot restorable and the next sync completes", async () => {
+    const before = (await base.log.read("web")).state.snapshots.at(-1);
+    await scatter(disk, 200, 3);
+    let calls = 0;
+    const dying: Transport = { request: (f) => (++calls > 30 ? Promise.reject(new Error("destination agent killed")) : agent.handle(f)) };
+    await expect(syncOnce({ ...base, transport: dying })).rejects.toThrow("killed");
+    const { state } = await base.log.read("web");
+    expect(state.snapshots.at(-1)?.snapshotId).toBe(before?.snapshotId);
+    const prev = await restoreFromStore(pickSnapshot(state, {}), { vm: "web", toDir: join(t.dir, "prev") });
+    expect(prev.snapshotId).toBe(before?.snapshotId);
+
+    const next = await syncOnce({ ...base, transport: inProcess(agent) });
+    expect(next.parentId).toBe(before?.snapshotId);
+    const out = join(t.dir, "next");
+    await restoreFromStore(pickSnapshot((await base.log.read("web")).state, {}), { vm: "web", toDir: out });
+    expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(disk));
+  });
+});
