@@ -24,6 +24,7 @@ export class Mover {
   private rpc?: Subscription;
   private readonly inFlight = new Set<Promise<void>>();
   private loop?: Promise<void>;
+  private worker?: BatchWorker;
 
   constructor(
     private readonly nats: Nats,
@@ -54,7 +55,7 @@ export class Mover {
     this.registry = new Registry(kv, config.host, roots, log);
     this.rpc = this.serveRpc(roots);
     await this.registry.register(advertised);
-    const worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log);
+    const worker = (this.worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log));
     this.state = "running";
     this.loop = this.workLoop(worker);
     log.info({ host: config.host, dataAddress: advertised, roots }, "mover running");
@@ -66,6 +67,7 @@ export class Mover {
     this.rpc?.unsubscribe();
     await this.loop;
     await Promise.allSettled([...this.inFlight]);
+    this.worker?.close();
     this.registry?.stop();
     await this.dataServer?.close();
     this.state = "stopped";

@@ -2,7 +2,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { FailureCode, TransferBatch, type MigrationEvent } from "../../../../schemas/index.js";
 import { errorCode, isRetryable } from "../../../common/errors.js";
 import type { EventStore } from "../../../common/event-store.js";
-import { subjects, workAckWaitMs } from "../../../common/layout.js";
+import { workAckWaitMs } from "../../../common/layout.js";
 import { safeJson } from "../../../common/json.js";
 import type { Logger } from "../../../common/logger.js";
 import type { Nats } from "../../../common/nats.js";
@@ -10,9 +10,9 @@ import { DestinationUnreachableError } from "../errors.js";
 import { sendBatch } from "../infra/data-channel/client.js";
 import type { MoverConfig } from "../config.js";
 import type { Registry } from "../infra/registry.js";
+import { MigrationWatches } from "./migration-watch.js";
 import { confine } from "../infra/volumes.js";
 
-const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
 /** Tell JetStream we are still working well inside the ack wait. */
 const HEARTBEAT_MS = Math.min(5_000, Math.max(100, Math.floor(workAckWaitMs() / 3)));
 
@@ -24,13 +24,21 @@ const HEARTBEAT_MS = Math.min(5_000, Math.max(100, Math.floor(workAckWaitMs() / 
  * that event cannot be written, the item is naked and comes back.
  */
 export class BatchWorker {
+  private readonly watches: MigrationWatches;
+
   constructor(
-    private readonly nats: Nats,
+    nats: Nats,
     private readonly store: EventStore,
     private readonly registry: Registry,
     private readonly config: MoverConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.watches = new MigrationWatches(nats.nc, store);
+  }
+
+  close(): void {
+    this.watches.close();
+  }
 
   async handle(m: JsMsg): Promise<void> {
     const parsed = TransferBatch.safeParse(safeJson(m.data));
@@ -42,25 +50,21 @@ export class BatchWorker {
     const w = parsed.data;
     const offset = w.firstChunk * w.chunkSizeBytes;
     const log = this.log.child({ migrationId: w.migrationId, batch: w.batch, attempt: w.attempt, offset, volume: w.volume.index });
-    const cancel = new AbortController();
-    const live = this.nats.nc.subscribe(subjects.migration(w.migrationId), {
-      callback: (_e, msg) => {
-        const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
-        if (type && TERMINAL_EVENTS.has(type)) cancel.abort();
-      },
-    });
     const heartbeat = setInterval(() => m.working(), HEARTBEAT_MS);
     try {
-      const history = await this.store.read(w.migrationId);
-      if (history.some((e) => TERMINAL_EVENTS.has(e.event.type))) {
-        log.info("migration already ended; dropping its work item");
-        await m.ackAck();
-        return;
+      const live = await this.watches.acquire(w.migrationId);
+      try {
+        if (live.signal.aborted) {
+          log.info("migration already ended; dropping its work item");
+          await m.ackAck();
+          return;
+        }
+        await this.move(w, m, live.signal, log);
+      } finally {
+        live.release();
       }
-      await this.move(w, m, cancel.signal, log);
     } finally {
       clearInterval(heartbeat);
-      live.unsubscribe();
     }
   }
 
