@@ -11,6 +11,7 @@ import { listMigrations, newId, publishCommand, readMigration } from "./client.j
 import { runDemo } from "./demo.js";
 import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
+import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus } from "../services/federation/src/index.js";
 
 const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
@@ -31,7 +32,7 @@ usage: dwcp <command> [flags]          (every command takes --nats URL, default 
   status [ID] [--json]                  one migration, or all
   events ID [--json]                    a migration's event log
   cancel ID [--reason TEXT]
-`;
+${PITR_HELP}`;
 
 const common = { nats: { type: "string" }, json: { type: "boolean", default: false }, help: { type: "boolean", short: "h" } } as const;
 
@@ -110,8 +111,11 @@ export async function main(argv: string[]): Promise<number> {
         out(`cancel requested for ${id}`);
         return 0;
       }
-      default:
+      default: {
+        const pitr = runPitrCommand(cmd, rest);
+        if (pitr) return await pitr;
         throw new UsageError(`unknown command "${cmd}"; run dwcp help`);
+      }
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError || err instanceof NatsServerMissingError) {

@@ -8,6 +8,7 @@ import * as events from "./events.js";
 import * as work from "./work.js";
 import * as rpc from "./rpc.js";
 import * as federation from "./federation.js";
+import * as replication from "./replication.js";
 
 const outDir = join(import.meta.dirname, "json");
 const check = process.argv.includes("--check");
@@ -34,6 +35,11 @@ const entries: Array<[string, z.ZodType]> = [
   ["VmMoved", federation.VmMoved],
   ["VmRemoved", federation.VmRemoved],
   ["FederationAppend", federation.FederationAppend],
+  ["SnapshotCommitted", replication.SnapshotCommitted],
+  ["SnapshotsPruned", replication.SnapshotsPruned],
+  ["BackupHeader", replication.BackupHeader],
+  ["BackupMessage", replication.BackupMessage],
+  ["BackupTrailer", replication.BackupTrailer],
 ];
 
 mkdirSync(outDir, { recursive: true });

@@ -4,3 +4,4 @@ export * from "./events.js";
 export * from "./work.js";
 export * from "./rpc.js";
 export * from "./federation.js";
+export * from "./replication.js";

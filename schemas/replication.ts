@@ -84,9 +84,14 @@ export const BackupMessage = z.object({
   subject: z.string().min(1),
   /** Headers in order, repeated keys kept. */
   headers: z.array(z.tuple([z.string(), z.string()])).optional(),
-  /** Payload, base64. */
-  data: z.string(),
-});
+  /** Payload, base64 (any bytes). */
+  data: z.string().optional(),
+  /**
+   * Payload as JSON, when JSON.stringify of it reproduces the stored bytes exactly (every dwcp
+   * event): readable, and a replay parses it once instead of base64 + a second JSON.parse.
+   */
+  json: z.unknown().optional(),
+}).refine((m) => (m.data === undefined) !== (m.json === undefined), { message: "exactly one of data and json" });
 
 export const BackupTrailer = z.object({
   trailer: z.literal(true),

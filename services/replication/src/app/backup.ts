@@ -2,6 +2,7 @@ import type { JsMsg, StreamInfo } from "@nats-io/jetstream";
 import { BACKUP_FORMAT, type BackupHeader, type BackupMessage } from "../../../../schemas/replication.js";
 import { EVT_STREAM } from "../../../common/layout.js";
 import { connectNats, type Nats } from "../../../common/nats.js";
+import { encodePayload } from "../domain/backup/format.js";
 import { BackupWriter } from "../infra/backup-file.js";
 import { readStream } from "../infra/log-reader.js";
 
@@ -28,13 +29,13 @@ const toRecord = (stream: string, m: JsMsg): BackupMessage => {
     ts: m.timestampNanos.toString(),
     subject: m.subject,
     ...(headers.length > 0 ? { headers } : {}),
-    data: Buffer.from(m.data).toString("base64"),
+    ...encodePayload(m.data),
   };
 };
 
 const describe = (i: StreamInfo): BackupHeader["streams"][number] => ({
   name: i.config.name,
-  config: { ...i.config } as Record<string, unknown>,
+  config: { ...i.config },
   firstSeq: i.state.first_seq,
   lastSeq: i.state.last_seq,
   messages: i.state.messages,

@@ -1,7 +1,7 @@
 import { decompressChunk } from "../../../../native/compress.js";
 import { Id } from "../../../../schemas/common.js";
-import type { Manifest } from "../domain/store/manifest.js";
-import { PAGE } from "../domain/store/manifest.js";
+import { manifestProblem, MAX_CHUNK_BYTES, type Manifest } from "../domain/store/manifest.js";
+import { applyDelta, MAX_DELTA_DEPTH } from "../domain/store/delta.js";
 import { decodeFrame, encodeFrame, type Reply, type Request } from "../domain/store/frames.js";
 import { blake3Hex, ChunkStore } from "../infra/chunk-store.js";
 
@@ -25,6 +25,9 @@ export class DestinationAgent {
   }
 
   private async dispatch(req: Request, payload: Buffer): Promise<Reply> {
+    if ((req.kind === "pages" || req.kind === "full") && !(Number.isInteger(req.len) && req.len > 0 && req.len <= MAX_CHUNK_BYTES)) {
+      return { kind: "error", code: "FRAME_INVALID", message: `chunk length ${req.len} is not in 1..${MAX_CHUNK_BYTES}` };
+    }
     switch (req.kind) {
       case "have":
         return { kind: "have-result", have: await Promise.all(req.hashes.map((h) => this.store.has(h))) };
@@ -42,28 +45,19 @@ export class DestinationAgent {
   }
 
   private async rebuild(req: Extract<Request, { kind: "pages" }>, payload: Buffer): Promise<Reply> {
-    if (await this.store.has(req.hash)) return { kind: "stored", dedup: true };
-    const chunk = Buffer.alloc(req.len);
-    if (req.base !== null) {
-      if (!(await this.store.has(req.base))) return { kind: "need-full", reason: "base chunk missing" };
-      (await this.store.get(req.base, false)).copy(chunk, 0, 0, req.len);
-    }
-    const raw = Buffer.from(await decompressChunk({ codec: req.codec, data: payload, rawLength: req.rawLength }));
+    // Changed pages almost always make a new chunk: ask the disk only via "have" (first syncs).
+    if (this.store.knows(req.hash)) return { kind: "stored", dedup: true };
+    const base = req.base === null ? undefined : await this.store.resolve(req.base).catch(() => undefined);
+    if (req.base !== null && !base) return { kind: "need-full", reason: "base chunk missing" };
+    const raw = await decompressChunk({ codec: req.codec, data: payload, rawLength: req.rawLength });
     const zero = new Set(req.zero);
-    let off = 0;
-    for (const j of req.pages) {
-      const start = j * PAGE;
-      const end = Math.min(start + PAGE, req.len);
-      if (start >= end) return { kind: "need-full", reason: `page ${j} outside the chunk` };
-      if (zero.has(j)) chunk.fill(0, start, end);
-      else {
-        if (off + end - start > raw.length) return { kind: "need-full", reason: "payload too short" };
-        raw.copy(chunk, start, off, off + end - start);
-        off += end - start;
-      }
-    }
+    const delta = { len: req.len, pages: req.pages, zero: req.pages.map((j) => zero.has(j)), data: raw };
+    const chunk = applyDelta(base?.data, delta);
+    if (!chunk) return { kind: "need-full", reason: "pages do not fit the chunk" };
     if ((await blake3Hex(chunk)) !== req.hash) return { kind: "need-full", reason: "rebuilt chunk does not match its BLAKE3" };
-    await this.store.put(req.hash, chunk);
+    // Keep only the changed pages when there is a base and the chain stays short.
+    if (req.base !== null && base && base.depth < MAX_DELTA_DEPTH) await this.store.putDelta(req.hash, { ...delta, base: req.base, depth: base.depth + 1 });
+    else await this.store.put(req.hash, chunk);
     return { kind: "stored", dedup: false };
   }
 
@@ -78,9 +72,8 @@ export class DestinationAgent {
   }
 
   private async commit(m: Manifest): Promise<Reply> {
-    if (!Id.safeParse(m.vm).success || !Id.safeParse(m.snapshotId).success) {
-      return { kind: "error", code: "MANIFEST_INVALID", message: "vm and snapshotId must be ids" };
-    }
+    const problem = !Id.safeParse(m.vm).success || !Id.safeParse(m.snapshotId).success ? "vm and snapshotId must be ids" : manifestProblem(m);
+    if (problem) return { kind: "error", code: "MANIFEST_INVALID", message: problem };
     const hashes = new Set(m.volumes.flatMap((v) => v.chunks.filter((h): h is string => h !== null)));
     const present = await Promise.all([...hashes].map(async (h) => ((await this.store.has(h)) ? undefined : h)));
     const missing = present.filter((h) => h !== undefined);

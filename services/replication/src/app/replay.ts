@@ -1,7 +1,9 @@
 import { EVT_STREAM } from "../../../common/layout.js";
 import { connectNats, type Nats } from "../../../common/nats.js";
 import { beyond, ReplayFolder, type ReplayBound, type ReplayView } from "../domain/replay/view.js";
-import { decodeMsg } from "../infra/decode.js";
+import { ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
+import { scanBackup } from "../infra/backup-file.js";
+import { decodeMsg, decodeRecord, decodeValue } from "../infra/decode.js";
 import { readStream } from "../infra/log-reader.js";
 
 export interface ReplayOptions {
@@ -39,4 +41,24 @@ export async function replay(natsUrl: string, opts: ReplayOptions = {}): Promise
   } finally {
     await nats.nc.close();
   }
+}
+
+/**
+ * Folds a backup file instead of a live stream (`dwcp replay --backup FILE`): the file is verified
+ * as it is read, and a corrupt one fails without a view.
+ */
+export async function replayBackup(file: string, opts: ReplayOptions = {}): Promise<ReplayView> {
+  const bound = toBound(opts);
+  const folder = new ReplayFolder();
+  let done = false;
+  await scanBackup(file, (m) => {
+    if (done || m.stream !== EVT_STREAM) return;
+    const h = new Map(m.headers ?? []);
+    const seq = Number(h.get(ORIG_SEQ_HEADER) ?? m.seq);
+    const timeMs = Number(BigInt(h.get(ORIG_TIME_HEADER) ?? m.ts) / 1_000_000n);
+    const rec = m.json !== undefined ? decodeValue(m.subject, m.json, seq, timeMs) : decodeRecord(m.subject, payloadBytes(m), seq, timeMs);
+    if (beyond(bound, rec.seq, rec.timeMs)) done = true;
+    else folder.add(rec);
+  });
+  return folder.view(bound, opts.vm);
 }

@@ -2,7 +2,7 @@ import { JetStreamApiError, type StreamConfig } from "@nats-io/jetstream";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import type { BackupMessage, BackupStream } from "../../../../schemas/replication.js";
 import { connectNats, type Nats } from "../../../common/nats.js";
-import { ORIG_MSG_ID_HEADER, ORIG_SEQ_HEADER, ORIG_TIME_HEADER } from "../domain/backup/format.js";
+import { ORIG_MSG_ID_HEADER, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
 import { RestoreInterferenceError, RestoreTargetNotEmptyError } from "../domain/errors.js";
 import { scanBackup } from "../infra/backup-file.js";
 
@@ -93,9 +93,10 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
     const expected = next.get(m.stream) ?? 0;
     next.set(m.stream, expected + 1);
     const p = nats.js
-      .publish(m.subject, Buffer.from(m.data, "base64"), { headers: restoredHeaders(m), expect: { streamName: m.stream, lastSequence: expected }, timeout: 30_000 })
+      .publish(m.subject, payloadBytes(m), { headers: restoredHeaders(m), expect: { streamName: m.stream, lastSequence: expected }, timeout: 30_000 })
       .catch((err: unknown) => {
-        throw new RestoreInterferenceError(m.stream, expected + 1, { cause: err });
+        if (err instanceof JetStreamApiError && err.code === 10071) throw new RestoreInterferenceError(m.stream, expected + 1, { cause: err });
+        throw err;
       });
     p.catch(() => undefined); // observed below; keeps an early failure from being unhandled
     inflight.push(p);

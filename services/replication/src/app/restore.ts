@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { zeroPages } from "../../../../native/index.js";
 import { SnapshotNotFoundError, StoreIntegrityError } from "../domain/errors.js";
 import { snapshotAt, type Replication, type Snapshot } from "../domain/replication/state.js";
-import { chunkLength, PAGE, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";
+import { chunkLength, manifestProblem, PAGE, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { fsyncDir } from "../infra/durable-file.js";
 
@@ -92,6 +92,8 @@ export async function restoreFromStore(snap: Snapshot, o: RestoreOptions): Promi
   const m = await store.readManifest(snap.manifest, snap.manifestBlake3);
   await mkdir(o.toDir, { recursive: true });
   const files: RestoreResult["files"] = [];
+  const problem = manifestProblem(m);
+  if (problem) throw new StoreIntegrityError(`manifest ${snap.manifest}`, "a valid manifest", problem);
   for (const v of m.volumes) {
     const path = join(o.toDir, v.name);
     await restoreVolume(store, m, v, path, o.concurrency ?? 8);

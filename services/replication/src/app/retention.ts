@@ -8,7 +8,11 @@ export interface RetentionResult {
   chunksDeleted: number;
 }
 
-/** Chunks and manifests younger than this are never collected: a sync may be about to use them. */
+/**
+ * Chunks and manifests younger than this are never collected: a sync may be about to use them.
+ * An agent trusts its own touches for half of it (ChunkStore.has), so a shorter grace is only safe
+ * when retention runs on the agent's own ChunkStore (as the tests do).
+ */
 export const DEFAULT_GRACE_MS = 10 * 60_000;
 
 /**
@@ -30,6 +34,14 @@ export async function applyRetention(o: { log: ReplicationLog; store: ChunkStore
   const keep = manifests.filter((f) => !drop.includes(f));
   const kept: Manifest[] = await Promise.all(keep.map((f) => o.store.readManifest(f.rel)));
   const referenced = referencedChunks(kept);
+  // A chunk stored as a delta needs its base: keep the whole chain.
+  const queue = [...referenced];
+  for (let h = queue.pop(); h !== undefined; h = queue.pop()) {
+    const base = await o.store.deltaBase(h);
+    if (base === undefined || referenced.has(base)) continue;
+    referenced.add(base);
+    queue.push(base);
+  }
   const garbage = (await o.store.listChunks()).filter((c) => (c.hash === undefined || !referenced.has(c.hash)) && nowMs - c.mtimeMs > grace);
   if (pruned.length > 0) {
     const event: SnapshotsPruned = { type: "SnapshotsPruned", version: 1, vm: o.vm, at: new Date(nowMs).toISOString(), snapshotIds: pruned, chunksDeleted: garbage.length };

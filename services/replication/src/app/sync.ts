@@ -24,7 +24,7 @@ export interface SyncOptions {
   stateDir: string;
   /** Bytes per stored chunk, a multiple of 4 KiB. Default 1 MiB. */
   chunkSizeBytes?: number;
-  /** Chunks in flight per volume. Default 4. */
+  /** Chunks in flight per volume. Default 8. */
   concurrency?: number;
 }
 
@@ -98,7 +98,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const link = new CountingLink(o.transport);
   const outs: VolumeOut[] = [];
   for (const path of o.sources) {
-    outs.push(await syncVolume(link, path, cs, cache?.volumes.find((v) => v.name === basename(path)), o.concurrency ?? 4));
+    outs.push(await syncVolume(link, path, cs, cache?.volumes.find((v) => v.name === basename(path)), o.concurrency ?? 8));
   }
   const manifest: Manifest = {
     format: "dwcp-manifest", version: 1, vm: o.vm, snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}),

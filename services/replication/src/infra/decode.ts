@@ -8,21 +8,27 @@ const MIGRATION_PREFIX = "dwcp.evt.migration.";
 const REPLICATION_PREFIX = "dwcp.evt.replication.";
 const decoder = new TextDecoder();
 
-/** Parses a stored event once, at the edge; anything unparseable becomes a `skipped` record. */
-export function decodeRecord(subject: string, data: Uint8Array, seq: number, timeMs: number): ReplayRecord {
-  try {
-    if (subject.startsWith(MIGRATION_PREFIX)) {
-      const event = MigrationEvent.parse(JSON.parse(decoder.decode(data)));
-      return { kind: "migration", id: subject.slice(MIGRATION_PREFIX.length), seq, timeMs, event };
-    }
-    if (subject.startsWith(REPLICATION_PREFIX)) {
-      const event = ReplicationEvent.parse(JSON.parse(decoder.decode(data)));
-      return { kind: "replication", vm: subject.slice(REPLICATION_PREFIX.length), seq, timeMs, event };
-    }
-  } catch {
-    /* counted as skipped: a malformed event is reported, never folded */
+/** Validates a stored event once, at the edge; anything invalid becomes a `skipped` record. */
+export function decodeValue(subject: string, value: unknown, seq: number, timeMs: number): ReplayRecord {
+  if (subject.startsWith(MIGRATION_PREFIX)) {
+    const r = MigrationEvent.safeParse(value);
+    if (r.success) return { kind: "migration", id: subject.slice(MIGRATION_PREFIX.length), seq, timeMs, event: r.data };
+  } else if (subject.startsWith(REPLICATION_PREFIX)) {
+    const r = ReplicationEvent.safeParse(value);
+    if (r.success) return { kind: "replication", vm: subject.slice(REPLICATION_PREFIX.length), seq, timeMs, event: r.data };
   }
   return { kind: "skipped", seq, timeMs };
+}
+
+export function decodeRecord(subject: string, data: Uint8Array, seq: number, timeMs: number): ReplayRecord {
+  if (!subject.startsWith(MIGRATION_PREFIX) && !subject.startsWith(REPLICATION_PREFIX)) return { kind: "skipped", seq, timeMs };
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(data));
+  } catch {
+    return { kind: "skipped", seq, timeMs }; // a malformed event is counted, never folded
+  }
+  return decodeValue(subject, value, seq, timeMs);
 }
 
 export function decodeMsg(m: JsMsg): ReplayRecord {

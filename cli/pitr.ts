@@ -1,0 +1,237 @@
+// Point-in-time recovery and replication commands. cli/main.ts dispatches to runPitrCommand.
+import { mkdtempSync } from "node:fs";
+import { mkdir, open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { natsUrlFromEnv, parseHostPort } from "../services/common/config.js";
+import { connectNats, type Nats } from "../services/common/nats.js";
+import { backup } from "../services/replication/src/app/backup.js";
+import { DestinationAgent, inProcess, type Transport } from "../services/replication/src/app/destination.js";
+import { replay, replayBackup } from "../services/replication/src/app/replay.js";
+import { replicate } from "../services/replication/src/app/replicate.js";
+import type { RetentionResult } from "../services/replication/src/app/retention.js";
+import type { SyncResult } from "../services/replication/src/app/sync.js";
+import { restoreLog } from "../services/replication/src/app/restore-log.js";
+import { pickSnapshot, restoreFromStore } from "../services/replication/src/app/restore.js";
+import { formatReplay } from "../services/replication/src/domain/replay/view.js";
+import { STORE_DIR } from "../services/replication/src/infra/chunk-store.js";
+import { ReplicationLog } from "../services/replication/src/infra/replication-log.js";
+import { connectAgent } from "../services/replication/src/infra/tcp.js";
+import { runReplicationAgent } from "../services/replication/src/main.js";
+import { runDrill } from "../services/replication/src/app/drill.js";
+import { fmtBytes, parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
+import { generateImage } from "./image.js";
+import { Stack, type ServiceProcess } from "./stack.js";
+
+export const PITR_HELP = `
+  replay (--until TIME | --until-seq N) [--vm NAME] [--backup FILE] [--json]
+                                        the coordinator's view as of a time or stream sequence (read-only);
+                                        --backup folds a backup file instead of the live stream
+  backup --out FILE [--streams DWCP_EVT[,DWCP_CMD]] [--json]
+                                        export the event log with sequences, timestamps, headers and a digest
+  restore-log --in FILE [--replicas N] [--json]
+                                        verify a backup, then import it into empty or absent streams
+  replicate --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
+          [--agent HOST:PORT] [--data-dir D | --roots HOST=DIR,...] [--chunk-size SIZE] [--json]
+                                        incremental snapshots into HOST's content-addressed store DIR/.dwcp-store
+  replication-agent --root DIR --listen HOST:PORT
+                                        serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)
+  drill [--size SIZE] [--data-dir D] [--json]
+                                        DR drill on an embedded stack: replicate, back the log up, kill -9 the
+                                        primary, restore at a fresh DR site; prints RPO and RTO
+  snapshots --vm NAME [--json]          committed snapshots of a VM
+  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--data-dir D | --roots HOST=DIR,...] [--json]
+                                        write the VM's volumes as they were, byte-identical and sparse
+`;
+
+const common = { nats: { type: "string" }, json: { type: "boolean", default: false } } as const;
+const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+function flags<T extends Record<string, { type: "string" | "boolean"; default?: string | boolean }>>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options: { ...common, ...options }, allowPositionals: false, strict: true }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+const natsUrl = (v: { nats?: string }): string => v.nats ?? natsUrlFromEnv();
+
+/** HOST -> directory: --roots a=/srv/a,b=/srv/b, else <data-dir>/hosts/<host> (the `dwcp up` layout). */
+export function hostRoots(roots: string | undefined, dataDir = ".dwcp"): (host: string) => string {
+  const map = new Map<string, string>();
+  for (const pair of (roots ?? "").split(",").filter(Boolean)) {
+    const [h, d] = pair.split("=");
+    if (!h || !d) throw new UsageError(`--roots must be HOST=DIR[,HOST=DIR], got "${roots}"`);
+    map.set(h, resolve(d));
+  }
+  return (host) => map.get(host) ?? resolve(dataDir, "hosts", host);
+}
+
+const under = (root: string, p: string): string => (isAbsolute(p) ? p : join(root, p));
+
+function parseTime(flag: string, v: string): Date {
+  const d = new Date(v);
+  if (Number.isNaN(d.getTime())) throw new UsageError(`${flag} must be a time like 2026-11-26T21:15:00Z, got "${v}"`);
+  return d;
+}
+
+async function withNats<T>(url: string, fn: (n: Nats) => Promise<T>): Promise<T> {
+  const n = await connectNats(url, "dwcp-cli");
+  try {
+    return await fn(n);
+  } finally {
+    await n.nc.close();
+  }
+}
+
+/** `dwcp replay`. */
+export async function cmdReplay(argv: string[]): Promise<number> {
+  const v = flags(argv, { until: { type: "string" }, "until-seq": { type: "string" }, vm: { type: "string" }, backup: { type: "string" } });
+  if (v.until === undefined && v["until-seq"] === undefined && v.backup === undefined) throw new UsageError("replay needs --until TIME or --until-seq N (or --backup FILE for the whole file)");
+  const untilSeq = v["until-seq"] === undefined ? undefined : Number(v["until-seq"]);
+  if (untilSeq !== undefined && !(Number.isInteger(untilSeq) && untilSeq >= 0)) throw new UsageError(`--until-seq must be a sequence number, got "${v["until-seq"]}"`);
+  const opts = {
+    ...(untilSeq !== undefined ? { untilSeq } : {}),
+    ...(v.until !== undefined ? { untilTime: parseTime("--until", v.until) } : {}),
+    ...(v.vm !== undefined ? { vm: v.vm } : {}),
+  };
+  const view = v.backup ? await replayBackup(v.backup, opts) : await replay(natsUrl(v), opts);
+  out(v.json ? JSON.stringify(view) : formatReplay(view));
+  return 0;
+}
+
+/** `dwcp backup`. */
+export async function cmdBackup(argv: string[]): Promise<number> {
+  const v = flags(argv, { out: { type: "string" }, streams: { type: "string" } });
+  if (!v.out) throw new UsageError("backup needs --out FILE");
+  const r = await backup(natsUrl(v), { out: v.out, ...(v.streams ? { streams: v.streams.split(",") } : {}) });
+  out(v.json ? JSON.stringify(r) : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) to ${r.file} in ${r.seconds.toFixed(2)} s`);
+  return 0;
+}
+
+/** `dwcp restore-log`. */
+export async function cmdRestoreLog(argv: string[]): Promise<number> {
+  const v = flags(argv, { in: { type: "string" }, replicas: { type: "string" } });
+  if (!v.in) throw new UsageError("restore-log needs --in FILE");
+  const r = await restoreLog(natsUrl(v), { in: v.in, ...(v.replicas ? { replicas: Number(v.replicas) } : {}) });
+  out(v.json ? JSON.stringify(r) : `restored ${r.messages} messages from ${r.file} (${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`);
+  return 0;
+}
+
+/** `dwcp snapshots`. */
+export async function cmdSnapshots(argv: string[]): Promise<number> {
+  const v = flags(argv, { vm: { type: "string" } });
+  if (!v.vm) throw new UsageError("snapshots needs --vm NAME");
+  const vm = v.vm;
+  const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
+  if (v.json) out(JSON.stringify(state.snapshots));
+  else if (state.snapshots.length === 0) out(`no snapshots of ${vm}`);
+  else for (const s of state.snapshots) out(`${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`);
+  return 0;
+}
+
+/** `dwcp restore`. */
+export async function cmdRestore(argv: string[]): Promise<number> {
+  const v = flags(argv, { vm: { type: "string" }, at: { type: "string" }, snapshot: { type: "string" }, to: { type: "string" }, store: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" } });
+  if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined)) throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
+  const vm = v.vm;
+  const to = parseTo(v.to);
+  const root = hostRoots(v.roots, v["data-dir"]);
+  const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
+  const snap = pickSnapshot(state, { ...(v.at ? { at: parseTime("--at", v.at) } : {}), ...(v.snapshot ? { snapshotId: v.snapshot } : {}) });
+  const r = await restoreFromStore(snap, { vm, toDir: under(root(to.host), to.dir), ...(v.store ? { storeDir: v.store } : {}) });
+  out(v.json ? JSON.stringify(r) : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`);
+  return 0;
+}
+
+function chunkSize(value: string): number {
+  const n = parseSize("--chunk-size", value);
+  if (n < 4096 || n % 4096 !== 0 || n > 64 * 1024 * 1024) throw new UsageError(`--chunk-size must be a multiple of 4K up to 64M, got "${value}"`);
+  return n;
+}
+
+/** `dwcp replicate`: runs in the foreground; with --every until Ctrl-C. */
+export async function cmdReplicate(argv: string[]): Promise<number> {
+  const v = flags(argv, {
+    vm: { type: "string" }, from: { type: "string" }, to: { type: "string" }, every: { type: "string" }, keep: { type: "string" },
+    "keep-for": { type: "string" }, agent: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" }, "chunk-size": { type: "string" },
+  });
+  if (!v.vm || !v.from || !v.to) throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+  if (v.keep !== undefined && v["keep-for"] !== undefined) throw new UsageError("use one of --keep N or --keep-for DURATION");
+  const from = parseFrom(v.from);
+  const to = parseTo(v.to);
+  const root = hostRoots(v.roots, v["data-dir"]);
+  const storePath = join(under(root(to.host), to.dir), STORE_DIR);
+  const agentAddr = v.agent ? parseHostPort(v.agent) : undefined;
+  if (v.agent && !agentAddr) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
+  const secret = process.env["DWCP_SECRET"] ?? "";
+  if (agentAddr && secret.length < 16) throw new UsageError("--agent needs DWCP_SECRET (>= 16 characters, the agent's)");
+  const connect = async (): Promise<Transport> =>
+    agentAddr ? connectAgent({ ...agentAddr, secret }) : inProcess(await DestinationAgent.open(storePath));
+  const keep = v.keep === undefined ? undefined : Number(v.keep);
+  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1)) throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
+  const retention = keep !== undefined ? { keep } : v["keep-for"] !== undefined ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) } : undefined;
+  const abort = new AbortController();
+  const options = {
+    vm: v.vm, sources: from.volumes.map((x) => under(root(from.host), x.path)), sourceHost: from.host, destinationHost: to.host, storePath,
+    stateDir: join(root(from.host), ".dwcp-repl"), connect, signal: abort.signal,
+    ...(v["chunk-size"] ? { chunkSizeBytes: chunkSize(v["chunk-size"]) } : {}),
+    ...(v.every ? { everyMs: parseDuration("--every", v.every) } : {}),
+    ...(retention ? { retention, ...(agentAddr ? {} : { localStore: storePath }) } : {}),
+    onSync: (r: SyncResult, ret?: RetentionResult) => out(v.json ? JSON.stringify({ ...r, event: undefined, pruned: ret?.pruned ?? [] }) : `snapshot ${r.snapshotId}: ${fmtBytes(r.bytes)}, changed ${fmtBytes(r.changedBytes)}, wire ${fmtBytes(r.wireBytes)} in ${r.seconds.toFixed(2)} s${ret?.pruned.length ? `; pruned ${ret.pruned.length}` : ""}`),
+    onError: (err: unknown) => void process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`),
+  };
+  const stop = (): void => abort.abort();
+  process.on("SIGINT", stop).on("SIGTERM", stop);
+  try {
+    await withNats(natsUrl(v), (nats) => replicate({ ...options, log: new ReplicationLog(nats) }));
+  } finally {
+    process.off("SIGINT", stop).off("SIGTERM", stop);
+  }
+  return 0;
+}
+
+/** `dwcp replication-agent`. */
+export async function cmdReplicationAgent(argv: string[]): Promise<number> {
+  const v = flags(argv, { root: { type: "string" }, listen: { type: "string" } });
+  await runReplicationAgent({ ...(v.root ? { root: v.root } : {}), ...(v.listen ? { listen: v.listen } : {}) });
+  return process.exitCode === 1 ? 1 : 0;
+}
+
+/** `dwcp drill`: an embedded primary site (nats-server, coordinator, movers) and a DR directory. */
+export async function cmdDrill(argv: string[]): Promise<number> {
+  const v = flags(argv, { size: { type: "string", default: "64M" }, "data-dir": { type: "string" } });
+  const dataDir = v["data-dir"] ?? mkdtempSync(join(tmpdir(), "dwcp-drill-"));
+  const stack = await new Stack({ dataDir, hosts: ["a", "b"] }).start();
+  try {
+    const disk = join(stack.root("a"), "vms/drill/disk.img");
+    await mkdir(dirname(disk), { recursive: true });
+    await generateImage(disk, { sizeBytes: parseSize("--size", v.size ?? "64M"), zeroFraction: 0.5, seed: 1 });
+    const all = (): ServiceProcess[] => [...stack.coordinators, ...stack.movers.values()];
+    const r = await runDrill({
+      primary: { nats: stack.nats, kill: async () => void (await Promise.all([stack.server.stop("SIGKILL"), ...all().map((p) => p.stop("SIGKILL"))])) },
+      vm: "drill", sources: [disk], drDir: join(dataDir, "dr"), syncs: 3,
+      change: async (i) => {
+        const fh = await open(disk, "r+");
+        await fh.write(Buffer.alloc(64 * 1024, i), 0, 64 * 1024, (i * 7919 * 4096) % Math.max(4096, (await fh.stat()).size - 65536));
+        await fh.close();
+      },
+    });
+    out(v.json ? JSON.stringify({ ...r, view: undefined }) : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`);
+    return r.verified ? 0 : 1;
+  } finally {
+    await stack.stop();
+  }
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  replay: cmdReplay, backup: cmdBackup, "restore-log": cmdRestoreLog, snapshots: cmdSnapshots,
+  restore: cmdRestore, replicate: cmdReplicate, "replication-agent": cmdReplicationAgent, drill: cmdDrill,
+};
+
+/** Runs a PITR command; undefined when `cmd` is not one (main.ts falls through to its own). */
+export function runPitrCommand(cmd: string, argv: string[]): Promise<number> | undefined {
+  return COMMANDS[cmd]?.(argv);
+}

@@ -1,0 +1,54 @@
+import type { RetentionPolicy } from "../domain/store/manifest.js";
+import { ChunkStore } from "../infra/chunk-store.js";
+import { applyRetention, type RetentionResult } from "./retention.js";
+import type { Transport } from "./destination.js";
+import { syncOnce, type SyncOptions, type SyncResult } from "./sync.js";
+
+export interface ReplicateOptions extends Omit<SyncOptions, "transport"> {
+  /** Opens a link to the destination for one sync (a new one after a failure). */
+  connect: () => Promise<Transport>;
+  /** Milliseconds between syncs; undefined: sync once. */
+  everyMs?: number;
+  retention?: RetentionPolicy;
+  /** Local store to apply retention to (in-process destination); remote agents prune themselves. */
+  localStore?: string;
+  signal?: AbortSignal;
+  onSync?: (r: SyncResult, retention?: RetentionResult) => void;
+  onError?: (err: unknown) => void;
+}
+
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+async function once(o: ReplicateOptions): Promise<void> {
+  const transport = await o.connect();
+  try {
+    const r = await syncOnce({ ...o, transport });
+    const retention = o.retention && o.localStore
+      ? await applyRetention({ log: o.log, store: await ChunkStore.open(o.localStore), vm: o.vm, policy: o.retention })
+      : undefined;
+    o.onSync?.(r, retention);
+  } finally {
+    await transport.close?.();
+  }
+}
+
+/**
+ * Syncs once, or every `everyMs` until aborted. With a period, a failed sync is reported and the
+ * next one is attempted on schedule: the previous snapshot stays the latest until one commits.
+ */
+export async function replicate(o: ReplicateOptions): Promise<void> {
+  if (o.everyMs === undefined) return once(o);
+  while (!o.signal?.aborted) {
+    const started = Date.now();
+    try {
+      await once(o);
+    } catch (err) {
+      o.onError?.(err);
+    }
+    await sleep(Math.max(0, o.everyMs - (Date.now() - started)), o.signal);
+  }
+}
