@@ -21,7 +21,9 @@ export interface ServiceProcess {
 /** Starts `dwcp <args>` as a child process logging to `logFile`. */
 export function spawnService(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv): ServiceProcess {
   const fd = openSync(logFile, "a");
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", fd, fd] });
+  // DWCP_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") reaches node itself, for profiling.
+  const nodeFlags = (env["DWCP_NODE_FLAGS"] ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...nodeFlags, BIN, ...args], { env, stdio: ["ignore", fd, fd] });
   closeSync(fd);
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   return {
