@@ -1,7 +1,8 @@
 import { defineConfig } from "vitest/config";
 
 // Tiers by suffix (see ../shared/STYLE.md): unit specs do no I/O; int specs run against a real
-// nats-server, real files, sockets and child processes. Chaos specs live in test/chaos/.
+// nats-server, real files, sockets and child processes; chaos specs (test/chaos/) kill processes
+// and servers and cut links on a 3-node cluster. `npm test` runs all three, as CI does.
 export default defineConfig({
   test: {
     projects: [
@@ -14,6 +15,16 @@ export default defineConfig({
           testTimeout: 120_000,
           hookTimeout: 60_000,
           fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "chaos",
+          include: ["test/chaos/**/*.chaos.spec.ts"],
+          globalSetup: ["test/chaos/support/global-setup.ts"],
+          fileParallelism: false,
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
         },
       },
     ],

@@ -1,8 +1,7 @@
 import { open } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { Chaos } from "./support/harness.js";
-import { makeImage, MiB, startMigration, verifyMigration, waitEnd, waitEvent } from "./support/migrations.js";
+import { MiB, slowMigration, verifyMigration, waitEnd, waitEvent } from "./support/migrations.js";
 import { scenario } from "./support/scenario.js";
 import { rng, runSeed } from "./support/seed.js";
 
@@ -21,41 +20,33 @@ afterAll(async () => c?.stop());
 
 const chunkOffset = (batch: number, chunk: number): number => (batch * CHUNKS_PER_BATCH + chunk) * MiB;
 
-async function slowMigration(name: string, seed: number): Promise<{ id: string; src: string; dst: string }> {
-  const id = `${name}-${seed}`;
-  const rel = `vms/${id}/disk.img`;
-  const src = await makeImage(c, "a", rel, { sizeBytes: 16 * MiB, zeroFraction: 0.3, seed });
-  await startMigration(c.nats, { id, sources: [rel], dir: id, bandwidthLimitBytesPerSec: 4 * MiB });
-  return { id, src, dst: join(c.root("b"), id, "disk.img") };
-}
-
 describe("movers", () => {
   scenario(F, "kill -9 the source mover mid-batch", async ({ rng, seed, figures }) => {
-    const m = await slowMigration("srckill", seed);
-    const batch = rng.between(0, 2);
-    const hit = await c.dataProxy.waitFrame(`chunk of batch ${batch}`, (f) => f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, rng.between(1, 3)));
+    const m = await slowMigration(c, "srckill", seed);
+    const [batch, chunk] = [rng.between(0, 2), rng.between(1, 3)];
+    const hit = await c.dataProxy.waitFrame(`chunk ${chunk} of batch ${batch}`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, chunk));
     const killedAt = performance.now();
     await c.signal(sourceMover, "SIGKILL");
     sourceMover = "a2";
     await c.startMover(sourceMover, "a", { concurrency: 1 });
-    const again = await c.dataProxy.waitFrame(`batch ${batch} begun again`, (f) => f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn);
+    const again = await c.dataProxy.waitFrame(`batch ${batch} begun again`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn);
     figures["rtoMs"] = again.at - killedAt;
     await waitEnd(c.nats, m.id);
     const out = await verifyMigration(c, m.id, [m]);
-    const oks = c.dataProxy.frames.filter((f) => f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn >= hit.conn);
+    const oks = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn >= hit.conn);
     expect(oks, "the killed batch completed exactly once, by the new mover").toHaveLength(1);
     expect(oks[0]?.conn).toBe(again.conn);
     Object.assign(figures, { batch, extraTransfers: out.extraTransfers, retries: out.retries });
   });
 
   scenario(F, "kill -9 the destination mover mid-write", async ({ rng, seed, figures }) => {
-    const m = await slowMigration("dstkill", seed);
-    const batch = rng.between(0, 2);
-    const hit = await c.dataProxy.waitFrame(`chunk of batch ${batch}`, (f) => f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, rng.between(1, 3)));
+    const m = await slowMigration(c, "dstkill", seed);
+    const [batch, chunk] = [rng.between(0, 2), rng.between(1, 3)];
+    const hit = await c.dataProxy.waitFrame(`chunk ${chunk} of batch ${batch}`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, chunk));
     const killedAt = performance.now();
     await c.signal("b1", "SIGKILL");
     await c.startMover("b2", "b");
-    const ok = await c.dataProxy.waitFrame(`batch ${batch} completed`, (f) => f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn > hit.conn);
+    const ok = await c.dataProxy.waitFrame(`batch ${batch} completed`, (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn > hit.conn);
     figures["rtoMs"] = ok.at - killedAt;
     await waitEnd(c.nats, m.id);
     const out = await verifyMigration(c, m.id, [m]);
@@ -66,34 +57,37 @@ describe("movers", () => {
   });
 
   scenario(F, "SIGSTOP the source mover past its ack wait: another mover takes the batch, the stale one is fenced", async ({ rng, seed, figures }) => {
-    const m = await slowMigration("sigstop", seed);
+    const m = await slowMigration(c, "sigstop", seed);
     const batch = rng.between(0, 2);
     const stale = sourceMover;
-    const hit = await c.dataProxy.waitFrame(`chunk of batch ${batch}`, (f) => f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, 1));
+    const hit = await c.dataProxy.waitFrame(`chunk of batch ${batch}`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, 1));
     const stoppedAt = performance.now();
     await c.signal(stale, "SIGSTOP");
     try {
       sourceMover = "a3";
       await c.startMover(sourceMover, "a", { concurrency: 1 });
-      const taken = await c.dataProxy.waitFrame(`batch ${batch} taken over`, (f) => f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn);
+      const taken = await c.dataProxy.waitFrame(`batch ${batch} taken over`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn);
       figures["takeoverMs"] = taken.at - stoppedAt;
-      const fenced = await c.dataProxy.waitFrame("the stale session fenced", (f) => f.dir === "down" && f.kind === "BATCH_ERR" && f.conn === hit.conn);
+      const fenced = await c.dataProxy.waitFrame("the stale session fenced", (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_ERR" && f.conn === hit.conn);
       expect(fenced.code).toBe("FENCED");
       await waitEvent(c.nats, m.id, `batch ${batch} transferred`, (e) => e.type === "ChunkBatchTransferred" && e.batch === batch);
       // Make anything the stale writer still sends differ from the truth: if fencing let one byte
       // of it through, the destination would no longer match the (restored) source.
       const original = await overwrite(m.src, batch * CHUNKS_PER_BATCH * MiB, CHUNKS_PER_BATCH * MiB);
       await c.signal(stale, "SIGCONT");
-      await untilLog(c, stale, /FENCED/, 30_000);
+      // The stale mover learns it lost the batch either from the fence (FENCED) or, if the
+      // migration ended meanwhile, from the terminal event; either way it must not write.
+      await untilLog(c, stale, /FENCED|migration ended while its batch was moving/, 30_000);
       await original.restore();
     } finally {
       await c.signal(stale, "SIGCONT");
     }
     await waitEnd(c.nats, m.id);
     const out = await verifyMigration(c, m.id, [m]);
-    const staleOks = c.dataProxy.frames.filter((f) => f.dir === "down" && f.kind === "BATCH_OK" && f.conn === hit.conn);
+    const staleOks = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.conn === hit.conn);
     expect(staleOks, "the stale session never completed its batch").toHaveLength(0);
-    Object.assign(figures, { batch, extraTransfers: out.extraTransfers, staleChunksAfterFence: c.logLines("b1", /newer sender/).length });
+    const refused = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "down" && f.code === "FENCED").length;
+    Object.assign(figures, { batch, extraTransfers: out.extraTransfers, fencedSessions: refused, staleLearnedBy: c.logLines(stale, /FENCED/).length > 0 ? "FENCED" : "terminal event" });
   });
 });
 

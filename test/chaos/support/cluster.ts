@@ -4,7 +4,7 @@ import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { freePort } from "../../../services/common/nats-server.js";
+import { allocPorts } from "./ports.js";
 import { FaultProxy } from "./proxy.js";
 import { markedEnv, trackPid } from "./procs.js";
 import type { ServerInfo } from "./server-version.js";
@@ -37,19 +37,21 @@ export class NatsCluster {
 
   static async start(dir: string, server: ServerInfo, size = 3): Promise<NatsCluster> {
     const c = new NatsCluster(dir, server);
+    const ports = await allocPorts(3 * size + size * (size - 1));
+    const take = (): number => ports.pop() ?? 0;
     for (let i = 0; i < size; i++) {
-      const [port, clusterPort, httpPort] = [await freePort(), await freePort(), await freePort()];
-      c.nodes.push({ name: `n${i}`, port, clusterPort, httpPort, conf: join(dir, `n${i}.conf`), log: join(dir, `n${i}.log`) });
+      c.nodes.push({ name: `n${i}`, port: take(), clusterPort: take(), httpPort: take(), conf: join(dir, `n${i}.conf`), log: join(dir, `n${i}.log`) });
     }
     for (const [i, from] of c.nodes.entries()) {
       for (const [j, to] of c.nodes.entries()) {
         if (i === j) continue;
-        c.routes.set(`${i}>${j}`, await FaultProxy.start({ name: `route ${from.name}>${to.name}`, listenHost: "127.0.0.1", targetHost: "127.0.0.1", targetPort: to.clusterPort }));
+        c.routes.set(`${i}>${j}`, await FaultProxy.start({ name: `route ${from.name}>${to.name}`, listenHost: "127.0.0.1", listenPort: take(), targetHost: "127.0.0.1", targetPort: to.clusterPort }));
       }
     }
     for (let i = 0; i < size; i++) c.writeConfig(i);
     try {
       await Promise.all(c.nodes.map((_, i) => c.startNode(i)));
+      await c.waitMeta();
     } catch (err) {
       await c.stop();
       throw err;
@@ -105,6 +107,31 @@ export class NatsCluster {
 
   heal(i: number): void {
     for (const [key, proxy] of this.routes) if (key.split(">").includes(String(i))) proxy.heal();
+  }
+
+  /**
+   * Waits until the JetStream meta group has a leader and every peer is current (streams can be
+   * placed on 3 peers only then). Polls /jsz of a live node: there is no event for it.
+   */
+  async waitMeta(timeoutMs = 30_000): Promise<number> {
+    const started = Date.now();
+    let last = "";
+    while (Date.now() - started < timeoutMs) {
+      type Jsz = { meta_cluster?: { leader?: string; replicas?: Array<{ current?: boolean; offline?: boolean }> } };
+      try {
+        // Only the meta leader lists its peers.
+        const any = await this.monitor<Jsz>(this.nodes.findIndex((_, k) => this.isUp(k)), "jsz");
+        const leader = this.indexOf(any.meta_cluster?.leader);
+        const meta = leader >= 0 && this.isUp(leader) ? (await this.monitor<Jsz>(leader, "jsz")).meta_cluster : undefined;
+        const current = (meta?.replicas ?? []).filter((r) => r.current === true && r.offline !== true).length;
+        if (meta?.leader && current >= this.nodes.filter((_, k) => this.isUp(k)).length - 1) return Date.now() - started;
+        last = `leader ${meta?.leader ?? "none"}, ${current} current peers`;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`JetStream meta group not ready within ${timeoutMs} ms: ${last}`);
   }
 
   /** The monitoring endpoint's JSON (e.g. "jsz", "varz") of node i. */

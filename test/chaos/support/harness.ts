@@ -7,8 +7,8 @@ import { connect } from "@nats-io/transport-node";
 import { spawnService, type ServiceProcess } from "../../../cli/stack.js";
 import { CMD_STREAM, ensureLayout, ensureWorkStream, EVT_STREAM, workStream } from "../../../services/common/layout.js";
 import type { Nats } from "../../../services/common/nats.js";
-import { freePort } from "../../../services/common/nats-server.js";
 import { NatsCluster, waitHealthy } from "./cluster.js";
+import { allocPorts } from "./ports.js";
 import { markedEnv, trackPid } from "./procs.js";
 import { FaultProxy } from "./proxy.js";
 import type { Rng } from "./seed.js";
@@ -52,6 +52,8 @@ export class Chaos {
   cluster!: NatsCluster;
   nats!: Nats;
   dataProxy!: FaultProxy;
+  /** Run after the services and servers are gone, before the directory is removed (umount). */
+  readonly beforeRemove: Array<() => void> = [];
   private dataPort = 0;
 
   private constructor(
@@ -66,10 +68,16 @@ export class Chaos {
     try {
       c.cluster = await NatsCluster.start(dir, c.server);
       c.nats = await connectCluster(c.cluster.urls());
-      await ensureLayout(c.nats.nc, c.nats.jsm, { replicas: 3 });
-      for (const host of ["a", "b"]) await ensureWorkStream(c.nats.jsm, host, { replicas: 3 });
+      await retrying("create the dwcp streams", async () => {
+        await ensureLayout(c.nats.nc, c.nats.jsm, { replicas: 3 });
+        for (const host of ["a", "b"]) await ensureWorkStream(c.nats.jsm, host, { replicas: 3 });
+      });
       await waitHealthy(c.nats.jsm, DWCP_STREAMS);
-      c.dataPort = await freePort();
+      if (process.env["DWCP_CHAOS_DEBUG"]) {
+        const mon = (await import("node:child_process")).spawn(process.execPath, ["--import", "tsx", "/work/main/tmp/chaos-dev/monitor.mts", c.cluster.urls(), join(dir, "monitor.log")], { env: markedEnv(), stdio: "ignore" });
+        trackPid(mon.pid);
+      }
+      [c.dataPort = 0] = await allocPorts(1, ["127.0.0.1", "127.0.0.2"]);
       c.dataProxy = await FaultProxy.start({ name: "data b", listenHost: "127.0.0.1", listenPort: c.dataPort, targetHost: "127.0.0.2", targetPort: c.dataPort, sniff: true, rng });
     } catch (err) {
       await c.stop();
@@ -142,6 +150,7 @@ export class Chaos {
     await this.nats?.nc.close().catch(() => undefined);
     await this.dataProxy?.close().catch(() => undefined);
     await this.cluster?.stop();
+    for (const fn of this.beforeRemove) fn();
     if (!process.env["DWCP_KEEP_TEST_DATA"]) rmSync(this.dir, { recursive: true, force: true });
     else process.stderr.write(`chaos: kept ${this.dir}\n`);
   }
@@ -161,6 +170,19 @@ export class Chaos {
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`${s.name} not running within 30 s:\n${tail(s.proc.logFile)}`);
+  }
+}
+
+/** A young cluster times out or refuses placement for a while; there is no event for "ready". */
+export async function retrying<T>(what: string, fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`could not ${what} within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }
 

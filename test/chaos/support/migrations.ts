@@ -2,15 +2,17 @@ import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { expect } from "vitest";
 import { generateImage, generateRandomFile, type ImageSpec } from "../../../cli/image.js";
-import { publishCommand, watchMigration } from "../../../cli/client.js";
+import { DeliverPolicy } from "@nats-io/jetstream";
+import { publishCommand } from "../../../cli/client.js";
 import { buildStart } from "../../../cli/migrate.js";
 import { sha256File } from "../../../cli/verify.js";
 import type { MigrationEvent, StartMigration } from "../../../schemas/index.js";
-import { EventStore, type StoredEvent } from "../../../services/common/event-store.js";
+import { decodeEvent, EventStore, type StoredEvent } from "../../../services/common/event-store.js";
+import { EVT_STREAM } from "../../../services/common/layout.js";
 import type { Nats } from "../../../services/common/nats.js";
 import { evolve, fold } from "../../../services/coordinator/src/domain/migration/evolve.js";
 import { batchRange } from "../../../services/coordinator/src/domain/migration/planner.js";
-import { initialMigration, type Migration } from "../../../services/coordinator/src/domain/migration/state.js";
+import { initialMigration, isTerminal, type Migration } from "../../../services/coordinator/src/domain/migration/state.js";
 import type { Chaos } from "./harness.js";
 
 export const MiB = 1024 * 1024;
@@ -52,37 +54,52 @@ export async function startMigration(nats: Nats, m: MigrationInput): Promise<Sta
   return cmd;
 }
 
-export const eventsOf = (nats: Nats, id: string): Promise<StoredEvent[]> => new EventStore(nats.js, nats.jsm).read(id);
+/**
+ * The test's own log readers. EventStore's ordered consumers use the client default (30 s pull
+ * expiry); on a 2.12 cluster the first pull of a fresh ordered consumer is sometimes lost and
+ * nothing arrives for ~45 s (see RELIABILITY.md), which would distort every timing measured
+ * here. Pulls that expire after 2 s bound that stall to ~3 s.
+ */
+const PULL_EXPIRES_MS = 2_000;
 
-/** Resolves with the first event of `id` that matches, following the log live (no polling). */
-export async function waitEvent(nats: Nats, id: string, what: string, match: (e: MigrationEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
-  const store = new EventStore(nats.js, nats.jsm);
-  let found!: (e: StoredEvent) => void;
-  const result = new Promise<StoredEvent>((r) => (found = r));
-  const tail = await store.tail({ filter: `dwcp.evt.migration.${id}`, onEvent: (e) => (match(e.event) ? found(e) : undefined) });
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${id}: no ${what} within ${timeoutMs} ms`)), timeoutMs);
-  });
+/**
+ * Follows one migration's events from its first, in order, until `onEvent` returns true or the
+ * deadline passes (then rejects with `what`). No polling: events are pushed as they are stored.
+ */
+export async function follow(nats: Nats, id: string, what: string, onEvent: (e: StoredEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
+  const consumer = await nats.js.consumers.get(EVT_STREAM, { filter_subjects: `dwcp.evt.migration.${id}`, deliver_policy: DeliverPolicy.All });
+  const iter = await consumer.consume({ expires: PULL_EXPIRES_MS });
+  const timer = setTimeout(() => iter.stop(new Error(`${id}: no ${what} within ${timeoutMs} ms`)), timeoutMs);
   try {
-    return await Promise.race([result, timeout]);
+    for await (const m of iter) {
+      const e = decodeEvent(m);
+      if (e && onEvent(e)) return e;
+    }
+    throw new Error(`${id}: no ${what} within ${timeoutMs} ms`);
   } finally {
     clearTimeout(timer);
-    tail.stop();
+    iter.stop();
   }
 }
 
-/** Follows the migration to its terminal event. */
+/** Every event of a migration stored so far. */
+export async function eventsOf(nats: Nats, id: string): Promise<StoredEvent[]> {
+  const last = await new EventStore(nats.js, nats.jsm).lastSeq(id);
+  const out: StoredEvent[] = [];
+  if (last > 0) await follow(nats, id, `events up to ${last}`, (e) => (out.push(e), e.seq >= last), 60_000);
+  return out;
+}
+
+/** Resolves with the first event of `id` that matches, whether already stored or still to come. */
+export async function waitEvent(nats: Nats, id: string, what: string, match: (e: MigrationEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
+  return follow(nats, id, what, (e) => match(e.event), timeoutMs);
+}
+
+/** Follows the migration to its terminal event; resolves with the folded state. */
 export async function waitEnd(nats: Nats, id: string, timeoutMs = 120_000): Promise<Migration> {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), timeoutMs);
-  try {
-    const m = await watchMigration(nats, id, () => undefined, abort.signal);
-    if (abort.signal.aborted) throw new Error(`${id} did not end within ${timeoutMs} ms (status ${m.status})`);
-    return m;
-  } finally {
-    clearTimeout(timer);
-  }
+  let state = initialMigration(id);
+  await follow(nats, id, "terminal event", (e) => ((state = evolve(state, e.event)), isTerminal(state)), timeoutMs);
+  return state;
 }
 
 const TERMINAL = new Set(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
@@ -142,4 +159,22 @@ export async function verifyMigration(c: Chaos, id: string, files: Array<{ src: 
   expect(state.totals).toMatchObject({ bytes: plan.totalBytes, chunks: plan.chunkCount, batches: plan.batchCount });
   for (const f of files) expect(await sha256File(f.dst), `${f.dst} is byte-identical to ${f.src}`).toBe(await sha256File(f.src));
   return { state, events, extraTransfers: transfers - plan.batchCount, retries: events.filter((e) => e.event.type === "ChunkBatchRetried").length };
+}
+
+export interface Started {
+  id: string;
+  src: string;
+  dst: string;
+}
+
+/**
+ * A migration of a fresh sparse image from a to b, rate-limited so that faults land mid-transfer:
+ * 1 MiB chunks, 4 MiB batches, 4 MiB/s by default.
+ */
+export async function slowMigration(c: Chaos, name: string, seed: number, o: { sizeBytes?: number; rate?: number; batchSizeBytes?: number } = {}): Promise<Started> {
+  const id = `${name}-${seed}`;
+  const rel = `vms/${id}/disk.img`;
+  const src = await makeImage(c, "a", rel, { sizeBytes: o.sizeBytes ?? 16 * MiB, zeroFraction: 0.3, seed });
+  await startMigration(c.nats, { id, sources: [rel], dir: id, batchSizeBytes: o.batchSizeBytes, bandwidthLimitBytesPerSec: o.rate ?? 4 * MiB });
+  return { id, src, dst: join(c.root("b"), id, "disk.img") };
 }

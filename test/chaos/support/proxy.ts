@@ -10,6 +10,13 @@ export interface Faults {
   rateBytesPerSec?: number;
   /** Per DWCP CHUNK frame (client → server) carrying data: chance of one flipped bit in its data. */
   flipProbability: number;
+  /** The next this-many CHUNK frames with data get a flipped bit for sure (then flipProbability). */
+  flipNext: number;
+  /**
+   * Hold every byte instead of forwarding it (a silent partition: connections stay open, nothing
+   * arrives, TCP on both ends just waits); heal() delivers what was held.
+   */
+  blackhole: boolean;
 }
 
 /** A DWCP data-channel frame as the sniffer saw it pass. */
@@ -22,7 +29,8 @@ export interface FrameSeen {
   offset: number;
   /** Header + payload bytes. */
   wire: number;
-  /** Batch of the connection's current BATCH_BEGIN (or -1). */
+  /** Migration, batch and attempt of the connection's current BATCH_BEGIN ("" / -1 before one). */
+  migration: string;
   batch: number;
   attempt: number;
   /** BATCH_BEGIN's delivery, if sent. */
@@ -42,7 +50,7 @@ type Listener = (f: FrameSeen) => void;
  * "chunk 3 of batch 2 is on the wire" instead of sleeping.
  */
 export class FaultProxy {
-  readonly faults: Faults = { latencyMs: 0, flipProbability: 0 };
+  readonly faults: Faults = { latencyMs: 0, flipProbability: 0, flipNext: 0, blackhole: false };
   readonly frames: FrameSeen[] = [];
   /** CHUNK frames whose data got a flipped bit (also reported once as a CHUNK frame). */
   readonly flips: FrameSeen[] = [];
@@ -50,6 +58,7 @@ export class FaultProxy {
   connections = 0;
   private refusing = false;
   private readonly open = new Set<Socket>();
+  private readonly lanes = new Set<Lane>();
   private readonly listeners = new Set<Listener>();
 
   private constructor(
@@ -83,8 +92,17 @@ export class FaultProxy {
     this.open.clear();
   }
 
+  /** Ends a cut or a blackhole; held bytes are delivered. */
   heal(): void {
     this.refusing = false;
+    this.faults.blackhole = false;
+    for (const lane of this.lanes) lane.pump();
+  }
+
+  /** Resets every fault to "none" (connections stay). */
+  reset(): void {
+    Object.assign(this.faults, { latencyMs: 0, rateBytesPerSec: undefined, flipProbability: 0, flipNext: 0 });
+    this.heal();
   }
 
   get isCut(): boolean {
@@ -138,12 +156,16 @@ export class FaultProxy {
     };
     client.on("error", kill).on("close", kill);
     upstream.on("error", kill).on("close", kill);
-    const state = { batch: -1, attempt: -1 };
+    const state = { migration: "", batch: -1, attempt: -1 };
     const up = this.opts.sniff ? new Sniffer("up", id, state, this, this.opts.rng) : undefined;
     const down = this.opts.sniff ? new Sniffer("down", id, state, this, undefined) : undefined;
     upstream.once("connect", () => {
-      new Lane(client, upstream, this, up).start();
-      new Lane(upstream, client, this, down).start();
+      const lanes = [new Lane(client, upstream, this, up), new Lane(upstream, client, this, down)];
+      for (const lane of lanes) {
+        this.lanes.add(lane);
+        lane.start();
+      }
+      client.once("close", () => lanes.forEach((l) => this.lanes.delete(l)));
       client.resume();
     });
   }
@@ -207,9 +229,10 @@ class Lane {
     this.dst.on("drain", () => this.pump());
   }
 
-  private pump(): void {
+  pump(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.proxy.faults.blackhole) return; // heal() pumps again
     const now = performance.now();
     while (this.queue.length > 0) {
       const head = this.queue[0];
@@ -237,7 +260,7 @@ class Sniffer {
   constructor(
     readonly dir: "up" | "down",
     private readonly conn: number,
-    private readonly state: { batch: number; attempt: number },
+    private readonly state: { migration: string; batch: number; attempt: number },
     private readonly proxy: FaultProxy,
     private readonly rng: Rng | undefined,
   ) {}
@@ -277,7 +300,9 @@ class Sniffer {
     const offset = h.readUInt32BE(12) * 2 ** 32 + h.readUInt32BE(16);
     const table = h.readUInt32BE(28) * SEGMENT_ENTRY_BYTES;
     let flipAt = -1;
-    if (kind === "CHUNK" && this.rng && payload > table && this.rng.float() < this.proxy.faults.flipProbability) {
+    const f = this.proxy.faults;
+    if (kind === "CHUNK" && this.rng && payload > table && (f.flipNext > 0 || this.rng.float() < f.flipProbability)) {
+      f.flipNext = Math.max(0, f.flipNext - 1);
       flipAt = table + this.rng.int(payload - table);
     }
     this.current = { kind, offset, wire: HEADER_BYTES + payload, flipAt, flipped: false };
@@ -297,7 +322,7 @@ class Sniffer {
       if (c.flipped) this.proxy.flips.push({ ...this.base(c), flipped: true });
       return;
     }
-    let json: { batch?: number; attempt?: number; delivery?: number; code?: string } = {};
+    let json: { migrationId?: string; batch?: number; attempt?: number; delivery?: number; code?: string } = {};
     if (c.kind === "BATCH_BEGIN" || c.kind === "BATCH_ERR" || c.kind === "CHUNK_ERR") {
       try {
         json = JSON.parse(Buffer.concat(this.control).toString("utf8")) as typeof json;
@@ -306,6 +331,7 @@ class Sniffer {
       }
     }
     if (c.kind === "BATCH_BEGIN") {
+      this.state.migration = json.migrationId ?? "";
       this.state.batch = json.batch ?? -1;
       this.state.attempt = json.attempt ?? -1;
     }
@@ -315,7 +341,7 @@ class Sniffer {
   }
 
   private base(c: NonNullable<Sniffer["current"]>): FrameSeen {
-    return { conn: this.conn, dir: this.dir, kind: c.kind, at: performance.now(), offset: c.offset, wire: c.wire, batch: this.state.batch, attempt: this.state.attempt };
+    return { conn: this.conn, dir: this.dir, kind: c.kind, at: performance.now(), offset: c.offset, wire: c.wire, migration: this.state.migration, batch: this.state.batch, attempt: this.state.attempt };
   }
 
   private report(json: { delivery?: number; code?: string } | undefined): void {

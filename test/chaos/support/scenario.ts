@@ -25,8 +25,7 @@ export function scenario(file: string, name: string, fn: (s: ScenarioContext) =>
     const seed = scenarioSeed(RUN_SEED, name);
     const figures: ScenarioContext["figures"] = {};
     const started = performance.now();
-    let outcome: "passed" | "failed" | "skipped" = "failed";
-    let reason: string | undefined;
+    const result: { outcome: "passed" | "failed" | "skipped"; reason?: string } = { outcome: "failed" };
     ctx.onTestFailed(() => {
       process.stderr.write(`\nchaos: "${name}" FAILED with seed ${RUN_SEED} (scenario seed ${seed}); replay: DWCP_CHAOS_SEED=${RUN_SEED} npx vitest run -c test/chaos/vitest.chaos.config.ts ${basename(file)} -t "${name}"\n`);
     });
@@ -36,17 +35,18 @@ export function scenario(file: string, name: string, fn: (s: ScenarioContext) =>
         seed,
         figures,
         skip: (why: string): never => {
-          outcome = "skipped";
-          reason = why;
+          result.outcome = "skipped";
+          result.reason = why;
           process.stderr.write(`\nchaos: SKIPPED "${name}": ${why}\n`);
           return ctx.skip(why);
         },
       });
-      outcome = "passed";
+      result.outcome = "passed";
     } catch (err) {
-      if (outcome !== "skipped") reason = (err instanceof Error ? err.message : String(err)).split("\n")[0];
+      if (result.outcome !== "skipped") result.reason = (err instanceof Error ? err.message : String(err)).split("\n")[0];
       throw err;
     } finally {
+      const { outcome, reason } = result;
       record({ scenario: name, file: basename(file), seed: RUN_SEED, outcome, reason, durationMs: performance.now() - started, figures, server: serverInfo().version, at: new Date().toISOString() });
       if (Object.keys(figures).length > 0) process.stderr.write(`chaos: ${name}: ${JSON.stringify(figures)}\n`);
     }

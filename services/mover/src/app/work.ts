@@ -5,7 +5,7 @@ import type { EventStore } from "../../../common/event-store.js";
 import { workAckWaitMs } from "../../../common/layout.js";
 import { safeJson } from "../../../common/json.js";
 import type { Logger } from "../../../common/logger.js";
-import type { Nats } from "../../../common/nats.js";
+import { isTransientNatsError, type Nats } from "../../../common/nats.js";
 import { DestinationUnreachableError } from "../errors.js";
 import { sendBatch } from "../infra/data-channel/client.js";
 import type { MoverConfig } from "../config.js";
@@ -100,6 +100,12 @@ export class BatchWorker {
       if (signal.aborted) {
         log.info("migration ended while its batch was moving; stopped");
         await m.ackAck();
+        return;
+      }
+      if (isTransientNatsError(err)) {
+        // NATS was unreachable or electing a leader: not the batch's fault. Let it come back.
+        log.warn({ err }, "NATS unavailable while moving the batch; it will be redelivered");
+        m.nak(2_000);
         return;
       }
       const code = errorCode(err);
