@@ -10,6 +10,7 @@ import {
 } from "../../../../schemas/index.js";
 import { VersionConflictError, errorCode } from "../../../common/errors.js";
 import { EventStore } from "../../../common/event-store.js";
+import { KeyedLock } from "../../../common/keyed-lock.js";
 import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream, subjects } from "../../../common/layout.js";
 import type { Logger } from "../../../common/logger.js";
 import type { Nats } from "../../../common/nats.js";
@@ -42,7 +43,7 @@ export class Coordinator {
   private readonly store: EventStore;
   private movers!: MoverGateway;
   private dispatcher!: Dispatcher;
-  private readonly locks = new Map<string, Promise<void>>();
+  private readonly locks = new KeyedLock();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly finalizeTries = new Map<string, number>();
   private readonly cleaned = new Set<string>();
@@ -96,7 +97,7 @@ export class Coordinator {
     this.stopCommands?.();
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
-    await Promise.allSettled([...this.locks.values()]);
+    await this.locks.idle();
     this.advisories?.unsubscribe();
     this.stopTail?.();
     await Promise.allSettled(this.loops);
@@ -166,15 +167,7 @@ export class Coordinator {
 
   /** Runs fn after every earlier task for the same migration: one decision at a time per aggregate. */
   private async withLock(id: string, fn: () => Promise<void>): Promise<void> {
-    const prev = this.locks.get(id) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tracked = next.catch(() => undefined);
-    this.locks.set(id, tracked);
-    try {
-      await next;
-    } finally {
-      if (this.locks.get(id) === tracked) this.locks.delete(id);
-    }
+    await this.locks.run(id, fn);
   }
 
   private schedule(id: string, delayMs = 0): void {

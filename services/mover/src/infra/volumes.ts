@@ -16,6 +16,7 @@ import type {
 import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { fileCrc32c } from "./volume-crc.js";
+import { KeyedLock } from "../../../common/keyed-lock.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";
@@ -126,15 +127,26 @@ export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly stri
   return answer(async () => {
     checkNames(req.volumes.map((v) => v.destName));
     const dir = await confineOrRefuse(roots, req.destDir, false, "FINALIZE_FAILED");
-    const dirsToSync = new Set<string>([dir]);
-    if (req.volumes.some((v) => v.sizeBytes === 0)) {
-      for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
-    }
-    const paths: string[] = [];
-    for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify));
-    for (const d of dirsToSync) await fsyncDir(d);
-    return { ok: true as const, paths };
+    return finalizing.run(dir, () => finalizeIn(roots, dir, req));
   }, "FINALIZE_FAILED");
+}
+
+/**
+ * One finalize per directory at a time in this process: a retried request (the first reply was
+ * lost in a leader election) or a second coordinator must find the first one's rename done,
+ * not race it.
+ */
+const finalizing = new KeyedLock();
+
+async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVolumes): Promise<FinalizeReply> {
+  const dirsToSync = new Set<string>([dir]);
+  if (req.volumes.some((v) => v.sizeBytes === 0)) {
+    for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
+  }
+  const paths: string[] = [];
+  for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify));
+  for (const d of dirsToSync) await fsyncDir(d);
+  return { ok: true as const, paths };
 }
 
 type FinalVolume = FinalizeVolumes["volumes"][number];
@@ -164,7 +176,14 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean): Promis
   } finally {
     await fh.close();
   }
-  await rename(part, final);
+  try {
+    await rename(part, final);
+  } catch (err) {
+    // Another mover process of this host finalized it between our checks and the rename.
+    const now = errnoOf(err) === "ENOENT" ? await lstatOrUndefined(final) : undefined;
+    if (now === undefined) throw err;
+    await checkFinalized(final, now, v, verify);
+  }
   return final;
 }
 
