@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import type { CancelMigration, MigrationEvent, StartMigration } from "../schemas/index.js";
-import { decodeEvent, EventStore, aggregateOf, type StoredEvent } from "../services/common/event-store.js";
+import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "../services/common/event-store.js";
 import { EVT_STREAM, subjects } from "../services/common/layout.js";
 import type { Nats } from "../services/common/nats.js";
 import { evolve, fold } from "../services/coordinator/src/domain/migration/evolve.js";
@@ -54,7 +54,7 @@ export async function watchMigration(
     filter_subjects: subjects.migration(id),
     deliver_policy: DeliverPolicy.All,
   });
-  const iter = await consumer.consume();
+  const iter = await consumer.consume(LIVE_CONSUME);
   signal?.addEventListener("abort", () => iter.stop(), { once: true });
   let state = initialMigration(id);
   try {

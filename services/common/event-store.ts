@@ -17,6 +17,12 @@ export interface StoredEvent {
 }
 
 const encoder = new TextEncoder();
+
+/**
+ * Pull requests of long-lived readers expire after 5 s (idle heartbeat 2.5 s), so a reader whose
+ * server was restarted notices within ~5 s and resumes, instead of the client's 30 s default.
+ */
+export const LIVE_CONSUME = { expires: 5_000 } as const;
 const decoder = new TextDecoder();
 
 /** The migration id a subject dwcp.evt.migration.<id> belongs to. */
@@ -106,7 +112,7 @@ export class EventStore {
       deliver_policy: opts.fromSeq && opts.fromSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
       ...(opts.fromSeq && opts.fromSeq > 1 ? { opt_start_seq: opts.fromSeq } : {}),
     });
-    const iter = await consumer.consume();
+    const iter = await consumer.consume(LIVE_CONSUME);
     let caughtUp = false;
     const markCaughtUp = async (): Promise<void> => {
       if (caughtUp) return;

@@ -9,7 +9,7 @@ import {
   RejectionReason,
 } from "../../../../schemas/index.js";
 import { VersionConflictError, errorCode } from "../../../common/errors.js";
-import { EventStore } from "../../../common/event-store.js";
+import { EventStore, LIVE_CONSUME } from "../../../common/event-store.js";
 import { KeyedLock } from "../../../common/keyed-lock.js";
 import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream, subjects } from "../../../common/layout.js";
 import type { Logger } from "../../../common/logger.js";
@@ -111,7 +111,7 @@ export class Coordinator {
 
   private async commandLoop(): Promise<void> {
     const consumer = await this.nats.js.consumers.get(CMD_STREAM, COORDINATOR_DURABLE);
-    const iter = await consumer.consume({ max_messages: 32 });
+    const iter = await consumer.consume({ max_messages: 32, ...LIVE_CONSUME });
     this.stopCommands = () => iter.stop();
     for await (const m of iter) {
       try {
