@@ -11,7 +11,9 @@ export default defineConfig({
         test: {
           name: "int",
           include: ["**/*.int.spec.ts"],
-          exclude: ["node_modules/**"],
+          // The federation suite fails on nats-server 2.12 (cross-domain mirrors; issue 6), so the
+          // compat run in .ci/run leaves it out, and says so.
+          exclude: ["node_modules/**", ...(process.env["DWCP_SKIP_FEDERATION"] ? ["test/federation/**"] : [])],
           testTimeout: 120_000,
           hookTimeout: 60_000,
           fileParallelism: false,
