@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
-import { connect as tcpConnect } from "node:net";
+import { waitForPort } from "../../../services/common/nats-server.js";
 import { join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -184,22 +184,6 @@ ${routes.join("\n")}
 `,
     );
   }
-}
-
-/** Polls a TCP connect: a freshly spawned nats-server offers no other readiness signal. */
-async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`nats-server exited with code ${child.exitCode} before it listened on ${port}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = tcpConnect(port, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nats-server did not listen on ${port} within ${timeoutMs} ms`);
 }
 
 /**

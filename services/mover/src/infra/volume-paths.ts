@@ -1,4 +1,4 @@
-import { lstat, mkdir, open, realpath, stat } from "node:fs/promises";
+import { lstat, mkdir, realpath, stat } from "node:fs/promises";
 import { posix } from "node:path";
 import { ConfigError } from "../../../common/errors.js";
 import { lexicalConfine, rootOf } from "../domain/paths.js";
@@ -110,12 +110,4 @@ export async function ensureDirInside(roots: readonly string[], dir: string): Pr
   return created;
 }
 
-/** fsync a directory so entries created or renamed in it survive a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
+export { fsyncDir } from "../../../common/fs.js";

@@ -1,15 +1,8 @@
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
+import { fsyncDir } from "../../../common/fs.js";
 
-/** fsyncs a directory so a rename or unlink in it survives a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
+export { fsyncDir };
 
 /**
  * Writes `path` crash-safely: everything goes to `path.tmp`, which is fsynced, renamed over
