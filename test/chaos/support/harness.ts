@@ -73,10 +73,6 @@ export class Chaos {
         for (const host of ["a", "b"]) await ensureWorkStream(c.nats.jsm, host, { replicas: 3 });
       });
       await waitHealthy(c.nats.jsm, DWCP_STREAMS);
-      if (process.env["DWCP_CHAOS_DEBUG"]) {
-        const mon = (await import("node:child_process")).spawn(process.execPath, ["--import", "tsx", "/work/main/tmp/chaos-dev/monitor.mts", c.cluster.urls(), join(dir, "monitor.log")], { env: markedEnv(), stdio: "ignore" });
-        trackPid(mon.pid);
-      }
       [c.dataPort = 0] = await allocPorts(1, ["127.0.0.1", "127.0.0.2"]);
       c.dataProxy = await FaultProxy.start({ name: "data b", listenHost: "127.0.0.1", listenPort: c.dataPort, targetHost: "127.0.0.2", targetPort: c.dataPort, sniff: true, rng });
     } catch (err) {

@@ -13,7 +13,7 @@ import type { Nats } from "../../../services/common/nats.js";
 import { evolve, fold } from "../../../services/coordinator/src/domain/migration/evolve.js";
 import { batchRange } from "../../../services/coordinator/src/domain/migration/planner.js";
 import { initialMigration, isTerminal, type Migration } from "../../../services/coordinator/src/domain/migration/state.js";
-import type { Chaos } from "./harness.js";
+import { retrying, type Chaos } from "./harness.js";
 
 export const MiB = 1024 * 1024;
 
@@ -67,7 +67,9 @@ const PULL_EXPIRES_MS = 2_000;
  * deadline passes (then rejects with `what`). No polling: events are pushed as they are stored.
  */
 export async function follow(nats: Nats, id: string, what: string, onEvent: (e: StoredEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
-  const consumer = await nats.js.consumers.get(EVT_STREAM, { filter_subjects: `dwcp.evt.migration.${id}`, deliver_policy: DeliverPolicy.All });
+  // Creating a consumer can time out while the cluster re-elects or still counts a cut-off node
+  // as a placement candidate: retried (there is no event to wait for).
+  const consumer = await retrying("create a reader", () => nats.js.consumers.get(EVT_STREAM, { filter_subjects: `dwcp.evt.migration.${id}`, deliver_policy: DeliverPolicy.All }));
   const iter = await consumer.consume({ expires: PULL_EXPIRES_MS });
   const timer = setTimeout(() => iter.stop(new Error(`${id}: no ${what} within ${timeoutMs} ms`)), timeoutMs);
   try {

@@ -11,7 +11,7 @@ export interface ScenarioContext {
   /** Measured figures for the report (RTOs in ms, rates, counts). */
   figures: Record<string, number | string | boolean>;
   /** Skip loudly: the reason goes to stderr, the reporter and the report; never a silent pass. */
-  skip(reason: string): never;
+  skip: (reason: string) => never;
 }
 
 const RUN_SEED = runSeed();
