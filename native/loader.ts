@@ -44,6 +44,10 @@ export interface NativeBinding {
   seekHole(fd: number, offset: number): number;
   punchHole(fd: number, offset: number, length: number): void;
   fadvise(fd: number, offset: number, length: number, advice: number): void;
+  alignmentOffset(buf: Uint8Array, align: number): number;
+  preadCached(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  startWriteback(fd: number, offset: number, length: number): Promise<void>;
+  recv(fd: number, buf: Uint8Array, offset: number, min: number, max: number, timeoutMs: number, cancel: Int32Array): Promise<number>;
   fadviseAdvice: Record<FadviseAdvice, number>;
 }
 

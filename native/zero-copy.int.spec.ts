@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { BadFileDescriptorError, nativeUnavailableReason, zeroCopy } from "./index.js";
+import { openDirect, writeAll } from "../services/common/fs.js";
 
 const MiB = 1 << 20;
 let dir = "";
@@ -22,6 +23,13 @@ afterAll(async () => {
 });
 
 if (!zeroCopy.available) console.warn(`native module absent (${nativeUnavailableReason}): zero-copy tests are skipped`);
+
+/** Bytes of a file in the page cache, as fincore(1) sees them. */
+function residentBytes(path: string): number {
+  const r = spawnSync("fincore", ["--bytes", "--noheadings", "--output", "RES", path], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`fincore failed: ${r.stderr || String(r.error)}`);
+  return Number(r.stdout.trim());
+}
 
 /** Node keeps the fd of a TCP socket on its handle; sendfile writes to it directly. */
 function socketFd(s: Socket): number {
@@ -118,18 +126,108 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
       zeroCopy.fadvise(fh.fd, 0, 0, "dontneed");
     });
   });
+
+  it("recv fills a buffer range from a paused socket, reports EOF short, honours cancel and timeout", async () => {
+    const payload = randomBytes(3 * MiB + 5);
+    const server = createServer({ pauseOnConnect: true });
+    const accepted = new Promise<Socket>((resolve) => server.once("connection", resolve));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    const sock = await accepted;
+    const fd = socketFd(sock);
+    const cancel = new Int32Array(new SharedArrayBuffer(4));
+    try {
+      // Nothing sent yet: the timeout fires; cancel stops a wait early.
+      await expect(zeroCopy.recv(fd, Buffer.alloc(8), 0, 1, 8, 120, cancel)).rejects.toMatchObject({ sysCode: "ETIMEDOUT" });
+      const waiting = zeroCopy.recv(fd, Buffer.alloc(8), 0, 1, 8, 10_000, cancel);
+      Atomics.store(cancel, 0, 1);
+      await expect(waiting).rejects.toMatchObject({ sysCode: "ECANCELED" });
+      Atomics.store(cancel, 0, 0);
+
+      client.end(payload);
+      const target = Buffer.alloc(payload.length + 200, 0xee);
+      expect(await zeroCopy.recv(fd, target, 100, MiB, MiB, 10_000, cancel)).toBe(MiB);
+      const want = payload.length - MiB + 100; // more than is left: EOF ends it short
+      const rest = await zeroCopy.recv(fd, target, 100 + MiB, want, want, 10_000, cancel);
+      expect(rest).toBe(payload.length - MiB);
+      expect(target.subarray(100, 100 + payload.length).equals(payload)).toBe(true);
+      expect(target.subarray(0, 100).every((b) => b === 0xee)).toBe(true);
+      await expect(zeroCopy.recv(fd, target, 0, 10, 5, 1000, cancel)).rejects.toThrow(/does not fit/);
+    } finally {
+      sock.destroy();
+      client.destroy();
+      server.close();
+    }
+  });
+
+  it("alignedBuffer hands out pre-faulted memory on a 4 KiB boundary", () => {
+    const b = zeroCopy.alignedBuffer(MiB);
+    expect(b.length).toBe(MiB);
+    expect(b.every((x) => x === 0)).toBe(true);
+  });
+
+  it("readIfCached reads a range only when all of it is in the page cache", async () => {
+    // Whether a page is cached is the kernel's call, not the test's: an O_DIRECT write can fall
+    // back to the page cache, fadvise(DONTNEED) is advice. So the file's residency is read from
+    // fincore(1) (util-linux: mincore or cachestat, an observer independent of the module), and
+    // the file is written straight to the disk, then evicted until fincore sees no page of it.
+    const data = randomBytes(2 * MiB);
+    const path = join(dir, "cached.bin");
+    await writeFile(path, "");
+    const direct = await openDirect(path);
+    if (direct === undefined) await writeFile(path, data);
+    else {
+      const block = zeroCopy.alignedBuffer(data.length);
+      data.copy(block);
+      try {
+        await writeAll(direct.fh, block, 0);
+      } finally {
+        await direct.fh.close();
+      }
+    }
+    await withFile("cached.bin", "r", async (fh) => {
+      const out = Buffer.alloc(64 * 1024);
+      let resident = residentBytes(path);
+      for (let tries = 0; resident !== 0 && tries < 20; tries++) {
+        await fh.datasync();
+        zeroCopy.fadvise(fh.fd, 0, 0, "dontneed");
+        resident = residentBytes(path);
+      }
+      if (resident === 0) {
+        // No page cached: nothing is read, and nothing waits for the disk or starts a read of it.
+        expect(zeroCopy.readIfCached(fh.fd, out, MiB, out.length), "an uncached range is refused").toBe(false);
+        expect(out.equals(Buffer.alloc(out.length)), "nothing was copied").toBe(true);
+        expect(residentBytes(path), "the refusal read nothing in").toBe(0);
+      } else console.warn(`readIfCached: ${resident} bytes of the file stay cached after 20 evictions; the refusal is not checked`);
+      await fh.read(out, 0, out.length, MiB); // now cached
+      out.fill(0);
+      expect(zeroCopy.readIfCached(fh.fd, out, MiB, out.length)).toBe(true);
+      expect(out.equals(data.subarray(MiB, MiB + out.length))).toBe(true);
+      expect(() => zeroCopy.readIfCached(-1, out, 0, 10)).toThrow();
+      expect(() => zeroCopy.readIfCached(fh.fd, out, 0, out.length + 1)).toThrow(/do not fit/);
+    });
+  });
+
+  it("startWriteback accepts a written range and reports a bad fd", async () => {
+    await withFile("writeback.bin", "w+", async (fh) => {
+      await fh.write(randomBytes(MiB), 0, MiB, 0);
+      await zeroCopy.startWriteback(fh.fd, 0, MiB);
+    });
+    await expect(zeroCopy.startWriteback(987_654, 0, 1)).rejects.toBeInstanceOf(BadFileDescriptorError);
+  });
 });
 
 describe("DWCP_NATIVE=off", () => {
   it("reports the TypeScript fallback and no zero-copy (in a child process)", () => {
     const index = fileURLToPath(new URL("./index.ts", import.meta.url));
     const tsx = fileURLToPath(new URL("../node_modules/.bin/tsx", import.meta.url));
-    const script = `import(${JSON.stringify(index)}).then((m) => console.log(JSON.stringify({ available: m.zeroCopy.available, caps: m.capabilities(), crc: m.crc32c(Buffer.from("123456789")) })))`;
+    const script = `import(${JSON.stringify(index)}).then((m) => console.log(JSON.stringify({ available: m.zeroCopy.available, cached: m.zeroCopy.readIfCached(0, Buffer.alloc(1), 0, 1), caps: m.capabilities(), crc: m.crc32c(Buffer.from("123456789")) })))`;
     const r = spawnSync(tsx, ["--eval", script], { env: { ...process.env, DWCP_NATIVE: "off" }, encoding: "utf8", timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/native module not loaded/); // off is a choice: no warning
-    const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as { available: boolean; caps: Record<string, string>; crc: number };
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as { available: boolean; cached: boolean; caps: Record<string, string>; crc: number };
     expect(out.available).toBe(false);
+    expect(out.cached).toBe(false);
     expect(Object.values(out.caps).every((v) => v === "ts-fallback")).toBe(true);
     expect(out.crc).toBe(0xe3069283);
   });

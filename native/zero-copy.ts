@@ -17,6 +17,18 @@ export interface ZeroCopy {
    *  bytes sent, fewer only if inFd ends first. Loops over partial writes; polls a
    *  non-blocking socket for POLLOUT. Runs on the libuv pool. */
   sendfile(outFd: number, inFd: number, offset: number, length: number, options?: SendfileOptions): Promise<number>;
+  /**
+   * recv(2) from a non-blocking socket fd into buf[offset, offset+max) until at least `min` bytes
+   * arrived; resolves to the count, fewer than `min` only at EOF. Runs on the libuv pool. Rejects
+   * with ETIMEDOUT after timeoutMs without a byte, and with ECANCELED soon (<= 50 ms) after
+   * `cancel[0]` becomes non-zero. The socket must not be read by anyone else meanwhile.
+   */
+  recv(fd: number, buf: Uint8Array, offset: number, min: number, max: number, timeoutMs: number, cancel: Int32Array): Promise<number>;
+  /**
+   * sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range's dirty pages to disk without
+   * waiting, so a later fsync has little left to do. Not a durability guarantee by itself.
+   */
+  startWriteback(fd: number, offset: number, length: number): Promise<void>;
   /** copy_file_range(2) between files (pread/pwrite where unsupported); resolves to bytes copied. */
   copyFileRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number): Promise<number>;
   /** Next offset >= offset holding data, or -1 if there is none (lseek SEEK_DATA). */
@@ -25,9 +37,24 @@ export interface ZeroCopy {
   seekHole(fd: number, offset: number): number;
   /** Deallocates a range, keeping the file size (fallocate PUNCH_HOLE|KEEP_SIZE). */
   punchHole(fd: number, offset: number, length: number): void;
+  /**
+   * Reads buf[0, length) from fd at offset only if all of it is in the page cache, without ever
+   * waiting for the disk (preadv2 RWF_NOWAIT); true if it did. False: read it another way (the
+   * libuv pool). Always false without the native module or where the kernel lacks RWF_NOWAIT.
+   */
+  readIfCached(fd: number, buf: Uint8Array, offset: number, length: number): boolean;
   /** posix_fadvise(2). */
   fadvise(fd: number, offset: number, length: number, advice: FadviseAdvice): void;
+  /**
+   * A pre-faulted buffer of `size` bytes whose memory starts on a `DIRECT_IO_ALIGN` boundary, as
+   * O_DIRECT needs (cut from a slightly larger one; V8 never moves it). Its length and views at
+   * multiples of DIRECT_IO_ALIGN stay aligned.
+   */
+  alignedBuffer(size: number): Buffer;
 }
+
+/** Memory, offset and length alignment that O_DIRECT I/O needs on Linux file systems here. */
+export const DIRECT_IO_ALIGN = 4096;
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -40,11 +67,15 @@ function unavailable(): never {
 export const unavailableZeroCopy: ZeroCopy = {
   available: false,
   sendfile: () => Promise.reject(new ZeroCopyUnavailableError("sendfile needs the native module: check zeroCopy.available")),
+  recv: () => Promise.reject(new ZeroCopyUnavailableError("recv needs the native module: check zeroCopy.available")),
+  startWriteback: () => Promise.reject(new ZeroCopyUnavailableError("startWriteback needs the native module: check zeroCopy.available")),
   copyFileRange: () => Promise.reject(new ZeroCopyUnavailableError("copyFileRange needs the native module: check zeroCopy.available")),
   seekData: unavailable,
   seekHole: unavailable,
   punchHole: unavailable,
   fadvise: unavailable,
+  readIfCached: () => false,
+  alignedBuffer: unavailable,
 };
 
 function sync<T>(call: () => T): T {
@@ -56,6 +87,8 @@ function sync<T>(call: () => T): T {
 }
 
 export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
+  /** Set once the kernel refuses RWF_NOWAIT: no point asking again. */
+  let noWaitRefused = false;
   return {
     available: true,
     async sendfile(outFd, inFd, offset, length, options = {}) {
@@ -66,6 +99,22 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       return withCallerStack(() => b.sendfile(outFd, inFd, offset, length, timeoutMs));
+    },
+    async recv(fd, buf, offset, min, max, timeoutMs, cancel) {
+      assertFd("fd", fd);
+      assertLength("offset", offset);
+      assertLength("min", min);
+      assertLength("max", max);
+      if (min > max || offset + max > buf.length) throw new InvalidArgumentError(`recv: range ${offset}+${min}..${max} does not fit a ${buf.length}-byte buffer`);
+      assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
+      if (cancel.length < 1) throw new InvalidArgumentError("recv: cancel must hold at least one element");
+      return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
+    },
+    async startWriteback(fd, offset, length) {
+      assertFd("fd", fd);
+      assertLength("offset", offset);
+      assertLength("length", length);
+      return withCallerStack(() => b.startWriteback(fd, offset, length));
     },
     async copyFileRange(inFd, inOffset, outFd, outOffset, length) {
       assertFd("inFd", inFd);
@@ -100,6 +149,24 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
         throw new InvalidArgumentError(`advice must be one of ${Object.keys(b.fadviseAdvice).join(", ")}, got "${String(advice)}"`);
       }
       sync(() => b.fadvise(fd, offset, length, value));
+    },
+    readIfCached(fd, buf, offset, length) {
+      if (noWaitRefused) return false;
+      assertFd("fd", fd);
+      assertLength("offset", offset);
+      assertLength("length", length);
+      if (length > buf.length) throw new InvalidArgumentError(`readIfCached: ${length} bytes do not fit a ${buf.length}-byte buffer`);
+      const n = sync(() => b.preadCached(fd, buf, offset, length));
+      if (n === -2) noWaitRefused = true;
+      return n === length;
+    },
+    alignedBuffer(size) {
+      assertLength("size", size);
+      const raw = Buffer.allocUnsafeSlow(size + DIRECT_IO_ALIGN);
+      const at = b.alignmentOffset(raw, DIRECT_IO_ALIGN);
+      const view = raw.subarray(at, at + size);
+      view.fill(0); // pre-fault: first touch of fresh pages is slow (VMs especially)
+      return view;
     },
   };
 }

@@ -4,9 +4,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <vector>
 
 #include "napi_util.h"
@@ -119,6 +124,85 @@ class CopyRangeWorker final : public PromiseWorker {
   int64_t done_ = 0;
 };
 
+// recv(2) from a non-blocking socket into [offset, offset+max) of a buffer until at least `min`
+// bytes arrived, the peer closed (fewer: EOF), or nothing arrived for timeout_ms (ETIMEDOUT).
+// The caller can stop a wait by setting cancel[0] to non-zero: poll() runs in short slices and
+// checks it, so the socket itself is never touched (a shutdown would cost the final answer).
+// Both buffers are kept alive by references until the worker is done.
+class RecvWorker final : public PromiseWorker {
+ public:
+  RecvWorker(Napi::Env env, int fd, Napi::Uint8Array buf, int64_t offset, int64_t min, int64_t max, int timeout_ms,
+             Napi::Int32Array cancel)
+      : PromiseWorker(env),
+        fd_(fd),
+        data_(buf.Data() + offset),
+        min_(min),
+        max_(max),
+        timeout_(timeout_ms),
+        cancel_(cancel.Data()),
+        buf_ref_(Napi::Persistent(buf)),
+        cancel_ref_(Napi::Persistent(cancel)) {}
+
+  void Execute() override {
+    int waited = 0;
+    while (got_ < min_) {
+      if (__atomic_load_n(cancel_, __ATOMIC_ACQUIRE) != 0) return Fail(ECANCELED, "recv");
+      const ssize_t n = ::recv(fd_, data_ + got_, static_cast<size_t>(max_ - got_), MSG_DONTWAIT);
+      if (n > 0) {
+        got_ += n;
+        waited = 0;
+      } else if (n == 0) {
+        return;  // EOF
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pollfd p{fd_, POLLIN, 0};
+        const int r = ::poll(&p, 1, kSliceMs);
+        if (r == 0 && (waited += kSliceMs) >= timeout_) return Fail(ETIMEDOUT, "recv");
+        if (r < 0 && errno != EINTR) return Fail(errno, "poll");
+      } else if (errno != EINTR) {
+        return Fail(errno, "recv");
+      }
+    }
+  }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(got_)); }
+
+ private:
+  static constexpr int kSliceMs = 50;
+  int fd_;
+  uint8_t* data_;
+  int64_t min_, max_;
+  int timeout_;
+  int32_t* cancel_;
+  int64_t got_ = 0;
+  Napi::Reference<Napi::Uint8Array> buf_ref_;
+  Napi::Reference<Napi::Int32Array> cancel_ref_;
+};
+
+Napi::Value Recv(const Napi::CallbackInfo& info) {
+  return queue<RecvWorker>(info.Env(), i32(info[0]), info[1].As<Napi::Uint8Array>(), i64(info[2]), i64(info[3]),
+                           i64(info[4]), i32(info[5]), info[6].As<Napi::Int32Array>());
+}
+
+// sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range's dirty pages without
+// waiting for it, so that a later fsync finds little left to write. May block briefly on a
+// congested queue, hence the pool.
+class WritebackWorker final : public PromiseWorker {
+ public:
+  WritebackWorker(Napi::Env env, int fd, int64_t offset, int64_t length)
+      : PromiseWorker(env), fd_(fd), off_(offset), len_(length) {}
+  void Execute() override {
+    if (::sync_file_range(fd_, off_, len_, SYNC_FILE_RANGE_WRITE) != 0) Fail(errno, "sync_file_range");
+  }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  int fd_;
+  int64_t off_, len_;
+};
+
+Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
+  return queue<WritebackWorker>(info.Env(), i32(info[0]), i64(info[1]), i64(info[2]));
+}
+
 Napi::Value Sendfile(const Napi::CallbackInfo& info) {
   return queue<SendfileWorker>(info.Env(), i32(info[0]), i32(info[1]), i64(info[2]), i64(info[3]), i32(info[4]));
 }
@@ -151,15 +235,83 @@ Napi::Value Fadvise(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+#ifndef __NR_cachestat
+#define __NR_cachestat 451  // the same number on every architecture (Linux 6.5+)
+#endif
+
+struct CachestatRange {
+  uint64_t off, len;
+};
+struct Cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+std::atomic<bool> cachestat_missing{false};
+
+// 1 if every page of [off, off + len) is in the page cache, 0 if one is not, -1 if the kernel
+// cannot say (no cachestat(2) before Linux 6.5). cachestat only looks: it starts no I/O.
+int AllCached(int fd, int64_t off, size_t len) {
+  if (len == 0) return 1;
+  if (cachestat_missing.load(std::memory_order_relaxed)) return -1;
+  CachestatRange range{static_cast<uint64_t>(off), len};
+  Cachestat cs{};
+  if (::syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) {
+    if (errno == ENOSYS) cachestat_missing.store(true, std::memory_order_relaxed);
+    return -1;
+  }
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t pages = (range.off + len - 1) / page - range.off / page + 1;
+  return cs.nr_cache >= pages ? 1 : 0;
+}
+
+// The whole range if every byte of it is in the page cache, else nothing (-1), without waiting
+// for the disk. cachestat(2) answers first where the kernel has it: preadv2(RWF_NOWAIT) alone
+// starts readahead on a miss, and when that finishes before the kernel looks again (a fast disk,
+// a preempted thread) it returns an "uncached" range after all. RWF_NOWAIT still guards the read
+// itself (a page evicted in between gives EAGAIN or a short read: -1).
+// Synchronous on purpose: a cached read is a memory copy, cheaper than a pool round trip; the
+// caller sends what is not cached to the pool. -2 where the kernel or file system lacks it.
+Napi::Value PreadCached(const Napi::CallbackInfo& info) {
+  auto buf = info[1].As<Napi::Uint8Array>();
+  const int fd = i32(info[0]);
+  const int64_t off = i64(info[2]);
+  const size_t len = static_cast<size_t>(i64(info[3]));
+  if (len > buf.ByteLength()) throw Napi::RangeError::New(info.Env(), "preadCached: length exceeds the buffer");
+  if (AllCached(fd, off, len) == 0) return Napi::Number::New(info.Env(), -1);
+  iovec v{buf.Data(), len};
+  for (;;) {
+    const ssize_t n = ::preadv2(fd, &v, 1, static_cast<off_t>(off), RWF_NOWAIT);
+    if (n >= 0) return Napi::Number::New(info.Env(), static_cast<size_t>(n) == len ? static_cast<double>(n) : -1);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return Napi::Number::New(info.Env(), -1);
+    if (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS) return Napi::Number::New(info.Env(), -2);
+    throw errno_error(info.Env(), errno, "preadv2");
+  }
+}
+
+// Bytes from the start of a buffer to its first `align`-aligned address (align a power of two),
+// so that JavaScript can cut an O_DIRECT-able view out of an ordinary, slightly larger Buffer.
+// V8 never moves an ArrayBuffer's backing store, so the offset stays valid.
+Napi::Value AlignmentOffset(const Napi::CallbackInfo& info) {
+  const auto buf = info[0].As<Napi::Uint8Array>();
+  const uint64_t align = static_cast<uint64_t>(i64(info[1]));
+  const auto addr = reinterpret_cast<uintptr_t>(buf.Data());
+  return Napi::Number::New(info.Env(), static_cast<double>((align - addr % align) % align));
+}
+
 }  // namespace
 
 void init_zero_copy(Napi::Env env, Napi::Object exports) {
   exports.Set("sendfile", Napi::Function::New(env, Sendfile, "sendfile"));
+  exports.Set("recv", Napi::Function::New(env, Recv, "recv"));
+  exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));
   exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange, "copyFileRange"));
   exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
   exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
   exports.Set("punchHole", Napi::Function::New(env, PunchHole, "punchHole"));
   exports.Set("fadvise", Napi::Function::New(env, Fadvise, "fadvise"));
+  exports.Set("preadCached", Napi::Function::New(env, PreadCached, "preadCached"));
+  exports.Set("alignmentOffset", Napi::Function::New(env, AlignmentOffset, "alignmentOffset"));
   Napi::Object advice = Napi::Object::New(env);
   advice.Set("normal", POSIX_FADV_NORMAL);
   advice.Set("sequential", POSIX_FADV_SEQUENTIAL);
