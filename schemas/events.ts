@@ -44,6 +44,11 @@ export const PlannedVolume = z.object({
   chunkCount: Uint,
   firstBatch: Uint,
   batchCount: Uint,
+  /**
+   * Chunks in each of this volume's batches, when the planner sized batches by the data they
+   * hold (sparse volumes); absent means every batch has chunksPerBatch chunks but the last.
+   */
+  batchChunks: z.array(Uint).optional(),
 });
 
 export const MigrationPlanned = z.object({

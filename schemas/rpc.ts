@@ -10,6 +10,11 @@ export const ProbeSource = z.object({
   version: z.literal(1),
   migrationId: Id,
   paths: z.array(z.string()).min(1),
+  /**
+   * Ask for a data map of each volume in regions of this many bytes (the plan's chunk size):
+   * the planner sizes batches by data, not by logical bytes. Optional; older coordinators omit it.
+   */
+  regionBytes: z.number().int().positive().optional(),
 });
 
 export const ProbeDestination = z.object({
@@ -57,10 +62,26 @@ const Refusal = z.object({
   message: z.string(),
 });
 
+/**
+ * Allocated bytes per region of a volume (SEEK_DATA/SEEK_HOLE), a planning hint only: holes read
+ * as zeros whatever the map says. `regionBytes` may be larger than asked, to bound the map's length.
+ */
+export const DataMap = z.object({
+  regionBytes: z.number().int().positive(),
+  dataBytes: z.array(z.number().int().nonnegative()).max(8192),
+});
+export type DataMap = z.infer<typeof DataMap>;
+
 export const ProbeSourceReply = z.union([
   z.object({
     ok: z.literal(true),
-    volumes: z.array(z.object({ path: z.string(), sizeBytes: z.number().int().nonnegative() })),
+    volumes: z.array(
+      z.object({
+        path: z.string(),
+        sizeBytes: z.number().int().nonnegative(),
+        dataMap: DataMap.optional(),
+      }),
+    ),
   }),
   Refusal,
 ]);

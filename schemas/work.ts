@@ -27,5 +27,10 @@ export const TransferBatch = z.object({
   firstChunk: Uint,
   chunkCount: Uint,
   bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+  /**
+   * The migration's `verify` option: the destination reads the batch back after its fsync and
+   * checks it. Absent (items of older coordinators): true.
+   */
+  verify: z.boolean().optional(),
 });
 export type TransferBatch = z.infer<typeof TransferBatch>;

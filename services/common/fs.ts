@@ -1,4 +1,4 @@
-import { open } from "node:fs/promises";
+import { constants, open, type FileHandle } from "node:fs/promises";
 
 /** fsync a directory so entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -7,5 +7,34 @@ export async function fsyncDir(dir: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/** Writes all of `bytes` at `position`, looping over short writes. */
+export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position + done);
+    if (bytesWritten === 0) throw new Error("write made no progress");
+    done += bytesWritten;
+  }
+}
+
+/**
+ * A second, write-only handle on `path` with O_DIRECT where the platform and file system have it
+ * (Linux ext4/xfs; not tmpfs: undefined), read with DWCP_DIRECT_IO once per file: "off" none,
+ * "on" for every aligned write (`everyAligned`), else the caller's large ones. O_DIRECT writes
+ * need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
+ */
+export async function openDirect(path: string): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
+  const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
+  const mode = process.env["DWCP_DIRECT_IO"];
+  if (flag === undefined || mode === "off") return undefined;
+  try {
+    return { fh: await open(path, constants.O_WRONLY | constants.O_NOFOLLOW | flag), everyAligned: mode === "on" };
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === "EINVAL" || code === "EOPNOTSUPP") return undefined;
+    throw err;
   }
 }

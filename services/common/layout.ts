@@ -10,6 +10,7 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
+import { retryTransient } from "./nats.js";
 
 /** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
 export const CMD_STREAM = "DWCP_CMD";
@@ -44,8 +45,16 @@ export const workAckWaitMs = (): number => Number(process.env["DWCP_ACK_WAIT_MS"
 
 const MINUTE_NS = nanos(60_000);
 
-/** Creates the command and event streams and the mover registry; safe to run any number of times. */
+/**
+ * Creates the command and event streams and the mover registry; safe to run any number of times.
+ * A service starting while its cluster elects leaders or recovers from a restart gets transient
+ * errors here: they are retried for up to 30 s rather than ending the process.
+ */
 export async function ensureLayout(nc: NatsConnection, jsm: JetStreamManager, opts: LayoutOptions): Promise<KV> {
+  return retryTransient(() => createLayout(nc, jsm, opts));
+}
+
+async function createLayout(nc: NatsConnection, jsm: JetStreamManager, opts: LayoutOptions): Promise<KV> {
   await ensureStream(jsm, {
     name: CMD_STREAM,
     subjects: [subjects.commands],
@@ -71,6 +80,10 @@ export async function ensureLayout(nc: NatsConnection, jsm: JetStreamManager, op
 
 /** The per-host work queue: one durable consumer that every mover process of that host shares. */
 export async function ensureWorkStream(jsm: JetStreamManager, host: string, opts: LayoutOptions): Promise<void> {
+  await retryTransient(() => createWorkStream(jsm, host, opts));
+}
+
+async function createWorkStream(jsm: JetStreamManager, host: string, opts: LayoutOptions): Promise<void> {
   await ensureStream(jsm, {
     name: workStream(host),
     subjects: [subjects.work(host)],

@@ -4,8 +4,10 @@ import {
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
+  type JsMsg,
 } from "@nats-io/jetstream";
 import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
+import { DwcpError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 export interface Nats {
@@ -39,9 +41,23 @@ export async function connectNats(url: string, name: string, log?: Logger): Prom
 }
 
 /**
+ * The server still holds an earlier copy of this append (same msgID) in flight: it is neither
+ * stored nor refused yet. 2.9 answers such a resend with `duplicate` and sequence 0, >= 2.10 with
+ * err_code 10158. Resent until it resolves; thrown only when the append's time is up.
+ */
+export class AppendInFlightError extends DwcpError {
+  readonly code = "APPEND_IN_FLIGHT";
+  readonly retryable = true;
+  constructor(readonly subject: string, readonly msgID: string) {
+    super(`${subject}: an earlier copy of ${msgID} is still being stored`);
+  }
+}
+
+/**
  * A control-plane hiccup rather than a fault of the work at hand: a request timed out, the
- * connection dropped, or JetStream is electing a leader (2.9 answers "jetstream is not enabled"
- * meanwhile). Callers retry or nak; they do not record a failure against the batch.
+ * connection dropped, JetStream is electing a leader (2.9 answers "jetstream is not enabled"
+ * meanwhile), or an earlier copy of a resent publish is still in flight (10158 on >= 2.10).
+ * Callers retry or nak; they do not record a failure against the batch.
  */
 export function isTransientNatsError(err: unknown): boolean {
   return (
@@ -49,7 +65,50 @@ export function isTransientNatsError(err: unknown): boolean {
     err instanceof errors.ConnectionError ||
     err instanceof errors.RequestError ||
     err instanceof errors.NoRespondersError ||
+    err instanceof AppendInFlightError ||
     (err instanceof Error && err.name === "JetStreamNotEnabled") ||
-    (err instanceof JetStreamApiError && (err.code === 10008 || err.status === 503))
+    (err instanceof JetStreamApiError && (err.code === 10008 || err.code === 10158 || err.status === 503))
   );
+}
+
+/**
+ * Runs `fn` again while it fails with a transient NATS error (a leader election, a server still
+ * recovering its streams after a restart), for up to `forMs`; then the last error is thrown.
+ * For idempotent calls only (creating or updating streams and consumers).
+ */
+export async function retryTransient<T>(fn: () => Promise<T>, o: { forMs?: number; pauseMs?: number } = {}): Promise<T> {
+  const deadline = performance.now() + (o.forMs ?? 30_000);
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransientNatsError(err) || performance.now() >= deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, o.pauseMs ?? 250));
+    }
+  }
+}
+
+const ACK = new TextEncoder().encode("+ACK");
+
+/**
+ * Acks a message and waits until the consumer leader confirms it, resending the ack through
+ * transient errors (a consumer leader election, a reconnect) for up to `resendForMs` (default
+ * 15000). `JsMsg.ackAck` sends only once: an ack lost in an election brings the message back
+ * after its ack wait, and a work item's batch would be moved again. Resolves false, and does not
+ * throw, when no confirmation came; the message then comes back, so handling must be idempotent.
+ */
+export async function ackConfirmed(nc: NatsConnection, m: JsMsg, o: { resendForMs?: number; tryTimeoutMs?: number } = {}): Promise<boolean> {
+  // The message's ack subject: JsMsg's implementation has it, its interface does not say so.
+  const reply = (m as JsMsg & { reply?: unknown }).reply;
+  if (typeof reply !== "string" || reply === "") return false;
+  const deadline = performance.now() + (o.resendForMs ?? 15_000);
+  for (;;) {
+    try {
+      await nc.request(reply, ACK, { timeout: o.tryTimeoutMs ?? 2_000 });
+      return true;
+    } catch (err) {
+      if (!isTransientNatsError(err) || performance.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }

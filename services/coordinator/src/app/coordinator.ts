@@ -228,7 +228,7 @@ export class Coordinator {
     const t = this.config.rpcTimeoutMs;
     const src = await this.movers.request(
       req.source.host,
-      { op: "probeSource", version: 1, migrationId, paths: req.source.volumes.map((v) => v.path) },
+      { op: "probeSource", version: 1, migrationId, paths: req.source.volumes.map((v) => v.path), regionBytes: req.options.chunkSizeBytes },
       ProbeSourceReply,
       t,
     );
@@ -244,7 +244,7 @@ export class Coordinator {
     if (req.source.host === req.destination.host && src.volumes.some((v) => v.path.startsWith(`${dst.dir}/`) && !v.path.slice(dst.dir.length + 1).includes("/"))) {
       return { ok: false, reason: "SAME_HOST_AND_DIR", message: "source and destination are the same directory on the same host" };
     }
-    const volumes = src.volumes.map((v, i) => ({ kind: req.source.volumes[i]?.kind ?? "disk", sourcePath: v.path, sizeBytes: v.sizeBytes }));
+    const volumes = src.volumes.map((v, i) => ({ kind: req.source.volumes[i]?.kind ?? "disk", sourcePath: v.path, sizeBytes: v.sizeBytes, dataMap: v.dataMap }));
     return { ok: true, destDir: dst.dir, volumes };
   }
 

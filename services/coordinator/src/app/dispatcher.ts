@@ -62,6 +62,7 @@ export class Dispatcher {
         firstChunk: range.firstChunk,
         chunkCount: range.chunkCount,
         bandwidthLimitBytesPerSec: m.options?.bandwidthLimitBytesPerSec,
+        verify: m.options?.verify ?? true,
       };
       await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), { msgID: key });
       this.published.add(key);

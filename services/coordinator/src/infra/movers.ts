@@ -4,40 +4,61 @@ import type { z } from "zod";
 import { MoverRegistration, type MoverRequest } from "../../../../schemas/index.js";
 import { DwcpError } from "../../../common/errors.js";
 import { subjects } from "../../../common/layout.js";
+import { RemoteMovers } from "../../../federation/src/index.js";
 
 export class UnknownHostError extends DwcpError {
-  readonly code = "UNKNOWN_HOST";
+  readonly code: string = "UNKNOWN_HOST";
   readonly retryable = false;
-  constructor(readonly host: string) {
-    super(`no mover has registered host "${host}"; start one with \`dwcp mover --host ${host} ...\``);
+  constructor(readonly host: string, message?: string) {
+    super(message ?? `no mover has registered host "${host}"; start one with \`dwcp mover --host ${host} ...\``);
+  }
+}
+
+/**
+ * The source host of a migration is registered at another site of the federation. The source
+ * site's coordinator owns a migration (its movers pull the work from that site's queue), so the
+ * command belongs there; rejected as UNKNOWN_HOST, since no mover of this site has the host.
+ */
+export class SourceAtOtherSiteError extends UnknownHostError {
+  override readonly code = "SOURCE_AT_OTHER_SITE";
+  constructor(host: string, readonly site: string) {
+    super(host, `source host "${host}" belongs to site ${site}: send the StartMigration to that site's NATS (its coordinator owns migrations from ${host})`);
   }
 }
 
 export class HostUnreachableError extends DwcpError {
   readonly code = "HOST_UNREACHABLE";
   readonly retryable = true;
-  constructor(readonly host: string, options?: { cause?: unknown }) {
-    super(`mover for host "${host}" did not answer`, options);
+  constructor(readonly host: string, options?: { cause?: unknown; sites?: string[] }) {
+    const where = options?.sites?.length ? `: not registered here, and site(s) ${options.sites.join(", ")} did not answer` : " did not answer";
+    super(`mover for host "${host}"${where}`, options);
   }
 }
 
-/** The coordinator's side of the mover control RPCs (bytes never travel here). */
+/**
+ * The coordinator's side of the mover control RPCs (bytes never travel here). A host registered
+ * at another site of a federation is found through that site's JetStream domain; its RPCs are
+ * plain request/reply, which leafnodes carry like any other subject.
+ */
 export class MoverGateway {
   constructor(
     private readonly nc: NatsConnection,
     private readonly registry: KV,
+    private readonly remote = new RemoteMovers(nc),
   ) {}
 
   async registration(host: string): Promise<MoverRegistration | undefined> {
-    const entry = await this.registry.get(host);
-    if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
-    const parsed = MoverRegistration.safeParse(entry.json());
-    return parsed.success ? parsed.data : undefined;
+    return (await this.locate(host))?.registration;
   }
 
-  /** Sends one request to whichever mover process of `host` answers first. */
+  /**
+   * Sends one request to whichever mover process of `host` answers first. Only a host of this
+   * site can be a migration's source (probeSource): its work queue is here.
+   */
   async request<S extends z.ZodType>(host: string, req: MoverRequest, reply: S, timeoutMs = 30_000): Promise<z.infer<S>> {
-    if (!(await this.registration(host))) throw new UnknownHostError(host);
+    const found = await this.locate(host);
+    if (!found) throw new UnknownHostError(host);
+    if (found.site !== undefined && req.op === "probeSource") throw new SourceAtOtherSiteError(host, found.site);
     let msg;
     try {
       msg = await this.nc.request(subjects.moverRpc(host), JSON.stringify(req), { timeout: timeoutMs });
@@ -45,5 +66,18 @@ export class MoverGateway {
       throw new HostUnreachableError(host, { cause: err });
     }
     return reply.parse(msg.json());
+  }
+
+  /** This site's registration of `host`, else another site's (`site` set); undefined if none. */
+  private async locate(host: string): Promise<{ registration: MoverRegistration; site?: string } | undefined> {
+    const entry = await this.registry.get(host);
+    if (entry && entry.operation === "PUT" && entry.length > 0) {
+      const registration = MoverRegistration.safeParse(entry.json()).data;
+      return registration && { registration };
+    }
+    const remote = await this.remote.find(host);
+    if (remote.found) return { registration: remote.registration, site: remote.site };
+    if (remote.unreachable.length > 0) throw new HostUnreachableError(host, { sites: remote.unreachable });
+    return undefined;
   }
 }

@@ -89,6 +89,45 @@ describe("planner", () => {
     expect(batchRange(plan, 2)).toMatchObject({ volume: 2, firstChunk: 0, length: 4 * MiB });
     expect(batchRange(plan, 3)).toBeUndefined();
   });
+
+  it("sizes batches of a sparse volume by the data they hold, covering every chunk once", () => {
+    // 64 chunks of 1 MiB; data only in chunks 0-3 and 60-63 (a region per chunk).
+    const dataBytes = Array.from({ length: 64 }, (_, i) => (i < 4 || i >= 60 ? MiB : 0));
+    const plan = planVolumes([{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 64 * MiB, dataMap: { regionBytes: MiB, dataBytes } }], MiB, 4 * MiB);
+    // Uniform batching would need 16 batches; by data: the holes ride along with chunks 0-3
+    // until chunk 60's data would overflow the batch.
+    expect(plan.volumes[0]?.batchChunks).toEqual([60, 4]);
+    expect(plan.batchCount).toBe(2);
+    const ranges = [0, 1].map((b) => batchRange(plan, b));
+    expect(ranges).toEqual([
+      { batch: 0, volume: 0, firstChunk: 0, chunkCount: 60, offset: 0, length: 60 * MiB },
+      { batch: 1, volume: 0, firstChunk: 60, chunkCount: 4, offset: 60 * MiB, length: 4 * MiB },
+    ]);
+    expect(batchRange(plan, 2)).toBeUndefined();
+  });
+
+  it("spreads a sparse volume's data over at least 4 batches so concurrent senders stay busy", () => {
+    // 2 GiB in 4 MiB chunks, every 10th chunk data (~205 MiB): 64 MiB batches would make 4,
+    // with the last one short; the share is a quarter of the data.
+    const dataBytes = Array.from({ length: 512 }, (_, i) => (i % 10 === 0 ? 4 * MiB : 0));
+    const plan = planVolumes([{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 2048 * MiB, dataMap: { regionBytes: 4 * MiB, dataBytes } }], 4 * MiB, 64 * MiB);
+    const sizes = plan.volumes[0]?.batchChunks ?? [];
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(512);
+    expect(sizes.length).toBeGreaterThanOrEqual(4);
+    const dataPer = sizes.map((n, b) => {
+      const first = sizes.slice(0, b).reduce((x, y) => x + y, 0);
+      return dataBytes.slice(first, first + n).reduce((x, y) => x + y, 0);
+    });
+    expect(Math.max(...dataPer) - Math.min(...dataPer)).toBeLessThanOrEqual(8 * MiB);
+  });
+
+  it("caps a batch of holes at 16 uniform batches and keeps dense volumes uniform", () => {
+    const holes = planVolumes([{ kind: "disk", sourcePath: "/a/h.img", sizeBytes: 100 * MiB, dataMap: { regionBytes: 4 * MiB, dataBytes: new Array<number>(25).fill(0) } }], MiB, 2 * MiB);
+    expect(holes.volumes[0]?.batchChunks).toEqual([32, 32, 32, 4]);
+    const dense = planVolumes([{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 8 * MiB, dataMap: { regionBytes: MiB, dataBytes: new Array<number>(8).fill(MiB) } }], MiB, 2 * MiB);
+    expect(dense.volumes[0]?.batchChunks).toBeUndefined();
+    expect(dense.batchCount).toBe(4);
+  });
 });
 
 describe("decide: StartMigration", () => {

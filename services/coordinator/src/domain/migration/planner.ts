@@ -1,10 +1,18 @@
-import type { PlannedVolume } from "../../../../../schemas/index.js";
+import type { DataMap, PlannedVolume } from "../../../../../schemas/index.js";
 
 export interface VolumeSize {
   kind: "disk" | "memory";
   sourcePath: string;
   sizeBytes: number;
+  /** Allocated bytes per region, from the source probe (absent without SEEK_DATA). */
+  dataMap?: DataMap | undefined;
 }
+
+/**
+ * A batch sized by data holds at most this many times the chunks of a uniform batch: hole
+ * chunks cost a frame and a log entry each, and a batch is the unit of redelivery.
+ */
+export const MAX_SPARSE_BATCH_FACTOR = 16;
 
 export interface Plan {
   chunkSizeBytes: number;
@@ -29,7 +37,9 @@ export const basename = (path: string): string => path.slice(path.lastIndexOf("/
 
 /**
  * Splits each volume into chunks and the chunks into batches of about batchSizeBytes. Batches
- * never span volumes, so a batch is one file range and one destination file.
+ * never span volumes, so a batch is one file range and one destination file. With a data map,
+ * a batch holds about batchSizeBytes of *data*: a mostly sparse image then needs a few batches
+ * (each a connection, an fsync and an event) instead of one per batchSizeBytes of holes.
  */
 export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batchSizeBytes: number): Plan {
   const chunksPerBatch = Math.max(1, Math.floor(batchSizeBytes / chunkSizeBytes));
@@ -38,7 +48,8 @@ export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batch
   let totalBytes = 0;
   const planned = volumes.map((v, index): PlannedVolume => {
     const chunks = Math.ceil(v.sizeBytes / chunkSizeBytes);
-    const batches = Math.ceil(chunks / chunksPerBatch);
+    const sized = v.dataMap === undefined ? undefined : batchesByData(v.dataMap, chunks, chunkSizeBytes, batchSizeBytes, chunksPerBatch);
+    const batches = sized?.length ?? Math.ceil(chunks / chunksPerBatch);
     const pv: PlannedVolume = {
       index,
       kind: v.kind,
@@ -49,6 +60,7 @@ export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batch
       firstBatch,
       batchCount: batches,
     };
+    if (sized !== undefined) pv.batchChunks = sized;
     firstBatch += batches;
     chunkCount += chunks;
     totalBytes += v.sizeBytes;
@@ -57,12 +69,63 @@ export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batch
   return { chunkSizeBytes, chunksPerBatch, volumes: planned, totalBytes, chunkCount, batchCount: firstBatch };
 }
 
+/**
+ * Below this much data per batch, splitting a sparse volume further for balance costs more in
+ * per-batch overhead (connection, fsync, event) than it gains.
+ */
+export const MIN_BALANCED_BATCH_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Chunks per batch from a data map: close a batch once it holds its share of data or
+ * MAX_SPARSE_BATCH_FACTOR uniform batches' worth of chunks. The share is batchSizeBytes, or less
+ * so that a volume's data spreads over at least 4 batches (movers send several at once: 3
+ * batches on 2 slots leave one running alone), but never below MIN_BALANCED_BATCH_BYTES.
+ * Undefined when that would not lower the batch count (a dense volume keeps the uniform layout).
+ */
+function batchesByData(map: DataMap, chunks: number, chunkSizeBytes: number, batchSizeBytes: number, chunksPerBatch: number): number[] | undefined {
+  if (map.regionBytes % chunkSizeBytes !== 0 && chunkSizeBytes % map.regionBytes !== 0) return undefined;
+  const dataOfChunk = (c: number): number => {
+    const start = c * chunkSizeBytes;
+    if (map.regionBytes >= chunkSizeBytes) {
+      const region = Math.floor(start / map.regionBytes);
+      return ((map.dataBytes[region] ?? map.regionBytes) * chunkSizeBytes) / map.regionBytes;
+    }
+    let sum = 0;
+    for (let r = start / map.regionBytes; r < (start + chunkSizeBytes) / map.regionBytes; r++) sum += map.dataBytes[r] ?? map.regionBytes;
+    return sum;
+  };
+  const maxChunks = chunksPerBatch * MAX_SPARSE_BATCH_FACTOR;
+  let total = 0;
+  for (let c = 0; c < chunks; c++) total += dataOfChunk(c);
+  const share = Math.min(batchSizeBytes, Math.max(MIN_BALANCED_BATCH_BYTES, Math.ceil(total / 4)));
+  const sizes: number[] = [];
+  let count = 0;
+  let data = 0;
+  for (let c = 0; c < chunks; c++) {
+    const d = dataOfChunk(c);
+    if (count > 0 && (count >= maxChunks || data + d > share)) {
+      sizes.push(count);
+      count = 0;
+      data = 0;
+    }
+    count += 1;
+    data += d;
+  }
+  if (count > 0) sizes.push(count);
+  return sizes.length < Math.ceil(chunks / chunksPerBatch) ? sizes : undefined;
+}
+
 /** The range of batch `batch`; undefined when the plan has no such batch. */
 export function batchRange(plan: Plan, batch: number): BatchRange | undefined {
   const vol = plan.volumes.find((v) => batch >= v.firstBatch && batch < v.firstBatch + v.batchCount);
   if (!vol) return undefined;
-  const firstChunk = (batch - vol.firstBatch) * plan.chunksPerBatch;
-  const chunkCount = Math.min(plan.chunksPerBatch, vol.chunkCount - firstChunk);
+  const index = batch - vol.firstBatch;
+  let firstChunk = index * plan.chunksPerBatch;
+  let chunkCount = Math.min(plan.chunksPerBatch, vol.chunkCount - firstChunk);
+  if (vol.batchChunks !== undefined) {
+    firstChunk = vol.batchChunks.slice(0, index).reduce((a, b) => a + b, 0);
+    chunkCount = vol.batchChunks[index] ?? 0;
+  }
   const offset = firstChunk * plan.chunkSizeBytes;
   const length = Math.min(vol.sizeBytes, offset + chunkCount * plan.chunkSizeBytes) - offset;
   return { batch, volume: vol.index, firstChunk, chunkCount, offset, length };

@@ -1,0 +1,127 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MigrationEvent } from "../../schemas/index.js";
+import { VersionConflictError } from "./errors.js";
+import { EventStore } from "./event-store.js";
+import { ensureLayout, EVT_STREAM, subjects } from "./layout.js";
+import { ackConfirmed, connectNats, isTransientNatsError, type Nats } from "./nats.js";
+import { startNatsServer, type NatsServerHandle } from "./nats-server.js";
+
+// Appends that outlive a NATS hiccup: resent with the same msgID, stored once, and the caller
+// learns the sequence of the copy that was stored. A private nats-server per file.
+let dir: string;
+let server: NatsServerHandle;
+let nats: Nats;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "dwcp-evstore-"));
+  server = await startNatsServer({ storeDir: join(dir, "nats") });
+  nats = await connectNats(server.url, "event-store-test");
+});
+
+afterAll(async () => {
+  await nats?.nc.close().catch(() => undefined);
+  if (server) {
+    server.process.kill("SIGCONT");
+    await server.stop("SIGKILL");
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const requested = (id: string): MigrationEvent => ({
+  type: "MigrationRequested",
+  version: 1,
+  migrationId: id,
+  at: new Date().toISOString(),
+  commandId: `c-${id}`,
+  vm: id,
+  source: { host: "a", volumes: [{ path: "vms/d.img", kind: "disk" }] },
+  destination: { host: "b", dir: `in/${id}` },
+  options: { chunkSizeBytes: 1 << 20, batchSizeBytes: 1 << 26, verify: true },
+});
+
+const storedOn = async (id: string): Promise<number> => {
+  const info = await nats.jsm.streams.info(EVT_STREAM, { subjects_filter: subjects.migration(id) });
+  return info.state.subjects?.[subjects.migration(id)] ?? 0;
+};
+
+describe("EventStore.append through NATS hiccups", () => {
+  it("keeps resending while no stream answers, and appends once one does", async () => {
+    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 20_000, publishTimeoutMs: 500 });
+    // No DWCP_EVT yet: every publish meets "no responders" until the layout exists.
+    const pending = store.append("early", [requested("early")], "early.req");
+    await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
+    expect(await pending).toBeGreaterThan(0);
+    expect(await storedOn("early")).toBe(1);
+  });
+
+  it("resends a publish whose ack did not come with the same msgID: stored once, the stored copy's sequence returned", async () => {
+    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 20_000, publishTimeoutMs: 300 });
+    const first = await store.append("stalled", [requested("stalled")], "stalled.req", 0);
+    // A server that stops answering (SIGSTOP) for longer than several publish timeouts: the
+    // publishes queue up in its socket and are all processed once it runs again. With an
+    // expected sequence (2.9 refuses the resends as "wrong last sequence") and without.
+    server.process.kill("SIGSTOP");
+    const pending = store.append("stalled", [requested("stalled")], "stalled.second", first);
+    const unchecked = store.append("stalled", [requested("stalled")], "stalled.fact");
+    await new Promise((r) => setTimeout(r, 1_500));
+    server.process.kill("SIGCONT");
+    const [seq, factSeq] = await Promise.all([pending, unchecked]);
+    expect(await storedOn("stalled")).toBe(3);
+    expect(seq).toBe(first + 1);
+    expect(factSeq).toBe(first + 2);
+    expect(await store.lastSeq("stalled")).toBe(factSeq);
+  });
+
+  it("refuses a stale expected sequence at once (no resending)", async () => {
+    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 20_000 });
+    await store.append("occ", [requested("occ")], "occ.1", 0);
+    const started = performance.now();
+    await expect(store.append("occ", [requested("occ")], "occ.2", 0)).rejects.toBeInstanceOf(VersionConflictError);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it("gives up after resendForMs with the last transient error", async () => {
+    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 600, publishTimeoutMs: 200 });
+    server.process.kill("SIGSTOP");
+    try {
+      await stopped(server.process.pid ?? 0);
+      await expect(store.append("gone", [requested("gone")], "gone.req")).rejects.toSatisfy(isTransientNatsError);
+    } finally {
+      server.process.kill("SIGCONT");
+    }
+  });
+});
+
+describe("ackConfirmed", () => {
+  it("acks a work item and learns that the server has it", async () => {
+    await nats.jsm.streams.add({ name: "ACKTEST", subjects: ["acktest.>"] });
+    await nats.jsm.consumers.add("ACKTEST", { durable_name: "w", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+    await nats.js.publish("acktest.1", "x");
+    const consumer = await nats.js.consumers.get("ACKTEST", "w");
+    const m = await consumer.next({ expires: 2_000 });
+    if (!m) throw new Error("no message");
+    expect(await ackConfirmed(nats.nc, m)).toBe(true);
+    const info = await consumer.info();
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.ack_floor.stream_seq).toBe(1);
+  });
+});
+
+/**
+ * Resolves once every thread of `pid` is stopped. kill() returns before a busy multi-threaded
+ * server has stopped all its threads; a CI run once had its publish acknowledged in that window.
+ * Nothing signals the stop to a process that is not the parent's waitpid, so /proc is polled.
+ */
+async function stopped(pid: number): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const states = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8").replace(/^.*\) /s, "").charAt(0));
+    if (states.every((st) => st === "T" || st === "t")) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not stop: thread states ${states.join("")}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
