@@ -32,13 +32,20 @@ describe.each(["auto", "off"])("end-to-end migration (DWCP_NATIVE=%s)", (native)
     for (const [src, name] of [[disk, "disk.img"], [mem, "mem.img"]] as const) {
       const dst = join(stack.root("b"), "in/vm1", name);
       expect(await sha256File(dst)).toBe(await sha256File(src));
-      expect(await allocatedBytes(dst)).toBeLessThanOrEqual(await allocatedBytes(src));
+      // st_blocks also counts ext4's extent-tree blocks: the destination, written out of order by
+      // concurrent batches, can have more extents than the sequentially written source and need
+      // an index block or two more, while its data blocks are never more than the source's.
+      expect(await allocatedBytes(dst)).toBeLessThanOrEqual((await allocatedBytes(src)) + 2 * 4096);
       expect(existsSync(`${dst}.part`)).toBe(false);
     }
     const events = await eventsOf(stack, r.migrationId);
     const state = fold(r.migrationId, events.map((e) => e.event));
     expect(state.status).toBe("completed");
-    expect(state.totals).toMatchObject({ bytes: 80 * MiB + 12_345, chunks: 65 + 16, batches: 9 + 2 });
+    expect(state.totals).toMatchObject({ bytes: 80 * MiB + 12_345, chunks: 65 + 16 });
+    // With SEEK_DATA (native) the planner sizes batches by data, so the 85%-hole disk needs fewer
+    // than the 9 uniform batches of 8 MiB; without it every batch is 8 MiB of the volume.
+    if (native === "off") expect(state.totals.batches).toBe(9 + 2);
+    else expect(state.totals.batches).toBeLessThan(9 + 2);
     expect(state.totals.zeroBytes).toBeGreaterThan(0);
     expect(state.totals.wireBytes).toBeLessThan(state.totals.bytes);
     expect(events.filter((e) => e.event.type === "MigrationPlanned")).toHaveLength(1);

@@ -1,3 +1,4 @@
+import { DEFAULT_CHUNK_BYTES } from "../../../../schemas/common.js";
 import { MoverRequest } from "../../../../schemas/index.js";
 import type { Subscription } from "@nats-io/transport-node";
 import { EventStore } from "../../../common/event-store.js";
@@ -6,7 +7,11 @@ import { safeJson } from "../../../common/json.js";
 import type { Logger } from "../../../common/logger.js";
 import type { Nats } from "../../../common/nats.js";
 import type { MoverConfig } from "../config.js";
-import { startDataServer } from "../infra/data-channel/server.js";
+import { chunkBuffers } from "../infra/data-channel/buffer-pool.js";
+import { SEND_BUFFERS } from "../infra/data-channel/client.js";
+import { BUFFERS_PER_CONNECTION, startDataServer } from "../infra/data-channel/server.js";
+import { VERIFY_READS_IN_FLIGHT } from "../infra/volume-crc.js";
+import { RemoteMovers } from "../../../federation/src/index.js";
 import { Registry } from "../infra/registry.js";
 import { abortVolumes, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "../infra/volumes.js";
 import { BatchWorker } from "./work.js";
@@ -39,6 +44,9 @@ export class Mover {
   async start(): Promise<void> {
     const { config, nats, log } = this;
     const roots = await resolveRoots(config.roots);
+    // Pre-fault the chunk buffers a busy mover uses (per batch its receiving and sending ones,
+    // and a verify pass's) before it takes work, instead of in its first batches.
+    chunkBuffers.prefill(DEFAULT_CHUNK_BYTES, (BUFFERS_PER_CONNECTION + SEND_BUFFERS) * config.concurrency + VERIFY_READS_IN_FLIGHT);
     const kv = await ensureLayout(nats.nc, nats.jsm, { replicas: config.replicas });
     await ensureWorkStream(nats.jsm, config.host, { replicas: config.replicas });
     const dataServer = await startDataServer({
@@ -52,7 +60,7 @@ export class Mover {
     this.dataServer = dataServer;
     const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);
     const advertised = `${config.advertiseHost}:${port}`;
-    this.registry = new Registry(kv, config.host, roots, log);
+    this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc));
     this.rpc = this.serveRpc(roots);
     await this.registry.register(advertised);
     const worker = (this.worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log));

@@ -5,9 +5,10 @@ import type { EventStore } from "../../../common/event-store.js";
 import { workAckWaitMs } from "../../../common/layout.js";
 import { safeJson } from "../../../common/json.js";
 import type { Logger } from "../../../common/logger.js";
-import { isTransientNatsError, type Nats } from "../../../common/nats.js";
+import { ackConfirmed, isTransientNatsError, type Nats } from "../../../common/nats.js";
 import { DestinationUnreachableError } from "../errors.js";
 import { sendBatch } from "../infra/data-channel/client.js";
+import { FencedError } from "../infra/data-channel/fenced.js";
 import type { MoverConfig } from "../config.js";
 import type { Registry } from "../infra/registry.js";
 import { MigrationWatches } from "./migration-watch.js";
@@ -21,13 +22,14 @@ const HEARTBEAT_MS = Math.min(5_000, Math.max(100, Math.floor(workAckWaitMs() / 
  * mover (which writes, verifies and fsyncs it), then records ChunkBatchTransferred and only then
  * acks. A failure becomes ChunkBatchFailed and the item is acked too (retrying is the
  * coordinator's decision; on 2.9 a terminated item would stay in the work queue forever). If even
- * that event cannot be written, the item is naked and comes back.
+ * that event cannot be written, the item is naked and comes back. A sender that the destination
+ * fenced (a newer holder took the batch) lets the item go without a word.
  */
 export class BatchWorker {
   private readonly watches: MigrationWatches;
 
   constructor(
-    nats: Nats,
+    private readonly nats: Nats,
     private readonly store: EventStore,
     private readonly registry: Registry,
     private readonly config: MoverConfig,
@@ -44,7 +46,7 @@ export class BatchWorker {
     const parsed = TransferBatch.safeParse(safeJson(m.data));
     if (!parsed.success) {
       this.log.error({ streamSeq: m.seq, issues: parsed.error.issues.slice(0, 5) }, "work item failed validation; dropped");
-      await m.ackAck();
+      await this.ack(m, this.log);
       return;
     }
     const w = parsed.data;
@@ -56,7 +58,7 @@ export class BatchWorker {
       try {
         if (live.signal.aborted) {
           log.info("migration already ended; dropping its work item");
-          await m.ackAck();
+          await this.ack(m, log);
           return;
         }
         await this.move(w, m, live.signal, log);
@@ -81,6 +83,8 @@ export class BatchWorker {
         migrationId: w.migrationId,
         batch: w.batch,
         attempt: w.attempt,
+        // With the attempt, the fencing token: a redelivery of this item outranks this delivery.
+        delivery: m.info.deliveryCount,
         sourcePath: await confine(this.registry.roots, w.volume.sourcePath, { mustExist: true }),
         destDir: w.destDir,
         destName: w.volume.destName,
@@ -89,17 +93,27 @@ export class BatchWorker {
         firstChunk: w.firstChunk,
         chunkCount: w.chunkCount,
         bandwidthLimitBytesPerSec: w.bandwidthLimitBytesPerSec,
+        verify: w.verify,
         signal,
         log,
       });
       const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
-      await this.store.append(w.migrationId, [event], `${msgId}.done`);
-      await m.ackAck();
-      log.info({ bytes: result.bytes, wireBytes: result.wireBytes, ms: Math.round(result.durationMs) }, "batch transferred");
+      const streamSeq = await this.store.append(w.migrationId, [event], `${msgId}.done`);
+      log.info({ streamSeq, bytes: result.bytes, wireBytes: result.wireBytes, ms: Math.round(result.durationMs) }, "batch transferred");
+      await this.ack(m, log);
     } catch (err) {
       if (signal.aborted) {
         log.info("migration ended while its batch was moving; stopped");
-        await m.ackAck();
+        await this.ack(m, log);
+        return;
+      }
+      if (err instanceof FencedError) {
+        // A newer holder has the batch: a later delivery of this same item (JetStream keeps one
+        // pending entry per message, and an ack or nak from this stale delivery would remove or
+        // requeue it under the holder's feet), or a later attempt. The holder reports it; this
+        // delivery neither acks, naks nor records a failure. If nobody holds the item any more,
+        // the ack wait brings it back, and max_deliver bounds that.
+        log.warn({ code: err.code, reason: err.message, delivery: m.info.deliveryCount }, "batch taken over by a newer holder (FENCED); leaving it to that holder");
         return;
       }
       if (isTransientNatsError(err)) {
@@ -120,12 +134,17 @@ export class BatchWorker {
       };
       try {
         await this.store.append(w.migrationId, [event], `${msgId}.failed`);
-        await m.ackAck();
+        await this.ack(m, log);
       } catch (appendErr) {
         log.error({ err: appendErr }, "could not record the failure; the work item will be redelivered");
         m.nak(5_000);
       }
     }
+  }
+
+  /** Acks through a consumer leader election, so that a batch already recorded is not moved again. */
+  private async ack(m: JsMsg, log: Logger): Promise<void> {
+    if (!(await ackConfirmed(this.nats.nc, m))) log.warn({ streamSeq: m.seq }, "work item ack not confirmed; if it comes back, what it records is deduplicated");
   }
 }
 

@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { MoverRegistration } from "../../../../schemas/index.js";
 import type { Logger } from "../../../common/logger.js";
+import type { RemoteMovers } from "../../../federation/src/index.js";
 
 const HEARTBEAT_MS = 5_000;
 
@@ -15,6 +16,8 @@ export class Registry {
     /** Canonical roots this mover is confined to. */
     readonly roots: string[],
     private readonly log: Logger,
+    /** Movers of the other sites of a federation (a destination may be there); none by default. */
+    private readonly remote?: Pick<RemoteMovers, "find">,
   ) {}
 
   async register(dataAddress: string): Promise<void> {
@@ -41,7 +44,8 @@ export class Registry {
 
   async lookup(host: string): Promise<MoverRegistration | undefined> {
     const entry = await this.kv.get(host);
-    if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
-    return MoverRegistration.safeParse(entry.json()).data;
+    if (entry && entry.operation === "PUT" && entry.length > 0) return MoverRegistration.safeParse(entry.json()).data;
+    const remote = await this.remote?.find(host);
+    return remote?.found ? remote.registration : undefined;
   }
 }

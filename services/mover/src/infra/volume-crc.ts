@@ -1,38 +1,74 @@
 import type { FileHandle } from "node:fs/promises";
-import { crc32c, crc32cZeros, zeroCopy } from "../../../../native/index.js";
+import { crc32c, crc32cCombine, crc32cZeros } from "../../../../native/index.js";
+import { DEFAULT_CHUNK_BYTES } from "../../../../schemas/common.js";
+import { chunkBuffers } from "./data-channel/buffer-pool.js";
+import { dataExtents } from "./extents.js";
 
-const BLOCK_BYTES = 8 * 1024 * 1024;
+/** The default chunk size: verify blocks share the chunk buffers' size class (and their prefill). */
+const BLOCK_BYTES = DEFAULT_CHUNK_BYTES;
+/** Blocks read at once: keeps the disk's queue busy and both cores copying and checksumming. */
+export const VERIFY_READS_IN_FLIGHT = 4;
+
+interface Block {
+  start: number;
+  length: number;
+  /** CRC32C of the block's bytes; `undefined` for a hole (zeros, folded in arithmetically). */
+  crc?: number;
+  hole: boolean;
+}
 
 /**
- * CRC32C of the first `size` bytes of a file, read in large blocks with the CRC carried from
- * one block to the next. With SEEK_DATA/SEEK_HOLE (native) holes are not read at all: a run of
- * zeros is folded in arithmetically (crc32cZeros), so verifying a sparse image costs what its
- * data costs.
+ * CRC32C of the first `size` bytes of a file. With SEEK_DATA/SEEK_HOLE (native) holes are not
+ * read at all: a run of zeros is folded in arithmetically (crc32cZeros), so verifying a sparse
+ * image costs what its data costs. Data is read in 4 MiB blocks, several at once, each block's
+ * CRC computed as it lands and the CRCs combined in file order (crc32cCombine).
  */
 export async function fileCrc32c(fh: FileHandle, size: number): Promise<number> {
-  const buffer = Buffer.allocUnsafeSlow(Math.min(BLOCK_BYTES, Math.max(size, 1)));
-  let crc = 0;
-  let at = 0;
-  while (at < size) {
-    const extent = dataExtent(fh.fd, at, size);
-    if (extent.start > at) crc = crc32cZeros(extent.start - at, crc);
-    at = extent.start;
-    while (at < extent.end) {
-      const want = Math.min(buffer.length, extent.end - at);
-      const { bytesRead } = await fh.read(buffer, 0, want, at);
-      if (bytesRead === 0) throw new Error(`file ended at ${at}, expected ${size} bytes`);
-      crc = crc32c(buffer.subarray(0, bytesRead), crc);
-      at += bytesRead;
+  return rangeCrc32c(fh, 0, size);
+}
+
+/** CRC32C of bytes [start, end) of a file, read as fileCrc32c reads a whole one. */
+export async function rangeCrc32c(fh: FileHandle, start: number, end: number): Promise<number> {
+  const blocks = layout(fh.fd, start, end);
+  const blockBytes = Math.min(BLOCK_BYTES, Math.max(end - start, 1));
+  let next = 0;
+  const reader = async (): Promise<void> => {
+    const buffer = chunkBuffers.take(blockBytes);
+    try {
+      for (let i = next++; i < blocks.length; i = next++) {
+        const b = blocks[i] as Block;
+        if (b.hole) continue;
+        let crc = 0;
+        for (let done = 0; done < b.length; ) {
+          const want = Math.min(buffer.length, b.length - done);
+          const { bytesRead } = await fh.read(buffer, 0, want, b.start + done);
+          if (bytesRead === 0) throw new Error(`file ended at ${b.start + done}, expected ${end} bytes`);
+          crc = crc32c(buffer.subarray(0, bytesRead), crc);
+          done += bytesRead;
+        }
+        b.crc = crc;
+      }
+    } finally {
+      chunkBuffers.give(buffer);
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(VERIFY_READS_IN_FLIGHT, Math.max(1, blocks.length)) }, reader));
+  let crc = 0;
+  for (const b of blocks) crc = b.hole ? crc32cZeros(b.length, crc) : crc32cCombine(crc, b.crc ?? 0, b.length);
   return crc >>> 0;
 }
 
-/** The next range worth reading at or after `at`; without SEEK_DATA, everything up to `size`. */
-function dataExtent(fd: number, at: number, size: number): { start: number; end: number } {
-  if (!zeroCopy.available) return { start: at, end: size };
-  const start = zeroCopy.seekData(fd, at);
-  if (start < 0 || start >= size) return { start: size, end: size };
-  const hole = zeroCopy.seekHole(fd, start);
-  return { start, end: hole < 0 ? size : Math.min(hole, size) };
+/** Bytes [start, end) of the file as holes and data blocks of at most BLOCK_BYTES, in order. */
+function layout(fd: number, start: number, end: number): Block[] {
+  const blocks: Block[] = [];
+  let at = start;
+  for (const extent of dataExtents(fd, end, start)) {
+    if (extent.start > at) blocks.push({ start: at, length: extent.start - at, hole: true });
+    for (let b = extent.start; b < extent.end; b += BLOCK_BYTES) {
+      blocks.push({ start: b, length: Math.min(BLOCK_BYTES, extent.end - b), hole: false });
+    }
+    at = extent.end;
+  }
+  if (end > at) blocks.push({ start: at, length: end - at, hole: true });
+  return blocks;
 }

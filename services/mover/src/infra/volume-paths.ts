@@ -1,4 +1,4 @@
-import { lstat, mkdir, realpath, stat } from "node:fs/promises";
+import { lstat, mkdir, realpath, stat, unlink } from "node:fs/promises";
 import { posix } from "node:path";
 import { ConfigError } from "../../../common/errors.js";
 import { lexicalConfine, rootOf } from "../domain/paths.js";
@@ -16,6 +16,13 @@ export function errnoOf(err: unknown): string | undefined {
   const fields = err as Error & { code?: unknown; sysCode?: unknown };
   const code = typeof fields.sysCode === "string" ? fields.sysCode : fields.code;
   return typeof code === "string" ? code : undefined;
+}
+
+/** Removes a file; one that is already gone is not an error. */
+export async function removeIfPresent(path: string): Promise<void> {
+  await unlink(path).catch((err: unknown) => {
+    if (errnoOf(err) !== "ENOENT") throw err;
+  });
 }
 
 /** Canonical (realpath) form of each root; each must exist and be a directory. */

@@ -7,6 +7,7 @@ import { ConfigError } from "../../../common/errors.js";
 import { crc32c } from "../../../../native/index.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { abortVolumes, confine, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "./volumes.js";
+import { readBackName, recordReadBack } from "./read-back.js";
 
 const MiB = 1024 * 1024;
 let work: string;
@@ -142,6 +143,49 @@ describe("finalizeVolumes and abortVolumes", () => {
     const reply = await finalize([{ destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) }]);
     expect(reply).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
     expect(await readdir(join(root, dir))).toEqual(["d0.part"]);
+  });
+
+  // Read-back records: what batches that were read back after their fsync wrote (read-back.ts).
+  const record = (migrationId: string, start: number, end: number): Promise<void> =>
+    recordReadBack(join(root, dir, "d0.part"), { migrationId, start, end, crc32c: crc32c(content.subarray(start, end)) });
+  const flipOneByte = async (): Promise<void> => {
+    const fh = await open(join(root, dir, "d0.part"), "r+");
+    await fh.write(Buffer.from([(content[3 * MiB + 7] ?? 0) ^ 0xff]), 0, 1, 3 * MiB + 7);
+    await fh.close();
+  };
+
+  it("takes read-back records that cover the volume for the whole-volume read, and removes them", async () => {
+    await record("m", 0, 2 * MiB);
+    await record("m", 2 * MiB, content.length);
+    await record("m", 0, 2 * MiB); // the same batch read back again (sent twice): the newest counts
+    // The records are the check: a byte changed after its batch was read back is not seen again.
+    await flipOneByte();
+    const reply = await finalize([{ destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) }]);
+    expect(reply.ok).toBe(true);
+    expect(await readdir(join(root, dir))).toEqual(["d0"]);
+  });
+
+  it("reads the whole volume when the records leave a gap, belong to another migration, mark a range rewritten, or disagree", async () => {
+    await flipOneByte();
+    const volume = { destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) };
+    const part = join(root, dir, "d0.part");
+    await record("m", 0, 2 * MiB);
+    await record("m", 3 * MiB, content.length); // [2 MiB, 3 MiB) was never read back
+    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+    await rm(readBackName(part));
+    await record("other", 0, content.length);
+    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+    await rm(readBackName(part));
+    await record("m", 0, content.length);
+    await recordReadBack(part, { migrationId: "m", start: 0, end: content.length }); // sent again, not read back yet
+    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+    await rm(readBackName(part));
+    await recordReadBack(part, { migrationId: "m", start: 0, end: content.length, crc32c: 12345 });
+    await writeFile(readBackName(part), '{"migrationId":"m","start":0,"en', { flag: "a" }); // torn by a crash
+    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+    expect((await readdir(join(root, dir))).sort()).toEqual(["d0.part", "d0.part.verified"]);
+    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots)).toEqual({ ok: true });
+    await expect(stat(join(root, dir))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("creates an empty volume that never had a batch, and refuses a missing non-empty one", async () => {

@@ -1,8 +1,10 @@
-import { constants, lstat, open, rename, rmdir, stat, unlink } from "node:fs/promises";
+import { constants, lstat, open, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { posix } from "node:path";
+import { zeroCopy } from "../../../../native/index.js";
 import type {
   AbortReply,
+  DataMap,
   AbortVolumes,
   FailureCode,
   FinalizeReply,
@@ -15,9 +17,11 @@ import type {
 } from "../../../../schemas/index.js";
 import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
+import { dataExtents } from "./extents.js";
 import { fileCrc32c } from "./volume-crc.js";
+import { readBackCovers, readBacks, removeReadBack } from "./read-back.js";
 import { KeyedLock } from "../../../common/keyed-lock.js";
-import { confine, ensureDirInside, errnoOf, fsyncDir } from "./volume-paths.js";
+import { confine, ensureDirInside, errnoOf, fsyncDir, removeIfPresent } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";
 
@@ -86,15 +90,46 @@ async function answer<T>(work: () => Promise<T>, failure: Refusal["reason"]): Pr
 /** Canonical path and size of each source volume; all must be regular files inside a root. */
 export async function probeSource(req: ProbeSource, roots: readonly string[]): Promise<ProbeSourceReply> {
   return answer(async () => {
-    const volumes: { path: string; sizeBytes: number }[] = [];
+    const volumes: { path: string; sizeBytes: number; dataMap?: DataMap }[] = [];
     for (const p of req.paths) {
       const path = await confineOrRefuse(roots, p, true);
       const st = await stat(path);
       if (!st.isFile()) throw new Refused(refuse("SOURCE_NOT_REGULAR_FILE", `${JSON.stringify(p)} is not a regular file`));
-      volumes.push({ path, sizeBytes: st.size });
+      const dataMap = req.regionBytes === undefined ? undefined : await dataMapOf(path, st.size, req.regionBytes);
+      volumes.push(dataMap === undefined ? { path, sizeBytes: st.size } : { path, sizeBytes: st.size, dataMap });
     }
     return { ok: true as const, volumes };
   }, "SOURCE_READ_FAILED");
+}
+
+/** Regions a data map may have; the region size doubles until the volume fits. */
+export const MAX_DATA_MAP_REGIONS = 4096;
+
+/**
+ * Allocated bytes per region, from the file's data extents. Undefined without the native module
+ * (no SEEK_DATA: the planner then batches uniformly) or where the file system cannot tell.
+ */
+export async function dataMapOf(path: string, sizeBytes: number, regionBytes: number): Promise<DataMap | undefined> {
+  if (!zeroCopy.available || sizeBytes === 0) return undefined;
+  let region = regionBytes;
+  while (Math.ceil(sizeBytes / region) > MAX_DATA_MAP_REGIONS) region *= 2;
+  const dataBytes = new Array<number>(Math.ceil(sizeBytes / region)).fill(0);
+  const fh = await open(path, "r");
+  try {
+    for (const { start, end } of dataExtents(fh.fd, sizeBytes)) {
+      for (let pos = start; pos < end; ) {
+        const r = Math.floor(pos / region);
+        const upto = Math.min(end, (r + 1) * region);
+        dataBytes[r] = (dataBytes[r] ?? 0) + (upto - pos);
+        pos = upto;
+      }
+    }
+  } catch {
+    return undefined; // SEEK_DATA unsupported here: plan as if dense
+  } finally {
+    await fh.close();
+  }
+  return { regionBytes: region, dataBytes };
 }
 
 /**
@@ -144,19 +179,20 @@ async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVo
     for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
   }
   const paths: string[] = [];
-  for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify));
+  for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify, req.migrationId));
   for (const d of dirsToSync) await fsyncDir(d);
   return { ok: true as const, paths };
 }
 
 type FinalVolume = FinalizeVolumes["volumes"][number];
 
-async function finalizeOne(dir: string, v: FinalVolume, verify: boolean): Promise<string> {
+async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrationId: string): Promise<string> {
   const part = posix.join(dir, partName(v.destName));
   const final = posix.join(dir, v.destName);
   const [partStat, finalStat] = [await lstatOrUndefined(part), await lstatOrUndefined(final)];
   if (partStat === undefined && finalStat !== undefined) {
     await checkFinalized(final, finalStat, v, verify);
+    await removeReadBack(part);
     return final;
   }
   if (finalStat !== undefined) {
@@ -171,7 +207,12 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean): Promis
     const st = await fh.stat();
     if (!st.isFile()) throw new Refused(refuse("FINALIZE_FAILED", `${part} is not a regular file`));
     if (st.size !== v.sizeBytes) await fh.truncate(v.sizeBytes);
-    if (verify) verifyCrc(part, await fileCrc32c(fh, v.sizeBytes), v.crc32c);
+    // Batches are read back as they land (read-back.ts): when their records cover the volume and
+    // agree with the log, the file is not read a second time.
+    if (verify) {
+      await readBacks.settled(part);
+      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c))) verifyCrc(part, await fileCrc32c(fh, v.sizeBytes), v.crc32c);
+    }
     await fh.sync();
   } finally {
     await fh.close();
@@ -184,6 +225,7 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean): Promis
     if (now === undefined) throw err;
     await checkFinalized(final, now, v, verify);
   }
+  await removeReadBack(part);
   return final;
 }
 
@@ -218,9 +260,9 @@ export async function abortVolumes(req: AbortVolumes, roots: readonly string[]):
       throw err;
     }
     for (const name of req.names) {
-      await unlink(posix.join(dir, partName(name))).catch((err: unknown) => {
-        if (errnoOf(err) !== "ENOENT") throw err;
-      });
+      const part = posix.join(dir, partName(name));
+      await removeIfPresent(part);
+      await removeReadBack(part);
     }
     if (!roots.includes(dir)) await rmdir(dir).catch(() => undefined);
     return { ok: true as const };

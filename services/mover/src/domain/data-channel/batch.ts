@@ -10,6 +10,12 @@ export function chunkRange(
   return { offset, length: Math.max(0, Math.min(chunkSizeBytes, volumeSizeBytes - offset)) };
 }
 
+/** Byte range [start, end) of a batch's chunks in its volume. */
+export function batchRange(b: BatchBegin): { start: number; end: number } {
+  const start = b.firstChunk * b.chunkSizeBytes;
+  return { start, end: Math.min(b.volumeSizeBytes, start + b.chunkCount * b.chunkSizeBytes) };
+}
+
 /** Why a BATCH_BEGIN describes chunks that do not exist in the volume, or undefined. */
 export function batchProblem(b: BatchBegin): string | undefined {
   const chunksInVolume = Math.ceil(b.volumeSizeBytes / b.chunkSizeBytes);

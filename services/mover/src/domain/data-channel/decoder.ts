@@ -2,6 +2,7 @@ import { ByteQueue } from "./byte-queue.js";
 import {
   AuthFailPayload,
   BatchBegin,
+  FLAG_LZ4,
   FLAG_ZERO,
   frameKindOf,
   HEADER_BYTES,
@@ -66,8 +67,12 @@ export type DecodeStep =
   | { kind: "frame"; frame: ControlFrame }
   /** Call provideChunkBuffer() with at least header.length bytes, then next() again. */
   | { kind: "chunk-begin"; header: ChunkHeader }
-  /** `data` is the assembled logical chunk (undefined for an all-zero chunk, which has no bytes). */
-  | { kind: "chunk"; header: ChunkHeader; data: Uint8Array | undefined }
+  /**
+   * `data` is the assembled logical chunk (undefined for an all-zero chunk, which has no bytes,
+   * and for a compressed one, whose still-compressed segment bytes are `packed` instead: the
+   * consumer unpacks them into the segments, see unpackSegments).
+   */
+  | { kind: "chunk"; header: ChunkHeader; data: Uint8Array | undefined; packed?: Uint8Array }
   | { kind: "violation"; message: string };
 
 type State =
@@ -76,6 +81,7 @@ type State =
   | { at: "table"; header: RawHeader }
   | { at: "buffer"; chunk: ChunkHeader }
   | { at: "data"; chunk: ChunkHeader; target: Uint8Array; segment: number; done: number }
+  | { at: "packed"; chunk: ChunkHeader; target: Uint8Array; done: number }
   | { at: "failed"; message: string };
 
 /**
@@ -118,6 +124,38 @@ export class FrameDecoder {
     this.state = { at: "data", chunk, target, segment: 0, done: 0 };
   }
 
+  /**
+   * Where the next payload bytes go when nothing is queued and a chunk segment is being filled:
+   * a reader may then receive straight into `target[at, at+length)` and call advanceDirect(n),
+   * saving the copy through push(). Undefined otherwise.
+   */
+  directTarget(): { target: Uint8Array; at: number; length: number } | undefined {
+    if (this.queue.length > 0) return undefined;
+    if (this.state.at === "packed") return { target: this.state.target, at: this.state.done, length: this.state.target.length - this.state.done };
+    if (this.state.at !== "data") return undefined;
+    const seg = this.state.chunk.segments[this.state.segment];
+    if (seg === undefined) return undefined;
+    return { target: this.state.target, at: seg.relOffset + this.state.done, length: seg.length - this.state.done };
+  }
+
+  /** `n` bytes were received into directTarget()'s range. */
+  advanceDirect(n: number): void {
+    const s = this.state;
+    if (s.at === "packed" && this.queue.length === 0 && Number.isInteger(n) && n >= 0 && s.done + n <= s.target.length) {
+      s.done += n;
+      return;
+    }
+    const seg = s.at === "data" && this.queue.length === 0 ? s.chunk.segments[s.segment] : undefined;
+    if (s.at !== "data" || seg === undefined || !Number.isInteger(n) || n < 0 || s.done + n > seg.length) {
+      throw new Error("advanceDirect outside a direct target");
+    }
+    s.done += n;
+    if (s.done === seg.length) {
+      s.segment += 1;
+      s.done = 0;
+    }
+  }
+
   next(): DecodeStep {
     switch (this.state.at) {
       case "failed":
@@ -132,6 +170,8 @@ export class FrameDecoder {
         throw new Error("provideChunkBuffer() must be called after chunk-begin");
       case "data":
         return this.readChunkData(this.state);
+      case "packed":
+        return this.readPacked(this.state);
       default: {
         const never: never = this.state;
         return never;
@@ -179,8 +219,14 @@ export class FrameDecoder {
       const at = i * SEGMENT_ENTRY_BYTES;
       segments.push({ relOffset: view.getUint32(at), length: view.getUint32(at + 4) });
     }
-    const problem = segmentTableProblem(segments, header.length, header.payloadLength - tableBytes);
+    const packed = (header.flags & FLAG_LZ4) !== 0;
+    const dataBytes = segments.reduce((n, s) => n + s.length, 0);
+    const problem = segmentTableProblem(segments, header.length, packed ? dataBytes : header.payloadLength - tableBytes);
     if (problem !== undefined) return this.fail(`CHUNK: ${problem}`);
+    const packedLength = header.payloadLength - tableBytes;
+    if (packed && (packedLength === 0 || packedLength >= dataBytes)) {
+      return this.fail(`CHUNK: ${packedLength} compressed bytes for ${dataBytes} bytes of segments`);
+    }
     const chunk: ChunkHeader = {
       offset: header.offset,
       length: header.length,
@@ -192,8 +238,25 @@ export class FrameDecoder {
       this.state = { at: "header" };
       return { kind: "chunk", header: chunk, data: undefined };
     }
+    if (packed) {
+      // Bounded like a chunk buffer: less than the segments' bytes, which are <= maxChunkLength.
+      chunk.packedLength = packedLength;
+      this.state = { at: "packed", chunk, target: new Uint8Array(packedLength), done: 0 };
+      return this.next();
+    }
     this.state = { at: "buffer", chunk };
     return { kind: "chunk-begin", header: chunk };
+  }
+
+  private readPacked(s: Extract<State, { at: "packed" }>): DecodeStep {
+    const count = Math.min(s.target.length - s.done, this.queue.length);
+    if (count > 0) {
+      this.queue.copyInto(s.target, s.done, count);
+      s.done += count;
+    }
+    if (s.done < s.target.length) return { kind: "need-more" };
+    this.state = { at: "header" };
+    return { kind: "chunk", header: s.chunk, data: undefined, packed: s.target };
   }
 
   private readChunkData(s: Extract<State, { at: "data" }>): DecodeStep {
@@ -230,7 +293,8 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
 }
 
 function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undefined {
-  if ((h.flags & ~FLAG_ZERO) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
+  if ((h.flags & ~(FLAG_ZERO | FLAG_LZ4)) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
+  if ((h.flags & FLAG_ZERO) !== 0 && (h.flags & FLAG_LZ4) !== 0) return "CHUNK: a zero chunk carries nothing to compress";
   if (h.length === 0 || h.length > limits.maxChunkLength) {
     return `CHUNK: length ${h.length} outside 1..${limits.maxChunkLength}`;
   }

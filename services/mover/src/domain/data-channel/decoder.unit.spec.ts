@@ -13,7 +13,9 @@ import {
 } from "./decoder.js";
 import {
   encodeChunk,
+  encodeChunkHead,
   encodeControl,
+  FLAG_LZ4,
   FLAG_ZERO,
   HEADER_BYTES,
   MAX_CONTROL_PAYLOAD,
@@ -261,5 +263,97 @@ describe("limits, checked on the header before anything is allocated", () => {
     decoder.push(header("HELLO", { payloadLength: 40 }));
     expect(decoder.next()).toEqual({ kind: "need-more" });
     expect(decoder.atFrameBoundary).toBe(false);
+  });
+});
+
+describe("FrameDecoder direct receive (what the native reader does)", () => {
+  it("assembles the same chunk when payload bytes are received straight into the target", () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 12 }), fc.integer({ min: 0, max: 200 }), (reads, headExtra) => {
+        const { header, logical } = sampleChunk();
+        const bytes = encodeChunk(header, logical);
+        const decoder = new FrameDecoder(ALL);
+        // The staging read takes the header, the table and maybe a few payload bytes.
+        const tableEnd = HEADER_BYTES + header.segments.length * 8;
+        let at = Math.min(bytes.length, tableEnd + headExtra);
+        decoder.push(bytes.slice(0, at));
+        let step = decoder.next();
+        expect(step.kind).toBe("chunk-begin");
+        const target = new Uint8Array(header.length).fill(0xee);
+        decoder.provideChunkBuffer(target);
+        let i = 0;
+        for (step = decoder.next(); step.kind === "need-more"; step = decoder.next()) {
+          const direct = decoder.directTarget();
+          expect(direct).toBeDefined();
+          if (direct === undefined) return;
+          const n = Math.min(direct.length, reads[i++ % reads.length] ?? 1);
+          // What a recv into target[direct.at..] would deliver: the next bytes of the stream.
+          direct.target.set(bytes.subarray(at, at + n), direct.at);
+          at += n;
+          decoder.advanceDirect(n);
+        }
+        expect(step.kind).toBe("chunk");
+        expect(at).toBe(bytes.length);
+        if (step.kind === "chunk") expect(digest(step.data ?? new Uint8Array())).toBe(digest(logical));
+        expect(decoder.atFrameBoundary).toBe(true);
+      }),
+      { seed: 2026, numRuns: 200 },
+    );
+  });
+
+  it("offers no direct target while bytes are queued or outside chunk data, and refuses overruns", () => {
+    const { header, logical } = sampleChunk();
+    const bytes = encodeChunk(header, logical);
+    const decoder = new FrameDecoder(ALL);
+    expect(decoder.directTarget()).toBeUndefined();
+    decoder.push(bytes.slice(0, HEADER_BYTES + header.segments.length * 8 + 10));
+    expect(decoder.next().kind).toBe("chunk-begin");
+    expect(decoder.directTarget()).toBeUndefined();
+    decoder.provideChunkBuffer(new Uint8Array(header.length));
+    expect(decoder.directTarget()).toBeUndefined(); // 10 payload bytes still queued
+    expect(decoder.next()).toEqual({ kind: "need-more" });
+    const direct = decoder.directTarget();
+    expect(direct).toBeDefined();
+    expect(() => decoder.advanceDirect((direct?.length ?? 0) + 1)).toThrow(/outside a direct target/);
+  });
+});
+
+describe("FrameDecoder compressed chunks (FLAG_LZ4)", () => {
+  const { header } = sampleChunk();
+  const dataBytes = header.segments.reduce((n, s) => n + s.length, 0);
+  const packed = new Uint8Array(100).map((_, i) => i);
+
+  it("hands over the packed bytes whole, however TCP splits them, with no chunk-begin", () => {
+    const bytes = concat([encodeChunkHead({ ...header, packedLength: packed.length }), packed]);
+    for (const cut of [1, 33, 40, bytes.length - 1]) {
+      const decoder = new FrameDecoder(ALL);
+      const steps: DecodeStep[] = [];
+      for (const part of splitAt(bytes, [cut])) {
+        decoder.push(part);
+        for (let s = decoder.next(); s.kind !== "need-more"; s = decoder.next()) steps.push(s);
+      }
+      expect(steps).toHaveLength(1);
+      const [step] = steps;
+      expect(step?.kind).toBe("chunk");
+      if (step?.kind === "chunk") {
+        expect(step.data).toBeUndefined();
+        expect(step.packed).toEqual(packed);
+        expect(step.header.packedLength).toBe(packed.length);
+      }
+    }
+  });
+
+  it("refuses a compressed chunk that does not shrink, and a compressed zero chunk", () => {
+    const big = new Uint8Array(dataBytes);
+    const decoder = new FrameDecoder(ALL);
+    decoder.push(concat([encodeChunkHead({ ...header, packedLength: dataBytes }), big]));
+    const refused = decoder.next();
+    expect(refused.kind === "violation" && refused.message).toMatch(/compressed bytes/);
+    const zeroPacked = new Uint8Array(HEADER_BYTES);
+    writeHeader(zeroPacked, "CHUNK", { flags: FLAG_ZERO | FLAG_LZ4, payloadLength: 0, offset: 0, length: MiB, crc32c: 0, segmentCount: 0 });
+    const d2 = new FrameDecoder(ALL);
+    d2.push(zeroPacked);
+    const zero = d2.next();
+    expect(zero.kind === "violation" && zero.message).toMatch(/zero chunk/);
   });
 });

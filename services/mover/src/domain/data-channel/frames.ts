@@ -24,6 +24,8 @@ export const PAGE_BYTES = 4096;
 export const NONCE_BYTES = 32;
 export const MAC_BYTES = 32;
 export const FLAG_ZERO = 0x1;
+/** The segment bytes travel as one LZ4 block (lz4-napi framing) of their concatenation. */
+export const FLAG_LZ4 = 0x2;
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -71,6 +73,11 @@ export const BatchBegin = z.strictObject({
    * do not know the field keep working with senders that do not know it either.
    */
   delivery: z.number().int().positive().optional(),
+  /**
+   * false: the destination does not read the batch back after its fsync (the migration's
+   * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
+   */
+  verify: z.literal(false).optional(),
 });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
@@ -95,6 +102,8 @@ export interface ChunkHeader {
   crc32c: number;
   zero: boolean;
   segments: Segment[];
+  /** With FLAG_LZ4: bytes of compressed segment data after the table. */
+  packedLength?: number;
 }
 
 export type ControlFrame =
@@ -227,8 +236,8 @@ export function encodeChunkHead(h: ChunkHeader): Uint8Array {
   const table = h.segments.length * SEGMENT_ENTRY_BYTES;
   const out = new Uint8Array(HEADER_BYTES + table);
   writeHeader(out, "CHUNK", {
-    flags: h.zero ? FLAG_ZERO : 0,
-    payloadLength: table + segmentBytes(h.segments),
+    flags: (h.zero ? FLAG_ZERO : 0) | (h.packedLength === undefined ? 0 : FLAG_LZ4),
+    payloadLength: table + (h.packedLength ?? segmentBytes(h.segments)),
     offset: h.offset,
     length: h.length,
     crc32c: h.crc32c,

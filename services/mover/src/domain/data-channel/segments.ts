@@ -68,3 +68,30 @@ export function segmentTableProblem(
   }
   return total === dataBytes ? undefined : `segments cover ${total} bytes, frame carries ${dataBytes}`;
 }
+
+/**
+ * Lay the concatenated bytes of `segments` (as a compressed CHUNK carries them once unpacked)
+ * out in `target` as the logical chunk of `length` bytes, zeros in the gaps. False if `raw` is
+ * not exactly the segments' size (corrupt in transit: the caller asks for the chunk again).
+ */
+export function spreadSegments(segments: readonly Segment[], raw: Uint8Array, target: Uint8Array, length: number): boolean {
+  if (raw.length !== segments.reduce((n, s) => n + s.length, 0) || target.length < length) return false;
+  let at = 0;
+  for (const s of segments) {
+    target.set(raw.subarray(at, at + s.length), s.relOffset);
+    at += s.length;
+  }
+  for (const g of gapsOf(segments, length)) target.fill(0, g.relOffset, g.relOffset + g.length);
+  return true;
+}
+
+/** The segments' bytes of a logical chunk, back to back (what a compressed CHUNK compresses). */
+export function gatherSegments(segments: readonly Segment[], logical: Uint8Array): Uint8Array {
+  const out = new Uint8Array(segments.reduce((n, s) => n + s.length, 0));
+  let at = 0;
+  for (const s of segments) {
+    out.set(logical.subarray(s.relOffset, s.relOffset + s.length), at);
+    at += s.length;
+  }
+  return out;
+}

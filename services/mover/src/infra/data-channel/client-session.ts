@@ -2,6 +2,8 @@ import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "../../../../../schemas/index.js";
 import { zeroCopy } from "../../../../../native/index.js";
+import { compressChunk } from "../../../../../native/compress.js";
+import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "../../../../common/errors.js";
 import type { Logger } from "../../../../common/logger.js";
 import { encodeChunkHead, encodeControl, FENCED, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
@@ -26,6 +28,8 @@ export interface SessionOptions {
   sendfileFrom: number | undefined;
   /** Wire-byte budget, shared by every batch of the same migration this mover sends at once. */
   bucket: TokenBucket | undefined;
+  /** Try LZ4 on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
+  compress: boolean;
   onChunk: ((c: TransferredChunk) => void) | undefined;
   log: Logger;
 }
@@ -48,6 +52,8 @@ export class ClientSession {
   private readonly sent = new Map<number, SentChunk>();
   private readonly resendQueue: number[] = [];
   private wake: (() => void) | undefined;
+  /** Something changed while nobody waited: the next changed() returns at once. */
+  private signalled = false;
   private readonly stop = new AbortController();
   private sendfileBusy = false;
   private destroyWhenIdle = false;
@@ -75,12 +81,20 @@ export class ClientSession {
     if (this.error !== undefined) throw this.error;
   }
 
-  /** Resolves on the next ack, resend request or failure. */
+  /**
+   * Resolves on the next ack, resend request or failure, or at once if one came since the last
+   * call. The memory matters: a CHUNK_ERR read between the sender's last look at the resend
+   * queue and this call would otherwise wake nobody, and the batch would sit until the idle
+   * timeout (60 s) with its resend queued. Callers re-check their condition in a loop.
+   */
   async changed(): Promise<void> {
     this.check();
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
-    });
+    if (!this.signalled) {
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+    }
+    this.signalled = false;
     this.check();
   }
 
@@ -97,8 +111,9 @@ export class ClientSession {
 
   /** Frame and send one chunk; resolves once its buffer may be reused. */
   async sendChunk(c: PreparedChunk): Promise<void> {
-    const head = encodeChunkHead(c);
-    const wire = head.length + segmentBytes(c.segments);
+    const packed = await this.pack(c);
+    const head = encodeChunkHead(packed === undefined ? c : { ...c, packedLength: packed.length });
+    const wire = head.length + (packed?.length ?? segmentBytes(c.segments));
     await this.throttle(wire);
     // Registered before the first byte leaves: the answer can arrive before our write completes.
     const previous = this.sent.get(c.offset);
@@ -111,8 +126,16 @@ export class ClientSession {
     };
     this.sent.set(c.offset, { chunk, resends: previous?.resends ?? 0 });
     this.wireBytes += wire;
-    if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
+    if (packed !== undefined) await this.writeCorked([head, packed]);
+    else if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
     else await this.sendViaCopy(c, head);
+  }
+
+  /** The chunk's segment bytes as one LZ4 block, when compression is on and pays for this chunk. */
+  private async pack(c: PreparedChunk): Promise<Uint8Array | undefined> {
+    if (!this.o.compress || c.data === undefined || c.segments.length === 0) return undefined;
+    const packed = await compressChunk(gatherSegments(c.segments, c.data));
+    return packed.codec === "lz4" ? packed.data : undefined;
   }
 
   onReply(frame: ControlFrame): "continue" | "done" {
@@ -167,7 +190,8 @@ export class ClientSession {
   private notify(): void {
     const wake = this.wake;
     this.wake = undefined;
-    wake?.();
+    if (wake === undefined) this.signalled = true;
+    else wake();
   }
 
   private async throttle(bytes: number): Promise<void> {
@@ -185,19 +209,19 @@ export class ClientSession {
   }
 
   private async sendViaCopy(c: PreparedChunk, head: Uint8Array): Promise<void> {
+    const data = c.data;
+    const segments = data === undefined ? [] : c.segments.map((s) => data.subarray(s.relOffset, s.relOffset + s.length));
+    await this.writeCorked([head, ...segments]);
+  }
+
+  /** Write the parts as one burst; resolves once the last is handed to the kernel. */
+  private async writeCorked(parts: readonly Uint8Array[]): Promise<void> {
     const { socket } = this.o;
     socket.cork();
     const last = new Promise<void>((resolve, reject) => {
-      const done = (err?: Error | null): void => (err ? reject(this.error ?? unreachable(err)) : resolve());
-      if (c.segments.length === 0 || c.data === undefined) {
-        socket.write(head, done);
-        return;
-      }
-      socket.write(head);
-      c.segments.forEach((s, i) => {
-        const bytes = (c.data as Uint8Array).subarray(s.relOffset, s.relOffset + s.length);
-        if (i === c.segments.length - 1) socket.write(bytes, done);
-        else socket.write(bytes);
+      parts.forEach((part, i) => {
+        if (i < parts.length - 1) socket.write(part);
+        else socket.write(part, (err) => (err ? reject(this.error ?? unreachable(err)) : resolve()));
       });
     });
     socket.uncork();

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TransferredChunk } from "../../../../../schemas/index.js";
@@ -8,6 +8,7 @@ import { crc32c, zeroCopy } from "../../../../../native/index.js";
 import { ChecksumMismatchError, NoSpaceError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
+import { readBackName, readBacks } from "../read-back.js";
 import { makeSparseFile, MiB, silentLog, startCorruptingProxy, tempDir } from "./testing.js";
 
 const secret = randomBytes(32);
@@ -87,6 +88,22 @@ describe("data channel transfer", () => {
 
     const [src, dst] = await Promise.all([stat(source), stat(join(root, "vm1", "disk.img.part"))]);
     expect(dst.blocks).toBeLessThanOrEqual(src.blocks);
+  });
+
+  it("reads each batch back after it is acknowledged and records it for finalize, unless verify is off", async () => {
+    const dir = "vm-readback";
+    await sendBatch(batch({ ...firstHalf, destDir: dir }));
+    await sendBatch(batch({ ...secondHalf, destDir: dir, verify: false }));
+    await expectIdentical(dir);
+    await readBacks.settled(join(root, dir, "disk.img.part")); // the server runs in this process
+    const whole = await readFile(source);
+    const lines = (await readFile(readBackName(join(root, dir, "disk.img.part")), "utf8")).trim().split("\n");
+    // The first batch's range, marked before its writes and recorded with its CRC32C once it read
+    // back right; the second batch was not read back and left no record.
+    expect(lines.map((l) => JSON.parse(l) as unknown)).toEqual([
+      { migrationId: "mig-1", start: 0, end: 11 * MiB },
+      { migrationId: "mig-1", start: 0, end: 11 * MiB, crc32c: crc32c(whole.subarray(0, 11 * MiB)) },
+    ]);
   });
 
   it("rewrites the same bytes when a batch is redelivered", async () => {
@@ -197,5 +214,77 @@ describe("data channel on a full file system", () => {
     ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoSpaceError);
     expect((err as NoSpaceError).retryable).toBe(true);
+  });
+});
+
+// The destination's two readers (native recv into chunk buffers; Node's stream as fallback) and
+// its two write paths (page cache; O_DIRECT from aligned buffers when DWCP_DIRECT_IO=on) must
+// land the same bytes. The native ones are only in play when the module is loaded.
+describe.each([
+  { recv: "on", direct: "on" },
+  { recv: "on", direct: "off" },
+  { recv: "off", direct: "off" },
+])("destination paths (DWCP_NATIVE_RECV=$recv, DWCP_DIRECT_IO=$direct)", ({ recv, direct }) => {
+  const saved = { recv: process.env["DWCP_NATIVE_RECV"], direct: process.env["DWCP_DIRECT_IO"] };
+  let own: DataServer;
+  let dense: string;
+  beforeAll(async () => {
+    process.env["DWCP_NATIVE_RECV"] = recv;
+    process.env["DWCP_DIRECT_IO"] = direct;
+    own = await startDataServer({ host: "dest", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root], log: silentLog });
+    dense = join(work, `dense-${recv}-${direct}.img`);
+    await makeSparseFile(dense, SIZE, [{ offset: 0, length: SIZE }]);
+  });
+  afterAll(async () => {
+    await own?.close();
+    for (const [k, v] of [["DWCP_NATIVE_RECV", saved.recv], ["DWCP_DIRECT_IO", saved.direct]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  it("lands a dense and a sparse volume byte-identical", async () => {
+    for (const [src, dir] of [[dense, `paths-dense-${recv}-${direct}`], [source, `paths-sparse-${recv}-${direct}`]] as const) {
+      const opts = { address: own.address, sourcePath: src, destDir: dir };
+      await sendBatch(batch({ ...firstHalf, ...opts }));
+      await sendBatch(batch({ ...secondHalf, ...opts }));
+      const [a, b] = await Promise.all([readFile(src), readFile(join(root, dir, "disk.img.part"))]);
+      expect(b.equals(a)).toBe(true);
+    }
+  });
+});
+
+describe("compressed chunks (LZ4 on a capped link)", () => {
+  let text: string;
+  beforeAll(async () => {
+    // Compressible, text-like bytes (what LZ4 pays for) in a sparse layout.
+    text = join(work, "text.img");
+    const fh = await open(text, "w");
+    const line = Buffer.from("2026-11-26T23:59:59Z host-a dwcp[42]: migration mig-7 batch 3 chunk 0x40000 ok\n");
+    const block = Buffer.alloc(3 * MiB + 5);
+    for (let i = 0; i < block.length; i++) block[i] = line[i % line.length] ?? 0;
+    await fh.truncate(SIZE);
+    await fh.write(block, 0, block.length, 2 * MiB + 4096);
+    await fh.write(randomBytes(MiB), 0, MiB, 9 * MiB); // incompressible: sent as is
+    await fh.close();
+  });
+
+  it("compresses under a bandwidth limit, sends fewer bytes, lands identical bytes, and resends a corrupted one", async () => {
+    const opts = { ...firstHalf, sourcePath: text, bandwidthLimitBytesPerSec: 100 * MiB };
+    const packed = await sendBatch(batch({ ...opts, destDir: "lz4" }));
+    const plain = await sendBatch(batch({ ...opts, destDir: "plain", compress: false }));
+    expect(packed.wireBytes).toBeLessThan(plain.wireBytes - 2 * MiB);
+    const proxy = await startCorruptingProxy(server.address, "once");
+    try {
+      await sendBatch(batch({ ...opts, destDir: "lz4-flip", address: proxy.address }));
+      expect(proxy.corrupter.flips).toBe(1);
+    } finally {
+      await proxy.close();
+    }
+    const want = (await readFile(text)).subarray(0, 11 * MiB);
+    for (const dir of ["lz4", "plain", "lz4-flip"]) {
+      const got = await readFile(join(root, dir, "disk.img.part"));
+      expect(got.subarray(0, 11 * MiB).equals(want)).toBe(true);
+    }
   });
 });

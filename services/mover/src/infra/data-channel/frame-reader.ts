@@ -4,6 +4,20 @@ import { ProtocolError } from "../../errors.js";
 
 export type ReaderStep = Exclude<DecodeStep, { kind: "need-more" } | { kind: "violation" }> | { kind: "end" };
 
+/** What a data-channel session needs from whoever reads its socket (JS stream or native recv). */
+export interface FrameReader {
+  readonly decoder: FrameDecoder;
+  /** Resolves with the next frame, chunk step, or end (clean EOF between frames). */
+  next(): Promise<ReaderStep>;
+  provideChunkBuffer(target: Uint8Array): void;
+  /** Make a pending or future next() reject with `err` (first failure wins). */
+  abort(err: Error): void;
+  /** Stop reading; only once idle() resolved. */
+  detach(): void;
+  /** Resolves once no read is in flight that could still touch the socket's fd. */
+  idle(): Promise<void>;
+}
+
 export interface FrameReaderOptions {
   /** Pause the socket once this many undecoded bytes are buffered. Default 1 MiB. */
   highWaterBytes?: number;
@@ -16,7 +30,7 @@ export interface FrameReaderOptions {
  * but unconsumed input is bounded by pausing the socket, so a peer that sends faster than we
  * write to disk is held back by TCP flow control rather than by our memory.
  */
-export class SocketFrameReader {
+export class SocketFrameReader implements FrameReader {
   private wake: (() => void) | undefined;
   private ended = false;
   private failure: Error | undefined;
@@ -71,6 +85,9 @@ export class SocketFrameReader {
     this.socket.off("close", this.onEnd);
     this.socket.off("error", this.onError);
   }
+
+  /** libuv's reads need no waiting for. */
+  async idle(): Promise<void> {}
 
   private notify(): void {
     const wake = this.wake;

@@ -1,20 +1,24 @@
 import type { Socket } from "node:net";
 import type { Logger } from "../../../../common/logger.js";
 import { DwcpError } from "../../../../common/errors.js";
-import { analyzeChunk, crc32cZeros } from "../../../../../native/index.js";
-import { batchProblem, chunkProblem } from "../../domain/data-channel/batch.js";
+import { analyzeChunk, CompressedChunkCorruptError, crc32cCombine, crc32cZeros } from "../../../../../native/index.js";
+import { decompressChunk } from "../../../../../native/compress.js";
+import { spreadSegments } from "../../domain/data-channel/segments.js";
+import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
-import { encodeControl, FENCED, type BatchBegin, type ChunkHeader, type ControlFrame, type WireCode } from "../../domain/data-channel/frames.js";
+import { encodeControl, FENCED, segmentBytes, type BatchBegin, type ChunkHeader, type ControlFrame, type WireCode } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, ProtocolError } from "../../errors.js";
+import { readBackName, readBacks, recordReadBack, type ReadBackRecord } from "../read-back.js";
+import { destinationError } from "./io-errors.js";
 import type { BufferPool } from "./buffer-pool.js";
 import { DestinationFile } from "./destination-file.js";
 import { FencedError } from "./fenced.js";
-import type { SocketFrameReader } from "./frame-reader.js";
+import type { FrameReader } from "./frame-reader.js";
 
 export interface BatchReceiver {
   socket: Socket;
-  reader: SocketFrameReader;
+  reader: FrameReader;
   roots: readonly string[];
   pool: BufferPool;
   /** The migration the HELLO authenticated; a batch for any other is refused. */
@@ -66,7 +70,7 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
   }
   const problem = batchProblem(begin);
   if (problem !== undefined) throw new ProtocolError(`BATCH_BEGIN: ${problem}`);
-  const state: BatchState = { written: new Set(), inflight: new Set(), failure: undefined, fenced: false };
+  const state: BatchState = { written: new Map(), inflight: new Set(), failure: undefined, fenced: false };
   const key = fenceKey(begin);
   const holder: BatchHolder = {
     fence: async (err) => {
@@ -95,6 +99,15 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
 
 async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: BatchState, holds: () => boolean): Promise<void> {
   const file = await DestinationFile.open(ctx.roots, begin);
+  if (begin.verify !== false) {
+    // The range is unproven from now until its read-back matches (read-back.ts).
+    try {
+      await recordReadBack(file.path, { migrationId: begin.migrationId, ...batchRange(begin) });
+    } catch (err) {
+      await file.close();
+      throw destinationError(err, readBackName(file.path));
+    }
+  }
   ctx.pool.ensure(begin.chunkSizeBytes);
   ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
   state.holds = holds;
@@ -106,8 +119,10 @@ async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: Batc
       throw new ProtocolError(`BATCH_END after ${written.size} of ${begin.chunkCount} chunks were written`);
     }
     await file.sync();
+    const expected = begin.verify === false ? undefined : expectedRange(begin, written);
     if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
     send(ctx.socket, { kind: "BATCH_OK" });
+    if (expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
   } finally {
     await Promise.allSettled(state.inflight);
     await file.close();
@@ -115,8 +130,25 @@ async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: Batc
   }
 }
 
+/**
+ * The batch's byte range and the CRC32C its chunks combine to, in order: what the background
+ * read-back (read-back.ts) must find on the disk for finalize to skip reading the range again.
+ */
+function expectedRange(begin: BatchBegin, written: BatchState["written"]): ReadBackRecord {
+  const { start } = batchRange(begin);
+  let end = start;
+  let crc = 0;
+  for (const [offset, c] of [...written].sort((a, b) => a[0] - b[0])) {
+    if (offset !== end) throw new ProtocolError(`the chunks of batch ${begin.batch} leave [${end}, ${offset}) unwritten`);
+    crc = crc32cCombine(crc, c.crc32c, c.length);
+    end = offset + c.length;
+  }
+  return { migrationId: begin.migrationId, start, end, crc32c: crc >>> 0 };
+}
+
 interface BatchState {
-  written: Set<number>;
+  /** Offset -> length and CRC32C of every chunk written and acknowledged. */
+  written: Map<number, { length: number; crc32c: number }>;
   inflight: Set<Promise<void>>;
   /** First chunk that could not be written (or the fence); fails the batch. */
   failure: Error | undefined;
@@ -131,7 +163,7 @@ async function receiveChunks(
   begin: BatchBegin,
   file: DestinationFile,
   state: BatchState,
-): Promise<Set<number>> {
+): Promise<BatchState["written"]> {
   const { written, inflight } = state;
   let buffer: Buffer | undefined;
   for (;;) {
@@ -142,11 +174,17 @@ async function receiveChunks(
       ctx.reader.provideChunkBuffer(buffer);
     } else if (step.kind === "chunk") {
       if (step.data === undefined) checkChunk(begin, step.header);
-      const held = step.data === undefined ? undefined : buffer;
+      // A compressed chunk skipped chunk-begin: it is unpacked into a pool buffer here.
+      if (step.packed !== undefined) buffer = await ctx.pool.acquire();
+      const held = step.data === undefined && step.packed === undefined ? undefined : buffer;
       buffer = undefined;
-      const work = storeChunk(ctx, file, step.header, step.data, state)
+      const stored =
+        step.packed === undefined
+          ? storeChunk(ctx, file, step.header, step.data, state)
+          : storePacked(ctx, file, step.header, step.packed, held as Buffer, state);
+      const work = stored
         .then((ok) => {
-          if (ok) written.add(step.header.offset);
+          if (ok) written.set(step.header.offset, { length: step.header.length, crc32c: step.header.crc32c });
         })
         .catch((err: unknown) => {
           state.failure ??= err instanceof Error ? err : new Error(String(err));
@@ -173,6 +211,36 @@ function checkChunk(begin: BatchBegin, header: ChunkHeader): void {
   if (problem !== undefined) throw new ProtocolError(`CHUNK: ${problem}`);
 }
 
+/**
+ * A compressed chunk: unpacked into `into` (a pool buffer), then stored like any other. One that
+ * does not unpack was corrupted in transit and is asked for again.
+ */
+async function storePacked(
+  ctx: BatchReceiver,
+  file: DestinationFile,
+  h: ChunkHeader,
+  packed: Uint8Array,
+  into: Buffer,
+  state: BatchState,
+): Promise<boolean> {
+  let raw: Uint8Array;
+  try {
+    raw = await decompressChunk({ codec: "lz4", data: packed, rawLength: segmentBytes(h.segments) });
+  } catch (err) {
+    if (err instanceof CompressedChunkCorruptError) return askAgain(ctx, h, "compressed chunk does not unpack");
+    throw err;
+  }
+  if (!spreadSegments(h.segments, raw, into, h.length)) return askAgain(ctx, h, "compressed chunk unpacks to the wrong size");
+  return storeChunk(ctx, file, h, into.subarray(0, h.length), state);
+}
+
+/** Answer CHECKSUM_MISMATCH for a chunk that failed verification: the sender resends it. */
+function askAgain(ctx: BatchReceiver, h: ChunkHeader, reason: string): false {
+  ctx.log.warn({ offset: h.offset, reason }, "chunk failed its CRC32C check; asking for it again");
+  send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: "CHECKSUM_MISMATCH", message: reason } });
+  return false;
+}
+
 /** Verify the assembled chunk's CRC32C; on a match write it and answer CHUNK_OK. True if written. */
 async function storeChunk(
   ctx: BatchReceiver,
@@ -182,16 +250,7 @@ async function storeChunk(
   state: BatchState,
 ): Promise<boolean> {
   const actual = data === undefined ? crc32cZeros(h.length) : (await analyzeChunk(data)).crc32c;
-  const log = ctx.log.child({ offset: h.offset });
-  if (actual !== h.crc32c) {
-    log.warn({ expected: h.crc32c, actual }, "chunk failed its CRC32C check; asking for it again");
-    send(ctx.socket, {
-      kind: "CHUNK_ERR",
-      offset: h.offset,
-      failure: { code: "CHECKSUM_MISMATCH", message: `CRC32C ${actual} != ${h.crc32c}` },
-    });
-    return false;
-  }
+  if (actual !== h.crc32c) return askAgain(ctx, h, `CRC32C ${actual} != ${h.crc32c}`);
   if (state.fenced || state.holds?.() === false) {
     throw state.failure ?? new FencedError(`chunk at offset ${h.offset}: the batch was handed to a newer sender`);
   }
@@ -201,7 +260,7 @@ async function storeChunk(
     send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: wireCode(err), message: messageOf(err) } });
     throw err;
   }
-  log.debug({ length: h.length, zero: h.zero }, "chunk written");
+  ctx.log.debug({ offset: h.offset, length: h.length, zero: h.zero }, "chunk written");
   send(ctx.socket, { kind: "CHUNK_OK", offset: h.offset });
   return true;
 }

@@ -10,7 +10,9 @@ import { NONCE_BYTES } from "../../domain/data-channel/frames.js";
 import { ProtocolError } from "../../errors.js";
 import { resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
-import { SocketFrameReader } from "./frame-reader.js";
+import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
+import { NativeFrameReader } from "./native-frame-reader.js";
+import { zeroCopy } from "../../../../../native/index.js";
 import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";
 
 export interface DataServerOptions {
@@ -31,9 +33,12 @@ export interface DataServerOptions {
   helloTimeoutMs?: number;
   /** An authenticated connection with no traffic for this long is closed. Default 120000 ms. */
   idleTimeoutMs?: number;
-  /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 2. */
+  /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 4. */
   buffersPerConnection?: number;
 }
+
+/** Default chunk-size buffers per receiving connection. */
+export const BUFFERS_PER_CONNECTION = 4;
 
 export interface DataServer {
   /** host:port actually bound. */
@@ -49,6 +54,8 @@ interface ServerConfig {
   idleTimeoutMs: number;
   buffersPerConnection: number;
   fences: FenceTable<BatchHolder>;
+  /** Receive with native recv(2) into chunk buffers (see readerFor). */
+  nativeRecv: boolean;
 }
 
 /** Start the destination side of the data channel. Resolves once it is listening. */
@@ -58,19 +65,21 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     roots: await resolveRoots(opts.roots),
     helloTimeoutMs: opts.helloTimeoutMs ?? 5000,
     idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
-    buffersPerConnection: opts.buffersPerConnection ?? 2,
+    buffersPerConnection: opts.buffersPerConnection ?? BUFFERS_PER_CONNECTION,
     fences: new FenceTable<BatchHolder>(),
+    nativeRecv: zeroCopy.available && process.env["DWCP_NATIVE_RECV"] !== "off",
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
-  const connections = new Map<Socket, Promise<void>>();
-  const server = createServer({ noDelay: true }, (socket) => {
-    const done = serveConnection(socket, cfg, log)
+  const connections = new Map<Socket, { done: Promise<void>; reader: FrameReader }>();
+  const server = createServer({ noDelay: true, pauseOnConnect: cfg.nativeRecv }, (socket) => {
+    const reader = readerFor(socket, cfg);
+    const done = serveConnection(socket, reader, cfg, log)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
-      .finally(() => {
-        socket.destroy();
+      .finally(async () => {
+        await cut(socket, reader, "connection closed");
         connections.delete(socket);
       });
-    connections.set(socket, done);
+    connections.set(socket, { done, reader });
   });
   server.maxConnections = opts.maxConnections ?? 64;
   const bound = await listen(server, opts.listenHost, opts.listenPort);
@@ -80,8 +89,8 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     address,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of connections.keys()) socket.destroy();
-      await Promise.allSettled(connections.values());
+      await Promise.allSettled([...connections.entries()].map(([socket, { reader }]) => cut(socket, reader, "data channel closing")));
+      await Promise.allSettled([...connections.values()].map((c) => c.done));
       await closed;
       log.info({ address }, "data channel closed");
     },
@@ -103,16 +112,52 @@ async function listen(server: Server, host: string, port: number): Promise<Addre
   return server.address() as AddressInfo;
 }
 
-async function serveConnection(socket: Socket, cfg: ServerConfig, parentLog: Logger): Promise<void> {
+/** Stop the reader, wait until no native recv can still touch the fd, then close the socket. */
+async function cut(socket: Socket, reader: FrameReader, reason: string): Promise<void> {
+  reader.abort(new ProtocolError(reason));
+  await reader.idle();
+  socket.destroy();
+}
+
+/**
+ * Native recv straight into chunk buffers when the module is loaded (the socket was accepted
+ * paused, so libuv never reads it), else Node's stream reads. DWCP_NATIVE_RECV=off forces the
+ * latter (for comparisons).
+ */
+function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
+  const fd = cfg.nativeRecv ? NativeFrameReader.fdOf(socket) : undefined;
+  if (fd !== undefined) return new NativeFrameReader(socket, fd, new FrameDecoder(SERVER_PREAUTH), { idleTimeoutMs: cfg.idleTimeoutMs });
+  if (cfg.nativeRecv) socket.resume();
+  return new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
+}
+
+async function serveConnection(socket: Socket, reader: FrameReader, cfg: ServerConfig, parentLog: Logger): Promise<void> {
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
-  const reader = new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
   const hello = await authenticate(socket, reader, cfg, log);
   if (hello === undefined) return;
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
-  socket.setTimeout(cfg.idleTimeoutMs, () => reader.abort(new ProtocolError(`no traffic for ${cfg.idleTimeoutMs} ms`)));
+  // A native reader times out inside recv (Node sees none of its reads, only our replies).
+  if (reader instanceof SocketFrameReader) {
+    socket.setTimeout(cfg.idleTimeoutMs, () => reader.abort(new ProtocolError(`no traffic for ${cfg.idleTimeoutMs} ms`)));
+  }
   const pool = new BufferPool(cfg.buffersPerConnection);
+  try {
+    await serveBatches(socket, reader, cfg, hello, pool, log);
+  } finally {
+    pool.dispose();
+  }
+}
+
+async function serveBatches(
+  socket: Socket,
+  reader: FrameReader,
+  cfg: ServerConfig,
+  hello: { migrationId: string },
+  pool: BufferPool,
+  log: Logger,
+): Promise<void> {
   for (;;) {
     const step = await reader.next();
     if (step.kind === "end") return;
@@ -135,7 +180,7 @@ async function serveConnection(socket: Socket, cfg: ServerConfig, parentLog: Log
 /** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
 async function authenticate(
   socket: Socket,
-  reader: SocketFrameReader,
+  reader: FrameReader,
   cfg: ServerConfig,
   log: Logger,
 ): Promise<{ migrationId: string; sourceHost: string } | undefined> {
@@ -169,7 +214,8 @@ async function authenticate(
  * Half-close after a final answer and discard what the peer still sends until it closes (or
  * `ms` passes). Destroying at once could turn our answer into a reset the peer never reads.
  */
-async function lingerClose(socket: Socket, reader: SocketFrameReader, ms = 2000): Promise<void> {
+async function lingerClose(socket: Socket, reader: FrameReader, ms = 2000): Promise<void> {
+  await reader.idle();
   reader.detach();
   if (socket.closed) return;
   socket.setTimeout(0);

@@ -1,7 +1,8 @@
 import { open, type FileHandle } from "node:fs/promises";
-import { analyzeChunk, crc32cZeros, zeroCopy } from "../../../../../native/index.js";
+import { analyzeChunk, crc32cZeros } from "../../../../../native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { SourceChangedError, SourceReadError } from "../../errors.js";
+import { hasDataIn } from "../extents.js";
 import { errnoOf } from "../volume-paths.js";
 
 /** One chunk read and analyzed, ready to be framed. */
@@ -63,10 +64,8 @@ export class SourceVolume {
 
   /** A chunk that lies entirely in a hole need not be read (SEEK_DATA, when native is loaded). */
   private isHole(offset: number, length: number): boolean {
-    if (!zeroCopy.available) return false;
     try {
-      const next = zeroCopy.seekData(this.fh.fd, offset);
-      return next < 0 || next >= offset + length;
+      return hasDataIn(this.fh.fd, offset, offset + length) === false;
     } catch {
       return false;
     }

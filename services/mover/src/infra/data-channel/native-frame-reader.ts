@@ -1,0 +1,111 @@
+import type { Socket } from "node:net";
+import { zeroCopy } from "../../../../../native/index.js";
+import type { FrameDecoder } from "../../domain/data-channel/decoder.js";
+import { ProtocolError } from "../../errors.js";
+import type { FrameReader, ReaderStep } from "./frame-reader.js";
+
+/** Control frames and segment tables are read through this much staging per recv. */
+const STAGING_BYTES = 64 * 1024;
+
+export interface NativeFrameReaderOptions {
+  /** No byte from the peer for this long fails the read. */
+  idleTimeoutMs: number;
+  /** What a socket error becomes. */
+  mapSocketError?: (err: Error) => Error;
+}
+
+/**
+ * The destination's frame reader when the native module is loaded: the socket was accepted
+ * paused (pauseOnConnect) and libuv never reads it; recv(2) runs on the libuv pool instead, and
+ * chunk payloads land straight in the pooled chunk buffer (decoder.directTarget), with no
+ * per-64 KiB Buffer, 'data' event or copy on the event loop. Headers and control frames go
+ * through a small staging buffer and the decoder as before. Writes (replies) still use the
+ * socket. abort() sets a flag the native read polls, so the socket is never shut down under a
+ * final answer; until the read in flight returns nobody may close the socket (see idle()).
+ */
+export class NativeFrameReader implements FrameReader {
+  private readonly cancel = new Int32Array(new SharedArrayBuffer(4));
+  private readonly staging = Buffer.alloc(STAGING_BYTES);
+  private inflight: Promise<unknown> | undefined;
+  private failure: Error | undefined;
+  private ended = false;
+  private readonly mapError: (err: Error) => Error;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly fd: number,
+    readonly decoder: FrameDecoder,
+    private readonly opts: NativeFrameReaderOptions,
+  ) {
+    this.mapError = opts.mapSocketError ?? ((err) => err);
+  }
+
+  /** The fd of a socket that libuv is not reading (accepted with pauseOnConnect), if any. */
+  static fdOf(socket: Socket): number | undefined {
+    const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    return typeof fd === "number" && fd >= 0 ? fd : undefined;
+  }
+
+  async next(): Promise<ReaderStep> {
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure;
+      const step = this.decoder.next();
+      if (step.kind === "violation") throw new ProtocolError(step.message);
+      if (step.kind !== "need-more") return step;
+      if (this.ended) {
+        if (this.decoder.atFrameBoundary) return { kind: "end" };
+        throw new ProtocolError("connection closed in the middle of a frame");
+      }
+      await this.receive();
+    }
+  }
+
+  provideChunkBuffer(target: Uint8Array): void {
+    this.decoder.provideChunkBuffer(target);
+  }
+
+  /** Make a pending or future next() reject with `err` (first failure wins). */
+  abort(err: Error): void {
+    this.failure ??= err;
+    Atomics.store(this.cancel, 0, 1);
+  }
+
+  /** Nothing to unhook: libuv never read this socket. The caller must await idle() first. */
+  detach(): void {
+    if (this.inflight !== undefined) throw new Error("NativeFrameReader.detach() with a read in flight: await idle()");
+  }
+
+  /** Resolves once no native read is in flight (after abort(), within ~50 ms). */
+  async idle(): Promise<void> {
+    await this.inflight?.catch(() => undefined);
+  }
+
+  private async receive(): Promise<void> {
+    const direct = this.decoder.directTarget();
+    const read =
+      direct === undefined
+        ? zeroCopy.recv(this.fd, this.staging, 0, 1, STAGING_BYTES, this.opts.idleTimeoutMs, this.cancel)
+        : zeroCopy.recv(this.fd, direct.target, direct.at, direct.length, direct.length, this.opts.idleTimeoutMs, this.cancel);
+    this.inflight = read;
+    let n: number;
+    try {
+      n = await read;
+    } catch (err) {
+      if (this.failure !== undefined) throw this.failure;
+      const e = err instanceof Error ? err : new Error(String(err));
+      const code = (e as { sysCode?: string }).sysCode;
+      if (code === "ETIMEDOUT") throw new ProtocolError(`no traffic for ${this.opts.idleTimeoutMs} ms`);
+      throw this.mapError(e);
+    } finally {
+      this.inflight = undefined;
+    }
+    if (this.socket.destroyed && this.failure === undefined) this.failure = new ProtocolError("data channel socket was destroyed");
+    if (direct === undefined) {
+      if (n === 0) this.ended = true;
+      else this.decoder.push(Buffer.from(this.staging.subarray(0, n)));
+      return;
+    }
+    if (n > 0) this.decoder.advanceDirect(n);
+    if (n < direct.length) this.ended = true;
+  }
+}

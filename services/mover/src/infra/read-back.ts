@@ -1,0 +1,149 @@
+import { constants, lstat, open } from "node:fs/promises";
+import { z } from "zod";
+import type { Logger } from "../../../common/logger.js";
+import { crc32cCombine } from "../../../../native/index.js";
+import { rangeCrc32c } from "./volume-crc.js";
+import { removeIfPresent } from "./volume-paths.js";
+
+/**
+ * Read-back of each batch, overlapped with the transfer. With `verify` on (the default) a volume
+ * is checked at finalize against the CRC32C of the transfer log, which used to mean reading the
+ * whole volume back after the last batch. Instead, once a batch is fsynced and acknowledged, its
+ * destination process reads the batch's range back from the disk in the background (one range
+ * at a time per process, while the next batches arrive) and, if it matches the CRC32C of the
+ * chunks it accepted, appends a record: the range and that CRC. A mismatch is logged and leaves
+ * no record.
+ *
+ * At finalize, after waiting for this process's read-backs of the file, records that cover the
+ * volume exactly and combine to the log's CRC32C stand for the whole-volume read. Anything else
+ * (no file, a torn line after a crash, a gap, an overlap, another migration's records, a range
+ * that read back wrong, a different CRC, a batch received by another mover process of the host
+ * whose read-back has not finished) falls back to reading the whole volume: a missing or stale
+ * record costs time, never correctness. Records are not fsynced for the same reason; each is
+ * written after its batch's data was.
+ *
+ * Before a batch writes anything, its range is marked as written-but-not-read-back (a record
+ * without a CRC). The newest record of a range decides, in the order of the appends (O_APPEND
+ * orders them across processes too): a batch sent again, by this process or another, leaves its
+ * range unproven until its own read-back matches, and one that reads back wrong leaves it so.
+ *
+ * What records cannot see: a write to a range by something other than a batch that marked it.
+ * A stale sender of a batch that another mover process of the host now receives was fenced only
+ * in its own process: it may still write after the newer holder's read-back, the same bytes
+ * unless the source changed under the migration.
+ */
+export const readBackName = (part: string): string => `${part}.verified`;
+
+const Record = z.object({
+  migrationId: z.string(),
+  start: z.number().int().nonnegative(),
+  end: z.number().int().nonnegative(),
+  /** Absent: the range is being written and has not read back right (yet). */
+  crc32c: z.number().int().min(0).max(0xffffffff).optional(),
+});
+export type ReadBackRecord = z.infer<typeof Record>;
+
+/** Appends one record (O_APPEND: one short write, whole even with several writer processes). */
+export async function recordReadBack(part: string, r: ReadBackRecord): Promise<void> {
+  const fh = await open(readBackName(part), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640);
+  try {
+    await fh.write(`${JSON.stringify(r)}\n`);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Whether the records of `migrationId` cover [0, size) with no gap or overlap and combine to
+ * `expected`. The newest record of a range wins (a batch sent again reads back again).
+ */
+export async function readBackCovers(part: string, migrationId: string, size: number, expected: number): Promise<boolean> {
+  let text: string;
+  try {
+    const fh = await open(readBackName(part), constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      text = await fh.readFile("utf8");
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false;
+  }
+  const newest = new Map<string, ReadBackRecord>();
+  for (const line of text.split("\n")) {
+    const r = parseLine(line);
+    if (r?.migrationId === migrationId && r.end > r.start) newest.set(`${r.start}:${r.end}`, r);
+  }
+  let at = 0;
+  let crc = 0;
+  for (const r of [...newest.values()].sort((a, b) => a.start - b.start)) {
+    if (r.start !== at || r.crc32c === undefined) return false;
+    crc = crc32cCombine(crc, r.crc32c, r.end - r.start);
+    at = r.end;
+  }
+  return at === size && crc >>> 0 === expected >>> 0;
+}
+
+/** Removes the records of a finalized or abandoned `.part`. */
+export async function removeReadBack(part: string): Promise<void> {
+  await removeIfPresent(readBackName(part));
+}
+
+function parseLine(line: string): ReadBackRecord | undefined {
+  if (line.length === 0) return undefined;
+  try {
+    const r = Record.safeParse(JSON.parse(line));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** This process's background read-backs: one at a time (each reads with several requests in flight). */
+class ReadBacks {
+  private tail: Promise<void> = Promise.resolve();
+  private readonly pending = new Map<string, Set<Promise<void>>>();
+
+  /** Reads [start, end) of `part` back after the batches queued before it; records it if it matches. */
+  schedule(part: string, expected: ReadBackRecord, log: Logger): void {
+    const job = this.tail.then(() => readBack(part, expected, log));
+    this.tail = job;
+    const set = this.pending.get(part) ?? new Set<Promise<void>>();
+    set.add(job);
+    this.pending.set(part, set);
+    void job.finally(() => {
+      set.delete(job);
+      if (set.size === 0 && this.pending.get(part) === set) this.pending.delete(part);
+    });
+  }
+
+  /** Resolves once every read-back of `part` scheduled so far in this process has ended. */
+  async settled(part: string): Promise<void> {
+    await Promise.all([...(this.pending.get(part) ?? [])]);
+  }
+}
+
+export const readBacks = new ReadBacks();
+
+async function readBack(part: string, expected: ReadBackRecord, log: Logger): Promise<void> {
+  const range = { start: expected.start, end: expected.end };
+  try {
+    const fh = await open(part, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      const actual = await rangeCrc32c(fh, expected.start, expected.end);
+      if (actual !== expected.crc32c) {
+        log.warn({ ...range, expected: expected.crc32c, actual }, "batch read back with a different CRC32C than its chunks; finalize will read the whole volume");
+        return;
+      }
+      // Finalized (renamed) or aborted meanwhile, by another process: a record now would be litter.
+      const [now, read] = await Promise.all([lstat(part).catch(() => undefined), fh.stat()]);
+      if (now?.ino !== read.ino) return;
+      await recordReadBack(part, expected);
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    // The .part may be gone (finalized by another process, or aborted): nothing to record.
+    log.warn({ err, ...range }, "batch not read back; finalize will read the whole volume");
+  }
+}
