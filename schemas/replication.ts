@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { HostId, Id, Timestamp } from "./common.js";
+import { HostId, Id, MAX_CHUNK_BYTES, Timestamp } from "./common.js";
 
 // Replication events live on dwcp.evt.replication.<vm> in DWCP_EVT (captured by dwcp.evt.>).
 // A snapshot is the set of chunks a manifest names in the destination's content-addressed store;
@@ -98,6 +98,74 @@ export const BackupTrailer = z.object({
   count: Uint,
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
+
+// The replication agent's protocol (services/replication/src/domain/store/frames.ts): the source's
+// requests and the agent's replies, one JSON header per frame on the HMAC-authenticated TCP link,
+// followed by binary page data. Not on NATS; validated by the receiver of each frame.
+
+export const ManifestVolume = z.object({
+  /** A plain file name: restore writes it under the target directory. */
+  name: z.string().min(1).max(255),
+  sizeBytes: Uint,
+  /** BLAKE3 per chunk in volume order; null for an all-zero chunk (a hole on restore). */
+  chunks: z.array(Blake3Hex.nullable()),
+});
+
+/** What one snapshot consists of; stored in the destination store, referenced by its BLAKE3. */
+export const Manifest = z.object({
+  format: z.literal("dwcp-manifest"),
+  version: z.literal(1),
+  vm: Id,
+  snapshotId: Id,
+  parentId: Id.optional(),
+  takenAt: Timestamp,
+  chunkSizeBytes: Uint,
+  volumes: z.array(ManifestVolume),
+});
+
+/**
+ * One chunk of a "put": rebuilt from `base` (a stored chunk, or zeros when null) with the listed
+ * pages replaced (`pages` null: every page), `zero` ones by zeros, the others by the next `bytes`
+ * of the frame's (decompressed) payload in order; stored only if it hashes to `hash`.
+ */
+export const PutChunk = z.object({
+  hash: Blake3Hex,
+  base: Blake3Hex.nullable(),
+  len: z.number().int().min(1).max(MAX_CHUNK_BYTES),
+  pages: z.array(Uint).nullable(),
+  zero: z.array(Uint),
+  bytes: Uint,
+});
+
+export const Codec = z.enum(["lz4", "none"]);
+const frame = { version: z.literal(1) };
+
+export const AgentRequest = z.discriminatedUnion("kind", [
+  /** Which of these chunks does the store hold? (dedup before sending anything) */
+  z.object({ kind: z.literal("have"), ...frame, hashes: z.array(Blake3Hex) }),
+  /** Many chunks at once; the payload is their pages back to back. */
+  z.object({ kind: z.literal("put"), ...frame, chunks: z.array(PutChunk), codec: Codec, rawLength: Uint }),
+  /** Every chunk is in place: make the manifest durable. */
+  z.object({ kind: z.literal("commit"), ...frame, manifest: Manifest }),
+]);
+
+/** What became of one chunk of a "put": stored (or already there), or send it whole. */
+export const PutOutcome = z.enum(["stored", "dedup", "need-full"]);
+
+export const AgentReply = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("have-result"), ...frame, have: z.array(z.boolean()) }),
+  z.object({ kind: z.literal("put-result"), ...frame, outcomes: z.array(PutOutcome), reasons: z.array(z.string()).optional() }),
+  z.object({ kind: z.literal("committed"), ...frame, manifest: z.string().min(1), blake3: Blake3Hex }),
+  z.object({ kind: z.literal("error"), ...frame, code: z.string().min(1), message: z.string() }),
+]);
+
+export type ManifestVolume = z.infer<typeof ManifestVolume>;
+export type Manifest = z.infer<typeof Manifest>;
+export type PutChunk = z.infer<typeof PutChunk>;
+export type Codec = z.infer<typeof Codec>;
+export type PutOutcome = z.infer<typeof PutOutcome>;
+export type AgentRequest = z.infer<typeof AgentRequest>;
+export type AgentReply = z.infer<typeof AgentReply>;
 
 export type BackupStream = z.infer<typeof BackupStream>;
 export type BackupHeader = z.infer<typeof BackupHeader>;

@@ -42,7 +42,7 @@ describe("replication agent over TCP", () => {
 
     const link2 = await connectAgent({ host: "127.0.0.1", port: agent.port, secret: SECRET });
     let calls = 0;
-    const killing = { request: async (f: Buffer) => (++calls === 10 ? (await agent.kill("SIGKILL"), link2.request(f)) : link2.request(f)) };
+    const killing = { request: async (f: Buffer) => (++calls === 2 ? (await agent.kill("SIGKILL"), link2.request(f)) : link2.request(f)) };
     await expect(syncOnce({ ...base, transport: killing })).rejects.toThrow(/link/);
     const { state } = await base.log.read("db");
     expect(state.snapshots.map((s) => s.snapshotId)).toEqual([first.snapshotId]);

@@ -1,13 +1,39 @@
 import { decompressChunk } from "../../../../native/compress.js";
-import { Id } from "../../../../schemas/common.js";
-import { manifestProblem, MAX_CHUNK_BYTES, type Manifest } from "../domain/store/manifest.js";
-import { applyDelta, MAX_DELTA_DEPTH } from "../domain/store/delta.js";
-import { decodeFrame, encodeFrame, type Reply, type Request } from "../domain/store/frames.js";
-import { blake3Hex, ChunkStore } from "../infra/chunk-store.js";
+import { isZero, zeroPages } from "../../../../native/index.js";
+import { AgentRequest } from "../../../../schemas/replication.js";
+import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
+import { manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
+import { applyPages, deltaRebuilds, mergePages } from "../domain/store/pack.js";
+import { decodeFrame, encodeFrame, type PutChunk, type PutOutcome, type Reply, type Request } from "../domain/store/frames.js";
+import { blake3Hex, ChunkStore, scratchFor, type Resolved, type Scratch } from "../infra/chunk-store.js";
+import { compiledSafeParse } from "../infra/schema-check.js";
+
+/** Per lane: buffers for the base's records and the rebuilt chunk. */
+type LaneBuffers = Scratch & { rebuilt: Buffer };
+
+/** Chunk bytes of lane buffers kept for reuse (each lane holds four buffers of that size). */
+const SPARE_BYTES = 16 << 20;
+
+/** Chunks of one "put" rebuilt and verified at once (reads, hashing). */
+const PUT_LANES = 8;
+
+
+const all = (len: number): number[] => Array.from({ length: Math.ceil(len / PAGE) }, (_, j) => j);
+
+/** Requests are validated once, here, against the schema (compiled fast path, see schema-check.ts). */
+const parseRequest = compiledSafeParse(AgentRequest);
 
 /** Replies to the source's requests against one store. Runs next to the destination's files. */
 export class DestinationAgent {
+  /** Lane buffers of finished requests, reused: allocating them per request fed the GC. */
+  private readonly spare: LaneBuffers[] = [];
   constructor(readonly store: ChunkStore) {}
+
+  private takeBuffers(len: number): LaneBuffers {
+    const i = this.spare.findIndex((b) => b.rebuilt.length >= len);
+    if (i >= 0) return this.spare.splice(i, 1)[0]!;
+    return { ...scratchFor(len), rebuilt: Buffer.allocUnsafe(len) };
+  }
 
   static async open(storeDir: string): Promise<DestinationAgent> {
     return new DestinationAgent(await ChunkStore.open(storeDir));
@@ -17,24 +43,20 @@ export class DestinationAgent {
     let reply: Reply;
     try {
       const { header, payload } = decodeFrame<Request>(frame);
-      reply = await this.dispatch(header, payload);
+      const req = parseRequest(header);
+      reply = req.success ? await this.dispatch(req.data, payload) : { kind: "error", version: 1, code: "FRAME_INVALID", message: req.error.message.slice(0, 300) };
     } catch (err) {
-      reply = { kind: "error", code: (err as { code?: string }).code ?? "INTERNAL", message: (err as Error).message };
+      reply = { kind: "error", version: 1, code: (err as { code?: string }).code ?? "INTERNAL", message: (err as Error).message };
     }
     return encodeFrame(reply);
   }
 
   private async dispatch(req: Request, payload: Buffer): Promise<Reply> {
-    if ((req.kind === "pages" || req.kind === "full") && !(Number.isInteger(req.len) && req.len > 0 && req.len <= MAX_CHUNK_BYTES)) {
-      return { kind: "error", code: "FRAME_INVALID", message: `chunk length ${req.len} is not in 1..${MAX_CHUNK_BYTES}` };
-    }
     switch (req.kind) {
       case "have":
-        return { kind: "have-result", have: await Promise.all(req.hashes.map((h) => this.store.has(h))) };
-      case "pages":
-        return this.rebuild(req, payload);
-      case "full":
-        return this.full(req, payload);
+        return { kind: "have-result", version: 1, have: await Promise.all(req.hashes.map((h) => this.store.has(h))) };
+      case "put":
+        return this.put(req, payload);
       case "commit":
         return this.commit(req.manifest);
       default: {
@@ -44,44 +66,90 @@ export class DestinationAgent {
     }
   }
 
-  private async rebuild(req: Extract<Request, { kind: "pages" }>, payload: Buffer): Promise<Reply> {
-    // Changed pages almost always make a new chunk: ask the disk only via "have" (first syncs).
-    if (this.store.knows(req.hash)) return { kind: "stored", dedup: true };
-    const base = req.base === null ? undefined : await this.store.resolve(req.base).catch(() => undefined);
-    if (req.base !== null && !base) return { kind: "need-full", reason: "base chunk missing" };
-    const raw = await decompressChunk({ codec: req.codec, data: payload, rawLength: req.rawLength });
-    const zero = new Set(req.zero);
-    const delta = { len: req.len, pages: req.pages, zero: req.pages.map((j) => zero.has(j)), data: raw };
-    const chunk = applyDelta(base?.data, delta);
-    if (!chunk) return { kind: "need-full", reason: "pages do not fit the chunk" };
-    if ((await blake3Hex(chunk)) !== req.hash) return { kind: "need-full", reason: "rebuilt chunk does not match its BLAKE3" };
-    // Keep only the changed pages when there is a base and the chain stays short.
-    if (req.base !== null && base && base.depth < MAX_DELTA_DEPTH) await this.store.putDelta(req.hash, { ...delta, base: req.base, depth: base.depth + 1 });
-    else await this.store.put(req.hash, chunk);
-    return { kind: "stored", dedup: false };
+  private async put(req: Extract<Request, { kind: "put" }>, payload: Buffer): Promise<Reply> {
+    const raw = Buffer.from(await decompressChunk({ codec: req.codec, data: payload, rawLength: req.rawLength }));
+    const offsets: number[] = [];
+    let off = 0;
+    for (const c of req.chunks) {
+      offsets.push(off);
+      off += c.bytes;
+    }
+    if (off !== raw.length) throw new FrameInvalidError(`chunks use ${off} payload bytes, the frame carries ${raw.length}`);
+    const outcomes = new Array<PutOutcome>(req.chunks.length);
+    const reasons = new Array<string>(req.chunks.length).fill("");
+    let next = 0;
+    const maxLen = req.chunks.reduce((m, c) => Math.max(m, c.len), 0);
+    const lane = async (): Promise<void> => {
+      const work = this.takeBuffers(maxLen);
+      try {
+        while (next < req.chunks.length) {
+          const i = next++;
+          const c = req.chunks[i]!;
+          const r = await this.one(c, raw.subarray(offsets[i], offsets[i]! + c.bytes), work);
+          outcomes[i] = r.outcome;
+          reasons[i] = r.reason ?? "";
+        }
+      } finally {
+        if (this.spare.reduce((n, b) => n + b.rebuilt.length, 0) < SPARE_BYTES) this.spare.push(work);
+      }
+    };
+    // Each lane holds four chunk-sized buffers: fewer lanes for big chunks.
+    const lanes = Math.max(1, Math.min(PUT_LANES, req.chunks.length, Math.floor(SPARE_BYTES / maxLen)));
+    await Promise.all(Array.from({ length: lanes }, lane));
+    return { kind: "put-result", version: 1, outcomes, ...(reasons.some(Boolean) ? { reasons } : {}) };
   }
 
-  private async full(req: Extract<Request, { kind: "full" }>, payload: Buffer): Promise<Reply> {
-    const raw = await decompressChunk({ codec: req.codec, data: payload, rawLength: req.len });
-    const actual = await blake3Hex(raw);
-    if (raw.length !== req.len || actual !== req.hash) {
-      return { kind: "error", code: "CHECKSUM_MISMATCH", message: `chunk ${req.hash} arrived as ${actual}` };
+  /** Rebuilds one chunk, checks its BLAKE3 and stores it, as a delta against a keyframe when that pays. */
+  private async one(c: PutChunk, data: Buffer, work: LaneBuffers): Promise<{ outcome: PutOutcome; reason?: string }> {
+    if (this.store.knows(c.hash)) return { outcome: "dedup" };
+    const base: Resolved | undefined = c.base === null ? undefined : await this.store.resolve(c.base, work).catch(() => undefined);
+    if (c.base !== null && !base) return { outcome: "need-full", reason: "base chunk missing" };
+    const pages = c.pages ?? all(c.len);
+    const zero = new Set(c.zero);
+    const chunk = applyPages(base?.data, { len: c.len, pages, zero: pages.map((j) => zero.has(j)), data }, work.rebuilt);
+    const whole = c.base === null && c.pages === null;
+    if (!chunk) return whole ? fail(c, "pages that do not fit the chunk") : { outcome: "need-full", reason: "pages do not fit the chunk" };
+    const actual = await blake3Hex(chunk);
+    if (actual !== c.hash) return whole ? fail(c, actual) : { outcome: "need-full", reason: "rebuilt chunk does not match its BLAKE3" };
+    await this.store_(c.hash, chunk, pages, base, c.base);
+    return { outcome: "stored" };
+  }
+
+  /**
+   * A chunk rebuilt from a stored base keeps only the pages that differ from the base's keyframe,
+   * while they are at most half the chunk; otherwise it becomes a keyframe itself. The delta is
+   * checked to rebuild the verified chunk before it is stored.
+   */
+  private async store_(hash: string, chunk: Buffer, changed: number[], base: Resolved | undefined, baseHash: string | null): Promise<void> {
+    if (base && baseHash !== null) {
+      const key = base.keyframe ?? { hash: baseHash, data: base.data, pages: [] };
+      const zp = zeroPages(chunk);
+      const d = mergePages(chunk, key.pages.filter((j) => j * PAGE < chunk.length), changed, (j) => zp[j] === 1);
+      // has() touches the keyframe's pack: retention's grace period then covers it until the commit.
+      if (d.pages.length * 2 <= zp.length && this.store.deltaBase(key.hash) === undefined && (await this.store.has(key.hash))) {
+        if (deltaRebuilds(key.data, chunk, d.pages, isZero)) return this.store.putDelta(hash, { base: key.hash, len: chunk.length, ...d });
+      }
     }
-    await this.store.put(req.hash, raw);
-    return { kind: "stored", dedup: false };
+    return this.store.putWhole(hash, chunk);
   }
 
   private async commit(m: Manifest): Promise<Reply> {
-    const problem = !Id.safeParse(m.vm).success || !Id.safeParse(m.snapshotId).success ? "vm and snapshotId must be ids" : manifestProblem(m);
-    if (problem) return { kind: "error", code: "MANIFEST_INVALID", message: problem };
+    const problem = manifestProblem(m);
+    if (problem) return { kind: "error", version: 1, code: "MANIFEST_INVALID", message: problem };
     const hashes = new Set(m.volumes.flatMap((v) => v.chunks.filter((h): h is string => h !== null)));
-    const present = await Promise.all([...hashes].map(async (h) => ((await this.store.has(h)) ? undefined : h)));
-    const missing = present.filter((h) => h !== undefined);
-    if (missing.length > 0) return { kind: "error", code: "CHUNKS_MISSING", message: `${missing.length} chunk(s) missing, e.g. ${missing[0]}` };
-    await this.store.flush();
-    const { rel, blake3 } = await this.store.writeManifest(m);
-    return { kind: "committed", manifest: rel, blake3 };
+    const missing: string[] = [];
+    // Most are known from memory (written or touched moments ago); only the rest ask the disk.
+    for (const h of hashes) if (!this.store.knows(h) && !(await this.store.has(h))) missing.push(h);
+    if (missing.length > 0) return { kind: "error", version: 1, code: "CHUNKS_MISSING", message: `${missing.length} chunk(s) missing, e.g. ${missing[0]}` };
+    // Both made durable before the reply: only then may the source append SnapshotCommitted. A
+    // crash in between leaves a manifest no event names, which retention removes.
+    const [, { rel, blake3 }] = await Promise.all([this.store.flush(), this.store.writeManifest(m)]);
+    return { kind: "committed", version: 1, manifest: rel, blake3 };
   }
+}
+
+function fail(c: PutChunk, actual: string): never {
+  throw new ChunkChecksumError(c.hash, actual);
 }
 
 /** How the source reaches a destination agent: in-process here, a socket in a deployment. */

@@ -1,7 +1,7 @@
 import { EVT_STREAM } from "../../../common/layout.js";
 import { connectNats, type Nats } from "../../../common/nats.js";
 import { beyond, ReplayFolder, type ReplayBound, type ReplayView } from "../domain/replay/view.js";
-import { ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
+import { nanosToMs, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
 import { scanBackup } from "../infra/backup-file.js";
 import { decodeMsg, decodeRecord, decodeValue } from "../infra/decode.js";
 import { readStream } from "../infra/log-reader.js";
@@ -43,6 +43,8 @@ export async function replay(natsUrl: string, opts: ReplayOptions = {}): Promise
   }
 }
 
+const header = (hs: Array<[string, string]> | undefined, name: string): string | undefined => hs?.find(([k]) => k === name)?.[1];
+
 /**
  * Folds a backup file instead of a live stream (`dwcp replay --backup FILE`): the file is verified
  * as it is read, and a corrupt one fails without a view.
@@ -53,9 +55,8 @@ export async function replayBackup(file: string, opts: ReplayOptions = {}): Prom
   let done = false;
   await scanBackup(file, (m) => {
     if (done || m.stream !== EVT_STREAM) return;
-    const h = new Map(m.headers ?? []);
-    const seq = Number(h.get(ORIG_SEQ_HEADER) ?? m.seq);
-    const timeMs = Number(BigInt(h.get(ORIG_TIME_HEADER) ?? m.ts) / 1_000_000n);
+    const seq = Number(header(m.headers, ORIG_SEQ_HEADER) ?? m.seq);
+    const timeMs = nanosToMs(header(m.headers, ORIG_TIME_HEADER) ?? m.ts);
     const rec = m.json !== undefined ? decodeValue(m.subject, m.json, seq, timeMs) : decodeRecord(m.subject, payloadBytes(m), seq, timeMs);
     if (beyond(bound, rec.seq, rec.timeMs)) done = true;
     else folder.add(rec);

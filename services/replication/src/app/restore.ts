@@ -1,10 +1,12 @@
 import { mkdir, open, rename, type FileHandle } from "node:fs/promises";
+import { openDirect, writeAll } from "../../../common/fs.js";
 import { dirname, join } from "node:path";
-import { zeroPages } from "../../../../native/index.js";
+import { DIRECT_IO_ALIGN, zeroCopy, zeroPages } from "../../../../native/index.js";
 import { SnapshotNotFoundError, StoreIntegrityError } from "../domain/errors.js";
 import { snapshotAt, type Replication, type Snapshot } from "../domain/replication/state.js";
 import { chunkLength, manifestProblem, PAGE, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";
 import { ChunkStore } from "../infra/chunk-store.js";
+import { HashPool } from "../infra/hash-pool.js";
 import { fsyncDir } from "../infra/durable-file.js";
 
 export interface RestoreOptions {
@@ -16,7 +18,7 @@ export interface RestoreOptions {
   toDir: string;
   /** The store directory; default: the one the snapshot's event names. */
   storeDir?: string;
-  /** Chunks read, verified and written at once. Default 8. */
+  /** Spans of up to 128 chunks read, verified and written at once. Default 3. */
   concurrency?: number;
 }
 
@@ -25,7 +27,12 @@ export interface RestoreResult {
   takenAt: string;
   files: Array<{ path: string; sizeBytes: number }>;
   bytes: number;
+  /** From start to the files fsynced and renamed. */
   seconds: number;
+  /** Of that, the last fsync of each volume (writeback the disk had not finished while chunks were written). */
+  finalSyncSeconds: number;
+  /** Bytes written straight to the disk (O_DIRECT) rather than through the page cache. */
+  directBytes: number;
 }
 
 export function pickSnapshot(r: Replication, o: { at?: string | Date; snapshotId?: string }): Snapshot {
@@ -40,45 +47,160 @@ export function pickSnapshot(r: Replication, o: { at?: string | Date; snapshotId
   return s;
 }
 
-/** Writes the non-zero pages of a chunk as runs, so zero pages stay holes. */
-async function writeSparse(fh: FileHandle, data: Buffer, pos: number): Promise<void> {
-  const zp = zeroPages(data);
-  let start = -1;
-  for (let j = 0; j <= zp.length; j++) {
-    const nonZero = j < zp.length && zp[j] !== 1;
-    if (nonZero && start < 0) start = j;
-    if (!nonZero && start >= 0) {
-      const from = start * PAGE;
-      const to = Math.min(j * PAGE, data.length);
-      await fh.write(data, from, to - from, pos + from);
-      start = -1;
+/** Chunks read, verified and written per step of a lane: 8 MiB of 64 KiB chunks. */
+const SPAN_CHUNKS = 128;
+/** Below this many bytes a restore verifies on one thread: the worker's start costs more. */
+const WORKER_MIN_BYTES = 256 << 20;
+/** Bytes written between two fdatasync calls that start writeback while later chunks are read. */
+const WRITEBACK_BYTES = 256 << 20;
+
+/** Runs at least this long go to the disk with O_DIRECT (see VolumeWriter). */
+const DIRECT_MIN_BYTES = 1 << 20;
+
+/**
+ * The `.part` file of one volume. Runs of non-zero pages of at least 1 MiB are copied into the
+ * lane's aligned buffer and written with O_DIRECT: on this kind of VM buffered writes reach the
+ * disk at 0.35 GB/s (dd conv=fdatasync) against 1.2-2.3 GB/s direct (dd oflag=direct, 1-4 MiB
+ * blocks), and a restore writes every byte of the image once. Shorter runs (scattered pages of a
+ * sparse image), a volume's last partial page, and file systems without O_DIRECT (tmpfs) use the
+ * page cache, with an fdatasync every WRITEBACK_BYTES so writeback overlaps reading.
+ */
+class VolumeWriter {
+  /** Bytes written with O_DIRECT. */
+  directBytes = 0;
+  private unsynced = 0;
+  private writeback: Promise<void> | undefined;
+
+  private constructor(
+    readonly fh: FileHandle,
+    private readonly direct: { fh: FileHandle; everyAligned: boolean } | undefined,
+  ) {}
+
+  static async open(part: string, sizeBytes: number): Promise<VolumeWriter> {
+    const fh = await open(part, "w", 0o600);
+    try {
+      await fh.truncate(sizeBytes);
+      return new VolumeWriter(fh, zeroCopy.available ? await openDirect(part) : undefined);
+    } catch (err) {
+      await fh.close();
+      throw err;
     }
+  }
+
+  /** A lane's staging buffer for direct writes of up to `bytes` (undefined: none are made). */
+  staging(bytes: number): Buffer | undefined {
+    return this.direct ? zeroCopy.alignedBuffer(Math.ceil(bytes / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN) : undefined;
+  }
+
+  /**
+   * Writes verified chunks that follow each other in the volume: runs of non-zero pages become
+   * one write each (zero pages stay holes).
+   */
+  async writeChunks(chunks: Array<{ pos: number; data: Buffer }>, staging: Buffer | undefined): Promise<void> {
+    let run: Buffer[] = [];
+    let runPos = -1;
+    let runEnd = -1;
+    const flush = async (): Promise<void> => {
+      if (run.length > 0) await this.writeRun(run, runPos, runEnd - runPos, staging);
+      run = [];
+    };
+    for (const c of chunks) {
+      const zp = zeroPages(c.data);
+      for (let j = 0; j < zp.length; j++) {
+        if (zp[j] === 1) continue;
+        let k = j;
+        while (k + 1 < zp.length && zp[k + 1] !== 1) k++;
+        const from = c.pos + j * PAGE;
+        if (from !== runEnd) {
+          await flush();
+          runPos = from;
+        }
+        const piece = c.data.subarray(j * PAGE, Math.min((k + 1) * PAGE, c.data.length));
+        run.push(piece);
+        runEnd = from + piece.length;
+        j = k;
+      }
+    }
+    await flush();
+  }
+
+  private async writeRun(pieces: Buffer[], pos: number, bytes: number, staging: Buffer | undefined): Promise<void> {
+    const aligned = bytes - (bytes % DIRECT_IO_ALIGN); // all but a volume's last partial page
+    if (this.direct && staging && aligned > 0 && aligned <= staging.length && (aligned >= DIRECT_MIN_BYTES || this.direct.everyAligned)) {
+      let at = 0;
+      for (const p of pieces) at += p.copy(staging, at, 0, Math.min(p.length, aligned - at));
+      await writeAll(this.direct.fh, staging.subarray(0, aligned), pos);
+      this.directBytes += aligned;
+      if (aligned === bytes) return;
+      // The partial page is the end of the last piece, which reaches the volume's end.
+      const last = pieces[pieces.length - 1]!;
+      pieces = [last.subarray(last.length - (bytes - aligned))];
+      pos += aligned;
+      bytes -= aligned;
+    }
+    const { bytesWritten } = await this.fh.writev(pieces, pos);
+    if (bytesWritten !== bytes) throw new Error(`short write at ${pos}: ${bytesWritten} of ${bytes} bytes`);
+    this.unsynced += bytes;
+    if (this.unsynced >= WRITEBACK_BYTES && !this.writeback) {
+      this.unsynced = 0;
+      this.writeback = this.fh.datasync().finally(() => (this.writeback = undefined));
+    }
+  }
+
+  /** Waits for writeback and fsyncs; returns the milliseconds that took. */
+  async sync(): Promise<number> {
+    const t = performance.now();
+    await this.writeback;
+    await this.fh.sync();
+    return performance.now() - t;
+  }
+
+  async close(): Promise<void> {
+    await this.writeback?.catch(() => undefined);
+    await this.direct?.fh.close();
+    await this.fh.close();
   }
 }
 
-async function restoreVolume(store: ChunkStore, m: Manifest, v: ManifestVolume, path: string, width: number): Promise<void> {
+async function restoreVolume(store: ChunkStore, hasher: HashPool, m: Manifest, v: ManifestVolume, path: string, width: number): Promise<{ syncMs: number; directBytes: number }> {
   const part = `${path}.part`;
-  const fh = await open(part, "w", 0o600);
+  const out = await VolumeWriter.open(part, v.sizeBytes);
+  let syncMs = 0;
   try {
-    await fh.truncate(v.sizeBytes);
+    const spans: number[][] = [];
+    for (let i = 0; i < v.chunks.length; i++) {
+      if (v.chunks[i] === null || v.chunks[i] === undefined) continue; // zero chunk: a hole
+      const last = spans.at(-1);
+      if (last && last.length < SPAN_CHUNKS && last.at(-1) === i - 1) last.push(i);
+      else spans.push([i]);
+    }
     let next = 0;
+    const spanBytes = SPAN_CHUNKS * (m.chunkSizeBytes + 64);
     const lane = async (): Promise<void> => {
-      while (next < v.chunks.length) {
-        const i = next++;
-        const hash = v.chunks[i];
-        if (hash === null || hash === undefined) continue;
-        const data = await store.get(hash);
-        const len = chunkLength(v.sizeBytes, m.chunkSizeBytes, i);
-        if (data.length !== len) throw new StoreIntegrityError(`chunk ${i} of ${v.name}`, `${len} bytes`, `${data.length} bytes`);
-        await writeSparse(fh, data, i * m.chunkSizeBytes);
+      const buf = Buffer.from(new SharedArrayBuffer(spanBytes)); // the hash worker reads it in place
+      const staging = out.staging(SPAN_CHUNKS * m.chunkSizeBytes);
+      while (next < spans.length) {
+        const span = spans[next++]!;
+        const hashes = span.map((i) => v.chunks[i]!);
+        const datas = await store.readMany(hashes, spanBytes, buf);
+        const actual = await hasher.hashAll(datas);
+        const chunks = span.map((i, k) => {
+          const data = datas[k]!;
+          const len = chunkLength(v.sizeBytes, m.chunkSizeBytes, i);
+          if (data.length !== len) throw new StoreIntegrityError(`chunk ${i} of ${v.name}`, `${len} bytes`, `${data.length} bytes`);
+          if (actual[k] !== hashes[k]) throw new StoreIntegrityError(`chunk ${hashes[k]}`, hashes[k]!, actual[k] ?? "nothing");
+          return { pos: i * m.chunkSizeBytes, data };
+        });
+        await out.writeChunks(chunks, staging);
       }
     };
-    await Promise.all(Array.from({ length: width }, lane));
-    await fh.sync();
+    await Promise.all(Array.from({ length: Math.min(width, Math.max(1, spans.length)) }, lane));
+    syncMs = await out.sync();
   } finally {
-    await fh.close();
+    await out.close();
   }
   await rename(part, path);
+  return { syncMs, directBytes: out.directBytes };
 }
 
 /**
@@ -88,17 +210,31 @@ async function restoreVolume(store: ChunkStore, m: Manifest, v: ManifestVolume, 
  */
 export async function restoreFromStore(snap: Snapshot, o: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
-  const store = new ChunkStore(o.storeDir ?? snap.destination.store);
+  const store = await ChunkStore.open(o.storeDir ?? snap.destination.store, { create: false });
+  const hasher = new HashPool({ worker: snap.volumes.reduce((n, v) => n + v.sizeBytes, 0) >= WORKER_MIN_BYTES });
+  try {
+    return await restoreWith(store, hasher, snap, o, started);
+  } finally {
+    await Promise.all([store.close(), hasher.close()]);
+  }
+}
+
+async function restoreWith(store: ChunkStore, hasher: HashPool, snap: Snapshot, o: RestoreOptions, started: number): Promise<RestoreResult> {
   const m = await store.readManifest(snap.manifest, snap.manifestBlake3);
   await mkdir(o.toDir, { recursive: true });
   const files: RestoreResult["files"] = [];
   const problem = manifestProblem(m);
   if (problem) throw new StoreIntegrityError(`manifest ${snap.manifest}`, "a valid manifest", problem);
+  let syncMs = 0;
+  let directBytes = 0;
   for (const v of m.volumes) {
     const path = join(o.toDir, v.name);
-    await restoreVolume(store, m, v, path, o.concurrency ?? 8);
+    const r = await restoreVolume(store, hasher, m, v, path, o.concurrency ?? 3);
+    syncMs += r.syncMs;
+    directBytes += r.directBytes;
     files.push({ path, sizeBytes: v.sizeBytes });
   }
   await fsyncDir(files[0] ? dirname(files[0].path) : o.toDir);
-  return { snapshotId: snap.snapshotId, takenAt: snap.takenAt, files, bytes: files.reduce((n, f) => n + f.sizeBytes, 0), seconds: (Date.now() - started) / 1000 };
+  const bytes = files.reduce((n, f) => n + f.sizeBytes, 0);
+  return { snapshotId: snap.snapshotId, takenAt: snap.takenAt, files, bytes, seconds: (Date.now() - started) / 1000, finalSyncSeconds: syncMs / 1000, directBytes };
 }

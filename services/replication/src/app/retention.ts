@@ -1,6 +1,9 @@
 import type { SnapshotsPruned } from "../../../../schemas/replication.js";
 import { referencedChunks, selectPrunable, type Manifest, type RetentionPolicy } from "../domain/store/manifest.js";
+import { unlink } from "node:fs/promises";
+import type { IndexEntry } from "../domain/store/pack.js";
 import type { ChunkStore } from "../infra/chunk-store.js";
+import type { Pack } from "../infra/pack-file.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 
 export interface RetentionResult {
@@ -34,20 +37,48 @@ export async function applyRetention(o: { log: ReplicationLog; store: ChunkStore
   const keep = manifests.filter((f) => !drop.includes(f));
   const kept: Manifest[] = await Promise.all(keep.map((f) => o.store.readManifest(f.rel)));
   const referenced = referencedChunks(kept);
-  // A chunk stored as a delta needs its base: keep the whole chain.
-  const queue = [...referenced];
-  for (let h = queue.pop(); h !== undefined; h = queue.pop()) {
-    const base = await o.store.deltaBase(h);
-    if (base === undefined || referenced.has(base)) continue;
-    referenced.add(base);
-    queue.push(base);
+  // A chunk stored as a delta needs its keyframe.
+  for (const h of [...referenced]) {
+    const base = o.store.deltaBase(h);
+    if (base !== undefined) referenced.add(base);
   }
-  const garbage = (await o.store.listChunks()).filter((c) => (c.hash === undefined || !referenced.has(c.hash)) && nowMs - c.mtimeMs > grace);
+  const plan = await planCollection(o.store, referenced, nowMs, grace);
+  const garbage = plan.reduce((n, p) => n + p.dead, 0);
   if (pruned.length > 0) {
-    const event: SnapshotsPruned = { type: "SnapshotsPruned", version: 1, vm: o.vm, at: new Date(nowMs).toISOString(), snapshotIds: pruned, chunksDeleted: garbage.length };
+    const event: SnapshotsPruned = { type: "SnapshotsPruned", version: 1, vm: o.vm, at: new Date(nowMs).toISOString(), snapshotIds: pruned, chunksDeleted: garbage };
     await o.log.append(o.vm, [event], `prune-${o.vm}-${pruned.join(".").slice(0, 200)}`, seq);
   }
   for (const f of drop) await o.store.deleteManifest(f.rel);
-  for (const c of garbage) await o.store.deleteFile(c.path);
-  return { pruned, chunksDeleted: garbage.length };
+  for (const p of plan) {
+    if (p.kind === "temp") await unlink(p.path).catch(() => undefined);
+    else await o.store.rewrite(p.pack, p.keep);
+  }
+  return { pruned, chunksDeleted: garbage };
+}
+
+/** A pack rewritten above this share of dead bytes (or when small); below it the dead chunks wait. */
+const REWRITE_DEAD_SHARE = 0.25;
+const SMALL_PACK_BYTES = 32 << 20;
+
+type Collect = { kind: "pack"; pack: Pack; keep: IndexEntry[]; dead: number } | { kind: "temp"; path: string; dead: number };
+
+/**
+ * What retention removes: packs older than the grace period whose chunks no kept manifest needs
+ * (deleted), or that hold enough such chunks to pay for copying the rest (rewritten); and temp
+ * files of packs a killed writer never sealed.
+ */
+async function planCollection(store: ChunkStore, referenced: Set<string>, nowMs: number, grace: number): Promise<Collect[]> {
+  const out: Collect[] = [];
+  await store.reload();
+  for (const pack of store.sealedPacks()) {
+    if (nowMs - (await pack.mtimeMs()) <= grace) continue;
+    const keep = pack.entries.filter((e) => referenced.has(e.hash) && store.isLiveCopy(pack, e));
+    const live = new Set(keep);
+    const deadBytes = pack.entries.filter((e) => !live.has(e)).reduce((n, e) => n + e.length, 0);
+    if (deadBytes === 0) continue;
+    if (keep.length > 0 && pack.bytes > SMALL_PACK_BYTES && deadBytes < pack.bytes * REWRITE_DEAD_SHARE) continue;
+    out.push({ kind: "pack", pack, keep, dead: pack.entries.length - keep.length });
+  }
+  for (const t of await store.strayTemps()) if (nowMs - t.mtimeMs > grace) out.push({ kind: "temp", path: t.path, dead: 0 });
+  return out;
 }

@@ -1,14 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { open } from "node:fs/promises";
 import { basename } from "node:path";
-import { fingerprintsAsync } from "../../../../native/index.js";
 import type { SnapshotCommitted } from "../../../../schemas/replication.js";
 import { latestSnapshot } from "../domain/replication/state.js";
-import { changedPages, chunkCount, chunkLength, DEFAULT_CHUNK_BYTES, PAGE, snapshotIdFor, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";
-import { dropCache, loadCache, saveCache, type SourceCache } from "../infra/fp-cache.js";
+import { DEFAULT_CHUNK_BYTES, snapshotIdFor, type Manifest } from "../domain/store/manifest.js";
+import { dropCache, loadCache, pruneCaches, writeCache } from "../infra/fp-cache.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 import type { Transport } from "./destination.js";
-import { CountingLink, sendChunk, SyncRejectedError, type SyncCounters } from "./source-chunk.js";
+import { CountingLink, PutBatcher, SyncRejectedError, type SyncCounters } from "./source-batch.js";
+import { syncVolume, type VolumeOut } from "./volume-scan.js";
 
 export interface SyncOptions {
   vm: string;
@@ -24,59 +23,31 @@ export interface SyncOptions {
   stateDir: string;
   /** Bytes per stored chunk, a multiple of 4 KiB. Default 1 MiB. */
   chunkSizeBytes?: number;
-  /** Chunks in flight per volume. Default 8. */
+  /** Blocks of 4 MiB read and fingerprinted at once per volume. Default 3. */
   concurrency?: number;
 }
 
+/** Where a sync's time went, in milliseconds. */
+export interface SyncPhases {
+  /** Folding the VM's log and loading the fingerprint cache. */
+  prepareMs: number;
+  /** Reading, fingerprinting, hashing and sending every volume, until the last chunk is stored. */
+  volumesMs: number;
+  /** The destination checks every chunk, seals its pack and writes the manifest. */
+  commitMs: number;
+  /** SnapshotCommitted appended to the log (the new fingerprint cache is written meanwhile). */
+  appendMs: number;
+  /** The rest of writing the new fingerprint cache, and older caches deleted. */
+  cacheMs: number;
+}
+
 export interface SyncResult extends SyncCounters {
+  phases: SyncPhases;
   snapshotId: string;
   parentId?: string;
   bytes: number;
   seconds: number;
   event: SnapshotCommitted;
-}
-
-interface VolumeOut {
-  vol: ManifestVolume;
-  fingerprints: BigUint64Array;
-}
-
-async function pool(n: number, width: number, work: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < n) await work(next++);
-  };
-  await Promise.all(Array.from({ length: Math.min(width, n) }, lane));
-}
-
-async function syncVolume(link: CountingLink, path: string, cs: number, prev: SourceCache["volumes"][number] | undefined, width: number): Promise<VolumeOut> {
-  const fh = await open(path, "r");
-  try {
-    const size = (await fh.stat()).size;
-    const n = chunkCount(size, cs);
-    const totalPages = Math.ceil(size / PAGE);
-    const chunks: Array<string | null> = new Array<string | null>(n).fill(null);
-    const fps = new BigUint64Array(totalPages);
-    const sizeChanged = prev !== undefined && prev.sizeBytes !== size;
-    await pool(n, width, async (i) => {
-      const len = chunkLength(size, cs, i);
-      const buf = Buffer.allocUnsafe(len);
-      const { bytesRead } = await fh.read(buf, 0, len, i * cs);
-      if (bytesRead !== len) throw new SyncRejectedError("SOURCE_CHANGED", `${path} shrank while it was read`);
-      const f = await fingerprintsAsync(buf);
-      fps.set(f, (i * cs) / PAGE);
-      if (prev === undefined) {
-        chunks[i] = await sendChunk(link, buf, [], undefined);
-        return;
-      }
-      const changed = changedPages(f, prev.fingerprints, (i * cs) / PAGE, sizeChanged, totalPages);
-      const parent = i < prev.chunks.length ? (prev.chunks[i] ?? null) : null;
-      chunks[i] = changed.length === 0 && i < prev.chunks.length ? parent : await sendChunk(link, buf, changed, parent);
-    });
-    return { vol: { name: basename(path), sizeBytes: size, chunks }, fingerprints: fps };
-  } finally {
-    await fh.close();
-  }
 }
 
 /**
@@ -86,6 +57,13 @@ async function syncVolume(link: CountingLink, path: string, cs: number, prev: So
  */
 export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const started = Date.now();
+  const phases: SyncPhases = { prepareMs: 0, volumesMs: 0, commitMs: 0, appendMs: 0, cacheMs: 0 };
+  let mark = performance.now();
+  const lap = (k: keyof SyncPhases): void => {
+    const now = performance.now();
+    phases[k] = now - mark;
+    mark = now;
+  };
   const cs = o.chunkSizeBytes ?? DEFAULT_CHUNK_BYTES;
   const names = o.sources.map((p) => basename(p));
   if (new Set(names).size !== names.length) throw new SyncRejectedError("DUPLICATE_VOLUME", `volume file names must differ: ${names.join(", ")}`);
@@ -96,19 +74,23 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const takenAt = new Date();
   const snapshotId = snapshotIdFor(takenAt, randomBytes(3).toString("hex"));
   const link = new CountingLink(o.transport);
+  const batcher = new PutBatcher(link);
+  lap("prepareMs");
   const outs: VolumeOut[] = [];
   for (const path of o.sources) {
-    outs.push(await syncVolume(link, path, cs, cache?.volumes.find((v) => v.name === basename(path)), o.concurrency ?? 8));
+    outs.push(await syncVolume({ batcher, link, path, cs, prev: cache?.volumes.find((v) => v.name === basename(path)), lanes: o.concurrency ?? 3 }));
   }
+  lap("volumesMs");
   const manifest: Manifest = {
     format: "dwcp-manifest", version: 1, vm: o.vm, snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}),
     takenAt: takenAt.toISOString(), chunkSizeBytes: cs, volumes: outs.map((x) => x.vol),
   };
-  const committed = await link.call({ kind: "commit", manifest }).catch(async (err: unknown) => {
+  const committed = await link.call({ kind: "commit", version: 1, manifest }).catch(async (err: unknown) => {
     if (err instanceof SyncRejectedError && err.code === "CHUNKS_MISSING") await dropCache(o.stateDir, o.vm);
     throw err;
   });
   if (committed.kind !== "committed") throw new SyncRejectedError("PROTOCOL", `unexpected reply ${committed.kind} to commit`);
+  lap("commitMs");
   const bytes = outs.reduce((n, x) => n + x.vol.sizeBytes, 0);
   const event: SnapshotCommitted = {
     type: "SnapshotCommitted", version: 1, vm: o.vm, at: new Date().toISOString(), snapshotId,
@@ -118,7 +100,13 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     volumes: outs.map((x) => ({ name: x.vol.name, sizeBytes: x.vol.sizeBytes, chunkCount: x.vol.chunks.length })),
     bytes, changedBytes: link.counters.changedBytes, wireBytes: link.counters.wireBytes, durationMs: Date.now() - started,
   };
+  // The cache is written while the event is appended; older caches go only once the append held.
+  const caching = writeCache(o.stateDir, o.vm, { snapshotId, chunkSizeBytes: cs, volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })) });
+  caching.catch(() => undefined); // awaited below; keeps an early failure from being unhandled
   await o.log.append(o.vm, [event], `snap-${snapshotId}`, seq);
-  await saveCache(o.stateDir, o.vm, { snapshotId, chunkSizeBytes: cs, volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })) });
-  return { snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}), bytes, seconds: (Date.now() - started) / 1000, event, ...link.counters };
+  lap("appendMs");
+  await caching;
+  await pruneCaches(o.stateDir, o.vm, snapshotId);
+  lap("cacheMs");
+  return { snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}), bytes, seconds: (Date.now() - started) / 1000, event, phases, ...link.counters };
 }

@@ -44,3 +44,18 @@ export class SnapshotNotFoundError extends DwcpError {
     super(`no committed snapshot of ${vm} ${wanted}; list them with \`dwcp snapshots --vm ${vm}\``);
   }
 }
+
+/** A request from a source that the destination agent cannot use as sent. */
+export class FrameInvalidError extends DwcpError {
+  readonly code = "FRAME_INVALID" as const;
+  readonly retryable = false;
+}
+
+/** A whole chunk arrived with bytes that do not hash to its name. */
+export class ChunkChecksumError extends DwcpError {
+  readonly code = "CHECKSUM_MISMATCH" as const;
+  readonly retryable = true;
+  constructor(readonly chunk: string, readonly actual: string) {
+    super(`chunk ${chunk} arrived as ${actual}; the source re-reads and resends it on the next sync`);
+  }
+}

@@ -1,5 +1,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { Worker } from "node:worker_threads";
 import {
   BackupHeader,
   BackupMessage,
@@ -53,19 +55,71 @@ export interface BackupScan {
   sha256: string;
 }
 
-/** Lines of a file as raw bytes (without the "\n"), so the digest covers exactly what is stored. */
-async function* rawLines(file: string): AsyncGenerator<Buffer> {
-  let rest: Buffer = Buffer.alloc(0);
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    const buf = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
+/** Where eachLine feeds the bytes it digests: a Hash, or nothing when a worker digests the file. */
+type Digest = { update(b: Buffer): Digest };
+const NO_DIGEST: Digest = { update: () => NO_DIGEST };
+
+/** Files at least this big are digested by a worker thread while the main thread reads the lines. */
+const DIGEST_WORKER_MIN_BYTES = 64 << 20;
+
+/**
+ * The SHA-256 of `file` up to the start of its last line, on a worker thread (a replay of a large
+ * backup otherwise spends ~1 s of its main thread on it). Undefined if the worker cannot say.
+ */
+function digestOnWorker(file: string): { result: Promise<{ sha256: string; upTo: number } | undefined>; stop(): Promise<number> } {
+  const w = new Worker(new URL("./digest-worker.mjs", import.meta.url), { workerData: { file } });
+  const result = new Promise<{ sha256: string; upTo: number } | undefined>((resolve) => {
+    w.once("message", (m: { ok: boolean; sha256?: string; upTo?: number }) => resolve(m.ok && m.sha256 !== undefined && m.upTo !== undefined ? { sha256: m.sha256, upTo: m.upTo } : undefined));
+    w.once("error", () => resolve(undefined));
+    w.once("exit", () => resolve(undefined));
+  });
+  return { result, stop: () => w.terminate() };
+}
+
+/**
+ * Calls `onLine` for every line of a file (bytes without the "\n"), in order, and feeds the digest
+ * every line before the one `onLine` reports as the trailer (each with its "\n"). Lines are cut
+ * from the read buffers in place; the digest is fed whole runs of lines, not line by line.
+ */
+export async function eachLine(chunks: AsyncIterable<Buffer>, hash: Digest, onLine: (line: Buffer) => "trailer" | Promise<void> | void): Promise<void> {
+  let rest: Buffer | undefined;
+  let hashing = true;
+  for await (const chunk of chunks) {
     let start = 0;
-    for (let nl = buf.indexOf(10, start); nl >= 0; nl = buf.indexOf(10, start)) {
-      yield buf.subarray(start, nl);
+    if (rest) {
+      const nl = chunk.indexOf(10);
+      if (nl < 0) {
+        rest = Buffer.concat([rest, chunk]);
+        continue;
+      }
+      const line = Buffer.concat([rest, chunk.subarray(0, nl)]);
+      rest = undefined;
+      start = nl + 1;
+      const r = onLine(line);
+      if (r === "trailer") hashing = false;
+      else {
+        if (hashing) hash.update(line).update(NEWLINE);
+        if (r) await r;
+      }
+    }
+    const from = start;
+    for (let nl = chunk.indexOf(10, start); nl >= 0; nl = chunk.indexOf(10, start)) {
+      const r = onLine(chunk.subarray(start, nl));
+      if (r === "trailer") {
+        if (hashing) hash.update(chunk.subarray(from, start));
+        hashing = false;
+      } else if (r) await r; // only restore-log's publishing waits; a replay stays synchronous
       start = nl + 1;
     }
-    rest = Buffer.from(buf.subarray(start));
+    if (hashing) hash.update(chunk.subarray(from, start));
+    if (start < chunk.length) rest = Buffer.from(chunk.subarray(start));
   }
-  if (rest.length > 0) yield rest;
+  if (!rest) return;
+  // A last line without "\n" is digested as if it had one (as the writer would have written it).
+  const r = onLine(rest);
+  if (r === "trailer") return;
+  if (hashing) hash.update(rest).update(NEWLINE);
+  if (r) await r;
 }
 
 /**
@@ -97,6 +151,13 @@ function parseLine<T>(file: string, n: number, text: string, schema: { safeParse
   return r.data;
 }
 
+/** SHA-256 of the first `upTo` bytes of a file. */
+async function digestFile(file: string, upTo: number): Promise<string> {
+  const h = createHash("sha256");
+  if (upTo > 0) for await (const chunk of createReadStream(file, { start: 0, end: upTo - 1 }) as AsyncIterable<Buffer>) h.update(chunk);
+  return h.digest("hex");
+}
+
 /**
  * Reads a backup front to back, checking every line, sequence order and the trailer's count and
  * digest. `onMessage` sees messages as they are read: pass none to verify only, which is what
@@ -104,44 +165,59 @@ function parseLine<T>(file: string, n: number, text: string, schema: { safeParse
  */
 export async function scanBackup(file: string, onMessage?: (m: Msg) => Promise<void> | void): Promise<BackupScan> {
   const hash = createHash("sha256");
+  const worker = (await stat(file)).size >= DIGEST_WORKER_MIN_BYTES ? digestOnWorker(file) : undefined;
+  try {
+    return await scanWith(file, hash, worker?.result, onMessage);
+  } finally {
+    await worker?.stop();
+  }
+}
+
+async function scanWith(file: string, hash: Hash, worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined, onMessage?: (m: Msg) => Promise<void> | void): Promise<BackupScan> {
+  let trailerAt = -1; // byte offset of the trailer line, to match the worker's digest against
+  let offset = 0;
   let header: BackupHeader | undefined;
   let trailer: BackupTrailer | undefined;
   const lastSeq = new Map<string, number>();
   const perStream: Record<string, number> = {};
   let n = 0;
   let count = 0;
-  for await (const raw of rawLines(file)) {
+  await eachLine(createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, worker ? NO_DIGEST : hash, (raw) => {
     n++;
+    const at = offset;
+    offset += raw.length + 1;
     if (trailer) throw new BackupCorruptError(file, n, "data after the trailer");
     const text = raw.toString("utf8");
     if (n === 1) {
       header = parseLine(file, n, text, BackupHeader);
       for (const st of header.streams) lastSeq.set(st.name, 0);
-    } else if (text.startsWith('{"trailer"')) {
-      trailer = parseLine(file, n, text, BackupTrailer);
-      continue;
-    } else {
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch {
-        throw new BackupCorruptError(file, n, "not JSON");
-      }
-      const m = asMessage(file, n, json);
-      const prev = lastSeq.get(m.stream);
-      if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${m.stream} is not in the header`);
-      if (m.seq <= prev) throw new BackupCorruptError(file, n, `sequence ${m.seq} after ${prev}`);
-      lastSeq.set(m.stream, m.seq);
-      perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
-      count++;
-      await onMessage?.(m);
+      return;
     }
-    hash.update(raw);
-    hash.update(NEWLINE);
-  }
+    if (text.startsWith('{"trailer"')) {
+      trailer = parseLine(file, n, text, BackupTrailer);
+      trailerAt = at;
+      return "trailer";
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new BackupCorruptError(file, n, "not JSON");
+    }
+    const m = asMessage(file, n, json);
+    const prev = lastSeq.get(m.stream);
+    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${m.stream} is not in the header`);
+    if (m.seq <= prev) throw new BackupCorruptError(file, n, `sequence ${m.seq} after ${prev}`);
+    lastSeq.set(m.stream, m.seq);
+    perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
+    count++;
+    return onMessage?.(m);
+  });
   if (!header) throw new BackupCorruptError(file, 1, "empty file");
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
-  const sha256 = hash.digest("hex");
+  const digested = await worker;
+  // The worker digested up to the last line; that must be where the trailer is, or digest here.
+  const sha256 = !worker ? hash.digest("hex") : digested?.upTo === trailerAt ? digested.sha256 : await digestFile(file, trailerAt);
   if (trailer.count !== count) throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
   if (trailer.sha256 !== sha256) throw new BackupCorruptError(file, n, "SHA-256 mismatch: the file was altered");
   return { header, count, perStream, sha256 };

@@ -1,134 +1,251 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
 import { strongHash } from "../../../../native/index.js";
-import { applyDelta, decodeDelta, encodeDelta, type Delta } from "../domain/store/delta.js";
-import type { Manifest } from "../domain/store/manifest.js";
 import { StoreIntegrityError } from "../domain/errors.js";
+import type { Manifest } from "../domain/store/manifest.js";
+import { applyPages, decodeRecord, encodeRecord, type IndexEntry, type PageDelta } from "../domain/store/pack.js";
 import { fsyncDir, writeFileAtomic } from "./durable-file.js";
+import { Pack } from "./pack-file.js";
 
-/** The store lives under the destination's root: <root>/.dwcp-store/{chunks,manifests}. */
+/** The store lives under the destination's root: <root>/.dwcp-store/{packs,manifests}. */
 export const STORE_DIR = ".dwcp-store";
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Half of retention's default grace period (10 min): see `has`. */
 const TRUST_TOUCH_MS = 5 * 60_000;
+/** A chunk not in the index re-reads the pack directory at most this often. */
+const RELOAD_ON_MISS_MS = 2_000;
+/** A pack being written is sealed and a new one started past this size. */
+const PACK_ROTATE_BYTES = 256 << 20;
 
 export const blake3Hex = async (buf: Uint8Array): Promise<string> => (await strongHash(buf)).toString("hex");
 
+/** Reusable buffers for `resolve`: records and a rebuilt chunk of up to their size. */
+export interface Scratch {
+  record: Buffer;
+  keyframe: Buffer;
+  chunk: Buffer;
+}
+
+export const scratchFor = (chunkBytes: number): Scratch => ({
+  record: Buffer.allocUnsafe(chunkBytes + 1024),
+  keyframe: Buffer.allocUnsafe(chunkBytes + 1024),
+  chunk: Buffer.allocUnsafe(chunkBytes),
+});
+
+interface Located {
+  pack: Pack;
+  entry: IndexEntry;
+}
+
+/** A chunk's bytes and, when it is stored as a delta, the keyframe and pages that make it. */
+export interface Resolved {
+  data: Buffer;
+  /** For a delta: its keyframe's hash and bytes, and the pages that differ from it. */
+  keyframe?: { hash: string; data: Buffer; pages: number[] };
+}
+
 /**
- * Content-addressed chunks named by their BLAKE3, shared by every VM and snapshot in the store.
- * A chunk is written to a temp name and only renamed to its hash once fsynced, so a present name
- * always holds complete, verified bytes. A chunk is stored whole (<hash>) or as a page delta
- * against another chunk (<hash>.d, see domain/store/delta.ts). The fsyncs are deferred to `flush` (called before a
- * manifest is written) and run in parallel there: one sync's chunks cost one wait, not one each.
+ * Content-addressed chunks named by their BLAKE3, shared by every VM and snapshot in the store,
+ * kept in pack files (domain/store/pack.ts): a chunk is a whole record or a page delta against a
+ * whole one. Appends go to one open pack; `flush` (before a manifest is written) writes its index,
+ * fsyncs it, renames it to its final name and fsyncs the directory, so a sync costs one fsync, not
+ * one per chunk, and a pack under its final name is always complete. The index of every pack is
+ * held in memory; another process (retention) may rewrite or delete packs, so a pack that is gone
+ * makes the store re-read the directory.
  */
 export class ChunkStore {
-  private readonly dirs = new Set<string>();
-  /** hash -> when this process last wrote or touched it (ms). */
-  private readonly touched = new Map<string, number>();
-  /** Written but not yet fsynced and renamed: hash -> temp and final path (and the rename in progress). */
-  private readonly pending = new Map<string, { tmp: string; final: string; done?: Promise<void> }>();
-  constructor(readonly dir: string) {}
+  private readonly index = new Map<string, Located>();
+  private readonly packs = new Map<string, Pack>();
+  private readonly touched = new Map<Pack, number>();
+  private writing: Pack | undefined;
+  private starting: Promise<Pack> | undefined;
+  private sealing: Array<Promise<void>> = [];
+  private reloadedAt = 0;
+  private constructor(readonly dir: string) {}
 
-  static async open(dir: string): Promise<ChunkStore> {
-    await mkdir(join(dir, "chunks"), { recursive: true });
-    await mkdir(join(dir, "manifests"), { recursive: true });
-    return new ChunkStore(dir);
+  get packDir(): string {
+    return join(this.dir, "packs");
   }
 
-  /** Where a whole chunk lives; a delta lives next to it with the suffix ".d". */
-  chunkPath(hash: string): string {
+  /** Opens (and with `create`, makes) a store and reads every pack's index. */
+  static async open(dir: string, o: { create?: boolean } = {}): Promise<ChunkStore> {
+    const s = new ChunkStore(dir);
+    if (o.create ?? true) {
+      await mkdir(s.packDir, { recursive: true });
+      await mkdir(join(dir, "manifests"), { recursive: true });
+    }
+    await s.reload();
+    return s;
+  }
+
+  /** Picks up packs written by others and forgets packs that are gone. */
+  async reload(): Promise<void> {
+    this.reloadedAt = Date.now();
+    const names = new Set((await readdir(this.packDir).catch(() => [] as string[])).filter((f) => f.endsWith(".pack")).map((f) => f.slice(0, -5)));
+    for (const [name, p] of this.packs) {
+      if (!p.sealed || names.has(name)) continue;
+      this.packs.delete(name);
+      this.touched.delete(p);
+      for (const e of p.entries) if (this.index.get(e.hash)?.pack === p) this.index.delete(e.hash);
+      await p.close();
+    }
+    for (const name of names) {
+      if (this.packs.has(name)) continue;
+      const p = await Pack.load(this.packDir, name).catch(() => undefined); // a damaged pack: its chunks count as missing
+      if (!p) continue;
+      this.packs.set(name, p);
+      for (const entry of p.entries) if (!this.index.has(entry.hash)) this.index.set(entry.hash, { pack: p, entry });
+    }
+    for (const [hash, l] of this.index) if (!this.packs.has(l.pack.name) && l.pack !== this.writing) this.index.delete(hash);
+  }
+
+  private check(hash: string): void {
     if (!HEX64.test(hash)) throw new RangeError(`not a BLAKE3 hex digest: ${hash.slice(0, 80)}`);
-    return join(this.dir, "chunks", hash.slice(0, 2), hash);
   }
 
   /**
-   * Present chunks are touched, so garbage collection's grace period protects a dedup hit. A chunk
-   * this process wrote or touched less than half a grace period ago is still protected and is not
-   * checked again: a commit names thousands of chunks, most of them unchanged.
+   * Whether the store holds a chunk. Its pack is touched, so retention's grace period protects a
+   * dedup hit; a pack this process wrote or touched less than half a grace period ago is trusted
+   * without asking the disk again (a commit names thousands of chunks in few packs).
    */
   async has(hash: string): Promise<boolean> {
-    if (this.pending.has(hash)) return true;
-    const seen = this.touched.get(hash);
-    if (seen !== undefined && Date.now() - seen < TRUST_TOUCH_MS) return true;
-    const now = new Date();
-    for (const p of [this.chunkPath(hash), `${this.chunkPath(hash)}.d`]) {
+    this.check(hash);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const l = this.index.get(hash);
+      if (!l) {
+        // Only retention elsewhere changes the packs of a store an agent writes: re-reading the
+        // directory on every miss (a first sync asks about every chunk) would cost more than it finds.
+        if (attempt === 0 && Date.now() - this.reloadedAt > RELOAD_ON_MISS_MS) await this.reload();
+        continue;
+      }
+      if (!l.pack.sealed) return true;
+      const seen = this.touched.get(l.pack);
+      if (seen !== undefined && Date.now() - seen < TRUST_TOUCH_MS) return true;
+      const now = new Date();
       try {
-        await utimes(p, now, now);
-        this.touched.set(hash, now.getTime());
+        await l.pack.touch(now);
+        this.touched.set(l.pack, now.getTime());
         return true;
       } catch {
-        /* try the other form */
+        await this.reload(); // rewritten or deleted by retention elsewhere
       }
     }
-    this.touched.delete(hash);
-    return this.pending.has(hash);
+    return false;
+  }
+
+  /** `has` from memory only: a false "no" costs sending the chunk again. */
+  knows(hash: string): boolean {
+    const l = this.index.get(hash);
+    if (!l) return false;
+    const seen = this.touched.get(l.pack);
+    return !l.pack.sealed || (seen !== undefined && Date.now() - seen < TRUST_TOUCH_MS);
+  }
+
+  private async target(): Promise<Pack> {
+    if (this.writing && this.writing.bytes < PACK_ROTATE_BYTES) return this.writing;
+    if (this.writing) {
+      const full = this.writing;
+      this.writing = undefined;
+      this.sealing.push(full.seal());
+    }
+    this.starting ??= Pack.create(this.packDir).then((p) => {
+      this.writing = p;
+      this.packs.set(p.name, p);
+      this.starting = undefined;
+      return p;
+    });
+    return this.starting;
+  }
+
+  private async append(hash: string, kind: "whole" | "delta", record: Buffer, base?: string): Promise<void> {
+    this.check(hash);
+    if (this.index.has(hash) && this.index.get(hash)?.pack.sealed === false) return;
+    const pack = await this.target();
+    const entry = pack.append(base === undefined ? { hash, kind } : { hash, kind, base }, record);
+    this.index.set(hash, { pack, entry });
+  }
+
+  /** Stores bytes the caller has verified against `hash`; durable after `flush`. */
+  putWhole(hash: string, data: Uint8Array): Promise<void> {
+    return this.append(hash, "whole", encodeRecord(hash, "whole", { len: data.length, data }));
+  }
+
+  /** Stores a verified chunk as pages against a whole chunk (its keyframe). */
+  putDelta(hash: string, d: PageDelta): Promise<void> {
+    const l = this.index.get(d.base);
+    if (l?.entry.kind !== "whole") throw new StoreIntegrityError(`delta base of ${hash}`, "a whole chunk", l ? "a delta" : "nothing");
+    return this.append(hash, "delta", encodeRecord(hash, "delta", { len: d.len, data: d.data, delta: d }), d.base);
+  }
+
+  private async record(hash: string, into?: Buffer): Promise<ReturnType<typeof decodeRecord>> {
+    for (let attempt = 0; ; attempt++) {
+      const l = this.index.get(hash);
+      try {
+        if (!l) throw new StoreIntegrityError(`chunk ${hash}`, "a stored chunk", "nothing");
+        return decodeRecord(await l.pack.read(l.entry.offset, l.entry.length, into));
+      } catch (err) {
+        if (attempt > 0 || (l && (err as { code?: string }).code !== "ENOENT")) throw err;
+        await this.reload();
+      }
+    }
   }
 
   /**
-   * `has` without touching the disk: pending, or written or touched by this process within half a
-   * grace period. A false "no" only costs writing identical bytes again.
+   * A chunk's bytes (a delta applied to its keyframe), and the keyframe and pages of a delta.
+   * With `scratch`, the result lives in those buffers (valid until they are reused).
    */
-  knows(hash: string): boolean {
-    const seen = this.touched.get(hash);
-    return this.pending.has(hash) || (seen !== undefined && Date.now() - seen < TRUST_TOUCH_MS);
+  async resolve(hash: string, scratch?: Scratch): Promise<Resolved> {
+    const r = await this.record(hash, scratch?.record);
+    if (r.kind === "whole") return { data: r.data };
+    const key = await this.record(r.delta.base, scratch?.keyframe);
+    if (key.kind !== "whole") throw new StoreIntegrityError(`keyframe of ${hash}`, "a whole chunk", "a delta");
+    const data = applyPages(key.data, r.delta, scratch?.chunk && scratch.chunk.length >= r.delta.len ? scratch.chunk : undefined);
+    if (!data) throw new StoreIntegrityError(`delta of chunk ${hash}`, "a delta that fits its keyframe", "one that does not");
+    return { data, keyframe: { hash: r.delta.base, data: key.data, pages: r.delta.pages } };
   }
 
-  private async write(hash: string, final: string, data: Uint8Array): Promise<void> {
-    if (this.pending.has(hash)) return;
-    const dir = join(this.dir, "chunks", hash.slice(0, 2));
-    if (!this.dirs.has(dir)) await mkdir(dir, { recursive: true });
-    const tmp = `${final}.tmp-${randomBytes(4).toString("hex")}`;
-    const fh = await open(tmp, "w", 0o644);
-    try {
-      await fh.write(data);
-    } finally {
-      await fh.close();
-    }
-    this.dirs.add(dir);
-    this.pending.set(hash, { tmp, final });
-  }
-
-  /** Stores bytes the caller has verified against `hash`; durable and visible after `flush`. */
-  put(hash: string, data: Uint8Array): Promise<void> {
-    return this.write(hash, this.chunkPath(hash), data);
-  }
-
-  /** Stores a chunk the caller has verified as a page delta against a stored base. */
-  putDelta(hash: string, d: Delta): Promise<void> {
-    return this.write(hash, `${this.chunkPath(hash)}.d`, encodeDelta(d));
-  }
-
-  /** The stored form of a chunk: its bytes, or a delta file. */
-  private async stored(hash: string): Promise<{ delta: boolean; buf: Buffer }> {
-    const p = this.pending.get(hash);
-    const full = this.chunkPath(hash);
-    const tries = [...(p ? [{ path: p.tmp, delta: p.final !== full }] : []), { path: full, delta: false }, { path: `${full}.d`, delta: true }];
-    for (const t of tries) {
-      try {
-        return { delta: t.delta, buf: await readFile(t.path) };
-      } catch (err) {
-        // A pending chunk may have been renamed between the lookup and the read.
-        if ((err as { code?: string }).code !== "ENOENT") throw err;
+  /**
+   * The bytes of many chunks, unverified: whole records that lie back to back in a pack are read
+   * with one pread of up to `spanBytes` (a restore reads a full sync's pack front to back),
+   * deltas are resolved one by one. Results are in the order of `hashes`. With `into` (at least
+   * `spanBytes`), whole chunks are views into it, valid until the next call with the same buffer.
+   */
+  async readMany(hashes: string[], spanBytes = 8 << 20, into?: Buffer): Promise<Buffer[]> {
+    const out = new Array<Buffer>(hashes.length);
+    let used = 0; // of `into`: every span read by this call gets its own part
+    let i = 0;
+    while (i < hashes.length) {
+      const first = this.index.get(hashes[i]!);
+      if (!first || first.entry.kind !== "whole" || !first.pack.sealed) {
+        out[i] = (await this.resolve(hashes[i]!)).data;
+        i++;
+        continue;
       }
+      let end = i + 1;
+      let bytes = first.entry.length;
+      for (let at = first.entry.offset + first.entry.length; end < hashes.length; end++) {
+        const l = this.index.get(hashes[end]!);
+        if (!l || l.pack !== first.pack || l.entry.kind !== "whole" || l.entry.offset !== at || bytes + l.entry.length > spanBytes) break;
+        at += l.entry.length;
+        bytes += l.entry.length;
+      }
+      const span = await first.pack.readAsync(first.entry.offset, bytes, into?.subarray(used));
+      if (into && span.buffer === into.buffer) used += bytes;
+      for (let k = i, off = 0; k < end; k++) {
+        const len = this.index.get(hashes[k]!)!.entry.length;
+        const r = decodeRecord(span.subarray(off, off + len));
+        if (r.kind !== "whole") throw new StoreIntegrityError(`chunk ${hashes[k]}`, "a whole record", "a delta");
+        out[k] = r.data;
+        off += len;
+      }
+      i = end;
     }
-    throw new StoreIntegrityError(`chunk ${hash}`, "a stored chunk", "nothing");
+    return out;
   }
 
-  /** A chunk's bytes, applying deltas down to a whole chunk, and how many deltas that took. */
-  async resolve(hash: string): Promise<{ data: Buffer; depth: number }> {
-    const s = await this.stored(hash);
-    if (!s.delta) return { data: s.buf, depth: 0 };
-    const d = decodeDelta(s.buf);
-    const data = applyDelta((await this.resolve(d.base)).data, d);
-    if (!data) throw new StoreIntegrityError(`delta of chunk ${hash}`, "a delta that fits its base", "one that does not");
-    return { data, depth: d.depth };
-  }
-
-  /** The base a stored delta needs (undefined for a whole chunk): retention keeps it alive. */
-  async deltaBase(hash: string): Promise<string | undefined> {
-    const s = await this.stored(hash).catch(() => undefined);
-    return s?.delta ? decodeDelta(s.buf).base : undefined;
+  /** The keyframe a stored delta needs (undefined for a whole chunk): retention keeps it alive. */
+  deltaBase(hash: string): string | undefined {
+    return this.index.get(hash)?.entry.base;
   }
 
   /** Reads a chunk and, unless told not to, checks it hashes to its name. */
@@ -141,31 +258,18 @@ export class ChunkStore {
     return data;
   }
 
-  private async finalize(e: { tmp: string; final: string }): Promise<void> {
-    const fh = await open(e.tmp, "r+");
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(e.tmp, e.final);
-    this.touched.set(basename(e.final).slice(0, 64), Date.now());
-  }
-
-  /** fsyncs and renames every pending chunk, then fsyncs the directories they went into. */
+  /** Seals the pack being written (index, fsync, rename) and fsyncs the pack directory. */
   async flush(): Promise<void> {
-    const entries = [...this.pending];
-    let next = 0;
-    const lane = async (): Promise<void> => {
-      while (next < entries.length) {
-        const [hash, e] = entries[next++]!;
-        e.done ??= this.finalize(e);
-        await e.done;
-        this.pending.delete(hash);
-      }
-    };
-    await Promise.all(Array.from({ length: 16 }, lane));
-    await Promise.all([...this.dirs].map((d) => fsyncDir(d)));
+    await this.starting;
+    const open = this.writing;
+    this.writing = undefined;
+    const sealing = [...this.sealing, ...(open ? [open.seal()] : [])];
+    this.sealing = [];
+    if (sealing.length === 0) return;
+    await Promise.all(sealing);
+    await fsyncDir(this.packDir);
+    const now = Date.now();
+    if (open) this.touched.set(open, now);
   }
 
   manifestRel(vm: string, snapshotId: string): string {
@@ -208,21 +312,48 @@ export class ChunkStore {
     await unlink(join(this.dir, rel)).catch(() => undefined);
   }
 
-  /** Every chunk with its mtime (temp files of interrupted writes included, as `tmp`). */
-  async listChunks(): Promise<Array<{ path: string; hash?: string; mtimeMs: number }>> {
-    const out: Array<{ path: string; hash?: string; mtimeMs: number }> = [];
-    for (const sub of await readdir(join(this.dir, "chunks"))) {
-      for (const f of await readdir(join(this.dir, "chunks", sub))) {
-        const path = join(this.dir, "chunks", sub, f);
-        const name = f.endsWith(".d") ? f.slice(0, -2) : f;
-        out.push({ path, ...(HEX64.test(name) ? { hash: name } : {}), mtimeMs: (await stat(path)).mtimeMs });
-      }
-    }
-    return out;
+  /** Closes every pack's descriptor; the store is unusable afterwards. */
+  async close(): Promise<void> {
+    await Promise.all([...this.packs.values()].map((p) => p.close()));
   }
 
-  async deleteFile(path: string): Promise<void> {
-    this.touched.delete(basename(path).slice(0, 64));
-    await unlink(path).catch(() => undefined);
+  /** Sealed packs (for retention) and where each chunk's live copy is. */
+  sealedPacks(): Pack[] {
+    return [...this.packs.values()].filter((p) => p.sealed);
+  }
+
+  isLiveCopy(pack: Pack, e: IndexEntry): boolean {
+    return this.index.get(e.hash)?.pack === pack && this.index.get(e.hash)?.entry === e;
+  }
+
+  /** Copies `keep` of a pack into a new sealed pack, points the index at it, deletes the old one. */
+  async rewrite(pack: Pack, keep: IndexEntry[]): Promise<void> {
+    if (keep.length > 0) {
+      const fresh = await Pack.create(this.packDir);
+      for (const e of keep) {
+        const entry = fresh.append(e.base === undefined ? { hash: e.hash, kind: e.kind } : { hash: e.hash, kind: e.kind, base: e.base }, await pack.read(e.offset, e.length));
+        this.index.set(e.hash, { pack: fresh, entry });
+      }
+      await fresh.seal();
+      await fsyncDir(this.packDir);
+      this.packs.set(fresh.name, fresh);
+    }
+    this.packs.delete(pack.name);
+    this.touched.delete(pack);
+    await pack.close();
+    await unlink(pack.path).catch(() => undefined);
+  }
+
+  /** Temp files of packs that were never sealed (a killed writer), with their mtimes. */
+  async strayTemps(): Promise<Array<{ path: string; mtimeMs: number }>> {
+    const mine = new Set([...this.packs.values()].filter((p) => !p.sealed).map((p) => `${p.name}.pack.tmp`));
+    const out: Array<{ path: string; mtimeMs: number }> = [];
+    for (const f of await readdir(this.packDir).catch(() => [] as string[])) {
+      if (!f.endsWith(".tmp") || mine.has(f)) continue;
+      const path = join(this.packDir, f);
+      const st = await stat(path).catch(() => undefined);
+      if (st) out.push({ path, mtimeMs: st.mtimeMs });
+    }
+    return out;
   }
 }

@@ -3,18 +3,22 @@ import { MigrationEvent } from "../../../../schemas/index.js";
 import { ReplicationEvent } from "../../../../schemas/replication.js";
 import type { ReplayRecord } from "../domain/replay/view.js";
 import { originOf } from "./log-reader.js";
+import { compiledSafeParse } from "./schema-check.js";
 
 const MIGRATION_PREFIX = "dwcp.evt.migration.";
 const REPLICATION_PREFIX = "dwcp.evt.replication.";
 const decoder = new TextDecoder();
+// Compiled once: a stored event zod would accept unchanged skips zod's copy (see schema-check.ts).
+const parseMigration = compiledSafeParse(MigrationEvent);
+const parseReplication = compiledSafeParse(ReplicationEvent);
 
 /** Validates a stored event once, at the edge; anything invalid becomes a `skipped` record. */
 export function decodeValue(subject: string, value: unknown, seq: number, timeMs: number): ReplayRecord {
   if (subject.startsWith(MIGRATION_PREFIX)) {
-    const r = MigrationEvent.safeParse(value);
+    const r = parseMigration(value);
     if (r.success) return { kind: "migration", id: subject.slice(MIGRATION_PREFIX.length), seq, timeMs, event: r.data };
   } else if (subject.startsWith(REPLICATION_PREFIX)) {
-    const r = ReplicationEvent.safeParse(value);
+    const r = parseReplication(value);
     if (r.success) return { kind: "replication", vm: subject.slice(REPLICATION_PREFIX.length), seq, timeMs, event: r.data };
   }
   return { kind: "skipped", seq, timeMs };

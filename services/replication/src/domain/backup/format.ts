@@ -26,3 +26,6 @@ export function encodePayload(bytes: Uint8Array): { json: unknown } | { data: st
 export function payloadBytes(m: { data?: string; json?: unknown }): Buffer {
   return m.data !== undefined ? Buffer.from(m.data, "base64") : Buffer.from(JSON.stringify(m.json));
 }
+
+/** Whole milliseconds of a non-negative decimal count of nanoseconds, without a BigInt per event. */
+export const nanosToMs = (ns: string): number => (ns.length > 6 ? Number(ns.slice(0, -6)) : 0);

@@ -1,32 +1,14 @@
-import type { Manifest } from "./manifest.js";
+import type { AgentReply, AgentRequest } from "../../../../../schemas/replication.js";
 
 // Source-to-destination protocol: one request frame, one reply frame. A frame is
 // [u8 1=request|2=reply][u32 BE header length][JSON header][payload]. Bytes are counted as they are framed,
 // so "wire bytes" are what a socket would carry.
 
-export type Codec = "lz4" | "none";
+export type { Codec, PutChunk, PutOutcome } from "../../../../../schemas/replication.js";
+export type Request = AgentRequest;
+export type Reply = AgentReply;
 
-export type Request =
-  /** Which of these chunks does the store already hold? (dedup before sending anything) */
-  | { kind: "have"; hashes: string[] }
-  /**
-   * Rebuild chunk `hash` (length `len`) from `base` (a stored chunk, or zeros when null) with the
-   * listed pages replaced: `zero` pages by zeros, the others by the payload, in order.
-   */
-  | { kind: "pages"; hash: string; base: string | null; len: number; pages: number[]; zero: number[]; codec: Codec; rawLength: number }
-  /** The whole chunk, when a rebuild did not verify or there is nothing to build on. */
-  | { kind: "full"; hash: string; len: number; codec: Codec }
-  /** Every chunk is in place: make the manifest durable. */
-  | { kind: "commit"; manifest: Manifest };
-
-export type Reply =
-  | { kind: "have-result"; have: boolean[] }
-  | { kind: "stored"; dedup: boolean }
-  | { kind: "need-full"; reason: string }
-  | { kind: "committed"; manifest: string; blake3: string }
-  | { kind: "error"; code: string; message: string };
-
-const REQUEST_KINDS = new Set(["have", "pages", "full", "commit"]);
+const REQUEST_KINDS = new Set(["have", "put", "commit"]);
 
 export function encodeFrame(header: Request | Reply, payload?: Uint8Array): Buffer {
   const json = Buffer.from(JSON.stringify(header));

@@ -1,30 +1,17 @@
+import { MAX_CHUNK_BYTES } from "../../../../../schemas/common.js";
+import type { Manifest } from "../../../../../schemas/replication.js";
+
 /** 4 KiB: the unit of change detection. */
 export const PAGE = 4096;
 /**
- * Default bytes per stored chunk. Each changed chunk is rebuilt and written whole at the destination,
- * so smaller chunks write less per scattered change; larger ones mean fewer files. 256 KiB measured
- * best for 1% scattered 4 KiB changes on this machine class (bench/incremental.ts).
+ * Default bytes per stored chunk. A changed chunk is hashed whole at the source and rebuilt and
+ * hashed whole at the destination, so smaller chunks re-hash less per scattered change: with 1% of
+ * 4 KiB pages changed at random, 15% of 64 KiB chunks change (64% of 256 KiB ones, 92% of 1 MiB
+ * ones). Packs keep the number of files independent of it (bench/incremental.ts).
  */
-export const DEFAULT_CHUNK_BYTES = 256 * 1024;
+export const DEFAULT_CHUNK_BYTES = 64 * 1024;
 
-export interface ManifestVolume {
-  name: string;
-  sizeBytes: number;
-  /** BLAKE3 hex per chunk; null for an all-zero chunk (a hole on restore). */
-  chunks: Array<string | null>;
-}
-
-/** What one snapshot consists of. Stored in the destination store, referenced by its BLAKE3. */
-export interface Manifest {
-  format: "dwcp-manifest";
-  version: 1;
-  vm: string;
-  snapshotId: string;
-  parentId?: string;
-  takenAt: string;
-  chunkSizeBytes: number;
-  volumes: ManifestVolume[];
-}
+export type { Manifest, ManifestVolume } from "../../../../../schemas/replication.js";
 
 export const chunkCount = (sizeBytes: number, chunkBytes: number): number => Math.ceil(sizeBytes / chunkBytes);
 export const chunkLength = (sizeBytes: number, chunkBytes: number, index: number): number =>
@@ -86,8 +73,6 @@ export function changedPages(
 export const snapshotIdFor = (takenAt: Date, suffix: string): string =>
   `${takenAt.toISOString().replace(/[-:.]/g, "")}-${suffix}`;
 
-/** Largest chunk a store accepts (matches the migration chunk-size limit). */
-export const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
 
 /** A volume name is a plain file name: restore writes it under the target directory. */
 export const isPlainName = (name: string): boolean => name.length > 0 && name.length <= 255 && !/[/\\\0]/.test(name) && name !== "." && name !== "..";

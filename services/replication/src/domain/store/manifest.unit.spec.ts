@@ -40,7 +40,7 @@ describe("change detection", () => {
 
 describe("frames", () => {
   it("round-trip a header and payload and refuse a truncated frame", () => {
-    const req: Request = { kind: "pages", hash: "f".repeat(64), base: null, len: 8192, pages: [1], zero: [], codec: "none", rawLength: 4096 };
+    const req: Request = { kind: "put", version: 1, chunks: [{ hash: "f".repeat(64), base: null, len: 8192, pages: [1], zero: [], bytes: 4096 }], codec: "none", rawLength: 4096 };
     const f = encodeFrame(req, Buffer.alloc(4096, 7));
     const { header, payload } = decodeFrame<Request>(f);
     expect(header).toEqual(req);

@@ -1,0 +1,48 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { eachLine } from "./backup-file.js";
+
+/** What eachLine must see and digest, computed the simple way: split, then hash line by line. */
+function reference(text: string): { lines: string[]; sha256: string } {
+  const lines = text.split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  const h = createHash("sha256");
+  for (const l of lines) {
+    if (l.startsWith("T")) break;
+    h.update(`${l}\n`);
+  }
+  return { lines, sha256: h.digest("hex") };
+}
+
+async function* pieces(buf: Buffer, cuts: number[]): AsyncGenerator<Buffer> {
+  let at = 0;
+  for (const c of [...new Set(cuts.map((x) => x % (buf.length + 1)))].sort((a, b) => a - b)) {
+    await Promise.resolve(); // a read stream hands pieces over asynchronously
+    if (c > at) yield buf.subarray(at, c);
+    at = Math.max(at, c);
+  }
+  if (at < buf.length) yield buf.subarray(at);
+}
+
+describe("backup line reader", () => {
+  it("sees every line and digests those before the trailer, however the reads cut them (seeded)", async () => {
+    const line = fc.string({ maxLength: 40 }).map((s) => s.replace(/\n/g, " ").replace(/^T/, "t"));
+    await fc.assert(
+      fc.asyncProperty(fc.array(line, { maxLength: 30 }), fc.boolean(), fc.boolean(), fc.array(fc.nat(), { maxLength: 12 }), async (lines, withTrailer, endsWithNewline, cuts) => {
+        const all = withTrailer ? [...lines, "TRAILER"] : lines;
+        const text = all.join("\n") + (endsWithNewline && all.length > 0 ? "\n" : "");
+        const seen: string[] = [];
+        const h = createHash("sha256");
+        await eachLine(pieces(Buffer.from(text), cuts), h, (l) => {
+          seen.push(l.toString("utf8"));
+          return l.toString("utf8").startsWith("T") ? "trailer" : undefined;
+        });
+        const want = reference(text);
+        expect(seen).toEqual(want.lines);
+        expect(h.digest("hex")).toBe(want.sha256);
+      }),
+      { seed: 4242, numRuns: 500 },
+    );
+  });
+});

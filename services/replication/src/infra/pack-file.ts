@@ -1,0 +1,172 @@
+import { randomBytes } from "node:crypto";
+import { open, rename, stat, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { crc32c, zeroCopy } from "../../../../native/index.js";
+import { decodeIndex, decodeTail, encodeIndex, encodeTail, PACK_MAGIC, TAIL_BYTES, type IndexEntry } from "../domain/store/pack.js";
+
+/** Records are queued and written in runs of about this many bytes. */
+const WRITE_RUN_BYTES = 8 << 20;
+
+/**
+ * One pack file. While it is written it lives at `<name>.pack.tmp` and its records are readable
+ * from memory until they reach the file; `seal` writes the index, fsyncs and renames it to
+ * `<name>.pack`, so a file with that name always has every record and a valid index.
+ */
+export class Pack {
+  readonly entries: IndexEntry[] = [];
+  private fh: FileHandle | undefined;
+  private opening: Promise<FileHandle> | undefined;
+  /** Appended but not yet in the file: offset -> record. */
+  private readonly unwritten = new Map<number, Buffer>();
+  private queue: Buffer[] = [];
+  private queuedBytes = 0;
+  private flushing: Promise<void> = Promise.resolve();
+  private size = PACK_MAGIC.length;
+  private writeFailure: Error | undefined;
+  sealed: boolean;
+
+  private constructor(readonly dir: string, readonly name: string, sealed: boolean, fh?: FileHandle) {
+    this.sealed = sealed;
+    this.fh = fh;
+  }
+
+  get path(): string {
+    return join(this.dir, `${this.name}.pack`);
+  }
+
+  get bytes(): number {
+    return this.size;
+  }
+
+  /** A new pack being written. */
+  static async create(dir: string): Promise<Pack> {
+    const name = `${new Date().toISOString().replace(/[-:.]/g, "")}-${randomBytes(6).toString("hex")}`;
+    const fh = await open(join(dir, `${name}.pack.tmp`), "wx+", 0o644);
+    const p = new Pack(dir, name, false, fh);
+    p.queue.push(PACK_MAGIC);
+    p.queuedBytes = PACK_MAGIC.length;
+    return p;
+  }
+
+  /** A sealed pack on disk: reads its index (checked against its CRC32C). */
+  static async load(dir: string, name: string): Promise<Pack> {
+    const p = new Pack(dir, name, true);
+    const fh = await p.handle();
+    const size = (await fh.stat()).size;
+    const tailBuf = Buffer.alloc(TAIL_BYTES);
+    await fh.read(tailBuf, 0, TAIL_BYTES, size - TAIL_BYTES);
+    const tail = decodeTail(tailBuf, size);
+    const index = Buffer.alloc(tail.indexLength);
+    await fh.read(index, 0, index.length, tail.indexOffset);
+    if (crc32c(index) !== tail.crc32c) throw new RangeError(`pack ${name}: index CRC32C mismatch`);
+    for (const e of decodeIndex(index, tail.count)) p.entries.push(e);
+    p.size = size;
+    await p.close(); // reopened on the first read: a store of many packs holds few descriptors
+    return p;
+  }
+
+  /** Queues a record and returns its index entry; it is readable at once. */
+  append(entry: Omit<IndexEntry, "offset" | "length">, record: Buffer): IndexEntry {
+    if (this.sealed) throw new Error(`pack ${this.name} is sealed`);
+    const e: IndexEntry = { ...entry, offset: this.size, length: record.length };
+    this.size += record.length;
+    this.entries.push(e);
+    this.unwritten.set(e.offset, record);
+    this.queue.push(record);
+    this.queuedBytes += record.length;
+    if (this.queuedBytes >= WRITE_RUN_BYTES) this.startWrite();
+    return e;
+  }
+
+  private startWrite(): void {
+    if (this.queue.length === 0) return;
+    const run = this.queue;
+    const at = this.size - this.queuedBytes;
+    this.queue = [];
+    this.queuedBytes = 0;
+    const fh = this.fh;
+    this.flushing = this.flushing.then(async () => {
+      if (!fh || this.writeFailure !== undefined) return;
+      try {
+        await fh.writev(run, at);
+      } catch (err) {
+        this.writeFailure = err instanceof Error ? err : new Error(String(err));
+        return;
+      }
+      let off = at;
+      for (const r of run) {
+        this.unwritten.delete(off);
+        off += r.length;
+      }
+    });
+  }
+
+  /** Writes the index and tail, fsyncs, renames the file to its final name. Directory fsync is the caller's. */
+  async seal(): Promise<void> {
+    const index = encodeIndex(this.entries);
+    const tail = encodeTail({ count: this.entries.length, indexOffset: this.size, indexLength: index.length, crc32c: crc32c(index) });
+    this.queue.push(index, tail);
+    this.queuedBytes += index.length + tail.length;
+    this.size += index.length + tail.length;
+    this.startWrite();
+    await this.flushing;
+    if (this.writeFailure !== undefined) throw this.writeFailure;
+    await this.fh?.sync();
+    await rename(join(this.dir, `${this.name}.pack.tmp`), this.path);
+    this.sealed = true;
+  }
+
+  private async handle(): Promise<FileHandle> {
+    if (this.fh) return this.fh;
+    this.opening ??= open(this.path, "r").then((fh) => (this.fh = fh));
+    return this.opening;
+  }
+
+  /**
+   * Reads `length` bytes at `offset`: from memory while a record waits for the file, with one
+   * synchronous pread when all of it is in the page cache (a record is one chunk, and a pool round
+   * trip costs several times that copy: 79 µs against 16 µs per 64 KiB measured on a busy 2-core
+   * host), through the libuv pool otherwise, so a cold store never blocks the event loop on disk.
+   */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const pending = this.unwritten.get(offset);
+    if (pending && pending.length === length) return pending;
+    const fh = this.fh ?? (await this.handle());
+    const out = target(length, into);
+    return zeroCopy.readIfCached(fh.fd, out, offset, length) ? out : this.poolRead(fh, offset, out);
+  }
+
+  /** Reads a large range through the libuv pool (a restore's spans of many records). */
+  async readAsync(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const pending = this.unwritten.get(offset);
+    if (pending && pending.length === length) return pending;
+    return this.poolRead(await this.handle(), offset, target(length, into));
+  }
+
+  private async poolRead(fh: FileHandle, offset: number, out: Buffer): Promise<Buffer> {
+    const { bytesRead } = await fh.read(out, 0, out.length, offset);
+    if (bytesRead !== out.length) throw new RangeError(`pack ${this.name}: short read at ${offset}`);
+    return out;
+  }
+
+  /** Updates the file's mtime: retention leaves packs touched within its grace period alone. */
+  async touch(now: Date): Promise<void> {
+    const fh = await this.handle();
+    await fh.utimes(now, now);
+  }
+
+  async mtimeMs(): Promise<number> {
+    return (await stat(this.sealed ? this.path : join(this.dir, `${this.name}.pack.tmp`))).mtimeMs;
+  }
+
+  async close(): Promise<void> {
+    await this.flushing;
+    const fh = this.fh;
+    this.fh = undefined;
+    this.opening = undefined;
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/** `into` cut to `length` when it is large enough, else a new buffer. */
+const target = (length: number, into: Buffer | undefined): Buffer => (into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length));
