@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "../services/common/errors.js";
 import { natsUrlFromEnv } from "../services/common/config.js";
 import { ensureLayout } from "../services/common/layout.js";
+import type { StoredEvent } from "../services/common/event-store.js";
 import { connectNats, type Nats } from "../services/common/nats.js";
 import { NatsServerMissingError } from "../services/common/nats-server.js";
 import { runCoordinator } from "../services/coordinator/src/main.js";
@@ -12,7 +13,9 @@ import { runDemo } from "./demo.js";
 import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
-import { federationStatus } from "../services/federation/src/index.js";
+import { federationStatus, readMirroredMigration } from "../services/federation/src/index.js";
+import { fold } from "../services/coordinator/src/domain/migration/evolve.js";
+import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
 
 const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
 
@@ -21,7 +24,8 @@ usage: dwcp <command> [flags]          (every command takes --nats URL, default 
   demo                                  start an embedded stack, migrate a generated VM image, verify it
   up [--data-dir D] [--hosts a,b] [--nats-port N] [--sites N]
                                         embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>);
-                                        with --sites N: N federated sites (own nats-server and JetStream domain each, leafnodes to a hub)
+                                        with --sites N: N federated sites (own nats-server and JetStream domain, coordinator
+                                        and movers <site>-<host> each, leafnodes to a hub); migrations may cross sites
   federation status [--json]            all sites, their health and capacity, VM placements, staleness
   init [--replicas 1|3]                 create streams, consumers and the mover registry (idempotent)
   coordinator [--replicas 1|3]          run a coordinator
@@ -69,7 +73,7 @@ export async function main(argv: string[]): Promise<number> {
         return await runDemo(args(rest, { "data-dir": { type: "string" }, size: { type: "string" } }).values);
       case "up": {
         const { values } = args(rest, { "data-dir": { type: "string" }, hosts: { type: "string" }, "nats-port": { type: "string" }, sites: { type: "string" } });
-        if (values.sites !== undefined) return await runUpSites({ dataDir: values["data-dir"] ?? ".dwcp", sites: Number(values.sites) });
+        if (values.sites !== undefined) return await runUpSites({ dataDir: values["data-dir"] ?? ".dwcp", sites: Number(values.sites), hosts: (values.hosts ?? "a,b").split(",") });
         return await runUp({ dataDir: values["data-dir"] ?? ".dwcp", hosts: (values.hosts ?? "a,b").split(","), natsPort: values["nats-port"] ? Number(values["nats-port"]) : undefined });
       }
       case "init": {
@@ -165,7 +169,7 @@ async function status(argv: string[]): Promise<number> {
   const { values, positionals } = args(argv, {});
   return withNats(values.nats, async (nats) => {
     const id = positionals[0];
-    const list = id ? [(await readMigration(nats, id)).state] : await listMigrations(nats);
+    const list = id ? [(await readAnySite(nats, id)).state] : await listMigrations(nats);
     if (id && list[0]?.status === "none") throw new UsageError(`no migration with id ${id}`);
     const rows = list.map((m) => ({
       migrationId: m.id,
@@ -188,10 +192,23 @@ async function events(argv: string[]): Promise<number> {
   const id = positionals[0];
   if (!id) throw new UsageError("events needs a migration id: dwcp events ID");
   return withNats(values.nats, async (nats) => {
-    const { events: list } = await readMigration(nats, id);
+    const { events: list, site } = await readAnySite(nats, id);
     if (list.length === 0) throw new UsageError(`no migration with id ${id}`);
+    if (site && !values.json) out(`(owned by site ${site}; a mirrored copy of its log, with its sequences)`);
     if (values.json) out(JSON.stringify(list.map((e) => ({ seq: e.seq, ...e.event }))));
     else for (const e of list) out(`${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}${"batch" in e.event ? ` batch=${e.event.batch}` : ""}${"reason" in e.event && e.event.reason ? ` ${e.event.reason}` : ""}${"code" in e.event ? ` ${e.event.code}` : ""}`);
     return 0;
   });
+}
+
+/**
+ * A migration from this site's log or, at a federation site, from the mirrored log of the site
+ * that owns it (`site` then names the owner).
+ */
+async function readAnySite(nats: Nats, id: string): Promise<{ state: Migration; events: StoredEvent[]; site?: string }> {
+  const local = await readMigration(nats, id);
+  if (local.events.length > 0) return local;
+  const mirrored = await readMirroredMigration(nats.js, nats.jsm, id);
+  if (!mirrored) return local;
+  return { state: fold(id, mirrored.events.map((e) => e.event)), events: mirrored.events, site: mirrored.site };
 }

@@ -66,6 +66,13 @@ export interface StackOptions {
   natsPort?: number;
   /** Extra environment for the services (DWCP_NATIVE, DWCP_MAX_ATTEMPTS, ...). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Run on this nats-server instead of starting one (a federation site's server, see
+   * cli/federated-stack.ts); `server` then stays unset and stop() leaves the server running.
+   */
+  natsUrl?: string;
+  /** DWCP_SECRET for the movers; movers that exchange data must share it. Default: $DWCP_SECRET, else <dataDir>/secret. */
+  secret?: string;
 }
 
 /**
@@ -86,11 +93,11 @@ export class Stack {
     mkdirSync(this.logs, { recursive: true });
     const secretFile = join(opts.dataDir, "secret");
     if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(24).toString("hex"), { mode: 0o600 });
-    this.secret = process.env["DWCP_SECRET"] ?? readFileSync(secretFile, "utf8").trim();
+    this.secret = opts.secret ?? process.env["DWCP_SECRET"] ?? readFileSync(secretFile, "utf8").trim();
   }
 
   get url(): string {
-    return this.server.url;
+    return this.opts.natsUrl ?? this.server.url;
   }
 
   root(host: string): string {
@@ -102,11 +109,13 @@ export class Stack {
   }
 
   async start(): Promise<this> {
-    this.server = await startNatsServer({
-      storeDir: join(this.opts.dataDir, "nats"),
-      port: this.opts.natsPort,
-      logFile: join(this.logs, "nats-server.log"),
-    });
+    if (this.opts.natsUrl === undefined) {
+      this.server = await startNatsServer({
+        storeDir: join(this.opts.dataDir, "nats"),
+        port: this.opts.natsPort,
+        logFile: join(this.logs, "nats-server.log"),
+      });
+    }
     this.nats = await connectNats(this.url, "dwcp-stack");
     await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: 1 });
     await Promise.all([this.startCoordinator(), ...this.opts.hosts.map((h) => this.startMover(h))]);

@@ -1,6 +1,7 @@
 import { join, resolve } from "node:path";
 import { pino } from "pino";
-import { startFederation } from "../services/federation/src/index.js";
+import { siteIds } from "../services/federation/src/index.js";
+import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
@@ -29,19 +30,27 @@ const untilSignal = (): Promise<void> =>
     process.once("SIGTERM", () => r());
   });
 
-/** `dwcp up --sites N`: N federated sites, each its own nats-server and JetStream domain. */
-export async function runUpSites(opts: { dataDir: string; sites: number }): Promise<number> {
+/**
+ * `dwcp up --sites N`: N federated sites, each its own nats-server and JetStream domain with a
+ * coordinator and one mover per host (hosts `<site>-<h>` for each h of --hosts).
+ */
+export async function runUpSites(opts: { dataDir: string; sites: number; hosts: string[] }): Promise<number> {
   if (!Number.isInteger(opts.sites) || opts.sites < 1 || opts.sites > 16) throw new Error(`--sites must be 1 to 16, got ${opts.sites}`);
   const dataDir = resolve(opts.dataDir);
   const log = pino({ name: "dwcp", base: { svc: "federation" } }, pino.destination({ dest: join(dataDir, "logs", "federation.log"), mkdir: true }));
-  const fed = await startFederation({ sites: opts.sites, dataDir, partitionable: false }, { log });
+  const sites = Object.fromEntries(siteIds(opts.sites).map((id) => [id, opts.hosts.map((h) => `${id}-${h}`)]));
+  const fs = await startFederatedStack({ dataDir, sites, partitionable: false }, log);
+  const first = fs.fed.sites[0];
   process.stdout.write(
-    `dwcp federation is up (${fed.topology} topology)\n` +
-      fed.sites.map((s) => `  site ${s.id}: ${s.url}\n`).join("") +
-      `  logs:    ${join(dataDir, "logs")}\ntry: DWCP_NATS_URL=${fed.sites[0]?.url ?? ""} npx dwcp federation status\nCtrl-C stops everything.\n`,
+    `dwcp federation is up (${fs.fed.topology} topology)\n` +
+      fs.fed.sites.map((s) => `  site ${s.id}: ${s.url}   movers ${(sites[s.id] ?? []).map((h) => `${h} (root ${fs.stack(s.id).root(h)})`).join(", ")}\n`).join("") +
+      `  logs:    ${join(dataDir, "logs")} and ${join(dataDir, "<site>", "stack", "logs")}\n` +
+      `try: DWCP_NATS_URL=${first?.url ?? ""} npx dwcp federation status\n` +
+      `     a cross-site migration: publish at the source host's site, e.g. --from ${sites[first?.id ?? ""]?.[0] ?? ""}:PATH --to <other site>-${opts.hosts[0] ?? ""}:DIR\n` +
+      `Ctrl-C stops everything.\n`,
   );
   await untilSignal();
   process.stdout.write("stopping...\n");
-  await fed.stop();
+  await fs.stop();
   return 0;
 }

@@ -35,11 +35,15 @@ const entries: Array<[string, z.ZodType]> = [
   ["VmMoved", federation.VmMoved],
   ["VmRemoved", federation.VmRemoved],
   ["FederationAppend", federation.FederationAppend],
+  ["RecordVmMigration", federation.RecordVmMigration],
   ["SnapshotCommitted", replication.SnapshotCommitted],
   ["SnapshotsPruned", replication.SnapshotsPruned],
   ["BackupHeader", replication.BackupHeader],
   ["BackupMessage", replication.BackupMessage],
   ["BackupTrailer", replication.BackupTrailer],
+  ["ReplicationManifest", replication.Manifest],
+  ["AgentRequest", replication.AgentRequest],
+  ["AgentReply", replication.AgentReply],
 ];
 
 mkdirSync(outDir, { recursive: true });

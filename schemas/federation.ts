@@ -104,6 +104,22 @@ export const VmRemoved = z.object({
   vm: Id,
 });
 
+/**
+ * Command (not stored): record in the federation that migration `migrationId` moved `vm`'s images
+ * to a host of site `to`, as of `completedAt` (its MigrationCompleted). Issued by the site whose
+ * coordinators own the migration (the source site); decides a VmMoved whose claim time is
+ * `completedAt`, so replaying the command later changes nothing and a later move still wins.
+ */
+export const RecordVmMigration = z.object({
+  type: z.literal("RecordVmMigration"),
+  version: z.literal(1),
+  vm: Id,
+  migrationId: Id,
+  to: SiteId,
+  host: HostId.optional(),
+  completedAt: Timestamp,
+});
+
 export const FederationEvent = z.discriminatedUnion("type", [
   SiteJoined,
   SiteLeft,
@@ -134,3 +150,4 @@ export type VmMoved = z.infer<typeof VmMoved>;
 export type VmRemoved = z.infer<typeof VmRemoved>;
 export type FederationEvent = z.infer<typeof FederationEvent>;
 export type FederationAppend = z.infer<typeof FederationAppend>;
+export type RecordVmMigration = z.infer<typeof RecordVmMigration>;

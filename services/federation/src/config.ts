@@ -24,6 +24,12 @@ const SiteConfig = z.object({
   appendTimeoutMs: z.number().int().min(100).default(10_000),
   endpoint: z.string().max(512).optional(),
   region: z.string().max(64).optional(),
+  /**
+   * The site also runs migrations (a dwcp stack on its server): mirror every peer's migration
+   * events (DWCP_EVTM_<peer>) and record completed cross-site migrations as VM moves. Needs the
+   * site's streams (`dwcp init`) before start(). Default false.
+   */
+  migrations: z.boolean().default(false),
 });
 export type SiteConfig = z.infer<typeof SiteConfig>;
 export type SiteConfigInput = z.input<typeof SiteConfig>;
@@ -51,6 +57,11 @@ const FederationConfig = z.object({
   partitionable: z.boolean().default(true),
   /** Passed to every Site (see SiteConfig.maxAppendBytes). */
   maxAppendBytes: z.number().int().min(0).max(192 * 1024).default(64 * 1024),
+  /**
+   * Create every site's dwcp streams (R1) before the Sites start, and start the Sites with
+   * `migrations: true`, for a federation whose sites run coordinators and movers. Default false.
+   */
+  migrations: z.boolean().default(false),
 });
 export type FederationConfig = z.infer<typeof FederationConfig>;
 export type FederationConfigInput = z.input<typeof FederationConfig>;

@@ -7,3 +7,6 @@ export type { FederationCommand } from "./domain/decide.js";
 export * from "./domain/errors.js";
 export { canonicalJson, placements, staleness, type FederationView, type SiteRecord, type VmRecord, type SiteFreshness } from "./domain/state.js";
 export { fedNames } from "./infra/fed-streams.js";
+export { RemoteMovers, type RemoteLookup, type RemoteMoversOptions } from "./infra/remote-movers.js";
+export { eventMirror, readMirroredMigration } from "./infra/migration-mirrors.js";
+export { MigrationPlacements, DestinationSiteUnknownError } from "./app/migration-placements.js";

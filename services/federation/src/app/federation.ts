@@ -1,15 +1,21 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { DwcpError } from "../../../common/errors.js";
+import { ensureLayout } from "../../../common/layout.js";
 import type { Logger } from "../../../common/logger.js";
+import { connectNats } from "../../../common/nats.js";
 import { freePort } from "../../../common/nats-server.js";
 import { federationConfig, siteIds, type FederationConfig, type FederationConfigInput } from "../config.js";
 import { UnknownSiteError } from "../domain/errors.js";
+import type { FederationView } from "../domain/state.js";
 import { LinkProxy } from "../infra/link-proxy.js";
 import { waitForDomains } from "../infra/links.js";
 import { renderHubConfig, renderSiteConfig } from "../infra/nats-config.js";
 import { spawnNatsServer, type ServerProcess } from "../infra/nats-process.js";
 import { Site, type SiteDeps } from "./site.js";
+
+/** How long startFederation waits for every site to see every other site's join. */
+const JOIN_TIMEOUT_MS = 30_000;
 
 export interface FederationSite {
   id: string;
@@ -74,15 +80,31 @@ export async function startFederation(input: FederationConfigInput, deps: SiteDe
     const hub = await startHub(cfg, parts, advertise);
     const urls = await startSiteServers(cfg, ids, { leafPort: hub.leafPort, advertise }, parts);
     await Promise.all(ids.map((id) => waitForDomains(urls.get(id)!, ids.filter((d) => d !== id))));
-    parts.sites = ids.map(
-      (id) => new Site({ site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs: cfg.healthIntervalMs, dataDir: cfg.dataDir, maxAppendBytes: cfg.maxAppendBytes }, deps),
-    );
+    // Every origin exists before a site mirrors it: the migration logs too (see ensureEventMirrors).
+    if (cfg.migrations) await Promise.all(ids.map((id) => ensureSiteLayout(urls.get(id)!)));
+    const { healthIntervalMs, dataDir, maxAppendBytes, migrations } = cfg;
+    parts.sites = ids.map((id) => new Site({ site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs, dataDir, maxAppendBytes, migrations }, deps));
     await Promise.all(parts.sites.map((s) => s.open()));
     await Promise.all(parts.sites.map((s) => s.start()));
+    // A site's start() returns once its own join is stored, not once its peers have mirrored it:
+    // wait until every site sees every other one joined, or a command issued right away (moving
+    // a VM to a peer, say) is refused against a view that does not know the peer yet.
+    const everyoneJoined = (v: FederationView): boolean => ids.every((id) => v.sites[id]?.status === "joined");
+    await Promise.all(parts.sites.map((s) => s.waitFor(everyoneJoined, JOIN_TIMEOUT_MS, "every site joined")));
     return handle(cfg, parts, urls, hub.process);
   } catch (err) {
     await stopAll(parts, deps.log);
     throw err;
+  }
+}
+
+/** A site's dwcp streams and mover registry, as `dwcp init` creates them (R1: one server per site). */
+async function ensureSiteLayout(url: string): Promise<void> {
+  const nats = await connectNats(url, "dwcp-federation-init");
+  try {
+    await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
+  } finally {
+    await nats.nc.close();
   }
 }
 

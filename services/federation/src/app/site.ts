@@ -1,5 +1,7 @@
 import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
+import { Kvm } from "@nats-io/kv";
 import { DwcpError, isRetryable } from "../../../common/errors.js";
+import { MOVERS_BUCKET } from "../../../common/layout.js";
 import { createLogger, type Logger } from "../../../common/logger.js";
 import { connectNats, type Nats } from "../../../common/nats.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
@@ -9,6 +11,9 @@ import { healthOf } from "../domain/health.js";
 import { cloneView, emptyView, overlayView, staleness, type FederationView, type SiteFreshness } from "../domain/state.js";
 import { probeCapacity } from "../infra/capacity.js";
 import { decodeAppend, ensureMirrors, ensureOwnStream, FederationLog, tailStream, viewStreams, type Tail } from "../infra/fed-streams.js";
+import { ensureEventMirrors } from "../infra/migration-mirrors.js";
+import { RemoteMovers } from "../infra/remote-movers.js";
+import { MigrationPlacements } from "./migration-placements.js";
 
 export type SiteLifecycle = "created" | "starting" | "running" | "draining" | "stopped" | "failed";
 
@@ -58,6 +63,7 @@ export class Site {
   private nats: Nats | undefined;
   private fedLog: FederationLog | undefined;
   private tails: Tail[] = [];
+  private placements: MigrationPlacements | undefined;
   private current: FederationView = emptyView();
   private readonly listeners = new Set<(view: FederationView) => void>();
   private queue: Promise<unknown> = Promise.resolve();
@@ -115,6 +121,7 @@ export class Site {
       await ensureMirrors(jsm, this.id, this.peers);
       await this.follow(js, jsm, viewStreams(this.id, this.peers));
       if (opts.join ?? true) await this.join();
+      if (this.cfg.migrations) await this.followMigrations();
       this.lifecycle = "running";
       this.scheduleHealth();
       this.log.info({ peers: this.peers }, "site running");
@@ -129,6 +136,7 @@ export class Site {
     const added = [...new Set(peers)].filter((p) => p !== this.id && !this.peers.includes(p));
     const { js, jsm } = this.connection();
     await ensureMirrors(jsm, this.id, added);
+    if (this.cfg.migrations) await ensureEventMirrors(jsm, this.id, added);
     await this.follow(js, jsm, viewStreams(this.id, added).slice(1));
     this.peers.push(...added);
   }
@@ -220,6 +228,8 @@ export class Site {
     this.lifecycle = "draining";
     clearTimeout(this.timer);
     this.timer = undefined;
+    await this.placements?.stop();
+    this.placements = undefined;
     await this.queue.catch(() => undefined);
     await Promise.allSettled(this.tails.map((t) => t.stop()));
     this.tails = [];
@@ -244,6 +254,20 @@ export class Site {
     );
     this.tails.push(...tails);
     await Promise.all(tails.map((t) => t.caughtUp));
+  }
+
+  /**
+   * Mirrors every peer's migration events here and records the cross-site migrations this
+   * site's coordinators complete (see MigrationPlacements). After the view has caught up, so
+   * that replayed completions find their earlier records.
+   */
+  private async followMigrations(): Promise<void> {
+    const nats = this.connection();
+    await ensureEventMirrors(nats.jsm, this.id, this.peers);
+    const movers = await new Kvm(nats.nc).open(MOVERS_BUCKET);
+    const placements = new MigrationPlacements(nats, this, movers, new RemoteMovers(nats.nc), this.log);
+    await placements.start();
+    this.placements = placements;
   }
 
   /** After a failed append: learn what the log holds now, whoever wrote it. */

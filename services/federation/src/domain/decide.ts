@@ -1,4 +1,4 @@
-import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
+import type { Capacity, FederationEvent, RecordVmMigration, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
 import { NotVmOwnerError, SiteNotJoinedError, UnknownSiteError, UnknownVmError, VmPlacedElsewhereError } from "./errors.js";
 import { canonicalJson, type FederationView, type VmRecord } from "./state.js";
 
@@ -18,7 +18,8 @@ export type FederationCommand =
   | { type: "LeaveSite"; reason: string }
   | { type: "PlaceVm"; vm: string; host?: string; spec?: VmSpec; labels?: Labels }
   | { type: "MoveVm"; vm: string; to: string; host?: string; migrationId?: string }
-  | { type: "RemoveVm"; vm: string };
+  | { type: "RemoveVm"; vm: string }
+  | RecordVmMigration;
 
 /**
  * Pure: the events `command` adds to the deciding site's log, numbered after the last one folded.
@@ -51,6 +52,8 @@ export function decide(view: FederationView, command: FederationCommand, ctx: De
     }
     case "MoveVm":
       return decideMove(view, command, ctx, base, joined);
+    case "RecordVmMigration":
+      return decideMigrated(view, command, ctx, base, joined);
     case "RemoveVm": {
       if (!joined) throw new SiteNotJoinedError(ctx.site);
       const current = placed(view, command.vm);
@@ -80,6 +83,36 @@ function decideMove(
   if (view.sites[command.to]?.status !== "joined") throw new UnknownSiteError(command.to);
   const { type: _t, ...rest } = command;
   return [{ type: "VmMoved", ...base, ...rest, from: current.site, spec: current.spec, labels: current.labels }];
+}
+
+/**
+ * A completed cross-site migration, recorded by its source site. The claim's time is the
+ * completion time, not the decision's: the VM changed site when the migration completed, so a
+ * later move elsewhere still wins, and a record replayed after a restart finds its own claim
+ * (or a later one) and decides nothing. A VM the view does not place (never placed, or removed
+ * before the migration completed) moves from the recording site.
+ */
+function decideMigrated(
+  view: FederationView,
+  command: RecordVmMigration,
+  ctx: DecideContext,
+  base: { version: 1; site: string; seq: number; at: string },
+  joined: boolean,
+): FederationEvent[] {
+  if (!joined) throw new SiteNotJoinedError(ctx.site);
+  if (migrationRecorded(view, command.vm, command.completedAt) || command.to === ctx.site) return [];
+  const current = placed(view, command.vm);
+  if (current?.site === command.to) return [];
+  if (current && current.site !== ctx.site) throw new NotVmOwnerError(command.vm, ctx.site, current.site);
+  if (view.sites[command.to]?.status !== "joined") throw new UnknownSiteError(command.to);
+  const { vm, to, host, migrationId, completedAt } = command;
+  return [{ type: "VmMoved", ...base, at: completedAt, vm, from: ctx.site, to, host, migrationId, spec: current?.spec, labels: current?.labels }];
+}
+
+/** True when the view holds a claim on `vm` made at or after `completedAt`: nothing left to record. */
+export function migrationRecorded(view: FederationView, vm: string, completedAt: string): boolean {
+  const current = view.vms[vm];
+  return current !== undefined && Date.parse(current.at) >= Date.parse(completedAt);
 }
 
 function placed(view: FederationView, vm: string): VmRecord | undefined {

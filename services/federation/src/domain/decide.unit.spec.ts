@@ -106,3 +106,39 @@ describe("decide: placements", () => {
     given(...history).when({ type: "RemoveVm", vm: "ghost" }).then([]);
   });
 });
+
+describe("decide: recording a completed cross-site migration", () => {
+  const a = logOf("a");
+  const b = logOf("b");
+  const c = logOf("c");
+  const history = [a.joined(t(1)), b.joined(t(1)), c.joined(t(1)), a.placed(t(2), "vm1", "h1")];
+  const record = (vm: string, completedAt: string, to = "b"): FederationCommand => ({ type: "RecordVmMigration", version: 1, vm, migrationId: "m1", to, host: "b1", completedAt });
+
+  it("moves the VM from the source site to the destination site, claimed at the completion time", () => {
+    given(...history).when(record("vm1", t(5))).then([{ type: "VmMoved", site: "a", seq: 3, from: "a", to: "b", host: "b1", migrationId: "m1", at: t(5) }]);
+  });
+
+  it("a VM the view does not place moves from the recording site", () => {
+    given(...history).when(record("vm7", t(5))).then([{ type: "VmMoved", from: "a", to: "b", vm: "vm7", at: t(5) }]);
+    given(...history, a.removed(t(3), "vm1")).when(record("vm1", t(5))).then([{ type: "VmMoved", from: "a", to: "b", vm: "vm1" }]);
+  });
+
+  it("replayed, it finds its own claim and changes nothing", () => {
+    const view = fold(history);
+    const events = decide(view, record("vm1", t(5)), { now, site: "a" });
+    given(...history, ...events).when(record("vm1", t(5))).then([]);
+  });
+
+  it("a change made after the migration completed wins: nothing is recorded", () => {
+    given(...history, a.moved(t(9), "vm1", "a", "c")).when(record("vm1", t(5))).then([]);
+  });
+
+  it("refuses when the view says the VM runs at a third site, or the destination has not joined", () => {
+    given(...history, c.placed(t(3), "vm3")).when(record("vm3", t(5))).throws(NotVmOwnerError);
+    given(...history).when(record("vm1", t(5), "zz")).throws(UnknownSiteError);
+  });
+
+  it("a migration to the recording site itself is not a cross-site move", () => {
+    given(...history).when(record("vm1", t(5), "a")).then([]);
+  });
+});

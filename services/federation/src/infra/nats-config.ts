@@ -1,8 +1,21 @@
 // nats-server configuration files for a federation. NATS config syntax accepts JSON, so a config
 // is a plain object rendered with JSON.stringify: no quoting rules to get wrong.
 
-/** Subjects no leafnode link carries: only the owning site may write its federation log. */
-export const FEDERATION_DENY = ["dwcp.fed.>"];
+/**
+ * Subjects no leafnode link carries. A stream takes in every publish on its subjects that reaches
+ * its server, and leafnodes carry interest like any other subscription, so without these a
+ * command, migration event or work item published at one site would also be stored by the
+ * same-named stream of every other site (probed on 2.9.10 and 2.12.15: one publish at site a,
+ * one copy in DWCP_EVT at a and one at b). The server itself denies only `$JS.API.>`, `$KV.>` and
+ * `$OBJ.>` between domains. What still crosses: `$JS.<domain>.API.>` (mirrors, remote mover
+ * lookups), mirror deliveries and core request/reply such as `dwcp.mover.<host>.rpc`.
+ * - `dwcp.fed.>`: only the owning site writes its federation log.
+ * - `dwcp.cmd.>`, `dwcp.evt.>`, `dwcp.work.>`: each site's coordinators own their own commands,
+ *   migration log and work queues; other sites read the log through a mirror.
+ * - `$JS.EVENT.>`: advisories name streams by name and sequence; a coordinator must not act on
+ *   another site's max-deliveries advisory (it would look the message up in its own stream).
+ */
+export const FEDERATION_DENY = ["dwcp.fed.>", "dwcp.cmd.>", "dwcp.evt.>", "dwcp.work.>", "$JS.EVENT.>"];
 
 export interface SiteServerConfig {
   site: string;
