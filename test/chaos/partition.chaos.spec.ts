@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import type { Nats } from "../../services/common/nats.js";
 import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, workStream } from "../../services/common/layout.js";
-import { stepDown, streamLeader, waitHealthy } from "./support/cluster.js";
+import { stepDown, streamLeader, waitCurrent, waitHealthy } from "./support/cluster.js";
 import { Chaos, connectCluster, DWCP_STREAMS, retrying } from "./support/harness.js";
 import { makeImage, MiB, slowMigration, startMigration, verifyMigration, waitEnd, waitEvent } from "./support/migrations.js";
 import { Prober } from "./support/probe.js";
@@ -94,9 +94,11 @@ describe("partitions", () => {
       await waitHealthy(majorityNats.jsm, DWCP_STREAMS, 60_000);
       figures["convergeMs"] = performance.now() - healAt;
       await waitEnd(majorityNats, m.id);
+      // "current" is a moment's view: under load a follower that caught up can lag again for a
+      // while as the prober keeps writing, so it is awaited (the stream info is the event).
+      const caughtUp = await waitCurrent(majorityNats.jsm, EVT_STREAM, `n${target}`, 30_000);
+      expect(caughtUp, "the healed node caught up").toBe(true);
       const info = await majorityNats.jsm.streams.info(EVT_STREAM, { subjects_filter: minoritySubject });
-      const replica = info.cluster?.replicas?.find((r) => r.name === `n${target}`);
-      expect(replica?.current, "the healed node caught up").toBe(true);
       expect(info.state.subjects?.[minoritySubject] ?? 0, "unacknowledged minority writes were not applied later").toBe(0);
       await prober.stop();
       const audit = await prober.audit();
@@ -112,17 +114,18 @@ describe("partitions", () => {
   });
 
   scenario(F, "partition a mover from NATS mid-batch: another mover takes the batch, the cut-off one is fenced, work is done once", async ({ seed, figures }) => {
-    // One batch of incompressible data at 0.75 MiB/s: it lasts ~5 s, longer than the 2.5 s ack
-    // wait plus a new mover's start, so the takeover happens while the cut-off mover still sends.
+    // One batch of incompressible data at 0.75 MiB/s: it lasts ~10.7 s. The second mover starts
+    // once the first holds the batch (a start takes up to ~5 s on a loaded CI machine) and only
+    // then is the first cut off, so the 2.5 s ack wait runs out while the cut-off mover still sends.
     const id = `moverpart-${seed}`;
     const rel = `vms/${id}/disk.img`;
-    const src = await makeImage(c, "a", rel, { sizeBytes: 4 * MiB, dense: true, seed });
-    await startMigration(c.nats, { id, sources: [rel], dir: id, bandwidthLimitBytesPerSec: 0.75 * MiB });
+    const src = await makeImage(c, "a", rel, { sizeBytes: 8 * MiB, dense: true, seed });
+    await startMigration(c.nats, { id, sources: [rel], dir: id, batchSizeBytes: 8 * MiB, bandwidthLimitBytesPerSec: 0.75 * MiB });
     const hit = await c.dataProxy.waitFrame("a first chunk", (f) => f.migration === id && f.dir === "up" && f.kind === "CHUNK");
+    await c.startMover("a2", "a", { concurrency: 1, nats: c.cluster.urls(majority) });
     natsLinkA1.faults.blackhole = true;
     const partitionedAt = performance.now();
     try {
-      await c.startMover("a2", "a", { concurrency: 1, nats: c.cluster.urls(majority) });
       const taken = await c.dataProxy.waitFrame(`batch ${hit.batch} taken over`, (f) => f.migration === id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === hit.batch && f.conn > hit.conn);
       figures["takeoverMs"] = taken.at - partitionedAt;
       const fenced = await c.dataProxy.waitFrame("the cut-off mover fenced", (f) => f.dir === "down" && f.kind === "BATCH_ERR" && f.conn === hit.conn);

@@ -83,6 +83,7 @@ export class NatsCluster {
 
   async startNode(i: number): Promise<void> {
     const n = this.node(i);
+    await Promise.all(this.routesTo(i).map((p) => p.resume()));
     const fd = openSync(n.log, "a");
     const child = spawn(this.server.bin, ["-c", n.conf], { stdio: ["ignore", fd, fd], env: markedEnv() });
     closeSync(fd);
@@ -91,13 +92,17 @@ export class NatsCluster {
     await waitForPort(n.port, child, 15_000);
   }
 
-  /** kill -<signal> node i and wait until it is gone (SIGKILL by default: no shutdown path). */
+  /**
+   * kill -<signal> node i and wait until it is gone (SIGKILL by default: no shutdown path). Its
+   * peers' routes to it are then refused, as a dead process's port is, until startNode(i).
+   */
   async kill(i: number, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
     const p = this.procs[i];
     if (p === undefined || !this.isUp(i)) return;
     const gone = new Promise<void>((r) => p.once("exit", () => r()));
     p.kill(signal);
     await gone;
+    await Promise.all(this.routesTo(i).map((r) => r.suspend()));
   }
 
   /** Cut every route to and from node i; it keeps serving its clients, who get no JetStream. */
@@ -145,6 +150,11 @@ export class NatsCluster {
     await Promise.allSettled([...this.routes.values()].map((p) => p.close()));
   }
 
+  /** The route proxies other nodes dial to reach node i. */
+  private routesTo(i: number): FaultProxy[] {
+    return [...this.routes].filter(([key]) => key.split(">")[1] === String(i)).map(([, p]) => p);
+  }
+
   private node(i: number): NodeSpec {
     const n = this.nodes[i];
     if (n === undefined) throw new RangeError(`no node ${i}`);
@@ -190,6 +200,18 @@ ${routes.join("\n")}
  * Waits until JetStream answers and every named stream has a leader and current replicas.
  * There is no event for "the cluster has settled", so this polls the API with a deadline.
  */
+/** Whether `name` leads `stream` or is a current replica of it within `timeoutMs` (polled). */
+export async function waitCurrent(jsm: JetStreamManager, stream: string, name: string, timeoutMs: number): Promise<boolean> {
+  const started = Date.now();
+  for (;;) {
+    const info = await jsm.streams.info(stream).catch(() => undefined);
+    const cl = info?.cluster;
+    if (cl?.leader === name || cl?.replicas?.find((r) => r.name === name)?.current === true) return true;
+    if (Date.now() - started >= timeoutMs) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function waitHealthy(jsm: JetStreamManager, streams: string[], timeoutMs = 60_000, replicas = 3): Promise<number> {
   const started = Date.now();
   let last = "";

@@ -1,7 +1,8 @@
-import { mkdir } from "node:fs/promises";
+import { createCipheriv, createHash } from "node:crypto";
+import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { expect } from "vitest";
-import { generateImage, generateRandomFile, type ImageSpec } from "../../../cli/image.js";
+import { prng } from "../../../cli/image.js";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import { publishCommand } from "../../../cli/client.js";
 import { buildStart } from "../../../cli/migrate.js";
@@ -17,13 +18,61 @@ import { retrying, type Chaos } from "./harness.js";
 
 export const MiB = 1024 * 1024;
 
-/** A sparse VM-like image, or (`dense`) incompressible random bytes with no holes. */
-export async function makeImage(c: Chaos, host: string, rel: string, spec: ImageSpec & { dense?: boolean }): Promise<string> {
+export interface ChaosImageSpec {
+  sizeBytes: number;
+  /** Fraction of the image left as holes. Default 0.9; ignored when `dense`. */
+  zeroFraction?: number;
+  seed?: number;
+  /** No holes at all. */
+  dense?: boolean;
+}
+
+/**
+ * A sparse VM-like image (data extents of 64 KiB to 4 MiB at unaligned offsets, the rest holes)
+ * or, `dense`, one without holes. Its data is incompressible: the data channel compresses with
+ * LZ4, and the scenarios need every byte to cross the link so that a rate limit sets how long a
+ * batch takes and a fault lands mid-transfer. (cli/image.ts's xorshift repeats every 32 KiB, which
+ * LZ4's 64 KiB window packs ~28:1: its "random" 4 MiB batches crossed as ~148 KB.)
+ */
+export async function makeImage(c: Chaos, host: string, rel: string, spec: ChaosImageSpec): Promise<string> {
   const path = join(c.root(host), rel);
   await mkdir(dirname(path), { recursive: true });
-  if (spec.dense) await generateRandomFile(path, spec.sizeBytes, spec.seed);
-  else await generateImage(path, spec);
+  const seed = spec.seed ?? 1;
+  const data = new Keystream(seed);
+  const fh = await open(path, "w");
+  try {
+    await fh.truncate(spec.sizeBytes);
+    if (spec.dense) {
+      for (let off = 0; off < spec.sizeBytes; off += 4 * MiB) await data.write(fh, off, Math.min(4 * MiB, spec.sizeBytes - off));
+    } else {
+      const next = prng(seed);
+      const target = Math.floor(spec.sizeBytes * (1 - (spec.zeroFraction ?? 0.9)));
+      for (let written = 0; written < target; ) {
+        const len = Math.min(65536 + (next() % (4 * MiB - 65536)), target - written, spec.sizeBytes);
+        await data.write(fh, next() % Math.max(1, spec.sizeBytes - len), len);
+        written += len;
+      }
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   return path;
+}
+
+/** Seeded bytes no compressor shrinks: an AES-128-CTR keystream keyed by the seed. */
+class Keystream {
+  private readonly cipher;
+  private readonly zeros = Buffer.alloc(4 * MiB);
+
+  constructor(seed: number) {
+    const key = createHash("sha256").update(`dwcp-chaos-${seed}`).digest().subarray(0, 16);
+    this.cipher = createCipheriv("aes-128-ctr", key, Buffer.alloc(16));
+  }
+
+  async write(fh: FileHandle, offset: number, length: number): Promise<void> {
+    await fh.write(this.cipher.update(this.zeros.subarray(0, length)), 0, length, offset);
+  }
 }
 
 export interface MigrationInput {
@@ -55,10 +104,10 @@ export async function startMigration(nats: Nats, m: MigrationInput): Promise<Sta
 }
 
 /**
- * The test's own log readers. EventStore's ordered consumers use the client default (30 s pull
- * expiry); on a 2.12 cluster the first pull of a fresh ordered consumer is sometimes lost and
- * nothing arrives for ~45 s (see RELIABILITY.md), which would distort every timing measured
- * here. Pulls that expire after 2 s bound that stall to ~3 s.
+ * The test's own log readers. With the client's default 30 s pull expiry, on a 2.12 cluster the
+ * first pull of a fresh ordered consumer is sometimes lost and nothing arrives for ~45 s (see
+ * RELIABILITY.md), which would distort every timing measured here. Pulls that expire after 2 s
+ * (as EventStore.read's do) bound that stall to ~3 s.
  */
 const PULL_EXPIRES_MS = 2_000;
 
@@ -171,12 +220,13 @@ export interface Started {
 
 /**
  * A migration of a fresh sparse image from a to b, rate-limited so that faults land mid-transfer:
- * 1 MiB chunks, 4 MiB batches, 4 MiB/s by default.
+ * 1 MiB chunks, 4 MiB batches, 4 MiB/s by default (the data is incompressible, see makeImage).
+ * `dense`: no holes, so that it takes sizeBytes / rate.
  */
-export async function slowMigration(c: Chaos, name: string, seed: number, o: { sizeBytes?: number; rate?: number; batchSizeBytes?: number } = {}): Promise<Started> {
+export async function slowMigration(c: Chaos, name: string, seed: number, o: { sizeBytes?: number; rate?: number; batchSizeBytes?: number; dense?: boolean } = {}): Promise<Started> {
   const id = `${name}-${seed}`;
   const rel = `vms/${id}/disk.img`;
-  const src = await makeImage(c, "a", rel, { sizeBytes: o.sizeBytes ?? 16 * MiB, zeroFraction: 0.3, seed });
+  const src = await makeImage(c, "a", rel, { sizeBytes: o.sizeBytes ?? 16 * MiB, zeroFraction: 0.3, seed, dense: o.dense });
   await startMigration(c.nats, { id, sources: [rel], dir: id, batchSizeBytes: o.batchSizeBytes, bandwidthLimitBytesPerSec: o.rate ?? 4 * MiB });
   return { id, src, dst: join(c.root("b"), id, "disk.img") };
 }

@@ -28,6 +28,13 @@ export class Prober {
     readonly subject: string,
     /** Pause between acknowledged publishes (pacing, not synchronisation). */
     private readonly paceMs = 10,
+    /**
+     * How long one publish waits for its ack before it is resent. Short, so that the prober
+     * measures when the cluster accepts writes again rather than its own retry cadence: a
+     * publish that went to a server as it died is only given up after this long (with 2 s, up to
+     * 2.1 s of a measured write pause was the prober waiting out such a publish).
+     */
+    private readonly publishTimeoutMs = 500,
   ) {}
 
   start(): void {
@@ -81,7 +88,7 @@ export class Prober {
     for (let n = 1; this.running; n++) {
       for (;;) {
         try {
-          const ack = await this.nats.js.publish(this.subject, String(n), { msgID: `${this.subject}-${n}`, timeout: 2_000 });
+          const ack = await this.nats.js.publish(this.subject, String(n), { msgID: `${this.subject}-${n}`, timeout: this.publishTimeoutMs });
           const a = { n, seq: ack.seq, at: performance.now() };
           this.acked.push(a);
           for (const w of this.waiters.filter((x) => a.at > x.after)) w.resolve(a);
@@ -90,7 +97,7 @@ export class Prober {
         } catch {
           this.errors++;
           if (!this.running) return;
-          await new Promise((r) => setTimeout(r, 100));
+          await new Promise((r) => setTimeout(r, 50));
         }
       }
       await new Promise((r) => setTimeout(r, this.paceMs));

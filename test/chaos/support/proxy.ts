@@ -109,6 +109,30 @@ export class FaultProxy {
     return this.refusing;
   }
 
+  /**
+   * Stops listening, so that connecting is refused (ECONNREFUSED) as at the port of a process
+   * that was killed, and drops open connections. An accepted connection closed at once is not
+   * the same to a NATS route: every reconnect attempt "creates" a route that fails.
+   * resume() listens on the same port again.
+   */
+  async suspend(): Promise<void> {
+    if (!this.server.listening) return;
+    for (const s of this.open) s.destroy();
+    this.open.clear();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  async resume(): Promise<void> {
+    if (this.server.listening) return;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen({ host: this.host, port: this.port, exclusive: true }, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+  }
+
   onFrame(l: Listener): () => void {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
@@ -131,7 +155,7 @@ export class FaultProxy {
 
   async close(): Promise<void> {
     this.cut();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    if (this.server.listening) await new Promise<void>((r) => this.server.close(() => r()));
   }
 
   private emit(f: FrameSeen): void {
