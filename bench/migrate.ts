@@ -1,4 +1,4 @@
-// npm run bench:migrate [-- --json] [--size 2G] [--keep]
+// npm run bench:migrate [-- --json] [--size 2G] [--keep] [--skip-random] [--pin]
 // Migrates a generated VM image through the embedded stack on loopback and, in the same run and on
 // the same file, times `cp --sparse=always` and `rsync --whole-file --sparse`. All three run with
 // the source in the page cache (it was just written). dwcp's time runs from publishing the command
@@ -6,7 +6,9 @@
 // cp and rsync are timed as operators run them (no fsync), and again followed by `sync`.
 // Second phase: an incompressible random file of the same size, against `rsync --whole-file` and
 // a raw sendfile(2) transfer over loopback (bench/lib-transfer.ts), with the sending mover's CPU
-// seconds per GB and both movers' peak RSS.
+// seconds per GB and both movers' peak RSS; then the same dwcp transfer once more with
+// `verify: false` (no read-back of the written volume; chunk CRCs are still checked and every
+// batch fsynced), to show what the default's read-back costs on this disk.
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -26,6 +28,8 @@ const { values } = parseArgs({
     size: { type: "string", default: "2G" },
     keep: { type: "boolean", default: false },
     "skip-random": { type: "boolean", default: false },
+    /** Pin the sending mover (all threads) to CPU 0 and the receiving one to CPU 1 (taskset). */
+    pin: { type: "boolean", default: false },
   },
 });
 const size = parseSize("--size", values.size);
@@ -42,6 +46,14 @@ function timed(cmd: string, args: string[]): number {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/** The issue asks to try CPU pinning and keep it only if it helps: this measures it (it did not). */
+function pinMovers(stack: Stack): void {
+  for (const [host, cpu] of [["a", 0], ["b", 1]] as const) {
+    const pid = stack.movers.get(host)?.child.pid;
+    if (pid !== undefined) execFileSync("taskset", ["-a", "-cp", String(cpu % cpus().length), String(pid)], { stdio: "ignore" });
+  }
+}
+
 function ensureRsync(): void {
   if (spawnSync("rsync", ["--version"]).status === 0) return;
   log("rsync missing: apt-get install -y rsync");
@@ -54,6 +66,7 @@ async function main(): Promise<void> {
   const stack = new Stack({ dataDir, hosts: ["a", "b"] });
   try {
     await stack.start();
+    if (values.pin) pinMovers(stack);
     const srcDir = join(stack.root("a"), "vms/bench");
     mkdirSync(srcDir, { recursive: true });
     const src = join(srcDir, "disk.img");
@@ -96,6 +109,7 @@ async function main(): Promise<void> {
       wire_bytes: r.wireBytes,
       zero_bytes: r.zeroBytes,
       ...incompressible,
+      pinned: values.pin,
       native: process.env["DWCP_NATIVE"] ?? "auto",
       cpu: cpus()[0]?.model,
     };
@@ -126,11 +140,21 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   const rsync_random_s = timed("rsync", ["--whole-file", src, `${rsDir}/`]);
   settle();
   const sendfile_s = await rawSendfile(src, join(dataDir, "sendfile.img"));
+  // The same transfer without the whole-volume read-back (`verify: false`): every chunk's CRC32C
+  // is still checked at the destination before it is written, and every batch fsynced. What the
+  // default's read-back of the written volume costs on this disk, measured in the same run.
+  settle();
+  const noVerify = buildStart({ vm: "bench-rnd-nv", source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] }, destination: { host: "b", dir: "in-nv" }, options: { verify: false } });
+  const nv = await runMigration(stack.nats, noVerify, { progress: !values.json, timeoutMs: 1_800_000 });
+  if (nv.state !== "completed") throw new Error(`random migration without read-back ${nv.state}: ${nv.reason} ${nv.message}`);
   const gb = size / 1e9;
   const rss = Math.max(await peakRssBytes(sender), await peakRssBytes(receiver));
-  log(`incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(0)} MiB`);
+  log(`incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(1)} MiB`);
+  log(`incompressible without the read-back (verify: false): dwcp ${nv.seconds.toFixed(3)} s, rsync/dwcp ${(rsync_random_s / nv.seconds).toFixed(2)}x`);
   return {
     random_dwcp_s: r.seconds,
+    random_no_verify_dwcp_s: nv.seconds,
+    random_no_verify_ratio_vs_rsync: rsync_random_s / nv.seconds,
     random_rsync_s: rsync_random_s,
     random_sendfile_s: sendfile_s,
     random_ratio_vs_rsync: rsync_random_s / r.seconds,
