@@ -9,7 +9,7 @@ import type { Nats } from "../../../common/nats.js";
 import type { MoverConfig } from "../config.js";
 import { chunkBuffers } from "../infra/data-channel/buffer-pool.js";
 import { SEND_BUFFERS } from "../infra/data-channel/client.js";
-import { BUFFERS_PER_CONNECTION, startDataServer } from "../infra/data-channel/server.js";
+import { BUFFERS_PER_CONNECTION, startDataServer, type DataServer } from "../infra/data-channel/server.js";
 import { VERIFY_READS_IN_FLIGHT } from "../infra/volume-crc.js";
 import { RemoteMovers } from "../../../federation/src/index.js";
 import { Registry } from "../infra/registry.js";
@@ -25,7 +25,7 @@ export type Lifecycle = "starting" | "running" | "draining" | "stopped" | "faile
 export class Mover {
   state: Lifecycle = "starting";
   private registry?: Registry;
-  private dataServer?: { address: string; close(): Promise<void> };
+  private dataServer?: DataServer;
   private rpc?: Subscription;
   private readonly inFlight = new Set<Promise<void>>();
   private loop?: Promise<void>;
@@ -63,7 +63,10 @@ export class Mover {
     this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc));
     this.rpc = this.serveRpc(roots);
     await this.registry.register(advertised);
-    const worker = (this.worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log));
+    const worker = (this.worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log, {
+      address: advertised,
+      copy: (o) => dataServer.copyLocal(o),
+    }));
     this.state = "running";
     this.loop = this.workLoop(worker);
     log.info({ host: config.host, dataAddress: advertised, roots }, "mover running");

@@ -7,12 +7,21 @@ import { safeJson } from "../../../common/json.js";
 import type { Logger } from "../../../common/logger.js";
 import { ackConfirmed, isTransientNatsError, type Nats } from "../../../common/nats.js";
 import { DestinationUnreachableError } from "../errors.js";
-import { sendBatch } from "../infra/data-channel/client.js";
+import { sendBatch, type SendBatchOptions, type SendBatchResult } from "../infra/data-channel/client.js";
 import { FencedError } from "../infra/data-channel/fenced.js";
 import type { MoverConfig } from "../config.js";
 import type { Registry } from "../infra/registry.js";
 import { MigrationWatches } from "./migration-watch.js";
 import { confine } from "../infra/volumes.js";
+
+/**
+ * This process's own data server: a batch whose destination is registered at `address` (this
+ * very mover: source and destination on one host) is copied by `copy` without a socket.
+ */
+export interface LocalDestination {
+  address: string;
+  copy(o: SendBatchOptions): Promise<SendBatchResult>;
+}
 
 /** Tell JetStream we are still working well inside the ack wait. */
 const HEARTBEAT_MS = Math.min(5_000, Math.max(100, Math.floor(workAckWaitMs() / 3)));
@@ -34,6 +43,7 @@ export class BatchWorker {
     private readonly registry: Registry,
     private readonly config: MoverConfig,
     private readonly log: Logger,
+    private readonly local?: LocalDestination,
   ) {
     this.watches = new MigrationWatches(nats.nc, store);
   }
@@ -76,7 +86,7 @@ export class BatchWorker {
     try {
       const reg = await this.registry.lookup(w.destHost);
       if (!reg) throw new DestinationUnreachableError(`no mover has registered host "${w.destHost}"`);
-      const result = await sendBatch({
+      const options: SendBatchOptions = {
         address: reg.dataAddress,
         secret: Buffer.from(this.config.secret),
         sourceHost: this.config.host,
@@ -96,7 +106,11 @@ export class BatchWorker {
         verify: w.verify,
         signal,
         log,
-      });
+      };
+      // The registry names the process whose fence table guards the destination: only when that
+      // is this process may the batch skip the socket (DWCP_LOCAL_COPY=off never does).
+      const local = reg.dataAddress === this.local?.address && process.env["DWCP_LOCAL_COPY"] !== "off" ? this.local : undefined;
+      const result = local !== undefined ? await local.copy(options) : await sendBatch(options);
       const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
       const streamSeq = await this.store.append(w.migrationId, [event], `${msgId}.done`);
       log.info({ streamSeq, bytes: result.bytes, wireBytes: result.wireBytes, ms: Math.round(result.durationMs) }, "batch transferred");

@@ -109,7 +109,8 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   }
 }
 
-function beginOf(o: SendBatchOptions): BatchBegin {
+/** The BATCH_BEGIN this batch announces (also what a local copy claims and writes under). */
+export function beginOf(o: SendBatchOptions): BatchBegin {
   const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
   const begin: BatchBegin = { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount };
   if (o.delivery !== undefined) begin.delivery = o.delivery;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { FencedError } from "./fenced.js";
 import { startDataServer, type DataServer } from "./server.js";
-import { makeSparseFile, MiB, silentLog, tempDir } from "./testing.js";
+import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "./testing.js";
 
 const secret = randomBytes(32);
 const SIZE = 8 * MiB;
@@ -29,23 +29,8 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-const batch = (over: Partial<SendBatchOptions>): SendBatchOptions => ({
-  address: server.address,
-  secret,
-  sourceHost: "src",
-  migrationId: "mig-fence",
-  batch: 0,
-  attempt: 0,
-  sourcePath: source,
-  destDir: "vm",
-  destName: "disk.img",
-  volumeSizeBytes: SIZE,
-  chunkSizeBytes: MiB,
-  firstChunk: 0,
-  chunkCount: 8,
-  log: silentLog,
-  ...over,
-});
+const batch = (over: Partial<SendBatchOptions>): SendBatchOptions =>
+  batchOptions({ address: server.address, secret, sourceHost: "src", migrationId: "mig-fence", sourcePath: source, volumeSizeBytes: SIZE }, over);
 
 describe("data channel fencing", () => {
   it("a redelivered batch takes over from the live older sender, which is refused before its next write", async () => {

@@ -134,7 +134,7 @@ async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: Batc
  * The batch's byte range and the CRC32C its chunks combine to, in order: what the background
  * read-back (read-back.ts) must find on the disk for finalize to skip reading the range again.
  */
-function expectedRange(begin: BatchBegin, written: BatchState["written"]): ReadBackRecord {
+export function expectedRange(begin: BatchBegin, written: ReadonlyMap<number, { length: number; crc32c: number }>): ReadBackRecord {
   const { start } = batchRange(begin);
   let end = start;
   let crc = 0;

@@ -13,6 +13,8 @@ import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
 import { zeroCopy } from "../../../../../native/index.js";
+import type { SendBatchOptions, SendBatchResult } from "./client.js";
+import { copyBatchLocally } from "./local-copy.js";
 import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";
 
 export interface DataServerOptions {
@@ -45,6 +47,11 @@ export interface DataServer {
   address: string;
   /** Stop listening, cut open connections (their batches are redelivered) and wait for them. */
   close(): Promise<void>;
+  /**
+   * Copy a batch whose destination is this server's own mover without the socket (see
+   * local-copy.ts), under the same roots and fence table as the batches it receives.
+   */
+  copyLocal(o: SendBatchOptions): Promise<SendBatchResult>;
 }
 
 interface ServerConfig {
@@ -87,6 +94,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   log.info({ address }, "data channel listening");
   return {
     address,
+    copyLocal: (o) => copyBatchLocally({ roots: cfg.roots, fences: cfg.fences, log }, o),
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await Promise.allSettled([...connections.entries()].map(([socket, { reader }]) => cut(socket, reader, "data channel closing")));

@@ -11,10 +11,30 @@ import { pino } from "pino";
 import type { Logger } from "../../../../common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES } from "../../domain/data-channel/frames.js";
+import type { SendBatchOptions } from "./client.js";
 
 export const MiB = 1024 * 1024;
 
 export const silentLog: Logger = pino({ level: process.env["DWCP_TEST_LOG"] ?? "silent" });
+
+/** A whole-volume batch of 1 MiB chunks with test defaults; `over` sets the rest. */
+export function batchOptions(
+  base: Pick<SendBatchOptions, "address" | "secret" | "sourceHost" | "migrationId" | "sourcePath" | "volumeSizeBytes">,
+  over: Partial<SendBatchOptions> = {},
+): SendBatchOptions {
+  return {
+    batch: 0,
+    attempt: 0,
+    destDir: "vm",
+    destName: "disk.img",
+    chunkSizeBytes: MiB,
+    firstChunk: 0,
+    chunkCount: Math.ceil(base.volumeSizeBytes / MiB),
+    log: silentLog,
+    ...base,
+    ...over,
+  };
+}
 
 export async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `dwcp-${prefix}-`));
