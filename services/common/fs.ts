@@ -27,11 +27,25 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: numb
  * need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
  */
 export async function openDirect(path: string): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
+  const fh = await openWithDirect(path, constants.O_WRONLY);
+  return fh === undefined ? undefined : { fh, everyAligned: process.env["DWCP_DIRECT_IO"] === "on" };
+}
+
+/**
+ * A read-only O_DIRECT handle on `path`: its reads bypass the page cache, so they come from the
+ * disk (what a read-back must check), and fill no cache with a volume nobody reads again.
+ * Undefined where O_DIRECT is missing or refused (tmpfs) or DWCP_DIRECT_IO=off. Reads need
+ * 4 KiB-aligned memory, offsets and lengths.
+ */
+export async function openDirectRead(path: string): Promise<FileHandle | undefined> {
+  return openWithDirect(path, constants.O_RDONLY);
+}
+
+async function openWithDirect(path: string, access: number): Promise<FileHandle | undefined> {
   const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
-  const mode = process.env["DWCP_DIRECT_IO"];
-  if (flag === undefined || mode === "off") return undefined;
+  if (flag === undefined || process.env["DWCP_DIRECT_IO"] === "off") return undefined;
   try {
-    return { fh: await open(path, constants.O_WRONLY | constants.O_NOFOLLOW | flag), everyAligned: mode === "on" };
+    return await open(path, access | constants.O_NOFOLLOW | flag);
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (code === "EINVAL" || code === "EOPNOTSUPP") return undefined;

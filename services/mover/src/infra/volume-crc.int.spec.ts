@@ -1,10 +1,12 @@
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, open, readFile, rm } from "node:fs/promises";
+import { mkdtemp, open, readFile, rm, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { crc32c } from "../../../../native/index.js";
-import { fileCrc32c } from "./volume-crc.js";
+import { crc32c, zeroCopy } from "../../../../native/index.js";
+import { openDirectRead } from "../../../common/fs.js";
+import { fileCrc32c, rangeCrc32c } from "./volume-crc.js";
 
 const MiB = 1024 * 1024;
 let dir = "";
@@ -30,5 +32,66 @@ describe("fileCrc32c", () => {
     } finally {
       await fh.close();
     }
+  });
+});
+
+/** Bytes of a file in the page cache, as fincore(1) (util-linux) sees them. */
+function residentBytes(path: string): number {
+  const r = spawnSync("fincore", ["--bytes", "--noheadings", "--output", "RES", path], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`fincore failed: ${r.stderr || String(r.error)}`);
+  return Number(r.stdout.trim());
+}
+
+describe("rangeCrc32c with an O_DIRECT handle", () => {
+  const size = 13 * MiB + 777; // an unaligned tail
+  let path = "";
+  let whole = Buffer.alloc(0);
+  beforeAll(async () => {
+    path = join(dir, "direct.img");
+    const fh = await open(path, "w+");
+    try {
+      await fh.truncate(size);
+      for (const [start, end] of [[0, 3 * MiB + 100], [6 * MiB, size]] as const) await fh.write(randomBytes(end - start), 0, end - start, start);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    whole = await readFile(path);
+  });
+
+  async function withHandles(f: (fh: FileHandle, direct: FileHandle | undefined) => Promise<void>): Promise<void> {
+    const fh = await open(path, "r");
+    const direct = await openDirectRead(path);
+    try {
+      await f(fh, direct);
+    } finally {
+      await direct?.close();
+      await fh.close();
+    }
+  }
+
+  it("equals the buffered result for aligned and unaligned ranges", async () => {
+    await withHandles(async (fh, direct) => {
+      for (const [start, end] of [[0, size], [4 * MiB, 12 * MiB], [MiB, size], [12 * MiB, size]] as const) {
+        const expected = crc32c(whole.subarray(start, end)) >>> 0;
+        expect(await rangeCrc32c(fh, start, end), `buffered [${start}, ${end})`).toBe(expected);
+        expect(await rangeCrc32c(fh, start, end, direct), `direct [${start}, ${end})`).toBe(expected);
+      }
+    });
+  });
+
+  it("reads from the disk: nothing lands in the page cache", async (ctx) => {
+    await withHandles(async (fh, direct) => {
+      if (direct === undefined || !zeroCopy.available) return ctx.skip("no O_DIRECT here (tmpfs) or no aligned buffers");
+      // Whether pages leave the cache is the kernel's call (fadvise is advice): fincore says.
+      let resident = residentBytes(path);
+      for (let tries = 0; resident !== 0 && tries < 20; tries++) {
+        zeroCopy.fadvise(fh.fd, 0, 0, "dontneed");
+        resident = residentBytes(path);
+      }
+      if (resident !== 0) return ctx.skip(`${resident} bytes stayed cached after 20 evictions`);
+      expect(await fileCrc32c(fh, size, direct)).toBe(crc32c(whole) >>> 0);
+      expect(residentBytes(path), "read from the disk, not through the cache").toBe(0);
+    });
   });
 });
