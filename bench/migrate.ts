@@ -4,6 +4,7 @@
 // the source in the page cache (it was just written). dwcp's time runs from publishing the command
 // to MigrationCompleted, so it includes planning, fsync of every batch and the full verify pass;
 // cp and rsync are timed as operators run them (no fsync), and again followed by `sync`.
+// The sparse image is also moved within host a (the in-process local copy, no socket).
 // Second phase: an incompressible random file of the same size, against `rsync --whole-file` and
 // a raw sendfile(2) transfer over loopback (bench/lib-transfer.ts), with the sending mover's CPU
 // seconds per GB and both movers' peak RSS; then the same dwcp transfer once more with
@@ -80,6 +81,14 @@ async function main(): Promise<void> {
     const dst = join(stack.root("b"), "in/disk.img");
     if ((await sha256File(dst)) !== (await sha256File(src))) throw new Error("dwcp destination differs from the source");
 
+    // The same image moved within host a (another directory of its root): the mover copies in
+    // process, no socket (local-copy.ts). cp is the operator's tool for that.
+    settle();
+    const local = await runMigration(stack.nats, buildStart({ vm: "bench-local", source: { host: "a", volumes: [{ path: "vms/bench/disk.img", kind: "disk" }] }, destination: { host: "a", dir: "moved" } }), { progress: !values.json, timeoutMs: 1_800_000 });
+    if (local.state !== "completed") throw new Error(`same-host migration ${local.state}: ${local.reason} ${local.message}`);
+    if ((await sha256File(join(stack.root("a"), "moved/disk.img"))) !== (await sha256File(src))) throw new Error("same-host destination differs from the source");
+    rmSync(join(stack.root("a"), "moved"), { recursive: true });
+
     const cpDst = join(dataDir, "cp.img");
     const rsDir = join(dataDir, "rsync");
     mkdirSync(rsDir);
@@ -106,6 +115,9 @@ async function main(): Promise<void> {
       ratio_vs_rsync: rsync_s / dwcp_s,
       ratio_vs_rsync_sync: rsync_sync_s / dwcp_s,
       ratio_vs_cp: cp_s / dwcp_s,
+      same_host_dwcp_s: local.seconds,
+      same_host_ratio_vs_cp: cp_s / local.seconds,
+      same_host_ratio_vs_rsync: rsync_s / local.seconds,
       wire_bytes: r.wireBytes,
       zero_bytes: r.zeroBytes,
       ...incompressible,
@@ -114,7 +126,7 @@ async function main(): Promise<void> {
       cpu: cpus()[0]?.model,
     };
     log(`\n           seconds    MB/s     (image ${values.size}; rsync/dwcp = ${result.ratio_vs_rsync.toFixed(2)}x)`);
-    for (const [k, s] of [["dwcp", dwcp_s], ["cp", cp_s], ["rsync", rsync_s], ["cp+sync", cp_sync_s], ["rsync+sync", rsync_sync_s]] as const) {
+    for (const [k, s] of [["dwcp", dwcp_s], ["dwcp a->a", local.seconds], ["cp", cp_s], ["rsync", rsync_s], ["cp+sync", cp_sync_s], ["rsync+sync", rsync_sync_s]] as const) {
       log(`${k.padEnd(11)} ${s.toFixed(3).padStart(8)} ${mbps(s).toFixed(0).padStart(7)}`);
     }
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -138,6 +150,14 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   if (r.state !== "completed") throw new Error(`random migration ${r.state}: ${r.reason} ${r.message}`);
   const cpu = (await cpuSeconds(sender)) - cpu0;
   const rsync_random_s = timed("rsync", ["--whole-file", src, `${rsDir}/`]);
+  const cpDst = join(dataDir, "cp-random.img");
+  const cp_random_s = timed("cp", [src, cpDst]);
+  rmSync(cpDst);
+  // Within host a: the in-process local copy (no socket), against that cp.
+  settle();
+  const local = await runMigration(stack.nats, buildStart({ vm: "bench-rnd-local", source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] }, destination: { host: "a", dir: "moved" } }), { progress: !values.json, timeoutMs: 1_800_000 });
+  if (local.state !== "completed") throw new Error(`same-host random migration ${local.state}: ${local.reason} ${local.message}`);
+  rmSync(join(stack.root("a"), "moved"), { recursive: true });
   settle();
   const sendfile_s = await rawSendfile(src, join(dataDir, "sendfile.img"));
   // The same transfer without the whole-volume read-back (`verify: false`): every chunk's CRC32C
@@ -150,12 +170,16 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   const gb = size / 1e9;
   const rss = Math.max(await peakRssBytes(sender), await peakRssBytes(receiver));
   log(`incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(1)} MiB`);
+  log(`incompressible within host a (local copy): dwcp ${local.seconds.toFixed(3)} s, cp ${cp_random_s.toFixed(3)} s, cp/dwcp ${(cp_random_s / local.seconds).toFixed(2)}x`);
   log(`incompressible without the read-back (verify: false): dwcp ${nv.seconds.toFixed(3)} s, rsync/dwcp ${(rsync_random_s / nv.seconds).toFixed(2)}x`);
   return {
     random_dwcp_s: r.seconds,
     random_no_verify_dwcp_s: nv.seconds,
     random_no_verify_ratio_vs_rsync: rsync_random_s / nv.seconds,
     random_rsync_s: rsync_random_s,
+    random_cp_s: cp_random_s,
+    random_same_host_dwcp_s: local.seconds,
+    random_same_host_ratio_vs_cp: cp_random_s / local.seconds,
     random_sendfile_s: sendfile_s,
     random_ratio_vs_rsync: rsync_random_s / r.seconds,
     random_ratio_vs_sendfile: sendfile_s / r.seconds,
