@@ -1,16 +1,15 @@
 import type { TransferredChunk } from "../../../../../schemas/index.js";
 import type { Logger } from "../../../../common/logger.js";
-import { batchProblem, batchRange, chunkRange } from "../../domain/data-channel/batch.js";
-import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
+import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
+import type { FenceTable } from "../../domain/data-channel/fence.js";
 import { TransferAbortedError } from "../../errors.js";
-import { readBackName, readBacks, recordReadBack } from "../read-back.js";
+import { readBacks } from "../read-back.js";
 import { chunkBuffers } from "./buffer-pool.js";
 import { beginOf, type SendBatchOptions, type SendBatchResult } from "./client.js";
 import { DestinationFile } from "./destination-file.js";
 import { FencedError } from "./fenced.js";
-import { destinationError } from "./io-errors.js";
-import { expectedRange, type BatchHolder } from "./server-batch.js";
-import { SourceVolume, type PreparedChunk } from "./source-volume.js";
+import { expectedRange, markUnproven, withBatchClaim, type BatchHolder } from "./server-batch.js";
+import { SourceVolume } from "./source-volume.js";
 
 /** Chunks of a local batch being read or written at once (each holds one pooled buffer). */
 export const LOCAL_CHUNKS_IN_FLIGHT = 3;
@@ -55,38 +54,23 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
       await Promise.allSettled(inflight);
     },
   };
-  const key = fenceKey(begin);
-  const claim = ctx.fences.claim(key, tokenOf(begin), holder);
-  if (!claim.granted) {
-    throw new FencedError(`batch ${o.batch} attempt ${o.attempt} delivery ${o.delivery ?? "?"} is stale: attempt ${claim.newer.attempt} delivery ${claim.newer.delivery} holds it`);
-  }
-  /** Throws if the batch was taken over or the migration aborted: checked before every write. */
-  const check = (): void => {
-    if (fenced !== undefined) throw fenced;
-    if (!ctx.fences.holds(key, holder)) throw new FencedError(`batch ${o.batch} was handed to a newer sender`);
-    if (o.signal?.aborted === true) throw new TransferAbortedError("batch transfer was aborted", { cause: o.signal.reason });
-  };
-  try {
-    if (claim.superseded !== undefined) {
-      log.warn({ attempt: o.attempt, delivery: o.delivery }, "batch taken over from an older sender; fencing it");
-      await claim.superseded.fence(new FencedError(`batch ${o.batch} was handed to a newer sender (attempt ${o.attempt}, delivery ${o.delivery ?? "?"})`));
-    }
+  return withBatchClaim(ctx.fences, begin, holder, log, async (holds) => {
+    /** Throws if the batch was taken over or the migration aborted: checked before every write. */
+    const check = (): void => {
+      if (fenced !== undefined) throw fenced;
+      if (!holds()) throw new FencedError(`batch ${o.batch} was handed to a newer sender`);
+      if (o.signal?.aborted === true) throw new TransferAbortedError("batch transfer was aborted", { cause: o.signal.reason });
+    };
     check();
     const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes);
     try {
       const file = await DestinationFile.open(ctx.roots, begin);
       try {
-        if (o.verify !== false) {
-          try {
-            await recordReadBack(file.path, { migrationId: o.migrationId, ...batchRange(begin) });
-          } catch (err) {
-            throw destinationError(err, readBackName(file.path));
-          }
-        }
+        await markUnproven(file.path, begin);
         const written = await copyChunks(o, source, file, inflight, check);
         await file.sync();
         check();
-        const expected = o.verify === false ? undefined : expectedRange(begin, written);
+        const expected = expectedRange(begin, written);
         if (expected !== undefined) readBacks.schedule(file.path, expected, log);
         const chunks: TransferredChunk[] = [...written]
           .sort((a, b) => a[0] - b[0])
@@ -101,9 +85,7 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
     } finally {
       await source.close();
     }
-  } finally {
-    ctx.fences.release(key, holder);
-  }
+  });
 }
 
 type Written = Map<number, { length: number; crc32c: number; zero: boolean }>;
@@ -122,7 +104,7 @@ async function copyChunks(
     const { offset, length } = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, index);
     const buffer = chunkBuffers.take(o.chunkSizeBytes);
     try {
-      const c: PreparedChunk = await source.prepare(offset, length, buffer);
+      const c = await source.prepare(offset, length, buffer);
       check();
       await file.writeChunk(c.offset, c.length, c.segments, c.data);
       written.set(c.offset, { length: c.length, crc32c: c.crc32c, zero: c.zero });

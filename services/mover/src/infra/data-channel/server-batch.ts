@@ -71,7 +71,6 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
   const problem = batchProblem(begin);
   if (problem !== undefined) throw new ProtocolError(`BATCH_BEGIN: ${problem}`);
   const state: BatchState = { written: new Map(), inflight: new Set(), failure: undefined, fenced: false };
-  const key = fenceKey(begin);
   const holder: BatchHolder = {
     fence: async (err) => {
       state.fenced = true;
@@ -80,7 +79,25 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
       await Promise.allSettled(state.inflight);
     },
   };
-  const claim = ctx.fences.claim(key, tokenOf(begin), holder);
+  await withBatchClaim(ctx.fences, begin, holder, ctx.log, (holds) => receiveClaimed(ctx, begin, state, holds));
+}
+
+/**
+ * Claims `begin`'s batch for `holder` in the fence table, runs `work` while it holds it, and
+ * releases it. An older token is refused (FencedError); a live older holder is fenced first and
+ * its writes in flight settle before `work` starts. `holds()` says whether nobody newer has
+ * claimed the batch since: check it before every write. Data channel sessions and local copies
+ * (local-copy.ts) of one batch claim through here, so they fence each other.
+ */
+export async function withBatchClaim<T>(
+  fences: FenceTable<BatchHolder>,
+  begin: BatchBegin,
+  holder: BatchHolder,
+  log: Logger,
+  work: (holds: () => boolean) => Promise<T>,
+): Promise<T> {
+  const key = fenceKey(begin);
+  const claim = fences.claim(key, tokenOf(begin), holder);
   if (!claim.granted) {
     throw new FencedError(
       `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: attempt ${claim.newer.attempt} delivery ${claim.newer.delivery} holds it`,
@@ -88,25 +105,32 @@ export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promi
   }
   try {
     if (claim.superseded !== undefined) {
-      ctx.log.warn({ attempt: begin.attempt, delivery: begin.delivery }, "batch taken over from an older sender; fencing it");
+      log.warn({ attempt: begin.attempt, delivery: begin.delivery }, "batch taken over from an older sender; fencing it");
       await claim.superseded.fence(new FencedError(`batch ${begin.batch} was handed to a newer sender (attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`));
     }
-    await receiveClaimed(ctx, begin, state, () => ctx.fences.holds(key, holder));
+    return await work(() => fences.holds(key, holder));
   } finally {
-    ctx.fences.release(key, holder);
+    fences.release(key, holder);
+  }
+}
+
+/** With `verify`, the batch's range is unproven from now until its read-back matches (read-back.ts). */
+export async function markUnproven(part: string, begin: BatchBegin): Promise<void> {
+  if (begin.verify === false) return;
+  try {
+    await recordReadBack(part, { migrationId: begin.migrationId, ...batchRange(begin) });
+  } catch (err) {
+    throw destinationError(err, readBackName(part));
   }
 }
 
 async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: BatchState, holds: () => boolean): Promise<void> {
   const file = await DestinationFile.open(ctx.roots, begin);
-  if (begin.verify !== false) {
-    // The range is unproven from now until its read-back matches (read-back.ts).
-    try {
-      await recordReadBack(file.path, { migrationId: begin.migrationId, ...batchRange(begin) });
-    } catch (err) {
-      await file.close();
-      throw destinationError(err, readBackName(file.path));
-    }
+  try {
+    await markUnproven(file.path, begin);
+  } catch (err) {
+    await file.close();
+    throw err;
   }
   ctx.pool.ensure(begin.chunkSizeBytes);
   ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
@@ -119,7 +143,7 @@ async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: Batc
       throw new ProtocolError(`BATCH_END after ${written.size} of ${begin.chunkCount} chunks were written`);
     }
     await file.sync();
-    const expected = begin.verify === false ? undefined : expectedRange(begin, written);
+    const expected = expectedRange(begin, written);
     if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
     send(ctx.socket, { kind: "BATCH_OK" });
     if (expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
@@ -133,8 +157,10 @@ async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: Batc
 /**
  * The batch's byte range and the CRC32C its chunks combine to, in order: what the background
  * read-back (read-back.ts) must find on the disk for finalize to skip reading the range again.
+ * Undefined for a batch sent with `verify: false` (nothing is read back).
  */
-export function expectedRange(begin: BatchBegin, written: ReadonlyMap<number, { length: number; crc32c: number }>): ReadBackRecord {
+export function expectedRange(begin: BatchBegin, written: ReadonlyMap<number, { length: number; crc32c: number }>): ReadBackRecord | undefined {
+  if (begin.verify === false) return undefined;
   const { start } = batchRange(begin);
   let end = start;
   let crc = 0;
