@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { BadFileDescriptorError, nativeUnavailableReason, zeroCopy } from "./index.js";
 import { openDirect, writeAll } from "../services/common/fs.js";
+import { evict, residentBytes } from "../test/support/page-cache.js";
 
 const MiB = 1 << 20;
 let dir = "";
@@ -23,13 +24,6 @@ afterAll(async () => {
 });
 
 if (!zeroCopy.available) console.warn(`native module absent (${nativeUnavailableReason}): zero-copy tests are skipped`);
-
-/** Bytes of a file in the page cache, as fincore(1) sees them. */
-function residentBytes(path: string): number {
-  const r = spawnSync("fincore", ["--bytes", "--noheadings", "--output", "RES", path], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`fincore failed: ${r.stderr || String(r.error)}`);
-  return Number(r.stdout.trim());
-}
 
 /** Node keeps the fd of a TCP socket on its handle; sendfile writes to it directly. */
 function socketFd(s: Socket): number {
@@ -187,12 +181,7 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
     }
     await withFile("cached.bin", "r", async (fh) => {
       const out = Buffer.alloc(64 * 1024);
-      let resident = residentBytes(path);
-      for (let tries = 0; resident !== 0 && tries < 20; tries++) {
-        await fh.datasync();
-        zeroCopy.fadvise(fh.fd, 0, 0, "dontneed");
-        resident = residentBytes(path);
-      }
+      const resident = await evict(fh, path);
       if (resident === 0) {
         // No page cached: nothing is read, and nothing waits for the disk or starts a read of it.
         expect(zeroCopy.readIfCached(fh.fd, out, MiB, out.length), "an uncached range is refused").toBe(false);

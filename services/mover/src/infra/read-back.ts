@@ -1,9 +1,8 @@
 import { constants, lstat, open } from "node:fs/promises";
 import { z } from "zod";
-import { openDirectRead } from "../../../common/fs.js";
 import type { Logger } from "../../../common/logger.js";
 import { crc32cCombine } from "../../../../native/index.js";
-import { rangeCrc32c } from "./volume-crc.js";
+import { diskCrc32c } from "./volume-crc.js";
 import { removeIfPresent } from "./volume-paths.js";
 
 /**
@@ -13,7 +12,7 @@ import { removeIfPresent } from "./volume-paths.js";
  * destination process reads the batch's range back from the disk in the background (one range
  * at a time per process, while the next batches arrive) and, if it matches the CRC32C of the
  * chunks it accepted, appends a record: the range and that CRC. A mismatch is logged and leaves
- * no record. The reads use O_DIRECT where the file system has it (openDirectRead): from the
+ * no record. The reads use O_DIRECT where the file system has it (diskCrc32c): from the
  * disk, not from pages a buffered write left in the cache, and without filling the cache with a
  * volume nobody reads again (buffered read-backs made 2 GiB migrations 0.5-2.4 s slower here).
  *
@@ -132,10 +131,8 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
   const range = { start: expected.start, end: expected.end };
   try {
     const fh = await open(part, constants.O_RDONLY | constants.O_NOFOLLOW);
-    const direct = await openDirectRead(part).catch(() => undefined);
     try {
-      // From the disk, not the page cache: O_DIRECT where the file system has it.
-      const actual = await rangeCrc32c(fh, expected.start, expected.end, direct);
+      const actual = await diskCrc32c(fh, part, expected.start, expected.end);
       if (actual !== expected.crc32c) {
         log.warn({ ...range, expected: expected.crc32c, actual }, "batch read back with a different CRC32C than its chunks; finalize will read the whole volume");
         return;
@@ -145,7 +142,6 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
       if (now?.ino !== read.ino) return;
       await recordReadBack(part, expected);
     } finally {
-      await direct?.close();
       await fh.close();
     }
   } catch (err) {

@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, open, readFile, rm, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -6,7 +5,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { crc32c, zeroCopy } from "../../../../native/index.js";
 import { openDirectRead } from "../../../common/fs.js";
-import { fileCrc32c, rangeCrc32c } from "./volume-crc.js";
+import { evict, residentBytes } from "../../../../test/support/page-cache.js";
+import { diskCrc32c, rangeCrc32c } from "./volume-crc.js";
 
 const MiB = 1024 * 1024;
 let dir = "";
@@ -15,7 +15,7 @@ beforeAll(async () => {
 });
 afterAll(async () => rm(dir, { recursive: true, force: true }));
 
-describe("fileCrc32c", () => {
+describe("rangeCrc32c over a whole file", () => {
   // Extents that straddle the 8 MiB read blocks, holes between them, a data tail and a hole tail.
   it.each([
     { name: "sparse, data extents across block boundaries", size: 40 * MiB + 333, extents: [[0, 5 * MiB], [7 * MiB + 5, 12 * MiB], [30 * MiB, 40 * MiB + 333]] },
@@ -28,19 +28,12 @@ describe("fileCrc32c", () => {
     try {
       await fh.truncate(size);
       for (const [start = 0, end = 0] of extents) await fh.write(randomBytes(end - start), 0, end - start, start);
-      expect(await fileCrc32c(fh, size)).toBe(crc32c(await readFile(path)) >>> 0);
+      expect(await rangeCrc32c(fh, 0, size)).toBe(crc32c(await readFile(path)) >>> 0);
     } finally {
       await fh.close();
     }
   });
 });
-
-/** Bytes of a file in the page cache, as fincore(1) (util-linux) sees them. */
-function residentBytes(path: string): number {
-  const r = spawnSync("fincore", ["--bytes", "--noheadings", "--output", "RES", path], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`fincore failed: ${r.stderr || String(r.error)}`);
-  return Number(r.stdout.trim());
-}
 
 describe("rangeCrc32c with an O_DIRECT handle", () => {
   const size = 13 * MiB + 777; // an unaligned tail
@@ -83,14 +76,9 @@ describe("rangeCrc32c with an O_DIRECT handle", () => {
   it("reads from the disk: nothing lands in the page cache", async (ctx) => {
     await withHandles(async (fh, direct) => {
       if (direct === undefined || !zeroCopy.available) return ctx.skip("no O_DIRECT here (tmpfs) or no aligned buffers");
-      // Whether pages leave the cache is the kernel's call (fadvise is advice): fincore says.
-      let resident = residentBytes(path);
-      for (let tries = 0; resident !== 0 && tries < 20; tries++) {
-        zeroCopy.fadvise(fh.fd, 0, 0, "dontneed");
-        resident = residentBytes(path);
-      }
+      const resident = await evict(fh, path);
       if (resident !== 0) return ctx.skip(`${resident} bytes stayed cached after 20 evictions`);
-      expect(await fileCrc32c(fh, size, direct)).toBe(crc32c(whole) >>> 0);
+      expect(await diskCrc32c(fh, path, 0, size)).toBe(crc32c(whole) >>> 0);
       expect(residentBytes(path), "read from the disk, not through the cache").toBe(0);
     });
   });

@@ -1,6 +1,7 @@
 import type { FileHandle } from "node:fs/promises";
 import { crc32c, crc32cCombine, crc32cZeros, DIRECT_IO_ALIGN } from "../../../../native/index.js";
 import { DEFAULT_CHUNK_BYTES } from "../../../../schemas/common.js";
+import { openDirectRead } from "../../../common/fs.js";
 import { chunkBuffers } from "./data-channel/buffer-pool.js";
 import { dataExtents } from "./extents.js";
 
@@ -18,20 +19,29 @@ interface Block {
 }
 
 /**
- * CRC32C of the first `size` bytes of a file. With SEEK_DATA/SEEK_HOLE (native) holes are not
- * read at all: a run of zeros is folded in arithmetically (crc32cZeros), so verifying a sparse
- * image costs what its data costs. Data is read in 4 MiB blocks, several at once, each block's
- * CRC computed as it lands and the CRCs combined in file order (crc32cCombine).
+ * CRC32C of bytes [start, end) of the file at `path` as the disk holds it: `fh` (open on `path`)
+ * plus an O_DIRECT handle of its own where the file system has one (openDirectRead), so a
+ * read-back checks the disk and not the page cache.
+ */
+export async function diskCrc32c(fh: FileHandle, path: string, start: number, end: number): Promise<number> {
+  const direct = await openDirectRead(path);
+  try {
+    return await rangeCrc32c(fh, start, end, direct);
+  } finally {
+    await direct?.close();
+  }
+}
+
+/**
+ * CRC32C of bytes [start, end) of a file. With SEEK_DATA/SEEK_HOLE (native) holes are not read
+ * at all: a run of zeros is folded in arithmetically (crc32cZeros), so verifying a sparse image
+ * costs what its data costs. Data is read in 4 MiB blocks, several at once, each block's CRC
+ * computed as it lands and the CRCs combined in file order (crc32cCombine).
  *
  * `direct`, an O_DIRECT handle on the same file (openDirectRead), reads from the disk instead of
  * the page cache wherever a read starts 4 KiB-aligned into an aligned buffer (the request is
  * rounded up to 4 KiB; only the bytes asked for count); `fh` reads the rest.
  */
-export async function fileCrc32c(fh: FileHandle, size: number, direct?: FileHandle): Promise<number> {
-  return rangeCrc32c(fh, 0, size, direct);
-}
-
-/** CRC32C of bytes [start, end) of a file, read as fileCrc32c reads a whole one. */
 export async function rangeCrc32c(fh: FileHandle, start: number, end: number, direct?: FileHandle): Promise<number> {
   const blocks = layout(fh.fd, start, end);
   const blockBytes = alignUp(Math.min(BLOCK_BYTES, Math.max(end - start, 1)));

@@ -1,4 +1,4 @@
-import { constants, lstat, open, rename, rmdir, stat, type FileHandle } from "node:fs/promises";
+import { constants, lstat, open, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { posix } from "node:path";
 import { zeroCopy } from "../../../../native/index.js";
@@ -18,10 +18,9 @@ import type {
 import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { dataExtents } from "./extents.js";
-import { fileCrc32c } from "./volume-crc.js";
+import { diskCrc32c } from "./volume-crc.js";
 import { readBackCovers, readBacks, removeReadBack } from "./read-back.js";
 import { KeyedLock } from "../../../common/keyed-lock.js";
-import { openDirectRead } from "../../../common/fs.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir, removeIfPresent } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";
@@ -212,7 +211,7 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrati
     // agree with the log, the file is not read a second time.
     if (verify) {
       await readBacks.settled(part);
-      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c))) verifyCrc(part, await diskCrc32c(fh, part, v.sizeBytes), v.crc32c);
+      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c))) verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
     }
     await fh.sync();
   } finally {
@@ -237,19 +236,9 @@ async function checkFinalized(final: string, st: Stats, v: FinalVolume, verify: 
   if (!verify) return;
   const fh = await open(final, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    verifyCrc(final, await diskCrc32c(fh, final, v.sizeBytes), v.crc32c);
+    verifyCrc(final, await diskCrc32c(fh, final, 0, v.sizeBytes), v.crc32c);
   } finally {
     await fh.close();
-  }
-}
-
-/** The file's CRC32C as the disk holds it: read with O_DIRECT where the file system has it. */
-async function diskCrc32c(fh: FileHandle, path: string, size: number): Promise<number> {
-  const direct = await openDirectRead(path);
-  try {
-    return await fileCrc32c(fh, size, direct);
-  } finally {
-    await direct?.close();
   }
 }
 
