@@ -8,7 +8,7 @@ import {
 import { MigrationEvent } from "../../schemas/index.js";
 import { VersionConflictError } from "./errors.js";
 import { EVT_STREAM, subjects } from "./layout.js";
-import { AppendInFlightError, isTransientNatsError } from "./nats.js";
+import { AppendInFlightError, retryTransient } from "./nats.js";
 
 export interface StoredEvent {
   event: MigrationEvent;
@@ -45,8 +45,6 @@ export interface EventStoreOptions {
    */
   publishTimeoutMs?: number;
 }
-
-const RESEND_PAUSE_MS = 250;
 
 /** The migration id a subject dwcp.evt.migration.<id> belongs to. */
 export const aggregateOf = (subject: string): string => subject.slice(subject.lastIndexOf(".") + 1);
@@ -130,23 +128,9 @@ export class EventStore {
     });
   }
 
-  /**
-   * Runs `fn` again after a transient NATS error (see isTransientNatsError) until it succeeds or
-   * `resendForMs` has passed; then the last error is thrown. Any other error is thrown at once.
-   */
+  /** `fn` again through transient NATS errors (an election), for up to `resendForMs`. */
   private async throughElections<T>(fn: () => Promise<T>): Promise<T> {
-    const deadline = performance.now() + this.resendForMs;
-    for (;;) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (!isTransientNatsError(err)) throw err;
-        const left = deadline - performance.now();
-        if (left <= 0) throw err;
-        // A timed-out try has waited already; "no responders" and "in flight" come back at once.
-        await new Promise((r) => setTimeout(r, Math.min(RESEND_PAUSE_MS, left)));
-      }
-    }
+    return retryTransient(fn, { forMs: this.resendForMs });
   }
 
   private async lastSeqOnce(id: string): Promise<number> {

@@ -73,8 +73,10 @@ export function isTransientNatsError(err: unknown): boolean {
 
 /**
  * Runs `fn` again while it fails with a transient NATS error (a leader election, a server still
- * recovering its streams after a restart), for up to `forMs`; then the last error is thrown.
- * For idempotent calls only (creating or updating streams and consumers).
+ * recovering its streams after a restart), for up to `forMs` (default 30000), `pauseMs` (default
+ * 250) apart and never past the deadline; then the last error is thrown. Any other error is
+ * thrown at once. For idempotent calls only (creating streams and consumers, a publish resent
+ * with its msgID, an ack).
  */
 export async function retryTransient<T>(fn: () => Promise<T>, o: { forMs?: number; pauseMs?: number } = {}): Promise<T> {
   const deadline = performance.now() + (o.forMs ?? 30_000);
@@ -82,8 +84,11 @@ export async function retryTransient<T>(fn: () => Promise<T>, o: { forMs?: numbe
     try {
       return await fn();
     } catch (err) {
-      if (!isTransientNatsError(err) || performance.now() >= deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, o.pauseMs ?? 250));
+      if (!isTransientNatsError(err)) throw err;
+      const left = deadline - performance.now();
+      if (left <= 0) throw err;
+      // A timed-out try has waited already; "no responders" and "in flight" come back at once.
+      await new Promise((resolve) => setTimeout(resolve, Math.min(o.pauseMs ?? 250, left)));
     }
   }
 }
@@ -101,14 +106,10 @@ export async function ackConfirmed(nc: NatsConnection, m: JsMsg, o: { resendForM
   // The message's ack subject: JsMsg's implementation has it, its interface does not say so.
   const reply = (m as JsMsg & { reply?: unknown }).reply;
   if (typeof reply !== "string" || reply === "") return false;
-  const deadline = performance.now() + (o.resendForMs ?? 15_000);
-  for (;;) {
-    try {
-      await nc.request(reply, ACK, { timeout: o.tryTimeoutMs ?? 2_000 });
-      return true;
-    } catch (err) {
-      if (!isTransientNatsError(err) || performance.now() >= deadline) return false;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  try {
+    await retryTransient(() => nc.request(reply, ACK, { timeout: o.tryTimeoutMs ?? 2_000 }), { forMs: o.resendForMs ?? 15_000 });
+    return true;
+  } catch {
+    return false;
   }
 }
