@@ -21,10 +21,17 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: numb
 }
 
 /**
+ * Writes at least this large go to the disk with O_DIRECT by default (openDirect's "large ones",
+ * for the mover's segments and the restore's runs): smaller ones stay in the page cache, since an
+ * allocating O_DIRECT write of a few pages waits for the disk under the inode lock.
+ */
+export const DIRECT_MIN_BYTES = 1024 * 1024;
+
+/**
  * A second, write-only handle on `path` with O_DIRECT where the platform and file system have it
  * (Linux ext4/xfs; not tmpfs: undefined), read with DWCP_DIRECT_IO once per file: "off" none,
- * "on" for every aligned write (`everyAligned`), else the caller's large ones. O_DIRECT writes
- * need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
+ * "on" for every aligned write (`everyAligned`), else the large ones (DIRECT_MIN_BYTES). O_DIRECT
+ * writes need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
  */
 export async function openDirect(path: string): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
   const fh = await openWithDirect(path, constants.O_WRONLY);

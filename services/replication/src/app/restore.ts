@@ -1,5 +1,5 @@
 import { mkdir, open, rename, type FileHandle } from "node:fs/promises";
-import { openDirect, writeAll } from "../../../common/fs.js";
+import { DIRECT_MIN_BYTES, openDirect, writeAll } from "../../../common/fs.js";
 import { dirname, join } from "node:path";
 import { DIRECT_IO_ALIGN, zeroCopy, zeroPages } from "../../../../native/index.js";
 import { SnapshotNotFoundError, StoreIntegrityError } from "../domain/errors.js";
@@ -53,9 +53,6 @@ const SPAN_CHUNKS = 128;
 const WORKER_MIN_BYTES = 256 << 20;
 /** Bytes written between two fdatasync calls that start writeback while later chunks are read. */
 const WRITEBACK_BYTES = 256 << 20;
-
-/** Runs at least this long go to the disk with O_DIRECT (see VolumeWriter). */
-const DIRECT_MIN_BYTES = 1 << 20;
 
 /**
  * The `.part` file of one volume. Runs of non-zero pages of at least 1 MiB are copied into the

@@ -6,7 +6,7 @@ import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
 import { basenameProblem, partName } from "../../domain/paths.js";
 import { PathOutsideRootError } from "../../errors.js";
-import { openDirect, writeAll } from "../../../../common/fs.js";
+import { DIRECT_MIN_BYTES, openDirect, writeAll } from "../../../../common/fs.js";
 import { hasDataIn } from "../extents.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js";
 import { chunkBuffers } from "./buffer-pool.js";
@@ -14,8 +14,6 @@ import { FencedError } from "./fenced.js";
 import { destinationError } from "./io-errors.js";
 
 const SCRATCH_BYTES = 1024 * 1024;
-/** Segments at least this large are written with O_DIRECT (see DestinationFile). */
-export const DIRECT_MIN_BYTES = 1024 * 1024;
 const ZEROS = new Uint8Array(SCRATCH_BYTES);
 
 /**
