@@ -4,7 +4,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { createServer, connect, type AddressInfo } from "node:net";
-import { zeroCopy } from "../native/index.js";
+import { socketFd, zeroCopy } from "../native/index.js";
 
 /**
  * Seconds to move `src` to `dst` over loopback: sendfile(2) from the file into the socket on one
@@ -19,7 +19,8 @@ export async function rawSendfile(src: string, dst: string): Promise<number> {
   const size = (await inFh.stat()).size;
   const outFd = openSync(dst, "w");
   const server = createServer((sock) => {
-    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+    const fd = socketFd(sock);
+    if (fd === undefined) return void sock.destroy(new Error("accepted socket has no fd"));
     void zeroCopy.sendfile(fd, inFh.fd, 0, size).then(() => sock.end(), (err: unknown) => sock.destroy(err as Error));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

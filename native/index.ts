@@ -12,7 +12,7 @@ import { nativeZeroCopy, unavailableZeroCopy, type ZeroCopy } from "./zero-copy.
 export * from "./errors.js";
 export type { ChunkAnalysis, KernelPath, PathName } from "./paths.js";
 export type { FadviseAdvice, SendfileOptions, ZeroCopy } from "./zero-copy.js";
-export { DIRECT_IO_ALIGN } from "./zero-copy.js";
+export { DIRECT_IO_ALIGN, socketFd } from "./zero-copy.js";
 export { loadNative, nativeMode, type NativeMode } from "./loader.js";
 
 /** Zero maps and fingerprints are per page of this many bytes. */

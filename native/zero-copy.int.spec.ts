@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { BadFileDescriptorError, nativeUnavailableReason, zeroCopy } from "./index.js";
+import { BadFileDescriptorError, nativeUnavailableReason, socketFd, zeroCopy } from "./index.js";
 import { openDirect, writeAll } from "../services/common/fs.js";
 import { evict, residentBytes } from "../test/support/page-cache.js";
 
@@ -25,10 +25,10 @@ afterAll(async () => {
 
 if (!zeroCopy.available) console.warn(`native module absent (${nativeUnavailableReason}): zero-copy tests are skipped`);
 
-/** Node keeps the fd of a TCP socket on its handle; sendfile writes to it directly. */
-function socketFd(s: Socket): number {
-  const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== "number" || fd < 0) throw new Error("socket has no fd");
+/** The fd of a connected TCP socket; sendfile writes to it directly. */
+function fdOf(s: Socket): number {
+  const fd = socketFd(s);
+  if (fd === undefined) throw new Error("socket has no fd");
   return fd;
 }
 
@@ -64,7 +64,7 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
       const rx = await receiver();
       const client = connect(rx.port, "127.0.0.1");
       await new Promise<void>((resolve) => client.once("connect", resolve));
-      const sent = await withFile("src.bin", "r", (fh) => zeroCopy.sendfile(socketFd(client), fh.fd, offset, length));
+      const sent = await withFile("src.bin", "r", (fh) => zeroCopy.sendfile(fdOf(client), fh.fd, offset, length));
       client.end();
       const got = await rx.received;
       rx.close();
@@ -128,7 +128,7 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
     const sock = await accepted;
-    const fd = socketFd(sock);
+    const fd = fdOf(sock);
     const cancel = new Int32Array(new SharedArrayBuffer(4));
     try {
       // Nothing sent yet: the timeout fires; cancel stops a wait early.

@@ -1,10 +1,21 @@
 // Zero-copy system calls. Available only with the native module; otherwise every method fails
 // with ZeroCopyUnavailableError and callers use plain reads and writes (check `available`).
+import type { Socket } from "node:net";
 import { InvalidArgumentError, mapNativeError, withCallerStack, ZeroCopyUnavailableError } from "./errors.js";
 import type { FadviseAdvice, NativeBinding } from "./loader.js";
 import { assertFd, assertLength, assertPositiveInt } from "./validate.js";
 
 export type { FadviseAdvice };
+
+/**
+ * The file descriptor of a Node TCP socket (its libuv handle's), for sendfile and recv; undefined
+ * when it has none (not connected, closed). Node keeps it on a private field: this is the one
+ * place that reads it.
+ */
+export function socketFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+}
 
 export interface SendfileOptions {
   /** Longest wait for a non-blocking socket to become writable, in ms. Default 30000. */

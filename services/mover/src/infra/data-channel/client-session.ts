@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "../../../../../schemas/index.js";
-import { zeroCopy } from "../../../../../native/index.js";
+import { socketFd, zeroCopy } from "../../../../../native/index.js";
 import { compressChunk } from "../../../../../native/compress.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "../../../../common/errors.js";
@@ -265,10 +265,4 @@ export class ClientSession {
 
 function unreachable(err: Error): DestinationUnreachableError {
   return new DestinationUnreachableError(`data channel write failed: ${err.message}`, { cause: err });
-}
-
-/** The socket's file descriptor (libuv TCP handle), if it has one. */
-function socketFd(socket: Socket): number | undefined {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  return typeof fd === "number" && fd >= 0 ? fd : undefined;
 }

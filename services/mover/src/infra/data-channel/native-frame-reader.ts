@@ -40,12 +40,6 @@ export class NativeFrameReader implements FrameReader {
     this.mapError = opts.mapSocketError ?? ((err) => err);
   }
 
-  /** The fd of a socket that libuv is not reading (accepted with pauseOnConnect), if any. */
-  static fdOf(socket: Socket): number | undefined {
-    const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-    return typeof fd === "number" && fd >= 0 ? fd : undefined;
-  }
-
   async next(): Promise<ReaderStep> {
     for (;;) {
       if (this.failure !== undefined) throw this.failure;

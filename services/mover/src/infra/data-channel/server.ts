@@ -12,7 +12,7 @@ import { resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
-import { zeroCopy } from "../../../../../native/index.js";
+import { socketFd, zeroCopy } from "../../../../../native/index.js";
 import type { SendBatchOptions, SendBatchResult } from "./client.js";
 import { copyBatchLocally } from "./local-copy.js";
 import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";
@@ -133,7 +133,7 @@ async function cut(socket: Socket, reader: FrameReader, reason: string): Promise
  * latter (for comparisons).
  */
 function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
-  const fd = cfg.nativeRecv ? NativeFrameReader.fdOf(socket) : undefined;
+  const fd = cfg.nativeRecv ? socketFd(socket) : undefined;
   if (fd !== undefined) return new NativeFrameReader(socket, fd, new FrameDecoder(SERVER_PREAUTH), { idleTimeoutMs: cfg.idleTimeoutMs });
   if (cfg.nativeRecv) socket.resume();
   return new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
