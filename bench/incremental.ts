@@ -1,4 +1,4 @@
-// npm run bench:incremental [-- --json] [--size 2G] [--fraction 0.01] [--chunk-size 64K] [--keep]
+// npm run bench:incremental [-- --json] [--size 2G] [--fraction 0.01] [--chunk-size 64K] [--warmup 256M] [--keep]
 // A random (incompressible) image is replicated once in full; then `fraction` of its 4 KiB pages
 // are overwritten at random and the second sync is timed, against
 // `rsync --no-whole-file --inplace -B4096` from the same changed source onto a copy of the old
@@ -6,6 +6,12 @@
 // TCP, as in a deployment; both tools start with their files in the page cache (source, rsync's
 // basis file, dwcp's store). Wire bytes are
 // framed bytes both ways for dwcp and rsync's "sent + received" for rsync.
+// Before that, both dwcp processes replicate a separate small VM (`--warmup`, 0 for none): a full
+// sync and three incremental ones, so the timed sync runs compiled code and reused buffers, as
+// in an agent that has been syncing for a while. rsync is a fresh process every time.
+// Before each timed run the bench's own writes (the generated image, rsync's copy of it, the
+// changed pages) are flushed with sync(1): otherwise their writeback, which the kernel starts
+// when they are 30 s old, lands in whichever run comes first.
 // Last line: JSON {dwcp_s, rsync_s, wire_bytes, rsync_wire_bytes, changed_bytes, ...}.
 import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -32,21 +38,23 @@ const { values } = parseArgs({
     /** Bytes per stored chunk (default: the sync's default, 64 KiB). */
     "chunk-size": { type: "string" },
     keep: { type: "boolean", default: false },
+    warmup: { type: "string", default: "256M" },
     "no-verify": { type: "boolean", default: false },
     /** Accepted for symmetry with the other benches: the last line is always JSON. */
     json: { type: "boolean", default: false },
   },
 });
 const size = parseSize("--size", values.size);
+const warmupBytes = values.warmup === "0" ? 0 : parseSize("--warmup", values.warmup);
 const PAGE = 4096;
 const log = (s: string): boolean => process.stderr.write(`${s}\n`);
 
 /** Cryptographically random bytes: nothing for lz4 or dedup to find. */
-async function randomImage(path: string): Promise<void> {
+async function randomImage(path: string, bytes: number): Promise<void> {
   const fh = await open(path, "w");
   const buf = Buffer.allocUnsafe(8 << 20);
-  for (let off = 0; off < size; off += buf.length) {
-    const n = Math.min(buf.length, size - off);
+  for (let off = 0; off < bytes; off += buf.length) {
+    const n = Math.min(buf.length, bytes - off);
     randomFillSync(buf, 0, n);
     await fh.write(buf, 0, n, off);
   }
@@ -54,8 +62,8 @@ async function randomImage(path: string): Promise<void> {
 }
 
 /** Overwrites distinct random pages; returns how many bytes changed. */
-async function changePages(path: string, fraction: number): Promise<number> {
-  const pages = Math.floor(size / PAGE);
+async function changePages(path: string, fraction: number, bytes: number): Promise<number> {
+  const pages = Math.floor(bytes / PAGE);
   const want = Math.round(pages * fraction);
   const chosen = new Set<number>();
   while (chosen.size < want) chosen.add(randomInt(pages));
@@ -89,30 +97,42 @@ try {
   const src = join(dir, "a", "disk.img");
   const rsyncDst = join(dir, "rsync-disk.img");
   log(`generating ${values.size} random image ...`);
-  await randomImage(src);
+  await randomImage(src, size);
   copyFileSync(src, rsyncDst);
   const base: Omit<SyncOptions, "transport"> = {
     vm: "bench", sources: [src], sourceHost: "a", destinationHost: "b", storePath: join(dir, "b", ".dwcp-store"),
     log: new ReplicationLog(nats), stateDir: join(dir, "a", ".dwcp-repl"),
     ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
   };
-  const sync = async () => {
+  const sync = async (o: Partial<SyncOptions> = {}) => {
     const link = await connectAgent({ host: "127.0.0.1", port: agent.port, secret });
     try {
-      return await syncOnce({ ...base, transport: link });
+      return await syncOnce({ ...base, ...o, transport: link });
     } finally {
       await link.close();
     }
   };
+  const warmups: number[] = [];
+  if (warmupBytes > 0) {
+    const warm = join(dir, "a", "warmup.img");
+    await randomImage(warm, warmupBytes);
+    for (let k = 0; k < 4; k++) {
+      if (k > 0) await changePages(warm, Number(values.fraction), warmupBytes);
+      warmups.push((await sync({ vm: "warmup", sources: [warm] })).seconds);
+    }
+    log(`warm-up (${values.warmup} VM, full + 3 incremental): ${warmups.join(", ")} s`);
+  }
   const full = await sync();
   log(`full sync: ${full.seconds.toFixed(2)} s, wire ${full.wireBytes}`);
-  const changed = await changePages(src, Number(values.fraction));
+  const changed = await changePages(src, Number(values.fraction), size);
   // Both tools start with their files in the page cache: the source, rsync's basis file, and
   // dwcp's store (its equivalent of the basis file).
   const packs = readdirSync(join(base.storePath, "packs")).map((f) => join(base.storePath, "packs", f));
   execFileSync("cat", [src, rsyncDst, ...packs], { stdio: ["ignore", "ignore", "inherit"], maxBuffer: 0 });
+  execFileSync("sync");
   const second = await sync();
   log(`incremental sync: ${second.seconds.toFixed(2)} s, wire ${second.wireBytes}, changed ${changed}; phases ms ${JSON.stringify(second.phases, (_k, v: unknown) => (typeof v === "number" ? Math.round(v) : v))}`);
+  execFileSync("sync");
   const rs = rsyncTimed(src, rsyncDst);
   const noop = await sync(); // nothing changed: the floor (read + fingerprint + commit)
   log(`unchanged sync: ${noop.seconds.toFixed(2)} s`);
@@ -126,7 +146,7 @@ try {
   process.stdout.write(`${JSON.stringify({
     size_bytes: size, changed_bytes: changed, dwcp_s: second.seconds, rsync_s: rs.seconds, wire_bytes: second.wireBytes,
     rsync_wire_bytes: rs.wire, ratio_time: second.seconds / rs.seconds, ratio_wire: second.wireBytes / changed,
-    full_sync_s: full.seconds, unchanged_sync_s: noop.seconds, phases_ms: second.phases, chunks_sent: second.chunksSent, full_resends: second.fullResends, verified,
+    warmup_bytes: warmupBytes, warmup_s: warmups, full_sync_s: full.seconds, unchanged_sync_s: noop.seconds, phases_ms: second.phases, chunks_sent: second.chunksSent, full_resends: second.fullResends, verified,
   })}\n`);
 } finally {
   await agent.kill("SIGTERM");
