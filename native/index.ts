@@ -140,10 +140,23 @@ export function crc32cAsync(buf: Uint8Array, seed = 0): Promise<number> {
   return offload(buf, () => active.crc32c(buf, seed), (b) => b.crc32cAsync(buf, seed), seed);
 }
 
-export function fingerprintsAsync(buf: Uint8Array): Promise<BigUint64Array> {
-  return offload(buf, () => active.fingerprints(buf), async (b) => {
-    const out = new BigUint64Array(pageCount(buf.length));
-    await b.fingerprintsAsync(buf, new Uint8Array(out.buffer));
+/**
+ * Fingerprints of buf's pages, on the libuv pool for big buffers. With `into` (one element per
+ * page) they are written there, and `into` is what the promise resolves to.
+ */
+export function fingerprintsAsync(buf: Uint8Array, into?: BigUint64Array): Promise<BigUint64Array> {
+  if (into !== undefined && into.length !== pageCount(buf.length)) {
+    return Promise.reject(new RangeError(`into holds ${into.length} fingerprints, buf has ${pageCount(buf.length)} pages`));
+  }
+  const inline = (): BigUint64Array => {
+    const f = active.fingerprints(buf);
+    if (into === undefined) return f;
+    into.set(f);
+    return into;
+  };
+  return offload(buf, inline, async (b) => {
+    const out = into ?? new BigUint64Array(pageCount(buf.length));
+    await b.fingerprintsAsync(buf, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
     return out;
   });
 }

@@ -213,6 +213,18 @@ describe("async variants equal the sync ones", () => {
       });
     });
   }, slow);
+
+  it("fingerprintsAsync writes into a given view of a larger array, and refuses one of the wrong size", async () => {
+    for (const c of [bytes(4 * MiB + 13, 6, 1), bytes(5000, 7)]) {
+      const pages = Math.ceil(c.length / 4096);
+      const all = new BigUint64Array(pages + 3).fill(9n);
+      const into = all.subarray(2, 2 + pages);
+      expect(await fingerprintsAsync(c, into)).toBe(into);
+      expect(into).toEqual(fingerprints(c));
+      expect([all[0], all[1], all[pages + 2]]).toEqual([9n, 9n, 9n]);
+      await expect(fingerprintsAsync(c, all)).rejects.toThrow(/fingerprints/);
+    }
+  });
 });
 
 describe("validation and loading", () => {

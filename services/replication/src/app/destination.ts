@@ -67,7 +67,8 @@ export class DestinationAgent {
   }
 
   private async put(req: Extract<Request, { kind: "put" }>, payload: Buffer): Promise<Reply> {
-    const raw = Buffer.from(await decompressChunk({ codec: req.codec, data: payload, rawLength: req.rawLength }));
+    const out = await decompressChunk({ codec: req.codec, data: payload, rawLength: req.rawLength });
+    const raw = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
     const offsets: number[] = [];
     let off = 0;
     for (const c of req.chunks) {

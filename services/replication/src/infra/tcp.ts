@@ -73,8 +73,9 @@ export async function serve(handle: (frame: Buffer) => Promise<Buffer>, o: { hos
     framer(
       socket,
       (id, frame) => {
-        const copy = Buffer.from(frame);
-        handle(copy).then(
+        // The frame is a view of buffers this socket handed over (or their concat): nothing
+        // writes to them again, so the handler may keep it without a copy.
+        handle(frame).then(
           (reply) => socket.writable && socket.write(Buffer.concat(record(id, reply))),
           () => socket.destroy(),
         );
