@@ -3,7 +3,7 @@ import { basename } from "node:path";
 import type { SnapshotCommitted } from "../../../../schemas/replication.js";
 import { latestSnapshot } from "../domain/replication/state.js";
 import { DEFAULT_CHUNK_BYTES, snapshotIdFor, type Manifest } from "../domain/store/manifest.js";
-import { dropCache, loadCache, pruneCaches, writeCache } from "../infra/fp-cache.js";
+import { dropCache, loadCache, pruneCaches, writeCache, type SourceCache } from "../infra/fp-cache.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 import type { Transport } from "./destination.js";
 import { CountingLink, PutBatcher, SyncRejectedError, type SyncCounters } from "./source-batch.js";
@@ -27,15 +27,29 @@ export interface SyncOptions {
   concurrency?: number;
 }
 
+/**
+ * The cache of the last snapshot this process committed, per state dir and VM: a replication
+ * loop (`dwcp replicate --every`) then skips reading, hashing and parsing the cache files (~4 MiB
+ * of fingerprints and the chunk list per 2 GiB). It is used only when the log still names that
+ * snapshot as the latest; the files stay the source of truth for every other process.
+ */
+const committedCaches = new Map<string, SourceCache>();
+const cacheKey = (o: SyncOptions): string => `${o.stateDir}\0${o.vm}`;
+
+async function previousCache(o: SyncOptions, snapshotId: string | undefined): Promise<SourceCache | undefined> {
+  const kept = committedCaches.get(cacheKey(o));
+  return kept !== undefined && kept.snapshotId === snapshotId ? kept : loadCache(o.stateDir, o.vm, snapshotId);
+}
+
 /** Where a sync's time went, in milliseconds. */
 export interface SyncPhases {
-  /** Folding the VM's log and loading the fingerprint cache. */
+  /** Folding the VM's log and loading the fingerprint cache (from memory after this process's own sync). */
   prepareMs: number;
   /** Reading, fingerprinting, hashing and sending every volume, until the last chunk is stored. */
   volumesMs: number;
-  /** The destination checks every chunk, seals its pack and writes the manifest. */
+  /** The destination checks every chunk, seals its pack and writes the manifest (the new fingerprint cache is written meanwhile). */
   commitMs: number;
-  /** SnapshotCommitted appended to the log (the new fingerprint cache is written meanwhile). */
+  /** SnapshotCommitted appended to the log. */
   appendMs: number;
   /** The rest of writing the new fingerprint cache, and older caches deleted. */
   cacheMs: number;
@@ -69,7 +83,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   if (new Set(names).size !== names.length) throw new SyncRejectedError("DUPLICATE_VOLUME", `volume file names must differ: ${names.join(", ")}`);
   const { state, seq } = await o.log.read(o.vm);
   const parent = latestSnapshot(state);
-  const cached = await loadCache(o.stateDir, o.vm, parent?.snapshotId);
+  const cached = await previousCache(o, parent?.snapshotId);
   const cache = cached?.chunkSizeBytes === cs ? cached : undefined;
   const takenAt = new Date();
   const snapshotId = snapshotIdFor(takenAt, randomBytes(3).toString("hex"));
@@ -85,8 +99,18 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     format: "dwcp-manifest", version: 1, vm: o.vm, snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}),
     takenAt: takenAt.toISOString(), chunkSizeBytes: cs, volumes: outs.map((x) => x.vol),
   };
+  // The new cache is written while the destination commits and the event is appended: it is only
+  // ever loaded for the snapshot the log names as the latest, so until the append holds it is an
+  // unused file, which the next successful sync prunes. Older caches go only once the append held.
+  const next: SourceCache = { snapshotId, chunkSizeBytes: cs, volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })) };
+  const caching = writeCache(o.stateDir, o.vm, next);
+  caching.catch(() => undefined); // awaited below; keeps an early failure from being unhandled
   const committed = await link.call({ kind: "commit", version: 1, manifest }).catch(async (err: unknown) => {
-    if (err instanceof SyncRejectedError && err.code === "CHUNKS_MISSING") await dropCache(o.stateDir, o.vm);
+    if (err instanceof SyncRejectedError && err.code === "CHUNKS_MISSING") {
+      committedCaches.delete(cacheKey(o));
+      await caching.catch(() => undefined);
+      await dropCache(o.stateDir, o.vm);
+    }
     throw err;
   });
   if (committed.kind !== "committed") throw new SyncRejectedError("PROTOCOL", `unexpected reply ${committed.kind} to commit`);
@@ -100,10 +124,8 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     volumes: outs.map((x) => ({ name: x.vol.name, sizeBytes: x.vol.sizeBytes, chunkCount: x.vol.chunks.length })),
     bytes, changedBytes: link.counters.changedBytes, wireBytes: link.counters.wireBytes, durationMs: Date.now() - started,
   };
-  // The cache is written while the event is appended; older caches go only once the append held.
-  const caching = writeCache(o.stateDir, o.vm, { snapshotId, chunkSizeBytes: cs, volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })) });
-  caching.catch(() => undefined); // awaited below; keeps an early failure from being unhandled
   await o.log.append(o.vm, [event], `snap-${snapshotId}`, seq);
+  committedCaches.set(cacheKey(o), next);
   lap("appendMs");
   await caching;
   await pruneCaches(o.stateDir, o.vm, snapshotId);
