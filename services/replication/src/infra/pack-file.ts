@@ -98,6 +98,8 @@ export class Pack {
         this.unwritten.delete(off);
         off += r.length;
       }
+      // Start the run's writeback now, so that seal's fsync has only the last run left to write.
+      if (zeroCopy.available) zeroCopy.startWriteback(fh.fd, at, off - at).catch(() => undefined);
     });
   }
 
