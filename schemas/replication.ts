@@ -137,6 +137,16 @@ export const PutChunk = z.object({
   bytes: Uint,
 });
 
+/**
+ * One volume of a "commit-changes": the parent's volume of that name, cut or extended with nulls
+ * to `sizeBytes`, with these chunks replaced (hash null: an all-zero chunk).
+ */
+export const VolumeChanges = z.object({
+  name: z.string().min(1).max(255),
+  sizeBytes: Uint,
+  changes: z.array(z.object({ index: Uint, hash: Blake3Hex.nullable() })),
+});
+
 export const Codec = z.enum(["lz4", "none"]);
 const frame = { version: z.literal(1) };
 
@@ -147,6 +157,15 @@ export const AgentRequest = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("put"), ...frame, chunks: z.array(PutChunk), codec: Codec, rawLength: Uint }),
   /** Every chunk is in place: make the manifest durable. */
   z.object({ kind: z.literal("commit"), ...frame, manifest: Manifest }),
+  /**
+   * The same, for a manifest that differs little from its parent, the last one this agent
+   * committed for the VM: only the chunks that changed travel. An agent that does not hold that
+   * parent answers PARENT_UNKNOWN, and the source sends the whole manifest.
+   */
+  z.object({
+    kind: z.literal("commit-changes"), ...frame, vm: Id, snapshotId: Id, parentId: Id, takenAt: Timestamp,
+    chunkSizeBytes: Uint, volumes: z.array(VolumeChanges),
+  }),
 ]);
 
 /** What became of one chunk of a "put": stored (or already there), or send it whole. */
@@ -162,6 +181,7 @@ export const AgentReply = z.discriminatedUnion("kind", [
 export type ManifestVolume = z.infer<typeof ManifestVolume>;
 export type Manifest = z.infer<typeof Manifest>;
 export type PutChunk = z.infer<typeof PutChunk>;
+export type VolumeChanges = z.infer<typeof VolumeChanges>;
 export type Codec = z.infer<typeof Codec>;
 export type PutOutcome = z.infer<typeof PutOutcome>;
 export type AgentRequest = z.infer<typeof AgentRequest>;

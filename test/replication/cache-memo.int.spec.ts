@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,9 +12,10 @@ import { startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
 
-async function overwritePage(path: string, page: number, byte: number): Promise<void> {
+/** Random bytes: the page travels as 4 KiB (lz4 finds nothing), which the byte counts below rely on. */
+async function overwritePage(path: string, page: number): Promise<void> {
   const fh = await open(path, "r+");
-  await fh.write(Buffer.alloc(4096, byte), 0, 4096, page * 4096);
+  await fh.write(randomBytes(4096), 0, 4096, page * 4096);
   await fh.close();
 }
 
@@ -44,18 +46,18 @@ describe("the source's fingerprint cache kept in memory", () => {
 
     // Without its files the sync still knows which pages changed: one page travels.
     await rm(join(base.stateDir, "memo"), { recursive: true });
-    await overwritePage(disk, 7, 1);
+    await overwritePage(disk, 7);
     const second = await sync();
     expect(second.chunksSent).toBe(1);
     expect(second.changedBytes).toBe(4096);
 
     // Another writer (its own state dir) commits a snapshot: the log's latest is no longer the one
     // this state dir remembers, so its next sync reads the files (there are none: a full offer).
-    await overwritePage(disk, 9, 2);
+    await overwritePage(disk, 9);
     const other = await sync({ stateDir: join(t.dir, "a", ".other-repl") });
     expect(other.parentId).toBe(second.snapshotId);
     await rm(join(base.stateDir, "memo"), { recursive: true, force: true });
-    await overwritePage(disk, 11, 3);
+    await overwritePage(disk, 11);
     const third = await sync();
     expect(third.parentId).toBe(other.snapshotId);
     // Nothing known: every chunk is offered, the store has all but the one with page 11, which goes
@@ -64,6 +66,32 @@ describe("the source's fingerprint cache kept in memory", () => {
 
     const out = join(t.dir, "restored");
     await restoreFromStore(pickSnapshot((await base.log.read("memo")).state, {}), { vm: "memo", toDir: out });
+    expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(disk));
+  });
+
+  it("commits only the changed chunk entries, and the whole manifest to an agent without the parent", async () => {
+    const o = { vm: "changes", stateDir: join(t.dir, "a", ".changes-repl") };
+    const sync = (to: DestinationAgent) => syncOnce({ ...base, ...o, transport: inProcess(to) });
+    await sync(agent);
+    await overwritePage(disk, 3);
+    const second = await sync(agent);
+    // One page and its put (a few hundred bytes of header each way), a commit naming one chunk:
+    // the 64-chunk manifest (~4.3 KB of hashes) does not travel.
+    expect(second.changedBytes).toBe(4096);
+    expect(second.wireBytes).toBeLessThan(4096 + 2500);
+
+    // A restarted agent on the same store does not hold the parent: the whole manifest goes.
+    const restarted = await DestinationAgent.open(agent.store.dir);
+    await overwritePage(disk, 5);
+    const third = await sync(restarted);
+    expect(third.parentId).toBe(second.snapshotId);
+    expect(third.wireBytes).toBeGreaterThan(second.wireBytes + 50 * 66); // 64 chunks, a few of them zero (null)
+    await overwritePage(disk, 6);
+    const fourth = await sync(restarted); // and it holds the parent again
+    expect(fourth.wireBytes).toBeLessThan(4096 + 2500);
+
+    const out = join(t.dir, "restored-changes");
+    await restoreFromStore(pickSnapshot((await base.log.read("changes")).state, {}), { vm: "changes", toDir: out });
     expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(disk));
   });
 });

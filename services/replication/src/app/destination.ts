@@ -2,7 +2,7 @@ import { decompressChunk } from "../../../../native/compress.js";
 import { isZero, zeroPages } from "../../../../native/index.js";
 import { AgentRequest } from "../../../../schemas/replication.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
-import { manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
+import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
 import { applyPages, deltaRebuilds, mergePages } from "../domain/store/pack.js";
 import { decodeFrame, encodeFrame, type PutChunk, type PutOutcome, type Reply, type Request } from "../domain/store/frames.js";
 import { blake3Hex, ChunkStore, scratchFor, type Resolved, type Scratch } from "../infra/chunk-store.js";
@@ -27,6 +27,8 @@ const parseRequest = compiledSafeParse(AgentRequest);
 export class DestinationAgent {
   /** Lane buffers of finished requests, reused: allocating them per request fed the GC. */
   private readonly spare: LaneBuffers[] = [];
+  /** The last manifest this agent made durable, per VM: the parent a "commit-changes" names. */
+  private readonly committed = new Map<string, Manifest>();
   constructor(readonly store: ChunkStore) {}
 
   private takeBuffers(len: number): LaneBuffers {
@@ -59,6 +61,8 @@ export class DestinationAgent {
         return this.put(req, payload);
       case "commit":
         return this.commit(req.manifest);
+      case "commit-changes":
+        return this.commitChanges(req);
       default: {
         const never: never = req;
         return never;
@@ -134,6 +138,17 @@ export class DestinationAgent {
     return this.store.putWhole(hash, chunk);
   }
 
+  private async commitChanges(req: Extract<Request, { kind: "commit-changes" }>): Promise<Reply> {
+    const parent = this.committed.get(req.vm);
+    if (parent?.snapshotId !== req.parentId || parent.chunkSizeBytes !== req.chunkSizeBytes) {
+      return { kind: "error", version: 1, code: "PARENT_UNKNOWN", message: `snapshot ${req.parentId} of ${req.vm} is not the last one this agent committed` };
+    }
+    const volumes = applyChanges(parent.volumes, req.chunkSizeBytes, req.volumes);
+    if (typeof volumes === "string") return { kind: "error", version: 1, code: "MANIFEST_INVALID", message: volumes };
+    const { vm, snapshotId, parentId, takenAt, chunkSizeBytes } = req;
+    return this.commit({ format: "dwcp-manifest", version: 1, vm, snapshotId, parentId, takenAt, chunkSizeBytes, volumes });
+  }
+
   private async commit(m: Manifest): Promise<Reply> {
     const problem = manifestProblem(m);
     if (problem) return { kind: "error", version: 1, code: "MANIFEST_INVALID", message: problem };
@@ -145,6 +160,7 @@ export class DestinationAgent {
     // Both made durable before the reply: only then may the source append SnapshotCommitted. A
     // crash in between leaves a manifest no event names, which retention removes.
     const [, { rel, blake3 }] = await Promise.all([this.store.flush(), this.store.writeManifest(m)]);
+    this.committed.set(m.vm, m);
     return { kind: "committed", version: 1, manifest: rel, blake3 };
   }
 }

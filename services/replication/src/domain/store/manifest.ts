@@ -1,5 +1,5 @@
 import { MAX_CHUNK_BYTES } from "../../../../../schemas/common.js";
-import type { Manifest } from "../../../../../schemas/replication.js";
+import type { Manifest, ManifestVolume, VolumeChanges } from "../../../../../schemas/replication.js";
 
 /** 4 KiB: the unit of change detection. */
 export const PAGE = 4096;
@@ -11,7 +11,7 @@ export const PAGE = 4096;
  */
 export const DEFAULT_CHUNK_BYTES = 64 * 1024;
 
-export type { Manifest, ManifestVolume } from "../../../../../schemas/replication.js";
+export type { Manifest, ManifestVolume, VolumeChanges } from "../../../../../schemas/replication.js";
 
 export const chunkCount = (sizeBytes: number, chunkBytes: number): number => Math.ceil(sizeBytes / chunkBytes);
 export const chunkLength = (sizeBytes: number, chunkBytes: number, index: number): number =>
@@ -86,4 +86,40 @@ export function manifestProblem(m: Manifest): string | undefined {
   }
   if (new Set(m.volumes.map((v) => v.name)).size !== m.volumes.length) return "volume names repeat";
   return undefined;
+}
+
+/**
+ * The volumes of a new manifest as changes to its parent's: undefined when a volume is not in the
+ * parent (the whole manifest is sent then). A parent's volume is cut or extended with nulls to the
+ * new chunk count before it is compared, as `applyChanges` does.
+ */
+export function volumeChanges(parent: readonly ManifestVolume[], volumes: readonly ManifestVolume[]): VolumeChanges[] | undefined {
+  const byName = new Map(parent.map((v) => [v.name, v.chunks]));
+  const out: VolumeChanges[] = [];
+  for (const v of volumes) {
+    const old = byName.get(v.name);
+    if (old === undefined) return undefined;
+    const changes: VolumeChanges["changes"] = [];
+    for (let i = 0; i < v.chunks.length; i++) if (v.chunks[i] !== (old[i] ?? null)) changes.push({ index: i, hash: v.chunks[i] ?? null });
+    out.push({ name: v.name, sizeBytes: v.sizeBytes, changes });
+  }
+  return out;
+}
+
+/** The volumes `volumeChanges` described, rebuilt from the parent's; a string says what is wrong. */
+export function applyChanges(parent: readonly ManifestVolume[], chunkBytes: number, volumes: readonly VolumeChanges[]): ManifestVolume[] | string {
+  const byName = new Map(parent.map((v) => [v.name, v.chunks]));
+  const out: ManifestVolume[] = [];
+  for (const v of volumes) {
+    const old = byName.get(v.name);
+    if (old === undefined) return `volume ${JSON.stringify(v.name).slice(0, 80)} is not in the parent`;
+    const n = chunkCount(v.sizeBytes, chunkBytes);
+    const chunks = old.length >= n ? old.slice(0, n) : [...old, ...new Array<null>(n - old.length).fill(null)];
+    for (const { index, hash } of v.changes) {
+      if (index >= n) return `volume ${v.name} changes chunk ${index} of ${n}`;
+      chunks[index] = hash;
+    }
+    out.push({ name: v.name, sizeBytes: v.sizeBytes, chunks });
+  }
+  return out;
 }

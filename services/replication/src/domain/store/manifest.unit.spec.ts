@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { changedPages, chunkCount, chunkLength, manifestProblem, referencedChunks, selectPrunable, type Manifest } from "./manifest.js";
+import { applyChanges, changedPages, chunkCount, chunkLength, manifestProblem, referencedChunks, selectPrunable, volumeChanges, type Manifest } from "./manifest.js";
 import { decodeFrame, encodeFrame, type Request } from "./frames.js";
 
 const snaps = ["01", "02", "03", "04"].map((h) => ({ snapshotId: `s${h}`, takenAt: `2026-01-01T${h}:00:00Z` }));
@@ -57,5 +57,31 @@ describe("manifest validation", () => {
   });
   it("refuses a chunk list that does not match the size", () => {
     expect(manifestProblem(m("d", 8193))).toMatch(/lists 2 chunks/);
+  });
+});
+
+describe("a manifest as changes to its parent", () => {
+  const h = (c: string): string => c.repeat(64);
+  const parent = [
+    { name: "d", sizeBytes: 4 * 4096, chunks: [h("a"), null, h("b"), h("c")] },
+    { name: "m", sizeBytes: 2 * 4096, chunks: [h("d"), h("e")] },
+  ];
+  it("lists only the chunks that differ, and rebuilds the volumes from them", () => {
+    const next = [
+      { name: "m", sizeBytes: 3 * 4096, chunks: [h("d"), h("f"), null] }, // grown by a zero chunk
+      { name: "d", sizeBytes: 3 * 4096 - 100, chunks: [null, null, h("b")] }, // shrunk
+    ];
+    const changes = volumeChanges(parent, next);
+    expect(changes).toEqual([
+      { name: "m", sizeBytes: 3 * 4096, changes: [{ index: 1, hash: h("f") }] },
+      { name: "d", sizeBytes: 3 * 4096 - 100, changes: [{ index: 0, hash: null }] },
+    ]);
+    expect(applyChanges(parent, 4096, changes!)).toEqual(next);
+    expect(parent[0]!.chunks).toEqual([h("a"), null, h("b"), h("c")]); // the parent is not changed
+  });
+  it("gives up on a volume the parent lacks, and refuses changes that do not fit", () => {
+    expect(volumeChanges(parent, [{ name: "new", sizeBytes: 4096, chunks: [null] }])).toBeUndefined();
+    expect(applyChanges(parent, 4096, [{ name: "new", sizeBytes: 4096, changes: [] }])).toMatch(/not in the parent/);
+    expect(applyChanges(parent, 4096, [{ name: "m", sizeBytes: 4096, changes: [{ index: 1, hash: null }] }])).toMatch(/chunk 1 of 1/);
   });
 });
