@@ -1,4 +1,5 @@
 import { constants, open, type FileHandle } from "node:fs/promises";
+import { zeroCopy } from "../../native/index.js";
 
 /** fsync a directory so entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -57,5 +58,26 @@ async function openWithDirect(path: string, access: number): Promise<FileHandle 
     const code = (err as { code?: unknown }).code;
     if (code === "EINVAL" || code === "EOPNOTSUPP") return undefined;
     throw err;
+  }
+}
+
+/**
+ * Writeback started early (sync_file_range WRITE on the libuv pool): a file's dirty pages start
+ * going to disk as they are written, so its fsync waits only for the last few. Failures are left
+ * to that fsync. `settled()` before the fsync and before closing the descriptor: a call still
+ * running on a closed (and maybe reused) fd would start writeback of another file.
+ */
+export class EarlyWriteback {
+  private readonly running = new Set<Promise<void>>();
+
+  start(fd: number, offset: number, length: number): void {
+    if (!zeroCopy.available) return;
+    const p = zeroCopy.startWriteback(fd, offset, length).catch(() => undefined);
+    this.running.add(p);
+    void p.finally(() => this.running.delete(p));
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all(this.running);
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { open, rename, stat, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32c, zeroCopy } from "../../../../native/index.js";
+import { EarlyWriteback } from "../../../common/fs.js";
 import { decodeIndex, decodeTail, encodeIndex, encodeTail, PACK_MAGIC, TAIL_BYTES, type IndexEntry } from "../domain/store/pack.js";
 
 /** Records are queued and written in runs of about this many bytes. */
@@ -21,6 +22,7 @@ export class Pack {
   private queue: Buffer[] = [];
   private queuedBytes = 0;
   private flushing: Promise<void> = Promise.resolve();
+  private readonly writeback = new EarlyWriteback();
   private size = PACK_MAGIC.length;
   private writeFailure: Error | undefined;
   sealed: boolean;
@@ -99,7 +101,7 @@ export class Pack {
         off += r.length;
       }
       // Start the run's writeback now, so that seal's fsync has only the last run left to write.
-      if (zeroCopy.available) zeroCopy.startWriteback(fh.fd, at, off - at).catch(() => undefined);
+      this.writeback.start(fh.fd, at, off - at);
     });
   }
 
@@ -113,6 +115,7 @@ export class Pack {
     this.startWrite();
     await this.flushing;
     if (this.writeFailure !== undefined) throw this.writeFailure;
+    await this.writeback.settled();
     await this.fh?.sync();
     await rename(join(this.dir, `${this.name}.pack.tmp`), this.path);
     this.sealed = true;
@@ -163,6 +166,7 @@ export class Pack {
 
   async close(): Promise<void> {
     await this.flushing;
+    await this.writeback.settled(); // it uses the fd
     const fh = this.fh;
     this.fh = undefined;
     this.opening = undefined;

@@ -6,7 +6,7 @@ import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
 import { basenameProblem, partName } from "../../domain/paths.js";
 import { PathOutsideRootError } from "../../errors.js";
-import { DIRECT_MIN_BYTES, openDirect, writeAll } from "../../../../common/fs.js";
+import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "../../../../common/fs.js";
 import { hasDataIn } from "../extents.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js";
 import { chunkBuffers } from "./buffer-pool.js";
@@ -34,7 +34,8 @@ const ZEROS = new Uint8Array(SCRATCH_BYTES);
 export class DestinationFile {
   private scratch: Buffer | undefined;
   private dirsToSync: string[];
-  private readonly writebacks = new Set<Promise<void>>();
+  /** Overlaps writeback with receiving: the batch's fsync waits only for the last chunks. */
+  private readonly writeback = new EarlyWriteback();
 
   private constructor(
     private readonly fh: FileHandle,
@@ -103,26 +104,15 @@ export class DestinationFile {
       });
       for (const gap of gapsOf(segments, length)) writes.push(this.clear(offset + gap.relOffset, gap.length));
       await settleAll(writes);
-      if (buffered) this.startWriteback(offset, length);
+      if (buffered) this.writeback.start(this.fh.fd, offset, length);
     } catch (err) {
       throw destinationError(err, `${this.path} at offset ${offset}`);
     }
   }
 
-  /**
-   * Overlap writeback with receiving: the chunk's dirty pages start going to disk now, so the
-   * batch's fsync waits only for the last few. Failures surface in that fsync.
-   */
-  private startWriteback(offset: number, length: number): void {
-    if (!zeroCopy.available) return;
-    const p = zeroCopy.startWriteback(this.fh.fd, offset, length).catch(() => undefined);
-    this.writebacks.add(p);
-    void p.finally(() => this.writebacks.delete(p));
-  }
-
   /** fsync the file, and once, the directories whose entries we created. */
   async sync(): Promise<void> {
-    await Promise.all(this.writebacks);
+    await this.writeback.settled();
     try {
       await this.fh.sync();
       for (const dir of this.dirsToSync) await fsyncDir(dir);
@@ -133,7 +123,7 @@ export class DestinationFile {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.writebacks); // they use the fd
+    await this.writeback.settled(); // it uses the fd
     await this.direct?.fh.close();
     await this.fh.close();
   }
