@@ -25,9 +25,10 @@ import { generateImage } from "./image.js";
 import { Stack, type ServiceProcess } from "./stack.js";
 
 export const PITR_HELP = `
-  replay (--until TIME | --until-seq N) [--vm NAME] [--backup FILE] [--json]
+  replay (--until TIME | --until-seq N) [--vm NAME] [--backup FILE] [--chunks] [--json]
                                         the coordinator's view as of a time or stream sequence (read-only);
-                                        --backup folds a backup file instead of the live stream
+                                        --backup folds a backup file instead of the live stream (a large
+                                        one in parallel); --chunks keeps each batch's chunk list in --json
   backup --out FILE [--streams DWCP_EVT[,DWCP_CMD]] [--json]
                                         export the event log with sequences, timestamps, headers and a digest
   restore-log --in FILE [--replicas N] [--json]
@@ -88,7 +89,7 @@ async function withNats<T>(url: string, fn: (n: Nats) => Promise<T>): Promise<T>
 
 /** `dwcp replay`. */
 export async function cmdReplay(argv: string[]): Promise<number> {
-  const v = flags(argv, { until: { type: "string" }, "until-seq": { type: "string" }, vm: { type: "string" }, backup: { type: "string" } });
+  const v = flags(argv, { until: { type: "string" }, "until-seq": { type: "string" }, vm: { type: "string" }, backup: { type: "string" }, chunks: { type: "boolean", default: false } });
   if (v.until === undefined && v["until-seq"] === undefined && v.backup === undefined) throw new UsageError("replay needs --until TIME or --until-seq N (or --backup FILE for the whole file)");
   const untilSeq = v["until-seq"] === undefined ? undefined : Number(v["until-seq"]);
   if (untilSeq !== undefined && !(Number.isInteger(untilSeq) && untilSeq >= 0)) throw new UsageError(`--until-seq must be a sequence number, got "${v["until-seq"]}"`);
@@ -96,6 +97,7 @@ export async function cmdReplay(argv: string[]): Promise<number> {
     ...(untilSeq !== undefined ? { untilSeq } : {}),
     ...(v.until !== undefined ? { untilTime: parseTime("--until", v.until) } : {}),
     ...(v.vm !== undefined ? { vm: v.vm } : {}),
+    chunks: v.chunks,
   };
   const view = v.backup ? await replayBackup(v.backup, opts) : await replay(natsUrl(v), opts);
   out(v.json ? JSON.stringify(view) : formatReplay(view));

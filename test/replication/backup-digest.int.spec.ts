@@ -4,19 +4,19 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { BACKUP_FORMAT } from "../../schemas/replication.js";
 import { EVT_STREAM } from "../../services/common/layout.js";
-import { replayBackup } from "../../services/replication/src/app/replay.js";
+import { partitionOf, replayBackup } from "../../services/replication/src/app/replay.js";
 import { encodePayload } from "../../services/replication/src/domain/backup/format.js";
 import { BackupCorruptError } from "../../services/replication/src/domain/errors.js";
 import { BackupWriter } from "../../services/replication/src/infra/backup-file.js";
 import { completed, planned, requested, transferred } from "./support.js";
 
-// Backups of 64 MiB and more are digested by a worker thread while the lines are folded: the same
-// refusals must hold on that path.
-describe("large backup files (digest on a worker thread)", () => {
+// Backups of 64 MiB and more are digested by a worker thread and folded in aggregate partitions on
+// worker threads: the view must be the single thread's, and the same refusals must hold.
+describe("large backup files (digest and partitions on worker threads)", () => {
   const dir = mkdtempSync(join(tmpdir(), "dwcp-backup-digest-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("fold when intact and refuse an altered or truncated copy", async () => {
+  it("fold as one thread would when intact, and refuse an altered, truncated or broken copy", async () => {
     const file = join(dir, "big.backup");
     const migrations = 40_000; // 5 events of ~400 bytes each: past 64 MiB
     const n = migrations * 5;
@@ -35,6 +35,11 @@ describe("large backup files (digest on a worker thread)", () => {
     const view = await replayBackup(file);
     expect(view.events).toBe(n);
     expect(view.migrations.every((m) => m.status === "completed")).toBe(true);
+    expect(view).toEqual(await replayBackup(file, {}, 1));
+    // A bound cuts every partition at the same record.
+    const cut = await replayBackup(file, { untilSeq: n / 2 + 3 }, 3);
+    expect(cut).toEqual(await replayBackup(file, { untilSeq: n / 2 + 3 }, 1));
+    expect(cut.migrations.filter((m) => m.status !== "completed").map((m) => [m.id, m.status])).toEqual([[`m${migrations / 2}`, "running"]]);
 
     const altered = Buffer.from(good);
     const at = altered.indexOf('"at":"20', altered.length >> 1);
@@ -43,5 +48,12 @@ describe("large backup files (digest on a worker thread)", () => {
     await expect(replayBackup(join(dir, "altered.backup"))).rejects.toBeInstanceOf(BackupCorruptError);
     writeFileSync(join(dir, "truncated.backup"), good.subarray(0, Math.floor(good.length * 0.7)));
     await expect(replayBackup(join(dir, "truncated.backup"))).rejects.toBeInstanceOf(BackupCorruptError);
+
+    // A line only a worker's partition parses, broken: that worker names it.
+    const lines = good.toString("utf8").split("\n");
+    const k = lines.findIndex((l, i) => i > lines.length / 2 && l.includes('"subject":"dwcp.evt.migration.') && partitionOf(/"subject":"([^"]+)"/.exec(l)?.[1] ?? "", 2) === 1);
+    lines[k] = `${lines[k]?.slice(0, -1)},}`;
+    writeFileSync(join(dir, "broken.backup"), lines.join("\n"));
+    await expect(replayBackup(join(dir, "broken.backup"), {}, 2)).rejects.toMatchObject({ code: "BACKUP_CORRUPT", line: k + 1, detail: "not JSON" });
   });
 });

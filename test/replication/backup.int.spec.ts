@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { backupWith } from "../../services/replication/src/app/backup.js";
-import { replayWith } from "../../services/replication/src/app/replay.js";
+import { replayBackup, replayWith } from "../../services/replication/src/app/replay.js";
 import { restoreLogWith } from "../../services/replication/src/app/restore-log.js";
 import { BackupCorruptError, RestoreTargetNotEmptyError } from "../../services/replication/src/domain/errors.js";
 import { makeImage, startTestStack } from "../support/stack.js";
@@ -43,6 +43,15 @@ describe("backup and restore-log", () => {
     expect(await replayWith(b.nats, { untilSeq: mid })).toEqual(await replayWith(a.nats, { untilSeq: mid }));
     const midTime = viewA.migrations[1]?.requestedAt ?? "";
     expect(await replayWith(b.nats, { untilTime: midTime })).toEqual(await replayWith(a.nats, { untilTime: midTime }));
+
+    // The file folds to the live view, whole or cut, on one thread or in partitions on workers; so
+    // does a backup of the restored log, whose positions come from restore-log's headers.
+    const fileB = join(b.dir, "restored.backup");
+    await backupWith(b.nats, { out: fileB });
+    for (const [f, partitions] of [[file, 1], [file, 3], [fileB, 2]] as const) {
+      expect(await replayBackup(f, {}, partitions), `${f} in ${partitions}`).toEqual(viewA);
+      expect(await replayBackup(f, { untilSeq: mid }, partitions), `${f} in ${partitions}`).toEqual(await replayWith(a.nats, { untilSeq: mid }));
+    }
 
     // A second import into the now non-empty stream is refused.
     await expect(restoreLogWith(b.nats, { in: file })).rejects.toBeInstanceOf(RestoreTargetNotEmptyError);

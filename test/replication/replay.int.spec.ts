@@ -37,6 +37,9 @@ describe("replay", () => {
     expect(web.migrations.map((m) => m.id)).toEqual(["m1"]);
     expect(web.migrations[0]?.batches.map((b) => b.status)).toEqual(["done", "pending"]);
     expect(formatReplay(web)).toContain("migration m1 vm=web running batches 1/2");
+    expect(web.migrations[0]?.batches[0]?.chunks).toBeUndefined(); // states, not chunk lists
+    const detailed = await replay(t.server.url, { untilTime: t2, vm: "web", chunks: true });
+    expect(detailed.migrations[0]?.batches[0]?.chunks?.map((c) => c.offset)).toEqual([0]);
 
     // Read-only: no consumer was left behind.
     const consumers = await t.nats.jsm.consumers.list("DWCP_EVT").next();

@@ -1,8 +1,12 @@
+import { stat } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
 import { EVT_STREAM } from "../../../common/layout.js";
 import { connectNats, type Nats } from "../../../common/nats.js";
-import { beyond, ReplayFolder, type ReplayBound, type ReplayView } from "../domain/replay/view.js";
+import { BackupCorruptError } from "../domain/errors.js";
+import { beyond, combineParts, ReplayFolder, type FoldParts, type ReplayBound, type ReplayView } from "../domain/replay/view.js";
 import { nanosToMs, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
-import { scanBackup } from "../infra/backup-file.js";
+import { scanBackup, type MessageHead } from "../infra/backup-file.js";
 import { decodeMsg, decodeRecord, decodeValue } from "../infra/decode.js";
 import { readStream } from "../infra/log-reader.js";
 
@@ -13,6 +17,8 @@ export interface ReplayOptions {
   untilTime?: string | Date;
   /** Only migrations of this VM and its replication. */
   vm?: string;
+  /** Keep each transferred batch's chunk list in the view (FoldOptions.chunks). */
+  chunks?: boolean;
 }
 
 export const toBound = (o: ReplayOptions): ReplayBound => ({
@@ -23,7 +29,7 @@ export const toBound = (o: ReplayOptions): ReplayBound => ({
 /** Folds DWCP_EVT up to the bound on an existing connection. Read-only: no durable state. */
 export async function replayWith(nats: Nats, opts: ReplayOptions = {}): Promise<ReplayView> {
   const bound = toBound(opts);
-  const folder = new ReplayFolder();
+  const folder = new ReplayFolder({ chunks: opts.chunks ?? false });
   await readStream(nats, EVT_STREAM, (m) => {
     const rec = decodeMsg(m);
     if (beyond(bound, rec.seq, rec.timeMs)) return false;
@@ -45,21 +51,96 @@ export async function replay(natsUrl: string, opts: ReplayOptions = {}): Promise
 
 const header = (hs: Array<[string, string]> | undefined, name: string): string | undefined => hs?.find(([k]) => k === name)?.[1];
 
+/** Where a message stood in the original log: restore-log's headers, else its own seq and time. */
+const position = (m: MessageHead): { seq: number; timeMs: number } => ({
+  seq: Number(header(m.headers, ORIG_SEQ_HEADER) ?? m.seq),
+  timeMs: nanosToMs(header(m.headers, ORIG_TIME_HEADER) ?? m.ts),
+});
+
+/** A partitioned replay's share of the aggregates: index `index` of `count`. */
+export interface Partition {
+  index: number;
+  count: number;
+}
+
+/** FNV-1a of the subject: every event of an aggregate (one subject) lands in the same partition. */
+export function partitionOf(subject: string, count: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < subject.length; i++) h = Math.imul(h ^ subject.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % count;
+}
+
+/**
+ * Folds one partition of a backup's aggregates; every line's position is still seen, so the bound
+ * cuts all partitions at the same record. Partition 0 checks the file's digest; every line is
+ * parsed and checked whole by the partition that owns it.
+ */
+export async function foldBackup(file: string, opts: ReplayOptions = {}, part: Partition = { index: 0, count: 1 }): Promise<FoldParts> {
+  const bound = toBound(opts);
+  const folder = new ReplayFolder({ chunks: opts.chunks ?? false });
+  let done = false;
+  const at = (m: MessageHead): { seq: number; timeMs: number } | undefined => {
+    if (done || m.stream !== EVT_STREAM) return undefined;
+    const p = position(m);
+    if (beyond(bound, p.seq, p.timeMs)) done = true;
+    return done ? undefined : p;
+  };
+  await scanBackup(file, (m) => {
+    const p = at(m);
+    if (p) folder.add(m.json !== undefined ? decodeValue(m.subject, m.json, p.seq, p.timeMs) : decodeRecord(m.subject, payloadBytes(m), p.seq, p.timeMs));
+  }, part.count === 1 ? {} : {
+    only: (subject) => partitionOf(subject, part.count) === part.index,
+    onOther: (m) => {
+      const p = at(m);
+      if (p) folder.pass(p.seq, p.timeMs);
+    },
+    digest: part.index === 0,
+  });
+  return folder.parts();
+}
+
+/** Backups at least this big are folded in partitions on worker threads, one per core (up to 4). */
+const PARTITIONED_MIN_BYTES = 64 << 20;
+const MAX_PARTITIONS = 4;
+
 /**
  * Folds a backup file instead of a live stream (`dwcp replay --backup FILE`): the file is verified
- * as it is read, and a corrupt one fails without a view.
+ * as it is read, and a corrupt one fails without a view. A large file is folded by aggregate
+ * partitions in parallel: aggregates are independent, so the views of disjoint sets combine.
+ * `partitions` overrides the choice (1: on this thread alone).
  */
-export async function replayBackup(file: string, opts: ReplayOptions = {}): Promise<ReplayView> {
-  const bound = toBound(opts);
-  const folder = new ReplayFolder();
-  let done = false;
-  await scanBackup(file, (m) => {
-    if (done || m.stream !== EVT_STREAM) return;
-    const seq = Number(header(m.headers, ORIG_SEQ_HEADER) ?? m.seq);
-    const timeMs = nanosToMs(header(m.headers, ORIG_TIME_HEADER) ?? m.ts);
-    const rec = m.json !== undefined ? decodeValue(m.subject, m.json, seq, timeMs) : decodeRecord(m.subject, payloadBytes(m), seq, timeMs);
-    if (beyond(bound, rec.seq, rec.timeMs)) done = true;
-    else folder.add(rec);
-  });
-  return folder.view(bound, opts.vm);
+export async function replayBackup(file: string, opts: ReplayOptions = {}, partitions?: number): Promise<ReplayView> {
+  const count = partitions ?? ((await stat(file)).size >= PARTITIONED_MIN_BYTES ? Math.min(availableParallelism(), MAX_PARTITIONS) : 1);
+  const others = Array.from({ length: count - 1 }, (_, i) => foldOnWorker(file, opts, { index: i + 1, count }));
+  const all = await Promise.allSettled([foldBackup(file, opts, { index: 0, count }), ...others.map((w) => w.result)]);
+  await Promise.all(others.map((w) => w.stop()));
+  const failed = all.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+  // Several partitions may refuse a bad file; report the first bad line, as a single scan would.
+  const corrupt = failed.filter((e): e is BackupCorruptError => e instanceof BackupCorruptError).sort((a, b) => a.line - b.line);
+  if (failed.length > 0) throw corrupt[0] ?? failed[0];
+  return combineParts(all.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])), toBound(opts), opts.vm);
 }
+
+/** foldBackup of one partition on a worker thread (replay-worker.ts). */
+function foldOnWorker(file: string, opts: ReplayOptions, part: Partition): { result: Promise<FoldParts>; stop(): Promise<number> } {
+  const w = new Worker(new URL("./replay-worker.mjs", import.meta.url), { workerData: { file, opts, part } satisfies ReplayJob });
+  const result = new Promise<FoldParts>((resolve, reject) => {
+    w.once("message", (m: ReplayResult) => {
+      if (m.ok) resolve(m.parts);
+      else reject(m.corrupt ? new BackupCorruptError(m.corrupt.file, m.corrupt.line, m.corrupt.detail) : new Error(`replay partition ${part.index}: ${m.message}`));
+    });
+    w.once("error", reject);
+    w.once("exit", (code) => reject(new Error(`replay partition ${part.index} exited (${code}) without a result`)));
+  });
+  return { result, stop: () => w.terminate() };
+}
+
+/** What a replay worker is given, and what it answers. */
+export interface ReplayJob {
+  file: string;
+  opts: ReplayOptions;
+  part: Partition;
+}
+export type ReplayResult =
+  | { ok: true; parts: FoldParts }
+  | { ok: false; message: string; corrupt?: { file: string; line: number; detail: string } };

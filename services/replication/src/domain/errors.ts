@@ -4,7 +4,7 @@ import { DwcpError } from "../../../common/errors.js";
 export class BackupCorruptError extends DwcpError {
   readonly code = "BACKUP_CORRUPT" as const;
   readonly retryable = false;
-  constructor(readonly file: string, readonly line: number, detail: string) {
+  constructor(readonly file: string, readonly line: number, readonly detail: string) {
     super(`backup ${file} is unusable (line ${line}: ${detail}); nothing was imported — take a new backup with \`dwcp backup\``);
   }
 }

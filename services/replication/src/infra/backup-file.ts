@@ -158,22 +158,54 @@ async function digestFile(file: string, upTo: number): Promise<string> {
   return h.digest("hex");
 }
 
+/** The fields of a message line before its payload. */
+export type MessageHead = Omit<Msg, "data" | "json">;
+
+/**
+ * The head of a message line as BackupWriter writes it (keys in that order, no escapes in the
+ * strings), without parsing its payload; undefined for any other form, which is then parsed whole.
+ */
+const HEAD = /^\{"stream":"([^"\\]+)","seq":([1-9]\d{0,14}),"ts":"(\d+)","subject":"([^"\\]+)",(?:"headers":(\[(?:\["[^"\\]*","[^"\\]*"\](?:,(?=\[))?)*\]),)?"(?:json|data)":/;
+
+/** How much of a line peekHead is first given (a head with long headers gets the whole line). */
+const HEAD_BYTES = 512;
+
+export function peekHead(text: string): MessageHead | undefined {
+  const m = HEAD.exec(text);
+  if (!m) return undefined;
+  const [, stream, seq, ts, subject, headers] = m as unknown as [string, string, string, string, string, string | undefined];
+  return { stream, seq: Number(seq), ts, subject, ...(headers !== undefined ? { headers: JSON.parse(headers) as Array<[string, string]> } : {}) };
+}
+
+export interface ScanOptions {
+  /**
+   * Parse only the messages whose subject this accepts; the others are checked from their head
+   * (stream, order) and handed to `onOther`. Scans of the same file with disjoint `only`s
+   * together parse every line once (a partitioned replay).
+   */
+  only?: (subject: string) => boolean;
+  onOther?: (m: MessageHead) => void;
+  /** Check the trailer's digest (default true); off for a scan whose sibling checks it. */
+  digest?: boolean;
+}
+
 /**
  * Reads a backup front to back, checking every line, sequence order and the trailer's count and
  * digest. `onMessage` sees messages as they are read: pass none to verify only, which is what
  * restore-log does before it imports anything.
  */
-export async function scanBackup(file: string, onMessage?: (m: Msg) => Promise<void> | void): Promise<BackupScan> {
+export async function scanBackup(file: string, onMessage?: (m: Msg) => Promise<void> | void, opts: ScanOptions = {}): Promise<BackupScan> {
   const hash = createHash("sha256");
-  const worker = (await stat(file)).size >= DIGEST_WORKER_MIN_BYTES ? digestOnWorker(file) : undefined;
+  const digest = opts.digest ?? true;
+  const worker = digest && (await stat(file)).size >= DIGEST_WORKER_MIN_BYTES ? digestOnWorker(file) : undefined;
   try {
-    return await scanWith(file, hash, worker?.result, onMessage);
+    return await scanWith(file, digest ? hash : undefined, worker?.result, onMessage, opts);
   } finally {
     await worker?.stop();
   }
 }
 
-async function scanWith(file: string, hash: Hash, worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined, onMessage?: (m: Msg) => Promise<void> | void): Promise<BackupScan> {
+async function scanWith(file: string, hash: Hash | undefined, worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined, onMessage: ((m: Msg) => Promise<void> | void) | undefined, opts: ScanOptions): Promise<BackupScan> {
   let trailerAt = -1; // byte offset of the trailer line, to match the worker's digest against
   let offset = 0;
   let header: BackupHeader | undefined;
@@ -182,11 +214,28 @@ async function scanWith(file: string, hash: Hash, worker: Promise<{ sha256: stri
   const perStream: Record<string, number> = {};
   let n = 0;
   let count = 0;
-  await eachLine(createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, worker ? NO_DIGEST : hash, (raw) => {
+  const inOrder = (m: { stream: string; seq: number }): void => {
+    const prev = lastSeq.get(m.stream);
+    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${m.stream} is not in the header`);
+    if (m.seq <= prev) throw new BackupCorruptError(file, n, `sequence ${m.seq} after ${prev}`);
+    lastSeq.set(m.stream, m.seq);
+    perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
+    count++;
+  };
+  await eachLine(createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, worker || !hash ? NO_DIGEST : hash, (raw) => {
     n++;
     const at = offset;
     offset += raw.length + 1;
     if (trailer) throw new BackupCorruptError(file, n, "data after the trailer");
+    if (opts.only && n > 1) {
+      // Decode only the head of the line: half of a partitioned replay's lines go no further.
+      const head = peekHead(raw.toString("utf8", 0, HEAD_BYTES)) ?? (raw.length > HEAD_BYTES ? peekHead(raw.toString("utf8")) : undefined);
+      if (head && !opts.only(head.subject)) {
+        inOrder(head);
+        opts.onOther?.(head);
+        return;
+      }
+    }
     const text = raw.toString("utf8");
     if (n === 1) {
       header = parseLine(file, n, text, BackupHeader);
@@ -205,20 +254,16 @@ async function scanWith(file: string, hash: Hash, worker: Promise<{ sha256: stri
       throw new BackupCorruptError(file, n, "not JSON");
     }
     const m = asMessage(file, n, json);
-    const prev = lastSeq.get(m.stream);
-    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${m.stream} is not in the header`);
-    if (m.seq <= prev) throw new BackupCorruptError(file, n, `sequence ${m.seq} after ${prev}`);
-    lastSeq.set(m.stream, m.seq);
-    perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
-    count++;
+    inOrder(m);
     return onMessage?.(m);
   });
   if (!header) throw new BackupCorruptError(file, 1, "empty file");
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
+  if (trailer.count !== count) throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
+  if (!hash) return { header, count, perStream, sha256: trailer.sha256 }; // the sibling scan's to check
   const digested = await worker;
   // The worker digested up to the last line; that must be where the trailer is, or digest here.
   const sha256 = !worker ? hash.digest("hex") : digested?.upTo === trailerAt ? digested.sha256 : await digestFile(file, trailerAt);
-  if (trailer.count !== count) throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
   if (trailer.sha256 !== sha256) throw new BackupCorruptError(file, n, "SHA-256 mismatch: the file was altered");
   return { header, count, perStream, sha256 };
 }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { eachLine } from "./backup-file.js";
+import { eachLine, peekHead } from "./backup-file.js";
 
 /** What eachLine must see and digest, computed the simple way: split, then hash line by line. */
 function reference(text: string): { lines: string[]; sha256: string } {
@@ -44,5 +44,28 @@ describe("backup line reader", () => {
       }),
       { seed: 4242, numRuns: 500 },
     );
+  });
+});
+
+describe("message head peek", () => {
+  const head = { stream: "DWCP_EVT", seq: 42, ts: "1764115200000000042", subject: "dwcp.evt.migration.m1" };
+  it("reads the head of every line BackupWriter writes, with or without headers, JSON or base64", () => {
+    fc.assert(fc.property(
+      fc.option(fc.array(fc.tuple(fc.stringMatching(/^[A-Za-z-]{1,20}$/), fc.stringMatching(/^[\w.:-]{0,40}$/)), { minLength: 1, maxLength: 4 }), { nil: undefined }),
+      fc.oneof(fc.record({ json: fc.jsonValue() }), fc.record({ data: fc.base64String() })),
+      (headers, payload) => {
+        const m = { ...head, ...(headers ? { headers } : {}) };
+        expect(peekHead(JSON.stringify({ ...m, ...payload }))).toEqual(m);
+      },
+    ), { seed: 7, numRuns: 300 });
+  });
+  it("leaves any other form to the whole parse", () => {
+    for (const text of [
+      JSON.stringify({ seq: 42, stream: "DWCP_EVT", ts: head.ts, subject: head.subject, json: {} }), // other key order
+      JSON.stringify({ ...head, subject: 'dwcp.evt."odd"', json: {} }), // an escape
+      JSON.stringify({ ...head, seq: 0, json: {} }),
+      JSON.stringify({ ...head, headers: [["k", "\n"]], json: {} }),
+      '{"trailer":true,"count":1,"sha256":"00"}',
+    ]) expect(peekHead(text), text).toBeUndefined();
   });
 });

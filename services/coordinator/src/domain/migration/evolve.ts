@@ -27,7 +27,6 @@ export function evolve(state: Migration, event: MigrationEvent): Migration {
         if (b.status === "done") return undefined;
         return { ...b, status: "done", chunks: event.chunks };
       }, (m) => ({
-        ...m,
         status: m.status === "planned" ? "running" : m.status,
         totals: addTransfer(m.totals, event),
       }));
@@ -58,12 +57,16 @@ export function evolve(state: Migration, event: MigrationEvent): Migration {
   }
 }
 
-/** Applies `change` to one batch of an active migration; `undefined` from change means no-op. */
+/**
+ * Applies `change` to one batch of an active migration; `undefined` from change means no-op.
+ * `also` gives the other fields that change with it, so the new state is built once (a replay
+ * folds this a million times).
+ */
 function withBatch(
   s: Migration,
   index: number,
   change: (b: BatchState) => BatchState | undefined,
-  after: (m: Migration) => Migration = (m) => m,
+  also?: (m: Migration) => Partial<Migration>,
 ): Migration {
   const current = s.batches[index];
   if (current === undefined || isTerminal(s)) return s;
@@ -71,7 +74,7 @@ function withBatch(
   if (next === undefined) return s;
   const batches = s.batches.slice();
   batches[index] = next;
-  return after({ ...s, batches });
+  return also ? { ...s, ...also(s), batches } : { ...s, batches };
 }
 
 function addTransfer(

@@ -37,6 +37,26 @@ export interface ReplayView {
 export const beyond = (b: ReplayBound, seq: number, timeMs: number): boolean =>
   (b.untilSeq !== undefined && seq > b.untilSeq) || (b.untilTimeMs !== undefined && timeMs > b.untilTimeMs);
 
+/** Options of a fold. */
+export interface FoldOptions {
+  /**
+   * Keep each transferred batch's chunk list (offset, length, CRC32C per chunk). Off by default:
+   * a replay shows states, and on a long log these lists are most of its memory (16 objects per
+   * batch event, 15M for a million events).
+   */
+  chunks?: boolean;
+}
+
+/** What a folder holds, as plain data: folders of disjoint aggregates combine into one view. */
+export interface FoldParts {
+  migrations: Migration[];
+  replications: Replication[];
+  lastSeq: number;
+  lastTimeMs: number | undefined;
+  events: number;
+  skipped: number;
+}
+
 /**
  * Accumulates records in log order. Pure (no I/O); mutable inside for speed, since a replay folds
  * up to millions of events and copying maps per event would dominate.
@@ -49,14 +69,18 @@ export class ReplayFolder {
   private events = 0;
   private skipped = 0;
 
+  constructor(private readonly opts: FoldOptions = {}) {}
+
   add(r: ReplayRecord): void {
-    this.lastSeq = r.seq;
-    this.lastTimeMs = r.timeMs;
+    this.pass(r.seq, r.timeMs);
     switch (r.kind) {
-      case "migration":
+      case "migration": {
         this.events++;
-        this.migrations.set(r.id, evolveMigration(this.migrations.get(r.id) ?? initialMigration(r.id), r.event));
+        const m = evolveMigration(this.migrations.get(r.id) ?? initialMigration(r.id), r.event);
+        if (r.event.type === "ChunkBatchTransferred" && !this.opts.chunks) dropChunks(m, r.event.batch);
+        this.migrations.set(r.id, m);
         return;
+      }
       case "replication":
         this.events++;
         this.replications.set(r.vm, evolveReplication(this.replications.get(r.vm) ?? initialReplication(r.vm), r.event));
@@ -71,25 +95,62 @@ export class ReplayFolder {
     }
   }
 
-  view(bound: ReplayBound, vm?: string): ReplayView {
-    const migrations = [...this.migrations.values()]
-      .filter((m) => vm === undefined || m.request?.vm === vm)
-      .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? "") || a.id.localeCompare(b.id));
-    const replications = [...this.replications.values()]
-      .filter((r) => vm === undefined || r.vm === vm)
-      .sort((a, b) => a.vm.localeCompare(b.vm));
+  /** A record another folder folds (a partitioned replay): only the position in the log moves. */
+  pass(seq: number, timeMs: number): void {
+    this.lastSeq = seq;
+    this.lastTimeMs = timeMs;
+  }
+
+  parts(): FoldParts {
     return {
-      ...(bound.untilSeq !== undefined ? { untilSeq: bound.untilSeq } : {}),
-      ...(bound.untilTimeMs !== undefined ? { untilTime: new Date(bound.untilTimeMs).toISOString() } : {}),
-      ...(vm !== undefined ? { vm } : {}),
+      migrations: [...this.migrations.values()],
+      replications: [...this.replications.values()],
       lastSeq: this.lastSeq,
-      ...(this.lastTimeMs !== undefined ? { lastTime: new Date(this.lastTimeMs).toISOString() } : {}),
+      lastTimeMs: this.lastTimeMs,
       events: this.events,
       skipped: this.skipped,
-      migrations,
-      replications,
     };
   }
+
+  view(bound: ReplayBound, vm?: string): ReplayView {
+    return combineParts([this.parts()], bound, vm);
+  }
+}
+
+/**
+ * Forgets the chunk list evolve just stored in batch `index`. The batch array is the one evolve
+ * built for this state (or, for a no-op, one already without a list), owned by the folder alone.
+ */
+function dropChunks(m: Migration, index: number): void {
+  const b = m.batches[index];
+  if (b?.chunks === undefined) return;
+  const { chunks: _dropped, ...rest } = b;
+  m.batches[index] = rest;
+}
+
+/**
+ * One view from the parts of folders that each folded a disjoint set of aggregates of the same
+ * log up to the same bound (every folder saw every record's position, so any one's is the view's).
+ */
+export function combineParts(parts: FoldParts[], bound: ReplayBound, vm?: string): ReplayView {
+  const last = parts.reduce((a, p) => (p.lastSeq > a.lastSeq ? p : a), parts[0] ?? { lastSeq: 0, lastTimeMs: undefined });
+  const migrations = parts.flatMap((p) => p.migrations)
+    .filter((m) => vm === undefined || m.request?.vm === vm)
+    .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? "") || a.id.localeCompare(b.id));
+  const replications = parts.flatMap((p) => p.replications)
+    .filter((r) => vm === undefined || r.vm === vm)
+    .sort((a, b) => a.vm.localeCompare(b.vm));
+  return {
+    ...(bound.untilSeq !== undefined ? { untilSeq: bound.untilSeq } : {}),
+    ...(bound.untilTimeMs !== undefined ? { untilTime: new Date(bound.untilTimeMs).toISOString() } : {}),
+    ...(vm !== undefined ? { vm } : {}),
+    lastSeq: last.lastSeq,
+    ...(last.lastTimeMs !== undefined ? { lastTime: new Date(last.lastTimeMs).toISOString() } : {}),
+    events: parts.reduce((n, p) => n + p.events, 0),
+    skipped: parts.reduce((n, p) => n + p.skipped, 0),
+    migrations,
+    replications,
+  };
 }
 
 /** A short human summary: one line per migration and per replication. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { MigrationEvent } from "../../../../../schemas/index.js";
-import { beyond, formatReplay, ReplayFolder } from "./view.js";
+import { beyond, combineParts, formatReplay, ReplayFolder, type ReplayRecord } from "./view.js";
 
 const req = (id: string, vm: string): MigrationEvent => ({
   type: "MigrationRequested", version: 1, migrationId: id, at: "2026-01-01T00:00:00Z", commandId: id, vm,
@@ -8,7 +8,54 @@ const req = (id: string, vm: string): MigrationEvent => ({
   options: { chunkSizeBytes: 65536, batchSizeBytes: 65536, verify: true },
 });
 
+const planned = (id: string): MigrationEvent => ({
+  type: "MigrationPlanned", version: 1, migrationId: id, at: "2026-01-01T00:00:01Z", destDir: "/b/x", chunkSizeBytes: 65536, chunksPerBatch: 1,
+  volumes: [{ index: 0, kind: "disk", sourcePath: "/a/d", destName: "d", sizeBytes: 131072, chunkCount: 2, firstBatch: 0, batchCount: 2 }],
+  totalBytes: 131072, chunkCount: 2, batchCount: 2,
+});
+const transferred = (id: string, batch: number): MigrationEvent => ({
+  type: "ChunkBatchTransferred", version: 1, migrationId: id, at: "2026-01-01T00:00:02Z", batch, attempt: 0, host: "a",
+  chunks: [{ offset: batch * 65536, length: 65536, crc32c: 7, zero: batch === 1, wireBytes: 100 }], bytes: 65536, wireBytes: 100, durationMs: 1,
+});
+
+/** A log of interleaved migrations m0..m{n-1}: requested, planned, two batches, with a foreign record. */
+function log(n: number): ReplayRecord[] {
+  const out: ReplayRecord[] = [];
+  const push = (id: string, event: MigrationEvent): number => out.push({ kind: "migration", id, seq: out.length + 1, timeMs: 1000 + out.length, event });
+  for (let i = 0; i < n; i++) push(`m${i}`, req(`m${i}`, i % 2 ? "web" : "db"));
+  out.push({ kind: "skipped", seq: out.length + 1, timeMs: 1000 + out.length });
+  for (let i = 0; i < n; i++) push(`m${i}`, planned(`m${i}`));
+  for (let b = 0; b < 2; b++) for (let i = b; i < n; i++) push(`m${i}`, transferred(`m${i}`, b));
+  return out;
+}
+
 describe("replay folder", () => {
+  it("keeps batch states and totals, and chunk lists only when asked", () => {
+    const lean = new ReplayFolder();
+    const full = new ReplayFolder({ chunks: true });
+    for (const r of log(3)) {
+      lean.add(r);
+      full.add(r);
+    }
+    const [l, f] = [lean.view({}).migrations[2], full.view({}).migrations[2]];
+    expect(l?.batches).toEqual([{ status: "done", attempt: 0 }, { status: "done", attempt: 0 }]);
+    expect(f?.batches.map((b) => b.chunks?.map((c) => c.offset))).toEqual([[0], [65536]]);
+    expect(l?.totals).toEqual({ bytes: 131072, zeroBytes: 65536, wireBytes: 200, chunks: 2, batches: 2 });
+    expect(f?.totals).toEqual(l?.totals);
+  });
+  it("combines folders of disjoint aggregates into the one folder's view", () => {
+    const records = log(7);
+    const one = new ReplayFolder();
+    const parts = [new ReplayFolder(), new ReplayFolder(), new ReplayFolder()];
+    for (const r of records) {
+      one.add(r);
+      // Each folder folds its own aggregates and the skipped record lands with one of them.
+      const owner = r.kind === "migration" ? Number(r.id.slice(1)) % 3 : 0;
+      parts.forEach((p, k) => (k === owner ? p.add(r) : p.pass(r.seq, r.timeMs)));
+    }
+    for (const vm of [undefined, "web"]) expect(combineParts(parts.map((p) => p.parts()), { untilSeq: 99 }, vm)).toEqual(one.view({ untilSeq: 99 }, vm));
+    expect(one.view({})).toMatchObject({ events: records.length - 1, skipped: 1, lastSeq: records.length });
+  });
   it("folds migrations and counts skipped records, filtering by VM", () => {
     const f = new ReplayFolder();
     f.add({ kind: "migration", id: "m1", seq: 1, timeMs: 1000, event: req("m1", "web") });
