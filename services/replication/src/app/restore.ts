@@ -18,7 +18,7 @@ export interface RestoreOptions {
   toDir: string;
   /** The store directory; default: the one the snapshot's event names. */
   storeDir?: string;
-  /** Spans of up to 128 chunks read, verified and written at once. Default 3. */
+  /** Spans of up to 128 chunks read, verified and written at once. Default 4. */
   concurrency?: number;
 }
 
@@ -226,7 +226,7 @@ async function restoreWith(store: ChunkStore, hasher: HashPool, snap: Snapshot, 
   let directBytes = 0;
   for (const v of m.volumes) {
     const path = join(o.toDir, v.name);
-    const r = await restoreVolume(store, hasher, m, v, path, o.concurrency ?? 3);
+    const r = await restoreVolume(store, hasher, m, v, path, o.concurrency ?? 4);
     syncMs += r.syncMs;
     directBytes += r.directBytes;
     files.push({ path, sizeBytes: v.sizeBytes });

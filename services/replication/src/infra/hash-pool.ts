@@ -5,23 +5,36 @@ import type { HashJob } from "./hash-worker.js";
 const ENTRY = new URL("./hash-worker.mjs", import.meta.url);
 
 /**
- * BLAKE3 of many buffers on two cores: half of each batch goes to a worker thread (zero-copy,
- * through a SharedArrayBuffer), the other half is hashed here meanwhile. The native kernel runs
- * inline for chunks below 256 KiB, so without this a restore verifies on one core. Should the
- * worker fail, everything is hashed here.
+ * BLAKE3 of many buffers on a worker thread (zero-copy, through a SharedArrayBuffer), so that the
+ * main thread keeps issuing a restore's reads and writes while a span is verified. The native
+ * kernel runs inline for chunks below 256 KiB: hashing half of each span here, as this once did,
+ * held the event loop ~2 ms per span. Until the worker has loaded (~0.3 s), and should it fail,
+ * everything is hashed here.
  */
 export class HashPool {
   private worker: Worker | undefined;
+  private ready = false;
+  private markReady: (ok: boolean) => void = () => undefined;
+  /** Resolves true once the worker takes work, false if there is none or it failed. */
+  readonly started: Promise<boolean> = new Promise((resolve) => (this.markReady = resolve));
   private nextId = 1;
   private readonly pending = new Map<number, { resolve(out: string[]): void; reject(err: Error): void }>();
 
   /** With `worker: false` (small jobs: starting the worker costs ~0.2 s), everything is hashed here. */
   constructor(o: { worker?: boolean } = {}) {
-    if (o.worker === false) return;
+    if (o.worker === false) {
+      this.markReady(false);
+      return;
+    }
     try {
       const w = new Worker(ENTRY);
       w.unref();
-      w.on("message", (m: { id: number; out: string[] }) => {
+      w.on("message", (m: { id: number; out: string[] } | { ready: true }) => {
+        if ("ready" in m) {
+          this.ready = true;
+          this.markReady(true);
+          return;
+        }
         this.pending.get(m.id)?.resolve(m.out);
         this.pending.delete(m.id);
       });
@@ -30,24 +43,23 @@ export class HashPool {
       this.worker = w;
     } catch {
       this.worker = undefined;
+      this.markReady(false);
     }
   }
 
   private fail(err: Error): void {
     this.worker = undefined;
+    this.markReady(false);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
 
-  /** Hex BLAKE3 of each buffer; buffers that are views of one SharedArrayBuffer are split with the worker. */
+  /** Hex BLAKE3 of each buffer; buffers that are views of one SharedArrayBuffer are hashed by the worker. */
   async hashAll(bufs: Buffer[]): Promise<string[]> {
     const sab = bufs[0]?.buffer;
-    const shared = this.worker !== undefined && sab instanceof SharedArrayBuffer && bufs.every((b) => b.buffer === sab);
-    if (!shared || bufs.length < 2) return Promise.all(bufs.map((b) => blake3Hex(b)));
-    const half = Math.ceil(bufs.length / 2);
-    const theirs = this.remote(sab, bufs.slice(0, half)).catch(() => Promise.all(bufs.slice(0, half).map((b) => blake3Hex(b))));
-    const ours = await Promise.all(bufs.slice(half).map((b) => blake3Hex(b)));
-    return [...(await theirs), ...ours];
+    const shared = this.worker !== undefined && this.ready && sab instanceof SharedArrayBuffer && bufs.every((b) => b.buffer === sab);
+    const here = (): Promise<string[]> => Promise.all(bufs.map((b) => blake3Hex(b)));
+    return shared ? this.remote(sab, bufs).catch(here) : here();
   }
 
   private remote(sab: SharedArrayBuffer, bufs: Buffer[]): Promise<string[]> {

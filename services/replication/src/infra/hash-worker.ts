@@ -13,3 +13,4 @@ parentPort?.on("message", (job: HashJob) => {
   const out = job.ranges.map(([off, len]) => strongHashSync(buf.subarray(off, off + len)).toString("hex"));
   parentPort?.postMessage({ id: job.id, out });
 });
+parentPort?.postMessage({ ready: true }); // loaded (tsx and the addon take ~0.3 s): send work
