@@ -49,11 +49,13 @@ describe("large backup files (digest and partitions on worker threads)", () => {
     writeFileSync(join(dir, "truncated.backup"), good.subarray(0, Math.floor(good.length * 0.7)));
     await expect(replayBackup(join(dir, "truncated.backup"))).rejects.toBeInstanceOf(BackupCorruptError);
 
-    // A line only a worker's partition parses, broken: that worker names it.
+    // A line only one partition parses, broken: the worker's (1) or this thread's (0) names it.
     const lines = good.toString("utf8").split("\n");
-    const k = lines.findIndex((l, i) => i > lines.length / 2 && l.includes('"subject":"dwcp.evt.migration.') && partitionOf(/"subject":"([^"]+)"/.exec(l)?.[1] ?? "", 2) === 1);
-    lines[k] = `${lines[k]?.slice(0, -1)},}`;
-    writeFileSync(join(dir, "broken.backup"), lines.join("\n"));
-    await expect(replayBackup(join(dir, "broken.backup"), {}, 2)).rejects.toMatchObject({ code: "BACKUP_CORRUPT", line: k + 1, detail: "not JSON" });
+    for (const owner of [1, 0]) {
+      const k = lines.findIndex((l, i) => i > lines.length / 2 && l.includes('"subject":"dwcp.evt.migration.') && partitionOf(/"subject":"([^"]+)"/.exec(l)?.[1] ?? "", 2) === owner);
+      const broken = lines.with(k, `${lines[k]?.slice(0, -1)},}`);
+      writeFileSync(join(dir, "broken.backup"), broken.join("\n"));
+      await expect(replayBackup(join(dir, "broken.backup"), {}, 2), `owner ${owner}`).rejects.toMatchObject({ code: "BACKUP_CORRUPT", line: k + 1, detail: "not JSON" });
+    }
   });
 });
