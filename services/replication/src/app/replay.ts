@@ -112,14 +112,11 @@ const MAX_PARTITIONS = 4;
 export async function replayBackup(file: string, opts: ReplayOptions = {}, partitions?: number): Promise<ReplayView> {
   const count = Math.max(1, partitions ?? ((await stat(file)).size >= PARTITIONED_MIN_BYTES ? Math.min(availableParallelism(), MAX_PARTITIONS) : 1));
   const others = Array.from({ length: count - 1 }, (_, i) => foldOnWorker(file, opts, { index: i + 1, count }));
-  const stopOthers = (): Promise<unknown> => Promise.all(others.map((w) => w.stop()));
-  // A bad line here ends the replay: the workers need not read the rest of the file.
-  const here = foldBackup(file, opts, { index: 0, count }).catch(async (e: unknown) => {
-    await stopOthers();
-    throw e;
-  });
-  const all = await Promise.allSettled([here, ...others.map((w) => w.result)]);
-  await stopOthers();
+  // Every partition runs to its end even when another has failed: a worker may yet find a bad line
+  // before the one reported here (a digest mismatch is reported at the trailer), and the error
+  // must be the first bad line, as a single scan's would be.
+  const all = await Promise.allSettled([foldBackup(file, opts, { index: 0, count }), ...others.map((w) => w.result)]);
+  await Promise.all(others.map((w) => w.stop()));
   const failed = all.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
   // Several partitions may refuse a bad file; report the first bad line, as a single scan would.
   const corrupt = failed.filter((e): e is BackupCorruptError => e instanceof BackupCorruptError).sort((a, b) => a.line - b.line);
