@@ -46,6 +46,7 @@ export interface NativeBinding {
   fadvise(fd: number, offset: number, length: number, advice: number): void;
   alignmentOffset(buf: Uint8Array, align: number): number;
   preadCached(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  mappedFingerprints(fd: number, offset: number, length: number, out: Uint8Array): Promise<void>;
   startWriteback(fd: number, offset: number, length: number): Promise<void>;
   recv(fd: number, buf: Uint8Array, offset: number, min: number, max: number, timeoutMs: number, cancel: Int32Array): Promise<number>;
   fadviseAdvice: Record<FadviseAdvice, number>;

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { BadFileDescriptorError, nativeUnavailableReason, socketFd, zeroCopy } from "./index.js";
+import { BadFileDescriptorError, fingerprints, nativeUnavailableReason, socketFd, zeroCopy } from "./index.js";
 import { openDirect, writeAll } from "../services/common/fs.js";
 import { evict, residentBytes } from "../test/support/page-cache.js";
 
@@ -203,6 +203,46 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
       await zeroCopy.startWriteback(fh.fd, 0, MiB);
     });
     await expect(zeroCopy.startWriteback(987_654, 0, 1)).rejects.toBeInstanceOf(BadFileDescriptorError);
+  });
+
+  it("fingerprintFile gives the fingerprints of the bytes pread would return", async () => {
+    const data = randomBytes(3 * MiB + 1234);
+    data.fill(0, MiB, MiB + 8192); // zero pages fingerprint like any other
+    await writeFile(join(dir, "fp.bin"), data);
+    await withFile("fp.bin", "r", async (fh) => {
+      for (const [off, len] of [[0, data.length], [4096, MiB], [2 * MiB, data.length - 2 * MiB], [8192, 100], [0, 0]] as const) {
+        const into = new BigUint64Array(Math.ceil(len / 4096));
+        await zeroCopy.fingerprintFile(fh.fd, off, len, into);
+        expect(into, `range ${off}+${len}`).toEqual(fingerprints(data.subarray(off, off + len)));
+      }
+      await expect(zeroCopy.fingerprintFile(fh.fd, 100, 4096, new BigUint64Array(1))).rejects.toThrow(/not a multiple of 4096/);
+      await expect(zeroCopy.fingerprintFile(fh.fd, 0, 8192, new BigUint64Array(1))).rejects.toThrow(/holds 1 fingerprints/);
+      await expect(zeroCopy.fingerprintFile(fh.fd, 2 * MiB, 2 * MiB, new BigUint64Array(512))).rejects.toMatchObject({ sysCode: "ENXIO" });
+    });
+  });
+
+  it("fingerprintFile survives the file being truncated under it (SIGBUS becomes ENXIO)", async () => {
+    const size = 64 * MiB;
+    await writeFile(join(dir, "shrinking.bin"), randomBytes(size));
+    const outcomes = { ok: 0, shrank: 0, short: 0 };
+    for (let k = 0; k < 12; k++) {
+      await withFile("shrinking.bin", "r+", async (fh) => {
+        await fh.truncate(size);
+        const into = new BigUint64Array(size / 4096);
+        const read = zeroCopy.fingerprintFile(fh.fd, 0, size, into).then(() => undefined, (err: unknown) => err);
+        await fh.truncate(k % 2 === 0 ? 0 : size / 2); // while the pool thread maps and reads
+        const err = await read;
+        if (err === undefined) outcomes.ok++;
+        else {
+          expect(err).toMatchObject({ sysCode: "ENXIO" });
+          if (/shrank while it was read/.test((err as Error).message)) outcomes.shrank++;
+          else outcomes.short++;
+        }
+      });
+    }
+    // The process is alive; which of the three each round gave depends on timing.
+    expect(outcomes.ok + outcomes.shrank + outcomes.short).toBe(12);
+    expect(outcomes.shrank + outcomes.short).toBeGreaterThan(0);
   });
 });
 

@@ -54,6 +54,14 @@ export interface ZeroCopy {
    * libuv pool). Always false without the native module or where the kernel lacks RWF_NOWAIT.
    */
   readIfCached(fd: number, buf: Uint8Array, offset: number, length: number): boolean;
+  /**
+   * The page fingerprints (see fingerprints()) of fd's bytes [offset, offset + length), read
+   * through a temporary shared mapping rather than copied out with pread: a scan that only
+   * compares fingerprints copies nothing. `offset` is a multiple of 4096; `into` holds one per
+   * 4 KiB page. Runs on the libuv pool. Rejects with sysCode ENXIO when the file is shorter than
+   * the range, or is truncated while it is read.
+   */
+  fingerprintFile(fd: number, offset: number, length: number, into: BigUint64Array): Promise<void>;
   /** posix_fadvise(2). */
   fadvise(fd: number, offset: number, length: number, advice: FadviseAdvice): void;
   /**
@@ -68,6 +76,8 @@ export interface ZeroCopy {
 export const DIRECT_IO_ALIGN = 4096;
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** Bytes per fingerprint; also the mapping granularity fingerprintFile needs. */
+const FINGERPRINT_PAGE = 4096;
 
 function unavailable(): never {
   throw new ZeroCopyUnavailableError(
@@ -86,6 +96,7 @@ export const unavailableZeroCopy: ZeroCopy = {
   punchHole: unavailable,
   fadvise: unavailable,
   readIfCached: () => false,
+  fingerprintFile: () => Promise.reject(new ZeroCopyUnavailableError("fingerprintFile needs the native module: check zeroCopy.available")),
   alignedBuffer: unavailable,
 };
 
@@ -170,6 +181,15 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       const n = sync(() => b.preadCached(fd, buf, offset, length));
       if (n === -2) noWaitRefused = true;
       return n === length;
+    },
+    async fingerprintFile(fd, offset, length, into) {
+      assertFd("fd", fd);
+      assertLength("offset", offset);
+      assertLength("length", length);
+      if (offset % FINGERPRINT_PAGE !== 0) throw new InvalidArgumentError(`fingerprintFile: offset ${offset} is not a multiple of ${FINGERPRINT_PAGE}`);
+      const pages = Math.ceil(length / FINGERPRINT_PAGE);
+      if (into.length !== pages) throw new InvalidArgumentError(`fingerprintFile: into holds ${into.length} fingerprints, the range has ${pages} pages`);
+      return withCallerStack(() => b.mappedFingerprints(fd, offset, length, new Uint8Array(into.buffer, into.byteOffset, into.byteLength)));
     },
     alignedBuffer(size) {
       assertLength("size", size);

@@ -134,6 +134,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   set_fn(env, exports, "capabilities", Capabilities);
   init_async(env, exports);
   init_zero_copy(env, exports);
+  init_mapped(env, exports);
   return exports;
 }
 

@@ -1,3 +1,4 @@
+import { truncateSync } from "node:fs";
 import { copyFile, mkdir, open, stat, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -127,6 +128,27 @@ describe("snapshots, restore and retention", () => {
     const out = join(t.dir, "next");
     await restoreFromStore(pickSnapshot((await base.log.read("web")).state, {}), { vm: "web", toDir: out });
     expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(disk));
+  });
+
+  it("a volume cut short during a sync is refused as changed, and nothing is committed", async () => {
+    const img = join(t.dir, "a", "shrinking.img");
+    await generateImage(img, { sizeBytes: 24 * MiB, zeroFraction: 0, seed: 9 });
+    const o = { ...base, vm: "shrinking", sources: [img], concurrency: 1 };
+    await syncOnce({ ...o, transport: inProcess(agent) });
+    const before = (await base.log.read("shrinking")).state.snapshots.at(-1);
+    // Enough changed pages that the first "put" leaves while later blocks are still to be read.
+    await scatter(img, 3000, 4);
+    let cut = false;
+    const cutting: Transport = {
+      request: (f) => {
+        if (!cut) truncateSync(img, 4 * MiB);
+        cut = true;
+        return agent.handle(f);
+      },
+    };
+    await expect(syncOnce({ ...o, transport: cutting })).rejects.toMatchObject({ code: "SOURCE_CHANGED" });
+    expect(cut).toBe(true);
+    expect((await base.log.read("shrinking")).state.snapshots.at(-1)?.snapshotId).toBe(before?.snapshotId);
   });
 
   it("writes runs of 1 MiB and more with O_DIRECT, the rest and a partial last page through the page cache", async () => {
