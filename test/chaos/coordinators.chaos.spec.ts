@@ -17,7 +17,11 @@ afterAll(async () => c?.stop());
 
 describe("coordinators", () => {
   scenario(F, "kill -9 one of two coordinators: the other carries on, one terminal event", async ({ rng, seed, figures }) => {
-    const m = await slowMigration(c, "coordkill", seed, { sizeBytes: 24 * MiB });
+    // ~22 MiB of data at 2 MiB/s in 2 MiB batches: batches are still to be sent when the data
+    // channel is cut, even if the next command took the whole 5 s it is allowed. (24 MiB in three
+    // 8 MiB batches at 4 MiB/s finished before the cut once on nats-server 2.12.15, and the wait
+    // for a failed batch timed out.)
+    const m = await slowMigration(c, "coordkill", seed, { sizeBytes: 32 * MiB, rate: 2 * MiB, batchSizeBytes: 2 * MiB });
     await waitEvent(c.nats, m.id, "a first transferred batch", (e) => e.type === "ChunkBatchTransferred");
     const victim = rng.pick(["c0", "c1"]);
     const killedAt = performance.now();
