@@ -122,3 +122,59 @@ export function blake3(buf: Uint8Array): Buffer {
   compress(IV, 0, cvs, 0, 0, BLOCK, PARENT | ROOT, root, 0);
   return wordsToBytes(root, 0);
 }
+
+// Page chaining values (see kernels.h in native/src): an input of a power-of-two number (>= 2) of
+// 4 KiB pages is a perfectly balanced tree, each page a subtree of four chunks.
+const PAGE = 4096;
+
+/** The chaining value of the 4 KiB page at page index `index` into out[oo..oo+8). */
+function pageWords(page: Uint8Array, index: number, out: Uint32Array, oo: number): void {
+  const leaves = new Uint32Array(32);
+  for (let c = 0; c < 4; c++) chunkCv(page.subarray(c * CHUNK, (c + 1) * CHUNK), index * 4 + c, 0, leaves, 8 * c);
+  const mid = new Uint32Array(16);
+  compress(IV, 0, leaves, 0, 0, BLOCK, PARENT, mid, 0);
+  compress(IV, 0, leaves, 16, 0, BLOCK, PARENT, mid, 8);
+  compress(IV, 0, mid, 0, 0, BLOCK, PARENT, out, oo);
+}
+
+/** The root hash over `count` (a power of two >= 2) chaining values. */
+function rootOf(cvs: Uint32Array, count: number): Buffer {
+  while (count > 2) {
+    const next = new Uint32Array(4 * count);
+    for (let i = 0; i < count / 2; i++) compress(IV, 0, cvs, 16 * i, 0, BLOCK, PARENT, next, 8 * i);
+    cvs = next;
+    count /= 2;
+  }
+  const root = new Uint32Array(8);
+  compress(IV, 0, cvs, 0, 0, BLOCK, PARENT | ROOT, root, 0);
+  return wordsToBytes(root, 0);
+}
+
+function bytesToWords(b: Uint8Array): Uint32Array {
+  const w = new Uint32Array(b.length / 4);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (let i = 0; i < w.length; i++) w[i] = v.getUint32(4 * i, true);
+  return w;
+}
+
+/** BLAKE3 of buf (a power of two >= 2 of 4 KiB pages), writing each page's chaining value into cvs. */
+export function blake3Pages(buf: Uint8Array, cvs: Uint8Array): Buffer {
+  const pages = buf.length / PAGE;
+  const w = new Uint32Array(8 * pages);
+  for (let p = 0; p < pages; p++) pageWords(buf.subarray(p * PAGE, (p + 1) * PAGE), p, w, 8 * p);
+  const v = new DataView(cvs.buffer, cvs.byteOffset, cvs.byteLength);
+  for (let i = 0; i < w.length; i++) v.setUint32(4 * i, w[i]!, true);
+  return rootOf(w, pages);
+}
+
+/** The chaining value of a 4 KiB page at page index `index`. */
+export function blake3PageCv(page: Uint8Array, index: number): Buffer {
+  const w = new Uint32Array(8);
+  pageWords(page, index, w, 0);
+  return wordsToBytes(w, 0);
+}
+
+/** The BLAKE3 hash from page chaining values (a power of two >= 2 of them, 32 bytes each). */
+export function blake3RootFromCvs(cvs: Uint8Array): Buffer {
+  return rootOf(bytesToWords(cvs), cvs.length / 32);
+}

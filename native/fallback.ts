@@ -1,11 +1,11 @@
 // Pure-TypeScript kernels: what native/index.ts runs when the native module is missing or
 // DWCP_NATIVE=off. Every function returns exactly what the native paths return (checked by
 // kernels.unit.spec.ts).
-import { blake3 } from "./blake3-ts.js";
+import { blake3, blake3PageCv, blake3Pages, blake3RootFromCvs } from "./blake3-ts.js";
 import { crc32c, crc32cCombine, crc32cZeros } from "./crc32c-ts.js";
 import { fingerprints } from "./fingerprint-ts.js";
 
-export { blake3, crc32c, crc32cCombine, crc32cZeros, fingerprints };
+export { blake3, blake3PageCv, blake3Pages, blake3RootFromCvs, crc32c, crc32cCombine, crc32cZeros, fingerprints };
 
 export const PAGE_SIZE = 4096;
 export const XOR_DELTA_MAGIC = 0x314c4458; // "XDL1"

@@ -11,6 +11,7 @@ import { nativeZeroCopy, unavailableZeroCopy, type ZeroCopy } from "./zero-copy.
 
 export * from "./errors.js";
 export type { ChunkAnalysis, KernelPath, PathName } from "./paths.js";
+export { pageTreePages } from "./paths.js";
 export type { FadviseAdvice, SendfileOptions, ZeroCopy } from "./zero-copy.js";
 export { DIRECT_IO_ALIGN, socketFd } from "./zero-copy.js";
 export { loadNative, nativeMode, type NativeMode } from "./loader.js";
@@ -92,6 +93,24 @@ export function xorDeltaDecode<T extends Uint8Array = Buffer>(oldBuf: Uint8Array
 /** BLAKE3-256 of buf, synchronously (blocks the event loop: prefer strongHash). */
 export function strongHashSync(buf: Uint8Array): Buffer {
   return active.strongHash(buf);
+}
+
+/**
+ * BLAKE3-256 of buf and the chaining value of each of its 4 KiB pages (32 bytes each, into cvs),
+ * synchronously; buf must be a power of two of at least two pages (pageTreePages).
+ */
+export function strongHashPages(buf: Uint8Array, cvs: Uint8Array): Buffer {
+  return active.strongHashPages(buf, cvs);
+}
+
+/** The chaining value of the 4 KiB page at page index `index` of a page-tree input. */
+export function pageChainingValue(page: Uint8Array, index: number): Buffer {
+  return active.pageCv(page, index);
+}
+
+/** The BLAKE3-256 of the input whose page chaining values are `cvs`: equal to strongHash of it. */
+export function rootFromChainingValues(cvs: Uint8Array): Buffer {
+  return active.rootFromCvs(cvs);
 }
 
 /** CRC32C and zero map of a chunk in one pass, synchronously. */

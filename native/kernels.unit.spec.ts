@@ -8,7 +8,7 @@ import { compressChunk, decompressChunk } from "./compress.js";
 import {
   analyzeChunk, capabilities, crc32c, crc32cAsync, crc32cCombine, crc32cZeros, fingerprints, fingerprintsAsync,
   InvalidArgumentError, isZero, loadNative, NativeConfigError, nativeMode, NativeModuleMissingError,
-  nativeUnavailableReason, paths, strongHash, xorDeltaDecode, xorDeltaEncode, XorDeltaCorruptError, zeroPages,
+  nativeUnavailableReason, pageTreePages, paths, strongHash, xorDeltaDecode, xorDeltaEncode, XorDeltaCorruptError, zeroPages,
   type KernelPath,
 } from "./index.js";
 
@@ -148,6 +148,43 @@ describe("CRC32C algebra (live path)", () => {
     }), { ...opts, numRuns: 20 });
     expect(crc32cZeros(2 ** 40)).toBe(crc32cCombine(crc32cZeros(2 ** 39), crc32cZeros(2 ** 39), 2 ** 39));
   }, slow);
+});
+
+describe("BLAKE3 page chaining values, every path", () => {
+  const pageTree = fc.record({ log: fc.integer({ min: 1, max: 8 }), seed: fc.integer(), offset: fc.integer({ min: 0, max: 7 }), edits: fc.array(fc.nat(), { maxLength: 4 }) });
+  it("give the hash of the whole input, and of the input with some pages rewritten", () => {
+    fc.assert(fc.property(pageTree, ({ log, seed, offset, edits }) => {
+      const pages = 2 ** log;
+      const buf = Buffer.from(bytes(pages * 4096, seed, offset));
+      const want = hex(paths.ts.strongHash(buf));
+      for (const p of all) {
+        const cvs = new Uint8Array(32 * pages);
+        expect(hex(p.strongHashPages(buf, cvs)), p.name).toBe(want);
+        expect(hex(p.rootFromCvs(cvs)), p.name).toBe(want);
+        for (const j of [0, pages - 1]) expect(hex(p.pageCv(buf.subarray(j * 4096, (j + 1) * 4096), j)), p.name).toBe(hex(cvs.subarray(32 * j, 32 * j + 32)));
+        // A rewritten page: its new chaining value alone gives the new hash.
+        const changed = Buffer.from(buf);
+        for (const [k, e] of edits.entries()) {
+          const j = e % pages;
+          changed.set(k % 2 === 0 ? bytes(4096, seed + k + 1) : new Uint8Array(4096), j * 4096);
+          cvs.set(p.pageCv(changed.subarray(j * 4096, (j + 1) * 4096), j), 32 * j);
+        }
+        expect(hex(p.rootFromCvs(cvs)), p.name).toBe(hex(paths.ts.strongHash(changed)));
+      }
+    }), { ...opts, numRuns: 30 });
+  }, slow);
+
+  it("refuse inputs that are not a power of two of at least two pages", () => {
+    for (const p of all) {
+      expect(() => p.strongHashPages(new Uint8Array(4096), new Uint8Array(32)), p.name).toThrow(InvalidArgumentError);
+      expect(() => p.strongHashPages(new Uint8Array(3 * 4096), new Uint8Array(96)), p.name).toThrow(InvalidArgumentError);
+      expect(() => p.strongHashPages(new Uint8Array(8192), new Uint8Array(32)), p.name).toThrow(/cvs holds 32 bytes/);
+      expect(() => p.pageCv(new Uint8Array(4095), 0), p.name).toThrow(InvalidArgumentError);
+      expect(() => p.pageCv(new Uint8Array(4096), -1), p.name).toThrow(InvalidArgumentError);
+      expect(() => p.rootFromCvs(new Uint8Array(32)), p.name).toThrow(InvalidArgumentError);
+    }
+    expect([4096, 8192, 12288, 65536, 65537].map(pageTreePages)).toEqual([undefined, 2, undefined, 16, undefined]);
+  });
 });
 
 describe("xor delta", () => {

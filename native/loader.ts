@@ -30,6 +30,9 @@ export interface NativeBinding {
   analyze(buf: Uint8Array, flags: Uint8Array, tier: Tier): NativeAnalysis;
   fingerprints(buf: Uint8Array, out: Uint8Array, tier: Tier): void;
   strongHash(buf: Uint8Array, tier: Tier): Buffer;
+  strongHashPages(buf: Uint8Array, cvs: Uint8Array, tier: Tier): Buffer;
+  pageCv(page: Uint8Array, index: number, tier: Tier): Buffer;
+  rootFromCvs(cvs: Uint8Array, tier: Tier): Buffer;
   xorDeltaBound(n: number): number;
   xorDeltaEncode(oldBuf: Uint8Array, newBuf: Uint8Array, out: Uint8Array, tier: Tier): number;
   xorDeltaDecode(oldBuf: Uint8Array, delta: Uint8Array, out: Uint8Array, tier: Tier): void;

@@ -25,6 +25,12 @@ export interface KernelPath {
   analyzeChunk(buf: Uint8Array): ChunkAnalysis;
   fingerprints(buf: Uint8Array): BigUint64Array;
   strongHash(buf: Uint8Array): Buffer;
+  /** BLAKE3 of buf (see pageTreePages) and, into cvs (32 bytes per page), each page's chaining value. */
+  strongHashPages(buf: Uint8Array, cvs: Uint8Array): Buffer;
+  /** The chaining value of one 4 KiB page at page index `index` of its input. */
+  pageCv(page: Uint8Array, index: number): Buffer;
+  /** The BLAKE3 hash of the input whose page chaining values `cvs` holds. */
+  rootFromCvs(cvs: Uint8Array): Buffer;
   xorDeltaEncode(oldBuf: Uint8Array, newBuf: Uint8Array): Buffer;
   /** Applies delta to oldBuf into out (default: a new Buffer; oldBuf itself decodes in place). */
   xorDeltaDecode<T extends Uint8Array = Buffer>(oldBuf: Uint8Array, delta: Uint8Array, out?: T): T;
@@ -33,6 +39,40 @@ export interface KernelPath {
 }
 
 export const pageCount = (n: number): number => Math.ceil(n / ts.PAGE_SIZE);
+
+/**
+ * The number of 4 KiB pages of an input of n bytes whose BLAKE3 tree has a subtree per page
+ * (n a power of two of at least two pages), else undefined: only such inputs have page
+ * chaining values.
+ */
+export function pageTreePages(n: number): number | undefined {
+  const pages = n / ts.PAGE_SIZE;
+  return Number.isInteger(pages) && pages >= 2 && (pages & (pages - 1)) === 0 && pages <= 2 ** 30 ? pages : undefined;
+}
+
+function assertPageTree(what: string, n: number): number {
+  const pages = pageTreePages(n);
+  if (pages === undefined) throw new InvalidArgumentError(`${what}: ${n} bytes is not a power of two of at least two 4 KiB pages`);
+  return pages;
+}
+
+function assertPageCvs(buf: Uint8Array, cvs: Uint8Array): void {
+  assertBytes("buf", buf);
+  assertBytes("cvs", cvs);
+  const pages = assertPageTree("strongHashPages", buf.length);
+  if (cvs.length !== 32 * pages) throw new InvalidArgumentError(`strongHashPages: cvs holds ${cvs.length} bytes, ${pages} pages need ${32 * pages}`);
+}
+
+function assertPage(page: Uint8Array, index: number): void {
+  assertBytes("page", page);
+  if (page.length !== ts.PAGE_SIZE) throw new InvalidArgumentError(`pageCv: a page is ${ts.PAGE_SIZE} bytes, not ${page.length}`);
+  if (!Number.isInteger(index) || index < 0 || index >= 2 ** 30) throw new InvalidArgumentError(`pageCv: index ${index} is not a page index`);
+}
+
+function assertCvs(cvs: Uint8Array): void {
+  assertBytes("cvs", cvs);
+  assertPageTree("rootFromCvs", (cvs.length / 32) * ts.PAGE_SIZE);
+}
 
 function corrupt(): never {
   throw new XorDeltaCorruptError("xor delta is malformed or was made for a buffer of another length");
@@ -78,6 +118,18 @@ export const tsPath: KernelPath = {
   strongHash(buf) {
     assertBytes("buf", buf);
     return ts.blake3(buf);
+  },
+  strongHashPages(buf, cvs) {
+    assertPageCvs(buf, cvs);
+    return ts.blake3Pages(buf, cvs);
+  },
+  pageCv(page, index) {
+    assertPage(page, index);
+    return ts.blake3PageCv(page, index);
+  },
+  rootFromCvs(cvs) {
+    assertCvs(cvs);
+    return ts.blake3RootFromCvs(cvs);
   },
   xorDeltaEncode(oldBuf, newBuf) {
     assertBytes("oldBuf", oldBuf);
@@ -128,6 +180,18 @@ export function nativePath(b: NativeBinding, tier: Tier, name: PathName): Kernel
     strongHash(buf) {
       assertBytes("buf", buf);
       return b.strongHash(buf, tier);
+    },
+    strongHashPages(buf, cvs) {
+      assertPageCvs(buf, cvs);
+      return b.strongHashPages(buf, cvs, tier);
+    },
+    pageCv(page, index) {
+      assertPage(page, index);
+      return b.pageCv(page, index, tier);
+    },
+    rootFromCvs(cvs) {
+      assertCvs(cvs);
+      return b.rootFromCvs(cvs, tier);
     },
     xorDeltaEncode(oldBuf, newBuf) {
       assertBytes("oldBuf", oldBuf);

@@ -81,6 +81,29 @@ Napi::Value StrongHash(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::Copy(info.Env(), digest, 32);
 }
 
+// strongHashPages(buf, cvsOut, tier): the BLAKE3 of buf and its page chaining values (see kernels.h).
+Napi::Value StrongHashPages(const Napi::CallbackInfo& info) {
+  const Span b = span(info[0]);
+  uint8_t digest[32];
+  blake3_hash_pages(b.data, b.size, span(info[1]).data, digest, kernels(tier(info[2])).blake3);
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), digest, 32);
+}
+
+// pageCv(page, index, tier): the chaining value of one 4 KiB page at page index `index`.
+Napi::Value PageCv(const Napi::CallbackInfo& info) {
+  uint8_t cv[32];
+  blake3_page_cv(span(info[0]).data, static_cast<uint64_t>(i64(info[1])), cv, kernels(tier(info[2])).blake3);
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), cv, 32);
+}
+
+// rootFromCvs(cvs, tier): the BLAKE3 hash of the input whose page chaining values these are.
+Napi::Value RootFromCvs(const Napi::CallbackInfo& info) {
+  const Span c = span(info[0]);
+  uint8_t digest[32];
+  blake3_root_from_cvs(c.data, c.size / 32, digest, kernels(tier(info[1])).blake3);
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), digest, 32);
+}
+
 Napi::Value XorDeltaBound(const Napi::CallbackInfo& info) {
   const auto n = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
   return Napi::Number::New(info.Env(), static_cast<double>(xor_delta_bound(n)));
@@ -128,6 +151,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   set_fn(env, exports, "analyze", Analyze);
   set_fn(env, exports, "fingerprints", Fingerprints);
   set_fn(env, exports, "strongHash", StrongHash);
+  set_fn(env, exports, "strongHashPages", StrongHashPages);
+  set_fn(env, exports, "pageCv", PageCv);
+  set_fn(env, exports, "rootFromCvs", RootFromCvs);
   set_fn(env, exports, "xorDeltaBound", XorDeltaBound);
   set_fn(env, exports, "xorDeltaEncode", XorDeltaEncode);
   set_fn(env, exports, "xorDeltaDecode", XorDeltaDecode);

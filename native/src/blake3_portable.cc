@@ -105,6 +105,16 @@ size_t hash_level(HashManyFn hm, const uint8_t* src, size_t count, uint8_t* dst)
   return pairs + (count & 1);
 }
 
+// Merges count >= 2 chaining values level by level into the root hash. src is overwritten, dst
+// (room for (count + 1) / 2 values) is scratch.
+void merge_to_root(HashManyFn hm, uint8_t* src, uint8_t* dst, size_t count, uint8_t out[32]) {
+  for (size_t c = count; c > 2; std::swap(src, dst)) c = hash_level(hm, src, c, dst);
+  uint32_t cv[8];
+  std::memcpy(cv, kIV, sizeof cv);
+  compress(cv, src, kBlockLen, 0, kParent | kRoot);
+  store_cv(cv, out);
+}
+
 }  // namespace
 
 void hash_many_portable(const uint8_t* const* inputs, size_t count, size_t blocks, uint64_t counter,
@@ -138,13 +148,46 @@ void blake3_hash(const uint8_t* p, size_t n, uint8_t out[32], Blake3Impl impl) {
   std::vector<uint8_t> a(32 * chunks), b(32 * ((chunks + 1) / 2));
   hash_chunks(hm, p, full, a.data());
   if (full < chunks) chunk_cv(p + full * kChunkLen, n - full * kChunkLen, full, 0, a.data() + 32 * full);
-  uint8_t* src = a.data();
-  uint8_t* dst = b.data();
-  for (size_t count = chunks; count > 2; std::swap(src, dst)) count = hash_level(hm, src, count, dst);
-  uint32_t cv[8];
-  std::memcpy(cv, kIV, sizeof cv);
-  compress(cv, src, kBlockLen, 0, kParent | kRoot);
-  store_cv(cv, out);
+  merge_to_root(hm, a.data(), b.data(), chunks, out);
+}
+
+namespace {
+
+constexpr size_t kPageLen = 4096;
+constexpr size_t kChunksPerPage = kPageLen / b3::kChunkLen;
+
+// The root over count >= 2 chaining values, which are left as they are.
+void root_of(b3::HashManyFn hm, const uint8_t* cvs, size_t count, uint8_t out[32]) {
+  std::vector<uint8_t> a(cvs, cvs + 32 * count), b(32 * ((count + 1) / 2));
+  b3::merge_to_root(hm, a.data(), b.data(), count, out);
+}
+
+}  // namespace
+
+void blake3_hash_pages(const uint8_t* p, size_t n, uint8_t* page_cvs, uint8_t out[32], Blake3Impl impl) {
+  using namespace b3;
+  const HashManyFn hm = pick(impl);
+  const size_t chunks = n / kChunkLen;
+  std::vector<uint8_t> a(32 * chunks), b(32 * chunks / 2);
+  hash_chunks(hm, p, chunks, a.data());
+  const size_t halves = hash_level(hm, a.data(), chunks, b.data());
+  hash_level(hm, b.data(), halves, page_cvs);
+  root_of(hm, page_cvs, n / kPageLen, out);
+}
+
+void blake3_page_cv(const uint8_t* page, uint64_t index, uint8_t out[32], Blake3Impl impl) {
+  using namespace b3;
+  const HashManyFn hm = pick(impl);
+  const uint8_t* ptrs[kChunksPerPage];
+  for (size_t j = 0; j < kChunksPerPage; ++j) ptrs[j] = page + j * kChunkLen;
+  uint8_t a[32 * kChunksPerPage], b[32 * kChunksPerPage / 2];
+  hm(ptrs, kChunksPerPage, kChunkLen / kBlockLen, index * kChunksPerPage, true, 0, kChunkStart, kChunkEnd, a);
+  hash_level(hm, a, kChunksPerPage, b);
+  hash_level(hm, b, kChunksPerPage / 2, out);
+}
+
+void blake3_root_from_cvs(const uint8_t* cvs, size_t count, uint8_t out[32], Blake3Impl impl) {
+  root_of(b3::pick(impl), cvs, count, out);
 }
 
 }  // namespace dwcp

@@ -60,5 +60,13 @@ bool xor_delta_decode_avx2(const uint8_t* old, size_t n, const uint8_t* d, size_
 // ---- strong hash: BLAKE3, 32-byte output ----
 enum class Blake3Impl { Portable, Avx2, Avx512 };
 void blake3_hash(const uint8_t* p, size_t n, uint8_t out[32], Blake3Impl impl);
+// Page chaining values: for n = pages * 4096 bytes with pages a power of two >= 2, the tree is
+// perfectly balanced and each 4 KiB page is a subtree of four chunks. blake3_hash_pages writes
+// each page's subtree chaining value (pages * 32 bytes) and the hash; blake3_page_cv gives one
+// page's value at page index `index`; blake3_root_from_cvs (count a power of two >= 2) merges
+// page values into the hash, so a page change is checked by hashing that page alone.
+void blake3_hash_pages(const uint8_t* p, size_t n, uint8_t* page_cvs, uint8_t out[32], Blake3Impl impl);
+void blake3_page_cv(const uint8_t* page, uint64_t index, uint8_t out[32], Blake3Impl impl);
+void blake3_root_from_cvs(const uint8_t* cvs, size_t count, uint8_t out[32], Blake3Impl impl);
 
 }  // namespace dwcp

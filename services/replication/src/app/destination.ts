@@ -1,9 +1,9 @@
 import { decompressChunk } from "../../../../native/compress.js";
-import { isZero, zeroPages } from "../../../../native/index.js";
+import { isZero, pageChainingValue, pageTreePages, rootFromChainingValues, strongHashPages, zeroPages } from "../../../../native/index.js";
 import { AgentRequest } from "../../../../schemas/replication.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
 import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
-import { applyPages, deltaRebuilds, mergePages } from "../domain/store/pack.js";
+import { applyPages, cvBytes, deltaRebuilds, mergePages, pagesOf, stackPages } from "../domain/store/pack.js";
 import { decodeFrame, encodeFrame, type PutChunk, type PutOutcome, type Reply, type Request } from "../domain/store/frames.js";
 import { blake3Hex, ChunkStore, scratchFor, type Resolved, type Scratch } from "../infra/chunk-store.js";
 import { compiledSafeParse } from "../infra/schema-check.js";
@@ -18,6 +18,8 @@ const SPARE_BYTES = 16 << 20;
 const PUT_LANES = 8;
 
 
+const ZERO_PAGE = new Uint8Array(PAGE);
+
 const all = (len: number): number[] => Array.from({ length: Math.ceil(len / PAGE) }, (_, j) => j);
 
 /** Requests are validated once, here, against the schema (compiled fast path, see schema-check.ts). */
@@ -29,6 +31,8 @@ export class DestinationAgent {
   private readonly spare: LaneBuffers[] = [];
   /** The last manifest this agent made durable, per VM: the parent a "commit-changes" names. */
   private readonly committed = new Map<string, Manifest>();
+  /** Changed chunks checked from their keyframe's page chaining values, and rebuilt from their base's data. */
+  readonly counters = { fromChainingValues: 0, rebuilt: 0 };
   constructor(readonly store: ChunkStore) {}
 
   private takeBuffers(len: number): LaneBuffers {
@@ -107,6 +111,11 @@ export class DestinationAgent {
   /** Rebuilds one chunk, checks its BLAKE3 and stores it, as a delta against a keyframe when that pays. */
   private async one(c: PutChunk, data: Buffer, work: LaneBuffers): Promise<{ outcome: PutOutcome; reason?: string }> {
     if (this.store.knows(c.hash)) return { outcome: "dedup" };
+    if (await this.fromChainingValues(c, data)) {
+      this.counters.fromChainingValues++;
+      return { outcome: "stored" };
+    }
+    if (c.base !== null) this.counters.rebuilt++;
     const base: Resolved | undefined = c.base === null ? undefined : await this.store.resolve(c.base, work).catch(() => undefined);
     if (c.base !== null && !base) return { outcome: "need-full", reason: "base chunk missing" };
     const pages = c.pages ?? all(c.len);
@@ -114,18 +123,46 @@ export class DestinationAgent {
     const chunk = applyPages(base?.data, { len: c.len, pages, zero: pages.map((j) => zero.has(j)), data }, work.rebuilt);
     const whole = c.base === null && c.pages === null;
     if (!chunk) return whole ? fail(c, "pages that do not fit the chunk") : { outcome: "need-full", reason: "pages do not fit the chunk" };
-    const actual = await blake3Hex(chunk);
+    // A chunk that may become a keyframe keeps its pages' chaining values (same cost as the hash).
+    const cvs = pageTreePages(chunk.length) === undefined ? undefined : Buffer.allocUnsafe(cvBytes(chunk.length));
+    const actual = cvs ? strongHashPages(chunk, cvs).toString("hex") : await blake3Hex(chunk);
     if (actual !== c.hash) return whole ? fail(c, actual) : { outcome: "need-full", reason: "rebuilt chunk does not match its BLAKE3" };
-    await this.store_(c.hash, chunk, pages, base, c.base);
+    await this.store_(c.hash, chunk, pages, base, c.base, cvs);
     return { outcome: "stored" };
   }
 
   /**
-   * A chunk rebuilt from a stored base keeps only the pages that differ from the base's keyframe,
-   * while they are at most half the chunk; otherwise it becomes a keyframe itself. The delta is
-   * checked to rebuild the verified chunk before it is stored.
+   * Checks and stores a changed chunk from its base's keyframe's page chaining values: the hash of
+   * the new version is the root over the keyframe's values with the pages of the base's delta and
+   * the changed pages hashed anew, so the keyframe's data is neither read nor hashed. False when
+   * that does not apply (no stored values, a size without a page tree, a delta over half the
+   * chunk, a hash that does not match): `one` then rebuilds and hashes the chunk.
    */
-  private async store_(hash: string, chunk: Buffer, changed: number[], base: Resolved | undefined, baseHash: string | null): Promise<void> {
+  private async fromChainingValues(c: PutChunk, data: Buffer): Promise<boolean> {
+    const pages = pageTreePages(c.len);
+    if (c.base === null || c.pages === null || pages === undefined) return false;
+    const base = await this.store.keyframeCvs(c.base, c.len).catch(() => undefined);
+    if (!base) return false;
+    const zero = new Set(c.zero);
+    const newer = { pages: c.pages, zero: c.pages.map((j) => zero.has(j)), data };
+    const d = stackPages(c.len, base.older, newer);
+    if (!d || d.pages.length * 2 > pages) return false;
+    const cvs = base.cvs;
+    for (const p of pagesOf(c.len, d) ?? []) cvs.set(pageChainingValue(p.bytes ?? ZERO_PAGE, p.j), 32 * p.j);
+    if (rootFromChainingValues(cvs).toString("hex") !== c.hash) return false;
+    // has() touches the keyframe's pack: retention's grace period then covers it until the commit.
+    if (this.store.deltaBase(base.key) !== undefined || !(await this.store.has(base.key))) return false;
+    await this.store.putDelta(c.hash, { base: base.key, len: c.len, ...d });
+    return true;
+  }
+
+  /**
+   * A chunk rebuilt from a stored base keeps only the pages that differ from the base's keyframe,
+   * while they are at most half the chunk; otherwise it becomes a keyframe itself (with its page
+   * chaining values, when it has them). The delta is checked to rebuild the verified chunk before
+   * it is stored.
+   */
+  private async store_(hash: string, chunk: Buffer, changed: number[], base: Resolved | undefined, baseHash: string | null, cvs: Buffer | undefined): Promise<void> {
     if (base && baseHash !== null) {
       const key = base.keyframe ?? { hash: baseHash, data: base.data, pages: [] };
       const zp = zeroPages(chunk);
@@ -135,7 +172,7 @@ export class DestinationAgent {
         if (deltaRebuilds(key.data, chunk, d.pages, isZero)) return this.store.putDelta(hash, { base: key.hash, len: chunk.length, ...d });
       }
     }
-    return this.store.putWhole(hash, chunk);
+    return this.store.putWhole(hash, chunk, cvs);
   }
 
   private async commitChanges(req: Extract<Request, { kind: "commit-changes" }>): Promise<Reply> {

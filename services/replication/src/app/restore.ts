@@ -5,6 +5,7 @@ import { DIRECT_IO_ALIGN, zeroCopy, zeroPages } from "../../../../native/index.j
 import { SnapshotNotFoundError, StoreIntegrityError } from "../domain/errors.js";
 import { snapshotAt, type Replication, type Snapshot } from "../domain/replication/state.js";
 import { chunkLength, manifestProblem, PAGE, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";
+import { maxWholeRecord } from "../domain/store/pack.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { HashPool } from "../infra/hash-pool.js";
 import { fsyncDir } from "../infra/durable-file.js";
@@ -172,7 +173,7 @@ async function restoreVolume(store: ChunkStore, hasher: HashPool, m: Manifest, v
       else spans.push([i]);
     }
     let next = 0;
-    const spanBytes = SPAN_CHUNKS * (m.chunkSizeBytes + 64);
+    const spanBytes = SPAN_CHUNKS * maxWholeRecord(m.chunkSizeBytes);
     const lane = async (): Promise<void> => {
       const buf = Buffer.from(new SharedArrayBuffer(spanBytes)); // the hash worker reads it in place
       const staging = out.staging(SPAN_CHUNKS * m.chunkSizeBytes);

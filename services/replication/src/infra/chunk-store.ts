@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { strongHash } from "../../../../native/index.js";
 import { StoreIntegrityError } from "../domain/errors.js";
 import type { Manifest } from "../domain/store/manifest.js";
-import { applyPages, decodeRecord, encodeRecord, type IndexEntry, type PageDelta } from "../domain/store/pack.js";
+import { applyPages, cvsAt, decodeRecord, encodeRecord, type IndexEntry, type PageDelta, type PageSet } from "../domain/store/pack.js";
 import { fsyncDir, writeFileAtomic } from "./durable-file.js";
 import { Pack } from "./pack-file.js";
 
@@ -165,9 +165,34 @@ export class ChunkStore {
     this.index.set(hash, { pack, entry });
   }
 
-  /** Stores bytes the caller has verified against `hash`; durable after `flush`. */
-  putWhole(hash: string, data: Uint8Array): Promise<void> {
-    return this.append(hash, "whole", encodeRecord(hash, "whole", { len: data.length, data }));
+  /** Stores bytes the caller has verified against `hash` (and their page chaining values); durable after `flush`. */
+  putWhole(hash: string, data: Uint8Array, cvs?: Uint8Array): Promise<void> {
+    return this.append(hash, "whole", encodeRecord(hash, "whole", { len: data.length, data, ...(cvs ? { cvs } : {}) }));
+  }
+
+  /**
+   * What a new version of chunk `hash` (of `len` bytes) can be checked and stored against without
+   * its data: the keyframe it is (or is a delta of), a copy of that keyframe's page chaining
+   * values, and the pages by which `hash` differs from the keyframe. Reads only the values and a
+   * delta's record, not the keyframe's data. Undefined when the keyframe has no stored values.
+   */
+  async keyframeCvs(hash: string, len: number): Promise<{ key: string; cvs: Buffer; older: PageSet } | undefined> {
+    const l = this.index.get(hash);
+    if (!l) return undefined;
+    if (l.entry.kind === "whole") {
+      const cvs = await this.cvsOf(l, len);
+      return cvs && { key: hash, cvs, older: { pages: [], zero: [], data: new Uint8Array(0) } };
+    }
+    const r = await this.record(hash);
+    if (r.kind !== "delta" || r.delta.len !== len) return undefined;
+    const k = this.index.get(r.delta.base);
+    const cvs = k?.entry.kind === "whole" ? await this.cvsOf(k, len) : undefined;
+    return cvs && { key: r.delta.base, cvs, older: r.delta };
+  }
+
+  private async cvsOf(l: Located, len: number): Promise<Buffer | undefined> {
+    const at = cvsAt(l.entry.length, len);
+    return at === undefined ? undefined : Buffer.from(await l.pack.readPart(l.entry.offset, l.entry.length, at, l.entry.length - at));
   }
 
   /** Stores a verified chunk as pages against a whole chunk (its keyframe). */

@@ -1,14 +1,19 @@
+import { pageTreePages } from "../../../../../native/paths.js";
 import { PAGE } from "./manifest.js";
 
 // A pack holds many chunks in one file, so a sync costs one file, one write stream and one fsync
 // instead of one of each per chunk. Layout:
 //   "DWPACK01" | record* | index | tail
-//   record: u32 magic "DWR1" | u8 kind (0 whole, 1 delta) | 3 reserved | 32 BLAKE3 | u32 chunk length |
-//           u32 n | (delta: 32 base BLAKE3 | n × u32 page | n × u8 zero) | data
+//   record: u32 magic "DWR1" | u8 kind (0 whole, 1 delta) | u8 cvs | 2 reserved | 32 BLAKE3 |
+//           u32 chunk length | u32 n | (delta: 32 base BLAKE3 | n × u32 page | n × u8 zero) | data |
+//           (whole with cvs = 1: 32 × pages, each page's BLAKE3 chaining value)
 //   index:  per record: 32 BLAKE3 | u32 offset hi | u32 offset lo | u32 record length | u8 kind | (delta: 32 base)
 //   tail:   u32 count | u32 offset hi | u32 offset lo | u32 index length | u32 CRC32C of the index | "DWPK"
 // A whole record's data is the chunk. A delta's base is always a whole chunk (a keyframe): a read
 // applies at most one delta, and the delta lists every page that differs from the keyframe.
+// A whole chunk of a power of two of at least two 4 KiB pages (native pageTreePages) may carry
+// its pages' chaining values: a new version built from it is then checked against its BLAKE3
+// from those values and the changed pages alone, without reading or hashing the keyframe's data.
 // Integers are big-endian.
 
 export const PACK_MAGIC = Buffer.from("DWPACK01");
@@ -40,12 +45,13 @@ export interface IndexEntry {
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
 
 /** One record, ready to append. */
-export function encodeRecord(hash: string, kind: RecordKind, chunk: { len: number; data: Uint8Array; delta?: Omit<PageDelta, "len" | "data"> }): Buffer {
+export function encodeRecord(hash: string, kind: RecordKind, chunk: { len: number; data: Uint8Array; delta?: Omit<PageDelta, "len" | "data">; cvs?: Uint8Array }): Buffer {
   const n = chunk.delta?.pages.length ?? 0;
   const extra = kind === "delta" ? 32 + 5 * n : 0;
-  const out = Buffer.allocUnsafe(RECORD_HEAD + extra + chunk.data.length);
+  const cvs = kind === "whole" && chunk.cvs !== undefined && chunk.cvs.length === cvBytes(chunk.len) && chunk.cvs.length > 0 ? chunk.cvs : undefined;
+  const out = Buffer.allocUnsafe(RECORD_HEAD + extra + chunk.data.length + (cvs?.length ?? 0));
   out.writeUInt32BE(RECORD_MAGIC, 0);
-  out.writeUInt32BE(kind === "delta" ? 0x01000000 : 0, 4);
+  out.writeUInt32BE(kind === "delta" ? 0x01000000 : cvs ? 0x00010000 : 0, 4);
   out.write(hash, 8, 32, "hex");
   out.writeUInt32BE(chunk.len, 40);
   out.writeUInt32BE(n, 44);
@@ -56,11 +62,26 @@ export function encodeRecord(hash: string, kind: RecordKind, chunk: { len: numbe
     for (const z of chunk.delta.zero) p = out.writeUInt8(z ? 1 : 0, p);
   }
   out.set(chunk.data, RECORD_HEAD + extra);
+  if (cvs) out.set(cvs, RECORD_HEAD + chunk.data.length);
   return out;
 }
 
-/** A record read back: the chunk itself, or a delta against its keyframe. */
-export type DecodedRecord = { kind: "whole"; hash: string; data: Buffer } | { kind: "delta"; hash: string; delta: PageDelta };
+/** Bytes of the page chaining values a whole chunk of `len` bytes can carry (0: none). */
+export function cvBytes(len: number): number {
+  return 32 * (pageTreePages(len) ?? 0);
+}
+
+/** Where a whole record's chaining values start, if its length says it has them (index entries carry no flag). */
+export function cvsAt(recordLength: number, len: number): number | undefined {
+  const n = cvBytes(len);
+  return n > 0 && recordLength === RECORD_HEAD + len + n ? RECORD_HEAD + len : undefined;
+}
+
+/** The longest whole record of a chunk of `len` bytes. */
+export const maxWholeRecord = (len: number): number => RECORD_HEAD + len + cvBytes(len);
+
+/** A record read back: the chunk itself (with its page chaining values, when stored), or a delta against its keyframe. */
+export type DecodedRecord = { kind: "whole"; hash: string; data: Buffer; cvs?: Buffer } | { kind: "delta"; hash: string; delta: PageDelta };
 
 export function decodeRecord(buf: Buffer): DecodedRecord {
   if (buf.length < RECORD_HEAD || buf.readUInt32BE(0) !== RECORD_MAGIC) throw new RangeError("not a pack record");
@@ -68,8 +89,10 @@ export function decodeRecord(buf: Buffer): DecodedRecord {
   const len = buf.readUInt32BE(40);
   const n = buf.readUInt32BE(44);
   if (buf[4] === 0) {
-    if (buf.length !== RECORD_HEAD + len) throw new RangeError(`whole record of ${buf.length} bytes for a chunk of ${len}`);
-    return { kind: "whole", hash, data: buf.subarray(RECORD_HEAD) };
+    const cvs = buf[5] === 1 ? cvBytes(len) : 0;
+    if (buf.length !== RECORD_HEAD + len + cvs || (buf[5] === 1 && cvs === 0)) throw new RangeError(`whole record of ${buf.length} bytes for a chunk of ${len}`);
+    const data = buf.subarray(RECORD_HEAD, RECORD_HEAD + len);
+    return cvs > 0 ? { kind: "whole", hash, data, cvs: buf.subarray(RECORD_HEAD + len) } : { kind: "whole", hash, data };
   }
   const dataAt = RECORD_HEAD + 32 + 5 * n;
   if (buf.length < dataAt) throw new RangeError("truncated delta record");
@@ -210,4 +233,48 @@ export function deltaRebuilds(key: Buffer, chunk: Buffer, pages: number[], isZer
     from = Math.min((j + 1) * PAGE, chunk.length);
   }
   return same(from, chunk.length);
+}
+
+/** Pages of a chunk and their bytes: `zero` pages carry none, the others' bytes follow in order in `data`. */
+export type PageSet = Omit<PageDelta, "base" | "len">;
+
+/**
+ * Each listed page of a chunk of `len` bytes with its bytes (null: a zero page), or undefined when
+ * the set does not fit the chunk (pages out of order or outside it, data that does not add up).
+ */
+export function pagesOf(len: number, s: PageSet): Array<{ j: number; bytes: Buffer | null }> | undefined {
+  const out: Array<{ j: number; bytes: Buffer | null }> = [];
+  const data = Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength);
+  let off = 0;
+  let prev = -1;
+  for (const [i, j] of s.pages.entries()) {
+    const size = Math.min(PAGE, len - j * PAGE);
+    if (!Number.isInteger(j) || j <= prev || size <= 0) return undefined;
+    prev = j;
+    if (s.zero[i]) out.push({ j, bytes: null });
+    else {
+      if (off + size > data.length) return undefined;
+      out.push({ j, bytes: data.subarray(off, off + size) });
+      off += size;
+    }
+  }
+  return off === data.length ? out : undefined;
+}
+
+/**
+ * The delta against a keyframe of a chunk that is its base (`older`, the base's own delta against
+ * that keyframe) with `newer` pages written over it: the union of both, the newer page winning.
+ * The same as mergePages over the rebuilt chunk, without rebuilding it. Undefined when either set
+ * does not fit the chunk.
+ */
+export function stackPages(len: number, older: PageSet, newer: PageSet): PageSet | undefined {
+  const a = pagesOf(len, older);
+  const b = pagesOf(len, newer);
+  if (!a || !b) return undefined;
+  const byPage = new Map<number, Buffer | null>();
+  for (const p of a) byPage.set(p.j, p.bytes);
+  for (const p of b) byPage.set(p.j, p.bytes);
+  const pages = [...byPage.keys()].sort((x, y) => x - y);
+  const zero = pages.map((j) => byPage.get(j) === null);
+  return { pages, zero, data: Buffer.concat(pages.flatMap((j) => byPage.get(j) ?? [])) };
 }
