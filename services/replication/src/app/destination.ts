@@ -3,7 +3,7 @@ import { isZero, pageChainingValue, pageTreePages, rootFromChainingValues, stron
 import { AgentRequest } from "../../../../schemas/replication.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
 import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
-import { applyPages, cvBytes, deltaRebuilds, mergePages, pagesOf, stackPages } from "../domain/store/pack.js";
+import { applyPages, cvBytes, deltaRebuilds, mergePages, pageSetOf, stackPages } from "../domain/store/pack.js";
 import { decodeFrame, encodeFrame, type PutChunk, type PutOutcome, type Reply, type Request } from "../domain/store/frames.js";
 import { blake3Hex, ChunkStore, scratchFor, type Resolved, type Scratch } from "../infra/chunk-store.js";
 import { compiledSafeParse } from "../infra/schema-check.js";
@@ -145,14 +145,14 @@ export class DestinationAgent {
     if (!base) return false;
     const zero = new Set(c.zero);
     const newer = { pages: c.pages, zero: c.pages.map((j) => zero.has(j)), data };
-    const d = stackPages(c.len, base.older, newer);
-    if (!d || d.pages.length * 2 > pages) return false;
+    const stacked = stackPages(c.len, base.older, newer);
+    if (!stacked || stacked.length * 2 > pages) return false;
     const cvs = base.cvs;
-    for (const p of pagesOf(c.len, d) ?? []) cvs.set(pageChainingValue(p.bytes ?? ZERO_PAGE, p.j), 32 * p.j);
+    for (const p of stacked) cvs.set(pageChainingValue(p.bytes ?? ZERO_PAGE, p.j), 32 * p.j);
     if (rootFromChainingValues(cvs).toString("hex") !== c.hash) return false;
     // has() touches the keyframe's pack: retention's grace period then covers it until the commit.
     if (this.store.deltaBase(base.key) !== undefined || !(await this.store.has(base.key))) return false;
-    await this.store.putDelta(c.hash, { base: base.key, len: c.len, ...d });
+    await this.store.putDelta(c.hash, { base: base.key, len: c.len, ...pageSetOf(stacked) });
     return true;
   }
 

@@ -242,8 +242,8 @@ export type PageSet = Omit<PageDelta, "base" | "len">;
  * Each listed page of a chunk of `len` bytes with its bytes (null: a zero page), or undefined when
  * the set does not fit the chunk (pages out of order or outside it, data that does not add up).
  */
-export function pagesOf(len: number, s: PageSet): Array<{ j: number; bytes: Buffer | null }> | undefined {
-  const out: Array<{ j: number; bytes: Buffer | null }> = [];
+export function pagesOf(len: number, s: PageSet): PageBytes[] | undefined {
+  const out: PageBytes[] = [];
   const data = Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength);
   let off = 0;
   let prev = -1;
@@ -261,20 +261,26 @@ export function pagesOf(len: number, s: PageSet): Array<{ j: number; bytes: Buff
   return off === data.length ? out : undefined;
 }
 
+/** One page of a page set with its bytes (null: a zero page). */
+export type PageBytes = { j: number; bytes: Buffer | null };
+
 /**
- * The delta against a keyframe of a chunk that is its base (`older`, the base's own delta against
- * that keyframe) with `newer` pages written over it: the union of both, the newer page winning.
- * The same as mergePages over the rebuilt chunk, without rebuilding it. Undefined when either set
- * does not fit the chunk.
+ * The pages of the delta against a keyframe of a chunk that is its base (`older`, the base's own
+ * delta against that keyframe) with `newer` pages written over it: the union of both in page
+ * order, the newer page winning. The same as mergePages over the rebuilt chunk, without
+ * rebuilding it. Undefined when either set does not fit the chunk.
  */
-export function stackPages(len: number, older: PageSet, newer: PageSet): PageSet | undefined {
+export function stackPages(len: number, older: PageSet, newer: PageSet): PageBytes[] | undefined {
   const a = pagesOf(len, older);
   const b = pagesOf(len, newer);
   if (!a || !b) return undefined;
   const byPage = new Map<number, Buffer | null>();
   for (const p of a) byPage.set(p.j, p.bytes);
   for (const p of b) byPage.set(p.j, p.bytes);
-  const pages = [...byPage.keys()].sort((x, y) => x - y);
-  const zero = pages.map((j) => byPage.get(j) === null);
-  return { pages, zero, data: Buffer.concat(pages.flatMap((j) => byPage.get(j) ?? [])) };
+  return [...byPage.keys()].sort((x, y) => x - y).map((j) => ({ j, bytes: byPage.get(j) ?? null }));
+}
+
+/** The page set (as a delta stores it) of pages in page order. */
+export function pageSetOf(pages: PageBytes[]): PageSet {
+  return { pages: pages.map((p) => p.j), zero: pages.map((p) => p.bytes === null), data: Buffer.concat(pages.flatMap((p) => p.bytes ?? [])) };
 }

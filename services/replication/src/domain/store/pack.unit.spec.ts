@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { applyPages, cvsAt, decodeIndex, decodeRecord, decodeTail, deltaRebuilds, encodeIndex, encodeRecord, encodeTail, maxWholeRecord, mergePages, pagesOf, stackPages, TAIL_BYTES } from "./pack.js";
+import { applyPages, cvsAt, decodeIndex, decodeRecord, decodeTail, deltaRebuilds, encodeIndex, encodeRecord, encodeTail, maxWholeRecord, mergePages, pagesOf, pageSetOf, stackPages, TAIL_BYTES } from "./pack.js";
 
 const page = (v: number, len = 4096) => Buffer.alloc(len, v);
 const H = (c: string) => c.repeat(64);
@@ -80,7 +80,7 @@ describe("stacked deltas", () => {
       const newer = toSet(n);
       const base = applyPages(key, { len: key.length, ...older })!;
       const want = applyPages(base, { len: key.length, ...newer })!;
-      const d = stackPages(key.length, older, newer)!;
+      const d = pageSetOf(stackPages(key.length, older, newer)!);
       expect(applyPages(key, { len: key.length, ...d })?.equals(want)).toBe(true);
       expect(d.pages).toEqual([...new Set([...older.pages, ...newer.pages])].sort((a, b) => a - b));
     }), { seed: 0x5eed, numRuns: 200 });
