@@ -150,13 +150,6 @@ function rootOf(cvs: Uint32Array, count: number): Buffer {
   return wordsToBytes(root, 0);
 }
 
-function bytesToWords(b: Uint8Array): Uint32Array {
-  const w = new Uint32Array(b.length / 4);
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  for (let i = 0; i < w.length; i++) w[i] = v.getUint32(4 * i, true);
-  return w;
-}
-
 /** BLAKE3 of buf (a power of two >= 2 of 4 KiB pages), writing each page's chaining value into cvs. */
 export function blake3Pages(buf: Uint8Array, cvs: Uint8Array): Buffer {
   const pages = buf.length / PAGE;
@@ -176,5 +169,7 @@ export function blake3PageCv(page: Uint8Array, index: number): Buffer {
 
 /** The BLAKE3 hash from page chaining values (a power of two >= 2 of them, 32 bytes each). */
 export function blake3RootFromCvs(cvs: Uint8Array): Buffer {
-  return rootOf(bytesToWords(cvs), cvs.length / 32);
+  const words = new Uint32Array(cvs.length / 4);
+  loadWords(cvs, words);
+  return rootOf(words, cvs.length / 32);
 }

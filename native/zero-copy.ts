@@ -3,6 +3,7 @@
 import type { Socket } from "node:net";
 import { InvalidArgumentError, mapNativeError, withCallerStack, ZeroCopyUnavailableError } from "./errors.js";
 import type { FadviseAdvice, NativeBinding } from "./loader.js";
+import { PAGE_SIZE } from "./fallback.js";
 import { assertFd, assertLength, assertPositiveInt } from "./validate.js";
 
 export type { FadviseAdvice };
@@ -76,8 +77,6 @@ export interface ZeroCopy {
 export const DIRECT_IO_ALIGN = 4096;
 
 const DEFAULT_TIMEOUT_MS = 30_000;
-/** Bytes per fingerprint; also the mapping granularity fingerprintFile needs. */
-const FINGERPRINT_PAGE = 4096;
 
 function unavailable(): never {
   throw new ZeroCopyUnavailableError(
@@ -186,8 +185,8 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertFd("fd", fd);
       assertLength("offset", offset);
       assertLength("length", length);
-      if (offset % FINGERPRINT_PAGE !== 0) throw new InvalidArgumentError(`fingerprintFile: offset ${offset} is not a multiple of ${FINGERPRINT_PAGE}`);
-      const pages = Math.ceil(length / FINGERPRINT_PAGE);
+      if (offset % PAGE_SIZE !== 0) throw new InvalidArgumentError(`fingerprintFile: offset ${offset} is not a multiple of ${PAGE_SIZE}`);
+      const pages = Math.ceil(length / PAGE_SIZE);
       if (into.length !== pages) throw new InvalidArgumentError(`fingerprintFile: into holds ${into.length} fingerprints, the range has ${pages} pages`);
       return withCallerStack(() => b.mappedFingerprints(fd, offset, length, new Uint8Array(into.buffer, into.byteOffset, into.byteLength)));
     },
