@@ -5,7 +5,7 @@
 // With --json the last line is one JSON object (keys in native/README.md).
 import { randomFillSync } from "node:crypto";
 
-import { capabilities, nativeUnavailableReason, paths, strongHash, type KernelPath } from "../native/index.js";
+import { capabilities, nativeUnavailableReason, paths, strongHash, type KernelPath } from "#native/index.js";
 import { fmt, measureAsync, measureSync, type TimingOptions } from "./lib-timing.js";
 
 const MiB = 1 << 20;

@@ -4,7 +4,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { createServer, connect, type AddressInfo } from "node:net";
-import { socketFd, zeroCopy } from "../native/index.js";
+import { socketFd, zeroCopy } from "#native/index.js";
 
 /**
  * Seconds to move `src` to `dst` over loopback: sendfile(2) from the file into the socket on one

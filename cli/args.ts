@@ -1,4 +1,4 @@
-import type { VolumeKind } from "../schemas/index.js";
+import type { VolumeKind } from "#schemas/index.js";
 
 /** A mistake in what the user typed: printed as one line with what to do, exit code 2. */
 export class UsageError extends Error {

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { DeliverPolicy } from "@nats-io/jetstream";
-import type { CancelMigration, MigrationEvent, StartMigration } from "../schemas/index.js";
-import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "../services/common/event-store.js";
-import { EVT_STREAM, subjects } from "../services/common/layout.js";
-import type { Nats } from "../services/common/nats.js";
+import type { CancelMigration, MigrationEvent, StartMigration } from "#schemas/index.js";
+import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
+import { EVT_STREAM, subjects } from "#common/layout.js";
+import type { Nats } from "#common/nats.js";
 import { evolve, fold } from "../services/coordinator/src/domain/migration/evolve.js";
 import { initialMigration, isTerminal, type Migration } from "../services/coordinator/src/domain/migration/state.js";
 

@@ -1,10 +1,10 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { ConfigError } from "../services/common/errors.js";
-import { natsUrlFromEnv } from "../services/common/config.js";
-import { ensureLayout } from "../services/common/layout.js";
-import type { StoredEvent } from "../services/common/event-store.js";
-import { connectNats, type Nats } from "../services/common/nats.js";
-import { NatsServerMissingError } from "../services/common/nats-server.js";
+import { ConfigError } from "#common/errors.js";
+import { natsUrlFromEnv } from "#common/config.js";
+import { ensureLayout } from "#common/layout.js";
+import type { StoredEvent } from "#common/event-store.js";
+import { connectNats, type Nats } from "#common/nats.js";
+import { NatsServerMissingError } from "#common/nats-server.js";
 import { runCoordinator } from "../services/coordinator/src/main.js";
 import { runMover } from "../services/mover/src/main.js";
 import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";

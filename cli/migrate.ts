@@ -1,5 +1,5 @@
-import { StartMigration, type MigrationEvent } from "../schemas/index.js";
-import type { Nats } from "../services/common/nats.js";
+import { StartMigration, type MigrationEvent } from "#schemas/index.js";
+import type { Nats } from "#common/nats.js";
 import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
 import { fmtBytes, fmtRate } from "./args.js";
 import { newId, publishCommand, watchMigration } from "./client.js";

@@ -3,10 +3,10 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Kvm } from "@nats-io/kv";
-import { MoverRegistration } from "../schemas/index.js";
-import { COORDINATOR_DURABLE, CMD_STREAM, ensureLayout, MOVERS_BUCKET } from "../services/common/layout.js";
-import { connectNats, type Nats } from "../services/common/nats.js";
-import { startNatsServer, type NatsServerHandle } from "../services/common/nats-server.js";
+import { MoverRegistration } from "#schemas/index.js";
+import { COORDINATOR_DURABLE, CMD_STREAM, ensureLayout, MOVERS_BUCKET } from "#common/layout.js";
+import { connectNats, type Nats } from "#common/nats.js";
+import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 
 export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
 

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { BadFileDescriptorError, fingerprints, nativeUnavailableReason, socketFd, zeroCopy } from "./index.js";
-import { openDirect, writeAll } from "../services/common/fs.js";
+import { openDirect, writeAll } from "#common/fs.js";
 import { evict, residentBytes } from "../test/support/page-cache.js";
 
 const MiB = 1 << 20;

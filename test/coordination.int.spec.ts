@@ -6,14 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import { pino } from "pino";
 import { BIN } from "../cli/stack.js";
-import { MoverRegistration } from "../schemas/index.js";
-import { MOVERS_BUCKET } from "../services/common/layout.js";
+import { MoverRegistration } from "#schemas/index.js";
+import { MOVERS_BUCKET } from "#common/layout.js";
 import { AuthFailedError } from "../services/mover/src/errors.js";
 import { sendBatch } from "../services/mover/src/infra/data-channel/client.js";
 import { publishCommand, watchMigration } from "../cli/client.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { sha256File } from "../cli/verify.js";
-import { subjects } from "../services/common/layout.js";
+import { subjects } from "#common/layout.js";
 import { fold } from "../services/coordinator/src/domain/migration/evolve.js";
 import { eventsOf, makeImage, startTestStack, waitForEvent } from "./support/stack.js";
 

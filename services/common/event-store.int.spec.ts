@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { MigrationEvent } from "../../schemas/index.js";
+import type { MigrationEvent } from "#schemas/index.js";
 import { VersionConflictError } from "./errors.js";
 import { EventStore } from "./event-store.js";
 import { ensureLayout, EVT_STREAM, subjects } from "./layout.js";

@@ -5,7 +5,7 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from "@nats-io/jetstream";
-import { MigrationEvent } from "../../schemas/index.js";
+import { MigrationEvent } from "#schemas/index.js";
 import { VersionConflictError } from "./errors.js";
 import { EVT_STREAM, subjects } from "./layout.js";
 import { AppendInFlightError, retryTransient } from "./nats.js";

@@ -1,5 +1,5 @@
 import { constants, open, type FileHandle } from "node:fs/promises";
-import { zeroCopy } from "../../native/index.js";
+import { zeroCopy } from "#native/index.js";
 
 /** fsync a directory so entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {

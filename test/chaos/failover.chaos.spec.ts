@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect } from "vitest";
-import type { StoredEvent } from "../../services/common/event-store.js";
-import { EVT_STREAM } from "../../services/common/layout.js";
+import type { StoredEvent } from "#common/event-store.js";
+import { EVT_STREAM } from "#common/layout.js";
 import { fold } from "../../services/coordinator/src/domain/migration/evolve.js";
 import { streamLeader, waitHealthy } from "./support/cluster.js";
 import { Chaos, DWCP_STREAMS, retrying } from "./support/harness.js";

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect } from "vitest";
-import type { Nats } from "../../services/common/nats.js";
-import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, workStream } from "../../services/common/layout.js";
+import type { Nats } from "#common/nats.js";
+import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, workStream } from "#common/layout.js";
 import { stepDown, streamLeader, waitCurrent, waitHealthy } from "./support/cluster.js";
 import { Chaos, connectCluster, DWCP_STREAMS, retrying } from "./support/harness.js";
 import { makeImage, MiB, slowMigration, startMigration, verifyMigration, waitEnd, waitEvent } from "./support/migrations.js";

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { strongHashSync } from "../../native/index.js";
+import { strongHashSync } from "#native/index.js";
 import { DestinationAgent } from "../../services/replication/src/app/destination.js";
 import { decodeFrame, encodeFrame, type PutChunk, type Reply } from "../../services/replication/src/domain/store/frames.js";
 

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { strongHash, zeroPages } from "../../native/index.js";
+import { strongHash, zeroPages } from "#native/index.js";
 import { DestinationAgent, inProcess, type Transport } from "../../services/replication/src/app/destination.js";
 import { CountingLink, PutBatcher } from "../../services/replication/src/app/source-batch.js";
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EventStore } from "../../services/common/event-store.js";
+import { EventStore } from "#common/event-store.js";
 import { replay } from "../../services/replication/src/app/replay.js";
 import { formatReplay } from "../../services/replication/src/domain/replay/view.js";
 import { completed, markTime, planned, requested, startTestNats, transferred, type TestNats } from "./support.js";

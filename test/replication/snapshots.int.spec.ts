@@ -3,7 +3,7 @@ import { copyFile, mkdir, open, stat, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateImage, prng, fillRandom } from "../../cli/image.js";
-import { zeroCopy } from "../../native/index.js";
+import { zeroCopy } from "#native/index.js";
 import { allocatedBytes, sha256File } from "../../cli/verify.js";
 import { DestinationAgent, inProcess, type Transport } from "../../services/replication/src/app/destination.js";
 import { replayWith } from "../../services/replication/src/app/replay.js";

@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { MigrationEvent } from "../../schemas/index.js";
-import { ensureLayout } from "../../services/common/layout.js";
-import { connectNats, type Nats } from "../../services/common/nats.js";
-import { startNatsServer, type NatsServerHandle } from "../../services/common/nats-server.js";
+import type { MigrationEvent } from "#schemas/index.js";
+import { ensureLayout } from "#common/layout.js";
+import { connectNats, type Nats } from "#common/nats.js";
+import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 
 /** A private nats-server on a free port with a temp store, the dwcp layout, and a connection. */
 export interface TestNats {

@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import type { FileHandle } from "node:fs/promises";
-import { zeroCopy } from "../../native/index.js";
+import { zeroCopy } from "#native/index.js";
 
 /**
  * Bytes of a file in the page cache, as fincore(1) (util-linux: mincore or cachestat) sees them:

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { EventStore, type StoredEvent } from "../../services/common/event-store.js";
+import { EventStore, type StoredEvent } from "#common/event-store.js";
 import { Stack, type StackOptions } from "../../cli/stack.js";
 import { generateImage, type ImageSpec } from "../../cli/image.js";
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { loadConfig, natsUrlFromEnv } from "../../common/config.js";
+import { loadConfig, natsUrlFromEnv } from "#common/config.js";
 
 const CoordinatorConfig = z.object({
   natsUrl: z.string().min(1),

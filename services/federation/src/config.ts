@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { SiteId } from "../../../schemas/federation.js";
-import { loadConfig } from "../../common/config.js";
+import { SiteId } from "#schemas/federation.js";
+import { loadConfig } from "#common/config.js";
 
 /** Default interval between a site's health reports. */
 export const DEFAULT_HEALTH_INTERVAL_MS = 5_000;

@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { HostId } from "../../../schemas/index.js";
-import { ConfigError } from "../../common/errors.js";
-import { loadConfig, natsUrlFromEnv, parseHostPort } from "../../common/config.js";
+import { HostId } from "#schemas/index.js";
+import { ConfigError } from "#common/errors.js";
+import { loadConfig, natsUrlFromEnv, parseHostPort } from "#common/config.js";
 
 const MoverConfig = z.object({
   natsUrl: z.string().min(1),

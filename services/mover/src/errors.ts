@@ -1,5 +1,5 @@
-import type { FailureCode } from "../../../schemas/index.js";
-import { DwcpError } from "../../common/errors.js";
+import type { FailureCode } from "#schemas/index.js";
+import { DwcpError } from "#common/errors.js";
 
 /**
  * Mover failures. `code` is a FailureCode wherever one fits, so it can travel as the reason of a

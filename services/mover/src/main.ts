@@ -1,6 +1,6 @@
-import { runService } from "../../common/lifecycle.js";
-import { createLogger } from "../../common/logger.js";
-import { connectNats, type Nats } from "../../common/nats.js";
+import { runService } from "#common/lifecycle.js";
+import { createLogger } from "#common/logger.js";
+import { connectNats, type Nats } from "#common/nats.js";
 import { Mover } from "./app/mover.js";
 import { moverConfig, type MoverFlags } from "./config.js";
 

@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { ConfigError } from "../../common/errors.js";
-import { loadConfig, parseHostPort } from "../../common/config.js";
+import { ConfigError } from "#common/errors.js";
+import { loadConfig, parseHostPort } from "#common/config.js";
 
 const AgentConfig = z.object({
   /** The destination root; the store is <root>/.dwcp-store. */

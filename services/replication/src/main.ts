@@ -1,6 +1,6 @@
 import { join } from "node:path";
-import { runService } from "../../common/lifecycle.js";
-import { createLogger } from "../../common/logger.js";
+import { runService } from "#common/lifecycle.js";
+import { createLogger } from "#common/logger.js";
 import { DestinationAgent } from "./app/destination.js";
 import { agentConfig, type AgentFlags } from "./config.js";
 import { STORE_DIR } from "./infra/chunk-store.js";

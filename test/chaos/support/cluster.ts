@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
-import { waitForPort } from "../../../services/common/nats-server.js";
+import { waitForPort } from "#common/nats-server.js";
 import { join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";

@@ -1,6 +1,6 @@
 import { DeliverPolicy } from "@nats-io/jetstream";
-import { EVT_STREAM } from "../../../services/common/layout.js";
-import type { Nats } from "../../../services/common/nats.js";
+import { EVT_STREAM } from "#common/layout.js";
+import type { Nats } from "#common/nats.js";
 
 export interface Ack {
   n: number;

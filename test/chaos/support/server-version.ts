@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { findNatsServer, NatsServerMissingError } from "../../../services/common/nats-server.js";
+import { findNatsServer, NatsServerMissingError } from "#common/nats-server.js";
 
 export interface ServerInfo {
   bin: string;

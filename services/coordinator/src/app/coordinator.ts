@@ -1,19 +1,19 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
-import { crc32cCombine } from "../../../../native/index.js";
+import { crc32cCombine } from "#native/index.js";
 import {
   AbortReply,
   FinalizeReply,
   ProbeDestinationReply,
   ProbeSourceReply,
   RejectionReason,
-} from "../../../../schemas/index.js";
-import { VersionConflictError, errorCode } from "../../../common/errors.js";
-import { EventStore, LIVE_CONSUME } from "../../../common/event-store.js";
-import { KeyedLock } from "../../../common/keyed-lock.js";
-import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream, subjects } from "../../../common/layout.js";
-import type { Logger } from "../../../common/logger.js";
-import type { Nats } from "../../../common/nats.js";
+} from "#schemas/index.js";
+import { VersionConflictError, errorCode } from "#common/errors.js";
+import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
+import { KeyedLock } from "#common/keyed-lock.js";
+import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream, subjects } from "#common/layout.js";
+import type { Logger } from "#common/logger.js";
+import type { Nats } from "#common/nats.js";
 import type { CoordinatorConfig } from "../config.js";
 import { decide, type MigrationCommand, type PlanOutcome } from "../domain/migration/decide.js";
 import { MigrationIdInUseError, UnknownMigrationError } from "../domain/migration/errors.js";

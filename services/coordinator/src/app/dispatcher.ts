@@ -1,9 +1,9 @@
 import type { Subscription } from "@nats-io/transport-node";
-import { TransferBatch } from "../../../../schemas/index.js";
-import type { EventStore } from "../../../common/event-store.js";
-import { subjects } from "../../../common/layout.js";
-import type { Logger } from "../../../common/logger.js";
-import type { Nats } from "../../../common/nats.js";
+import { TransferBatch } from "#schemas/index.js";
+import type { EventStore } from "#common/event-store.js";
+import { subjects } from "#common/layout.js";
+import type { Logger } from "#common/logger.js";
+import type { Nats } from "#common/nats.js";
 import { batchRange } from "../domain/migration/planner.js";
 import { isTerminal, type Migration } from "../domain/migration/state.js";
 

@@ -1,5 +1,5 @@
-import type { StoredEvent } from "../../../common/event-store.js";
-import { aggregateOf } from "../../../common/event-store.js";
+import type { StoredEvent } from "#common/event-store.js";
+import { aggregateOf } from "#common/event-store.js";
 import { evolve } from "../domain/migration/evolve.js";
 import { initialMigration, type Migration } from "../domain/migration/state.js";
 

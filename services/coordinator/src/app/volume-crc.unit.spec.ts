@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { crc32c, crc32cCombine } from "../../../../native/index.js";
+import { crc32c, crc32cCombine } from "#native/index.js";
 import { fold } from "../domain/migration/evolve.js";
 import { planVolumes } from "../domain/migration/planner.js";
-import type { MigrationEvent } from "../../../../schemas/index.js";
+import type { MigrationEvent } from "#schemas/index.js";
 import { volumeChecksums } from "./volume-crc.js";
 
 describe("volumeChecksums", () => {

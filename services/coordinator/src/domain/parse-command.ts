@@ -1,4 +1,4 @@
-import { COMMAND_TYPES, Command, Id, type RejectionReason } from "../../../../schemas/index.js";
+import { COMMAND_TYPES, Command, Id, type RejectionReason } from "#schemas/index.js";
 
 export type ParsedCommand =
   | { ok: true; command: Command; aggregateId: string }

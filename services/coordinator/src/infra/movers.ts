@@ -1,9 +1,9 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { z } from "zod";
-import { MoverRegistration, type MoverRequest } from "../../../../schemas/index.js";
-import { DwcpError } from "../../../common/errors.js";
-import { subjects } from "../../../common/layout.js";
+import { MoverRegistration, type MoverRequest } from "#schemas/index.js";
+import { DwcpError } from "#common/errors.js";
+import { subjects } from "#common/layout.js";
 import { RemoteMovers } from "../../../federation/src/index.js";
 
 export class UnknownHostError extends DwcpError {

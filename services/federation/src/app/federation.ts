@@ -1,10 +1,10 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { DwcpError } from "../../../common/errors.js";
-import { ensureLayout } from "../../../common/layout.js";
-import type { Logger } from "../../../common/logger.js";
-import { connectNats } from "../../../common/nats.js";
-import { freePort } from "../../../common/nats-server.js";
+import { DwcpError } from "#common/errors.js";
+import { ensureLayout } from "#common/layout.js";
+import type { Logger } from "#common/logger.js";
+import { connectNats } from "#common/nats.js";
+import { freePort } from "#common/nats-server.js";
 import { federationConfig, siteIds, type FederationConfig, type FederationConfigInput } from "../config.js";
 import { UnknownSiteError } from "../domain/errors.js";
 import type { FederationView } from "../domain/state.js";

@@ -1,11 +1,11 @@
 import type { KV } from "@nats-io/kv";
-import { RecordVmMigration } from "../../../../schemas/federation.js";
-import type { MigrationEvent } from "../../../../schemas/index.js";
-import { DwcpError, errorCode, isRetryable } from "../../../common/errors.js";
-import { EventStore, aggregateOf } from "../../../common/event-store.js";
-import { subjects } from "../../../common/layout.js";
-import type { Logger } from "../../../common/logger.js";
-import type { Nats } from "../../../common/nats.js";
+import { RecordVmMigration } from "#schemas/federation.js";
+import type { MigrationEvent } from "#schemas/index.js";
+import { DwcpError, errorCode, isRetryable } from "#common/errors.js";
+import { EventStore, aggregateOf } from "#common/event-store.js";
+import { subjects } from "#common/layout.js";
+import type { Logger } from "#common/logger.js";
+import type { Nats } from "#common/nats.js";
 import { migrationRecorded, type FederationCommand } from "../domain/decide.js";
 import { UnknownSiteError } from "../domain/errors.js";
 import type { FederationView } from "../domain/state.js";

@@ -1,9 +1,9 @@
-import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
+import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "#schemas/federation.js";
 import { Kvm } from "@nats-io/kv";
-import { DwcpError, isRetryable } from "../../../common/errors.js";
-import { MOVERS_BUCKET } from "../../../common/layout.js";
-import { createLogger, type Logger } from "../../../common/logger.js";
-import { connectNats, type Nats } from "../../../common/nats.js";
+import { DwcpError, isRetryable } from "#common/errors.js";
+import { MOVERS_BUCKET } from "#common/layout.js";
+import { createLogger, type Logger } from "#common/logger.js";
+import { connectNats, type Nats } from "#common/nats.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
 import { decide, type FederationCommand } from "../domain/decide.js";
 import { apply } from "../domain/evolve.js";

@@ -1,7 +1,7 @@
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import type { FederationEvent } from "../../../../schemas/federation.js";
-import { DwcpError } from "../../../common/errors.js";
+import type { FederationEvent } from "#schemas/federation.js";
+import { DwcpError } from "#common/errors.js";
 import { fold } from "../domain/evolve.js";
 import { placements, staleness, type FederationView, type SiteRecord } from "../domain/state.js";
 import { decodeAppend, fedNames, mirroredPeers, readStream, viewStreams } from "../infra/fed-streams.js";

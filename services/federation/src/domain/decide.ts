@@ -1,4 +1,4 @@
-import type { Capacity, FederationEvent, RecordVmMigration, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
+import type { Capacity, FederationEvent, RecordVmMigration, SiteHealth, VmSpec } from "#schemas/federation.js";
 import { NotVmOwnerError, SiteNotJoinedError, UnknownSiteError, UnknownVmError, VmPlacedElsewhereError } from "./errors.js";
 import { canonicalJson, type FederationView, type VmRecord } from "./state.js";
 

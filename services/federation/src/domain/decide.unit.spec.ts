@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { FederationEvent } from "../../../../schemas/federation.js";
+import type { FederationEvent } from "#schemas/federation.js";
 import { decide, type FederationCommand } from "./decide.js";
 import { NotVmOwnerError, SiteNotJoinedError, UnknownSiteError, UnknownVmError, VmPlacedElsewhereError } from "./errors.js";
 import { fold } from "./evolve.js";

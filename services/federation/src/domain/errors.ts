@@ -1,4 +1,4 @@
-import { DwcpError } from "../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 
 /** The site has not joined the federation (or has left it): join before reporting or placing. */
 export class SiteNotJoinedError extends DwcpError {

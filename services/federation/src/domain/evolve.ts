@@ -1,4 +1,4 @@
-import type { FederationEvent } from "../../../../schemas/federation.js";
+import type { FederationEvent } from "#schemas/federation.js";
 import { claimWins, cloneView, emptyView, type FederationView, type SiteRecord, type VmRecord } from "./state.js";
 
 /**

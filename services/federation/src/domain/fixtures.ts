@@ -1,4 +1,4 @@
-import type { Capacity, FederationEvent } from "../../../../schemas/federation.js";
+import type { Capacity, FederationEvent } from "#schemas/federation.js";
 
 /** Builders for unit specs: events of one site, numbered as that site's log would number them. */
 export const capacity = (free = 4): Capacity => ({

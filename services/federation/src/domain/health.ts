@@ -1,4 +1,4 @@
-import type { Capacity, SiteHealth } from "../../../../schemas/federation.js";
+import type { Capacity, SiteHealth } from "#schemas/federation.js";
 
 /** Below this share of free memory or disk a site reports itself degraded; at zero, unhealthy. */
 export const DEGRADED_FREE_RATIO = 0.1;

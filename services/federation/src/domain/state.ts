@@ -1,4 +1,4 @@
-import type { Capacity, SiteHealth, VmSpec } from "../../../../schemas/federation.js";
+import type { Capacity, SiteHealth, VmSpec } from "#schemas/federation.js";
 
 export type SiteStatus = "joined" | "left" | "unknown";
 

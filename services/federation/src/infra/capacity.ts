@@ -1,6 +1,6 @@
 import { statfs } from "node:fs/promises";
 import { availableParallelism, freemem, loadavg, totalmem } from "node:os";
-import type { Capacity } from "../../../../schemas/federation.js";
+import type { Capacity } from "#schemas/federation.js";
 
 /**
  * This machine's capacity: vCPUs (free = cores minus the 1-minute load average), memory, and the

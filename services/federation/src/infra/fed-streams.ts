@@ -9,10 +9,10 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { createHash } from "node:crypto";
-import { FederationAppend, type FederationEvent } from "../../../../schemas/federation.js";
-import { DwcpError, VersionConflictError } from "../../../common/errors.js";
-import { safeJson } from "../../../common/json.js";
-import { ensureStream } from "../../../common/layout.js";
+import { FederationAppend, type FederationEvent } from "#schemas/federation.js";
+import { DwcpError, VersionConflictError } from "#common/errors.js";
+import { safeJson } from "#common/json.js";
+import { ensureStream } from "#common/layout.js";
 
 /** Stream and subject names of the federation (the README's table mirrors this). */
 export const fedNames = {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { FederationAppend } from "../../../../schemas/federation.js";
+import { FederationAppend } from "#schemas/federation.js";
 import { logOf, t } from "../domain/fixtures.js";
 import { decodeAppend, toMessages } from "./fed-streams.js";
 

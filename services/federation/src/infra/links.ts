@@ -1,5 +1,5 @@
 import { connect } from "@nats-io/transport-node";
-import { DwcpError } from "../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 
 /** A site could not reach another site's JetStream API over the leafnode links in time. */
 export class DomainUnreachableError extends DwcpError {

@@ -1,6 +1,6 @@
 import { JetStreamApiError, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
-import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "../../../common/event-store.js";
-import { EVT_STREAM, subjects } from "../../../common/layout.js";
+import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
+import { EVT_STREAM, subjects } from "#common/layout.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
 export const eventMirror = (site: string): string => `DWCP_EVTM_${site}`;

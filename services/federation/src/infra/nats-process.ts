@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, writeFileSync } from "node:fs";
-import { DwcpError } from "../../../common/errors.js";
-import { findNatsServer, NatsServerMissingError } from "../../../common/nats-server.js";
+import { DwcpError } from "#common/errors.js";
+import { findNatsServer, NatsServerMissingError } from "#common/nats-server.js";
 
 /** nats-server exited or stayed silent before it said it was ready. */
 export class NatsServerStartError extends DwcpError {

@@ -1,8 +1,8 @@
 import { JetStreamApiError, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { MoverRegistration } from "../../../../schemas/index.js";
-import { MOVERS_BUCKET } from "../../../common/layout.js";
+import { MoverRegistration } from "#schemas/index.js";
+import { MOVERS_BUCKET } from "#common/layout.js";
 import { mirroredPeers } from "./fed-streams.js";
 
 /** Where a host's mover is registered in the other sites, or which sites could not be asked. */

@@ -1,8 +1,8 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { MigrationEvent } from "../../../../schemas/index.js";
-import type { EventStore } from "../../../common/event-store.js";
-import { safeJson } from "../../../common/json.js";
-import { subjects } from "../../../common/layout.js";
+import type { MigrationEvent } from "#schemas/index.js";
+import type { EventStore } from "#common/event-store.js";
+import { safeJson } from "#common/json.js";
+import { subjects } from "#common/layout.js";
 
 const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
 /** A watch outlives its last batch this long, so the next batch of the same migration reuses it. */

@@ -1,11 +1,11 @@
-import { DEFAULT_CHUNK_BYTES } from "../../../../schemas/common.js";
-import { MoverRequest } from "../../../../schemas/index.js";
+import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
+import { MoverRequest } from "#schemas/index.js";
 import type { Subscription } from "@nats-io/transport-node";
-import { EventStore } from "../../../common/event-store.js";
-import { ensureLayout, ensureWorkStream, MOVER_DURABLE, subjects, workStream } from "../../../common/layout.js";
-import { safeJson } from "../../../common/json.js";
-import type { Logger } from "../../../common/logger.js";
-import type { Nats } from "../../../common/nats.js";
+import { EventStore } from "#common/event-store.js";
+import { ensureLayout, ensureWorkStream, MOVER_DURABLE, subjects, workStream } from "#common/layout.js";
+import { safeJson } from "#common/json.js";
+import type { Logger } from "#common/logger.js";
+import type { Nats } from "#common/nats.js";
 import type { MoverConfig } from "../config.js";
 import { chunkBuffers } from "../infra/data-channel/buffer-pool.js";
 import { SEND_BUFFERS } from "../infra/data-channel/client.js";

@@ -1,11 +1,11 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import { FailureCode, TransferBatch, type MigrationEvent } from "../../../../schemas/index.js";
-import { errorCode, isRetryable } from "../../../common/errors.js";
-import type { EventStore } from "../../../common/event-store.js";
-import { workAckWaitMs } from "../../../common/layout.js";
-import { safeJson } from "../../../common/json.js";
-import type { Logger } from "../../../common/logger.js";
-import { ackConfirmed, isTransientNatsError, type Nats } from "../../../common/nats.js";
+import { FailureCode, TransferBatch, type MigrationEvent } from "#schemas/index.js";
+import { errorCode, isRetryable } from "#common/errors.js";
+import type { EventStore } from "#common/event-store.js";
+import { workAckWaitMs } from "#common/layout.js";
+import { safeJson } from "#common/json.js";
+import type { Logger } from "#common/logger.js";
+import { ackConfirmed, isTransientNatsError, type Nats } from "#common/nats.js";
 import { DestinationUnreachableError } from "../errors.js";
 import { sendBatch, type SendBatchOptions, type SendBatchResult } from "../infra/data-channel/client.js";
 import { FencedError } from "../infra/data-channel/fenced.js";

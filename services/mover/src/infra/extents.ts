@@ -1,4 +1,4 @@
-import { zeroCopy } from "../../../../native/index.js";
+import { zeroCopy } from "#native/index.js";
 
 /** A run of a file that holds data: [start, end). */
 export interface Extent {

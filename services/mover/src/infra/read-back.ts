@@ -1,7 +1,7 @@
 import { constants, lstat, open } from "node:fs/promises";
 import { z } from "zod";
-import type { Logger } from "../../../common/logger.js";
-import { crc32cCombine } from "../../../../native/index.js";
+import type { Logger } from "#common/logger.js";
+import { crc32cCombine } from "#native/index.js";
 import { diskCrc32c } from "./volume-crc.js";
 import { removeIfPresent } from "./volume-paths.js";
 

@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
-import { MoverRegistration } from "../../../../schemas/index.js";
-import type { Logger } from "../../../common/logger.js";
+import { MoverRegistration } from "#schemas/index.js";
+import type { Logger } from "#common/logger.js";
 import type { RemoteMovers } from "../../../federation/src/index.js";
 
 const HEARTBEAT_MS = 5_000;

@@ -3,8 +3,8 @@ import { mkdtemp, open, readFile, rm, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { crc32c, zeroCopy } from "../../../../native/index.js";
-import { openDirectRead } from "../../../common/fs.js";
+import { crc32c, zeroCopy } from "#native/index.js";
+import { openDirectRead } from "#common/fs.js";
 import { evict, residentBytes } from "../../../../test/support/page-cache.js";
 import { diskCrc32c, rangeCrc32c } from "./volume-crc.js";
 

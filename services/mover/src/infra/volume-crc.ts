@@ -1,7 +1,7 @@
 import type { FileHandle } from "node:fs/promises";
-import { crc32c, crc32cCombine, crc32cZeros, DIRECT_IO_ALIGN } from "../../../../native/index.js";
-import { DEFAULT_CHUNK_BYTES } from "../../../../schemas/common.js";
-import { openDirectRead } from "../../../common/fs.js";
+import { crc32c, crc32cCombine, crc32cZeros, DIRECT_IO_ALIGN } from "#native/index.js";
+import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
+import { openDirectRead } from "#common/fs.js";
 import { chunkBuffers } from "./data-channel/buffer-pool.js";
 import { dataExtents } from "./extents.js";
 

@@ -1,6 +1,6 @@
 import { lstat, mkdir, realpath, stat, unlink } from "node:fs/promises";
 import { posix } from "node:path";
-import { ConfigError } from "../../../common/errors.js";
+import { ConfigError } from "#common/errors.js";
 import { lexicalConfine, rootOf } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 
@@ -117,4 +117,4 @@ export async function ensureDirInside(roots: readonly string[], dir: string): Pr
   return created;
 }
 
-export { fsyncDir } from "../../../common/fs.js";
+export { fsyncDir } from "#common/fs.js";

@@ -3,8 +3,8 @@ import { mkdir, mkdtemp, open, readdir, readFile, realpath, rm, stat, symlink, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ConfigError } from "../../../common/errors.js";
-import { crc32c } from "../../../../native/index.js";
+import { ConfigError } from "#common/errors.js";
+import { crc32c } from "#native/index.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { abortVolumes, confine, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "./volumes.js";
 import { readBackName, recordReadBack } from "./read-back.js";

@@ -1,7 +1,7 @@
 import { constants, lstat, open, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { posix } from "node:path";
-import { zeroCopy } from "../../../../native/index.js";
+import { zeroCopy } from "#native/index.js";
 import type {
   AbortReply,
   DataMap,
@@ -14,13 +14,13 @@ import type {
   ProbeSource,
   ProbeSourceReply,
   RejectionReason,
-} from "../../../../schemas/index.js";
+} from "#schemas/index.js";
 import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { dataExtents } from "./extents.js";
 import { diskCrc32c } from "./volume-crc.js";
 import { readBackCovers, readBacks, removeReadBack } from "./read-back.js";
-import { KeyedLock } from "../../../common/keyed-lock.js";
+import { KeyedLock } from "#common/keyed-lock.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir, removeIfPresent } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";

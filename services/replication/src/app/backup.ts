@@ -1,7 +1,7 @@
 import type { JsMsg, StreamInfo } from "@nats-io/jetstream";
-import { BACKUP_FORMAT, type BackupHeader, type BackupMessage } from "../../../../schemas/replication.js";
-import { EVT_STREAM } from "../../../common/layout.js";
-import { connectNats, type Nats } from "../../../common/nats.js";
+import { BACKUP_FORMAT, type BackupHeader, type BackupMessage } from "#schemas/replication.js";
+import { EVT_STREAM } from "#common/layout.js";
+import { connectNats, type Nats } from "#common/nats.js";
 import { encodePayload } from "../domain/backup/format.js";
 import { BackupWriter } from "../infra/backup-file.js";
 import { readStream } from "../infra/log-reader.js";

@@ -1,6 +1,6 @@
-import { decompressChunk } from "../../../../native/compress.js";
-import { isZero, pageChainingValue, pageTreePages, rootFromChainingValues, strongHashPages, zeroPages } from "../../../../native/index.js";
-import { AgentRequest } from "../../../../schemas/replication.js";
+import { decompressChunk } from "#native/compress.js";
+import { isZero, pageChainingValue, pageTreePages, rootFromChainingValues, strongHashPages, zeroPages } from "#native/index.js";
+import { AgentRequest } from "#schemas/replication.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
 import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
 import { applyPages, cvBytes, deltaRebuilds, mergePages, pageSetOf, stackPages } from "../domain/store/pack.js";

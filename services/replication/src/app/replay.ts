@@ -1,8 +1,8 @@
 import { stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { EVT_STREAM } from "../../../common/layout.js";
-import { connectNats, type Nats } from "../../../common/nats.js";
+import { EVT_STREAM } from "#common/layout.js";
+import { connectNats, type Nats } from "#common/nats.js";
 import { BackupCorruptError } from "../domain/errors.js";
 import { beyond, combineParts, ReplayFolder, type FoldParts, type ReplayBound, type ReplayView } from "../domain/replay/view.js";
 import { nanosToMs, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";

@@ -1,7 +1,7 @@
 import { JetStreamApiError, type StreamConfig } from "@nats-io/jetstream";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
-import type { BackupMessage, BackupStream } from "../../../../schemas/replication.js";
-import { connectNats, type Nats } from "../../../common/nats.js";
+import type { BackupMessage, BackupStream } from "#schemas/replication.js";
+import { connectNats, type Nats } from "#common/nats.js";
 import { ORIG_MSG_ID_HEADER, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
 import { RestoreInterferenceError, RestoreTargetNotEmptyError } from "../domain/errors.js";
 import { scanBackup } from "../infra/backup-file.js";

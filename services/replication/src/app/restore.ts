@@ -1,7 +1,7 @@
 import { mkdir, open, rename, type FileHandle } from "node:fs/promises";
-import { DIRECT_MIN_BYTES, openDirect, writeAll } from "../../../common/fs.js";
+import { DIRECT_MIN_BYTES, openDirect, writeAll } from "#common/fs.js";
 import { dirname, join } from "node:path";
-import { DIRECT_IO_ALIGN, zeroCopy, zeroPages } from "../../../../native/index.js";
+import { DIRECT_IO_ALIGN, zeroCopy, zeroPages } from "#native/index.js";
 import { SnapshotNotFoundError, StoreIntegrityError } from "../domain/errors.js";
 import { snapshotAt, type Replication, type Snapshot } from "../domain/replication/state.js";
 import { chunkLength, manifestProblem, PAGE, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";

@@ -1,4 +1,4 @@
-import type { SnapshotsPruned } from "../../../../schemas/replication.js";
+import type { SnapshotsPruned } from "#schemas/replication.js";
 import { referencedChunks, selectPrunable, type Manifest, type RetentionPolicy } from "../domain/store/manifest.js";
 import { unlink } from "node:fs/promises";
 import type { IndexEntry } from "../domain/store/pack.js";

@@ -1,7 +1,7 @@
-import { compressChunk } from "../../../../native/compress.js";
-import { strongHash, zeroPages } from "../../../../native/index.js";
-import { AgentReply } from "../../../../schemas/replication.js";
-import { DwcpError } from "../../../common/errors.js";
+import { compressChunk } from "#native/compress.js";
+import { strongHash, zeroPages } from "#native/index.js";
+import { AgentReply } from "#schemas/replication.js";
+import { DwcpError } from "#common/errors.js";
 import { compiledSafeParse } from "../infra/schema-check.js";
 import { decodeFrame, encodeFrame, type PutChunk, type Reply, type Request } from "../domain/store/frames.js";
 import { PAGE } from "../domain/store/manifest.js";

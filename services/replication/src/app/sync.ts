@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { basename } from "node:path";
-import type { SnapshotCommitted } from "../../../../schemas/replication.js";
+import type { SnapshotCommitted } from "#schemas/replication.js";
 import { latestSnapshot } from "../domain/replication/state.js";
 import { DEFAULT_CHUNK_BYTES, snapshotIdFor, volumeChanges, type Manifest } from "../domain/store/manifest.js";
 import type { Reply } from "../domain/store/frames.js";

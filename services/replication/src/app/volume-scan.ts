@@ -1,6 +1,6 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
-import { fingerprintsAsync, isZero, zeroCopy, zeroPages } from "../../../../native/index.js";
+import { fingerprintsAsync, isZero, zeroCopy, zeroPages } from "#native/index.js";
 import { changedPages, chunkCount, chunkLength, PAGE, type ManifestVolume } from "../domain/store/manifest.js";
 import { blake3Hex } from "../infra/chunk-store.js";
 import type { SourceCache } from "../infra/fp-cache.js";

@@ -1,4 +1,4 @@
-import { DwcpError } from "../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 
 /** A backup file that is truncated, corrupted or not a dwcp backup. Nothing was imported. */
 export class BackupCorruptError extends DwcpError {

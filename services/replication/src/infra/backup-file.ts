@@ -7,7 +7,7 @@ import {
   BackupMessage,
   BackupTrailer,
   type BackupMessage as Msg,
-} from "../../../../schemas/replication.js";
+} from "#schemas/replication.js";
 import { BackupCorruptError } from "../domain/errors.js";
 import { AtomicFile } from "./durable-file.js";
 

@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { strongHash } from "../../../../native/index.js";
+import { strongHash } from "#native/index.js";
 import { StoreIntegrityError } from "../domain/errors.js";
 import type { Manifest } from "../domain/store/manifest.js";
 import { applyPages, cvsAt, decodeRecord, encodeRecord, type IndexEntry, type PageDelta, type PageSet } from "../domain/store/pack.js";

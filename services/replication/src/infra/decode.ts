@@ -1,6 +1,6 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import { MigrationEvent } from "../../../../schemas/index.js";
-import { ReplicationEvent } from "../../../../schemas/replication.js";
+import { MigrationEvent } from "#schemas/index.js";
+import { ReplicationEvent } from "#schemas/replication.js";
 import type { ReplayRecord } from "../domain/replay/view.js";
 import { originOf } from "./log-reader.js";
 import { compiledSafeParse } from "./schema-check.js";

@@ -1,6 +1,6 @@
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
-import { fsyncDir } from "../../../common/fs.js";
+import { fsyncDir } from "#common/fs.js";
 
 export { fsyncDir };
 

@@ -1,6 +1,6 @@
 import { mkdir, readFile, readdir, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { strongHashSync } from "../../../../native/index.js";
+import { strongHashSync } from "#native/index.js";
 import type { ManifestVolume } from "../domain/store/manifest.js";
 
 /**

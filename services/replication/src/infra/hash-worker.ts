@@ -1,5 +1,5 @@
 import { parentPort } from "node:worker_threads";
-import { strongHashSync } from "../../../../native/index.js";
+import { strongHashSync } from "#native/index.js";
 
 /** A request: BLAKE3 of ranges [offset, length] of a shared buffer. */
 export interface HashJob {

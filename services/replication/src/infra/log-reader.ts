@@ -1,5 +1,5 @@
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
-import type { Nats } from "../../../common/nats.js";
+import type { Nats } from "#common/nats.js";
 import { ORIG_SEQ_HEADER, ORIG_TIME_HEADER } from "../domain/backup/format.js";
 
 /** Position of a stored message in the stream it was first written to (survives restore-log). */

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { open, rename, stat, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { crc32c, zeroCopy } from "../../../../native/index.js";
-import { EarlyWriteback } from "../../../common/fs.js";
+import { crc32c, zeroCopy } from "#native/index.js";
+import { EarlyWriteback } from "#common/fs.js";
 import { decodeIndex, decodeTail, encodeIndex, encodeTail, PACK_MAGIC, TAIL_BYTES, type IndexEntry } from "../domain/store/pack.js";
 
 /** Records are queued and written in runs of about this many bytes. */

@@ -1,8 +1,8 @@
 import { DeliverPolicy, JetStreamApiError } from "@nats-io/jetstream";
-import type { ReplicationEvent } from "../../../../schemas/replication.js";
-import { VersionConflictError } from "../../../common/errors.js";
-import { EVT_STREAM } from "../../../common/layout.js";
-import type { Nats } from "../../../common/nats.js";
+import type { ReplicationEvent } from "#schemas/replication.js";
+import { VersionConflictError } from "#common/errors.js";
+import { EVT_STREAM } from "#common/layout.js";
+import type { Nats } from "#common/nats.js";
 import { evolve } from "../domain/replication/evolve.js";
 import { initialReplication, type Replication } from "../domain/replication/state.js";
 import { decodeMsg } from "./decode.js";

@@ -1,8 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { MigrationEvent } from "../../../../schemas/index.js";
-import { AgentReply, AgentRequest, ReplicationEvent } from "../../../../schemas/replication.js";
+import { MigrationEvent } from "#schemas/index.js";
+import { AgentReply, AgentRequest, ReplicationEvent } from "#schemas/replication.js";
 import { compiledSafeParse, compiles } from "./schema-check.js";
 
 const at = "2026-11-26T00:00:00.000Z";

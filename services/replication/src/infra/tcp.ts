@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { DwcpError } from "../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 
 // Agent-to-agent link: the server sends a 32-byte nonce, the client answers with
 // HMAC-SHA256(key, "dwcp-repl-v1" || nonce) where key = HMAC-SHA256(DWCP_SECRET, "replication");

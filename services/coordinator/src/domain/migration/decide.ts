@@ -4,7 +4,7 @@ import type {
   MigrationEvent,
   RejectionReason,
   StartMigration,
-} from "../../../../../schemas/index.js";
+} from "#schemas/index.js";
 import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
 import { allBatchesDone, isTerminal, type Migration } from "./state.js";

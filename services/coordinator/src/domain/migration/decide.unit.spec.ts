@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { StartMigration, type MigrationEvent } from "../../../../../schemas/index.js";
+import { StartMigration, type MigrationEvent } from "#schemas/index.js";
 import { decide, DEFAULT_RETRY_POLICY, type MigrationCommand } from "./decide.js";
 import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
 import { fold } from "./evolve.js";

@@ -1,4 +1,4 @@
-import { DwcpError } from "../../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 
 /** A StartMigration reused the id of a migration that a different command started. */
 export class MigrationIdInUseError extends DwcpError {

@@ -1,4 +1,4 @@
-import type { MigrationEvent } from "../../../../../schemas/index.js";
+import type { MigrationEvent } from "#schemas/index.js";
 import { emptyTotals, isTerminal, type BatchState, type Migration } from "./state.js";
 
 /**

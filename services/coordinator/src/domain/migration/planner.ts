@@ -1,4 +1,4 @@
-import type { DataMap, PlannedVolume } from "../../../../../schemas/index.js";
+import type { DataMap, PlannedVolume } from "#schemas/index.js";
 
 export interface VolumeSize {
   kind: "disk" | "memory";

@@ -5,7 +5,7 @@ import type {
   MigrationRequested,
   RejectionReason,
   TransferredChunk,
-} from "../../../../../schemas/index.js";
+} from "#schemas/index.js";
 import type { Plan } from "./planner.js";
 
 export type MigrationStatus =

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { ChunkSize, FailureCode, HostId, Id } from "../../../../../schemas/index.js";
+import { ChunkSize, FailureCode, HostId, Id } from "#schemas/index.js";
 import type { Segment } from "./segments.js";
 
 /**

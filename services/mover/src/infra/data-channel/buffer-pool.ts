@@ -1,4 +1,4 @@
-import { DIRECT_IO_ALIGN, zeroCopy } from "../../../../../native/index.js";
+import { DIRECT_IO_ALIGN, zeroCopy } from "#native/index.js";
 
 /**
  * Chunk buffers kept for reuse across batches and connections, by size. Fresh memory is slow to

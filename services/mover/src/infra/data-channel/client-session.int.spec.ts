@@ -1,6 +1,6 @@
 import { createServer, connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { crc32c } from "../../../../../native/index.js";
+import { crc32c } from "#native/index.js";
 import { ClientSession } from "./client-session.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import { silentLog } from "./testing.js";

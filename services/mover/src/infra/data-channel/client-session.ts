@@ -1,11 +1,11 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { TransferredChunk } from "../../../../../schemas/index.js";
-import { socketFd, zeroCopy } from "../../../../../native/index.js";
-import { compressChunk } from "../../../../../native/compress.js";
+import type { TransferredChunk } from "#schemas/index.js";
+import { socketFd, zeroCopy } from "#native/index.js";
+import { compressChunk } from "#native/compress.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
-import { DwcpError } from "../../../../common/errors.js";
-import type { Logger } from "../../../../common/logger.js";
+import { DwcpError } from "#common/errors.js";
+import type { Logger } from "#common/logger.js";
 import { encodeChunkHead, encodeControl, FENCED, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
 import { reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import {

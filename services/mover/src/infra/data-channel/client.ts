@@ -1,7 +1,7 @@
 import { connect as netConnect, type Socket } from "node:net";
-import type { TransferredChunk } from "../../../../../schemas/index.js";
-import { zeroCopy } from "../../../../../native/index.js";
-import type { Logger } from "../../../../common/logger.js";
+import type { TransferredChunk } from "#schemas/index.js";
+import { zeroCopy } from "#native/index.js";
+import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";

@@ -1,12 +1,12 @@
 import { constants, type FileHandle, lstat, open } from "node:fs/promises";
 import { posix } from "node:path";
-import { DIRECT_IO_ALIGN, isZero, zeroCopy, ZeroCopyUnsupportedError } from "../../../../../native/index.js";
+import { DIRECT_IO_ALIGN, isZero, zeroCopy, ZeroCopyUnsupportedError } from "#native/index.js";
 import { batchRange } from "../../domain/data-channel/batch.js";
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
 import { basenameProblem, partName } from "../../domain/paths.js";
 import { PathOutsideRootError } from "../../errors.js";
-import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "../../../../common/fs.js";
+import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "#common/fs.js";
 import { hasDataIn } from "../extents.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js";
 import { chunkBuffers } from "./buffer-pool.js";

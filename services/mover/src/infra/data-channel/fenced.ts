@@ -1,4 +1,4 @@
-import { DwcpError } from "../../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 import { FENCED } from "../../domain/data-channel/frames.js";
 
 /**

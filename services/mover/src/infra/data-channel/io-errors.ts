@@ -1,4 +1,4 @@
-import { DwcpError } from "../../../../common/errors.js";
+import { DwcpError } from "#common/errors.js";
 import { DestinationWriteError, NoSpaceError, PathOutsideRootError } from "../../errors.js";
 import { errnoOf } from "../volume-paths.js";
 

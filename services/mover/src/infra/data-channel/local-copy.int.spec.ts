@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { crc32c } from "../../../../../native/index.js";
+import { crc32c } from "#native/index.js";
 import { fenceKey, FenceTable } from "../../domain/data-channel/fence.js";
 import { TransferAbortedError } from "../../errors.js";
 import { readBackCovers, readBacks } from "../read-back.js";

@@ -1,5 +1,5 @@
-import type { TransferredChunk } from "../../../../../schemas/index.js";
-import type { Logger } from "../../../../common/logger.js";
+import type { TransferredChunk } from "#schemas/index.js";
+import type { Logger } from "#common/logger.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
 import type { FenceTable } from "../../domain/data-channel/fence.js";
 import { TransferAbortedError } from "../../errors.js";

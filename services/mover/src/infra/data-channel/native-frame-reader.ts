@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { zeroCopy } from "../../../../../native/index.js";
+import { zeroCopy } from "#native/index.js";
 import type { FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { ProtocolError } from "../../errors.js";
 import type { FrameReader, ReaderStep } from "./frame-reader.js";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { ConfigError } from "../../../../common/errors.js";
-import type { Logger } from "../../../../common/logger.js";
+import { ConfigError } from "#common/errors.js";
+import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { verifyHelloMac } from "../../domain/data-channel/auth.js";
 import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
@@ -12,7 +12,7 @@ import { resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
-import { socketFd, zeroCopy } from "../../../../../native/index.js";
+import { socketFd, zeroCopy } from "#native/index.js";
 import type { SendBatchOptions, SendBatchResult } from "./client.js";
 import { copyBatchLocally } from "./local-copy.js";
 import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from "node:fs/promises";
-import { analyzeChunk, crc32cZeros } from "../../../../../native/index.js";
+import { analyzeChunk, crc32cZeros } from "#native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { SourceChangedError, SourceReadError } from "../../errors.js";
 import { hasDataIn } from "../extents.js";

@@ -8,7 +8,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import type { Logger } from "../../../../common/logger.js";
+import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES } from "../../domain/data-channel/frames.js";
 import type { SendBatchOptions } from "./client.js";

@@ -1,5 +1,5 @@
-import type { MigrationEvent } from "../../../../../schemas/index.js";
-import type { ReplicationEvent } from "../../../../../schemas/replication.js";
+import type { MigrationEvent } from "#schemas/index.js";
+import type { ReplicationEvent } from "#schemas/replication.js";
 import { evolve as evolveMigration } from "../../../../coordinator/src/domain/migration/evolve.js";
 import { initialMigration, type Migration } from "../../../../coordinator/src/domain/migration/state.js";
 import { evolve as evolveReplication } from "../replication/evolve.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { MigrationEvent } from "../../../../../schemas/index.js";
+import type { MigrationEvent } from "#schemas/index.js";
 import { beyond, combineParts, formatReplay, ReplayFolder, type ReplayRecord } from "./view.js";
 
 const req = (id: string, vm: string): MigrationEvent => ({

@@ -1,4 +1,4 @@
-import type { ReplicationEvent } from "../../../../../schemas/replication.js";
+import type { ReplicationEvent } from "#schemas/replication.js";
 import { initialReplication, type Replication } from "./state.js";
 
 /**

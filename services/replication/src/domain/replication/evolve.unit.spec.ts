@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { ReplicationEvent, SnapshotCommitted } from "../../../../../schemas/replication.js";
+import type { ReplicationEvent, SnapshotCommitted } from "#schemas/replication.js";
 import { fold } from "./evolve.js";
 import { latestSnapshot, snapshotAt } from "./state.js";
 

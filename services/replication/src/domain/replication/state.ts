@@ -1,4 +1,4 @@
-import type { SnapshotCommitted } from "../../../../../schemas/replication.js";
+import type { SnapshotCommitted } from "#schemas/replication.js";
 
 /** A committed snapshot as the log describes it. */
 export type Snapshot = Omit<SnapshotCommitted, "type" | "version" | "vm" | "at"> & { committedAt: string };

@@ -1,10 +1,10 @@
-import type { AgentReply, AgentRequest } from "../../../../../schemas/replication.js";
+import type { AgentReply, AgentRequest } from "#schemas/replication.js";
 
 // Source-to-destination protocol: one request frame, one reply frame. A frame is
 // [u8 1=request|2=reply][u32 BE header length][JSON header][payload]. Bytes are counted as they are framed,
 // so "wire bytes" are what a socket would carry.
 
-export type { Codec, PutChunk, PutOutcome } from "../../../../../schemas/replication.js";
+export type { Codec, PutChunk, PutOutcome } from "#schemas/replication.js";
 export type Request = AgentRequest;
 export type Reply = AgentReply;
 

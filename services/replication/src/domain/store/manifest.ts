@@ -1,5 +1,5 @@
-import { MAX_CHUNK_BYTES } from "../../../../../schemas/common.js";
-import type { Manifest, ManifestVolume, VolumeChanges } from "../../../../../schemas/replication.js";
+import { MAX_CHUNK_BYTES } from "#schemas/common.js";
+import type { Manifest, ManifestVolume, VolumeChanges } from "#schemas/replication.js";
 
 /** 4 KiB: the unit of change detection. */
 export const PAGE = 4096;
@@ -11,7 +11,7 @@ export const PAGE = 4096;
  */
 export const DEFAULT_CHUNK_BYTES = 64 * 1024;
 
-export type { Manifest, ManifestVolume, VolumeChanges } from "../../../../../schemas/replication.js";
+export type { Manifest, ManifestVolume, VolumeChanges } from "#schemas/replication.js";
 
 export const chunkCount = (sizeBytes: number, chunkBytes: number): number => Math.ceil(sizeBytes / chunkBytes);
 export const chunkLength = (sizeBytes: number, chunkBytes: number, index: number): number =>
