@@ -3,7 +3,19 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["tmp/**", "bench/.*", "node_modules/**", "native/build/**", "schemas/json/**", "coverage/**", "**/*.mjs", "eslint.config.js", "vitest.config.ts"] },
+  {
+    ignores: [
+      "tmp/**",
+      "bench/.*",
+      "node_modules/**",
+      "native/build/**",
+      "schemas/json/**",
+      "coverage/**",
+      "**/*.mjs",
+      "eslint.config.js",
+      "vitest.config.ts",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -21,13 +33,19 @@ export default tseslint.config(
   {
     files: ["services/*/src/domain/**/*.ts"],
     rules: {
-      "no-restricted-imports": ["error", {
-        patterns: [
-          { group: ["@nats-io/*"], message: "domain/ is pure: JetStream belongs in infra/" },
-          { group: ["pino"], message: "domain/ is pure: log from app/ or infra/" },
-          { group: ["node:fs", "node:fs/*", "fs", "node:net", "node:child_process"], message: "domain/ is pure: I/O belongs in infra/" },
-        ],
-      }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            { group: ["@nats-io/*"], message: "domain/ is pure: JetStream belongs in infra/" },
+            { group: ["pino"], message: "domain/ is pure: log from app/ or infra/" },
+            {
+              group: ["node:fs", "node:fs/*", "fs", "node:net", "node:child_process"],
+              message: "domain/ is pure: I/O belongs in infra/",
+            },
+          ],
+        },
+      ],
     },
   },
 );

@@ -47,7 +47,14 @@ const VARIANTS: Variant[] = [
 async function transfer(dir: string, src: string, v: Variant, run: number): Promise<number> {
   Object.assign(process.env, v.env); // read when the server starts and when a file opens
   const secret = randomBytes(32);
-  const server = await startDataServer({ host: "b", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [dir], log: silent });
+  const server = await startDataServer({
+    host: "b",
+    listenHost: "127.0.0.1",
+    listenPort: 0,
+    secret,
+    roots: [dir],
+    log: silent,
+  });
   const perBatch = Math.max(1, Math.floor(batchBytes / chunk));
   const chunks = Math.ceil(size / chunk);
   const batches = Math.ceil(chunks / perBatch);
@@ -58,9 +65,20 @@ async function transfer(dir: string, src: string, v: Variant, run: number): Prom
       for (let b = next++; b < batches; b = next++) {
         const firstChunk = b * perBatch;
         await sendBatch({
-          address: server.address, secret, sourceHost: "a", migrationId: `bench-${run}`, batch: b, attempt: 0,
-          sourcePath: src, destDir: `run-${run}`, destName: "out.img", volumeSizeBytes: size, chunkSizeBytes: chunk,
-          firstChunk, chunkCount: Math.min(perBatch, chunks - firstChunk), log: silent,
+          address: server.address,
+          secret,
+          sourceHost: "a",
+          migrationId: `bench-${run}`,
+          batch: b,
+          attempt: 0,
+          sourcePath: src,
+          destDir: `run-${run}`,
+          destName: "out.img",
+          volumeSizeBytes: size,
+          chunkSizeBytes: chunk,
+          firstChunk,
+          chunkCount: Math.min(perBatch, chunks - firstChunk),
+          log: silent,
         });
       }
     };
@@ -84,20 +102,32 @@ async function main(): Promise<void> {
     let run = 0;
     for (const v of VARIANTS) results[v.name] = await transfer(dir, src, v, run++);
     const js = results["Node stream reads, page cache"] ?? NaN;
-    log(`\n${values.size} incompressible, ${values.chunk} chunks, ${values.batch} batches x ${concurrency}, fsync per batch`);
+    log(
+      `\n${values.size} incompressible, ${values.chunk} chunks, ${values.batch} batches x ${concurrency}, fsync per batch`,
+    );
     log(`${"path".padEnd(36)} seconds    MB/s  vs Node reads  vs raw sendfile`);
-    log(`${"raw sendfile (no fsync)".padEnd(36)} ${raw_sendfile_s.toFixed(3).padStart(7)} ${(size / raw_sendfile_s / 1e6).toFixed(0).padStart(7)}`);
+    log(
+      `${"raw sendfile (no fsync)".padEnd(36)} ${raw_sendfile_s.toFixed(3).padStart(7)} ${(size / raw_sendfile_s / 1e6).toFixed(0).padStart(7)}`,
+    );
     for (const [name, s] of Object.entries(results)) {
-      log(`${name.padEnd(36)} ${s.toFixed(3).padStart(7)} ${(size / s / 1e6).toFixed(0).padStart(7)} ${(js / s).toFixed(2).padStart(13)}x ${(raw_sendfile_s / s).toFixed(2).padStart(15)}x`);
+      log(
+        `${name.padEnd(36)} ${s.toFixed(3).padStart(7)} ${(size / s / 1e6).toFixed(0).padStart(7)} ${(js / s).toFixed(2).padStart(13)}x ${(raw_sendfile_s / s).toFixed(2).padStart(15)}x`,
+      );
     }
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({
-        bytes: size, chunk_bytes: chunk, batch_bytes: batchBytes, concurrency, raw_sendfile_s,
-        native_recv_s: results["native recv, default writes"],
-        native_recv_page_cache_s: results["native recv, page cache only"],
-        node_reads_s: js,
-        cpu: cpus()[0]?.model,
-      })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({
+          bytes: size,
+          chunk_bytes: chunk,
+          batch_bytes: batchBytes,
+          concurrency,
+          raw_sendfile_s,
+          native_recv_s: results["native recv, default writes"],
+          native_recv_page_cache_s: results["native recv, page cache only"],
+          node_reads_s: js,
+          cpu: cpus()[0]?.model,
+        })}\n`,
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -47,10 +47,12 @@ const REPEATS = int("repeats", values.repeats);
 const CHANGES = int("changes", values.changes);
 const TARGET_BYTES = int("kib", values.kib) * 1024;
 const APPEND_KIB = Number(values["append-kib"]);
-if (!Number.isInteger(APPEND_KIB) || APPEND_KIB < 0 || APPEND_KIB > 192) throw new Error(`--append-kib must be 0..192 (0: one event per message), got "${values["append-kib"]}"`);
+if (!Number.isInteger(APPEND_KIB) || APPEND_KIB < 0 || APPEND_KIB > 192)
+  throw new Error(`--append-kib must be 0..192 (0: one event per message), got "${values["append-kib"]}"`);
 const WARMUP = 3;
 if (SITES < 2) throw new Error("--sites must be at least 2");
-if (values.topology !== "hub" && values.topology !== "star") throw new Error(`--topology must be hub or star, got "${values.topology}"`);
+if (values.topology !== "hub" && values.topology !== "star")
+  throw new Error(`--topology must be hub or star, got "${values.topology}"`);
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -89,7 +91,10 @@ function arrivals(readers: readonly Site[], writer: string, target: number): Arr
       new Promise<number>((resolve, reject) => {
         const done = (): boolean => r.read((v) => v.sites[writer]?.lastSeq ?? 0) >= target;
         if (done()) return resolve(performance.now());
-        const timer = setTimeout(() => (off(), reject(new Error(`site ${r.id} did not receive ${writer}.${target} within 30 s`))), 30_000);
+        const timer = setTimeout(
+          () => (off(), reject(new Error(`site ${r.id} did not receive ${writer}.${target} within 30 s`))),
+          30_000,
+        );
         const off = r.onChange((v) => {
           if ((v.sites[writer]?.lastSeq ?? 0) < target) return;
           const t = performance.now();
@@ -101,14 +106,20 @@ function arrivals(readers: readonly Site[], writer: string, target: number): Arr
   );
 }
 
-async function fullState(writer: Site, readers: readonly Site[], rep: number): Promise<{ ms: number; bytes: number; events: number }> {
+async function fullState(
+  writer: Site,
+  readers: readonly Site[],
+  rep: number,
+): Promise<{ ms: number; bytes: number; events: number }> {
   const commands: FederationCommand[] = [];
   const at = new Date().toISOString();
   // Sized as the events will be: the command plus the envelope decide adds.
   for (let i = 0, bytes = 0; bytes < TARGET_BYTES; i++) {
     const c = placement(`r${rep}-vm${i}`, i);
     commands.push(c);
-    bytes += Buffer.byteLength(JSON.stringify({ ...c, type: "VmPlaced", version: 1, site: writer.id, seq: 100_000, at }));
+    bytes += Buffer.byteLength(
+      JSON.stringify({ ...c, type: "VmPlaced", version: 1, site: writer.id, seq: 100_000, at }),
+    );
   }
   const start = lastSeq(writer);
   const waits = arrivals(readers, writer.id, start + commands.length);
@@ -120,7 +131,8 @@ async function fullState(writer: Site, readers: readonly Site[], rep: number): P
 }
 
 const lastSeq = (s: Site): number => s.read((v) => v.sites[s.id]?.lastSeq ?? 0);
-const sizeOf = (events: readonly FederationEvent[]): number => events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e)), 0);
+const sizeOf = (events: readonly FederationEvent[]): number =>
+  events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e)), 0);
 
 async function oneChange(writer: Site, readers: readonly Site[], i: number): Promise<{ all: number; each: number[] }> {
   const target = lastSeq(writer) + 1;
@@ -148,7 +160,9 @@ function machine(): Record<string, unknown> {
 
 async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
   const [writer, ...readers] = fed.sites.map((s) => s.site) as [Site, ...Site[]];
-  log(`${fed.sites.length} sites (${fed.topology}); writer ${writer.id}; ${REPEATS} x ${Math.round(TARGET_BYTES / 1024)} KiB, ${CHANGES} single changes`);
+  log(
+    `${fed.sites.length} sites (${fed.topology}); writer ${writer.id}; ${REPEATS} x ${Math.round(TARGET_BYTES / 1024)} KiB, ${CHANGES} single changes`,
+  );
   const full: number[] = [];
   let bytes = 0;
   let events = 0;
@@ -169,7 +183,8 @@ async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
   }
   // Every view is the same fold: the timings above measured complete, not partial, copies.
   const digest = canonicalJson(writer.view);
-  for (const r of readers) if (canonicalJson(r.view) !== digest) throw new Error(`site ${r.id} did not converge to ${writer.id}'s view`);
+  for (const r of readers)
+    if (canonicalJson(r.view) !== digest) throw new Error(`site ${r.id} did not converge to ${writer.id}'s view`);
   const f = stats(full);
   const c = stats(all);
   const e = stats(each);
@@ -200,14 +215,30 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-fed-"));
   // Site logs (warnings and worse) go to stderr: stdout carries only the result.
   const siteLog = pino({ name: "dwcp", level: process.env["DWCP_LOG_LEVEL"] ?? "warn" }, pino.destination(2));
-  const fed = await startFederation({ sites: SITES, dataDir, healthIntervalMs: 0, topology: values.topology as "hub" | "star", partitionable: values.proxy, maxAppendBytes: APPEND_KIB * 1024 }, { log: siteLog });
+  const fed = await startFederation(
+    {
+      sites: SITES,
+      dataDir,
+      healthIntervalMs: 0,
+      topology: values.topology as "hub" | "star",
+      partitionable: values.proxy,
+      maxAppendBytes: APPEND_KIB * 1024,
+    },
+    { log: siteLog },
+  );
   try {
     const result = await run(fed);
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else {
-      log(`full state (${result["full_state_bytes"] as number} B in ${result["full_state_events"] as number} events): p50 ${result["full_state_p50_ms"] as number} ms, p99 ${result["full_state_p99_ms"] as number} ms (target <= 50 ms p50)`);
-      log(`per change, all sites: p50 ${result["change_p50_ms"] as number} ms, p99 ${result["change_p99_ms"] as number} ms (target <= 10 ms p50)`);
-      log(`per change, one site: p50 ${result["change_one_site_p50_ms"] as number} ms, p99 ${result["change_one_site_p99_ms"] as number} ms`);
+      log(
+        `full state (${result["full_state_bytes"] as number} B in ${result["full_state_events"] as number} events): p50 ${result["full_state_p50_ms"] as number} ms, p99 ${result["full_state_p99_ms"] as number} ms (target <= 50 ms p50)`,
+      );
+      log(
+        `per change, all sites: p50 ${result["change_p50_ms"] as number} ms, p99 ${result["change_p99_ms"] as number} ms (target <= 10 ms p50)`,
+      );
+      log(
+        `per change, one site: p50 ${result["change_one_site_p50_ms"] as number} ms, p99 ${result["change_one_site_p99_ms"] as number} ms`,
+      );
     }
   } finally {
     await fed.stop();

@@ -82,7 +82,8 @@ function rsyncTimed(src: string, dst: string): { seconds: number; wire: number }
   const r = spawnSync("rsync", ["--no-whole-file", "--inplace", "-B4096", "--stats", src, dst], { encoding: "utf8" });
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`rsync failed: ${r.stderr}`);
-  const num = (label: string): number => Number((new RegExp(`${label}: ([\\d,]+)`).exec(r.stdout)?.[1] ?? "0").replaceAll(",", ""));
+  const num = (label: string): number =>
+    Number((new RegExp(`${label}: ([\\d,]+)`).exec(r.stdout)?.[1] ?? "0").replaceAll(",", ""));
   return { seconds, wire: num("Total bytes sent") + num("Total bytes received") };
 }
 
@@ -100,8 +101,13 @@ try {
   await randomImage(src, size);
   copyFileSync(src, rsyncDst);
   const base: Omit<SyncOptions, "transport"> = {
-    vm: "bench", sources: [src], sourceHost: "a", destinationHost: "b", storePath: join(dir, "b", ".dwcp-store"),
-    log: new ReplicationLog(nats), stateDir: join(dir, "a", ".dwcp-repl"),
+    vm: "bench",
+    sources: [src],
+    sourceHost: "a",
+    destinationHost: "b",
+    storePath: join(dir, "b", ".dwcp-store"),
+    log: new ReplicationLog(nats),
+    stateDir: join(dir, "a", ".dwcp-repl"),
     ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
   };
   const sync = async (o: Partial<SyncOptions> = {}) => {
@@ -131,7 +137,9 @@ try {
   execFileSync("cat", [src, rsyncDst, ...packs], { stdio: ["ignore", "ignore", "inherit"], maxBuffer: 0 });
   execFileSync("sync");
   const second = await sync();
-  log(`incremental sync: ${second.seconds.toFixed(2)} s, wire ${second.wireBytes}, changed ${changed}; phases ms ${JSON.stringify(second.phases, (_k, v: unknown) => (typeof v === "number" ? Math.round(v) : v))}`);
+  log(
+    `incremental sync: ${second.seconds.toFixed(2)} s, wire ${second.wireBytes}, changed ${changed}; phases ms ${JSON.stringify(second.phases, (_k, v: unknown) => (typeof v === "number" ? Math.round(v) : v))}`,
+  );
   execFileSync("sync");
   const rs = rsyncTimed(src, rsyncDst);
   const noop = await sync(); // nothing changed: the floor (read + fingerprint + commit)
@@ -143,11 +151,26 @@ try {
     await restoreFromStore(pickSnapshot((await base.log.read("bench")).state, {}), { vm: "bench", toDir: out });
     verified = (await sha256File(join(out, "disk.img"))) === (await sha256File(src));
   }
-  process.stdout.write(`${JSON.stringify({
-    size_bytes: size, changed_bytes: changed, dwcp_s: second.seconds, rsync_s: rs.seconds, wire_bytes: second.wireBytes,
-    rsync_wire_bytes: rs.wire, ratio_time: second.seconds / rs.seconds, ratio_wire: second.wireBytes / changed,
-    warmup_bytes: warmupBytes, warmup_s: warmups, full_sync_s: full.seconds, unchanged_sync_s: noop.seconds, phases_ms: second.phases, chunks_sent: second.chunksSent, full_resends: second.fullResends, verified,
-  })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      size_bytes: size,
+      changed_bytes: changed,
+      dwcp_s: second.seconds,
+      rsync_s: rs.seconds,
+      wire_bytes: second.wireBytes,
+      rsync_wire_bytes: rs.wire,
+      ratio_time: second.seconds / rs.seconds,
+      ratio_wire: second.wireBytes / changed,
+      warmup_bytes: warmupBytes,
+      warmup_s: warmups,
+      full_sync_s: full.seconds,
+      unchanged_sync_s: noop.seconds,
+      phases_ms: second.phases,
+      chunks_sent: second.chunksSent,
+      full_resends: second.fullResends,
+      verified,
+    })}\n`,
+  );
 } finally {
   await agent.kill("SIGTERM");
   await nats.nc.close();

@@ -76,7 +76,8 @@ async function strongHashTwoCores(): Promise<number> {
 }
 
 /** Fastest path of a kernel (the live one, in practice). */
-const best = (row: PathTable[string] | undefined): number => Math.max(0, ...Object.values(row ?? {}).filter((v) => v !== undefined));
+const best = (row: PathTable[string] | undefined): number =>
+  Math.max(0, ...Object.values(row ?? {}).filter((v) => v !== undefined));
 /** Read bandwidth: the native AVX2 OR-reduce (the TypeScript loop is no measure of memory). */
 const readOf = (t: PathTable): number => t["read"]?.simd ?? t["read"]?.ts ?? 0;
 
@@ -91,7 +92,8 @@ function printTable(size: SizeName, table: PathTable, read: number): void {
 }
 
 async function main(): Promise<void> {
-  if (paths.simd === undefined) console.error(`native module not loaded (${nativeUnavailableReason}): TypeScript figures only`);
+  if (paths.simd === undefined)
+    console.error(`native module not loaded (${nativeUnavailableReason}): TypeScript figures only`);
   const tables = {} as Record<SizeName, PathTable>;
   for (const [name, size] of Object.entries(SIZES) as [SizeName, number][]) tables[name] = benchSize(size);
   const twoCore = await strongHashTwoCores();
@@ -128,7 +130,11 @@ async function main(): Promise<void> {
   };
   for (const size of Object.keys(SIZES) as SizeName[]) printTable(size, tables[size], readOf(tables[size]));
   console.log(`\nread bandwidth (64 MiB, 1 thread): ${fmt(read)} GB/s; strong hash on 2 cores: ${fmt(twoCore)} GB/s`);
-  console.log(`targets: ${Object.entries(targets).map(([k, v]) => `${k}=${v ? "met" : "MISSED"}`).join(" ")}`);
+  console.log(
+    `targets: ${Object.entries(targets)
+      .map(([k, v]) => `${k}=${v ? "met" : "MISSED"}`)
+      .join(" ")}`,
+  );
   if (json) console.log(JSON.stringify({ ...result, targets }));
 }
 

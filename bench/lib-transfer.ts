@@ -21,7 +21,10 @@ export async function rawSendfile(src: string, dst: string): Promise<number> {
   const server = createServer((sock) => {
     const fd = socketFd(sock);
     if (fd === undefined) return void sock.destroy(new Error("accepted socket has no fd"));
-    void zeroCopy.sendfile(fd, inFh.fd, 0, size).then(() => sock.end(), (err: unknown) => sock.destroy(err as Error));
+    void zeroCopy.sendfile(fd, inFh.fd, 0, size).then(
+      () => sock.end(),
+      (err: unknown) => sock.destroy(err as Error),
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
@@ -42,7 +45,9 @@ export async function rawSendfile(src: string, dst: string): Promise<number> {
           },
         },
       });
-      sock.on("end", () => (pos === size ? resolve() : reject(new Error(`raw sendfile: received ${pos} of ${size} bytes`))));
+      sock.on("end", () =>
+        pos === size ? resolve() : reject(new Error(`raw sendfile: received ${pos} of ${size} bytes`)),
+      );
       sock.on("error", reject);
     });
     return Number(process.hrtime.bigint() - started) / 1e9;

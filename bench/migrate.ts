@@ -49,9 +49,13 @@ function timed(cmd: string, args: string[]): number {
 
 /** The issue asks to try CPU pinning and keep it only if it helps: this measures it (it did not). */
 function pinMovers(stack: Stack): void {
-  for (const [host, cpu] of [["a", 0], ["b", 1]] as const) {
+  for (const [host, cpu] of [
+    ["a", 0],
+    ["b", 1],
+  ] as const) {
     const pid = stack.movers.get(host)?.child.pid;
-    if (pid !== undefined) execFileSync("taskset", ["-a", "-cp", String(cpu % cpus().length), String(pid)], { stdio: "ignore" });
+    if (pid !== undefined)
+      execFileSync("taskset", ["-a", "-cp", String(cpu % cpus().length), String(pid)], { stdio: "ignore" });
   }
 }
 
@@ -75,11 +79,16 @@ async function main(): Promise<void> {
     await generateImage(src, { sizeBytes: size, zeroFraction: 0.9, seed: 2026 });
 
     settle();
-    const command = buildStart({ vm: "bench", source: { host: "a", volumes: [{ path: "vms/bench/disk.img", kind: "disk" }] }, destination: { host: "b", dir: "in" } });
+    const command = buildStart({
+      vm: "bench",
+      source: { host: "a", volumes: [{ path: "vms/bench/disk.img", kind: "disk" }] },
+      destination: { host: "b", dir: "in" },
+    });
     const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
     if (r.state !== "completed") throw new Error(`migration ${r.state}: ${r.reason} ${r.message}`);
     const dst = join(stack.root("b"), "in/disk.img");
-    if ((await sha256File(dst)) !== (await sha256File(src))) throw new Error("dwcp destination differs from the source");
+    if ((await sha256File(dst)) !== (await sha256File(src)))
+      throw new Error("dwcp destination differs from the source");
 
     // The same image moved within host a (another directory of its root): the mover copies in
     // process, no socket (local-copy.ts). cp is the operator's tool for that.
@@ -94,7 +103,10 @@ async function main(): Promise<void> {
     rmSync(cpDst);
     rmSync(join(rsDir, "disk.img"));
     const cp_sync_s = timed("bash", ["-c", `cp --sparse=always '${src}' '${cpDst}' && sync -f '${cpDst}'`]);
-    const rsync_sync_s = timed("bash", ["-c", `rsync --whole-file --sparse '${src}' '${rsDir}/' && sync -f '${rsDir}/disk.img'`]);
+    const rsync_sync_s = timed("bash", [
+      "-c",
+      `rsync --whole-file --sparse '${src}' '${rsDir}/' && sync -f '${rsDir}/disk.img'`,
+    ]);
 
     const dwcp_s = r.seconds;
     const mbps = (s: number): number => size / s / 1e6;
@@ -123,7 +135,14 @@ async function main(): Promise<void> {
       cpu: cpus()[0]?.model,
     };
     log(`\n           seconds    MB/s     (image ${values.size}; rsync/dwcp = ${result.ratio_vs_rsync.toFixed(2)}x)`);
-    for (const [k, s] of [["dwcp", dwcp_s], ["dwcp a->a", local_s], ["cp", cp_s], ["rsync", rsync_s], ["cp+sync", cp_sync_s], ["rsync+sync", rsync_sync_s]] as const) {
+    for (const [k, s] of [
+      ["dwcp", dwcp_s],
+      ["dwcp a->a", local_s],
+      ["cp", cp_s],
+      ["rsync", rsync_s],
+      ["cp+sync", cp_sync_s],
+      ["rsync+sync", rsync_sync_s],
+    ] as const) {
       log(`${k.padEnd(11)} ${s.toFixed(3).padStart(8)} ${mbps(s).toFixed(0).padStart(7)}`);
     }
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -138,10 +157,17 @@ async function main(): Promise<void> {
  * socket), checks the copy against the source and removes it; resolves to the migration's seconds.
  */
 async function moveWithinA(stack: Stack, file: string, vm: string): Promise<number> {
-  const command = buildStart({ vm, source: { host: "a", volumes: [{ path: `vms/bench/${file}`, kind: "disk" }] }, destination: { host: "a", dir: "moved" } });
+  const command = buildStart({
+    vm,
+    source: { host: "a", volumes: [{ path: `vms/bench/${file}`, kind: "disk" }] },
+    destination: { host: "a", dir: "moved" },
+  });
   const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
   if (r.state !== "completed") throw new Error(`same-host migration of ${file} ${r.state}: ${r.reason} ${r.message}`);
-  if ((await sha256File(join(stack.root("a"), "moved", file))) !== (await sha256File(join(stack.root("a"), "vms/bench", file)))) {
+  if (
+    (await sha256File(join(stack.root("a"), "moved", file))) !==
+    (await sha256File(join(stack.root("a"), "vms/bench", file)))
+  ) {
     throw new Error(`same-host copy of ${file} differs from the source`);
   }
   rmSync(join(stack.root("a"), "moved"), { recursive: true });
@@ -157,7 +183,11 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   const receiver = stack.movers.get("b")?.child.pid ?? 0;
   settle();
   const cpu0 = await cpuSeconds(sender);
-  const command = buildStart({ vm: "bench-rnd", source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] }, destination: { host: "b", dir: "in" } });
+  const command = buildStart({
+    vm: "bench-rnd",
+    source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] },
+    destination: { host: "b", dir: "in" },
+  });
   const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
   if (r.state !== "completed") throw new Error(`random migration ${r.state}: ${r.reason} ${r.message}`);
   const cpu = (await cpuSeconds(sender)) - cpu0;
@@ -174,14 +204,26 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   // is still checked at the destination before it is written, and every batch fsynced. What the
   // default's read-back of the written volume costs on this disk, measured in the same run.
   settle();
-  const noVerify = buildStart({ vm: "bench-rnd-nv", source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] }, destination: { host: "b", dir: "in-nv" }, options: { verify: false } });
+  const noVerify = buildStart({
+    vm: "bench-rnd-nv",
+    source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] },
+    destination: { host: "b", dir: "in-nv" },
+    options: { verify: false },
+  });
   const nv = await runMigration(stack.nats, noVerify, { progress: !values.json, timeoutMs: 1_800_000 });
-  if (nv.state !== "completed") throw new Error(`random migration without read-back ${nv.state}: ${nv.reason} ${nv.message}`);
+  if (nv.state !== "completed")
+    throw new Error(`random migration without read-back ${nv.state}: ${nv.reason} ${nv.message}`);
   const gb = size / 1e9;
   const rss = Math.max(await peakRssBytes(sender), await peakRssBytes(receiver));
-  log(`incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(1)} MiB`);
-  log(`incompressible within host a (local copy): dwcp ${local_s.toFixed(3)} s, cp ${cp_random_s.toFixed(3)} s, cp/dwcp ${(cp_random_s / local_s).toFixed(2)}x`);
-  log(`incompressible without the read-back (verify: false): dwcp ${nv.seconds.toFixed(3)} s, rsync/dwcp ${(rsync_random_s / nv.seconds).toFixed(2)}x`);
+  log(
+    `incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(1)} MiB`,
+  );
+  log(
+    `incompressible within host a (local copy): dwcp ${local_s.toFixed(3)} s, cp ${cp_random_s.toFixed(3)} s, cp/dwcp ${(cp_random_s / local_s).toFixed(2)}x`,
+  );
+  log(
+    `incompressible without the read-back (verify: false): dwcp ${nv.seconds.toFixed(3)} s, rsync/dwcp ${(rsync_random_s / nv.seconds).toFixed(2)}x`,
+  );
   return {
     random_dwcp_s: r.seconds,
     random_no_verify_dwcp_s: nv.seconds,

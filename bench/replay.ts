@@ -47,31 +47,102 @@ const at = "2026-11-26T00:00:00.000Z";
 /** Events of migration `i`, in order: 51 per migration. */
 function* migrationEvents(i: number): Generator<MigrationEvent> {
   const migrationId = `m${i}`;
-  yield { type: "MigrationRequested", version: 1, migrationId, at, commandId: `c${i}`, vm: `vm${i % 100}`, source: { host: "a", volumes: [{ path: "d.img", kind: "disk" }] }, destination: { host: "b", dir: "in" }, options: { chunkSizeBytes: 1 << 20, batchSizeBytes: 16 << 20, verify: true } };
-  yield { type: "MigrationPlanned", version: 1, migrationId, at, destDir: "/b/in", chunkSizeBytes: 1 << 20, chunksPerBatch: 16, volumes: [{ index: 0, kind: "disk", sourcePath: "/a/d.img", destName: "d.img", sizeBytes: BATCHES << 24, chunkCount: BATCHES * 16, firstBatch: 0, batchCount: BATCHES }], totalBytes: BATCHES << 24, chunkCount: BATCHES * 16, batchCount: BATCHES };
+  yield {
+    type: "MigrationRequested",
+    version: 1,
+    migrationId,
+    at,
+    commandId: `c${i}`,
+    vm: `vm${i % 100}`,
+    source: { host: "a", volumes: [{ path: "d.img", kind: "disk" }] },
+    destination: { host: "b", dir: "in" },
+    options: { chunkSizeBytes: 1 << 20, batchSizeBytes: 16 << 20, verify: true },
+  };
+  yield {
+    type: "MigrationPlanned",
+    version: 1,
+    migrationId,
+    at,
+    destDir: "/b/in",
+    chunkSizeBytes: 1 << 20,
+    chunksPerBatch: 16,
+    volumes: [
+      {
+        index: 0,
+        kind: "disk",
+        sourcePath: "/a/d.img",
+        destName: "d.img",
+        sizeBytes: BATCHES << 24,
+        chunkCount: BATCHES * 16,
+        firstBatch: 0,
+        batchCount: BATCHES,
+      },
+    ],
+    totalBytes: BATCHES << 24,
+    chunkCount: BATCHES * 16,
+    batchCount: BATCHES,
+  };
   for (let b = 0; b < BATCHES; b++) {
-    const chunks = Array.from({ length: 16 }, (_, c) => ({ offset: (b * 16 + c) << 20, length: 1 << 20, crc32c: (b * 31 + c) >>> 0, zero: c % 5 === 0, wireBytes: 1 << 19 }));
-    yield { type: "ChunkBatchTransferred", version: 1, migrationId, at, batch: b, attempt: 0, host: "a", chunks, bytes: 16 << 20, wireBytes: 8 << 20, durationMs: 12 };
+    const chunks = Array.from({ length: 16 }, (_, c) => ({
+      offset: (b * 16 + c) << 20,
+      length: 1 << 20,
+      crc32c: (b * 31 + c) >>> 0,
+      zero: c % 5 === 0,
+      wireBytes: 1 << 19,
+    }));
+    yield {
+      type: "ChunkBatchTransferred",
+      version: 1,
+      migrationId,
+      at,
+      batch: b,
+      attempt: 0,
+      host: "a",
+      chunks,
+      bytes: 16 << 20,
+      wireBytes: 8 << 20,
+      durationMs: 12,
+    };
   }
-  yield { type: "MigrationCompleted", version: 1, migrationId, at, totals: { bytes: BATCHES << 24, zeroBytes: 0, wireBytes: 0, chunks: BATCHES * 16, batches: BATCHES }, durationMs: 900, volumes: [{ index: 0, destPath: "/b/in/d.img", sizeBytes: BATCHES << 24, crc32c: 1 }] };
+  yield {
+    type: "MigrationCompleted",
+    version: 1,
+    migrationId,
+    at,
+    totals: { bytes: BATCHES << 24, zeroBytes: 0, wireBytes: 0, chunks: BATCHES * 16, batches: BATCHES },
+    durationMs: 900,
+    volumes: [{ index: 0, destPath: "/b/in/d.img", sizeBytes: BATCHES << 24, crc32c: 1 }],
+  };
 }
 
 function* allEvents(n: number): Generator<[string, MigrationEvent]> {
   let k = 0;
-  for (let i = 0; ; i++) for (const e of migrationEvents(i)) {
-    if (k++ >= n) return;
-    yield [`dwcp.evt.migration.m${i}`, e];
-  }
+  for (let i = 0; ; i++)
+    for (const e of migrationEvents(i)) {
+      if (k++ >= n) return;
+      yield [`dwcp.evt.migration.m${i}`, e];
+    }
 }
 
 async function foldRate(dir: string, n: number): Promise<{ perSec: number; seconds: number; migrations: number }> {
   const file = join(dir, "events.backup");
-  const w = await BackupWriter.create(file, { format: BACKUP_FORMAT, version: 1, createdAt: at, streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }] });
+  const w = await BackupWriter.create(file, {
+    format: BACKUP_FORMAT,
+    version: 1,
+    createdAt: at,
+    streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }],
+  });
   let seq = 0;
   const t0 = BigInt(Date.parse(at)) * 1_000_000n;
   for (const [subject, e] of allEvents(n)) {
     seq++;
-    await w.message({ stream: EVT_STREAM, seq, ts: (t0 + BigInt(seq) * 1000n).toString(), subject, ...encodePayload(Buffer.from(JSON.stringify(e))) });
+    await w.message({
+      stream: EVT_STREAM,
+      seq,
+      ts: (t0 + BigInt(seq) * 1000n).toString(),
+      subject,
+      ...encodePayload(Buffer.from(JSON.stringify(e))),
+    });
   }
   await w.commit();
   const t = performance.now();
@@ -98,27 +169,57 @@ async function serverRate(nats: Nats, n: number): Promise<number> {
   return n / seconds;
 }
 
-async function restoreRate(dir: string, nats: Nats, size: number): Promise<{ gbPerSec: number; seconds: number; finalSyncSeconds: number; ddGbPerSec: number; ddDirectGbPerSec: number }> {
+async function restoreRate(
+  dir: string,
+  nats: Nats,
+  size: number,
+): Promise<{
+  gbPerSec: number;
+  seconds: number;
+  finalSyncSeconds: number;
+  ddGbPerSec: number;
+  ddDirectGbPerSec: number;
+}> {
   mkdirSync(join(dir, "a"), { recursive: true });
   const src = join(dir, "a", "disk.img");
   const fh = await open(src, "w");
   const buf = Buffer.allocUnsafe(8 << 20);
-  for (let off = 0; off < size; off += buf.length) await fh.write(randomFillSync(buf), 0, Math.min(buf.length, size - off), off);
+  for (let off = 0; off < size; off += buf.length)
+    await fh.write(randomFillSync(buf), 0, Math.min(buf.length, size - off), off);
   await fh.close();
   const agent = await DestinationAgent.open(join(dir, "b", ".dwcp-store"));
   const replLog = new ReplicationLog(nats);
-  await syncOnce({ vm: "bench", sources: [src], sourceHost: "a", destinationHost: "b", storePath: agent.store.dir, transport: inProcess(agent), log: replLog, stateDir: join(dir, "a", ".repl") });
+  await syncOnce({
+    vm: "bench",
+    sources: [src],
+    sourceHost: "a",
+    destinationHost: "b",
+    storePath: agent.store.dir,
+    transport: inProcess(agent),
+    log: replLog,
+    stateDir: join(dir, "a", ".repl"),
+  });
   const snap = pickSnapshot((await replLog.read("bench")).state, {});
   execFileSync("sync"); // the sync left ~size of dirty pages: do not bill their writeback to the restore
   const r = await restoreFromStore(snap, { vm: "bench", toDir: join(dir, "restored") });
   // The disk's own bounds, measured right after: dd writing the same bytes through the page cache
   // (conv=fdatasync) and straight to the disk (oflag=direct, as the restore's large runs are).
   const dd = (...flags: string[]): number => {
-    const out = spawnSync("dd", [`if=${join(dir, "restored", "disk.img")}`, `of=${join(dir, "dd.out")}`, "bs=4M", "conv=fdatasync", ...flags], { encoding: "utf8" });
+    const out = spawnSync(
+      "dd",
+      [`if=${join(dir, "restored", "disk.img")}`, `of=${join(dir, "dd.out")}`, "bs=4M", "conv=fdatasync", ...flags],
+      { encoding: "utf8" },
+    );
     rmSync(join(dir, "dd.out"), { force: true });
     return size / Number(/copied, ([\d.]+) s/.exec(out.stderr)?.[1] ?? "NaN") / 1e9;
   };
-  return { gbPerSec: r.bytes / r.seconds / 1e9, seconds: r.seconds, finalSyncSeconds: r.finalSyncSeconds, ddGbPerSec: dd(), ddDirectGbPerSec: dd("oflag=direct") };
+  return {
+    gbPerSec: r.bytes / r.seconds / 1e9,
+    seconds: r.seconds,
+    finalSyncSeconds: r.finalSyncSeconds,
+    ddGbPerSec: dd(),
+    ddDirectGbPerSec: dd("oflag=direct"),
+  };
 }
 
 /** DWCP_BENCH_PROFILE=FILE: a CPU profile of the fold alone, for chrome://inspect. */
@@ -142,12 +243,18 @@ const nats = await connectNats(server.url, "bench-replay");
 try {
   await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
   const fold = await foldRate(dir, Number(values.events));
-  log(`fold from backup file: ${Math.round(fold.perSec)} events/s (${values.events} events, ${fold.migrations} migrations, ${fold.seconds.toFixed(2)} s)`);
+  log(
+    `fold from backup file: ${Math.round(fold.perSec)} events/s (${values.events} events, ${fold.migrations} migrations, ${fold.seconds.toFixed(2)} s)`,
+  );
   const srv = await serverRate(nats, Number(values["server-events"]));
   log(`replay from nats-server: ${Math.round(srv)} events/s (${values["server-events"]} events)`);
   const restore = await restoreRate(dir, nats, parseSize("--size", values.size));
-  log(`restore ${values.size}: ${restore.gbPerSec.toFixed(2)} GB/s (${restore.seconds.toFixed(2)} s, of which final fsync ${restore.finalSyncSeconds.toFixed(2)} s); dd of the same bytes ${restore.ddGbPerSec.toFixed(2)} GB/s through the page cache, ${restore.ddDirectGbPerSec.toFixed(2)} GB/s with oflag=direct`);
-  process.stdout.write(`${JSON.stringify({ events: Number(values.events), fold_events_per_s: Math.round(fold.perSec), server_events: Number(values["server-events"]), server_events_per_s: Math.round(srv), restore_bytes: parseSize("--size", values.size), restore_s: restore.seconds, restore_final_fsync_s: restore.finalSyncSeconds, restore_gb_per_s: restore.gbPerSec, dd_fdatasync_gb_per_s: restore.ddGbPerSec, dd_direct_gb_per_s: restore.ddDirectGbPerSec })}\n`);
+  log(
+    `restore ${values.size}: ${restore.gbPerSec.toFixed(2)} GB/s (${restore.seconds.toFixed(2)} s, of which final fsync ${restore.finalSyncSeconds.toFixed(2)} s); dd of the same bytes ${restore.ddGbPerSec.toFixed(2)} GB/s through the page cache, ${restore.ddDirectGbPerSec.toFixed(2)} GB/s with oflag=direct`,
+  );
+  process.stdout.write(
+    `${JSON.stringify({ events: Number(values.events), fold_events_per_s: Math.round(fold.perSec), server_events: Number(values["server-events"]), server_events_per_s: Math.round(srv), restore_bytes: parseSize("--size", values.size), restore_s: restore.seconds, restore_final_fsync_s: restore.finalSyncSeconds, restore_gb_per_s: restore.gbPerSec, dd_fdatasync_gb_per_s: restore.ddGbPerSec, dd_direct_gb_per_s: restore.ddDirectGbPerSec })}\n`,
+  );
 } finally {
   await nats.nc.close();
   await server.stop();

@@ -11,7 +11,10 @@ describe("CLI argument parsing", () => {
   it("parses --from with kinds and --to", () => {
     expect(parseFrom("a:vm/disk.img,vm/mem.img=memory")).toEqual({
       host: "a",
-      volumes: [{ path: "vm/disk.img", kind: "disk" }, { path: "vm/mem.img", kind: "memory" }],
+      volumes: [
+        { path: "vm/disk.img", kind: "disk" },
+        { path: "vm/mem.img", kind: "memory" },
+      ],
     });
     expect(parseTo("b:/srv/in")).toEqual({ host: "b", dir: "/srv/in" });
     expect(() => parseTo("b")).toThrow(UsageError);

@@ -20,7 +20,13 @@ export async function publishCommand(nats: Nats, command: StartMigration | Cance
 
 export async function readMigration(nats: Nats, id: string): Promise<{ state: Migration; events: StoredEvent[] }> {
   const events = await new EventStore(nats.js, nats.jsm).read(id);
-  return { state: fold(id, events.map((e) => e.event)), events };
+  return {
+    state: fold(
+      id,
+      events.map((e) => e.event),
+    ),
+    events,
+  };
 }
 
 /** Folds every migration in the stream, as of now. */

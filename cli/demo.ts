@@ -31,7 +31,13 @@ export async function runDemo(flags: { "data-dir"?: string; size?: string }): Pr
     say(`generated ${fmtBytes(diskBytes)} sparse disk image and 64.0 MiB memory image on host a`);
     const command = buildStart({
       vm: "demo-vm",
-      source: { host: "a", volumes: [{ path: "vms/demo-vm/disk.img", kind: "disk" }, { path: "vms/demo-vm/memory.img", kind: "memory" }] },
+      source: {
+        host: "a",
+        volumes: [
+          { path: "vms/demo-vm/disk.img", kind: "disk" },
+          { path: "vms/demo-vm/memory.img", kind: "memory" },
+        ],
+      },
       destination: { host: "b", dir: "incoming/demo-vm" },
     });
     say(`migrating demo-vm a -> b (migration ${command.migrationId ?? ""})`);
@@ -41,16 +47,23 @@ export async function runDemo(flags: { "data-dir"?: string; size?: string }): Pr
       return 1;
     }
     let ok = true;
-    for (const [src, name] of [[disk, "disk.img"], [mem, "memory.img"]] as const) {
+    for (const [src, name] of [
+      [disk, "disk.img"],
+      [mem, "memory.img"],
+    ] as const) {
       const dst = join(stack.root("b"), "incoming", "demo-vm", name);
       const [a, b] = await Promise.all([sha256File(src), sha256File(dst)]);
       const [alA, alB] = await Promise.all([allocatedBytes(src), allocatedBytes(dst)]);
       const same = a === b;
       ok &&= same && alB <= alA;
-      say(`  ${name}: sha256 ${same ? "identical" : "DIFFERENT"} (${b.slice(0, 16)}...), allocated ${fmtBytes(alB)} at b vs ${fmtBytes(alA)} at a`);
+      say(
+        `  ${name}: sha256 ${same ? "identical" : "DIFFERENT"} (${b.slice(0, 16)}...), allocated ${fmtBytes(alB)} at b vs ${fmtBytes(alA)} at a`,
+      );
     }
     const total = r.bytes;
-    say(`${ok ? "verified" : "VERIFY FAILED"}: ${fmtBytes(total)} moved in ${r.seconds.toFixed(2)} s (${fmtRate(total / Math.max(r.seconds, 1e-3))}), ${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} skipped as zero`);
+    say(
+      `${ok ? "verified" : "VERIFY FAILED"}: ${fmtBytes(total)} moved in ${r.seconds.toFixed(2)} s (${fmtRate(total / Math.max(r.seconds, 1e-3))}), ${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} skipped as zero`,
+    );
     say("every step was recorded as an event in JetStream; to explore, run `npx dwcp up` and see README.md");
     return ok ? 0 : 1;
   } finally {

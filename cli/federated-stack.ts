@@ -35,11 +35,18 @@ export interface FederatedStack {
 export async function startFederatedStack(opts: FederatedStackOptions, log?: Logger): Promise<FederatedStack> {
   const hosts = Object.values(opts.sites).flat();
   const twice = hosts.filter((h, i) => hosts.indexOf(h) !== i);
-  if (twice.length > 0) throw new Error(`host ids must be unique across sites; repeated: ${[...new Set(twice)].join(", ")}`);
+  if (twice.length > 0)
+    throw new Error(`host ids must be unique across sites; repeated: ${[...new Set(twice)].join(", ")}`);
   mkdirSync(opts.dataDir, { recursive: true });
   const secret = sharedSecret(opts.dataDir);
   const fed = await startFederation(
-    { sites: Object.keys(opts.sites), dataDir: opts.dataDir, partitionable: opts.partitionable ?? true, healthIntervalMs: opts.healthIntervalMs, migrations: true },
+    {
+      sites: Object.keys(opts.sites),
+      dataDir: opts.dataDir,
+      partitionable: opts.partitionable ?? true,
+      healthIntervalMs: opts.healthIntervalMs,
+      migrations: true,
+    },
     { log },
   );
   const stacks = new Map<string, Stack>();
@@ -50,7 +57,13 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
   try {
     await Promise.all(
       fed.sites.map(async (s) => {
-        const stack = new Stack({ dataDir: join(opts.dataDir, s.id, "stack"), hosts: opts.sites[s.id] ?? [], natsUrl: s.url, secret, env: opts.env });
+        const stack = new Stack({
+          dataDir: join(opts.dataDir, s.id, "stack"),
+          hosts: opts.sites[s.id] ?? [],
+          natsUrl: s.url,
+          secret,
+          env: opts.env,
+        });
         stacks.set(s.id, stack);
         await stack.start();
       }),

@@ -38,7 +38,11 @@ usage: dwcp <command> [flags]          (every command takes --nats URL, default 
   cancel ID [--reason TEXT]
 ${PITR_HELP}`;
 
-const common = { nats: { type: "string" }, json: { type: "boolean", default: false }, help: { type: "boolean", short: "h" } } as const;
+const common = {
+  nats: { type: "string" },
+  json: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h" },
+} as const;
 
 function args<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T) {
   try {
@@ -72,9 +76,23 @@ export async function main(argv: string[]): Promise<number> {
       case "demo":
         return await runDemo(args(rest, { "data-dir": { type: "string" }, size: { type: "string" } }).values);
       case "up": {
-        const { values } = args(rest, { "data-dir": { type: "string" }, hosts: { type: "string" }, "nats-port": { type: "string" }, sites: { type: "string" } });
-        if (values.sites !== undefined) return await runUpSites({ dataDir: values["data-dir"] ?? ".dwcp", sites: Number(values.sites), hosts: (values.hosts ?? "a,b").split(",") });
-        return await runUp({ dataDir: values["data-dir"] ?? ".dwcp", hosts: (values.hosts ?? "a,b").split(","), natsPort: values["nats-port"] ? Number(values["nats-port"]) : undefined });
+        const { values } = args(rest, {
+          "data-dir": { type: "string" },
+          hosts: { type: "string" },
+          "nats-port": { type: "string" },
+          sites: { type: "string" },
+        });
+        if (values.sites !== undefined)
+          return await runUpSites({
+            dataDir: values["data-dir"] ?? ".dwcp",
+            sites: Number(values.sites),
+            hosts: (values.hosts ?? "a,b").split(","),
+          });
+        return await runUp({
+          dataDir: values["data-dir"] ?? ".dwcp",
+          hosts: (values.hosts ?? "a,b").split(","),
+          natsPort: values["nats-port"] ? Number(values["nats-port"]) : undefined,
+        });
       }
       case "init": {
         const { values } = args(rest, { replicas: { type: "string", default: "1" } });
@@ -89,8 +107,12 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "mover": {
         const { values } = args(rest, {
-          host: { type: "string" }, root: { type: "string", multiple: true }, listen: { type: "string" },
-          advertise: { type: "string" }, concurrency: { type: "string" }, replicas: { type: "string" },
+          host: { type: "string" },
+          root: { type: "string", multiple: true },
+          listen: { type: "string" },
+          advertise: { type: "string" },
+          concurrency: { type: "string" },
+          replicas: { type: "string" },
         });
         await runMover(values);
         return process.exitCode === 1 ? 1 : 0;
@@ -111,7 +133,15 @@ export async function main(argv: string[]): Promise<number> {
         const { values, positionals } = args(rest, { reason: { type: "string" } });
         const id = positionals[0];
         if (!id) throw new UsageError("cancel needs a migration id: dwcp cancel ID");
-        await withNats(values.nats, (n) => publishCommand(n, { type: "CancelMigration", version: 1, commandId: newId("cmd"), migrationId: id, reason: values.reason }));
+        await withNats(values.nats, (n) =>
+          publishCommand(n, {
+            type: "CancelMigration",
+            version: 1,
+            commandId: newId("cmd"),
+            migrationId: id,
+            reason: values.reason,
+          }),
+        );
         out(`cancel requested for ${id}`);
         return 0;
       }
@@ -133,20 +163,35 @@ export async function main(argv: string[]): Promise<number> {
 
 async function migrate(argv: string[]): Promise<number> {
   const { values } = args(argv, {
-    vm: { type: "string" }, from: { type: "string" }, to: { type: "string" }, "chunk-size": { type: "string" },
-    "batch-size": { type: "string" }, "bandwidth-limit": { type: "string" }, "no-verify": { type: "boolean", default: false },
-    id: { type: "string" }, wait: { type: "boolean", default: false },
+    vm: { type: "string" },
+    from: { type: "string" },
+    to: { type: "string" },
+    "chunk-size": { type: "string" },
+    "batch-size": { type: "string" },
+    "bandwidth-limit": { type: "string" },
+    "no-verify": { type: "boolean", default: false },
+    id: { type: "string" },
+    wait: { type: "boolean", default: false },
   });
-  if (!values.vm || !values.from || !values.to) throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+  if (!values.vm || !values.from || !values.to)
+    throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
   const options = {
     verify: !values["no-verify"],
     ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
     ...(values["batch-size"] ? { batchSizeBytes: parseSize("--batch-size", values["batch-size"]) } : {}),
-    ...(values["bandwidth-limit"] ? { bandwidthLimitBytesPerSec: parseSize("--bandwidth-limit", values["bandwidth-limit"].replace(/\/s$/, "")) } : {}),
+    ...(values["bandwidth-limit"]
+      ? { bandwidthLimitBytesPerSec: parseSize("--bandwidth-limit", values["bandwidth-limit"].replace(/\/s$/, "")) }
+      : {}),
   };
   let command;
   try {
-    command = buildStart({ vm: values.vm, source: parseFrom(values.from), destination: parseTo(values.to), options, migrationId: values.id });
+    command = buildStart({
+      vm: values.vm,
+      source: parseFrom(values.from),
+      destination: parseTo(values.to),
+      options,
+      migrationId: values.id,
+    });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -154,12 +199,19 @@ async function migrate(argv: string[]): Promise<number> {
   return withNats(values.nats, async (nats) => {
     if (!values.wait) {
       await publishCommand(nats, command);
-      out(values.json ? JSON.stringify({ migrationId: id, state: "requested" }) : `migration ${id} requested; follow it with: dwcp status ${id}`);
+      out(
+        values.json
+          ? JSON.stringify({ migrationId: id, state: "requested" })
+          : `migration ${id} requested; follow it with: dwcp status ${id}`,
+      );
       return 0;
     }
     const r = await runMigration(nats, command, { progress: !values.json });
     if (values.json) out(JSON.stringify(r));
-    else if (r.state === "completed") out(`migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s (${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero)`);
+    else if (r.state === "completed")
+      out(
+        `migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s (${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero)`,
+      );
     else out(`migration ${id} ${r.state}: ${r.reason ?? ""} ${r.message ?? ""}`);
     return r.state === "completed" ? 0 : 1;
   });
@@ -182,7 +234,11 @@ async function status(argv: string[]): Promise<number> {
       ...(m.reason ? { reason: m.reason, message: m.message } : {}),
     }));
     if (values.json) out(JSON.stringify(id ? rows[0] : rows));
-    else for (const r of rows) out(`${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}${r.reason ? `  ${r.reason}: ${r.message}` : ""}`);
+    else
+      for (const r of rows)
+        out(
+          `${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}${r.reason ? `  ${r.reason}: ${r.message}` : ""}`,
+        );
     return 0;
   });
 }
@@ -196,7 +252,11 @@ async function events(argv: string[]): Promise<number> {
     if (list.length === 0) throw new UsageError(`no migration with id ${id}`);
     if (site && !values.json) out(`(owned by site ${site}; a mirrored copy of its log, with its sequences)`);
     if (values.json) out(JSON.stringify(list.map((e) => ({ seq: e.seq, ...e.event }))));
-    else for (const e of list) out(`${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}${"batch" in e.event ? ` batch=${e.event.batch}` : ""}${"reason" in e.event && e.event.reason ? ` ${e.event.reason}` : ""}${"code" in e.event ? ` ${e.event.code}` : ""}`);
+    else
+      for (const e of list)
+        out(
+          `${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}${"batch" in e.event ? ` batch=${e.event.batch}` : ""}${"reason" in e.event && e.event.reason ? ` ${e.event.reason}` : ""}${"code" in e.event ? ` ${e.event.code}` : ""}`,
+        );
     return 0;
   });
 }
@@ -205,10 +265,20 @@ async function events(argv: string[]): Promise<number> {
  * A migration from this site's log or, at a federation site, from the mirrored log of the site
  * that owns it (`site` then names the owner).
  */
-async function readAnySite(nats: Nats, id: string): Promise<{ state: Migration; events: StoredEvent[]; site?: string }> {
+async function readAnySite(
+  nats: Nats,
+  id: string,
+): Promise<{ state: Migration; events: StoredEvent[]; site?: string }> {
   const local = await readMigration(nats, id);
   if (local.events.length > 0) return local;
   const mirrored = await readMirroredMigration(nats.js, nats.jsm, id);
   if (!mirrored) return local;
-  return { state: fold(id, mirrored.events.map((e) => e.event)), events: mirrored.events, site: mirrored.site };
+  return {
+    state: fold(
+      id,
+      mirrored.events.map((e) => e.event),
+    ),
+    events: mirrored.events,
+    site: mirrored.site,
+  };
 }

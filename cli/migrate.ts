@@ -17,15 +17,29 @@ export interface MigrationResult {
 }
 
 /** Validates locally (same schema as the coordinator) so typos fail before anything is sent. */
-export function buildStart(input: Omit<StartMigration, "type" | "version" | "commandId" | "options"> & { commandId?: string; options?: Partial<StartMigration["options"]> }): StartMigration {
+export function buildStart(
+  input: Omit<StartMigration, "type" | "version" | "commandId" | "options"> & {
+    commandId?: string;
+    options?: Partial<StartMigration["options"]>;
+  },
+): StartMigration {
   const commandId = input.commandId ?? newId("cmd");
-  const parsed = StartMigration.safeParse({ type: "StartMigration", version: 1, ...input, commandId, migrationId: input.migrationId ?? newId("mig") });
+  const parsed = StartMigration.safeParse({
+    type: "StartMigration",
+    version: 1,
+    ...input,
+    commandId,
+    migrationId: input.migrationId ?? newId("mig"),
+  });
   if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
   return parsed.data;
 }
 
 /** Progress on stderr: a bar with bytes, rate and ETA on a TTY, a line every few seconds otherwise. */
-export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): { onEvent: (e: MigrationEvent, s: Migration) => void; done: () => void } {
+export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): {
+  onEvent: (e: MigrationEvent, s: Migration) => void;
+  done: () => void;
+} {
   const started = Date.now();
   let lastLine = 0;
   const tty = stream.isTTY;
@@ -53,7 +67,11 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): { 
 }
 
 /** Publishes the command and follows the migration to its end. */
-export async function runMigration(nats: Nats, command: StartMigration, opts: { progress?: boolean; timeoutMs?: number } = {}): Promise<MigrationResult> {
+export async function runMigration(
+  nats: Nats,
+  command: StartMigration,
+  opts: { progress?: boolean; timeoutMs?: number } = {},
+): Promise<MigrationResult> {
   const id = command.migrationId ?? command.commandId;
   const started = Date.now();
   const progress = opts.progress ? progressPrinter() : undefined;
@@ -79,7 +97,9 @@ export async function runMigration(nats: Nats, command: StartMigration, opts: { 
       zeroBytes: final.totals.zeroBytes,
       seconds: (completed?.durationMs ?? Date.now() - started) / 1000,
       ...(final.reason ? { reason: final.reason, message: final.message } : {}),
-      ...(completed ? { volumes: completed.volumes.map(({ destPath, sizeBytes, crc32c }) => ({ destPath, sizeBytes, crc32c })) } : {}),
+      ...(completed
+        ? { volumes: completed.volumes.map(({ destPath, sizeBytes, crc32c }) => ({ destPath, sizeBytes, crc32c })) }
+        : {}),
     };
   } finally {
     clearTimeout(timer);

@@ -49,7 +49,10 @@ export const PITR_HELP = `
 const common = { nats: { type: "string" }, json: { type: "boolean", default: false } } as const;
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
-function flags<T extends Record<string, { type: "string" | "boolean"; default?: string | boolean }>>(argv: string[], options: T) {
+function flags<T extends Record<string, { type: "string" | "boolean"; default?: string | boolean }>>(
+  argv: string[],
+  options: T,
+) {
   try {
     return parseArgs({ args: argv, options: { ...common, ...options }, allowPositionals: false, strict: true }).values;
   } catch (err) {
@@ -89,10 +92,18 @@ async function withNats<T>(url: string, fn: (n: Nats) => Promise<T>): Promise<T>
 
 /** `dwcp replay`. */
 export async function cmdReplay(argv: string[]): Promise<number> {
-  const v = flags(argv, { until: { type: "string" }, "until-seq": { type: "string" }, vm: { type: "string" }, backup: { type: "string" }, chunks: { type: "boolean", default: false } });
-  if (v.until === undefined && v["until-seq"] === undefined && v.backup === undefined) throw new UsageError("replay needs --until TIME or --until-seq N (or --backup FILE for the whole file)");
+  const v = flags(argv, {
+    until: { type: "string" },
+    "until-seq": { type: "string" },
+    vm: { type: "string" },
+    backup: { type: "string" },
+    chunks: { type: "boolean", default: false },
+  });
+  if (v.until === undefined && v["until-seq"] === undefined && v.backup === undefined)
+    throw new UsageError("replay needs --until TIME or --until-seq N (or --backup FILE for the whole file)");
   const untilSeq = v["until-seq"] === undefined ? undefined : Number(v["until-seq"]);
-  if (untilSeq !== undefined && !(Number.isInteger(untilSeq) && untilSeq >= 0)) throw new UsageError(`--until-seq must be a sequence number, got "${v["until-seq"]}"`);
+  if (untilSeq !== undefined && !(Number.isInteger(untilSeq) && untilSeq >= 0))
+    throw new UsageError(`--until-seq must be a sequence number, got "${v["until-seq"]}"`);
   const opts = {
     ...(untilSeq !== undefined ? { untilSeq } : {}),
     ...(v.until !== undefined ? { untilTime: parseTime("--until", v.until) } : {}),
@@ -109,7 +120,11 @@ export async function cmdBackup(argv: string[]): Promise<number> {
   const v = flags(argv, { out: { type: "string" }, streams: { type: "string" } });
   if (!v.out) throw new UsageError("backup needs --out FILE");
   const r = await backup(natsUrl(v), { out: v.out, ...(v.streams ? { streams: v.streams.split(",") } : {}) });
-  out(v.json ? JSON.stringify(r) : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) to ${r.file} in ${r.seconds.toFixed(2)} s`);
+  out(
+    v.json
+      ? JSON.stringify(r)
+      : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) to ${r.file} in ${r.seconds.toFixed(2)} s`,
+  );
   return 0;
 }
 
@@ -118,7 +133,11 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   const v = flags(argv, { in: { type: "string" }, replicas: { type: "string" } });
   if (!v.in) throw new UsageError("restore-log needs --in FILE");
   const r = await restoreLog(natsUrl(v), { in: v.in, ...(v.replicas ? { replicas: Number(v.replicas) } : {}) });
-  out(v.json ? JSON.stringify(r) : `restored ${r.messages} messages from ${r.file} (${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`);
+  out(
+    v.json
+      ? JSON.stringify(r)
+      : `restored ${r.messages} messages from ${r.file} (${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`,
+  );
   return 0;
 }
 
@@ -130,38 +149,73 @@ export async function cmdSnapshots(argv: string[]): Promise<number> {
   const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
   if (v.json) out(JSON.stringify(state.snapshots));
   else if (state.snapshots.length === 0) out(`no snapshots of ${vm}`);
-  else for (const s of state.snapshots) out(`${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`);
+  else
+    for (const s of state.snapshots)
+      out(
+        `${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`,
+      );
   return 0;
 }
 
 /** `dwcp restore`. */
 export async function cmdRestore(argv: string[]): Promise<number> {
-  const v = flags(argv, { vm: { type: "string" }, at: { type: "string" }, snapshot: { type: "string" }, to: { type: "string" }, store: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" } });
-  if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined)) throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
+  const v = flags(argv, {
+    vm: { type: "string" },
+    at: { type: "string" },
+    snapshot: { type: "string" },
+    to: { type: "string" },
+    store: { type: "string" },
+    roots: { type: "string" },
+    "data-dir": { type: "string" },
+  });
+  if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined))
+    throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
   const vm = v.vm;
   const to = parseTo(v.to);
   const root = hostRoots(v.roots, v["data-dir"]);
   const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
-  const snap = pickSnapshot(state, { ...(v.at ? { at: parseTime("--at", v.at) } : {}), ...(v.snapshot ? { snapshotId: v.snapshot } : {}) });
-  const r = await restoreFromStore(snap, { vm, toDir: under(root(to.host), to.dir), ...(v.store ? { storeDir: v.store } : {}) });
-  out(v.json ? JSON.stringify(r) : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`);
+  const snap = pickSnapshot(state, {
+    ...(v.at ? { at: parseTime("--at", v.at) } : {}),
+    ...(v.snapshot ? { snapshotId: v.snapshot } : {}),
+  });
+  const r = await restoreFromStore(snap, {
+    vm,
+    toDir: under(root(to.host), to.dir),
+    ...(v.store ? { storeDir: v.store } : {}),
+  });
+  out(
+    v.json
+      ? JSON.stringify(r)
+      : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`,
+  );
   return 0;
 }
 
 function chunkSize(value: string): number {
   const n = parseSize("--chunk-size", value);
-  if (n < 4096 || n % 4096 !== 0 || n > 64 * 1024 * 1024) throw new UsageError(`--chunk-size must be a multiple of 4K up to 64M, got "${value}"`);
+  if (n < 4096 || n % 4096 !== 0 || n > 64 * 1024 * 1024)
+    throw new UsageError(`--chunk-size must be a multiple of 4K up to 64M, got "${value}"`);
   return n;
 }
 
 /** `dwcp replicate`: runs in the foreground; with --every until Ctrl-C. */
 export async function cmdReplicate(argv: string[]): Promise<number> {
   const v = flags(argv, {
-    vm: { type: "string" }, from: { type: "string" }, to: { type: "string" }, every: { type: "string" }, keep: { type: "string" },
-    "keep-for": { type: "string" }, agent: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" }, "chunk-size": { type: "string" },
+    vm: { type: "string" },
+    from: { type: "string" },
+    to: { type: "string" },
+    every: { type: "string" },
+    keep: { type: "string" },
+    "keep-for": { type: "string" },
+    agent: { type: "string" },
+    roots: { type: "string" },
+    "data-dir": { type: "string" },
+    "chunk-size": { type: "string" },
   });
-  if (!v.vm || !v.from || !v.to) throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
-  if (v.keep !== undefined && v["keep-for"] !== undefined) throw new UsageError("use one of --keep N or --keep-for DURATION");
+  if (!v.vm || !v.from || !v.to)
+    throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+  if (v.keep !== undefined && v["keep-for"] !== undefined)
+    throw new UsageError("use one of --keep N or --keep-for DURATION");
   const from = parseFrom(v.from);
   const to = parseTo(v.to);
   const root = hostRoots(v.roots, v["data-dir"]);
@@ -169,21 +223,40 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   const agentAddr = v.agent ? parseHostPort(v.agent) : undefined;
   if (v.agent && !agentAddr) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
   const secret = process.env["DWCP_SECRET"] ?? "";
-  if (agentAddr && secret.length < 16) throw new UsageError("--agent needs DWCP_SECRET (>= 16 characters, the agent's)");
+  if (agentAddr && secret.length < 16)
+    throw new UsageError("--agent needs DWCP_SECRET (>= 16 characters, the agent's)");
   const connect = async (): Promise<Transport> =>
     agentAddr ? connectAgent({ ...agentAddr, secret }) : inProcess(await DestinationAgent.open(storePath));
   const keep = v.keep === undefined ? undefined : Number(v.keep);
-  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1)) throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
-  const retention = keep !== undefined ? { keep } : v["keep-for"] !== undefined ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) } : undefined;
+  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1))
+    throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
+  const retention =
+    keep !== undefined
+      ? { keep }
+      : v["keep-for"] !== undefined
+        ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) }
+        : undefined;
   const abort = new AbortController();
   const options = {
-    vm: v.vm, sources: from.volumes.map((x) => under(root(from.host), x.path)), sourceHost: from.host, destinationHost: to.host, storePath,
-    stateDir: join(root(from.host), ".dwcp-repl"), connect, signal: abort.signal,
+    vm: v.vm,
+    sources: from.volumes.map((x) => under(root(from.host), x.path)),
+    sourceHost: from.host,
+    destinationHost: to.host,
+    storePath,
+    stateDir: join(root(from.host), ".dwcp-repl"),
+    connect,
+    signal: abort.signal,
     ...(v["chunk-size"] ? { chunkSizeBytes: chunkSize(v["chunk-size"]) } : {}),
     ...(v.every ? { everyMs: parseDuration("--every", v.every) } : {}),
     ...(retention ? { retention, ...(agentAddr ? {} : { localStore: storePath }) } : {}),
-    onSync: (r: SyncResult, ret?: RetentionResult) => out(v.json ? JSON.stringify({ ...r, event: undefined, pruned: ret?.pruned ?? [] }) : `snapshot ${r.snapshotId}: ${fmtBytes(r.bytes)}, changed ${fmtBytes(r.changedBytes)}, wire ${fmtBytes(r.wireBytes)} in ${r.seconds.toFixed(2)} s${ret?.pruned.length ? `; pruned ${ret.pruned.length}` : ""}`),
-    onError: (err: unknown) => void process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`),
+    onSync: (r: SyncResult, ret?: RetentionResult) =>
+      out(
+        v.json
+          ? JSON.stringify({ ...r, event: undefined, pruned: ret?.pruned ?? [] })
+          : `snapshot ${r.snapshotId}: ${fmtBytes(r.bytes)}, changed ${fmtBytes(r.changedBytes)}, wire ${fmtBytes(r.wireBytes)} in ${r.seconds.toFixed(2)} s${ret?.pruned.length ? `; pruned ${ret.pruned.length}` : ""}`,
+      ),
+    onError: (err: unknown) =>
+      void process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`),
   };
   const stop = (): void => abort.abort();
   process.on("SIGINT", stop).on("SIGTERM", stop);
@@ -213,15 +286,31 @@ export async function cmdDrill(argv: string[]): Promise<number> {
     await generateImage(disk, { sizeBytes: parseSize("--size", v.size ?? "64M"), zeroFraction: 0.5, seed: 1 });
     const all = (): ServiceProcess[] => [...stack.coordinators, ...stack.movers.values()];
     const r = await runDrill({
-      primary: { nats: stack.nats, kill: async () => void (await Promise.all([stack.server.stop("SIGKILL"), ...all().map((p) => p.stop("SIGKILL"))])) },
-      vm: "drill", sources: [disk], drDir: join(dataDir, "dr"), syncs: 3,
+      primary: {
+        nats: stack.nats,
+        kill: async () =>
+          void (await Promise.all([stack.server.stop("SIGKILL"), ...all().map((p) => p.stop("SIGKILL"))])),
+      },
+      vm: "drill",
+      sources: [disk],
+      drDir: join(dataDir, "dr"),
+      syncs: 3,
       change: async (i) => {
         const fh = await open(disk, "r+");
-        await fh.write(Buffer.alloc(64 * 1024, i), 0, 64 * 1024, (i * 7919 * 4096) % Math.max(4096, (await fh.stat()).size - 65536));
+        await fh.write(
+          Buffer.alloc(64 * 1024, i),
+          0,
+          64 * 1024,
+          (i * 7919 * 4096) % Math.max(4096, (await fh.stat()).size - 65536),
+        );
         await fh.close();
       },
     });
-    out(v.json ? JSON.stringify({ ...r, view: undefined }) : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`);
+    out(
+      v.json
+        ? JSON.stringify({ ...r, view: undefined })
+        : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`,
+    );
     return r.verified ? 0 : 1;
   } finally {
     await stack.stop();
@@ -229,8 +318,14 @@ export async function cmdDrill(argv: string[]): Promise<number> {
 }
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
-  replay: cmdReplay, backup: cmdBackup, "restore-log": cmdRestoreLog, snapshots: cmdSnapshots,
-  restore: cmdRestore, replicate: cmdReplicate, "replication-agent": cmdReplicationAgent, drill: cmdDrill,
+  replay: cmdReplay,
+  backup: cmdBackup,
+  "restore-log": cmdRestoreLog,
+  snapshots: cmdSnapshots,
+  restore: cmdRestore,
+  replicate: cmdReplicate,
+  "replication-agent": cmdReplicationAgent,
+  drill: cmdDrill,
 };
 
 /** Runs a PITR command; undefined when `cmd` is not one (main.ts falls through to its own). */

@@ -49,10 +49,16 @@ const tailOf = (file: string): string => {
   }
 };
 
-async function until<T>(what: string, proc: ServiceProcess | undefined, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+async function until<T>(
+  what: string,
+  proc: ServiceProcess | undefined,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (proc && proc.child.exitCode !== null) throw new Error(`${proc.name} exited (${proc.child.exitCode}) before ${what}:\n${tailOf(proc.logFile)}`);
+    if (proc && proc.child.exitCode !== null)
+      throw new Error(`${proc.name} exited (${proc.child.exitCode}) before ${what}:\n${tailOf(proc.logFile)}`);
     const v = await probe();
     if (v !== undefined) return v;
     await new Promise((r) => setTimeout(r, 50));
@@ -124,7 +130,12 @@ export class Stack {
 
   async startCoordinator(): Promise<ServiceProcess> {
     const n = this.coordinators.length;
-    const proc = spawnService(`coordinator-${n}`, ["coordinator", "--nats", this.url], join(this.logs, `coordinator-${n}.log`), this.env());
+    const proc = spawnService(
+      `coordinator-${n}`,
+      ["coordinator", "--nats", this.url],
+      join(this.logs, `coordinator-${n}.log`),
+      this.env(),
+    );
     this.coordinators.push(proc);
     await until("the coordinator pulled commands", proc, async () => {
       const info = await this.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);

@@ -35,15 +35,24 @@ const untilSignal = (): Promise<void> =>
  * coordinator and one mover per host (hosts `<site>-<h>` for each h of --hosts).
  */
 export async function runUpSites(opts: { dataDir: string; sites: number; hosts: string[] }): Promise<number> {
-  if (!Number.isInteger(opts.sites) || opts.sites < 1 || opts.sites > 16) throw new Error(`--sites must be 1 to 16, got ${opts.sites}`);
+  if (!Number.isInteger(opts.sites) || opts.sites < 1 || opts.sites > 16)
+    throw new Error(`--sites must be 1 to 16, got ${opts.sites}`);
   const dataDir = resolve(opts.dataDir);
-  const log = pino({ name: "dwcp", base: { svc: "federation" } }, pino.destination({ dest: join(dataDir, "logs", "federation.log"), mkdir: true }));
+  const log = pino(
+    { name: "dwcp", base: { svc: "federation" } },
+    pino.destination({ dest: join(dataDir, "logs", "federation.log"), mkdir: true }),
+  );
   const sites = Object.fromEntries(siteIds(opts.sites).map((id) => [id, opts.hosts.map((h) => `${id}-${h}`)]));
   const fs = await startFederatedStack({ dataDir, sites, partitionable: false }, log);
   const first = fs.fed.sites[0];
   process.stdout.write(
     `dwcp federation is up (${fs.fed.topology} topology)\n` +
-      fs.fed.sites.map((s) => `  site ${s.id}: ${s.url}   movers ${(sites[s.id] ?? []).map((h) => `${h} (root ${fs.stack(s.id).root(h)})`).join(", ")}\n`).join("") +
+      fs.fed.sites
+        .map(
+          (s) =>
+            `  site ${s.id}: ${s.url}   movers ${(sites[s.id] ?? []).map((h) => `${h} (root ${fs.stack(s.id).root(h)})`).join(", ")}\n`,
+        )
+        .join("") +
       `  logs:    ${join(dataDir, "logs")} and ${join(dataDir, "<site>", "stack", "logs")}\n` +
       `try: DWCP_NATS_URL=${first?.url ?? ""} npx dwcp federation status\n` +
       `     a cross-site migration: publish at the source host's site, e.g. --from ${sites[first?.id ?? ""]?.[0] ?? ""}:PATH --to <other site>-${opts.hosts[0] ?? ""}:DIR\n` +

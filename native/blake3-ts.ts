@@ -6,7 +6,16 @@ const CHUNK_START = 1;
 const CHUNK_END = 2;
 const PARENT = 4;
 const ROOT = 8;
-const IV = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+const IV = Uint32Array.of(
+  0x6a09e667,
+  0xbb67ae85,
+  0x3c6ef372,
+  0xa54ff53a,
+  0x510e527f,
+  0x9b05688c,
+  0x1f83d9ab,
+  0x5be0cd19,
+);
 const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
 
 /**
@@ -14,58 +23,187 @@ const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
  * new chaining value to out[oo..oo+8). Straight-line code on locals: V8 keeps them in registers.
  */
 function compress(
-  cv: Uint32Array, co: number, m: Uint32Array, mo: number,
-  counter: number, blockLen: number, flags: number, out: Uint32Array, oo: number,
+  cv: Uint32Array,
+  co: number,
+  m: Uint32Array,
+  mo: number,
+  counter: number,
+  blockLen: number,
+  flags: number,
+  out: Uint32Array,
+  oo: number,
 ): void {
-  let v0 = cv[co]! | 0, v1 = cv[co + 1]! | 0, v2 = cv[co + 2]! | 0, v3 = cv[co + 3]! | 0;
-  let v4 = cv[co + 4]! | 0, v5 = cv[co + 5]! | 0, v6 = cv[co + 6]! | 0, v7 = cv[co + 7]! | 0;
-  let v8 = 0x6a09e667 | 0, v9 = 0xbb67ae85 | 0, v10 = 0x3c6ef372 | 0, v11 = 0xa54ff53a | 0;
-  let v12 = counter | 0, v13 = Math.floor(counter / 0x100000000) | 0, v14 = blockLen | 0, v15 = flags | 0;
-  let m0 = m[mo]! | 0, m1 = m[mo + 1]! | 0, m2 = m[mo + 2]! | 0, m3 = m[mo + 3]! | 0;
-  let m4 = m[mo + 4]! | 0, m5 = m[mo + 5]! | 0, m6 = m[mo + 6]! | 0, m7 = m[mo + 7]! | 0;
-  let m8 = m[mo + 8]! | 0, m9 = m[mo + 9]! | 0, m10 = m[mo + 10]! | 0, m11 = m[mo + 11]! | 0;
-  let m12 = m[mo + 12]! | 0, m13 = m[mo + 13]! | 0, m14 = m[mo + 14]! | 0, m15 = m[mo + 15]! | 0;
+  let v0 = cv[co]! | 0,
+    v1 = cv[co + 1]! | 0,
+    v2 = cv[co + 2]! | 0,
+    v3 = cv[co + 3]! | 0;
+  let v4 = cv[co + 4]! | 0,
+    v5 = cv[co + 5]! | 0,
+    v6 = cv[co + 6]! | 0,
+    v7 = cv[co + 7]! | 0;
+  let v8 = 0x6a09e667 | 0,
+    v9 = 0xbb67ae85 | 0,
+    v10 = 0x3c6ef372 | 0,
+    v11 = 0xa54ff53a | 0;
+  let v12 = counter | 0,
+    v13 = Math.floor(counter / 0x100000000) | 0,
+    v14 = blockLen | 0,
+    v15 = flags | 0;
+  let m0 = m[mo]! | 0,
+    m1 = m[mo + 1]! | 0,
+    m2 = m[mo + 2]! | 0,
+    m3 = m[mo + 3]! | 0;
+  let m4 = m[mo + 4]! | 0,
+    m5 = m[mo + 5]! | 0,
+    m6 = m[mo + 6]! | 0,
+    m7 = m[mo + 7]! | 0;
+  let m8 = m[mo + 8]! | 0,
+    m9 = m[mo + 9]! | 0,
+    m10 = m[mo + 10]! | 0,
+    m11 = m[mo + 11]! | 0;
+  let m12 = m[mo + 12]! | 0,
+    m13 = m[mo + 13]! | 0,
+    m14 = m[mo + 14]! | 0,
+    m15 = m[mo + 15]! | 0;
   for (let r = 0; r < 7; r++) {
-    v0 = (v0 + v4 + m0) | 0; v12 ^= v0; v12 = (v12 >>> 16) | (v12 << 16);
-    v8 = (v8 + v12) | 0; v4 ^= v8; v4 = (v4 >>> 12) | (v4 << 20);
-    v0 = (v0 + v4 + m1) | 0; v12 ^= v0; v12 = (v12 >>> 8) | (v12 << 24);
-    v8 = (v8 + v12) | 0; v4 ^= v8; v4 = (v4 >>> 7) | (v4 << 25);
-    v1 = (v1 + v5 + m2) | 0; v13 ^= v1; v13 = (v13 >>> 16) | (v13 << 16);
-    v9 = (v9 + v13) | 0; v5 ^= v9; v5 = (v5 >>> 12) | (v5 << 20);
-    v1 = (v1 + v5 + m3) | 0; v13 ^= v1; v13 = (v13 >>> 8) | (v13 << 24);
-    v9 = (v9 + v13) | 0; v5 ^= v9; v5 = (v5 >>> 7) | (v5 << 25);
-    v2 = (v2 + v6 + m4) | 0; v14 ^= v2; v14 = (v14 >>> 16) | (v14 << 16);
-    v10 = (v10 + v14) | 0; v6 ^= v10; v6 = (v6 >>> 12) | (v6 << 20);
-    v2 = (v2 + v6 + m5) | 0; v14 ^= v2; v14 = (v14 >>> 8) | (v14 << 24);
-    v10 = (v10 + v14) | 0; v6 ^= v10; v6 = (v6 >>> 7) | (v6 << 25);
-    v3 = (v3 + v7 + m6) | 0; v15 ^= v3; v15 = (v15 >>> 16) | (v15 << 16);
-    v11 = (v11 + v15) | 0; v7 ^= v11; v7 = (v7 >>> 12) | (v7 << 20);
-    v3 = (v3 + v7 + m7) | 0; v15 ^= v3; v15 = (v15 >>> 8) | (v15 << 24);
-    v11 = (v11 + v15) | 0; v7 ^= v11; v7 = (v7 >>> 7) | (v7 << 25);
-    v0 = (v0 + v5 + m8) | 0; v15 ^= v0; v15 = (v15 >>> 16) | (v15 << 16);
-    v10 = (v10 + v15) | 0; v5 ^= v10; v5 = (v5 >>> 12) | (v5 << 20);
-    v0 = (v0 + v5 + m9) | 0; v15 ^= v0; v15 = (v15 >>> 8) | (v15 << 24);
-    v10 = (v10 + v15) | 0; v5 ^= v10; v5 = (v5 >>> 7) | (v5 << 25);
-    v1 = (v1 + v6 + m10) | 0; v12 ^= v1; v12 = (v12 >>> 16) | (v12 << 16);
-    v11 = (v11 + v12) | 0; v6 ^= v11; v6 = (v6 >>> 12) | (v6 << 20);
-    v1 = (v1 + v6 + m11) | 0; v12 ^= v1; v12 = (v12 >>> 8) | (v12 << 24);
-    v11 = (v11 + v12) | 0; v6 ^= v11; v6 = (v6 >>> 7) | (v6 << 25);
-    v2 = (v2 + v7 + m12) | 0; v13 ^= v2; v13 = (v13 >>> 16) | (v13 << 16);
-    v8 = (v8 + v13) | 0; v7 ^= v8; v7 = (v7 >>> 12) | (v7 << 20);
-    v2 = (v2 + v7 + m13) | 0; v13 ^= v2; v13 = (v13 >>> 8) | (v13 << 24);
-    v8 = (v8 + v13) | 0; v7 ^= v8; v7 = (v7 >>> 7) | (v7 << 25);
-    v3 = (v3 + v4 + m14) | 0; v14 ^= v3; v14 = (v14 >>> 16) | (v14 << 16);
-    v9 = (v9 + v14) | 0; v4 ^= v9; v4 = (v4 >>> 12) | (v4 << 20);
-    v3 = (v3 + v4 + m15) | 0; v14 ^= v3; v14 = (v14 >>> 8) | (v14 << 24);
-    v9 = (v9 + v14) | 0; v4 ^= v9; v4 = (v4 >>> 7) | (v4 << 25);
+    v0 = (v0 + v4 + m0) | 0;
+    v12 ^= v0;
+    v12 = (v12 >>> 16) | (v12 << 16);
+    v8 = (v8 + v12) | 0;
+    v4 ^= v8;
+    v4 = (v4 >>> 12) | (v4 << 20);
+    v0 = (v0 + v4 + m1) | 0;
+    v12 ^= v0;
+    v12 = (v12 >>> 8) | (v12 << 24);
+    v8 = (v8 + v12) | 0;
+    v4 ^= v8;
+    v4 = (v4 >>> 7) | (v4 << 25);
+    v1 = (v1 + v5 + m2) | 0;
+    v13 ^= v1;
+    v13 = (v13 >>> 16) | (v13 << 16);
+    v9 = (v9 + v13) | 0;
+    v5 ^= v9;
+    v5 = (v5 >>> 12) | (v5 << 20);
+    v1 = (v1 + v5 + m3) | 0;
+    v13 ^= v1;
+    v13 = (v13 >>> 8) | (v13 << 24);
+    v9 = (v9 + v13) | 0;
+    v5 ^= v9;
+    v5 = (v5 >>> 7) | (v5 << 25);
+    v2 = (v2 + v6 + m4) | 0;
+    v14 ^= v2;
+    v14 = (v14 >>> 16) | (v14 << 16);
+    v10 = (v10 + v14) | 0;
+    v6 ^= v10;
+    v6 = (v6 >>> 12) | (v6 << 20);
+    v2 = (v2 + v6 + m5) | 0;
+    v14 ^= v2;
+    v14 = (v14 >>> 8) | (v14 << 24);
+    v10 = (v10 + v14) | 0;
+    v6 ^= v10;
+    v6 = (v6 >>> 7) | (v6 << 25);
+    v3 = (v3 + v7 + m6) | 0;
+    v15 ^= v3;
+    v15 = (v15 >>> 16) | (v15 << 16);
+    v11 = (v11 + v15) | 0;
+    v7 ^= v11;
+    v7 = (v7 >>> 12) | (v7 << 20);
+    v3 = (v3 + v7 + m7) | 0;
+    v15 ^= v3;
+    v15 = (v15 >>> 8) | (v15 << 24);
+    v11 = (v11 + v15) | 0;
+    v7 ^= v11;
+    v7 = (v7 >>> 7) | (v7 << 25);
+    v0 = (v0 + v5 + m8) | 0;
+    v15 ^= v0;
+    v15 = (v15 >>> 16) | (v15 << 16);
+    v10 = (v10 + v15) | 0;
+    v5 ^= v10;
+    v5 = (v5 >>> 12) | (v5 << 20);
+    v0 = (v0 + v5 + m9) | 0;
+    v15 ^= v0;
+    v15 = (v15 >>> 8) | (v15 << 24);
+    v10 = (v10 + v15) | 0;
+    v5 ^= v10;
+    v5 = (v5 >>> 7) | (v5 << 25);
+    v1 = (v1 + v6 + m10) | 0;
+    v12 ^= v1;
+    v12 = (v12 >>> 16) | (v12 << 16);
+    v11 = (v11 + v12) | 0;
+    v6 ^= v11;
+    v6 = (v6 >>> 12) | (v6 << 20);
+    v1 = (v1 + v6 + m11) | 0;
+    v12 ^= v1;
+    v12 = (v12 >>> 8) | (v12 << 24);
+    v11 = (v11 + v12) | 0;
+    v6 ^= v11;
+    v6 = (v6 >>> 7) | (v6 << 25);
+    v2 = (v2 + v7 + m12) | 0;
+    v13 ^= v2;
+    v13 = (v13 >>> 16) | (v13 << 16);
+    v8 = (v8 + v13) | 0;
+    v7 ^= v8;
+    v7 = (v7 >>> 12) | (v7 << 20);
+    v2 = (v2 + v7 + m13) | 0;
+    v13 ^= v2;
+    v13 = (v13 >>> 8) | (v13 << 24);
+    v8 = (v8 + v13) | 0;
+    v7 ^= v8;
+    v7 = (v7 >>> 7) | (v7 << 25);
+    v3 = (v3 + v4 + m14) | 0;
+    v14 ^= v3;
+    v14 = (v14 >>> 16) | (v14 << 16);
+    v9 = (v9 + v14) | 0;
+    v4 ^= v9;
+    v4 = (v4 >>> 12) | (v4 << 20);
+    v3 = (v3 + v4 + m15) | 0;
+    v14 ^= v3;
+    v14 = (v14 >>> 8) | (v14 << 24);
+    v9 = (v9 + v14) | 0;
+    v4 ^= v9;
+    v4 = (v4 >>> 7) | (v4 << 25);
     // Permute the message for the next round: m'[i] = m[PERM[i]].
-    const p0 = m2, p1 = m6, p2 = m3, p3 = m10, p4 = m7, p5 = m0, p6 = m4, p7 = m13;
-    const p8 = m1, p9 = m11, p10 = m12, p11 = m5, p12 = m9, p13 = m14, p14 = m15, p15 = m8;
-    m0 = p0; m1 = p1; m2 = p2; m3 = p3; m4 = p4; m5 = p5; m6 = p6; m7 = p7;
-    m8 = p8; m9 = p9; m10 = p10; m11 = p11; m12 = p12; m13 = p13; m14 = p14; m15 = p15;
+    const p0 = m2,
+      p1 = m6,
+      p2 = m3,
+      p3 = m10,
+      p4 = m7,
+      p5 = m0,
+      p6 = m4,
+      p7 = m13;
+    const p8 = m1,
+      p9 = m11,
+      p10 = m12,
+      p11 = m5,
+      p12 = m9,
+      p13 = m14,
+      p14 = m15,
+      p15 = m8;
+    m0 = p0;
+    m1 = p1;
+    m2 = p2;
+    m3 = p3;
+    m4 = p4;
+    m5 = p5;
+    m6 = p6;
+    m7 = p7;
+    m8 = p8;
+    m9 = p9;
+    m10 = p10;
+    m11 = p11;
+    m12 = p12;
+    m13 = p13;
+    m14 = p14;
+    m15 = p15;
   }
-  out[oo] = v0 ^ v8; out[oo + 1] = v1 ^ v9; out[oo + 2] = v2 ^ v10; out[oo + 3] = v3 ^ v11;
-  out[oo + 4] = v4 ^ v12; out[oo + 5] = v5 ^ v13; out[oo + 6] = v6 ^ v14; out[oo + 7] = v7 ^ v15;
+  out[oo] = v0 ^ v8;
+  out[oo + 1] = v1 ^ v9;
+  out[oo + 2] = v2 ^ v10;
+  out[oo + 3] = v3 ^ v11;
+  out[oo + 4] = v4 ^ v12;
+  out[oo + 5] = v5 ^ v13;
+  out[oo + 6] = v6 ^ v14;
+  out[oo + 7] = v7 ^ v15;
 }
 
 /** Copies bytes into 32-bit little-endian words (dst is zeroed past the input). */

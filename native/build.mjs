@@ -35,7 +35,19 @@ function findNodeGyp() {
   if (process.env.npm_execpath) {
     candidates.push(join(dirname(process.env.npm_execpath), "..", "node_modules", "node-gyp", "bin", "node-gyp.js"));
   }
-  candidates.push(join(dirname(process.execPath), "..", "lib", "node_modules", "npm", "node_modules", "node-gyp", "bin", "node-gyp.js"));
+  candidates.push(
+    join(
+      dirname(process.execPath),
+      "..",
+      "lib",
+      "node_modules",
+      "npm",
+      "node_modules",
+      "node-gyp",
+      "bin",
+      "node-gyp.js",
+    ),
+  );
   const found = candidates.find((c) => existsSync(c));
   return found === undefined ? undefined : realpathSync(found);
 }
@@ -50,7 +62,9 @@ function nodedirArgs() {
 
 function firstError(log) {
   const lines = log.split("\n");
-  const line = lines.find((l) => /\berror\b/i.test(l) && !/gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|not ok)/.test(l));
+  const line = lines.find(
+    (l) => /\berror\b/i.test(l) && !/gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|not ok)/.test(l),
+  );
   return (line ?? lines.filter(Boolean).at(-1) ?? "unknown error").trim().slice(0, 300);
 }
 

@@ -62,7 +62,8 @@ export async function compressChunk(buf: Uint8Array, options: CompressOptions = 
   if (!Number.isInteger(sampleBytes) || sampleBytes <= 0) {
     throw new InvalidArgumentError(`sampleBytes must be a positive integer (bytes), got ${sampleBytes}`);
   }
-  if (!(minSaving >= 0 && minSaving < 1)) throw new InvalidArgumentError(`minSaving must be in [0, 1), got ${minSaving}`);
+  if (!(minSaving >= 0 && minSaving < 1))
+    throw new InvalidArgumentError(`minSaving must be in [0, 1), got ${minSaving}`);
   const codec = await loadLz4();
   if (codec === undefined || buf.length === 0) return stored(buf);
   const pays = (input: number, output: number): boolean => output <= input * (1 - minSaving);
@@ -78,7 +79,9 @@ export async function decompressChunk(chunk: CompressedChunk): Promise<Uint8Arra
   if (chunk.codec === "none") return chunk.data;
   const codec = await loadLz4();
   if (codec === undefined) {
-    throw new CompressionUnavailableError(`an lz4 chunk needs the ${LZ4_PACKAGE} package: install it (see native/README.md)`);
+    throw new CompressionUnavailableError(
+      `an lz4 chunk needs the ${LZ4_PACKAGE} package: install it (see native/README.md)`,
+    );
   }
   let out: Buffer;
   try {

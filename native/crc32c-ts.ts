@@ -30,12 +30,27 @@ function bytewise(crc: number, buf: Uint8Array, from: number, to: number): numbe
 function words16(crc: number, w: Int32Array, count: number): number {
   let c = crc;
   for (let i = 0; i + 4 <= count; i += 4) {
-    const a = w[i]! ^ c, b = w[i + 1]!, d = w[i + 2]!, e = w[i + 3]!;
+    const a = w[i]! ^ c,
+      b = w[i + 1]!,
+      d = w[i + 2]!,
+      e = w[i + 3]!;
     c =
-      T[3840 + (a & 0xff)]! ^ T[3584 + ((a >>> 8) & 0xff)]! ^ T[3328 + ((a >>> 16) & 0xff)]! ^ T[3072 + (a >>> 24)]! ^
-      T[2816 + (b & 0xff)]! ^ T[2560 + ((b >>> 8) & 0xff)]! ^ T[2304 + ((b >>> 16) & 0xff)]! ^ T[2048 + (b >>> 24)]! ^
-      T[1792 + (d & 0xff)]! ^ T[1536 + ((d >>> 8) & 0xff)]! ^ T[1280 + ((d >>> 16) & 0xff)]! ^ T[1024 + (d >>> 24)]! ^
-      T[768 + (e & 0xff)]! ^ T[512 + ((e >>> 8) & 0xff)]! ^ T[256 + ((e >>> 16) & 0xff)]! ^ T[e >>> 24]!;
+      T[3840 + (a & 0xff)]! ^
+      T[3584 + ((a >>> 8) & 0xff)]! ^
+      T[3328 + ((a >>> 16) & 0xff)]! ^
+      T[3072 + (a >>> 24)]! ^
+      T[2816 + (b & 0xff)]! ^
+      T[2560 + ((b >>> 8) & 0xff)]! ^
+      T[2304 + ((b >>> 16) & 0xff)]! ^
+      T[2048 + (b >>> 24)]! ^
+      T[1792 + (d & 0xff)]! ^
+      T[1536 + ((d >>> 8) & 0xff)]! ^
+      T[1280 + ((d >>> 16) & 0xff)]! ^
+      T[1024 + (d >>> 24)]! ^
+      T[768 + (e & 0xff)]! ^
+      T[512 + ((e >>> 8) & 0xff)]! ^
+      T[256 + ((e >>> 16) & 0xff)]! ^
+      T[e >>> 24]!;
   }
   return c;
 }

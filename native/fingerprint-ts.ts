@@ -27,12 +27,21 @@ const SECRET = (() => {
 
 /** High 32 bits of the 64-bit product of two u32 (exact: every intermediate is < 2^53). */
 function mulHi(a: number, b: number): number {
-  const t = (a >>> 16) * b + Math.floor((a & 0xffff) * b / 65536);
+  const t = (a >>> 16) * b + Math.floor(((a & 0xffff) * b) / 65536);
   return Math.floor(t / 65536);
 }
 
 /** acc[i] += lo32(d ^ k) * hi32(d ^ k) + e, with acc as [lo, hi] halves at acc[2i]. */
-function lane(acc: Float64Array, i: number, dl: number, dh: number, kl: number, kh: number, el: number, eh: number): void {
+function lane(
+  acc: Float64Array,
+  i: number,
+  dl: number,
+  dh: number,
+  kl: number,
+  kh: number,
+  el: number,
+  eh: number,
+): void {
   const x = (dl ^ kl) >>> 0;
   const y = (dh ^ kh) >>> 0;
   const lo = acc[2 * i]! + (Math.imul(x, y) >>> 0) + el;
@@ -68,8 +77,14 @@ function page(bytes: Uint8Array): bigint {
   for (let s = 0; s < stripes; s++) {
     const w = 8 * s;
     const k = 8 * (s & 7);
-    const d0l = words[w]!, d0h = words[w + 1]!, d1l = words[w + 2]!, d1h = words[w + 3]!;
-    const d2l = words[w + 4]!, d2h = words[w + 5]!, d3l = words[w + 6]!, d3h = words[w + 7]!;
+    const d0l = words[w]!,
+      d0h = words[w + 1]!,
+      d1l = words[w + 2]!,
+      d1h = words[w + 3]!;
+    const d2l = words[w + 4]!,
+      d2h = words[w + 5]!,
+      d3l = words[w + 6]!,
+      d3h = words[w + 7]!;
     lane(acc, 0, d0l, d0h, SECRET[k]!, SECRET[k + 1]!, d1l, d1h);
     lane(acc, 1, d1l, d1h, SECRET[k + 2]!, SECRET[k + 3]!, d0l, d0h);
     lane(acc, 2, d2l, d2h, SECRET[k + 4]!, SECRET[k + 5]!, d3l, d3h);

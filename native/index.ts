@@ -149,14 +149,23 @@ export function analyzeChunk(buf: Uint8Array): Promise<ChunkAnalysis> {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
   }
-  return offload(buf, () => active.analyzeChunk(buf), async (b) => {
-    const zeroPages = new Uint8Array(pageCount(buf.length));
-    return { ...(await b.analyzeAsync(buf, zeroPages)), zeroPages };
-  });
+  return offload(
+    buf,
+    () => active.analyzeChunk(buf),
+    async (b) => {
+      const zeroPages = new Uint8Array(pageCount(buf.length));
+      return { ...(await b.analyzeAsync(buf, zeroPages)), zeroPages };
+    },
+  );
 }
 
 export function crc32cAsync(buf: Uint8Array, seed = 0): Promise<number> {
-  return offload(buf, () => active.crc32c(buf, seed), (b) => b.crc32cAsync(buf, seed), seed);
+  return offload(
+    buf,
+    () => active.crc32c(buf, seed),
+    (b) => b.crc32cAsync(buf, seed),
+    seed,
+  );
 }
 
 /**
@@ -165,7 +174,9 @@ export function crc32cAsync(buf: Uint8Array, seed = 0): Promise<number> {
  */
 export function fingerprintsAsync(buf: Uint8Array, into?: BigUint64Array): Promise<BigUint64Array> {
   if (into !== undefined && into.length !== pageCount(buf.length)) {
-    return Promise.reject(new RangeError(`into holds ${into.length} fingerprints, buf has ${pageCount(buf.length)} pages`));
+    return Promise.reject(
+      new RangeError(`into holds ${into.length} fingerprints, buf has ${pageCount(buf.length)} pages`),
+    );
   }
   const inline = (): BigUint64Array => {
     const f = active.fingerprints(buf);
@@ -182,7 +193,11 @@ export function fingerprintsAsync(buf: Uint8Array, into?: BigUint64Array): Promi
 
 /** BLAKE3-256 of buf (32 bytes), on the libuv pool for big buffers: calls run in parallel. */
 export function strongHash(buf: Uint8Array): Promise<Buffer> {
-  return offload(buf, () => active.strongHash(buf), (b) => b.strongHashAsync(buf));
+  return offload(
+    buf,
+    () => active.strongHash(buf),
+    (b) => b.strongHashAsync(buf),
+  );
 }
 
 export const zeroCopy: ZeroCopy = native ? nativeZeroCopy(native) : unavailableZeroCopy;

@@ -6,9 +6,28 @@ import { describe, expect, it } from "vitest";
 
 import { compressChunk, decompressChunk } from "./compress.js";
 import {
-  analyzeChunk, capabilities, crc32c, crc32cAsync, crc32cCombine, crc32cZeros, fingerprints, fingerprintsAsync,
-  InvalidArgumentError, isZero, loadNative, NativeConfigError, nativeMode, NativeModuleMissingError,
-  nativeUnavailableReason, pageTreePages, paths, strongHash, xorDeltaDecode, xorDeltaEncode, XorDeltaCorruptError, zeroPages,
+  analyzeChunk,
+  capabilities,
+  crc32c,
+  crc32cAsync,
+  crc32cCombine,
+  crc32cZeros,
+  fingerprints,
+  fingerprintsAsync,
+  InvalidArgumentError,
+  isZero,
+  loadNative,
+  NativeConfigError,
+  nativeMode,
+  NativeModuleMissingError,
+  nativeUnavailableReason,
+  pageTreePages,
+  paths,
+  strongHash,
+  xorDeltaDecode,
+  xorDeltaEncode,
+  XorDeltaCorruptError,
+  zeroPages,
   type KernelPath,
 } from "./index.js";
 
@@ -32,8 +51,13 @@ function bytes(len: number, seed: number, offset = 0): Uint8Array {
 }
 
 /** Sizes biased to the edges that matter: tiny, around pages and SIMD blocks, and up to 1 MiB + 13. */
-const size = fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 70_000 }), fc.integer({ min: 0, max: MiB + 13 }));
-const buffer = fc.record({ len: size, seed: fc.integer(), offset: fc.integer({ min: 0, max: 15 }) })
+const size = fc.oneof(
+  fc.integer({ min: 0, max: 300 }),
+  fc.integer({ min: 0, max: 70_000 }),
+  fc.integer({ min: 0, max: MiB + 13 }),
+);
+const buffer = fc
+  .record({ len: size, seed: fc.integer(), offset: fc.integer({ min: 0, max: 15 }) })
   .map(({ len, seed, offset }) => bytes(len, seed, offset));
 const opts = { seed: SEED, numRuns: 40 };
 const slow = 120_000;
@@ -51,7 +75,9 @@ describe("known vectors, every path", () => {
     expect(p.crc32c(new Uint8Array(32).fill(0xff))).toBe(0x62a8ab43);
     expect(p.crc32c(Uint8Array.from({ length: 32 }, (_, i) => i))).toBe(0x46dd794e);
     expect(p.crc32c(Uint8Array.from({ length: 32 }, (_, i) => 31 - i))).toBe(0x113fdb5c);
-    expect(hex(p.strongHash(new Uint8Array(0)))).toBe("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+    expect(hex(p.strongHash(new Uint8Array(0)))).toBe(
+      "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+    );
     expect(hex(p.strongHash(ascii("abc")))).toBe("6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
   });
 
@@ -68,60 +94,116 @@ describe.skipIf(!native)("native and TypeScript paths agree on random unaligned 
     for (const r of rest) expect(r).toEqual(first);
   };
 
-  it("crc32c, with and without a seed", () => {
-    fc.assert(fc.property(buffer, fc.integer({ min: 0, max: 0xffffffff }), (b, seed) => {
-      agree((p) => p.crc32c(b));
-      agree((p) => p.crc32c(b, seed));
-    }), opts);
-  }, slow);
+  it(
+    "crc32c, with and without a seed",
+    () => {
+      fc.assert(
+        fc.property(buffer, fc.integer({ min: 0, max: 0xffffffff }), (b, seed) => {
+          agree((p) => p.crc32c(b));
+          agree((p) => p.crc32c(b, seed));
+        }),
+        opts,
+      );
+    },
+    slow,
+  );
 
-  it("zero pages, isZero and analyzeChunk with a non-zero byte at a random position", () => {
-    const sparse = fc.record({ len: size, at: fc.nat(), value: fc.integer({ min: 1, max: 255 }), offset: fc.integer({ min: 0, max: 15 }) });
-    fc.assert(fc.property(sparse, ({ len, at, value, offset }) => {
-      const b = new Uint8Array(len + offset).subarray(offset);
-      agree((p) => [p.isZero(b), [...p.zeroPages(b)]]);
-      if (len === 0) return;
-      b[at % len] = value;
-      const expected = Array.from({ length: Math.ceil(len / 4096) }, (_, i) => (i === Math.floor((at % len) / 4096) ? 0 : 1));
-      for (const p of all) {
-        expect(p.isZero(b)).toBe(false);
-        expect([...p.zeroPages(b)]).toEqual(expected);
-        expect(p.analyzeChunk(b)).toEqual({ crc32c: p.crc32c(b), allZero: false, zeroPages: Uint8Array.from(expected) });
-      }
-    }), opts);
-  }, slow);
+  it(
+    "zero pages, isZero and analyzeChunk with a non-zero byte at a random position",
+    () => {
+      const sparse = fc.record({
+        len: size,
+        at: fc.nat(),
+        value: fc.integer({ min: 1, max: 255 }),
+        offset: fc.integer({ min: 0, max: 15 }),
+      });
+      fc.assert(
+        fc.property(sparse, ({ len, at, value, offset }) => {
+          const b = new Uint8Array(len + offset).subarray(offset);
+          agree((p) => [p.isZero(b), [...p.zeroPages(b)]]);
+          if (len === 0) return;
+          b[at % len] = value;
+          const expected = Array.from({ length: Math.ceil(len / 4096) }, (_, i) =>
+            i === Math.floor((at % len) / 4096) ? 0 : 1,
+          );
+          for (const p of all) {
+            expect(p.isZero(b)).toBe(false);
+            expect([...p.zeroPages(b)]).toEqual(expected);
+            expect(p.analyzeChunk(b)).toEqual({
+              crc32c: p.crc32c(b),
+              allZero: false,
+              zeroPages: Uint8Array.from(expected),
+            });
+          }
+        }),
+        opts,
+      );
+    },
+    slow,
+  );
 
-  it("analyzeChunk", () => {
-    fc.assert(fc.property(buffer, (b) => agree((p) => p.analyzeChunk(b))), opts);
-  }, slow);
+  it(
+    "analyzeChunk",
+    () => {
+      fc.assert(
+        fc.property(buffer, (b) => agree((p) => p.analyzeChunk(b))),
+        opts,
+      );
+    },
+    slow,
+  );
 
-  it("fingerprints, bit for bit", () => {
-    fc.assert(fc.property(buffer, (b) => agree((p) => [...p.fingerprints(b)])), opts);
-  }, slow);
+  it(
+    "fingerprints, bit for bit",
+    () => {
+      fc.assert(
+        fc.property(buffer, (b) => agree((p) => [...p.fingerprints(b)])),
+        opts,
+      );
+    },
+    slow,
+  );
 
-  it("strong hash", () => {
-    fc.assert(fc.property(buffer, (b) => agree((p) => hex(p.strongHash(b)))), { ...opts, numRuns: 25 });
-  }, slow);
+  it(
+    "strong hash",
+    () => {
+      fc.assert(
+        fc.property(buffer, (b) => agree((p) => hex(p.strongHash(b)))),
+        { ...opts, numRuns: 25 },
+      );
+    },
+    slow,
+  );
 
-  it("xor delta encodings are identical and decode on every path", () => {
-    const edits = fc.array(fc.record({ at: fc.nat(), len: fc.integer({ min: 1, max: 100 }), v: fc.integer({ min: 1, max: 255 }) }), { maxLength: 30 });
-    fc.assert(fc.property(buffer, edits, (oldBuf, list) => {
-      const newBuf = Uint8Array.from(oldBuf);
-      for (const e of list) {
-        if (newBuf.length === 0) break;
-        const s = e.at % newBuf.length;
-        for (let i = s; i < Math.min(newBuf.length, s + e.len); i++) newBuf[i]! ^= e.v;
-      }
-      agree((p) => hex(p.xorDeltaEncode(oldBuf, newBuf)));
-      const delta = paths.ts.xorDeltaEncode(oldBuf, newBuf);
-      for (const p of all) {
-        expect(hex(p.xorDeltaDecode(oldBuf, delta))).toBe(hex(newBuf));
-        const inPlace = Uint8Array.from(oldBuf);
-        expect(p.xorDeltaDecode(inPlace, delta, inPlace)).toBe(inPlace);
-        expect(hex(inPlace)).toBe(hex(newBuf));
-      }
-    }), opts);
-  }, slow);
+  it(
+    "xor delta encodings are identical and decode on every path",
+    () => {
+      const edits = fc.array(
+        fc.record({ at: fc.nat(), len: fc.integer({ min: 1, max: 100 }), v: fc.integer({ min: 1, max: 255 }) }),
+        { maxLength: 30 },
+      );
+      fc.assert(
+        fc.property(buffer, edits, (oldBuf, list) => {
+          const newBuf = Uint8Array.from(oldBuf);
+          for (const e of list) {
+            if (newBuf.length === 0) break;
+            const s = e.at % newBuf.length;
+            for (let i = s; i < Math.min(newBuf.length, s + e.len); i++) newBuf[i]! ^= e.v;
+          }
+          agree((p) => hex(p.xorDeltaEncode(oldBuf, newBuf)));
+          const delta = paths.ts.xorDeltaEncode(oldBuf, newBuf);
+          for (const p of all) {
+            expect(hex(p.xorDeltaDecode(oldBuf, delta))).toBe(hex(newBuf));
+            const inPlace = Uint8Array.from(oldBuf);
+            expect(p.xorDeltaDecode(inPlace, delta, inPlace)).toBe(inPlace);
+            expect(hex(inPlace)).toBe(hex(newBuf));
+          }
+        }),
+        opts,
+      );
+    },
+    slow,
+  );
 
   it("readProbe sees every byte", () => {
     const b = new Uint8Array(MiB + 13);
@@ -132,52 +214,83 @@ describe.skipIf(!native)("native and TypeScript paths agree on random unaligned 
 });
 
 describe("CRC32C algebra (live path)", () => {
-  it("combine(crc(a), crc(b), |b|) = crc(a||b), and a seed continues a crc", () => {
-    fc.assert(fc.property(buffer, buffer, (a, b) => {
-      const ab = new Uint8Array(a.length + b.length);
-      ab.set(a);
-      ab.set(b, a.length);
-      expect(crc32cCombine(crc32c(a), crc32c(b), b.length)).toBe(crc32c(ab));
-      expect(crc32c(b, crc32c(a))).toBe(crc32c(ab));
-    }), { ...opts, numRuns: 20 });
-  }, slow);
+  it(
+    "combine(crc(a), crc(b), |b|) = crc(a||b), and a seed continues a crc",
+    () => {
+      fc.assert(
+        fc.property(buffer, buffer, (a, b) => {
+          const ab = new Uint8Array(a.length + b.length);
+          ab.set(a);
+          ab.set(b, a.length);
+          expect(crc32cCombine(crc32c(a), crc32c(b), b.length)).toBe(crc32c(ab));
+          expect(crc32c(b, crc32c(a))).toBe(crc32c(ab));
+        }),
+        { ...opts, numRuns: 20 },
+      );
+    },
+    slow,
+  );
 
-  it("crc32cZeros(len, seed) = crc of len zero bytes continuing seed", () => {
-    fc.assert(fc.property(fc.integer({ min: 0, max: 3 * MiB }), fc.integer({ min: 0, max: 0xffffffff }), (len, seed) => {
-      expect(crc32cZeros(len, seed)).toBe(crc32c(new Uint8Array(len), seed));
-    }), { ...opts, numRuns: 20 });
-    expect(crc32cZeros(2 ** 40)).toBe(crc32cCombine(crc32cZeros(2 ** 39), crc32cZeros(2 ** 39), 2 ** 39));
-  }, slow);
+  it(
+    "crc32cZeros(len, seed) = crc of len zero bytes continuing seed",
+    () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 3 * MiB }), fc.integer({ min: 0, max: 0xffffffff }), (len, seed) => {
+          expect(crc32cZeros(len, seed)).toBe(crc32c(new Uint8Array(len), seed));
+        }),
+        { ...opts, numRuns: 20 },
+      );
+      expect(crc32cZeros(2 ** 40)).toBe(crc32cCombine(crc32cZeros(2 ** 39), crc32cZeros(2 ** 39), 2 ** 39));
+    },
+    slow,
+  );
 });
 
 describe("BLAKE3 page chaining values, every path", () => {
-  const pageTree = fc.record({ log: fc.integer({ min: 1, max: 8 }), seed: fc.integer(), offset: fc.integer({ min: 0, max: 7 }), edits: fc.array(fc.nat(), { maxLength: 4 }) });
-  it("give the hash of the whole input, and of the input with some pages rewritten", () => {
-    fc.assert(fc.property(pageTree, ({ log, seed, offset, edits }) => {
-      const pages = 2 ** log;
-      const buf = Buffer.from(bytes(pages * 4096, seed, offset));
-      const want = hex(paths.ts.strongHash(buf));
-      for (const p of all) {
-        const cvs = new Uint8Array(32 * pages);
-        expect(hex(p.strongHashPages(buf, cvs)), p.name).toBe(want);
-        expect(hex(p.rootFromCvs(cvs)), p.name).toBe(want);
-        for (const j of [0, pages - 1]) expect(hex(p.pageCv(buf.subarray(j * 4096, (j + 1) * 4096), j)), p.name).toBe(hex(cvs.subarray(32 * j, 32 * j + 32)));
-        // A rewritten page: its new chaining value alone gives the new hash.
-        const changed = Buffer.from(buf);
-        for (const [k, e] of edits.entries()) {
-          const j = e % pages;
-          changed.set(k % 2 === 0 ? bytes(4096, seed + k + 1) : new Uint8Array(4096), j * 4096);
-          cvs.set(p.pageCv(changed.subarray(j * 4096, (j + 1) * 4096), j), 32 * j);
-        }
-        expect(hex(p.rootFromCvs(cvs)), p.name).toBe(hex(paths.ts.strongHash(changed)));
-      }
-    }), { ...opts, numRuns: 30 });
-  }, slow);
+  const pageTree = fc.record({
+    log: fc.integer({ min: 1, max: 8 }),
+    seed: fc.integer(),
+    offset: fc.integer({ min: 0, max: 7 }),
+    edits: fc.array(fc.nat(), { maxLength: 4 }),
+  });
+  it(
+    "give the hash of the whole input, and of the input with some pages rewritten",
+    () => {
+      fc.assert(
+        fc.property(pageTree, ({ log, seed, offset, edits }) => {
+          const pages = 2 ** log;
+          const buf = Buffer.from(bytes(pages * 4096, seed, offset));
+          const want = hex(paths.ts.strongHash(buf));
+          for (const p of all) {
+            const cvs = new Uint8Array(32 * pages);
+            expect(hex(p.strongHashPages(buf, cvs)), p.name).toBe(want);
+            expect(hex(p.rootFromCvs(cvs)), p.name).toBe(want);
+            for (const j of [0, pages - 1])
+              expect(hex(p.pageCv(buf.subarray(j * 4096, (j + 1) * 4096), j)), p.name).toBe(
+                hex(cvs.subarray(32 * j, 32 * j + 32)),
+              );
+            // A rewritten page: its new chaining value alone gives the new hash.
+            const changed = Buffer.from(buf);
+            for (const [k, e] of edits.entries()) {
+              const j = e % pages;
+              changed.set(k % 2 === 0 ? bytes(4096, seed + k + 1) : new Uint8Array(4096), j * 4096);
+              cvs.set(p.pageCv(changed.subarray(j * 4096, (j + 1) * 4096), j), 32 * j);
+            }
+            expect(hex(p.rootFromCvs(cvs)), p.name).toBe(hex(paths.ts.strongHash(changed)));
+          }
+        }),
+        { ...opts, numRuns: 30 },
+      );
+    },
+    slow,
+  );
 
   it("refuse inputs that are not a power of two of at least two pages", () => {
     for (const p of all) {
       expect(() => p.strongHashPages(new Uint8Array(4096), new Uint8Array(32)), p.name).toThrow(InvalidArgumentError);
-      expect(() => p.strongHashPages(new Uint8Array(3 * 4096), new Uint8Array(96)), p.name).toThrow(InvalidArgumentError);
+      expect(() => p.strongHashPages(new Uint8Array(3 * 4096), new Uint8Array(96)), p.name).toThrow(
+        InvalidArgumentError,
+      );
       expect(() => p.strongHashPages(new Uint8Array(8192), new Uint8Array(32)), p.name).toThrow(/cvs holds 32 bytes/);
       expect(() => p.pageCv(new Uint8Array(4095), 0), p.name).toThrow(InvalidArgumentError);
       expect(() => p.pageCv(new Uint8Array(4096), -1), p.name).toThrow(InvalidArgumentError);
@@ -233,23 +346,29 @@ describe("xor delta", () => {
 });
 
 describe("async variants equal the sync ones", () => {
-  it("on chunks big enough for the libuv pool, several at once", async () => {
-    const chunks = [bytes(4 * MiB + 13, 3, 1), bytes(300_000, 4), new Uint8Array(MiB), bytes(1000, 5)];
-    const results = await Promise.all(chunks.map(async (c) => ({
-      analysis: await analyzeChunk(c),
-      crc: await crc32cAsync(c, 77),
-      fps: await fingerprintsAsync(c),
-      hash: hex(await strongHash(c)),
-    })));
-    chunks.forEach((c, i) => {
-      expect(results[i]).toEqual({
-        analysis: { crc32c: crc32c(c), allZero: isZero(c), zeroPages: zeroPages(c) },
-        crc: crc32c(c, 77),
-        fps: fingerprints(c),
-        hash: hex(paths.ts.strongHash(c)),
+  it(
+    "on chunks big enough for the libuv pool, several at once",
+    async () => {
+      const chunks = [bytes(4 * MiB + 13, 3, 1), bytes(300_000, 4), new Uint8Array(MiB), bytes(1000, 5)];
+      const results = await Promise.all(
+        chunks.map(async (c) => ({
+          analysis: await analyzeChunk(c),
+          crc: await crc32cAsync(c, 77),
+          fps: await fingerprintsAsync(c),
+          hash: hex(await strongHash(c)),
+        })),
+      );
+      chunks.forEach((c, i) => {
+        expect(results[i]).toEqual({
+          analysis: { crc32c: crc32c(c), allZero: isZero(c), zeroPages: zeroPages(c) },
+          crc: crc32c(c, 77),
+          fps: fingerprints(c),
+          hash: hex(paths.ts.strongHash(c)),
+        });
       });
-    });
-  }, slow);
+    },
+    slow,
+  );
 
   it("fingerprintsAsync writes into a given view of a larger array, and refuses one of the wrong size", async () => {
     for (const c of [bytes(4 * MiB + 13, 6, 1), bytes(5000, 7)]) {

@@ -51,7 +51,15 @@ export interface NativeBinding {
   preadCached(fd: number, buf: Uint8Array, offset: number, length: number): number;
   mappedFingerprints(fd: number, offset: number, length: number, out: Uint8Array): Promise<void>;
   startWriteback(fd: number, offset: number, length: number): Promise<void>;
-  recv(fd: number, buf: Uint8Array, offset: number, min: number, max: number, timeoutMs: number, cancel: Int32Array): Promise<number>;
+  recv(
+    fd: number,
+    buf: Uint8Array,
+    offset: number,
+    min: number,
+    max: number,
+    timeoutMs: number,
+    cancel: Int32Array,
+  ): Promise<number>;
   fadviseAdvice: Record<FadviseAdvice, number>;
 }
 
@@ -90,7 +98,9 @@ export function loadNative(mode = nativeMode(), path = NATIVE_MODULE_PATH): Load
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     if (mode === "require") {
-      throw new NativeModuleMissingError(`DWCP_NATIVE=require but the native module did not load: ${reason}`, { cause: err });
+      throw new NativeModuleMissingError(`DWCP_NATIVE=require but the native module did not load: ${reason}`, {
+        cause: err,
+      });
     }
     process.emitWarning(`dwcp native module not loaded, using the TypeScript fallback: ${reason}`, {
       code: "DWCP_NATIVE_FALLBACK",

@@ -52,7 +52,8 @@ export function pageTreePages(n: number): number | undefined {
 
 function assertPageTree(what: string, n: number): number {
   const pages = pageTreePages(n);
-  if (pages === undefined) throw new InvalidArgumentError(`${what}: ${n} bytes is not a power of two of at least two 4 KiB pages`);
+  if (pages === undefined)
+    throw new InvalidArgumentError(`${what}: ${n} bytes is not a power of two of at least two 4 KiB pages`);
   return pages;
 }
 
@@ -60,13 +61,16 @@ function assertPageCvs(buf: Uint8Array, cvs: Uint8Array): void {
   assertBytes("buf", buf);
   assertBytes("cvs", cvs);
   const pages = assertPageTree("strongHashPages", buf.length);
-  if (cvs.length !== 32 * pages) throw new InvalidArgumentError(`strongHashPages: cvs holds ${cvs.length} bytes, ${pages} pages need ${32 * pages}`);
+  if (cvs.length !== 32 * pages)
+    throw new InvalidArgumentError(`strongHashPages: cvs holds ${cvs.length} bytes, ${pages} pages need ${32 * pages}`);
 }
 
 function assertPage(page: Uint8Array, index: number): void {
   assertBytes("page", page);
-  if (page.length !== ts.PAGE_SIZE) throw new InvalidArgumentError(`pageCv: a page is ${ts.PAGE_SIZE} bytes, not ${page.length}`);
-  if (!Number.isInteger(index) || index < 0 || index >= 2 ** 30) throw new InvalidArgumentError(`pageCv: index ${index} is not a page index`);
+  if (page.length !== ts.PAGE_SIZE)
+    throw new InvalidArgumentError(`pageCv: a page is ${ts.PAGE_SIZE} bytes, not ${page.length}`);
+  if (!Number.isInteger(index) || index < 0 || index >= 2 ** 30)
+    throw new InvalidArgumentError(`pageCv: index ${index} is not a page index`);
 }
 
 function assertCvs(cvs: Uint8Array): void {
@@ -86,8 +90,12 @@ function decodeTarget<T extends Uint8Array>(oldBuf: Uint8Array, delta: Uint8Arra
   if (out.length !== oldBuf.length) {
     throw new InvalidArgumentError(`out must have oldBuf's length ${oldBuf.length}, got ${out.length}`);
   }
-  const overlaps = out.buffer === oldBuf.buffer && out.byteOffset < oldBuf.byteOffset + oldBuf.length && oldBuf.byteOffset < out.byteOffset + out.length;
-  if (overlaps && out.byteOffset !== oldBuf.byteOffset) throw new InvalidArgumentError("out must be oldBuf itself or not overlap it");
+  const overlaps =
+    out.buffer === oldBuf.buffer &&
+    out.byteOffset < oldBuf.byteOffset + oldBuf.length &&
+    oldBuf.byteOffset < out.byteOffset + out.length;
+  if (overlaps && out.byteOffset !== oldBuf.byteOffset)
+    throw new InvalidArgumentError("out must be oldBuf itself or not overlap it");
   return out;
 }
 

@@ -35,7 +35,9 @@ export function assertLength(name: string, v: unknown): asserts v is number {
 
 export function assertFd(name: string, v: unknown): asserts v is number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
-    throw new InvalidArgumentError(`${name} must be an open file descriptor (a non-negative integer), got ${describe(v)}`);
+    throw new InvalidArgumentError(
+      `${name} must be an open file descriptor (a non-negative integer), got ${describe(v)}`,
+    );
   }
 }
 

@@ -60,7 +60,10 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
   it("sendfile streams a file to a loopback TCP socket, whole and from an offset", async () => {
     const data = randomBytes(24 * MiB + 13); // larger than the socket buffer: exercises EAGAIN + poll
     await writeFile(join(dir, "src.bin"), data);
-    for (const [offset, length] of [[0, data.length], [4097, 3 * MiB + 5]] as const) {
+    for (const [offset, length] of [
+      [0, data.length],
+      [4097, 3 * MiB + 5],
+    ] as const) {
       const rx = await receiver();
       const client = connect(rx.port, "127.0.0.1");
       await new Promise<void>((resolve) => client.once("connect", resolve));
@@ -87,7 +90,8 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
     const data = randomBytes(5 * MiB + 7);
     await writeFile(join(dir, "a.bin"), data);
     const copied = await withFile("a.bin", "r", (src) =>
-      withFile("b.bin", "w+", (dst) => zeroCopy.copyFileRange(src.fd, 123, dst.fd, 4096, data.length - 123)));
+      withFile("b.bin", "w+", (dst) => zeroCopy.copyFileRange(src.fd, 123, dst.fd, 4096, data.length - 123)),
+    );
     expect(copied).toBe(data.length - 123);
     const out = await readFile(join(dir, "b.bin"));
     expect(out.subarray(0, 4096).every((b) => b === 0)).toBe(true);
@@ -132,7 +136,9 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
     const cancel = new Int32Array(new SharedArrayBuffer(4));
     try {
       // Nothing sent yet: the timeout fires; cancel stops a wait early.
-      await expect(zeroCopy.recv(fd, Buffer.alloc(8), 0, 1, 8, 120, cancel)).rejects.toMatchObject({ sysCode: "ETIMEDOUT" });
+      await expect(zeroCopy.recv(fd, Buffer.alloc(8), 0, 1, 8, 120, cancel)).rejects.toMatchObject({
+        sysCode: "ETIMEDOUT",
+      });
       const waiting = zeroCopy.recv(fd, Buffer.alloc(8), 0, 1, 8, 10_000, cancel);
       Atomics.store(cancel, 0, 1);
       await expect(waiting).rejects.toMatchObject({ sysCode: "ECANCELED" });
@@ -187,7 +193,10 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
         expect(zeroCopy.readIfCached(fh.fd, out, MiB, out.length), "an uncached range is refused").toBe(false);
         expect(out.equals(Buffer.alloc(out.length)), "nothing was copied").toBe(true);
         expect(residentBytes(path), "the refusal read nothing in").toBe(0);
-      } else console.warn(`readIfCached: ${resident} bytes of the file stay cached after 20 evictions; the refusal is not checked`);
+      } else
+        console.warn(
+          `readIfCached: ${resident} bytes of the file stay cached after 20 evictions; the refusal is not checked`,
+        );
       await fh.read(out, 0, out.length, MiB); // now cached
       out.fill(0);
       expect(zeroCopy.readIfCached(fh.fd, out, MiB, out.length)).toBe(true);
@@ -210,14 +219,26 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
     data.fill(0, MiB, MiB + 8192); // zero pages fingerprint like any other
     await writeFile(join(dir, "fp.bin"), data);
     await withFile("fp.bin", "r", async (fh) => {
-      for (const [off, len] of [[0, data.length], [4096, MiB], [2 * MiB, data.length - 2 * MiB], [8192, 100], [0, 0]] as const) {
+      for (const [off, len] of [
+        [0, data.length],
+        [4096, MiB],
+        [2 * MiB, data.length - 2 * MiB],
+        [8192, 100],
+        [0, 0],
+      ] as const) {
         const into = new BigUint64Array(Math.ceil(len / 4096));
         await zeroCopy.fingerprintFile(fh.fd, off, len, into);
         expect(into, `range ${off}+${len}`).toEqual(fingerprints(data.subarray(off, off + len)));
       }
-      await expect(zeroCopy.fingerprintFile(fh.fd, 100, 4096, new BigUint64Array(1))).rejects.toThrow(/not a multiple of 4096/);
-      await expect(zeroCopy.fingerprintFile(fh.fd, 0, 8192, new BigUint64Array(1))).rejects.toThrow(/holds 1 fingerprints/);
-      await expect(zeroCopy.fingerprintFile(fh.fd, 2 * MiB, 2 * MiB, new BigUint64Array(512))).rejects.toMatchObject({ sysCode: "ENXIO" });
+      await expect(zeroCopy.fingerprintFile(fh.fd, 100, 4096, new BigUint64Array(1))).rejects.toThrow(
+        /not a multiple of 4096/,
+      );
+      await expect(zeroCopy.fingerprintFile(fh.fd, 0, 8192, new BigUint64Array(1))).rejects.toThrow(
+        /holds 1 fingerprints/,
+      );
+      await expect(zeroCopy.fingerprintFile(fh.fd, 2 * MiB, 2 * MiB, new BigUint64Array(512))).rejects.toMatchObject({
+        sysCode: "ENXIO",
+      });
     });
   });
 
@@ -229,7 +250,10 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
       await withFile("shrinking.bin", "r+", async (fh) => {
         await fh.truncate(size);
         const into = new BigUint64Array(size / 4096);
-        const read = zeroCopy.fingerprintFile(fh.fd, 0, size, into).then(() => undefined, (err: unknown) => err);
+        const read = zeroCopy.fingerprintFile(fh.fd, 0, size, into).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
         await fh.truncate(k % 2 === 0 ? 0 : size / 2); // while the pool thread maps and reads
         const err = await read;
         if (err === undefined) outcomes.ok++;
@@ -251,10 +275,19 @@ describe("DWCP_NATIVE=off", () => {
     const index = fileURLToPath(new URL("./index.ts", import.meta.url));
     const tsx = fileURLToPath(new URL("../node_modules/.bin/tsx", import.meta.url));
     const script = `import(${JSON.stringify(index)}).then((m) => console.log(JSON.stringify({ available: m.zeroCopy.available, cached: m.zeroCopy.readIfCached(0, Buffer.alloc(1), 0, 1), caps: m.capabilities(), crc: m.crc32c(Buffer.from("123456789")) })))`;
-    const r = spawnSync(tsx, ["--eval", script], { env: { ...process.env, DWCP_NATIVE: "off" }, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(tsx, ["--eval", script], {
+      env: { ...process.env, DWCP_NATIVE: "off" },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/native module not loaded/); // off is a choice: no warning
-    const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as { available: boolean; cached: boolean; caps: Record<string, string>; crc: number };
+    const out = JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as {
+      available: boolean;
+      cached: boolean;
+      caps: Record<string, string>;
+      crc: number;
+    };
     expect(out.available).toBe(false);
     expect(out.cached).toBe(false);
     expect(Object.values(out.caps).every((v) => v === "ts-fallback")).toBe(true);

@@ -35,7 +35,15 @@ export interface ZeroCopy {
    * with ETIMEDOUT after timeoutMs without a byte, and with ECANCELED soon (<= 50 ms) after
    * `cancel[0]` becomes non-zero. The socket must not be read by anyone else meanwhile.
    */
-  recv(fd: number, buf: Uint8Array, offset: number, min: number, max: number, timeoutMs: number, cancel: Int32Array): Promise<number>;
+  recv(
+    fd: number,
+    buf: Uint8Array,
+    offset: number,
+    min: number,
+    max: number,
+    timeoutMs: number,
+    cancel: Int32Array,
+  ): Promise<number>;
   /**
    * sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range's dirty pages to disk without
    * waiting, so a later fsync has little left to do. Not a durability guarantee by itself.
@@ -86,16 +94,20 @@ function unavailable(): never {
 
 export const unavailableZeroCopy: ZeroCopy = {
   available: false,
-  sendfile: () => Promise.reject(new ZeroCopyUnavailableError("sendfile needs the native module: check zeroCopy.available")),
+  sendfile: () =>
+    Promise.reject(new ZeroCopyUnavailableError("sendfile needs the native module: check zeroCopy.available")),
   recv: () => Promise.reject(new ZeroCopyUnavailableError("recv needs the native module: check zeroCopy.available")),
-  startWriteback: () => Promise.reject(new ZeroCopyUnavailableError("startWriteback needs the native module: check zeroCopy.available")),
-  copyFileRange: () => Promise.reject(new ZeroCopyUnavailableError("copyFileRange needs the native module: check zeroCopy.available")),
+  startWriteback: () =>
+    Promise.reject(new ZeroCopyUnavailableError("startWriteback needs the native module: check zeroCopy.available")),
+  copyFileRange: () =>
+    Promise.reject(new ZeroCopyUnavailableError("copyFileRange needs the native module: check zeroCopy.available")),
   seekData: unavailable,
   seekHole: unavailable,
   punchHole: unavailable,
   fadvise: unavailable,
   readIfCached: () => false,
-  fingerprintFile: () => Promise.reject(new ZeroCopyUnavailableError("fingerprintFile needs the native module: check zeroCopy.available")),
+  fingerprintFile: () =>
+    Promise.reject(new ZeroCopyUnavailableError("fingerprintFile needs the native module: check zeroCopy.available")),
   alignedBuffer: unavailable,
 };
 
@@ -126,7 +138,8 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertLength("offset", offset);
       assertLength("min", min);
       assertLength("max", max);
-      if (min > max || offset + max > buf.length) throw new InvalidArgumentError(`recv: range ${offset}+${min}..${max} does not fit a ${buf.length}-byte buffer`);
+      if (min > max || offset + max > buf.length)
+        throw new InvalidArgumentError(`recv: range ${offset}+${min}..${max} does not fit a ${buf.length}-byte buffer`);
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("recv: cancel must hold at least one element");
       return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
@@ -167,7 +180,9 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertLength("length", length);
       const value = Object.hasOwn(b.fadviseAdvice, advice) ? b.fadviseAdvice[advice] : undefined;
       if (value === undefined) {
-        throw new InvalidArgumentError(`advice must be one of ${Object.keys(b.fadviseAdvice).join(", ")}, got "${String(advice)}"`);
+        throw new InvalidArgumentError(
+          `advice must be one of ${Object.keys(b.fadviseAdvice).join(", ")}, got "${String(advice)}"`,
+        );
       }
       sync(() => b.fadvise(fd, offset, length, value));
     },
@@ -176,7 +191,8 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertFd("fd", fd);
       assertLength("offset", offset);
       assertLength("length", length);
-      if (length > buf.length) throw new InvalidArgumentError(`readIfCached: ${length} bytes do not fit a ${buf.length}-byte buffer`);
+      if (length > buf.length)
+        throw new InvalidArgumentError(`readIfCached: ${length} bytes do not fit a ${buf.length}-byte buffer`);
       const n = sync(() => b.preadCached(fd, buf, offset, length));
       if (n === -2) noWaitRefused = true;
       return n === length;
@@ -185,10 +201,16 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertFd("fd", fd);
       assertLength("offset", offset);
       assertLength("length", length);
-      if (offset % PAGE_SIZE !== 0) throw new InvalidArgumentError(`fingerprintFile: offset ${offset} is not a multiple of ${PAGE_SIZE}`);
+      if (offset % PAGE_SIZE !== 0)
+        throw new InvalidArgumentError(`fingerprintFile: offset ${offset} is not a multiple of ${PAGE_SIZE}`);
       const pages = Math.ceil(length / PAGE_SIZE);
-      if (into.length !== pages) throw new InvalidArgumentError(`fingerprintFile: into holds ${into.length} fingerprints, the range has ${pages} pages`);
-      return withCallerStack(() => b.mappedFingerprints(fd, offset, length, new Uint8Array(into.buffer, into.byteOffset, into.byteLength)));
+      if (into.length !== pages)
+        throw new InvalidArgumentError(
+          `fingerprintFile: into holds ${into.length} fingerprints, the range has ${pages} pages`,
+        );
+      return withCallerStack(() =>
+        b.mappedFingerprints(fd, offset, length, new Uint8Array(into.buffer, into.byteOffset, into.byteLength)),
+      );
     },
     alignedBuffer(size) {
       assertLength("size", size);

@@ -1,13 +1,9 @@
 import { z } from "zod";
 
 /** Identifiers become NATS subject tokens and stream names: keep them to a safe alphabet. */
-export const Id = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ -");
+export const Id = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ -");
 
-export const HostId = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,48}$/, "host ids are 1-48 characters of A-Z a-z 0-9 _ -");
+export const HostId = z.string().regex(/^[A-Za-z0-9_-]{1,48}$/, "host ids are 1-48 characters of A-Z a-z 0-9 _ -");
 
 export const Timestamp = z.iso.datetime({ offset: true });
 
@@ -50,7 +46,12 @@ export const MigrationOptions = z.object({
   /** Bytes per chunk: a power of two from 64 KiB to 64 MiB. Default 4 MiB. */
   chunkSizeBytes: ChunkSize.default(DEFAULT_CHUNK_BYTES),
   /** Approximate bytes per batch (one work item); rounded to whole chunks. Default 64 MiB. */
-  batchSizeBytes: z.number().int().min(MIN_CHUNK_BYTES).max(1024 * MiB).default(DEFAULT_BATCH_BYTES),
+  batchSizeBytes: z
+    .number()
+    .int()
+    .min(MIN_CHUNK_BYTES)
+    .max(1024 * MiB)
+    .default(DEFAULT_BATCH_BYTES),
   /** Re-read and check every volume at the destination before the final rename. Default true. */
   verify: z.boolean().default(true),
   /** Cap on data-channel bytes per second for this migration, per sending mover. */

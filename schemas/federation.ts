@@ -8,9 +8,7 @@ import { HostId, Id, Timestamp } from "./common.js";
 // a JSON array of consecutive events of one site.
 
 /** Site ids double as JetStream domains and stream-name suffixes. */
-export const SiteId = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,32}$/, "site ids are 1-32 characters of A-Z a-z 0-9 _ -");
+export const SiteId = z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "site ids are 1-32 characters of A-Z a-z 0-9 _ -");
 
 const Uint = z.number().int().nonnegative();
 

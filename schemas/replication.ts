@@ -76,22 +76,24 @@ export const BackupHeader = z.object({
   streams: z.array(BackupStream).min(1),
 });
 
-export const BackupMessage = z.object({
-  stream: z.string().min(1),
-  seq: z.number().int().positive(),
-  /** Stream timestamp, nanoseconds since the epoch, decimal. */
-  ts: z.string().regex(/^\d+$/),
-  subject: z.string().min(1),
-  /** Headers in order, repeated keys kept. */
-  headers: z.array(z.tuple([z.string(), z.string()])).optional(),
-  /** Payload, base64 (any bytes). */
-  data: z.string().optional(),
-  /**
-   * Payload as JSON, when JSON.stringify of it reproduces the stored bytes exactly (every dwcp
-   * event): readable, and a replay parses it once instead of base64 + a second JSON.parse.
-   */
-  json: z.unknown().optional(),
-}).refine((m) => (m.data === undefined) !== (m.json === undefined), { message: "exactly one of data and json" });
+export const BackupMessage = z
+  .object({
+    stream: z.string().min(1),
+    seq: z.number().int().positive(),
+    /** Stream timestamp, nanoseconds since the epoch, decimal. */
+    ts: z.string().regex(/^\d+$/),
+    subject: z.string().min(1),
+    /** Headers in order, repeated keys kept. */
+    headers: z.array(z.tuple([z.string(), z.string()])).optional(),
+    /** Payload, base64 (any bytes). */
+    data: z.string().optional(),
+    /**
+     * Payload as JSON, when JSON.stringify of it reproduces the stored bytes exactly (every dwcp
+     * event): readable, and a replay parses it once instead of base64 + a second JSON.parse.
+     */
+    json: z.unknown().optional(),
+  })
+  .refine((m) => (m.data === undefined) !== (m.json === undefined), { message: "exactly one of data and json" });
 
 export const BackupTrailer = z.object({
   trailer: z.literal(true),
@@ -163,8 +165,14 @@ export const AgentRequest = z.discriminatedUnion("kind", [
    * parent answers PARENT_UNKNOWN, and the source sends the whole manifest.
    */
   z.object({
-    kind: z.literal("commit-changes"), ...frame, vm: Id, snapshotId: Id, parentId: Id, takenAt: Timestamp,
-    chunkSizeBytes: Uint, volumes: z.array(VolumeChanges),
+    kind: z.literal("commit-changes"),
+    ...frame,
+    vm: Id,
+    snapshotId: Id,
+    parentId: Id,
+    takenAt: Timestamp,
+    chunkSizeBytes: Uint,
+    volumes: z.array(VolumeChanges),
   }),
 ]);
 
@@ -173,7 +181,12 @@ export const PutOutcome = z.enum(["stored", "dedup", "need-full"]);
 
 export const AgentReply = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("have-result"), ...frame, have: z.array(z.boolean()) }),
-  z.object({ kind: z.literal("put-result"), ...frame, outcomes: z.array(PutOutcome), reasons: z.array(z.string()).optional() }),
+  z.object({
+    kind: z.literal("put-result"),
+    ...frame,
+    outcomes: z.array(PutOutcome),
+    reasons: z.array(z.string()).optional(),
+  }),
   z.object({ kind: z.literal("committed"), ...frame, manifest: z.string().min(1), blake3: Blake3Hex }),
   z.object({ kind: z.literal("error"), ...frame, code: z.string().min(1), message: z.string() }),
 ]);

@@ -86,10 +86,7 @@ export const ProbeSourceReply = z.union([
   Refusal,
 ]);
 export const ProbeDestinationReply = z.union([z.object({ ok: z.literal(true), dir: z.string() }), Refusal]);
-export const FinalizeReply = z.union([
-  z.object({ ok: z.literal(true), paths: z.array(z.string()) }),
-  Refusal,
-]);
+export const FinalizeReply = z.union([z.object({ ok: z.literal(true), paths: z.array(z.string()) }), Refusal]);
 export const AbortReply = z.union([z.object({ ok: z.literal(true) }), Refusal]);
 export type ProbeSourceReply = z.infer<typeof ProbeSourceReply>;
 export type ProbeDestinationReply = z.infer<typeof ProbeDestinationReply>;

@@ -78,7 +78,9 @@ describe("coordination", () => {
     await stack.startCoordinator();
     const final = await watchMigration(stack.nats, id, () => undefined);
     expect(final.status).toBe("completed");
-    expect(await sha256File(join(stack.root("b"), "restart/disk.img"))).toBe(await sha256File(join(stack.root("a"), "vms/c/disk.img")));
+    expect(await sha256File(join(stack.root("b"), "restart/disk.img"))).toBe(
+      await sha256File(join(stack.root("a"), "vms/c/disk.img")),
+    );
     expect((await types(id)).filter((x) => x === "MigrationPlanned")).toHaveLength(1);
   });
 
@@ -94,9 +96,18 @@ describe("coordination", () => {
     const v = planned.volumes[0];
     if (!v) throw new Error("no volume");
     const item = {
-      type: "TransferBatch", version: 1, migrationId: r.migrationId, batch: 1, attempt: 0, sourceHost: "a", destHost: "b",
-      destDir: planned.destDir, volume: { index: 0, kind: v.kind, sourcePath: v.sourcePath, destName: `${v.destName}`, sizeBytes: v.sizeBytes },
-      chunkSizeBytes: planned.chunkSizeBytes, firstChunk: 4, chunkCount: 4,
+      type: "TransferBatch",
+      version: 1,
+      migrationId: r.migrationId,
+      batch: 1,
+      attempt: 0,
+      sourceHost: "a",
+      destHost: "b",
+      destDir: planned.destDir,
+      volume: { index: 0, kind: v.kind, sourcePath: v.sourcePath, destName: `${v.destName}`, sizeBytes: v.sizeBytes },
+      chunkSizeBytes: planned.chunkSizeBytes,
+      firstChunk: 4,
+      chunkCount: 4,
     };
     await stack.nats.js.publish(subjects.work("a"), JSON.stringify(item), { msgID: `manual-${r.migrationId}` });
     // The migration already ended: the mover drops the item instead of writing.
@@ -109,7 +120,10 @@ describe("coordination", () => {
       void check();
     });
     expect(await sha256File(dst)).toBe(before);
-    const state = fold(r.migrationId, (await eventsOf(stack, r.migrationId)).map((e) => e.event));
+    const state = fold(
+      r.migrationId,
+      (await eventsOf(stack, r.migrationId)).map((e) => e.event),
+    );
     expect(state.status).toBe("completed");
   });
 
@@ -117,14 +131,26 @@ describe("coordination", () => {
     const cases: Array<[string | object, string]> = [
       ["{this is not json", "INVALID_JSON"],
       [{ type: "StartMigration", version: 1, commandId: "bad-1" }, "SCHEMA_INVALID"],
-      [{ ...command("x1"), commandId: "bad-2", migrationId: "bad-2", options: { chunkSizeBytes: 100_000 } }, "CHUNK_SIZE_INVALID"],
-      [{ ...command("x2"), commandId: "bad-3", migrationId: "bad-3", source: { host: "a", volumes: [] } }, "EMPTY_VOLUMES"],
+      [
+        { ...command("x1"), commandId: "bad-2", migrationId: "bad-2", options: { chunkSizeBytes: 100_000 } },
+        "CHUNK_SIZE_INVALID",
+      ],
+      [
+        { ...command("x2"), commandId: "bad-3", migrationId: "bad-3", source: { host: "a", volumes: [] } },
+        "EMPTY_VOLUMES",
+      ],
       [{ ...command("x3"), commandId: "bad-4", migrationId: "bad-4", version: 9 }, "UNSUPPORTED_VERSION"],
       [{ type: "DeleteEverything", version: 1, commandId: "bad-5" }, "UNKNOWN_COMMAND"],
     ];
     for (const [body, reason] of cases) {
-      const ack = await stack.nats.js.publish(subjects.startMigration, typeof body === "string" ? body : JSON.stringify(body));
-      const id = typeof body === "object" && "commandId" in body ? String((body as { commandId: string }).commandId) : `cmd-${ack.seq}`;
+      const ack = await stack.nats.js.publish(
+        subjects.startMigration,
+        typeof body === "string" ? body : JSON.stringify(body),
+      );
+      const id =
+        typeof body === "object" && "commandId" in body
+          ? String((body as { commandId: string }).commandId)
+          : `cmd-${ack.seq}`;
       const final = await watchMigration(stack.nats, id, () => undefined);
       expect(final, reason).toMatchObject({ status: "rejected", reason });
     }
@@ -137,26 +163,77 @@ describe("coordination", () => {
     const id = c.migrationId ?? "";
     await publishCommand(stack.nats, c);
     await waitForEvent(stack, id, (e) => e.event.type === "ChunkBatchTransferred");
-    await publishCommand(stack.nats, { type: "CancelMigration", version: 1, commandId: `cancel-${id}`, migrationId: id });
+    await publishCommand(stack.nats, {
+      type: "CancelMigration",
+      version: 1,
+      commandId: `cancel-${id}`,
+      migrationId: id,
+    });
     const final = await watchMigration(stack.nats, id, () => undefined);
     expect(final.status).toBe("cancelled");
     const dir = join(stack.root("b"), "cancelled");
-    await expect.poll(() => { try { return readFileSync(join(dir, "disk.img.part")).length; } catch { return -1; } }, { timeout: 15_000 }).toBe(-1);
+    await expect
+      .poll(
+        () => {
+          try {
+            return readFileSync(join(dir, "disk.img.part")).length;
+          } catch {
+            return -1;
+          }
+        },
+        { timeout: 15_000 },
+      )
+      .toBe(-1);
   });
 
   it("the CLI migrates with --wait --json and fails with a reason and a non-zero exit", () => {
     const env = { ...process.env, DWCP_NATS_URL: stack.url };
-    const ok = spawnSync(process.execPath, [BIN, "migrate", "--vm", "c", "--from", "a:vms/c/disk.img", "--to", "b:cli", "--chunk-size", "1M", "--wait", "--json"], { env, encoding: "utf8", timeout: 60_000 });
-    expect(ok.status, ok.stderr).toBe(0);
-    const res = JSON.parse(ok.stdout.trim().split("\n").at(-1) ?? "{}") as { state: string; bytes: number; migrationId: string; seconds: number };
-    expect(res).toMatchObject({ state: "completed", bytes: 24 * MiB + 7 });
-    expect(createHash("sha256").update(readFileSync(join(stack.root("b"), "cli/disk.img"))).digest("hex")).toBe(
-      createHash("sha256").update(readFileSync(join(stack.root("a"), "vms/c/disk.img"))).digest("hex"),
+    const ok = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        "migrate",
+        "--vm",
+        "c",
+        "--from",
+        "a:vms/c/disk.img",
+        "--to",
+        "b:cli",
+        "--chunk-size",
+        "1M",
+        "--wait",
+        "--json",
+      ],
+      { env, encoding: "utf8", timeout: 60_000 },
     );
-    const bad = spawnSync(process.execPath, [BIN, "migrate", "--vm", "c", "--from", "a:vms/missing.img", "--to", "b:cli2", "--wait"], { env, encoding: "utf8", timeout: 60_000 });
+    expect(ok.status, ok.stderr).toBe(0);
+    const res = JSON.parse(ok.stdout.trim().split("\n").at(-1) ?? "{}") as {
+      state: string;
+      bytes: number;
+      migrationId: string;
+      seconds: number;
+    };
+    expect(res).toMatchObject({ state: "completed", bytes: 24 * MiB + 7 });
+    expect(
+      createHash("sha256")
+        .update(readFileSync(join(stack.root("b"), "cli/disk.img")))
+        .digest("hex"),
+    ).toBe(
+      createHash("sha256")
+        .update(readFileSync(join(stack.root("a"), "vms/c/disk.img")))
+        .digest("hex"),
+    );
+    const bad = spawnSync(
+      process.execPath,
+      [BIN, "migrate", "--vm", "c", "--from", "a:vms/missing.img", "--to", "b:cli2", "--wait"],
+      { env, encoding: "utf8", timeout: 60_000 },
+    );
     expect(bad.status).toBe(1);
     expect(bad.stdout).toMatch(/rejected: SOURCE_NOT_FOUND/);
-    const usage = spawnSync(process.execPath, [BIN, "migrate", "--vm", "c", "--from", "a:x", "--to", "b", "--wait"], { env, encoding: "utf8" });
+    const usage = spawnSync(process.execPath, [BIN, "migrate", "--vm", "c", "--from", "a:x", "--to", "b", "--wait"], {
+      env,
+      encoding: "utf8",
+    });
     expect(usage.status).toBe(2);
     expect(usage.stderr).toMatch(/--to must be HOST:DIR, got "b"/);
   });
@@ -165,9 +242,20 @@ describe("coordination", () => {
     const entry = await (await new Kvm(stack.nats.nc).open(MOVERS_BUCKET)).get("b");
     const reg = MoverRegistration.parse(entry?.json());
     const attempt = sendBatch({
-      address: reg.dataAddress, secret: Buffer.from("not-the-cluster-secret!!"), sourceHost: "a", migrationId: "intruder",
-      batch: 0, attempt: 0, sourcePath: join(stack.root("a"), "vms/c/disk.img"), destDir: join(stack.root("b"), "intruder"),
-      destName: "disk.img", volumeSizeBytes: 24 * MiB + 7, chunkSizeBytes: 1024 * 1024, firstChunk: 0, chunkCount: 1, log: pino({ level: "silent" }),
+      address: reg.dataAddress,
+      secret: Buffer.from("not-the-cluster-secret!!"),
+      sourceHost: "a",
+      migrationId: "intruder",
+      batch: 0,
+      attempt: 0,
+      sourcePath: join(stack.root("a"), "vms/c/disk.img"),
+      destDir: join(stack.root("b"), "intruder"),
+      destName: "disk.img",
+      volumeSizeBytes: 24 * MiB + 7,
+      chunkSizeBytes: 1024 * 1024,
+      firstChunk: 0,
+      chunkCount: 1,
+      log: pino({ level: "silent" }),
     });
     await expect(attempt).rejects.toBeInstanceOf(AuthFailedError);
     expect(existsSync(join(stack.root("b"), "intruder"))).toBe(false);

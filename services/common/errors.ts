@@ -25,7 +25,11 @@ export class ConfigError extends DwcpError {
 export class VersionConflictError extends DwcpError {
   readonly code = "VERSION_CONFLICT";
   readonly retryable = true;
-  constructor(readonly subject: string, readonly expectedSeq: number, options?: { cause?: unknown }) {
+  constructor(
+    readonly subject: string,
+    readonly expectedSeq: number,
+    options?: { cause?: unknown },
+  ) {
     super(`${subject} moved past sequence ${expectedSeq}`, options);
   }
 }

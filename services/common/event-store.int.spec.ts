@@ -99,7 +99,11 @@ describe("EventStore.append through NATS hiccups", () => {
 describe("ackConfirmed", () => {
   it("acks a work item and learns that the server has it", async () => {
     await nats.jsm.streams.add({ name: "ACKTEST", subjects: ["acktest.>"] });
-    await nats.jsm.consumers.add("ACKTEST", { durable_name: "w", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+    await nats.jsm.consumers.add("ACKTEST", {
+      durable_name: "w",
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+    });
     await nats.js.publish("acktest.1", "x");
     const consumer = await nats.js.consumers.get("ACKTEST", "w");
     const m = await consumer.next({ expires: 2_000 });
@@ -119,7 +123,11 @@ describe("ackConfirmed", () => {
 async function stopped(pid: number): Promise<void> {
   const deadline = Date.now() + 5_000;
   for (;;) {
-    const states = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8").replace(/^.*\) /s, "").charAt(0));
+    const states = readdirSync(`/proc/${pid}/task`).map((t) =>
+      readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8")
+        .replace(/^.*\) /s, "")
+        .charAt(0),
+    );
     if (states.every((st) => st === "T" || st === "t")) return;
     if (Date.now() > deadline) throw new Error(`process ${pid} did not stop: thread states ${states.join("")}`);
     await new Promise((r) => setTimeout(r, 5));

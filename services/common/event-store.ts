@@ -86,7 +86,8 @@ export class EventStore {
       try {
         seq = await this.publish(subject, encoder.encode(JSON.stringify(event)), msgID, expect);
       } catch (err) {
-        if (err instanceof JetStreamApiError && err.code === 10071) throw new VersionConflictError(subject, seq, { cause: err });
+        if (err instanceof JetStreamApiError && err.code === 10071)
+          throw new VersionConflictError(subject, seq, { cause: err });
         throw err;
       }
     }
@@ -104,7 +105,12 @@ export class EventStore {
   }
 
   /** One publish, resent with the same msgID through transient errors; resolves with its sequence. */
-  private async publish(subject: string, data: Uint8Array, msgID: string, expect?: { lastSubjectSequence: number }): Promise<number> {
+  private async publish(
+    subject: string,
+    data: Uint8Array,
+    msgID: string,
+    expect?: { lastSubjectSequence: number },
+  ): Promise<number> {
     let resend = false;
     return this.throughElections(async () => {
       try {
@@ -118,7 +124,10 @@ export class EventStore {
         // expected one (others, e.g. a mover's facts, may have followed it): if it carries our
         // msgID, the append is done.
         if (resend && expect !== undefined && err instanceof JetStreamApiError && err.code === 10071) {
-          const next = await this.jsm.direct.getMessage(EVT_STREAM, { next_by_subj: subject, seq: expect.lastSubjectSequence + 1 });
+          const next = await this.jsm.direct.getMessage(EVT_STREAM, {
+            next_by_subj: subject,
+            seq: expect.lastSubjectSequence + 1,
+          });
           if (next?.header.get("Nats-Msg-Id") === msgID) return next.seq;
         }
         throw err;

@@ -97,7 +97,10 @@ async function createWorkStream(jsm: JetStreamManager, host: string, opts: Layou
 }
 
 /** Creates a stream, or brings an existing one to this configuration. */
-export async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+export async function ensureStream(
+  jsm: JetStreamManager,
+  cfg: Partial<StreamConfig> & { name: string },
+): Promise<void> {
   try {
     await jsm.streams.info(cfg.name);
     await jsm.streams.update(cfg.name, cfg);
@@ -111,7 +114,13 @@ export async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamCon
  * Durable pull consumers. A bounded max_deliver keeps a poison message from cycling forever;
  * the max-deliveries advisory tells the coordinator when one gives up.
  */
-async function ensureConsumer(jsm: JetStreamManager, stream: string, durable: string, filter: string, ackWaitMs: number): Promise<void> {
+async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  durable: string,
+  filter: string,
+  ackWaitMs: number,
+): Promise<void> {
   const cfg = {
     durable_name: durable,
     ack_policy: AckPolicy.Explicit,
@@ -123,7 +132,11 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, durable: st
   };
   try {
     await jsm.consumers.info(stream, durable);
-    await jsm.consumers.update(stream, durable, { ack_wait: cfg.ack_wait, max_deliver: cfg.max_deliver, max_ack_pending: cfg.max_ack_pending });
+    await jsm.consumers.update(stream, durable, {
+      ack_wait: cfg.ack_wait,
+      max_deliver: cfg.max_deliver,
+      max_ack_pending: cfg.max_ack_pending,
+    });
   } catch (err) {
     if (!(err instanceof JetStreamApiError) || err.code !== 10014) throw err;
     await jsm.consumers.add(stream, cfg);

@@ -15,7 +15,9 @@ export interface NatsServerHandle {
 export class NatsServerMissingError extends Error {
   readonly code = "NATS_SERVER_MISSING";
   constructor() {
-    super("nats-server not found: install it with `sudo apt-get install -y nats-server` (or put it on PATH, or set DWCP_NATS_SERVER)");
+    super(
+      "nats-server not found: install it with `sudo apt-get install -y nats-server` (or put it on PATH, or set DWCP_NATS_SERVER)",
+    );
   }
 }
 

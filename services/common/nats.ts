@@ -32,7 +32,8 @@ export async function connectNats(url: string, name: string, log?: Logger): Prom
   if (log) {
     void (async () => {
       for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error") log.warn({ nats: s.type }, `nats ${s.type}`);
+        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error")
+          log.warn({ nats: s.type }, `nats ${s.type}`);
       }
     })();
   }
@@ -48,7 +49,10 @@ export async function connectNats(url: string, name: string, log?: Logger): Prom
 export class AppendInFlightError extends DwcpError {
   readonly code = "APPEND_IN_FLIGHT";
   readonly retryable = true;
-  constructor(readonly subject: string, readonly msgID: string) {
+  constructor(
+    readonly subject: string,
+    readonly msgID: string,
+  ) {
     super(`${subject}: an earlier copy of ${msgID} is still being stored`);
   }
 }
@@ -78,7 +82,10 @@ export function isTransientNatsError(err: unknown): boolean {
  * thrown at once. For idempotent calls only (creating streams and consumers, a publish resent
  * with its msgID, an ack).
  */
-export async function retryTransient<T>(fn: () => Promise<T>, o: { forMs?: number; pauseMs?: number } = {}): Promise<T> {
+export async function retryTransient<T>(
+  fn: () => Promise<T>,
+  o: { forMs?: number; pauseMs?: number } = {},
+): Promise<T> {
   const deadline = performance.now() + (o.forMs ?? 30_000);
   for (;;) {
     try {
@@ -102,12 +109,18 @@ const ACK = new TextEncoder().encode("+ACK");
  * after its ack wait, and a work item's batch would be moved again. Resolves false, and does not
  * throw, when no confirmation came; the message then comes back, so handling must be idempotent.
  */
-export async function ackConfirmed(nc: NatsConnection, m: JsMsg, o: { resendForMs?: number; tryTimeoutMs?: number } = {}): Promise<boolean> {
+export async function ackConfirmed(
+  nc: NatsConnection,
+  m: JsMsg,
+  o: { resendForMs?: number; tryTimeoutMs?: number } = {},
+): Promise<boolean> {
   // The message's ack subject: JsMsg's implementation has it, its interface does not say so.
   const reply = (m as JsMsg & { reply?: unknown }).reply;
   if (typeof reply !== "string" || reply === "") return false;
   try {
-    await retryTransient(() => nc.request(reply, ACK, { timeout: o.tryTimeoutMs ?? 2_000 }), { forMs: o.resendForMs ?? 15_000 });
+    await retryTransient(() => nc.request(reply, ACK, { timeout: o.tryTimeoutMs ?? 2_000 }), {
+      forMs: o.resendForMs ?? 15_000,
+    });
     return true;
   } catch {
     return false;

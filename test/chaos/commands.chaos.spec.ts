@@ -4,9 +4,25 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { publishCommand } from "../../cli/client.js";
 import type { TransferBatch } from "#schemas/index.js";
-import { CMD_STREAM, COORDINATOR_DURABLE, ensureWorkStream, EVT_STREAM, MOVER_DURABLE, subjects, workStream } from "#common/layout.js";
+import {
+  CMD_STREAM,
+  COORDINATOR_DURABLE,
+  ensureWorkStream,
+  EVT_STREAM,
+  MOVER_DURABLE,
+  subjects,
+  workStream,
+} from "#common/layout.js";
 import { Chaos, DWCP_STREAMS, retrying } from "./support/harness.js";
-import { command, duplicateTransitions, makeImage, MiB, verifyMigration, waitEnd, waitEvent } from "./support/migrations.js";
+import {
+  command,
+  duplicateTransitions,
+  makeImage,
+  MiB,
+  verifyMigration,
+  waitEnd,
+  waitEvent,
+} from "./support/migrations.js";
 import { scenario } from "./support/scenario.js";
 import { rng, runSeed } from "./support/seed.js";
 
@@ -17,7 +33,12 @@ let c: Chaos;
 
 beforeAll(async () => {
   c = await Chaos.start("commands", rng(runSeed()));
-  await Promise.all([c.startCoordinator("c0"), c.startCoordinator("c1"), c.startMover("a1", "a"), c.startMover("b1", "b")]);
+  await Promise.all([
+    c.startCoordinator("c0"),
+    c.startCoordinator("c1"),
+    c.startMover("a1", "a"),
+    c.startMover("b1", "b"),
+  ]);
 });
 afterAll(async () => c?.stop());
 
@@ -25,106 +46,181 @@ const raw = async (body: string | Uint8Array, msgID?: string): Promise<number> =
   (await c.nats.js.publish(subjects.startMigration, body, msgID ? { msgID } : undefined)).seq;
 
 describe("commands and durability settings", () => {
-  scenario(F, "duplicate, malformed, oversized and unknown-version commands: one migration or a rejection, services stay up", async ({ seed, figures }) => {
-    const id = `cmds-${seed}`;
-    const rel = `vms/${id}/disk.img`;
-    const src = await makeImage(c, "a", rel, { sizeBytes: 4 * MiB, zeroFraction: 0.5, seed });
-    const good = command({ id, sources: [rel], dir: id });
-    // The same command five times: three with its msgID (deduplicated by JetStream), two without.
-    for (let i = 0; i < 3; i++) await publishCommand(c.nats, good);
-    await raw(JSON.stringify(good));
-    await raw(JSON.stringify(good));
-    const rejections: Array<[string, number, string]> = [
-      ["same migration id, another command", await raw(JSON.stringify({ ...good, commandId: `other-${seed}` })), "MIGRATION_ID_IN_USE"],
-      ["not JSON", await raw("{this is not json"), "INVALID_JSON"],
-      ["binary garbage", await raw(randomBytes(512)), "INVALID_JSON"],
-      ["unknown version", await raw(JSON.stringify({ ...good, commandId: `v9-${seed}`, migrationId: `v9-${seed}`, version: 9 })), "UNSUPPORTED_VERSION"],
-      ["unknown command", await raw(JSON.stringify({ type: "DeleteEverything", version: 1, commandId: `x-${seed}` })), "UNKNOWN_COMMAND"],
-      ["schema-invalid", await raw(JSON.stringify({ type: "StartMigration", version: 1, commandId: `bad-${seed}` })), "SCHEMA_INVALID"],
-    ];
-    const lastBefore = (await c.nats.jsm.streams.info(CMD_STREAM)).state.last_seq;
-    const oversized = await raw(JSON.stringify({ ...good, commandId: `big-${seed}`, pad: "x".repeat(300 * 1024) })).then(
-      () => undefined,
-      (err: unknown) => err,
-    );
-    expect(oversized, "a command over max_msg_size (256 KiB) is refused at publish").toBeInstanceOf(JetStreamApiError);
-    expect((await c.nats.jsm.streams.info(CMD_STREAM)).state.last_seq, "and not stored").toBe(lastBefore);
-    figures["oversizedError"] = (oversized as JetStreamApiError).message;
+  scenario(
+    F,
+    "duplicate, malformed, oversized and unknown-version commands: one migration or a rejection, services stay up",
+    async ({ seed, figures }) => {
+      const id = `cmds-${seed}`;
+      const rel = `vms/${id}/disk.img`;
+      const src = await makeImage(c, "a", rel, { sizeBytes: 4 * MiB, zeroFraction: 0.5, seed });
+      const good = command({ id, sources: [rel], dir: id });
+      // The same command five times: three with its msgID (deduplicated by JetStream), two without.
+      for (let i = 0; i < 3; i++) await publishCommand(c.nats, good);
+      await raw(JSON.stringify(good));
+      await raw(JSON.stringify(good));
+      const rejections: Array<[string, number, string]> = [
+        [
+          "same migration id, another command",
+          await raw(JSON.stringify({ ...good, commandId: `other-${seed}` })),
+          "MIGRATION_ID_IN_USE",
+        ],
+        ["not JSON", await raw("{this is not json"), "INVALID_JSON"],
+        ["binary garbage", await raw(randomBytes(512)), "INVALID_JSON"],
+        [
+          "unknown version",
+          await raw(JSON.stringify({ ...good, commandId: `v9-${seed}`, migrationId: `v9-${seed}`, version: 9 })),
+          "UNSUPPORTED_VERSION",
+        ],
+        [
+          "unknown command",
+          await raw(JSON.stringify({ type: "DeleteEverything", version: 1, commandId: `x-${seed}` })),
+          "UNKNOWN_COMMAND",
+        ],
+        [
+          "schema-invalid",
+          await raw(JSON.stringify({ type: "StartMigration", version: 1, commandId: `bad-${seed}` })),
+          "SCHEMA_INVALID",
+        ],
+      ];
+      const lastBefore = (await c.nats.jsm.streams.info(CMD_STREAM)).state.last_seq;
+      const oversized = await raw(
+        JSON.stringify({ ...good, commandId: `big-${seed}`, pad: "x".repeat(300 * 1024) }),
+      ).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(oversized, "a command over max_msg_size (256 KiB) is refused at publish").toBeInstanceOf(
+        JetStreamApiError,
+      );
+      expect((await c.nats.jsm.streams.info(CMD_STREAM)).state.last_seq, "and not stored").toBe(lastBefore);
+      figures["oversizedError"] = (oversized as JetStreamApiError).message;
 
-    for (const [what, seq, reason] of rejections) {
-      const body = what === "unknown version" ? `v9-${seed}` : what === "unknown command" ? `x-${seed}` : what === "schema-invalid" ? `bad-${seed}` : `cmd-${seq}`;
-      const e = await waitEvent(c.nats, body, `${what} rejected`, (ev) => ev.type === "MigrationRejected", 30_000);
-      expect(e.event.type === "MigrationRejected" && e.event.reason, what).toBe(reason);
-    }
-    await waitEnd(c.nats, id);
-    const out = await verifyMigration(c, id, [{ src, dst: join(c.root("b"), id, "disk.img") }]);
-    expect(out.events.filter((e) => e.event.type === "MigrationRequested"), "one migration from five copies").toHaveLength(1);
-    expect(duplicateTransitions(out.events)).toEqual([]);
-    // Nothing is left to redeliver (polled: a drained consumer emits no event).
-    const info = await retrying("drain the command consumer", async () => {
-      const i = await c.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
-      if (i.num_pending + i.num_ack_pending > 0) throw new Error(`${i.num_pending} pending, ${i.num_ack_pending} unacknowledged`);
-      return i;
-    });
-    expect(info.num_redelivered, "no command was redelivered").toBe(0);
-    for (const s of ["c0", "c1", "a1", "b1"]) expect(c.alive(s), `${s} still running`).toBe(true);
-    Object.assign(figures, { commandsStored: info.delivered.stream_seq, rejections: rejections.length });
-  });
+      for (const [what, seq, reason] of rejections) {
+        const body =
+          what === "unknown version"
+            ? `v9-${seed}`
+            : what === "unknown command"
+              ? `x-${seed}`
+              : what === "schema-invalid"
+                ? `bad-${seed}`
+                : `cmd-${seq}`;
+        const e = await waitEvent(c.nats, body, `${what} rejected`, (ev) => ev.type === "MigrationRejected", 30_000);
+        expect(e.event.type === "MigrationRejected" && e.event.reason, what).toBe(reason);
+      }
+      await waitEnd(c.nats, id);
+      const out = await verifyMigration(c, id, [{ src, dst: join(c.root("b"), id, "disk.img") }]);
+      expect(
+        out.events.filter((e) => e.event.type === "MigrationRequested"),
+        "one migration from five copies",
+      ).toHaveLength(1);
+      expect(duplicateTransitions(out.events)).toEqual([]);
+      // Nothing is left to redeliver (polled: a drained consumer emits no event).
+      const info = await retrying("drain the command consumer", async () => {
+        const i = await c.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
+        if (i.num_pending + i.num_ack_pending > 0)
+          throw new Error(`${i.num_pending} pending, ${i.num_ack_pending} unacknowledged`);
+        return i;
+      });
+      expect(info.num_redelivered, "no command was redelivered").toBe(0);
+      for (const s of ["c0", "c1", "a1", "b1"]) expect(c.alive(s), `${s} still running`).toBe(true);
+      Object.assign(figures, { commandsStored: info.delivered.stream_seq, rejections: rejections.length });
+    },
+  );
 
-  scenario(F, "a work item nobody finishes hits max_deliver: MAX_DELIVERIES failure, removed from the queue", async ({ seed, figures }) => {
-    // Host z has a work queue but no mover: the test plays a mover that gives up on every delivery.
-    await retrying("create host z's work queue", () => ensureWorkStream(c.nats.jsm, "z", { replicas: 3 }));
-    const id = `maxdeliver-${seed}`;
-    const item: TransferBatch = {
-      type: "TransferBatch", version: 1, migrationId: id, batch: 0, attempt: 0, sourceHost: "z", destHost: "b", destDir: id,
-      volume: { index: 0, kind: "disk", sourcePath: "vms/none.img", destName: "none.img", sizeBytes: MiB }, chunkSizeBytes: MiB, firstChunk: 0, chunkCount: 1,
-    };
-    await c.nats.js.publish(subjects.work("z"), JSON.stringify(item), { msgID: `${id}.b0.a0` });
-    const consumer = await c.nats.js.consumers.get(workStream("z"), MOVER_DURABLE);
-    const maxDeliver = (await consumer.info()).config.max_deliver;
-    let deliveries = 0;
-    for (;;) {
-      const m = await consumer.next({ expires: 2_000 });
-      if (!m) break;
-      deliveries++;
-      m.nak();
-    }
-    const failed = await waitEvent(c.nats, id, "MAX_DELIVERIES", (e) => e.type === "ChunkBatchFailed" && e.code === "MAX_DELIVERIES", 30_000);
-    expect(failed.event.type === "ChunkBatchFailed" && failed.event.retryable).toBe(true);
-    expect(deliveries).toBe(maxDeliver);
-    const left = await retrying("see the item deleted", async () => {
-      const n = (await c.nats.jsm.streams.info(workStream("z"))).state.messages;
-      if (n > 0) throw new Error(`${n} left`);
-      return n;
-    });
-    expect(left).toBe(0);
-    expect(await consumer.next({ expires: 2_000 }), "nothing comes back").toBeNull();
-    Object.assign(figures, { maxDeliver, deliveries });
-  });
+  scenario(
+    F,
+    "a work item nobody finishes hits max_deliver: MAX_DELIVERIES failure, removed from the queue",
+    async ({ seed, figures }) => {
+      // Host z has a work queue but no mover: the test plays a mover that gives up on every delivery.
+      await retrying("create host z's work queue", () => ensureWorkStream(c.nats.jsm, "z", { replicas: 3 }));
+      const id = `maxdeliver-${seed}`;
+      const item: TransferBatch = {
+        type: "TransferBatch",
+        version: 1,
+        migrationId: id,
+        batch: 0,
+        attempt: 0,
+        sourceHost: "z",
+        destHost: "b",
+        destDir: id,
+        volume: { index: 0, kind: "disk", sourcePath: "vms/none.img", destName: "none.img", sizeBytes: MiB },
+        chunkSizeBytes: MiB,
+        firstChunk: 0,
+        chunkCount: 1,
+      };
+      await c.nats.js.publish(subjects.work("z"), JSON.stringify(item), { msgID: `${id}.b0.a0` });
+      const consumer = await c.nats.js.consumers.get(workStream("z"), MOVER_DURABLE);
+      const maxDeliver = (await consumer.info()).config.max_deliver;
+      let deliveries = 0;
+      for (;;) {
+        const m = await consumer.next({ expires: 2_000 });
+        if (!m) break;
+        deliveries++;
+        m.nak();
+      }
+      const failed = await waitEvent(
+        c.nats,
+        id,
+        "MAX_DELIVERIES",
+        (e) => e.type === "ChunkBatchFailed" && e.code === "MAX_DELIVERIES",
+        30_000,
+      );
+      expect(failed.event.type === "ChunkBatchFailed" && failed.event.retryable).toBe(true);
+      expect(deliveries).toBe(maxDeliver);
+      const left = await retrying("see the item deleted", async () => {
+        const n = (await c.nats.jsm.streams.info(workStream("z"))).state.messages;
+        if (n > 0) throw new Error(`${n} left`);
+        return n;
+      });
+      expect(left).toBe(0);
+      expect(await consumer.next({ expires: 2_000 }), "nothing comes back").toBeNull();
+      Object.assign(figures, { maxDeliver, deliveries });
+    },
+  );
 
-  scenario(F, "durability settings: R3 everywhere, bounded redelivery, idempotent appends, fsync per write where the server can", async ({ seed, figures }) => {
-    for (const name of DWCP_STREAMS) {
-      const info = await c.nats.jsm.streams.info(name);
-      expect(info.config.num_replicas, `${name} replicas`).toBe(3);
-      expect(info.cluster?.replicas?.filter((r) => r.current).length, `${name} followers current`).toBe(2);
-      if (name !== "KV_dwcp_movers") expect(info.config.duplicate_window, `${name} dedup window`).toBeGreaterThan(0);
-    }
-    for (const [stream, durable] of [[CMD_STREAM, COORDINATOR_DURABLE], [workStream("a"), MOVER_DURABLE]] as const) {
-      const cfg = (await c.nats.jsm.consumers.info(stream, durable)).config;
-      expect(cfg.max_deliver, `${stream}/${durable} max_deliver is bounded`).toBeGreaterThan(0);
-      figures[`${durable}MaxDeliver`] = cfg.max_deliver ?? -1;
-      figures[`${durable}AckWaitMs`] = (cfg.ack_wait ?? 0) / 1e6;
-    }
-    const subject = `dwcp.evt.chaosprobe.idem${seed}`;
-    const first = await c.nats.js.publish(subject, "x", { msgID: `idem-${seed}`, expect: { lastSubjectSequence: 0 } });
-    const again = await c.nats.js.publish(subject, "x", { msgID: `idem-${seed}`, expect: { lastSubjectSequence: 0 } });
-    expect(again.duplicate, "a resent append is a no-op").toBe(true);
-    expect(again.seq).toBe(first.seq);
-    const stale = await c.nats.js.publish(subject, "y", { msgID: `idem2-${seed}`, expect: { lastSubjectSequence: 0 } }).catch((e: unknown) => e);
-    expect(stale instanceof JetStreamApiError && stale.code, "a stale expected sequence is refused").toBe(10071);
-    const varz = await c.cluster.monitor<{ jetstream?: { config?: { sync_always?: boolean; sync_interval?: number } } }>(0, "varz");
-    const syncAlways = varz.jetstream?.config?.sync_always === true;
-    expect(syncAlways, `sync_interval: always is ${c.server.features.syncInterval ? "set" : "not available"} on ${c.server.version}`).toBe(c.server.features.syncInterval);
-    Object.assign(figures, { syncAlways, evtStream: EVT_STREAM });
-  });
+  scenario(
+    F,
+    "durability settings: R3 everywhere, bounded redelivery, idempotent appends, fsync per write where the server can",
+    async ({ seed, figures }) => {
+      for (const name of DWCP_STREAMS) {
+        const info = await c.nats.jsm.streams.info(name);
+        expect(info.config.num_replicas, `${name} replicas`).toBe(3);
+        expect(info.cluster?.replicas?.filter((r) => r.current).length, `${name} followers current`).toBe(2);
+        if (name !== "KV_dwcp_movers") expect(info.config.duplicate_window, `${name} dedup window`).toBeGreaterThan(0);
+      }
+      for (const [stream, durable] of [
+        [CMD_STREAM, COORDINATOR_DURABLE],
+        [workStream("a"), MOVER_DURABLE],
+      ] as const) {
+        const cfg = (await c.nats.jsm.consumers.info(stream, durable)).config;
+        expect(cfg.max_deliver, `${stream}/${durable} max_deliver is bounded`).toBeGreaterThan(0);
+        figures[`${durable}MaxDeliver`] = cfg.max_deliver ?? -1;
+        figures[`${durable}AckWaitMs`] = (cfg.ack_wait ?? 0) / 1e6;
+      }
+      const subject = `dwcp.evt.chaosprobe.idem${seed}`;
+      const first = await c.nats.js.publish(subject, "x", {
+        msgID: `idem-${seed}`,
+        expect: { lastSubjectSequence: 0 },
+      });
+      const again = await c.nats.js.publish(subject, "x", {
+        msgID: `idem-${seed}`,
+        expect: { lastSubjectSequence: 0 },
+      });
+      expect(again.duplicate, "a resent append is a no-op").toBe(true);
+      expect(again.seq).toBe(first.seq);
+      const stale = await c.nats.js
+        .publish(subject, "y", { msgID: `idem2-${seed}`, expect: { lastSubjectSequence: 0 } })
+        .catch((e: unknown) => e);
+      expect(stale instanceof JetStreamApiError && stale.code, "a stale expected sequence is refused").toBe(10071);
+      const varz = await c.cluster.monitor<{
+        jetstream?: { config?: { sync_always?: boolean; sync_interval?: number } };
+      }>(0, "varz");
+      const syncAlways = varz.jetstream?.config?.sync_always === true;
+      expect(
+        syncAlways,
+        `sync_interval: always is ${c.server.features.syncInterval ? "set" : "not available"} on ${c.server.version}`,
+      ).toBe(c.server.features.syncInterval);
+      Object.assign(figures, { syncAlways, evtStream: EVT_STREAM });
+    },
+  );
 });

@@ -11,46 +11,64 @@ let c: Chaos;
 
 beforeAll(async () => {
   c = await Chaos.start("coordinators", rng(runSeed()));
-  await Promise.all([c.startCoordinator("c0"), c.startCoordinator("c1"), c.startMover("a1", "a"), c.startMover("b1", "b")]);
+  await Promise.all([
+    c.startCoordinator("c0"),
+    c.startCoordinator("c1"),
+    c.startMover("a1", "a"),
+    c.startMover("b1", "b"),
+  ]);
 });
 afterAll(async () => c?.stop());
 
 describe("coordinators", () => {
-  scenario(F, "kill -9 one of two coordinators: the other carries on, one terminal event", async ({ rng, seed, figures }) => {
-    // ~22 MiB of data at 2 MiB/s in 2 MiB batches: batches are still to be sent when the data
-    // channel is cut, even if the next command took the whole 5 s it is allowed. (24 MiB in three
-    // 8 MiB batches at 4 MiB/s finished before the cut once on nats-server 2.12.15, and the wait
-    // for a failed batch timed out.)
-    const m = await slowMigration(c, "coordkill", seed, { sizeBytes: 32 * MiB, rate: 2 * MiB, batchSizeBytes: 2 * MiB });
-    await waitEvent(c.nats, m.id, "a first transferred batch", (e) => e.type === "ChunkBatchTransferred");
-    const victim = rng.pick(["c0", "c1"]);
-    const killedAt = performance.now();
-    await c.signal(victim, "SIGKILL");
+  scenario(
+    F,
+    "kill -9 one of two coordinators: the other carries on, one terminal event",
+    async ({ rng, seed, figures }) => {
+      // ~22 MiB of data at 2 MiB/s in 2 MiB batches: batches are still to be sent when the data
+      // channel is cut, even if the next command took the whole 5 s it is allowed. (24 MiB in three
+      // 8 MiB batches at 4 MiB/s finished before the cut once on nats-server 2.12.15, and the wait
+      // for a failed batch timed out.)
+      const m = await slowMigration(c, "coordkill", seed, {
+        sizeBytes: 32 * MiB,
+        rate: 2 * MiB,
+        batchSizeBytes: 2 * MiB,
+      });
+      await waitEvent(c.nats, m.id, "a first transferred batch", (e) => e.type === "ChunkBatchTransferred");
+      const victim = rng.pick(["c0", "c1"]);
+      const killedAt = performance.now();
+      await c.signal(victim, "SIGKILL");
 
-    // A command published after the kill must be decided by the survivor ...
-    const next = await slowMigration(c, "coordnext", seed, { sizeBytes: 4 * MiB, rate: 64 * MiB });
-    await waitEvent(c.nats, next.id, "MigrationPlanned", (e) => e.type === "MigrationPlanned");
-    const commandRtoMs = performance.now() - killedAt;
+      // A command published after the kill must be decided by the survivor ...
+      const next = await slowMigration(c, "coordnext", seed, { sizeBytes: 4 * MiB, rate: 64 * MiB });
+      await waitEvent(c.nats, next.id, "MigrationPlanned", (e) => e.type === "MigrationPlanned");
+      const commandRtoMs = performance.now() - killedAt;
 
-    // ... and so must a batch failure of the running migration: cut its data channel until one
-    // is recorded; only a coordinator turns it into ChunkBatchRetried.
-    c.dataProxy.cut();
-    const failed = await waitEvent(c.nats, m.id, "a failed batch", (e) => e.type === "ChunkBatchFailed");
-    const failedAt = performance.now();
-    c.dataProxy.heal();
-    if (failed.event.type !== "ChunkBatchFailed") throw new Error("unreachable");
-    const { batch, attempt } = failed.event;
-    await waitEvent(c.nats, m.id, "the retry decision", (e) => e.type === "ChunkBatchRetried" && e.batch === batch && e.attempt === attempt + 1);
-    const retryDecisionMs = performance.now() - failedAt;
-    Object.assign(figures, { victim, commandRtoMs, retryDecisionMs });
+      // ... and so must a batch failure of the running migration: cut its data channel until one
+      // is recorded; only a coordinator turns it into ChunkBatchRetried.
+      c.dataProxy.cut();
+      const failed = await waitEvent(c.nats, m.id, "a failed batch", (e) => e.type === "ChunkBatchFailed");
+      const failedAt = performance.now();
+      c.dataProxy.heal();
+      if (failed.event.type !== "ChunkBatchFailed") throw new Error("unreachable");
+      const { batch, attempt } = failed.event;
+      await waitEvent(
+        c.nats,
+        m.id,
+        "the retry decision",
+        (e) => e.type === "ChunkBatchRetried" && e.batch === batch && e.attempt === attempt + 1,
+      );
+      const retryDecisionMs = performance.now() - failedAt;
+      Object.assign(figures, { victim, commandRtoMs, retryDecisionMs });
 
-    for (const id of [m.id, next.id]) await waitEnd(c.nats, id);
-    const out = await verifyMigration(c, m.id, [m]);
-    await verifyMigration(c, next.id, [next]);
-    expect(duplicateTransitions(out.events)).toEqual([]);
-    expect(c.alive(victim === "c0" ? "c1" : "c0")).toBe(true);
-    figures["retries"] = out.retries;
-    expect(commandRtoMs, "the survivor took the next command").toBeLessThanOrEqual(5_000);
-    expect(retryDecisionMs, "the survivor decided the retry").toBeLessThanOrEqual(5_000);
-  });
+      for (const id of [m.id, next.id]) await waitEnd(c.nats, id);
+      const out = await verifyMigration(c, m.id, [m]);
+      await verifyMigration(c, next.id, [next]);
+      expect(duplicateTransitions(out.events)).toEqual([]);
+      expect(c.alive(victim === "c0" ? "c1" : "c0")).toBe(true);
+      figures["retries"] = out.retries;
+      expect(commandRtoMs, "the survivor took the next command").toBeLessThanOrEqual(5_000);
+      expect(retryDecisionMs, "the survivor decided the retry").toBeLessThanOrEqual(5_000);
+    },
+  );
 });

@@ -32,33 +32,64 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 describe("destination disk full", () => {
-  scenario(F, "destination disk full: NO_SPACE, nothing marked complete, resumes and completes once space is freed", async ({ seed, figures, skip }) => {
-    if (mountError !== undefined) skip(mountError);
-    const filler = join(c.root("b"), "filler.bin");
-    writeFileSync(filler, Buffer.alloc(14 * MiB, 0x5a));
-    const id = `diskfull-${seed}`;
-    const rel = `vms/${id}/disk.img`;
-    const src = await makeImage(c, "a", rel, { sizeBytes: 16 * MiB, dense: true, seed });
-    await startMigration(c.nats, { id, sources: [rel], dir: id, batchSizeBytes: 4 * MiB, bandwidthLimitBytesPerSec: 16 * MiB });
+  scenario(
+    F,
+    "destination disk full: NO_SPACE, nothing marked complete, resumes and completes once space is freed",
+    async ({ seed, figures, skip }) => {
+      if (mountError !== undefined) skip(mountError);
+      const filler = join(c.root("b"), "filler.bin");
+      writeFileSync(filler, Buffer.alloc(14 * MiB, 0x5a));
+      const id = `diskfull-${seed}`;
+      const rel = `vms/${id}/disk.img`;
+      const src = await makeImage(c, "a", rel, { sizeBytes: 16 * MiB, dense: true, seed });
+      await startMigration(c.nats, {
+        id,
+        sources: [rel],
+        dir: id,
+        batchSizeBytes: 4 * MiB,
+        bandwidthLimitBytesPerSec: 16 * MiB,
+      });
 
-    const failed = await waitEvent(c.nats, id, "a NO_SPACE failure", (e) => e.type === "ChunkBatchFailed" && e.code === "NO_SPACE");
-    if (failed.event.type !== "ChunkBatchFailed") throw new Error("unreachable");
-    expect(failed.event.retryable, "NO_SPACE is retryable").toBe(true);
-    const before = fold(id, (await eventsOf(c.nats, id)).map((e) => e.event));
-    expect(before.status, "nothing is complete while the disk is full").not.toBe("completed");
-    expect(before.batches[failed.event.batch]?.status).not.toBe("done");
-    const doneBeforeFree = new Set(before.batches.flatMap((b, i) => (b.status === "done" ? [i] : [])));
+      const failed = await waitEvent(
+        c.nats,
+        id,
+        "a NO_SPACE failure",
+        (e) => e.type === "ChunkBatchFailed" && e.code === "NO_SPACE",
+      );
+      if (failed.event.type !== "ChunkBatchFailed") throw new Error("unreachable");
+      expect(failed.event.retryable, "NO_SPACE is retryable").toBe(true);
+      const before = fold(
+        id,
+        (await eventsOf(c.nats, id)).map((e) => e.event),
+      );
+      expect(before.status, "nothing is complete while the disk is full").not.toBe("completed");
+      expect(before.batches[failed.event.batch]?.status).not.toBe("done");
+      const doneBeforeFree = new Set(before.batches.flatMap((b, i) => (b.status === "done" ? [i] : [])));
 
-    await rm(filler);
-    const freedAt = performance.now();
-    await waitEnd(c.nats, id);
-    figures["completedAfterFreeMs"] = performance.now() - freedAt;
-    const m = { src, dst: join(c.root("b"), id, "disk.img") };
-    const out = await verifyMigration(c, id, [m]);
-    const noSpace = out.events.filter((e) => e.event.type === "ChunkBatchFailed" && e.event.code === "NO_SPACE").length;
-    // Resumed, not restarted: batches that were done before the space was freed were not sent again.
-    const resent = c.dataProxy.frames.filter((f) => f.migration === id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.at > freedAt && doneBeforeFree.has(f.batch));
-    expect(resent, "batches finished before the disk filled up were not moved again").toEqual([]);
-    Object.assign(figures, { noSpaceFailures: noSpace, batchesDoneBeforeFree: doneBeforeFree.size, retries: out.retries });
-  });
+      await rm(filler);
+      const freedAt = performance.now();
+      await waitEnd(c.nats, id);
+      figures["completedAfterFreeMs"] = performance.now() - freedAt;
+      const m = { src, dst: join(c.root("b"), id, "disk.img") };
+      const out = await verifyMigration(c, id, [m]);
+      const noSpace = out.events.filter(
+        (e) => e.event.type === "ChunkBatchFailed" && e.event.code === "NO_SPACE",
+      ).length;
+      // Resumed, not restarted: batches that were done before the space was freed were not sent again.
+      const resent = c.dataProxy.frames.filter(
+        (f) =>
+          f.migration === id &&
+          f.dir === "up" &&
+          f.kind === "BATCH_BEGIN" &&
+          f.at > freedAt &&
+          doneBeforeFree.has(f.batch),
+      );
+      expect(resent, "batches finished before the disk filled up were not moved again").toEqual([]);
+      Object.assign(figures, {
+        noSpaceFailures: noSpace,
+        batchesDoneBeforeFree: doneBeforeFree.size,
+        retries: out.retries,
+      });
+    },
+  );
 });

@@ -4,7 +4,16 @@ import { EVT_STREAM } from "#common/layout.js";
 import { fold } from "../../services/coordinator/src/domain/migration/evolve.js";
 import { streamLeader, waitHealthy } from "./support/cluster.js";
 import { Chaos, DWCP_STREAMS, retrying } from "./support/harness.js";
-import { duplicateTransitions, eventsOf, follow, MiB, slowMigration, verifyMigration, waitEnd, type Started } from "./support/migrations.js";
+import {
+  duplicateTransitions,
+  eventsOf,
+  follow,
+  MiB,
+  slowMigration,
+  verifyMigration,
+  waitEnd,
+  type Started,
+} from "./support/migrations.js";
 import { Prober } from "./support/probe.js";
 import { scenario } from "./support/scenario.js";
 import { rng, runSeed } from "./support/seed.js";
@@ -20,7 +29,12 @@ beforeAll(async () => {
   // so that each 4 MiB batch of incompressible data takes ~2 s whatever the data path does
   // (sendfile, LZ4, how its own limit counts bytes): 6 batches, two at a time, ~6 s in all.
   c.dataProxy.faults.rateBytesPerSec = 2 * MiB;
-  await Promise.all([c.startCoordinator("c0"), c.startCoordinator("c1"), c.startMover("a1", "a"), c.startMover("b1", "b")]);
+  await Promise.all([
+    c.startCoordinator("c0"),
+    c.startCoordinator("c1"),
+    c.startMover("a1", "a"),
+    c.startMover("b1", "b"),
+  ]);
 });
 afterAll(async () => c?.stop());
 
@@ -33,7 +47,12 @@ const redone = (m: Started): number => {
 async function audit(prober: Prober, figures: Record<string, number | string | boolean>): Promise<void> {
   await prober.stop();
   const a = await prober.audit();
-  Object.assign(figures, { acked: prober.acked.length, publishErrors: prober.errors, lostAcked: a.lost.length, duplicates: a.duplicates.length });
+  Object.assign(figures, {
+    acked: prober.acked.length,
+    publishErrors: prober.errors,
+    lostAcked: a.lost.length,
+    duplicates: a.duplicates.length,
+  });
   expect(a.lost, "acknowledged writes missing from the stream").toEqual([]);
   expect(a.duplicates, "writes stored twice").toEqual([]);
 }
@@ -63,7 +82,8 @@ describe("NATS server failures", () => {
     // The services' own recovery: the first transfer the source mover got acknowledged after
     // the victim was gone (its append resent through the election with the same msgID).
     const recordedAt = transfersRecordedAfter(m.id, goneAtMs)[0];
-    if (recordedAt === undefined) throw new Error(`${m.id}: the mover recorded no transfer after the kill (did the migration end before it?)`);
+    if (recordedAt === undefined)
+      throw new Error(`${m.id}: the mover recorded no transfer after the kill (did the migration end before it?)`);
     const serviceRtoMs = recordedAt - killedAtMs;
     figures["serviceRtoMs"] = serviceRtoMs;
     await audit(prober, figures);
@@ -79,7 +99,10 @@ describe("NATS server failures", () => {
     const m = await slowMigration(c, "allkill", seed, { sizeBytes: 24 * MiB, dense: true });
     prober.start();
     // What the services have reported so far: every event a reader could see (so: stored).
-    const reported = await collectUntil(m.id, (events) => events.filter((e) => e.event.type === "ChunkBatchTransferred").length >= 2);
+    const reported = await collectUntil(
+      m.id,
+      (events) => events.filter((e) => e.event.type === "ChunkBatchTransferred").length >= 2,
+    );
     const killedAt = performance.now();
     await Promise.all(c.cluster.nodes.map((_, i) => c.cluster.kill(i)));
     const restartAt = performance.now();
@@ -94,9 +117,22 @@ describe("NATS server failures", () => {
 
     const after = await retrying("read the log", () => eventsOf(c.nats, m.id));
     const prefix = after.slice(0, reported.length);
-    expect(prefix.map((e) => e.seq), "every reported event kept its place").toEqual(reported.map((e) => e.seq));
+    expect(
+      prefix.map((e) => e.seq),
+      "every reported event kept its place",
+    ).toEqual(reported.map((e) => e.seq));
     expect(prefix.map((e) => e.event)).toEqual(reported.map((e) => e.event));
-    expect(fold(m.id, prefix.map((e) => e.event))).toEqual(fold(m.id, reported.map((e) => e.event)));
+    expect(
+      fold(
+        m.id,
+        prefix.map((e) => e.event),
+      ),
+    ).toEqual(
+      fold(
+        m.id,
+        reported.map((e) => e.event),
+      ),
+    );
     figures["reportedEvents"] = reported.length;
 
     await waitEnd(c.nats, m.id, 150_000);
@@ -131,7 +167,11 @@ async function waitTransfers(id: string, n: number): Promise<void> {
 }
 
 /** Follows a migration's log until `done(events so far)`; returns the events seen. */
-async function collectUntil(id: string, done: (events: StoredEvent[]) => boolean, timeoutMs = 60_000): Promise<StoredEvent[]> {
+async function collectUntil(
+  id: string,
+  done: (events: StoredEvent[]) => boolean,
+  timeoutMs = 60_000,
+): Promise<StoredEvent[]> {
   const seen: StoredEvent[] = [];
   await follow(c.nats, id, "the awaited events", (e) => (seen.push(e), done(seen)), timeoutMs);
   return seen;

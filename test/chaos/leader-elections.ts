@@ -22,7 +22,9 @@ const cluster = await NatsCluster.start(dir, server);
 const nats = await connectCluster(cluster.urls());
 const pauses: number[] = [];
 try {
-  await retrying("add the stream", () => nats.jsm.streams.add({ name: STREAM, subjects: ["dwcp.evt.>"], num_replicas: 3, storage: StorageType.File }));
+  await retrying("add the stream", () =>
+    nats.jsm.streams.add({ name: STREAM, subjects: ["dwcp.evt.>"], num_replicas: 3, storage: StorageType.File }),
+  );
   await waitHealthy(nats.jsm, [STREAM]);
   for (let i = 0; i < kills; i++) {
     const prober = new Prober(nats, `dwcp.evt.chaosprobe.election${i}`);
@@ -43,7 +45,9 @@ try {
 } finally {
   const sorted = [...pauses].sort((a, b) => a - b);
   const at = (q: number): number => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0);
-  process.stdout.write(`${server.version}: ${sorted.length} kills, write pause median ${at(0.5)} ms, max ${at(1)} ms, over 10 s: ${sorted.filter((p) => p > 10_000).length}\n`);
+  process.stdout.write(
+    `${server.version}: ${sorted.length} kills, write pause median ${at(0.5)} ms, max ${at(1)} ms, over 10 s: ${sorted.filter((p) => p > 10_000).length}\n`,
+  );
   await nats.nc.close();
   await cluster.stop();
   sweep();

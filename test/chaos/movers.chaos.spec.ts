@@ -26,16 +26,26 @@ describe("movers", () => {
   scenario(F, "kill -9 the source mover mid-batch", async ({ rng, seed, figures }) => {
     const m = await slowMigration(c, "srckill", seed, { dense: true });
     const [batch, chunk] = [rng.between(0, 2), rng.between(1, 3)];
-    const hit = await c.dataProxy.waitFrame(`chunk ${chunk} of batch ${batch}`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, chunk));
+    const hit = await c.dataProxy.waitFrame(
+      `chunk ${chunk} of batch ${batch}`,
+      (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, chunk),
+    );
     const killedAt = performance.now();
     await c.signal(sourceMover, "SIGKILL");
     sourceMover = "a2";
     await c.startMover(sourceMover, "a", { concurrency: 1 });
-    const again = await c.dataProxy.waitFrame(`batch ${batch} begun again`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn);
+    const again = await c.dataProxy.waitFrame(
+      `batch ${batch} begun again`,
+      (f) =>
+        f.migration === m.id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn,
+    );
     figures["rtoMs"] = again.at - killedAt;
     await waitEnd(c.nats, m.id);
     const out = await verifyMigration(c, m.id, [m]);
-    const oks = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn >= hit.conn);
+    const oks = c.dataProxy.frames.filter(
+      (f) =>
+        f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn >= hit.conn,
+    );
     expect(oks, "the killed batch completed exactly once, by the new mover").toHaveLength(1);
     expect(oks[0]?.conn).toBe(again.conn);
     Object.assign(figures, { batch, extraTransfers: out.extraTransfers, retries: out.retries });
@@ -44,53 +54,94 @@ describe("movers", () => {
   scenario(F, "kill -9 the destination mover mid-write", async ({ rng, seed, figures }) => {
     const m = await slowMigration(c, "dstkill", seed, { dense: true });
     const [batch, chunk] = [rng.between(0, 2), rng.between(1, 3)];
-    const hit = await c.dataProxy.waitFrame(`chunk ${chunk} of batch ${batch}`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, chunk));
+    const hit = await c.dataProxy.waitFrame(
+      `chunk ${chunk} of batch ${batch}`,
+      (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, chunk),
+    );
     const killedAt = performance.now();
     await c.signal("b1", "SIGKILL");
     await c.startMover("b2", "b");
-    const ok = await c.dataProxy.waitFrame(`batch ${batch} completed`, (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn > hit.conn);
+    const ok = await c.dataProxy.waitFrame(
+      `batch ${batch} completed`,
+      (f) =>
+        f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn > hit.conn,
+    );
     figures["rtoMs"] = ok.at - killedAt;
     await waitEnd(c.nats, m.id);
     const out = await verifyMigration(c, m.id, [m]);
-    const failures = out.events.flatMap((e) => (e.event.type === "ChunkBatchFailed" && e.event.batch === batch ? [e.event.code] : []));
+    const failures = out.events.flatMap((e) =>
+      e.event.type === "ChunkBatchFailed" && e.event.batch === batch ? [e.event.code] : [],
+    );
     expect(failures.length, "the broken batch was recorded as failed and retried").toBeGreaterThan(0);
     expect(failures.every((code) => code === "DESTINATION_UNREACHABLE")).toBe(true);
     Object.assign(figures, { batch, failures: failures.length, retries: out.retries });
   });
 
-  scenario(F, "SIGSTOP the source mover past its ack wait: another mover takes the batch, the stale one is fenced", async ({ rng, seed, figures }) => {
-    const m = await slowMigration(c, "sigstop", seed, { dense: true });
-    const batch = rng.between(0, 2);
-    const stale = sourceMover;
-    const hit = await c.dataProxy.waitFrame(`chunk of batch ${batch}`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, 1));
-    const stoppedAt = performance.now();
-    await c.signal(stale, "SIGSTOP");
-    try {
-      sourceMover = "a3";
-      await c.startMover(sourceMover, "a", { concurrency: 1 });
-      const taken = await c.dataProxy.waitFrame(`batch ${batch} taken over`, (f) => f.migration === m.id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn);
-      figures["takeoverMs"] = taken.at - stoppedAt;
-      const fenced = await c.dataProxy.waitFrame("the stale session fenced", (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_ERR" && f.conn === hit.conn);
-      expect(fenced.code).toBe("FENCED");
-      await waitEvent(c.nats, m.id, `batch ${batch} transferred`, (e) => e.type === "ChunkBatchTransferred" && e.batch === batch);
-      // Make anything the stale writer still sends differ from the truth: if fencing let one byte
-      // of it through, the destination would no longer match the (restored) source.
-      const original = await overwrite(m.src, batch * CHUNKS_PER_BATCH * MiB, CHUNKS_PER_BATCH * MiB);
-      await c.signal(stale, "SIGCONT");
-      // The stale mover learns it lost the batch either from the fence (FENCED) or, if the
-      // migration ended meanwhile, from the terminal event; either way it must not write.
-      await untilLog(c, stale, /FENCED|migration ended while its batch was moving/, 30_000);
-      await original.restore();
-    } finally {
-      await c.signal(stale, "SIGCONT");
-    }
-    await waitEnd(c.nats, m.id);
-    const out = await verifyMigration(c, m.id, [m]);
-    const staleOks = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.conn === hit.conn);
-    expect(staleOks, "the stale session never completed its batch").toHaveLength(0);
-    const refused = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "down" && f.code === "FENCED").length;
-    Object.assign(figures, { batch, extraTransfers: out.extraTransfers, fencedSessions: refused, staleLearnedBy: c.logLines(stale, /FENCED/).length > 0 ? "FENCED" : "terminal event" });
-  });
+  scenario(
+    F,
+    "SIGSTOP the source mover past its ack wait: another mover takes the batch, the stale one is fenced",
+    async ({ rng, seed, figures }) => {
+      const m = await slowMigration(c, "sigstop", seed, { dense: true });
+      const batch = rng.between(0, 2);
+      const stale = sourceMover;
+      const hit = await c.dataProxy.waitFrame(
+        `chunk of batch ${batch}`,
+        (f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK" && f.offset === chunkOffset(batch, 1),
+      );
+      const stoppedAt = performance.now();
+      await c.signal(stale, "SIGSTOP");
+      try {
+        sourceMover = "a3";
+        await c.startMover(sourceMover, "a", { concurrency: 1 });
+        const taken = await c.dataProxy.waitFrame(
+          `batch ${batch} taken over`,
+          (f) =>
+            f.migration === m.id &&
+            f.dir === "up" &&
+            f.kind === "BATCH_BEGIN" &&
+            f.batch === batch &&
+            f.conn > hit.conn,
+        );
+        figures["takeoverMs"] = taken.at - stoppedAt;
+        const fenced = await c.dataProxy.waitFrame(
+          "the stale session fenced",
+          (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_ERR" && f.conn === hit.conn,
+        );
+        expect(fenced.code).toBe("FENCED");
+        await waitEvent(
+          c.nats,
+          m.id,
+          `batch ${batch} transferred`,
+          (e) => e.type === "ChunkBatchTransferred" && e.batch === batch,
+        );
+        // Make anything the stale writer still sends differ from the truth: if fencing let one byte
+        // of it through, the destination would no longer match the (restored) source.
+        const original = await overwrite(m.src, batch * CHUNKS_PER_BATCH * MiB, CHUNKS_PER_BATCH * MiB);
+        await c.signal(stale, "SIGCONT");
+        // The stale mover learns it lost the batch either from the fence (FENCED) or, if the
+        // migration ended meanwhile, from the terminal event; either way it must not write.
+        await untilLog(c, stale, /FENCED|migration ended while its batch was moving/, 30_000);
+        await original.restore();
+      } finally {
+        await c.signal(stale, "SIGCONT");
+      }
+      await waitEnd(c.nats, m.id);
+      const out = await verifyMigration(c, m.id, [m]);
+      const staleOks = c.dataProxy.frames.filter(
+        (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.conn === hit.conn,
+      );
+      expect(staleOks, "the stale session never completed its batch").toHaveLength(0);
+      const refused = c.dataProxy.frames.filter(
+        (f) => f.migration === m.id && f.dir === "down" && f.code === "FENCED",
+      ).length;
+      Object.assign(figures, {
+        batch,
+        extraTransfers: out.extraTransfers,
+        fencedSessions: refused,
+        staleLearnedBy: c.logLines(stale, /FENCED/).length > 0 ? "FENCED" : "terminal event",
+      });
+    },
+  );
 });
 
 /** Fills [offset, offset+length) of a file with 0xA5 and returns how to put the original back. */

@@ -45,7 +45,10 @@ describe("cross-site migration between two federated sites", () => {
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "dwcp-xsite-test-"));
-    fs = await startFederatedStack({ dataDir, sites: { east: ["e1"], west: ["w1"] }, healthIntervalMs: 0 }, quiet("warn"));
+    fs = await startFederatedStack(
+      { dataDir, sites: { east: ["e1"], west: ["w1"] }, healthIntervalMs: 0 },
+      quiet("warn"),
+    );
   });
 
   afterAll(async () => {
@@ -56,7 +59,11 @@ describe("cross-site migration between two federated sites", () => {
   it("completes byte-identical, owned by the source site, visible at both sites, and the VM moves to the destination site", async () => {
     const east = fs.stack("east");
     const west = fs.stack("west");
-    const disk = await makeImage(east, "e1", "vms/web-1/disk.img", { sizeBytes: 24 * MiB + 4_321, zeroFraction: 0.6, seed: 11 });
+    const disk = await makeImage(east, "e1", "vms/web-1/disk.img", {
+      sizeBytes: 24 * MiB + 4_321,
+      zeroFraction: 0.6,
+      seed: 11,
+    });
     const mem = await makeImage(east, "e1", "vms/web-1/mem.img", { sizeBytes: 8 * MiB, zeroFraction: 0.3, seed: 12 });
     const labels = { app: "web", tier: "front" };
     await fs.fed.site("east").placeVm("web-1", { host: "e1", labels });
@@ -65,7 +72,13 @@ describe("cross-site migration between two federated sites", () => {
     // The command goes to the source host's site; its coordinator owns the migration.
     const command = buildStart({
       vm: "web-1",
-      source: { host: "e1", volumes: [{ path: "vms/web-1/disk.img", kind: "disk" }, { path: "vms/web-1/mem.img", kind: "memory" }] },
+      source: {
+        host: "e1",
+        volumes: [
+          { path: "vms/web-1/disk.img", kind: "disk" },
+          { path: "vms/web-1/mem.img", kind: "memory" },
+        ],
+      },
       destination: { host: "w1", dir: "incoming/web-1" },
       options: { chunkSizeBytes: 1 * MiB, batchSizeBytes: 4 * MiB },
     });
@@ -74,7 +87,10 @@ describe("cross-site migration between two federated sites", () => {
     const id = r.migrationId;
 
     // Byte-identical at the other site's host.
-    for (const [src, name] of [[disk, "disk.img"], [mem, "mem.img"]] as const) {
+    for (const [src, name] of [
+      [disk, "disk.img"],
+      [mem, "mem.img"],
+    ] as const) {
       expect(await sha256File(join(west.root("w1"), "incoming/web-1", name)), name).toBe(await sha256File(src));
     }
 
@@ -82,7 +98,11 @@ describe("cross-site migration between two federated sites", () => {
     // mirror; west's own log and command stream never saw the migration (only the owner writes).
     const owned = await eventsOf(east, id);
     expect(owned.at(-1)?.event.type).toBe("MigrationCompleted");
-    await expect.poll(async () => (await readMirroredMigration(west.nats.js, west.nats.jsm, id))?.events.length, { timeout: 10_000 }).toBe(owned.length);
+    await expect
+      .poll(async () => (await readMirroredMigration(west.nats.js, west.nats.jsm, id))?.events.length, {
+        timeout: 10_000,
+      })
+      .toBe(owned.length);
     const mirrored = await readMirroredMigration(west.nats.js, west.nats.jsm, id);
     expect(mirrored?.site).toBe("east");
     expect(mirrored?.events).toEqual(owned);
@@ -102,14 +122,26 @@ describe("cross-site migration between two federated sites", () => {
     // Placement: web-1 runs at west on w1, by this migration, in every site's view.
     for (const s of ["east", "west"]) {
       await fs.fed.site(s).waitFor((v) => v.vms["web-1"]?.site === "west", 15_000, `web-1 at west, seen from ${s}`);
-      expect(fs.fed.site(s).view.vms["web-1"]).toMatchObject({ status: "placed", site: "west", host: "w1", migrationId: id, labels, by: "east" });
+      expect(fs.fed.site(s).view.vms["web-1"]).toMatchObject({
+        status: "placed",
+        site: "west",
+        host: "w1",
+        migrationId: id,
+        labels,
+        by: "east",
+      });
     }
     const completedAt = owned.at(-1)!.event.at;
     const moves = (await fedLog(fs, "east")).filter((e) => e.type === "VmMoved");
-    expect(moves).toEqual([expect.objectContaining({ vm: "web-1", from: "east", to: "west", host: "w1", migrationId: id, at: completedAt })]);
+    expect(moves).toEqual([
+      expect.objectContaining({ vm: "web-1", from: "east", to: "west", host: "w1", migrationId: id, at: completedAt }),
+    ]);
 
     // A restarted recorder replays the log and records nothing twice.
-    const again = new Site({ site: "east", natsUrl: east.url, peers: ["west"], healthIntervalMs: 0, migrations: true }, { log: quiet("warn") });
+    const again = new Site(
+      { site: "east", natsUrl: east.url, peers: ["west"], healthIntervalMs: 0, migrations: true },
+      { log: quiet("warn") },
+    );
     try {
       await again.start({ join: false });
       await new Promise((r) => setTimeout(r, 500));
@@ -122,7 +154,11 @@ describe("cross-site migration between two federated sites", () => {
   it("a migration sent to the destination's site is refused: the source host's site owns it", async () => {
     const west = fs.stack("west");
     await makeImage(fs.stack("east"), "e1", "vms/web-2/disk.img", { sizeBytes: 1 * MiB, seed: 14 });
-    const command = buildStart({ vm: "web-2", source: { host: "e1", volumes: [{ path: "vms/web-2/disk.img", kind: "disk" }] }, destination: { host: "w1", dir: "incoming/web-2" } });
+    const command = buildStart({
+      vm: "web-2",
+      source: { host: "e1", volumes: [{ path: "vms/web-2/disk.img", kind: "disk" }] },
+      destination: { host: "w1", dir: "incoming/web-2" },
+    });
     const r = await runMigration(west.nats, command, { timeoutMs: 30_000 });
     expect(r).toMatchObject({ state: "rejected", reason: "UNKNOWN_HOST" });
     expect(r.message).toContain("belongs to site east");
@@ -132,7 +168,11 @@ describe("cross-site migration between two federated sites", () => {
     const west = fs.stack("west");
     await makeImage(west, "w1", "vms/db-1/disk.img", { sizeBytes: 2 * MiB, seed: 13 });
     const before = (await fedLog(fs, "west")).length;
-    const command = buildStart({ vm: "db-1", source: { host: "w1", volumes: [{ path: "vms/db-1/disk.img", kind: "disk" }] }, destination: { host: "w1", dir: "moved/db-1" } });
+    const command = buildStart({
+      vm: "db-1",
+      source: { host: "w1", volumes: [{ path: "vms/db-1/disk.img", kind: "disk" }] },
+      destination: { host: "w1", dir: "moved/db-1" },
+    });
     expect(await runMigration(west.nats, command, { timeoutMs: 60_000 })).toMatchObject({ state: "completed" });
     await new Promise((r) => setTimeout(r, 500));
     expect((await fedLog(fs, "west")).length).toBe(before);

@@ -10,7 +10,13 @@ import { Site } from "../../services/federation/src/app/site.js";
 import { federationStatus, type StatusReport } from "../../services/federation/src/app/status.js";
 import { fold } from "../../services/federation/src/domain/evolve.js";
 import { canonicalJson, claimWins, type FederationView } from "../../services/federation/src/domain/state.js";
-import { decodeAppend, fedNames, mirroredPeers, readStream, viewStreams } from "../../services/federation/src/infra/fed-streams.js";
+import {
+  decodeAppend,
+  fedNames,
+  mirroredPeers,
+  readStream,
+  viewStreams,
+} from "../../services/federation/src/infra/fed-streams.js";
 
 const quiet = (level: string) => pino({ name: "dwcp", level: process.env["DWCP_LOG_LEVEL"] ?? level });
 
@@ -33,11 +39,17 @@ function lastSeqs(written: readonly FederationEvent[]): Map<string, number> {
   return out;
 }
 
-const holdsAll = (expected: Map<string, number>) => (view: FederationView): boolean =>
-  [...expected].every(([site, seq]) => (view.sites[site]?.lastSeq ?? 0) >= seq);
+const holdsAll =
+  (expected: Map<string, number>) =>
+  (view: FederationView): boolean =>
+    [...expected].every(([site, seq]) => (view.sites[site]?.lastSeq ?? 0) >= seq);
 
 /** Waits (on view changes, no polling) until every site has folded every written event. */
-async function converge(sites: readonly Site[], written: readonly FederationEvent[], timeoutMs = 20_000): Promise<void> {
+async function converge(
+  sites: readonly Site[],
+  written: readonly FederationEvent[],
+  timeoutMs = 20_000,
+): Promise<void> {
   const expected = lastSeqs(written);
   await Promise.all(sites.map((s) => s.waitFor(holdsAll(expected), timeoutMs, "all written events")));
 }
@@ -64,7 +76,8 @@ async function storedAt(url: string): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
     for (const stream of viewStreams(self, await mirroredPeers(jsm))) {
       await readStream(js, jsm, stream, 1, (m) => {
-        for (const e of decodeAppend(m.data) ?? []) counts.set(`${e.site}.${e.seq}`, (counts.get(`${e.site}.${e.seq}`) ?? 0) + 1);
+        for (const e of decodeAppend(m.data) ?? [])
+          counts.set(`${e.site}.${e.seq}`, (counts.get(`${e.site}.${e.seq}`) ?? 0) + 1);
       });
     }
     return counts;
@@ -82,30 +95,53 @@ async function expectConverged(fed: FederationHandle, written: readonly Federati
   for (const s of fed.sites) {
     const stored = await storedAt(s.url);
     expect([...stored.keys()].sort(), `events stored at ${s.id}`).toEqual(keys);
-    expect([...stored.values()].every((n) => n === 1), `no duplicates at ${s.id}`).toBe(true);
+    expect(
+      [...stored.values()].every((n) => n === 1),
+      `no duplicates at ${s.id}`,
+    ).toBe(true);
     for (const r of Object.values(s.site.view.sites)) expect(r.missing, `missing at ${s.id} from ${r.site}`).toBe(0);
   }
 }
 
 /** One random step at `site`: place a new VM, move or remove one of its own, or report health. */
-async function randomStep(site: Site, peers: readonly string[], next: () => number, name: string): Promise<FederationEvent[]> {
+async function randomStep(
+  site: Site,
+  peers: readonly string[],
+  next: () => number,
+  name: string,
+): Promise<FederationEvent[]> {
   const own = Object.values(site.view.vms).filter((v) => v.status === "placed" && v.site === site.id);
   const roll = next();
   const pick = own[Math.floor(next() * own.length)];
-  if (roll < 0.5 || pick === undefined) return site.placeVm(name, { host: `h${Math.floor(next() * 4)}`, labels: { n: name } });
+  if (roll < 0.5 || pick === undefined)
+    return site.placeVm(name, { host: `h${Math.floor(next() * 4)}`, labels: { n: name } });
   if (roll < 0.65) return site.removeVm(pick.vm);
-  if (roll < 0.8) return site.moveVm(pick.vm, peers[Math.floor(next() * peers.length)] ?? site.id, { migrationId: `mig-${name}` });
+  if (roll < 0.8)
+    return site.moveVm(pick.vm, peers[Math.floor(next() * peers.length)] ?? site.id, { migrationId: `mig-${name}` });
   return site.reportHealth(next() < 0.8 ? "healthy" : "degraded");
 }
 
 /** Writes `steps` random commands at each site, all sites at once; returns what was appended. */
-async function randomWrites(sites: readonly Site[], seed: number, steps: number, tag: string): Promise<FederationEvent[]> {
+async function randomWrites(
+  sites: readonly Site[],
+  seed: number,
+  steps: number,
+  tag: string,
+): Promise<FederationEvent[]> {
   const ids = sites.map((s) => s.id);
   const perSite = await Promise.all(
     sites.map(async (site, i) => {
       const next = rng(seed + i);
       const out: FederationEvent[] = [];
-      for (let k = 0; k < steps; k++) out.push(...(await randomStep(site, ids.filter((x) => x !== site.id), next, `${tag}-${site.id}-${k}`)));
+      for (let k = 0; k < steps; k++)
+        out.push(
+          ...(await randomStep(
+            site,
+            ids.filter((x) => x !== site.id),
+            next,
+            `${tag}-${site.id}-${k}`,
+          )),
+        );
       return out;
     }),
   );
@@ -120,7 +156,10 @@ describe("federation of three sites on loopback", () => {
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "dwcp-fed-test-"));
-    fed = await startFederation({ sites: ["east", "west", "north"], dataDir, healthIntervalMs: 0 }, { log: quiet("warn") });
+    fed = await startFederation(
+      { sites: ["east", "west", "north"], dataDir, healthIntervalMs: 0 },
+      { log: quiet("warn") },
+    );
     // start() appended each site's SiteJoined: take them from the sites' own logs.
     for (const s of fed.sites) written.push(...(await ownEvents(s.url, s.id)));
     expect(written.map((e) => e.type)).toEqual(["SiteJoined", "SiteJoined", "SiteJoined"]);
@@ -148,13 +187,18 @@ describe("federation of three sites on loopback", () => {
     const retried = fed.whenRefused("north", 2);
     const during: FederationEvent[] = [];
     // Both sides place the same VM while they cannot see each other: a real conflict.
-    during.push(...(await north.placeVm("contested", { host: "n1" })), ...(await east.placeVm("contested", { host: "e1" })));
+    during.push(
+      ...(await north.placeVm("contested", { host: "n1" })),
+      ...(await east.placeVm("contested", { host: "e1" })),
+    );
     during.push(...(await randomWrites([east, west, north], seed + 100, 30, "p")));
     await retried;
     // The partition is real: neither side has seen the other's partition-time writes.
     const northSeq = Math.max(...during.filter((e) => e.site === "north").map((e) => e.seq));
     expect(east.view.sites["north"]?.lastSeq ?? 0).toBeLessThan(northSeq);
-    expect(north.view.sites["east"]?.lastSeq ?? 0).toBeLessThan(Math.max(...during.filter((e) => e.site === "east").map((e) => e.seq)));
+    expect(north.view.sites["east"]?.lastSeq ?? 0).toBeLessThan(
+      Math.max(...during.filter((e) => e.site === "east").map((e) => e.seq)),
+    );
     expect(north.view.sites["north"]?.lastSeq).toBe(northSeq);
     written.push(...during);
 
@@ -164,10 +208,18 @@ describe("federation of three sites on loopback", () => {
 
     // Both sides accepted their placement; every site picked the same one by the documented rule
     // (later random steps may have moved or removed the VM since: the latest claim decides).
-    expect(during.filter((e) => e.type === "VmPlaced" && e.vm === "contested").map((e) => e.site).sort()).toEqual(["east", "north"]);
-    const claims = during.filter((e) => "vm" in e && e.vm === "contested").map((e) => ({ at: e.at, by: e.site, seq: e.seq }));
+    expect(
+      during
+        .filter((e) => e.type === "VmPlaced" && e.vm === "contested")
+        .map((e) => e.site)
+        .sort(),
+    ).toEqual(["east", "north"]);
+    const claims = during
+      .filter((e) => "vm" in e && e.vm === "contested")
+      .map((e) => ({ at: e.at, by: e.site, seq: e.seq }));
     const winner = claims.reduce((a, b) => (claimWins(a, b) ? a : b));
-    for (const s of [east, west, north]) expect(s.view.vms["contested"]).toMatchObject({ by: winner.by, seq: winner.seq });
+    for (const s of [east, west, north])
+      expect(s.view.vms["contested"]).toMatchObject({ by: winner.by, seq: winner.seq });
   });
 
   it("a second writer for a site loses the sequence race, re-reads the log and re-decides", async () => {
@@ -179,7 +231,10 @@ describe("federation of three sites on loopback", () => {
       const second = await intruder.placeVm("fenced-2");
       expect(second.map((e) => e.seq)).toEqual([first[0]!.seq + 1]);
       written.push(...first, ...second);
-      await converge(fed.sites.map((s) => s.site), written);
+      await converge(
+        fed.sites.map((s) => s.site),
+        written,
+      );
       await expectConverged(fed, written);
     } finally {
       await intruder.stop();

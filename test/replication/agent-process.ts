@@ -13,10 +13,14 @@ export interface AgentProcess {
 /** Starts the replication agent as a real process and resolves once it logs "listening". */
 export async function spawnAgent(root: string, secret: string, port = 0): Promise<AgentProcess> {
   const extra = process.env["DWCP_AGENT_NODE_ARGS"]?.split(" ").filter(Boolean) ?? []; // e.g. --cpu-prof
-  const child = spawn(process.execPath, [...extra, "--import", "tsx", ENTRY, "--root", root, "--listen", `127.0.0.1:${port}`], {
-    env: { ...process.env, DWCP_SECRET: secret },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child = spawn(
+    process.execPath,
+    [...extra, "--import", "tsx", ENTRY, "--root", root, "--listen", `127.0.0.1:${port}`],
+    {
+      env: { ...process.env, DWCP_SECRET: secret },
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   const lines = createInterface({ input: child.stdout });
   const listening = await new Promise<number>((resolvePort, reject) => {

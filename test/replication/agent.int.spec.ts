@@ -25,8 +25,14 @@ describe("replication agent over TCP", () => {
     await generateImage(disk, { sizeBytes: 12 * MiB, zeroFraction: 0.3, seed: 9 });
     agent = await spawnAgent(join(t.dir, "b"), SECRET);
     base = {
-      vm: "db", sources: [disk], sourceHost: "a", destinationHost: "b", storePath: join(t.dir, "b", ".dwcp-store"),
-      log: new ReplicationLog(t.nats), stateDir: join(t.dir, "a", ".dwcp-repl"), chunkSizeBytes: 256 * 1024,
+      vm: "db",
+      sources: [disk],
+      sourceHost: "a",
+      destinationHost: "b",
+      storePath: join(t.dir, "b", ".dwcp-store"),
+      log: new ReplicationLog(t.nats),
+      stateDir: join(t.dir, "a", ".dwcp-repl"),
+      chunkSizeBytes: 256 * 1024,
     };
   });
   afterAll(async () => {
@@ -42,7 +48,10 @@ describe("replication agent over TCP", () => {
 
     const link2 = await connectAgent({ host: "127.0.0.1", port: agent.port, secret: SECRET });
     let calls = 0;
-    const killing = { request: async (f: Buffer) => (++calls === 2 ? (await agent.kill("SIGKILL"), link2.request(f)) : link2.request(f)) };
+    const killing = {
+      request: async (f: Buffer) =>
+        ++calls === 2 ? (await agent.kill("SIGKILL"), link2.request(f)) : link2.request(f),
+    };
     await expect(syncOnce({ ...base, transport: killing })).rejects.toThrow(/link/);
     const { state } = await base.log.read("db");
     expect(state.snapshots.map((s) => s.snapshotId)).toEqual([first.snapshotId]);
@@ -54,7 +63,10 @@ describe("replication agent over TCP", () => {
     const next = await syncOnce({ ...base, transport: link3 });
     await link3.close();
     expect(next.parentId).toBe(first.snapshotId);
-    await restoreFromStore(pickSnapshot((await base.log.read("db")).state, {}), { vm: "db", toDir: join(t.dir, "next") });
+    await restoreFromStore(pickSnapshot((await base.log.read("db")).state, {}), {
+      vm: "db",
+      toDir: join(t.dir, "next"),
+    });
     expect(await sha256File(join(t.dir, "next", "disk.img"))).toBe(await sha256File(disk));
   });
 

@@ -20,13 +20,24 @@ describe("large backup files (digest and partitions on worker threads)", () => {
     const file = join(dir, "big.backup");
     const migrations = 40_000; // 5 events of ~400 bytes each: past 64 MiB
     const n = migrations * 5;
-    const w = await BackupWriter.create(file, { format: BACKUP_FORMAT, version: 1, createdAt: new Date().toISOString(), streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }] });
+    const w = await BackupWriter.create(file, {
+      format: BACKUP_FORMAT,
+      version: 1,
+      createdAt: new Date().toISOString(),
+      streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }],
+    });
     let seq = 0;
     for (let i = 0; i < migrations; i++) {
       const id = `m${i}`;
       for (const e of [requested(id, "vm"), planned(id), transferred(id, 0), transferred(id, 1), completed(id)]) {
         seq++;
-        await w.message({ stream: EVT_STREAM, seq, ts: String(1_764_115_200_000_000_000n + BigInt(seq)), subject: `dwcp.evt.migration.${id}`, ...encodePayload(Buffer.from(JSON.stringify(e))) });
+        await w.message({
+          stream: EVT_STREAM,
+          seq,
+          ts: String(1_764_115_200_000_000_000n + BigInt(seq)),
+          subject: `dwcp.evt.migration.${id}`,
+          ...encodePayload(Buffer.from(JSON.stringify(e))),
+        });
       }
     }
     await w.commit();
@@ -39,7 +50,9 @@ describe("large backup files (digest and partitions on worker threads)", () => {
     // A bound cuts every partition at the same record.
     const cut = await replayBackup(file, { untilSeq: n / 2 + 3 }, 3);
     expect(cut).toEqual(await replayBackup(file, { untilSeq: n / 2 + 3 }, 1));
-    expect(cut.migrations.filter((m) => m.status !== "completed").map((m) => [m.id, m.status])).toEqual([[`m${migrations / 2}`, "running"]]);
+    expect(cut.migrations.filter((m) => m.status !== "completed").map((m) => [m.id, m.status])).toEqual([
+      [`m${migrations / 2}`, "running"],
+    ]);
 
     const altered = Buffer.from(good);
     const at = altered.indexOf('"at":"20', altered.length >> 1);
@@ -52,10 +65,19 @@ describe("large backup files (digest and partitions on worker threads)", () => {
     // A line only one partition parses, broken: the worker's (1) or this thread's (0) names it.
     const lines = good.toString("utf8").split("\n");
     for (const owner of [1, 0]) {
-      const k = lines.findIndex((l, i) => i > lines.length / 2 && l.includes('"subject":"dwcp.evt.migration.') && partitionOf(/"subject":"([^"]+)"/.exec(l)?.[1] ?? "", 2) === owner);
+      const k = lines.findIndex(
+        (l, i) =>
+          i > lines.length / 2 &&
+          l.includes('"subject":"dwcp.evt.migration.') &&
+          partitionOf(/"subject":"([^"]+)"/.exec(l)?.[1] ?? "", 2) === owner,
+      );
       const broken = lines.with(k, `${lines[k]?.slice(0, -1)},}`);
       writeFileSync(join(dir, "broken.backup"), broken.join("\n"));
-      await expect(replayBackup(join(dir, "broken.backup"), {}, 2), `owner ${owner}`).rejects.toMatchObject({ code: "BACKUP_CORRUPT", line: k + 1, detail: "not JSON" });
+      await expect(replayBackup(join(dir, "broken.backup"), {}, 2), `owner ${owner}`).rejects.toMatchObject({
+        code: "BACKUP_CORRUPT",
+        line: k + 1,
+        detail: "not JSON",
+      });
     }
   });
 });

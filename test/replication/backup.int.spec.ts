@@ -24,9 +24,26 @@ describe("backup and restore-log", () => {
 
   it("round-trips real migrations: the restored log folds to the same state, by time and sequence", async () => {
     await makeImage(a, "a", "vms/v1/disk.img", { sizeBytes: 6 * MiB + 777, zeroFraction: 0.5, seed: 11 });
-    const ok = await runMigration(a.nats, buildStart({ vm: "v1", source: { host: "a", volumes: [{ path: "vms/v1/disk.img", kind: "disk" }] }, destination: { host: "b", dir: "in/v1" }, options: { chunkSizeBytes: 1 * MiB, batchSizeBytes: 2 * MiB } }), { timeoutMs: 60_000 });
+    const ok = await runMigration(
+      a.nats,
+      buildStart({
+        vm: "v1",
+        source: { host: "a", volumes: [{ path: "vms/v1/disk.img", kind: "disk" }] },
+        destination: { host: "b", dir: "in/v1" },
+        options: { chunkSizeBytes: 1 * MiB, batchSizeBytes: 2 * MiB },
+      }),
+      { timeoutMs: 60_000 },
+    );
     expect(ok.state).toBe("completed");
-    const bad = await runMigration(a.nats, buildStart({ vm: "v2", source: { host: "a", volumes: [{ path: "vms/nope.img", kind: "disk" }] }, destination: { host: "b", dir: "in/v2" } }), { timeoutMs: 60_000 });
+    const bad = await runMigration(
+      a.nats,
+      buildStart({
+        vm: "v2",
+        source: { host: "a", volumes: [{ path: "vms/nope.img", kind: "disk" }] },
+        destination: { host: "b", dir: "in/v2" },
+      }),
+      { timeoutMs: 60_000 },
+    );
     expect(bad.state).toBe("rejected");
 
     const summary = await backupWith(a.nats, { out: file });
@@ -48,9 +65,15 @@ describe("backup and restore-log", () => {
     // does a backup of the restored log, whose positions come from restore-log's headers.
     const fileB = join(b.dir, "restored.backup");
     await backupWith(b.nats, { out: fileB });
-    for (const [f, partitions] of [[file, 1], [file, 3], [fileB, 2]] as const) {
+    for (const [f, partitions] of [
+      [file, 1],
+      [file, 3],
+      [fileB, 2],
+    ] as const) {
       expect(await replayBackup(f, {}, partitions), `${f} in ${partitions}`).toEqual(viewA);
-      expect(await replayBackup(f, { untilSeq: mid }, partitions), `${f} in ${partitions}`).toEqual(await replayWith(a.nats, { untilSeq: mid }));
+      expect(await replayBackup(f, { untilSeq: mid }, partitions), `${f} in ${partitions}`).toEqual(
+        await replayWith(a.nats, { untilSeq: mid }),
+      );
     }
 
     // A second import into the now non-empty stream is refused.

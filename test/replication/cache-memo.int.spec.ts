@@ -33,8 +33,14 @@ describe("the source's fingerprint cache kept in memory", () => {
     await mkdir(join(t.dir, "a"), { recursive: true });
     await generateImage(disk, { sizeBytes: 4 * MiB, zeroFraction: 0.1, seed: 11 });
     base = {
-      vm: "memo", sources: [disk], sourceHost: "a", destinationHost: "b", storePath: agent.store.dir,
-      log: new ReplicationLog(t.nats), stateDir: join(t.dir, "a", ".dwcp-repl"), chunkSizeBytes: 64 * 1024,
+      vm: "memo",
+      sources: [disk],
+      sourceHost: "a",
+      destinationHost: "b",
+      storePath: agent.store.dir,
+      log: new ReplicationLog(t.nats),
+      stateDir: join(t.dir, "a", ".dwcp-repl"),
+      chunkSizeBytes: 64 * 1024,
     };
   });
   afterAll(async () => t?.stop());

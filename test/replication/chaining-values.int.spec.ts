@@ -8,7 +8,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { strongHashSync } from "#native/index.js";
 import { DestinationAgent } from "../../services/replication/src/app/destination.js";
-import { decodeFrame, encodeFrame, type PutChunk, type Reply } from "../../services/replication/src/domain/store/frames.js";
+import {
+  decodeFrame,
+  encodeFrame,
+  type PutChunk,
+  type Reply,
+} from "../../services/replication/src/domain/store/frames.js";
 
 const PAGE = 4096;
 const LEN = 16 * PAGE;
@@ -16,18 +21,26 @@ const hex = (b: Uint8Array): string => strongHashSync(b).toString("hex");
 const page = (v: number): Buffer => Buffer.alloc(PAGE, v);
 
 /** A chunk of LEN bytes, page j filled with fill(j). */
-const chunk = (fill: (j: number) => number): Buffer => Buffer.concat(Array.from({ length: LEN / PAGE }, (_, j) => page(fill(j))));
+const chunk = (fill: (j: number) => number): Buffer =>
+  Buffer.concat(Array.from({ length: LEN / PAGE }, (_, j) => page(fill(j))));
 
 async function put(agent: DestinationAgent, chunks: Array<{ c: PutChunk; data: Buffer }>): Promise<Reply> {
   const payload = Buffer.concat(chunks.map((x) => x.data));
-  const reply = await agent.handle(encodeFrame({ kind: "put", version: 1, chunks: chunks.map((x) => x.c), codec: "none", rawLength: payload.length }, payload));
+  const reply = await agent.handle(
+    encodeFrame(
+      { kind: "put", version: 1, chunks: chunks.map((x) => x.c), codec: "none", rawLength: payload.length },
+      payload,
+    ),
+  );
   return decodeFrame<Reply>(reply).header;
 }
 
 /** The put of `next` against `base` as a source sends it: the listed pages, zero pages as flags. */
 function changed(base: string, next: Buffer, pages: number[]): { c: PutChunk; data: Buffer } {
   const zero = pages.filter((j) => next.subarray(j * PAGE, (j + 1) * PAGE).every((b) => b === 0));
-  const data = Buffer.concat(pages.filter((j) => !zero.includes(j)).map((j) => next.subarray(j * PAGE, (j + 1) * PAGE)));
+  const data = Buffer.concat(
+    pages.filter((j) => !zero.includes(j)).map((j) => next.subarray(j * PAGE, (j + 1) * PAGE)),
+  );
   return { c: { hash: hex(next), base, len: LEN, pages, zero, bytes: data.length }, data };
 }
 
@@ -41,7 +54,9 @@ describe("changed chunks checked from page chaining values", () => {
   it("stores versions as deltas of a keyframe without reading it, and each reads back whole", async () => {
     const agent = await DestinationAgent.open(join(dir, "a"));
     const v1 = chunk((j) => j + 1);
-    expect(await put(agent, [{ c: { hash: hex(v1), base: null, len: LEN, pages: null, zero: [], bytes: LEN }, data: v1 }])).toMatchObject({ outcomes: ["stored"] });
+    expect(
+      await put(agent, [{ c: { hash: hex(v1), base: null, len: LEN, pages: null, zero: [], bytes: LEN }, data: v1 }]),
+    ).toMatchObject({ outcomes: ["stored"] });
     await agent.store.flush(); // sealed, as after a commit
     // v2: two pages changed, one zeroed; v3 (base v2, itself a delta): one of them again, another.
     const v2 = chunk((j) => (j === 3 ? 90 : j === 5 ? 0 : j === 9 ? 91 : j + 1));
@@ -68,11 +83,20 @@ describe("changed chunks checked from page chaining values", () => {
     expect((await agent.store.get(hex(v2))).equals(v2)).toBe(true);
 
     const w1 = chunk((j) => j + 60);
-    expect(await put(agent, [{ c: { hash: hex(w1), base: null, len: LEN, pages: null, zero: [], bytes: LEN }, data: w1 }])).toMatchObject({ outcomes: ["stored"] });
+    expect(
+      await put(agent, [{ c: { hash: hex(w1), base: null, len: LEN, pages: null, zero: [], bytes: LEN }, data: w1 }]),
+    ).toMatchObject({ outcomes: ["stored"] });
     await agent.store.flush();
-    const lie = changed(hex(w1), chunk((j) => (j === 2 ? 7 : j + 60)), [2]);
+    const lie = changed(
+      hex(w1),
+      chunk((j) => (j === 2 ? 7 : j + 60)),
+      [2],
+    );
     lie.c.hash = hex(chunk((j) => (j === 2 ? 8 : j + 60))); // claims other bytes than it carries
-    expect(await put(agent, [lie])).toMatchObject({ outcomes: ["need-full"], reasons: ["rebuilt chunk does not match its BLAKE3"] });
+    expect(await put(agent, [lie])).toMatchObject({
+      outcomes: ["need-full"],
+      reasons: ["rebuilt chunk does not match its BLAKE3"],
+    });
     expect(agent.counters).toEqual({ fromChainingValues: 0, rebuilt: 2 });
     expect(agent.store.knows(lie.c.hash)).toBe(false);
     await agent.store.close();

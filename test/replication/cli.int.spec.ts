@@ -12,7 +12,9 @@ const MiB = 1024 * 1024;
 /** Runs a PITR command in-process and returns its exit code and the JSON it printed. */
 async function run(t: TestNats, ...argv: string[]): Promise<{ code: number; json: unknown }> {
   const lines: string[] = [];
-  const spy = vi.spyOn(process.stdout, "write").mockImplementation((s: string | Uint8Array) => (lines.push(String(s)), true));
+  const spy = vi
+    .spyOn(process.stdout, "write")
+    .mockImplementation((s: string | Uint8Array) => (lines.push(String(s)), true));
   try {
     const code = await runPitrCommand(argv[0] ?? "", [...argv.slice(1), "--nats", t.server.url, "--json"]);
     return { code: code ?? -1, json: JSON.parse(lines.join("").trim().split("\n").at(-1) ?? "null") };
@@ -32,9 +34,35 @@ describe("dwcp PITR commands", () => {
 
   it("replicate, snapshots, restore, replay, backup and restore-log work end to end", async () => {
     const dd = ["--data-dir", t.dir];
-    const s1 = await run(t, "replicate", "--vm", "v", "--from", "a:vms/d.img", "--to", "b:repl", "--chunk-size", "64K", ...dd);
+    const s1 = await run(
+      t,
+      "replicate",
+      "--vm",
+      "v",
+      "--from",
+      "a:vms/d.img",
+      "--to",
+      "b:repl",
+      "--chunk-size",
+      "64K",
+      ...dd,
+    );
     expect(s1).toMatchObject({ code: 0, json: { bytes: 3 * MiB + 10 } });
-    const s2 = await run(t, "replicate", "--vm", "v", "--from", "a:vms/d.img", "--to", "b:repl", "--chunk-size", "64K", "--keep", "1", ...dd);
+    const s2 = await run(
+      t,
+      "replicate",
+      "--vm",
+      "v",
+      "--from",
+      "a:vms/d.img",
+      "--to",
+      "b:repl",
+      "--chunk-size",
+      "64K",
+      "--keep",
+      "1",
+      ...dd,
+    );
     expect(s2.json).toMatchObject({ changedBytes: 0, pruned: [(s1.json as { snapshotId: string }).snapshotId] });
     const snaps = await run(t, "snapshots", "--vm", "v");
     expect((snaps.json as unknown[]).length).toBe(1);
@@ -42,17 +70,24 @@ describe("dwcp PITR commands", () => {
     expect(r.code).toBe(0);
     expect(await sha256File(join(t.dir, "hosts/b/out/d.img"))).toBe(await sha256File(join(t.dir, "hosts/a/vms/d.img")));
     const view = await run(t, "replay", "--until", new Date().toISOString(), "--vm", "v");
-    expect(view.json).toMatchObject({ events: 3, replications: [{ vm: "v", pruned: [(s1.json as { snapshotId: string }).snapshotId] }] });
+    expect(view.json).toMatchObject({
+      events: 3,
+      replications: [{ vm: "v", pruned: [(s1.json as { snapshotId: string }).snapshotId] }],
+    });
     const b = await run(t, "backup", "--out", join(t.dir, "log.backup"));
     expect(b.json).toMatchObject({ messages: 3 });
     const fromFile = await run(t, "replay", "--backup", join(t.dir, "log.backup"));
-    expect((fromFile.json as { replications: unknown[] }).replications).toEqual((view.json as { replications: unknown[] }).replications);
+    expect((fromFile.json as { replications: unknown[] }).replications).toEqual(
+      (view.json as { replications: unknown[] }).replications,
+    );
   });
 
   it("says what is wrong with the flags", async () => {
     await expect(run(t, "replay")).rejects.toBeInstanceOf(UsageError);
     await expect(run(t, "restore", "--vm", "v", "--to", "b:x")).rejects.toThrow(/--at TIME or --snapshot ID/);
-    await expect(run(t, "replicate", "--vm", "v", "--from", "a:d", "--to", "b:x", "--keep", "1", "--keep-for", "1h")).rejects.toThrow(/one of --keep/);
+    await expect(
+      run(t, "replicate", "--vm", "v", "--from", "a:d", "--to", "b:x", "--keep", "1", "--keep-for", "1h"),
+    ).rejects.toThrow(/one of --keep/);
     expect(runPitrCommand("status", [])).toBeUndefined();
   });
 });

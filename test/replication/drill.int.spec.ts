@@ -16,15 +16,32 @@ describe("disaster-recovery drill", () => {
 
   it("after kill -9 of the primary, the DR site restores the last committed snapshot from the store and the backed-up log", async () => {
     const disk = await makeImage(stack, "a", "vms/app/disk.img", { sizeBytes: 8 * MiB, zeroFraction: 0.5, seed: 21 });
-    const m = await runMigration(stack.nats, buildStart({ vm: "app", source: { host: "a", volumes: [{ path: "vms/app/disk.img", kind: "disk" }] }, destination: { host: "b", dir: "in/app" }, options: { chunkSizeBytes: 1 * MiB } }), { timeoutMs: 60_000 });
+    const m = await runMigration(
+      stack.nats,
+      buildStart({
+        vm: "app",
+        source: { host: "a", volumes: [{ path: "vms/app/disk.img", kind: "disk" }] },
+        destination: { host: "b", dir: "in/app" },
+        options: { chunkSizeBytes: 1 * MiB },
+      }),
+      { timeoutMs: 60_000 },
+    );
     expect(m.state).toBe("completed");
 
-    const pids = [stack.server.pid, ...stack.coordinators.map((c) => c.child.pid), ...[...stack.movers.values()].map((p) => p.child.pid)];
+    const pids = [
+      stack.server.pid,
+      ...stack.coordinators.map((c) => c.child.pid),
+      ...[...stack.movers.values()].map((p) => p.child.pid),
+    ];
     const report = await runDrill({
       primary: {
         nats: stack.nats,
         kill: async () => {
-          await Promise.all([stack.server.stop("SIGKILL"), ...stack.coordinators.map((c) => c.stop("SIGKILL")), ...[...stack.movers.values()].map((p) => p.stop("SIGKILL"))]);
+          await Promise.all([
+            stack.server.stop("SIGKILL"),
+            ...stack.coordinators.map((c) => c.stop("SIGKILL")),
+            ...[...stack.movers.values()].map((p) => p.stop("SIGKILL")),
+          ]);
         },
       },
       vm: "app",

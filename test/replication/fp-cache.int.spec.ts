@@ -10,8 +10,11 @@ describe("fingerprint cache", () => {
   const dir = mkdtempSync(join(tmpdir(), "dwcp-fp-cache-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const cache = {
-    snapshotId: "s1", chunkSizeBytes: 65536,
-    volumes: [{ name: "d.img", sizeBytes: 3 * 4096, chunks: ["a".repeat(64)], fingerprints: BigUint64Array.of(1n, 2n, 3n) }],
+    snapshotId: "s1",
+    chunkSizeBytes: 65536,
+    volumes: [
+      { name: "d.img", sizeBytes: 3 * 4096, chunks: ["a".repeat(64)], fingerprints: BigUint64Array.of(1n, 2n, 3n) },
+    ],
   };
 
   it("round-trips, and refuses a damaged or truncated file", async () => {

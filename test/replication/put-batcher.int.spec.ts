@@ -17,7 +17,12 @@ describe("PutBatcher", () => {
     const agent = await DestinationAgent.open(join(dir, "store"));
     const direct = inProcess(agent);
     // Replies come late, so a lane's send waits for a free slot while the others keep adding.
-    const slow: Transport = { request: async (f) => { await new Promise<void>((r) => setTimeout(r, 5)); return direct.request(f); } };
+    const slow: Transport = {
+      request: async (f) => {
+        await new Promise<void>((r) => setTimeout(r, 5));
+        return direct.request(f);
+      },
+    };
     const batcher = new PutBatcher(new CountingLink(slow), { batchBytes: 1 << 20, inflight: 1 });
     const CHUNK = 300 * 1024; // does not divide the batch: a lane finds it full and waits for a send
     const hashes: string[] = [];
@@ -26,7 +31,14 @@ describe("PutBatcher", () => {
         const bytes = randomBytes(CHUNK);
         const hash = (await strongHash(bytes)).toString("hex");
         hashes.push(hash);
-        await batcher.add({ hash, base: null, bytes, pages: null, zeroMap: zeroPages(bytes), reread: () => Promise.resolve(bytes) });
+        await batcher.add({
+          hash,
+          base: null,
+          bytes,
+          pages: null,
+          zeroMap: zeroPages(bytes),
+          reread: () => Promise.resolve(bytes),
+        });
       }
     };
     await Promise.all([lane(13), lane(11), lane(9)]);

@@ -53,8 +53,14 @@ describe("snapshots, restore and retention", () => {
     await generateImage(disk, { sizeBytes: 8 * MiB + 5_000, zeroFraction: 0.6, seed: 5 });
     await generateImage(mem, { sizeBytes: 2 * MiB, zeroFraction: 0.2, seed: 6 });
     base = {
-      vm: "web", sources: [disk, mem], sourceHost: "a", destinationHost: "b", storePath: agent.store.dir,
-      log: new ReplicationLog(t.nats), stateDir: join(t.dir, "a", ".dwcp-repl"), chunkSizeBytes: 256 * KiB,
+      vm: "web",
+      sources: [disk, mem],
+      sourceHost: "a",
+      destinationHost: "b",
+      storePath: agent.store.dir,
+      log: new ReplicationLog(t.nats),
+      stateDir: join(t.dir, "a", ".dwcp-repl"),
+      chunkSizeBytes: 256 * KiB,
     };
   });
   afterAll(async () => t?.stop());
@@ -63,7 +69,13 @@ describe("snapshots, restore and retention", () => {
     const copies: Array<{ at: Date; id: string; disk: string; mem: string; wire: number }> = [];
     const snap = async (i: number) => {
       const r = await syncOnce({ ...base, transport: inProcess(agent) });
-      const c = { at: await markTime(), id: r.snapshotId, disk: join(t.dir, `disk.t${i}`), mem: join(t.dir, `mem.t${i}`), wire: r.wireBytes };
+      const c = {
+        at: await markTime(),
+        id: r.snapshotId,
+        disk: join(t.dir, `disk.t${i}`),
+        mem: join(t.dir, `mem.t${i}`),
+        wire: r.wireBytes,
+      };
       await copyFile(disk, c.disk);
       await copyFile(mem, c.mem);
       copies.push(c);
@@ -86,7 +98,10 @@ describe("snapshots, restore and retention", () => {
 
     for (const [i, c] of copies.entries()) {
       const out = join(t.dir, `restore-${i}`);
-      const r = await restoreFromStore(pickSnapshot((await base.log.read("web")).state, { at: c.at }), { vm: "web", toDir: out });
+      const r = await restoreFromStore(pickSnapshot((await base.log.read("web")).state, { at: c.at }), {
+        vm: "web",
+        toDir: out,
+      });
       expect(r.snapshotId).toBe(c.id);
       expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(c.disk));
       expect(await sha256File(join(out, "mem.img"))).toBe(await sha256File(c.mem));
@@ -103,14 +118,26 @@ describe("snapshots, restore and retention", () => {
     for (const h of referencedChunks(kept)) expect(await agent.store.has(h), h).toBe(true);
     expect(() => pickSnapshot(state, { at: copies[0]?.at ?? new Date(0) })).toThrow(SnapshotNotFoundError);
     for (const i of [1, 2]) {
-      const r = await restoreFromStore(pickSnapshot(state, { snapshotId: copies[i]?.id ?? "" }), { vm: "web", toDir: join(t.dir, `again-${i}`) });
+      const r = await restoreFromStore(pickSnapshot(state, { snapshotId: copies[i]?.id ?? "" }), {
+        vm: "web",
+        toDir: join(t.dir, `again-${i}`),
+      });
       expect(await sha256File(r.files[0]?.path ?? "")).toBe(await sha256File(copies[i]?.disk ?? ""));
     }
     // keep 1: T2 goes too; the range T3 zeroed is referenced by nothing now and is deleted.
-    const ret1 = await applyRetention({ log: base.log, store: agent.store, vm: "web", policy: { keep: 1 }, graceMs: 0 });
+    const ret1 = await applyRetention({
+      log: base.log,
+      store: agent.store,
+      vm: "web",
+      policy: { keep: 1 },
+      graceMs: 0,
+    });
     expect(ret1.pruned).toEqual([copies[1]?.id]);
     expect(ret1.chunksDeleted).toBeGreaterThan(0);
-    const last = await restoreFromStore(pickSnapshot((await base.log.read("web")).state, {}), { vm: "web", toDir: join(t.dir, "last") });
+    const last = await restoreFromStore(pickSnapshot((await base.log.read("web")).state, {}), {
+      vm: "web",
+      toDir: join(t.dir, "last"),
+    });
     expect(await sha256File(last.files[0]?.path ?? "")).toBe(await sha256File(copies[2]?.disk ?? ""));
     expect(await sha256File(last.files[1]?.path ?? "")).toBe(await sha256File(copies[2]?.mem ?? ""));
   });
@@ -119,7 +146,9 @@ describe("snapshots, restore and retention", () => {
     const before = (await base.log.read("web")).state.snapshots.at(-1);
     await scatter(disk, 200, 3);
     let calls = 0;
-    const dying: Transport = { request: (f) => (++calls > 1 ? Promise.reject(new Error("destination agent killed")) : agent.handle(f)) };
+    const dying: Transport = {
+      request: (f) => (++calls > 1 ? Promise.reject(new Error("destination agent killed")) : agent.handle(f)),
+    };
     await expect(syncOnce({ ...base, transport: dying })).rejects.toThrow("killed");
     const { state } = await base.log.read("web");
     expect(state.snapshots.at(-1)?.snapshotId).toBe(before?.snapshotId);
@@ -167,11 +196,17 @@ describe("snapshots, restore and retention", () => {
     await fh.close();
     await syncOnce({ ...base, vm: "direct", sources: [vm], transport: inProcess(agent) });
     const out = join(t.dir, "direct-out");
-    const r = await restoreFromStore(pickSnapshot((await base.log.read("direct")).state, {}), { vm: "direct", toDir: out });
+    const r = await restoreFromStore(pickSnapshot((await base.log.read("direct")).state, {}), {
+      vm: "direct",
+      toDir: out,
+    });
     expect(await sha256File(join(out, "direct.img"))).toBe(await sha256File(vm));
     expect((await stat(join(out, "direct.img"))).size).toBe(6 * MiB + 777);
-    expect(await allocatedBytes(join(out, "direct.img")), "the zero MiB stays a hole").toBeLessThanOrEqual(5 * MiB + 4096);
-    const direct = zeroCopy.available && (await statfs(out)).type !== TMPFS_MAGIC && process.env["DWCP_DIRECT_IO"] !== "off";
+    expect(await allocatedBytes(join(out, "direct.img")), "the zero MiB stays a hole").toBeLessThanOrEqual(
+      5 * MiB + 4096,
+    );
+    const direct =
+      zeroCopy.available && (await statfs(out)).type !== TMPFS_MAGIC && process.env["DWCP_DIRECT_IO"] !== "off";
     expect(r.directBytes).toBe(direct ? 5 * MiB : 0);
   });
 });

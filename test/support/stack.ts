@@ -36,11 +36,19 @@ export async function eventsOf(stack: Stack, id: string): Promise<StoredEvent[]>
 }
 
 /** Resolves with the first event of `id` that matches, following the log live. */
-export async function waitForEvent(stack: Stack, id: string, match: (e: StoredEvent) => boolean, timeoutMs = 60_000): Promise<StoredEvent> {
+export async function waitForEvent(
+  stack: Stack,
+  id: string,
+  match: (e: StoredEvent) => boolean,
+  timeoutMs = 60_000,
+): Promise<StoredEvent> {
   const store = new EventStore(stack.nats.js, stack.nats.jsm);
   let found!: (e: StoredEvent) => void;
   const result = new Promise<StoredEvent>((r) => (found = r));
-  const tail = await store.tail({ filter: `dwcp.evt.migration.${id}`, onEvent: (e) => (match(e) ? found(e) : undefined) });
+  const tail = await store.tail({
+    filter: `dwcp.evt.migration.${id}`,
+    onEvent: (e) => (match(e) ? found(e) : undefined),
+  });
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no matching event for ${id} within ${timeoutMs} ms`)), timeoutMs);

@@ -16,7 +16,10 @@ export type CoordinatorConfig = z.infer<typeof CoordinatorConfig>;
 
 const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v));
 
-export function coordinatorConfig(flags: { nats?: string; replicas?: string }, env = process.env): Readonly<CoordinatorConfig> {
+export function coordinatorConfig(
+  flags: { nats?: string; replicas?: string },
+  env = process.env,
+): Readonly<CoordinatorConfig> {
   return loadConfig(CoordinatorConfig, {
     natsUrl: flags.nats ?? natsUrlFromEnv(),
     replicas: num(flags.replicas ?? env["DWCP_REPLICAS"]) ?? 1,

@@ -19,7 +19,12 @@ const SiteConfig = z.object({
   /** Attempts per command when appends race or time out (the first one included). Default 3. */
   appendAttempts: z.number().int().min(1).max(10).default(3),
   /** Bytes per message when a batch of events is appended; 0: one event per message. Default 64 KiB. */
-  maxAppendBytes: z.number().int().min(0).max(192 * 1024).default(64 * 1024),
+  maxAppendBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(192 * 1024)
+    .default(64 * 1024),
   /** How long an append waits for JetStream's acknowledgement. Default 10 000 ms. */
   appendTimeoutMs: z.number().int().min(100).default(10_000),
   endpoint: z.string().max(512).optional(),
@@ -40,7 +45,11 @@ const FederationConfig = z.object({
   /** A number of sites (named site1..siteN) or their ids. */
   sites: z.union([
     z.number().int().min(1).max(26),
-    z.array(SiteId).min(1).max(26).refine((ids) => new Set(ids).size === ids.length, { message: "site ids must be unique" }),
+    z
+      .array(SiteId)
+      .min(1)
+      .max(26)
+      .refine((ids) => new Set(ids).size === ids.length, { message: "site ids must be unique" }),
   ]),
   /** Where every server keeps its config, log and JetStream store (one subdirectory each). */
   dataDir: z.string().min(1),
@@ -56,7 +65,12 @@ const FederationConfig = z.object({
    */
   partitionable: z.boolean().default(true),
   /** Passed to every Site (see SiteConfig.maxAppendBytes). */
-  maxAppendBytes: z.number().int().min(0).max(192 * 1024).default(64 * 1024),
+  maxAppendBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(192 * 1024)
+    .default(64 * 1024),
   /**
    * Create every site's dwcp streams (R1) before the Sites start, and start the Sites with
    * `migrations: true`, for a federation whose sites run coordinators and movers. Default false.
@@ -66,7 +80,8 @@ const FederationConfig = z.object({
 export type FederationConfig = z.infer<typeof FederationConfig>;
 export type FederationConfigInput = z.input<typeof FederationConfig>;
 
-export const federationConfig = (input: FederationConfigInput): Readonly<FederationConfig> => loadConfig(FederationConfig, input);
+export const federationConfig = (input: FederationConfigInput): Readonly<FederationConfig> =>
+  loadConfig(FederationConfig, input);
 
 export const siteIds = (sites: number | readonly string[]): string[] =>
   typeof sites === "number" ? Array.from({ length: sites }, (_, i) => `site${i + 1}`) : [...sites];

@@ -1,11 +1,47 @@
 // The federation's public surface: what the CLI and the coordinator import.
-export { startFederation, LinksNotCuttableError, type FederationHandle, type FederationSite } from "./app/federation.js";
-export { federationStatus, buildReport, renderStatus, NotAFederationSiteError, SiteUnreachableError, type StatusReport, type SiteRow, type LinkStatus } from "./app/status.js";
-export { Site, FederationTimeoutError, SiteNotOpenError, type SiteDeps, type SiteSnapshot, type SiteLifecycle } from "./app/site.js";
-export { federationConfig, siteConfig, siteIds, DEFAULT_HEALTH_INTERVAL_MS, type FederationConfigInput, type SiteConfigInput } from "./config.js";
+export {
+  startFederation,
+  LinksNotCuttableError,
+  type FederationHandle,
+  type FederationSite,
+} from "./app/federation.js";
+export {
+  federationStatus,
+  buildReport,
+  renderStatus,
+  NotAFederationSiteError,
+  SiteUnreachableError,
+  type StatusReport,
+  type SiteRow,
+  type LinkStatus,
+} from "./app/status.js";
+export {
+  Site,
+  FederationTimeoutError,
+  SiteNotOpenError,
+  type SiteDeps,
+  type SiteSnapshot,
+  type SiteLifecycle,
+} from "./app/site.js";
+export {
+  federationConfig,
+  siteConfig,
+  siteIds,
+  DEFAULT_HEALTH_INTERVAL_MS,
+  type FederationConfigInput,
+  type SiteConfigInput,
+} from "./config.js";
 export type { FederationCommand } from "./domain/decide.js";
 export * from "./domain/errors.js";
-export { canonicalJson, placements, staleness, type FederationView, type SiteRecord, type VmRecord, type SiteFreshness } from "./domain/state.js";
+export {
+  canonicalJson,
+  placements,
+  staleness,
+  type FederationView,
+  type SiteRecord,
+  type VmRecord,
+  type SiteFreshness,
+} from "./domain/state.js";
 export { fedNames } from "./infra/fed-streams.js";
 export { RemoteMovers, type RemoteLookup, type RemoteMoversOptions } from "./infra/remote-movers.js";
 export { eventMirror, readMirroredMigration } from "./infra/migration-mirrors.js";

@@ -74,7 +74,11 @@ export class DestinationWriteError extends DwcpError {
 export class PathOutsideRootError extends DwcpError {
   readonly code = "PATH_OUTSIDE_ROOT";
   readonly retryable = false;
-  constructor(readonly path: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${JSON.stringify(path)} ${reason}`, options);
   }
 }
@@ -83,7 +87,10 @@ export class PathOutsideRootError extends DwcpError {
 export class PathNotFoundError extends DwcpError {
   readonly code = "PATH_NOT_FOUND";
   readonly retryable = false;
-  constructor(readonly path: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${JSON.stringify(path)} does not exist`, options);
   }
 }
@@ -97,7 +104,11 @@ export class TransferAbortedError extends DwcpError {
 /** The destination refused a batch for a reason that has no more specific class. */
 export class RemoteFailureError extends DwcpError {
   readonly retryable: boolean;
-  constructor(readonly code: FailureCode, message: string, retryable: boolean) {
+  constructor(
+    readonly code: FailureCode,
+    message: string,
+    retryable: boolean,
+  ) {
     super(message);
     this.retryable = retryable;
   }

@@ -21,5 +21,10 @@ export function agentConfig(flags: AgentFlags, env = process.env): Readonly<Agen
   const listen = flags.listen ?? env["DWCP_REPL_LISTEN"] ?? "127.0.0.1:0";
   const hp = parseHostPort(listen);
   if (!hp) throw new ConfigError([`--listen must be HOST:PORT, got "${listen}"`]);
-  return loadConfig(AgentConfig, { root: flags.root ?? env["DWCP_REPL_ROOT"] ?? "", listenHost: hp.host, listenPort: hp.port, secret: env["DWCP_SECRET"] ?? "" });
+  return loadConfig(AgentConfig, {
+    root: flags.root ?? env["DWCP_REPL_ROOT"] ?? "",
+    listenHost: hp.host,
+    listenPort: hp.port,
+    secret: env["DWCP_SECRET"] ?? "",
+  });
 }

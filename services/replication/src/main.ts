@@ -18,7 +18,11 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
     log,
     start: async () => {
       const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR));
-      const srv = await serve((f) => agent.handle(f), { host: cfg.listenHost, port: cfg.listenPort, secret: cfg.secret });
+      const srv = await serve((f) => agent.handle(f), {
+        host: cfg.listenHost,
+        port: cfg.listenPort,
+        secret: cfg.secret,
+      });
       close = () => srv.close();
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },

@@ -40,12 +40,28 @@ export class NatsCluster {
     const ports = await allocPorts(3 * size + size * (size - 1));
     const take = (): number => ports.pop() ?? 0;
     for (let i = 0; i < size; i++) {
-      c.nodes.push({ name: `n${i}`, port: take(), clusterPort: take(), httpPort: take(), conf: join(dir, `n${i}.conf`), log: join(dir, `n${i}.log`) });
+      c.nodes.push({
+        name: `n${i}`,
+        port: take(),
+        clusterPort: take(),
+        httpPort: take(),
+        conf: join(dir, `n${i}.conf`),
+        log: join(dir, `n${i}.log`),
+      });
     }
     for (const [i, from] of c.nodes.entries()) {
       for (const [j, to] of c.nodes.entries()) {
         if (i === j) continue;
-        c.routes.set(`${i}>${j}`, await FaultProxy.start({ name: `route ${from.name}>${to.name}`, listenHost: "127.0.0.1", listenPort: take(), targetHost: "127.0.0.1", targetPort: to.clusterPort }));
+        c.routes.set(
+          `${i}>${j}`,
+          await FaultProxy.start({
+            name: `route ${from.name}>${to.name}`,
+            listenHost: "127.0.0.1",
+            listenPort: take(),
+            targetHost: "127.0.0.1",
+            targetPort: to.clusterPort,
+          }),
+        );
       }
     }
     for (let i = 0; i < size; i++) c.writeConfig(i);
@@ -125,11 +141,16 @@ export class NatsCluster {
       type Jsz = { meta_cluster?: { leader?: string; replicas?: Array<{ current?: boolean; offline?: boolean }> } };
       try {
         // Only the meta leader lists its peers.
-        const any = await this.monitor<Jsz>(this.nodes.findIndex((_, k) => this.isUp(k)), "jsz");
+        const any = await this.monitor<Jsz>(
+          this.nodes.findIndex((_, k) => this.isUp(k)),
+          "jsz",
+        );
         const leader = this.indexOf(any.meta_cluster?.leader);
-        const meta = leader >= 0 && this.isUp(leader) ? (await this.monitor<Jsz>(leader, "jsz")).meta_cluster : undefined;
+        const meta =
+          leader >= 0 && this.isUp(leader) ? (await this.monitor<Jsz>(leader, "jsz")).meta_cluster : undefined;
         const current = (meta?.replicas ?? []).filter((r) => r.current === true && r.offline !== true).length;
-        if (meta?.leader && current >= this.nodes.filter((_, k) => this.isUp(k)).length - 1) return Date.now() - started;
+        if (meta?.leader && current >= this.nodes.filter((_, k) => this.isUp(k)).length - 1)
+          return Date.now() - started;
         last = `leader ${meta?.leader ?? "none"}, ${current} current peers`;
       } catch (err) {
         last = (err as Error).message;
@@ -201,7 +222,12 @@ ${routes.join("\n")}
  * There is no event for "the cluster has settled", so this polls the API with a deadline.
  */
 /** Whether `name` leads `stream` or is a current replica of it within `timeoutMs` (polled). */
-export async function waitCurrent(jsm: JetStreamManager, stream: string, name: string, timeoutMs: number): Promise<boolean> {
+export async function waitCurrent(
+  jsm: JetStreamManager,
+  stream: string,
+  name: string,
+  timeoutMs: number,
+): Promise<boolean> {
   const started = Date.now();
   for (;;) {
     const info = await jsm.streams.info(stream).catch(() => undefined);
@@ -212,7 +238,12 @@ export async function waitCurrent(jsm: JetStreamManager, stream: string, name: s
   }
 }
 
-export async function waitHealthy(jsm: JetStreamManager, streams: string[], timeoutMs = 60_000, replicas = 3): Promise<number> {
+export async function waitHealthy(
+  jsm: JetStreamManager,
+  streams: string[],
+  timeoutMs = 60_000,
+  replicas = 3,
+): Promise<number> {
   const started = Date.now();
   let last = "";
   while (Date.now() - started < timeoutMs) {
@@ -244,6 +275,8 @@ export async function streamLeader(jsm: JetStreamManager, stream: string): Promi
 
 /** Asks the leader of a stream (or of a durable consumer) to step down; a new one is elected. */
 export async function stepDown(nc: NatsConnection, stream: string, consumer?: string): Promise<void> {
-  const subject = consumer ? `$JS.API.CONSUMER.LEADER.STEPDOWN.${stream}.${consumer}` : `$JS.API.STREAM.LEADER.STEPDOWN.${stream}`;
+  const subject = consumer
+    ? `$JS.API.CONSUMER.LEADER.STEPDOWN.${stream}.${consumer}`
+    : `$JS.API.STREAM.LEADER.STEPDOWN.${stream}`;
   await nc.request(subject, undefined, { timeout: 5_000 });
 }

@@ -12,10 +12,13 @@ export function setup(): () => void {
   // One seed for the whole run (workers inherit it); every scenario derives its own from it.
   process.env["DWCP_CHAOS_SEED"] ||= String(Math.floor(Math.random() * 2 ** 32));
   const s = serverInfo();
-  process.stderr.write(`chaos: nats-server ${s.version} (${s.bin}), DWCP_CHAOS_SEED=${process.env["DWCP_CHAOS_SEED"]}\n`);
+  process.stderr.write(
+    `chaos: nats-server ${s.version} (${s.bin}), DWCP_CHAOS_SEED=${process.env["DWCP_CHAOS_SEED"]}\n`,
+  );
   return () => {
     const { killed, unmounted } = sweep(id);
-    if (killed + unmounted > 0) process.stderr.write(`chaos: cleaned up ${killed} leftover processes and ${unmounted} mounts\n`);
+    if (killed + unmounted > 0)
+      process.stderr.write(`chaos: cleaned up ${killed} leftover processes and ${unmounted} mounts\n`);
     rmSync(ledgerPath(id), { force: true });
   };
 }

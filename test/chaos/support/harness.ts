@@ -74,7 +74,15 @@ export class Chaos {
       });
       await waitHealthy(c.nats.jsm, DWCP_STREAMS);
       [c.dataPort = 0] = await allocPorts(1, ["127.0.0.1", "127.0.0.2"]);
-      c.dataProxy = await FaultProxy.start({ name: "data b", listenHost: "127.0.0.1", listenPort: c.dataPort, targetHost: "127.0.0.2", targetPort: c.dataPort, sniff: true, rng });
+      c.dataProxy = await FaultProxy.start({
+        name: "data b",
+        listenHost: "127.0.0.1",
+        listenPort: c.dataPort,
+        targetHost: "127.0.0.2",
+        targetPort: c.dataPort,
+        sniff: true,
+        rng,
+      });
     } catch (err) {
       await c.stop();
       throw err;
@@ -101,15 +109,36 @@ export class Chaos {
   }
 
   async startCoordinator(name: string, nats = this.cluster.urls()): Promise<Service> {
-    const proc = spawnService(name, ["coordinator", "--nats", nats, "--replicas", "3"], this.log(name), this.serviceEnv());
+    const proc = spawnService(
+      name,
+      ["coordinator", "--nats", nats, "--replicas", "3"],
+      this.log(name),
+      this.serviceEnv(),
+    );
     return this.register({ name, kind: "coordinator", proc }, /"coordinator running"/);
   }
 
   /** Host b listens behind the data proxy; any other host on a free loopback port. */
   async startMover(name: string, host: string, o: MoverOptions = {}): Promise<Service> {
     mkdirSync(this.root(host), { recursive: true });
-    const listen = host === "b" ? ["--listen", `127.0.0.2:${this.dataPort}`, "--advertise", "127.0.0.1"] : ["--listen", "127.0.0.1:0"];
-    const args = ["mover", "--host", host, "--root", this.root(host), ...listen, "--nats", o.nats ?? this.cluster.urls(), "--replicas", "3", "--concurrency", String(o.concurrency ?? 2)];
+    const listen =
+      host === "b"
+        ? ["--listen", `127.0.0.2:${this.dataPort}`, "--advertise", "127.0.0.1"]
+        : ["--listen", "127.0.0.1:0"];
+    const args = [
+      "mover",
+      "--host",
+      host,
+      "--root",
+      this.root(host),
+      ...listen,
+      "--nats",
+      o.nats ?? this.cluster.urls(),
+      "--replicas",
+      "3",
+      "--concurrency",
+      String(o.concurrency ?? 2),
+    ];
     const proc = spawnService(name, args, this.log(name), this.serviceEnv());
     return this.register({ name, kind: "mover", host, proc }, /"mover running"/);
   }
@@ -130,7 +159,9 @@ export class Chaos {
   /** Count of log lines of a service that match (pino JSON: one object per line). */
   logLines(name: string, match: RegExp): string[] {
     try {
-      return readFileSync(this.log(name), "utf8").split("\n").filter((l) => match.test(l));
+      return readFileSync(this.log(name), "utf8")
+        .split("\n")
+        .filter((l) => match.test(l));
     } catch {
       return [];
     }
@@ -161,7 +192,8 @@ export class Chaos {
     const deadline = Date.now() + 30_000;
     const pid = `"pid":${s.proc.child.pid ?? -1},`;
     while (Date.now() < deadline) {
-      if (s.proc.child.exitCode !== null) throw new Error(`${s.name} exited (${s.proc.child.exitCode}):\n${tail(s.proc.logFile)}`);
+      if (s.proc.child.exitCode !== null)
+        throw new Error(`${s.name} exited (${s.proc.child.exitCode}):\n${tail(s.proc.logFile)}`);
       if (this.logLines(s.name, ready).some((l) => l.includes(pid))) return s;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -176,7 +208,8 @@ export async function retrying<T>(what: string, fn: () => Promise<T>, timeoutMs 
     try {
       return await fn();
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`could not ${what} within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
+      if (Date.now() > deadline)
+        throw new Error(`could not ${what} within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
       await new Promise((r) => setTimeout(r, 250));
     }
   }
@@ -195,7 +228,13 @@ const tail = (file: string): string => {
  * JetStream at connect time (a cluster that is still electing answers no API request).
  */
 export async function connectCluster(urls: string, name = "chaos-test"): Promise<Nats> {
-  const nc = await connect({ servers: urls.split(","), name, maxReconnectAttempts: -1, reconnectTimeWait: 100, timeout: 5_000 });
+  const nc = await connect({
+    servers: urls.split(","),
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 100,
+    timeout: 5_000,
+  });
   const jsm = await jetstreamManager(nc, { timeout: 5_000, checkAPI: false });
   const deadline = Date.now() + 30_000;
   // Polls: the meta leader's election has no event a client can wait for.

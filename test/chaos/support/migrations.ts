@@ -13,7 +13,11 @@ import { EVT_STREAM } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
 import { evolve, fold } from "../../../services/coordinator/src/domain/migration/evolve.js";
 import { batchRange } from "../../../services/coordinator/src/domain/migration/planner.js";
-import { initialMigration, isTerminal, type Migration } from "../../../services/coordinator/src/domain/migration/state.js";
+import {
+  initialMigration,
+  isTerminal,
+  type Migration,
+} from "../../../services/coordinator/src/domain/migration/state.js";
 import { retrying, type Chaos } from "./harness.js";
 
 export const MiB = 1024 * 1024;
@@ -43,7 +47,8 @@ export async function makeImage(c: Chaos, host: string, rel: string, spec: Chaos
   try {
     await fh.truncate(spec.sizeBytes);
     if (spec.dense) {
-      for (let off = 0; off < spec.sizeBytes; off += 4 * MiB) await data.write(fh, off, Math.min(4 * MiB, spec.sizeBytes - off));
+      for (let off = 0; off < spec.sizeBytes; off += 4 * MiB)
+        await data.write(fh, off, Math.min(4 * MiB, spec.sizeBytes - off));
     } else {
       const next = prng(seed);
       const target = Math.floor(spec.sizeBytes * (1 - (spec.zeroFraction ?? 0.9)));
@@ -93,7 +98,11 @@ export function command(m: MigrationInput): StartMigration {
     migrationId: m.id,
     source: { host: "a", volumes: m.sources.map((path) => ({ path, kind: "disk" as const })) },
     destination: { host: "b", dir: m.dir },
-    options: { chunkSizeBytes: m.chunkSizeBytes ?? MiB, batchSizeBytes: m.batchSizeBytes ?? 4 * MiB, bandwidthLimitBytesPerSec: m.bandwidthLimitBytesPerSec },
+    options: {
+      chunkSizeBytes: m.chunkSizeBytes ?? MiB,
+      batchSizeBytes: m.batchSizeBytes ?? 4 * MiB,
+      bandwidthLimitBytesPerSec: m.bandwidthLimitBytesPerSec,
+    },
   });
 }
 
@@ -115,10 +124,21 @@ const PULL_EXPIRES_MS = 2_000;
  * Follows one migration's events from its first, in order, until `onEvent` returns true or the
  * deadline passes (then rejects with `what`). No polling: events are pushed as they are stored.
  */
-export async function follow(nats: Nats, id: string, what: string, onEvent: (e: StoredEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
+export async function follow(
+  nats: Nats,
+  id: string,
+  what: string,
+  onEvent: (e: StoredEvent) => boolean,
+  timeoutMs = 90_000,
+): Promise<StoredEvent> {
   // Creating a consumer can time out while the cluster re-elects or still counts a cut-off node
   // as a placement candidate: retried (there is no event to wait for).
-  const consumer = await retrying("create a reader", () => nats.js.consumers.get(EVT_STREAM, { filter_subjects: `dwcp.evt.migration.${id}`, deliver_policy: DeliverPolicy.All }));
+  const consumer = await retrying("create a reader", () =>
+    nats.js.consumers.get(EVT_STREAM, {
+      filter_subjects: `dwcp.evt.migration.${id}`,
+      deliver_policy: DeliverPolicy.All,
+    }),
+  );
   const iter = await consumer.consume({ expires: PULL_EXPIRES_MS });
   const timer = setTimeout(() => iter.stop(new Error(`${id}: no ${what} within ${timeoutMs} ms`)), timeoutMs);
   try {
@@ -142,7 +162,13 @@ export async function eventsOf(nats: Nats, id: string): Promise<StoredEvent[]> {
 }
 
 /** Resolves with the first event of `id` that matches, whether already stored or still to come. */
-export async function waitEvent(nats: Nats, id: string, what: string, match: (e: MigrationEvent) => boolean, timeoutMs = 90_000): Promise<StoredEvent> {
+export async function waitEvent(
+  nats: Nats,
+  id: string,
+  what: string,
+  match: (e: MigrationEvent) => boolean,
+  timeoutMs = 90_000,
+): Promise<StoredEvent> {
   return follow(nats, id, what, (e) => match(e.event), timeoutMs);
 }
 
@@ -162,7 +188,8 @@ export function duplicateTransitions(events: StoredEvent[]): string[] {
     let key: string | undefined;
     if (e.type === "MigrationRequested" || e.type === "MigrationPlanned") key = e.type;
     else if (TERMINAL.has(e.type)) key = "terminal";
-    else if (e.type === "ChunkBatchTransferred" || e.type === "ChunkBatchRetried") key = `${e.type} b${e.batch} a${e.attempt}`;
+    else if (e.type === "ChunkBatchTransferred" || e.type === "ChunkBatchRetried")
+      key = `${e.type} b${e.batch} a${e.attempt}`;
     if (key !== undefined) seen.set(key, (seen.get(key) ?? 0) + 1);
   }
   return [...seen].filter(([, n]) => n > 1).map(([k, n]) => `${k} x${n}`);
@@ -182,11 +209,21 @@ export interface Outcome {
  * chunks are exactly the batch's planned chunks; the totals equal the plan; and every
  * destination file is byte-identical (sha256) to its source.
  */
-export async function verifyMigration(c: Chaos, id: string, files: Array<{ src: string; dst: string }>): Promise<Outcome> {
+export async function verifyMigration(
+  c: Chaos,
+  id: string,
+  files: Array<{ src: string; dst: string }>,
+): Promise<Outcome> {
   const events = await eventsOf(c.nats, id);
-  const state = fold(id, events.map((e) => e.event));
+  const state = fold(
+    id,
+    events.map((e) => e.event),
+  );
   expect(state.status, `${id}: ${state.reason ?? ""} ${state.message ?? ""}`).toBe("completed");
-  expect(events.filter((e) => TERMINAL.has(e.event.type)), "exactly one terminal event").toHaveLength(1);
+  expect(
+    events.filter((e) => TERMINAL.has(e.event.type)),
+    "exactly one terminal event",
+  ).toHaveLength(1);
   const plan = state.plan;
   if (plan === undefined) throw new Error(`${id} has no plan`);
   const effective = new Map<number, number[]>();
@@ -199,17 +236,29 @@ export async function verifyMigration(c: Chaos, id: string, files: Array<{ src: 
     transfers++;
     if (before !== "done" && m.batches[event.batch]?.status === "done") {
       expect(effective.has(event.batch), `batch ${event.batch} became done twice`).toBe(false);
-      effective.set(event.batch, event.chunks.map((ch) => ch.offset));
+      effective.set(
+        event.batch,
+        event.chunks.map((ch) => ch.offset),
+      );
     }
   }
   for (let b = 0; b < plan.batchCount; b++) {
     const range = batchRange(plan, b);
-    const want = Array.from({ length: range?.chunkCount ?? 0 }, (_, i) => ((range?.firstChunk ?? 0) + i) * plan.chunkSizeBytes);
+    const want = Array.from(
+      { length: range?.chunkCount ?? 0 },
+      (_, i) => ((range?.firstChunk ?? 0) + i) * plan.chunkSizeBytes,
+    );
     expect(effective.get(b), `batch ${b}: its planned chunks, each exactly once`).toEqual(want);
   }
   expect(state.totals).toMatchObject({ bytes: plan.totalBytes, chunks: plan.chunkCount, batches: plan.batchCount });
-  for (const f of files) expect(await sha256File(f.dst), `${f.dst} is byte-identical to ${f.src}`).toBe(await sha256File(f.src));
-  return { state, events, extraTransfers: transfers - plan.batchCount, retries: events.filter((e) => e.event.type === "ChunkBatchRetried").length };
+  for (const f of files)
+    expect(await sha256File(f.dst), `${f.dst} is byte-identical to ${f.src}`).toBe(await sha256File(f.src));
+  return {
+    state,
+    events,
+    extraTransfers: transfers - plan.batchCount,
+    retries: events.filter((e) => e.event.type === "ChunkBatchRetried").length,
+  };
 }
 
 export interface Started {
@@ -223,10 +272,26 @@ export interface Started {
  * 1 MiB chunks, 4 MiB batches, 4 MiB/s by default (the data is incompressible, see makeImage).
  * `dense`: no holes, so that it takes sizeBytes / rate.
  */
-export async function slowMigration(c: Chaos, name: string, seed: number, o: { sizeBytes?: number; rate?: number; batchSizeBytes?: number; dense?: boolean } = {}): Promise<Started> {
+export async function slowMigration(
+  c: Chaos,
+  name: string,
+  seed: number,
+  o: { sizeBytes?: number; rate?: number; batchSizeBytes?: number; dense?: boolean } = {},
+): Promise<Started> {
   const id = `${name}-${seed}`;
   const rel = `vms/${id}/disk.img`;
-  const src = await makeImage(c, "a", rel, { sizeBytes: o.sizeBytes ?? 16 * MiB, zeroFraction: 0.3, seed, dense: o.dense });
-  await startMigration(c.nats, { id, sources: [rel], dir: id, batchSizeBytes: o.batchSizeBytes, bandwidthLimitBytesPerSec: o.rate ?? 4 * MiB });
+  const src = await makeImage(c, "a", rel, {
+    sizeBytes: o.sizeBytes ?? 16 * MiB,
+    zeroFraction: 0.3,
+    seed,
+    dense: o.dense,
+  });
+  await startMigration(c.nats, {
+    id,
+    sources: [rel],
+    dir: id,
+    batchSizeBytes: o.batchSizeBytes,
+    bandwidthLimitBytesPerSec: o.rate ?? 4 * MiB,
+  });
   return { id, src, dst: join(c.root("b"), id, "disk.img") };
 }

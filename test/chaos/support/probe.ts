@@ -69,7 +69,10 @@ export class Prober {
     const info = await this.nats.jsm.streams.info(EVT_STREAM, { subjects_filter: this.subject });
     const total = info.state.subjects?.[this.subject] ?? 0;
     if (total > 0) {
-      const consumer = await this.nats.js.consumers.get(EVT_STREAM, { filter_subjects: this.subject, deliver_policy: DeliverPolicy.All });
+      const consumer = await this.nats.js.consumers.get(EVT_STREAM, {
+        filter_subjects: this.subject,
+        deliver_policy: DeliverPolicy.All,
+      });
       const iter = await consumer.consume();
       let read = 0;
       for await (const m of iter) {
@@ -88,7 +91,10 @@ export class Prober {
     for (let n = 1; this.running; n++) {
       for (;;) {
         try {
-          const ack = await this.nats.js.publish(this.subject, String(n), { msgID: `${this.subject}-${n}`, timeout: this.publishTimeoutMs });
+          const ack = await this.nats.js.publish(this.subject, String(n), {
+            msgID: `${this.subject}-${n}`,
+            timeout: this.publishTimeoutMs,
+          });
           const a = { n, seq: ack.seq, at: performance.now() };
           this.acked.push(a);
           for (const w of this.waiters.filter((x) => a.at > x.after)) w.resolve(a);

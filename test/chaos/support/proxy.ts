@@ -1,5 +1,10 @@
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES, type FrameKind } from "../../../services/mover/src/domain/data-channel/frames.js";
+import {
+  FRAME_CODES,
+  HEADER_BYTES,
+  SEGMENT_ENTRY_BYTES,
+  type FrameKind,
+} from "../../../services/mover/src/domain/data-channel/frames.js";
 import type { Rng } from "./seed.js";
 
 /** What the proxy does to traffic right now; change it at any time, it applies to new bytes. */
@@ -143,7 +148,10 @@ export class FaultProxy {
     const seen = this.frames.find(match);
     if (seen) return seen;
     return new Promise<FrameSeen>((resolve, reject) => {
-      const timer = setTimeout(() => (off(), reject(new Error(`proxy ${this.opts.name}: no ${what} within ${timeoutMs} ms`))), timeoutMs);
+      const timer = setTimeout(
+        () => (off(), reject(new Error(`proxy ${this.opts.name}: no ${what} within ${timeoutMs} ms`))),
+        timeoutMs,
+      );
       const off = this.onFrame((f) => {
         if (!match(f)) return;
         clearTimeout(timer);
@@ -279,7 +287,9 @@ class Sniffer {
   private payloadLeft = 0;
   private payloadPos = 0;
   private control: Buffer[] = [];
-  private current: { kind: FrameKind | "UNKNOWN"; offset: number; wire: number; flipAt: number; flipped: boolean } | undefined;
+  private current:
+    | { kind: FrameKind | "UNKNOWN"; offset: number; wire: number; flipAt: number; flipped: boolean }
+    | undefined;
 
   constructor(
     readonly dir: "up" | "down",
@@ -365,7 +375,17 @@ class Sniffer {
   }
 
   private base(c: NonNullable<Sniffer["current"]>): FrameSeen {
-    return { conn: this.conn, dir: this.dir, kind: c.kind, at: performance.now(), offset: c.offset, wire: c.wire, migration: this.state.migration, batch: this.state.batch, attempt: this.state.attempt };
+    return {
+      conn: this.conn,
+      dir: this.dir,
+      kind: c.kind,
+      at: performance.now(),
+      offset: c.offset,
+      wire: c.wire,
+      migration: this.state.migration,
+      batch: this.state.batch,
+      attempt: this.state.attempt,
+    };
   }
 
   private report(json: { delivery?: number; code?: string } | undefined): void {

@@ -28,7 +28,8 @@ function load(): ReportEntry[] {
   }
 }
 
-const fmt = (v: number | string | boolean): string => (typeof v === "number" ? String(Math.round(v * 100) / 100) : String(v));
+const fmt = (v: number | string | boolean): string =>
+  typeof v === "number" ? String(Math.round(v * 100) / 100) : String(v);
 
 /**
  * Records an entry, replacing the previous one for the same server version and scenario (spec
@@ -38,7 +39,12 @@ export function record(entry: ReportEntry): void {
   mkdirSync(REPORT_DIR, { recursive: true });
   const entries = load().filter((e) => !(e.server === entry.server && e.scenario === entry.scenario));
   entries.push(entry);
-  entries.sort((a, b) => a.server.localeCompare(b.server, undefined, { numeric: true }) || a.file.localeCompare(b.file) || a.at.localeCompare(b.at));
+  entries.sort(
+    (a, b) =>
+      a.server.localeCompare(b.server, undefined, { numeric: true }) ||
+      a.file.localeCompare(b.file) ||
+      a.at.localeCompare(b.at),
+  );
   writeFileSync(`${JSON_PATH}.tmp`, `${JSON.stringify(entries, null, 2)}\n`);
   renameSync(`${JSON_PATH}.tmp`, JSON_PATH);
   const lines = [
@@ -51,7 +57,9 @@ export function record(entry: ReportEntry): void {
     "|---|---|---|---|---|---|",
     ...entries.map(
       (e) =>
-        `| ${e.server} | ${e.scenario} | ${e.seed} | ${e.outcome}${e.reason ? `: ${e.reason.replaceAll("|", "/")}` : ""} | ${(e.durationMs / 1000).toFixed(1)} | ${Object.entries(e.figures)
+        `| ${e.server} | ${e.scenario} | ${e.seed} | ${e.outcome}${e.reason ? `: ${e.reason.replaceAll("|", "/")}` : ""} | ${(e.durationMs / 1000).toFixed(1)} | ${Object.entries(
+          e.figures,
+        )
           .map(([k, v]) => `${k}=${fmt(v)}`)
           .join(", ")} |`,
     ),

@@ -20,14 +20,21 @@ const RUN_SEED = runSeed();
  * A chaos test: seeded, timed, recorded in test/chaos/report/latest.{json,md}, and on failure
  * it prints the seed that replays it.
  */
-export function scenario(file: string, name: string, fn: (s: ScenarioContext) => Promise<void>, timeoutMs = 180_000): void {
+export function scenario(
+  file: string,
+  name: string,
+  fn: (s: ScenarioContext) => Promise<void>,
+  timeoutMs = 180_000,
+): void {
   it(name, { timeout: timeoutMs }, async (ctx) => {
     const seed = scenarioSeed(RUN_SEED, name);
     const figures: ScenarioContext["figures"] = {};
     const started = performance.now();
     const result: { outcome: "passed" | "failed" | "skipped"; reason?: string } = { outcome: "failed" };
     ctx.onTestFailed(() => {
-      process.stderr.write(`\nchaos: "${name}" FAILED with seed ${RUN_SEED} (scenario seed ${seed}); replay: DWCP_CHAOS_SEED=${RUN_SEED} npx vitest run -c test/chaos/vitest.chaos.config.ts ${basename(file)} -t "${name}"\n`);
+      process.stderr.write(
+        `\nchaos: "${name}" FAILED with seed ${RUN_SEED} (scenario seed ${seed}); replay: DWCP_CHAOS_SEED=${RUN_SEED} npx vitest run -c test/chaos/vitest.chaos.config.ts ${basename(file)} -t "${name}"\n`,
+      );
     });
     try {
       await fn({
@@ -43,11 +50,22 @@ export function scenario(file: string, name: string, fn: (s: ScenarioContext) =>
       });
       result.outcome = "passed";
     } catch (err) {
-      if (result.outcome !== "skipped") result.reason = (err instanceof Error ? err.message : String(err)).split("\n")[0];
+      if (result.outcome !== "skipped")
+        result.reason = (err instanceof Error ? err.message : String(err)).split("\n")[0];
       throw err;
     } finally {
       const { outcome, reason } = result;
-      record({ scenario: name, file: basename(file), seed: RUN_SEED, outcome, reason, durationMs: performance.now() - started, figures, server: serverInfo().version, at: new Date().toISOString() });
+      record({
+        scenario: name,
+        file: basename(file),
+        seed: RUN_SEED,
+        outcome,
+        reason,
+        durationMs: performance.now() - started,
+        figures,
+        server: serverInfo().version,
+        at: new Date().toISOString(),
+      });
       if (Object.keys(figures).length > 0) process.stderr.write(`chaos: ${name}: ${JSON.stringify(figures)}\n`);
     }
   });

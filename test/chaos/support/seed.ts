@@ -38,7 +38,8 @@ export function runSeed(): number {
   const env = process.env["DWCP_CHAOS_SEED"];
   if (env !== undefined && env !== "") {
     const n = Number(env);
-    if (!Number.isInteger(n) || n < 0 || n >= 2 ** 32) throw new Error(`DWCP_CHAOS_SEED must be an integer in [0, 2^32), got "${env}"`);
+    if (!Number.isInteger(n) || n < 0 || n >= 2 ** 32)
+      throw new Error(`DWCP_CHAOS_SEED must be an integer in [0, 2^32), got "${env}"`);
     return n;
   }
   return Math.floor(Math.random() * 2 ** 32);

@@ -1,13 +1,7 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { crc32cCombine } from "#native/index.js";
-import {
-  AbortReply,
-  FinalizeReply,
-  ProbeDestinationReply,
-  ProbeSourceReply,
-  RejectionReason,
-} from "#schemas/index.js";
+import { AbortReply, FinalizeReply, ProbeDestinationReply, ProbeSourceReply, RejectionReason } from "#schemas/index.js";
 import { VersionConflictError, errorCode } from "#common/errors.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
 import { KeyedLock } from "#common/keyed-lock.js";
@@ -128,9 +122,20 @@ export class Coordinator {
     const parsed = parseCommand(m.data);
     const fallbackId = `cmd-${m.seq}`;
     if (!parsed.ok) {
-      this.log.warn({ streamSeq: m.seq, reason: parsed.reason, migrationId: parsed.aggregateId }, `command rejected: ${parsed.message}`);
-      const reject = { type: "RejectCommand" as const, reason: parsed.reason, message: parsed.message, commandId: parsed.commandId };
-      const target = parsed.aggregateId && this.projection.get(parsed.aggregateId).state.status === "none" ? parsed.aggregateId : fallbackId;
+      this.log.warn(
+        { streamSeq: m.seq, reason: parsed.reason, migrationId: parsed.aggregateId },
+        `command rejected: ${parsed.message}`,
+      );
+      const reject = {
+        type: "RejectCommand" as const,
+        reason: parsed.reason,
+        message: parsed.message,
+        commandId: parsed.commandId,
+      };
+      const target =
+        parsed.aggregateId && this.projection.get(parsed.aggregateId).state.status === "none"
+          ? parsed.aggregateId
+          : fallbackId;
       await this.withLock(target, () => this.execute(target, reject, `reject.${m.seq}`));
       return;
     }
@@ -140,7 +145,12 @@ export class Coordinator {
     } catch (err) {
       if (!(err instanceof MigrationIdInUseError || err instanceof UnknownMigrationError)) throw err;
       this.log.warn({ streamSeq: m.seq, migrationId: aggregateId, code: err.code }, err.message);
-      const reject = { type: "RejectCommand" as const, reason: err.code, message: err.message, commandId: command.commandId };
+      const reject = {
+        type: "RejectCommand" as const,
+        reason: err.code,
+        message: err.message,
+        commandId: command.commandId,
+      };
       await this.withLock(fallbackId, () => this.execute(fallbackId, reject, `reject.${m.seq}`));
     }
   }
@@ -228,7 +238,13 @@ export class Coordinator {
     const t = this.config.rpcTimeoutMs;
     const src = await this.movers.request(
       req.source.host,
-      { op: "probeSource", version: 1, migrationId, paths: req.source.volumes.map((v) => v.path), regionBytes: req.options.chunkSizeBytes },
+      {
+        op: "probeSource",
+        version: 1,
+        migrationId,
+        paths: req.source.volumes.map((v) => v.path),
+        regionBytes: req.options.chunkSizeBytes,
+      },
       ProbeSourceReply,
       t,
     );
@@ -241,10 +257,22 @@ export class Coordinator {
       t,
     );
     if (!dst.ok) return { ok: false, reason: asRejection(dst.reason), message: dst.message };
-    if (req.source.host === req.destination.host && src.volumes.some((v) => v.path.startsWith(`${dst.dir}/`) && !v.path.slice(dst.dir.length + 1).includes("/"))) {
-      return { ok: false, reason: "SAME_HOST_AND_DIR", message: "source and destination are the same directory on the same host" };
+    if (
+      req.source.host === req.destination.host &&
+      src.volumes.some((v) => v.path.startsWith(`${dst.dir}/`) && !v.path.slice(dst.dir.length + 1).includes("/"))
+    ) {
+      return {
+        ok: false,
+        reason: "SAME_HOST_AND_DIR",
+        message: "source and destination are the same directory on the same host",
+      };
     }
-    const volumes = src.volumes.map((v, i) => ({ kind: req.source.volumes[i]?.kind ?? "disk", sourcePath: v.path, sizeBytes: v.sizeBytes, dataMap: v.dataMap }));
+    const volumes = src.volumes.map((v, i) => ({
+      kind: req.source.volumes[i]?.kind ?? "disk",
+      sourcePath: v.path,
+      sizeBytes: v.sizeBytes,
+      dataMap: v.dataMap,
+    }));
     return { ok: true, destDir: dst.dir, volumes };
   }
 
@@ -253,7 +281,11 @@ export class Coordinator {
     const req = m.request;
     if (!plan || !req || !m.options) return;
     const crcs = volumeChecksums(m, crc32cCombine);
-    const volumes = plan.volumes.map((v, i) => ({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0 }));
+    const volumes = plan.volumes.map((v, i) => ({
+      destName: v.destName,
+      sizeBytes: v.sizeBytes,
+      crc32c: crcs[i] ?? 0,
+    }));
     let reply;
     try {
       reply = await this.movers.request(
@@ -270,11 +302,19 @@ export class Coordinator {
         this.schedule(m.id, FINALIZE_RETRY_MS);
         return;
       }
-      reply = { ok: false as const, reason: "FINALIZE_FAILED" as const, message: `destination did not finalize: ${(err as Error).message}` };
+      reply = {
+        ok: false as const,
+        reason: "FINALIZE_FAILED" as const,
+        message: `destination did not finalize: ${(err as Error).message}`,
+      };
     }
     const outcome = reply.ok
       ? { ok: true as const, volumes: reply.paths.map((destPath, i) => ({ destPath, crc32c: crcs[i] ?? 0 })) }
-      : { ok: false as const, code: reply.reason === "VERIFY_FAILED" ? ("VERIFY_FAILED" as const) : ("FINALIZE_FAILED" as const), message: reply.message };
+      : {
+          ok: false as const,
+          code: reply.reason === "VERIFY_FAILED" ? ("VERIFY_FAILED" as const) : ("FINALIZE_FAILED" as const),
+          message: reply.message,
+        };
     await this.execute(m.id, { type: "FinalizeMigration", outcome }, `${m.id}.finalize`);
   }
 
@@ -284,12 +324,22 @@ export class Coordinator {
     this.cleaned.add(m.id);
     const names = m.plan.volumes.map((v) => v.destName);
     await this.movers
-      .request(m.request.destination.host, { op: "abort", version: 1, migrationId: m.id, destDir: m.plan.destDir, names }, AbortReply, 10_000)
-      .catch((err: unknown) => this.log.warn({ migrationId: m.id, code: errorCode(err) }, "could not remove partial files"));
+      .request(
+        m.request.destination.host,
+        { op: "abort", version: 1, migrationId: m.id, destDir: m.plan.destDir, names },
+        AbortReply,
+        10_000,
+      )
+      .catch((err: unknown) =>
+        this.log.warn({ migrationId: m.id, code: errorCode(err) }, "could not remove partial files"),
+      );
   }
 }
 
 /** A mover's refusal as a rejection reason; failure codes it may use map to the nearest one. */
 function asRejection(reason: string): RejectionReason {
-  return RejectionReason.safeParse(reason).data ?? (reason === "PATH_OUTSIDE_ROOT" ? "PATH_OUTSIDE_ROOT" : "HOST_UNREACHABLE");
+  return (
+    RejectionReason.safeParse(reason).data ??
+    (reason === "PATH_OUTSIDE_ROOT" ? "PATH_OUTSIDE_ROOT" : "HOST_UNREACHABLE")
+  );
 }

@@ -57,7 +57,13 @@ export class Dispatcher {
         sourceHost: host,
         destHost: req.destination.host,
         destDir: plan.destDir,
-        volume: { index: vol.index, kind: vol.kind, sourcePath: vol.sourcePath, destName: vol.destName, sizeBytes: vol.sizeBytes },
+        volume: {
+          index: vol.index,
+          kind: vol.kind,
+          sourcePath: vol.sourcePath,
+          destName: vol.destName,
+          sizeBytes: vol.sizeBytes,
+        },
         chunkSizeBytes: plan.chunkSizeBytes,
         firstChunk: range.firstChunk,
         chunkCount: range.chunkCount,
@@ -87,20 +93,24 @@ export class Dispatcher {
           const item = TransferBatch.safeParse(stored.json());
           if (item.success) {
             const w = item.data;
-            await store.append(w.migrationId, [
-              {
-                type: "ChunkBatchFailed",
-                migrationId: w.migrationId,
-                at: new Date().toISOString(),
-                version: 1,
-                batch: w.batch,
-                attempt: w.attempt,
-                host: w.sourceHost,
-                code: "MAX_DELIVERIES",
-                retryable: true,
-                message: `work item delivered ${adv.deliveries} times without an answer`,
-              },
-            ], `${w.migrationId}.b${w.batch}.a${w.attempt}.maxdeliver`);
+            await store.append(
+              w.migrationId,
+              [
+                {
+                  type: "ChunkBatchFailed",
+                  migrationId: w.migrationId,
+                  at: new Date().toISOString(),
+                  version: 1,
+                  batch: w.batch,
+                  attempt: w.attempt,
+                  host: w.sourceHost,
+                  code: "MAX_DELIVERIES",
+                  retryable: true,
+                  message: `work item delivered ${adv.deliveries} times without an answer`,
+                },
+              ],
+              `${w.migrationId}.b${w.batch}.a${w.attempt}.maxdeliver`,
+            );
           }
           await this.nats.jsm.streams.deleteMessage(adv.stream, adv.stream_seq);
         })().catch((err: unknown) => this.log.warn({ err }, "max-deliveries advisory not handled"));

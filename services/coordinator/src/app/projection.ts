@@ -27,7 +27,10 @@ export class Projection {
     if (pending) {
       const ready = pending.filter((w) => w.seq <= e.seq);
       for (const w of ready) w.resolve();
-      this.waiters.set(id, pending.filter((w) => w.seq > e.seq));
+      this.waiters.set(
+        id,
+        pending.filter((w) => w.seq > e.seq),
+      );
     }
     return id;
   }

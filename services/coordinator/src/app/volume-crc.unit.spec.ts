@@ -15,16 +15,40 @@ describe("volumeChecksums", () => {
     const at = "2026-01-01T00:00:00.000Z";
     const base = { migrationId: "m", at, version: 1 as const };
     const events: MigrationEvent[] = [
-      { type: "MigrationRequested", ...base, commandId: "c", vm: "v", source: { host: "a", volumes: [{ path: "/a/d.img", kind: "disk" }] }, destination: { host: "b", dir: "d" }, options: { chunkSizeBytes: chunk, batchSizeBytes: 2 * chunk, verify: true } },
+      {
+        type: "MigrationRequested",
+        ...base,
+        commandId: "c",
+        vm: "v",
+        source: { host: "a", volumes: [{ path: "/a/d.img", kind: "disk" }] },
+        destination: { host: "b", dir: "d" },
+        options: { chunkSizeBytes: chunk, batchSizeBytes: 2 * chunk, verify: true },
+      },
       { type: "MigrationPlanned", ...base, destDir: "/b/d", ...plan },
     ];
     for (const b of [2, 0, 1]) {
       const chunks = [];
       for (let c = b * 2; c < Math.min(b * 2 + 2, 6); c++) {
         const slice = data.subarray(c * chunk, Math.min((c + 1) * chunk, data.length));
-        chunks.push({ offset: c * chunk, length: slice.length, crc32c: crc32c(slice), zero: slice.every((x) => x === 0), wireBytes: 0 });
+        chunks.push({
+          offset: c * chunk,
+          length: slice.length,
+          crc32c: crc32c(slice),
+          zero: slice.every((x) => x === 0),
+          wireBytes: 0,
+        });
       }
-      events.push({ type: "ChunkBatchTransferred", ...base, batch: b, attempt: 0, host: "a", chunks: chunks.reverse(), bytes: 0, wireBytes: 0, durationMs: 1 });
+      events.push({
+        type: "ChunkBatchTransferred",
+        ...base,
+        batch: b,
+        attempt: 0,
+        host: "a",
+        chunks: chunks.reverse(),
+        bytes: 0,
+        wireBytes: 0,
+        durationMs: 1,
+      });
     }
     expect(volumeChecksums(fold("m", events), crc32cCombine)).toEqual([crc32c(data)]);
   });

@@ -22,10 +22,20 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
   const where = { aggregateId, commandId };
   const type = obj["type"];
   if (typeof type !== "string" || !(COMMAND_TYPES as readonly string[]).includes(type)) {
-    return { ok: false, reason: "UNKNOWN_COMMAND", message: `unknown command type ${JSON.stringify(type)}; expected one of ${COMMAND_TYPES.join(", ")}`, ...where };
+    return {
+      ok: false,
+      reason: "UNKNOWN_COMMAND",
+      message: `unknown command type ${JSON.stringify(type)}; expected one of ${COMMAND_TYPES.join(", ")}`,
+      ...where,
+    };
   }
   if (obj["version"] !== 1) {
-    return { ok: false, reason: "UNSUPPORTED_VERSION", message: `${type} version ${JSON.stringify(obj["version"])} is not supported; this coordinator speaks version 1`, ...where };
+    return {
+      ok: false,
+      reason: "UNSUPPORTED_VERSION",
+      message: `${type} version ${JSON.stringify(obj["version"])} is not supported; this coordinator speaks version 1`,
+      ...where,
+    };
   }
   const parsed = Command.safeParse(raw);
   if (!parsed.success) {

@@ -14,7 +14,11 @@ const good = {
 describe("parseCommand", () => {
   it("accepts a minimal StartMigration and fills defaults", () => {
     const r = parseCommand(enc(good));
-    expect(r).toMatchObject({ ok: true, aggregateId: "c-1", command: { options: { chunkSizeBytes: 4194304, verify: true, batchSizeBytes: 67108864 } } });
+    expect(r).toMatchObject({
+      ok: true,
+      aggregateId: "c-1",
+      command: { options: { chunkSizeBytes: 4194304, verify: true, batchSizeBytes: 67108864 } },
+    });
   });
   it.each([
     ["{not json", "INVALID_JSON", undefined],

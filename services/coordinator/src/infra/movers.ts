@@ -9,7 +9,10 @@ import { RemoteMovers } from "../../../federation/src/index.js";
 export class UnknownHostError extends DwcpError {
   readonly code: string = "UNKNOWN_HOST";
   readonly retryable = false;
-  constructor(readonly host: string, message?: string) {
+  constructor(
+    readonly host: string,
+    message?: string,
+  ) {
     super(message ?? `no mover has registered host "${host}"; start one with \`dwcp mover --host ${host} ...\``);
   }
 }
@@ -21,16 +24,27 @@ export class UnknownHostError extends DwcpError {
  */
 export class SourceAtOtherSiteError extends UnknownHostError {
   override readonly code = "SOURCE_AT_OTHER_SITE";
-  constructor(host: string, readonly site: string) {
-    super(host, `source host "${host}" belongs to site ${site}: send the StartMigration to that site's NATS (its coordinator owns migrations from ${host})`);
+  constructor(
+    host: string,
+    readonly site: string,
+  ) {
+    super(
+      host,
+      `source host "${host}" belongs to site ${site}: send the StartMigration to that site's NATS (its coordinator owns migrations from ${host})`,
+    );
   }
 }
 
 export class HostUnreachableError extends DwcpError {
   readonly code = "HOST_UNREACHABLE";
   readonly retryable = true;
-  constructor(readonly host: string, options?: { cause?: unknown; sites?: string[] }) {
-    const where = options?.sites?.length ? `: not registered here, and site(s) ${options.sites.join(", ")} did not answer` : " did not answer";
+  constructor(
+    readonly host: string,
+    options?: { cause?: unknown; sites?: string[] },
+  ) {
+    const where = options?.sites?.length
+      ? `: not registered here, and site(s) ${options.sites.join(", ")} did not answer`
+      : " did not answer";
     super(`mover for host "${host}"${where}`, options);
   }
 }
@@ -55,7 +69,12 @@ export class MoverGateway {
    * Sends one request to whichever mover process of `host` answers first. Only a host of this
    * site can be a migration's source (probeSource): its work queue is here.
    */
-  async request<S extends z.ZodType>(host: string, req: MoverRequest, reply: S, timeoutMs = 30_000): Promise<z.infer<S>> {
+  async request<S extends z.ZodType>(
+    host: string,
+    req: MoverRequest,
+    reply: S,
+    timeoutMs = 30_000,
+  ): Promise<z.infer<S>> {
     const found = await this.locate(host);
     if (!found) throw new UnknownHostError(host);
     if (found.site !== undefined && req.op === "probeSource") throw new SourceAtOtherSiteError(host, found.site);

@@ -79,11 +79,24 @@ export async function startFederation(input: FederationConfigInput, deps: SiteDe
     const advertise = parts.deadEnd ? `127.0.0.1:${parts.deadEnd.port}` : undefined;
     const hub = await startHub(cfg, parts, advertise);
     const urls = await startSiteServers(cfg, ids, { leafPort: hub.leafPort, advertise }, parts);
-    await Promise.all(ids.map((id) => waitForDomains(urls.get(id)!, ids.filter((d) => d !== id))));
+    await Promise.all(
+      ids.map((id) =>
+        waitForDomains(
+          urls.get(id)!,
+          ids.filter((d) => d !== id),
+        ),
+      ),
+    );
     // Every origin exists before a site mirrors it: the migration logs too (see ensureEventMirrors).
     if (cfg.migrations) await Promise.all(ids.map((id) => ensureSiteLayout(urls.get(id)!)));
     const { healthIntervalMs, dataDir, maxAppendBytes, migrations } = cfg;
-    parts.sites = ids.map((id) => new Site({ site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs, dataDir, maxAppendBytes, migrations }, deps));
+    parts.sites = ids.map(
+      (id) =>
+        new Site(
+          { site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs, dataDir, maxAppendBytes, migrations },
+          deps,
+        ),
+    );
     await Promise.all(parts.sites.map((s) => s.open()));
     await Promise.all(parts.sites.map((s) => s.start()));
     // A site's start() returns once its own join is stored, not once its peers have mirrored it:
@@ -109,7 +122,11 @@ async function ensureSiteLayout(url: string): Promise<void> {
 }
 
 /** The hub server ("hub"), or the first site's leafnode port ("star", started with the sites). */
-async function startHub(cfg: FederationConfig, parts: Parts, advertise: string | undefined): Promise<{ leafPort: number; process?: ServerProcess }> {
+async function startHub(
+  cfg: FederationConfig,
+  parts: Parts,
+  advertise: string | undefined,
+): Promise<{ leafPort: number; process?: ServerProcess }> {
   const leafPort = await freePort();
   if (cfg.topology === "star") return { leafPort };
   const dir = join(cfg.dataDir, "hub");
@@ -136,7 +153,8 @@ async function startSiteServers(
   const urls = new Map<string, string>();
   const starHub = cfg.topology === "star" ? ids[0] : undefined;
   for (const id of ids) {
-    if (id !== starHub && cfg.partitionable) parts.proxies.set(id, await LinkProxy.start({ host: "127.0.0.1", port: hubLeafPort }));
+    if (id !== starHub && cfg.partitionable)
+      parts.proxies.set(id, await LinkProxy.start({ host: "127.0.0.1", port: hubLeafPort }));
   }
   const spawnSite = async (id: string): Promise<void> => {
     const dir = join(cfg.dataDir, id);
@@ -166,7 +184,12 @@ async function startSiteServers(
   return urls;
 }
 
-function handle(cfg: FederationConfig, parts: Parts, urls: Map<string, string>, hub: ServerProcess | undefined): FederationHandle {
+function handle(
+  cfg: FederationConfig,
+  parts: Parts,
+  urls: Map<string, string>,
+  hub: ServerProcess | undefined,
+): FederationHandle {
   const byId = new Map(parts.sites.map((s) => [s.id, s]));
   const pidOf = (url: string): number => parts.servers.find((s) => s.url === url)?.pid ?? -1;
   const site = (id: string): Site => {
@@ -197,9 +220,19 @@ function handle(cfg: FederationConfig, parts: Parts, urls: Map<string, string>, 
 
 async function stopAll(parts: Parts, log?: Logger): Promise<void> {
   const settle = async (what: string, work: Array<Promise<void>>): Promise<void> => {
-    for (const r of await Promise.allSettled(work)) if (r.status === "rejected") log?.warn({ err: r.reason as unknown }, `stopping ${what} failed`);
+    for (const r of await Promise.allSettled(work))
+      if (r.status === "rejected") log?.warn({ err: r.reason as unknown }, `stopping ${what} failed`);
   };
-  await settle("sites", parts.sites.map((s) => s.stop()));
-  await settle("link proxies", [...parts.proxies.values(), ...(parts.deadEnd ? [parts.deadEnd] : [])].map((p) => p.close()));
-  await settle("servers", parts.servers.map((s) => s.stop()));
+  await settle(
+    "sites",
+    parts.sites.map((s) => s.stop()),
+  );
+  await settle(
+    "link proxies",
+    [...parts.proxies.values(), ...(parts.deadEnd ? [parts.deadEnd] : [])].map((p) => p.close()),
+  );
+  await settle(
+    "servers",
+    parts.servers.map((s) => s.stop()),
+  );
 }

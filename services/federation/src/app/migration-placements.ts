@@ -35,7 +35,10 @@ const ENDED = new Set<MigrationEvent["type"]>(["MigrationFailed", "MigrationCanc
 export class DestinationSiteUnknownError extends DwcpError {
   readonly code = "DESTINATION_SITE_UNKNOWN" as const;
   readonly retryable = true;
-  constructor(readonly host: string, readonly unreachable: readonly string[]) {
+  constructor(
+    readonly host: string,
+    readonly unreachable: readonly string[],
+  ) {
     super(
       unreachable.length > 0
         ? `host ${host} is not registered here and site(s) ${unreachable.join(", ")} did not answer; check the leafnode links`
@@ -111,9 +114,20 @@ export class MigrationPlacements {
       if (this.site.read((v) => migrationRecorded(v, c.vm, c.completedAt))) return;
       const to = await this.siteOf(c.destHost);
       if (to === this.site.id) return;
-      const command = RecordVmMigration.safeParse({ type: "RecordVmMigration", version: 1, vm: c.vm, migrationId: c.migrationId, to, host: c.destHost, completedAt: c.completedAt });
+      const command = RecordVmMigration.safeParse({
+        type: "RecordVmMigration",
+        version: 1,
+        vm: c.vm,
+        migrationId: c.migrationId,
+        to,
+        host: c.destHost,
+        completedAt: c.completedAt,
+      });
       if (!command.success) {
-        log.warn({ issues: command.error.issues.slice(0, 3) }, "VM name is not a federation id; placement not recorded");
+        log.warn(
+          { issues: command.error.issues.slice(0, 3) },
+          "VM name is not a federation id; placement not recorded",
+        );
         return;
       }
       await this.site.execute([command.data]);

@@ -8,9 +8,24 @@ import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js"
 import { decide, type FederationCommand } from "../domain/decide.js";
 import { apply } from "../domain/evolve.js";
 import { healthOf } from "../domain/health.js";
-import { cloneView, emptyView, overlayView, staleness, type FederationView, type SiteFreshness } from "../domain/state.js";
+import {
+  cloneView,
+  emptyView,
+  overlayView,
+  staleness,
+  type FederationView,
+  type SiteFreshness,
+} from "../domain/state.js";
 import { probeCapacity } from "../infra/capacity.js";
-import { decodeAppend, ensureMirrors, ensureOwnStream, FederationLog, tailStream, viewStreams, type Tail } from "../infra/fed-streams.js";
+import {
+  decodeAppend,
+  ensureMirrors,
+  ensureOwnStream,
+  FederationLog,
+  tailStream,
+  viewStreams,
+  type Tail,
+} from "../infra/fed-streams.js";
 import { ensureEventMirrors } from "../infra/migration-mirrors.js";
 import { RemoteMovers } from "../infra/remote-movers.js";
 import { MigrationPlacements } from "./migration-placements.js";
@@ -21,8 +36,14 @@ export type SiteLifecycle = "created" | "starting" | "running" | "draining" | "s
 export class FederationTimeoutError extends DwcpError {
   readonly code = "FEDERATION_TIMEOUT" as const;
   readonly retryable = true;
-  constructor(readonly site: string, readonly timeoutMs: number, what: string) {
-    super(`site ${site}: ${what} not reached within ${timeoutMs} ms; check the leafnode links (dwcp federation status)`);
+  constructor(
+    readonly site: string,
+    readonly timeoutMs: number,
+    what: string,
+  ) {
+    super(
+      `site ${site}: ${what} not reached within ${timeoutMs} ms; check the leafnode links (dwcp federation status)`,
+    );
   }
 }
 
@@ -109,7 +130,10 @@ export class Site {
     this.nats = await connectNats(this.cfg.natsUrl, `dwcp-federation-${this.id}`, this.log);
     await ensureOwnStream(this.nats.jsm, this.id);
     const { maxAppendBytes, appendTimeoutMs: timeoutMs } = this.cfg;
-    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, (e) => this.apply(e), { maxAppendBytes, timeoutMs });
+    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, (e) => this.apply(e), {
+      maxAppendBytes,
+      timeoutMs,
+    });
     await this.fedLog.catchUp();
   }
 
@@ -144,20 +168,39 @@ export class Site {
   async join(): Promise<FederationEvent[]> {
     const capacity = await this.capacity();
     const { endpoint, region, healthIntervalMs: reportIntervalMs } = this.cfg;
-    return this.execute([{ type: "JoinSite", health: healthOf(capacity), capacity, reportIntervalMs, endpoint: endpoint ?? this.cfg.natsUrl, region }]);
+    return this.execute([
+      {
+        type: "JoinSite",
+        health: healthOf(capacity),
+        capacity,
+        reportIntervalMs,
+        endpoint: endpoint ?? this.cfg.natsUrl,
+        region,
+      },
+    ]);
   }
 
   /** Reports health now; by default judged from the capacity figures (see healthOf). */
   async reportHealth(health?: SiteHealth): Promise<FederationEvent[]> {
     const capacity = await this.capacity();
-    return this.execute([{ type: "ReportHealth", health: health ?? healthOf(capacity), capacity, reportIntervalMs: this.cfg.healthIntervalMs }]);
+    return this.execute([
+      {
+        type: "ReportHealth",
+        health: health ?? healthOf(capacity),
+        capacity,
+        reportIntervalMs: this.cfg.healthIntervalMs,
+      },
+    ]);
   }
 
   async leave(reason: string): Promise<FederationEvent[]> {
     return this.execute([{ type: "LeaveSite", reason }]);
   }
 
-  async placeVm(vm: string, opts: { host?: string; spec?: VmSpec; labels?: Record<string, string> } = {}): Promise<FederationEvent[]> {
+  async placeVm(
+    vm: string,
+    opts: { host?: string; spec?: VmSpec; labels?: Record<string, string> } = {},
+  ): Promise<FederationEvent[]> {
     return this.execute([{ type: "PlaceVm", vm, ...opts }]);
   }
 

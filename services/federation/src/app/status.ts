@@ -10,8 +10,13 @@ import { decodeAppend, fedNames, mirroredPeers, readStream, viewStreams } from "
 export class NotAFederationSiteError extends DwcpError {
   readonly code = "NOT_A_FEDERATION_SITE" as const;
   readonly retryable = false;
-  constructor(readonly url: string, why: string) {
-    super(`${url} is not a dwcp federation site (${why}); pass the URL of a site's nats-server, as printed by \`dwcp up --sites N\``);
+  constructor(
+    readonly url: string,
+    why: string,
+  ) {
+    super(
+      `${url} is not a dwcp federation site (${why}); pass the URL of a site's nats-server, as printed by \`dwcp up --sites N\``,
+    );
   }
 }
 
@@ -19,8 +24,14 @@ export class NotAFederationSiteError extends DwcpError {
 export class SiteUnreachableError extends DwcpError {
   readonly code = "SITE_UNREACHABLE" as const;
   readonly retryable = true;
-  constructor(readonly url: string, options: { cause: unknown }) {
-    super(`cannot connect to ${url}: ${String(options.cause)}; is the site's nats-server running (dwcp up --sites N)?`, options);
+  constructor(
+    readonly url: string,
+    options: { cause: unknown },
+  ) {
+    super(
+      `cannot connect to ${url}: ${String(options.cause)}; is the site's nats-server running (dwcp up --sites N)?`,
+      options,
+    );
   }
 }
 
@@ -71,7 +82,8 @@ export async function federationStatus(natsUrl: string, opts: { json: boolean; n
       await readStream(js, jsm, stream, 1, (m) => {
         events.push(...(decodeAppend(m.data) ?? []));
       }).catch((err: unknown) => {
-        if (stream === fedNames.stream(site)) throw new NotAFederationSiteError(natsUrl, `no stream ${stream}: ${String(err)}`);
+        if (stream === fedNames.stream(site))
+          throw new NotAFederationSiteError(natsUrl, `no stream ${stream}: ${String(err)}`);
         throw err;
       });
     }
@@ -94,14 +106,26 @@ async function links(jsm: JetStreamManager, peers: readonly string[]): Promise<M
 }
 
 /** Pure: the report for `view` as site `self` sees it at `now`. */
-export function buildReport(self: string, view: FederationView, linkStatus: ReadonlyMap<string, LinkStatus>, now: Date): StatusReport {
+export function buildReport(
+  self: string,
+  view: FederationView,
+  linkStatus: ReadonlyMap<string, LinkStatus>,
+  now: Date,
+): StatusReport {
   const fresh = new Map(staleness(view, now).map((f) => [f.site, f]));
   const sites = Object.values(view.sites)
     .sort((a, b) => (a.site < b.site ? -1 : 1))
     .map(({ lastSeq, ...r }): SiteRow => {
       const f = fresh.get(r.site);
       const link = linkStatus.get(r.site);
-      return { ...r, events: lastSeq, ageMs: f?.ageMs ?? 0, stale: f?.stale ?? false, staleAfterMs: f?.staleAfterMs ?? 0, ...(link ? { link } : {}) };
+      return {
+        ...r,
+        events: lastSeq,
+        ageMs: f?.ageMs ?? 0,
+        stale: f?.stale ?? false,
+        staleAfterMs: f?.staleAfterMs ?? 0,
+        ...(link ? { link } : {}),
+      };
     });
   const vms = placements(view).map((p) => ({
     vm: p.vm,
@@ -124,17 +148,42 @@ export function renderStatus(r: StatusReport): string {
     s.status,
     s.health,
     s.capacity ? `${s.capacity.vcpus.free}/${s.capacity.vcpus.total}` : "-",
-    s.capacity ? `${(s.capacity.memoryBytes.free / GiB).toFixed(1)}/${(s.capacity.memoryBytes.total / GiB).toFixed(1)}` : "-",
-    s.capacity ? `${(s.capacity.diskBytes.free / GiB).toFixed(0)}/${(s.capacity.diskBytes.total / GiB).toFixed(0)}` : "-",
+    s.capacity
+      ? `${(s.capacity.memoryBytes.free / GiB).toFixed(1)}/${(s.capacity.memoryBytes.total / GiB).toFixed(1)}`
+      : "-",
+    s.capacity
+      ? `${(s.capacity.diskBytes.free / GiB).toFixed(0)}/${(s.capacity.diskBytes.total / GiB).toFixed(0)}`
+      : "-",
     `${seconds(s.ageMs)} ago${s.stale ? " STALE" : ""}`,
-    s.link ? `lag ${s.link.lagEvents}, contact ${s.link.lastContactMs < 0 ? "never" : `${seconds(s.link.lastContactMs)} ago`}` : "local",
+    s.link
+      ? `lag ${s.link.lagEvents}, contact ${s.link.lastContactMs < 0 ? "never" : `${seconds(s.link.lastContactMs)} ago`}`
+      : "local",
     String(s.events) + (s.missing > 0 ? ` (${s.missing} missing)` : ""),
   ]);
-  const vmRows = r.vms.map((v) => [v.vm, v.site, v.host ?? "-", v.since, v.by + (v.migrationId ? ` (${v.migrationId})` : "")]);
+  const vmRows = r.vms.map((v) => [
+    v.vm,
+    v.site,
+    v.host ?? "-",
+    v.since,
+    v.by + (v.migrationId ? ` (${v.migrationId})` : ""),
+  ]);
   return [
     `federation as seen from site ${r.site} at ${r.generatedAt}: ${r.sites.length} sites, ${r.vms.length} VMs`,
     "",
-    table(["SITE", "STATUS", "HEALTH", "VCPU free/total", "MEM GiB free/total", "DISK GiB free/total", "LAST EVENT", "LINK", "EVENTS"], siteRows),
+    table(
+      [
+        "SITE",
+        "STATUS",
+        "HEALTH",
+        "VCPU free/total",
+        "MEM GiB free/total",
+        "DISK GiB free/total",
+        "LAST EVENT",
+        "LINK",
+        "EVENTS",
+      ],
+      siteRows,
+    ),
     "",
     r.vms.length > 0 ? table(["VM", "SITE", "HOST", "SINCE", "BY"], vmRows) : "no VMs placed",
   ].join("\n");
@@ -142,6 +191,10 @@ export function renderStatus(r: StatusReport): string {
 
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
 }

@@ -6,7 +6,14 @@ import { buildReport, renderStatus } from "./status.js";
 describe("federation status", () => {
   const a = logOf("a");
   const b = logOf("b");
-  const view = fold([a.joined(t(0)), a.health(t(10)), a.placed(t(11), "vm1", "h1"), b.joined(t(0)), b.health(t(2), "degraded"), b.moved(t(12), "vm1", "a", "b")]);
+  const view = fold([
+    a.joined(t(0)),
+    a.health(t(10)),
+    a.placed(t(11), "vm1", "h1"),
+    b.joined(t(0)),
+    b.health(t(2), "degraded"),
+    b.moved(t(12), "vm1", "a", "b"),
+  ]);
   const report = buildReport("a", view, new Map([["b", { lagEvents: 2, lastContactMs: 1_500 }]]), new Date(t(12)));
 
   it("reports every site with its staleness and link, and every VM where it runs", () => {

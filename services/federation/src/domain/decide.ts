@@ -1,5 +1,11 @@
 import type { Capacity, FederationEvent, RecordVmMigration, SiteHealth, VmSpec } from "#schemas/federation.js";
-import { NotVmOwnerError, SiteNotJoinedError, UnknownSiteError, UnknownVmError, VmPlacedElsewhereError } from "./errors.js";
+import {
+  NotVmOwnerError,
+  SiteNotJoinedError,
+  UnknownSiteError,
+  UnknownVmError,
+  VmPlacedElsewhereError,
+} from "./errors.js";
 import { canonicalJson, type FederationView, type VmRecord } from "./state.js";
 
 /** Time and identity arrive from outside: decide reads no clock and no environment. */
@@ -13,7 +19,14 @@ type Labels = Record<string, string>;
 
 /** What a site asks of its own federation log. MoveVm is the hook for cross-site migration. */
 export type FederationCommand =
-  | { type: "JoinSite"; health: SiteHealth; capacity: Capacity; reportIntervalMs: number; endpoint?: string; region?: string }
+  | {
+      type: "JoinSite";
+      health: SiteHealth;
+      capacity: Capacity;
+      reportIntervalMs: number;
+      endpoint?: string;
+      region?: string;
+    }
   | { type: "ReportHealth"; health: SiteHealth; capacity: Capacity; reportIntervalMs: number }
   | { type: "LeaveSite"; reason: string }
   | { type: "PlaceVm"; vm: string; host?: string; spec?: VmSpec; labels?: Labels }
@@ -79,7 +92,8 @@ function decideMove(
   const current = placed(view, command.vm);
   if (!current) throw new UnknownVmError(command.vm);
   if (current.site === command.to) return [];
-  if (ctx.site !== current.site && ctx.site !== command.to) throw new NotVmOwnerError(command.vm, ctx.site, current.site);
+  if (ctx.site !== current.site && ctx.site !== command.to)
+    throw new NotVmOwnerError(command.vm, ctx.site, current.site);
   if (view.sites[command.to]?.status !== "joined") throw new UnknownSiteError(command.to);
   const { type: _t, ...rest } = command;
   return [{ type: "VmMoved", ...base, ...rest, from: current.site, spec: current.spec, labels: current.labels }];
@@ -106,7 +120,20 @@ function decideMigrated(
   if (current && current.site !== ctx.site) throw new NotVmOwnerError(command.vm, ctx.site, current.site);
   if (view.sites[command.to]?.status !== "joined") throw new UnknownSiteError(command.to);
   const { vm, to, host, migrationId, completedAt } = command;
-  return [{ type: "VmMoved", ...base, at: completedAt, vm, from: ctx.site, to, host, migrationId, spec: current?.spec, labels: current?.labels }];
+  return [
+    {
+      type: "VmMoved",
+      ...base,
+      at: completedAt,
+      vm,
+      from: ctx.site,
+      to,
+      host,
+      migrationId,
+      spec: current?.spec,
+      labels: current?.labels,
+    },
+  ];
 }
 
 /** True when the view holds a claim on `vm` made at or after `completedAt`: nothing left to record. */
@@ -121,5 +148,9 @@ function placed(view: FederationView, vm: string): VmRecord | undefined {
 }
 
 function sameDetails(r: VmRecord, c: { host?: string; spec?: VmSpec; labels?: Labels }): boolean {
-  return r.host === c.host && canonicalJson(r.spec ?? null) === canonicalJson(c.spec ?? null) && canonicalJson(r.labels ?? null) === canonicalJson(c.labels ?? null);
+  return (
+    r.host === c.host &&
+    canonicalJson(r.spec ?? null) === canonicalJson(c.spec ?? null) &&
+    canonicalJson(r.labels ?? null) === canonicalJson(c.labels ?? null)
+  );
 }

@@ -31,7 +31,10 @@ export class UnknownVmError extends DwcpError {
 export class VmPlacedElsewhereError extends DwcpError {
   readonly code = "VM_PLACED_ELSEWHERE" as const;
   readonly retryable = false;
-  constructor(readonly vm: string, readonly placedAt: string) {
+  constructor(
+    readonly vm: string,
+    readonly placedAt: string,
+  ) {
     super(`VM ${vm} runs at site ${placedAt}; move it (VmMoved) instead of placing it again`);
   }
 }
@@ -40,7 +43,11 @@ export class VmPlacedElsewhereError extends DwcpError {
 export class NotVmOwnerError extends DwcpError {
   readonly code = "NOT_VM_OWNER" as const;
   readonly retryable = false;
-  constructor(readonly vm: string, readonly site: string, readonly placedAt: string) {
+  constructor(
+    readonly vm: string,
+    readonly site: string,
+    readonly placedAt: string,
+  ) {
     super(`site ${site} cannot change VM ${vm}: it runs at site ${placedAt}; ask that site`);
   }
 }

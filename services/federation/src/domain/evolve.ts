@@ -40,16 +40,42 @@ export function apply(view: FederationView, event: FederationEvent): boolean {
       setSite(view, { ...site, status: "left", leftAt: event.at, leftReason: event.reason });
       return true;
     case "SiteHealthReported":
-      setSite(view, { ...site, health: event.health, capacity: event.capacity, reportIntervalMs: event.reportIntervalMs });
+      setSite(view, {
+        ...site,
+        health: event.health,
+        capacity: event.capacity,
+        reportIntervalMs: event.reportIntervalMs,
+      });
       return true;
     case "VmPlaced":
       setSite(view, site);
-      claim(view, { vm: event.vm, status: "placed", site: event.site, host: event.host, spec: event.spec, labels: event.labels, at: event.at, by: event.site, seq: event.seq });
+      claim(view, {
+        vm: event.vm,
+        status: "placed",
+        site: event.site,
+        host: event.host,
+        spec: event.spec,
+        labels: event.labels,
+        at: event.at,
+        by: event.site,
+        seq: event.seq,
+      });
       return true;
     case "VmMoved": {
       const { vm, to, host, spec, labels, migrationId, at } = event;
       setSite(view, site);
-      claim(view, { vm, status: "placed", site: to, host, spec, labels, migrationId, at, by: event.site, seq: event.seq });
+      claim(view, {
+        vm,
+        status: "placed",
+        site: to,
+        host,
+        spec,
+        labels,
+        migrationId,
+        at,
+        by: event.site,
+        seq: event.seq,
+      });
       return true;
     }
     case "VmRemoved":

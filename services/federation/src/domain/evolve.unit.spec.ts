@@ -86,7 +86,10 @@ describe("evolve: placements resolve by last writer wins", () => {
 
 /** Random per-site logs, interleaved at random: what sourcing does at every site. */
 const arbLogs = fc.array(
-  fc.array(fc.tuple(fc.integer({ min: 0, max: 20 }), fc.constantFrom("vm1", "vm2", "vm3"), fc.integer({ min: 0, max: 2 })), { maxLength: 12 }),
+  fc.array(
+    fc.tuple(fc.integer({ min: 0, max: 20 }), fc.constantFrom("vm1", "vm2", "vm3"), fc.integer({ min: 0, max: 2 })),
+    { maxLength: 12 },
+  ),
   { minLength: 1, maxLength: 4 },
 );
 
@@ -118,12 +121,17 @@ function interleave(logs: FederationEvent[][], picks: number[]): FederationEvent
 describe("evolve: convergence", () => {
   it("every interleaving of the same site logs folds to the same view, duplicates included", () => {
     fc.assert(
-      fc.property(arbLogs, fc.array(fc.nat(), { minLength: 1 }), fc.array(fc.nat(), { minLength: 1 }), (spec, p1, p2) => {
-        const logs = buildLogs(spec);
-        const one = fold(interleave(logs, p1));
-        const other = fold(interleave([...logs, ...logs], p2));
-        expect(canonicalJson(other)).toBe(canonicalJson(one));
-      }),
+      fc.property(
+        arbLogs,
+        fc.array(fc.nat(), { minLength: 1 }),
+        fc.array(fc.nat(), { minLength: 1 }),
+        (spec, p1, p2) => {
+          const logs = buildLogs(spec);
+          const one = fold(interleave(logs, p1));
+          const other = fold(interleave([...logs, ...logs], p2));
+          expect(canonicalJson(other)).toBe(canonicalJson(one));
+        },
+      ),
       { numRuns: 300 },
     );
   });

@@ -7,15 +7,23 @@ export const capacity = (free = 4): Capacity => ({
   diskBytes: { total: 2 ** 40, free: 2 ** 39 },
 });
 
-type Body<T extends FederationEvent["type"]> = Omit<Extract<FederationEvent, { type: T }>, "type" | "version" | "site" | "seq" | "at">;
+type Body<T extends FederationEvent["type"]> = Omit<
+  Extract<FederationEvent, { type: T }>,
+  "type" | "version" | "site" | "seq" | "at"
+>;
 
 /** A site's log: each call appends the next event with the next seq at the given time. */
 export function logOf(site: string) {
   let seq = 0;
-  const make = <T extends FederationEvent["type"]>(type: T, at: string, body: Body<T>): Extract<FederationEvent, { type: T }> =>
+  const make = <T extends FederationEvent["type"]>(
+    type: T,
+    at: string,
+    body: Body<T>,
+  ): Extract<FederationEvent, { type: T }> =>
     ({ type, version: 1, site, seq: ++seq, at, ...body }) as unknown as Extract<FederationEvent, { type: T }>;
   return {
-    joined: (at: string, reportIntervalMs = 1_000) => make("SiteJoined", at, { health: "healthy", capacity: capacity(), reportIntervalMs }),
+    joined: (at: string, reportIntervalMs = 1_000) =>
+      make("SiteJoined", at, { health: "healthy", capacity: capacity(), reportIntervalMs }),
     health: (at: string, health: "healthy" | "degraded" | "unhealthy" = "healthy", free = 4) =>
       make("SiteHealthReported", at, { health, capacity: capacity(free), reportIntervalMs: 1_000 }),
     left: (at: string, reason = "maintenance") => make("SiteLeft", at, { reason }),

@@ -56,7 +56,8 @@ export interface FederationView {
  * Maps keyed by site and VM ids have no prototype: an id such as "constructor" or "toString"
  * must find nothing rather than Object.prototype's members.
  */
-const dict = <T>(from?: Record<string, T>): Record<string, T> => Object.assign(Object.create(null) as Record<string, T>, from);
+const dict = <T>(from?: Record<string, T>): Record<string, T> =>
+  Object.assign(Object.create(null) as Record<string, T>, from);
 
 export const emptyView = (): FederationView => ({ sites: dict(), vms: dict() });
 
@@ -97,13 +98,23 @@ export interface SiteFreshness {
 }
 
 /** Per-site staleness at `now`, sorted by site id. */
-export function staleness(view: FederationView, now: Date, defaultStaleAfterMs = DEFAULT_STALE_AFTER_MS): SiteFreshness[] {
+export function staleness(
+  view: FederationView,
+  now: Date,
+  defaultStaleAfterMs = DEFAULT_STALE_AFTER_MS,
+): SiteFreshness[] {
   return Object.values(view.sites)
     .sort((a, b) => (a.site < b.site ? -1 : a.site > b.site ? 1 : 0))
     .map((s) => {
       const staleAfterMs = s.reportIntervalMs > 0 ? MISSED_REPORTS_STALE * s.reportIntervalMs : defaultStaleAfterMs;
       const ageMs = now.getTime() - Date.parse(s.lastSeenAt);
-      return { site: s.site, status: s.status, ageMs, stale: s.status !== "left" && ageMs > staleAfterMs, staleAfterMs };
+      return {
+        site: s.site,
+        status: s.status,
+        ageMs,
+        stale: s.status !== "left" && ageMs > staleAfterMs,
+        staleAfterMs,
+      };
     });
 }
 

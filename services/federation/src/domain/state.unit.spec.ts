@@ -8,13 +8,7 @@ describe("staleness", () => {
   const a = logOf("a");
   const b = logOf("b");
   const c = logOf("c");
-  const view = fold([
-    a.joined(t(0), 1_000),
-    a.health(t(10)),
-    b.joined(t(0), 1_000),
-    b.health(t(5)),
-    c.joined(t(0), 0),
-  ]);
+  const view = fold([a.joined(t(0), 1_000), a.health(t(10)), b.joined(t(0), 1_000), b.health(t(5)), c.joined(t(0), 0)]);
 
   it("given health every second, a site silent for up to three seconds is fresh and beyond that stale", () => {
     const rows = staleness(view, new Date(t(13)));
@@ -27,24 +21,38 @@ describe("staleness", () => {
 
   it("a site that promised no reports is stale after the default", () => {
     const at = new Date(Date.parse(t(0)) + DEFAULT_STALE_AFTER_MS + 1);
-    expect(staleness(view, at).find((r) => r.site === "c")).toMatchObject({ stale: true, staleAfterMs: DEFAULT_STALE_AFTER_MS });
+    expect(staleness(view, at).find((r) => r.site === "c")).toMatchObject({
+      stale: true,
+      staleAfterMs: DEFAULT_STALE_AFTER_MS,
+    });
   });
 
   it("a site that left is never stale", () => {
     const left = fold([b.left(t(6))], view);
-    expect(staleness(left, new Date(t(59))).find((r) => r.site === "b")).toMatchObject({ status: "left", stale: false });
+    expect(staleness(left, new Date(t(59))).find((r) => r.site === "b")).toMatchObject({
+      status: "left",
+      stale: false,
+    });
   });
 });
 
 describe("views", () => {
   it("placements lists running VMs by id, without tombstones", () => {
     const a = logOf("a");
-    const view = fold([a.joined(t(0)), a.placed(t(1), "vm2"), a.placed(t(1), "vm1"), a.placed(t(1), "vm3"), a.removed(t(2), "vm3")]);
+    const view = fold([
+      a.joined(t(0)),
+      a.placed(t(1), "vm2"),
+      a.placed(t(1), "vm1"),
+      a.placed(t(1), "vm3"),
+      a.removed(t(2), "vm3"),
+    ]);
     expect(placements(view).map((p) => p.vm)).toEqual(["vm1", "vm2"]);
   });
 
   it("canonical JSON ignores key order", () => {
-    expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: null } })).toBe(canonicalJson({ a: { c: null, d: [1, { x: 1, y: 2 }] }, b: 1 }));
+    expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: null } })).toBe(
+      canonicalJson({ a: { c: null, d: [1, { x: 1, y: 2 }] }, b: 1 }),
+    );
   });
 });
 

@@ -34,7 +34,11 @@ export const DEFAULT_APPEND_BYTES = 64 * 1024;
 /** The append failed for a reason other than a lost race; retryable when the transport failed. */
 export class FederationAppendError extends DwcpError {
   readonly code = "FEDERATION_APPEND_FAILED" as const;
-  constructor(readonly subject: string, readonly retryable: boolean, options: { cause: unknown }) {
+  constructor(
+    readonly subject: string,
+    readonly retryable: boolean,
+    options: { cause: unknown },
+  ) {
     super(`appending to ${subject} failed: ${String(options.cause)}`, options);
   }
 }
@@ -79,7 +83,12 @@ export async function ensureMirrors(jsm: JetStreamManager, site: string, peers: 
       await jsm.streams.info(name);
     } catch (err) {
       if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
-      await jsm.streams.add({ name, storage: StorageType.File, retention: RetentionPolicy.Limits, mirror: { name: fedNames.stream(peer), domain: peer } });
+      await jsm.streams.add({
+        name,
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        mirror: { name: fedNames.stream(peer), domain: peer },
+      });
     }
   }
 }
@@ -121,7 +130,10 @@ export class FederationLog {
     private readonly jsm: JetStreamManager,
     readonly site: string,
     private readonly onEvent: (e: FederationEvent) => void,
-    private readonly opts: { maxAppendBytes: number; timeoutMs: number } = { maxAppendBytes: DEFAULT_APPEND_BYTES, timeoutMs: 10_000 },
+    private readonly opts: { maxAppendBytes: number; timeoutMs: number } = {
+      maxAppendBytes: DEFAULT_APPEND_BYTES,
+      timeoutMs: 10_000,
+    },
   ) {}
 
   /**
@@ -152,7 +164,11 @@ export class FederationLog {
     const subject = fedNames.subject(this.site);
     this.last = undefined;
     const acks = toMessages(events, this.opts.maxAppendBytes).map((m, i) =>
-      this.js.publish(subject, m.body, { msgID: m.id, expect: { lastSubjectSequence: base + i }, timeout: this.opts.timeoutMs }),
+      this.js.publish(subject, m.body, {
+        msgID: m.id,
+        expect: { lastSubjectSequence: base + i },
+        timeout: this.opts.timeoutMs,
+      }),
     );
     const results = await Promise.allSettled(acks);
     let last = base;
@@ -166,7 +182,10 @@ export class FederationLog {
 }
 
 /** Splits events into messages of at most `maxBytes` (an event larger than that goes alone). */
-export function toMessages(events: readonly FederationEvent[], maxBytes: number): Array<{ id: string; body: Uint8Array }> {
+export function toMessages(
+  events: readonly FederationEvent[],
+  maxBytes: number,
+): Array<{ id: string; body: Uint8Array }> {
   const out: Array<{ id: string; body: Uint8Array }> = [];
   let parts: string[] = [];
   let size = 2;
@@ -215,7 +234,10 @@ export async function readStream(
 ): Promise<void> {
   const end = (await jsm.streams.info(stream)).state.last_seq;
   if (end < fromSeq) return;
-  const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq });
+  const consumer = await js.consumers.get(stream, {
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: fromSeq,
+  });
   const iter = await consumer.consume({ max_messages: 1_000 });
   try {
     for await (const m of iter) {
@@ -234,7 +256,12 @@ export interface Tail {
 }
 
 /** Follows `stream` from its first message for as long as it runs, in stream order. */
-export async function tailStream(js: JetStreamClient, jsm: JetStreamManager, stream: string, onMsg: (m: JsMsg) => void): Promise<Tail> {
+export async function tailStream(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  stream: string,
+  onMsg: (m: JsMsg) => void,
+): Promise<Tail> {
   const end = (await jsm.streams.info(stream)).state.last_seq;
   let markCaughtUp!: () => void;
   const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve));

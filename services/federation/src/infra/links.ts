@@ -5,8 +5,14 @@ import { DwcpError } from "#common/errors.js";
 export class DomainUnreachableError extends DwcpError {
   readonly code = "DOMAIN_UNREACHABLE" as const;
   readonly retryable = true;
-  constructor(readonly url: string, readonly domain: string, timeoutMs: number) {
-    super(`from ${url} the JetStream domain ${domain} did not answer within ${timeoutMs} ms; check the leafnode link (server logs)`);
+  constructor(
+    readonly url: string,
+    readonly domain: string,
+    timeoutMs: number,
+  ) {
+    super(
+      `from ${url} the JetStream domain ${domain} did not answer within ${timeoutMs} ms; check the leafnode link (server logs)`,
+    );
   }
 }
 

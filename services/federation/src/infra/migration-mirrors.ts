@@ -1,4 +1,10 @@
-import { JetStreamApiError, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+} from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 
@@ -37,7 +43,11 @@ export async function ensureEventMirrors(jsm: JetStreamManager, site: string, pe
  * A migration's events as mirrored from the site that owns it: the first event mirror holding
  * the migration's subject, read to its last event. Sequences are the owning site's.
  */
-export async function readMirroredMigration(js: JetStreamClient, jsm: JetStreamManager, id: string): Promise<{ site: string; events: StoredEvent[] } | undefined> {
+export async function readMirroredMigration(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  id: string,
+): Promise<{ site: string; events: StoredEvent[] } | undefined> {
   const subject = subjects.migration(id);
   for await (const stream of jsm.streams.names()) {
     if (!stream.startsWith(EVENT_MIRROR_PREFIX)) continue;

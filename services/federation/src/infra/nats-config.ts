@@ -50,7 +50,11 @@ export function renderSiteConfig(c: SiteServerConfig): string {
   if (c.leafListenPort !== undefined) leafnodes["listen"] = `127.0.0.1:${c.leafListenPort}`;
   if (c.leafAdvertise !== undefined) leafnodes["advertise"] = c.leafAdvertise;
   if (c.remotes.length > 0) {
-    leafnodes["remotes"] = c.remotes.map((url) => ({ url, deny_imports: FEDERATION_DENY, deny_exports: FEDERATION_DENY }));
+    leafnodes["remotes"] = c.remotes.map((url) => ({
+      url,
+      deny_imports: FEDERATION_DENY,
+      deny_exports: FEDERATION_DENY,
+    }));
   }
   return render({
     server_name: `dwcp-site-${c.site}`,

@@ -7,7 +7,11 @@ import { findNatsServer, NatsServerMissingError } from "#common/nats-server.js";
 export class NatsServerStartError extends DwcpError {
   readonly code = "NATS_SERVER_START_FAILED" as const;
   readonly retryable = false;
-  constructor(readonly server: string, detail: string, readonly logFile: string) {
+  constructor(
+    readonly server: string,
+    detail: string,
+    readonly logFile: string,
+  ) {
     super(`nats-server ${server} did not start: ${detail}; see ${logFile}`);
   }
 }
@@ -83,8 +87,12 @@ function waitForReady(child: ChildProcess, name: string, logFile: string, timeou
       tail = (tail + chunk.toString("utf8")).slice(-4096);
       if (tail.includes(READY)) done();
     };
-    const onExit = (code: number | null): void => done(new NatsServerStartError(name, `exited with code ${code}: ${lastLine(tail)}`, logFile));
-    const timer = setTimeout(() => done(new NatsServerStartError(name, `not ready within ${timeoutMs} ms`, logFile)), timeoutMs);
+    const onExit = (code: number | null): void =>
+      done(new NatsServerStartError(name, `exited with code ${code}: ${lastLine(tail)}`, logFile));
+    const timer = setTimeout(
+      () => done(new NatsServerStartError(name, `not ready within ${timeoutMs} ms`, logFile)),
+      timeoutMs,
+    );
     child.stderr?.on("data", onData);
     child.once("exit", onExit);
   });

@@ -4,7 +4,12 @@ import type { EventStore } from "#common/event-store.js";
 import { safeJson } from "#common/json.js";
 import { subjects } from "#common/layout.js";
 
-const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>(["MigrationCompleted", "MigrationFailed", "MigrationCancelled", "MigrationRejected"]);
+const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>([
+  "MigrationCompleted",
+  "MigrationFailed",
+  "MigrationCancelled",
+  "MigrationRejected",
+]);
 /** A watch outlives its last batch this long, so the next batch of the same migration reuses it. */
 const LINGER_MS = 10_000;
 

@@ -46,7 +46,10 @@ export class Mover {
     const roots = await resolveRoots(config.roots);
     // Pre-fault the chunk buffers a busy mover uses (per batch its receiving and sending ones,
     // and a verify pass's) before it takes work, instead of in its first batches.
-    chunkBuffers.prefill(DEFAULT_CHUNK_BYTES, (BUFFERS_PER_CONNECTION + SEND_BUFFERS) * config.concurrency + VERIFY_READS_IN_FLIGHT);
+    chunkBuffers.prefill(
+      DEFAULT_CHUNK_BYTES,
+      (BUFFERS_PER_CONNECTION + SEND_BUFFERS) * config.concurrency + VERIFY_READS_IN_FLIGHT,
+    );
     const kv = await ensureLayout(nats.nc, nats.jsm, { replicas: config.replicas });
     await ensureWorkStream(nats.jsm, config.host, { replicas: config.replicas });
     const dataServer = await startDataServer({
@@ -132,7 +135,10 @@ export class Mover {
     });
   }
 
-  private async answer(req: MoverRequest, roots: string[]): Promise<{ ok: boolean; reason?: string; message?: string }> {
+  private async answer(
+    req: MoverRequest,
+    roots: string[],
+  ): Promise<{ ok: boolean; reason?: string; message?: string }> {
     switch (req.op) {
       case "probeSource":
         return probeSource(req, roots);

@@ -55,13 +55,22 @@ export class BatchWorker {
   async handle(m: JsMsg): Promise<void> {
     const parsed = TransferBatch.safeParse(safeJson(m.data));
     if (!parsed.success) {
-      this.log.error({ streamSeq: m.seq, issues: parsed.error.issues.slice(0, 5) }, "work item failed validation; dropped");
+      this.log.error(
+        { streamSeq: m.seq, issues: parsed.error.issues.slice(0, 5) },
+        "work item failed validation; dropped",
+      );
       await this.ack(m, this.log);
       return;
     }
     const w = parsed.data;
     const offset = w.firstChunk * w.chunkSizeBytes;
-    const log = this.log.child({ migrationId: w.migrationId, batch: w.batch, attempt: w.attempt, offset, volume: w.volume.index });
+    const log = this.log.child({
+      migrationId: w.migrationId,
+      batch: w.batch,
+      attempt: w.attempt,
+      offset,
+      volume: w.volume.index,
+    });
     const heartbeat = setInterval(() => m.working(), HEARTBEAT_MS);
     try {
       const live = await this.watches.acquire(w.migrationId);
@@ -81,7 +90,13 @@ export class BatchWorker {
   }
 
   private async move(w: TransferBatch, m: JsMsg, signal: AbortSignal, log: Logger): Promise<void> {
-    const base = { migrationId: w.migrationId, version: 1 as const, batch: w.batch, attempt: w.attempt, host: this.config.host };
+    const base = {
+      migrationId: w.migrationId,
+      version: 1 as const,
+      batch: w.batch,
+      attempt: w.attempt,
+      host: this.config.host,
+    };
     const msgId = `${w.migrationId}.b${w.batch}.a${w.attempt}`;
     try {
       const reg = await this.registry.lookup(w.destHost);
@@ -109,11 +124,15 @@ export class BatchWorker {
       };
       // The registry names the process whose fence table guards the destination: only when that
       // is this process may the batch skip the socket (DWCP_LOCAL_COPY=off never does).
-      const local = reg.dataAddress === this.local?.address && process.env["DWCP_LOCAL_COPY"] !== "off" ? this.local : undefined;
+      const local =
+        reg.dataAddress === this.local?.address && process.env["DWCP_LOCAL_COPY"] !== "off" ? this.local : undefined;
       const result = local !== undefined ? await local.copy(options) : await sendBatch(options);
       const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
       const streamSeq = await this.store.append(w.migrationId, [event], `${msgId}.done`);
-      log.info({ streamSeq, bytes: result.bytes, wireBytes: result.wireBytes, ms: Math.round(result.durationMs) }, "batch transferred");
+      log.info(
+        { streamSeq, bytes: result.bytes, wireBytes: result.wireBytes, ms: Math.round(result.durationMs) },
+        "batch transferred",
+      );
       await this.ack(m, log);
     } catch (err) {
       if (signal.aborted) {
@@ -127,7 +146,10 @@ export class BatchWorker {
         // requeue it under the holder's feet), or a later attempt. The holder reports it; this
         // delivery neither acks, naks nor records a failure. If nobody holds the item any more,
         // the ack wait brings it back, and max_deliver bounds that.
-        log.warn({ code: err.code, reason: err.message, delivery: m.info.deliveryCount }, "batch taken over by a newer holder (FENCED); leaving it to that holder");
+        log.warn(
+          { code: err.code, reason: err.message, delivery: m.info.deliveryCount },
+          "batch taken over by a newer holder (FENCED); leaving it to that holder",
+        );
         return;
       }
       if (isTransientNatsError(err)) {
@@ -158,7 +180,8 @@ export class BatchWorker {
 
   /** Acks through a consumer leader election, so that a batch already recorded is not moved again. */
   private async ack(m: JsMsg, log: Logger): Promise<void> {
-    if (!(await ackConfirmed(this.nats.nc, m))) log.warn({ streamSeq: m.seq }, "work item ack not confirmed; if it comes back, what it records is deduplicated");
+    if (!(await ackConfirmed(this.nats.nc, m)))
+      log.warn({ streamSeq: m.seq }, "work item ack not confirmed; if it comes back, what it records is deduplicated");
   }
 }
 

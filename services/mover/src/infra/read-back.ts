@@ -47,7 +47,11 @@ export type ReadBackRecord = z.infer<typeof Record>;
 
 /** Appends one record (O_APPEND: one short write, whole even with several writer processes). */
 export async function recordReadBack(part: string, r: ReadBackRecord): Promise<void> {
-  const fh = await open(readBackName(part), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640);
+  const fh = await open(
+    readBackName(part),
+    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+    0o640,
+  );
   try {
     await fh.write(`${JSON.stringify(r)}\n`);
   } finally {
@@ -59,7 +63,12 @@ export async function recordReadBack(part: string, r: ReadBackRecord): Promise<v
  * Whether the records of `migrationId` cover [0, size) with no gap or overlap and combine to
  * `expected`. The newest record of a range wins (a batch sent again reads back again).
  */
-export async function readBackCovers(part: string, migrationId: string, size: number, expected: number): Promise<boolean> {
+export async function readBackCovers(
+  part: string,
+  migrationId: string,
+  size: number,
+  expected: number,
+): Promise<boolean> {
   let text: string;
   try {
     const fh = await open(readBackName(part), constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -134,7 +143,10 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
     try {
       const actual = await diskCrc32c(fh, part, expected.start, expected.end);
       if (actual !== expected.crc32c) {
-        log.warn({ ...range, expected: expected.crc32c, actual }, "batch read back with a different CRC32C than its chunks; finalize will read the whole volume");
+        log.warn(
+          { ...range, expected: expected.crc32c, actual },
+          "batch read back with a different CRC32C than its chunks; finalize will read the whole volume",
+        );
         return;
       }
       // Finalized (renamed) or aborted meanwhile, by another process: a record now would be litter.

@@ -18,7 +18,15 @@ afterAll(async () => rm(dir, { recursive: true, force: true }));
 describe("rangeCrc32c over a whole file", () => {
   // Extents that straddle the 8 MiB read blocks, holes between them, a data tail and a hole tail.
   it.each([
-    { name: "sparse, data extents across block boundaries", size: 40 * MiB + 333, extents: [[0, 5 * MiB], [7 * MiB + 5, 12 * MiB], [30 * MiB, 40 * MiB + 333]] },
+    {
+      name: "sparse, data extents across block boundaries",
+      size: 40 * MiB + 333,
+      extents: [
+        [0, 5 * MiB],
+        [7 * MiB + 5, 12 * MiB],
+        [30 * MiB, 40 * MiB + 333],
+      ],
+    },
     { name: "dense", size: 17 * MiB + 1, extents: [[0, 17 * MiB + 1]] },
     { name: "all hole", size: 9 * MiB, extents: [] },
     { name: "empty", size: 0, extents: [] },
@@ -44,7 +52,11 @@ describe("rangeCrc32c with an O_DIRECT handle", () => {
     const fh = await open(path, "w+");
     try {
       await fh.truncate(size);
-      for (const [start, end] of [[0, 3 * MiB + 100], [6 * MiB, size]] as const) await fh.write(randomBytes(end - start), 0, end - start, start);
+      for (const [start, end] of [
+        [0, 3 * MiB + 100],
+        [6 * MiB, size],
+      ] as const)
+        await fh.write(randomBytes(end - start), 0, end - start, start);
       await fh.sync();
     } finally {
       await fh.close();
@@ -65,7 +77,12 @@ describe("rangeCrc32c with an O_DIRECT handle", () => {
 
   it("equals the buffered result for aligned and unaligned ranges", async () => {
     await withHandles(async (fh, direct) => {
-      for (const [start, end] of [[0, size], [4 * MiB, 12 * MiB], [MiB, size], [12 * MiB, size]] as const) {
+      for (const [start, end] of [
+        [0, size],
+        [4 * MiB, 12 * MiB],
+        [MiB, size],
+        [12 * MiB, size],
+      ] as const) {
         const expected = crc32c(whole.subarray(start, end)) >>> 0;
         expect(await rangeCrc32c(fh, start, end), `buffered [${start}, ${end})`).toBe(expected);
         expect(await rangeCrc32c(fh, start, end, direct), `direct [${start}, ${end})`).toBe(expected);
@@ -75,7 +92,8 @@ describe("rangeCrc32c with an O_DIRECT handle", () => {
 
   it("reads from the disk: nothing lands in the page cache", async (ctx) => {
     await withHandles(async (fh, direct) => {
-      if (direct === undefined || !zeroCopy.available) return ctx.skip("no O_DIRECT here (tmpfs) or no aligned buffers");
+      if (direct === undefined || !zeroCopy.available)
+        return ctx.skip("no O_DIRECT here (tmpfs) or no aligned buffers");
       const resident = await evict(fh, path);
       if (resident !== 0) return ctx.skip(`${resident} bytes stayed cached after 20 evictions`);
       expect(await diskCrc32c(fh, path, 0, size)).toBe(crc32c(whole) >>> 0);

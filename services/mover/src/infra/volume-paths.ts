@@ -99,7 +99,10 @@ export async function ensureDirInside(roots: readonly string[], dir: string): Pr
   const root = rootOf(roots, dir);
   if (root === undefined) throw new PathOutsideRootError(dir, "is outside every root");
   const created: string[] = [];
-  const parts = posix.relative(root, dir).split("/").filter((s) => s.length > 0);
+  const parts = posix
+    .relative(root, dir)
+    .split("/")
+    .filter((s) => s.length > 0);
   let current = root;
   for (const part of parts) {
     const next = posix.join(current, part);

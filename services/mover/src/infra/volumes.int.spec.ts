@@ -34,7 +34,9 @@ afterAll(async () => {
 
 describe("resolveRoots and confine", () => {
   it("lists every unusable root at once", async () => {
-    const err: unknown = await resolveRoots([join(work, "missing"), join(root, "vms", "a.img")]).catch((e: unknown) => e);
+    const err: unknown = await resolveRoots([join(work, "missing"), join(root, "vms", "a.img")]).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems).toHaveLength(2);
   });
@@ -58,7 +60,9 @@ describe("resolveRoots and confine", () => {
   });
 
   it("refuses an absolute path outside every root", async () => {
-    await expect(confine(roots, join(outside, "secret.img"), { mustExist: true })).rejects.toBeInstanceOf(PathOutsideRootError);
+    await expect(confine(roots, join(outside, "secret.img"), { mustExist: true })).rejects.toBeInstanceOf(
+      PathOutsideRootError,
+    );
   });
 
   it("says a missing path is missing", async () => {
@@ -68,7 +72,10 @@ describe("resolveRoots and confine", () => {
 
 describe("probeSource and probeDestination", () => {
   it("answers canonical paths and sizes", async () => {
-    const reply = await probeSource({ op: "probeSource", version: 1, migrationId: "m", paths: ["in-link/a.img"] }, roots);
+    const reply = await probeSource(
+      { op: "probeSource", version: 1, migrationId: "m", paths: ["in-link/a.img"] },
+      roots,
+    );
     expect(reply).toEqual({ ok: true, volumes: [{ path: join(root, "vms", "a.img"), sizeBytes: 3 }] });
   });
 
@@ -83,7 +90,13 @@ describe("probeSource and probeDestination", () => {
   });
 
   it("accepts a directory that does not exist yet, and creates nothing", async () => {
-    const req = { op: "probeDestination" as const, version: 1 as const, migrationId: "m", dir: "new/vm", names: ["d0", "d1"] };
+    const req = {
+      op: "probeDestination" as const,
+      version: 1 as const,
+      migrationId: "m",
+      dir: "new/vm",
+      names: ["d0", "d1"],
+    };
     expect(await probeDestination(req, roots)).toEqual({ ok: true, dir: join(root, "new", "vm") });
     await expect(stat(join(root, "new"))).rejects.toMatchObject({ code: "ENOENT" });
   });
@@ -115,7 +128,11 @@ describe("finalizeVolumes and abortVolumes", () => {
     randomBytes(4096).copy(content, 3 * MiB);
     randomBytes(3).copy(content, 5 * MiB);
     const fh = await open(join(root, dir, "d0.part"), "w");
-    for (const [at, len] of [[0, 10_001], [3 * MiB, 4096], [5 * MiB, 3]] as const) {
+    for (const [at, len] of [
+      [0, 10_001],
+      [3 * MiB, 4096],
+      [5 * MiB, 3],
+    ] as const) {
       await fh.write(content, at, len, at);
     }
     await fh.close();
@@ -147,7 +164,12 @@ describe("finalizeVolumes and abortVolumes", () => {
 
   // Read-back records: what batches that were read back after their fsync wrote (read-back.ts).
   const record = (migrationId: string, start: number, end: number): Promise<void> =>
-    recordReadBack(join(root, dir, "d0.part"), { migrationId, start, end, crc32c: crc32c(content.subarray(start, end)) });
+    recordReadBack(join(root, dir, "d0.part"), {
+      migrationId,
+      start,
+      end,
+      crc32c: crc32c(content.subarray(start, end)),
+    });
   const flipOneByte = async (): Promise<void> => {
     const fh = await open(join(root, dir, "d0.part"), "r+");
     await fh.write(Buffer.from([(content[3 * MiB + 7] ?? 0) ^ 0xff]), 0, 1, 3 * MiB + 7);
@@ -184,18 +206,30 @@ describe("finalizeVolumes and abortVolumes", () => {
     await writeFile(readBackName(part), '{"migrationId":"m","start":0,"en', { flag: "a" }); // torn by a crash
     expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
     expect((await readdir(join(root, dir))).sort()).toEqual(["d0.part", "d0.part.verified"]);
-    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots)).toEqual({ ok: true });
+    expect(
+      await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots),
+    ).toEqual({ ok: true });
     await expect(stat(join(root, dir))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("creates an empty volume that never had a batch, and refuses a missing non-empty one", async () => {
     const empty = await finalizeVolumes(
-      { op: "finalize", version: 1, migrationId: "m", destDir: "fresh/dir", verify: true, volumes: [{ destName: "e", sizeBytes: 0, crc32c: 0 }] },
+      {
+        op: "finalize",
+        version: 1,
+        migrationId: "m",
+        destDir: "fresh/dir",
+        verify: true,
+        volumes: [{ destName: "e", sizeBytes: 0, crc32c: 0 }],
+      },
       roots,
     );
     expect(empty).toEqual({ ok: true, paths: [join(root, "fresh", "dir", "e")] });
     expect((await stat(join(root, "fresh", "dir", "e"))).size).toBe(0);
-    expect(await finalize([{ destName: "nope", sizeBytes: 10, crc32c: 0 }])).toMatchObject({ ok: false, reason: "FINALIZE_FAILED" });
+    expect(await finalize([{ destName: "nope", sizeBytes: 10, crc32c: 0 }])).toMatchObject({
+      ok: false,
+      reason: "FINALIZE_FAILED",
+    });
   });
 
   it("refuses to overwrite a final file it did not write", async () => {
@@ -205,12 +239,20 @@ describe("finalizeVolumes and abortVolumes", () => {
   });
 
   it("abort removes .part files and the emptied directory, never a root", async () => {
-    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0", "d1"] }, roots)).toEqual({ ok: true });
+    expect(
+      await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0", "d1"] }, roots),
+    ).toEqual({ ok: true });
     await expect(stat(join(root, dir))).rejects.toMatchObject({ code: "ENOENT" });
-    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots)).toEqual({ ok: true });
-    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: ".", names: ["zz"] }, roots)).toEqual({ ok: true });
+    expect(
+      await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots),
+    ).toEqual({ ok: true });
+    expect(
+      await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: ".", names: ["zz"] }, roots),
+    ).toEqual({ ok: true });
     expect((await stat(root)).isDirectory()).toBe(true);
-    expect(await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: "out-link", names: ["x"] }, roots)).toMatchObject({
+    expect(
+      await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: "out-link", names: ["x"] }, roots),
+    ).toMatchObject({
       ok: false,
       reason: "PATH_OUTSIDE_ROOT",
     });

@@ -62,7 +62,8 @@ async function confineOrRefuse(
     return await confine(roots, p, { mustExist });
   } catch (err) {
     if (err instanceof PathOutsideRootError) throw new Refused(refuse("PATH_OUTSIDE_ROOT", err.message));
-    if (err instanceof PathNotFoundError || errnoOf(err) === "ENOTDIR") throw new Refused(refuse(notFound, messageOf(err)));
+    if (err instanceof PathNotFoundError || errnoOf(err) === "ENOTDIR")
+      throw new Refused(refuse(notFound, messageOf(err)));
     throw err;
   }
 }
@@ -70,10 +71,12 @@ async function confineOrRefuse(
 function checkNames(names: readonly string[]): void {
   for (const name of names) {
     const problem = basenameProblem(name);
-    if (problem !== undefined) throw new Refused(refuse("PATH_OUTSIDE_ROOT", `name ${JSON.stringify(name)} ${problem}`));
+    if (problem !== undefined)
+      throw new Refused(refuse("PATH_OUTSIDE_ROOT", `name ${JSON.stringify(name)} ${problem}`));
   }
   const dup = duplicates(names);
-  if (dup.length > 0) throw new Refused(refuse("DUPLICATE_DESTINATION", `names appear more than once: ${dup.join(", ")}`));
+  if (dup.length > 0)
+    throw new Refused(refuse("DUPLICATE_DESTINATION", `names appear more than once: ${dup.join(", ")}`));
 }
 
 async function answer<T>(work: () => Promise<T>, failure: Refusal["reason"]): Promise<T | Refusal> {
@@ -94,7 +97,8 @@ export async function probeSource(req: ProbeSource, roots: readonly string[]): P
     for (const p of req.paths) {
       const path = await confineOrRefuse(roots, p, true);
       const st = await stat(path);
-      if (!st.isFile()) throw new Refused(refuse("SOURCE_NOT_REGULAR_FILE", `${JSON.stringify(p)} is not a regular file`));
+      if (!st.isFile())
+        throw new Refused(refuse("SOURCE_NOT_REGULAR_FILE", `${JSON.stringify(p)} is not a regular file`));
       const dataMap = req.regionBytes === undefined ? undefined : await dataMapOf(path, st.size, req.regionBytes);
       volumes.push(dataMap === undefined ? { path, sizeBytes: st.size } : { path, sizeBytes: st.size, dataMap });
     }
@@ -136,7 +140,10 @@ export async function dataMapOf(path: string, sizeBytes: number, regionBytes: nu
  * Where the volumes would land: the canonical directory (which may not exist yet; its nearest
  * existing ancestor must be inside a root). Refuses names that already exist there. Creates nothing.
  */
-export async function probeDestination(req: ProbeDestination, roots: readonly string[]): Promise<ProbeDestinationReply> {
+export async function probeDestination(
+  req: ProbeDestination,
+  roots: readonly string[],
+): Promise<ProbeDestinationReply> {
   return answer(async () => {
     checkNames(req.names);
     const dir = await confineOrRefuse(roots, req.dir, false, "PATH_OUTSIDE_ROOT");
@@ -211,7 +218,8 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrati
     // agree with the log, the file is not read a second time.
     if (verify) {
       await readBacks.settled(part);
-      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c))) verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
+      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c)))
+        verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
     }
     await fh.sync();
   } finally {
@@ -245,7 +253,9 @@ async function checkFinalized(final: string, st: Stats, v: FinalVolume, verify: 
 function verifyCrc(path: string, actual: number, expected: number): void {
   if (actual === expected >>> 0) return;
   const hex = (n: number): string => n.toString(16).padStart(8, "0");
-  throw new Refused(refuse("VERIFY_FAILED", `${path} has CRC32C ${hex(actual)}, the transfer log says ${hex(expected)}`));
+  throw new Refused(
+    refuse("VERIFY_FAILED", `${path} has CRC32C ${hex(actual)}, the transfer log says ${hex(expected)}`),
+  );
 }
 
 /** Remove the `.part` files of an abandoned migration and its directory if that is now empty. */

@@ -48,7 +48,12 @@ const describe = (i: StreamInfo): BackupHeader["streams"][number] => ({
 export async function backupWith(nats: Nats, opts: BackupOptions): Promise<BackupSummary> {
   const started = Date.now();
   const infos = await Promise.all((opts.streams ?? [EVT_STREAM]).map((s) => nats.jsm.streams.info(s)));
-  const header: BackupHeader = { format: BACKUP_FORMAT, version: 1, createdAt: new Date().toISOString(), streams: infos.map(describe) };
+  const header: BackupHeader = {
+    format: BACKUP_FORMAT,
+    version: 1,
+    createdAt: new Date().toISOString(),
+    streams: infos.map(describe),
+  };
   const w = await BackupWriter.create(opts.out, header);
   try {
     for (const s of header.streams) {
@@ -57,7 +62,12 @@ export async function backupWith(nats: Nats, opts: BackupOptions): Promise<Backu
       await Promise.all(pending);
     }
     const messages = await w.commit();
-    return { file: opts.out, messages, streams: header.streams.map(({ config: _c, ...rest }) => rest), seconds: (Date.now() - started) / 1000 };
+    return {
+      file: opts.out,
+      messages,
+      streams: header.streams.map(({ config: _c, ...rest }) => rest),
+      seconds: (Date.now() - started) / 1000,
+    };
   } catch (err) {
     await w.abort();
     throw err;

@@ -1,10 +1,24 @@
 import { decompressChunk } from "#native/compress.js";
-import { isZero, pageChainingValue, pageTreePages, rootFromChainingValues, strongHashPages, zeroPages } from "#native/index.js";
+import {
+  isZero,
+  pageChainingValue,
+  pageTreePages,
+  rootFromChainingValues,
+  strongHashPages,
+  zeroPages,
+} from "#native/index.js";
 import { AgentRequest } from "#schemas/replication.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
 import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
 import { applyPages, cvBytes, deltaRebuilds, mergePages, pageSetOf, stackPages } from "../domain/store/pack.js";
-import { decodeFrame, encodeFrame, type PutChunk, type PutOutcome, type Reply, type Request } from "../domain/store/frames.js";
+import {
+  decodeFrame,
+  encodeFrame,
+  type PutChunk,
+  type PutOutcome,
+  type Reply,
+  type Request,
+} from "../domain/store/frames.js";
 import { blake3Hex, ChunkStore, scratchFor, type Resolved, type Scratch } from "../infra/chunk-store.js";
 import { compiledSafeParse } from "../infra/schema-check.js";
 
@@ -16,7 +30,6 @@ const SPARE_BYTES = 16 << 20;
 
 /** Chunks of one "put" rebuilt and verified at once (reads, hashing). */
 const PUT_LANES = 8;
-
 
 const ZERO_PAGE = new Uint8Array(PAGE);
 
@@ -50,9 +63,16 @@ export class DestinationAgent {
     try {
       const { header, payload } = decodeFrame<Request>(frame);
       const req = parseRequest(header);
-      reply = req.success ? await this.dispatch(req.data, payload) : { kind: "error", version: 1, code: "FRAME_INVALID", message: req.error.message.slice(0, 300) };
+      reply = req.success
+        ? await this.dispatch(req.data, payload)
+        : { kind: "error", version: 1, code: "FRAME_INVALID", message: req.error.message.slice(0, 300) };
     } catch (err) {
-      reply = { kind: "error", version: 1, code: (err as { code?: string }).code ?? "INTERNAL", message: (err as Error).message };
+      reply = {
+        kind: "error",
+        version: 1,
+        code: (err as { code?: string }).code ?? "INTERNAL",
+        message: (err as Error).message,
+      };
     }
     return encodeFrame(reply);
   }
@@ -83,7 +103,8 @@ export class DestinationAgent {
       offsets.push(off);
       off += c.bytes;
     }
-    if (off !== raw.length) throw new FrameInvalidError(`chunks use ${off} payload bytes, the frame carries ${raw.length}`);
+    if (off !== raw.length)
+      throw new FrameInvalidError(`chunks use ${off} payload bytes, the frame carries ${raw.length}`);
     const outcomes = new Array<PutOutcome>(req.chunks.length);
     const reasons = new Array<string>(req.chunks.length).fill("");
     let next = 0;
@@ -116,17 +137,26 @@ export class DestinationAgent {
       return { outcome: "stored" };
     }
     if (c.base !== null) this.counters.rebuilt++;
-    const base: Resolved | undefined = c.base === null ? undefined : await this.store.resolve(c.base, work).catch(() => undefined);
+    const base: Resolved | undefined =
+      c.base === null ? undefined : await this.store.resolve(c.base, work).catch(() => undefined);
     if (c.base !== null && !base) return { outcome: "need-full", reason: "base chunk missing" };
     const pages = c.pages ?? all(c.len);
     const zero = new Set(c.zero);
-    const chunk = applyPages(base?.data, { len: c.len, pages, zero: pages.map((j) => zero.has(j)), data }, work.rebuilt);
+    const chunk = applyPages(
+      base?.data,
+      { len: c.len, pages, zero: pages.map((j) => zero.has(j)), data },
+      work.rebuilt,
+    );
     const whole = c.base === null && c.pages === null;
-    if (!chunk) return whole ? fail(c, "pages that do not fit the chunk") : { outcome: "need-full", reason: "pages do not fit the chunk" };
+    if (!chunk)
+      return whole
+        ? fail(c, "pages that do not fit the chunk")
+        : { outcome: "need-full", reason: "pages do not fit the chunk" };
     // A chunk that may become a keyframe keeps its pages' chaining values (same cost as the hash).
     const cvs = pageTreePages(chunk.length) === undefined ? undefined : Buffer.allocUnsafe(cvBytes(chunk.length));
     const actual = cvs ? strongHashPages(chunk, cvs).toString("hex") : await blake3Hex(chunk);
-    if (actual !== c.hash) return whole ? fail(c, actual) : { outcome: "need-full", reason: "rebuilt chunk does not match its BLAKE3" };
+    if (actual !== c.hash)
+      return whole ? fail(c, actual) : { outcome: "need-full", reason: "rebuilt chunk does not match its BLAKE3" };
     await this.store_(c.hash, chunk, pages, base, c.base, cvs);
     return { outcome: "stored" };
   }
@@ -162,14 +192,31 @@ export class DestinationAgent {
    * chaining values, when it has them). The delta is checked to rebuild the verified chunk before
    * it is stored.
    */
-  private async store_(hash: string, chunk: Buffer, changed: number[], base: Resolved | undefined, baseHash: string | null, cvs: Buffer | undefined): Promise<void> {
+  private async store_(
+    hash: string,
+    chunk: Buffer,
+    changed: number[],
+    base: Resolved | undefined,
+    baseHash: string | null,
+    cvs: Buffer | undefined,
+  ): Promise<void> {
     if (base && baseHash !== null) {
       const key = base.keyframe ?? { hash: baseHash, data: base.data, pages: [] };
       const zp = zeroPages(chunk);
-      const d = mergePages(chunk, key.pages.filter((j) => j * PAGE < chunk.length), changed, (j) => zp[j] === 1);
+      const d = mergePages(
+        chunk,
+        key.pages.filter((j) => j * PAGE < chunk.length),
+        changed,
+        (j) => zp[j] === 1,
+      );
       // has() touches the keyframe's pack: retention's grace period then covers it until the commit.
-      if (d.pages.length * 2 <= zp.length && this.store.deltaBase(key.hash) === undefined && (await this.store.has(key.hash))) {
-        if (deltaRebuilds(key.data, chunk, d.pages, isZero)) return this.store.putDelta(hash, { base: key.hash, len: chunk.length, ...d });
+      if (
+        d.pages.length * 2 <= zp.length &&
+        this.store.deltaBase(key.hash) === undefined &&
+        (await this.store.has(key.hash))
+      ) {
+        if (deltaRebuilds(key.data, chunk, d.pages, isZero))
+          return this.store.putDelta(hash, { base: key.hash, len: chunk.length, ...d });
       }
     }
     return this.store.putWhole(hash, chunk, cvs);
@@ -178,12 +225,26 @@ export class DestinationAgent {
   private async commitChanges(req: Extract<Request, { kind: "commit-changes" }>): Promise<Reply> {
     const parent = this.committed.get(req.vm);
     if (parent?.snapshotId !== req.parentId || parent.chunkSizeBytes !== req.chunkSizeBytes) {
-      return { kind: "error", version: 1, code: "PARENT_UNKNOWN", message: `snapshot ${req.parentId} of ${req.vm} is not the last one this agent committed` };
+      return {
+        kind: "error",
+        version: 1,
+        code: "PARENT_UNKNOWN",
+        message: `snapshot ${req.parentId} of ${req.vm} is not the last one this agent committed`,
+      };
     }
     const volumes = applyChanges(parent.volumes, req.chunkSizeBytes, req.volumes);
     if (typeof volumes === "string") return { kind: "error", version: 1, code: "MANIFEST_INVALID", message: volumes };
     const { vm, snapshotId, parentId, takenAt, chunkSizeBytes } = req;
-    return this.commit({ format: "dwcp-manifest", version: 1, vm, snapshotId, parentId, takenAt, chunkSizeBytes, volumes });
+    return this.commit({
+      format: "dwcp-manifest",
+      version: 1,
+      vm,
+      snapshotId,
+      parentId,
+      takenAt,
+      chunkSizeBytes,
+      volumes,
+    });
   }
 
   private async commit(m: Manifest): Promise<Reply> {
@@ -193,7 +254,13 @@ export class DestinationAgent {
     const missing: string[] = [];
     // Most are known from memory (written or touched moments ago); only the rest ask the disk.
     for (const h of hashes) if (!this.store.knows(h) && !(await this.store.has(h))) missing.push(h);
-    if (missing.length > 0) return { kind: "error", version: 1, code: "CHUNKS_MISSING", message: `${missing.length} chunk(s) missing, e.g. ${missing[0]}` };
+    if (missing.length > 0)
+      return {
+        kind: "error",
+        version: 1,
+        code: "CHUNKS_MISSING",
+        message: `${missing.length} chunk(s) missing, e.g. ${missing[0]}`,
+      };
     // Both made durable before the reply: only then may the source append SnapshotCommitted. A
     // crash in between leaves a manifest no event names, which retention removes.
     const [, { rel, blake3 }] = await Promise.all([this.store.flush(), this.store.writeManifest(m)]);

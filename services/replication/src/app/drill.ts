@@ -52,7 +52,10 @@ export interface DrillReport {
 const sha256 = (path: string): Promise<string> =>
   new Promise((resolve, reject) => {
     const h = createHash("sha256");
-    createReadStream(path).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
+    createReadStream(path)
+      .on("data", (d) => h.update(d))
+      .on("end", () => resolve(h.digest("hex")))
+      .on("error", reject);
   });
 
 /**
@@ -67,7 +70,16 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
   const expected = new Map<string, string[]>();
   for (let i = 1; i <= o.syncs; i++) {
     await o.change(i);
-    const r = await syncOnce({ vm: o.vm, sources: o.sources, sourceHost: "primary", destinationHost: "dr", storePath: agent.store.dir, transport: inProcess(agent), log: primaryLog, stateDir: join(o.drDir, "source-state") });
+    const r = await syncOnce({
+      vm: o.vm,
+      sources: o.sources,
+      sourceHost: "primary",
+      destinationHost: "dr",
+      storePath: agent.store.dir,
+      transport: inProcess(agent),
+      log: primaryLog,
+      stateDir: join(o.drDir, "source-state"),
+    });
     expected.set(r.snapshotId, await Promise.all(o.sources.map(sha256)));
     await backupWith(o.primary.nats, { out: backupFile });
   }
@@ -89,9 +101,16 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
     const got = await Promise.all(r.files.map((f) => sha256(f.path)));
     const recovered = Date.now();
     return {
-      vm: o.vm, snapshotId: snap.snapshotId, takenAt: snap.takenAt, disasterAt: new Date(disaster).toISOString(), recoveredAt: new Date(recovered).toISOString(),
-      rpoSeconds: (disaster - Date.parse(snap.takenAt)) / 1000, rtoSeconds: (recovered - disaster) / 1000,
-      verified: JSON.stringify(got) === JSON.stringify(expected.get(snap.snapshotId)), restored: r.files.map((f) => f.path), view,
+      vm: o.vm,
+      snapshotId: snap.snapshotId,
+      takenAt: snap.takenAt,
+      disasterAt: new Date(disaster).toISOString(),
+      recoveredAt: new Date(recovered).toISOString(),
+      rpoSeconds: (disaster - Date.parse(snap.takenAt)) / 1000,
+      rtoSeconds: (recovered - disaster) / 1000,
+      verified: JSON.stringify(got) === JSON.stringify(expected.get(snap.snapshotId)),
+      restored: r.files.map((f) => f.path),
+      view,
     };
   } finally {
     await nats.nc.close();

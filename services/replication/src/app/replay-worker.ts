@@ -8,8 +8,9 @@ let answer: ReplayResult;
 try {
   answer = { ok: true, parts: await foldBackup(job.file, job.opts, job.part) };
 } catch (e) {
-  answer = e instanceof BackupCorruptError
-    ? { ok: false, message: e.message, corrupt: { file: e.file, line: e.line, detail: e.detail } }
-    : { ok: false, message: e instanceof Error ? e.message : String(e) };
+  answer =
+    e instanceof BackupCorruptError
+      ? { ok: false, message: e.message, corrupt: { file: e.file, line: e.line, detail: e.detail } }
+      : { ok: false, message: e instanceof Error ? e.message : String(e) };
 }
 parentPort?.postMessage(answer);

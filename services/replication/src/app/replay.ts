@@ -4,7 +4,14 @@ import { Worker } from "node:worker_threads";
 import { EVT_STREAM } from "#common/layout.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { BackupCorruptError } from "../domain/errors.js";
-import { beyond, combineParts, ReplayFolder, type FoldParts, type ReplayBound, type ReplayView } from "../domain/replay/view.js";
+import {
+  beyond,
+  combineParts,
+  ReplayFolder,
+  type FoldParts,
+  type ReplayBound,
+  type ReplayView,
+} from "../domain/replay/view.js";
 import { nanosToMs, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
 import { scanBackup, type MessageHead } from "../infra/backup-file.js";
 import { decodeMsg, decodeRecord, decodeValue } from "../infra/decode.js";
@@ -49,7 +56,8 @@ export async function replay(natsUrl: string, opts: ReplayOptions = {}): Promise
   }
 }
 
-const header = (hs: Array<[string, string]> | undefined, name: string): string | undefined => hs?.find(([k]) => k === name)?.[1];
+const header = (hs: Array<[string, string]> | undefined, name: string): string | undefined =>
+  hs?.find(([k]) => k === name)?.[1];
 
 /** Where a message stood in the original log: restore-log's headers, else its own seq and time. */
 const position = (m: MessageHead): { seq: number; timeMs: number } => ({
@@ -75,7 +83,11 @@ export function partitionOf(subject: string, count: number): number {
  * cuts all partitions at the same record. Partition 0 checks the file's digest; every line is
  * parsed and checked whole by the partition that owns it.
  */
-export async function foldBackup(file: string, opts: ReplayOptions = {}, part: Partition = { index: 0, count: 1 }): Promise<FoldParts> {
+export async function foldBackup(
+  file: string,
+  opts: ReplayOptions = {},
+  part: Partition = { index: 0, count: 1 },
+): Promise<FoldParts> {
   const bound = toBound(opts);
   const folder = new ReplayFolder({ chunks: opts.chunks ?? false });
   let done = false;
@@ -85,17 +97,28 @@ export async function foldBackup(file: string, opts: ReplayOptions = {}, part: P
     if (beyond(bound, p.seq, p.timeMs)) done = true;
     return done ? undefined : p;
   };
-  await scanBackup(file, (m) => {
-    const p = at(m);
-    if (p) folder.add(m.json !== undefined ? decodeValue(m.subject, m.json, p.seq, p.timeMs) : decodeRecord(m.subject, payloadBytes(m), p.seq, p.timeMs));
-  }, part.count === 1 ? {} : {
-    only: (subject) => partitionOf(subject, part.count) === part.index,
-    onOther: (m) => {
+  await scanBackup(
+    file,
+    (m) => {
       const p = at(m);
-      if (p) folder.pass(p.seq, p.timeMs);
+      if (p)
+        folder.add(
+          m.json !== undefined
+            ? decodeValue(m.subject, m.json, p.seq, p.timeMs)
+            : decodeRecord(m.subject, payloadBytes(m), p.seq, p.timeMs),
+        );
     },
-    digest: part.index === 0,
-  });
+    part.count === 1
+      ? {}
+      : {
+          only: (subject) => partitionOf(subject, part.count) === part.index,
+          onOther: (m) => {
+            const p = at(m);
+            if (p) folder.pass(p.seq, p.timeMs);
+          },
+          digest: part.index === 0,
+        },
+  );
   return folder.parts();
 }
 
@@ -110,7 +133,11 @@ const MAX_PARTITIONS = 4;
  * `partitions` overrides the choice (1: on this thread alone).
  */
 export async function replayBackup(file: string, opts: ReplayOptions = {}, partitions?: number): Promise<ReplayView> {
-  const count = Math.max(1, partitions ?? ((await stat(file)).size >= PARTITIONED_MIN_BYTES ? Math.min(availableParallelism(), MAX_PARTITIONS) : 1));
+  const count = Math.max(
+    1,
+    partitions ??
+      ((await stat(file)).size >= PARTITIONED_MIN_BYTES ? Math.min(availableParallelism(), MAX_PARTITIONS) : 1),
+  );
   const others = Array.from({ length: count - 1 }, (_, i) => foldOnWorker(file, opts, { index: i + 1, count }));
   // Every partition runs to its end even when another has failed: a worker may yet find a bad line
   // before the one reported here (a digest mismatch is reported at the trailer), and the error
@@ -119,18 +146,35 @@ export async function replayBackup(file: string, opts: ReplayOptions = {}, parti
   await Promise.all(others.map((w) => w.stop()));
   const failed = all.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
   // Several partitions may refuse a bad file; report the first bad line, as a single scan would.
-  const corrupt = failed.filter((e): e is BackupCorruptError => e instanceof BackupCorruptError).sort((a, b) => a.line - b.line);
+  const corrupt = failed
+    .filter((e): e is BackupCorruptError => e instanceof BackupCorruptError)
+    .sort((a, b) => a.line - b.line);
   if (failed.length > 0) throw corrupt[0] ?? failed[0];
-  return combineParts(all.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])), toBound(opts), opts.vm);
+  return combineParts(
+    all.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])),
+    toBound(opts),
+    opts.vm,
+  );
 }
 
 /** foldBackup of one partition on a worker thread (replay-worker.ts). */
-function foldOnWorker(file: string, opts: ReplayOptions, part: Partition): { result: Promise<FoldParts>; stop(): Promise<number> } {
-  const w = new Worker(new URL("./replay-worker.mjs", import.meta.url), { workerData: { file, opts, part } satisfies ReplayJob });
+function foldOnWorker(
+  file: string,
+  opts: ReplayOptions,
+  part: Partition,
+): { result: Promise<FoldParts>; stop(): Promise<number> } {
+  const w = new Worker(new URL("./replay-worker.mjs", import.meta.url), {
+    workerData: { file, opts, part } satisfies ReplayJob,
+  });
   const result = new Promise<FoldParts>((resolve, reject) => {
     w.once("message", (m: ReplayResult) => {
       if (m.ok) resolve(m.parts);
-      else reject(m.corrupt ? new BackupCorruptError(m.corrupt.file, m.corrupt.line, m.corrupt.detail) : new Error(`replay partition ${part.index}: ${m.message}`));
+      else
+        reject(
+          m.corrupt
+            ? new BackupCorruptError(m.corrupt.file, m.corrupt.line, m.corrupt.detail)
+            : new Error(`replay partition ${part.index}: ${m.message}`),
+        );
     });
     w.once("error", reject);
     w.once("exit", (code) => reject(new Error(`replay partition ${part.index} exited (${code}) without a result`)));

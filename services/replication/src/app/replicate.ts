@@ -27,9 +27,15 @@ async function once(o: ReplicateOptions): Promise<void> {
   const transport = await o.connect();
   try {
     const r = await syncOnce({ ...o, transport });
-    const retention = o.retention && o.localStore
-      ? await applyRetention({ log: o.log, store: await ChunkStore.open(o.localStore), vm: o.vm, policy: o.retention })
-      : undefined;
+    const retention =
+      o.retention && o.localStore
+        ? await applyRetention({
+            log: o.log,
+            store: await ChunkStore.open(o.localStore),
+            vm: o.vm,
+            policy: o.retention,
+          })
+        : undefined;
     o.onSync?.(r, retention);
   } finally {
     await transport.close?.();

@@ -24,7 +24,24 @@ export interface RestoreLogSummary {
 const WINDOW = 512;
 
 /** Only what defines the stream's behaviour; mirrors and sources come back as plain streams. */
-const KEEP = ["subjects", "retention", "storage", "max_consumers", "max_msgs", "max_bytes", "max_age", "max_msg_size", "max_msgs_per_subject", "discard", "num_replicas", "duplicate_window", "allow_direct", "allow_rollup_hdrs", "deny_delete", "deny_purge"];
+const KEEP = [
+  "subjects",
+  "retention",
+  "storage",
+  "max_consumers",
+  "max_msgs",
+  "max_bytes",
+  "max_age",
+  "max_msg_size",
+  "max_msgs_per_subject",
+  "discard",
+  "num_replicas",
+  "duplicate_window",
+  "allow_direct",
+  "allow_rollup_hdrs",
+  "deny_delete",
+  "deny_purge",
+];
 
 function configOf(s: BackupStream, replicas: number | undefined): Partial<StreamConfig> & { name: string } {
   const cfg: Record<string, unknown> = { name: s.name };
@@ -93,9 +110,14 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
     const expected = next.get(m.stream) ?? 0;
     next.set(m.stream, expected + 1);
     const p = nats.js
-      .publish(m.subject, payloadBytes(m), { headers: restoredHeaders(m), expect: { streamName: m.stream, lastSequence: expected }, timeout: 30_000 })
+      .publish(m.subject, payloadBytes(m), {
+        headers: restoredHeaders(m),
+        expect: { streamName: m.stream, lastSequence: expected },
+        timeout: 30_000,
+      })
       .catch((err: unknown) => {
-        if (err instanceof JetStreamApiError && err.code === 10071) throw new RestoreInterferenceError(m.stream, expected + 1, { cause: err });
+        if (err instanceof JetStreamApiError && err.code === 10071)
+          throw new RestoreInterferenceError(m.stream, expected + 1, { cause: err });
         throw err;
       });
     p.catch(() => undefined); // observed below; keeps an early failure from being unhandled
@@ -107,7 +129,12 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
   return {
     file: opts.in,
     messages: scan.count,
-    streams: scan.header.streams.map((s) => ({ name: s.name, messages: scan.perStream[s.name] ?? 0, firstSeq: first.get(s.name) ?? 0, lastSeq: next.get(s.name) ?? 0 })),
+    streams: scan.header.streams.map((s) => ({
+      name: s.name,
+      messages: scan.perStream[s.name] ?? 0,
+      firstSeq: first.get(s.name) ?? 0,
+      lastSeq: next.get(s.name) ?? 0,
+    })),
     seconds: (Date.now() - started) / 1000,
   };
 }

@@ -124,7 +124,13 @@ class VolumeWriter {
 
   private async writeRun(pieces: Buffer[], pos: number, bytes: number, staging: Buffer | undefined): Promise<void> {
     const aligned = bytes - (bytes % DIRECT_IO_ALIGN); // all but a volume's last partial page
-    if (this.direct && staging && aligned > 0 && aligned <= staging.length && (aligned >= DIRECT_MIN_BYTES || this.direct.everyAligned)) {
+    if (
+      this.direct &&
+      staging &&
+      aligned > 0 &&
+      aligned <= staging.length &&
+      (aligned >= DIRECT_MIN_BYTES || this.direct.everyAligned)
+    ) {
       let at = 0;
       for (const p of pieces) at += p.copy(staging, at, 0, Math.min(p.length, aligned - at));
       await writeAll(this.direct.fh, staging.subarray(0, aligned), pos);
@@ -160,7 +166,14 @@ class VolumeWriter {
   }
 }
 
-async function restoreVolume(store: ChunkStore, hasher: HashPool, m: Manifest, v: ManifestVolume, path: string, width: number): Promise<{ syncMs: number; directBytes: number }> {
+async function restoreVolume(
+  store: ChunkStore,
+  hasher: HashPool,
+  m: Manifest,
+  v: ManifestVolume,
+  path: string,
+  width: number,
+): Promise<{ syncMs: number; directBytes: number }> {
   const part = `${path}.part`;
   const out = await VolumeWriter.open(part, v.sizeBytes);
   let syncMs = 0;
@@ -185,8 +198,10 @@ async function restoreVolume(store: ChunkStore, hasher: HashPool, m: Manifest, v
         const chunks = span.map((i, k) => {
           const data = datas[k]!;
           const len = chunkLength(v.sizeBytes, m.chunkSizeBytes, i);
-          if (data.length !== len) throw new StoreIntegrityError(`chunk ${i} of ${v.name}`, `${len} bytes`, `${data.length} bytes`);
-          if (actual[k] !== hashes[k]) throw new StoreIntegrityError(`chunk ${hashes[k]}`, hashes[k]!, actual[k] ?? "nothing");
+          if (data.length !== len)
+            throw new StoreIntegrityError(`chunk ${i} of ${v.name}`, `${len} bytes`, `${data.length} bytes`);
+          if (actual[k] !== hashes[k])
+            throw new StoreIntegrityError(`chunk ${hashes[k]}`, hashes[k]!, actual[k] ?? "nothing");
           return { pos: i * m.chunkSizeBytes, data };
         });
         await out.writeChunks(chunks, staging);
@@ -217,7 +232,13 @@ export async function restoreFromStore(snap: Snapshot, o: RestoreOptions): Promi
   }
 }
 
-async function restoreWith(store: ChunkStore, hasher: HashPool, snap: Snapshot, o: RestoreOptions, started: number): Promise<RestoreResult> {
+async function restoreWith(
+  store: ChunkStore,
+  hasher: HashPool,
+  snap: Snapshot,
+  o: RestoreOptions,
+  started: number,
+): Promise<RestoreResult> {
   const m = await store.readManifest(snap.manifest, snap.manifestBlake3);
   await mkdir(o.toDir, { recursive: true });
   const files: RestoreResult["files"] = [];
@@ -234,5 +255,13 @@ async function restoreWith(store: ChunkStore, hasher: HashPool, snap: Snapshot, 
   }
   await fsyncDir(files[0] ? dirname(files[0].path) : o.toDir);
   const bytes = files.reduce((n, f) => n + f.sizeBytes, 0);
-  return { snapshotId: snap.snapshotId, takenAt: snap.takenAt, files, bytes, seconds: (Date.now() - started) / 1000, finalSyncSeconds: syncMs / 1000, directBytes };
+  return {
+    snapshotId: snap.snapshotId,
+    takenAt: snap.takenAt,
+    files,
+    bytes,
+    seconds: (Date.now() - started) / 1000,
+    finalSyncSeconds: syncMs / 1000,
+    directBytes,
+  };
 }

@@ -24,7 +24,14 @@ export const DEFAULT_GRACE_MS = 10 * 60_000;
  * sync has just stored or found (dedup touches it) is inside the grace period; a commit whose
  * chunk was collected anyway is refused by the destination (CHUNKS_MISSING) and resent.
  */
-export async function applyRetention(o: { log: ReplicationLog; store: ChunkStore; vm: string; policy: RetentionPolicy; nowMs?: number; graceMs?: number }): Promise<RetentionResult> {
+export async function applyRetention(o: {
+  log: ReplicationLog;
+  store: ChunkStore;
+  vm: string;
+  policy: RetentionPolicy;
+  nowMs?: number;
+  graceMs?: number;
+}): Promise<RetentionResult> {
   const nowMs = o.nowMs ?? Date.now();
   const grace = o.graceMs ?? DEFAULT_GRACE_MS;
   const { state, seq } = await o.log.read(o.vm);
@@ -33,7 +40,9 @@ export async function applyRetention(o: { log: ReplicationLog; store: ChunkStore
   const manifests = await o.store.listManifests();
   // This VM's manifests that no kept snapshot names: pruned ones, and leftovers of syncs that
   // wrote a manifest but never committed (once they are older than the grace period).
-  const drop = manifests.filter((f) => f.vm === o.vm && !keptIds.has(f.snapshotId) && (pruned.includes(f.snapshotId) || nowMs - f.mtimeMs > grace));
+  const drop = manifests.filter(
+    (f) => f.vm === o.vm && !keptIds.has(f.snapshotId) && (pruned.includes(f.snapshotId) || nowMs - f.mtimeMs > grace),
+  );
   const keep = manifests.filter((f) => !drop.includes(f));
   const kept: Manifest[] = await Promise.all(keep.map((f) => o.store.readManifest(f.rel)));
   const referenced = referencedChunks(kept);
@@ -45,7 +54,14 @@ export async function applyRetention(o: { log: ReplicationLog; store: ChunkStore
   const plan = await planCollection(o.store, referenced, nowMs, grace);
   const garbage = plan.reduce((n, p) => n + p.dead, 0);
   if (pruned.length > 0) {
-    const event: SnapshotsPruned = { type: "SnapshotsPruned", version: 1, vm: o.vm, at: new Date(nowMs).toISOString(), snapshotIds: pruned, chunksDeleted: garbage };
+    const event: SnapshotsPruned = {
+      type: "SnapshotsPruned",
+      version: 1,
+      vm: o.vm,
+      at: new Date(nowMs).toISOString(),
+      snapshotIds: pruned,
+      chunksDeleted: garbage,
+    };
     await o.log.append(o.vm, [event], `prune-${o.vm}-${pruned.join(".").slice(0, 200)}`, seq);
   }
   for (const f of drop) await o.store.deleteManifest(f.rel);
@@ -60,14 +76,21 @@ export async function applyRetention(o: { log: ReplicationLog; store: ChunkStore
 const REWRITE_DEAD_SHARE = 0.25;
 const SMALL_PACK_BYTES = 32 << 20;
 
-type Collect = { kind: "pack"; pack: Pack; keep: IndexEntry[]; dead: number } | { kind: "temp"; path: string; dead: number };
+type Collect =
+  | { kind: "pack"; pack: Pack; keep: IndexEntry[]; dead: number }
+  | { kind: "temp"; path: string; dead: number };
 
 /**
  * What retention removes: packs older than the grace period whose chunks no kept manifest needs
  * (deleted), or that hold enough such chunks to pay for copying the rest (rewritten); and temp
  * files of packs a killed writer never sealed.
  */
-async function planCollection(store: ChunkStore, referenced: Set<string>, nowMs: number, grace: number): Promise<Collect[]> {
+async function planCollection(
+  store: ChunkStore,
+  referenced: Set<string>,
+  nowMs: number,
+  grace: number,
+): Promise<Collect[]> {
   const out: Collect[] = [];
   await store.reload();
   for (const pack of store.sealedPacks()) {
@@ -79,6 +102,7 @@ async function planCollection(store: ChunkStore, referenced: Set<string>, nowMs:
     if (keep.length > 0 && pack.bytes > SMALL_PACK_BYTES && deadBytes < pack.bytes * REWRITE_DEAD_SHARE) continue;
     out.push({ kind: "pack", pack, keep, dead: pack.entries.length - keep.length });
   }
-  for (const t of await store.strayTemps()) if (nowMs - t.mtimeMs > grace) out.push({ kind: "temp", path: t.path, dead: 0 });
+  for (const t of await store.strayTemps())
+    if (nowMs - t.mtimeMs > grace) out.push({ kind: "temp", path: t.path, dead: 0 });
   return out;
 }

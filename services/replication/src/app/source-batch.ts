@@ -12,7 +12,10 @@ const parseReply = compiledSafeParse(AgentReply);
 /** The destination refused a chunk or a commit; the snapshot is not committed. */
 export class SyncRejectedError extends DwcpError {
   readonly retryable = true;
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(`destination refused the sync (${code}): ${message}`);
   }
 }
@@ -37,7 +40,11 @@ export class CountingLink {
     const replyFrame = await this.transport.request(frame);
     this.counters.wireBytes += frame.length + replyFrame.length;
     const parsed = parseReply(decodeFrame<Reply>(replyFrame).header);
-    if (!parsed.success) throw new SyncRejectedError("PROTOCOL", `the destination answered with an invalid frame: ${parsed.error.message.slice(0, 200)}`);
+    if (!parsed.success)
+      throw new SyncRejectedError(
+        "PROTOCOL",
+        `the destination answered with an invalid frame: ${parsed.error.message.slice(0, 200)}`,
+      );
     const reply = parsed.data;
     if (reply.kind === "error") throw new SyncRejectedError(reply.code, reply.message);
     return reply;
@@ -98,7 +105,10 @@ export class PutBatcher {
   private readonly batchBytes: number;
   private readonly inflight: number;
 
-  constructor(private readonly link: CountingLink, o: BatcherOptions = {}) {
+  constructor(
+    private readonly link: CountingLink,
+    o: BatcherOptions = {},
+  ) {
     this.batchBytes = o.batchBytes ?? 1 << 20;
     this.inflight = o.inflight ?? 8;
     this.buf = Buffer.allocUnsafe(this.batchBytes);
@@ -157,9 +167,11 @@ export class PutBatcher {
   }
 
   private settle(reply: Reply, chunks: PutChunk[], rereads: Array<OutChunk["reread"]>): void {
-    if (reply.kind !== "put-result" || reply.outcomes.length !== chunks.length) throw new SyncRejectedError("PROTOCOL", `unexpected reply ${reply.kind} to put`);
+    if (reply.kind !== "put-result" || reply.outcomes.length !== chunks.length)
+      throw new SyncRejectedError("PROTOCOL", `unexpected reply ${reply.kind} to put`);
     for (const [i, outcome] of reply.outcomes.entries()) {
-      if (outcome === "need-full") this.resends.push({ chunk: chunks[i]!, reread: rereads[i]!, reason: reply.reasons?.[i] ?? "" });
+      if (outcome === "need-full")
+        this.resends.push({ chunk: chunks[i]!, reread: rereads[i]!, reason: reply.reasons?.[i] ?? "" });
     }
   }
 
@@ -168,7 +180,10 @@ export class PutBatcher {
     const bytes = await r.reread();
     const actual = (await strongHash(bytes)).toString("hex");
     if (actual !== r.chunk.hash) {
-      throw new SyncRejectedError("SOURCE_CHANGED", `a chunk changed while the volume was read (${r.reason || "resend"}): quiesce or snapshot the volume and sync again`);
+      throw new SyncRejectedError(
+        "SOURCE_CHANGED",
+        `a chunk changed while the volume was read (${r.reason || "resend"}): quiesce or snapshot the volume and sync again`,
+      );
     }
     await this.add({ hash: r.chunk.hash, base: null, bytes, pages: null, zeroMap: zeroPages(bytes), reread: r.reread });
   }

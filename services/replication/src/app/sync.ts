@@ -50,10 +50,20 @@ async function previousCache(o: SyncOptions, snapshotId: string | undefined): Pr
  */
 async function commitManifest(link: CountingLink, m: Manifest, parent: SourceCache | undefined): Promise<Reply> {
   const { vm, snapshotId, parentId, takenAt, chunkSizeBytes } = m;
-  const volumes = parentId !== undefined && parent?.snapshotId === parentId ? volumeChanges(parent.volumes, m.volumes) : undefined;
+  const volumes =
+    parentId !== undefined && parent?.snapshotId === parentId ? volumeChanges(parent.volumes, m.volumes) : undefined;
   if (volumes !== undefined && parentId !== undefined) {
     try {
-      return await link.call({ kind: "commit-changes", version: 1, vm, snapshotId, parentId, takenAt, chunkSizeBytes, volumes });
+      return await link.call({
+        kind: "commit-changes",
+        version: 1,
+        vm,
+        snapshotId,
+        parentId,
+        takenAt,
+        chunkSizeBytes,
+        volumes,
+      });
     } catch (err) {
       if (!(err instanceof SyncRejectedError && err.code === "PARENT_UNKNOWN")) throw err;
     }
@@ -100,7 +110,8 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   };
   const cs = o.chunkSizeBytes ?? DEFAULT_CHUNK_BYTES;
   const names = o.sources.map((p) => basename(p));
-  if (new Set(names).size !== names.length) throw new SyncRejectedError("DUPLICATE_VOLUME", `volume file names must differ: ${names.join(", ")}`);
+  if (new Set(names).size !== names.length)
+    throw new SyncRejectedError("DUPLICATE_VOLUME", `volume file names must differ: ${names.join(", ")}`);
   const { state, seq } = await o.log.read(o.vm);
   const parent = latestSnapshot(state);
   const cached = await previousCache(o, parent?.snapshotId);
@@ -112,17 +123,36 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   lap("prepareMs");
   const outs: VolumeOut[] = [];
   for (const path of o.sources) {
-    outs.push(await syncVolume({ batcher, link, path, cs, prev: cache?.volumes.find((v) => v.name === basename(path)), lanes: o.concurrency ?? 3 }));
+    outs.push(
+      await syncVolume({
+        batcher,
+        link,
+        path,
+        cs,
+        prev: cache?.volumes.find((v) => v.name === basename(path)),
+        lanes: o.concurrency ?? 3,
+      }),
+    );
   }
   lap("volumesMs");
   const manifest: Manifest = {
-    format: "dwcp-manifest", version: 1, vm: o.vm, snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}),
-    takenAt: takenAt.toISOString(), chunkSizeBytes: cs, volumes: outs.map((x) => x.vol),
+    format: "dwcp-manifest",
+    version: 1,
+    vm: o.vm,
+    snapshotId,
+    ...(parent ? { parentId: parent.snapshotId } : {}),
+    takenAt: takenAt.toISOString(),
+    chunkSizeBytes: cs,
+    volumes: outs.map((x) => x.vol),
   };
   // The new cache is written while the destination commits and the event is appended: it is only
   // ever loaded for the snapshot the log names as the latest, so until the append holds it is an
   // unused file, which the next successful sync prunes. Older caches go only once the append held.
-  const next: SourceCache = { snapshotId, chunkSizeBytes: cs, volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })) };
+  const next: SourceCache = {
+    snapshotId,
+    chunkSizeBytes: cs,
+    volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })),
+  };
   const caching = writeCache(o.stateDir, o.vm, next);
   caching.catch(() => undefined); // awaited below; keeps an early failure from being unhandled
   const committed = await commitManifest(link, manifest, cache).catch(async (err: unknown) => {
@@ -133,16 +163,27 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     }
     throw err;
   });
-  if (committed.kind !== "committed") throw new SyncRejectedError("PROTOCOL", `unexpected reply ${committed.kind} to commit`);
+  if (committed.kind !== "committed")
+    throw new SyncRejectedError("PROTOCOL", `unexpected reply ${committed.kind} to commit`);
   lap("commitMs");
   const bytes = outs.reduce((n, x) => n + x.vol.sizeBytes, 0);
   const event: SnapshotCommitted = {
-    type: "SnapshotCommitted", version: 1, vm: o.vm, at: new Date().toISOString(), snapshotId,
-    ...(parent ? { parentId: parent.snapshotId } : {}), takenAt: takenAt.toISOString(),
-    source: { host: o.sourceHost, paths: o.sources }, destination: { host: o.destinationHost, store: o.storePath },
-    manifest: committed.manifest, manifestBlake3: committed.blake3,
+    type: "SnapshotCommitted",
+    version: 1,
+    vm: o.vm,
+    at: new Date().toISOString(),
+    snapshotId,
+    ...(parent ? { parentId: parent.snapshotId } : {}),
+    takenAt: takenAt.toISOString(),
+    source: { host: o.sourceHost, paths: o.sources },
+    destination: { host: o.destinationHost, store: o.storePath },
+    manifest: committed.manifest,
+    manifestBlake3: committed.blake3,
     volumes: outs.map((x) => ({ name: x.vol.name, sizeBytes: x.vol.sizeBytes, chunkCount: x.vol.chunks.length })),
-    bytes, changedBytes: link.counters.changedBytes, wireBytes: link.counters.wireBytes, durationMs: Date.now() - started,
+    bytes,
+    changedBytes: link.counters.changedBytes,
+    wireBytes: link.counters.wireBytes,
+    durationMs: Date.now() - started,
   };
   await o.log.append(o.vm, [event], `snap-${snapshotId}`, seq);
   committedCaches.set(cacheKey(o), next);
@@ -150,5 +191,13 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   await caching;
   await pruneCaches(o.stateDir, o.vm, snapshotId);
   lap("cacheMs");
-  return { snapshotId, ...(parent ? { parentId: parent.snapshotId } : {}), bytes, seconds: (Date.now() - started) / 1000, event, phases, ...link.counters };
+  return {
+    snapshotId,
+    ...(parent ? { parentId: parent.snapshotId } : {}),
+    bytes,
+    seconds: (Date.now() - started) / 1000,
+    event,
+    phases,
+    ...link.counters,
+  };
 }

@@ -59,7 +59,11 @@ class VolumeScan {
   /** Blocks are fingerprinted through a mapping and only chunks that changed are read (mappedBlock). */
   private readonly mapped: boolean;
 
-  constructor(private readonly j: VolumeJob, private readonly fh: FileHandle, readonly size: number) {
+  constructor(
+    private readonly j: VolumeJob,
+    private readonly fh: FileHandle,
+    readonly size: number,
+  ) {
     this.chunks = new Array<string | null>(chunkCount(size, j.cs)).fill(null);
     this.totalPages = Math.ceil(size / PAGE);
     this.fps = new BigUint64Array(this.totalPages);
@@ -96,7 +100,8 @@ class VolumeScan {
   /** Whether chunk i's pages [p0, p1) have the fingerprints of the last snapshot. */
   private unchanged(i: number, p0: number, p1: number): boolean {
     const prev = this.j.prev;
-    if (!prev || !this.oldFp || i >= prev.chunks.length || p1 > prev.fingerprints.length || p1 > this.edge) return false;
+    if (!prev || !this.oldFp || i >= prev.chunks.length || p1 > prev.fingerprints.length || p1 > this.edge)
+      return false;
     return this.newFp.compare(this.oldFp, p0 * 8, p1 * 8, p0 * 8, p1 * 8) === 0;
   }
 
@@ -111,16 +116,23 @@ class VolumeScan {
     const { cs, prev, path } = this.j;
     const p0 = pos / PAGE;
     try {
-      await zeroCopy.fingerprintFile(this.fh.fd, pos, buf.length, this.fps.subarray(p0, p0 + Math.ceil(buf.length / PAGE)));
+      await zeroCopy.fingerprintFile(
+        this.fh.fd,
+        pos,
+        buf.length,
+        this.fps.subarray(p0, p0 + Math.ceil(buf.length / PAGE)),
+      );
     } catch (err) {
-      if ((err as { sysCode?: string }).sysCode === "ENXIO") throw new SyncRejectedError("SOURCE_CHANGED", `${path} shrank while it was read`);
+      if ((err as { sysCode?: string }).sysCode === "ENXIO")
+        throw new SyncRejectedError("SOURCE_CHANGED", `${path} shrank while it was read`);
       throw err;
     }
     const end = pos + buf.length;
     let first = -1; // the first chunk of the run of changed chunks being collected
     for (let i = pos / cs; ; i++) {
       const at = i * cs;
-      const changed = at < end && !this.unchanged(i, at / PAGE, at / PAGE + Math.ceil(chunkLength(this.size, cs, i) / PAGE));
+      const changed =
+        at < end && !this.unchanged(i, at / PAGE, at / PAGE + Math.ceil(chunkLength(this.size, cs, i) / PAGE));
       if (changed) {
         if (first < 0) first = i;
         continue;
@@ -128,7 +140,10 @@ class VolumeScan {
       if (first >= 0) {
         const from = first * cs;
         const run = buf.subarray(0, Math.min(at, end) - from);
-        await this.block(from, zeroCopy.readIfCached(this.fh.fd, run, from, run.length) ? run : await readExactly(this.fh, run, from, path));
+        await this.block(
+          from,
+          zeroCopy.readIfCached(this.fh.fd, run, from, run.length) ? run : await readExactly(this.fh, run, from, path),
+        );
         first = -1;
       }
       if (at >= end) return;
@@ -161,9 +176,22 @@ class VolumeScan {
       }
       const base = i < prev.chunks.length ? (prev.chunks[i] ?? null) : null;
       if (hash === base) continue;
-      const changed = changedPages(f.subarray(p0 - pos / PAGE, p1 - pos / PAGE), prev.fingerprints, p0, this.sizeChanged, this.totalPages);
+      const changed = changedPages(
+        f.subarray(p0 - pos / PAGE, p1 - pos / PAGE),
+        prev.fingerprints,
+        p0,
+        this.sizeChanged,
+        this.totalPages,
+      );
       const whole = base === null && changed.length === p1 - p0;
-      await this.j.batcher.add({ hash, base, bytes, pages: whole ? null : changed, zeroMap: zeroPages(bytes), reread: this.reread(i, bytes.length) });
+      await this.j.batcher.add({
+        hash,
+        base,
+        bytes,
+        pages: whole ? null : changed,
+        zeroMap: zeroPages(bytes),
+        reread: this.reread(i, bytes.length),
+      });
     }
     if (unknown.length > 0) await this.offer(unknown);
   }
@@ -171,10 +199,18 @@ class VolumeScan {
   /** Chunks nothing is known about: asks which the store holds (dedup across VMs and versions), sends the rest. */
   private async offer(unknown: Array<{ i: number; hash: string; bytes: Buffer }>): Promise<void> {
     const r = await this.j.link.call({ kind: "have", version: 1, hashes: unknown.map((u) => u.hash) });
-    if (r.kind !== "have-result" || r.have.length !== unknown.length) throw new SyncRejectedError("PROTOCOL", `unexpected reply ${r.kind} to have`);
+    if (r.kind !== "have-result" || r.have.length !== unknown.length)
+      throw new SyncRejectedError("PROTOCOL", `unexpected reply ${r.kind} to have`);
     for (const [k, u] of unknown.entries()) {
       if (r.have[k] === true) continue;
-      await this.j.batcher.add({ hash: u.hash, base: null, bytes: u.bytes, pages: null, zeroMap: zeroPages(u.bytes), reread: this.reread(u.i, u.bytes.length) });
+      await this.j.batcher.add({
+        hash: u.hash,
+        base: null,
+        bytes: u.bytes,
+        pages: null,
+        zeroMap: zeroPages(u.bytes),
+        reread: this.reread(u.i, u.bytes.length),
+      });
     }
   }
 }

@@ -4,8 +4,14 @@ import { DwcpError } from "#common/errors.js";
 export class BackupCorruptError extends DwcpError {
   readonly code = "BACKUP_CORRUPT" as const;
   readonly retryable = false;
-  constructor(readonly file: string, readonly line: number, readonly detail: string) {
-    super(`backup ${file} is unusable (line ${line}: ${detail}); nothing was imported — take a new backup with \`dwcp backup\``);
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    readonly detail: string,
+  ) {
+    super(
+      `backup ${file} is unusable (line ${line}: ${detail}); nothing was imported — take a new backup with \`dwcp backup\``,
+    );
   }
 }
 
@@ -13,8 +19,13 @@ export class BackupCorruptError extends DwcpError {
 export class RestoreTargetNotEmptyError extends DwcpError {
   readonly code = "RESTORE_TARGET_NOT_EMPTY" as const;
   readonly retryable = false;
-  constructor(readonly stream: string, readonly messages: number) {
-    super(`stream ${stream} already holds ${messages} message(s); restore-log only imports into an empty or absent stream — use a fresh server or delete the stream first`);
+  constructor(
+    readonly stream: string,
+    readonly messages: number,
+  ) {
+    super(
+      `stream ${stream} already holds ${messages} message(s); restore-log only imports into an empty or absent stream — use a fresh server or delete the stream first`,
+    );
   }
 }
 
@@ -22,8 +33,15 @@ export class RestoreTargetNotEmptyError extends DwcpError {
 export class RestoreInterferenceError extends DwcpError {
   readonly code = "RESTORE_INTERFERENCE" as const;
   readonly retryable = false;
-  constructor(readonly stream: string, readonly seq: number, options?: { cause?: unknown }) {
-    super(`stream ${stream} changed during restore-log at sequence ${seq}: stop every coordinator and mover on the target server and restore into an empty stream`, options);
+  constructor(
+    readonly stream: string,
+    readonly seq: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `stream ${stream} changed during restore-log at sequence ${seq}: stop every coordinator and mover on the target server and restore into an empty stream`,
+      options,
+    );
   }
 }
 
@@ -31,8 +49,14 @@ export class RestoreInterferenceError extends DwcpError {
 export class StoreIntegrityError extends DwcpError {
   readonly code = "STORE_INTEGRITY" as const;
   readonly retryable = false;
-  constructor(readonly what: string, readonly expected: string, readonly actual: string) {
-    super(`${what}: expected BLAKE3 ${expected}, found ${actual}; the store is damaged — restore from another snapshot`);
+  constructor(
+    readonly what: string,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(
+      `${what}: expected BLAKE3 ${expected}, found ${actual}; the store is damaged — restore from another snapshot`,
+    );
   }
 }
 
@@ -40,7 +64,10 @@ export class StoreIntegrityError extends DwcpError {
 export class SnapshotNotFoundError extends DwcpError {
   readonly code = "SNAPSHOT_NOT_FOUND" as const;
   readonly retryable = false;
-  constructor(readonly vm: string, readonly wanted: string) {
+  constructor(
+    readonly vm: string,
+    readonly wanted: string,
+  ) {
     super(`no committed snapshot of ${vm} ${wanted}; list them with \`dwcp snapshots --vm ${vm}\``);
   }
 }
@@ -55,7 +82,10 @@ export class FrameInvalidError extends DwcpError {
 export class ChunkChecksumError extends DwcpError {
   readonly code = "CHECKSUM_MISMATCH" as const;
   readonly retryable = true;
-  constructor(readonly chunk: string, readonly actual: string) {
+  constructor(
+    readonly chunk: string,
+    readonly actual: string,
+  ) {
     super(`chunk ${chunk} arrived as ${actual}; the source re-reads and resends it on the next sync`);
   }
 }

@@ -2,12 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
-import {
-  BackupHeader,
-  BackupMessage,
-  BackupTrailer,
-  type BackupMessage as Msg,
-} from "#schemas/replication.js";
+import { BackupHeader, BackupMessage, BackupTrailer, type BackupMessage as Msg } from "#schemas/replication.js";
 import { BackupCorruptError } from "../domain/errors.js";
 import { AtomicFile } from "./durable-file.js";
 
@@ -66,10 +61,15 @@ const DIGEST_WORKER_MIN_BYTES = 64 << 20;
  * The SHA-256 of `file` up to the start of its last line, on a worker thread (a replay of a large
  * backup otherwise spends ~1 s of its main thread on it). Undefined if the worker cannot say.
  */
-function digestOnWorker(file: string): { result: Promise<{ sha256: string; upTo: number } | undefined>; stop(): Promise<number> } {
+function digestOnWorker(file: string): {
+  result: Promise<{ sha256: string; upTo: number } | undefined>;
+  stop(): Promise<number>;
+} {
   const w = new Worker(new URL("./digest-worker.mjs", import.meta.url), { workerData: { file } });
   const result = new Promise<{ sha256: string; upTo: number } | undefined>((resolve) => {
-    w.once("message", (m: { ok: boolean; sha256?: string; upTo?: number }) => resolve(m.ok && m.sha256 !== undefined && m.upTo !== undefined ? { sha256: m.sha256, upTo: m.upTo } : undefined));
+    w.once("message", (m: { ok: boolean; sha256?: string; upTo?: number }) =>
+      resolve(m.ok && m.sha256 !== undefined && m.upTo !== undefined ? { sha256: m.sha256, upTo: m.upTo } : undefined),
+    );
     w.once("error", () => resolve(undefined));
     w.once("exit", () => resolve(undefined));
   });
@@ -81,7 +81,11 @@ function digestOnWorker(file: string): { result: Promise<{ sha256: string; upTo:
  * every line before the one `onLine` reports as the trailer (each with its "\n"). Lines are cut
  * from the read buffers in place; the digest is fed whole runs of lines, not line by line.
  */
-export async function eachLine(chunks: AsyncIterable<Buffer>, hash: Digest, onLine: (line: Buffer) => "trailer" | Promise<void> | void): Promise<void> {
+export async function eachLine(
+  chunks: AsyncIterable<Buffer>,
+  hash: Digest,
+  onLine: (line: Buffer) => "trailer" | Promise<void> | void,
+): Promise<void> {
   let rest: Buffer | undefined;
   let hashing = true;
   for await (const chunk of chunks) {
@@ -129,8 +133,14 @@ export async function eachLine(chunks: AsyncIterable<Buffer>, hash: Digest, onLi
 function asMessage(file: string, n: number, json: unknown): Msg {
   const m = json as Partial<Msg> | null;
   if (
-    typeof m !== "object" || m === null || typeof m.stream !== "string" || !Number.isSafeInteger(m.seq) || (m.seq ?? 0) <= 0 ||
-    typeof m.ts !== "string" || typeof m.subject !== "string" || (typeof m.data === "string") === ("json" in m) ||
+    typeof m !== "object" ||
+    m === null ||
+    typeof m.stream !== "string" ||
+    !Number.isSafeInteger(m.seq) ||
+    (m.seq ?? 0) <= 0 ||
+    typeof m.ts !== "string" ||
+    typeof m.subject !== "string" ||
+    (typeof m.data === "string") === "json" in m ||
     (m.headers !== undefined && !Array.isArray(m.headers))
   ) {
     const r = BackupMessage.safeParse(json);
@@ -139,7 +149,12 @@ function asMessage(file: string, n: number, json: unknown): Msg {
   return m as Msg;
 }
 
-function parseLine<T>(file: string, n: number, text: string, schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { message: string } } }): T {
+function parseLine<T>(
+  file: string,
+  n: number,
+  text: string,
+  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { message: string } } },
+): T {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -154,7 +169,9 @@ function parseLine<T>(file: string, n: number, text: string, schema: { safeParse
 /** SHA-256 of the first `upTo` bytes of a file. */
 async function digestFile(file: string, upTo: number): Promise<string> {
   const h = createHash("sha256");
-  if (upTo > 0) for await (const chunk of createReadStream(file, { start: 0, end: upTo - 1 }) as AsyncIterable<Buffer>) h.update(chunk);
+  if (upTo > 0)
+    for await (const chunk of createReadStream(file, { start: 0, end: upTo - 1 }) as AsyncIterable<Buffer>)
+      h.update(chunk);
   return h.digest("hex");
 }
 
@@ -165,7 +182,8 @@ export type MessageHead = Omit<Msg, "data" | "json">;
  * The head of a message line as BackupWriter writes it (keys in that order, no escapes in the
  * strings), without parsing its payload; undefined for any other form, which is then parsed whole.
  */
-const HEAD = /^\{"stream":"([^"\\]+)","seq":([1-9]\d{0,14}),"ts":"(\d+)","subject":"([^"\\]+)",(?:"headers":(\[(?:\["[^"\\]*","[^"\\]*"\](?:,(?=\[))?)*\]),)?"(?:json|data)":/;
+const HEAD =
+  /^\{"stream":"([^"\\]+)","seq":([1-9]\d{0,14}),"ts":"(\d+)","subject":"([^"\\]+)",(?:"headers":(\[(?:\["[^"\\]*","[^"\\]*"\](?:,(?=\[))?)*\]),)?"(?:json|data)":/;
 
 /** How much of a line peekHead is first given (a head with long headers gets the whole line). */
 const HEAD_BYTES = 512;
@@ -173,8 +191,21 @@ const HEAD_BYTES = 512;
 export function peekHead(text: string): MessageHead | undefined {
   const m = HEAD.exec(text);
   if (!m) return undefined;
-  const [, stream, seq, ts, subject, headers] = m as unknown as [string, string, string, string, string, string | undefined];
-  return { stream, seq: Number(seq), ts, subject, ...(headers !== undefined ? { headers: JSON.parse(headers) as Array<[string, string]> } : {}) };
+  const [, stream, seq, ts, subject, headers] = m as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string | undefined,
+  ];
+  return {
+    stream,
+    seq: Number(seq),
+    ts,
+    subject,
+    ...(headers !== undefined ? { headers: JSON.parse(headers) as Array<[string, string]> } : {}),
+  };
 }
 
 export interface ScanOptions {
@@ -194,7 +225,11 @@ export interface ScanOptions {
  * digest. `onMessage` sees messages as they are read: pass none to verify only, which is what
  * restore-log does before it imports anything.
  */
-export async function scanBackup(file: string, onMessage?: (m: Msg) => Promise<void> | void, opts: ScanOptions = {}): Promise<BackupScan> {
+export async function scanBackup(
+  file: string,
+  onMessage?: (m: Msg) => Promise<void> | void,
+  opts: ScanOptions = {},
+): Promise<BackupScan> {
   const hash = createHash("sha256");
   const digest = opts.digest ?? true;
   const worker = digest && (await stat(file)).size >= DIGEST_WORKER_MIN_BYTES ? digestOnWorker(file) : undefined;
@@ -205,7 +240,13 @@ export async function scanBackup(file: string, onMessage?: (m: Msg) => Promise<v
   }
 }
 
-async function scanWith(file: string, hash: Hash | undefined, worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined, onMessage: ((m: Msg) => Promise<void> | void) | undefined, opts: ScanOptions): Promise<BackupScan> {
+async function scanWith(
+  file: string,
+  hash: Hash | undefined,
+  worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined,
+  onMessage: ((m: Msg) => Promise<void> | void) | undefined,
+  opts: ScanOptions,
+): Promise<BackupScan> {
   let trailerAt = -1; // byte offset of the trailer line, to match the worker's digest against
   let offset = 0;
   let header: BackupHeader | undefined;
@@ -222,48 +263,59 @@ async function scanWith(file: string, hash: Hash | undefined, worker: Promise<{ 
     perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
     count++;
   };
-  await eachLine(createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, worker || !hash ? NO_DIGEST : hash, (raw) => {
-    n++;
-    const at = offset;
-    offset += raw.length + 1;
-    if (trailer) throw new BackupCorruptError(file, n, "data after the trailer");
-    if (opts.only && n > 1) {
-      // Decode only the head of the line: half of a partitioned replay's lines go no further.
-      const head = peekHead(raw.toString("utf8", 0, HEAD_BYTES)) ?? (raw.length > HEAD_BYTES ? peekHead(raw.toString("utf8")) : undefined);
-      if (head && !opts.only(head.subject)) {
-        inOrder(head);
-        opts.onOther?.(head);
+  await eachLine(
+    createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>,
+    worker || !hash ? NO_DIGEST : hash,
+    (raw) => {
+      n++;
+      const at = offset;
+      offset += raw.length + 1;
+      if (trailer) throw new BackupCorruptError(file, n, "data after the trailer");
+      if (opts.only && n > 1) {
+        // Decode only the head of the line: half of a partitioned replay's lines go no further.
+        const head =
+          peekHead(raw.toString("utf8", 0, HEAD_BYTES)) ??
+          (raw.length > HEAD_BYTES ? peekHead(raw.toString("utf8")) : undefined);
+        if (head && !opts.only(head.subject)) {
+          inOrder(head);
+          opts.onOther?.(head);
+          return;
+        }
+      }
+      const text = raw.toString("utf8");
+      if (n === 1) {
+        header = parseLine(file, n, text, BackupHeader);
+        for (const st of header.streams) lastSeq.set(st.name, 0);
         return;
       }
-    }
-    const text = raw.toString("utf8");
-    if (n === 1) {
-      header = parseLine(file, n, text, BackupHeader);
-      for (const st of header.streams) lastSeq.set(st.name, 0);
-      return;
-    }
-    if (text.startsWith('{"trailer"')) {
-      trailer = parseLine(file, n, text, BackupTrailer);
-      trailerAt = at;
-      return "trailer";
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new BackupCorruptError(file, n, "not JSON");
-    }
-    const m = asMessage(file, n, json);
-    inOrder(m);
-    return onMessage?.(m);
-  });
+      if (text.startsWith('{"trailer"')) {
+        trailer = parseLine(file, n, text, BackupTrailer);
+        trailerAt = at;
+        return "trailer";
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        throw new BackupCorruptError(file, n, "not JSON");
+      }
+      const m = asMessage(file, n, json);
+      inOrder(m);
+      return onMessage?.(m);
+    },
+  );
   if (!header) throw new BackupCorruptError(file, 1, "empty file");
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
-  if (trailer.count !== count) throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
+  if (trailer.count !== count)
+    throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
   if (!hash) return { header, count, perStream, sha256: trailer.sha256 }; // the sibling scan's to check
   const digested = await worker;
   // The worker digested up to the last line; that must be where the trailer is, or digest here.
-  const sha256 = !worker ? hash.digest("hex") : digested?.upTo === trailerAt ? digested.sha256 : await digestFile(file, trailerAt);
+  const sha256 = !worker
+    ? hash.digest("hex")
+    : digested?.upTo === trailerAt
+      ? digested.sha256
+      : await digestFile(file, trailerAt);
   if (trailer.sha256 !== sha256) throw new BackupCorruptError(file, n, "SHA-256 mismatch: the file was altered");
   return { header, count, perStream, sha256 };
 }

@@ -29,19 +29,25 @@ describe("backup line reader", () => {
   it("sees every line and digests those before the trailer, however the reads cut them (seeded)", async () => {
     const line = fc.string({ maxLength: 40 }).map((s) => s.replace(/\n/g, " ").replace(/^T/, "t"));
     await fc.assert(
-      fc.asyncProperty(fc.array(line, { maxLength: 30 }), fc.boolean(), fc.boolean(), fc.array(fc.nat(), { maxLength: 12 }), async (lines, withTrailer, endsWithNewline, cuts) => {
-        const all = withTrailer ? [...lines, "TRAILER"] : lines;
-        const text = all.join("\n") + (endsWithNewline && all.length > 0 ? "\n" : "");
-        const seen: string[] = [];
-        const h = createHash("sha256");
-        await eachLine(pieces(Buffer.from(text), cuts), h, (l) => {
-          seen.push(l.toString("utf8"));
-          return l.toString("utf8").startsWith("T") ? "trailer" : undefined;
-        });
-        const want = reference(text);
-        expect(seen).toEqual(want.lines);
-        expect(h.digest("hex")).toBe(want.sha256);
-      }),
+      fc.asyncProperty(
+        fc.array(line, { maxLength: 30 }),
+        fc.boolean(),
+        fc.boolean(),
+        fc.array(fc.nat(), { maxLength: 12 }),
+        async (lines, withTrailer, endsWithNewline, cuts) => {
+          const all = withTrailer ? [...lines, "TRAILER"] : lines;
+          const text = all.join("\n") + (endsWithNewline && all.length > 0 ? "\n" : "");
+          const seen: string[] = [];
+          const h = createHash("sha256");
+          await eachLine(pieces(Buffer.from(text), cuts), h, (l) => {
+            seen.push(l.toString("utf8"));
+            return l.toString("utf8").startsWith("T") ? "trailer" : undefined;
+          });
+          const want = reference(text);
+          expect(seen).toEqual(want.lines);
+          expect(h.digest("hex")).toBe(want.sha256);
+        },
+      ),
       { seed: 4242, numRuns: 500 },
     );
   });
@@ -50,14 +56,23 @@ describe("backup line reader", () => {
 describe("message head peek", () => {
   const head = { stream: "DWCP_EVT", seq: 42, ts: "1764115200000000042", subject: "dwcp.evt.migration.m1" };
   it("reads the head of every line BackupWriter writes, with or without headers, JSON or base64", () => {
-    fc.assert(fc.property(
-      fc.option(fc.array(fc.tuple(fc.stringMatching(/^[A-Za-z-]{1,20}$/), fc.stringMatching(/^[\w.:-]{0,40}$/)), { minLength: 1, maxLength: 4 }), { nil: undefined }),
-      fc.oneof(fc.record({ json: fc.jsonValue() }), fc.record({ data: fc.base64String() })),
-      (headers, payload) => {
-        const m = { ...head, ...(headers ? { headers } : {}) };
-        expect(peekHead(JSON.stringify({ ...m, ...payload }))).toEqual(m);
-      },
-    ), { seed: 7, numRuns: 300 });
+    fc.assert(
+      fc.property(
+        fc.option(
+          fc.array(fc.tuple(fc.stringMatching(/^[A-Za-z-]{1,20}$/), fc.stringMatching(/^[\w.:-]{0,40}$/)), {
+            minLength: 1,
+            maxLength: 4,
+          }),
+          { nil: undefined },
+        ),
+        fc.oneof(fc.record({ json: fc.jsonValue() }), fc.record({ data: fc.base64String() })),
+        (headers, payload) => {
+          const m = { ...head, ...(headers ? { headers } : {}) };
+          expect(peekHead(JSON.stringify({ ...m, ...payload }))).toEqual(m);
+        },
+      ),
+      { seed: 7, numRuns: 300 },
+    );
   });
   it("leaves any other form to the whole parse", () => {
     for (const text of [
@@ -66,6 +81,7 @@ describe("message head peek", () => {
       JSON.stringify({ ...head, seq: 0, json: {} }),
       JSON.stringify({ ...head, headers: [["k", "\n"]], json: {} }),
       '{"trailer":true,"count":1,"sha256":"00"}',
-    ]) expect(peekHead(text), text).toBeUndefined();
+    ])
+      expect(peekHead(text), text).toBeUndefined();
   });
 });

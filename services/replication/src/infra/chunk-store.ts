@@ -3,7 +3,15 @@ import { join } from "node:path";
 import { strongHash } from "#native/index.js";
 import { StoreIntegrityError } from "../domain/errors.js";
 import type { Manifest } from "../domain/store/manifest.js";
-import { applyPages, cvsAt, decodeRecord, encodeRecord, type IndexEntry, type PageDelta, type PageSet } from "../domain/store/pack.js";
+import {
+  applyPages,
+  cvsAt,
+  decodeRecord,
+  encodeRecord,
+  type IndexEntry,
+  type PageDelta,
+  type PageSet,
+} from "../domain/store/pack.js";
 import { fsyncDir, writeFileAtomic } from "./durable-file.js";
 import { Pack } from "./pack-file.js";
 
@@ -81,7 +89,11 @@ export class ChunkStore {
   /** Picks up packs written by others and forgets packs that are gone. */
   async reload(): Promise<void> {
     this.reloadedAt = Date.now();
-    const names = new Set((await readdir(this.packDir).catch(() => [] as string[])).filter((f) => f.endsWith(".pack")).map((f) => f.slice(0, -5)));
+    const names = new Set(
+      (await readdir(this.packDir).catch(() => [] as string[]))
+        .filter((f) => f.endsWith(".pack"))
+        .map((f) => f.slice(0, -5)),
+    );
     for (const [name, p] of this.packs) {
       if (!p.sealed || names.has(name)) continue;
       this.packs.delete(name);
@@ -96,7 +108,8 @@ export class ChunkStore {
       this.packs.set(name, p);
       for (const entry of p.entries) if (!this.index.has(entry.hash)) this.index.set(entry.hash, { pack: p, entry });
     }
-    for (const [hash, l] of this.index) if (!this.packs.has(l.pack.name) && l.pack !== this.writing) this.index.delete(hash);
+    for (const [hash, l] of this.index)
+      if (!this.packs.has(l.pack.name) && l.pack !== this.writing) this.index.delete(hash);
   }
 
   private check(hash: string): void {
@@ -192,13 +205,16 @@ export class ChunkStore {
 
   private async cvsOf(l: Located, len: number): Promise<Buffer | undefined> {
     const at = cvsAt(l.entry.length, len);
-    return at === undefined ? undefined : Buffer.from(await l.pack.readPart(l.entry.offset, l.entry.length, at, l.entry.length - at));
+    return at === undefined
+      ? undefined
+      : Buffer.from(await l.pack.readPart(l.entry.offset, l.entry.length, at, l.entry.length - at));
   }
 
   /** Stores a verified chunk as pages against a whole chunk (its keyframe). */
   putDelta(hash: string, d: PageDelta): Promise<void> {
     const l = this.index.get(d.base);
-    if (l?.entry.kind !== "whole") throw new StoreIntegrityError(`delta base of ${hash}`, "a whole chunk", l ? "a delta" : "nothing");
+    if (l?.entry.kind !== "whole")
+      throw new StoreIntegrityError(`delta base of ${hash}`, "a whole chunk", l ? "a delta" : "nothing");
     return this.append(hash, "delta", encodeRecord(hash, "delta", { len: d.len, data: d.data, delta: d }), d.base);
   }
 
@@ -224,8 +240,13 @@ export class ChunkStore {
     if (r.kind === "whole") return { data: r.data };
     const key = await this.record(r.delta.base, scratch?.keyframe);
     if (key.kind !== "whole") throw new StoreIntegrityError(`keyframe of ${hash}`, "a whole chunk", "a delta");
-    const data = applyPages(key.data, r.delta, scratch?.chunk && scratch.chunk.length >= r.delta.len ? scratch.chunk : undefined);
-    if (!data) throw new StoreIntegrityError(`delta of chunk ${hash}`, "a delta that fits its keyframe", "one that does not");
+    const data = applyPages(
+      key.data,
+      r.delta,
+      scratch?.chunk && scratch.chunk.length >= r.delta.len ? scratch.chunk : undefined,
+    );
+    if (!data)
+      throw new StoreIntegrityError(`delta of chunk ${hash}`, "a delta that fits its keyframe", "one that does not");
     return { data, keyframe: { hash: r.delta.base, data: key.data, pages: r.delta.pages } };
   }
 
@@ -250,7 +271,14 @@ export class ChunkStore {
       let bytes = first.entry.length;
       for (let at = first.entry.offset + first.entry.length; end < hashes.length; end++) {
         const l = this.index.get(hashes[end]!);
-        if (!l || l.pack !== first.pack || l.entry.kind !== "whole" || l.entry.offset !== at || bytes + l.entry.length > spanBytes) break;
+        if (
+          !l ||
+          l.pack !== first.pack ||
+          l.entry.kind !== "whole" ||
+          l.entry.offset !== at ||
+          bytes + l.entry.length > spanBytes
+        )
+          break;
         at += l.entry.length;
         bytes += l.entry.length;
       }
@@ -356,7 +384,10 @@ export class ChunkStore {
     if (keep.length > 0) {
       const fresh = await Pack.create(this.packDir);
       for (const e of keep) {
-        const entry = fresh.append(e.base === undefined ? { hash: e.hash, kind: e.kind } : { hash: e.hash, kind: e.kind, base: e.base }, await pack.read(e.offset, e.length));
+        const entry = fresh.append(
+          e.base === undefined ? { hash: e.hash, kind: e.kind } : { hash: e.hash, kind: e.kind, base: e.base },
+          await pack.read(e.offset, e.length),
+        );
         this.index.set(e.hash, { pack: fresh, entry });
       }
       await fresh.seal();

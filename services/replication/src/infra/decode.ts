@@ -19,13 +19,15 @@ export function decodeValue(subject: string, value: unknown, seq: number, timeMs
     if (r.success) return { kind: "migration", id: subject.slice(MIGRATION_PREFIX.length), seq, timeMs, event: r.data };
   } else if (subject.startsWith(REPLICATION_PREFIX)) {
     const r = parseReplication(value);
-    if (r.success) return { kind: "replication", vm: subject.slice(REPLICATION_PREFIX.length), seq, timeMs, event: r.data };
+    if (r.success)
+      return { kind: "replication", vm: subject.slice(REPLICATION_PREFIX.length), seq, timeMs, event: r.data };
   }
   return { kind: "skipped", seq, timeMs };
 }
 
 export function decodeRecord(subject: string, data: Uint8Array, seq: number, timeMs: number): ReplayRecord {
-  if (!subject.startsWith(MIGRATION_PREFIX) && !subject.startsWith(REPLICATION_PREFIX)) return { kind: "skipped", seq, timeMs };
+  if (!subject.startsWith(MIGRATION_PREFIX) && !subject.startsWith(REPLICATION_PREFIX))
+    return { kind: "skipped", seq, timeMs };
   let value: unknown;
   try {
     value = JSON.parse(decoder.decode(data));

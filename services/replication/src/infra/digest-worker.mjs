@@ -21,6 +21,8 @@ if (nl < 0 && tail.length < size) {
 } else {
   const upTo = size - tail.length + nl + 1;
   const h = createHash("sha256");
-  if (upTo > 0) for await (const chunk of createReadStream(file, { start: 0, end: upTo - 1, highWaterMark: 1 << 20 })) h.update(chunk);
+  if (upTo > 0)
+    for await (const chunk of createReadStream(file, { start: 0, end: upTo - 1, highWaterMark: 1 << 20 }))
+      h.update(chunk);
   parentPort.postMessage({ ok: true, sha256: h.digest("hex"), upTo });
 }

@@ -13,7 +13,10 @@ export class AtomicFile {
   private bufferedBytes = 0;
   /** Writes are chained so concurrent callers never reorder them. */
   private tail: Promise<void> = Promise.resolve();
-  private constructor(readonly path: string, private readonly fh: FileHandle) {}
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+  ) {}
 
   static async create(path: string, mode = 0o644): Promise<AtomicFile> {
     return new AtomicFile(path, await open(`${path}.tmp`, "w", mode));

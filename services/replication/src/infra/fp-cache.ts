@@ -32,10 +32,18 @@ async function writeChecked(path: string, body: Buffer): Promise<void> {
 async function readChecked(path: string): Promise<Buffer | undefined> {
   const raw = await readFile(path);
   const body = raw.subarray(65);
-  return raw.length >= 65 && raw[64] === 10 && raw.subarray(0, 64).toString("latin1") === strongHashSync(body).toString("hex") ? body : undefined;
+  return raw.length >= 65 &&
+    raw[64] === 10 &&
+    raw.subarray(0, 64).toString("latin1") === strongHashSync(body).toString("hex")
+    ? body
+    : undefined;
 }
 
-export async function loadCache(stateDir: string, vm: string, snapshotId: string | undefined): Promise<SourceCache | undefined> {
+export async function loadCache(
+  stateDir: string,
+  vm: string,
+  snapshotId: string | undefined,
+): Promise<SourceCache | undefined> {
   if (snapshotId === undefined) return undefined;
   try {
     const metaBytes = await readChecked(join(dirOf(stateDir, vm), `${snapshotId}.json`));
@@ -65,7 +73,12 @@ export async function writeCache(stateDir: string, vm: string, cache: SourceCach
   await mkdir(dir, { recursive: true });
   const meta = { ...cache, volumes: cache.volumes.map(({ fingerprints: _f, ...v }) => v) };
   await Promise.all([
-    ...cache.volumes.map((v, i) => writeChecked(join(dir, `${cache.snapshotId}.${i}.fp`), Buffer.from(v.fingerprints.buffer, v.fingerprints.byteOffset, v.fingerprints.byteLength))),
+    ...cache.volumes.map((v, i) =>
+      writeChecked(
+        join(dir, `${cache.snapshotId}.${i}.fp`),
+        Buffer.from(v.fingerprints.buffer, v.fingerprints.byteOffset, v.fingerprints.byteLength),
+      ),
+    ),
     writeChecked(join(dir, `${cache.snapshotId}.json`), Buffer.from(JSON.stringify(meta))),
   ]);
 }
@@ -73,7 +86,8 @@ export async function writeCache(stateDir: string, vm: string, cache: SourceCach
 /** Deletes every cache but the one of `keep` (the latest committed snapshot). */
 export async function pruneCaches(stateDir: string, vm: string, keep: string): Promise<void> {
   const dir = dirOf(stateDir, vm);
-  for (const f of await readdir(dir).catch(() => [] as string[])) if (!f.startsWith(`${keep}.`)) await unlink(join(dir, f)).catch(() => undefined);
+  for (const f of await readdir(dir).catch(() => [] as string[]))
+    if (!f.startsWith(`${keep}.`)) await unlink(join(dir, f)).catch(() => undefined);
 }
 
 export async function dropCache(stateDir: string, vm: string): Promise<void> {

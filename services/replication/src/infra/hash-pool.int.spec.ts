@@ -8,7 +8,12 @@ import { HashPool } from "./hash-pool.js";
 describe("hash pool", () => {
   it("names chunks of a shared span on its worker as this thread would", async () => {
     const span = randomFillSync(Buffer.from(new SharedArrayBuffer(1 << 20)));
-    const chunks = [span.subarray(0, 65536), span.subarray(65536, 65536 + 4096), span.subarray(200_000, 200_001), span.subarray(300_000, 300_000)];
+    const chunks = [
+      span.subarray(0, 65536),
+      span.subarray(65536, 65536 + 4096),
+      span.subarray(200_000, 200_001),
+      span.subarray(300_000, 300_000),
+    ];
     const expected = await Promise.all(chunks.map((c) => blake3Hex(c)));
     const pool = new HashPool();
     expect(await pool.started).toBe(true);

@@ -57,7 +57,11 @@ export class HashPool {
   /** Hex BLAKE3 of each buffer; buffers that are views of one SharedArrayBuffer are hashed by the worker. */
   async hashAll(bufs: Buffer[]): Promise<string[]> {
     const sab = bufs[0]?.buffer;
-    const shared = this.worker !== undefined && this.ready && sab instanceof SharedArrayBuffer && bufs.every((b) => b.buffer === sab);
+    const shared =
+      this.worker !== undefined &&
+      this.ready &&
+      sab instanceof SharedArrayBuffer &&
+      bufs.every((b) => b.buffer === sab);
     const here = (): Promise<string[]> => Promise.all(bufs.map((b) => blake3Hex(b)));
     return shared ? this.remote(sab, bufs).catch(here) : here();
   }

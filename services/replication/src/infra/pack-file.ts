@@ -3,7 +3,15 @@ import { open, rename, stat, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32c, zeroCopy } from "#native/index.js";
 import { EarlyWriteback } from "#common/fs.js";
-import { decodeIndex, decodeTail, encodeIndex, encodeTail, PACK_MAGIC, TAIL_BYTES, type IndexEntry } from "../domain/store/pack.js";
+import {
+  decodeIndex,
+  decodeTail,
+  encodeIndex,
+  encodeTail,
+  PACK_MAGIC,
+  TAIL_BYTES,
+  type IndexEntry,
+} from "../domain/store/pack.js";
 
 /** Records are queued and written in runs of about this many bytes. */
 const WRITE_RUN_BYTES = 8 << 20;
@@ -27,7 +35,12 @@ export class Pack {
   private writeFailure: Error | undefined;
   sealed: boolean;
 
-  private constructor(readonly dir: string, readonly name: string, sealed: boolean, fh?: FileHandle) {
+  private constructor(
+    readonly dir: string,
+    readonly name: string,
+    sealed: boolean,
+    fh?: FileHandle,
+  ) {
     this.sealed = sealed;
     this.fh = fh;
   }
@@ -108,7 +121,12 @@ export class Pack {
   /** Writes the index and tail, fsyncs, renames the file to its final name. Directory fsync is the caller's. */
   async seal(): Promise<void> {
     const index = encodeIndex(this.entries);
-    const tail = encodeTail({ count: this.entries.length, indexOffset: this.size, indexLength: index.length, crc32c: crc32c(index) });
+    const tail = encodeTail({
+      count: this.entries.length,
+      indexOffset: this.size,
+      indexLength: index.length,
+      crc32c: crc32c(index),
+    });
     this.queue.push(index, tail);
     this.queuedBytes += index.length + tail.length;
     this.size += index.length + tail.length;
@@ -182,4 +200,5 @@ export class Pack {
 }
 
 /** `into` cut to `length` when it is large enough, else a new buffer. */
-const target = (length: number, into: Buffer | undefined): Buffer => (into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length));
+const target = (length: number, into: Buffer | undefined): Buffer =>
+  into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);

@@ -29,7 +29,10 @@ export class ReplicationLog {
     const last = await this.lastSeq(vm);
     let state = initialReplication(vm);
     if (last === 0) return { state, seq: 0 };
-    const consumer = await this.nats.js.consumers.get(EVT_STREAM, { filter_subjects: replicationSubject(vm), deliver_policy: DeliverPolicy.All });
+    const consumer = await this.nats.js.consumers.get(EVT_STREAM, {
+      filter_subjects: replicationSubject(vm),
+      deliver_policy: DeliverPolicy.All,
+    });
     const iter = await consumer.consume();
     try {
       for await (const m of iter) {
@@ -55,7 +58,8 @@ export class ReplicationLog {
         });
         seq = ack.seq;
       } catch (err) {
-        if (err instanceof JetStreamApiError && err.code === 10071) throw new VersionConflictError(replicationSubject(vm), seq, { cause: err });
+        if (err instanceof JetStreamApiError && err.code === 10071)
+          throw new VersionConflictError(replicationSubject(vm), seq, { cause: err });
         throw err;
       }
     }

@@ -180,7 +180,10 @@ function compileCheck(schema: Schema): Check | undefined {
   const names = g.params.map((_, i) => `p${i}`);
   try {
     // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generated from the schema's own definition; no input reaches the source
-    const make = new Function(...names, `"use strict";\n${g.fns.join("\n")}\nreturn function check(v) { return ${root}; };`) as (...p: unknown[]) => Check;
+    const make = new Function(
+      ...names,
+      `"use strict";\n${g.fns.join("\n")}\nreturn function check(v) { return ${root}; };`,
+    ) as (...p: unknown[]) => Check;
     return make(...g.params);
   } catch {
     return undefined; // code generation disallowed (--disallow-code-generation-from-strings): zod only

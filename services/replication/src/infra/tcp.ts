@@ -17,7 +17,8 @@ export class LinkError extends DwcpError {
 }
 
 const keyOf = (secret: string): Buffer => createHmac("sha256", secret).update("replication").digest();
-const macOf = (secret: string, nonce: Buffer): Buffer => createHmac("sha256", keyOf(secret)).update("dwcp-repl-v1").update(nonce).digest();
+const macOf = (secret: string, nonce: Buffer): Buffer =>
+  createHmac("sha256", keyOf(secret)).update("dwcp-repl-v1").update(nonce).digest();
 
 /**
  * Splits a byte stream into [id, frame] records; refuses an oversized length before buffering it.
@@ -43,7 +44,8 @@ function framer(socket: Socket, onFrame: (id: number, frame: Buffer) => void, fi
       }
       while (buf.length >= 8) {
         const len = buf.readUInt32BE(0);
-        if (len > MAX_FRAME_BYTES) return void socket.destroy(new LinkError(`frame of ${len} bytes exceeds ${MAX_FRAME_BYTES}`));
+        if (len > MAX_FRAME_BYTES)
+          return void socket.destroy(new LinkError(`frame of ${len} bytes exceeds ${MAX_FRAME_BYTES}`));
         if (buf.length < 8 + len) break;
         onFrame(buf.readUInt32BE(4), buf.subarray(8, 8 + len));
         buf = buf.subarray(8 + len);
@@ -63,7 +65,10 @@ const record = (id: number, frame: Buffer): Buffer[] => {
 };
 
 /** Serves `handle` to clients that prove they know the secret. */
-export async function serve(handle: (frame: Buffer) => Promise<Buffer>, o: { host: string; port: number; secret: string }): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+export async function serve(
+  handle: (frame: Buffer) => Promise<Buffer>,
+  o: { host: string; port: number; secret: string },
+): Promise<{ server: Server; port: number; close(): Promise<void> }> {
   const server = createServer((socket) => {
     socket.setNoDelay(true);
     const nonce = randomBytes(NONCE);
@@ -82,7 +87,7 @@ export async function serve(handle: (frame: Buffer) => Promise<Buffer>, o: { hos
       },
       (b) => {
         if (b.length < NONCE) return 0;
-        if (!timingSafeEqual(b.subarray(0, NONCE), expected)) return socket.destroy(), -1;
+        if (!timingSafeEqual(b.subarray(0, NONCE), expected)) return (socket.destroy(), -1);
         return NONCE;
       },
     );
@@ -97,7 +102,11 @@ export async function serve(handle: (frame: Buffer) => Promise<Buffer>, o: { hos
 }
 
 /** A Transport over one authenticated socket; a broken link fails every pending request. */
-export async function connectAgent(o: { host: string; port: number; secret: string }): Promise<{ request(frame: Buffer): Promise<Buffer>; close(): Promise<void> }> {
+export async function connectAgent(o: {
+  host: string;
+  port: number;
+  secret: string;
+}): Promise<{ request(frame: Buffer): Promise<Buffer>; close(): Promise<void> }> {
   const socket = connect(o.port, o.host);
   socket.setNoDelay(true);
   const pending = new Map<number, { resolve(b: Buffer): void; reject(e: Error): void }>();

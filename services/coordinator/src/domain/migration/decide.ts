@@ -1,10 +1,4 @@
-import type {
-  CancelMigration,
-  FailureCode,
-  MigrationEvent,
-  RejectionReason,
-  StartMigration,
-} from "#schemas/index.js";
+import type { CancelMigration, FailureCode, MigrationEvent, RejectionReason, StartMigration } from "#schemas/index.js";
 import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
 import { allBatchesDone, isTerminal, type Migration } from "./state.js";
@@ -54,7 +48,15 @@ export function decide(state: Migration, command: MigrationCommand, ctx: DecideC
       return [{ type: "MigrationCancelled", ...base, commandId: command.commandId, reason: command.reason }];
     case "RejectCommand":
       if (state.status !== "none") return [];
-      return [{ type: "MigrationRejected", ...base, commandId: command.commandId, reason: command.reason, message: command.message }];
+      return [
+        {
+          type: "MigrationRejected",
+          ...base,
+          commandId: command.commandId,
+          reason: command.reason,
+          message: command.message,
+        },
+      ];
     case "PlanMigration":
       return decidePlan(state, command.outcome, base);
     case "RetryFailedBatches":
@@ -91,7 +93,10 @@ function decideStart(state: Migration, c: StartMigration, base: Base): Migration
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) {
     const message = `two volumes share the file name "${dup}"; each lands as <dir>/<basename>, so names must differ`;
-    return [requested, { type: "MigrationRejected", ...base, commandId: c.commandId, reason: "DUPLICATE_DESTINATION", message }];
+    return [
+      requested,
+      { type: "MigrationRejected", ...base, commandId: c.commandId, reason: "DUPLICATE_DESTINATION", message },
+    ];
   }
   return [requested];
 }
@@ -99,7 +104,15 @@ function decideStart(state: Migration, c: StartMigration, base: Base): Migration
 function decidePlan(state: Migration, outcome: PlanOutcome, base: Base): MigrationEvent[] {
   if (state.status !== "requested" || !state.options) return [];
   if (!outcome.ok) {
-    return [{ type: "MigrationRejected", ...base, commandId: state.request?.commandId, reason: outcome.reason, message: outcome.message }];
+    return [
+      {
+        type: "MigrationRejected",
+        ...base,
+        commandId: state.request?.commandId,
+        reason: outcome.reason,
+        message: outcome.message,
+      },
+    ];
   }
   const plan = planVolumes(outcome.volumes, state.options.chunkSizeBytes, state.options.batchSizeBytes);
   return [{ type: "MigrationPlanned", ...base, destDir: outcome.destDir, ...plan }];

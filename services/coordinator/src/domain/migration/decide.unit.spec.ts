@@ -15,7 +15,13 @@ const start = StartMigration.parse({
   commandId: "c1",
   migrationId: "m1",
   vm: "vm1",
-  source: { host: "a", volumes: [{ path: "/src/disk.img", kind: "disk" }, { path: "/src/mem.img", kind: "memory" }] },
+  source: {
+    host: "a",
+    volumes: [
+      { path: "/src/disk.img", kind: "disk" },
+      { path: "/src/mem.img", kind: "memory" },
+    ],
+  },
   destination: { host: "b", dir: "vms/vm1" },
   options: { chunkSizeBytes: 4 * MiB, batchSizeBytes: 8 * MiB },
 });
@@ -33,7 +39,8 @@ function given(...history: MigrationEvent[]) {
   };
 }
 
-const requested = (): MigrationEvent[] => decide(fold("m1", []), start, { ...ctx, now: new Date("2026-01-01T00:00:00Z") });
+const requested = (): MigrationEvent[] =>
+  decide(fold("m1", []), start, { ...ctx, now: new Date("2026-01-01T00:00:00Z") });
 const planned = (): MigrationEvent[] => {
   const h = requested();
   const outcome = {
@@ -84,8 +91,22 @@ describe("planner", () => {
       8 * MiB,
     );
     expect(plan).toMatchObject({ chunksPerBatch: 2, chunkCount: 4, batchCount: 3, totalBytes: 14 * MiB + 5 });
-    expect(batchRange(plan, 0)).toEqual({ batch: 0, volume: 0, firstChunk: 0, chunkCount: 2, offset: 0, length: 8 * MiB });
-    expect(batchRange(plan, 1)).toEqual({ batch: 1, volume: 0, firstChunk: 2, chunkCount: 1, offset: 8 * MiB, length: 2 * MiB + 5 });
+    expect(batchRange(plan, 0)).toEqual({
+      batch: 0,
+      volume: 0,
+      firstChunk: 0,
+      chunkCount: 2,
+      offset: 0,
+      length: 8 * MiB,
+    });
+    expect(batchRange(plan, 1)).toEqual({
+      batch: 1,
+      volume: 0,
+      firstChunk: 2,
+      chunkCount: 1,
+      offset: 8 * MiB,
+      length: 2 * MiB + 5,
+    });
     expect(batchRange(plan, 2)).toMatchObject({ volume: 2, firstChunk: 0, length: 4 * MiB });
     expect(batchRange(plan, 3)).toBeUndefined();
   });
@@ -93,7 +114,11 @@ describe("planner", () => {
   it("sizes batches of a sparse volume by the data they hold, covering every chunk once", () => {
     // 64 chunks of 1 MiB; data only in chunks 0-3 and 60-63 (a region per chunk).
     const dataBytes = Array.from({ length: 64 }, (_, i) => (i < 4 || i >= 60 ? MiB : 0));
-    const plan = planVolumes([{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 64 * MiB, dataMap: { regionBytes: MiB, dataBytes } }], MiB, 4 * MiB);
+    const plan = planVolumes(
+      [{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 64 * MiB, dataMap: { regionBytes: MiB, dataBytes } }],
+      MiB,
+      4 * MiB,
+    );
     // Uniform batching would need 16 batches; by data: the holes ride along with chunks 0-3
     // until chunk 60's data would overflow the batch.
     expect(plan.volumes[0]?.batchChunks).toEqual([60, 4]);
@@ -110,7 +135,11 @@ describe("planner", () => {
     // 2 GiB in 4 MiB chunks, every 10th chunk data (~205 MiB): 64 MiB batches would make 4,
     // with the last one short; the share is a quarter of the data.
     const dataBytes = Array.from({ length: 512 }, (_, i) => (i % 10 === 0 ? 4 * MiB : 0));
-    const plan = planVolumes([{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 2048 * MiB, dataMap: { regionBytes: 4 * MiB, dataBytes } }], 4 * MiB, 64 * MiB);
+    const plan = planVolumes(
+      [{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 2048 * MiB, dataMap: { regionBytes: 4 * MiB, dataBytes } }],
+      4 * MiB,
+      64 * MiB,
+    );
     const sizes = plan.volumes[0]?.batchChunks ?? [];
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(512);
     expect(sizes.length).toBeGreaterThanOrEqual(4);
@@ -122,9 +151,31 @@ describe("planner", () => {
   });
 
   it("caps a batch of holes at 16 uniform batches and keeps dense volumes uniform", () => {
-    const holes = planVolumes([{ kind: "disk", sourcePath: "/a/h.img", sizeBytes: 100 * MiB, dataMap: { regionBytes: 4 * MiB, dataBytes: new Array<number>(25).fill(0) } }], MiB, 2 * MiB);
+    const holes = planVolumes(
+      [
+        {
+          kind: "disk",
+          sourcePath: "/a/h.img",
+          sizeBytes: 100 * MiB,
+          dataMap: { regionBytes: 4 * MiB, dataBytes: new Array<number>(25).fill(0) },
+        },
+      ],
+      MiB,
+      2 * MiB,
+    );
     expect(holes.volumes[0]?.batchChunks).toEqual([32, 32, 32, 4]);
-    const dense = planVolumes([{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 8 * MiB, dataMap: { regionBytes: MiB, dataBytes: new Array<number>(8).fill(MiB) } }], MiB, 2 * MiB);
+    const dense = planVolumes(
+      [
+        {
+          kind: "disk",
+          sourcePath: "/a/d.img",
+          sizeBytes: 8 * MiB,
+          dataMap: { regionBytes: MiB, dataBytes: new Array<number>(8).fill(MiB) },
+        },
+      ],
+      MiB,
+      2 * MiB,
+    );
     expect(dense.volumes[0]?.batchChunks).toBeUndefined();
     expect(dense.batchCount).toBe(4);
   });
@@ -132,24 +183,46 @@ describe("planner", () => {
 
 describe("decide: StartMigration", () => {
   it("records the request", () => {
-    given().when(start).then([{ type: "MigrationRequested", commandId: "c1", vm: "vm1" }]);
+    given()
+      .when(start)
+      .then([{ type: "MigrationRequested", commandId: "c1", vm: "vm1" }]);
   });
   it("is idempotent for the same command", () => {
-    given(...requested()).when(start).then([]);
+    given(...requested())
+      .when(start)
+      .then([]);
   });
   it("refuses another command's id", () => {
-    given(...requested()).when({ ...start, commandId: "c2" }).throws(MigrationIdInUseError);
+    given(...requested())
+      .when({ ...start, commandId: "c2" })
+      .throws(MigrationIdInUseError);
   });
   it("rejects two volumes with the same file name", () => {
-    const dup = { ...start, source: { host: "a", volumes: [{ path: "/x/d.img", kind: "disk" as const }, { path: "/y/d.img", kind: "disk" as const }] } };
-    given().when(dup).then([{ type: "MigrationRequested" }, { type: "MigrationRejected", reason: "DUPLICATE_DESTINATION" }]);
+    const dup = {
+      ...start,
+      source: {
+        host: "a",
+        volumes: [
+          { path: "/x/d.img", kind: "disk" as const },
+          { path: "/y/d.img", kind: "disk" as const },
+        ],
+      },
+    };
+    given()
+      .when(dup)
+      .then([{ type: "MigrationRequested" }, { type: "MigrationRejected", reason: "DUPLICATE_DESTINATION" }]);
   });
 });
 
 describe("decide: planning", () => {
   it("plans batches from probed sizes", () => {
     const events = planned();
-    expect(events.at(-1)).toMatchObject({ type: "MigrationPlanned", batchCount: 3, chunkCount: 4, destDir: "/dst/vms/vm1" });
+    expect(events.at(-1)).toMatchObject({
+      type: "MigrationPlanned",
+      batchCount: 3,
+      chunkCount: 4,
+      destDir: "/dst/vms/vm1",
+    });
   });
   it("rejects with the probe's reason", () => {
     given(...requested())
@@ -184,25 +257,58 @@ describe("decide: retries", () => {
       .then([{ type: "MigrationFailed", code: "DESTINATION_UNREACHABLE" }]);
   });
   it("ignores a failure report from a stale attempt", () => {
-    const g = given(...planned(), failed(0, 0), { type: "ChunkBatchRetried", migrationId: "m1", at: now.toISOString(), version: 1, batch: 0, attempt: 1, notBefore: now.toISOString() }, failed(0, 0));
+    const g = given(
+      ...planned(),
+      failed(0, 0),
+      {
+        type: "ChunkBatchRetried",
+        migrationId: "m1",
+        at: now.toISOString(),
+        version: 1,
+        batch: 0,
+        attempt: 1,
+        notBefore: now.toISOString(),
+      },
+      failed(0, 0),
+    );
     expect(g.state.batches[0]).toMatchObject({ status: "pending", attempt: 1 });
   });
 });
 
 describe("decide: completion and cancel", () => {
   it("completes only when every batch is done, with the folded totals", () => {
-    const ok = { ok: true as const, volumes: [{ destPath: "/dst/vms/vm1/disk.img", crc32c: 7 }, { destPath: "/dst/vms/vm1/mem.img", crc32c: 8 }] };
-    given(...planned(), transferred(0)).when({ type: "FinalizeMigration", outcome: ok }).then([]);
+    const ok = {
+      ok: true as const,
+      volumes: [
+        { destPath: "/dst/vms/vm1/disk.img", crc32c: 7 },
+        { destPath: "/dst/vms/vm1/mem.img", crc32c: 8 },
+      ],
+    };
+    given(...planned(), transferred(0))
+      .when({ type: "FinalizeMigration", outcome: ok })
+      .then([]);
     given(...planned(), transferred(0), transferred(1), transferred(2), transferred(1))
       .when({ type: "FinalizeMigration", outcome: ok })
-      .then([{ type: "MigrationCompleted", totals: { bytes: 12 * MiB, zeroBytes: 0, wireBytes: 12 * MiB, chunks: 3, batches: 3 }, durationMs: 10_000 }]);
+      .then([
+        {
+          type: "MigrationCompleted",
+          totals: { bytes: 12 * MiB, zeroBytes: 0, wireBytes: 12 * MiB, chunks: 3, batches: 3 },
+          durationMs: 10_000,
+        },
+      ]);
   });
   it("cancels an active migration once", () => {
     const cancel = { type: "CancelMigration" as const, version: 1 as const, commandId: "x", migrationId: "m1" };
-    given(...planned()).when(cancel).then([{ type: "MigrationCancelled", commandId: "x" }]);
+    given(...planned())
+      .when(cancel)
+      .then([{ type: "MigrationCancelled", commandId: "x" }]);
     const cancelled = decide(fold("m1", planned()), cancel, ctx);
-    given(...planned(), ...cancelled).when(cancel).then([]);
-    given(...planned(), ...cancelled, transferred(0)).when({ type: "RetryFailedBatches" }).then([]);
+    given(...planned(), ...cancelled)
+      .when(cancel)
+      .then([]);
+    given(...planned(), ...cancelled, transferred(0))
+      .when({ type: "RetryFailedBatches" })
+      .then([]);
     given().when(cancel).throws(UnknownMigrationError);
   });
 });

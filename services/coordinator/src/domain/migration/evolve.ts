@@ -23,13 +23,18 @@ export function evolve(state: Migration, event: MigrationEvent): Migration {
       return { ...s, status: "planned", plan, batches };
     }
     case "ChunkBatchTransferred":
-      return withBatch(s, event.batch, (b) => {
-        if (b.status === "done") return undefined;
-        return { ...b, status: "done", chunks: event.chunks };
-      }, (m) => ({
-        status: m.status === "planned" ? "running" : m.status,
-        totals: addTransfer(m.totals, event),
-      }));
+      return withBatch(
+        s,
+        event.batch,
+        (b) => {
+          if (b.status === "done") return undefined;
+          return { ...b, status: "done", chunks: event.chunks };
+        },
+        (m) => ({
+          status: m.status === "planned" ? "running" : m.status,
+          totals: addTransfer(m.totals, event),
+        }),
+      );
     case "ChunkBatchFailed":
       return withBatch(s, event.batch, (b) => {
         if (b.status === "done" || event.attempt !== b.attempt) return undefined;
@@ -49,7 +54,13 @@ export function evolve(state: Migration, event: MigrationEvent): Migration {
       return { ...s, status: "failed", reason: event.code, message: event.message, endedAt: event.at };
     case "MigrationCancelled":
       if (isTerminal(state)) return s;
-      return { ...s, status: "cancelled", reason: "CANCELLED", message: event.reason ?? "cancelled", endedAt: event.at };
+      return {
+        ...s,
+        status: "cancelled",
+        reason: "CANCELLED",
+        message: event.reason ?? "cancelled",
+        endedAt: event.at,
+      };
     default: {
       const never: never = event;
       return never;

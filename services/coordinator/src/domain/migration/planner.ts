@@ -48,7 +48,10 @@ export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batch
   let totalBytes = 0;
   const planned = volumes.map((v, index): PlannedVolume => {
     const chunks = Math.ceil(v.sizeBytes / chunkSizeBytes);
-    const sized = v.dataMap === undefined ? undefined : batchesByData(v.dataMap, chunks, chunkSizeBytes, batchSizeBytes, chunksPerBatch);
+    const sized =
+      v.dataMap === undefined
+        ? undefined
+        : batchesByData(v.dataMap, chunks, chunkSizeBytes, batchSizeBytes, chunksPerBatch);
     const batches = sized?.length ?? Math.ceil(chunks / chunksPerBatch);
     const pv: PlannedVolume = {
       index,
@@ -82,7 +85,13 @@ export const MIN_BALANCED_BATCH_BYTES = 16 * 1024 * 1024;
  * batches on 2 slots leave one running alone), but never below MIN_BALANCED_BATCH_BYTES.
  * Undefined when that would not lower the batch count (a dense volume keeps the uniform layout).
  */
-function batchesByData(map: DataMap, chunks: number, chunkSizeBytes: number, batchSizeBytes: number, chunksPerBatch: number): number[] | undefined {
+function batchesByData(
+  map: DataMap,
+  chunks: number,
+  chunkSizeBytes: number,
+  batchSizeBytes: number,
+  chunksPerBatch: number,
+): number[] | undefined {
   if (map.regionBytes % chunkSizeBytes !== 0 && chunkSizeBytes % map.regionBytes !== 0) return undefined;
   const dataOfChunk = (c: number): number => {
     const start = c * chunkSizeBytes;
@@ -91,7 +100,8 @@ function batchesByData(map: DataMap, chunks: number, chunkSizeBytes: number, bat
       return ((map.dataBytes[region] ?? map.regionBytes) * chunkSizeBytes) / map.regionBytes;
     }
     let sum = 0;
-    for (let r = start / map.regionBytes; r < (start + chunkSizeBytes) / map.regionBytes; r++) sum += map.dataBytes[r] ?? map.regionBytes;
+    for (let r = start / map.regionBytes; r < (start + chunkSizeBytes) / map.regionBytes; r++)
+      sum += map.dataBytes[r] ?? map.regionBytes;
     return sum;
   };
   const maxChunks = chunksPerBatch * MAX_SPARSE_BATCH_FACTOR;

@@ -11,16 +11,14 @@ const TOKEN_LABEL = "dwcp/v1/migration/";
 
 /** token = HMAC-SHA256(clusterSecret, "dwcp/v1/migration/" + migrationId) */
 export function migrationToken(clusterSecret: Uint8Array, migrationId: string): Buffer {
-  return createHmac("sha256", clusterSecret).update(TOKEN_LABEL + migrationId, "utf8").digest();
+  return createHmac("sha256", clusterSecret)
+    .update(TOKEN_LABEL + migrationId, "utf8")
+    .digest();
 }
 
 /** mac = HMAC-SHA256(token, serverNonce || migrationId || sourceHost) */
 export function helloMac(token: Uint8Array, nonce: Uint8Array, migrationId: string, sourceHost: string): Buffer {
-  return createHmac("sha256", token)
-    .update(nonce)
-    .update(migrationId, "utf8")
-    .update(sourceHost, "utf8")
-    .digest();
+  return createHmac("sha256", token).update(nonce).update(migrationId, "utf8").update(sourceHost, "utf8").digest();
 }
 
 /** Recompute the client's MAC and compare in constant time. */
@@ -30,6 +28,11 @@ export function verifyHelloMac(
   hello: { migrationId: string; sourceHost: string; mac: Uint8Array },
 ): boolean {
   if (nonce.length !== NONCE_BYTES || hello.mac.length !== MAC_BYTES) return false;
-  const expected = helloMac(migrationToken(clusterSecret, hello.migrationId), nonce, hello.migrationId, hello.sourceHost);
+  const expected = helloMac(
+    migrationToken(clusterSecret, hello.migrationId),
+    nonce,
+    hello.migrationId,
+    hello.sourceHost,
+  );
   return timingSafeEqual(expected, hello.mac);
 }

@@ -16,7 +16,9 @@ describe("data channel authentication", () => {
 
   it("computes the HELLO MAC over nonce || migrationId || sourceHost, keyed by the token", () => {
     const token = migrationToken(secret, "m-1");
-    const expected = createHmac("sha256", token).update(Buffer.concat([nonce, Buffer.from("m-1host-a")])).digest();
+    const expected = createHmac("sha256", token)
+      .update(Buffer.concat([nonce, Buffer.from("m-1host-a")]))
+      .digest();
     expect(helloMac(token, nonce, "m-1", "host-a").equals(expected)).toBe(true);
   });
 

@@ -131,7 +131,8 @@ export class FrameDecoder {
    */
   directTarget(): { target: Uint8Array; at: number; length: number } | undefined {
     if (this.queue.length > 0) return undefined;
-    if (this.state.at === "packed") return { target: this.state.target, at: this.state.done, length: this.state.target.length - this.state.done };
+    if (this.state.at === "packed")
+      return { target: this.state.target, at: this.state.done, length: this.state.target.length - this.state.done };
     if (this.state.at !== "data") return undefined;
     const seg = this.state.chunk.segments[this.state.segment];
     if (seg === undefined) return undefined;
@@ -141,7 +142,13 @@ export class FrameDecoder {
   /** `n` bytes were received into directTarget()'s range. */
   advanceDirect(n: number): void {
     const s = this.state;
-    if (s.at === "packed" && this.queue.length === 0 && Number.isInteger(n) && n >= 0 && s.done + n <= s.target.length) {
+    if (
+      s.at === "packed" &&
+      this.queue.length === 0 &&
+      Number.isInteger(n) &&
+      n >= 0 &&
+      s.done + n <= s.target.length
+    ) {
       s.done += n;
       return;
     }
@@ -221,7 +228,11 @@ export class FrameDecoder {
     }
     const packed = (header.flags & FLAG_LZ4) !== 0;
     const dataBytes = segments.reduce((n, s) => n + s.length, 0);
-    const problem = segmentTableProblem(segments, header.length, packed ? dataBytes : header.payloadLength - tableBytes);
+    const problem = segmentTableProblem(
+      segments,
+      header.length,
+      packed ? dataBytes : header.payloadLength - tableBytes,
+    );
     if (problem !== undefined) return this.fail(`CHUNK: ${problem}`);
     const packedLength = header.payloadLength - tableBytes;
     if (packed && (packedLength === 0 || packedLength >= dataBytes)) {
@@ -294,7 +305,8 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
 
 function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undefined {
   if ((h.flags & ~(FLAG_ZERO | FLAG_LZ4)) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
-  if ((h.flags & FLAG_ZERO) !== 0 && (h.flags & FLAG_LZ4) !== 0) return "CHUNK: a zero chunk carries nothing to compress";
+  if ((h.flags & FLAG_ZERO) !== 0 && (h.flags & FLAG_LZ4) !== 0)
+    return "CHUNK: a zero chunk carries nothing to compress";
   if (h.length === 0 || h.length > limits.maxChunkLength) {
     return `CHUNK: length ${h.length} outside 1..${limits.maxChunkLength}`;
   }

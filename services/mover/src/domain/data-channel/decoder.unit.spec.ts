@@ -29,8 +29,17 @@ import {
 const MiB = 1024 * 1024;
 const ALL: DecoderLimits = {
   accept: new Set<FrameKind>([
-    "CHALLENGE", "HELLO", "AUTH_OK", "AUTH_FAIL", "BATCH_BEGIN", "CHUNK",
-    "CHUNK_OK", "CHUNK_ERR", "BATCH_END", "BATCH_OK", "BATCH_ERR",
+    "CHALLENGE",
+    "HELLO",
+    "AUTH_OK",
+    "AUTH_FAIL",
+    "BATCH_BEGIN",
+    "CHUNK",
+    "CHUNK_OK",
+    "CHUNK_ERR",
+    "BATCH_END",
+    "BATCH_OK",
+    "BATCH_ERR",
   ]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: MiB,
@@ -75,7 +84,9 @@ function sampleChunk(): { header: ChunkHeader; logical: Uint8Array } {
 }
 
 /** Decode everything in `parts`, providing fresh chunk buffers; returns the steps (no need-more). */
-type Decoded = Exclude<DecodeStep, { kind: "need-more" | "chunk-begin" | "chunk" }> | { kind: "chunk"; header: ChunkHeader; data: string | undefined };
+type Decoded =
+  | Exclude<DecodeStep, { kind: "need-more" | "chunk-begin" | "chunk" }>
+  | { kind: "chunk"; header: ChunkHeader; data: string | undefined };
 
 function decodeAll(parts: Uint8Array[], limits: DecoderLimits = ALL): Decoded[] {
   const decoder = new FrameDecoder(limits);
@@ -220,10 +231,12 @@ describe("limits, checked on the header before anything is allocated", () => {
 
   it("refuses chunks longer than the batch's chunk size or with impossible tables", () => {
     const limits = serverInBatch(MiB);
-    expect(firstViolation(header("CHUNK", { length: MiB + 1, flags: FLAG_ZERO }), limits)).toMatch(/outside 1\.\.1048576/);
-    expect(firstViolation(header("CHUNK", { length: 8192, segmentCount: 3, payloadLength: 24 + 8192 }), limits)).toMatch(
-      /segments for/,
+    expect(firstViolation(header("CHUNK", { length: MiB + 1, flags: FLAG_ZERO }), limits)).toMatch(
+      /outside 1\.\.1048576/,
     );
+    expect(
+      firstViolation(header("CHUNK", { length: 8192, segmentCount: 3, payloadLength: 24 + 8192 }), limits),
+    ).toMatch(/segments for/);
     expect(firstViolation(header("CHUNK", { length: 8192, segmentCount: 1, payloadLength: 8 + 8193 }), limits)).toMatch(
       /does not fit/,
     );
@@ -239,7 +252,12 @@ describe("limits, checked on the header before anything is allocated", () => {
       return last?.kind === "violation" ? last.message : undefined;
     };
     expect(bad([{ relOffset: 100, length: 4096 }])).toMatch(/aligned/);
-    expect(bad([{ relOffset: 0, length: 8192 }, { relOffset: 4096, length: 4096 }])).toMatch(/overlaps/);
+    expect(
+      bad([
+        { relOffset: 0, length: 8192 },
+        { relOffset: 4096, length: 4096 },
+      ]),
+    ).toMatch(/overlaps/);
     expect(bad([{ relOffset: 0, length: 100 }])).toMatch(/whole pages/);
     expect(bad([{ relOffset: 16 * 4096, length: 8192 }])).toMatch(/past the chunk/);
   });
@@ -255,7 +273,9 @@ describe("limits, checked on the header before anything is allocated", () => {
 
   it("refuses a HELLO whose ids are outside the id alphabet", () => {
     const hello = encodeControl({ kind: "HELLO", migrationId: "../x", sourceHost: "h", mac: new Uint8Array(32) });
-    expect(decodeAll([hello], SERVER_PREAUTH)).toEqual([{ kind: "violation", message: expect.stringMatching(/HELLO/) as unknown }]);
+    expect(decodeAll([hello], SERVER_PREAUTH)).toEqual([
+      { kind: "violation", message: expect.stringMatching(/HELLO/) as unknown },
+    ]);
   });
 
   it("answers need-more, not a violation, for a truncated but valid prefix", () => {
@@ -269,34 +289,38 @@ describe("limits, checked on the header before anything is allocated", () => {
 describe("FrameDecoder direct receive (what the native reader does)", () => {
   it("assembles the same chunk when payload bytes are received straight into the target", () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 12 }), fc.integer({ min: 0, max: 200 }), (reads, headExtra) => {
-        const { header, logical } = sampleChunk();
-        const bytes = encodeChunk(header, logical);
-        const decoder = new FrameDecoder(ALL);
-        // The staging read takes the header, the table and maybe a few payload bytes.
-        const tableEnd = HEADER_BYTES + header.segments.length * 8;
-        let at = Math.min(bytes.length, tableEnd + headExtra);
-        decoder.push(bytes.slice(0, at));
-        let step = decoder.next();
-        expect(step.kind).toBe("chunk-begin");
-        const target = new Uint8Array(header.length).fill(0xee);
-        decoder.provideChunkBuffer(target);
-        let i = 0;
-        for (step = decoder.next(); step.kind === "need-more"; step = decoder.next()) {
-          const direct = decoder.directTarget();
-          expect(direct).toBeDefined();
-          if (direct === undefined) return;
-          const n = Math.min(direct.length, reads[i++ % reads.length] ?? 1);
-          // What a recv into target[direct.at..] would deliver: the next bytes of the stream.
-          direct.target.set(bytes.subarray(at, at + n), direct.at);
-          at += n;
-          decoder.advanceDirect(n);
-        }
-        expect(step.kind).toBe("chunk");
-        expect(at).toBe(bytes.length);
-        if (step.kind === "chunk") expect(digest(step.data ?? new Uint8Array())).toBe(digest(logical));
-        expect(decoder.atFrameBoundary).toBe(true);
-      }),
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 0, max: 200 }),
+        (reads, headExtra) => {
+          const { header, logical } = sampleChunk();
+          const bytes = encodeChunk(header, logical);
+          const decoder = new FrameDecoder(ALL);
+          // The staging read takes the header, the table and maybe a few payload bytes.
+          const tableEnd = HEADER_BYTES + header.segments.length * 8;
+          let at = Math.min(bytes.length, tableEnd + headExtra);
+          decoder.push(bytes.slice(0, at));
+          let step = decoder.next();
+          expect(step.kind).toBe("chunk-begin");
+          const target = new Uint8Array(header.length).fill(0xee);
+          decoder.provideChunkBuffer(target);
+          let i = 0;
+          for (step = decoder.next(); step.kind === "need-more"; step = decoder.next()) {
+            const direct = decoder.directTarget();
+            expect(direct).toBeDefined();
+            if (direct === undefined) return;
+            const n = Math.min(direct.length, reads[i++ % reads.length] ?? 1);
+            // What a recv into target[direct.at..] would deliver: the next bytes of the stream.
+            direct.target.set(bytes.subarray(at, at + n), direct.at);
+            at += n;
+            decoder.advanceDirect(n);
+          }
+          expect(step.kind).toBe("chunk");
+          expect(at).toBe(bytes.length);
+          if (step.kind === "chunk") expect(digest(step.data ?? new Uint8Array())).toBe(digest(logical));
+          expect(decoder.atFrameBoundary).toBe(true);
+        },
+      ),
       { seed: 2026, numRuns: 200 },
     );
   });
@@ -350,7 +374,14 @@ describe("FrameDecoder compressed chunks (FLAG_LZ4)", () => {
     const refused = decoder.next();
     expect(refused.kind === "violation" && refused.message).toMatch(/compressed bytes/);
     const zeroPacked = new Uint8Array(HEADER_BYTES);
-    writeHeader(zeroPacked, "CHUNK", { flags: FLAG_ZERO | FLAG_LZ4, payloadLength: 0, offset: 0, length: MiB, crc32c: 0, segmentCount: 0 });
+    writeHeader(zeroPacked, "CHUNK", {
+      flags: FLAG_ZERO | FLAG_LZ4,
+      payloadLength: 0,
+      offset: 0,
+      length: MiB,
+      crc32c: 0,
+      segmentCount: 0,
+    });
     const d2 = new FrameDecoder(ALL);
     d2.push(zeroPacked);
     const zero = d2.next();

@@ -30,7 +30,7 @@ export const fenceKey = (b: Pick<BatchBegin, "migrationId" | "destDir" | "destNa
   JSON.stringify([b.migrationId, b.destDir, b.destName, b.batch]);
 
 export type Claim<H> =
-  | { granted: true; /** The live holder this claim took over from; it must stop writing. */ superseded?: H }
+  | { granted: true /** The live holder this claim took over from; it must stop writing. */; superseded?: H }
   | { granted: false; newer: FenceToken };
 
 interface Entry<H> {
@@ -50,7 +50,8 @@ export class FenceTable<H> {
 
   claim(key: string, token: FenceToken, holder: H): Claim<H> {
     const current = this.entries.get(key);
-    if (current !== undefined && compareTokens(token, current.token) < 0) return { granted: false, newer: current.token };
+    if (current !== undefined && compareTokens(token, current.token) < 0)
+      return { granted: false, newer: current.token };
     this.entries.delete(key); // re-insert: the Map's order is the eviction order
     this.entries.set(key, { token, holder });
     while (this.entries.size > this.maxKeys) {

@@ -6,7 +6,9 @@ const key = fenceKey({ migrationId: "m", destDir: "d", destName: "disk.img", bat
 describe("fence table", () => {
   it("orders tokens by attempt, then by delivery; a missing delivery counts as 0", () => {
     expect(compareTokens(tokenOf({ attempt: 1 }), tokenOf({ attempt: 0, delivery: 9 }))).toBeGreaterThan(0);
-    expect(compareTokens(tokenOf({ attempt: 0, delivery: 2 }), tokenOf({ attempt: 0, delivery: 1 }))).toBeGreaterThan(0);
+    expect(compareTokens(tokenOf({ attempt: 0, delivery: 2 }), tokenOf({ attempt: 0, delivery: 1 }))).toBeGreaterThan(
+      0,
+    );
     expect(compareTokens(tokenOf({ attempt: 0 }), tokenOf({ attempt: 0, delivery: 1 }))).toBeLessThan(0);
     expect(compareTokens(tokenOf({ attempt: 2, delivery: 1 }), tokenOf({ attempt: 2, delivery: 1 }))).toBe(0);
   });
@@ -23,7 +25,10 @@ describe("fence table", () => {
     const t = new FenceTable<string>();
     t.claim(key, { attempt: 1, delivery: 1 }, "retry");
     t.release(key, "retry");
-    expect(t.claim(key, { attempt: 0, delivery: 5 }, "stale")).toEqual({ granted: false, newer: { attempt: 1, delivery: 1 } });
+    expect(t.claim(key, { attempt: 0, delivery: 5 }, "stale")).toEqual({
+      granted: false,
+      newer: { attempt: 1, delivery: 1 },
+    });
     expect(t.claim(key, { attempt: 1, delivery: 1 }, "again")).toEqual({ granted: true });
   });
 

@@ -74,7 +74,12 @@ export function segmentTableProblem(
  * out in `target` as the logical chunk of `length` bytes, zeros in the gaps. False if `raw` is
  * not exactly the segments' size (corrupt in transit: the caller asks for the chunk again).
  */
-export function spreadSegments(segments: readonly Segment[], raw: Uint8Array, target: Uint8Array, length: number): boolean {
+export function spreadSegments(
+  segments: readonly Segment[],
+  raw: Uint8Array,
+  target: Uint8Array,
+  length: number,
+): boolean {
   if (raw.length !== segments.reduce((n, s) => n + s.length, 0) || target.length < length) return false;
   let at = 0;
   for (const s of segments) {

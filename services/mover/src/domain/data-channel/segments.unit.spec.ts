@@ -58,7 +58,13 @@ describe("batch geometry", () => {
     firstChunk: 8,
     chunkCount: 3,
   };
-  const chunk = (offset: number, length: number): ChunkHeader => ({ offset, length, crc32c: 0, zero: true, segments: [] });
+  const chunk = (offset: number, length: number): ChunkHeader => ({
+    offset,
+    length,
+    crc32c: 0,
+    zero: true,
+    segments: [],
+  });
 
   it("knows the short last chunk", () => {
     expect(chunkRange(begin.volumeSizeBytes, 65536, 10)).toEqual({ offset: 10 * 65536, length: 3 });

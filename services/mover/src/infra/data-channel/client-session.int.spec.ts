@@ -42,7 +42,14 @@ describe("ClientSession", () => {
     });
     const data = Buffer.alloc(4096, 7);
     for (const offset of [0, 4096]) {
-      await session.sendChunk({ offset, length: 4096, crc32c: crc32c(data), zero: false, segments: [{ relOffset: 0, length: 4096 }], data });
+      await session.sendChunk({
+        offset,
+        length: 4096,
+        crc32c: crc32c(data),
+        zero: false,
+        segments: [{ relOffset: 0, length: 4096 }],
+        data,
+      });
     }
     // Both replies are handled before the sender waits (as when they arrive in one read).
     session.onReply({ kind: "CHUNK_OK", offset: 0 });

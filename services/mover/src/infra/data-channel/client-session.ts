@@ -6,7 +6,14 @@ import { compressChunk } from "#native/compress.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
-import { encodeChunkHead, encodeControl, FENCED, segmentBytes, type ControlFrame, type WireFailure } from "../../domain/data-channel/frames.js";
+import {
+  encodeChunkHead,
+  encodeControl,
+  FENCED,
+  segmentBytes,
+  type ControlFrame,
+  type WireFailure,
+} from "../../domain/data-channel/frames.js";
 import { reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import {
   ChecksumMismatchError,
@@ -147,7 +154,8 @@ export class ClientSession {
         this.onChunkError(frame.offset, frame.failure);
         return "continue";
       case "BATCH_OK":
-        if (!this.batchEndSent || !this.allAcked) throw new ProtocolError("BATCH_OK before every chunk was acknowledged");
+        if (!this.batchEndSent || !this.allAcked)
+          throw new ProtocolError("BATCH_OK before every chunk was acknowledged");
         return "done";
       case "BATCH_ERR":
         if (frame.failure.code === FENCED) throw new FencedError(`destination: ${frame.failure.message}`);
@@ -210,7 +218,8 @@ export class ClientSession {
 
   private async sendViaCopy(c: PreparedChunk, head: Uint8Array): Promise<void> {
     const data = c.data;
-    const segments = data === undefined ? [] : c.segments.map((s) => data.subarray(s.relOffset, s.relOffset + s.length));
+    const segments =
+      data === undefined ? [] : c.segments.map((s) => data.subarray(s.relOffset, s.relOffset + s.length));
     await this.writeCorked([head, ...segments]);
   }
 
@@ -255,7 +264,10 @@ export class ClientSession {
         }
       }
     } catch (err) {
-      throw this.error ?? (err instanceof DwcpError ? err : unreachable(err instanceof Error ? err : new Error(String(err))));
+      throw (
+        this.error ??
+        (err instanceof DwcpError ? err : unreachable(err instanceof Error ? err : new Error(String(err))))
+      );
     } finally {
       this.sendfileBusy = false;
       if (this.destroyWhenIdle) this.o.socket.destroy();

@@ -99,7 +99,10 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
         wireBytes: session.wireBytes,
         durationMs: performance.now() - started,
       };
-      log.info({ bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs) }, "batch sent");
+      log.info(
+        { bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs) },
+        "batch sent",
+      );
       return result;
     } finally {
       socket.destroy();
@@ -112,7 +115,17 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
 /** The BATCH_BEGIN this batch announces (also what a local copy claims and writes under). */
 export function beginOf(o: SendBatchOptions): BatchBegin {
   const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
-  const begin: BatchBegin = { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount };
+  const begin: BatchBegin = {
+    migrationId,
+    batch,
+    attempt,
+    destDir,
+    destName,
+    volumeSizeBytes,
+    chunkSizeBytes,
+    firstChunk,
+    chunkCount,
+  };
   if (o.delivery !== undefined) begin.delivery = o.delivery;
   if (o.verify === false) begin.verify = false;
   return begin;
@@ -144,7 +157,11 @@ async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined)
   const rate = o.bandwidthLimitBytesPerSec;
   if (rate === undefined) return fn(undefined);
   const key = `${o.migrationId}\0${rate}`;
-  const shared = buckets.get(key) ?? { bucket: newTokenBucket(rate, performance.now()), users: 0, turn: Promise.resolve() };
+  const shared = buckets.get(key) ?? {
+    bucket: newTokenBucket(rate, performance.now()),
+    users: 0,
+    turn: Promise.resolve(),
+  };
   shared.users += 1;
   buckets.set(key, shared);
   const inTurn = async <R>(send: () => Promise<R>): Promise<R> => {
@@ -171,10 +188,17 @@ async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined)
 const aborted = (signal: AbortSignal): TransferAbortedError =>
   new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
 
-async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, limit: Limit | undefined, log: Logger): Promise<ClientSession> {
+async function run(
+  o: SendBatchOptions,
+  socket: Socket,
+  source: SourceVolume,
+  limit: Limit | undefined,
+  log: Logger,
+): Promise<ClientSession> {
   const bucket = limit?.bucket;
   const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
-    mapSocketError: (err) => new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
+    mapSocketError: (err) =>
+      new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
   });
   const session = new ClientSession({
     socket,
@@ -183,12 +207,16 @@ async function run(o: SendBatchOptions, socket: Socket, source: SourceVolume, li
     maxResends: o.maxResends ?? 3,
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available ? source.fd : undefined,
     bucket,
-    compress: o.compress ?? (o.bandwidthLimitBytesPerSec !== undefined && o.bandwidthLimitBytesPerSec < COMPRESS_BELOW_BYTES_PER_SEC),
+    compress:
+      o.compress ??
+      (o.bandwidthLimitBytesPerSec !== undefined && o.bandwidthLimitBytesPerSec < COMPRESS_BELOW_BYTES_PER_SEC),
     onChunk: o.onChunk,
     log,
   });
   const idleMs = o.idleTimeoutMs ?? 60_000;
-  socket.setTimeout(idleMs, () => session.fail(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`)));
+  socket.setTimeout(idleMs, () =>
+    session.fail(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`)),
+  );
   const onAbort = (): void => session.fail(aborted(o.signal as AbortSignal));
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
@@ -258,12 +286,14 @@ async function sendChunks(o: SendBatchOptions, session: ClientSession, source: S
     p.catch(() => undefined); // handled where it is awaited
     return p;
   };
-  let pending: Promise<PreparedChunk> | undefined = o.chunkCount > 0 ? prepare(o.firstChunk, buffers[0] as Buffer) : undefined;
+  let pending: Promise<PreparedChunk> | undefined =
+    o.chunkCount > 0 ? prepare(o.firstChunk, buffers[0] as Buffer) : undefined;
   try {
     for (let i = 0; i < o.chunkCount; i++) {
       const current = await (pending as Promise<PreparedChunk>);
       const free = buffers[i % SEND_BUFFERS] as Buffer;
-      pending = i + 1 < o.chunkCount ? prepare(o.firstChunk + i + 1, buffers[(i + 1) % SEND_BUFFERS] as Buffer) : undefined;
+      pending =
+        i + 1 < o.chunkCount ? prepare(o.firstChunk + i + 1, buffers[(i + 1) % SEND_BUFFERS] as Buffer) : undefined;
       await session.sendChunk(current);
       await sendResends(o, session, source, free);
     }
@@ -280,7 +310,12 @@ async function sendChunks(o: SendBatchOptions, session: ClientSession, source: S
   }
 }
 
-async function sendResends(o: SendBatchOptions, session: ClientSession, source: SourceVolume, buffer: Buffer): Promise<void> {
+async function sendResends(
+  o: SendBatchOptions,
+  session: ClientSession,
+  source: SourceVolume,
+  buffer: Buffer,
+): Promise<void> {
   for (let offset = session.takeResend(); offset !== undefined; offset = session.takeResend()) {
     const length = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, offset / o.chunkSizeBytes).length;
     await session.sendChunk(await source.prepare(offset, length, buffer));
@@ -290,16 +325,22 @@ async function sendResends(o: SendBatchOptions, session: ClientSession, source: 
 /** TCP connect with a deadline; every failure is DestinationUnreachableError (retryable). */
 async function connect(address: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Socket> {
   const target = parseAddress(address);
-  if (target === undefined) throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(address)}`);
+  if (target === undefined)
+    throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(address)}`);
   if (signal?.aborted === true) throw aborted(signal);
   const socket = netConnect({ host: target.host, port: target.port, noDelay: true });
   try {
     await new Promise<void>((resolve, reject) => {
       const fail = (err: Error): void => reject(err);
-      const timer = setTimeout(() => fail(new DestinationUnreachableError(`connecting to ${address} timed out after ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => fail(new DestinationUnreachableError(`connecting to ${address} timed out after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       const onAbort = (): void => fail(aborted(signal as AbortSignal));
       signal?.addEventListener("abort", onAbort, { once: true });
-      socket.once("error", (err) => fail(new DestinationUnreachableError(`cannot connect to ${address}: ${err.message}`, { cause: err })));
+      socket.once("error", (err) =>
+        fail(new DestinationUnreachableError(`cannot connect to ${address}: ${err.message}`, { cause: err })),
+      );
       socket.once("connect", resolve);
       const cleanup = (): void => {
         clearTimeout(timer);

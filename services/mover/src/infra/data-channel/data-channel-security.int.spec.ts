@@ -25,7 +25,14 @@ beforeAll(async () => {
   await Promise.all([mkdir(root), mkdir(outside)]);
   await symlink(outside, join(root, "escape"));
   await makeSparseFile(source, 2 * MiB, [{ offset: 5, length: 70_000 }]);
-  server = await startDataServer({ host: "dest", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root], log: silentLog });
+  server = await startDataServer({
+    host: "dest",
+    listenHost: "127.0.0.1",
+    listenPort: 0,
+    secret,
+    roots: [root],
+    log: silentLog,
+  });
 });
 
 afterAll(async () => {
@@ -53,7 +60,11 @@ function batch(over: Partial<SendBatchOptions> = {}): SendBatchOptions {
   };
 }
 
-const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
 
 async function rawConnection(): Promise<{ socket: Socket; closed: Promise<number>; received: () => number }> {
   const target = parseAddress(server.address);
@@ -77,7 +88,12 @@ describe("data channel authentication and limits", () => {
   });
 
   it("refuses '..' and symlink escapes and a destName that is not a basename", async () => {
-    for (const over of [{ destDir: "../outside" }, { destDir: "escape/vm" }, { destDir: outside }, { destName: "../disk.img" }]) {
+    for (const over of [
+      { destDir: "../outside" },
+      { destDir: "escape/vm" },
+      { destDir: outside },
+      { destName: "../disk.img" },
+    ]) {
       const err: unknown = await sendBatch(batch(over)).catch((e: unknown) => e);
       expect(err, JSON.stringify(over)).toBeInstanceOf(PathOutsideRootError);
     }
@@ -126,7 +142,9 @@ describe("data channel authentication and limits", () => {
   });
 
   it("reports an unreachable destination as retryable", async () => {
-    const err: unknown = await sendBatch(batch({ address: "127.0.0.1:1", connectTimeoutMs: 2000 })).catch((e: unknown) => e);
+    const err: unknown = await sendBatch(batch({ address: "127.0.0.1:1", connectTimeoutMs: 2000 })).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(DestinationUnreachableError);
     expect((err as DestinationUnreachableError).retryable).toBe(true);
   });

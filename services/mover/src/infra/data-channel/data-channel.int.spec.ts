@@ -33,7 +33,14 @@ beforeAll(async () => {
   source = join(work, "src.img");
   await mkdir(root);
   await makeSparseFile(source, SIZE, EXTENTS);
-  server = await startDataServer({ host: "dest", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root], log: silentLog });
+  server = await startDataServer({
+    host: "dest",
+    listenHost: "127.0.0.1",
+    listenPort: 0,
+    secret,
+    roots: [root],
+    log: silentLog,
+  });
 });
 
 afterAll(async () => {
@@ -149,7 +156,9 @@ describe("data channel transfer", () => {
   it("fails with a retryable ChecksumMismatchError when every resend is corrupted too", async () => {
     const proxy = await startCorruptingProxy(server.address, "always");
     try {
-      const err: unknown = await sendBatch(batch({ ...secondHalf, destDir: "vm-bad", address: proxy.address })).catch((e: unknown) => e);
+      const err: unknown = await sendBatch(batch({ ...secondHalf, destDir: "vm-bad", address: proxy.address })).catch(
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(ChecksumMismatchError);
       expect((err as ChecksumMismatchError).retryable).toBe(true);
       expect(proxy.corrupter.flips).toBeGreaterThanOrEqual(4);
@@ -160,7 +169,9 @@ describe("data channel transfer", () => {
 
   it("honours the bandwidth limit", async () => {
     const started = performance.now();
-    const r = await sendBatch(batch({ firstChunk: 16, chunkCount: 2, destDir: "vm-slow", bandwidthLimitBytesPerSec: 4 * MiB }));
+    const r = await sendBatch(
+      batch({ firstChunk: 16, chunkCount: 2, destDir: "vm-slow", bandwidthLimitBytesPerSec: 4 * MiB }),
+    );
     const seconds = (performance.now() - started) / 1000;
     // 2 MiB at 4 MiB/s with a 0.4 MiB burst: at least ~0.4 s.
     expect(seconds).toBeGreaterThan((r.wireBytes - 0.4 * MiB) / (4 * MiB) - 0.05);
@@ -168,7 +179,9 @@ describe("data channel transfer", () => {
 
   it("stops when aborted", async () => {
     const controller = new AbortController();
-    const p = sendBatch(batch({ ...firstHalf, destDir: "vm-abort", bandwidthLimitBytesPerSec: 64 * 1024, signal: controller.signal }));
+    const p = sendBatch(
+      batch({ ...firstHalf, destDir: "vm-abort", bandwidthLimitBytesPerSec: 64 * 1024, signal: controller.signal }),
+    );
     controller.abort();
     await expect(p).rejects.toMatchObject({ code: "ABORTED" });
   });
@@ -189,7 +202,14 @@ describe("data channel on a full file system", () => {
       small = undefined;
       return;
     }
-    tmpfsServer = await startDataServer({ host: "full", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [small], log: silentLog });
+    tmpfsServer = await startDataServer({
+      host: "full",
+      listenHost: "127.0.0.1",
+      listenPort: 0,
+      secret,
+      roots: [small],
+      log: silentLog,
+    });
   });
 
   afterAll(async () => {
@@ -231,20 +251,33 @@ describe.each([
   beforeAll(async () => {
     process.env["DWCP_NATIVE_RECV"] = recv;
     process.env["DWCP_DIRECT_IO"] = direct;
-    own = await startDataServer({ host: "dest", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root], log: silentLog });
+    own = await startDataServer({
+      host: "dest",
+      listenHost: "127.0.0.1",
+      listenPort: 0,
+      secret,
+      roots: [root],
+      log: silentLog,
+    });
     dense = join(work, `dense-${recv}-${direct}.img`);
     await makeSparseFile(dense, SIZE, [{ offset: 0, length: SIZE }]);
   });
   afterAll(async () => {
     await own?.close();
-    for (const [k, v] of [["DWCP_NATIVE_RECV", saved.recv], ["DWCP_DIRECT_IO", saved.direct]] as const) {
+    for (const [k, v] of [
+      ["DWCP_NATIVE_RECV", saved.recv],
+      ["DWCP_DIRECT_IO", saved.direct],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
   });
 
   it("lands a dense and a sparse volume byte-identical", async () => {
-    for (const [src, dir] of [[dense, `paths-dense-${recv}-${direct}`], [source, `paths-sparse-${recv}-${direct}`]] as const) {
+    for (const [src, dir] of [
+      [dense, `paths-dense-${recv}-${direct}`],
+      [source, `paths-sparse-${recv}-${direct}`],
+    ] as const) {
       const opts = { address: own.address, sourcePath: src, destDir: dir };
       await sendBatch(batch({ ...firstHalf, ...opts }));
       await sendBatch(batch({ ...secondHalf, ...opts }));

@@ -91,7 +91,12 @@ export class DestinationFile {
    * Write one verified chunk: only the segments' bytes; the gaps become holes. `data` is the
    * whole logical chunk (undefined for an all-zero chunk).
    */
-  async writeChunk(offset: number, length: number, segments: readonly Segment[], data: Uint8Array | undefined): Promise<void> {
+  async writeChunk(
+    offset: number,
+    length: number,
+    segments: readonly Segment[],
+    data: Uint8Array | undefined,
+  ): Promise<void> {
     try {
       // Segments and gaps are disjoint ranges: write them all at once (the pool runs them in parallel).
       let buffered = false;
@@ -130,7 +135,8 @@ export class DestinationFile {
 
   /** The O_DIRECT handle if these bytes may and should use it (aligned, and large unless forced). */
   private canDirect(bytes: Uint8Array, position: number): FileHandle | undefined {
-    if (this.direct === undefined || position % DIRECT_IO_ALIGN !== 0 || bytes.length % DIRECT_IO_ALIGN !== 0) return undefined;
+    if (this.direct === undefined || position % DIRECT_IO_ALIGN !== 0 || bytes.length % DIRECT_IO_ALIGN !== 0)
+      return undefined;
     if (bytes.length < DIRECT_MIN_BYTES && !this.direct.everyAligned) return undefined;
     return chunkBuffers.isAligned(bytes) ? this.direct.fh : undefined;
   }

@@ -21,7 +21,14 @@ beforeAll(async () => {
   source = join(work, "src.img");
   await mkdir(root);
   await makeSparseFile(source, SIZE, [{ offset: 0, length: SIZE }]);
-  server = await startDataServer({ host: "dest", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root], log: silentLog });
+  server = await startDataServer({
+    host: "dest",
+    listenHost: "127.0.0.1",
+    listenPort: 0,
+    secret,
+    roots: [root],
+    log: silentLog,
+  });
 });
 
 afterAll(async () => {
@@ -30,13 +37,25 @@ afterAll(async () => {
 });
 
 const batch = (over: Partial<SendBatchOptions>): SendBatchOptions =>
-  batchOptions({ address: server.address, secret, sourceHost: "src", migrationId: "mig-fence", sourcePath: source, volumeSizeBytes: SIZE }, over);
+  batchOptions(
+    {
+      address: server.address,
+      secret,
+      sourceHost: "src",
+      migrationId: "mig-fence",
+      sourcePath: source,
+      volumeSizeBytes: SIZE,
+    },
+    over,
+  );
 
 describe("data channel fencing", () => {
   it("a redelivered batch takes over from the live older sender, which is refused before its next write", async () => {
     let firstAcked!: () => void;
     const acked = new Promise<void>((r) => (firstAcked = r));
-    const stale = sendBatch(batch({ destDir: "takeover", delivery: 1, bandwidthLimitBytesPerSec: 2 * MiB, onChunk: () => firstAcked() }));
+    const stale = sendBatch(
+      batch({ destDir: "takeover", delivery: 1, bandwidthLimitBytesPerSec: 2 * MiB, onChunk: () => firstAcked() }),
+    );
     const staleResult = stale.catch((e: unknown) => e);
     await acked;
     const fresh = await sendBatch(batch({ destDir: "takeover", delivery: 2 }));
@@ -50,7 +69,9 @@ describe("data channel fencing", () => {
   it("refuses a sender with an older token once a newer one claimed the batch", async () => {
     await sendBatch(batch({ destDir: "older", attempt: 1, delivery: 1 }));
     await expect(sendBatch(batch({ destDir: "older", attempt: 0, delivery: 7 }))).rejects.toBeInstanceOf(FencedError);
-    await expect(sendBatch(batch({ destDir: "older", attempt: 1, delivery: 1 }))).resolves.toMatchObject({ bytes: SIZE });
+    await expect(sendBatch(batch({ destDir: "older", attempt: 1, delivery: 1 }))).resolves.toMatchObject({
+      bytes: SIZE,
+    });
   });
 
   it("refuses batches for a volume that was already finalized", async () => {

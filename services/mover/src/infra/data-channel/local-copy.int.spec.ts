@@ -34,7 +34,14 @@ beforeAll(async () => {
     { offset: 3 * MiB + 12_345, length: MiB },
     { offset: 8 * MiB, length: 5000 },
   ]);
-  server = await startDataServer({ host: "h", listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root], log: silentLog });
+  server = await startDataServer({
+    host: "h",
+    listenHost: "127.0.0.1",
+    listenPort: 0,
+    secret,
+    roots: [root],
+    log: silentLog,
+  });
 });
 
 afterAll(async () => {
@@ -43,7 +50,17 @@ afterAll(async () => {
 });
 
 const batch = (over: Partial<SendBatchOptions>): SendBatchOptions =>
-  batchOptions({ address: server.address, secret, sourceHost: "h", migrationId: "mig-local", sourcePath: source, volumeSizeBytes: SIZE }, over);
+  batchOptions(
+    {
+      address: server.address,
+      secret,
+      sourceHost: "h",
+      migrationId: "mig-local",
+      sourcePath: source,
+      volumeSizeBytes: SIZE,
+    },
+    over,
+  );
 
 describe("local copy (source and destination in one mover)", () => {
   it("copies byte-identical with holes kept and no wire bytes, fsynced, and records the read-back", async () => {

@@ -45,7 +45,13 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
   const begin = beginOf(o);
   const problem = batchProblem(begin);
   if (problem !== undefined) throw new RangeError(`copyBatchLocally: ${problem}`);
-  const log = ctx.log.child({ migrationId: o.migrationId, batch: o.batch, attempt: o.attempt, host: o.sourceHost, path: "local" });
+  const log = ctx.log.child({
+    migrationId: o.migrationId,
+    batch: o.batch,
+    attempt: o.attempt,
+    host: o.sourceHost,
+    path: "local",
+  });
   const inflight = new Set<Promise<unknown>>();
   let fenced: FencedError | undefined;
   const holder: BatchHolder = {
@@ -59,7 +65,8 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
     const check = (): void => {
       if (fenced !== undefined) throw fenced;
       if (!holds()) throw new FencedError(`batch ${o.batch} was handed to a newer sender`);
-      if (o.signal?.aborted === true) throw new TransferAbortedError("batch transfer was aborted", { cause: o.signal.reason });
+      if (o.signal?.aborted === true)
+        throw new TransferAbortedError("batch transfer was aborted", { cause: o.signal.reason });
     };
     check();
     const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes);
@@ -75,7 +82,12 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
         const chunks: TransferredChunk[] = [...written]
           .sort((a, b) => a[0] - b[0])
           .map(([offset, c]) => ({ offset, length: c.length, crc32c: c.crc32c, zero: c.zero, wireBytes: 0 }));
-        const result = { chunks, bytes: chunks.reduce((sum, c) => sum + c.length, 0), wireBytes: 0, durationMs: performance.now() - started };
+        const result = {
+          chunks,
+          bytes: chunks.reduce((sum, c) => sum + c.length, 0),
+          wireBytes: 0,
+          durationMs: performance.now() - started,
+        };
         log.info({ bytes: result.bytes, durationMs: Math.round(result.durationMs) }, "batch copied locally");
         return result;
       } finally {

@@ -79,7 +79,15 @@ export class NativeFrameReader implements FrameReader {
     const read =
       direct === undefined
         ? zeroCopy.recv(this.fd, this.staging, 0, 1, STAGING_BYTES, this.opts.idleTimeoutMs, this.cancel)
-        : zeroCopy.recv(this.fd, direct.target, direct.at, direct.length, direct.length, this.opts.idleTimeoutMs, this.cancel);
+        : zeroCopy.recv(
+            this.fd,
+            direct.target,
+            direct.at,
+            direct.length,
+            direct.length,
+            this.opts.idleTimeoutMs,
+            this.cancel,
+          );
     this.inflight = read;
     let n: number;
     try {
@@ -93,7 +101,8 @@ export class NativeFrameReader implements FrameReader {
     } finally {
       this.inflight = undefined;
     }
-    if (this.socket.destroyed && this.failure === undefined) this.failure = new ProtocolError("data channel socket was destroyed");
+    if (this.socket.destroyed && this.failure === undefined)
+      this.failure = new ProtocolError("data channel socket was destroyed");
     if (direct === undefined) {
       if (n === 0) this.ended = true;
       else this.decoder.push(Buffer.from(this.staging.subarray(0, n)));

@@ -7,7 +7,15 @@ import { spreadSegments } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
-import { encodeControl, FENCED, segmentBytes, type BatchBegin, type ChunkHeader, type ControlFrame, type WireCode } from "../../domain/data-channel/frames.js";
+import {
+  encodeControl,
+  FENCED,
+  segmentBytes,
+  type BatchBegin,
+  type ChunkHeader,
+  type ControlFrame,
+  type WireCode,
+} from "../../domain/data-channel/frames.js";
 import { AuthFailedError, ProtocolError } from "../../errors.js";
 import { readBackName, readBacks, recordReadBack, type ReadBackRecord } from "../read-back.js";
 import { destinationError } from "./io-errors.js";
@@ -66,7 +74,9 @@ const messageOf = (err: unknown): string => (err instanceof Error ? err.message 
  */
 export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promise<void> {
   if (begin.migrationId !== ctx.migrationId) {
-    throw new AuthFailedError(`this connection is authenticated for migration ${ctx.migrationId}, not ${begin.migrationId}`);
+    throw new AuthFailedError(
+      `this connection is authenticated for migration ${ctx.migrationId}, not ${begin.migrationId}`,
+    );
   }
   const problem = batchProblem(begin);
   if (problem !== undefined) throw new ProtocolError(`BATCH_BEGIN: ${problem}`);
@@ -105,8 +115,15 @@ export async function withBatchClaim<T>(
   }
   try {
     if (claim.superseded !== undefined) {
-      log.warn({ attempt: begin.attempt, delivery: begin.delivery }, "batch taken over from an older sender; fencing it");
-      await claim.superseded.fence(new FencedError(`batch ${begin.batch} was handed to a newer sender (attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`));
+      log.warn(
+        { attempt: begin.attempt, delivery: begin.delivery },
+        "batch taken over from an older sender; fencing it",
+      );
+      await claim.superseded.fence(
+        new FencedError(
+          `batch ${begin.batch} was handed to a newer sender (attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`,
+        ),
+      );
     }
     return await work(() => fences.holds(key, holder));
   } finally {
@@ -124,7 +141,12 @@ export async function markUnproven(part: string, begin: BatchBegin): Promise<voi
   }
 }
 
-async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: BatchState, holds: () => boolean): Promise<void> {
+async function receiveClaimed(
+  ctx: BatchReceiver,
+  begin: BatchBegin,
+  state: BatchState,
+  holds: () => boolean,
+): Promise<void> {
   const file = await DestinationFile.open(ctx.roots, begin);
   try {
     await markUnproven(file.path, begin);
@@ -159,13 +181,17 @@ async function receiveClaimed(ctx: BatchReceiver, begin: BatchBegin, state: Batc
  * read-back (read-back.ts) must find on the disk for finalize to skip reading the range again.
  * Undefined for a batch sent with `verify: false` (nothing is read back).
  */
-export function expectedRange(begin: BatchBegin, written: ReadonlyMap<number, { length: number; crc32c: number }>): ReadBackRecord | undefined {
+export function expectedRange(
+  begin: BatchBegin,
+  written: ReadonlyMap<number, { length: number; crc32c: number }>,
+): ReadBackRecord | undefined {
   if (begin.verify === false) return undefined;
   const { start } = batchRange(begin);
   let end = start;
   let crc = 0;
   for (const [offset, c] of [...written].sort((a, b) => a[0] - b[0])) {
-    if (offset !== end) throw new ProtocolError(`the chunks of batch ${begin.batch} leave [${end}, ${offset}) unwritten`);
+    if (offset !== end)
+      throw new ProtocolError(`the chunks of batch ${begin.batch} leave [${end}, ${offset}) unwritten`);
     crc = crc32cCombine(crc, c.crc32c, c.length);
     end = offset + c.length;
   }
@@ -227,7 +253,9 @@ async function receiveChunks(
       }
       return written;
     } else {
-      throw new ProtocolError(step.kind === "end" ? "connection closed inside a batch" : "unexpected frame inside a batch");
+      throw new ProtocolError(
+        step.kind === "end" ? "connection closed inside a batch" : "unexpected frame inside a batch",
+      );
     }
   }
 }
@@ -256,7 +284,8 @@ async function storePacked(
     if (err instanceof CompressedChunkCorruptError) return askAgain(ctx, h, "compressed chunk does not unpack");
     throw err;
   }
-  if (!spreadSegments(h.segments, raw, into, h.length)) return askAgain(ctx, h, "compressed chunk unpacks to the wrong size");
+  if (!spreadSegments(h.segments, raw, into, h.length))
+    return askAgain(ctx, h, "compressed chunk unpacks to the wrong size");
   return storeChunk(ctx, file, h, into.subarray(0, h.length), state);
 }
 
@@ -283,7 +312,11 @@ async function storeChunk(
   try {
     await file.writeChunk(h.offset, h.length, h.segments, data);
   } catch (err) {
-    send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: wireCode(err), message: messageOf(err) } });
+    send(ctx.socket, {
+      kind: "CHUNK_ERR",
+      offset: h.offset,
+      failure: { code: wireCode(err), message: messageOf(err) },
+    });
     throw err;
   }
   ctx.log.debug({ offset: h.offset, length: h.length, zero: h.zero }, "chunk written");

@@ -97,7 +97,9 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     copyLocal: (o) => copyBatchLocally({ roots: cfg.roots, fences: cfg.fences, log }, o),
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      await Promise.allSettled([...connections.entries()].map(([socket, { reader }]) => cut(socket, reader, "data channel closing")));
+      await Promise.allSettled(
+        [...connections.entries()].map(([socket, { reader }]) => cut(socket, reader, "data channel closing")),
+      );
       await Promise.allSettled([...connections.values()].map((c) => c.done));
       await closed;
       log.info({ address }, "data channel closed");
@@ -134,12 +136,18 @@ async function cut(socket: Socket, reader: FrameReader, reason: string): Promise
  */
 function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
   const fd = cfg.nativeRecv ? socketFd(socket) : undefined;
-  if (fd !== undefined) return new NativeFrameReader(socket, fd, new FrameDecoder(SERVER_PREAUTH), { idleTimeoutMs: cfg.idleTimeoutMs });
+  if (fd !== undefined)
+    return new NativeFrameReader(socket, fd, new FrameDecoder(SERVER_PREAUTH), { idleTimeoutMs: cfg.idleTimeoutMs });
   if (cfg.nativeRecv) socket.resume();
   return new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
 }
 
-async function serveConnection(socket: Socket, reader: FrameReader, cfg: ServerConfig, parentLog: Logger): Promise<void> {
+async function serveConnection(
+  socket: Socket,
+  reader: FrameReader,
+  cfg: ServerConfig,
+  parentLog: Logger,
+): Promise<void> {
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
@@ -148,7 +156,9 @@ async function serveConnection(socket: Socket, reader: FrameReader, cfg: ServerC
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
-    socket.setTimeout(cfg.idleTimeoutMs, () => reader.abort(new ProtocolError(`no traffic for ${cfg.idleTimeoutMs} ms`)));
+    socket.setTimeout(cfg.idleTimeoutMs, () =>
+      reader.abort(new ProtocolError(`no traffic for ${cfg.idleTimeoutMs} ms`)),
+    );
   }
   const pool = new BufferPool(cfg.buffersPerConnection);
   try {
@@ -173,10 +183,14 @@ async function serveBatches(
     const begin = step.frame.begin;
     const batchLog = log.child({ batch: begin.batch, attempt: begin.attempt, destName: begin.destName });
     try {
-      await receiveBatch({ socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, fences: cfg.fences, log: batchLog }, begin);
+      await receiveBatch(
+        { socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, fences: cfg.fences, log: batchLog },
+        begin,
+      );
       batchLog.info({ chunks: begin.chunkCount }, "batch received and synced");
     } catch (err) {
-      if (wireCode(err) === "FENCED") batchLog.warn({ code: "FENCED", reason: messageOf(err) }, "batch refused: a newer sender holds it");
+      if (wireCode(err) === "FENCED")
+        batchLog.warn({ code: "FENCED", reason: messageOf(err) }, "batch refused: a newer sender holds it");
       else batchLog.warn({ err }, "batch failed");
       send(socket, { kind: "BATCH_ERR", failure: { code: wireCode(err), message: messageOf(err) } });
       await lingerClose(socket, reader);

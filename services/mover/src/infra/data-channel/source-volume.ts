@@ -83,7 +83,9 @@ export class SourceVolume {
         });
       }
       if (bytesRead === 0) {
-        throw new SourceChangedError(`${this.path} ended at ${offset + done}, expected ${offset + target.length} bytes`);
+        throw new SourceChangedError(
+          `${this.path} ended at ${offset + done}, expected ${offset + target.length} bytes`,
+        );
       }
       done += bytesRead;
     }

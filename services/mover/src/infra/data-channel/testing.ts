@@ -41,7 +41,11 @@ export async function tempDir(prefix: string): Promise<string> {
 }
 
 /** A file of `size` bytes that is a hole except for `extents` of random data. */
-export async function makeSparseFile(path: string, size: number, extents: { offset: number; length: number }[]): Promise<void> {
+export async function makeSparseFile(
+  path: string,
+  size: number,
+  extents: { offset: number; length: number }[],
+): Promise<void> {
   const fh = await open(path, "w");
   try {
     await fh.truncate(size);
@@ -92,7 +96,8 @@ class ChunkCorrupter {
     this.payloadLeft = this.header.readUInt32BE(8);
     const segments = this.header.readUInt32BE(28);
     const wanted = this.mode === "always" || this.flips === 0;
-    if (this.header[5] === FRAME_CODES.CHUNK && segments > 0 && wanted) this.flipIn = segments * SEGMENT_ENTRY_BYTES + 10;
+    if (this.header[5] === FRAME_CODES.CHUNK && segments > 0 && wanted)
+      this.flipIn = segments * SEGMENT_ENTRY_BYTES + 10;
     this.header = Buffer.alloc(0);
   }
 }

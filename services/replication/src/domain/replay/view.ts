@@ -83,7 +83,10 @@ export class ReplayFolder {
       }
       case "replication":
         this.events++;
-        this.replications.set(r.vm, evolveReplication(this.replications.get(r.vm) ?? initialReplication(r.vm), r.event));
+        this.replications.set(
+          r.vm,
+          evolveReplication(this.replications.get(r.vm) ?? initialReplication(r.vm), r.event),
+        );
         return;
       case "skipped":
         this.skipped++;
@@ -133,11 +136,16 @@ function dropChunks(m: Migration, index: number): void {
  * log up to the same bound (every folder saw every record's position, so any one's is the view's).
  */
 export function combineParts(parts: FoldParts[], bound: ReplayBound, vm?: string): ReplayView {
-  const last = parts.reduce((a, p) => (p.lastSeq > a.lastSeq ? p : a), parts[0] ?? { lastSeq: 0, lastTimeMs: undefined });
-  const migrations = parts.flatMap((p) => p.migrations)
+  const last = parts.reduce(
+    (a, p) => (p.lastSeq > a.lastSeq ? p : a),
+    parts[0] ?? { lastSeq: 0, lastTimeMs: undefined },
+  );
+  const migrations = parts
+    .flatMap((p) => p.migrations)
     .filter((m) => vm === undefined || m.request?.vm === vm)
     .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? "") || a.id.localeCompare(b.id));
-  const replications = parts.flatMap((p) => p.replications)
+  const replications = parts
+    .flatMap((p) => p.replications)
     .filter((r) => vm === undefined || r.vm === vm)
     .sort((a, b) => a.vm.localeCompare(b.vm));
   return {
@@ -155,17 +163,25 @@ export function combineParts(parts: FoldParts[], bound: ReplayBound, vm?: string
 
 /** A short human summary: one line per migration and per replication. */
 export function formatReplay(v: ReplayView): string {
-  const bound = [v.untilSeq !== undefined ? `seq <= ${v.untilSeq}` : "", v.untilTime ? `time <= ${v.untilTime}` : ""].filter(Boolean).join(", ");
-  const lines = [`replay ${bound || "(whole log)"}${v.vm ? ` vm ${v.vm}` : ""}: ${v.events} events up to seq ${v.lastSeq}${v.lastTime ? ` (${v.lastTime})` : ""}`];
+  const bound = [v.untilSeq !== undefined ? `seq <= ${v.untilSeq}` : "", v.untilTime ? `time <= ${v.untilTime}` : ""]
+    .filter(Boolean)
+    .join(", ");
+  const lines = [
+    `replay ${bound || "(whole log)"}${v.vm ? ` vm ${v.vm}` : ""}: ${v.events} events up to seq ${v.lastSeq}${v.lastTime ? ` (${v.lastTime})` : ""}`,
+  ];
   if (v.migrations.length === 0 && v.replications.length === 0) lines.push("  (nothing recorded yet)");
   for (const m of v.migrations) {
     const done = m.batches.filter((b) => b.status === "done").length;
     const batches = m.plan ? ` batches ${done}/${m.batches.length}` : "";
-    lines.push(`  migration ${m.id} vm=${m.request?.vm ?? "?"} ${m.status}${batches}${m.reason ? ` reason=${m.reason}` : ""}`);
+    lines.push(
+      `  migration ${m.id} vm=${m.request?.vm ?? "?"} ${m.status}${batches}${m.reason ? ` reason=${m.reason}` : ""}`,
+    );
   }
   for (const r of v.replications) {
     const last = r.snapshots[r.snapshots.length - 1];
-    lines.push(`  replication ${r.vm}: ${r.snapshots.length} snapshot(s)${last ? `, latest ${last.snapshotId} taken ${last.takenAt}` : ""}`);
+    lines.push(
+      `  replication ${r.vm}: ${r.snapshots.length} snapshot(s)${last ? `, latest ${last.snapshotId} taken ${last.takenAt}` : ""}`,
+    );
   }
   return lines.join("\n");
 }

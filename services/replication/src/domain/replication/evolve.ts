@@ -9,7 +9,8 @@ export function evolve(state: Replication, event: ReplicationEvent): Replication
   const s: Replication = { ...state, eventCount: state.eventCount + 1 };
   switch (event.type) {
     case "SnapshotCommitted": {
-      if (state.snapshots.some((x) => x.snapshotId === event.snapshotId) || state.pruned.includes(event.snapshotId)) return s;
+      if (state.snapshots.some((x) => x.snapshotId === event.snapshotId) || state.pruned.includes(event.snapshotId))
+        return s;
       const { type: _t, version: _v, vm: _vm, at, ...snap } = event;
       return { ...s, snapshots: [...state.snapshots, { ...snap, committedAt: at }], lastCommittedAt: at };
     }
@@ -17,7 +18,11 @@ export function evolve(state: Replication, event: ReplicationEvent): Replication
       const gone = new Set(event.snapshotIds);
       const known = state.snapshots.filter((x) => gone.has(x.snapshotId)).map((x) => x.snapshotId);
       if (known.length === 0) return s;
-      return { ...s, snapshots: state.snapshots.filter((x) => !gone.has(x.snapshotId)), pruned: [...state.pruned, ...known] };
+      return {
+        ...s,
+        snapshots: state.snapshots.filter((x) => !gone.has(x.snapshotId)),
+        pruned: [...state.pruned, ...known],
+      };
     }
     default: {
       const never: never = event;

@@ -20,7 +20,8 @@ export const initialReplication = (vm: string): Replication => ({ vm, snapshots:
 export function snapshotAt(r: Replication, time: string): Snapshot | undefined {
   const t = Date.parse(time);
   let best: Snapshot | undefined;
-  for (const s of r.snapshots) if (Date.parse(s.takenAt) <= t && (!best || Date.parse(s.takenAt) >= Date.parse(best.takenAt))) best = s;
+  for (const s of r.snapshots)
+    if (Date.parse(s.takenAt) <= t && (!best || Date.parse(s.takenAt) >= Date.parse(best.takenAt))) best = s;
   return best;
 }
 

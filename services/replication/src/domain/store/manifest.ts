@@ -34,7 +34,11 @@ export interface RetentionPolicy {
  * Ids to prune, oldest first. The newest snapshot is always kept, so a policy can never leave a
  * VM without a restore point.
  */
-export function selectPrunable(snapshots: Array<{ snapshotId: string; takenAt: string }>, policy: RetentionPolicy, nowMs: number): string[] {
+export function selectPrunable(
+  snapshots: Array<{ snapshotId: string; takenAt: string }>,
+  policy: RetentionPolicy,
+  nowMs: number,
+): string[] {
   if (policy.keep === undefined && policy.keepForMs === undefined) return [];
   const sorted = [...snapshots].sort((a, b) => Date.parse(a.takenAt) - Date.parse(b.takenAt));
   const newestFirst = [...sorted].reverse();
@@ -73,16 +77,23 @@ export function changedPages(
 export const snapshotIdFor = (takenAt: Date, suffix: string): string =>
   `${takenAt.toISOString().replace(/[-:.]/g, "")}-${suffix}`;
 
-
 /** A volume name is a plain file name: restore writes it under the target directory. */
-export const isPlainName = (name: string): boolean => name.length > 0 && name.length <= 255 && !/[/\\\0]/.test(name) && name !== "." && name !== "..";
+export const isPlainName = (name: string): boolean =>
+  name.length > 0 && name.length <= 255 && !/[/\\\0]/.test(name) && name !== "." && name !== "..";
 
 /** What is wrong with a manifest a source sent, or undefined. */
 export function manifestProblem(m: Manifest): string | undefined {
-  if (!Number.isInteger(m.chunkSizeBytes) || m.chunkSizeBytes < PAGE || m.chunkSizeBytes % PAGE !== 0 || m.chunkSizeBytes > MAX_CHUNK_BYTES) return "chunk size must be a multiple of 4 KiB up to 64 MiB";
+  if (
+    !Number.isInteger(m.chunkSizeBytes) ||
+    m.chunkSizeBytes < PAGE ||
+    m.chunkSizeBytes % PAGE !== 0 ||
+    m.chunkSizeBytes > MAX_CHUNK_BYTES
+  )
+    return "chunk size must be a multiple of 4 KiB up to 64 MiB";
   for (const v of m.volumes) {
     if (!isPlainName(v.name)) return `volume name ${JSON.stringify(v.name).slice(0, 80)} is not a plain file name`;
-    if (v.chunks.length !== chunkCount(v.sizeBytes, m.chunkSizeBytes)) return `volume ${v.name} lists ${v.chunks.length} chunks for ${v.sizeBytes} bytes`;
+    if (v.chunks.length !== chunkCount(v.sizeBytes, m.chunkSizeBytes))
+      return `volume ${v.name} lists ${v.chunks.length} chunks for ${v.sizeBytes} bytes`;
   }
   if (new Set(m.volumes.map((v) => v.name)).size !== m.volumes.length) return "volume names repeat";
   return undefined;
@@ -93,21 +104,29 @@ export function manifestProblem(m: Manifest): string | undefined {
  * parent (the whole manifest is sent then). A parent's volume is cut or extended with nulls to the
  * new chunk count before it is compared, as `applyChanges` does.
  */
-export function volumeChanges(parent: readonly ManifestVolume[], volumes: readonly ManifestVolume[]): VolumeChanges[] | undefined {
+export function volumeChanges(
+  parent: readonly ManifestVolume[],
+  volumes: readonly ManifestVolume[],
+): VolumeChanges[] | undefined {
   const byName = new Map(parent.map((v) => [v.name, v.chunks]));
   const out: VolumeChanges[] = [];
   for (const v of volumes) {
     const old = byName.get(v.name);
     if (old === undefined) return undefined;
     const changes: VolumeChanges["changes"] = [];
-    for (let i = 0; i < v.chunks.length; i++) if (v.chunks[i] !== (old[i] ?? null)) changes.push({ index: i, hash: v.chunks[i] ?? null });
+    for (let i = 0; i < v.chunks.length; i++)
+      if (v.chunks[i] !== (old[i] ?? null)) changes.push({ index: i, hash: v.chunks[i] ?? null });
     out.push({ name: v.name, sizeBytes: v.sizeBytes, changes });
   }
   return out;
 }
 
 /** The volumes `volumeChanges` described, rebuilt from the parent's; a string says what is wrong. */
-export function applyChanges(parent: readonly ManifestVolume[], chunkBytes: number, volumes: readonly VolumeChanges[]): ManifestVolume[] | string {
+export function applyChanges(
+  parent: readonly ManifestVolume[],
+  chunkBytes: number,
+  volumes: readonly VolumeChanges[],
+): ManifestVolume[] | string {
   const byName = new Map(parent.map((v) => [v.name, v.chunks]));
   const out: ManifestVolume[] = [];
   for (const v of volumes) {

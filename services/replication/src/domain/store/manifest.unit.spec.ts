@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { applyChanges, changedPages, chunkCount, chunkLength, manifestProblem, referencedChunks, selectPrunable, volumeChanges, type Manifest } from "./manifest.js";
+import {
+  applyChanges,
+  changedPages,
+  chunkCount,
+  chunkLength,
+  manifestProblem,
+  referencedChunks,
+  selectPrunable,
+  volumeChanges,
+  type Manifest,
+} from "./manifest.js";
 import { decodeFrame, encodeFrame, type Request } from "./frames.js";
 
 const snaps = ["01", "02", "03", "04"].map((h) => ({ snapshotId: `s${h}`, takenAt: `2026-01-01T${h}:00:00Z` }));
@@ -16,7 +26,15 @@ describe("retention", () => {
     expect(selectPrunable(snaps, { keepForMs: 1 }, now)).toEqual(["s01", "s02", "s03"]);
   });
   it("collects every referenced chunk, skipping zero chunks", () => {
-    const m = (chunks: Array<string | null>): Manifest => ({ format: "dwcp-manifest", version: 1, vm: "v", snapshotId: "s", takenAt: "x", chunkSizeBytes: 4096, volumes: [{ name: "d", sizeBytes: chunks.length * 4096, chunks }] });
+    const m = (chunks: Array<string | null>): Manifest => ({
+      format: "dwcp-manifest",
+      version: 1,
+      vm: "v",
+      snapshotId: "s",
+      takenAt: "x",
+      chunkSizeBytes: 4096,
+      volumes: [{ name: "d", sizeBytes: chunks.length * 4096, chunks }],
+    });
     expect([...referencedChunks([m(["a", null, "b"]), m(["b", "c"])])].sort()).toEqual(["a", "b", "c"]);
   });
 });
@@ -40,7 +58,13 @@ describe("change detection", () => {
 
 describe("frames", () => {
   it("round-trip a header and payload and refuse a truncated frame", () => {
-    const req: Request = { kind: "put", version: 1, chunks: [{ hash: "f".repeat(64), base: null, len: 8192, pages: [1], zero: [], bytes: 4096 }], codec: "none", rawLength: 4096 };
+    const req: Request = {
+      kind: "put",
+      version: 1,
+      chunks: [{ hash: "f".repeat(64), base: null, len: 8192, pages: [1], zero: [], bytes: 4096 }],
+      codec: "none",
+      rawLength: 4096,
+    };
     const f = encodeFrame(req, Buffer.alloc(4096, 7));
     const { header, payload } = decodeFrame<Request>(f);
     expect(header).toEqual(req);
@@ -50,10 +74,19 @@ describe("frames", () => {
 });
 
 describe("manifest validation", () => {
-  const m = (name: string, sizeBytes = 8192, chunks: Array<string | null> = [null, null]): Manifest => ({ format: "dwcp-manifest", version: 1, vm: "v", snapshotId: "s", takenAt: "x", chunkSizeBytes: 4096, volumes: [{ name, sizeBytes, chunks }] });
+  const m = (name: string, sizeBytes = 8192, chunks: Array<string | null> = [null, null]): Manifest => ({
+    format: "dwcp-manifest",
+    version: 1,
+    vm: "v",
+    snapshotId: "s",
+    takenAt: "x",
+    chunkSizeBytes: 4096,
+    volumes: [{ name, sizeBytes, chunks }],
+  });
   it("accepts a plain volume and refuses names that would leave the restore directory", () => {
     expect(manifestProblem(m("disk.img"))).toBeUndefined();
-    for (const bad of ["../etc/passwd", "a/b", "..", ""]) expect(manifestProblem(m(bad)), bad).toMatch(/plain file name/);
+    for (const bad of ["../etc/passwd", "a/b", "..", ""])
+      expect(manifestProblem(m(bad)), bad).toMatch(/plain file name/);
   });
   it("refuses a chunk list that does not match the size", () => {
     expect(manifestProblem(m("d", 8193))).toMatch(/lists 2 chunks/);
@@ -82,6 +115,8 @@ describe("a manifest as changes to its parent", () => {
   it("gives up on a volume the parent lacks, and refuses changes that do not fit", () => {
     expect(volumeChanges(parent, [{ name: "new", sizeBytes: 4096, chunks: [null] }])).toBeUndefined();
     expect(applyChanges(parent, 4096, [{ name: "new", sizeBytes: 4096, changes: [] }])).toMatch(/not in the parent/);
-    expect(applyChanges(parent, 4096, [{ name: "m", sizeBytes: 4096, changes: [{ index: 1, hash: null }] }])).toMatch(/chunk 1 of 1/);
+    expect(applyChanges(parent, 4096, [{ name: "m", sizeBytes: 4096, changes: [{ index: 1, hash: null }] }])).toMatch(
+      /chunk 1 of 1/,
+    );
   });
 });

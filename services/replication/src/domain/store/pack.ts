@@ -45,10 +45,17 @@ export interface IndexEntry {
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
 
 /** One record, ready to append. */
-export function encodeRecord(hash: string, kind: RecordKind, chunk: { len: number; data: Uint8Array; delta?: Omit<PageDelta, "len" | "data">; cvs?: Uint8Array }): Buffer {
+export function encodeRecord(
+  hash: string,
+  kind: RecordKind,
+  chunk: { len: number; data: Uint8Array; delta?: Omit<PageDelta, "len" | "data">; cvs?: Uint8Array },
+): Buffer {
   const n = chunk.delta?.pages.length ?? 0;
   const extra = kind === "delta" ? 32 + 5 * n : 0;
-  const cvs = kind === "whole" && chunk.cvs !== undefined && chunk.cvs.length === cvBytes(chunk.len) && chunk.cvs.length > 0 ? chunk.cvs : undefined;
+  const cvs =
+    kind === "whole" && chunk.cvs !== undefined && chunk.cvs.length === cvBytes(chunk.len) && chunk.cvs.length > 0
+      ? chunk.cvs
+      : undefined;
   const out = Buffer.allocUnsafe(RECORD_HEAD + extra + chunk.data.length + (cvs?.length ?? 0));
   out.writeUInt32BE(RECORD_MAGIC, 0);
   out.writeUInt32BE(kind === "delta" ? 0x01000000 : cvs ? 0x00010000 : 0, 4);
@@ -81,7 +88,9 @@ export function cvsAt(recordLength: number, len: number): number | undefined {
 export const maxWholeRecord = (len: number): number => RECORD_HEAD + len + cvBytes(len);
 
 /** A record read back: the chunk itself (with its page chaining values, when stored), or a delta against its keyframe. */
-export type DecodedRecord = { kind: "whole"; hash: string; data: Buffer; cvs?: Buffer } | { kind: "delta"; hash: string; delta: PageDelta };
+export type DecodedRecord =
+  | { kind: "whole"; hash: string; data: Buffer; cvs?: Buffer }
+  | { kind: "delta"; hash: string; delta: PageDelta };
 
 export function decodeRecord(buf: Buffer): DecodedRecord {
   if (buf.length < RECORD_HEAD || buf.readUInt32BE(0) !== RECORD_MAGIC) throw new RangeError("not a pack record");
@@ -90,9 +99,12 @@ export function decodeRecord(buf: Buffer): DecodedRecord {
   const n = buf.readUInt32BE(44);
   if (buf[4] === 0) {
     const cvs = buf[5] === 1 ? cvBytes(len) : 0;
-    if (buf.length !== RECORD_HEAD + len + cvs || (buf[5] === 1 && cvs === 0)) throw new RangeError(`whole record of ${buf.length} bytes for a chunk of ${len}`);
+    if (buf.length !== RECORD_HEAD + len + cvs || (buf[5] === 1 && cvs === 0))
+      throw new RangeError(`whole record of ${buf.length} bytes for a chunk of ${len}`);
     const data = buf.subarray(RECORD_HEAD, RECORD_HEAD + len);
-    return cvs > 0 ? { kind: "whole", hash, data, cvs: buf.subarray(RECORD_HEAD + len) } : { kind: "whole", hash, data };
+    return cvs > 0
+      ? { kind: "whole", hash, data, cvs: buf.subarray(RECORD_HEAD + len) }
+      : { kind: "whole", hash, data };
   }
   const dataAt = RECORD_HEAD + 32 + 5 * n;
   if (buf.length < dataAt) throw new RangeError("truncated delta record");
@@ -102,7 +114,11 @@ export function decodeRecord(buf: Buffer): DecodedRecord {
     pages[i] = buf.readUInt32BE(RECORD_HEAD + 32 + 4 * i);
     zero[i] = buf[RECORD_HEAD + 32 + 4 * n + i] === 1;
   }
-  return { kind: "delta", hash, delta: { base: hex(buf.subarray(RECORD_HEAD, RECORD_HEAD + 32)), len, pages, zero, data: buf.subarray(dataAt) } };
+  return {
+    kind: "delta",
+    hash,
+    delta: { base: hex(buf.subarray(RECORD_HEAD, RECORD_HEAD + 32)), len, pages, zero, data: buf.subarray(dataAt) },
+  };
 }
 
 export function encodeIndex(entries: IndexEntry[]): Buffer {
@@ -160,8 +176,14 @@ export function encodeTail(t: PackTail): Buffer {
 
 export function decodeTail(buf: Buffer, fileSize: number): PackTail {
   if (buf.length !== TAIL_BYTES || buf.readUInt32BE(20) !== TAIL_MAGIC) throw new RangeError("pack has no tail");
-  const t = { count: buf.readUInt32BE(0), indexOffset: buf.readUInt32BE(4) * 0x100000000 + buf.readUInt32BE(8), indexLength: buf.readUInt32BE(12), crc32c: buf.readUInt32BE(16) };
-  if (t.indexOffset < PACK_MAGIC.length || t.indexOffset + t.indexLength + TAIL_BYTES !== fileSize) throw new RangeError("pack tail does not fit the file");
+  const t = {
+    count: buf.readUInt32BE(0),
+    indexOffset: buf.readUInt32BE(4) * 0x100000000 + buf.readUInt32BE(8),
+    indexLength: buf.readUInt32BE(12),
+    crc32c: buf.readUInt32BE(16),
+  };
+  if (t.indexOffset < PACK_MAGIC.length || t.indexOffset + t.indexLength + TAIL_BYTES !== fileSize)
+    throw new RangeError("pack tail does not fit the file");
   return t;
 }
 
@@ -170,7 +192,11 @@ export function decodeTail(buf: Buffer, fileSize: number): PackTail {
  * replaced (zero pages by zeros). `into` (at least `len` bytes) is reused when given. Undefined
  * when the delta does not fit: a page outside the chunk, or data that does not add up.
  */
-export function applyPages(base: Uint8Array | undefined, d: Omit<PageDelta, "base">, into?: Buffer): Buffer | undefined {
+export function applyPages(
+  base: Uint8Array | undefined,
+  d: Omit<PageDelta, "base">,
+  into?: Buffer,
+): Buffer | undefined {
   const out = into ? into.subarray(0, d.len) : Buffer.allocUnsafe(d.len);
   const keep = base ? Math.min(base.length, d.len) : 0;
   if (keep > 0 && base) out.set(base.subarray(0, keep));
@@ -198,7 +224,12 @@ export function applyPages(base: Uint8Array | undefined, d: Omit<PageDelta, "bas
  * listed (against that keyframe) merged with the pages that changed now, the newer winning.
  * `chunk` is the new version, already rebuilt and verified: every page's bytes come from it.
  */
-export function mergePages(chunk: Uint8Array, older: number[], changed: number[], isZeroPage: (j: number) => boolean): Omit<PageDelta, "base" | "len"> {
+export function mergePages(
+  chunk: Uint8Array,
+  older: number[],
+  changed: number[],
+  isZeroPage: (j: number) => boolean,
+): Omit<PageDelta, "base" | "len"> {
   const set = new Set(older);
   for (const j of changed) set.add(j);
   const pages = [...set].sort((a, b) => a - b);
@@ -282,5 +313,9 @@ export function stackPages(len: number, older: PageSet, newer: PageSet): PageByt
 
 /** The page set (as a delta stores it) of pages in page order. */
 export function pageSetOf(pages: PageBytes[]): PageSet {
-  return { pages: pages.map((p) => p.j), zero: pages.map((p) => p.bytes === null), data: Buffer.concat(pages.flatMap((p) => p.bytes ?? [])) };
+  return {
+    pages: pages.map((p) => p.j),
+    zero: pages.map((p) => p.bytes === null),
+    data: Buffer.concat(pages.flatMap((p) => p.bytes ?? [])),
+  };
 }
