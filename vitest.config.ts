@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config";
 import { chaosTest } from "./test/chaos/vitest.chaos.config.js";
 
-// Tiers by suffix (see ../shared/STYLE.md): unit specs do no I/O; int specs run against a real
+// Tiers by file suffix: unit specs do no I/O; int specs run against a real
 // nats-server, real files, sockets and child processes; chaos specs (test/chaos/) kill processes
 // and servers and cut links on a 3-node cluster. `npm test` runs all three, as CI does.
 export default defineConfig({
