@@ -2,7 +2,7 @@
 // 1. Fold rate: `events` migration events (Requested, Planned, 48 ChunkBatchTransferred of 16
 //    chunks each, Completed per migration) are written as a `dwcp backup` file and folded by
 //    replayBackup: parse, zod-validate, evolve. The file is generated directly because publishing
-//    a million events into nats-server on 2 shared cores takes minutes (the FACTS note 8-14k
+//    a million events into nats-server on 2 shared cores takes minutes (8-14k
 //    publishes/s); the live-stream rate is measured separately on `server-events` published with
 //    pipelined acks and read back by replay() through an ordered consumer.
 // 2. Restore throughput: a random image of `size` is synced into a store, `sync(1)` flushes the
