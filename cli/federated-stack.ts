@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "#common/logger.js";
-import { startFederation, type FederationHandle } from "../services/federation/src/index.js";
+import { startFederation, type FederationHandle } from "#federation";
 import { Stack } from "./stack.js";
 
 export interface FederatedStackOptions {

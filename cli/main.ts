@@ -6,14 +6,14 @@ import type { StoredEvent } from "#common/event-store.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
 import { runCoordinator } from "../services/coordinator/src/main.js";
-import { runMover } from "../services/mover/src/main.js";
+import { runMover } from "#mover";
 import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { listMigrations, newId, publishCommand, readMigration } from "./client.js";
 import { runDemo } from "./demo.js";
 import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
-import { federationStatus, readMirroredMigration } from "../services/federation/src/index.js";
+import { federationStatus, readMirroredMigration } from "#federation";
 import { fold } from "../services/coordinator/src/domain/migration/evolve.js";
 import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
 

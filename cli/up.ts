@@ -1,6 +1,6 @@
 import { join, resolve } from "node:path";
 import { pino } from "pino";
-import { siteIds } from "../services/federation/src/index.js";
+import { siteIds } from "#federation";
 import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
 

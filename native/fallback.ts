@@ -4,10 +4,11 @@
 import { blake3, blake3PageCv, blake3Pages, blake3RootFromCvs } from "./blake3-ts.js";
 import { crc32c, crc32cCombine, crc32cZeros } from "./crc32c-ts.js";
 import { fingerprints } from "./fingerprint-ts.js";
+import { PAGE_SIZE } from "./page-tree.js";
 
 export { blake3, blake3PageCv, blake3Pages, blake3RootFromCvs, crc32c, crc32cCombine, crc32cZeros, fingerprints };
+export { PAGE_SIZE };
 
-export const PAGE_SIZE = 4096;
 export const XOR_DELTA_MAGIC = 0x314c4458; // "XDL1"
 export const XOR_DELTA_MIN_ZERO_RUN = 16;
 

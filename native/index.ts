@@ -5,13 +5,22 @@
 import { withCallerStack } from "./errors.js";
 import * as ts from "./fallback.js";
 import { loadNative, Tier, type NativeBinding } from "./loader.js";
-import { nativePath, pageCount, tsPath, type ChunkAnalysis, type KernelPath } from "./paths.js";
+import { pageCount } from "./page-tree.js";
+import { nativePath, tsPath, type ChunkAnalysis, type KernelPath } from "./paths.js";
 import { assertBytes, assertLength, assertU32 } from "./validate.js";
 import { nativeZeroCopy, unavailableZeroCopy, type ZeroCopy } from "./zero-copy.js";
 
 export * from "./errors.js";
 export type { ChunkAnalysis, KernelPath, PathName } from "./paths.js";
-export { pageTreePages } from "./paths.js";
+export { pageTreePages } from "./page-tree.js";
+export {
+  compressChunk,
+  compressionCodec,
+  decompressChunk,
+  type Codec,
+  type CompressedChunk,
+  type CompressOptions,
+} from "./compress.js";
 export type { FadviseAdvice, SendfileOptions, ZeroCopy } from "./zero-copy.js";
 export { DIRECT_IO_ALIGN, socketFd } from "./zero-copy.js";
 export { loadNative, nativeMode, type NativeMode } from "./loader.js";

@@ -4,6 +4,7 @@
 import { InvalidArgumentError, mapNativeError, XorDeltaCorruptError } from "./errors.js";
 import * as ts from "./fallback.js";
 import { Tier, type NativeBinding } from "./loader.js";
+import { pageCount, pageTreePages } from "./page-tree.js";
 import { assertBytes, assertSameLength, assertU32 } from "./validate.js";
 
 export interface ChunkAnalysis {
@@ -36,18 +37,6 @@ export interface KernelPath {
   xorDeltaDecode<T extends Uint8Array = Buffer>(oldBuf: Uint8Array, delta: Uint8Array, out?: T): T;
   /** Reads every byte without an early exit: the bench's memory-bandwidth probe. */
   readProbe(buf: Uint8Array): boolean;
-}
-
-export const pageCount = (n: number): number => Math.ceil(n / ts.PAGE_SIZE);
-
-/**
- * The number of 4 KiB pages of an input of n bytes whose BLAKE3 tree has a subtree per page
- * (n a power of two of at least two pages), else undefined: only such inputs have page
- * chaining values.
- */
-export function pageTreePages(n: number): number | undefined {
-  const pages = n / ts.PAGE_SIZE;
-  return Number.isInteger(pages) && pages >= 2 && (pages & (pages - 1)) === 0 && pages <= 2 ** 30 ? pages : undefined;
 }
 
 function assertPageTree(what: string, n: number): number {

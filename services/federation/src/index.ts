@@ -43,6 +43,5 @@ export {
   type SiteFreshness,
 } from "./domain/state.js";
 export { fedNames } from "./infra/fed-streams.js";
-export { RemoteMovers, type RemoteLookup, type RemoteMoversOptions } from "./infra/remote-movers.js";
 export { eventMirror, readMirroredMigration } from "./infra/migration-mirrors.js";
 export { MigrationPlacements, DestinationSiteUnknownError } from "./app/migration-placements.js";

@@ -4,7 +4,7 @@ import type { z } from "zod";
 import { MoverRegistration, type MoverRequest } from "#schemas/index.js";
 import { DwcpError } from "#common/errors.js";
 import { subjects } from "#common/layout.js";
-import { RemoteMovers } from "../../../federation/src/index.js";
+import { RemoteMovers } from "#common/remote-movers.js";
 
 export class UnknownHostError extends DwcpError {
   readonly code: string = "UNKNOWN_HOST";

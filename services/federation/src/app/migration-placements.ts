@@ -9,7 +9,7 @@ import type { Nats } from "#common/nats.js";
 import { migrationRecorded, type FederationCommand } from "../domain/decide.js";
 import { UnknownSiteError } from "../domain/errors.js";
 import type { FederationView } from "../domain/state.js";
-import type { RemoteMovers } from "../infra/remote-movers.js";
+import type { RemoteMovers } from "#common/remote-movers.js";
 
 /** What the recorder needs of its Site. */
 export interface PlacementSite {

@@ -27,7 +27,7 @@ import {
   type Tail,
 } from "../infra/fed-streams.js";
 import { ensureEventMirrors } from "../infra/migration-mirrors.js";
-import { RemoteMovers } from "../infra/remote-movers.js";
+import { RemoteMovers } from "#common/remote-movers.js";
 import { MigrationPlacements } from "./migration-placements.js";
 
 export type SiteLifecycle = "created" | "starting" | "running" | "draining" | "stopped" | "failed";

@@ -13,14 +13,15 @@ import { FederationAppend, type FederationEvent } from "#schemas/federation.js";
 import { DwcpError, VersionConflictError } from "#common/errors.js";
 import { safeJson } from "#common/json.js";
 import { ensureStream } from "#common/layout.js";
+import { FED_MIRROR_PREFIX } from "#common/remote-movers.js";
 
 /** Stream and subject names of the federation (the README's table mirrors this). */
 export const fedNames = {
   /** A site's own log, in its own domain: written only by that site. */
   stream: (site: string): string => `FED_${site}`,
   /** A read-only mirror of peer `site`'s log, kept in the local domain with the same sequences. */
-  mirror: (site: string): string => `FEDM_${site}`,
-  mirrorPrefix: "FEDM_",
+  mirror: (site: string): string => `${FED_MIRROR_PREFIX}${site}`,
+  mirrorPrefix: FED_MIRROR_PREFIX,
   subject: (site: string): string => `dwcp.fed.${site}.events`,
   subjects: (site: string): string => `dwcp.fed.${site}.>`,
 } as const;
@@ -99,14 +100,8 @@ export const viewStreams = (site: string, peers: readonly string[]): string[] =>
   ...peers.filter((p) => p !== site).map(fedNames.mirror),
 ];
 
-/** The peers a site mirrors, found by listing its streams (for readers that know no config). */
-export async function mirroredPeers(jsm: JetStreamManager): Promise<string[]> {
-  const peers: string[] = [];
-  for await (const name of jsm.streams.names()) {
-    if (name.startsWith(fedNames.mirrorPrefix)) peers.push(name.slice(fedNames.mirrorPrefix.length));
-  }
-  return peers.sort();
-}
+/** The peers a site mirrors; it lives with the remote-mover lookup, which finds peers by it. */
+export { mirroredPeers } from "#common/remote-movers.js";
 
 const encoder = new TextEncoder();
 

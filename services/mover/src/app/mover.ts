@@ -11,7 +11,7 @@ import { chunkBuffers } from "../infra/data-channel/buffer-pool.js";
 import { SEND_BUFFERS } from "../infra/data-channel/client.js";
 import { BUFFERS_PER_CONNECTION, startDataServer, type DataServer } from "../infra/data-channel/server.js";
 import { VERIFY_READS_IN_FLIGHT } from "../infra/volume-crc.js";
-import { RemoteMovers } from "../../../federation/src/index.js";
+import { RemoteMovers } from "#common/remote-movers.js";
 import { Registry } from "../infra/registry.js";
 import { abortVolumes, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "../infra/volumes.js";
 import { BatchWorker } from "./work.js";

@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { MoverRegistration } from "#schemas/index.js";
 import type { Logger } from "#common/logger.js";
-import type { RemoteMovers } from "../../../federation/src/index.js";
+import type { RemoteMovers } from "#common/remote-movers.js";
 
 const HEARTBEAT_MS = 5_000;
 

@@ -1,5 +1,5 @@
-import { decompressChunk } from "#native/compress.js";
 import {
+  decompressChunk,
   isZero,
   pageChainingValue,
   pageTreePages,

@@ -1,5 +1,4 @@
-import { compressChunk } from "#native/compress.js";
-import { strongHash, zeroPages } from "#native/index.js";
+import { compressChunk, strongHash, zeroPages } from "#native/index.js";
 import { AgentReply } from "#schemas/replication.js";
 import { DwcpError } from "#common/errors.js";
 import { compiledSafeParse } from "../infra/schema-check.js";

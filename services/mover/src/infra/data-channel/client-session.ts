@@ -1,8 +1,7 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "#schemas/index.js";
-import { socketFd, zeroCopy } from "#native/index.js";
-import { compressChunk } from "#native/compress.js";
+import { compressChunk, socketFd, zeroCopy } from "#native/index.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";

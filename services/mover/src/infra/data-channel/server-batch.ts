@@ -1,8 +1,13 @@
 import type { Socket } from "node:net";
 import type { Logger } from "#common/logger.js";
 import { DwcpError } from "#common/errors.js";
-import { analyzeChunk, CompressedChunkCorruptError, crc32cCombine, crc32cZeros } from "#native/index.js";
-import { decompressChunk } from "#native/compress.js";
+import {
+  analyzeChunk,
+  CompressedChunkCorruptError,
+  crc32cCombine,
+  crc32cZeros,
+  decompressChunk,
+} from "#native/index.js";
 import { spreadSegments } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";

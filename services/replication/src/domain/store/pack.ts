@@ -1,4 +1,4 @@
-import { pageTreePages } from "#native/paths.js";
+import { pageTreePages } from "#native/page-tree.js";
 import { PAGE } from "./manifest.js";
 
 // A pack holds many chunks in one file, so a sync costs one file, one write stream and one fsync

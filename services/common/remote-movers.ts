@@ -1,9 +1,23 @@
-import { JetStreamApiError, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { MoverRegistration } from "#schemas/index.js";
-import { MOVERS_BUCKET } from "#common/layout.js";
-import { mirroredPeers } from "./fed-streams.js";
+import { MOVERS_BUCKET } from "./layout.js";
+
+// Shared by the coordinator and the mover, which look movers up, and the federation, which names
+// the mirror streams this lookup finds its peers by: none of them reaches into another's code.
+
+/** A site's read-only mirror of peer `site`'s federation log is the stream `FEDM_<site>`. */
+export const FED_MIRROR_PREFIX = "FEDM_";
+
+/** The peers a site mirrors, found by listing its streams (for readers that know no config). */
+export async function mirroredPeers(jsm: JetStreamManager): Promise<string[]> {
+  const peers: string[] = [];
+  for await (const name of jsm.streams.names()) {
+    if (name.startsWith(FED_MIRROR_PREFIX)) peers.push(name.slice(FED_MIRROR_PREFIX.length));
+  }
+  return peers.sort();
+}
 
 /** Where a host's mover is registered in the other sites, or which sites could not be asked. */
 export type RemoteLookup =

@@ -1,0 +1,18 @@
+// The mover's public surface: what the CLI and other code outside services/mover import (as
+// `#mover`). Everything else under src/ is the mover's own; tests and benches may reach it.
+export { runMover } from "./main.js";
+export { moverConfig, type MoverConfig, type MoverFlags } from "./config.js";
+export {
+  AuthFailedError,
+  ChecksumMismatchError,
+  DestinationUnreachableError,
+  DestinationWriteError,
+  NoSpaceError,
+  PathNotFoundError,
+  PathOutsideRootError,
+  ProtocolError,
+  RemoteFailureError,
+  SourceChangedError,
+  SourceReadError,
+  TransferAbortedError,
+} from "./errors.js";
