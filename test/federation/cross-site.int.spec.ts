@@ -81,7 +81,7 @@ describe("cross-site migration between two federated sites", () => {
     if (!process.env["DWCP_KEEP_TEST_DATA"]) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it("completes byte-identical, owned by the source site, seen at both; the VM moves to the destination site", async () => {
+  it("completes byte-identical, owned by the source site, seen at both; the VM moves to the destination", async () => {
     const east = fs.stack("east");
     const west = fs.stack("west");
     const disk = await makeImage(east, "e1", "vms/web-1/disk.img", {
