@@ -29,7 +29,7 @@ import { pickSnapshot, restoreFromStore } from "../services/replication/src/app/
 import { syncOnce, type SyncOptions } from "../services/replication/src/app/sync.js";
 import { ReplicationLog } from "../services/replication/src/infra/replication-log.js";
 import { connectAgent } from "../services/replication/src/infra/tcp.js";
-import { spawnAgent } from "../test/replication/agent-process.js";
+import { spawnAgent } from "./support/agent-process.js";
 
 const { values } = parseArgs({
   options: {

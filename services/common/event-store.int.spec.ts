@@ -65,9 +65,13 @@ describe("EventStore.append through NATS hiccups", () => {
     // publishes queue up in its socket and are all processed once it runs again. With an
     // expected sequence (2.9 refuses the resends as "wrong last sequence") and without.
     server.process.kill("SIGSTOP");
+    await stopped(server.process.pid ?? 0);
+    const sent = nats.nc.stats().outMsgs;
     const pending = store.append("stalled", [requested("stalled")], "stalled.second", first);
     const unchecked = store.append("stalled", [requested("stalled")], "stalled.fact");
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Released once the two publishes have gone out with at least two resends each (counted on
+    // the connection), not after a guessed time: else nothing may have been resent at all.
+    await sentAtLeast(sent + 6, 10_000);
     server.process.kill("SIGCONT");
     const [seq, factSeq] = await Promise.all([pending, unchecked]);
     expect(await storedOn("stalled")).toBe(3);
@@ -114,6 +118,16 @@ describe("ackConfirmed", () => {
     expect(info.ack_floor.stream_seq).toBe(1);
   });
 });
+
+/** Resolves once the test's connection has sent `count` messages in all (polled every 20 ms). */
+async function sentAtLeast(count: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (nats.nc.stats().outMsgs < count) {
+    if (Date.now() > deadline)
+      throw new Error(`${nats.nc.stats().outMsgs} of ${count} messages sent within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /**
  * Resolves once every thread of `pid` is stopped. kill() returns before a busy multi-threaded

@@ -151,13 +151,18 @@ describe("commands and durability settings", () => {
       await c.nats.js.publish(subjects.work("z"), JSON.stringify(item), { msgID: `${id}.b0.a0` });
       const consumer = await c.nats.js.consumers.get(workStream("z"), MOVER_DURABLE);
       const maxDeliver = (await consumer.info()).config.max_deliver;
+      if (!maxDeliver || maxDeliver < 1) throw new Error(`the work durable's max_deliver is unbounded: ${maxDeliver}`);
+      // Counted up to max_deliver, not ended by 2 s of quiet: a missing delivery fails here.
       let deliveries = 0;
-      for (;;) {
-        const m = await consumer.next({ expires: 2_000 });
-        if (!m) break;
+      while (deliveries < maxDeliver) {
+        const m = await consumer.next({ expires: 10_000 });
+        if (!m) throw new Error(`delivery ${deliveries + 1} of ${maxDeliver} did not come within 10 s`);
         deliveries++;
         m.nak();
       }
+      // The server gives up (and advises MAX_DELIVERIES) when it would deliver once more, so a pull
+      // must be waiting; it is still open when the failure event comes and must end empty.
+      const past = consumer.next({ expires: 5_000 });
       const failed = await waitEvent(
         c.nats,
         id,
@@ -165,6 +170,7 @@ describe("commands and durability settings", () => {
         (e) => e.type === "ChunkBatchFailed" && e.code === "MAX_DELIVERIES",
         30_000,
       );
+      expect(await past, "no delivery past max_deliver").toBeNull();
       expect(failed.event.type === "ChunkBatchFailed" && failed.event.retryable).toBe(true);
       expect(deliveries).toBe(maxDeliver);
       const left = await retrying("see the item deleted", async () => {

@@ -39,6 +39,31 @@ async function fedLog(fs: FederatedStack, site: string): Promise<FederationEvent
   return out;
 }
 
+/**
+ * Migrates a small VM from `from` (a host of `site`) to `to` at another site and returns the
+ * migration's id. The site's recorder handles completions one at a time in the order of the
+ * site's migration log, so once it has recorded this one it has handled every earlier one: a
+ * marker after which the absence of an earlier record is an observation, not a guess.
+ */
+async function markerMigration(
+  fs: FederatedStack,
+  site: string,
+  from: string,
+  to: string,
+  vm: string,
+): Promise<string> {
+  const path = `vms/${vm}/disk.img`;
+  await makeImage(fs.stack(site), from, path, { sizeBytes: 256 * 1024, seed: 21 });
+  const command = buildStart({
+    vm,
+    source: { host: from, volumes: [{ path, kind: "disk" }] },
+    destination: { host: to, dir: `incoming/${vm}` },
+  });
+  const r = await runMigration(fs.stack(site).nats, command, { timeoutMs: 60_000 });
+  expect(r, `marker migration ${vm}`).toMatchObject({ state: "completed" });
+  return r.migrationId;
+}
+
 describe("cross-site migration between two federated sites", () => {
   let fs: FederatedStack;
   let dataDir: string;
@@ -56,7 +81,7 @@ describe("cross-site migration between two federated sites", () => {
     if (!process.env["DWCP_KEEP_TEST_DATA"]) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it("completes byte-identical, owned by the source site, visible at both sites, and the VM moves to the destination site", async () => {
+  it("completes byte-identical, owned by the source site, seen at both; the VM moves to the destination", async () => {
     const east = fs.stack("east");
     const west = fs.stack("west");
     const disk = await makeImage(east, "e1", "vms/web-1/disk.img", {
@@ -137,18 +162,30 @@ describe("cross-site migration between two federated sites", () => {
       expect.objectContaining({ vm: "web-1", from: "east", to: "west", host: "w1", migrationId: id, at: completedAt }),
     ]);
 
-    // A restarted recorder replays the log and records nothing twice.
+    // A restarted recorder replays the log and records nothing twice. East's own recorder is
+    // stopped meanwhile, so that the marker (a later cross-site migration) can only be recorded
+    // by the restarted one, which replays web-1's completion before it reaches the marker's.
+    const eastSite = fs.fed.site("east");
+    await eastSite.stop();
     const again = new Site(
       { site: "east", natsUrl: east.url, peers: ["west"], healthIntervalMs: 0, migrations: true },
       { log: quiet("warn") },
     );
     try {
       await again.start({ join: false });
-      await new Promise((r) => setTimeout(r, 500));
+      const marker = await markerMigration(fs, "east", "e1", "w1", "web-1-marker");
+      await again.waitFor(
+        (v) => v.vms["web-1-marker"]?.migrationId === marker,
+        30_000,
+        "the marker migration recorded by the restarted recorder",
+      );
     } finally {
       await again.stop();
+      await eastSite.start({ join: false });
     }
-    expect((await fedLog(fs, "east")).filter((e) => e.type === "VmMoved")).toHaveLength(1);
+    const movedAgain = (await fedLog(fs, "east")).filter((e) => e.type === "VmMoved");
+    expect(movedAgain.filter((e) => e.vm === "web-1")).toHaveLength(1);
+    expect(movedAgain.map((e) => e.vm)).toEqual(["web-1", "web-1-marker"]);
   });
 
   it("a migration sent to the destination's site is refused: the source host's site owns it", async () => {
@@ -174,8 +211,13 @@ describe("cross-site migration between two federated sites", () => {
       destination: { host: "w1", dir: "moved/db-1" },
     });
     expect(await runMigration(west.nats, command, { timeoutMs: 60_000 })).toMatchObject({ state: "completed" });
-    await new Promise((r) => setTimeout(r, 500));
-    expect((await fedLog(fs, "west")).length).toBe(before);
+    // West's recorder has handled db-1's completion once it has recorded the later marker.
+    const marker = await markerMigration(fs, "west", "w1", "e1", "db-1-marker");
+    await fs.fed
+      .site("west")
+      .waitFor((v) => v.vms["db-1-marker"]?.migrationId === marker, 30_000, "the marker migration recorded");
+    const added = (await fedLog(fs, "west")).slice(before);
+    expect(added).toEqual([expect.objectContaining({ type: "VmMoved", vm: "db-1-marker", migrationId: marker })]);
     expect(fs.fed.site("west").view.vms["db-1"]).toBeUndefined();
   });
 });

@@ -16,7 +16,12 @@ export interface ReportEntry {
   at: string;
 }
 
-export const REPORT_DIR = resolve(import.meta.dirname, "../report");
+const ROOT = resolve(import.meta.dirname, "../../..");
+/**
+ * Where a run writes latest.{json,md}: DWCP_CHAOS_REPORT_DIR (relative to the repository root)
+ * or the git-ignored tmp/chaos-report. Generated, never tracked: CI prints it at the end of a run.
+ */
+export const REPORT_DIR = resolve(ROOT, process.env["DWCP_CHAOS_REPORT_DIR"] || "tmp/chaos-report");
 const JSON_PATH = join(REPORT_DIR, "latest.json");
 const MD_PATH = join(REPORT_DIR, "latest.md");
 
@@ -50,19 +55,20 @@ export function record(entry: ReportEntry): void {
   const lines = [
     "# dwcp chaos suite: latest results",
     "",
-    "Written by test/chaos (support/report.ts); one row per nats-server version and scenario, the most recent run of each.",
+    "Written by test/chaos (support/report.ts); one row per nats-server version and scenario,",
+    "the most recent run of each.",
     "Times in ms unless a figure's name says otherwise. Replay a scenario with `DWCP_CHAOS_SEED=<seed>`.",
     "",
     "| server | scenario | seed | outcome | s | figures |",
     "|---|---|---|---|---|---|",
-    ...entries.map(
-      (e) =>
-        `| ${e.server} | ${e.scenario} | ${e.seed} | ${e.outcome}${e.reason ? `: ${e.reason.replaceAll("|", "/")}` : ""} | ${(e.durationMs / 1000).toFixed(1)} | ${Object.entries(
-          e.figures,
-        )
-          .map(([k, v]) => `${k}=${fmt(v)}`)
-          .join(", ")} |`,
-    ),
+    ...entries.map((e) => {
+      const outcome = `${e.outcome}${e.reason ? `: ${e.reason.replaceAll("|", "/")}` : ""}`;
+      const figures = Object.entries(e.figures)
+        .map(([k, v]) => `${k}=${fmt(v)}`)
+        .join(", ");
+      const seconds = (e.durationMs / 1000).toFixed(1);
+      return `| ${e.server} | ${e.scenario} | ${e.seed} | ${outcome} | ${seconds} | ${figures} |`;
+    }),
     "",
   ];
   writeFileSync(MD_PATH, lines.join("\n"));

@@ -17,7 +17,7 @@ export interface ScenarioContext {
 const RUN_SEED = runSeed();
 
 /**
- * A chaos test: seeded, timed, recorded in test/chaos/report/latest.{json,md}, and on failure
+ * A chaos test: seeded, timed, recorded in the run's report (see report.ts), and on failure
  * it prints the seed that replays it.
  */
 export function scenario(
