@@ -22,7 +22,7 @@ function fakeStore(racers: Event[][] = []) {
   const port: CommandPort<State, Event> = {
     load: (_id, _conflict) => {
       loads++;
-      const state = log.reduce(counter.evolve, counter.initial("c"));
+      const state = log.reduce((s, e) => counter.evolve(s, e), counter.initial("c"));
       return Promise.resolve<Versioned<State>>({ state, seq: log.length });
     },
     append: (id, events, _msgIdBase, expectedSeq) => {
