@@ -1,6 +1,6 @@
 import { StartMigration, type MigrationEvent } from "#schemas/index.js";
 import type { Nats } from "#common/nats.js";
-import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
+import type { Migration } from "#migration";
 import { fmtBytes, fmtRate } from "./args.js";
 import { newId, publishCommand, watchMigration } from "./client.js";
 
