@@ -10,6 +10,7 @@ import { ensureLayout, EVT_STREAM, subjects } from "../layout.js";
 import { ackConfirmed, connectNats, isTransientNatsError, type Nats } from "../nats.js";
 import { startNatsServer, type NatsServerHandle } from "../nats-server.js";
 import { EventStore, type EventStoreOptions } from "./event-store.js";
+import { handle, storePort } from "./handle.js";
 
 // Appends that outlive a NATS hiccup: resent with the same msgID, stored once, and the caller
 // learns the sequence of the copy that was stored. A private nats-server per file.
@@ -123,6 +124,37 @@ describe("EventStore reads", () => {
     const err = await store.appendMessages("pipe", batch, seq, { pipelined: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VersionConflictError);
     expect(err).toMatchObject({ expectedSeq: seq });
+  });
+});
+
+describe("handle against JetStream", () => {
+  it("a writer that lost the race re-reads, re-decides and appends after the winner", async () => {
+    const store = migrations();
+    // A toy aggregate over migration events: the number of requests, at most `limit`.
+    const counting = {
+      initial: () => 0,
+      evolve: (n: number) => n + 1,
+      decide: (n: number, limit: number) => (n < limit ? [requested("race")] : []),
+    };
+    const port = storePort(store, counting);
+    let raced = false;
+    const racing = {
+      ...port,
+      load: async (id: string) => {
+        const loaded = await port.load(id);
+        // Another writer appends between our read and our append, once.
+        if (!raced) await store.append(id, [requested("race")], "race.other", loaded.seq);
+        raced = true;
+        return loaded;
+      },
+    };
+    const conflicts: number[] = [];
+    const cmd = { id: "race", command: 3, msgIdBase: "race.mine", context: () => undefined };
+    const r = await handle(counting, racing, cmd, { onConflict: (a) => conflicts.push(a) });
+    expect(conflicts).toEqual([1]);
+    expect(r.state).toBe(2);
+    expect(r.seq).toBe(await store.lastSeq("race"));
+    expect(await storedOn("race")).toBe(2);
   });
 });
 
