@@ -63,7 +63,7 @@ describe("EventStore.append through NATS hiccups", () => {
     expect(await storedOn("early")).toBe(1);
   });
 
-  it("resends a publish whose ack did not come with the same msgID: stored once, the stored copy's sequence returned", async () => {
+  it("resends an unacknowledged publish with its msgID: stored once, the stored copy's sequence returned", async () => {
     const store = migrations({ resendForMs: 20_000, publishTimeoutMs: 300 });
     const first = await store.append("stalled", [requested("stalled")], "stalled.req", 0);
     // A server that stops answering (SIGSTOP) for longer than several publish timeouts: the

@@ -112,11 +112,11 @@ export async function mirroredPeers(jsm: JetStreamManager): Promise<string[]> {
 const encoder = new TextEncoder();
 
 /**
- * Appends to the site's own log, through the event-sourcing core's store (one message: one append). One message holds one append: a JSON array of consecutive
- * events, up to `maxAppendBytes` (0: one event per message), so the events of one command are
- * stored together and a large batch costs few messages. Messages are pipelined, each expecting
- * the subject's last sequence to be the one before it, so a batch lands whole or as a gap-free
- * prefix. The msgID is `<site>.<first seq>.<digest>`: resending the same bytes after a timeout is
+ * Appends to the site's own log through the event-sourcing core's store. One message holds one
+ * append: a JSON array of consecutive events, up to `maxAppendBytes` (0: one event per message),
+ * so the events of one command are stored together and a large batch costs few messages.
+ * Messages are pipelined, each expecting the subject's last sequence to be the one before it, so
+ * a batch lands whole or as a gap-free prefix. The msgID is `<site>.<first seq>.<digest>`: resending the same bytes after a timeout is
  * a no-op, while different events at the same seq (a second writer) meet the sequence check.
  */
 export class FederationLog {
