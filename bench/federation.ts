@@ -19,8 +19,8 @@ import type { FederationEvent } from "#schemas/federation.js";
 import { findNatsServer } from "#common/nats-server.js";
 import { startFederation, type FederationHandle } from "../services/federation/src/app/federation.js";
 import type { Site } from "../services/federation/src/app/site.js";
-import type { FederationCommand } from "../services/federation/src/domain/decide.js";
-import { canonicalJson } from "../services/federation/src/domain/state.js";
+import type { FederationCommand } from "../services/federation/src/domain/federation/decide.js";
+import { canonicalJson } from "../services/federation/src/domain/federation/state.js";
 
 const { values } = parseArgs({
   options: {

@@ -4,8 +4,7 @@ import type { CancelMigration, MigrationEvent, StartMigration } from "#schemas/i
 import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
-import { evolve, fold } from "../services/coordinator/src/domain/migration/evolve.js";
-import { initialMigration, isTerminal, type Migration } from "../services/coordinator/src/domain/migration/state.js";
+import { evolve, fold, initialMigration, isTerminal, type Migration } from "#migration";
 
 const encoder = new TextEncoder();
 

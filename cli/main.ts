@@ -5,7 +5,7 @@ import { ensureLayout } from "#common/layout.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
-import { runCoordinator } from "../services/coordinator/src/main.js";
+import { runCoordinator } from "#coordinator";
 import { runMover } from "#mover";
 import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { listMigrations, newId, publishCommand, readMigration } from "./client.js";
@@ -14,8 +14,7 @@ import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus, readMirroredMigration } from "#federation";
-import { fold } from "../services/coordinator/src/domain/migration/evolve.js";
-import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
+import { fold, type Migration } from "#migration";
 
 const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
 

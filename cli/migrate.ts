@@ -1,6 +1,6 @@
 import { StartMigration, type MigrationEvent } from "#schemas/index.js";
 import type { Nats } from "#common/nats.js";
-import type { Migration } from "../services/coordinator/src/domain/migration/state.js";
+import type { Migration } from "#migration";
 import { fmtBytes, fmtRate } from "./args.js";
 import { newId, publishCommand, watchMigration } from "./client.js";
 
@@ -53,7 +53,8 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): {
       const eta = rate > 0 ? (total - done) / rate : 0;
       const pct = Math.min(100, (100 * done) / total);
       const bar = "#".repeat(Math.round(pct / 4)).padEnd(25, ".");
-      const line = `[${bar}] ${pct.toFixed(0).padStart(3)}% ${fmtBytes(done)}/${fmtBytes(total)} ${fmtRate(rate)} ETA ${eta.toFixed(1)}s`;
+      const progress = `${pct.toFixed(0).padStart(3)}% ${fmtBytes(done)}/${fmtBytes(total)}`;
+      const line = `[${bar}] ${progress} ${fmtRate(rate)} ETA ${eta.toFixed(1)}s`;
       if (tty) stream.write(`\r${line}`);
       else if (Date.now() - lastLine > 2000 || done === total) {
         stream.write(`${line}\n`);

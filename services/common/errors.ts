@@ -34,6 +34,22 @@ export class VersionConflictError extends DwcpError {
   }
 }
 
+/**
+ * A command met a version conflict on every one of its attempts: the aggregate is written to
+ * faster than this writer can re-fold. Retry the command later.
+ */
+export class TooManyConflictsError extends DwcpError {
+  readonly code = "TOO_MANY_CONFLICTS";
+  readonly retryable = true;
+  constructor(
+    readonly aggregateId: string,
+    readonly attempts: number,
+    options?: { cause?: unknown },
+  ) {
+    super(`${aggregateId}: the command met a version conflict on each of ${attempts} attempts`, options);
+  }
+}
+
 export function errorCode(err: unknown): string {
   return err instanceof DwcpError ? err.code : "INTERNAL";
 }

@@ -8,8 +8,12 @@ import { connectNats } from "#common/nats.js";
 import { startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
 import { Site } from "../../services/federation/src/app/site.js";
 import { federationStatus, type StatusReport } from "../../services/federation/src/app/status.js";
-import { fold } from "../../services/federation/src/domain/evolve.js";
-import { canonicalJson, claimWins, type FederationView } from "../../services/federation/src/domain/state.js";
+import { fold } from "../../services/federation/src/domain/federation/evolve.js";
+import {
+  canonicalJson,
+  claimWins,
+  type FederationView,
+} from "../../services/federation/src/domain/federation/state.js";
 import {
   decodeAppend,
   fedNames,

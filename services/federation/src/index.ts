@@ -31,8 +31,8 @@ export {
   type FederationConfigInput,
   type SiteConfigInput,
 } from "./config.js";
-export type { FederationCommand } from "./domain/decide.js";
-export * from "./domain/errors.js";
+export type { FederationCommand } from "./domain/federation/decide.js";
+export * from "./domain/federation/errors.js";
 export {
   canonicalJson,
   placements,
@@ -41,7 +41,7 @@ export {
   type SiteRecord,
   type VmRecord,
   type SiteFreshness,
-} from "./domain/state.js";
+} from "./domain/federation/state.js";
 export { fedNames } from "./infra/fed-streams.js";
 export { eventMirror, readMirroredMigration } from "./infra/migration-mirrors.js";
 export { MigrationPlacements, DestinationSiteUnknownError } from "./app/migration-placements.js";

@@ -2,14 +2,16 @@ import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { crc32cCombine } from "#native/index.js";
 import { AbortReply, FinalizeReply, ProbeDestinationReply, ProbeSourceReply, RejectionReason } from "#schemas/index.js";
-import { VersionConflictError, errorCode } from "#common/errors.js";
+import { errorCode } from "#common/errors.js";
+import { handle } from "#common/event-sourcing/handle.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
 import { KeyedLock } from "#common/keyed-lock.js";
-import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream, subjects } from "#common/layout.js";
+import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
 import type { CoordinatorConfig } from "../config.js";
-import { decide, type MigrationCommand, type PlanOutcome } from "../domain/migration/decide.js";
+import { migrationAggregate } from "../domain/migration/aggregate.js";
+import type { MigrationCommand, PlanOutcome } from "../domain/migration/decide.js";
 import { MigrationIdInUseError, UnknownMigrationError } from "../domain/migration/errors.js";
 import { basename } from "../domain/migration/planner.js";
 import { allBatchesDone, type Migration } from "../domain/migration/state.js";
@@ -155,24 +157,29 @@ export class Coordinator {
     }
   }
 
-  /** Fold, decide, append with the folded sequence; on a conflict re-fold and decide again. */
+  /**
+   * Fold, decide, append with the folded sequence; on a conflict wait until the view has folded
+   * the subject's new end and decide again (the core's handle loop, over this process's view).
+   */
   private async execute(id: string, command: MigrationCommand, msgIdBase: string): Promise<void> {
-    for (let attempt = 0; attempt < MAX_DECIDE_ATTEMPTS; attempt++) {
-      const { state, seq } = this.projection.get(id);
-      const events = decide(state, command, { now: new Date(), policy: this.config });
-      if (events.length === 0) return;
-      try {
-        const last = await this.store.append(id, events, msgIdBase, seq);
-        await this.projection.waitFor(id, last);
-        this.log.info({ migrationId: id, events: events.map((e) => e.type), streamSeq: last }, "appended");
-        return;
-      } catch (err) {
-        if (!(err instanceof VersionConflictError)) throw err;
-        this.log.debug({ migrationId: id, attempt }, "version conflict; re-folding");
-        await this.projection.waitFor(id, await this.store.lastSeq(id), 5_000);
-      }
-    }
-    throw new VersionConflictError(subjects.migration(id), this.projection.get(id).seq);
+    const { events, seq } = await handle(
+      migrationAggregate,
+      {
+        load: async (_id, conflict) => {
+          if (conflict) await this.projection.waitFor(id, await this.store.lastSeq(id), 5_000);
+          return this.projection.get(id);
+        },
+        append: (_id, evs, base, expectedSeq) => this.store.append(id, evs, base, expectedSeq),
+      },
+      { id, command, msgIdBase, context: () => ({ now: new Date(), policy: this.config }) },
+      {
+        maxAttempts: MAX_DECIDE_ATTEMPTS,
+        onConflict: (attempt) => this.log.debug({ migrationId: id, attempt }, "version conflict; re-folding"),
+      },
+    );
+    if (events.length === 0) return;
+    await this.projection.waitFor(id, seq);
+    this.log.info({ migrationId: id, events: events.map((e) => e.type), streamSeq: seq }, "appended");
   }
 
   /** Runs fn after every earlier task for the same migration: one decision at a time per aggregate. */

@@ -1,13 +1,11 @@
+import type { Versioned as Folded } from "#common/event-sourcing/aggregate.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { aggregateOf } from "#common/event-store.js";
 import { evolve } from "../domain/migration/evolve.js";
 import { initialMigration, type Migration } from "../domain/migration/state.js";
 
-export interface Versioned {
-  state: Migration;
-  /** Stream sequence of the last folded event: the expected sequence for the next append. */
-  seq: number;
-}
+/** A migration and the stream sequence of its last folded event (the next append's expectation). */
+export type Versioned = Folded<Migration>;
 
 /**
  * The coordinator's in-memory view of every migration, fed in stream order by one tail of the

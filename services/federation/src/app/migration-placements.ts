@@ -6,9 +6,9 @@ import { EventStore, aggregateOf } from "#common/event-store.js";
 import { subjects } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
-import { migrationRecorded, type FederationCommand } from "../domain/decide.js";
-import { UnknownSiteError } from "../domain/errors.js";
-import type { FederationView } from "../domain/state.js";
+import { migrationRecorded, type FederationCommand } from "../domain/federation/decide.js";
+import { UnknownSiteError } from "../domain/federation/errors.js";
+import type { FederationView } from "../domain/federation/state.js";
 import type { RemoteMovers } from "#common/remote-movers.js";
 
 /** What the recorder needs of its Site. */

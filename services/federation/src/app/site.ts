@@ -5,9 +5,9 @@ import { MOVERS_BUCKET } from "#common/layout.js";
 import { createLogger, type Logger } from "#common/logger.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
-import { decide, type FederationCommand } from "../domain/decide.js";
-import { apply } from "../domain/evolve.js";
-import { healthOf } from "../domain/health.js";
+import { decide, type FederationCommand } from "../domain/federation/decide.js";
+import { apply } from "../domain/federation/evolve.js";
+import { healthOf } from "../domain/federation/health.js";
 import {
   cloneView,
   emptyView,
@@ -15,7 +15,7 @@ import {
   staleness,
   type FederationView,
   type SiteFreshness,
-} from "../domain/state.js";
+} from "../domain/federation/state.js";
 import { probeCapacity } from "../infra/capacity.js";
 import {
   decodeAppend,

@@ -2,8 +2,8 @@ import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jet
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { FederationEvent } from "#schemas/federation.js";
 import { DwcpError } from "#common/errors.js";
-import { fold } from "../domain/evolve.js";
-import { placements, staleness, type FederationView, type SiteRecord } from "../domain/state.js";
+import { fold } from "../domain/federation/evolve.js";
+import { placements, staleness, type FederationView, type SiteRecord } from "../domain/federation/state.js";
 import { decodeAppend, fedNames, mirroredPeers, readStream, viewStreams } from "../infra/fed-streams.js";
 
 /** The server answered, but it is not a federation site (no JetStream domain or no own log). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { fold } from "../domain/evolve.js";
-import { logOf, t } from "../domain/fixtures.js";
+import { fold } from "../domain/federation/evolve.js";
+import { logOf, t } from "#test/federation/fixtures.js";
 import { buildReport, renderStatus } from "./status.js";
 
 describe("federation status", () => {

@@ -1,6 +1,5 @@
 import {
   DeliverPolicy,
-  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamClient,
@@ -11,6 +10,8 @@ import { nanos } from "@nats-io/transport-node";
 import { createHash } from "node:crypto";
 import { FederationAppend, type FederationEvent } from "#schemas/federation.js";
 import { DwcpError, VersionConflictError } from "#common/errors.js";
+import { EventStore, jsonCodec } from "#common/event-sourcing/event-store.js";
+import { isJetStreamApiError, isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 import { safeJson } from "#common/json.js";
 import { ensureStream } from "#common/layout.js";
 import { FED_MIRROR_PREFIX } from "#common/remote-movers.js";
@@ -83,7 +84,7 @@ export async function ensureMirrors(jsm: JetStreamManager, site: string, peers: 
     try {
       await jsm.streams.info(name);
     } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+      if (!isStreamNotFound(err)) throw err;
       await jsm.streams.add({
         name,
         storage: StorageType.File,
@@ -106,11 +107,11 @@ export { mirroredPeers } from "#common/remote-movers.js";
 const encoder = new TextEncoder();
 
 /**
- * Appends to the site's own log. One message holds one append: a JSON array of consecutive
- * events, up to `maxAppendBytes` (0: one event per message), so the events of one command are
- * stored together and a large batch costs few messages. Messages are pipelined, each expecting
- * the subject's last sequence to be the one before it, so a batch lands whole or as a gap-free
- * prefix. The msgID is `<site>.<first seq>.<digest>`: resending the same bytes after a timeout is
+ * Appends to the site's own log through the event-sourcing core's store. One message holds one
+ * append: a JSON array of consecutive events, up to `maxAppendBytes` (0: one event per message),
+ * so the events of one command are stored together and a large batch costs few messages.
+ * Messages are pipelined, each expecting the subject's last sequence to be the one before it, so
+ * a batch lands whole or as a gap-free prefix. The msgID is `<site>.<first seq>.<digest>`: resending the same bytes after a timeout is
  * a no-op, while different events at the same seq (a second writer) meet the sequence check.
  */
 export class FederationLog {
@@ -118,8 +119,12 @@ export class FederationLog {
   private last: number | undefined;
   /** The last sequence known for sure: where a catch-up after a failed append starts. */
   private known = 0;
+  private readonly store: EventStore<FederationEvent[]>;
 
-  /** `onEvent` receives every event read back from the log (see catchUp). */
+  /**
+   * `onEvent` receives every event read back from the log (see catchUp). A failed append is not
+   * resent here: the site re-reads its log and decides again (Site.execute).
+   */
   constructor(
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
@@ -129,7 +134,19 @@ export class FederationLog {
       maxAppendBytes: DEFAULT_APPEND_BYTES,
       timeoutMs: 10_000,
     },
-  ) {}
+  ) {
+    this.store = new EventStore(
+      js,
+      jsm,
+      {
+        stream: fedNames.stream(site),
+        subject: fedNames.subject,
+        allSubjects: fedNames.subjects(site),
+        codec: jsonCodec(FederationAppend),
+      },
+      { resendForMs: 0, publishTimeoutMs: opts.timeoutMs },
+    );
+  }
 
   /**
    * Reads every event stored after the last message this log knows of (all of them the first
@@ -156,21 +173,11 @@ export class FederationLog {
   async append(events: readonly FederationEvent[]): Promise<void> {
     const base = this.last;
     if (base === undefined) throw new LogNotCurrentError(this.site);
-    const subject = fedNames.subject(this.site);
     this.last = undefined;
-    const acks = toMessages(events, this.opts.maxAppendBytes).map((m, i) =>
-      this.js.publish(subject, m.body, {
-        msgID: m.id,
-        expect: { lastSubjectSequence: base + i },
-        timeout: this.opts.timeoutMs,
-      }),
-    );
-    const results = await Promise.allSettled(acks);
-    let last = base;
-    for (const [i, r] of results.entries()) {
-      if (r.status === "rejected") throw appendError(r.reason, subject, base + i);
-      last = r.value.seq;
-    }
+    const messages = toMessages(events, this.opts.maxAppendBytes).map((m) => ({ data: m.body, msgID: m.id }));
+    const last = await this.store
+      .appendMessages(this.site, messages, base, { pipelined: true })
+      .catch((err: unknown) => Promise.reject(appendError(err, fedNames.subject(this.site))));
     this.last = last;
     this.known = last;
   }
@@ -205,12 +212,10 @@ export function toMessages(
   return out;
 }
 
-function appendError(err: unknown, subject: string, expected: number): DwcpError {
-  if (err instanceof JetStreamApiError) {
-    if (err.code === 10071) return new VersionConflictError(subject, expected, { cause: err });
-    return new FederationAppendError(subject, false, { cause: err });
-  }
-  return new FederationAppendError(subject, true, { cause: err });
+/** A lost race stays a VersionConflictError; a refusal is permanent, a transport failure retryable. */
+function appendError(err: unknown, subject: string): DwcpError {
+  if (err instanceof VersionConflictError) return err;
+  return new FederationAppendError(subject, !isJetStreamApiError(err), { cause: err });
 }
 
 /** A stored append, validated; undefined (the caller logs it) when it is not one. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { FederationAppend } from "#schemas/federation.js";
-import { logOf, t } from "../domain/fixtures.js";
+import { logOf, t } from "#test/federation/fixtures.js";
 import { decodeAppend, toMessages } from "./fed-streams.js";
 
 const events = (n: number) => {

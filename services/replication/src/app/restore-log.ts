@@ -1,6 +1,7 @@
-import { JetStreamApiError, type StreamConfig } from "@nats-io/jetstream";
+import type { StreamConfig } from "@nats-io/jetstream";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import type { BackupMessage, BackupStream } from "#schemas/replication.js";
+import { isStreamNotFound, isWrongLastSequence } from "#common/event-sourcing/jetstream-errors.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { ORIG_MSG_ID_HEADER, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
 import { RestoreInterferenceError, RestoreTargetNotEmptyError } from "../domain/errors.js";
@@ -80,7 +81,7 @@ async function prepareStreams(nats: Nats, streams: BackupStream[], replicas?: nu
       if (info.state.messages > 0) throw new RestoreTargetNotEmptyError(s.name, info.state.messages);
       base.set(s.name, info.state.last_seq);
     } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+      if (!isStreamNotFound(err)) throw err;
       base.set(s.name, -1);
     }
   }
@@ -116,8 +117,7 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
         timeout: 30_000,
       })
       .catch((err: unknown) => {
-        if (err instanceof JetStreamApiError && err.code === 10071)
-          throw new RestoreInterferenceError(m.stream, expected + 1, { cause: err });
+        if (isWrongLastSequence(err)) throw new RestoreInterferenceError(m.stream, expected + 1, { cause: err });
         throw err;
       });
     p.catch(() => undefined); // observed below; keeps an early failure from being unhandled

@@ -1,4 +1,3 @@
-import type { SnapshotsPruned } from "#schemas/replication.js";
 import { referencedChunks, selectPrunable, type Manifest, type RetentionPolicy } from "../domain/store/manifest.js";
 import { unlink } from "node:fs/promises";
 import type { IndexEntry } from "../domain/store/pack.js";
@@ -54,15 +53,11 @@ export async function applyRetention(o: {
   const plan = await planCollection(o.store, referenced, nowMs, grace);
   const garbage = plan.reduce((n, p) => n + p.dead, 0);
   if (pruned.length > 0) {
-    const event: SnapshotsPruned = {
-      type: "SnapshotsPruned",
-      version: 1,
-      vm: o.vm,
-      at: new Date(nowMs).toISOString(),
-      snapshotIds: pruned,
-      chunksDeleted: garbage,
-    };
-    await o.log.append(o.vm, [event], `prune-${o.vm}-${pruned.join(".").slice(0, 200)}`, seq);
+    const command = { type: "PruneSnapshots" as const, snapshotIds: pruned, chunksDeleted: garbage };
+    await o.log.handle(o.vm, command, `prune-${o.vm}-${pruned.join(".").slice(0, 200)}`, {
+      now: new Date(nowMs),
+      known: { state, seq },
+    });
   }
   for (const f of drop) await o.store.deleteManifest(f.rel);
   for (const p of plan) {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { basename } from "node:path";
 import type { SnapshotCommitted } from "#schemas/replication.js";
+import { snapshotCommitted, type SnapshotRecord } from "../domain/replication/decide.js";
 import { latestSnapshot } from "../domain/replication/state.js";
 import { DEFAULT_CHUNK_BYTES, snapshotIdFor, volumeChanges, type Manifest } from "../domain/store/manifest.js";
 import type { Reply } from "../domain/store/frames.js";
@@ -167,11 +168,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     throw new SyncRejectedError("PROTOCOL", `unexpected reply ${committed.kind} to commit`);
   lap("commitMs");
   const bytes = outs.reduce((n, x) => n + x.vol.sizeBytes, 0);
-  const event: SnapshotCommitted = {
-    type: "SnapshotCommitted",
-    version: 1,
-    vm: o.vm,
-    at: new Date().toISOString(),
+  const snapshot: SnapshotRecord = {
     snapshotId,
     ...(parent ? { parentId: parent.snapshotId } : {}),
     takenAt: takenAt.toISOString(),
@@ -185,7 +182,14 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     wireBytes: link.counters.wireBytes,
     durationMs: Date.now() - started,
   };
-  await o.log.append(o.vm, [event], `snap-${snapshotId}`, seq);
+  const now = new Date();
+  const recorded = await o.log.handle(o.vm, { type: "CommitSnapshot", snapshot }, `snap-${snapshotId}`, {
+    now,
+    known: { state, seq },
+  });
+  const event =
+    recorded.events.find((e): e is SnapshotCommitted => e.type === "SnapshotCommitted") ??
+    snapshotCommitted(o.vm, now, snapshot);
   committedCaches.set(cacheKey(o), next);
   lap("appendMs");
   await caching;

@@ -1,7 +1,6 @@
 import type { MigrationEvent } from "#schemas/index.js";
 import type { ReplicationEvent } from "#schemas/replication.js";
-import { evolve as evolveMigration } from "../../../../coordinator/src/domain/migration/evolve.js";
-import { initialMigration, type Migration } from "../../../../coordinator/src/domain/migration/state.js";
+import { evolve as evolveMigration, initialMigration, type Migration } from "#migration";
 import { evolve as evolveReplication } from "../replication/evolve.js";
 import { initialReplication, type Replication } from "../replication/state.js";
 

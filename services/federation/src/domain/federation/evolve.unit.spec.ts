@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { FederationEvent } from "#schemas/federation.js";
 import { evolve, fold } from "./evolve.js";
-import { capacity, logOf, t } from "./fixtures.js";
+import { capacity, logOf, t } from "#test/federation/fixtures.js";
 import { canonicalJson, placements } from "./state.js";
 
 describe("evolve: sites", () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { apply, fold } from "./evolve.js";
 import { healthOf } from "./health.js";
-import { logOf, t } from "./fixtures.js";
+import { logOf, t } from "#test/federation/fixtures.js";
 import { canonicalJson, DEFAULT_STALE_AFTER_MS, overlayView, placements, staleness } from "./state.js";
 
 describe("staleness", () => {

@@ -9,7 +9,7 @@ import {
   VmPlacedElsewhereError,
 } from "./errors.js";
 import { fold } from "./evolve.js";
-import { capacity, logOf, t } from "./fixtures.js";
+import { capacity, logOf, t } from "#test/federation/fixtures.js";
 
 const now = new Date(t(30));
 

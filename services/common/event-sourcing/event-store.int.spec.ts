@@ -4,11 +4,13 @@ import { join } from "node:path";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MigrationEvent } from "#schemas/index.js";
-import { VersionConflictError } from "./errors.js";
-import { EventStore } from "./event-store.js";
-import { ensureLayout, EVT_STREAM, subjects } from "./layout.js";
-import { ackConfirmed, connectNats, isTransientNatsError, type Nats } from "./nats.js";
-import { startNatsServer, type NatsServerHandle } from "./nats-server.js";
+import { VersionConflictError } from "../errors.js";
+import { migrationEvents } from "../event-store.js";
+import { ensureLayout, EVT_STREAM, subjects } from "../layout.js";
+import { ackConfirmed, connectNats, isTransientNatsError, type Nats } from "../nats.js";
+import { startNatsServer, type NatsServerHandle } from "../nats-server.js";
+import { EventStore, type EventStoreOptions } from "./event-store.js";
+import { handle, storePort } from "./handle.js";
 
 // Appends that outlive a NATS hiccup: resent with the same msgID, stored once, and the caller
 // learns the sequence of the copy that was stored. A private nats-server per file.
@@ -31,6 +33,9 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** The generic store over the migrations' subjects (the events and subjects of a real aggregate). */
+const migrations = (opts: EventStoreOptions = {}) => new EventStore(nats.js, nats.jsm, migrationEvents, opts);
+
 const requested = (id: string): MigrationEvent => ({
   type: "MigrationRequested",
   version: 1,
@@ -50,7 +55,7 @@ const storedOn = async (id: string): Promise<number> => {
 
 describe("EventStore.append through NATS hiccups", () => {
   it("keeps resending while no stream answers, and appends once one does", async () => {
-    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 20_000, publishTimeoutMs: 500 });
+    const store = migrations({ resendForMs: 20_000, publishTimeoutMs: 500 });
     // No DWCP_EVT yet: every publish meets "no responders" until the layout exists.
     const pending = store.append("early", [requested("early")], "early.req");
     await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
@@ -58,8 +63,8 @@ describe("EventStore.append through NATS hiccups", () => {
     expect(await storedOn("early")).toBe(1);
   });
 
-  it("resends a publish whose ack did not come with the same msgID: stored once, the stored copy's sequence returned", async () => {
-    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 20_000, publishTimeoutMs: 300 });
+  it("resends an unacknowledged publish with its msgID: stored once, the stored copy's sequence returned", async () => {
+    const store = migrations({ resendForMs: 20_000, publishTimeoutMs: 300 });
     const first = await store.append("stalled", [requested("stalled")], "stalled.req", 0);
     // A server that stops answering (SIGSTOP) for longer than several publish timeouts: the
     // publishes queue up in its socket and are all processed once it runs again. With an
@@ -81,7 +86,7 @@ describe("EventStore.append through NATS hiccups", () => {
   });
 
   it("refuses a stale expected sequence at once (no resending)", async () => {
-    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 20_000 });
+    const store = migrations({ resendForMs: 20_000 });
     await store.append("occ", [requested("occ")], "occ.1", 0);
     const started = performance.now();
     await expect(store.append("occ", [requested("occ")], "occ.2", 0)).rejects.toBeInstanceOf(VersionConflictError);
@@ -89,7 +94,7 @@ describe("EventStore.append through NATS hiccups", () => {
   });
 
   it("gives up after resendForMs with the last transient error", async () => {
-    const store = new EventStore(nats.js, nats.jsm, { resendForMs: 600, publishTimeoutMs: 200 });
+    const store = migrations({ resendForMs: 600, publishTimeoutMs: 200 });
     server.process.kill("SIGSTOP");
     try {
       await stopped(server.process.pid ?? 0);
@@ -97,6 +102,63 @@ describe("EventStore.append through NATS hiccups", () => {
     } finally {
       server.process.kill("SIGCONT");
     }
+  });
+});
+
+describe("EventStore reads", () => {
+  it("reports a malformed stored event through onInvalid, folds the rest, and expects the last sequence", async () => {
+    const store = migrations();
+    const first = await store.append("bad", [requested("bad")], "bad.req", 0);
+    const junk = await nats.js.publish(subjects.migration("bad"), "not an event");
+    const invalid: number[] = [];
+    const types = { initial: (): string[] => [], evolve: (s: string[], e: MigrationEvent) => [...s, e.type] };
+    const loaded = await store.load(types, "bad", (seq) => invalid.push(seq));
+    expect(invalid).toEqual([junk.seq]);
+    expect(loaded.seq).toBe(junk.seq);
+    expect(loaded.state).toEqual(["MigrationRequested"]);
+    expect((await store.read("bad")).map((s) => s.seq)).toEqual([first]);
+  });
+
+  it("a pipelined batch that meets a moved subject is refused as a conflict at its first message", async () => {
+    const store = migrations();
+    const seq = await store.append("pipe", [requested("pipe")], "pipe.req", 0);
+    await store.append("pipe", [requested("pipe")], "pipe.other", seq);
+    const body = migrationEvents.codec.encode(requested("pipe"));
+    const batch = [0, 1, 2].map((i) => ({ data: body, msgID: `pipe.batch.${i}` }));
+    const err = await store.appendMessages("pipe", batch, seq, { pipelined: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VersionConflictError);
+    expect(err).toMatchObject({ expectedSeq: seq });
+  });
+});
+
+describe("handle against JetStream", () => {
+  it("a writer that lost the race re-reads, re-decides and appends after the winner", async () => {
+    const store = migrations();
+    // A toy aggregate over migration events: the number of requests, at most `limit`.
+    const counting = {
+      initial: () => 0,
+      evolve: (n: number) => n + 1,
+      decide: (n: number, limit: number) => (n < limit ? [requested("race")] : []),
+    };
+    const port = storePort(store, counting);
+    let raced = false;
+    const racing = {
+      ...port,
+      load: async (id: string) => {
+        const loaded = await port.load(id);
+        // Another writer appends between our read and our append, once.
+        if (!raced) await store.append(id, [requested("race")], "race.other", loaded.seq);
+        raced = true;
+        return loaded;
+      },
+    };
+    const conflicts: number[] = [];
+    const cmd = { id: "race", command: 3, msgIdBase: "race.mine", context: () => undefined };
+    const r = await handle(counting, racing, cmd, { onConflict: (a) => conflicts.push(a) });
+    expect(conflicts).toEqual([1]);
+    expect(r.state).toBe(2);
+    expect(r.seq).toBe(await store.lastSeq("race"));
+    expect(await storedOn("race")).toBe(2);
   });
 });
 

@@ -1,0 +1,16 @@
+// The migration read model: the pure state, fold and plan geometry that the CLI, the replay view
+// and the tests use to read a migration from its events. Deciding stays inside the coordinator.
+export {
+  allBatchesDone,
+  emptyTotals,
+  initialMigration,
+  isTerminal,
+  TERMINAL,
+  type BatchState,
+  type BatchStatus,
+  type Migration,
+  type MigrationStatus,
+  type Totals,
+} from "./state.js";
+export { evolve, fold } from "./evolve.js";
+export { basename, batchRange, type BatchRange, type Plan, type VolumeSize } from "./planner.js";
