@@ -11,6 +11,7 @@ import {
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { retryTransient } from "./nats.js";
+import { isStreamNotFound } from "./event-sourcing/jetstream-errors.js";
 
 /** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
 export const CMD_STREAM = "DWCP_CMD";
@@ -105,7 +106,7 @@ export async function ensureStream(
     await jsm.streams.info(cfg.name);
     await jsm.streams.update(cfg.name, cfg);
   } catch (err) {
-    if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+    if (!isStreamNotFound(err)) throw err;
     await jsm.streams.add(cfg);
   }
 }

@@ -1,8 +1,9 @@
-import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { MoverRegistration } from "#schemas/index.js";
 import { MOVERS_BUCKET } from "./layout.js";
+import { isStreamNotFound } from "./event-sourcing/jetstream-errors.js";
 
 // Shared by the coordinator and the mover, which look movers up, and the federation, which names
 // the mirror streams this lookup finds its peers by: none of them reaches into another's code.
@@ -86,7 +87,7 @@ export class RemoteMovers {
       return MoverRegistration.safeParse(entry.json()).data;
     } catch (err) {
       // A site without movers has no bucket: nothing registered there, not unreachable.
-      if (err instanceof JetStreamApiError && err.code === 10059) return undefined;
+      if (isStreamNotFound(err)) return undefined;
       throw err;
     }
   }

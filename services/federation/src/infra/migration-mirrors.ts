@@ -1,12 +1,7 @@
-import {
-  JetStreamApiError,
-  RetentionPolicy,
-  StorageType,
-  type JetStreamClient,
-  type JetStreamManager,
-} from "@nats-io/jetstream";
+import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
+import { isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
 export const eventMirror = (site: string): string => `DWCP_EVTM_${site}`;
@@ -28,7 +23,7 @@ export async function ensureEventMirrors(jsm: JetStreamManager, site: string, pe
     try {
       await jsm.streams.info(name);
     } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.code !== 10059) throw err;
+      if (!isStreamNotFound(err)) throw err;
       await jsm.streams.add({
         name,
         storage: StorageType.File,
