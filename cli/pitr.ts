@@ -1,25 +1,32 @@
 // Point-in-time recovery and replication commands. cli/main.ts dispatches to runPitrCommand.
+import { randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { mkdir, open } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { natsUrlFromEnv, parseHostPort } from "#common/config.js";
 import { connectNats, type Nats } from "#common/nats.js";
-import { backup } from "../services/replication/src/app/backup.js";
-import { DestinationAgent, inProcess, type Transport } from "../services/replication/src/app/destination.js";
-import { replay, replayBackup } from "../services/replication/src/app/replay.js";
-import { replicate } from "../services/replication/src/app/replicate.js";
-import type { RetentionResult } from "../services/replication/src/app/retention.js";
-import type { SyncResult } from "../services/replication/src/app/sync.js";
-import { restoreLog } from "../services/replication/src/app/restore-log.js";
-import { pickSnapshot, restoreFromStore } from "../services/replication/src/app/restore.js";
-import { formatReplay } from "../services/replication/src/domain/replay/view.js";
-import { STORE_DIR } from "../services/replication/src/infra/chunk-store.js";
-import { ReplicationLog } from "../services/replication/src/infra/replication-log.js";
-import { connectAgent } from "../services/replication/src/infra/tcp.js";
-import { runReplicationAgent } from "../services/replication/src/main.js";
-import { runDrill } from "../services/replication/src/app/drill.js";
+import {
+  backup,
+  formatReplay,
+  hostRoots as serviceRoots,
+  pickSnapshot,
+  readReplication,
+  replay,
+  replayBackup,
+  ReplicationServiceUnavailableError,
+  replicateVm,
+  type ReplicationSynced,
+  restoreFromStore,
+  restoreLog,
+  runDrill,
+  runReplicationAgent,
+  runReplicationService,
+  under,
+} from "#replication";
+import { ConfigError } from "#common/errors.js";
+import type { ReplicateVm } from "#schemas/replication.js";
 import { fmtBytes, parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { generateImage } from "./image.js";
 import { Stack, type ServiceProcess } from "./stack.js";
@@ -34,8 +41,12 @@ export const PITR_HELP = `
   restore-log --in FILE [--replicas N] [--json]
                                         verify a backup, then import it into empty or absent streams
   replicate --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
-          [--agent HOST:PORT] [--data-dir D | --roots HOST=DIR,...] [--chunk-size SIZE] [--json]
-                                        incremental snapshots into HOST's content-addressed store DIR/.dwcp-store
+          [--agent HOST:PORT] [--chunk-size SIZE] [--json]
+                                        incremental snapshots into HOST's content-addressed store DIR/.dwcp-store,
+                                        taken by the source HOST's replication service (paths under its roots)
+  replication-service --host HOST [--data-dir D | --roots HOST=DIR,...]
+                                        the source side of replication for HOST: runs the syncs that "replicate"
+                                        asks for (DWCP_SECRET for --agent destinations); "dwcp up" starts one
   replication-agent --root DIR --listen HOST:PORT
                                         serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)
   drill [--size SIZE] [--data-dir D] [--json]
@@ -64,16 +75,12 @@ const natsUrl = (v: { nats?: string }): string => v.nats ?? natsUrlFromEnv();
 
 /** HOST -> directory: --roots a=/srv/a,b=/srv/b, else <data-dir>/hosts/<host> (the `dwcp up` layout). */
 export function hostRoots(roots: string | undefined, dataDir = ".dwcp"): (host: string) => string {
-  const map = new Map<string, string>();
-  for (const pair of (roots ?? "").split(",").filter(Boolean)) {
-    const [h, d] = pair.split("=");
-    if (!h || !d) throw new UsageError(`--roots must be HOST=DIR[,HOST=DIR], got "${roots}"`);
-    map.set(h, resolve(d));
+  try {
+    return serviceRoots(roots, dataDir);
+  } catch (err) {
+    throw err instanceof ConfigError ? new UsageError(err.problems.join("; ")) : err;
   }
-  return (host) => map.get(host) ?? resolve(dataDir, "hosts", host);
 }
-
-const under = (root: string, p: string): string => (isAbsolute(p) ? p : join(root, p));
 
 function parseTime(flag: string, v: string): Date {
   const d = new Date(v);
@@ -146,7 +153,7 @@ export async function cmdSnapshots(argv: string[]): Promise<number> {
   const v = flags(argv, { vm: { type: "string" } });
   if (!v.vm) throw new UsageError("snapshots needs --vm NAME");
   const vm = v.vm;
-  const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
+  const state = await withNats(natsUrl(v), (n) => readReplication(n, vm));
   if (v.json) out(JSON.stringify(state.snapshots));
   else if (state.snapshots.length === 0) out(`no snapshots of ${vm}`);
   else
@@ -173,7 +180,7 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   const vm = v.vm;
   const to = parseTo(v.to);
   const root = hostRoots(v.roots, v["data-dir"]);
-  const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
+  const state = await withNats(natsUrl(v), (n) => readReplication(n, vm));
   const snap = pickSnapshot(state, {
     ...(v.at ? { at: parseTime("--at", v.at) } : {}),
     ...(v.snapshot ? { snapshotId: v.snapshot } : {}),
@@ -198,7 +205,27 @@ function chunkSize(value: string): number {
   return n;
 }
 
-/** `dwcp replicate`: runs in the foreground; with --every until Ctrl-C. */
+function retentionOf(v: { keep?: string; "keep-for"?: string }): ReplicateVm["retention"] {
+  if (v.keep !== undefined && v["keep-for"] !== undefined)
+    throw new UsageError("use one of --keep N or --keep-for DURATION");
+  const keep = v.keep === undefined ? undefined : Number(v.keep);
+  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1))
+    throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
+  if (keep !== undefined) return { keep };
+  return v["keep-for"] !== undefined ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) } : undefined;
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+/**
+ * `dwcp replicate`: asks the source host's replication service to sync, and prints what it did.
+ * With --every, one command per period until Ctrl-C: the schedule lives here, so stopping the CLI
+ * stops it (a sync in flight is awaited and reported; it commits whole or not at all).
+ */
 export async function cmdReplicate(argv: string[]): Promise<number> {
   const v = flags(argv, {
     vm: { type: "string" },
@@ -214,58 +241,65 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   });
   if (!v.vm || !v.from || !v.to)
     throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
-  if (v.keep !== undefined && v["keep-for"] !== undefined)
-    throw new UsageError("use one of --keep N or --keep-for DURATION");
+  const retention = retentionOf(v);
   const from = parseFrom(v.from);
   const to = parseTo(v.to);
-  const root = hostRoots(v.roots, v["data-dir"]);
-  const storePath = join(under(root(to.host), to.dir), STORE_DIR);
-  const agentAddr = v.agent ? parseHostPort(v.agent) : undefined;
-  if (v.agent && !agentAddr) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
-  const secret = process.env["DWCP_SECRET"] ?? "";
-  if (agentAddr && secret.length < 16)
-    throw new UsageError("--agent needs DWCP_SECRET (>= 16 characters, the agent's)");
-  const connect = async (): Promise<Transport> =>
-    agentAddr ? connectAgent({ ...agentAddr, secret }) : inProcess(await DestinationAgent.open(storePath));
-  const keep = v.keep === undefined ? undefined : Number(v.keep);
-  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1))
-    throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
-  const retention =
-    keep !== undefined
-      ? { keep }
-      : v["keep-for"] !== undefined
-        ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) }
-        : undefined;
-  const abort = new AbortController();
-  const options = {
+  const agent = v.agent ? parseHostPort(v.agent) : undefined;
+  if (v.agent && !agent) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
+  const everyMs = v.every ? parseDuration("--every", v.every) : undefined;
+  const cmd: ReplicateVm = {
+    type: "ReplicateVm",
+    version: 1,
+    commandId: randomUUID(),
     vm: v.vm,
-    sources: from.volumes.map((x) => under(root(from.host), x.path)),
-    sourceHost: from.host,
-    destinationHost: to.host,
-    storePath,
-    stateDir: join(root(from.host), ".dwcp-repl"),
-    connect,
-    signal: abort.signal,
+    source: { host: from.host, paths: from.volumes.map((x) => x.path) },
+    destination: { host: to.host, dir: to.dir, ...(agent ? { agent } : {}) },
     ...(v["chunk-size"] ? { chunkSizeBytes: chunkSize(v["chunk-size"]) } : {}),
-    ...(v.every ? { everyMs: parseDuration("--every", v.every) } : {}),
-    ...(retention ? { retention, ...(agentAddr ? {} : { localStore: storePath }) } : {}),
-    onSync: (r: SyncResult, ret?: RetentionResult) =>
-      out(
-        v.json
-          ? JSON.stringify({ ...r, event: undefined, pruned: ret?.pruned ?? [] })
-          : `snapshot ${r.snapshotId}: ${fmtBytes(r.bytes)}, changed ${fmtBytes(r.changedBytes)}, wire ${fmtBytes(r.wireBytes)} in ${r.seconds.toFixed(2)} s${ret?.pruned.length ? `; pruned ${ret.pruned.length}` : ""}`,
-      ),
-    onError: (err: unknown) =>
-      void process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`),
+    ...(retention ? { retention } : {}),
   };
+  const layout = v.roots ? ` --roots ${v.roots}` : v["data-dir"] ? ` --data-dir ${v["data-dir"]}` : "";
+  const startHint = `dwcp replication-service --host ${from.host}${layout}`;
+  const abort = new AbortController();
   const stop = (): void => abort.abort();
   process.on("SIGINT", stop).on("SIGTERM", stop);
   try {
-    await withNats(natsUrl(v), (nats) => replicate({ ...options, log: new ReplicationLog(nats) }));
+    await withNats(natsUrl(v), async (n) => {
+      const once = async (): Promise<void> =>
+        printSync(await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint }), v.json);
+      if (everyMs === undefined) return once();
+      for (let first = true; !abort.signal.aborted; first = false) {
+        const started = Date.now();
+        try {
+          await once();
+        } catch (err) {
+          if (first && err instanceof ReplicationServiceUnavailableError) throw err;
+          process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`);
+        }
+        await sleep(Math.max(0, everyMs - (Date.now() - started)), abort.signal);
+      }
+    });
   } finally {
     process.off("SIGINT", stop).off("SIGTERM", stop);
   }
   return 0;
+}
+
+function printSync(r: ReplicationSynced, json: boolean | undefined): void {
+  const s = r.result;
+  const pruned = r.pruned.length ? `; pruned ${r.pruned.length}` : "";
+  out(
+    json
+      ? JSON.stringify({ ...s, pruned: r.pruned })
+      : `snapshot ${s.snapshotId}: ${fmtBytes(s.bytes)}, changed ${fmtBytes(s.changedBytes)}, ` +
+          `wire ${fmtBytes(s.wireBytes)} in ${s.seconds.toFixed(2)} s${pruned}`,
+  );
+}
+
+/** `dwcp replication-service`: the source side of replication for one host, until SIGTERM. */
+export async function cmdReplicationService(argv: string[]): Promise<number> {
+  const v = flags(argv, { host: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" } });
+  await runReplicationService(v);
+  return process.exitCode === 1 ? 1 : 0;
 }
 
 /** `dwcp replication-agent`. */
@@ -325,6 +359,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   restore: cmdRestore,
   replicate: cmdReplicate,
   "replication-agent": cmdReplicationAgent,
+  "replication-service": cmdReplicationService,
   drill: cmdDrill,
 };
 
