@@ -53,7 +53,8 @@ export const PITR_HELP = `
                                         DR drill on an embedded stack: replicate, back the log up, kill -9 the
                                         primary, restore at a fresh DR site; prints RPO and RTO
   snapshots --vm NAME [--json]          committed snapshots of a VM
-  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--data-dir D | --roots HOST=DIR,...] [--json]
+  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR]
+          [--data-dir D | --roots HOST=DIR,...] [--json]
                                         write the VM's volumes as they were, byte-identical and sparse
 `;
 
@@ -130,7 +131,8 @@ export async function cmdBackup(argv: string[]): Promise<number> {
   out(
     v.json
       ? JSON.stringify(r)
-      : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) to ${r.file} in ${r.seconds.toFixed(2)} s`,
+      : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) ` +
+          `to ${r.file} in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -143,7 +145,8 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${r.messages} messages from ${r.file} (${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`,
+      : `restored ${r.messages} messages from ${r.file} ` +
+          `(${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -159,7 +162,8 @@ export async function cmdSnapshots(argv: string[]): Promise<number> {
   else
     for (const s of state.snapshots)
       out(
-        `${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`,
+        `${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  ` +
+          `wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`,
       );
   return 0;
 }
@@ -193,7 +197,8 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`,
+      : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ` +
+          `${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -343,7 +348,9 @@ export async function cmdDrill(argv: string[]): Promise<number> {
     out(
       v.json
         ? JSON.stringify({ ...r, view: undefined })
-        : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`,
+        : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) ` +
+            `to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  ` +
+            `RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`,
     );
     return r.verified ? 0 : 1;
   } finally {

@@ -130,8 +130,12 @@ export class ReplicationService {
   private async sync(cmd: ReplicateVm, plan: Plan): Promise<{ result: SyncResult; retention?: RetentionResult }> {
     const agent = cmd.destination.agent;
     const secret = this.o.secret ?? "";
-    const connect = async (): Promise<Transport> =>
-      agent ? connectAgent({ ...agent, secret }) : inProcess(await DestinationAgent.open(plan.storePath));
+    // A local store is opened per sync and closed after it: this process outlives many syncs.
+    const local = async (): Promise<Transport> => {
+      const dest = await DestinationAgent.open(plan.storePath);
+      return { ...inProcess(dest), close: () => dest.store.close() };
+    };
+    const connect = (): Promise<Transport> => (agent ? connectAgent({ ...agent, secret }) : local());
     let out: { result: SyncResult; retention?: RetentionResult } | undefined;
     await replicate({
       vm: cmd.vm,
