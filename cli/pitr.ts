@@ -128,11 +128,11 @@ export async function cmdBackup(argv: string[]): Promise<number> {
   const v = flags(argv, { out: { type: "string" }, streams: { type: "string" } });
   if (!v.out) throw new UsageError("backup needs --out FILE");
   const r = await backup(natsUrl(v), { out: v.out, ...(v.streams ? { streams: v.streams.split(",") } : {}) });
+  const ranges = r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ");
   out(
     v.json
       ? JSON.stringify(r)
-      : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) ` +
-          `to ${r.file} in ${r.seconds.toFixed(2)} s`,
+      : `backed up ${r.messages} messages (${ranges}) to ${r.file} in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -142,11 +142,11 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   const v = flags(argv, { in: { type: "string" }, replicas: { type: "string" } });
   if (!v.in) throw new UsageError("restore-log needs --in FILE");
   const r = await restoreLog(natsUrl(v), { in: v.in, ...(v.replicas ? { replicas: Number(v.replicas) } : {}) });
+  const ranges = r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ");
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${r.messages} messages from ${r.file} ` +
-          `(${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`,
+      : `restored ${r.messages} messages from ${r.file} (${ranges}) in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
