@@ -10,23 +10,19 @@ import { connectNats, type Nats } from "#common/nats.js";
 import {
   backup,
   formatReplay,
-  hostRoots as serviceRoots,
-  pickSnapshot,
   readReplication,
   replay,
   replayBackup,
   ReplicationServiceUnavailableError,
   replicateVm,
+  restoreVm,
   type ReplicationSynced,
-  restoreFromStore,
   restoreLog,
   runDrill,
   runReplicationAgent,
   runReplicationService,
-  under,
 } from "#replication";
-import { ConfigError } from "#common/errors.js";
-import type { ReplicateVm } from "#schemas/replication.js";
+import type { ReplicateVm, RestoreVm } from "#schemas/replication.js";
 import { fmtBytes, parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { generateImage } from "./image.js";
 import { Stack, type ServiceProcess } from "./stack.js";
@@ -53,9 +49,9 @@ export const PITR_HELP = `
                                         DR drill on an embedded stack: replicate, back the log up, kill -9 the
                                         primary, restore at a fresh DR site; prints RPO and RTO
   snapshots --vm NAME [--json]          committed snapshots of a VM
-  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR]
-          [--data-dir D | --roots HOST=DIR,...] [--json]
+  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--json]
                                         write the VM's volumes as they were, byte-identical and sparse
+                                        (HOST's replication service writes them, paths under its root)
 `;
 
 const common = { nats: { type: "string" }, json: { type: "boolean", default: false } } as const;
@@ -74,13 +70,10 @@ function flags<T extends Record<string, { type: "string" | "boolean"; default?: 
 
 const natsUrl = (v: { nats?: string }): string => v.nats ?? natsUrlFromEnv();
 
-/** HOST -> directory: --roots a=/srv/a,b=/srv/b, else <data-dir>/hosts/<host> (the `dwcp up` layout). */
-export function hostRoots(roots: string | undefined, dataDir = ".dwcp"): (host: string) => string {
-  try {
-    return serviceRoots(roots, dataDir);
-  } catch (err) {
-    throw err instanceof ConfigError ? new UsageError(err.problems.join("; ")) : err;
-  }
+/** How to start the replication service of `host`, for the error when none answers. */
+function startHint(host: string, v: { roots?: string; "data-dir"?: string }): string {
+  const layout = v.roots ? ` --roots ${v.roots}` : v["data-dir"] ? ` --data-dir ${v["data-dir"]}` : "";
+  return `dwcp replication-service --host ${host}${layout}`;
 }
 
 function parseTime(flag: string, v: string): Date {
@@ -181,19 +174,19 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   });
   if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined))
     throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
-  const vm = v.vm;
   const to = parseTo(v.to);
-  const root = hostRoots(v.roots, v["data-dir"]);
-  const state = await withNats(natsUrl(v), (n) => readReplication(n, vm));
-  const snap = pickSnapshot(state, {
-    ...(v.at ? { at: parseTime("--at", v.at) } : {}),
+  const cmd: RestoreVm = {
+    type: "RestoreVm",
+    version: 1,
+    commandId: randomUUID(),
+    vm: v.vm,
+    ...(v.at ? { at: parseTime("--at", v.at).toISOString() } : {}),
     ...(v.snapshot ? { snapshotId: v.snapshot } : {}),
-  });
-  const r = await restoreFromStore(snap, {
-    vm,
-    toDir: under(root(to.host), to.dir),
+    to: { host: to.host, dir: to.dir },
     ...(v.store ? { storeDir: v.store } : {}),
-  });
+  };
+  const vm = v.vm;
+  const { result: r } = await withNats(natsUrl(v), (n) => restoreVm(n.nc, cmd, { startHint: startHint(to.host, v) }));
   out(
     v.json
       ? JSON.stringify(r)
@@ -262,15 +255,14 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
     ...(v["chunk-size"] ? { chunkSizeBytes: chunkSize(v["chunk-size"]) } : {}),
     ...(retention ? { retention } : {}),
   };
-  const layout = v.roots ? ` --roots ${v.roots}` : v["data-dir"] ? ` --data-dir ${v["data-dir"]}` : "";
-  const startHint = `dwcp replication-service --host ${from.host}${layout}`;
+  const hint = startHint(from.host, v);
   const abort = new AbortController();
   const stop = (): void => abort.abort();
   process.on("SIGINT", stop).on("SIGTERM", stop);
   try {
     await withNats(natsUrl(v), async (n) => {
       const once = async (): Promise<void> =>
-        printSync(await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint }), v.json);
+        printSync(await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint: hint }), v.json);
       if (everyMs === undefined) return once();
       for (let first = true; !abort.signal.aborted; first = false) {
         const started = Date.now();

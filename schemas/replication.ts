@@ -249,10 +249,30 @@ export const ReplicateVm = z.object({
     .optional(),
 });
 
+/**
+ * Write a VM's volumes as they were at a snapshot into `to.dir` on `to.host`: sent to that host's
+ * service, which reads the store the snapshot's event names (or `storeDir`, under its root).
+ */
+export const RestoreVm = z
+  .object({
+    type: z.literal("RestoreVm"),
+    version: z.literal(1),
+    commandId: Id,
+    vm: Id,
+    /** The newest snapshot taken at or before this time. */
+    at: Timestamp.optional(),
+    snapshotId: Id.optional(),
+    to: z.object({ host: HostId, dir: HostPath }),
+    storeDir: HostPath.optional(),
+  })
+  .refine((c) => (c.at === undefined) !== (c.snapshotId === undefined), {
+    message: "exactly one of at and snapshotId",
+  });
+
 /** Is the service for this host there? (readiness probe; answered with ReplicationPong) */
 export const PingReplication = z.object({ type: z.literal("PingReplication"), version: z.literal(1) });
 
-export const ReplicationCommand = z.discriminatedUnion("type", [ReplicateVm, PingReplication]);
+export const ReplicationCommand = z.discriminatedUnion("type", [ReplicateVm, RestoreVm, PingReplication]);
 
 const Ms = z.number().nonnegative();
 /** What one sync did, as `dwcp replicate --json` prints it (SyncResult without its event). */
@@ -266,6 +286,17 @@ export const SyncSummary = z.object({
   wireBytes: Uint,
   chunksSent: Uint,
   fullResends: Uint,
+});
+
+/** What one restore wrote, as `dwcp restore --json` prints it. */
+export const RestoreSummary = z.object({
+  snapshotId: Id,
+  takenAt: Timestamp,
+  files: z.array(z.object({ path: z.string().min(1).max(4096), sizeBytes: Uint })).max(64),
+  bytes: Uint,
+  seconds: z.number().nonnegative(),
+  finalSyncSeconds: z.number().nonnegative(),
+  directBytes: Uint,
 });
 
 const Message = z.string().max(4096);
@@ -282,7 +313,8 @@ export const ReplicationReply = z.discriminatedUnion("type", [
     pruned: z.array(Id).max(1_000_000),
     chunksDeleted: Uint.optional(),
   }),
-  /** The sync ran and failed: the previous snapshot stays the latest. */
+  z.object({ type: z.literal("ReplicationRestored"), ...replyBase, result: RestoreSummary }),
+  /** The command ran and failed (a failed sync leaves the previous snapshot the latest). */
   z.object({
     type: z.literal("ReplicationFailed"),
     ...replyBase,
@@ -297,6 +329,8 @@ export const ReplicationReply = z.discriminatedUnion("type", [
 
 export type ReplicateVm = z.infer<typeof ReplicateVm>;
 export type PingReplication = z.infer<typeof PingReplication>;
+export type RestoreVm = z.infer<typeof RestoreVm>;
+export type RestoreSummary = z.infer<typeof RestoreSummary>;
 export type ReplicationCommand = z.infer<typeof ReplicationCommand>;
 export type SyncSummary = z.infer<typeof SyncSummary>;
 export type ReplicationReply = z.infer<typeof ReplicationReply>;

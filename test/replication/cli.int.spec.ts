@@ -26,16 +26,19 @@ async function run(t: TestNats, ...argv: string[]): Promise<{ code: number; json
 
 describe("dwcp PITR commands", () => {
   let t: TestNats;
-  let service: ReplicationServiceHandle;
+  let services: ReplicationServiceHandle[] = [];
   beforeAll(async () => {
     t = await startTestNats();
-    // `replicate` asks host a's replication service to sync (`dwcp up` starts one per host).
-    service = await startReplicationService({ host: "a", "data-dir": t.dir, nats: t.server.url });
+    // `replicate` asks host a's replication service to sync, `restore` host b's to write (`dwcp up`
+    // starts one per host).
+    services = await Promise.all(
+      ["a", "b"].map((host) => startReplicationService({ host, "data-dir": t.dir, nats: t.server.url })),
+    );
     await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
     await generateImage(join(t.dir, "hosts/a/vms/d.img"), { sizeBytes: 3 * MiB + 10, zeroFraction: 0.5, seed: 4 });
   });
   afterAll(async () => {
-    await service?.stop();
+    await Promise.all(services.map((s) => s.stop()));
     await t?.stop();
   });
 

@@ -9,6 +9,8 @@ import {
   replicationRpc,
   ReplicationCommandError,
   ReplicationServiceUnavailableError,
+  startReplicationService,
+  type ReplicationServiceHandle,
 } from "#replication";
 import { ReplicationReply, type ReplicateVm } from "#schemas/replication.js";
 import { generateImage } from "../../cli/image.js";
@@ -53,6 +55,7 @@ const command = (vm: string, extra: Partial<ReplicateVm> = {}): ReplicateVm => (
 describe("the replication service", () => {
   let t: TestNats;
   let service: DwcpProcess | undefined;
+  let restorer: ReplicationServiceHandle | undefined;
   beforeAll(async () => {
     t = await startTestNats();
     await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
@@ -60,6 +63,7 @@ describe("the replication service", () => {
   });
   afterAll(async () => {
     await service?.stop();
+    await restorer?.stop();
     await t?.stop();
   });
 
@@ -88,6 +92,7 @@ describe("the replication service", () => {
     await service.waitFor((j) => j["msg"] === "synced" && j["snapshotId"] === printed?.snapshotId);
     const state = await readReplication(t.nats, "v");
     expect(state.snapshots.map((s) => s.snapshotId)).toEqual([printed?.snapshotId]);
+    restorer = await startReplicationService({ host: "b", "data-dir": t.dir, nats: t.server.url });
     await run(t, "restore", "--vm", "v", "--snapshot", printed?.snapshotId ?? "", "--to", "b:out", "--data-dir", t.dir);
     expect(await sha256File(join(t.dir, "hosts/b/out/d.img"))).toBe(await sha256File(join(t.dir, "hosts/a/vms/d.img")));
   });

@@ -10,15 +10,16 @@ export {
   pingReplication,
   replicateVm,
   requestReplication,
+  restoreVm,
   replicationRpc,
   ReplicationCommandError,
   ReplicationServiceLostError,
   ReplicationServiceUnavailableError,
   type ReplicationPong,
+  type ReplicationRestored,
   type ReplicationSynced,
   type RequestOptions,
 } from "./infra/commands.js";
-export { hostRoots, under } from "./infra/host-roots.js";
 export { readReplication } from "./app/snapshots.js";
 export { backup, type BackupSummary } from "./app/backup.js";
 export { restoreLog, type RestoreLogSummary } from "./app/restore-log.js";

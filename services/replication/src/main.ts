@@ -56,6 +56,7 @@ export async function startReplicationService(flags: ServiceFlags): Promise<Repl
     host: cfg.host,
     root: hostRoots(cfg.roots, cfg.dataDir),
     log: new ReplicationLog(nats),
+    nats,
     logger,
     ...(cfg.secret ? { secret: cfg.secret } : {}),
   });

@@ -2,10 +2,12 @@ import { createInbox, type Msg, type NatsConnection, type Subscription } from "@
 import { DwcpError } from "#common/errors.js";
 import { safeJson } from "#common/json.js";
 import type { Logger } from "#common/logger.js";
+import { Id } from "#schemas/common.js";
 import {
   ReplicationCommand,
   ReplicationReply,
   type ReplicateVm,
+  type RestoreVm,
   type ReplicationCommand as Command,
 } from "#schemas/replication.js";
 
@@ -51,7 +53,7 @@ async function dispatch(msg: Msg, log: Logger, handle: (cmd: Command, send: Send
     return;
   }
   const cmd = parsed.data;
-  const commandId = cmd.type === "ReplicateVm" ? cmd.commandId : undefined;
+  const commandId = cmd.type === "PingReplication" ? undefined : cmd.commandId;
   try {
     await handle(cmd, send);
   } catch (err) {
@@ -72,7 +74,7 @@ const INVALID = "INVALID_COMMAND";
 /** The commandId of a message that failed validation, when it has a usable one (for the reply). */
 function idOf(raw: unknown): string | undefined {
   const id = (raw as { commandId?: unknown } | undefined)?.commandId;
-  return typeof id === "string" && /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : undefined;
+  return Id.safeParse(id).success ? (id as string) : undefined;
 }
 
 /** No replication service subscribes to the host's subject. */
@@ -126,7 +128,8 @@ export interface RequestOptions {
   startHint?: string;
 }
 
-type Final = Extract<Reply, { type: "ReplicationSynced" | "ReplicationPong" }>;
+type Final = Extract<Reply, { type: "ReplicationSynced" | "ReplicationRestored" | "ReplicationPong" }>;
+export type ReplicationRestored = Extract<Reply, { type: "ReplicationRestored" }>;
 export type ReplicationSynced = Extract<Reply, { type: "ReplicationSynced" }>;
 export type ReplicationPong = Extract<Reply, { type: "ReplicationPong" }>;
 
@@ -138,6 +141,18 @@ export async function replicateVm(
 ): Promise<ReplicationSynced> {
   const r = await requestReplication(nc, cmd.source.host, cmd, opts);
   if (r.type !== "ReplicationSynced")
+    throw new ReplicationCommandError("PROTOCOL", false, `unexpected reply ${r.type}`);
+  return r;
+}
+
+/** Restores on the target host's service and returns what it wrote (see requestReplication). */
+export async function restoreVm(
+  nc: NatsConnection,
+  cmd: RestoreVm,
+  opts?: RequestOptions,
+): Promise<ReplicationRestored> {
+  const r = await requestReplication(nc, cmd.to.host, cmd, opts);
+  if (r.type !== "ReplicationRestored")
     throw new ReplicationCommandError("PROTOCOL", false, `unexpected reply ${r.type}`);
   return r;
 }
@@ -161,7 +176,7 @@ export async function pingReplication(
 export async function requestReplication(
   nc: NatsConnection,
   host: string,
-  cmd: ReplicateVm | { type: "PingReplication"; version: 1 },
+  cmd: ReplicateVm | RestoreVm | { type: "PingReplication"; version: 1 },
   opts: RequestOptions = {},
 ): Promise<Final> {
   const inbox = createInbox();
@@ -195,6 +210,7 @@ export async function requestReplication(
         case "ReplicationRejected":
           throw new ReplicationCommandError(r.code, false, r.message);
         case "ReplicationSynced":
+        case "ReplicationRestored":
         case "ReplicationPong":
           return r;
         default:
