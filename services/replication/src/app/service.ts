@@ -49,9 +49,10 @@ export interface ReplicationServiceOptions {
 }
 
 /**
- * The source side of replication as a service: runs one sync per ReplicateVm command (scan, send
- * changed chunks, commit, append SnapshotCommitted, retention for a local store) and answers with
- * what it did. One sync per VM at a time: a second command for a VM that is syncing is refused
+ * Replication as a service of one host: runs one sync per ReplicateVm command with this host as
+ * the source (scan, send changed chunks, commit, append SnapshotCommitted, retention for a local
+ * store), and one restore per RestoreVm command that writes on this host; answers with what it
+ * did. One sync per VM at a time: a second command for a VM that is syncing is refused
  * (SYNC_IN_PROGRESS) rather than queued, since it would only conflict with the first's append.
  * Schedules (`dwcp replicate --every`) stay with the client, which stops sending when it stops.
  */

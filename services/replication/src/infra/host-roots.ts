@@ -1,4 +1,4 @@
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { isAbsolute, relative, resolve } from "node:path";
 import { ConfigError } from "#common/errors.js";
 
 /** HOST -> directory: `roots` "a=/srv/a,b=/srv/b", else <dataDir>/hosts/<host> (the `dwcp up` layout). */
@@ -11,9 +11,6 @@ export function hostRoots(roots: string | undefined, dataDir = ".dwcp"): (host: 
   }
   return (host) => map.get(host) ?? resolve(dataDir, "hosts", host);
 }
-
-/** `p` under `root` when relative, as is when absolute. */
-export const under = (root: string, p: string): string => (isAbsolute(p) ? p : join(root, p));
 
 /** `p` resolved under `root`, or undefined when it leaves the root (lexically: `..`, another absolute path). */
 export function inside(root: string, p: string): string | undefined {
