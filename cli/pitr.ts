@@ -1,25 +1,28 @@
 // Point-in-time recovery and replication commands. cli/main.ts dispatches to runPitrCommand.
+import { randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { mkdir, open } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { natsUrlFromEnv, parseHostPort } from "#common/config.js";
 import { connectNats, type Nats } from "#common/nats.js";
-import { backup } from "../services/replication/src/app/backup.js";
-import { DestinationAgent, inProcess, type Transport } from "../services/replication/src/app/destination.js";
-import { replay, replayBackup } from "../services/replication/src/app/replay.js";
-import { replicate } from "../services/replication/src/app/replicate.js";
-import type { RetentionResult } from "../services/replication/src/app/retention.js";
-import type { SyncResult } from "../services/replication/src/app/sync.js";
-import { restoreLog } from "../services/replication/src/app/restore-log.js";
-import { pickSnapshot, restoreFromStore } from "../services/replication/src/app/restore.js";
-import { formatReplay } from "../services/replication/src/domain/replay/view.js";
-import { STORE_DIR } from "../services/replication/src/infra/chunk-store.js";
-import { ReplicationLog } from "../services/replication/src/infra/replication-log.js";
-import { connectAgent } from "../services/replication/src/infra/tcp.js";
-import { runReplicationAgent } from "../services/replication/src/main.js";
-import { runDrill } from "../services/replication/src/app/drill.js";
+import {
+  backup,
+  formatReplay,
+  readReplication,
+  replay,
+  replayBackup,
+  ReplicationServiceUnavailableError,
+  replicateVm,
+  restoreVm,
+  type ReplicationSynced,
+  restoreLog,
+  runDrill,
+  runReplicationAgent,
+  runReplicationService,
+} from "#replication";
+import type { ReplicateVm, RestoreVm } from "#schemas/replication.js";
 import { fmtBytes, parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { generateImage } from "./image.js";
 import { Stack, type ServiceProcess } from "./stack.js";
@@ -34,16 +37,21 @@ export const PITR_HELP = `
   restore-log --in FILE [--replicas N] [--json]
                                         verify a backup, then import it into empty or absent streams
   replicate --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
-          [--agent HOST:PORT] [--data-dir D | --roots HOST=DIR,...] [--chunk-size SIZE] [--json]
-                                        incremental snapshots into HOST's content-addressed store DIR/.dwcp-store
+          [--agent HOST:PORT] [--chunk-size SIZE] [--json]
+                                        incremental snapshots into HOST's content-addressed store DIR/.dwcp-store,
+                                        taken by the source HOST's replication service (paths under its roots)
+  replication-service --host HOST [--data-dir D | --roots HOST=DIR,...]
+                                        the source side of replication for HOST: runs the syncs that "replicate"
+                                        asks for (DWCP_SECRET for --agent destinations); "dwcp up" starts one
   replication-agent --root DIR --listen HOST:PORT
                                         serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)
   drill [--size SIZE] [--data-dir D] [--json]
                                         DR drill on an embedded stack: replicate, back the log up, kill -9 the
                                         primary, restore at a fresh DR site; prints RPO and RTO
   snapshots --vm NAME [--json]          committed snapshots of a VM
-  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--data-dir D | --roots HOST=DIR,...] [--json]
+  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--json]
                                         write the VM's volumes as they were, byte-identical and sparse
+                                        (HOST's replication service writes them, paths under its root)
 `;
 
 const common = { nats: { type: "string" }, json: { type: "boolean", default: false } } as const;
@@ -62,18 +70,11 @@ function flags<T extends Record<string, { type: "string" | "boolean"; default?: 
 
 const natsUrl = (v: { nats?: string }): string => v.nats ?? natsUrlFromEnv();
 
-/** HOST -> directory: --roots a=/srv/a,b=/srv/b, else <data-dir>/hosts/<host> (the `dwcp up` layout). */
-export function hostRoots(roots: string | undefined, dataDir = ".dwcp"): (host: string) => string {
-  const map = new Map<string, string>();
-  for (const pair of (roots ?? "").split(",").filter(Boolean)) {
-    const [h, d] = pair.split("=");
-    if (!h || !d) throw new UsageError(`--roots must be HOST=DIR[,HOST=DIR], got "${roots}"`);
-    map.set(h, resolve(d));
-  }
-  return (host) => map.get(host) ?? resolve(dataDir, "hosts", host);
+/** How to start the replication service of `host`, for the error when none answers. */
+function startHint(host: string, v: { roots?: string; "data-dir"?: string }): string {
+  const layout = v.roots ? ` --roots ${v.roots}` : v["data-dir"] ? ` --data-dir ${v["data-dir"]}` : "";
+  return `dwcp replication-service --host ${host}${layout}`;
 }
-
-const under = (root: string, p: string): string => (isAbsolute(p) ? p : join(root, p));
 
 function parseTime(flag: string, v: string): Date {
   const d = new Date(v);
@@ -120,10 +121,11 @@ export async function cmdBackup(argv: string[]): Promise<number> {
   const v = flags(argv, { out: { type: "string" }, streams: { type: "string" } });
   if (!v.out) throw new UsageError("backup needs --out FILE");
   const r = await backup(natsUrl(v), { out: v.out, ...(v.streams ? { streams: v.streams.split(",") } : {}) });
+  const ranges = r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ");
   out(
     v.json
       ? JSON.stringify(r)
-      : `backed up ${r.messages} messages (${r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ")}) to ${r.file} in ${r.seconds.toFixed(2)} s`,
+      : `backed up ${r.messages} messages (${ranges}) to ${r.file} in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -133,10 +135,11 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   const v = flags(argv, { in: { type: "string" }, replicas: { type: "string" } });
   if (!v.in) throw new UsageError("restore-log needs --in FILE");
   const r = await restoreLog(natsUrl(v), { in: v.in, ...(v.replicas ? { replicas: Number(v.replicas) } : {}) });
+  const ranges = r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ");
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${r.messages} messages from ${r.file} (${r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ")}) in ${r.seconds.toFixed(2)} s`,
+      : `restored ${r.messages} messages from ${r.file} (${ranges}) in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -146,13 +149,14 @@ export async function cmdSnapshots(argv: string[]): Promise<number> {
   const v = flags(argv, { vm: { type: "string" } });
   if (!v.vm) throw new UsageError("snapshots needs --vm NAME");
   const vm = v.vm;
-  const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
+  const state = await withNats(natsUrl(v), (n) => readReplication(n, vm));
   if (v.json) out(JSON.stringify(state.snapshots));
   else if (state.snapshots.length === 0) out(`no snapshots of ${vm}`);
   else
     for (const s of state.snapshots)
       out(
-        `${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`,
+        `${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  ` +
+          `wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`,
       );
   return 0;
 }
@@ -170,23 +174,24 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   });
   if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined))
     throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
-  const vm = v.vm;
   const to = parseTo(v.to);
-  const root = hostRoots(v.roots, v["data-dir"]);
-  const { state } = await withNats(natsUrl(v), (n) => new ReplicationLog(n).read(vm));
-  const snap = pickSnapshot(state, {
-    ...(v.at ? { at: parseTime("--at", v.at) } : {}),
+  const cmd: RestoreVm = {
+    type: "RestoreVm",
+    version: 1,
+    commandId: randomUUID(),
+    vm: v.vm,
+    ...(v.at ? { at: parseTime("--at", v.at).toISOString() } : {}),
     ...(v.snapshot ? { snapshotId: v.snapshot } : {}),
-  });
-  const r = await restoreFromStore(snap, {
-    vm,
-    toDir: under(root(to.host), to.dir),
+    to: { host: to.host, dir: to.dir },
     ...(v.store ? { storeDir: v.store } : {}),
-  });
+  };
+  const vm = v.vm;
+  const { result: r } = await withNats(natsUrl(v), (n) => restoreVm(n.nc, cmd, { startHint: startHint(to.host, v) }));
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`,
+      : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ` +
+          `${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
@@ -198,7 +203,27 @@ function chunkSize(value: string): number {
   return n;
 }
 
-/** `dwcp replicate`: runs in the foreground; with --every until Ctrl-C. */
+function retentionOf(v: { keep?: string; "keep-for"?: string }): ReplicateVm["retention"] {
+  if (v.keep !== undefined && v["keep-for"] !== undefined)
+    throw new UsageError("use one of --keep N or --keep-for DURATION");
+  const keep = v.keep === undefined ? undefined : Number(v.keep);
+  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1))
+    throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
+  if (keep !== undefined) return { keep };
+  return v["keep-for"] !== undefined ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) } : undefined;
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+/**
+ * `dwcp replicate`: asks the source host's replication service to sync, and prints what it did.
+ * With --every, one command per period until Ctrl-C: the schedule lives here, so stopping the CLI
+ * stops it (a sync in flight is awaited and reported; it commits whole or not at all).
+ */
 export async function cmdReplicate(argv: string[]): Promise<number> {
   const v = flags(argv, {
     vm: { type: "string" },
@@ -214,58 +239,64 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   });
   if (!v.vm || !v.from || !v.to)
     throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
-  if (v.keep !== undefined && v["keep-for"] !== undefined)
-    throw new UsageError("use one of --keep N or --keep-for DURATION");
+  const retention = retentionOf(v);
   const from = parseFrom(v.from);
   const to = parseTo(v.to);
-  const root = hostRoots(v.roots, v["data-dir"]);
-  const storePath = join(under(root(to.host), to.dir), STORE_DIR);
-  const agentAddr = v.agent ? parseHostPort(v.agent) : undefined;
-  if (v.agent && !agentAddr) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
-  const secret = process.env["DWCP_SECRET"] ?? "";
-  if (agentAddr && secret.length < 16)
-    throw new UsageError("--agent needs DWCP_SECRET (>= 16 characters, the agent's)");
-  const connect = async (): Promise<Transport> =>
-    agentAddr ? connectAgent({ ...agentAddr, secret }) : inProcess(await DestinationAgent.open(storePath));
-  const keep = v.keep === undefined ? undefined : Number(v.keep);
-  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1))
-    throw new UsageError(`--keep must be a count >= 1, got "${v.keep}"`);
-  const retention =
-    keep !== undefined
-      ? { keep }
-      : v["keep-for"] !== undefined
-        ? { keepForMs: parseDuration("--keep-for", v["keep-for"]) }
-        : undefined;
-  const abort = new AbortController();
-  const options = {
+  const agent = v.agent ? parseHostPort(v.agent) : undefined;
+  if (v.agent && !agent) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
+  const everyMs = v.every ? parseDuration("--every", v.every) : undefined;
+  const cmd: ReplicateVm = {
+    type: "ReplicateVm",
+    version: 1,
+    commandId: randomUUID(),
     vm: v.vm,
-    sources: from.volumes.map((x) => under(root(from.host), x.path)),
-    sourceHost: from.host,
-    destinationHost: to.host,
-    storePath,
-    stateDir: join(root(from.host), ".dwcp-repl"),
-    connect,
-    signal: abort.signal,
+    source: { host: from.host, paths: from.volumes.map((x) => x.path) },
+    destination: { host: to.host, dir: to.dir, ...(agent ? { agent } : {}) },
     ...(v["chunk-size"] ? { chunkSizeBytes: chunkSize(v["chunk-size"]) } : {}),
-    ...(v.every ? { everyMs: parseDuration("--every", v.every) } : {}),
-    ...(retention ? { retention, ...(agentAddr ? {} : { localStore: storePath }) } : {}),
-    onSync: (r: SyncResult, ret?: RetentionResult) =>
-      out(
-        v.json
-          ? JSON.stringify({ ...r, event: undefined, pruned: ret?.pruned ?? [] })
-          : `snapshot ${r.snapshotId}: ${fmtBytes(r.bytes)}, changed ${fmtBytes(r.changedBytes)}, wire ${fmtBytes(r.wireBytes)} in ${r.seconds.toFixed(2)} s${ret?.pruned.length ? `; pruned ${ret.pruned.length}` : ""}`,
-      ),
-    onError: (err: unknown) =>
-      void process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`),
+    ...(retention ? { retention } : {}),
   };
+  const hint = startHint(from.host, v);
+  const abort = new AbortController();
   const stop = (): void => abort.abort();
   process.on("SIGINT", stop).on("SIGTERM", stop);
   try {
-    await withNats(natsUrl(v), (nats) => replicate({ ...options, log: new ReplicationLog(nats) }));
+    await withNats(natsUrl(v), async (n) => {
+      const once = async (): Promise<void> =>
+        printSync(await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint: hint }), v.json);
+      if (everyMs === undefined) return once();
+      for (let first = true; !abort.signal.aborted; first = false) {
+        const started = Date.now();
+        try {
+          await once();
+        } catch (err) {
+          if (first && err instanceof ReplicationServiceUnavailableError) throw err;
+          process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`);
+        }
+        await sleep(Math.max(0, everyMs - (Date.now() - started)), abort.signal);
+      }
+    });
   } finally {
     process.off("SIGINT", stop).off("SIGTERM", stop);
   }
   return 0;
+}
+
+function printSync(r: ReplicationSynced, json: boolean | undefined): void {
+  const s = r.result;
+  const pruned = r.pruned.length ? `; pruned ${r.pruned.length}` : "";
+  out(
+    json
+      ? JSON.stringify({ ...s, pruned: r.pruned })
+      : `snapshot ${s.snapshotId}: ${fmtBytes(s.bytes)}, changed ${fmtBytes(s.changedBytes)}, ` +
+          `wire ${fmtBytes(s.wireBytes)} in ${s.seconds.toFixed(2)} s${pruned}`,
+  );
+}
+
+/** `dwcp replication-service`: the source side of replication for one host, until SIGTERM. */
+export async function cmdReplicationService(argv: string[]): Promise<number> {
+  const v = flags(argv, { host: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" } });
+  await runReplicationService(v);
+  return process.exitCode === 1 ? 1 : 0;
 }
 
 /** `dwcp replication-agent`. */
@@ -309,7 +340,9 @@ export async function cmdDrill(argv: string[]): Promise<number> {
     out(
       v.json
         ? JSON.stringify({ ...r, view: undefined })
-        : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`,
+        : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) ` +
+            `to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  ` +
+            `RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`,
     );
     return r.verified ? 0 : 1;
   } finally {
@@ -325,6 +358,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   restore: cmdRestore,
   replicate: cmdReplicate,
   "replication-agent": cmdReplicationAgent,
+  "replication-service": cmdReplicationService,
   drill: cmdDrill,
 };
 

@@ -44,6 +44,8 @@ const entries: Array<[string, z.ZodType]> = [
   ["ReplicationManifest", replication.Manifest],
   ["AgentRequest", replication.AgentRequest],
   ["AgentReply", replication.AgentReply],
+  ["ReplicationCommand", replication.ReplicationCommand],
+  ["ReplicationReply", replication.ReplicationReply],
 ];
 
 mkdirSync(outDir, { recursive: true });

@@ -204,3 +204,133 @@ export type BackupStream = z.infer<typeof BackupStream>;
 export type BackupHeader = z.infer<typeof BackupHeader>;
 export type BackupMessage = z.infer<typeof BackupMessage>;
 export type BackupTrailer = z.infer<typeof BackupTrailer>;
+
+// The replication service's commands (services/replication/src/app/service.ts): request/reply on
+// dwcp.replication.<source host>.rpc (queue group "replication"). The service answers on the
+// request's reply subject several times: accepted (or rejected), working (a heartbeat while the
+// sync runs), then synced or failed. Paths are relative to the service's root for that host.
+
+/** A path as the user gave it after HOST:, resolved under the service's root for that host. */
+const HostPath = z.string().min(1).max(4096);
+
+export const ReplicateVm = z.object({
+  type: z.literal("ReplicateVm"),
+  version: z.literal(1),
+  /** Names the command in the service's logs and replies. */
+  commandId: Id,
+  vm: Id,
+  source: z.object({ host: HostId, paths: z.array(HostPath).min(1).max(64) }),
+  /** The store is <dir>/.dwcp-store on `host`; `agent` is that host's replication agent, if remote. */
+  destination: z.object({
+    host: HostId,
+    dir: HostPath,
+    agent: z.object({ host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
+  }),
+  /** Bytes per stored chunk: a multiple of 4 KiB up to 64 MiB. */
+  chunkSizeBytes: z
+    .number()
+    .int()
+    .min(4096)
+    .max(MAX_CHUNK_BYTES)
+    .refine((n) => n % 4096 === 0, { message: "must be a multiple of 4096" })
+    .optional(),
+  /** Applied after the sync when the store is local to the service (a remote agent prunes itself). */
+  retention: z
+    .union([
+      z.object({ keep: z.number().int().min(1).max(1_000_000) }),
+      z.object({
+        keepForMs: z
+          .number()
+          .int()
+          .min(1)
+          .max(100 * 365 * 86_400_000),
+      }),
+    ])
+    .optional(),
+});
+
+/**
+ * Write a VM's volumes as they were at a snapshot into `to.dir` on `to.host`: sent to that host's
+ * service, which reads the store the snapshot's event names (or `storeDir`, under its root).
+ */
+export const RestoreVm = z
+  .object({
+    type: z.literal("RestoreVm"),
+    version: z.literal(1),
+    commandId: Id,
+    vm: Id,
+    /** The newest snapshot taken at or before this time. */
+    at: Timestamp.optional(),
+    snapshotId: Id.optional(),
+    to: z.object({ host: HostId, dir: HostPath }),
+    storeDir: HostPath.optional(),
+  })
+  .refine((c) => (c.at === undefined) !== (c.snapshotId === undefined), {
+    message: "exactly one of at and snapshotId",
+  });
+
+/** Is the service for this host there? (readiness probe; answered with ReplicationPong) */
+export const PingReplication = z.object({ type: z.literal("PingReplication"), version: z.literal(1) });
+
+export const ReplicationCommand = z.discriminatedUnion("type", [ReplicateVm, RestoreVm, PingReplication]);
+
+const Ms = z.number().nonnegative();
+/** What one sync did, as `dwcp replicate --json` prints it (SyncResult without its event). */
+export const SyncSummary = z.object({
+  snapshotId: Id,
+  parentId: Id.optional(),
+  bytes: Uint,
+  seconds: z.number().nonnegative(),
+  phases: z.object({ prepareMs: Ms, volumesMs: Ms, commitMs: Ms, appendMs: Ms, cacheMs: Ms }),
+  changedBytes: Uint,
+  wireBytes: Uint,
+  chunksSent: Uint,
+  fullResends: Uint,
+});
+
+/** What one restore wrote, as `dwcp restore --json` prints it. */
+export const RestoreSummary = z.object({
+  snapshotId: Id,
+  takenAt: Timestamp,
+  files: z.array(z.object({ path: z.string().min(1).max(4096), sizeBytes: Uint })).max(64),
+  bytes: Uint,
+  seconds: z.number().nonnegative(),
+  finalSyncSeconds: z.number().nonnegative(),
+  directBytes: Uint,
+});
+
+const Message = z.string().max(4096);
+const replyBase = { version: z.literal(1), commandId: Id.optional() };
+
+export const ReplicationReply = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ReplicationAccepted"), ...replyBase, host: HostId }),
+  /** Sent every few seconds while the sync runs: a client that hears nothing for long gives up. */
+  z.object({ type: z.literal("ReplicationWorking"), ...replyBase }),
+  z.object({
+    type: z.literal("ReplicationSynced"),
+    ...replyBase,
+    result: SyncSummary,
+    pruned: z.array(Id).max(1_000_000),
+    chunksDeleted: Uint.optional(),
+  }),
+  z.object({ type: z.literal("ReplicationRestored"), ...replyBase, result: RestoreSummary }),
+  /** The command ran and failed (a failed sync leaves the previous snapshot the latest). */
+  z.object({
+    type: z.literal("ReplicationFailed"),
+    ...replyBase,
+    code: z.string().min(1).max(64),
+    retryable: z.boolean(),
+    message: Message,
+  }),
+  /** The command was not run: invalid, for another host, or the VM is already syncing. */
+  z.object({ type: z.literal("ReplicationRejected"), ...replyBase, code: z.string().min(1).max(64), message: Message }),
+  z.object({ type: z.literal("ReplicationPong"), ...replyBase, host: HostId, syncing: z.array(Id).max(10_000) }),
+]);
+
+export type ReplicateVm = z.infer<typeof ReplicateVm>;
+export type PingReplication = z.infer<typeof PingReplication>;
+export type RestoreVm = z.infer<typeof RestoreVm>;
+export type RestoreSummary = z.infer<typeof RestoreSummary>;
+export type ReplicationCommand = z.infer<typeof ReplicationCommand>;
+export type SyncSummary = z.infer<typeof SyncSummary>;
+export type ReplicationReply = z.infer<typeof ReplicationReply>;

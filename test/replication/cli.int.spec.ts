@@ -5,6 +5,7 @@ import { generateImage } from "../../cli/image.js";
 import { runPitrCommand } from "../../cli/pitr.js";
 import { UsageError } from "../../cli/args.js";
 import { sha256File } from "../../cli/verify.js";
+import { startReplicationService, type ReplicationServiceHandle } from "#replication";
 import { startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
@@ -25,12 +26,21 @@ async function run(t: TestNats, ...argv: string[]): Promise<{ code: number; json
 
 describe("dwcp PITR commands", () => {
   let t: TestNats;
+  let services: ReplicationServiceHandle[] = [];
   beforeAll(async () => {
     t = await startTestNats();
+    // `replicate` asks host a's replication service to sync, `restore` host b's to write (`dwcp up`
+    // starts one per host).
+    services = await Promise.all(
+      ["a", "b"].map((host) => startReplicationService({ host, "data-dir": t.dir, nats: t.server.url })),
+    );
     await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
     await generateImage(join(t.dir, "hosts/a/vms/d.img"), { sizeBytes: 3 * MiB + 10, zeroFraction: 0.5, seed: 4 });
   });
-  afterAll(async () => t?.stop());
+  afterAll(async () => {
+    await Promise.all(services.map((s) => s.stop()));
+    await t?.stop();
+  });
 
   it("replicate, snapshots, restore, replay, backup and restore-log work end to end", async () => {
     const dd = ["--data-dir", t.dir];

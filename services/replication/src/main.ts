@@ -5,6 +5,12 @@ import { DestinationAgent } from "./app/destination.js";
 import { agentConfig, type AgentFlags } from "./config.js";
 import { STORE_DIR } from "./infra/chunk-store.js";
 import { serve } from "./infra/tcp.js";
+import { connectNats } from "#common/nats.js";
+import { ReplicationService } from "./app/service.js";
+import { replicationRpc, serveCommands } from "./infra/commands.js";
+import { hostRoots } from "./infra/host-roots.js";
+import { ReplicationLog } from "./infra/replication-log.js";
+import { serviceConfig, type ServiceFlags } from "./service-config.js";
 
 /**
  * The destination replication agent: serves the chunk store under <root>/.dwcp-store to sources
@@ -27,5 +33,53 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },
     stop: async () => close?.(),
+  });
+}
+
+/** A running replication service (see startReplicationService). */
+export interface ReplicationServiceHandle {
+  /** The subject it serves. */
+  subject: string;
+  /** Stops taking commands, lets the syncs in flight finish, closes its NATS connection. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The source side of replication for one host: takes ReplicateVm commands on
+ * dwcp.replication.<host>.rpc and runs each sync (scan, send, commit, append, retention).
+ */
+export async function startReplicationService(flags: ServiceFlags): Promise<ReplicationServiceHandle> {
+  const cfg = serviceConfig(flags);
+  const logger = createLogger("replication", { host: cfg.host });
+  const nats = await connectNats(cfg.natsUrl, `dwcp-replication-${cfg.host}`, logger);
+  const service = new ReplicationService({
+    host: cfg.host,
+    root: hostRoots(cfg.roots, cfg.dataDir),
+    log: new ReplicationLog(nats),
+    nats,
+    logger,
+    ...(cfg.secret ? { secret: cfg.secret } : {}),
+  });
+  const sub = serveCommands(nats.nc, cfg.host, logger, (cmd, send) => service.handle(cmd, send));
+  await nats.nc.flush();
+  logger.info({ subject: replicationRpc(cfg.host) }, "serving");
+  return {
+    subject: replicationRpc(cfg.host),
+    async stop() {
+      await sub.drain();
+      await service.idle();
+      await nats.nc.close();
+    },
+  };
+}
+
+/** `dwcp replication-service`: startReplicationService until SIGTERM/SIGINT, then drains. */
+export async function runReplicationService(flags: ServiceFlags): Promise<void> {
+  const log = createLogger("replication", { host: flags.host });
+  let handle: ReplicationServiceHandle | undefined;
+  await runService({
+    log,
+    start: async () => void (handle = await startReplicationService(flags)),
+    stop: async () => handle?.stop(),
   });
 }

@@ -23,19 +23,20 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
   });
 
+async function retain(dir: string, policy: RetentionPolicy, o: ReplicateOptions): Promise<RetentionResult> {
+  const store = await ChunkStore.open(dir);
+  try {
+    return await applyRetention({ log: o.log, store, vm: o.vm, policy });
+  } finally {
+    await store.close();
+  }
+}
+
 async function once(o: ReplicateOptions): Promise<void> {
   const transport = await o.connect();
   try {
     const r = await syncOnce({ ...o, transport });
-    const retention =
-      o.retention && o.localStore
-        ? await applyRetention({
-            log: o.log,
-            store: await ChunkStore.open(o.localStore),
-            vm: o.vm,
-            policy: o.retention,
-          })
-        : undefined;
+    const retention = o.retention && o.localStore ? await retain(o.localStore, o.retention, o) : undefined;
     o.onSync?.(r, retention);
   } finally {
     await transport.close?.();
