@@ -1,4 +1,5 @@
-import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { TcpRelay, type RelayedConnection } from "#common/relay.js";
 import {
   FRAME_CODES,
   HEADER_BYTES,
@@ -52,7 +53,8 @@ type Listener = (f: FrameSeen) => void;
  * A TCP proxy that injects faults: latency, a bandwidth cap, cuts (existing connections reset,
  * new ones refused until heal) and, for the dwcp data channel, bit flips in chunk data. With
  * `sniff` it parses DWCP frames in both directions and reports them, so a test can wait for
- * "chunk 3 of batch 2 is on the wire" instead of sleeping.
+ * "chunk 3 of batch 2 is on the wire" instead of sleeping. The relaying itself (accept, dial,
+ * cut, suspend) is the product's TcpRelay; this adds the per-direction lanes and the sniffer.
  */
 export class FaultProxy {
   readonly faults: Faults = { latencyMs: 0, flipProbability: 0, flipNext: 0, blackhole: false };
@@ -60,46 +62,48 @@ export class FaultProxy {
   /** CHUNK frames whose data got a flipped bit (also reported once as a CHUNK frame). */
   readonly flips: FrameSeen[] = [];
   bytesUp = 0;
-  connections = 0;
-  private refusing = false;
-  private readonly open = new Set<Socket>();
   private readonly lanes = new Set<Lane>();
   private readonly listeners = new Set<Listener>();
+  private relay!: TcpRelay;
 
-  private constructor(
-    private readonly server: Server,
-    readonly port: number,
-    readonly host: string,
-    private readonly opts: ProxyOptions,
-  ) {}
+  private constructor(private readonly opts: ProxyOptions) {}
 
   static async start(opts: ProxyOptions): Promise<FaultProxy> {
-    const server = createServer({ pauseOnConnect: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen({ host: opts.listenHost, port: opts.listenPort ?? 0, exclusive: true }, resolve);
+    const proxy = new FaultProxy(opts);
+    proxy.relay = await TcpRelay.start({
+      target: { host: opts.targetHost, port: opts.targetPort },
+      listenHost: opts.listenHost,
+      listenPort: opts.listenPort ?? 0,
+      reset: true,
+      forward: (c) => proxy.forward(c),
     });
-    const addr = server.address();
-    if (addr === null || typeof addr === "string") throw new Error("proxy has no address");
-    const proxy = new FaultProxy(server, addr.port, opts.listenHost, opts);
-    server.on("connection", (s) => proxy.accept(s));
     return proxy;
   }
 
+  get port(): number {
+    return this.relay.port;
+  }
+
+  get host(): string {
+    return this.relay.host;
+  }
+
   get address(): string {
-    return `${this.host}:${this.port}`;
+    return this.relay.address;
+  }
+
+  get connections(): number {
+    return this.relay.connections;
   }
 
   /** Reset every connection and refuse new ones until heal(). */
   cut(): void {
-    this.refusing = true;
-    for (const s of this.open) s.resetAndDestroy();
-    this.open.clear();
+    this.relay.cut();
   }
 
   /** Ends a cut or a blackhole; held bytes are delivered. */
   heal(): void {
-    this.refusing = false;
+    this.relay.heal();
     this.faults.blackhole = false;
     for (const lane of this.lanes) lane.pump();
   }
@@ -111,7 +115,7 @@ export class FaultProxy {
   }
 
   get isCut(): boolean {
-    return this.refusing;
+    return this.relay.isCut;
   }
 
   /**
@@ -121,21 +125,11 @@ export class FaultProxy {
    * resume() listens on the same port again.
    */
   async suspend(): Promise<void> {
-    if (!this.server.listening) return;
-    for (const s of this.open) s.destroy();
-    this.open.clear();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await this.relay.suspend();
   }
 
   async resume(): Promise<void> {
-    if (this.server.listening) return;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen({ host: this.host, port: this.port, exclusive: true }, () => {
-        this.server.off("error", reject);
-        resolve();
-      });
-    });
+    await this.relay.resume();
   }
 
   onFrame(l: Listener): () => void {
@@ -162,8 +156,7 @@ export class FaultProxy {
   }
 
   async close(): Promise<void> {
-    this.cut();
-    if (this.server.listening) await new Promise<void>((r) => this.server.close(() => r()));
+    await this.relay.close();
   }
 
   private emit(f: FrameSeen): void {
@@ -171,35 +164,16 @@ export class FaultProxy {
     for (const l of [...this.listeners]) l(f);
   }
 
-  private accept(client: Socket): void {
-    if (this.refusing) {
-      client.resetAndDestroy();
-      return;
-    }
-    const id = ++this.connections;
-    const upstream = connect({ host: this.opts.targetHost, port: this.opts.targetPort, noDelay: true });
-    client.setNoDelay(true);
-    this.open.add(client).add(upstream);
-    const kill = (): void => {
-      client.destroy();
-      upstream.destroy();
-      this.open.delete(client);
-      this.open.delete(upstream);
-    };
-    client.on("error", kill).on("close", kill);
-    upstream.on("error", kill).on("close", kill);
+  private forward({ id, client, upstream }: RelayedConnection): void {
     const state = { migration: "", batch: -1, attempt: -1 };
     const up = this.opts.sniff ? new Sniffer("up", id, state, this, this.opts.rng) : undefined;
     const down = this.opts.sniff ? new Sniffer("down", id, state, this, undefined) : undefined;
-    upstream.once("connect", () => {
-      const lanes = [new Lane(client, upstream, this, up), new Lane(upstream, client, this, down)];
-      for (const lane of lanes) {
-        this.lanes.add(lane);
-        lane.start();
-      }
-      client.once("close", () => lanes.forEach((l) => this.lanes.delete(l)));
-      client.resume();
-    });
+    const lanes = [new Lane(client, upstream, this, up), new Lane(upstream, client, this, down)];
+    for (const lane of lanes) {
+      this.lanes.add(lane);
+      lane.start();
+    }
+    client.once("close", () => lanes.forEach((l) => this.lanes.delete(l)));
   }
 
   /** @internal */ report(f: FrameSeen): void {

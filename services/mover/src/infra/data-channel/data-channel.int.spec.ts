@@ -9,7 +9,7 @@ import { ChecksumMismatchError, NoSpaceError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
 import { readBackName, readBacks } from "../read-back.js";
-import { makeSparseFile, MiB, silentLog, startCorruptingProxy, tempDir } from "./testing.js";
+import { makeSparseFile, MiB, silentLog, startCorruptingProxy, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
 const SIZE = 20 * MiB + 12_345; // not a multiple of the 1 MiB chunk: the last chunk is short

@@ -13,7 +13,7 @@ import { FencedError } from "./fenced.js";
 import { copyBatchLocally, LOCAL_CHUNKS_IN_FLIGHT } from "./local-copy.js";
 import type { BatchHolder } from "./server-batch.js";
 import { startDataServer, type DataServer } from "./server.js";
-import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "./testing.js";
+import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
 const SIZE = 8 * MiB + 5000; // a short last chunk

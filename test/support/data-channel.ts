@@ -1,17 +1,16 @@
 /**
- * Helpers for the data-channel integration tests: temp dirs, sparse files and a TCP proxy that
- * corrupts chunk payloads in flight. Test-only; nothing in src/ imports this.
+ * Helpers for the data-channel integration tests: temp dirs, sparse files and a TCP proxy (the
+ * product's TcpRelay) that corrupts chunk payloads in flight.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, open } from "node:fs/promises";
-import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import type { Logger } from "#common/logger.js";
-import { formatAddress } from "../../domain/data-channel/address.js";
-import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES } from "../../domain/data-channel/frames.js";
-import type { SendBatchOptions } from "./client.js";
+import { TcpRelay } from "#common/relay.js";
+import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES } from "../../services/mover/src/domain/data-channel/frames.js";
+import type { SendBatchOptions } from "../../services/mover/src/infra/data-channel/client.js";
 
 export const MiB = 1024 * 1024;
 
@@ -110,31 +109,14 @@ export interface CorruptingProxy {
 
 /** A loopback proxy in front of `target` that corrupts chunk data (see ChunkCorrupter). */
 export async function startCorruptingProxy(target: string, mode: "once" | "always"): Promise<CorruptingProxy> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+  const at = target.lastIndexOf(":");
   const corrupter = new ChunkCorrupter(mode);
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = createConnection({ host, port });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => undefined);
-      s.on("close", () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.on("data", (d: Buffer) => upstream.write(corrupter.transform(d)));
-    upstream.pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const bound = server.address();
-  if (bound === null || typeof bound === "string") throw new Error("proxy did not bind");
-  return {
-    address: formatAddress("127.0.0.1", bound.port),
-    corrupter,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+  const relay = await TcpRelay.start({
+    target: { host: target.slice(0, at), port: Number(target.slice(at + 1)) },
+    forward: ({ client, upstream }) => {
+      client.on("data", (d: Buffer) => upstream.write(corrupter.transform(d)));
+      upstream.pipe(client);
     },
-  };
+  });
+  return { address: relay.address, corrupter, close: () => relay.close() };
 }
