@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, createWriteStream, mkdirSync, writeFileSync } from "node:fs";
-import { createServer, connect as tcpConnect } from "node:net";
+import { createServer } from "node:net";
 import { delimiter, join } from "node:path";
 import { stopChild } from "./child-process.js";
 import { DwcpError } from "./errors.js";
@@ -82,26 +82,6 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/**
- * Polls a TCP connect, for a server started elsewhere whose log this process does not read
- * (startNatsServer waits for the server's own "ready" line instead).
- */
-export async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null)
-      throw new NatsServerStartError(`nats-server on ${port}`, `exited with code ${child.exitCode} before it listened`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = tcpConnect(port, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new NatsServerStartError(`nats-server on ${port}`, `did not listen within ${timeoutMs} ms`);
-}
-
 /** From flags: JetStream in `storeDir`, listening on 127.0.0.1:`port` (default: a free port). */
 interface FromFlags {
   storeDir: string;
@@ -131,6 +111,8 @@ export type NatsServerOptions = (FromFlags | FromConfig) & {
   bin?: string;
   /** The child's environment. Default: this process's. */
   env?: NodeJS.ProcessEnv;
+  /** Called as soon as the child is spawned, before it is ready (e.g. to record its PID for cleanup). */
+  onSpawn?: (child: ChildProcess) => void;
 };
 
 const READY = "Server is ready";
@@ -148,6 +130,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
   const args = argsOf(opts, port);
   const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"], env: opts.env ?? process.env });
   const exited = new Promise<void>((resolve) => child.once("close", () => resolve()));
+  opts.onSpawn?.(child);
   const log = opts.logFile === undefined ? undefined : createWriteStream(opts.logFile, { flags: "a" });
   // The pipe ends the log when stderr closes, which is after the process exits.
   const logClosed = log && new Promise<void>((resolve) => log.once("close", () => resolve()));
