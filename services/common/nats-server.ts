@@ -33,17 +33,10 @@ export class NatsServerMissingError extends DwcpError {
   }
 }
 
-/** nats-server exited or stayed silent before it said it was ready. */
+/** nats-server exited or stayed silent before it said it was ready; the message names its log. */
 export class NatsServerStartError extends DwcpError {
   readonly code = "NATS_SERVER_START_FAILED" as const;
   readonly retryable = false;
-  constructor(
-    readonly server: string,
-    detail: string,
-    readonly logFile?: string,
-  ) {
-    super(`${server} did not start: ${detail}${logFile === undefined ? "" : `; see ${logFile}`}`);
-  }
 }
 
 /**
@@ -184,12 +177,10 @@ function waitForReady(
       tail = (tail + chunk.toString("utf8")).slice(-4096);
       if (tail.includes(READY)) done();
     };
-    const onExit = (code: number | null): void =>
-      done(new NatsServerStartError(name, `exited with code ${code}: ${lastLine(tail)}`, logFile));
-    const timer = setTimeout(
-      () => done(new NatsServerStartError(name, `not ready within ${timeoutMs} ms`, logFile)),
-      timeoutMs,
-    );
+    const failed = (detail: string): NatsServerStartError =>
+      new NatsServerStartError(`${name} did not start: ${detail}${logFile === undefined ? "" : `; see ${logFile}`}`);
+    const onExit = (code: number | null): void => done(failed(`exited with code ${code}: ${lastLine(tail)}`));
+    const timer = setTimeout(() => done(failed(`not ready within ${timeoutMs} ms`)), timeoutMs);
     child.stderr?.on("data", onData);
     child.once("exit", onExit);
   });

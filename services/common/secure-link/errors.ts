@@ -1,51 +1,36 @@
 import { DwcpError } from "#common/errors.js";
 
-/** A TCP connect did not complete within its deadline. */
-export class ConnectTimeoutError extends DwcpError {
-  readonly code = "CONNECT_TIMEOUT" as const;
+/** Connecting to `address` failed; the subclass says how. Retryable: the peer may come back. */
+export abstract class ConnectError extends DwcpError {
   readonly retryable = true;
   constructor(
     readonly address: string,
-    readonly timeoutMs: number,
+    message: string,
+    options?: { cause?: unknown },
   ) {
-    super(`connecting to ${address} timed out after ${timeoutMs} ms`);
+    super(message, options);
   }
+}
+
+/** A TCP connect did not complete within its deadline. */
+export class ConnectTimeoutError extends ConnectError {
+  readonly code = "CONNECT_TIMEOUT" as const;
 }
 
 /** A TCP connect failed (refused, unreachable, reset); `cause` is the socket error. */
-export class ConnectFailedError extends DwcpError {
+export class ConnectFailedError extends ConnectError {
   readonly code = "CONNECT_FAILED" as const;
-  readonly retryable = true;
-  constructor(
-    readonly address: string,
-    cause: Error,
-  ) {
-    super(`cannot connect to ${address}: ${cause.message}`, { cause });
-  }
 }
 
 /** The caller's AbortSignal fired while connecting; `cause` is the signal's reason. */
-export class ConnectAbortedError extends DwcpError {
+export class ConnectAbortedError extends ConnectError {
   readonly code = "CONNECT_ABORTED" as const;
-  readonly retryable = true;
-  constructor(
-    readonly address: string,
-    reason: unknown,
-  ) {
-    super(`connecting to ${address} was aborted`, { cause: reason });
-  }
 }
 
 /** A listening socket could not be bound (address in use, no such interface). */
 export class ListenFailedError extends DwcpError {
   readonly code = "LISTEN_FAILED" as const;
   readonly retryable = false;
-  constructor(
-    readonly address: string,
-    cause: unknown,
-  ) {
-    super(`cannot listen on ${address}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
-  }
 }
 
 /** A peer broke the framing: oversized record, bad header, or a close in the middle of a frame. */

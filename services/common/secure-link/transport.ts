@@ -14,6 +14,9 @@ export function addressOf(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+const timedOut = (address: string, ms: number): ConnectTimeoutError =>
+  new ConnectTimeoutError(address, `connecting to ${address} timed out after ${ms} ms`);
+
 export interface DialOptions {
   host: string;
   port: number;
@@ -28,21 +31,25 @@ export interface DialOptions {
  */
 export async function dial(o: DialOptions): Promise<Socket> {
   const address = addressOf(o.host, o.port);
-  if (o.signal?.aborted === true) throw new ConnectAbortedError(address, o.signal.reason);
+  const aborted = (): ConnectAbortedError =>
+    new ConnectAbortedError(address, `connecting to ${address} was aborted`, { cause: o.signal?.reason });
+  if (o.signal?.aborted === true) throw aborted();
   const socket = connect({ host: o.host, port: o.port, noDelay: true });
   try {
     await new Promise<void>((resolve, reject) => {
       const timer =
         o.timeoutMs === undefined
           ? undefined
-          : setTimeout(() => reject(new ConnectTimeoutError(address, o.timeoutMs ?? 0)), o.timeoutMs);
-      const onAbort = (): void => reject(new ConnectAbortedError(address, o.signal?.reason));
+          : setTimeout(() => reject(timedOut(address, o.timeoutMs ?? 0)), o.timeoutMs);
+      const onAbort = (): void => reject(aborted());
       o.signal?.addEventListener("abort", onAbort, { once: true });
       const cleanup = (): void => {
         clearTimeout(timer);
         o.signal?.removeEventListener("abort", onAbort);
       };
-      socket.once("error", (err) => reject(new ConnectFailedError(address, err)));
+      socket.once("error", (err) =>
+        reject(new ConnectFailedError(address, `cannot connect to ${address}: ${err.message}`, { cause: err })),
+      );
       socket.once("connect", resolve);
       for (const ev of ["connect", "error", "close"]) socket.once(ev, cleanup);
     });
@@ -83,7 +90,8 @@ export async function listen(o: ListenOptions, onSocket: (socket: Socket) => voi
       });
     });
   } catch (err) {
-    throw new ListenFailedError(addressOf(o.host, o.port), err);
+    const message = err instanceof Error ? err.message : String(err);
+    throw new ListenFailedError(`cannot listen on ${addressOf(o.host, o.port)}: ${message}`, { cause: err });
   }
   return {
     server,

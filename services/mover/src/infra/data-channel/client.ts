@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { ConnectAbortedError, ConnectFailedError, ConnectTimeoutError } from "#common/secure-link/errors.js";
+import { ConnectAbortedError, ConnectFailedError } from "#common/secure-link/errors.js";
 import { dial } from "#common/secure-link/transport.js";
 import type { TransferredChunk } from "#schemas/index.js";
 import { zeroCopy } from "#native/index.js";
@@ -334,10 +334,9 @@ async function connect(address: string, timeoutMs: number, signal: AbortSignal |
     socket = await dial({ ...target, timeoutMs, signal });
   } catch (err) {
     if (err instanceof ConnectAbortedError) throw aborted(signal as AbortSignal);
-    if (err instanceof ConnectTimeoutError)
-      throw new DestinationUnreachableError(`connecting to ${address} timed out after ${timeoutMs} ms`);
-    const cause = err instanceof ConnectFailedError ? (err.cause as Error) : (err as Error);
-    throw new DestinationUnreachableError(`cannot connect to ${address}: ${cause.message}`, { cause });
+    // ConnectTimeoutError or ConnectFailedError: their messages name the address and the reason.
+    const cause = err instanceof ConnectFailedError ? err.cause : err;
+    throw new DestinationUnreachableError((err as Error).message, { cause });
   }
   socket.on("error", () => undefined); // reported through the frame reader
   return socket;
