@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { pino } from "pino";
 import type { Logger } from "#common/logger.js";
 import { TcpRelay } from "#common/relay.js";
-import { FRAME_CODES, HEADER_BYTES, SEGMENT_ENTRY_BYTES } from "../../services/mover/src/domain/data-channel/frames.js";
+import { FRAME_CODES, SEGMENT_ENTRY_BYTES } from "../../services/mover/src/domain/data-channel/frames.js";
+import { FrameWalker } from "./dwcp-frames.js";
 import type { SendBatchOptions } from "../../services/mover/src/infra/data-channel/client.js";
 
 export const MiB = 1024 * 1024;
@@ -60,44 +61,30 @@ export async function makeSparseFile(
  * frames: the first one only (`once`) or every one. It parses just enough of each 32-byte
  * header to know where payloads start and end.
  */
-class ChunkCorrupter {
+class ChunkCorrupter extends FrameWalker {
   flips = 0;
-  private header = Buffer.alloc(0);
-  private payloadLeft = 0;
-  private flipIn = -1;
+  private flipAt = -1;
 
-  constructor(private readonly mode: "once" | "always") {}
-
-  transform(input: Buffer): Buffer {
-    const out = Buffer.from(input);
-    let i = 0;
-    while (i < out.length) {
-      if (this.payloadLeft > 0) {
-        const n = Math.min(this.payloadLeft, out.length - i);
-        if (this.flipIn >= 0 && this.flipIn < n) {
-          out[i + this.flipIn] = (out[i + this.flipIn] ?? 0) ^ 0x10;
-          this.flips += 1;
-          this.flipIn = -1;
-        } else if (this.flipIn >= 0) this.flipIn -= n;
-        this.payloadLeft -= n;
-        i += n;
-        continue;
-      }
-      const take = Math.min(HEADER_BYTES - this.header.length, out.length - i);
-      this.header = Buffer.concat([this.header, out.subarray(i, i + take)]);
-      i += take;
-      if (this.header.length === HEADER_BYTES) this.startFrame();
-    }
-    return out;
+  constructor(private readonly mode: "once" | "always") {
+    super();
   }
 
-  private startFrame(): void {
-    this.payloadLeft = this.header.readUInt32BE(8);
-    const segments = this.header.readUInt32BE(28);
+  transform(input: Buffer): Buffer {
+    return this.walk(Buffer.from(input));
+  }
+
+  protected onHeader(header: Buffer): void {
+    const segments = header.readUInt32BE(28);
     const wanted = this.mode === "always" || this.flips === 0;
-    if (this.header[5] === FRAME_CODES.CHUNK && segments > 0 && wanted)
-      this.flipIn = segments * SEGMENT_ENTRY_BYTES + 10;
-    this.header = Buffer.alloc(0);
+    this.flipAt = header[5] === FRAME_CODES.CHUNK && segments > 0 && wanted ? segments * SEGMENT_ENTRY_BYTES + 10 : -1;
+  }
+
+  protected onPayload(chunk: Buffer, from: number, n: number, at: number): void {
+    if (this.flipAt < at || this.flipAt >= at + n) return;
+    const i = from + this.flipAt - at;
+    chunk[i] = (chunk[i] ?? 0) ^ 0x10;
+    this.flips += 1;
+    this.flipAt = -1;
   }
 }
 

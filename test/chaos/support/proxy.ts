@@ -6,6 +6,7 @@ import {
   SEGMENT_ENTRY_BYTES,
   type FrameKind,
 } from "../../../services/mover/src/domain/data-channel/frames.js";
+import { FrameWalker } from "../../support/dwcp-frames.js";
 import type { Rng } from "./seed.js";
 
 /** What the proxy does to traffic right now; change it at any time, it applies to new bytes. */
@@ -256,10 +257,7 @@ class Lane {
 }
 
 /** Streaming DWCP frame parser for one direction; flips bits in CHUNK data when told to. */
-class Sniffer {
-  private header = Buffer.alloc(0);
-  private payloadLeft = 0;
-  private payloadPos = 0;
+class Sniffer extends FrameWalker {
   private control: Buffer[] = [];
   private current:
     | { kind: FrameKind | "UNKNOWN"; offset: number; wire: number; flipAt: number; flipped: boolean }
@@ -271,37 +269,15 @@ class Sniffer {
     private readonly state: { migration: string; batch: number; attempt: number },
     private readonly proxy: FaultProxy,
     private readonly rng: Rng | undefined,
-  ) {}
-
-  pass(chunk: Buffer): Buffer {
-    let i = 0;
-    while (i < chunk.length) {
-      if (this.current !== undefined) {
-        const n = Math.min(this.payloadLeft, chunk.length - i);
-        const c = this.current;
-        if (c.flipAt >= this.payloadPos && c.flipAt < this.payloadPos + n && this.rng) {
-          const at = i + (c.flipAt - this.payloadPos);
-          chunk[at] = (chunk[at] ?? 0) ^ (1 << this.rng.int(8));
-          c.flipped = true;
-        }
-        if (c.kind !== "CHUNK") this.control.push(Buffer.from(chunk.subarray(i, i + n)));
-        this.payloadLeft -= n;
-        this.payloadPos += n;
-        i += n;
-        if (this.payloadLeft === 0) this.finish();
-        continue;
-      }
-      const take = Math.min(HEADER_BYTES - this.header.length, chunk.length - i);
-      this.header = Buffer.concat([this.header, chunk.subarray(i, i + take)]);
-      i += take;
-      if (this.header.length === HEADER_BYTES) this.begin();
-    }
-    return chunk;
+  ) {
+    super();
   }
 
-  private begin(): void {
-    const h = this.header;
-    this.header = Buffer.alloc(0);
+  pass(chunk: Buffer): Buffer {
+    return this.walk(chunk);
+  }
+
+  protected onHeader(h: Buffer): void {
     const code = h.readUInt8(5);
     const kind = (Object.entries(FRAME_CODES).find(([, c]) => c === code)?.[0] ?? "UNKNOWN") as FrameKind | "UNKNOWN";
     const payload = h.readUInt32BE(8);
@@ -314,12 +290,24 @@ class Sniffer {
       flipAt = table + this.rng.int(payload - table);
     }
     this.current = { kind, offset, wire: HEADER_BYTES + payload, flipAt, flipped: false };
-    this.payloadLeft = payload;
-    this.payloadPos = 0;
     this.control = [];
     // CHUNK frames are reported when their header passes: "chunk k is being written now".
     if (kind === "CHUNK") this.report(undefined);
-    if (payload === 0) this.finish();
+  }
+
+  protected onPayload(chunk: Buffer, from: number, n: number, at: number): void {
+    const c = this.current;
+    if (c === undefined) return;
+    if (c.flipAt >= at && c.flipAt < at + n && this.rng) {
+      const i = from + (c.flipAt - at);
+      chunk[i] = (chunk[i] ?? 0) ^ (1 << this.rng.int(8));
+      c.flipped = true;
+    }
+    if (c.kind !== "CHUNK") this.control.push(Buffer.from(chunk.subarray(from, from + n)));
+  }
+
+  protected override onEnd(): void {
+    this.finish();
   }
 
   private finish(): void {
