@@ -33,12 +33,6 @@ export class ListenFailedError extends DwcpError {
   readonly retryable = false;
 }
 
-/** A peer broke the framing: oversized record, bad header, or a close in the middle of a frame. */
-export class FramingError extends DwcpError {
-  readonly code = "FRAMING_VIOLATION" as const;
-  readonly retryable = true;
-}
-
 /** A reader or decoder was driven out of order by its caller: a bug in dwcp, not the peer. */
 export class ReaderMisuseError extends DwcpError {
   readonly code = "READER_MISUSE" as const;

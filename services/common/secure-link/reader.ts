@@ -1,5 +1,4 @@
 import type { Socket } from "node:net";
-import { FramingError } from "./errors.js";
 
 /** The two answers every incremental decoder gives besides a decoded step. */
 export type NeedMore = { kind: "need-more" };
@@ -33,8 +32,8 @@ export abstract class PullReader<S extends { kind: string }, D extends Increment
 
   constructor(
     readonly decoder: D,
-    /** What a violation or a close inside a frame becomes. Default FramingError. */
-    protected readonly violation: (message: string) => Error = (m) => new FramingError(m),
+    /** What a violation or a close inside a frame becomes (each protocol has its error). */
+    protected readonly violation: (message: string) => Error,
   ) {}
 
   async next(): Promise<ReadStep<S>> {
@@ -72,8 +71,8 @@ export interface SocketReaderOptions {
   highWaterBytes?: number;
   /** What a socket error becomes. Default: itself. */
   mapSocketError?: (err: Error) => Error;
-  /** What a violation becomes. Default FramingError. */
-  violation?: (message: string) => Error;
+  /** What a protocol violation becomes (each protocol has its error). */
+  violation: (message: string) => Error;
 }
 
 /**
@@ -93,7 +92,7 @@ export class SocketReader<S extends { kind: string }, D extends IncrementalDecod
   constructor(
     protected readonly socket: Socket,
     decoder: D,
-    opts: SocketReaderOptions = {},
+    opts: SocketReaderOptions,
   ) {
     super(decoder, opts.violation);
     this.highWater = opts.highWaterBytes ?? 1024 * 1024;
