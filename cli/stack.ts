@@ -91,7 +91,10 @@ export interface StackOptions {
    * cli/federated-stack.ts); `server` then stays unset and stop() leaves the server running.
    */
   natsUrl?: string;
-  /** DWCP_SECRET for the movers; movers that exchange data must share it. Default: $DWCP_SECRET, else <dataDir>/secret. */
+  /**
+   * DWCP_SECRET for the movers; movers that exchange data must share it.
+   * Default: $DWCP_SECRET, else <dataDir>/secret.
+   */
   secret?: string;
 }
 

@@ -91,9 +91,10 @@ type State =
 
 /**
  * Incremental decoder for DWCP data channel v1 (an IncrementalDecoder of #common/secure-link, read
- * by its PullReader): push() whatever TCP delivered, call next() until it answers need-more. Pure: no I/O, no clock. CHUNK frames are assembled straight into a
- * buffer the consumer provides (from its pool), so segment bytes are copied once and a peer can
- * only make us allocate what the current limits allow.
+ * by its PullReader): push() whatever TCP delivered, call next() until it answers need-more.
+ * Pure: no I/O, no clock. CHUNK frames are assembled straight into a buffer the consumer
+ * provides (from its pool), so segment bytes are copied once and a peer can only make us
+ * allocate what the current limits allow.
  */
 export class FrameDecoder implements IncrementalDecoder<FrameStep> {
   private readonly queue = new ByteQueue();
@@ -319,7 +320,8 @@ function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undef
   if (h.segmentCount > maxSegments) return `CHUNK: ${h.segmentCount} segments for ${h.length} bytes`;
   const tableBytes = h.segmentCount * SEGMENT_ENTRY_BYTES;
   if (h.payloadLength < tableBytes || h.payloadLength - tableBytes > h.length) {
-    return `CHUNK: payload of ${h.payloadLength} bytes does not fit ${h.segmentCount} segments of a ${h.length}-byte chunk`;
+    const fits = `${h.segmentCount} segments of a ${h.length}-byte chunk`;
+    return `CHUNK: payload of ${h.payloadLength} bytes does not fit ${fits}`;
   }
   const zero = (h.flags & FLAG_ZERO) !== 0;
   if (zero !== (h.segmentCount === 0)) return "CHUNK: the ZERO flag must be set exactly when no segment is sent";

@@ -297,7 +297,9 @@ describe("compressed chunks (LZ4 on a capped link)", () => {
     await fh.close();
   });
 
-  it("compresses under a bandwidth limit, sends fewer bytes, lands identical bytes, and resends a corrupted one", async () => {
+  const compresses =
+    "compresses under a bandwidth limit, sends fewer bytes, lands identical bytes, and resends a corrupted one";
+  it(compresses, async () => {
     const opts = { ...firstHalf, sourcePath: text, bandwidthLimitBytesPerSec: 100 * MiB };
     const packed = await sendBatch(batch({ ...opts, destDir: "lz4" }));
     const plain = await sendBatch(batch({ ...opts, destDir: "plain", compress: false }));

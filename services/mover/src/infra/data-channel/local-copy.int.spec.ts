@@ -80,7 +80,9 @@ describe("local copy (source and destination in one mover)", () => {
     expect(await readBackCovers(part, "mig-local", SIZE, crc32c(src))).toBe(true);
   });
 
-  it("is refused when a data-channel session of a newer delivery holds the batch, and refuses an older one itself", async () => {
+  const refused =
+    "is refused when a data-channel session of a newer delivery holds the batch, and refuses an older one itself";
+  it(refused, async () => {
     await sendBatch(batch({ destDir: "fenced", delivery: 2 }));
     const older = await server.copyLocal(batch({ destDir: "fenced", delivery: 1 })).catch((e: unknown) => e);
     expect(older).toBeInstanceOf(FencedError);
