@@ -54,6 +54,7 @@ async function transfer(dir: string, src: string, v: Variant, run: number): Prom
     secret,
     roots: [dir],
     log: silent,
+    nativeRecv: v.env["DWCP_NATIVE_RECV"] !== "off",
   });
   const perBatch = Math.max(1, Math.floor(batchBytes / chunk));
   const chunks = Math.ceil(size / chunk);

@@ -1,9 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { ConfigError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import { startFederation, type FederationHandle } from "#federation";
-import { Stack } from "./stack.js";
+import { sharedSecret, Stack } from "./stack.js";
 
 export interface FederatedStackOptions {
   dataDir: string;
@@ -36,7 +36,7 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
   const hosts = Object.values(opts.sites).flat();
   const twice = hosts.filter((h, i) => hosts.indexOf(h) !== i);
   if (twice.length > 0)
-    throw new Error(`host ids must be unique across sites; repeated: ${[...new Set(twice)].join(", ")}`);
+    throw new ConfigError([`host ids must be unique across sites; repeated: ${[...new Set(twice)].join(", ")}`]);
   mkdirSync(opts.dataDir, { recursive: true });
   const secret = sharedSecret(opts.dataDir);
   const fed = await startFederation(
@@ -77,15 +77,9 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
     stacks,
     stack: (site) => {
       const s = stacks.get(site);
-      if (!s) throw new Error(`no site ${site} in this federation`);
+      if (!s) throw new ConfigError([`no site ${site} in this federation`]);
       return s;
     },
     stop,
   };
-}
-
-function sharedSecret(dataDir: string): string {
-  const file = join(dataDir, "secret");
-  if (!existsSync(file)) writeFileSync(file, randomBytes(24).toString("hex"), { mode: 0o600 });
-  return process.env["DWCP_SECRET"] ?? readFileSync(file, "utf8").trim();
 }

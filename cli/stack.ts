@@ -6,6 +6,8 @@ import { Kvm } from "@nats-io/kv";
 import { MoverRegistration } from "#schemas/index.js";
 import { COORDINATOR_DURABLE, CMD_STREAM, ensureLayout, MOVERS_BUCKET } from "#common/layout.js";
 import { connectNats, type Nats } from "#common/nats.js";
+import { stopChild } from "#common/child-process.js";
+import { DwcpError } from "#common/errors.js";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 
 export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
@@ -31,14 +33,14 @@ export function spawnService(name: string, args: string[], logFile: string, env:
     child,
     logFile,
     exited,
-    async stop(signal: NodeJS.Signals = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
+    stop: (signal: NodeJS.Signals = "SIGTERM") => stopChild(child, exited, signal, 15_000),
   };
+}
+
+/** A service of the embedded stack exited or did not come up in time; its log tail says why. */
+export class StackStartError extends DwcpError {
+  readonly code = "STACK_START_FAILED" as const;
+  readonly retryable = false;
 }
 
 const tailOf = (file: string): string => {
@@ -58,12 +60,24 @@ async function until<T>(
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc && proc.child.exitCode !== null)
-      throw new Error(`${proc.name} exited (${proc.child.exitCode}) before ${what}:\n${tailOf(proc.logFile)}`);
+      throw new StackStartError(
+        `${proc.name} exited (${proc.child.exitCode}) before ${what}:\n${tailOf(proc.logFile)}`,
+      );
     const v = await probe();
     if (v !== undefined) return v;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`timed out waiting for ${what}${proc ? `:\n${tailOf(proc.logFile)}` : ""}`);
+  throw new StackStartError(`timed out waiting for ${what}${proc ? `:\n${tailOf(proc.logFile)}` : ""}`);
+}
+
+/**
+ * The movers' DWCP_SECRET: $DWCP_SECRET if set, else <dataDir>/secret (created with a random
+ * secret on first use, mode 0600).
+ */
+export function sharedSecret(dataDir: string): string {
+  const file = join(dataDir, "secret");
+  if (!existsSync(file)) writeFileSync(file, randomBytes(24).toString("hex"), { mode: 0o600 });
+  return process.env["DWCP_SECRET"] ?? readFileSync(file, "utf8").trim();
 }
 
 export interface StackOptions {
@@ -77,7 +91,10 @@ export interface StackOptions {
    * cli/federated-stack.ts); `server` then stays unset and stop() leaves the server running.
    */
   natsUrl?: string;
-  /** DWCP_SECRET for the movers; movers that exchange data must share it. Default: $DWCP_SECRET, else <dataDir>/secret. */
+  /**
+   * DWCP_SECRET for the movers; movers that exchange data must share it.
+   * Default: $DWCP_SECRET, else <dataDir>/secret.
+   */
   secret?: string;
 }
 
@@ -97,9 +114,7 @@ export class Stack {
   constructor(readonly opts: StackOptions) {
     this.logs = join(opts.dataDir, "logs");
     mkdirSync(this.logs, { recursive: true });
-    const secretFile = join(opts.dataDir, "secret");
-    if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(24).toString("hex"), { mode: 0o600 });
-    this.secret = opts.secret ?? process.env["DWCP_SECRET"] ?? readFileSync(secretFile, "utf8").trim();
+    this.secret = opts.secret ?? sharedSecret(opts.dataDir);
   }
 
   get url(): string {

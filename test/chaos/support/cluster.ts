@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
-import { waitForPort } from "#common/nats-server.js";
+import type { ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { startNatsServer } from "#common/nats-server.js";
 import { join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -100,12 +100,18 @@ export class NatsCluster {
   async startNode(i: number): Promise<void> {
     const n = this.node(i);
     await Promise.all(this.routesTo(i).map((p) => p.resume()));
-    const fd = openSync(n.log, "a");
-    const child = spawn(this.server.bin, ["-c", n.conf], { stdio: ["ignore", fd, fd], env: markedEnv() });
-    closeSync(fd);
-    trackPid(child.pid);
-    this.procs[i] = child;
-    await waitForPort(n.port, child, 15_000);
+    await startNatsServer({
+      name: n.name,
+      configFile: n.conf,
+      port: n.port,
+      logFile: n.log,
+      bin: this.server.bin,
+      env: markedEnv(),
+      onSpawn: (child) => {
+        trackPid(child.pid);
+        this.procs[i] = child;
+      },
+    });
   }
 
   /**

@@ -1,10 +1,12 @@
-import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { TcpRelay, type RelayedConnection } from "#common/relay.js";
 import {
   FRAME_CODES,
   HEADER_BYTES,
   SEGMENT_ENTRY_BYTES,
   type FrameKind,
 } from "../../../services/mover/src/domain/data-channel/frames.js";
+import { FrameWalker } from "../../support/dwcp-frames.js";
 import type { Rng } from "./seed.js";
 
 /** What the proxy does to traffic right now; change it at any time, it applies to new bytes. */
@@ -52,7 +54,8 @@ type Listener = (f: FrameSeen) => void;
  * A TCP proxy that injects faults: latency, a bandwidth cap, cuts (existing connections reset,
  * new ones refused until heal) and, for the dwcp data channel, bit flips in chunk data. With
  * `sniff` it parses DWCP frames in both directions and reports them, so a test can wait for
- * "chunk 3 of batch 2 is on the wire" instead of sleeping.
+ * "chunk 3 of batch 2 is on the wire" instead of sleeping. The relaying itself (accept, dial,
+ * cut, suspend) is the product's TcpRelay; this adds the per-direction lanes and the sniffer.
  */
 export class FaultProxy {
   readonly faults: Faults = { latencyMs: 0, flipProbability: 0, flipNext: 0, blackhole: false };
@@ -60,46 +63,48 @@ export class FaultProxy {
   /** CHUNK frames whose data got a flipped bit (also reported once as a CHUNK frame). */
   readonly flips: FrameSeen[] = [];
   bytesUp = 0;
-  connections = 0;
-  private refusing = false;
-  private readonly open = new Set<Socket>();
   private readonly lanes = new Set<Lane>();
   private readonly listeners = new Set<Listener>();
+  private relay!: TcpRelay;
 
-  private constructor(
-    private readonly server: Server,
-    readonly port: number,
-    readonly host: string,
-    private readonly opts: ProxyOptions,
-  ) {}
+  private constructor(private readonly opts: ProxyOptions) {}
 
   static async start(opts: ProxyOptions): Promise<FaultProxy> {
-    const server = createServer({ pauseOnConnect: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen({ host: opts.listenHost, port: opts.listenPort ?? 0, exclusive: true }, resolve);
+    const proxy = new FaultProxy(opts);
+    proxy.relay = await TcpRelay.start({
+      target: { host: opts.targetHost, port: opts.targetPort },
+      listenHost: opts.listenHost,
+      listenPort: opts.listenPort ?? 0,
+      reset: true,
+      forward: (c) => proxy.forward(c),
     });
-    const addr = server.address();
-    if (addr === null || typeof addr === "string") throw new Error("proxy has no address");
-    const proxy = new FaultProxy(server, addr.port, opts.listenHost, opts);
-    server.on("connection", (s) => proxy.accept(s));
     return proxy;
   }
 
+  get port(): number {
+    return this.relay.port;
+  }
+
+  get host(): string {
+    return this.relay.host;
+  }
+
   get address(): string {
-    return `${this.host}:${this.port}`;
+    return this.relay.address;
+  }
+
+  get connections(): number {
+    return this.relay.connections;
   }
 
   /** Reset every connection and refuse new ones until heal(). */
   cut(): void {
-    this.refusing = true;
-    for (const s of this.open) s.resetAndDestroy();
-    this.open.clear();
+    this.relay.cut();
   }
 
   /** Ends a cut or a blackhole; held bytes are delivered. */
   heal(): void {
-    this.refusing = false;
+    this.relay.heal();
     this.faults.blackhole = false;
     for (const lane of this.lanes) lane.pump();
   }
@@ -111,7 +116,7 @@ export class FaultProxy {
   }
 
   get isCut(): boolean {
-    return this.refusing;
+    return this.relay.isCut;
   }
 
   /**
@@ -121,21 +126,11 @@ export class FaultProxy {
    * resume() listens on the same port again.
    */
   async suspend(): Promise<void> {
-    if (!this.server.listening) return;
-    for (const s of this.open) s.destroy();
-    this.open.clear();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await this.relay.suspend();
   }
 
   async resume(): Promise<void> {
-    if (this.server.listening) return;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen({ host: this.host, port: this.port, exclusive: true }, () => {
-        this.server.off("error", reject);
-        resolve();
-      });
-    });
+    await this.relay.resume();
   }
 
   onFrame(l: Listener): () => void {
@@ -162,8 +157,7 @@ export class FaultProxy {
   }
 
   async close(): Promise<void> {
-    this.cut();
-    if (this.server.listening) await new Promise<void>((r) => this.server.close(() => r()));
+    await this.relay.close();
   }
 
   private emit(f: FrameSeen): void {
@@ -171,35 +165,16 @@ export class FaultProxy {
     for (const l of [...this.listeners]) l(f);
   }
 
-  private accept(client: Socket): void {
-    if (this.refusing) {
-      client.resetAndDestroy();
-      return;
-    }
-    const id = ++this.connections;
-    const upstream = connect({ host: this.opts.targetHost, port: this.opts.targetPort, noDelay: true });
-    client.setNoDelay(true);
-    this.open.add(client).add(upstream);
-    const kill = (): void => {
-      client.destroy();
-      upstream.destroy();
-      this.open.delete(client);
-      this.open.delete(upstream);
-    };
-    client.on("error", kill).on("close", kill);
-    upstream.on("error", kill).on("close", kill);
+  private forward({ id, client, upstream }: RelayedConnection): void {
     const state = { migration: "", batch: -1, attempt: -1 };
     const up = this.opts.sniff ? new Sniffer("up", id, state, this, this.opts.rng) : undefined;
     const down = this.opts.sniff ? new Sniffer("down", id, state, this, undefined) : undefined;
-    upstream.once("connect", () => {
-      const lanes = [new Lane(client, upstream, this, up), new Lane(upstream, client, this, down)];
-      for (const lane of lanes) {
-        this.lanes.add(lane);
-        lane.start();
-      }
-      client.once("close", () => lanes.forEach((l) => this.lanes.delete(l)));
-      client.resume();
-    });
+    const lanes = [new Lane(client, upstream, this, up), new Lane(upstream, client, this, down)];
+    for (const lane of lanes) {
+      this.lanes.add(lane);
+      lane.start();
+    }
+    client.once("close", () => lanes.forEach((l) => this.lanes.delete(l)));
   }
 
   /** @internal */ report(f: FrameSeen): void {
@@ -282,10 +257,7 @@ class Lane {
 }
 
 /** Streaming DWCP frame parser for one direction; flips bits in CHUNK data when told to. */
-class Sniffer {
-  private header = Buffer.alloc(0);
-  private payloadLeft = 0;
-  private payloadPos = 0;
+class Sniffer extends FrameWalker {
   private control: Buffer[] = [];
   private current:
     | { kind: FrameKind | "UNKNOWN"; offset: number; wire: number; flipAt: number; flipped: boolean }
@@ -297,37 +269,15 @@ class Sniffer {
     private readonly state: { migration: string; batch: number; attempt: number },
     private readonly proxy: FaultProxy,
     private readonly rng: Rng | undefined,
-  ) {}
-
-  pass(chunk: Buffer): Buffer {
-    let i = 0;
-    while (i < chunk.length) {
-      if (this.current !== undefined) {
-        const n = Math.min(this.payloadLeft, chunk.length - i);
-        const c = this.current;
-        if (c.flipAt >= this.payloadPos && c.flipAt < this.payloadPos + n && this.rng) {
-          const at = i + (c.flipAt - this.payloadPos);
-          chunk[at] = (chunk[at] ?? 0) ^ (1 << this.rng.int(8));
-          c.flipped = true;
-        }
-        if (c.kind !== "CHUNK") this.control.push(Buffer.from(chunk.subarray(i, i + n)));
-        this.payloadLeft -= n;
-        this.payloadPos += n;
-        i += n;
-        if (this.payloadLeft === 0) this.finish();
-        continue;
-      }
-      const take = Math.min(HEADER_BYTES - this.header.length, chunk.length - i);
-      this.header = Buffer.concat([this.header, chunk.subarray(i, i + take)]);
-      i += take;
-      if (this.header.length === HEADER_BYTES) this.begin();
-    }
-    return chunk;
+  ) {
+    super();
   }
 
-  private begin(): void {
-    const h = this.header;
-    this.header = Buffer.alloc(0);
+  pass(chunk: Buffer): Buffer {
+    return this.walk(chunk);
+  }
+
+  protected onHeader(h: Buffer): void {
     const code = h.readUInt8(5);
     const kind = (Object.entries(FRAME_CODES).find(([, c]) => c === code)?.[0] ?? "UNKNOWN") as FrameKind | "UNKNOWN";
     const payload = h.readUInt32BE(8);
@@ -340,12 +290,24 @@ class Sniffer {
       flipAt = table + this.rng.int(payload - table);
     }
     this.current = { kind, offset, wire: HEADER_BYTES + payload, flipAt, flipped: false };
-    this.payloadLeft = payload;
-    this.payloadPos = 0;
     this.control = [];
     // CHUNK frames are reported when their header passes: "chunk k is being written now".
     if (kind === "CHUNK") this.report(undefined);
-    if (payload === 0) this.finish();
+  }
+
+  protected onPayload(chunk: Buffer, from: number, n: number, at: number): void {
+    const c = this.current;
+    if (c === undefined) return;
+    if (c.flipAt >= at && c.flipAt < at + n && this.rng) {
+      const i = from + (c.flipAt - at);
+      chunk[i] = (chunk[i] ?? 0) ^ (1 << this.rng.int(8));
+      c.flipped = true;
+    }
+    if (c.kind !== "CHUNK") this.control.push(Buffer.from(chunk.subarray(from, from + n)));
+  }
+
+  protected override onEnd(): void {
+    this.finish();
   }
 
   private finish(): void {

@@ -4,14 +4,17 @@ import { DwcpError } from "#common/errors.js";
 import { ensureLayout } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import { connectNats } from "#common/nats.js";
-import { freePort } from "#common/nats-server.js";
+import {
+  freePort,
+  startNatsServer as spawnNatsServer,
+  type NatsServerHandle as ServerProcess,
+} from "#common/nats-server.js";
 import { federationConfig, siteIds, type FederationConfig, type FederationConfigInput } from "../config.js";
 import { UnknownSiteError } from "../domain/federation/errors.js";
 import type { FederationView } from "../domain/federation/state.js";
 import { LinkProxy } from "../infra/link-proxy.js";
 import { waitForDomains } from "../infra/links.js";
 import { renderHubConfig, renderSiteConfig } from "../infra/nats-config.js";
-import { spawnNatsServer, type ServerProcess } from "../infra/nats-process.js";
 import { Site, type SiteDeps } from "./site.js";
 
 /** How long startFederation waits for every site to see every other site's join. */

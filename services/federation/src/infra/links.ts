@@ -11,7 +11,8 @@ export class DomainUnreachableError extends DwcpError {
     timeoutMs: number,
   ) {
     super(
-      `from ${url} the JetStream domain ${domain} did not answer within ${timeoutMs} ms; check the leafnode link (server logs)`,
+      `from ${url} the JetStream domain ${domain} did not answer within ${timeoutMs} ms; ` +
+        "check the leafnode link (server logs)",
     );
   }
 }

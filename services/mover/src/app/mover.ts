@@ -59,6 +59,7 @@ export class Mover {
       secret: Buffer.from(config.secret),
       roots,
       log,
+      nativeRecv: process.env["DWCP_NATIVE_RECV"] !== "off",
     });
     this.dataServer = dataServer;
     const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);

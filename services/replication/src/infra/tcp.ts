@@ -1,13 +1,16 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Server, Socket } from "node:net";
 import { DwcpError } from "#common/errors.js";
+import { deriveKey, NONCE_BYTES, newNonce, PROOF_BYTES, proofMatches, proofOf } from "#common/secure-link/handshake.js";
+import { SocketReader } from "#common/secure-link/reader.js";
+import { encodeRecord, RecordDecoder, type RecordStep } from "#common/secure-link/records.js";
+import { dial, listen } from "#common/secure-link/transport.js";
 
-// Agent-to-agent link: the server sends a 32-byte nonce, the client answers with
-// HMAC-SHA256(key, "dwcp-repl-v1" || nonce) where key = HMAC-SHA256(DWCP_SECRET, "replication");
-// then both sides exchange [u32 BE length][u32 BE request id][frame]. Requests run concurrently
-// at the server and replies carry their id, so several chunks are in flight on one socket.
+// Agent-to-agent link on #common/secure-link: the server sends a 32-byte nonce, the client
+// answers with HMAC-SHA256(key, "dwcp-repl-v1" || nonce) where key = HMAC-SHA256(DWCP_SECRET,
+// "replication"); then both sides exchange records [u32 BE length][u32 BE request id][frame].
+// Requests run concurrently at the server and replies carry their id, so several chunks are in
+// flight on one socket.
 
-const NONCE = 32;
 /** Largest frame accepted before anything is allocated: a 64 MiB chunk plus its header. */
 export const MAX_FRAME_BYTES = 65 * 1024 * 1024;
 
@@ -16,89 +19,55 @@ export class LinkError extends DwcpError {
   readonly retryable = true;
 }
 
-const keyOf = (secret: string): Buffer => createHmac("sha256", secret).update("replication").digest();
-const macOf = (secret: string, nonce: Buffer): Buffer =>
-  createHmac("sha256", keyOf(secret)).update("dwcp-repl-v1").update(nonce).digest();
+const LABEL = "dwcp-repl-v1";
+const keyOf = (secret: string): Buffer => deriveKey(secret, "replication");
+/** Buffered before the socket is paused: a whole record may be needed at once. */
+const HIGH_WATER = 2 * MAX_FRAME_BYTES;
 
-/**
- * Splits a byte stream into [id, frame] records; refuses an oversized length before buffering it.
- * `first` consumes a fixed preamble (the nonce or its MAC) and returns the bytes it used.
- */
-function framer(socket: Socket, onFrame: (id: number, frame: Buffer) => void, first?: (b: Buffer) => number): void {
-  // Arriving pieces are queued and joined once a whole record is there: concatenating on every
-  // 64 KiB read would copy a large frame over and over.
-  let parts: Buffer[] = [];
-  let queued = 0;
-  let need = first ? NONCE : 8;
-  let preamble = first;
-  socket.on("data", (d: Buffer) => {
-    parts.push(d);
-    queued += d.length;
-    while (queued >= need) {
-      let buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, queued);
-      if (preamble) {
-        const used = preamble(buf);
-        if (used <= 0) return; // -1: refused (the socket is being destroyed)
-        preamble = undefined;
-        buf = buf.subarray(used);
-      }
-      while (buf.length >= 8) {
-        const len = buf.readUInt32BE(0);
-        if (len > MAX_FRAME_BYTES)
-          return void socket.destroy(new LinkError(`frame of ${len} bytes exceeds ${MAX_FRAME_BYTES}`));
-        if (buf.length < 8 + len) break;
-        onFrame(buf.readUInt32BE(4), buf.subarray(8, 8 + len));
-        buf = buf.subarray(8 + len);
-      }
-      parts = buf.length > 0 ? [buf] : [];
-      queued = buf.length;
-      need = buf.length >= 8 ? 8 + buf.readUInt32BE(0) : 8;
-    }
+function readerOf(socket: Socket, preambleBytes: number): SocketReader<RecordStep> {
+  return new SocketReader<RecordStep>(socket, new RecordDecoder(MAX_FRAME_BYTES, preambleBytes), {
+    highWaterBytes: HIGH_WATER,
+    violation: (m) => new LinkError(m),
   });
 }
 
-const record = (id: number, frame: Buffer): Buffer[] => {
-  const h = Buffer.allocUnsafe(8);
-  h.writeUInt32BE(frame.length, 0);
-  h.writeUInt32BE(id, 4);
-  return [h, frame];
-};
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.length);
+
+function writeRecord(socket: Socket, id: number, frame: Uint8Array): void {
+  for (const part of encodeRecord(id, frame)) socket.write(part);
+}
 
 /** Serves `handle` to clients that prove they know the secret. */
 export async function serve(
   handle: (frame: Buffer) => Promise<Buffer>,
   o: { host: string; port: number; secret: string },
 ): Promise<{ server: Server; port: number; close(): Promise<void> }> {
-  const server = createServer((socket) => {
-    socket.setNoDelay(true);
-    const nonce = randomBytes(NONCE);
+  const key = keyOf(o.secret);
+  const listener = await listen({ host: o.host, port: o.port }, (socket) => {
     socket.on("error", () => socket.destroy());
-    socket.write(nonce);
-    const expected = macOf(o.secret, nonce);
-    framer(
-      socket,
-      (id, frame) => {
-        // The frame is a view of buffers this socket handed over (or their concat): nothing
-        // writes to them again, so the handler may keep it without a copy.
-        handle(frame).then(
-          (reply) => socket.writable && socket.write(Buffer.concat(record(id, reply))),
-          () => socket.destroy(),
-        );
-      },
-      (b) => {
-        if (b.length < NONCE) return 0;
-        if (!timingSafeEqual(b.subarray(0, NONCE), expected)) return (socket.destroy(), -1);
-        return NONCE;
-      },
-    );
+    serveSocket(socket, key, handle).catch(() => socket.destroy());
   });
-  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(o.port, o.host, () => resolve()));
-  const addr = server.address();
-  return {
-    server,
-    port: typeof addr === "object" && addr ? addr.port : o.port,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
+  return { server: listener.server, port: listener.address.port, close: () => listener.close() };
+}
+
+async function serveSocket(socket: Socket, key: Buffer, handle: (frame: Buffer) => Promise<Buffer>): Promise<void> {
+  const nonce = newNonce();
+  socket.write(nonce);
+  const reader = readerOf(socket, PROOF_BYTES);
+  const proof = await reader.next();
+  if (proof.kind !== "preamble" || !proofMatches(proofOf(key, [LABEL, nonce]), proof.bytes)) {
+    socket.destroy();
+    return;
+  }
+  for await (const step of reader) {
+    if (step.kind !== "record") throw new LinkError("unexpected preamble");
+    // The frame is a view of buffers this socket handed over (or one copy of them): nothing
+    // writes to them again, so the handler may keep it without a copy.
+    handle(asBuffer(step.payload)).then(
+      (reply) => socket.writable && writeRecord(socket, step.id, reply),
+      () => socket.destroy(),
+    );
+  }
 }
 
 /** A Transport over one authenticated socket; a broken link fails every pending request. */
@@ -107,33 +76,42 @@ export async function connectAgent(o: {
   port: number;
   secret: string;
 }): Promise<{ request(frame: Buffer): Promise<Buffer>; close(): Promise<void> }> {
-  const socket = connect(o.port, o.host);
-  socket.setNoDelay(true);
+  const where = `replication link to ${o.host}:${o.port}`;
+  let socket: Socket;
+  try {
+    socket = await dial({ host: o.host, port: o.port });
+  } catch (err) {
+    throw new LinkError(`${where} failed: ${(err as Error).message}`, { cause: err });
+  }
   const pending = new Map<number, { resolve(b: Buffer): void; reject(e: Error): void }>();
   let failure: Error | undefined;
   const fail = (err: Error): void => {
-    failure ??= new LinkError(`replication link to ${o.host}:${o.port} failed: ${err.message}`, { cause: err });
+    failure ??= new LinkError(`${where} failed: ${err.message}`, { cause: err });
     for (const p of pending.values()) p.reject(failure);
     pending.clear();
   };
   socket.on("error", fail);
-  socket.on("close", () => fail(new Error("connection closed")));
-  await new Promise<void>((resolve, reject) => {
-    socket.once("error", reject);
-    framer(
-      socket,
-      (id, frame) => {
-        const p = pending.get(id);
-        pending.delete(id);
-        p?.resolve(Buffer.from(frame));
-      },
-      (b) => {
-        if (b.length < NONCE) return 0;
-        socket.write(macOf(o.secret, b.subarray(0, NONCE)));
-        resolve();
-        return NONCE;
-      },
-    );
+  socket.on("close", () => fail(new LinkError("connection closed")));
+  const reader = readerOf(socket, NONCE_BYTES);
+  const challenge = await reader.next().catch((err: unknown) => {
+    socket.destroy();
+    throw new LinkError(`${where} failed: ${(err as Error).message}`, { cause: err });
+  });
+  if (challenge.kind !== "preamble") {
+    socket.destroy();
+    throw new LinkError(`${where} closed before its challenge`);
+  }
+  socket.write(proofOf(keyOf(o.secret), [LABEL, challenge.bytes]));
+  void (async () => {
+    for await (const step of reader) {
+      if (step.kind !== "record") continue;
+      const p = pending.get(step.id);
+      pending.delete(step.id);
+      p?.resolve(Buffer.from(step.payload));
+    }
+  })().catch((err: unknown) => {
+    fail(err as Error);
+    socket.destroy();
   });
   let nextId = 1;
   return {
@@ -142,7 +120,7 @@ export async function connectAgent(o: {
       const id = nextId++ >>> 0;
       return new Promise<Buffer>((resolve, reject) => {
         pending.set(id, { resolve, reject });
-        for (const part of record(id, frame)) socket.write(part);
+        writeRecord(socket, id, frame);
       });
     },
     close: () => new Promise<void>((r) => socket.end(() => r())),

@@ -1,24 +1,22 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
-import { MAC_BYTES, NONCE_BYTES } from "./frames.js";
+import { deriveKey, NONCE_BYTES, proofMatches, proofOf } from "#common/secure-link/handshake.js";
 
 /**
- * Data-channel authentication. Both movers hold the cluster secret; neither ever sends it or the
- * per-migration token. The server sends a fresh 32-byte nonce (CHALLENGE); the client answers
- * with a MAC over that nonce keyed by the migration's token (HELLO). A captured HELLO is useless
- * on any other connection, and a token leaked for one migration opens no other.
+ * Data-channel authentication, on the shared-key proof of #common/secure-link. Both movers hold
+ * the cluster secret; neither ever sends it or the per-migration token. The server sends a fresh
+ * 32-byte nonce (CHALLENGE); the client answers with a MAC over that nonce keyed by the
+ * migration's token (HELLO). A captured HELLO is useless on any other connection, and a token
+ * leaked for one migration opens no other.
  */
 const TOKEN_LABEL = "dwcp/v1/migration/";
 
 /** token = HMAC-SHA256(clusterSecret, "dwcp/v1/migration/" + migrationId) */
 export function migrationToken(clusterSecret: Uint8Array, migrationId: string): Buffer {
-  return createHmac("sha256", clusterSecret)
-    .update(TOKEN_LABEL + migrationId, "utf8")
-    .digest();
+  return deriveKey(clusterSecret, TOKEN_LABEL + migrationId);
 }
 
 /** mac = HMAC-SHA256(token, serverNonce || migrationId || sourceHost) */
 export function helloMac(token: Uint8Array, nonce: Uint8Array, migrationId: string, sourceHost: string): Buffer {
-  return createHmac("sha256", token).update(nonce).update(migrationId, "utf8").update(sourceHost, "utf8").digest();
+  return proofOf(token, [nonce, migrationId, sourceHost]);
 }
 
 /** Recompute the client's MAC and compare in constant time. */
@@ -27,12 +25,12 @@ export function verifyHelloMac(
   nonce: Uint8Array,
   hello: { migrationId: string; sourceHost: string; mac: Uint8Array },
 ): boolean {
-  if (nonce.length !== NONCE_BYTES || hello.mac.length !== MAC_BYTES) return false;
+  if (nonce.length !== NONCE_BYTES) return false;
   const expected = helloMac(
     migrationToken(clusterSecret, hello.migrationId),
     nonce,
     hello.migrationId,
     hello.sourceHost,
   );
-  return timingSafeEqual(expected, hello.mac);
+  return proofMatches(expected, hello.mac);
 }

@@ -1,4 +1,6 @@
-import { ByteQueue } from "./byte-queue.js";
+import { ByteQueue } from "#common/secure-link/byte-queue.js";
+import { ReaderMisuseError } from "#common/secure-link/errors.js";
+import type { IncrementalDecoder } from "#common/secure-link/reader.js";
 import {
   AuthFailPayload,
   BatchBegin,
@@ -62,6 +64,9 @@ export function serverInBatch(chunkSizeBytes: number): DecoderLimits {
   };
 }
 
+/** What the data channel decodes: a control frame or a step of a CHUNK frame. */
+export type FrameStep = Exclude<DecodeStep, { kind: "need-more" } | { kind: "violation" }>;
+
 export type DecodeStep =
   | { kind: "need-more" }
   | { kind: "frame"; frame: ControlFrame }
@@ -85,12 +90,13 @@ type State =
   | { at: "failed"; message: string };
 
 /**
- * Incremental decoder for DWCP data channel v1: push() whatever TCP delivered, call next() until
- * it answers need-more. Pure: no I/O, no clock. CHUNK frames are assembled straight into a
- * buffer the consumer provides (from its pool), so segment bytes are copied once and a peer can
- * only make us allocate what the current limits allow.
+ * Incremental decoder for DWCP data channel v1 (an IncrementalDecoder of #common/secure-link, read
+ * by its PullReader): push() whatever TCP delivered, call next() until it answers need-more.
+ * Pure: no I/O, no clock. CHUNK frames are assembled straight into a buffer the consumer
+ * provides (from its pool), so segment bytes are copied once and a peer can only make us
+ * allocate what the current limits allow.
  */
-export class FrameDecoder {
+export class FrameDecoder implements IncrementalDecoder<FrameStep> {
   private readonly queue = new ByteQueue();
   private state: State = { at: "header" };
 
@@ -115,7 +121,7 @@ export class FrameDecoder {
   }
 
   provideChunkBuffer(target: Uint8Array): void {
-    if (this.state.at !== "buffer") throw new Error("no chunk is waiting for a buffer");
+    if (this.state.at !== "buffer") throw new ReaderMisuseError("no chunk is waiting for a buffer");
     const chunk = this.state.chunk;
     if (target.length < chunk.length) throw new RangeError("chunk buffer too small");
     for (const gap of gapsOf(chunk.segments, chunk.length)) {
@@ -154,7 +160,7 @@ export class FrameDecoder {
     }
     const seg = s.at === "data" && this.queue.length === 0 ? s.chunk.segments[s.segment] : undefined;
     if (s.at !== "data" || seg === undefined || !Number.isInteger(n) || n < 0 || s.done + n > seg.length) {
-      throw new Error("advanceDirect outside a direct target");
+      throw new ReaderMisuseError("advanceDirect outside a direct target");
     }
     s.done += n;
     if (s.done === seg.length) {
@@ -174,7 +180,7 @@ export class FrameDecoder {
       case "table":
         return this.readTable(this.state.header);
       case "buffer":
-        throw new Error("provideChunkBuffer() must be called after chunk-begin");
+        throw new ReaderMisuseError("provideChunkBuffer() must be called after chunk-begin");
       case "data":
         return this.readChunkData(this.state);
       case "packed":
@@ -314,7 +320,8 @@ function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undef
   if (h.segmentCount > maxSegments) return `CHUNK: ${h.segmentCount} segments for ${h.length} bytes`;
   const tableBytes = h.segmentCount * SEGMENT_ENTRY_BYTES;
   if (h.payloadLength < tableBytes || h.payloadLength - tableBytes > h.length) {
-    return `CHUNK: payload of ${h.payloadLength} bytes does not fit ${h.segmentCount} segments of a ${h.length}-byte chunk`;
+    const fits = `${h.segmentCount} segments of a ${h.length}-byte chunk`;
+    return `CHUNK: payload of ${h.payloadLength} bytes does not fit ${fits}`;
   }
   const zero = (h.flags & FLAG_ZERO) !== 0;
   if (zero !== (h.segmentCount === 0)) return "CHUNK: the ZERO flag must be set exactly when no segment is sent";

@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { ReaderMisuseError } from "#common/secure-link/errors.js";
+import { NONCE_BYTES, PROOF_BYTES } from "#common/secure-link/handshake.js";
 import { ChunkSize, FailureCode, HostId, Id } from "#schemas/index.js";
 import type { Segment } from "./segments.js";
 
@@ -21,8 +23,9 @@ export const PROTOCOL_VERSION = 1;
 export const HEADER_BYTES = 32;
 export const SEGMENT_ENTRY_BYTES = 8;
 export const PAGE_BYTES = 4096;
-export const NONCE_BYTES = 32;
-export const MAC_BYTES = 32;
+/** The handshake's nonce and MAC sizes are those of the shared-key proof. */
+export { NONCE_BYTES };
+export const MAC_BYTES = PROOF_BYTES;
 export const FLAG_ZERO = 0x1;
 /** The segment bytes travel as one LZ4 block (lz4-napi framing) of their concatenation. */
 export const FLAG_LZ4 = 0x2;
@@ -218,7 +221,7 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       return frame(f.kind, json(f.failure));
     default: {
       const never: never = f;
-      throw new Error(`unknown frame ${JSON.stringify(never)}`);
+      throw new ReaderMisuseError(`unknown frame ${JSON.stringify(never)}`);
     }
   }
 }

@@ -1,4 +1,11 @@
+import { DwcpError } from "#common/errors.js";
 import { DIRECT_IO_ALIGN, zeroCopy } from "#native/index.js";
+
+/** A BufferPool was used out of order: a bug in the caller, not a fault of the peer or disk. */
+export class BufferPoolMisuseError extends DwcpError {
+  readonly code = "BUFFER_POOL_MISUSE" as const;
+  readonly retryable = false;
+}
 
 /**
  * Chunk buffers kept for reuse across batches and connections, by size. Fresh memory is slow to
@@ -71,7 +78,8 @@ export class BufferPool {
   /** Make every buffer at least `bytes` long. Only call while no buffer is out. */
   ensure(bytes: number): void {
     if (bytes <= this.size) return;
-    if (this.size > 0 && this.free.length !== this.count) throw new Error("cannot grow a pool with buffers in use");
+    if (this.size > 0 && this.free.length !== this.count)
+      throw new BufferPoolMisuseError("cannot grow a pool with buffers in use");
     for (const b of this.free) this.cache.give(b);
     this.size = bytes;
     this.free = Array.from({ length: this.count }, () => this.cache.take(bytes));
@@ -80,7 +88,7 @@ export class BufferPool {
   async acquire(): Promise<Buffer> {
     const b = this.free.pop();
     if (b !== undefined) return b;
-    if (this.size === 0) throw new Error("BufferPool.ensure() was never called");
+    if (this.size === 0) throw new BufferPoolMisuseError("BufferPool.ensure() was never called");
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { crc32c } from "#native/index.js";
 import { ClientSession } from "./client-session.js";
 import type { SocketFrameReader } from "./frame-reader.js";
-import { silentLog } from "./testing.js";
+import { silentLog } from "#test/support/data-channel.js";
 
 // The sender's last loop ("resend what is asked for, then wait for the next reply") must not
 // miss a reply that lands between its look at the resend queue and its wait: a CHUNK_ERR read

@@ -1,4 +1,6 @@
-import { connect as netConnect, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { ConnectAbortedError, ConnectFailedError } from "#common/secure-link/errors.js";
+import { dial } from "#common/secure-link/transport.js";
 import type { TransferredChunk } from "#schemas/index.js";
 import { zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
@@ -327,32 +329,14 @@ async function connect(address: string, timeoutMs: number, signal: AbortSignal |
   const target = parseAddress(address);
   if (target === undefined)
     throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(address)}`);
-  if (signal?.aborted === true) throw aborted(signal);
-  const socket = netConnect({ host: target.host, port: target.port, noDelay: true });
+  let socket: Socket;
   try {
-    await new Promise<void>((resolve, reject) => {
-      const fail = (err: Error): void => reject(err);
-      const timer = setTimeout(
-        () => fail(new DestinationUnreachableError(`connecting to ${address} timed out after ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-      const onAbort = (): void => fail(aborted(signal as AbortSignal));
-      signal?.addEventListener("abort", onAbort, { once: true });
-      socket.once("error", (err) =>
-        fail(new DestinationUnreachableError(`cannot connect to ${address}: ${err.message}`, { cause: err })),
-      );
-      socket.once("connect", resolve);
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-      };
-      socket.once("connect", cleanup);
-      socket.once("error", cleanup);
-      socket.once("close", cleanup);
-    });
+    socket = await dial({ ...target, timeoutMs, signal });
   } catch (err) {
-    socket.destroy();
-    throw err;
+    if (err instanceof ConnectAbortedError) throw aborted(signal as AbortSignal);
+    // ConnectTimeoutError or ConnectFailedError: their messages name the address and the reason.
+    const cause = err instanceof ConnectFailedError ? err.cause : err;
+    throw new DestinationUnreachableError((err as Error).message, { cause });
   }
   socket.on("error", () => undefined); // reported through the frame reader
   return socket;

@@ -8,7 +8,7 @@ import { HEADER_BYTES, NONCE_BYTES, writeHeader } from "../../domain/data-channe
 import { AuthFailedError, DestinationUnreachableError, PathOutsideRootError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
-import { makeSparseFile, MiB, silentLog, tempDir } from "./testing.js";
+import { makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
 let work: string;

@@ -9,7 +9,7 @@ import { ChecksumMismatchError, NoSpaceError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
 import { readBackName, readBacks } from "../read-back.js";
-import { makeSparseFile, MiB, silentLog, startCorruptingProxy, tempDir } from "./testing.js";
+import { makeSparseFile, MiB, silentLog, startCorruptingProxy, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
 const SIZE = 20 * MiB + 12_345; // not a multiple of the 1 MiB chunk: the last chunk is short
@@ -244,12 +244,11 @@ describe.each([
   { recv: "on", direct: "on" },
   { recv: "on", direct: "off" },
   { recv: "off", direct: "off" },
-])("destination paths (DWCP_NATIVE_RECV=$recv, DWCP_DIRECT_IO=$direct)", ({ recv, direct }) => {
-  const saved = { recv: process.env["DWCP_NATIVE_RECV"], direct: process.env["DWCP_DIRECT_IO"] };
+])("destination paths (nativeRecv $recv, DWCP_DIRECT_IO=$direct)", ({ recv, direct }) => {
+  const saved = { direct: process.env["DWCP_DIRECT_IO"] };
   let own: DataServer;
   let dense: string;
   beforeAll(async () => {
-    process.env["DWCP_NATIVE_RECV"] = recv;
     process.env["DWCP_DIRECT_IO"] = direct;
     own = await startDataServer({
       host: "dest",
@@ -258,19 +257,15 @@ describe.each([
       secret,
       roots: [root],
       log: silentLog,
+      nativeRecv: recv === "on",
     });
     dense = join(work, `dense-${recv}-${direct}.img`);
     await makeSparseFile(dense, SIZE, [{ offset: 0, length: SIZE }]);
   });
   afterAll(async () => {
     await own?.close();
-    for (const [k, v] of [
-      ["DWCP_NATIVE_RECV", saved.recv],
-      ["DWCP_DIRECT_IO", saved.direct],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    if (saved.direct === undefined) delete process.env["DWCP_DIRECT_IO"];
+    else process.env["DWCP_DIRECT_IO"] = saved.direct;
   });
 
   it("lands a dense and a sparse volume byte-identical", async () => {
@@ -302,7 +297,9 @@ describe("compressed chunks (LZ4 on a capped link)", () => {
     await fh.close();
   });
 
-  it("compresses under a bandwidth limit, sends fewer bytes, lands identical bytes, and resends a corrupted one", async () => {
+  const compresses =
+    "compresses under a bandwidth limit, sends fewer bytes, lands identical bytes, and resends a corrupted one";
+  it(compresses, async () => {
     const opts = { ...firstHalf, sourcePath: text, bandwidthLimitBytesPerSec: 100 * MiB };
     const packed = await sendBatch(batch({ ...opts, destDir: "lz4" }));
     const plain = await sendBatch(batch({ ...opts, destDir: "plain", compress: false }));

@@ -5,7 +5,7 @@ import { batchRange } from "../../domain/data-channel/batch.js";
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
 import { basenameProblem, partName } from "../../domain/paths.js";
-import { PathOutsideRootError } from "../../errors.js";
+import { DestinationWriteError, PathOutsideRootError } from "../../errors.js";
 import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "#common/fs.js";
 import { hasDataIn } from "../extents.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js";
@@ -101,7 +101,8 @@ export class DestinationFile {
       // Segments and gaps are disjoint ranges: write them all at once (the pool runs them in parallel).
       let buffered = false;
       const writes = segments.map((s) => {
-        if (data === undefined) throw new Error("segments without data");
+        if (data === undefined)
+          throw new DestinationWriteError(`${this.path} at offset ${offset}: segments without data`);
         const bytes = data.subarray(s.relOffset, s.relOffset + s.length);
         const direct = this.canDirect(bytes, offset + s.relOffset);
         buffered ||= direct === undefined;

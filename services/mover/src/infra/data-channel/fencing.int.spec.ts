@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { FencedError } from "./fenced.js";
 import { startDataServer, type DataServer } from "./server.js";
-import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "./testing.js";
+import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
 const SIZE = 8 * MiB;

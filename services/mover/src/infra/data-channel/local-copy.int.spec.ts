@@ -13,7 +13,7 @@ import { FencedError } from "./fenced.js";
 import { copyBatchLocally, LOCAL_CHUNKS_IN_FLIGHT } from "./local-copy.js";
 import type { BatchHolder } from "./server-batch.js";
 import { startDataServer, type DataServer } from "./server.js";
-import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "./testing.js";
+import { batchOptions, makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
 const SIZE = 8 * MiB + 5000; // a short last chunk
@@ -80,7 +80,9 @@ describe("local copy (source and destination in one mover)", () => {
     expect(await readBackCovers(part, "mig-local", SIZE, crc32c(src))).toBe(true);
   });
 
-  it("is refused when a data-channel session of a newer delivery holds the batch, and refuses an older one itself", async () => {
+  const refused =
+    "is refused when a data-channel session of a newer delivery holds the batch, and refuses an older one itself";
+  it(refused, async () => {
     await sendBatch(batch({ destDir: "fenced", delivery: 2 }));
     const older = await server.copyLocal(batch({ destDir: "fenced", delivery: 1 })).catch((e: unknown) => e);
     expect(older).toBeInstanceOf(FencedError);

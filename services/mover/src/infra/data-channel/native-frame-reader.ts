@@ -1,8 +1,10 @@
 import type { Socket } from "node:net";
 import { zeroCopy } from "#native/index.js";
-import type { FrameDecoder } from "../../domain/data-channel/decoder.js";
+import { ReaderMisuseError } from "#common/secure-link/errors.js";
+import { PullReader } from "#common/secure-link/reader.js";
+import type { FrameDecoder, FrameStep } from "../../domain/data-channel/decoder.js";
 import { ProtocolError } from "../../errors.js";
-import type { FrameReader, ReaderStep } from "./frame-reader.js";
+import { protocolViolation, type FrameReader } from "./frame-reader.js";
 
 /** Control frames and segment tables are read through this much staging per recv. */
 const STAGING_BYTES = 64 * 1024;
@@ -19,54 +21,40 @@ export interface NativeFrameReaderOptions {
  * paused (pauseOnConnect) and libuv never reads it; recv(2) runs on the libuv pool instead, and
  * chunk payloads land straight in the pooled chunk buffer (decoder.directTarget), with no
  * per-64 KiB Buffer, 'data' event or copy on the event loop. Headers and control frames go
- * through a small staging buffer and the decoder as before. Writes (replies) still use the
+ * through a small staging buffer and the decoder as before. The frame loop is the common
+ * PullReader's; only how bytes arrive (receive) is native. Writes (replies) still use the
  * socket. abort() sets a flag the native read polls, so the socket is never shut down under a
  * final answer; until the read in flight returns nobody may close the socket (see idle()).
  */
-export class NativeFrameReader implements FrameReader {
+export class NativeFrameReader extends PullReader<FrameStep, FrameDecoder> implements FrameReader {
   private readonly cancel = new Int32Array(new SharedArrayBuffer(4));
   private readonly staging = Buffer.alloc(STAGING_BYTES);
   private inflight: Promise<unknown> | undefined;
-  private failure: Error | undefined;
-  private ended = false;
   private readonly mapError: (err: Error) => Error;
 
   constructor(
     private readonly socket: Socket,
     private readonly fd: number,
-    readonly decoder: FrameDecoder,
+    decoder: FrameDecoder,
     private readonly opts: NativeFrameReaderOptions,
   ) {
+    super(decoder, protocolViolation);
     this.mapError = opts.mapSocketError ?? ((err) => err);
-  }
-
-  async next(): Promise<ReaderStep> {
-    for (;;) {
-      if (this.failure !== undefined) throw this.failure;
-      const step = this.decoder.next();
-      if (step.kind === "violation") throw new ProtocolError(step.message);
-      if (step.kind !== "need-more") return step;
-      if (this.ended) {
-        if (this.decoder.atFrameBoundary) return { kind: "end" };
-        throw new ProtocolError("connection closed in the middle of a frame");
-      }
-      await this.receive();
-    }
   }
 
   provideChunkBuffer(target: Uint8Array): void {
     this.decoder.provideChunkBuffer(target);
   }
 
-  /** Make a pending or future next() reject with `err` (first failure wins). */
-  abort(err: Error): void {
-    this.failure ??= err;
+  /** The native read polls this flag, so a read in flight returns within ~50 ms. */
+  protected aborted(): void {
     Atomics.store(this.cancel, 0, 1);
   }
 
   /** Nothing to unhook: libuv never read this socket. The caller must await idle() first. */
   detach(): void {
-    if (this.inflight !== undefined) throw new Error("NativeFrameReader.detach() with a read in flight: await idle()");
+    if (this.inflight !== undefined)
+      throw new ReaderMisuseError("NativeFrameReader.detach() with a read in flight: await idle()");
   }
 
   /** Resolves once no native read is in flight (after abort(), within ~50 ms). */
@@ -74,7 +62,7 @@ export class NativeFrameReader implements FrameReader {
     await this.inflight?.catch(() => undefined);
   }
 
-  private async receive(): Promise<void> {
+  protected async receive(): Promise<void> {
     const direct = this.decoder.directTarget();
     const read =
       direct === undefined

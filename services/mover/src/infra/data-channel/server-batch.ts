@@ -115,7 +115,8 @@ export async function withBatchClaim<T>(
   const claim = fences.claim(key, tokenOf(begin), holder);
   if (!claim.granted) {
     throw new FencedError(
-      `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: attempt ${claim.newer.attempt} delivery ${claim.newer.delivery} holds it`,
+      `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: ` +
+        `attempt ${claim.newer.attempt} delivery ${claim.newer.delivery} holds it`,
     );
   }
   try {
@@ -126,7 +127,8 @@ export async function withBatchClaim<T>(
       );
       await claim.superseded.fence(
         new FencedError(
-          `batch ${begin.batch} was handed to a newer sender (attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`,
+          `batch ${begin.batch} was handed to a newer sender ` +
+            `(attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`,
         ),
       );
     }

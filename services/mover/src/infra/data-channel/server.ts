@@ -1,12 +1,13 @@
-import { randomBytes } from "node:crypto";
-import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { ConfigError } from "#common/errors.js";
+import { newNonce } from "#common/secure-link/handshake.js";
+import { ListenFailedError } from "#common/secure-link/errors.js";
+import { listen } from "#common/secure-link/transport.js";
 import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { verifyHelloMac } from "../../domain/data-channel/auth.js";
 import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
 import { FenceTable } from "../../domain/data-channel/fence.js";
-import { NONCE_BYTES } from "../../domain/data-channel/frames.js";
 import { ProtocolError } from "../../errors.js";
 import { resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
@@ -37,6 +38,12 @@ export interface DataServerOptions {
   idleTimeoutMs?: number;
   /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 4. */
   buffersPerConnection?: number;
+  /**
+   * Receive with native recv(2) straight into chunk buffers (zero-copy path). Default: whenever
+   * the native module is loaded; false forces Node's stream reads (the mover's config maps
+   * DWCP_NATIVE_RECV=off to false).
+   */
+  nativeRecv?: boolean;
 }
 
 /** Default chunk-size buffers per receiving connection. */
@@ -74,11 +81,11 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
     buffersPerConnection: opts.buffersPerConnection ?? BUFFERS_PER_CONNECTION,
     fences: new FenceTable<BatchHolder>(),
-    nativeRecv: zeroCopy.available && process.env["DWCP_NATIVE_RECV"] !== "off",
+    nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true),
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, { done: Promise<void>; reader: FrameReader }>();
-  const server = createServer({ noDelay: true, pauseOnConnect: cfg.nativeRecv }, (socket) => {
+  const onSocket = (socket: Socket): void => {
     const reader = readerFor(socket, cfg);
     const done = serveConnection(socket, reader, cfg, log)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
@@ -87,16 +94,23 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
         connections.delete(socket);
       });
     connections.set(socket, { done, reader });
-  });
-  server.maxConnections = opts.maxConnections ?? 64;
-  const bound = await listen(server, opts.listenHost, opts.listenPort);
-  const address = formatAddress(bound.address, bound.port);
+  };
+  const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
+  const listener = await listen({ ...listening, maxConnections: opts.maxConnections ?? 64 }, onSocket).catch(
+    (err: unknown) => {
+      const where = formatAddress(opts.listenHost, opts.listenPort);
+      throw new ConfigError([
+        `data channel cannot listen on ${where}: ${messageOf(err instanceof ListenFailedError ? err.cause : err)}`,
+      ]);
+    },
+  );
+  const address = formatAddress(listener.address.address, listener.address.port);
   log.info({ address }, "data channel listening");
   return {
     address,
     copyLocal: (o) => copyBatchLocally({ roots: cfg.roots, fences: cfg.fences, log }, o),
     close: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = listener.close();
       await Promise.allSettled(
         [...connections.entries()].map(([socket, { reader }]) => cut(socket, reader, "data channel closing")),
       );
@@ -105,21 +119,6 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
       log.info({ address }, "data channel closed");
     },
   };
-}
-
-async function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen({ host, port }, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-  } catch (err) {
-    throw new ConfigError([`data channel cannot listen on ${formatAddress(host, port)}: ${messageOf(err)}`]);
-  }
-  return server.address() as AddressInfo;
 }
 
 /** Stop the reader, wait until no native recv can still touch the fd, then close the socket. */
@@ -131,7 +130,7 @@ async function cut(socket: Socket, reader: FrameReader, reason: string): Promise
 
 /**
  * Native recv straight into chunk buffers when the module is loaded (the socket was accepted
- * paused, so libuv never reads it), else Node's stream reads. DWCP_NATIVE_RECV=off forces the
+ * paused, so libuv never reads it), else Node's stream reads. nativeRecv: false forces the
  * latter (for comparisons).
  */
 function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
@@ -206,7 +205,7 @@ async function authenticate(
   cfg: ServerConfig,
   log: Logger,
 ): Promise<{ migrationId: string; sourceHost: string } | undefined> {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = newNonce();
   send(socket, { kind: "CHALLENGE", nonce });
   const timer = setTimeout(
     () => reader.abort(new ProtocolError(`no HELLO within ${cfg.helloTimeoutMs} ms`)),

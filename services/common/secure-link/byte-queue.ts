@@ -28,6 +28,14 @@ export class ByteQueue {
     return undefined;
   }
 
+  /** The big-endian u32 at `index` from the front, without consuming it; undefined if not all there. */
+  peekUint32(index: number): number | undefined {
+    if (index + 4 > this.total) return undefined;
+    let v = 0;
+    for (let i = 0; i < 4; i++) v = v * 256 + (this.peekByte(index + i) ?? 0);
+    return v;
+  }
+
   /** Remove and return the next `n` bytes; `n` must not exceed `length`. */
   take(n: number): Uint8Array {
     this.assertAvailable(n);
@@ -48,7 +56,7 @@ export class ByteQueue {
     let copied = 0;
     while (copied < n) {
       const first = this.parts[0];
-      if (first === undefined) throw new Error("byte queue underflow");
+      if (first === undefined) throw new RangeError("byte queue underflow");
       const count = Math.min(first.length - this.headOffset, n - copied);
       target.set(first.subarray(this.headOffset, this.headOffset + count), at + copied);
       copied += count;
