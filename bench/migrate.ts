@@ -68,7 +68,7 @@ function ensureRsync(): void {
 async function main(): Promise<void> {
   ensureRsync();
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-"));
-  const stack = new Stack({ dataDir, hosts: ["a", "b"] });
+  const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false });
   try {
     await stack.start();
     if (values.pin) pinMovers(stack);

@@ -4,7 +4,7 @@ import { register } from "tsx/esm/api";
 
 // Movers run checksums, reads, writes and sendfile on the libuv pool; the default 4 threads would
 // let one slow peer stall the rest. Must be set before the pool starts.
-if ((process.argv[2] === "mover" || process.argv[2] === "replication-agent") && !process.env.UV_THREADPOOL_SIZE)
+if (["mover", "replication-agent", "replication-service"].includes(process.argv[2]) && !process.env.UV_THREADPOOL_SIZE)
   process.env.UV_THREADPOOL_SIZE = "16";
 register();
 const { main } = await import("../cli/main.ts");

@@ -17,7 +17,7 @@ export async function runDemo(flags: { "data-dir"?: string; size?: string }): Pr
   const keep = flags["data-dir"] !== undefined;
   const dataDir = keep ? resolve(flags["data-dir"] ?? "") : mkdtempSync(join(tmpdir(), "dwcp-demo-"));
   const diskBytes = flags.size ? parseSize("--size", flags.size) : 512 * 1024 * 1024;
-  const stack = new Stack({ dataDir, hosts: ["a", "b"] });
+  const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false });
   try {
     say(`starting nats-server, coordinator and movers a, b in ${dataDir}`);
     await stack.start();

@@ -310,7 +310,7 @@ export async function cmdReplicationAgent(argv: string[]): Promise<number> {
 export async function cmdDrill(argv: string[]): Promise<number> {
   const v = flags(argv, { size: { type: "string", default: "64M" }, "data-dir": { type: "string" } });
   const dataDir = v["data-dir"] ?? mkdtempSync(join(tmpdir(), "dwcp-drill-"));
-  const stack = await new Stack({ dataDir, hosts: ["a", "b"] }).start();
+  const stack = await new Stack({ dataDir, hosts: ["a", "b"], replication: false }).start();
   try {
     const disk = join(stack.root("a"), "vms/drill/disk.img");
     await mkdir(dirname(disk), { recursive: true });

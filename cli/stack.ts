@@ -9,6 +9,7 @@ import { connectNats, type Nats } from "#common/nats.js";
 import { stopChild } from "#common/child-process.js";
 import { DwcpError } from "#common/errors.js";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import { pingReplication } from "#replication";
 
 export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
 
@@ -96,6 +97,11 @@ export interface StackOptions {
    * Default: $DWCP_SECRET, else <dataDir>/secret.
    */
   secret?: string;
+  /**
+   * Start a replication service per host (`dwcp replicate` and `dwcp restore` talk to it).
+   * Default true; the migration-only tests and benches leave it out.
+   */
+  replication?: boolean;
 }
 
 /**
@@ -108,6 +114,7 @@ export class Stack {
   nats!: Nats;
   coordinators: ServiceProcess[] = [];
   movers = new Map<string, ServiceProcess>();
+  replication = new Map<string, ServiceProcess>();
   readonly secret: string;
   private readonly logs: string;
 
@@ -139,7 +146,8 @@ export class Stack {
     }
     this.nats = await connectNats(this.url, "dwcp-stack");
     await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: 1 });
-    await Promise.all([this.startCoordinator(), ...this.opts.hosts.map((h) => this.startMover(h))]);
+    const replication = this.opts.replication === false ? [] : this.opts.hosts.map((h) => this.startReplication(h));
+    await Promise.all([this.startCoordinator(), ...this.opts.hosts.map((h) => this.startMover(h)), ...replication]);
     return this;
   }
 
@@ -174,8 +182,24 @@ export class Stack {
     return proc;
   }
 
+  /** The host's replication service, with the stack's data dir so its roots are `root(host)`. */
+  async startReplication(host: string): Promise<ServiceProcess> {
+    mkdirSync(this.root(host), { recursive: true });
+    const args = ["replication-service", "--host", host, "--data-dir", this.opts.dataDir, "--nats", this.url];
+    const proc = spawnService(`replication-${host}`, args, join(this.logs, `replication-${host}.log`), this.env());
+    this.replication.set(host, proc);
+    await until(`replication service ${host} answered`, proc, () =>
+      pingReplication(this.nats.nc, host, { acceptTimeoutMs: 500 }).then(
+        () => true,
+        () => undefined,
+      ),
+    );
+    return proc;
+  }
+
   async stop(): Promise<void> {
-    await Promise.allSettled([...this.movers.values(), ...this.coordinators].map((p) => p.stop()));
+    const services = [...this.movers.values(), ...this.replication.values(), ...this.coordinators];
+    await Promise.allSettled(services.map((p) => p.stop()));
     await this.nats?.nc.close().catch(() => undefined);
     await this.server?.stop();
   }

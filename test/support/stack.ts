@@ -9,7 +9,7 @@ import { generateImage, type ImageSpec } from "../../cli/image.js";
 /** A private stack (own nats-server on a free port, temp store) for one test file. */
 export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<Stack & { cleanup(): Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-test-"));
-  const stack = new Stack({ dataDir, hosts: ["a", "b"], ...opts });
+  const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false, ...opts });
   try {
     await stack.start();
   } catch (err) {
