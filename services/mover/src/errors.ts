@@ -1,5 +1,7 @@
 import type { FailureCode } from "#schemas/index.js";
-import { DwcpError } from "#common/errors.js";
+import { DwcpError, NoSpaceError } from "#common/errors.js";
+
+export { NoSpaceError };
 
 /**
  * Mover failures. `code` is a FailureCode wherever one fits, so it can travel as the reason of a
@@ -22,12 +24,6 @@ export class ChecksumMismatchError extends DwcpError {
     this.expected = detail.expected;
     this.actual = detail.actual;
   }
-}
-
-/** The destination file system is full (ENOSPC/EDQUOT). Retry after space was freed. */
-export class NoSpaceError extends DwcpError {
-  readonly code = "NO_SPACE";
-  readonly retryable = true;
 }
 
 /** Could not connect to the destination mover, or it went silent or away mid-batch. */

@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "#schemas/index.js";
-import { socketFd, zeroCopy } from "#native/index.js";
+import { socketFd, SyscallError, zeroCopy } from "#native/index.js";
 import { compressChunk } from "#native/compress.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
@@ -266,7 +266,9 @@ export class ClientSession {
     } catch (err) {
       throw (
         this.error ??
-        (err instanceof DwcpError ? err : unreachable(err instanceof Error ? err : new Error(String(err))))
+        (err instanceof DwcpError && !(err instanceof SyscallError)
+          ? err
+          : unreachable(err instanceof Error ? err : new Error(String(err))))
       );
     } finally {
       this.sendfileBusy = false;
