@@ -76,10 +76,12 @@ export function nativeMode(value = process.env["DWCP_NATIVE"]): NativeMode {
 const REQUIRED = ["crc32c", "analyzeAsync", "strongHashAsync", "sendfile", "capabilities"] as const;
 
 function loadFrom(path: string): NativeBinding {
-  if (!existsSync(path)) throw new Error(`${path} does not exist (run "npm run build:native")`);
+  if (!existsSync(path)) throw new NativeModuleMissingError(`${path} does not exist (run "npm run build:native")`);
   const mod = createRequire(import.meta.url)(path) as Record<string, unknown>;
   const missing = REQUIRED.filter((k) => typeof mod[k] !== "function");
-  if (missing.length > 0) throw new Error(`${path} lacks ${missing.join(", ")}: rebuild it`);
+  if (missing.length > 0) {
+    throw new NativeModuleMissingError(`${path} lacks ${missing.join(", ")}: rebuild it with "npm run build:native"`);
+  }
   return mod as unknown as NativeBinding;
 }
 

@@ -32,6 +32,22 @@ export class NoSpaceError extends DwcpError {
   }
 }
 
+/**
+ * Writing, truncating or syncing a destination file (a mover's volume, a restored image) failed
+ * for a reason other than space, or a write stopped short. Retryable: the next attempt writes
+ * the same bytes again from the start of the batch or run.
+ */
+export class DestinationWriteError extends DwcpError {
+  readonly code = "DESTINATION_WRITE_FAILED";
+  readonly retryable = true;
+}
+
+/** A caller broke a contract of the code it called: a bug to fix, not a condition to retry. */
+export class InvariantViolationError extends DwcpError {
+  readonly code = "INVARIANT_VIOLATED";
+  readonly retryable = false;
+}
+
 /** Invalid flags, environment or config file: lists every problem at once. */
 export class ConfigError extends DwcpError {
   readonly code = "CONFIG_INVALID";

@@ -1,5 +1,6 @@
 import { constants, open, type FileHandle } from "node:fs/promises";
 import { zeroCopy } from "#native/index.js";
+import { DestinationWriteError } from "./errors.js";
 
 /** fsync a directory so entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -16,7 +17,11 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: numb
   let done = 0;
   while (done < bytes.length) {
     const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position + done);
-    if (bytesWritten === 0) throw new Error("write made no progress");
+    if (bytesWritten === 0) {
+      throw new DestinationWriteError(
+        `write at ${position + done} made no progress (${done} of ${bytes.length} bytes)`,
+      );
+    }
     done += bytesWritten;
   }
 }

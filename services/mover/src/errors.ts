@@ -1,7 +1,7 @@
 import type { FailureCode } from "#schemas/index.js";
-import { DwcpError, NoSpaceError } from "#common/errors.js";
+import { DestinationWriteError, DwcpError, NoSpaceError } from "#common/errors.js";
 
-export { NoSpaceError };
+export { DestinationWriteError, NoSpaceError };
 
 /**
  * Mover failures. `code` is a FailureCode wherever one fits, so it can travel as the reason of a
@@ -60,10 +60,13 @@ export class SourceChangedError extends DwcpError {
   readonly retryable = false;
 }
 
-/** Writing, truncating or syncing the destination file failed for a reason other than space. */
-export class DestinationWriteError extends DwcpError {
-  readonly code = "DESTINATION_WRITE_FAILED";
-  readonly retryable = true;
+/**
+ * A file ended before the range dwcp was checksumming: it was truncated or replaced while being
+ * read. Not retryable: the planned sizes no longer hold, so the migration must be started again.
+ */
+export class FileEndedEarlyError extends DwcpError {
+  readonly code = "FILE_ENDED_EARLY";
+  readonly retryable = false;
 }
 
 /** A path (or a symlink in it) leads outside every configured root, or a name is not a basename. */

@@ -14,6 +14,7 @@ import { replayWith } from "./replay.js";
 import { restoreFromStore } from "./restore.js";
 import { restoreLogWith } from "./restore-log.js";
 import { syncOnce } from "./sync.js";
+import { SnapshotNotFoundError } from "../domain/errors.js";
 
 /** The site that fails: its NATS connection and a way to kill -9 everything it runs. */
 export interface PrimarySite {
@@ -94,7 +95,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
     await restoreLogWith(nats, { in: backupFile });
     const view = await replayWith(nats);
     const snap = latestSnapshot((await new ReplicationLog(nats).read(o.vm)).state);
-    if (!snap) throw new Error(`the DR log has no snapshot of ${o.vm}`);
+    if (!snap) throw new SnapshotNotFoundError(o.vm, "in the DR site's restored log");
     const out = join(o.drDir, "restored");
     await mkdir(out, { recursive: true });
     const r = await restoreFromStore(snap, { vm: o.vm, toDir: out, storeDir: agent.store.dir });

@@ -9,6 +9,7 @@ import { maxWholeRecord } from "../domain/store/pack.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { HashPool } from "../infra/hash-pool.js";
 import { fsyncDir } from "../infra/durable-file.js";
+import { DestinationWriteError } from "#common/errors.js";
 
 export interface RestoreOptions {
   vm: string;
@@ -143,7 +144,8 @@ class VolumeWriter {
       bytes -= aligned;
     }
     const { bytesWritten } = await this.fh.writev(pieces, pos);
-    if (bytesWritten !== bytes) throw new Error(`short write at ${pos}: ${bytesWritten} of ${bytes} bytes`);
+    if (bytesWritten !== bytes)
+      throw new DestinationWriteError(`short write at ${pos}: ${bytesWritten} of ${bytes} bytes`);
     this.unsynced += bytes;
     if (this.unsynced >= WRITEBACK_BYTES && !this.writeback) {
       this.unsynced = 0;

@@ -23,6 +23,7 @@ import {
   type RawHeader,
 } from "./frames.js";
 import { gapsOf, SEGMENT_PAGE_BYTES, segmentTableProblem, type Segment } from "./segments.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 /** What the decoder accepts right now. Checked against each header before anything is allocated. */
 export interface DecoderLimits {
@@ -115,7 +116,7 @@ export class FrameDecoder {
   }
 
   provideChunkBuffer(target: Uint8Array): void {
-    if (this.state.at !== "buffer") throw new Error("no chunk is waiting for a buffer");
+    if (this.state.at !== "buffer") throw new InvariantViolationError("no chunk is waiting for a buffer");
     const chunk = this.state.chunk;
     if (target.length < chunk.length) throw new RangeError("chunk buffer too small");
     for (const gap of gapsOf(chunk.segments, chunk.length)) {
@@ -154,7 +155,7 @@ export class FrameDecoder {
     }
     const seg = s.at === "data" && this.queue.length === 0 ? s.chunk.segments[s.segment] : undefined;
     if (s.at !== "data" || seg === undefined || !Number.isInteger(n) || n < 0 || s.done + n > seg.length) {
-      throw new Error("advanceDirect outside a direct target");
+      throw new InvariantViolationError("advanceDirect outside a direct target");
     }
     s.done += n;
     if (s.done === seg.length) {
@@ -174,7 +175,7 @@ export class FrameDecoder {
       case "table":
         return this.readTable(this.state.header);
       case "buffer":
-        throw new Error("provideChunkBuffer() must be called after chunk-begin");
+        throw new InvariantViolationError("provideChunkBuffer() must be called after chunk-begin");
       case "data":
         return this.readChunkData(this.state);
       case "packed":

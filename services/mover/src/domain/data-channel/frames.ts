@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { ChunkSize, FailureCode, HostId, Id } from "#schemas/index.js";
 import type { Segment } from "./segments.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 /**
  * DWCP data channel v1. Every frame is a fixed 32-byte big-endian header followed by
@@ -218,7 +219,7 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       return frame(f.kind, json(f.failure));
     default: {
       const never: never = f;
-      throw new Error(`unknown frame ${JSON.stringify(never)}`);
+      throw new InvariantViolationError(`unknown frame ${JSON.stringify(never)}`);
     }
   }
 }

@@ -1,4 +1,5 @@
 import { DIRECT_IO_ALIGN, zeroCopy } from "#native/index.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 /**
  * Chunk buffers kept for reuse across batches and connections, by size. Fresh memory is slow to
@@ -71,7 +72,8 @@ export class BufferPool {
   /** Make every buffer at least `bytes` long. Only call while no buffer is out. */
   ensure(bytes: number): void {
     if (bytes <= this.size) return;
-    if (this.size > 0 && this.free.length !== this.count) throw new Error("cannot grow a pool with buffers in use");
+    if (this.size > 0 && this.free.length !== this.count)
+      throw new InvariantViolationError("cannot grow a pool with buffers in use");
     for (const b of this.free) this.cache.give(b);
     this.size = bytes;
     this.free = Array.from({ length: this.count }, () => this.cache.take(bytes));
@@ -80,7 +82,7 @@ export class BufferPool {
   async acquire(): Promise<Buffer> {
     const b = this.free.pop();
     if (b !== undefined) return b;
-    if (this.size === 0) throw new Error("BufferPool.ensure() was never called");
+    if (this.size === 0) throw new InvariantViolationError("BufferPool.ensure() was never called");
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 

@@ -12,6 +12,7 @@ import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js"
 import { chunkBuffers } from "./buffer-pool.js";
 import { FencedError } from "./fenced.js";
 import { destinationError } from "./io-errors.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 const SCRATCH_BYTES = 1024 * 1024;
 const ZEROS = new Uint8Array(SCRATCH_BYTES);
@@ -101,7 +102,7 @@ export class DestinationFile {
       // Segments and gaps are disjoint ranges: write them all at once (the pool runs them in parallel).
       let buffered = false;
       const writes = segments.map((s) => {
-        if (data === undefined) throw new Error("segments without data");
+        if (data === undefined) throw new InvariantViolationError("segments without data");
         const bytes = data.subarray(s.relOffset, s.relOffset + s.length);
         const direct = this.canDirect(bytes, offset + s.relOffset);
         buffered ||= direct === undefined;
