@@ -11,6 +11,7 @@ import {
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { retryTransient } from "./nats.js";
+import { processSetting } from "./config.js";
 
 /** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
 export const CMD_STREAM = "DWCP_CMD";
@@ -41,7 +42,7 @@ export interface LayoutOptions {
  * How long a mover may hold a work item without a heartbeat before JetStream hands it to another
  * mover. 30 s by default; DWCP_ACK_WAIT_MS shortens it (the chaos suite does, to see redelivery).
  */
-export const workAckWaitMs = (): number => Number(process.env["DWCP_ACK_WAIT_MS"] ?? 30_000);
+export const workAckWaitMs = (): number => processSetting("ackWaitMs");
 
 const MINUTE_NS = nanos(60_000);
 

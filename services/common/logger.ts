@@ -1,5 +1,7 @@
 import { pino, type Logger } from "pino";
 
+import { processSetting } from "./config.js";
+
 export type { Logger };
 
 /**
@@ -10,7 +12,7 @@ export type { Logger };
 export function createLogger(svc: string, bindings: Record<string, unknown> = {}): Logger {
   return pino({
     name: "dwcp",
-    level: process.env["DWCP_LOG_LEVEL"] ?? "info",
+    level: processSetting("logLevel"),
     base: { svc, pid: process.pid, ...bindings },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: ["secret", "*.secret", "token", "*.token", "mac"], censor: "[redacted]" },
