@@ -62,6 +62,7 @@ const ProcessEnv = z.object({
   DWCP_DIRECT_IO: z.enum(["auto", "on", "off"], { message: 'must be "auto", "on" or "off"' }).default("auto"),
   DWCP_ACK_WAIT_MS: envInt({ min: 100, max: 3_600_000, unit: "milliseconds" }).default(30_000),
   DWCP_NATS_SERVER: z.string().min(1).optional(),
+  DWCP_NATS_DOWN_LIMIT_MS: envInt({ min: 0, max: 86_400_000, unit: "milliseconds" }).default(0),
   DWCP_NATIVE: z.enum(["auto", "require", "off"], { message: 'must be "auto", "require" or "off"' }).default("auto"),
 });
 
@@ -79,6 +80,12 @@ export interface ProcessConfig {
   ackWaitMs: number;
   /** The nats-server binary to start; unset: PATH, then /usr/sbin. DWCP_NATS_SERVER. */
   natsServer: string | undefined;
+  /**
+   * How long a service may stay disconnected from NATS before it gives up and ends `failed`
+   * (exit 1, for its supervisor to restart it). DWCP_NATS_DOWN_LIMIT_MS, default 0: reconnect
+   * forever, so a service outlives any outage.
+   */
+  natsDownLimitMs: number;
   /** Native module: "auto" (default) falls back to TypeScript, "require" fails without it, "off". DWCP_NATIVE. */
   native: "auto" | "require" | "off";
 }
@@ -89,6 +96,7 @@ const VARIABLE = {
   directIo: "DWCP_DIRECT_IO",
   ackWaitMs: "DWCP_ACK_WAIT_MS",
   natsServer: "DWCP_NATS_SERVER",
+  natsDownLimitMs: "DWCP_NATS_DOWN_LIMIT_MS",
   native: "DWCP_NATIVE",
 } as const satisfies Record<keyof ProcessConfig, keyof z.input<typeof ProcessEnv>>;
 

@@ -12,6 +12,7 @@ describe("process settings from the environment", () => {
       directIo: "auto",
       ackWaitMs: 30_000,
       natsServer: undefined,
+      natsDownLimitMs: 0,
       native: "auto",
     });
     expect(Object.isFrozen(c)).toBe(true);
