@@ -4,6 +4,9 @@ import { processSetting } from "./config.js";
 
 export type { Logger };
 
+/** Logs nothing: the default where a caller (a test, the CLI printing for people) passes no logger. */
+export const silentLogger: Logger = pino({ level: "silent" });
+
 /**
  * pino JSON logs on stdout (or a file descriptor the embedded stack hands us). Child loggers add
  * {migrationId, batch, offset, host}. Secrets never reach a log line: the redact list is the

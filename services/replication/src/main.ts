@@ -17,12 +17,15 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   await runService({
     log,
     start: async () => {
-      const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR));
+      const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR), log);
       const srv = await serve((f) => agent.handle(f), {
         host: cfg.listenHost,
         port: cfg.listenPort,
         secret: cfg.secret,
       });
+      srv.server.on("connection", (socket) =>
+        log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}` }, "agent connection"),
+      );
       close = () => srv.close();
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },
