@@ -16,7 +16,7 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   let close: (() => Promise<void>) | undefined;
   await runService({
     log,
-    start: async () => {
+    start: async (control) => {
       const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR), log);
       const srv = await serve((f) => agent.handle(f), {
         host: cfg.listenHost,
@@ -26,6 +26,7 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
       srv.server.on("connection", (socket) =>
         log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}` }, "agent connection"),
       );
+      srv.server.on("error", (err) => control.fail("the agent's listening socket failed", err));
       close = () => srv.close();
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },
