@@ -80,7 +80,10 @@ export interface SyncPhases {
   prepareMs: number;
   /** Reading, fingerprinting, hashing and sending every volume, until the last chunk is stored. */
   volumesMs: number;
-  /** The destination checks every chunk, seals its pack and writes the manifest (the new fingerprint cache is written meanwhile). */
+  /**
+   * The destination checks every chunk, seals its pack and writes the manifest (the new
+   * fingerprint cache is written meanwhile).
+   */
   commitMs: number;
   /** SnapshotCommitted appended to the log. */
   appendMs: number;

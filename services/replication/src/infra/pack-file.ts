@@ -160,7 +160,10 @@ export class Pack {
     return zeroCopy.readIfCached(fh.fd, out, offset, length) ? out : this.poolRead(fh, offset, out);
   }
 
-  /** Bytes [from, from + length) of the record at `offset` of `recordLength` bytes (a copy, or a view of a record still in memory). */
+  /**
+   * Bytes [from, from + length) of the record at `offset` of `recordLength` bytes (a copy, or a
+   * view of a record still in memory).
+   */
   async readPart(offset: number, recordLength: number, from: number, length: number): Promise<Buffer> {
     const pending = this.unwritten.get(offset);
     if (pending && pending.length === recordLength) return pending.subarray(from, from + length);
