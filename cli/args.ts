@@ -1,8 +1,10 @@
 import type { VolumeKind } from "#schemas/index.js";
+import { DwcpError } from "#common/errors.js";
 
 /** A mistake in what the user typed: printed as one line with what to do, exit code 2. */
-export class UsageError extends Error {
-  override name = "UsageError";
+export class UsageError extends DwcpError {
+  readonly code = "USAGE";
+  readonly retryable = false;
 }
 
 const UNITS: Record<string, number> = {

@@ -1,7 +1,7 @@
 import { StartMigration, type MigrationEvent } from "#schemas/index.js";
 import type { Nats } from "#common/nats.js";
 import type { Migration } from "#migration";
-import { fmtBytes, fmtRate } from "./args.js";
+import { fmtBytes, fmtRate, UsageError } from "./args.js";
 import { newId, publishCommand, watchMigration } from "./client.js";
 
 export interface MigrationResult {
@@ -31,7 +31,10 @@ export function buildStart(
     commandId,
     migrationId: input.migrationId ?? newId("mig"),
   });
-  if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new UsageError(`invalid migration request (${problems}); check --vm, --from and --to`);
+  }
   return parsed.data;
 }
 

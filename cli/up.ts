@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { siteIds } from "#federation";
 import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
+import { UsageError } from "./args.js";
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
 export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?: number }): Promise<number> {
@@ -36,7 +37,7 @@ const untilSignal = (): Promise<void> =>
  */
 export async function runUpSites(opts: { dataDir: string; sites: number; hosts: string[] }): Promise<number> {
   if (!Number.isInteger(opts.sites) || opts.sites < 1 || opts.sites > 16)
-    throw new Error(`--sites must be 1 to 16, got ${opts.sites}`);
+    throw new UsageError(`--sites must be a whole number from 1 to 16, got ${opts.sites}`);
   const dataDir = resolve(opts.dataDir);
   const log = pino(
     { name: "dwcp", base: { svc: "federation" } },

@@ -1,21 +1,17 @@
 // Typed errors of the native layer. C++ reports a failure with a `code` (an errno name such as
 // "EPIPE", or a dwcp code such as "XOR_DELTA_CORRUPT"); mapNativeError turns it into one of
-// these classes, keeping the original as `cause`.
+// these classes, keeping the original as `cause`. They extend DwcpError, so an error that escapes
+// into a service keeps its code and retryability (errorCode/isRetryable in #common/errors.js).
+import { DwcpError, NoSpaceError } from "#common/errors.js";
+
+export { NoSpaceError };
 
 export interface NativeErrorOptions {
   cause?: unknown;
 }
 
 /** Base of every error thrown by native/: a constant `code` and whether a retry can help. */
-export abstract class NativeError extends Error {
-  abstract readonly code: string;
-  abstract readonly retryable: boolean;
-
-  constructor(message: string, options: NativeErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = new.target.name;
-  }
-}
+export abstract class NativeError extends DwcpError {}
 
 /** DWCP_NATIVE=require and the module could not be loaded. */
 export class NativeModuleMissingError extends NativeError {
@@ -55,16 +51,18 @@ export interface SyscallFailure {
   syscall: string;
 }
 
-abstract class SyscallError extends NativeError {
+/**
+ * A failed system call. Callers that translate failures into their own terms (the mover's wire
+ * codes) recognise it by class and its errno name by `sysCode`.
+ */
+export abstract class SyscallError extends NativeError implements SyscallFailure {
   readonly sysCode: string;
   readonly errno: number;
   readonly syscall: string;
 
   constructor(message: string, failure: SyscallFailure, options: NativeErrorOptions = {}) {
     super(`${message} (${failure.syscall}: ${failure.sysCode})`, options);
-    this.sysCode = failure.sysCode;
-    this.errno = failure.errno;
-    this.syscall = failure.syscall;
+    ({ sysCode: this.sysCode, errno: this.errno, syscall: this.syscall } = failure);
   }
 }
 
@@ -92,13 +90,11 @@ export class BadFileDescriptorError extends SyscallError {
   readonly retryable = false;
 }
 
-/** The destination file system is full (ENOSPC, EDQUOT): free space, then retry the transfer. */
-export class NoSpaceError extends SyscallError {
-  readonly code = "NO_SPACE";
-  readonly retryable = false;
-}
-
-/** A transient I/O failure (EIO, EAGAIN, EBUSY, EINTR). */
+/**
+ * A failure a later attempt can get past: EAGAIN and EINTR by definition, EBUSY once the holder
+ * lets go, EIO because a path through a flaky device or network file system may succeed again;
+ * a persistent EIO is bounded by the caller's delivery limit.
+ */
 export class TransientIoError extends SyscallError {
   readonly code = "IO_TRANSIENT";
   readonly retryable = true;
@@ -123,8 +119,6 @@ const BY_ERRNO: Record<string, SyscallErrorClass> = {
   ENOTCONN: PeerClosedError,
   ETIMEDOUT: IoTimeoutError,
   EBADF: BadFileDescriptorError,
-  ENOSPC: NoSpaceError,
-  EDQUOT: NoSpaceError,
   EIO: TransientIoError,
   EAGAIN: TransientIoError,
   EBUSY: TransientIoError,
@@ -135,17 +129,24 @@ function field(err: unknown, key: string): unknown {
   return typeof err === "object" && err !== null ? (err as Record<string, unknown>)[key] : undefined;
 }
 
-/** Maps an error thrown or rejected by the C++ binding to a NativeError. */
-export function mapNativeError(err: unknown): NativeError {
-  if (err instanceof NativeError) return err;
+const NO_SPACE = new Set(["ENOSPC", "EDQUOT"]);
+
+/**
+ * Maps an error thrown or rejected by the C++ binding to a NativeError, or for a full file system
+ * to the NoSpaceError every service uses.
+ */
+export function mapNativeError(err: unknown): NativeError | NoSpaceError {
+  if (err instanceof NativeError || err instanceof NoSpaceError) return err;
   const code = field(err, "code");
   const message = err instanceof Error ? err.message : String(err);
   if (code === "XOR_DELTA_CORRUPT") return new XorDeltaCorruptError(message, { cause: err });
   const errno = field(err, "errno");
   const syscall = field(err, "syscall");
   if (typeof code === "string" && typeof errno === "number" && typeof syscall === "string") {
+    const detail = message.replace(/^[^:]*: /, "");
+    if (NO_SPACE.has(code)) return new NoSpaceError(`${detail} (${syscall}: ${code})`, { cause: err, sysCode: code });
     const Cls = BY_ERRNO[code] ?? SystemCallFailedError;
-    return new Cls(message.replace(/^[^:]*: /, ""), { sysCode: code, errno, syscall }, { cause: err });
+    return new Cls(detail, { sysCode: code, errno, syscall }, { cause: err });
   }
   const sysCode = typeof code === "string" ? code : "UNKNOWN";
   return new SystemCallFailedError(message, { sysCode, errno: 0, syscall: "unknown" }, { cause: err });

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
+import { processSetting } from "#common/config.js";
 import { NativeConfigError, NativeModuleMissingError } from "./errors.js";
 
 /** Which native code path a call runs: the best the CPU has, scalar C++, or best minus AVX-512. */
@@ -67,19 +68,27 @@ export type NativeMode = "auto" | "require" | "off";
 
 export const NATIVE_MODULE_PATH = fileURLToPath(new URL("./build/Release/dwcp_native.node", import.meta.url));
 
-export function nativeMode(value = process.env["DWCP_NATIVE"]): NativeMode {
-  const v = value === undefined || value === "" ? "auto" : value;
-  if (v === "auto" || v === "require" || v === "off") return v;
-  throw new NativeConfigError(`DWCP_NATIVE must be auto, require or off, got "${v}"`);
+/** DWCP_NATIVE, read through #common/config.js, or `value` in its place when one is given. */
+export function nativeMode(value?: string): NativeMode {
+  const env = value === undefined ? process.env : { DWCP_NATIVE: value };
+  try {
+    return processSetting("native", env);
+  } catch (err) {
+    throw new NativeConfigError(`DWCP_NATIVE must be auto, require or off, got "${env["DWCP_NATIVE"]}"`, {
+      cause: err,
+    });
+  }
 }
 
 const REQUIRED = ["crc32c", "analyzeAsync", "strongHashAsync", "sendfile", "capabilities"] as const;
 
 function loadFrom(path: string): NativeBinding {
-  if (!existsSync(path)) throw new Error(`${path} does not exist (run "npm run build:native")`);
+  if (!existsSync(path)) throw new NativeModuleMissingError(`${path} does not exist (run "npm run build:native")`);
   const mod = createRequire(import.meta.url)(path) as Record<string, unknown>;
   const missing = REQUIRED.filter((k) => typeof mod[k] !== "function");
-  if (missing.length > 0) throw new Error(`${path} lacks ${missing.join(", ")}: rebuild it`);
+  if (missing.length > 0) {
+    throw new NativeModuleMissingError(`${path} lacks ${missing.join(", ")}: rebuild it with "npm run build:native"`);
+  }
   return mod as unknown as NativeBinding;
 }
 

@@ -88,7 +88,8 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 
 function unavailable(): never {
   throw new ZeroCopyUnavailableError(
-    "zero-copy calls need the native module (DWCP_NATIVE is off or the module did not load): check zeroCopy.available and use read/write",
+    "zero-copy calls need the native module (DWCP_NATIVE is off or the module did not load): " +
+      "check zeroCopy.available and use read/write",
   );
 }
 

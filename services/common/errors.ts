@@ -1,15 +1,51 @@
 /**
- * Base of every dwcp error: a constant `code` (see FailureCode/RejectionReason in schemas/),
- * whether retrying can help, and the underlying cause. Retryability decides the ack: a
- * retryable failure naks with backoff, a permanent one terminates and records a failure event.
+ * Base of every dwcp error, the native layer's included (native/errors.ts): a constant `code`
+ * (see FailureCode/RejectionReason in schemas/), whether retrying can help, and the underlying
+ * cause. Retryability decides the ack: a retryable failure naks with backoff, a permanent one
+ * terminates and records a failure event.
  */
 export abstract class DwcpError extends Error {
   abstract readonly code: string;
   abstract readonly retryable: boolean;
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    // No `cause` property at all when there is none (not `cause: undefined`).
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
   }
+}
+
+/**
+ * A file system is full (ENOSPC, or over quota: EDQUOT), wherever it was met: a native call
+ * (native/errors.ts maps the errno) or a Node fs write at the mover's destination. Retryable:
+ * not transient in itself, but it passes once an operator frees space or retention prunes, and
+ * a retried work item naks with backoff under a bounded delivery count, whereas a permanent
+ * failure would end a migration that could have finished.
+ */
+export class NoSpaceError extends DwcpError {
+  readonly code = "NO_SPACE";
+  readonly retryable = true;
+  /** The errno name (ENOSPC or EDQUOT) where a system call reported it, as on a native SyscallError. */
+  readonly sysCode: string | undefined;
+  constructor(message: string, options?: { cause?: unknown; sysCode?: string }) {
+    super(message, options);
+    this.sysCode = options?.sysCode;
+  }
+}
+
+/**
+ * Writing, truncating or syncing a destination file (a mover's volume, a restored image) failed
+ * for a reason other than space, or a write stopped short. Retryable: the next attempt writes
+ * the same bytes again from the start of the batch or run.
+ */
+export class DestinationWriteError extends DwcpError {
+  readonly code = "DESTINATION_WRITE_FAILED";
+  readonly retryable = true;
+}
+
+/** A caller broke a contract of the code it called: a bug to fix, not a condition to retry. */
+export class InvariantViolationError extends DwcpError {
+  readonly code = "INVARIANT_VIOLATED";
+  readonly retryable = false;
 }
 
 /** Invalid flags, environment or config file: lists every problem at once. */

@@ -1,5 +1,7 @@
 import { constants, open, type FileHandle } from "node:fs/promises";
 import { zeroCopy } from "#native/index.js";
+import { processSetting } from "./config.js";
+import { DestinationWriteError } from "./errors.js";
 
 /** fsync a directory so entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -16,7 +18,11 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: numb
   let done = 0;
   while (done < bytes.length) {
     const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position + done);
-    if (bytesWritten === 0) throw new Error("write made no progress");
+    if (bytesWritten === 0) {
+      throw new DestinationWriteError(
+        `write at ${position + done} made no progress (${done} of ${bytes.length} bytes)`,
+      );
+    }
     done += bytesWritten;
   }
 }
@@ -31,12 +37,12 @@ export const DIRECT_MIN_BYTES = 1024 * 1024;
 /**
  * A second, write-only handle on `path` with O_DIRECT where the platform and file system have it
  * (Linux ext4/xfs; not tmpfs: undefined), read with DWCP_DIRECT_IO once per file: "off" none,
- * "on" for every aligned write (`everyAligned`), else the large ones (DIRECT_MIN_BYTES). O_DIRECT
+ * "on" for every aligned write (`everyAligned`), "auto" the large ones (DIRECT_MIN_BYTES). O_DIRECT
  * writes need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
  */
 export async function openDirect(path: string): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
   const fh = await openWithDirect(path, constants.O_WRONLY);
-  return fh === undefined ? undefined : { fh, everyAligned: process.env["DWCP_DIRECT_IO"] === "on" };
+  return fh === undefined ? undefined : { fh, everyAligned: processSetting("directIo") === "on" };
 }
 
 /**
@@ -51,7 +57,7 @@ export async function openDirectRead(path: string): Promise<FileHandle | undefin
 
 async function openWithDirect(path: string, access: number): Promise<FileHandle | undefined> {
   const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
-  if (flag === undefined || process.env["DWCP_DIRECT_IO"] === "off") return undefined;
+  if (flag === undefined || processSetting("directIo") === "off") return undefined;
   try {
     return await open(path, access | constants.O_NOFOLLOW | flag);
   } catch (err) {

@@ -12,6 +12,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { retryTransient } from "./nats.js";
 import { isStreamNotFound } from "./event-sourcing/jetstream-errors.js";
+import { processSetting } from "./config.js";
 
 /** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
 export const CMD_STREAM = "DWCP_CMD";
@@ -42,7 +43,7 @@ export interface LayoutOptions {
  * How long a mover may hold a work item without a heartbeat before JetStream hands it to another
  * mover. 30 s by default; DWCP_ACK_WAIT_MS shortens it (the chaos suite does, to see redelivery).
  */
-export const workAckWaitMs = (): number => Number(process.env["DWCP_ACK_WAIT_MS"] ?? 30_000);
+export const workAckWaitMs = (): number => processSetting("ackWaitMs");
 
 const MINUTE_NS = nanos(60_000);
 

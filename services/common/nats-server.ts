@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { delimiter, join } from "node:path";
 import { stopChild } from "./child-process.js";
 import { DwcpError } from "./errors.js";
+import { processSetting } from "./config.js";
 
 /**
  * The one way dwcp starts nats-server: the embedded stack (cli/stack.ts), federation's hub and
@@ -43,7 +44,7 @@ export class NatsServerStartError extends DwcpError {
  * nats-server at `explicit`, else on PATH or in Debian's /usr/sbin; undefined if none. `explicit`
  * defaults to $DWCP_NATS_SERVER (the one environment read here; callers with a config pass it).
  */
-export function findNatsServer(explicit: string | undefined = process.env["DWCP_NATS_SERVER"]): string | undefined {
+export function findNatsServer(explicit: string | undefined = processSetting("natsServer")): string | undefined {
   const candidates = [
     ...(explicit ? [explicit] : []),
     ...(process.env["PATH"] ?? "").split(delimiter).map((d) => join(d, "nats-server")),

@@ -1,3 +1,5 @@
+import { InvariantViolationError } from "#common/errors.js";
+
 /**
  * Bytes received but not yet decoded, kept as the original fragments (no copy on push). Reads
  * that fall inside one fragment return a view; reads spanning fragments copy into a new array
@@ -56,7 +58,7 @@ export class ByteQueue {
     let copied = 0;
     while (copied < n) {
       const first = this.parts[0];
-      if (first === undefined) throw new RangeError("byte queue underflow");
+      if (first === undefined) throw new InvariantViolationError("byte queue underflow");
       const count = Math.min(first.length - this.headOffset, n - copied);
       target.set(first.subarray(this.headOffset, this.headOffset + count), at + copied);
       copied += count;

@@ -32,9 +32,3 @@ export class ListenFailedError extends DwcpError {
   readonly code = "LISTEN_FAILED" as const;
   readonly retryable = false;
 }
-
-/** A reader or decoder was driven out of order by its caller: a bug in dwcp, not the peer. */
-export class ReaderMisuseError extends DwcpError {
-  readonly code = "READER_MISUSE" as const;
-  readonly retryable = false;
-}

@@ -1,4 +1,4 @@
-import { runService } from "#common/lifecycle.js";
+import { failWhenNatsLost, runService } from "#common/lifecycle.js";
 import { createLogger } from "#common/logger.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { Coordinator } from "./app/coordinator.js";
@@ -12,14 +12,15 @@ export async function runCoordinator(flags: { nats?: string; replicas?: string }
   let coordinator: Coordinator | undefined;
   await runService({
     log,
-    start: async () => {
+    start: async (control) => {
       nats = await connectNats(config.natsUrl, "dwcp-coordinator", log);
+      failWhenNatsLost(nats.nc, control, { downLimitMs: config.process.natsDownLimitMs });
       coordinator = new Coordinator(nats, config, log);
       await coordinator.start();
     },
     stop: async () => {
       await coordinator?.stop();
-      await nats?.nc.drain();
+      if (nats && !nats.nc.isClosed()) await nats.nc.drain();
     },
   });
 }

@@ -5,6 +5,14 @@ import { loadConfig } from "#common/config.js";
 /** Default interval between a site's health reports. */
 export const DEFAULT_HEALTH_INTERVAL_MS = 5_000;
 
+/** Bytes per message when a batch of events is appended; 0: one event per message. Default 64 KiB. */
+const maxAppendBytes = z
+  .number()
+  .int()
+  .min(0)
+  .max(192 * 1024)
+  .default(64 * 1024);
+
 const SiteConfig = z.object({
   /** The site id; also its JetStream domain. */
   site: SiteId,
@@ -19,12 +27,7 @@ const SiteConfig = z.object({
   /** Attempts per command when appends race or time out (the first one included). Default 3. */
   appendAttempts: z.number().int().min(1).max(10).default(3),
   /** Bytes per message when a batch of events is appended; 0: one event per message. Default 64 KiB. */
-  maxAppendBytes: z
-    .number()
-    .int()
-    .min(0)
-    .max(192 * 1024)
-    .default(64 * 1024),
+  maxAppendBytes,
   /** How long an append waits for JetStream's acknowledgement. Default 10 000 ms. */
   appendTimeoutMs: z.number().int().min(100).default(10_000),
   endpoint: z.string().max(512).optional(),
@@ -65,12 +68,7 @@ const FederationConfig = z.object({
    */
   partitionable: z.boolean().default(true),
   /** Passed to every Site (see SiteConfig.maxAppendBytes). */
-  maxAppendBytes: z
-    .number()
-    .int()
-    .min(0)
-    .max(192 * 1024)
-    .default(64 * 1024),
+  maxAppendBytes,
   /**
    * Create every site's dwcp streams (R1) before the Sites start, and start the Sites with
    * `migrations: true`, for a federation whose sites run coordinators and movers. Default false.

@@ -1,24 +1,68 @@
 import { z } from "zod";
 import { HostId } from "#schemas/index.js";
-import { ConfigError } from "#common/errors.js";
-import { loadConfig, natsUrlFromEnv, parseHostPort } from "#common/config.js";
+import {
+  envInt,
+  envSwitch,
+  replicaCount,
+  listenAddress,
+  loadConfig,
+  natsUrlFromEnv,
+  withProcessConfig,
+  type ProcessConfig,
+} from "#common/config.js";
 
-const MoverConfig = z.object({
-  natsUrl: z.string().min(1),
-  host: HostId,
-  /** Directories this mover may read and write under; nothing outside them is touched. */
-  roots: z.array(z.string().min(1)).min(1, "at least one --root DIR is required"),
-  listenHost: z.string().min(1),
-  listenPort: z.number().int().min(0).max(65535),
-  /** Host name other movers use to reach this one's data channel (defaults to the listen host). */
-  advertiseHost: z.string().min(1),
-  /** Cluster secret for data-channel authentication; never logged. */
-  secret: z.string().min(16, "DWCP_SECRET must be set to at least 16 characters (the same on every mover)"),
-  /** Batches moved at once. */
-  concurrency: z.number().int().min(1).max(64),
-  replicas: z.union([z.literal(1), z.literal(3), z.literal(5)]),
+/** Data-channel switches, read from the environment when a data server starts. */
+const DataChannelEnv = z.object({
+  /** DWCP_NATIVE_RECV=off: Node's socket reads instead of the native recv path. Default on. */
+  DWCP_NATIVE_RECV: envSwitch.default("on"),
+  /** DWCP_LOCAL_COPY=off: a batch between two volumes of this process goes through the socket too. Default on. */
+  DWCP_LOCAL_COPY: envSwitch.default("on"),
 });
-export type MoverConfig = z.infer<typeof MoverConfig>;
+
+export interface DataChannelConfig {
+  /** Receive with the native recv path where the module is loaded (DWCP_NATIVE_RECV, default on). */
+  nativeRecv: boolean;
+  /** Copy a batch whose destination is this very mover without the socket (DWCP_LOCAL_COPY, default on). */
+  localCopy: boolean;
+}
+
+const dataChannelFields = (e: z.infer<typeof DataChannelEnv>): DataChannelConfig => ({
+  nativeRecv: e.DWCP_NATIVE_RECV === "on",
+  localCopy: e.DWCP_LOCAL_COPY === "on",
+});
+
+/**
+ * The data channel's switches, read from the environment now: a data server reads them as it
+ * starts (tests start servers with each setting in one process).
+ */
+export function dataChannelConfig(env: Record<string, string | undefined> = process.env): Readonly<DataChannelConfig> {
+  return Object.freeze(dataChannelFields(loadConfig(DataChannelEnv, env)));
+}
+
+const MoverConfig = z
+  .object({
+    natsUrl: z.string().min(1),
+    host: HostId,
+    /** Directories this mover may read and write under; nothing outside them is touched. */
+    roots: z.array(z.string().min(1)).min(1, "at least one --root DIR is required"),
+    listen: listenAddress("--listen"),
+    /** Host name other movers use to reach this one's data channel (defaults to the listen host). */
+    advertiseHost: z.string().min(1).optional(),
+    /** Cluster secret for data-channel authentication; never logged. */
+    secret: z.string().min(16, "DWCP_SECRET must be set to at least 16 characters (the same on every mover)"),
+    /** Batches moved at once. */
+    concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
+    replicas: replicaCount,
+    env: DataChannelEnv,
+  })
+  .transform(({ listen, advertiseHost, env, ...rest }) => ({
+    ...rest,
+    listenHost: listen.host,
+    listenPort: listen.port,
+    advertiseHost: advertiseHost ?? (listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host),
+    ...dataChannelFields(env),
+  }));
+export type MoverConfig = z.infer<typeof MoverConfig> & { process: ProcessConfig };
 
 export interface MoverFlags {
   nats?: string;
@@ -30,20 +74,22 @@ export interface MoverFlags {
   replicas?: string;
 }
 
+/**
+ * The mover's settings from flags over DWCP_* variables, with the shared process settings
+ * (#common/config.js): every problem of both is listed in one ConfigError.
+ */
 export function moverConfig(flags: MoverFlags, env = process.env): Readonly<MoverConfig> {
-  const listen = flags.listen ?? env["DWCP_LISTEN"] ?? "127.0.0.1:0";
-  const hp = parseHostPort(listen);
-  if (!hp) throw new ConfigError([`--listen must be HOST:PORT, got "${listen}"`]);
-  const num = (v: string | undefined, d: number): number => (v === undefined ? d : Number(v));
-  return loadConfig(MoverConfig, {
-    natsUrl: flags.nats ?? natsUrlFromEnv(),
-    host: flags.host ?? env["DWCP_HOST"],
-    roots: flags.root ?? env["DWCP_ROOTS"]?.split(",").filter(Boolean) ?? [],
-    listenHost: hp.host,
-    listenPort: hp.port,
-    advertiseHost: flags.advertise ?? env["DWCP_ADVERTISE"] ?? (hp.host === "0.0.0.0" ? "127.0.0.1" : hp.host),
-    secret: env["DWCP_SECRET"] ?? "",
-    concurrency: num(flags.concurrency ?? env["DWCP_CONCURRENCY"], 2),
-    replicas: num(flags.replicas ?? env["DWCP_REPLICAS"], 1),
-  });
+  const own = () =>
+    loadConfig(MoverConfig, {
+      natsUrl: flags.nats ?? natsUrlFromEnv(env),
+      host: flags.host ?? env["DWCP_HOST"],
+      roots: flags.root ?? env["DWCP_ROOTS"]?.split(",").filter(Boolean) ?? [],
+      listen: flags.listen ?? env["DWCP_LISTEN"] ?? "127.0.0.1:0",
+      advertiseHost: flags.advertise ?? env["DWCP_ADVERTISE"],
+      secret: env["DWCP_SECRET"] ?? "",
+      concurrency: flags.concurrency ?? env["DWCP_CONCURRENCY"] ?? "2",
+      replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
+      env,
+    });
+  return withProcessConfig(own, env);
 }

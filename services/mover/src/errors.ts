@@ -1,5 +1,7 @@
 import type { FailureCode } from "#schemas/index.js";
-import { DwcpError } from "#common/errors.js";
+import { DestinationWriteError, DwcpError, NoSpaceError } from "#common/errors.js";
+
+export { DestinationWriteError, NoSpaceError };
 
 /**
  * Mover failures. `code` is a FailureCode wherever one fits, so it can travel as the reason of a
@@ -22,12 +24,6 @@ export class ChecksumMismatchError extends DwcpError {
     this.expected = detail.expected;
     this.actual = detail.actual;
   }
-}
-
-/** The destination file system is full (ENOSPC/EDQUOT). Retry after space was freed. */
-export class NoSpaceError extends DwcpError {
-  readonly code = "NO_SPACE";
-  readonly retryable = true;
 }
 
 /** Could not connect to the destination mover, or it went silent or away mid-batch. */
@@ -64,10 +60,13 @@ export class SourceChangedError extends DwcpError {
   readonly retryable = false;
 }
 
-/** Writing, truncating or syncing the destination file failed for a reason other than space. */
-export class DestinationWriteError extends DwcpError {
-  readonly code = "DESTINATION_WRITE_FAILED";
-  readonly retryable = true;
+/**
+ * A file ended before the range dwcp was checksumming: it was truncated or replaced while being
+ * read. Not retryable: the planned sizes no longer hold, so the migration must be started again.
+ */
+export class FileEndedEarlyError extends DwcpError {
+  readonly code = "FILE_ENDED_EARLY";
+  readonly retryable = false;
 }
 
 /** A path (or a symlink in it) leads outside every configured root, or a name is not a basename. */

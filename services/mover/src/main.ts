@@ -1,4 +1,4 @@
-import { runService } from "#common/lifecycle.js";
+import { failWhenNatsLost, runService } from "#common/lifecycle.js";
 import { createLogger } from "#common/logger.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { Mover } from "./app/mover.js";
@@ -13,14 +13,15 @@ export async function runMover(flags: MoverFlags): Promise<void> {
   await runService({
     log,
     graceMs: 30_000,
-    start: async () => {
+    start: async (control) => {
       nats = await connectNats(config.natsUrl, `dwcp-mover-${config.host}`, log);
+      failWhenNatsLost(nats.nc, control, { downLimitMs: config.process.natsDownLimitMs });
       mover = new Mover(nats, config, log);
       await mover.start();
     },
     stop: async () => {
       await mover?.stop();
-      await nats?.nc.drain();
+      if (nats && !nats.nc.isClosed()) await nats.nc.drain();
     },
   });
 }

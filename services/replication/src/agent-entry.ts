@@ -1,9 +1,10 @@
 // `node --import tsx services/replication/src/agent-entry.ts --root DIR --listen HOST:PORT`: the
 // replication agent as a process, until the CLI has a `replication-agent` command.
 import { parseArgs } from "node:util";
+import { agentConfig } from "./config.js";
 import { runReplicationAgent } from "./main.js";
 
-// Reads, writes, fsyncs and BLAKE3 run on the libuv pool; 4 threads would serialise them.
-process.env["UV_THREADPOOL_SIZE"] ??= "16";
 const { values } = parseArgs({ options: { root: { type: "string" }, listen: { type: "string" } }, strict: true });
+// libuv reads UV_THREADPOOL_SIZE when the pool first runs a task: set it before any file I/O.
+process.env["UV_THREADPOOL_SIZE"] = String(agentConfig(values).threadPoolSize);
 await runReplicationAgent(values);

@@ -22,13 +22,17 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   let close: (() => Promise<void>) | undefined;
   await runService({
     log,
-    start: async () => {
-      const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR));
+    start: async (control) => {
+      const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR), log);
       const srv = await serve((f) => agent.handle(f), {
         host: cfg.listenHost,
         port: cfg.listenPort,
         secret: cfg.secret,
       });
+      srv.server.on("connection", (socket) =>
+        log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}` }, "agent connection"),
+      );
+      srv.server.on("error", (err) => control.fail("the agent's listening socket failed", err));
       close = () => srv.close();
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },

@@ -6,6 +6,7 @@ import { errorCode } from "#common/errors.js";
 import { handle } from "#common/event-sourcing/handle.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
 import { KeyedLock } from "#common/keyed-lock.js";
+import type { Lifecycle } from "#common/lifecycle.js";
 import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
@@ -20,8 +21,6 @@ import { MoverGateway, UnknownHostError } from "../infra/movers.js";
 import { Dispatcher } from "./dispatcher.js";
 import { Projection } from "./projection.js";
 import { volumeChecksums } from "./volume-crc.js";
-
-export type Lifecycle = "starting" | "running" | "draining" | "stopped" | "failed";
 
 const MAX_DECIDE_ATTEMPTS = 8;
 const FINALIZE_RETRY_MS = 2_000;

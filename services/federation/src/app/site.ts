@@ -2,6 +2,7 @@ import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "#schemas/fed
 import { Kvm } from "@nats-io/kv";
 import { DwcpError, isRetryable } from "#common/errors.js";
 import { MOVERS_BUCKET } from "#common/layout.js";
+import type { Lifecycle } from "#common/lifecycle.js";
 import { createLogger, type Logger } from "#common/logger.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
@@ -30,7 +31,7 @@ import { ensureEventMirrors } from "../infra/migration-mirrors.js";
 import { RemoteMovers } from "#common/remote-movers.js";
 import { MigrationPlacements } from "./migration-placements.js";
 
-export type SiteLifecycle = "created" | "starting" | "running" | "draining" | "stopped" | "failed";
+export type SiteLifecycle = "created" | Lifecycle;
 
 /** The view did not reach the awaited condition in time. */
 export class FederationTimeoutError extends DwcpError {

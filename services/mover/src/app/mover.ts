@@ -4,6 +4,7 @@ import type { Subscription } from "@nats-io/transport-node";
 import { EventStore } from "#common/event-store.js";
 import { ensureLayout, ensureWorkStream, MOVER_DURABLE, subjects, workStream } from "#common/layout.js";
 import { safeJson } from "#common/json.js";
+import type { Lifecycle } from "#common/lifecycle.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
 import type { MoverConfig } from "../config.js";
@@ -15,8 +16,6 @@ import { RemoteMovers } from "#common/remote-movers.js";
 import { Registry } from "../infra/registry.js";
 import { abortVolumes, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "../infra/volumes.js";
 import { BatchWorker } from "./work.js";
-
-export type Lifecycle = "starting" | "running" | "draining" | "stopped" | "failed";
 
 /**
  * One mover per host: serves the data channel (as a destination), answers control requests for
@@ -59,7 +58,7 @@ export class Mover {
       secret: Buffer.from(config.secret),
       roots,
       log,
-      nativeRecv: process.env["DWCP_NATIVE_RECV"] !== "off",
+      nativeRecv: config.nativeRecv,
     });
     this.dataServer = dataServer;
     const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);

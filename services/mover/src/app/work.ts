@@ -124,8 +124,7 @@ export class BatchWorker {
       };
       // The registry names the process whose fence table guards the destination: only when that
       // is this process may the batch skip the socket (DWCP_LOCAL_COPY=off never does).
-      const local =
-        reg.dataAddress === this.local?.address && process.env["DWCP_LOCAL_COPY"] !== "off" ? this.local : undefined;
+      const local = reg.dataAddress === this.local?.address && this.config.localCopy ? this.local : undefined;
       const result = local !== undefined ? await local.copy(options) : await sendBatch(options);
       const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
       const streamSeq = await this.store.append(w.migrationId, [event], `${msgId}.done`);

@@ -2,6 +2,7 @@ import type { FileHandle } from "node:fs/promises";
 import { crc32c, crc32cCombine, crc32cZeros, DIRECT_IO_ALIGN } from "#native/index.js";
 import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
 import { openDirectRead } from "#common/fs.js";
+import { FileEndedEarlyError } from "../errors.js";
 import { chunkBuffers } from "./data-channel/buffer-pool.js";
 import { dataExtents } from "./extents.js";
 
@@ -61,7 +62,7 @@ export async function rangeCrc32c(fh: FileHandle, start: number, end: number, di
           const ask = viaDirect ? Math.min(buffer.length, alignUp(want)) : want;
           const { bytesRead } = await (viaDirect ? direct : fh).read(buffer, 0, ask, at);
           const n = Math.min(bytesRead, want);
-          if (n === 0) throw new Error(`file ended at ${at}, expected ${end} bytes`);
+          if (n === 0) throw new FileEndedEarlyError(`file ended at ${at}, expected ${end} bytes`);
           crc = crc32c(buffer.subarray(0, n), crc);
           done += n;
         }

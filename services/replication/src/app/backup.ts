@@ -1,12 +1,14 @@
 import type { JsMsg, StreamInfo } from "@nats-io/jetstream";
 import { BACKUP_FORMAT, type BackupHeader, type BackupMessage } from "#schemas/replication.js";
 import { EVT_STREAM } from "#common/layout.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import type { Nats } from "#common/nats.js";
 import { encodePayload } from "../domain/backup/format.js";
 import { BackupWriter } from "../infra/backup-file.js";
 import { readStream } from "../infra/log-reader.js";
+import { withNats } from "../infra/nats-session.js";
+import { replicationLogger, type LogOption } from "./logging.js";
 
-export interface BackupOptions {
+export interface BackupOptions extends LogOption {
   /** Output file; written as FILE.tmp, fsynced and renamed. */
   out: string;
   /** Streams to export, in order. Default: DWCP_EVT only (see restore-log for DWCP_CMD). */
@@ -47,6 +49,7 @@ const describe = (i: StreamInfo): BackupHeader["streams"][number] => ({
  */
 export async function backupWith(nats: Nats, opts: BackupOptions): Promise<BackupSummary> {
   const started = Date.now();
+  const log = replicationLogger(opts, { file: opts.out });
   const infos = await Promise.all((opts.streams ?? [EVT_STREAM]).map((s) => nats.jsm.streams.info(s)));
   const header: BackupHeader = {
     format: BACKUP_FORMAT,
@@ -55,6 +58,7 @@ export async function backupWith(nats: Nats, opts: BackupOptions): Promise<Backu
     streams: infos.map(describe),
   };
   const w = await BackupWriter.create(opts.out, header);
+  log.info({ streams: header.streams.map((s) => s.name) }, "backup started");
   try {
     for (const s of header.streams) {
       const pending: Promise<void>[] = [];
@@ -62,6 +66,7 @@ export async function backupWith(nats: Nats, opts: BackupOptions): Promise<Backu
       await Promise.all(pending);
     }
     const messages = await w.commit();
+    log.info({ messages, seconds: (Date.now() - started) / 1000 }, "backup written");
     return {
       file: opts.out,
       messages,
@@ -69,17 +74,12 @@ export async function backupWith(nats: Nats, opts: BackupOptions): Promise<Backu
       seconds: (Date.now() - started) / 1000,
     };
   } catch (err) {
+    log.error({ err }, "backup failed; the partial file was removed");
     await w.abort();
     throw err;
   }
 }
 
 /** `dwcp backup --out FILE [--streams DWCP_EVT,DWCP_CMD]`. */
-export async function backup(natsUrl: string, opts: BackupOptions): Promise<BackupSummary> {
-  const nats = await connectNats(natsUrl, "dwcp-backup");
-  try {
-    return await backupWith(nats, opts);
-  } finally {
-    await nats.nc.close();
-  }
-}
+export const backup = (natsUrl: string, opts: BackupOptions): Promise<BackupSummary> =>
+  withNats(natsUrl, "dwcp-backup", (nats) => backupWith(nats, opts));

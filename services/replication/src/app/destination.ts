@@ -8,6 +8,7 @@ import {
   zeroPages,
 } from "#native/index.js";
 import { AgentRequest } from "#schemas/replication.js";
+import { silentLogger, type Logger } from "#common/logger.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
 import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
 import { applyPages, cvBytes, deltaRebuilds, mergePages, pageSetOf, stackPages } from "../domain/store/pack.js";
@@ -46,7 +47,13 @@ export class DestinationAgent {
   private readonly committed = new Map<string, Manifest>();
   /** Changed chunks checked from their keyframe's page chaining values, and rebuilt from their base's data. */
   readonly counters = { fromChainingValues: 0, rebuilt: 0 };
-  constructor(readonly store: ChunkStore) {}
+  private readonly log: Logger;
+  constructor(
+    readonly store: ChunkStore,
+    log: Logger = silentLogger,
+  ) {
+    this.log = log.child({ store: store.dir });
+  }
 
   private takeBuffers(len: number): LaneBuffers {
     const i = this.spare.findIndex((b) => b.rebuilt.length >= len);
@@ -54,8 +61,9 @@ export class DestinationAgent {
     return { ...scratchFor(len), rebuilt: Buffer.allocUnsafe(len) };
   }
 
-  static async open(storeDir: string): Promise<DestinationAgent> {
-    return new DestinationAgent(await ChunkStore.open(storeDir));
+  /** The agent of the store in `storeDir`; `log` (default silent) gets its commits and refusals. */
+  static async open(storeDir: string, log?: Logger): Promise<DestinationAgent> {
+    return new DestinationAgent(await ChunkStore.open(storeDir), log);
   }
 
   async handle(frame: Buffer): Promise<Buffer> {
@@ -73,7 +81,12 @@ export class DestinationAgent {
         code: (err as { code?: string }).code ?? "INTERNAL",
         message: (err as Error).message,
       };
+      this.log.warn({ err, code: reply.code }, "request failed");
+      return encodeFrame(reply);
     }
+    // PARENT_UNKNOWN is routine (the source then sends the whole manifest).
+    if (reply.kind === "error" && reply.code !== "PARENT_UNKNOWN")
+      this.log.warn({ code: reply.code, reason: reply.message }, "request refused");
     return encodeFrame(reply);
   }
 
@@ -265,6 +278,7 @@ export class DestinationAgent {
     // crash in between leaves a manifest no event names, which retention removes.
     const [, { rel, blake3 }] = await Promise.all([this.store.flush(), this.store.writeManifest(m)]);
     this.committed.set(m.vm, m);
+    this.log.info({ vm: m.vm, snapshotId: m.snapshotId, parentId: m.parentId, manifest: rel }, "snapshot stored");
     return { kind: "committed", version: 1, manifest: rel, blake3 };
   }
 }

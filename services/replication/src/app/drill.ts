@@ -13,7 +13,9 @@ import { DestinationAgent, inProcess } from "./destination.js";
 import { replayWith } from "./replay.js";
 import { restoreFromStore } from "./restore.js";
 import { restoreLogWith } from "./restore-log.js";
+import { replicationLogger, type LogOption } from "./logging.js";
 import { syncOnce } from "./sync.js";
+import { SnapshotNotFoundError } from "../domain/errors.js";
 
 /** The site that fails: its NATS connection and a way to kill -9 everything it runs. */
 export interface PrimarySite {
@@ -21,7 +23,7 @@ export interface PrimarySite {
   kill(): Promise<void>;
 }
 
-export interface DrillOptions {
+export interface DrillOptions extends LogOption {
   primary: PrimarySite;
   vm: string;
   /** Volume files on the primary (the replication source). */
@@ -64,7 +66,8 @@ const sha256 = (path: string): Promise<string> =>
  * restore the VM as of its last committed snapshot, verified against the image at that moment.
  */
 export async function runDrill(o: DrillOptions): Promise<DrillReport> {
-  const agent = await DestinationAgent.open(join(o.drDir, "store"));
+  const logger = replicationLogger(o, { vm: o.vm, drill: true });
+  const agent = await DestinationAgent.open(join(o.drDir, "store"), logger);
   const backupFile = join(o.drDir, "log.backup");
   const primaryLog = new ReplicationLog(o.primary.nats);
   const expected = new Map<string, string[]>();
@@ -79,27 +82,30 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
       transport: inProcess(agent),
       log: primaryLog,
       stateDir: join(o.drDir, "source-state"),
+      logger,
     });
     expected.set(r.snapshotId, await Promise.all(o.sources.map(sha256)));
-    await backupWith(o.primary.nats, { out: backupFile });
+    await backupWith(o.primary.nats, { out: backupFile, logger });
   }
   await o.change(o.syncs + 1); // written after the last snapshot: lost, by definition of RPO
   const disaster = Date.now();
   await o.primary.kill();
+  logger.warn("primary killed: recovering at the DR site");
 
   const dr = await startNatsServer({ storeDir: join(o.drDir, "nats") });
   const nats = await connectNats(dr.url, "dwcp-drill-dr");
   try {
     await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
-    await restoreLogWith(nats, { in: backupFile });
+    await restoreLogWith(nats, { in: backupFile, logger });
     const view = await replayWith(nats);
     const snap = latestSnapshot((await new ReplicationLog(nats).read(o.vm)).state);
-    if (!snap) throw new Error(`the DR log has no snapshot of ${o.vm}`);
+    if (!snap) throw new SnapshotNotFoundError(o.vm, "in the DR site's restored log");
     const out = join(o.drDir, "restored");
     await mkdir(out, { recursive: true });
-    const r = await restoreFromStore(snap, { vm: o.vm, toDir: out, storeDir: agent.store.dir });
+    const r = await restoreFromStore(snap, { vm: o.vm, toDir: out, storeDir: agent.store.dir, logger });
     const got = await Promise.all(r.files.map((f) => sha256(f.path)));
     const recovered = Date.now();
+    logger.info({ snapshotId: snap.snapshotId, rtoSeconds: (recovered - disaster) / 1000 }, "drill recovered the VM");
     return {
       vm: o.vm,
       snapshotId: snap.snapshotId,

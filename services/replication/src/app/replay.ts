@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { EVT_STREAM } from "#common/layout.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import type { Nats } from "#common/nats.js";
 import { BackupCorruptError } from "../domain/errors.js";
 import {
   beyond,
@@ -16,6 +16,7 @@ import { nanosToMs, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../d
 import { scanBackup, type MessageHead } from "../infra/backup-file.js";
 import { decodeMsg, decodeRecord, decodeValue } from "../infra/decode.js";
 import { readStream } from "../infra/log-reader.js";
+import { withNats } from "../infra/nats-session.js";
 
 export interface ReplayOptions {
   /** Include events up to this stream sequence (the original one, for a restored log). */
@@ -47,14 +48,8 @@ export async function replayWith(nats: Nats, opts: ReplayOptions = {}): Promise<
 }
 
 /** `dwcp replay`: the coordinator's view (migrations and replications) as of a point in the log. */
-export async function replay(natsUrl: string, opts: ReplayOptions = {}): Promise<ReplayView> {
-  const nats = await connectNats(natsUrl, "dwcp-replay");
-  try {
-    return await replayWith(nats, opts);
-  } finally {
-    await nats.nc.close();
-  }
-}
+export const replay = (natsUrl: string, opts: ReplayOptions = {}): Promise<ReplayView> =>
+  withNats(natsUrl, "dwcp-replay", (nats) => replayWith(nats, opts));
 
 const header = (hs: Array<[string, string]> | undefined, name: string): string | undefined =>
   hs?.find(([k]) => k === name)?.[1];

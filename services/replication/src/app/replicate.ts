@@ -2,6 +2,7 @@ import type { RetentionPolicy } from "../domain/store/manifest.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { applyRetention, type RetentionResult } from "./retention.js";
 import type { Transport } from "./destination.js";
+import { replicationLogger } from "./logging.js";
 import { syncOnce, type SyncOptions, type SyncResult } from "./sync.js";
 
 export interface ReplicateOptions extends Omit<SyncOptions, "transport"> {
@@ -26,14 +27,17 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 async function retain(dir: string, policy: RetentionPolicy, o: ReplicateOptions): Promise<RetentionResult> {
   const store = await ChunkStore.open(dir);
   try {
-    return await applyRetention({ log: o.log, store, vm: o.vm, policy });
+    return await applyRetention({ log: o.log, store, vm: o.vm, policy, ...(o.logger ? { logger: o.logger } : {}) });
   } finally {
     await store.close();
   }
 }
 
 async function once(o: ReplicateOptions): Promise<void> {
-  const transport = await o.connect();
+  const transport = await o.connect().catch((err: unknown) => {
+    replicationLogger(o, { vm: o.vm, host: o.destinationHost }).warn({ err }, "could not reach the destination");
+    throw err;
+  });
   try {
     const r = await syncOnce({ ...o, transport });
     const retention = o.retention && o.localStore ? await retain(o.localStore, o.retention, o) : undefined;
@@ -49,13 +53,16 @@ async function once(o: ReplicateOptions): Promise<void> {
  */
 export async function replicate(o: ReplicateOptions): Promise<void> {
   if (o.everyMs === undefined) return once(o);
+  const log = replicationLogger(o, { vm: o.vm, host: o.sourceHost });
+  log.info({ everyMs: o.everyMs }, "replication loop started");
   while (!o.signal?.aborted) {
     const started = Date.now();
     try {
       await once(o);
     } catch (err) {
-      o.onError?.(err);
+      o.onError?.(err); // syncOnce and once() have logged it; the next sync runs on schedule
     }
     await sleep(Math.max(0, o.everyMs - (Date.now() - started)), o.signal);
   }
+  log.info("replication loop stopped");
 }

@@ -2,12 +2,14 @@ import type { StreamConfig } from "@nats-io/jetstream";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import type { BackupMessage, BackupStream } from "#schemas/replication.js";
 import { isStreamNotFound, isWrongLastSequence } from "#common/event-sourcing/jetstream-errors.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import type { Nats } from "#common/nats.js";
 import { ORIG_MSG_ID_HEADER, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
 import { RestoreInterferenceError, RestoreTargetNotEmptyError } from "../domain/errors.js";
 import { scanBackup } from "../infra/backup-file.js";
+import { withNats } from "../infra/nats-session.js";
+import { replicationLogger, type LogOption } from "./logging.js";
 
-export interface RestoreLogOptions {
+export interface RestoreLogOptions extends LogOption {
   /** Backup file written by `dwcp backup`. */
   in: string;
   /** Replicas for streams that restore-log creates. Default: as in the backup. */
@@ -103,6 +105,18 @@ async function prepareStreams(nats: Nats, streams: BackupStream[], replicas?: nu
  */
 export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promise<RestoreLogSummary> {
   const started = Date.now();
+  const log = replicationLogger(opts, { file: opts.in });
+  try {
+    const summary = await importBackup(nats, opts, started);
+    log.info({ messages: summary.messages, streams: summary.streams, seconds: summary.seconds }, "log restored");
+    return summary;
+  } catch (err) {
+    log.error({ err }, "restore-log failed");
+    throw err;
+  }
+}
+
+async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number): Promise<RestoreLogSummary> {
   const scan = await scanBackup(opts.in);
   const next = await prepareStreams(nats, scan.header.streams, opts.replicas);
   const first = new Map([...next].map(([k, v]) => [k, v + 1]));
@@ -140,11 +154,5 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
 }
 
 /** `dwcp restore-log --in FILE [--replicas N]`. */
-export async function restoreLog(natsUrl: string, opts: RestoreLogOptions): Promise<RestoreLogSummary> {
-  const nats = await connectNats(natsUrl, "dwcp-restore-log");
-  try {
-    return await restoreLogWith(nats, opts);
-  } finally {
-    await nats.nc.close();
-  }
-}
+export const restoreLog = (natsUrl: string, opts: RestoreLogOptions): Promise<RestoreLogSummary> =>
+  withNats(natsUrl, "dwcp-restore-log", (nats) => restoreLogWith(nats, opts));

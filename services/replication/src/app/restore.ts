@@ -9,8 +9,10 @@ import { maxWholeRecord } from "../domain/store/pack.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { HashPool } from "../infra/hash-pool.js";
 import { fsyncDir } from "../infra/durable-file.js";
+import { DestinationWriteError } from "#common/errors.js";
+import { replicationLogger, type LogOption } from "./logging.js";
 
-export interface RestoreOptions {
+export interface RestoreOptions extends LogOption {
   vm: string;
   /** The newest snapshot taken at or before this time. */
   at?: string | Date;
@@ -143,7 +145,8 @@ class VolumeWriter {
       bytes -= aligned;
     }
     const { bytesWritten } = await this.fh.writev(pieces, pos);
-    if (bytesWritten !== bytes) throw new Error(`short write at ${pos}: ${bytesWritten} of ${bytes} bytes`);
+    if (bytesWritten !== bytes)
+      throw new DestinationWriteError(`short write at ${pos}: ${bytesWritten} of ${bytes} bytes`);
     this.unsynced += bytes;
     if (this.unsynced >= WRITEBACK_BYTES && !this.writeback) {
       this.unsynced = 0;
@@ -223,10 +226,17 @@ async function restoreVolume(
  */
 export async function restoreFromStore(snap: Snapshot, o: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
+  const log = replicationLogger(o, { vm: o.vm, snapshotId: snap.snapshotId });
+  log.info({ toDir: o.toDir, takenAt: snap.takenAt }, "restore started");
   const store = await ChunkStore.open(o.storeDir ?? snap.destination.store, { create: false });
   const hasher = new HashPool({ worker: snap.volumes.reduce((n, v) => n + v.sizeBytes, 0) >= WORKER_MIN_BYTES });
   try {
-    return await restoreWith(store, hasher, snap, o, started);
+    const r = await restoreWith(store, hasher, snap, o, started);
+    log.info({ files: r.files.map((f) => f.path), bytes: r.bytes, seconds: r.seconds }, "restore finished");
+    return r;
+  } catch (err) {
+    log.error({ err }, "restore failed");
+    throw err;
   } finally {
     await Promise.all([store.close(), hasher.close()]);
   }

@@ -4,6 +4,7 @@ import type { IndexEntry } from "../domain/store/pack.js";
 import type { ChunkStore } from "../infra/chunk-store.js";
 import type { Pack } from "../infra/pack-file.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
+import { replicationLogger, type LogOption } from "./logging.js";
 
 export interface RetentionResult {
   pruned: string[];
@@ -23,14 +24,17 @@ export const DEFAULT_GRACE_MS = 10 * 60_000;
  * sync has just stored or found (dedup touches it) is inside the grace period; a commit whose
  * chunk was collected anyway is refused by the destination (CHUNKS_MISSING) and resent.
  */
-export async function applyRetention(o: {
-  log: ReplicationLog;
-  store: ChunkStore;
-  vm: string;
-  policy: RetentionPolicy;
-  nowMs?: number;
-  graceMs?: number;
-}): Promise<RetentionResult> {
+export async function applyRetention(
+  o: LogOption & {
+    log: ReplicationLog;
+    store: ChunkStore;
+    vm: string;
+    policy: RetentionPolicy;
+    nowMs?: number;
+    graceMs?: number;
+  },
+): Promise<RetentionResult> {
+  const log = replicationLogger(o, { vm: o.vm });
   const nowMs = o.nowMs ?? Date.now();
   const grace = o.graceMs ?? DEFAULT_GRACE_MS;
   const { state, seq } = await o.log.read(o.vm);
@@ -64,6 +68,8 @@ export async function applyRetention(o: {
     if (p.kind === "temp") await unlink(p.path).catch(() => undefined);
     else await o.store.rewrite(p.pack, p.keep);
   }
+  const level = pruned.length > 0 || garbage > 0 || drop.length > 0 ? "info" : "debug";
+  log[level]({ pruned, manifestsDeleted: drop.length, chunksDeleted: garbage, policy: o.policy }, "retention applied");
   return { pruned, chunksDeleted: garbage };
 }
 

@@ -181,7 +181,8 @@ export class PutBatcher {
     if (actual !== r.chunk.hash) {
       throw new SyncRejectedError(
         "SOURCE_CHANGED",
-        `a chunk changed while the volume was read (${r.reason || "resend"}): quiesce or snapshot the volume and sync again`,
+        `a chunk changed while the volume was read (${r.reason || "resend"}): ` +
+          "quiesce or snapshot the volume and sync again",
       );
     }
     await this.add({ hash: r.chunk.hash, base: null, bytes, pages: null, zeroMap: zeroPages(bytes), reread: r.reread });

@@ -2,6 +2,8 @@ import { randomBytes } from "node:crypto";
 import { basename } from "node:path";
 import type { SnapshotCommitted } from "#schemas/replication.js";
 import { snapshotCommitted, type SnapshotRecord } from "../domain/replication/decide.js";
+import { errorCode } from "#common/errors.js";
+import type { Logger } from "#common/logger.js";
 import { latestSnapshot } from "../domain/replication/state.js";
 import { DEFAULT_CHUNK_BYTES, snapshotIdFor, volumeChanges, type Manifest } from "../domain/store/manifest.js";
 import type { Reply } from "../domain/store/frames.js";
@@ -10,8 +12,9 @@ import type { ReplicationLog } from "../infra/replication-log.js";
 import type { Transport } from "./destination.js";
 import { CountingLink, PutBatcher, SyncRejectedError, type SyncCounters } from "./source-batch.js";
 import { syncVolume, type VolumeOut } from "./volume-scan.js";
+import { replicationLogger, type LogOption } from "./logging.js";
 
-export interface SyncOptions {
+export interface SyncOptions extends LogOption {
   vm: string;
   /** Volume files on the source, read as they are now (quiesce or snapshot them first). */
   sources: string[];
@@ -78,7 +81,10 @@ export interface SyncPhases {
   prepareMs: number;
   /** Reading, fingerprinting, hashing and sending every volume, until the last chunk is stored. */
   volumesMs: number;
-  /** The destination checks every chunk, seals its pack and writes the manifest (the new fingerprint cache is written meanwhile). */
+  /**
+   * The destination checks every chunk, seals its pack and writes the manifest (the new
+   * fingerprint cache is written meanwhile).
+   */
   commitMs: number;
   /** SnapshotCommitted appended to the log. */
   appendMs: number;
@@ -101,6 +107,19 @@ export interface SyncResult extends SyncCounters {
  * append succeeds the previous snapshot stays the latest; chunks already sent are reused.
  */
 export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
+  const log = replicationLogger(o, { vm: o.vm, host: o.sourceHost });
+  try {
+    const r = await sync(o, log);
+    const { snapshotId, parentId, bytes, changedBytes, wireBytes, seconds } = r;
+    log.info({ snapshotId, parentId, bytes, changedBytes, wireBytes, seconds }, "snapshot committed");
+    return r;
+  } catch (err) {
+    log.warn({ err, code: errorCode(err) }, "sync failed; the previous snapshot stays the latest");
+    throw err;
+  }
+}
+
+async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
   const started = Date.now();
   const phases: SyncPhases = { prepareMs: 0, volumesMs: 0, commitMs: 0, appendMs: 0, cacheMs: 0 };
   let mark = performance.now();
@@ -119,6 +138,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const cache = cached?.chunkSizeBytes === cs ? cached : undefined;
   const takenAt = new Date();
   const snapshotId = snapshotIdFor(takenAt, randomBytes(3).toString("hex"));
+  log.info({ snapshotId, parentId: parent?.snapshotId, volumes: names }, "sync started");
   const link = new CountingLink(o.transport);
   const batcher = new PutBatcher(link);
   lap("prepareMs");

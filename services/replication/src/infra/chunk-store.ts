@@ -103,7 +103,8 @@ export class ChunkStore {
     }
     for (const name of names) {
       if (this.packs.has(name)) continue;
-      const p = await Pack.load(this.packDir, name).catch(() => undefined); // a damaged pack: its chunks count as missing
+      // A damaged pack: its chunks count as missing.
+      const p = await Pack.load(this.packDir, name).catch(() => undefined);
       if (!p) continue;
       this.packs.set(name, p);
       for (const entry of p.entries) if (!this.index.has(entry.hash)) this.index.set(entry.hash, { pack: p, entry });

@@ -12,6 +12,7 @@ import {
   TAIL_BYTES,
   type IndexEntry,
 } from "../domain/store/pack.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 /** Records are queued and written in runs of about this many bytes. */
 const WRITE_RUN_BYTES = 8 << 20;
@@ -82,7 +83,7 @@ export class Pack {
 
   /** Queues a record and returns its index entry; it is readable at once. */
   append(entry: Omit<IndexEntry, "offset" | "length">, record: Buffer): IndexEntry {
-    if (this.sealed) throw new Error(`pack ${this.name} is sealed`);
+    if (this.sealed) throw new InvariantViolationError(`pack ${this.name} is sealed: append to a new pack`);
     const e: IndexEntry = { ...entry, offset: this.size, length: record.length };
     this.size += record.length;
     this.entries.push(e);
@@ -159,7 +160,10 @@ export class Pack {
     return zeroCopy.readIfCached(fh.fd, out, offset, length) ? out : this.poolRead(fh, offset, out);
   }
 
-  /** Bytes [from, from + length) of the record at `offset` of `recordLength` bytes (a copy, or a view of a record still in memory). */
+  /**
+   * Bytes [from, from + length) of the record at `offset` of `recordLength` bytes (a copy, or a
+   * view of a record still in memory).
+   */
   async readPart(offset: number, recordLength: number, from: number, length: number): Promise<Buffer> {
     const pending = this.unwritten.get(offset);
     if (pending && pending.length === recordLength) return pending.subarray(from, from + length);

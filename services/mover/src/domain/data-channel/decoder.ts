@@ -1,5 +1,4 @@
 import { ByteQueue } from "#common/secure-link/byte-queue.js";
-import { ReaderMisuseError } from "#common/secure-link/errors.js";
 import type { IncrementalDecoder } from "#common/secure-link/reader.js";
 import {
   AuthFailPayload,
@@ -25,6 +24,7 @@ import {
   type RawHeader,
 } from "./frames.js";
 import { gapsOf, SEGMENT_PAGE_BYTES, segmentTableProblem, type Segment } from "./segments.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 /** What the decoder accepts right now. Checked against each header before anything is allocated. */
 export interface DecoderLimits {
@@ -121,7 +121,7 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
   }
 
   provideChunkBuffer(target: Uint8Array): void {
-    if (this.state.at !== "buffer") throw new ReaderMisuseError("no chunk is waiting for a buffer");
+    if (this.state.at !== "buffer") throw new InvariantViolationError("no chunk is waiting for a buffer");
     const chunk = this.state.chunk;
     if (target.length < chunk.length) throw new RangeError("chunk buffer too small");
     for (const gap of gapsOf(chunk.segments, chunk.length)) {
@@ -160,7 +160,7 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
     }
     const seg = s.at === "data" && this.queue.length === 0 ? s.chunk.segments[s.segment] : undefined;
     if (s.at !== "data" || seg === undefined || !Number.isInteger(n) || n < 0 || s.done + n > seg.length) {
-      throw new ReaderMisuseError("advanceDirect outside a direct target");
+      throw new InvariantViolationError("advanceDirect outside a direct target");
     }
     s.done += n;
     if (s.done === seg.length) {
@@ -180,7 +180,7 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
       case "table":
         return this.readTable(this.state.header);
       case "buffer":
-        throw new ReaderMisuseError("provideChunkBuffer() must be called after chunk-begin");
+        throw new InvariantViolationError("provideChunkBuffer() must be called after chunk-begin");
       case "data":
         return this.readChunkData(this.state);
       case "packed":

@@ -1,8 +1,8 @@
 import { z } from "zod";
-import { ReaderMisuseError } from "#common/secure-link/errors.js";
 import { NONCE_BYTES, PROOF_BYTES } from "#common/secure-link/handshake.js";
 import { ChunkSize, FailureCode, HostId, Id } from "#schemas/index.js";
 import type { Segment } from "./segments.js";
+import { InvariantViolationError } from "#common/errors.js";
 
 /**
  * DWCP data channel v1. Every frame is a fixed 32-byte big-endian header followed by
@@ -221,7 +221,7 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       return frame(f.kind, json(f.failure));
     default: {
       const never: never = f;
-      throw new ReaderMisuseError(`unknown frame ${JSON.stringify(never)}`);
+      throw new InvariantViolationError(`unknown frame ${JSON.stringify(never)}`);
     }
   }
 }

@@ -1,11 +1,5 @@
-import { DwcpError } from "#common/errors.js";
 import { DIRECT_IO_ALIGN, zeroCopy } from "#native/index.js";
-
-/** A BufferPool was used out of order: a bug in the caller, not a fault of the peer or disk. */
-export class BufferPoolMisuseError extends DwcpError {
-  readonly code = "BUFFER_POOL_MISUSE" as const;
-  readonly retryable = false;
-}
+import { InvariantViolationError } from "#common/errors.js";
 
 /**
  * Chunk buffers kept for reuse across batches and connections, by size. Fresh memory is slow to
@@ -79,7 +73,7 @@ export class BufferPool {
   ensure(bytes: number): void {
     if (bytes <= this.size) return;
     if (this.size > 0 && this.free.length !== this.count)
-      throw new BufferPoolMisuseError("cannot grow a pool with buffers in use");
+      throw new InvariantViolationError("cannot grow a pool with buffers in use");
     for (const b of this.free) this.cache.give(b);
     this.size = bytes;
     this.free = Array.from({ length: this.count }, () => this.cache.take(bytes));
@@ -88,7 +82,7 @@ export class BufferPool {
   async acquire(): Promise<Buffer> {
     const b = this.free.pop();
     if (b !== undefined) return b;
-    if (this.size === 0) throw new BufferPoolMisuseError("BufferPool.ensure() was never called");
+    if (this.size === 0) throw new InvariantViolationError("BufferPool.ensure() was never called");
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 

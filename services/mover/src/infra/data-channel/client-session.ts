@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "#schemas/index.js";
-import { compressChunk, socketFd, zeroCopy } from "#native/index.js";
+import { compressChunk, socketFd, SyscallError, zeroCopy } from "#native/index.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
@@ -265,7 +265,9 @@ export class ClientSession {
     } catch (err) {
       throw (
         this.error ??
-        (err instanceof DwcpError ? err : unreachable(err instanceof Error ? err : new Error(String(err))))
+        (err instanceof DwcpError && !(err instanceof SyscallError)
+          ? err
+          : unreachable(err instanceof Error ? err : new Error(String(err))))
       );
     } finally {
       this.sendfileBusy = false;

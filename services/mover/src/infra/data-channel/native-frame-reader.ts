@@ -1,6 +1,6 @@
+import { InvariantViolationError } from "#common/errors.js";
 import type { Socket } from "node:net";
 import { zeroCopy } from "#native/index.js";
-import { ReaderMisuseError } from "#common/secure-link/errors.js";
 import { PullReader } from "#common/secure-link/reader.js";
 import type { FrameDecoder, FrameStep } from "../../domain/data-channel/decoder.js";
 import { ProtocolError } from "../../errors.js";
@@ -54,7 +54,7 @@ export class NativeFrameReader extends PullReader<FrameStep, FrameDecoder> imple
   /** Nothing to unhook: libuv never read this socket. The caller must await idle() first. */
   detach(): void {
     if (this.inflight !== undefined)
-      throw new ReaderMisuseError("NativeFrameReader.detach() with a read in flight: await idle()");
+      throw new InvariantViolationError("NativeFrameReader.detach() with a read in flight: await idle()");
   }
 
   /** Resolves once no native read is in flight (after abort(), within ~50 ms). */

@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { moverConfig } from "./config.js";
+import { problemsOf } from "../../../test/support/config-problems.js";
+
+describe("mover config: its own problems and the shared ones, listed together", () => {
+  it("mover", () => {
+    const problems = problemsOf(() =>
+      moverConfig(
+        { host: "h1", root: ["/tmp"], listen: "nope" },
+        { DWCP_SECRET: "short", DWCP_ACK_WAIT_MS: "abc", DWCP_LOCAL_COPY: "no", DWCP_CONCURRENCY: "many" },
+      ),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'listen: --listen must be HOST:PORT, got "nope"',
+        expect.stringMatching(/^secret: DWCP_SECRET must be set/),
+        "concurrency: must be a whole number of batches",
+        'env.DWCP_LOCAL_COPY: must be "on" or "off"',
+        "DWCP_ACK_WAIT_MS: must be a whole number of milliseconds",
+      ]),
+    );
+  });
+
+  it("mover defaults", () => {
+    const c = moverConfig({ host: "h1", root: ["/tmp"] }, { DWCP_SECRET: "0123456789abcdef" });
+    expect(c).toMatchObject({ listenHost: "127.0.0.1", listenPort: 0, advertiseHost: "127.0.0.1" });
+    expect(c).toMatchObject({ concurrency: 2, replicas: 1, localCopy: true, nativeRecv: true });
+    expect(c.process.ackWaitMs).toBe(30_000);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+});
