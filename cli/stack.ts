@@ -10,6 +10,14 @@ import { stopChild } from "#common/child-process.js";
 import { DwcpError } from "#common/errors.js";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import { pingReplication } from "#replication";
+import {
+  moverRole,
+  provision,
+  replicationRole,
+  roleEnv,
+  type Provisioned,
+  type Role,
+} from "#common/credentials/provision.js";
 
 export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
 
@@ -116,6 +124,8 @@ export class Stack {
   movers = new Map<string, ServiceProcess>();
   replication = new Map<string, ServiceProcess>();
   readonly secret: string;
+  /** The stack's CA, certificates, nkeys and trust file (<dataDir>/pki, creds, trust.json). */
+  credentials!: Provisioned;
   private readonly logs: string;
 
   constructor(readonly opts: StackOptions) {
@@ -132,11 +142,19 @@ export class Stack {
     return join(this.opts.dataDir, "hosts", host);
   }
 
-  private env(): NodeJS.ProcessEnv {
-    return { ...process.env, ...this.opts.env, DWCP_SECRET: this.secret, DWCP_NATS_URL: this.url };
+  /** A service's environment: the stack's NATS URL and secret, and the credentials of its role. */
+  env(role: Role): NodeJS.ProcessEnv {
+    return {
+      ...process.env,
+      ...roleEnv(this.credentials, role),
+      ...this.opts.env,
+      DWCP_SECRET: this.secret,
+      DWCP_NATS_URL: this.url,
+    };
   }
 
   async start(): Promise<this> {
+    this.credentials = await provision(this.opts.dataDir, { hosts: this.opts.hosts });
     if (this.opts.natsUrl === undefined) {
       this.server = await startNatsServer({
         storeDir: join(this.opts.dataDir, "nats"),
@@ -157,7 +175,7 @@ export class Stack {
       `coordinator-${n}`,
       ["coordinator", "--nats", this.url],
       join(this.logs, `coordinator-${n}.log`),
-      this.env(),
+      this.env("coordinator"),
     );
     this.coordinators.push(proc);
     await until("the coordinator pulled commands", proc, async () => {
@@ -171,7 +189,7 @@ export class Stack {
     const root = this.root(host);
     mkdirSync(root, { recursive: true });
     const args = ["mover", "--host", host, "--root", root, "--listen", "127.0.0.1:0", "--nats", this.url, ...extraArgs];
-    const proc = spawnService(`mover-${host}`, args, join(this.logs, `mover-${host}.log`), this.env());
+    const proc = spawnService(`mover-${host}`, args, join(this.logs, `mover-${host}.log`), this.env(moverRole(host)));
     this.movers.set(host, proc);
     const kv = await new Kvm(this.nats.nc).open(MOVERS_BUCKET);
     await until(`mover ${host} registered`, proc, async () => {
@@ -186,7 +204,8 @@ export class Stack {
   async startReplication(host: string): Promise<ServiceProcess> {
     mkdirSync(this.root(host), { recursive: true });
     const args = ["replication-service", "--host", host, "--data-dir", this.opts.dataDir, "--nats", this.url];
-    const proc = spawnService(`replication-${host}`, args, join(this.logs, `replication-${host}.log`), this.env());
+    const log = join(this.logs, `replication-${host}.log`);
+    const proc = spawnService(`replication-${host}`, args, log, this.env(replicationRole(host)));
     this.replication.set(host, proc);
     await until(`replication service ${host} answered`, proc, () =>
       pingReplication(this.nats.nc, host, { acceptTimeoutMs: 500 }).then(

@@ -1,0 +1,191 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createUser, fromSeed } from "@nats-io/nkeys";
+import { z } from "zod";
+import { DwcpError } from "../errors.js";
+import { createCertificateAuthority, hostIdentity, issueCertificate, roleIdentity, type KeyPairPem } from "../pki.js";
+
+// The credentials of one deployment, kept in a directory (for `dwcp up`, its data dir): a CA,
+// a certificate per nats-server and per identity, an nkey per NATS role, and trust.json, the
+// public list of which nkey is which role. Provisioning is idempotent: what exists is kept, so
+// a restarted stack keeps its identities.
+
+/** A NATS role; each service process runs as exactly one. */
+export type Role =
+  | "admin"
+  | "coordinator"
+  | "cli"
+  | "observer"
+  | `mover-${string}`
+  | `replication-${string}`
+  | `site-${string}`;
+
+export const moverRole = (host: string): Role => `mover-${host}`;
+export const replicationRole = (host: string): Role => `replication-${host}`;
+export const siteRole = (site: string): Role => `site-${site}`;
+
+/** What one role holds: files a process of that role is given (DWCP_TLS_*, DWCP_NKEY_FILE). */
+export interface RoleCredentials {
+  role: Role;
+  /** Public nkey (U...): the NATS user and the key its events are signed with. */
+  publicKey: string;
+  nkeyFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export interface Provisioned {
+  dir: string;
+  caFile: string;
+  /** nats-server's own certificate (SANs localhost, 127.0.0.1, ::1 and `serverNames`). */
+  server: { certFile: string; keyFile: string };
+  roles: Map<Role, RoleCredentials>;
+  trustFile: string;
+}
+
+export interface ProvisionOptions {
+  /** Hosts that run a mover and a replication service (roles mover-<h>, replication-<h>). */
+  hosts: readonly string[];
+  /** Federation sites (roles site-<s>). */
+  sites?: readonly string[];
+  /** Extra DNS names for the server certificate. */
+  serverNames?: readonly string[];
+}
+
+/** trust.json: public, readable by every service; maps a public nkey to its role (and host). */
+export const TrustFile = z.object({
+  version: z.literal(1),
+  principals: z.record(
+    z.string().regex(/^U[A-Z2-7]{55}$/),
+    z.object({ role: z.string().min(1).max(128), host: z.string().min(1).max(64).optional() }),
+  ),
+});
+export type TrustFile = z.infer<typeof TrustFile>;
+
+export class CredentialsError extends DwcpError {
+  readonly code = "CREDENTIALS_INVALID";
+  readonly retryable = false;
+}
+
+const enc = new TextEncoder();
+
+/** Writes `data` to `file` with mode 0600 via a temporary file, so a crash never leaves half of it. */
+function writeSecret(file: string, data: string): void {
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, data, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+}
+
+/** The host a role runs for (mover-a, replication-a -> a), if any. */
+export function hostOfRole(role: string): string | undefined {
+  const m = /^(?:mover|replication)-(.+)$/.exec(role);
+  return m?.[1];
+}
+
+async function ensurePair(
+  dir: string,
+  name: string,
+  issue: () => Promise<KeyPairPem>,
+): Promise<{ certFile: string; keyFile: string }> {
+  const certFile = join(dir, `${name}.pem`);
+  const keyFile = join(dir, `${name}.key`);
+  if (!existsSync(certFile) || !existsSync(keyFile)) {
+    const pair = await issue();
+    writeSecret(keyFile, pair.key);
+    writeFileSync(certFile, pair.cert, { mode: 0o644 });
+  }
+  return { certFile, keyFile };
+}
+
+function ensureNkey(dir: string, role: Role): { nkeyFile: string; publicKey: string } {
+  const nkeyFile = join(dir, `${role}.nk`);
+  if (!existsSync(nkeyFile)) writeSecret(nkeyFile, new TextDecoder().decode(createUser().getSeed()));
+  const seed = readFileSync(nkeyFile, "utf8").trim();
+  try {
+    return { nkeyFile, publicKey: fromSeed(enc.encode(seed)).getPublicKey() };
+  } catch (err) {
+    throw new CredentialsError(`${nkeyFile} is not an nkey seed`, { cause: err });
+  }
+}
+
+/** Every role of a deployment with these hosts and sites. */
+export function rolesOf(opts: ProvisionOptions): Role[] {
+  return [
+    "admin",
+    "coordinator",
+    "cli",
+    "observer",
+    ...opts.hosts.flatMap((h) => [moverRole(h), replicationRole(h)]),
+    ...(opts.sites ?? []).map(siteRole),
+  ];
+}
+
+/**
+ * Creates what is missing under `dir` (pki/, creds/, trust.json) and returns where everything
+ * is. Secrets are written 0600.
+ */
+export async function provision(dir: string, opts: ProvisionOptions): Promise<Provisioned> {
+  const pki = join(dir, "pki");
+  const creds = join(dir, "creds");
+  mkdirSync(pki, { recursive: true, mode: 0o700 });
+  mkdirSync(creds, { recursive: true, mode: 0o700 });
+  const caFile = join(pki, "ca.pem");
+  const caKeyFile = join(pki, "ca.key");
+  if (!existsSync(caFile) || !existsSync(caKeyFile)) {
+    const ca = await createCertificateAuthority("dwcp CA");
+    writeSecret(caKeyFile, ca.key);
+    writeFileSync(caFile, ca.cert, { mode: 0o644 });
+  }
+  const ca = { cert: readFileSync(caFile, "utf8"), key: readFileSync(caKeyFile, "utf8") };
+  const server = await ensurePair(pki, "nats-server", () =>
+    issueCertificate(ca, {
+      commonName: "nats-server",
+      dnsNames: ["localhost", ...(opts.serverNames ?? [])],
+      ipAddresses: ["127.0.0.1", "::1"],
+      uris: [roleIdentity("nats-server")],
+    }),
+  );
+  const roles = new Map<Role, RoleCredentials>();
+  const trust: TrustFile = { version: 1, principals: {} };
+  for (const role of rolesOf(opts)) {
+    const host = hostOfRole(role);
+    const uris = [roleIdentity(role), ...(host !== undefined ? [hostIdentity(host)] : [])];
+    const pair = await ensurePair(pki, role, () =>
+      issueCertificate(ca, { commonName: role, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"], uris }),
+    );
+    const nkey = ensureNkey(creds, role);
+    roles.set(role, { role, ...nkey, ...pair });
+    trust.principals[nkey.publicKey] = { role, ...(host !== undefined ? { host } : {}) };
+  }
+  const trustFile = join(dir, "trust.json");
+  writeFileSync(trustFile, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+  return { dir, caFile, server, roles, trustFile };
+}
+
+/** Reads and validates a trust file. */
+export function readTrustFile(file: string): TrustFile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new CredentialsError(`cannot read trust file ${file}`, { cause: err });
+  }
+  const parsed = TrustFile.safeParse(raw);
+  if (!parsed.success)
+    throw new CredentialsError(`${file} is not a dwcp trust file: ${parsed.error.message.slice(0, 500)}`);
+  return parsed.data;
+}
+
+/** The environment that gives a service process its role's credentials. */
+export function roleEnv(p: Provisioned, role: Role): Record<string, string> {
+  const r = p.roles.get(role);
+  if (r === undefined) throw new CredentialsError(`no credentials were provisioned for role ${role}`);
+  return {
+    DWCP_TLS_CA: p.caFile,
+    DWCP_TLS_CERT: r.certFile,
+    DWCP_TLS_KEY: r.keyFile,
+    DWCP_NKEY_FILE: r.nkeyFile,
+    DWCP_TRUST_FILE: p.trustFile,
+  };
+}
