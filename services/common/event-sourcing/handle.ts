@@ -8,10 +8,11 @@ export const DEFAULT_MAX_ATTEMPTS = 8;
 /** Where handle() gets the current state and puts the decided events. */
 export interface CommandPort<S, E> {
   /**
-   * The aggregate's current state and the sequence it was folded at. `afterConflict` is set when
-   * an append with the previous answer was refused: the next answer must have caught up.
+   * The aggregate's current state and the sequence it was folded at. `after` is the error that
+   * refused the previous attempt's append (a VersionConflictError, or whatever `retryOn` let
+   * through): the next answer must have caught up.
    */
-  load(id: string, afterConflict?: VersionConflictError): Promise<Versioned<S>>;
+  load(id: string, after?: unknown): Promise<Versioned<S>>;
   /** Appends with `expectedSeq`; a stale one is refused with VersionConflictError. */
   append(id: string, events: readonly E[], msgIdBase: string, expectedSeq: number): Promise<number>;
 }
@@ -29,8 +30,13 @@ export interface Command<C, Ctx> {
 export interface HandleOptions {
   /** Attempts before TooManyConflictsError, the first included. Default 8. */
   maxAttempts?: number;
-  /** Called after each version conflict, before the state is read again. */
-  onConflict?: (attempt: number, err: VersionConflictError) => void;
+  /** Called after each refused attempt that is retried, before the state is read again. */
+  onConflict?: (attempt: number, err: unknown) => void;
+  /**
+   * Which append failures are decided again. Default: a VersionConflictError only. A log that
+   * also re-decides after a transport failure passes its retryability test.
+   */
+  retryOn?: (err: unknown) => boolean;
 }
 
 /** What a handled command did: the events appended (none if it decided nothing) and where. */
@@ -38,37 +44,47 @@ export interface Handled<S, E> {
   events: E[];
   /** The aggregate's sequence after the append (unchanged when nothing was appended). */
   seq: number;
-  /** The state with the appended events folded in. */
+  /**
+   * The state with the appended events folded in; without an `evolve` (an aggregate that folds
+   * in place as its port appends), the state the events were decided on.
+   */
   state: S;
 }
 
+const isConflict = (err: unknown): boolean => err instanceof VersionConflictError;
+
 /**
  * Runs one command: read and fold, decide, append with the folded sequence; on a version
- * conflict read again and decide again, at most `maxAttempts` times. Any other error, thrown by
- * decide or by the append, ends the command at once.
+ * conflict (or what `retryOn` accepts) read again and decide again, at most `maxAttempts` times.
+ * Any other error, thrown by decide or by the append, ends the command at once. When every
+ * attempt lost a race it ends with TooManyConflictsError; when the last one failed otherwise,
+ * with that failure.
  */
 export async function handle<S, E, C, Ctx>(
-  aggregate: Pick<Aggregate<S, E, C, Ctx>, "evolve" | "decide">,
+  aggregate: Pick<Aggregate<S, E, C, Ctx>, "decide"> & Partial<Pick<Aggregate<S, E, C, Ctx>, "evolve">>,
   port: CommandPort<S, E>,
   cmd: Command<C, Ctx>,
   opts: HandleOptions = {},
 ): Promise<Handled<S, E>> {
   const maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
-  let conflict: VersionConflictError | undefined;
+  const retryOn = opts.retryOn ?? isConflict;
+  let refused: unknown;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    const { state, seq } = await port.load(cmd.id, conflict);
+    const { state, seq } = await port.load(cmd.id, refused);
     const events = aggregate.decide(state, cmd.command, cmd.context());
     if (events.length === 0) return { events, seq, state };
     try {
       const last = await port.append(cmd.id, events, cmd.msgIdBase, seq);
-      return { events, seq: last, state: events.reduce((s, e) => aggregate.evolve(s, e), state) };
+      const evolve = aggregate.evolve;
+      return { events, seq: last, state: evolve ? events.reduce((s, e) => evolve(s, e), state) : state };
     } catch (err) {
-      if (!(err instanceof VersionConflictError)) throw err;
-      conflict = err;
+      if (!retryOn(err)) throw err;
+      refused = err;
       opts.onConflict?.(attempt, err);
     }
   }
-  throw new TooManyConflictsError(cmd.id, maxAttempts, { cause: conflict });
+  if (isConflict(refused)) throw new TooManyConflictsError(cmd.id, maxAttempts, { cause: refused });
+  throw refused;
 }
 
 /** The port of an aggregate that lives only in its store: each attempt reads and folds afresh. */

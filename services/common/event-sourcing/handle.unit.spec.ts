@@ -82,7 +82,7 @@ describe("handle", () => {
 
   it("tells load that the previous answer was stale", async () => {
     const s = fakeStore([[{ type: "Added", by: 1 }]]);
-    const seen: Array<VersionConflictError | undefined> = [];
+    const seen: unknown[] = [];
     const port: CommandPort<State, Event> = { ...s.port, load: (id, c) => (seen.push(c), s.port.load(id, c)) };
     await handle(counter, port, add(3));
     expect(seen[0]).toBeUndefined();
@@ -107,5 +107,32 @@ describe("handle", () => {
     };
     await expect(handle(refusing, s.port, add(3))).rejects.toBeInstanceOf(TooManyConflictsError);
     expect(s.appends).toHaveLength(0);
+  });
+
+  it("with retryOn, re-decides after an accepted failure and ends with the last failure itself", async () => {
+    const s = fakeStore();
+    const flaky = Object.assign(new Error("transport"), { retryable: true });
+    let failures = 2;
+    const port: CommandPort<State, Event> = {
+      ...s.port,
+      append: (...a) => (failures-- > 0 ? Promise.reject(flaky) : s.port.append(...a)),
+    };
+    const retryOn = (err: unknown) => (err as { retryable?: boolean }).retryable === true;
+    const r = await handle(counter, port, add(3), { retryOn });
+    expect(r.events).toEqual([{ type: "Added", by: 3 }]);
+    expect(s.loads()).toBe(3);
+
+    failures = 5;
+    await expect(handle(counter, port, add(1), { retryOn, maxAttempts: 3 })).rejects.toBe(flaky);
+  });
+
+  it("without an evolve, answers the state the events were decided on", async () => {
+    const s = fakeStore();
+    const r = await handle(
+      { decide: (st: State, c: Cmd) => counter.decide(st, c, { now: new Date(0) }) },
+      s.port,
+      add(3),
+    );
+    expect(r).toEqual({ events: [{ type: "Added", by: 3 }], seq: 1, state: { total: 0 } });
   });
 });

@@ -6,13 +6,14 @@ import type { Lifecycle } from "#common/lifecycle.js";
 import { createLogger, type Logger } from "#common/logger.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
-import { decide, type FederationCommand } from "../domain/federation/decide.js";
+import { federationBatch } from "../domain/federation/aggregate.js";
+import type { FederationCommand } from "../domain/federation/decide.js";
+import { handle } from "#common/event-sourcing/handle.js";
 import { apply } from "../domain/federation/evolve.js";
 import { healthOf } from "../domain/federation/health.js";
 import {
   cloneView,
   emptyView,
-  overlayView,
   staleness,
   type FederationView,
   type SiteFreshness,
@@ -223,20 +224,32 @@ export class Site {
   async execute(commands: readonly FederationCommand[]): Promise<FederationEvent[]> {
     return this.serial(async () => {
       const fedLog = this.appendLog();
-      for (let attempt = 1; ; attempt++) {
-        if (!fedLog.isCurrent) await fedLog.catchUp();
-        const events = this.decideAll(commands);
-        if (events.length === 0) return [];
-        try {
-          await fedLog.append(events);
-          for (const e of events) this.apply(e);
-          return events;
-        } catch (err) {
-          await this.recover(fedLog, err);
-          if (!isRetryable(err) || attempt >= this.cfg.appendAttempts) throw err;
-          this.log.warn({ err, attempt }, "append failed; re-deciding");
-        }
-      }
+      const { events } = await handle(
+        federationBatch,
+        {
+          load: async () => {
+            if (!fedLog.isCurrent) await fedLog.catchUp();
+            return { state: this.current, seq: 0 }; // the log tracks its own end (FederationLog)
+          },
+          append: async (_id, events) => {
+            try {
+              await fedLog.append(events);
+            } catch (err) {
+              await this.recover(fedLog, err);
+              throw err;
+            }
+            for (const e of events) this.apply(e);
+            return 0;
+          },
+        },
+        { id: this.id, command: commands, msgIdBase: "", context: () => ({ now: this.clock(), site: this.id }) },
+        {
+          maxAttempts: this.cfg.appendAttempts,
+          retryOn: isRetryable,
+          onConflict: (attempt, err) => this.log.warn({ err, attempt }, "append failed; re-deciding"),
+        },
+      );
+      return events;
     });
   }
 
@@ -322,19 +335,6 @@ export class Site {
       this.log.error({ err }, "re-reading the site's log failed");
       throw cause;
     }
-  }
-
-  private decideAll(commands: readonly FederationCommand[]): FederationEvent[] {
-    const ctx = { now: this.clock(), site: this.id };
-    // Later commands of the batch see earlier ones' events without copying the whole view.
-    const scratch = overlayView(this.current);
-    const out: FederationEvent[] = [];
-    for (const command of commands) {
-      const events = decide(scratch, command, ctx);
-      for (const e of events) apply(scratch, e);
-      out.push(...events);
-    }
-    return out;
   }
 
   /** Folds in place: a copy per event would make every event cost as much as the whole view. */
