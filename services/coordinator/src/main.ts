@@ -17,6 +17,7 @@ export async function runCoordinator(flags: { nats?: string; replicas?: string }
       failWhenNatsLost(nats.nc, control, { downLimitMs: config.process.natsDownLimitMs });
       coordinator = new Coordinator(nats, config, log);
       await coordinator.start();
+      coordinator.onLoopEnded((reason, err) => control.fail(reason, err));
     },
     stop: async () => {
       await coordinator?.stop();

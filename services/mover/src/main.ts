@@ -18,6 +18,7 @@ export async function runMover(flags: MoverFlags): Promise<void> {
       failWhenNatsLost(nats.nc, control, { downLimitMs: config.process.natsDownLimitMs });
       mover = new Mover(nats, config, log);
       await mover.start();
+      mover.onLoopEnded((reason, err) => control.fail(reason, err));
     },
     stop: async () => {
       await mover?.stop();

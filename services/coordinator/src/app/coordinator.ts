@@ -85,6 +85,22 @@ export class Coordinator {
     this.log.info({ migrations: this.projection.ids().length }, "coordinator running");
   }
 
+  /**
+   * Calls `onEnd` if the event tail, the command loop or the advisory watch ends while the
+   * coordinator is running: it can no longer decide, and its supervisor should restart it.
+   */
+  onLoopEnded(onEnd: (reason: string, err?: unknown) => void): void {
+    for (const [name, loop] of [
+      ["event tail", this.loops[0]],
+      ["command loop", this.loops[1]],
+    ] as const) {
+      void loop?.then(
+        () => this.state === "running" && onEnd(`the ${name} ended`),
+        (err: unknown) => this.state === "running" && onEnd(`the ${name} failed`, err),
+      );
+    }
+  }
+
   /** Stops taking commands, lets in-flight decisions finish, then lets go of the streams. */
   async stop(): Promise<void> {
     if (this.state === "stopped") return;

@@ -75,6 +75,17 @@ export class Mover {
     log.info({ host: config.host, dataAddress: advertised, roots }, "mover running");
   }
 
+  /**
+   * Calls `onEnd` if the work loop ends while the mover is running: it no longer takes work, and
+   * its supervisor should restart it.
+   */
+  onLoopEnded(onEnd: (reason: string, err?: unknown) => void): void {
+    void this.loop?.then(
+      () => this.state === "running" && onEnd("the work loop ended"),
+      (err: unknown) => this.state === "running" && onEnd("the work loop failed", err),
+    );
+  }
+
   async stop(): Promise<void> {
     if (this.state === "stopped") return;
     this.state = "draining";
