@@ -5,6 +5,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
+  type StreamSource,
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { createHash } from "node:crypto";
@@ -79,19 +80,20 @@ export async function ensureOwnStream(jsm: JetStreamManager, site: string): Prom
  */
 export async function ensureMirrors(jsm: JetStreamManager, site: string, peers: readonly string[]): Promise<void> {
   for (const peer of peers) {
-    if (peer === site) continue;
-    const name = fedNames.mirror(peer);
-    try {
-      await jsm.streams.info(name);
-    } catch (err) {
-      if (!isStreamNotFound(err)) throw err;
-      await jsm.streams.add({
-        name,
-        storage: StorageType.File,
-        retention: RetentionPolicy.Limits,
-        mirror: { name: fedNames.stream(peer), domain: peer },
-      });
-    }
+    if (peer !== site) await ensureMirror(jsm, fedNames.mirror(peer), { name: fedNames.stream(peer), domain: peer });
+  }
+}
+
+/**
+ * Creates the file-backed mirror `name` of `mirror` (a stream in another JetStream domain)
+ * unless it exists: an existing mirror is left as it is, since a mirror's origin cannot change.
+ */
+export async function ensureMirror(jsm: JetStreamManager, name: string, mirror: StreamSource): Promise<void> {
+  try {
+    await jsm.streams.info(name);
+  } catch (err) {
+    if (!isStreamNotFound(err)) throw err;
+    await jsm.streams.add({ name, storage: StorageType.File, retention: RetentionPolicy.Limits, mirror });
   }
 }
 

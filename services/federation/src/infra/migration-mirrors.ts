@@ -1,7 +1,7 @@
-import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
-import { isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
+import { ensureMirror } from "./fed-streams.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
 export const eventMirror = (site: string): string => `DWCP_EVTM_${site}`;
@@ -19,18 +19,8 @@ const EVENT_MIRROR_PREFIX = "DWCP_EVTM_";
 export async function ensureEventMirrors(jsm: JetStreamManager, site: string, peers: readonly string[]): Promise<void> {
   for (const peer of peers) {
     if (peer === site) continue;
-    const name = eventMirror(peer);
-    try {
-      await jsm.streams.info(name);
-    } catch (err) {
-      if (!isStreamNotFound(err)) throw err;
-      await jsm.streams.add({
-        name,
-        storage: StorageType.File,
-        retention: RetentionPolicy.Limits,
-        mirror: { name: EVT_STREAM, domain: peer, filter_subject: subjects.migrationEvents },
-      });
-    }
+    const source = { name: EVT_STREAM, domain: peer, filter_subject: subjects.migrationEvents };
+    await ensureMirror(jsm, eventMirror(peer), source);
   }
 }
 
