@@ -108,6 +108,18 @@ export default tseslint.config(
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "@typescript-eslint/switch-exhaustiveness-check": "error",
       "@typescript-eslint/no-floating-promises": "error",
+      // Biome formats at 120 but leaves long strings, templates, regexes and comments alone.
+      "max-len": [
+        "error",
+        {
+          code: 120,
+          ignoreUrls: false,
+          ignoreStrings: false,
+          ignoreTemplateLiterals: false,
+          ignoreRegExpLiterals: false,
+          ignoreComments: false,
+        },
+      ],
     },
   },
   {

@@ -104,15 +104,18 @@ async function main(): Promise<void> {
     for (const v of VARIANTS) results[v.name] = await transfer(dir, src, v, run++);
     const js = results["Node stream reads, page cache"] ?? NaN;
     log(
-      `\n${values.size} incompressible, ${values.chunk} chunks, ${values.batch} batches x ${concurrency}, fsync per batch`,
+      `\n${values.size} incompressible, ${values.chunk} chunks, ` +
+        `${values.batch} batches x ${concurrency}, fsync per batch`,
     );
     log(`${"path".padEnd(36)} seconds    MB/s  vs Node reads  vs raw sendfile`);
     log(
-      `${"raw sendfile (no fsync)".padEnd(36)} ${raw_sendfile_s.toFixed(3).padStart(7)} ${(size / raw_sendfile_s / 1e6).toFixed(0).padStart(7)}`,
+      `${"raw sendfile (no fsync)".padEnd(36)} ${raw_sendfile_s.toFixed(3).padStart(7)} ` +
+        `${(size / raw_sendfile_s / 1e6).toFixed(0).padStart(7)}`,
     );
     for (const [name, s] of Object.entries(results)) {
       log(
-        `${name.padEnd(36)} ${s.toFixed(3).padStart(7)} ${(size / s / 1e6).toFixed(0).padStart(7)} ${(js / s).toFixed(2).padStart(13)}x ${(raw_sendfile_s / s).toFixed(2).padStart(15)}x`,
+        `${name.padEnd(36)} ${s.toFixed(3).padStart(7)} ${(size / s / 1e6).toFixed(0).padStart(7)} ` +
+          `${(js / s).toFixed(2).padStart(13)}x ${(raw_sendfile_s / s).toFixed(2).padStart(15)}x`,
       );
     }
     if (values.json) {

@@ -161,7 +161,8 @@ function machine(): Record<string, unknown> {
 async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
   const [writer, ...readers] = fed.sites.map((s) => s.site) as [Site, ...Site[]];
   log(
-    `${fed.sites.length} sites (${fed.topology}); writer ${writer.id}; ${REPEATS} x ${Math.round(TARGET_BYTES / 1024)} KiB, ${CHANGES} single changes`,
+    `${fed.sites.length} sites (${fed.topology}); writer ${writer.id}; ` +
+      `${REPEATS} x ${Math.round(TARGET_BYTES / 1024)} KiB, ${CHANGES} single changes`,
   );
   const full: number[] = [];
   let bytes = 0;
@@ -230,15 +231,13 @@ async function main(): Promise<void> {
     const result = await run(fed);
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else {
+      const n = (key: string): number => result[key] as number;
       log(
-        `full state (${result["full_state_bytes"] as number} B in ${result["full_state_events"] as number} events): p50 ${result["full_state_p50_ms"] as number} ms, p99 ${result["full_state_p99_ms"] as number} ms (target <= 50 ms p50)`,
+        `full state (${n("full_state_bytes")} B in ${n("full_state_events")} events): ` +
+          `p50 ${n("full_state_p50_ms")} ms, p99 ${n("full_state_p99_ms")} ms (target <= 50 ms p50)`,
       );
-      log(
-        `per change, all sites: p50 ${result["change_p50_ms"] as number} ms, p99 ${result["change_p99_ms"] as number} ms (target <= 10 ms p50)`,
-      );
-      log(
-        `per change, one site: p50 ${result["change_one_site_p50_ms"] as number} ms, p99 ${result["change_one_site_p99_ms"] as number} ms`,
-      );
+      log(`per change, all sites: p50 ${n("change_p50_ms")} ms, p99 ${n("change_p99_ms")} ms (target <= 10 ms p50)`);
+      log(`per change, one site: p50 ${n("change_one_site_p50_ms")} ms, p99 ${n("change_one_site_p99_ms")} ms`);
     }
   } finally {
     await fed.stop();

@@ -137,8 +137,10 @@ try {
   execFileSync("cat", [src, rsyncDst, ...packs], { stdio: ["ignore", "ignore", "inherit"], maxBuffer: 0 });
   execFileSync("sync");
   const second = await sync();
+  const phases = JSON.stringify(second.phases, (_k, v: unknown) => (typeof v === "number" ? Math.round(v) : v));
   log(
-    `incremental sync: ${second.seconds.toFixed(2)} s, wire ${second.wireBytes}, changed ${changed}; phases ms ${JSON.stringify(second.phases, (_k, v: unknown) => (typeof v === "number" ? Math.round(v) : v))}`,
+    `incremental sync: ${second.seconds.toFixed(2)} s, wire ${second.wireBytes}, changed ${changed}; ` +
+      `phases ms ${phases}`,
   );
   execFileSync("sync");
   const rs = rsyncTimed(src, rsyncDst);

@@ -101,7 +101,9 @@ async function main(): Promise<void> {
   const small = tables["256KiB"];
   const read = readOf(big);
   const result = {
-    method: `best of ${NATIVE_TIMING.samples} samples (>= ${NATIVE_TIMING.minSampleMs} ms each); ts path best of ${TS_TIMING.samples}`,
+    method:
+      `best of ${NATIVE_TIMING.samples} samples (>= ${NATIVE_TIMING.minSampleMs} ms each); ` +
+      `ts path best of ${TS_TIMING.samples}`,
     capabilities: capabilities(),
     read_gbps: read,
     read_l2_gbps: readOf(small),

@@ -216,13 +216,17 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   const gb = size / 1e9;
   const rss = Math.max(await peakRssBytes(sender), await peakRssBytes(receiver));
   log(
-    `incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; peak mover RSS ${(rss / 2 ** 20).toFixed(1)} MiB`,
+    `incompressible: dwcp ${r.seconds.toFixed(3)} s, rsync --whole-file ${rsync_random_s.toFixed(3)} s, ` +
+      `raw sendfile ${sendfile_s.toFixed(3)} s; sender ${(cpu / gb).toFixed(2)} CPU s/GB; ` +
+      `peak mover RSS ${(rss / 2 ** 20).toFixed(1)} MiB`,
   );
   log(
-    `incompressible within host a (local copy): dwcp ${local_s.toFixed(3)} s, cp ${cp_random_s.toFixed(3)} s, cp/dwcp ${(cp_random_s / local_s).toFixed(2)}x`,
+    `incompressible within host a (local copy): dwcp ${local_s.toFixed(3)} s, cp ${cp_random_s.toFixed(3)} s, ` +
+      `cp/dwcp ${(cp_random_s / local_s).toFixed(2)}x`,
   );
   log(
-    `incompressible without the read-back (verify: false): dwcp ${nv.seconds.toFixed(3)} s, rsync/dwcp ${(rsync_random_s / nv.seconds).toFixed(2)}x`,
+    `incompressible without the read-back (verify: false): dwcp ${nv.seconds.toFixed(3)} s, ` +
+      `rsync/dwcp ${(rsync_random_s / nv.seconds).toFixed(2)}x`,
   );
   return {
     random_dwcp_s: r.seconds,

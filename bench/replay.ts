@@ -244,17 +244,31 @@ try {
   await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
   const fold = await foldRate(dir, Number(values.events));
   log(
-    `fold from backup file: ${Math.round(fold.perSec)} events/s (${values.events} events, ${fold.migrations} migrations, ${fold.seconds.toFixed(2)} s)`,
+    `fold from backup file: ${Math.round(fold.perSec)} events/s ` +
+      `(${values.events} events, ${fold.migrations} migrations, ${fold.seconds.toFixed(2)} s)`,
   );
   const srv = await serverRate(nats, Number(values["server-events"]));
   log(`replay from nats-server: ${Math.round(srv)} events/s (${values["server-events"]} events)`);
   const restore = await restoreRate(dir, nats, parseSize("--size", values.size));
   log(
-    `restore ${values.size}: ${restore.gbPerSec.toFixed(2)} GB/s (${restore.seconds.toFixed(2)} s, of which final fsync ${restore.finalSyncSeconds.toFixed(2)} s); dd of the same bytes ${restore.ddGbPerSec.toFixed(2)} GB/s through the page cache, ${restore.ddDirectGbPerSec.toFixed(2)} GB/s with oflag=direct`,
+    `restore ${values.size}: ${restore.gbPerSec.toFixed(2)} GB/s ` +
+      `(${restore.seconds.toFixed(2)} s, of which final fsync ${restore.finalSyncSeconds.toFixed(2)} s); ` +
+      `dd of the same bytes ${restore.ddGbPerSec.toFixed(2)} GB/s through the page cache, ` +
+      `${restore.ddDirectGbPerSec.toFixed(2)} GB/s with oflag=direct`,
   );
-  process.stdout.write(
-    `${JSON.stringify({ events: Number(values.events), fold_events_per_s: Math.round(fold.perSec), server_events: Number(values["server-events"]), server_events_per_s: Math.round(srv), restore_bytes: parseSize("--size", values.size), restore_s: restore.seconds, restore_final_fsync_s: restore.finalSyncSeconds, restore_gb_per_s: restore.gbPerSec, dd_fdatasync_gb_per_s: restore.ddGbPerSec, dd_direct_gb_per_s: restore.ddDirectGbPerSec })}\n`,
-  );
+  const summary = {
+    events: Number(values.events),
+    fold_events_per_s: Math.round(fold.perSec),
+    server_events: Number(values["server-events"]),
+    server_events_per_s: Math.round(srv),
+    restore_bytes: parseSize("--size", values.size),
+    restore_s: restore.seconds,
+    restore_final_fsync_s: restore.finalSyncSeconds,
+    restore_gb_per_s: restore.gbPerSec,
+    dd_fdatasync_gb_per_s: restore.ddGbPerSec,
+    dd_direct_gb_per_s: restore.ddDirectGbPerSec,
+  };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
 } finally {
   await nats.nc.close();
   await server.stop();

@@ -57,12 +57,15 @@ export async function runDemo(flags: { "data-dir"?: string; size?: string }): Pr
       const same = a === b;
       ok &&= same && alB <= alA;
       say(
-        `  ${name}: sha256 ${same ? "identical" : "DIFFERENT"} (${b.slice(0, 16)}...), allocated ${fmtBytes(alB)} at b vs ${fmtBytes(alA)} at a`,
+        `  ${name}: sha256 ${same ? "identical" : "DIFFERENT"} (${b.slice(0, 16)}...), ` +
+          `allocated ${fmtBytes(alB)} at b vs ${fmtBytes(alA)} at a`,
       );
     }
     const total = r.bytes;
     say(
-      `${ok ? "verified" : "VERIFY FAILED"}: ${fmtBytes(total)} moved in ${r.seconds.toFixed(2)} s (${fmtRate(total / Math.max(r.seconds, 1e-3))}), ${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} skipped as zero`,
+      `${ok ? "verified" : "VERIFY FAILED"}: ${fmtBytes(total)} moved in ${r.seconds.toFixed(2)} s ` +
+        `(${fmtRate(total / Math.max(r.seconds, 1e-3))}), ${fmtBytes(r.wireBytes)} on the wire, ` +
+        `${fmtBytes(r.zeroBytes)} skipped as zero`,
     );
     say("every step was recorded as an event in JetStream; to explore, run `npx dwcp up` and see README.md");
     return ok ? 0 : 1;

@@ -16,15 +16,18 @@ import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus, readMirroredMigration } from "#federation";
 import { fold, type Migration } from "#migration";
 
+/** The column where HELP's descriptions start, for its lines too long to write out. */
+const COL = " ".repeat(40);
+
 const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
 
 usage: dwcp <command> [flags]          (every command takes --nats URL, default $DWCP_NATS_URL or nats://127.0.0.1:4222)
 
   demo                                  start an embedded stack, migrate a generated VM image, verify it
   up [--data-dir D] [--hosts a,b] [--nats-port N] [--sites N]
-                                        embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>);
-                                        with --sites N: N federated sites (own nats-server and JetStream domain, coordinator
-                                        and movers <site>-<host> each, leafnodes to a hub); migrations may cross sites
+${COL}embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>);
+${COL}with --sites N: N federated sites (own nats-server and JetStream domain, coordinator
+${COL}and movers <site>-<host> each, leafnodes to a hub); migrations may cross sites
   federation status [--json]            all sites, their health and capacity, VM placements, staleness
   init [--replicas 1|3]                 create streams, consumers and the mover registry (idempotent)
   coordinator [--replicas 1|3]          run a coordinator
@@ -209,7 +212,8 @@ async function migrate(argv: string[]): Promise<number> {
     if (values.json) out(JSON.stringify(r));
     else if (r.state === "completed")
       out(
-        `migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s (${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero)`,
+        `migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s ` +
+          `(${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero)`,
       );
     else out(`migration ${id} ${r.state}: ${r.reason ?? ""} ${r.message ?? ""}`);
     return r.state === "completed" ? 0 : 1;
@@ -236,7 +240,9 @@ async function status(argv: string[]): Promise<number> {
     else
       for (const r of rows)
         out(
-          `${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}${r.reason ? `  ${r.reason}: ${r.message}` : ""}`,
+          `${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ` +
+            `${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}` +
+            (r.reason ? `  ${r.reason}: ${r.message}` : ""),
         );
     return 0;
   });
@@ -254,7 +260,10 @@ async function events(argv: string[]): Promise<number> {
     else
       for (const e of list)
         out(
-          `${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}${"batch" in e.event ? ` batch=${e.event.batch}` : ""}${"reason" in e.event && e.event.reason ? ` ${e.event.reason}` : ""}${"code" in e.event ? ` ${e.event.code}` : ""}`,
+          `${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}` +
+            ("batch" in e.event ? ` batch=${e.event.batch}` : "") +
+            ("reason" in e.event && e.event.reason ? ` ${e.event.reason}` : "") +
+            ("code" in e.event ? ` ${e.event.code}` : ""),
         );
     return 0;
   });

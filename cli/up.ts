@@ -51,12 +51,14 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
       fs.fed.sites
         .map(
           (s) =>
-            `  site ${s.id}: ${s.url}   movers ${(sites[s.id] ?? []).map((h) => `${h} (root ${fs.stack(s.id).root(h)})`).join(", ")}\n`,
+            `  site ${s.id}: ${s.url}   movers ` +
+            `${(sites[s.id] ?? []).map((h) => `${h} (root ${fs.stack(s.id).root(h)})`).join(", ")}\n`,
         )
         .join("") +
       `  logs:    ${join(dataDir, "logs")} and ${join(dataDir, "<site>", "stack", "logs")}\n` +
       `try: DWCP_NATS_URL=${first?.url ?? ""} npx dwcp federation status\n` +
-      `     a cross-site migration: publish at the source host's site, e.g. --from ${sites[first?.id ?? ""]?.[0] ?? ""}:PATH --to <other site>-${opts.hosts[0] ?? ""}:DIR\n` +
+      `     a cross-site migration: publish at the source host's site, ` +
+      `e.g. --from ${sites[first?.id ?? ""]?.[0] ?? ""}:PATH --to <other site>-${opts.hosts[0] ?? ""}:DIR\n` +
       `Ctrl-C stops everything.\n`,
   );
   await untilSignal();

@@ -274,7 +274,10 @@ describe("DWCP_NATIVE=off", () => {
   it("reports the TypeScript fallback and no zero-copy (in a child process)", () => {
     const index = fileURLToPath(new URL("./index.ts", import.meta.url));
     const tsx = fileURLToPath(new URL("../node_modules/.bin/tsx", import.meta.url));
-    const script = `import(${JSON.stringify(index)}).then((m) => console.log(JSON.stringify({ available: m.zeroCopy.available, cached: m.zeroCopy.readIfCached(0, Buffer.alloc(1), 0, 1), caps: m.capabilities(), crc: m.crc32c(Buffer.from("123456789")) })))`;
+    const report =
+      "{ available: m.zeroCopy.available, cached: m.zeroCopy.readIfCached(0, Buffer.alloc(1), 0, 1), " +
+      'caps: m.capabilities(), crc: m.crc32c(Buffer.from("123456789")) }';
+    const script = `import(${JSON.stringify(index)}).then((m) => console.log(JSON.stringify(${report})))`;
     const r = spawnSync(tsx, ["--eval", script], {
       env: { ...process.env, DWCP_NATIVE: "off" },
       encoding: "utf8",

@@ -67,31 +67,35 @@ describe.each(["auto", "off"])("end-to-end migration (DWCP_NATIVE=%s)", (native)
     expect(events.filter((e) => e.event.type === "MigrationPlanned")).toHaveLength(1);
   });
 
-  it("moves between two directories of one host without the socket: byte-identical, holes kept, nothing on the wire", async () => {
-    const disk = await makeImage(stack, "a", "vms/vm2/disk.img", {
-      sizeBytes: 32 * MiB + 777,
-      zeroFraction: 0.8,
-      seed: 4,
-    });
-    const command = buildStart({
-      vm: "vm2",
-      source: { host: "a", volumes: [{ path: "vms/vm2/disk.img", kind: "disk" }] },
-      destination: { host: "a", dir: "moved/vm2" },
-      options: { chunkSizeBytes: 1 * MiB, batchSizeBytes: 8 * MiB },
-    });
-    const r = await runMigration(stack.nats, command, { timeoutMs: 120_000 });
-    expect(r).toMatchObject({ state: "completed", bytes: 32 * MiB + 777 });
-    const dst = join(stack.root("a"), "moved/vm2/disk.img");
-    expect(await sha256File(dst)).toBe(await sha256File(disk));
-    expect(await allocatedBytes(dst)).toBeLessThanOrEqual((await allocatedBytes(disk)) + 2 * 4096);
-    expect(existsSync(`${dst}.part`)).toBe(false);
-    const state = fold(
-      r.migrationId,
-      (await eventsOf(stack, r.migrationId)).map((e) => e.event),
-    );
-    expect(state.status).toBe("completed");
-    expect(state.totals.wireBytes).toBe(0); // the local copy, not the data channel to itself
-  });
+  it(
+    "moves between two directories of one host without the socket: " +
+      "byte-identical, holes kept, nothing on the wire",
+    async () => {
+      const disk = await makeImage(stack, "a", "vms/vm2/disk.img", {
+        sizeBytes: 32 * MiB + 777,
+        zeroFraction: 0.8,
+        seed: 4,
+      });
+      const command = buildStart({
+        vm: "vm2",
+        source: { host: "a", volumes: [{ path: "vms/vm2/disk.img", kind: "disk" }] },
+        destination: { host: "a", dir: "moved/vm2" },
+        options: { chunkSizeBytes: 1 * MiB, batchSizeBytes: 8 * MiB },
+      });
+      const r = await runMigration(stack.nats, command, { timeoutMs: 120_000 });
+      expect(r).toMatchObject({ state: "completed", bytes: 32 * MiB + 777 });
+      const dst = join(stack.root("a"), "moved/vm2/disk.img");
+      expect(await sha256File(dst)).toBe(await sha256File(disk));
+      expect(await allocatedBytes(dst)).toBeLessThanOrEqual((await allocatedBytes(disk)) + 2 * 4096);
+      expect(existsSync(`${dst}.part`)).toBe(false);
+      const state = fold(
+        r.migrationId,
+        (await eventsOf(stack, r.migrationId)).map((e) => e.event),
+      );
+      expect(state.status).toBe("completed");
+      expect(state.totals.wireBytes).toBe(0); // the local copy, not the data channel to itself
+    },
+  );
 
   it("rejects bad input with a reason, writes nothing, and keeps serving", async () => {
     await makeImage(stack, "a", "vms/ok/disk.img", { sizeBytes: 2 * MiB, seed: 3 });

@@ -25,7 +25,9 @@ beforeAll(async () => {
     trackMount(root);
     c.beforeRemove.push(() => execFileSync("umount", ["-l", root], { stdio: "ignore" }));
   } catch (err) {
-    mountError = `cannot mount a 24 MiB tmpfs at ${root} (needs root or CAP_SYS_ADMIN): ${(err as Error).message.split("\n")[0] ?? ""}`;
+    mountError =
+      `cannot mount a 24 MiB tmpfs at ${root} (needs root or CAP_SYS_ADMIN): ` +
+      `${(err as Error).message.split("\n")[0] ?? ""}`;
   }
   await Promise.all([c.startCoordinator("c0"), c.startMover("a1", "a"), c.startMover("b1", "b")]);
 });

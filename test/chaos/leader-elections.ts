@@ -46,7 +46,8 @@ try {
   const sorted = [...pauses].sort((a, b) => a - b);
   const at = (q: number): number => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0);
   process.stdout.write(
-    `${server.version}: ${sorted.length} kills, write pause median ${at(0.5)} ms, max ${at(1)} ms, over 10 s: ${sorted.filter((p) => p > 10_000).length}\n`,
+    `${server.version}: ${sorted.length} kills, write pause median ${at(0.5)} ms, max ${at(1)} ms, ` +
+      `over 10 s: ${sorted.filter((p) => p > 10_000).length}\n`,
   );
   await nats.nc.close();
   await cluster.stop();

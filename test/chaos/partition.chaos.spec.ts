@@ -155,7 +155,8 @@ describe("partitions", () => {
 
   scenario(
     F,
-    "partition a mover from NATS mid-batch: another mover takes the batch, the cut-off one is fenced, work is done once",
+    "partition a mover from NATS mid-batch: another mover takes the batch, " +
+      "the cut-off one is fenced, work is done once",
     async ({ seed, figures }) => {
       // One batch of incompressible data at 0.75 MiB/s: it lasts ~10.7 s. The second mover starts
       // once the first holds the batch (a start takes up to ~5 s on a loaded CI machine) and only

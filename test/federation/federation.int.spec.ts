@@ -228,7 +228,8 @@ describe("federation of three sites on loopback", () => {
 
   it("a second writer for a site loses the sequence race, re-reads the log and re-decides", async () => {
     const west = fed.sites.find((s) => s.id === "west")!;
-    const intruder = new Site({ site: "west", natsUrl: west.url, healthIntervalMs: 0 }, { log: quiet("error") }); // its conflict is expected
+    // its conflict is expected
+    const intruder = new Site({ site: "west", natsUrl: west.url, healthIntervalMs: 0 }, { log: quiet("error") });
     try {
       await intruder.open(); // reads west's log once and does not follow it: its view goes stale
       const first = await west.site.placeVm("fenced-1");

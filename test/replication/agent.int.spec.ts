@@ -40,7 +40,7 @@ describe("replication agent over TCP", () => {
     await t?.stop();
   });
 
-  it("a sync cut by kill -9 of the destination agent leaves the last snapshot restorable; the next completes", async () => {
+  it("kill -9 of the destination agent mid-sync leaves the last snapshot restorable; the next completes", async () => {
     const link1 = await connectAgent({ host: "127.0.0.1", port: agent.port, secret: SECRET });
     const first = await syncOnce({ ...base, transport: link1 });
     await link1.close();

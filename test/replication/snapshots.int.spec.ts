@@ -183,7 +183,7 @@ describe("snapshots, restore and retention", () => {
     expect((await base.log.read("shrinking")).state.snapshots.at(-1)?.snapshotId).toBe(before?.snapshotId);
   });
 
-  it("writes runs of 1 MiB and more with O_DIRECT, the rest and a partial last page through the page cache", async () => {
+  it("writes runs of >= 1 MiB with O_DIRECT, the rest and a partial last page through the page cache", async () => {
     // 3 MiB of data, a 1 MiB hole, 2 MiB + 777 bytes of data: 5 MiB go direct, 777 bytes buffered.
     const vm = join(t.dir, "a", "direct.img");
     const next = prng(9);

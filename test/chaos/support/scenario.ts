@@ -33,7 +33,9 @@ export function scenario(
     const result: { outcome: "passed" | "failed" | "skipped"; reason?: string } = { outcome: "failed" };
     ctx.onTestFailed(() => {
       process.stderr.write(
-        `\nchaos: "${name}" FAILED with seed ${RUN_SEED} (scenario seed ${seed}); replay: DWCP_CHAOS_SEED=${RUN_SEED} npx vitest run -c test/chaos/vitest.chaos.config.ts ${basename(file)} -t "${name}"\n`,
+        `\nchaos: "${name}" FAILED with seed ${RUN_SEED} (scenario seed ${seed}); ` +
+          `replay: DWCP_CHAOS_SEED=${RUN_SEED} npx vitest run -c test/chaos/vitest.chaos.config.ts ` +
+          `${basename(file)} -t "${name}"\n`,
       );
     });
     try {

@@ -30,7 +30,8 @@ export class SourceAtOtherSiteError extends UnknownHostError {
   ) {
     super(
       host,
-      `source host "${host}" belongs to site ${site}: send the StartMigration to that site's NATS (its coordinator owns migrations from ${host})`,
+      `source host "${host}" belongs to site ${site}: send the StartMigration to that site's NATS ` +
+        `(its coordinator owns migrations from ${host})`,
     );
   }
 }

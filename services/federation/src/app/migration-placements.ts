@@ -41,7 +41,8 @@ export class DestinationSiteUnknownError extends DwcpError {
   ) {
     super(
       unreachable.length > 0
-        ? `host ${host} is not registered here and site(s) ${unreachable.join(", ")} did not answer; check the leafnode links`
+        ? `host ${host} is not registered here and site(s) ${unreachable.join(", ")} did not answer; ` +
+            "check the leafnode links"
         : `host ${host} is registered at no site of the federation`,
     );
   }

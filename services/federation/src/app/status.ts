@@ -15,7 +15,8 @@ export class NotAFederationSiteError extends DwcpError {
     why: string,
   ) {
     super(
-      `${url} is not a dwcp federation site (${why}); pass the URL of a site's nats-server, as printed by \`dwcp up --sites N\``,
+      `${url} is not a dwcp federation site (${why}); ` +
+        "pass the URL of a site's nats-server, as printed by `dwcp up --sites N`",
     );
   }
 }
@@ -156,7 +157,8 @@ export function renderStatus(r: StatusReport): string {
       : "-",
     `${seconds(s.ageMs)} ago${s.stale ? " STALE" : ""}`,
     s.link
-      ? `lag ${s.link.lagEvents}, contact ${s.link.lastContactMs < 0 ? "never" : `${seconds(s.link.lastContactMs)} ago`}`
+      ? `lag ${s.link.lagEvents}, contact ` +
+        (s.link.lastContactMs < 0 ? "never" : `${seconds(s.link.lastContactMs)} ago`)
       : "local",
     String(s.events) + (s.missing > 0 ? ` (${s.missing} missing)` : ""),
   ]);

@@ -113,8 +113,9 @@ const encoder = new TextEncoder();
  * append: a JSON array of consecutive events, up to `maxAppendBytes` (0: one event per message),
  * so the events of one command are stored together and a large batch costs few messages.
  * Messages are pipelined, each expecting the subject's last sequence to be the one before it, so
- * a batch lands whole or as a gap-free prefix. The msgID is `<site>.<first seq>.<digest>`: resending the same bytes after a timeout is
- * a no-op, while different events at the same seq (a second writer) meet the sequence check.
+ * a batch lands whole or as a gap-free prefix. The msgID is `<site>.<first seq>.<digest>`:
+ * resending the same bytes after a timeout is a no-op, while different events at the same seq (a
+ * second writer) meet the sequence check.
  */
 export class FederationLog {
   /** Stream sequence of the last message on the site's subject; undefined after a failed append. */

@@ -187,30 +187,34 @@ describe("finalizeVolumes and abortVolumes", () => {
     expect(await readdir(join(root, dir))).toEqual(["d0"]);
   });
 
-  it("reads the whole volume when the records leave a gap, belong to another migration, mark a range rewritten, or disagree", async () => {
-    await flipOneByte();
-    const volume = { destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) };
-    const part = join(root, dir, "d0.part");
-    await record("m", 0, 2 * MiB);
-    await record("m", 3 * MiB, content.length); // [2 MiB, 3 MiB) was never read back
-    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
-    await rm(readBackName(part));
-    await record("other", 0, content.length);
-    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
-    await rm(readBackName(part));
-    await record("m", 0, content.length);
-    await recordReadBack(part, { migrationId: "m", start: 0, end: content.length }); // sent again, not read back yet
-    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
-    await rm(readBackName(part));
-    await recordReadBack(part, { migrationId: "m", start: 0, end: content.length, crc32c: 12345 });
-    await writeFile(readBackName(part), '{"migrationId":"m","start":0,"en', { flag: "a" }); // torn by a crash
-    expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
-    expect((await readdir(join(root, dir))).sort()).toEqual(["d0.part", "d0.part.verified"]);
-    expect(
-      await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots),
-    ).toEqual({ ok: true });
-    await expect(stat(join(root, dir))).rejects.toMatchObject({ code: "ENOENT" });
-  });
+  it(
+    "reads the whole volume when the records leave a gap, belong to another migration, " +
+      "mark a range rewritten, or disagree",
+    async () => {
+      await flipOneByte();
+      const volume = { destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) };
+      const part = join(root, dir, "d0.part");
+      await record("m", 0, 2 * MiB);
+      await record("m", 3 * MiB, content.length); // [2 MiB, 3 MiB) was never read back
+      expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+      await rm(readBackName(part));
+      await record("other", 0, content.length);
+      expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+      await rm(readBackName(part));
+      await record("m", 0, content.length);
+      await recordReadBack(part, { migrationId: "m", start: 0, end: content.length }); // sent again, not read back yet
+      expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+      await rm(readBackName(part));
+      await recordReadBack(part, { migrationId: "m", start: 0, end: content.length, crc32c: 12345 });
+      await writeFile(readBackName(part), '{"migrationId":"m","start":0,"en', { flag: "a" }); // torn by a crash
+      expect(await finalize([volume])).toMatchObject({ ok: false, reason: "VERIFY_FAILED" });
+      expect((await readdir(join(root, dir))).sort()).toEqual(["d0.part", "d0.part.verified"]);
+      expect(
+        await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots),
+      ).toEqual({ ok: true });
+      await expect(stat(join(root, dir))).rejects.toMatchObject({ code: "ENOENT" });
+    },
+  );
 
   it("creates an empty volume that never had a batch, and refuses a missing non-empty one", async () => {
     const empty = await finalizeVolumes(

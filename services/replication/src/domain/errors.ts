@@ -10,7 +10,8 @@ export class BackupCorruptError extends DwcpError {
     readonly detail: string,
   ) {
     super(
-      `backup ${file} is unusable (line ${line}: ${detail}); nothing was imported — take a new backup with \`dwcp backup\``,
+      `backup ${file} is unusable (line ${line}: ${detail}); ` +
+        "nothing was imported — take a new backup with `dwcp backup`",
     );
   }
 }
@@ -24,7 +25,8 @@ export class RestoreTargetNotEmptyError extends DwcpError {
     readonly messages: number,
   ) {
     super(
-      `stream ${stream} already holds ${messages} message(s); restore-log only imports into an empty or absent stream — use a fresh server or delete the stream first`,
+      `stream ${stream} already holds ${messages} message(s); ` +
+        "restore-log only imports into an empty or absent stream — use a fresh server or delete the stream first",
     );
   }
 }
@@ -39,7 +41,8 @@ export class RestoreInterferenceError extends DwcpError {
     options?: { cause?: unknown },
   ) {
     super(
-      `stream ${stream} changed during restore-log at sequence ${seq}: stop every coordinator and mover on the target server and restore into an empty stream`,
+      `stream ${stream} changed during restore-log at sequence ${seq}: ` +
+        "stop every coordinator and mover on the target server and restore into an empty stream",
       options,
     );
   }

@@ -182,8 +182,11 @@ export type MessageHead = Omit<Msg, "data" | "json">;
  * The head of a message line as BackupWriter writes it (keys in that order, no escapes in the
  * strings), without parsing its payload; undefined for any other form, which is then parsed whole.
  */
-const HEAD =
-  /^\{"stream":"([^"\\]+)","seq":([1-9]\d{0,14}),"ts":"(\d+)","subject":"([^"\\]+)",(?:"headers":(\[(?:\["[^"\\]*","[^"\\]*"\](?:,(?=\[))?)*\]),)?"(?:json|data)":/;
+const HEAD = new RegExp(
+  String.raw`^\{"stream":"([^"\\]+)","seq":([1-9]\d{0,14}),"ts":"(\d+)","subject":"([^"\\]+)",` +
+    // optional "headers":[["name","value"],...] (the array captured whole), then the payload key
+    String.raw`(?:"headers":(\[(?:\["[^"\\]*","[^"\\]*"\](?:,(?=\[))?)*\]),)?"(?:json|data)":`,
+);
 
 /** How much of a line peekHead is first given (a head with long headers gets the whole line). */
 const HEAD_BYTES = 512;

@@ -166,7 +166,8 @@ export function formatReplay(v: ReplayView): string {
     .filter(Boolean)
     .join(", ");
   const lines = [
-    `replay ${bound || "(whole log)"}${v.vm ? ` vm ${v.vm}` : ""}: ${v.events} events up to seq ${v.lastSeq}${v.lastTime ? ` (${v.lastTime})` : ""}`,
+    `replay ${bound || "(whole log)"}${v.vm ? ` vm ${v.vm}` : ""}: ` +
+      `${v.events} events up to seq ${v.lastSeq}${v.lastTime ? ` (${v.lastTime})` : ""}`,
   ];
   if (v.migrations.length === 0 && v.replications.length === 0) lines.push("  (nothing recorded yet)");
   for (const m of v.migrations) {
@@ -179,7 +180,8 @@ export function formatReplay(v: ReplayView): string {
   for (const r of v.replications) {
     const last = r.snapshots[r.snapshots.length - 1];
     lines.push(
-      `  replication ${r.vm}: ${r.snapshots.length} snapshot(s)${last ? `, latest ${last.snapshotId} taken ${last.takenAt}` : ""}`,
+      `  replication ${r.vm}: ${r.snapshots.length} snapshot(s)` +
+        (last ? `, latest ${last.snapshotId} taken ${last.takenAt}` : ""),
     );
   }
   return lines.join("\n");

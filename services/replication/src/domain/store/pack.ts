@@ -87,7 +87,10 @@ export function cvsAt(recordLength: number, len: number): number | undefined {
 /** The longest whole record of a chunk of `len` bytes. */
 export const maxWholeRecord = (len: number): number => RECORD_HEAD + len + cvBytes(len);
 
-/** A record read back: the chunk itself (with its page chaining values, when stored), or a delta against its keyframe. */
+/**
+ * A record read back: the chunk itself (with its page chaining values, when stored), or a delta
+ * against its keyframe.
+ */
 export type DecodedRecord =
   | { kind: "whole"; hash: string; data: Buffer; cvs?: Buffer }
   | { kind: "delta"; hash: string; delta: PageDelta };
