@@ -11,8 +11,8 @@ export interface AgentProcess {
 }
 
 /**
- * Starts the replication agent as a real process and resolves once it logs "listening". The
- * benches' own copy: benches do not import test helpers (test/replication/agent-process.ts).
+ * Starts the replication agent as a real process and resolves once it logs "listening". Used
+ * by the benches and the replication tests (benches import nothing from test/).
  */
 export async function spawnAgent(root: string, secret: string, port = 0): Promise<AgentProcess> {
   const extra = process.env["DWCP_AGENT_NODE_ARGS"]?.split(" ").filter(Boolean) ?? []; // e.g. --cpu-prof
