@@ -133,16 +133,19 @@ export type ReplicationRestored = Extract<Reply, { type: "ReplicationRestored" }
 export type ReplicationSynced = Extract<Reply, { type: "ReplicationSynced" }>;
 export type ReplicationPong = Extract<Reply, { type: "ReplicationPong" }>;
 
+/** The final reply `r`, which must be of `type`: anything else is a protocol error. */
+function expectReply<T extends Final["type"]>(r: Final, type: T): Extract<Final, { type: T }> {
+  if (r.type !== type) throw new ReplicationCommandError("PROTOCOL", false, `unexpected reply ${r.type}`);
+  return r as Extract<Final, { type: T }>;
+}
+
 /** Runs one sync on the source host's service and returns what it did (see requestReplication). */
 export async function replicateVm(
   nc: NatsConnection,
   cmd: ReplicateVm,
   opts?: RequestOptions,
 ): Promise<ReplicationSynced> {
-  const r = await requestReplication(nc, cmd.source.host, cmd, opts);
-  if (r.type !== "ReplicationSynced")
-    throw new ReplicationCommandError("PROTOCOL", false, `unexpected reply ${r.type}`);
-  return r;
+  return expectReply(await requestReplication(nc, cmd.source.host, cmd, opts), "ReplicationSynced");
 }
 
 /** Restores on the target host's service and returns what it wrote (see requestReplication). */
@@ -151,10 +154,7 @@ export async function restoreVm(
   cmd: RestoreVm,
   opts?: RequestOptions,
 ): Promise<ReplicationRestored> {
-  const r = await requestReplication(nc, cmd.to.host, cmd, opts);
-  if (r.type !== "ReplicationRestored")
-    throw new ReplicationCommandError("PROTOCOL", false, `unexpected reply ${r.type}`);
-  return r;
+  return expectReply(await requestReplication(nc, cmd.to.host, cmd, opts), "ReplicationRestored");
 }
 
 /** Asks whether the host's service is up and which VMs it is syncing (a readiness probe). */
@@ -163,9 +163,8 @@ export async function pingReplication(
   host: string,
   opts?: RequestOptions,
 ): Promise<ReplicationPong> {
-  const r = await requestReplication(nc, host, { type: "PingReplication", version: 1 }, opts);
-  if (r.type !== "ReplicationPong") throw new ReplicationCommandError("PROTOCOL", false, `unexpected reply ${r.type}`);
-  return r;
+  const ping = { type: "PingReplication", version: 1 } as const;
+  return expectReply(await requestReplication(nc, host, ping, opts), "ReplicationPong");
 }
 
 /**
