@@ -62,6 +62,13 @@ export interface NativeBinding {
     cancel: Int32Array,
   ): Promise<number>;
   fadviseAdvice: Record<FadviseAdvice, number>;
+  openBeneath(dirfd: number, path: string, flags: number, mode: number, walk: boolean): number;
+  mkdirAt(dirfd: number, name: string, mode: number): boolean;
+  renameAt(fromDir: number, from: string, toDir: number, to: string, noReplace: boolean): void;
+  unlinkAt(dirfd: number, name: string, isDir: boolean): void;
+  statAt(dirfd: number, name: string): { kind: "file" | "directory" | "symlink" | "other"; size: number } | undefined;
+  /** Whether the kernel has openat2 (probed at load). */
+  openat2: boolean;
 }
 
 export type NativeMode = "auto" | "require" | "off";
