@@ -87,7 +87,8 @@ describe.each(impls)("DirHandle (%s)", (impl: BeneathImpl) => {
       const fh = await d.openFile("v.part", { flags: 0o102 /* O_RDWR|O_CREAT */, mode: 0o600 });
       await fh.writeFile("data");
       await fh.close();
-      expect(d.stat("v.part")).toEqual({ kind: "file", size: 4 });
+      expect(d.stat("v.part")).toMatchObject({ kind: "file", size: 4 });
+      expect(d.stat("v.part")?.ino).toBe((await stat(join(d.path, "v.part"))).ino);
       await writeFile(join(d.path, "taken"), "keep");
       expect(await refusal(() => d.rename("v.part", "taken", { noReplace: true }))).toMatchObject({
         sysCode: "EEXIST",

@@ -23,6 +23,8 @@ export type EntryKind = "file" | "directory" | "symlink" | "other";
 export interface EntryStat {
   kind: EntryKind;
   size: number;
+  /** Inode number (exact below 2^53). */
+  ino: number;
 }
 
 export type BeneathImpl = "openat2" | "walk" | "proc";
@@ -208,7 +210,7 @@ export const procOps: BeneathOps = {
   stat(dirfd, name) {
     try {
       const st = lstatSync(proc(dirfd, name));
-      return { kind: kindOf(st), size: st.size };
+      return { kind: kindOf(st), size: st.size, ino: st.ino };
     } catch (err) {
       if ((err as { code?: unknown }).code === "ENOENT") return undefined;
       throw err;

@@ -145,7 +145,7 @@ const char* kind_of(mode_t m) {
   return "other";
 }
 
-// statAt(dirfd, name) -> {kind, size} of the entry itself (a symlink is not followed), or
+// statAt(dirfd, name) -> {kind, size, ino} of the entry itself (a symlink is not followed), or
 // undefined when there is none (ENOENT).
 Napi::Value StatAt(const Napi::CallbackInfo& info) {
   const std::string name = info[1].As<Napi::String>().Utf8Value();
@@ -157,6 +157,7 @@ Napi::Value StatAt(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("kind", kind_of(st.st_mode));
   o.Set("size", Napi::Number::New(info.Env(), static_cast<double>(st.st_size)));
+  o.Set("ino", Napi::Number::New(info.Env(), static_cast<double>(st.st_ino)));
   return o;
 }
 
