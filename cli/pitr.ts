@@ -22,6 +22,7 @@ import {
   runReplicationAgent,
   runReplicationService,
 } from "#replication";
+import { vmNameProblem } from "#schemas/names.js";
 import type { ReplicateVm, RestoreVm } from "#schemas/replication.js";
 import { fmtBytes, parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { generateImage } from "./image.js";
@@ -144,11 +145,18 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The VM-name rule migrations use: a wildcard or dot would reach other VMs' subjects. */
+function checkVm(vm: string): void {
+  const problem = vmNameProblem(vm);
+  if (problem !== undefined) throw new UsageError(`--vm: ${problem}`);
+}
+
 /** `dwcp snapshots`. */
 export async function cmdSnapshots(argv: string[]): Promise<number> {
   const v = flags(argv, { vm: { type: "string" } });
   if (!v.vm) throw new UsageError("snapshots needs --vm NAME");
   const vm = v.vm;
+  checkVm(vm);
   const state = await withNats(natsUrl(v), (n) => readReplication(n, vm));
   if (v.json) out(JSON.stringify(state.snapshots));
   else if (state.snapshots.length === 0) out(`no snapshots of ${vm}`);
@@ -174,6 +182,7 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   });
   if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined))
     throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
+  checkVm(v.vm);
   const to = parseTo(v.to);
   const cmd: RestoreVm = {
     type: "RestoreVm",
@@ -239,6 +248,7 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   });
   if (!v.vm || !v.from || !v.to)
     throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+  checkVm(v.vm);
   const retention = retentionOf(v);
   const from = parseFrom(v.from);
   const to = parseTo(v.to);

@@ -12,6 +12,7 @@
         "src/addon.cc",
         "src/async_workers.cc",
         "src/zero_copy.cc",
+        "src/beneath.cc",
         "src/mapped_fingerprints.cc",
         "src/dispatch.cc",
         "src/crc32c_scalar.cc",

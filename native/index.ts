@@ -2,7 +2,8 @@
 // strong hash, XOR deltas and zero-copy I/O. Runs the native module (native/src) when it loads
 // and the bit-identical TypeScript fallback otherwise; DWCP_NATIVE=auto|require|off decides
 // (see loader.ts). Arguments are validated here, failures are NativeError subclasses.
-import { withCallerStack } from "./errors.js";
+import { DirHandle, fallbackOps, nativeOps, procOps, type BeneathImpl, type BeneathOps } from "./beneath.js";
+import { InvalidArgumentError, withCallerStack } from "./errors.js";
 import * as ts from "./fallback.js";
 import { loadNative, Tier, type NativeBinding } from "./loader.js";
 import { pageCount } from "./page-tree.js";
@@ -24,6 +25,16 @@ export {
 export type { FadviseAdvice, SendfileOptions, ZeroCopy } from "./zero-copy.js";
 export { DIRECT_IO_ALIGN, socketFd } from "./zero-copy.js";
 export { loadNative, nativeMode, type NativeMode } from "./loader.js";
+export {
+  BeneathUnavailableError,
+  DirHandle,
+  PathRefusedError,
+  type BeneathImpl,
+  type EntryKind,
+  type EntryStat,
+  type OpenFileOptions,
+  type PathRefusal,
+} from "./beneath.js";
 
 /** Zero maps and fingerprints are per page of this many bytes. */
 export const PAGE_SIZE = ts.PAGE_SIZE;
@@ -49,6 +60,32 @@ export const paths: {
 });
 
 const active: KernelPath = paths.simd ?? paths.ts;
+
+/**
+ * Every implementation of the calls beneath a held directory that this process has, for tests:
+ * openat2 only where the kernel has it, the native walk and openat2 only with the native module.
+ */
+export const beneathImpls: Readonly<Partial<Record<BeneathImpl, BeneathOps>>> = Object.freeze({
+  ...(native?.openBeneath !== undefined && native.openat2 ? { openat2: nativeOps(native, false) } : {}),
+  ...(native?.openBeneath !== undefined ? { walk: nativeOps(native, true) } : {}),
+  proc: native?.openBeneath !== undefined ? procOps : fallbackOps(),
+});
+
+const beneath: BeneathOps = beneathImpls.openat2 ?? beneathImpls.walk ?? fallbackOps();
+
+/** Which implementation openRootDir uses: openat2, the native walk, or the /proc walk. */
+export const beneathImpl: BeneathImpl = beneath.impl;
+
+/**
+ * Opens a root directory (absolute; symlinks in it are followed: the operator chose it) and holds
+ * its fd: files and directories beneath it are then opened, created, renamed and removed relative
+ * to that fd, never by path (see DirHandle). `impl` picks an implementation (tests).
+ */
+export function openRootDir(dir: string, impl?: BeneathImpl): DirHandle {
+  const ops = impl === undefined ? beneath : beneathImpls[impl];
+  if (ops === undefined) throw new InvalidArgumentError(`the ${impl} implementation is not available here`);
+  return DirHandle.openRoot(dir, ops);
+}
 
 /** Why the native module is not in use, or undefined when it is. */
 export const nativeUnavailableReason: string | undefined = loaded.reason;

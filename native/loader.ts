@@ -7,6 +7,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 import { processSetting } from "#common/config.js";
+import type { EntryStat } from "./beneath.js";
 import { NativeConfigError, NativeModuleMissingError } from "./errors.js";
 
 /** Which native code path a call runs: the best the CPU has, scalar C++, or best minus AVX-512. */
@@ -62,6 +63,13 @@ export interface NativeBinding {
     cancel: Int32Array,
   ): Promise<number>;
   fadviseAdvice: Record<FadviseAdvice, number>;
+  openBeneath(dirfd: number, path: string, flags: number, mode: number, walk: boolean): number;
+  mkdirAt(dirfd: number, name: string, mode: number): boolean;
+  renameAt(fromDir: number, from: string, toDir: number, to: string, noReplace: boolean): void;
+  unlinkAt(dirfd: number, name: string, isDir: boolean): void;
+  statAt(dirfd: number, name: string): EntryStat | undefined;
+  /** Whether the kernel has openat2 (probed at load). */
+  openat2: boolean;
 }
 
 export type NativeMode = "auto" | "require" | "off";

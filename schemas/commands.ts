@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { VmName } from "./names.js";
 import { Destination, Id, MigrationOptions, Source } from "./common.js";
 
 /** Start moving a VM's volumes from one host to another. Published to dwcp.cmd.migration.start. */
@@ -9,7 +10,7 @@ export const StartMigration = z.object({
   commandId: Id,
   /** Defaults to commandId. */
   migrationId: Id.optional(),
-  vm: z.string().min(1).max(256),
+  vm: VmName,
   source: Source,
   destination: Destination,
   options: MigrationOptions.default(MigrationOptions.parse({})),

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { VmName } from "./names.js";
 import { HostId, Id, MAX_CHUNK_BYTES, Timestamp } from "./common.js";
 
 // Replication events live on dwcp.evt.replication.<vm> in DWCP_EVT (captured by dwcp.evt.>).
@@ -10,7 +11,7 @@ const Uint = z.number().int().nonnegative();
 /** BLAKE3-256, lowercase hex. */
 export const Blake3Hex = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (BLAKE3-256)");
 
-const base = { vm: Id, at: Timestamp, version: z.literal(1) };
+const base = { vm: VmName, at: Timestamp, version: z.literal(1) };
 
 export const SnapshotVolume = z.object({
   /** File name of the volume in the snapshot (the source's basename). */
@@ -117,7 +118,7 @@ export const ManifestVolume = z.object({
 export const Manifest = z.object({
   format: z.literal("dwcp-manifest"),
   version: z.literal(1),
-  vm: Id,
+  vm: VmName,
   snapshotId: Id,
   parentId: Id.optional(),
   takenAt: Timestamp,
@@ -167,7 +168,7 @@ export const AgentRequest = z.discriminatedUnion("kind", [
   z.object({
     kind: z.literal("commit-changes"),
     ...frame,
-    vm: Id,
+    vm: VmName,
     snapshotId: Id,
     parentId: Id,
     takenAt: Timestamp,
@@ -218,7 +219,7 @@ export const ReplicateVm = z.object({
   version: z.literal(1),
   /** Names the command in the service's logs and replies. */
   commandId: Id,
-  vm: Id,
+  vm: VmName,
   source: z.object({ host: HostId, paths: z.array(HostPath).min(1).max(64) }),
   /** The store is <dir>/.dwcp-store on `host`; `agent` is that host's replication agent, if remote. */
   destination: z.object({
@@ -258,7 +259,7 @@ export const RestoreVm = z
     type: z.literal("RestoreVm"),
     version: z.literal(1),
     commandId: Id,
-    vm: Id,
+    vm: VmName,
     /** The newest snapshot taken at or before this time. */
     at: Timestamp.optional(),
     snapshotId: Id.optional(),

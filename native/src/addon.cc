@@ -161,6 +161,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_async(env, exports);
   init_zero_copy(env, exports);
   init_mapped(env, exports);
+  init_beneath(env, exports);
   return exports;
 }
 

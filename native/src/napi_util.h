@@ -71,5 +71,6 @@ Napi::Promise queue(Napi::Env env, A&&... args) {
 void init_zero_copy(Napi::Env env, Napi::Object exports);
 void init_async(Napi::Env env, Napi::Object exports);
 void init_mapped(Napi::Env env, Napi::Object exports);
+void init_beneath(Napi::Env env, Napi::Object exports);
 
 }  // namespace dwcp

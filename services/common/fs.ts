@@ -40,7 +40,9 @@ export const DIRECT_MIN_BYTES = 1024 * 1024;
  * "on" for every aligned write (`everyAligned`), "auto" the large ones (DIRECT_MIN_BYTES). O_DIRECT
  * writes need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
  */
-export async function openDirect(path: string): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
+export async function openDirect(
+  path: string | FileHandle,
+): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
   const fh = await openWithDirect(path, constants.O_WRONLY);
   return fh === undefined ? undefined : { fh, everyAligned: processSetting("directIo") === "on" };
 }
@@ -51,15 +53,21 @@ export async function openDirect(path: string): Promise<{ fh: FileHandle; everyA
  * Undefined where O_DIRECT is missing or refused (tmpfs) or DWCP_DIRECT_IO=off. Reads need
  * 4 KiB-aligned memory, offsets and lengths.
  */
-export async function openDirectRead(path: string): Promise<FileHandle | undefined> {
+export async function openDirectRead(path: string | FileHandle): Promise<FileHandle | undefined> {
   return openWithDirect(path, constants.O_RDONLY);
 }
 
-async function openWithDirect(path: string, access: number): Promise<FileHandle | undefined> {
+/**
+ * `target` is a path (opened without following a final symlink) or an open handle, whose inode is
+ * reopened through /proc/self/fd: no path is resolved again, so what was checked is what is opened.
+ */
+async function openWithDirect(target: string | FileHandle, access: number): Promise<FileHandle | undefined> {
   const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
   if (flag === undefined || processSetting("directIo") === "off") return undefined;
+  const [path, nofollow] =
+    typeof target === "string" ? [target, constants.O_NOFOLLOW] : [`/proc/self/fd/${target.fd}`, 0];
   try {
-    return await open(path, access | constants.O_NOFOLLOW | flag);
+    return await open(path, access | nofollow | flag);
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (code === "EINVAL" || code === "EOPNOTSUPP") return undefined;

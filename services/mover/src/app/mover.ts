@@ -14,7 +14,8 @@ import { BUFFERS_PER_CONNECTION, startDataServer, type DataServer } from "../inf
 import { VERIFY_READS_IN_FLIGHT } from "../infra/volume-crc.js";
 import { RemoteMovers } from "#common/remote-movers.js";
 import { Registry } from "../infra/registry.js";
-import { abortVolumes, finalizeVolumes, probeDestination, probeSource, resolveRoots } from "../infra/volumes.js";
+import { abortVolumes, finalizeVolumes, probeDestination, probeSource } from "../infra/volumes.js";
+import { releaseRoots, resolveRoots } from "../infra/volume-paths.js";
 import { BatchWorker } from "./work.js";
 
 /**
@@ -95,6 +96,7 @@ export class Mover {
     this.worker?.close();
     this.registry?.stop();
     await this.dataServer?.close();
+    if (this.registry !== undefined) releaseRoots(this.registry.roots);
     this.state = "stopped";
   }
 

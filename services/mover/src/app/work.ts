@@ -111,6 +111,7 @@ export class BatchWorker {
         // With the attempt, the fencing token: a redelivery of this item outranks this delivery.
         delivery: m.info.deliveryCount,
         sourcePath: await confine(this.registry.roots, w.volume.sourcePath, { mustExist: true }),
+        sourceRoots: this.registry.roots,
         destDir: w.destDir,
         destName: w.volume.destName,
         volumeSizeBytes: w.volume.sizeBytes,

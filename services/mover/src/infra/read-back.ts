@@ -1,9 +1,9 @@
-import { constants, lstat, open } from "node:fs/promises";
+import { constants } from "node:fs/promises";
 import { z } from "zod";
 import type { Logger } from "#common/logger.js";
 import { crc32cCombine } from "#native/index.js";
 import { diskCrc32c } from "./volume-crc.js";
-import { removeIfPresent } from "./volume-paths.js";
+import { heldRoots, openConfined, removeIfPresent, statConfined } from "./volume-paths.js";
 
 /**
  * Read-back of each batch, overlapped with the transfer. With `verify` on (the default) a volume
@@ -33,6 +33,9 @@ import { removeIfPresent } from "./volume-paths.js";
  * A stale sender of a batch that another mover process of the host now receives was fenced only
  * in its own process: it may still write after the newer holder's read-back, the same bytes
  * unless the source changed under the migration.
+ *
+ * `part` is a canonical path under a root this process holds (volume-paths.ts): the record file
+ * and the `.part` are opened beneath the held root, never through the path string.
  */
 export const readBackName = (part: string): string => `${part}.verified`;
 
@@ -47,11 +50,10 @@ export type ReadBackRecord = z.infer<typeof Record>;
 
 /** Appends one record (O_APPEND: one short write, whole even with several writer processes). */
 export async function recordReadBack(part: string, r: ReadBackRecord): Promise<void> {
-  const fh = await open(
-    readBackName(part),
-    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-    0o640,
-  );
+  const fh = await openConfined(heldRoots(), readBackName(part), {
+    flags: constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT,
+    mode: 0o640,
+  });
   try {
     await fh.write(`${JSON.stringify(r)}\n`);
   } finally {
@@ -71,7 +73,7 @@ export async function readBackCovers(
 ): Promise<boolean> {
   let text: string;
   try {
-    const fh = await open(readBackName(part), constants.O_RDONLY | constants.O_NOFOLLOW);
+    const fh = await openConfined(heldRoots(), readBackName(part));
     try {
       text = await fh.readFile("utf8");
     } finally {
@@ -97,7 +99,7 @@ export async function readBackCovers(
 
 /** Removes the records of a finalized or abandoned `.part`. */
 export async function removeReadBack(part: string): Promise<void> {
-  await removeIfPresent(readBackName(part));
+  await removeIfPresent(heldRoots(), readBackName(part));
 }
 
 function parseLine(line: string): ReadBackRecord | undefined {
@@ -139,7 +141,7 @@ export const readBacks = new ReadBacks();
 async function readBack(part: string, expected: ReadBackRecord, log: Logger): Promise<void> {
   const range = { start: expected.start, end: expected.end };
   try {
-    const fh = await open(part, constants.O_RDONLY | constants.O_NOFOLLOW);
+    const fh = await openConfined(heldRoots(), part);
     try {
       const actual = await diskCrc32c(fh, part, expected.start, expected.end);
       if (actual !== expected.crc32c) {
@@ -150,8 +152,8 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
         return;
       }
       // Finalized (renamed) or aborted meanwhile, by another process: a record now would be litter.
-      const [now, read] = await Promise.all([lstat(part).catch(() => undefined), fh.stat()]);
-      if (now?.ino !== read.ino) return;
+      const [now, read] = await Promise.all([inodeAt(part), fh.stat()]);
+      if (now !== read.ino) return;
       await recordReadBack(part, expected);
     } finally {
       await fh.close();
@@ -160,4 +162,9 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
     // The .part may be gone (finalized by another process, or aborted): nothing to record.
     log.warn({ err, ...range }, "batch not read back; finalize will read the whole volume");
   }
+}
+
+/** The inode at `part` beneath its held root, or undefined when it is gone. */
+async function inodeAt(part: string): Promise<number | undefined> {
+  return (await statConfined(heldRoots(), part).catch(() => undefined))?.ino;
 }

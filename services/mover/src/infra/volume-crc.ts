@@ -25,7 +25,7 @@ interface Block {
  * read-back checks the disk and not the page cache.
  */
 export async function diskCrc32c(fh: FileHandle, path: string, start: number, end: number): Promise<number> {
-  const direct = await openDirectRead(path);
+  const direct = await openDirectRead(fh);
   try {
     return await rangeCrc32c(fh, start, end, direct);
   } finally {

@@ -1,14 +1,132 @@
-import { lstat, mkdir, realpath, stat, unlink } from "node:fs/promises";
+import { lstat, realpath, stat, type FileHandle } from "node:fs/promises";
 import { posix } from "node:path";
 import { ConfigError } from "#common/errors.js";
+import { openRootDir, PathRefusedError, type DirHandle, type EntryStat, type OpenFileOptions } from "#native/index.js";
 import { lexicalConfine, rootOf } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 
 /**
  * File-system half of path confinement. Every path a peer or the coordinator names goes through
  * confine(): lexical rules first (domain/paths.ts), then realpath, then the same root check on
- * the canonical result, so a symlink cannot lead out of a root.
+ * the canonical result; that names the file. Nothing is then opened by that name: each root is
+ * held open by fd for the process's lifetime (holdRoots), and files are opened, created, renamed
+ * and removed beneath it with no symlink followed (native DirHandle: openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS). A component swapped for a symlink after the check is refused, not followed.
  */
+
+/** Root directories held open by fd, by canonical path, with how many holders each has. */
+const held = new Map<string, { dir: DirHandle; refs: number }>();
+
+/**
+ * Holds each canonical root open by fd until as many releaseRoots as holdRoots (resolveRoots
+ * holds them: the mover and its data server for their lifetimes). A root used without being held
+ * (a caller that never resolved its roots) is held for the rest of the process.
+ */
+export function holdRoots(roots: readonly string[]): void {
+  for (const root of new Set(roots)) {
+    const h = held.get(root);
+    if (h !== undefined) h.refs++;
+    else held.set(root, { dir: openRootDir(root), refs: 1 });
+  }
+}
+
+/** Lets go of roots held by holdRoots or resolveRoots; the last holder closes the fd. */
+export function releaseRoots(roots: readonly string[]): void {
+  for (const root of new Set(roots)) {
+    const h = held.get(root);
+    if (h === undefined || --h.refs > 0) continue;
+    held.delete(root);
+    h.dir.close();
+  }
+}
+
+/** Every root this process holds: for code that works on canonical paths under any of them. */
+export function heldRoots(): string[] {
+  return [...held.keys()];
+}
+
+/** The held root containing canonical path `p` (the deepest) and `p` relative to it. */
+function beneath(roots: readonly string[], p: string): { root: DirHandle; rel: string } {
+  const root = [...roots].sort((a, b) => b.length - a.length).find((r) => rootOf([r], p) !== undefined);
+  if (root !== undefined && !held.has(root)) holdRoots([root]);
+  const dir = root === undefined ? undefined : held.get(root)?.dir;
+  if (root === undefined || dir === undefined) throw new PathOutsideRootError(p, "is outside every root");
+  return { root: dir, rel: posix.relative(root, p) };
+}
+
+/** A refusal from beneath a held root as this service's error; other failures pass through. */
+function confined(p: string, err: unknown): unknown {
+  if (!(err instanceof PathRefusedError) || err.refusal === "not-a-file") return err;
+  return new PathOutsideRootError(p, `was refused when opened beneath its root: ${err.message}`, { cause: err });
+}
+
+/**
+ * Opens the file at canonical path `p` (from confine) beneath its held root. A symlink or `..`
+ * on the way is PathOutsideRootError; something other than a regular file is PathRefusedError
+ * "not-a-file"; a missing one has errno ENOENT.
+ */
+export async function openConfined(
+  roots: readonly string[],
+  p: string,
+  opts: OpenFileOptions = {},
+): Promise<FileHandle> {
+  const { root, rel } = beneath(roots, p);
+  try {
+    return await root.openFile(rel, opts);
+  } catch (err) {
+    throw confined(p, err);
+  }
+}
+
+/** Opens the directory at canonical path `p` beneath its held root (close it when done). */
+export function openDirConfined(roots: readonly string[], p: string): DirHandle {
+  const { root, rel } = beneath(roots, p);
+  try {
+    return root.openDir(rel);
+  } catch (err) {
+    throw confined(p, err);
+  }
+}
+
+/**
+ * mkdir -p of canonical directory `p` beneath its held root, one component at a time from held
+ * fds (each new directory's parent fsynced). Returns the directory, held, and whether it created any.
+ */
+export async function makeDirConfined(
+  roots: readonly string[],
+  p: string,
+): Promise<{ dir: DirHandle; created: boolean }> {
+  const { root, rel } = beneath(roots, p);
+  try {
+    return await root.makeDirs(rel);
+  } catch (err) {
+    throw confined(p, err);
+  }
+}
+
+/** Runs `fn` with the parent directory of canonical path `p`, held, and `p`'s last component. */
+export async function inParentConfined<T>(
+  roots: readonly string[],
+  p: string,
+  fn: (dir: DirHandle, name: string) => T | Promise<T>,
+): Promise<T> {
+  const dir = openDirConfined(roots, posix.dirname(p));
+  try {
+    return await fn(dir, posix.basename(p));
+  } finally {
+    dir.close();
+  }
+}
+
+/** What is at canonical path `p` (not following a symlink), or undefined when nothing is (or no parent). */
+export async function statConfined(roots: readonly string[], p: string): Promise<EntryStat | undefined> {
+  try {
+    return await inParentConfined(roots, p, (dir, name) => dir.stat(name));
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT") return undefined;
+    throw err;
+  }
+}
 
 /** errno name of a Node fs error, or of a native SyscallError (its `sysCode`). */
 export function errnoOf(err: unknown): string | undefined {
@@ -18,14 +136,16 @@ export function errnoOf(err: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
-/** Removes a file; one that is already gone is not an error. */
-export async function removeIfPresent(path: string): Promise<void> {
-  await unlink(path).catch((err: unknown) => {
+/** Removes the file at canonical path `path` by its held parent; one already gone is not an error. */
+export async function removeIfPresent(roots: readonly string[], path: string): Promise<void> {
+  try {
+    await inParentConfined(roots, path, (dir, name) => dir.unlink(name, { ignoreMissing: true }));
+  } catch (err) {
     if (errnoOf(err) !== "ENOENT") throw err;
-  });
+  }
 }
 
-/** Canonical (realpath) form of each root; each must exist and be a directory. */
+/** Canonical (realpath) form of each root, held open (releaseRoots); each must exist and be a directory. */
 export async function resolveRoots(dirs: readonly string[]): Promise<string[]> {
   const problems: string[] = [];
   const roots: string[] = [];
@@ -40,6 +160,7 @@ export async function resolveRoots(dirs: readonly string[]): Promise<string[]> {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  holdRoots(roots);
   return roots;
 }
 
@@ -87,37 +208,6 @@ export async function confine(roots: readonly string[], p: string, opts: { mustE
       probe = posix.dirname(probe);
     }
   }
-}
-
-/**
- * mkdir -p for a path confine() returned, one component at a time, re-checking each created or
- * found directory with realpath so a symlink planted on the way cannot lead out of the root.
- * Returns the directories it created, parents first (their parents need an fsync for the new
- * entries to be durable).
- */
-export async function ensureDirInside(roots: readonly string[], dir: string): Promise<string[]> {
-  const root = rootOf(roots, dir);
-  if (root === undefined) throw new PathOutsideRootError(dir, "is outside every root");
-  const created: string[] = [];
-  const parts = posix
-    .relative(root, dir)
-    .split("/")
-    .filter((s) => s.length > 0);
-  let current = root;
-  for (const part of parts) {
-    const next = posix.join(current, part);
-    try {
-      await mkdir(next);
-      created.push(next);
-    } catch (err) {
-      if (errnoOf(err) !== "EEXIST") throw err;
-    }
-    const real = await realpath(next);
-    assertInside(roots, real, dir);
-    if (!(await stat(real)).isDirectory()) throw new PathOutsideRootError(dir, `has a non-directory at ${next}`);
-    current = real;
-  }
-  return created;
 }
 
 export { fsyncDir } from "#common/fs.js";

@@ -1,7 +1,6 @@
-import { constants, lstat, open, rename, rmdir, stat } from "node:fs/promises";
-import type { Stats } from "node:fs";
+import { constants, type FileHandle } from "node:fs/promises";
 import { posix } from "node:path";
-import { zeroCopy } from "#native/index.js";
+import { PathRefusedError, zeroCopy, type DirHandle, type EntryStat } from "#native/index.js";
 import type {
   AbortReply,
   DataMap,
@@ -21,13 +20,15 @@ import { dataExtents } from "./extents.js";
 import { diskCrc32c } from "./volume-crc.js";
 import { readBackCovers, readBacks, removeReadBack } from "./read-back.js";
 import { KeyedLock } from "#common/keyed-lock.js";
-import { confine, ensureDirInside, errnoOf, fsyncDir, removeIfPresent } from "./volume-paths.js";
+import { confine, errnoOf, makeDirConfined, openConfined, openDirConfined } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";
 
 /**
  * Mover side of the control RPCs that touch files. Every path is confined to `roots` (canonical,
- * from resolveRoots). Expected refusals are answers ({ok: false, reason}), not exceptions.
+ * from resolveRoots), and every file and directory is then opened, renamed and removed beneath
+ * the root's held fd (volume-paths.ts), never by its path string. Expected refusals are answers
+ * ({ok: false, reason}), not exceptions.
  */
 
 type Refusal = { ok: false; reason: RejectionReason | FailureCode; message: string };
@@ -42,11 +43,15 @@ class Refused extends Error {
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+/** The directory beneath its held root, or undefined if it (or a parent) does not exist. */
+function openDirIfPresent(roots: readonly string[], dir: string): DirHandle | undefined {
   try {
-    return await lstat(p);
+    return openDirConfined(roots, dir);
   } catch (err) {
     if (errnoOf(err) === "ENOENT") return undefined;
+    if (errnoOf(err) === "ENOTDIR")
+      throw new Refused(refuse("DESTINATION_EXISTS", `${dir} exists and is not a directory`));
+    if (err instanceof PathOutsideRootError) throw new Refused(refuse("PATH_OUTSIDE_ROOT", err.message));
     throw err;
   }
 }
@@ -96,14 +101,30 @@ export async function probeSource(req: ProbeSource, roots: readonly string[]): P
     const volumes: { path: string; sizeBytes: number; dataMap?: DataMap }[] = [];
     for (const p of req.paths) {
       const path = await confineOrRefuse(roots, p, true);
-      const st = await stat(path);
-      if (!st.isFile())
-        throw new Refused(refuse("SOURCE_NOT_REGULAR_FILE", `${JSON.stringify(p)} is not a regular file`));
-      const dataMap = req.regionBytes === undefined ? undefined : await dataMapOf(path, st.size, req.regionBytes);
-      volumes.push(dataMap === undefined ? { path, sizeBytes: st.size } : { path, sizeBytes: st.size, dataMap });
+      const fh = await openSource(roots, p, path);
+      try {
+        const { size } = await fh.stat();
+        const dataMap = req.regionBytes === undefined ? undefined : dataMapOf(fh, size, req.regionBytes);
+        volumes.push(dataMap === undefined ? { path, sizeBytes: size } : { path, sizeBytes: size, dataMap });
+      } finally {
+        await fh.close();
+      }
     }
     return { ok: true as const, volumes };
   }, "SOURCE_READ_FAILED");
+}
+
+/** The source file beneath its held root; `asked` is what the request named, for the answer. */
+async function openSource(roots: readonly string[], asked: string, path: string): Promise<FileHandle> {
+  try {
+    return await openConfined(roots, path);
+  } catch (err) {
+    if (err instanceof PathRefusedError)
+      throw new Refused(refuse("SOURCE_NOT_REGULAR_FILE", `${JSON.stringify(asked)} is not a regular file`));
+    if (err instanceof PathOutsideRootError) throw new Refused(refuse("PATH_OUTSIDE_ROOT", err.message));
+    if (errnoOf(err) === "ENOENT") throw new Refused(refuse("SOURCE_NOT_FOUND", `${JSON.stringify(asked)} is gone`));
+    throw err;
+  }
 }
 
 /** Regions a data map may have; the region size doubles until the volume fits. */
@@ -113,12 +134,11 @@ export const MAX_DATA_MAP_REGIONS = 4096;
  * Allocated bytes per region, from the file's data extents. Undefined without the native module
  * (no SEEK_DATA: the planner then batches uniformly) or where the file system cannot tell.
  */
-export async function dataMapOf(path: string, sizeBytes: number, regionBytes: number): Promise<DataMap | undefined> {
+export function dataMapOf(fh: FileHandle, sizeBytes: number, regionBytes: number): DataMap | undefined {
   if (!zeroCopy.available || sizeBytes === 0) return undefined;
   let region = regionBytes;
   while (Math.ceil(sizeBytes / region) > MAX_DATA_MAP_REGIONS) region *= 2;
   const dataBytes = new Array<number>(Math.ceil(sizeBytes / region)).fill(0);
-  const fh = await open(path, "r");
   try {
     for (const { start, end } of dataExtents(fh.fd, sizeBytes)) {
       for (let pos = start; pos < end; ) {
@@ -130,8 +150,6 @@ export async function dataMapOf(path: string, sizeBytes: number, regionBytes: nu
     }
   } catch {
     return undefined; // SEEK_DATA unsupported here: plan as if dense
-  } finally {
-    await fh.close();
   }
   return { regionBytes: region, dataBytes };
 }
@@ -147,14 +165,15 @@ export async function probeDestination(
   return answer(async () => {
     checkNames(req.names);
     const dir = await confineOrRefuse(roots, req.dir, false, "PATH_OUTSIDE_ROOT");
-    const dirStat = await lstatOrUndefined(dir);
-    if (dirStat !== undefined && !dirStat.isDirectory()) {
-      throw new Refused(refuse("DESTINATION_EXISTS", `${dir} exists and is not a directory`));
-    }
-    for (const name of req.names) {
-      if ((await lstatOrUndefined(posix.join(dir, name))) !== undefined) {
-        throw new Refused(refuse("DESTINATION_EXISTS", `${posix.join(dir, name)} already exists`));
+    const held = openDirIfPresent(roots, dir);
+    try {
+      for (const name of req.names) {
+        if (held?.stat(name) !== undefined) {
+          throw new Refused(refuse("DESTINATION_EXISTS", `${posix.join(dir, name)} already exists`));
+        }
       }
+    } finally {
+      held?.close();
     }
     return { ok: true as const, dir };
   }, "INTERNAL");
@@ -181,24 +200,33 @@ export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly stri
 const finalizing = new KeyedLock();
 
 async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVolumes): Promise<FinalizeReply> {
-  const dirsToSync = new Set<string>([dir]);
-  if (req.volumes.some((v) => v.sizeBytes === 0)) {
-    for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
+  // An empty volume may never have had a batch: its directory may not exist yet.
+  const held = req.volumes.some((v) => v.sizeBytes === 0)
+    ? (await makeDirConfined(roots, dir)).dir
+    : openDirIfPresent(roots, dir);
+  if (held === undefined) {
+    throw new Refused(refuse("FINALIZE_FAILED", `${dir} is missing: no data of this migration reached this host`));
   }
-  const paths: string[] = [];
-  for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify, req.migrationId));
-  for (const d of dirsToSync) await fsyncDir(d);
-  return { ok: true as const, paths };
+  try {
+    const paths: string[] = [];
+    for (const volume of req.volumes) paths.push(await finalizeOne(held, volume, req.verify, req.migrationId));
+    await held.sync();
+    return { ok: true as const, paths };
+  } finally {
+    held.close();
+  }
 }
 
 type FinalVolume = FinalizeVolumes["volumes"][number];
 
-async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrationId: string): Promise<string> {
-  const part = posix.join(dir, partName(v.destName));
-  const final = posix.join(dir, v.destName);
-  const [partStat, finalStat] = [await lstatOrUndefined(part), await lstatOrUndefined(final)];
+/** Every step beneath the held directory `dir`: its entries are never reached by path. */
+async function finalizeOne(dir: DirHandle, v: FinalVolume, verify: boolean, migrationId: string): Promise<string> {
+  const partFile = partName(v.destName);
+  const part = posix.join(dir.path, partFile);
+  const final = posix.join(dir.path, v.destName);
+  const [partStat, finalStat] = [dir.stat(partFile), dir.stat(v.destName)];
   if (partStat === undefined && finalStat !== undefined) {
-    await checkFinalized(final, finalStat, v, verify);
+    await checkFinalized(dir, v, finalStat, verify);
     await removeReadBack(part);
     return final;
   }
@@ -208,11 +236,10 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrati
   if (partStat === undefined && v.sizeBytes > 0) {
     throw new Refused(refuse("FINALIZE_FAILED", `${part} is missing: no data of this volume reached this host`));
   }
-  const flags = constants.O_RDWR | constants.O_NOFOLLOW | (partStat === undefined ? constants.O_CREAT : 0);
-  const fh = await open(part, flags, 0o640);
+  const flags = constants.O_RDWR | (partStat === undefined ? constants.O_CREAT : 0);
+  const fh = await openFileIn(dir, partFile, flags);
   try {
     const st = await fh.stat();
-    if (!st.isFile()) throw new Refused(refuse("FINALIZE_FAILED", `${part} is not a regular file`));
     if (st.size !== v.sizeBytes) await fh.truncate(v.sizeBytes);
     // Batches are read back as they land (read-back.ts): when their records cover the volume and
     // agree with the log, the file is not read a second time.
@@ -226,23 +253,36 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrati
     await fh.close();
   }
   try {
-    await rename(part, final);
+    // renameat2(RENAME_NOREPLACE): a final file that appeared meanwhile is never replaced.
+    dir.rename(partFile, v.destName, { noReplace: true });
   } catch (err) {
     // Another mover process of this host finalized it between our checks and the rename.
-    const now = errnoOf(err) === "ENOENT" ? await lstatOrUndefined(final) : undefined;
+    const now = ["ENOENT", "EEXIST"].includes(errnoOf(err) ?? "") ? dir.stat(v.destName) : undefined;
     if (now === undefined) throw err;
-    await checkFinalized(final, now, v, verify);
+    await checkFinalized(dir, v, now, verify);
   }
   await removeReadBack(part);
   return final;
 }
 
-async function checkFinalized(final: string, st: Stats, v: FinalVolume, verify: boolean): Promise<void> {
-  if (!st.isFile() || st.size !== v.sizeBytes) {
+/** A file in a held directory; anything but a regular file (a symlink included) is refused. */
+async function openFileIn(dir: DirHandle, name: string, flags: number): Promise<FileHandle> {
+  try {
+    return await dir.openFile(name, { flags, mode: 0o640 });
+  } catch (err) {
+    if (err instanceof PathRefusedError)
+      throw new Refused(refuse("FINALIZE_FAILED", `${posix.join(dir.path, name)} is not a regular file`));
+    throw err;
+  }
+}
+
+async function checkFinalized(dir: DirHandle, v: FinalVolume, st: EntryStat, verify: boolean): Promise<void> {
+  const final = posix.join(dir.path, v.destName);
+  if (st.kind !== "file" || st.size !== v.sizeBytes) {
     throw new Refused(refuse("DESTINATION_EXISTS", `${final} exists but is not the ${v.sizeBytes}-byte volume`));
   }
   if (!verify) return;
-  const fh = await open(final, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const fh = await openFileIn(dir, v.destName, constants.O_RDONLY);
   try {
     verifyCrc(final, await diskCrc32c(fh, final, 0, v.sizeBytes), v.crc32c);
   } finally {
@@ -269,12 +309,29 @@ export async function abortVolumes(req: AbortVolumes, roots: readonly string[]):
       if (err instanceof Refused && err.refusal.reason === "SOURCE_NOT_FOUND") return { ok: true as const };
       throw err;
     }
-    for (const name of req.names) {
-      const part = posix.join(dir, partName(name));
-      await removeIfPresent(part);
-      await removeReadBack(part);
+    const held = openDirIfPresent(roots, dir);
+    if (held === undefined) return { ok: true as const };
+    try {
+      for (const name of req.names) {
+        held.unlink(partName(name), { ignoreMissing: true });
+        await removeReadBack(posix.join(dir, partName(name)));
+      }
+    } finally {
+      held.close();
     }
-    if (!roots.includes(dir)) await rmdir(dir).catch(() => undefined);
+    if (!roots.includes(dir)) removeEmptyDir(roots, dir);
     return { ok: true as const };
   }, "INTERNAL");
+}
+
+/** rmdir by the held parent; a directory that is not empty (or gone) stays as it is. */
+function removeEmptyDir(roots: readonly string[], dir: string): void {
+  const parent = openDirIfPresent(roots, posix.dirname(dir));
+  try {
+    parent?.rmdir(posix.basename(dir), { ignoreMissing: true });
+  } catch {
+    // ENOTEMPTY: other files live there.
+  } finally {
+    parent?.close();
+  }
 }

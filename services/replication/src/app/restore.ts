@@ -1,14 +1,13 @@
-import { mkdir, open, rename, type FileHandle } from "node:fs/promises";
+import { constants, mkdir, type FileHandle } from "node:fs/promises";
 import { DIRECT_MIN_BYTES, openDirect, writeAll } from "#common/fs.js";
-import { dirname, join } from "node:path";
-import { DIRECT_IO_ALIGN, zeroCopy, zeroPages } from "#native/index.js";
+import { join, relative, resolve } from "node:path";
+import { DIRECT_IO_ALIGN, openRootDir, zeroCopy, zeroPages, type DirHandle } from "#native/index.js";
 import { SnapshotNotFoundError, StoreIntegrityError } from "../domain/errors.js";
 import { snapshotAt, type Replication, type Snapshot } from "../domain/replication/state.js";
 import { chunkLength, manifestProblem, PAGE, type Manifest, type ManifestVolume } from "../domain/store/manifest.js";
 import { maxWholeRecord } from "../domain/store/pack.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { HashPool } from "../infra/hash-pool.js";
-import { fsyncDir } from "../infra/durable-file.js";
 import { DestinationWriteError } from "#common/errors.js";
 import { replicationLogger, type LogOption } from "./logging.js";
 
@@ -19,6 +18,12 @@ export interface RestoreOptions extends LogOption {
   snapshotId?: string;
   /** Directory the volumes are written into, by name (created if missing). */
   toDir: string;
+  /**
+   * The host root `toDir` must stay beneath (the replication service's): the directories are made
+   * and the files created and renamed beneath its held fd, no symlink followed. Without it, only
+   * `toDir` itself is resolved by path; what is under it is still reached through its held fd.
+   */
+  root?: string;
   /** The store directory; default: the one the snapshot's event names. */
   storeDir?: string;
   /** Spans of up to 128 chunks read, verified and written at once. Default 4. */
@@ -76,11 +81,12 @@ class VolumeWriter {
     private readonly direct: { fh: FileHandle; everyAligned: boolean } | undefined,
   ) {}
 
-  static async open(part: string, sizeBytes: number): Promise<VolumeWriter> {
-    const fh = await open(part, "w", 0o600);
+  static async open(dir: DirHandle, part: string, sizeBytes: number): Promise<VolumeWriter> {
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
+    const fh = await dir.openFile(part, { flags, mode: 0o600 });
     try {
       await fh.truncate(sizeBytes);
-      return new VolumeWriter(fh, zeroCopy.available ? await openDirect(part) : undefined);
+      return new VolumeWriter(fh, zeroCopy.available ? await openDirect(fh) : undefined);
     } catch (err) {
       await fh.close();
       throw err;
@@ -174,11 +180,11 @@ async function restoreVolume(
   hasher: HashPool,
   m: Manifest,
   v: ManifestVolume,
-  path: string,
+  dir: DirHandle,
   width: number,
 ): Promise<{ syncMs: number; directBytes: number }> {
-  const part = `${path}.part`;
-  const out = await VolumeWriter.open(part, v.sizeBytes);
+  const part = `${v.name}.part`;
+  const out = await VolumeWriter.open(dir, part, v.sizeBytes);
   let syncMs = 0;
   try {
     const spans: number[][] = [];
@@ -215,7 +221,7 @@ async function restoreVolume(
   } finally {
     await out.close();
   }
-  await rename(part, path);
+  dir.rename(part, v.name);
   return { syncMs, directBytes: out.directBytes };
 }
 
@@ -250,7 +256,38 @@ async function restoreWith(
   started: number,
 ): Promise<RestoreResult> {
   const m = await store.readManifest(snap.manifest, snap.manifestBlake3);
-  await mkdir(o.toDir, { recursive: true });
+  const dir = await targetDir(o);
+  try {
+    return await restoreInto(dir, store, hasher, snap, m, o, started);
+  } finally {
+    dir.close();
+  }
+}
+
+/** The target directory, made and held: beneath the host root's fd when there is one. */
+async function targetDir(o: RestoreOptions): Promise<DirHandle> {
+  if (o.root === undefined) {
+    await mkdir(o.toDir, { recursive: true });
+    return openRootDir(resolve(o.toDir));
+  }
+  await mkdir(o.root, { recursive: true }); // the host's root is the operator's: trusted as configured
+  const root = openRootDir(resolve(o.root));
+  try {
+    return (await root.makeDirs(relative(resolve(o.root), resolve(o.toDir)))).dir;
+  } finally {
+    root.close();
+  }
+}
+
+async function restoreInto(
+  dir: DirHandle,
+  store: ChunkStore,
+  hasher: HashPool,
+  snap: Snapshot,
+  m: Manifest,
+  o: RestoreOptions,
+  started: number,
+): Promise<RestoreResult> {
   const files: RestoreResult["files"] = [];
   const problem = manifestProblem(m);
   if (problem) throw new StoreIntegrityError(`manifest ${snap.manifest}`, "a valid manifest", problem);
@@ -258,12 +295,12 @@ async function restoreWith(
   let directBytes = 0;
   for (const v of m.volumes) {
     const path = join(o.toDir, v.name);
-    const r = await restoreVolume(store, hasher, m, v, path, o.concurrency ?? 4);
+    const r = await restoreVolume(store, hasher, m, v, dir, o.concurrency ?? 4);
     syncMs += r.syncMs;
     directBytes += r.directBytes;
     files.push({ path, sizeBytes: v.sizeBytes });
   }
-  await fsyncDir(files[0] ? dirname(files[0].path) : o.toDir);
+  await dir.sync();
   const bytes = files.reduce((n, f) => n + f.sizeBytes, 0);
   return {
     snapshotId: snap.snapshotId,

@@ -125,7 +125,7 @@ export class ReplicationService {
           ...(cmd.at !== undefined ? { at: cmd.at } : {}),
           ...(cmd.snapshotId !== undefined ? { snapshotId: cmd.snapshotId } : {}),
         });
-        return restoreFromStore(snap, { vm, toDir, ...(storeDir ? { storeDir } : {}) });
+        return restoreFromStore(snap, { vm, toDir, root, ...(storeDir ? { storeDir } : {}) });
       });
       log.info({ snapshotId: result.snapshotId, bytes: result.bytes }, "restored");
       send({ type: "ReplicationRestored", version: 1, commandId, result });

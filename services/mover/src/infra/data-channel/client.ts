@@ -35,6 +35,11 @@ export interface SendBatchOptions {
   verify?: boolean;
   /** Source volume, already confined to this mover's roots by the caller. */
   sourcePath: string;
+  /**
+   * The roots `sourcePath` was confined to: the source is opened beneath the root's held fd, no
+   * symlink followed. The mover always passes them; without them only a final symlink is refused.
+   */
+  sourceRoots?: readonly string[];
   destDir: string;
   destName: string;
   volumeSizeBytes: number;
@@ -89,7 +94,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   if (problem !== undefined) throw new RangeError(`sendBatch: ${problem}`);
   if (o.signal?.aborted === true) throw aborted(o.signal);
   const log = o.log.child({ migrationId: o.migrationId, batch: o.batch, attempt: o.attempt, host: o.sourceHost });
-  const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes);
+  const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes, o.sourceRoots);
   try {
     const socket = await connect(o.address, o.connectTimeoutMs ?? 10_000, o.signal);
     try {

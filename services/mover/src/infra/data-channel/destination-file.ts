@@ -1,6 +1,7 @@
-import { constants, type FileHandle, lstat, open } from "node:fs/promises";
+import { constants, type FileHandle } from "node:fs/promises";
 import { posix } from "node:path";
-import { DIRECT_IO_ALIGN, isZero, zeroCopy, ZeroCopyUnsupportedError } from "#native/index.js";
+import { DIRECT_IO_ALIGN, isZero, PathRefusedError, zeroCopy, ZeroCopyUnsupportedError } from "#native/index.js";
+import type { DirHandle } from "#native/index.js";
 import { batchRange } from "../../domain/data-channel/batch.js";
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { gapsOf, type Segment } from "../../domain/data-channel/segments.js";
@@ -8,7 +9,7 @@ import { basenameProblem, partName } from "../../domain/paths.js";
 import { DestinationWriteError, PathOutsideRootError } from "../../errors.js";
 import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "#common/fs.js";
 import { hasDataIn } from "../extents.js";
-import { confine, ensureDirInside, errnoOf, fsyncDir } from "../volume-paths.js";
+import { confine, errnoOf, makeDirConfined } from "../volume-paths.js";
 import { chunkBuffers } from "./buffer-pool.js";
 import { FencedError } from "./fenced.js";
 import { destinationError } from "./io-errors.js";
@@ -33,7 +34,8 @@ const ZEROS = new Uint8Array(SCRATCH_BYTES);
  */
 export class DestinationFile {
   private scratch: Buffer | undefined;
-  private dirsToSync: string[];
+  /** The directory holding the `.part`, held open while its new entry still needs an fsync. */
+  private dirToSync: DirHandle | undefined;
   /** Overlaps writeback with receiving: the batch's fsync waits only for the last chunks. */
   private readonly writeback = new EarlyWriteback();
 
@@ -50,39 +52,51 @@ export class DestinationFile {
      * and its writes settled before this file is opened (server-batch.ts).
      */
     private readonly emptyRange: { start: number; end: number } | undefined,
-    dirsToSync: string[],
+    dirToSync: DirHandle | undefined,
   ) {
-    this.dirsToSync = dirsToSync;
+    this.dirToSync = dirToSync;
   }
 
-  /** Confine, mkdir -p inside the root, open (create, never truncate) and extend to the volume size. */
+  /**
+   * Confine, mkdir -p inside the root, open (create, never truncate) and extend to the volume
+   * size. The directories are made and the `.part` opened beneath the root's held fd with no
+   * symlink followed: a directory swapped for a symlink after confine() is refused, so no `.part`
+   * is ever created outside the root.
+   */
   static async open(roots: readonly string[], begin: BatchBegin): Promise<DestinationFile> {
     const nameProblem = basenameProblem(begin.destName);
     if (nameProblem !== undefined) throw new PathOutsideRootError(begin.destName, nameProblem);
-    const dir = await confine(roots, begin.destDir, { mustExist: false });
-    const path = posix.join(dir, partName(begin.destName));
-    // Finalize renamed .part to the final name: only a stale sender still sends batches for it,
-    // and letting it in would leave a new .part behind (planning refuses existing destinations).
-    if (await exists(posix.join(dir, begin.destName))) {
-      throw new FencedError(`${begin.destDir}/${begin.destName} is already finalized; batch ${begin.batch} is stale`);
-    }
+    const dirPath = await confine(roots, begin.destDir, { mustExist: false });
+    const path = posix.join(dirPath, partName(begin.destName));
     try {
-      const createdDirs = await ensureDirInside(roots, dir);
-      const { fh, created } = await openPart(path);
+      const { dir } = await makeDirConfined(roots, dirPath);
+      let keepDir = false;
       try {
-        const st = await fh.stat();
-        if (!st.isFile()) throw new PathOutsideRootError(path, "exists and is not a regular file");
-        if (st.size < begin.volumeSizeBytes) await fh.truncate(begin.volumeSizeBytes);
-        // New entries need their parent directory synced to survive a crash.
-        const dirs = createdDirs.map((d) => posix.dirname(d));
-        if (created) dirs.push(dir);
-        const direct = await openDirect(path);
-        return new DestinationFile(fh, direct, path, st.size, emptyRange(fh.fd, begin, st.size), [...new Set(dirs)]);
-      } catch (err) {
-        await fh.close();
-        throw err;
+        // Finalize renamed .part to the final name: only a stale sender still sends batches for it,
+        // and letting it in would leave a new .part behind (planning refuses existing destinations).
+        if (dir.stat(begin.destName) !== undefined) {
+          throw new FencedError(
+            `${begin.destDir}/${begin.destName} is already finalized; batch ${begin.batch} is stale`,
+          );
+        }
+        const { fh, created } = await openPart(dir, partName(begin.destName));
+        try {
+          const st = await fh.stat();
+          if (st.size < begin.volumeSizeBytes) await fh.truncate(begin.volumeSizeBytes);
+          const direct = await openDirect(fh);
+          // A new entry needs its directory synced to survive a crash (made parents were synced).
+          keepDir = created;
+          const range = emptyRange(fh.fd, begin, st.size);
+          return new DestinationFile(fh, direct, path, st.size, range, created ? dir : undefined);
+        } catch (err) {
+          await fh.close();
+          throw err;
+        }
+      } finally {
+        if (!keepDir) dir.close();
       }
     } catch (err) {
+      if (err instanceof FencedError) throw err;
       throw destinationError(err, path);
     }
   }
@@ -121,8 +135,9 @@ export class DestinationFile {
     await this.writeback.settled();
     try {
       await this.fh.sync();
-      for (const dir of this.dirsToSync) await fsyncDir(dir);
-      this.dirsToSync = [];
+      await this.dirToSync?.sync();
+      this.dirToSync?.close();
+      this.dirToSync = undefined;
     } catch (err) {
       throw destinationError(err, this.path);
     }
@@ -130,6 +145,8 @@ export class DestinationFile {
 
   async close(): Promise<void> {
     await this.writeback.settled(); // it uses the fd
+    this.dirToSync?.close();
+    this.dirToSync = undefined;
     await this.direct?.fh.close();
     await this.fh.close();
   }
@@ -185,28 +202,25 @@ function emptyRange(fd: number, begin: BatchBegin, sizeBefore: number): { start:
   return hasDataIn(fd, start, end) === false ? { start, end } : undefined;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (err) {
-    if (errnoOf(err) === "ENOENT" || errnoOf(err) === "ENOTDIR") return false;
-    throw destinationError(err, path);
-  }
-}
-
 /** Wait for every write; the first failure wins, but only after none is still running. */
 async function settleAll(writes: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(writes);
   for (const r of results) if (r.status === "rejected") throw r.reason;
 }
 
-async function openPart(path: string): Promise<{ fh: FileHandle; created: boolean }> {
-  const base = constants.O_RDWR | constants.O_NOFOLLOW;
+/** Creates `<name>.part` in the held directory, or opens the one an earlier batch made. */
+async function openPart(dir: DirHandle, name: string): Promise<{ fh: FileHandle; created: boolean }> {
+  const path = posix.join(dir.path, name);
   try {
-    return { fh: await open(path, base | constants.O_CREAT | constants.O_EXCL, 0o640), created: true };
+    try {
+      const flags = constants.O_RDWR | constants.O_CREAT | constants.O_EXCL;
+      return { fh: await dir.openFile(name, { flags, mode: 0o640 }), created: true };
+    } catch (err) {
+      if (errnoOf(err) !== "EEXIST") throw err;
+      return { fh: await dir.openFile(name, { flags: constants.O_RDWR }), created: false };
+    }
   } catch (err) {
-    if (errnoOf(err) !== "EEXIST") throw err;
-    return { fh: await open(path, base), created: false };
+    if (err instanceof PathRefusedError) throw new PathOutsideRootError(path, "exists and is not a regular file");
+    throw err;
   }
 }

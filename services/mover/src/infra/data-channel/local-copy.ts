@@ -69,7 +69,7 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
         throw new TransferAbortedError("batch transfer was aborted", { cause: o.signal.reason });
     };
     check();
-    const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes);
+    const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes, o.sourceRoots);
     try {
       const file = await DestinationFile.open(ctx.roots, begin);
       try {

@@ -9,7 +9,7 @@ import { verifyHelloMac } from "../../domain/data-channel/auth.js";
 import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
 import { FenceTable } from "../../domain/data-channel/fence.js";
 import { ProtocolError } from "../../errors.js";
-import { resolveRoots } from "../volume-paths.js";
+import { releaseRoots, resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
@@ -98,6 +98,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
   const listener = await listen({ ...listening, maxConnections: opts.maxConnections ?? 64 }, onSocket).catch(
     (err: unknown) => {
+      releaseRoots(cfg.roots);
       const where = formatAddress(opts.listenHost, opts.listenPort);
       throw new ConfigError([
         `data channel cannot listen on ${where}: ${messageOf(err instanceof ListenFailedError ? err.cause : err)}`,
@@ -116,6 +117,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
       );
       await Promise.allSettled([...connections.values()].map((c) => c.done));
       await closed;
+      releaseRoots(cfg.roots);
       log.info({ address }, "data channel closed");
     },
   };

@@ -1,9 +1,9 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { constants, open, type FileHandle } from "node:fs/promises";
 import { analyzeChunk, crc32cZeros } from "#native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
-import { SourceChangedError, SourceReadError } from "../../errors.js";
+import { PathOutsideRootError, SourceChangedError, SourceReadError } from "../../errors.js";
 import { hasDataIn } from "../extents.js";
-import { errnoOf } from "../volume-paths.js";
+import { errnoOf, openConfined } from "../volume-paths.js";
 
 /** One chunk read and analyzed, ready to be framed. */
 export interface PreparedChunk {
@@ -19,7 +19,10 @@ export interface PreparedChunk {
 
 /**
  * The source volume, read with positional reads only (any number of readers may share it).
- * The caller has already confined `path` to this mover's roots.
+ * The caller has already confined `path` to this mover's roots (a canonical path); given those
+ * `roots`, it is opened beneath the root's held fd with no symlink followed, so a file swapped
+ * for a symlink after the check is refused, never read. Without roots (a caller that owns the
+ * path, such as a test) only a final symlink is refused (O_NOFOLLOW).
  */
 export class SourceVolume {
   private constructor(
@@ -27,11 +30,14 @@ export class SourceVolume {
     readonly path: string,
   ) {}
 
-  static async open(path: string, expectedSizeBytes: number): Promise<SourceVolume> {
+  static async open(path: string, expectedSizeBytes: number, roots?: readonly string[]): Promise<SourceVolume> {
     let fh: FileHandle;
     try {
-      fh = await open(path, "r");
+      fh = await (roots === undefined
+        ? open(path, constants.O_RDONLY | constants.O_NOFOLLOW)
+        : openConfined(roots, path));
     } catch (err) {
+      if (err instanceof PathOutsideRootError) throw err;
       throw new SourceReadError(`cannot open source ${path}: ${errnoOf(err) ?? String(err)}`, { cause: err });
     }
     const { size } = await fh.stat();
