@@ -16,5 +16,6 @@ export const VmName = z
 export function vmNameProblem(name: string): string | undefined {
   return VM_NAME_PATTERN.test(name)
     ? undefined
-    : `VM name ${JSON.stringify(name.slice(0, 80))} must be 1-64 characters of A-Z a-z 0-9 _ - (no NATS wildcards or dots)`;
+    : `VM name ${JSON.stringify(name.slice(0, 80))} must be 1-64 characters of A-Z a-z 0-9 _ - ` +
+        "(no NATS wildcards or dots)";
 }

@@ -95,7 +95,7 @@ describe("a source swapped for a symlink to a file outside the root", () => {
     }
   });
 
-  it("is never read by the mover's source reads and local migrations: each open reads inside or is refused", async () => {
+  it("is never read by the mover's source reads and local migrations: an open reads inside or is refused", async () => {
     const swapper = await startSwapper(source(), join(root, "vms", "swap"));
     const outcomes = { read: 0, refused: 0 };
     try {
