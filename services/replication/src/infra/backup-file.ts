@@ -3,17 +3,33 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import { BackupHeader, BackupMessage, BackupTrailer, type BackupMessage as Msg } from "#schemas/replication.js";
+import { signedStatement } from "../domain/backup/signature.js";
 import { BackupCorruptError } from "../domain/errors.js";
+import type { BackupSigningKey } from "./backup-signing.js";
 import { AtomicFile } from "./durable-file.js";
 
-/** Writes header, messages and trailer; the digest runs over every line before the trailer. */
+/** What a backup's header says besides its version and signer. */
+export type BackupHeaderBody = Pick<BackupHeader, "format" | "createdAt" | "streams">;
+
+/**
+ * Writes header, messages and trailer; the digest runs over every line before the trailer. With
+ * a key the file is version 2 and its trailer carries the signature of the digest; without one it
+ * is an unsigned version 1 file, which restore-log refuses by default.
+ */
 export class BackupWriter {
   private readonly hash: Hash = createHash("sha256");
   private count = 0;
-  private constructor(private readonly file: AtomicFile) {}
+  private constructor(
+    private readonly file: AtomicFile,
+    private readonly key: BackupSigningKey | undefined,
+  ) {}
 
-  static async create(path: string, header: BackupHeader): Promise<BackupWriter> {
-    const w = new BackupWriter(await AtomicFile.create(path, 0o600));
+  static async create(path: string, body: BackupHeaderBody, key?: BackupSigningKey): Promise<BackupWriter> {
+    const w = new BackupWriter(await AtomicFile.create(path, 0o600), key);
+    const { format, createdAt, streams } = body;
+    const header: BackupHeader = key
+      ? { format, version: 2, createdAt, streams, signer: key.signer }
+      : { format, version: 1, createdAt, streams };
     await w.line(header);
     return w;
   }
@@ -30,7 +46,9 @@ export class BackupWriter {
   }
 
   async commit(): Promise<number> {
-    const trailer: BackupTrailer = { trailer: true, count: this.count, sha256: this.hash.digest("hex") };
+    const sha256 = this.hash.digest("hex");
+    const trailer: BackupTrailer = { trailer: true, count: this.count, sha256 };
+    if (this.key) trailer.signature = this.key.sign(signedStatement(this.key.signer, this.count, sha256));
     await this.file.write(Buffer.from(`${JSON.stringify(trailer)}\n`));
     await this.file.commit();
     return this.count;
@@ -45,6 +63,8 @@ const NEWLINE = Buffer.from("\n");
 
 export interface BackupScan {
   header: BackupHeader;
+  /** The trailer: its count and digest were checked; its signature is verifyBackupSignature's to check. */
+  trailer: BackupTrailer;
   count: number;
   perStream: Record<string, number>;
   sha256: string;
@@ -218,6 +238,8 @@ export interface ScanOptions {
   onOther?: (m: MessageHead) => void;
   /** Check the trailer's digest (default true); off for a scan whose sibling checks it. */
   digest?: boolean;
+  /** Sees the header as soon as it is read, before any message. */
+  onHeader?: (h: BackupHeader) => void;
 }
 
 /**
@@ -286,6 +308,7 @@ async function scanWith(
       if (n === 1) {
         header = parseLine(file, n, text, BackupHeader);
         for (const st of header.streams) lastSeq.set(st.name, 0);
+        opts.onHeader?.(header);
         return;
       }
       if (text.startsWith('{"trailer"')) {
@@ -308,7 +331,7 @@ async function scanWith(
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
   if (trailer.count !== count)
     throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
-  if (!hash) return { header, count, perStream, sha256: trailer.sha256 }; // the sibling scan's to check
+  if (!hash) return { header, trailer, count, perStream, sha256: trailer.sha256 }; // the sibling scan's to check
   const digested = await worker;
   // The worker digested up to the last line; that must be where the trailer is, or digest here.
   const sha256 = !worker
@@ -317,5 +340,5 @@ async function scanWith(
       ? digested.sha256
       : await digestFile(file, trailerAt);
   if (trailer.sha256 !== sha256) throw new BackupCorruptError(file, n, "SHA-256 mismatch: the file was altered");
-  return { header, count, perStream, sha256 };
+  return { header, trailer, count, perStream, sha256 };
 }
