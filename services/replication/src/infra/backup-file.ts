@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import { BackupHeader, BackupMessage, BackupTrailer, type BackupMessage as Msg } from "#schemas/replication.js";
-import { signedStatement } from "../domain/backup/signature.js";
+import { echo, signedStatement } from "../domain/backup/signature.js";
 import { BackupCorruptError } from "../domain/errors.js";
 import type { BackupSigningKey } from "./backup-signing.js";
 import { AtomicFile } from "./durable-file.js";
@@ -70,6 +70,12 @@ export interface BackupScan {
   sha256: string;
 }
 
+/**
+ * The longest line a backup may hold: a message of NATS's largest payload (64 MiB), base64, with
+ * its head. Longer lines are refused as they are read, not buffered.
+ */
+export const MAX_LINE_BYTES = 96 << 20;
+
 /** Where eachLine feeds the bytes it digests: a Hash, or nothing when a worker digests the file. */
 type Digest = { update(b: Buffer): Digest };
 const NO_DIGEST: Digest = { update: () => NO_DIGEST };
@@ -105,19 +111,26 @@ export async function eachLine(
   chunks: AsyncIterable<Buffer>,
   hash: Digest,
   onLine: (line: Buffer) => "trailer" | Promise<void> | void,
+  tooLong: (bytes: number) => Error = (bytes) => new BackupCorruptError("(stream)", 0, `a line of ${bytes}+ bytes`),
 ): Promise<void> {
-  let rest: Buffer | undefined;
+  // The start of a line that runs past the read buffer: its pieces, joined once when it ends.
+  let rest: Buffer[] = [];
+  let restBytes = 0;
   let hashing = true;
   for await (const chunk of chunks) {
     let start = 0;
-    if (rest) {
+    if (restBytes > 0) {
       const nl = chunk.indexOf(10);
+      // A hostile file must not grow one line without bound before its digest and signature fail.
+      if (restBytes + (nl < 0 ? chunk.length : nl) > MAX_LINE_BYTES) throw tooLong(restBytes + chunk.length);
       if (nl < 0) {
-        rest = Buffer.concat([rest, chunk]);
+        rest.push(chunk);
+        restBytes += chunk.length;
         continue;
       }
-      const line = Buffer.concat([rest, chunk.subarray(0, nl)]);
-      rest = undefined;
+      const line = Buffer.concat([...rest, chunk.subarray(0, nl)]);
+      rest = [];
+      restBytes = 0;
       start = nl + 1;
       const r = onLine(line);
       if (r === "trailer") hashing = false;
@@ -136,13 +149,17 @@ export async function eachLine(
       start = nl + 1;
     }
     if (hashing) hash.update(chunk.subarray(from, start));
-    if (start < chunk.length) rest = Buffer.from(chunk.subarray(start));
+    if (start < chunk.length) {
+      rest = [Buffer.from(chunk.subarray(start))];
+      restBytes = chunk.length - start;
+    }
   }
-  if (!rest) return;
+  if (restBytes === 0) return;
   // A last line without "\n" is digested as if it had one (as the writer would have written it).
-  const r = onLine(rest);
+  const last = Buffer.concat(rest);
+  const r = onLine(last);
   if (r === "trailer") return;
-  if (hashing) hash.update(rest).update(NEWLINE);
+  if (hashing) hash.update(last).update(NEWLINE);
   if (r) await r;
 }
 
@@ -279,7 +296,7 @@ async function scanWith(
   let count = 0;
   const inOrder = (m: { stream: string; seq: number }): void => {
     const prev = lastSeq.get(m.stream);
-    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${m.stream} is not in the header`);
+    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${echo(m.stream)} is not in the header`);
     if (m.seq <= prev) throw new BackupCorruptError(file, n, `sequence ${m.seq} after ${prev}`);
     lastSeq.set(m.stream, m.seq);
     perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
@@ -326,6 +343,7 @@ async function scanWith(
       inOrder(m);
       return onMessage?.(m);
     },
+    (bytes) => new BackupCorruptError(file, n + 1, `line longer than ${MAX_LINE_BYTES} bytes (${bytes}+)`),
   );
   if (!header) throw new BackupCorruptError(file, 1, "empty file");
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
