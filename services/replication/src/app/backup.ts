@@ -3,6 +3,7 @@ import { BACKUP_FORMAT, type BackupMessage, type BackupStream } from "#schemas/r
 import { EVT_STREAM } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
 import { encodePayload } from "../domain/backup/format.js";
+import { signerKey } from "../domain/backup/signature.js";
 import { BackupWriter, type BackupHeaderBody } from "../infra/backup-file.js";
 import type { BackupSigningKey } from "../infra/backup-signing.js";
 import { readStream } from "../infra/log-reader.js";
@@ -49,8 +50,9 @@ const describe = (i: StreamInfo): BackupStream => ({
 });
 
 /**
- * Exports streams with sequences, timestamps and headers, signed with `opts.key`. Each stream is read up to the last
- * sequence it had when the backup began, so the header describes exactly what follows.
+ * Exports streams with sequences, timestamps and headers, signed with `opts.key`. Each stream is
+ * read up to the last sequence it had when the backup began, so the header describes exactly what
+ * follows.
  */
 export async function backupWith(nats: Nats, opts: BackupOptions): Promise<BackupSummary> {
   const started = Date.now();
@@ -62,8 +64,7 @@ export async function backupWith(nats: Nats, opts: BackupOptions): Promise<Backu
     streams: infos.map(describe),
   };
   const w = await BackupWriter.create(opts.out, header, opts.key);
-  const s = opts.key.signer;
-  const signer = `${s.alg} ${s.alg === "ed25519" ? s.publicKey : s.keyId}`;
+  const signer = `${opts.key.signer.alg} ${signerKey(opts.key.signer)}`;
   log.info({ streams: header.streams.map((st) => st.name), signer }, "backup started");
   try {
     for (const st of header.streams) {

@@ -63,7 +63,10 @@ export function restoredHeaders(m: BackupMessage): MsgHdrs {
   return h;
 }
 
-/** The number of messages the target holds in each stream (0 when absent): read-only. */
+/**
+ * Read-only: refuses a target stream that holds messages; says which exist (with their replicas)
+ * and which are absent (undefined).
+ */
 async function targetState(nats: Nats, names: string[]): Promise<Map<string, { replicas: number } | undefined>> {
   const state = new Map<string, { replicas: number } | undefined>();
   for (const name of names) {
