@@ -260,7 +260,7 @@ describe("backups you can trust", () => {
     expect((await u.nats.jsm.streams.info(EVT_STREAM)).state.messages).toBe(10);
   });
 
-  it("the CLI signs with the stack's admin key and verifies against its trust.json; without keys, exit 2", async () => {
+  it("the CLI signs with the stack's admin key, verifies against its trust.json; exit 2 without keys, 1 when refused", async () => {
     const t = await fresh();
     const dir = t.dir;
     // What `dwcp up --data-dir D` provisions: D/creds/admin.nk and D/trust.json naming its public key.
@@ -287,6 +287,22 @@ describe("backups you can trust", () => {
       expect(await streamNames(t)).toEqual([]);
       expect(await main(["restore-log", "--in", file, "--data-dir", dir, "--nats", t.server.url])).toBe(0);
       expect((await t.nats.jsm.streams.info(EVT_STREAM)).state.messages).toBe(10);
+
+      // An old unsigned file: exit 1 saying what to do; imported only with --allow-unsigned, with a warning.
+      const u = await fresh();
+      const head = JSON.parse(linesOf(good)[0] ?? "{}") as { streams: BackupStream[] };
+      const msgs = linesOf(good)
+        .slice(1, -1)
+        .map((l) => JSON.parse(l) as BackupMessage);
+      const old = await craft(join(u.dir, "v1.backup"), head.streams, msgs, null);
+      stderr.length = 0;
+      expect(await main(["restore-log", "--in", old, "--data-dir", dir, "--nats", u.server.url])).toBe(1);
+      expect(stderr.join("")).toMatch(/is not signed \(format version 1\).*--allow-unsigned/);
+      expect(await streamNames(u)).toEqual([]);
+      stderr.length = 0;
+      expect(await main(["restore-log", "--in", old, "--allow-unsigned", "--nats", u.server.url])).toBe(0);
+      expect(stderr.join("")).toMatch(/warning: --allow-unsigned/);
+      expect((await u.nats.jsm.streams.info(EVT_STREAM)).state.messages).toBe(10);
     } finally {
       spy.mockRestore();
       quiet.mockRestore();
