@@ -16,6 +16,7 @@ import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { createUser } from "@nats-io/nkeys";
 import { parseSize } from "../cli/args.js";
 import type { MigrationEvent } from "#schemas/index.js";
 import { BACKUP_FORMAT } from "#schemas/replication.js";
@@ -28,6 +29,7 @@ import { pickSnapshot, restoreFromStore } from "../services/replication/src/app/
 import { syncOnce } from "../services/replication/src/app/sync.js";
 import { encodePayload } from "../services/replication/src/domain/backup/format.js";
 import { BackupWriter } from "../services/replication/src/infra/backup-file.js";
+import { signingKeyFromSeed } from "../services/replication/src/infra/backup-signing.js";
 import { ReplicationLog } from "../services/replication/src/infra/replication-log.js";
 
 const { values } = parseArgs({
@@ -126,12 +128,16 @@ function* allEvents(n: number): Generator<[string, MigrationEvent]> {
 
 async function foldRate(dir: string, n: number): Promise<{ perSec: number; seconds: number; migrations: number }> {
   const file = join(dir, "events.backup");
-  const w = await BackupWriter.create(file, {
-    format: BACKUP_FORMAT,
-    version: 1,
-    createdAt: at,
-    streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }],
-  });
+  const key = signingKeyFromSeed(new TextDecoder().decode(createUser().getSeed()));
+  const w = await BackupWriter.create(
+    file,
+    {
+      format: BACKUP_FORMAT,
+      createdAt: at,
+      streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }],
+    },
+    key,
+  );
   let seq = 0;
   const t0 = BigInt(Date.parse(at)) * 1_000_000n;
   for (const [subject, e] of allEvents(n)) {

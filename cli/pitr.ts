@@ -9,7 +9,15 @@ import { natsUrlFromEnv, parseHostPort } from "#common/config.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import {
   backup,
+  BackupKeyInvalidError,
   formatReplay,
+  loadSigningKey,
+  signKeyFile,
+  trustFileOf,
+  trustFromTrustFile,
+  trustHmacFile,
+  trustPublicKey,
+  type BackupTrust,
   readReplication,
   replay,
   replayBackup,
@@ -33,10 +41,15 @@ export const PITR_HELP = `
                                         the coordinator's view as of a time or stream sequence (read-only);
                                         --backup folds a backup file instead of the live stream (a large
                                         one in parallel); --chunks keeps each batch's chunk list in --json
-  backup --out FILE [--streams DWCP_EVT[,DWCP_CMD]] [--json]
-                                        export the event log with sequences, timestamps, headers and a digest
-  restore-log --in FILE [--replicas N] [--json]
-                                        verify a backup, then import it into empty or absent streams
+  backup --out FILE [--streams DWCP_EVT[,DWCP_CMD]] [--sign-key FILE | --data-dir D] [--json]
+                                        export the event log with sequences, timestamps, headers and a digest,
+                                        signed with an nkey seed (ed25519) or an HMAC secret (DWCP_BACKUP_KEY;
+                                        default with --data-dir: the stack's admin key D/creds/admin.nk)
+  restore-log --in FILE [--trust-key PUBLIC_NKEY | --hmac-key FILE | --data-dir D] [--allow-unsigned]
+          [--replicas N] [--json]
+                                        verify a backup's signature (DWCP_TRUST_FILE or D/trust.json: the admin
+                                        key), streams and every payload, then import it into empty or absent
+                                        dwcp streams created with dwcp's own configuration
   replicate --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
           [--agent HOST:PORT] [--chunk-size SIZE] [--json]
                                         incremental snapshots into HOST's content-addressed store DIR/.dwcp-store,
@@ -117,30 +130,93 @@ export async function cmdReplay(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** A key problem is the user's to fix: exit 2 with what to do. */
+async function keyFrom<T>(load: () => T | Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    if (err instanceof BackupKeyInvalidError || (err as { code?: string }).code === "CREDENTIALS_INVALID")
+      throw new UsageError((err as Error).message);
+    throw err;
+  }
+}
+
 /** `dwcp backup`. */
 export async function cmdBackup(argv: string[]): Promise<number> {
-  const v = flags(argv, { out: { type: "string" }, streams: { type: "string" } });
+  const v = flags(argv, {
+    out: { type: "string" },
+    streams: { type: "string" },
+    "sign-key": { type: "string" },
+    "data-dir": { type: "string" },
+  });
   if (!v.out) throw new UsageError("backup needs --out FILE");
-  const r = await backup(natsUrl(v), { out: v.out, ...(v.streams ? { streams: v.streams.split(",") } : {}) });
+  const keyFile = signKeyFile(v);
+  if (keyFile === undefined)
+    throw new UsageError(
+      "backup needs a key to sign with: --sign-key FILE (an nkey seed, or an HMAC secret of 32+ bytes), " +
+        "DWCP_BACKUP_KEY, or --data-dir D of a `dwcp up` stack (its creds/admin.nk)",
+    );
+  const key = await keyFrom(() => loadSigningKey(keyFile));
+  const r = await backup(natsUrl(v), { out: v.out, key, ...(v.streams ? { streams: v.streams.split(",") } : {}) });
   const ranges = r.streams.map((s) => `${s.name} ${s.firstSeq}..${s.lastSeq}`).join(", ");
   out(
     v.json
       ? JSON.stringify(r)
-      : `backed up ${r.messages} messages (${ranges}) to ${r.file} in ${r.seconds.toFixed(2)} s`,
+      : `backed up ${r.messages} messages (${ranges}) to ${r.file}, signed ${r.signer}, in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }
 
+/** The key restore-log checks the signature against: a flag, else the trust file's admin key. */
+async function restoreTrust(v: {
+  "trust-key"?: string;
+  "hmac-key"?: string;
+  "data-dir"?: string;
+}): Promise<BackupTrust | undefined> {
+  if (v["trust-key"] !== undefined && v["hmac-key"] !== undefined)
+    throw new UsageError("use one of --trust-key PUBLIC_NKEY or --hmac-key FILE");
+  const trustKey = v["trust-key"];
+  if (trustKey !== undefined) return keyFrom(() => trustPublicKey(trustKey));
+  const hmacKey = v["hmac-key"];
+  if (hmacKey !== undefined) return keyFrom(() => trustHmacFile(hmacKey));
+  const file = trustFileOf(v);
+  return file === undefined ? undefined : keyFrom(() => trustFromTrustFile(file));
+}
+
 /** `dwcp restore-log`. */
 export async function cmdRestoreLog(argv: string[]): Promise<number> {
-  const v = flags(argv, { in: { type: "string" }, replicas: { type: "string" } });
+  const v = flags(argv, {
+    in: { type: "string" },
+    replicas: { type: "string" },
+    "trust-key": { type: "string" },
+    "hmac-key": { type: "string" },
+    "data-dir": { type: "string" },
+    "allow-unsigned": { type: "boolean", default: false },
+  });
   if (!v.in) throw new UsageError("restore-log needs --in FILE");
-  const r = await restoreLog(natsUrl(v), { in: v.in, ...(v.replicas ? { replicas: Number(v.replicas) } : {}) });
+  const replicas = v.replicas === undefined ? undefined : Number(v.replicas);
+  if (replicas !== undefined && !(Number.isInteger(replicas) && replicas >= 1 && replicas <= 5))
+    throw new UsageError(`--replicas must be 1 to 5, got "${v.replicas}"`);
+  const trust = await restoreTrust(v);
+  const allowUnsigned = v["allow-unsigned"] ?? false;
+  if (trust === undefined && !allowUnsigned)
+    throw new UsageError(
+      "restore-log needs the key your backups are signed with: --trust-key PUBLIC_NKEY, --hmac-key FILE, " +
+        "DWCP_TRUST_FILE, or --data-dir D of a `dwcp up` stack (its trust.json's admin key)",
+    );
+  if (allowUnsigned)
+    process.stderr.write("dwcp: warning: --allow-unsigned: an unsigned backup is imported without proof of origin\n");
+  const r = await restoreLog(natsUrl(v), {
+    in: v.in,
+    allowUnsigned,
+    ...(trust ? { trust } : {}),
+    ...(replicas !== undefined ? { replicas } : {}),
+  });
   const ranges = r.streams.map((s) => `${s.name} now ${s.firstSeq}..${s.lastSeq}`).join(", ");
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${r.messages} messages from ${r.file} (${ranges}) in ${r.seconds.toFixed(2)} s`,
+      : `restored ${r.messages} ${r.signature} messages from ${r.file} (${ranges}) in ${r.seconds.toFixed(2)} s`,
   );
   return 0;
 }

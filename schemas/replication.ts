@@ -57,25 +57,44 @@ export type ReplicationEvent = z.infer<typeof ReplicationEvent>;
 
 // `dwcp backup` files: JSON lines. A header, one line per stored message, and a trailer with the
 // count and a SHA-256 over every preceding line (each with its "\n"), so truncation, a flipped
-// byte or a reordered line is caught before anything is imported.
+// byte or a reordered line is caught before anything is imported. Version 2 is signed: the header
+// names the signer's key, and the trailer's signature covers the format, the signer, the count and
+// that SHA-256 (which covers the header: streams, sequences, the signer). Version 1 is unsigned.
 
 export const BACKUP_FORMAT = "dwcp-log-backup";
+/** The version `dwcp backup` writes. */
+export const BACKUP_VERSION = 2;
 
 export const BackupStream = z.object({
-  name: z.string().min(1),
-  /** The stream's configuration as the server reported it (restored as a plain stream). */
+  name: z.string().min(1).max(255),
+  /**
+   * The stream's configuration as the server reported it: informative only, restore-log takes
+   * every stream's configuration from the code.
+   */
   config: z.record(z.string(), z.unknown()),
   firstSeq: Uint,
   lastSeq: Uint,
   messages: Uint,
 });
 
-export const BackupHeader = z.object({
+/** Public nkey (ed25519): U user, A account, O operator, N server, C cluster. */
+export const PublicNkey = z.string().regex(/^[UAONC][A-Z2-7]{55}$/, "must be a public nkey (56 characters, U...)");
+
+export const BackupSigner = z.discriminatedUnion("alg", [
+  z.object({ alg: z.literal("ed25519"), publicKey: PublicNkey }),
+  /** keyId: the first 16 hex digits of a SHA-256 over the secret, so a wrong secret is named as such. */
+  z.object({ alg: z.literal("hmac-sha256"), keyId: z.string().regex(/^[0-9a-f]{16}$/) }),
+]);
+
+const headerBase = {
   format: z.literal(BACKUP_FORMAT),
-  version: z.literal(1),
   createdAt: Timestamp,
-  streams: z.array(BackupStream).min(1),
-});
+  streams: z.array(BackupStream).min(1).max(1024),
+};
+
+export const BackupHeaderV1 = z.object({ ...headerBase, version: z.literal(1) });
+export const BackupHeaderV2 = z.object({ ...headerBase, version: z.literal(2), signer: BackupSigner });
+export const BackupHeader = z.discriminatedUnion("version", [BackupHeaderV1, BackupHeaderV2]);
 
 export const BackupMessage = z
   .object({
@@ -100,6 +119,11 @@ export const BackupTrailer = z.object({
   trailer: z.literal(true),
   count: Uint,
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** Version 2: base64 of the ed25519 signature (64 bytes) or the HMAC-SHA256 (32 bytes). */
+  signature: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{40,100}={0,2}$/)
+    .optional(),
 });
 
 // The replication agent's protocol (services/replication/src/domain/store/frames.ts): the source's
@@ -203,6 +227,8 @@ export type AgentReply = z.infer<typeof AgentReply>;
 
 export type BackupStream = z.infer<typeof BackupStream>;
 export type BackupHeader = z.infer<typeof BackupHeader>;
+export type BackupHeaderV2 = z.infer<typeof BackupHeaderV2>;
+export type BackupSigner = z.infer<typeof BackupSigner>;
 export type BackupMessage = z.infer<typeof BackupMessage>;
 export type BackupTrailer = z.infer<typeof BackupTrailer>;
 

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createUser } from "@nats-io/nkeys";
 import { afterAll, describe, expect, it } from "vitest";
 import { BACKUP_FORMAT } from "#schemas/replication.js";
 import { EVT_STREAM } from "#common/layout.js";
@@ -8,6 +9,7 @@ import { partitionOf, replayBackup } from "../../services/replication/src/app/re
 import { encodePayload } from "../../services/replication/src/domain/backup/format.js";
 import { BackupCorruptError } from "../../services/replication/src/domain/errors.js";
 import { BackupWriter } from "../../services/replication/src/infra/backup-file.js";
+import { signingKeyFromSeed } from "../../services/replication/src/infra/backup-signing.js";
 import { completed, planned, requested, transferred } from "./support.js";
 
 // Backups of 64 MiB and more are digested by a worker thread and folded in aggregate partitions on
@@ -20,12 +22,16 @@ describe("large backup files (digest and partitions on worker threads)", () => {
     const file = join(dir, "big.backup");
     const migrations = 40_000; // 5 events of ~400 bytes each: past 64 MiB
     const n = migrations * 5;
-    const w = await BackupWriter.create(file, {
-      format: BACKUP_FORMAT,
-      version: 1,
-      createdAt: new Date().toISOString(),
-      streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }],
-    });
+    const key = signingKeyFromSeed(new TextDecoder().decode(createUser().getSeed()));
+    const w = await BackupWriter.create(
+      file,
+      {
+        format: BACKUP_FORMAT,
+        createdAt: new Date().toISOString(),
+        streams: [{ name: EVT_STREAM, config: {}, firstSeq: 1, lastSeq: n, messages: n }],
+      },
+      key,
+    );
     let seq = 0;
     for (let i = 0; i < migrations; i++) {
       const id = `m${i}`;

@@ -1,15 +1,20 @@
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
+import { createUser } from "@nats-io/nkeys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { backupWith } from "../../services/replication/src/app/backup.js";
 import { replayBackup, replayWith } from "../../services/replication/src/app/replay.js";
 import { restoreLogWith } from "../../services/replication/src/app/restore-log.js";
 import { BackupCorruptError, RestoreTargetNotEmptyError } from "../../services/replication/src/domain/errors.js";
+import { signingKeyFromSeed } from "../../services/replication/src/infra/backup-signing.js";
 import { makeImage, startTestStack } from "../support/stack.js";
 import { startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
+// Backups are signed; restore-log trusts only this key's public half.
+const key = signingKeyFromSeed(new TextDecoder().decode(createUser().getSeed()));
+const trust = { alg: "ed25519", publicKey: key.publicKey } as const;
 
 describe("backup and restore-log", () => {
   let a: Awaited<ReturnType<typeof startTestStack>>;
@@ -46,11 +51,11 @@ describe("backup and restore-log", () => {
     );
     expect(bad.state).toBe("rejected");
 
-    const summary = await backupWith(a.nats, { out: file });
+    const summary = await backupWith(a.nats, { out: file, key });
     expect(summary.messages).toBeGreaterThan(5);
     expect(readFileSync(file, "utf8")).toContain('"json":{"type":"MigrationRequested"'); // readable, parsed once
     expect(existsSync(`${file}.tmp`)).toBe(false);
-    const restored = await restoreLogWith(b.nats, { in: file });
+    const restored = await restoreLogWith(b.nats, { in: file, trust });
     expect(restored.messages).toBe(summary.messages);
 
     const [viewA, viewB] = await Promise.all([replayWith(a.nats), replayWith(b.nats)]);
@@ -64,7 +69,7 @@ describe("backup and restore-log", () => {
     // The file folds to the live view, whole or cut, on one thread or in partitions on workers; so
     // does a backup of the restored log, whose positions come from restore-log's headers.
     const fileB = join(b.dir, "restored.backup");
-    await backupWith(b.nats, { out: fileB });
+    await backupWith(b.nats, { out: fileB, key });
     for (const [f, partitions] of [
       [file, 1],
       [file, 3],
@@ -77,7 +82,7 @@ describe("backup and restore-log", () => {
     }
 
     // A second import into the now non-empty stream is refused.
-    await expect(restoreLogWith(b.nats, { in: file })).rejects.toBeInstanceOf(RestoreTargetNotEmptyError);
+    await expect(restoreLogWith(b.nats, { in: file, trust })).rejects.toBeInstanceOf(RestoreTargetNotEmptyError);
   });
 
   it("refuses a truncated or altered backup and imports nothing", async () => {
@@ -92,7 +97,7 @@ describe("backup and restore-log", () => {
     for (const [what, text] of Object.entries(variants)) {
       const bad = join(c.dir, `${what.replace(" ", "-")}.backup`);
       writeFileSync(bad, text);
-      await expect(restoreLogWith(c.nats, { in: bad }), what).rejects.toBeInstanceOf(BackupCorruptError);
+      await expect(restoreLogWith(c.nats, { in: bad, trust }), what).rejects.toBeInstanceOf(BackupCorruptError);
       expect((await c.nats.jsm.streams.info("DWCP_EVT")).state.messages, what).toBe(0);
     }
   });

@@ -6,6 +6,7 @@ import { runPitrCommand } from "../../cli/pitr.js";
 import { UsageError } from "../../cli/args.js";
 import { sha256File } from "../../cli/verify.js";
 import { startReplicationService, type ReplicationServiceHandle } from "#replication";
+import { provision } from "#common/credentials/provision.js";
 import { startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
@@ -29,6 +30,7 @@ describe("dwcp PITR commands", () => {
   let services: ReplicationServiceHandle[] = [];
   beforeAll(async () => {
     t = await startTestNats();
+    await provision(t.dir, { hosts: ["a", "b"] }); // as `dwcp up` does: the admin key signs backups
     // `replicate` asks host a's replication service to sync, `restore` host b's to write (`dwcp up`
     // starts one per host).
     services = await Promise.all(
@@ -84,7 +86,7 @@ describe("dwcp PITR commands", () => {
       events: 3,
       replications: [{ vm: "v", pruned: [(s1.json as { snapshotId: string }).snapshotId] }],
     });
-    const b = await run(t, "backup", "--out", join(t.dir, "log.backup"));
+    const b = await run(t, "backup", "--out", join(t.dir, "log.backup"), ...dd); // signed with D/creds/admin.nk
     expect(b.json).toMatchObject({ messages: 3 });
     const fromFile = await run(t, "replay", "--backup", join(t.dir, "log.backup"));
     expect((fromFile.json as { replications: unknown[] }).replications).toEqual(

@@ -23,6 +23,24 @@ export {
 export { readReplication } from "./app/snapshots.js";
 export { backup, type BackupSummary } from "./app/backup.js";
 export { restoreLog, type RestoreLogSummary } from "./app/restore-log.js";
+export {
+  loadSigningKey,
+  signingKeyFromSeed,
+  trustFromTrustFile,
+  trustHmacFile,
+  trustPublicKey,
+  type BackupSigningKey,
+  type BackupTrust,
+} from "./infra/backup-signing.js";
+export {
+  BackupKeyInvalidError,
+  BackupPayloadInvalidError,
+  BackupSignatureInvalidError,
+  BackupSignerUntrustedError,
+  BackupUnsignedError,
+  UnknownStreamInBackupError,
+} from "./domain/backup/errors.js";
+export { signKeyFile, trustFileOf, type BackupKeyFlags } from "./backup-config.js";
 export { replay, replayBackup, type ReplayOptions } from "./app/replay.js";
 export { pickSnapshot, restoreFromStore, type RestoreResult } from "./app/restore.js";
 export { formatReplay, type ReplayView } from "./domain/replay/view.js";

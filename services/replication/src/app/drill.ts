@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
+import { createUser } from "@nats-io/nkeys";
 import { join } from "node:path";
 import { ensureLayout } from "#common/layout.js";
 import { connectNats, type Nats } from "#common/nats.js";
@@ -8,6 +9,7 @@ import { startNatsServer } from "#common/nats-server.js";
 import type { ReplayView } from "../domain/replay/view.js";
 import { latestSnapshot } from "../domain/replication/state.js";
 import { ReplicationLog } from "../infra/replication-log.js";
+import { signingKeyFromSeed } from "../infra/backup-signing.js";
 import { backupWith } from "./backup.js";
 import { DestinationAgent, inProcess } from "./destination.js";
 import { replayWith } from "./replay.js";
@@ -71,6 +73,9 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
   const backupFile = join(o.drDir, "log.backup");
   const primaryLog = new ReplicationLog(o.primary.nats);
   const expected = new Map<string, string[]>();
+  // The drill's own backup key: the primary signs, the DR site trusts only its public half.
+  const key = signingKeyFromSeed(new TextDecoder().decode(createUser().getSeed()));
+  const trust = { alg: "ed25519", publicKey: key.publicKey } as const;
   for (let i = 1; i <= o.syncs; i++) {
     await o.change(i);
     const r = await syncOnce({
@@ -85,7 +90,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
       logger,
     });
     expected.set(r.snapshotId, await Promise.all(o.sources.map(sha256)));
-    await backupWith(o.primary.nats, { out: backupFile, logger });
+    await backupWith(o.primary.nats, { out: backupFile, key, logger });
   }
   await o.change(o.syncs + 1); // written after the last snapshot: lost, by definition of RPO
   const disaster = Date.now();
@@ -96,7 +101,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillReport> {
   const nats = await connectNats(dr.url, "dwcp-drill-dr");
   try {
     await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
-    await restoreLogWith(nats, { in: backupFile, logger });
+    await restoreLogWith(nats, { in: backupFile, trust, logger });
     const view = await replayWith(nats);
     const snap = latestSnapshot((await new ReplicationLog(nats).read(o.vm)).state);
     if (!snap) throw new SnapshotNotFoundError(o.vm, "in the DR site's restored log");

@@ -1,57 +1,45 @@
-import type { StreamConfig } from "@nats-io/jetstream";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
-import type { BackupMessage, BackupStream } from "#schemas/replication.js";
+import type { BackupHeader, BackupMessage } from "#schemas/replication.js";
 import { isStreamNotFound, isWrongLastSequence } from "#common/event-sourcing/jetstream-errors.js";
+import { ensureLayout, ensureWorkStream } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
+import { BackupPayloadInvalidError, UnknownStreamInBackupError } from "../domain/backup/errors.js";
 import { ORIG_MSG_ID_HEADER, ORIG_SEQ_HEADER, ORIG_TIME_HEADER, payloadBytes } from "../domain/backup/format.js";
-import { RestoreInterferenceError, RestoreTargetNotEmptyError } from "../domain/errors.js";
-import { scanBackup } from "../infra/backup-file.js";
+import { BackupCorruptError, RestoreInterferenceError, RestoreTargetNotEmptyError } from "../domain/errors.js";
+import { scanBackup, type BackupScan } from "../infra/backup-file.js";
+import { verifyBackupSignature, type BackupTrust } from "../infra/backup-signing.js";
 import { withNats } from "../infra/nats-session.js";
+import { dwcpStreamOf, problemOf, type DwcpStream } from "./backup-content.js";
 import { replicationLogger, type LogOption } from "./logging.js";
 
 export interface RestoreLogOptions extends LogOption {
   /** Backup file written by `dwcp backup`. */
   in: string;
-  /** Replicas for streams that restore-log creates. Default: as in the backup. */
+  /**
+   * The key the backup must be signed with (a public nkey, or the HMAC secret). Never the key the
+   * file names: a file signed by any other key is refused.
+   */
+  trust?: BackupTrust;
+  /** Accept an unsigned (version 1) backup, with a warning. Default false: refused. */
+  allowUnsigned?: boolean;
+  /**
+   * Replicas for the streams restore-log creates. Default: the existing DWCP_EVT's (or DWCP_CMD's),
+   * else 1; never the file's.
+   */
   replicas?: number;
 }
 
 export interface RestoreLogSummary {
   file: string;
   messages: number;
+  /** "unsigned" only for a version 1 file accepted with allowUnsigned. */
+  signature: "signed" | "unsigned";
   streams: Array<{ name: string; messages: number; firstSeq: number; lastSeq: number }>;
   seconds: number;
 }
 
 /** Publishes this many messages before waiting for the oldest ack. */
 const WINDOW = 512;
-
-/** Only what defines the stream's behaviour; mirrors and sources come back as plain streams. */
-const KEEP = [
-  "subjects",
-  "retention",
-  "storage",
-  "max_consumers",
-  "max_msgs",
-  "max_bytes",
-  "max_age",
-  "max_msg_size",
-  "max_msgs_per_subject",
-  "discard",
-  "num_replicas",
-  "duplicate_window",
-  "allow_direct",
-  "allow_rollup_hdrs",
-  "deny_delete",
-  "deny_purge",
-];
-
-function configOf(s: BackupStream, replicas: number | undefined): Partial<StreamConfig> & { name: string } {
-  const cfg: Record<string, unknown> = { name: s.name };
-  for (const k of KEEP) if (s.config[k] !== undefined) cfg[k] = s.config[k];
-  if (replicas !== undefined) cfg["num_replicas"] = replicas;
-  return cfg as Partial<StreamConfig> & { name: string };
-}
 
 /**
  * Server directives (Nats-Msg-Id, Nats-Expected-*, Nats-Rollup, ...) are dropped: an expected
@@ -75,33 +63,82 @@ export function restoredHeaders(m: BackupMessage): MsgHdrs {
   return h;
 }
 
-async function prepareStreams(nats: Nats, streams: BackupStream[], replicas?: number): Promise<Map<string, number>> {
-  const base = new Map<string, number>();
-  for (const s of streams) {
+/**
+ * Read-only: refuses a target stream that holds messages; says which exist (with their replicas)
+ * and which are absent (undefined).
+ */
+async function targetState(nats: Nats, names: string[]): Promise<Map<string, { replicas: number } | undefined>> {
+  const state = new Map<string, { replicas: number } | undefined>();
+  for (const name of names) {
     try {
-      const info = await nats.jsm.streams.info(s.name);
-      if (info.state.messages > 0) throw new RestoreTargetNotEmptyError(s.name, info.state.messages);
-      base.set(s.name, info.state.last_seq);
+      const info = await nats.jsm.streams.info(name);
+      if (info.state.messages > 0) throw new RestoreTargetNotEmptyError(name, info.state.messages);
+      state.set(name, { replicas: info.config.num_replicas });
     } catch (err) {
       if (!isStreamNotFound(err)) throw err;
-      base.set(s.name, -1);
+      state.set(name, undefined);
     }
   }
-  for (const s of streams) {
-    const cfg = configOf(s, replicas);
-    if (base.get(s.name) === -1) await nats.jsm.streams.add(cfg);
-    else await nats.jsm.streams.update(s.name, cfg);
-    base.set(s.name, (await nats.jsm.streams.info(s.name)).state.last_seq);
-  }
+  return state;
+}
+
+/**
+ * Creates or updates the backup's streams with the code's own configuration (ensureLayout), never
+ * the file's; returns each stream's last sequence, after which the import appends.
+ */
+async function prepareStreams(
+  nats: Nats,
+  streams: Map<string, DwcpStream>,
+  replicas?: number,
+): Promise<Map<string, number>> {
+  const target = await targetState(nats, [...streams.keys()]);
+  const r = replicas ?? [...target.values()].find((t) => t !== undefined)?.replicas ?? 1;
+  await ensureLayout(nats.nc, nats.jsm, { replicas: r });
+  for (const s of streams.values()) if (s.kind === "work") await ensureWorkStream(nats.jsm, s.host, { replicas: r });
+  const base = new Map<string, number>();
+  for (const name of streams.keys()) base.set(name, (await nats.jsm.streams.info(name)).state.last_seq);
   return base;
 }
 
 /**
- * Imports a backup into streams that are empty or absent. The whole file is verified first (a
- * truncated or altered backup imports nothing). Each publish expects the stream's previous
- * sequence, so a writer racing the import stops it instead of interleaving. Sequence numbers in
- * the target start after its last sequence and have no gaps: the originals are kept in
- * Dwcp-Orig-Seq, which replay uses for --until-seq.
+ * Reads the whole file without writing anything: lines, order, count and digest (scanBackup),
+ * then the signature against the trusted key, then that every stream is one of dwcp's and every
+ * message belongs to its stream and passes its schema. Problems found while reading are reported
+ * after the signature check, so an altered file is named as such, whatever it holds.
+ */
+async function verifyBackup(
+  opts: RestoreLogOptions,
+): Promise<{ scan: BackupScan; streams: Map<string, DwcpStream>; signature: "signed" | "unsigned" }> {
+  const file = opts.in;
+  const streams = new Map<string, DwcpStream>();
+  let first: Error | undefined;
+  const onHeader = (h: BackupHeader): void => {
+    for (const s of h.streams) {
+      const kind = dwcpStreamOf(s.name);
+      if (!kind) first ??= new UnknownStreamInBackupError(file, s.name);
+      else if (streams.has(s.name)) first ??= new BackupCorruptError(file, 1, `stream ${s.name} is listed twice`);
+      else streams.set(s.name, kind);
+    }
+  };
+  const onMessage = (m: BackupMessage): void => {
+    if (first) return;
+    const kind = streams.get(m.stream);
+    const problem = kind ? problemOf(kind, m) : "not one of dwcp's streams";
+    if (problem !== undefined) first = new BackupPayloadInvalidError(file, m.stream, m.seq, problem);
+  };
+  const scan = await scanBackup(file, onMessage, { onHeader });
+  const signature = verifyBackupSignature(file, scan.header, scan.trailer, opts.trust, opts.allowUnsigned);
+  if (first) throw first;
+  return { scan, streams, signature };
+}
+
+/**
+ * Imports a signed backup into streams that are empty or absent. Nothing is written before the
+ * whole file is verified (verifyBackup): a truncated, altered, unsigned or foreign file imports
+ * nothing. Streams are created with the code's configuration. Each publish expects the stream's
+ * previous sequence, so a writer racing the import stops it instead of interleaving. Sequence
+ * numbers in the target start after its last sequence and have no gaps: the originals are kept
+ * in Dwcp-Orig-Seq, which replay uses for --until-seq.
  */
 export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promise<RestoreLogSummary> {
   const started = Date.now();
@@ -117,11 +154,20 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
 }
 
 async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number): Promise<RestoreLogSummary> {
-  const scan = await scanBackup(opts.in);
-  const next = await prepareStreams(nats, scan.header.streams, opts.replicas);
+  const log = replicationLogger(opts, { file: opts.in });
+  const { scan, streams, signature } = await verifyBackup(opts);
+  if (signature === "unsigned") log.warn("importing an UNSIGNED backup (--allow-unsigned): its origin is not proven");
+  const next = await prepareStreams(nats, streams, opts.replicas);
   const first = new Map([...next].map(([k, v]) => [k, v + 1]));
   const inflight: Array<Promise<unknown>> = [];
+  const changed = (n: number): BackupCorruptError =>
+    new BackupCorruptError(opts.in, n, "the file changed during the import; restore into a fresh server");
+  let n = 0;
   const publish = async (m: BackupMessage): Promise<void> => {
+    n++;
+    // The file is read twice: what the second read publishes must pass the same checks.
+    const kind = streams.get(m.stream);
+    if (!kind || problemOf(kind, m) !== undefined) throw changed(n + 1);
     const expected = next.get(m.stream) ?? 0;
     next.set(m.stream, expected + 1);
     const p = nats.js
@@ -138,11 +184,13 @@ async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number
     inflight.push(p);
     if (inflight.length >= WINDOW) await inflight.shift();
   };
-  await scanBackup(opts.in, publish);
+  const again = await scanBackup(opts.in, publish);
   await Promise.all(inflight);
+  if (again.sha256 !== scan.sha256) throw changed(again.count + 2);
   return {
     file: opts.in,
     messages: scan.count,
+    signature,
     streams: scan.header.streams.map((s) => ({
       name: s.name,
       messages: scan.perStream[s.name] ?? 0,
@@ -153,6 +201,6 @@ async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number
   };
 }
 
-/** `dwcp restore-log --in FILE [--replicas N]`. */
+/** `dwcp restore-log --in FILE [--trust-key PUBLIC_NKEY | --hmac-key FILE] [--allow-unsigned] [--replicas N]`. */
 export const restoreLog = (natsUrl: string, opts: RestoreLogOptions): Promise<RestoreLogSummary> =>
   withNats(natsUrl, "dwcp-restore-log", (nats) => restoreLogWith(nats, opts));

@@ -3,17 +3,33 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import { BackupHeader, BackupMessage, BackupTrailer, type BackupMessage as Msg } from "#schemas/replication.js";
+import { echo, signedStatement } from "../domain/backup/signature.js";
 import { BackupCorruptError } from "../domain/errors.js";
+import type { BackupSigningKey } from "./backup-signing.js";
 import { AtomicFile } from "./durable-file.js";
 
-/** Writes header, messages and trailer; the digest runs over every line before the trailer. */
+/** What a backup's header says besides its version and signer. */
+export type BackupHeaderBody = Pick<BackupHeader, "format" | "createdAt" | "streams">;
+
+/**
+ * Writes header, messages and trailer; the digest runs over every line before the trailer. With
+ * a key the file is version 2 and its trailer carries the signature of the digest; without one it
+ * is an unsigned version 1 file, which restore-log refuses by default.
+ */
 export class BackupWriter {
   private readonly hash: Hash = createHash("sha256");
   private count = 0;
-  private constructor(private readonly file: AtomicFile) {}
+  private constructor(
+    private readonly file: AtomicFile,
+    private readonly key: BackupSigningKey | undefined,
+  ) {}
 
-  static async create(path: string, header: BackupHeader): Promise<BackupWriter> {
-    const w = new BackupWriter(await AtomicFile.create(path, 0o600));
+  static async create(path: string, body: BackupHeaderBody, key?: BackupSigningKey): Promise<BackupWriter> {
+    const w = new BackupWriter(await AtomicFile.create(path, 0o600), key);
+    const { format, createdAt, streams } = body;
+    const header: BackupHeader = key
+      ? { format, version: 2, createdAt, streams, signer: key.signer }
+      : { format, version: 1, createdAt, streams };
     await w.line(header);
     return w;
   }
@@ -30,7 +46,9 @@ export class BackupWriter {
   }
 
   async commit(): Promise<number> {
-    const trailer: BackupTrailer = { trailer: true, count: this.count, sha256: this.hash.digest("hex") };
+    const sha256 = this.hash.digest("hex");
+    const trailer: BackupTrailer = { trailer: true, count: this.count, sha256 };
+    if (this.key) trailer.signature = this.key.sign(signedStatement(this.key.signer, this.count, sha256));
     await this.file.write(Buffer.from(`${JSON.stringify(trailer)}\n`));
     await this.file.commit();
     return this.count;
@@ -45,10 +63,18 @@ const NEWLINE = Buffer.from("\n");
 
 export interface BackupScan {
   header: BackupHeader;
+  /** The trailer: its count and digest were checked; its signature is verifyBackupSignature's to check. */
+  trailer: BackupTrailer;
   count: number;
   perStream: Record<string, number>;
   sha256: string;
 }
+
+/**
+ * The longest line a backup may hold: a message of NATS's largest payload (64 MiB), base64, with
+ * its head. Longer lines are refused as they are read, not buffered.
+ */
+export const MAX_LINE_BYTES = 96 << 20;
 
 /** Where eachLine feeds the bytes it digests: a Hash, or nothing when a worker digests the file. */
 type Digest = { update(b: Buffer): Digest };
@@ -85,19 +111,26 @@ export async function eachLine(
   chunks: AsyncIterable<Buffer>,
   hash: Digest,
   onLine: (line: Buffer) => "trailer" | Promise<void> | void,
+  tooLong: (bytes: number) => Error = (bytes) => new BackupCorruptError("(stream)", 0, `a line of ${bytes}+ bytes`),
 ): Promise<void> {
-  let rest: Buffer | undefined;
+  // The start of a line that runs past the read buffer: its pieces, joined once when it ends.
+  let rest: Buffer[] = [];
+  let restBytes = 0;
   let hashing = true;
   for await (const chunk of chunks) {
     let start = 0;
-    if (rest) {
+    if (restBytes > 0) {
       const nl = chunk.indexOf(10);
+      // A hostile file must not grow one line without bound before its digest and signature fail.
+      if (restBytes + (nl < 0 ? chunk.length : nl) > MAX_LINE_BYTES) throw tooLong(restBytes + chunk.length);
       if (nl < 0) {
-        rest = Buffer.concat([rest, chunk]);
+        rest.push(chunk);
+        restBytes += chunk.length;
         continue;
       }
-      const line = Buffer.concat([rest, chunk.subarray(0, nl)]);
-      rest = undefined;
+      const line = Buffer.concat([...rest, chunk.subarray(0, nl)]);
+      rest = [];
+      restBytes = 0;
       start = nl + 1;
       const r = onLine(line);
       if (r === "trailer") hashing = false;
@@ -116,13 +149,17 @@ export async function eachLine(
       start = nl + 1;
     }
     if (hashing) hash.update(chunk.subarray(from, start));
-    if (start < chunk.length) rest = Buffer.from(chunk.subarray(start));
+    if (start < chunk.length) {
+      rest = [Buffer.from(chunk.subarray(start))];
+      restBytes = chunk.length - start;
+    }
   }
-  if (!rest) return;
+  if (restBytes === 0) return;
   // A last line without "\n" is digested as if it had one (as the writer would have written it).
-  const r = onLine(rest);
+  const last = Buffer.concat(rest);
+  const r = onLine(last);
   if (r === "trailer") return;
-  if (hashing) hash.update(rest).update(NEWLINE);
+  if (hashing) hash.update(last).update(NEWLINE);
   if (r) await r;
 }
 
@@ -221,6 +258,8 @@ export interface ScanOptions {
   onOther?: (m: MessageHead) => void;
   /** Check the trailer's digest (default true); off for a scan whose sibling checks it. */
   digest?: boolean;
+  /** Sees the header as soon as it is read, before any message. */
+  onHeader?: (h: BackupHeader) => void;
 }
 
 /**
@@ -260,7 +299,7 @@ async function scanWith(
   let count = 0;
   const inOrder = (m: { stream: string; seq: number }): void => {
     const prev = lastSeq.get(m.stream);
-    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${m.stream} is not in the header`);
+    if (prev === undefined) throw new BackupCorruptError(file, n, `stream ${echo(m.stream)} is not in the header`);
     if (m.seq <= prev) throw new BackupCorruptError(file, n, `sequence ${m.seq} after ${prev}`);
     lastSeq.set(m.stream, m.seq);
     perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
@@ -289,6 +328,7 @@ async function scanWith(
       if (n === 1) {
         header = parseLine(file, n, text, BackupHeader);
         for (const st of header.streams) lastSeq.set(st.name, 0);
+        opts.onHeader?.(header);
         return;
       }
       if (text.startsWith('{"trailer"')) {
@@ -306,12 +346,13 @@ async function scanWith(
       inOrder(m);
       return onMessage?.(m);
     },
+    (bytes) => new BackupCorruptError(file, n + 1, `line longer than ${MAX_LINE_BYTES} bytes (${bytes}+)`),
   );
   if (!header) throw new BackupCorruptError(file, 1, "empty file");
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
   if (trailer.count !== count)
     throw new BackupCorruptError(file, n, `trailer says ${trailer.count} messages, found ${count}`);
-  if (!hash) return { header, count, perStream, sha256: trailer.sha256 }; // the sibling scan's to check
+  if (!hash) return { header, trailer, count, perStream, sha256: trailer.sha256 }; // the sibling scan's to check
   const digested = await worker;
   // The worker digested up to the last line; that must be where the trailer is, or digest here.
   const sha256 = !worker
@@ -320,5 +361,5 @@ async function scanWith(
       ? digested.sha256
       : await digestFile(file, trailerAt);
   if (trailer.sha256 !== sha256) throw new BackupCorruptError(file, n, "SHA-256 mismatch: the file was altered");
-  return { header, count, perStream, sha256 };
+  return { header, trailer, count, perStream, sha256 };
 }

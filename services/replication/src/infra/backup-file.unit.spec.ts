@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { eachLine, peekHead } from "./backup-file.js";
+import { eachLine, MAX_LINE_BYTES, peekHead } from "./backup-file.js";
 
 /** What eachLine must see and digest, computed the simple way: split, then hash line by line. */
 function reference(text: string): { lines: string[]; sha256: string } {
@@ -50,6 +50,31 @@ describe("backup line reader", () => {
       ),
       { seed: 4242, numRuns: 500 },
     );
+  });
+});
+
+describe("backup line bound", () => {
+  it("refuses a line longer than MAX_LINE_BYTES as it is read, without joining it", async () => {
+    const mib = Buffer.alloc(1 << 20, 0x61);
+    let served = 0;
+    async function* endless(): AsyncGenerator<Buffer> {
+      yield Buffer.from('{"header":1}\n{"a":"');
+      for (;;) {
+        served += mib.length;
+        await Promise.resolve();
+        yield mib;
+      }
+    }
+    const lines: number[] = [];
+    const err = await eachLine(
+      endless(),
+      createHash("sha256"),
+      (l) => void lines.push(l.length),
+      (bytes) => new RangeError(`too long: ${bytes}`),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RangeError);
+    expect(lines).toEqual([12]);
+    expect(served).toBeLessThanOrEqual(MAX_LINE_BYTES + (1 << 20));
   });
 });
 
