@@ -260,7 +260,7 @@ describe("backups you can trust", () => {
     expect((await u.nats.jsm.streams.info(EVT_STREAM)).state.messages).toBe(10);
   });
 
-  it("the CLI signs with the stack's admin key, verifies against its trust.json; exit 2 without keys, 1 when refused", async () => {
+  it("the CLI signs with the admin key, verifies against trust.json; exit 2 without keys, 1 when refused", async () => {
     const t = await fresh();
     const dir = t.dir;
     // What `dwcp up --data-dir D` provisions: D/creds/admin.nk and D/trust.json naming its public key.

@@ -16,7 +16,8 @@ export const signerKey = (s: BackupSigner): string => (s.alg === "ed25519" ? s.p
  */
 export function signedStatement(signer: BackupSigner, count: number, sha256: string): Uint8Array {
   return encoder.encode(
-    `${BACKUP_FORMAT}\nversion ${SIGNED_VERSION}\n${signer.alg} ${signerKey(signer)}\ncount ${count}\nsha256 ${sha256}\n`,
+    `${BACKUP_FORMAT}\nversion ${SIGNED_VERSION}\n${signer.alg} ${signerKey(signer)}\n` +
+      `count ${count}\nsha256 ${sha256}\n`,
   );
 }
 
