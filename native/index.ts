@@ -2,7 +2,7 @@
 // strong hash, XOR deltas and zero-copy I/O. Runs the native module (native/src) when it loads
 // and the bit-identical TypeScript fallback otherwise; DWCP_NATIVE=auto|require|off decides
 // (see loader.ts). Arguments are validated here, failures are NativeError subclasses.
-import { withCallerStack } from "./errors.js";
+import { InvalidArgumentError, withCallerStack } from "./errors.js";
 import * as ts from "./fallback.js";
 import { loadNative, Tier, type NativeBinding } from "./loader.js";
 import { pageCount } from "./page-tree.js";
@@ -120,6 +120,25 @@ export function pageChainingValue(page: Uint8Array, index: number): Buffer {
 /** The BLAKE3-256 of the input whose page chaining values are `cvs`: equal to strongHash of it. */
 export function rootFromChainingValues(cvs: Uint8Array): Buffer {
   return active.rootFromCvs(cvs);
+}
+
+/** Bytes of a BLAKE3-256 digest (strongHash). */
+export const STRONG_HASH_BYTES = 32;
+
+/**
+ * The hash of a volume from the hashes of its chunks: BLAKE3-256 over the chunk hashes (32
+ * bytes each, strongHash of each chunk) concatenated in offset order, a two-level hash tree.
+ * The source's log and the destination compute it alike; a volume of no chunks hashes the empty
+ * input. `path` picks a kernel path (tests); default the live one.
+ */
+export function volumeHash(chunkHashes: Uint8Array, path: KernelPath = active): Buffer {
+  assertBytes("chunkHashes", chunkHashes);
+  if (chunkHashes.length % STRONG_HASH_BYTES !== 0) {
+    throw new InvalidArgumentError(
+      `volumeHash: ${chunkHashes.length} bytes is not a whole number of ${STRONG_HASH_BYTES}-byte chunk hashes`,
+    );
+  }
+  return path.strongHash(chunkHashes);
 }
 
 /** CRC32C and zero map of a chunk in one pass, synchronously. */

@@ -123,7 +123,7 @@ export class Mover {
           const req = parsed.data;
           const log = this.log.child({ migrationId: req.migrationId, op: req.op });
           try {
-            const reply = await this.answer(req, roots);
+            const reply = await this.answer(req, roots, log);
             if (!reply.ok) log.warn({ reason: reply.reason }, reply.message);
             msg.respond(JSON.stringify(reply));
           } catch (err) {
@@ -138,6 +138,7 @@ export class Mover {
   private async answer(
     req: MoverRequest,
     roots: string[],
+    log: Logger,
   ): Promise<{ ok: boolean; reason?: string; message?: string }> {
     switch (req.op) {
       case "probeSource":
@@ -145,7 +146,7 @@ export class Mover {
       case "probeDestination":
         return probeDestination(req, roots);
       case "finalize":
-        return finalizeVolumes(req, roots);
+        return finalizeVolumes(req, roots, log);
       case "abort":
         return abortVolumes(req, roots);
       default: {

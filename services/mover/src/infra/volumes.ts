@@ -1,7 +1,8 @@
-import { constants, lstat, open, rename, rmdir, stat } from "node:fs/promises";
+import { constants, type FileHandle, lstat, open, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { posix } from "node:path";
-import { zeroCopy } from "#native/index.js";
+import { STRONG_HASH_BYTES, volumeHash, zeroCopy } from "#native/index.js";
+import type { Logger } from "#common/logger.js";
 import type {
   AbortReply,
   DataMap,
@@ -19,7 +20,8 @@ import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { dataExtents } from "./extents.js";
 import { diskCrc32c } from "./volume-crc.js";
-import { readBackCovers, readBacks, removeReadBack } from "./read-back.js";
+import { readBackCovers, readBacks, recordedHashes, removeReadBack } from "./read-back.js";
+import { diskDigests, encodeHash, volumeHashOf } from "./volume-hash.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import { confine, ensureDirInside, errnoOf, fsyncDir, removeIfPresent } from "./volume-paths.js";
 
@@ -161,15 +163,21 @@ export async function probeDestination(
 }
 
 /**
- * Turn each `<name>.part` into `<name>`: truncate to size, optionally verify the CRC32C of the
- * whole file, fsync, rename, fsync the directory. Idempotent: a volume whose final file exists
- * and whose .part is gone was finalized before (the reply was lost) and is only re-verified.
+ * Turn each `<name>.part` into `<name>`: truncate to size, check the volume's BLAKE3 against the
+ * log's and optionally the CRC32C of the whole file, fsync, rename, fsync the directory.
+ * Idempotent: a volume whose final file exists and whose .part is gone was finalized before (the
+ * reply was lost) and is only re-verified. A volume whose hash differs from the log's is refused
+ * with VOLUME_HASH_MISMATCH and its .part left in place (the coordinator's abort removes it).
  */
-export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly string[]): Promise<FinalizeReply> {
+export async function finalizeVolumes(
+  req: FinalizeVolumes,
+  roots: readonly string[],
+  log?: Logger,
+): Promise<FinalizeReply> {
   return answer(async () => {
     checkNames(req.volumes.map((v) => v.destName));
     const dir = await confineOrRefuse(roots, req.destDir, false, "FINALIZE_FAILED");
-    return finalizing.run(dir, () => finalizeIn(roots, dir, req));
+    return finalizing.run(dir, () => finalizeIn(roots, dir, req, log));
   }, "FINALIZE_FAILED");
 }
 
@@ -180,25 +188,53 @@ export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly stri
  */
 const finalizing = new KeyedLock();
 
-async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVolumes): Promise<FinalizeReply> {
+async function finalizeIn(
+  roots: readonly string[],
+  dir: string,
+  req: FinalizeVolumes,
+  log: Logger | undefined,
+): Promise<FinalizeReply> {
   const dirsToSync = new Set<string>([dir]);
   if (req.volumes.some((v) => v.sizeBytes === 0)) {
     for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
   }
   const paths: string[] = [];
-  for (const volume of req.volumes) paths.push(await finalizeOne(dir, volume, req.verify, req.migrationId));
+  for (const volume of req.volumes) {
+    const check: Check = { verify: req.verify, migrationId: req.migrationId, chunkSizeBytes: req.chunkSizeBytes };
+    if (volume.blake3 === undefined || req.chunkSizeBytes === undefined) {
+      log?.warn(
+        { volume: volume.destName },
+        "the transfer log has no BLAKE3 for this volume (events of an older mover): checking its CRC32C only",
+      );
+    }
+    paths.push(await finalizeOne(dir, volume, check));
+  }
   for (const d of dirsToSync) await fsyncDir(d);
   return { ok: true as const, paths };
 }
 
 type FinalVolume = FinalizeVolumes["volumes"][number];
 
-async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrationId: string): Promise<string> {
+/** What finalize checks of each volume. */
+interface Check {
+  verify: boolean;
+  migrationId: string;
+  /** The plan's chunk size; with a volume's `blake3`, its hash is checked. */
+  chunkSizeBytes: number | undefined;
+}
+
+/** The volume hash to check and the chunk size it is built on, when the log has one. */
+const hashOf = (v: FinalVolume, c: Check): { blake3: string; chunkSizeBytes: number } | undefined =>
+  v.blake3 === undefined || c.chunkSizeBytes === undefined
+    ? undefined
+    : { blake3: v.blake3, chunkSizeBytes: c.chunkSizeBytes };
+
+async function finalizeOne(dir: string, v: FinalVolume, check: Check): Promise<string> {
   const part = posix.join(dir, partName(v.destName));
   const final = posix.join(dir, v.destName);
   const [partStat, finalStat] = [await lstatOrUndefined(part), await lstatOrUndefined(final)];
   if (partStat === undefined && finalStat !== undefined) {
-    await checkFinalized(final, finalStat, v, verify);
+    await checkFinalized(final, finalStat, v, check);
     await removeReadBack(part);
     return final;
   }
@@ -214,13 +250,7 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrati
     const st = await fh.stat();
     if (!st.isFile()) throw new Refused(refuse("FINALIZE_FAILED", `${part} is not a regular file`));
     if (st.size !== v.sizeBytes) await fh.truncate(v.sizeBytes);
-    // Batches are read back as they land (read-back.ts): when their records cover the volume and
-    // agree with the log, the file is not read a second time.
-    if (verify) {
-      await readBacks.settled(part);
-      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c)))
-        verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
-    }
+    await verifyPart(fh, part, v, check);
     await fh.sync();
   } finally {
     await fh.close();
@@ -231,20 +261,67 @@ async function finalizeOne(dir: string, v: FinalVolume, verify: boolean, migrati
     // Another mover process of this host finalized it between our checks and the rename.
     const now = errnoOf(err) === "ENOENT" ? await lstatOrUndefined(final) : undefined;
     if (now === undefined) throw err;
-    await checkFinalized(final, now, v, verify);
+    await checkFinalized(final, now, v, check);
   }
   await removeReadBack(part);
   return final;
 }
 
-async function checkFinalized(final: string, st: Stats, v: FinalVolume, verify: boolean): Promise<void> {
+/**
+ * The checks before the rename. Batches are read back as they land (read-back.ts), and each
+ * left the hashes of the chunks this host accepted: when the read-back records cover the volume
+ * and agree with the log's CRC32C (with `verify`) and the hash records cover it and build the
+ * log's volume hash, the file is not read a second time. Otherwise, or if the recorded hashes
+ * disagree with the log (a batch may have been written again since), the volume is read from
+ * the disk, which decides.
+ */
+async function verifyPart(fh: FileHandle, part: string, v: FinalVolume, check: Check): Promise<void> {
+  const hash = hashOf(v, check);
+  if (!check.verify && hash === undefined) return;
+  await readBacks.settled(part);
+  const crcOk = !check.verify || (await readBackCovers(part, check.migrationId, v.sizeBytes, v.crc32c));
+  if (hash === undefined) {
+    if (!crcOk) verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
+    return;
+  }
+  const hashes = crcOk ? await recordedHashes(part, check.migrationId, v.sizeBytes) : undefined;
+  const chunks = Math.ceil(v.sizeBytes / hash.chunkSizeBytes);
+  if (hashes?.length === chunks * STRONG_HASH_BYTES && encodeHash(volumeHash(hashes)) === hash.blake3) return;
+  await verifyDisk(fh, part, v, check, hash);
+}
+
+/** Reads the whole volume once for its CRC32C (with `verify`) and its BLAKE3, and checks them. */
+async function verifyDisk(
+  fh: FileHandle,
+  path: string,
+  v: FinalVolume,
+  check: Check,
+  hash: { blake3: string; chunkSizeBytes: number },
+): Promise<void> {
+  const disk = await diskDigests(fh, path, v.sizeBytes, hash.chunkSizeBytes);
+  if (check.verify) verifyCrc(path, disk.crc32c, v.crc32c);
+  const actual = volumeHashOf(disk.chunkHashes);
+  if (actual !== hash.blake3) {
+    throw new Refused(
+      refuse(
+        "VOLUME_HASH_MISMATCH",
+        `volume ${v.destName} has BLAKE3 ${actual} at the destination, the transfer log says ${hash.blake3}: ` +
+          "its bytes changed on the way; the migration must be run again",
+      ),
+    );
+  }
+}
+
+async function checkFinalized(final: string, st: Stats, v: FinalVolume, check: Check): Promise<void> {
   if (!st.isFile() || st.size !== v.sizeBytes) {
     throw new Refused(refuse("DESTINATION_EXISTS", `${final} exists but is not the ${v.sizeBytes}-byte volume`));
   }
-  if (!verify) return;
+  const hash = hashOf(v, check);
+  if (!check.verify && hash === undefined) return;
   const fh = await open(final, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    verifyCrc(final, await diskCrc32c(fh, final, 0, v.sizeBytes), v.crc32c);
+    if (hash !== undefined) await verifyDisk(fh, final, v, check, hash);
+    else verifyCrc(final, await diskCrc32c(fh, final, 0, v.sizeBytes), v.crc32c);
   } finally {
     await fh.close();
   }
