@@ -200,7 +200,12 @@ async function finalizeIn(
   }
   const paths: string[] = [];
   for (const volume of req.volumes) {
-    const check: Check = { verify: req.verify, migrationId: req.migrationId, chunkSizeBytes: req.chunkSizeBytes };
+    const check: Check = {
+      verify: req.verify,
+      migrationId: req.migrationId,
+      chunkSizeBytes: req.chunkSizeBytes,
+      log,
+    };
     if (volume.blake3 === undefined || req.chunkSizeBytes === undefined) {
       log?.warn(
         { volume: volume.destName },
@@ -221,6 +226,7 @@ interface Check {
   migrationId: string;
   /** The plan's chunk size; with a volume's `blake3`, its hash is checked. */
   chunkSizeBytes: number | undefined;
+  log: Logger | undefined;
 }
 
 /** The volume hash to check and the chunk size it is built on, when the log has one. */
@@ -287,6 +293,10 @@ async function verifyPart(fh: FileHandle, part: string, v: FinalVolume, check: C
   const hashes = crcOk ? await recordedHashes(part, check.migrationId, v.sizeBytes) : undefined;
   const chunks = Math.ceil(v.sizeBytes / hash.chunkSizeBytes);
   if (hashes?.length === chunks * STRONG_HASH_BYTES && encodeHash(volumeHash(hashes)) === hash.blake3) return;
+  check.log?.info(
+    { volume: v.destName, crcCovered: crcOk, hashesCovered: hashes !== undefined },
+    "the batch records do not prove this volume's hash; reading it whole",
+  );
   await verifyDisk(fh, part, v, check, hash);
 }
 
