@@ -1,12 +1,5 @@
 import type { FileHandle } from "node:fs/promises";
-import {
-  crc32c,
-  crc32cCombine,
-  crc32cZeros,
-  DIRECT_IO_ALIGN,
-  strongHash,
-  volumeHash,
-} from "#native/index.js";
+import { crc32c, crc32cCombine, crc32cZeros, DIRECT_IO_ALIGN, strongHash, volumeHash } from "#native/index.js";
 import { openDirectRead } from "#common/fs.js";
 import { FileEndedEarlyError } from "../errors.js";
 import { chunkBuffers } from "./data-channel/buffer-pool.js";
