@@ -16,11 +16,13 @@ export const MAX_SPARSE_BATCH_FACTOR = 16;
 
 /**
  * Chunks in one batch, whatever the sizes asked: its ChunkBatchTransferred lists every chunk
- * (offset, length, CRC32C, BLAKE3: about 150 bytes each as JSON), so 2048 keep the event near
- * 300 KB, well under the 1 MiB a NATS message may carry. Without it 64 KiB chunks in 1 GiB
- * batches made events of 2.4 MB (16384 chunks), and sparse ones 16 times that.
+ * (offset, length, CRC32C, BLAKE3: at most about 146 bytes each as JSON), so 1024 keep the event
+ * under 150 KB, well below the 1 MiB a NATS message may carry by default (and a 256 KiB stream
+ * limit). Without it 64 KiB chunks in 1 GiB batches made events of 2.4 MB (16384 chunks), and
+ * sparse batches 16 times that. The defaults (4 MiB chunks, 64 MiB batches: 16 chunks, 256 in a
+ * sparse batch) are far below it.
  */
-export const MAX_CHUNKS_PER_BATCH = 2048;
+export const MAX_CHUNKS_PER_BATCH = 1024;
 
 export interface Plan {
   chunkSizeBytes: number;
