@@ -24,41 +24,56 @@ describe("end-to-end integrity by BLAKE3", () => {
   });
   afterAll(async () => stack?.cleanup());
 
-  const migrate = async (vm: string, file: string) =>
+  const migrate = async (vm: string, file: string, bandwidthLimitBytesPerSec?: number) =>
     runMigration(
       stack.nats,
       buildStart({
         vm,
         source: { host: "a", volumes: [{ path: `vms/${vm}/${file}`, kind: "disk" }] },
         destination: { host: "b", dir: `in/${vm}` },
-        options: { chunkSizeBytes: CHUNK, batchSizeBytes: 4 * CHUNK },
+        options: { chunkSizeBytes: CHUNK, batchSizeBytes: 4 * CHUNK, bandwidthLimitBytesPerSec },
       }),
       { timeoutMs: 90_000 },
     );
 
-  it("logs each chunk's BLAKE3 and the volume's hash tree as the source read them; both ends agree", async () => {
-    const src = await makeImage(stack, "a", "vms/ok/disk.img", { sizeBytes: 12 * MiB, zeroFraction: 0.5, seed: 7 });
-    const r = await migrate("ok", "disk.img");
-    expect(r).toMatchObject({ state: "completed" });
-    const dst = join(stack.root("b"), "in/ok/disk.img");
-    expect(await sha256File(dst)).toBe(await sha256File(src));
+  let plainWireBytes = 0;
+  // Below 200 MB/s the data channel compresses chunks (LZ4): the destination hashes them unpacked.
+  it.each([
+    ["plain", "ok", undefined],
+    ["LZ4-compressed", "ok-lz4", 150_000_000],
+  ])(
+    "logs each chunk's BLAKE3 and the volume's hash tree as the source read them; both ends agree (%s)",
+    async (_name, vm, limit) => {
+      const src = await makeImage(stack, "a", `vms/${vm}/disk.img`, {
+        sizeBytes: 12 * MiB,
+        zeroFraction: 0.5,
+        seed: 7,
+      });
+      const r = await migrate(vm, "disk.img", limit);
+      expect(r).toMatchObject({ state: "completed" });
+      // The same image both times: the compressed run put fewer bytes on the wire.
+      if (limit === undefined) plainWireBytes = r.wireBytes;
+      else expect(r.wireBytes).toBeLessThan(plainWireBytes);
+      const dst = join(stack.root("b"), `in/${vm}/disk.img`);
+      expect(await sha256File(dst)).toBe(await sha256File(src));
 
-    const bytes = await readFile(src);
-    const events = (await eventsOf(stack, r.migrationId)).map((e) => e.event);
-    const chunks = events
-      .flatMap((e) => (e.type === "ChunkBatchTransferred" ? e.chunks : []))
-      .sort((a, b) => a.offset - b.offset);
-    expect(chunks).toHaveLength(12);
-    // Zero chunks (holes, not sent) hash as their zeros, like every other chunk.
-    expect(chunks.some((c) => c.zero)).toBe(true);
-    const expected = chunks.map((c) => strongHashSync(bytes.subarray(c.offset, c.offset + c.length)));
-    expect(chunks.map((c) => c.blake3)).toEqual(expected.map((h) => h.toString("base64url")));
-    const completed = events.find((e) => e.type === "MigrationCompleted") as Extract<
-      MigrationEvent,
-      { type: "MigrationCompleted" }
-    >;
-    expect(completed.volumes[0]?.blake3).toBe(volumeHash(Buffer.concat(expected)).toString("base64url"));
-  });
+      const bytes = await readFile(src);
+      const events = (await eventsOf(stack, r.migrationId)).map((e) => e.event);
+      const chunks = events
+        .flatMap((e) => (e.type === "ChunkBatchTransferred" ? e.chunks : []))
+        .sort((a, b) => a.offset - b.offset);
+      expect(chunks).toHaveLength(12);
+      // Zero chunks (holes, not sent) hash as their zeros, like every other chunk.
+      expect(chunks.some((c) => c.zero)).toBe(true);
+      const expected = chunks.map((c) => strongHashSync(bytes.subarray(c.offset, c.offset + c.length)));
+      expect(chunks.map((c) => c.blake3)).toEqual(expected.map((h) => h.toString("base64url")));
+      const completed = events.find((e) => e.type === "MigrationCompleted") as Extract<
+        MigrationEvent,
+        { type: "MigrationCompleted" }
+      >;
+      expect(completed.volumes[0]?.blake3).toBe(volumeHash(Buffer.concat(expected)).toString("base64url"));
+    },
+  );
 
   it("refuses to finalize bytes a relay altered under a valid CRC32C (VOLUME_HASH_MISMATCH)", async () => {
     const pattern = crcNeutralPattern();
