@@ -199,13 +199,8 @@ async function finalizeIn(
     for (const created of await ensureDirInside(roots, dir)) dirsToSync.add(posix.dirname(created));
   }
   const paths: string[] = [];
+  const check: Check = { verify: req.verify, migrationId: req.migrationId, chunkSizeBytes: req.chunkSizeBytes, log };
   for (const volume of req.volumes) {
-    const check: Check = {
-      verify: req.verify,
-      migrationId: req.migrationId,
-      chunkSizeBytes: req.chunkSizeBytes,
-      log,
-    };
     if (volume.blake3 === undefined || req.chunkSizeBytes === undefined) {
       log?.warn(
         { volume: volume.destName },
