@@ -159,6 +159,25 @@ export function rootFromChainingValues(cvs: Uint8Array): Buffer {
   return active.rootFromCvs(cvs);
 }
 
+/** Bytes of a BLAKE3-256 digest (strongHash). */
+export const STRONG_HASH_BYTES = 32;
+
+/**
+ * The hash of a volume from the hashes of its chunks: BLAKE3-256 over the chunk hashes (32
+ * bytes each, strongHash of each chunk) concatenated in offset order, a two-level hash tree.
+ * The source's log and the destination compute it alike; a volume of no chunks hashes the empty
+ * input. `path` picks a kernel path (tests); default the live one.
+ */
+export function volumeHash(chunkHashes: Uint8Array, path: KernelPath = active): Buffer {
+  assertBytes("chunkHashes", chunkHashes);
+  if (chunkHashes.length % STRONG_HASH_BYTES !== 0) {
+    throw new InvalidArgumentError(
+      `volumeHash: ${chunkHashes.length} bytes is not a whole number of ${STRONG_HASH_BYTES}-byte chunk hashes`,
+    );
+  }
+  return path.strongHash(chunkHashes);
+}
+
 /** CRC32C and zero map of a chunk in one pass, synchronously. */
 export function analyzeChunkSync(buf: Uint8Array): ChunkAnalysis {
   return active.analyzeChunk(buf);

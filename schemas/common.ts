@@ -7,6 +7,9 @@ export const HostId = z.string().regex(/^[A-Za-z0-9_-]{1,48}$/, "host ids are 1-
 
 export const Timestamp = z.iso.datetime({ offset: true });
 
+/** A BLAKE3-256 digest (32 bytes) as unpadded base64url: 43 characters. */
+export const Blake3Hash = z.string().regex(/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/, "must be a base64url BLAKE3-256");
+
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const MIN_CHUNK_BYTES = 64 * KiB;
@@ -90,6 +93,8 @@ export const FailureCode = z.enum([
   "PROTOCOL_ERROR",
   "PATH_OUTSIDE_ROOT",
   "VERIFY_FAILED",
+  /** The destination's BLAKE3 of a volume differs from the one the source logged: bytes changed in transit. */
+  "VOLUME_HASH_MISMATCH",
   "FINALIZE_FAILED",
   "MAX_DELIVERIES",
   "RETRIES_EXHAUSTED",

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import {
+  Blake3Hash,
   Destination,
   FailureCode,
   HostId,
@@ -71,6 +72,12 @@ export const TransferredChunk = z.object({
   /** All-zero chunk: nothing was sent, the destination keeps a hole. */
   zero: z.boolean(),
   wireBytes: Uint,
+  /**
+   * BLAKE3-256 of the chunk's bytes as the source read them (zero chunks included: the hash of
+   * `length` zeros). Absent in events of movers that predate it: the volume is then unverifiable
+   * by hash and the destination checks its CRC32C only.
+   */
+  blake3: Blake3Hash.optional(),
 });
 
 export const ChunkBatchTransferred = z.object({
@@ -116,7 +123,19 @@ export const MigrationCompleted = z.object({
     batches: Uint,
   }),
   durationMs: z.number().nonnegative(),
-  volumes: z.array(z.object({ index: Uint, destPath: z.string(), sizeBytes: Uint, crc32c: Crc })),
+  volumes: z.array(
+    z.object({
+      index: Uint,
+      destPath: z.string(),
+      sizeBytes: Uint,
+      crc32c: Crc,
+      /**
+       * BLAKE3-256 over the volume's chunk hashes in offset order (volumeHash), as logged by the
+       * source and checked by the destination before finalize; absent if any chunk had no hash.
+       */
+      blake3: Blake3Hash.optional(),
+    }),
+  ),
 });
 
 export const MigrationFailed = z.object({

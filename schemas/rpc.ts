@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { FailureCode, HostId, Id, RejectionReason } from "./common.js";
+import { Blake3Hash, ChunkSize, FailureCode, HostId, Id, RejectionReason } from "./common.js";
 
 /**
  * Control requests from the coordinator to a mover, over NATS request/reply on
@@ -31,12 +31,19 @@ export const FinalizeVolumes = z.object({
   migrationId: Id,
   destDir: z.string(),
   verify: z.boolean(),
+  /** The plan's chunk size: the unit of the chunk hashes `blake3` is built from. Absent from older coordinators. */
+  chunkSizeBytes: ChunkSize.optional(),
   volumes: z.array(
     z.object({
       destName: z.string(),
       sizeBytes: z.number().int().nonnegative(),
       /** CRC32C of the whole volume, combined from the chunk checksums in the log. */
       crc32c: z.number().int().min(0).max(0xffffffff),
+      /**
+       * BLAKE3-256 over the chunk hashes the source logged, in offset order (volumeHash). Absent
+       * when the log has none (older movers): the destination then checks the CRC32C only.
+       */
+      blake3: Blake3Hash.optional(),
     }),
   ),
 });

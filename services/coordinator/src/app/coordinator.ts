@@ -1,6 +1,6 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
-import { crc32cCombine } from "#native/index.js";
+import { crc32cCombine, volumeHash } from "#native/index.js";
 import { AbortReply, FinalizeReply, ProbeDestinationReply, ProbeSourceReply, RejectionReason } from "#schemas/index.js";
 import { errorCode } from "#common/errors.js";
 import { handle } from "#common/event-sourcing/handle.js";
@@ -20,7 +20,7 @@ import { parseCommand } from "../domain/parse-command.js";
 import { MoverGateway, UnknownHostError } from "../infra/movers.js";
 import { Dispatcher } from "./dispatcher.js";
 import { Projection } from "./projection.js";
-import { volumeChecksums } from "./volume-crc.js";
+import { volumeChecksums, volumeHashes } from "./volume-crc.js";
 
 const MAX_DECIDE_ATTEMPTS = 8;
 const FINALIZE_RETRY_MS = 2_000;
@@ -303,16 +303,29 @@ export class Coordinator {
     const req = m.request;
     if (!plan || !req || !m.options) return;
     const crcs = volumeChecksums(m, crc32cCombine);
-    const volumes = plan.volumes.map((v, i) => ({
-      destName: v.destName,
-      sizeBytes: v.sizeBytes,
-      crc32c: crcs[i] ?? 0,
-    }));
+    // The source's hashes, from the log: the destination must have received the same bytes.
+    const hashes = volumeHashes(m, (h) => volumeHash(h));
+    const withHash = <T extends object>(v: T, i: number): T & { blake3?: string } => {
+      const blake3 = hashes[i];
+      return blake3 === undefined ? v : { ...v, blake3 };
+    };
+    const volumes = plan.volumes.map((v, i) =>
+      withHash({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0 }, i),
+    );
+    const finalize = {
+      op: "finalize" as const,
+      version: 1 as const,
+      migrationId: m.id,
+      destDir: plan.destDir,
+      verify: m.options.verify,
+      chunkSizeBytes: plan.chunkSizeBytes,
+      volumes,
+    };
     let reply;
     try {
       reply = await this.movers.request(
         req.destination.host,
-        { op: "finalize", version: 1, migrationId: m.id, destDir: plan.destDir, verify: m.options.verify, volumes },
+        finalize,
         FinalizeReply,
         Math.max(this.config.rpcTimeoutMs, 120_000),
       );
@@ -331,12 +344,11 @@ export class Coordinator {
       };
     }
     const outcome = reply.ok
-      ? { ok: true as const, volumes: reply.paths.map((destPath, i) => ({ destPath, crc32c: crcs[i] ?? 0 })) }
-      : {
-          ok: false as const,
-          code: reply.reason === "VERIFY_FAILED" ? ("VERIFY_FAILED" as const) : ("FINALIZE_FAILED" as const),
-          message: reply.message,
-        };
+      ? {
+          ok: true as const,
+          volumes: reply.paths.map((destPath, i) => withHash({ destPath, crc32c: crcs[i] ?? 0 }, i)),
+        }
+      : { ok: false as const, code: finalizeFailure(reply.reason), message: reply.message };
     await this.execute(m.id, { type: "FinalizeMigration", outcome }, `${m.id}.finalize`);
   }
 
@@ -364,4 +376,9 @@ function asRejection(reason: string): RejectionReason {
     RejectionReason.safeParse(reason).data ??
     (reason === "PATH_OUTSIDE_ROOT" ? "PATH_OUTSIDE_ROOT" : "HOST_UNREACHABLE")
   );
+}
+
+/** The failure a destination's finalize refusal becomes: a hash mismatch or failed verify keeps its code. */
+function finalizeFailure(reason: string): "VERIFY_FAILED" | "VOLUME_HASH_MISMATCH" | "FINALIZE_FAILED" {
+  return reason === "VERIFY_FAILED" || reason === "VOLUME_HASH_MISMATCH" ? reason : "FINALIZE_FAILED";
 }

@@ -15,3 +15,24 @@ export function volumeChecksums(m: Migration, combine: (a: number, b: number, le
     return crc;
   });
 }
+
+/**
+ * BLAKE3 of each whole volume from the chunk hashes the source movers logged: `tree` (native
+ * volumeHash) over the chunk hashes in offset order, base64url. Undefined for a volume with a
+ * chunk logged without a hash (an older mover): unverifiable by hash, the destination then checks
+ * its CRC32C only.
+ */
+export function volumeHashes(m: Migration, tree: (chunkHashes: Uint8Array) => Uint8Array): (string | undefined)[] {
+  if (!m.plan) return [];
+  return m.plan.volumes.map((v) => {
+    const hashes: Buffer[] = [];
+    for (let b = v.firstBatch; b < v.firstBatch + v.batchCount; b++) {
+      const chunks = [...(m.batches[b]?.chunks ?? [])].sort((x, y) => x.offset - y.offset);
+      for (const c of chunks) {
+        if (c.blake3 === undefined) return undefined;
+        hashes.push(Buffer.from(c.blake3, "base64url"));
+      }
+    }
+    return Buffer.from(tree(Buffer.concat(hashes))).toString("base64url");
+  });
+}

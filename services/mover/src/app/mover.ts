@@ -136,7 +136,7 @@ export class Mover {
           const req = parsed.data;
           const log = this.log.child({ migrationId: req.migrationId, op: req.op });
           try {
-            const reply = await this.answer(req, roots);
+            const reply = await this.answer(req, roots, log);
             if (!reply.ok) log.warn({ reason: reply.reason }, reply.message);
             msg.respond(JSON.stringify(reply));
           } catch (err) {
@@ -151,6 +151,7 @@ export class Mover {
   private async answer(
     req: MoverRequest,
     roots: string[],
+    log: Logger,
   ): Promise<{ ok: boolean; reason?: string; message?: string }> {
     switch (req.op) {
       case "probeSource":
@@ -158,7 +159,7 @@ export class Mover {
       case "probeDestination":
         return probeDestination(req, roots);
       case "finalize":
-        return finalizeVolumes(req, roots);
+        return finalizeVolumes(req, roots, log);
       case "abort":
         return abortVolumes(req, roots);
       default: {

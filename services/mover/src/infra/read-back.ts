@@ -29,12 +29,18 @@ import { heldRoots, openConfined, removeIfPresent, statConfined } from "./volume
  * orders them across processes too): a batch sent again, by this process or another, leaves its
  * range unproven until its own read-back matches, and one that reads back wrong leaves it so.
  *
+ * Beside them, in `<part>.blake3`, each batch leaves the BLAKE3 of its chunks as this process
+ * computed them when it accepted each chunk (volume-hash.ts), appended after the batch's fsync
+ * and before its BATCH_OK, whether or not it is read back: finalize builds the volume hash from
+ * them and compares it with the log's. The newest hash record of a range wins, as above; where
+ * the read-back records make finalize read the volume, it hashes the disk instead.
+ *
  * What records cannot see: a write to a range by something other than a batch that marked it.
  * A stale sender of a batch that another mover process of the host now receives was fenced only
  * in its own process: it may still write after the newer holder's read-back, the same bytes
  * unless the source changed under the migration.
  *
- * `part` is a canonical path under a root this process holds (volume-paths.ts): the record file
+ * `part` is a canonical path under a root this process holds (volume-paths.ts): the record files
  * and the `.part` are opened beneath the held root, never through the path string.
  */
 export const readBackName = (part: string): string => `${part}.verified`;
@@ -48,9 +54,59 @@ const Record = z.object({
 });
 export type ReadBackRecord = z.infer<typeof Record>;
 
+export const hashesName = (part: string): string => `${part}.blake3`;
+
+const HashRecord = z.object({
+  migrationId: z.string(),
+  start: z.number().int().nonnegative(),
+  end: z.number().int().nonnegative(),
+  /** BLAKE3 of each chunk of [start, end) in offset order, concatenated, unpadded base64url. */
+  blake3: z.string().regex(/^[A-Za-z0-9_-]*$/),
+});
+export type HashRecord = z.infer<typeof HashRecord>;
+
 /** Appends one record (O_APPEND: one short write, whole even with several writer processes). */
 export async function recordReadBack(part: string, r: ReadBackRecord): Promise<void> {
-  const fh = await openConfined(heldRoots(), readBackName(part), {
+  await appendLine(readBackName(part), r);
+}
+
+/**
+ * Appends a batch's chunk hashes (before its BATCH_OK). A failure is logged, not thrown:
+ * finalize then hashes the volume from the disk.
+ */
+export async function recordHashes(part: string, r: HashRecord, log: Logger): Promise<void> {
+  try {
+    await appendLine(hashesName(part), r);
+  } catch (err) {
+    log.warn({ err, start: r.start, end: r.end }, "chunk hashes not recorded; finalize will hash the volume's disk");
+  }
+}
+
+/**
+ * The chunk hashes this host's batches recorded for [0, size) of `migrationId`'s `part`,
+ * concatenated in offset order: the newest record of each range, if they cover the volume with
+ * no gap or overlap; undefined otherwise (or without a file).
+ */
+export async function recordedHashes(part: string, migrationId: string, size: number): Promise<Buffer | undefined> {
+  const text = await readText(hashesName(part));
+  if (text === undefined) return undefined;
+  const newest = new Map<string, HashRecord>();
+  for (const line of text.split("\n")) {
+    const r = parseLine(line, HashRecord);
+    if (r?.migrationId === migrationId && r.end > r.start) newest.set(`${r.start}:${r.end}`, r);
+  }
+  let at = 0;
+  const hashes: Buffer[] = [];
+  for (const r of [...newest.values()].sort((a, b) => a.start - b.start)) {
+    if (r.start !== at) return undefined;
+    hashes.push(Buffer.from(r.blake3, "base64url"));
+    at = r.end;
+  }
+  return at === size ? Buffer.concat(hashes) : undefined;
+}
+
+async function appendLine(file: string, r: object): Promise<void> {
+  const fh = await openConfined(heldRoots(), file, {
     flags: constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT,
     mode: 0o640,
   });
@@ -71,20 +127,11 @@ export async function readBackCovers(
   size: number,
   expected: number,
 ): Promise<boolean> {
-  let text: string;
-  try {
-    const fh = await openConfined(heldRoots(), readBackName(part));
-    try {
-      text = await fh.readFile("utf8");
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return false;
-  }
+  const text = await readText(readBackName(part));
+  if (text === undefined) return false;
   const newest = new Map<string, ReadBackRecord>();
   for (const line of text.split("\n")) {
-    const r = parseLine(line);
+    const r = parseLine(line, Record);
     if (r?.migrationId === migrationId && r.end > r.start) newest.set(`${r.start}:${r.end}`, r);
   }
   let at = 0;
@@ -97,15 +144,29 @@ export async function readBackCovers(
   return at === size && crc >>> 0 === expected >>> 0;
 }
 
-/** Removes the records of a finalized or abandoned `.part`. */
+/** Removes the records (read-back and hashes) of a finalized or abandoned `.part`. */
 export async function removeReadBack(part: string): Promise<void> {
   await removeIfPresent(heldRoots(), readBackName(part));
+  await removeIfPresent(heldRoots(), hashesName(part));
 }
 
-function parseLine(line: string): ReadBackRecord | undefined {
+async function readText(file: string): Promise<string | undefined> {
+  try {
+    const fh = await openConfined(heldRoots(), file);
+    try {
+      return await fh.readFile("utf8");
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+function parseLine<T>(line: string, schema: z.ZodType<T>): T | undefined {
   if (line.length === 0) return undefined;
   try {
-    const r = Record.safeParse(JSON.parse(line));
+    const r = schema.safeParse(JSON.parse(line));
     return r.success ? r.data : undefined;
   } catch {
     return undefined;

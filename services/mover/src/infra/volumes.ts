@@ -1,6 +1,14 @@
 import { constants, type FileHandle } from "node:fs/promises";
 import { posix } from "node:path";
-import { PathRefusedError, zeroCopy, type DirHandle, type EntryStat } from "#native/index.js";
+import {
+  PathRefusedError,
+  STRONG_HASH_BYTES,
+  volumeHash,
+  zeroCopy,
+  type DirHandle,
+  type EntryStat,
+} from "#native/index.js";
+import type { Logger } from "#common/logger.js";
 import type {
   AbortReply,
   DataMap,
@@ -18,7 +26,8 @@ import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { dataExtents } from "./extents.js";
 import { diskCrc32c } from "./volume-crc.js";
-import { readBackCovers, readBacks, removeReadBack } from "./read-back.js";
+import { readBackCovers, readBacks, recordedHashes, removeReadBack } from "./read-back.js";
+import { diskDigests, encodeHash, volumeHashOf } from "./volume-hash.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import { confine, errnoOf, makeDirConfined, openConfined, openDirConfined } from "./volume-paths.js";
 
@@ -184,11 +193,15 @@ export async function probeDestination(
  * whole file, fsync, rename, fsync the directory. Idempotent: a volume whose final file exists
  * and whose .part is gone was finalized before (the reply was lost) and is only re-verified.
  */
-export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly string[]): Promise<FinalizeReply> {
+export async function finalizeVolumes(
+  req: FinalizeVolumes,
+  roots: readonly string[],
+  log?: Logger,
+): Promise<FinalizeReply> {
   return answer(async () => {
     checkNames(req.volumes.map((v) => v.destName));
     const dir = await confineOrRefuse(roots, req.destDir, false, "FINALIZE_FAILED");
-    return finalizing.run(dir, () => finalizeIn(roots, dir, req));
+    return finalizing.run(dir, () => finalizeIn(roots, dir, req, log));
   }, "FINALIZE_FAILED");
 }
 
@@ -199,7 +212,12 @@ export async function finalizeVolumes(req: FinalizeVolumes, roots: readonly stri
  */
 const finalizing = new KeyedLock();
 
-async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVolumes): Promise<FinalizeReply> {
+async function finalizeIn(
+  roots: readonly string[],
+  dir: string,
+  req: FinalizeVolumes,
+  log: Logger | undefined,
+): Promise<FinalizeReply> {
   // An empty volume may never have had a batch: its directory may not exist yet.
   const held = req.volumes.some((v) => v.sizeBytes === 0)
     ? (await makeDirConfined(roots, dir)).dir
@@ -209,7 +227,16 @@ async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVo
   }
   try {
     const paths: string[] = [];
-    for (const volume of req.volumes) paths.push(await finalizeOne(held, volume, req.verify, req.migrationId));
+    const check: Check = { verify: req.verify, migrationId: req.migrationId, chunkSizeBytes: req.chunkSizeBytes, log };
+    for (const volume of req.volumes) {
+      if (volume.blake3 === undefined || req.chunkSizeBytes === undefined) {
+        log?.warn(
+          { volume: volume.destName },
+          "the transfer log has no BLAKE3 for this volume (events of an older mover): checking its CRC32C only",
+        );
+      }
+      paths.push(await finalizeOne(held, volume, check));
+    }
     await held.sync();
     return { ok: true as const, paths };
   } finally {
@@ -219,14 +246,29 @@ async function finalizeIn(roots: readonly string[], dir: string, req: FinalizeVo
 
 type FinalVolume = FinalizeVolumes["volumes"][number];
 
+/** What finalize checks of each volume. */
+interface Check {
+  verify: boolean;
+  migrationId: string;
+  /** The plan's chunk size; with a volume's `blake3`, its hash is checked. */
+  chunkSizeBytes: number | undefined;
+  log: Logger | undefined;
+}
+
+/** The volume hash to check and the chunk size it is built on, when the log has one. */
+const hashOf = (v: FinalVolume, c: Check): { blake3: string; chunkSizeBytes: number } | undefined =>
+  v.blake3 === undefined || c.chunkSizeBytes === undefined
+    ? undefined
+    : { blake3: v.blake3, chunkSizeBytes: c.chunkSizeBytes };
+
 /** Every step beneath the held directory `dir`: its entries are never reached by path. */
-async function finalizeOne(dir: DirHandle, v: FinalVolume, verify: boolean, migrationId: string): Promise<string> {
+async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promise<string> {
   const partFile = partName(v.destName);
   const part = posix.join(dir.path, partFile);
   const final = posix.join(dir.path, v.destName);
   const [partStat, finalStat] = [dir.stat(partFile), dir.stat(v.destName)];
   if (partStat === undefined && finalStat !== undefined) {
-    await checkFinalized(dir, v, finalStat, verify);
+    await checkFinalized(dir, v, finalStat, check);
     await removeReadBack(part);
     return final;
   }
@@ -241,13 +283,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, verify: boolean, migr
   try {
     const st = await fh.stat();
     if (st.size !== v.sizeBytes) await fh.truncate(v.sizeBytes);
-    // Batches are read back as they land (read-back.ts): when their records cover the volume and
-    // agree with the log, the file is not read a second time.
-    if (verify) {
-      await readBacks.settled(part);
-      if (!(await readBackCovers(part, migrationId, v.sizeBytes, v.crc32c)))
-        verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
-    }
+    await verifyPart(fh, part, v, check);
     await fh.sync();
   } finally {
     await fh.close();
@@ -259,7 +295,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, verify: boolean, migr
     // Another mover process of this host finalized it between our checks and the rename.
     const now = ["ENOENT", "EEXIST"].includes(errnoOf(err) ?? "") ? dir.stat(v.destName) : undefined;
     if (now === undefined) throw err;
-    await checkFinalized(dir, v, now, verify);
+    await checkFinalized(dir, v, now, check);
   }
   await removeReadBack(part);
   return final;
@@ -276,15 +312,66 @@ async function openFileIn(dir: DirHandle, name: string, flags: number): Promise<
   }
 }
 
-async function checkFinalized(dir: DirHandle, v: FinalVolume, st: EntryStat, verify: boolean): Promise<void> {
+/**
+ * The checks before the rename. Batches are read back as they land (read-back.ts), and each
+ * left the hashes of the chunks this host accepted: when the read-back records cover the volume
+ * and agree with the log's CRC32C (with `verify`) and the hash records cover it and build the
+ * log's volume hash, the file is not read a second time. Otherwise, or if the recorded hashes
+ * disagree with the log (a batch may have been written again since), the volume is read from
+ * the disk, which decides.
+ */
+async function verifyPart(fh: FileHandle, part: string, v: FinalVolume, check: Check): Promise<void> {
+  const hash = hashOf(v, check);
+  if (!check.verify && hash === undefined) return;
+  await readBacks.settled(part);
+  const crcOk = !check.verify || (await readBackCovers(part, check.migrationId, v.sizeBytes, v.crc32c));
+  if (hash === undefined) {
+    if (!crcOk) verifyCrc(part, await diskCrc32c(fh, part, 0, v.sizeBytes), v.crc32c);
+    return;
+  }
+  const hashes = crcOk ? await recordedHashes(part, check.migrationId, v.sizeBytes) : undefined;
+  const chunks = Math.ceil(v.sizeBytes / hash.chunkSizeBytes);
+  if (hashes?.length === chunks * STRONG_HASH_BYTES && encodeHash(volumeHash(hashes)) === hash.blake3) return;
+  check.log?.info(
+    { volume: v.destName, crcCovered: crcOk, hashesCovered: hashes !== undefined },
+    "the batch records do not prove this volume's hash; reading it whole",
+  );
+  await verifyDisk(fh, part, v, check, hash);
+}
+
+/** Reads the whole volume once for its CRC32C (with `verify`) and its BLAKE3, and checks them. */
+async function verifyDisk(
+  fh: FileHandle,
+  path: string,
+  v: FinalVolume,
+  check: Check,
+  hash: { blake3: string; chunkSizeBytes: number },
+): Promise<void> {
+  const disk = await diskDigests(fh, path, v.sizeBytes, hash.chunkSizeBytes);
+  if (check.verify) verifyCrc(path, disk.crc32c, v.crc32c);
+  const actual = volumeHashOf(disk.chunkHashes);
+  if (actual !== hash.blake3) {
+    throw new Refused(
+      refuse(
+        "VOLUME_HASH_MISMATCH",
+        `volume ${v.destName} has BLAKE3 ${actual} at the destination, the transfer log says ${hash.blake3}: ` +
+          "its bytes changed on the way; the migration must be run again",
+      ),
+    );
+  }
+}
+
+async function checkFinalized(dir: DirHandle, v: FinalVolume, st: EntryStat, check: Check): Promise<void> {
   const final = posix.join(dir.path, v.destName);
   if (st.kind !== "file" || st.size !== v.sizeBytes) {
     throw new Refused(refuse("DESTINATION_EXISTS", `${final} exists but is not the ${v.sizeBytes}-byte volume`));
   }
-  if (!verify) return;
+  const hash = hashOf(v, check);
+  if (!check.verify && hash === undefined) return;
   const fh = await openFileIn(dir, v.destName, constants.O_RDONLY);
   try {
-    verifyCrc(final, await diskCrc32c(fh, final, 0, v.sizeBytes), v.crc32c);
+    if (hash !== undefined) await verifyDisk(fh, final, v, check, hash);
+    else verifyCrc(final, await diskCrc32c(fh, final, 0, v.sizeBytes), v.crc32c);
   } finally {
     await fh.close();
   }

@@ -33,7 +33,7 @@ export type PlanOutcome =
   | { ok: false; reason: RejectionReason; message: string };
 
 export type FinalizeOutcome =
-  | { ok: true; volumes: Array<{ destPath: string; crc32c: number }> }
+  | { ok: true; volumes: Array<{ destPath: string; crc32c: number; blake3?: string }> }
   | { ok: false; code: FailureCode; message: string };
 
 /** Pure: what happens when `command` meets `state`. Unknown or stale commands yield no events. */
@@ -143,12 +143,17 @@ function decideFinalize(state: Migration, outcome: FinalizeOutcome, ctx: DecideC
   if (isTerminal(state) || !allBatchesDone(state) || !state.plan) return [];
   if (!outcome.ok) return [{ type: "MigrationFailed", ...base, code: outcome.code, message: outcome.message }];
   const started = state.requestedAt ? Date.parse(state.requestedAt) : ctx.now.getTime();
-  const volumes = state.plan.volumes.map((v, i) => ({
-    index: v.index,
-    destPath: outcome.volumes[i]?.destPath ?? "",
-    sizeBytes: v.sizeBytes,
-    crc32c: outcome.volumes[i]?.crc32c ?? 0,
-  }));
+  const volumes = state.plan.volumes.map((v, i) => {
+    const done = outcome.volumes[i];
+    const volume = {
+      index: v.index,
+      destPath: done?.destPath ?? "",
+      sizeBytes: v.sizeBytes,
+      crc32c: done?.crc32c ?? 0,
+    };
+    // The volume hash both ends agreed on; absent where the log had none.
+    return done?.blake3 === undefined ? volume : { ...volume, blake3: done.blake3 };
+  });
   return [
     {
       type: "MigrationCompleted",

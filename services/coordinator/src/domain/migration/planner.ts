@@ -14,6 +14,16 @@ export interface VolumeSize {
  */
 export const MAX_SPARSE_BATCH_FACTOR = 16;
 
+/**
+ * Chunks in one batch, whatever the sizes asked: its ChunkBatchTransferred lists every chunk
+ * (offset, length, CRC32C, BLAKE3: at most about 146 bytes each as JSON), so 1024 keep the event
+ * under 150 KB, well below the 1 MiB a NATS message may carry by default (and a 256 KiB stream
+ * limit). Without it 64 KiB chunks in 1 GiB batches made events of 2.4 MB (16384 chunks), and
+ * sparse batches 16 times that. The defaults (4 MiB chunks, 64 MiB batches: 16 chunks, 256 in a
+ * sparse batch) are far below it.
+ */
+export const MAX_CHUNKS_PER_BATCH = 1024;
+
 export interface Plan {
   chunkSizeBytes: number;
   chunksPerBatch: number;
@@ -36,13 +46,14 @@ export interface BatchRange {
 export const basename = (path: string): string => path.slice(path.lastIndexOf("/") + 1);
 
 /**
- * Splits each volume into chunks and the chunks into batches of about batchSizeBytes. Batches
+ * Splits each volume into chunks and the chunks into batches of about batchSizeBytes (and at most
+ * MAX_CHUNKS_PER_BATCH chunks). Batches
  * never span volumes, so a batch is one file range and one destination file. With a data map,
  * a batch holds about batchSizeBytes of *data*: a mostly sparse image then needs a few batches
  * (each a connection, an fsync and an event) instead of one per batchSizeBytes of holes.
  */
 export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batchSizeBytes: number): Plan {
-  const chunksPerBatch = Math.max(1, Math.floor(batchSizeBytes / chunkSizeBytes));
+  const chunksPerBatch = Math.min(MAX_CHUNKS_PER_BATCH, Math.max(1, Math.floor(batchSizeBytes / chunkSizeBytes)));
   let firstBatch = 0;
   let chunkCount = 0;
   let totalBytes = 0;
@@ -104,7 +115,7 @@ function batchesByData(
       sum += map.dataBytes[r] ?? map.regionBytes;
     return sum;
   };
-  const maxChunks = chunksPerBatch * MAX_SPARSE_BATCH_FACTOR;
+  const maxChunks = Math.min(MAX_CHUNKS_PER_BATCH, chunksPerBatch * MAX_SPARSE_BATCH_FACTOR);
   let total = 0;
   for (let c = 0; c < chunks; c++) total += dataOfChunk(c);
   const share = Math.min(batchSizeBytes, Math.max(MIN_BALANCED_BATCH_BYTES, Math.ceil(total / 4)));

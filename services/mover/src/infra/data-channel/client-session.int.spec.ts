@@ -1,6 +1,6 @@
 import { createServer, connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { crc32c } from "#native/index.js";
+import { crc32c, strongHashSync } from "#native/index.js";
 import { ClientSession } from "./client-session.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import { silentLog } from "#test/support/data-channel.js";
@@ -46,6 +46,7 @@ describe("ClientSession", () => {
         offset,
         length: 4096,
         crc32c: crc32c(data),
+        blake3: strongHashSync(data).toString("base64url"),
         zero: false,
         segments: [{ relOffset: 0, length: 4096 }],
         data,

@@ -129,6 +129,7 @@ export class ClientSession {
       crc32c: c.crc32c,
       zero: c.zero,
       wireBytes: (previous?.chunk.wireBytes ?? 0) + wire,
+      blake3: c.blake3,
     };
     this.sent.set(c.offset, { chunk, resends: previous?.resends ?? 0 });
     this.wireBytes += wire;

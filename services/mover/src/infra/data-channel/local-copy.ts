@@ -3,12 +3,19 @@ import type { Logger } from "#common/logger.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
 import type { FenceTable } from "../../domain/data-channel/fence.js";
 import { TransferAbortedError } from "../../errors.js";
-import { readBacks } from "../read-back.js";
+import { readBacks, recordHashes } from "../read-back.js";
 import { chunkBuffers } from "./buffer-pool.js";
 import { beginOf, type SendBatchOptions, type SendBatchResult } from "./client.js";
 import { DestinationFile } from "./destination-file.js";
 import { FencedError } from "./fenced.js";
-import { expectedRange, markUnproven, withBatchClaim, type BatchHolder } from "./server-batch.js";
+import {
+  expectedRange,
+  hashRecord,
+  markUnproven,
+  withBatchClaim,
+  type BatchHolder,
+  type WrittenChunk,
+} from "./server-batch.js";
 import { SourceVolume } from "./source-volume.js";
 
 /** Chunks of a local batch being read or written at once (each holds one pooled buffer). */
@@ -28,7 +35,7 @@ export interface LocalCopyContext {
  *
  * - the batch is claimed in the data server's fence table first, so a local copy and a data
  *   channel session of the same batch fence each other exactly as two sessions do;
- * - each chunk is read and analyzed (CRC32C, zero pages) into a pooled, aligned buffer and its
+ * - each chunk is read and analyzed (CRC32C, BLAKE3, zero pages) into a pooled, aligned buffer and its
  *   non-zero segments are written from that buffer with DestinationFile (O_DIRECT for large
  *   aligned segments, holes for the gaps): the bytes written are the bytes checksummed, so
  *   there is no transit to check them against;
@@ -78,10 +85,18 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
         await file.sync();
         check();
         const expected = expectedRange(begin, written);
+        await recordHashes(file.path, hashRecord(begin, written), log);
         if (expected !== undefined) readBacks.schedule(file.path, expected, log);
         const chunks: TransferredChunk[] = [...written]
           .sort((a, b) => a[0] - b[0])
-          .map(([offset, c]) => ({ offset, length: c.length, crc32c: c.crc32c, zero: c.zero, wireBytes: 0 }));
+          .map(([offset, c]) => ({
+            offset,
+            length: c.length,
+            crc32c: c.crc32c,
+            zero: c.zero,
+            wireBytes: 0,
+            blake3: c.blake3,
+          }));
         const result = {
           chunks,
           bytes: chunks.reduce((sum, c) => sum + c.length, 0),
@@ -100,7 +115,7 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
   });
 }
 
-type Written = Map<number, { length: number; crc32c: number; zero: boolean }>;
+type Written = Map<number, WrittenChunk & { zero: boolean }>;
 
 /** Up to LOCAL_CHUNKS_IN_FLIGHT chunks read, analyzed and written at once, in offset order of start. */
 async function copyChunks(
@@ -119,8 +134,15 @@ async function copyChunks(
       const c = await source.prepare(offset, length, buffer);
       check();
       await file.writeChunk(c.offset, c.length, c.segments, c.data);
-      written.set(c.offset, { length: c.length, crc32c: c.crc32c, zero: c.zero });
-      o.onChunk?.({ offset: c.offset, length: c.length, crc32c: c.crc32c, zero: c.zero, wireBytes: 0 });
+      written.set(c.offset, { length: c.length, crc32c: c.crc32c, zero: c.zero, blake3: c.blake3 });
+      o.onChunk?.({
+        offset: c.offset,
+        length: c.length,
+        crc32c: c.crc32c,
+        zero: c.zero,
+        wireBytes: 0,
+        blake3: c.blake3,
+      });
     } finally {
       chunkBuffers.give(buffer);
     }

@@ -22,7 +22,15 @@ import {
   type WireCode,
 } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, ProtocolError } from "../../errors.js";
-import { readBackName, readBacks, recordReadBack, type ReadBackRecord } from "../read-back.js";
+import {
+  readBackName,
+  readBacks,
+  recordHashes,
+  recordReadBack,
+  type HashRecord,
+  type ReadBackRecord,
+} from "../read-back.js";
+import { chunkHash, encodeHashList, zeroChunkHash } from "../volume-hash.js";
 import { destinationError } from "./io-errors.js";
 import type { BufferPool } from "./buffer-pool.js";
 import { DestinationFile } from "./destination-file.js";
@@ -174,6 +182,7 @@ async function receiveClaimed(
     await file.sync();
     const expected = expectedRange(begin, written);
     if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
+    await recordHashes(file.path, hashRecord(begin, written), ctx.log);
     send(ctx.socket, { kind: "BATCH_OK" });
     if (expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
   } finally {
@@ -183,6 +192,13 @@ async function receiveClaimed(
   }
 }
 
+/** What this side computed of one chunk it wrote: its length, CRC32C and BLAKE3 (base64url). */
+export interface WrittenChunk {
+  length: number;
+  crc32c: number;
+  blake3: string;
+}
+
 /**
  * The batch's byte range and the CRC32C its chunks combine to, in order: what the background
  * read-back (read-back.ts) must find on the disk for finalize to skip reading the range again.
@@ -190,24 +206,41 @@ async function receiveClaimed(
  */
 export function expectedRange(
   begin: BatchBegin,
-  written: ReadonlyMap<number, { length: number; crc32c: number }>,
+  written: ReadonlyMap<number, WrittenChunk>,
 ): ReadBackRecord | undefined {
   if (begin.verify === false) return undefined;
-  const { start } = batchRange(begin);
-  let end = start;
+  const { start, end, chunks } = inOrder(begin, written);
   let crc = 0;
-  for (const [offset, c] of [...written].sort((a, b) => a[0] - b[0])) {
-    if (offset !== end)
-      throw new ProtocolError(`the chunks of batch ${begin.batch} leave [${end}, ${offset}) unwritten`);
-    crc = crc32cCombine(crc, c.crc32c, c.length);
-    end = offset + c.length;
-  }
+  for (const c of chunks) crc = crc32cCombine(crc, c.crc32c, c.length);
   return { migrationId: begin.migrationId, start, end, crc32c: crc >>> 0 };
 }
 
+/** The batch's range and the BLAKE3 of its chunks as this side computed them, for finalize (volume-hash.ts). */
+export function hashRecord(begin: BatchBegin, written: ReadonlyMap<number, WrittenChunk>): HashRecord {
+  const { start, end, chunks } = inOrder(begin, written);
+  return { migrationId: begin.migrationId, start, end, blake3: encodeHashList(chunks.map((c) => c.blake3)) };
+}
+
+/** The written chunks in offset order and the range they cover; throws if they leave a gap. */
+function inOrder(
+  begin: BatchBegin,
+  written: ReadonlyMap<number, WrittenChunk>,
+): { start: number; end: number; chunks: WrittenChunk[] } {
+  const { start } = batchRange(begin);
+  let end = start;
+  const chunks: WrittenChunk[] = [];
+  for (const [offset, c] of [...written].sort((a, b) => a[0] - b[0])) {
+    if (offset !== end)
+      throw new ProtocolError(`the chunks of batch ${begin.batch} leave [${end}, ${offset}) unwritten`);
+    chunks.push(c);
+    end = offset + c.length;
+  }
+  return { start, end, chunks };
+}
+
 interface BatchState {
-  /** Offset -> length and CRC32C of every chunk written and acknowledged. */
-  written: Map<number, { length: number; crc32c: number }>;
+  /** Offset -> length, CRC32C and BLAKE3 of every chunk written and acknowledged. */
+  written: Map<number, WrittenChunk>;
   inflight: Set<Promise<void>>;
   /** First chunk that could not be written (or the fence); fails the batch. */
   failure: Error | undefined;
@@ -242,8 +275,9 @@ async function receiveChunks(
           ? storeChunk(ctx, file, step.header, step.data, state)
           : storePacked(ctx, file, step.header, step.packed, held as Buffer, state);
       const work = stored
-        .then((ok) => {
-          if (ok) written.set(step.header.offset, { length: step.header.length, crc32c: step.header.crc32c });
+        .then((blake3) => {
+          if (blake3 !== undefined)
+            written.set(step.header.offset, { length: step.header.length, crc32c: step.header.crc32c, blake3 });
         })
         .catch((err: unknown) => {
           state.failure ??= err instanceof Error ? err : new Error(String(err));
@@ -283,7 +317,7 @@ async function storePacked(
   packed: Uint8Array,
   into: Buffer,
   state: BatchState,
-): Promise<boolean> {
+): Promise<string | undefined> {
   let raw: Uint8Array;
   try {
     raw = await decompressChunk({ codec: "lz4", data: packed, rawLength: segmentBytes(h.segments) });
@@ -297,21 +331,36 @@ async function storePacked(
 }
 
 /** Answer CHECKSUM_MISMATCH for a chunk that failed verification: the sender resends it. */
-function askAgain(ctx: BatchReceiver, h: ChunkHeader, reason: string): false {
+function askAgain(ctx: BatchReceiver, h: ChunkHeader, reason: string): undefined {
   ctx.log.warn({ offset: h.offset, reason }, "chunk failed its CRC32C check; asking for it again");
   send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: "CHECKSUM_MISMATCH", message: reason } });
-  return false;
+  return undefined;
 }
 
-/** Verify the assembled chunk's CRC32C; on a match write it and answer CHUNK_OK. True if written. */
+/**
+ * CRC32C and BLAKE3 of an assembled chunk (the hash on the pool while this thread checksums the
+ * same pooled buffer); a zero chunk, which crossed the wire as a header only, hashes as its zeros.
+ */
+async function digestsOf(h: ChunkHeader, data: Uint8Array | undefined): Promise<{ crc32c: number; blake3: string }> {
+  if (data === undefined) return { crc32c: crc32cZeros(h.length), blake3: await zeroChunkHash(h.length) };
+  const hashing = chunkHash(data);
+  const analyzing = analyzeChunk(data);
+  await Promise.allSettled([hashing, analyzing]);
+  return { crc32c: (await analyzing).crc32c, blake3: await hashing };
+}
+
+/**
+ * Verify the assembled chunk's CRC32C; on a match write it and answer CHUNK_OK. Resolves to the
+ * chunk's BLAKE3 (kept for finalize, see volume-hash.ts) if it was written.
+ */
 async function storeChunk(
   ctx: BatchReceiver,
   file: DestinationFile,
   h: ChunkHeader,
   data: Uint8Array | undefined,
   state: BatchState,
-): Promise<boolean> {
-  const actual = data === undefined ? crc32cZeros(h.length) : (await analyzeChunk(data)).crc32c;
+): Promise<string | undefined> {
+  const { crc32c: actual, blake3 } = await digestsOf(h, data);
   if (actual !== h.crc32c) return askAgain(ctx, h, `CRC32C ${actual} != ${h.crc32c}`);
   if (state.fenced || state.holds?.() === false) {
     throw state.failure ?? new FencedError(`chunk at offset ${h.offset}: the batch was handed to a newer sender`);
@@ -328,7 +377,7 @@ async function storeChunk(
   }
   ctx.log.debug({ offset: h.offset, length: h.length, zero: h.zero }, "chunk written");
   send(ctx.socket, { kind: "CHUNK_OK", offset: h.offset });
-  return true;
+  return blake3;
 }
 
 export { messageOf };

@@ -1,8 +1,9 @@
 import { constants, open, type FileHandle } from "node:fs/promises";
-import { analyzeChunk, crc32cZeros } from "#native/index.js";
+import { analyzeChunk, crc32cZeros, strongHash } from "#native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { PathOutsideRootError, SourceChangedError, SourceReadError } from "../../errors.js";
 import { hasDataIn } from "../extents.js";
+import { encodeHash, zeroChunkHash } from "../volume-hash.js";
 import { errnoOf, openConfined } from "../volume-paths.js";
 
 /** One chunk read and analyzed, ready to be framed. */
@@ -10,6 +11,8 @@ export interface PreparedChunk {
   offset: number;
   length: number;
   crc32c: number;
+  /** BLAKE3-256 of the chunk's bytes, base64url (volume-hash.ts); a hole hashes as its zeros. */
+  blake3: string;
   zero: boolean;
   /** Coalesced non-zero 4 KiB runs; empty for an all-zero chunk. */
   segments: Segment[];
@@ -52,16 +55,26 @@ export class SourceVolume {
     return this.fh.fd;
   }
 
-  /** Read [offset, offset+length) into `buffer` and compute its CRC32C and non-zero segments. */
+  /**
+   * Read [offset, offset+length) into `buffer` and compute its CRC32C, BLAKE3 and non-zero
+   * segments. The BLAKE3 runs on the libuv pool (for chunks of 256 KiB and more) while this
+   * thread computes the CRC32C and zero map of the same bytes, still in cache: no copy.
+   */
   async prepare(offset: number, length: number, buffer: Buffer): Promise<PreparedChunk> {
     if (this.isHole(offset, length)) {
-      return { offset, length, crc32c: crc32cZeros(length), zero: true, segments: [], data: undefined };
+      const blake3 = await zeroChunkHash(length);
+      return { offset, length, crc32c: crc32cZeros(length), blake3, zero: true, segments: [], data: undefined };
     }
     const data = buffer.subarray(0, length);
     await this.readFully(data, offset);
-    const analysis = await analyzeChunk(data);
+    // Started first: the hash goes to the pool, then the analysis runs here. Both settle before
+    // we return, so the buffer is never handed on while the pool still reads it.
+    const hashing = strongHash(data);
+    const analyzing = analyzeChunk(data);
+    await Promise.allSettled([hashing, analyzing]);
+    const [analysis, blake3] = [await analyzing, encodeHash(await hashing)];
     const segments = analysis.allZero ? [] : segmentsFromZeroPages(analysis.zeroPages, length);
-    return { offset, length, crc32c: analysis.crc32c >>> 0, zero: segments.length === 0, segments, data };
+    return { offset, length, crc32c: analysis.crc32c >>> 0, blake3, zero: segments.length === 0, segments, data };
   }
 
   async close(): Promise<void> {
