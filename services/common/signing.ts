@@ -242,3 +242,14 @@ export function processEventTrust(o: { warn?: (msg: string) => void; needsKey?: 
   processTrust ??= loadEventTrust(eventTrustSettings(), o);
   return processTrust;
 }
+
+/**
+ * For stores built deep inside a library (replication log, federation log): the process's event
+ * trust when its environment configures one, else INSECURE for in-process use (tests, the drill).
+ * Every service entry point calls processEventTrust() first, so a service never gets here
+ * unconfigured.
+ */
+export function configuredEventTrust(): EventTrust {
+  const s = eventTrustSettings();
+  return s.unsigned || s.nkeyFile !== undefined || s.trustFile !== undefined ? processEventTrust() : INSECURE;
+}
