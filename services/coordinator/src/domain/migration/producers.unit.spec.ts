@@ -29,7 +29,7 @@ function plannedHistory(): MigrationEvent[] {
       vm: "vm1",
       source: { host: "a", volumes: [{ path: "/src/disk.img", kind: "disk" }] },
       destination: { host: "b", dir: "vms/vm1" },
-      options: { chunkSizeBytes: 4 * MiB, batchSizeBytes: 4 * MiB },
+      options: { chunkSizeBytes: 4 * MiB, batchSizeBytes: 4 * MiB, verify: true },
     },
     ctx,
   );
