@@ -230,7 +230,7 @@ async function status(argv: string[]): Promise<number> {
   return withNats(values.nats, async (nats) => {
     const id = positionals[0];
     const list = id ? [(await readAnySite(nats, id, trust)).state] : await listMigrations(nats, trust);
-    if (id && list[0]?.status === "none") throw new UsageError(`no migration with id ${id}`);
+    if (id && list[0]?.status === "none" && !list[0].ignored) throw new UsageError(`no migration with id ${id}`);
     const rows = list.map((m) => ({
       migrationId: m.id,
       state: m.status,
