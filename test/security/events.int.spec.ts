@@ -8,6 +8,12 @@ import { EventStore } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import { EventSigner, EventVerifier, INSECURE, type EventTrust } from "#common/signing.js";
 import type { Role } from "#common/credentials/provision.js";
+import { connectNats } from "#common/nats.js";
+import { startNatsServer } from "#common/nats-server.js";
+import { ensureLayout } from "#common/layout.js";
+import { foldTrusted } from "#migration";
+import { backupWith } from "../../services/replication/src/app/backup.js";
+import { restoreLogWith } from "../../services/replication/src/app/restore-log.js";
 import { BIN } from "../../cli/stack.js";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { sha256File } from "../../cli/verify.js";
@@ -187,6 +193,28 @@ describe("events you can trust", () => {
     await logged("coordinator-0", /max-deliveries advisory ignored: not a work stream/);
     const still = await stack.nats.jsm.streams.getMessage(EVT_STREAM, { seq: first.seq });
     expect(still?.subject).toBe(subjects.migration("slow-1"));
+  });
+
+  it("signatures survive a backup and restore-log: the restored history folds the same, forgeries still ignored", async () => {
+    const file = join(stack.opts.dataDir, "events.backup");
+    await backupWith(stack.nats, { out: file });
+    const server = await startNatsServer({ storeDir: join(stack.opts.dataDir, "restored-nats") });
+    const restored = await connectNats(server.url, "restored");
+    try {
+      await ensureLayout(restored.nc, restored.jsm, { replicas: 1 });
+      await restoreLogWith(restored, { in: file });
+      const trust: EventTrust = { insecure: false, verifier: EventVerifier.fromTrustFile(stack.credentials.trustFile) };
+      const events = await new EventStore(restored.js, restored.jsm, { trust }).read("slow-1");
+      const original = await storeAs(signerOf("cli")).read("slow-1");
+      expect(events.map((e) => e.provenance)).toEqual(original.map((e) => e.provenance));
+      expect(events.filter((e) => e.provenance?.kind === "signed").length).toBe(events.length);
+      const state = foldTrusted("slow-1", events);
+      expect(state.status).toBe("completed");
+      expect(state.ignored?.count).toBe(foldTrusted("slow-1", original).ignored?.count);
+    } finally {
+      await restored.nc.close();
+      await server.stop();
+    }
   });
 
   it("a coordinator without a signing key and trust file refuses to start", () => {
