@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MigrationEvent } from "#schemas/index.js";
 import { EventStore } from "#common/event-store.js";
@@ -193,6 +194,45 @@ describe("events you can trust", () => {
     await logged("coordinator-0", /max-deliveries advisory ignored: not a work stream/);
     const still = await stack.nats.jsm.streams.getMessage(EVT_STREAM, { seq: first.seq });
     expect(still?.subject).toBe(subjects.migration("slow-1"));
+  });
+
+  it("a forged SnapshotCommitted does not pick the store a restore reads", async () => {
+    await stack.startReplication("b");
+    const forged = (snapshotId: string) => ({
+      type: "SnapshotCommitted" as const,
+      vm: "vmx",
+      at: at(),
+      version: 1 as const,
+      snapshotId,
+      takenAt: at(),
+      source: { host: "a", paths: ["disk.img"] },
+      destination: { host: "b", store: "/tmp/evil-store" },
+      manifest: "manifests/x.json",
+      manifestBlake3: "0".repeat(64),
+      volumes: [{ name: "disk.img", sizeBytes: MiB, chunkCount: 1 }],
+      bytes: MiB,
+      changedBytes: MiB,
+      wireBytes: MiB,
+      durationMs: 1,
+    });
+    // Not a migration event: published as the replication log would, signed by the wrong roles.
+    for (const [role, id] of [
+      ["replication-b", "s-wrong-host"],
+      ["cli", "s-cli"],
+    ] as const) {
+      const signer = signerOf(role);
+      const msgID = signer.msgId(`forged-${id}`);
+      const data = new TextEncoder().encode(JSON.stringify(forged(id)));
+      const subject = "dwcp.evt.replication.vmx";
+      const h = natsHeaders();
+      for (const [k, v] of signer.sign(subject, msgID, data)) h.set(k, v);
+      await stack.nats.js.publish(subject, data, { msgID, headers: h });
+    }
+    const r = cli(["restore", "--vm", "vmx", "--snapshot", "s-wrong-host", "--to", "b:restored-vmx"]);
+    expect(r.status).not.toBe(0);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/SNAPSHOT_NOT_FOUND|no snapshot|not found/i);
+    const line = await logged("replication-b", /"subject":"dwcp.evt.replication.vmx".*replication-b may not commit/);
+    expect(line).toMatch(/event ignored/);
   });
 
   it("signatures survive a backup and restore-log: the restored history folds the same, forgeries still ignored", async () => {
