@@ -8,13 +8,14 @@ import { NatsServerMissingError } from "#common/nats-server.js";
 import { runCoordinator } from "#coordinator";
 import { runMover } from "#mover";
 import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
-import { listMigrations, newId, publishCommand, readMigration } from "./client.js";
+import { cliEventTrust, listMigrations, newId, publishCommand, readMigration } from "./client.js";
 import { runDemo } from "./demo.js";
 import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus, readMirroredMigration } from "#federation";
-import { fold, type Migration } from "#migration";
+import { evolveTrusted, fold, initialMigration, refusal, type Migration } from "#migration";
+import { EventTrustConfigError, type EventTrust } from "#common/signing.js";
 
 /** The column where HELP's descriptions start, for its lines too long to write out. */
 const COL = " ".repeat(40);
@@ -154,7 +155,12 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof NatsServerMissingError) {
+    if (
+      err instanceof UsageError ||
+      err instanceof ConfigError ||
+      err instanceof NatsServerMissingError ||
+      err instanceof EventTrustConfigError
+    ) {
       process.stderr.write(`dwcp: ${err.message}\n`);
       return 2;
     }
@@ -174,6 +180,7 @@ async function migrate(argv: string[]): Promise<number> {
     "no-verify": { type: "boolean", default: false },
     id: { type: "string" },
     wait: { type: "boolean", default: false },
+    "data-dir": { type: "string" },
   });
   if (!values.vm || !values.from || !values.to)
     throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
@@ -208,7 +215,8 @@ async function migrate(argv: string[]): Promise<number> {
       );
       return 0;
     }
-    const r = await runMigration(nats, command, { progress: !values.json });
+    const trust = cliEventTrust(values["data-dir"]);
+    const r = await runMigration(nats, command, { progress: !values.json, trust });
     if (values.json) out(JSON.stringify(r));
     else if (r.state === "completed")
       out(
@@ -221,11 +229,12 @@ async function migrate(argv: string[]): Promise<number> {
 }
 
 async function status(argv: string[]): Promise<number> {
-  const { values, positionals } = args(argv, {});
+  const { values, positionals } = args(argv, { "data-dir": { type: "string" } });
+  const trust = cliEventTrust(values["data-dir"]);
   return withNats(values.nats, async (nats) => {
     const id = positionals[0];
-    const list = id ? [(await readAnySite(nats, id)).state] : await listMigrations(nats);
-    if (id && list[0]?.status === "none") throw new UsageError(`no migration with id ${id}`);
+    const list = id ? [(await readAnySite(nats, id, trust)).state] : await listMigrations(nats, trust);
+    if (id && list[0]?.status === "none" && !list[0].ignored) throw new UsageError(`no migration with id ${id}`);
     const rows = list.map((m) => ({
       migrationId: m.id,
       state: m.status,
@@ -235,6 +244,7 @@ async function status(argv: string[]): Promise<number> {
       batchesDone: m.batches.filter((b) => b.status === "done").length,
       batches: m.plan?.batchCount,
       ...(m.reason ? { reason: m.reason, message: m.message } : {}),
+      ...(m.ignored ? { ignored: m.ignored } : {}),
     }));
     if (values.json) out(JSON.stringify(id ? rows[0] : rows));
     else
@@ -242,28 +252,33 @@ async function status(argv: string[]): Promise<number> {
         out(
           `${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ` +
             `${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}` +
-            (r.reason ? `  ${r.reason}: ${r.message}` : ""),
+            (r.reason ? `  ${r.reason}: ${r.message}` : "") +
+            (r.ignored ? `  ignored: ${r.ignored.count} event(s), last ${r.ignored.recent.at(-1)?.reason ?? ""}` : ""),
         );
     return 0;
   });
 }
 
 async function events(argv: string[]): Promise<number> {
-  const { values, positionals } = args(argv, {});
+  const { values, positionals } = args(argv, { "data-dir": { type: "string" } });
   const id = positionals[0];
   if (!id) throw new UsageError("events needs a migration id: dwcp events ID");
+  const trust = cliEventTrust(values["data-dir"]);
   return withNats(values.nats, async (nats) => {
-    const { events: list, site } = await readAnySite(nats, id);
+    const { events: found, site } = await readAnySite(nats, id, trust);
+    const list = withIgnored(id, found);
     if (list.length === 0) throw new UsageError(`no migration with id ${id}`);
     if (site && !values.json) out(`(owned by site ${site}; a mirrored copy of its log, with its sequences)`);
-    if (values.json) out(JSON.stringify(list.map((e) => ({ seq: e.seq, ...e.event }))));
+    if (values.json)
+      out(JSON.stringify(list.map((e) => ({ seq: e.seq, ...e.event, ...(e.ignored ? { ignored: e.ignored } : {}) }))));
     else
       for (const e of list)
         out(
           `${String(e.seq).padStart(6)}  ${e.event.at}  ${e.event.type}` +
             ("batch" in e.event ? ` batch=${e.event.batch}` : "") +
             ("reason" in e.event && e.event.reason ? ` ${e.event.reason}` : "") +
-            ("code" in e.event ? ` ${e.event.code}` : ""),
+            ("code" in e.event ? ` ${e.event.code}` : "") +
+            (e.ignored ? `  ignored: ${e.ignored}` : ""),
         );
     return 0;
   });
@@ -276,12 +291,14 @@ async function events(argv: string[]): Promise<number> {
 async function readAnySite(
   nats: Nats,
   id: string,
+  trust: EventTrust,
 ): Promise<{ state: Migration; events: StoredEvent[]; site?: string }> {
-  const local = await readMigration(nats, id);
+  const local = await readMigration(nats, id, trust);
   if (local.events.length > 0) return local;
   const mirrored = await readMirroredMigration(nats.js, nats.jsm, id);
   if (!mirrored) return local;
   return {
+    // Another site's log: its producers' keys are in that site's trust file, not this one.
     state: fold(
       id,
       mirrored.events.map((e) => e.event),
@@ -289,4 +306,14 @@ async function readAnySite(
     events: mirrored.events,
     site: mirrored.site,
   };
+}
+
+/** Each event with the reason it was not folded, if it was not (its producer may not make it). */
+function withIgnored(id: string, events: StoredEvent[]): Array<StoredEvent & { ignored?: string }> {
+  let state = initialMigration(id);
+  return events.map((e) => {
+    const reason = e.provenance === undefined ? undefined : refusal(state, e.event, e.provenance);
+    state = evolveTrusted(state, e);
+    return reason === undefined ? e : { ...e, ignored: reason };
+  });
 }

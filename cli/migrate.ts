@@ -2,6 +2,7 @@ import { StartMigration, type MigrationEvent } from "#schemas/index.js";
 import type { Nats } from "#common/nats.js";
 import type { Migration } from "#migration";
 import { fmtBytes, fmtRate, UsageError } from "./args.js";
+import type { EventTrust } from "#common/signing.js";
 import { newId, publishCommand, watchMigration } from "./client.js";
 
 export interface MigrationResult {
@@ -74,7 +75,12 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): {
 export async function runMigration(
   nats: Nats,
   command: StartMigration,
-  opts: { progress?: boolean; timeoutMs?: number } = {},
+  opts: {
+    progress?: boolean;
+    timeoutMs?: number;
+    /** Fold only events from producers allowed to make them (the CLI's); default: every event. */
+    trust?: EventTrust;
+  } = {},
 ): Promise<MigrationResult> {
   const id = command.migrationId ?? command.commandId;
   const started = Date.now();
@@ -92,6 +98,7 @@ export async function runMigration(
         if (e.type === "MigrationCompleted") completed = e;
       },
       abort.signal,
+      opts.trust,
     );
     return {
       migrationId: id,

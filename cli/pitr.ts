@@ -46,10 +46,12 @@ export const PITR_HELP = `
                                         signed with an nkey seed (ed25519) or an HMAC secret (DWCP_BACKUP_KEY;
                                         default with --data-dir: the stack's admin key D/creds/admin.nk)
   restore-log --in FILE [--trust-key PUBLIC_NKEY | --hmac-key FILE | --data-dir D] [--allow-unsigned]
-          [--replicas N] [--json]
+          [--skip-invalid] [--replicas N] [--json]
                                         verify a backup's signature (DWCP_TRUST_FILE or D/trust.json: the admin
                                         key), streams and every payload, then import it into empty or absent
-                                        dwcp streams created with dwcp's own configuration
+                                        dwcp streams created with dwcp's own configuration; --skip-invalid
+                                        leaves out (and logs) payloads that fail their schema instead of
+                                        refusing the file
   replicate --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
           [--agent HOST:PORT] [--chunk-size SIZE] [--json]
                                         incremental snapshots into HOST's content-addressed store DIR/.dwcp-store,
@@ -192,6 +194,7 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
     "hmac-key": { type: "string" },
     "data-dir": { type: "string" },
     "allow-unsigned": { type: "boolean", default: false },
+    "skip-invalid": { type: "boolean", default: false },
   });
   if (!v.in) throw new UsageError("restore-log needs --in FILE");
   const replicas = v.replicas === undefined ? undefined : Number(v.replicas);
@@ -209,6 +212,7 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   const r = await restoreLog(natsUrl(v), {
     in: v.in,
     allowUnsigned,
+    skipInvalid: v["skip-invalid"] ?? false,
     ...(trust ? { trust } : {}),
     ...(replicas !== undefined ? { replicas } : {}),
   });
@@ -216,7 +220,8 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   out(
     v.json
       ? JSON.stringify(r)
-      : `restored ${r.messages} ${r.signature} messages from ${r.file} (${ranges}) in ${r.seconds.toFixed(2)} s`,
+      : `restored ${r.messages} ${r.signature} messages from ${r.file} (${ranges}) in ${r.seconds.toFixed(2)} s` +
+          (r.skipped > 0 ? `; left out ${r.skipped} invalid` : ""),
   );
   return 0;
 }

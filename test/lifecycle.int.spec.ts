@@ -20,7 +20,8 @@ interface Service {
 
 function startService(args: string[], env: Record<string, string>): Service {
   const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, DWCP_LOG_LEVEL: "info", ...env },
+    // No credentials here: the explicit insecure setting for events.
+    env: { ...process.env, DWCP_LOG_LEVEL: "info", DWCP_EVENTS_UNSIGNED: "on", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Array<Record<string, unknown>> = [];

@@ -89,8 +89,8 @@ int open_beneath(int dirfd, const std::string& path, int flags, mode_t mode, boo
     while (fd < 0 && (errno == EINTR || errno == EAGAIN));
     if (fd < 0 && errno == ENOTDIR) {
       // A symlink where a directory was expected also reads ENOTDIR: the walk tells them apart.
-      // Whatever it finds, this open has failed.
-      const int again = open_walk(dirfd, path, flags, mode);
+      // Whatever it finds, this open has failed, so the walk creates and truncates nothing.
+      const int again = open_walk(dirfd, path, flags & ~(O_CREAT | O_EXCL | O_TRUNC), 0);
       if (again >= 0) close(again);
       errno = again < 0 && errno == ELOOP ? ELOOP : ENOTDIR;
     }

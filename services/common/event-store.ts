@@ -10,6 +10,7 @@ import {
   type Stored,
 } from "./event-sourcing/event-store.js";
 import { EVT_STREAM, subjects } from "./layout.js";
+import type { EventTrust } from "./signing.js";
 
 export { LIVE_CONSUME, ONE_SHOT_CONSUME, type EventStoreOptions } from "./event-sourcing/event-store.js";
 
@@ -32,12 +33,15 @@ export const aggregateOf = (subject: string): string => subject.slice(subject.la
  * subjects, shared by the coordinator, the movers (facts, appended unchecked) and the CLI.
  */
 export class EventStore extends AggregateStore<MigrationEvent> {
-  constructor(js: JetStreamClient, jsm: JetStreamManager, opts: EventStoreOptions = {}) {
+  constructor(js: JetStreamClient, jsm: JetStreamManager, opts: EventStoreOptions<MigrationEvent> = {}) {
     super(js, jsm, migrationEvents, opts);
   }
 }
 
-/** A stored migration event, validated; a malformed one is reported and yields undefined. */
-export function decodeEvent(m: JsMsg, onInvalid?: OnInvalid): StoredEvent | undefined {
-  return decodeStored(migrationEvents.codec, m, onInvalid);
+/**
+ * A stored migration event, validated, with its producer as `trust` verifies it; a malformed one
+ * is reported and yields undefined.
+ */
+export function decodeEvent(m: JsMsg, onInvalid?: OnInvalid, trust?: EventTrust): StoredEvent | undefined {
+  return decodeStored(migrationEvents.codec, m, onInvalid, trust);
 }

@@ -137,10 +137,11 @@ describe("cross-site migration between two federated sites", () => {
 
     // Both sites' CLIs show it.
     for (const site of [east, west]) {
-      const shown = await cli(["status", id, "--nats", site.url, "--json"]);
+      const trust = ["--data-dir", site.opts.dataDir]; // the site's trust.json
+      const shown = await cli(["status", id, "--nats", site.url, "--json", ...trust]);
       expect(shown.code).toBe(0);
       expect(JSON.parse(shown.out)).toMatchObject({ migrationId: id, state: "completed", vm: "web-1" });
-      const listed = await cli(["events", id, "--nats", site.url, "--json"]);
+      const listed = await cli(["events", id, "--nats", site.url, "--json", ...trust]);
       expect((JSON.parse(listed.out) as unknown[]).length).toBe(owned.length);
     }
 

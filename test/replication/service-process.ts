@@ -16,7 +16,8 @@ export interface DwcpProcess {
 
 export function spawnDwcp(args: string[], env: NodeJS.ProcessEnv = {}): DwcpProcess {
   const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, ...env },
+    // No credentials here: the explicit insecure setting (a caller's env may give keys instead).
+    env: { ...process.env, DWCP_EVENTS_UNSIGNED: "on", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));

@@ -2,6 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { createUser } from "@nats-io/nkeys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MigrationEvent } from "#schemas/index.js";
 import { VersionConflictError } from "../errors.js";
@@ -9,7 +10,9 @@ import { migrationEvents } from "../event-store.js";
 import { ensureLayout, EVT_STREAM, subjects } from "../layout.js";
 import { ackConfirmed, connectNats, isTransientNatsError, type Nats } from "../nats.js";
 import { startNatsServer, type NatsServerHandle } from "../nats-server.js";
+import { EventSigner, EventVerifier } from "../signing.js";
 import { EventStore, type EventStoreOptions } from "./event-store.js";
+import { DedupIdSquattedError } from "./signed-append.js";
 import { handle, storePort } from "./handle.js";
 
 // Appends that outlive a NATS hiccup: resent with the same msgID, stored once, and the caller
@@ -209,3 +212,54 @@ async function stopped(pid: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+describe("signed appends", () => {
+  const coordinatorKey = new EventSigner(createUser());
+  const moverKey = new EventSigner(createUser());
+  const verifier = new EventVerifier({
+    version: 1,
+    principals: {
+      [coordinatorKey.publicKey]: { role: "coordinator" },
+      [moverKey.publicKey]: { role: "mover-a", host: "a" },
+    },
+  });
+  const as = (signer: EventSigner) => migrations({ trust: { insecure: false, signer, verifier } });
+
+  it("signs what it appends and reads back who produced each event; unsigned ones are marked", async () => {
+    await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
+    await as(coordinatorKey).append("signed1", [requested("signed1")], "signed1.req", 0);
+    await nats.js.publish(subjects.migration("signed1"), JSON.stringify(requested("signed1")));
+    const read = await as(moverKey).read("signed1");
+    expect(read.map((e) => e.provenance)).toEqual([
+      { kind: "signed", principal: { key: coordinatorKey.publicKey, role: "coordinator" } },
+      { kind: "unverified", reason: "unsigned" },
+    ]);
+    // Readers without trust do not vouch for anything.
+    expect((await migrations().read("signed1"))[0]?.provenance).toEqual({ kind: "unverified", reason: "not checked" });
+  });
+
+  it("keys msgIDs: a retry of the same base is deduplicated, the stored msgID is not the bare base", async () => {
+    const store = as(coordinatorKey);
+    const seq = await store.append("keyed", [requested("keyed")], "keyed.req", 0);
+    expect(await store.append("keyed", [requested("keyed")], "keyed.req", 0)).toBe(seq);
+    const stored = await nats.jsm.streams.getMessage(EVT_STREAM, { seq });
+    expect(stored?.header.get("Nats-Msg-Id")).toBe(coordinatorKey.msgId("keyed.req"));
+    expect(stored?.header.get("Nats-Msg-Id")).not.toBe("keyed.req");
+  });
+
+  it("refuses a duplicate answer whose stored message is not ours: a squatted msgID", async () => {
+    const store = as(coordinatorKey);
+    const msgID = coordinatorKey.msgId("squat.plan");
+    // Someone who learned the msgID publishes junk under it first, on another subject...
+    await nats.js.publish(subjects.migration("elsewhere"), "junk", { msgID });
+    const err = await store.append("squat", [requested("squat")], "squat.plan").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DedupIdSquattedError);
+    expect((err as DedupIdSquattedError).code).toBe("DEDUP_ID_SQUATTED");
+    // ...or on the right subject, but not signed with our key.
+    const id2 = coordinatorKey.msgId("squat2.plan");
+    await nats.js.publish(subjects.migration("squat2"), JSON.stringify(requested("squat2")), { msgID: id2 });
+    await expect(as(coordinatorKey).append("squat2", [requested("squat2")], "squat2.plan")).rejects.toThrow(
+      /not signed with this producer's key/,
+    );
+  });
+});

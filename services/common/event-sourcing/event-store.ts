@@ -2,8 +2,10 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg 
 import type { z } from "zod";
 import { VersionConflictError } from "../errors.js";
 import { AppendInFlightError, retryTransient } from "../nats.js";
+import { provenanceOf, UNCHECKED, type EventTrust, type Provenance } from "../signing.js";
 import { foldWith, type Aggregate, type Versioned } from "./aggregate.js";
 import { isNoMessageFound, isWrongLastSequence } from "./jetstream-errors.js";
+import { ownedCopy, signedHeaders } from "./signed-append.js";
 
 /** One stored event, parsed: the event, its stream sequence (the aggregate's version) and subject. */
 export interface Stored<E> {
@@ -11,6 +13,11 @@ export interface Stored<E> {
   /** Stream sequence: the aggregate's version after this event. */
   seq: number;
   subject: string;
+  /**
+   * Who produced it, as far as the reader could verify (see signing.ts); absent when it was
+   * decoded without a store (not checked).
+   */
+  provenance?: Provenance;
 }
 
 /** How events become message bodies and back. `decode` throws on anything that is not an event. */
@@ -39,7 +46,7 @@ export interface EventStoreConfig<E> {
   codec: Codec<E>;
 }
 
-export interface EventStoreOptions {
+export interface EventStoreOptions<E = unknown> {
   /**
    * How long an append or a read keeps trying through transient NATS errors (a timeout, no
    * responders, "jetstream is not enabled" while the stream elects a leader) before it gives up
@@ -51,6 +58,17 @@ export interface EventStoreOptions {
    * sent to a server as it died, or while no leader takes it, is given up this soon. Default 1000.
    */
   publishTimeoutMs?: number;
+  /**
+   * How appends are signed and reads verified (signing.ts). Default: nothing signed and every
+   * event read as `unverified: not checked`, which trusting folds do not take.
+   */
+  trust?: EventTrust;
+  /**
+   * Which read events `load` folds: a reason for an event it must not (a producer not allowed to
+   * make it), reported through `onRejected`. Default: every event.
+   */
+  admit?: (e: Stored<E>) => string | undefined;
+  onRejected?: (e: Stored<E>, reason: string) => void;
 }
 
 /** An encoded message ready to append: its body and its msgID (deduplication). */
@@ -73,10 +91,19 @@ export const LIVE_CONSUME = { expires: 5_000 } as const;
  */
 export const ONE_SHOT_CONSUME = { expires: 2_000 } as const;
 
-/** Parses one stored message; a malformed one is reported through `onInvalid` and yields undefined. */
-export function decodeStored<E>(codec: Codec<E>, m: JsMsg, onInvalid?: OnInvalid): Stored<E> | undefined {
+/**
+ * Parses one stored message and says who produced it (`trust`); a malformed one is reported
+ * through `onInvalid` and yields undefined.
+ */
+export function decodeStored<E>(
+  codec: Codec<E>,
+  m: JsMsg,
+  onInvalid?: OnInvalid,
+  trust: EventTrust = UNCHECKED,
+): Stored<E> | undefined {
   try {
-    return { event: codec.decode(m.data), seq: m.seq, subject: m.subject };
+    const event = codec.decode(m.data);
+    return { event, seq: m.seq, subject: m.subject, provenance: provenanceOf(trust, m.subject, m.headers, m.data) };
   } catch (err) {
     onInvalid?.(m.seq, err);
     return undefined;
@@ -91,15 +118,17 @@ export function decodeStored<E>(codec: Codec<E>, m: JsMsg, onInvalid?: OnInvalid
 export class EventStore<E> {
   private readonly resendForMs: number;
   private readonly publishTimeoutMs: number;
+  readonly trust: EventTrust;
 
   constructor(
     protected readonly js: JetStreamClient,
     protected readonly jsm: JetStreamManager,
     readonly config: EventStoreConfig<E>,
-    opts: EventStoreOptions = {},
+    private readonly opts: EventStoreOptions<E> = {},
   ) {
     this.resendForMs = opts.resendForMs ?? 15_000;
     this.publishTimeoutMs = opts.publishTimeoutMs ?? 1_000;
+    this.trust = opts.trust ?? UNCHECKED;
   }
 
   /**
@@ -120,7 +149,8 @@ export class EventStore<E> {
     expectedSeq?: number,
   ): Promise<number> {
     const idOf = typeof msgID === "function" ? msgID : (i: number) => (events.length === 1 ? msgID : `${msgID}.${i}`);
-    const messages = events.map((e, i) => ({ data: this.config.codec.encode(e), msgID: idOf(i) }));
+    const keyed = (base: string): string => this.trust.signer?.msgId(base) ?? base;
+    const messages = events.map((e, i) => ({ data: this.config.codec.encode(e), msgID: keyed(idOf(i)) }));
     return this.appendMessages(id, messages, expectedSeq);
   }
 
@@ -178,17 +208,22 @@ export class EventStore<E> {
     onInvalid?: OnInvalid,
   ): Promise<Versioned<S>> {
     const { events, last } = await this.throughElections(() => this.readOnce(id, onInvalid));
+    const admitted = events.filter((e) => {
+      const reason = this.opts.admit?.(e);
+      if (reason !== undefined) this.opts.onRejected?.(e, reason);
+      return reason === undefined;
+    });
     const state = foldWith(
       aggregate,
       id,
-      events.map((s) => s.event),
+      admitted.map((s) => s.event),
     );
     return { state, seq: last };
   }
 
   /** Parses one message of this store (a malformed one is reported and yields undefined). */
   decode(m: JsMsg, onInvalid?: OnInvalid): Stored<E> | undefined {
-    return decodeStored(this.config.codec, m, onInvalid);
+    return decodeStored(this.config.codec, m, onInvalid, this.trust);
   }
 
   /**
@@ -245,10 +280,18 @@ export class EventStore<E> {
     expect?: { lastSubjectSequence: number },
   ): Promise<number> {
     let resend = false;
+    const headers = signedHeaders(this.trust, subject, m);
     return this.throughElections(async () => {
       try {
-        const ack = await this.js.publish(subject, m.data, { msgID: m.msgID, expect, timeout: this.publishTimeoutMs });
+        const ack = await this.js.publish(subject, m.data, {
+          msgID: m.msgID,
+          expect,
+          timeout: this.publishTimeoutMs,
+          ...(headers ? { headers } : {}),
+        });
         if (ack.duplicate && ack.seq === 0) throw new AppendInFlightError(subject, m.msgID);
+        // A duplicate is only ours if the stored copy is: else someone squatted the msgID.
+        if (ack.duplicate) await ownedCopy(this.jsm, this.config.stream, ack.seq, subject, m, this.trust);
         return ack.seq;
       } catch (err) {
         // A server may check the expected sequence before the msgID (a single 2.12.15 does; 2.9.10
@@ -261,7 +304,10 @@ export class EventStore<E> {
             next_by_subj: subject,
             seq: expect.lastSubjectSequence + 1,
           });
-          if (next?.header.get("Nats-Msg-Id") === m.msgID) return next.seq;
+          if (next?.header.get("Nats-Msg-Id") === m.msgID) {
+            await ownedCopy(this.jsm, this.config.stream, next.seq, subject, m, this.trust);
+            return next.seq;
+          }
         }
         throw err;
       } finally {

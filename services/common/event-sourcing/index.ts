@@ -23,4 +23,5 @@ export {
   type Handled,
   type HandleOptions,
 } from "./handle.js";
+export { DedupIdSquattedError } from "./signed-append.js";
 export { isJetStreamApiError, isNoMessageFound, isStreamNotFound, isWrongLastSequence } from "./jetstream-errors.js";

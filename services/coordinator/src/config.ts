@@ -7,6 +7,7 @@ import {
   withProcessConfig,
   type ProcessConfig,
 } from "#common/config.js";
+import { eventTrustSettings, type EventTrustSettings } from "#common/signing.js";
 
 const CoordinatorConfig = z.object({
   natsUrl: z.string().min(1),
@@ -19,20 +20,26 @@ const CoordinatorConfig = z.object({
   /** How long a mover has to answer a probe or finalize request. */
   rpcTimeoutMs: envInt({ min: 100, max: 3_600_000, unit: "milliseconds" }),
 });
-export type CoordinatorConfig = z.infer<typeof CoordinatorConfig> & { process: ProcessConfig };
+export type CoordinatorConfig = z.infer<typeof CoordinatorConfig> & {
+  /** Signing key and trust file for events (DWCP_NKEY_FILE, DWCP_TRUST_FILE, DWCP_EVENTS_UNSIGNED). */
+  events: EventTrustSettings;
+  process: ProcessConfig;
+};
 
 export function coordinatorConfig(
   flags: { nats?: string; replicas?: string },
   env = process.env,
 ): Readonly<CoordinatorConfig> {
-  const own = () =>
-    loadConfig(CoordinatorConfig, {
+  const own = () => ({
+    ...loadConfig(CoordinatorConfig, {
       natsUrl: flags.nats ?? natsUrlFromEnv(env),
       replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
       maxAttempts: env["DWCP_MAX_ATTEMPTS"] ?? "5",
       backoffBaseMs: env["DWCP_BACKOFF_BASE_MS"] ?? "500",
       backoffMaxMs: env["DWCP_BACKOFF_MAX_MS"] ?? "30000",
       rpcTimeoutMs: env["DWCP_RPC_TIMEOUT_MS"] ?? "30000",
-    });
+    }),
+    events: eventTrustSettings(env),
+  });
   return withProcessConfig(own, env);
 }

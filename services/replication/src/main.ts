@@ -10,6 +10,7 @@ import { ReplicationService } from "./app/service.js";
 import { replicationRpc, serveCommands } from "./infra/commands.js";
 import { hostRoots } from "./infra/host-roots.js";
 import { ReplicationLog } from "./infra/replication-log.js";
+import { processEventTrust } from "#common/signing.js";
 import { serviceConfig, type ServiceFlags } from "./service-config.js";
 
 /**
@@ -83,7 +84,11 @@ export async function runReplicationService(flags: ServiceFlags): Promise<void> 
   let handle: ReplicationServiceHandle | undefined;
   await runService({
     log,
-    start: async () => void (handle = await startReplicationService(flags)),
+    start: async () => {
+      // Secure by default: no signing key and trust file, no start (unless DWCP_EVENTS_UNSIGNED=on).
+      processEventTrust({ warn: (msg) => log.warn(msg) });
+      handle = await startReplicationService(flags);
+    },
     stop: async () => handle?.stop(),
   });
 }

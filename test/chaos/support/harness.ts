@@ -7,6 +7,7 @@ import { connect } from "@nats-io/transport-node";
 import { spawnService, type ServiceProcess } from "../../../cli/stack.js";
 import { CMD_STREAM, ensureLayout, ensureWorkStream, EVT_STREAM, workStream } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
+import { moverRole, provision, roleEnv, type Provisioned, type Role } from "#common/credentials/provision.js";
 import { NatsCluster, waitHealthy } from "./cluster.js";
 import { allocPorts } from "./ports.js";
 import { markedEnv, trackPid } from "./procs.js";
@@ -55,6 +56,8 @@ export class Chaos {
   /** Run after the services and servers are gone, before the directory is removed (umount). */
   readonly beforeRemove: Array<() => void> = [];
   private dataPort = 0;
+  /** Each service's role key and the trust file (events are signed and verified). */
+  credentials!: Provisioned;
 
   private constructor(
     readonly dir: string,
@@ -66,6 +69,7 @@ export class Chaos {
     const dir = mkdtempSync(join(tmpdir(), `dwcp-chaos-${name}-`));
     const c = new Chaos(dir, serverInfo(), env);
     try {
+      c.credentials = await provision(join(dir, "credentials"), { hosts: ["a", "b"] });
       c.cluster = await NatsCluster.start(dir, c.server);
       c.nats = await connectCluster(c.cluster.urls());
       await retrying("create the dwcp streams", async () => {
@@ -98,8 +102,10 @@ export class Chaos {
     return join(this.dir, `${name}.log`);
   }
 
-  serviceEnv(): NodeJS.ProcessEnv {
-    return markedEnv({ ...process.env, ...CHAOS_ENV, ...this.env, DWCP_SECRET: this.secret });
+  /** A service's environment: the chaos settings and, for `role`, its signing key and the trust file. */
+  serviceEnv(role?: Role): NodeJS.ProcessEnv {
+    const creds = role !== undefined && this.credentials.roles.has(role) ? roleEnv(this.credentials, role) : {};
+    return markedEnv({ ...process.env, ...CHAOS_ENV, ...creds, ...this.env, DWCP_SECRET: this.secret });
   }
 
   service(name: string): Service {
@@ -113,7 +119,7 @@ export class Chaos {
       name,
       ["coordinator", "--nats", nats, "--replicas", "3"],
       this.log(name),
-      this.serviceEnv(),
+      this.serviceEnv("coordinator"),
     );
     return this.register({ name, kind: "coordinator", proc }, /"coordinator running"/);
   }
@@ -139,7 +145,7 @@ export class Chaos {
       "--concurrency",
       String(o.concurrency ?? 2),
     ];
-    const proc = spawnService(name, args, this.log(name), this.serviceEnv());
+    const proc = spawnService(name, args, this.log(name), this.serviceEnv(moverRole(host)));
     return this.register({ name, kind: "mover", host, proc }, /"mover running"/);
   }
 

@@ -10,6 +10,7 @@ import type { Lifecycle } from "#common/lifecycle.js";
 import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
+import { loadEventTrust } from "#common/signing.js";
 import type { CoordinatorConfig } from "../config.js";
 import { migrationAggregate } from "../domain/migration/aggregate.js";
 import type { MigrationCommand, PlanOutcome } from "../domain/migration/decide.js";
@@ -34,8 +35,9 @@ const MAX_FINALIZE_TRIES = 30;
  */
 export class Coordinator {
   state: Lifecycle = "starting";
-  private readonly projection = new Projection();
+  private readonly projection: Projection;
   private readonly store: EventStore;
+  private readonly msgId: (base: string) => string;
   private movers!: MoverGateway;
   private dispatcher!: Dispatcher;
   private readonly locks = new KeyedLock();
@@ -53,14 +55,25 @@ export class Coordinator {
     private readonly config: CoordinatorConfig,
     private readonly log: Logger,
   ) {
-    this.store = new EventStore(nats.js, nats.jsm);
+    const trust = loadEventTrust(config.events, { warn: (msg) => log.warn(msg) });
+    this.store = new EventStore(nats.js, nats.jsm, { trust });
+    this.msgId = (base) => trust.signer?.msgId(base) ?? base;
+    this.projection = new Projection((e, reason) =>
+      this.log.warn(
+        { subject: e.subject, streamSeq: e.seq, type: e.event.type, reason },
+        "event ignored: its producer may not make it",
+      ),
+    );
   }
 
   async start(): Promise<void> {
     const kv = await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: this.config.replicas });
     this.movers = new MoverGateway(this.nats.nc, kv);
-    this.dispatcher = new Dispatcher(this.nats, this.log, (host) =>
-      ensureWorkStream(this.nats.jsm, host, { replicas: this.config.replicas }),
+    this.dispatcher = new Dispatcher(
+      this.nats,
+      this.log,
+      (host) => ensureWorkStream(this.nats.jsm, host, { replicas: this.config.replicas }),
+      this.msgId,
     );
     let resolveCaughtUp!: () => void;
     const caughtUp = new Promise<void>((r) => (resolveCaughtUp = r));

@@ -1,13 +1,23 @@
-import type { Subscription } from "@nats-io/transport-node";
+import type { Msg, Subscription } from "@nats-io/transport-node";
+import { z } from "zod";
 import { TransferBatch } from "#schemas/index.js";
 import type { EventStore } from "#common/event-store.js";
-import { subjects } from "#common/layout.js";
+import { subjects, workStream } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
 import { batchRange } from "../domain/migration/planner.js";
 import { isTerminal, type Migration } from "../domain/migration/state.js";
 
 const encoder = new TextEncoder();
+
+/** The fields of a JetStream max-deliveries advisory the coordinator uses, bounded. */
+const MaxDeliveriesAdvisory = z.object({
+  stream: z.string().min(1).max(255),
+  stream_seq: z.number().int().positive(),
+  deliveries: z.number().int().nonnegative(),
+});
+
+const WORK_STREAM_PREFIX = workStream("");
 
 /**
  * Hands out work items. The msgID `<id>.b<batch>.a<attempt>` makes a re-publish (a restarted or
@@ -22,6 +32,8 @@ export class Dispatcher {
     private readonly nats: Nats,
     private readonly log: Logger,
     private readonly ensureHost: (host: string) => Promise<void>,
+    /** The msgID published for a dedup base (keyed by the coordinator's key, so nobody squats it). */
+    private readonly msgId: (base: string) => string = (base) => base,
   ) {}
 
   /** Publishes every pending batch that is due; returns when the next one falls due (epoch ms). */
@@ -70,7 +82,9 @@ export class Dispatcher {
         bandwidthLimitBytesPerSec: m.options?.bandwidthLimitBytesPerSec,
         verify: m.options?.verify ?? true,
       };
-      await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), { msgID: key });
+      await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), {
+        msgID: this.msgId(key),
+      });
       this.published.add(key);
       this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
     }
@@ -80,41 +94,66 @@ export class Dispatcher {
   /**
    * A work item that used up max_deliver is never redelivered: turn the server's advisory into a
    * retryable batch failure (the decider then retries or fails the migration) and drop the item.
+   * Only for a work stream and a message there that is a work item of that stream's host: an
+   * advisory is an ordinary subject, and one naming any other message is ignored, not obeyed.
    */
   watchMaxDeliveries(store: EventStore): Subscription {
     const subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.mover";
     return this.nats.nc.subscribe(subject, {
       queue: "dwcp-coordinators",
       callback: (_err, msg) => {
-        void (async () => {
-          const adv = msg.json<{ stream: string; stream_seq: number; deliveries: number }>();
-          const stored = await this.nats.jsm.streams.getMessage(adv.stream, { seq: adv.stream_seq });
-          if (!stored) return;
-          const item = TransferBatch.safeParse(stored.json());
-          if (item.success) {
-            const w = item.data;
-            await store.append(
-              w.migrationId,
-              [
-                {
-                  type: "ChunkBatchFailed",
-                  migrationId: w.migrationId,
-                  at: new Date().toISOString(),
-                  version: 1,
-                  batch: w.batch,
-                  attempt: w.attempt,
-                  host: w.sourceHost,
-                  code: "MAX_DELIVERIES",
-                  retryable: true,
-                  message: `work item delivered ${adv.deliveries} times without an answer`,
-                },
-              ],
-              `${w.migrationId}.b${w.batch}.a${w.attempt}.maxdeliver`,
-            );
-          }
-          await this.nats.jsm.streams.deleteMessage(adv.stream, adv.stream_seq);
-        })().catch((err: unknown) => this.log.warn({ err }, "max-deliveries advisory not handled"));
+        this.onMaxDeliveries(store, msg).catch((err: unknown) =>
+          this.log.warn({ err }, "max-deliveries advisory not handled"),
+        );
       },
     });
+  }
+
+  private async onMaxDeliveries(store: EventStore, msg: Msg): Promise<void> {
+    let parsed;
+    try {
+      parsed = MaxDeliveriesAdvisory.safeParse(msg.json());
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed?.success) return this.log.warn({ subject: msg.subject }, "malformed max-deliveries advisory ignored");
+    const adv = parsed.data;
+    const ignore = (why: string): void =>
+      this.log.warn(
+        { stream: adv.stream.slice(0, 64), streamSeq: adv.stream_seq },
+        `max-deliveries advisory ignored: ${why}`,
+      );
+    if (!adv.stream.startsWith(WORK_STREAM_PREFIX)) return ignore("not a work stream");
+    const host = adv.stream.slice(WORK_STREAM_PREFIX.length);
+    const stored = await this.nats.jsm.streams.getMessage(adv.stream, { seq: adv.stream_seq });
+    if (!stored) return;
+    let item;
+    try {
+      item = TransferBatch.safeParse(stored.json());
+    } catch {
+      item = undefined;
+    }
+    if (!item?.success || stored.subject !== subjects.work(host) || item.data.sourceHost !== host)
+      return ignore("the message it names is not a work item of that stream");
+    const w = item.data;
+    await store.append(
+      w.migrationId,
+      [
+        {
+          type: "ChunkBatchFailed",
+          migrationId: w.migrationId,
+          at: new Date().toISOString(),
+          version: 1,
+          batch: w.batch,
+          attempt: w.attempt,
+          host: w.sourceHost,
+          code: "MAX_DELIVERIES",
+          retryable: true,
+          message: `work item delivered ${adv.deliveries} times without an answer`,
+        },
+      ],
+      `${w.migrationId}.b${w.batch}.a${w.attempt}.maxdeliver`,
+    );
+    await this.nats.jsm.streams.deleteMessage(adv.stream, adv.stream_seq);
   }
 }

@@ -1,7 +1,7 @@
 import type { Versioned as Folded } from "#common/event-sourcing/aggregate.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { aggregateOf } from "#common/event-store.js";
-import { evolve } from "../domain/migration/evolve.js";
+import { evolveTrusted } from "../domain/migration/producers.js";
 import { initialMigration, type Migration } from "../domain/migration/state.js";
 
 /** A migration and the stream sequence of its last folded event (the next append's expectation). */
@@ -16,11 +16,17 @@ export class Projection {
   private readonly aggregates = new Map<string, Versioned>();
   private readonly waiters = new Map<string, Array<{ seq: number; resolve: () => void }>>();
 
+  /** `onIgnored` hears of each event folded out because its producer may not make it. */
+  constructor(private readonly onIgnored?: (e: StoredEvent, reason: string) => void) {}
+
   apply(e: StoredEvent): string {
     const id = aggregateOf(e.subject);
     const current = this.get(id);
     if (e.seq <= current.seq) return id;
-    this.aggregates.set(id, { state: evolve(current.state, e.event), seq: e.seq });
+    const state = evolveTrusted(current.state, e);
+    const ignored = state.ignored?.count ?? 0;
+    if (ignored > (current.state.ignored?.count ?? 0)) this.onIgnored?.(e, state.ignored?.recent.at(-1)?.reason ?? "");
+    this.aggregates.set(id, { state, seq: e.seq });
     const pending = this.waiters.get(id);
     if (pending) {
       const ready = pending.filter((w) => w.seq <= e.seq);

@@ -11,6 +11,7 @@ import { nanos } from "@nats-io/transport-node";
 import { createHash } from "node:crypto";
 import { FederationAppend, type FederationEvent } from "#schemas/federation.js";
 import { DwcpError, VersionConflictError } from "#common/errors.js";
+import { configuredEventTrust } from "#common/signing.js";
 import { EventStore, jsonCodec } from "#common/event-sourcing/event-store.js";
 import { isJetStreamApiError, isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 import { safeJson } from "#common/json.js";
@@ -147,7 +148,8 @@ export class FederationLog {
         allSubjects: fedNames.subjects(site),
         codec: jsonCodec(FederationAppend),
       },
-      { resendForMs: 0, publishTimeoutMs: opts.timeoutMs },
+      // Signed with the process's role key, like every event (see common/signing.ts).
+      { resendForMs: 0, publishTimeoutMs: opts.timeoutMs, trust: configuredEventTrust() },
     );
   }
 

@@ -3,6 +3,7 @@ import type { MigrationEvent } from "#schemas/index.js";
 import type { EventStore } from "#common/event-store.js";
 import { safeJson } from "#common/json.js";
 import { subjects } from "#common/layout.js";
+import { provenanceOf, type Provenance } from "#common/signing.js";
 
 const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>([
   "MigrationCompleted",
@@ -10,6 +11,10 @@ const TERMINAL_EVENTS = new Set<MigrationEvent["type"]>([
   "MigrationCancelled",
   "MigrationRejected",
 ]);
+/** Only a coordinator ends a migration: a terminal event from anyone else is not obeyed. */
+const fromCoordinator = (p: Provenance | undefined): boolean =>
+  p?.kind === "insecure" || (p?.kind === "signed" && p.principal.role === "coordinator");
+
 /** A watch outlives its last batch this long, so the next batch of the same migration reuses it. */
 const LINGER_MS = 10_000;
 
@@ -48,11 +53,12 @@ export class MigrationWatches {
       const sub = this.nc.subscribe(subjects.migration(id), {
         callback: (_e, msg) => {
           const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
-          if (type && TERMINAL_EVENTS.has(type)) ended.abort();
+          if (!type || !TERMINAL_EVENTS.has(type)) return;
+          if (fromCoordinator(provenanceOf(this.store.trust, msg.subject, msg.headers, msg.data))) ended.abort();
         },
       });
       const ready = this.store.read(id).then((history) => {
-        if (history.some((e) => TERMINAL_EVENTS.has(e.event.type))) ended.abort();
+        if (history.some((e) => TERMINAL_EVENTS.has(e.event.type) && fromCoordinator(e.provenance))) ended.abort();
       });
       w = { refs: 0, ended, sub, ready };
       this.watches.set(id, w);

@@ -2,6 +2,7 @@ import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
 import { MoverRequest } from "#schemas/index.js";
 import type { Subscription } from "@nats-io/transport-node";
 import { EventStore } from "#common/event-store.js";
+import { processEventTrust } from "#common/signing.js";
 import { ensureLayout, ensureWorkStream, MOVER_DURABLE, subjects, workStream } from "#common/layout.js";
 import { safeJson } from "#common/json.js";
 import type { Lifecycle } from "#common/lifecycle.js";
@@ -43,6 +44,8 @@ export class Mover {
 
   async start(): Promise<void> {
     const { config, nats, log } = this;
+    // Secure by default: no signing key and trust file, no start (unless DWCP_EVENTS_UNSIGNED=on).
+    const trust = processEventTrust({ warn: (msg) => log.warn(msg) });
     const roots = await resolveRoots(config.roots);
     // Pre-fault the chunk buffers a busy mover uses (per batch its receiving and sending ones,
     // and a verify pass's) before it takes work, instead of in its first batches.
@@ -67,7 +70,8 @@ export class Mover {
     this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc));
     this.rpc = this.serveRpc(roots);
     await this.registry.register(advertised);
-    const worker = (this.worker = new BatchWorker(nats, new EventStore(nats.js, nats.jsm), this.registry, config, log, {
+    const store = new EventStore(nats.js, nats.jsm, { trust });
+    const worker = (this.worker = new BatchWorker(nats, store, this.registry, config, log, {
       address: advertised,
       copy: (o) => dataServer.copyLocal(o),
     }));

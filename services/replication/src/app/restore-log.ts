@@ -23,6 +23,12 @@ export interface RestoreLogOptions extends LogOption {
   /** Accept an unsigned (version 1) backup, with a warning. Default false: refused. */
   allowUnsigned?: boolean;
   /**
+   * Leave out messages whose payload fails its schema (junk that reached the log before it was
+   * protected), each logged, instead of refusing the whole file. Default false. A foreign stream
+   * is refused either way.
+   */
+  skipInvalid?: boolean;
+  /**
    * Replicas for the streams restore-log creates. Default: the existing DWCP_EVT's (or DWCP_CMD's),
    * else 1; never the file's.
    */
@@ -34,6 +40,8 @@ export interface RestoreLogSummary {
   messages: number;
   /** "unsigned" only for a version 1 file accepted with allowUnsigned. */
   signature: "signed" | "unsigned";
+  /** Messages left out with skipInvalid: their payload failed its schema. */
+  skipped: number;
   streams: Array<{ name: string; messages: number; firstSeq: number; lastSeq: number }>;
   seconds: number;
 }
@@ -106,11 +114,16 @@ async function prepareStreams(
  * message belongs to its stream and passes its schema. Problems found while reading are reported
  * after the signature check, so an altered file is named as such, whatever it holds.
  */
-async function verifyBackup(
-  opts: RestoreLogOptions,
-): Promise<{ scan: BackupScan; streams: Map<string, DwcpStream>; signature: "signed" | "unsigned" }> {
+async function verifyBackup(opts: RestoreLogOptions): Promise<{
+  scan: BackupScan;
+  streams: Map<string, DwcpStream>;
+  signature: "signed" | "unsigned";
+  skipped: Set<string>;
+}> {
   const file = opts.in;
   const streams = new Map<string, DwcpStream>();
+  const skipped = new Set<string>();
+  const log = replicationLogger(opts, { file });
   let first: Error | undefined;
   const onHeader = (h: BackupHeader): void => {
     for (const s of h.streams) {
@@ -124,12 +137,19 @@ async function verifyBackup(
     if (first) return;
     const kind = streams.get(m.stream);
     const problem = kind ? problemOf(kind, m) : "not one of dwcp's streams";
-    if (problem !== undefined) first = new BackupPayloadInvalidError(file, m.stream, m.seq, problem);
+    if (problem === undefined) return;
+    if (kind && opts.skipInvalid) {
+      skipped.add(`${m.stream}:${m.seq}`);
+      if (skipped.size <= 20) log.warn({ stream: m.stream, seq: m.seq, problem }, "invalid payload left out");
+      return;
+    }
+    first = new BackupPayloadInvalidError(file, m.stream, m.seq, problem);
   };
   const scan = await scanBackup(file, onMessage, { onHeader });
   const signature = verifyBackupSignature(file, scan.header, scan.trailer, opts.trust, opts.allowUnsigned);
   if (first) throw first;
-  return { scan, streams, signature };
+  if (skipped.size > 20) log.warn({ skipped: skipped.size }, "invalid payloads left out in all");
+  return { scan, streams, signature, skipped };
 }
 
 /**
@@ -155,7 +175,7 @@ export async function restoreLogWith(nats: Nats, opts: RestoreLogOptions): Promi
 
 async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number): Promise<RestoreLogSummary> {
   const log = replicationLogger(opts, { file: opts.in });
-  const { scan, streams, signature } = await verifyBackup(opts);
+  const { scan, streams, signature, skipped } = await verifyBackup(opts);
   if (signature === "unsigned") log.warn("importing an UNSIGNED backup (--allow-unsigned): its origin is not proven");
   const next = await prepareStreams(nats, streams, opts.replicas);
   const first = new Map([...next].map(([k, v]) => [k, v + 1]));
@@ -167,7 +187,9 @@ async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number
     n++;
     // The file is read twice: what the second read publishes must pass the same checks.
     const kind = streams.get(m.stream);
-    if (!kind || problemOf(kind, m) !== undefined) throw changed(n + 1);
+    const left = skipped.has(`${m.stream}:${m.seq}`);
+    if (!kind || (problemOf(kind, m) !== undefined) !== left) throw changed(n + 1);
+    if (left) return;
     const expected = next.get(m.stream) ?? 0;
     next.set(m.stream, expected + 1);
     const p = nats.js
@@ -189,8 +211,9 @@ async function importBackup(nats: Nats, opts: RestoreLogOptions, started: number
   if (again.sha256 !== scan.sha256) throw changed(again.count + 2);
   return {
     file: opts.in,
-    messages: scan.count,
+    messages: scan.count - skipped.size,
     signature,
+    skipped: skipped.size,
     streams: scan.header.streams.map((s) => ({
       name: s.name,
       messages: scan.perStream[s.name] ?? 0,

@@ -4,6 +4,9 @@ import { EventStore, jsonCodec, type EventStoreOptions } from "#common/event-sou
 import { handle, storePort, type Handled } from "#common/event-sourcing/handle.js";
 import { EVT_STREAM } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
+import { configuredEventTrust } from "#common/signing.js";
+import { createLogger } from "#common/logger.js";
+import { replicationRefusal } from "../domain/replication/producers.js";
 import { replicationAggregate } from "../domain/replication/aggregate.js";
 import type { ReplicationCommand } from "../domain/replication/decide.js";
 import type { Replication } from "../domain/replication/state.js";
@@ -11,11 +14,16 @@ import type { Replication } from "../domain/replication/state.js";
 /** dwcp.evt.replication.<vm>: captured by DWCP_EVT's dwcp.evt.>. */
 export const replicationSubject = (vm: string): string => `dwcp.evt.replication.${vm}`;
 
-/** One VM's replication events: the event-sourcing core's store over dwcp.evt.replication.<vm>. */
+let rejectLog: ReturnType<typeof createLogger> | undefined;
+
+/**
+ * One VM's replication events: the event-sourcing core's store over dwcp.evt.replication.<vm>,
+ * signed with the process's role key; reads fold only events their producer may make.
+ */
 export class ReplicationLog {
   readonly store: EventStore<ReplicationEvent>;
 
-  constructor(nats: Nats, opts: EventStoreOptions = {}) {
+  constructor(nats: Nats, opts: EventStoreOptions<ReplicationEvent> = {}) {
     this.store = new EventStore(
       nats.js,
       nats.jsm,
@@ -25,7 +33,15 @@ export class ReplicationLog {
         allSubjects: replicationSubject(">"),
         codec: jsonCodec(ReplicationEvent),
       },
-      opts,
+      {
+        trust: configuredEventTrust(),
+        admit: (e) => replicationRefusal(e.event, e.provenance),
+        onRejected: (e, reason) => {
+          rejectLog ??= createLogger("replication");
+          rejectLog.warn({ subject: e.subject, streamSeq: e.seq, type: e.event.type, reason }, "event ignored");
+        },
+        ...opts,
+      },
     );
   }
 

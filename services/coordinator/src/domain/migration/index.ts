@@ -8,9 +8,18 @@ export {
   TERMINAL,
   type BatchState,
   type BatchStatus,
+  type IgnoredInput,
   type Migration,
   type MigrationStatus,
   type Totals,
 } from "./state.js";
 export { evolve, fold } from "./evolve.js";
 export { basename, batchRange, type BatchRange, type Plan, type VolumeSize } from "./planner.js";
+export {
+  evolveTrusted,
+  foldTrusted,
+  refusal,
+  IGNORED_KEPT,
+  type ProducedEvent,
+  type Producer,
+} from "./producers.js";

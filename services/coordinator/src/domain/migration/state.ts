@@ -40,6 +40,13 @@ export interface Totals {
   batches: number;
 }
 
+/** An event a fold did not take: its producer was not allowed to make it (see producers.ts). */
+export interface IgnoredInput {
+  seq: number;
+  type: string;
+  reason: string;
+}
+
 export interface Migration {
   id: string;
   status: MigrationStatus;
@@ -55,6 +62,8 @@ export interface Migration {
   endedAt?: string;
   /** Events folded so far. */
   eventCount: number;
+  /** Events read but not folded (forged, unsigned, from the wrong producer): the count and the latest. */
+  ignored?: { count: number; recent: IgnoredInput[] };
 }
 
 export const emptyTotals = (): Totals => ({ bytes: 0, zeroBytes: 0, wireBytes: 0, chunks: 0, batches: 0 });

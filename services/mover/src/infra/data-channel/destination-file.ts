@@ -97,6 +97,11 @@ export class DestinationFile {
       }
     } catch (err) {
       if (err instanceof FencedError) throw err;
+      // confine() found a directory inside the root; beneath the held root a component then was
+      // not one: the tree was changed under the open (a directory swapped for a symlink or a file).
+      if (errnoOf(err) === "ENOTDIR") {
+        throw new PathOutsideRootError(path, "a directory on its way was replaced while it was opened", { cause: err });
+      }
       throw destinationError(err, path);
     }
   }
