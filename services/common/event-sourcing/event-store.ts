@@ -59,7 +59,8 @@ export interface OutgoingMessage {
   msgID: string;
 }
 
-export type OnInvalid = (seq: number, err: unknown) => void;
+/** A stored message at stream sequence `seq` on `subject` that did not decode (`err` says why). */
+export type OnInvalid = (seq: number, err: unknown, subject: string) => void;
 
 /**
  * Pull requests of long-lived readers expire after 5 s (idle heartbeat 2.5 s), so a reader whose
@@ -78,7 +79,7 @@ export function decodeStored<E>(codec: Codec<E>, m: JsMsg, onInvalid?: OnInvalid
   try {
     return { event: codec.decode(m.data), seq: m.seq, subject: m.subject };
   } catch (err) {
-    onInvalid?.(m.seq, err);
+    onInvalid?.(m.seq, err, m.subject);
     return undefined;
   }
 }

@@ -34,7 +34,7 @@ const MAX_FINALIZE_TRIES = 30;
  */
 export class Coordinator {
   state: Lifecycle = "starting";
-  private readonly projection = new Projection();
+  private readonly projection: Projection;
   private readonly store: EventStore;
   private movers!: MoverGateway;
   private dispatcher!: Dispatcher;
@@ -54,6 +54,9 @@ export class Coordinator {
     private readonly log: Logger,
   ) {
     this.store = new EventStore(nats.js, nats.jsm);
+    this.projection = new Projection((migrationId, streamSeq, reason) =>
+      this.log.error({ migrationId, streamSeq, reason }, "migration set aside: its log holds an event it cannot fold"),
+    );
   }
 
   async start(): Promise<void> {
@@ -74,7 +77,10 @@ export class Coordinator {
         for (const id of this.projection.ids()) this.schedule(id);
         resolveCaughtUp();
       },
-      onInvalid: (seq, err) => this.log.error({ streamSeq: seq, err }, "event failed validation; not folded"),
+      onInvalid: (seq, err, subject) => {
+        const id = this.projection.applyInvalid(subject, seq, problemOf(err));
+        this.log.warn({ streamSeq: seq, migrationId: id, err }, "event failed validation; not folded");
+      },
     });
     this.stopTail = () => tail.stop();
     this.loops.push(tail.done);
@@ -222,6 +228,7 @@ export class Coordinator {
       case "none":
       case "completed":
       case "rejected":
+      case "set-aside":
         return;
       default: {
         const never: never = state.status;
@@ -340,6 +347,18 @@ export class Coordinator {
         this.log.warn({ migrationId: m.id, code: errorCode(err) }, "could not remove partial files"),
       );
   }
+}
+
+/** What was wrong with an event that did not decode, in a line: zod's first issues, or the error. */
+function problemOf(err: unknown): string {
+  const issues = (err as { issues?: Array<{ path: PropertyKey[]; message: string }> }).issues;
+  if (Array.isArray(issues)) {
+    return issues
+      .slice(0, 3)
+      .map((i) => `${i.path.map(String).join(".") || "(root)"}: ${i.message}`)
+      .join("; ");
+  }
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** A mover's refusal as a rejection reason; failure codes it may use map to the nearest one. */

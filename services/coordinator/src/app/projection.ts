@@ -1,36 +1,61 @@
 import type { Versioned as Folded } from "#common/event-sourcing/aggregate.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { aggregateOf } from "#common/event-store.js";
-import { evolve } from "../domain/migration/evolve.js";
-import { initialMigration, type Migration } from "../domain/migration/state.js";
+import { evolve, invalidEventMessage } from "../domain/migration/evolve.js";
+import { initialMigration, setAside, type Migration } from "../domain/migration/state.js";
 
 /** A migration and the stream sequence of its last folded event (the next append's expectation). */
 export type Versioned = Folded<Migration>;
 
+/** Told once per migration, when a bad event at stream sequence `seq` sets it aside. */
+export type OnSetAside = (migrationId: string, seq: number, reason: string) => void;
+
 /**
  * The coordinator's in-memory view of every migration, fed in stream order by one tail of the
  * event stream. It may lag the stream; appends carry the folded sequence, so a lagging view only
- * costs a version conflict, never a wrong transition.
+ * costs a version conflict, never a wrong transition. A bad event sets its migration aside (see
+ * setAside) and the view goes on with every other one: one event never stops the coordinator.
  */
 export class Projection {
   private readonly aggregates = new Map<string, Versioned>();
   private readonly waiters = new Map<string, Array<{ seq: number; resolve: () => void }>>();
 
+  constructor(private readonly onSetAside: OnSetAside = () => {}) {}
+
   apply(e: StoredEvent): string {
     const id = aggregateOf(e.subject);
     const current = this.get(id);
     if (e.seq <= current.seq) return id;
-    this.aggregates.set(id, { state: evolve(current.state, e.event), seq: e.seq });
+    this.update(id, current, evolve(current.state, e.event), e.seq);
+    return id;
+  }
+
+  /**
+   * A stored event on `subject` that failed validation: its migration cannot be folded past it,
+   * so it is set aside (a migration that already ended keeps its outcome).
+   */
+  applyInvalid(subject: string, seq: number, problem: string): string {
+    const id = aggregateOf(subject);
+    const current = this.get(id);
+    if (seq <= current.seq) return id;
+    this.update(id, current, setAside(current.state, invalidEventMessage(problem)), seq);
+    return id;
+  }
+
+  private update(id: string, current: Versioned, state: Migration, seq: number): void {
+    this.aggregates.set(id, { state, seq });
+    if (state.status === "set-aside" && current.state.status !== "set-aside") {
+      this.onSetAside(id, seq, state.message ?? "set aside");
+    }
     const pending = this.waiters.get(id);
     if (pending) {
-      const ready = pending.filter((w) => w.seq <= e.seq);
+      const ready = pending.filter((w) => w.seq <= seq);
       for (const w of ready) w.resolve();
       this.waiters.set(
         id,
-        pending.filter((w) => w.seq > e.seq),
+        pending.filter((w) => w.seq > seq),
       );
     }
-    return id;
   }
 
   get(id: string): Versioned {

@@ -90,6 +90,7 @@ export async function ensureMirrors(jsm: JetStreamManager, site: string, peers: 
         storage: StorageType.File,
         retention: RetentionPolicy.Limits,
         mirror: { name: fedNames.stream(peer), domain: peer },
+        max_msg_size: MAX_MESSAGE_BYTES,
       });
     }
   }

@@ -1,6 +1,6 @@
 import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
-import { EVT_STREAM, subjects } from "#common/layout.js";
+import { STREAM_LIMITS, EVT_STREAM, subjects } from "#common/layout.js";
 import { isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
@@ -29,6 +29,7 @@ export async function ensureEventMirrors(jsm: JetStreamManager, site: string, pe
         storage: StorageType.File,
         retention: RetentionPolicy.Limits,
         mirror: { name: EVT_STREAM, domain: peer, filter_subject: subjects.migrationEvents },
+        max_msg_size: STREAM_LIMITS.eventMaxMsgBytes,
       });
     }
   }
