@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { DeliverPolicy } from "@nats-io/jetstream";
-import type { CancelMigration, MigrationEvent, StartMigration } from "#schemas/index.js";
+import { describeInvalid, type CancelMigration, type MigrationEvent, type StartMigration } from "#schemas/index.js";
 import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
-import { evolve, fold, initialMigration, isTerminal, type Migration } from "#migration";
+import { evolve, initialMigration, invalidEventMessage, isTerminal, setAside, type Migration } from "#migration";
 
 const encoder = new TextEncoder();
 
@@ -18,14 +18,32 @@ export async function publishCommand(nats: Nats, command: StartMigration | Cance
 }
 
 export async function readMigration(nats: Nats, id: string): Promise<{ state: Migration; events: StoredEvent[] }> {
-  const events = await new EventStore(nats.js, nats.jsm).read(id);
-  return {
-    state: fold(
-      id,
-      events.map((e) => e.event),
-    ),
-    events,
-  };
+  const invalid: Array<{ seq: number; problem: string }> = [];
+  const events = await new EventStore(nats.js, nats.jsm).read(id, (seq, err) =>
+    invalid.push({ seq, problem: describeInvalid(err) }),
+  );
+  return { state: foldStored(id, events, invalid), events };
+}
+
+/**
+ * One migration from its stored events and the sequences of those that failed validation: the
+ * first invalid one sets it aside (as the coordinator does), with what was folded before it.
+ */
+export function foldStored(
+  id: string,
+  events: readonly StoredEvent[],
+  invalid: ReadonlyArray<{ seq: number; problem: string }> = [],
+): Migration {
+  const firstInvalid = invalid.reduce<{ seq: number; problem: string } | undefined>(
+    (a, b) => (a === undefined || b.seq < a.seq ? b : a),
+    undefined,
+  );
+  let m = initialMigration(id);
+  for (const e of events) {
+    if (firstInvalid !== undefined && e.seq > firstInvalid.seq) break;
+    m = evolve(m, e.event);
+  }
+  return firstInvalid === undefined ? m : setAside(m, invalidEventMessage(firstInvalid.problem));
 }
 
 /** Folds every migration in the stream, as of now. */
@@ -39,6 +57,10 @@ export async function listMigrations(nats: Nats): Promise<Migration[]> {
       byId.set(id, evolve(byId.get(id) ?? initialMigration(id), e.event));
     },
     onCaughtUp: () => caughtUp(),
+    onInvalid: (_seq, err, subject) => {
+      const id = aggregateOf(subject);
+      byId.set(id, setAside(byId.get(id) ?? initialMigration(id), invalidEventMessage(describeInvalid(err))));
+    },
   });
   await done;
   tail.stop();

@@ -58,6 +58,18 @@ export const echo = (value: unknown): string => {
   return truncateText(text);
 };
 
+/** Why a value failed validation, in one short line: zod's first issues, or the error's message. */
+export function describeInvalid(err: unknown): string {
+  const issues = (err as { issues?: unknown } | null)?.issues;
+  if (Array.isArray(issues) && issues.length > 0) {
+    const listed = (issues as Array<{ path?: PropertyKey[]; message?: string }>)
+      .slice(0, 3)
+      .map((i) => `${(i.path ?? []).map(String).join(".") || "(root)"}: ${i.message ?? "invalid"}`);
+    return truncateText(listed.join("; "), 2 * MAX_ECHO_CHARS);
+  }
+  return truncateText(err instanceof Error ? err.message : String(err));
+}
+
 /** Non-negative safe integer (zod's int() already refuses anything beyond Number.MAX_SAFE_INTEGER). */
 export const Uint = z.number().int().nonnegative();
 

@@ -1,7 +1,14 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { crc32cCombine } from "#native/index.js";
-import { AbortReply, FinalizeReply, ProbeDestinationReply, ProbeSourceReply, RejectionReason } from "#schemas/index.js";
+import {
+  AbortReply,
+  describeInvalid,
+  FinalizeReply,
+  ProbeDestinationReply,
+  ProbeSourceReply,
+  RejectionReason,
+} from "#schemas/index.js";
 import { errorCode } from "#common/errors.js";
 import { handle } from "#common/event-sourcing/handle.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
@@ -78,7 +85,7 @@ export class Coordinator {
         resolveCaughtUp();
       },
       onInvalid: (seq, err, subject) => {
-        const id = this.projection.applyInvalid(subject, seq, problemOf(err));
+        const id = this.projection.applyInvalid(subject, seq, describeInvalid(err));
         this.log.warn({ streamSeq: seq, migrationId: id, err }, "event failed validation; not folded");
       },
     });
@@ -347,18 +354,6 @@ export class Coordinator {
         this.log.warn({ migrationId: m.id, code: errorCode(err) }, "could not remove partial files"),
       );
   }
-}
-
-/** What was wrong with an event that did not decode, in a line: zod's first issues, or the error. */
-function problemOf(err: unknown): string {
-  const issues = (err as { issues?: Array<{ path: PropertyKey[]; message: string }> }).issues;
-  if (Array.isArray(issues)) {
-    return issues
-      .slice(0, 3)
-      .map((i) => `${i.path.map(String).join(".") || "(root)"}: ${i.message}`)
-      .join("; ");
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** A mover's refusal as a rejection reason; failure codes it may use map to the nearest one. */

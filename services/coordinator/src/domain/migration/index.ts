@@ -5,6 +5,8 @@ export {
   emptyTotals,
   initialMigration,
   isTerminal,
+  SET_ASIDE,
+  setAside,
   TERMINAL,
   type BatchState,
   type BatchStatus,
@@ -12,5 +14,5 @@ export {
   type MigrationStatus,
   type Totals,
 } from "./state.js";
-export { evolve, fold } from "./evolve.js";
+export { evolve, fold, invalidEventMessage } from "./evolve.js";
 export { basename, batchRange, type BatchRange, type Plan, type VolumeSize } from "./planner.js";
