@@ -41,7 +41,7 @@ describe("a bad event sets its migration aside", () => {
   it("refuses batchCount 4294967296 in the schema, and evolve sets the migration aside instead of throwing", () => {
     const parsed = MigrationPlanned.safeParse(bomb);
     expect(parsed.success).toBe(false);
-    const m = fold("m1", [...requested, bomb as MigrationEvent]);
+    const m = fold("m1", [...requested, bomb]);
     expect(m.status).toBe("set-aside");
     expect(m.reason).toBe("EVENT_SET_ASIDE");
     expect(m.message).toMatch(/batchCount/);
@@ -49,7 +49,7 @@ describe("a bad event sets its migration aside", () => {
   });
 
   it("stays set aside: later events change nothing and commands decide nothing", () => {
-    const m = fold("m1", [...requested, bomb as MigrationEvent, good]);
+    const m = fold("m1", [...requested, bomb, good]);
     expect(m.status).toBe("set-aside");
     expect(decide(m, { type: "RetryFailedBatches" }, ctx)).toEqual([]);
     expect(decide(m, { type: "CancelMigration", version: 1, commandId: "c2", migrationId: "m1" }, ctx)).toEqual([]);

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import { ConfigError } from "#common/errors.js";
+import { Admission, peerOf, type AdmissionOptions, type AdmissionTicket } from "#common/secure-link/admission.js";
 import { newNonce } from "#common/secure-link/handshake.js";
 import { ListenFailedError } from "#common/secure-link/errors.js";
 import { listen } from "#common/secure-link/transport.js";
@@ -30,10 +31,15 @@ export interface DataServerOptions {
   /** Directories destination files may be written under (symlinks resolved here). */
   roots: string[];
   log: Logger;
-  /** Concurrent connections; more are refused by the kernel backlog. Default 64. */
+  /** Concurrent authenticated connections; more are refused by the kernel backlog. Default 64. */
   maxConnections?: number;
   /** A connection that has not authenticated within this time is closed. Default 5000 ms. */
   helloTimeoutMs?: number;
+  /**
+   * Budget of connections not yet authenticated, apart from the authenticated ones (see
+   * #common/secure-link/admission.ts). Default 32 in all, 8 per peer address.
+   */
+  admission?: Omit<AdmissionOptions, "handshakeTimeoutMs">;
   /** An authenticated connection with no traffic for this long is closed. Default 120000 ms. */
   idleTimeoutMs?: number;
   /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 4. */
@@ -85,25 +91,28 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, { done: Promise<void>; reader: FrameReader }>();
+  const admission = new Admission({ ...opts.admission, handshakeTimeoutMs: cfg.helloTimeoutMs });
   const onSocket = (socket: Socket): void => {
     const reader = readerFor(socket, cfg);
-    const done = serveConnection(socket, reader, cfg, log)
+    const ticket = admission.admit(peerOf(socket), (reason) => reader.abort(new ProtocolError(reason)));
+    const done = serveConnection(socket, reader, cfg, log, ticket)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
       .finally(async () => {
+        ticket.release();
         await cut(socket, reader, "connection closed");
         connections.delete(socket);
       });
     connections.set(socket, { done, reader });
   };
   const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
-  const listener = await listen({ ...listening, maxConnections: opts.maxConnections ?? 64 }, onSocket).catch(
-    (err: unknown) => {
-      const where = formatAddress(opts.listenHost, opts.listenPort);
-      throw new ConfigError([
-        `data channel cannot listen on ${where}: ${messageOf(err instanceof ListenFailedError ? err.cause : err)}`,
-      ]);
-    },
-  );
+  // Pending connections have their own budget on top of the sessions': they never take a session's place.
+  const maxConnections = (opts.maxConnections ?? 64) + admission.limits.maxPending;
+  const listener = await listen({ ...listening, maxConnections }, onSocket).catch((err: unknown) => {
+    const where = formatAddress(opts.listenHost, opts.listenPort);
+    throw new ConfigError([
+      `data channel cannot listen on ${where}: ${messageOf(err instanceof ListenFailedError ? err.cause : err)}`,
+    ]);
+  });
   const address = formatAddress(listener.address.address, listener.address.port);
   log.info({ address }, "data channel listening");
   return {
@@ -146,12 +155,14 @@ async function serveConnection(
   reader: FrameReader,
   cfg: ServerConfig,
   parentLog: Logger,
+  ticket: AdmissionTicket,
 ): Promise<void> {
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
   const hello = await authenticate(socket, reader, cfg, log);
   if (hello === undefined) return;
+  ticket.authenticated();
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
