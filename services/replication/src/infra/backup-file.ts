@@ -82,7 +82,7 @@ function digestOnWorker(file: string): {
  * from the read buffers in place; the digest is fed whole runs of lines, not line by line.
  */
 export async function eachLine(
-  chunks: AsyncIterable<Buffer>,
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
   hash: Digest,
   onLine: (line: Buffer) => "trailer" | Promise<void> | void,
 ): Promise<void> {
@@ -199,13 +199,13 @@ export function peekHead(text: string): MessageHead | undefined {
     string,
     string | undefined,
   ];
-  return {
-    stream,
-    seq: Number(seq),
-    ts,
-    subject,
-    ...(headers !== undefined ? { headers: JSON.parse(headers) as Array<[string, string]> } : {}),
-  };
+  let parsed: Array<[string, string]> | undefined;
+  try {
+    parsed = headers === undefined ? undefined : (JSON.parse(headers) as Array<[string, string]>);
+  } catch {
+    return undefined; // a control character the pattern let through: the whole line is parsed (and refused)
+  }
+  return { stream, seq: Number(seq), ts, subject, ...(parsed !== undefined ? { headers: parsed } : {}) };
 }
 
 export interface ScanOptions {
@@ -234,14 +234,29 @@ export async function scanBackup(
   const digest = opts.digest ?? true;
   const worker = digest && (await stat(file)).size >= DIGEST_WORKER_MIN_BYTES ? digestOnWorker(file) : undefined;
   try {
-    return await scanWith(file, digest ? hash : undefined, worker?.result, onMessage, opts);
+    const chunks = createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
+    return await scanWith(file, chunks, digest ? hash : undefined, worker?.result, onMessage, opts);
   } finally {
     await worker?.stop();
   }
 }
 
+/**
+ * scanBackup over bytes already in memory (`name` stands for the file in errors): the same
+ * checks, for a backup received some other way and for fuzzing the reader without files.
+ */
+export function scanBackupBytes(
+  name: string,
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+  onMessage?: (m: Msg) => Promise<void> | void,
+  opts: Omit<ScanOptions, "digest"> = {},
+): Promise<BackupScan> {
+  return scanWith(name, chunks, createHash("sha256"), undefined, onMessage, opts);
+}
+
 async function scanWith(
   file: string,
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
   hash: Hash | undefined,
   worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined,
   onMessage: ((m: Msg) => Promise<void> | void) | undefined,
@@ -263,47 +278,43 @@ async function scanWith(
     perStream[m.stream] = (perStream[m.stream] ?? 0) + 1;
     count++;
   };
-  await eachLine(
-    createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>,
-    worker || !hash ? NO_DIGEST : hash,
-    (raw) => {
-      n++;
-      const at = offset;
-      offset += raw.length + 1;
-      if (trailer) throw new BackupCorruptError(file, n, "data after the trailer");
-      if (opts.only && n > 1) {
-        // Decode only the head of the line: half of a partitioned replay's lines go no further.
-        const head =
-          peekHead(raw.toString("utf8", 0, HEAD_BYTES)) ??
-          (raw.length > HEAD_BYTES ? peekHead(raw.toString("utf8")) : undefined);
-        if (head && !opts.only(head.subject)) {
-          inOrder(head);
-          opts.onOther?.(head);
-          return;
-        }
-      }
-      const text = raw.toString("utf8");
-      if (n === 1) {
-        header = parseLine(file, n, text, BackupHeader);
-        for (const st of header.streams) lastSeq.set(st.name, 0);
+  await eachLine(chunks, worker || !hash ? NO_DIGEST : hash, (raw) => {
+    n++;
+    const at = offset;
+    offset += raw.length + 1;
+    if (trailer) throw new BackupCorruptError(file, n, "data after the trailer");
+    if (opts.only && n > 1) {
+      // Decode only the head of the line: half of a partitioned replay's lines go no further.
+      const head =
+        peekHead(raw.toString("utf8", 0, HEAD_BYTES)) ??
+        (raw.length > HEAD_BYTES ? peekHead(raw.toString("utf8")) : undefined);
+      if (head && !opts.only(head.subject)) {
+        inOrder(head);
+        opts.onOther?.(head);
         return;
       }
-      if (text.startsWith('{"trailer"')) {
-        trailer = parseLine(file, n, text, BackupTrailer);
-        trailerAt = at;
-        return "trailer";
-      }
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch {
-        throw new BackupCorruptError(file, n, "not JSON");
-      }
-      const m = asMessage(file, n, json);
-      inOrder(m);
-      return onMessage?.(m);
-    },
-  );
+    }
+    const text = raw.toString("utf8");
+    if (n === 1) {
+      header = parseLine(file, n, text, BackupHeader);
+      for (const st of header.streams) lastSeq.set(st.name, 0);
+      return;
+    }
+    if (text.startsWith('{"trailer"')) {
+      trailer = parseLine(file, n, text, BackupTrailer);
+      trailerAt = at;
+      return "trailer";
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new BackupCorruptError(file, n, "not JSON");
+    }
+    const m = asMessage(file, n, json);
+    inOrder(m);
+    return onMessage?.(m);
+  });
   if (!header) throw new BackupCorruptError(file, 1, "empty file");
   if (!trailer) throw new BackupCorruptError(file, n, "no trailer: the file is truncated");
   if (trailer.count !== count)
