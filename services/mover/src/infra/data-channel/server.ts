@@ -37,7 +37,7 @@ export interface DataServerOptions {
   helloTimeoutMs?: number;
   /**
    * Budget of connections not yet authenticated, apart from the authenticated ones (see
-   * #common/secure-link/admission.ts). Default 32 in all, 8 per peer address.
+   * #common/secure-link/admission.ts). Default 256 in all, 128 per peer address.
    */
   admission?: Omit<AdmissionOptions, "handshakeTimeoutMs">;
   /** An authenticated connection with no traffic for this long is closed. Default 120000 ms. */
@@ -90,19 +90,19 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true),
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
-  const connections = new Map<Socket, { done: Promise<void>; reader: FrameReader }>();
+  const connections = new Map<Socket, Connection>();
   const admission = new Admission({ ...opts.admission, handshakeTimeoutMs: cfg.helloTimeoutMs });
   const onSocket = (socket: Socket): void => {
-    const reader = readerFor(socket, cfg);
-    const ticket = admission.admit(peerOf(socket), (reason) => reader.abort(new ProtocolError(reason)));
-    const done = serveConnection(socket, reader, cfg, log, ticket)
+    const conn: Connection = { reader: preAuthReader(socket, cfg), done: Promise.resolve() };
+    const ticket = admission.admit(peerOf(socket), (reason) => conn.reader.abort(new ProtocolError(reason)));
+    conn.done = serveConnection(socket, conn, cfg, log, ticket)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
       .finally(async () => {
         ticket.release();
-        await cut(socket, reader, "connection closed");
+        await cut(socket, conn.reader, "connection closed");
         connections.delete(socket);
       });
-    connections.set(socket, { done, reader });
+    connections.set(socket, conn);
   };
   const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
   // Pending connections have their own budget on top of the sessions': they never take a session's place.
@@ -130,6 +130,12 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   };
 }
 
+/** A data connection and whoever reads it now (Node's stream reads until authenticated, then maybe native recv). */
+interface Connection {
+  reader: FrameReader;
+  done: Promise<void>;
+}
+
 /** Stop the reader, wait until no native recv can still touch the fd, then close the socket. */
 async function cut(socket: Socket, reader: FrameReader, reason: string): Promise<void> {
   reader.abort(new ProtocolError(reason));
@@ -138,21 +144,48 @@ async function cut(socket: Socket, reader: FrameReader, reason: string): Promise
 }
 
 /**
- * Native recv straight into chunk buffers when the module is loaded (the socket was accepted
- * paused, so libuv never reads it), else Node's stream reads. nativeRecv: false forces the
- * latter (for comparisons).
+ * Until a peer has authenticated it is read with Node's stream reads, which cost an fd and a
+ * small buffer but no libuv pool thread (a native recv holds one while it waits): idle
+ * unauthenticated connections must not be able to starve the pool the sessions' reads, checksums
+ * and writes run on.
  */
-function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
-  const fd = cfg.nativeRecv ? socketFd(socket) : undefined;
-  if (fd !== undefined)
-    return new NativeFrameReader(socket, fd, new FrameDecoder(SERVER_PREAUTH), { idleTimeoutMs: cfg.idleTimeoutMs });
+function preAuthReader(socket: Socket, cfg: ServerConfig): FrameReader {
   if (cfg.nativeRecv) socket.resume();
   return new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
 }
 
+/**
+ * After AUTH_OK: native recv straight into chunk buffers when the module is loaded, else the same
+ * stream reader. The peer sends nothing between HELLO and our AUTH_OK, so pausing the socket here
+ * leaves no byte behind in Node's buffers (one that is there is a protocol violation).
+ * nativeRecv: false forces the stream reads (for comparisons).
+ */
+function sessionReader(socket: Socket, reader: FrameReader, cfg: ServerConfig): FrameReader {
+  const fd = cfg.nativeRecv ? socketFd(socket) : undefined;
+  if (fd === undefined) return reader;
+  stopReading(socket);
+  if (reader.decoder.buffered > 0 || socket.readableLength > 0) throw new ProtocolError("data sent before AUTH_OK");
+  reader.detach();
+  return new NativeFrameReader(socket, fd, reader.decoder, { idleTimeoutMs: cfg.idleTimeoutMs });
+}
+
+/**
+ * Stops libuv reading the socket, as if it had been accepted with pauseOnConnect and never
+ * resumed: pause() alone only stops the stream's flow, while libuv would go on reading into
+ * Node's buffers the bytes the native recv must get.
+ */
+function stopReading(socket: Socket): void {
+  socket.pause();
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (handle?.reading === true) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+}
+
 async function serveConnection(
   socket: Socket,
-  reader: FrameReader,
+  conn: Connection,
   cfg: ServerConfig,
   parentLog: Logger,
   ticket: AdmissionTicket,
@@ -160,9 +193,10 @@ async function serveConnection(
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
-  const hello = await authenticate(socket, reader, cfg, log);
+  const hello = await authenticate(socket, conn, cfg, log);
   if (hello === undefined) return;
   ticket.authenticated();
+  const reader = conn.reader;
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
@@ -212,10 +246,11 @@ async function serveBatches(
 /** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
 async function authenticate(
   socket: Socket,
-  reader: FrameReader,
+  conn: Connection,
   cfg: ServerConfig,
   log: Logger,
 ): Promise<{ migrationId: string; sourceHost: string } | undefined> {
+  const reader = conn.reader;
   const nonce = newNonce();
   send(socket, { kind: "CHALLENGE", nonce });
   const timer = setTimeout(
@@ -237,8 +272,9 @@ async function authenticate(
     await lingerClose(socket, reader);
     return undefined;
   }
-  send(socket, { kind: "AUTH_OK" });
   reader.decoder.setLimits(SERVER_IDLE);
+  conn.reader = sessionReader(socket, reader, cfg);
+  send(socket, { kind: "AUTH_OK" });
   return { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
 }
 
