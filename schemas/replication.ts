@@ -180,14 +180,18 @@ export const AgentRequest = z.discriminatedUnion("kind", [
   /** Which of these chunks does the store hold? (dedup before sending anything) */
   z.object({ kind: z.literal("have"), ...frame, hashes: z.array(Blake3Hex).max(MAX_FRAME_ENTRIES) }),
   /** Many chunks at once; the payload is their pages back to back. */
-  z.object({
-    kind: z.literal("put"),
-    ...frame,
-    chunks: z.array(PutChunk).max(MAX_FRAME_ENTRIES),
-    codec: Codec,
-    /** Bytes of the payload once decompressed: at most 1 GiB per frame. */
-    rawLength: Uint.max(1024 * 1024 * 1024),
-  }),
+  z
+    .object({
+      kind: z.literal("put"),
+      ...frame,
+      chunks: z.array(PutChunk).max(MAX_FRAME_ENTRIES),
+      codec: Codec,
+      /** Bytes of the payload once decompressed (the chunks' `bytes` in all): at most 1 GiB per frame. */
+      rawLength: Uint.max(1024 * 1024 * 1024),
+    })
+    .refine((put) => put.chunks.reduce((n, c) => n + c.bytes, 0) === put.rawLength, {
+      message: "rawLength must be the sum of the chunks' bytes",
+    }),
   /** Every chunk is in place: make the manifest durable. */
   z.object({ kind: z.literal("commit"), ...frame, manifest: Manifest }),
   /**
