@@ -96,8 +96,13 @@ function withBatch(
   change: (b: BatchState) => BatchState | undefined,
   also?: (m: Migration) => Partial<Migration>,
 ): Migration {
+  if (isTerminal(s)) return s;
   const current = s.batches[index];
-  if (current === undefined || isTerminal(s)) return s;
+  if (current === undefined) {
+    // No work item of a planned migration names a batch beyond its plan: the event is impossible.
+    if (s.plan === undefined) return s;
+    return setAside(s, `batch ${index} is not in the plan (${s.batches.length} batches)`);
+  }
   const next = change(current);
   if (next === undefined) return s;
   const batches = s.batches.slice();

@@ -62,6 +62,21 @@ describe("a bad event sets its migration aside", () => {
     expect(m.message).toMatch(/MigrationPlanned/);
   });
 
+  it("sets aside a migration whose log names a batch beyond its plan", () => {
+    const fact: MigrationEvent = {
+      type: "ChunkBatchRetried",
+      migrationId: "m1",
+      at: good.at,
+      version: 1,
+      batch: 99,
+      attempt: 1,
+      notBefore: good.at,
+    };
+    const m = fold("m1", [...requested, good, fact]);
+    expect(m.status).toBe("set-aside");
+    expect(m.message).toMatch(/batch 99 is not in the plan/);
+  });
+
   it("rejects a plan of more than MAX_BATCHES batches before it is written", () => {
     const events = plan(2 ** 50); // 1 PiB in 4 MiB batches: 2^28 batches
     expect(events).toEqual([expect.objectContaining({ type: "MigrationRejected", reason: "PLAN_TOO_LARGE" })]);
