@@ -86,8 +86,14 @@ export async function watchMigration(
   let state = initialMigration(id);
   try {
     for await (const m of iter) {
-      const stored = decodeEvent(m);
-      if (!stored) continue;
+      let problem: string | undefined;
+      const stored = decodeEvent(m, (_seq, err) => (problem = describeInvalid(err)));
+      if (!stored) {
+        // An event no fold can take ends the migration as the coordinator sees it: set aside.
+        if (problem !== undefined) state = setAside(state, invalidEventMessage(problem));
+        if (isTerminal(state)) break;
+        continue;
+      }
       state = evolve(state, stored.event);
       onEvent(stored.event, state);
       if (isTerminal(state)) break;
