@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import { connect, type Socket } from "node:net";
 import { promisify } from "node:util";
 import { Kvm } from "@nats-io/kv";
@@ -157,6 +158,25 @@ describe("hostile input", () => {
     // A command too large for the command stream is refused by the server, not stored.
     const huge = JSON.stringify({ ...junk, type: "Y".repeat(300 * 1024), commandId: "junk-huge" });
     await expect(stack.nats.js.publish(subjects.startMigration, huge)).rejects.toThrow(/maximum/i);
+  });
+
+  it("a symlink out of the root is refused with the path as given, never where it leads", async () => {
+    symlinkSync("/etc/hostname", join(stack.root("a"), "vms/h/escape.img"));
+    const r = await runMigration(
+      stack.nats,
+      buildStart({
+        vm: "h",
+        source: { host: "a", volumes: [{ path: "vms/h/escape.img", kind: "disk" }] },
+        destination: { host: "b", dir: "escaped" },
+      }),
+      { timeoutMs: 60_000 },
+    );
+    expect(r.state).toBe("rejected");
+    const rejected = await waitForEvent(stack, r.migrationId, (e) => e.event.type === "MigrationRejected");
+    expect(rejected.event).toMatchObject({ reason: "PATH_OUTSIDE_ROOT" });
+    const text = JSON.stringify(rejected.event);
+    expect(text).toContain("vms/h/escape.img");
+    expect(text).not.toContain("/etc/hostname");
   });
 
   it("an LZ4 chunk that declares 1 GiB is refused without the receiver's memory growing", async () => {
