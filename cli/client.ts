@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy } from "@nats-io/jetstream";
-import type { CancelMigration, MigrationEvent, StartMigration } from "#schemas/index.js";
+import { describeInvalid, type CancelMigration, type MigrationEvent, type StartMigration } from "#schemas/index.js";
 import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
@@ -14,7 +14,14 @@ import {
   INSECURE,
   type EventTrust,
 } from "#common/signing.js";
-import { evolveTrusted, foldTrusted, initialMigration, isTerminal, type Migration } from "#migration";
+import {
+  evolveInvalid,
+  evolveTrusted,
+  initialMigration,
+  isTerminal,
+  type InvalidInput,
+  type Migration,
+} from "#migration";
 
 const encoder = new TextEncoder();
 
@@ -60,8 +67,37 @@ export async function readMigration(
   id: string,
   trust?: EventTrust,
 ): Promise<{ state: Migration; events: StoredEvent[] }> {
-  const events = await new EventStore(nats.js, nats.jsm, { trust: trust ?? INSECURE }).read(id);
-  return { state: foldTrusted(id, events), events };
+  const invalid: InvalidInput[] = [];
+  const store = new EventStore(nats.js, nats.jsm, { trust: trust ?? INSECURE });
+  const events = await store.read(id, (seq, err, _subject, provenance) =>
+    invalid.push({ seq, problem: describeInvalid(err), provenance }),
+  );
+  return { state: foldStored(id, events, invalid), events };
+}
+
+/**
+ * One migration from its stored events and those that failed validation, in stream order: an
+ * invalid one from a trusted producer sets it aside (as the coordinator does) with what was
+ * folded before it; an untrusted producer's junk is ignored input.
+ */
+export function foldStored(
+  id: string,
+  events: readonly StoredEvent[],
+  invalid: readonly InvalidInput[] = [],
+): Migration {
+  const inOrder = [
+    ...events.map((e) => ({ seq: e.seq, event: e })),
+    ...invalid.map((i) => ({ seq: i.seq, invalid: i })),
+  ].sort((a, b) => a.seq - b.seq);
+  let m = initialMigration(id);
+  for (const x of inOrder) {
+    if ("event" in x) m = evolveTrusted(m, x.event);
+    else {
+      m = evolveInvalid(m, x.invalid);
+      if (m.status === "set-aside") break;
+    }
+  }
+  return m;
 }
 
 /** Folds every migration in the stream, as of now. */
@@ -75,6 +111,11 @@ export async function listMigrations(nats: Nats, trust?: EventTrust): Promise<Mi
       byId.set(id, evolveTrusted(byId.get(id) ?? initialMigration(id), e));
     },
     onCaughtUp: () => caughtUp(),
+    onInvalid: (seq, err, subject, provenance) => {
+      const id = aggregateOf(subject);
+      const input = { seq, problem: describeInvalid(err), provenance };
+      byId.set(id, evolveInvalid(byId.get(id) ?? initialMigration(id), input));
+    },
   });
   await done;
   tail.stop();
@@ -101,8 +142,19 @@ export async function watchMigration(
   let state = initialMigration(id);
   try {
     for await (const m of iter) {
-      const stored = decodeEvent(m, undefined, trust ?? INSECURE);
-      if (!stored) continue;
+      let invalid: InvalidInput | undefined;
+      const stored = decodeEvent(
+        m,
+        (seq, err, _subject, provenance) => (invalid = { seq, problem: describeInvalid(err), provenance }),
+        trust ?? INSECURE,
+      );
+      if (!stored) {
+        // An event no fold can take ends the migration as the coordinator sees it: set aside
+        // (unless a producer this stack does not trust wrote it: then it is ignored input).
+        if (invalid !== undefined) state = evolveInvalid(state, invalid);
+        if (isTerminal(state)) break;
+        continue;
+      }
       const before = state.ignored?.count ?? 0;
       state = evolveTrusted(state, stored);
       if ((state.ignored?.count ?? 0) === before) onEvent(stored.event, state);

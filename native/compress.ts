@@ -74,9 +74,37 @@ export async function compressChunk(buf: Uint8Array, options: CompressOptions = 
   return pays(buf.length, packed.length) ? { codec: "lz4", data: packed, rawLength: buf.length } : stored(buf);
 }
 
+/** Bytes of the little-endian size an LZ4 block of lz4-napi starts with. */
+const LZ4_SIZE_PREFIX_BYTES = 4;
+
+/**
+ * The size an lz4 block declares it decompresses to. lz4-napi allocates an output buffer of
+ * exactly this size before it decodes a byte, so it is checked against the length the frame
+ * carrying the chunk announced (`rawLength`, which the caller bounds) before anything else: a
+ * block that claims 1 GiB is refused without a byte of that gigabyte being allocated.
+ */
+export function lz4DeclaredLength(data: Uint8Array): number | undefined {
+  if (data.length < LZ4_SIZE_PREFIX_BYTES) return undefined;
+  return (data[0]! | (data[1]! << 8) | (data[2]! << 16)) + data[3]! * 0x1000000;
+}
+
 export async function decompressChunk(chunk: CompressedChunk): Promise<Uint8Array> {
   assertBytes("chunk.data", chunk.data);
-  if (chunk.codec === "none") return chunk.data;
+  if (chunk.codec === "none") {
+    if (chunk.data.length !== chunk.rawLength) {
+      throw new CompressedChunkCorruptError(`chunk has ${chunk.data.length} bytes, expected ${chunk.rawLength}`);
+    }
+    return chunk.data;
+  }
+  if (!Number.isSafeInteger(chunk.rawLength) || chunk.rawLength < 0) {
+    throw new InvalidArgumentError(`rawLength must be a non-negative integer (bytes), got ${chunk.rawLength}`);
+  }
+  const declared = lz4DeclaredLength(chunk.data);
+  if (declared !== chunk.rawLength) {
+    throw new CompressedChunkCorruptError(
+      `lz4 chunk declares ${declared ?? "no"} decompressed bytes, expected ${chunk.rawLength}; not decompressed`,
+    );
+  }
   const codec = await loadLz4();
   if (codec === undefined) {
     throw new CompressionUnavailableError(

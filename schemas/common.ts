@@ -16,6 +16,65 @@ export const MIN_CHUNK_BYTES = 64 * KiB;
 export const MAX_CHUNK_BYTES = 64 * MiB;
 export const DEFAULT_CHUNK_BYTES = 4 * MiB;
 export const DEFAULT_BATCH_BYTES = 64 * MiB;
+/** Largest batch a migration may ask for (`batchSizeBytes`). */
+export const MAX_BATCH_BYTES = 1024 * MiB;
+/** Chunks in one batch: a uniform batch holds at most MAX_BATCH_BYTES / MIN_CHUNK_BYTES. */
+export const MAX_CHUNKS_PER_BATCH = MAX_BATCH_BYTES / MIN_CHUNK_BYTES;
+/**
+ * Batches in one migration. Every batch is a slot in the coordinator's state, so a plan may not
+ * ask for more (1 Mi batches of the default 64 MiB is 64 TiB); a larger image needs larger batches.
+ */
+export const MAX_BATCHES = 1024 * 1024;
+/**
+ * A batch sized by data holds at most this many times the chunks of a uniform batch: hole
+ * chunks cost a frame and a log entry each, and a batch is the unit of redelivery.
+ */
+export const MAX_SPARSE_BATCH_FACTOR = 16;
+/** Volumes in one migration. */
+export const MAX_VOLUMES = 64;
+/** File and directory paths, in UTF-16 code units. */
+export const MAX_PATH_CHARS = 4096;
+/** A file name (one path component). */
+export const MAX_NAME_CHARS = 255;
+/** Free text in an event (a failure or rejection message). */
+export const MAX_MESSAGE_CHARS = 8192;
+/**
+ * Input echoed back in a rejection or failure message is cut to this many characters, so a
+ * sender cannot make the log store what it sent (a 250 KiB `type` becomes a short prefix).
+ */
+export const MAX_ECHO_CHARS = 200;
+
+/** `text` cut to `max` characters, marked with how much was cut. */
+export function truncateText(text: string, max: number = MAX_ECHO_CHARS): string {
+  if (text.length <= max) return text;
+  return `${text.slice(0, max)}... (${text.length - max} more characters)`;
+}
+
+/** A value echoed in a message: JSON, cut to MAX_ECHO_CHARS. */
+export const echo = (value: unknown): string => {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = typeof value;
+  }
+  return truncateText(text);
+};
+
+/** Why a value failed validation, in one short line: zod's first issues, or the error's message. */
+export function describeInvalid(err: unknown): string {
+  const issues = (err as { issues?: unknown } | null)?.issues;
+  if (Array.isArray(issues) && issues.length > 0) {
+    const listed = (issues as Array<{ path?: PropertyKey[]; message?: string }>)
+      .slice(0, 3)
+      .map((i) => `${(i.path ?? []).map(String).join(".") || "(root)"}: ${i.message ?? "invalid"}`);
+    return truncateText(listed.join("; "), 2 * MAX_ECHO_CHARS);
+  }
+  return truncateText(err instanceof Error ? err.message : String(err));
+}
+
+/** Non-negative safe integer (zod's int() already refuses anything beyond Number.MAX_SAFE_INTEGER). */
+export const Uint = z.number().int().nonnegative();
 
 const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
 
@@ -30,31 +89,26 @@ export const VolumeKind = z.enum(["disk", "memory"]);
 
 export const SourceVolume = z.object({
   /** Path on the source host; must resolve under one of that mover's --root directories. */
-  path: z.string().min(1).max(4096),
+  path: z.string().min(1).max(MAX_PATH_CHARS),
   kind: VolumeKind,
 });
 
 export const Source = z.object({
   host: HostId,
-  volumes: z.array(SourceVolume).min(1, "at least one volume is required").max(64),
+  volumes: z.array(SourceVolume).min(1, "at least one volume is required").max(MAX_VOLUMES),
 });
 
 export const Destination = z.object({
   host: HostId,
   /** Directory on the destination host, absolute or relative to its first root; created if missing. */
-  dir: z.string().min(1).max(4096),
+  dir: z.string().min(1).max(MAX_PATH_CHARS),
 });
 
 export const MigrationOptions = z.object({
   /** Bytes per chunk: a power of two from 64 KiB to 64 MiB. Default 4 MiB. */
   chunkSizeBytes: ChunkSize.default(DEFAULT_CHUNK_BYTES),
   /** Approximate bytes per batch (one work item); rounded to whole chunks. Default 64 MiB. */
-  batchSizeBytes: z
-    .number()
-    .int()
-    .min(MIN_CHUNK_BYTES)
-    .max(1024 * MiB)
-    .default(DEFAULT_BATCH_BYTES),
+  batchSizeBytes: z.number().int().min(MIN_CHUNK_BYTES).max(MAX_BATCH_BYTES).default(DEFAULT_BATCH_BYTES),
   /** Re-read and check every volume at the destination before the final rename. Default true. */
   verify: z.boolean().default(true),
   /** Cap on data-channel bytes per second for this migration, per sending mover. */
@@ -79,6 +133,7 @@ export const RejectionReason = z.enum([
   "DESTINATION_EXISTS",
   "DUPLICATE_DESTINATION",
   "SAME_HOST_AND_DIR",
+  "PLAN_TOO_LARGE",
 ]);
 
 /** Why a batch or a whole migration failed. */

@@ -1,26 +1,41 @@
 import { z } from "zod";
 import {
   Blake3Hash,
+  ChunkSize,
   Destination,
   FailureCode,
   HostId,
   Id,
+  MAX_BATCHES,
+  MAX_CHUNK_BYTES,
+  MAX_CHUNKS_PER_BATCH,
+  MAX_MESSAGE_CHARS,
+  MAX_NAME_CHARS,
+  MAX_PATH_CHARS,
+  MAX_SPARSE_BATCH_FACTOR,
+  MAX_VOLUMES,
   MigrationOptions,
   RejectionReason,
   Source,
   Timestamp,
+  Uint,
   VolumeKind,
 } from "./common.js";
 
 const base = { migrationId: Id, at: Timestamp, version: z.literal(1) };
-const Uint = z.number().int().nonnegative();
 const Crc = z.number().int().min(0).max(0xffffffff);
+const Path = z.string().max(MAX_PATH_CHARS);
+const Message = z.string().max(MAX_MESSAGE_CHARS);
+/** Chunks one batch may hold: a batch sized by data holds up to MAX_SPARSE_BATCH_FACTOR uniform ones. */
+const MAX_BATCH_CHUNKS = MAX_CHUNKS_PER_BATCH * MAX_SPARSE_BATCH_FACTOR;
+/** Milliseconds, up to about 285 years. */
+const Ms = z.number().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
 export const MigrationRequested = z.object({
   type: z.literal("MigrationRequested"),
   ...base,
   commandId: Id,
-  vm: z.string(),
+  vm: z.string().max(256),
   source: Source,
   destination: Destination,
   options: MigrationOptions,
@@ -29,49 +44,63 @@ export const MigrationRequested = z.object({
 export const MigrationRejected = z.object({
   type: z.literal("MigrationRejected"),
   ...base,
-  commandId: z.string().optional(),
+  commandId: z.string().max(64).optional(),
   reason: RejectionReason,
-  message: z.string(),
+  message: Message,
 });
 
 export const PlannedVolume = z.object({
   index: Uint,
   kind: VolumeKind,
   /** Canonical source path (symlinks resolved) under a root of the source mover. */
-  sourcePath: z.string(),
+  sourcePath: Path,
   /** File name at the destination (the source's basename). */
-  destName: z.string(),
+  destName: z.string().max(MAX_NAME_CHARS),
   sizeBytes: Uint,
   chunkCount: Uint,
-  firstBatch: Uint,
-  batchCount: Uint,
+  firstBatch: Uint.max(MAX_BATCHES),
+  batchCount: Uint.max(MAX_BATCHES),
   /**
    * Chunks in each of this volume's batches, when the planner sized batches by the data they
    * hold (sparse volumes); absent means every batch has chunksPerBatch chunks but the last.
    */
-  batchChunks: z.array(Uint).optional(),
+  batchChunks: z.array(Uint.min(1).max(MAX_BATCH_CHUNKS)).max(MAX_BATCHES).optional(),
 });
 
-export const MigrationPlanned = z.object({
-  type: z.literal("MigrationPlanned"),
-  ...base,
-  /** Canonical destination directory under a root of the destination mover. */
-  destDir: z.string(),
-  chunkSizeBytes: Uint,
-  chunksPerBatch: Uint,
-  volumes: z.array(PlannedVolume),
-  totalBytes: Uint,
-  chunkCount: Uint,
-  batchCount: Uint,
-});
+export const MigrationPlanned = z
+  .object({
+    type: z.literal("MigrationPlanned"),
+    ...base,
+    /** Canonical destination directory under a root of the destination mover. */
+    destDir: Path,
+    chunkSizeBytes: ChunkSize,
+    chunksPerBatch: Uint.min(1).max(MAX_CHUNKS_PER_BATCH),
+    volumes: z.array(PlannedVolume).min(1).max(MAX_VOLUMES),
+    totalBytes: Uint,
+    chunkCount: Uint,
+    batchCount: Uint.max(MAX_BATCHES),
+  })
+  .refine((plan) => guardedPlanProblem(plan) === undefined, {
+    error: (issue) => guardedPlanProblem(issue.input) ?? "the plan is inconsistent",
+  });
+
+/** planProblem of a value zod may not have fully checked yet (refinements can run after other issues). */
+function guardedPlanProblem(plan: unknown): string | undefined {
+  try {
+    return planProblem(plan as Parameters<typeof planProblem>[0]);
+  } catch {
+    return "the plan is malformed";
+  }
+}
 
 export const TransferredChunk = z.object({
   offset: Uint,
-  length: Uint,
+  length: Uint.max(MAX_CHUNK_BYTES),
   crc32c: Crc,
   /** All-zero chunk: nothing was sent, the destination keeps a hole. */
   zero: z.boolean(),
-  wireBytes: Uint,
+  /** Bytes on the wire: at most the chunk, or a little more when it did not compress. */
+  wireBytes: Uint.max(2 * MAX_CHUNK_BYTES),
   /**
    * BLAKE3-256 of the chunk's bytes as the source read them (zero chunks included: the hash of
    * `length` zeros). Absent in events of movers that predate it: the volume is then unverifiable
@@ -86,10 +115,10 @@ export const ChunkBatchTransferred = z.object({
   batch: Uint,
   attempt: Uint,
   host: HostId,
-  chunks: z.array(TransferredChunk),
+  chunks: z.array(TransferredChunk).max(MAX_BATCH_CHUNKS),
   bytes: Uint,
   wireBytes: Uint,
-  durationMs: z.number().nonnegative(),
+  durationMs: Ms,
 });
 
 export const ChunkBatchFailed = z.object({
@@ -100,7 +129,7 @@ export const ChunkBatchFailed = z.object({
   host: HostId,
   code: FailureCode,
   retryable: z.boolean(),
-  message: z.string(),
+  message: Message,
 });
 
 export const ChunkBatchRetried = z.object({
@@ -122,27 +151,29 @@ export const MigrationCompleted = z.object({
     chunks: Uint,
     batches: Uint,
   }),
-  durationMs: z.number().nonnegative(),
-  volumes: z.array(
-    z.object({
-      index: Uint,
-      destPath: z.string(),
-      sizeBytes: Uint,
-      crc32c: Crc,
-      /**
-       * BLAKE3-256 over the volume's chunk hashes in offset order (volumeHash), as logged by the
-       * source and checked by the destination before finalize; absent if any chunk had no hash.
-       */
-      blake3: Blake3Hash.optional(),
-    }),
-  ),
+  durationMs: Ms,
+  volumes: z
+    .array(
+      z.object({
+        index: Uint,
+        destPath: Path,
+        sizeBytes: Uint,
+        crc32c: Crc,
+        /**
+         * BLAKE3-256 over the volume's chunk hashes in offset order (volumeHash), as logged by the
+         * source and checked by the destination before finalize; absent if any chunk had no hash.
+         */
+        blake3: Blake3Hash.optional(),
+      }),
+    )
+    .max(MAX_VOLUMES),
 });
 
 export const MigrationFailed = z.object({
   type: z.literal("MigrationFailed"),
   ...base,
   code: FailureCode,
-  message: z.string(),
+  message: Message,
   batch: Uint.optional(),
 });
 
@@ -150,8 +181,48 @@ export const MigrationCancelled = z.object({
   type: z.literal("MigrationCancelled"),
   ...base,
   commandId: Id,
-  reason: z.string().optional(),
+  reason: z.string().max(1024).optional(),
 });
+
+/**
+ * What is impossible about a plan, or undefined when it is consistent: the numbers a fold sizes
+ * its state by must agree with each other, so that a schema-valid event cannot ask the
+ * coordinator for four billion batches. Holds for every plan the planner makes.
+ */
+export function planProblem(plan: {
+  chunkSizeBytes: number;
+  chunksPerBatch: number;
+  volumes: Array<z.infer<typeof PlannedVolume>>;
+  totalBytes: number;
+  chunkCount: number;
+  batchCount: number;
+}): string | undefined {
+  let batches = 0;
+  let chunks = 0;
+  let bytes = 0;
+  for (const [i, v] of plan.volumes.entries()) {
+    const at = `volumes.${i}`;
+    if (v.index !== i) return `${at}.index is ${v.index}, expected ${i}`;
+    if (v.firstBatch !== batches) return `${at}.firstBatch is ${v.firstBatch}, expected ${batches}`;
+    const maxChunks = Math.ceil(v.sizeBytes / plan.chunkSizeBytes);
+    if (v.chunkCount > maxChunks) return `${at}.chunkCount ${v.chunkCount} exceeds ceil(sizeBytes / chunkSizeBytes)`;
+    if (v.batchCount > v.chunkCount) return `${at}.batchCount ${v.batchCount} exceeds its chunkCount ${v.chunkCount}`;
+    if (v.batchChunks !== undefined) {
+      if (v.batchChunks.length !== v.batchCount) return `${at}.batchChunks does not have batchCount entries`;
+      if (v.batchChunks.reduce((a, b) => a + b, 0) !== v.chunkCount)
+        return `${at}.batchChunks do not sum to chunkCount`;
+    } else if (v.batchCount * plan.chunksPerBatch < v.chunkCount) {
+      return `${at}: ${v.batchCount} batches of ${plan.chunksPerBatch} chunks cannot hold ${v.chunkCount} chunks`;
+    }
+    batches += v.batchCount;
+    chunks += v.chunkCount;
+    bytes += v.sizeBytes;
+  }
+  if (batches !== plan.batchCount) return `batchCount ${plan.batchCount} is not the volumes' sum ${batches}`;
+  if (chunks !== plan.chunkCount) return `chunkCount ${plan.chunkCount} is not the volumes' sum ${chunks}`;
+  if (bytes !== plan.totalBytes) return `totalBytes ${plan.totalBytes} is not the volumes' sum ${bytes}`;
+  return undefined;
+}
 
 export const MigrationEvent = z.discriminatedUnion("type", [
   MigrationRequested,

@@ -131,6 +131,7 @@ export const FederationEvent = z.discriminatedUnion("type", [
 export const FederationAppend = z
   .array(FederationEvent)
   .min(1)
+  .max(10_000)
   .refine((es) => es.every((e, i) => e.site === es[0]?.site && e.seq === (es[0]?.seq ?? 0) + i), {
     message: "an append holds consecutive events of one site",
   });

@@ -1,6 +1,15 @@
 import { z } from "zod";
 import { VmName } from "./names.js";
-import { HostId, Id, MAX_CHUNK_BYTES, Timestamp } from "./common.js";
+import {
+  HostId,
+  Id,
+  MAX_CHUNK_BYTES,
+  MAX_MESSAGE_CHARS,
+  MAX_NAME_CHARS,
+  MAX_PATH_CHARS,
+  MAX_VOLUMES,
+  Timestamp,
+} from "./common.js";
 
 // Replication events live on dwcp.evt.replication.<vm> in DWCP_EVT (captured by dwcp.evt.>).
 // A snapshot is the set of chunks a manifest names in the destination's content-addressed store;
@@ -8,6 +17,13 @@ import { HostId, Id, MAX_CHUNK_BYTES, Timestamp } from "./common.js";
 // committed, not a later or a torn one.
 
 const Uint = z.number().int().nonnegative();
+const Path = z.string().min(1).max(MAX_PATH_CHARS);
+/** Chunks of one volume in a manifest: 16 Mi (64 TiB of 4 MiB chunks). */
+export const MAX_MANIFEST_CHUNKS = 16 * 1024 * 1024;
+/** Entries of one agent request or reply (hashes asked, chunks put, changes committed). */
+export const MAX_FRAME_ENTRIES = 1024 * 1024;
+/** Pages of one chunk (4 KiB pages of the largest chunk). */
+const MAX_PAGES = MAX_CHUNK_BYTES / 4096;
 /** BLAKE3-256, lowercase hex. */
 export const Blake3Hex = z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits (BLAKE3-256)");
 
@@ -15,9 +31,9 @@ const base = { vm: VmName, at: Timestamp, version: z.literal(1) };
 
 export const SnapshotVolume = z.object({
   /** File name of the volume in the snapshot (the source's basename). */
-  name: z.string().min(1).max(255),
+  name: z.string().min(1).max(MAX_NAME_CHARS),
   sizeBytes: Uint,
-  chunkCount: Uint,
+  chunkCount: Uint.max(MAX_MANIFEST_CHUNKS),
 });
 
 export const SnapshotCommitted = z.object({
@@ -28,22 +44,22 @@ export const SnapshotCommitted = z.object({
   parentId: Id.optional(),
   /** When the source was read (the recovery point). */
   takenAt: Timestamp,
-  source: z.object({ host: HostId, paths: z.array(z.string()).min(1) }),
-  destination: z.object({ host: HostId, store: z.string().min(1) }),
+  source: z.object({ host: HostId, paths: z.array(Path).min(1).max(MAX_VOLUMES) }),
+  destination: z.object({ host: HostId, store: Path }),
   /** Manifest file, relative to the store directory. */
-  manifest: z.string().min(1),
+  manifest: Path,
   manifestBlake3: Blake3Hex,
-  volumes: z.array(SnapshotVolume),
+  volumes: z.array(SnapshotVolume).max(MAX_VOLUMES),
   bytes: Uint,
   changedBytes: Uint,
   wireBytes: Uint,
-  durationMs: z.number().nonnegative(),
+  durationMs: z.number().nonnegative().max(Number.MAX_SAFE_INTEGER),
 });
 
 export const SnapshotsPruned = z.object({
   type: z.literal("SnapshotsPruned"),
   ...base,
-  snapshotIds: z.array(Id).min(1),
+  snapshotIds: z.array(Id).min(1).max(1_000_000),
   /** Chunks deleted because no kept snapshot referenced them. */
   chunksDeleted: Uint,
 });
@@ -66,7 +82,7 @@ export const BACKUP_FORMAT = "dwcp-log-backup";
 export const BACKUP_VERSION = 2;
 
 export const BackupStream = z.object({
-  name: z.string().min(1).max(255),
+  name: z.string().min(1).max(256),
   /**
    * The stream's configuration as the server reported it: informative only, restore-log takes
    * every stream's configuration from the code.
@@ -89,7 +105,7 @@ export const BackupSigner = z.discriminatedUnion("alg", [
 const headerBase = {
   format: z.literal(BACKUP_FORMAT),
   createdAt: Timestamp,
-  streams: z.array(BackupStream).min(1).max(1024),
+  streams: z.array(BackupStream).min(1).max(256),
 };
 
 export const BackupHeaderV1 = z.object({ ...headerBase, version: z.literal(1) });
@@ -98,15 +114,21 @@ export const BackupHeader = z.discriminatedUnion("version", [BackupHeaderV1, Bac
 
 export const BackupMessage = z
   .object({
-    stream: z.string().min(1),
+    stream: z.string().min(1).max(256),
     seq: z.number().int().positive(),
     /** Stream timestamp, nanoseconds since the epoch, decimal. */
-    ts: z.string().regex(/^\d+$/),
-    subject: z.string().min(1),
-    /** Headers in order, repeated keys kept. */
-    headers: z.array(z.tuple([z.string(), z.string()])).optional(),
-    /** Payload, base64 (any bytes). */
-    data: z.string().optional(),
+    ts: z.string().regex(/^\d{1,30}$/),
+    subject: z.string().min(1).max(1024),
+    /** Headers in order, repeated keys kept (NATS refuses more than 64 KiB of headers). */
+    headers: z
+      .array(z.tuple([z.string().max(64 * 1024), z.string().max(64 * 1024)]))
+      .max(1024)
+      .optional(),
+    /** Payload, base64 (any bytes; a NATS message is at most 1 MiB by default, 64 MiB at most). */
+    data: z
+      .string()
+      .max(90 * 1024 * 1024)
+      .optional(),
     /**
      * Payload as JSON, when JSON.stringify of it reproduces the stored bytes exactly (every dwcp
      * event): readable, and a replay parses it once instead of base64 + a second JSON.parse.
@@ -132,10 +154,10 @@ export const BackupTrailer = z.object({
 
 export const ManifestVolume = z.object({
   /** A plain file name: restore writes it under the target directory. */
-  name: z.string().min(1).max(255),
+  name: z.string().min(1).max(MAX_NAME_CHARS),
   sizeBytes: Uint,
   /** BLAKE3 per chunk in volume order; null for an all-zero chunk (a hole on restore). */
-  chunks: z.array(Blake3Hex.nullable()),
+  chunks: z.array(Blake3Hex.nullable()).max(MAX_MANIFEST_CHUNKS),
 });
 
 /** What one snapshot consists of; stored in the destination store, referenced by its BLAKE3. */
@@ -146,8 +168,8 @@ export const Manifest = z.object({
   snapshotId: Id,
   parentId: Id.optional(),
   takenAt: Timestamp,
-  chunkSizeBytes: Uint,
-  volumes: z.array(ManifestVolume),
+  chunkSizeBytes: Uint.max(MAX_CHUNK_BYTES),
+  volumes: z.array(ManifestVolume).max(MAX_VOLUMES),
 });
 
 /**
@@ -159,9 +181,9 @@ export const PutChunk = z.object({
   hash: Blake3Hex,
   base: Blake3Hex.nullable(),
   len: z.number().int().min(1).max(MAX_CHUNK_BYTES),
-  pages: z.array(Uint).nullable(),
-  zero: z.array(Uint),
-  bytes: Uint,
+  pages: z.array(Uint.max(MAX_PAGES)).max(MAX_PAGES).nullable(),
+  zero: z.array(Uint.max(MAX_PAGES)).max(MAX_PAGES),
+  bytes: Uint.max(MAX_CHUNK_BYTES),
 });
 
 /**
@@ -169,9 +191,11 @@ export const PutChunk = z.object({
  * to `sizeBytes`, with these chunks replaced (hash null: an all-zero chunk).
  */
 export const VolumeChanges = z.object({
-  name: z.string().min(1).max(255),
+  name: z.string().min(1).max(MAX_NAME_CHARS),
   sizeBytes: Uint,
-  changes: z.array(z.object({ index: Uint, hash: Blake3Hex.nullable() })),
+  changes: z
+    .array(z.object({ index: Uint.max(MAX_MANIFEST_CHUNKS), hash: Blake3Hex.nullable() }))
+    .max(MAX_FRAME_ENTRIES),
 });
 
 export const Codec = z.enum(["lz4", "none"]);
@@ -179,9 +203,20 @@ const frame = { version: z.literal(1) };
 
 export const AgentRequest = z.discriminatedUnion("kind", [
   /** Which of these chunks does the store hold? (dedup before sending anything) */
-  z.object({ kind: z.literal("have"), ...frame, hashes: z.array(Blake3Hex) }),
+  z.object({ kind: z.literal("have"), ...frame, hashes: z.array(Blake3Hex).max(MAX_FRAME_ENTRIES) }),
   /** Many chunks at once; the payload is their pages back to back. */
-  z.object({ kind: z.literal("put"), ...frame, chunks: z.array(PutChunk), codec: Codec, rawLength: Uint }),
+  z
+    .object({
+      kind: z.literal("put"),
+      ...frame,
+      chunks: z.array(PutChunk).max(MAX_FRAME_ENTRIES),
+      codec: Codec,
+      /** Bytes of the payload once decompressed (the chunks' `bytes` in all): at most 1 GiB per frame. */
+      rawLength: Uint.max(1024 * 1024 * 1024),
+    })
+    .refine((put) => put.chunks.reduce((n, c) => n + c.bytes, 0) === put.rawLength, {
+      message: "rawLength must be the sum of the chunks' bytes",
+    }),
   /** Every chunk is in place: make the manifest durable. */
   z.object({ kind: z.literal("commit"), ...frame, manifest: Manifest }),
   /**
@@ -196,8 +231,8 @@ export const AgentRequest = z.discriminatedUnion("kind", [
     snapshotId: Id,
     parentId: Id,
     takenAt: Timestamp,
-    chunkSizeBytes: Uint,
-    volumes: z.array(VolumeChanges),
+    chunkSizeBytes: Uint.max(MAX_CHUNK_BYTES),
+    volumes: z.array(VolumeChanges).max(MAX_VOLUMES),
   }),
 ]);
 
@@ -205,15 +240,20 @@ export const AgentRequest = z.discriminatedUnion("kind", [
 export const PutOutcome = z.enum(["stored", "dedup", "need-full"]);
 
 export const AgentReply = z.discriminatedUnion("kind", [
-  z.object({ kind: z.literal("have-result"), ...frame, have: z.array(z.boolean()) }),
+  z.object({ kind: z.literal("have-result"), ...frame, have: z.array(z.boolean()).max(MAX_FRAME_ENTRIES) }),
   z.object({
     kind: z.literal("put-result"),
     ...frame,
-    outcomes: z.array(PutOutcome),
-    reasons: z.array(z.string()).optional(),
+    outcomes: z.array(PutOutcome).max(MAX_FRAME_ENTRIES),
+    reasons: z.array(z.string().max(MAX_MESSAGE_CHARS)).max(MAX_FRAME_ENTRIES).optional(),
   }),
-  z.object({ kind: z.literal("committed"), ...frame, manifest: z.string().min(1), blake3: Blake3Hex }),
-  z.object({ kind: z.literal("error"), ...frame, code: z.string().min(1), message: z.string() }),
+  z.object({ kind: z.literal("committed"), ...frame, manifest: Path, blake3: Blake3Hex }),
+  z.object({
+    kind: z.literal("error"),
+    ...frame,
+    code: z.string().min(1).max(64),
+    message: z.string().max(MAX_MESSAGE_CHARS),
+  }),
 ]);
 
 export type ManifestVolume = z.infer<typeof ManifestVolume>;

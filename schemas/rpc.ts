@@ -1,5 +1,20 @@
 import { z } from "zod";
-import { Blake3Hash, ChunkSize, FailureCode, HostId, Id, RejectionReason } from "./common.js";
+import {
+  Blake3Hash,
+  ChunkSize,
+  FailureCode,
+  HostId,
+  Id,
+  MAX_MESSAGE_CHARS,
+  MAX_NAME_CHARS,
+  MAX_PATH_CHARS,
+  MAX_VOLUMES,
+  RejectionReason,
+  Uint,
+} from "./common.js";
+
+const Path = z.string().max(MAX_PATH_CHARS);
+const Name = z.string().max(MAX_NAME_CHARS);
 
 /**
  * Control requests from the coordinator to a mover, over NATS request/reply on
@@ -9,7 +24,7 @@ export const ProbeSource = z.object({
   op: z.literal("probeSource"),
   version: z.literal(1),
   migrationId: Id,
-  paths: z.array(z.string()).min(1),
+  paths: z.array(Path).min(1).max(MAX_VOLUMES),
   /**
    * Ask for a data map of each volume in regions of this many bytes (the plan's chunk size):
    * the planner sizes batches by data, not by logical bytes. Optional; older coordinators omit it.
@@ -21,39 +36,41 @@ export const ProbeDestination = z.object({
   op: z.literal("probeDestination"),
   version: z.literal(1),
   migrationId: Id,
-  dir: z.string(),
-  names: z.array(z.string()),
+  dir: Path,
+  names: z.array(Name).max(MAX_VOLUMES),
 });
 
 export const FinalizeVolumes = z.object({
   op: z.literal("finalize"),
   version: z.literal(1),
   migrationId: Id,
-  destDir: z.string(),
+  destDir: Path,
   verify: z.boolean(),
   /** The plan's chunk size: the unit of the chunk hashes `blake3` is built from. Absent from older coordinators. */
   chunkSizeBytes: ChunkSize.optional(),
-  volumes: z.array(
-    z.object({
-      destName: z.string(),
-      sizeBytes: z.number().int().nonnegative(),
-      /** CRC32C of the whole volume, combined from the chunk checksums in the log. */
-      crc32c: z.number().int().min(0).max(0xffffffff),
-      /**
-       * BLAKE3-256 over the chunk hashes the source logged, in offset order (volumeHash). Absent
-       * when the log has none (older movers): the destination then checks the CRC32C only.
-       */
-      blake3: Blake3Hash.optional(),
-    }),
-  ),
+  volumes: z
+    .array(
+      z.object({
+        destName: Name,
+        sizeBytes: Uint,
+        /** CRC32C of the whole volume, combined from the chunk checksums in the log. */
+        crc32c: z.number().int().min(0).max(0xffffffff),
+        /**
+         * BLAKE3-256 over the chunk hashes the source logged, in offset order (volumeHash). Absent
+         * when the log has none (older movers): the destination then checks the CRC32C only.
+         */
+        blake3: Blake3Hash.optional(),
+      }),
+    )
+    .max(MAX_VOLUMES),
 });
 
 export const AbortVolumes = z.object({
   op: z.literal("abort"),
   version: z.literal(1),
   migrationId: Id,
-  destDir: z.string(),
-  names: z.array(z.string()),
+  destDir: Path,
+  names: z.array(Name).max(MAX_VOLUMES),
 });
 
 export const MoverRequest = z.discriminatedUnion("op", [ProbeSource, ProbeDestination, FinalizeVolumes, AbortVolumes]);
@@ -66,7 +83,7 @@ export type AbortVolumes = z.infer<typeof AbortVolumes>;
 const Refusal = z.object({
   ok: z.literal(false),
   reason: z.union([RejectionReason, FailureCode]),
-  message: z.string(),
+  message: z.string().max(MAX_MESSAGE_CHARS),
 });
 
 /**
@@ -82,18 +99,23 @@ export type DataMap = z.infer<typeof DataMap>;
 export const ProbeSourceReply = z.union([
   z.object({
     ok: z.literal(true),
-    volumes: z.array(
-      z.object({
-        path: z.string(),
-        sizeBytes: z.number().int().nonnegative(),
-        dataMap: DataMap.optional(),
-      }),
-    ),
+    volumes: z
+      .array(
+        z.object({
+          path: Path,
+          sizeBytes: Uint,
+          dataMap: DataMap.optional(),
+        }),
+      )
+      .max(MAX_VOLUMES),
   }),
   Refusal,
 ]);
-export const ProbeDestinationReply = z.union([z.object({ ok: z.literal(true), dir: z.string() }), Refusal]);
-export const FinalizeReply = z.union([z.object({ ok: z.literal(true), paths: z.array(z.string()) }), Refusal]);
+export const ProbeDestinationReply = z.union([z.object({ ok: z.literal(true), dir: Path }), Refusal]);
+export const FinalizeReply = z.union([
+  z.object({ ok: z.literal(true), paths: z.array(Path).max(MAX_VOLUMES) }),
+  Refusal,
+]);
 export const AbortReply = z.union([z.object({ ok: z.literal(true) }), Refusal]);
 export type ProbeSourceReply = z.infer<typeof ProbeSourceReply>;
 export type ProbeDestinationReply = z.infer<typeof ProbeDestinationReply>;
@@ -105,7 +127,7 @@ export const MoverRegistration = z.object({
   version: z.literal(1),
   host: HostId,
   /** host:port of the data channel listener. */
-  dataAddress: z.string(),
+  dataAddress: z.string().max(300),
   pid: z.number().int(),
   startedAt: z.iso.datetime({ offset: true }),
   heartbeatAt: z.iso.datetime({ offset: true }),

@@ -1,36 +1,49 @@
 import { z } from "zod";
-import { HostId, Id, VolumeKind } from "./common.js";
-
-const Uint = z.number().int().nonnegative();
+import {
+  ChunkSize,
+  HostId,
+  Id,
+  MAX_BATCHES,
+  MAX_CHUNKS_PER_BATCH,
+  MAX_NAME_CHARS,
+  MAX_PATH_CHARS,
+  MAX_SPARSE_BATCH_FACTOR,
+  Uint,
+  VolumeKind,
+} from "./common.js";
 
 /**
  * One unit of mover work: a run of whole chunks of one volume. Published by the coordinator to
  * dwcp.work.<source host>; the msgID is `<migrationId>.b<batch>.a<attempt>`.
  */
-export const TransferBatch = z.object({
-  type: z.literal("TransferBatch"),
-  version: z.literal(1),
-  migrationId: Id,
-  batch: Uint,
-  attempt: Uint,
-  sourceHost: HostId,
-  destHost: HostId,
-  destDir: z.string(),
-  volume: z.object({
-    index: Uint,
-    kind: VolumeKind,
-    sourcePath: z.string(),
-    destName: z.string(),
-    sizeBytes: Uint,
-  }),
-  chunkSizeBytes: Uint,
-  firstChunk: Uint,
-  chunkCount: Uint,
-  bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
-  /**
-   * The migration's `verify` option: the destination reads the batch back after its fsync and
-   * checks it. Absent (items of older coordinators): true.
-   */
-  verify: z.boolean().optional(),
-});
+export const TransferBatch = z
+  .object({
+    type: z.literal("TransferBatch"),
+    version: z.literal(1),
+    migrationId: Id,
+    batch: Uint.max(MAX_BATCHES),
+    attempt: Uint.max(1_000_000),
+    sourceHost: HostId,
+    destHost: HostId,
+    destDir: z.string().max(MAX_PATH_CHARS),
+    volume: z.object({
+      index: Uint,
+      kind: VolumeKind,
+      sourcePath: z.string().max(MAX_PATH_CHARS),
+      destName: z.string().max(MAX_NAME_CHARS),
+      sizeBytes: Uint,
+    }),
+    chunkSizeBytes: ChunkSize,
+    firstChunk: Uint,
+    chunkCount: Uint.max(MAX_CHUNKS_PER_BATCH * MAX_SPARSE_BATCH_FACTOR),
+    bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+    /**
+     * The migration's `verify` option: the destination reads the batch back after its fsync and
+     * checks it. Absent (items of older coordinators): true.
+     */
+    verify: z.boolean().optional(),
+  })
+  .refine((w) => w.firstChunk + w.chunkCount <= Math.ceil(w.volume.sizeBytes / w.chunkSizeBytes), {
+    message: "the batch's chunks lie beyond the end of the volume",
+  });
 export type TransferBatch = z.infer<typeof TransferBatch>;

@@ -37,7 +37,28 @@ export const workStream = (host: string): string => `DWCP_WORK_${host}`;
 export interface LayoutOptions {
   /** Stream replicas: 1 standalone, 3 in a cluster. */
   replicas: number;
+  /**
+   * Cap on DWCP_EVT's stored bytes; once reached, appends are refused (discard new), never old
+   * events dropped. Default: none, since the event log is the record of every migration.
+   */
+  eventLogMaxBytes?: number;
 }
+
+/**
+ * Size limits of dwcp's streams, enforced by the server: no message larger than its stream's
+ * max_msg_size is stored, whoever publishes it.
+ * - Commands: a StartMigration of 64 volumes with long paths fits in 256 KiB; the stream keeps
+ *   at most 256 MiB of them (oldest dropped first; commands are consumed within seconds).
+ * - Events: 1 MiB (the server's default max_payload), the largest plan of a sparse volume fits.
+ * - Work items: a TransferBatch is a few hundred bytes; 64 KiB each, 64 MiB per host's queue.
+ */
+export const STREAM_LIMITS = {
+  commandMaxMsgBytes: 256 * 1024,
+  commandMaxBytes: 256 * 1024 * 1024,
+  eventMaxMsgBytes: 1024 * 1024,
+  workMaxMsgBytes: 64 * 1024,
+  workMaxBytes: 64 * 1024 * 1024,
+} as const;
 
 /**
  * How long a mover may hold a work item without a heartbeat before JetStream hands it to another
@@ -65,7 +86,8 @@ async function createLayout(nc: NatsConnection, jsm: JetStreamManager, opts: Lay
     num_replicas: opts.replicas,
     duplicate_window: 10 * MINUTE_NS,
     max_age: 7 * 24 * 60 * MINUTE_NS,
-    max_msg_size: 256 * 1024,
+    max_msg_size: STREAM_LIMITS.commandMaxMsgBytes,
+    max_bytes: STREAM_LIMITS.commandMaxBytes,
   });
   await ensureStream(jsm, {
     name: EVT_STREAM,
@@ -75,6 +97,8 @@ async function createLayout(nc: NatsConnection, jsm: JetStreamManager, opts: Lay
     num_replicas: opts.replicas,
     allow_direct: true,
     duplicate_window: 10 * MINUTE_NS,
+    max_msg_size: STREAM_LIMITS.eventMaxMsgBytes,
+    ...(opts.eventLogMaxBytes !== undefined ? { max_bytes: opts.eventLogMaxBytes, discard: DiscardPolicy.New } : {}),
   });
   await ensureConsumer(jsm, CMD_STREAM, COORDINATOR_DURABLE, subjects.commands, 30_000);
   return new Kvm(nc).create(MOVERS_BUCKET, { history: 1, replicas: opts.replicas });
@@ -94,6 +118,8 @@ async function createWorkStream(jsm: JetStreamManager, host: string, opts: Layou
     discard: DiscardPolicy.Old,
     num_replicas: opts.replicas,
     duplicate_window: 60 * MINUTE_NS,
+    max_msg_size: STREAM_LIMITS.workMaxMsgBytes,
+    max_bytes: STREAM_LIMITS.workMaxBytes,
   });
   await ensureConsumer(jsm, workStream(host), MOVER_DURABLE, subjects.work(host), workAckWaitMs());
 }

@@ -77,7 +77,12 @@ export interface OutgoingMessage {
   msgID: string;
 }
 
-export type OnInvalid = (seq: number, err: unknown) => void;
+/** A stored message at stream sequence `seq` on `subject` that did not decode (`err` says why). */
+/**
+ * A stored message that failed validation, with who signed it as far as the reader can tell
+ * (undefined when the reader checks no producers).
+ */
+export type OnInvalid = (seq: number, err: unknown, subject: string, provenance?: Provenance) => void;
 
 /**
  * Pull requests of long-lived readers expire after 5 s (idle heartbeat 2.5 s), so a reader whose
@@ -105,7 +110,8 @@ export function decodeStored<E>(
     const event = codec.decode(m.data);
     return { event, seq: m.seq, subject: m.subject, provenance: provenanceOf(trust, m.subject, m.headers, m.data) };
   } catch (err) {
-    onInvalid?.(m.seq, err);
+    const provenance = trust === UNCHECKED ? undefined : provenanceOf(trust, m.subject, m.headers, m.data);
+    onInvalid?.(m.seq, err, m.subject, provenance);
     return undefined;
   }
 }

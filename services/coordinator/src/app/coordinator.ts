@@ -1,7 +1,14 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { crc32cCombine, volumeHash } from "#native/index.js";
-import { AbortReply, FinalizeReply, ProbeDestinationReply, ProbeSourceReply, RejectionReason } from "#schemas/index.js";
+import {
+  AbortReply,
+  describeInvalid,
+  FinalizeReply,
+  ProbeDestinationReply,
+  ProbeSourceReply,
+  RejectionReason,
+} from "#schemas/index.js";
 import { errorCode } from "#common/errors.js";
 import { handle } from "#common/event-sourcing/handle.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
@@ -58,11 +65,17 @@ export class Coordinator {
     const trust = loadEventTrust(config.events, { warn: (msg) => log.warn(msg) });
     this.store = new EventStore(nats.js, nats.jsm, { trust });
     this.msgId = (base) => trust.signer?.msgId(base) ?? base;
-    this.projection = new Projection((e, reason) =>
-      this.log.warn(
-        { subject: e.subject, streamSeq: e.seq, type: e.event.type, reason },
-        "event ignored: its producer may not make it",
-      ),
+    this.projection = new Projection(
+      (e, reason) =>
+        this.log.warn(
+          { subject: e.subject, streamSeq: e.seq, type: e.event.type, reason },
+          "event ignored: its producer may not make it",
+        ),
+      (migrationId, streamSeq, reason) =>
+        this.log.error(
+          { migrationId, streamSeq, reason },
+          "migration set aside: its log holds an event it cannot fold",
+        ),
     );
   }
 
@@ -87,7 +100,10 @@ export class Coordinator {
         for (const id of this.projection.ids()) this.schedule(id);
         resolveCaughtUp();
       },
-      onInvalid: (seq, err) => this.log.error({ streamSeq: seq, err }, "event failed validation; not folded"),
+      onInvalid: (seq, err, subject, provenance) => {
+        const id = this.projection.applyInvalid(subject, seq, describeInvalid(err), provenance);
+        this.log.warn({ streamSeq: seq, migrationId: id, err }, "event failed validation; not folded");
+      },
     });
     this.stopTail = () => tail.stop();
     this.loops.push(tail.done);
@@ -251,6 +267,7 @@ export class Coordinator {
       case "none":
       case "completed":
       case "rejected":
+      case "set-aside":
         return;
       default: {
         const never: never = state.status;

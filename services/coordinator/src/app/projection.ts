@@ -1,23 +1,33 @@
 import type { Versioned as Folded } from "#common/event-sourcing/aggregate.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { aggregateOf } from "#common/event-store.js";
-import { evolveTrusted } from "../domain/migration/producers.js";
+import { evolveInvalid, evolveTrusted, type Producer } from "../domain/migration/producers.js";
 import { initialMigration, type Migration } from "../domain/migration/state.js";
 
 /** A migration and the stream sequence of its last folded event (the next append's expectation). */
 export type Versioned = Folded<Migration>;
 
+/** Told once per migration, when a bad event at stream sequence `seq` sets it aside. */
+export type OnSetAside = (migrationId: string, seq: number, reason: string) => void;
+
 /**
  * The coordinator's in-memory view of every migration, fed in stream order by one tail of the
  * event stream. It may lag the stream; appends carry the folded sequence, so a lagging view only
- * costs a version conflict, never a wrong transition.
+ * costs a version conflict, never a wrong transition. A bad event sets its migration aside (see
+ * setAside) and the view goes on with every other one: one event never stops the coordinator.
  */
 export class Projection {
   private readonly aggregates = new Map<string, Versioned>();
   private readonly waiters = new Map<string, Array<{ seq: number; resolve: () => void }>>();
 
-  /** `onIgnored` hears of each event folded out because its producer may not make it. */
-  constructor(private readonly onIgnored?: (e: StoredEvent, reason: string) => void) {}
+  /**
+   * `onIgnored` hears of each event folded out because its producer may not make it;
+   * `onSetAside` of each migration a bad event sets aside.
+   */
+  constructor(
+    private readonly onIgnored?: (e: StoredEvent, reason: string) => void,
+    private readonly onSetAside: OnSetAside = () => {},
+  ) {}
 
   apply(e: StoredEvent): string {
     const id = aggregateOf(e.subject);
@@ -26,17 +36,37 @@ export class Projection {
     const state = evolveTrusted(current.state, e);
     const ignored = state.ignored?.count ?? 0;
     if (ignored > (current.state.ignored?.count ?? 0)) this.onIgnored?.(e, state.ignored?.recent.at(-1)?.reason ?? "");
-    this.aggregates.set(id, { state, seq: e.seq });
+    this.update(id, current, state, e.seq);
+    return id;
+  }
+
+  /**
+   * A stored message on `subject` that failed validation: from a producer this deployment trusts
+   * (or read without checking), its migration cannot be folded past it and is set aside (one
+   * that already ended keeps its outcome); anyone else's junk is ignored input (evolveInvalid).
+   */
+  applyInvalid(subject: string, seq: number, problem: string, provenance?: Producer): string {
+    const id = aggregateOf(subject);
+    const current = this.get(id);
+    if (seq <= current.seq) return id;
+    this.update(id, current, evolveInvalid(current.state, { seq, problem, provenance }), seq);
+    return id;
+  }
+
+  private update(id: string, current: Versioned, state: Migration, seq: number): void {
+    this.aggregates.set(id, { state, seq });
+    if (state.status === "set-aside" && current.state.status !== "set-aside") {
+      this.onSetAside(id, seq, state.message ?? "set aside");
+    }
     const pending = this.waiters.get(id);
     if (pending) {
-      const ready = pending.filter((w) => w.seq <= e.seq);
+      const ready = pending.filter((w) => w.seq <= seq);
       for (const w of ready) w.resolve();
       this.waiters.set(
         id,
-        pending.filter((w) => w.seq > e.seq),
+        pending.filter((w) => w.seq > seq),
       );
     }
-    return id;
   }
 
   get(id: string): Versioned {

@@ -1,4 +1,9 @@
-import { COMMAND_TYPES, Command, Id, type RejectionReason } from "#schemas/index.js";
+import { COMMAND_TYPES, Command, echo, Id, truncateText, type RejectionReason } from "#schemas/index.js";
+
+/** Longest rejection message: what the sender sent is echoed in pieces of at most MAX_ECHO_CHARS. */
+export const MAX_REJECTION_MESSAGE_CHARS = 1024;
+/** Issues listed in a rejection; the rest are counted. */
+const MAX_ISSUES = 5;
 
 export type ParsedCommand =
   | { ok: true; command: Command; aggregateId: string }
@@ -14,7 +19,8 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
   try {
     raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data));
   } catch (err) {
-    return { ok: false, reason: "INVALID_JSON", message: `command is not valid UTF-8 JSON: ${(err as Error).message}` };
+    const why = truncateText((err as Error).message);
+    return { ok: false, reason: "INVALID_JSON", message: `command is not valid UTF-8 JSON: ${why}` };
   }
   const obj = typeof raw === "object" && raw !== null ? (raw as Record<string, unknown>) : {};
   const commandId = Id.safeParse(obj["commandId"]).data;
@@ -25,7 +31,7 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
     return {
       ok: false,
       reason: "UNKNOWN_COMMAND",
-      message: `unknown command type ${JSON.stringify(type)}; expected one of ${COMMAND_TYPES.join(", ")}`,
+      message: `unknown command type ${echo(type)}; expected one of ${COMMAND_TYPES.join(", ")}`,
       ...where,
     };
   }
@@ -33,7 +39,7 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
     return {
       ok: false,
       reason: "UNSUPPORTED_VERSION",
-      message: `${type} version ${JSON.stringify(obj["version"])} is not supported; this coordinator speaks version 1`,
+      message: `${type} version ${echo(obj["version"])} is not supported; this coordinator speaks version 1`,
       ...where,
     };
   }
@@ -46,7 +52,11 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
       : paths.includes("source.volumes") && issues.some((i) => i.code === "too_small")
         ? "EMPTY_VOLUMES"
         : "SCHEMA_INVALID";
-    const message = issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
+    const listed = issues
+      .slice(0, MAX_ISSUES)
+      .map((i) => `${truncateText(i.path.join("."), 100) || "(root)"}: ${truncateText(i.message)}`);
+    if (issues.length > MAX_ISSUES) listed.push(`and ${issues.length - MAX_ISSUES} more`);
+    const message = truncateText(listed.join("; "), MAX_REJECTION_MESSAGE_CHARS);
     return { ok: false, reason, message, ...where };
   }
   const command = parsed.data;

@@ -88,13 +88,25 @@ export async function ensureMirrors(jsm: JetStreamManager, site: string, peers: 
 /**
  * Creates the file-backed mirror `name` of `mirror` (a stream in another JetStream domain)
  * unless it exists: an existing mirror is left as it is, since a mirror's origin cannot change.
+ * `maxMsgBytes` bounds what it takes, as its origin does.
  */
-export async function ensureMirror(jsm: JetStreamManager, name: string, mirror: StreamSource): Promise<void> {
+export async function ensureMirror(
+  jsm: JetStreamManager,
+  name: string,
+  mirror: StreamSource,
+  maxMsgBytes: number = MAX_MESSAGE_BYTES,
+): Promise<void> {
   try {
     await jsm.streams.info(name);
   } catch (err) {
     if (!isStreamNotFound(err)) throw err;
-    await jsm.streams.add({ name, storage: StorageType.File, retention: RetentionPolicy.Limits, mirror });
+    await jsm.streams.add({
+      name,
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      mirror,
+      max_msg_size: maxMsgBytes,
+    });
   }
 }
 

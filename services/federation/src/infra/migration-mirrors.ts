@@ -1,6 +1,6 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
-import { EVT_STREAM, subjects } from "#common/layout.js";
+import { STREAM_LIMITS, EVT_STREAM, subjects } from "#common/layout.js";
 import { ensureMirror } from "./fed-streams.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
@@ -20,7 +20,7 @@ export async function ensureEventMirrors(jsm: JetStreamManager, site: string, pe
   for (const peer of peers) {
     if (peer === site) continue;
     const source = { name: EVT_STREAM, domain: peer, filter_subject: subjects.migrationEvents };
-    await ensureMirror(jsm, eventMirror(peer), source);
+    await ensureMirror(jsm, eventMirror(peer), source, STREAM_LIMITS.eventMaxMsgBytes);
   }
 }
 

@@ -164,9 +164,14 @@ export async function resolveRoots(dirs: readonly string[]): Promise<string[]> {
   return roots;
 }
 
+/**
+ * Where a refused path really led stays out of the error's message, which becomes a refusal in
+ * the event log that every reader of events sees: the message names the path as it was asked for,
+ * and the canonical path (a host path outside every root) is only in the cause, for logs.
+ */
 function assertInside(roots: readonly string[], real: string, asked: string): void {
   if (rootOf(roots, real) === undefined) {
-    throw new PathOutsideRootError(asked, `resolves to ${JSON.stringify(real)}, outside every root`);
+    throw new PathOutsideRootError(asked, "resolves outside every root", { cause: { canonicalPath: real } });
   }
 }
 

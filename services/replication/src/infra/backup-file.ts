@@ -108,7 +108,7 @@ function digestOnWorker(file: string): {
  * from the read buffers in place; the digest is fed whole runs of lines, not line by line.
  */
 export async function eachLine(
-  chunks: AsyncIterable<Buffer>,
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
   hash: Digest,
   onLine: (line: Buffer) => "trailer" | Promise<void> | void,
   tooLong: (bytes: number) => Error = (bytes) => new BackupCorruptError("(stream)", 0, `a line of ${bytes}+ bytes`),
@@ -239,13 +239,13 @@ export function peekHead(text: string): MessageHead | undefined {
     string,
     string | undefined,
   ];
-  return {
-    stream,
-    seq: Number(seq),
-    ts,
-    subject,
-    ...(headers !== undefined ? { headers: JSON.parse(headers) as Array<[string, string]> } : {}),
-  };
+  let parsed: Array<[string, string]> | undefined;
+  try {
+    parsed = headers === undefined ? undefined : (JSON.parse(headers) as Array<[string, string]>);
+  } catch {
+    return undefined; // a control character the pattern let through: the whole line is parsed (and refused)
+  }
+  return { stream, seq: Number(seq), ts, subject, ...(parsed !== undefined ? { headers: parsed } : {}) };
 }
 
 export interface ScanOptions {
@@ -276,14 +276,29 @@ export async function scanBackup(
   const digest = opts.digest ?? true;
   const worker = digest && (await stat(file)).size >= DIGEST_WORKER_MIN_BYTES ? digestOnWorker(file) : undefined;
   try {
-    return await scanWith(file, digest ? hash : undefined, worker?.result, onMessage, opts);
+    const chunks = createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
+    return await scanWith(file, chunks, digest ? hash : undefined, worker?.result, onMessage, opts);
   } finally {
     await worker?.stop();
   }
 }
 
+/**
+ * scanBackup over bytes already in memory (`name` stands for the file in errors): the same
+ * checks, for a backup received some other way and for fuzzing the reader without files.
+ */
+export function scanBackupBytes(
+  name: string,
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+  onMessage?: (m: Msg) => Promise<void> | void,
+  opts: Omit<ScanOptions, "digest"> = {},
+): Promise<BackupScan> {
+  return scanWith(name, chunks, createHash("sha256"), undefined, onMessage, opts);
+}
+
 async function scanWith(
   file: string,
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
   hash: Hash | undefined,
   worker: Promise<{ sha256: string; upTo: number } | undefined> | undefined,
   onMessage: ((m: Msg) => Promise<void> | void) | undefined,
@@ -306,7 +321,7 @@ async function scanWith(
     count++;
   };
   await eachLine(
-    createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>,
+    chunks,
     worker || !hash ? NO_DIGEST : hash,
     (raw) => {
       n++;

@@ -1,5 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import { MigrationEvent } from "#schemas/index.js";
+import { describeInvalid, MigrationEvent } from "#schemas/index.js";
 import { ReplicationEvent } from "#schemas/replication.js";
 import type { ReplayRecord } from "../domain/replay/view.js";
 import { originOf } from "./log-reader.js";
@@ -16,7 +16,9 @@ const parseReplication = compiledSafeParse(ReplicationEvent);
 export function decodeValue(subject: string, value: unknown, seq: number, timeMs: number): ReplayRecord {
   if (subject.startsWith(MIGRATION_PREFIX)) {
     const r = parseMigration(value);
-    if (r.success) return { kind: "migration", id: subject.slice(MIGRATION_PREFIX.length), seq, timeMs, event: r.data };
+    const id = subject.slice(MIGRATION_PREFIX.length);
+    if (r.success) return { kind: "migration", id, seq, timeMs, event: r.data };
+    return { kind: "invalid", id, seq, timeMs, problem: describeInvalid(r.error) };
   } else if (subject.startsWith(REPLICATION_PREFIX)) {
     const r = parseReplication(value);
     if (r.success)
@@ -32,7 +34,10 @@ export function decodeRecord(subject: string, data: Uint8Array, seq: number, tim
   try {
     value = JSON.parse(decoder.decode(data));
   } catch {
-    return { kind: "skipped", seq, timeMs }; // a malformed event is counted, never folded
+    // A malformed event is counted, never folded; on a migration's subject it sets that one aside.
+    if (subject.startsWith(MIGRATION_PREFIX))
+      return { kind: "invalid", id: subject.slice(MIGRATION_PREFIX.length), seq, timeMs, problem: "not JSON" };
+    return { kind: "skipped", seq, timeMs };
   }
   return decodeValue(subject, value, seq, timeMs);
 }

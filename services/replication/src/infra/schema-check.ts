@@ -147,10 +147,12 @@ return ${checks.length > 0 ? checks.join(" && ") : "true"};`);
     });
     // A key zod does not know would be stripped from its output: let zod decide.
     const known = keys.map((k) => `case ${JSON.stringify(k)}:`).join(" ");
+    // Refinements of the whole object (fields checked against each other) run last, as in zod.
+    const checks = this.checks(d, "v");
     return this.fn(`if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
 ${lines.join("\n")}
 for (const k in v) { switch (k) { ${known} break; default: return false; } }
-return true;`);
+return ${checks.length > 0 ? checks.join(" && ") : "true"};`);
   }
 
   private union(d: Def): string {

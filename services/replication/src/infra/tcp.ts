@@ -1,5 +1,6 @@
 import type { Server, Socket } from "node:net";
 import { DwcpError } from "#common/errors.js";
+import { Admission, peerOf, type AdmissionOptions } from "#common/secure-link/admission.js";
 import { deriveKey, NONCE_BYTES, newNonce, PROOF_BYTES, proofMatches, proofOf } from "#common/secure-link/handshake.js";
 import { SocketReader } from "#common/secure-link/reader.js";
 import { encodeRecord, RecordDecoder, type RecordStep } from "#common/secure-link/records.js";
@@ -40,17 +41,26 @@ function writeRecord(socket: Socket, id: number, frame: Uint8Array): void {
 /** Serves `handle` to clients that prove they know the secret. */
 export async function serve(
   handle: (frame: Buffer) => Promise<Buffer>,
-  o: { host: string; port: number; secret: string },
+  o: { host: string; port: number; secret: string; admission?: AdmissionOptions },
 ): Promise<{ server: Server; port: number; close(): Promise<void> }> {
   const key = keyOf(o.secret);
+  // Unauthenticated connections have their own small budget and a deadline (admission.ts).
+  const admission = new Admission(o.admission);
   const listener = await listen({ host: o.host, port: o.port }, (socket) => {
     socket.on("error", () => socket.destroy());
-    serveSocket(socket, key, handle).catch(() => socket.destroy());
+    const ticket = admission.admit(peerOf(socket), () => socket.destroy());
+    socket.once("close", () => ticket.release());
+    serveSocket(socket, key, handle, () => ticket.authenticated()).catch(() => socket.destroy());
   });
   return { server: listener.server, port: listener.address.port, close: () => listener.close() };
 }
 
-async function serveSocket(socket: Socket, key: Buffer, handle: (frame: Buffer) => Promise<Buffer>): Promise<void> {
+async function serveSocket(
+  socket: Socket,
+  key: Buffer,
+  handle: (frame: Buffer) => Promise<Buffer>,
+  onAuthenticated: () => void,
+): Promise<void> {
   const nonce = newNonce();
   socket.write(nonce);
   const reader = readerOf(socket, PROOF_BYTES);
@@ -59,6 +69,7 @@ async function serveSocket(socket: Socket, key: Buffer, handle: (frame: Buffer) 
     socket.destroy();
     return;
   }
+  onAuthenticated();
   for await (const step of reader) {
     if (step.kind !== "record") throw new LinkError("unexpected preamble");
     // The frame is a view of buffers this socket handed over (or one copy of them): nothing

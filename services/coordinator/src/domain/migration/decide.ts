@@ -1,4 +1,12 @@
-import type { CancelMigration, FailureCode, MigrationEvent, RejectionReason, StartMigration } from "#schemas/index.js";
+import {
+  MAX_BATCHES,
+  truncateText,
+  type CancelMigration,
+  type FailureCode,
+  type MigrationEvent,
+  type RejectionReason,
+  type StartMigration,
+} from "#schemas/index.js";
 import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
 import { allBatchesDone, isTerminal, type Migration } from "./state.js";
@@ -36,6 +44,10 @@ export type FinalizeOutcome =
   | { ok: true; volumes: Array<{ destPath: string; crc32c: number; blake3?: string }> }
   | { ok: false; code: FailureCode; message: string };
 
+/** Longest message an event of the coordinator carries; what the movers said beyond it is in their logs. */
+export const MAX_REASON_CHARS = 1024;
+const capped = (message: string): string => truncateText(message, MAX_REASON_CHARS);
+
 /** Pure: what happens when `command` meets `state`. Unknown or stale commands yield no events. */
 export function decide(state: Migration, command: MigrationCommand, ctx: DecideContext): MigrationEvent[] {
   const base = { migrationId: state.id, at: ctx.now.toISOString(), version: 1 as const };
@@ -54,7 +66,7 @@ export function decide(state: Migration, command: MigrationCommand, ctx: DecideC
           ...base,
           commandId: command.commandId,
           reason: command.reason,
-          message: command.message,
+          message: capped(command.message),
         },
       ];
     case "PlanMigration":
@@ -65,7 +77,15 @@ export function decide(state: Migration, command: MigrationCommand, ctx: DecideC
       return decideFinalize(state, command.outcome, ctx, base);
     case "FailMigration":
       if (isTerminal(state) || state.status === "none") return [];
-      return [{ type: "MigrationFailed", ...base, code: command.code, message: command.message, batch: command.batch }];
+      return [
+        {
+          type: "MigrationFailed",
+          ...base,
+          code: command.code,
+          message: capped(command.message),
+          batch: command.batch,
+        },
+      ];
     default: {
       const never: never = command;
       return never;
@@ -110,11 +130,19 @@ function decidePlan(state: Migration, outcome: PlanOutcome, base: Base): Migrati
         ...base,
         commandId: state.request?.commandId,
         reason: outcome.reason,
-        message: outcome.message,
+        message: capped(outcome.message),
       },
     ];
   }
   const plan = planVolumes(outcome.volumes, state.options.chunkSizeBytes, state.options.batchSizeBytes);
+  if (plan.batchCount > MAX_BATCHES) {
+    const message =
+      `${plan.totalBytes} bytes in batches of ${state.options.batchSizeBytes} bytes make ${plan.batchCount} ` +
+      `batches, more than ${MAX_BATCHES}: use a larger --batch-size`;
+    return [
+      { type: "MigrationRejected", ...base, commandId: state.request?.commandId, reason: "PLAN_TOO_LARGE", message },
+    ];
+  }
   return [{ type: "MigrationPlanned", ...base, destDir: outcome.destDir, ...plan }];
 }
 
@@ -130,7 +158,7 @@ function decideRetries(state: Migration, ctx: DecideContext, base: Base): Migrat
     const f = b.lastFailure;
     if (!f.retryable || b.attempt + 1 >= ctx.policy.maxAttempts) {
       const code = f.retryable ? "RETRIES_EXHAUSTED" : f.code;
-      const message = `batch ${batch} failed on attempt ${b.attempt + 1}: ${f.code}: ${f.message}`;
+      const message = capped(`batch ${batch} failed on attempt ${b.attempt + 1}: ${f.code}: ${f.message}`);
       return [{ type: "MigrationFailed", ...base, code, message, batch }];
     }
     const notBefore = new Date(ctx.now.getTime() + backoffMs(b.attempt, ctx.policy)).toISOString();
@@ -141,7 +169,7 @@ function decideRetries(state: Migration, ctx: DecideContext, base: Base): Migrat
 
 function decideFinalize(state: Migration, outcome: FinalizeOutcome, ctx: DecideContext, base: Base): MigrationEvent[] {
   if (isTerminal(state) || !allBatchesDone(state) || !state.plan) return [];
-  if (!outcome.ok) return [{ type: "MigrationFailed", ...base, code: outcome.code, message: outcome.message }];
+  if (!outcome.ok) return [{ type: "MigrationFailed", ...base, code: outcome.code, message: capped(outcome.message) }];
   const started = state.requestedAt ? Date.parse(state.requestedAt) : ctx.now.getTime();
   const volumes = state.plan.volumes.map((v, i) => {
     const done = outcome.volumes[i];

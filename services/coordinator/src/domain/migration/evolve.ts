@@ -1,11 +1,26 @@
-import type { MigrationEvent } from "#schemas/index.js";
-import { emptyTotals, isTerminal, type BatchState, type Migration } from "./state.js";
+import { MAX_BATCHES, planProblem, truncateText, type MigrationEvent } from "#schemas/index.js";
+import { emptyTotals, isTerminal, setAside, type BatchState, type Migration } from "./state.js";
 
 /**
  * Folds one event into the migration. Never throws; facts that arrive late or twice (a batch
  * transferred again after redelivery, a transfer after cancellation) leave the state unchanged.
+ * An event the migration cannot be folded past (an impossible plan, or anything that makes the
+ * fold throw) sets the migration aside with the reason; later events leave it so.
  */
 export function evolve(state: Migration, event: MigrationEvent): Migration {
+  try {
+    return evolveOrThrow(state, event);
+  } catch (err) {
+    const why = truncateText(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+    return setAside({ ...state, eventCount: state.eventCount + 1 }, `${event.type} could not be folded: ${why}`);
+  }
+}
+
+/** The message of a migration set aside by an event that failed validation. */
+export const invalidEventMessage = (problem: string): string =>
+  `an event failed validation and cannot be folded: ${truncateText(problem)}`;
+
+function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
   const s: Migration = { ...state, eventCount: state.eventCount + 1 };
   switch (event.type) {
     case "MigrationRequested": {
@@ -18,6 +33,8 @@ export function evolve(state: Migration, event: MigrationEvent): Migration {
       return { ...s, status: "rejected", reason: event.reason, message: event.message, endedAt: event.at };
     case "MigrationPlanned": {
       if (state.status !== "requested") return s;
+      const problem = event.batchCount > MAX_BATCHES ? `batchCount exceeds ${MAX_BATCHES}` : planProblem(event);
+      if (problem !== undefined) return setAside(s, `MigrationPlanned is impossible: ${truncateText(problem)}`);
       const { type: _t, version: _v, at: _a, migrationId: _m, ...plan } = event;
       const batches: BatchState[] = Array.from({ length: event.batchCount }, () => ({ status: "pending", attempt: 0 }));
       return { ...s, status: "planned", plan, batches };
@@ -79,8 +96,13 @@ function withBatch(
   change: (b: BatchState) => BatchState | undefined,
   also?: (m: Migration) => Partial<Migration>,
 ): Migration {
+  if (isTerminal(s)) return s;
   const current = s.batches[index];
-  if (current === undefined || isTerminal(s)) return s;
+  if (current === undefined) {
+    // No work item of a planned migration names a batch beyond its plan: the event is impossible.
+    if (s.plan === undefined) return s;
+    return setAside(s, `batch ${index} is not in the plan (${s.batches.length} batches)`);
+  }
   const next = change(current);
   if (next === undefined) return s;
   const batches = s.batches.slice();

@@ -5,6 +5,8 @@ export {
   emptyTotals,
   initialMigration,
   isTerminal,
+  SET_ASIDE,
+  setAside,
   TERMINAL,
   type BatchState,
   type BatchStatus,
@@ -13,11 +15,13 @@ export {
   type MigrationStatus,
   type Totals,
 } from "./state.js";
-export { evolve, fold } from "./evolve.js";
+export { evolve, fold, invalidEventMessage } from "./evolve.js";
 export { basename, batchRange, type BatchRange, type Plan, type VolumeSize } from "./planner.js";
 export {
+  evolveInvalid,
   evolveTrusted,
   foldTrusted,
+  type InvalidInput,
   refusal,
   IGNORED_KEPT,
   type ProducedEvent,

@@ -1,4 +1,4 @@
-import type { DataMap, PlannedVolume } from "#schemas/index.js";
+import { MAX_SPARSE_BATCH_FACTOR, type DataMap, type PlannedVolume } from "#schemas/index.js";
 
 export interface VolumeSize {
   kind: "disk" | "memory";
@@ -8,11 +8,7 @@ export interface VolumeSize {
   dataMap?: DataMap | undefined;
 }
 
-/**
- * A batch sized by data holds at most this many times the chunks of a uniform batch: hole
- * chunks cost a frame and a log entry each, and a batch is the unit of redelivery.
- */
-export const MAX_SPARSE_BATCH_FACTOR = 16;
+export { MAX_SPARSE_BATCH_FACTOR };
 
 /**
  * Chunks in one batch, whatever the sizes asked: its ChunkBatchTransferred lists every chunk

@@ -1,6 +1,6 @@
 import type { MigrationEvent } from "#schemas/index.js";
-import { evolve } from "./evolve.js";
-import { initialMigration, type IgnoredInput, type Migration } from "./state.js";
+import { evolve, invalidEventMessage } from "./evolve.js";
+import { initialMigration, setAside, type IgnoredInput, type Migration } from "./state.js";
 
 // Who may make which migration event. Decisions come only from a coordinator; a mover's facts
 // about a batch only from the mover of the host the batch was assigned to (the source host), for
@@ -84,4 +84,26 @@ export function foldTrusted(id: string, events: Iterable<ProducedEvent>, from?: 
   let m = from ?? initialMigration(id);
   for (const e of events) m = evolveTrusted(m, e);
   return m;
+}
+
+/** A stored message of a migration that failed validation, with who (if anyone) signed it. */
+export interface InvalidInput {
+  seq: number;
+  /** What was wrong with it (bounded, for the reason). */
+  problem: string;
+  /** Undefined: read without checking producers (a library caller with no trust configured). */
+  provenance?: Producer;
+}
+
+/**
+ * A message no fold can take. From a producer this deployment trusts (or read unchecked, or in
+ * insecure mode) it sets its migration aside: the log is wrong and a person must look. From
+ * anyone else it is ignored input, so a forger cannot stop a migration by writing junk to it.
+ */
+export function evolveInvalid(state: Migration, input: InvalidInput): Migration {
+  const p = input.provenance;
+  if (p === undefined || p.kind !== "unverified") return setAside(state, invalidEventMessage(input.problem));
+  const previous = state.ignored ?? { count: 0, recent: [] };
+  const entry: IgnoredInput = { seq: input.seq, type: "invalid", reason: `unverified (${p.reason}) and invalid` };
+  return { ...state, ignored: { count: previous.count + 1, recent: [...previous.recent, entry].slice(-IGNORED_KEPT) } };
 }

@@ -16,9 +16,20 @@ export type MigrationStatus =
   | "completed"
   | "failed"
   | "cancelled"
-  | "rejected";
+  | "rejected"
+  /** The log holds an event this migration cannot be folded past: nothing more is done for it. */
+  | "set-aside";
 
-export const TERMINAL: ReadonlySet<MigrationStatus> = new Set(["completed", "failed", "cancelled", "rejected"]);
+export const TERMINAL: ReadonlySet<MigrationStatus> = new Set([
+  "completed",
+  "failed",
+  "cancelled",
+  "rejected",
+  "set-aside",
+]);
+
+/** Why a migration was set aside: the log holds an event it cannot be folded past. */
+export const SET_ASIDE = "EVENT_SET_ASIDE";
 
 export type BatchStatus = "pending" | "done" | "failed";
 
@@ -57,7 +68,7 @@ export interface Migration {
   batches: BatchState[];
   totals: Totals;
   /** Set when the migration ended: why (a rejection reason or a failure code). */
-  reason?: RejectionReason | FailureCode | "CANCELLED";
+  reason?: RejectionReason | FailureCode | "CANCELLED" | typeof SET_ASIDE;
   message?: string;
   endedAt?: string;
   /** Events folded so far. */
@@ -77,6 +88,14 @@ export const initialMigration = (id: string): Migration => ({
 });
 
 export const isTerminal = (m: Migration): boolean => TERMINAL.has(m.status);
+
+/**
+ * The migration set aside: a bad event (invalid, impossible in its state, or one a fold could not
+ * take) stops its fold, with `message` saying why, and every other migration goes on. A migration
+ * that already ended keeps its outcome (nothing more is done for it either way).
+ */
+export const setAside = (m: Migration, message: string): Migration =>
+  isTerminal(m) ? m : { ...m, status: "set-aside", reason: SET_ASIDE, message };
 
 export const allBatchesDone = (m: Migration): boolean =>
   m.plan !== undefined && m.batches.every((b) => b.status === "done");

@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import { ConfigError } from "#common/errors.js";
+import { Admission, peerOf, type AdmissionOptions, type AdmissionTicket } from "#common/secure-link/admission.js";
 import { newNonce } from "#common/secure-link/handshake.js";
 import { ListenFailedError } from "#common/secure-link/errors.js";
 import { listen } from "#common/secure-link/transport.js";
@@ -30,10 +31,15 @@ export interface DataServerOptions {
   /** Directories destination files may be written under (symlinks resolved here). */
   roots: string[];
   log: Logger;
-  /** Concurrent connections; more are refused by the kernel backlog. Default 64. */
+  /** Concurrent authenticated connections; more are refused by the kernel backlog. Default 64. */
   maxConnections?: number;
   /** A connection that has not authenticated within this time is closed. Default 5000 ms. */
   helloTimeoutMs?: number;
+  /**
+   * Budget of connections not yet authenticated, apart from the authenticated ones (see
+   * #common/secure-link/admission.ts). Default 256 in all, 128 per peer address.
+   */
+  admission?: Omit<AdmissionOptions, "handshakeTimeoutMs">;
   /** An authenticated connection with no traffic for this long is closed. Default 120000 ms. */
   idleTimeoutMs?: number;
   /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 4. */
@@ -84,27 +90,30 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true),
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
-  const connections = new Map<Socket, { done: Promise<void>; reader: FrameReader }>();
+  const connections = new Map<Socket, Connection>();
+  const admission = new Admission({ ...opts.admission, handshakeTimeoutMs: cfg.helloTimeoutMs });
   const onSocket = (socket: Socket): void => {
-    const reader = readerFor(socket, cfg);
-    const done = serveConnection(socket, reader, cfg, log)
+    const conn: Connection = { reader: preAuthReader(socket, cfg), done: Promise.resolve() };
+    const ticket = admission.admit(peerOf(socket), (reason) => conn.reader.abort(new ProtocolError(reason)));
+    conn.done = serveConnection(socket, conn, cfg, log, ticket)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
       .finally(async () => {
-        await cut(socket, reader, "connection closed");
+        ticket.release();
+        await cut(socket, conn.reader, "connection closed");
         connections.delete(socket);
       });
-    connections.set(socket, { done, reader });
+    connections.set(socket, conn);
   };
   const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
-  const listener = await listen({ ...listening, maxConnections: opts.maxConnections ?? 64 }, onSocket).catch(
-    (err: unknown) => {
-      releaseRoots(cfg.roots);
-      const where = formatAddress(opts.listenHost, opts.listenPort);
-      throw new ConfigError([
-        `data channel cannot listen on ${where}: ${messageOf(err instanceof ListenFailedError ? err.cause : err)}`,
-      ]);
-    },
-  );
+  // Pending connections have their own budget on top of the sessions': they never take a session's place.
+  const maxConnections = (opts.maxConnections ?? 64) + admission.limits.maxPending;
+  const listener = await listen({ ...listening, maxConnections }, onSocket).catch((err: unknown) => {
+    releaseRoots(cfg.roots);
+    const where = formatAddress(opts.listenHost, opts.listenPort);
+    throw new ConfigError([
+      `data channel cannot listen on ${where}: ${messageOf(err instanceof ListenFailedError ? err.cause : err)}`,
+    ]);
+  });
   const address = formatAddress(listener.address.address, listener.address.port);
   log.info({ address }, "data channel listening");
   return {
@@ -123,6 +132,12 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   };
 }
 
+/** A data connection and whoever reads it now (Node's stream reads until authenticated, then maybe native recv). */
+interface Connection {
+  reader: FrameReader;
+  done: Promise<void>;
+}
+
 /** Stop the reader, wait until no native recv can still touch the fd, then close the socket. */
 async function cut(socket: Socket, reader: FrameReader, reason: string): Promise<void> {
   reader.abort(new ProtocolError(reason));
@@ -131,29 +146,59 @@ async function cut(socket: Socket, reader: FrameReader, reason: string): Promise
 }
 
 /**
- * Native recv straight into chunk buffers when the module is loaded (the socket was accepted
- * paused, so libuv never reads it), else Node's stream reads. nativeRecv: false forces the
- * latter (for comparisons).
+ * Until a peer has authenticated it is read with Node's stream reads, which cost an fd and a
+ * small buffer but no libuv pool thread (a native recv holds one while it waits): idle
+ * unauthenticated connections must not be able to starve the pool the sessions' reads, checksums
+ * and writes run on.
  */
-function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
-  const fd = cfg.nativeRecv ? socketFd(socket) : undefined;
-  if (fd !== undefined)
-    return new NativeFrameReader(socket, fd, new FrameDecoder(SERVER_PREAUTH), { idleTimeoutMs: cfg.idleTimeoutMs });
+function preAuthReader(socket: Socket, cfg: ServerConfig): FrameReader {
   if (cfg.nativeRecv) socket.resume();
   return new SocketFrameReader(socket, new FrameDecoder(SERVER_PREAUTH));
 }
 
+/**
+ * After AUTH_OK: native recv straight into chunk buffers when the module is loaded, else the same
+ * stream reader. The peer sends nothing between HELLO and our AUTH_OK, so pausing the socket here
+ * leaves no byte behind in Node's buffers (one that is there is a protocol violation).
+ * nativeRecv: false forces the stream reads (for comparisons).
+ */
+function sessionReader(socket: Socket, reader: FrameReader, cfg: ServerConfig): FrameReader {
+  const fd = cfg.nativeRecv ? socketFd(socket) : undefined;
+  if (fd === undefined) return reader;
+  stopReading(socket);
+  if (reader.decoder.buffered > 0 || socket.readableLength > 0) throw new ProtocolError("data sent before AUTH_OK");
+  reader.detach();
+  return new NativeFrameReader(socket, fd, reader.decoder, { idleTimeoutMs: cfg.idleTimeoutMs });
+}
+
+/**
+ * Stops libuv reading the socket, as if it had been accepted with pauseOnConnect and never
+ * resumed: pause() alone only stops the stream's flow, while libuv would go on reading into
+ * Node's buffers the bytes the native recv must get.
+ */
+function stopReading(socket: Socket): void {
+  socket.pause();
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (handle?.reading === true) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+}
+
 async function serveConnection(
   socket: Socket,
-  reader: FrameReader,
+  conn: Connection,
   cfg: ServerConfig,
   parentLog: Logger,
+  ticket: AdmissionTicket,
 ): Promise<void> {
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
-  const hello = await authenticate(socket, reader, cfg, log);
+  const hello = await authenticate(socket, conn, cfg, log);
   if (hello === undefined) return;
+  ticket.authenticated();
+  const reader = conn.reader;
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
@@ -203,10 +248,11 @@ async function serveBatches(
 /** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
 async function authenticate(
   socket: Socket,
-  reader: FrameReader,
+  conn: Connection,
   cfg: ServerConfig,
   log: Logger,
 ): Promise<{ migrationId: string; sourceHost: string } | undefined> {
+  const reader = conn.reader;
   const nonce = newNonce();
   send(socket, { kind: "CHALLENGE", nonce });
   const timer = setTimeout(
@@ -228,8 +274,9 @@ async function authenticate(
     await lingerClose(socket, reader);
     return undefined;
   }
-  send(socket, { kind: "AUTH_OK" });
   reader.decoder.setLimits(SERVER_IDLE);
+  conn.reader = sessionReader(socket, reader, cfg);
+  send(socket, { kind: "AUTH_OK" });
   return { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
 }
 

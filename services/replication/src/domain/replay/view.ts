@@ -1,6 +1,6 @@
 import type { MigrationEvent } from "#schemas/index.js";
 import type { ReplicationEvent } from "#schemas/replication.js";
-import { evolve as evolveMigration, initialMigration, type Migration } from "#migration";
+import { evolve as evolveMigration, initialMigration, invalidEventMessage, setAside, type Migration } from "#migration";
 import { evolve as evolveReplication } from "../replication/evolve.js";
 import { initialReplication, type Replication } from "../replication/state.js";
 
@@ -16,7 +16,16 @@ export interface ReplayBound {
 export type ReplayRecord =
   | { kind: "migration"; id: string; seq: number; timeMs: number; event: MigrationEvent }
   | { kind: "replication"; vm: string; seq: number; timeMs: number; event: ReplicationEvent }
+  /** A message on a migration's subject that is not a valid event: it sets the migration aside. */
+  | { kind: "invalid"; id: string; seq: number; timeMs: number; problem: string }
   | { kind: "skipped"; seq: number; timeMs: number };
+
+/** A migration the replay could not fold past an event: where and why. */
+export interface SetAsideRecord {
+  migrationId: string;
+  seq: number;
+  reason: string;
+}
 
 /** The coordinator's view as of a point in the log. */
 export interface ReplayView {
@@ -31,6 +40,8 @@ export interface ReplayView {
   skipped: number;
   migrations: Migration[];
   replications: Replication[];
+  /** Migrations set aside by a bad event (their state is as folded before it), in log order. */
+  setAside: SetAsideRecord[];
 }
 
 export const beyond = (b: ReplayBound, seq: number, timeMs: number): boolean =>
@@ -54,6 +65,7 @@ export interface FoldParts {
   lastTimeMs: number | undefined;
   events: number;
   skipped: number;
+  setAside: SetAsideRecord[];
 }
 
 /**
@@ -67,6 +79,7 @@ export class ReplayFolder {
   private lastTimeMs: number | undefined;
   private events = 0;
   private skipped = 0;
+  private readonly setAside: SetAsideRecord[] = [];
 
   constructor(private readonly opts: FoldOptions = {}) {}
 
@@ -75,9 +88,16 @@ export class ReplayFolder {
     switch (r.kind) {
       case "migration": {
         this.events++;
-        const m = evolveMigration(this.migrations.get(r.id) ?? initialMigration(r.id), r.event);
+        const before = this.migrations.get(r.id) ?? initialMigration(r.id);
+        const m = evolveMigration(before, r.event);
         if (r.event.type === "ChunkBatchTransferred" && !this.opts.chunks) dropChunks(m, r.event.batch);
-        this.migrations.set(r.id, m);
+        this.setMigration(r.id, r.seq, before, m);
+        return;
+      }
+      case "invalid": {
+        this.skipped++;
+        const before = this.migrations.get(r.id) ?? initialMigration(r.id);
+        this.setMigration(r.id, r.seq, before, setAside(before, invalidEventMessage(r.problem)));
         return;
       }
       case "replication":
@@ -97,6 +117,13 @@ export class ReplayFolder {
     }
   }
 
+  private setMigration(id: string, seq: number, before: Migration, after: Migration): void {
+    this.migrations.set(id, after);
+    if (after.status === "set-aside" && before.status !== "set-aside") {
+      this.setAside.push({ migrationId: id, seq, reason: after.message ?? "set aside" });
+    }
+  }
+
   /** A record another folder folds (a partitioned replay): only the position in the log moves. */
   pass(seq: number, timeMs: number): void {
     this.lastSeq = seq;
@@ -111,6 +138,7 @@ export class ReplayFolder {
       lastTimeMs: this.lastTimeMs,
       events: this.events,
       skipped: this.skipped,
+      setAside: [...this.setAside],
     };
   }
 
@@ -143,6 +171,7 @@ export function combineParts(parts: FoldParts[], bound: ReplayBound, vm?: string
     .flatMap((p) => p.migrations)
     .filter((m) => vm === undefined || m.request?.vm === vm)
     .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? "") || a.id.localeCompare(b.id));
+  const shown = new Set(migrations.map((m) => m.id));
   const replications = parts
     .flatMap((p) => p.replications)
     .filter((r) => vm === undefined || r.vm === vm)
@@ -157,6 +186,10 @@ export function combineParts(parts: FoldParts[], bound: ReplayBound, vm?: string
     skipped: parts.reduce((n, p) => n + p.skipped, 0),
     migrations,
     replications,
+    setAside: parts
+      .flatMap((p) => p.setAside)
+      .filter((s) => shown.has(s.migrationId))
+      .sort((a, b) => a.seq - b.seq),
   };
 }
 
@@ -177,6 +210,7 @@ export function formatReplay(v: ReplayView): string {
       `  migration ${m.id} vm=${m.request?.vm ?? "?"} ${m.status}${batches}${m.reason ? ` reason=${m.reason}` : ""}`,
     );
   }
+  for (const s of v.setAside) lines.push(`  set aside: migration ${s.migrationId} at seq ${s.seq}: ${s.reason}`);
   for (const r of v.replications) {
     const last = r.snapshots[r.snapshots.length - 1];
     lines.push(

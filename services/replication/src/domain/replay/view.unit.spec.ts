@@ -122,3 +122,28 @@ describe("replay folder", () => {
     expect(beyond({ untilTimeMs: 100, untilSeq: 9 }, 1, 100)).toBe(false);
   });
 });
+
+describe("a replay past a bad event", () => {
+  it("sets that migration aside, says where and why, and folds the others", () => {
+    const f = new ReplayFolder();
+    const bomb = { ...planned("m1"), batchCount: 4294967296 } as MigrationEvent;
+    const records: ReplayRecord[] = [
+      { kind: "migration", id: "m1", seq: 1, timeMs: 1, event: req("m1", "v1") },
+      { kind: "migration", id: "m2", seq: 2, timeMs: 2, event: req("m2", "v2") },
+      { kind: "migration", id: "m1", seq: 3, timeMs: 3, event: bomb },
+      { kind: "migration", id: "m2", seq: 4, timeMs: 4, event: planned("m2") },
+      { kind: "invalid", id: "m3", seq: 5, timeMs: 5, problem: "type: invalid" },
+    ];
+    for (const r of records) f.add(r);
+    const v = f.view({});
+    const byId = new Map(v.migrations.map((m) => [m.id, m]));
+    expect(byId.get("m1")?.status).toBe("set-aside");
+    expect(byId.get("m2")?.status).toBe("planned");
+    expect(byId.get("m3")?.status).toBe("set-aside");
+    expect(v.setAside.map((s) => [s.migrationId, s.seq])).toEqual([
+      ["m1", 3],
+      ["m3", 5],
+    ]);
+    expect(formatReplay(v)).toMatch(/set aside: migration m1 at seq 3: MigrationPlanned is impossible/);
+  });
+});
