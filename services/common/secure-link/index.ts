@@ -17,3 +17,4 @@ export * from "./reader.js";
 export * from "./records.js";
 export * from "./transport.js";
 export { ByteQueue } from "./byte-queue.js";
+export * from "./tls.js";

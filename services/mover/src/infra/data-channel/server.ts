@@ -2,7 +2,8 @@ import type { Socket } from "node:net";
 import { ConfigError } from "#common/errors.js";
 import { newNonce } from "#common/secure-link/handshake.js";
 import { ListenFailedError } from "#common/secure-link/errors.js";
-import { listen } from "#common/secure-link/transport.js";
+import type { LinkTls } from "#common/secure-link/tls.js";
+import { listen, type PeerIdentity } from "#common/secure-link/transport.js";
 import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { verifyHelloMac } from "../../domain/data-channel/auth.js";
@@ -27,6 +28,12 @@ export interface DataServerOptions {
   listenPort: number;
   /** Cluster secret the per-migration tokens derive from. Never logged. */
   secret: Buffer;
+  /**
+   * TLS 1.3 with mutual authentication: senders must present a certificate from the CA naming
+   * the host their HELLO claims; others are refused and logged. Receives through Node's stream
+   * reads (the native recv would see ciphertext). Absent: plaintext (trusted links only).
+   */
+  tls?: LinkTls;
   /** Directories destination files may be written under (symlinks resolved here). */
   roots: string[];
   log: Logger;
@@ -81,13 +88,13 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
     buffersPerConnection: opts.buffersPerConnection ?? BUFFERS_PER_CONNECTION,
     fences: new FenceTable<BatchHolder>(),
-    nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true),
+    nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true) && opts.tls === undefined,
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, { done: Promise<void>; reader: FrameReader }>();
-  const onSocket = (socket: Socket): void => {
+  const onSocket = (socket: Socket, peer: PeerIdentity | undefined): void => {
     const reader = readerFor(socket, cfg);
-    const done = serveConnection(socket, reader, cfg, log)
+    const done = serveConnection(socket, peer, reader, cfg, log)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
       .finally(async () => {
         await cut(socket, reader, "connection closed");
@@ -95,7 +102,12 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
       });
     connections.set(socket, { done, reader });
   };
-  const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
+  const listening = {
+    host: opts.listenHost,
+    port: opts.listenPort,
+    pauseOnConnect: cfg.nativeRecv,
+    tls: opts.tls && { tls: opts.tls, log, handshakeTimeoutMs: cfg.helloTimeoutMs },
+  };
   const listener = await listen({ ...listening, maxConnections: opts.maxConnections ?? 64 }, onSocket).catch(
     (err: unknown) => {
       const where = formatAddress(opts.listenHost, opts.listenPort);
@@ -105,7 +117,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     },
   );
   const address = formatAddress(listener.address.address, listener.address.port);
-  log.info({ address }, "data channel listening");
+  log.info({ address, tls: opts.tls !== undefined, nativeRecv: cfg.nativeRecv }, "data channel listening");
   return {
     address,
     copyLocal: (o) => copyBatchLocally({ roots: cfg.roots, fences: cfg.fences, log }, o),
@@ -143,6 +155,7 @@ function readerFor(socket: Socket, cfg: ServerConfig): FrameReader {
 
 async function serveConnection(
   socket: Socket,
+  peer: PeerIdentity | undefined,
   reader: FrameReader,
   cfg: ServerConfig,
   parentLog: Logger,
@@ -150,9 +163,9 @@ async function serveConnection(
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
-  const hello = await authenticate(socket, reader, cfg, log);
+  const hello = await authenticate(socket, peer, reader, cfg, log);
   if (hello === undefined) return;
-  log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
+  log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, tls: peer !== undefined });
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
     socket.setTimeout(cfg.idleTimeoutMs, () =>
@@ -201,6 +214,7 @@ async function serveBatches(
 /** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
 async function authenticate(
   socket: Socket,
+  peer: PeerIdentity | undefined,
   reader: FrameReader,
   cfg: ServerConfig,
   log: Logger,
@@ -226,6 +240,15 @@ async function authenticate(
     await lingerClose(socket, reader);
     return undefined;
   }
+  // The certificate proved a host of the deployment; it must be the host the HELLO speaks for.
+  if (peer !== undefined && !peer.hosts.includes(hello.sourceHost)) {
+    const reason = `the sender's certificate names host ${peer.hosts.join(", ")}, its HELLO claims ${hello.sourceHost}`;
+    log.warn({ migrationId: hello.migrationId, code: "PEER_IDENTITY_MISMATCH", peerHosts: peer.hosts }, reason);
+    send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${reason}` });
+    await lingerClose(socket, reader);
+    return undefined;
+  }
+  if (peer !== undefined) log.debug({ migrationId: hello.migrationId, peerHosts: peer.hosts }, "sender authenticated");
   send(socket, { kind: "AUTH_OK" });
   reader.decoder.setLimits(SERVER_IDLE);
   return { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
