@@ -51,9 +51,13 @@ export function clientTlsOptions(t: LinkTls): ConnectionOptions {
   };
 }
 
-/** tls.createServer() options: a client certificate from the CA is required. */
+/**
+ * tls.createServer() options: a client certificate is requested, and checked against the CA by
+ * the listener (transport.ts), which refuses a peer that is not `authorized` with the reason
+ * logged; Node's own rejectUnauthorized would only drop the socket without saying why.
+ */
 export function serverTlsOptions(t: LinkTls): TlsOptions {
-  return { ...COMMON, ca: t.ca, cert: t.cert, key: t.key, requestCert: true, rejectUnauthorized: true };
+  return { ...COMMON, ca: t.ca, cert: t.cert, key: t.key, requestCert: true, rejectUnauthorized: false };
 }
 
 /** The dwcp identities the (already verified) peer certificate of `socket` names. */

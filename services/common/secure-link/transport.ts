@@ -61,6 +61,19 @@ export function tlsFailureOf(address: string, err: Error): Error {
 }
 
 /**
+ * What a TLS session that the peer closes before its first protocol byte becomes: in TLS 1.3 the
+ * client's handshake completes before the server has checked the client's certificate, and a
+ * listener that refuses it (another CA, no dwcp host) just closes.
+ */
+export function closedAfterHandshake(address: string): TlsHandshakeError {
+  return new TlsHandshakeError(
+    address,
+    `${address} closed the TLS session before its challenge: it refused this host's certificate ` +
+      "(is it from the deployment's CA and for a dwcp host?)",
+  );
+}
+
+/**
  * A connected socket with Nagle off; with `tls`, a TLS 1.3 session whose peer proved the
  * expected identity. Rejects with ConnectTimeoutError, ConnectFailedError, ConnectAbortedError,
  * TlsHandshakeError or PeerIdentityMismatchError; after it resolves, socket errors are the
@@ -207,11 +220,24 @@ function tlsServer(t: ListenTls, onSocket: (socket: Socket, peer: PeerIdentity) 
   // The raw socket's address: a TLS socket that failed its handshake may no longer know it.
   const remotes = new WeakMap<Socket, string>();
   server.on("connection", (raw: Socket) => remotes.set(raw, remoteOf(raw)));
-  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+  const refuse = (socket: TLSSocket, reason: string): void => {
     const remote = remotes.get((socket as unknown as { _parent?: Socket })._parent ?? socket) ?? remoteOf(socket);
-    t.log.warn({ remote, code: "TLS_HANDSHAKE_FAILED", reason: err.code ?? err.message }, "link refused: TLS failed");
-  });
+    t.log.warn({ remote, code: "TLS_HANDSHAKE_FAILED", reason }, "link refused: TLS failed");
+    socket.destroy();
+  };
+  // Node leaves a socket whose handshake failed or timed out open: the listener must close it.
+  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) =>
+    refuse(socket, err.code ?? err.message),
+  );
   server.on("secureConnection", (socket: TLSSocket) => {
+    if (!socket.authorized) {
+      const why = socket.authorizationError;
+      refuse(
+        socket,
+        `client certificate refused: ${typeof why === "string" ? why : (why?.message ?? "none presented")}`,
+      );
+      return;
+    }
     const identities = peerIdentities(socket);
     const hosts = hostsOf(identities);
     if (hosts.length === 0) {

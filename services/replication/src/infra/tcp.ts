@@ -5,7 +5,14 @@ import { SocketReader } from "#common/secure-link/reader.js";
 import { encodeRecord, RecordDecoder, type RecordStep } from "#common/secure-link/records.js";
 import { PeerIdentityMismatchError, TlsHandshakeError } from "#common/secure-link/errors.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
-import { dial, isTlsFailure, listen, tlsFailureOf, type ListenTls } from "#common/secure-link/transport.js";
+import {
+  closedAfterHandshake,
+  dial,
+  isTlsFailure,
+  listen,
+  tlsFailureOf,
+  type ListenTls,
+} from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
 
 // Agent-to-agent link on #common/secure-link, TLS 1.3 with mutual authentication unless run in
@@ -124,6 +131,7 @@ export async function connectAgent(o: {
   });
   if (challenge.kind !== "preamble") {
     socket.destroy();
+    if (tls !== undefined) throw closedAfterHandshake(where);
     throw new LinkError(`${where} closed before its challenge`);
   }
   socket.write(proofOf(keyOf(o.secret), [LABEL, challenge.bytes]));

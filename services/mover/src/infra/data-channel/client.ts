@@ -7,7 +7,7 @@ import {
   TlsHandshakeError,
 } from "#common/secure-link/errors.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
-import { dial, isTlsFailure, tlsFailureOf } from "#common/secure-link/transport.js";
+import { closedAfterHandshake, dial, isTlsFailure, tlsFailureOf } from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
 import type { TransferredChunk } from "#schemas/index.js";
 import { zeroCopy } from "#native/index.js";
@@ -267,6 +267,7 @@ const toError = (err: unknown): Error => (err instanceof Error ? err : new Error
 
 async function handshake(o: SendBatchOptions, session: ClientSession, reader: SocketFrameReader): Promise<void> {
   const challenge = await reader.next();
+  if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
