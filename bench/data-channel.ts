@@ -1,4 +1,4 @@
-// npm run bench:data-channel [-- --json] [--size 2G] [--chunk 4M] [--batch 64M] [--concurrency 2]
+// npm run bench:data-channel [-- --json] [--size 2G] [--chunk 4M] [--batch 64M] [--concurrency 2] [--only TLS]
 // The data channel alone, in one process: a generated incompressible file sent batch by batch
 // (each fsynced at the destination, as in a migration) through sendBatch() to a data server on
 // loopback, for each destination path: native recv into chunk buffers or Node's stream reads;
@@ -29,6 +29,8 @@ const { values } = parseArgs({
     chunk: { type: "string", default: "4M" },
     batch: { type: "string", default: "64M" },
     concurrency: { type: "string", default: "2" },
+    /** Run only the variants whose name contains this (e.g. "TLS"). */
+    only: { type: "string" },
   },
 });
 const size = parseSize("--size", values.size);
@@ -120,7 +122,9 @@ async function main(): Promise<void> {
     const results: Record<string, number> = {};
     let run = 0;
     const pki = await provision(join(dir, "pki"), { hosts: ["a", "b"] });
-    for (const v of VARIANTS) results[v.name] = await transfer(dir, src, v, run++, pki);
+    for (const v of VARIANTS.filter((x) => x.name.includes(values.only ?? ""))) {
+      results[v.name] = await transfer(dir, src, v, run++, pki);
+    }
     const js = results["Node stream reads, page cache"] ?? NaN;
     log(
       `\n${values.size} incompressible, ${values.chunk} chunks, ${values.batch} batches x ${concurrency}, fsync per batch`,
