@@ -3,7 +3,7 @@
 // (visibly: the sender's error code, and the receiver's log line with the peer's address).
 import { randomBytes } from "node:crypto";
 import { access, readFile, rm } from "node:fs/promises";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { provision, type Provisioned } from "#common/credentials/provision.js";
@@ -146,6 +146,40 @@ describe("data channel over mTLS", () => {
     expect((err as Error).message).toContain("dwcp:host:c");
     expect(await exists(join(roots.c, "stolen"))).toBe(false);
     expect(attacker.lines.some((l) => l["migrationId"] === "mig-tls")).toBe(false);
+  });
+
+  it("a relay that alters bytes in transit breaks the TLS session: the batch fails, retryable, nothing forged lands", async () => {
+    const target = parseAddress(b.address);
+    if (target === undefined) throw new Error("bad address");
+    let seen = 0;
+    let flipped = false;
+    const relay = createServer((inbound) => {
+      const outbound = connect(target);
+      for (const s of [inbound, outbound]) s.on("error", () => (inbound.destroy(), outbound.destroy()));
+      inbound.on("data", (d: Buffer) => {
+        // Past the handshake and into the chunk bytes: flip one bit of the ciphertext.
+        if (!flipped && seen + d.length > 256 * 1024) {
+          const at = Math.max(0, 256 * 1024 - seen);
+          d[at] = (d[at] ?? 0) ^ 0x01;
+          flipped = true;
+        }
+        seen += d.length;
+        outbound.write(d);
+      });
+      outbound.pipe(inbound);
+    });
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    const port = (relay.address() as { port: number }).port;
+    try {
+      const err: unknown = await sendBatch(batch({ address: `127.0.0.1:${port}`, destDir: "altered" })).catch(
+        (e: unknown) => e,
+      );
+      expect(flipped).toBe(true);
+      expect(err).toMatchObject({ code: "DESTINATION_UNREACHABLE", retryable: true });
+      expect(await exists(join(roots.b, "altered", "disk.img"))).toBe(false);
+    } finally {
+      await new Promise<void>((r) => relay.close(() => r()));
+    }
   });
 
   it("refuses a sender whose certificate names another host than its HELLO", async () => {

@@ -61,6 +61,22 @@ export function tlsFailureOf(address: string, err: Error): Error {
 }
 
 /**
+ * An alert by which a peer refused our certificate after our side of the TLS 1.3 handshake
+ * completed (a non-Node peer; dwcp's own listener just closes, see closedAfterHandshake). Other
+ * TLS errors on an established session (a record that fails its MAC: bytes altered in transit)
+ * are the network's, and stay retryable.
+ */
+export function isCertificateRefusal(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return (
+    typeof code === "string" &&
+    /^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_REQUIRED|CERTIFICATE_UNKNOWN|ACCESS_DENIED|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED)$/.test(
+      code,
+    )
+  );
+}
+
+/**
  * What a TLS session that the peer closes before its first protocol byte becomes: in TLS 1.3 the
  * client's handshake completes before the server has checked the client's certificate, and a
  * listener that refuses it (another CA, no dwcp host) just closes.

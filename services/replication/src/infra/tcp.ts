@@ -8,7 +8,7 @@ import type { LinkTls } from "#common/secure-link/tls.js";
 import {
   closedAfterHandshake,
   dial,
-  isTlsFailure,
+  isCertificateRefusal,
   listen,
   tlsFailureOf,
   type ListenTls,
@@ -41,7 +41,7 @@ function readerOf(socket: Socket, preambleBytes: number, where = "replication li
     highWaterBytes: HIGH_WATER,
     violation: (m) => new LinkError(m),
     // An agent that refuses our certificate says so with an alert on the first read.
-    mapSocketError: (err) => (isTlsFailure(err) ? tlsFailureOf(where, err) : err),
+    mapSocketError: (err) => (isCertificateRefusal(err) ? tlsFailureOf(where, err) : err),
   });
 }
 

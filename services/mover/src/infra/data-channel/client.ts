@@ -7,7 +7,7 @@ import {
   TlsHandshakeError,
 } from "#common/secure-link/errors.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
-import { closedAfterHandshake, dial, isTlsFailure, tlsFailureOf } from "#common/secure-link/transport.js";
+import { closedAfterHandshake, dial, isCertificateRefusal, tlsFailureOf } from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
 import type { TransferredChunk } from "#schemas/index.js";
 import { zeroCopy } from "#native/index.js";
@@ -215,7 +215,7 @@ async function run(
   const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
     // A destination that refuses our certificate says so with an alert on the first read.
     mapSocketError: (err) =>
-      isTlsFailure(err)
+      isCertificateRefusal(err)
         ? tlsFailureOf(o.address, err)
         : new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
   });
