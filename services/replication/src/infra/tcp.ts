@@ -16,10 +16,11 @@ import {
 import { hostIdentity } from "#common/pki.js";
 
 // Agent-to-agent link on #common/secure-link, TLS 1.3 with mutual authentication unless run in
-// plaintext by explicit choice: the source checks the agent's certificate names the destination
-// host, the agent that the source is a host of the deployment. Inside it, the server sends a 32-byte nonce, the client
-// answers with HMAC-SHA256(key, "dwcp-repl-v1" || nonce) where key = HMAC-SHA256(DWCP_SECRET,
-// "replication"); then both sides exchange records [u32 BE length][u32 BE request id][frame].
+// plaintext by explicit choice: the source checks that the agent's certificate names the
+// destination host, the agent that the source is a host of the deployment. Inside it, the server
+// sends a 32-byte nonce, the client answers with HMAC-SHA256(key, "dwcp-repl-v1" || nonce) where
+// key = HMAC-SHA256(DWCP_SECRET, "replication"); then both sides exchange records
+// [u32 BE length][u32 BE request id][frame].
 // Requests run concurrently at the server and replies carry their id, so several chunks are in
 // flight on one socket.
 
@@ -40,7 +41,7 @@ function readerOf(socket: Socket, preambleBytes: number, where = "replication li
   return new SocketReader<RecordStep>(socket, new RecordDecoder(MAX_FRAME_BYTES, preambleBytes), {
     highWaterBytes: HIGH_WATER,
     violation: (m) => new LinkError(m),
-    // An agent that refuses our certificate says so with an alert on the first read.
+    // A (non-Node) agent that refuses our certificate says so with an alert on the first read.
     mapSocketError: (err) => (isCertificateRefusal(err) ? tlsFailureOf(where, err) : err),
   });
 }

@@ -213,7 +213,7 @@ async function run(
 ): Promise<ClientSession> {
   const bucket = limit?.bucket;
   const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
-    // A destination that refuses our certificate says so with an alert on the first read.
+    // A (non-Node) destination that refuses our certificate says so with an alert on the first read.
     mapSocketError: (err) =>
       isCertificateRefusal(err)
         ? tlsFailureOf(o.address, err)
