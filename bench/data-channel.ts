@@ -1,11 +1,13 @@
-// npm run bench:data-channel [-- --json] [--size 2G] [--chunk 4M] [--batch 64M] [--concurrency 2]
+// npm run bench:data-channel [-- --json] [--size 2G] [--chunk 4M] [--batch 64M] [--concurrency 2] [--only TLS]
 // The data channel alone, in one process: a generated incompressible file sent batch by batch
 // (each fsynced at the destination, as in a migration) through sendBatch() to a data server on
 // loopback, for each destination path: native recv into chunk buffers or Node's stream reads;
 // default writes (O_DIRECT for segments of 1 MiB and more, so every 4 MiB segment of this file)
 // or the page cache only. Baseline in the same run: the raw sendfile transfer of
-// bench/lib-transfer.ts (no framing, checksums or fsync). No NATS, coordinator or verify pass:
-// bench:migrate measures those.
+// bench/lib-transfer.ts (no framing, checksums or fsync). Last variant: the same over TLS 1.3 with
+// mutual authentication (the certificates `dwcp up` provisions; user-space AES-GCM, no sendfile,
+// Node's stream reads), against the plaintext default-writes variant of the same run. No NATS,
+// coordinator or verify pass: bench:migrate measures those.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -17,6 +19,8 @@ import { generateRandomFile } from "../cli/image.js";
 import { sendBatch } from "../services/mover/src/infra/data-channel/client.js";
 import { startDataServer } from "../services/mover/src/infra/data-channel/server.js";
 import { rawSendfile } from "./lib-transfer.js";
+import { provision, type Provisioned, type Role } from "#common/credentials/provision.js";
+import { loadLinkSecurity, type LinkTls } from "#common/secure-link/tls.js";
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +29,8 @@ const { values } = parseArgs({
     chunk: { type: "string", default: "4M" },
     batch: { type: "string", default: "64M" },
     concurrency: { type: "string", default: "2" },
+    /** Run only the variants whose name contains this (e.g. "TLS"). */
+    only: { type: "string" },
   },
 });
 const size = parseSize("--size", values.size);
@@ -37,14 +43,25 @@ const silent = pino({ level: "silent" });
 interface Variant {
   name: string;
   env: Record<string, string>;
+  /** TLS 1.3 with mutual authentication on the data channel. */
+  tls?: boolean;
 }
 const VARIANTS: Variant[] = [
   { name: "native recv, default writes", env: { DWCP_NATIVE_RECV: "on", DWCP_DIRECT_IO: "auto" } },
   { name: "native recv, page cache only", env: { DWCP_NATIVE_RECV: "on", DWCP_DIRECT_IO: "off" } },
   { name: "Node stream reads, page cache", env: { DWCP_NATIVE_RECV: "off", DWCP_DIRECT_IO: "off" } },
+  { name: "TLS 1.3 mTLS, default writes", env: { DWCP_NATIVE_RECV: "on", DWCP_DIRECT_IO: "auto" }, tls: true },
 ];
 
-async function transfer(dir: string, src: string, v: Variant, run: number): Promise<number> {
+/** The link TLS material of a role of a deployment provisioned as `dwcp up` does. */
+function roleTls(p: Provisioned, role: Role): LinkTls {
+  const r = p.roles.get(role);
+  const link = r && loadLinkSecurity({ mode: "tls", caFile: p.caFile, certFile: r.certFile, keyFile: r.keyFile });
+  if (link?.mode !== "tls") throw new Error(`no TLS material for ${role}`);
+  return link.tls;
+}
+
+async function transfer(dir: string, src: string, v: Variant, run: number, pki: Provisioned): Promise<number> {
   Object.assign(process.env, v.env); // read when the server starts and when a file opens
   const secret = randomBytes(32);
   const server = await startDataServer({
@@ -55,7 +72,9 @@ async function transfer(dir: string, src: string, v: Variant, run: number): Prom
     roots: [dir],
     log: silent,
     nativeRecv: v.env["DWCP_NATIVE_RECV"] !== "off",
+    ...(v.tls === true ? { tls: roleTls(pki, "mover-b") } : {}),
   });
+  const tls = v.tls === true ? { tls: { tls: roleTls(pki, "mover-a"), destHost: "b" } } : {};
   const perBatch = Math.max(1, Math.floor(batchBytes / chunk));
   const chunks = Math.ceil(size / chunk);
   const batches = Math.ceil(chunks / perBatch);
@@ -68,6 +87,7 @@ async function transfer(dir: string, src: string, v: Variant, run: number): Prom
         await sendBatch({
           address: server.address,
           secret,
+          ...tls,
           sourceHost: "a",
           migrationId: `bench-${run}`,
           batch: b,
@@ -101,7 +121,10 @@ async function main(): Promise<void> {
     rmSync(join(dir, "raw.img"));
     const results: Record<string, number> = {};
     let run = 0;
-    for (const v of VARIANTS) results[v.name] = await transfer(dir, src, v, run++);
+    const pki = await provision(join(dir, "pki"), { hosts: ["a", "b"] });
+    for (const v of VARIANTS.filter((x) => x.name.includes(values.only ?? ""))) {
+      results[v.name] = await transfer(dir, src, v, run++, pki);
+    }
     const js = results["Node stream reads, page cache"] ?? NaN;
     log(
       `\n${values.size} incompressible, ${values.chunk} chunks, ` +
@@ -129,6 +152,7 @@ async function main(): Promise<void> {
           native_recv_s: results["native recv, default writes"],
           native_recv_page_cache_s: results["native recv, page cache only"],
           node_reads_s: js,
+          tls_s: results["TLS 1.3 mTLS, default writes"],
           cpu: cpus()[0]?.model,
         })}\n`,
       );

@@ -1,4 +1,4 @@
-// npm run bench:migrate [-- --json] [--size 2G] [--keep] [--skip-random] [--pin]
+// npm run bench:migrate [-- --json] [--size 2G] [--keep] [--skip-random] [--pin] [--tls-only] [--tls-rounds 2]
 // Migrates a generated VM image through the embedded stack on loopback and, in the same run and on
 // the same file, times `cp --sparse=always` and `rsync --whole-file --sparse`. All three run with
 // the source in the page cache (it was just written). dwcp's time runs from publishing the command
@@ -10,8 +10,12 @@
 // seconds per GB and both movers' peak RSS; then the same dwcp transfer once more with
 // `verify: false` (no read-back of the written volume; chunk CRCs are still checked and every
 // batch fsynced), to show what the default's read-back costs on this disk.
+// The movers run as `dwcp up` runs them: the data channel is TLS 1.3 with mutual authentication
+// (no sendfile, no native recv). Third phase (alone with --tls-only): what TLS costs, measured in
+// the same run: the incompressible image a → b with both movers restarted in plaintext
+// (--plaintext-data) and with TLS, alternating, --tls-rounds times each.
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -31,6 +35,10 @@ const { values } = parseArgs({
     "skip-random": { type: "boolean", default: false },
     /** Pin the sending mover (all threads) to CPU 0 and the receiving one to CPU 1 (taskset). */
     pin: { type: "boolean", default: false },
+    /** Only the TLS vs plaintext comparison on the incompressible image. */
+    "tls-only": { type: "boolean", default: false },
+    /** Runs of each mode in the TLS comparison (alternating, plaintext first). */
+    "tls-rounds": { type: "string", default: "2" },
   },
 });
 const size = parseSize("--size", values.size);
@@ -72,6 +80,12 @@ async function main(): Promise<void> {
   try {
     await stack.start();
     if (values.pin) pinMovers(stack);
+    if (values["tls-only"]) {
+      const tls = await tlsPhase(stack);
+      if (values.json)
+        process.stdout.write(`${JSON.stringify({ image_bytes: size, ...tls, cpu: cpus()[0]?.model })}\n`);
+      return;
+    }
     const srcDir = join(stack.root("a"), "vms/bench");
     mkdirSync(srcDir, { recursive: true });
     const src = join(srcDir, "disk.img");
@@ -111,6 +125,7 @@ async function main(): Promise<void> {
     const dwcp_s = r.seconds;
     const mbps = (s: number): number => size / s / 1e6;
     const incompressible = values["skip-random"] ? {} : await randomPhase(stack, dataDir, rsDir);
+    const tls = values["skip-random"] ? {} : await tlsPhase(stack);
     const result = {
       image_bytes: size,
       dwcp_s,
@@ -130,6 +145,7 @@ async function main(): Promise<void> {
       wire_bytes: r.wireBytes,
       zero_bytes: r.zeroBytes,
       ...incompressible,
+      ...tls,
       pinned: values.pin,
       native: process.env["DWCP_NATIVE"] ?? "auto",
       cpu: cpus()[0]?.model,
@@ -241,6 +257,67 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
     random_ratio_vs_sendfile: sendfile_s / r.seconds,
     sender_cpu_s_per_gb: cpu / gb,
     mover_peak_rss_bytes: rss,
+  };
+}
+
+/** Restart both movers with the data channel in plaintext (--plaintext-data) or TLS (the stack's certificates). */
+async function restartMovers(stack: Stack, mode: "plaintext" | "tls"): Promise<void> {
+  for (const host of ["a", "b"]) {
+    await stack.movers.get(host)?.stop();
+    await stack.startMover(host, mode === "plaintext" ? ["--plaintext-data"] : []);
+  }
+  if (values.pin) pinMovers(stack);
+}
+
+/**
+ * What TLS costs: the incompressible image a → b with the data channel in plaintext (sendfile
+ * and native recv) and in TLS 1.3 with mutual authentication, alternating so that neither mode
+ * gets the quieter moments of a shared machine; the best run of each mode is compared.
+ */
+async function tlsPhase(stack: Stack): Promise<Record<string, number | number[]>> {
+  const src = join(stack.root("a"), "vms/bench/random.img");
+  if (!existsSync(src)) {
+    mkdirSync(join(stack.root("a"), "vms/bench"), { recursive: true });
+    log(`generating ${values.size} of random bytes...`);
+    await generateRandomFile(src, size);
+  }
+  const digest = await sha256File(src);
+  const rounds = Number.parseInt(values["tls-rounds"] ?? "2", 10);
+  const runs = { plaintext: [] as number[], tls: [] as number[] };
+  const cpu = { plaintext: [] as number[], tls: [] as number[] };
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of ["plaintext", "tls"] as const) {
+      await restartMovers(stack, mode);
+      settle();
+      const sender = stack.movers.get("a")?.child.pid ?? 0;
+      const cpu0 = await cpuSeconds(sender);
+      const command = buildStart({
+        vm: `bench-${mode}-${round}`,
+        source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] },
+        destination: { host: "b", dir: `in-${mode}` },
+      });
+      const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
+      if (r.state !== "completed") throw new Error(`${mode} migration ${r.state}: ${r.reason} ${r.message}`);
+      const dst = join(stack.root("b"), `in-${mode}/random.img`);
+      if ((await sha256File(dst)) !== digest) throw new Error(`${mode} destination differs from the source`);
+      rmSync(join(stack.root("b"), `in-${mode}`), { recursive: true });
+      runs[mode].push(r.seconds);
+      cpu[mode].push(((await cpuSeconds(sender)) - cpu0) / (size / 1e9));
+      log(`incompressible a -> b, ${mode}: ${r.seconds.toFixed(3)} s`);
+    }
+  }
+  const best = (xs: number[]): number => Math.min(...xs);
+  const overhead = best(runs.tls) / best(runs.plaintext) - 1;
+  log(
+    `TLS vs plaintext (best of ${rounds}): ${best(runs.tls).toFixed(3)} s vs ${best(runs.plaintext).toFixed(3)} s, ` +
+      `TLS costs ${(overhead * 100).toFixed(1)}% (target <= 15%: ${overhead <= 0.15 ? "met" : "not met"})`,
+  );
+  return {
+    tls_runs_s: runs.tls,
+    plaintext_runs_s: runs.plaintext,
+    tls_sender_cpu_s_per_gb: cpu.tls,
+    plaintext_sender_cpu_s_per_gb: cpu.plaintext,
+    tls_overhead: overhead,
   };
 }
 

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { ConfigError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import { startFederation, type FederationHandle } from "#federation";
+import { provision } from "#common/credentials/provision.js";
 import { sharedSecret, Stack } from "./stack.js";
 
 export interface FederatedStackOptions {
@@ -49,6 +50,8 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
     },
     { log },
   );
+  // One CA for every site's movers: a cross-site batch is TLS between hosts of one deployment.
+  const credentials = await provision(join(opts.dataDir, "links"), { hosts });
   const stacks = new Map<string, Stack>();
   const stop = async (): Promise<void> => {
     await Promise.allSettled([...stacks.values()].map((s) => s.stop()));
@@ -63,6 +66,7 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
           natsUrl: s.url,
           secret,
           env: opts.env,
+          credentials,
         });
         stacks.set(s.id, stack);
         await stack.start();

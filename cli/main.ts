@@ -116,6 +116,7 @@ export async function main(argv: string[]): Promise<number> {
           advertise: { type: "string" },
           concurrency: { type: "string" },
           replicas: { type: "string" },
+          "plaintext-data": { type: "boolean" },
         });
         await runMover(values);
         return process.exitCode === 1 ? 1 : 0;

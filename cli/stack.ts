@@ -110,6 +110,8 @@ export interface StackOptions {
    * Default true; the migration-only tests and benches leave it out.
    */
   replication?: boolean;
+  /** Credentials shared with other stacks (a federation's sites: one CA for every mover). Default: <dataDir>. */
+  credentials?: Provisioned;
 }
 
 /**
@@ -154,7 +156,7 @@ export class Stack {
   }
 
   async start(): Promise<this> {
-    this.credentials = await provision(this.opts.dataDir, { hosts: this.opts.hosts });
+    this.credentials = this.opts.credentials ?? (await provision(this.opts.dataDir, { hosts: this.opts.hosts }));
     if (this.opts.natsUrl === undefined) {
       this.server = await startNatsServer({
         storeDir: join(this.opts.dataDir, "nats"),

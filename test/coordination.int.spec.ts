@@ -16,6 +16,7 @@ import { sha256File } from "../cli/verify.js";
 import { subjects } from "#common/layout.js";
 import { fold } from "../services/coordinator/src/domain/migration/evolve.js";
 import { eventsOf, makeImage, startTestStack, waitForEvent } from "./support/stack.js";
+import { linkTlsOf } from "./support/data-channel.js";
 
 const MiB = 1024 * 1024;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
@@ -244,6 +245,8 @@ describe("coordination", () => {
     const attempt = sendBatch({
       address: reg.dataAddress,
       secret: Buffer.from("not-the-cluster-secret!!"),
+      // A genuine host certificate: what is under test is the secret, checked inside the TLS session.
+      tls: { tls: linkTlsOf(stack.credentials, "mover-a"), destHost: "b" },
       sourceHost: "a",
       migrationId: "intruder",
       batch: 0,

@@ -87,6 +87,7 @@ describe("a service that cannot continue ends failed", () => {
   it("the mover, when start-up fails (a --root that does not exist)", async () => {
     service = startService(["mover", "--nats", server.url, "--host", "a", "--root", join(dir, "missing")], {
       DWCP_SECRET: "0123456789abcdef0123",
+      DWCP_DATA_PLAINTEXT: "on",
     });
     expect(await service.exited).toBe(1);
     const fatal = service.lines.find((l) => l["level"] === 60);

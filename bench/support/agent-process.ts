@@ -14,13 +14,22 @@ export interface AgentProcess {
  * Starts the replication agent as a real process and resolves once it logs "listening". Used
  * by the benches and the replication tests (benches import nothing from test/).
  */
-export async function spawnAgent(root: string, secret: string, port = 0): Promise<AgentProcess> {
+/**
+ * `env` goes over the inherited environment; default DWCP_DATA_PLAINTEXT=on (the link's framing
+ * and recovery are under test, not its TLS: pass DWCP_TLS_* for that).
+ */
+export async function spawnAgent(
+  root: string,
+  secret: string,
+  port = 0,
+  env: NodeJS.ProcessEnv = { DWCP_DATA_PLAINTEXT: "on" },
+): Promise<AgentProcess> {
   const extra = process.env["DWCP_AGENT_NODE_ARGS"]?.split(" ").filter(Boolean) ?? []; // e.g. --cpu-prof
   const child = spawn(
     process.execPath,
     [...extra, "--import", "tsx", ENTRY, "--root", root, "--listen", `127.0.0.1:${port}`],
     {
-      env: { ...process.env, DWCP_SECRET: secret },
+      env: { ...process.env, ...env, DWCP_SECRET: secret },
       stdio: ["ignore", "pipe", "inherit"],
     },
   );

@@ -74,7 +74,10 @@ describe("the replication service", () => {
   });
 
   it("replicate goes through the service process, which commits the snapshot", async () => {
-    service = await spawnReplicationService("a", t.dir, t.server.url, { DWCP_SECRET: SECRET });
+    service = await spawnReplicationService("a", t.dir, t.server.url, {
+      DWCP_SECRET: SECRET,
+      DWCP_DATA_PLAINTEXT: "on", // its "agent" below is a bare TCP server
+    });
     const [printed] = (await run(
       t,
       "replicate",

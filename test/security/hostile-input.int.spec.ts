@@ -34,7 +34,9 @@ const run = promisify(execFile);
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
+  // Raw frames and idle sockets reach the data port here, so it runs in plaintext (what a trusted
+  // link may use): the LZ4 bound and the pre-auth budget hold inside TLS sessions as well.
+  stack = await startTestStack({ env: { DWCP_DATA_PLAINTEXT: "on" } });
   await makeImage(stack, "a", "vms/h/disk.img", { sizeBytes: 8 * MiB + 3, zeroFraction: 0.3, seed: 5 });
 });
 afterAll(async () => stack?.cleanup());

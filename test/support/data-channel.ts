@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { pino } from "pino";
 import type { Logger } from "#common/logger.js";
 import { TcpRelay } from "#common/relay.js";
+import type { Provisioned, Role } from "#common/credentials/provision.js";
+import { loadLinkSecurity, type LinkTls } from "#common/secure-link/tls.js";
 import { FRAME_CODES, SEGMENT_ENTRY_BYTES } from "../../services/mover/src/domain/data-channel/frames.js";
 import { FrameWalker } from "./dwcp-frames.js";
 import type { SendBatchOptions } from "../../services/mover/src/infra/data-channel/client.js";
@@ -106,4 +108,42 @@ export async function startCorruptingProxy(target: string, mode: "once" | "alway
     },
   });
   return { address: relay.address, corrupter, close: () => relay.close() };
+}
+
+/** A logger that keeps every line, and resolves waitFor() once a line satisfying `pred` was logged. */
+export function capturingLog(): {
+  log: Logger;
+  lines: Record<string, unknown>[];
+  waitFor(pred: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+} {
+  const lines: Record<string, unknown>[] = [];
+  const waiters: Array<() => void> = [];
+  const log = pino(
+    { level: "debug" },
+    {
+      write(s: string) {
+        lines.push(JSON.parse(s) as Record<string, unknown>);
+        for (const w of waiters.splice(0)) w();
+      },
+    },
+  );
+  const waitFor = (pred: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        const hit = lines.find(pred);
+        if (hit !== undefined) resolve(hit);
+        else waiters.push(check);
+      };
+      check();
+    });
+  return { log, lines, waitFor };
+}
+
+/** The link TLS material of a provisioned role (mover-<h>, replication-<h>), read as a service would. */
+export function linkTlsOf(p: Provisioned, role: Role): LinkTls {
+  const r = p.roles.get(role);
+  if (r === undefined) throw new Error(`no role ${role}`);
+  const link = loadLinkSecurity({ mode: "tls", caFile: p.caFile, certFile: r.certFile, keyFile: r.keyFile });
+  if (link?.mode !== "tls") throw new Error("not TLS");
+  return link.tls;
 }

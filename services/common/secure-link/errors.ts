@@ -32,3 +32,38 @@ export class ListenFailedError extends DwcpError {
   readonly code = "LISTEN_FAILED" as const;
   readonly retryable = false;
 }
+
+/**
+ * The TLS handshake failed: the peer spoke plaintext, presented no certificate or one from
+ * another CA, or refused ours. Not retryable: a peer of this deployment would not do that.
+ */
+export class TlsHandshakeError extends DwcpError {
+  readonly code = "TLS_HANDSHAKE_FAILED" as const;
+  readonly retryable = false;
+  constructor(
+    readonly address: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * The peer's certificate is valid but names another identity than the one dialled (the host
+ * the coordinator named): a repointed registry entry or relay. Nothing was sent to it.
+ */
+export class PeerIdentityMismatchError extends DwcpError {
+  readonly code = "PEER_IDENTITY_MISMATCH" as const;
+  readonly retryable = false;
+  constructor(
+    readonly address: string,
+    readonly expected: string,
+    readonly presented: readonly string[],
+  ) {
+    super(
+      `${address} presented a certificate for ${presented.length > 0 ? presented.join(", ") : "no dwcp identity"}, ` +
+        `not ${expected}: refusing to send to it`,
+    );
+  }
+}

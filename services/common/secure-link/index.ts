@@ -3,7 +3,9 @@
  * (services/mover/src/infra/data-channel) and the replication link
  * (services/replication/src/infra/tcp.ts).
  *
- * - transport.ts: dial()/listen(), the only place a link socket is opened. TLS/mTLS goes here.
+ * - transport.ts: dial()/listen(), the only place a link socket is opened, plaintext or TLS 1.3
+ *   with mutual authentication (the peer's dwcp:host identity checked, refusals logged).
+ * - tls.ts: the links' TLS settings (DWCP_TLS_*, DWCP_DATA_PLAINTEXT), material and identities.
  * - handshake.ts: the shared-key proof (nonce, derived key, HMAC, constant-time check). Pure.
  * - reader.ts: the one frame reader (PullReader, SocketReader) over an IncrementalDecoder.
  * - records.ts: length-prefixed records with a size check before buffering. Pure.
@@ -17,3 +19,4 @@ export * from "./reader.js";
 export * from "./records.js";
 export * from "./transport.js";
 export { ByteQueue } from "./byte-queue.js";
+export * from "./tls.js";

@@ -1,13 +1,24 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { ConnectAbortedError, ConnectFailedError, ConnectTimeoutError, ListenFailedError } from "./errors.js";
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
+import type { Logger } from "#common/logger.js";
+import {
+  ConnectAbortedError,
+  ConnectFailedError,
+  ConnectTimeoutError,
+  ListenFailedError,
+  PeerIdentityMismatchError,
+  TlsHandshakeError,
+} from "./errors.js";
+import { clientTlsOptions, hostsOf, peerIdentities, serverTlsOptions, type LinkTls } from "./tls.js";
 
 /**
  * The one place dwcp's authenticated links (the mover data channel and the replication link)
  * meet TCP: dial() and listen() hand each protocol a connected socket, and handshake.ts proves
- * the shared key on top of it. TLS/mTLS lands here and nowhere else: dial() becomes
- * tls.connect() and listen() tls.createServer() with the cluster's certificates, the key proof
- * can then bind the TLS exporter, and the mover's native recv path (which reads the raw fd)
- * must step aside for the stream reader, since the kernel would then hold ciphertext.
+ * the per-link key on top of it. With `tls` both are TLS 1.3 with mutual authentication (see
+ * tls.ts): dial() checks that the peer's certificate names the identity it meant to reach,
+ * listen() that the peer is a host of the deployment, and refusals are logged with the peer's
+ * address. A TLS socket is still a net.Socket to the protocols, but its fd carries ciphertext:
+ * sendfile() and the mover's native recv must step aside for it.
  */
 
 export function addressOf(host: string, port: number): string {
@@ -17,57 +28,163 @@ export function addressOf(host: string, port: number): string {
 const timedOut = (address: string, ms: number): ConnectTimeoutError =>
   new ConnectTimeoutError(address, `connecting to ${address} timed out after ${ms} ms`);
 
+/** What the dialling side of a TLS link needs: its material and the identity the peer must name. */
+export interface DialTls {
+  tls: LinkTls;
+  /** The identity URI the peer's certificate must name, e.g. `dwcp:host:b` (pki.hostIdentity). */
+  expectIdentity: string;
+}
+
 export interface DialOptions {
   host: string;
   port: number;
-  /** Give up connecting after this long. Default: the kernel's connect timeout. */
+  /** Give up connecting (TCP and TLS handshake) after this long. Default: the kernel's connect timeout. */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** TLS 1.3 with mutual authentication. Default: plaintext (trusted links only). */
+  tls?: DialTls;
+}
+
+/** A TLS or OpenSSL failure (a handshake alert, a certificate the CA did not issue), not a network one. */
+export function isTlsFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return (
+    typeof code === "string" &&
+    /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|CERT_|SELF_SIGNED_|DEPTH_ZERO_|INVALID_CA|INVALID_PURPOSE)/.test(code)
+  );
+}
+
+/** What a TLS failure on a link to `address` becomes; other errors are returned as they are. */
+export function tlsFailureOf(address: string, err: Error): Error {
+  if (err instanceof TlsHandshakeError || !isTlsFailure(err)) return err;
+  return new TlsHandshakeError(address, `TLS with ${address} failed: ${err.message}`, { cause: err });
+}
+
+/** The TLS alerts by which a peer refuses our certificate (as OpenSSL names them in Node's codes). */
+const CERTIFICATE_ALERT = new RegExp(
+  "^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_REQUIRED|CERTIFICATE_UNKNOWN|" +
+    "ACCESS_DENIED|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED)$",
+);
+
+/**
+ * An alert by which a peer refused our certificate after our side of the TLS 1.3 handshake
+ * completed (a non-Node peer; dwcp's own listener just closes, see closedAfterHandshake). Other
+ * TLS errors on an established session (a record that fails its MAC: bytes altered in transit)
+ * are the network's, and stay retryable.
+ */
+export function isCertificateRefusal(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" && CERTIFICATE_ALERT.test(code);
 }
 
 /**
- * A connected socket with Nagle off. Rejects with ConnectTimeoutError, ConnectFailedError or
- * ConnectAbortedError; after it resolves, socket errors are the protocol's to handle.
+ * What a TLS session that the peer closes before its first protocol byte becomes: in TLS 1.3 the
+ * client's handshake completes before the server has checked the client's certificate, and a
+ * listener that refuses it (another CA, no dwcp host) just closes.
+ */
+export function closedAfterHandshake(address: string): TlsHandshakeError {
+  return new TlsHandshakeError(
+    address,
+    `${address} closed the TLS session before its challenge: it refused this host's certificate ` +
+      "(is it from the deployment's CA and for a dwcp host?)",
+  );
+}
+
+/**
+ * A connected socket with Nagle off; with `tls`, a TLS 1.3 session whose peer proved the
+ * expected identity. Rejects with ConnectTimeoutError, ConnectFailedError, ConnectAbortedError,
+ * TlsHandshakeError or PeerIdentityMismatchError; after it resolves, socket errors are the
+ * protocol's to handle (a server that refuses our certificate says so on the first read: see
+ * tlsFailureOf).
  */
 export async function dial(o: DialOptions): Promise<Socket> {
   const address = addressOf(o.host, o.port);
   const aborted = (): ConnectAbortedError =>
     new ConnectAbortedError(address, `connecting to ${address} was aborted`, { cause: o.signal?.reason });
   if (o.signal?.aborted === true) throw aborted();
-  const socket = connect({ host: o.host, port: o.port, noDelay: true });
+  const started = performance.now();
+  const raw = connect({ host: o.host, port: o.port, noDelay: true });
+  await settle(raw, "connect", o, address, o.timeoutMs, aborted, (err) => {
+    return new ConnectFailedError(address, `cannot connect to ${address}: ${err.message}`, { cause: err });
+  });
+  if (o.tls === undefined) return raw;
+  const socket = tlsConnect({ ...clientTlsOptions(o.tls.tls), socket: raw });
+  const left = o.timeoutMs === undefined ? undefined : Math.max(1, o.timeoutMs - (performance.now() - started));
+  await settle(socket, "secureConnect", o, address, left, aborted, (err) =>
+    isTlsFailure(err)
+      ? tlsFailureOf(address, err)
+      : new ConnectFailedError(address, `TLS with ${address} failed: ${err.message}`, { cause: err }),
+  );
+  const presented = peerIdentities(socket);
+  if (!presented.includes(o.tls.expectIdentity)) {
+    socket.destroy();
+    throw new PeerIdentityMismatchError(address, o.tls.expectIdentity, presented);
+  }
+  return socket;
+}
+
+/** Wait for `event` on `socket` within `timeoutMs` and the signal; destroys the socket on failure. */
+async function settle(
+  socket: Socket,
+  event: string,
+  o: DialOptions,
+  address: string,
+  timeoutMs: number | undefined,
+  aborted: () => Error,
+  failed: (err: Error) => Error,
+): Promise<void> {
   try {
     await new Promise<void>((resolve, reject) => {
       const timer =
-        o.timeoutMs === undefined
-          ? undefined
-          : setTimeout(() => reject(timedOut(address, o.timeoutMs ?? 0)), o.timeoutMs);
+        timeoutMs === undefined ? undefined : setTimeout(() => reject(timedOut(address, o.timeoutMs ?? 0)), timeoutMs);
       const onAbort = (): void => reject(aborted());
       o.signal?.addEventListener("abort", onAbort, { once: true });
       const cleanup = (): void => {
         clearTimeout(timer);
         o.signal?.removeEventListener("abort", onAbort);
+        socket.off("error", onError);
+        socket.off("close", onClose);
+        socket.off(event, done);
       };
-      socket.once("error", (err) =>
-        reject(new ConnectFailedError(address, `cannot connect to ${address}: ${err.message}`, { cause: err })),
-      );
-      socket.once("connect", resolve);
-      for (const ev of ["connect", "error", "close"]) socket.once(ev, cleanup);
+      const onError = (err: Error): void => (cleanup(), reject(failed(err)));
+      const onClose = (): void => (cleanup(), reject(failed(new Error("connection closed"))));
+      const done = (): void => (cleanup(), resolve());
+      socket.on("error", onError);
+      socket.on("close", onClose);
+      socket.on(event, done);
     });
   } catch (err) {
     socket.destroy();
     throw err;
   }
-  return socket;
+}
+
+/** Who is on the other end of an accepted TLS link (undefined for a plaintext listener). */
+export interface PeerIdentity {
+  /** Every dwcp identity the peer's certificate names. */
+  identities: string[];
+  /** The hosts among them (at least one: a peer naming none is refused before the protocol sees it). */
+  hosts: string[];
+}
+
+export interface ListenTls {
+  tls: LinkTls;
+  /** Refused handshakes are logged here (warn, with the peer's address and the reason). */
+  log: Logger;
+  /** A connection that has not completed its TLS handshake by then is closed. Default 5000 ms. */
+  handshakeTimeoutMs?: number;
 }
 
 export interface ListenOptions {
   host: string;
   /** 0 picks a free port (see the returned address). */
   port: number;
-  /** Accept sockets paused, for a reader that does not use Node's stream reads. Default false. */
+  /** Accept sockets paused, for a reader that does not use Node's stream reads. Plaintext only. Default false. */
   pauseOnConnect?: boolean;
   /** Concurrent connections; more are refused. Default: unlimited. */
   maxConnections?: number;
+  /** TLS 1.3 with mutual authentication. Default: plaintext (trusted links only). */
+  tls?: ListenTls;
 }
 
 export interface Listener {
@@ -77,9 +194,19 @@ export interface Listener {
   close(): Promise<void>;
 }
 
-/** Listens with Nagle off on every accepted socket. Rejects with ListenFailedError. */
-export async function listen(o: ListenOptions, onSocket: (socket: Socket) => void): Promise<Listener> {
-  const server = createServer({ noDelay: true, pauseOnConnect: o.pauseOnConnect ?? false }, onSocket);
+/**
+ * Listens with Nagle off on every accepted socket; with `tls`, `onSocket` sees only peers that
+ * completed the handshake with a certificate from the CA naming a dwcp host. Rejects with
+ * ListenFailedError.
+ */
+export async function listen(
+  o: ListenOptions,
+  onSocket: (socket: Socket, peer: PeerIdentity | undefined) => void,
+): Promise<Listener> {
+  const server =
+    o.tls === undefined
+      ? createServer({ noDelay: true, pauseOnConnect: o.pauseOnConnect ?? false }, (s) => onSocket(s, undefined))
+      : tlsServer(o.tls, onSocket);
   if (o.maxConnections !== undefined) server.maxConnections = o.maxConnections;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -98,4 +225,47 @@ export async function listen(o: ListenOptions, onSocket: (socket: Socket) => voi
     address: server.address() as AddressInfo,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+function tlsServer(t: ListenTls, onSocket: (socket: Socket, peer: PeerIdentity) => void): Server {
+  const server = createTlsServer({
+    ...serverTlsOptions(t.tls),
+    noDelay: true,
+    handshakeTimeout: t.handshakeTimeoutMs ?? 5000,
+  });
+  const remoteOf = (s: Socket): string => addressOf(s.remoteAddress ?? "?", s.remotePort ?? 0);
+  // The raw socket's address: a TLS socket that failed its handshake may no longer know it.
+  const remotes = new WeakMap<Socket, string>();
+  server.on("connection", (raw: Socket) => remotes.set(raw, remoteOf(raw)));
+  const refuse = (socket: TLSSocket, reason: string): void => {
+    const remote = remotes.get((socket as unknown as { _parent?: Socket })._parent ?? socket) ?? remoteOf(socket);
+    t.log.warn({ remote, code: "TLS_HANDSHAKE_FAILED", reason }, "link refused: TLS failed");
+    socket.destroy();
+  };
+  // Node leaves a socket whose handshake failed or timed out open: the listener must close it.
+  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) =>
+    refuse(socket, err.code ?? err.message),
+  );
+  server.on("secureConnection", (socket: TLSSocket) => {
+    if (!socket.authorized) {
+      const why = socket.authorizationError;
+      refuse(
+        socket,
+        `client certificate refused: ${typeof why === "string" ? why : (why?.message ?? "none presented")}`,
+      );
+      return;
+    }
+    const identities = peerIdentities(socket);
+    const hosts = hostsOf(identities);
+    if (hosts.length === 0) {
+      t.log.warn(
+        { remote: remoteOf(socket), code: "PEER_IDENTITY_MISMATCH", identities },
+        "link refused: the peer's certificate names no dwcp host",
+      );
+      socket.destroy();
+      return;
+    }
+    onSocket(socket, { identities, hosts });
+  });
+  return server;
 }

@@ -1,5 +1,7 @@
 import { z } from "zod";
 import { HostId } from "#schemas/index.js";
+import { ConfigError, InvariantViolationError } from "#common/errors.js";
+import { hostIdentity } from "#common/pki.js";
 import {
   envInt,
   envSwitch,
@@ -10,6 +12,7 @@ import {
   withProcessConfig,
   type ProcessConfig,
 } from "#common/config.js";
+import { linkServerSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 
 /** Data-channel switches, read from the environment when a data server starts. */
 const DataChannelEnv = z.object({
@@ -54,15 +57,25 @@ const MoverConfig = z
     concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
     replicas: replicaCount,
     env: DataChannelEnv,
+    /** DWCP_TLS_CA/CERT/KEY (the data channel's TLS 1.3 with mutual auth) or DWCP_DATA_PLAINTEXT=on. */
+    tls: linkServerSecurity,
   })
-  .transform(({ listen, advertiseHost, env, ...rest }) => ({
+  .transform(({ listen, advertiseHost, env, tls, ...rest }) => ({
     ...rest,
     listenHost: listen.host,
     listenPort: listen.port,
     advertiseHost: advertiseHost ?? (listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host),
     ...dataChannelFields(env),
+    linkSetting: tls,
   }));
-export type MoverConfig = z.infer<typeof MoverConfig> & { process: ProcessConfig };
+export type MoverConfig = Omit<z.infer<typeof MoverConfig>, "linkSetting"> & {
+  /**
+   * How the data channel is secured: TLS 1.3 with mutual authentication from the deployment CA
+   * (the certificate must name dwcp:host:<host>), or plaintext by explicit choice. Never logged.
+   */
+  link: LinkSecurity;
+  process: ProcessConfig;
+};
 
 export interface MoverFlags {
   nats?: string;
@@ -72,6 +85,8 @@ export interface MoverFlags {
   advertise?: string;
   concurrency?: string;
   replicas?: string;
+  /** --plaintext-data: the data channel without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
+  "plaintext-data"?: boolean;
 }
 
 /**
@@ -79,8 +94,8 @@ export interface MoverFlags {
  * (#common/config.js): every problem of both is listed in one ConfigError.
  */
 export function moverConfig(flags: MoverFlags, env = process.env): Readonly<MoverConfig> {
-  const own = () =>
-    loadConfig(MoverConfig, {
+  const own = () => {
+    const { linkSetting, ...c } = loadConfig(MoverConfig, {
       natsUrl: flags.nats ?? natsUrlFromEnv(env),
       host: flags.host ?? env["DWCP_HOST"],
       roots: flags.root ?? env["DWCP_ROOTS"]?.split(",").filter(Boolean) ?? [],
@@ -90,6 +105,13 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       concurrency: flags.concurrency ?? env["DWCP_CONCURRENCY"] ?? "2",
       replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
       env,
+      tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
     });
+    const link = loadLinkSecurity(linkSetting);
+    if (link === undefined) throw new InvariantViolationError("the config check lets no mover start without a link");
+    if (link.mode === "tls" && !link.tls.identities.includes(hostIdentity(c.host)))
+      throw new ConfigError([`DWCP_TLS_CERT names ${link.tls.identities.join(", ")}, not ${hostIdentity(c.host)}`]);
+    return { ...c, link };
+  };
   return withProcessConfig(own, env);
 }

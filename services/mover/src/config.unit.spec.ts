@@ -22,10 +22,23 @@ describe("mover config: its own problems and the shared ones, listed together", 
   });
 
   it("mover defaults", () => {
-    const c = moverConfig({ host: "h1", root: ["/tmp"] }, { DWCP_SECRET: "0123456789abcdef" });
+    const c = moverConfig(
+      { host: "h1", root: ["/tmp"] },
+      { DWCP_SECRET: "0123456789abcdef", DWCP_DATA_PLAINTEXT: "on" },
+    );
     expect(c).toMatchObject({ listenHost: "127.0.0.1", listenPort: 0, advertiseHost: "127.0.0.1" });
     expect(c).toMatchObject({ concurrency: 2, replicas: 1, localCopy: true, nativeRecv: true });
     expect(c.process.ackWaitMs).toBe(30_000);
     expect(Object.isFrozen(c)).toBe(true);
+    expect(c.link).toEqual({ mode: "plaintext" });
+  });
+
+  it("mover without TLS material or the explicit plaintext setting refuses to start", () => {
+    const env = { DWCP_SECRET: "0123456789abcdef", DWCP_TLS_CA: "/x/ca.pem" };
+    expect(problemsOf(() => moverConfig({ host: "h1", root: ["/tmp"] }, env))).toEqual([
+      expect.stringMatching(/^tls: the data link needs DWCP_TLS_CA, DWCP_TLS_CERT and DWCP_TLS_KEY .*only DWCP_TLS_CA/),
+    ]);
+    const c = moverConfig({ host: "h1", root: ["/tmp"], "plaintext-data": true }, env);
+    expect(c.link).toEqual({ mode: "plaintext" });
   });
 });

@@ -4,7 +4,10 @@ import { parseArgs } from "node:util";
 import { agentConfig } from "./config.js";
 import { runReplicationAgent } from "./main.js";
 
-const { values } = parseArgs({ options: { root: { type: "string" }, listen: { type: "string" } }, strict: true });
+const { values } = parseArgs({
+  options: { root: { type: "string" }, listen: { type: "string" }, "plaintext-data": { type: "boolean" } },
+  strict: true,
+});
 // libuv reads UV_THREADPOOL_SIZE when the pool first runs a task: set it before any file I/O.
 process.env["UV_THREADPOOL_SIZE"] = String(agentConfig(values).threadPoolSize);
 await runReplicationAgent(values);

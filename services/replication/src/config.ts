@@ -1,5 +1,7 @@
 import { z } from "zod";
 import { envInt, listenAddress, loadConfig, withProcessConfig, type ProcessConfig } from "#common/config.js";
+import { InvariantViolationError } from "#common/errors.js";
+import { linkServerSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 
 const SECRET_PROBLEM = "DWCP_SECRET must be set to at least 16 characters (the same on every host)";
 
@@ -15,23 +17,36 @@ const AgentConfig = z
      * BLAKE3 run there, and 4 threads would serialise them.
      */
     threadPoolSize: envInt({ min: 1, max: 1024, unit: "threads" }),
+    /** DWCP_TLS_CA/CERT/KEY (TLS 1.3 with mutual auth; this host's certificate) or DWCP_DATA_PLAINTEXT=on. */
+    tls: linkServerSecurity,
   })
   .transform(({ listen, ...rest }) => ({ ...rest, listenHost: listen.host, listenPort: listen.port }));
-export type AgentConfig = z.infer<typeof AgentConfig> & { process: ProcessConfig };
+export type AgentConfig = Omit<z.infer<typeof AgentConfig>, "tls"> & {
+  /** How the agent link is secured: TLS 1.3 with mutual authentication, or plaintext by choice. Never logged. */
+  link: LinkSecurity;
+  process: ProcessConfig;
+};
 
 export interface AgentFlags {
   root?: string;
   listen?: string;
+  /** --plaintext-data: the agent link without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
+  "plaintext-data"?: boolean;
 }
 
 export function agentConfig(flags: AgentFlags, env = process.env): Readonly<AgentConfig> {
-  const own = () =>
-    loadConfig(AgentConfig, {
+  const own = () => {
+    const { tls, ...c } = loadConfig(AgentConfig, {
       root: flags.root ?? env["DWCP_REPL_ROOT"] ?? "",
       listen: flags.listen ?? env["DWCP_REPL_LISTEN"] ?? "127.0.0.1:0",
       secret: env["DWCP_SECRET"] ?? "",
       threadPoolSize: env["UV_THREADPOOL_SIZE"] || "16",
+      tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
     });
+    const link = loadLinkSecurity(tls);
+    if (link === undefined) throw new InvariantViolationError("the config check lets no agent start without a link");
+    return { ...c, link };
+  };
   return withProcessConfig(own, env);
 }
 

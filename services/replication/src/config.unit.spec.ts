@@ -7,8 +7,10 @@ describe("replication agent config", () => {
     expect(problemsOf(() => agentConfig({ root: "/x" }, { DWCP_SECRET: "x", UV_THREADPOOL_SIZE: "lots" }))).toEqual([
       expect.stringMatching(/^secret: DWCP_SECRET must be set/),
       "threadPoolSize: must be a whole number of threads",
+      expect.stringMatching(/^tls: the data link needs DWCP_TLS_CA, DWCP_TLS_CERT and DWCP_TLS_KEY/),
     ]);
-    const c = agentConfig({ root: "/x", listen: "[::1]:7000" }, { DWCP_SECRET: "0123456789abcdef" });
-    expect(c).toMatchObject({ listenHost: "::1", listenPort: 7000, threadPoolSize: 16 });
+    const plaintext = { DWCP_SECRET: "0123456789abcdef", DWCP_DATA_PLAINTEXT: "on" };
+    const c = agentConfig({ root: "/x", listen: "[::1]:7000" }, plaintext);
+    expect(c).toMatchObject({ listenHost: "::1", listenPort: 7000, threadPoolSize: 16, link: { mode: "plaintext" } });
   });
 });

@@ -5,6 +5,7 @@ import { DestinationAgent } from "./app/destination.js";
 import { agentConfig, type AgentFlags } from "./config.js";
 import { STORE_DIR } from "./infra/chunk-store.js";
 import { serve } from "./infra/tcp.js";
+import { PLAINTEXT_WARNING } from "#common/secure-link/tls.js";
 import { connectNats } from "#common/nats.js";
 import { ReplicationService } from "./app/service.js";
 import { replicationRpc, serveCommands } from "./infra/commands.js";
@@ -25,10 +26,12 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
     log,
     start: async (control) => {
       const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR), log);
+      if (cfg.link.mode === "plaintext") log.warn(PLAINTEXT_WARNING);
       const srv = await serve((f) => agent.handle(f), {
         host: cfg.listenHost,
         port: cfg.listenPort,
         secret: cfg.secret,
+        ...(cfg.link.mode === "tls" ? { tls: { tls: cfg.link.tls, log } } : {}),
       });
       srv.server.on("connection", (socket) =>
         log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}` }, "agent connection"),
@@ -64,7 +67,9 @@ export async function startReplicationService(flags: ServiceFlags): Promise<Repl
     nats,
     logger,
     ...(cfg.secret ? { secret: cfg.secret } : {}),
+    ...(cfg.link ? { link: cfg.link } : {}),
   });
+  if (cfg.link?.mode === "plaintext") logger.warn(PLAINTEXT_WARNING);
   const sub = serveCommands(nats.nc, cfg.host, logger, (cmd, send) => service.handle(cmd, send));
   await nats.nc.flush();
   logger.info({ subject: replicationRpc(cfg.host) }, "serving");

@@ -1,5 +1,8 @@
 import { z } from "zod";
 import { loadConfig, natsUrlFromEnv } from "#common/config.js";
+import { ConfigError } from "#common/errors.js";
+import { hostIdentity } from "#common/pki.js";
+import { linkClientSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 import { HostId } from "#schemas/common.js";
 
 const ServiceConfig = z.object({
@@ -12,24 +15,36 @@ const ServiceConfig = z.object({
   natsUrl: z.string().min(1),
   /** Secret of remote replication agents (DWCP_SECRET); optional, never logged. */
   secret: z.string().optional(),
+  /** DWCP_TLS_CA/CERT/KEY or DWCP_DATA_PLAINTEXT=on for links to remote agents; optional. */
+  tls: linkClientSecurity,
 });
-export type ServiceConfig = z.infer<typeof ServiceConfig>;
+export type ServiceConfig = Omit<z.infer<typeof ServiceConfig>, "tls"> & {
+  /** How links to remote agents are secured; undefined: commands naming an agent are refused. Never logged. */
+  link: LinkSecurity | undefined;
+};
 
 export interface ServiceFlags {
   host?: string;
   "data-dir"?: string;
   roots?: string;
   nats?: string;
+  /** --plaintext-data: links to agents without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
+  "plaintext-data"?: boolean;
 }
 
 export function serviceConfig(flags: ServiceFlags, env = process.env): Readonly<ServiceConfig> {
   const roots = flags.roots ?? env["DWCP_REPL_ROOTS"];
   const secret = env["DWCP_SECRET"];
-  return loadConfig(ServiceConfig, {
+  const { tls, ...c } = loadConfig(ServiceConfig, {
     host: flags.host ?? env["DWCP_HOST"] ?? "",
     dataDir: flags["data-dir"] ?? env["DWCP_DATA_DIR"] ?? ".dwcp",
     ...(roots ? { roots } : {}),
     natsUrl: flags.nats ?? natsUrlFromEnv(),
     ...(secret ? { secret } : {}),
+    tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
   });
+  const link = loadLinkSecurity(tls);
+  if (link?.mode === "tls" && !link.tls.identities.includes(hostIdentity(c.host)))
+    throw new ConfigError([`DWCP_TLS_CERT names ${link.tls.identities.join(", ")}, not ${hostIdentity(c.host)}`]);
+  return Object.freeze({ ...c, link });
 }

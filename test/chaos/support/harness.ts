@@ -24,6 +24,8 @@ export const CHAOS_ENV = {
   DWCP_RPC_TIMEOUT_MS: "5000",
   DWCP_REPLICAS: "3",
   DWCP_LOG_LEVEL: "info",
+  // The data proxy flips bits inside CHUNK frames, which it can only parse in plaintext.
+  DWCP_DATA_PLAINTEXT: "on",
 } as const;
 
 export const DWCP_STREAMS = [CMD_STREAM, EVT_STREAM, workStream("a"), workStream("b"), "KV_dwcp_movers"];

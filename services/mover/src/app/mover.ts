@@ -8,6 +8,7 @@ import { safeJson } from "#common/json.js";
 import type { Lifecycle } from "#common/lifecycle.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
+import { PLAINTEXT_WARNING } from "#common/secure-link/tls.js";
 import type { MoverConfig } from "../config.js";
 import { chunkBuffers } from "../infra/data-channel/buffer-pool.js";
 import { SEND_BUFFERS } from "../infra/data-channel/client.js";
@@ -55,11 +56,13 @@ export class Mover {
     );
     const kv = await ensureLayout(nats.nc, nats.jsm, { replicas: config.replicas });
     await ensureWorkStream(nats.jsm, config.host, { replicas: config.replicas });
+    if (config.link.mode === "plaintext") log.warn({ host: config.host }, PLAINTEXT_WARNING);
     const dataServer = await startDataServer({
       host: config.host,
       listenHost: config.listenHost,
       listenPort: config.listenPort,
       secret: Buffer.from(config.secret),
+      ...(config.link.mode === "tls" ? { tls: config.link.tls } : {}),
       roots,
       log,
       nativeRecv: config.nativeRecv,

@@ -104,6 +104,8 @@ export class BatchWorker {
       const options: SendBatchOptions = {
         address: reg.dataAddress,
         secret: Buffer.from(this.config.secret),
+        // The destination must prove it is the host the coordinator named, not whoever the registry points at.
+        ...(this.config.link.mode === "tls" ? { tls: { tls: this.config.link.tls, destHost: w.destHost } } : {}),
         sourceHost: this.config.host,
         migrationId: w.migrationId,
         batch: w.batch,
@@ -164,9 +166,11 @@ export class BatchWorker {
         type: "ChunkBatchFailed",
         ...base,
         at: new Date().toISOString(),
-        code: FAILURE_CODES.has(code) ? (code as FailureEventCode) : "INTERNAL",
+        code: eventCodeOf(code),
         retryable: isRetryable(err),
-        message: (err as Error).message ?? String(err),
+        message: LINK_REFUSALS.has(code)
+          ? `${code}: ${(err as Error).message}`
+          : ((err as Error).message ?? String(err)),
       };
       try {
         await this.store.append(w.migrationId, [event], `${msgId}.failed`);
@@ -187,3 +191,7 @@ export class BatchWorker {
 
 type FailureEventCode = Extract<MigrationEvent, { type: "ChunkBatchFailed" }>["code"];
 const FAILURE_CODES = new Set<string>(FailureCode.options);
+/** A destination refused on the TLS layer: recorded as AUTH_FAILED, the message keeps the precise code. */
+const LINK_REFUSALS = new Set<string>(["TLS_HANDSHAKE_FAILED", "PEER_IDENTITY_MISMATCH"]);
+const eventCodeOf = (code: string): FailureEventCode =>
+  FAILURE_CODES.has(code) ? (code as FailureEventCode) : LINK_REFUSALS.has(code) ? "AUTH_FAILED" : "INTERNAL";

@@ -8,6 +8,7 @@ import { HEARTBEAT_MS, type Send } from "../infra/commands.js";
 import { inside } from "../infra/host-roots.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 import { connectAgent } from "../infra/tcp.js";
+import type { LinkSecurity } from "#common/secure-link/tls.js";
 import { DestinationAgent, inProcess, type Transport } from "./destination.js";
 import { replicate } from "./replicate.js";
 import type { RetentionResult } from "./retention.js";
@@ -19,7 +20,13 @@ import type { SyncResult } from "./sync.js";
 export class CommandRefusedError extends DwcpError {
   readonly retryable = false;
   constructor(
-    readonly code: "WRONG_HOST" | "PATH_OUTSIDE_ROOT" | "SYNC_IN_PROGRESS" | "RESTORE_IN_PROGRESS" | "NO_SECRET",
+    readonly code:
+      | "WRONG_HOST"
+      | "PATH_OUTSIDE_ROOT"
+      | "SYNC_IN_PROGRESS"
+      | "RESTORE_IN_PROGRESS"
+      | "NO_SECRET"
+      | "NO_TLS",
     message: string,
   ) {
     super(message);
@@ -46,6 +53,11 @@ export interface ReplicationServiceOptions {
   logger: Logger;
   /** Secret of remote replication agents (DWCP_SECRET); commands naming an agent need it. */
   secret?: string;
+  /**
+   * How links to remote agents are secured (DWCP_TLS_* or DWCP_DATA_PLAINTEXT=on); commands
+   * naming an agent need one. With TLS the agent must present the destination host's certificate.
+   */
+  link?: LinkSecurity;
 }
 
 /**
@@ -176,6 +188,12 @@ export class ReplicationService {
         "NO_SECRET",
         `the replication service on ${this.o.host} has no DWCP_SECRET (>= 16 characters, the agent's)`,
       );
+    if (cmd.destination.agent && this.o.link === undefined)
+      return new CommandRefusedError(
+        "NO_TLS",
+        `the replication service on ${this.o.host} has no DWCP_TLS_CA/CERT/KEY for agent links ` +
+          "(or DWCP_DATA_PLAINTEXT=on for a trusted link)",
+      );
     const srcRoot = this.o.root(cmd.source.host);
     const dstRoot = this.o.root(cmd.destination.host);
     const sources: string[] = [];
@@ -197,7 +215,9 @@ export class ReplicationService {
       const dest = await DestinationAgent.open(plan.storePath);
       return { ...inProcess(dest), close: () => dest.store.close() };
     };
-    const connect = (): Promise<Transport> => (agent ? connectAgent({ ...agent, secret }) : local());
+    const link = this.o.link;
+    const tls = link?.mode === "tls" ? { tls: { tls: link.tls, destHost: cmd.destination.host } } : {};
+    const connect = (): Promise<Transport> => (agent ? connectAgent({ ...agent, secret, ...tls }) : local());
     let out: { result: SyncResult; retention?: RetentionResult } | undefined;
     await replicate({
       vm: cmd.vm,

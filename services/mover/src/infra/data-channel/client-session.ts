@@ -28,6 +28,11 @@ import type { PreparedChunk } from "./source-volume.js";
 export interface SessionOptions {
   socket: Socket;
   reader: SocketFrameReader;
+  /**
+   * The socket is TLS: every write is encrypted into TLS records in user space, and a writev of
+   * several parts would first be gathered into one more copy, so parts are written one by one.
+   */
+  encrypted?: boolean;
   chunkCount: number;
   maxResends: number;
   /** sendfile() segment bytes from this fd instead of copying them through JS; undefined = copy. */
@@ -226,6 +231,11 @@ export class ClientSession {
   /** Write the parts as one burst; resolves once the last is handed to the kernel. */
   private async writeCorked(parts: readonly Uint8Array[]): Promise<void> {
     const { socket } = this.o;
+    if (this.o.encrypted === true) {
+      // Each write waits for the previous one, so Node never gathers them into one writev.
+      for (const part of parts) await this.write(part);
+      return;
+    }
     socket.cork();
     const last = new Promise<void>((resolve, reject) => {
       parts.forEach((part, i) => {

@@ -1,6 +1,14 @@
 import type { Socket } from "node:net";
-import { ConnectAbortedError, ConnectFailedError } from "#common/secure-link/errors.js";
-import { dial } from "#common/secure-link/transport.js";
+import { TLSSocket } from "node:tls";
+import {
+  ConnectAbortedError,
+  ConnectFailedError,
+  PeerIdentityMismatchError,
+  TlsHandshakeError,
+} from "#common/secure-link/errors.js";
+import type { LinkTls } from "#common/secure-link/tls.js";
+import { closedAfterHandshake, dial, isCertificateRefusal, tlsFailureOf } from "#common/secure-link/transport.js";
+import { hostIdentity } from "#common/pki.js";
 import type { TransferredChunk } from "#schemas/index.js";
 import { zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
@@ -21,6 +29,12 @@ export interface SendBatchOptions {
   address: string;
   /** Cluster secret; only a MAC derived from it is sent. */
   secret: Buffer;
+  /**
+   * TLS 1.3 with mutual authentication: this mover's certificate, and the host the coordinator
+   * named as the destination, whose certificate the peer at `address` must present (else
+   * PeerIdentityMismatchError, and nothing is sent). Absent: plaintext (trusted links only).
+   */
+  tls?: { tls: LinkTls; destHost: string };
   sourceHost: string;
   migrationId: string;
   batch: number;
@@ -96,7 +110,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   const log = o.log.child({ migrationId: o.migrationId, batch: o.batch, attempt: o.attempt, host: o.sourceHost });
   const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes, o.sourceRoots);
   try {
-    const socket = await connect(o.address, o.connectTimeoutMs ?? 10_000, o.signal);
+    const socket = await connect(o, log);
     try {
       const session = await withBucket(o, (limit) => run(o, socket, source, limit, log));
       const chunks = [...session.acked.values()].sort((a, b) => a.offset - b.offset);
@@ -204,15 +218,21 @@ async function run(
 ): Promise<ClientSession> {
   const bucket = limit?.bucket;
   const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
+    // A (non-Node) destination that refuses our certificate says so with an alert on the first read.
     mapSocketError: (err) =>
-      new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
+      isCertificateRefusal(err)
+        ? tlsFailureOf(o.address, err)
+        : new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
   });
+  // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
+  const encrypted = socket instanceof TLSSocket;
   const session = new ClientSession({
     socket,
     reader,
+    encrypted,
     chunkCount: o.chunkCount,
     maxResends: o.maxResends ?? 3,
-    sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available ? source.fd : undefined,
+    sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
     bucket,
     compress:
       o.compress ??
@@ -252,6 +272,7 @@ const toError = (err: unknown): Error => (err instanceof Error ? err : new Error
 
 async function handshake(o: SendBatchOptions, session: ClientSession, reader: SocketFrameReader): Promise<void> {
   const challenge = await reader.next();
+  if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
@@ -329,16 +350,26 @@ async function sendResends(
   }
 }
 
-/** TCP connect with a deadline; every failure is DestinationUnreachableError (retryable). */
-async function connect(address: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Socket> {
-  const target = parseAddress(address);
+/**
+ * TCP connect (and TLS handshake) with a deadline. A network failure is
+ * DestinationUnreachableError (retryable); a TLS failure or a destination presenting another
+ * host's certificate stays TlsHandshakeError or PeerIdentityMismatchError (permanent) and is
+ * logged with the address.
+ */
+async function connect(o: SendBatchOptions, log: Logger): Promise<Socket> {
+  const target = parseAddress(o.address);
   if (target === undefined)
-    throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(address)}`);
+    throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(o.address)}`);
+  const tls = o.tls && { tls: o.tls.tls, expectIdentity: hostIdentity(o.tls.destHost) };
   let socket: Socket;
   try {
-    socket = await dial({ ...target, timeoutMs, signal });
+    socket = await dial({ ...target, timeoutMs: o.connectTimeoutMs ?? 10_000, signal: o.signal, tls });
   } catch (err) {
-    if (err instanceof ConnectAbortedError) throw aborted(signal as AbortSignal);
+    if (err instanceof ConnectAbortedError) throw aborted(o.signal as AbortSignal);
+    if (err instanceof TlsHandshakeError || err instanceof PeerIdentityMismatchError) {
+      log.warn({ code: err.code, address: o.address, reason: err.message }, "destination refused: TLS");
+      throw err;
+    }
     // ConnectTimeoutError or ConnectFailedError: their messages name the address and the reason.
     const cause = err instanceof ConnectFailedError ? err.cause : err;
     throw new DestinationUnreachableError((err as Error).message, { cause });

@@ -3,7 +3,8 @@ import { ConfigError } from "#common/errors.js";
 import { Admission, peerOf, type AdmissionOptions, type AdmissionTicket } from "#common/secure-link/admission.js";
 import { newNonce } from "#common/secure-link/handshake.js";
 import { ListenFailedError } from "#common/secure-link/errors.js";
-import { listen } from "#common/secure-link/transport.js";
+import type { LinkTls } from "#common/secure-link/tls.js";
+import { listen, type PeerIdentity } from "#common/secure-link/transport.js";
 import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { verifyHelloMac } from "../../domain/data-channel/auth.js";
@@ -28,6 +29,12 @@ export interface DataServerOptions {
   listenPort: number;
   /** Cluster secret the per-migration tokens derive from. Never logged. */
   secret: Buffer;
+  /**
+   * TLS 1.3 with mutual authentication: senders must present a certificate from the CA naming
+   * the host their HELLO claims; others are refused and logged. Receives through Node's stream
+   * reads (the native recv would see ciphertext). Absent: plaintext (trusted links only).
+   */
+  tls?: LinkTls;
   /** Directories destination files may be written under (symlinks resolved here). */
   roots: string[];
   log: Logger;
@@ -74,7 +81,7 @@ interface ServerConfig {
   idleTimeoutMs: number;
   buffersPerConnection: number;
   fences: FenceTable<BatchHolder>;
-  /** Receive with native recv(2) into chunk buffers (see readerFor). */
+  /** Receive with native recv(2) into chunk buffers (see sessionReader). */
   nativeRecv: boolean;
 }
 
@@ -87,15 +94,15 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
     buffersPerConnection: opts.buffersPerConnection ?? BUFFERS_PER_CONNECTION,
     fences: new FenceTable<BatchHolder>(),
-    nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true),
+    nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true) && opts.tls === undefined,
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, Connection>();
   const admission = new Admission({ ...opts.admission, handshakeTimeoutMs: cfg.helloTimeoutMs });
-  const onSocket = (socket: Socket): void => {
+  const onSocket = (socket: Socket, peer: PeerIdentity | undefined): void => {
     const conn: Connection = { reader: preAuthReader(socket, cfg), done: Promise.resolve() };
     const ticket = admission.admit(peerOf(socket), (reason) => conn.reader.abort(new ProtocolError(reason)));
-    conn.done = serveConnection(socket, conn, cfg, log, ticket)
+    conn.done = serveConnection(socket, conn, peer, cfg, log, ticket)
       .catch((err: unknown) => log.warn({ err }, "data connection failed"))
       .finally(async () => {
         ticket.release();
@@ -104,7 +111,12 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
       });
     connections.set(socket, conn);
   };
-  const listening = { host: opts.listenHost, port: opts.listenPort, pauseOnConnect: cfg.nativeRecv };
+  const listening = {
+    host: opts.listenHost,
+    port: opts.listenPort,
+    pauseOnConnect: cfg.nativeRecv,
+    tls: opts.tls && { tls: opts.tls, log, handshakeTimeoutMs: cfg.helloTimeoutMs },
+  };
   // Pending connections have their own budget on top of the sessions': they never take a session's place.
   const maxConnections = (opts.maxConnections ?? 64) + admission.limits.maxPending;
   const listener = await listen({ ...listening, maxConnections }, onSocket).catch((err: unknown) => {
@@ -115,7 +127,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     ]);
   });
   const address = formatAddress(listener.address.address, listener.address.port);
-  log.info({ address }, "data channel listening");
+  log.info({ address, tls: opts.tls !== undefined, nativeRecv: cfg.nativeRecv }, "data channel listening");
   return {
     address,
     copyLocal: (o) => copyBatchLocally({ roots: cfg.roots, fences: cfg.fences, log }, o),
@@ -188,6 +200,7 @@ function stopReading(socket: Socket): void {
 async function serveConnection(
   socket: Socket,
   conn: Connection,
+  peer: PeerIdentity | undefined,
   cfg: ServerConfig,
   parentLog: Logger,
   ticket: AdmissionTicket,
@@ -195,11 +208,11 @@ async function serveConnection(
   let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
-  const hello = await authenticate(socket, conn, cfg, log);
+  const hello = await authenticate(socket, conn, peer, cfg, log);
   if (hello === undefined) return;
   ticket.authenticated();
   const reader = conn.reader;
-  log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost });
+  log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, tls: peer !== undefined });
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
     socket.setTimeout(cfg.idleTimeoutMs, () =>
@@ -249,6 +262,7 @@ async function serveBatches(
 async function authenticate(
   socket: Socket,
   conn: Connection,
+  peer: PeerIdentity | undefined,
   cfg: ServerConfig,
   log: Logger,
 ): Promise<{ migrationId: string; sourceHost: string } | undefined> {
@@ -274,6 +288,15 @@ async function authenticate(
     await lingerClose(socket, reader);
     return undefined;
   }
+  // The certificate proved a host of the deployment; it must be the host the HELLO speaks for.
+  if (peer !== undefined && !peer.hosts.includes(hello.sourceHost)) {
+    const reason = `the sender's certificate names host ${peer.hosts.join(", ")}, its HELLO claims ${hello.sourceHost}`;
+    log.warn({ migrationId: hello.migrationId, code: "PEER_IDENTITY_MISMATCH", peerHosts: peer.hosts }, reason);
+    send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${reason}` });
+    await lingerClose(socket, reader);
+    return undefined;
+  }
+  if (peer !== undefined) log.debug({ migrationId: hello.migrationId, peerHosts: peer.hosts }, "sender authenticated");
   reader.decoder.setLimits(SERVER_IDLE);
   conn.reader = sessionReader(socket, reader, cfg);
   send(socket, { kind: "AUTH_OK" });
