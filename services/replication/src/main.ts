@@ -5,7 +5,8 @@ import { DestinationAgent } from "./app/destination.js";
 import { agentConfig, type AgentFlags } from "./config.js";
 import { STORE_DIR } from "./infra/chunk-store.js";
 import { serve } from "./infra/tcp.js";
-import { connectNats } from "#common/nats.js";
+import { connectNats, serviceCredentials } from "#common/nats.js";
+import { replicationRole } from "#common/credentials/provision.js";
 import { ReplicationService } from "./app/service.js";
 import { replicationRpc, serveCommands } from "./infra/commands.js";
 import { hostRoots } from "./infra/host-roots.js";
@@ -55,7 +56,8 @@ export interface ReplicationServiceHandle {
 export async function startReplicationService(flags: ServiceFlags): Promise<ReplicationServiceHandle> {
   const cfg = serviceConfig(flags);
   const logger = createLogger("replication", { host: cfg.host });
-  const nats = await connectNats(cfg.natsUrl, `dwcp-replication-${cfg.host}`, logger);
+  const credentials = serviceCredentials(cfg.process, replicationRole(cfg.host), logger);
+  const nats = await connectNats(cfg.natsUrl, `dwcp-replication-${cfg.host}`, logger, { credentials });
   const service = new ReplicationService({
     host: cfg.host,
     root: hostRoots(cfg.roots, cfg.dataDir),

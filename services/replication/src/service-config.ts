@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { loadConfig, natsUrlFromEnv } from "#common/config.js";
+import { loadConfig, natsUrlFromEnv, withProcessConfig, type ProcessConfig } from "#common/config.js";
 import { HostId } from "#schemas/common.js";
 
 const ServiceConfig = z.object({
@@ -22,14 +22,20 @@ export interface ServiceFlags {
   nats?: string;
 }
 
-export function serviceConfig(flags: ServiceFlags, env = process.env): Readonly<ServiceConfig> {
+/** The service's settings with the shared ones (NATS credentials among them) as `process`. */
+export function serviceConfig(
+  flags: ServiceFlags,
+  env = process.env,
+): Readonly<ServiceConfig & { process: ProcessConfig }> {
   const roots = flags.roots ?? env["DWCP_REPL_ROOTS"];
   const secret = env["DWCP_SECRET"];
-  return loadConfig(ServiceConfig, {
-    host: flags.host ?? env["DWCP_HOST"] ?? "",
-    dataDir: flags["data-dir"] ?? env["DWCP_DATA_DIR"] ?? ".dwcp",
-    ...(roots ? { roots } : {}),
-    natsUrl: flags.nats ?? natsUrlFromEnv(),
-    ...(secret ? { secret } : {}),
-  });
+  const own = () =>
+    loadConfig(ServiceConfig, {
+      host: flags.host ?? env["DWCP_HOST"] ?? "",
+      dataDir: flags["data-dir"] ?? env["DWCP_DATA_DIR"] ?? ".dwcp",
+      ...(roots ? { roots } : {}),
+      natsUrl: flags.nats ?? natsUrlFromEnv(),
+      ...(secret ? { secret } : {}),
+    });
+  return withProcessConfig(own, env);
 }
