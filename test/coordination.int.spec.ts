@@ -187,7 +187,7 @@ describe("coordination", () => {
   });
 
   it("the CLI migrates with --wait --json and fails with a reason and a non-zero exit", () => {
-    const env = { ...process.env, DWCP_NATS_URL: stack.url };
+    const env = stack.env("cli");
     const ok = spawnSync(
       process.execPath,
       [
