@@ -80,6 +80,26 @@ export async function watchMigration(
   return state;
 }
 
+/** Commands that run as a client of NATS (not a service or a stack of their own), and as whom. */
+const CLIENT_ROLE: Record<string, "cli" | "admin"> = {
+  init: "admin",
+  backup: "admin",
+  "restore-log": "admin",
+  migrate: "cli",
+  status: "cli",
+  events: "cli",
+  cancel: "cli",
+  federation: "cli",
+  replay: "cli",
+  snapshots: "cli",
+  restore: "cli",
+  replicate: "cli",
+};
+
+/** The role a command connects as; undefined for services and commands that run their own stack. */
+export const clientRoleOf = (cmd: string): "cli" | "admin" | undefined =>
+  Object.hasOwn(CLIENT_ROLE, cmd) ? CLIENT_ROLE[cmd] : undefined;
+
 /** Where the CLI finds the credentials of the stack it talks to. */
 export interface CredentialFlags {
   /** The stack's data dir (`dwcp up --data-dir`, default .dwcp): D/creds/<role>.nk and D/pki/. */

@@ -10,6 +10,7 @@ import { runCoordinator } from "#coordinator";
 import { runMover } from "#mover";
 import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import {
+  clientRoleOf,
   findCredentials,
   listMigrations,
   newId,
@@ -75,21 +76,6 @@ async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
-/** Commands that run as a client of NATS (not a service or a stack of their own), and as whom. */
-const CLIENT_ROLE: Record<string, "cli" | "admin"> = {
-  init: "admin",
-  backup: "admin",
-  "restore-log": "admin",
-  migrate: "cli",
-  status: "cli",
-  events: "cli",
-  cancel: "cli",
-  federation: "cli",
-  replay: "cli",
-  snapshots: "cli",
-  restore: "cli",
-  replicate: "cli",
-};
 /** Client commands with a --data-dir of their own (the stack's layout, for hints): it is kept. */
 const KEEPS_DATA_DIR = new Set(["replicate", "restore"]);
 
@@ -97,7 +83,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...given] = argv;
   let rest = given;
   try {
-    const role = cmd === undefined ? undefined : CLIENT_ROLE[cmd];
+    const role = cmd === undefined ? undefined : clientRoleOf(cmd);
     if (role !== undefined && !(cmd === "init" && given.includes("--print-config"))) {
       const taken = takeCredentialFlags(given, KEEPS_DATA_DIR.has(cmd ?? ""));
       rest = taken.argv;

@@ -53,8 +53,11 @@ export interface ReplicationServiceHandle {
  * The source side of replication for one host: takes ReplicateVm commands on
  * dwcp.replication.<host>.rpc and runs each sync (scan, send, commit, append, retention).
  */
-export async function startReplicationService(flags: ServiceFlags): Promise<ReplicationServiceHandle> {
-  const cfg = serviceConfig(flags);
+export async function startReplicationService(
+  flags: ServiceFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ReplicationServiceHandle> {
+  const cfg = serviceConfig(flags, env);
   const logger = createLogger("replication", { host: cfg.host });
   const credentials = serviceCredentials(cfg.process, replicationRole(cfg.host), logger);
   const nats = await connectNats(cfg.natsUrl, `dwcp-replication-${cfg.host}`, logger, { credentials });
