@@ -177,3 +177,22 @@ function sitePermissions(): Permissions {
     subscribe: { allow: subjects, deny: ["$JS.EVENT.>"] },
   };
 }
+
+/** Whether NATS subject pattern `pattern` (with `*` and `>` wildcards) matches `subject`. */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return s.length > i;
+    if (i >= s.length || (p[i] !== "*" && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+const permits = (rule: { allow: string[]; deny: string[] }, subject: string): boolean =>
+  rule.allow.some((a) => subjectMatches(a, subject)) && !rule.deny.some((d) => subjectMatches(d, subject));
+
+/** Whether `p` lets its role publish to `subject` (as nats-server decides: an allow, and no deny). */
+export const mayPublish = (p: Permissions, subject: string): boolean => permits(p.publish, subject);
+/** Whether `p` lets its role subscribe to `subject`. */
+export const maySubscribe = (p: Permissions, subject: string): boolean => permits(p.subscribe, subject);
