@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import type { CancelMigration, MigrationEvent, StartMigration } from "#schemas/index.js";
 import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import { processSetting } from "#common/config.js";
+import { identitiesOf } from "#common/pki.js";
 import type { Nats, NatsCredentials } from "#common/nats.js";
 import { UsageError } from "./args.js";
 import { evolve, fold, initialMigration, isTerminal, type Migration } from "#migration";
@@ -144,6 +145,19 @@ export function takeCredentialFlags(argv: string[], keepDataDir: boolean): { arg
 }
 
 /**
+ * The role a client certificate names (its `dwcp:role:<name>` URI): given files may be any
+ * role's (an observer's, say), and the role sets the inbox prefix its permissions allow.
+ */
+function roleInCertificate(certFile: string, fallback: string): string {
+  try {
+    const id = identitiesOf(readFileSync(certFile)).find((i) => i.startsWith("dwcp:role:"));
+    return id === undefined ? fallback : id.slice("dwcp:role:".length);
+  } catch {
+    return fallback; // an unreadable certificate is reported by the connection, with its path
+  }
+}
+
+/**
  * The credentials of `role` for the stack the CLI talks to: `--creds` with `--tls-*` (all four),
  * else DWCP_NKEY_FILE and DWCP_TLS_* from the environment, else the stack's data dir
  * (`--data-dir`, default .dwcp) if it holds them; undefined when none is found (the connection is
@@ -158,7 +172,15 @@ export function findCredentials(
   if (given.some((v) => v !== undefined)) {
     if (given.some((v) => v === undefined))
       throw new UsageError("--creds, --tls-ca, --tls-cert and --tls-key go together: pass all four");
-    return { role, nkeyFile: f.creds ?? "", caFile: f.tlsCa ?? "", certFile: f.tlsCert ?? "", keyFile: f.tlsKey ?? "" };
+    const certFile = f.tlsCert ?? "";
+    const keyFile = f.tlsKey ?? "";
+    return {
+      role: roleInCertificate(certFile, role),
+      nkeyFile: f.creds ?? "",
+      caFile: f.tlsCa ?? "",
+      certFile,
+      keyFile,
+    };
   }
   const fromEnv = {
     nkeyFile: processSetting("nkeyFile", env),
@@ -167,7 +189,7 @@ export function findCredentials(
     keyFile: processSetting("tlsKey", env),
   };
   if (f.dataDir === undefined && Object.values(fromEnv).every((v) => v !== undefined))
-    return { role, ...(fromEnv as Omit<NatsCredentials, "role">) };
+    return { ...(fromEnv as Omit<NatsCredentials, "role">), role: roleInCertificate(fromEnv.certFile ?? "", role) };
   const dir = f.dataDir ?? ".dwcp";
   const inDir = {
     nkeyFile: join(dir, "creds", `${role}.nk`),

@@ -184,7 +184,7 @@ export class Stack {
   async start(): Promise<this> {
     this.credentials = await provision(this.opts.dataDir, { hosts: this.opts.hosts });
     if (this.opts.natsUrl === undefined) {
-      const port = this.opts.natsPort ?? (await freePort());
+      const port = this.opts.natsPort || (await freePort()); // 0: any free port
       const storeDir = join(this.opts.dataDir, "nats");
       mkdirSync(storeDir, { recursive: true });
       this.server = await startNatsServer({
