@@ -23,6 +23,8 @@ export const CHAOS_ENV = {
   DWCP_RPC_TIMEOUT_MS: "5000",
   DWCP_REPLICAS: "3",
   DWCP_LOG_LEVEL: "info",
+  // The chaos cluster takes anonymous plaintext clients (support/cluster.ts).
+  DWCP_NATS_INSECURE: "on",
 } as const;
 
 export const DWCP_STREAMS = [CMD_STREAM, EVT_STREAM, workStream("a"), workStream("b"), "KV_dwcp_movers"];
