@@ -10,6 +10,7 @@ import { stopChild } from "#common/child-process.js";
 import { DwcpError } from "#common/errors.js";
 import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import { deploymentServerConfig } from "#common/credentials/server-config.js";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { pingReplication } from "#replication";
 import {
   moverRole,
@@ -165,15 +166,7 @@ export class Stack {
 
   /** What a connection as `role` presents to the stack's server (undefined on an insecure one). */
   credentialsOf(role: Role): NatsCredentials | undefined {
-    if (this.opts.insecure === true) return undefined;
-    const r = roleEnv(this.credentials, role);
-    return {
-      role,
-      nkeyFile: r["DWCP_NKEY_FILE"] ?? "",
-      caFile: r["DWCP_TLS_CA"] ?? "",
-      certFile: r["DWCP_TLS_CERT"] ?? "",
-      keyFile: r["DWCP_TLS_KEY"] ?? "",
-    };
+    return this.opts.insecure === true ? undefined : natsCredentialsOf(this.credentials, role);
   }
 
   /** A new connection to the stack's server as `role`; the caller closes it. */

@@ -7,6 +7,7 @@ import {
   type Role,
 } from "#common/credentials/provision.js";
 import { deploymentServerConfig } from "#common/credentials/server-config.js";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
 import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 
@@ -22,17 +23,6 @@ export interface SecureNats {
   connect(role: Role, name?: string): Promise<Nats>;
 }
 
-export function credentialsIn(p: Provisioned, role: Role): NatsCredentials {
-  const e = roleEnv(p, role);
-  return {
-    role,
-    nkeyFile: e["DWCP_NKEY_FILE"] ?? "",
-    caFile: e["DWCP_TLS_CA"] ?? "",
-    certFile: e["DWCP_TLS_CERT"] ?? "",
-    keyFile: e["DWCP_TLS_KEY"] ?? "",
-  };
-}
-
 /** Provisions credentials in `dir` and starts a secured nats-server with JetStream in `dir`/nats. */
 export async function startSecureNats(
   dir: string,
@@ -46,7 +36,7 @@ export async function startSecureNats(
     port,
     logFile: join(dir, "nats-server.log"),
   });
-  const credentialsOf = (role: Role): NatsCredentials => credentialsIn(credentials, role);
+  const credentialsOf = (role: Role): NatsCredentials => natsCredentialsOf(credentials, role);
   return {
     server,
     credentials,
