@@ -86,7 +86,11 @@ function role(
   };
 }
 
-const ONE_REPLY = { max: 1, expiresMs: 60_000 };
+/**
+ * A mover answers each RPC once; finalize re-reads a whole volume before it answers, so the
+ * permission to reply outlives any RPC timeout.
+ */
+const ONE_REPLY = { max: 1, expiresMs: 3_600_000 };
 
 /** The hosts of a deployment, from its mover roles. */
 const hostsOf = (roles: readonly Role[]): string[] =>

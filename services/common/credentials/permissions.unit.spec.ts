@@ -32,7 +32,7 @@ describe("the permission model", () => {
     expect(mayPublish(m, "dwcp.evt.replication.v")).toBe(false);
     expect(mayPublish(m, "dwcp.work.a")).toBe(false);
     expect(mayPublish(m, "dwcp.mover.b.rpc")).toBe(false);
-    expect(m.allowResponses).toEqual({ max: 1, expiresMs: 60_000 });
+    expect(m.allowResponses).toEqual({ max: 1, expiresMs: 3_600_000 });
   });
 
   it("only the coordinator hands out work and calls mover RPCs", () => {

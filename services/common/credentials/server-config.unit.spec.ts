@@ -29,7 +29,7 @@ describe("serverConfig", () => {
     expect(text).toContain(`nkey: "${U("A")}"`);
     expect(text).toContain(`nkey: "${U("B")}"`);
     expect(text).toContain('"$KV.dwcp_movers.a"');
-    expect(text).toContain('allow_responses: { max: 1, expires: "60000ms" }');
+    expect(text).toContain('allow_responses: { max: 1, expires: "3600000ms" }');
     expect(text).not.toMatch(/[^"]\$JS\.API/);
   });
 
