@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import { describeInvalid, type CancelMigration, type MigrationEvent, type StartMigration } from "#schemas/index.js";
 import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
-import type { Nats } from "#common/nats.js";
+import { processSetting } from "#common/config.js";
+import { identitiesOf } from "#common/pki.js";
+import type { Nats, NatsCredentials } from "#common/nats.js";
+import { UsageError } from "./args.js";
 import {
   EventSigner,
   EventTrustConfigError,
@@ -164,4 +167,123 @@ export async function watchMigration(
     iter.stop();
   }
   return state;
+}
+
+/** Commands that run as a client of NATS (not a service or a stack of their own), and as whom. */
+const CLIENT_ROLE: Record<string, "cli" | "admin"> = {
+  init: "admin",
+  backup: "admin",
+  "restore-log": "admin",
+  migrate: "cli",
+  status: "cli",
+  events: "cli",
+  cancel: "cli",
+  federation: "cli",
+  replay: "cli",
+  snapshots: "cli",
+  restore: "cli",
+  replicate: "cli",
+};
+
+/** The role a command connects as; undefined for services and commands that run their own stack. */
+export const clientRoleOf = (cmd: string): "cli" | "admin" | undefined =>
+  Object.hasOwn(CLIENT_ROLE, cmd) ? CLIENT_ROLE[cmd] : undefined;
+
+/** Where the CLI finds the credentials of the stack it talks to. */
+export interface CredentialFlags {
+  /** The stack's data dir (`dwcp up --data-dir`, default .dwcp): D/creds/<role>.nk and D/pki/. */
+  dataDir?: string | undefined;
+  creds?: string | undefined;
+  tlsCa?: string | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+}
+
+const CREDENTIAL_FLAGS = {
+  "--creds": "creds",
+  "--tls-ca": "tlsCa",
+  "--tls-cert": "tlsCert",
+  "--tls-key": "tlsKey",
+} as const;
+
+/**
+ * Takes the credential flags out of `argv` (`--creds`, `--tls-ca`, `--tls-cert`, `--tls-key`, and
+ * `--data-dir` unless the command keeps it for itself), in `--flag value` or `--flag=value` form.
+ */
+export function takeCredentialFlags(argv: string[], keepDataDir: boolean): { argv: string[]; flags: CredentialFlags } {
+  const rest: string[] = [];
+  const flags: CredentialFlags = {};
+  const names: Record<string, keyof CredentialFlags> = { ...CREDENTIAL_FLAGS, "--data-dir": "dataDir" };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? "";
+    const eq = a.indexOf("=");
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const key = names[name];
+    if (key === undefined) {
+      rest.push(a);
+      continue;
+    }
+    const value = eq > 0 ? a.slice(eq + 1) : argv[i + 1];
+    if (value === undefined || value.startsWith("--")) throw new UsageError(`${name} needs a value`);
+    if (eq <= 0) i++;
+    flags[key] = value;
+    if (key === "dataDir" && keepDataDir) rest.push(name, value);
+  }
+  return { argv: rest, flags };
+}
+
+/**
+ * The role a client certificate names (its `dwcp:role:<name>` URI): given files may be any
+ * role's (an observer's, say), and the role sets the inbox prefix its permissions allow.
+ */
+function roleInCertificate(certFile: string, fallback: string): string {
+  try {
+    const id = identitiesOf(readFileSync(certFile)).find((i) => i.startsWith("dwcp:role:"));
+    return id === undefined ? fallback : id.slice("dwcp:role:".length);
+  } catch {
+    return fallback; // an unreadable certificate is reported by the connection, with its path
+  }
+}
+
+/**
+ * The credentials of `role` for the stack the CLI talks to: `--creds` with `--tls-*` (all four),
+ * else DWCP_NKEY_FILE and DWCP_TLS_* from the environment, else the stack's data dir
+ * (`--data-dir`, default .dwcp) if it holds them; undefined when none is found (the connection is
+ * then anonymous, and a server that wants credentials says so).
+ */
+export function findCredentials(
+  f: CredentialFlags,
+  role: "cli" | "admin",
+  env: Record<string, string | undefined> = process.env,
+): NatsCredentials | undefined {
+  const given = [f.creds, f.tlsCa, f.tlsCert, f.tlsKey];
+  if (given.some((v) => v !== undefined)) {
+    if (given.some((v) => v === undefined))
+      throw new UsageError("--creds, --tls-ca, --tls-cert and --tls-key go together: pass all four");
+    const certFile = f.tlsCert ?? "";
+    const keyFile = f.tlsKey ?? "";
+    return {
+      role: roleInCertificate(certFile, role),
+      nkeyFile: f.creds ?? "",
+      caFile: f.tlsCa ?? "",
+      certFile,
+      keyFile,
+    };
+  }
+  const fromEnv = {
+    nkeyFile: processSetting("nkeyFile", env),
+    caFile: processSetting("tlsCa", env),
+    certFile: processSetting("tlsCert", env),
+    keyFile: processSetting("tlsKey", env),
+  };
+  if (f.dataDir === undefined && Object.values(fromEnv).every((v) => v !== undefined))
+    return { ...(fromEnv as Omit<NatsCredentials, "role">), role: roleInCertificate(fromEnv.certFile ?? "", role) };
+  const dir = f.dataDir ?? ".dwcp";
+  const inDir = {
+    nkeyFile: join(dir, "creds", `${role}.nk`),
+    caFile: join(dir, "pki", "ca.pem"),
+    certFile: join(dir, "pki", `${role}.pem`),
+    keyFile: join(dir, "pki", `${role}.key`),
+  };
+  return Object.values(inDir).every((p) => existsSync(p)) ? { role, ...inDir } : undefined;
 }

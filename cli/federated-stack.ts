@@ -64,6 +64,9 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
           dataDir: join(opts.dataDir, s.id, "stack"),
           hosts: opts.sites[s.id] ?? [],
           natsUrl: s.url,
+          // The site servers take anonymous plaintext clients (see services/federation's server
+          // config): the site's services run with DWCP_NATS_INSECURE=on.
+          insecure: true,
           secret,
           env: opts.env,
           credentials,

@@ -1,14 +1,24 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "#common/errors.js";
 import { natsUrlFromEnv } from "#common/config.js";
-import { ensureLayout } from "#common/layout.js";
+import { ensureLayout, ensureWorkStream } from "#common/layout.js";
 import type { StoredEvent } from "#common/event-store.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import { connectNats, NatsConnectError, setProcessConnectDefaults, type Nats } from "#common/nats.js";
+import { printConfig } from "./up.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
 import { runCoordinator } from "#coordinator";
 import { runMover } from "#mover";
 import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
-import { cliEventTrust, listMigrations, newId, publishCommand, readMigration } from "./client.js";
+import {
+  clientRoleOf,
+  cliEventTrust,
+  findCredentials,
+  listMigrations,
+  newId,
+  publishCommand,
+  readMigration,
+  takeCredentialFlags,
+} from "./client.js";
 import { runDemo } from "./demo.js";
 import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
@@ -30,7 +40,10 @@ ${COL}embedded stack: nats-server, coordinator, one mover per host (root D/hosts
 ${COL}with --sites N: N federated sites (own nats-server and JetStream domain, coordinator
 ${COL}and movers <site>-<host> each, leafnodes to a hub); migrations may cross sites
   federation status [--json]            all sites, their health and capacity, VM placements, staleness
-  init [--replicas 1|3]                 create streams, consumers and the mover registry (idempotent)
+  init [--replicas 1|3] [--hosts a,b]   as admin: create streams, consumers, the mover registry and each host's work
+                                        queue (idempotent); --print-config [--data-dir D] [--hosts a,b] [--port N]
+                                        provisions credentials in D and prints the nats-server config and
+                                        the permissions
   coordinator [--replicas 1|3]          run a coordinator
   mover --host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]
                                         run a mover (needs DWCP_SECRET, the same on every mover)
@@ -39,7 +52,10 @@ ${COL}and movers <site>-<host> each, leafnodes to a hub); migrations may cross s
   status [ID] [--json]                  one migration, or all
   events ID [--json]                    a migration's event log
   cancel ID [--reason TEXT]
-${PITR_HELP}`;
+${PITR_HELP}
+Commands that talk to NATS authenticate with the stack's credentials: --data-dir D (default .dwcp, as for
+dwcp up: D/creds/cli.nk and D/pki/; admin's for init, backup and restore-log), or --creds FILE --tls-ca FILE
+--tls-cert FILE --tls-key FILE, or DWCP_NKEY_FILE, DWCP_TLS_CA, DWCP_TLS_CERT, DWCP_TLS_KEY.`;
 
 const common = {
   nats: { type: "string" },
@@ -56,7 +72,7 @@ function args<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[],
 }
 
 async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<T>): Promise<T> {
-  const nats = await connectNats(url ?? natsUrlFromEnv(), "dwcp-cli");
+  const nats = await connectNats(url ?? natsUrlFromEnv(), "dwcp-cli", undefined);
   try {
     return await fn(nats);
   } finally {
@@ -66,9 +82,19 @@ async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
+/** Client commands with a --data-dir of their own (the stack's layout, for hints): it is kept. */
+const KEEPS_DATA_DIR = new Set(["replicate", "restore"]);
+
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  const [cmd, ...given] = argv;
+  let rest = given;
   try {
+    const role = cmd === undefined ? undefined : clientRoleOf(cmd);
+    if (role !== undefined && !(cmd === "init" && given.includes("--print-config"))) {
+      const taken = takeCredentialFlags(given, KEEPS_DATA_DIR.has(cmd ?? ""));
+      rest = taken.argv;
+      setProcessConnectDefaults({ credentials: findCredentials(taken.flags, role), waitOnFirstConnect: false });
+    }
     switch (cmd) {
       case undefined:
       case "help":
@@ -98,9 +124,25 @@ export async function main(argv: string[]): Promise<number> {
         });
       }
       case "init": {
-        const { values } = args(rest, { replicas: { type: "string", default: "1" } });
-        await withNats(values.nats, async (n) => ensureLayout(n.nc, n.jsm, { replicas: Number(values.replicas) }));
-        out("streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers are ready");
+        const { values } = args(rest, {
+          replicas: { type: "string", default: "1" },
+          hosts: { type: "string" },
+          "print-config": { type: "boolean", default: false },
+          "data-dir": { type: "string" },
+          port: { type: "string" },
+        });
+        const hosts = (values.hosts ?? "").split(",").filter(Boolean);
+        if (values["print-config"]) {
+          out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port }));
+          return 0;
+        }
+        const replicas = Number(values.replicas);
+        await withNats(values.nats, async (n) => {
+          await ensureLayout(n.nc, n.jsm, { replicas });
+          for (const h of hosts) await ensureWorkStream(n.jsm, h, { replicas });
+        });
+        const queues = hosts.map((h) => `, work queue DWCP_WORK_${h}`).join("");
+        out(`streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers${queues} are ready`);
         return 0;
       }
       case "coordinator": {
@@ -160,7 +202,8 @@ export async function main(argv: string[]): Promise<number> {
       err instanceof UsageError ||
       err instanceof ConfigError ||
       err instanceof NatsServerMissingError ||
-      err instanceof EventTrustConfigError
+      err instanceof EventTrustConfigError ||
+      err instanceof NatsConnectError
     ) {
       process.stderr.write(`dwcp: ${err.message}\n`);
       return 2;

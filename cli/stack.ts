@@ -4,11 +4,13 @@ import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync
 import { join, resolve } from "node:path";
 import { Kvm } from "@nats-io/kv";
 import { MoverRegistration } from "#schemas/index.js";
-import { COORDINATOR_DURABLE, CMD_STREAM, ensureLayout, MOVERS_BUCKET } from "#common/layout.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import { COORDINATOR_DURABLE, CMD_STREAM, ensureLayout, ensureWorkStream, MOVERS_BUCKET } from "#common/layout.js";
+import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
 import { stopChild } from "#common/child-process.js";
 import { DwcpError } from "#common/errors.js";
-import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import { deploymentServerConfig } from "#common/credentials/server-config.js";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { pingReplication } from "#replication";
 import {
   moverRole,
@@ -106,6 +108,12 @@ export interface StackOptions {
    */
   secret?: string;
   /**
+   * The server at `natsUrl` takes anonymous plaintext connections (a federation site's): the
+   * stack connects without credentials and gives its services DWCP_NATS_INSECURE=on. Default
+   * false: the stack's own server requires each role's nkey and a client certificate.
+   */
+  insecure?: boolean;
+  /**
    * Start a replication service per host (`dwcp replicate` and `dwcp restore` talk to it).
    * Default true; the migration-only tests and benches leave it out.
    */
@@ -144,28 +152,47 @@ export class Stack {
     return join(this.opts.dataDir, "hosts", host);
   }
 
-  /** A service's environment: the stack's NATS URL and secret, and the credentials of its role. */
+  /**
+   * A process's environment as `role` (a service, or the CLI as "cli"): the stack's NATS URL and
+   * secret, and the credentials of its role.
+   */
   env(role: Role): NodeJS.ProcessEnv {
     return {
       ...process.env,
-      ...roleEnv(this.credentials, role),
+      ...(this.opts.insecure === true ? { DWCP_NATS_INSECURE: "on" } : roleEnv(this.credentials, role)),
       ...this.opts.env,
       DWCP_SECRET: this.secret,
       DWCP_NATS_URL: this.url,
     };
   }
 
+  /** What a connection as `role` presents to the stack's server (undefined on an insecure one). */
+  credentialsOf(role: Role): NatsCredentials | undefined {
+    return this.opts.insecure === true ? undefined : natsCredentialsOf(this.credentials, role);
+  }
+
+  /** A new connection to the stack's server as `role`; the caller closes it. */
+  connect(role: Role, name = `dwcp-${role}`): Promise<Nats> {
+    return connectNats(this.url, name, undefined, { credentials: this.credentialsOf(role), waitOnFirstConnect: false });
+  }
+
   async start(): Promise<this> {
     this.credentials = this.opts.credentials ?? (await provision(this.opts.dataDir, { hosts: this.opts.hosts }));
     if (this.opts.natsUrl === undefined) {
+      const port = this.opts.natsPort || (await freePort()); // 0: any free port
+      const storeDir = join(this.opts.dataDir, "nats");
+      mkdirSync(storeDir, { recursive: true });
       this.server = await startNatsServer({
-        storeDir: join(this.opts.dataDir, "nats"),
-        port: this.opts.natsPort,
+        configFile: join(this.opts.dataDir, "nats-server.conf"),
+        config: deploymentServerConfig(this.credentials, { host: "127.0.0.1", port, storeDir }),
+        port,
         logFile: join(this.logs, "nats-server.log"),
       });
     }
-    this.nats = await connectNats(this.url, "dwcp-stack");
+    // The stack provisions as admin what its services only check for.
+    this.nats = await this.connect("admin", "dwcp-stack");
     await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: 1 });
+    for (const host of this.opts.hosts) await ensureWorkStream(this.nats.jsm, host, { replicas: 1 });
     const replication = this.opts.replication === false ? [] : this.opts.hosts.map((h) => this.startReplication(h));
     await Promise.all([this.startCoordinator(), ...this.opts.hosts.map((h) => this.startMover(h)), ...replication]);
     return this;

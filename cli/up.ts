@@ -4,6 +4,9 @@ import { siteIds } from "#federation";
 import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
 import { UsageError } from "./args.js";
+import { provision, rolesOf } from "#common/credentials/provision.js";
+import { permissionsOf } from "#common/credentials/permissions.js";
+import { deploymentServerConfig, permissionsBlock } from "#common/credentials/server-config.js";
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
 export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?: number }): Promise<number> {
@@ -14,8 +17,10 @@ export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?:
     await stack.stop();
     throw err;
   }
+  const dir = resolve(opts.dataDir);
   process.stdout.write(
     `dwcp is up\n  NATS:    ${stack.url}   (export DWCP_NATS_URL=${stack.url})\n` +
+      `  credentials: ${dir}/creds, ${dir}/pki (the CLI finds them with --data-dir ${opts.dataDir})\n` +
       opts.hosts.map((h) => `  mover ${h}: root ${stack.root(h)}\n`).join("") +
       `  logs:    ${resolve(opts.dataDir, "logs")}\nCtrl-C stops everything.\n`,
   );
@@ -65,4 +70,24 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
   process.stdout.write("stopping...\n");
   await fs.stop();
   return 0;
+}
+
+/**
+ * `dwcp init --print-config`: provisions the credentials of a deployment in `dataDir` (kept if
+ * there) and returns the nats-server config an operator installs (nkey users with their
+ * permissions, TLS with client certificates) followed by each role's permission set.
+ */
+export async function printConfig(o: { dataDir: string; hosts: string[]; port?: string | undefined }): Promise<string> {
+  const port = o.port === undefined ? 4222 : Number(o.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new UsageError(`--port must be a TCP port, got "${o.port ?? ""}"`);
+  const dir = resolve(o.dataDir);
+  const p = await provision(dir, { hosts: o.hosts });
+  const config = deploymentServerConfig(p, { host: "0.0.0.0", port, storeDir: join(dir, "nats") });
+  const roles = rolesOf({ hosts: o.hosts });
+  const sets = roles.map((r) => `# ${r}\n${permissionsBlock(permissionsOf(r, roles))}`).join("\n\n");
+  return (
+    `# nats-server config (credentials in ${dir}/creds and ${dir}/pki; give each service its role's files)\n` +
+    `${config}\n# permission sets, per role\n${sets}`
+  );
 }

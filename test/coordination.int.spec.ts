@@ -188,7 +188,7 @@ describe("coordination", () => {
   });
 
   it("the CLI migrates with --wait --json and fails with a reason and a non-zero exit", () => {
-    const env = { ...process.env, DWCP_NATS_URL: stack.url, DWCP_TRUST_FILE: stack.credentials.trustFile };
+    const env = stack.env("cli");
     const ok = spawnSync(
       process.execPath,
       [

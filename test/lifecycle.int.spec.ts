@@ -6,7 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import type { NatsServerHandle } from "#common/nats-server.js";
+import { ensureLayout, ensureWorkStream } from "#common/layout.js";
+import { startSecureNats, type SecureNats } from "./support/secure-nats.js";
 
 const BIN = new URL("../bin/dwcp.mjs", import.meta.url).pathname;
 
@@ -57,11 +59,18 @@ function startService(args: string[], env: Record<string, string>): Service {
 describe("a service that cannot continue ends failed", () => {
   let dir: string;
   let server: NatsServerHandle;
+  let secure: SecureNats;
   let service: Service | undefined;
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), "dwcp-lifecycle-"));
-    server = await startNatsServer({ storeDir: join(dir, "nats") });
+    // As `dwcp up` runs it: a secured server, and the layout provisioned by admin.
+    secure = await startSecureNats(dir, { hosts: ["a"] });
+    server = secure.server;
+    const admin = await secure.connect("admin");
+    await ensureLayout(admin.nc, admin.jsm, { replicas: 1 });
+    await ensureWorkStream(admin.jsm, "a", { replicas: 1 });
+    await admin.nc.close();
   });
 
   afterEach(async () => {
@@ -74,7 +83,10 @@ describe("a service that cannot continue ends failed", () => {
   });
 
   it("the coordinator, once its nats-server is gone for good", async () => {
-    service = startService(["coordinator", "--nats", server.url], { DWCP_NATS_DOWN_LIMIT_MS: "1000" });
+    service = startService(["coordinator", "--nats", server.url], {
+      DWCP_NATS_DOWN_LIMIT_MS: "1000",
+      ...secure.env("coordinator"),
+    });
     await service.logged((l) => l["state"] === "running");
     await server.stop();
     expect(await service.exited).toBe(1);
@@ -88,6 +100,7 @@ describe("a service that cannot continue ends failed", () => {
     service = startService(["mover", "--nats", server.url, "--host", "a", "--root", join(dir, "missing")], {
       DWCP_SECRET: "0123456789abcdef0123",
       DWCP_DATA_PLAINTEXT: "on",
+      ...secure.env("mover-a"),
     });
     expect(await service.exited).toBe(1);
     const fatal = service.lines.find((l) => l["level"] === 60);
@@ -97,7 +110,7 @@ describe("a service that cannot continue ends failed", () => {
   });
 
   it("and a signal still ends it stopped, exit 0", async () => {
-    service = startService(["coordinator", "--nats", server.url], {});
+    service = startService(["coordinator", "--nats", server.url], secure.env("coordinator"));
     await service.logged((l) => l["state"] === "running");
     service.child.kill("SIGTERM");
     expect(await service.exited).toBe(0);

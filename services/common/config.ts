@@ -64,6 +64,11 @@ const ProcessEnv = z.object({
   DWCP_NATS_SERVER: z.string().min(1).optional(),
   DWCP_NATS_DOWN_LIMIT_MS: envInt({ min: 0, max: 86_400_000, unit: "milliseconds" }).default(0),
   DWCP_NATIVE: z.enum(["auto", "require", "off"], { message: 'must be "auto", "require" or "off"' }).default("auto"),
+  DWCP_NKEY_FILE: z.string().min(1).optional(),
+  DWCP_TLS_CA: z.string().min(1).optional(),
+  DWCP_TLS_CERT: z.string().min(1).optional(),
+  DWCP_TLS_KEY: z.string().min(1).optional(),
+  DWCP_NATS_INSECURE: envSwitch.default("off"),
 });
 
 export interface ProcessConfig {
@@ -88,6 +93,20 @@ export interface ProcessConfig {
   natsDownLimitMs: number;
   /** Native module: "auto" (default) falls back to TypeScript, "require" fails without it, "off". DWCP_NATIVE. */
   native: "auto" | "require" | "off";
+  /** The role's nkey seed file: the NATS user, and the key its events are signed with. DWCP_NKEY_FILE. */
+  nkeyFile: string | undefined;
+  /** The deployment's CA certificate (PEM), which every peer's certificate must chain to. DWCP_TLS_CA. */
+  tlsCa: string | undefined;
+  /** This process's certificate (PEM), for NATS and its data links. DWCP_TLS_CERT. */
+  tlsCert: string | undefined;
+  /** This process's private key (PEM, mode 0600). DWCP_TLS_KEY. */
+  tlsKey: string | undefined;
+  /**
+   * "on": connect to NATS without credentials or TLS (a trusted test network only; logged as a
+   * warning at start-up). DWCP_NATS_INSECURE, default "off": a service without credentials
+   * refuses to start.
+   */
+  natsInsecure: "on" | "off";
 }
 
 const VARIABLE = {
@@ -98,6 +117,11 @@ const VARIABLE = {
   natsServer: "DWCP_NATS_SERVER",
   natsDownLimitMs: "DWCP_NATS_DOWN_LIMIT_MS",
   native: "DWCP_NATIVE",
+  nkeyFile: "DWCP_NKEY_FILE",
+  tlsCa: "DWCP_TLS_CA",
+  tlsCert: "DWCP_TLS_CERT",
+  tlsKey: "DWCP_TLS_KEY",
+  natsInsecure: "DWCP_NATS_INSECURE",
 } as const satisfies Record<keyof ProcessConfig, keyof z.input<typeof ProcessEnv>>;
 
 type Env = Record<string, string | undefined>;

@@ -14,6 +14,11 @@ describe("process settings from the environment", () => {
       natsServer: undefined,
       natsDownLimitMs: 0,
       native: "auto",
+      nkeyFile: undefined,
+      tlsCa: undefined,
+      tlsCert: undefined,
+      tlsKey: undefined,
+      natsInsecure: "off",
     });
     expect(Object.isFrozen(c)).toBe(true);
   });

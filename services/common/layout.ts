@@ -13,6 +13,7 @@ import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { retryTransient } from "./nats.js";
 import { isStreamNotFound } from "./event-sourcing/jetstream-errors.js";
 import { processSetting } from "./config.js";
+import { DwcpError } from "./errors.js";
 
 /** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
 export const CMD_STREAM = "DWCP_CMD";
@@ -102,6 +103,47 @@ async function createLayout(nc: NatsConnection, jsm: JetStreamManager, opts: Lay
   });
   await ensureConsumer(jsm, CMD_STREAM, COORDINATOR_DURABLE, subjects.commands, 30_000);
   return new Kvm(nc).create(MOVERS_BUCKET, { history: 1, replicas: opts.replicas });
+}
+
+/**
+ * A stream or the registry a service needs is not there. Services do not create the layout (their
+ * NATS users may not): admin provisions it first, as `dwcp up` and `dwcp init` do.
+ */
+export class LayoutMissingError extends DwcpError {
+  readonly code = "LAYOUT_MISSING";
+  readonly retryable = false;
+  constructor(readonly stream: string) {
+    super(
+      `stream ${stream} does not exist: provision the layout as admin first ` +
+        "(`dwcp init --hosts H,...` with the admin credentials; `dwcp up` does it)",
+    );
+  }
+}
+
+/** The streams every service needs: commands, events and the mover registry's. */
+export const CORE_STREAMS: readonly string[] = [CMD_STREAM, EVT_STREAM, `KV_${MOVERS_BUCKET}`];
+
+/**
+ * Checks that `streams` exist (STREAM.INFO only: a service's permissions allow no more), through
+ * transient errors of a cluster electing leaders; a missing one is a LayoutMissingError.
+ */
+export async function checkLayout(jsm: JetStreamManager, streams: readonly string[]): Promise<void> {
+  for (const stream of streams) {
+    await retryTransient(async () => {
+      try {
+        await jsm.streams.info(stream);
+      } catch (err) {
+        if (isStreamNotFound(err)) throw new LayoutMissingError(stream);
+        throw err;
+      }
+    });
+  }
+}
+
+/** Checks the core layout and opens the mover registry (without creating it). */
+export async function openLayout(nc: NatsConnection, jsm: JetStreamManager): Promise<KV> {
+  await checkLayout(jsm, CORE_STREAMS);
+  return retryTransient(() => new Kvm(nc).open(MOVERS_BUCKET));
 }
 
 /** The per-host work queue: one durable consumer that every mover process of that host shares. */

@@ -6,8 +6,10 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from "@nats-io/jetstream";
-import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
-import { DwcpError } from "./errors.js";
+import { readFileSync } from "node:fs";
+import { connect, errors, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import type { ProcessConfig } from "./config.js";
+import { ConfigError, DwcpError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
 export interface Nats {
@@ -17,18 +19,160 @@ export interface Nats {
 }
 
 /**
- * Connects and keeps reconnecting forever: a service outlives a NATS restart or leader election.
- * `waitOnFirstConnect` lets a service start before its server is reachable.
+ * How a process proves who it is to NATS: its role's nkey (the NATS user), a client certificate
+ * from the deployment's CA (TLS is verified both ways) and its role's inbox prefix, the only
+ * inbox its permissions let it subscribe to.
  */
-export async function connectNats(url: string, name: string, log?: Logger): Promise<Nats> {
-  const nc = await connect({
-    servers: url.split(","),
-    name,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-    timeout: 5_000,
-  });
+export interface NatsCredentials {
+  role: string;
+  /** File holding the role's nkey seed (SU...). */
+  nkeyFile: string;
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/** A credentials file could not be read: names the file, never its content. */
+export class NatsCredentialsError extends DwcpError {
+  readonly code = "NATS_CREDENTIALS_UNREADABLE";
+  readonly retryable = false;
+}
+
+/**
+ * A service's NATS credentials from its settings (DWCP_NKEY_FILE, DWCP_TLS_CA, DWCP_TLS_CERT,
+ * DWCP_TLS_KEY). Without them it refuses to start, unless DWCP_NATS_INSECURE=on, which connects
+ * anonymously in plaintext and says so in the log.
+ */
+export function serviceCredentials(
+  cfg: Pick<ProcessConfig, "nkeyFile" | "tlsCa" | "tlsCert" | "tlsKey" | "natsInsecure">,
+  role: string,
+  log?: Logger,
+): NatsCredentials | undefined {
+  const { nkeyFile, tlsCa, tlsCert, tlsKey } = cfg;
+  if (nkeyFile !== undefined && tlsCa !== undefined && tlsCert !== undefined && tlsKey !== undefined)
+    return { role, nkeyFile, caFile: tlsCa, certFile: tlsCert, keyFile: tlsKey };
+  if (cfg.natsInsecure === "on") {
+    log?.warn(
+      { role },
+      "DWCP_NATS_INSECURE=on: connecting to NATS without credentials or TLS; use only on a trusted test network",
+    );
+    return undefined;
+  }
+  const missing = Object.entries({
+    DWCP_NKEY_FILE: nkeyFile,
+    DWCP_TLS_CA: tlsCa,
+    DWCP_TLS_CERT: tlsCert,
+    DWCP_TLS_KEY: tlsKey,
+  }).filter(([, v]) => v === undefined);
+  throw new ConfigError(
+    missing.map(
+      ([name]) =>
+        `${name}: not set; a ${role} needs its role's NATS credentials (\`dwcp up\` provisions them in ` +
+        `<data dir>/creds and <data dir>/pki), or DWCP_NATS_INSECURE=on for a NATS without auth`,
+    ),
+  );
+}
+
+/** The client's inbox prefix of a role (mirrors credentials/permissions.ts). */
+const inboxPrefix = (role: string): string => `_INBOX_${role}`;
+
+function readSeed(file: string): Uint8Array {
+  try {
+    return new TextEncoder().encode(readFileSync(file, "utf8").trim());
+  } catch (err) {
+    throw new NatsCredentialsError(`cannot read the nkey seed file ${file}`, { cause: err });
+  }
+}
+
+/** The connect options of `credentials`: nkey authentication, mutual TLS, the role's inbox. */
+export function credentialOptions(c: NatsCredentials) {
+  const seed = readSeed(c.nkeyFile);
+  return {
+    authenticator: nkeyAuthenticator(seed),
+    tls: { caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile },
+    inboxPrefix: inboxPrefix(c.role),
+  };
+}
+
+/** The inbox prefix the connection was opened with; request helpers build their inboxes on it. */
+export function inboxPrefixOf(nc: NatsConnection): string | undefined {
+  return (nc as NatsConnection & { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+}
+
+export interface ConnectOptions {
+  /** The role's credentials; undefined connects anonymously (a server without auth). */
+  credentials?: NatsCredentials | undefined;
+  /**
+   * Wait and retry until the server is reachable (default true, for services). The CLI passes
+   * false so that a refused or missing server is reported at once.
+   */
+  waitOnFirstConnect?: boolean;
+}
+
+/**
+ * NATS did not take the connection: nothing listens there, the TLS handshake failed, or the
+ * server wants credentials this process does not have. The message says what to pass.
+ */
+export class NatsConnectError extends DwcpError {
+  readonly code = "NATS_CONNECT_FAILED";
+  readonly retryable = false;
+}
+
+let processDefaults: ConnectOptions = {};
+
+/**
+ * For a command-line process: every connection it opens without explicit options (its own and
+ * those of the library calls it makes: replay, backup, federation status) uses `o`.
+ */
+export function setProcessConnectDefaults(o: ConnectOptions): void {
+  processDefaults = { ...o };
+}
+
+const HOW_TO_AUTH =
+  "pass --data-dir of the stack (the `dwcp up` data dir, default .dwcp) or " +
+  "--creds FILE --tls-ca FILE --tls-cert FILE --tls-key FILE " +
+  "(or DWCP_NKEY_FILE, DWCP_TLS_CA, DWCP_TLS_CERT, DWCP_TLS_KEY)";
+
+function refused(url: string, o: ConnectOptions, err: unknown): NatsConnectError {
+  const detail = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown }).code;
+  if (code === "ECONNREFUSED" || /ECONNREFUSED/.test(detail))
+    return new NatsConnectError(`no NATS server at ${url} (${detail})`, { cause: err });
+  if (o.credentials === undefined)
+    return new NatsConnectError(
+      `NATS at ${url} refused the connection: it needs credentials; ${HOW_TO_AUTH} (${detail})`,
+      { cause: err },
+    );
+  return new NatsConnectError(
+    `NATS at ${url} refused the ${o.credentials.role} credentials (${o.credentials.nkeyFile}, ` +
+      `${o.credentials.certFile}): ${detail}`,
+    { cause: err },
+  );
+}
+
+/**
+ * Connects and keeps reconnecting forever: a service outlives a NATS restart or leader election.
+ * `waitOnFirstConnect` lets a service start before its server is reachable; without it a first
+ * connection that fails is a NatsConnectError that says what is missing.
+ */
+export async function connectNats(url: string, name: string, log?: Logger, opts?: ConnectOptions): Promise<Nats> {
+  const o = opts ?? processDefaults;
+  const wait = o.waitOnFirstConnect ?? true;
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: url.split(","),
+      name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      waitOnFirstConnect: wait,
+      timeout: 5_000,
+      ...(o.credentials ? credentialOptions(o.credentials) : {}),
+    });
+  } catch (err) {
+    if (wait || err instanceof NatsCredentialsError) throw err;
+    throw refused(url, o, err);
+  }
   if (log) {
     void (async () => {
       for await (const s of nc.status()) {

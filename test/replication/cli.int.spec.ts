@@ -3,10 +3,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { generateImage } from "../../cli/image.js";
 import { runPitrCommand } from "../../cli/pitr.js";
+import { clientRoleOf } from "../../cli/client.js";
+import { setProcessConnectDefaults } from "#common/nats.js";
 import { UsageError } from "../../cli/args.js";
 import { sha256File } from "../../cli/verify.js";
 import { startReplicationService, type ReplicationServiceHandle } from "#replication";
-import { provision } from "#common/credentials/provision.js";
 import { startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
@@ -17,6 +18,9 @@ async function run(t: TestNats, ...argv: string[]): Promise<{ code: number; json
   const spy = vi
     .spyOn(process.stdout, "write")
     .mockImplementation((s: string | Uint8Array) => (lines.push(String(s)), true));
+  // As `dwcp` runs it: a client command connects with its role's credentials.
+  const role = clientRoleOf(argv[0] ?? "");
+  setProcessConnectDefaults({ credentials: role && t.secure?.credentialsOf(role), waitOnFirstConnect: false });
   try {
     const code = await runPitrCommand(argv[0] ?? "", [...argv.slice(1), "--nats", t.server.url, "--json"]);
     return { code: code ?? -1, json: JSON.parse(lines.join("").trim().split("\n").at(-1) ?? "null") };
@@ -29,12 +33,16 @@ describe("dwcp PITR commands", () => {
   let t: TestNats;
   let services: ReplicationServiceHandle[] = [];
   beforeAll(async () => {
-    t = await startTestNats();
-    await provision(t.dir, { hosts: ["a", "b"] }); // as `dwcp up` does: the admin key signs backups
+    t = await startTestNats(true, { secure: true });
     // `replicate` asks host a's replication service to sync, `restore` host b's to write (`dwcp up`
     // starts one per host).
     services = await Promise.all(
-      ["a", "b"].map((host) => startReplicationService({ host, "data-dir": t.dir, nats: t.server.url })),
+      ["a", "b"].map((host) =>
+        startReplicationService(
+          { host, "data-dir": t.dir, nats: t.server.url },
+          { ...process.env, ...t.secure?.env(`replication-${host}`) },
+        ),
+      ),
     );
     await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
     await generateImage(join(t.dir, "hosts/a/vms/d.img"), { sizeBytes: 3 * MiB + 10, zeroFraction: 0.5, seed: 4 });

@@ -15,6 +15,8 @@ import {
 import { ReplicationReply, type ReplicateVm } from "#schemas/replication.js";
 import { generateImage } from "../../cli/image.js";
 import { runPitrCommand } from "../../cli/pitr.js";
+import { clientRoleOf } from "../../cli/client.js";
+import { setProcessConnectDefaults } from "#common/nats.js";
 import { sha256File } from "../../cli/verify.js";
 import { spawnDwcp, spawnReplicationService, type DwcpProcess } from "./service-process.js";
 import { startTestNats, type TestNats } from "./support.js";
@@ -28,6 +30,9 @@ async function run(t: TestNats, ...argv: string[]): Promise<unknown[]> {
   const spy = vi
     .spyOn(process.stdout, "write")
     .mockImplementation((s: string | Uint8Array) => (lines.push(String(s)), true));
+  // As `dwcp` runs it: a client command connects with its role's credentials.
+  const role = clientRoleOf(argv[0] ?? "");
+  setProcessConnectDefaults({ credentials: role && t.secure?.credentialsOf(role), waitOnFirstConnect: false });
   try {
     await runPitrCommand(argv[0] ?? "", [...argv.slice(1), "--nats", t.server.url, "--json"]);
     return lines
@@ -57,7 +62,7 @@ describe("the replication service", () => {
   let service: DwcpProcess | undefined;
   let restorer: ReplicationServiceHandle | undefined;
   beforeAll(async () => {
-    t = await startTestNats();
+    t = await startTestNats(true, { secure: true });
     await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
     await generateImage(join(t.dir, "hosts/a/vms/d.img"), { sizeBytes: 2 * MiB + 100, zeroFraction: 0.3, seed: 5 });
   });
@@ -77,6 +82,7 @@ describe("the replication service", () => {
     service = await spawnReplicationService("a", t.dir, t.server.url, {
       DWCP_SECRET: SECRET,
       DWCP_DATA_PLAINTEXT: "on", // its "agent" below is a bare TCP server
+      ...t.secure?.env("replication-a"),
     });
     const [printed] = (await run(
       t,
@@ -95,7 +101,10 @@ describe("the replication service", () => {
     await service.waitFor((j) => j["msg"] === "synced" && j["snapshotId"] === printed?.snapshotId);
     const state = await readReplication(t.nats, "v");
     expect(state.snapshots.map((s) => s.snapshotId)).toEqual([printed?.snapshotId]);
-    restorer = await startReplicationService({ host: "b", "data-dir": t.dir, nats: t.server.url });
+    restorer = await startReplicationService(
+      { host: "b", "data-dir": t.dir, nats: t.server.url },
+      { ...process.env, ...t.secure?.env("replication-b") },
+    );
     await run(t, "restore", "--vm", "v", "--snapshot", printed?.snapshotId ?? "", "--to", "b:out", "--data-dir", t.dir);
     expect(await sha256File(join(t.dir, "hosts/b/out/d.img"))).toBe(await sha256File(join(t.dir, "hosts/a/vms/d.img")));
   });
@@ -154,20 +163,23 @@ describe("the replication service", () => {
   });
 
   it("replicate --every stops its schedule on Ctrl-C", async () => {
-    const cli = spawnDwcp([
-      "replicate",
-      "--vm",
-      "e",
-      "--from",
-      "a:vms/d.img",
-      "--to",
-      "b:repl",
-      "--every",
-      "1h",
-      "--json",
-      "--nats",
-      t.server.url,
-    ]);
+    const cli = spawnDwcp(
+      [
+        "replicate",
+        "--vm",
+        "e",
+        "--from",
+        "a:vms/d.img",
+        "--to",
+        "b:repl",
+        "--every",
+        "1h",
+        "--json",
+        "--nats",
+        t.server.url,
+      ],
+      t.secure?.env("cli"),
+    );
     await cli.waitFor((j) => typeof j["snapshotId"] === "string");
     expect(await cli.stop("SIGINT")).toBe(0);
     expect((await readReplication(t.nats, "e")).snapshots).toHaveLength(1);

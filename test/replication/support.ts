@@ -5,24 +5,35 @@ import type { MigrationEvent } from "#schemas/index.js";
 import { ensureLayout } from "#common/layout.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import type { Role } from "#common/credentials/provision.js";
+import { startSecureNats, type SecureNats } from "../support/secure-nats.js";
 
 /** A private nats-server on a free port with a temp store, the dwcp layout, and a connection. */
 export interface TestNats {
   dir: string;
   server: NatsServerHandle;
+  /** The test's own connection (admin on a secure server). */
   nats: Nats;
+  /** Set with `secure`: the server's users and credentials, as `dwcp up` has them. */
+  secure?: SecureNats;
   stop(): Promise<void>;
 }
 
-export async function startTestNats(layout = true): Promise<TestNats> {
+/**
+ * `secure`: the server requires each role's nkey and a client certificate, as `dwcp up`'s does;
+ * the test connects as admin. Default: an anonymous server.
+ */
+export async function startTestNats(layout = true, o: { secure?: boolean } = {}): Promise<TestNats> {
   const dir = mkdtempSync(join(tmpdir(), "dwcp-repl-"));
-  const server = await startNatsServer({ storeDir: join(dir, "nats") });
-  const nats = await connectNats(server.url, "dwcp-repl-test");
+  const secure = o.secure === true ? await startSecureNats(dir) : undefined;
+  const server = secure?.server ?? (await startNatsServer({ storeDir: join(dir, "nats") }));
+  const nats = secure ? await secure.connect("admin" satisfies Role) : await connectNats(server.url, "dwcp-repl-test");
   if (layout) await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
   return {
     dir,
     server,
     nats,
+    ...(secure ? { secure } : {}),
     async stop() {
       await nats.nc.close().catch(() => undefined);
       await server.stop();

@@ -1,6 +1,7 @@
 import { failWhenNatsLost, runService } from "#common/lifecycle.js";
 import { createLogger } from "#common/logger.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import { connectNats, serviceCredentials, type Nats } from "#common/nats.js";
+import { moverRole } from "#common/credentials/provision.js";
 import { Mover } from "./app/mover.js";
 import { moverConfig, type MoverFlags } from "./config.js";
 
@@ -8,13 +9,14 @@ import { moverConfig, type MoverFlags } from "./config.js";
 export async function runMover(flags: MoverFlags): Promise<void> {
   const config = moverConfig(flags);
   const log = createLogger("mover", { host: config.host });
+  const credentials = serviceCredentials(config.process, moverRole(config.host), log);
   let nats: Nats | undefined;
   let mover: Mover | undefined;
   await runService({
     log,
     graceMs: 30_000,
     start: async (control) => {
-      nats = await connectNats(config.natsUrl, `dwcp-mover-${config.host}`, log);
+      nats = await connectNats(config.natsUrl, `dwcp-mover-${config.host}`, log, { credentials });
       failWhenNatsLost(nats.nc, control, { downLimitMs: config.process.natsDownLimitMs });
       mover = new Mover(nats, config, log);
       await mover.start();

@@ -6,7 +6,8 @@ import { agentConfig, type AgentFlags } from "./config.js";
 import { STORE_DIR } from "./infra/chunk-store.js";
 import { serve } from "./infra/tcp.js";
 import { PLAINTEXT_WARNING } from "#common/secure-link/tls.js";
-import { connectNats } from "#common/nats.js";
+import { connectNats, serviceCredentials } from "#common/nats.js";
+import { replicationRole } from "#common/credentials/provision.js";
 import { ReplicationService } from "./app/service.js";
 import { replicationRpc, serveCommands } from "./infra/commands.js";
 import { hostRoots } from "./infra/host-roots.js";
@@ -56,10 +57,14 @@ export interface ReplicationServiceHandle {
  * The source side of replication for one host: takes ReplicateVm commands on
  * dwcp.replication.<host>.rpc and runs each sync (scan, send, commit, append, retention).
  */
-export async function startReplicationService(flags: ServiceFlags): Promise<ReplicationServiceHandle> {
-  const cfg = serviceConfig(flags);
+export async function startReplicationService(
+  flags: ServiceFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ReplicationServiceHandle> {
+  const cfg = serviceConfig(flags, env);
   const logger = createLogger("replication", { host: cfg.host });
-  const nats = await connectNats(cfg.natsUrl, `dwcp-replication-${cfg.host}`, logger);
+  const credentials = serviceCredentials(cfg.process, replicationRole(cfg.host), logger);
+  const nats = await connectNats(cfg.natsUrl, `dwcp-replication-${cfg.host}`, logger, { credentials });
   const service = new ReplicationService({
     host: cfg.host,
     root: hostRoots(cfg.roots, cfg.dataDir),

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { loadConfig, natsUrlFromEnv } from "#common/config.js";
+import { loadConfig, natsUrlFromEnv, withProcessConfig, type ProcessConfig } from "#common/config.js";
 import { ConfigError } from "#common/errors.js";
 import { hostIdentity } from "#common/pki.js";
 import { linkClientSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
@@ -32,19 +32,26 @@ export interface ServiceFlags {
   "plaintext-data"?: boolean;
 }
 
-export function serviceConfig(flags: ServiceFlags, env = process.env): Readonly<ServiceConfig> {
+/** The service's settings with the shared ones (NATS credentials among them) as `process`. */
+export function serviceConfig(
+  flags: ServiceFlags,
+  env = process.env,
+): Readonly<ServiceConfig & { process: ProcessConfig }> {
   const roots = flags.roots ?? env["DWCP_REPL_ROOTS"];
   const secret = env["DWCP_SECRET"];
-  const { tls, ...c } = loadConfig(ServiceConfig, {
-    host: flags.host ?? env["DWCP_HOST"] ?? "",
-    dataDir: flags["data-dir"] ?? env["DWCP_DATA_DIR"] ?? ".dwcp",
-    ...(roots ? { roots } : {}),
-    natsUrl: flags.nats ?? natsUrlFromEnv(),
-    ...(secret ? { secret } : {}),
-    tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
-  });
-  const link = loadLinkSecurity(tls);
-  if (link?.mode === "tls" && !link.tls.identities.includes(hostIdentity(c.host)))
-    throw new ConfigError([`DWCP_TLS_CERT names ${link.tls.identities.join(", ")}, not ${hostIdentity(c.host)}`]);
-  return Object.freeze({ ...c, link });
+  const own = (): Readonly<ServiceConfig> => {
+    const { tls, ...c } = loadConfig(ServiceConfig, {
+      host: flags.host ?? env["DWCP_HOST"] ?? "",
+      dataDir: flags["data-dir"] ?? env["DWCP_DATA_DIR"] ?? ".dwcp",
+      ...(roots ? { roots } : {}),
+      natsUrl: flags.nats ?? natsUrlFromEnv(),
+      ...(secret ? { secret } : {}),
+      tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
+    });
+    const link = loadLinkSecurity(tls);
+    if (link?.mode === "tls" && !link.tls.identities.includes(hostIdentity(c.host)))
+      throw new ConfigError([`DWCP_TLS_CERT names ${link.tls.identities.join(", ")}, not ${hostIdentity(c.host)}`]);
+    return Object.freeze({ ...c, link });
+  };
+  return withProcessConfig(own, env);
 }

@@ -26,6 +26,8 @@ export const CHAOS_ENV = {
   DWCP_LOG_LEVEL: "info",
   // The data proxy flips bits inside CHUNK frames, which it can only parse in plaintext.
   DWCP_DATA_PLAINTEXT: "on",
+  // The chaos cluster takes anonymous plaintext clients (support/cluster.ts).
+  DWCP_NATS_INSECURE: "on",
 } as const;
 
 export const DWCP_STREAMS = [CMD_STREAM, EVT_STREAM, workStream("a"), workStream("b"), "KV_dwcp_movers"];

@@ -14,7 +14,7 @@ import { handle } from "#common/event-sourcing/handle.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import type { Lifecycle } from "#common/lifecycle.js";
-import { CMD_STREAM, COORDINATOR_DURABLE, ensureLayout, ensureWorkStream } from "#common/layout.js";
+import { checkLayout, CMD_STREAM, COORDINATOR_DURABLE, openLayout, workStream } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
 import { loadEventTrust } from "#common/signing.js";
@@ -80,12 +80,13 @@ export class Coordinator {
   }
 
   async start(): Promise<void> {
-    const kv = await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: this.config.replicas });
+    // Admin provisions the streams (the coordinator's user may not create them): check only.
+    const kv = await openLayout(this.nats.nc, this.nats.jsm);
     this.movers = new MoverGateway(this.nats.nc, kv);
     this.dispatcher = new Dispatcher(
       this.nats,
       this.log,
-      (host) => ensureWorkStream(this.nats.jsm, host, { replicas: this.config.replicas }),
+      (host) => checkLayout(this.nats.jsm, [workStream(host)]),
       this.msgId,
     );
     let resolveCaughtUp!: () => void;

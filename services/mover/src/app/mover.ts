@@ -3,7 +3,7 @@ import { MoverRequest } from "#schemas/index.js";
 import type { Subscription } from "@nats-io/transport-node";
 import { EventStore } from "#common/event-store.js";
 import { processEventTrust } from "#common/signing.js";
-import { ensureLayout, ensureWorkStream, MOVER_DURABLE, subjects, workStream } from "#common/layout.js";
+import { checkLayout, MOVER_DURABLE, openLayout, subjects, workStream } from "#common/layout.js";
 import { safeJson } from "#common/json.js";
 import type { Lifecycle } from "#common/lifecycle.js";
 import type { Logger } from "#common/logger.js";
@@ -54,8 +54,9 @@ export class Mover {
       DEFAULT_CHUNK_BYTES,
       (BUFFERS_PER_CONNECTION + SEND_BUFFERS) * config.concurrency + VERIFY_READS_IN_FLIGHT,
     );
-    const kv = await ensureLayout(nats.nc, nats.jsm, { replicas: config.replicas });
-    await ensureWorkStream(nats.jsm, config.host, { replicas: config.replicas });
+    // Admin provisions the streams (a mover's user may not create them): check only.
+    const kv = await openLayout(nats.nc, nats.jsm);
+    await checkLayout(nats.jsm, [workStream(config.host)]);
     if (config.link.mode === "plaintext") log.warn({ host: config.host }, PLAINTEXT_WARNING);
     const dataServer = await startDataServer({
       host: config.host,

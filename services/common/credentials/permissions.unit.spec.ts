@@ -1,0 +1,103 @@
+import { describe, expect, it } from "vitest";
+import { rolesOf, type Role } from "./provision.js";
+import { ADMIN_ONLY, inboxPrefixOf, mayPublish, maySubscribe, permissionsOf, subjectMatches } from "./permissions.js";
+
+const roles = rolesOf({ hosts: ["a", "b"] });
+const of = (r: Role) => permissionsOf(r, roles);
+
+describe("subjectMatches", () => {
+  it("follows NATS wildcards", () => {
+    expect(subjectMatches("dwcp.work.a", "dwcp.work.a")).toBe(true);
+    expect(subjectMatches("dwcp.*.a", "dwcp.work.a")).toBe(true);
+    expect(subjectMatches("dwcp.>", "dwcp.work.a")).toBe(true);
+    expect(subjectMatches("dwcp.work.>", "dwcp.work")).toBe(false);
+    expect(subjectMatches("dwcp.work", "dwcp.work.a")).toBe(false);
+    // A partial token is no wildcard.
+    expect(subjectMatches("$JS.API.STREAM.INFO.DWCP_WORK_*", "$JS.API.STREAM.INFO.DWCP_WORK_a")).toBe(false);
+  });
+});
+
+describe("the permission model", () => {
+  it("a mover pulls and acks only its host's work durable and writes only its registry key", () => {
+    const m = of("mover-a");
+    expect(mayPublish(m, "$JS.API.CONSUMER.MSG.NEXT.DWCP_WORK_a.mover")).toBe(true);
+    expect(mayPublish(m, "$JS.ACK.DWCP_WORK_a.mover.1.5.5.1700000000.0")).toBe(true);
+    expect(mayPublish(m, "$JS.API.CONSUMER.MSG.NEXT.DWCP_WORK_b.mover")).toBe(false);
+    expect(mayPublish(m, "$JS.ACK.DWCP_WORK_b.mover.1.5.5.1700000000.0")).toBe(false);
+    expect(mayPublish(m, "$KV.dwcp_movers.a")).toBe(true);
+    expect(mayPublish(m, "$KV.dwcp_movers.b")).toBe(false);
+    expect(maySubscribe(m, "dwcp.mover.a.rpc")).toBe(true);
+    expect(maySubscribe(m, "dwcp.mover.b.rpc")).toBe(false);
+    expect(mayPublish(m, "dwcp.evt.migration.m1")).toBe(true);
+    expect(mayPublish(m, "dwcp.evt.replication.v")).toBe(false);
+    expect(mayPublish(m, "dwcp.work.a")).toBe(false);
+    expect(mayPublish(m, "dwcp.mover.b.rpc")).toBe(false);
+    expect(m.allowResponses).toEqual({ max: 1, expiresMs: 3_600_000 });
+  });
+
+  it("only the coordinator hands out work and calls mover RPCs", () => {
+    for (const r of roles) {
+      const p = of(r);
+      const expected = r === "coordinator" || r === "admin";
+      expect(mayPublish(p, "dwcp.work.a"), r).toBe(expected);
+      expect(mayPublish(p, "dwcp.mover.a.rpc"), r).toBe(expected);
+    }
+    const c = of("coordinator");
+    expect(mayPublish(c, "$JS.API.CONSUMER.MSG.NEXT.DWCP_CMD.coordinator")).toBe(true);
+    expect(mayPublish(c, "$JS.API.STREAM.MSG.DELETE.DWCP_WORK_b")).toBe(true);
+    expect(mayPublish(c, "$JS.API.STREAM.MSG.DELETE.DWCP_EVT")).toBe(false);
+    expect(maySubscribe(c, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DWCP_WORK_a.mover")).toBe(true);
+  });
+
+  it("the cli publishes commands and reads events; the observer only reads", () => {
+    const cli = of("cli");
+    const obs = of("observer");
+    for (const s of ["dwcp.cmd.migration.start", "dwcp.cmd.migration.cancel", "dwcp.replication.a.rpc"]) {
+      expect(mayPublish(cli, s)).toBe(true);
+      expect(mayPublish(obs, s)).toBe(false);
+    }
+    // Ordered consumers as the v3 client creates them on 2.9 and 2.12, direct gets.
+    for (const p of [cli, obs]) {
+      expect(mayPublish(p, "$JS.API.CONSUMER.CREATE.DWCP_EVT.oc_1.dwcp.evt.migration.m1")).toBe(true);
+      expect(mayPublish(p, "$JS.API.CONSUMER.MSG.NEXT.DWCP_EVT.oc_1")).toBe(true);
+      expect(mayPublish(p, "$JS.API.DIRECT.GET.DWCP_EVT")).toBe(true);
+      expect(mayPublish(p, "$JS.API.CONSUMER.CREATE.DWCP_CMD.x")).toBe(false);
+      expect(mayPublish(p, "dwcp.evt.migration.m1")).toBe(false);
+    }
+  });
+
+  it("a replication service answers only its host's subject and appends only replication events", () => {
+    const r = of("replication-a");
+    expect(maySubscribe(r, "dwcp.replication.a.rpc")).toBe(true);
+    expect(maySubscribe(r, "dwcp.replication.b.rpc")).toBe(false);
+    expect(mayPublish(r, "dwcp.evt.replication.vm1")).toBe(true);
+    expect(mayPublish(r, "dwcp.evt.migration.m1")).toBe(false);
+  });
+
+  it("nobody but admin changes or deletes streams and consumers, or publishes advisories", () => {
+    const admin = of("admin");
+    for (const s of [
+      "$JS.API.STREAM.DELETE.DWCP_WORK_b",
+      "$JS.API.STREAM.PURGE.DWCP_EVT",
+      "$JS.API.STREAM.UPDATE.DWCP_EVT",
+      "$JS.API.STREAM.CREATE.EVIL",
+      "$JS.API.CONSUMER.DELETE.DWCP_CMD.coordinator",
+      "$JS.API.CONSUMER.DURABLE.CREATE.DWCP_CMD.x",
+      "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DWCP_WORK_a.mover",
+    ]) {
+      expect(mayPublish(admin, s), s).toBe(true);
+      for (const r of roles.filter((r) => r !== "admin")) expect(mayPublish(of(r), s), `${r} ${s}`).toBe(false);
+    }
+    for (const r of roles.filter((r) => r !== "admin")) expect(of(r).publish.deny).toEqual(ADMIN_ONLY);
+  });
+
+  it("each role subscribes only to its own inbox; admin to none of the others'", () => {
+    for (const r of roles) {
+      for (const other of roles) {
+        const inbox = `${inboxPrefixOf(other)}.abc.1`;
+        expect(maySubscribe(of(r), inbox), `${r} on ${other}'s inbox`).toBe(r === other);
+      }
+    }
+    expect(inboxPrefixOf("mover-a")).toBe("_INBOX_mover-a");
+  });
+});
