@@ -270,6 +270,8 @@ export function findCredentials(
       keyFile,
     };
   }
+  // DWCP_NATS_INSECURE=on: the server takes anonymous plaintext clients (a trusted test network).
+  if (processSetting("natsInsecure", env) === "on") return undefined;
   const fromEnv = {
     nkeyFile: processSetting("nkeyFile", env),
     caFile: processSetting("tlsCa", env),

@@ -82,8 +82,11 @@ async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
-/** Client commands with a --data-dir of their own (the stack's layout, for hints): it is kept. */
-const KEEPS_DATA_DIR = new Set(["replicate", "restore"]);
+/**
+ * Client commands that read --data-dir themselves as well (the stack's layout for hints, its
+ * trust.json to verify events, its admin key to sign or check backups): it is kept for them.
+ */
+const KEEPS_DATA_DIR = new Set(["replicate", "restore", "status", "events", "migrate", "backup", "restore-log"]);
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...given] = argv;

@@ -159,7 +159,10 @@ export class Stack {
   env(role: Role): NodeJS.ProcessEnv {
     return {
       ...process.env,
-      ...(this.opts.insecure === true ? { DWCP_NATS_INSECURE: "on" } : roleEnv(this.credentials, role)),
+      // An insecure stack's server takes anonymous plaintext clients; the role's files still sign
+      // its events and secure its data links.
+      ...roleEnv(this.credentials, role),
+      ...(this.opts.insecure === true ? { DWCP_NATS_INSECURE: "on" } : {}),
       ...this.opts.env,
       DWCP_SECRET: this.secret,
       DWCP_NATS_URL: this.url,

@@ -49,8 +49,8 @@ export function serviceCredentials(
   log?: Logger,
 ): NatsCredentials | undefined {
   const { nkeyFile, tlsCa, tlsCert, tlsKey } = cfg;
-  if (nkeyFile !== undefined && tlsCa !== undefined && tlsCert !== undefined && tlsKey !== undefined)
-    return { role, nkeyFile, caFile: tlsCa, certFile: tlsCert, keyFile: tlsKey };
+  // The explicit setting wins: a process may hold its role's files for other links (its nkey
+  // signs events, its certificate serves the data channel) and still meet a NATS without auth.
   if (cfg.natsInsecure === "on") {
     log?.warn(
       { role },
@@ -58,6 +58,8 @@ export function serviceCredentials(
     );
     return undefined;
   }
+  if (nkeyFile !== undefined && tlsCa !== undefined && tlsCert !== undefined && tlsKey !== undefined)
+    return { role, nkeyFile, caFile: tlsCa, certFile: tlsCert, keyFile: tlsKey };
   const missing = Object.entries({
     DWCP_NKEY_FILE: nkeyFile,
     DWCP_TLS_CA: tlsCa,

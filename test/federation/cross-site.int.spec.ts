@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { FederationEvent } from "#schemas/federation.js";
@@ -24,9 +24,13 @@ async function cli(argv: string[]): Promise<{ code: number; out: string }> {
     out += String(chunk);
     return true;
   });
+  // The federated sites' servers take anonymous plaintext clients (their services run so too):
+  // the CLI's data dir gives it the trust file only.
+  vi.stubEnv("DWCP_NATS_INSECURE", "on");
   try {
     return { code: await main(argv), out };
   } finally {
+    vi.unstubAllEnvs();
     spy.mockRestore();
   }
 }
@@ -137,7 +141,7 @@ describe("cross-site migration between two federated sites", () => {
 
     // Both sites' CLIs show it.
     for (const site of [east, west]) {
-      const trust = ["--data-dir", site.opts.dataDir]; // the site's trust.json
+      const trust = ["--data-dir", dirname(site.credentials.trustFile)]; // the federation's trust.json
       const shown = await cli(["status", id, "--nats", site.url, "--json", ...trust]);
       expect(shown.code).toBe(0);
       expect(JSON.parse(shown.out)).toMatchObject({ migrationId: id, state: "completed", vm: "web-1" });

@@ -266,6 +266,8 @@ describe("backups you can trust", () => {
     // What `dwcp up --data-dir D` provisions: D/creds/admin.nk and D/trust.json naming its public key.
     const p = await provision(dir, { hosts: [] });
     const stderr: string[] = [];
+    // These test servers take anonymous plaintext clients: the data dir is for the keys only.
+    vi.stubEnv("DWCP_NATS_INSECURE", "on");
     const spy = vi.spyOn(process.stderr, "write").mockImplementation((s) => (stderr.push(String(s)), true));
     const quiet = vi.spyOn(process.stdout, "write").mockImplementation(() => true);
     try {
@@ -305,6 +307,7 @@ describe("backups you can trust", () => {
       expect((await u.nats.jsm.streams.info(EVT_STREAM)).state.messages).toBe(10);
     } finally {
       spy.mockRestore();
+      vi.unstubAllEnvs();
       quiet.mockRestore();
     }
   });

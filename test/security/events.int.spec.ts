@@ -61,7 +61,7 @@ async function logged(service: string, match: RegExp, timeoutMs = 20_000): Promi
 
 const cli = (args: string[]) =>
   spawnSync(process.execPath, [BIN, ...args], {
-    env: { ...process.env, DWCP_NATS_URL: stack.url, DWCP_TRUST_FILE: stack.credentials.trustFile },
+    env: { ...process.env, ...stack.env("cli") },
     encoding: "utf8",
     timeout: 30_000,
   });

@@ -72,7 +72,7 @@ async function publishEvent(e: MigrationEvent, signed = true): Promise<number> {
 }
 
 async function dwcp(...args: string[]): Promise<string> {
-  const env = { ...process.env, DWCP_DATA_DIR: stack.opts.dataDir };
+  const env = { ...process.env, ...stack.env("cli") };
   const { stdout } = await run(process.execPath, [BIN, ...args, "--nats", stack.url], { maxBuffer: 16 * MiB, env });
   return stdout;
 }
