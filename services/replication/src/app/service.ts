@@ -157,7 +157,7 @@ export class ReplicationService {
       const { snap, target, store, toDir } = planned;
       log.info({ toDir, at: cmd.at, snapshotId: snap.snapshotId }, "restore started");
       const result = await this.run(commandId, send, () =>
-        restoreFromStore(snap, { vm, toDir, target, storeHandle: store, logger: log }),
+        restoreFromStore(snap, { vm, toDir, target, storeHandle: store }),
       );
       log.info({ snapshotId: result.snapshotId, bytes: result.bytes }, "restored");
       send({ type: "ReplicationRestored", version: 1, commandId, result });
