@@ -264,7 +264,8 @@ export class ReplicationService {
     // A local store is opened per sync and closed after it: this process outlives many syncs.
     const local = async (): Promise<Transport> => {
       if (plan.store === undefined) throw new CommandRefusedError("PATH_OUTSIDE_ROOT", "no local store was opened");
-      const dest = await DestinationAgent.openIn(plan.store);
+      const store = plan.store;
+      const dest = await beneathAsync(cmd.destination.dir, () => DestinationAgent.openIn(store));
       return { ...inProcess(dest), close: () => dest.store.close() };
     };
     const connect = (): Promise<Transport> => (agent ? connectAgent({ ...agent, secret }) : local());

@@ -106,6 +106,12 @@ export class HostRoot {
    */
   static refused(asked: string, err: unknown): unknown {
     if ((err as { sysCode?: unknown }).sysCode === "ENOENT") return new PathNotFoundError(asked, { cause: err });
+    // A directory opened with no symlink followed: openat2 answers ENOTDIR, not ELOOP, for a
+    // symlink in last place, so this may be one (a file would be refused the same way).
+    if ((err as { sysCode?: unknown }).sysCode === "ENOTDIR")
+      return new PathOutsideRootError(asked, "is not a directory beneath this host's root (a file, or a symlink)", {
+        cause: err,
+      });
     if (!(err instanceof PathRefusedError)) return err;
     if (err.refusal === "not-a-file") return new PathKindError(asked, "a regular file", { cause: err });
     if (err.refusal === "not-a-directory") return new PathKindError(asked, "a directory", { cause: err });
