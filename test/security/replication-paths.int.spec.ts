@@ -22,6 +22,10 @@ import {
   type ReplicationSynced,
 } from "#replication";
 import { ReplicationReply, type ReplicateVm, type RestoreVm } from "#schemas/replication.js";
+import { syncOnce } from "../../services/replication/src/app/sync.js";
+import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
+import { connectAgent } from "../../services/replication/src/infra/tcp.js";
+import { spawnAgent } from "../replication/agent-process.js";
 import { spawnReplicationService, type DwcpProcess } from "../replication/service-process.js";
 import { registerHosts, startTestNats, type TestNats } from "../replication/support.js";
 
@@ -268,5 +272,44 @@ describe("replication is confined to the hosts' roots", () => {
     // Both outcomes happened: syncs wrote through the held fds while the names were exchanged.
     expect(whole.refused + packs.refused).toBeGreaterThan(0);
     expect(whole.synced + packs.synced).toBeGreaterThan(0);
+  });
+
+  it("an agent's packs directory swapped for a symlink to outside gets no file outside (held fds)", async () => {
+    const secret = "replication-paths-secret-0123456789";
+    const agentRoot = join(work, "agent");
+    const agent = await spawnAgent(agentRoot, secret);
+    const packs = join(agentRoot, ".dwcp-store", "packs");
+    await mkdir(join(outside, "agent-evil"));
+    await symlink(join(outside, "agent-evil"), join(agentRoot, ".dwcp-store", "packs-link"));
+    const disk = join(root("a"), "vms", "d.img");
+    const swapper = await startSwapper(packs, join(agentRoot, ".dwcp-store", "packs-link"));
+    try {
+      for (let i = 0; i < 10; i++) {
+        const fh = await open(disk, "r+");
+        await fh.write(randomBytes(64 * KiB), 0, 64 * KiB, (i % 8) * 64 * KiB);
+        await fh.close();
+        const link = await connectAgent({ host: "127.0.0.1", port: agent.port, secret });
+        try {
+          await syncOnce({
+            vm: "agent-race",
+            sources: [disk],
+            sourceHost: "a",
+            destinationHost: "b",
+            storePath: join(agentRoot, ".dwcp-store"),
+            log: new ReplicationLog(t.nats),
+            stateDir: join(work, "agent-state"),
+            chunkSizeBytes: 64 * KiB,
+            transport: link,
+          });
+        } finally {
+          await link.close();
+        }
+      }
+    } finally {
+      await stopSwapper(swapper);
+      await agent.kill();
+    }
+    expect(await readdir(join(outside, "agent-evil"))).toEqual([]);
+    expect((await readReplication(t.nats, "agent-race")).snapshots).toHaveLength(10);
   });
 });
