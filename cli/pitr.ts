@@ -18,6 +18,7 @@ import {
   trustHmacFile,
   trustPublicKey,
   type BackupTrust,
+  isKnownHost,
   readReplication,
   replay,
   replayBackup,
@@ -232,6 +233,19 @@ function checkVm(vm: string): void {
   if (problem !== undefined) throw new UsageError(`--vm: ${problem}`);
 }
 
+/**
+ * A command may name only hosts the deployment knows (a registered mover, or a replication service
+ * that answers): another name would have a service invent a host and write under a root nobody serves.
+ */
+async function checkHost(n: Nats, flag: string, host: string): Promise<void> {
+  if (await isKnownHost(n.nc, host)) return;
+  throw new UsageError(
+    `${flag}: host ${JSON.stringify(host.slice(0, 64))} is not known here (no mover registered for it in ` +
+      "dwcp_movers and no replication service answers for it); name a host of this deployment, or start " +
+      `its services first (\`dwcp up\` starts them; or dwcp replication-service --host ${host.slice(0, 64)})`,
+  );
+}
+
 /** `dwcp snapshots`. */
 export async function cmdSnapshots(argv: string[]): Promise<number> {
   const v = flags(argv, { vm: { type: "string" } });
@@ -276,7 +290,10 @@ export async function cmdRestore(argv: string[]): Promise<number> {
     ...(v.store ? { storeDir: v.store } : {}),
   };
   const vm = v.vm;
-  const { result: r } = await withNats(natsUrl(v), (n) => restoreVm(n.nc, cmd, { startHint: startHint(to.host, v) }));
+  const { result: r } = await withNats(natsUrl(v), async (n) => {
+    await checkHost(n, "--to", to.host);
+    return restoreVm(n.nc, cmd, { startHint: startHint(to.host, v) });
+  });
   out(
     v.json
       ? JSON.stringify(r)
@@ -352,6 +369,7 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   process.on("SIGINT", stop).on("SIGTERM", stop);
   try {
     await withNats(natsUrl(v), async (n) => {
+      await checkHost(n, "--to", to.host);
       const once = async (): Promise<void> =>
         printSync(await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint: hint }), v.json);
       if (everyMs === undefined) return once();

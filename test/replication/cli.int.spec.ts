@@ -8,7 +8,7 @@ import { setProcessConnectDefaults } from "#common/nats.js";
 import { UsageError } from "../../cli/args.js";
 import { sha256File } from "../../cli/verify.js";
 import { startReplicationService, type ReplicationServiceHandle } from "#replication";
-import { startTestNats, type TestNats } from "./support.js";
+import { registerHosts, startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
 
@@ -34,6 +34,8 @@ describe("dwcp PITR commands", () => {
   let services: ReplicationServiceHandle[] = [];
   beforeAll(async () => {
     t = await startTestNats(true, { secure: true });
+    // Hosts a and b are the deployment's: their movers are registered (as `dwcp up` does).
+    await registerHosts(t, ["a", "b"]);
     // `replicate` asks host a's replication service to sync, `restore` host b's to write (`dwcp up`
     // starts one per host).
     services = await Promise.all(

@@ -19,7 +19,7 @@ import { clientRoleOf } from "../../cli/client.js";
 import { setProcessConnectDefaults } from "#common/nats.js";
 import { sha256File } from "../../cli/verify.js";
 import { spawnDwcp, spawnReplicationService, type DwcpProcess } from "./service-process.js";
-import { startTestNats, type TestNats } from "./support.js";
+import { registerHosts, startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
 const SECRET = "replication-service-test-secret";
@@ -63,6 +63,8 @@ describe("the replication service", () => {
   let restorer: ReplicationServiceHandle | undefined;
   beforeAll(async () => {
     t = await startTestNats(true, { secure: true });
+    // Hosts a and b are the deployment's: their movers are registered (as `dwcp up` does).
+    await registerHosts(t, ["a", "b"]);
     await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
     await generateImage(join(t.dir, "hosts/a/vms/d.img"), { sizeBytes: 2 * MiB + 100, zeroFraction: 0.3, seed: 5 });
   });

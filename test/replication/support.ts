@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MigrationEvent } from "#schemas/index.js";
-import { ensureLayout } from "#common/layout.js";
+import { Kvm } from "@nats-io/kv";
+import { ensureLayout, MOVERS_BUCKET } from "#common/layout.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import type { Role } from "#common/credentials/provision.js";
@@ -40,6 +41,16 @@ export async function startTestNats(layout = true, o: { secure?: boolean } = {})
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Registers `hosts` in the mover registry, as their movers would: commands may then name them. */
+export async function registerHosts(t: TestNats, hosts: string[]): Promise<void> {
+  const kv = await new Kvm(t.nats.nc).open(MOVERS_BUCKET);
+  for (const host of hosts) {
+    const now = new Date().toISOString();
+    const entry = { version: 1, host, dataAddress: "127.0.0.1:1", pid: process.pid, startedAt: now, heartbeatAt: now };
+    await kv.put(host, JSON.stringify(entry));
+  }
 }
 
 const at = (): string => new Date().toISOString();

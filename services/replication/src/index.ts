@@ -20,6 +20,7 @@ export {
   type ReplicationSynced,
   type RequestOptions,
 } from "./infra/commands.js";
+export { isKnownHost } from "./infra/known-hosts.js";
 export { readReplication } from "./app/snapshots.js";
 export { backup, type BackupSummary } from "./app/backup.js";
 export { restoreLog, type RestoreLogSummary } from "./app/restore-log.js";

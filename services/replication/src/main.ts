@@ -1,5 +1,7 @@
-import { join } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { resolve } from "node:path";
 import { runService } from "#common/lifecycle.js";
+import { openRootDir, type DirHandle } from "#native/index.js";
 import { createLogger } from "#common/logger.js";
 import { DestinationAgent } from "./app/destination.js";
 import { agentConfig, type AgentFlags } from "./config.js";
@@ -11,22 +13,29 @@ import { replicationRole } from "#common/credentials/provision.js";
 import { ReplicationService } from "./app/service.js";
 import { replicationRpc, serveCommands } from "./infra/commands.js";
 import { hostRoots } from "./infra/host-roots.js";
+import { isKnownHost } from "./infra/known-hosts.js";
 import { ReplicationLog } from "./infra/replication-log.js";
 import { processEventTrust } from "#common/signing.js";
 import { serviceConfig, type ServiceFlags } from "./service-config.js";
 
 /**
  * The destination replication agent: serves the chunk store under <root>/.dwcp-store to sources
- * that know DWCP_SECRET. Logs {"msg":"listening","port":N} once it accepts connections.
+ * that know DWCP_SECRET. Logs {"msg":"listening","port":N} once it accepts connections. The root
+ * and the store's directories are held by fd for the agent's lifetime: every file is created and
+ * renamed beneath them, so a store directory swapped for a symlink cannot send a write elsewhere.
  */
 export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   const cfg = agentConfig(flags);
   const log = createLogger("replication-agent", { root: cfg.root });
   let close: (() => Promise<void>) | undefined;
+  let root: DirHandle | undefined;
   await runService({
     log,
     start: async (control) => {
-      const agent = await DestinationAgent.open(join(cfg.root, STORE_DIR), log);
+      await mkdir(cfg.root, { recursive: true }); // the operator's root: trusted as configured
+      root = openRootDir(resolve(cfg.root));
+      const { dir: storeDir } = await root.makeDirs(STORE_DIR);
+      const agent = await DestinationAgent.openIn(storeDir, log).finally(() => storeDir.close());
       if (cfg.link.mode === "plaintext") log.warn(PLAINTEXT_WARNING);
       const srv = await serve((f) => agent.handle(f), {
         host: cfg.listenHost,
@@ -38,10 +47,16 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
         log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}` }, "agent connection"),
       );
       srv.server.on("error", (err) => control.fail("the agent's listening socket failed", err));
-      close = () => srv.close();
+      close = async () => {
+        await srv.close();
+        await agent.store.close();
+      };
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },
-    stop: async () => close?.(),
+    stop: async () => {
+      await close?.();
+      root?.close();
+    },
   });
 }
 
@@ -71,6 +86,7 @@ export async function startReplicationService(
     log: new ReplicationLog(nats),
     nats,
     logger,
+    knownHost: (host) => isKnownHost(nats.nc, host),
     ...(cfg.secret ? { secret: cfg.secret } : {}),
     ...(cfg.link ? { link: cfg.link } : {}),
   });

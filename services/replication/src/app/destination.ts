@@ -7,6 +7,7 @@ import {
   strongHashPages,
   zeroPages,
 } from "#native/index.js";
+import type { DirHandle } from "#native/index.js";
 import { AgentRequest } from "#schemas/replication.js";
 import { silentLogger, type Logger } from "#common/logger.js";
 import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
@@ -64,6 +65,11 @@ export class DestinationAgent {
   /** The agent of the store in `storeDir`; `log` (default silent) gets its commits and refusals. */
   static async open(storeDir: string, log?: Logger): Promise<DestinationAgent> {
     return new DestinationAgent(await ChunkStore.open(storeDir), log);
+  }
+
+  /** The agent of the store in the held directory `storeDir` (made if empty; the caller keeps `storeDir`). */
+  static async openIn(storeDir: DirHandle, log?: Logger): Promise<DestinationAgent> {
+    return new DestinationAgent(await ChunkStore.openIn(storeDir), log);
   }
 
   async handle(frame: Buffer): Promise<Buffer> {

@@ -1,3 +1,4 @@
+import type { DirHandle } from "#native/index.js";
 import type { RetentionPolicy } from "../domain/store/manifest.js";
 import { ChunkStore } from "../infra/chunk-store.js";
 import { applyRetention, type RetentionResult } from "./retention.js";
@@ -13,6 +14,8 @@ export interface ReplicateOptions extends Omit<SyncOptions, "transport"> {
   retention?: RetentionPolicy;
   /** Local store to apply retention to (in-process destination); remote agents prune themselves. */
   localStore?: string;
+  /** `localStore` held by fd (confined by the caller): opened through it instead of by path. */
+  localStoreHandle?: DirHandle;
   signal?: AbortSignal;
   onSync?: (r: SyncResult, retention?: RetentionResult) => void;
   onError?: (err: unknown) => void;
@@ -25,7 +28,7 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   });
 
 async function retain(dir: string, policy: RetentionPolicy, o: ReplicateOptions): Promise<RetentionResult> {
-  const store = await ChunkStore.open(dir);
+  const store = o.localStoreHandle ? await ChunkStore.openIn(o.localStoreHandle) : await ChunkStore.open(dir);
   try {
     return await applyRetention({ log: o.log, store, vm: o.vm, policy, ...(o.logger ? { logger: o.logger } : {}) });
   } finally {

@@ -24,8 +24,15 @@ export interface RestoreOptions extends LogOption {
    * `toDir` itself is resolved by path; what is under it is still reached through its held fd.
    */
   root?: string;
+  /**
+   * The target directory already made and held (the replication service's, beneath its host
+   * root): used instead of `toDir` and `root`, which then only name it in the result.
+   */
+  target?: DirHandle;
   /** The store directory; default: the one the snapshot's event names. */
   storeDir?: string;
+  /** The store directory held by fd (confined by the caller): used instead of `storeDir`. */
+  storeHandle?: DirHandle;
   /** Spans of up to 128 chunks read, verified and written at once. Default 4. */
   concurrency?: number;
 }
@@ -234,7 +241,9 @@ export async function restoreFromStore(snap: Snapshot, o: RestoreOptions): Promi
   const started = Date.now();
   const log = replicationLogger(o, { vm: o.vm, snapshotId: snap.snapshotId });
   log.info({ toDir: o.toDir, takenAt: snap.takenAt }, "restore started");
-  const store = await ChunkStore.open(o.storeDir ?? snap.destination.store, { create: false });
+  const store = o.storeHandle
+    ? await ChunkStore.openIn(o.storeHandle, { create: false })
+    : await ChunkStore.open(o.storeDir ?? snap.destination.store, { create: false });
   const hasher = new HashPool({ worker: snap.volumes.reduce((n, v) => n + v.sizeBytes, 0) >= WORKER_MIN_BYTES });
   try {
     const r = await restoreWith(store, hasher, snap, o, started);
@@ -266,6 +275,7 @@ async function restoreWith(
 
 /** The target directory, made and held: beneath the host root's fd when there is one. */
 async function targetDir(o: RestoreOptions): Promise<DirHandle> {
+  if (o.target !== undefined) return o.target.openDir("");
   if (o.root === undefined) {
     await mkdir(o.toDir, { recursive: true });
     return openRootDir(resolve(o.toDir));

@@ -1,5 +1,4 @@
 import { referencedChunks, selectPrunable, type Manifest, type RetentionPolicy } from "../domain/store/manifest.js";
-import { unlink } from "node:fs/promises";
 import type { IndexEntry } from "../domain/store/pack.js";
 import type { ChunkStore } from "../infra/chunk-store.js";
 import type { Pack } from "../infra/pack-file.js";
@@ -65,7 +64,7 @@ export async function applyRetention(
   }
   for (const f of drop) await o.store.deleteManifest(f.rel);
   for (const p of plan) {
-    if (p.kind === "temp") await unlink(p.path).catch(() => undefined);
+    if (p.kind === "temp") o.store.removeTemp(p.name);
     else await o.store.rewrite(p.pack, p.keep);
   }
   const level = pruned.length > 0 || garbage > 0 || drop.length > 0 ? "info" : "debug";
@@ -79,7 +78,7 @@ const SMALL_PACK_BYTES = 32 << 20;
 
 type Collect =
   | { kind: "pack"; pack: Pack; keep: IndexEntry[]; dead: number }
-  | { kind: "temp"; path: string; dead: number };
+  | { kind: "temp"; name: string; dead: number };
 
 /**
  * What retention removes: packs older than the grace period whose chunks no kept manifest needs
@@ -104,6 +103,6 @@ async function planCollection(
     out.push({ kind: "pack", pack, keep, dead: pack.entries.length - keep.length });
   }
   for (const t of await store.strayTemps())
-    if (nowMs - t.mtimeMs > grace) out.push({ kind: "temp", path: t.path, dead: 0 });
+    if (nowMs - t.mtimeMs > grace) out.push({ kind: "temp", name: t.name, dead: 0 });
   return out;
 }

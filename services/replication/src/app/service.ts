@@ -1,11 +1,15 @@
-import { join } from "node:path";
+import type { FileHandle } from "node:fs/promises";
+import { join, posix } from "node:path";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
+import type { DirHandle } from "#native/index.js";
 import type { ReplicateVm, ReplicationCommand, RestoreVm } from "#schemas/replication.js";
+import { PathKindError, PathNotFoundError, PathOutsideRootError, UnknownHostError } from "../domain/errors.js";
+import type { Snapshot } from "../domain/replication/state.js";
 import { STORE_DIR } from "../infra/chunk-store.js";
 import { HEARTBEAT_MS, type Send } from "../infra/commands.js";
-import { inside } from "../infra/host-roots.js";
+import { HostRoot, inside, type HostRoots } from "../infra/host-roots.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 import { connectAgent } from "../infra/tcp.js";
 import type { LinkSecurity } from "#common/secure-link/tls.js";
@@ -46,7 +50,12 @@ export interface ReplicationServiceOptions {
   /** The source host this service reads volumes on. */
   host: string;
   /** Root directory of each host (volumes and state of this host; local stores of destinations). */
-  root: (host: string) => string;
+  root: ((host: string) => string) & Partial<Pick<HostRoots, "configured">>;
+  /**
+   * Whether a host is one of the deployment's (a mover registered it, or its replication service
+   * answers): a command naming another is refused (UNKNOWN_HOST). Default: every host is.
+   */
+  knownHost?: (host: string) => Promise<boolean>;
   log: ReplicationLog;
   /** For reads of the log (restore picks its snapshot from it). */
   nats: Nats;
@@ -93,15 +102,21 @@ export class ReplicationService {
     const { commandId, vm } = cmd;
     const log = this.o.logger.child({ commandId, vm });
     const running = this.syncing.get(vm);
-    const plan =
-      running === undefined
-        ? this.plan(cmd)
-        : new CommandRefusedError("SYNC_IN_PROGRESS", `${vm} is already syncing (command ${running}); retry later`);
-    if (plan instanceof CommandRefusedError) return refuse(log, send, commandId, plan);
+    if (running !== undefined) {
+      const busy = new CommandRefusedError(
+        "SYNC_IN_PROGRESS",
+        `${vm} is already syncing (command ${running}); retry later`,
+      );
+      return refuse(log, send, commandId, busy);
+    }
     this.syncing.set(vm, commandId);
+    let plan: Plan | undefined;
     try {
+      const planned = await this.plan(cmd).catch(refusal);
+      if (!("sources" in planned)) return refuse(log, send, commandId, planned);
+      const ready = (plan = planned);
       log.info({ sources: plan.sources, store: plan.storePath }, "sync started");
-      const { result, retention } = await this.run(commandId, send, () => this.sync(cmd, plan));
+      const { result, retention } = await this.run(commandId, send, () => this.sync(cmd, ready));
       const { event: _event, ...summary } = result;
       log.info(
         { snapshotId: result.snapshotId, changedBytes: result.changedBytes, pruned: retention?.pruned },
@@ -116,49 +131,78 @@ export class ReplicationService {
         ...(retention ? { chunksDeleted: retention.chunksDeleted } : {}),
       });
     } finally {
+      plan?.close();
       this.syncing.delete(vm);
     }
   }
 
-  /** Restores into a directory under this host's root; one restore per target directory at a time. */
+  /**
+   * Restores into a directory under this host's root; one restore per target directory at a time.
+   * The target is made and the files created beneath the root's held fd; the store is opened
+   * beneath the held root of the host that holds it. A path leaving its root is refused before
+   * anything is written.
+   */
   private async restoreVm(cmd: RestoreVm, send: Send): Promise<void> {
     const { commandId, vm } = cmd;
     const log = this.o.logger.child({ commandId, vm });
-    const root = this.o.root(this.o.host);
-    const toDir = inside(root, cmd.to.dir);
-    const storeDir = cmd.storeDir === undefined ? undefined : inside(root, cmd.storeDir);
-    const refusal = this.restoreRefusal(cmd, root, toDir, storeDir);
-    if (refusal || toDir === undefined) return refuse(log, send, commandId, refusal ?? outside(cmd.to.dir, root));
-    this.restoring.add(toDir);
+    if (cmd.to.host !== this.o.host) {
+      const wrong = new CommandRefusedError(
+        "WRONG_HOST",
+        `this service writes host ${this.o.host}, not ${cmd.to.host}`,
+      );
+      return refuse(log, send, commandId, wrong);
+    }
+    const held: Array<{ close(): void }> = [];
+    let key: string | undefined;
     try {
-      log.info({ toDir, at: cmd.at, snapshotId: cmd.snapshotId }, "restore started");
-      const result = await this.run(commandId, send, async () => {
-        const snap = pickSnapshot(await readReplication(this.o.nats, vm), {
-          ...(cmd.at !== undefined ? { at: cmd.at } : {}),
-          ...(cmd.snapshotId !== undefined ? { snapshotId: cmd.snapshotId } : {}),
-        });
-        return restoreFromStore(snap, { vm, toDir, root, ...(storeDir ? { storeDir } : {}) });
-      });
+      const planned = await this.restorePlan(cmd, held).catch(refusal);
+      if (!("target" in planned)) return refuse(log, send, commandId, planned);
+      if (this.restoring.has(planned.key)) {
+        const busy = new CommandRefusedError(
+          "RESTORE_IN_PROGRESS",
+          `a restore into ${cmd.to.dir} is running; retry later`,
+        );
+        return refuse(log, send, commandId, busy);
+      }
+      key = planned.key;
+      this.restoring.add(key);
+      const { snap, target, store, toDir } = planned;
+      log.info({ toDir, at: cmd.at, snapshotId: snap.snapshotId }, "restore started");
+      const result = await this.run(commandId, send, () =>
+        restoreFromStore(snap, { vm, toDir, target, storeHandle: store }),
+      );
       log.info({ snapshotId: result.snapshotId, bytes: result.bytes }, "restored");
       send({ type: "ReplicationRestored", version: 1, commandId, result });
     } finally {
-      this.restoring.delete(toDir);
+      if (key !== undefined) this.restoring.delete(key);
+      for (const h of held) h.close();
     }
   }
 
-  private restoreRefusal(
+  /** Confines and opens what a restore writes and reads; every handle opened goes into `held`. */
+  private async restorePlan(
     cmd: RestoreVm,
-    root: string,
-    toDir: string | undefined,
-    storeDir: string | undefined,
-  ): CommandRefusedError | undefined {
-    if (cmd.to.host !== this.o.host)
-      return new CommandRefusedError("WRONG_HOST", `this service writes host ${this.o.host}, not ${cmd.to.host}`);
-    if (toDir === undefined) return outside(cmd.to.dir, root);
-    if (cmd.storeDir !== undefined && storeDir === undefined) return outside(cmd.storeDir, root);
-    if (this.restoring.has(toDir))
-      return new CommandRefusedError("RESTORE_IN_PROGRESS", `a restore into ${cmd.to.dir} is running; retry later`);
-    return undefined;
+    held: Array<{ close(): void }>,
+  ): Promise<{ snap: Snapshot; target: DirHandle; store: DirHandle; toDir: string; key: string }> {
+    const root = await HostRoot.open(this.o.root(this.o.host), { create: true });
+    held.push(root);
+    const rel = await root.confine(cmd.to.dir, { mustExist: false });
+    const snap = pickSnapshot(await readReplication(this.o.nats, cmd.vm), {
+      ...(cmd.at !== undefined ? { at: cmd.at } : {}),
+      ...(cmd.snapshotId !== undefined ? { snapshotId: cmd.snapshotId } : {}),
+    });
+    // The store: the one the command names under this host's root, else the one the snapshot's
+    // event names, under the root of the host it was written on.
+    const storeHost = cmd.storeDir === undefined ? snap.destination.host : this.o.host;
+    const storeRoot = storeHost === this.o.host ? root : await HostRoot.open(this.o.root(storeHost));
+    if (storeRoot !== root) held.push(storeRoot);
+    const storeAsked = cmd.storeDir ?? snap.destination.store;
+    const storeRel = await storeRoot.confine(storeAsked, { mustExist: true });
+    const store = beneath(storeAsked, () => storeRoot.dir.openDir(storeRel));
+    held.push(store);
+    const target = (await beneathAsync(cmd.to.dir, () => root.dir.makeDirs(rel))).dir;
+    held.push(target);
+    return { snap, target, store, toDir: posix.join(root.path, rel), key: posix.join(root.real, rel) };
   }
 
   /** Accepts a command, then runs it with heartbeats until it settles; tracked for the drain. */
@@ -180,31 +224,56 @@ export class ReplicationService {
     await Promise.allSettled([...this.running]);
   }
 
-  private plan(cmd: ReplicateVm): Plan | CommandRefusedError {
+  /**
+   * Confines and opens everything a sync touches before it is accepted: each source file beneath
+   * this host's held root (read only through that handle), the destination host (one the
+   * deployment knows), the local store's directory beneath the destination root's held fd, and
+   * this host's fingerprint-cache directory. Throws the refusal; the caller answers it.
+   */
+  private async plan(cmd: ReplicateVm): Promise<Plan> {
     if (cmd.source.host !== this.o.host)
-      return new CommandRefusedError("WRONG_HOST", `this service reads host ${this.o.host}, not ${cmd.source.host}`);
+      throw new CommandRefusedError("WRONG_HOST", `this service reads host ${this.o.host}, not ${cmd.source.host}`);
     if (cmd.destination.agent && (this.o.secret ?? "").length < 16)
-      return new CommandRefusedError(
+      throw new CommandRefusedError(
         "NO_SECRET",
         `the replication service on ${this.o.host} has no DWCP_SECRET (>= 16 characters, the agent's)`,
       );
     if (cmd.destination.agent && this.o.link === undefined)
-      return new CommandRefusedError(
+      throw new CommandRefusedError(
         "NO_TLS",
         `the replication service on ${this.o.host} has no DWCP_TLS_CA/CERT/KEY for agent links ` +
           "(or DWCP_DATA_PLAINTEXT=on for a trusted link)",
       );
-    const srcRoot = this.o.root(cmd.source.host);
-    const dstRoot = this.o.root(cmd.destination.host);
-    const sources: string[] = [];
-    for (const p of cmd.source.paths) {
-      const abs = inside(srcRoot, p);
-      if (abs === undefined) return outside(p, srcRoot);
-      sources.push(abs);
+    const dest = cmd.destination.host;
+    if (dest !== this.o.host && !this.o.root.configured?.(dest) && !((await this.o.knownHost?.(dest)) ?? true))
+      throw new UnknownHostError(dest);
+    const plan = new Plan();
+    try {
+      const src = plan.hold(await HostRoot.open(this.o.root(cmd.source.host)));
+      for (const p of cmd.source.paths) {
+        const rel = await src.confine(p, { mustExist: true });
+        plan.sources.push(displayPath(src, p, rel));
+        plan.files.push(await beneathAsync(p, () => src.dir.openFile(rel)));
+      }
+      plan.stateDir = join(src.path, ".dwcp-repl");
+      plan.state = plan.hold((await src.dir.makeDirs(".dwcp-repl")).dir);
+      if (cmd.destination.agent) {
+        // The store is on the agent's host, confined there by the agent to its own root.
+        const dir = inside(this.o.root(dest), cmd.destination.dir);
+        if (dir === undefined) throw new PathOutsideRootError(cmd.destination.dir, "is outside the destination's root");
+        plan.storePath = join(dir, STORE_DIR);
+        return plan;
+      }
+      const dst = plan.hold(await HostRoot.open(this.o.root(dest), { create: true }));
+      const rel = await dst.confine(cmd.destination.dir, { mustExist: false });
+      plan.storePath = posix.join(displayPath(dst, cmd.destination.dir, rel), STORE_DIR);
+      const made = await beneathAsync(cmd.destination.dir, () => dst.dir.makeDirs(posix.join(rel, STORE_DIR)));
+      plan.store = plan.hold(made.dir);
+      return plan;
+    } catch (err) {
+      plan.close();
+      throw err;
     }
-    const dir = inside(dstRoot, cmd.destination.dir);
-    if (dir === undefined) return outside(cmd.destination.dir, dstRoot);
-    return { sources, storePath: join(dir, STORE_DIR), stateDir: join(srcRoot, ".dwcp-repl") };
   }
 
   private async sync(cmd: ReplicateVm, plan: Plan): Promise<{ result: SyncResult; retention?: RetentionResult }> {
@@ -212,7 +281,9 @@ export class ReplicationService {
     const secret = this.o.secret ?? "";
     // A local store is opened per sync and closed after it: this process outlives many syncs.
     const local = async (): Promise<Transport> => {
-      const dest = await DestinationAgent.open(plan.storePath);
+      if (plan.store === undefined) throw new CommandRefusedError("PATH_OUTSIDE_ROOT", "no local store was opened");
+      const store = plan.store;
+      const dest = await beneathAsync(cmd.destination.dir, () => DestinationAgent.openIn(store));
       return { ...inProcess(dest), close: () => dest.store.close() };
     };
     const link = this.o.link;
@@ -222,14 +293,21 @@ export class ReplicationService {
     await replicate({
       vm: cmd.vm,
       sources: plan.sources,
+      openSource: (_path, i) => Promise.resolve(plan.take(i)),
       sourceHost: cmd.source.host,
       destinationHost: cmd.destination.host,
       storePath: plan.storePath,
       stateDir: plan.stateDir,
+      ...(plan.state ? { stateHandle: plan.state } : {}),
       log: this.o.log,
       connect,
       ...(cmd.chunkSizeBytes !== undefined ? { chunkSizeBytes: cmd.chunkSizeBytes } : {}),
-      ...(cmd.retention ? { retention: cmd.retention, ...(agent ? {} : { localStore: plan.storePath }) } : {}),
+      ...(cmd.retention
+        ? {
+            retention: cmd.retention,
+            ...(agent || !plan.store ? {} : { localStore: plan.storePath, localStoreHandle: plan.store }),
+          }
+        : {}),
       onSync: (result, retention) => (out = { result, ...(retention ? { retention } : {}) }),
     });
     if (out === undefined) throw new NoSyncResultError();
@@ -237,16 +315,77 @@ export class ReplicationService {
   }
 }
 
-interface Plan {
-  sources: string[];
-  storePath: string;
-  stateDir: string;
+/** What a sync reads and writes, opened before it is accepted; `close` releases what it still holds. */
+class Plan {
+  /** Source paths as recorded in the event (under the configured root, as the command named them). */
+  readonly sources: string[] = [];
+  /** Each source opened beneath the held root; the sync takes each once and closes it. */
+  readonly files: Array<FileHandle | undefined> = [];
+  storePath = "";
+  stateDir = "";
+  state: DirHandle | undefined;
+  /** The local store's directory, held (undefined with an agent). */
+  store: DirHandle | undefined;
+  private readonly held: Array<{ close(): void }> = [];
+
+  hold<T extends { close(): void }>(h: T): T {
+    this.held.push(h);
+    return h;
+  }
+
+  take(i: number): FileHandle {
+    const fh = this.files[i];
+    if (fh === undefined) throw new CommandRefusedError("PATH_OUTSIDE_ROOT", `source ${i} was not opened`);
+    this.files[i] = undefined;
+    return fh;
+  }
+
+  close(): void {
+    for (const fh of this.files.splice(0)) void fh?.close().catch(() => undefined);
+    for (const h of this.held.splice(0)) h.close();
+  }
 }
 
-function refuse(log: Logger, send: Send, commandId: string, err: CommandRefusedError): void {
-  log.warn({ code: err.code }, err.message);
-  send({ type: "ReplicationRejected", version: 1, commandId, code: err.code, message: err.message });
+/** How a confined path is recorded: under the configured root, as asked when it named a place there. */
+function displayPath(root: HostRoot, asked: string, rel: string): string {
+  const abs = posix.resolve(root.path, asked);
+  return abs === root.path || abs.startsWith(`${root.path}/`) ? abs : posix.join(root.path, rel);
 }
 
-const outside = (p: string, root: string): CommandRefusedError =>
-  new CommandRefusedError("PATH_OUTSIDE_ROOT", `${p} is outside this host's root ${root}`);
+/** Runs an open beneath a held root; a symlink or `..` met there is PathOutsideRootError for `asked`. */
+function beneath<T>(asked: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw HostRoot.refused(asked, err);
+  }
+}
+
+async function beneathAsync<T>(asked: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw HostRoot.refused(asked, err);
+  }
+}
+
+type Refusal = CommandRefusedError | PathOutsideRootError | PathNotFoundError | PathKindError | UnknownHostError;
+
+/** A refusal as a value (answered ReplicationRejected); any other failure is rethrown (ReplicationFailed). */
+function refusal(err: unknown): Refusal {
+  if (
+    err instanceof CommandRefusedError ||
+    err instanceof PathOutsideRootError ||
+    err instanceof PathNotFoundError ||
+    err instanceof UnknownHostError ||
+    err instanceof PathKindError
+  )
+    return err;
+  throw err;
+}
+
+/** The reply carries the message (the path as the command gave it); the log has the details. */
+function refuse(log: Logger, send: Send, commandId: string, err: Refusal): void {
+  log.warn({ code: err.code, err }, err.message);
+  send({ type: "ReplicationRejected", version: 1, commandId, code: err.code, message: err.message.slice(0, 1024) });
+}

@@ -7,7 +7,9 @@ import type { Logger } from "#common/logger.js";
 import { latestSnapshot } from "../domain/replication/state.js";
 import { DEFAULT_CHUNK_BYTES, snapshotIdFor, volumeChanges, type Manifest } from "../domain/store/manifest.js";
 import type { Reply } from "../domain/store/frames.js";
-import { dropCache, loadCache, pruneCaches, writeCache, type SourceCache } from "../infra/fp-cache.js";
+import type { FileHandle } from "node:fs/promises";
+import type { DirHandle } from "#native/index.js";
+import { dropCache, loadCache, pruneCaches, writeCache, type SourceCache, type StateDir } from "../infra/fp-cache.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 import type { Transport } from "./destination.js";
 import { CountingLink, PutBatcher, SyncRejectedError, type SyncCounters } from "./source-batch.js";
@@ -18,6 +20,11 @@ export interface SyncOptions extends LogOption {
   vm: string;
   /** Volume files on the source, read as they are now (quiesce or snapshot them first). */
   sources: string[];
+  /**
+   * Opens source `i` (named `path` in `sources`) for reading; default: by path. The replication
+   * service opens each beneath the host root's held fd; the sync then reads only from that handle.
+   */
+  openSource?: (path: string, i: number) => Promise<FileHandle>;
   sourceHost: string;
   destinationHost: string;
   /** The store's path on the destination host, recorded in the event for restores. */
@@ -26,6 +33,8 @@ export interface SyncOptions extends LogOption {
   log: ReplicationLog;
   /** Where the source keeps its fingerprint cache. */
   stateDir: string;
+  /** `stateDir` held by fd (the replication service's, beneath its host root): used instead of the path. */
+  stateHandle?: DirHandle;
   /** Bytes per stored chunk, a multiple of 4 KiB. Default 1 MiB. */
   chunkSizeBytes?: number;
   /** Blocks of 4 MiB read and fingerprinted at once per volume. Default 3. */
@@ -40,10 +49,11 @@ export interface SyncOptions extends LogOption {
  */
 const committedCaches = new Map<string, SourceCache>();
 const cacheKey = (o: SyncOptions): string => `${o.stateDir}\0${o.vm}`;
+const stateOf = (o: SyncOptions): StateDir => o.stateHandle ?? o.stateDir;
 
 async function previousCache(o: SyncOptions, snapshotId: string | undefined): Promise<SourceCache | undefined> {
   const kept = committedCaches.get(cacheKey(o));
-  return kept !== undefined && kept.snapshotId === snapshotId ? kept : loadCache(o.stateDir, o.vm, snapshotId);
+  return kept !== undefined && kept.snapshotId === snapshotId ? kept : loadCache(stateOf(o), o.vm, snapshotId);
 }
 
 /**
@@ -143,12 +153,13 @@ async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
   const batcher = new PutBatcher(link);
   lap("prepareMs");
   const outs: VolumeOut[] = [];
-  for (const path of o.sources) {
+  for (const [i, path] of o.sources.entries()) {
     outs.push(
       await syncVolume({
         batcher,
         link,
         path,
+        ...(o.openSource ? { open: () => o.openSource!(path, i) } : {}),
         cs,
         prev: cache?.volumes.find((v) => v.name === basename(path)),
         lanes: o.concurrency ?? 3,
@@ -174,13 +185,13 @@ async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
     chunkSizeBytes: cs,
     volumes: outs.map((x) => ({ ...x.vol, fingerprints: x.fingerprints })),
   };
-  const caching = writeCache(o.stateDir, o.vm, next);
+  const caching = writeCache(stateOf(o), o.vm, next);
   caching.catch(() => undefined); // awaited below; keeps an early failure from being unhandled
   const committed = await commitManifest(link, manifest, cache).catch(async (err: unknown) => {
     if (err instanceof SyncRejectedError && err.code === "CHUNKS_MISSING") {
       committedCaches.delete(cacheKey(o));
       await caching.catch(() => undefined);
-      await dropCache(o.stateDir, o.vm);
+      await dropCache(stateOf(o), o.vm);
     }
     throw err;
   });
@@ -213,7 +224,7 @@ async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
   committedCaches.set(cacheKey(o), next);
   lap("appendMs");
   await caching;
-  await pruneCaches(o.stateDir, o.vm, snapshotId);
+  await pruneCaches(stateOf(o), o.vm, snapshotId);
   lap("cacheMs");
   return {
     snapshotId,

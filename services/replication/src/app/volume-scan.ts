@@ -27,6 +27,8 @@ export interface VolumeJob {
   batcher: PutBatcher;
   link: CountingLink;
   path: string;
+  /** Opens the volume (default: `path`, by path); it is opened once and every read uses that handle. */
+  open?: () => Promise<FileHandle>;
   /** Bytes per chunk. */
   cs: number;
   /** What the last committed snapshot knew of this volume (undefined: nothing). */
@@ -217,7 +219,7 @@ class VolumeScan {
 
 /** Syncs one volume; the batcher has stored every chunk the manifest will name when it returns. */
 export async function syncVolume(j: VolumeJob): Promise<VolumeOut> {
-  const fh = await open(j.path, "r");
+  const fh = j.open ? await j.open() : await open(j.path, "r");
   try {
     const scan = new VolumeScan(j, fh, (await fh.stat()).size);
     await scan.run();

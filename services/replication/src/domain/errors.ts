@@ -92,3 +92,58 @@ export class ChunkChecksumError extends DwcpError {
     super(`chunk ${chunk} arrived as ${actual}; the source re-reads and resends it on the next sync`);
   }
 }
+
+/**
+ * A path a command names leaves its host's root: `..`, an absolute path elsewhere, a symlink to
+ * outside, or (when opened beneath the root's held fd) any symlink met on the way. The message
+ * carries the path as the command gave it, never the host path it resolved to (logs have that).
+ */
+export class PathOutsideRootError extends DwcpError {
+  readonly code = "PATH_OUTSIDE_ROOT" as const;
+  readonly retryable = false;
+  constructor(
+    readonly path: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${JSON.stringify(path.slice(0, 256))} ${reason}`, options);
+  }
+}
+
+/** A path that must exist (a volume to replicate, a store to restore from) does not. */
+export class PathNotFoundError extends DwcpError {
+  readonly code = "PATH_NOT_FOUND" as const;
+  readonly retryable = false;
+  constructor(
+    readonly path: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${JSON.stringify(path.slice(0, 256))} does not exist`, options);
+  }
+}
+
+/** A host no mover registered and no replication service answers for: not one of this deployment's. */
+export class UnknownHostError extends DwcpError {
+  readonly code = "UNKNOWN_HOST" as const;
+  readonly retryable = false;
+  constructor(readonly host: string) {
+    super(
+      `host ${JSON.stringify(host.slice(0, 64))} is not known here: no mover is registered for it and no ` +
+        "replication service answers for it; name a host of this deployment (one `dwcp up` started, or one " +
+        "running a mover or a replication service)",
+    );
+  }
+}
+
+/** A path names something other than what the command needs (a directory for a volume file, say). */
+export class PathKindError extends DwcpError {
+  readonly code = "PATH_WRONG_KIND" as const;
+  readonly retryable = false;
+  constructor(
+    readonly path: string,
+    expected: "a regular file" | "a directory",
+    options?: { cause?: unknown },
+  ) {
+    super(`${JSON.stringify(path.slice(0, 256))} is not ${expected}`, options);
+  }
+}

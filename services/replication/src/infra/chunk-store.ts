@@ -1,6 +1,6 @@
-import { mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
-import { join } from "node:path";
-import { strongHash } from "#native/index.js";
+import { mkdir } from "node:fs/promises";
+import { join, posix, resolve } from "node:path";
+import { openRootDir, strongHash, type DirHandle } from "#native/index.js";
 import { StoreIntegrityError } from "../domain/errors.js";
 import type { Manifest } from "../domain/store/manifest.js";
 import {
@@ -12,7 +12,8 @@ import {
   type PageDelta,
   type PageSet,
 } from "../domain/store/pack.js";
-import { fsyncDir, writeFileAtomic } from "./durable-file.js";
+import { writeFileAtomic } from "./durable-file.js";
+import { listDir, mtimeIn } from "./held-dir.js";
 import { Pack } from "./pack-file.js";
 
 /** The store lives under the destination's root: <root>/.dwcp-store/{packs,manifests}. */
@@ -59,7 +60,9 @@ export interface Resolved {
  * fsyncs it, renames it to its final name and fsyncs the directory, so a sync costs one fsync, not
  * one per chunk, and a pack under its final name is always complete. The index of every pack is
  * held in memory; another process (retention) may rewrite or delete packs, so a pack that is gone
- * makes the store re-read the directory.
+ * makes the store re-read the directory. The store's directory and its packs/ and manifests/ are
+ * held by fd from open to close: every file is created, opened, renamed and removed beneath them
+ * with no symlink followed, so a directory swapped for a symlink cannot send a write elsewhere.
  */
 export class ChunkStore {
   private readonly index = new Map<string, Located>();
@@ -69,28 +72,77 @@ export class ChunkStore {
   private starting: Promise<Pack> | undefined;
   private sealing: Array<Promise<void>> = [];
   private reloadedAt = 0;
-  private constructor(readonly dir: string) {}
+  private constructor(
+    private readonly root: DirHandle,
+    private readonly packs_: DirHandle | undefined,
+    private readonly manifests: DirHandle | undefined,
+  ) {}
+
+  /** Where the store is (messages and logs only: nothing is opened through it). */
+  get dir(): string {
+    return this.root.path;
+  }
 
   get packDir(): string {
     return join(this.dir, "packs");
   }
 
-  /** Opens (and with `create`, makes) a store and reads every pack's index. */
+  /**
+   * Opens (and with `create`, makes) the store in directory `dir`, which is trusted as given (the
+   * operator's or a confined caller's), and reads every pack's index.
+   */
   static async open(dir: string, o: { create?: boolean } = {}): Promise<ChunkStore> {
-    const s = new ChunkStore(dir);
-    if (o.create ?? true) {
-      await mkdir(s.packDir, { recursive: true });
-      await mkdir(join(dir, "manifests"), { recursive: true });
+    if (o.create ?? true) await mkdir(dir, { recursive: true });
+    const root = openRootDir(resolve(dir));
+    try {
+      return await ChunkStore.openIn(root, o);
+    } finally {
+      root.close();
     }
-    await s.reload();
-    return s;
+  }
+
+  /** Opens (and with `create`, makes) the store in the held directory `dir` (the caller keeps `dir`). */
+  static async openIn(dir: DirHandle, o: { create?: boolean } = {}): Promise<ChunkStore> {
+    const create = o.create ?? true;
+    const root = dir.openDir("");
+    const sub = async (name: string): Promise<DirHandle | undefined> => {
+      if (create) return (await root.makeDirs(name)).dir;
+      try {
+        return root.openDir(name);
+      } catch (err) {
+        if ((err as { sysCode?: unknown }).sysCode === "ENOENT") return undefined;
+        throw err;
+      }
+    };
+    try {
+      const s = new ChunkStore(root, await sub("packs"), await sub("manifests"));
+      await s.reload();
+      return s;
+    } catch (err) {
+      root.close();
+      throw err;
+    }
+  }
+
+  private get packDirHandle(): DirHandle {
+    if (this.packs_ === undefined)
+      throw Object.assign(new StoreIntegrityError(`store ${this.dir}`, "a packs directory", "none"), {
+        sysCode: "ENOENT",
+      });
+    return this.packs_;
+  }
+
+  private manifestDir(): DirHandle {
+    if (this.manifests === undefined)
+      throw new StoreIntegrityError(`store ${this.dir}`, "a manifests directory", "none");
+    return this.manifests;
   }
 
   /** Picks up packs written by others and forgets packs that are gone. */
   async reload(): Promise<void> {
     this.reloadedAt = Date.now();
     const names = new Set(
-      (await readdir(this.packDir).catch(() => [] as string[]))
+      (this.packs_ === undefined ? [] : await listDir(this.packs_))
         .filter((f) => f.endsWith(".pack"))
         .map((f) => f.slice(0, -5)),
     );
@@ -104,7 +156,7 @@ export class ChunkStore {
     for (const name of names) {
       if (this.packs.has(name)) continue;
       // A damaged pack: its chunks count as missing.
-      const p = await Pack.load(this.packDir, name).catch(() => undefined);
+      const p = await Pack.load(this.packDirHandle, name).catch(() => undefined);
       if (!p) continue;
       this.packs.set(name, p);
       for (const entry of p.entries) if (!this.index.has(entry.hash)) this.index.set(entry.hash, { pack: p, entry });
@@ -162,7 +214,7 @@ export class ChunkStore {
       this.writing = undefined;
       this.sealing.push(full.seal());
     }
-    this.starting ??= Pack.create(this.packDir).then((p) => {
+    this.starting ??= Pack.create(this.packDirHandle).then((p) => {
       this.writing = p;
       this.packs.set(p.name, p);
       this.starting = undefined;
@@ -226,7 +278,9 @@ export class ChunkStore {
         if (!l) throw new StoreIntegrityError(`chunk ${hash}`, "a stored chunk", "nothing");
         return decodeRecord(await l.pack.read(l.entry.offset, l.entry.length, into));
       } catch (err) {
-        if (attempt > 0 || (l && (err as { code?: string }).code !== "ENOENT")) throw err;
+        const missing =
+          (err as { code?: string }).code === "ENOENT" || (err as { sysCode?: string }).sysCode === "ENOENT";
+        if (attempt > 0 || (l && !missing)) throw err;
         await this.reload();
       }
     }
@@ -321,27 +375,40 @@ export class ChunkStore {
     this.sealing = [];
     if (sealing.length === 0) return;
     await Promise.all(sealing);
-    await fsyncDir(this.packDir);
+    await this.packDirHandle.sync();
     const now = Date.now();
     if (open) this.touched.set(open, now);
   }
 
   manifestRel(vm: string, snapshotId: string): string {
-    return join("manifests", vm, `${snapshotId}.json`);
+    return posix.join("manifests", vm, `${snapshotId}.json`);
   }
 
   async writeManifest(m: Manifest): Promise<{ rel: string; blake3: string }> {
     const rel = this.manifestRel(m.vm, m.snapshotId);
-    await mkdir(join(this.dir, "manifests", m.vm), { recursive: true });
-    const text = Buffer.from(JSON.stringify(m));
-    await writeFileAtomic(join(this.dir, rel), text);
-    await fsyncDir(join(this.dir, "manifests"));
-    return { rel, blake3: await blake3Hex(text) };
+    const { dir, created } = await this.manifestDir().makeDirs(m.vm);
+    try {
+      const text = Buffer.from(JSON.stringify(m));
+      await writeFileAtomic(`${m.snapshotId}.json`, text, 0o644, dir);
+      if (created) await this.manifestDir().sync();
+      return { rel, blake3: await blake3Hex(text) };
+    } finally {
+      dir.close();
+    }
   }
 
-  /** Reads a manifest and checks it is the one the log committed. */
+  /**
+   * Reads a manifest and checks it is the one the log committed. `rel` (from the log) is opened
+   * beneath the store's held directory: no `..`, no absolute path, no symlink.
+   */
   async readManifest(rel: string, expectedBlake3?: string): Promise<Manifest> {
-    const text = await readFile(join(this.dir, rel));
+    const fh = await this.root.openFile(rel);
+    let text: Buffer;
+    try {
+      text = await fh.readFile();
+    } finally {
+      await fh.close();
+    }
     if (expectedBlake3 !== undefined) {
       const actual = await blake3Hex(text);
       if (actual !== expectedBlake3) throw new StoreIntegrityError(`manifest ${rel}`, expectedBlake3, actual);
@@ -352,23 +419,46 @@ export class ChunkStore {
   /** Manifest files per VM: {vm, snapshotId, rel, mtimeMs}. */
   async listManifests(): Promise<Array<{ vm: string; snapshotId: string; rel: string; mtimeMs: number }>> {
     const out: Array<{ vm: string; snapshotId: string; rel: string; mtimeMs: number }> = [];
-    for (const vm of await readdir(join(this.dir, "manifests"))) {
-      for (const f of await readdir(join(this.dir, "manifests", vm))) {
-        if (!f.endsWith(".json")) continue;
-        const rel = join("manifests", vm, f);
-        out.push({ vm, snapshotId: f.slice(0, -5), rel, mtimeMs: (await stat(join(this.dir, rel))).mtimeMs });
+    const manifests = this.manifestDir();
+    for (const vm of await listDir(manifests)) {
+      let dir: DirHandle;
+      try {
+        dir = manifests.openDir(vm);
+      } catch {
+        continue; // not a directory, or a symlink: not a VM's manifests
+      }
+      try {
+        for (const f of await listDir(dir)) {
+          if (!f.endsWith(".json")) continue;
+          const mtimeMs = await mtimeIn(dir, f);
+          if (mtimeMs !== undefined)
+            out.push({ vm, snapshotId: f.slice(0, -5), rel: posix.join("manifests", vm, f), mtimeMs });
+        }
+      } finally {
+        dir.close();
       }
     }
     return out;
   }
 
-  async deleteManifest(rel: string): Promise<void> {
-    await unlink(join(this.dir, rel)).catch(() => undefined);
+  deleteManifest(rel: string): Promise<void> {
+    try {
+      const dir = this.root.openDir(posix.dirname(rel));
+      try {
+        dir.unlink(posix.basename(rel), { ignoreMissing: true });
+      } finally {
+        dir.close();
+      }
+    } catch {
+      // gone already, or not a manifest of this store
+    }
+    return Promise.resolve();
   }
 
-  /** Closes every pack's descriptor; the store is unusable afterwards. */
+  /** Closes every pack's descriptor and the held directories; the store is unusable afterwards. */
   async close(): Promise<void> {
     await Promise.all([...this.packs.values()].map((p) => p.close()));
+    for (const d of [this.packs_, this.manifests, this.root]) d?.close();
   }
 
   /** Sealed packs (for retention) and where each chunk's live copy is. */
@@ -383,7 +473,7 @@ export class ChunkStore {
   /** Copies `keep` of a pack into a new sealed pack, points the index at it, deletes the old one. */
   async rewrite(pack: Pack, keep: IndexEntry[]): Promise<void> {
     if (keep.length > 0) {
-      const fresh = await Pack.create(this.packDir);
+      const fresh = await Pack.create(this.packDirHandle);
       for (const e of keep) {
         const entry = fresh.append(
           e.base === undefined ? { hash: e.hash, kind: e.kind } : { hash: e.hash, kind: e.kind, base: e.base },
@@ -392,25 +482,38 @@ export class ChunkStore {
         this.index.set(e.hash, { pack: fresh, entry });
       }
       await fresh.seal();
-      await fsyncDir(this.packDir);
+      await this.packDirHandle.sync();
       this.packs.set(fresh.name, fresh);
     }
     this.packs.delete(pack.name);
     this.touched.delete(pack);
     await pack.close();
-    await unlink(pack.path).catch(() => undefined);
+    try {
+      this.packDirHandle.unlink(pack.fileName, { ignoreMissing: true });
+    } catch {
+      // removed by another process meanwhile
+    }
   }
 
-  /** Temp files of packs that were never sealed (a killed writer), with their mtimes. */
-  async strayTemps(): Promise<Array<{ path: string; mtimeMs: number }>> {
+  /** Temp files of packs that were never sealed (a killed writer), by name in packs/, with their mtimes. */
+  async strayTemps(): Promise<Array<{ name: string; mtimeMs: number }>> {
     const mine = new Set([...this.packs.values()].filter((p) => !p.sealed).map((p) => `${p.name}.pack.tmp`));
-    const out: Array<{ path: string; mtimeMs: number }> = [];
-    for (const f of await readdir(this.packDir).catch(() => [] as string[])) {
+    const out: Array<{ name: string; mtimeMs: number }> = [];
+    for (const f of this.packs_ === undefined ? [] : await listDir(this.packs_)) {
       if (!f.endsWith(".tmp") || mine.has(f)) continue;
-      const path = join(this.packDir, f);
-      const st = await stat(path).catch(() => undefined);
-      if (st) out.push({ path, mtimeMs: st.mtimeMs });
+      const mtimeMs = await mtimeIn(this.packDirHandle, f);
+      if (mtimeMs !== undefined) out.push({ name: f, mtimeMs });
     }
     return out;
+  }
+
+  /** Removes a temp file strayTemps listed. */
+  removeTemp(name: string): void {
+    if (!name.endsWith(".tmp")) return;
+    try {
+      this.packDirHandle.unlink(name, { ignoreMissing: true });
+    } catch {
+      // removed by another process meanwhile
+    }
   }
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { open, rename, stat, type FileHandle } from "node:fs/promises";
+import { constants, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { crc32c, zeroCopy } from "#native/index.js";
+import { crc32c, zeroCopy, type DirHandle } from "#native/index.js";
 import { EarlyWriteback } from "#common/fs.js";
 import {
   decodeIndex,
@@ -13,6 +13,7 @@ import {
   type IndexEntry,
 } from "../domain/store/pack.js";
 import { InvariantViolationError } from "#common/errors.js";
+import { mtimeIn } from "./held-dir.js";
 
 /** Records are queued and written in runs of about this many bytes. */
 const WRITE_RUN_BYTES = 8 << 20;
@@ -20,7 +21,8 @@ const WRITE_RUN_BYTES = 8 << 20;
 /**
  * One pack file. While it is written it lives at `<name>.pack.tmp` and its records are readable
  * from memory until they reach the file; `seal` writes the index, fsyncs and renames it to
- * `<name>.pack`, so a file with that name always has every record and a valid index.
+ * `<name>.pack`, so a file with that name always has every record and a valid index. Its
+ * directory is held by fd: the file is created, opened and renamed beneath it, never by path.
  */
 export class Pack {
   readonly entries: IndexEntry[] = [];
@@ -37,7 +39,7 @@ export class Pack {
   sealed: boolean;
 
   private constructor(
-    readonly dir: string,
+    readonly dir: DirHandle,
     readonly name: string,
     sealed: boolean,
     fh?: FileHandle,
@@ -46,8 +48,14 @@ export class Pack {
     this.fh = fh;
   }
 
+  /** Where the pack is (messages and logs only: nothing is opened through it). */
   get path(): string {
-    return join(this.dir, `${this.name}.pack`);
+    return join(this.dir.path, this.fileName);
+  }
+
+  /** Its name in the directory. */
+  get fileName(): string {
+    return this.sealed ? `${this.name}.pack` : `${this.name}.pack.tmp`;
   }
 
   get bytes(): number {
@@ -55,9 +63,10 @@ export class Pack {
   }
 
   /** A new pack being written. */
-  static async create(dir: string): Promise<Pack> {
+  static async create(dir: DirHandle): Promise<Pack> {
     const name = `${new Date().toISOString().replace(/[-:.]/g, "")}-${randomBytes(6).toString("hex")}`;
-    const fh = await open(join(dir, `${name}.pack.tmp`), "wx+", 0o644);
+    const flags = constants.O_RDWR | constants.O_CREAT | constants.O_EXCL;
+    const fh = await dir.openFile(`${name}.pack.tmp`, { flags, mode: 0o644 });
     const p = new Pack(dir, name, false, fh);
     p.queue.push(PACK_MAGIC);
     p.queuedBytes = PACK_MAGIC.length;
@@ -65,7 +74,7 @@ export class Pack {
   }
 
   /** A sealed pack on disk: reads its index (checked against its CRC32C). */
-  static async load(dir: string, name: string): Promise<Pack> {
+  static async load(dir: DirHandle, name: string): Promise<Pack> {
     const p = new Pack(dir, name, true);
     const fh = await p.handle();
     const size = (await fh.stat()).size;
@@ -136,13 +145,13 @@ export class Pack {
     if (this.writeFailure !== undefined) throw this.writeFailure;
     await this.writeback.settled();
     await this.fh?.sync();
-    await rename(join(this.dir, `${this.name}.pack.tmp`), this.path);
+    this.dir.rename(`${this.name}.pack.tmp`, `${this.name}.pack`);
     this.sealed = true;
   }
 
   private async handle(): Promise<FileHandle> {
     if (this.fh) return this.fh;
-    this.opening ??= open(this.path, "r").then((fh) => (this.fh = fh));
+    this.opening ??= this.dir.openFile(`${this.name}.pack`).then((fh) => (this.fh = fh));
     return this.opening;
   }
 
@@ -190,7 +199,9 @@ export class Pack {
   }
 
   async mtimeMs(): Promise<number> {
-    return (await stat(this.sealed ? this.path : join(this.dir, `${this.name}.pack.tmp`))).mtimeMs;
+    const t = await mtimeIn(this.dir, this.fileName);
+    if (t === undefined) throw Object.assign(new RangeError(`pack ${this.name} is gone`), { code: "ENOENT" });
+    return t;
   }
 
   async close(): Promise<void> {
