@@ -23,10 +23,11 @@ interface NodeSpec {
 /**
  * A 3-node JetStream cluster on loopback, secured as `dwcp up` secures its server: the
  * deployment's nkey users with their permissions (no anonymous client), client TLS verified
- * against its CA, and routes over TLS that only the nats-server certificate may open. Every route between two nodes runs through a
- * FaultProxy of its own (node i dials node j only via proxy i→j; the advertised cluster address
- * is a closed port so no node learns a direct path), which is how a node is partitioned while
- * it keeps serving its own clients; the proxies pass the TLS bytes through untouched. Nodes are killed and restarted by PID with the same config
+ * against its CA, and routes over TLS that only the nats-server certificate may open. Every
+ * route between two nodes runs through a FaultProxy of its own (node i dials node j only via
+ * proxy i→j; the advertised cluster address is a closed port so no node learns a direct path),
+ * which is how a node is partitioned while it keeps serving its own clients; the proxies pass
+ * the TLS bytes through untouched. Nodes are killed and restarted by PID with the same config
  * and store.
  */
 export class NatsCluster {

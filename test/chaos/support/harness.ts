@@ -52,10 +52,11 @@ export interface MoverOptions {
 
 /**
  * The chaos stack: a 3-node cluster with R3 streams, secured as `dwcp up` secures its server
- * (nkey users per role with their permissions, mutual TLS on client and route links), coordinators and movers as real processes
- * (`bin/dwcp.mjs`), and a fault-injecting proxy in front of host b's data channel. Mover b
- * listens on 127.0.0.2:P and advertises 127.0.0.1:P, where the proxy listens, so every batch
- * sent to b crosses the proxy without any flag the mover does not already have.
+ * (nkey users per role with their permissions, mutual TLS on client and route links),
+ * coordinators and movers as real processes (`bin/dwcp.mjs`), and a fault-injecting proxy in
+ * front of host b's data channel. Mover b listens on 127.0.0.2:P and advertises 127.0.0.1:P,
+ * where the proxy listens, so every batch sent to b crosses the proxy without any flag the mover
+ * does not already have.
  */
 export class Chaos {
   readonly services = new Map<string, Service>();
