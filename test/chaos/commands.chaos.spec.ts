@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect } from "vitest";
+import { afterAll, beforeAll, describe, expect, onTestFinished } from "vitest";
 import { publishCommand } from "../../cli/client.js";
 import type { TransferBatch } from "#schemas/index.js";
 import {
@@ -13,7 +13,8 @@ import {
   subjects,
   workStream,
 } from "#common/layout.js";
-import { Chaos, DWCP_STREAMS, retrying } from "./support/harness.js";
+import { moverRole } from "#common/credentials/provision.js";
+import { Chaos, connectCluster, DWCP_STREAMS, retrying } from "./support/harness.js";
 import {
   command,
   duplicateTransitions,
@@ -43,7 +44,7 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 const raw = async (body: string | Uint8Array, msgID?: string): Promise<number> =>
-  (await c.nats.js.publish(subjects.startMigration, body, msgID ? { msgID } : undefined)).seq;
+  (await c.cli.js.publish(subjects.startMigration, body, msgID ? { msgID } : undefined)).seq;
 
 describe("commands and durability settings", () => {
   scenario(
@@ -55,7 +56,7 @@ describe("commands and durability settings", () => {
       const src = await makeImage(c, "a", rel, { sizeBytes: 4 * MiB, zeroFraction: 0.5, seed });
       const good = command({ id, sources: [rel], dir: id });
       // The same command five times: three with its msgID (deduplicated by JetStream), two without.
-      for (let i = 0; i < 3; i++) await publishCommand(c.nats, good);
+      for (let i = 0; i < 3; i++) await publishCommand(c.cli, good);
       await raw(JSON.stringify(good));
       await raw(JSON.stringify(good));
       const rejections: Array<[string, number, string]> = [
@@ -104,10 +105,16 @@ describe("commands and durability settings", () => {
               : what === "schema-invalid"
                 ? `bad-${seed}`
                 : `cmd-${seq}`;
-        const e = await waitEvent(c.nats, body, `${what} rejected`, (ev) => ev.type === "MigrationRejected", 30_000);
+        const e = await waitEvent(
+          c.observer,
+          body,
+          `${what} rejected`,
+          (ev) => ev.type === "MigrationRejected",
+          30_000,
+        );
         expect(e.event.type === "MigrationRejected" && e.event.reason, what).toBe(reason);
       }
-      await waitEnd(c.nats, id);
+      await waitEnd(c.observer, id);
       const out = await verifyMigration(c, id, [{ src, dst: join(c.root("b"), id, "disk.img") }]);
       expect(
         out.events.filter((e) => e.event.type === "MigrationRequested"),
@@ -148,8 +155,14 @@ describe("commands and durability settings", () => {
         firstChunk: 0,
         chunkCount: 1,
       };
-      await c.nats.js.publish(subjects.work("z"), JSON.stringify(item), { msgID: `${id}.b0.a0` });
-      const consumer = await c.nats.js.consumers.get(workStream("z"), MOVER_DURABLE);
+      // Dispatched as the coordinator dispatches, pulled with mover z's credentials.
+      const coordinator = await connectCluster(c.cluster.urls(), c.as("coordinator"), "chaos-coordinator");
+      const moverZ = await connectCluster(c.cluster.urls(), c.as(moverRole("z")), "chaos-mover-z");
+      onTestFinished(async () => {
+        for (const n of [coordinator, moverZ]) await n.nc.close().catch(() => undefined);
+      });
+      await coordinator.js.publish(subjects.work("z"), JSON.stringify(item), { msgID: `${id}.b0.a0` });
+      const consumer = await moverZ.js.consumers.get(workStream("z"), MOVER_DURABLE);
       const maxDeliver = (await consumer.info()).config.max_deliver;
       if (!maxDeliver || maxDeliver < 1) throw new Error(`the work durable's max_deliver is unbounded: ${maxDeliver}`);
       // Counted up to max_deliver, not ended by 2 s of quiet: a missing delivery fails here.
@@ -164,7 +177,7 @@ describe("commands and durability settings", () => {
       // must be waiting; it is still open when the failure event comes and must end empty.
       const past = consumer.next({ expires: 5_000 });
       const failed = await waitEvent(
-        c.nats,
+        c.observer,
         id,
         "MAX_DELIVERIES",
         (e) => e.type === "ChunkBatchFailed" && e.code === "MAX_DELIVERIES",

@@ -34,26 +34,26 @@ describe("coordinators", () => {
         rate: 2 * MiB,
         batchSizeBytes: 2 * MiB,
       });
-      await waitEvent(c.nats, m.id, "a first transferred batch", (e) => e.type === "ChunkBatchTransferred");
+      await waitEvent(c.observer, m.id, "a first transferred batch", (e) => e.type === "ChunkBatchTransferred");
       const victim = rng.pick(["c0", "c1"]);
       const killedAt = performance.now();
       await c.signal(victim, "SIGKILL");
 
       // A command published after the kill must be decided by the survivor ...
       const next = await slowMigration(c, "coordnext", seed, { sizeBytes: 4 * MiB, rate: 64 * MiB });
-      await waitEvent(c.nats, next.id, "MigrationPlanned", (e) => e.type === "MigrationPlanned");
+      await waitEvent(c.observer, next.id, "MigrationPlanned", (e) => e.type === "MigrationPlanned");
       const commandRtoMs = performance.now() - killedAt;
 
       // ... and so must a batch failure of the running migration: cut its data channel until one
       // is recorded; only a coordinator turns it into ChunkBatchRetried.
       c.dataProxy.cut();
-      const failed = await waitEvent(c.nats, m.id, "a failed batch", (e) => e.type === "ChunkBatchFailed");
+      const failed = await waitEvent(c.observer, m.id, "a failed batch", (e) => e.type === "ChunkBatchFailed");
       const failedAt = performance.now();
       c.dataProxy.heal();
       if (failed.event.type !== "ChunkBatchFailed") throw new Error("unreachable");
       const { batch, attempt } = failed.event;
       await waitEvent(
-        c.nats,
+        c.observer,
         m.id,
         "the retry decision",
         (e) => e.type === "ChunkBatchRetried" && e.batch === batch && e.attempt === attempt + 1,
@@ -61,7 +61,7 @@ describe("coordinators", () => {
       const retryDecisionMs = performance.now() - failedAt;
       Object.assign(figures, { victim, commandRtoMs, retryDecisionMs });
 
-      for (const id of [m.id, next.id]) await waitEnd(c.nats, id);
+      for (const id of [m.id, next.id]) await waitEnd(c.observer, id);
       const out = await verifyMigration(c, m.id, [m]);
       await verifyMigration(c, next.id, [next]);
       expect(duplicateTransitions(out.events)).toEqual([]);

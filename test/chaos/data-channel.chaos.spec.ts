@@ -34,7 +34,7 @@ async function denseMigration(
   const id = `${name}-${seed}`;
   const rel = `vms/${id}/disk.img`;
   const src = await makeImage(c, "a", rel, { sizeBytes: o.sizeBytes, dense: true, seed });
-  await startMigration(c.nats, {
+  await startMigration(c.cli, {
     id,
     sources: [rel],
     dir: id,
@@ -49,7 +49,7 @@ describe("data channel faults", () => {
   scenario(F, "data channel cut for 10 s: retried until it heals, then completes", async ({ rng, seed, figures }) => {
     const m = await slowMigration(c, "cut", seed, { rate: 8 * MiB });
     // Batches are sized by data, so a sparse image may have only two: cut during one that exists.
-    const planned = (await waitEvent(c.nats, m.id, "the plan", (e) => e.type === "MigrationPlanned")).event;
+    const planned = (await waitEvent(c.observer, m.id, "the plan", (e) => e.type === "MigrationPlanned")).event;
     if (planned.type !== "MigrationPlanned") throw new Error(`expected MigrationPlanned, got ${planned.type}`);
     const batch = rng.between(0, Math.min(2, planned.batchCount - 1));
     await c.dataProxy.waitFrame(
@@ -66,7 +66,7 @@ describe("data channel faults", () => {
       (f) => f.migration === m.id && f.kind === "BATCH_OK" && f.at > healedAt,
     );
     figures["recoveryAfterHealMs"] = ok.at - healedAt;
-    await waitEnd(c.nats, m.id);
+    await waitEnd(c.observer, m.id);
     const out = await verifyMigration(c, m.id, [m]);
     const codes = out.events.flatMap((e) => (e.event.type === "ChunkBatchFailed" ? [e.event.code] : []));
     expect(codes.length, "the cut was seen as batch failures").toBeGreaterThan(0);
@@ -88,7 +88,7 @@ describe("data channel faults", () => {
         batch: 8 * MiB,
         rate: limit,
       });
-      await waitEnd(c.nats, m.id);
+      await waitEnd(c.observer, m.id);
       await verifyMigration(c, m.id, [m]);
       const chunks = c.dataProxy.frames.filter((f) => f.migration === m.id && f.dir === "up" && f.kind === "CHUNK");
       const first = chunks[0];
@@ -116,7 +116,7 @@ describe("data channel faults", () => {
     async ({ seed, figures }) => {
       Object.assign(c.dataProxy.faults, { flipNext: 2, flipProbability: 0.15 });
       const m = await denseMigration("flip", seed, { sizeBytes: 16 * MiB, chunk: MiB, batch: 4 * MiB });
-      await waitEnd(c.nats, m.id);
+      await waitEnd(c.observer, m.id);
       const out = await verifyMigration(c, m.id, [m]);
       const flips = c.dataProxy.flips.filter((f) => f.migration === m.id);
       expect(flips.length).toBeGreaterThanOrEqual(2);

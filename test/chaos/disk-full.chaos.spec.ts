@@ -44,7 +44,7 @@ describe("destination disk full", () => {
       const id = `diskfull-${seed}`;
       const rel = `vms/${id}/disk.img`;
       const src = await makeImage(c, "a", rel, { sizeBytes: 16 * MiB, dense: true, seed });
-      await startMigration(c.nats, {
+      await startMigration(c.cli, {
         id,
         sources: [rel],
         dir: id,
@@ -53,7 +53,7 @@ describe("destination disk full", () => {
       });
 
       const failed = await waitEvent(
-        c.nats,
+        c.observer,
         id,
         "a NO_SPACE failure",
         (e) => e.type === "ChunkBatchFailed" && e.code === "NO_SPACE",
@@ -62,7 +62,7 @@ describe("destination disk full", () => {
       expect(failed.event.retryable, "NO_SPACE is retryable").toBe(true);
       const before = fold(
         id,
-        (await eventsOf(c.nats, id)).map((e) => e.event),
+        (await eventsOf(c.observer, id)).map((e) => e.event),
       );
       expect(before.status, "nothing is complete while the disk is full").not.toBe("completed");
       expect(before.batches[failed.event.batch]?.status).not.toBe("done");
@@ -70,7 +70,7 @@ describe("destination disk full", () => {
 
       await rm(filler);
       const freedAt = performance.now();
-      await waitEnd(c.nats, id);
+      await waitEnd(c.observer, id);
       figures["completedAfterFreeMs"] = performance.now() - freedAt;
       const m = { src, dst: join(c.root("b"), id, "disk.img") };
       const out = await verifyMigration(c, id, [m]);

@@ -75,7 +75,7 @@ describe("NATS server failures", () => {
     await c.cluster.startNode(victim);
     await waitHealthy(c.nats.jsm, DWCP_STREAMS);
     figures["rejoinMs"] = performance.now() - restartAt;
-    await waitEnd(c.nats, m.id);
+    await waitEnd(c.observer, m.id);
     // The write pause: the longest stretch without an acknowledged write after the kill.
     const writeRtoMs = prober.maxGap(killedAt, performance.now());
     figures["writeRtoMs"] = writeRtoMs;
@@ -115,7 +115,7 @@ describe("NATS server failures", () => {
     await waitHealthy(c.nats.jsm, DWCP_STREAMS, 60_000);
     figures["healthyMs"] = performance.now() - restartAt;
 
-    const after = await retrying("read the log", () => eventsOf(c.nats, m.id));
+    const after = await retrying("read the log", () => eventsOf(c.observer, m.id));
     const prefix = after.slice(0, reported.length);
     expect(
       prefix.map((e) => e.seq),
@@ -135,7 +135,7 @@ describe("NATS server failures", () => {
     );
     figures["reportedEvents"] = reported.length;
 
-    await waitEnd(c.nats, m.id, 150_000);
+    await waitEnd(c.observer, m.id, 150_000);
     figures["completedAfterRestartMs"] = performance.now() - restartAt;
     const recordedAt = transfersRecordedAfter(m.id, restartAtMs)[0];
     figures["serviceRtoFromRestartMs"] = recordedAt === undefined ? "none" : recordedAt - restartAtMs;
@@ -173,6 +173,6 @@ async function collectUntil(
   timeoutMs = 60_000,
 ): Promise<StoredEvent[]> {
   const seen: StoredEvent[] = [];
-  await follow(c.nats, id, "the awaited events", (e) => (seen.push(e), done(seen)), timeoutMs);
+  await follow(c.observer, id, "the awaited events", (e) => (seen.push(e), done(seen)), timeoutMs);
   return seen;
 }

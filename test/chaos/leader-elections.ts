@@ -8,6 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { StorageType } from "@nats-io/jetstream";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
+import { provision } from "#common/credentials/provision.js";
 import { NatsCluster, streamLeader, waitHealthy } from "./support/cluster.js";
 import { connectCluster, retrying } from "./support/harness.js";
 import { ledgerPath, sweep } from "./support/procs.js";
@@ -18,8 +20,9 @@ const STREAM = "DWCP_EVT";
 const kills = Number(process.argv[2] ?? 20);
 const server = serverInfo();
 const dir = mkdtempSync(join(tmpdir(), "dwcp-elections-"));
-const cluster = await NatsCluster.start(dir, server);
-const nats = await connectCluster(cluster.urls());
+const credentials = await provision(join(dir, "credentials"), { hosts: [] });
+const cluster = await NatsCluster.start(dir, server, credentials);
+const nats = await connectCluster(cluster.urls(), natsCredentialsOf(credentials, "admin"));
 const pauses: number[] = [];
 try {
   await retrying("add the stream", () =>

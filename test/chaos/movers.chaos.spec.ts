@@ -40,7 +40,7 @@ describe("movers", () => {
         f.migration === m.id && f.dir === "up" && f.kind === "BATCH_BEGIN" && f.batch === batch && f.conn > hit.conn,
     );
     figures["rtoMs"] = again.at - killedAt;
-    await waitEnd(c.nats, m.id);
+    await waitEnd(c.observer, m.id);
     const out = await verifyMigration(c, m.id, [m]);
     const oks = c.dataProxy.frames.filter(
       (f) =>
@@ -67,7 +67,7 @@ describe("movers", () => {
         f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.batch === batch && f.conn > hit.conn,
     );
     figures["rtoMs"] = ok.at - killedAt;
-    await waitEnd(c.nats, m.id);
+    await waitEnd(c.observer, m.id);
     const out = await verifyMigration(c, m.id, [m]);
     const failures = out.events.flatMap((e) =>
       e.event.type === "ChunkBatchFailed" && e.event.batch === batch ? [e.event.code] : [],
@@ -109,7 +109,7 @@ describe("movers", () => {
         );
         expect(fenced.code).toBe("FENCED");
         await waitEvent(
-          c.nats,
+          c.observer,
           m.id,
           `batch ${batch} transferred`,
           (e) => e.type === "ChunkBatchTransferred" && e.batch === batch,
@@ -125,7 +125,7 @@ describe("movers", () => {
       } finally {
         await c.signal(stale, "SIGCONT");
       }
-      await waitEnd(c.nats, m.id);
+      await waitEnd(c.observer, m.id);
       const out = await verifyMigration(c, m.id, [m]);
       const staleOks = c.dataProxy.frames.filter(
         (f) => f.migration === m.id && f.dir === "down" && f.kind === "BATCH_OK" && f.conn === hit.conn,

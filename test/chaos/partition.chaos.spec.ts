@@ -35,7 +35,7 @@ beforeAll(async () => {
   const candidates = [0, 1, 2].filter((i) => `n${i}` !== meta);
   target = rng(scenarioSeed(runSeed(), "partition target")).pick(candidates);
   majority = [0, 1, 2].filter((i) => i !== target);
-  majorityNats = await connectCluster(c.cluster.urls(majority), "majority");
+  majorityNats = await connectCluster(c.cluster.urls(majority), c.as("admin"), "majority");
   await moveLeadersOff(`n${target}`);
   const [first] = majority;
   natsLinkA1 = await FaultProxy.start({
@@ -95,7 +95,7 @@ describe("partitions", () => {
     "partition a NATS node: the minority gets no acks, work is done once, it converges after healing",
     async ({ seed, figures }) => {
       figures["partitioned"] = `n${target}`;
-      const minority = await connectCluster(c.cluster.url(target), "minority");
+      const minority = await connectCluster(c.cluster.url(target), c.as("admin"), "minority");
       const prober = new Prober(majorityNats, `dwcp.evt.chaosprobe.part${seed}`);
       try {
         const m = await slowMigration(c, "nodepart", seed);
@@ -164,7 +164,7 @@ describe("partitions", () => {
       const id = `moverpart-${seed}`;
       const rel = `vms/${id}/disk.img`;
       const src = await makeImage(c, "a", rel, { sizeBytes: 8 * MiB, dense: true, seed });
-      await startMigration(c.nats, {
+      await startMigration(c.cli, {
         id,
         sources: [rel],
         dir: id,

@@ -116,3 +116,57 @@ export function deploymentServerConfig(
     users: o.users ?? usersOf(p),
   });
 }
+
+/**
+ * The route user of a deployment's cluster: the subject of the nats-server certificate that
+ * provision() issues. With `verify_and_map` a route is accepted only from a peer presenting a
+ * certificate of the CA whose subject is this (a role's client certificate, CN=<role>, is not).
+ */
+export const ROUTE_USER = "CN=nats-server";
+
+export interface ClusterOptions {
+  /** The cluster's name (the same on every node). */
+  name: string;
+  /** Route listen address. */
+  host: string;
+  port: number;
+  /** `host:port` of the other nodes' route listeners (or of proxies in front of them). */
+  routes: readonly string[];
+  tls: TlsFiles;
+  /** The route address this node gossips; with `noAdvertise` peers learn of nobody. */
+  advertise?: string;
+  noAdvertise?: boolean;
+  /** Seconds a route's TLS handshake may take. Default 5. */
+  tlsTimeoutSeconds?: number;
+}
+
+/**
+ * A `cluster { }` block whose routes run over TLS verified both ways against the deployment's CA,
+ * and are accepted only from a peer that presents the nats-server certificate (ROUTE_USER). A
+ * route is not a client: it carries every account's traffic, so any other certificate of the
+ * CA (a mover's, the CLI's) must not open one.
+ */
+export function clusterBlock(o: ClusterOptions): string {
+  return [
+    "cluster {",
+    `  name: ${q(o.name)}`,
+    `  listen: ${q(`${o.host}:${o.port}`)}`,
+    ...(o.advertise !== undefined ? [`  advertise: ${q(o.advertise)}`] : []),
+    ...(o.noAdvertise === true ? ["  no_advertise: true"] : []),
+    "  tls {",
+    `    cert_file: ${q(o.tls.certFile)}`,
+    `    key_file: ${q(o.tls.keyFile)}`,
+    `    ca_file: ${q(o.tls.caFile)}`,
+    "    verify_and_map: true",
+    `    timeout: ${o.tlsTimeoutSeconds ?? 5}`,
+    "  }",
+    `  authorization { user: ${q(ROUTE_USER)} }`,
+    `  routes: ${list(o.routes.map((r) => `nats-route://${r}`))}`,
+    "}",
+  ].join("\n");
+}
+
+/** The cluster block of a provisioned deployment: routes with its nats-server certificate and CA. */
+export function deploymentClusterBlock(p: Provisioned, o: Omit<ClusterOptions, "tls">): string {
+  return clusterBlock({ ...o, tls: { certFile: p.server.certFile, keyFile: p.server.keyFile, caFile: p.caFile } });
+}

@@ -1,6 +1,8 @@
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { startNatsServer } from "#common/nats-server.js";
+import type { Provisioned } from "#common/credentials/provision.js";
+import { authorizationBlock, deploymentClusterBlock, tlsBlock, usersOf } from "#common/credentials/server-config.js";
 import { join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -19,10 +21,13 @@ interface NodeSpec {
 }
 
 /**
- * A 3-node JetStream cluster on loopback. Every route between two nodes runs through a
- * FaultProxy of its own (node i dials node j only via proxy i→j; the advertised cluster address
- * is a closed port so no node learns a direct path), which is how a node is partitioned while
- * it keeps serving its own clients. Nodes are killed and restarted by PID with the same config
+ * A 3-node JetStream cluster on loopback, secured as `dwcp up` secures its server: the
+ * deployment's nkey users with their permissions (no anonymous client), client TLS verified
+ * against its CA, and routes over TLS that only the nats-server certificate may open. Every
+ * route between two nodes runs through a FaultProxy of its own (node i dials node j only via
+ * proxy i→j; the advertised cluster address is a closed port so no node learns a direct path),
+ * which is how a node is partitioned while it keeps serving its own clients; the proxies pass
+ * the TLS bytes through untouched. Nodes are killed and restarted by PID with the same config
  * and store.
  */
 export class NatsCluster {
@@ -33,10 +38,11 @@ export class NatsCluster {
   private constructor(
     readonly dir: string,
     readonly server: ServerInfo,
+    readonly credentials: Provisioned,
   ) {}
 
-  static async start(dir: string, server: ServerInfo, size = 3): Promise<NatsCluster> {
-    const c = new NatsCluster(dir, server);
+  static async start(dir: string, server: ServerInfo, credentials: Provisioned, size = 3): Promise<NatsCluster> {
+    const c = new NatsCluster(dir, server, credentials);
     const ports = await allocPorts(3 * size + size * (size - 1));
     const take = (): number => ports.pop() ?? 0;
     for (let i = 0; i < size; i++) {
@@ -195,30 +201,36 @@ export class NatsCluster {
     const routes = this.nodes
       .map((_, j) => j)
       .filter((j) => j !== i)
-      .map((j) => `    "nats-route://127.0.0.1:${this.routes.get(`${i}>${j}`)?.port ?? 0}"`);
+      .map((j) => `127.0.0.1:${this.routes.get(`${i}>${j}`)?.port ?? 0}`);
     // 2.9 acknowledges before fsync (sync every 2 min, not configurable); from 2.10 every write
     // is fsynced before its ack.
-    const sync = this.server.features.syncInterval ? "  sync_interval: always\n" : "";
+    const sync = this.server.features.syncInterval ? ["  sync_interval: always"] : [];
+    const p = this.credentials;
+    const tls = { certFile: p.server.certFile, keyFile: p.server.keyFile, caFile: p.caFile };
     writeFileSync(
       n.conf,
-      `server_name: "${n.name}"
-listen: "127.0.0.1:${n.port}"
-http: "127.0.0.1:${n.httpPort}"
-jetstream {
-  store_dir: "${store}"
-  max_memory_store: 268435456
-  max_file_store: 4294967296
-${sync}}
-cluster {
-  name: "dwcp-chaos"
-  listen: "127.0.0.1:${n.clusterPort}"
-  advertise: "127.0.0.1:1"
-  no_advertise: true
-  routes: [
-${routes.join("\n")}
-  ]
-}
-`,
+      [
+        `server_name: "${n.name}"`,
+        `listen: "127.0.0.1:${n.port}"`,
+        `http: "127.0.0.1:${n.httpPort}"`,
+        "jetstream {",
+        `  store_dir: "${store}"`,
+        "  max_memory_store: 268435456",
+        "  max_file_store: 4294967296",
+        ...sync,
+        "}",
+        tlsBlock("tls", tls),
+        authorizationBlock(usersOf(p)),
+        deploymentClusterBlock(p, {
+          name: "dwcp-chaos",
+          host: "127.0.0.1",
+          port: n.clusterPort,
+          routes,
+          advertise: "127.0.0.1:1",
+          noAdvertise: true,
+        }),
+        "",
+      ].join("\n"),
     );
   }
 }

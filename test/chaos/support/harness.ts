@@ -3,11 +3,12 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
+import { connect, nanos } from "@nats-io/transport-node";
 import { spawnService, type ServiceProcess } from "../../../cli/stack.js";
-import { CMD_STREAM, ensureLayout, ensureWorkStream, EVT_STREAM, workStream } from "#common/layout.js";
-import type { Nats } from "#common/nats.js";
+import { CMD_STREAM, ensureLayout, ensureWorkStream, EVT_STREAM, MOVER_DURABLE, workStream } from "#common/layout.js";
+import { credentialOptions, type Nats, type NatsCredentials } from "#common/nats.js";
 import { moverRole, provision, roleEnv, type Provisioned, type Role } from "#common/credentials/provision.js";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { NatsCluster, waitHealthy } from "./cluster.js";
 import { allocPorts } from "./ports.js";
 import { markedEnv, trackPid } from "./procs.js";
@@ -26,9 +27,13 @@ export const CHAOS_ENV = {
   DWCP_LOG_LEVEL: "info",
   // The data proxy flips bits inside CHUNK frames, which it can only parse in plaintext.
   DWCP_DATA_PLAINTEXT: "on",
-  // The chaos cluster takes anonymous plaintext clients (support/cluster.ts).
-  DWCP_NATS_INSECURE: "on",
 } as const;
+
+/**
+ * The hosts credentials are provisioned for: a and b run movers; z has a work queue and a mover
+ * role but no mover (commands.chaos.spec.ts plays one that never finishes).
+ */
+export const CHAOS_HOSTS = ["a", "b", "z"];
 
 export const DWCP_STREAMS = [CMD_STREAM, EVT_STREAM, workStream("a"), workStream("b"), "KV_dwcp_movers"];
 
@@ -46,21 +51,28 @@ export interface MoverOptions {
 }
 
 /**
- * The chaos stack: a 3-node cluster with R3 streams, coordinators and movers as real processes
- * (`bin/dwcp.mjs`), and a fault-injecting proxy in front of host b's data channel. Mover b
- * listens on 127.0.0.2:P and advertises 127.0.0.1:P, where the proxy listens, so every batch
- * sent to b crosses the proxy without any flag the mover does not already have.
+ * The chaos stack: a 3-node cluster with R3 streams, secured as `dwcp up` secures its server
+ * (nkey users per role with their permissions, mutual TLS on client and route links),
+ * coordinators and movers as real processes (`bin/dwcp.mjs`), and a fault-injecting proxy in
+ * front of host b's data channel. Mover b listens on 127.0.0.2:P and advertises 127.0.0.1:P,
+ * where the proxy listens, so every batch sent to b crosses the proxy without any flag the mover
+ * does not already have.
  */
 export class Chaos {
   readonly services = new Map<string, Service>();
   readonly secret = randomBytes(24).toString("hex");
   cluster!: NatsCluster;
+  /** As admin: provisioning, stream and consumer checks, leader step-downs, probe writes. */
   nats!: Nats;
+  /** As the CLI: commands. */
+  cli!: Nats;
+  /** As an observer: reading the event log. */
+  observer!: Nats;
   dataProxy!: FaultProxy;
   /** Run after the services and servers are gone, before the directory is removed (umount). */
   readonly beforeRemove: Array<() => void> = [];
   private dataPort = 0;
-  /** Each service's role key and the trust file (events are signed and verified). */
+  /** Each role's NATS user, certificate and signing key, and the trust file. */
   credentials!: Provisioned;
 
   private constructor(
@@ -73,12 +85,21 @@ export class Chaos {
     const dir = mkdtempSync(join(tmpdir(), `dwcp-chaos-${name}-`));
     const c = new Chaos(dir, serverInfo(), env);
     try {
-      c.credentials = await provision(join(dir, "credentials"), { hosts: ["a", "b"] });
-      c.cluster = await NatsCluster.start(dir, c.server);
-      c.nats = await connectCluster(c.cluster.urls());
+      c.credentials = await provision(join(dir, "credentials"), { hosts: CHAOS_HOSTS });
+      c.cluster = await NatsCluster.start(dir, c.server, c.credentials);
+      c.nats = await connectCluster(c.cluster.urls(), c.as("admin"), "chaos-admin");
+      c.cli = await connectCluster(c.cluster.urls(), c.as("cli"), "chaos-cli");
+      c.observer = await connectCluster(c.cluster.urls(), c.as("observer"), "chaos-observer");
       await retrying("create the dwcp streams", async () => {
         await ensureLayout(c.nats.nc, c.nats.jsm, { replicas: 3 });
-        for (const host of ["a", "b"]) await ensureWorkStream(c.nats.jsm, host, { replicas: 3 });
+        for (const host of ["a", "b"]) {
+          await ensureWorkStream(c.nats.jsm, host, { replicas: 3 });
+          // Services may not change a durable, so admin gives the work durables the chaos ack
+          // wait here (the services' DWCP_ACK_WAIT_MS only sizes their heartbeats).
+          await c.nats.jsm.consumers.update(workStream(host), MOVER_DURABLE, {
+            ack_wait: nanos(Number(CHAOS_ENV.DWCP_ACK_WAIT_MS)),
+          });
+        }
       });
       await waitHealthy(c.nats.jsm, DWCP_STREAMS);
       [c.dataPort = 0] = await allocPorts(1, ["127.0.0.1", "127.0.0.2"]);
@@ -106,10 +127,20 @@ export class Chaos {
     return join(this.dir, `${name}.log`);
   }
 
-  /** A service's environment: the chaos settings and, for `role`, its signing key and the trust file. */
-  serviceEnv(role?: Role): NodeJS.ProcessEnv {
-    const creds = role !== undefined && this.credentials.roles.has(role) ? roleEnv(this.credentials, role) : {};
-    return markedEnv({ ...process.env, ...CHAOS_ENV, ...creds, ...this.env, DWCP_SECRET: this.secret });
+  /** What a connection as `role` presents to the cluster. */
+  as(role: Role): NatsCredentials {
+    return natsCredentialsOf(this.credentials, role);
+  }
+
+  /** A service's environment: the chaos settings and `role`'s credentials (NATS user, TLS, signing key). */
+  serviceEnv(role: Role): NodeJS.ProcessEnv {
+    return markedEnv({
+      ...process.env,
+      ...CHAOS_ENV,
+      ...roleEnv(this.credentials, role),
+      ...this.env,
+      DWCP_SECRET: this.secret,
+    });
   }
 
   service(name: string): Service {
@@ -184,7 +215,7 @@ export class Chaos {
         await s.proc.stop("SIGKILL");
       }),
     );
-    await this.nats?.nc.close().catch(() => undefined);
+    for (const n of [this.nats, this.cli, this.observer]) await n?.nc.close().catch(() => undefined);
     await this.dataProxy?.close().catch(() => undefined);
     await this.cluster?.stop();
     for (const fn of this.beforeRemove) fn();
@@ -234,16 +265,18 @@ const tail = (file: string): string => {
 };
 
 /**
- * A test-side connection to the cluster that survives any node dying and does not need
- * JetStream at connect time (a cluster that is still electing answers no API request).
+ * A test-side connection to the cluster as the role of `credentials`, that survives any node
+ * dying and does not need JetStream at connect time (a cluster that is still electing answers no
+ * API request).
  */
-export async function connectCluster(urls: string, name = "chaos-test"): Promise<Nats> {
+export async function connectCluster(urls: string, credentials: NatsCredentials, name = "chaos-test"): Promise<Nats> {
   const nc = await connect({
     servers: urls.split(","),
     name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 100,
     timeout: 5_000,
+    ...credentialOptions(credentials),
   });
   const jsm = await jetstreamManager(nc, { timeout: 5_000, checkAPI: false });
   const deadline = Date.now() + 30_000;

@@ -214,7 +214,7 @@ export async function verifyMigration(
   id: string,
   files: Array<{ src: string; dst: string }>,
 ): Promise<Outcome> {
-  const events = await eventsOf(c.nats, id);
+  const events = await eventsOf(c.observer, id);
   const state = fold(
     id,
     events.map((e) => e.event),
@@ -286,7 +286,7 @@ export async function slowMigration(
     seed,
     dense: o.dense,
   });
-  await startMigration(c.nats, {
+  await startMigration(c.cli, {
     id,
     sources: [rel],
     dir: id,
