@@ -285,7 +285,6 @@ export class EventStore<E> {
     m: OutgoingMessage,
     expect?: { lastSubjectSequence: number },
   ): Promise<number> {
-    let resend = false;
     const headers = signedHeaders(this.trust, subject, m);
     return this.throughElections(async () => {
       try {
@@ -301,11 +300,11 @@ export class EventStore<E> {
         return ack.seq;
       } catch (err) {
         // A server may check the expected sequence before the msgID (a single 2.12.15 does; 2.9.10
-        // answers "duplicate"): a resend whose earlier copy was stored is then refused with
-        // "wrong last sequence". That copy, if stored, is the subject's first message after the
-        // expected one (others, e.g. a mover's facts, may have followed it): if it carries our
-        // msgID, the append is done.
-        if (resend && expect !== undefined && isWrongLastSequence(err)) {
+        // answers "duplicate"): a resend, or a retry of the same append by its caller, whose
+        // earlier copy was stored is then refused with "wrong last sequence". That copy, if
+        // stored, is the subject's first message after the expected one (others, e.g. a mover's
+        // facts, may have followed it): if it carries our msgID, the append is done.
+        if (expect !== undefined && isWrongLastSequence(err)) {
           const next = await this.jsm.direct.getMessage(this.config.stream, {
             next_by_subj: subject,
             seq: expect.lastSubjectSequence + 1,
@@ -316,8 +315,6 @@ export class EventStore<E> {
           }
         }
         throw err;
-      } finally {
-        resend = true;
       }
     });
   }

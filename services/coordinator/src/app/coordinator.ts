@@ -154,6 +154,8 @@ export class Coordinator {
     const consumer = await this.nats.js.consumers.get(CMD_STREAM, COORDINATOR_DURABLE);
     const iter = await consumer.consume({ max_messages: 32, ...LIVE_CONSUME });
     this.stopCommands = () => iter.stop();
+    // A stop that came while the consumer was being set up found nothing to stop: stop it here.
+    if (this.state === "draining" || this.state === "stopped") iter.stop();
     for await (const m of iter) {
       try {
         await this.handleCommand(m);
