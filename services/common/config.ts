@@ -69,6 +69,8 @@ const ProcessEnv = z.object({
   DWCP_TLS_CERT: z.string().min(1).optional(),
   DWCP_TLS_KEY: z.string().min(1).optional(),
   DWCP_NATS_INSECURE: envSwitch.default("off"),
+  DWCP_TRUST_FILE: z.string().min(1).optional(),
+  DWCP_EVENTS_UNSIGNED: envSwitch.default("off"),
 });
 
 export interface ProcessConfig {
@@ -107,6 +109,14 @@ export interface ProcessConfig {
    * refuses to start.
    */
   natsInsecure: "on" | "off";
+  /** trust.json: which public nkey is which role (verifies events). DWCP_TRUST_FILE. */
+  trustFile: string | undefined;
+  /**
+   * "on": sign no event and take every event unverified (a closed test bench only; logged as a
+   * warning). DWCP_EVENTS_UNSIGNED, default "off": a service without a key and trust file refuses
+   * to start.
+   */
+  eventsUnsigned: "on" | "off";
 }
 
 const VARIABLE = {
@@ -122,6 +132,8 @@ const VARIABLE = {
   tlsCert: "DWCP_TLS_CERT",
   tlsKey: "DWCP_TLS_KEY",
   natsInsecure: "DWCP_NATS_INSECURE",
+  trustFile: "DWCP_TRUST_FILE",
+  eventsUnsigned: "DWCP_EVENTS_UNSIGNED",
 } as const satisfies Record<keyof ProcessConfig, keyof z.input<typeof ProcessEnv>>;
 
 type Env = Record<string, string | undefined>;

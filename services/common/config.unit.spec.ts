@@ -19,6 +19,8 @@ describe("process settings from the environment", () => {
       tlsCert: undefined,
       tlsKey: undefined,
       natsInsecure: "off",
+      trustFile: undefined,
+      eventsUnsigned: "off",
     });
     expect(Object.isFrozen(c)).toBe(true);
   });

@@ -1,8 +1,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fromPublic, fromSeed, type KeyPair } from "@nats-io/nkeys";
-import { z } from "zod";
-import { loadConfig, envSwitch } from "./config.js";
+import { processSetting } from "./config.js";
 import { readTrustFile, type TrustFile } from "./credentials/provision.js";
 import { DwcpError } from "./errors.js";
 
@@ -177,12 +176,6 @@ export function provenanceOf(
   return trust.verifier.verify(subject, headers, payload);
 }
 
-const TrustEnv = z.object({
-  DWCP_NKEY_FILE: z.string().min(1).optional(),
-  DWCP_TRUST_FILE: z.string().min(1).optional(),
-  DWCP_EVENTS_UNSIGNED: envSwitch.default("off"),
-});
-
 export interface EventTrustSettings {
   /** The role's nkey seed file (signs what this process appends). DWCP_NKEY_FILE. */
   nkeyFile: string | undefined;
@@ -192,15 +185,13 @@ export interface EventTrustSettings {
   unsigned: boolean;
 }
 
-/** The event-trust settings from the environment (empty variables count as unset). */
+/** The event-trust settings from the environment (config.ts; empty variables count as unset). */
 export function eventTrustSettings(env: Record<string, string | undefined> = process.env): EventTrustSettings {
-  const pick = (k: string): string | undefined => (env[k] === "" ? undefined : env[k]);
-  const e = loadConfig(TrustEnv, {
-    DWCP_NKEY_FILE: pick("DWCP_NKEY_FILE"),
-    DWCP_TRUST_FILE: pick("DWCP_TRUST_FILE"),
-    DWCP_EVENTS_UNSIGNED: pick("DWCP_EVENTS_UNSIGNED"),
-  });
-  return { nkeyFile: e.DWCP_NKEY_FILE, trustFile: e.DWCP_TRUST_FILE, unsigned: e.DWCP_EVENTS_UNSIGNED === "on" };
+  return {
+    nkeyFile: processSetting("nkeyFile", env),
+    trustFile: processSetting("trustFile", env),
+    unsigned: processSetting("eventsUnsigned", env) === "on",
+  };
 }
 
 /**
