@@ -2,49 +2,19 @@
 // mover's root with a symlink to one outside it (renameat2 RENAME_EXCHANGE, as fast as it can)
 // while the mover opens sources and creates `.part` files. Nothing outside the root is ever read
 // or created, and every refused open is a typed error.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { mkdir, open, readdir, readFile, realpath, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PathOutsideRootError } from "../../services/mover/src/errors.js";
 import { SourceVolume } from "../../services/mover/src/infra/data-channel/source-volume.js";
 import { startDataServer, type DataServer } from "../../services/mover/src/infra/data-channel/server.js";
 import { batchOptions, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
+import { startSwapper, stopSwapper } from "#test/support/swapper.js";
 
 const SIZE = MiB + 4096;
 const INSIDE = 0x49; // "I"
 const SECRET = 0x53; // "S"
-
-const SWAPPER = `
-import ctypes, sys
-libc = ctypes.CDLL(None, use_errno=True)
-a, b = sys.argv[1].encode(), sys.argv[2].encode()
-n = 0
-while True:
-    if libc.renameat2(-100, a, -100, b, 2) != 0:
-        sys.exit(ctypes.get_errno())
-    n += 1
-    if n == 1:
-        print("swapping", flush=True)
-`;
-
-/** Starts exchanging `a` and `b` in a loop; resolves once the first exchange is done. */
-async function startSwapper(a: string, b: string): Promise<ChildProcess> {
-  const child = spawn("python3", ["-c", SWAPPER, a, b], { stdio: ["ignore", "pipe", "inherit"] });
-  const lines = createInterface({ input: child.stdout });
-  const [first] = (await Promise.race([once(lines, "line"), once(child, "exit")])) as [unknown];
-  if (first !== "swapping") throw new Error(`swapper did not start: ${String(first)}`);
-  return child;
-}
-
-async function stopSwapper(child: ChildProcess): Promise<void> {
-  const exited = once(child, "exit");
-  child.kill("SIGKILL");
-  await exited;
-}
 
 let work: string;
 let root: string;

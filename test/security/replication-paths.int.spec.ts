@@ -5,13 +5,12 @@
 // ReplicationRejected with its code (the path as given, no host path), a logged warning, or the
 // CLI's exit 2. A python3 process swapping a store directory with a symlink to outside the root
 // (renameat2 RENAME_EXCHANGE) during syncs never gets a file written outside.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { lstat, mkdir, open, readdir, realpath, rename, symlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   readReplication,
@@ -28,37 +27,10 @@ import { connectAgent } from "../../services/replication/src/infra/tcp.js";
 import { spawnAgent } from "../replication/agent-process.js";
 import { spawnReplicationService, type DwcpProcess } from "../replication/service-process.js";
 import { registerHosts, startTestNats, type TestNats } from "../replication/support.js";
+import { startSwapper, stopSwapper } from "#test/support/swapper.js";
 
 const KiB = 1024;
 const BIN = resolve(import.meta.dirname, "../../bin/dwcp.mjs");
-
-const SWAPPER = `
-import ctypes, sys
-libc = ctypes.CDLL(None, use_errno=True)
-a, b = sys.argv[1].encode(), sys.argv[2].encode()
-n = 0
-while True:
-    if libc.renameat2(-100, a, -100, b, 2) != 0:
-        sys.exit(ctypes.get_errno())
-    n += 1
-    if n == 1:
-        print("swapping", flush=True)
-`;
-
-/** Starts exchanging `a` and `b` in a loop; resolves once the first exchange is done. */
-async function startSwapper(a: string, b: string): Promise<ChildProcess> {
-  const child = spawn("python3", ["-c", SWAPPER, a, b], { stdio: ["ignore", "pipe", "inherit"] });
-  const lines = createInterface({ input: child.stdout });
-  const [first] = (await Promise.race([once(lines, "line"), once(child, "exit")])) as [unknown];
-  if (first !== "swapping") throw new Error(`swapper did not start: ${String(first)}`);
-  return child;
-}
-
-async function stopSwapper(child: ChildProcess): Promise<void> {
-  const exited = once(child, "exit");
-  child.kill("SIGKILL");
-  await exited;
-}
 
 /** The CLI as a process: its exit code and what it wrote to stderr. */
 async function cli(t: TestNats, ...args: string[]): Promise<{ code: number | null; stderr: string }> {
