@@ -1,5 +1,5 @@
 import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, MOVERS_BUCKET, workStream } from "../layout.js";
-import type { Role } from "./provision.js";
+import { moverHostOf, replicationHostOf, type Role } from "./provision.js";
 
 // What each NATS role may publish and subscribe to: least privilege, found by running every flow
 // against a nats-server with these permissions on. Pure: server-config.ts renders it for
@@ -95,7 +95,7 @@ const ONE_REPLY = { max: 1, expiresMs: 3_600_000 };
 /** The hosts of a deployment, from its mover roles. */
 const hostsOf = (roles: readonly Role[]): string[] =>
   roles.flatMap((r) => {
-    const h = /^mover-(.+)$/.exec(r)?.[1];
+    const h = moverHostOf(r);
     return h === undefined ? [] : [h];
   });
 
@@ -142,7 +142,7 @@ export function permissionsOf(r: Role, roles: readonly Role[] = []): Permissions
     return role(r, [...READ, "dwcp.cmd.migration.start", "dwcp.cmd.migration.cancel", "dwcp.replication.*.rpc"], []);
   }
   if (r === "observer") return role(r, READ, []);
-  const mover = /^mover-(.+)$/.exec(r)?.[1];
+  const mover = moverHostOf(r);
   if (mover !== undefined) {
     return role(
       r,
@@ -157,7 +157,7 @@ export function permissionsOf(r: Role, roles: readonly Role[] = []): Permissions
       ONE_REPLY,
     );
   }
-  const replication = /^replication-(.+)$/.exec(r)?.[1];
+  const replication = replicationHostOf(r);
   if (replication !== undefined) {
     // A replicate command is answered with heartbeats for as long as the sync runs.
     return role(r, [...READ, "dwcp.evt.replication.>"], [`dwcp.replication.${replication}.rpc`], {

@@ -77,10 +77,14 @@ function writeSecret(file: string, data: string): void {
   renameSync(tmp, file);
 }
 
+/** The host of a mover role (mover-a -> a), if `role` is one: the inverse of moverRole. */
+export const moverHostOf = (role: string): string | undefined => /^mover-(.+)$/.exec(role)?.[1];
+/** The host of a replication role (replication-a -> a), if `role` is one: the inverse of replicationRole. */
+export const replicationHostOf = (role: string): string | undefined => /^replication-(.+)$/.exec(role)?.[1];
+
 /** The host a role runs for (mover-a, replication-a -> a), if any. */
 export function hostOfRole(role: string): string | undefined {
-  const m = /^(?:mover|replication)-(.+)$/.exec(role);
-  return m?.[1];
+  return moverHostOf(role) ?? replicationHostOf(role);
 }
 
 async function ensurePair(

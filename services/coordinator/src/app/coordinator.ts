@@ -30,7 +30,6 @@ import { Dispatcher } from "./dispatcher.js";
 import { Projection } from "./projection.js";
 import { volumeChecksums, volumeHashes } from "./volume-crc.js";
 
-const MAX_DECIDE_ATTEMPTS = 8;
 const FINALIZE_RETRY_MS = 2_000;
 const MAX_FINALIZE_TRIES = 30;
 
@@ -219,10 +218,8 @@ export class Coordinator {
         append: (_id, evs, base, expectedSeq) => this.store.append(id, evs, base, expectedSeq),
       },
       { id, command, msgIdBase, context: () => ({ now: new Date(), policy: this.config }) },
-      {
-        maxAttempts: MAX_DECIDE_ATTEMPTS,
-        onConflict: (attempt) => this.log.debug({ migrationId: id, attempt }, "version conflict; re-folding"),
-      },
+      // At most the core's DEFAULT_MAX_ATTEMPTS decisions, then TooManyConflictsError.
+      { onConflict: (attempt) => this.log.debug({ migrationId: id, attempt }, "version conflict; re-folding") },
     );
     if (events.length === 0) return;
     await this.projection.waitFor(id, seq);
