@@ -75,8 +75,11 @@ export function serviceCredentials(
   );
 }
 
-/** The client's inbox prefix of a role (mirrors credentials/permissions.ts). */
-const inboxPrefix = (role: string): string => `_INBOX_${role}`;
+/**
+ * The inbox prefix of a role: replies to its requests arrive under `_INBOX_<role>.`, which its
+ * permissions (credentials/permissions.ts) let it subscribe to and no other role.
+ */
+export const roleInboxPrefix = (role: string): string => `_INBOX_${role}`;
 
 function readSeed(file: string): Uint8Array {
   try {
@@ -92,7 +95,7 @@ export function credentialOptions(c: NatsCredentials) {
   return {
     authenticator: nkeyAuthenticator(seed),
     tls: { caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile },
-    inboxPrefix: inboxPrefix(c.role),
+    inboxPrefix: roleInboxPrefix(c.role),
   };
 }
 

@@ -1,4 +1,5 @@
 import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, MOVERS_BUCKET, workStream } from "../layout.js";
+import { roleInboxPrefix as inboxPrefixOf } from "../nats.js";
 import { moverHostOf, replicationHostOf, type Role } from "./provision.js";
 
 // What each NATS role may publish and subscribe to: least privilege, found by running every flow
@@ -20,8 +21,8 @@ export interface Permissions {
 const API = "$JS.API";
 const KV_STREAM = `KV_${MOVERS_BUCKET}`;
 
-/** The client's inbox prefix for a role: replies to its requests arrive under `_INBOX_<role>.`. */
-export const inboxPrefixOf = (role: string): string => `_INBOX_${role}`;
+/** The client's inbox prefix for a role (the one connectNats gives the role's connections). */
+export { inboxPrefixOf };
 
 /** What only admin may do: change or delete streams and consumers, forge advisories. */
 export const ADMIN_ONLY: readonly string[] = [
