@@ -9,6 +9,7 @@ import {
   PeerIdentityMismatchError,
   TlsHandshakeError,
 } from "./errors.js";
+import { RefusalLog } from "./refusal-log.js";
 import { clientTlsOptions, hostsOf, peerIdentities, serverTlsOptions, type LinkTls } from "./tls.js";
 
 /**
@@ -17,7 +18,7 @@ import { clientTlsOptions, hostsOf, peerIdentities, serverTlsOptions, type LinkT
  * the per-link key on top of it. With `tls` both are TLS 1.3 with mutual authentication (see
  * tls.ts): dial() checks that the peer's certificate names the identity it meant to reach,
  * listen() that the peer is a host of the deployment, and refusals are logged with the peer's
- * address. A TLS socket is still a net.Socket to the protocols, but its fd carries ciphertext:
+ * address (rate-limited: refusal-log.ts). A TLS socket is still a net.Socket to the protocols, but its fd carries ciphertext:
  * sendfile() and the mover's native recv must step aside for it.
  */
 
@@ -171,6 +172,11 @@ export interface ListenTls {
   tls: LinkTls;
   /** Refused handshakes are logged here (warn, with the peer's address and the reason). */
   log: Logger;
+  /**
+   * Where refusals go instead, shared with the protocol's own pre-auth refusals so that one
+   * bound covers the listener. Default: a RefusalLog of its own over `log`.
+   */
+  refusals?: RefusalLog;
   /** A connection that has not completed its TLS handshake by then is closed. Default 5000 ms. */
   handshakeTimeoutMs?: number;
 }
@@ -203,10 +209,12 @@ export async function listen(
   o: ListenOptions,
   onSocket: (socket: Socket, peer: PeerIdentity | undefined) => void,
 ): Promise<Listener> {
+  // Refusals before authentication are anyone's to make: their lines are rate-limited.
+  const ownRefusals = o.tls !== undefined && o.tls.refusals === undefined ? new RefusalLog(o.tls.log) : undefined;
   const server =
     o.tls === undefined
       ? createServer({ noDelay: true, pauseOnConnect: o.pauseOnConnect ?? false }, (s) => onSocket(s, undefined))
-      : tlsServer(o.tls, onSocket);
+      : tlsServer(o.tls, o.tls.refusals ?? (ownRefusals as RefusalLog), onSocket);
   if (o.maxConnections !== undefined) server.maxConnections = o.maxConnections;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -223,11 +231,17 @@ export async function listen(
   return {
     server,
     address: server.address() as AddressInfo,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) =>
+        server.close(() => {
+          ownRefusals?.close();
+          resolve();
+        }),
+      ),
   };
 }
 
-function tlsServer(t: ListenTls, onSocket: (socket: Socket, peer: PeerIdentity) => void): Server {
+function tlsServer(t: ListenTls, refusals: RefusalLog, onSocket: (socket: Socket, peer: PeerIdentity) => void): Server {
   const server = createTlsServer({
     ...serverTlsOptions(t.tls),
     noDelay: true,
@@ -238,8 +252,15 @@ function tlsServer(t: ListenTls, onSocket: (socket: Socket, peer: PeerIdentity) 
   const remotes = new WeakMap<Socket, string>();
   server.on("connection", (raw: Socket) => remotes.set(raw, remoteOf(raw)));
   const refuse = (socket: TLSSocket, reason: string): void => {
-    const remote = remotes.get((socket as unknown as { _parent?: Socket })._parent ?? socket) ?? remoteOf(socket);
-    t.log.warn({ remote, code: "TLS_HANDSHAKE_FAILED", reason }, "link refused: TLS failed");
+    const raw = (socket as unknown as { _parent?: Socket })._parent ?? socket;
+    const remote = remotes.get(raw) ?? remoteOf(socket);
+    const peer = raw.remoteAddress ?? remote;
+    refusals.refused({
+      peer,
+      reason,
+      msg: "link refused: TLS failed",
+      fields: { remote, code: "TLS_HANDSHAKE_FAILED" },
+    });
     socket.destroy();
   };
   // Node leaves a socket whose handshake failed or timed out open: the listener must close it.
@@ -258,10 +279,12 @@ function tlsServer(t: ListenTls, onSocket: (socket: Socket, peer: PeerIdentity) 
     const identities = peerIdentities(socket);
     const hosts = hostsOf(identities);
     if (hosts.length === 0) {
-      t.log.warn(
-        { remote: remoteOf(socket), code: "PEER_IDENTITY_MISMATCH", identities },
-        "link refused: the peer's certificate names no dwcp host",
-      );
+      refusals.refused({
+        peer: socket.remoteAddress ?? "?",
+        reason: "the peer's certificate names no dwcp host",
+        msg: "link refused: the peer's certificate names no dwcp host",
+        fields: { remote: remoteOf(socket), code: "PEER_IDENTITY_MISMATCH", identities: identities.slice(0, 8) },
+      });
       socket.destroy();
       return;
     }

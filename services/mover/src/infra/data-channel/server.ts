@@ -4,6 +4,7 @@ import { Admission, peerOf, type AdmissionOptions, type AdmissionTicket } from "
 import { newNonce } from "#common/secure-link/handshake.js";
 import { ListenFailedError } from "#common/secure-link/errors.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
+import { RefusalLog, type RefusalLimits } from "#common/secure-link/refusal-log.js";
 import { listen, type PeerIdentity } from "#common/secure-link/transport.js";
 import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
@@ -47,6 +48,8 @@ export interface DataServerOptions {
    * #common/secure-link/admission.ts). Default 256 in all, 128 per peer address.
    */
   admission?: Omit<AdmissionOptions, "handshakeTimeoutMs">;
+  /** How refusals before authentication are rate-limited in the log (refusal-log.ts). Default: its defaults. */
+  refusalLog?: Partial<RefusalLimits>;
   /** An authenticated connection with no traffic for this long is closed. Default 120000 ms. */
   idleTimeoutMs?: number;
   /** Chunk-size buffers per connection (chunks verified and written concurrently). Default 4. */
@@ -83,6 +86,19 @@ interface ServerConfig {
   fences: FenceTable<BatchHolder>;
   /** Receive with native recv(2) into chunk buffers (see sessionReader). */
   nativeRecv: boolean;
+  /** Where connections refused before they authenticated are logged (rate-limited). */
+  refusals?: RefusalLog;
+}
+
+/** A connection refused before it authenticated: one rate-limited line (refusal-log.ts). */
+function refused(cfg: ServerConfig, socket: Socket, reason: string, fields: Record<string, unknown>): void {
+  const remote = formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0);
+  cfg.refusals?.refused({
+    peer: socket.remoteAddress ?? "?",
+    reason,
+    msg: "data connection refused before authentication",
+    fields: { remote, ...fields },
+  });
 }
 
 /** Start the destination side of the data channel. Resolves once it is listening. */
@@ -99,11 +115,17 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, Connection>();
   const admission = new Admission({ ...opts.admission, handshakeTimeoutMs: cfg.helloTimeoutMs });
+  // Connections refused before they authenticated (TLS, HELLO, admission) share one rate-limited log.
+  const refusals = new RefusalLog(log, opts.refusalLog);
+  cfg.refusals = refusals;
   const onSocket = (socket: Socket, peer: PeerIdentity | undefined): void => {
-    const conn: Connection = { reader: preAuthReader(socket, cfg), done: Promise.resolve() };
+    const conn: Connection = { reader: preAuthReader(socket, cfg), done: Promise.resolve(), authenticated: false };
     const ticket = admission.admit(peerOf(socket), (reason) => conn.reader.abort(new ProtocolError(reason)));
     conn.done = serveConnection(socket, conn, peer, cfg, log, ticket)
-      .catch((err: unknown) => log.warn({ err }, "data connection failed"))
+      .catch((err: unknown) => {
+        if (conn.authenticated) log.warn({ err }, "data connection failed");
+        else refused(cfg, socket, messageOf(err), { code: wireCode(err) });
+      })
       .finally(async () => {
         ticket.release();
         await cut(socket, conn.reader, "connection closed");
@@ -115,7 +137,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     host: opts.listenHost,
     port: opts.listenPort,
     pauseOnConnect: cfg.nativeRecv,
-    tls: opts.tls && { tls: opts.tls, log, handshakeTimeoutMs: cfg.helloTimeoutMs },
+    tls: opts.tls && { tls: opts.tls, log, refusals, handshakeTimeoutMs: cfg.helloTimeoutMs },
   };
   // Pending connections have their own budget on top of the sessions': they never take a session's place.
   const maxConnections = (opts.maxConnections ?? 64) + admission.limits.maxPending;
@@ -138,6 +160,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
       );
       await Promise.allSettled([...connections.values()].map((c) => c.done));
       await closed;
+      refusals.close();
       releaseRoots(cfg.roots);
       log.info({ address }, "data channel closed");
     },
@@ -148,6 +171,8 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
 interface Connection {
   reader: FrameReader;
   done: Promise<void>;
+  /** The HELLO was verified: failures from here on are the session's, logged in full. */
+  authenticated: boolean;
 }
 
 /** Stop the reader, wait until no native recv can still touch the fd, then close the socket. */
@@ -210,6 +235,7 @@ async function serveConnection(
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
   const hello = await authenticate(socket, conn, peer, cfg, log);
   if (hello === undefined) return;
+  conn.authenticated = true;
   ticket.authenticated();
   const reader = conn.reader;
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, tls: peer !== undefined });
@@ -283,7 +309,11 @@ async function authenticate(
   if (step.kind !== "frame" || step.frame.kind !== "HELLO") throw new ProtocolError("expected HELLO");
   const hello = step.frame;
   if (!verifyHelloMac(cfg.secret, nonce, hello)) {
-    log.warn({ migrationId: hello.migrationId, sourceHost: hello.sourceHost }, "data channel authentication failed");
+    refused(cfg, socket, "data channel authentication failed", {
+      code: "AUTH_FAILED",
+      migrationId: hello.migrationId,
+      sourceHost: hello.sourceHost,
+    });
     send(socket, { kind: "AUTH_FAIL", message: "authentication failed: check the cluster secret" });
     await lingerClose(socket, reader);
     return undefined;
@@ -291,7 +321,11 @@ async function authenticate(
   // The certificate proved a host of the deployment; it must be the host the HELLO speaks for.
   if (peer !== undefined && !peer.hosts.includes(hello.sourceHost)) {
     const reason = `the sender's certificate names host ${peer.hosts.join(", ")}, its HELLO claims ${hello.sourceHost}`;
-    log.warn({ migrationId: hello.migrationId, code: "PEER_IDENTITY_MISMATCH", peerHosts: peer.hosts }, reason);
+    refused(cfg, socket, reason, {
+      migrationId: hello.migrationId,
+      code: "PEER_IDENTITY_MISMATCH",
+      peerHosts: peer.hosts,
+    });
     send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${reason}` });
     await lingerClose(socket, reader);
     return undefined;
