@@ -153,7 +153,7 @@ async function foldRate(dir: string, n: number): Promise<{ perSec: number; secon
   await w.commit();
   const t = performance.now();
   const session = process.env["DWCP_BENCH_PROFILE"] ? await startProfile() : undefined;
-  const view = await replayBackup(file);
+  const view = await replayBackup(file, { backupTrust: { alg: "ed25519", publicKey: key.publicKey } });
   const seconds = (performance.now() - t) / 1000;
   await session?.();
   if (view.events !== n) throw new Error(`folded ${view.events} of ${n}`);

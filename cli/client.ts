@@ -44,8 +44,24 @@ export async function publishCommand(nats: Nats, command: StartMigration | Cance
  * trust file it refuses, unless DWCP_EVENTS_UNSIGNED=on (then nothing is verified).
  */
 export function cliEventTrust(dataDir?: string, env: Record<string, string | undefined> = process.env): EventTrust {
+  const source = cliTrustSource(dataDir, env);
+  if ("insecure" in source) return INSECURE;
   const s = eventTrustSettings(env);
-  if (s.unsigned) return INSECURE;
+  const keyFile = s.nkeyFile ?? join(dataDir ?? (env["DWCP_DATA_DIR"] || ".dwcp"), "creds", "cli.nk");
+  return {
+    insecure: false,
+    verifier: EventVerifier.fromTrustFile(source.trustFile),
+    ...(existsSync(keyFile) ? { signer: EventSigner.fromSeedFile(keyFile) } : {}),
+  };
+}
+
+/** Where cliEventTrust finds the trust file (plain data, for readers on worker threads). */
+export function cliTrustSource(
+  dataDir?: string,
+  env: Record<string, string | undefined> = process.env,
+): { trustFile: string } | { insecure: true } {
+  const s = eventTrustSettings(env);
+  if (s.unsigned) return { insecure: true };
   const dir = dataDir ?? (env["DWCP_DATA_DIR"] || ".dwcp");
   const trustFile = s.trustFile ?? join(dir, "trust.json");
   if (!existsSync(trustFile))
@@ -53,12 +69,7 @@ export function cliEventTrust(dataDir?: string, env: Record<string, string | und
       `cannot verify events without the stack's trust file (${trustFile} does not exist): pass --data-dir D ` +
         "of the stack, or set DWCP_TRUST_FILE (DWCP_EVENTS_UNSIGNED=on reads them unverified)",
     );
-  const keyFile = s.nkeyFile ?? join(dir, "creds", "cli.nk");
-  return {
-    insecure: false,
-    verifier: EventVerifier.fromTrustFile(trustFile),
-    ...(existsSync(keyFile) ? { signer: EventSigner.fromSeedFile(keyFile) } : {}),
-  };
+  return { trustFile };
 }
 
 /**

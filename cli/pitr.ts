@@ -19,9 +19,10 @@ import {
   trustPublicKey,
   type BackupTrust,
   isKnownHost,
-  readReplication,
+  readReplicationChecked,
   replay,
   replayBackup,
+  type ReplayOptions,
   ReplicationServiceUnavailableError,
   replicateVm,
   restoreVm,
@@ -35,13 +36,18 @@ import { vmNameProblem } from "#schemas/names.js";
 import type { ReplicateVm, RestoreVm } from "#schemas/replication.js";
 import { fmtBytes, parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
 import { generateImage } from "./image.js";
+import { cliEventTrust, cliTrustSource } from "./client.js";
 import { Stack, type ServiceProcess } from "./stack.js";
 
 export const PITR_HELP = `
-  replay (--until TIME | --until-seq N) [--vm NAME] [--backup FILE] [--chunks] [--json]
-                                        the coordinator's view as of a time or stream sequence (read-only);
+  replay (--until TIME | --until-seq N) [--vm NAME] [--backup FILE] [--chunks] [--data-dir D] [--json]
+          [--trust-key PUBLIC_NKEY | --hmac-key FILE] [--allow-unsigned]
+                                        the coordinator's view as of a time or stream sequence (read-only),
+                                        folding only events signed by a producer allowed to make them
+                                        (D/trust.json or DWCP_TRUST_FILE; the rest are listed as ignored);
                                         --backup folds a backup file instead of the live stream (a large
-                                        one in parallel); --chunks keeps each batch's chunk list in --json
+                                        one in parallel), after checking its signature as restore-log does;
+                                        --chunks keeps each batch's chunk list in --json
   backup --out FILE [--streams DWCP_EVT[,DWCP_CMD]] [--sign-key FILE | --data-dir D] [--json]
                                         export the event log with sequences, timestamps, headers and a digest,
                                         signed with an nkey seed (ed25519) or an HMAC secret (DWCP_BACKUP_KEY;
@@ -65,7 +71,9 @@ export const PITR_HELP = `
   drill [--size SIZE] [--data-dir D] [--json]
                                         DR drill on an embedded stack: replicate, back the log up, kill -9 the
                                         primary, restore at a fresh DR site; prints RPO and RTO
-  snapshots --vm NAME [--json]          committed snapshots of a VM
+  snapshots --vm NAME [--data-dir D] [--json]
+                                        committed snapshots of a VM (from events signed by the source host's
+                                        replication service; others are listed as ignored)
   restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--json]
                                         write the VM's volumes as they were, byte-identical and sparse
                                         (HOST's replication service writes them, paths under its root)
@@ -116,6 +124,10 @@ export async function cmdReplay(argv: string[]): Promise<number> {
     vm: { type: "string" },
     backup: { type: "string" },
     chunks: { type: "boolean", default: false },
+    "data-dir": { type: "string" },
+    "trust-key": { type: "string" },
+    "hmac-key": { type: "string" },
+    "allow-unsigned": { type: "boolean", default: false },
   });
   if (v.until === undefined && v["until-seq"] === undefined && v.backup === undefined)
     throw new UsageError("replay needs --until TIME or --until-seq N (or --backup FILE for the whole file)");
@@ -127,10 +139,41 @@ export async function cmdReplay(argv: string[]): Promise<number> {
     ...(v.until !== undefined ? { untilTime: parseTime("--until", v.until) } : {}),
     ...(v.vm !== undefined ? { vm: v.vm } : {}),
     chunks: v.chunks,
+    // Events are folded by the producer rules the services fold by.
+    trust: cliTrustSource(v["data-dir"]),
   };
-  const view = v.backup ? await replayBackup(v.backup, opts) : await replay(natsUrl(v), opts);
+  const view = v.backup
+    ? await replayBackup(v.backup, await replayBackupOptions(opts, v))
+    : await replay(natsUrl(v), opts);
   out(v.json ? JSON.stringify(view) : formatReplay(view));
   return 0;
+}
+
+/** The key a backup must be signed with (or --allow-unsigned, with its warning), as `cmd` asks for it. */
+async function requireBackupTrust(
+  cmd: string,
+  done: string,
+  v: { "trust-key"?: string; "hmac-key"?: string; "data-dir"?: string; "allow-unsigned"?: boolean },
+): Promise<{ trust?: BackupTrust; allowUnsigned: boolean }> {
+  const trust = await restoreTrust(v);
+  const allowUnsigned = v["allow-unsigned"] ?? false;
+  if (trust === undefined && !allowUnsigned)
+    throw new UsageError(
+      `${cmd} needs the key your backups are signed with: --trust-key PUBLIC_NKEY, --hmac-key FILE, ` +
+        "DWCP_TRUST_FILE, or --data-dir D of a `dwcp up` stack (its trust.json's admin key)",
+    );
+  if (allowUnsigned)
+    process.stderr.write(`dwcp: warning: --allow-unsigned: an unsigned backup is ${done} without proof of origin\n`);
+  return { ...(trust ? { trust } : {}), allowUnsigned };
+}
+
+/** A replayed backup's signature is checked as restore-log checks it. */
+async function replayBackupOptions(
+  opts: ReplayOptions,
+  v: Parameters<typeof requireBackupTrust>[2],
+): Promise<ReplayOptions> {
+  const { trust, allowUnsigned } = await requireBackupTrust("replay --backup", "replayed", v);
+  return { ...opts, ...(trust ? { backupTrust: trust } : {}), allowUnsigned };
 }
 
 /** A key problem is the user's to fix: exit 2 with what to do. */
@@ -201,15 +244,7 @@ export async function cmdRestoreLog(argv: string[]): Promise<number> {
   const replicas = v.replicas === undefined ? undefined : Number(v.replicas);
   if (replicas !== undefined && !(Number.isInteger(replicas) && replicas >= 1 && replicas <= 5))
     throw new UsageError(`--replicas must be 1 to 5, got "${v.replicas}"`);
-  const trust = await restoreTrust(v);
-  const allowUnsigned = v["allow-unsigned"] ?? false;
-  if (trust === undefined && !allowUnsigned)
-    throw new UsageError(
-      "restore-log needs the key your backups are signed with: --trust-key PUBLIC_NKEY, --hmac-key FILE, " +
-        "DWCP_TRUST_FILE, or --data-dir D of a `dwcp up` stack (its trust.json's admin key)",
-    );
-  if (allowUnsigned)
-    process.stderr.write("dwcp: warning: --allow-unsigned: an unsigned backup is imported without proof of origin\n");
+  const { trust, allowUnsigned } = await requireBackupTrust("restore-log", "imported", v);
   const r = await restoreLog(natsUrl(v), {
     in: v.in,
     allowUnsigned,
@@ -248,11 +283,12 @@ async function checkHost(n: Nats, flag: string, host: string): Promise<void> {
 
 /** `dwcp snapshots`. */
 export async function cmdSnapshots(argv: string[]): Promise<number> {
-  const v = flags(argv, { vm: { type: "string" } });
+  const v = flags(argv, { vm: { type: "string" }, "data-dir": { type: "string" } });
   if (!v.vm) throw new UsageError("snapshots needs --vm NAME");
   const vm = v.vm;
   checkVm(vm);
-  const state = await withNats(natsUrl(v), (n) => readReplication(n, vm));
+  const trust = cliEventTrust(v["data-dir"]);
+  const { state, ignored } = await withNats(natsUrl(v), (n) => readReplicationChecked(n, vm, trust));
   if (v.json) out(JSON.stringify(state.snapshots));
   else if (state.snapshots.length === 0) out(`no snapshots of ${vm}`);
   else
@@ -261,6 +297,11 @@ export async function cmdSnapshots(argv: string[]): Promise<number> {
         `${s.snapshotId}  taken ${s.takenAt}  ${fmtBytes(s.bytes)}  changed ${fmtBytes(s.changedBytes)}  ` +
           `wire ${fmtBytes(s.wireBytes)}  ${s.destination.host}:${s.destination.store}`,
       );
+  // Events the fold left out are the reader's to know about (--json keeps stdout the snapshot list).
+  if (ignored.count > 0) {
+    process.stderr.write(`dwcp: ignored ${ignored.count} event(s) of ${vm} whose producer may not make them:\n`);
+    for (const i of ignored.recent) process.stderr.write(`  seq ${i.seq} ${i.type}: ${i.reason}\n`);
+  }
   return 0;
 }
 

@@ -47,15 +47,16 @@ describe("large backup files (digest and partitions on worker threads)", () => {
       }
     }
     await w.commit();
+    const backupTrust = { alg: "ed25519", publicKey: key.publicKey } as const;
     const good = readFileSync(file);
     expect(good.length).toBeGreaterThan(64 << 20);
-    const view = await replayBackup(file);
+    const view = await replayBackup(file, { backupTrust });
     expect(view.events).toBe(n);
     expect(view.migrations.every((m) => m.status === "completed")).toBe(true);
-    expect(view).toEqual(await replayBackup(file, {}, 1));
+    expect(view).toEqual(await replayBackup(file, { backupTrust }, 1));
     // A bound cuts every partition at the same record.
-    const cut = await replayBackup(file, { untilSeq: n / 2 + 3 }, 3);
-    expect(cut).toEqual(await replayBackup(file, { untilSeq: n / 2 + 3 }, 1));
+    const cut = await replayBackup(file, { untilSeq: n / 2 + 3, backupTrust }, 3);
+    expect(cut).toEqual(await replayBackup(file, { untilSeq: n / 2 + 3, backupTrust }, 1));
     expect(cut.migrations.filter((m) => m.status !== "completed").map((m) => [m.id, m.status])).toEqual([
       [`m${migrations / 2}`, "running"],
     ]);
@@ -64,9 +65,11 @@ describe("large backup files (digest and partitions on worker threads)", () => {
     const at = altered.indexOf('"at":"20', altered.length >> 1);
     altered.write("21", at + 6);
     writeFileSync(join(dir, "altered.backup"), altered);
-    await expect(replayBackup(join(dir, "altered.backup"))).rejects.toBeInstanceOf(BackupCorruptError);
+    await expect(replayBackup(join(dir, "altered.backup"), { backupTrust })).rejects.toBeInstanceOf(BackupCorruptError);
     writeFileSync(join(dir, "truncated.backup"), good.subarray(0, Math.floor(good.length * 0.7)));
-    await expect(replayBackup(join(dir, "truncated.backup"))).rejects.toBeInstanceOf(BackupCorruptError);
+    await expect(replayBackup(join(dir, "truncated.backup"), { backupTrust })).rejects.toBeInstanceOf(
+      BackupCorruptError,
+    );
 
     // A line only one partition parses, broken: the worker's (1) or this thread's (0) names it.
     const lines = good.toString("utf8").split("\n");
@@ -79,7 +82,10 @@ describe("large backup files (digest and partitions on worker threads)", () => {
       );
       const broken = lines.with(k, `${lines[k]?.slice(0, -1)},}`);
       writeFileSync(join(dir, "broken.backup"), broken.join("\n"));
-      await expect(replayBackup(join(dir, "broken.backup"), {}, 2), `owner ${owner}`).rejects.toMatchObject({
+      await expect(
+        replayBackup(join(dir, "broken.backup"), { backupTrust }, 2),
+        `owner ${owner}`,
+      ).rejects.toMatchObject({
         code: "BACKUP_CORRUPT",
         line: k + 1,
         detail: "not JSON",

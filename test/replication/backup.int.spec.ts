@@ -75,8 +75,8 @@ describe("backup and restore-log", () => {
       [file, 3],
       [fileB, 2],
     ] as const) {
-      expect(await replayBackup(f, {}, partitions), `${f} in ${partitions}`).toEqual(viewA);
-      expect(await replayBackup(f, { untilSeq: mid }, partitions), `${f} in ${partitions}`).toEqual(
+      expect(await replayBackup(f, { backupTrust: trust }, partitions), `${f} in ${partitions}`).toEqual(viewA);
+      expect(await replayBackup(f, { untilSeq: mid, backupTrust: trust }, partitions), `${f} in ${partitions}`).toEqual(
         await replayWith(a.nats, { untilSeq: mid }),
       );
     }

@@ -16,6 +16,8 @@ import { foldTrusted } from "#migration";
 import { backupWith } from "../../services/replication/src/app/backup.js";
 import { restoreLogWith } from "../../services/replication/src/app/restore-log.js";
 import { loadSigningKey, trustFromTrustFile } from "#replication";
+import { signingKeyFromSeed } from "../../services/replication/src/infra/backup-signing.js";
+import type { ReplayView } from "../../services/replication/src/domain/replay/view.js";
 import { BIN } from "../../cli/stack.js";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { sha256File } from "../../cli/verify.js";
@@ -264,6 +266,51 @@ describe("events you can trust", () => {
       await restored.nc.close();
       await server.stop();
     }
+  });
+
+  it("dwcp replay and snapshots fold by the producer rules; replay --backup checks the file's signature", async () => {
+    // The live log: forged histories and facts stay out of the view, listed with why.
+    const live = cli(["replay", "--until", at(), "--json"]);
+    expect(live.status, live.stderr).toBe(0);
+    const view = JSON.parse(live.stdout) as ReplayView;
+    const byId = new Map(view.migrations.map((m) => [m.id, m]));
+    for (const id of ["forged-unsigned", "forged-stranger"]) {
+      expect(byId.get(id)?.status).toBe("none");
+      expect(byId.get(id)?.ignored?.count).toBe(2);
+    }
+    expect(byId.get("slow-1")?.status).toBe("completed");
+    const forgedBatches = byId.get("slow-1")?.ignored?.count ?? 0;
+    expect(forgedBatches).toBeGreaterThan(0);
+    expect(view.ignored.count).toBeGreaterThanOrEqual(4 + forgedBatches + 2);
+    const reasons = view.ignored.recent.map((i) => `${i.aggregate} ${i.id}: ${i.reason}`);
+    expect(reasons).toContain("replication vmx: replication-b may not commit snapshots of host a");
+    expect(reasons).toContain("replication vmx: cli may not commit snapshots of host a");
+    expect(view.replications.find((r) => r.vm === "vmx")?.snapshots ?? []).toEqual([]);
+    const text = cli(["replay", "--until", at()]);
+    expect(text.stdout).toMatch(/ignored: \d+ event\(s\) whose producer may not make them/);
+
+    // dwcp snapshots: the forged SnapshotCommitted events are not snapshots, and it says so.
+    const snaps = cli(["snapshots", "--vm", "vmx"]);
+    expect(snaps.status, snaps.stderr).toBe(0);
+    expect(snaps.stdout).toMatch(/no snapshots of vmx/);
+    expect(snaps.stderr).toMatch(/ignored 2 event\(s\) of vmx/);
+    expect(snaps.stderr).toMatch(/replication-b may not commit snapshots of host a/);
+
+    // A backup signed with the stack's admin key replays (checked against trust.json's admin key)
+    // to the same verdicts; one signed by another key is refused, whatever its digest says.
+    const file = join(stack.opts.dataDir, "events.backup");
+    const fromFile = cli(["replay", "--backup", file, "--json"]);
+    expect(fromFile.status, fromFile.stderr).toBe(0);
+    const fileView = JSON.parse(fromFile.stdout) as ReplayView;
+    expect(fileView.migrations.find((m) => m.id === "forged-unsigned")?.status).toBe("none");
+    expect(fileView.migrations.find((m) => m.id === "slow-1")?.ignored?.count).toBe(forgedBatches);
+    const foreign = join(stack.opts.dataDir, "foreign.backup");
+    const strangerKey = signingKeyFromSeed(new TextDecoder().decode(createUser().getSeed()));
+    await backupWith(stack.nats, { out: foreign, key: strangerKey });
+    const refused = cli(["replay", "--backup", foreign, "--json"]);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toMatch(/BACKUP_SIGNER_UNTRUSTED|not by the trusted key/);
   });
 
   it("a coordinator without a signing key and trust file refuses to start", () => {

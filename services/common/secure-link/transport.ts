@@ -18,8 +18,8 @@ import { clientTlsOptions, hostsOf, peerIdentities, serverTlsOptions, type LinkT
  * the per-link key on top of it. With `tls` both are TLS 1.3 with mutual authentication (see
  * tls.ts): dial() checks that the peer's certificate names the identity it meant to reach,
  * listen() that the peer is a host of the deployment, and refusals are logged with the peer's
- * address (rate-limited: refusal-log.ts). A TLS socket is still a net.Socket to the protocols, but its fd carries ciphertext:
- * sendfile() and the mover's native recv must step aside for it.
+ * address (rate-limited: refusal-log.ts). A TLS socket is still a net.Socket to the protocols,
+ * but its fd carries ciphertext: sendfile() and the mover's native recv must step aside for it.
  */
 
 export function addressOf(host: string, port: number): string {

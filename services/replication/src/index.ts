@@ -21,7 +21,7 @@ export {
   type RequestOptions,
 } from "./infra/commands.js";
 export { isKnownHost } from "./infra/known-hosts.js";
-export { readReplication } from "./app/snapshots.js";
+export { readReplication, readReplicationChecked, type IgnoredEvent } from "./app/snapshots.js";
 export { backup, type BackupSummary } from "./app/backup.js";
 export { restoreLog, type RestoreLogSummary } from "./app/restore-log.js";
 export {
@@ -42,7 +42,7 @@ export {
   UnknownStreamInBackupError,
 } from "./domain/backup/errors.js";
 export { signKeyFile, trustFileOf, type BackupKeyFlags } from "./backup-config.js";
-export { replay, replayBackup, type ReplayOptions } from "./app/replay.js";
+export { replay, replayBackup, type ReplayOptions, type ReplayTrust } from "./app/replay.js";
 export { pickSnapshot, restoreFromStore, type RestoreResult } from "./app/restore.js";
 export { formatReplay, type ReplayView } from "./domain/replay/view.js";
 export type { Replication, Snapshot } from "./domain/replication/state.js";

@@ -6,7 +6,7 @@ import { foldBackup, type ReplayJob, type ReplayResult } from "./replay.js";
 const job = workerData as ReplayJob;
 let answer: ReplayResult;
 try {
-  answer = { ok: true, parts: await foldBackup(job.file, job.opts, job.part) };
+  answer = { ok: true, parts: (await foldBackup(job.file, job.opts, job.part)).parts };
 } catch (e) {
   answer =
     e instanceof BackupCorruptError

@@ -1,7 +1,8 @@
 import type { MigrationEvent } from "#schemas/index.js";
 import type { ReplicationEvent } from "#schemas/replication.js";
-import { evolve as evolveMigration, initialMigration, invalidEventMessage, setAside, type Migration } from "#migration";
+import { evolveInvalid, evolveTrusted, initialMigration, type Migration, type Producer } from "#migration";
 import { evolve as evolveReplication } from "../replication/evolve.js";
+import { replicationRefusal } from "../replication/producers.js";
 import { initialReplication, type Replication } from "../replication/state.js";
 
 /** Where a replay stops: the last event at or before both bounds is included. */
@@ -12,12 +13,19 @@ export interface ReplayBound {
   untilTimeMs?: number;
 }
 
-/** One stored event, decoded at the edge. `seq` and `timeMs` are the original stream's. */
+/**
+ * One stored event, decoded at the edge. `seq` and `timeMs` are the original stream's;
+ * `provenance` is its producer as the reader verified the signature (undefined: not checked, so
+ * never folded), the same rules the services fold by.
+ */
 export type ReplayRecord =
-  | { kind: "migration"; id: string; seq: number; timeMs: number; event: MigrationEvent }
-  | { kind: "replication"; vm: string; seq: number; timeMs: number; event: ReplicationEvent }
-  /** A message on a migration's subject that is not a valid event: it sets the migration aside. */
-  | { kind: "invalid"; id: string; seq: number; timeMs: number; problem: string }
+  | { kind: "migration"; id: string; seq: number; timeMs: number; event: MigrationEvent; provenance?: Producer }
+  | { kind: "replication"; vm: string; seq: number; timeMs: number; event: ReplicationEvent; provenance?: Producer }
+  /**
+   * A message on a migration's subject that is not a valid event: from a trusted producer it sets
+   * the migration aside, from anyone else it is ignored input (evolveInvalid).
+   */
+  | { kind: "invalid"; id: string; seq: number; timeMs: number; problem: string; provenance?: Producer }
   | { kind: "skipped"; seq: number; timeMs: number };
 
 /** A migration the replay could not fold past an event: where and why. */
@@ -26,6 +34,19 @@ export interface SetAsideRecord {
   seq: number;
   reason: string;
 }
+
+/** An event the replay did not fold: its producer may not make it (or it was not signed). */
+export interface IgnoredRecord {
+  aggregate: "migration" | "replication";
+  /** The migration id or VM name. */
+  id: string;
+  seq: number;
+  type: string;
+  reason: string;
+}
+
+/** How many ignored events a view lists (the count is exact). */
+export const IGNORED_LISTED = 20;
 
 /** The coordinator's view as of a point in the log. */
 export interface ReplayView {
@@ -42,6 +63,8 @@ export interface ReplayView {
   replications: Replication[];
   /** Migrations set aside by a bad event (their state is as folded before it), in log order. */
   setAside: SetAsideRecord[];
+  /** Events not folded because their producer may not make them: the count, and the last ones. */
+  ignored: { count: number; recent: IgnoredRecord[] };
 }
 
 export const beyond = (b: ReplayBound, seq: number, timeMs: number): boolean =>
@@ -66,6 +89,7 @@ export interface FoldParts {
   events: number;
   skipped: number;
   setAside: SetAsideRecord[];
+  ignored: { count: number; recent: IgnoredRecord[] };
 }
 
 /**
@@ -80,6 +104,8 @@ export class ReplayFolder {
   private events = 0;
   private skipped = 0;
   private readonly setAside: SetAsideRecord[] = [];
+  private ignoredCount = 0;
+  private readonly ignored: IgnoredRecord[] = [];
 
   constructor(private readonly opts: FoldOptions = {}) {}
 
@@ -89,7 +115,11 @@ export class ReplayFolder {
       case "migration": {
         this.events++;
         const before = this.migrations.get(r.id) ?? initialMigration(r.id);
-        const m = evolveMigration(before, r.event);
+        const m = evolveTrusted(before, r);
+        if (m.ignored !== before.ignored) {
+          const last = m.ignored?.recent.at(-1);
+          this.ignore({ aggregate: "migration", id: r.id, seq: r.seq, type: r.event.type, reason: last?.reason ?? "" });
+        }
         if (r.event.type === "ChunkBatchTransferred" && !this.opts.chunks) dropChunks(m, r.event.batch);
         this.setMigration(r.id, r.seq, before, m);
         return;
@@ -97,16 +127,27 @@ export class ReplayFolder {
       case "invalid": {
         this.skipped++;
         const before = this.migrations.get(r.id) ?? initialMigration(r.id);
-        this.setMigration(r.id, r.seq, before, setAside(before, invalidEventMessage(r.problem)));
+        const m = evolveInvalid(before, r);
+        if (m.ignored !== before.ignored) {
+          const last = m.ignored?.recent.at(-1);
+          this.ignore({ aggregate: "migration", id: r.id, seq: r.seq, type: "invalid", reason: last?.reason ?? "" });
+        }
+        this.setMigration(r.id, r.seq, before, m);
         return;
       }
-      case "replication":
+      case "replication": {
         this.events++;
+        const reason = replicationRefusal(r.event, r.provenance);
+        if (reason !== undefined) {
+          this.ignore({ aggregate: "replication", id: r.vm, seq: r.seq, type: r.event.type, reason });
+          return;
+        }
         this.replications.set(
           r.vm,
           evolveReplication(this.replications.get(r.vm) ?? initialReplication(r.vm), r.event),
         );
         return;
+      }
       case "skipped":
         this.skipped++;
         return;
@@ -115,6 +156,12 @@ export class ReplayFolder {
         return never;
       }
     }
+  }
+
+  private ignore(r: IgnoredRecord): void {
+    this.ignoredCount++;
+    this.ignored.push(r);
+    if (this.ignored.length > IGNORED_LISTED) this.ignored.shift();
   }
 
   private setMigration(id: string, seq: number, before: Migration, after: Migration): void {
@@ -139,6 +186,7 @@ export class ReplayFolder {
       events: this.events,
       skipped: this.skipped,
       setAside: [...this.setAside],
+      ignored: { count: this.ignoredCount, recent: [...this.ignored] },
     };
   }
 
@@ -190,7 +238,18 @@ export function combineParts(parts: FoldParts[], bound: ReplayBound, vm?: string
       .flatMap((p) => p.setAside)
       .filter((s) => shown.has(s.migrationId))
       .sort((a, b) => a.seq - b.seq),
+    ignored: combineIgnored(parts, vm, shown),
   };
+}
+
+/** The parts' ignored events of the shown aggregates: an exact count when nothing is filtered out. */
+function combineIgnored(parts: FoldParts[], vm: string | undefined, shown: Set<string>): ReplayView["ignored"] {
+  const mine = (r: IgnoredRecord): boolean =>
+    vm === undefined || (r.aggregate === "migration" ? shown.has(r.id) : r.id === vm);
+  const all = parts.flatMap((p) => p.ignored.recent).filter(mine);
+  // With a VM filter only the listed events can be told apart: the count is theirs.
+  const count = vm === undefined ? parts.reduce((n, p) => n + p.ignored.count, 0) : all.length;
+  return { count, recent: all.sort((a, b) => a.seq - b.seq).slice(-IGNORED_LISTED) };
 }
 
 /** A short human summary: one line per migration and per replication. */
@@ -211,6 +270,13 @@ export function formatReplay(v: ReplayView): string {
     );
   }
   for (const s of v.setAside) lines.push(`  set aside: migration ${s.migrationId} at seq ${s.seq}: ${s.reason}`);
+  if (v.ignored.count > 0) {
+    lines.push(
+      `  ignored: ${v.ignored.count} event(s) whose producer may not make them` +
+        (v.ignored.count > v.ignored.recent.length ? `, the last ${v.ignored.recent.length}:` : ":"),
+    );
+    for (const i of v.ignored.recent) lines.push(`    ${i.aggregate} ${i.id} seq ${i.seq} ${i.type}: ${i.reason}`);
+  }
   for (const r of v.replications) {
     const last = r.snapshots[r.snapshots.length - 1];
     lines.push(
