@@ -86,19 +86,21 @@ describe("dwcp PITR commands", () => {
       ...dd,
     );
     expect(s2.json).toMatchObject({ changedBytes: 0, pruned: [(s1.json as { snapshotId: string }).snapshotId] });
-    const snaps = await run(t, "snapshots", "--vm", "v");
+    const snaps = await run(t, "snapshots", "--vm", "v", ...dd); // read with D/trust.json
     expect((snaps.json as unknown[]).length).toBe(1);
     const r = await run(t, "restore", "--vm", "v", "--at", new Date().toISOString(), "--to", "b:out", ...dd);
     expect(r.code).toBe(0);
     expect(await sha256File(join(t.dir, "hosts/b/out/d.img"))).toBe(await sha256File(join(t.dir, "hosts/a/vms/d.img")));
-    const view = await run(t, "replay", "--until", new Date().toISOString(), "--vm", "v");
+    const view = await run(t, "replay", "--until", new Date().toISOString(), "--vm", "v", ...dd);
     expect(view.json).toMatchObject({
       events: 3,
       replications: [{ vm: "v", pruned: [(s1.json as { snapshotId: string }).snapshotId] }],
+      ignored: { count: 0 },
     });
     const b = await run(t, "backup", "--out", join(t.dir, "log.backup"), ...dd); // signed with D/creds/admin.nk
     expect(b.json).toMatchObject({ messages: 3 });
-    const fromFile = await run(t, "replay", "--backup", join(t.dir, "log.backup"));
+    // Checked against D/trust.json's admin key, its events against their producers.
+    const fromFile = await run(t, "replay", "--backup", join(t.dir, "log.backup"), ...dd);
     expect((fromFile.json as { replications: unknown[] }).replications).toEqual(
       (view.json as { replications: unknown[] }).replications,
     );

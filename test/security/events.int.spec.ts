@@ -65,7 +65,7 @@ const cli = (args: string[]) =>
   spawnSync(process.execPath, [BIN, ...args], {
     env: { ...process.env, ...stack.env("cli") },
     encoding: "utf8",
-    timeout: 30_000,
+    timeout: 120_000, // generous: the machine may be loaded
   });
 
 const at = () => new Date().toISOString();

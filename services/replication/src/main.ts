@@ -15,7 +15,7 @@ import { replicationRpc, serveCommands } from "./infra/commands.js";
 import { hostRoots } from "./infra/host-roots.js";
 import { isKnownHost } from "./infra/known-hosts.js";
 import { ReplicationLog } from "./infra/replication-log.js";
-import { processEventTrust } from "#common/signing.js";
+import { configuredEventTrust, eventTrustSettings, loadEventTrust, processEventTrust } from "#common/signing.js";
 import { serviceConfig, type ServiceFlags } from "./service-config.js";
 
 /**
@@ -83,7 +83,7 @@ export async function startReplicationService(
   const service = new ReplicationService({
     host: cfg.host,
     root: hostRoots(cfg.roots, cfg.dataDir),
-    log: new ReplicationLog(nats),
+    log: new ReplicationLog(nats, { trust: eventTrustOf(env) }),
     nats,
     logger,
     knownHost: (host) => isKnownHost(nats.nc, host),
@@ -102,6 +102,17 @@ export async function startReplicationService(
       await nats.nc.close();
     },
   };
+}
+
+/**
+ * The event trust of `env` (its key signs what this service appends): an in-process service gets
+ * the role's files in `env`, not in the process's environment. Unconfigured: the process's.
+ */
+function eventTrustOf(env: NodeJS.ProcessEnv): ReturnType<typeof configuredEventTrust> {
+  const s = eventTrustSettings(env);
+  return s.unsigned || s.nkeyFile !== undefined || s.trustFile !== undefined
+    ? loadEventTrust(s)
+    : configuredEventTrust();
 }
 
 /** `dwcp replication-service`: startReplicationService until SIGTERM/SIGINT, then drains. */
