@@ -113,7 +113,9 @@ export class EventSigner {
 
   constructor(kp: KeyPair) {
     this.publicKey = kp.getPublicKey();
-    const der = Buffer.concat([PKCS8_ED25519, kp.getRawSeed()]);
+    // An encoded seed is two prefix bytes, the 32-byte Ed25519 seed and a 2-byte CRC.
+    const raw = base32Decode(new TextDecoder().decode(kp.getSeed())).subarray(2, 34);
+    const der = Buffer.concat([PKCS8_ED25519, raw]);
     this.privateKey = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
     this.verifyKey = createPublicKey(this.privateKey);
     // A key for msgIDs only, derived from the seed: nobody without the seed can predict them.

@@ -6,6 +6,9 @@ import { DwcpError } from "#common/errors.js";
 import { subjects } from "#common/layout.js";
 import { RemoteMovers } from "#common/remote-movers.js";
 
+/** How long a found registration answers lookups without another read of the registry, ms. */
+const REGISTRATION_TTL_MS = 1_000;
+
 export class UnknownHostError extends DwcpError {
   readonly code: string = "UNKNOWN_HOST";
   readonly retryable = false;
@@ -56,6 +59,9 @@ export class HostUnreachableError extends DwcpError {
  * plain request/reply, which leafnodes carry like any other subject.
  */
 export class MoverGateway {
+  /** This site's registrations read in the last REGISTRATION_TTL_MS (or being read): one KV get serves them all. */
+  private readonly recent = new Map<string, { at: number; entry: Promise<MoverRegistration | undefined> }>();
+
   constructor(
     private readonly nc: NatsConnection,
     private readonly registry: KV,
@@ -90,14 +96,35 @@ export class MoverGateway {
 
   /** This site's registration of `host`, else another site's (`site` set); undefined if none. */
   private async locate(host: string): Promise<{ registration: MoverRegistration; site?: string } | undefined> {
-    const entry = await this.registry.get(host);
-    if (entry && entry.operation === "PUT" && entry.length > 0) {
-      const registration = MoverRegistration.safeParse(entry.json()).data;
-      return registration && { registration };
-    }
+    const registration = await this.local(host);
+    if (registration) return { registration };
     const remote = await this.remote.find(host);
     if (remote.found) return { registration: remote.registration, site: remote.site };
     if (remote.unreachable.length > 0) throw new HostUnreachableError(host, { sites: remote.unreachable });
     return undefined;
+  }
+
+  /**
+   * This site's registration of `host`. A thousand migrations planned at once ask for the same
+   * two hosts: a found registration is reused for REGISTRATION_TTL_MS (a mover that stopped
+   * within it answers no request, which is HOST_UNREACHABLE instead of UNKNOWN_HOST).
+   */
+  private async local(host: string): Promise<MoverRegistration | undefined> {
+    const now = Date.now();
+    const hit = this.recent.get(host);
+    if (hit && now - hit.at < REGISTRATION_TTL_MS) return hit.entry;
+    const entry = this.registry
+      .get(host)
+      .then((e) =>
+        e && e.operation === "PUT" && e.length > 0 ? MoverRegistration.safeParse(e.json()).data : undefined,
+      );
+    this.recent.set(host, { at: now, entry });
+    const found = await entry.catch((err: unknown) => {
+      this.recent.delete(host);
+      throw err;
+    });
+    // Only a registration is kept: a host not (yet) registered is looked up again next time.
+    if (!found && this.recent.get(host)?.entry === entry) this.recent.delete(host);
+    return found;
   }
 }
