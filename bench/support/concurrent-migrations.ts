@@ -35,6 +35,8 @@ export interface ConcurrentOptions {
 
 export interface ConcurrentResult {
   n: number;
+  /** The migrations' ids, in publish order. */
+  migrationIds: string[];
   /** From the first publish to the last terminal event. */
   seconds: number;
   migrationsPerSec: number;
@@ -159,6 +161,7 @@ export async function runConcurrent(stack: Stack, client: Nats, o: ConcurrentOpt
   const total = [...events.values()].reduce((a, b) => a + b, 0);
   return {
     n,
+    migrationIds: Array.from({ length: n }, (_, i) => startCommand(run, i).migrationId ?? ""),
     seconds,
     migrationsPerSec: n / seconds,
     p50Ms: percentile(latencies, 50),
