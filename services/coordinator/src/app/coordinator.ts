@@ -276,11 +276,16 @@ export class Coordinator {
       }
       case "failed":
       case "cancelled":
+        this.dispatcher.forget(id);
+        this.finalizeTries.delete(id);
         return this.cleanup(state);
-      case "none":
       case "completed":
       case "rejected":
       case "set-aside":
+        this.dispatcher.forget(id);
+        this.finalizeTries.delete(id);
+        return;
+      case "none":
         return;
       default: {
         const never: never = state.status;
