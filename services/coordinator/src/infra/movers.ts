@@ -62,10 +62,15 @@ export class MoverGateway {
   /** This site's registrations read in the last REGISTRATION_TTL_MS (or being read): one KV get serves them all. */
   private readonly recent = new Map<string, { at: number; entry: Promise<MoverRegistration | undefined> }>();
 
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
   constructor(
     private readonly nc: NatsConnection,
     private readonly registry: KV,
     private readonly remote = new RemoteMovers(nc),
+    /** RPCs awaiting their answer at once, over all hosts. Default 64. */
+    private readonly maxInFlight = 64,
   ) {}
 
   async registration(host: string): Promise<MoverRegistration | undefined> {
@@ -86,12 +91,35 @@ export class MoverGateway {
     if (!found) throw new UnknownHostError(host);
     if (found.site !== undefined && req.op === "probeSource") throw new SourceAtOtherSiteError(host, found.site);
     let msg;
+    await this.acquire();
     try {
       msg = await this.nc.request(subjects.moverRpc(host), JSON.stringify(req), { timeout: timeoutMs });
     } catch (err) {
       throw new HostUnreachableError(host, { cause: err });
+    } finally {
+      this.release();
     }
     return reply.parse(msg.json());
+  }
+
+  /**
+   * A slot for one RPC. Ten thousand migrations requested at once would otherwise send twenty
+   * thousand probes at once, and the movers' answers would outlast the RPC timeout; queued here,
+   * a request's timeout starts when it is sent.
+   */
+  private async acquire(): Promise<void> {
+    if (this.active < this.maxInFlight) {
+      this.active++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Hands the slot to the next queued request, or frees it. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
   }
 
   /** This site's registration of `host`, else another site's (`site` set); undefined if none. */
