@@ -51,6 +51,23 @@ describe("event signatures", () => {
     expect(verifier.verify("dwcp.evt.migration.m1", asHeaders(sig, "id1"), enc.encode("{}"))).toEqual(bad);
   });
 
+  it("makes the signatures of the nkey library from the same seed, and takes its signatures", () => {
+    const kp = createUser();
+    const signer = new EventSigner(kp);
+    const verifier = new EventVerifier({ version: 1, principals: { [signer.publicKey]: { role: "coordinator" } } });
+    for (const body of [payload, enc.encode(""), enc.encode("x".repeat(10_000))]) {
+      const bytes = signedBytes("dwcp.evt.migration.m1", "id1", body);
+      const ours = signer.sign("dwcp.evt.migration.m1", "id1", body);
+      expect(ours[1]?.[1]).toBe(Buffer.from(kp.sign(bytes)).toString("base64url"));
+      const theirs: Array<[string, string]> = [
+        [PRINCIPAL_HEADER, signer.publicKey],
+        [SIGNATURE_HEADER, Buffer.from(kp.sign(bytes)).toString("base64url")],
+      ];
+      expect(verifier.verify("dwcp.evt.migration.m1", asHeaders(theirs, "id1"), body).kind).toBe("signed");
+      expect(signer.signed("dwcp.evt.migration.m1", "id1", asHeaders(theirs, "id1"), body)).toBe(true);
+    }
+  });
+
   it("given a restored backup, when the msgID is only in Dwcp-Orig-Msg-Id, then the signature still holds", () => {
     const { coordinator, verifier } = setup();
     const h = asHeaders([...coordinator.sign("s", "id1", payload), ["Dwcp-Orig-Msg-Id", "id1"]]);

@@ -89,6 +89,9 @@ export type OnInvalid = (seq: number, err: unknown, subject: string, provenance?
  * server was restarted notices within ~5 s and resumes, instead of the client's 30 s default.
  */
 export const LIVE_CONSUME = { expires: 5_000 } as const;
+/** Messages a tail asks for in one pull. */
+const TAIL_BATCH = 1_000;
+
 /**
  * One-shot readers (`read`) pull with a 2 s expiry: on a 2.12 cluster the first pull of a fresh
  * ordered consumer is sometimes lost, and with the client's 30 s default nothing arrived for ~45 s
@@ -102,7 +105,7 @@ export const ONE_SHOT_CONSUME = { expires: 2_000 } as const;
  */
 export function decodeStored<E>(
   codec: Codec<E>,
-  m: JsMsg,
+  m: Pick<JsMsg, "data" | "seq" | "subject" | "headers">,
   onInvalid?: OnInvalid,
   trust: EventTrust = UNCHECKED,
 ): Stored<E> | undefined {
@@ -199,6 +202,28 @@ export class EventStore<E> {
     return this.throughElections(() => this.lastSeqOnce(id));
   }
 
+  /**
+   * The aggregate's last event (one direct get), with its provenance; undefined when it has none
+   * or the message there does not decode (reported through `onInvalid`).
+   */
+  async last(id: string, onInvalid?: OnInvalid): Promise<Stored<E> | undefined> {
+    const m = await this.throughElections(async () => {
+      try {
+        return await this.jsm.direct.getMessage(this.config.stream, { last_by_subj: this.config.subject(id) });
+      } catch (err) {
+        if (isNoMessageFound(err)) return null;
+        throw err;
+      }
+    });
+    if (!m) return undefined;
+    return decodeStored(
+      this.config.codec,
+      { data: m.data, seq: m.seq, subject: m.subject, headers: m.header },
+      onInvalid,
+      this.trust,
+    );
+  }
+
   /** All events of one aggregate, in order; a malformed stored event is reported, not returned. */
   async read(id: string, onInvalid?: OnInvalid): Promise<Array<Stored<E>>> {
     return (await this.throughElections(() => this.readOnce(id, onInvalid))).events;
@@ -251,7 +276,9 @@ export class EventStore<E> {
       deliver_policy: from ? DeliverPolicy.StartSequence : DeliverPolicy.All,
       ...(from ? { opt_start_seq: from } : {}),
     });
-    const iter = await consumer.consume(LIVE_CONSUME);
+    // A coordinator at a thousand migrations in flight folds thousands of events a second: pull
+    // them in large batches rather than the client's default of 100.
+    const iter = await consumer.consume({ max_messages: TAIL_BATCH, ...LIVE_CONSUME });
     let caughtUp = false;
     const markCaughtUp = async (): Promise<void> => {
       if (caughtUp) return;

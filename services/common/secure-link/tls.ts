@@ -1,6 +1,12 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createSecureContext, type ConnectionOptions, type TLSSocket, type TlsOptions } from "node:tls";
+import {
+  createSecureContext,
+  type ConnectionOptions,
+  type SecureContext,
+  type TLSSocket,
+  type TlsOptions,
+} from "node:tls";
 import { z } from "zod";
 import { ConfigError } from "#common/errors.js";
 import { identitiesOf } from "#common/pki.js";
@@ -39,13 +45,22 @@ const COMMON = {
   ciphersuites: "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
 } as const;
 
+/**
+ * One client context per TLS material: building it parses the CA, certificate and key (~1 ms),
+ * and a mover dials once per batch.
+ */
+const clientContexts = new WeakMap<LinkTls, SecureContext>();
+
 /** tls.connect() options: our certificate, the CA, and no DNS hostname check (see peerIdentities). */
 export function clientTlsOptions(t: LinkTls): ConnectionOptions {
+  let secureContext = clientContexts.get(t);
+  if (secureContext === undefined) {
+    secureContext = createSecureContext({ ...COMMON, ca: t.ca, cert: t.cert, key: t.key });
+    clientContexts.set(t, secureContext);
+  }
   return {
     ...COMMON,
-    ca: t.ca,
-    cert: t.cert,
-    key: t.key,
+    secureContext,
     rejectUnauthorized: true,
     checkServerIdentity: () => undefined,
   };

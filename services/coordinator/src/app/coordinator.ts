@@ -31,6 +31,12 @@ import { Projection } from "./projection.js";
 import { volumeChecksums, volumeHashes } from "./volume-crc.js";
 
 const FINALIZE_RETRY_MS = 2_000;
+/**
+ * Commands decided at once. Each waits for its append's PubAck and for the tail to fold it, so
+ * one at a time would cap a coordinator at one round trip per command; the per-migration lock
+ * keeps the commands of one migration in arrival order.
+ */
+const COMMANDS_IN_FLIGHT = 256;
 const MAX_FINALIZE_TRIES = 30;
 
 /**
@@ -151,19 +157,26 @@ export class Coordinator {
 
   private async commandLoop(): Promise<void> {
     const consumer = await this.nats.js.consumers.get(CMD_STREAM, COORDINATOR_DURABLE);
-    const iter = await consumer.consume({ max_messages: 32, ...LIVE_CONSUME });
+    const iter = await consumer.consume({ max_messages: COMMANDS_IN_FLIGHT, ...LIVE_CONSUME });
     this.stopCommands = () => iter.stop();
     // A stop that came while the consumer was being set up found nothing to stop: stop it here.
     if (this.state === "draining" || this.state === "stopped") iter.stop();
+    const inFlight = new Set<Promise<void>>();
     for await (const m of iter) {
-      try {
-        await this.handleCommand(m);
-        m.ack();
-      } catch (err) {
-        this.log.warn({ err, streamSeq: m.seq }, "command not handled; will be redelivered");
-        m.nak(1_000);
-      }
+      while (inFlight.size >= COMMANDS_IN_FLIGHT) await Promise.race(inFlight);
+      // handleCommand queues on the migration's lock before its first await: arrival order holds.
+      const task: Promise<void> = this.handleCommand(m)
+        .then(
+          () => m.ack(),
+          (err: unknown) => {
+            this.log.warn({ err, streamSeq: m.seq }, "command not handled; will be redelivered");
+            m.nak(1_000);
+          },
+        )
+        .finally(() => inFlight.delete(task));
+      inFlight.add(task);
     }
+    await Promise.allSettled(inFlight);
   }
 
   private async handleCommand(m: JsMsg): Promise<void> {
@@ -263,11 +276,16 @@ export class Coordinator {
       }
       case "failed":
       case "cancelled":
+        this.dispatcher.forget(id);
+        this.finalizeTries.delete(id);
         return this.cleanup(state);
-      case "none":
       case "completed":
       case "rejected":
       case "set-aside":
+        this.dispatcher.forget(id);
+        this.finalizeTries.delete(id);
+        return;
+      case "none":
         return;
       default: {
         const never: never = state.status;
@@ -288,26 +306,40 @@ export class Coordinator {
 
   private async probe(migrationId: string, req: NonNullable<Migration["request"]>): Promise<PlanOutcome> {
     const t = this.config.rpcTimeoutMs;
-    const src = await this.movers.request(
-      req.source.host,
-      {
-        op: "probeSource",
-        version: 1,
-        migrationId,
-        paths: req.source.volumes.map((v) => v.path),
-        regionBytes: req.options.chunkSizeBytes,
-      },
-      ProbeSourceReply,
-      t,
-    );
+    const probeDst = (names: string[]): Promise<ProbeDestinationReply> =>
+      this.movers.request(
+        req.destination.host,
+        { op: "probeDestination", version: 1, migrationId, dir: req.destination.dir, names },
+        ProbeDestinationReply,
+        t,
+      );
+    // Both ends at once (the destination probe only reads). Its names are the request's
+    // basenames; the source answers with each path resolved beneath its root, and if that
+    // changed a name the destination is asked again with the names the plan will use.
+    const asked = req.source.volumes.map((v) => basename(v.path));
+    const [srcSettled, dstSettled] = await Promise.allSettled([
+      this.movers.request(
+        req.source.host,
+        {
+          op: "probeSource",
+          version: 1,
+          migrationId,
+          paths: req.source.volumes.map((v) => v.path),
+          regionBytes: req.options.chunkSizeBytes,
+        },
+        ProbeSourceReply,
+        t,
+      ),
+      probeDst(asked),
+    ]);
+    // The source's failure first, as when the two were asked in turn.
+    if (srcSettled.status === "rejected") throw srcSettled.reason;
+    const src = srcSettled.value;
     if (!src.ok) return { ok: false, reason: asRejection(src.reason), message: src.message };
     const names = src.volumes.map((v) => basename(v.path));
-    const dst = await this.movers.request(
-      req.destination.host,
-      { op: "probeDestination", version: 1, migrationId, dir: req.destination.dir, names },
-      ProbeDestinationReply,
-      t,
-    );
+    if (dstSettled.status === "rejected") throw dstSettled.reason;
+    const sameNames = names.length === asked.length && names.every((n, i) => n === asked[i]);
+    const dst = sameNames ? dstSettled.value : await probeDst(names);
     if (!dst.ok) return { ok: false, reason: asRejection(dst.reason), message: dst.message };
     if (
       req.source.host === req.destination.host &&

@@ -25,7 +25,8 @@ const WORK_STREAM_PREFIX = workStream("");
  * moved twice, which is harmless because movers rewrite the same bytes.
  */
 export class Dispatcher {
-  private readonly published = new Set<string>();
+  /** Work items published by this process, per migration still in flight (see forget). */
+  private readonly published = new Map<string, Set<string>>();
   private readonly readyHosts = new Set<string>();
 
   constructor(
@@ -48,10 +49,12 @@ export class Dispatcher {
     }
     const now = Date.now();
     let wakeAt: number | undefined;
+    const published = this.published.get(m.id) ?? new Set<string>();
+    this.published.set(m.id, published);
     for (const [batch, b] of m.batches.entries()) {
       if (b.status !== "pending") continue;
       const key = `${m.id}.b${batch}.a${b.attempt}`;
-      if (this.published.has(key)) continue;
+      if (published.has(key)) continue;
       const due = b.notBefore ? Date.parse(b.notBefore) : now;
       if (due > now) {
         wakeAt = Math.min(wakeAt ?? due, due);
@@ -85,10 +88,15 @@ export class Dispatcher {
       await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), {
         msgID: this.msgId(key),
       });
-      this.published.add(key);
+      published.add(key);
       this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
     }
     return wakeAt;
+  }
+
+  /** Drops what this process remembers of an ended migration's work items. */
+  forget(id: string): void {
+    this.published.delete(id);
   }
 
   /**

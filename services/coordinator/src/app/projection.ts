@@ -2,7 +2,7 @@ import type { Versioned as Folded } from "#common/event-sourcing/aggregate.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { aggregateOf } from "#common/event-store.js";
 import { evolveInvalid, evolveTrusted, type Producer } from "../domain/migration/producers.js";
-import { initialMigration, type Migration } from "../domain/migration/state.js";
+import { initialMigration, isTerminal, type BatchState, type Migration } from "../domain/migration/state.js";
 
 /** A migration and the stream sequence of its last folded event (the next append's expectation). */
 export type Versioned = Folded<Migration>;
@@ -54,7 +54,7 @@ export class Projection {
   }
 
   private update(id: string, current: Versioned, state: Migration, seq: number): void {
-    this.aggregates.set(id, { state, seq });
+    this.aggregates.set(id, { state: isTerminal(state) ? compacted(state) : state, seq });
     if (state.status === "set-aside" && current.state.status !== "set-aside") {
       this.onSetAside(id, seq, state.message ?? "set aside");
     }
@@ -62,10 +62,9 @@ export class Projection {
     if (pending) {
       const ready = pending.filter((w) => w.seq <= seq);
       for (const w of ready) w.resolve();
-      this.waiters.set(
-        id,
-        pending.filter((w) => w.seq > seq),
-      );
+      const rest = pending.filter((w) => w.seq > seq);
+      if (rest.length > 0) this.waiters.set(id, rest);
+      else this.waiters.delete(id);
     }
   }
 
@@ -87,4 +86,14 @@ export class Projection {
       this.waiters.set(id, list);
     });
   }
+}
+
+/**
+ * An ended migration without its chunks' checksums: nothing reads them once it has ended (the
+ * fold ignores what comes after, finalize is done), and they are most of what a migration holds,
+ * so a coordinator's memory grows with the migrations in flight rather than with its whole log.
+ */
+function compacted(m: Migration): Migration {
+  if (!m.batches.some((b) => b.chunks !== undefined)) return m;
+  return { ...m, batches: m.batches.map(({ chunks: _c, ...b }): BatchState => b) };
 }

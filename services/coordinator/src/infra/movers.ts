@@ -6,6 +6,9 @@ import { DwcpError } from "#common/errors.js";
 import { subjects } from "#common/layout.js";
 import { RemoteMovers } from "#common/remote-movers.js";
 
+/** How long a found registration answers lookups without another read of the registry, ms. */
+const REGISTRATION_TTL_MS = 1_000;
+
 export class UnknownHostError extends DwcpError {
   readonly code: string = "UNKNOWN_HOST";
   readonly retryable = false;
@@ -56,10 +59,18 @@ export class HostUnreachableError extends DwcpError {
  * plain request/reply, which leafnodes carry like any other subject.
  */
 export class MoverGateway {
+  /** This site's registrations read in the last REGISTRATION_TTL_MS (or being read): one KV get serves them all. */
+  private readonly recent = new Map<string, { at: number; entry: Promise<MoverRegistration | undefined> }>();
+
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
   constructor(
     private readonly nc: NatsConnection,
     private readonly registry: KV,
     private readonly remote = new RemoteMovers(nc),
+    /** RPCs awaiting their answer at once, over all hosts. Default 64. */
+    private readonly maxInFlight = 64,
   ) {}
 
   async registration(host: string): Promise<MoverRegistration | undefined> {
@@ -80,24 +91,68 @@ export class MoverGateway {
     if (!found) throw new UnknownHostError(host);
     if (found.site !== undefined && req.op === "probeSource") throw new SourceAtOtherSiteError(host, found.site);
     let msg;
+    await this.acquire();
     try {
       msg = await this.nc.request(subjects.moverRpc(host), JSON.stringify(req), { timeout: timeoutMs });
     } catch (err) {
       throw new HostUnreachableError(host, { cause: err });
+    } finally {
+      this.release();
     }
     return reply.parse(msg.json());
   }
 
+  /**
+   * A slot for one RPC. Ten thousand migrations requested at once would otherwise send twenty
+   * thousand probes at once, and the movers' answers would outlast the RPC timeout; queued here,
+   * a request's timeout starts when it is sent.
+   */
+  private async acquire(): Promise<void> {
+    if (this.active < this.maxInFlight) {
+      this.active++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Hands the slot to the next queued request, or frees it. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+
   /** This site's registration of `host`, else another site's (`site` set); undefined if none. */
   private async locate(host: string): Promise<{ registration: MoverRegistration; site?: string } | undefined> {
-    const entry = await this.registry.get(host);
-    if (entry && entry.operation === "PUT" && entry.length > 0) {
-      const registration = MoverRegistration.safeParse(entry.json()).data;
-      return registration && { registration };
-    }
+    const registration = await this.local(host);
+    if (registration) return { registration };
     const remote = await this.remote.find(host);
     if (remote.found) return { registration: remote.registration, site: remote.site };
     if (remote.unreachable.length > 0) throw new HostUnreachableError(host, { sites: remote.unreachable });
     return undefined;
+  }
+
+  /**
+   * This site's registration of `host`. A thousand migrations planned at once ask for the same
+   * two hosts: a found registration is reused for REGISTRATION_TTL_MS (a mover that stopped
+   * within it answers no request, which is HOST_UNREACHABLE instead of UNKNOWN_HOST).
+   */
+  private async local(host: string): Promise<MoverRegistration | undefined> {
+    const now = Date.now();
+    const hit = this.recent.get(host);
+    if (hit && now - hit.at < REGISTRATION_TTL_MS) return hit.entry;
+    const entry = this.registry
+      .get(host)
+      .then((e) =>
+        e && e.operation === "PUT" && e.length > 0 ? MoverRegistration.safeParse(e.json()).data : undefined,
+      );
+    this.recent.set(host, { at: now, entry });
+    const found = await entry.catch((err: unknown) => {
+      this.recent.delete(host);
+      throw err;
+    });
+    // Only a registration is kept: a host not (yet) registered is looked up again next time.
+    if (!found && this.recent.get(host)?.entry === entry) this.recent.delete(host);
+    return found;
   }
 }

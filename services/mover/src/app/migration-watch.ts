@@ -27,19 +27,21 @@ export interface MigrationLiveness {
 interface Watch {
   refs: number;
   ended: AbortController;
-  sub: Subscription;
   ready: Promise<void>;
   linger?: NodeJS.Timeout;
 }
 
 /**
  * Whether a migration has ended, shared by every batch of it that this mover runs: one live
- * subscription to its subject (taken first) plus one read of its history, instead of a read of
- * the whole log per batch. An event published after the subscription is seen live; one
- * published before it is in the history.
+ * subscription to every migration's subject (taken before any history is read) plus, per
+ * migration, a look at its history. An event published after the subscription is seen live; one
+ * published before it is in the history. The history is usually one direct get: a coordinator
+ * appends nothing after a terminal event, so a last event of the coordinator's says it all;
+ * anything else there (a mover's late fact, another producer's junk) takes a read of the log.
  */
 export class MigrationWatches {
   private readonly watches = new Map<string, Watch>();
+  private sub?: Subscription;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -47,20 +49,22 @@ export class MigrationWatches {
   ) {}
 
   async acquire(id: string): Promise<MigrationLiveness> {
+    this.sub ??= this.nc.subscribe(subjects.migrationEvents, {
+      callback: (_e, msg) => {
+        const w = this.watches.get(msg.subject.slice(msg.subject.lastIndexOf(".") + 1));
+        if (!w || w.ended.signal.aborted) return;
+        const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
+        if (!type || !TERMINAL_EVENTS.has(type)) return;
+        if (fromCoordinator(provenanceOf(this.store.trust, msg.subject, msg.headers, msg.data))) w.ended.abort();
+      },
+    });
     let w = this.watches.get(id);
     if (!w) {
       const ended = new AbortController();
-      const sub = this.nc.subscribe(subjects.migration(id), {
-        callback: (_e, msg) => {
-          const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
-          if (!type || !TERMINAL_EVENTS.has(type)) return;
-          if (fromCoordinator(provenanceOf(this.store.trust, msg.subject, msg.headers, msg.data))) ended.abort();
-        },
+      const ready = this.endedBefore(id).then((yes) => {
+        if (yes) ended.abort();
       });
-      const ready = this.store.read(id).then((history) => {
-        if (history.some((e) => TERMINAL_EVENTS.has(e.event.type) && fromCoordinator(e.provenance))) ended.abort();
-      });
-      w = { refs: 0, ended, sub, ready };
+      w = { refs: 0, ended, ready };
       this.watches.set(id, w);
     }
     const watch = w;
@@ -78,6 +82,15 @@ export class MigrationWatches {
 
   close(): void {
     for (const [id, w] of this.watches) this.drop(id, w);
+    this.sub?.unsubscribe();
+    this.sub = undefined;
+  }
+
+  private async endedBefore(id: string): Promise<boolean> {
+    const last = await this.store.last(id);
+    if (last && fromCoordinator(last.provenance)) return TERMINAL_EVENTS.has(last.event.type);
+    const history = await this.store.read(id);
+    return history.some((e) => TERMINAL_EVENTS.has(e.event.type) && fromCoordinator(e.provenance));
   }
 
   private release(id: string, w: Watch): void {
@@ -89,7 +102,6 @@ export class MigrationWatches {
 
   private drop(id: string, w: Watch): void {
     clearTimeout(w.linger);
-    w.sub.unsubscribe();
     if (this.watches.get(id) === w) this.watches.delete(id);
   }
 }

@@ -1,5 +1,6 @@
 import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
 import { MoverRequest } from "#schemas/index.js";
+import type { ConsumerMessages } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { EventStore } from "#common/event-store.js";
 import { processEventTrust } from "#common/signing.js";
@@ -19,6 +20,23 @@ import { Registry } from "../infra/registry.js";
 import { abortVolumes, finalizeVolumes, probeDestination, probeSource } from "../infra/volumes.js";
 import { releaseRoots, resolveRoots } from "../infra/volume-paths.js";
 import { BatchWorker } from "./work.js";
+
+/** A batch of at most this many bytes is small (see workLoop). */
+const SMALL_BATCH_BYTES = 1024 * 1024;
+/** Small batches in flight per slot of `concurrency`. */
+const SMALL_BATCH_FACTOR = 4;
+
+/** Whether a work item moves at most SMALL_BATCH_BYTES (what it names, before validation: junk counts as small). */
+function isSmallItem(data: Uint8Array): boolean {
+  const w = safeJson(data) as
+    | { chunkCount?: unknown; chunkSizeBytes?: unknown; firstChunk?: unknown; volume?: { sizeBytes?: unknown } }
+    | undefined;
+  const { chunkCount, chunkSizeBytes, firstChunk } = w ?? {};
+  const size = w?.volume?.sizeBytes;
+  if (typeof chunkCount !== "number" || typeof chunkSizeBytes !== "number") return true;
+  if (typeof firstChunk !== "number" || typeof size !== "number") return true;
+  return Math.min(chunkCount * chunkSizeBytes, size - firstChunk * chunkSizeBytes) <= SMALL_BATCH_BYTES;
+}
 
 /**
  * One mover per host: serves the data channel (as a destination), answers control requests for
@@ -108,26 +126,51 @@ export class Mover {
     this.state = "stopped";
   }
 
+  /**
+   * Pulls work in batches: up to `concurrency` large batches at once, and up to
+   * SMALL_BATCH_FACTOR times as many small ones (a small batch holds little memory and is mostly
+   * round trips: a thousand small migrations would otherwise queue behind two slots). After a
+   * large item it pulls only what the large slots can take, so no pulled item waits out its ack
+   * wait behind others.
+   */
   private async workLoop(worker: BatchWorker): Promise<void> {
     const consumer = await this.nats.js.consumers.get(workStream(this.config.host), MOVER_DURABLE);
+    const { concurrency } = this.config;
+    const large = new Set<Promise<void>>();
+    let largeMode = true;
     while (this.state === "running") {
-      if (this.inFlight.size >= this.config.concurrency) {
-        await Promise.race(this.inFlight);
+      const room: number = largeMode ? concurrency - large.size : concurrency * SMALL_BATCH_FACTOR - this.inFlight.size;
+      if (room <= 0) {
+        await Promise.race(largeMode ? large : this.inFlight);
         continue;
       }
-      const m = await consumer.next({ expires: 1_000 }).catch((err: unknown) => {
-        this.log.warn({ err }, "could not pull work");
-        return new Promise<null>((r) => setTimeout(() => r(null), 1_000));
-      });
-      if (!m) continue;
-      const task: Promise<void> = worker
-        .handle(m)
+      const batch: ConsumerMessages | null = await consumer
+        .fetch({ max_messages: room, expires: 1_000 })
         .catch((err: unknown) => {
-          this.log.error({ err }, "work item handler crashed; it will be redelivered");
-          m.nak(5_000);
-        })
-        .finally(() => this.inFlight.delete(task));
-      this.inFlight.add(task);
+          this.log.warn({ err }, "could not pull work");
+          return new Promise<null>((r) => setTimeout(() => r(null), 1_000));
+        });
+      if (!batch) continue;
+      for await (const m of batch) {
+        const isLarge: boolean = !isSmallItem(m.data);
+        largeMode = isLarge;
+        while (isLarge && large.size >= concurrency) {
+          m.working();
+          await Promise.race(large);
+        }
+        const task: Promise<void> = worker
+          .handle(m)
+          .catch((err: unknown) => {
+            this.log.error({ err }, "work item handler crashed; it will be redelivered");
+            m.nak(5_000);
+          })
+          .finally(() => {
+            this.inFlight.delete(task);
+            large.delete(task);
+          });
+        this.inFlight.add(task);
+        if (isLarge) large.add(task);
+      }
     }
   }
 

@@ -49,6 +49,17 @@ export class ChunkBufferCache {
   }
 }
 
+/**
+ * The buffer size a batch needs: its chunk size, or less when the volume ends within the batch's
+ * first chunk (a small volume), rounded up to DIRECT_IO_ALIGN. A thousand 64 KiB volumes then
+ * take 64 KiB buffers, not 4 MiB ones each.
+ */
+export function batchBufferBytes(b: { chunkSizeBytes: number; volumeSizeBytes: number; firstChunk: number }): number {
+  const rest = b.volumeSizeBytes - b.firstChunk * b.chunkSizeBytes;
+  const aligned = Math.ceil(Math.max(1, rest) / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
+  return Math.min(b.chunkSizeBytes, aligned);
+}
+
 /** The process's cache: source and destination sides of every data channel share it. */
 export const chunkBuffers = new ChunkBufferCache();
 

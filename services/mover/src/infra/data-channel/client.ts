@@ -19,7 +19,7 @@ import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-
 import type { BatchBegin } from "../../domain/data-channel/frames.js";
 import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
-import { chunkBuffers } from "./buffer-pool.js";
+import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
 import { ClientSession } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
@@ -307,7 +307,7 @@ export const SEND_BUFFERS = 2;
  * two buffers come from the process's pre-faulted cache and go back to it.
  */
 async function sendChunks(o: SendBatchOptions, session: ClientSession, source: SourceVolume): Promise<void> {
-  const buffers = Array.from({ length: SEND_BUFFERS }, () => chunkBuffers.take(o.chunkSizeBytes));
+  const buffers = Array.from({ length: SEND_BUFFERS }, () => chunkBuffers.take(batchBufferBytes(o)));
   const prepare = (index: number, buffer: Buffer): Promise<PreparedChunk> => {
     const { offset, length } = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, index);
     const p = source.prepare(offset, length, buffer);

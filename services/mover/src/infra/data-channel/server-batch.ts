@@ -32,7 +32,7 @@ import {
 } from "../read-back.js";
 import { chunkHash, encodeHashList, zeroChunkHash } from "../volume-hash.js";
 import { destinationError } from "./io-errors.js";
-import type { BufferPool } from "./buffer-pool.js";
+import { batchBufferBytes, type BufferPool } from "./buffer-pool.js";
 import { DestinationFile } from "./destination-file.js";
 import { FencedError } from "./fenced.js";
 import type { FrameReader } from "./frame-reader.js";
@@ -169,7 +169,7 @@ async function receiveClaimed(
     await file.close();
     throw err;
   }
-  ctx.pool.ensure(begin.chunkSizeBytes);
+  ctx.pool.ensure(batchBufferBytes(begin));
   ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
   state.holds = holds;
   try {
