@@ -180,10 +180,23 @@ async function startRsyncd(wan: Wan, dir: string, work: string): Promise<void> {
 
 const ratio = (baseline: number, dwcp: number): number => baseline / dwcp;
 
+/** What to tear down if the bench is interrupted (namespaces, services, temp files). */
+let teardown: (() => Promise<void>) | undefined;
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => {
+    log(`${signal}: stopping the stack and removing the emulated WAN`);
+    void (teardown?.() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
+
 async function benchProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
   const profile = PROFILES[name];
   const wan = await startWan({ profile, sites: ["a", "b"], hostSite: "a" });
   let ws: WanStack | undefined;
+  teardown = async () => {
+    await ws?.stop({ keep: values.keep });
+    await wan.stop();
+    if (!values.keep) rmSync(work, { recursive: true, force: true });
+  };
   try {
     ws = await startWanStack(wan);
     const cc = (await wan.exec("a", "sysctl", ["-n", "net.ipv4.tcp_congestion_control"])).stdout.trim();
@@ -277,6 +290,7 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
       cores: cpus().length,
     };
   } finally {
+    teardown = undefined;
     await ws?.stop({ keep: values.keep });
     await wan.stop();
   }

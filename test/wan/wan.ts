@@ -253,7 +253,9 @@ export class Wan {
     this.replies.on("line", (line) => this.pending.shift()?.(line));
     const ready = await this.reply();
     if (ready !== "ready") throw new Error(`wanfwd did not start: ${ready}`);
-    await this.ip(this.fwdNs, "link", "set", "tun0", "up", "mtu", "1500");
+    // A deep queue into the forwarder: a sender's burst waits there, as on a router, rather than being
+    // dropped while wanfwd waits for a CPU.
+    await this.ip(this.fwdNs, "link", "set", "tun0", "up", "mtu", "1500", "txqueuelen", "20000");
     await this.sh(this.fwdNs, "sysctl", ["-qw", "net.ipv4.conf.tun0.rp_filter=0"]);
     await this.ip(this.fwdNs, "route", "add", "default", "dev", "tun0", "table", "100");
     if (this.hostSiteName !== undefined) await this.joinHost(this.hostSiteName);
