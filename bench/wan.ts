@@ -41,7 +41,6 @@ const log = (s: string): void => void process.stderr.write(`${s}\n`);
 const TCP_COPY = resolve(import.meta.dirname, "../test/wan/tcp-copy.mjs");
 const CACHE = join(process.env["DWCP_CACHE_DIR"] ?? join(homedir(), ".cache", "dwcp"), "wan");
 const IMAGE_BYTES = 2 * 1024 ** 3;
-const RSYNC_PORT = 873;
 
 function ensureTools(): void {
   const need = [
@@ -162,7 +161,9 @@ async function startRsyncd(wan: Wan, dir: string, work: string): Promise<void> {
   const conf = join(work, "rsyncd.conf");
   writeFileSync(
     conf,
-    `pid file = ${join(work, "rsyncd.pid")}\nuse chroot = no\n[dst]\n  path = ${dir}\n  read only = no\n  uid = root\n  gid = root\n`,
+    [`pid file = ${join(work, "rsyncd.pid")}`, "use chroot = no", "[dst]", `  path = ${dir}`, "  read only = no"]
+      .concat(["  uid = root", "  gid = root", ""])
+      .join("\n"),
   );
   wan.spawn("b", "rsync", ["--daemon", "--no-detach", `--config=${conf}`, `--address=${wan.address("b")}`], {
     stdio: "ignore",
@@ -179,6 +180,10 @@ async function startRsyncd(wan: Wan, dir: string, work: string): Promise<void> {
 }
 
 const ratio = (baseline: number, dwcp: number): number => baseline / dwcp;
+const secs = (runs: Record<string, Run>): string =>
+  Object.entries(runs)
+    .map(([k, r]) => `${k} ${r.seconds.toFixed(1)} s`)
+    .join(", ");
 
 /** What to tear down if the bench is interrupted (namespaces, services, temp files). */
 let teardown: (() => Promise<void>) | undefined;
@@ -219,9 +224,7 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
     await sameBytes(random, tcpDst, "tcp copy");
     rmSync(tcpDst);
     rmSync(random);
-    log(
-      `  dwcp ${dRandom.seconds.toFixed(1)} s, rsync ${rRandom.seconds.toFixed(1)} s, tcp ${tRandom.seconds.toFixed(1)} s`,
-    );
+    log(`  ${secs({ dwcp: dRandom, rsync: rRandom, tcp: tRandom })}`);
 
     log(`[${name}] realistic image (Debian minbase, 2 GiB ext4)`);
     const image = join(srcDir, "disk.img");
@@ -233,9 +236,7 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
     rmSync(rsyncDst);
     const zReal = await timedInSite(wan, "a", "rsync", ["-W", "--sparse", "-z", image, rsyncUrl]);
     await sameBytes(image, rsyncDst, "rsync -z realistic");
-    log(
-      `  dwcp ${dReal.seconds.toFixed(1)} s, rsync ${rReal.seconds.toFixed(1)} s, rsync -z ${zReal.seconds.toFixed(1)} s`,
-    );
+    log(`  ${secs({ dwcp: dReal, rsync: rReal, "rsync -z": zReal })}`);
 
     log(`[${name}] incremental: files written into the image with debugfs -w`);
     const old = join(work, "old.img");
@@ -248,9 +249,7 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
     await sameBytes(image, rsyncDst, "rsync -z incremental");
     const dInc = await dwcpMigrate(wan, ws, "vms/bench/disk.img", "incremental");
     const best = Math.min(iRsync.seconds, izRsync.seconds);
-    log(
-      `  dwcp ${dInc.seconds.toFixed(1)} s, rsync ${iRsync.seconds.toFixed(1)} s, rsync -z ${izRsync.seconds.toFixed(1)} s`,
-    );
+    log(`  ${secs({ dwcp: dInc, rsync: iRsync, "rsync -z": izRsync })}`);
 
     return {
       profile: name,

@@ -1,10 +1,10 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { provision } from "#common/credentials/provision.js";
 import { deploymentServerConfig } from "#common/credentials/server-config.js";
-import { findNatsServer, freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import { findNatsServer, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
+import { TcpRelay } from "#common/relay.js";
 import { Stack } from "../../cli/stack.js";
 import type { Wan } from "./wan.js";
 
@@ -37,11 +37,11 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
   mkdirSync(storeDir, { recursive: true });
   mkdirSync(join(dataDir, "logs"), { recursive: true });
   let server: NatsServerHandle | undefined;
-  let relay: Server | undefined;
+  let relay: TcpRelay | undefined;
   let stack: Stack | undefined;
   const stop = async (opts: { keep?: boolean } = {}): Promise<void> => {
     await stack?.stop();
-    relay?.close();
+    await relay?.close();
     await server?.stop();
     if (!opts.keep) rmSync(dataDir, { recursive: true, force: true });
   };
@@ -53,8 +53,7 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
       port: NATS_PORT,
       logFile: join(dataDir, "logs", "nats-server.log"),
     });
-    const localPort = await freePort();
-    relay = await startRelay(localPort, wan.hostLink.site, NATS_PORT);
+    relay = await TcpRelay.start({ target: { host: wan.hostLink.site, port: NATS_PORT } });
     const placeMover = (host: string) => ({
       prefix: ["ip", "netns", "exec", wan.ns(host)],
       listen: `${wan.address(host)}:0`,
@@ -64,7 +63,7 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
       dataDir,
       hosts,
       replication: false,
-      natsUrl: `nats://127.0.0.1:${localPort}`,
+      natsUrl: `nats://127.0.0.1:${relay.port}`,
       credentials,
       placeMover,
     });
@@ -74,30 +73,4 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
     await stop();
     throw err;
   }
-}
-
-/** A loopback TCP relay to `host:port` (the source site, over the plain veth). */
-function startRelay(localPort: number, host: string, port: number): Promise<Server> {
-  const sockets = new Set<Socket>();
-  const server = createServer((inbound) => {
-    const outbound = createConnection({ host, port });
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.once("close", () => sockets.delete(s));
-      s.on("error", () => {
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    inbound.pipe(outbound).pipe(inbound);
-  });
-  const close = server.close.bind(server);
-  server.close = (cb) => {
-    for (const s of sockets) s.destroy();
-    return close(cb);
-  };
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(localPort, "127.0.0.1", () => resolve(server));
-  });
 }
