@@ -43,7 +43,7 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
     await stack?.stop();
     await relay?.close();
     await server?.stop();
-    if (!opts.keep) rmSync(dataDir, { recursive: true, force: true });
+    if (!opts.keep && !process.env["DWCP_KEEP_TEST_DATA"]) rmSync(dataDir, { recursive: true, force: true });
   };
   try {
     server = await startNatsServer({
