@@ -136,6 +136,8 @@ export interface StackOptions {
    * 127.0.0.1:0 and the stack's URL.
    */
   placeMover?: (host: string) => { prefix: string[]; listen: string; natsUrl: string };
+  /** How long each service may take to come up. Default 30 000 ms. */
+  startTimeoutMs?: number;
 }
 
 /**
@@ -226,10 +228,15 @@ export class Stack {
       this.env("coordinator"),
     );
     this.coordinators.push(proc);
-    await until("the coordinator pulled commands", proc, async () => {
-      const info = await this.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
-      return info.num_waiting > 0 ? true : undefined;
-    });
+    await until(
+      "the coordinator pulled commands",
+      proc,
+      async () => {
+        const info = await this.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
+        return info.num_waiting > 0 ? true : undefined;
+      },
+      this.opts.startTimeoutMs,
+    );
     return proc;
   }
 
@@ -243,11 +250,16 @@ export class Stack {
     const proc = spawnService(`mover-${host}`, [...args, ...extraArgs], log, env, place.prefix);
     this.movers.set(host, proc);
     const kv = await new Kvm(this.nats.nc).open(MOVERS_BUCKET);
-    await until(`mover ${host} registered`, proc, async () => {
-      const e = await kv.get(host);
-      const reg = e?.operation === "PUT" ? MoverRegistration.safeParse(e.json()).data : undefined;
-      return reg?.pid === proc.child.pid ? reg : undefined;
-    });
+    await until(
+      `mover ${host} registered`,
+      proc,
+      async () => {
+        const e = await kv.get(host);
+        const reg = e?.operation === "PUT" ? MoverRegistration.safeParse(e.json()).data : undefined;
+        return reg?.pid === proc.child.pid ? reg : undefined;
+      },
+      this.opts.startTimeoutMs,
+    );
     return proc;
   }
 

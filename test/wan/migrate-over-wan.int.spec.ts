@@ -16,7 +16,7 @@ describe.skipIf(unavailable !== undefined)("a migration over the emulated metro 
   beforeAll(async () => {
     wan = await startWan({ profile: "metro", sites: ["a", "b"], hostSite: "a" });
     ws = await startWanStack(wan);
-  });
+  }, 240_000);
   afterAll(async () => {
     await ws?.stop();
     await wan?.stop();

@@ -66,6 +66,8 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
       natsUrl: `nats://127.0.0.1:${relay.port}`,
       credentials,
       placeMover,
+      // Four processes compile and start at once; on a loaded 2-core machine that takes a while.
+      startTimeoutMs: 120_000,
     });
     await stack.start();
     return { stack, dataDir, stop };
