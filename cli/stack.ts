@@ -31,12 +31,22 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `dwcp <args>` as a child process logging to `logFile`. */
-export function spawnService(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv): ServiceProcess {
+/**
+ * Starts `dwcp <args>` as a child process logging to `logFile`; `prefix` runs it through another
+ * command that execs it (e.g. `ip netns exec NS`), so the child's PID is still the service's.
+ */
+export function spawnService(
+  name: string,
+  args: string[],
+  logFile: string,
+  env: NodeJS.ProcessEnv,
+  prefix: string[] = [],
+): ServiceProcess {
   const fd = openSync(logFile, "a");
   // DWCP_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") reaches node itself, for profiling.
   const nodeFlags = (env["DWCP_NODE_FLAGS"] ?? "").split(" ").filter(Boolean);
-  const child = spawn(process.execPath, [...nodeFlags, BIN, ...args], { env, stdio: ["ignore", fd, fd] });
+  const argv = [...prefix, process.execPath, ...nodeFlags, BIN, ...args];
+  const child = spawn(argv[0] ?? process.execPath, argv.slice(1), { env, stdio: ["ignore", fd, fd] });
   closeSync(fd);
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   return {
@@ -120,6 +130,14 @@ export interface StackOptions {
   replication?: boolean;
   /** Credentials shared with other stacks (a federation's sites: one CA for every mover). Default: <dataDir>. */
   credentials?: Provisioned;
+  /**
+   * Where each host's mover runs (an emulated WAN's site, test/wan/): a command prefix that execs
+   * it, its --listen address and the NATS URL it reaches the server by from there. Default: here,
+   * 127.0.0.1:0 and the stack's URL.
+   */
+  placeMover?: (host: string) => { prefix: string[]; listen: string; natsUrl: string };
+  /** How long each service may take to come up. Default 30 000 ms. */
+  startTimeoutMs?: number;
 }
 
 /**
@@ -210,25 +228,38 @@ export class Stack {
       this.env("coordinator"),
     );
     this.coordinators.push(proc);
-    await until("the coordinator pulled commands", proc, async () => {
-      const info = await this.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
-      return info.num_waiting > 0 ? true : undefined;
-    });
+    await until(
+      "the coordinator pulled commands",
+      proc,
+      async () => {
+        const info = await this.nats.jsm.consumers.info(CMD_STREAM, COORDINATOR_DURABLE);
+        return info.num_waiting > 0 ? true : undefined;
+      },
+      this.opts.startTimeoutMs,
+    );
     return proc;
   }
 
   async startMover(host: string, extraArgs: string[] = []): Promise<ServiceProcess> {
     const root = this.root(host);
     mkdirSync(root, { recursive: true });
-    const args = ["mover", "--host", host, "--root", root, "--listen", "127.0.0.1:0", "--nats", this.url, ...extraArgs];
-    const proc = spawnService(`mover-${host}`, args, join(this.logs, `mover-${host}.log`), this.env(moverRole(host)));
+    const place = this.opts.placeMover?.(host) ?? { prefix: [], listen: "127.0.0.1:0", natsUrl: this.url };
+    const args = ["mover", "--host", host, "--root", root, "--listen", place.listen, "--nats", place.natsUrl];
+    const env = { ...this.env(moverRole(host)), DWCP_NATS_URL: place.natsUrl };
+    const log = join(this.logs, `mover-${host}.log`);
+    const proc = spawnService(`mover-${host}`, [...args, ...extraArgs], log, env, place.prefix);
     this.movers.set(host, proc);
     const kv = await new Kvm(this.nats.nc).open(MOVERS_BUCKET);
-    await until(`mover ${host} registered`, proc, async () => {
-      const e = await kv.get(host);
-      const reg = e?.operation === "PUT" ? MoverRegistration.safeParse(e.json()).data : undefined;
-      return reg?.pid === proc.child.pid ? reg : undefined;
-    });
+    await until(
+      `mover ${host} registered`,
+      proc,
+      async () => {
+        const e = await kv.get(host);
+        const reg = e?.operation === "PUT" ? MoverRegistration.safeParse(e.json()).data : undefined;
+        return reg?.pid === proc.child.pid ? reg : undefined;
+      },
+      this.opts.startTimeoutMs,
+    );
     return proc;
   }
 
