@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import {
@@ -14,7 +15,7 @@ import { zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
-import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
+import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
 import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
@@ -85,6 +86,13 @@ export interface SendBatchOptions {
    * the link, not the compressor (~0.33 GB/s per core here), is the bottleneck.
    */
   compress?: boolean;
+  /**
+   * Connections to stripe the batch over (1..MAX_STREAMS). Default: DEFAULT_WAN_STREAMS when the
+   * link's RTT says WAN (>= 2 ms), else 1.
+   */
+  streams?: number;
+  /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
+  stripe?: string;
 }
 
 export interface SendBatchResult {
@@ -113,48 +121,100 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes, o.sourceRoots);
   try {
     const key = keyOf(o);
-    let link = links.take(key);
-    let reused = link !== undefined;
-    for (;;) {
-      link ??= await openLink(o, log);
-      link.batches += 1;
-      const attempt: { session?: ClientSession } = {};
-      try {
-        const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
-        links.give(key, link, log);
-        const chunks = [...session.acked.values()].sort((a, b) => a.offset - b.offset);
-        const result = {
-          chunks,
-          bytes: chunks.reduce((sum, c) => sum + c.length, 0),
-          wireBytes: session.wireBytes,
-          durationMs: performance.now() - started,
-        };
-        log.info(
-          {
-            bytes: result.bytes,
-            wireBytes: result.wireBytes,
-            durationMs: Math.round(result.durationMs),
-            linkBatches: link.batches,
-          },
-          "batch sent",
-        );
-        return result;
-      } catch (err) {
-        link.socket.destroy();
-        // A kept link the destination dropped while idle (restart, timeout, a cut) fails the first
-        // write or read: the batch starts again once on a fresh connection.
-        const untouched = attempt.session === undefined || attempt.session.replies === 0;
-        if (reused && untouched && err instanceof DestinationUnreachableError && !isAborted(o.signal)) {
-          log.info({ reason: err.message }, "kept data link was gone; reconnecting");
-          link = undefined;
-          reused = false;
-          continue;
-        }
-        throw err;
-      }
-    }
+    const kept = links.take(key);
+    const first = kept ?? (await openLink(o, log));
+    const n = streamsFor(o.streams, first.tuning?.rttUs ?? first.handshakeUs, o.chunkCount);
+    const sessions = await sendStripes(o, n, source, key, { link: first, reused: kept !== undefined }, log);
+    const chunks = sessions.flatMap((s) => [...s.acked.values()]).sort((a, b) => a.offset - b.offset);
+    const result = {
+      chunks,
+      bytes: chunks.reduce((sum, c) => sum + c.length, 0),
+      wireBytes: sessions.reduce((sum, s) => sum + s.wireBytes, 0),
+      durationMs: performance.now() - started,
+    };
+    log.info(
+      { bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs), streams: n },
+      "batch sent",
+    );
+    return result;
   } finally {
     await source.close();
+  }
+}
+
+/**
+ * The batch over `n` connections: contiguous runs of its chunks, each a BATCH_BEGIN of its own
+ * with a shared stripe id (the destination lets them hold the batch together), all in parallel.
+ * The first failure stops the other stripes and is what the batch fails with.
+ */
+async function sendStripes(
+  o: SendBatchOptions,
+  n: number,
+  source: SourceVolume,
+  key: string,
+  first: { link: Link; reused: boolean },
+  log: Logger,
+): Promise<ClientSession[]> {
+  if (n <= 1) return [await sendRun(o, source, key, first, log)];
+  const stripe = randomBytes(12).toString("base64url");
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort(o.signal?.reason);
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  const errors: unknown[] = [];
+  try {
+    const runs = stripeRuns(o.firstChunk, o.chunkCount, n);
+    const sessions = await Promise.all(
+      runs.map((r, i) =>
+        sendRun({ ...o, ...r, stripe, signal: stop.signal }, source, key, i === 0 ? first : undefined, log).catch(
+          (err: unknown) => {
+            errors.push(err);
+            stop.abort(err);
+            return undefined;
+          },
+        ),
+      ),
+    );
+    if (errors.length > 0) throw errors[0];
+    return sessions as ClientSession[];
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * One run of chunks (the whole batch, or one stripe) on one link: `given`, else a kept one, else
+ * a new one. The link goes back to the pool after a clean BATCH_OK. A kept link the destination
+ * dropped while idle (restart, timeout, a cut) fails the first write or read before any answer:
+ * the run starts again once on a fresh connection.
+ */
+async function sendRun(
+  o: SendBatchOptions,
+  source: SourceVolume,
+  key: string,
+  given: { link: Link; reused: boolean } | undefined,
+  log: Logger,
+): Promise<ClientSession> {
+  let link = given?.link ?? links.take(key);
+  let reused = given?.reused ?? link !== undefined;
+  for (;;) {
+    link ??= await openLink(o, log);
+    link.batches += 1;
+    const attempt: { session?: ClientSession } = {};
+    try {
+      const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
+      links.give(key, link, log);
+      return session;
+    } catch (err) {
+      link.socket.destroy();
+      const untouched = attempt.session === undefined || attempt.session.replies === 0;
+      if (reused && untouched && err instanceof DestinationUnreachableError && !isAborted(o.signal)) {
+        log.info({ reason: err.message }, "kept data link was gone; reconnecting");
+        link = undefined;
+        reused = false;
+        continue;
+      }
+      throw err;
+    }
   }
 }
 
@@ -199,6 +259,7 @@ export function beginOf(o: SendBatchOptions): BatchBegin {
   };
   if (o.delivery !== undefined) begin.delivery = o.delivery;
   if (o.verify === false) begin.verify = false;
+  if (o.stripe !== undefined) begin.stripe = o.stripe;
   return begin;
 }
 
@@ -343,10 +404,18 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
   try {
-    const helloBytes = await handshake(o, socket, reader);
+    const { bytes, rttUs } = await handshake(o, socket, reader);
     const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log);
-    log.info({ address: o.address, ...tuning }, "data link open");
-    return { socket, reader, encrypted: socket instanceof TLSSocket, tuning, batches: 0, pendingWireBytes: helloBytes };
+    log.info({ address: o.address, handshakeRttUs: rttUs, ...tuning }, "data link open");
+    return {
+      socket,
+      reader,
+      encrypted: socket instanceof TLSSocket,
+      tuning,
+      handshakeUs: rttUs,
+      batches: 0,
+      pendingWireBytes: bytes,
+    };
   } catch (err) {
     socket.destroy();
     throw err;
@@ -357,8 +426,12 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   }
 }
 
-/** CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote. */
-async function handshake(o: SendBatchOptions, socket: Socket, reader: SocketFrameReader): Promise<number> {
+/** CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote and the HELLO's round trip. */
+async function handshake(
+  o: SendBatchOptions,
+  socket: Socket,
+  reader: SocketFrameReader,
+): Promise<{ bytes: number; rttUs: number }> {
   const challenge = await reader.next();
   if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
@@ -366,6 +439,7 @@ async function handshake(o: SendBatchOptions, socket: Socket, reader: SocketFram
   }
   const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
   const hello = encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  const sent = performance.now();
   await new Promise<void>((resolve, reject) => {
     socket.write(hello, (err) =>
       err
@@ -381,7 +455,7 @@ async function handshake(o: SendBatchOptions, socket: Socket, reader: SocketFram
     throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
   }
   reader.decoder.setLimits(CLIENT_SESSION);
-  return hello.length;
+  return { bytes: hello.length, rttUs: Math.round((performance.now() - sent) * 1000) };
 }
 
 async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {

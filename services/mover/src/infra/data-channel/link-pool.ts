@@ -15,6 +15,8 @@ export interface Link {
   reader: SocketFrameReader;
   encrypted: boolean;
   tuning: SocketTuning | undefined;
+  /** HELLO → AUTH_OK round trip, µs: the RTT where TCP_INFO is not available. */
+  handshakeUs: number;
   /** Batches this link has carried (1 while its first batch runs). */
   batches: number;
   /** Handshake bytes this side wrote, counted into the link's first batch's wire bytes. */
