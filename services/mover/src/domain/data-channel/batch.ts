@@ -1,3 +1,4 @@
+import { MAX_DATA_STREAMS } from "#schemas/index.js";
 import type { BatchBegin, ChunkHeader } from "./frames.js";
 
 /** Byte range of chunk `index` of a volume; the last chunk may be short. */
@@ -42,7 +43,7 @@ export const WAN_RTT_US = 2_000;
 /** Connections a batch is striped over on a WAN link unless the migration says otherwise. */
 export const DEFAULT_WAN_STREAMS = 4;
 /** Most connections one batch is striped over. */
-export const MAX_STREAMS = 16;
+export const MAX_STREAMS = MAX_DATA_STREAMS;
 
 /**
  * How many connections to stripe a batch over: what the migration asked for, else
