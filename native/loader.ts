@@ -29,6 +29,8 @@ export interface NativeSocketTuning {
   congestion?: string;
   congestionSet: boolean;
   rttUs?: number;
+  /** The smallest RTT the connection has seen (tcpi_min_rtt), µs. */
+  minRttUs?: number;
 }
 
 export interface NativeBinding {

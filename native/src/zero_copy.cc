@@ -8,7 +8,8 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>  // struct tcp_info with tcpi_min_rtt (glibc's netinet/tcp.h lacks it)
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <unistd.h>
@@ -307,7 +308,7 @@ Napi::Value AlignmentOffset(const Napi::CallbackInfo& info) {
 // an explicit size turns autotuning off for that direction and is capped by net.core.*mem_max)
 // and TCP_CONGESTION ("" = leave it). Returns what the socket has afterwards: both buffer sizes
 // (as the kernel reports them, i.e. doubled), the congestion control, and the smoothed RTT in
-// microseconds from TCP_INFO. An algorithm the kernel refuses (not loaded, not allowed) is not
+// microseconds from TCP_INFO (and the smallest RTT it has seen, where the kernel reports it). An algorithm the kernel refuses (not loaded, not allowed) is not
 // an error: the returned name says what the socket kept.
 Napi::Value TuneSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -338,7 +339,12 @@ Napi::Value TuneSocket(const Napi::CallbackInfo& info) {
   out.Set("congestionSet", congestion_set);
   tcp_info ti{};
   len = sizeof ti;
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) out.Set("rttUs", static_cast<double>(ti.tcpi_rtt));
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+    out.Set("rttUs", static_cast<double>(ti.tcpi_rtt));
+    // The smallest RTT seen: the path's own round trip, without delayed ACKs or queueing.
+    if (len >= offsetof(tcp_info, tcpi_min_rtt) + sizeof ti.tcpi_min_rtt && ti.tcpi_min_rtt != ~0U)
+      out.Set("minRttUs", static_cast<double>(ti.tcpi_min_rtt));
+  }
   return out;
 }
 

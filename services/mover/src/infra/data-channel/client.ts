@@ -88,7 +88,7 @@ export interface SendBatchOptions {
   compress?: boolean;
   /**
    * Connections to stripe the batch over (1..MAX_STREAMS). Default: DEFAULT_WAN_STREAMS when the
-   * link's RTT says WAN (>= 2 ms), else 1.
+   * link's smallest RTT (TCP_INFO) says WAN (>= 2 ms), else 1 (also without the native module).
    */
   streams?: number;
   /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
@@ -123,7 +123,9 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
     const key = keyOf(o);
     const kept = links.take(key);
     const first = kept ?? (await openLink(o, log));
-    const n = streamsFor(o.streams, first.tuning?.rttUs ?? first.handshakeUs, o.chunkCount);
+    // The HELLO round trip is no RTT measure on a busy host (it includes both processes'
+    // scheduling): without TCP_INFO a batch is striped only when the migration says so.
+    const n = streamsFor(o.streams, first.tuning?.rttUs, o.chunkCount);
     const sessions = await sendStripes(o, n, source, key, { link: first, reused: kept !== undefined }, log);
     const chunks = sessions.flatMap((s) => [...s.acked.values()]).sort((a, b) => a.offset - b.offset);
     const result = {

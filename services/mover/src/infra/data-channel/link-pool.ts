@@ -15,7 +15,7 @@ export interface Link {
   reader: SocketFrameReader;
   encrypted: boolean;
   tuning: SocketTuning | undefined;
-  /** HELLO → AUTH_OK round trip, µs: the RTT where TCP_INFO is not available. */
+  /** HELLO → AUTH_OK round trip, µs (logged; it includes both processes' scheduling). */
   handshakeUs: number;
   /** Batches this link has carried (1 while its first batch runs). */
   batches: number;

@@ -13,6 +13,7 @@ export interface SocketTuning {
   /** Explicit sizes set (false: the kernel's autotuning sizes that direction). */
   sndbufSet: boolean;
   rcvbufSet: boolean;
+  /** The connection's smallest RTT so far (its smoothed one where the kernel has no minimum), µs. */
   rttUs: number | undefined;
   bdpBytes: number;
 }
@@ -71,7 +72,10 @@ export function tuneSocket(socket: Socket, rateBytesPerSec: number | undefined, 
   if (!zeroCopy.available || fd === undefined) return undefined;
   try {
     const measured = zeroCopy.tuneSocket(fd, {});
-    const plan = planTuning(kernelNet(), measured.rttUs, rateBytesPerSec);
+    // The smallest RTT, not the smoothed one: early samples carry delayed ACKs and, on a busy
+    // host, scheduling delay (a loaded loopback shows a smoothed RTT of several ms).
+    const rttUs = measured.minRttUs ?? measured.rttUs;
+    const plan = planTuning(kernelNet(), rttUs, rateBytesPerSec);
     const got = zeroCopy.tuneSocket(fd, { sndbuf: plan.sndbuf, rcvbuf: plan.rcvbuf, congestion: plan.congestion });
     const tuning: SocketTuning = {
       congestion: got.congestion,
@@ -79,7 +83,7 @@ export function tuneSocket(socket: Socket, rateBytesPerSec: number | undefined, 
       rcvbuf: got.rcvbuf,
       sndbufSet: plan.sndbuf !== undefined,
       rcvbufSet: plan.rcvbuf !== undefined,
-      rttUs: measured.rttUs,
+      rttUs,
       bdpBytes: plan.bdpBytes,
     };
     if (plan.congestion !== undefined && !got.congestionSet && !refusalLogged) {
