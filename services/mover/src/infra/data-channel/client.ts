@@ -204,7 +204,11 @@ async function sendRun(
     const attempt: { session?: ClientSession } = {};
     try {
       const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
-      links.give(key, link, log);
+      // A plaintext link is not kept: its destination reads it with native recv, which holds a
+      // libuv pool thread while it waits, so idle kept links would starve the destination's
+      // checksums, writes and fsyncs. TLS links are read by Node's event loop and cost an fd.
+      if (link.encrypted) links.give(key, link, log);
+      else link.socket.destroy();
       return session;
     } catch (err) {
       link.socket.destroy();

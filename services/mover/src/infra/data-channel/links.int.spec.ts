@@ -1,11 +1,14 @@
-// Kept links and striped batches, against a real data server through a sniffing TCP proxy that
-// reports which connection carried which BATCH_BEGIN.
+// Kept links and striped batches, against real data servers (mTLS with the provisioned
+// certificates, and plaintext) through a TCP proxy that can cut the link; which connection
+// carried what is read from the destination's log.
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { FaultProxy } from "#test/chaos/support/proxy.js";
-import { makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
+import { provision } from "#common/credentials/provision.js";
+import { capturingLog, linkTlsOf, makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
+import type { LinkTls } from "#common/secure-link/tls.js";
 import { readBackName, readBacks } from "../read-back.js";
 import { closeIdleLinks, sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
@@ -18,7 +21,11 @@ let work: string;
 let root: string;
 let source: string;
 let server: DataServer;
+let plain: DataServer;
 let proxy: FaultProxy;
+let senderTls: LinkTls;
+const receiver = capturingLog();
+const plainReceiver = capturingLog();
 
 beforeAll(async () => {
   work = await tempDir("links");
@@ -30,21 +37,17 @@ beforeAll(async () => {
     { offset: 6 * MiB + 5, length: 2 * MiB },
     { offset: SIZE - 50, length: 50 },
   ]);
-  server = await startDataServer({
-    host: "dest",
-    listenHost: "127.0.0.1",
-    listenPort: 0,
-    secret,
-    roots: [root],
-    log: silentLog,
-  });
+  const pki = await provision(join(work, "pki"), { hosts: ["a", "b"] });
+  senderTls = linkTlsOf(pki, "mover-a");
+  const common = { listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root] };
+  server = await startDataServer({ ...common, host: "b", log: receiver.log, tls: linkTlsOf(pki, "mover-b") });
+  plain = await startDataServer({ ...common, host: "b", log: plainReceiver.log });
   const at = server.address.lastIndexOf(":");
   proxy = await FaultProxy.start({
     name: "links",
     listenHost: "127.0.0.1",
     targetHost: server.address.slice(0, at),
     targetPort: Number(server.address.slice(at + 1)),
-    sniff: true,
   });
 });
 
@@ -57,14 +60,16 @@ afterAll(async () => {
   closeIdleLinks();
   await proxy?.close();
   await server?.close();
+  await plain?.close();
   await rm(work, { recursive: true, force: true });
 });
 
 function batch(over: Partial<SendBatchOptions> & { migrationId: string }): SendBatchOptions {
   return {
     address: proxy.address,
+    tls: { tls: senderTls, destHost: "b" },
     secret,
-    sourceHost: "src",
+    sourceHost: "a",
     batch: 0,
     attempt: 0,
     sourcePath: source,
@@ -79,9 +84,15 @@ function batch(over: Partial<SendBatchOptions> & { migrationId: string }): SendB
   };
 }
 
-/** The proxy connections that carried a BATCH_BEGIN of `migrationId`, in order of the BEGINs. */
-const beginsOf = (migrationId: string): number[] =>
-  proxy.frames.filter((f) => f.kind === "BATCH_BEGIN" && f.migration === migrationId).map((f) => f.conn);
+type Line = Record<string, unknown>;
+
+/** The connections (sender address:port) that delivered a batch or stripe of `migrationId`, in order. */
+const syncedOn = (lines: Line[], migrationId: string): string[] =>
+  lines
+    .filter((l) => l["msg"] === "batch received and synced" && l["migrationId"] === migrationId)
+    .map((l) => String(l["remote"]));
+const accepted = (lines: Line[], migrationId: string): Line[] =>
+  lines.filter((l) => l["msg"] === "data link accepted" && l["migrationId"] === migrationId);
 
 async function expectIdentical(dir: string): Promise<void> {
   const [a, b] = await Promise.all([readFile(source), readFile(join(root, dir, "disk.img.part"))]);
@@ -94,15 +105,25 @@ describe("data links", () => {
     const one = await sendBatch(batch({ migrationId: m, batch: 0, firstChunk: 0, chunkCount: 6, streams: 1 }));
     const two = await sendBatch(batch({ migrationId: m, batch: 1, firstChunk: 6, chunkCount: CHUNKS - 6, streams: 1 }));
     await expectIdentical(m);
-    const conns = beginsOf(m);
+    const conns = syncedOn(receiver.lines, m);
     expect(conns).toHaveLength(2);
     expect(new Set(conns).size).toBe(1);
-    // Only the first batch paid for the handshake: no CHALLENGE/HELLO on the second.
-    expect(proxy.frames.filter((f) => f.kind === "HELLO" && f.conn === conns[0])).toHaveLength(1);
+    // Only the first batch paid for the handshake; the link was tuned once, with BBR where the kernel has it.
+    expect(accepted(receiver.lines, m)).toHaveLength(1);
     expect(one.chunks.length + two.chunks.length).toBe(CHUNKS);
+    expect(two.wireBytes).toBeLessThan(one.wireBytes);
     // Another migration never borrows it: a HELLO authenticates one migration.
     await sendBatch(batch({ migrationId: "keep-other", streams: 1 }));
-    expect(beginsOf("keep-other")[0]).not.toBe(conns[0]);
+    expect(syncedOn(receiver.lines, "keep-other")[0]).not.toBe(conns[0]);
+  });
+
+  it("does not keep a plaintext link (its destination's native recv would hold a pool thread)", async () => {
+    const m = "keep-plain";
+    const o = { migrationId: m, address: plain.address, tls: undefined, streams: 1 };
+    await sendBatch(batch({ ...o, batch: 0, firstChunk: 0, chunkCount: 6 }));
+    await sendBatch(batch({ ...o, batch: 1, firstChunk: 6, chunkCount: CHUNKS - 6 }));
+    await expectIdentical(m);
+    expect(accepted(plainReceiver.lines, m)).toHaveLength(2);
   });
 
   it("reconnects once when the kept connection was cut while idle, and lands the batch", async () => {
@@ -112,8 +133,7 @@ describe("data links", () => {
     proxy.heal();
     const r = await sendBatch(batch({ migrationId: m, batch: 1, firstChunk: 4, chunkCount: CHUNKS - 4, streams: 1 }));
     expect(r.chunks).toHaveLength(CHUNKS - 4);
-    const conns = beginsOf(m);
-    expect(new Set(conns).size).toBe(2);
+    expect(new Set(syncedOn(receiver.lines, m)).size).toBe(2);
     await expectIdentical(m);
   });
 
@@ -125,10 +145,10 @@ describe("data links", () => {
     expect(r.chunks.map((c) => c.offset)).toEqual(Array.from({ length: CHUNKS }, (_, i) => i * MiB));
     expect(r.bytes).toBe(SIZE);
     expect(seen.sort((a, b) => a - b)).toEqual(r.chunks.map((c) => c.offset));
-    const conns = beginsOf(m);
+    // Three stripes, each received and fsynced on its own connection.
+    const conns = syncedOn(receiver.lines, m);
     expect(conns).toHaveLength(3);
     expect(new Set(conns).size).toBe(3);
-    expect(proxy.frames.filter((f) => f.kind === "BATCH_OK" && conns.includes(f.conn))).toHaveLength(3);
     // Each stripe is read back and recorded as its own range; together they tile the volume.
     const part = join(root, m, "disk.img.part");
     await readBacks.settled(part);
@@ -148,10 +168,18 @@ describe("data links", () => {
 
   it("a striped batch fails as a whole when one stripe cannot finish", async () => {
     const m = "stripe-cut";
-    const first = proxy.waitFrame("a chunk", (f) => f.kind === "CHUNK" && f.migration === m);
-    const sending = sendBatch(batch({ migrationId: m, streams: 2, idleTimeoutMs: 30_000 })).catch((e: unknown) => e);
-    await first;
-    proxy.cut();
+    let cut = false;
+    const sending = sendBatch(
+      batch({
+        migrationId: m,
+        streams: 2,
+        onChunk: () => {
+          if (cut) return;
+          cut = true;
+          proxy.cut();
+        },
+      }),
+    ).catch((e: unknown) => e);
     const err = await sending;
     expect(err).toBeInstanceOf(Error);
     expect((err as { code?: string }).code).toBe("DESTINATION_UNREACHABLE");
