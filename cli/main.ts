@@ -48,7 +48,7 @@ ${COL}and movers <site>-<host> each, leafnodes to a hub); migrations may cross s
   mover --host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]
                                         run a mover (needs DWCP_SECRET, the same on every mover)
   migrate --vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE]
-          [--bandwidth-limit SIZE/s] [--no-verify] [--id ID] [--wait] [--json]
+          [--bandwidth-limit SIZE/s] [--streams N] [--no-verify] [--id ID] [--wait] [--json]
   status [ID] [--json]                  one migration, or all
   events ID [--json]                    a migration's event log
   cancel ID [--reason TEXT]
@@ -224,6 +224,7 @@ async function migrate(argv: string[]): Promise<number> {
     "chunk-size": { type: "string" },
     "batch-size": { type: "string" },
     "bandwidth-limit": { type: "string" },
+    streams: { type: "string" },
     "no-verify": { type: "boolean", default: false },
     id: { type: "string" },
     wait: { type: "boolean", default: false },
@@ -238,6 +239,7 @@ async function migrate(argv: string[]): Promise<number> {
     ...(values["bandwidth-limit"]
       ? { bandwidthLimitBytesPerSec: parseSize("--bandwidth-limit", values["bandwidth-limit"].replace(/\/s$/, "")) }
       : {}),
+    ...(values.streams ? { streams: Number(values.streams) } : {}),
   };
   let command;
   try {

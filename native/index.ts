@@ -22,7 +22,7 @@ export {
   type CompressedChunk,
   type CompressOptions,
 } from "./compress.js";
-export type { FadviseAdvice, SendfileOptions, ZeroCopy } from "./zero-copy.js";
+export type { FadviseAdvice, NativeSocketTuning, SendfileOptions, ZeroCopy } from "./zero-copy.js";
 export { DIRECT_IO_ALIGN, socketFd } from "./zero-copy.js";
 export { loadNative, nativeMode, type NativeMode } from "./loader.js";
 export {

@@ -22,6 +22,17 @@ export interface NativeAnalysis {
 }
 
 /** The C++ binding (native/src/addon.cc). Arguments are validated by the callers. */
+/** What a socket has after tuneSocket (buffer sizes as the kernel reports them: doubled). */
+export interface NativeSocketTuning {
+  sndbuf: number;
+  rcvbuf: number;
+  congestion?: string;
+  congestionSet: boolean;
+  rttUs?: number;
+  /** The smallest RTT the connection has seen (tcpi_min_rtt), µs. */
+  minRttUs?: number;
+}
+
 export interface NativeBinding {
   crc32c(buf: Uint8Array, seed: number, tier: Tier): number;
   crc32cCombine(crcA: number, crcB: number, lenB: number): number;
@@ -51,6 +62,7 @@ export interface NativeBinding {
   fadvise(fd: number, offset: number, length: number, advice: number): void;
   alignmentOffset(buf: Uint8Array, align: number): number;
   preadCached(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  tuneSocket(fd: number, sndbuf: number, rcvbuf: number, congestion: string): NativeSocketTuning;
   mappedFingerprints(fd: number, offset: number, length: number, out: Uint8Array): Promise<void>;
   startWriteback(fd: number, offset: number, length: number): Promise<void>;
   recv(

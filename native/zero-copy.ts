@@ -2,11 +2,11 @@
 // with ZeroCopyUnavailableError and callers use plain reads and writes (check `available`).
 import type { Socket } from "node:net";
 import { InvalidArgumentError, mapNativeError, withCallerStack, ZeroCopyUnavailableError } from "./errors.js";
-import type { FadviseAdvice, NativeBinding } from "./loader.js";
+import type { FadviseAdvice, NativeBinding, NativeSocketTuning } from "./loader.js";
 import { PAGE_SIZE } from "./fallback.js";
 import { assertFd, assertLength, assertPositiveInt } from "./validate.js";
 
-export type { FadviseAdvice };
+export type { FadviseAdvice, NativeSocketTuning };
 
 /**
  * The file descriptor of a Node TCP socket (its libuv handle's), for sendfile and recv; undefined
@@ -79,6 +79,13 @@ export interface ZeroCopy {
    * multiples of DIRECT_IO_ALIGN stay aligned.
    */
   alignedBuffer(size: number): Buffer;
+  /**
+   * setsockopt on a TCP socket's fd: SO_SNDBUF / SO_RCVBUF when given (> 0; an explicit size
+   * turns the kernel's autotuning off for that direction, and net.core.wmem_max / rmem_max cap
+   * it) and TCP_CONGESTION when given (an algorithm the kernel refuses is kept out, not an
+   * error). Returns what the socket has afterwards, with its smoothed RTT from TCP_INFO.
+   */
+  tuneSocket(fd: number, options: { sndbuf?: number; rcvbuf?: number; congestion?: string }): NativeSocketTuning;
 }
 
 /** Memory, offset and length alignment that O_DIRECT I/O needs on Linux file systems here. */
@@ -110,6 +117,7 @@ export const unavailableZeroCopy: ZeroCopy = {
   fingerprintFile: () =>
     Promise.reject(new ZeroCopyUnavailableError("fingerprintFile needs the native module: check zeroCopy.available")),
   alignedBuffer: unavailable,
+  tuneSocket: unavailable,
 };
 
 function sync<T>(call: () => T): T {
@@ -212,6 +220,21 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       return withCallerStack(() =>
         b.mappedFingerprints(fd, offset, length, new Uint8Array(into.buffer, into.byteOffset, into.byteLength)),
       );
+    },
+    tuneSocket(fd, options) {
+      assertFd("fd", fd);
+      const sndbuf = options.sndbuf ?? 0;
+      const rcvbuf = options.rcvbuf ?? 0;
+      assertLength("sndbuf", sndbuf);
+      assertLength("rcvbuf", rcvbuf);
+      if (sndbuf > 0x7fffffff || rcvbuf > 0x7fffffff)
+        throw new InvalidArgumentError("tuneSocket: buffer size over 2 GiB");
+      const congestion = options.congestion ?? "";
+      if (!/^[a-z0-9_]{0,15}$/.test(congestion))
+        throw new InvalidArgumentError(
+          `tuneSocket: congestion control must be a kernel algorithm name, got "${congestion}"`,
+        );
+      return sync(() => b.tuneSocket(fd, sndbuf, rcvbuf, congestion));
     },
     alignedBuffer(size) {
       assertLength("size", size);

@@ -104,6 +104,9 @@ export const Destination = z.object({
   dir: z.string().min(1).max(MAX_PATH_CHARS),
 });
 
+/** Most data-channel connections one batch may be striped over. */
+export const MAX_DATA_STREAMS = 16;
+
 export const MigrationOptions = z.object({
   /** Bytes per chunk: a power of two from 64 KiB to 64 MiB. Default 4 MiB. */
   chunkSizeBytes: ChunkSize.default(DEFAULT_CHUNK_BYTES),
@@ -113,6 +116,11 @@ export const MigrationOptions = z.object({
   verify: z.boolean().default(true),
   /** Cap on data-channel bytes per second for this migration, per sending mover. */
   bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+  /**
+   * TCP connections each batch is striped over to the destination (1..16). Default: 4 on a link
+   * whose round trip is 2 ms or more, 1 on a local one.
+   */
+  streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
 });
 
 /** Why a migration was refused. Constant strings, stable across versions. */

@@ -4,6 +4,7 @@ import {
   HostId,
   Id,
   MAX_BATCHES,
+  MAX_DATA_STREAMS,
   MAX_CHUNKS_PER_BATCH,
   MAX_NAME_CHARS,
   MAX_PATH_CHARS,
@@ -37,6 +38,8 @@ export const TransferBatch = z
     firstChunk: Uint,
     chunkCount: Uint.max(MAX_CHUNKS_PER_BATCH * MAX_SPARSE_BATCH_FACTOR),
     bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+    /** The migration's `streams` option: connections the batch is striped over. Absent: the mover decides. */
+    streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
     /**
      * The migration's `verify` option: the destination reads the batch back after its fsync and
      * checks it. Absent (items of older coordinators): true.

@@ -7,6 +7,11 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>  // struct tcp_info with tcpi_min_rtt (glibc's netinet/tcp.h lacks it)
+#include <cstddef>
+#include <cstring>
+#include <string>
 #include <unistd.h>
 
 #include <atomic>
@@ -299,6 +304,50 @@ Napi::Value AlignmentOffset(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>((align - addr % align) % align));
 }
 
+// Socket tuning for long links: SO_SNDBUF / SO_RCVBUF (0 = leave the kernel's autotuning alone;
+// an explicit size turns autotuning off for that direction and is capped by net.core.*mem_max)
+// and TCP_CONGESTION ("" = leave it). Returns what the socket has afterwards: both buffer sizes
+// (as the kernel reports them, i.e. doubled), the congestion control, and the smoothed RTT in
+// microseconds from TCP_INFO (and the smallest RTT it has seen, where the kernel reports it). An algorithm the kernel refuses (not loaded, not allowed) is not
+// an error: the returned name says what the socket kept.
+Napi::Value TuneSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int fd = i32(info[0]);
+  const int sndbuf = i32(info[1]);
+  const int rcvbuf = i32(info[2]);
+  const std::string congestion = info[3].As<Napi::String>().Utf8Value();
+  if (sndbuf > 0 && ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0)
+    throw errno_error(env, errno, "setsockopt(SO_SNDBUF)");
+  if (rcvbuf > 0 && ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0)
+    throw errno_error(env, errno, "setsockopt(SO_RCVBUF)");
+  bool congestion_set = false;
+  if (!congestion.empty() && congestion.size() < 16) {
+    congestion_set = ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, congestion.data(),
+                                  static_cast<socklen_t>(congestion.size())) == 0;
+  }
+  int value = 0;
+  socklen_t len = sizeof value;
+  Napi::Object out = Napi::Object::New(env);
+  if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &value, &len) != 0) throw errno_error(env, errno, "getsockopt(SO_SNDBUF)");
+  out.Set("sndbuf", value);
+  len = sizeof value;
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &value, &len) != 0) throw errno_error(env, errno, "getsockopt(SO_RCVBUF)");
+  out.Set("rcvbuf", value);
+  char name[16] = {0};
+  len = sizeof name - 1;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len) == 0) out.Set("congestion", std::string(name, strnlen(name, len)));
+  out.Set("congestionSet", congestion_set);
+  tcp_info ti{};
+  len = sizeof ti;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+    out.Set("rttUs", static_cast<double>(ti.tcpi_rtt));
+    // The smallest RTT seen: the path's own round trip, without delayed ACKs or queueing.
+    if (len >= offsetof(tcp_info, tcpi_min_rtt) + sizeof ti.tcpi_min_rtt && ti.tcpi_min_rtt != ~0U)
+      out.Set("minRttUs", static_cast<double>(ti.tcpi_min_rtt));
+  }
+  return out;
+}
+
 }  // namespace
 
 void init_zero_copy(Napi::Env env, Napi::Object exports) {
@@ -311,6 +360,7 @@ void init_zero_copy(Napi::Env env, Napi::Object exports) {
   exports.Set("punchHole", Napi::Function::New(env, PunchHole, "punchHole"));
   exports.Set("fadvise", Napi::Function::New(env, Fadvise, "fadvise"));
   exports.Set("preadCached", Napi::Function::New(env, PreadCached, "preadCached"));
+  exports.Set("tuneSocket", Napi::Function::New(env, TuneSocket, "tuneSocket"));
   exports.Set("alignmentOffset", Napi::Function::New(env, AlignmentOffset, "alignmentOffset"));
   Napi::Object advice = Napi::Object::New(env);
   advice.Set("normal", POSIX_FADV_NORMAL);

@@ -83,6 +83,7 @@ export class Dispatcher {
         firstChunk: range.firstChunk,
         chunkCount: range.chunkCount,
         bandwidthLimitBytesPerSec: m.options?.bandwidthLimitBytesPerSec,
+        ...(m.options?.streams === undefined ? {} : { streams: m.options.streams }),
         verify: m.options?.verify ?? true,
       };
       await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), {

@@ -12,7 +12,7 @@ import type { Nats } from "#common/nats.js";
 import { PLAINTEXT_WARNING } from "#common/secure-link/tls.js";
 import type { MoverConfig } from "../config.js";
 import { chunkBuffers } from "../infra/data-channel/buffer-pool.js";
-import { SEND_BUFFERS } from "../infra/data-channel/client.js";
+import { closeIdleLinks, SEND_BUFFERS } from "../infra/data-channel/client.js";
 import { BUFFERS_PER_CONNECTION, startDataServer, type DataServer } from "../infra/data-channel/server.js";
 import { VERIFY_READS_IN_FLIGHT } from "../infra/volume-crc.js";
 import { RemoteMovers } from "#common/remote-movers.js";
@@ -120,6 +120,7 @@ export class Mover {
     await this.loop;
     await Promise.allSettled([...this.inFlight]);
     this.worker?.close();
+    closeIdleLinks();
     this.registry?.stop();
     await this.dataServer?.close();
     if (this.registry !== undefined) releaseRoots(this.registry.roots);

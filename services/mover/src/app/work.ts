@@ -121,6 +121,7 @@ export class BatchWorker {
         firstChunk: w.firstChunk,
         chunkCount: w.chunkCount,
         bandwidthLimitBytesPerSec: w.bandwidthLimitBytesPerSec,
+        streams: w.streams,
         verify: w.verify,
         signal,
         log,

@@ -1,3 +1,4 @@
+import { MAX_DATA_STREAMS } from "#schemas/index.js";
 import type { BatchBegin, ChunkHeader } from "./frames.js";
 
 /** Byte range of chunk `index` of a volume; the last chunk may be short. */
@@ -35,4 +36,38 @@ export function chunkProblem(b: BatchBegin, h: ChunkHeader): string | undefined 
   const expected = chunkRange(b.volumeSizeBytes, b.chunkSizeBytes, index).length;
   if (h.length !== expected) return `chunk ${index} has length ${h.length}, expected ${expected}`;
   return undefined;
+}
+
+/** Below this round-trip time a link is local: one connection per batch keeps up. */
+export const WAN_RTT_US = 2_000;
+/** Connections a batch is striped over on a WAN link unless the migration says otherwise. */
+export const DEFAULT_WAN_STREAMS = 4;
+/** Most connections one batch is striped over. */
+export const MAX_STREAMS = MAX_DATA_STREAMS;
+
+/**
+ * How many connections to stripe a batch over: what the migration asked for, else
+ * DEFAULT_WAN_STREAMS on a link whose RTT says WAN and 1 on a local one; never more than the
+ * batch has chunks.
+ */
+export function streamsFor(requested: number | undefined, rttUs: number | undefined, chunkCount: number): number {
+  const wanted = requested ?? ((rttUs ?? 0) >= WAN_RTT_US ? DEFAULT_WAN_STREAMS : 1);
+  return Math.max(1, Math.min(wanted, MAX_STREAMS, chunkCount));
+}
+
+/**
+ * Split chunks [first, first + count) into `n` contiguous runs whose sizes differ by at most one
+ * (contiguous, so each connection writes one region of the file). Empty runs are left out.
+ */
+export function stripeRuns(first: number, count: number, n: number): { firstChunk: number; chunkCount: number }[] {
+  const runs: { firstChunk: number; chunkCount: number }[] = [];
+  const base = Math.floor(count / n);
+  const extra = count % n;
+  let at = first;
+  for (let i = 0; i < n; i++) {
+    const chunkCount = base + (i < extra ? 1 : 0);
+    if (chunkCount > 0) runs.push({ firstChunk: at, chunkCount });
+    at += chunkCount;
+  }
+  return runs;
 }

@@ -12,6 +12,10 @@ import type { BatchBegin } from "./frames.js";
  * attempt, a higher JetStream `delivery` count wins (the redelivery is the live one). Senders
  * that do not send a delivery count compare as delivery 0, and between equal tokens the newest
  * session wins: JetStream only hands an item out again after the previous holder lost it.
+ *
+ * A sender that stripes one batch over several connections sends every stripe with the same
+ * token and the same `stripe` id: those sessions hold the batch together (each writes only its
+ * own chunks). A claim with an equal token and another (or no) stripe id is a new holder as above.
  */
 export interface FenceToken {
   attempt: number;
@@ -30,12 +34,14 @@ export const fenceKey = (b: Pick<BatchBegin, "migrationId" | "destDir" | "destNa
   JSON.stringify([b.migrationId, b.destDir, b.destName, b.batch]);
 
 export type Claim<H> =
-  | { granted: true /** The live holder this claim took over from; it must stop writing. */; superseded?: H }
+  | { granted: true /** The live holders this claim took over from; they must stop writing. */; superseded?: H[] }
   | { granted: false; newer: FenceToken };
 
 interface Entry<H> {
   token: FenceToken;
-  holder: H | undefined;
+  /** The stripe group holding the batch (undefined: a single session). */
+  stripe: string | undefined;
+  holders: Set<H>;
 }
 
 /**
@@ -48,30 +54,35 @@ export class FenceTable<H> {
   /** @param maxKeys batches remembered; default 65536 (a few MiB). */
   constructor(private readonly maxKeys = 65_536) {}
 
-  claim(key: string, token: FenceToken, holder: H): Claim<H> {
+  claim(key: string, token: FenceToken, holder: H, stripe?: string): Claim<H> {
     const current = this.entries.get(key);
     if (current !== undefined && compareTokens(token, current.token) < 0)
       return { granted: false, newer: current.token };
     this.entries.delete(key); // re-insert: the Map's order is the eviction order
-    this.entries.set(key, { token, holder });
+    const joins = current !== undefined && stripe !== undefined && current.stripe === stripe;
+    if (joins && compareTokens(token, current.token) === 0) {
+      current.holders.add(holder);
+      this.entries.set(key, current);
+      return { granted: true };
+    }
+    this.entries.set(key, { token, stripe, holders: new Set([holder]) });
     while (this.entries.size > this.maxKeys) {
       const oldest = this.entries.keys().next();
       if (oldest.done === true) break;
       this.entries.delete(oldest.value);
     }
-    const superseded = current?.holder;
-    return superseded === undefined || superseded === holder ? { granted: true } : { granted: true, superseded };
+    const superseded = [...(current?.holders ?? [])].filter((h) => h !== holder);
+    return superseded.length === 0 ? { granted: true } : { granted: true, superseded };
   }
 
   /** Whether `holder` still holds `key` (nobody newer claimed it). */
   holds(key: string, holder: H): boolean {
-    return this.entries.get(key)?.holder === holder;
+    return this.entries.get(key)?.holders.has(holder) === true;
   }
 
   /** The holder is done with the key; its token stays, so older senders are still refused. */
   release(key: string, holder: H): void {
-    const e = this.entries.get(key);
-    if (e?.holder === holder) e.holder = undefined;
+    this.entries.get(key)?.holders.delete(holder);
   }
 
   get size(): number {

@@ -16,7 +16,7 @@ describe("fence table", () => {
   it("a redelivery supersedes the live holder, which no longer holds the key", () => {
     const t = new FenceTable<string>();
     expect(t.claim(key, { attempt: 0, delivery: 1 }, "first")).toEqual({ granted: true });
-    expect(t.claim(key, { attempt: 0, delivery: 2 }, "second")).toEqual({ granted: true, superseded: "first" });
+    expect(t.claim(key, { attempt: 0, delivery: 2 }, "second")).toEqual({ granted: true, superseded: ["first"] });
     expect(t.holds(key, "first")).toBe(false);
     expect(t.holds(key, "second")).toBe(true);
   });
@@ -35,7 +35,7 @@ describe("fence table", () => {
   it("between equal tokens the newest session wins (senders without a delivery count)", () => {
     const t = new FenceTable<string>();
     t.claim(key, tokenOf({ attempt: 0 }), "old");
-    expect(t.claim(key, tokenOf({ attempt: 0 }), "new")).toEqual({ granted: true, superseded: "old" });
+    expect(t.claim(key, tokenOf({ attempt: 0 }), "new")).toEqual({ granted: true, superseded: ["old"] });
   });
 
   it("keys are independent and the table forgets the least recently claimed first", () => {
@@ -47,5 +47,21 @@ describe("fence table", () => {
     expect(t.size).toBe(2);
     expect(t.claim(k(1), { attempt: 0, delivery: 1 }, "d")).toEqual({ granted: true }); // forgotten
     expect(t.holds(k(3), "c")).toBe(true);
+  });
+
+  it("stripes of one sender hold a batch together; a redelivery fences every stripe", () => {
+    const t = new FenceTable<string>();
+    const token = { attempt: 0, delivery: 1 };
+    expect(t.claim(key, token, "s0", "group")).toEqual({ granted: true });
+    expect(t.claim(key, token, "s1", "group")).toEqual({ granted: true });
+    expect(t.holds(key, "s0") && t.holds(key, "s1")).toBe(true);
+    t.release(key, "s0");
+    expect(t.holds(key, "s1")).toBe(true);
+    // Another stripe group with an equal token is a new holder (newest wins), as without stripes.
+    expect(t.claim(key, token, "x0", "other")).toEqual({ granted: true, superseded: ["s1"] });
+    expect(t.claim(key, { attempt: 0, delivery: 2 }, "r0")).toEqual({ granted: true, superseded: ["x0"] });
+    expect(t.holds(key, "x0")).toBe(false);
+    // A stale stripe of the old group may not join the newer holder.
+    expect(t.claim(key, token, "s2", "group")).toEqual({ granted: false, newer: { attempt: 0, delivery: 2 } });
   });
 });

@@ -81,6 +81,16 @@ export const BatchBegin = z.strictObject({
    * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
    */
   verify: z.literal(false).optional(),
+  /**
+   * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
+   * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
+   * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
+   * when striping.
+   */
+  stripe: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{8,64}$/)
+    .optional(),
 });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 

@@ -58,6 +58,8 @@ interface SentChunk {
 export class ClientSession {
   error: Error | undefined;
   wireBytes = 0;
+  /** Frames the destination answered with in this batch. */
+  replies = 0;
   batchEndSent = false;
   readonly acked = new Map<number, TransferredChunk>();
   private readonly sent = new Map<number, SentChunk>();
@@ -151,6 +153,7 @@ export class ClientSession {
   }
 
   onReply(frame: ControlFrame): "continue" | "done" {
+    this.replies += 1;
     switch (frame.kind) {
       case "CHUNK_OK":
         this.onAck(frame.offset);

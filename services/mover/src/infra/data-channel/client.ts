@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import {
@@ -14,15 +15,17 @@ import { zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
-import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
+import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
-import type { BatchBegin } from "../../domain/data-channel/frames.js";
+import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
 import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
 import { ClientSession } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
+import { linkKey, links, type Link } from "./link-pool.js";
+import { tuneSocket } from "./socket-tuning.js";
 
 export interface SendBatchOptions {
   /** Destination mover's data channel, host:port. */
@@ -83,6 +86,13 @@ export interface SendBatchOptions {
    * the link, not the compressor (~0.33 GB/s per core here), is the bottleneck.
    */
   compress?: boolean;
+  /**
+   * Connections to stripe the batch over (1..MAX_STREAMS). Default: DEFAULT_WAN_STREAMS when the
+   * link's smallest RTT (TCP_INFO) says WAN (>= 2 ms), else 1 (also without the native module).
+   */
+  streams?: number;
+  /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
+  stripe?: string;
 }
 
 export interface SendBatchResult {
@@ -110,27 +120,133 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   const log = o.log.child({ migrationId: o.migrationId, batch: o.batch, attempt: o.attempt, host: o.sourceHost });
   const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes, o.sourceRoots);
   try {
-    const socket = await connect(o, log);
-    try {
-      const session = await withBucket(o, (limit) => run(o, socket, source, limit, log));
-      const chunks = [...session.acked.values()].sort((a, b) => a.offset - b.offset);
-      const result = {
-        chunks,
-        bytes: chunks.reduce((sum, c) => sum + c.length, 0),
-        wireBytes: session.wireBytes,
-        durationMs: performance.now() - started,
-      };
-      log.info(
-        { bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs) },
-        "batch sent",
-      );
-      return result;
-    } finally {
-      socket.destroy();
-    }
+    const key = keyOf(o);
+    const kept = links.take(key);
+    const first = kept ?? (await openLink(o, log));
+    // The HELLO round trip is no RTT measure on a busy host (it includes both processes'
+    // scheduling): without TCP_INFO a batch is striped only when the migration says so.
+    const n = streamsFor(o.streams, first.tuning?.rttUs, o.chunkCount);
+    const sessions = await sendStripes(o, n, source, key, { link: first, reused: kept !== undefined }, log);
+    const chunks = sessions.flatMap((s) => [...s.acked.values()]).sort((a, b) => a.offset - b.offset);
+    const result = {
+      chunks,
+      bytes: chunks.reduce((sum, c) => sum + c.length, 0),
+      wireBytes: sessions.reduce((sum, s) => sum + s.wireBytes, 0),
+      durationMs: performance.now() - started,
+    };
+    log.info(
+      { bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs), streams: n },
+      "batch sent",
+    );
+    return result;
   } finally {
     await source.close();
   }
+}
+
+/**
+ * The batch over `n` connections: contiguous runs of its chunks, each a BATCH_BEGIN of its own
+ * with a shared stripe id (the destination lets them hold the batch together), all in parallel.
+ * The first failure stops the other stripes and is what the batch fails with.
+ */
+async function sendStripes(
+  o: SendBatchOptions,
+  n: number,
+  source: SourceVolume,
+  key: string,
+  first: { link: Link; reused: boolean },
+  log: Logger,
+): Promise<ClientSession[]> {
+  if (n <= 1) return [await sendRun(o, source, key, first, log)];
+  const stripe = randomBytes(12).toString("base64url");
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort(o.signal?.reason);
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  const errors: unknown[] = [];
+  try {
+    const runs = stripeRuns(o.firstChunk, o.chunkCount, n);
+    const sessions = await Promise.all(
+      runs.map((r, i) =>
+        sendRun({ ...o, ...r, stripe, signal: stop.signal }, source, key, i === 0 ? first : undefined, log).catch(
+          (err: unknown) => {
+            errors.push(err);
+            stop.abort(err);
+            return undefined;
+          },
+        ),
+      ),
+    );
+    if (errors.length > 0) throw errors[0];
+    return sessions as ClientSession[];
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * One run of chunks (the whole batch, or one stripe) on one link: `given`, else a kept one, else
+ * a new one. The link goes back to the pool after a clean BATCH_OK. A kept link the destination
+ * dropped while idle (restart, timeout, a cut) fails the first write or read before any answer:
+ * the run starts again once on a fresh connection.
+ */
+async function sendRun(
+  o: SendBatchOptions,
+  source: SourceVolume,
+  key: string,
+  given: { link: Link; reused: boolean } | undefined,
+  log: Logger,
+): Promise<ClientSession> {
+  let link = given?.link ?? links.take(key);
+  let reused = given?.reused ?? link !== undefined;
+  for (;;) {
+    link ??= await openLink(o, log);
+    link.batches += 1;
+    const attempt: { session?: ClientSession } = {};
+    try {
+      const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
+      // A plaintext link is not kept: its destination reads it with native recv, which holds a
+      // libuv pool thread while it waits, so idle kept links would starve the destination's
+      // checksums, writes and fsyncs. TLS links are read by Node's event loop and cost an fd.
+      if (link.encrypted) links.give(key, link, log);
+      else link.socket.destroy();
+      return session;
+    } catch (err) {
+      link.socket.destroy();
+      const untouched = attempt.session === undefined || attempt.session.replies === 0;
+      if (reused && untouched && err instanceof DestinationUnreachableError && !isAborted(o.signal)) {
+        log.info({ reason: err.message }, "kept data link was gone; reconnecting");
+        link = undefined;
+        reused = false;
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+/** Distinct TLS configurations get distinct links (tests use several in one process). */
+const tlsIds = new WeakMap<LinkTls, number>();
+let nextTlsId = 1;
+
+function keyOf(o: SendBatchOptions): string {
+  let tlsId = 0;
+  if (o.tls !== undefined) {
+    tlsId = tlsIds.get(o.tls.tls) ?? nextTlsId++;
+    tlsIds.set(o.tls.tls, tlsId);
+  }
+  return linkKey({
+    address: o.address,
+    destHost: o.tls?.destHost,
+    migrationId: o.migrationId,
+    sourceHost: o.sourceHost,
+    token: migrationToken(o.secret, o.migrationId),
+    tlsId,
+  });
+}
+
+/** Close the idle data links this process keeps (mover shutdown). */
+export function closeIdleLinks(): void {
+  links.closeAll();
 }
 
 /** The BATCH_BEGIN this batch announces (also what a local copy claims and writes under). */
@@ -149,6 +265,7 @@ export function beginOf(o: SendBatchOptions): BatchBegin {
   };
   if (o.delivery !== undefined) begin.delivery = o.delivery;
   if (o.verify === false) begin.verify = false;
+  if (o.stripe !== undefined) begin.stripe = o.stripe;
   return begin;
 }
 
@@ -206,32 +323,28 @@ async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined)
   }
 }
 
+const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true;
+
 const aborted = (signal: AbortSignal): TransferAbortedError =>
   new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
 
 async function run(
   o: SendBatchOptions,
-  socket: Socket,
+  link: Link,
   source: SourceVolume,
   limit: Limit | undefined,
   log: Logger,
+  attempt: { session?: ClientSession },
 ): Promise<ClientSession> {
   const bucket = limit?.bucket;
-  const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
-    // A (non-Node) destination that refuses our certificate says so with an alert on the first read.
-    mapSocketError: (err) =>
-      isCertificateRefusal(err)
-        ? tlsFailureOf(o.address, err)
-        : new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
-  });
-  // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
-  const encrypted = socket instanceof TLSSocket;
+  const { socket, reader, encrypted } = link;
   const session = new ClientSession({
     socket,
     reader,
     encrypted,
     chunkCount: o.chunkCount,
     maxResends: o.maxResends ?? 3,
+    // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
     bucket,
     compress:
@@ -240,16 +353,20 @@ async function run(
     onChunk: o.onChunk,
     log,
   });
+  attempt.session = session;
+  // The link's first batch carries the handshake's bytes.
+  session.wireBytes += link.pendingWireBytes;
+  link.pendingWireBytes = 0;
   const idleMs = o.idleTimeoutMs ?? 60_000;
-  socket.setTimeout(idleMs, () =>
-    session.fail(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`)),
-  );
+  const onIdle = (): void =>
+    session.fail(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`));
+  socket.setTimeout(idleMs, onIdle);
   const onAbort = (): void => session.fail(aborted(o.signal as AbortSignal));
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
   const guard = (p: Promise<void>): Promise<void> => p.catch((err: unknown) => session.fail(toError(err)));
   try {
-    await guard(handshake(o, session, reader));
+    await guard(session.sendControl({ kind: "BATCH_BEGIN", begin: beginOf(o) }));
     session.check();
     const send = (): Promise<void> => sendChunks(o, session, source);
     // Waiting for our turn is not idleness: the timer is off until our first chunk goes out.
@@ -265,19 +382,77 @@ async function run(
     return session;
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
+    socket.setTimeout(0);
+    socket.off("timeout", onIdle);
   }
 }
 
 const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 
-async function handshake(o: SendBatchOptions, session: ClientSession, reader: SocketFrameReader): Promise<void> {
+/**
+ * Connect (TCP, TLS), tune the socket for the link, and authenticate for the migration
+ * (CHALLENGE, HELLO, AUTH_OK): a link batches of this migration can run on, one at a time.
+ */
+async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
+  const socket = await connect(o, log);
+  const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
+    // A (non-Node) destination that refuses our certificate says so with an alert on the first read.
+    mapSocketError: (err) =>
+      isCertificateRefusal(err)
+        ? tlsFailureOf(o.address, err)
+        : new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }),
+  });
+  const idleMs = o.idleTimeoutMs ?? 60_000;
+  const onIdle = (): void =>
+    reader.abort(new DestinationUnreachableError(`no traffic from ${o.address} for ${idleMs} ms`));
+  socket.setTimeout(idleMs, onIdle);
+  const onAbort = (): void => reader.abort(aborted(o.signal as AbortSignal));
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  if (o.signal?.aborted === true) onAbort();
+  try {
+    const { bytes, rttUs } = await handshake(o, socket, reader);
+    const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log);
+    log.info({ address: o.address, handshakeRttUs: rttUs, ...tuning }, "data link open");
+    return {
+      socket,
+      reader,
+      encrypted: socket instanceof TLSSocket,
+      tuning,
+      handshakeUs: rttUs,
+      batches: 0,
+      pendingWireBytes: bytes,
+    };
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+    socket.setTimeout(0);
+    socket.off("timeout", onIdle);
+  }
+}
+
+/** CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote and the HELLO's round trip. */
+async function handshake(
+  o: SendBatchOptions,
+  socket: Socket,
+  reader: SocketFrameReader,
+): Promise<{ bytes: number; rttUs: number }> {
   const challenge = await reader.next();
   if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
   const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
-  await session.sendControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  const hello = encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  const sent = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    socket.write(hello, (err) =>
+      err
+        ? reject(new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }))
+        : resolve(),
+    );
+  });
   const answer = await reader.next();
   if (answer.kind === "frame" && answer.frame.kind === "AUTH_FAIL") {
     throw new AuthFailedError(`${o.address} refused migration ${o.migrationId}: ${answer.frame.message}`);
@@ -286,7 +461,7 @@ async function handshake(o: SendBatchOptions, session: ClientSession, reader: So
     throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
   }
   reader.decoder.setLimits(CLIENT_SESSION);
-  await session.sendControl({ kind: "BATCH_BEGIN", begin: beginOf(o) });
+  return { bytes: hello.length, rttUs: Math.round((performance.now() - sent) * 1000) };
 }
 
 async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {

@@ -109,7 +109,7 @@ describe("local copy (source and destination in one mover)", () => {
           if (written > 1) return;
           const claim = fences.claim(key, { attempt: 0, delivery: 9 }, newer);
           expect(claim.granted && claim.superseded !== undefined).toBe(true);
-          if (claim.granted) takeover = claim.superseded?.fence(new FencedError("taken over in the test"));
+          if (claim.granted) takeover = claim.superseded?.[0]?.fence(new FencedError("taken over in the test"));
         },
       },
     );

@@ -120,7 +120,7 @@ export async function withBatchClaim<T>(
   work: (holds: () => boolean) => Promise<T>,
 ): Promise<T> {
   const key = fenceKey(begin);
-  const claim = fences.claim(key, tokenOf(begin), holder);
+  const claim = fences.claim(key, tokenOf(begin), holder, begin.stripe);
   if (!claim.granted) {
     throw new FencedError(
       `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: ` +
@@ -133,12 +133,11 @@ export async function withBatchClaim<T>(
         { attempt: begin.attempt, delivery: begin.delivery },
         "batch taken over from an older sender; fencing it",
       );
-      await claim.superseded.fence(
-        new FencedError(
-          `batch ${begin.batch} was handed to a newer sender ` +
-            `(attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`,
-        ),
+      const err = new FencedError(
+        `batch ${begin.batch} was handed to a newer sender ` +
+          `(attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`,
       );
+      await Promise.all(claim.superseded.map((h) => h.fence(err)));
     }
     return await work(() => fences.holds(key, holder));
   } finally {

@@ -19,6 +19,7 @@ import { NativeFrameReader } from "./native-frame-reader.js";
 import { socketFd, zeroCopy } from "#native/index.js";
 import type { SendBatchOptions, SendBatchResult } from "./client.js";
 import { copyBatchLocally } from "./local-copy.js";
+import { tuneSocket } from "./socket-tuning.js";
 import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";
 
 export interface DataServerOptions {
@@ -239,6 +240,7 @@ async function serveConnection(
   ticket.authenticated();
   const reader = conn.reader;
   log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, tls: peer !== undefined });
+  log.info({ ...tuneSocket(socket, undefined, log) }, "data link accepted");
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
     socket.setTimeout(cfg.idleTimeoutMs, () =>

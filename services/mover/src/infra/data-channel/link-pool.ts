@@ -1,0 +1,143 @@
+import type { Socket } from "node:net";
+import { createHash } from "node:crypto";
+import type { Logger } from "#common/logger.js";
+import type { SocketFrameReader } from "./frame-reader.js";
+import type { SocketTuning } from "./socket-tuning.js";
+
+/**
+ * An authenticated data-channel connection between batches: TCP connected, TLS done, HELLO
+ * accepted for one migration. Batches of that migration reuse it, so a batch after the first
+ * costs no TCP, TLS or HELLO round trip and starts on a congestion window that is already open
+ * (on a 50 ms link a fresh connection spends several round trips in slow start per batch).
+ */
+export interface Link {
+  socket: Socket;
+  reader: SocketFrameReader;
+  encrypted: boolean;
+  tuning: SocketTuning | undefined;
+  /** HELLO → AUTH_OK round trip, µs (logged; it includes both processes' scheduling). */
+  handshakeUs: number;
+  /** Batches this link has carried (1 while its first batch runs). */
+  batches: number;
+  /** Handshake bytes this side wrote, counted into the link's first batch's wire bytes. */
+  pendingWireBytes: number;
+}
+
+interface Idle {
+  link: Link;
+  timer: NodeJS.Timeout;
+  onGone: () => void;
+}
+
+/** Idle links kept per key (destination, migration, sender, credentials). */
+export const MAX_IDLE_LINKS = 8;
+/** An idle link is closed after this long; well inside the data server's idle timeout (120 s). */
+export const LINK_IDLE_MS = 20_000;
+
+/**
+ * Idle authenticated links, per destination and migration. A batch takes one (or dials), and
+ * gives it back only after a clean BATCH_OK with nothing unread: a link that failed in any way is
+ * destroyed, never reused. An idle link the destination closed, or that received anything, is
+ * dropped; one idle for LINK_IDLE_MS is closed. Idle sockets are unref'd: they keep no process up.
+ */
+export class LinkPool {
+  private readonly idle = new Map<string, Idle[]>();
+
+  constructor(
+    private readonly idleMs = LINK_IDLE_MS,
+    private readonly maxIdle = MAX_IDLE_LINKS,
+  ) {}
+
+  /** An idle link for `key` that still looks usable, or undefined. */
+  take(key: string): Link | undefined {
+    const list = this.idle.get(key);
+    while (list !== undefined && list.length > 0) {
+      const entry = list.pop() as Idle;
+      this.forget(entry);
+      if (list.length === 0) this.idle.delete(key);
+      if (usable(entry.link)) {
+        entry.link.socket.ref();
+        return entry.link;
+      }
+      entry.link.socket.destroy();
+    }
+    return undefined;
+  }
+
+  /** Keep a link whose batch ended cleanly for the next batch of the same key. */
+  give(key: string, link: Link, log: Logger): void {
+    const list = this.idle.get(key) ?? [];
+    if (!usable(link) || list.length >= this.maxIdle) {
+      link.socket.destroy();
+      return;
+    }
+    link.socket.setTimeout(0);
+    link.socket.unref();
+    const entry: Idle = {
+      link,
+      timer: setTimeout(() => {
+        this.drop(key, entry);
+        log.debug({ batches: link.batches }, "idle data link closed");
+      }, this.idleMs),
+      onGone: () => this.drop(key, entry),
+    };
+    entry.timer.unref();
+    link.socket.once("close", entry.onGone);
+    link.socket.once("end", entry.onGone);
+    list.push(entry);
+    this.idle.set(key, list);
+  }
+
+  /** Idle links held for `key` (tests). */
+  idleCount(key: string): number {
+    return this.idle.get(key)?.length ?? 0;
+  }
+
+  /** Close every idle link (mover shutdown). */
+  closeAll(): void {
+    for (const [key, list] of [...this.idle]) for (const entry of [...list]) this.drop(key, entry);
+  }
+
+  private drop(key: string, entry: Idle): void {
+    const list = this.idle.get(key);
+    const at = list?.indexOf(entry) ?? -1;
+    if (list !== undefined && at >= 0) {
+      list.splice(at, 1);
+      if (list.length === 0) this.idle.delete(key);
+    }
+    this.forget(entry);
+    entry.link.socket.destroy();
+  }
+
+  private forget(entry: Idle): void {
+    clearTimeout(entry.timer);
+    entry.link.socket.off("close", entry.onGone);
+    entry.link.socket.off("end", entry.onGone);
+  }
+}
+
+/** Open both ways, nothing unread: the destination sends nothing between batches. */
+function usable(link: Link): boolean {
+  const s = link.socket;
+  return !s.destroyed && s.writable && !s.readableEnded && link.reader.decoder.buffered === 0 && s.readableLength === 0;
+}
+
+/**
+ * The pool key: destination address, the host it must prove to be (TLS) or none, the migration,
+ * the sending host, and a digest of the per-migration token (a link authenticated with one
+ * secret is never lent to a batch holding another).
+ */
+export function linkKey(o: {
+  address: string;
+  destHost: string | undefined;
+  migrationId: string;
+  sourceHost: string;
+  token: Uint8Array;
+  tlsId: number;
+}): string {
+  const token = createHash("sha256").update(o.token).digest("base64url").slice(0, 16);
+  return [o.address, o.destHost ?? "", o.tlsId, o.migrationId, o.sourceHost, token].join("\0");
+}
+
+/** The process's pool of data links (one per mover process, shared by its batches). */
+export const links = new LinkPool();
