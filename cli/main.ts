@@ -14,13 +14,12 @@ import {
   cliEventTrust,
   findCredentials,
   listMigrations,
-  newId,
   publishCommand,
   readMigration,
   takeCredentialFlags,
 } from "./client.js";
 import { runDemo } from "./demo.js";
-import { buildStart, runMigration } from "./migrate.js";
+import { buildStart, runCancel, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus, readMirroredMigration } from "#federation";
@@ -86,7 +85,16 @@ const out = (s: string): boolean => process.stdout.write(`${s}\n`);
  * Client commands that read --data-dir themselves as well (the stack's layout for hints, its
  * trust.json to verify events, its admin key to sign or check backups): it is kept for them.
  */
-const KEEPS_DATA_DIR = new Set(["replicate", "restore", "status", "events", "migrate", "backup", "restore-log"]);
+const KEEPS_DATA_DIR = new Set([
+  "replicate",
+  "restore",
+  "status",
+  "events",
+  "migrate",
+  "cancel",
+  "backup",
+  "restore-log",
+]);
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...given] = argv;
@@ -179,20 +187,14 @@ export async function main(argv: string[]): Promise<number> {
       case "events":
         return await events(rest);
       case "cancel": {
-        const { values, positionals } = args(rest, { reason: { type: "string" } });
+        const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
         const id = positionals[0];
         if (!id) throw new UsageError("cancel needs a migration id: dwcp cancel ID");
-        await withNats(values.nats, (n) =>
-          publishCommand(n, {
-            type: "CancelMigration",
-            version: 1,
-            commandId: newId("cmd"),
-            migrationId: id,
-            reason: values.reason,
-          }),
-        );
-        out(`cancel requested for ${id}`);
-        return 0;
+        const trust = cliEventTrust(values["data-dir"]);
+        const r = await withNats(values.nats, (n) => runCancel(n, id, { reason: values.reason, trust }));
+        if (!r.ok) process.stderr.write(`dwcp: ${r.message}\n`);
+        else out(r.message);
+        return r.ok ? 0 : 1;
       }
       default: {
         const pitr = runPitrCommand(cmd, rest);

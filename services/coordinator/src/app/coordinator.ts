@@ -21,7 +21,6 @@ import { loadEventTrust } from "#common/signing.js";
 import type { CoordinatorConfig } from "../config.js";
 import { migrationAggregate } from "../domain/migration/aggregate.js";
 import type { MigrationCommand, PlanOutcome } from "../domain/migration/decide.js";
-import { MigrationIdInUseError, UnknownMigrationError } from "../domain/migration/errors.js";
 import { basename } from "../domain/migration/planner.js";
 import { allBatchesDone, type Migration } from "../domain/migration/state.js";
 import { parseCommand } from "../domain/parse-command.js";
@@ -168,7 +167,6 @@ export class Coordinator {
 
   private async handleCommand(m: JsMsg): Promise<void> {
     const parsed = parseCommand(m.data);
-    const fallbackId = `cmd-${m.seq}`;
     if (!parsed.ok) {
       this.log.warn(
         { streamSeq: m.seq, reason: parsed.reason, migrationId: parsed.aggregateId },
@@ -179,28 +177,18 @@ export class Coordinator {
         reason: parsed.reason,
         message: parsed.message,
         commandId: parsed.commandId,
+        ...(parsed.commandType === undefined ? {} : { command: parsed.commandType }),
       };
-      const target =
-        parsed.aggregateId && this.projection.get(parsed.aggregateId).state.status === "none"
-          ? parsed.aggregateId
-          : fallbackId;
+      // Where the sender watches: the migration it named (decide refuses beside an existing one),
+      // else cmd-<stream sequence>.
+      const target = parsed.aggregateId ?? `cmd-${m.seq}`;
       await this.withLock(target, () => this.execute(target, reject, `reject.${m.seq}`));
       return;
     }
+    // A refused command (an id in use, a cancel of an unknown or ended migration) is decided as
+    // a CommandRejected on the migration it names.
     const { command, aggregateId } = parsed;
-    try {
-      await this.withLock(aggregateId, () => this.execute(aggregateId, command, command.commandId));
-    } catch (err) {
-      if (!(err instanceof MigrationIdInUseError || err instanceof UnknownMigrationError)) throw err;
-      this.log.warn({ streamSeq: m.seq, migrationId: aggregateId, code: err.code }, err.message);
-      const reject = {
-        type: "RejectCommand" as const,
-        reason: err.code,
-        message: err.message,
-        commandId: command.commandId,
-      };
-      await this.withLock(fallbackId, () => this.execute(fallbackId, reject, `reject.${m.seq}`));
-    }
+    await this.withLock(aggregateId, () => this.execute(aggregateId, command, command.commandId));
   }
 
   /**
