@@ -19,6 +19,7 @@ import {
   takeCredentialFlags,
 } from "./client.js";
 import { runDemo } from "./demo.js";
+import { statusRow, statusTable } from "./status-table.js";
 import { buildStart, runCancel, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
@@ -284,26 +285,9 @@ async function status(argv: string[]): Promise<number> {
     const id = positionals[0];
     const list = id ? [(await readAnySite(nats, id, trust)).state] : await listMigrations(nats, trust);
     if (id && list[0]?.status === "none" && !list[0].ignored) throw new UsageError(`no migration with id ${id}`);
-    const rows = list.map((m) => ({
-      migrationId: m.id,
-      state: m.status,
-      vm: m.request?.vm,
-      bytesDone: m.totals.bytes,
-      bytesTotal: m.plan?.totalBytes,
-      batchesDone: m.batches.filter((b) => b.status === "done").length,
-      batches: m.plan?.batchCount,
-      ...(m.reason ? { reason: m.reason, message: m.message } : {}),
-      ...(m.ignored ? { ignored: m.ignored } : {}),
-    }));
+    const rows = list.map((m) => statusRow(m, new Date()));
     if (values.json) out(JSON.stringify(id ? rows[0] : rows));
-    else
-      for (const r of rows)
-        out(
-          `${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ` +
-            `${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}` +
-            (r.reason ? `  ${r.reason}: ${r.message}` : "") +
-            (r.ignored ? `  ignored: ${r.ignored.count} event(s), last ${r.ignored.recent.at(-1)?.reason ?? ""}` : ""),
-        );
+    else out(statusTable(rows));
     return 0;
   });
 }
