@@ -33,7 +33,8 @@ const alive = (h: Holder): boolean => startTicksOf(h.pid) === h.startTicks;
  * Takes <dataDir>/lock for this process while it runs a stack there: created exclusively (a
  * hard link, which fails if the lock exists) with this process's pid and start time. A lock
  * whose holder is gone (no such process, or the pid now names a process started at another
- * time) is stale and taken over, so a killed stack does not block the next `dwcp up`. Throws DataDirLockedError naming the live holder.
+ * time) is stale and taken over, so a killed stack does not block the next `dwcp up`. Throws
+ * DataDirLockedError naming the live holder.
  */
 export function lockDataDir(dataDir: string, command: string): { release(): void } {
   const file = join(dataDir, "lock");

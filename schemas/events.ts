@@ -4,6 +4,7 @@ import {
   ChunkSize,
   Destination,
   FailureCode,
+  FileOwnership,
   HostId,
   Id,
   MAX_BATCHES,
@@ -88,6 +89,8 @@ export const PlannedVolume = z.object({
    * hold (sparse volumes); absent means every batch has chunksPerBatch chunks but the last.
    */
   batchChunks: z.array(Uint.min(1).max(MAX_BATCH_CHUNKS)).max(MAX_BATCHES).optional(),
+  /** The source file's mode and owner, for the destination file. */
+  ...FileOwnership,
 });
 
 export const MigrationPlanned = z

@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { chmod, chown, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BIN } from "../cli/stack.js";
 import { readMigration } from "../cli/client.js";
@@ -104,5 +106,27 @@ describe("honest outcomes", () => {
     expect((await running).state).toBe("cancelled");
     const types = (await eventsOf(stack, slow.migrationId ?? "")).map((e) => e.event.type);
     expect(types.filter((t) => t === "MigrationCancelled")).toHaveLength(1);
+  });
+});
+
+describe("file modes", () => {
+  it("the destination file gets the source's mode (and owner, as root)", async () => {
+    const src = await makeImage(stack, "a", "vms/m/disk.img", { sizeBytes: 1 * MiB + 3, zeroFraction: 0.5, seed: 6 });
+    await chmod(src, 0o604);
+    const root = process.getuid?.() === 0;
+    if (root) await chown(src, 1234, 4321);
+    const r = await runMigration(
+      stack.nats,
+      buildStart({
+        vm: "m",
+        source: { host: "a", volumes: [{ path: "vms/m/disk.img", kind: "disk" }] },
+        destination: { host: "b", dir: "m1" },
+      }),
+      { timeoutMs: 60_000 },
+    );
+    expect(r.state).toBe("completed");
+    const st = await stat(join(stack.root("b"), "m1", "disk.img"));
+    expect((st.mode & 0o7777).toString(8)).toBe("604");
+    if (root) expect([st.uid, st.gid]).toEqual([1234, 4321]);
   });
 });

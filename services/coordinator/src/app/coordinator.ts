@@ -312,6 +312,9 @@ export class Coordinator {
       sourcePath: v.path,
       sizeBytes: v.sizeBytes,
       dataMap: v.dataMap,
+      mode: v.mode,
+      uid: v.uid,
+      gid: v.gid,
     }));
     return { ok: true, destDir: dst.dir, volumes };
   }
@@ -328,7 +331,7 @@ export class Coordinator {
       return blake3 === undefined ? v : { ...v, blake3 };
     };
     const volumes = plan.volumes.map((v, i) =>
-      withHash({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0 }, i),
+      withHash({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0, ...ownershipOf(v) }, i),
     );
     const finalize = {
       op: "finalize" as const,
@@ -399,4 +402,13 @@ function asRejection(reason: string): RejectionReason {
 /** The failure a destination's finalize refusal becomes: a hash mismatch or failed verify keeps its code. */
 function finalizeFailure(reason: string): "VERIFY_FAILED" | "VOLUME_HASH_MISMATCH" | "FINALIZE_FAILED" {
   return reason === "VERIFY_FAILED" || reason === "VOLUME_HASH_MISMATCH" ? reason : "FINALIZE_FAILED";
+}
+
+/** The source file's mode and owner a planned volume carries, for the destination to apply. */
+function ownershipOf(v: { mode?: number; uid?: number; gid?: number }): { mode?: number; uid?: number; gid?: number } {
+  return {
+    ...(v.mode === undefined ? {} : { mode: v.mode }),
+    ...(v.uid === undefined ? {} : { uid: v.uid }),
+    ...(v.gid === undefined ? {} : { gid: v.gid }),
+  };
 }
