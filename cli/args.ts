@@ -69,6 +69,7 @@ export function fmtBytes(n: number): string {
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
 
+/** A rate in IEC units, like every size dwcp prints and reads (MiB = 1024² bytes). */
 export function fmtRate(bytesPerSec: number): string {
-  return `${(bytesPerSec / 1e6).toFixed(0)} MB/s`;
+  return `${fmtBytes(bytesPerSec)}/s`;
 }

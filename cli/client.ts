@@ -133,7 +133,10 @@ export async function listMigrations(nats: Nats, trust?: EventTrust): Promise<Mi
   });
   await done;
   tail.stop();
-  return [...byId.values()].sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? ""));
+  // An id only refused commands named (a cancel of an unknown id) is no migration.
+  return [...byId.values()]
+    .filter((m) => m.status !== "none" || m.ignored !== undefined)
+    .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? ""));
 }
 
 /**

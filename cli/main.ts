@@ -14,13 +14,13 @@ import {
   cliEventTrust,
   findCredentials,
   listMigrations,
-  newId,
   publishCommand,
   readMigration,
   takeCredentialFlags,
 } from "./client.js";
 import { runDemo } from "./demo.js";
-import { buildStart, runMigration } from "./migrate.js";
+import { statusRow, statusTable } from "./status-table.js";
+import { buildStart, runCancel, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus, readMirroredMigration } from "#federation";
@@ -86,7 +86,16 @@ const out = (s: string): boolean => process.stdout.write(`${s}\n`);
  * Client commands that read --data-dir themselves as well (the stack's layout for hints, its
  * trust.json to verify events, its admin key to sign or check backups): it is kept for them.
  */
-const KEEPS_DATA_DIR = new Set(["replicate", "restore", "status", "events", "migrate", "backup", "restore-log"]);
+const KEEPS_DATA_DIR = new Set([
+  "replicate",
+  "restore",
+  "status",
+  "events",
+  "migrate",
+  "cancel",
+  "backup",
+  "restore-log",
+]);
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...given] = argv;
@@ -179,20 +188,14 @@ export async function main(argv: string[]): Promise<number> {
       case "events":
         return await events(rest);
       case "cancel": {
-        const { values, positionals } = args(rest, { reason: { type: "string" } });
+        const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
         const id = positionals[0];
         if (!id) throw new UsageError("cancel needs a migration id: dwcp cancel ID");
-        await withNats(values.nats, (n) =>
-          publishCommand(n, {
-            type: "CancelMigration",
-            version: 1,
-            commandId: newId("cmd"),
-            migrationId: id,
-            reason: values.reason,
-          }),
-        );
-        out(`cancel requested for ${id}`);
-        return 0;
+        const trust = cliEventTrust(values["data-dir"]);
+        const r = await withNats(values.nats, (n) => runCancel(n, id, { reason: values.reason, trust }));
+        if (!r.ok) process.stderr.write(`dwcp: ${r.message}\n`);
+        else out(r.message);
+        return r.ok ? 0 : 1;
       }
       default: {
         const pitr = runPitrCommand(cmd, rest);
@@ -284,26 +287,9 @@ async function status(argv: string[]): Promise<number> {
     const id = positionals[0];
     const list = id ? [(await readAnySite(nats, id, trust)).state] : await listMigrations(nats, trust);
     if (id && list[0]?.status === "none" && !list[0].ignored) throw new UsageError(`no migration with id ${id}`);
-    const rows = list.map((m) => ({
-      migrationId: m.id,
-      state: m.status,
-      vm: m.request?.vm,
-      bytesDone: m.totals.bytes,
-      bytesTotal: m.plan?.totalBytes,
-      batchesDone: m.batches.filter((b) => b.status === "done").length,
-      batches: m.plan?.batchCount,
-      ...(m.reason ? { reason: m.reason, message: m.message } : {}),
-      ...(m.ignored ? { ignored: m.ignored } : {}),
-    }));
+    const rows = list.map((m) => statusRow(m, new Date()));
     if (values.json) out(JSON.stringify(id ? rows[0] : rows));
-    else
-      for (const r of rows)
-        out(
-          `${r.migrationId}  ${r.state.padEnd(9)}  ${r.vm ?? "-"}  ` +
-            `${fmtBytes(r.bytesDone)}/${fmtBytes(r.bytesTotal ?? 0)}  batches ${r.batchesDone}/${r.batches ?? 0}` +
-            (r.reason ? `  ${r.reason}: ${r.message}` : "") +
-            (r.ignored ? `  ignored: ${r.ignored.count} event(s), last ${r.ignored.recent.at(-1)?.reason ?? ""}` : ""),
-        );
+    else out(statusTable(rows));
     return 0;
   });
 }

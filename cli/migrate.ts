@@ -1,9 +1,10 @@
-import { StartMigration, type MigrationEvent } from "#schemas/index.js";
+import { StartMigration, type CancelMigration, type MigrationEvent } from "#schemas/index.js";
 import type { Nats } from "#common/nats.js";
 import type { Migration } from "#migration";
 import { fmtBytes, fmtRate, UsageError } from "./args.js";
 import type { EventTrust } from "#common/signing.js";
-import { newId, publishCommand, watchMigration } from "./client.js";
+import { newId, publishCommand } from "./client.js";
+import { followCommand } from "./follow.js";
 
 export interface MigrationResult {
   migrationId: string;
@@ -71,7 +72,11 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): {
   };
 }
 
-/** Publishes the command and follows the migration to its end. */
+/**
+ * Publishes the command and follows it to its real outcome: the migration's end, or the
+ * coordinator's refusal (an id already used by another command is refused, never taken for
+ * that command's migration).
+ */
 export async function runMigration(
   nats: Nats,
   command: StartMigration,
@@ -87,19 +92,29 @@ export async function runMigration(
   const progress = opts.progress ? progressPrinter() : undefined;
   const abort = new AbortController();
   const timer = opts.timeoutMs ? setTimeout(() => abort.abort(), opts.timeoutMs) : undefined;
-  await publishCommand(nats, command);
+  const seq = await publishCommand(nats, command);
   let completed: Extract<MigrationEvent, { type: "MigrationCompleted" }> | undefined;
   try {
-    const final = await watchMigration(
-      nats,
-      id,
-      (e, s) => {
+    const outcome = await followCommand(nats, command, seq, {
+      onEvent: (e, s) => {
         progress?.onEvent(e, s);
         if (e.type === "MigrationCompleted") completed = e;
       },
-      abort.signal,
-      opts.trust,
-    );
+      signal: abort.signal,
+      ...(opts.trust ? { trust: opts.trust } : {}),
+    });
+    if (outcome.kind === "refused")
+      return {
+        migrationId: id,
+        state: "rejected",
+        bytes: 0,
+        wireBytes: 0,
+        zeroBytes: 0,
+        seconds: (Date.now() - started) / 1000,
+        reason: outcome.reason,
+        message: outcome.message,
+      };
+    const final = outcome.state;
     return {
       migrationId: id,
       state: final.status,
@@ -116,4 +131,30 @@ export async function runMigration(
     clearTimeout(timer);
     progress?.done();
   }
+}
+
+/**
+ * Publishes a cancel and waits for the coordinator's answer: the migration cancelled by it, or
+ * the refusal (no such migration, or it already ended).
+ */
+export async function runCancel(
+  nats: Nats,
+  migrationId: string,
+  opts: { reason?: string | undefined; trust?: EventTrust; timeoutMs?: number } = {},
+): Promise<{ ok: boolean; message: string; reason?: string }> {
+  const command: CancelMigration = {
+    type: "CancelMigration",
+    version: 1,
+    commandId: newId("cmd"),
+    migrationId,
+    ...(opts.reason === undefined ? {} : { reason: opts.reason }),
+  };
+  const seq = await publishCommand(nats, command);
+  const outcome = await followCommand(nats, command, seq, {
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    ...(opts.trust ? { trust: opts.trust } : {}),
+  });
+  if (outcome.kind === "refused")
+    return { ok: false, reason: outcome.reason, message: `cannot cancel ${migrationId}: ${outcome.message}` };
+  return { ok: true, message: `migration ${migrationId} cancelled` };
 }

@@ -1,6 +1,6 @@
 // Point-in-time recovery and replication commands. cli/main.ts dispatches to runPitrCommand.
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir, open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -68,9 +68,10 @@ export const PITR_HELP = `
                                         asks for (DWCP_SECRET for --agent destinations); "dwcp up" starts one
   replication-agent --root DIR --listen HOST:PORT
                                         serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)
-  drill [--size SIZE] [--data-dir D] [--json]
+  drill [--size SIZE] [--data-dir D] [--keep] [--json]
                                         DR drill on an embedded stack: replicate, back the log up, kill -9 the
-                                        primary, restore at a fresh DR site; prints RPO and RTO
+                                        primary, restore at a fresh DR site; prints RPO and RTO. Says where it
+                                        works (a new temp dir unless --data-dir) and removes it after (--keep keeps it)
   snapshots --vm NAME [--data-dir D] [--json]
                                         committed snapshots of a VM (from events signed by the source host's
                                         replication service; others are listed as ignored)
@@ -458,13 +459,33 @@ export async function cmdReplicationAgent(argv: string[]): Promise<number> {
 
 /** `dwcp drill`: an embedded primary site (nats-server, coordinator, movers) and a DR directory. */
 export async function cmdDrill(argv: string[]): Promise<number> {
-  const v = flags(argv, { size: { type: "string", default: "64M" }, "data-dir": { type: "string" } });
+  const v = flags(argv, {
+    size: { type: "string", default: "64M" },
+    "data-dir": { type: "string" },
+    keep: { type: "boolean", default: false },
+  });
+  const sizeBytes = parseSize("--size", v.size ?? "64M"); // checked before anything starts
+  // A temp dir of its own is removed afterwards (unless --keep); a given --data-dir is the user's.
+  const temp = v["data-dir"] === undefined;
   const dataDir = v["data-dir"] ?? mkdtempSync(join(tmpdir(), "dwcp-drill-"));
-  const stack = await new Stack({ dataDir, hosts: ["a", "b"], replication: false }).start();
+  process.stderr.write(`dwcp drill: working in ${dataDir}\n`);
   try {
+    return await drillIn(dataDir, sizeBytes, v.json === true);
+  } finally {
+    if (temp && !v.keep) {
+      rmSync(dataDir, { recursive: true, force: true });
+      process.stderr.write(`dwcp drill: removed ${dataDir}\n`);
+    } else process.stderr.write(`dwcp drill: kept ${dataDir}${temp ? "" : " (--data-dir)"}\n`);
+  }
+}
+
+async function drillIn(dataDir: string, sizeBytes: number, json: boolean): Promise<number> {
+  const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false });
+  try {
+    await stack.start();
     const disk = join(stack.root("a"), "vms/drill/disk.img");
     await mkdir(dirname(disk), { recursive: true });
-    await generateImage(disk, { sizeBytes: parseSize("--size", v.size ?? "64M"), zeroFraction: 0.5, seed: 1 });
+    await generateImage(disk, { sizeBytes, zeroFraction: 0.5, seed: 1 });
     const all = (): ServiceProcess[] => [...stack.coordinators, ...stack.movers.values()];
     const r = await runDrill({
       primary: {
@@ -488,8 +509,8 @@ export async function cmdDrill(argv: string[]): Promise<number> {
       },
     });
     out(
-      v.json
-        ? JSON.stringify({ ...r, view: undefined })
+      json
+        ? JSON.stringify({ ...r, view: undefined, workDir: dataDir })
         : `DR drill: restored ${r.vm} snapshot ${r.snapshotId} (${r.verified ? "verified" : "NOT VERIFIED"}) ` +
             `to ${r.restored.join(", ")}\nRPO ${r.rpoSeconds.toFixed(2)} s (writes after ${r.takenAt} lost)  ` +
             `RTO ${r.rtoSeconds.toFixed(2)} s (disaster ${r.disasterAt} -> recovered ${r.recoveredAt})`,

@@ -21,6 +21,8 @@ import {
   type Role,
 } from "#common/credentials/provision.js";
 
+import { lockDataDir } from "./data-dir-lock.js";
+
 export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
 
 export interface ServiceProcess {
@@ -76,7 +78,7 @@ async function until<T>(
   what: string,
   proc: ServiceProcess | undefined,
   probe: () => Promise<T | undefined>,
-  timeoutMs = 30_000,
+  timeoutMs = 90_000, // generous: a loaded host starts tsx-compiled services slowly
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -155,6 +157,7 @@ export class Stack {
   /** The stack's CA, certificates, nkeys and trust file (<dataDir>/pki, creds, trust.json). */
   credentials!: Provisioned;
   private readonly logs: string;
+  private lock: { release(): void } | undefined;
 
   constructor(readonly opts: StackOptions) {
     this.logs = join(opts.dataDir, "logs");
@@ -198,6 +201,9 @@ export class Stack {
   }
 
   async start(): Promise<this> {
+    // A stack that runs its own server owns the data dir (its JetStream store) while it runs.
+    if (this.opts.natsUrl === undefined)
+      this.lock = lockDataDir(this.opts.dataDir, `dwcp ${process.argv.slice(2).join(" ")}`.slice(0, 200));
     this.credentials = this.opts.credentials ?? (await provision(this.opts.dataDir, { hosts: this.opts.hosts }));
     if (this.opts.natsUrl === undefined) {
       const port = this.opts.natsPort || (await freePort()); // 0: any free port
@@ -284,5 +290,7 @@ export class Stack {
     await Promise.allSettled(services.map((p) => p.stop()));
     await this.nats?.nc.close().catch(() => undefined);
     await this.server?.stop();
+    this.lock?.release();
+    this.lock = undefined;
   }
 }

@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { siteIds } from "#federation";
 import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
+import { lockDataDir } from "./data-dir-lock.js";
 import { UsageError } from "./args.js";
 import { provision, rolesOf } from "#common/credentials/provision.js";
 import { permissionsOf } from "#common/credentials/permissions.js";
@@ -48,6 +49,7 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
     { name: "dwcp", base: { svc: "federation" } },
     pino.destination({ dest: join(dataDir, "logs", "federation.log"), mkdir: true }),
   );
+  const lock = lockDataDir(dataDir, `dwcp up --sites ${opts.sites}`);
   const sites = Object.fromEntries(siteIds(opts.sites).map((id) => [id, opts.hosts.map((h) => `${id}-${h}`)]));
   const fs = await startFederatedStack({ dataDir, sites, partitionable: false }, log);
   const first = fs.fed.sites[0];
@@ -69,6 +71,7 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
   await untilSignal();
   process.stdout.write("stopping...\n");
   await fs.stop();
+  lock.release();
   return 0;
 }
 

@@ -76,6 +76,17 @@ export function describeInvalid(err: unknown): string {
 /** Non-negative safe integer (zod's int() already refuses anything beyond Number.MAX_SAFE_INTEGER). */
 export const Uint = z.number().int().nonnegative();
 
+/**
+ * A source file's permission bits and owner, kept at the destination (the owner only when the
+ * destination runs as root). Absent from older movers' probes: the destination keeps its default.
+ */
+export const FileOwnership = {
+  /** Permission bits (st_mode & 0o7777). */
+  mode: z.number().int().min(0).max(0o7777).optional(),
+  uid: z.number().int().min(0).max(0xffffffff).optional(),
+  gid: z.number().int().min(0).max(0xffffffff).optional(),
+};
+
 const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
 
 export const ChunkSize = z

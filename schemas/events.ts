@@ -4,6 +4,7 @@ import {
   ChunkSize,
   Destination,
   FailureCode,
+  FileOwnership,
   HostId,
   Id,
   MAX_BATCHES,
@@ -49,6 +50,29 @@ export const MigrationRejected = z.object({
   message: Message,
 });
 
+/** Why a command about a migration was refused while the migration itself goes on (or stays ended). */
+export const CommandRejectionReason = z.enum([
+  ...RejectionReason.options,
+  /** A CancelMigration for a migration that already ended: there is nothing to cancel. */
+  "MIGRATION_ENDED",
+]);
+
+/**
+ * A command refused without changing the migration it names: a StartMigration reusing the id of
+ * another command's migration, a CancelMigration of an unknown or ended one, a malformed command
+ * naming a migration that exists. Recorded on the subject of the migration the sender named, so
+ * whoever watches it sees the refusal; folds keep it apart from the migration's own outcome.
+ */
+export const CommandRejected = z.object({
+  type: z.literal("CommandRejected"),
+  ...base,
+  commandId: z.string().max(64).optional(),
+  /** The refused command's type, when it could be read. */
+  command: z.enum(["StartMigration", "CancelMigration"]).optional(),
+  reason: CommandRejectionReason,
+  message: Message,
+});
+
 export const PlannedVolume = z.object({
   index: Uint,
   kind: VolumeKind,
@@ -65,6 +89,8 @@ export const PlannedVolume = z.object({
    * hold (sparse volumes); absent means every batch has chunksPerBatch chunks but the last.
    */
   batchChunks: z.array(Uint.min(1).max(MAX_BATCH_CHUNKS)).max(MAX_BATCHES).optional(),
+  /** The source file's mode and owner, for the destination file. */
+  ...FileOwnership,
 });
 
 export const MigrationPlanned = z
@@ -234,6 +260,7 @@ export const MigrationEvent = z.discriminatedUnion("type", [
   MigrationCompleted,
   MigrationFailed,
   MigrationCancelled,
+  CommandRejected,
 ]);
 
 export type MigrationRequested = z.infer<typeof MigrationRequested>;
@@ -247,4 +274,6 @@ export type ChunkBatchRetried = z.infer<typeof ChunkBatchRetried>;
 export type MigrationCompleted = z.infer<typeof MigrationCompleted>;
 export type MigrationFailed = z.infer<typeof MigrationFailed>;
 export type MigrationCancelled = z.infer<typeof MigrationCancelled>;
+export type CommandRejected = z.infer<typeof CommandRejected>;
+export type CommandRejectionReason = z.infer<typeof CommandRejectionReason>;
 export type MigrationEvent = z.infer<typeof MigrationEvent>;

@@ -25,6 +25,7 @@ const entries: Array<[string, z.ZodType]> = [
   ["MigrationCompleted", events.MigrationCompleted],
   ["MigrationFailed", events.MigrationFailed],
   ["MigrationCancelled", events.MigrationCancelled],
+  ["CommandRejected", events.CommandRejected],
   ["TransferBatch", work.TransferBatch],
   ["MoverRequest", rpc.MoverRequest],
   ["MoverRegistration", rpc.MoverRegistration],

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import {
+  FileOwnership,
   Blake3Hash,
   ChunkSize,
   FailureCode,
@@ -60,6 +61,7 @@ export const FinalizeVolumes = z.object({
          * when the log has none (older movers): the destination then checks the CRC32C only.
          */
         blake3: Blake3Hash.optional(),
+        ...FileOwnership,
       }),
     )
     .max(MAX_VOLUMES),
@@ -105,6 +107,7 @@ export const ProbeSourceReply = z.union([
           path: Path,
           sizeBytes: Uint,
           dataMap: DataMap.optional(),
+          ...FileOwnership,
         }),
       )
       .max(MAX_VOLUMES),

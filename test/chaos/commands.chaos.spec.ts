@@ -104,15 +104,17 @@ describe("commands and durability settings", () => {
               ? `x-${seed}`
               : what === "schema-invalid"
                 ? `bad-${seed}`
-                : `cmd-${seq}`;
-        const e = await waitEvent(
-          c.observer,
-          body,
-          `${what} rejected`,
-          (ev) => ev.type === "MigrationRejected",
-          30_000,
-        );
-        expect(e.event.type === "MigrationRejected" && e.event.reason, what).toBe(reason);
+                : what === "same migration id, another command"
+                  ? id
+                  : `cmd-${seq}`;
+        // A refusal of a command naming an existing migration lands beside it (CommandRejected).
+        const refused = (ev: { type: string }): boolean =>
+          ev.type === "MigrationRejected" || ev.type === "CommandRejected";
+        const e = await waitEvent(c.observer, body, `${what} rejected`, refused, 30_000);
+        expect(
+          (e.event.type === "MigrationRejected" || e.event.type === "CommandRejected") && e.event.reason,
+          what,
+        ).toBe(reason);
       }
       await waitEnd(c.observer, id);
       const out = await verifyMigration(c, id, [{ src, dst: join(c.root("b"), id, "disk.img") }]);

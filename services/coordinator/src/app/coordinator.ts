@@ -21,7 +21,6 @@ import { loadEventTrust } from "#common/signing.js";
 import type { CoordinatorConfig } from "../config.js";
 import { migrationAggregate } from "../domain/migration/aggregate.js";
 import type { MigrationCommand, PlanOutcome } from "../domain/migration/decide.js";
-import { MigrationIdInUseError, UnknownMigrationError } from "../domain/migration/errors.js";
 import { basename } from "../domain/migration/planner.js";
 import { allBatchesDone, type Migration } from "../domain/migration/state.js";
 import { parseCommand } from "../domain/parse-command.js";
@@ -181,7 +180,6 @@ export class Coordinator {
 
   private async handleCommand(m: JsMsg): Promise<void> {
     const parsed = parseCommand(m.data);
-    const fallbackId = `cmd-${m.seq}`;
     if (!parsed.ok) {
       this.log.warn(
         { streamSeq: m.seq, reason: parsed.reason, migrationId: parsed.aggregateId },
@@ -192,28 +190,18 @@ export class Coordinator {
         reason: parsed.reason,
         message: parsed.message,
         commandId: parsed.commandId,
+        ...(parsed.commandType === undefined ? {} : { command: parsed.commandType }),
       };
-      const target =
-        parsed.aggregateId && this.projection.get(parsed.aggregateId).state.status === "none"
-          ? parsed.aggregateId
-          : fallbackId;
+      // Where the sender watches: the migration it named (decide refuses beside an existing one),
+      // else cmd-<stream sequence>.
+      const target = parsed.aggregateId ?? `cmd-${m.seq}`;
       await this.withLock(target, () => this.execute(target, reject, `reject.${m.seq}`));
       return;
     }
+    // A refused command (an id in use, a cancel of an unknown or ended migration) is decided as
+    // a CommandRejected on the migration it names.
     const { command, aggregateId } = parsed;
-    try {
-      await this.withLock(aggregateId, () => this.execute(aggregateId, command, command.commandId));
-    } catch (err) {
-      if (!(err instanceof MigrationIdInUseError || err instanceof UnknownMigrationError)) throw err;
-      this.log.warn({ streamSeq: m.seq, migrationId: aggregateId, code: err.code }, err.message);
-      const reject = {
-        type: "RejectCommand" as const,
-        reason: err.code,
-        message: err.message,
-        commandId: command.commandId,
-      };
-      await this.withLock(fallbackId, () => this.execute(fallbackId, reject, `reject.${m.seq}`));
-    }
+    await this.withLock(aggregateId, () => this.execute(aggregateId, command, command.commandId));
   }
 
   /**
@@ -356,6 +344,9 @@ export class Coordinator {
       sourcePath: v.path,
       sizeBytes: v.sizeBytes,
       dataMap: v.dataMap,
+      mode: v.mode,
+      uid: v.uid,
+      gid: v.gid,
     }));
     return { ok: true, destDir: dst.dir, volumes };
   }
@@ -372,7 +363,7 @@ export class Coordinator {
       return blake3 === undefined ? v : { ...v, blake3 };
     };
     const volumes = plan.volumes.map((v, i) =>
-      withHash({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0 }, i),
+      withHash({ destName: v.destName, sizeBytes: v.sizeBytes, crc32c: crcs[i] ?? 0, ...ownershipOf(v) }, i),
     );
     const finalize = {
       op: "finalize" as const,
@@ -443,4 +434,13 @@ function asRejection(reason: string): RejectionReason {
 /** The failure a destination's finalize refusal becomes: a hash mismatch or failed verify keeps its code. */
 function finalizeFailure(reason: string): "VERIFY_FAILED" | "VOLUME_HASH_MISMATCH" | "FINALIZE_FAILED" {
   return reason === "VERIFY_FAILED" || reason === "VOLUME_HASH_MISMATCH" ? reason : "FINALIZE_FAILED";
+}
+
+/** The source file's mode and owner a planned volume carries, for the destination to apply. */
+function ownershipOf(v: { mode?: number; uid?: number; gid?: number }): { mode?: number; uid?: number; gid?: number } {
+  return {
+    ...(v.mode === undefined ? {} : { mode: v.mode }),
+    ...(v.uid === undefined ? {} : { uid: v.uid }),
+    ...(v.gid === undefined ? {} : { gid: v.gid }),
+  };
 }

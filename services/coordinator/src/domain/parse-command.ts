@@ -7,7 +7,15 @@ const MAX_ISSUES = 5;
 
 export type ParsedCommand =
   | { ok: true; command: Command; aggregateId: string }
-  | { ok: false; reason: RejectionReason; message: string; aggregateId?: string; commandId?: string };
+  | {
+      ok: false;
+      reason: RejectionReason;
+      message: string;
+      aggregateId?: string;
+      commandId?: string;
+      /** The command's type when it names a known one. */
+      commandType?: "StartMigration" | "CancelMigration";
+    };
 
 /**
  * Validates one raw command message. On failure it still names, when it can, the migration the
@@ -35,12 +43,13 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
       ...where,
     };
   }
+  const known = { ...where, commandType: type as (typeof COMMAND_TYPES)[number] };
   if (obj["version"] !== 1) {
     return {
       ok: false,
       reason: "UNSUPPORTED_VERSION",
       message: `${type} version ${echo(obj["version"])} is not supported; this coordinator speaks version 1`,
-      ...where,
+      ...known,
     };
   }
   const parsed = Command.safeParse(raw);
@@ -57,7 +66,7 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
       .map((i) => `${truncateText(i.path.join("."), 100) || "(root)"}: ${truncateText(i.message)}`);
     if (issues.length > MAX_ISSUES) listed.push(`and ${issues.length - MAX_ISSUES} more`);
     const message = truncateText(listed.join("; "), MAX_REJECTION_MESSAGE_CHARS);
-    return { ok: false, reason, message, ...where };
+    return { ok: false, reason, message, ...known };
   }
   const command = parsed.data;
   const id = command.type === "StartMigration" ? (command.migrationId ?? command.commandId) : command.migrationId;

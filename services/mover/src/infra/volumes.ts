@@ -107,14 +107,17 @@ async function answer<T>(work: () => Promise<T>, failure: Refusal["reason"]): Pr
 /** Canonical path and size of each source volume; all must be regular files inside a root. */
 export async function probeSource(req: ProbeSource, roots: readonly string[]): Promise<ProbeSourceReply> {
   return answer(async () => {
-    const volumes: { path: string; sizeBytes: number; dataMap?: DataMap }[] = [];
+    const volumes: { path: string; sizeBytes: number; dataMap?: DataMap; mode: number; uid: number; gid: number }[] =
+      [];
     for (const p of req.paths) {
       const path = await confineOrRefuse(roots, p, true);
       const fh = await openSource(roots, p, path);
       try {
-        const { size } = await fh.stat();
+        const { size, mode, uid, gid } = await fh.stat();
         const dataMap = req.regionBytes === undefined ? undefined : dataMapOf(fh, size, req.regionBytes);
-        volumes.push(dataMap === undefined ? { path, sizeBytes: size } : { path, sizeBytes: size, dataMap });
+        // The mode and owner travel with the plan: the destination file gets them at finalize.
+        const owner = { mode: mode & 0o7777, uid, gid };
+        volumes.push({ path, sizeBytes: size, ...(dataMap === undefined ? {} : { dataMap }), ...owner });
       } finally {
         await fh.close();
       }
@@ -284,6 +287,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
     const st = await fh.stat();
     if (st.size !== v.sizeBytes) await fh.truncate(v.sizeBytes);
     await verifyPart(fh, part, v, check);
+    await applyOwnership(fh, v);
     await fh.sync();
   } finally {
     await fh.close();
@@ -421,4 +425,11 @@ function removeEmptyDir(roots: readonly string[], dir: string): void {
   } finally {
     parent?.close();
   }
+}
+
+/** The source's mode on the destination file, and its owner when this process may give it (root). */
+async function applyOwnership(fh: FileHandle, v: FinalVolume): Promise<void> {
+  // chown first: it clears set-user/group-id bits that chmod then sets.
+  if (v.uid !== undefined && v.gid !== undefined && process.getuid?.() === 0) await fh.chown(v.uid, v.gid);
+  if (v.mode !== undefined) await fh.chmod(v.mode);
 }

@@ -2,14 +2,14 @@ import {
   MAX_BATCHES,
   truncateText,
   type CancelMigration,
+  type CommandRejectionReason,
   type FailureCode,
   type MigrationEvent,
   type RejectionReason,
   type StartMigration,
 } from "#schemas/index.js";
-import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
-import { allBatchesDone, isTerminal, type Migration } from "./state.js";
+import { allBatchesDone, isTerminal, wasRefused, type Migration } from "./state.js";
 
 /** Time and policy arrive from outside: decide never reads a clock. */
 export interface DecideContext {
@@ -30,7 +30,13 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, backoffBaseMs
 export type MigrationCommand =
   | StartMigration
   | CancelMigration
-  | { type: "RejectCommand"; commandId?: string; reason: RejectionReason; message: string }
+  | {
+      type: "RejectCommand";
+      commandId?: string;
+      command?: "StartMigration" | "CancelMigration";
+      reason: RejectionReason;
+      message: string;
+    }
   | { type: "PlanMigration"; outcome: PlanOutcome }
   | { type: "RetryFailedBatches" }
   | { type: "FinalizeMigration"; outcome: FinalizeOutcome }
@@ -55,11 +61,10 @@ export function decide(state: Migration, command: MigrationCommand, ctx: DecideC
     case "StartMigration":
       return decideStart(state, command, base);
     case "CancelMigration":
-      if (state.status === "none") throw new UnknownMigrationError(state.id);
-      if (isTerminal(state)) return [];
-      return [{ type: "MigrationCancelled", ...base, commandId: command.commandId, reason: command.reason }];
+      return decideCancel(state, command, base);
     case "RejectCommand":
-      if (state.status !== "none") return [];
+      // A malformed command naming a migration that exists is refused beside it, not instead of it.
+      if (state.status !== "none") return refuse(state, base, command, command.reason, command.message);
       return [
         {
           type: "MigrationRejected",
@@ -98,7 +103,8 @@ type Base = { migrationId: string; at: string; version: 1 };
 function decideStart(state: Migration, c: StartMigration, base: Base): MigrationEvent[] {
   if (state.status !== "none") {
     if (state.request?.commandId === c.commandId) return [];
-    throw new MigrationIdInUseError(state.id);
+    const message = `migration id ${state.id} is already used by another command; choose another id`;
+    return refuse(state, base, c, "MIGRATION_ID_IN_USE", message);
   }
   const requested: MigrationEvent = {
     type: "MigrationRequested",
@@ -119,6 +125,38 @@ function decideStart(state: Migration, c: StartMigration, base: Base): Migration
     ];
   }
   return [requested];
+}
+
+function decideCancel(state: Migration, c: CancelMigration, base: Base): MigrationEvent[] {
+  if (state.status === "none") return refuse(state, base, c, "UNKNOWN_MIGRATION", `no migration with id ${state.id}`);
+  if (!isTerminal(state)) return [{ type: "MigrationCancelled", ...base, commandId: c.commandId, reason: c.reason }];
+  if (state.status === "cancelled" && state.cancelledBy === c.commandId) return []; // this very command, redelivered
+  return refuse(state, base, c, "MIGRATION_ENDED", `migration ${state.id} already ended (${state.status})`);
+}
+
+/**
+ * A command refused beside the migration it names (CommandRejected), which it leaves as it is;
+ * once per command id, so a redelivered command is not refused twice.
+ */
+function refuse(
+  state: Migration,
+  base: Base,
+  c: { commandId?: string; type: string; command?: "StartMigration" | "CancelMigration" },
+  reason: CommandRejectionReason,
+  message: string,
+): MigrationEvent[] {
+  if (wasRefused(state, c.commandId)) return [];
+  const command = c.type === "RejectCommand" ? c.command : (c.type as "StartMigration" | "CancelMigration");
+  return [
+    {
+      type: "CommandRejected",
+      ...base,
+      ...(c.commandId === undefined ? {} : { commandId: c.commandId }),
+      ...(command === undefined ? {} : { command }),
+      reason,
+      message: capped(message),
+    },
+  ];
 }
 
 function decidePlan(state: Migration, outcome: PlanOutcome, base: Base): MigrationEvent[] {

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { StartMigration, type MigrationEvent } from "#schemas/index.js";
 import { decide, DEFAULT_RETRY_POLICY, type MigrationCommand } from "./decide.js";
-import { MigrationIdInUseError, UnknownMigrationError } from "./errors.js";
 import { fold } from "./evolve.js";
 import { batchRange, planVolumes } from "./planner.js";
 
@@ -34,7 +33,6 @@ function given(...history: MigrationEvent[]) {
     when: (command: MigrationCommand) => ({
       then: (expected: Array<Partial<MigrationEvent>>) =>
         expect(decide(state, command, ctx)).toEqual(expected.map((e): unknown => expect.objectContaining(e))),
-      throws: (cls: new (...a: never[]) => Error) => expect(() => decide(state, command, ctx)).toThrow(cls),
     }),
   };
 }
@@ -192,10 +190,39 @@ describe("decide: StartMigration", () => {
       .when(start)
       .then([]);
   });
-  it("refuses another command's id", () => {
+  it("refuses another command's id beside the migration, which it leaves as it was", () => {
+    const history = [...planned(), transferred(0)];
+    const other = { ...start, commandId: "c2" };
+    given(...history)
+      .when(other)
+      .then([{ type: "CommandRejected", commandId: "c2", command: "StartMigration", reason: "MIGRATION_ID_IN_USE" }]);
+    const refused = decide(fold("m1", history), other, ctx);
+    const after = fold("m1", [...history, ...refused]);
+    const before = fold("m1", history);
+    expect({ ...after, eventCount: 0, refusedCommands: undefined }).toEqual({ ...before, eventCount: 0 });
+    expect(after.refusedCommands).toEqual({
+      count: 1,
+      recent: [{ commandId: "c2", reason: "MIGRATION_ID_IN_USE", at: now.toISOString() }],
+    });
+    // Redelivered, the same command is not refused twice.
+    given(...history, ...refused)
+      .when(other)
+      .then([]);
+  });
+  it("refuses a malformed command naming an existing migration beside it", () => {
+    const reject = {
+      type: "RejectCommand" as const,
+      commandId: "c3",
+      command: "StartMigration" as const,
+      reason: "SCHEMA_INVALID" as const,
+      message: "vm: Required",
+    };
     given(...requested())
-      .when({ ...start, commandId: "c2" })
-      .throws(MigrationIdInUseError);
+      .when(reject)
+      .then([{ type: "CommandRejected", commandId: "c3", reason: "SCHEMA_INVALID" }]);
+    given()
+      .when(reject)
+      .then([{ type: "MigrationRejected", commandId: "c3", reason: "SCHEMA_INVALID" }]);
   });
   it("rejects two volumes with the same file name", () => {
     const dup = {
@@ -309,6 +336,13 @@ describe("decide: completion and cancel", () => {
     given(...planned(), ...cancelled, transferred(0))
       .when({ type: "RetryFailedBatches" })
       .then([]);
-    given().when(cancel).throws(UnknownMigrationError);
+    given()
+      .when(cancel)
+      .then([{ type: "CommandRejected", commandId: "x", command: "CancelMigration", reason: "UNKNOWN_MIGRATION" }]);
+    expect(fold("m1", decide(fold("m1", []), cancel, ctx)).status, "an unknown id stays unknown").toBe("none");
+    // Another cancel of a migration that already ended is refused, not silently dropped.
+    given(...planned(), ...cancelled)
+      .when({ ...cancel, commandId: "y" })
+      .then([{ type: "CommandRejected", commandId: "y", reason: "MIGRATION_ENDED" }]);
   });
 });

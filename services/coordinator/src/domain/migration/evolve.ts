@@ -1,5 +1,5 @@
 import { MAX_BATCHES, planProblem, truncateText, type MigrationEvent } from "#schemas/index.js";
-import { emptyTotals, isTerminal, setAside, type BatchState, type Migration } from "./state.js";
+import { emptyTotals, isTerminal, REFUSED_KEPT, setAside, type BatchState, type Migration } from "./state.js";
 
 /**
  * Folds one event into the migration. Never throws; facts that arrive late or twice (a batch
@@ -77,7 +77,17 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
         reason: "CANCELLED",
         message: event.reason ?? "cancelled",
         endedAt: event.at,
+        cancelledBy: event.commandId,
       };
+    case "CommandRejected": {
+      // The refused command changes nothing about the migration: noted apart from its outcome.
+      const previous = state.refusedCommands ?? { count: 0, recent: [] };
+      const entry = { commandId: event.commandId, reason: event.reason, at: event.at };
+      return {
+        ...s,
+        refusedCommands: { count: previous.count + 1, recent: [...previous.recent, entry].slice(-REFUSED_KEPT) },
+      };
+    }
     default: {
       const never: never = event;
       return never;

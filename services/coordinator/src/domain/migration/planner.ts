@@ -6,6 +6,10 @@ export interface VolumeSize {
   sizeBytes: number;
   /** Allocated bytes per region, from the source probe (absent without SEEK_DATA). */
   dataMap?: DataMap | undefined;
+  /** The source file's permission bits and owner, kept at the destination. */
+  mode?: number | undefined;
+  uid?: number | undefined;
+  gid?: number | undefined;
 }
 
 export { MAX_SPARSE_BATCH_FACTOR };
@@ -71,6 +75,9 @@ export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batch
       batchCount: batches,
     };
     if (sized !== undefined) pv.batchChunks = sized;
+    if (v.mode !== undefined) pv.mode = v.mode;
+    if (v.uid !== undefined) pv.uid = v.uid;
+    if (v.gid !== undefined) pv.gid = v.gid;
     firstBatch += batches;
     chunkCount += chunks;
     totalBytes += v.sizeBytes;

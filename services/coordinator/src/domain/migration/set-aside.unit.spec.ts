@@ -52,7 +52,10 @@ describe("a bad event sets its migration aside", () => {
     const m = fold("m1", [...requested, bomb, good]);
     expect(m.status).toBe("set-aside");
     expect(decide(m, { type: "RetryFailedBatches" }, ctx)).toEqual([]);
-    expect(decide(m, { type: "CancelMigration", version: 1, commandId: "c2", migrationId: "m1" }, ctx)).toEqual([]);
+    // A cancel is refused (the migration already ended), beside it: the fold stays set aside.
+    const cancel = decide(m, { type: "CancelMigration", version: 1, commandId: "c2", migrationId: "m1" }, ctx);
+    expect(cancel.map((e) => e.type === "CommandRejected" && e.reason)).toEqual(["MIGRATION_ENDED"]);
+    expect(fold("m1", [...requested, bomb, good, ...cancel]).status).toBe("set-aside");
   });
 
   it("turns an evolve that would throw into a set-aside migration", () => {

@@ -1,5 +1,6 @@
 import type {
   ChunkBatchFailed,
+  CommandRejectionReason,
   FailureCode,
   MigrationOptions,
   MigrationRequested,
@@ -71,11 +72,32 @@ export interface Migration {
   reason?: RejectionReason | FailureCode | "CANCELLED" | typeof SET_ASIDE;
   message?: string;
   endedAt?: string;
+  /** The command that cancelled the migration, if one did. */
+  cancelledBy?: string;
   /** Events folded so far. */
   eventCount: number;
   /** Events read but not folded (forged, unsigned, from the wrong producer): the count and the latest. */
   ignored?: { count: number; recent: IgnoredInput[] };
+  /**
+   * Commands refused without changing this migration (CommandRejected): the count and the
+   * latest, so a redelivered command is refused once.
+   */
+  refusedCommands?: { count: number; recent: RefusedCommand[] };
 }
+
+/** A command refused without changing its migration. */
+export interface RefusedCommand {
+  commandId?: string;
+  reason: CommandRejectionReason;
+  at: string;
+}
+
+/** How many refused commands a migration keeps the details of (the count is exact). */
+export const REFUSED_KEPT = 10;
+
+/** Whether the command with this id was refused already (among the latest kept). */
+export const wasRefused = (m: Migration, commandId: string | undefined): boolean =>
+  commandId !== undefined && (m.refusedCommands?.recent.some((r) => r.commandId === commandId) ?? false);
 
 export const emptyTotals = (): Totals => ({ bytes: 0, zeroBytes: 0, wireBytes: 0, chunks: 0, batches: 0 });
 
