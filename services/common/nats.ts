@@ -112,6 +112,8 @@ export interface ConnectOptions {
    * false so that a refused or missing server is reported at once.
    */
   waitOnFirstConnect?: boolean;
+  /** How long one attempt to reach the server may take, in ms (default 5000). */
+  timeoutMs?: number;
 }
 
 /**
@@ -141,8 +143,11 @@ const HOW_TO_AUTH =
 function refused(url: string, o: ConnectOptions, err: unknown): NatsConnectError {
   const detail = err instanceof Error ? err.message : String(err);
   const code = (err as { code?: unknown }).code;
-  if (code === "ECONNREFUSED" || /ECONNREFUSED/.test(detail))
-    return new NatsConnectError(`no NATS server at ${url} (${detail})`, { cause: err });
+  if (code === "ECONNREFUSED" || /ECONNREFUSED|connection refused|timeout|timed out|ENOTFOUND|EHOSTUNREACH/i.test(detail))
+    return new NatsConnectError(
+      `cannot reach NATS at ${url} (${detail}); start a stack with \`dwcp up\` or pass --nats URL / DWCP_NATS_URL`,
+      { cause: err },
+    );
   if (o.credentials === undefined)
     return new NatsConnectError(
       `NATS at ${url} refused the connection: it needs credentials; ${HOW_TO_AUTH} (${detail})`,
@@ -171,7 +176,7 @@ export async function connectNats(url: string, name: string, log?: Logger, opts?
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: wait,
-      timeout: 5_000,
+      timeout: o.timeoutMs ?? 5_000,
       ...(o.credentials ? credentialOptions(o.credentials) : {}),
     });
   } catch (err) {
