@@ -63,7 +63,12 @@ const DATA_DIR_CREDS: FlagSpec = {
   help: "the stack's data dir (`dwcp up --data-dir`): its credentials D/creds, D/pki and trust file D/trust.json",
 };
 const CREDENTIALS: FlagSpec[] = [
-  { name: "creds", value: "FILE", defaultText: "$DWCP_NKEY_FILE", help: "nkey seed file (with the three --tls-* flags)" },
+  {
+    name: "creds",
+    value: "FILE",
+    defaultText: "$DWCP_NKEY_FILE",
+    help: "nkey seed file (with the three --tls-* flags)",
+  },
   { name: "tls-ca", value: "FILE", defaultText: "$DWCP_TLS_CA", help: "the deployment's CA certificate (PEM)" },
   { name: "tls-cert", value: "FILE", defaultText: "$DWCP_TLS_CERT", help: "this client's certificate (PEM)" },
   { name: "tls-key", value: "FILE", defaultText: "$DWCP_TLS_KEY", help: "this client's private key (PEM)" },
@@ -84,7 +89,13 @@ export const COMMANDS: CommandSpec[] = [
       "generates a sparse disk image and a 64 MiB memory image on a, migrates them to b with a progress bar " +
       "and checks them byte for byte.",
     flags: [
-      { name: "size", value: "SIZE", default: "512M", check: "size", help: `the generated disk image's size (${SIZE_UNITS})` },
+      {
+        name: "size",
+        value: "SIZE",
+        default: "512M",
+        check: "size",
+        help: `the generated disk image's size (${SIZE_UNITS})`,
+      },
       {
         name: "data-dir",
         value: "DIR",
@@ -105,7 +116,13 @@ export const COMMANDS: CommandSpec[] = [
     flags: [
       { name: "data-dir", value: "DIR", default: ".dwcp", help: "the stack's files: credentials, stores, roots, logs" },
       HOSTS,
-      { name: "nats-port", value: "PORT", defaultText: "a free port", check: "port", help: "nats-server's client port (1-65535)" },
+      {
+        name: "nats-port",
+        value: "PORT",
+        defaultText: "a free port",
+        check: "port",
+        help: "nats-server's client port (1-65535)",
+      },
       { name: "sites", value: "N", check: "count", help: "run N federated sites (1-16) instead of one stack" },
     ],
     examples: ["dwcp up --data-dir /var/lib/dwcp --hosts a,b", "dwcp up --sites 3"],
@@ -119,10 +136,22 @@ export const COMMANDS: CommandSpec[] = [
       "configuration and every role's permissions, without connecting anywhere.",
     role: "admin",
     flags: [
-      { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of each stream (1 or 3)" },
+      {
+        name: "replicas",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "JetStream replicas of each stream (1 or 3)",
+      },
       { name: "hosts", value: "A,B,...", defaultText: "none", help: "hosts whose work queues to create" },
       { name: "print-config", help: "provision credentials and print the server configuration instead" },
-      { name: "port", value: "PORT", default: "4222", check: "port", help: "with --print-config: the client port to configure" },
+      {
+        name: "port",
+        value: "PORT",
+        default: "4222",
+        check: "port",
+        help: "with --print-config: the client port to configure",
+      },
       ...CLIENT,
     ],
     examples: ["dwcp init --replicas 3 --hosts a,b --data-dir .dwcp", "dwcp init --print-config --data-dir /etc/dwcp"],
@@ -133,7 +162,13 @@ export const COMMANDS: CommandSpec[] = [
     usage: "[--replicas 1|3]",
     flags: [
       NATS,
-      { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of the streams it creates" },
+      {
+        name: "replicas",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "JetStream replicas of the streams it creates",
+      },
     ],
     examples: ["DWCP_NKEY_FILE=... dwcp coordinator --nats nats://10.0.0.1:4222"],
   },
@@ -147,7 +182,13 @@ export const COMMANDS: CommandSpec[] = [
       { name: "root", value: "DIR", multiple: true, help: "a directory it may read and write (required; repeatable)" },
       { name: "listen", value: "HOST:PORT", help: "the data channel's address (required)" },
       { name: "advertise", value: "HOST", defaultText: "the --listen host", help: "the address other movers dial" },
-      { name: "concurrency", value: "N", defaultText: "$DWCP_CONCURRENCY, else 2", check: "count", help: "work items in flight (1-64)" },
+      {
+        name: "concurrency",
+        value: "N",
+        defaultText: "$DWCP_CONCURRENCY, else 2",
+        check: "count",
+        help: "work items in flight (1-64)",
+      },
       { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of its work queue" },
       { name: "plaintext-data", help: "data channel without TLS (a trusted test network only)" },
     ],
@@ -184,9 +225,7 @@ export const COMMANDS: CommandSpec[] = [
       JSON_FLAG,
       ...CLIENT,
     ],
-    examples: [
-      "dwcp migrate --vm web-1 --from a:vms/web-1/disk.img,vms/web-1/mem.img=memory --to b:vms/web-1 --wait",
-    ],
+    examples: ["dwcp migrate --vm web-1 --from a:vms/web-1/disk.img,vms/web-1/mem.img=memory --to b:vms/web-1 --wait"],
   },
   {
     name: "status",
@@ -287,7 +326,13 @@ export const COMMANDS: CommandSpec[] = [
       { name: "hmac-key", value: "FILE", check: "file", help: "the HMAC secret the backup must be signed with" },
       { name: "allow-unsigned", help: "import an unsigned backup (no proof of origin)" },
       { name: "skip-invalid", help: "leave out (and log) payloads that fail their schema instead of refusing" },
-      { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of the streams created (1-5)" },
+      {
+        name: "replicas",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "JetStream replicas of the streams created (1-5)",
+      },
       JSON_FLAG,
       ...CLIENT,
     ],
@@ -301,19 +346,37 @@ export const COMMANDS: CommandSpec[] = [
       "[--agent HOST:PORT] [--chunk-size SIZE] [--json]",
     description:
       "The source HOST's replication service takes the snapshot into DIR/.dwcp-store on the destination " +
-      '(paths under its roots). With --every, one snapshot per period until Ctrl-C.',
+      "(paths under its roots). With --every, one snapshot per period until Ctrl-C.",
     role: "cli",
     keepsDataDir: true,
     flags: [
       { name: "vm", value: "NAME", help: "the VM's name (required)" },
       { name: "from", value: "HOST:PATH,...", help: "source host and image paths under its root (required)" },
       { name: "to", value: "HOST:DIR", help: "destination host and store directory under its root (required)" },
-      { name: "every", value: "DURATION", defaultText: "once", check: "duration", help: `take one snapshot per period (${DURATION_UNITS})` },
+      {
+        name: "every",
+        value: "DURATION",
+        defaultText: "once",
+        check: "duration",
+        help: `take one snapshot per period (${DURATION_UNITS})`,
+      },
       { name: "keep", value: "N", defaultText: "all", check: "count", help: "keep the newest N snapshots" },
-      { name: "keep-for", value: "DURATION", defaultText: "forever", check: "duration", help: `keep snapshots this long (${DURATION_UNITS})` },
+      {
+        name: "keep-for",
+        value: "DURATION",
+        defaultText: "forever",
+        check: "duration",
+        help: `keep snapshots this long (${DURATION_UNITS})`,
+      },
       { name: "agent", value: "HOST:PORT", help: "a replication agent serving the destination store" },
       { name: "roots", value: "HOST=DIR,...", help: "hosts' roots, for the hint when no service answers" },
-      { name: "chunk-size", value: "SIZE", default: "4M", check: "size", help: `chunk size (${SIZE_UNITS}; multiple of 4K up to 64M)` },
+      {
+        name: "chunk-size",
+        value: "SIZE",
+        default: "4M",
+        check: "size",
+        help: `chunk size (${SIZE_UNITS}; multiple of 4K up to 64M)`,
+      },
       JSON_FLAG,
       ...CLIENT,
     ],
@@ -347,7 +410,12 @@ export const COMMANDS: CommandSpec[] = [
     usage: "[--size SIZE] [--data-dir DIR] [--json]",
     flags: [
       { name: "size", value: "SIZE", default: "64M", check: "size", help: `the VM image's size (${SIZE_UNITS})` },
-      { name: "data-dir", value: "DIR", defaultText: "a new dwcp-drill-* directory under $TMPDIR", help: "where the drill works" },
+      {
+        name: "data-dir",
+        value: "DIR",
+        defaultText: "a new dwcp-drill-* directory under $TMPDIR",
+        help: "where the drill works",
+      },
       JSON_FLAG,
     ],
     examples: ["dwcp drill --size 256M"],

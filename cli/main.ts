@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "#common/errors.js";
 import { natsUrlFromEnv } from "#common/config.js";
 import type { StoredEvent } from "#common/event-store.js";
-import { connectNats, NatsConnectError, setProcessConnectDefaults, type Nats } from "#common/nats.js";
+import { connectNats, NatsConnectError, permissionDenied, setProcessConnectDefaults, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
 import { fmtBytes, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
 import { commandSpec } from "./commands.js";
@@ -51,6 +51,8 @@ const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
 /** What the user can do about an error that is theirs to fix (exit 2), or undefined. */
 function usageMessage(err: unknown): string | undefined {
+  const denied = permissionDenied();
+  if (denied) return denied.message;
   if (
     err instanceof UsageError ||
     err instanceof ConfigError ||
@@ -61,7 +63,7 @@ function usageMessage(err: unknown): string | undefined {
     return err.message;
   const message = err instanceof Error ? err.message : String(err);
   // JetStream's answer when the streams were never created at this NATS.
-  if (/stream not found/i.test(message) && talkingTo)
+  if (/stream not found|jetstream is not enabled/i.test(message) && talkingTo)
     return `no dwcp streams at ${talkingTo}: run \`dwcp init\` there (or start a stack with \`dwcp up\`)`;
   return undefined;
 }
@@ -78,6 +80,7 @@ export async function main(argv: string[], opts: { connectTimeoutMs?: number | u
       setProcessConnectDefaults({
         credentials: findCredentials(taken.flags, role),
         waitOnFirstConnect: false,
+        failOnPermissionViolation: true,
         ...(opts.connectTimeoutMs !== undefined ? { timeoutMs: opts.connectTimeoutMs } : {}),
       });
     }

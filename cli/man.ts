@@ -3,7 +3,11 @@ import { COMMANDS, flagsOf } from "./commands.js";
 import { flagLabel, flagText } from "./help.js";
 
 /** roff-escapes text: backslashes, and a leading dot or quote that would read as a request. */
-const esc = (s: string): string => s.replaceAll("\\", "\\e").replaceAll("-", "\\-").replace(/^([.'])/gm, "\\&$1");
+const esc = (s: string): string =>
+  s
+    .replaceAll("\\", "\\e")
+    .replaceAll("-", "\\-")
+    .replace(/^([.'])/gm, "\\&$1");
 
 export function manPage(version: string): string {
   const out = [

@@ -79,7 +79,8 @@ export function preflight(argv: string[]): Preflight {
     if (f.check === undefined || v === undefined || typeof v === "boolean") continue;
     for (const one of Array.isArray(v) ? v : [v]) CHECKS[f.check](`--${f.name}`, one);
   }
-  if (name === "completion") return { done: true, text: parsed.positionals[0] === "zsh" ? zshCompletion() : bashCompletion() };
+  if (name === "completion")
+    return { done: true, text: parsed.positionals[0] === "zsh" ? zshCompletion() : bashCompletion() };
   const timeout = (parsed.values as { "connect-timeout"?: string })["connect-timeout"];
   const rest2 = timeout === undefined ? rest : withoutFlag(rest, "--connect-timeout");
   return {
