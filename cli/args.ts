@@ -39,7 +39,14 @@ export function parseDuration(flag: string, value: string): number {
 }
 
 /** "100M/s" or "100M" -> bytes per second. */
-export const parseRate = (flag: string, value: string): number => parseSize(flag, value.replace(/\/s$/i, ""));
+export function parseRate(flag: string, value: string): number {
+  const m = /^(.*?)(\/s)?$/i.exec(value.trim());
+  try {
+    return parseSize(flag, m?.[1] ?? value);
+  } catch {
+    throw new UsageError(`${flag} must be a rate like 100M/s or 1G/s, got "${value}"`);
+  }
+}
 
 /** A whole number >= 1. */
 export function parseCount(flag: string, value: string): number {

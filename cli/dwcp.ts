@@ -11,20 +11,27 @@ const argv = process.argv.slice(2);
 if (["mover", "replication-agent", "replication-service"].includes(argv[0] ?? "") && !process.env["UV_THREADPOOL_SIZE"])
   process.env["UV_THREADPOOL_SIZE"] = "16";
 
-async function run(): Promise<number> {
+/** The exit code, and whether to exit at once (a client command: nothing it started may outlive its answer). */
+async function run(): Promise<{ code: number; exitNow: boolean }> {
   try {
     const p = preflight(argv);
     if (p.done) {
       process.stdout.write(p.text.endsWith("\n") ? p.text : `${p.text}\n`);
-      return 0;
+      return { code: 0, exitNow: false };
     }
     const { main } = await import("./main.js");
-    return await main([p.cmd.name, ...p.argv], { connectTimeoutMs: p.connectTimeoutMs });
+    const code = await main([p.cmd.name, ...p.argv], { connectTimeoutMs: p.connectTimeoutMs });
+    return { code, exitNow: p.cmd.role !== undefined };
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`dwcp: ${err.message}\n`);
-    return 2;
+    return { code: 2, exitNow: false };
   }
 }
 
-process.exitCode = await run();
+const { code, exitNow } = await run();
+process.exitCode = code;
+// A connection attempt the client library still retries (a server that accepted and never
+// answered) would keep the process alive after the command has answered. stdout and stderr are
+// synchronous for files and pipes on Linux, so nothing written is lost.
+if (exitNow) process.exit(code);

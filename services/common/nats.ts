@@ -8,7 +8,7 @@ import {
 } from "@nats-io/jetstream";
 import { readFileSync } from "node:fs";
 import { connect, errors, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import type { ProcessConfig } from "./config.js";
+import { processSetting, type ProcessConfig } from "./config.js";
 import { ConfigError, DwcpError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
@@ -236,7 +236,7 @@ export async function connectNats(url: string, name: string, log?: Logger, opts?
       timeout: o.timeoutMs ?? 5_000,
       ...(o.credentials ? credentialOptions(o.credentials) : {}),
     });
-    nc = wait ? await connecting : await withinDeadline(connecting, o.timeoutMs ?? 5_000);
+    nc = wait ? await connecting : await withinDeadline(connecting, o.timeoutMs ?? processSetting("connectTimeoutMs"));
   } catch (err) {
     if (wait || err instanceof NatsCredentialsError) throw err;
     throw refused(url, o, err);
