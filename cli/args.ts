@@ -77,7 +77,8 @@ export function parseFrom(value: string): { host: string; volumes: Array<{ path:
       if (!m?.[1]) return { path: p, kind: "disk" as const };
       if (m[2] !== "disk" && m[2] !== "memory")
         throw new UsageError(`--from: unknown volume kind "${m[2]}" in "${p}": a path may end in =disk or =memory`);
-      return { path: m[1], kind: m[2] as VolumeKind };
+      const kind: VolumeKind = m[2];
+      return { path: m[1], kind };
     });
   return { host: value.slice(0, i), volumes };
 }

@@ -76,7 +76,11 @@ describe("help runs before anything else", () => {
     if (!cmd) throw new Error(name);
     const withDataDir = flagsOf(cmd).some((f) => f.name === "data-dir") ? ["--data-dir", join(work, "data")] : [];
     const withNats = flagsOf(cmd).some((f) => f.name === "nats") ? ["--nats", trapUrl] : [];
-    for (const args of [[name, "--help", ...withDataDir, ...withNats], ["help", name], [name, "-h"]]) {
+    for (const args of [
+      [name, "--help", ...withDataDir, ...withNats],
+      ["help", name],
+      [name, "-h"],
+    ]) {
       const r = await dwcp(args, { cwd: work, env });
       expect(r.code, `${args.join(" ")}: ${r.stderr}`).toBe(0);
       expect(r.stderr).toBe("");
