@@ -93,6 +93,7 @@ export default tseslint.config(
       "bench/.*",
       "node_modules/**",
       "native/build/**",
+      "dist/**",
       "schemas/json/**",
       "coverage/**",
       "**/*.mjs",

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// The dwcp command. TypeScript runs through tsx's loader: no build step between `npm ci` and use.
-import { register } from "tsx/esm/api";
+// The dwcp command from a checkout: runs the compiled JavaScript in dist/ (`npm ci` builds it;
+// after changing the sources, `npm run build`). The installed package's bin is dist/cli/dwcp.js.
+import { existsSync } from "node:fs";
 
-// Movers run checksums, reads, writes and sendfile on the libuv pool; the default 4 threads would
-// let one slow peer stall the rest. Must be set before the pool starts.
-if (["mover", "replication-agent", "replication-service"].includes(process.argv[2]) && !process.env.UV_THREADPOOL_SIZE)
-  process.env.UV_THREADPOOL_SIZE = "16";
-register();
-const { main } = await import("../cli/main.ts");
-process.exitCode = await main(process.argv.slice(2));
+const entry = new URL("../dist/cli/dwcp.js", import.meta.url);
+if (!existsSync(entry)) {
+  process.stderr.write("dwcp: not built (dist/cli/dwcp.js is missing): run `npm run build`\n");
+  process.exit(1);
+}
+await import(entry.href);

@@ -29,11 +29,39 @@ export function parseSize(flag: string, value: string): number {
   return Math.round(Number(m[1]) * (UNITS[unit] ?? 1));
 }
 
-/** "30s", "500ms", "2m", "1h" -> milliseconds. */
+const DURATION_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** "30s", "500ms", "2m", "1h", "7d" -> milliseconds. */
 export function parseDuration(flag: string, value: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value.trim());
-  if (!m?.[1] || !m[2]) throw new UsageError(`${flag} must be a duration like 30s, 5m or 1h, got "${value}"`);
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
+  if (!m?.[1] || !m[2]) throw new UsageError(`${flag} must be a duration like 30s, 5m, 1h or 7d, got "${value}"`);
+  return Number(m[1]) * DURATION_MS[m[2] as keyof typeof DURATION_MS];
+}
+
+/** "100M/s" or "100M" -> bytes per second. */
+export function parseRate(flag: string, value: string): number {
+  const m = /^(.*?)(\/s)?$/i.exec(value.trim());
+  try {
+    return parseSize(flag, m?.[1] ?? value);
+  } catch {
+    throw new UsageError(`${flag} must be a rate like 100M/s or 1G/s, got "${value}"`);
+  }
+}
+
+/** A whole number >= 1. */
+export function parseCount(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1)
+    throw new UsageError(`${flag} must be a whole number of 1 or more, got "${value}"`);
+  return n;
+}
+
+/** A TCP port, 1-65535. */
+export function parsePort(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n < 1 || n > 65535)
+    throw new UsageError(`${flag} must be a TCP port from 1 to 65535, got "${value}"`);
+  return n;
 }
 
 /** --from HOST:PATH[,PATH...]; a path may end in =memory or =disk (default: disk). */
@@ -45,8 +73,12 @@ export function parseFrom(value: string): { host: string; volumes: Array<{ path:
     .split(",")
     .filter(Boolean)
     .map((p) => {
-      const m = /^(.*)=(disk|memory)$/.exec(p);
-      return m?.[1] ? { path: m[1], kind: m[2] as VolumeKind } : { path: p, kind: "disk" as const };
+      const m = /^(.*)=([^=/]*)$/.exec(p);
+      if (!m?.[1]) return { path: p, kind: "disk" as const };
+      if (m[2] !== "disk" && m[2] !== "memory")
+        throw new UsageError(`--from: unknown volume kind "${m[2]}" in "${p}": a path may end in =disk or =memory`);
+      const kind: VolumeKind = m[2];
+      return { path: m[1], kind };
     });
   return { host: value.slice(0, i), volumes };
 }

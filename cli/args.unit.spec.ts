@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseDuration, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
+import { parseCount, parseDuration, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
 
 describe("CLI argument parsing", () => {
   it("parses sizes in binary units", () => {
@@ -23,5 +23,24 @@ describe("CLI argument parsing", () => {
   it("parses durations", () => {
     expect(parseDuration("--every", "5m")).toBe(300_000);
     expect(() => parseDuration("--every", "soon")).toThrow(UsageError);
+  });
+});
+
+describe("CLI values checked before any work", () => {
+  it("takes days as a duration (--keep-for 7d)", () => {
+    expect(parseDuration("--keep-for", "7d")).toBe(7 * 86_400_000);
+  });
+  it("echoes a rate as it was typed", () => {
+    expect(parseRate("--bandwidth-limit", "100M/s")).toBe(100 * 1024 * 1024);
+    expect(() => parseRate("--bandwidth-limit", "100Mbit/s")).toThrow('got "100Mbit/s"');
+  });
+  it("refuses an unknown volume kind by name", () => {
+    expect(() => parseFrom("a:disk.img=ram")).toThrow(/unknown volume kind "ram"/);
+    expect(parseFrom("a:dir=x/disk.img").volumes).toEqual([{ path: "dir=x/disk.img", kind: "disk" }]);
+  });
+  it("refuses counts and ports that are not numbers", () => {
+    expect(() => parseCount("--sites", "abc")).toThrow(/--sites must be a whole number/);
+    expect(() => parsePort("--nats-port", "abc")).toThrow(/--nats-port must be a TCP port/);
+    expect(parsePort("--nats-port", "4222")).toBe(4222);
   });
 });

@@ -67,7 +67,10 @@ export async function runDemo(flags: { "data-dir"?: string; size?: string }): Pr
         `(${fmtRate(total / Math.max(r.seconds, 1e-3))}), ${fmtBytes(r.wireBytes)} on the wire, ` +
         `${fmtBytes(r.zeroBytes)} skipped as zero`,
     );
-    say("every step was recorded as an event in JetStream; to explore, run `npx dwcp up` and see README.md");
+    say(
+      "every step was recorded as an event in JetStream; to explore, run `dwcp up` " +
+        "(in a checkout: `npx dwcp up`) and see README.md",
+    );
     return ok ? 0 : 1;
   } finally {
     await stack.stop();

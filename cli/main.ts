@@ -1,16 +1,14 @@
+// Runs one command whose arguments passed preflight.ts (cli/dwcp.ts calls it). Each command's
+// modules, and the services and native addon behind them, are imported only when it runs.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "#common/errors.js";
 import { natsUrlFromEnv } from "#common/config.js";
-import { ensureLayout, ensureWorkStream } from "#common/layout.js";
 import type { StoredEvent } from "#common/event-store.js";
-import { connectNats, NatsConnectError, setProcessConnectDefaults, type Nats } from "#common/nats.js";
-import { printConfig } from "./up.js";
+import { connectNats, NatsConnectError, permissionDenied, setProcessConnectDefaults, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
-import { runCoordinator } from "#coordinator";
-import { runMover } from "#mover";
-import { fmtBytes, parseFrom, parseSize, parseTo, UsageError } from "./args.js";
+import { fmtBytes, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
+import { commandSpec } from "./commands.js";
 import {
-  clientRoleOf,
   cliEventTrust,
   findCredentials,
   listMigrations,
@@ -18,49 +16,13 @@ import {
   readMigration,
   takeCredentialFlags,
 } from "./client.js";
-import { runDemo } from "./demo.js";
-import { statusRow, statusTable } from "./status-table.js";
-import { buildStart, runCancel, runMigration } from "./migrate.js";
-import { runUp, runUpSites } from "./up.js";
-import { PITR_HELP, runPitrCommand } from "./pitr.js";
-import { federationStatus, readMirroredMigration } from "#federation";
+import type { EventTrust } from "#common/signing.js";
+import { EventTrustConfigError } from "#common/signing.js";
 import { evolveTrusted, fold, initialMigration, refusal, type Migration } from "#migration";
-import { EventTrustConfigError, type EventTrust } from "#common/signing.js";
-
-/** The column where HELP's descriptions start, for its lines too long to write out. */
-const COL = " ".repeat(40);
-
-const HELP = `dwcp: move VM disk and memory images between hosts, recorded as events in NATS JetStream
-
-usage: dwcp <command> [flags]          (every command takes --nats URL, default $DWCP_NATS_URL or nats://127.0.0.1:4222)
-
-  demo                                  start an embedded stack, migrate a generated VM image, verify it
-  up [--data-dir D] [--hosts a,b] [--nats-port N] [--sites N]
-${COL}embedded stack: nats-server, coordinator, one mover per host (root D/hosts/<host>);
-${COL}with --sites N: N federated sites (own nats-server and JetStream domain, coordinator
-${COL}and movers <site>-<host> each, leafnodes to a hub); migrations may cross sites
-  federation status [--json]            all sites, their health and capacity, VM placements, staleness
-  init [--replicas 1|3] [--hosts a,b]   as admin: create streams, consumers, the mover registry and each host's work
-                                        queue (idempotent); --print-config [--data-dir D] [--hosts a,b] [--port N]
-                                        provisions credentials in D and prints the nats-server config and
-                                        the permissions
-  coordinator [--replicas 1|3]          run a coordinator
-  mover --host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]
-                                        run a mover (needs DWCP_SECRET, the same on every mover)
-  migrate --vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE]
-          [--bandwidth-limit SIZE/s] [--streams N] [--no-verify] [--id ID] [--wait] [--json]
-  status [ID] [--json]                  one migration, or all
-  events ID [--json]                    a migration's event log
-  cancel ID [--reason TEXT]
-${PITR_HELP}
-Commands that talk to NATS authenticate with the stack's credentials: --data-dir D (default .dwcp, as for
-dwcp up: D/creds/cli.nk and D/pki/; admin's for init, backup and restore-log), or --creds FILE --tls-ca FILE
---tls-cert FILE --tls-key FILE, or DWCP_NKEY_FILE, DWCP_TLS_CA, DWCP_TLS_CERT, DWCP_TLS_KEY.`;
 
 const common = {
   nats: { type: "string" },
   json: { type: "boolean", default: false },
-  help: { type: "boolean", short: "h" },
 } as const;
 
 function args<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T) {
@@ -71,8 +33,12 @@ function args<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[],
   }
 }
 
+/** The URL a command talks to, for messages that name it. */
+let talkingTo = "";
+
 async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<T>): Promise<T> {
-  const nats = await connectNats(url ?? natsUrlFromEnv(), "dwcp-cli", undefined);
+  talkingTo = url ?? natsUrlFromEnv();
+  const nats = await connectNats(talkingTo, "dwcp-cli", undefined);
   try {
     return await fn(nats);
   } finally {
@@ -82,140 +48,148 @@ async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
-/**
- * Client commands that read --data-dir themselves as well (the stack's layout for hints, its
- * trust.json to verify events, its admin key to sign or check backups): it is kept for them.
- */
-const KEEPS_DATA_DIR = new Set([
-  "replicate",
-  "restore",
-  "status",
-  "events",
-  "migrate",
-  "cancel",
-  "backup",
-  "restore-log",
-]);
+/** What the user can do about an error that is theirs to fix (exit 2), or undefined. */
+function usageMessage(err: unknown): string | undefined {
+  const denied = permissionDenied();
+  if (denied) return denied.message;
+  if (
+    err instanceof UsageError ||
+    err instanceof ConfigError ||
+    err instanceof NatsServerMissingError ||
+    err instanceof EventTrustConfigError ||
+    err instanceof NatsConnectError
+  )
+    return err.message;
+  const message = err instanceof Error ? err.message : String(err);
+  // JetStream's answer when the streams were never created at this NATS.
+  if (/stream not found|jetstream is not enabled/i.test(message) && talkingTo)
+    return `no dwcp streams at ${talkingTo}: run \`dwcp init\` there (or start a stack with \`dwcp up\`)`;
+  return undefined;
+}
 
-export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...given] = argv;
+export async function main(argv: string[], opts: { connectTimeoutMs?: number | undefined } = {}): Promise<number> {
+  const [cmd = "", ...given] = argv;
   let rest = given;
   try {
-    const role = cmd === undefined ? undefined : clientRoleOf(cmd);
+    const spec = commandSpec(cmd);
+    const role = spec?.role;
     if (role !== undefined && !(cmd === "init" && given.includes("--print-config"))) {
-      const taken = takeCredentialFlags(given, KEEPS_DATA_DIR.has(cmd ?? ""));
+      const taken = takeCredentialFlags(given, spec?.keepsDataDir ?? false);
       rest = taken.argv;
-      setProcessConnectDefaults({ credentials: findCredentials(taken.flags, role), waitOnFirstConnect: false });
+      setProcessConnectDefaults({
+        credentials: findCredentials(taken.flags, role),
+        waitOnFirstConnect: false,
+        failOnPermissionViolation: true,
+        ...(opts.connectTimeoutMs !== undefined ? { timeoutMs: opts.connectTimeoutMs } : {}),
+      });
     }
-    switch (cmd) {
-      case undefined:
-      case "help":
-      case "--help":
-      case "-h":
-        out(HELP);
-        return 0;
-      case "demo":
-        return await runDemo(args(rest, { "data-dir": { type: "string" }, size: { type: "string" } }).values);
-      case "up": {
-        const { values } = args(rest, {
-          "data-dir": { type: "string" },
-          hosts: { type: "string" },
-          "nats-port": { type: "string" },
-          sites: { type: "string" },
-        });
-        if (values.sites !== undefined)
-          return await runUpSites({
-            dataDir: values["data-dir"] ?? ".dwcp",
-            sites: Number(values.sites),
-            hosts: (values.hosts ?? "a,b").split(","),
-          });
-        return await runUp({
-          dataDir: values["data-dir"] ?? ".dwcp",
-          hosts: (values.hosts ?? "a,b").split(","),
-          natsPort: values["nats-port"] ? Number(values["nats-port"]) : undefined,
-        });
-      }
-      case "init": {
-        const { values } = args(rest, {
-          replicas: { type: "string", default: "1" },
-          hosts: { type: "string" },
-          "print-config": { type: "boolean", default: false },
-          "data-dir": { type: "string" },
-          port: { type: "string" },
-        });
-        const hosts = (values.hosts ?? "").split(",").filter(Boolean);
-        if (values["print-config"]) {
-          out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port }));
-          return 0;
-        }
-        const replicas = Number(values.replicas);
-        await withNats(values.nats, async (n) => {
-          await ensureLayout(n.nc, n.jsm, { replicas });
-          for (const h of hosts) await ensureWorkStream(n.jsm, h, { replicas });
-        });
-        const queues = hosts.map((h) => `, work queue DWCP_WORK_${h}`).join("");
-        out(`streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers${queues} are ready`);
-        return 0;
-      }
-      case "coordinator": {
-        const { values } = args(rest, { replicas: { type: "string" } });
-        await runCoordinator({ nats: values.nats, replicas: values.replicas });
-        return process.exitCode === 1 ? 1 : 0;
-      }
-      case "mover": {
-        const { values } = args(rest, {
-          host: { type: "string" },
-          root: { type: "string", multiple: true },
-          listen: { type: "string" },
-          advertise: { type: "string" },
-          concurrency: { type: "string" },
-          replicas: { type: "string" },
-          "plaintext-data": { type: "boolean" },
-        });
-        await runMover(values);
-        return process.exitCode === 1 ? 1 : 0;
-      }
-      case "migrate":
-        return await migrate(rest);
-      case "federation": {
-        const { values, positionals } = args(rest, {});
-        if (positionals[0] !== "status") throw new UsageError("usage: dwcp federation status [--json]");
-        out(await federationStatus(values.nats ?? natsUrlFromEnv(), { json: values.json }));
-        return 0;
-      }
-      case "status":
-        return await status(rest);
-      case "events":
-        return await events(rest);
-      case "cancel": {
-        const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
-        const id = positionals[0];
-        if (!id) throw new UsageError("cancel needs a migration id: dwcp cancel ID");
-        const trust = cliEventTrust(values["data-dir"]);
-        const r = await withNats(values.nats, (n) => runCancel(n, id, { reason: values.reason, trust }));
-        if (!r.ok) process.stderr.write(`dwcp: ${r.message}\n`);
-        else out(r.message);
-        return r.ok ? 0 : 1;
-      }
-      default: {
-        const pitr = runPitrCommand(cmd, rest);
-        if (pitr) return await pitr;
-        throw new UsageError(`unknown command "${cmd}"; run dwcp help`);
-      }
-    }
+    return await run(cmd, rest);
   } catch (err) {
-    if (
-      err instanceof UsageError ||
-      err instanceof ConfigError ||
-      err instanceof NatsServerMissingError ||
-      err instanceof EventTrustConfigError ||
-      err instanceof NatsConnectError
-    ) {
-      process.stderr.write(`dwcp: ${err.message}\n`);
-      return 2;
+    const usage = usageMessage(err);
+    process.stderr.write(`dwcp: ${usage ?? (err as Error).message ?? String(err)}\n`);
+    return usage === undefined ? 1 : 2;
+  }
+}
+
+async function run(cmd: string, rest: string[]): Promise<number> {
+  switch (cmd) {
+    case "demo": {
+      const { runDemo } = await import("./demo.js");
+      return await runDemo(args(rest, { "data-dir": { type: "string" }, size: { type: "string" } }).values);
     }
-    process.stderr.write(`dwcp: ${(err as Error).message ?? String(err)}\n`);
-    return 1;
+    case "up": {
+      const { values } = args(rest, {
+        "data-dir": { type: "string" },
+        hosts: { type: "string" },
+        "nats-port": { type: "string" },
+        sites: { type: "string" },
+      });
+      const { runUp, runUpSites } = await import("./up.js");
+      if (values.sites !== undefined)
+        return await runUpSites({
+          dataDir: values["data-dir"] ?? ".dwcp",
+          sites: Number(values.sites),
+          hosts: (values.hosts ?? "a,b").split(","),
+        });
+      return await runUp({
+        dataDir: values["data-dir"] ?? ".dwcp",
+        hosts: (values.hosts ?? "a,b").split(","),
+        natsPort: values["nats-port"] ? parsePort("--nats-port", values["nats-port"]) : undefined,
+      });
+    }
+    case "init": {
+      const { values } = args(rest, {
+        replicas: { type: "string" },
+        hosts: { type: "string" },
+        "print-config": { type: "boolean", default: false },
+        "data-dir": { type: "string" },
+        port: { type: "string" },
+      });
+      const hosts = (values.hosts ?? "").split(",").filter(Boolean);
+      if (values["print-config"]) {
+        const { printConfig } = await import("./up.js");
+        out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port }));
+        return 0;
+      }
+      const replicas = Number(values.replicas ?? "1");
+      const { ensureLayout, ensureWorkStream } = await import("#common/layout.js");
+      await withNats(values.nats, async (n) => {
+        await ensureLayout(n.nc, n.jsm, { replicas });
+        for (const h of hosts) await ensureWorkStream(n.jsm, h, { replicas });
+      });
+      const queues = hosts.map((h) => `, work queue DWCP_WORK_${h}`).join("");
+      out(`streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers${queues} are ready`);
+      return 0;
+    }
+    case "coordinator": {
+      const { values } = args(rest, { replicas: { type: "string" } });
+      const { runCoordinator } = await import("#coordinator");
+      await runCoordinator({ nats: values.nats, replicas: values.replicas });
+      return process.exitCode === 1 ? 1 : 0;
+    }
+    case "mover": {
+      const { values } = args(rest, {
+        host: { type: "string" },
+        root: { type: "string", multiple: true },
+        listen: { type: "string" },
+        advertise: { type: "string" },
+        concurrency: { type: "string" },
+        replicas: { type: "string" },
+        "plaintext-data": { type: "boolean" },
+      });
+      const { runMover } = await import("#mover");
+      await runMover(values);
+      return process.exitCode === 1 ? 1 : 0;
+    }
+    case "migrate":
+      return await migrate(rest);
+    case "federation": {
+      const { values } = args(rest, {});
+      const { federationStatus } = await import("#federation");
+      out(await federationStatus(values.nats ?? natsUrlFromEnv(), { json: values.json }));
+      return 0;
+    }
+    case "status":
+      return await status(rest);
+    case "events":
+      return await events(rest);
+    case "cancel": {
+      const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
+      const id = positionals[0];
+      if (!id) throw new UsageError("cancel needs a migration id: dwcp cancel ID");
+      const trust = cliEventTrust(values["data-dir"]);
+      const { runCancel } = await import("./migrate.js");
+      const r = await withNats(values.nats, (n) => runCancel(n, id, { reason: values.reason, trust }));
+      if (!r.ok) process.stderr.write(`dwcp: ${r.message}\n`);
+      else out(r.message);
+      return r.ok ? 0 : 1;
+    }
+    default: {
+      const { runPitrCommand } = await import("./pitr.js");
+      const pitr = runPitrCommand(cmd, rest);
+      if (pitr) return await pitr;
+      throw new UsageError(`unknown command "${cmd}"; run dwcp help`);
+    }
   }
 }
 
@@ -240,10 +214,11 @@ async function migrate(argv: string[]): Promise<number> {
     ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
     ...(values["batch-size"] ? { batchSizeBytes: parseSize("--batch-size", values["batch-size"]) } : {}),
     ...(values["bandwidth-limit"]
-      ? { bandwidthLimitBytesPerSec: parseSize("--bandwidth-limit", values["bandwidth-limit"].replace(/\/s$/, "")) }
+      ? { bandwidthLimitBytesPerSec: parseRate("--bandwidth-limit", values["bandwidth-limit"]) }
       : {}),
     ...(values.streams ? { streams: Number(values.streams) } : {}),
   };
+  const { buildStart, runMigration } = await import("./migrate.js");
   let command;
   try {
     command = buildStart({
@@ -287,6 +262,7 @@ async function status(argv: string[]): Promise<number> {
     const id = positionals[0];
     const list = id ? [(await readAnySite(nats, id, trust)).state] : await listMigrations(nats, trust);
     if (id && list[0]?.status === "none" && !list[0].ignored) throw new UsageError(`no migration with id ${id}`);
+    const { statusRow, statusTable } = await import("./status-table.js");
     const rows = list.map((m) => statusRow(m, new Date()));
     if (values.json) out(JSON.stringify(id ? rows[0] : rows));
     else out(statusTable(rows));
@@ -330,6 +306,7 @@ async function readAnySite(
 ): Promise<{ state: Migration; events: StoredEvent[]; site?: string }> {
   const local = await readMigration(nats, id, trust);
   if (local.events.length > 0) return local;
+  const { readMirroredMigration } = await import("#federation");
   const mirrored = await readMirroredMigration(nats.js, nats.jsm, id);
   if (!mirrored) return local;
   return {

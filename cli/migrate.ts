@@ -18,6 +18,24 @@ export interface MigrationResult {
   volumes?: Array<{ destPath: string; sizeBytes: number; crc32c: number }>;
 }
 
+/** The flag that sets a StartMigration field, for messages: the user never sees the field names. */
+const FLAG_OF: Record<string, string> = {
+  vm: "--vm",
+  source: "--from",
+  destination: "--to",
+  migrationId: "--id",
+  commandId: "--id",
+  chunkSizeBytes: "--chunk-size",
+  batchSizeBytes: "--batch-size",
+  bandwidthLimitBytesPerSec: "--bandwidth-limit",
+  verify: "--no-verify",
+};
+
+function flagOf(path: readonly PropertyKey[]): string {
+  const key = path[0] === "options" ? path[1] : path[0];
+  return FLAG_OF[String(key)] ?? "the request";
+}
+
 /** Validates locally (same schema as the coordinator) so typos fail before anything is sent. */
 export function buildStart(
   input: Omit<StartMigration, "type" | "version" | "commandId" | "options"> & {
@@ -34,8 +52,8 @@ export function buildStart(
     migrationId: input.migrationId ?? newId("mig"),
   });
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-    throw new UsageError(`invalid migration request (${problems}); check --vm, --from and --to`);
+    const problems = parsed.error.issues.map((i) => `${flagOf(i.path)}: ${i.message}`);
+    throw new UsageError(`${[...new Set(problems)].join("; ")} (see dwcp migrate --help)`);
   }
   return parsed.data;
 }

@@ -23,7 +23,8 @@ import {
 
 import { lockDataDir } from "./data-dir-lock.js";
 
-export const BIN = resolve(import.meta.dirname, "../bin/dwcp.mjs");
+/** The dwcp command the stack's services run as: compiled, next to this file in dist/, or through bin/. */
+export const BIN = resolve(import.meta.dirname, import.meta.url.endsWith(".ts") ? "../bin/dwcp.mjs" : "dwcp.js");
 
 export interface ServiceProcess {
   name: string;

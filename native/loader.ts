@@ -86,7 +86,13 @@ export interface NativeBinding {
 
 export type NativeMode = "auto" | "require" | "off";
 
-export const NATIVE_MODULE_PATH = fileURLToPath(new URL("./build/Release/dwcp_native.node", import.meta.url));
+/** The addon node-gyp builds in native/build, also when this file runs compiled from dist/native/. */
+export const NATIVE_MODULE_PATH = fileURLToPath(
+  new URL(
+    `${import.meta.url.includes("/dist/native/") ? "../../native/" : "./"}build/Release/dwcp_native.node`,
+    import.meta.url,
+  ),
+);
 
 /** DWCP_NATIVE, read through #common/config.js, or `value` in its place when one is given. */
 export function nativeMode(value?: string): NativeMode {

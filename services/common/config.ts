@@ -71,6 +71,7 @@ const ProcessEnv = z.object({
   DWCP_NATS_INSECURE: envSwitch.default("off"),
   DWCP_TRUST_FILE: z.string().min(1).optional(),
   DWCP_EVENTS_UNSIGNED: envSwitch.default("off"),
+  DWCP_CONNECT_TIMEOUT_MS: envInt({ min: 100, max: 600_000, unit: "milliseconds" }).default(5_000),
 });
 
 export interface ProcessConfig {
@@ -117,6 +118,11 @@ export interface ProcessConfig {
    * to start.
    */
   eventsUnsigned: "on" | "off";
+  /**
+   * How long a command waits to reach NATS before it says it cannot, in ms (services wait
+   * forever). DWCP_CONNECT_TIMEOUT_MS, default 5000; a command's --connect-timeout wins.
+   */
+  connectTimeoutMs: number;
 }
 
 const VARIABLE = {
@@ -134,6 +140,7 @@ const VARIABLE = {
   natsInsecure: "DWCP_NATS_INSECURE",
   trustFile: "DWCP_TRUST_FILE",
   eventsUnsigned: "DWCP_EVENTS_UNSIGNED",
+  connectTimeoutMs: "DWCP_CONNECT_TIMEOUT_MS",
 } as const satisfies Record<keyof ProcessConfig, keyof z.input<typeof ProcessEnv>>;
 
 type Env = Record<string, string | undefined>;

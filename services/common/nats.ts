@@ -8,7 +8,7 @@ import {
 } from "@nats-io/jetstream";
 import { readFileSync } from "node:fs";
 import { connect, errors, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import type { ProcessConfig } from "./config.js";
+import { processSetting, type ProcessConfig } from "./config.js";
 import { ConfigError, DwcpError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
@@ -112,6 +112,42 @@ export interface ConnectOptions {
    * false so that a refused or missing server is reported at once.
    */
   waitOnFirstConnect?: boolean;
+  /** How long one attempt to reach the server may take, in ms (default 5000). */
+  timeoutMs?: number;
+  /**
+   * A command-line process: the first publish the server refuses for want of permission closes
+   * the connection (its request would otherwise wait out its timeout) and is kept for
+   * permissionDenied() to report.
+   */
+  failOnPermissionViolation?: boolean;
+}
+
+/** NATS refused a publish for want of permission: the credentials are another role's. */
+export class NatsPermissionError extends DwcpError {
+  readonly code = "NATS_PERMISSION_DENIED";
+  readonly retryable = false;
+}
+
+let denied: NatsPermissionError | undefined;
+
+/** The permission refusal that closed a command-line connection, if one did. */
+export const permissionDenied = (): NatsPermissionError | undefined => denied;
+
+function closeOnPermissionViolation(nc: NatsConnection, role: string | undefined): void {
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type !== "error" || !(s.error instanceof errors.PermissionViolationError)) continue;
+      if (s.error.operation !== "publish") continue;
+      denied ??= new NatsPermissionError(
+        `NATS refused the ${role ?? "anonymous"} credentials permission to publish to ${s.error.subject}: ` +
+          "this command needs another role's credentials (the cli role's for migrations and status, the " +
+          "admin role's for init, backup and restore-log: --data-dir D picks the right ones from D/creds)",
+        { cause: s.error },
+      );
+      await nc.close();
+      return;
+    }
+  })();
 }
 
 /**
@@ -141,8 +177,14 @@ const HOW_TO_AUTH =
 function refused(url: string, o: ConnectOptions, err: unknown): NatsConnectError {
   const detail = err instanceof Error ? err.message : String(err);
   const code = (err as { code?: unknown }).code;
-  if (code === "ECONNREFUSED" || /ECONNREFUSED/.test(detail))
-    return new NatsConnectError(`no NATS server at ${url} (${detail})`, { cause: err });
+  if (
+    code === "ECONNREFUSED" ||
+    /ECONNREFUSED|connection refused|timeout|timed out|ENOTFOUND|EHOSTUNREACH/i.test(detail)
+  )
+    return new NatsConnectError(
+      `cannot reach NATS at ${url} (${detail}); start a stack with \`dwcp up\` or pass --nats URL / DWCP_NATS_URL`,
+      { cause: err },
+    );
   if (o.credentials === undefined)
     return new NatsConnectError(
       `NATS at ${url} refused the connection: it needs credentials; ${HOW_TO_AUTH} (${detail})`,
@@ -156,6 +198,26 @@ function refused(url: string, o: ConnectOptions, err: unknown): NatsConnectError
 }
 
 /**
+ * The first connection of a command, given up after `ms` in all (the client's own timeout covers
+ * one attempt's handshake, not a TCP connect that is never answered); a connection that completes
+ * later is closed.
+ */
+async function withinDeadline(connecting: Promise<NatsConnection>, ms: number): Promise<NatsConnection> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timeout: no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([connecting, expired]);
+  } catch (err) {
+    void connecting.then((nc) => nc.close()).catch(() => undefined);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Connects and keeps reconnecting forever: a service outlives a NATS restart or leader election.
  * `waitOnFirstConnect` lets a service start before its server is reachable; without it a first
  * connection that fails is a NatsConnectError that says what is missing.
@@ -165,19 +227,21 @@ export async function connectNats(url: string, name: string, log?: Logger, opts?
   const wait = o.waitOnFirstConnect ?? true;
   let nc: NatsConnection;
   try {
-    nc = await connect({
+    const connecting = connect({
       servers: url.split(","),
       name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: wait,
-      timeout: 5_000,
+      timeout: o.timeoutMs ?? 5_000,
       ...(o.credentials ? credentialOptions(o.credentials) : {}),
     });
+    nc = wait ? await connecting : await withinDeadline(connecting, o.timeoutMs ?? processSetting("connectTimeoutMs"));
   } catch (err) {
     if (wait || err instanceof NatsCredentialsError) throw err;
     throw refused(url, o, err);
   }
+  if (o.failOnPermissionViolation) closeOnPermissionViolation(nc, o.credentials?.role);
   if (log) {
     void (async () => {
       for await (const s of nc.status()) {

@@ -1,7 +1,5 @@
-// @peculiar/x509 resolves its ASN.1 codecs through tsyringe, which needs the Reflect metadata API.
-import "reflect-metadata";
 import { webcrypto, X509Certificate, type webcrypto as WebCrypto } from "node:crypto";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { DwcpError } from "./errors.js";
 
 // Certificates for dwcp's links: one CA per deployment (or `dwcp up` data dir) issues a server
@@ -9,7 +7,22 @@ import { DwcpError } from "./errors.js";
 // as both TLS client and server certificate. Keys are ECDSA P-256: every TLS 1.3 stack takes it,
 // and Node signs and verifies it natively.
 
-x509.cryptoProvider.set(webcrypto);
+let x509Lib: Promise<typeof X509> | undefined;
+
+/**
+ * @peculiar/x509, loaded when a certificate is first made: a process that only reads certificates
+ * (a CLI command) does not pay its ~0.2 s load. It resolves its ASN.1 codecs through tsyringe,
+ * which needs the Reflect metadata API.
+ */
+function x509Of(): Promise<typeof X509> {
+  x509Lib ??= (async () => {
+    await import("reflect-metadata");
+    const lib = await import("@peculiar/x509");
+    lib.cryptoProvider.set(webcrypto);
+    return lib;
+  })();
+  return x509Lib;
+}
 
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 const DAY_MS = 86_400_000;
@@ -51,12 +64,14 @@ const serial = (): string =>
     .replace(/^[89a-f]/, "1");
 
 async function keyPem(key: WebCrypto.CryptoKey): Promise<string> {
+  const x509 = await x509Of();
   const der = await webcrypto.subtle.exportKey("pkcs8", key);
   return x509.PemConverter.encode(der, "PRIVATE KEY");
 }
 
 /** A new self-signed CA, valid for `validDays` (default 3650). */
 export async function createCertificateAuthority(name: string, validDays = 3650): Promise<CertificateAuthority> {
+  const x509 = await x509Of();
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -75,7 +90,8 @@ export async function createCertificateAuthority(name: string, validDays = 3650)
   return { cert: cert.toString("pem"), key: await keyPem(keys.privateKey) };
 }
 
-async function importCa(ca: CertificateAuthority): Promise<{ cert: x509.X509Certificate; key: WebCrypto.CryptoKey }> {
+async function importCa(ca: CertificateAuthority): Promise<{ cert: X509.X509Certificate; key: WebCrypto.CryptoKey }> {
+  const x509 = await x509Of();
   try {
     const cert = new x509.X509Certificate(ca.cert);
     const der = x509.PemConverter.decodeFirst(ca.key);
@@ -88,10 +104,11 @@ async function importCa(ca: CertificateAuthority): Promise<{ cert: x509.X509Cert
 
 /** A leaf certificate for `opts.commonName`, usable as TLS server and client, signed by `ca`. */
 export async function issueCertificate(ca: CertificateAuthority, opts: IssueOptions): Promise<KeyPairPem> {
+  const x509 = await x509Of();
   const issuer = await importCa(ca);
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
-  const altNames: x509.JsonGeneralName[] = [
+  const altNames: X509.JsonGeneralName[] = [
     ...(opts.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
     ...(opts.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
     ...(opts.uris ?? []).map((value) => ({ type: "url" as const, value })),

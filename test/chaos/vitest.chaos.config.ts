@@ -13,5 +13,9 @@ export const chaosTest = {
 
 // The chaos tier on its own: `npx vitest run -c test/chaos/vitest.chaos.config.ts`.
 export default defineConfig({
-  test: { root: resolve(import.meta.dirname, "../.."), ...chaosTest },
+  test: {
+    root: resolve(import.meta.dirname, "../.."),
+    ...chaosTest,
+    globalSetup: ["test/support/build-dist.ts", ...chaosTest.globalSetup],
+  },
 });

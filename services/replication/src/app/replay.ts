@@ -193,7 +193,9 @@ function foldOnWorker(
   opts: ReplayOptions,
   part: Partition,
 ): { result: Promise<FoldParts>; stop(): Promise<number> } {
-  const w = new Worker(new URL("./replay-worker.mjs", import.meta.url), {
+  // Compiled: the worker's own .js; from the sources (tests): an entry that registers tsx.
+  const entry = import.meta.url.endsWith(".ts") ? "./replay-worker.mjs" : "./replay-worker.js";
+  const w = new Worker(new URL(entry, import.meta.url), {
     workerData: { file, opts, part } satisfies ReplayJob,
   });
   const result = new Promise<FoldParts>((resolve, reject) => {

@@ -2,7 +2,8 @@ import { Worker } from "node:worker_threads";
 import { blake3Hex } from "./chunk-store.js";
 import type { HashJob } from "./hash-worker.js";
 
-const ENTRY = new URL("./hash-worker.mjs", import.meta.url);
+/** The compiled worker, or from the sources (tests) a plain-JavaScript entry that registers tsx. */
+const ENTRY = new URL(import.meta.url.endsWith(".ts") ? "./hash-worker.mjs" : "./hash-worker.js", import.meta.url);
 
 /**
  * BLAKE3 of many buffers on a worker thread (zero-copy, through a SharedArrayBuffer), so that the

@@ -1,0 +1,500 @@
+// Every dwcp command and flag, declared once: the parser's options, `--help`, `dwcp help <command>`,
+// the man page (scripts/man.ts) and shell completion (cli/completion.ts) are all made from this
+// table. It imports nothing, so that `dwcp --help` loads this file and no service.
+
+export interface FlagSpec {
+  name: string;
+  /** What the value is, in help (`SIZE`, `HOST:DIR`); none for a switch. */
+  value?: string;
+  /** Given more than once, each value counts. */
+  multiple?: boolean;
+  short?: string;
+  /** The parser's default, shown in help. */
+  default?: string;
+  /** What help says the default is when it is not a parser default (computed, or from the environment). */
+  defaultText?: string;
+  help: string;
+  /** Checked before the command runs: a wrong value is a usage error (exit 2) before any work. */
+  check?: FlagCheck;
+}
+
+/** size: bytes with binary units; rate: a size with an optional "/s"; count: a whole number >= 1. */
+export type FlagCheck = "size" | "rate" | "duration" | "port" | "count" | "file";
+
+export interface CommandSpec {
+  name: string;
+  /** One line for the command list. */
+  summary: string;
+  /** What follows `dwcp <name>` in the usage line. */
+  usage: string;
+  /** Positional arguments in the usage (`ID`, `status`); none by default. */
+  positionals?: { name: string; required: boolean; choices?: readonly string[] }[];
+  /** More about what it does, for help and the man page. */
+  description?: string;
+  flags: FlagSpec[];
+  examples: string[];
+  /** The NATS role it connects as (reads credentials); none for services and embedded stacks. */
+  role?: "cli" | "admin";
+  /** Reads --data-dir itself too (as well as to find credentials). */
+  keepsDataDir?: boolean;
+}
+
+const SIZE_UNITS = "bytes; K, M, G are KiB, MiB, GiB";
+const DURATION_UNITS = "ms, s, m, h or d";
+
+const NATS: FlagSpec = {
+  name: "nats",
+  value: "URL",
+  defaultText: "$DWCP_NATS_URL, else nats://127.0.0.1:4222",
+  help: "the NATS server(s) to talk to, comma-separated",
+};
+const CONNECT_TIMEOUT: FlagSpec = {
+  name: "connect-timeout",
+  value: "DURATION",
+  check: "duration",
+  defaultText: "$DWCP_CONNECT_TIMEOUT_MS, else 5s",
+  help: `how long to try to reach NATS before giving up (${DURATION_UNITS})`,
+};
+const JSON_FLAG: FlagSpec = { name: "json", help: "print one JSON document for machines instead of text" };
+const DATA_DIR_CREDS: FlagSpec = {
+  name: "data-dir",
+  value: "DIR",
+  defaultText: "$DWCP_DATA_DIR, else .dwcp",
+  help: "the stack's data dir (`dwcp up --data-dir`): its credentials D/creds, D/pki and trust file D/trust.json",
+};
+const CREDENTIALS: FlagSpec[] = [
+  {
+    name: "creds",
+    value: "FILE",
+    defaultText: "$DWCP_NKEY_FILE",
+    help: "nkey seed file (with the three --tls-* flags)",
+  },
+  { name: "tls-ca", value: "FILE", defaultText: "$DWCP_TLS_CA", help: "the deployment's CA certificate (PEM)" },
+  { name: "tls-cert", value: "FILE", defaultText: "$DWCP_TLS_CERT", help: "this client's certificate (PEM)" },
+  { name: "tls-key", value: "FILE", defaultText: "$DWCP_TLS_KEY", help: "this client's private key (PEM)" },
+];
+/** The flags of every command that connects to NATS as a client. */
+const CLIENT: FlagSpec[] = [NATS, CONNECT_TIMEOUT, DATA_DIR_CREDS, ...CREDENTIALS];
+const HELP_FLAG: FlagSpec = { name: "help", short: "h", help: "print this help and exit; nothing else runs" };
+
+const HOSTS: FlagSpec = { name: "hosts", value: "A,B,...", default: "a,b", help: "mover host ids, comma-separated" };
+
+export const COMMANDS: CommandSpec[] = [
+  {
+    name: "demo",
+    summary: "start an embedded stack, migrate a generated VM image, verify it",
+    usage: "[--size SIZE] [--data-dir DIR]",
+    description:
+      "Starts nats-server, a coordinator and movers a and b in a temporary directory (removed afterwards), " +
+      "generates a sparse disk image and a 64 MiB memory image on a, migrates them to b with a progress bar " +
+      "and checks them byte for byte.",
+    flags: [
+      {
+        name: "size",
+        value: "SIZE",
+        default: "512M",
+        check: "size",
+        help: `the generated disk image's size (${SIZE_UNITS})`,
+      },
+      {
+        name: "data-dir",
+        value: "DIR",
+        defaultText: "a new temporary directory, removed afterwards",
+        help: "where the stack keeps its files (kept afterwards)",
+      },
+    ],
+    examples: ["dwcp demo --size 64M"],
+  },
+  {
+    name: "up",
+    summary: "run an embedded stack in the foreground until Ctrl-C",
+    usage: "[--data-dir DIR] [--hosts A,B] [--nats-port PORT] [--sites N]",
+    description:
+      "Provisions credentials, starts nats-server (users, mTLS), a coordinator, one mover per host (root " +
+      "DIR/hosts/<host>) and a replication service per host. With --sites N: N federated sites, each its own " +
+      "nats-server and JetStream domain with a coordinator and movers <site>-<host>, leafnodes to a hub.",
+    flags: [
+      { name: "data-dir", value: "DIR", default: ".dwcp", help: "the stack's files: credentials, stores, roots, logs" },
+      HOSTS,
+      {
+        name: "nats-port",
+        value: "PORT",
+        defaultText: "a free port",
+        check: "port",
+        help: "nats-server's client port (1-65535)",
+      },
+      { name: "sites", value: "N", check: "count", help: "run N federated sites (1-16) instead of one stack" },
+    ],
+    examples: ["dwcp up --data-dir /var/lib/dwcp --hosts a,b", "dwcp up --sites 3"],
+  },
+  {
+    name: "init",
+    summary: "create the streams, consumers, mover registry and work queues (as admin)",
+    usage: "[--replicas 1|3] [--hosts A,B] | --print-config [--data-dir DIR] [--hosts A,B] [--port PORT]",
+    description:
+      "Idempotent. With --print-config: provisions credentials in DIR and prints the nats-server " +
+      "configuration and every role's permissions, without connecting anywhere.",
+    role: "admin",
+    flags: [
+      {
+        name: "replicas",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "JetStream replicas of each stream (1 or 3)",
+      },
+      { name: "hosts", value: "A,B,...", defaultText: "none", help: "hosts whose work queues to create" },
+      { name: "print-config", help: "provision credentials and print the server configuration instead" },
+      {
+        name: "port",
+        value: "PORT",
+        default: "4222",
+        check: "port",
+        help: "with --print-config: the client port to configure",
+      },
+      ...CLIENT,
+    ],
+    examples: ["dwcp init --replicas 3 --hosts a,b --data-dir .dwcp", "dwcp init --print-config --data-dir /etc/dwcp"],
+  },
+  {
+    name: "coordinator",
+    summary: "run a coordinator until SIGTERM",
+    usage: "[--replicas 1|3]",
+    flags: [
+      NATS,
+      {
+        name: "replicas",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "JetStream replicas of the streams it creates",
+      },
+    ],
+    examples: ["DWCP_NKEY_FILE=... dwcp coordinator --nats nats://10.0.0.1:4222"],
+  },
+  {
+    name: "mover",
+    summary: "run a mover for one host until SIGTERM (needs DWCP_SECRET)",
+    usage: "--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]",
+    flags: [
+      NATS,
+      { name: "host", value: "ID", help: "this host's id (required)" },
+      { name: "root", value: "DIR", multiple: true, help: "a directory it may read and write (required; repeatable)" },
+      { name: "listen", value: "HOST:PORT", help: "the data channel's address (required)" },
+      { name: "advertise", value: "HOST", defaultText: "the --listen host", help: "the address other movers dial" },
+      {
+        name: "concurrency",
+        value: "N",
+        defaultText: "$DWCP_CONCURRENCY, else 2",
+        check: "count",
+        help: "work items in flight (1-64)",
+      },
+      { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of its work queue" },
+      { name: "plaintext-data", help: "data channel without TLS (a trusted test network only)" },
+    ],
+    examples: ["dwcp mover --host a --root /var/lib/vms --listen 0.0.0.0:7400 --advertise 10.0.0.5"],
+  },
+  {
+    name: "migrate",
+    summary: "move a VM's disk and memory images from one host to another",
+    usage:
+      "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
+      "[--streams N] [--no-verify] [--id ID] [--wait] [--json]",
+    role: "cli",
+    keepsDataDir: true,
+    flags: [
+      { name: "vm", value: "NAME", help: "the VM's name (required)" },
+      {
+        name: "from",
+        value: "HOST:PATH,...",
+        help: "source host and image paths under its root (required); a path may end in =disk or =memory",
+      },
+      { name: "to", value: "HOST:DIR", help: "destination host and directory under its root (required)" },
+      { name: "chunk-size", value: "SIZE", default: "4M", check: "size", help: `chunk size (${SIZE_UNITS}; 64K..64M)` },
+      { name: "batch-size", value: "SIZE", default: "64M", check: "size", help: `bytes per work item (${SIZE_UNITS})` },
+      {
+        name: "bandwidth-limit",
+        value: "SIZE/s",
+        check: "rate",
+        defaultText: "unlimited",
+        help: `bytes per second on the wire (${SIZE_UNITS}), e.g. 100M/s`,
+      },
+      {
+        name: "streams",
+        value: "N",
+        check: "count",
+        defaultText: "4 across a WAN (2 ms or more of RTT), else 1",
+        help: "connections each batch is striped over (1-16)",
+      },
+      { name: "no-verify", help: "skip the destination's checksum pass" },
+      { name: "id", value: "ID", defaultText: "a new id", help: "the migration's id (must be unused)" },
+      { name: "wait", help: "follow the migration to its end with progress; exit 1 unless it completes" },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp migrate --vm web-1 --from a:vms/web-1/disk.img,vms/web-1/mem.img=memory --to b:vms/web-1 --wait"],
+  },
+  {
+    name: "status",
+    summary: "one migration's state, or every migration's",
+    usage: "[ID] [--json]",
+    positionals: [{ name: "ID", required: false }],
+    role: "cli",
+    keepsDataDir: true,
+    flags: [JSON_FLAG, ...CLIENT],
+    examples: ["dwcp status", "dwcp status web-1-move --json"],
+  },
+  {
+    name: "events",
+    summary: "a migration's event log",
+    usage: "ID [--json]",
+    positionals: [{ name: "ID", required: true }],
+    role: "cli",
+    keepsDataDir: true,
+    flags: [JSON_FLAG, ...CLIENT],
+    examples: ["dwcp events web-1-move"],
+  },
+  {
+    name: "cancel",
+    summary: "cancel a migration",
+    usage: "ID [--reason TEXT]",
+    positionals: [{ name: "ID", required: true }],
+    role: "cli",
+    keepsDataDir: true,
+    flags: [{ name: "reason", value: "TEXT", defaultText: "none", help: "why, recorded in its events" }, ...CLIENT],
+    examples: ['dwcp cancel web-1-move --reason "maintenance window over"'],
+  },
+  {
+    name: "federation",
+    summary: "all sites, their health and capacity, VM placements, staleness",
+    usage: "status [--json]",
+    positionals: [{ name: "status", required: true, choices: ["status"] }],
+    role: "cli",
+    flags: [JSON_FLAG, ...CLIENT],
+    examples: ["dwcp federation status --json"],
+  },
+  {
+    name: "replay",
+    summary: "the coordinator's view as of a time or stream sequence (read-only)",
+    usage: "(--until TIME | --until-seq N) [--vm NAME] [--backup FILE] [--chunks] [--json]",
+    description:
+      "--backup folds a backup file instead of the live stream (a large one in parallel); --chunks keeps " +
+      "each batch's chunk list in --json.",
+    role: "cli",
+    flags: [
+      { name: "until", value: "TIME", help: "an ISO 8601 time, e.g. 2026-11-26T21:15:00Z" },
+      { name: "until-seq", value: "N", help: "a DWCP_EVT stream sequence" },
+      { name: "vm", value: "NAME", defaultText: "all VMs", help: "only this VM's migrations" },
+      { name: "backup", value: "FILE", check: "file", help: "fold this backup file instead of the live stream" },
+      { name: "chunks", help: "keep each batch's chunk list in --json" },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp replay --until 2026-11-26T21:15:00Z --vm web-1"],
+  },
+  {
+    name: "backup",
+    summary: "export the event log, signed, to a file (as admin)",
+    usage: "--out FILE [--streams DWCP_EVT[,DWCP_CMD]] [--sign-key FILE | --data-dir DIR] [--json]",
+    description:
+      "Exports the event log with sequences, timestamps, headers and a digest, signed with an nkey seed " +
+      "(ed25519) or an HMAC secret (DWCP_BACKUP_KEY; default with --data-dir: the stack's admin key " +
+      "DIR/creds/admin.nk).",
+    role: "admin",
+    keepsDataDir: true,
+    flags: [
+      { name: "out", value: "FILE", help: "the backup file to write (required)" },
+      { name: "streams", value: "NAMES", default: "DWCP_EVT,DWCP_CMD", help: "streams to export, comma-separated" },
+      {
+        name: "sign-key",
+        value: "FILE",
+        check: "file",
+        defaultText: "$DWCP_BACKUP_KEY, else DIR/creds/admin.nk",
+        help: "an nkey seed, or an HMAC secret of 32+ bytes",
+      },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp backup --out /backups/dwcp-$(date +%F).jsonl --data-dir .dwcp"],
+  },
+  {
+    name: "restore-log",
+    summary: "verify a backup and import it into empty dwcp streams (as admin)",
+    usage:
+      "--in FILE [--trust-key PUBLIC_NKEY | --hmac-key FILE | --data-dir DIR] [--allow-unsigned] " +
+      "[--skip-invalid] [--replicas N] [--json]",
+    description:
+      "Verifies the backup's signature (DWCP_TRUST_FILE or DIR/trust.json: the admin key), streams and every " +
+      "payload, then imports it into empty or absent dwcp streams created with dwcp's own configuration.",
+    role: "admin",
+    keepsDataDir: true,
+    flags: [
+      { name: "in", value: "FILE", check: "file", help: "the backup file (required)" },
+      { name: "trust-key", value: "PUBLIC_NKEY", help: "the public nkey the backup must be signed by" },
+      { name: "hmac-key", value: "FILE", check: "file", help: "the HMAC secret the backup must be signed with" },
+      { name: "allow-unsigned", help: "import an unsigned backup (no proof of origin)" },
+      { name: "skip-invalid", help: "leave out (and log) payloads that fail their schema instead of refusing" },
+      {
+        name: "replicas",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "JetStream replicas of the streams created (1-5)",
+      },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp restore-log --in /backups/dwcp-2026-11-26.jsonl --data-dir .dwcp"],
+  },
+  {
+    name: "replicate",
+    summary: "incremental snapshots of a VM into a host's content-addressed store",
+    usage:
+      "--vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION] " +
+      "[--agent HOST:PORT] [--chunk-size SIZE] [--json]",
+    description:
+      "The source HOST's replication service takes the snapshot into DIR/.dwcp-store on the destination " +
+      "(paths under its roots). With --every, one snapshot per period until Ctrl-C.",
+    role: "cli",
+    keepsDataDir: true,
+    flags: [
+      { name: "vm", value: "NAME", help: "the VM's name (required)" },
+      { name: "from", value: "HOST:PATH,...", help: "source host and image paths under its root (required)" },
+      { name: "to", value: "HOST:DIR", help: "destination host and store directory under its root (required)" },
+      {
+        name: "every",
+        value: "DURATION",
+        defaultText: "once",
+        check: "duration",
+        help: `take one snapshot per period (${DURATION_UNITS})`,
+      },
+      { name: "keep", value: "N", defaultText: "all", check: "count", help: "keep the newest N snapshots" },
+      {
+        name: "keep-for",
+        value: "DURATION",
+        defaultText: "forever",
+        check: "duration",
+        help: `keep snapshots this long (${DURATION_UNITS})`,
+      },
+      { name: "agent", value: "HOST:PORT", help: "a replication agent serving the destination store" },
+      { name: "roots", value: "HOST=DIR,...", help: "hosts' roots, for the hint when no service answers" },
+      {
+        name: "chunk-size",
+        value: "SIZE",
+        default: "4M",
+        check: "size",
+        help: `chunk size (${SIZE_UNITS}; multiple of 4K up to 64M)`,
+      },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp replicate --vm db --from a:vms/db/disk.img --to b:replicas --every 15m --keep-for 7d"],
+  },
+  {
+    name: "replication-service",
+    summary: "run the source side of replication for one host until SIGTERM",
+    usage: "--host HOST [--data-dir DIR | --roots HOST=DIR,...]",
+    flags: [
+      NATS,
+      { name: "host", value: "HOST", help: "the host it serves (required)" },
+      { name: "data-dir", value: "DIR", help: "a `dwcp up` data dir: roots are DIR/hosts/<host>" },
+      { name: "roots", value: "HOST=DIR,...", help: "each host's root" },
+    ],
+    examples: ["dwcp replication-service --host a --roots a=/var/lib/vms"],
+  },
+  {
+    name: "replication-agent",
+    summary: "serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)",
+    usage: "--root DIR --listen HOST:PORT",
+    flags: [
+      { name: "root", value: "DIR", help: "the directory whose .dwcp-store it serves (required)" },
+      { name: "listen", value: "HOST:PORT", help: "the address it listens on (required)" },
+    ],
+    examples: ["DWCP_SECRET=... dwcp replication-agent --root /srv/replicas --listen 0.0.0.0:7500"],
+  },
+  {
+    name: "drill",
+    summary: "DR drill on an embedded stack: replicate, back up, kill -9, restore; prints RPO and RTO",
+    usage: "[--size SIZE] [--data-dir DIR] [--json]",
+    flags: [
+      { name: "size", value: "SIZE", default: "64M", check: "size", help: `the VM image's size (${SIZE_UNITS})` },
+      {
+        name: "data-dir",
+        value: "DIR",
+        defaultText: "a new dwcp-drill-* directory under $TMPDIR",
+        help: "where the drill works",
+      },
+      JSON_FLAG,
+    ],
+    examples: ["dwcp drill --size 256M"],
+  },
+  {
+    name: "snapshots",
+    summary: "a VM's committed snapshots",
+    usage: "--vm NAME [--json]",
+    role: "cli",
+    flags: [{ name: "vm", value: "NAME", help: "the VM's name (required)" }, JSON_FLAG, ...CLIENT],
+    examples: ["dwcp snapshots --vm db"],
+  },
+  {
+    name: "restore",
+    summary: "write a VM's volumes as they were, byte-identical and sparse",
+    usage: "--vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--json]",
+    description: "HOST's replication service writes them, paths under its root.",
+    role: "cli",
+    keepsDataDir: true,
+    flags: [
+      { name: "vm", value: "NAME", help: "the VM's name (required)" },
+      { name: "at", value: "TIME", help: "the newest snapshot taken at or before this ISO 8601 time" },
+      { name: "snapshot", value: "ID", help: "this snapshot" },
+      { name: "to", value: "HOST:PATH", help: "host and directory to write the volumes to (required)" },
+      { name: "store", value: "DIR", defaultText: "the snapshot's store", help: "the content-addressed store to read" },
+      { name: "roots", value: "HOST=DIR,...", help: "hosts' roots, for the hint when no service answers" },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp restore --vm db --at 2026-11-26T21:15:00Z --to a:restored/db"],
+  },
+  {
+    name: "help",
+    summary: "help for dwcp or one command",
+    usage: "[COMMAND]",
+    positionals: [{ name: "COMMAND", required: false }],
+    flags: [],
+    examples: ["dwcp help migrate"],
+  },
+  {
+    name: "completion",
+    summary: "print a shell completion script",
+    usage: "bash|zsh",
+    positionals: [{ name: "SHELL", required: true, choices: ["bash", "zsh"] }],
+    flags: [],
+    examples: ["source <(dwcp completion bash)", "dwcp completion zsh > ~/.zfunc/_dwcp"],
+  },
+];
+
+const byName = new Map(COMMANDS.map((c) => [c.name, c]));
+
+export const commandSpec = (name: string): CommandSpec | undefined => byName.get(name);
+
+/** Every flag of `cmd`, --help included. */
+export const flagsOf = (cmd: CommandSpec): FlagSpec[] => [...cmd.flags, HELP_FLAG];
+
+/** node:util parseArgs options for `cmd`. */
+export function parseOptions(
+  cmd: CommandSpec,
+): Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string; default?: string | boolean }> {
+  return Object.fromEntries(
+    flagsOf(cmd).map((f) => [
+      f.name,
+      {
+        type: f.value === undefined ? ("boolean" as const) : ("string" as const),
+        ...(f.multiple ? { multiple: true } : {}),
+        ...(f.short ? { short: f.short } : {}),
+        ...(f.default !== undefined ? { default: f.default } : {}),
+      },
+    ]),
+  );
+}
+
+export const VERSION_FLAGS = ["--version", "-V"];
