@@ -42,8 +42,9 @@ ${COL}and movers <site>-<host> each, leafnodes to a hub); migrations may cross s
   federation status [--json]            all sites, their health and capacity, VM placements, staleness
   init [--replicas 1|3] [--hosts a,b]   as admin: create streams, consumers, the mover registry and each host's work
                                         queue (idempotent); --print-config [--data-dir D] [--hosts a,b] [--port N]
-                                        provisions credentials in D and prints the nats-server config and
-                                        the permissions
+                                        [--server-names N,...] provisions credentials in D (the nats-servers'
+                                        certificate also for names/addresses N) and prints the nats-server
+                                        config and the permissions
   coordinator [--replicas 1|3]          run a coordinator
   mover --host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]
                                         run a mover (needs DWCP_SECRET, the same on every mover)
@@ -133,10 +134,12 @@ export async function main(argv: string[]): Promise<number> {
           "print-config": { type: "boolean", default: false },
           "data-dir": { type: "string" },
           port: { type: "string" },
+          "server-names": { type: "string" },
         });
         const hosts = (values.hosts ?? "").split(",").filter(Boolean);
         if (values["print-config"]) {
-          out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port }));
+          const serverNames = (values["server-names"] ?? "").split(",").filter(Boolean);
+          out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port, serverNames }));
           return 0;
         }
         const replicas = Number(values.replicas);
