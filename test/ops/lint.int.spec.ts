@@ -57,11 +57,10 @@ describe("ops/ansible", () => {
   it.each(roles())("role %s: meta/argument_specs.yml declares exactly defaults/main.yml", async (role) => {
     const defaults = topLevelKeys(join(ROLES_DIR, role, "defaults/main.yml")).sort();
     // The spec file is YAML: read it with Ansible's own Python YAML (no YAML parser in node_modules).
-    const r = await run("python3", [
-      "-c",
-      "import json,sys,yaml; print(json.dumps(sorted(yaml.safe_load(open(sys.argv[1]))['argument_specs']['main']['options'])))",
-      join(ANSIBLE_DIR, "roles", role, "meta/argument_specs.yml"),
-    ]);
+    const script =
+      "import json,sys,yaml; " +
+      "print(json.dumps(sorted(yaml.safe_load(open(sys.argv[1]))['argument_specs']['main']['options'])))";
+    const r = await run("python3", ["-c", script, join(ANSIBLE_DIR, "roles", role, "meta/argument_specs.yml")]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(defaults);
   });
