@@ -152,6 +152,12 @@ export const COMMANDS: CommandSpec[] = [
         check: "port",
         help: "with --print-config: the client port to configure",
       },
+      {
+        name: "server-names",
+        value: "N,...",
+        defaultText: "none",
+        help: "with --print-config: names or addresses the nats-servers' certificate also covers",
+      },
       ...CLIENT,
     ],
     examples: ["dwcp init --replicas 3 --hosts a,b --data-dir .dwcp", "dwcp init --print-config --data-dir /etc/dwcp"],

@@ -124,11 +124,13 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         "print-config": { type: "boolean", default: false },
         "data-dir": { type: "string" },
         port: { type: "string" },
+        "server-names": { type: "string" },
       });
       const hosts = (values.hosts ?? "").split(",").filter(Boolean);
       if (values["print-config"]) {
         const { printConfig } = await import("./up.js");
-        out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port }));
+        const serverNames = (values["server-names"] ?? "").split(",").filter(Boolean);
+        out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port, serverNames }));
         return 0;
       }
       const replicas = Number(values.replicas ?? "1");

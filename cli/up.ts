@@ -80,12 +80,18 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
  * there) and returns the nats-server config an operator installs (nkey users with their
  * permissions, TLS with client certificates) followed by each role's permission set.
  */
-export async function printConfig(o: { dataDir: string; hosts: string[]; port?: string | undefined }): Promise<string> {
+export async function printConfig(o: {
+  dataDir: string;
+  hosts: string[];
+  port?: string | undefined;
+  /** Further names and addresses of the nats-servers, for their certificate (multi-host deployments). */
+  serverNames?: string[];
+}): Promise<string> {
   const port = o.port === undefined ? 4222 : Number(o.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535)
     throw new UsageError(`--port must be a TCP port, got "${o.port ?? ""}"`);
   const dir = resolve(o.dataDir);
-  const p = await provision(dir, { hosts: o.hosts });
+  const p = await provision(dir, { hosts: o.hosts, serverNames: o.serverNames ?? [] });
   const config = deploymentServerConfig(p, { host: "0.0.0.0", port, storeDir: join(dir, "nats") });
   const roles = rolesOf({ hosts: o.hosts });
   const sets = roles.map((r) => `# ${r}\n${permissionsBlock(permissionsOf(r, roles))}`).join("\n\n");

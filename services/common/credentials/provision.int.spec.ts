@@ -45,6 +45,19 @@ describe("provision", () => {
     expect(readFileSync(again.roles.get("mover-a")!.certFile, "utf8")).toBe(readFileSync(moverA.certFile, "utf8"));
   });
 
+  it("names server addresses in the nats-server certificate: IP addresses as IP SANs, names as DNS SANs", async () => {
+    const own = mkdtempSync(join(tmpdir(), "dwcp-pki-names-"));
+    try {
+      const p = await provision(own, { hosts: [], serverNames: ["10.1.0.11", "nats-1a.example"] });
+      const cert = new X509Certificate(readFileSync(p.server.certFile));
+      expect(cert.checkIP("10.1.0.11")).toBe("10.1.0.11");
+      expect(cert.checkHost("nats-1a.example")).toBe("nats-1a.example");
+      expect(cert.checkIP("10.1.0.12")).toBeUndefined();
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it("its certificates carry a mutually authenticated TLS 1.3 connection; a stranger's is refused", async () => {
     const p = await provision(dir, { hosts: ["a", "b"] });
     const pem = (f: string): Buffer => readFileSync(f);

@@ -1,4 +1,5 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { createUser, fromSeed } from "@nats-io/nkeys";
 import { z } from "zod";
@@ -48,7 +49,7 @@ export interface ProvisionOptions {
   hosts: readonly string[];
   /** Federation sites (roles site-<s>). */
   sites?: readonly string[];
-  /** Extra DNS names for the server certificate. */
+  /** Extra names for the server certificate: DNS names, or IP addresses (issued as IP SANs). */
   serverNames?: readonly string[];
 }
 
@@ -145,8 +146,8 @@ export async function provision(dir: string, opts: ProvisionOptions): Promise<Pr
   const server = await ensurePair(pki, "nats-server", () =>
     issueCertificate(ca, {
       commonName: "nats-server",
-      dnsNames: ["localhost", ...(opts.serverNames ?? [])],
-      ipAddresses: ["127.0.0.1", "::1"],
+      dnsNames: ["localhost", ...(opts.serverNames ?? []).filter((n) => isIP(n) === 0)],
+      ipAddresses: ["127.0.0.1", "::1", ...(opts.serverNames ?? []).filter((n) => isIP(n) !== 0)],
       uris: [roleIdentity("nats-server")],
     }),
   );

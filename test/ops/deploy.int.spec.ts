@@ -1,0 +1,273 @@
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { run } from "./ansible.js";
+import { launch, type Launched } from "./launcher.js";
+
+// A real deployment with ops/ansible: site.yml runs with ansible_connection=local for every host
+// of a 2-site inventory, each host installed into its own prefix (config, credentials, units,
+// state) and given its own loopback address; then each rendered unit's ExecStart is started by
+// test/ops/launcher.ts as the unit's user, with its environment and working directory. The
+// stack is used through dwcp's CLI with the cli role's credentials, over TLS.
+// The inventory is smaller than inventories/example (1 NATS server per site) to keep CI time.
+
+const REPO = resolve(import.meta.dirname, "../..");
+const BIN = join(REPO, "bin/dwcp.mjs");
+const DWCP_USER = "dwcp";
+/** A /16 of 127/8 for this run, so concurrent runs do not share addresses. */
+const NET = `127.${100 + (process.pid % 100)}`;
+
+const HOSTS = {
+  "nats-1": { site: "site1", group: "site1_nats", ip: `${NET}.1.11` },
+  "coord-1": { site: "site1", group: "site1_coordinators", ip: `${NET}.1.21` },
+  m1a: { site: "site1", group: "site1_movers", ip: `${NET}.1.31` },
+  m1b: { site: "site1", group: "site1_movers", ip: `${NET}.1.32` },
+  "nats-2": { site: "site2", group: "site2_nats", ip: `${NET}.2.11` },
+} as const;
+type Host = keyof typeof HOSTS;
+
+const dir = mkdtempSync(join(tmpdir(), `dwcp-test-ops-${process.pid}-`));
+// The services run as the dwcp user: they must traverse to their prefix.
+chmodSync(dir, 0o755);
+const prefix = (h: Host): string => join(dir, "hosts", h);
+const logs = join(dir, "logs");
+const creds = join(dir, "credentials");
+const launched: Launched[] = [];
+
+function inventory(): string {
+  const groups = new Map<string, string[]>();
+  for (const [h, v] of Object.entries(HOSTS)) groups.set(v.group, [...(groups.get(v.group) ?? []), h]);
+  const hostLine = (h: string): string => {
+    const v = HOSTS[h as Host];
+    return `${h} ansible_host=${v.ip} dwcp_site=${v.site} dwcp_common_prefix=${prefix(h as Host)}`;
+  };
+  const sections = [...groups].map(([g, hs]) => `[${g}]\n${hs.map(hostLine).join("\n")}`);
+  const parent = (name: string, kids: string[]): string => `[${name}:children]\n${kids.join("\n")}`;
+  return [
+    ...sections,
+    parent("site1", ["site1_nats", "site1_coordinators", "site1_movers"]),
+    parent("site2", ["site2_nats"]),
+    parent("nats_servers", ["site1_nats", "site2_nats"]),
+    parent("coordinators", ["site1_coordinators"]),
+    parent("movers", ["site1_movers"]),
+    "[replication_agents]",
+    "",
+  ].join("\n\n");
+}
+
+const extraVars = {
+  ansible_connection: "local",
+  ansible_become: false,
+  ansible_python_interpreter: "/usr/bin/python3",
+  dwcp_credentials_dir: creds,
+  dwcp_leafnode_hub_site: "site1",
+  dwcp_common_manage_services: false,
+  dwcp_common_install_method: "link",
+  dwcp_common_source_dir: REPO,
+  dwcp_common_user: DWCP_USER,
+  dwcp_common_group: DWCP_USER,
+  // Every host here shares one machine, so one user: created once before the run, not per host
+  // (the user task would move its home to each host's prefix in turn).
+  dwcp_common_manage_user: false,
+  nats_server_install_method: "none",
+};
+
+async function sitePlaybook(): Promise<string> {
+  const r = await run(
+    "ansible-playbook",
+    ["-i", join(dir, "hosts.ini"), "-e", `@${join(dir, "vars.json")}`, "--forks", "10", "playbooks/site.yml"],
+    { ANSIBLE_PIPELINING: "1", TMPDIR: dir },
+    1_800_000,
+  );
+  if (r.code !== 0) throw new Error(`site.yml failed (${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`);
+  return r.stdout;
+}
+
+/** The PLAY RECAP's counters per host. */
+function recap(out: string): Record<string, Record<string, number>> {
+  const hosts: Record<string, Record<string, number>> = {};
+  for (const m of out.matchAll(/^(\S+)\s+:\s+(.*)$/gm)) {
+    const counters: Record<string, number> = {};
+    for (const c of (m[2] ?? "").matchAll(/(\w+)=(\d+)/g)) counters[c[1] ?? ""] = Number(c[2]);
+    hosts[m[1] ?? ""] = counters;
+  }
+  return hosts;
+}
+
+const units = (h: Host): string[] => {
+  const d = join(prefix(h), "etc/systemd/system");
+  return readdirSync(d).map((f) => join(d, f));
+};
+const unit = (h: Host, name: string): string => join(prefix(h), "etc/systemd/system", name);
+
+/** Resolves once `host:port` accepts a TCP connection. */
+async function listening(host: string, port: number, what: Launched, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (what.child.exitCode !== null)
+      throw new Error(`${what.unit.file} exited:\n${readFileSync(what.logFile, "utf8")}`);
+    const ok = await new Promise<boolean>((r) => {
+      const s = connect({ host, port }, () => r(s.end() !== undefined)).on("error", () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${host}:${port} did not listen`);
+}
+
+/** Resolves once `probe` holds, polling (the condition is another process's state). */
+async function until(probe: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await probe().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error("timed out");
+}
+
+/** Runs the dwcp CLI as the cli role of site `site`. */
+function cli(site: "site1" | "site2", ...args: string[]): Promise<string> {
+  const nats = site === "site1" ? HOSTS["nats-1"].ip : HOSTS["nats-2"].ip;
+  return new Promise((done, fail) =>
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        env: {
+          ...process.env,
+          DWCP_NATS_URL: `nats://${nats}:4222`,
+          DWCP_NKEY_FILE: join(creds, "creds/cli.nk"),
+          DWCP_TLS_CA: join(creds, "pki/ca.pem"),
+          DWCP_TLS_CERT: join(creds, "pki/cli.pem"),
+          DWCP_TLS_KEY: join(creds, "pki/cli.key"),
+          DWCP_TRUST_FILE: join(creds, "trust.json"),
+        },
+        timeout: 300_000,
+      },
+      (err, stdout, stderr) => (err ? fail(new Error(`dwcp ${args.join(" ")}: ${stderr}${stdout}`)) : done(stdout)),
+    ),
+  );
+}
+
+const sha = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex");
+const root = (h: Host): string => join(prefix(h), "srv/dwcp/images");
+
+/** Writes a random image under a mover's root, owned by the service user. */
+function image(h: Host, rel: string, bytes: number): string {
+  const file = join(root(h), rel);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, randomBytes(bytes));
+  const { uid, gid } = statSync(root(h));
+  chownSync(dirname(file), uid, gid);
+  chownSync(file, uid, gid);
+  return file;
+}
+let firstRun = "";
+
+beforeAll(async () => {
+  mkdirSync(logs, { recursive: true });
+  writeFileSync(join(dir, "hosts.ini"), inventory());
+  writeFileSync(join(dir, "vars.json"), JSON.stringify(extraVars));
+  if (!readFileSync("/etc/passwd", "utf8").includes(`\n${DWCP_USER}:`)) {
+    const r = await run("useradd", [
+      "--system",
+      "--user-group",
+      "--no-create-home",
+      "--shell",
+      "/usr/sbin/nologin",
+      DWCP_USER,
+    ]);
+    expect(r.stderr).toBe("");
+  }
+  firstRun = await sitePlaybook();
+}, 2_000_000);
+
+afterAll(async () => {
+  await Promise.allSettled(launched.reverse().map((l) => l.stop()));
+  rmSync(dir, { recursive: true, force: true });
+}, 120_000);
+
+describe("a deployment by ops/ansible", () => {
+  it("deploys every host without failure", () => {
+    const r = recap(firstRun);
+    for (const h of Object.keys(HOSTS)) expect(r[h]?.["failed"], h).toBe(0);
+  });
+
+  it("renders units systemd-analyze verify accepts, hardened and run as the dwcp user", async () => {
+    for (const h of Object.keys(HOSTS) as Host[]) {
+      for (const file of units(h)) {
+        const r = await run("systemd-analyze", ["verify", "--man=no", file]);
+        expect(`${file}: ${r.stderr}`).toBe(`${file}: `);
+        const text = readFileSync(file, "utf8");
+        for (const line of [
+          "NoNewPrivileges=true",
+          "ProtectSystem=strict",
+          "PrivateTmp=true",
+          "CapabilityBoundingSet=",
+        ])
+          expect(text, file).toContain(`\n${line}\n`);
+        expect(text).toContain(`User=${DWCP_USER}`);
+      }
+    }
+  }, 300_000);
+
+  it("keeps credentials private: 0600, owned by the service user", () => {
+    const key = statSync(join(prefix("m1a"), "etc/dwcp/mover-m1a/tls.key"));
+    expect(key.mode & 0o777).toBe(0o600);
+    const nk = statSync(join(prefix("m1a"), "etc/dwcp/mover-m1a/nkey.nk"));
+    expect(nk.mode & 0o777).toBe(0o600);
+    expect(nk.uid).not.toBe(0);
+  });
+
+  it("migrates between movers over TLS with per-role credentials, and replicates and restores", async () => {
+    const start = (h: Host, name: string): Launched => {
+      const l = launch(unit(h, name), logs);
+      launched.push(l);
+      return l;
+    };
+    const n1 = start("nats-1", "dwcp-nats-server.service");
+    const n2 = start("nats-2", "dwcp-nats-server.service");
+    await listening(HOSTS["nats-1"].ip, 4222, n1);
+    await listening(HOSTS["nats-2"].ip, 4222, n2);
+    // Site 2 reaches site 1 over a leafnode link with TLS both ways.
+    await until(async () => {
+      const leafz = (await (await fetch(`http://${HOSTS["nats-1"].ip}:8222/leafz`)).json()) as { leafnodes: number };
+      return leafz.leafnodes === 1;
+    });
+    const init = start("coord-1", "dwcp-init.service");
+    expect(await init.exited, readFileSync(init.logFile, "utf8")).toBe(0);
+    start("coord-1", "dwcp-coordinator.service");
+    for (const m of ["m1a", "m1b"] as const) {
+      const mv = start(m, "dwcp-mover.service");
+      start(m, "dwcp-replication.service");
+      await listening(HOSTS[m].ip, 7400, mv);
+    }
+
+    const src = image("m1a", "vms/v1/disk.img", 8 * 1024 * 1024 + 4096);
+    await cli("site1", "migrate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:in", "--wait");
+    expect(sha(join(root("m1b"), "in/disk.img"))).toBe(sha(src));
+
+    await cli("site1", "replicate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:repl", "--json");
+    await cli("site1", "restore", "--vm", "v1", "--at", new Date().toISOString(), "--to", "m1a:restored");
+    expect(sha(join(root("m1a"), "restored/disk.img"))).toBe(sha(src));
+  }, 600_000);
+
+  it("changes nothing on a second run", async () => {
+    const r = recap(await sitePlaybook());
+    for (const h of ["localhost", ...Object.keys(HOSTS)]) expect(r[h]?.["changed"], h).toBe(0);
+  }, 2_000_000);
+});
