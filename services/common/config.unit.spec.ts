@@ -11,6 +11,7 @@ describe("process settings from the environment", () => {
       logLevel: "info",
       directIo: "auto",
       ackWaitMs: 30_000,
+      connectTimeoutMs: 5000,
       natsServer: undefined,
       natsDownLimitMs: 0,
       native: "auto",

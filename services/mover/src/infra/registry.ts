@@ -66,11 +66,20 @@ export class Registry {
       if (this.revision === undefined) return;
       this.kv.update(this.host, value(), this.revision).then(
         (rev) => (this.revision = rev),
-        (err: unknown) => {
+        async (err: unknown) => {
           if (!isWrongRevision(err)) return this.log.warn({ err }, "heartbeat not written");
+          // A renewal whose acknowledgement was lost (a stream leader change) still landed: the
+          // entry then holds this process's own lease at a newer revision. Only another holder's
+          // entry means the lease is lost.
+          const holder = await this.kv.get(this.host).catch(() => undefined);
+          const reg = holder?.operation === "PUT" ? MoverRegistration.safeParse(holder.json()).data : undefined;
+          if (holder && reg?.pid === process.pid && reg.startedAt === this.startedAt) {
+            this.revision = holder.revision;
+            return;
+          }
           clearInterval(this.timer);
           this.revision = undefined;
-          onLost(new HostIdInUseError(this.host, undefined));
+          onLost(new HostIdInUseError(this.host, reg));
         },
       );
     }, HEARTBEAT_MS);

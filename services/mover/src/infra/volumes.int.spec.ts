@@ -76,7 +76,13 @@ describe("probeSource and probeDestination", () => {
       { op: "probeSource", version: 1, migrationId: "m", paths: ["in-link/a.img"] },
       roots,
     );
-    expect(reply).toEqual({ ok: true, volumes: [{ path: join(root, "vms", "a.img"), sizeBytes: 3 }] });
+    const st = await stat(join(root, "vms", "a.img"));
+    expect(reply).toEqual({
+      ok: true,
+      volumes: [
+        { path: join(root, "vms", "a.img"), sizeBytes: 3, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid },
+      ],
+    });
   });
 
   it.each([
