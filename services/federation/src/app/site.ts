@@ -4,7 +4,7 @@ import { DwcpError, isRetryable } from "#common/errors.js";
 import { MOVERS_BUCKET } from "#common/layout.js";
 import type { Lifecycle } from "#common/lifecycle.js";
 import { createLogger, type Logger } from "#common/logger.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
 import { federationBatch } from "../domain/federation/aggregate.js";
 import type { FederationCommand } from "../domain/federation/decide.js";
@@ -63,6 +63,11 @@ export interface SiteDeps {
   /** Capacity figures for join and health reports. Default: this machine (see probeCapacity). */
   capacity?: () => Promise<Capacity> | Capacity;
   clock?: () => Date;
+  /**
+   * What the site connects to its server with (the site's admin: it creates its log and mirrors).
+   * Default: the process's connect defaults (see setProcessConnectDefaults).
+   */
+  credentials?: NatsCredentials;
 }
 
 export interface SiteSnapshot {
@@ -83,6 +88,7 @@ export class Site {
   private readonly log: Logger;
   private readonly clock: () => Date;
   private readonly capacity: () => Promise<Capacity> | Capacity;
+  private readonly credentials: NatsCredentials | undefined;
   private nats: Nats | undefined;
   private fedLog: FederationLog | undefined;
   private tails: Tail[] = [];
@@ -101,6 +107,7 @@ export class Site {
     this.log = (deps.log ?? createLogger("federation")).child({ site: this.id });
     this.clock = deps.clock ?? (() => new Date());
     this.capacity = deps.capacity ?? (() => probeCapacity(this.cfg.dataDir));
+    this.credentials = deps.credentials;
   }
 
   get state(): SiteLifecycle {
@@ -129,7 +136,13 @@ export class Site {
   async open(): Promise<void> {
     if (this.nats) return;
     this.lifecycle = "starting";
-    this.nats = await connectNats(this.cfg.natsUrl, `dwcp-federation-${this.id}`, this.log);
+    const name = `dwcp-federation-${this.id}`;
+    this.nats = await connectNats(
+      this.cfg.natsUrl,
+      name,
+      this.log,
+      this.credentials ? { credentials: this.credentials } : undefined,
+    );
     await ensureOwnStream(this.nats.jsm, this.id);
     const { maxAppendBytes, appendTimeoutMs: timeoutMs } = this.cfg;
     this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, (e) => this.apply(e), {

@@ -16,12 +16,12 @@ import { EventStore, jsonCodec } from "#common/event-sourcing/event-store.js";
 import { isJetStreamApiError, isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 import { safeJson } from "#common/json.js";
 import { ensureStream } from "#common/layout.js";
-import { FED_MIRROR_PREFIX } from "#common/remote-movers.js";
+import { FED_MIRROR_PREFIX, FED_STREAM_PREFIX } from "#common/remote-movers.js";
 
 /** Stream and subject names of the federation (the README's table mirrors this). */
 export const fedNames = {
   /** A site's own log, in its own domain: written only by that site. */
-  stream: (site: string): string => `FED_${site}`,
+  stream: (site: string): string => `${FED_STREAM_PREFIX}${site}`,
   /** A read-only mirror of peer `site`'s log, kept in the local domain with the same sequences. */
   mirror: (site: string): string => `${FED_MIRROR_PREFIX}${site}`,
   mirrorPrefix: FED_MIRROR_PREFIX,

@@ -1,11 +1,11 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { STREAM_LIMITS, EVT_STREAM, subjects } from "#common/layout.js";
+import { EVENT_MIRROR_PREFIX } from "#common/remote-movers.js";
 import { ensureMirror } from "./fed-streams.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
-export const eventMirror = (site: string): string => `DWCP_EVTM_${site}`;
-const EVENT_MIRROR_PREFIX = "DWCP_EVTM_";
+export const eventMirror = (site: string): string => `${EVENT_MIRROR_PREFIX}${site}`;
 
 /**
  * One mirror per peer of the peer's DWCP_EVT, filtered to migration events: every site holds
