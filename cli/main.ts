@@ -13,6 +13,7 @@ import {
   clientRoleOf,
   cliEventTrust,
   findCredentials,
+  foldStored,
   listMigrations,
   newId,
   publishCommand,
@@ -24,7 +25,7 @@ import { buildStart, runMigration } from "./migrate.js";
 import { runUp, runUpSites } from "./up.js";
 import { PITR_HELP, runPitrCommand } from "./pitr.js";
 import { federationStatus, readMirroredMigration } from "#federation";
-import { evolveTrusted, fold, initialMigration, refusal, type Migration } from "#migration";
+import { evolveTrusted, initialMigration, refusal, type Migration } from "#migration";
 import { EventTrustConfigError, type EventTrust } from "#common/signing.js";
 
 /** The column where HELP's descriptions start, for its lines too long to write out. */
@@ -342,14 +343,12 @@ async function readAnySite(
 ): Promise<{ state: Migration; events: StoredEvent[]; site?: string }> {
   const local = await readMigration(nats, id, trust);
   if (local.events.length > 0) return local;
-  const mirrored = await readMirroredMigration(nats.js, nats.jsm, id);
+  const mirrored = await readMirroredMigration(nats.js, nats.jsm, id, trust);
   if (!mirrored) return local;
   return {
-    // Another site's log: its producers' keys are in that site's trust file, not this one.
-    state: fold(
-      id,
-      mirrored.events.map((e) => e.event),
-    ),
+    // Another site's log, checked like a local one: the federation's trust file names every
+    // site's producers.
+    state: foldStored(id, mirrored.events),
     events: mirrored.events,
     site: mirrored.site,
   };

@@ -5,7 +5,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { FederationEvent } from "#schemas/federation.js";
 import { natsCredentialsOf } from "#common/credentials/connect.js";
-import { startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
+import { siteIdentity, startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
 import { Site } from "../../services/federation/src/app/site.js";
 import { federationStatus, type StatusReport } from "../../services/federation/src/app/status.js";
 import { fold } from "../../services/federation/src/domain/federation/evolve.js";
@@ -232,8 +232,9 @@ describe("federation of three sites on loopback", () => {
   it("a second writer for a site loses the sequence race, re-reads the log and re-decides", async () => {
     const west = fed.sites.find((s) => s.id === "west")!;
     // its conflict is expected
-    const intruder = new Site({ site: "west", natsUrl: west.url, healthIntervalMs: 0 },
-      { log: quiet("error"), credentials: natsCredentialsOf(fed.credentials.sites.get("west")!, "admin") },
+    const intruder = new Site(
+      { site: "west", natsUrl: west.url, healthIntervalMs: 0 },
+      { log: quiet("error"), ...siteIdentity(fed.credentials, "west") },
     );
     try {
       await intruder.open(); // reads west's log once and does not follow it: its view goes stale
@@ -253,7 +254,9 @@ describe("federation of three sites on loopback", () => {
 
   it("federation status lists every site, its link and every VM, as text and as JSON", async () => {
     const west = fed.sites.find((s) => s.id === "west")!;
-    const report = JSON.parse(await federationStatus(west.url, { json: true, credentials: cliOf(fed, "west") })) as StatusReport;
+    const report = JSON.parse(
+      await federationStatus(west.url, { json: true, credentials: cliOf(fed, "west") }),
+    ) as StatusReport;
     expect(report.site).toBe("west");
     expect(report.sites.map((s) => s.site)).toEqual(["east", "north", "west"]);
     expect(report.sites.find((s) => s.site === "east")?.link).toMatchObject({ lagEvents: 0 });

@@ -138,7 +138,10 @@ const readFederation = (f: FederationScope | undefined): string[] =>
     ? []
     : [
         ...readStream(`${FED_STREAM_PREFIX}${f.site}`),
-        ...f.peers.flatMap((p) => [...readStream(`${FED_MIRROR_PREFIX}${p}`), ...readStream(`${EVENT_MIRROR_PREFIX}${p}`)]),
+        ...f.peers.flatMap((p) => [
+          ...readStream(`${FED_MIRROR_PREFIX}${p}`),
+          ...readStream(`${EVENT_MIRROR_PREFIX}${p}`),
+        ]),
       ];
 
 /**

@@ -6,6 +6,7 @@ import type { Logger } from "#common/logger.js";
 import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { provisionFederation, type FederationCredentials } from "#common/credentials/federation.js";
 import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
+import { EventSigner, EventVerifier, type EventTrust } from "#common/signing.js";
 import {
   freePort,
   startNatsServer as spawnNatsServer,
@@ -99,7 +100,7 @@ export async function startFederation(
   const missing = ids.filter((id) => !credentials.sites.has(id));
   if (missing.length > 0)
     throw new CredentialsError(`the federation's credentials have no site ${missing.join(", ")}: provision them`);
-  const adminOf = (id: string): NatsCredentials => natsCredentialsOf(credentials.sites.get(id)!, "admin");
+  const adminOf = (id: string): NatsCredentials => siteIdentity(credentials, id).credentials;
   const parts: Parts = { servers: [], proxies: new Map(), sites: [], credentials };
   try {
     if (cfg.partitionable) {
@@ -125,7 +126,7 @@ export async function startFederation(
       (id) =>
         new Site(
           { site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs, dataDir, maxAppendBytes, migrations },
-          { ...deps, credentials: adminOf(id) },
+          { ...deps, ...siteIdentity(credentials, id) },
         ),
     );
     await Promise.all(parts.sites.map((s) => s.open()));
@@ -142,9 +143,34 @@ export async function startFederation(
   }
 }
 
+/**
+ * What site `id` of a federation runs as: its admin (it creates its log and mirrors), signing its
+ * log with the admin's key, and folding only appends signed by a principal of the writing site
+ * (the federation's trust file).
+ */
+export function siteIdentity(
+  c: FederationCredentials,
+  id: string,
+): { credentials: NatsCredentials; trust: EventTrust } {
+  const p = c.sites.get(id);
+  if (!p) throw new UnknownSiteError(id);
+  const admin = natsCredentialsOf(p, "admin");
+  return {
+    credentials: admin,
+    trust: {
+      insecure: false,
+      signer: EventSigner.fromSeedFile(admin.nkeyFile),
+      verifier: EventVerifier.fromTrustFile(c.trustFile),
+    },
+  };
+}
+
 /** A site's dwcp streams and mover registry, as `dwcp init` creates them (R1: one server per site). */
 async function ensureSiteLayout(url: string, admin: NatsCredentials): Promise<void> {
-  const nats = await connectNats(url, "dwcp-federation-init", undefined, { credentials: admin, waitOnFirstConnect: false });
+  const nats = await connectNats(url, "dwcp-federation-init", undefined, {
+    credentials: admin,
+    waitOnFirstConnect: false,
+  });
   try {
     await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
   } finally {

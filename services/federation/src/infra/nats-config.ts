@@ -87,14 +87,18 @@ export function renderSiteConfig(c: SiteServerConfig): string {
   const p = c.credentials;
   const leafnodes: Record<string, unknown> = { reconnect: LEAF_RECONNECT_S };
   const serverTls = { certFile: p.server.certFile, keyFile: p.server.keyFile, caFile: p.caFile };
-  if (c.leafListenPort !== undefined) Object.assign(leafnodes, leafListener(c.leafListenPort, serverTls, c.leafAdvertise));
+  if (c.leafListenPort !== undefined)
+    Object.assign(leafnodes, leafListener(c.leafListenPort, serverTls, c.leafAdvertise));
   const identity = p.roles.get(siteRole(c.site));
   if (c.remotes.length > 0 && identity === undefined)
     throw new CredentialsError(`no site-${c.site} credentials: provision the federation with provisionFederation`);
   if (c.remotes.length > 0 && identity !== undefined) {
     leafnodes["remotes"] = c.remotes.map((url) => ({
       url,
-      tls: { ...tlsFiles({ certFile: identity.certFile, keyFile: identity.keyFile, caFile: p.caFile }), timeout: TLS_TIMEOUT_S },
+      tls: {
+        ...tlsFiles({ certFile: identity.certFile, keyFile: identity.keyFile, caFile: p.caFile }),
+        timeout: TLS_TIMEOUT_S,
+      },
       deny_imports: FEDERATION_DENY,
       deny_exports: FEDERATION_DENY,
     }));
