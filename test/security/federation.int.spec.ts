@@ -221,7 +221,7 @@ describe("a federation's links and servers", () => {
       .toBe(true);
   });
 
-  it("a site's mover reaches nothing of another site; even the site's admin cannot change another site's streams", async () => {
+  it("a site's mover reaches nothing of another; even its admin cannot alter another site's streams", async () => {
     const mover = await as("east", "mover-e1");
     // Not through its own server's JetStream API for the other domain.
     for (const subject of ["$JS.west.API.STREAM.PURGE.DWCP_EVT", "$JS.west.API.STREAM.INFO.DWCP_CMD"]) {
@@ -235,7 +235,7 @@ describe("a federation's links and servers", () => {
     await mover.js.publish(subjects.migration("moved-by-e1"), "{}");
     const eastAdmin = await as("east", "admin");
     const westInfo = await eastAdmin.nc.request(`$JS.west.API.STREAM.INFO.${EVT_STREAM}`, "", { timeout: 5_000 });
-    expect((westInfo.json() as { state: { messages: number } }).state.messages).toBe(westEvt);
+    expect(westInfo.json<{ state: { messages: number } }>().state.messages).toBe(westEvt);
     // Nor a command: the other site's coordinator never sees it (the barrier: an allowed request
     // over the same link, answered after anything published before it).
     await eastAdmin.js.publish("dwcp.cmd.migration.start", "{}");
@@ -255,7 +255,7 @@ describe("a federation's links and servers", () => {
     await expect(westAdmin.jsm.streams.info(EVT_STREAM)).resolves.toBeDefined();
   });
 
-  it("a history forged into one site's log is not believed at the other site, which reads it through its mirror", async () => {
+  it("a history forged into one site's log is not believed at the other site, reading it in its mirror", async () => {
     const eastAdmin = await as("east", "admin");
     const stranger = new EventSigner(createUser());
     const forger = new EventStore(eastAdmin.js, eastAdmin.jsm, { trust: { insecure: false, signer: stranger } });
