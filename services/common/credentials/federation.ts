@@ -29,6 +29,8 @@ export interface FederationCredentials {
   hub: { certFile: string; keyFile: string };
   /** The roles (of any site) that send requests to another site's domain: their replies cross links. */
   requesters: Role[];
+  /** Each site's hosts. */
+  hosts: Record<string, string[]>;
 }
 
 /**
@@ -58,5 +60,6 @@ export async function provisionFederation(
   writeTrustFile(trustFile, trust);
   for (const p of provisioned.values()) writeTrustFile(p.trustFile, trust);
   const requesters = crossSiteRequesters([...provisioned.values()].flatMap((p) => [...p.roles.keys()]));
-  return { dir, caFile, trustFile, sites: provisioned, hub, requesters };
+  const hostsOf = Object.fromEntries(Object.entries(sites).map(([site, hosts]) => [site, [...hosts]]));
+  return { dir, caFile, trustFile, sites: provisioned, hub, requesters, hosts: hostsOf };
 }

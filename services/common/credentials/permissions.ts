@@ -220,11 +220,17 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
  * sites' domains only reads of the streams a site mirrors or looks movers up in (their federation
  * log, migration events and mover registry) and the creation of the mirrors' consumers on them:
  * no stream or consumer is created on anything else, changed or deleted across a link. Both ways:
+ * the coordinators' control RPCs to the movers of the other sites' hosts (`hosts`: each site's),
  * the mirrors' deliveries and flow control, and replies to `requesters`, the roles that ask
  * another domain (admin, coordinator, movers: see crossSiteRequesters). No message is stored across a link (the
  * sites' remotes deny dwcp.fed/cmd/evt/work too) and no advisory crosses it.
  */
-export function leafPermissions(site: string, sites: readonly string[], requesters: readonly Role[]): Permissions {
+export function leafPermissions(
+  site: string,
+  hosts: Readonly<Record<string, readonly string[]>>,
+  requesters: readonly Role[],
+): Permissions {
+  const sites = Object.keys(hosts);
   const reads = (d: string): string[] =>
     [`${FED_STREAM_PREFIX}${d}`, EVT_STREAM, KV_STREAM].flatMap((stream) =>
       [
@@ -243,9 +249,11 @@ export function leafPermissions(site: string, sites: readonly string[], requeste
   const both = ["$JS.M.>", "$JS.FC.>", "$JSC.R.>", "_INBOX.>", ...inboxes];
   const deny = ["$JS.EVENT.>", "$SYS.>"];
   const peers = sites.filter((d) => d !== site);
+  // A coordinator's control RPCs to the movers of another site's hosts (probe, finalize, abort).
+  const rpc = (d: string): string[] => (hosts[d] ?? []).map((h) => `dwcp.mover.${h}.rpc`);
   return {
-    publish: { allow: [...peers.flatMap((d) => [`$JS.${d}.API.INFO`, ...reads(d)]), ...both], deny },
-    subscribe: { allow: [`$JS.${site}.API.>`, ...both], deny },
+    publish: { allow: [...peers.flatMap((d) => [`$JS.${d}.API.INFO`, ...reads(d), ...rpc(d)]), ...both], deny },
+    subscribe: { allow: [`$JS.${site}.API.>`, ...rpc(site), ...both], deny },
   };
 }
 

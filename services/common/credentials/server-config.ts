@@ -38,11 +38,16 @@ export interface ServerConfigOptions {
   federation?: FederationScope;
   /**
    * Sites whose servers may open a leafnode connection here, each identified by its certificate
-   * (the `site-<s>` role's, see leafUser) and allowed what leafPermissions gives. `sites` lists
-   * every site of the federation (the domains whose APIs cross), `requesters` the roles whose
-   * replies cross (crossSiteRequesters).
+   * (the `site-<s>` role's, see leafUser) and allowed what leafPermissions gives. `hosts` lists
+   * every site of the federation (the domains whose APIs cross) with its hosts (whose movers'
+   * RPCs cross), `requesters` the roles whose replies cross (crossSiteRequesters).
    */
-  leafnodes?: { sites: readonly string[]; accept: readonly string[]; requesters: readonly Role[] };
+  leafnodes?: {
+    /** Every site of the federation and its hosts. */
+    hosts: Readonly<Record<string, readonly string[]>>;
+    accept: readonly string[];
+    requesters: readonly Role[];
+  };
   /** Further blocks appended verbatim (cluster, leafnodes). */
   extra?: string;
 }
@@ -113,7 +118,7 @@ export function authorizationBlock(
       `      # the leafnode link of site ${site}`,
       `      user: ${q(leafUser(site))}`,
       `      allowed_connection_types: ["LEAFNODE"]`,
-      permissionsBlock(leafPermissions(site, leafnodes?.sites ?? [], leafnodes?.requesters ?? []), "      "),
+      permissionsBlock(leafPermissions(site, leafnodes?.hosts ?? {}, leafnodes?.requesters ?? []), "      "),
       `    }`,
     ].join("\n"),
   );

@@ -27,6 +27,8 @@ export interface SiteServerConfig {
   sites: readonly string[];
   /** The roles whose requests cross the links (crossSiteRequesters of every site's roles). */
   requesters: readonly Role[];
+  /** Each site's hosts (their movers' RPCs cross the links). */
+  hosts: Readonly<Record<string, readonly string[]>>;
   port: number;
   storeDir: string;
   /** The site's credentials (its server certificate, its roles, its site-<site> certificate). */
@@ -46,6 +48,8 @@ export interface HubServerConfig {
   sites: readonly string[];
   /** The roles whose requests cross the links (crossSiteRequesters of every site's roles). */
   requesters: readonly Role[];
+  /** Each site's hosts (their movers' RPCs cross the links). */
+  hosts: Readonly<Record<string, readonly string[]>>;
   /** The hub's certificate and the federation's CA. */
   tls: TlsFiles;
   /**
@@ -111,7 +115,7 @@ export function renderSiteConfig(c: SiteServerConfig): string {
     domain: c.site,
     federation: { site: c.site, peers: c.sites.filter((s) => s !== c.site) },
     ...(c.leafListenPort !== undefined
-      ? { leafnodes: { sites: c.sites, accept: c.sites.filter((s) => s !== c.site), requesters: c.requesters } }
+      ? { leafnodes: { hosts: c.hosts, accept: c.sites.filter((s) => s !== c.site), requesters: c.requesters } }
       : {}),
     extra: `leafnodes: ${JSON.stringify(leafnodes, null, 2)}`,
   });
@@ -129,7 +133,7 @@ export function renderHubConfig(c: HubServerConfig): string {
     serverName: "dwcp-fed-hub",
     tls: c.tls,
     users: [],
-    leafnodes: { sites: c.sites, accept: c.sites, requesters: c.requesters },
+    leafnodes: { hosts: c.hosts, accept: c.sites, requesters: c.requesters },
     extra: `leafnodes: ${JSON.stringify(
       { reconnect: LEAF_RECONNECT_S, ...leafListener(c.leafListenPort, c.tls, c.leafAdvertise) },
       null,
