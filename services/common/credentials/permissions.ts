@@ -251,9 +251,14 @@ export function leafPermissions(
   const peers = sites.filter((d) => d !== site);
   // A coordinator's control RPCs to the movers of another site's hosts (probe, finalize, abort).
   const rpc = (d: string): string[] => (hosts[d] ?? []).map((h) => `dwcp.mover.${h}.rpc`);
+  // The movers' interest in their RPCs is a queue subscription. 2.9.10 does not carry a queue
+  // subscription's interest over a leafnode whose permissions allow its subject only as a literal
+  // (probed: `dwcp.mover.<h>.rpc` left the requester with no responders; `dwcp.mover.<h>.*`
+  // carries it), so the site's own hosts are allowed by their last token.
+  const ownMovers = (hosts[site] ?? []).map((h) => `dwcp.mover.${h}.*`);
   return {
     publish: { allow: [...peers.flatMap((d) => [`$JS.${d}.API.INFO`, ...reads(d), ...rpc(d)]), ...both], deny },
-    subscribe: { allow: [`$JS.${site}.API.>`, ...rpc(site), ...both], deny },
+    subscribe: { allow: [`$JS.${site}.API.>`, ...ownMovers, ...both], deny },
   };
 }
 
