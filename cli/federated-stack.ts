@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { ConfigError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import { startFederation, type FederationHandle } from "#federation";
-import { provision } from "#common/credentials/provision.js";
+import { provisionFederation } from "#common/credentials/federation.js";
 import { sharedSecret, Stack } from "./stack.js";
 
 export interface FederatedStackOptions {
@@ -29,7 +29,8 @@ export interface FederatedStack {
 /**
  * `dwcp up --sites`, the cross-site tests: a federation (one nats-server and JetStream domain per
  * site, leafnodes to a hub, one Site per server recording cross-site migrations), and at every
- * site a coordinator and movers as real processes, with roots under <dataDir>/<site>/stack. All
+ * site a coordinator and movers as real processes, with roots under <dataDir>/<site>/stack, each
+ * with its site's role credentials (<dataDir>/credentials/<site>, see provisionFederation). All
  * movers share one secret (<dataDir>/secret), since a source mover authenticates to the
  * destination mover of another site.
  */
@@ -40,6 +41,9 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
     throw new ConfigError([`host ids must be unique across sites; repeated: ${[...new Set(twice)].join(", ")}`]);
   mkdirSync(opts.dataDir, { recursive: true });
   const secret = sharedSecret(opts.dataDir);
+  // One CA for the federation: each site's roles (its movers among them: a cross-site batch is
+  // TLS between hosts of one deployment), its servers, the hub and the leafnode links.
+  const credentials = await provisionFederation(join(opts.dataDir, "credentials"), opts.sites);
   const fed = await startFederation(
     {
       sites: Object.keys(opts.sites),
@@ -48,10 +52,8 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
       healthIntervalMs: opts.healthIntervalMs,
       migrations: true,
     },
-    { log },
+    { log, credentials },
   );
-  // One CA for every site's movers: a cross-site batch is TLS between hosts of one deployment.
-  const credentials = await provision(join(opts.dataDir, "links"), { hosts });
   const stacks = new Map<string, Stack>();
   const stop = async (): Promise<void> => {
     await Promise.allSettled([...stacks.values()].map((s) => s.stop()));
@@ -64,12 +66,9 @@ export async function startFederatedStack(opts: FederatedStackOptions, log?: Log
           dataDir: join(opts.dataDir, s.id, "stack"),
           hosts: opts.sites[s.id] ?? [],
           natsUrl: s.url,
-          // The site servers take anonymous plaintext clients (see services/federation's server
-          // config): the site's services run with DWCP_NATS_INSECURE=on.
-          insecure: true,
           secret,
           env: opts.env,
-          credentials,
+          credentials: credentials.sites.get(s.id),
         });
         stacks.set(s.id, stack);
         await stack.start();

@@ -11,6 +11,7 @@ import { commandSpec } from "./commands.js";
 import {
   cliEventTrust,
   findCredentials,
+  foldStored,
   listMigrations,
   publishCommand,
   readMigration,
@@ -18,7 +19,7 @@ import {
 } from "./client.js";
 import type { EventTrust } from "#common/signing.js";
 import { EventTrustConfigError } from "#common/signing.js";
-import { evolveTrusted, fold, initialMigration, refusal, type Migration } from "#migration";
+import { evolveTrusted, initialMigration, refusal, type Migration } from "#migration";
 
 const common = {
   nats: { type: "string" },
@@ -309,14 +310,12 @@ async function readAnySite(
   const local = await readMigration(nats, id, trust);
   if (local.events.length > 0) return local;
   const { readMirroredMigration } = await import("#federation");
-  const mirrored = await readMirroredMigration(nats.js, nats.jsm, id);
+  const mirrored = await readMirroredMigration(nats.js, nats.jsm, id, trust);
   if (!mirrored) return local;
   return {
-    // Another site's log: its producers' keys are in that site's trust file, not this one.
-    state: fold(
-      id,
-      mirrored.events.map((e) => e.event),
-    ),
+    // Another site's log, checked like a local one: the federation's trust file names every
+    // site's producers.
+    state: foldStored(id, mirrored.events),
     events: mirrored.events,
     site: mirrored.site,
   };

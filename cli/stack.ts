@@ -121,12 +121,6 @@ export interface StackOptions {
    */
   secret?: string;
   /**
-   * The server at `natsUrl` takes anonymous plaintext connections (a federation site's): the
-   * stack connects without credentials and gives its services DWCP_NATS_INSECURE=on. Default
-   * false: the stack's own server requires each role's nkey and a client certificate.
-   */
-  insecure?: boolean;
-  /**
    * Start a replication service per host (`dwcp replicate` and `dwcp restore` talk to it).
    * Default true; the migration-only tests and benches leave it out.
    */
@@ -181,19 +175,16 @@ export class Stack {
   env(role: Role): NodeJS.ProcessEnv {
     return {
       ...process.env,
-      // An insecure stack's server takes anonymous plaintext clients; the role's files still sign
-      // its events and secure its data links.
       ...roleEnv(this.credentials, role),
-      ...(this.opts.insecure === true ? { DWCP_NATS_INSECURE: "on" } : {}),
       ...this.opts.env,
       DWCP_SECRET: this.secret,
       DWCP_NATS_URL: this.url,
     };
   }
 
-  /** What a connection as `role` presents to the stack's server (undefined on an insecure one). */
-  credentialsOf(role: Role): NatsCredentials | undefined {
-    return this.opts.insecure === true ? undefined : natsCredentialsOf(this.credentials, role);
+  /** What a connection as `role` presents to the stack's server. */
+  credentialsOf(role: Role): NatsCredentials {
+    return natsCredentialsOf(this.credentials, role);
   }
 
   /** A new connection to the stack's server as `role`; the caller closes it. */

@@ -10,6 +10,10 @@ import { isStreamNotFound } from "./event-sourcing/jetstream-errors.js";
 
 /** A site's read-only mirror of peer `site`'s federation log is the stream `FEDM_<site>`. */
 export const FED_MIRROR_PREFIX = "FEDM_";
+/** A site's own federation log is `FED_<site>`. */
+export const FED_STREAM_PREFIX = "FED_";
+/** A site's read-only mirror of peer `site`'s migration events is `DWCP_EVTM_<site>`. */
+export const EVENT_MIRROR_PREFIX = "DWCP_EVTM_";
 
 /** The peers a site mirrors, found by listing its streams (for readers that know no config). */
 export async function mirroredPeers(jsm: JetStreamManager): Promise<string[]> {

@@ -37,6 +37,8 @@ export interface Principal {
   role: string;
   /** The host a mover or replication role runs for. */
   host?: string;
+  /** The federation site whose server knows the key (a federation's trust file). */
+  site?: string;
 }
 
 export type UnverifiedReason = "unsigned" | "unknown signer" | "bad signature" | "not checked";
@@ -178,7 +180,13 @@ export class EventVerifier {
   /** The principal of a public key, if the trust file names it. */
   principalOf(key: string): Principal | undefined {
     const p = this.trust.principals[key];
-    return p ? { key, role: p.role, ...(p.host !== undefined ? { host: p.host } : {}) } : undefined;
+    if (!p) return undefined;
+    return {
+      key,
+      role: p.role,
+      ...(p.host !== undefined ? { host: p.host } : {}),
+      ...(p.site !== undefined ? { site: p.site } : {}),
+    };
   }
 
   verify(subject: string, headers: HeaderReader | undefined, payload: Uint8Array): Provenance {

@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { FederationEvent } from "#schemas/federation.js";
@@ -9,6 +9,7 @@ import { main } from "../../cli/main.js";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { sha256File } from "../../cli/verify.js";
 import { CMD_STREAM, EVT_STREAM } from "#common/layout.js";
+import { siteIdentity } from "../../services/federation/src/app/federation.js";
 import { Site } from "../../services/federation/src/app/site.js";
 import { decodeAppend, fedNames, readStream } from "../../services/federation/src/infra/fed-streams.js";
 import { readMirroredMigration } from "../../services/federation/src/infra/migration-mirrors.js";
@@ -24,13 +25,9 @@ async function cli(argv: string[]): Promise<{ code: number; out: string }> {
     out += String(chunk);
     return true;
   });
-  // The federated sites' servers take anonymous plaintext clients (their services run so too):
-  // the CLI's data dir gives it the trust file only.
-  vi.stubEnv("DWCP_NATS_INSECURE", "on");
   try {
     return { code: await main(argv), out };
   } finally {
-    vi.unstubAllEnvs();
     spy.mockRestore();
   }
 }
@@ -112,7 +109,7 @@ describe("cross-site migration between two federated sites", () => {
       options: { chunkSizeBytes: 1 * MiB, batchSizeBytes: 4 * MiB },
     });
     const r = await runMigration(east.nats, command, { timeoutMs: 120_000 });
-    expect(r).toMatchObject({ state: "completed", bytes: 32 * MiB + 4_321 });
+    expect(r, JSON.stringify(r)).toMatchObject({ state: "completed", bytes: 32 * MiB + 4_321 });
     const id = r.migrationId;
 
     // Byte-identical at the other site's host.
@@ -141,7 +138,8 @@ describe("cross-site migration between two federated sites", () => {
 
     // Both sites' CLIs show it.
     for (const site of [east, west]) {
-      const trust = ["--data-dir", dirname(site.credentials.trustFile)]; // the federation's trust.json
+      // The site's credentials: its cli role's key and certificate, the federation's trust.json.
+      const trust = ["--data-dir", site.credentials.dir];
       const shown = await cli(["status", id, "--nats", site.url, "--json", ...trust]);
       expect(shown.code).toBe(0);
       expect(JSON.parse(shown.out)).toMatchObject({ migrationId: id, state: "completed", vm: "web-1" });
@@ -174,7 +172,7 @@ describe("cross-site migration between two federated sites", () => {
     await eastSite.stop();
     const again = new Site(
       { site: "east", natsUrl: east.url, peers: ["west"], healthIntervalMs: 0, migrations: true },
-      { log: quiet("warn") },
+      { log: quiet("warn"), ...siteIdentity(fs.fed.credentials, "east") },
     );
     try {
       await again.start({ join: false });

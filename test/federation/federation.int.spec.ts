@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import type { FederationEvent } from "#schemas/federation.js";
-import { connectNats } from "#common/nats.js";
-import { startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
+import { siteIdentity, startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
 import { Site } from "../../services/federation/src/app/site.js";
 import { federationStatus, type StatusReport } from "../../services/federation/src/app/status.js";
 import { fold } from "../../services/federation/src/domain/federation/evolve.js";
@@ -58,9 +58,12 @@ async function converge(
   await Promise.all(sites.map((s) => s.waitFor(holdsAll(expected), timeoutMs, "all written events")));
 }
 
+/** What the CLI connects to site `site` with. */
+const cliOf = (fed: FederationHandle, site: string) => natsCredentialsOf(fed.credentials.sites.get(site)!, "cli");
+
 /** The events in a site's own log. */
-async function ownEvents(url: string, site: string): Promise<FederationEvent[]> {
-  const { nc, js, jsm } = await connectNats(url, "test-reader");
+async function ownEvents(fed: FederationHandle, site: string): Promise<FederationEvent[]> {
+  const { nc, js, jsm } = await fed.connect(site, "observer");
   const out: FederationEvent[] = [];
   try {
     await readStream(js, jsm, fedNames.stream(site), 1, (m) => {
@@ -73,8 +76,8 @@ async function ownEvents(url: string, site: string): Promise<FederationEvent[]> 
 }
 
 /** Every (site, seq) stored in a site's own log and mirrors, counted. */
-async function storedAt(url: string): Promise<Map<string, number>> {
-  const { nc, js, jsm } = await connectNats(url, "test-reader");
+async function storedAt(fed: FederationHandle, site: string): Promise<Map<string, number>> {
+  const { nc, js, jsm } = await fed.connect(site, "observer");
   try {
     const self = (await jsm.getAccountInfo()).domain ?? "";
     const counts = new Map<string, number>();
@@ -97,7 +100,7 @@ async function expectConverged(fed: FederationHandle, written: readonly Federati
   const keys = written.map((e) => `${e.site}.${e.seq}`).sort();
   expect(new Set(keys).size, "every written event has its own (site, seq)").toBe(keys.length);
   for (const s of fed.sites) {
-    const stored = await storedAt(s.url);
+    const stored = await storedAt(fed, s.id);
     expect([...stored.keys()].sort(), `events stored at ${s.id}`).toEqual(keys);
     expect(
       [...stored.values()].every((n) => n === 1),
@@ -165,7 +168,7 @@ describe("federation of three sites on loopback", () => {
       { log: quiet("warn") },
     );
     // start() appended each site's SiteJoined: take them from the sites' own logs.
-    for (const s of fed.sites) written.push(...(await ownEvents(s.url, s.id)));
+    for (const s of fed.sites) written.push(...(await ownEvents(fed, s.id)));
     expect(written.map((e) => e.type)).toEqual(["SiteJoined", "SiteJoined", "SiteJoined"]);
   });
 
@@ -229,7 +232,10 @@ describe("federation of three sites on loopback", () => {
   it("a second writer for a site loses the sequence race, re-reads the log and re-decides", async () => {
     const west = fed.sites.find((s) => s.id === "west")!;
     // its conflict is expected
-    const intruder = new Site({ site: "west", natsUrl: west.url, healthIntervalMs: 0 }, { log: quiet("error") });
+    const intruder = new Site(
+      { site: "west", natsUrl: west.url, healthIntervalMs: 0 },
+      { log: quiet("error"), ...siteIdentity(fed.credentials, "west") },
+    );
     try {
       await intruder.open(); // reads west's log once and does not follow it: its view goes stale
       const first = await west.site.placeVm("fenced-1");
@@ -248,12 +254,14 @@ describe("federation of three sites on loopback", () => {
 
   it("federation status lists every site, its link and every VM, as text and as JSON", async () => {
     const west = fed.sites.find((s) => s.id === "west")!;
-    const report = JSON.parse(await federationStatus(west.url, { json: true })) as StatusReport;
+    const report = JSON.parse(
+      await federationStatus(west.url, { json: true, credentials: cliOf(fed, "west") }),
+    ) as StatusReport;
     expect(report.site).toBe("west");
     expect(report.sites.map((s) => s.site)).toEqual(["east", "north", "west"]);
     expect(report.sites.find((s) => s.site === "east")?.link).toMatchObject({ lagEvents: 0 });
     expect(report.vms.length).toBe(Object.values(west.site.view.vms).filter((v) => v.status === "placed").length);
-    const text = await federationStatus(west.url, { json: false });
+    const text = await federationStatus(west.url, { json: false, credentials: cliOf(fed, "west") });
     expect(text).toContain("west (this)");
     expect(text).toMatch(/north\s+joined/);
   });

@@ -1,5 +1,6 @@
 import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, MOVERS_BUCKET, workStream } from "../layout.js";
 import { roleInboxPrefix as inboxPrefixOf } from "../nats.js";
+import { EVENT_MIRROR_PREFIX, FED_MIRROR_PREFIX, FED_STREAM_PREFIX } from "../remote-movers.js";
 import { moverHostOf, replicationHostOf, type Role } from "./provision.js";
 
 // What each NATS role may publish and subscribe to: least privilege, found by running every flow
@@ -113,12 +114,43 @@ const dispatchTo = (host: string): string[] => [
   `${API}.STREAM.MSG.DELETE.${workStream(host)}`,
 ];
 
+/** Where a deployment sits in a federation: its site and the other sites of the federation. */
+export interface FederationScope {
+  site: string;
+  peers: readonly string[];
+}
+
+/**
+ * Looking a host's mover up in the registry of each peer site, through the peer's JetStream
+ * domain (RemoteMovers): reads of that one stream, nothing else of the peer.
+ */
+const readPeerMovers = (f: FederationScope | undefined): string[] =>
+  (f?.peers ?? []).flatMap((p) => [
+    `$JS.${p}.API.STREAM.INFO.${KV_STREAM}`,
+    `$JS.${p}.API.STREAM.MSG.GET.${KV_STREAM}`,
+    `$JS.${p}.API.DIRECT.GET.${KV_STREAM}`,
+    `$JS.${p}.API.DIRECT.GET.${KV_STREAM}.>`,
+  ]);
+
+/** A site's federation streams: its own log and its mirrors of every peer's log and migration events. */
+const readFederation = (f: FederationScope | undefined): string[] =>
+  f === undefined
+    ? []
+    : [
+        ...readStream(`${FED_STREAM_PREFIX}${f.site}`),
+        ...f.peers.flatMap((p) => [
+          ...readStream(`${FED_MIRROR_PREFIX}${p}`),
+          ...readStream(`${EVENT_MIRROR_PREFIX}${p}`),
+        ]),
+      ];
+
 /**
  * The permissions of `r` in a deployment of `roles` (the coordinator's work queues are those of
- * its mover roles). Admin, the one role with `>`, is kept out of the other roles' inboxes by name
- * (a deny on `_INBOX_*.>` would deny its own).
+ * its mover roles); `federation` when the deployment is one site of a federation. Admin, the one
+ * role with `>`, is kept out of the other roles' inboxes by name (a deny on `_INBOX_*.>` would
+ * deny its own).
  */
-export function permissionsOf(r: Role, roles: readonly Role[] = []): Permissions {
+export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?: FederationScope): Permissions {
   if (r === "admin") {
     return {
       publish: { allow: [">"], deny: [] },
@@ -135,14 +167,25 @@ export function permissionsOf(r: Role, roles: readonly Role[] = []): Permissions
         "dwcp.evt.migration.>",
         ...hostsOf(roles).flatMap(dispatchTo),
         "dwcp.mover.*.rpc",
+        ...readPeerMovers(federation),
       ],
       ["dwcp.evt.>", `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.${MOVER_DURABLE}`],
     );
   }
   if (r === "cli") {
-    return role(r, [...READ, "dwcp.cmd.migration.start", "dwcp.cmd.migration.cancel", "dwcp.replication.*.rpc"], []);
+    return role(
+      r,
+      [
+        ...READ,
+        ...readFederation(federation),
+        "dwcp.cmd.migration.start",
+        "dwcp.cmd.migration.cancel",
+        "dwcp.replication.*.rpc",
+      ],
+      [],
+    );
   }
-  if (r === "observer") return role(r, READ, []);
+  if (r === "observer") return role(r, [...READ, ...readFederation(federation)], []);
   const mover = moverHostOf(r);
   if (mover !== undefined) {
     return role(
@@ -153,6 +196,7 @@ export function permissionsOf(r: Role, roles: readonly Role[] = []): Permissions
         `$KV.${MOVERS_BUCKET}.${mover}`,
         // Transfer facts (ChunkBatchTransferred, ...): their producer is checked by signature.
         "dwcp.evt.migration.>",
+        ...readPeerMovers(federation),
       ],
       [`dwcp.mover.${mover}.rpc`, "dwcp.evt.migration.>"],
       ONE_REPLY,
@@ -166,22 +210,61 @@ export function permissionsOf(r: Role, roles: readonly Role[] = []): Permissions
       expiresMs: 24 * 3_600_000,
     });
   }
-  const site = /^site-(.+)$/.exec(r)?.[1];
-  if (site !== undefined) return sitePermissions();
   return role(r, BASE, []);
 }
 
 /**
- * A leafnode's user at the hub: federation's own subjects and the JetStream API of other
- * domains, nothing of the local dwcp subjects (those never cross a leafnode).
+ * What crosses site `site`'s leafnode link, as the hub's permissions of the site's leafnode user
+ * (publish: what the site may send into the hub; subscribe: the interest it may register, so
+ * what it may receive). It receives requests to its own JetStream domain, and sends to the other
+ * sites' domains only reads of the streams a site mirrors or looks movers up in (their federation
+ * log, migration events and mover registry) and the creation of the mirrors' consumers on them:
+ * no stream or consumer is created on anything else, changed or deleted across a link. Both ways:
+ * the coordinators' control RPCs to the movers of the other sites' hosts (`hosts`: each site's),
+ * the mirrors' deliveries and flow control, and replies to `requesters`, the roles that ask
+ * another domain (admin, coordinator, movers: see crossSiteRequesters). No message is stored across a link (the
+ * sites' remotes deny dwcp.fed/cmd/evt/work too) and no advisory crosses it.
  */
-function sitePermissions(): Permissions {
-  const subjects = ["dwcp.fed.>", "$JS.*.API.>", "$JS.ACK.>", "_INBOX.>", "_INBOX_*.>"];
+export function leafPermissions(
+  site: string,
+  hosts: Readonly<Record<string, readonly string[]>>,
+  requesters: readonly Role[],
+): Permissions {
+  const sites = Object.keys(hosts);
+  const reads = (d: string): string[] =>
+    [`${FED_STREAM_PREFIX}${d}`, EVT_STREAM, KV_STREAM].flatMap((stream) =>
+      [
+        `STREAM.INFO.${stream}`,
+        `STREAM.MSG.GET.${stream}`,
+        `DIRECT.GET.${stream}`,
+        `DIRECT.GET.${stream}.>`,
+        `CONSUMER.CREATE.${stream}`,
+        `CONSUMER.CREATE.${stream}.>`,
+        `CONSUMER.INFO.${stream}.>`,
+      ].map((s) => `$JS.${d}.API.${s}`),
+    );
+  // Mirror deliveries, their flow control and the answers to the mirrors' consumer creates, and
+  // the replies to the roles that ask another domain (`_INBOX_*` is no wildcard: one per role).
+  const inboxes = [...new Set(requesters)].map((r) => `${inboxPrefixOf(r)}.>`);
+  const both = ["$JS.M.>", "$JS.FC.>", "$JSC.R.>", "_INBOX.>", ...inboxes];
+  const deny = ["$JS.EVENT.>", "$SYS.>"];
+  const peers = sites.filter((d) => d !== site);
+  // A coordinator's control RPCs to the movers of another site's hosts (probe, finalize, abort).
+  const rpc = (d: string): string[] => (hosts[d] ?? []).map((h) => `dwcp.mover.${h}.rpc`);
+  // The movers' interest in their RPCs is a queue subscription. 2.9.10 does not carry a queue
+  // subscription's interest over a leafnode whose permissions allow its subject only as a literal
+  // (probed: `dwcp.mover.<h>.rpc` left the requester with no responders; `dwcp.mover.<h>.*`
+  // carries it), so the site's own hosts are allowed by their last token.
+  const ownMovers = (hosts[site] ?? []).map((h) => `dwcp.mover.${h}.*`);
   return {
-    publish: { allow: subjects, deny: ["$JS.EVENT.>"] },
-    subscribe: { allow: subjects, deny: ["$JS.EVENT.>"] },
+    publish: { allow: [...peers.flatMap((d) => [`$JS.${d}.API.INFO`, ...reads(d), ...rpc(d)]), ...both], deny },
+    subscribe: { allow: [`$JS.${site}.API.>`, ...ownMovers, ...both], deny },
   };
 }
+
+/** The roles of a federation that send requests to another site's domain (RemoteMovers, probes). */
+export const crossSiteRequesters = (roles: readonly Role[]): Role[] =>
+  roles.filter((r) => r === "admin" || r === "coordinator" || moverHostOf(r) !== undefined);
 
 /** Whether NATS subject pattern `pattern` (with `*` and `>` wildcards) matches `subject`. */
 export function subjectMatches(pattern: string, subject: string): boolean {

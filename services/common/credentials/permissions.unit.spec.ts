@@ -1,6 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { rolesOf, type Role } from "./provision.js";
-import { ADMIN_ONLY, inboxPrefixOf, mayPublish, maySubscribe, permissionsOf, subjectMatches } from "./permissions.js";
+import {
+  ADMIN_ONLY,
+  inboxPrefixOf,
+  leafPermissions,
+  mayPublish,
+  maySubscribe,
+  permissionsOf,
+  subjectMatches,
+} from "./permissions.js";
 
 const roles = rolesOf({ hosts: ["a", "b"] });
 const of = (r: Role) => permissionsOf(r, roles);
@@ -99,5 +107,23 @@ describe("the permission model", () => {
       }
     }
     expect(inboxPrefixOf("mover-a")).toBe("_INBOX_mover-a");
+  });
+});
+
+describe("a site's leafnode link", () => {
+  const hosts = { east: ["e1"], west: ["w1"] };
+  const west = leafPermissions("west", hosts, ["coordinator", "mover-w1"]);
+
+  it("receives its own hosts' mover RPCs and no other site's", () => {
+    expect(maySubscribe(west, "dwcp.mover.w1.rpc")).toBe(true);
+    expect(maySubscribe(west, "dwcp.mover.e1.rpc")).toBe(false);
+    expect(maySubscribe(west, "dwcp.mover.x9.rpc")).toBe(false);
+  });
+
+  it("sends mover RPCs only to the other sites' hosts, and replies only to the roles that ask across", () => {
+    expect(mayPublish(west, "dwcp.mover.e1.rpc")).toBe(true);
+    expect(mayPublish(west, "dwcp.mover.w1.rpc")).toBe(false);
+    expect(mayPublish(west, `${inboxPrefixOf("coordinator")}.x.y`)).toBe(true);
+    expect(mayPublish(west, `${inboxPrefixOf("cli")}.x.y`)).toBe(false);
   });
 });

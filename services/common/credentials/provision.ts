@@ -51,6 +51,11 @@ export interface ProvisionOptions {
   sites?: readonly string[];
   /** Extra names for the server certificate: DNS names, or IP addresses (issued as IP SANs). */
   serverNames?: readonly string[];
+  /**
+   * Directory of the CA that issues every certificate (created there if missing): the sites of a
+   * federation share one. Default `<dir>/pki`.
+   */
+  caDir?: string;
 }
 
 /** trust.json: public, readable by every service; maps a public nkey to its role (and host). */
@@ -58,7 +63,12 @@ export const TrustFile = z.object({
   version: z.literal(1),
   principals: z.record(
     z.string().regex(/^U[A-Z2-7]{55}$/),
-    z.object({ role: z.string().min(1).max(128), host: z.string().min(1).max(64).optional() }),
+    z.object({
+      role: z.string().min(1).max(128),
+      host: z.string().min(1).max(64).optional(),
+      /** The federation site whose server knows this principal (a federation's trust file). */
+      site: z.string().min(1).max(64).optional(),
+    }),
   ),
 });
 export type TrustFile = z.infer<typeof TrustFile>;
@@ -135,22 +145,11 @@ export async function provision(dir: string, opts: ProvisionOptions): Promise<Pr
   const creds = join(dir, "creds");
   mkdirSync(pki, { recursive: true, mode: 0o700 });
   mkdirSync(creds, { recursive: true, mode: 0o700 });
+  const { caFile: issuer, ca } = await ensureCa(opts.caDir ?? pki);
+  // A shared CA's certificate is copied in (never its key): `dir` alone is what a process needs.
   const caFile = join(pki, "ca.pem");
-  const caKeyFile = join(pki, "ca.key");
-  if (!existsSync(caFile) || !existsSync(caKeyFile)) {
-    const ca = await createCertificateAuthority("dwcp CA");
-    writeSecret(caKeyFile, ca.key);
-    writeFileSync(caFile, ca.cert, { mode: 0o644 });
-  }
-  const ca = { cert: readFileSync(caFile, "utf8"), key: readFileSync(caKeyFile, "utf8") };
-  const server = await ensurePair(pki, "nats-server", () =>
-    issueCertificate(ca, {
-      commonName: "nats-server",
-      dnsNames: ["localhost", ...(opts.serverNames ?? []).filter((n) => isIP(n) === 0)],
-      ipAddresses: ["127.0.0.1", "::1", ...(opts.serverNames ?? []).filter((n) => isIP(n) !== 0)],
-      uris: [roleIdentity("nats-server")],
-    }),
-  );
+  if (issuer !== caFile) writeFileSync(caFile, ca.cert, { mode: 0o644 });
+  const server = await ensureServerCertificate(pki, ca, opts.serverNames);
   const roles = new Map<Role, RoleCredentials>();
   const trust: TrustFile = { version: 1, principals: {} };
   for (const role of rolesOf(opts)) {
@@ -164,8 +163,42 @@ export async function provision(dir: string, opts: ProvisionOptions): Promise<Pr
     trust.principals[nkey.publicKey] = { role, ...(host !== undefined ? { host } : {}) };
   }
   const trustFile = join(dir, "trust.json");
-  writeFileSync(trustFile, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+  writeTrustFile(trustFile, trust);
   return { dir, caFile, server, roles, trustFile };
+}
+
+/** Writes a trust file (public: 0644). */
+export function writeTrustFile(file: string, trust: TrustFile): void {
+  writeFileSync(file, `${JSON.stringify(trust, null, 2)}\n`, { mode: 0o644 });
+}
+
+/** The CA in `pkiDir`, created if missing. */
+export async function ensureCa(pkiDir: string): Promise<{ caFile: string; ca: KeyPairPem }> {
+  mkdirSync(pkiDir, { recursive: true, mode: 0o700 });
+  const caFile = join(pkiDir, "ca.pem");
+  const caKeyFile = join(pkiDir, "ca.key");
+  if (!existsSync(caFile) || !existsSync(caKeyFile)) {
+    const created = await createCertificateAuthority("dwcp CA");
+    writeSecret(caKeyFile, created.key);
+    writeFileSync(caFile, created.cert, { mode: 0o644 });
+  }
+  return { caFile, ca: { cert: readFileSync(caFile, "utf8"), key: readFileSync(caKeyFile, "utf8") } };
+}
+
+/** A nats-server certificate in `pkiDir` (SANs localhost, 127.0.0.1, ::1 and `names`), issued if missing. */
+export function ensureServerCertificate(
+  pkiDir: string,
+  ca: KeyPairPem,
+  names: readonly string[] = [],
+): Promise<{ certFile: string; keyFile: string }> {
+  return ensurePair(pkiDir, "nats-server", () =>
+    issueCertificate(ca, {
+      commonName: "nats-server",
+      dnsNames: ["localhost", ...names.filter((n) => isIP(n) === 0)],
+      ipAddresses: ["127.0.0.1", "::1", ...names.filter((n) => isIP(n) !== 0)],
+      uris: [roleIdentity("nats-server")],
+    }),
+  );
 }
 
 /** Reads and validates a trust file. */

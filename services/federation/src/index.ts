@@ -1,6 +1,7 @@
 // The federation's public surface: what the CLI and the coordinator import.
 export {
   startFederation,
+  siteIdentity,
   LinksNotCuttableError,
   type FederationHandle,
   type FederationSite,

@@ -3,12 +3,16 @@ import { join } from "node:path";
 import { DwcpError } from "#common/errors.js";
 import { ensureLayout } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
-import { connectNats } from "#common/nats.js";
+import { natsCredentialsOf } from "#common/credentials/connect.js";
+import { provisionFederation, type FederationCredentials } from "#common/credentials/federation.js";
+import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
+import { EventSigner, EventVerifier, type EventTrust } from "#common/signing.js";
 import {
   freePort,
   startNatsServer as spawnNatsServer,
   type NatsServerHandle as ServerProcess,
 } from "#common/nats-server.js";
+import { CredentialsError, type Role } from "#common/credentials/provision.js";
 import { federationConfig, siteIds, type FederationConfig, type FederationConfigInput } from "../config.js";
 import { UnknownSiteError } from "../domain/federation/errors.js";
 import type { FederationView } from "../domain/federation/state.js";
@@ -30,6 +34,10 @@ export interface FederationSite {
 
 export interface FederationHandle {
   topology: FederationConfig["topology"];
+  /** The federation's CA, every site's role credentials and its trust file. */
+  credentials: FederationCredentials;
+  /** A new connection to site `id`'s server as its `role` (default admin); the caller closes it. */
+  connect(id: string, role?: Role, name?: string): Promise<Nats>;
   sites: FederationSite[];
   /** The stateless hub ("hub" topology only). */
   hub?: { url: string; pid: number };
@@ -46,12 +54,22 @@ export interface FederationHandle {
   stop(): Promise<void>;
 }
 
+/** What startFederation takes besides its config. */
+export interface FederationDeps extends Omit<SiteDeps, "credentials"> {
+  /**
+   * The federation's credentials (provisionFederation). Default: provisioned in
+   * `<dataDir>/credentials` for the sites, with no hosts.
+   */
+  credentials?: FederationCredentials;
+}
+
 interface Parts {
   servers: ServerProcess[];
   proxies: Map<string, LinkProxy>;
   /** A permanently cut relay: the leafnode address the hub advertises (see HubServerConfig). */
   deadEnd?: LinkProxy;
   sites: Site[];
+  credentials: FederationCredentials;
 }
 
 /** partition()/heal() on a federation whose links run without relays. */
@@ -69,35 +87,46 @@ export class LinksNotCuttableError extends DwcpError {
  * link can be cut), then one Site per server. Every log exists before any mirror copies it, and
  * every site reaches every other domain before the mirrors start.
  */
-export async function startFederation(input: FederationConfigInput, deps: SiteDeps = {}): Promise<FederationHandle> {
+export async function startFederation(
+  input: FederationConfigInput,
+  deps: FederationDeps = {},
+): Promise<FederationHandle> {
   const cfg = federationConfig(input);
   const ids = siteIds(cfg.sites);
   mkdirSync(cfg.dataDir, { recursive: true });
-  const parts: Parts = { servers: [], proxies: new Map(), sites: [] };
+  const credentials =
+    deps.credentials ??
+    (await provisionFederation(join(cfg.dataDir, "credentials"), Object.fromEntries(ids.map((id) => [id, []]))));
+  const missing = ids.filter((id) => !credentials.sites.has(id));
+  if (missing.length > 0)
+    throw new CredentialsError(`the federation's credentials have no site ${missing.join(", ")}: provision them`);
+  const adminOf = (id: string): NatsCredentials => siteIdentity(credentials, id).credentials;
+  const parts: Parts = { servers: [], proxies: new Map(), sites: [], credentials };
   try {
     if (cfg.partitionable) {
       parts.deadEnd = await LinkProxy.start({ host: "127.0.0.1", port: 1 });
       parts.deadEnd.cut();
     }
     const advertise = parts.deadEnd ? `127.0.0.1:${parts.deadEnd.port}` : undefined;
-    const hub = await startHub(cfg, parts, advertise);
+    const hub = await startHub(cfg, ids, parts, advertise);
     const urls = await startSiteServers(cfg, ids, { leafPort: hub.leafPort, advertise }, parts);
     await Promise.all(
       ids.map((id) =>
         waitForDomains(
           urls.get(id)!,
           ids.filter((d) => d !== id),
+          adminOf(id),
         ),
       ),
     );
     // Every origin exists before a site mirrors it: the migration logs too (see ensureEventMirrors).
-    if (cfg.migrations) await Promise.all(ids.map((id) => ensureSiteLayout(urls.get(id)!)));
+    if (cfg.migrations) await Promise.all(ids.map((id) => ensureSiteLayout(urls.get(id)!, adminOf(id))));
     const { healthIntervalMs, dataDir, maxAppendBytes, migrations } = cfg;
     parts.sites = ids.map(
       (id) =>
         new Site(
           { site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs, dataDir, maxAppendBytes, migrations },
-          deps,
+          { ...deps, ...siteIdentity(credentials, id) },
         ),
     );
     await Promise.all(parts.sites.map((s) => s.open()));
@@ -114,9 +143,34 @@ export async function startFederation(input: FederationConfigInput, deps: SiteDe
   }
 }
 
+/**
+ * What site `id` of a federation runs as: its admin (it creates its log and mirrors), signing its
+ * log with the admin's key, and folding only appends signed by a principal of the writing site
+ * (the federation's trust file).
+ */
+export function siteIdentity(
+  c: FederationCredentials,
+  id: string,
+): { credentials: NatsCredentials; trust: EventTrust } {
+  const p = c.sites.get(id);
+  if (!p) throw new UnknownSiteError(id);
+  const admin = natsCredentialsOf(p, "admin");
+  return {
+    credentials: admin,
+    trust: {
+      insecure: false,
+      signer: EventSigner.fromSeedFile(admin.nkeyFile),
+      verifier: EventVerifier.fromTrustFile(c.trustFile),
+    },
+  };
+}
+
 /** A site's dwcp streams and mover registry, as `dwcp init` creates them (R1: one server per site). */
-async function ensureSiteLayout(url: string): Promise<void> {
-  const nats = await connectNats(url, "dwcp-federation-init");
+async function ensureSiteLayout(url: string, admin: NatsCredentials): Promise<void> {
+  const nats = await connectNats(url, "dwcp-federation-init", undefined, {
+    credentials: admin,
+    waitOnFirstConnect: false,
+  });
   try {
     await ensureLayout(nats.nc, nats.jsm, { replicas: 1 });
   } finally {
@@ -127,6 +181,7 @@ async function ensureSiteLayout(url: string): Promise<void> {
 /** The hub server ("hub"), or the first site's leafnode port ("star", started with the sites). */
 async function startHub(
   cfg: FederationConfig,
+  ids: readonly string[],
   parts: Parts,
   advertise: string | undefined,
 ): Promise<{ leafPort: number; process?: ServerProcess }> {
@@ -138,7 +193,15 @@ async function startHub(
   const process = await spawnNatsServer({
     name: "hub",
     port,
-    config: renderHubConfig({ port, leafListenPort: leafPort, leafAdvertise: advertise }),
+    config: renderHubConfig({
+      port,
+      leafListenPort: leafPort,
+      leafAdvertise: advertise,
+      sites: ids,
+      requesters: parts.credentials.requesters,
+      hosts: parts.credentials.hosts,
+      tls: { ...parts.credentials.hub, caFile: parts.credentials.caFile },
+    }),
     configFile: join(dir, "server.conf"),
     logFile: join(dir, "server.log"),
   });
@@ -169,6 +232,10 @@ async function startSiteServers(
       port,
       config: renderSiteConfig({
         site: id,
+        sites: ids,
+        requesters: parts.credentials.requesters,
+        hosts: parts.credentials.hosts,
+        credentials: parts.credentials.sites.get(id)!,
         port,
         storeDir: join(dir, "jetstream"),
         remotes: id === starHub ? [] : [`nats-leaf://127.0.0.1:${proxy?.port ?? hubLeafPort}`],
@@ -209,6 +276,15 @@ function handle(
   };
   return {
     topology: cfg.topology,
+    credentials: parts.credentials,
+    connect: (id, role = "admin", name = `dwcp-${id}-${role}`) => {
+      const p = parts.credentials.sites.get(id);
+      if (!p) throw new UnknownSiteError(id);
+      return connectNats(urls.get(id)!, name, undefined, {
+        credentials: natsCredentialsOf(p, role),
+        waitOnFirstConnect: false,
+      });
+    },
     sites: parts.sites.map((s) => ({ id: s.id, url: urls.get(s.id)!, pid: pidOf(urls.get(s.id)!), site: s })),
     hub: hub ? { url: hub.url, pid: hub.pid } : undefined,
     site,

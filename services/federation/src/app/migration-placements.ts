@@ -6,6 +6,7 @@ import { EventStore, aggregateOf } from "#common/event-store.js";
 import { subjects } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
+import { INSECURE, type EventTrust } from "#common/signing.js";
 import { migrationRecorded, type FederationCommand } from "../domain/federation/decide.js";
 import { UnknownSiteError } from "../domain/federation/errors.js";
 import type { FederationView } from "../domain/federation/state.js";
@@ -70,13 +71,19 @@ export class MigrationPlacements {
     private readonly localMovers: KV,
     private readonly remote: Pick<RemoteMovers, "find">,
     private readonly log: Logger,
+    private readonly trust: EventTrust = INSECURE,
   ) {}
 
   /** Follows the site's migration log from its beginning; resolves once the tail runs. */
   async start(): Promise<void> {
-    const tail = await new EventStore(this.nats.js, this.nats.jsm).tail({
+    const tail = await new EventStore(this.nats.js, this.nats.jsm, { trust: this.trust }).tail({
       filter: subjects.migrationEvents,
-      onEvent: (e) => this.onEvent(aggregateOf(e.subject), e.event),
+      onEvent: (e) => {
+        // Only a coordinator's decisions say a migration was requested or completed.
+        const p = e.provenance;
+        if (p?.kind === "insecure" || (p?.kind === "signed" && p.principal.role === "coordinator"))
+          this.onEvent(aggregateOf(e.subject), e.event);
+      },
       onInvalid: (seq, err) => this.log.warn({ streamSeq: seq, err }, "migration event failed validation; skipped"),
     });
     this.stopTail = () => tail.stop();

@@ -1,10 +1,12 @@
 import type { Capacity, FederationEvent, SiteHealth, VmSpec } from "#schemas/federation.js";
+import type { JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { DwcpError, isRetryable } from "#common/errors.js";
 import { MOVERS_BUCKET } from "#common/layout.js";
 import type { Lifecycle } from "#common/lifecycle.js";
 import { createLogger, type Logger } from "#common/logger.js";
-import { connectNats, type Nats } from "#common/nats.js";
+import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
+import { configuredEventTrust, provenanceOf, type EventTrust } from "#common/signing.js";
 import { siteConfig, type SiteConfig, type SiteConfigInput } from "../config.js";
 import { federationBatch } from "../domain/federation/aggregate.js";
 import type { FederationCommand } from "../domain/federation/decide.js";
@@ -33,6 +35,19 @@ import { RemoteMovers } from "#common/remote-movers.js";
 import { MigrationPlacements } from "./migration-placements.js";
 
 export type SiteLifecycle = "created" | Lifecycle;
+
+/**
+ * Why an append of site `site`'s events must not be folded, or undefined: with a verifier it must
+ * be signed by a principal of that site (its log is written only there). Without one (an
+ * unauthenticated bench) every append is taken.
+ */
+function appendRefusal(trust: EventTrust, m: JsMsg, site: string): string | undefined {
+  if (trust.insecure || !trust.verifier) return undefined;
+  const p = provenanceOf(trust, m.subject, m.headers, m.data);
+  if (p.kind === "insecure") return undefined;
+  if (p.kind === "unverified") return `unverified: ${p.reason}`;
+  return p.principal.site === site ? undefined : `signed by ${p.principal.role} of ${p.principal.site ?? "no site"}`;
+}
 
 /** The view did not reach the awaited condition in time. */
 export class FederationTimeoutError extends DwcpError {
@@ -63,6 +78,18 @@ export interface SiteDeps {
   /** Capacity figures for join and health reports. Default: this machine (see probeCapacity). */
   capacity?: () => Promise<Capacity> | Capacity;
   clock?: () => Date;
+  /**
+   * What the site connects to its server with (the site's admin: it creates its log and mirrors).
+   * Default: the process's connect defaults (see setProcessConnectDefaults).
+   */
+  credentials?: NatsCredentials;
+  /**
+   * How the site signs its log and checks what it folds: with a verifier, an event is folded only
+   * when signed by a principal of the site that wrote it (the federation's trust file names each
+   * key's site); a forged append in a log or a mirror is skipped. Default: the process's event
+   * trust when its environment configures one (configuredEventTrust), else none.
+   */
+  trust?: EventTrust;
 }
 
 export interface SiteSnapshot {
@@ -83,6 +110,8 @@ export class Site {
   private readonly log: Logger;
   private readonly clock: () => Date;
   private readonly capacity: () => Promise<Capacity> | Capacity;
+  private readonly credentials: NatsCredentials | undefined;
+  private readonly trust: EventTrust;
   private nats: Nats | undefined;
   private fedLog: FederationLog | undefined;
   private tails: Tail[] = [];
@@ -101,6 +130,8 @@ export class Site {
     this.log = (deps.log ?? createLogger("federation")).child({ site: this.id });
     this.clock = deps.clock ?? (() => new Date());
     this.capacity = deps.capacity ?? (() => probeCapacity(this.cfg.dataDir));
+    this.credentials = deps.credentials;
+    this.trust = deps.trust ?? configuredEventTrust();
   }
 
   get state(): SiteLifecycle {
@@ -129,10 +160,16 @@ export class Site {
   async open(): Promise<void> {
     if (this.nats) return;
     this.lifecycle = "starting";
-    this.nats = await connectNats(this.cfg.natsUrl, `dwcp-federation-${this.id}`, this.log);
+    const name = `dwcp-federation-${this.id}`;
+    this.nats = await connectNats(
+      this.cfg.natsUrl,
+      name,
+      this.log,
+      this.credentials ? { credentials: this.credentials } : undefined,
+    );
     await ensureOwnStream(this.nats.jsm, this.id);
     const { maxAppendBytes, appendTimeoutMs: timeoutMs } = this.cfg;
-    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, (e) => this.apply(e), {
+    this.fedLog = new FederationLog(this.nats.js, this.nats.jsm, this.id, (e) => this.apply(e), this.trust, {
       maxAppendBytes,
       timeoutMs,
     });
@@ -304,8 +341,12 @@ export class Site {
       streams.map((stream) =>
         tailStream(js, jsm, stream, (m) => {
           const events = decodeAppend(m.data);
-          if (events) for (const e of events) this.apply(e);
-          else this.log.warn({ stream, streamSeq: m.seq, subject: m.subject }, "invalid federation event skipped");
+          const where = { stream, streamSeq: m.seq, subject: m.subject };
+          if (!events) return this.log.warn(where, "invalid federation event skipped");
+          const refused = appendRefusal(this.trust, m, events[0]?.site ?? "");
+          if (refused !== undefined)
+            return this.log.warn({ ...where, refused }, "federation append not believed; skipped");
+          for (const e of events) this.apply(e);
         }),
       ),
     );
@@ -322,7 +363,7 @@ export class Site {
     const nats = this.connection();
     await ensureEventMirrors(nats.jsm, this.id, this.peers);
     const movers = await new Kvm(nats.nc).open(MOVERS_BUCKET);
-    const placements = new MigrationPlacements(nats, this, movers, new RemoteMovers(nats.nc), this.log);
+    const placements = new MigrationPlacements(nats, this, movers, new RemoteMovers(nats.nc), this.log, this.trust);
     await placements.start();
     this.placements = placements;
   }

@@ -1,7 +1,8 @@
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { FederationEvent } from "#schemas/federation.js";
 import { DwcpError } from "#common/errors.js";
+import { connectNats, type NatsCredentials } from "#common/nats.js";
 import { fold } from "../domain/federation/evolve.js";
 import { placements, staleness, type FederationView, type SiteRecord } from "../domain/federation/state.js";
 import { decodeAppend, fedNames, mirroredPeers, readStream, viewStreams } from "../infra/fed-streams.js";
@@ -65,10 +66,15 @@ export interface StatusReport {
  * `dwcp federation status`: connects to one site's nats-server, folds its own log and its mirrors
  * of every peer's, and returns what to print: text for people or one JSON object (--json).
  */
-export async function federationStatus(natsUrl: string, opts: { json: boolean; now?: Date }): Promise<string> {
+export async function federationStatus(
+  natsUrl: string,
+  opts: { json: boolean; now?: Date; credentials?: NatsCredentials },
+): Promise<string> {
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: natsUrl.split(","), name: "dwcp-federation-status", timeout: 5_000 });
+    // The process's connect defaults (the CLI's credentials) unless the caller names its own.
+    const how = opts.credentials ? { credentials: opts.credentials, waitOnFirstConnect: false } : undefined;
+    nc = (await connectNats(natsUrl, "dwcp-federation-status", undefined, how)).nc;
   } catch (cause) {
     throw new SiteUnreachableError(natsUrl, { cause });
   }

@@ -11,17 +11,17 @@ import { nanos } from "@nats-io/transport-node";
 import { createHash } from "node:crypto";
 import { FederationAppend, type FederationEvent } from "#schemas/federation.js";
 import { DwcpError, VersionConflictError } from "#common/errors.js";
-import { configuredEventTrust } from "#common/signing.js";
+import { configuredEventTrust, type EventTrust } from "#common/signing.js";
 import { EventStore, jsonCodec } from "#common/event-sourcing/event-store.js";
 import { isJetStreamApiError, isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 import { safeJson } from "#common/json.js";
 import { ensureStream } from "#common/layout.js";
-import { FED_MIRROR_PREFIX } from "#common/remote-movers.js";
+import { FED_MIRROR_PREFIX, FED_STREAM_PREFIX } from "#common/remote-movers.js";
 
 /** Stream and subject names of the federation (the README's table mirrors this). */
 export const fedNames = {
   /** A site's own log, in its own domain: written only by that site. */
-  stream: (site: string): string => `FED_${site}`,
+  stream: (site: string): string => `${FED_STREAM_PREFIX}${site}`,
   /** A read-only mirror of peer `site`'s log, kept in the local domain with the same sequences. */
   mirror: (site: string): string => `${FED_MIRROR_PREFIX}${site}`,
   mirrorPrefix: FED_MIRROR_PREFIX,
@@ -146,6 +146,7 @@ export class FederationLog {
     private readonly jsm: JetStreamManager,
     readonly site: string,
     private readonly onEvent: (e: FederationEvent) => void,
+    trust: EventTrust = configuredEventTrust(),
     private readonly opts: { maxAppendBytes: number; timeoutMs: number } = {
       maxAppendBytes: DEFAULT_APPEND_BYTES,
       timeoutMs: 10_000,
@@ -160,8 +161,8 @@ export class FederationLog {
         allSubjects: fedNames.subjects(site),
         codec: jsonCodec(FederationAppend),
       },
-      // Signed with the process's role key, like every event (see common/signing.ts).
-      { resendForMs: 0, publishTimeoutMs: opts.timeoutMs, trust: configuredEventTrust() },
+      // Signed with the site's key, like every event (see common/signing.ts).
+      { resendForMs: 0, publishTimeoutMs: opts.timeoutMs, trust },
     );
   }
 

@@ -1,5 +1,5 @@
-import { connect } from "@nats-io/transport-node";
 import { DwcpError } from "#common/errors.js";
+import { connectNats, type NatsCredentials } from "#common/nats.js";
 
 /** A site could not reach another site's JetStream API over the leafnode links in time. */
 export class DomainUnreachableError extends DwcpError {
@@ -22,8 +22,13 @@ export class DomainUnreachableError extends DwcpError {
  * Polls with a deadline: no event announces that leafnode interest has propagated, and a
  * request without responders fails at once, so each probe is cheap.
  */
-export async function waitForDomains(url: string, domains: readonly string[], timeoutMs = 15_000): Promise<void> {
-  const nc = await connect({ servers: url, name: "dwcp-federation-probe" });
+export async function waitForDomains(
+  url: string,
+  domains: readonly string[],
+  credentials: NatsCredentials,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const { nc } = await connectNats(url, "dwcp-federation-probe", undefined, { credentials, waitOnFirstConnect: false });
   const deadline = Date.now() + timeoutMs;
   try {
     for (const domain of domains) {

@@ -1,11 +1,12 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { decodeEvent, ONE_SHOT_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { STREAM_LIMITS, EVT_STREAM, subjects } from "#common/layout.js";
+import { EVENT_MIRROR_PREFIX } from "#common/remote-movers.js";
+import { UNCHECKED, type EventTrust } from "#common/signing.js";
 import { ensureMirror } from "./fed-streams.js";
 
 /** A read-only copy, kept at this site, of peer `site`'s migration events (origin sequences). */
-export const eventMirror = (site: string): string => `DWCP_EVTM_${site}`;
-const EVENT_MIRROR_PREFIX = "DWCP_EVTM_";
+export const eventMirror = (site: string): string => `${EVENT_MIRROR_PREFIX}${site}`;
 
 /**
  * One mirror per peer of the peer's DWCP_EVT, filtered to migration events: every site holds
@@ -26,12 +27,15 @@ export async function ensureEventMirrors(jsm: JetStreamManager, site: string, pe
 
 /**
  * A migration's events as mirrored from the site that owns it: the first event mirror holding
- * the migration's subject, read to its last event. Sequences are the owning site's.
+ * the migration's subject, read to its last event. Sequences are the owning site's. With `trust`
+ * (the federation's trust file) each event carries who signed it, as a local read does; without,
+ * each is `unverified: not checked`, as a local read without a trust is.
  */
 export async function readMirroredMigration(
   js: JetStreamClient,
   jsm: JetStreamManager,
   id: string,
+  trust: EventTrust = UNCHECKED,
 ): Promise<{ site: string; events: StoredEvent[] } | undefined> {
   const subject = subjects.migration(id);
   for await (const stream of jsm.streams.names()) {
@@ -42,7 +46,7 @@ export async function readMirroredMigration(
     const iter = await (await js.consumers.get(stream, { filter_subjects: subject })).consume(ONE_SHOT_CONSUME);
     try {
       for await (const m of iter) {
-        const stored = decodeEvent(m);
+        const stored = decodeEvent(m, undefined, trust);
         if (stored) events.push(stored);
         if (m.seq >= last.seq) break;
       }

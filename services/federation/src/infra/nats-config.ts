@@ -1,5 +1,9 @@
-// nats-server configuration files for a federation. NATS config syntax accepts JSON, so a config
-// is a plain object rendered with JSON.stringify: no quoting rules to get wrong.
+import { CredentialsError, siteRole, type Provisioned, type Role } from "#common/credentials/provision.js";
+import { deploymentServerConfig, serverConfig, type TlsFiles } from "#common/credentials/server-config.js";
+
+// nats-server configuration files for a federation: the site's users, permissions and TLS as
+// credentials/server-config.ts renders them for `dwcp up`, plus a leafnodes block. NATS config
+// syntax accepts JSON, so the leafnodes block is a plain object rendered with JSON.stringify.
 
 /**
  * Subjects no leafnode link carries. A stream takes in every publish on its subjects that reaches
@@ -19,8 +23,16 @@ export const FEDERATION_DENY = ["dwcp.fed.>", "dwcp.cmd.>", "dwcp.evt.>", "dwcp.
 
 export interface SiteServerConfig {
   site: string;
+  /** Every site of the federation (this one included). */
+  sites: readonly string[];
+  /** The roles whose requests cross the links (crossSiteRequesters of every site's roles). */
+  requesters: readonly Role[];
+  /** Each site's hosts (their movers' RPCs cross the links). */
+  hosts: Readonly<Record<string, readonly string[]>>;
   port: number;
   storeDir: string;
+  /** The site's credentials (its server certificate, its roles, its site-<site> certificate). */
+  credentials: Provisioned;
   /** Leafnode URLs this site dials (its link to the hub); empty for the hub site of a star. */
   remotes: string[];
   /** Set when this site also accepts leafnode connections (the hub site of a star). */
@@ -32,6 +44,14 @@ export interface SiteServerConfig {
 export interface HubServerConfig {
   port: number;
   leafListenPort: number;
+  /** Every site of the federation: each may dial in. */
+  sites: readonly string[];
+  /** The roles whose requests cross the links (crossSiteRequesters of every site's roles). */
+  requesters: readonly Role[];
+  /** Each site's hosts (their movers' RPCs cross the links). */
+  hosts: Readonly<Record<string, readonly string[]>>;
+  /** The hub's certificate and the federation's CA. */
+  tls: TlsFiles;
   /**
    * host:port the hub advertises to its leafnodes instead of its own leafnode address. A site
    * adds the advertised address to its remote's URLs and, when its configured (proxied) link is
@@ -43,36 +63,81 @@ export interface HubServerConfig {
 
 /** Whole seconds: 2.9 takes no sub-second leafnode reconnect interval. */
 const LEAF_RECONNECT_S = 1;
+/** Seconds a TLS handshake may take (2 busy cores are slow). */
+const TLS_TIMEOUT_S = 5;
 
-/** A site: its own JetStream domain (named after the site) and a leafnode link to the hub. */
+/**
+ * A leafnode listener: TLS verified against the federation's CA, and each dialling server is the
+ * user its certificate names (`verify_and_map`, see leafUser in server-config.ts).
+ */
+const leafListener = (port: number, tls: TlsFiles, advertise: string | undefined): Record<string, unknown> => ({
+  listen: `127.0.0.1:${port}`,
+  ...(advertise !== undefined ? { advertise } : {}),
+  tls: { ...tlsFiles(tls), verify_and_map: true, timeout: TLS_TIMEOUT_S },
+});
+
+const tlsFiles = (t: TlsFiles): Record<string, string> => ({
+  cert_file: t.certFile,
+  key_file: t.keyFile,
+  ca_file: t.caFile,
+});
+
+/**
+ * A site: its own JetStream domain (named after the site), its roles as nkey users with mutual
+ * TLS (as `dwcp up` runs a single site), and a leafnode link to the hub over TLS, authenticated
+ * by the site's `site-<site>` certificate.
+ */
 export function renderSiteConfig(c: SiteServerConfig): string {
+  const p = c.credentials;
   const leafnodes: Record<string, unknown> = { reconnect: LEAF_RECONNECT_S };
-  if (c.leafListenPort !== undefined) leafnodes["listen"] = `127.0.0.1:${c.leafListenPort}`;
-  if (c.leafAdvertise !== undefined) leafnodes["advertise"] = c.leafAdvertise;
-  if (c.remotes.length > 0) {
+  const serverTls = { certFile: p.server.certFile, keyFile: p.server.keyFile, caFile: p.caFile };
+  if (c.leafListenPort !== undefined)
+    Object.assign(leafnodes, leafListener(c.leafListenPort, serverTls, c.leafAdvertise));
+  const identity = p.roles.get(siteRole(c.site));
+  if (c.remotes.length > 0 && identity === undefined)
+    throw new CredentialsError(`no site-${c.site} credentials: provision the federation with provisionFederation`);
+  if (c.remotes.length > 0 && identity !== undefined) {
     leafnodes["remotes"] = c.remotes.map((url) => ({
       url,
+      tls: {
+        ...tlsFiles({ certFile: identity.certFile, keyFile: identity.keyFile, caFile: p.caFile }),
+        timeout: TLS_TIMEOUT_S,
+      },
       deny_imports: FEDERATION_DENY,
       deny_exports: FEDERATION_DENY,
     }));
   }
-  return render({
-    server_name: `dwcp-site-${c.site}`,
-    listen: `127.0.0.1:${c.port}`,
-    jetstream: { store_dir: c.storeDir, domain: c.site },
-    leafnodes,
+  return deploymentServerConfig(p, {
+    host: "127.0.0.1",
+    port: c.port,
+    storeDir: c.storeDir,
+    serverName: `dwcp-site-${c.site}`,
+    domain: c.site,
+    federation: { site: c.site, peers: c.sites.filter((s) => s !== c.site) },
+    ...(c.leafListenPort !== undefined
+      ? { leafnodes: { hosts: c.hosts, accept: c.sites.filter((s) => s !== c.site), requesters: c.requesters } }
+      : {}),
+    extra: `leafnodes: ${JSON.stringify(leafnodes, null, 2)}`,
   });
 }
 
-/** The hub: a router without JetStream, so it holds no state and any site can be cut from it. */
+/**
+ * The hub: a router without JetStream, so it holds no state and any site can be cut from it. It
+ * takes no clients (it has no client users), only the sites' leafnode links.
+ */
 export function renderHubConfig(c: HubServerConfig): string {
-  return render({
-    server_name: "dwcp-fed-hub",
-    listen: `127.0.0.1:${c.port}`,
-    leafnodes: { listen: `127.0.0.1:${c.leafListenPort}`, ...(c.leafAdvertise ? { advertise: c.leafAdvertise } : {}) },
+  return serverConfig({
+    host: "127.0.0.1",
+    port: c.port,
+    storeDir: undefined,
+    serverName: "dwcp-fed-hub",
+    tls: c.tls,
+    users: [],
+    leafnodes: { hosts: c.hosts, accept: c.sites, requesters: c.requesters },
+    extra: `leafnodes: ${JSON.stringify(
+      { reconnect: LEAF_RECONNECT_S, ...leafListener(c.leafListenPort, c.tls, c.leafAdvertise) },
+      null,
+      2,
+    )}`,
   });
-}
-
-function render(config: Record<string, unknown>): string {
-  return `${JSON.stringify(config, null, 2)}\n`;
 }
