@@ -424,6 +424,7 @@ export const COMMANDS: CommandSpec[] = [
     usage: "[--size SIZE] [--data-dir DIR] [--json]",
     flags: [
       { name: "size", value: "SIZE", default: "64M", check: "size", help: `the VM image's size (${SIZE_UNITS})` },
+      { name: "keep", help: "keep the drill's data directory afterwards (and say where it is)" },
       {
         name: "data-dir",
         value: "DIR",

@@ -55,7 +55,9 @@ export async function runDemo(flags: { "data-dir"?: string; size?: string }): Pr
       const [a, b] = await Promise.all([sha256File(src), sha256File(dst)]);
       const [alA, alB] = await Promise.all([allocatedBytes(src), allocatedBytes(dst)]);
       const same = a === b;
-      ok &&= same && alB <= alA;
+      // Sparse at b as at a: a file system may hold a little more for the same extents (an
+      // extent tree block, preallocation not yet trimmed), never the holes' worth.
+      ok &&= same && alB <= alA + 1024 * 1024;
       say(
         `  ${name}: sha256 ${same ? "identical" : "DIFFERENT"} (${b.slice(0, 16)}...), ` +
           `allocated ${fmtBytes(alB)} at b vs ${fmtBytes(alA)} at a`,

@@ -155,25 +155,32 @@ export class Mover {
           return new Promise<null>((r) => setTimeout(() => r(null), 1_000));
         });
       if (!batch) continue;
-      for await (const m of batch) {
-        const isLarge: boolean = !isSmallItem(m.data);
-        largeMode = isLarge;
-        while (isLarge && large.size >= concurrency) {
-          m.working();
-          await Promise.race(large);
+      try {
+        for await (const m of batch) {
+          const isLarge: boolean = !isSmallItem(m.data);
+          largeMode = isLarge;
+          while (isLarge && large.size >= concurrency) {
+            m.working();
+            await Promise.race(large);
+          }
+          const task: Promise<void> = worker
+            .handle(m)
+            .catch((err: unknown) => {
+              this.log.error({ err }, "work item handler crashed; it will be redelivered");
+              m.nak(5_000);
+            })
+            .finally(() => {
+              this.inFlight.delete(task);
+              large.delete(task);
+            });
+          this.inFlight.add(task);
+          if (isLarge) large.add(task);
         }
-        const task: Promise<void> = worker
-          .handle(m)
-          .catch((err: unknown) => {
-            this.log.error({ err }, "work item handler crashed; it will be redelivered");
-            m.nak(5_000);
-          })
-          .finally(() => {
-            this.inFlight.delete(task);
-            large.delete(task);
-          });
-        this.inFlight.add(task);
-        if (isLarge) large.add(task);
+      } catch (err) {
+        // A pull that ends in an error (missed heartbeats through a leader change, a lost
+        // connection) loses nothing: what it did not deliver stays in the queue. Pull again.
+        this.log.warn({ err }, "work pull ended early");
+        await new Promise((r) => setTimeout(r, 1_000));
       }
     }
   }

@@ -79,9 +79,7 @@ describe("probeSource and probeDestination", () => {
     const st = await stat(join(root, "vms", "a.img"));
     expect(reply).toEqual({
       ok: true,
-      volumes: [
-        { path: join(root, "vms", "a.img"), sizeBytes: 3, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid },
-      ],
+      volumes: [{ path: join(root, "vms", "a.img"), sizeBytes: 3, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid }],
     });
   });
 
