@@ -45,7 +45,6 @@ function isSmallItem(data: Uint8Array): boolean {
 export class Mover {
   state: Lifecycle = "starting";
   private registry?: Registry;
-  private lost?: (reason: string, err?: unknown) => void;
   private dataServer?: DataServer;
   private rpc?: Subscription;
   private readonly inFlight = new Set<Promise<void>>();
@@ -91,9 +90,8 @@ export class Mover {
     const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);
     const advertised = `${config.advertiseHost}:${port}`;
     this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc));
-    // The host id's lease first: a second process claiming a live host id stops here.
-    await this.registry.register(advertised, (err) => this.lost?.("the host id's lease was lost", err));
     this.rpc = this.serveRpc(roots);
+    await this.registry.register(advertised);
     const store = new EventStore(nats.js, nats.jsm, { trust });
     const worker = (this.worker = new BatchWorker(nats, store, this.registry, config, log, {
       address: advertised,
@@ -109,7 +107,6 @@ export class Mover {
    * its supervisor should restart it.
    */
   onLoopEnded(onEnd: (reason: string, err?: unknown) => void): void {
-    this.lost = onEnd;
     void this.loop?.then(
       () => this.state === "running" && onEnd("the work loop ended"),
       (err: unknown) => this.state === "running" && onEnd("the work loop failed", err),
@@ -124,7 +121,7 @@ export class Mover {
     await Promise.allSettled([...this.inFlight]);
     this.worker?.close();
     closeIdleLinks();
-    await this.registry?.stop();
+    this.registry?.stop();
     await this.dataServer?.close();
     if (this.registry !== undefined) releaseRoots(this.registry.roots);
     this.state = "stopped";
