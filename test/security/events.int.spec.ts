@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { forgedHistory } from "../support/forged-history.js";
 import type { MigrationEvent } from "#schemas/index.js";
 import { EventStore } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
@@ -69,29 +70,6 @@ const cli = (args: string[]) =>
   });
 
 const at = () => new Date().toISOString();
-function forgedHistory(id: string): MigrationEvent[] {
-  const base = { migrationId: id, version: 1 as const };
-  return [
-    {
-      type: "MigrationRequested",
-      ...base,
-      at: at(),
-      commandId: `c-${id}`,
-      vm: "forged",
-      source: { host: "a", volumes: [{ path: "vms/forged.img", kind: "disk" }] },
-      destination: { host: "b", dir: "forged" },
-      options: { chunkSizeBytes: 4 * MiB, batchSizeBytes: 64 * MiB, verify: true },
-    },
-    {
-      type: "MigrationCompleted",
-      ...base,
-      at: at(),
-      totals: { bytes: 100e9, zeroBytes: 0, wireBytes: 100e9, chunks: 23_842, batches: 1_491 },
-      durationMs: 1_000,
-      volumes: [],
-    },
-  ];
-}
 
 describe("events you can trust", () => {
   it("a hand-written history, unsigned or signed by a key not in trust.json, leaves dwcp status as is", async () => {
@@ -103,7 +81,7 @@ describe("events you can trust", () => {
       const store = signer
         ? new EventStore(stack.nats.js, stack.nats.jsm, { trust: { insecure: false, signer } })
         : storeAs();
-      await store.append(id, forgedHistory(id), `${id}.h`);
+      await store.append(id, forgedHistory(id, "a", "b"), `${id}.h`);
       const status = cli(["status", id, "--json"]);
       expect(status.status, status.stderr).toBe(0);
       const row = JSON.parse(status.stdout) as { state: string; bytesDone: number; ignored?: { count: number } };

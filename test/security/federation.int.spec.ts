@@ -9,7 +9,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { createUser } from "@nats-io/nkeys";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { MigrationEvent } from "#schemas/index.js";
+import { forgedHistory } from "../support/forged-history.js";
 import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { provisionFederation, type FederationCredentials } from "#common/credentials/federation.js";
 import { EventStore } from "#common/event-store.js";
@@ -21,8 +21,6 @@ import { EventSigner, EventVerifier } from "#common/signing.js";
 import { startFederation, type FederationHandle } from "../../services/federation/src/app/federation.js";
 import { readMirroredMigration } from "../../services/federation/src/infra/migration-mirrors.js";
 import { foldStored } from "../../cli/client.js";
-
-const MiB = 1024 * 1024;
 
 /** The messages of an error and its causes. */
 function messagesOf(err: unknown): string {
@@ -52,31 +50,6 @@ async function logLine(file: string, re: RegExp, timeoutMs = 30_000, from = 0): 
     if (Date.now() > deadline) throw new Error(`no line matching ${re} in ${file}:\n${text.slice(-2_000)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-const at = () => new Date().toISOString();
-function forgedHistory(id: string): MigrationEvent[] {
-  const base = { migrationId: id, version: 1 as const };
-  return [
-    {
-      type: "MigrationRequested",
-      ...base,
-      at: at(),
-      commandId: `c-${id}`,
-      vm: "forged",
-      source: { host: "e1", volumes: [{ path: "vms/forged.img", kind: "disk" }] },
-      destination: { host: "w1", dir: "forged" },
-      options: { chunkSizeBytes: 4 * MiB, batchSizeBytes: 64 * MiB, verify: true },
-    },
-    {
-      type: "MigrationCompleted",
-      ...base,
-      at: at(),
-      totals: { bytes: 100e9, zeroBytes: 0, wireBytes: 100e9, chunks: 23_842, batches: 1_491 },
-      durationMs: 1_000,
-      volumes: [],
-    },
-  ];
 }
 
 describe("a federation's links and servers", () => {
@@ -259,7 +232,7 @@ describe("a federation's links and servers", () => {
     const eastAdmin = await as("east", "admin");
     const stranger = new EventSigner(createUser());
     const forger = new EventStore(eastAdmin.js, eastAdmin.jsm, { trust: { insecure: false, signer: stranger } });
-    await forger.append("forged-x", forgedHistory("forged-x"), "forged-x.h");
+    await forger.append("forged-x", forgedHistory("forged-x", "e1", "w1"), "forged-x.h");
     const west = await as("west", "cli");
     const trust = { insecure: false, verifier: EventVerifier.fromTrustFile(creds.trustFile) };
     let mirrored: Awaited<ReturnType<typeof readMirroredMigration>>;
