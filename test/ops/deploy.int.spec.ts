@@ -3,10 +3,12 @@ import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   chownSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -17,6 +19,7 @@ import { dirname, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { run } from "./ansible.js";
 import { launch, type Launched } from "./launcher.js";
+import { startServiceShim, type ServiceShim } from "./service-shim.js";
 
 // A real deployment with ops/ansible: site.yml runs with ansible_connection=local for every host
 // of a 2-site inventory, each host installed into its own prefix (config, credentials, units,
@@ -47,13 +50,20 @@ const prefix = (h: Host): string => join(dir, "hosts", h);
 const logs = join(dir, "logs");
 const creds = join(dir, "credentials");
 const launched: Launched[] = [];
+/** The running instance of each host's unit, by `<host>/<unit>`. */
+const running = new Map<string, Launched>();
+let shim: ServiceShim;
+const MiB = 1024 * 1024;
 
 function inventory(): string {
   const groups = new Map<string, string[]>();
   for (const [h, v] of Object.entries(HOSTS)) groups.set(v.group, [...(groups.get(v.group) ?? []), h]);
   const hostLine = (h: string): string => {
     const v = HOSTS[h as Host];
-    return `${h} ansible_host=${v.ip} dwcp_site=${v.site} dwcp_common_prefix=${prefix(h as Host)}`;
+    return (
+      `${h} ansible_host=${v.ip} dwcp_site=${v.site} dwcp_common_prefix=${prefix(h as Host)}` +
+      ` dwcp_upgrade_service_command=${shim.commandFor(h)}`
+    );
   };
   const sections = [...groups].map(([g, hs]) => `[${g}]\n${hs.map(hostLine).join("\n")}`);
   const parent = (name: string, kids: string[]): string => `[${name}:children]\n${kids.join("\n")}`;
@@ -86,15 +96,24 @@ const extraVars = {
   nats_server_install_method: "none",
 };
 
-async function sitePlaybook(): Promise<string> {
+async function playbook(name: string, ...extra: string[]): Promise<string> {
   const r = await run(
     "ansible-playbook",
-    ["-i", join(dir, "hosts.ini"), "-e", `@${join(dir, "vars.json")}`, "--forks", "10", "playbooks/site.yml"],
+    ["-i", join(dir, "hosts.ini"), "-e", `@${join(dir, "vars.json")}`, ...extra, "--forks", "10", name],
     { ANSIBLE_PIPELINING: "1", TMPDIR: dir },
     1_800_000,
   );
-  if (r.code !== 0) throw new Error(`site.yml failed (${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`);
+  if (r.code !== 0) throw new Error(`${name} failed (${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`);
   return r.stdout;
+}
+const sitePlaybook = (): Promise<string> => playbook("playbooks/site.yml");
+
+/** Starts host `h`'s unit `name` as systemd would. */
+function start(h: Host, name: string): Launched {
+  const l = launch(unit(h, name), logs);
+  launched.push(l);
+  running.set(`${h}/${name}`, l);
+  return l;
 }
 
 /** The PLAY RECAP's counters per host. */
@@ -178,8 +197,29 @@ function image(h: Host, rel: string, bytes: number): string {
 }
 let firstRun = "";
 
+/** Where the migration that runs through the rolling upgrade lands. */
+const upgradeTarget = (): string => join(root("m1b"), "up/disk.img");
+/** Each stop the upgrade asked for, and whether that migration was still in flight then. */
+const stops: { unit: string; inFlight: boolean }[] = [];
+
+/** What the upgrade playbook's service command does on a host: stop (drain) or start a unit. */
+async function serviceAction(h: Host, verb: "start" | "stop", name: string): Promise<void> {
+  const key = `${h}/${name}`;
+  if (verb === "start") {
+    if (running.has(key)) throw new Error(`${key} is already running`);
+    start(h, name);
+    return;
+  }
+  const l = running.get(key);
+  if (l === undefined) throw new Error(`${key} is not running`);
+  stops.push({ unit: key, inFlight: !existsSync(upgradeTarget()) });
+  running.delete(key);
+  await l.stop();
+}
+
 beforeAll(async () => {
   mkdirSync(logs, { recursive: true });
+  shim = await startServiceShim(join(dir, "svc"), (host, verb, name) => serviceAction(host as Host, verb, name));
   writeFileSync(join(dir, "hosts.ini"), inventory());
   writeFileSync(join(dir, "vars.json"), JSON.stringify(extraVars));
   if (!readFileSync("/etc/passwd", "utf8").includes(`\n${DWCP_USER}:`)) {
@@ -198,6 +238,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled(launched.reverse().map((l) => l.stop()));
+  await shim?.close();
   rmSync(dir, { recursive: true, force: true });
 }, 120_000);
 
@@ -234,11 +275,6 @@ describe("a deployment by ops/ansible", () => {
   });
 
   it("migrates between movers over TLS with per-role credentials, and replicates and restores", async () => {
-    const start = (h: Host, name: string): Launched => {
-      const l = launch(unit(h, name), logs);
-      launched.push(l);
-      return l;
-    };
     const n1 = start("nats-1", "dwcp-nats-server.service");
     const n2 = start("nats-2", "dwcp-nats-server.service");
     await listening(HOSTS["nats-1"].ip, 4222, n1);
@@ -270,4 +306,43 @@ describe("a deployment by ops/ansible", () => {
     const r = recap(await sitePlaybook());
     for (const h of ["localhost", ...Object.keys(HOSTS)]) expect(r[h]?.["changed"], h).toBe(0);
   }, 2_000_000);
+
+  it("upgrades one host at a time while a migration is in flight, and the migration completes", async () => {
+    // 64 MiB at 1 MiB/s: the migration outlasts the restarts of the coordinator and its source mover.
+    const src = image("m1a", "vms/v2/disk.img", 64 * MiB);
+    const migration = cli(
+      "site1",
+      "migrate",
+      "--vm",
+      "v2",
+      "--from",
+      "m1a:vms/v2/disk.img",
+      "--to",
+      "m1b:up",
+      "--chunk-size",
+      "1M",
+      "--batch-size",
+      "4M",
+      "--bandwidth-limit",
+      "1M/s",
+      "--wait",
+    );
+    // In flight: the destination writes its first batch.
+    await until(() => Promise.resolve(existsSync(`${upgradeTarget()}.part`)), 120_000);
+    await playbook("playbooks/upgrade.yml", "-e", "dwcp_upgrade_version=0.1.1-upgrade");
+    await migration;
+    expect(sha(upgradeTarget())).toBe(sha(src));
+    // Every service of every coordinator and mover host was drained and restarted, in host order,
+    // the first ones while the migration ran.
+    expect(stops.map((s) => s.unit)).toEqual([
+      "coord-1/dwcp-coordinator.service",
+      "m1a/dwcp-mover.service",
+      "m1a/dwcp-replication.service",
+      "m1b/dwcp-mover.service",
+      "m1b/dwcp-replication.service",
+    ]);
+    expect(stops.slice(0, 2).map((s) => s.inFlight)).toEqual([true, true]);
+    for (const h of ["coord-1", "m1a", "m1b"] as const)
+      expect(readlinkSync(join(prefix(h), "opt/dwcp/current"))).toBe(join(prefix(h), "opt/dwcp/0.1.1-upgrade"));
+  }, 900_000);
 });

@@ -17,6 +17,10 @@ const CoordinatorConfig = z.object({
   maxAttempts: envInt({ min: 1, max: 100, unit: "attempts" }),
   backoffBaseMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
   backoffMaxMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
+  /** How long a batch is retried while its destination is unreachable, before the migration fails. */
+  unreachableLimitMs: envInt({ min: 0, max: 86_400_000, unit: "milliseconds" }),
+  /** Longest wait between those retries. */
+  unreachableBackoffMaxMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
   /** How long a mover has to answer a probe or finalize request. */
   rpcTimeoutMs: envInt({ min: 100, max: 3_600_000, unit: "milliseconds" }),
 });
@@ -37,6 +41,8 @@ export function coordinatorConfig(
       maxAttempts: env["DWCP_MAX_ATTEMPTS"] ?? "5",
       backoffBaseMs: env["DWCP_BACKOFF_BASE_MS"] ?? "500",
       backoffMaxMs: env["DWCP_BACKOFF_MAX_MS"] ?? "30000",
+      unreachableLimitMs: env["DWCP_UNREACHABLE_LIMIT_MS"] ?? "300000",
+      unreachableBackoffMaxMs: env["DWCP_UNREACHABLE_BACKOFF_MAX_MS"] ?? "5000",
       rpcTimeoutMs: env["DWCP_RPC_TIMEOUT_MS"] ?? "30000",
     }),
     events: eventTrustSettings(env),

@@ -18,13 +18,27 @@ export interface DecideContext {
 }
 
 export interface RetryPolicy {
-  /** Attempts per batch, the first included. */
+  /** Attempts per batch, the first included, that failed with the peers reachable. */
   maxAttempts: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
+  /**
+   * How long a batch keeps being retried while its destination is unreachable (a mover restarting
+   * in a rolling upgrade, a WAN outage), counted from its first such failure in a row. Those
+   * failures do not use up maxAttempts.
+   */
+  unreachableLimitMs: number;
+  /** Longest wait between retries while the destination is unreachable, so a returning peer is found soon. */
+  unreachableBackoffMaxMs: number;
 }
 
-export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, backoffBaseMs: 500, backoffMaxMs: 30_000 };
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {
+  maxAttempts: 5,
+  backoffBaseMs: 500,
+  backoffMaxMs: 30_000,
+  unreachableLimitMs: 300_000,
+  unreachableBackoffMaxMs: 5_000,
+};
 
 /** Commands the coordinator decides on: the two public ones plus those its own shell issues. */
 export type MigrationCommand =
@@ -194,12 +208,26 @@ function decideRetries(state: Migration, ctx: DecideContext, base: Base): Migrat
   for (const [batch, b] of state.batches.entries()) {
     if (b.status !== "failed" || !b.lastFailure) continue;
     const f = b.lastFailure;
-    if (!f.retryable || b.attempt + 1 >= ctx.policy.maxAttempts) {
+    const unreachableMs = b.unreachableSince === undefined ? 0 : ctx.now.getTime() - Date.parse(b.unreachableSince);
+    const exhausted =
+      b.unreachableSince === undefined
+        ? (b.chargedFailures ?? 0) >= ctx.policy.maxAttempts
+        : unreachableMs >= ctx.policy.unreachableLimitMs;
+    if (!f.retryable || exhausted) {
       const code = f.retryable ? "RETRIES_EXHAUSTED" : f.code;
-      const message = capped(`batch ${batch} failed on attempt ${b.attempt + 1}: ${f.code}: ${f.message}`);
+      const attempt = `attempt ${b.attempt + 1}`;
+      const why =
+        b.unreachableSince === undefined
+          ? `batch ${batch} failed on ${attempt}`
+          : `batch ${batch}'s destination unreachable for ${Math.round(unreachableMs / 1000)} s (${attempt})`;
+      const message = capped(`${why}: ${f.code}: ${f.message}`);
       return [{ type: "MigrationFailed", ...base, code, message, batch }];
     }
-    const notBefore = new Date(ctx.now.getTime() + backoffMs(b.attempt, ctx.policy)).toISOString();
+    const wait =
+      b.unreachableSince === undefined
+        ? backoffMs(b.attempt, ctx.policy)
+        : Math.min(ctx.policy.unreachableBackoffMaxMs, backoffMs(b.attempt, ctx.policy));
+    const notBefore = new Date(ctx.now.getTime() + wait).toISOString();
     events.push({ type: "ChunkBatchRetried", ...base, batch, attempt: b.attempt + 1, notBefore });
   }
   return events;

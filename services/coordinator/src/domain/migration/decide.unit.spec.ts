@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { StartMigration, type MigrationEvent } from "#schemas/index.js";
+import { StartMigration, type FailureCode, type MigrationEvent } from "#schemas/index.js";
 import { decide, DEFAULT_RETRY_POLICY, type MigrationCommand } from "./decide.js";
 import { fold } from "./evolve.js";
 import { batchRange, planVolumes } from "./planner.js";
@@ -64,18 +64,35 @@ const transferred = (batch: number, attempt = 0): MigrationEvent => ({
   wireBytes: 4 * MiB,
   durationMs: 5,
 });
-const failed = (batch: number, attempt: number, retryable = true): MigrationEvent => ({
+const failed = (
+  batch: number,
+  attempt: number,
+  retryable = true,
+  code: FailureCode = "CHECKSUM_MISMATCH",
+  at = now,
+): MigrationEvent => ({
   type: "ChunkBatchFailed",
   migrationId: "m1",
-  at: now.toISOString(),
+  at: at.toISOString(),
   version: 1,
   batch,
   attempt,
   host: "a",
-  code: "DESTINATION_UNREACHABLE",
+  code,
   retryable,
-  message: "connect ECONNREFUSED",
+  message: code === "DESTINATION_UNREACHABLE" ? "connect ECONNREFUSED" : "chunk failed its check",
 });
+const unreachable = (batch: number, attempt: number, at = now): MigrationEvent =>
+  failed(batch, attempt, true, "DESTINATION_UNREACHABLE", at);
+/** A history of batch 0 failing `n` times in a row, each failure decided on as it arrives. */
+function failures(n: number, failure: (attempt: number) => MigrationEvent, h: MigrationEvent[] = [...planned()]) {
+  const start = h.filter((e) => e.type === "ChunkBatchRetried").length;
+  for (let a = start; a < start + n; a++) {
+    const f = failure(a);
+    h.push(f, ...decide(fold("m1", [...h, f]), { type: "RetryFailedBatches" }, { ...ctx, now: new Date(f.at) }));
+  }
+  return h;
+}
 
 describe("planner", () => {
   it("splits volumes into whole-chunk batches that never span volumes", () => {
@@ -279,9 +296,34 @@ describe("decide: retries", () => {
       .then([{ type: "MigrationFailed", code: "RETRIES_EXHAUSTED", batch: 0 }]);
   });
   it("fails at once on a permanent failure", () => {
-    given(...planned(), failed(2, 0, false))
+    given(...planned(), failed(2, 0, false, "AUTH_FAILED"))
       .when({ type: "RetryFailedBatches" })
-      .then([{ type: "MigrationFailed", code: "DESTINATION_UNREACHABLE" }]);
+      .then([{ type: "MigrationFailed", code: "AUTH_FAILED" }]);
+  });
+  it("retries an unreachable destination past maxAttempts, a few seconds apart", () => {
+    const h = failures(DEFAULT_RETRY_POLICY.maxAttempts + 3, (a) => unreachable(0, a));
+    const a = DEFAULT_RETRY_POLICY.maxAttempts + 3;
+    given(...h, unreachable(0, a))
+      .when({ type: "RetryFailedBatches" })
+      .then([{ type: "ChunkBatchRetried", batch: 0, attempt: a + 1, notBefore: "2026-01-01T00:00:15.000Z" }]);
+  });
+  it("fails once the destination has been unreachable for the limit", () => {
+    const first = new Date(now.getTime() - DEFAULT_RETRY_POLICY.unreachableLimitMs);
+    const h = failures(1, (a) => unreachable(0, a, first));
+    given(...h, unreachable(0, 1))
+      .when({ type: "RetryFailedBatches" })
+      .then([{ type: "MigrationFailed", code: "RETRIES_EXHAUSTED", batch: 0 }]);
+    const [event] = decide(fold("m1", [...h, unreachable(0, 1)]), { type: "RetryFailedBatches" }, ctx);
+    expect(event?.type === "MigrationFailed" && event.message).toContain("destination unreachable for 300 s");
+  });
+  it("counts attempts again once the destination answers and the batch still fails", () => {
+    const first = new Date(now.getTime() - DEFAULT_RETRY_POLICY.unreachableLimitMs);
+    const h = failures(DEFAULT_RETRY_POLICY.maxAttempts - 1, (a) => failed(0, a));
+    failures(3, (a) => unreachable(0, a, first), h);
+    // The run of unreachable failures ended: the limit no longer applies, the attempts do.
+    given(...h, failed(0, DEFAULT_RETRY_POLICY.maxAttempts + 2))
+      .when({ type: "RetryFailedBatches" })
+      .then([{ type: "MigrationFailed", code: "RETRIES_EXHAUSTED", batch: 0 }]);
   });
   it("ignores a failure report from a stale attempt", () => {
     const g = given(

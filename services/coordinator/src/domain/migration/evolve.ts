@@ -1,5 +1,13 @@
 import { MAX_BATCHES, planProblem, truncateText, type MigrationEvent } from "#schemas/index.js";
-import { emptyTotals, isTerminal, REFUSED_KEPT, setAside, type BatchState, type Migration } from "./state.js";
+import {
+  emptyTotals,
+  isTerminal,
+  REFUSED_KEPT,
+  setAside,
+  UNREACHABLE,
+  type BatchState,
+  type Migration,
+} from "./state.js";
 
 /**
  * Folds one event into the migration. Never throws; facts that arrive late or twice (a batch
@@ -56,7 +64,10 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
       return withBatch(s, event.batch, (b) => {
         if (b.status === "done" || event.attempt !== b.attempt) return undefined;
         const { code, retryable, message, attempt, host } = event;
-        return { ...b, status: "failed", lastFailure: { code, retryable, message, attempt, host } };
+        const failed: BatchState = { ...b, status: "failed", lastFailure: { code, retryable, message, attempt, host } };
+        if (code === UNREACHABLE) return { ...failed, unreachableSince: b.unreachableSince ?? event.at };
+        const { unreachableSince: _u, ...rest } = failed;
+        return { ...rest, chargedFailures: (b.chargedFailures ?? 0) + 1 };
       });
     case "ChunkBatchRetried":
       return withBatch(s, event.batch, (b) => {

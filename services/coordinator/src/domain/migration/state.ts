@@ -32,6 +32,9 @@ export const TERMINAL: ReadonlySet<MigrationStatus> = new Set([
 /** Why a migration was set aside: the log holds an event it cannot be folded past. */
 export const SET_ASIDE = "EVENT_SET_ASIDE";
 
+/** The failure a batch is retried for by time, not by attempts: its destination could not be reached. */
+export const UNREACHABLE = "DESTINATION_UNREACHABLE";
+
 export type BatchStatus = "pending" | "done" | "failed";
 
 export interface BatchState {
@@ -41,6 +44,10 @@ export interface BatchState {
   /** When a retried batch may be handed out again (ISO time). */
   notBefore?: string;
   lastFailure?: Pick<ChunkBatchFailed, "code" | "retryable" | "message" | "attempt" | "host">;
+  /** Failures that count against the retry policy's maxAttempts (all but an unreachable destination). */
+  chargedFailures?: number;
+  /** When the run of failures to reach the destination that the last failure belongs to began (ISO time). */
+  unreachableSince?: string;
   chunks?: TransferredChunk[];
 }
 
