@@ -463,6 +463,33 @@ export const COMMANDS: CommandSpec[] = [
     examples: ["dwcp restore --vm db --at 2026-11-26T21:15:00Z --to a:restored/db"],
   },
   {
+    name: "vm",
+    summary: "start, stop, list or adopt QEMU VMs on this host",
+    usage:
+      "(start --definition FILE | stop NAME | list | adopt --definition FILE --qmp SOCKET) [--state-dir DIR] [--json]",
+    positionals: [
+      { name: "ACTION", required: true, choices: ["start", "stop", "list", "adopt"] },
+      { name: "NAME", required: false },
+    ],
+    description:
+      "A VM definition (JSON: name, root, memoryMiB, disks with paths under the root, optional kernel boot) " +
+      "is started with QEMU, its disks, kernel and initrd opened beneath the root and handed to QEMU as file " +
+      "descriptors. Each VM keeps its QMP socket, serial log and state under --state-dir/NAME.",
+    flags: [
+      { name: "definition", value: "FILE", check: "file", help: "the VM definition, JSON (start, adopt)" },
+      { name: "qmp", value: "SOCKET", help: "the QMP unix socket of a VM started outside dwcp (adopt)" },
+      { name: "pid", value: "N", check: "count", help: "that VM's QEMU process id, so stop can wait for it (adopt)" },
+      {
+        name: "state-dir",
+        value: "DIR",
+        defaultText: "$DWCP_DATA_DIR/vms, else .dwcp/vms",
+        help: "where VMs' QMP sockets, serial logs and state live",
+      },
+      JSON_FLAG,
+    ],
+    examples: ["dwcp vm start --definition web-1.json", "dwcp vm list --json", "dwcp vm stop web-1"],
+  },
+  {
     name: "help",
     summary: "help for dwcp or one command",
     usage: "[COMMAND]",

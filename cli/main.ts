@@ -166,6 +166,16 @@ async function run(cmd: string, rest: string[]): Promise<number> {
     }
     case "migrate":
       return await migrate(rest);
+    case "vm": {
+      const { values, positionals } = args(rest, {
+        definition: { type: "string" },
+        qmp: { type: "string" },
+        pid: { type: "string" },
+        "state-dir": { type: "string" },
+      });
+      const { runVm } = await import("./vm.js");
+      return await runVm(positionals, values, out);
+    }
     case "federation": {
       const { values } = args(rest, {});
       const { federationStatus } = await import("#federation");

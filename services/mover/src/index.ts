@@ -16,3 +16,5 @@ export {
   SourceReadError,
   TransferAbortedError,
 } from "./errors.js";
+export { adoptVm, listVms, parseDefinition, startVm, stopVm, VmError, type VmStatus } from "./infra/vm/runner.js";
+export { QmpClient, QmpError } from "./infra/vm/qmp.js";
