@@ -95,6 +95,7 @@ export interface NativeBinding {
     timeoutMs: number,
     cancel: Int32Array,
   ): Promise<number>;
+  readable(fd: number): boolean;
   sealBuffer(
     key: Uint8Array,
     iv: Uint8Array,

@@ -1,7 +1,7 @@
 // Sealed data records: AES-128-GCM in native code (OpenSSL EVP) on the libuv pool, for the
 // data channel's bulk direction after its TLS handshake (see
 // services/common/secure-link/sealed.ts). Available only with the native module.
-import { InvalidArgumentError, withCallerStack, ZeroCopyUnavailableError } from "./errors.js";
+import { InvalidArgumentError, mapNativeError, withCallerStack, ZeroCopyUnavailableError } from "./errors.js";
 import type { NativeBinding } from "./loader.js";
 import { assertFd, assertLength, assertPositiveInt } from "./validate.js";
 
@@ -52,6 +52,8 @@ export interface Sealed {
     timeoutMs: number,
     cancel: Int32Array,
   ): Promise<number>;
+  /** Whether `fd` has bytes (or an EOF or error) to read now; never waits. Synchronous. */
+  readable(fd: number): boolean;
   /** Seals `data` in place as record `counter`, its header into `header` (tests, fuzzing). */
   seal(keys: SealKeys, counter: bigint, header: Uint8Array, data: Uint8Array): Promise<void>;
   /** Opens `data` in place against `header` as record `counter` (tests, fuzzing). */
@@ -65,6 +67,9 @@ export const unavailableSealed: Sealed = {
   available: false,
   sealSend: missing,
   recvOpen: missing,
+  readable: () => {
+    throw new ZeroCopyUnavailableError("sealed records need the native module: check sealed.available");
+  },
   seal: missing,
   open: missing,
 };
@@ -108,6 +113,14 @@ export function nativeSealed(b: NativeBinding): Sealed {
       return withCallerStack(() =>
         b.recvOpen(fd, keys.key, keys.iv, counter, header, buf, offset, capacity, timeoutMs, cancel),
       );
+    },
+    readable(fd) {
+      assertFd("fd", fd);
+      try {
+        return b.readable(fd);
+      } catch (err) {
+        throw mapNativeError(err);
+      }
     },
     async seal(keys, counter, header, data) {
       checkKeys(keys, counter);

@@ -333,12 +333,22 @@ Napi::Value SealBuffer(const Napi::CallbackInfo& info) {
                                  info[5].As<Napi::Boolean>().Value());
 }
 
+// Whether a socket has something to read (or an EOF or error to report), without waiting: lets
+// a reader wait for the next batch on a timer instead of holding a pool thread in poll().
+Napi::Value Readable(const Napi::CallbackInfo& info) {
+  pollfd p{i32(info[0]), POLLIN, 0};
+  const int r = ::poll(&p, 1, 0);
+  if (r < 0 && errno != EINTR) throw errno_error(info.Env(), errno, "poll");
+  return Napi::Boolean::New(info.Env(), r > 0);
+}
+
 }  // namespace
 
 void init_sealed(Napi::Env env, Napi::Object exports) {
   exports.Set("sealSend", Napi::Function::New(env, SealSend, "sealSend"));
   exports.Set("recvOpen", Napi::Function::New(env, RecvOpen, "recvOpen"));
   exports.Set("sealBuffer", Napi::Function::New(env, SealBuffer, "sealBuffer"));
+  exports.Set("readable", Napi::Function::New(env, Readable, "readable"));
 }
 
 }  // namespace dwcp
