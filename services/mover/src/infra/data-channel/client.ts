@@ -455,7 +455,13 @@ async function handshake(
   }
   const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
   const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
-  const hello = encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac, sealed: offer });
+  const hello = encodeControl({
+    kind: "HELLO",
+    migrationId: o.migrationId,
+    sourceHost: o.sourceHost,
+    mac,
+    sealed: offer,
+  });
   const sent = performance.now();
   await new Promise<void>((resolve, reject) => {
     socket.write(hello, (err) =>
