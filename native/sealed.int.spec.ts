@@ -52,7 +52,7 @@ describe.skipIf(!sealed.available)("sealed records", () => {
     expect(ct.equals(plain)).toBe(true);
   });
 
-  it("refuses a flipped ciphertext, header or tag byte with SealedRecordForgedError, and zeroes the record", async () => {
+  it("refuses a flipped ciphertext, header or tag byte (SealedRecordForgedError) and zeroes the record", async () => {
     const k = keys();
     for (const where of ["data", "header", "tag"] as const) {
       const data = randomBytes(4096);

@@ -237,7 +237,7 @@ describe("data channel over mTLS", () => {
   ];
 
   for (const { name, reason, edit } of edits) {
-    it(`a relay that alters the sealed records (${name}): the link is closed, the batch fails with the reason, nothing of it lands`, async () => {
+    it(`a relay alters sealed records (${name}): the batch fails with the reason, nothing lands`, async () => {
       const seen = { done: false };
       const relay = await sealedRelay(edit(seen));
       const dir = `altered-${name.replace(/\W+/g, "-")}`;
@@ -261,7 +261,7 @@ describe("data channel over mTLS", () => {
     });
   }
 
-  it("switches many links at once to sealed records, each byte-identical (destination in its own process)", async () => {
+  it("switches many links at once to sealed records, each byte-identical (own destination process)", async () => {
     const { spawn } = await import("node:child_process");
     const { createInterface } = await import("node:readline");
     const { mkdir } = await import("node:fs/promises");

@@ -256,6 +256,13 @@ export class ClientSession {
     await last;
   }
 
+  /** What a native write's failure becomes: the session's own first, a dwcp error as it is, else unreachable. */
+  private nativeWriteFailure(err: unknown): Error {
+    if (this.error !== undefined) return this.error;
+    if (err instanceof DwcpError && !(err instanceof SyscallError)) return err;
+    return unreachable(err instanceof Error ? err : new Error(String(err)));
+  }
+
   /**
    * Each part one sealed record, sealed in place (a segment's bytes in the chunk buffer are
    * ciphertext afterwards: the buffer is only reused for the next read) and written on the pool.
@@ -266,12 +273,7 @@ export class ClientSession {
     try {
       await sealer.send(parts.filter((p) => p.length > 0));
     } catch (err) {
-      throw (
-        this.error ??
-        (err instanceof DwcpError && !(err instanceof SyscallError)
-          ? err
-          : unreachable(err instanceof Error ? err : new Error(String(err))))
-      );
+      throw this.nativeWriteFailure(err);
     } finally {
       if (this.destroyWhenIdle) this.o.socket.destroy();
     }
@@ -304,12 +306,7 @@ export class ClientSession {
         }
       }
     } catch (err) {
-      throw (
-        this.error ??
-        (err instanceof DwcpError && !(err instanceof SyscallError)
-          ? err
-          : unreachable(err instanceof Error ? err : new Error(String(err))))
-      );
+      throw this.nativeWriteFailure(err);
     } finally {
       this.sendfileBusy = false;
       if (this.destroyWhenIdle) this.o.socket.destroy();

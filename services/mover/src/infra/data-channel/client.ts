@@ -481,7 +481,7 @@ async function handshake(
   const rttUs = Math.round((performance.now() - sent) * 1000);
   if (answer.frame.sealed !== true) return { bytes: hello.length, rttUs, sealer: undefined };
   if (!offer) throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
-  const keys = exportSealKeys(socket as TLSSocket, SEALED_LABEL_CLIENT_TO_SERVER, challenge.frame.nonce);
+  const keys = exportSealKeys(socket, SEALED_LABEL_CLIENT_TO_SERVER, challenge.frame.nonce);
   const sealer = SealedWriter.of(socket, keys, o.idleTimeoutMs ?? 60_000);
   if (sealer === undefined) throw new DestinationUnreachableError(`data channel to ${o.address} closed`);
   return { bytes: hello.length, rttUs, sealer };

@@ -1,14 +1,14 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sealed, SEALED_HEADER_BYTES, socketFd, type SealKeys } from "#native/index.js";
-import { PullReader } from "#common/secure-link/reader.js";
 import { SEALED_MAX_BYTES, SEALED_MAX_RECORDS } from "#common/secure-link/sealed.js";
 import { InvariantViolationError } from "#common/errors.js";
 import { HEADER_BYTES, MAX_CHUNK_LENGTH, SEGMENT_ENTRY_BYTES } from "../../domain/data-channel/frames.js";
 import { SEGMENT_PAGE_BYTES } from "../../domain/data-channel/segments.js";
-import type { FrameDecoder, FrameStep } from "../../domain/data-channel/decoder.js";
+import type { FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { DestinationUnreachableError, ProtocolError } from "../../errors.js";
-import { protocolViolation, type FrameReader } from "./frame-reader.js";
+import { protocolViolation } from "./frame-reader.js";
+import { PoolFrameReader } from "./native-frame-reader.js";
 
 /**
  * The data channel's sender → destination direction after the switch to sealed records (see
@@ -78,12 +78,10 @@ export interface SealedFrameReaderOptions {
  * through staging and the decoder. Like NativeFrameReader, nobody may close the socket while a
  * read is in flight (see idle()); abort() sets the flag the read polls.
  */
-export class SealedFrameReader extends PullReader<FrameStep, FrameDecoder> implements FrameReader {
-  private readonly cancel = new Int32Array(new SharedArrayBuffer(4));
+export class SealedFrameReader extends PoolFrameReader {
   private readonly staging = Buffer.alloc(SEALED_STAGING_BYTES);
   private readonly header = Buffer.alloc(SEALED_HEADER_BYTES);
   private counter = 0n;
-  private inflight: Promise<unknown> | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -93,23 +91,6 @@ export class SealedFrameReader extends PullReader<FrameStep, FrameDecoder> imple
     private readonly opts: SealedFrameReaderOptions,
   ) {
     super(decoder, protocolViolation);
-  }
-
-  provideChunkBuffer(target: Uint8Array): void {
-    this.decoder.provideChunkBuffer(target);
-  }
-
-  protected aborted(): void {
-    Atomics.store(this.cancel, 0, 1);
-  }
-
-  detach(): void {
-    if (this.inflight !== undefined)
-      throw new InvariantViolationError("SealedFrameReader.detach() with a read in flight: await idle()");
-  }
-
-  async idle(): Promise<void> {
-    await this.inflight?.catch(() => undefined);
   }
 
   /**
@@ -144,10 +125,9 @@ export class SealedFrameReader extends PullReader<FrameStep, FrameDecoder> imple
       this.opts.idleTimeoutMs,
       this.cancel,
     );
-    this.inflight = read;
     let n: number;
     try {
-      n = await read;
+      n = await this.track(read);
     } catch (err) {
       if (this.failure !== undefined) throw this.failure;
       const e = err instanceof Error ? err : new Error(String(err));
@@ -155,8 +135,6 @@ export class SealedFrameReader extends PullReader<FrameStep, FrameDecoder> imple
       if (code === "ETIMEDOUT") throw new ProtocolError(`no traffic for ${this.opts.idleTimeoutMs} ms`);
       // A forged or out-of-order record ends the link: nothing of it reaches the decoder.
       throw new ProtocolError(`sealed data record refused: ${e.message}`, { cause: e });
-    } finally {
-      this.inflight = undefined;
     }
     this.counter += 1n;
     if (this.socket.destroyed && this.failure === undefined)
