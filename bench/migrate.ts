@@ -11,9 +11,10 @@
 // `verify: false` (no read-back of the written volume; chunk CRCs are still checked and every
 // batch fsynced), to show what the default's read-back costs on this disk.
 // The movers run as `dwcp up` runs them: the data channel is a TLS 1.3 mutual-auth handshake and
-// bulk data sealed with AES-GCM in native code under keys exported from it (no sendfile). Third phase (alone with --tls-only): what TLS costs, measured in
-// the same run: the incompressible image a → b with both movers restarted in plaintext
-// (--plaintext-data) and with TLS, alternating, --tls-rounds times each.
+// bulk data sealed with AES-GCM in native code under keys exported from it (no sendfile). Third
+// phase (alone with --tls-only): what TLS costs, measured in the same run: the incompressible
+// image a → b with both movers restarted in plaintext (--plaintext-data) and with TLS,
+// alternating, --tls-rounds times each.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
