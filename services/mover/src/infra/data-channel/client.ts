@@ -80,7 +80,10 @@ export interface SendBatchOptions {
   idleTimeoutMs?: number;
   /** Resends of a chunk the destination saw corrupted before the batch fails. Default 3. */
   maxResends?: number;
-  /** Use sendfile() for segment bytes when the native module offers it. Default true. */
+  /**
+   * Use the native module's I/O when it is loaded: sendfile() for segment bytes in plaintext,
+   * sealed records (offered in HELLO) on TLS. Default true; false keeps a TLS link in Node's TLS.
+   */
   zeroCopy?: boolean;
   /**
    * LZ4 per chunk, kept where it shrinks the chunk by >= 10% (a 64 KiB sample decides first).
