@@ -5,9 +5,10 @@
 // default writes (O_DIRECT for segments of 1 MiB and more, so every 4 MiB segment of this file)
 // or the page cache only. Baseline in the same run: the raw sendfile transfer of
 // bench/lib-transfer.ts (no framing, checksums or fsync). Last variant: the same over TLS 1.3 with
-// mutual authentication (the certificates `dwcp up` provisions; user-space AES-GCM, no sendfile,
-// Node's stream reads), against the plaintext default-writes variant of the same run. No NATS,
-// coordinator or verify pass: bench:migrate measures those.
+// mutual authentication (the certificates `dwcp up` provisions; bulk data in sealed AES-GCM
+// records, native on the libuv pool, under keys exported from the session; no sendfile),
+// against the plaintext default-writes variant of the same run. No NATS, coordinator or verify
+// pass: bench:migrate measures those.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";

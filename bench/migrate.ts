@@ -10,10 +10,11 @@
 // seconds per GB and both movers' peak RSS; then the same dwcp transfer once more with
 // `verify: false` (no read-back of the written volume; chunk CRCs are still checked and every
 // batch fsynced), to show what the default's read-back costs on this disk.
-// The movers run as `dwcp up` runs them: the data channel is TLS 1.3 with mutual authentication
-// (no sendfile, no native recv). Third phase (alone with --tls-only): what TLS costs, measured in
-// the same run: the incompressible image a → b with both movers restarted in plaintext
-// (--plaintext-data) and with TLS, alternating, --tls-rounds times each.
+// The movers run as `dwcp up` runs them: the data channel is a TLS 1.3 mutual-auth handshake and
+// bulk data sealed with AES-GCM in native code under keys exported from it (no sendfile). Third
+// phase (alone with --tls-only): what TLS costs, measured in the same run: the incompressible
+// image a → b with both movers restarted in plaintext (--plaintext-data) and with TLS,
+// alternating, --tls-rounds times each.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";

@@ -12,6 +12,7 @@
         "src/addon.cc",
         "src/async_workers.cc",
         "src/zero_copy.cc",
+        "src/sealed.cc",
         "src/beneath.cc",
         "src/mapped_fingerprints.cc",
         "src/dispatch.cc",
@@ -23,6 +24,9 @@
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      # OpenSSL's libcrypto (headers: libssl-dev) for AES-GCM of the sealed data records. Node
+      # runs on the same OpenSSL 3 ABI, whether it links the system library or exports its own.
+      "libraries": ["-lcrypto"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "conditions": [

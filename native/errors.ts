@@ -37,6 +37,34 @@ export class XorDeltaCorruptError extends NativeError {
   readonly retryable = false;
 }
 
+/**
+ * A sealed data record failed its AES-GCM tag: its bytes were altered in transit (or do not come
+ * from the peer that holds the session's keys). Nothing of it was delivered. Retryable: a new
+ * link may take a path that does not alter bytes.
+ */
+export class SealedRecordForgedError extends NativeError {
+  readonly code = "SEALED_RECORD_FORGED";
+  readonly retryable = true;
+}
+
+/**
+ * A sealed data record that is not the next one the reader expects: a replayed, dropped or
+ * reordered record (its counter), a malformed header, a length the reader did not ask for, or
+ * the connection closed inside one. `detail` is the native reason (SEALED_ORDER, SEALED_HEADER,
+ * SEALED_TOO_LONG, SEALED_TRUNCATED, SEALED_CRYPTO).
+ */
+export class SealedRecordInvalidError extends NativeError {
+  readonly code = "SEALED_RECORD_INVALID";
+  readonly retryable = true;
+  constructor(
+    message: string,
+    readonly detail: string,
+    options?: NativeErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 /** zeroCopy.* was called although zeroCopy.available is false (TypeScript fallback). */
 export class ZeroCopyUnavailableError extends NativeError {
   readonly code = "ZERO_COPY_UNAVAILABLE";
@@ -140,6 +168,9 @@ export function mapNativeError(err: unknown): NativeError | NoSpaceError {
   const code = field(err, "code");
   const message = err instanceof Error ? err.message : String(err);
   if (code === "XOR_DELTA_CORRUPT") return new XorDeltaCorruptError(message, { cause: err });
+  if (code === "SEALED_TAG") return new SealedRecordForgedError(message, { cause: err });
+  if (typeof code === "string" && code.startsWith("SEALED_"))
+    return new SealedRecordInvalidError(message, code, { cause: err });
   const errno = field(err, "errno");
   const syscall = field(err, "syscall");
   if (typeof code === "string" && typeof errno === "number" && typeof syscall === "string") {

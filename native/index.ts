@@ -10,6 +10,7 @@ import { pageCount } from "./page-tree.js";
 import { nativePath, tsPath, type ChunkAnalysis, type KernelPath } from "./paths.js";
 import { assertBytes, assertLength, assertU32 } from "./validate.js";
 import { nativeZeroCopy, unavailableZeroCopy, type ZeroCopy } from "./zero-copy.js";
+import { nativeSealed, unavailableSealed, type Sealed } from "./sealed.js";
 
 export * from "./errors.js";
 export type { ChunkAnalysis, KernelPath, PathName } from "./paths.js";
@@ -24,6 +25,14 @@ export {
 } from "./compress.js";
 export type { FadviseAdvice, NativeSocketTuning, SendfileOptions, ZeroCopy } from "./zero-copy.js";
 export { DIRECT_IO_ALIGN, socketFd } from "./zero-copy.js";
+export {
+  SEALED_HEADER_BYTES,
+  SEALED_IV_BYTES,
+  SEALED_KEY_BYTES,
+  SEALED_MAX_RECORD_BYTES,
+  type Sealed,
+  type SealKeys,
+} from "./sealed.js";
 export { loadNative, nativeMode, type NativeMode } from "./loader.js";
 export {
   BeneathUnavailableError,
@@ -266,6 +275,9 @@ export function strongHash(buf: Uint8Array): Promise<Buffer> {
 }
 
 export const zeroCopy: ZeroCopy = native ? nativeZeroCopy(native) : unavailableZeroCopy;
+
+/** AES-128-GCM sealed records over a socket fd (the data channel's bulk direction). */
+export const sealed: Sealed = native?.sealSend !== undefined ? nativeSealed(native) : unavailableSealed;
 
 const KERNELS = ["crc32c", "zero", "fingerprint", "strongHash", "xorDelta", "zeroCopy"] as const;
 

@@ -74,6 +74,36 @@ export interface NativeBinding {
     timeoutMs: number,
     cancel: Int32Array,
   ): Promise<number>;
+  sealSend(
+    fd: number,
+    key: Uint8Array,
+    iv: Uint8Array,
+    counter: bigint,
+    parts: Uint8Array[],
+    timeoutMs: number,
+    cancel: Int32Array,
+  ): Promise<number>;
+  recvOpen(
+    fd: number,
+    key: Uint8Array,
+    iv: Uint8Array,
+    counter: bigint,
+    header: Uint8Array,
+    buf: Uint8Array,
+    offset: number,
+    capacity: number,
+    timeoutMs: number,
+    cancel: Int32Array,
+  ): Promise<number>;
+  readable(fd: number): boolean;
+  sealBuffer(
+    key: Uint8Array,
+    iv: Uint8Array,
+    counter: bigint,
+    header: Uint8Array,
+    data: Uint8Array,
+    opening: boolean,
+  ): Promise<void>;
   fadviseAdvice: Record<FadviseAdvice, number>;
   openBeneath(dirfd: number, path: string, flags: number, mode: number, walk: boolean): number;
   mkdirAt(dirfd: number, name: string, mode: number): boolean;

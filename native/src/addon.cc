@@ -162,6 +162,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_zero_copy(env, exports);
   init_mapped(env, exports);
   init_beneath(env, exports);
+  init_sealed(env, exports);
   return exports;
 }
 

@@ -72,5 +72,6 @@ void init_zero_copy(Napi::Env env, Napi::Object exports);
 void init_async(Napi::Env env, Napi::Object exports);
 void init_mapped(Napi::Env env, Napi::Object exports);
 void init_beneath(Napi::Env env, Napi::Object exports);
+void init_sealed(Napi::Env env, Napi::Object exports);
 
 }  // namespace dwcp

@@ -148,37 +148,161 @@ describe("data channel over mTLS", () => {
     expect(attacker.lines.some((l) => l["migrationId"] === "mig-tls")).toBe(false);
   });
 
-  it("a relay altering bytes breaks the TLS session: the batch fails, retryable, no forgery lands", async () => {
+  /**
+   * A relay on the sender's direction that parses it: TLS records up to the switch, then sealed
+   * records (32-byte header, length at 4), handed whole to `edit`, which returns what to forward.
+   */
+  async function sealedRelay(edit: (index: number, record: Buffer) => Buffer[]): Promise<{
+    port: number;
+    close: () => Promise<void>;
+    records: () => number;
+  }> {
     const target = parseAddress(b.address);
     if (target === undefined) throw new Error("bad address");
-    let seen = 0;
-    let flipped = false;
+    let records = 0;
     const relay = createServer((inbound) => {
       const outbound = connect(target);
       for (const s of [inbound, outbound]) s.on("error", () => (inbound.destroy(), outbound.destroy()));
+      let pending = Buffer.alloc(0);
+      let sealedIndex = -1; // -1: still TLS records
       inbound.on("data", (d: Buffer) => {
-        // Past the handshake and into the chunk bytes: flip one bit of the ciphertext.
-        if (!flipped && seen + d.length > 256 * 1024) {
-          const at = Math.max(0, 256 * 1024 - seen);
-          d[at] = (d[at] ?? 0) ^ 0x01;
-          flipped = true;
+        pending = Buffer.concat([pending, d]);
+        for (;;) {
+          if (pending.length === 0) return;
+          if (sealedIndex < 0 && pending[0] !== 0xd5) {
+            if (pending.length < 5) return;
+            const whole = 5 + pending.readUInt16BE(3);
+            if (pending.length < whole) return;
+            outbound.write(pending.subarray(0, whole));
+            pending = pending.subarray(whole);
+            continue;
+          }
+          if (sealedIndex < 0) sealedIndex = 0;
+          if (pending.length < 32) return;
+          const whole = 32 + pending.readUInt32BE(4);
+          if (pending.length < whole) return;
+          const record = Buffer.from(pending.subarray(0, whole));
+          pending = pending.subarray(whole);
+          records += 1;
+          for (const out of edit(sealedIndex++, record)) outbound.write(out);
         }
-        seen += d.length;
-        outbound.write(d);
       });
       outbound.pipe(inbound);
     });
     await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
-    const port = (relay.address() as { port: number }).port;
+    return {
+      port: (relay.address() as { port: number }).port,
+      records: () => records,
+      close: () => new Promise<void>((r) => relay.close(() => r())),
+    };
+  }
+
+  // Sealed records of a batch: 0 BATCH_BEGIN, 1 the first chunk's head, 2 its first segment, ...
+  const edits: {
+    name: string;
+    reason: RegExp;
+    edit: (seen: { done: boolean }) => (i: number, r: Buffer) => Buffer[];
+  }[] = [
+    {
+      name: "one flipped ciphertext byte",
+      reason: /failed authentication/,
+      edit: (seen) => (i, r) => {
+        if (i === 2) {
+          r[32 + 1000] = (r[32 + 1000] as number) ^ 0x01;
+          seen.done = true;
+        }
+        return [r];
+      },
+    },
+    {
+      name: "a replayed record",
+      reason: /out of order/,
+      edit: (seen) => (i, r) => (i === 1 ? ((seen.done = true), [r, r]) : [r]),
+    },
+    {
+      name: "two records swapped",
+      reason: /out of order/,
+      edit: (seen) => {
+        let held: Buffer | undefined;
+        return (i, r) => {
+          if (i === 1) {
+            held = r;
+            return [];
+          }
+          if (i === 2 && held !== undefined) return ((seen.done = true), [r, held]);
+          return [r];
+        };
+      },
+    },
+  ];
+
+  for (const { name, reason, edit } of edits) {
+    it(`a relay alters sealed records (${name}): the batch fails with the reason, nothing lands`, async () => {
+      const seen = { done: false };
+      const relay = await sealedRelay(edit(seen));
+      const dir = `altered-${name.replace(/\W+/g, "-")}`;
+      const before = receiver.lines.length;
+      try {
+        const err: unknown = await sendBatch(batch({ address: `127.0.0.1:${relay.port}`, destDir: dir })).catch(
+          (e: unknown) => e,
+        );
+        expect(seen.done).toBe(true);
+        expect(err).toMatchObject({ code: "PROTOCOL_ERROR", retryable: true });
+        expect((err as Error).message).toMatch(reason);
+        const line = await receiver.waitFor((l) => l["msg"] === "batch failed" && receiver.lines.indexOf(l) >= before);
+        expect(JSON.stringify(line["err"])).toMatch(reason);
+        expect(await exists(join(roots.b, dir, "disk.img"))).toBe(false);
+        // The altered chunk (the first) never reached the file: nothing but what the sender sealed lands.
+        const part = await readFile(join(roots.b, dir, "disk.img.part")).catch(() => Buffer.alloc(0));
+        expect(part.subarray(0, MiB).equals((await readFile(source)).subarray(0, MiB))).toBe(false);
+      } finally {
+        await relay.close();
+      }
+    });
+  }
+
+  it("switches many links at once to sealed records, each byte-identical (own destination process)", async () => {
+    const { spawn } = await import("node:child_process");
+    const { createInterface } = await import("node:readline");
+    const { mkdir } = await import("node:fs/promises");
+    const root = join(work, "root-many");
+    await mkdir(root);
+    const role = pki.roles.get("mover-b");
+    if (role === undefined) throw new Error("no mover-b");
+    const config = { caFile: pki.caFile, certFile: role.certFile, keyFile: role.keyFile, host: "b", root };
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(import.meta.dirname, "../support/data-server-process.ts"),
+        JSON.stringify({ ...config, secretHex: secret.toString("hex") }),
+      ],
+      { env: { ...process.env, UV_THREADPOOL_SIZE: "16" }, stdio: ["ignore", "pipe", "inherit"] },
+    );
     try {
-      const err: unknown = await sendBatch(batch({ address: `127.0.0.1:${port}`, destDir: "altered" })).catch(
-        (e: unknown) => e,
+      const address = await new Promise<string>((resolve, reject) => {
+        child.once("exit", (code) => reject(new Error(`data server exited (${code})`)));
+        createInterface({ input: child.stdout }).once("line", (l) =>
+          resolve((JSON.parse(l) as { address: string }).address),
+        );
+      });
+      const sender = capturingLog();
+      const LINKS = 24;
+      const results = await Promise.all(
+        Array.from({ length: LINKS }, (_, i) =>
+          sendBatch(batch({ address, migrationId: `mig-many-${i}`, destDir: `many-${i}`, log: sender.log })),
+        ),
       );
-      expect(flipped).toBe(true);
-      expect(err).toMatchObject({ code: "DESTINATION_UNREACHABLE", retryable: true });
-      expect(await exists(join(roots.b, "altered", "disk.img"))).toBe(false);
+      expect(results.every((r) => r.chunks.length === 3)).toBe(true);
+      const want = await readFile(source);
+      for (let i = 0; i < LINKS; i++)
+        expect((await readFile(join(root, `many-${i}`, "disk.img.part"))).equals(want), `link ${i}`).toBe(true);
+      const opened = sender.lines.filter((l) => l["msg"] === "data link open");
+      expect(opened).toHaveLength(LINKS);
+      expect(opened.every((l) => l["sealed"] === true)).toBe(true);
     } finally {
-      await new Promise<void>((r) => relay.close(() => r()));
+      child.kill("SIGTERM");
     }
   });
 

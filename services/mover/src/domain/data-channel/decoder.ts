@@ -4,6 +4,7 @@ import {
   AuthFailPayload,
   BatchBegin,
   FLAG_LZ4,
+  FLAG_SEALED,
   FLAG_ZERO,
   frameKindOf,
   HEADER_BYTES,
@@ -302,7 +303,8 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
   if (!limits.accept.has(kind)) return `${kind} is not allowed here`;
   if (h.offset > Number.MAX_SAFE_INTEGER) return `${kind}: offset too large`;
   if (kind === "CHUNK") return chunkHeaderProblem(h, limits);
-  if (h.flags !== 0) return `${kind}: unexpected flags ${h.flags}`;
+  const allowed = kind === "HELLO" || kind === "AUTH_OK" ? FLAG_SEALED : 0;
+  if ((h.flags & ~allowed) !== 0) return `${kind}: unexpected flags ${h.flags}`;
   if (h.payloadLength > limits.maxControlPayload) {
     return `${kind}: payload of ${h.payloadLength} bytes exceeds ${limits.maxControlPayload}`;
   }
@@ -339,7 +341,7 @@ function parseJson(payload: Uint8Array): unknown {
   }
 }
 
-function decodeHello(p: Uint8Array): ControlFrame | string {
+function decodeHello(p: Uint8Array, sealed: boolean): ControlFrame | string {
   const idLength = p[MAC_BYTES];
   if (idLength === undefined) return "truncated";
   const hostLength = p[MAC_BYTES + 1 + idLength];
@@ -355,7 +357,8 @@ function decodeHello(p: Uint8Array): ControlFrame | string {
   }
   const parsed = Hello.safeParse(fields);
   if (!parsed.success) return "invalid migration id or source host";
-  return { kind: "HELLO", ...parsed.data, mac: p.slice(0, MAC_BYTES) };
+  const hello = { kind: "HELLO" as const, ...parsed.data, mac: p.slice(0, MAC_BYTES) };
+  return sealed ? { ...hello, sealed } : hello;
 }
 
 function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFrame | string {
@@ -364,8 +367,9 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
     case "CHALLENGE":
       return p.length === NONCE_BYTES ? { kind, nonce: p.slice() } : "bad nonce length";
     case "HELLO":
-      return decodeHello(p);
+      return decodeHello(p, (h.flags & FLAG_SEALED) !== 0);
     case "AUTH_OK":
+      return empty ?? ((h.flags & FLAG_SEALED) === 0 ? { kind } : { kind, sealed: true });
     case "BATCH_OK":
       return empty ?? { kind };
     case "CHUNK_OK":

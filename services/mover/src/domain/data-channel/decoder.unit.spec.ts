@@ -16,6 +16,7 @@ import {
   encodeChunkHead,
   encodeControl,
   FLAG_LZ4,
+  FLAG_SEALED,
   FLAG_ZERO,
   HEADER_BYTES,
   MAX_CONTROL_PAYLOAD,
@@ -61,6 +62,8 @@ const controls: ControlFrame[] = [
   { kind: "CHALLENGE", nonce: new Uint8Array(32).fill(7) },
   { kind: "HELLO", migrationId: "mig-1", sourceHost: "host-a", mac: new Uint8Array(32).fill(9) },
   { kind: "AUTH_OK" },
+  { kind: "HELLO", migrationId: "mig-1", sourceHost: "host-a", mac: new Uint8Array(32).fill(9), sealed: true },
+  { kind: "AUTH_OK", sealed: true },
   { kind: "AUTH_FAIL", message: "authentication failed" },
   { kind: "BATCH_BEGIN", begin },
   { kind: "CHUNK_OK", offset: 2 ** 40 + 4096 },
@@ -193,6 +196,12 @@ function firstViolation(bytes: Uint8Array, limits: DecoderLimits): string | unde
 describe("limits, checked on the header before anything is allocated", () => {
   it("refuses a pre-auth HELLO claiming 4 GiB from its 32 header bytes alone", () => {
     expect(firstViolation(header("HELLO", { payloadLength: 0xffffffff }), SERVER_PREAUTH)).toMatch(/exceeds 4096/);
+  });
+
+  it("takes FLAG_SEALED only on HELLO (the offer) and AUTH_OK (the switch)", () => {
+    for (const kind of ["BATCH_BEGIN", "BATCH_OK", "CHUNK_OK", "CHALLENGE"] as const)
+      expect(firstViolation(header(kind, { flags: FLAG_SEALED }), ALL), kind).toMatch(/unexpected flags 4/);
+    expect(firstViolation(header("AUTH_OK", { flags: FLAG_SEALED | 0x8 }), ALL)).toMatch(/unexpected flags 12/);
   });
 
   it("accepts only HELLO before authentication on the server", () => {

@@ -29,6 +29,12 @@ export const MAC_BYTES = PROOF_BYTES;
 export const FLAG_ZERO = 0x1;
 /** The segment bytes travel as one LZ4 block (lz4-napi framing) of their concatenation. */
 export const FLAG_LZ4 = 0x2;
+/**
+ * HELLO: the sender can seal its bulk direction (native AES-GCM records under keys exported from
+ * the TLS session); AUTH_OK: the destination switched to reading sealed records, and everything
+ * the sender writes from now on must be one. Only on a TLS link.
+ */
+export const FLAG_SEALED = 0x4;
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -121,8 +127,8 @@ export interface ChunkHeader {
 
 export type ControlFrame =
   | { kind: "CHALLENGE"; nonce: Uint8Array }
-  | { kind: "HELLO"; migrationId: string; sourceHost: string; mac: Uint8Array }
-  | { kind: "AUTH_OK" }
+  | { kind: "HELLO"; migrationId: string; sourceHost: string; mac: Uint8Array; sealed?: boolean }
+  | { kind: "AUTH_OK"; sealed?: boolean }
   | { kind: "AUTH_FAIL"; message: string }
   | { kind: "BATCH_BEGIN"; begin: BatchBegin }
   | { kind: "CHUNK_OK"; offset: number }
@@ -213,8 +219,9 @@ export function encodeControl(f: ControlFrame): Uint8Array {
     case "CHALLENGE":
       return frame(f.kind, f.nonce);
     case "HELLO":
-      return frame(f.kind, helloPayload(f));
+      return frame(f.kind, helloPayload(f), { flags: f.sealed === true ? FLAG_SEALED : 0 });
     case "AUTH_OK":
+      return frame(f.kind, none, { flags: f.sealed === true ? FLAG_SEALED : 0 });
     case "BATCH_OK":
       return frame(f.kind, none);
     case "AUTH_FAIL":

@@ -24,6 +24,7 @@ import {
 import { FencedError } from "./fenced.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { PreparedChunk } from "./source-volume.js";
+import type { SealedWriter } from "./sealed-link.js";
 
 export interface SessionOptions {
   socket: Socket;
@@ -33,6 +34,8 @@ export interface SessionOptions {
    * several parts would first be gathered into one more copy, so parts are written one by one.
    */
   encrypted?: boolean;
+  /** The link's sender direction is sealed records: every write goes through this. */
+  sealer?: SealedWriter | undefined;
   chunkCount: number;
   maxResends: number;
   /** sendfile() segment bytes from this fd instead of copying them through JS; undefined = copy. */
@@ -83,9 +86,10 @@ export class ClientSession {
     this.error = err;
     this.stop.abort(err);
     this.o.reader.abort(err);
-    // A sendfile() in flight writes to the socket's raw fd: closing it now could hand the fd
-    // number to an unrelated file before the kernel call returns.
-    if (this.sendfileBusy) this.destroyWhenIdle = true;
+    // A sendfile() or sealed write in flight writes to the socket's raw fd: closing it now could
+    // hand the fd number to an unrelated file before the kernel call returns.
+    this.o.sealer?.stop();
+    if (this.sendfileBusy || this.o.sealer?.busy === true) this.destroyWhenIdle = true;
     else this.o.socket.destroy();
     this.notify();
   }
@@ -219,6 +223,7 @@ export class ClientSession {
 
   /** Resolves when the bytes were handed to the kernel (so the buffer is free again). */
   private async write(bytes: Uint8Array): Promise<void> {
+    if (this.o.sealer !== undefined) return this.writeSealed([bytes]);
     await new Promise<void>((resolve, reject) => {
       this.o.socket.write(bytes, (err) => (err ? reject(this.error ?? unreachable(err)) : resolve()));
     });
@@ -234,6 +239,7 @@ export class ClientSession {
   /** Write the parts as one burst; resolves once the last is handed to the kernel. */
   private async writeCorked(parts: readonly Uint8Array[]): Promise<void> {
     const { socket } = this.o;
+    if (this.o.sealer !== undefined) return this.writeSealed(parts);
     if (this.o.encrypted === true) {
       // Each write waits for the previous one, so Node never gathers them into one writev.
       for (const part of parts) await this.write(part);
@@ -248,6 +254,29 @@ export class ClientSession {
     });
     socket.uncork();
     await last;
+  }
+
+  /** What a native write's failure becomes: the session's own first, a dwcp error as it is, else unreachable. */
+  private nativeWriteFailure(err: unknown): Error {
+    if (this.error !== undefined) return this.error;
+    if (err instanceof DwcpError && !(err instanceof SyscallError)) return err;
+    return unreachable(err instanceof Error ? err : new Error(String(err)));
+  }
+
+  /**
+   * Each part one sealed record, sealed in place (a segment's bytes in the chunk buffer are
+   * ciphertext afterwards: the buffer is only reused for the next read) and written on the pool.
+   */
+  private async writeSealed(parts: readonly Uint8Array[]): Promise<void> {
+    const sealer = this.o.sealer as SealedWriter;
+    this.check();
+    try {
+      await sealer.send(parts.filter((p) => p.length > 0));
+    } catch (err) {
+      throw this.nativeWriteFailure(err);
+    } finally {
+      if (this.destroyWhenIdle) this.o.socket.destroy();
+    }
   }
 
   /**
@@ -277,12 +306,7 @@ export class ClientSession {
         }
       }
     } catch (err) {
-      throw (
-        this.error ??
-        (err instanceof DwcpError && !(err instanceof SyscallError)
-          ? err
-          : unreachable(err instanceof Error ? err : new Error(String(err))))
-      );
+      throw this.nativeWriteFailure(err);
     } finally {
       this.sendfileBusy = false;
       if (this.destroyWhenIdle) this.o.socket.destroy();

@@ -11,7 +11,8 @@ import type { LinkTls } from "#common/secure-link/tls.js";
 import { closedAfterHandshake, dial, isCertificateRefusal, tlsFailureOf } from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
 import type { TransferredChunk } from "#schemas/index.js";
-import { zeroCopy } from "#native/index.js";
+import { sealed, zeroCopy } from "#native/index.js";
+import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
@@ -26,6 +27,7 @@ import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
 import { tuneSocket } from "./socket-tuning.js";
+import { SealedWriter } from "./sealed-link.js";
 
 export interface SendBatchOptions {
   /** Destination mover's data channel, host:port. */
@@ -78,7 +80,10 @@ export interface SendBatchOptions {
   idleTimeoutMs?: number;
   /** Resends of a chunk the destination saw corrupted before the batch fails. Default 3. */
   maxResends?: number;
-  /** Use sendfile() for segment bytes when the native module offers it. Default true. */
+  /**
+   * Use the native module's I/O when it is loaded: sendfile() for segment bytes in plaintext,
+   * sealed records (offered in HELLO) on TLS. Default true; false keeps a TLS link in Node's TLS.
+   */
   zeroCopy?: boolean;
   /**
    * LZ4 per chunk, kept where it shrinks the chunk by >= 10% (a 64 KiB sample decides first).
@@ -206,7 +211,8 @@ async function sendRun(
       const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
       // A plaintext link is not kept: its destination reads it with native recv, which holds a
       // libuv pool thread while it waits, so idle kept links would starve the destination's
-      // checksums, writes and fsyncs. TLS links are read by Node's event loop and cost an fd.
+      // checksums, writes and fsyncs. TLS links cost an fd: Node's TLS reads them, or, sealed,
+      // the destination waits for their next batch on a timer (SealedFrameReader.awaitReadable).
       if (link.encrypted) links.give(key, link, log);
       else link.socket.destroy();
       return session;
@@ -342,6 +348,7 @@ async function run(
     socket,
     reader,
     encrypted,
+    sealer: link.sealer,
     chunkCount: o.chunkCount,
     maxResends: o.maxResends ?? 3,
     // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
@@ -410,13 +417,14 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
   try {
-    const { bytes, rttUs } = await handshake(o, socket, reader);
+    const { bytes, rttUs, sealer } = await handshake(o, socket, reader);
     const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log);
-    log.info({ address: o.address, handshakeRttUs: rttUs, ...tuning }, "data link open");
+    log.info({ address: o.address, handshakeRttUs: rttUs, sealed: sealer !== undefined, ...tuning }, "data link open");
     return {
       socket,
       reader,
       encrypted: socket instanceof TLSSocket,
+      sealer,
       tuning,
       handshakeUs: rttUs,
       batches: 0,
@@ -432,19 +440,31 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   }
 }
 
-/** CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote and the HELLO's round trip. */
+/**
+ * CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote, the HELLO's round trip,
+ * and on a TLS link whose destination took our offer, the sealed writer every later write must
+ * go through (the destination stopped its TLS reads before its AUTH_OK: see
+ * #common/secure-link/sealed.ts).
+ */
 async function handshake(
   o: SendBatchOptions,
   socket: Socket,
   reader: SocketFrameReader,
-): Promise<{ bytes: number; rttUs: number }> {
+): Promise<{ bytes: number; rttUs: number; sealer: SealedWriter | undefined }> {
   const challenge = await reader.next();
   if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
   const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
-  const hello = encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
+  const hello = encodeControl({
+    kind: "HELLO",
+    migrationId: o.migrationId,
+    sourceHost: o.sourceHost,
+    mac,
+    sealed: offer,
+  });
   const sent = performance.now();
   await new Promise<void>((resolve, reject) => {
     socket.write(hello, (err) =>
@@ -461,7 +481,13 @@ async function handshake(
     throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
   }
   reader.decoder.setLimits(CLIENT_SESSION);
-  return { bytes: hello.length, rttUs: Math.round((performance.now() - sent) * 1000) };
+  const rttUs = Math.round((performance.now() - sent) * 1000);
+  if (answer.frame.sealed !== true) return { bytes: hello.length, rttUs, sealer: undefined };
+  if (!offer) throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
+  const keys = exportSealKeys(socket, SEALED_LABEL_CLIENT_TO_SERVER, challenge.frame.nonce);
+  const sealer = SealedWriter.of(socket, keys, o.idleTimeoutMs ?? 60_000);
+  if (sealer === undefined) throw new DestinationUnreachableError(`data channel to ${o.address} closed`);
+  return { bytes: hello.length, rttUs, sealer };
 }
 
 async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {

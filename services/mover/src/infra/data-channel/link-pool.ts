@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import type { Logger } from "#common/logger.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { SocketTuning } from "./socket-tuning.js";
+import type { SealedWriter } from "./sealed-link.js";
 
 /**
  * An authenticated data-channel connection between batches: TCP connected, TLS done, HELLO
@@ -14,6 +15,11 @@ export interface Link {
   socket: Socket;
   reader: SocketFrameReader;
   encrypted: boolean;
+  /**
+   * The sender's direction runs as sealed records (native AES-GCM under keys exported from the
+   * TLS session): every write goes through it. Undefined: plaintext, or Node's TLS.
+   */
+  sealer: SealedWriter | undefined;
   tuning: SocketTuning | undefined;
   /** HELLO → AUTH_OK round trip, µs (logged; it includes both processes' scheduling). */
   handshakeUs: number;

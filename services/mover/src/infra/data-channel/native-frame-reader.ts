@@ -26,10 +26,47 @@ export interface NativeFrameReaderOptions {
  * socket. abort() sets a flag the native read polls, so the socket is never shut down under a
  * final answer; until the read in flight returns nobody may close the socket (see idle()).
  */
-export class NativeFrameReader extends PullReader<FrameStep, FrameDecoder> implements FrameReader {
-  private readonly cancel = new Int32Array(new SharedArrayBuffer(4));
-  private readonly staging = Buffer.alloc(STAGING_BYTES);
+/**
+ * What the destination's readers on the libuv pool share: the cancel flag the native read polls
+ * (abort() sets it, so a read in flight returns within ~50 ms), the read in flight (nobody may
+ * close the socket until idle() resolves: its fd could be reused), and chunk buffers.
+ */
+export abstract class PoolFrameReader extends PullReader<FrameStep, FrameDecoder> implements FrameReader {
+  protected readonly cancel = new Int32Array(new SharedArrayBuffer(4));
   private inflight: Promise<unknown> | undefined;
+
+  provideChunkBuffer(target: Uint8Array): void {
+    this.decoder.provideChunkBuffer(target);
+  }
+
+  protected aborted(): void {
+    Atomics.store(this.cancel, 0, 1);
+  }
+
+  /** Nothing to unhook: libuv never read this socket. The caller must await idle() first. */
+  detach(): void {
+    if (this.inflight !== undefined)
+      throw new InvariantViolationError(`${this.constructor.name}.detach() with a read in flight: await idle()`);
+  }
+
+  /** Resolves once no native read is in flight (after abort(), within ~50 ms). */
+  async idle(): Promise<void> {
+    await this.inflight?.catch(() => undefined);
+  }
+
+  /** Await a native read, keeping it visible to idle() while it runs. */
+  protected async track<T>(read: Promise<T>): Promise<T> {
+    this.inflight = read;
+    try {
+      return await read;
+    } finally {
+      this.inflight = undefined;
+    }
+  }
+}
+
+export class NativeFrameReader extends PoolFrameReader {
+  private readonly staging = Buffer.alloc(STAGING_BYTES);
   private readonly mapError: (err: Error) => Error;
 
   constructor(
@@ -40,26 +77,6 @@ export class NativeFrameReader extends PullReader<FrameStep, FrameDecoder> imple
   ) {
     super(decoder, protocolViolation);
     this.mapError = opts.mapSocketError ?? ((err) => err);
-  }
-
-  provideChunkBuffer(target: Uint8Array): void {
-    this.decoder.provideChunkBuffer(target);
-  }
-
-  /** The native read polls this flag, so a read in flight returns within ~50 ms. */
-  protected aborted(): void {
-    Atomics.store(this.cancel, 0, 1);
-  }
-
-  /** Nothing to unhook: libuv never read this socket. The caller must await idle() first. */
-  detach(): void {
-    if (this.inflight !== undefined)
-      throw new InvariantViolationError("NativeFrameReader.detach() with a read in flight: await idle()");
-  }
-
-  /** Resolves once no native read is in flight (after abort(), within ~50 ms). */
-  async idle(): Promise<void> {
-    await this.inflight?.catch(() => undefined);
   }
 
   protected async receive(): Promise<void> {
@@ -76,18 +93,15 @@ export class NativeFrameReader extends PullReader<FrameStep, FrameDecoder> imple
             this.opts.idleTimeoutMs,
             this.cancel,
           );
-    this.inflight = read;
     let n: number;
     try {
-      n = await read;
+      n = await this.track(read);
     } catch (err) {
       if (this.failure !== undefined) throw this.failure;
       const e = err instanceof Error ? err : new Error(String(err));
       const code = (e as { sysCode?: string }).sysCode;
       if (code === "ETIMEDOUT") throw new ProtocolError(`no traffic for ${this.opts.idleTimeoutMs} ms`);
       throw this.mapError(e);
-    } finally {
-      this.inflight = undefined;
     }
     if (this.socket.destroyed && this.failure === undefined)
       this.failure = new ProtocolError("data channel socket was destroyed");

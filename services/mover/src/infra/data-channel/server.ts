@@ -16,7 +16,10 @@ import { releaseRoots, resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
-import { socketFd, zeroCopy } from "#native/index.js";
+import { sealed, socketFd, zeroCopy } from "#native/index.js";
+import type { TLSSocket } from "node:tls";
+import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
+import { SealedFrameReader } from "./sealed-link.js";
 import type { SendBatchOptions, SendBatchResult } from "./client.js";
 import { copyBatchLocally } from "./local-copy.js";
 import { tuneSocket } from "./socket-tuning.js";
@@ -87,6 +90,8 @@ interface ServerConfig {
   fences: FenceTable<BatchHolder>;
   /** Receive with native recv(2) into chunk buffers (see sessionReader). */
   nativeRecv: boolean;
+  /** On TLS: accept a sender's offer of sealed records (see sealedReader). */
+  sealedRecv: boolean;
   /** Where connections refused before they authenticated are logged (rate-limited). */
   refusals?: RefusalLog;
 }
@@ -112,6 +117,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     buffersPerConnection: opts.buffersPerConnection ?? BUFFERS_PER_CONNECTION,
     fences: new FenceTable<BatchHolder>(),
     nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true) && opts.tls === undefined,
+    sealedRecv: sealed.available && (opts.nativeRecv ?? true) && opts.tls !== undefined,
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, Connection>();
@@ -216,11 +222,30 @@ function sessionReader(socket: Socket, reader: FrameReader, cfg: ServerConfig): 
  */
 function stopReading(socket: Socket): void {
   socket.pause();
-  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  type Handle = { reading?: boolean; readStop?: () => number; _parent?: Handle };
+  const handle = (socket as unknown as { _handle?: Handle })._handle;
   if (handle?.reading === true) {
     handle.reading = false;
     handle.readStop?.();
   }
+  // A TLS socket's handle wraps the TCP one, which must stop too: TLS reads ahead.
+  handle?._parent?.readStop?.();
+}
+
+/**
+ * On a TLS link whose sender offered sealed records: stop Node's TLS reads before AUTH_OK tells
+ * the sender to switch (the sender writes nothing between HELLO and reading AUTH_OK, so nothing
+ * of it sits in TLS's buffers; a byte there is a protocol violation), and read sealed records
+ * under the key the TLS session exports for the sender's direction, bound to this challenge.
+ */
+function sealedReader(socket: Socket, reader: FrameReader, cfg: ServerConfig, nonce: Uint8Array): FrameReader {
+  const fd = socketFd(socket);
+  if (fd === undefined) throw new ProtocolError("data channel socket closed during authentication");
+  stopReading(socket);
+  if (reader.decoder.buffered > 0 || socket.readableLength > 0) throw new ProtocolError("data sent before AUTH_OK");
+  reader.detach();
+  const keys = exportSealKeys(socket as TLSSocket, SEALED_LABEL_CLIENT_TO_SERVER, nonce);
+  return new SealedFrameReader(socket, fd, reader.decoder, keys, { idleTimeoutMs: cfg.idleTimeoutMs });
 }
 
 async function serveConnection(
@@ -264,6 +289,8 @@ async function serveBatches(
   log: Logger,
 ): Promise<void> {
   for (;;) {
+    // A kept sealed link waits for its next batch on a timer, not in a pool thread.
+    if (reader instanceof SealedFrameReader) await reader.awaitReadable();
     const step = await reader.next();
     if (step.kind === "end") return;
     if (step.kind !== "frame" || step.frame.kind !== "BATCH_BEGIN") throw new ProtocolError("expected BATCH_BEGIN");
@@ -334,9 +361,30 @@ async function authenticate(
   }
   if (peer !== undefined) log.debug({ migrationId: hello.migrationId, peerHosts: peer.hosts }, "sender authenticated");
   reader.decoder.setLimits(SERVER_IDLE);
-  conn.reader = sessionReader(socket, reader, cfg);
-  send(socket, { kind: "AUTH_OK" });
+  const seal = peer !== undefined && hello.sealed === true && cfg.sealedRecv;
+  conn.reader = seal ? sealedReader(socket, reader, cfg, nonce) : sessionReader(socket, reader, cfg);
+  send(socket, { kind: "AUTH_OK", sealed: seal });
   return { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
+}
+
+/** Discard what arrives on `fd` until the peer closes, the socket closes, or `ms` passes. */
+async function drainRaw(socket: Socket, fd: number, ms: number): Promise<void> {
+  const cancel = new Int32Array(new SharedArrayBuffer(4));
+  const onClose = (): void => {
+    Atomics.store(cancel, 0, 1);
+  };
+  socket.once("close", onClose);
+  const scratch = Buffer.allocUnsafe(64 * 1024);
+  const until = performance.now() + ms;
+  try {
+    for (let left = ms; left > 0 && !socket.destroyed; left = Math.floor(until - performance.now())) {
+      if ((await zeroCopy.recv(fd, scratch, 0, 1, scratch.length, left, cancel)) === 0) return;
+    }
+  } catch {
+    // timed out, cancelled or reset: the answer was given
+  } finally {
+    socket.off("close", onClose);
+  }
 }
 
 /**
@@ -348,6 +396,12 @@ async function lingerClose(socket: Socket, reader: FrameReader, ms = 2000): Prom
   reader.detach();
   if (socket.closed) return;
   socket.setTimeout(0);
+  // Node's TLS must not read sealed records: they are discarded natively instead.
+  if (reader instanceof SealedFrameReader) {
+    socket.end();
+    await drainRaw(socket, reader.fd, ms);
+    return;
+  }
   socket.on("data", () => undefined);
   socket.resume();
   socket.end();

@@ -1,0 +1,127 @@
+// Sealed records (native AES-128-GCM): the format checked against node:crypto, tag and counter
+// refusals, and sealSend/recvOpen over a real loopback TCP connection.
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createServer, connect, type AddressInfo, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+
+import {
+  SEALED_HEADER_BYTES,
+  SealedRecordForgedError,
+  SealedRecordInvalidError,
+  sealed,
+  socketFd,
+  type SealKeys,
+} from "./index.js";
+
+const keys = (): SealKeys => ({ key: randomBytes(16), iv: randomBytes(12) });
+
+function nonceOf(k: SealKeys, counter: bigint): Buffer {
+  const n = Buffer.from(k.iv);
+  const c = Buffer.alloc(8);
+  c.writeBigUInt64BE(counter);
+  for (let i = 0; i < 8; i++) n[4 + i] = (n[4 + i] as number) ^ (c[i] as number);
+  return n;
+}
+
+const cancel = (): Int32Array => new Int32Array(new SharedArrayBuffer(4));
+
+describe.skipIf(!sealed.available)("sealed records", () => {
+  it("seals what node:crypto opens (AAD = header[0..16], tag = header[16..32]) and opens what it seals", async () => {
+    const k = keys();
+    const plain = randomBytes(1 << 20);
+    const data = Buffer.from(plain);
+    const header = Buffer.alloc(SEALED_HEADER_BYTES);
+    await sealed.seal(k, 7n, header, data);
+    expect(header[0]).toBe(0xd5);
+    expect(header.readUInt32BE(4)).toBe(plain.length);
+    expect(header.readBigUInt64BE(8)).toBe(7n);
+    expect(data.equals(plain)).toBe(false);
+    const d = createDecipheriv("aes-128-gcm", k.key, nonceOf(k, 7n));
+    d.setAAD(header.subarray(0, 16));
+    d.setAuthTag(header.subarray(16, 32));
+    expect(Buffer.concat([d.update(data), d.final()]).equals(plain)).toBe(true);
+
+    // And the other way: node:crypto seals, native opens in place.
+    const h2 = Buffer.from(header);
+    h2.writeBigUInt64BE(8n, 8);
+    const c = createCipheriv("aes-128-gcm", k.key, nonceOf(k, 8n));
+    c.setAAD(h2.subarray(0, 16));
+    const ct = Buffer.concat([c.update(plain), c.final()]);
+    c.getAuthTag().copy(h2, 16);
+    await sealed.open(k, 8n, h2, ct);
+    expect(ct.equals(plain)).toBe(true);
+  });
+
+  it("refuses a flipped ciphertext, header or tag byte (SealedRecordForgedError) and zeroes the record", async () => {
+    const k = keys();
+    for (const where of ["data", "header", "tag"] as const) {
+      const data = randomBytes(4096);
+      const header = Buffer.alloc(SEALED_HEADER_BYTES);
+      await sealed.seal(k, 1n, header, data);
+      if (where === "data") data[100] = (data[100] as number) ^ 1;
+      if (where === "header") header[5] = (header[5] as number) ^ 0x80; // the length field: AAD
+      if (where === "tag") header[20] = (header[20] as number) ^ 1;
+      const err = await sealed.open(k, 1n, header, data).catch((e: unknown) => e);
+      expect(err, where).toBeInstanceOf(SealedRecordForgedError);
+      expect(data.every((b) => b === 0)).toBe(true);
+    }
+  });
+
+  it("refuses a record under another counter (replayed or reordered)", async () => {
+    const k = keys();
+    const data = randomBytes(64);
+    const header = Buffer.alloc(SEALED_HEADER_BYTES);
+    await sealed.seal(k, 3n, header, data);
+    const err = await sealed.open(k, 4n, header, data).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SealedRecordInvalidError);
+    expect((err as SealedRecordInvalidError).detail).toBe("SEALED_ORDER");
+  });
+});
+
+describe.skipIf(!sealed.available)("sealSend / recvOpen over TCP", () => {
+  const sockets: Socket[] = [];
+  afterEach(() => {
+    for (const s of sockets.splice(0)) s.destroy();
+  });
+
+  async function pair(): Promise<{ a: Socket; b: Socket }> {
+    const server = createServer({ pauseOnConnect: true });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const accepted = new Promise<Socket>((r) => server.once("connection", r));
+    const a = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    await new Promise<void>((r) => a.once("connect", r));
+    const b = await accepted;
+    server.close();
+    sockets.push(a, b);
+    return { a, b };
+  }
+
+  it("delivers records in order into the reader's buffers; EOF after the last is -1", async () => {
+    const { a, b } = await pair();
+    const k = keys();
+    const parts = [randomBytes(100), randomBytes(3 << 20), randomBytes(1)];
+    const copies = parts.map((p) => Buffer.from(p));
+    const sent = sealed.sealSend(socketFd(a) as number, k, 0n, copies, 10_000, cancel());
+    const header = Buffer.alloc(SEALED_HEADER_BYTES);
+    const into = Buffer.alloc(4 << 20);
+    for (const [i, p] of parts.entries()) {
+      const n = await sealed.recvOpen(socketFd(b) as number, k, BigInt(i), header, into, 5, p.length, 10_000, cancel());
+      expect(n).toBe(p.length);
+      expect(into.subarray(5, 5 + n).equals(p)).toBe(true);
+    }
+    expect(await sent).toBe(parts.reduce((s, p) => s + p.length + SEALED_HEADER_BYTES, 0));
+    a.end();
+    expect(await sealed.recvOpen(socketFd(b) as number, k, 3n, header, into, 0, 10, 10_000, cancel())).toBe(-1);
+  });
+
+  it("refuses a record longer than the reader's capacity before reading its body", async () => {
+    const { a, b } = await pair();
+    const k = keys();
+    await sealed.sealSend(socketFd(a) as number, k, 0n, [randomBytes(200)], 10_000, cancel());
+    const header = Buffer.alloc(SEALED_HEADER_BYTES);
+    const err = await sealed
+      .recvOpen(socketFd(b) as number, k, 0n, header, Buffer.alloc(100), 0, 100, 10_000, cancel())
+      .catch((e: unknown) => e);
+    expect((err as SealedRecordInvalidError).detail).toBe("SEALED_TOO_LONG");
+  });
+});
