@@ -14,7 +14,7 @@ import type { TransferredChunk } from "#schemas/index.js";
 import { zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
-import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
+import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
@@ -203,6 +203,7 @@ async function sendRun(
     link.batches += 1;
     const attempt: { session?: ClientSession } = {};
     try {
+      if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
       const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
       // A plaintext link is not kept: its destination reads it with native recv, which holds a
       // libuv pool thread while it waits, so idle kept links would starve the destination's
@@ -234,14 +235,7 @@ function keyOf(o: SendBatchOptions): string {
     tlsId = tlsIds.get(o.tls.tls) ?? nextTlsId++;
     tlsIds.set(o.tls.tls, tlsId);
   }
-  return linkKey({
-    address: o.address,
-    destHost: o.tls?.destHost,
-    migrationId: o.migrationId,
-    sourceHost: o.sourceHost,
-    token: migrationToken(o.secret, o.migrationId),
-    tlsId,
-  });
+  return linkKey({ address: o.address, destHost: o.tls?.destHost, sourceHost: o.sourceHost, secret: o.secret, tlsId });
 }
 
 /** Close the idle data links this process keeps (mover shutdown). */
@@ -410,10 +404,13 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
   try {
-    const { bytes, rttUs } = await handshake(o, socket, reader);
+    const { bytes, rttUs, nonce } = await handshake(o, socket, reader);
     const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log);
     log.info({ address: o.address, handshakeRttUs: rttUs, ...tuning }, "data link open");
     return {
+      migrationId: o.migrationId,
+      nonce,
+      hellos: 0,
       socket,
       reader,
       encrypted: socket instanceof TLSSocket,
@@ -432,22 +429,41 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   }
 }
 
-/** CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote and the HELLO's round trip. */
+/**
+ * CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote, the HELLO's round trip and
+ * the challenge (later HELLOs on the link answer nonces derived from it).
+ */
 async function handshake(
   o: SendBatchOptions,
   socket: Socket,
   reader: SocketFrameReader,
-): Promise<{ bytes: number; rttUs: number }> {
+): Promise<{ bytes: number; rttUs: number; nonce: Uint8Array }> {
   const challenge = await reader.next();
   if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
-  const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
-  const hello = encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  const nonce = challenge.frame.nonce;
   const sent = performance.now();
+  const bytes = await hello(o, socket, reader, nonce);
+  return { bytes, rttUs: Math.round((performance.now() - sent) * 1000), nonce };
+}
+
+/**
+ * HELLO → AUTH_OK for `o`'s migration, answering `nonce`; resolves to the bytes written. The
+ * reader accepts only the answer meanwhile, and a session's frames after it.
+ */
+async function hello(
+  o: SendBatchOptions,
+  socket: Socket,
+  reader: SocketFrameReader,
+  nonce: Uint8Array,
+): Promise<number> {
+  const mac = helloMac(migrationToken(o.secret, o.migrationId), nonce, o.migrationId, o.sourceHost);
+  const frame = encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac });
+  reader.decoder.setLimits(CLIENT_PREAUTH);
   await new Promise<void>((resolve, reject) => {
-    socket.write(hello, (err) =>
+    socket.write(frame, (err) =>
       err
         ? reject(new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }))
         : resolve(),
@@ -461,7 +477,25 @@ async function handshake(
     throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
   }
   reader.decoder.setLimits(CLIENT_SESSION);
-  return { bytes: hello.length, rttUs: Math.round((performance.now() - sent) * 1000) };
+  return frame.length;
+}
+
+/**
+ * A kept link authenticated for another migration authenticates for this one: a HELLO answering
+ * the link's next derived nonce (no CHALLENGE round trip). Its bytes count into this batch.
+ */
+async function reauthenticate(o: SendBatchOptions, link: Link): Promise<void> {
+  const onIdle = (): void =>
+    link.reader.abort(new DestinationUnreachableError(`no answer from ${o.address} to a HELLO`));
+  link.socket.setTimeout(o.idleTimeoutMs ?? 60_000, onIdle);
+  try {
+    link.hellos += 1;
+    link.pendingWireBytes += await hello(o, link.socket, link.reader, helloNonce(link.nonce, link.hellos));
+    link.migrationId = o.migrationId;
+  } finally {
+    link.socket.setTimeout(0);
+    link.socket.off("timeout", onIdle);
+  }
 }
 
 async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {
