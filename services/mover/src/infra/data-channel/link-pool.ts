@@ -15,7 +15,7 @@ import type { SocketTuning } from "./socket-tuning.js";
 export interface Link {
   /** The migration the connection is authenticated for now. */
   migrationId: string;
-  /** The connection's CHALLENGE nonce, and the HELLOs sent on it so far (the next answers helloNonce(nonce, hellos)). */
+  /** The connection's CHALLENGE nonce, and the HELLOs sent on it (the next answers helloNonce(nonce, hellos)). */
   nonce: Uint8Array;
   hellos: number;
   socket: Socket;
