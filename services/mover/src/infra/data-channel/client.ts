@@ -488,11 +488,15 @@ async function reauthenticate(o: SendBatchOptions, link: Link): Promise<void> {
   const onIdle = (): void =>
     link.reader.abort(new DestinationUnreachableError(`no answer from ${o.address} to a HELLO`));
   link.socket.setTimeout(o.idleTimeoutMs ?? 60_000, onIdle);
+  const onAbort = (): void => link.reader.abort(aborted(o.signal as AbortSignal));
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  if (o.signal?.aborted === true) onAbort();
   try {
     link.hellos += 1;
     link.pendingWireBytes += await hello(o, link.socket, link.reader, helloNonce(link.nonce, link.hellos));
     link.migrationId = o.migrationId;
   } finally {
+    o.signal?.removeEventListener("abort", onAbort);
     link.socket.setTimeout(0);
     link.socket.off("timeout", onIdle);
   }
