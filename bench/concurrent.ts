@@ -1,11 +1,13 @@
-// npm run bench:concurrent [-- --json] [--n 1000] [--coordinators 1] [--prof DIR]
+// npm run bench:concurrent [-- --json] [--n 1000] [--coordinators 1] [--prof DIR] [--heap-mb MB]
 // N migrations of one 64 KiB volume each, a → b, on the embedded stack `dwcp up` starts (its own
 // nats-server with users and mTLS, a coordinator, movers for hosts a and b, signed events).
 // A plain NATS client with the cli role's credentials publishes the N StartMigration commands as
 // fast as JetStream acks them (a window of PubAcks in flight) and counts terminal events on
 // dwcp.evt.migration.>; time runs from the first publish to the last terminal event, a
 // migration's latency from its publish to its terminal event. Every destination is compared with
-// its source. --prof DIR writes a --cpu-prof profile of every service into DIR.
+// its source. --prof DIR writes a --cpu-prof profile of every service into DIR. --heap-mb MB caps
+// every service's V8 old space (--max-old-space-size): without a cap V8 lets the heap grow far
+// past what is live before it collects, which is most of a coordinator's RSS at 10,000 migrations.
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -21,6 +23,7 @@ const { values } = parseArgs({
     n: { type: "string", default: "1000" },
     coordinators: { type: "string", default: "1" },
     prof: { type: "string" },
+    "heap-mb": { type: "string" },
     keep: { type: "boolean", default: false },
   },
 });
@@ -36,7 +39,14 @@ async function rssBytes(pid: number): Promise<number> {
 async function main(): Promise<void> {
   if (!Number.isInteger(n) || n < 1) throw new Error(`--n must be a positive integer, got "${values.n}"`);
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-concurrent-"));
-  const env = values.prof ? { DWCP_NODE_FLAGS: `--cpu-prof --cpu-prof-dir=${resolve(values.prof)}` } : {};
+  const heapMb = values["heap-mb"] === undefined ? undefined : Number(values["heap-mb"]);
+  if (heapMb !== undefined && !(Number.isInteger(heapMb) && heapMb >= 64))
+    throw new Error(`--heap-mb must be a whole number of MiB >= 64, got "${values["heap-mb"]}"`);
+  const nodeFlags = [
+    ...(values.prof ? [`--cpu-prof --cpu-prof-dir=${resolve(values.prof)}`] : []),
+    ...(heapMb !== undefined ? [`--max-old-space-size=${heapMb}`] : []),
+  ];
+  const env = nodeFlags.length > 0 ? { DWCP_NODE_FLAGS: nodeFlags.join(" ") } : {};
   const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false, env });
   try {
     await stack.start();
@@ -60,6 +70,7 @@ async function main(): Promise<void> {
     const out = {
       n,
       coordinators,
+      ...(heapMb !== undefined ? { heap_mb: heapMb } : {}),
       migrations_per_s: Number(r.migrationsPerSec.toFixed(1)),
       seconds: Number(r.seconds.toFixed(2)),
       p50_ms: Math.round(r.p50Ms),

@@ -165,9 +165,19 @@ export function processConfig(env: Env = process.env): Readonly<ProcessConfig> {
  */
 export function processSetting<K extends keyof ProcessConfig>(key: K, env: Env = process.env): ProcessConfig[K] {
   const name = VARIABLE[key];
+  const raw = env[name];
+  // Read on hot paths (every file a mover opens asks for DWCP_DIRECT_IO): a value validated once
+  // is remembered with the text it came from, so a changed variable is validated again.
+  const known = settings.get(name);
+  if (known !== undefined && known.raw === raw) return known.value as ProcessConfig[K];
   const one = z.object({ [name]: ProcessEnv.shape[name] as z.ZodType });
-  return loadConfig(one, nonEmpty({ [name]: env[name] }))[name] as ProcessConfig[K];
+  const value = loadConfig(one, nonEmpty({ [name]: raw }))[name] as ProcessConfig[K];
+  settings.set(name, { raw, value });
+  return value;
 }
+
+/** The last value of each shared setting processSetting validated, and the variable's text then. */
+const settings = new Map<string, { raw: string | undefined; value: unknown }>();
 
 export const natsUrlFromEnv = (env: Env = process.env): string => processSetting("natsUrl", env);
 

@@ -106,9 +106,35 @@ export class EventTrustConfigError extends DwcpError {
   readonly retryable = false;
 }
 
+/**
+ * Signatures known to be valid for (key, signed bytes): made by this process's own key, or
+ * checked once already. Ed25519 validity is a function of those three alone, so a reader that
+ * finds the same triple again knows the answer without the curve arithmetic: a coordinator folds
+ * three of each small migration's four events from its own appends. Bounded; the oldest go first.
+ */
+export class KnownSignatures {
+  private readonly known = new Map<string, Uint8Array>();
+
+  constructor(private readonly max = 8_192) {}
+
+  add(key: string, sig: string, bytes: Uint8Array): void {
+    const id = `${key}:${sig}`;
+    this.known.delete(id);
+    this.known.set(id, bytes);
+    if (this.known.size > this.max) this.known.delete(this.known.keys().next().value as string);
+  }
+
+  has(key: string, sig: string, bytes: Uint8Array): boolean {
+    const seen = this.known.get(`${key}:${sig}`);
+    return seen !== undefined && Buffer.compare(seen, bytes) === 0;
+  }
+}
+
 /** Signs events with one role's nkey. */
 export class EventSigner {
   readonly publicKey: string;
+  /** Where each signature made here is remembered as valid (the process's verifier reads it). */
+  known: KnownSignatures | undefined;
   private readonly msgIdKey: Buffer;
   private readonly privateKey: KeyObject;
   private readonly verifyKey: KeyObject;
@@ -134,7 +160,9 @@ export class EventSigner {
 
   /** The signature headers for one message. */
   sign(subject: string, msgID: string, payload: Uint8Array): Array<[string, string]> {
-    const sig = ed25519Sign(null, signedBytes(subject, msgID, payload), this.privateKey).toString("base64url");
+    const bytes = signedBytes(subject, msgID, payload);
+    const sig = ed25519Sign(null, bytes, this.privateKey).toString("base64url");
+    this.known?.add(this.publicKey, sig, bytes);
     return [
       [PRINCIPAL_HEADER, this.publicKey],
       [SIGNATURE_HEADER, sig],
@@ -166,6 +194,8 @@ export class EventSigner {
 /** Checks event signatures against the trust file's principals. */
 export class EventVerifier {
   private readonly keys = new Map<string, KeyObject>();
+  /** Valid signatures seen before (checked here, or made by this process's signer). */
+  readonly known = new KnownSignatures();
 
   constructor(private readonly trust: TrustFile) {}
 
@@ -196,12 +226,16 @@ export class EventVerifier {
     const principal = this.principalOf(key);
     if (!principal) return { kind: "unverified", reason: "unknown signer" };
     const msgID = headers?.get("Nats-Msg-Id") || headers?.get(ORIGINAL_MSG_ID_HEADER) || "";
+    const bytes = signedBytes(subject, msgID, payload);
+    if (this.known.has(key, sig, bytes)) return { kind: "signed", principal };
     let pub = this.keys.get(key);
     try {
       pub ??= ed25519PublicKey(key);
       this.keys.set(key, pub);
-      const ok = ed25519Verify(null, signedBytes(subject, msgID, payload), pub, Buffer.from(sig, "base64url"));
-      return ok ? { kind: "signed", principal } : { kind: "unverified", reason: "bad signature" };
+      const ok = ed25519Verify(null, bytes, pub, Buffer.from(sig, "base64url"));
+      if (!ok) return { kind: "unverified", reason: "bad signature" };
+      this.known.add(key, sig, bytes);
+      return { kind: "signed", principal };
     } catch {
       return { kind: "unverified", reason: "bad signature" };
     }
@@ -275,11 +309,11 @@ export function loadEventTrust(
       `events must be signed and verified: set ${missing.join(" and ")}, or DWCP_EVENTS_UNSIGNED=on for an ` +
         "unauthenticated test bench",
     );
-  return {
-    insecure: false,
-    ...(s.nkeyFile !== undefined ? { signer: EventSigner.fromSeedFile(s.nkeyFile) } : {}),
-    verifier: EventVerifier.fromTrustFile(s.trustFile as string),
-  };
+  const verifier = EventVerifier.fromTrustFile(s.trustFile as string);
+  const signer = s.nkeyFile !== undefined ? EventSigner.fromSeedFile(s.nkeyFile) : undefined;
+  // What this process signs, it need not check again when it reads it back.
+  if (signer !== undefined) signer.known = verifier.known;
+  return { insecure: false, ...(signer !== undefined ? { signer } : {}), verifier };
 }
 
 let processTrust: EventTrust | undefined;

@@ -86,6 +86,37 @@ describe("event signatures", () => {
     expect(verifier.verify("s", foreign, payload)).toEqual({ kind: "unverified", reason: "bad signature" });
   });
 
+  it("takes its own signer's and already checked signatures as known, and nothing altered or moved", () => {
+    const { coordinator, mover, verifier } = setup();
+    coordinator.known = verifier.known;
+    const own = coordinator.sign("dwcp.evt.migration.m1", "id1", payload);
+    expect(
+      verifier.known.has(
+        coordinator.publicKey,
+        own[1]?.[1] ?? "",
+        signedBytes("dwcp.evt.migration.m1", "id1", payload),
+      ),
+    ).toBe(true);
+    expect(verifier.verify("dwcp.evt.migration.m1", asHeaders(own, "id1"), payload)).toEqual({
+      kind: "signed",
+      principal: { key: coordinator.publicKey, role: "coordinator" },
+    });
+    // The known signature proves only its own subject, msgID and payload, under its own key.
+    const bad = { kind: "unverified", reason: "bad signature" };
+    expect(verifier.verify("dwcp.evt.migration.m2", asHeaders(own, "id1"), payload)).toEqual(bad);
+    expect(verifier.verify("dwcp.evt.migration.m1", asHeaders(own, "id1"), enc.encode("{}"))).toEqual(bad);
+    const moved = asHeaders(own, "id1");
+    moved.set(PRINCIPAL_HEADER, mover.publicKey);
+    expect(verifier.verify("dwcp.evt.migration.m1", moved, payload)).toEqual(bad);
+    // A checked signature is remembered; a bad one never is.
+    const theirs = mover.sign("dwcp.evt.migration.m1", "id2", payload);
+    const bytes = signedBytes("dwcp.evt.migration.m1", "id2", payload);
+    expect(verifier.known.has(mover.publicKey, theirs[1]?.[1] ?? "", bytes)).toBe(false);
+    expect(verifier.verify("dwcp.evt.migration.m1", asHeaders(theirs, "id2"), payload).kind).toBe("signed");
+    expect(verifier.known.has(mover.publicKey, theirs[1]?.[1] ?? "", bytes)).toBe(true);
+    expect(verifier.known.has(coordinator.publicKey, theirs[1]?.[1] ?? "", bytes)).toBe(false);
+  });
+
   it("derives msgIDs that are stable per key and base, and differ between keys", () => {
     const { coordinator, mover } = setup();
     expect(coordinator.msgId("m1.plan")).toBe(coordinator.msgId("m1.plan"));

@@ -63,7 +63,11 @@ export class MoverGateway {
   private readonly recent = new Map<string, { at: number; entry: Promise<MoverRegistration | undefined> }>();
 
   private active = 0;
-  private readonly waiting: Array<() => void> = [];
+  /** Requests waiting for a slot: finishing work (finalize, abort) first, then new work (probes). */
+  private readonly waiting: { finishing: Array<() => void>; starting: Array<() => void> } = {
+    finishing: [],
+    starting: [],
+  };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -91,7 +95,7 @@ export class MoverGateway {
     if (!found) throw new UnknownHostError(host);
     if (found.site !== undefined && req.op === "probeSource") throw new SourceAtOtherSiteError(host, found.site);
     let msg;
-    await this.acquire();
+    await this.acquire(req.op === "finalize" || req.op === "abort" ? "finishing" : "starting");
     try {
       msg = await this.nc.request(subjects.moverRpc(host), JSON.stringify(req), { timeout: timeoutMs });
     } catch (err) {
@@ -105,19 +109,20 @@ export class MoverGateway {
   /**
    * A slot for one RPC. Ten thousand migrations requested at once would otherwise send twenty
    * thousand probes at once, and the movers' answers would outlast the RPC timeout; queued here,
-   * a request's timeout starts when it is sent.
+   * a request's timeout starts when it is sent. A migration about to end goes ahead of those
+   * about to start: its finalize does not wait behind thousands of probes.
    */
-  private async acquire(): Promise<void> {
+  private async acquire(kind: "finishing" | "starting"): Promise<void> {
     if (this.active < this.maxInFlight) {
       this.active++;
       return;
     }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    await new Promise<void>((resolve) => this.waiting[kind].push(resolve));
   }
 
   /** Hands the slot to the next queued request, or frees it. */
   private release(): void {
-    const next = this.waiting.shift();
+    const next = this.waiting.finishing.shift() ?? this.waiting.starting.shift();
     if (next) next();
     else this.active--;
   }

@@ -51,10 +51,14 @@ export class MigrationWatches {
   async acquire(id: string): Promise<MigrationLiveness> {
     this.sub ??= this.nc.subscribe(subjects.migrationEvents, {
       callback: (_e, msg) => {
-        const w = this.watches.get(msg.subject.slice(msg.subject.lastIndexOf(".") + 1));
+        const ofMsg = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
+        const w = this.watches.get(ofMsg);
         if (!w || w.ended.signal.aborted) return;
         const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
         if (!type || !TERMINAL_EVENTS.has(type)) return;
+        // No batch holds a lingering watch: forget it rather than check the signature (a forged
+        // event costs it nothing, the next batch reads the history again).
+        if (w.refs === 0) return this.drop(ofMsg, w);
         if (fromCoordinator(provenanceOf(this.store.trust, msg.subject, msg.headers, msg.data))) w.ended.abort();
       },
     });

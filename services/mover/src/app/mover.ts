@@ -23,8 +23,11 @@ import { BatchWorker } from "./work.js";
 
 /** A batch of at most this many bytes is small (see workLoop). */
 const SMALL_BATCH_BYTES = 1024 * 1024;
-/** Small batches in flight per slot of `concurrency`. */
-const SMALL_BATCH_FACTOR = 4;
+/**
+ * Small batches in flight per slot of `concurrency`: with the default concurrency of 2, as many
+ * as the data links a mover keeps per destination (MAX_IDLE_LINKS), so they run on kept links.
+ */
+const SMALL_BATCH_FACTOR = 8;
 
 /** Whether a work item moves at most SMALL_BATCH_BYTES (what it names, before validation: junk counts as small). */
 function isSmallItem(data: Uint8Array): boolean {

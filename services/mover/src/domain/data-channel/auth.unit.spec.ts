@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { parseAddress, formatAddress } from "./address.js";
-import { helloMac, migrationToken, verifyHelloMac } from "./auth.js";
+import { helloMac, helloNonce, migrationToken, verifyHelloMac } from "./auth.js";
 import { newTokenBucket, reserve } from "./token-bucket.js";
 
 const secret = Buffer.from("cluster-secret-for-tests-0123456789");
@@ -34,6 +34,20 @@ describe("data channel authentication", () => {
     const flipped = Buffer.from(mac);
     flipped[0] = (flipped[0] ?? 0) ^ 1;
     expect(verifyHelloMac(secret, nonce, { ...hello, mac: flipped })).toBe(false);
+  });
+});
+
+describe("re-authentication nonces", () => {
+  it("answers the challenge itself first, then HMAC-SHA256(challenge, 'dwcp/v1/rehello/' + n), each distinct", () => {
+    expect(helloNonce(nonce, 0)).toBe(nonce);
+    const expected = createHmac("sha256", nonce).update("dwcp/v1/rehello/1").digest();
+    expect(Buffer.from(helloNonce(nonce, 1)).equals(expected)).toBe(true);
+    const seen = new Set([0, 1, 2, 3].map((n) => Buffer.from(helloNonce(nonce, n)).toString("hex")));
+    expect(seen.size).toBe(4);
+    // A MAC for one nonce of a link does not verify against another.
+    const mac = helloMac(migrationToken(secret, "m-1"), helloNonce(nonce, 1), "m-1", "host-a");
+    expect(verifyHelloMac(secret, helloNonce(nonce, 1), { migrationId: "m-1", sourceHost: "host-a", mac })).toBe(true);
+    expect(verifyHelloMac(secret, helloNonce(nonce, 2), { migrationId: "m-1", sourceHost: "host-a", mac })).toBe(false);
   });
 });
 

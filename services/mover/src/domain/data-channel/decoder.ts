@@ -50,9 +50,9 @@ export const CLIENT_SESSION: DecoderLimits = {
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: 0,
 };
-/** Authenticated server between batches: only BATCH_BEGIN. */
+/** Authenticated server between batches: BATCH_BEGIN, or a HELLO for another migration. */
 export const SERVER_IDLE: DecoderLimits = {
-  accept: new Set<FrameKind>(["BATCH_BEGIN"]),
+  accept: new Set<FrameKind>(["BATCH_BEGIN", "HELLO"]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: 0,
 };

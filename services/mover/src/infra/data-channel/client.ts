@@ -15,7 +15,7 @@ import { sealed, zeroCopy } from "#native/index.js";
 import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
-import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
+import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
@@ -208,6 +208,7 @@ async function sendRun(
     link.batches += 1;
     const attempt: { session?: ClientSession } = {};
     try {
+      if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
       const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
       // A plaintext link is not kept: its destination reads it with native recv, which holds a
       // libuv pool thread while it waits, so idle kept links would starve the destination's
@@ -240,14 +241,7 @@ function keyOf(o: SendBatchOptions): string {
     tlsId = tlsIds.get(o.tls.tls) ?? nextTlsId++;
     tlsIds.set(o.tls.tls, tlsId);
   }
-  return linkKey({
-    address: o.address,
-    destHost: o.tls?.destHost,
-    migrationId: o.migrationId,
-    sourceHost: o.sourceHost,
-    token: migrationToken(o.secret, o.migrationId),
-    tlsId,
-  });
+  return linkKey({ address: o.address, destHost: o.tls?.destHost, sourceHost: o.sourceHost, secret: o.secret, tlsId });
 }
 
 /** Close the idle data links this process keeps (mover shutdown). */
@@ -417,10 +411,13 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
   try {
-    const { bytes, rttUs, sealer } = await handshake(o, socket, reader);
+    const { bytes, rttUs, sealer, nonce } = await handshake(o, socket, reader);
     const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log);
     log.info({ address: o.address, handshakeRttUs: rttUs, sealed: sealer !== undefined, ...tuning }, "data link open");
     return {
+      migrationId: o.migrationId,
+      nonce,
+      hellos: 0,
       socket,
       reader,
       encrypted: socket instanceof TLSSocket,
@@ -441,38 +438,66 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
 }
 
 /**
- * CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote, the HELLO's round trip,
- * and on a TLS link whose destination took our offer, the sealed writer every later write must
- * go through (the destination stopped its TLS reads before its AUTH_OK: see
- * #common/secure-link/sealed.ts).
+ * CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote, the HELLO's round trip, the
+ * challenge (later HELLOs on the link answer nonces derived from it) and, on a TLS link whose
+ * destination took our offer, the sealed writer every later write must go through (the
+ * destination stopped its TLS reads before its AUTH_OK: see #common/secure-link/sealed.ts).
  */
 async function handshake(
   o: SendBatchOptions,
   socket: Socket,
   reader: SocketFrameReader,
-): Promise<{ bytes: number; rttUs: number; sealer: SealedWriter | undefined }> {
+): Promise<{ bytes: number; rttUs: number; nonce: Uint8Array; sealer: SealedWriter | undefined }> {
   const challenge = await reader.next();
   if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
-  const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
+  const nonce = challenge.frame.nonce;
   const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
-  const hello = encodeControl({
+  const sent = performance.now();
+  const answer = await hello(o, socket, reader, nonce, { offer });
+  const rttUs = Math.round((performance.now() - sent) * 1000);
+  if (!answer.sealed) return { bytes: answer.bytes, rttUs, nonce, sealer: undefined };
+  if (!offer) throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
+  const keys = exportSealKeys(socket, SEALED_LABEL_CLIENT_TO_SERVER, nonce);
+  const sealer = SealedWriter.of(socket, keys, o.idleTimeoutMs ?? 60_000);
+  if (sealer === undefined) throw new DestinationUnreachableError(`data channel to ${o.address} closed`);
+  return { bytes: answer.bytes, rttUs, nonce, sealer };
+}
+
+/**
+ * HELLO → AUTH_OK for `o`'s migration, answering `nonce`; resolves to the bytes written and
+ * whether the destination switched to sealed records. The first HELLO goes through TLS and may
+ * offer sealing; a kept sealed link's later HELLOs go through its sealer. The reader accepts only
+ * the answer meanwhile, and a session's frames after it.
+ */
+async function hello(
+  o: SendBatchOptions,
+  socket: Socket,
+  reader: SocketFrameReader,
+  nonce: Uint8Array,
+  via: { offer?: boolean; sealer?: SealedWriter | undefined },
+): Promise<{ bytes: number; sealed: boolean }> {
+  const mac = helloMac(migrationToken(o.secret, o.migrationId), nonce, o.migrationId, o.sourceHost);
+  const frame = encodeControl({
     kind: "HELLO",
     migrationId: o.migrationId,
     sourceHost: o.sourceHost,
     mac,
-    sealed: offer,
+    sealed: via.offer === true,
   });
-  const sent = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    socket.write(hello, (err) =>
-      err
-        ? reject(new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }))
-        : resolve(),
-    );
-  });
+  const bytes = frame.length;
+  reader.decoder.setLimits(CLIENT_PREAUTH);
+  if (via.sealer !== undefined) await via.sealer.send([frame]);
+  else
+    await new Promise<void>((resolve, reject) => {
+      socket.write(frame, (err) =>
+        err
+          ? reject(new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }))
+          : resolve(),
+      );
+    });
   const answer = await reader.next();
   if (answer.kind === "frame" && answer.frame.kind === "AUTH_FAIL") {
     throw new AuthFailedError(`${o.address} refused migration ${o.migrationId}: ${answer.frame.message}`);
@@ -481,13 +506,30 @@ async function handshake(
     throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
   }
   reader.decoder.setLimits(CLIENT_SESSION);
-  const rttUs = Math.round((performance.now() - sent) * 1000);
-  if (answer.frame.sealed !== true) return { bytes: hello.length, rttUs, sealer: undefined };
-  if (!offer) throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
-  const keys = exportSealKeys(socket, SEALED_LABEL_CLIENT_TO_SERVER, challenge.frame.nonce);
-  const sealer = SealedWriter.of(socket, keys, o.idleTimeoutMs ?? 60_000);
-  if (sealer === undefined) throw new DestinationUnreachableError(`data channel to ${o.address} closed`);
-  return { bytes: hello.length, rttUs, sealer };
+  return { bytes, sealed: answer.frame.sealed === true };
+}
+
+/**
+ * A kept link authenticated for another migration authenticates for this one: a HELLO answering
+ * the link's next derived nonce (no CHALLENGE round trip). Its bytes count into this batch.
+ */
+async function reauthenticate(o: SendBatchOptions, link: Link): Promise<void> {
+  const onIdle = (): void =>
+    link.reader.abort(new DestinationUnreachableError(`no answer from ${o.address} to a HELLO`));
+  link.socket.setTimeout(o.idleTimeoutMs ?? 60_000, onIdle);
+  const onAbort = (): void => link.reader.abort(aborted(o.signal as AbortSignal));
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  if (o.signal?.aborted === true) onAbort();
+  try {
+    link.hellos += 1;
+    const nonce = helloNonce(link.nonce, link.hellos);
+    link.pendingWireBytes += (await hello(o, link.socket, link.reader, nonce, { sealer: link.sealer })).bytes;
+    link.migrationId = o.migrationId;
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+    link.socket.setTimeout(0);
+    link.socket.off("timeout", onIdle);
+  }
 }
 
 async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {

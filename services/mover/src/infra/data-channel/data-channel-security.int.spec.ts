@@ -4,9 +4,12 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAddress } from "../../domain/data-channel/address.js";
-import { HEADER_BYTES, NONCE_BYTES, writeHeader } from "../../domain/data-channel/frames.js";
+import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
+import { CLIENT_PREAUTH, FrameDecoder } from "../../domain/data-channel/decoder.js";
+import { encodeControl, HEADER_BYTES, NONCE_BYTES, writeHeader } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, DestinationUnreachableError, PathOutsideRootError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
+import { SocketFrameReader } from "./frame-reader.js";
 import { startDataServer, type DataServer } from "./server.js";
 import { makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 
@@ -139,6 +142,55 @@ describe("data channel authentication and limits", () => {
     const { socket, closed } = await rawConnection();
     socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     expect(await closed).toBeLessThan(2000);
+  });
+
+  it("lets an authenticated link re-authenticate for another migration only with the next derived nonce", async () => {
+    const { socket, closed } = await rawConnection();
+    const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH));
+    const next = async (): Promise<string> => {
+      const step = await reader.next();
+      return step.kind === "frame" ? step.frame.kind : step.kind;
+    };
+    const challenge = await reader.next();
+    if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") throw new Error("no CHALLENGE");
+    const nonce = challenge.frame.nonce;
+    const hello = (id: string, n: number, key = secret): Uint8Array =>
+      encodeControl({
+        kind: "HELLO",
+        migrationId: id,
+        sourceHost: "src",
+        mac: helloMac(migrationToken(key, id), helloNonce(nonce, n), id, "src"),
+      });
+    socket.write(hello("mig-one", 0));
+    expect(await next()).toBe("AUTH_OK");
+    // The next HELLO answers the next derived nonce: accepted, for another migration.
+    socket.write(hello("mig-two", 1));
+    expect(await next()).toBe("AUTH_OK");
+    // The same HELLO again (a replay on this link) answers a nonce already used: refused, link closed.
+    socket.write(hello("mig-two", 1));
+    expect(await next()).toBe("AUTH_FAIL");
+    expect(await closed).toBeGreaterThan(0);
+  });
+
+  it("refuses a re-authentication with the wrong secret and closes the link", async () => {
+    const { socket, closed } = await rawConnection();
+    const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH));
+    const challenge = await reader.next();
+    if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") throw new Error("no CHALLENGE");
+    const nonce = challenge.frame.nonce;
+    const mac = (key: Uint8Array, id: string, n: number): Buffer =>
+      helloMac(migrationToken(key, id), helloNonce(nonce, n), id, "src");
+    socket.write(
+      encodeControl({ kind: "HELLO", migrationId: "mig-a", sourceHost: "src", mac: mac(secret, "mig-a", 0) }),
+    );
+    const ok = await reader.next();
+    expect(ok.kind === "frame" && ok.frame.kind).toBe("AUTH_OK");
+    const forged = mac(randomBytes(32), "mig-b", 1);
+    socket.write(encodeControl({ kind: "HELLO", migrationId: "mig-b", sourceHost: "src", mac: forged }));
+    const refused = await reader.next();
+    expect(refused.kind === "frame" && refused.frame.kind).toBe("AUTH_FAIL");
+    expect(await closed).toBeGreaterThan(0);
+    expect(await exists(join(root, "mig-b"))).toBe(false);
   });
 
   it("reports an unreachable destination as retryable", async () => {

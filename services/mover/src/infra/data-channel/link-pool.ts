@@ -7,11 +7,18 @@ import type { SealedWriter } from "./sealed-link.js";
 
 /**
  * An authenticated data-channel connection between batches: TCP connected, TLS done, HELLO
- * accepted for one migration. Batches of that migration reuse it, so a batch after the first
- * costs no TCP, TLS or HELLO round trip and starts on a congestion window that is already open
- * (on a 50 ms link a fresh connection spends several round trips in slow start per batch).
+ * accepted for one migration. Later batches to the same destination reuse it: a batch of the same
+ * migration costs no TCP, TLS or HELLO round trip, one of another migration a HELLO round trip
+ * (re-authentication, see helloNonce), and both start on a congestion window that is already
+ * open (on a 50 ms link a fresh connection spends several round trips in slow start per batch).
+ * A thousand small migrations then share a few connections instead of a TLS handshake each.
  */
 export interface Link {
+  /** The migration the connection is authenticated for now. */
+  migrationId: string;
+  /** The connection's CHALLENGE nonce, and the HELLOs sent on it (the next answers helloNonce(nonce, hellos)). */
+  nonce: Uint8Array;
+  hellos: number;
   socket: Socket;
   reader: SocketFrameReader;
   encrypted: boolean;
@@ -35,13 +42,17 @@ interface Idle {
   onGone: () => void;
 }
 
-/** Idle links kept per key (destination, migration, sender, credentials). */
-export const MAX_IDLE_LINKS = 8;
+/**
+ * Idle links kept per key (destination, sender, credentials): as many as the batches a mover
+ * sends at once by default (small ones, see the mover's work loop), so a steady stream of small
+ * migrations finds a link for each.
+ */
+export const MAX_IDLE_LINKS = 16;
 /** An idle link is closed after this long; well inside the data server's idle timeout (120 s). */
 export const LINK_IDLE_MS = 20_000;
 
 /**
- * Idle authenticated links, per destination and migration. A batch takes one (or dials), and
+ * Idle authenticated links, per destination and sender. A batch takes one (or dials), and
  * gives it back only after a clean BATCH_OK with nothing unread: a link that failed in any way is
  * destroyed, never reused. An idle link the destination closed, or that received anything, is
  * dropped; one idle for LINK_IDLE_MS is closed. Idle sockets are unref'd: they keep no process up.
@@ -129,20 +140,20 @@ function usable(link: Link): boolean {
 }
 
 /**
- * The pool key: destination address, the host it must prove to be (TLS) or none, the migration,
- * the sending host, and a digest of the per-migration token (a link authenticated with one
- * secret is never lent to a batch holding another).
+ * The pool key: destination address, the host it must prove to be (TLS) or none, the sending
+ * host, the TLS credentials, and a digest of the cluster secret (a link authenticated with one
+ * secret is never lent to a batch holding another). Not the migration: a link re-authenticates
+ * for each migration it carries.
  */
 export function linkKey(o: {
   address: string;
   destHost: string | undefined;
-  migrationId: string;
   sourceHost: string;
-  token: Uint8Array;
+  secret: Uint8Array;
   tlsId: number;
 }): string {
-  const token = createHash("sha256").update(o.token).digest("base64url").slice(0, 16);
-  return [o.address, o.destHost ?? "", o.tlsId, o.migrationId, o.sourceHost, token].join("\0");
+  const secret = createHash("sha256").update("dwcp/v1/link-pool/").update(o.secret).digest("base64url").slice(0, 16);
+  return [o.address, o.destHost ?? "", o.tlsId, o.sourceHost, secret].join("\0");
 }
 
 /** The process's pool of data links (one per mover process, shared by its batches). */

@@ -112,9 +112,24 @@ describe("data links", () => {
     expect(accepted(receiver.lines, m)).toHaveLength(1);
     expect(one.chunks.length + two.chunks.length).toBe(CHUNKS);
     expect(two.wireBytes).toBeLessThan(one.wireBytes);
-    // Another migration never borrows it: a HELLO authenticates one migration.
-    await sendBatch(batch({ migrationId: "keep-other", streams: 1 }));
-    expect(syncedOn(receiver.lines, "keep-other")[0]).not.toBe(conns[0]);
+  });
+
+  it("carries another migration's batch on the kept link after a HELLO for it, with no new TLS handshake", async () => {
+    const first = "reauth-1";
+    const second = "reauth-2";
+    await sendBatch(batch({ migrationId: first, streams: 1 }));
+    const r = await sendBatch(batch({ migrationId: second, streams: 1 }));
+    expect(r.chunks).toHaveLength(CHUNKS);
+    await expectIdentical(second);
+    const [one] = syncedOn(receiver.lines, first);
+    expect(syncedOn(receiver.lines, second)).toEqual([one]);
+    // One accepted connection for both: the second migration authenticated on it, not on a new one.
+    expect(accepted(receiver.lines, first)).toHaveLength(1);
+    expect(accepted(receiver.lines, second)).toHaveLength(0);
+    // Its batch was written under its own migration (the destination checks BATCH_BEGIN against the HELLO).
+    expect(receiver.lines.some((l) => l["msg"] === "batch received and synced" && l["migrationId"] === second)).toBe(
+      true,
+    );
   });
 
   it("does not keep a plaintext link (its destination's native recv would hold a pool thread)", async () => {

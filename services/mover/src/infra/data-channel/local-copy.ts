@@ -3,7 +3,7 @@ import type { Logger } from "#common/logger.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
 import type { FenceTable } from "../../domain/data-channel/fence.js";
 import { TransferAbortedError } from "../../errors.js";
-import { readBacks, recordHashes } from "../read-back.js";
+import { keepsRecords, readBacks, recordHashes } from "../read-back.js";
 import { chunkBuffers } from "./buffer-pool.js";
 import { beginOf, type SendBatchOptions, type SendBatchResult } from "./client.js";
 import { DestinationFile } from "./destination-file.js";
@@ -85,8 +85,10 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
         await file.sync();
         check();
         const expected = expectedRange(begin, written);
-        await recordHashes(file.path, hashRecord(begin, written), log);
-        if (expected !== undefined) readBacks.schedule(file.path, expected, log);
+        if (keepsRecords(begin.volumeSizeBytes)) {
+          await recordHashes(file.path, hashRecord(begin, written), log);
+          if (expected !== undefined) readBacks.schedule(file.path, expected, log);
+        }
         const chunks: TransferredChunk[] = [...written]
           .sort((a, b) => a[0] - b[0])
           .map(([offset, c]) => ({

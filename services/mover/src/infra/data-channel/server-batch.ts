@@ -25,6 +25,7 @@ import { AuthFailedError, ProtocolError } from "../../errors.js";
 import {
   readBackName,
   readBacks,
+  keepsRecords,
   recordHashes,
   recordReadBack,
   type HashRecord,
@@ -147,7 +148,7 @@ export async function withBatchClaim<T>(
 
 /** With `verify`, the batch's range is unproven from now until its read-back matches (read-back.ts). */
 export async function markUnproven(part: string, begin: BatchBegin): Promise<void> {
-  if (begin.verify === false) return;
+  if (begin.verify === false || !keepsRecords(begin.volumeSizeBytes)) return;
   try {
     await recordReadBack(part, { migrationId: begin.migrationId, ...batchRange(begin) });
   } catch (err) {
@@ -181,9 +182,10 @@ async function receiveClaimed(
     await file.sync();
     const expected = expectedRange(begin, written);
     if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
-    await recordHashes(file.path, hashRecord(begin, written), ctx.log);
+    const records = keepsRecords(begin.volumeSizeBytes);
+    if (records) await recordHashes(file.path, hashRecord(begin, written), ctx.log);
     send(ctx.socket, { kind: "BATCH_OK" });
-    if (expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
+    if (records && expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
   } finally {
     await Promise.allSettled(state.inflight);
     await file.close();

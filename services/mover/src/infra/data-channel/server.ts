@@ -8,7 +8,7 @@ import { RefusalLog, type RefusalLimits } from "#common/secure-link/refusal-log.
 import { listen, type PeerIdentity } from "#common/secure-link/transport.js";
 import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
-import { verifyHelloMac } from "../../domain/data-channel/auth.js";
+import { helloNonce, verifyHelloMac } from "../../domain/data-channel/auth.js";
 import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
 import { FenceTable } from "../../domain/data-channel/fence.js";
 import { ProtocolError } from "../../errors.js";
@@ -256,16 +256,17 @@ async function serveConnection(
   parentLog: Logger,
   ticket: AdmissionTicket,
 ): Promise<void> {
-  let log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
+  const log = parentLog.child({ remote: formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0) });
   // The reader reports socket errors; this keeps a late one (after detach) from being fatal.
   socket.on("error", (err) => log.debug({ err }, "data socket error"));
-  const hello = await authenticate(socket, conn, peer, cfg, log);
-  if (hello === undefined) return;
+  const auth = await authenticate(socket, conn, peer, cfg, log);
+  if (auth === undefined) return;
   conn.authenticated = true;
   ticket.authenticated();
   const reader = conn.reader;
-  log = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, tls: peer !== undefined });
-  log.info({ ...tuneSocket(socket, undefined, log) }, "data link accepted");
+  const sessionLog = (hello: Hello): Logger =>
+    log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, tls: peer !== undefined });
+  sessionLog(auth.hello).info({ ...tuneSocket(socket, undefined, log) }, "data link accepted");
   // A native reader times out inside recv (Node sees none of its reads, only our replies).
   if (reader instanceof SocketFrameReader) {
     socket.setTimeout(cfg.idleTimeoutMs, () =>
@@ -274,25 +275,57 @@ async function serveConnection(
   }
   const pool = new BufferPool(cfg.buffersPerConnection);
   try {
-    await serveBatches(socket, reader, cfg, hello, pool, log);
+    await serveBatches(socket, reader, cfg, { ...auth, peer, sessionLog }, pool);
   } finally {
     pool.dispose();
   }
+}
+
+type Hello = { migrationId: string; sourceHost: string };
+
+/** What a connection authenticated: the migration whose batches it may carry, and how to re-authenticate. */
+interface Session {
+  hello: Hello;
+  /** The connection's CHALLENGE nonce (each later HELLO answers a nonce derived from it). */
+  nonce: Uint8Array;
+  peer: PeerIdentity | undefined;
+  sessionLog: (hello: Hello) => Logger;
 }
 
 async function serveBatches(
   socket: Socket,
   reader: FrameReader,
   cfg: ServerConfig,
-  hello: { migrationId: string },
+  session: Session,
   pool: BufferPool,
-  log: Logger,
 ): Promise<void> {
+  let hello = session.hello;
+  let log = session.sessionLog(hello);
+  let hellos = 0;
   for (;;) {
     // A kept sealed link waits for its next batch on a timer, not in a pool thread.
     if (reader instanceof SealedFrameReader) await reader.awaitReadable();
     const step = await reader.next();
     if (step.kind === "end") return;
+    if (step.kind === "frame" && step.frame.kind === "HELLO") {
+      // A kept link moves on to another migration: the HELLO answers this connection's next nonce.
+      hellos += 1;
+      const refusal = helloRefusal(cfg, helloNonce(session.nonce, hellos), step.frame, session.peer);
+      if (refusal !== undefined) {
+        log.warn(
+          { code: refusal.code, claimed: step.frame.migrationId },
+          `re-authentication refused: ${refusal.reason}`,
+        );
+        send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${refusal.message}` });
+        await lingerClose(socket, reader);
+        return;
+      }
+      hello = { migrationId: step.frame.migrationId, sourceHost: step.frame.sourceHost };
+      log = session.sessionLog(hello);
+      log.debug("data link re-authenticated");
+      send(socket, { kind: "AUTH_OK" });
+      continue;
+    }
     if (step.kind !== "frame" || step.frame.kind !== "BATCH_BEGIN") throw new ProtocolError("expected BATCH_BEGIN");
     const begin = step.frame.begin;
     const batchLog = log.child({ batch: begin.batch, attempt: begin.attempt, destName: begin.destName });
@@ -313,6 +346,28 @@ async function serveBatches(
   }
 }
 
+/**
+ * Why a HELLO answering `nonce` is refused, or undefined: its MAC must prove the cluster secret
+ * for its migration, and a TLS peer's certificate must name the host it speaks for.
+ */
+function helloRefusal(
+  cfg: ServerConfig,
+  nonce: Uint8Array,
+  hello: Hello & { mac: Uint8Array },
+  peer: PeerIdentity | undefined,
+): { code: string; reason: string; message: string } | undefined {
+  if (!verifyHelloMac(cfg.secret, nonce, hello)) {
+    const reason = "data channel authentication failed";
+    return { code: "AUTH_FAILED", reason, message: "check the cluster secret" };
+  }
+  // The certificate proved a host of the deployment; it must be the host the HELLO speaks for.
+  if (peer !== undefined && !peer.hosts.includes(hello.sourceHost)) {
+    const reason = `the sender's certificate names host ${peer.hosts.join(", ")}, its HELLO claims ${hello.sourceHost}`;
+    return { code: "PEER_IDENTITY_MISMATCH", reason, message: reason };
+  }
+  return undefined;
+}
+
 /** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
 async function authenticate(
   socket: Socket,
@@ -320,7 +375,7 @@ async function authenticate(
   peer: PeerIdentity | undefined,
   cfg: ServerConfig,
   log: Logger,
-): Promise<{ migrationId: string; sourceHost: string } | undefined> {
+): Promise<{ hello: Hello; nonce: Uint8Array } | undefined> {
   const reader = conn.reader;
   const nonce = newNonce();
   send(socket, { kind: "CHALLENGE", nonce });
@@ -337,25 +392,14 @@ async function authenticate(
   if (step.kind === "end") return undefined;
   if (step.kind !== "frame" || step.frame.kind !== "HELLO") throw new ProtocolError("expected HELLO");
   const hello = step.frame;
-  if (!verifyHelloMac(cfg.secret, nonce, hello)) {
-    refused(cfg, socket, "data channel authentication failed", {
-      code: "AUTH_FAILED",
+  const refusal = helloRefusal(cfg, nonce, hello, peer);
+  if (refusal !== undefined) {
+    refused(cfg, socket, refusal.reason, {
+      code: refusal.code,
       migrationId: hello.migrationId,
-      sourceHost: hello.sourceHost,
+      ...(refusal.code === "AUTH_FAILED" ? { sourceHost: hello.sourceHost } : { peerHosts: peer?.hosts }),
     });
-    send(socket, { kind: "AUTH_FAIL", message: "authentication failed: check the cluster secret" });
-    await lingerClose(socket, reader);
-    return undefined;
-  }
-  // The certificate proved a host of the deployment; it must be the host the HELLO speaks for.
-  if (peer !== undefined && !peer.hosts.includes(hello.sourceHost)) {
-    const reason = `the sender's certificate names host ${peer.hosts.join(", ")}, its HELLO claims ${hello.sourceHost}`;
-    refused(cfg, socket, reason, {
-      migrationId: hello.migrationId,
-      code: "PEER_IDENTITY_MISMATCH",
-      peerHosts: peer.hosts,
-    });
-    send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${reason}` });
+    send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${refusal.message}` });
     await lingerClose(socket, reader);
     return undefined;
   }
@@ -364,7 +408,7 @@ async function authenticate(
   const seal = peer !== undefined && hello.sealed === true && cfg.sealedRecv;
   conn.reader = seal ? sealedReader(socket, reader, cfg, nonce) : sessionReader(socket, reader, cfg);
   send(socket, { kind: "AUTH_OK", sealed: seal });
-  return { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
+  return { hello: { migrationId: hello.migrationId, sourceHost: hello.sourceHost }, nonce };
 }
 
 /** Discard what arrives on `fd` until the peer closes, the socket closes, or `ms` passes. */
