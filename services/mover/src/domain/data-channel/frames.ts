@@ -29,6 +29,10 @@ export const MAC_BYTES = PROOF_BYTES;
 export const FLAG_ZERO = 0x1;
 /** The segment bytes travel as one LZ4 block (lz4-napi framing) of their concatenation. */
 export const FLAG_LZ4 = 0x2;
+/** The segment bytes travel as one zstd frame (declaring its content size) of their concatenation. */
+export const FLAG_ZSTD = 0x4;
+/** How a CHUNK's segment bytes are packed on the wire (absent: as they are). */
+export type PackedCodec = "lz4" | "zstd";
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -115,8 +119,10 @@ export interface ChunkHeader {
   crc32c: number;
   zero: boolean;
   segments: Segment[];
-  /** With FLAG_LZ4: bytes of compressed segment data after the table. */
+  /** With FLAG_LZ4 or FLAG_ZSTD: bytes of compressed segment data after the table. */
   packedLength?: number;
+  /** Set with packedLength: which codec packed the segment bytes. */
+  codec?: PackedCodec;
 }
 
 export type ControlFrame =
@@ -241,6 +247,11 @@ export function segmentBytes(segments: readonly Segment[]): number {
   return segments.reduce((sum, s) => sum + s.length, 0);
 }
 
+function packedFlag(h: ChunkHeader): number {
+  if (h.packedLength === undefined) return 0;
+  return h.codec === "zstd" ? FLAG_ZSTD : FLAG_LZ4;
+}
+
 /**
  * Header and segment table of a CHUNK frame. The segment bytes follow on the wire, in table
  * order, either as buffer slices or straight from the source file (sendfile).
@@ -249,7 +260,7 @@ export function encodeChunkHead(h: ChunkHeader): Uint8Array {
   const table = h.segments.length * SEGMENT_ENTRY_BYTES;
   const out = new Uint8Array(HEADER_BYTES + table);
   writeHeader(out, "CHUNK", {
-    flags: (h.zero ? FLAG_ZERO : 0) | (h.packedLength === undefined ? 0 : FLAG_LZ4),
+    flags: (h.zero ? FLAG_ZERO : 0) | packedFlag(h),
     payloadLength: table + (h.packedLength ?? segmentBytes(h.segments)),
     offset: h.offset,
     length: h.length,

@@ -36,7 +36,7 @@ describe("ClientSession", () => {
       maxResends: 3,
       sendfileFrom: undefined,
       bucket: undefined,
-      compress: false,
+      compression: { codec: "none", level: 0 },
       onChunk: undefined,
       log: silentLog,
     });

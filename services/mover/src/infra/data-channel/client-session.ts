@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "#schemas/index.js";
+import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { compressChunk, socketFd, SyscallError, zeroCopy } from "#native/index.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
@@ -39,10 +40,21 @@ export interface SessionOptions {
   sendfileFrom: number | undefined;
   /** Wire-byte budget, shared by every batch of the same migration this mover sends at once. */
   bucket: TokenBucket | undefined;
-  /** Try LZ4 on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
-  compress: boolean;
+  /** The codec tried on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
+  compression: CompressionChoice;
   onChunk: ((c: TransferredChunk) => void) | undefined;
   log: Logger;
+}
+
+/** Logical bytes of a batch by what became of them on the way to the wire. */
+export interface ByteBreakdown {
+  /** Zero pages and holes: announced in a chunk header, not sent. */
+  zeroSkipped: number;
+  /** Bytes of the chunks' non-zero segments, before compression. */
+  data: number;
+  /** Of `data`, the bytes of chunks sent compressed, and what they compressed to. */
+  packedIn: number;
+  packedOut: number;
 }
 
 interface SentChunk {
@@ -58,6 +70,8 @@ interface SentChunk {
 export class ClientSession {
   error: Error | undefined;
   wireBytes = 0;
+  /** Where the batch's logical bytes went, counted once per chunk (resends are in wireBytes only). */
+  readonly bytes: ByteBreakdown = { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 };
   /** Frames the destination answered with in this batch. */
   replies = 0;
   batchEndSent = false;
@@ -125,11 +139,15 @@ export class ClientSession {
   /** Frame and send one chunk; resolves once its buffer may be reused. */
   async sendChunk(c: PreparedChunk): Promise<void> {
     const packed = await this.pack(c);
-    const head = encodeChunkHead(packed === undefined ? c : { ...c, packedLength: packed.length });
+    const codec = this.o.compression.codec;
+    const head = encodeChunkHead(
+      packed === undefined || codec === "none" ? c : { ...c, packedLength: packed.length, codec },
+    );
     const wire = head.length + (packed?.length ?? segmentBytes(c.segments));
     await this.throttle(wire);
     // Registered before the first byte leaves: the answer can arrive before our write completes.
     const previous = this.sent.get(c.offset);
+    if (previous === undefined) this.count(c, packed);
     const chunk: TransferredChunk = {
       offset: c.offset,
       length: c.length,
@@ -145,11 +163,22 @@ export class ClientSession {
     else await this.sendViaCopy(c, head);
   }
 
-  /** The chunk's segment bytes as one LZ4 block, when compression is on and pays for this chunk. */
+  /** The chunk's segment bytes packed by the session's codec, when that pays for this chunk. */
   private async pack(c: PreparedChunk): Promise<Uint8Array | undefined> {
-    if (!this.o.compress || c.data === undefined || c.segments.length === 0) return undefined;
-    const packed = await compressChunk(gatherSegments(c.segments, c.data));
-    return packed.codec === "lz4" ? packed.data : undefined;
+    const { codec, level } = this.o.compression;
+    if (codec === "none" || c.data === undefined || c.segments.length === 0) return undefined;
+    const packed = await compressChunk(gatherSegments(c.segments, c.data), { codec, level });
+    return packed.codec === codec ? packed.data : undefined;
+  }
+
+  private count(c: PreparedChunk, packed: Uint8Array | undefined): void {
+    const data = segmentBytes(c.segments);
+    this.bytes.zeroSkipped += c.length - data;
+    this.bytes.data += data;
+    if (packed !== undefined) {
+      this.bytes.packedIn += data;
+      this.bytes.packedOut += packed.length;
+    }
   }
 
   onReply(frame: ControlFrame): "continue" | "done" {

@@ -10,18 +10,20 @@ import {
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { closedAfterHandshake, dial, isCertificateRefusal, tlsFailureOf } from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
-import type { TransferredChunk } from "#schemas/index.js";
-import { zeroCopy } from "#native/index.js";
+import { availableParallelism, loadavg } from "node:os";
+import type { CompressionMode, TransferredChunk } from "#schemas/index.js";
+import { compressionCodec, zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
+import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
 import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
-import { ClientSession } from "./client-session.js";
+import { ClientSession, type ByteBreakdown } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
@@ -81,11 +83,12 @@ export interface SendBatchOptions {
   /** Use sendfile() for segment bytes when the native module offers it. Default true. */
   zeroCopy?: boolean;
   /**
-   * LZ4 per chunk, kept where it shrinks the chunk by >= 10% (a 64 KiB sample decides first).
-   * Default: on when bandwidthLimitBytesPerSec is below COMPRESS_BELOW_BYTES_PER_SEC, i.e. when
-   * the link, not the compressor (~0.33 GB/s per core here), is the bottleneck.
+   * Chunk compression (kept per chunk where it shrinks the chunk by >= 10%; a 64 KiB sample
+   * decides first). auto (the default): none, LZ4 or a zstd level from the link's rate (the
+   * bandwidth limit, else the fastest rate a batch to this destination reached, else a guess from
+   * the RTT) and the CPU this host can spare (see domain/data-channel/compression.ts).
    */
-  compress?: boolean;
+  compression?: CompressionMode;
   /**
    * Connections to stripe the batch over (1..MAX_STREAMS). Default: DEFAULT_WAN_STREAMS when the
    * link's smallest RTT (TCP_INFO) says WAN (>= 2 ms), else 1 (also without the native module).
@@ -93,6 +96,8 @@ export interface SendBatchOptions {
   streams?: number;
   /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
   stripe?: string;
+  /** Set by sendBatch: the codec and level its chunks are compressed with. */
+  codec?: CompressionChoice;
 }
 
 export interface SendBatchResult {
@@ -102,11 +107,12 @@ export interface SendBatchResult {
   bytes: number;
   /** Every byte this side wrote to the socket: frame headers, segment tables, resends, handshake. */
   wireBytes: number;
+  /** The logical bytes by what became of them: zero-skipped, data, compressed in and out. */
+  breakdown: ByteBreakdown;
+  /** The codec the batch's chunks were compressed with ("none": sent as they are). */
+  compression: CompressionChoice;
   durationMs: number;
 }
-
-/** Below this bandwidth limit the data channel compresses by default (LZ4 runs ~0.33 GB/s per core). */
-export const COMPRESS_BELOW_BYTES_PER_SEC = 200 * 1000 * 1000;
 
 /**
  * Send one batch (a run of chunks of one volume) to a destination mover and resolve only after
@@ -126,22 +132,71 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
     // The HELLO round trip is no RTT measure on a busy host (it includes both processes'
     // scheduling): without TCP_INFO a batch is striped only when the migration says so.
     const n = streamsFor(o.streams, first.tuning?.rttUs, o.chunkCount);
-    const sessions = await sendStripes(o, n, source, key, { link: first, reused: kept !== undefined }, log);
+    const codec = await compressionFor(o, first);
+    const sessions = await sendStripes(
+      { ...o, codec },
+      n,
+      source,
+      key,
+      { link: first, reused: kept !== undefined },
+      log,
+    );
     const chunks = sessions.flatMap((s) => [...s.acked.values()]).sort((a, b) => a.offset - b.offset);
-    const result = {
+    const result: SendBatchResult = {
       chunks,
       bytes: chunks.reduce((sum, c) => sum + c.length, 0),
       wireBytes: sessions.reduce((sum, s) => sum + s.wireBytes, 0),
+      breakdown: sumBreakdowns(sessions.map((s) => s.bytes)),
+      compression: codec,
       durationMs: performance.now() - started,
     };
+    links.noteRate(o.address, result.wireBytes / (result.durationMs / 1000));
     log.info(
-      { bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs), streams: n },
+      {
+        bytes: result.bytes,
+        wireBytes: result.wireBytes,
+        ...result.breakdown,
+        codec: codec.codec,
+        level: codec.level,
+        durationMs: Math.round(result.durationMs),
+        streams: n,
+      },
       "batch sent",
     );
     return result;
   } finally {
     await source.close();
   }
+}
+
+/**
+ * The codec for a batch: the migration's mode, decided from the link's rate (the bandwidth limit,
+ * or the fastest rate a batch to this destination reached if lower or the limit is absent), its
+ * RTT and the cores this host can spare right now.
+ */
+async function compressionFor(o: SendBatchOptions, link: Link): Promise<CompressionChoice> {
+  const measured = links.rateOf(o.address);
+  const limit = o.bandwidthLimitBytesPerSec;
+  const [lz4, zstd] = await Promise.all([compressionCodec("lz4"), compressionCodec("zstd")]);
+  return chooseCompression({
+    mode: o.compression ?? "auto",
+    linkBytesPerSec: limit === undefined ? measured : Math.min(limit, measured ?? limit),
+    rttUs: link.tuning?.rttUs,
+    spareCores: spareCores(availableParallelism(), loadavg()[0] ?? 0),
+    available: { lz4: lz4 === "lz4", zstd: zstd === "zstd" },
+  });
+}
+
+function sumBreakdowns(parts: readonly ByteBreakdown[]): ByteBreakdown {
+  return parts.reduce(
+    (a, b) => ({
+      zeroSkipped: a.zeroSkipped + b.zeroSkipped,
+      data: a.data + b.data,
+      packedIn: a.packedIn + b.packedIn,
+      packedOut: a.packedOut + b.packedOut,
+    }),
+    { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 },
+  );
 }
 
 /**
@@ -347,9 +402,7 @@ async function run(
     // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
     bucket,
-    compress:
-      o.compress ??
-      (o.bandwidthLimitBytesPerSec !== undefined && o.bandwidthLimitBytesPerSec < COMPRESS_BELOW_BYTES_PER_SEC),
+    compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
     log,
   });

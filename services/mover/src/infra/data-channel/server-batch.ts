@@ -318,8 +318,10 @@ async function storePacked(
   state: BatchState,
 ): Promise<string | undefined> {
   let raw: Uint8Array;
+  const rawLength = segmentBytes(h.segments);
+  const codec = h.codec ?? "lz4";
   try {
-    raw = await decompressChunk({ codec: "lz4", data: packed, rawLength: segmentBytes(h.segments) });
+    raw = await decompressChunk({ codec, data: packed, rawLength });
   } catch (err) {
     if (err instanceof CompressedChunkCorruptError) return askAgain(ctx, h, "compressed chunk does not unpack");
     throw err;
