@@ -64,38 +64,48 @@ export function frameKindOf(code: number): FrameKind | undefined {
 }
 
 /** What the source announces before the chunks of one batch. The destination re-validates it. */
-export const BatchBegin = z.strictObject({
-  migrationId: Id,
-  batch: z.number().int().nonnegative(),
-  attempt: z.number().int().nonnegative(),
-  destDir: z.string().min(1).max(4096),
-  destName: z.string().min(1).max(255),
-  volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
-  chunkSizeBytes: ChunkSize,
-  firstChunk: z.number().int().nonnegative(),
-  chunkCount: z.number().int().nonnegative(),
-  /**
-   * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
-   * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
-   * do not know the field keep working with senders that do not know it either.
-   */
-  delivery: z.number().int().positive().optional(),
-  /**
-   * false: the destination does not read the batch back after its fsync (the migration's
-   * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
-   */
-  verify: z.literal(false).optional(),
-  /**
-   * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
-   * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
-   * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
-   * when striping.
-   */
-  stripe: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{8,64}$/)
-    .optional(),
-});
+export const BatchBegin = z
+  .strictObject({
+    migrationId: Id,
+    batch: z.number().int().nonnegative(),
+    attempt: z.number().int().nonnegative(),
+    destDir: z.string().min(1).max(4096),
+    destName: z.string().min(1).max(255),
+    volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+    chunkSizeBytes: ChunkSize,
+    firstChunk: z.number().int().nonnegative(),
+    chunkCount: z.number().int().nonnegative(),
+    /**
+     * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
+     * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
+     * do not know the field keep working with senders that do not know it either.
+     */
+    delivery: z.number().int().positive().optional(),
+    /**
+     * false: the destination does not read the batch back after its fsync (the migration's
+     * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
+     */
+    verify: z.literal(false).optional(),
+    /**
+     * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
+     * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
+     * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
+     * when striping.
+     */
+    stripe: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{8,64}$/)
+      .optional(),
+    /**
+     * The sender resumes this run after its connection dropped: the run's first `resume` chunks
+     * were acknowledged on an earlier connection (same token) and are not sent again; the
+     * destination takes their records from that session (see resume.ts). Sent only when resuming.
+     */
+    resume: z.number().int().positive().optional(),
+  })
+  .refine((b) => b.resume === undefined || b.resume < b.chunkCount, {
+    message: "resume must leave at least one chunk of the run to send",
+  });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
 /**

@@ -43,7 +43,16 @@ export interface SessionOptions {
   /** The codec tried on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
   compression: CompressionChoice;
   onChunk: ((c: TransferredChunk) => void) | undefined;
+  /** Chunks acknowledged on an earlier connection of this run (a resumed run does not send them). */
+  carried?: Carried;
   log: Logger;
+}
+
+/** What a run's dropped connections achieved: acknowledged chunks and their bytes, wire bytes. */
+export interface Carried {
+  acked: Map<number, TransferredChunk>;
+  counts: Map<number, ByteBreakdown>;
+  wireBytes: number;
 }
 
 /** Logical bytes of a batch by what became of them on the way to the wire. */
@@ -69,13 +78,13 @@ interface SentChunk {
  */
 export class ClientSession {
   error: Error | undefined;
-  wireBytes = 0;
-  /** Where the batch's logical bytes went, counted once per chunk (resends are in wireBytes only). */
-  readonly bytes: ByteBreakdown = { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 };
+  wireBytes: number;
+  /** Where each chunk's logical bytes went, counted once per chunk (resends are in wireBytes only). */
+  readonly counts: Map<number, ByteBreakdown>;
   /** Frames the destination answered with in this batch. */
   replies = 0;
   batchEndSent = false;
-  readonly acked = new Map<number, TransferredChunk>();
+  readonly acked: Map<number, TransferredChunk>;
   private readonly sent = new Map<number, SentChunk>();
   private readonly resendQueue: number[] = [];
   private wake: (() => void) | undefined;
@@ -85,7 +94,39 @@ export class ClientSession {
   private sendfileBusy = false;
   private destroyWhenIdle = false;
 
-  constructor(private readonly o: SessionOptions) {}
+  constructor(private readonly o: SessionOptions) {
+    this.acked = new Map(o.carried?.acked);
+    this.counts = new Map(o.carried?.counts);
+    this.wireBytes = o.carried?.wireBytes ?? 0;
+  }
+
+  /** The batch's logical bytes by what became of them. */
+  get bytes(): ByteBreakdown {
+    const sum: ByteBreakdown = { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 };
+    for (const c of this.counts.values()) {
+      sum.zeroSkipped += c.zeroSkipped;
+      sum.data += c.data;
+      sum.packedIn += c.packedIn;
+      sum.packedOut += c.packedOut;
+    }
+    return sum;
+  }
+
+  /**
+   * What to carry into a new connection of this run: the acknowledged chunks from the run's
+   * first one up to the first gap (the destination resumes there; later acknowledged chunks are
+   * sent again), and every wire byte so far.
+   */
+  carry(firstOffset: number, chunkBytes: number): Carried {
+    const acked = new Map<number, TransferredChunk>();
+    const counts = new Map<number, ByteBreakdown>();
+    for (let at = firstOffset; this.acked.has(at); at += chunkBytes) {
+      acked.set(at, this.acked.get(at) as TransferredChunk);
+      const c = this.counts.get(at);
+      if (c !== undefined) counts.set(at, c);
+    }
+    return { acked, counts, wireBytes: this.wireBytes };
+  }
 
   get allAcked(): boolean {
     return this.acked.size === this.o.chunkCount;
@@ -173,12 +214,12 @@ export class ClientSession {
 
   private count(c: PreparedChunk, packed: Uint8Array | undefined): void {
     const data = segmentBytes(c.segments);
-    this.bytes.zeroSkipped += c.length - data;
-    this.bytes.data += data;
-    if (packed !== undefined) {
-      this.bytes.packedIn += data;
-      this.bytes.packedOut += packed.length;
-    }
+    this.counts.set(c.offset, {
+      zeroSkipped: c.length - data,
+      data,
+      packedIn: packed === undefined ? 0 : data,
+      packedOut: packed?.length ?? 0,
+    });
   }
 
   onReply(frame: ControlFrame): "continue" | "done" {

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import {
@@ -16,6 +17,7 @@ import { compressionCodec, zeroCopy } from "#native/index.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
+import { CANNOT_RESUME } from "../../domain/data-channel/resume.js";
 import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
@@ -23,7 +25,7 @@ import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames
 import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
-import { ClientSession, type ByteBreakdown } from "./client-session.js";
+import { ClientSession, type ByteBreakdown, type Carried } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
@@ -98,6 +100,11 @@ export interface SendBatchOptions {
   stripe?: string;
   /** Set by sendBatch: the codec and level its chunks are compressed with. */
   codec?: CompressionChoice;
+  /**
+   * After a dropped connection, how long (from the drop) the run keeps reconnecting to resume
+   * at its first unacknowledged chunk before the batch fails. Default RESUME_WINDOW_MS.
+   */
+  resumeWindowMs?: number;
 }
 
 export interface SendBatchResult {
@@ -238,11 +245,21 @@ async function sendStripes(
   }
 }
 
+/** A run whose connection dropped keeps trying to resume for this long: a WAN outage of 2 min. */
+export const RESUME_WINDOW_MS = 120_000;
+/** Pauses between reconnection attempts of a dropped run: 0.5 s, doubling, at most 5 s. */
+const RESUME_BACKOFF_MS = { first: 500, max: 5_000 } as const;
+
 /**
  * One run of chunks (the whole batch, or one stripe) on one link: `given`, else a kept one, else
  * a new one. The link goes back to the pool after a clean BATCH_OK. A kept link the destination
  * dropped while idle (restart, timeout, a cut) fails the first write or read before any answer:
  * the run starts again once on a fresh connection.
+ *
+ * A connection that drops mid-run (reset, idle timeout) is resumed: the run reconnects (for up
+ * to resumeWindowMs, backing off) and sends BATCH_BEGIN again with `resume: n`, where n chunks
+ * from the run's first were acknowledged; only the rest cross the link again. A destination that
+ * no longer knows the run (it restarted) refuses the resume, and the run is sent whole.
  */
 async function sendRun(
   o: SendBatchOptions,
@@ -253,12 +270,33 @@ async function sendRun(
 ): Promise<ClientSession> {
   let link = given?.link ?? links.take(key);
   let reused = given?.reused ?? link !== undefined;
+  let carried: Carried | undefined;
+  let dropped: { at: number; pauseMs: number } | undefined;
+  const canResume = (err: unknown): boolean =>
+    err instanceof DestinationUnreachableError &&
+    !isAborted(o.signal) &&
+    dropped !== undefined &&
+    performance.now() - dropped.at < (o.resumeWindowMs ?? RESUME_WINDOW_MS);
+  const pause = async (): Promise<void> => {
+    const d = dropped as { pauseMs: number };
+    await sleep(d.pauseMs, undefined, { signal: o.signal }).catch(() => undefined);
+    d.pauseMs = Math.min(RESUME_BACKOFF_MS.max, d.pauseMs * 2);
+  };
   for (;;) {
-    link ??= await openLink(o, log);
+    try {
+      link ??= await openLink(o, log);
+    } catch (err) {
+      if (!canResume(err)) throw err;
+      await pause();
+      continue;
+    }
     link.batches += 1;
     const attempt: { session?: ClientSession } = {};
+    const resume = resumeCount(o, carried);
     try {
-      const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
+      const session = await withBucket(o, (limit) =>
+        run({ ...o, resume }, link as Link, source, limit, log, attempt, carried),
+      );
       // A plaintext link is not kept: its destination reads it with native recv, which holds a
       // libuv pool thread while it waits, so idle kept links would starve the destination's
       // checksums, writes and fsyncs. TLS links are read by Node's event loop and cost an fd.
@@ -274,9 +312,31 @@ async function sendRun(
         reused = false;
         continue;
       }
-      throw err;
+      link = undefined;
+      reused = false;
+      if (err instanceof ProtocolError && err.message.includes(CANNOT_RESUME) && resume !== undefined) {
+        log.warn({ reason: err.message }, "destination cannot resume the run; sending it whole");
+        carried = undefined;
+        continue;
+      }
+      if (err instanceof DestinationUnreachableError && attempt.session !== undefined && !isAborted(o.signal)) {
+        dropped ??= { at: performance.now(), pauseMs: RESUME_BACKOFF_MS.first };
+        carried = attempt.session.carry(o.firstChunk * o.chunkSizeBytes, o.chunkSizeBytes);
+      }
+      if (!canResume(err)) throw err;
+      log.warn(
+        { reason: (err as Error).message, acknowledged: carried?.acked.size ?? 0, of: o.chunkCount },
+        "data link dropped mid-run; resuming at the first unacknowledged chunk",
+      );
+      await pause();
     }
   }
+}
+
+/** BATCH_BEGIN's `resume`: the acknowledged chunks carried over, leaving at least one to send. */
+function resumeCount(o: SendBatchOptions, carried: Carried | undefined): number | undefined {
+  const n = Math.min(carried?.acked.size ?? 0, o.chunkCount - 1);
+  return n > 0 ? n : undefined;
 }
 
 /** Distinct TLS configurations get distinct links (tests use several in one process). */
@@ -305,7 +365,7 @@ export function closeIdleLinks(): void {
 }
 
 /** The BATCH_BEGIN this batch announces (also what a local copy claims and writes under). */
-export function beginOf(o: SendBatchOptions): BatchBegin {
+export function beginOf(o: SendBatchOptions & { resume?: number }): BatchBegin {
   const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
   const begin: BatchBegin = {
     migrationId,
@@ -321,6 +381,7 @@ export function beginOf(o: SendBatchOptions): BatchBegin {
   if (o.delivery !== undefined) begin.delivery = o.delivery;
   if (o.verify === false) begin.verify = false;
   if (o.stripe !== undefined) begin.stripe = o.stripe;
+  if (o.resume !== undefined) begin.resume = o.resume;
   return begin;
 }
 
@@ -384,12 +445,13 @@ const aborted = (signal: AbortSignal): TransferAbortedError =>
   new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
 
 async function run(
-  o: SendBatchOptions,
+  o: SendBatchOptions & { resume?: number },
   link: Link,
   source: SourceVolume,
   limit: Limit | undefined,
   log: Logger,
   attempt: { session?: ClientSession },
+  carried?: Carried,
 ): Promise<ClientSession> {
   const bucket = limit?.bucket;
   const { socket, reader, encrypted } = link;
@@ -404,6 +466,7 @@ async function run(
     bucket,
     compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
+    ...(carried === undefined || o.resume === undefined ? {} : { carried }),
     log,
   });
   attempt.session = session;
@@ -534,7 +597,11 @@ export const SEND_BUFFERS = 2;
  * Resends (after a CRC mismatch at the destination) reuse whichever buffer just came free. The
  * two buffers come from the process's pre-faulted cache and go back to it.
  */
-async function sendChunks(o: SendBatchOptions, session: ClientSession, source: SourceVolume): Promise<void> {
+async function sendChunks(
+  o: SendBatchOptions & { resume?: number },
+  session: ClientSession,
+  source: SourceVolume,
+): Promise<void> {
   const buffers = Array.from({ length: SEND_BUFFERS }, () => chunkBuffers.take(batchBufferBytes(o)));
   const prepare = (index: number, buffer: Buffer): Promise<PreparedChunk> => {
     const { offset, length } = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, index);
@@ -542,10 +609,12 @@ async function sendChunks(o: SendBatchOptions, session: ClientSession, source: S
     p.catch(() => undefined); // handled where it is awaited
     return p;
   };
+  // A resumed run starts at its first unacknowledged chunk.
+  const from = o.resume ?? 0;
   let pending: Promise<PreparedChunk> | undefined =
-    o.chunkCount > 0 ? prepare(o.firstChunk, buffers[0] as Buffer) : undefined;
+    o.chunkCount > from ? prepare(o.firstChunk + from, buffers[from % SEND_BUFFERS] as Buffer) : undefined;
   try {
-    for (let i = 0; i < o.chunkCount; i++) {
+    for (let i = from; i < o.chunkCount; i++) {
       const current = await (pending as Promise<PreparedChunk>);
       const free = buffers[i % SEND_BUFFERS] as Buffer;
       pending =
