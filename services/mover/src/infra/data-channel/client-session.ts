@@ -55,6 +55,11 @@ export interface Carried {
   wireBytes: number;
 }
 
+/** Chunks in a row that do not compress before the session stops trying every chunk. */
+export const INCOMPRESSIBLE_STREAK = 4;
+/** Most chunks sent untried between two tries on incompressible data. */
+export const MAX_UNTRIED = 32;
+
 /** Logical bytes of a batch by what became of them on the way to the wire. */
 export interface ByteBreakdown {
   /** Zero pages and holes: announced in a chunk header, not sent. */
@@ -92,6 +97,9 @@ export class ClientSession {
   private signalled = false;
   private readonly stop = new AbortController();
   private sendfileBusy = false;
+  /** Chunks in a row whose compression did not pay, and chunks still to send without a try. */
+  private misses = 0;
+  private untried = 0;
   private destroyWhenIdle = false;
 
   constructor(private readonly o: SessionOptions) {
@@ -204,12 +212,28 @@ export class ClientSession {
     else await this.sendViaCopy(c, head);
   }
 
-  /** The chunk's segment bytes packed by the session's codec, when that pays for this chunk. */
+  /**
+   * The chunk's segment bytes packed by the session's codec, when that pays for this chunk. After
+   * INCOMPRESSIBLE_STREAK chunks in a row that did not pay, chunks are sent without a try, then
+   * one is tried again: 1, 2, 4 ... up to MAX_UNTRIED chunks apart while they keep not paying.
+   */
   private async pack(c: PreparedChunk): Promise<Uint8Array | undefined> {
     const { codec, level } = this.o.compression;
     if (codec === "none" || c.data === undefined || c.segments.length === 0) return undefined;
+    if (this.untried > 0) {
+      this.untried -= 1;
+      return undefined;
+    }
     const packed = await compressChunk(gatherSegments(c.segments, c.data), { codec, level });
-    return packed.codec === codec ? packed.data : undefined;
+    if (packed.codec === codec) {
+      this.misses = 0;
+      return packed.data;
+    }
+    this.misses += 1;
+    if (this.misses >= INCOMPRESSIBLE_STREAK) {
+      this.untried = Math.min(MAX_UNTRIED, 2 ** (this.misses - INCOMPRESSIBLE_STREAK));
+    }
+    return undefined;
   }
 
   private count(c: PreparedChunk, packed: Uint8Array | undefined): void {

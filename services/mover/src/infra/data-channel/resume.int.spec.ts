@@ -1,6 +1,6 @@
 import { randomFillSync } from "node:crypto";
 import { createServer, connect, type Server, type Socket } from "node:net";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DestinationUnreachableError } from "../../errors.js";
@@ -32,7 +32,13 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
   const at = target.lastIndexOf(":");
   const [host, port] = [target.slice(0, at), Number(target.slice(at + 1))];
   const sockets = new Set<Socket>();
-  const relay: CuttingRelay = { address: "", forwarded: 0, connections: 0, cutAfter: [], close: async () => undefined };
+  const relay: CuttingRelay = {
+    address: "",
+    forwarded: 0,
+    connections: 0,
+    cutAfter: [],
+    close: () => Promise.resolve(),
+  };
   const server: Server = createServer((client) => {
     relay.connections += 1;
     const cut = relay.connections <= cuts;
@@ -89,8 +95,7 @@ beforeAll(async () => {
   work = await tempDir("resume");
   root = join(work, "dest");
   source = join(work, "src.img");
-  await rm(root, { recursive: true, force: true });
-  await import("node:fs/promises").then((fs) => fs.mkdir(root));
+  await mkdir(root, { recursive: true });
   // Random bytes: nothing compressed or skipped, so the relayed bytes count the chunks sent.
   await writeFile(source, randomFillSync(Buffer.alloc(SIZE)));
   server = await startDataServer({
