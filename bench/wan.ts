@@ -15,14 +15,25 @@
 // bound of a run is those bytes at the link rate plus one RTT. Each destination is checked
 // byte-identical after its run (not timed). Ratios are baseline time / dwcp time.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { cpus, homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { randomFillSync } from "node:crypto";
 import { parseSize } from "../cli/args.js";
-import { generateRandomFile } from "../cli/image.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { sha256File } from "../cli/verify.js";
 import { PROFILES, startWan, wanUnavailable, type ProfileName, type Wan } from "../test/wan/wan.js";
@@ -87,6 +98,25 @@ function realisticImage(): string {
   return image;
 }
 
+/**
+ * Cryptographically random bytes: no codec finds anything in them. (cli/image.ts's seeded
+ * generator repeats within a few MiB, which zstd's window finds.)
+ */
+function writeCryptoRandom(path: string, bytes: number): void {
+  const fd = openSync(path, "w");
+  try {
+    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
+    for (let off = 0; off < bytes; off += buf.length) {
+      const n = Math.min(buf.length, bytes - off);
+      randomFillSync(buf, 0, n);
+      writeSync(fd, buf, 0, n, off);
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Real file writes into the image's filesystem: new files of text-like and random bytes. */
 function writeFilesInto(image: string, dir: string): number {
   const cmds = ["mkdir /srv/bench-writes"];
@@ -135,7 +165,14 @@ async function tcpCopy(wan: Wan, src: string, dst: string): Promise<Run> {
   return run;
 }
 
-async function dwcpMigrate(wan: Wan, ws: WanStack, rel: string, vm: string): Promise<Run & { wireBytes: number }> {
+type DwcpRun = Run & {
+  wireBytes: number;
+  zeroSkippedBytes: number;
+  compressedBytesIn: number;
+  compressedBytesOut: number;
+};
+
+async function dwcpMigrate(wan: Wan, ws: WanStack, rel: string, vm: string): Promise<DwcpRun> {
   settle();
   const before = await wan.bytesTo("b");
   const command = buildStart({
@@ -149,7 +186,14 @@ async function dwcpMigrate(wan: Wan, ws: WanStack, rel: string, vm: string): Pro
   const dst = join(ws.stack.root("b"), `in-${vm}`, rel.split("/").at(-1) ?? "");
   await sameBytes(join(ws.stack.root("a"), rel), dst, `dwcp ${vm}`);
   rmSync(join(ws.stack.root("b"), `in-${vm}`), { recursive: true, force: true });
-  return { seconds: r.seconds, linkBytes, wireBytes: r.wireBytes };
+  return {
+    seconds: r.seconds,
+    linkBytes,
+    wireBytes: r.wireBytes,
+    zeroSkippedBytes: r.zeroSkippedBytes ?? 0,
+    compressedBytesIn: r.compressedBytesIn ?? 0,
+    compressedBytesOut: r.compressedBytesOut ?? 0,
+  };
 }
 
 async function sameBytes(a: string, b: string, what: string): Promise<void> {
@@ -214,7 +258,7 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
 
     log(`[${name}] incompressible ${values.size}: dwcp, rsync -W --sparse, one TCP stream`);
     const random = join(srcDir, "random.img");
-    await generateRandomFile(random, size);
+    writeCryptoRandom(random, size);
     const dRandom = await dwcpMigrate(wan, ws, "vms/bench/random.img", "random");
     const rRandom = await timedInSite(wan, "a", "rsync", ["-W", "--sparse", random, rsyncUrl]);
     await sameBytes(random, join(rsyncDir, "random.img"), "rsync random");
@@ -274,6 +318,10 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
       realistic_rsync_z_s: zReal.seconds,
       realistic_dwcp_link_bytes: dReal.linkBytes,
       realistic_dwcp_wire_bytes: dReal.wireBytes,
+      realistic_dwcp_logical_bytes: IMAGE_BYTES,
+      realistic_dwcp_zero_skipped_bytes: dReal.zeroSkippedBytes,
+      realistic_dwcp_compressed_in_bytes: dReal.compressedBytesIn,
+      realistic_dwcp_compressed_out_bytes: dReal.compressedBytesOut,
       realistic_rsync_link_bytes: rReal.linkBytes,
       realistic_rsync_z_link_bytes: zReal.linkBytes,
       incremental_written_bytes: written,

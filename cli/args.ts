@@ -105,3 +105,14 @@ export function fmtBytes(n: number): string {
 export function fmtRate(bytesPerSec: number): string {
   return `${fmtBytes(bytesPerSec)}/s`;
 }
+
+const COMPRESSION_MODES = ["auto", "none", "lz4", "zstd"] as const;
+
+/** `--compression auto|none|lz4|zstd`. */
+export function parseCompression(value: string): (typeof COMPRESSION_MODES)[number] {
+  const mode = COMPRESSION_MODES.find((m) => m === value);
+  if (mode === undefined) {
+    throw new UsageError(`--compression must be one of ${COMPRESSION_MODES.join(", ")}, got "${value}"`);
+  }
+  return mode;
+}

@@ -1,5 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { parseCount, parseDuration, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
+import {
+  parseCompression,
+  parseCount,
+  parseDuration,
+  parseFrom,
+  parsePort,
+  parseRate,
+  parseSize,
+  parseTo,
+  UsageError,
+} from "./args.js";
+import { CompressionMode } from "#schemas/index.js";
 
 describe("CLI argument parsing", () => {
   it("parses sizes in binary units", () => {
@@ -33,6 +44,10 @@ describe("CLI values checked before any work", () => {
   it("echoes a rate as it was typed", () => {
     expect(parseRate("--bandwidth-limit", "100M/s")).toBe(100 * 1024 * 1024);
     expect(() => parseRate("--bandwidth-limit", "100Mbit/s")).toThrow('got "100Mbit/s"');
+  });
+  it("takes the compression modes the migration schema takes, and names them when refusing", () => {
+    for (const mode of CompressionMode.options) expect(parseCompression(mode)).toBe(mode);
+    expect(() => parseCompression("gzip")).toThrow('one of auto, none, lz4, zstd, got "gzip"');
   });
   it("refuses an unknown volume kind by name", () => {
     expect(() => parseFrom("a:disk.img=ram")).toThrow(/unknown volume kind "ram"/);

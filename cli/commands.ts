@@ -205,7 +205,7 @@ export const COMMANDS: CommandSpec[] = [
     summary: "move a VM's disk and memory images from one host to another",
     usage:
       "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
-      "[--streams N] [--no-verify] [--id ID] [--wait] [--json]",
+      "[--streams N] [--compression MODE] [--no-verify] [--id ID] [--wait] [--json]",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -231,6 +231,12 @@ export const COMMANDS: CommandSpec[] = [
         check: "count",
         defaultText: "4 across a WAN (2 ms or more of RTT), else 1",
         help: "connections each batch is striped over (1-16)",
+      },
+      {
+        name: "compression",
+        value: "MODE",
+        default: "auto",
+        help: "chunk compression: auto (by the link's rate and spare CPU), none, lz4 or zstd",
       },
       { name: "no-verify", help: "skip the destination's checksum pass" },
       { name: "id", value: "ID", defaultText: "a new id", help: "the migration's id (must be unused)" },

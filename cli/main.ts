@@ -6,7 +6,7 @@ import { natsUrlFromEnv } from "#common/config.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { connectNats, NatsConnectError, permissionDenied, setProcessConnectDefaults, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
-import { fmtBytes, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
+import { fmtBytes, parseCompression, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
 import { commandSpec } from "./commands.js";
 import {
   cliEventTrust,
@@ -215,6 +215,7 @@ async function migrate(argv: string[]): Promise<number> {
     "batch-size": { type: "string" },
     "bandwidth-limit": { type: "string" },
     streams: { type: "string" },
+    compression: { type: "string" },
     "no-verify": { type: "boolean", default: false },
     id: { type: "string" },
     wait: { type: "boolean", default: false },
@@ -230,6 +231,7 @@ async function migrate(argv: string[]): Promise<number> {
       ? { bandwidthLimitBytesPerSec: parseRate("--bandwidth-limit", values["bandwidth-limit"]) }
       : {}),
     ...(values.streams ? { streams: Number(values.streams) } : {}),
+    ...(values.compression ? { compression: parseCompression(values.compression) } : {}),
   };
   const { buildStart, runMigration } = await import("./migrate.js");
   let command;

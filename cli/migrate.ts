@@ -12,6 +12,11 @@ export interface MigrationResult {
   bytes: number;
   wireBytes: number;
   zeroBytes: number;
+  /** Logical bytes not sent because they were zero (whole zero chunks and zero pages within chunks). */
+  zeroSkippedBytes?: number;
+  /** Bytes of chunks sent compressed, before and after compression. */
+  compressedBytesIn?: number;
+  compressedBytesOut?: number;
   seconds: number;
   reason?: string;
   message?: string;
@@ -139,6 +144,9 @@ export async function runMigration(
       bytes: final.totals.bytes,
       wireBytes: final.totals.wireBytes,
       zeroBytes: final.totals.zeroBytes,
+      zeroSkippedBytes: final.totals.zeroSkippedBytes,
+      compressedBytesIn: final.totals.packedInBytes,
+      compressedBytesOut: final.totals.packedOutBytes,
       seconds: (completed?.durationMs ?? Date.now() - started) / 1000,
       ...(final.reason ? { reason: final.reason, message: final.message } : {}),
       ...(completed

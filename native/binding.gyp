@@ -21,7 +21,9 @@
         "src/fingerprint_scalar.cc",
         "src/xor_delta_scalar.cc",
         "src/blake3_portable.cc",
+        "src/zstd_codec.cc",
       ],
+      "libraries": ["-lzstd"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       # OpenSSL's libcrypto (headers: libssl-dev) for AES-GCM of the sealed data records. Node

@@ -1,8 +1,13 @@
-// Adaptive chunk compression with LZ4 through lz4-napi (N-API, prebuilt binaries published as
-// npm packages, so it installs offline from the registry alone). The package is loaded lazily
-// and is optional: without it every chunk is stored uncompressed and decompressChunk of an lz4
-// chunk fails with CompressionUnavailableError.
+// Per-chunk compression. LZ4 through lz4-napi (N-API, prebuilt binaries published as npm
+// packages, loaded lazily and optional) and zstd through the native module's libzstd binding
+// (native/src/zstd_codec.cc). Without a codec's implementation, compressChunk stores chunks as is
+// and decompressChunk of such a chunk fails with CompressionUnavailableError.
+//
+// Both decoders are bounded by the chunk's raw length, which the caller has bounded: an LZ4
+// block's size prefix and a zstd frame's declared content size must equal it before a byte is
+// decoded, and the zstd decoder writes into a buffer of exactly that size.
 import { CompressedChunkCorruptError, CompressionUnavailableError, InvalidArgumentError } from "./errors.js";
+import type { NativeBinding } from "./loader.js";
 import { assertBytes } from "./validate.js";
 
 // A plain string keeps the import dynamic: the build does not need the package to exist.
@@ -26,52 +31,99 @@ function loadLz4(): Promise<Lz4 | undefined> {
   return lz4;
 }
 
-export type Codec = "lz4" | "none";
+type Zstd = Pick<NativeBinding, "zstdPackAsync" | "zstdUnpackAsync">;
+let zstd: Zstd | undefined;
 
-export interface CompressedChunk {
-  codec: Codec;
+/** Called once by native/index.ts with the loaded binding (undefined: no zstd). */
+export function installZstd(binding: Partial<Zstd> | undefined): void {
+  const { zstdPackAsync, zstdUnpackAsync } = binding ?? {};
+  zstd =
+    typeof zstdPackAsync === "function" && typeof zstdUnpackAsync === "function"
+      ? { zstdPackAsync, zstdUnpackAsync }
+      : undefined;
+}
+
+export type Codec = "lz4" | "zstd" | "none";
+
+/** zstd levels a caller may ask for: negative are zstd's fast levels. */
+export const ZSTD_MIN_LEVEL = -7;
+export const ZSTD_MAX_LEVEL = 19;
+
+export interface CompressedChunk<C extends Codec = Codec> {
+  codec: C;
   /** The compressed bytes, or the input itself when codec is "none". */
   data: Uint8Array;
   rawLength: number;
 }
 
-export interface CompressOptions {
+export interface CompressOptions<C extends Exclude<Codec, "none"> = "lz4"> {
+  /** The codec to try. Default "lz4". */
+  codec?: C;
+  /** zstd level (ZSTD_MIN_LEVEL..ZSTD_MAX_LEVEL). Default 1. */
+  level?: number;
   /** Bytes compressed first to decide whether the chunk is worth compressing. Default 65536. */
   sampleBytes?: number;
   /** Least saving, as a fraction of the input size, for compression to be kept. Default 0.1. */
   minSaving?: number;
 }
 
-/** The codec compressChunk will use: "none" if lz4-napi is not installed. */
-export async function compressionCodec(): Promise<Codec> {
+/** The codec compressChunk will use for `wanted`: "none" if its implementation is missing. */
+export async function compressionCodec(wanted: Exclude<Codec, "none"> = "lz4"): Promise<Codec> {
+  if (wanted === "zstd") return zstd === undefined ? "none" : "zstd";
   return (await loadLz4()) ? "lz4" : "none";
 }
 
-function stored(buf: Uint8Array): CompressedChunk {
+function stored(buf: Uint8Array): CompressedChunk<"none"> {
   return { codec: "none", data: buf, rawLength: buf.length };
 }
 
-/**
- * Compresses a chunk with LZ4 unless it does not pay: the first sampleBytes are compressed
- * first, and a sample (or a whole chunk) that shrinks by less than minSaving is stored as is.
- */
-export async function compressChunk(buf: Uint8Array, options: CompressOptions = {}): Promise<CompressedChunk> {
-  assertBytes("buf", buf);
-  const sampleBytes = options.sampleBytes ?? 65536;
-  const minSaving = options.minSaving ?? 0.1;
+type Packer = (data: Uint8Array) => Promise<Uint8Array | undefined>;
+
+async function packerFor(codec: Exclude<Codec, "none">, level: number): Promise<Packer | undefined> {
+  if (codec === "zstd") {
+    const z = zstd;
+    return z === undefined ? undefined : async (data) => (await z.zstdPackAsync(data, level)) ?? undefined;
+  }
+  const l = await loadLz4();
+  return l === undefined ? undefined : (data) => l.compress(data);
+}
+
+function checkOptions(sampleBytes: number, minSaving: number, level: number): void {
   if (!Number.isInteger(sampleBytes) || sampleBytes <= 0) {
     throw new InvalidArgumentError(`sampleBytes must be a positive integer (bytes), got ${sampleBytes}`);
   }
   if (!(minSaving >= 0 && minSaving < 1))
     throw new InvalidArgumentError(`minSaving must be in [0, 1), got ${minSaving}`);
-  const codec = await loadLz4();
-  if (codec === undefined || buf.length === 0) return stored(buf);
+  if (!Number.isInteger(level) || level < ZSTD_MIN_LEVEL || level > ZSTD_MAX_LEVEL) {
+    throw new InvalidArgumentError(`level must be an integer in ${ZSTD_MIN_LEVEL}..${ZSTD_MAX_LEVEL}, got ${level}`);
+  }
+}
+
+/**
+ * Compresses a chunk unless it does not pay: the first sampleBytes are compressed first, and a
+ * sample (or a whole chunk) that shrinks by less than minSaving is stored as is. Compression
+ * runs off the event loop (lz4-napi's and the native module's thread pools).
+ */
+export async function compressChunk<C extends Exclude<Codec, "none"> = "lz4">(
+  buf: Uint8Array,
+  options: CompressOptions<C> = {},
+): Promise<CompressedChunk<C | "none">> {
+  assertBytes("buf", buf);
+  const sampleBytes = options.sampleBytes ?? 65536;
+  const minSaving = options.minSaving ?? 0.1;
+  const level = options.level ?? 1;
+  checkOptions(sampleBytes, minSaving, level);
+  const codec = options.codec ?? ("lz4" as C);
+  const pack = await packerFor(codec, level);
+  if (pack === undefined || buf.length === 0) return stored(buf);
   const pays = (input: number, output: number): boolean => output <= input * (1 - minSaving);
   const sample = buf.subarray(0, sampleBytes);
-  const packedSample = await codec.compress(sample);
-  if (!pays(sample.length, packedSample.length)) return stored(buf);
-  const packed = sample.length === buf.length ? packedSample : await codec.compress(buf);
-  return pays(buf.length, packed.length) ? { codec: "lz4", data: packed, rawLength: buf.length } : stored(buf);
+  const packedSample = await pack(sample);
+  if (packedSample === undefined || !pays(sample.length, packedSample.length)) return stored(buf);
+  const packed = sample.length === buf.length ? packedSample : await pack(buf);
+  return packed !== undefined && pays(buf.length, packed.length)
+    ? { codec, data: packed, rawLength: buf.length }
+    : stored(buf);
 }
 
 /** Bytes of the little-endian size an LZ4 block of lz4-napi starts with. */
@@ -88,7 +140,12 @@ export function lz4DeclaredLength(data: Uint8Array): number | undefined {
   return (data[0]! | (data[1]! << 8) | (data[2]! << 16)) + data[3]! * 0x1000000;
 }
 
-export async function decompressChunk(chunk: CompressedChunk): Promise<Uint8Array> {
+/**
+ * Decompresses a chunk to exactly rawLength bytes (into `into` for zstd when given; its length
+ * must be rawLength). A chunk that declares another size, or does not decode to it, fails with
+ * CompressedChunkCorruptError.
+ */
+export async function decompressChunk(chunk: CompressedChunk, into?: Uint8Array): Promise<Uint8Array> {
   assertBytes("chunk.data", chunk.data);
   if (chunk.codec === "none") {
     if (chunk.data.length !== chunk.rawLength) {
@@ -99,6 +156,29 @@ export async function decompressChunk(chunk: CompressedChunk): Promise<Uint8Arra
   if (!Number.isSafeInteger(chunk.rawLength) || chunk.rawLength < 0) {
     throw new InvalidArgumentError(`rawLength must be a non-negative integer (bytes), got ${chunk.rawLength}`);
   }
+  return chunk.codec === "zstd" ? unzstd(chunk, into) : unlz4(chunk);
+}
+
+async function unzstd(chunk: CompressedChunk, into: Uint8Array | undefined): Promise<Uint8Array> {
+  if (zstd === undefined) {
+    throw new CompressionUnavailableError("a zstd chunk needs the native module: build it (see native/README.md)");
+  }
+  if (into !== undefined && into.length !== chunk.rawLength) {
+    throw new InvalidArgumentError(`into must have rawLength (${chunk.rawLength}) bytes, got ${into.length}`);
+  }
+  const out = into ?? Buffer.allocUnsafe(chunk.rawLength);
+  try {
+    await zstd.zstdUnpackAsync(chunk.data, out);
+  } catch (err) {
+    throw new CompressedChunkCorruptError(
+      `zstd chunk does not decompress to ${chunk.rawLength} bytes: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+  return out;
+}
+
+async function unlz4(chunk: CompressedChunk): Promise<Uint8Array> {
   const declared = lz4DeclaredLength(chunk.data);
   if (declared !== chunk.rawLength) {
     throw new CompressedChunkCorruptError(

@@ -5,6 +5,7 @@
 import { DirHandle, fallbackOps, nativeOps, procOps, type BeneathImpl, type BeneathOps } from "./beneath.js";
 import { InvalidArgumentError, withCallerStack } from "./errors.js";
 import * as ts from "./fallback.js";
+import { installZstd } from "./compress.js";
 import { loadNative, Tier, type NativeBinding } from "./loader.js";
 import { pageCount } from "./page-tree.js";
 import { nativePath, tsPath, type ChunkAnalysis, type KernelPath } from "./paths.js";
@@ -19,6 +20,8 @@ export {
   compressChunk,
   compressionCodec,
   decompressChunk,
+  ZSTD_MAX_LEVEL,
+  ZSTD_MIN_LEVEL,
   type Codec,
   type CompressedChunk,
   type CompressOptions,
@@ -53,6 +56,7 @@ export const ASYNC_MIN_BYTES = 256 * 1024;
 
 const loaded = loadNative();
 const native: NativeBinding | undefined = loaded.binding;
+installZstd(native);
 
 /** Every path, for tests and benches; scalar/simd are undefined without the native module. */
 export const paths: {

@@ -5,6 +5,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 
 import { compressChunk, decompressChunk } from "./compress.js";
+import { CompressedChunkCorruptError } from "./errors.js";
 import {
   analyzeChunk,
   capabilities,
@@ -297,6 +298,37 @@ describe("BLAKE3 page chaining values, every path", () => {
       expect(() => p.rootFromCvs(new Uint8Array(32)), p.name).toThrow(InvalidArgumentError);
     }
     expect([4096, 8192, 12288, 65536, 65537].map(pageTreePages)).toEqual([undefined, 2, undefined, 16, undefined]);
+  });
+});
+
+describe("zstd chunks", () => {
+  const text = Buffer.from("2026-12-05T21:00:00Z host-a dwcp: batch 3 chunk ok\n".repeat(4096));
+
+  it("round-trips a compressible chunk at several levels, smaller than LZ4 would make it", async () => {
+    for (const level of [-1, 1, 3]) {
+      const packed = await compressChunk(text, { codec: "zstd", level });
+      expect(packed.codec).toBe("zstd");
+      expect(packed.data.length).toBeLessThan(text.length / 10);
+      expect(Buffer.from(await decompressChunk(packed)).equals(text)).toBe(true);
+      const into = Buffer.alloc(text.length);
+      await decompressChunk(packed, into);
+      expect(into.equals(text)).toBe(true);
+    }
+  });
+
+  it("sends incompressible bytes as they are", async () => {
+    const random = bytes(256 * 1024, 9);
+    expect((await compressChunk(random, { codec: "zstd" })).codec).toBe("none");
+  });
+
+  it("refuses a frame that declares another size, carries a second frame, or is cut, before decoding", async () => {
+    const packed = await compressChunk(text, { codec: "zstd" });
+    const corrupt = (data: Uint8Array, rawLength = text.length): Promise<Uint8Array> =>
+      decompressChunk({ codec: "zstd", data, rawLength });
+    await expect(corrupt(packed.data, text.length - 1)).rejects.toBeInstanceOf(CompressedChunkCorruptError);
+    await expect(corrupt(packed.data, text.length + 1)).rejects.toThrow(/declare/);
+    await expect(corrupt(Buffer.concat([packed.data, packed.data]))).rejects.toThrow(/one frame/);
+    await expect(corrupt(packed.data.subarray(0, packed.data.length - 3))).rejects.toThrow(/one frame/);
   });
 });
 

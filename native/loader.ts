@@ -54,6 +54,10 @@ export interface NativeBinding {
   analyzeAsync(buf: Uint8Array, flags: Uint8Array): Promise<NativeAnalysis>;
   fingerprintsAsync(buf: Uint8Array, out: Uint8Array): Promise<void>;
   strongHashAsync(buf: Uint8Array): Promise<Buffer>;
+  /** One zstd frame of buf at level (-7..19) on the libuv pool; null when zstd failed. */
+  zstdPackAsync(buf: Uint8Array, level: number): Promise<Buffer | null>;
+  /** Decodes one zstd frame declaring exactly out.length bytes into out; rejects otherwise. */
+  zstdUnpackAsync(packed: Uint8Array, out: Uint8Array): Promise<void>;
   sendfile(outFd: number, inFd: number, offset: number, length: number, timeoutMs: number): Promise<number>;
   copyFileRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number): Promise<number>;
   seekData(fd: number, offset: number): number;

@@ -115,6 +115,14 @@ export const Destination = z.object({
   dir: z.string().min(1).max(MAX_PATH_CHARS),
 });
 
+/**
+ * How the data channel compresses chunks: `auto` picks none, LZ4 or a zstd level from the link's
+ * rate and the spare CPU; the others force a codec (each chunk is still sent as is where the
+ * codec does not shrink it by 10%).
+ */
+export const CompressionMode = z.enum(["auto", "none", "lz4", "zstd"]);
+export type CompressionMode = z.infer<typeof CompressionMode>;
+
 /** Most data-channel connections one batch may be striped over. */
 export const MAX_DATA_STREAMS = 16;
 
@@ -132,6 +140,8 @@ export const MigrationOptions = z.object({
    * whose round trip is 2 ms or more, 1 on a local one.
    */
   streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
+  /** Chunk compression on the data channel. Default auto. */
+  compression: CompressionMode.optional(),
 });
 
 /** Why a migration was refused. Constant strings, stable across versions. */

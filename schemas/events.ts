@@ -135,6 +135,24 @@ export const TransferredChunk = z.object({
   blake3: Blake3Hash.optional(),
 });
 
+/**
+ * Where a batch's logical bytes went on the way to the wire. Optional in version 1 (movers that
+ * predate it leave it out): zeroSkipped (zero pages and holes, never sent) + data = the logical
+ * bytes; of data, packedIn bytes were sent compressed as packedOut bytes.
+ */
+export const ByteBreakdown = z.object({
+  zeroSkipped: Uint,
+  data: Uint,
+  packedIn: Uint,
+  packedOut: Uint,
+});
+
+/** The codec a batch's chunks were compressed with (level: zstd's, else 0). */
+export const BatchCompression = z.object({
+  codec: z.enum(["none", "lz4", "zstd"]),
+  level: z.number().int().min(-7).max(19),
+});
+
 export const ChunkBatchTransferred = z.object({
   type: z.literal("ChunkBatchTransferred"),
   ...base,
@@ -144,6 +162,8 @@ export const ChunkBatchTransferred = z.object({
   chunks: z.array(TransferredChunk).max(MAX_BATCH_CHUNKS),
   bytes: Uint,
   wireBytes: Uint,
+  breakdown: ByteBreakdown.optional(),
+  compression: BatchCompression.optional(),
   durationMs: Ms,
 });
 
@@ -176,6 +196,10 @@ export const MigrationCompleted = z.object({
     wireBytes: Uint,
     chunks: Uint,
     batches: Uint,
+    /** Sums of the batches' breakdowns (optional in version 1; batches without one add 0). */
+    zeroSkippedBytes: Uint.optional(),
+    packedInBytes: Uint.optional(),
+    packedOutBytes: Uint.optional(),
   }),
   durationMs: Ms,
   volumes: z

@@ -4,6 +4,7 @@ import {
   HostId,
   Id,
   MAX_BATCHES,
+  CompressionMode,
   MAX_DATA_STREAMS,
   MAX_CHUNKS_PER_BATCH,
   MAX_NAME_CHARS,
@@ -40,6 +41,8 @@ export const TransferBatch = z
     bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
     /** The migration's `streams` option: connections the batch is striped over. Absent: the mover decides. */
     streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
+    /** The migration's `compression` option. Absent: auto. */
+    compression: CompressionMode.optional(),
     /**
      * The migration's `verify` option: the destination reads the batch back after its fsync and
      * checks it. Absent (items of older coordinators): true.

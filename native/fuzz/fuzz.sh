@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the native kernels' libFuzzer target with AddressSanitizer and UBSan and runs it
 # (native/fuzz/README.md). `npm run fuzz:native -- --seconds N [--max-len B] [--rss-mb M]`.
-# Needs clang with libFuzzer (Debian: apt-get install clang). The corpus is kept in
+# Needs clang with libFuzzer and libzstd (Debian: apt-get install clang libzstd-dev). The corpus is kept in
 # native/fuzz/corpus (git-ignored) so a later run starts where the last one stopped; a crash
 # leaves its input in native/fuzz/crashes/ and the run exits non-zero.
 set -euo pipefail
@@ -37,7 +37,7 @@ compile() {
   "$cc" "${flags[@]}" "$@" -c "$file" -o "$o"
   objs+=("$o")
 }
-for f in dispatch crc32c_scalar zero_scalar fingerprint_scalar xor_delta_scalar blake3_portable; do
+for f in dispatch crc32c_scalar zero_scalar fingerprint_scalar xor_delta_scalar blake3_portable zstd_codec; do
   compile "$src/$f.cc"
 done
 compile "$src/crc32c_sse42.cc" -msse4.2 -mpclmul
@@ -46,7 +46,7 @@ for f in blake3_avx512 crc32c_vpclmul; do
   compile "$src/$f.cc" -mavx512f -mavx512vl -mvpclmulqdq -mpclmul -msse4.2
 done
 compile "$here/kernels_fuzz.cc"
-"$cc" "${flags[@]}" "${objs[@]}" -o "$bin"
+"$cc" "${flags[@]}" "${objs[@]}" -lzstd -o "$bin"
 echo "fuzz:native: built $bin; running ${seconds} s, max_len ${max_len}, rss_limit_mb ${rss_mb}"
 exec "$bin" "$here/corpus" -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb="$rss_mb" \
   -malloc_limit_mb="$rss_mb" -timeout=10 -print_final_stats=1 -artifact_prefix="$here/crashes/"

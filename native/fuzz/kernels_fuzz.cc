@@ -1,5 +1,6 @@
 // libFuzzer target for the native kernels that take bytes off the wire (native/fuzz/README.md).
-// The XOR delta decoder parses a delta a peer sent; every other kernel (CRC32C, zero map,
+// The XOR delta decoder parses a delta a peer sent, and the zstd chunk decoder a compressed chunk
+// (into a buffer of exactly the chunk's raw length, which it must never overrun); every other kernel (CRC32C, zero map,
 // fingerprints, BLAKE3, the delta encoder) runs over received chunk bytes of any length and
 // alignment. Each input is run through every implementation this CPU has (scalar, SSE4.2/AVX2,
 // AVX-512), which must agree exactly; AddressSanitizer and UBSan catch reads or writes outside
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "../src/dispatch.h"
+#include "../src/zstd_codec.h"
 
 namespace {
 
@@ -50,6 +52,25 @@ void check_decode(const Kernels* const* ks, size_t nk, const std::vector<uint8_t
   }
 }
 
+// A peer's zstd chunk: `packed` must decode to exactly raw_len bytes into an exact-size buffer or
+// be refused; and `plain` must survive a round trip through the encoder.
+void check_zstd(const std::vector<uint8_t>& plain, const std::vector<uint8_t>& packed, size_t raw_len) {
+  std::vector<uint8_t> out(raw_len);
+  (void)dwcp::zstd_unpack(packed.data(), packed.size(), out.data(), out.size());
+  std::vector<uint8_t> enc(dwcp::zstd_bound(plain.size()));
+  const size_t m = dwcp::zstd_pack(plain.data(), plain.size(), enc.data(), enc.size(), 1);
+  if (m == 0) disagree("zstd_pack failed");
+  enc.resize(m);
+  std::vector<uint8_t> back(plain.size());
+  if (dwcp::zstd_unpack(enc.data(), enc.size(), back.data(), back.size()) != dwcp::ZstdUnpack::Ok || back != plain)
+    disagree("zstd_unpack(zstd_pack(x)) != x");
+  if (!plain.empty()) {
+    std::vector<uint8_t> short_out(plain.size() - 1);
+    if (dwcp::zstd_unpack(enc.data(), enc.size(), short_out.data(), short_out.size()) == dwcp::ZstdUnpack::Ok)
+      disagree("zstd_unpack accepted a frame larger than its buffer");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -64,7 +85,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> old = copy(data, n);
   const std::vector<uint8_t> rest = copy(data + n, size - n);
 
-  switch (mode % 3) {
+  switch (mode % 4) {
+    case 3:
+      check_zstd(old, rest, n);
+      break;
     case 0: {
       // The rest is a delta from a peer: hostile framing, lengths and magic.
       check_decode(ks, nk, old, rest);

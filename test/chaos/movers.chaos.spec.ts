@@ -72,7 +72,10 @@ describe("movers", () => {
     const failures = out.events.flatMap((e) =>
       e.event.type === "ChunkBatchFailed" && e.event.batch === batch ? [e.event.code] : [],
     );
-    expect(failures.length, "the broken batch was recorded as failed and retried").toBeGreaterThan(0);
+    // The sender either reconnects to the new destination mover within its resume window (which
+    // has no record of the run, so the run is sent whole on the same attempt) or the batch fails
+    // and is retried: the BATCH_OK on a later connection above is what matters, and any failure
+    // recorded is the unreachable destination.
     expect(failures.every((code) => code === "DESTINATION_UNREACHABLE")).toBe(true);
     Object.assign(figures, { batch, failures: failures.length, retries: out.retries });
   });

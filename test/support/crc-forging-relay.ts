@@ -3,6 +3,7 @@ import { TcpRelay } from "#common/relay.js";
 import { crc32c } from "#native/index.js";
 import {
   FLAG_LZ4,
+  FLAG_ZSTD,
   FLAG_ZERO,
   FRAME_CODES,
   SEGMENT_ENTRY_BYTES,
@@ -46,7 +47,7 @@ class Forger extends FrameWalker {
     this.from = undefined;
     if (h[5] !== FRAME_CODES.CHUNK) return;
     const flags = h.readUInt16BE(6);
-    if ((flags & (FLAG_LZ4 | FLAG_ZERO)) !== 0) return;
+    if ((flags & (FLAG_LZ4 | FLAG_ZSTD | FLAG_ZERO)) !== 0) return;
     const table = h.readUInt32BE(28) * SEGMENT_ENTRY_BYTES;
     // Segments are runs of whole 4 KiB pages (but a volume's last): room for the pattern.
     if (h.readUInt32BE(8) >= table + 4096) this.from = table;

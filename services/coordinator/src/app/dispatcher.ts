@@ -84,6 +84,7 @@ export class Dispatcher {
         chunkCount: range.chunkCount,
         bandwidthLimitBytesPerSec: m.options?.bandwidthLimitBytesPerSec,
         ...(m.options?.streams === undefined ? {} : { streams: m.options.streams }),
+        ...(m.options?.compression === undefined ? {} : { compression: m.options.compression }),
         verify: m.options?.verify ?? true,
       };
       await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), {

@@ -122,6 +122,7 @@ export class BatchWorker {
         chunkCount: w.chunkCount,
         bandwidthLimitBytesPerSec: w.bandwidthLimitBytesPerSec,
         streams: w.streams,
+        compression: w.compression,
         verify: w.verify,
         signal,
         log,

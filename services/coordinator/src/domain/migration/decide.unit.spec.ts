@@ -361,7 +361,16 @@ describe("decide: completion and cancel", () => {
       .then([
         {
           type: "MigrationCompleted",
-          totals: { bytes: 12 * MiB, zeroBytes: 0, wireBytes: 12 * MiB, chunks: 3, batches: 3 },
+          totals: {
+            bytes: 12 * MiB,
+            zeroBytes: 0,
+            wireBytes: 12 * MiB,
+            chunks: 3,
+            batches: 3,
+            zeroSkippedBytes: 0,
+            packedInBytes: 0,
+            packedOutBytes: 0,
+          },
           durationMs: 10_000,
         },
       ]);

@@ -76,7 +76,7 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
       });
     case "MigrationCompleted":
       if (isTerminal(state)) return s;
-      return { ...s, status: "completed", totals: event.totals, endedAt: event.at };
+      return { ...s, status: "completed", totals: { ...emptyTotals(), ...event.totals }, endedAt: event.at };
     case "MigrationFailed":
       if (isTerminal(state)) return s;
       return { ...s, status: "failed", reason: event.code, message: event.message, endedAt: event.at };
@@ -133,7 +133,12 @@ function withBatch(
 
 function addTransfer(
   t: Migration["totals"],
-  e: { bytes: number; wireBytes: number; chunks: Array<{ zero: boolean; length: number }> },
+  e: {
+    bytes: number;
+    wireBytes: number;
+    chunks: Array<{ zero: boolean; length: number }>;
+    breakdown?: { zeroSkipped: number; packedIn: number; packedOut: number };
+  },
 ): Migration["totals"] {
   const zeroBytes = e.chunks.reduce((n, c) => n + (c.zero ? c.length : 0), 0);
   return {
@@ -142,6 +147,10 @@ function addTransfer(
     wireBytes: t.wireBytes + e.wireBytes,
     chunks: t.chunks + e.chunks.length,
     batches: t.batches + 1,
+    // A batch of a mover that reports no breakdown counts its zero chunks as skipped.
+    zeroSkippedBytes: t.zeroSkippedBytes + (e.breakdown?.zeroSkipped ?? zeroBytes),
+    packedInBytes: t.packedInBytes + (e.breakdown?.packedIn ?? 0),
+    packedOutBytes: t.packedOutBytes + (e.breakdown?.packedOut ?? 0),
   };
 }
 

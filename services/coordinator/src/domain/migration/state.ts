@@ -57,6 +57,9 @@ export interface Totals {
   wireBytes: number;
   chunks: number;
   batches: number;
+  zeroSkippedBytes: number;
+  packedInBytes: number;
+  packedOutBytes: number;
 }
 
 /** An event a fold did not take: its producer was not allowed to make it (see producers.ts). */
@@ -106,7 +109,16 @@ export const REFUSED_KEPT = 10;
 export const wasRefused = (m: Migration, commandId: string | undefined): boolean =>
   commandId !== undefined && (m.refusedCommands?.recent.some((r) => r.commandId === commandId) ?? false);
 
-export const emptyTotals = (): Totals => ({ bytes: 0, zeroBytes: 0, wireBytes: 0, chunks: 0, batches: 0 });
+export const emptyTotals = (): Totals => ({
+  bytes: 0,
+  zeroBytes: 0,
+  wireBytes: 0,
+  chunks: 0,
+  batches: 0,
+  zeroSkippedBytes: 0,
+  packedInBytes: 0,
+  packedOutBytes: 0,
+});
 
 export const initialMigration = (id: string): Migration => ({
   id,

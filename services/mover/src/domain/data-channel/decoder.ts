@@ -5,6 +5,7 @@ import {
   BatchBegin,
   FLAG_LZ4,
   FLAG_SEALED,
+  FLAG_ZSTD,
   FLAG_ZERO,
   frameKindOf,
   HEADER_BYTES,
@@ -233,7 +234,7 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
       const at = i * SEGMENT_ENTRY_BYTES;
       segments.push({ relOffset: view.getUint32(at), length: view.getUint32(at + 4) });
     }
-    const packed = (header.flags & FLAG_LZ4) !== 0;
+    const packed = (header.flags & (FLAG_LZ4 | FLAG_ZSTD)) !== 0;
     const dataBytes = segments.reduce((n, s) => n + s.length, 0);
     const problem = segmentTableProblem(
       segments,
@@ -259,6 +260,7 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
     if (packed) {
       // Bounded like a chunk buffer: less than the segments' bytes, which are <= maxChunkLength.
       chunk.packedLength = packedLength;
+      chunk.codec = (header.flags & FLAG_ZSTD) !== 0 ? "zstd" : "lz4";
       this.state = { at: "packed", chunk, target: new Uint8Array(packedLength), done: 0 };
       return this.next();
     }
@@ -312,8 +314,9 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
 }
 
 function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undefined {
-  if ((h.flags & ~(FLAG_ZERO | FLAG_LZ4)) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
-  if ((h.flags & FLAG_ZERO) !== 0 && (h.flags & FLAG_LZ4) !== 0)
+  if ((h.flags & ~(FLAG_ZERO | FLAG_LZ4 | FLAG_ZSTD)) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
+  if ((h.flags & FLAG_LZ4) !== 0 && (h.flags & FLAG_ZSTD) !== 0) return "CHUNK: a chunk is packed by one codec";
+  if ((h.flags & FLAG_ZERO) !== 0 && (h.flags & (FLAG_LZ4 | FLAG_ZSTD)) !== 0)
     return "CHUNK: a zero chunk carries nothing to compress";
   if (h.length === 0 || h.length > limits.maxChunkLength) {
     return `CHUNK: length ${h.length} outside 1..${limits.maxChunkLength}`;

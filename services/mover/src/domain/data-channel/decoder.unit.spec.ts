@@ -17,6 +17,7 @@ import {
   encodeControl,
   FLAG_LZ4,
   FLAG_SEALED,
+  FLAG_ZSTD,
   FLAG_ZERO,
   HEADER_BYTES,
   MAX_CONTROL_PAYLOAD,
@@ -250,7 +251,7 @@ describe("limits, checked on the header before anything is allocated", () => {
       /does not fit/,
     );
     expect(firstViolation(header("CHUNK", { length: 8192 }), limits)).toMatch(/ZERO flag/);
-    expect(firstViolation(header("CHUNK", { length: 8192, flags: 4 }), limits)).toMatch(/flags/);
+    expect(firstViolation(header("CHUNK", { length: 8192, flags: 8 }), limits)).toMatch(/flags/);
   });
 
   it("refuses misaligned, overlapping or miscounted segments", () => {
@@ -395,5 +396,37 @@ describe("FrameDecoder compressed chunks (FLAG_LZ4)", () => {
     d2.push(zeroPacked);
     const zero = d2.next();
     expect(zero.kind === "violation" && zero.message).toMatch(/zero chunk/);
+  });
+});
+
+describe("FrameDecoder compressed chunks (FLAG_ZSTD)", () => {
+  const { header } = sampleChunk();
+  const packed = new Uint8Array(100).map((_, i) => 255 - i);
+
+  it("names the codec of a zstd chunk and keeps LZ4 the codec of FLAG_LZ4", () => {
+    for (const codec of ["zstd", "lz4"] as const) {
+      const decoder = new FrameDecoder(ALL);
+      decoder.push(concat([encodeChunkHead({ ...header, packedLength: packed.length, codec }), packed]));
+      const step = decoder.next();
+      expect(step.kind).toBe("chunk");
+      if (step.kind === "chunk") {
+        expect(step.header.codec).toBe(codec);
+        expect(step.packed).toEqual(packed);
+      }
+    }
+  });
+
+  it("refuses a chunk flagged as both LZ4 and zstd, and a zstd zero chunk", () => {
+    for (const [flags, why] of [
+      [FLAG_LZ4 | FLAG_ZSTD, /one codec/],
+      [FLAG_ZERO | FLAG_ZSTD, /zero chunk/],
+    ] as const) {
+      const bytes = new Uint8Array(HEADER_BYTES);
+      writeHeader(bytes, "CHUNK", { flags, payloadLength: 0, offset: 0, length: MiB, crc32c: 0, segmentCount: 0 });
+      const decoder = new FrameDecoder(ALL);
+      decoder.push(bytes);
+      const step = decoder.next();
+      expect(step.kind === "violation" && step.message).toMatch(why);
+    }
   });
 });

@@ -29,12 +29,16 @@ export const MAC_BYTES = PROOF_BYTES;
 export const FLAG_ZERO = 0x1;
 /** The segment bytes travel as one LZ4 block (lz4-napi framing) of their concatenation. */
 export const FLAG_LZ4 = 0x2;
+/** The segment bytes travel as one zstd frame (declaring its content size) of their concatenation. */
+export const FLAG_ZSTD = 0x4;
+/** How a CHUNK's segment bytes are packed on the wire (absent: as they are). */
+export type PackedCodec = "lz4" | "zstd";
 /**
  * HELLO: the sender can seal its bulk direction (native AES-GCM records under keys exported from
  * the TLS session); AUTH_OK: the destination switched to reading sealed records, and everything
  * the sender writes from now on must be one. Only on a TLS link.
  */
-export const FLAG_SEALED = 0x4;
+export const FLAG_SEALED = 0x8;
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -66,38 +70,48 @@ export function frameKindOf(code: number): FrameKind | undefined {
 }
 
 /** What the source announces before the chunks of one batch. The destination re-validates it. */
-export const BatchBegin = z.strictObject({
-  migrationId: Id,
-  batch: z.number().int().nonnegative(),
-  attempt: z.number().int().nonnegative(),
-  destDir: z.string().min(1).max(4096),
-  destName: z.string().min(1).max(255),
-  volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
-  chunkSizeBytes: ChunkSize,
-  firstChunk: z.number().int().nonnegative(),
-  chunkCount: z.number().int().nonnegative(),
-  /**
-   * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
-   * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
-   * do not know the field keep working with senders that do not know it either.
-   */
-  delivery: z.number().int().positive().optional(),
-  /**
-   * false: the destination does not read the batch back after its fsync (the migration's
-   * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
-   */
-  verify: z.literal(false).optional(),
-  /**
-   * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
-   * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
-   * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
-   * when striping.
-   */
-  stripe: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{8,64}$/)
-    .optional(),
-});
+export const BatchBegin = z
+  .strictObject({
+    migrationId: Id,
+    batch: z.number().int().nonnegative(),
+    attempt: z.number().int().nonnegative(),
+    destDir: z.string().min(1).max(4096),
+    destName: z.string().min(1).max(255),
+    volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+    chunkSizeBytes: ChunkSize,
+    firstChunk: z.number().int().nonnegative(),
+    chunkCount: z.number().int().nonnegative(),
+    /**
+     * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
+     * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
+     * do not know the field keep working with senders that do not know it either.
+     */
+    delivery: z.number().int().positive().optional(),
+    /**
+     * false: the destination does not read the batch back after its fsync (the migration's
+     * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
+     */
+    verify: z.literal(false).optional(),
+    /**
+     * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
+     * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
+     * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
+     * when striping.
+     */
+    stripe: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{8,64}$/)
+      .optional(),
+    /**
+     * The sender resumes this run after its connection dropped: the run's first `resume` chunks
+     * were acknowledged on an earlier connection (same token) and are not sent again; the
+     * destination takes their records from that session (see resume.ts). Sent only when resuming.
+     */
+    resume: z.number().int().positive().optional(),
+  })
+  .refine((b) => b.resume === undefined || b.resume < b.chunkCount, {
+    message: "resume must leave at least one chunk of the run to send",
+  });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
 /**
@@ -121,8 +135,10 @@ export interface ChunkHeader {
   crc32c: number;
   zero: boolean;
   segments: Segment[];
-  /** With FLAG_LZ4: bytes of compressed segment data after the table. */
+  /** With FLAG_LZ4 or FLAG_ZSTD: bytes of compressed segment data after the table. */
   packedLength?: number;
+  /** Set with packedLength: which codec packed the segment bytes. */
+  codec?: PackedCodec;
 }
 
 export type ControlFrame =
@@ -248,6 +264,11 @@ export function segmentBytes(segments: readonly Segment[]): number {
   return segments.reduce((sum, s) => sum + s.length, 0);
 }
 
+function packedFlag(h: ChunkHeader): number {
+  if (h.packedLength === undefined) return 0;
+  return h.codec === "zstd" ? FLAG_ZSTD : FLAG_LZ4;
+}
+
 /**
  * Header and segment table of a CHUNK frame. The segment bytes follow on the wire, in table
  * order, either as buffer slices or straight from the source file (sendfile).
@@ -256,7 +277,7 @@ export function encodeChunkHead(h: ChunkHeader): Uint8Array {
   const table = h.segments.length * SEGMENT_ENTRY_BYTES;
   const out = new Uint8Array(HEADER_BYTES + table);
   writeHeader(out, "CHUNK", {
-    flags: (h.zero ? FLAG_ZERO : 0) | (h.packedLength === undefined ? 0 : FLAG_LZ4),
+    flags: (h.zero ? FLAG_ZERO : 0) | packedFlag(h),
     payloadLength: table + (h.packedLength ?? segmentBytes(h.segments)),
     offset: h.offset,
     length: h.length,

@@ -1,6 +1,8 @@
+import { randomBytes } from "node:crypto";
 import { createServer, connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { crc32c, strongHashSync } from "#native/index.js";
+import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { ClientSession } from "./client-session.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import { silentLog } from "#test/support/data-channel.js";
@@ -28,18 +30,21 @@ describe("ClientSession", () => {
     await new Promise<void>((r) => server.close(() => r()));
   });
 
-  it("a reply that came while nobody waited wakes the next changed() at once", async () => {
-    const session = new ClientSession({
+  const newSession = (chunkCount: number, compression: CompressionChoice): ClientSession =>
+    new ClientSession({
       socket: client,
       reader: { abort: () => undefined } as unknown as SocketFrameReader,
-      chunkCount: 2,
+      chunkCount,
       maxResends: 3,
       sendfileFrom: undefined,
       bucket: undefined,
-      compress: false,
+      compression,
       onChunk: undefined,
       log: silentLog,
     });
+
+  it("a reply that came while nobody waited wakes the next changed() at once", async () => {
+    const session = newSession(2, { codec: "none", level: 0 });
     const data = Buffer.alloc(4096, 7);
     for (const offset of [0, 4096]) {
       await session.sendChunk({
@@ -63,5 +68,26 @@ describe("ClientSession", () => {
     expect(woke).toBe("woke");
     expect(session.takeResend()).toBe(4096);
     expect(session.allAcked).toBe(false);
+  });
+
+  it("stops trying to compress after a run of incompressible chunks, and tries again later", async () => {
+    const session = newSession(7, { codec: "zstd", level: 1 });
+    const size = 64 * 1024;
+    const text = Buffer.from("a chunk of a VM disk that compresses well\n".repeat(size / 42 + 1).slice(0, size));
+    const chunks = [0, 1, 2, 3].map(() => randomBytes(size)).concat([text, text, text]);
+    for (const [i, data] of chunks.entries()) {
+      await session.sendChunk({
+        offset: i * size,
+        length: size,
+        crc32c: crc32c(data),
+        blake3: strongHashSync(data).toString("base64url"),
+        zero: false,
+        segments: [{ relOffset: 0, length: size }],
+        data,
+      });
+    }
+    const packed = chunks.map((_, i) => (session.counts.get(i * size)?.packedIn ?? 0) > 0);
+    // Four misses in a row: the fifth chunk is sent untried; the sixth is tried and pays.
+    expect(packed).toEqual([false, false, false, false, false, true, true]);
   });
 });

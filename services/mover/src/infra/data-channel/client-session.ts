@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TransferredChunk } from "#schemas/index.js";
+import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { compressChunk, socketFd, SyscallError, zeroCopy } from "#native/index.js";
 import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
@@ -42,10 +43,35 @@ export interface SessionOptions {
   sendfileFrom: number | undefined;
   /** Wire-byte budget, shared by every batch of the same migration this mover sends at once. */
   bucket: TokenBucket | undefined;
-  /** Try LZ4 on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
-  compress: boolean;
+  /** The codec tried on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
+  compression: CompressionChoice;
   onChunk: ((c: TransferredChunk) => void) | undefined;
+  /** Chunks acknowledged on an earlier connection of this run (a resumed run does not send them). */
+  carried?: Carried;
   log: Logger;
+}
+
+/** What a run's dropped connections achieved: acknowledged chunks and their bytes, wire bytes. */
+export interface Carried {
+  acked: Map<number, TransferredChunk>;
+  counts: Map<number, ByteBreakdown>;
+  wireBytes: number;
+}
+
+/** Chunks in a row that do not compress before the session stops trying every chunk. */
+export const INCOMPRESSIBLE_STREAK = 4;
+/** Most chunks sent untried between two tries on incompressible data. */
+export const MAX_UNTRIED = 32;
+
+/** Logical bytes of a batch by what became of them on the way to the wire. */
+export interface ByteBreakdown {
+  /** Zero pages and holes: announced in a chunk header, not sent. */
+  zeroSkipped: number;
+  /** Bytes of the chunks' non-zero segments, before compression. */
+  data: number;
+  /** Of `data`, the bytes of chunks sent compressed, and what they compressed to. */
+  packedIn: number;
+  packedOut: number;
 }
 
 interface SentChunk {
@@ -60,11 +86,13 @@ interface SentChunk {
  */
 export class ClientSession {
   error: Error | undefined;
-  wireBytes = 0;
+  wireBytes: number;
+  /** Where each chunk's logical bytes went, counted once per chunk (resends are in wireBytes only). */
+  readonly counts: Map<number, ByteBreakdown>;
   /** Frames the destination answered with in this batch. */
   replies = 0;
   batchEndSent = false;
-  readonly acked = new Map<number, TransferredChunk>();
+  readonly acked: Map<number, TransferredChunk>;
   private readonly sent = new Map<number, SentChunk>();
   private readonly resendQueue: number[] = [];
   private wake: (() => void) | undefined;
@@ -72,9 +100,44 @@ export class ClientSession {
   private signalled = false;
   private readonly stop = new AbortController();
   private sendfileBusy = false;
+  /** Chunks in a row whose compression did not pay, and chunks still to send without a try. */
+  private misses = 0;
+  private untried = 0;
   private destroyWhenIdle = false;
 
-  constructor(private readonly o: SessionOptions) {}
+  constructor(private readonly o: SessionOptions) {
+    this.acked = new Map(o.carried?.acked);
+    this.counts = new Map(o.carried?.counts);
+    this.wireBytes = o.carried?.wireBytes ?? 0;
+  }
+
+  /** The batch's logical bytes by what became of them. */
+  get bytes(): ByteBreakdown {
+    const sum: ByteBreakdown = { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 };
+    for (const c of this.counts.values()) {
+      sum.zeroSkipped += c.zeroSkipped;
+      sum.data += c.data;
+      sum.packedIn += c.packedIn;
+      sum.packedOut += c.packedOut;
+    }
+    return sum;
+  }
+
+  /**
+   * What to carry into a new connection of this run: the acknowledged chunks from the run's
+   * first one up to the first gap (the destination resumes there; later acknowledged chunks are
+   * sent again), and every wire byte so far.
+   */
+  carry(firstOffset: number, chunkBytes: number): Carried {
+    const acked = new Map<number, TransferredChunk>();
+    const counts = new Map<number, ByteBreakdown>();
+    for (let at = firstOffset; this.acked.has(at); at += chunkBytes) {
+      acked.set(at, this.acked.get(at) as TransferredChunk);
+      const c = this.counts.get(at);
+      if (c !== undefined) counts.set(at, c);
+    }
+    return { acked, counts, wireBytes: this.wireBytes };
+  }
 
   get allAcked(): boolean {
     return this.acked.size === this.o.chunkCount;
@@ -129,11 +192,15 @@ export class ClientSession {
   /** Frame and send one chunk; resolves once its buffer may be reused. */
   async sendChunk(c: PreparedChunk): Promise<void> {
     const packed = await this.pack(c);
-    const head = encodeChunkHead(packed === undefined ? c : { ...c, packedLength: packed.length });
+    const codec = this.o.compression.codec;
+    const head = encodeChunkHead(
+      packed === undefined || codec === "none" ? c : { ...c, packedLength: packed.length, codec },
+    );
     const wire = head.length + (packed?.length ?? segmentBytes(c.segments));
     await this.throttle(wire);
     // Registered before the first byte leaves: the answer can arrive before our write completes.
     const previous = this.sent.get(c.offset);
+    if (previous === undefined) this.count(c, packed);
     const chunk: TransferredChunk = {
       offset: c.offset,
       length: c.length,
@@ -149,11 +216,38 @@ export class ClientSession {
     else await this.sendViaCopy(c, head);
   }
 
-  /** The chunk's segment bytes as one LZ4 block, when compression is on and pays for this chunk. */
+  /**
+   * The chunk's segment bytes packed by the session's codec, when that pays for this chunk. After
+   * INCOMPRESSIBLE_STREAK chunks in a row that did not pay, chunks are sent without a try, then
+   * one is tried again: 1, 2, 4 ... up to MAX_UNTRIED chunks apart while they keep not paying.
+   */
   private async pack(c: PreparedChunk): Promise<Uint8Array | undefined> {
-    if (!this.o.compress || c.data === undefined || c.segments.length === 0) return undefined;
-    const packed = await compressChunk(gatherSegments(c.segments, c.data));
-    return packed.codec === "lz4" ? packed.data : undefined;
+    const { codec, level } = this.o.compression;
+    if (codec === "none" || c.data === undefined || c.segments.length === 0) return undefined;
+    if (this.untried > 0) {
+      this.untried -= 1;
+      return undefined;
+    }
+    const packed = await compressChunk(gatherSegments(c.segments, c.data), { codec, level });
+    if (packed.codec === codec) {
+      this.misses = 0;
+      return packed.data;
+    }
+    this.misses += 1;
+    if (this.misses >= INCOMPRESSIBLE_STREAK) {
+      this.untried = Math.min(MAX_UNTRIED, 2 ** (this.misses - INCOMPRESSIBLE_STREAK));
+    }
+    return undefined;
+  }
+
+  private count(c: PreparedChunk, packed: Uint8Array | undefined): void {
+    const data = segmentBytes(c.segments);
+    this.counts.set(c.offset, {
+      zeroSkipped: c.length - data,
+      data,
+      packedIn: packed === undefined ? 0 : data,
+      packedOut: packed?.length ?? 0,
+    });
   }
 
   onReply(frame: ControlFrame): "continue" | "done" {

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import {
@@ -10,19 +11,22 @@ import {
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { closedAfterHandshake, dial, isCertificateRefusal, tlsFailureOf } from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
-import type { TransferredChunk } from "#schemas/index.js";
-import { sealed, zeroCopy } from "#native/index.js";
+import { availableParallelism, loadavg } from "node:os";
+import type { CompressionMode, TransferredChunk } from "#schemas/index.js";
+import { compressionCodec, sealed, zeroCopy } from "#native/index.js";
 import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
+import { CANNOT_RESUME } from "../../domain/data-channel/resume.js";
+import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
 import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
-import { ClientSession } from "./client-session.js";
+import { ClientSession, type ByteBreakdown, type Carried } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
@@ -86,11 +90,12 @@ export interface SendBatchOptions {
    */
   zeroCopy?: boolean;
   /**
-   * LZ4 per chunk, kept where it shrinks the chunk by >= 10% (a 64 KiB sample decides first).
-   * Default: on when bandwidthLimitBytesPerSec is below COMPRESS_BELOW_BYTES_PER_SEC, i.e. when
-   * the link, not the compressor (~0.33 GB/s per core here), is the bottleneck.
+   * Chunk compression (kept per chunk where it shrinks the chunk by >= 10%; a 64 KiB sample
+   * decides first). auto (the default): none, LZ4 or a zstd level from the link's rate (the
+   * bandwidth limit, else the fastest rate a batch to this destination reached, else a guess from
+   * the RTT) and the CPU this host can spare (see domain/data-channel/compression.ts).
    */
-  compress?: boolean;
+  compression?: CompressionMode;
   /**
    * Connections to stripe the batch over (1..MAX_STREAMS). Default: DEFAULT_WAN_STREAMS when the
    * link's smallest RTT (TCP_INFO) says WAN (>= 2 ms), else 1 (also without the native module).
@@ -98,6 +103,13 @@ export interface SendBatchOptions {
   streams?: number;
   /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
   stripe?: string;
+  /** Set by sendBatch: the codec and level its chunks are compressed with. */
+  codec?: CompressionChoice;
+  /**
+   * After a dropped connection, how long (from the drop) the run keeps reconnecting to resume
+   * at its first unacknowledged chunk before the batch fails. Default RESUME_WINDOW_MS.
+   */
+  resumeWindowMs?: number;
 }
 
 export interface SendBatchResult {
@@ -107,11 +119,12 @@ export interface SendBatchResult {
   bytes: number;
   /** Every byte this side wrote to the socket: frame headers, segment tables, resends, handshake. */
   wireBytes: number;
+  /** The logical bytes by what became of them: zero-skipped, data, compressed in and out. */
+  breakdown: ByteBreakdown;
+  /** The codec the batch's chunks were compressed with ("none": sent as they are). */
+  compression: CompressionChoice;
   durationMs: number;
 }
-
-/** Below this bandwidth limit the data channel compresses by default (LZ4 runs ~0.33 GB/s per core). */
-export const COMPRESS_BELOW_BYTES_PER_SEC = 200 * 1000 * 1000;
 
 /**
  * Send one batch (a run of chunks of one volume) to a destination mover and resolve only after
@@ -131,22 +144,71 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
     // The HELLO round trip is no RTT measure on a busy host (it includes both processes'
     // scheduling): without TCP_INFO a batch is striped only when the migration says so.
     const n = streamsFor(o.streams, first.tuning?.rttUs, o.chunkCount);
-    const sessions = await sendStripes(o, n, source, key, { link: first, reused: kept !== undefined }, log);
+    const codec = await compressionFor(o, first);
+    const sessions = await sendStripes(
+      { ...o, codec },
+      n,
+      source,
+      key,
+      { link: first, reused: kept !== undefined },
+      log,
+    );
     const chunks = sessions.flatMap((s) => [...s.acked.values()]).sort((a, b) => a.offset - b.offset);
-    const result = {
+    const result: SendBatchResult = {
       chunks,
       bytes: chunks.reduce((sum, c) => sum + c.length, 0),
       wireBytes: sessions.reduce((sum, s) => sum + s.wireBytes, 0),
+      breakdown: sumBreakdowns(sessions.map((s) => s.bytes)),
+      compression: codec,
       durationMs: performance.now() - started,
     };
+    links.noteRate(o.address, result.wireBytes / (result.durationMs / 1000));
     log.info(
-      { bytes: result.bytes, wireBytes: result.wireBytes, durationMs: Math.round(result.durationMs), streams: n },
+      {
+        bytes: result.bytes,
+        wireBytes: result.wireBytes,
+        ...result.breakdown,
+        codec: codec.codec,
+        level: codec.level,
+        durationMs: Math.round(result.durationMs),
+        streams: n,
+      },
       "batch sent",
     );
     return result;
   } finally {
     await source.close();
   }
+}
+
+/**
+ * The codec for a batch: the migration's mode, decided from the link's rate (the bandwidth limit,
+ * or the fastest rate a batch to this destination reached if lower or the limit is absent), its
+ * RTT and the cores this host can spare right now.
+ */
+async function compressionFor(o: SendBatchOptions, link: Link): Promise<CompressionChoice> {
+  const measured = links.rateOf(o.address);
+  const limit = o.bandwidthLimitBytesPerSec;
+  const [lz4, zstd] = await Promise.all([compressionCodec("lz4"), compressionCodec("zstd")]);
+  return chooseCompression({
+    mode: o.compression ?? "auto",
+    linkBytesPerSec: limit === undefined ? measured : Math.min(limit, measured ?? limit),
+    rttUs: link.tuning?.rttUs,
+    spareCores: spareCores(availableParallelism(), loadavg()[0] ?? 0),
+    available: { lz4: lz4 === "lz4", zstd: zstd === "zstd" },
+  });
+}
+
+function sumBreakdowns(parts: readonly ByteBreakdown[]): ByteBreakdown {
+  return parts.reduce(
+    (a, b) => ({
+      zeroSkipped: a.zeroSkipped + b.zeroSkipped,
+      data: a.data + b.data,
+      packedIn: a.packedIn + b.packedIn,
+      packedOut: a.packedOut + b.packedOut,
+    }),
+    { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 },
+  );
 }
 
 /**
@@ -188,11 +250,21 @@ async function sendStripes(
   }
 }
 
+/** A run whose connection dropped keeps trying to resume for this long: a WAN outage of 2 min. */
+export const RESUME_WINDOW_MS = 120_000;
+/** Pauses between reconnection attempts of a dropped run: 0.5 s, doubling, at most 5 s. */
+const RESUME_BACKOFF_MS = { first: 500, max: 5_000 } as const;
+
 /**
  * One run of chunks (the whole batch, or one stripe) on one link: `given`, else a kept one, else
  * a new one. The link goes back to the pool after a clean BATCH_OK. A kept link the destination
  * dropped while idle (restart, timeout, a cut) fails the first write or read before any answer:
  * the run starts again once on a fresh connection.
+ *
+ * A connection that drops mid-run (reset, idle timeout) is resumed: the run reconnects (for up
+ * to resumeWindowMs, backing off) and sends BATCH_BEGIN again with `resume: n`, where n chunks
+ * from the run's first were acknowledged; only the rest cross the link again. A destination that
+ * no longer knows the run (it restarted) refuses the resume, and the run is sent whole.
  */
 async function sendRun(
   o: SendBatchOptions,
@@ -203,13 +275,34 @@ async function sendRun(
 ): Promise<ClientSession> {
   let link = given?.link ?? links.take(key);
   let reused = given?.reused ?? link !== undefined;
+  let carried: Carried | undefined;
+  let dropped: { at: number; pauseMs: number } | undefined;
+  const canResume = (err: unknown): boolean =>
+    err instanceof DestinationUnreachableError &&
+    !isAborted(o.signal) &&
+    dropped !== undefined &&
+    performance.now() - dropped.at < (o.resumeWindowMs ?? RESUME_WINDOW_MS);
+  const pause = async (): Promise<void> => {
+    const d = dropped as { pauseMs: number };
+    await sleep(d.pauseMs, undefined, { signal: o.signal }).catch(() => undefined);
+    d.pauseMs = Math.min(RESUME_BACKOFF_MS.max, d.pauseMs * 2);
+  };
   for (;;) {
-    link ??= await openLink(o, log);
+    try {
+      link ??= await openLink(o, log);
+    } catch (err) {
+      if (!canResume(err)) throw err;
+      await pause();
+      continue;
+    }
     link.batches += 1;
     const attempt: { session?: ClientSession } = {};
+    const resume = resumeCount(o, carried);
     try {
       if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
-      const session = await withBucket(o, (limit) => run(o, link as Link, source, limit, log, attempt));
+      const session = await withBucket(o, (limit) =>
+        run({ ...o, resume }, link as Link, source, limit, log, attempt, carried),
+      );
       // A plaintext link is not kept: its destination reads it with native recv, which holds a
       // libuv pool thread while it waits, so idle kept links would starve the destination's
       // checksums, writes and fsyncs. TLS links cost an fd: Node's TLS reads them, or, sealed,
@@ -226,9 +319,31 @@ async function sendRun(
         reused = false;
         continue;
       }
-      throw err;
+      link = undefined;
+      reused = false;
+      if (err instanceof ProtocolError && err.message.includes(CANNOT_RESUME) && resume !== undefined) {
+        log.warn({ reason: err.message }, "destination cannot resume the run; sending it whole");
+        carried = undefined;
+        continue;
+      }
+      if (err instanceof DestinationUnreachableError && attempt.session !== undefined && !isAborted(o.signal)) {
+        dropped ??= { at: performance.now(), pauseMs: RESUME_BACKOFF_MS.first };
+        carried = attempt.session.carry(o.firstChunk * o.chunkSizeBytes, o.chunkSizeBytes);
+      }
+      if (!canResume(err)) throw err;
+      log.warn(
+        { reason: (err as Error).message, acknowledged: carried?.acked.size ?? 0, of: o.chunkCount },
+        "data link dropped mid-run; resuming at the first unacknowledged chunk",
+      );
+      await pause();
     }
   }
+}
+
+/** BATCH_BEGIN's `resume`: the acknowledged chunks carried over, leaving at least one to send. */
+function resumeCount(o: SendBatchOptions, carried: Carried | undefined): number | undefined {
+  const n = Math.min(carried?.acked.size ?? 0, o.chunkCount - 1);
+  return n > 0 ? n : undefined;
 }
 
 /** Distinct TLS configurations get distinct links (tests use several in one process). */
@@ -250,7 +365,7 @@ export function closeIdleLinks(): void {
 }
 
 /** The BATCH_BEGIN this batch announces (also what a local copy claims and writes under). */
-export function beginOf(o: SendBatchOptions): BatchBegin {
+export function beginOf(o: SendBatchOptions & { resume?: number }): BatchBegin {
   const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
   const begin: BatchBegin = {
     migrationId,
@@ -266,6 +381,7 @@ export function beginOf(o: SendBatchOptions): BatchBegin {
   if (o.delivery !== undefined) begin.delivery = o.delivery;
   if (o.verify === false) begin.verify = false;
   if (o.stripe !== undefined) begin.stripe = o.stripe;
+  if (o.resume !== undefined) begin.resume = o.resume;
   return begin;
 }
 
@@ -329,12 +445,13 @@ const aborted = (signal: AbortSignal): TransferAbortedError =>
   new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
 
 async function run(
-  o: SendBatchOptions,
+  o: SendBatchOptions & { resume?: number },
   link: Link,
   source: SourceVolume,
   limit: Limit | undefined,
   log: Logger,
   attempt: { session?: ClientSession },
+  carried?: Carried,
 ): Promise<ClientSession> {
   const bucket = limit?.bucket;
   const { socket, reader, encrypted } = link;
@@ -348,10 +465,9 @@ async function run(
     // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
     bucket,
-    compress:
-      o.compress ??
-      (o.bandwidthLimitBytesPerSec !== undefined && o.bandwidthLimitBytesPerSec < COMPRESS_BELOW_BYTES_PER_SEC),
+    compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
+    ...(carried === undefined || o.resume === undefined ? {} : { carried }),
     log,
   });
   attempt.session = session;
@@ -549,7 +665,11 @@ export const SEND_BUFFERS = 2;
  * Resends (after a CRC mismatch at the destination) reuse whichever buffer just came free. The
  * two buffers come from the process's pre-faulted cache and go back to it.
  */
-async function sendChunks(o: SendBatchOptions, session: ClientSession, source: SourceVolume): Promise<void> {
+async function sendChunks(
+  o: SendBatchOptions & { resume?: number },
+  session: ClientSession,
+  source: SourceVolume,
+): Promise<void> {
   const buffers = Array.from({ length: SEND_BUFFERS }, () => chunkBuffers.take(batchBufferBytes(o)));
   const prepare = (index: number, buffer: Buffer): Promise<PreparedChunk> => {
     const { offset, length } = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, index);
@@ -557,10 +677,12 @@ async function sendChunks(o: SendBatchOptions, session: ClientSession, source: S
     p.catch(() => undefined); // handled where it is awaited
     return p;
   };
+  // A resumed run starts at its first unacknowledged chunk.
+  const from = o.resume ?? 0;
   let pending: Promise<PreparedChunk> | undefined =
-    o.chunkCount > 0 ? prepare(o.firstChunk, buffers[0] as Buffer) : undefined;
+    o.chunkCount > from ? prepare(o.firstChunk + from, buffers[from % SEND_BUFFERS] as Buffer) : undefined;
   try {
-    for (let i = 0; i < o.chunkCount; i++) {
+    for (let i = from; i < o.chunkCount; i++) {
       const current = await (pending as Promise<PreparedChunk>);
       const free = buffers[i % SEND_BUFFERS] as Buffer;
       pending =

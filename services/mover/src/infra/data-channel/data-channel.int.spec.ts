@@ -298,21 +298,29 @@ describe("compressed chunks (LZ4 on a capped link)", () => {
   });
 
   const compresses =
-    "compresses under a bandwidth limit, sends fewer bytes, lands identical bytes, and resends a corrupted one";
+    "compresses with LZ4 and zstd, sends fewer bytes, lands identical bytes, and resends a corrupted one";
   it(compresses, async () => {
     const opts = { ...firstHalf, sourcePath: text, bandwidthLimitBytesPerSec: 100 * MiB };
-    const packed = await sendBatch(batch({ ...opts, destDir: "lz4" }));
-    const plain = await sendBatch(batch({ ...opts, destDir: "plain", compress: false }));
+    const packed = await sendBatch(batch({ ...opts, destDir: "lz4", compression: "lz4" }));
+    const zstd = await sendBatch(batch({ ...opts, destDir: "zstd", compression: "zstd" }));
+    const plain = await sendBatch(batch({ ...opts, destDir: "plain", compression: "none" }));
     expect(packed.wireBytes).toBeLessThan(plain.wireBytes - 2 * MiB);
+    expect(zstd.compression.codec).toBe("zstd");
+    expect(zstd.wireBytes).toBeLessThan(plain.wireBytes - 2 * MiB);
+    // The breakdown adds up: every logical byte was either skipped as zero or sent as data.
+    for (const r of [packed, zstd, plain]) expect(r.breakdown.zeroSkipped + r.breakdown.data).toBe(r.bytes);
+    expect(zstd.breakdown.packedIn).toBeGreaterThan(0);
+    expect(zstd.breakdown.packedOut).toBeLessThan(zstd.breakdown.packedIn / 4);
+    expect(plain.breakdown.packedIn).toBe(0);
     const proxy = await startCorruptingProxy(server.address, "once");
     try {
-      await sendBatch(batch({ ...opts, destDir: "lz4-flip", address: proxy.address }));
+      await sendBatch(batch({ ...opts, destDir: "zstd-flip", address: proxy.address, compression: "zstd" }));
       expect(proxy.corrupter.flips).toBe(1);
     } finally {
       await proxy.close();
     }
     const want = (await readFile(text)).subarray(0, 11 * MiB);
-    for (const dir of ["lz4", "plain", "lz4-flip"]) {
+    for (const dir of ["lz4", "zstd", "plain", "zstd-flip"]) {
       const got = await readFile(join(root, dir, "disk.img.part"));
       expect(got.subarray(0, 11 * MiB).equals(want)).toBe(true);
     }

@@ -48,6 +48,8 @@ interface Idle {
  * migrations finds a link for each.
  */
 export const MAX_IDLE_LINKS = 16;
+/** Destinations whose measured rate is remembered (a mover talks to a handful). */
+const MAX_RATES = 1024;
 /** An idle link is closed after this long; well inside the data server's idle timeout (120 s). */
 export const LINK_IDLE_MS = 20_000;
 
@@ -59,6 +61,8 @@ export const LINK_IDLE_MS = 20_000;
  */
 export class LinkPool {
   private readonly idle = new Map<string, Idle[]>();
+  /** Fastest rate a batch reached per destination address, bytes/s (see noteRate). */
+  private readonly rates = new Map<string, number>();
 
   constructor(
     private readonly idleMs = LINK_IDLE_MS,
@@ -103,6 +107,22 @@ export class LinkPool {
     link.socket.once("end", entry.onGone);
     list.push(entry);
     this.idle.set(key, list);
+  }
+
+  /**
+   * Record the rate a batch to `address` reached (its wire bytes over its duration). A batch's
+   * rate is a lower bound of the link's (the batch may have waited on the CPU or the disk), so
+   * the fastest seen is kept: a slow, CPU-bound batch does not make the link look slower.
+   */
+  noteRate(address: string, bytesPerSec: number): void {
+    if (!(bytesPerSec > 0) || !Number.isFinite(bytesPerSec)) return;
+    if (!this.rates.has(address) && this.rates.size >= MAX_RATES) this.rates.clear();
+    this.rates.set(address, Math.max(this.rates.get(address) ?? 0, bytesPerSec));
+  }
+
+  /** The fastest rate a batch to `address` reached, bytes/s; undefined before the first. */
+  rateOf(address: string): number | undefined {
+    return this.rates.get(address);
   }
 
   /** Idle links held for `key` (tests). */

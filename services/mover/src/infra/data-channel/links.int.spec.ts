@@ -188,6 +188,8 @@ describe("data links", () => {
       batch({
         migrationId: m,
         streams: 2,
+        // The cut lasts until the batch failed: a short resume window ends the reconnecting.
+        resumeWindowMs: 1_000,
         onChunk: () => {
           if (cut) return;
           cut = true;

@@ -99,10 +99,14 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
             wireBytes: 0,
             blake3: c.blake3,
           }));
+        const bytes = chunks.reduce((sum, c) => sum + c.length, 0);
+        const zeroSkipped = chunks.reduce((sum, c) => sum + (c.zero ? c.length : 0), 0);
         const result = {
           chunks,
-          bytes: chunks.reduce((sum, c) => sum + c.length, 0),
+          bytes,
           wireBytes: 0,
+          breakdown: { zeroSkipped, data: bytes - zeroSkipped, packedIn: 0, packedOut: 0 },
+          compression: { codec: "none" as const, level: 0 },
           durationMs: performance.now() - started,
         };
         log.info({ bytes: result.bytes, durationMs: Math.round(result.durationMs) }, "batch copied locally");

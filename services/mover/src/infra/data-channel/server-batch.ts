@@ -12,6 +12,7 @@ import { spreadSegments } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
+import { CANNOT_RESUME, ResumeTable, runKey } from "../../domain/data-channel/resume.js";
 import {
   encodeControl,
   FENCED,
@@ -76,6 +77,19 @@ export function wireCode(err: unknown): WireCode {
 }
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** What every receiving session of this process wrote per run, for senders that resume (resume.ts). */
+const resumable = new ResumeTable<WrittenChunk>();
+
+/** The records of a resumed run's first `begin.resume` chunks, from the session that wrote them. */
+function resumedChunks(begin: BatchBegin): Map<number, WrittenChunk> {
+  const n = begin.resume ?? 0;
+  if (n === 0) return new Map();
+  const offsets = Array.from({ length: n }, (_, i) => (begin.firstChunk + i) * begin.chunkSizeBytes);
+  const got = resumable.resume(runKey(begin), tokenOf(begin), offsets);
+  if (typeof got === "string") throw new ProtocolError(`${CANNOT_RESUME}: ${got}`);
+  return got;
+}
 
 /**
  * Receive one batch after its BATCH_BEGIN: verify and write each chunk as it arrives (replies are
@@ -172,7 +186,12 @@ async function receiveClaimed(
   ctx.pool.ensure(batchBufferBytes(begin));
   ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
   state.holds = holds;
+  const key = runKey(begin);
   try {
+    // After the claim: a dropped session of the run was fenced (its writes settled) or, for a
+    // stripe, still holds with the same token; either way its records are final for these chunks.
+    for (const [offset, c] of resumedChunks(begin)) state.written.set(offset, c);
+    resumable.track(key, tokenOf(begin), state.written);
     const written = await receiveChunks(ctx, begin, file, state);
     await Promise.all(state.inflight);
     if (state.failure !== undefined) throw state.failure;
@@ -184,6 +203,7 @@ async function receiveClaimed(
     if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
     const records = keepsRecords(begin.volumeSizeBytes);
     if (records) await recordHashes(file.path, hashRecord(begin, written), ctx.log);
+    resumable.done(key, written);
     send(ctx.socket, { kind: "BATCH_OK" });
     if (records && expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
   } finally {
@@ -320,8 +340,10 @@ async function storePacked(
   state: BatchState,
 ): Promise<string | undefined> {
   let raw: Uint8Array;
+  const rawLength = segmentBytes(h.segments);
+  const codec = h.codec ?? "lz4";
   try {
-    raw = await decompressChunk({ codec: "lz4", data: packed, rawLength: segmentBytes(h.segments) });
+    raw = await decompressChunk({ codec, data: packed, rawLength });
   } catch (err) {
     if (err instanceof CompressedChunkCorruptError) return askAgain(ctx, h, "compressed chunk does not unpack");
     throw err;

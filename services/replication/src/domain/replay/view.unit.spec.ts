@@ -81,7 +81,16 @@ describe("replay folder", () => {
       { status: "done", attempt: 0 },
     ]);
     expect(f?.batches.map((b) => b.chunks?.map((c) => c.offset))).toEqual([[0], [65536]]);
-    expect(l?.totals).toEqual({ bytes: 131072, zeroBytes: 65536, wireBytes: 200, chunks: 2, batches: 2 });
+    expect(l?.totals).toEqual({
+      bytes: 131072,
+      zeroBytes: 65536,
+      wireBytes: 200,
+      chunks: 2,
+      batches: 2,
+      zeroSkippedBytes: 65536,
+      packedInBytes: 0,
+      packedOutBytes: 0,
+    });
     expect(f?.totals).toEqual(l?.totals);
   });
   it("combines folders of disjoint aggregates into the one folder's view", () => {

@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { chooseCompression, spareCores, type CompressionInputs } from "./compression.js";
+
+const MBIT = 1e6 / 8;
+const both = { lz4: true, zstd: true };
+const auto = (o: Partial<CompressionInputs>): ReturnType<typeof chooseCompression> =>
+  chooseCompression({
+    mode: "auto",
+    linkBytesPerSec: undefined,
+    rttUs: undefined,
+    spareCores: 2,
+    available: both,
+    ...o,
+  });
+
+describe("chooseCompression", () => {
+  it("sends a 10 Gbit/s link's chunks as they are, or with LZ4, on 2 cores", () => {
+    const c = auto({ linkBytesPerSec: 10_000 * MBIT, spareCores: 2 });
+    expect(["none", "lz4"]).toContain(c.codec);
+    expect(auto({ linkBytesPerSec: 10_000 * MBIT, spareCores: 0.5 }).codec).toBe("none");
+  });
+
+  it("uses zstd on a 200 Mbit/s link, at a higher level the more CPU is spare", () => {
+    const busy = auto({ linkBytesPerSec: 200 * MBIT, spareCores: 0.25 });
+    const idle = auto({ linkBytesPerSec: 200 * MBIT, spareCores: 2 });
+    expect(busy.codec).toBe("zstd");
+    expect(idle.codec).toBe("zstd");
+    expect(idle.level).toBeGreaterThan(busy.level);
+  });
+
+  it("without a measured rate, assumes a fast link on a LAN and a slower one across a WAN", () => {
+    expect(auto({ rttUs: 200, spareCores: 1 }).codec).toBe("none");
+    expect(auto({ rttUs: 50_000, spareCores: 1 }).codec).not.toBe("none");
+  });
+
+  it("never picks a codec this process lacks, and follows a forced mode", () => {
+    expect(auto({ linkBytesPerSec: 200 * MBIT, available: { lz4: true, zstd: false } }).codec).toBe("lz4");
+    expect(auto({ linkBytesPerSec: 200 * MBIT, available: { lz4: false, zstd: false } }).codec).toBe("none");
+    const forced = (mode: CompressionInputs["mode"], available = both): string =>
+      chooseCompression({ mode, linkBytesPerSec: 200 * MBIT, rttUs: 50_000, spareCores: 2, available }).codec;
+    expect(forced("none")).toBe("none");
+    expect(forced("lz4")).toBe("lz4");
+    expect(forced("zstd")).toBe("zstd");
+    expect(forced("zstd", { lz4: true, zstd: false })).toBe("none");
+  });
+
+  it("counts spare cores as the online ones less the load, at least a quarter", () => {
+    expect(spareCores(2, 0.5)).toBe(1.5);
+    expect(spareCores(2, 9)).toBe(0.25);
+    expect(spareCores(8, -1)).toBe(8);
+  });
+});
