@@ -23,12 +23,12 @@
         "src/blake3_portable.cc",
         "src/zstd_codec.cc",
       ],
-      "libraries": ["-lzstd"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
-      # OpenSSL's libcrypto (headers: libssl-dev) for AES-GCM of the sealed data records. Node
-      # runs on the same OpenSSL 3 ABI, whether it links the system library or exports its own.
-      "libraries": ["-lcrypto"],
+      # libzstd (headers: libzstd-dev) for zstd chunk compression; OpenSSL's libcrypto (headers:
+      # libssl-dev) for AES-GCM of the sealed data records. Node runs on the same OpenSSL 3 ABI,
+      # whether it links the system library or exports its own.
+      "libraries": ["-lzstd", "-lcrypto"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "conditions": [

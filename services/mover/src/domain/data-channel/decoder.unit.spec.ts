@@ -201,8 +201,8 @@ describe("limits, checked on the header before anything is allocated", () => {
 
   it("takes FLAG_SEALED only on HELLO (the offer) and AUTH_OK (the switch)", () => {
     for (const kind of ["BATCH_BEGIN", "BATCH_OK", "CHUNK_OK", "CHALLENGE"] as const)
-      expect(firstViolation(header(kind, { flags: FLAG_SEALED }), ALL), kind).toMatch(/unexpected flags 4/);
-    expect(firstViolation(header("AUTH_OK", { flags: FLAG_SEALED | 0x8 }), ALL)).toMatch(/unexpected flags 12/);
+      expect(firstViolation(header(kind, { flags: FLAG_SEALED }), ALL), kind).toMatch(/unexpected flags 8/);
+    expect(firstViolation(header("AUTH_OK", { flags: FLAG_SEALED | 0x4 }), ALL)).toMatch(/unexpected flags 12/);
   });
 
   it("accepts only HELLO before authentication on the server", () => {
