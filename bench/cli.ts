@@ -9,12 +9,12 @@
 // Targets: help <= 0.30 s, status <= 0.50 s, migrate overhead <= 0.35 s.
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { parseSize } from "../cli/args.js";
-import { listMigrations, newId, publishCommand } from "../cli/client.js";
+import { cliEventTrust, listMigrations, listSummaries, newId, publishCommand } from "../cli/client.js";
 import { generateImage } from "../cli/image.js";
 import { buildStart } from "../cli/migrate.js";
 import { Stack } from "../cli/stack.js";
@@ -100,9 +100,10 @@ try {
         migrationId: newId("tiny"),
       }),
     );
+  const trust = cliEventTrust(dir);
   for (;;) {
-    const all = await listMigrations(cli);
-    const done = all.filter((m) => m.status === "completed" || m.status === "failed" || m.status === "rejected").length;
+    const all = await listSummaries(cli, trust);
+    const done = all.filter((m) => m.state === "completed" || m.state === "failed" || m.state === "rejected").length;
     if (done >= count) break;
     await new Promise((r) => setTimeout(r, 1000));
   }
@@ -113,6 +114,12 @@ try {
     [ENTRY, "status", "--json", ...client],
     cliEnv,
   );
+  // Baseline: what status did before the coordinator's summaries, folding every event (in this
+  // process, so without the command's start-up), once.
+  const tf = performance.now();
+  await listMigrations(cli, trust);
+  const foldAll = (performance.now() - tf) / 1e3;
+  say(`fold every event in-process (baseline)   ${foldAll.toFixed(3)} s; status is ${(status / foldAll).toFixed(3)}x`);
 
   // migrate --wait: wall time of the command minus the migration's own duration.
   const img = join(stack.root("a"), "vm", "disk.img");
@@ -155,6 +162,8 @@ try {
     helpVsTsx: help / helpTsx,
     statusSeconds: status,
     statusMigrations: count,
+    statusFoldEveryEventSeconds: foldAll,
+    loadAverage: loadavg(),
     migrateSize: values.size,
     migrateEngineSeconds: median(engines),
     migrateOverheadSeconds: overhead,

@@ -9,6 +9,7 @@ import * as work from "./work.js";
 import * as rpc from "./rpc.js";
 import * as federation from "./federation.js";
 import * as replication from "./replication.js";
+import * as summary from "./summary.js";
 
 const outDir = join(import.meta.dirname, "json");
 const check = process.argv.includes("--check");
@@ -47,6 +48,7 @@ const entries: Array<[string, z.ZodType]> = [
   ["AgentReply", replication.AgentReply],
   ["ReplicationCommand", replication.ReplicationCommand],
   ["ReplicationReply", replication.ReplicationReply],
+  ["MigrationSummary", summary.MigrationSummary],
 ];
 
 mkdirSync(outDir, { recursive: true });

@@ -5,3 +5,4 @@ export * from "./work.js";
 export * from "./rpc.js";
 export * from "./federation.js";
 export * from "./replication.js";
+export * from "./summary.js";

@@ -1,0 +1,35 @@
+import { MAX_MESSAGE_CHARS, truncateText, type MigrationSummary } from "#schemas/index.js";
+import type { Migration } from "./state.js";
+
+/** Where a summary's migration stands in its event subject: messages folded and the last one's sequence. */
+export interface FoldedPosition {
+  messages: number;
+  lastSeq: number;
+}
+
+/** A folded migration as its summary (what `dwcp status` shows), at `position` in its log. */
+export function summaryOf(m: Migration, position: FoldedPosition): MigrationSummary {
+  return {
+    type: "MigrationSummary",
+    version: 1,
+    migrationId: m.id,
+    state: m.status,
+    ...(m.request?.vm !== undefined ? { vm: m.request.vm } : {}),
+    ...(m.requestedAt !== undefined ? { requestedAt: m.requestedAt } : {}),
+    ...(m.endedAt !== undefined ? { endedAt: m.endedAt } : {}),
+    bytes: m.totals.bytes,
+    wireBytes: m.totals.wireBytes,
+    zeroBytes: m.totals.zeroBytes,
+    ...(m.plan !== undefined ? { totalBytes: m.plan.totalBytes, batches: m.plan.batchCount } : {}),
+    batchesDone: m.batches.filter((b) => b.status === "done").length,
+    ...(m.reason !== undefined ? { reason: m.reason } : {}),
+    ...(m.message !== undefined ? { message: truncateText(m.message, MAX_MESSAGE_CHARS - 64) } : {}),
+    ...(m.ignored !== undefined ? { ignored: m.ignored } : {}),
+    messages: position.messages,
+    lastSeq: position.lastSeq,
+  };
+}
+
+/** Whether a migration with this summary is one to list (an id only refused commands named is none). */
+export const isListed = (s: Pick<MigrationSummary, "state" | "ignored">): boolean =>
+  s.state !== "none" || s.ignored !== undefined;
