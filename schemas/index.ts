@@ -6,3 +6,4 @@ export * from "./rpc.js";
 export * from "./federation.js";
 export * from "./replication.js";
 export * from "./summary.js";
+export * from "./progress.js";

@@ -34,6 +34,9 @@ export const subjects = {
   moverRpc: (host: string): string => `dwcp.mover.${host}.rpc`,
   summaries: "dwcp.summary.migration.>",
   summary: (id: string): string => `dwcp.summary.migration.${id}`,
+  /** Core NATS, not stored: the sending movers' BatchProgress of one migration. */
+  progress: (id: string): string => `dwcp.progress.${id}`,
+  progressAll: "dwcp.progress.>",
 } as const;
 
 export const workStream = (host: string): string => `DWCP_WORK_${host}`;

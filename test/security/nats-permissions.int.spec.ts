@@ -199,6 +199,19 @@ describe("NATS least privilege and TLS", () => {
     await expect(readSummaries(observer, INSECURE)).resolves.toBeInstanceOf(Map);
   });
 
+  it("only movers publish batch progress; a mover cannot listen to it", async () => {
+    const progress = subjects.progress("m1");
+    const cli = await as("cli");
+    await deniedPublish(cli.js.publish(progress, "{}"), progress);
+    const observer = await as("observer");
+    await deniedPublish(observer.js.publish(progress, "{}"), progress);
+    const mover = await as("mover-b");
+    const sub = mover.nc.subscribe(subjects.progressAll);
+    expect(messagesOf(await sub.closed)).toContain(
+      `Permissions Violation for Subscription to "${subjects.progressAll}"`,
+    );
+  });
+
   it("no role can subscribe to another role's inbox", async () => {
     const cli = await as("cli");
     const sub = cli.nc.subscribe("_INBOX_coordinator.>");

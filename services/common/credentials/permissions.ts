@@ -199,10 +199,11 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
         "dwcp.cmd.migration.cancel",
         "dwcp.replication.*.rpc",
       ],
-      [],
+      [subjects.progressAll],
     );
   }
-  if (r === "observer") return role(r, [...READ, ...READ_SUMMARIES, ...readFederation(federation)], []);
+  if (r === "observer")
+    return role(r, [...READ, ...READ_SUMMARIES, ...readFederation(federation)], [subjects.progressAll]);
   const mover = moverHostOf(r);
   if (mover !== undefined) {
     return role(
@@ -213,6 +214,8 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
         `$KV.${MOVERS_BUCKET}.${mover}`,
         // Transfer facts (ChunkBatchTransferred, ...): their producer is checked by signature.
         "dwcp.evt.migration.>",
+        // Progress of the batches it sends (signed; a reader believes only the source host's mover).
+        subjects.progressAll,
         ...readPeerMovers(federation),
       ],
       [`dwcp.mover.${mover}.rpc`, "dwcp.evt.migration.>"],
