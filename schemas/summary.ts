@@ -1,16 +1,19 @@
 import { z } from "zod";
-import { Id, MAX_MESSAGE_CHARS, Timestamp, Uint } from "./common.js";
+import { Id, Timestamp, Uint } from "./common.js";
 
-/** How many ignored inputs a summary names (the count is exact). */
-export const SUMMARY_IGNORED_KEPT = 10;
+/** How many ignored inputs a summary names (the count is exact), and the length of texts in it. */
+export const SUMMARY_IGNORED_KEPT = 3;
+export const SUMMARY_TEXT_CHARS = 512;
+/** Summaries in one page: 256 of at most ~3 KiB each stay well under NATS's 1 MiB payload. */
+export const SUMMARY_PAGE_SIZE = 256;
+
+const Text = z.string().max(SUMMARY_TEXT_CHARS);
 
 /**
  * One migration as the coordinator folded it, for readers that want every migration at once
- * (`dwcp status`) without folding every event: published by the coordinator, signed with its key,
- * one message per migration kept (`dwcp.summary.migration.<id>` in DWCP_SUMMARY). `messages` is
- * the number of stored messages of the migration's event subject folded into it (events, ignored
- * and invalid ones alike), so a reader can tell a current summary from a stale one by comparing
- * it with the subject's message count.
+ * (`dwcp status`) without folding every event. `messages` is the number of stored messages of the
+ * migration's event subject folded into it (events, ignored and invalid ones alike), so a reader
+ * can tell a current summary from a stale one by comparing it with the subject's message count.
  */
 export const MigrationSummary = z.object({
   type: z.literal("MigrationSummary"),
@@ -38,13 +41,11 @@ export const MigrationSummary = z.object({
   batchesDone: Uint,
   batches: Uint.optional(),
   reason: z.string().max(64).optional(),
-  message: z.string().max(MAX_MESSAGE_CHARS).optional(),
+  message: Text.optional(),
   ignored: z
     .object({
       count: Uint,
-      recent: z
-        .array(z.object({ seq: Uint, type: z.string().max(256), reason: z.string().max(MAX_MESSAGE_CHARS) }))
-        .max(SUMMARY_IGNORED_KEPT),
+      recent: z.array(z.object({ seq: Uint, type: z.string().max(256), reason: Text })).max(SUMMARY_IGNORED_KEPT),
     })
     .optional(),
   /** Messages of the event subject folded (see above). */
@@ -54,3 +55,18 @@ export const MigrationSummary = z.object({
 });
 
 export type MigrationSummary = z.infer<typeof MigrationSummary>;
+
+/**
+ * A page of summaries, published by the coordinator and signed with its key, the last one per
+ * page kept (`dwcp.summary.page.<n>` in DWCP_SUMMARY): migration k, in the order the event log
+ * first names them, is on page floor(k / SUMMARY_PAGE_SIZE), so a reader checks one signature
+ * per page rather than one per migration, and a changed migration rewrites only its page.
+ */
+export const MigrationSummaryPage = z.object({
+  type: z.literal("MigrationSummaryPage"),
+  version: z.literal(1),
+  page: Uint,
+  summaries: z.array(MigrationSummary).max(SUMMARY_PAGE_SIZE),
+});
+
+export type MigrationSummaryPage = z.infer<typeof MigrationSummaryPage>;

@@ -32,8 +32,9 @@ export const subjects = {
   migration: (id: string): string => `dwcp.evt.migration.${id}`,
   work: (host: string): string => `dwcp.work.${host}`,
   moverRpc: (host: string): string => `dwcp.mover.${host}.rpc`,
-  summaries: "dwcp.summary.migration.>",
-  summary: (id: string): string => `dwcp.summary.migration.${id}`,
+  summaries: "dwcp.summary.>",
+  summaryPages: "dwcp.summary.page.>",
+  summaryPage: (n: number): string => `dwcp.summary.page.${n}`,
   /** Core NATS, not stored: the sending movers' BatchProgress of one migration. */
   progress: (id: string): string => `dwcp.progress.${id}`,
   progressAll: "dwcp.progress.>",
@@ -58,7 +59,7 @@ export interface LayoutOptions {
  *   at most 256 MiB of them (oldest dropped first; commands are consumed within seconds).
  * - Events: 1 MiB (the server's default max_payload), the largest plan of a sparse volume fits.
  * - Work items: a TransferBatch is a few hundred bytes; 64 KiB each, 64 MiB per host's queue.
- * - Summaries: one per migration, under a KiB (ten ignored inputs with long reasons fit 256 KiB).
+ * - Summary pages: 256 summaries of at most ~3 KiB each fit 1 MiB.
  */
 export const STREAM_LIMITS = {
   commandMaxMsgBytes: 256 * 1024,
@@ -66,7 +67,7 @@ export const STREAM_LIMITS = {
   eventMaxMsgBytes: 1024 * 1024,
   workMaxMsgBytes: 64 * 1024,
   workMaxBytes: 64 * 1024 * 1024,
-  summaryMaxMsgBytes: 256 * 1024,
+  summaryMaxMsgBytes: 1024 * 1024,
 } as const;
 
 /**
@@ -109,8 +110,8 @@ async function createLayout(nc: NatsConnection, jsm: JetStreamManager, opts: Lay
     max_msg_size: STREAM_LIMITS.eventMaxMsgBytes,
     ...(opts.eventLogMaxBytes !== undefined ? { max_bytes: opts.eventLogMaxBytes, discard: DiscardPolicy.New } : {}),
   });
-  // The coordinator's summary of each migration, the last one per migration kept: `dwcp status`
-  // reads one message per migration instead of folding every event.
+  // The coordinator's summaries of the migrations, in pages, the last of each page kept: `dwcp
+  // status` reads a page per 256 migrations instead of folding every event.
   await ensureStream(jsm, {
     name: SUMMARY_STREAM,
     subjects: [subjects.summaries],

@@ -1,5 +1,5 @@
 // `dwcp status` through the built binary against a real stack: it reads the coordinator's signed
-// summaries (one message per migration) and gives the same rows as folding every event; a summary
+// summary pages (one message per 256 migrations) and gives the same rows as folding every event; a summary
 // the coordinator did not sign is not believed, and a stale one (the log moved on while no
 // coordinator ran) is replaced by a fold of the migration's events.
 import { spawn } from "node:child_process";
@@ -88,8 +88,8 @@ describe("dwcp status reads the coordinator's summaries", () => {
 
   it("a summary the coordinator did not sign is not believed", async () => {
     await summariesCurrent();
-    // Admin may publish anywhere, but has no coordinator key: an unsigned summary claiming 1 PiB
-    // replaces st-0's (one kept per subject), and one invents a migration.
+    // Admin may publish anywhere, but has no coordinator key: an unsigned page replaces page 0
+    // (the last of each page is kept), claiming 1 PiB for st-0 and inventing a migration.
     const forged = (id: string): MigrationSummary => ({
       type: "MigrationSummary",
       version: 1,
@@ -102,8 +102,8 @@ describe("dwcp status reads the coordinator's summaries", () => {
       messages: 4,
       lastSeq: 1,
     });
-    for (const id of ["st-0", "ghost"])
-      await stack.nats.js.publish(subjects.summary(id), JSON.stringify(forged(id)), { msgID: newId("forged") });
+    const page = { type: "MigrationSummaryPage", version: 1, page: 0, summaries: [forged("st-0"), forged("ghost")] };
+    await stack.nats.js.publish(subjects.summaryPage(0), JSON.stringify(page), { msgID: newId("forged") });
     const rows = await statusJson();
     expect(rows.map((r) => r.migrationId)).not.toContain("ghost");
     expect(rows.find((r) => r.migrationId === "st-0")?.bytesDone).toBe(256 * KiB);

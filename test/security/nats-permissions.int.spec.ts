@@ -183,7 +183,7 @@ describe("NATS least privilege and TLS", () => {
   });
 
   it("only the coordinator publishes migration summaries; a mover can neither forge nor read them", async () => {
-    const summary = subjects.summary("m1");
+    const summary = subjects.summaryPage(0);
     const mover = await as("mover-a");
     await deniedPublish(mover.js.publish(summary, "{}"), summary);
     // Reading starts with the stream's info, which a mover may not ask for.

@@ -1,4 +1,4 @@
-import { MAX_MESSAGE_CHARS, truncateText, type MigrationSummary } from "#schemas/index.js";
+import { SUMMARY_IGNORED_KEPT, SUMMARY_TEXT_CHARS, truncateText, type MigrationSummary } from "#schemas/index.js";
 import type { Migration } from "./state.js";
 
 /** Where a summary's migration stands in its event subject: messages folded and the last one's sequence. */
@@ -23,12 +23,24 @@ export function summaryOf(m: Migration, position: FoldedPosition): MigrationSumm
     ...(m.plan !== undefined ? { totalBytes: m.plan.totalBytes, batches: m.plan.batchCount } : {}),
     batchesDone: m.batches.filter((b) => b.status === "done").length,
     ...(m.reason !== undefined ? { reason: m.reason } : {}),
-    ...(m.message !== undefined ? { message: truncateText(m.message, MAX_MESSAGE_CHARS - 64) } : {}),
-    ...(m.ignored !== undefined ? { ignored: m.ignored } : {}),
+    ...(m.message !== undefined ? { message: text(m.message) } : {}),
+    ...(m.ignored !== undefined
+      ? {
+          ignored: {
+            count: m.ignored.count,
+            recent: m.ignored.recent
+              .slice(-SUMMARY_IGNORED_KEPT)
+              .map((i) => ({ seq: i.seq, type: i.type.slice(0, 256), reason: text(i.reason) })),
+          },
+        }
+      : {}),
     messages: position.messages,
     lastSeq: position.lastSeq,
   };
 }
+
+/** A text cut to fit a summary (truncateText marks the cut, so leave it room). */
+const text = (s: string): string => truncateText(s, SUMMARY_TEXT_CHARS - 48);
 
 /** Whether a migration with this summary is one to list (an id only refused commands named is none). */
 export const isListed = (s: Pick<MigrationSummary, "state" | "ignored">): boolean =>
