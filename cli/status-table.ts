@@ -11,7 +11,7 @@ export interface StatusRow {
   endedAt: string | undefined;
   /** Seconds from request to end (or to `now` while it runs). */
   durationSeconds: number | undefined;
-  /** Logical bytes done: on the wire plus skipped zero (see README, "Numbers"). */
+  /** Logical bytes done: data (before compression) plus skipped zero (see README, "Numbers"). */
   bytesDone: number;
   bytesTotal: number | undefined;
   /** Bytes sent on the data channel and zero bytes skipped, of bytesDone. */

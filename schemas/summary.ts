@@ -33,7 +33,7 @@ export const MigrationSummary = z.object({
   vm: z.string().max(256).optional(),
   requestedAt: Timestamp.optional(),
   endedAt: Timestamp.optional(),
-  /** Logical bytes done: on the wire plus skipped zero. */
+  /** Logical bytes done: data (before compression) plus skipped zero. */
   bytes: Uint,
   wireBytes: Uint,
   zeroBytes: Uint,
