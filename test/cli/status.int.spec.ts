@@ -83,7 +83,7 @@ describe("dwcp status reads the coordinator's summaries", () => {
     expect(summaries.get("st-5")).toMatchObject({ state: "rejected", reason: "SOURCE_NOT_FOUND" });
     const rows = await statusJson();
     expect(rows).toEqual(await foldedRows());
-    expect(rows.map((r) => r.state)).toEqual([...Array(5).fill("completed"), "rejected"]);
+    expect(rows.map((r) => r.state)).toEqual([...Array<string>(5).fill("completed"), "rejected"]);
   });
 
   it("a summary the coordinator did not sign is not believed", async () => {
@@ -110,7 +110,7 @@ describe("dwcp status reads the coordinator's summaries", () => {
     expect(rows).toEqual(await foldedRows());
   });
 
-  it("a stale summary is replaced by a fold of the events, and a restarted coordinator brings it up to date", async () => {
+  it("a stale summary is replaced by a fold of the events; a restarted coordinator brings it up to date", async () => {
     await stack.coordinators[0]?.stop();
     // A message on st-1's subject that nobody trusted signed: folded as ignored input.
     const h = natsHeaders();
