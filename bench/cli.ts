@@ -14,7 +14,9 @@ import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { parseSize } from "../cli/args.js";
-import { cliEventTrust, listMigrations, listSummaries, newId, publishCommand } from "../cli/client.js";
+import { EVT_STREAM } from "../services/common/layout.js";
+import { messagesPerMigration, readSummaries } from "../services/common/summaries.js";
+import { cliEventTrust, listMigrations, newId, publishCommand } from "../cli/client.js";
 import { generateImage } from "../cli/image.js";
 import { buildStart } from "../cli/migrate.js";
 import { Stack } from "../cli/stack.js";
@@ -101,10 +103,14 @@ try {
       }),
     );
   const trust = cliEventTrust(dir);
+  // Settled: every migration's summary is terminal and current (the coordinator's summaries only:
+  // folding the ones in flight at every look would cost more than the migrations).
   for (;;) {
-    const all = await listSummaries(cli, trust);
-    const done = all.filter((m) => m.state === "completed" || m.state === "failed" || m.state === "rejected").length;
-    if (done >= count) break;
+    const [summaries, counts] = await Promise.all([readSummaries(cli, trust), messagesPerMigration(cli, EVT_STREAM)]);
+    const settled = [...summaries.values()].filter(
+      (m) => ["completed", "failed", "rejected"].includes(m.state) && counts.get(m.migrationId) === m.messages,
+    ).length;
+    if (settled >= count) break;
     await new Promise((r) => setTimeout(r, 1000));
   }
   // Left open: closing it while the tail's pull is still in flight throws in the library's iterator.
