@@ -3,7 +3,8 @@
 // dist/cli/dwcp.js), medians of --runs each:
 //   help    `dwcp --help`; baselines in the same run: `node -e 0`, and the same entry run from the
 //           TypeScript sources through tsx (what every command paid before dist/).
-//   status  `dwcp status --json` on an embedded stack holding --migrations tiny completed migrations.
+//   status  `dwcp status --json` on an embedded stack holding --migrations tiny completed migrations;
+//           baseline in the same run: folding every event in-process (what status did before summaries).
 //   migrate `dwcp migrate --wait --json` of a --size generated image: wall time minus the
 //           migration's own duration (its events' first to last), i.e. what the command adds.
 // Targets: help <= 0.30 s, status <= 0.50 s, migrate overhead <= 0.35 s.
