@@ -3,18 +3,21 @@
 // dist/cli/dwcp.js), medians of --runs each:
 //   help    `dwcp --help`; baselines in the same run: `node -e 0`, and the same entry run from the
 //           TypeScript sources through tsx (what every command paid before dist/).
-//   status  `dwcp status --json` on an embedded stack holding --migrations tiny completed migrations.
+//   status  `dwcp status --json` on an embedded stack holding --migrations tiny completed migrations;
+//           baseline in the same run: folding every event in-process (what status did before summaries).
 //   migrate `dwcp migrate --wait --json` of a --size generated image: wall time minus the
 //           migration's own duration (its events' first to last), i.e. what the command adds.
 // Targets: help <= 0.30 s, status <= 0.50 s, migrate overhead <= 0.35 s.
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { parseSize } from "../cli/args.js";
-import { listMigrations, newId, publishCommand } from "../cli/client.js";
+import { EVT_STREAM } from "../services/common/layout.js";
+import { messagesPerMigration, readSummaries } from "../services/common/summaries.js";
+import { cliEventTrust, listMigrations, newId, publishCommand } from "../cli/client.js";
 import { generateImage } from "../cli/image.js";
 import { buildStart } from "../cli/migrate.js";
 import { Stack } from "../cli/stack.js";
@@ -100,10 +103,15 @@ try {
         migrationId: newId("tiny"),
       }),
     );
+  const trust = cliEventTrust(dir);
+  // Settled: every migration's summary is terminal and current (the coordinator's summaries only:
+  // folding the ones in flight at every look would cost more than the migrations).
   for (;;) {
-    const all = await listMigrations(cli);
-    const done = all.filter((m) => m.status === "completed" || m.status === "failed" || m.status === "rejected").length;
-    if (done >= count) break;
+    const [summaries, counts] = await Promise.all([readSummaries(cli, trust), messagesPerMigration(cli, EVT_STREAM)]);
+    const settled = [...summaries.values()].filter(
+      (m) => ["completed", "failed", "rejected"].includes(m.state) && counts.get(m.migrationId) === m.messages,
+    ).length;
+    if (settled >= count) break;
     await new Promise((r) => setTimeout(r, 1000));
   }
   // Left open: closing it while the tail's pull is still in flight throws in the library's iterator.
@@ -113,6 +121,12 @@ try {
     [ENTRY, "status", "--json", ...client],
     cliEnv,
   );
+  // Baseline: what status did before the coordinator's summaries, folding every event (in this
+  // process, so without the command's start-up), once.
+  const tf = performance.now();
+  await listMigrations(cli, trust);
+  const foldAll = (performance.now() - tf) / 1e3;
+  say(`fold every event in-process (baseline)   ${foldAll.toFixed(3)} s; status is ${(status / foldAll).toFixed(3)}x`);
 
   // migrate --wait: wall time of the command minus the migration's own duration.
   const img = join(stack.root("a"), "vm", "disk.img");
@@ -155,6 +169,8 @@ try {
     helpVsTsx: help / helpTsx,
     statusSeconds: status,
     statusMigrations: count,
+    statusFoldEveryEventSeconds: foldAll,
+    loadAverage: loadavg(),
     migrateSize: values.size,
     migrateEngineSeconds: median(engines),
     migrateOverheadSeconds: overhead,

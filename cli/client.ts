@@ -2,11 +2,19 @@ import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy } from "@nats-io/jetstream";
-import { describeInvalid, type CancelMigration, type MigrationEvent, type StartMigration } from "#schemas/index.js";
+import {
+  describeInvalid,
+  type CancelMigration,
+  type MigrationEvent,
+  type MigrationSummary,
+  type StartMigration,
+} from "#schemas/index.js";
 import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import { processSetting } from "#common/config.js";
 import { identitiesOf } from "#common/pki.js";
+import { isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
+import { messagesPerMigration, readSummaries } from "#common/summaries.js";
 import type { Nats, NatsCredentials } from "#common/nats.js";
 import { UsageError } from "./args.js";
 import {
@@ -21,7 +29,9 @@ import {
   evolveInvalid,
   evolveTrusted,
   initialMigration,
+  isListed,
   isTerminal,
+  summaryOf,
   type InvalidInput,
   type Migration,
 } from "#migration";
@@ -136,6 +146,41 @@ export async function listMigrations(nats: Nats, trust?: EventTrust): Promise<Mi
   // An id only refused commands named (a cancel of an unknown id) is no migration.
   return [...byId.values()]
     .filter((m) => m.status !== "none" || m.ignored !== undefined)
+    .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? ""));
+}
+
+/** Stale summaries folded from their events at once. */
+const FOLDS_IN_FLIGHT = 16;
+
+/**
+ * Every migration's summary, as of now: the coordinator's signed summaries (one message per
+ * migration), checked against the number of messages each migration's event subject holds; a
+ * migration without a current summary (the coordinator has not caught up, or is not running) is
+ * folded from its events, so the answer is the same as folding the whole log, at the cost of one
+ * message per migration instead of every event. Without the summary stream (a layout provisioned
+ * before it), every migration is folded.
+ */
+export async function listSummaries(nats: Nats, trust: EventTrust): Promise<MigrationSummary[]> {
+  let summaries: Map<string, MigrationSummary>;
+  let counts: Map<string, number>;
+  try {
+    [summaries, counts] = await Promise.all([readSummaries(nats, trust), messagesPerMigration(nats, EVT_STREAM)]);
+  } catch (err) {
+    if (!isStreamNotFound(err)) throw err;
+    const all = await listMigrations(nats, trust);
+    return all.map((m) => summaryOf(m, { messages: m.eventCount, lastSeq: 0 }));
+  }
+  const stale = [...counts].filter(([id, n]) => summaries.get(id)?.messages !== n);
+  for (let i = 0; i < stale.length; i += FOLDS_IN_FLIGHT) {
+    await Promise.all(
+      stale.slice(i, i + FOLDS_IN_FLIGHT).map(async ([id, messages]) => {
+        const { state, events } = await readMigration(nats, id, trust);
+        summaries.set(id, summaryOf(state, { messages, lastSeq: events.at(-1)?.seq ?? 0 }));
+      }),
+    );
+  }
+  return [...summaries.values()]
+    .filter(isListed)
     .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? ""));
 }
 

@@ -1,4 +1,4 @@
-import { linkSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DwcpError } from "#common/errors.js";
 
@@ -37,6 +37,7 @@ const alive = (h: Holder): boolean => startTicksOf(h.pid) === h.startTicks;
  * DataDirLockedError naming the live holder.
  */
 export function lockDataDir(dataDir: string, command: string): { release(): void } {
+  mkdirSync(dataDir, { recursive: true });
   const file = join(dataDir, "lock");
   const me: Holder = {
     pid: process.pid,

@@ -11,7 +11,10 @@ const argv = process.argv.slice(2);
 if (["mover", "replication-agent", "replication-service"].includes(argv[0] ?? "") && !process.env["UV_THREADPOOL_SIZE"])
   process.env["UV_THREADPOOL_SIZE"] = "16";
 
-/** The exit code, and whether to exit at once (a client command: nothing it started may outlive its answer). */
+/**
+ * The exit code, and whether to exit at once (a client command: nothing it started may outlive
+ * its answer; `up`, once its stack has stopped).
+ */
 async function run(): Promise<{ code: number; exitNow: boolean }> {
   try {
     const p = preflight(argv);
@@ -21,7 +24,9 @@ async function run(): Promise<{ code: number; exitNow: boolean }> {
     }
     const { main } = await import("./main.js");
     const code = await main([p.cmd.name, ...p.argv], { connectTimeoutMs: p.connectTimeoutMs });
-    return { code, exitNow: p.cmd.role !== undefined };
+    // `up` has stopped its stack when it returns: a client of a server already gone must not
+    // keep the process alive.
+    return { code, exitNow: p.cmd.role !== undefined || p.cmd.name === "up" };
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`dwcp: ${err.message}\n`);

@@ -12,14 +12,14 @@ import {
   cliEventTrust,
   findCredentials,
   foldStored,
-  listMigrations,
+  listSummaries,
   publishCommand,
   readMigration,
   takeCredentialFlags,
 } from "./client.js";
 import type { EventTrust } from "#common/signing.js";
 import { EventTrustConfigError } from "#common/signing.js";
-import { evolveTrusted, initialMigration, refusal, type Migration } from "#migration";
+import { evolveTrusted, initialMigration, isListed, refusal, summaryOf, type Migration } from "#migration";
 
 const common = {
   nats: { type: "string" },
@@ -275,8 +275,13 @@ async function status(argv: string[]): Promise<number> {
   const trust = cliEventTrust(values["data-dir"]);
   return withNats(values.nats, async (nats) => {
     const id = positionals[0];
-    const list = id ? [(await readAnySite(nats, id, trust)).state] : await listMigrations(nats, trust);
-    if (id && list[0]?.status === "none" && !list[0].ignored) throw new UsageError(`no migration with id ${id}`);
+    let list;
+    if (id) {
+      const { state, events } = await readAnySite(nats, id, trust);
+      if (!isListed({ state: state.status, ignored: state.ignored }))
+        throw new UsageError(`no migration with id ${id}`);
+      list = [summaryOf(state, { messages: events.length, lastSeq: events.at(-1)?.seq ?? 0 })];
+    } else list = await listSummaries(nats, trust);
     const { statusRow, statusTable } = await import("./status-table.js");
     const rows = list.map((m) => statusRow(m, new Date()));
     if (values.json) out(JSON.stringify(id ? rows[0] : rows));

@@ -1,8 +1,11 @@
-import { StartMigration, type CancelMigration, type MigrationEvent } from "#schemas/index.js";
+import type { Subscription } from "@nats-io/transport-node";
+import { StartMigration, type BatchProgress, type CancelMigration, type MigrationEvent } from "#schemas/index.js";
+import { subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
+import { takeProgress } from "#common/progress.js";
 import type { Migration } from "#migration";
 import { fmtBytes, fmtRate, UsageError } from "./args.js";
-import type { EventTrust } from "#common/signing.js";
+import { INSECURE, type EventTrust } from "#common/signing.js";
 import { newId, publishCommand } from "./client.js";
 import { followCommand } from "./follow.js";
 
@@ -63,19 +66,21 @@ export function buildStart(
   return parsed.data;
 }
 
-/** Progress on stderr: a bar with bytes, rate and ETA on a TTY, a line every few seconds otherwise. */
+/**
+ * Progress on stderr: a bar with bytes, rate and ETA on a TTY, a line at most once a second
+ * otherwise. `done` is logical bytes (on the wire plus skipped zero) of the plan's `total`.
+ */
 export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): {
-  onEvent: (e: MigrationEvent, s: Migration) => void;
+  update: (done: number, total: number) => void;
   done: () => void;
 } {
   const started = Date.now();
   let lastLine = 0;
+  let lastDone = -1;
   const tty = stream.isTTY;
   return {
-    onEvent: (e, s) => {
-      const total = s.plan?.totalBytes ?? 0;
-      if (e.type !== "ChunkBatchTransferred" || total === 0) return;
-      const done = s.totals.bytes;
+    update: (done, total) => {
+      if (total === 0 || done === lastDone) return;
       const secs = (Date.now() - started) / 1000;
       const rate = done / Math.max(secs, 0.001);
       const eta = rate > 0 ? (total - done) / rate : 0;
@@ -84,15 +89,71 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stderr): {
       const progress = `${pct.toFixed(0).padStart(3)}% ${fmtBytes(done)}/${fmtBytes(total)}`;
       const line = `[${bar}] ${progress} ${fmtRate(rate)} ETA ${eta.toFixed(1)}s`;
       if (tty) stream.write(`\r${line}`);
-      else if (Date.now() - lastLine > 2000 || done === total) {
+      else if (Date.now() - lastLine >= 1000 || done === total) {
         stream.write(`${line}\n`);
         lastLine = Date.now();
-      }
+      } else return;
+      lastDone = done;
     },
     done: () => {
       if (tty) stream.write("\n");
     },
   };
+}
+
+/**
+ * A migration's progress between its events: its folded totals plus what the source mover
+ * reports of the batches still moving (BatchProgress on dwcp.progress.<id>, believed only from
+ * the mover of the migration's source host). `onChange` hears the logical bytes done and the total.
+ */
+export class LiveProgress {
+  private state: Migration | undefined;
+  private readonly moving = new Map<number, BatchProgress>();
+  private readonly sub: Subscription;
+
+  constructor(
+    nats: Nats,
+    id: string,
+    private readonly trust: EventTrust,
+    private readonly onChange: (done: number, total: number) => void,
+  ) {
+    const sub = nats.nc.subscribe(subjects.progress(id));
+    this.sub = sub;
+    void (async () => {
+      for await (const m of sub) {
+        const taken = takeProgress(m, this.trust, this.state?.request?.source.host);
+        if (taken.ok) this.report(taken.progress);
+      }
+    })();
+  }
+
+  /** The migration as folded after its latest event. */
+  folded(s: Migration): void {
+    this.state = s;
+    for (const batch of this.moving.keys()) if (s.batches[batch]?.status !== "pending") this.moving.delete(batch);
+    this.emit();
+  }
+
+  stop(): void {
+    this.sub.unsubscribe();
+  }
+
+  private report(p: BatchProgress): void {
+    const batch = this.state?.batches[p.batch];
+    if (batch === undefined || batch.status !== "pending" || p.attempt !== batch.attempt) return;
+    const before = this.moving.get(p.batch);
+    if (before !== undefined && before.bytes >= p.bytes) return;
+    this.moving.set(p.batch, p);
+    this.emit();
+  }
+
+  private emit(): void {
+    const s = this.state;
+    if (s === undefined) return;
+    let done = s.totals.bytes;
+    for (const p of this.moving.values()) done += p.bytes;
+    this.onChange(done, s.plan?.totalBytes ?? 0);
+  }
 }
 
 /**
@@ -112,7 +173,8 @@ export async function runMigration(
 ): Promise<MigrationResult> {
   const id = command.migrationId ?? command.commandId;
   const started = Date.now();
-  const progress = opts.progress ? progressPrinter() : undefined;
+  const printer = opts.progress ? progressPrinter() : undefined;
+  const live = printer ? new LiveProgress(nats, id, opts.trust ?? INSECURE, printer.update) : undefined;
   const abort = new AbortController();
   const timer = opts.timeoutMs ? setTimeout(() => abort.abort(), opts.timeoutMs) : undefined;
   const seq = await publishCommand(nats, command);
@@ -120,7 +182,7 @@ export async function runMigration(
   try {
     const outcome = await followCommand(nats, command, seq, {
       onEvent: (e, s) => {
-        progress?.onEvent(e, s);
+        live?.folded(s);
         if (e.type === "MigrationCompleted") completed = e;
       },
       signal: abort.signal,
@@ -155,7 +217,8 @@ export async function runMigration(
     };
   } finally {
     clearTimeout(timer);
-    progress?.done();
+    live?.stop();
+    printer?.done();
   }
 }
 

@@ -1,17 +1,17 @@
-import type { Migration } from "#migration";
+import type { MigrationSummary } from "#schemas/index.js";
 import { fmtBytes, fmtRate } from "./args.js";
 
 /** One migration as `dwcp status --json` gives it. */
 export interface StatusRow {
   migrationId: string;
-  state: Migration["status"];
+  state: MigrationSummary["state"];
   vm: string | undefined;
   /** When it was requested (ISO time), and when it ended if it did. */
   startedAt: string | undefined;
   endedAt: string | undefined;
   /** Seconds from request to end (or to `now` while it runs). */
   durationSeconds: number | undefined;
-  /** Logical bytes done: on the wire plus skipped zero (see README, "Numbers"). */
+  /** Logical bytes done: data (before compression) plus skipped zero (see README, "Numbers"). */
   bytesDone: number;
   bytesTotal: number | undefined;
   /** Bytes sent on the data channel and zero bytes skipped, of bytesDone. */
@@ -23,27 +23,28 @@ export interface StatusRow {
   batches: number | undefined;
   reason?: string;
   message?: string;
-  ignored?: Migration["ignored"];
+  ignored?: MigrationSummary["ignored"];
 }
 
-export function statusRow(m: Migration, now: Date): StatusRow {
+/** A migration's summary (summaryOf, or the coordinator's) as a status row, its duration up to `now` while it runs. */
+export function statusRow(m: MigrationSummary, now: Date): StatusRow {
   const started = m.requestedAt === undefined ? undefined : Date.parse(m.requestedAt);
   const ended = m.endedAt === undefined ? now.getTime() : Date.parse(m.endedAt);
   const seconds = started === undefined ? undefined : Math.max(0, (ended - started) / 1000);
   return {
-    migrationId: m.id,
-    state: m.status,
-    vm: m.request?.vm,
+    migrationId: m.migrationId,
+    state: m.state,
+    vm: m.vm,
     startedAt: m.requestedAt,
     endedAt: m.endedAt,
     durationSeconds: seconds,
-    bytesDone: m.totals.bytes,
-    bytesTotal: m.plan?.totalBytes,
-    wireBytes: m.totals.wireBytes,
-    zeroBytes: m.totals.zeroBytes,
-    bytesPerSecond: seconds === undefined || seconds === 0 ? undefined : m.totals.bytes / seconds,
-    batchesDone: m.batches.filter((b) => b.status === "done").length,
-    batches: m.plan?.batchCount,
+    bytesDone: m.bytes,
+    bytesTotal: m.totalBytes,
+    wireBytes: m.wireBytes,
+    zeroBytes: m.zeroBytes,
+    bytesPerSecond: seconds === undefined || seconds === 0 ? undefined : m.bytes / seconds,
+    batchesDone: m.batchesDone,
+    batches: m.batches,
     ...(m.reason ? { reason: m.reason, message: m.message } : {}),
     ...(m.ignored ? { ignored: m.ignored } : {}),
   };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fold } from "#migration";
+import { fold, summaryOf } from "#migration";
 import type { MigrationEvent } from "#schemas/index.js";
 import { fmtRate } from "./args.js";
 import { fmtDuration, statusRow, statusTable } from "./status-table.js";
@@ -26,7 +26,9 @@ describe("dwcp status table", () => {
     expect(statusTable([])).toBe("no migrations");
   });
   it("has a header and the state, start, duration, bytes and rate of each migration", () => {
-    const table = statusTable([statusRow(fold("m1", events), new Date(at(100)))]).split("\n");
+    const table = statusTable([
+      statusRow(summaryOf(fold("m1", events), { messages: 2, lastSeq: 2 }), new Date(at(100))),
+    ]).split("\n");
     expect(table[0]).toMatch(/^MIGRATION\s+STATE\s+VM\s+STARTED\s+DURATION\s+BYTES\s+RATE\s+BATCHES$/);
     expect(table[1]).toMatch(/^m1\s+rejected\s+web\s+2026-01-01 00:00:00Z\s+4\.0 s\s+0 B\/0 B\s+0 B\/s\s+0\/0$/);
     expect(table[2]).toBe("  m1: SOURCE_NOT_FOUND: gone");

@@ -26,9 +26,37 @@ export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?:
       `  logs:    ${resolve(opts.dataDir, "logs")}\nCtrl-C stops everything.\n`,
   );
   await untilSignal();
-  process.stdout.write("stopping...\n");
-  await stack.stop();
+  await stopping(() => stack.stop());
   return 0;
+}
+
+/**
+ * How long `up` gives its stack to stop after Ctrl-C: the services' drain grace period (10 s)
+ * and the servers' shutdown. Past it, or on a second Ctrl-C, it exits at once.
+ */
+const STOP_GRACE_MS = 15_000;
+
+/**
+ * Runs `stop` after a Ctrl-C, bounded by STOP_GRACE_MS. A terminal's Ctrl-C reaches the whole
+ * process group, so the servers and services the stack started are stopping on their own too;
+ * `stop` waits for them and closes what is left. The caller exits when this returns (cli/dwcp.ts):
+ * a client of a server already gone may keep retrying in the background.
+ */
+async function stopping(stop: () => Promise<void>): Promise<void> {
+  process.stdout.write("stopping...\n");
+  const force = (why: string, code: number): void => {
+    process.stderr.write(`dwcp: ${why}; exiting now\n`);
+    process.exit(code);
+  };
+  const timer = setTimeout(() => force(`not stopped within ${STOP_GRACE_MS / 1000} s`, 1), STOP_GRACE_MS);
+  const again = (): void => force("interrupted again", 130);
+  process.once("SIGINT", again);
+  try {
+    await stop();
+  } finally {
+    clearTimeout(timer);
+    process.off("SIGINT", again);
+  }
 }
 
 const untilSignal = (): Promise<void> =>
@@ -69,8 +97,7 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
       `Ctrl-C stops everything.\n`,
   );
   await untilSignal();
-  process.stdout.write("stopping...\n");
-  await fs.stop();
+  await stopping(() => fs.stop());
   lock.release();
   return 0;
 }

@@ -10,6 +10,8 @@ import * as rpc from "./rpc.js";
 import * as federation from "./federation.js";
 import * as replication from "./replication.js";
 import * as vm from "./vm.js";
+import * as summary from "./summary.js";
+import * as progress from "./progress.js";
 
 const outDir = join(import.meta.dirname, "json");
 const check = process.argv.includes("--check");
@@ -49,6 +51,8 @@ const entries: Array<[string, z.ZodType]> = [
   ["ReplicationCommand", replication.ReplicationCommand],
   ["ReplicationReply", replication.ReplicationReply],
   ["VmDefinition", vm.VmDefinition],
+  ["MigrationSummary", summary.MigrationSummary],
+  ["BatchProgress", progress.BatchProgress],
 ];
 
 mkdirSync(outDir, { recursive: true });

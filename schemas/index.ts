@@ -6,3 +6,5 @@ export * from "./rpc.js";
 export * from "./federation.js";
 export * from "./replication.js";
 export * from "./vm.js";
+export * from "./summary.js";
+export * from "./progress.js";

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { VmName } from "./names.js";
 import {
+  FileOwnership,
   HostId,
   Id,
   MAX_CHUNK_BYTES,
@@ -158,6 +159,8 @@ export const ManifestVolume = z.object({
   sizeBytes: Uint,
   /** BLAKE3 per chunk in volume order; null for an all-zero chunk (a hole on restore). */
   chunks: z.array(Blake3Hex.nullable()).max(MAX_MANIFEST_CHUNKS),
+  /** The source file's permission bits and owner, which restore gives the file (the owner as root). */
+  ...FileOwnership,
 });
 
 /** What one snapshot consists of; stored in the destination store, referenced by its BLAKE3. */
@@ -193,6 +196,7 @@ export const PutChunk = z.object({
 export const VolumeChanges = z.object({
   name: z.string().min(1).max(MAX_NAME_CHARS),
   sizeBytes: Uint,
+  ...FileOwnership,
   changes: z
     .array(z.object({ index: Uint.max(MAX_MANIFEST_CHUNKS), hash: Blake3Hex.nullable() }))
     .max(MAX_FRAME_ENTRIES),

@@ -18,6 +18,7 @@ import { DwcpError } from "./errors.js";
 /** Every subject and stream name dwcp uses, in one place (the README's table mirrors this). */
 export const CMD_STREAM = "DWCP_CMD";
 export const EVT_STREAM = "DWCP_EVT";
+export const SUMMARY_STREAM = "DWCP_SUMMARY";
 export const MOVERS_BUCKET = "dwcp_movers";
 export const COORDINATOR_DURABLE = "coordinator";
 export const MOVER_DURABLE = "mover";
@@ -31,6 +32,12 @@ export const subjects = {
   migration: (id: string): string => `dwcp.evt.migration.${id}`,
   work: (host: string): string => `dwcp.work.${host}`,
   moverRpc: (host: string): string => `dwcp.mover.${host}.rpc`,
+  summaries: "dwcp.summary.>",
+  summaryPages: "dwcp.summary.page.>",
+  summaryPage: (n: number): string => `dwcp.summary.page.${n}`,
+  /** Core NATS, not stored: the sending movers' BatchProgress of one migration. */
+  progress: (id: string): string => `dwcp.progress.${id}`,
+  progressAll: "dwcp.progress.>",
 } as const;
 
 export const workStream = (host: string): string => `DWCP_WORK_${host}`;
@@ -52,6 +59,7 @@ export interface LayoutOptions {
  *   at most 256 MiB of them (oldest dropped first; commands are consumed within seconds).
  * - Events: 1 MiB (the server's default max_payload), the largest plan of a sparse volume fits.
  * - Work items: a TransferBatch is a few hundred bytes; 64 KiB each, 64 MiB per host's queue.
+ * - Summary pages: 256 summaries of at most ~3 KiB each fit 1 MiB.
  */
 export const STREAM_LIMITS = {
   commandMaxMsgBytes: 256 * 1024,
@@ -59,6 +67,7 @@ export const STREAM_LIMITS = {
   eventMaxMsgBytes: 1024 * 1024,
   workMaxMsgBytes: 64 * 1024,
   workMaxBytes: 64 * 1024 * 1024,
+  summaryMaxMsgBytes: 1024 * 1024,
 } as const;
 
 /**
@@ -100,6 +109,19 @@ async function createLayout(nc: NatsConnection, jsm: JetStreamManager, opts: Lay
     duplicate_window: 10 * MINUTE_NS,
     max_msg_size: STREAM_LIMITS.eventMaxMsgBytes,
     ...(opts.eventLogMaxBytes !== undefined ? { max_bytes: opts.eventLogMaxBytes, discard: DiscardPolicy.New } : {}),
+  });
+  // The coordinator's summaries of the migrations, in pages, the last of each page kept: `dwcp
+  // status` reads a page per 256 migrations instead of folding every event.
+  await ensureStream(jsm, {
+    name: SUMMARY_STREAM,
+    subjects: [subjects.summaries],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    num_replicas: opts.replicas,
+    allow_direct: true,
+    max_msgs_per_subject: 1,
+    duplicate_window: 2 * MINUTE_NS,
+    max_msg_size: STREAM_LIMITS.summaryMaxMsgBytes,
   });
   await ensureConsumer(jsm, CMD_STREAM, COORDINATOR_DURABLE, subjects.commands, 30_000);
   return new Kvm(nc).create(MOVERS_BUCKET, { history: 1, replicas: opts.replicas });

@@ -7,10 +7,11 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { readFileSync } from "node:fs";
-import { connect, errors, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
 import { processSetting, type ProcessConfig } from "./config.js";
 import { ConfigError, DwcpError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { SeedKey } from "./seed-key.js";
 
 export interface Nats {
   nc: NatsConnection;
@@ -81,9 +82,9 @@ export function serviceCredentials(
  */
 export const roleInboxPrefix = (role: string): string => `_INBOX_${role}`;
 
-function readSeed(file: string): Uint8Array {
+function readSeed(file: string): SeedKey {
   try {
-    return new TextEncoder().encode(readFileSync(file, "utf8").trim());
+    return new SeedKey(readFileSync(file, "utf8"));
   } catch (err) {
     throw new NatsCredentialsError(`cannot read the nkey seed file ${file}`, { cause: err });
   }
@@ -91,9 +92,9 @@ function readSeed(file: string): Uint8Array {
 
 /** The connect options of `credentials`: nkey authentication, mutual TLS, the role's inbox. */
 export function credentialOptions(c: NatsCredentials) {
-  const seed = readSeed(c.nkeyFile);
+  const key = readSeed(c.nkeyFile);
   return {
-    authenticator: nkeyAuthenticator(seed),
+    authenticator: key.authenticator(),
     tls: { caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile },
     inboxPrefix: roleInboxPrefix(c.role),
   };

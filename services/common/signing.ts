@@ -1,7 +1,6 @@
 import {
   createHash,
   createHmac,
-  createPrivateKey,
   createPublicKey,
   sign as ed25519Sign,
   verify as ed25519Verify,
@@ -11,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { fromPublic, fromSeed, type KeyPair } from "@nats-io/nkeys";
 import { processSetting } from "./config.js";
 import { readTrustFile, type TrustFile } from "./credentials/provision.js";
+import { base32Decode, SeedKey, SPKI_ED25519 } from "./seed-key.js";
 import { DwcpError } from "./errors.js";
 
 // Every event is signed with its producer's role key (the role's NATS nkey, ed25519), so a reader
@@ -64,29 +64,6 @@ export function signedBytes(subject: string, msgID: string, payload: Uint8Array)
 // most of a coordinator's CPU. Ed25519 is deterministic, so OpenSSL's makes the same signatures
 // from the same seed (the unit spec pins it) at a fraction of the cost.
 
-/** DER prefixes of an Ed25519 private key (PKCS#8) and public key (SPKI) around the raw 32 bytes. */
-const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
-const SPKI_ED25519 = Buffer.from("302a300506032b6570032100", "hex");
-const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-/** RFC 4648 base32 without padding, as nkeys encodes keys. */
-function base32Decode(s: string): Buffer {
-  const out: number[] = [];
-  let bits = 0;
-  let acc = 0;
-  for (const ch of s) {
-    const v = BASE32.indexOf(ch);
-    if (v < 0) throw new Error("not base32");
-    acc = (acc << 5) | v;
-    bits += 5;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push((acc >> bits) & 0xff);
-    }
-  }
-  return Buffer.from(out);
-}
-
 /** The OpenSSL key of a public nkey (checked by nkeys: prefix and CRC). */
 function ed25519PublicKey(nkey: string): KeyObject {
   fromPublic(nkey);
@@ -139,20 +116,22 @@ export class EventSigner {
   private readonly privateKey: KeyObject;
   private readonly verifyKey: KeyObject;
 
-  constructor(kp: KeyPair) {
-    this.publicKey = kp.getPublicKey();
-    // An encoded seed is two prefix bytes, the 32-byte Ed25519 seed and a 2-byte CRC.
-    const raw = base32Decode(new TextDecoder().decode(kp.getSeed())).subarray(2, 34);
-    const der = Buffer.concat([PKCS8_ED25519, raw]);
-    this.privateKey = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
-    this.verifyKey = createPublicKey(this.privateKey);
+  /** A key pair (tests) or the text of a seed; the key is used through OpenSSL (seed-key.ts). */
+  constructor(kp: KeyPair | string) {
+    const seed = typeof kp === "string" ? kp.trim() : new TextDecoder().decode(kp.getSeed());
+    const key = new SeedKey(seed);
+    this.publicKey = key.publicKey;
+    this.privateKey = key.privateKey;
+    this.verifyKey = key.verifyKey;
     // A key for msgIDs only, derived from the seed: nobody without the seed can predict them.
-    this.msgIdKey = createHash("sha256").update(MSG_ID_CONTEXT).update(kp.getSeed()).digest();
+    this.msgIdKey = createHash("sha256").update(MSG_ID_CONTEXT).update(new TextEncoder().encode(seed)).digest();
   }
 
   static fromSeedFile(file: string): EventSigner {
     try {
-      return new EventSigner(fromSeed(new TextEncoder().encode(readFileSync(file, "utf8").trim())));
+      const text = readFileSync(file, "utf8").trim();
+      fromSeed(new TextEncoder().encode(text)); // checks the seed's prefix and CRC
+      return new EventSigner(text);
     } catch (err) {
       throw new EventTrustConfigError(`${file} is not a readable nkey seed file`, { cause: err });
     }

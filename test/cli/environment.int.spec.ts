@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 const ROOT = resolve(import.meta.dirname, "../..");
 
 /** DWCP_ names that are not variables: stream names and prefixes, a warning code, a doc example. */
-const NOT_VARIABLES = new Set(["DWCP_CMD", "DWCP_EVT", "DWCP_NATIVE_FALLBACK", "DWCP_X"]);
+const NOT_VARIABLES = new Set(["DWCP_CMD", "DWCP_EVT", "DWCP_SUMMARY", "DWCP_NATIVE_FALLBACK", "DWCP_X"]);
 
 function sources(dir: string): string[] {
   return readdirSync(join(ROOT, dir), { recursive: true, encoding: "utf8" })

@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCertificateAuthority, issueCertificate, roleIdentity } from "#common/pki.js";
-import { CMD_STREAM, subjects, workStream } from "#common/layout.js";
+import { CMD_STREAM, SUMMARY_STREAM, subjects, workStream } from "#common/layout.js";
+import { INSECURE } from "#common/signing.js";
+import { readSummaries } from "#common/summaries.js";
 import { connectNats, NatsConnectError, type Nats } from "#common/nats.js";
 import type { Role } from "#common/credentials/provision.js";
 import { startTestStack } from "../support/stack.js";
@@ -178,6 +180,36 @@ describe("NATS least privilege and TLS", () => {
     const observer = await as("observer");
     await deniedPublish(observer.js.publish(subjects.startMigration, "{}"), subjects.startMigration);
     await deniedPublish(observer.js.publish(subjects.cancelMigration, "{}"), subjects.cancelMigration);
+  });
+
+  it("only the coordinator publishes migration summaries; a mover can neither forge nor read them", async () => {
+    const summary = subjects.summaryPage(0);
+    const mover = await as("mover-a");
+    await deniedPublish(mover.js.publish(summary, "{}"), summary);
+    // Reading starts with the stream's info, which a mover may not ask for.
+    await deniedPublish(readSummaries(mover, INSECURE), `$JS.API.STREAM.INFO.${SUMMARY_STREAM}`);
+    await deniedPublish(
+      mover.nc.request(`$JS.API.DIRECT.GET.${SUMMARY_STREAM}.${summary}`, "", { timeout: 5_000 }),
+      `$JS.API.DIRECT.GET.${SUMMARY_STREAM}.${summary}`,
+    );
+    const cli = await as("cli");
+    await deniedPublish(cli.js.publish(summary, "{}"), summary);
+    // The roles that show migrations read them.
+    const observer = await as("observer");
+    await expect(readSummaries(observer, INSECURE)).resolves.toBeInstanceOf(Map);
+  });
+
+  it("only movers publish batch progress; a mover cannot listen to it", async () => {
+    const progress = subjects.progress("m1");
+    const cli = await as("cli");
+    await deniedPublish(cli.js.publish(progress, "{}"), progress);
+    const observer = await as("observer");
+    await deniedPublish(observer.js.publish(progress, "{}"), progress);
+    const mover = await as("mover-b");
+    const sub = mover.nc.subscribe(subjects.progressAll);
+    expect(messagesOf(await sub.closed)).toContain(
+      `Permissions Violation for Subscription to "${subjects.progressAll}"`,
+    );
   });
 
   it("no role can subscribe to another role's inbox", async () => {

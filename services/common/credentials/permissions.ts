@@ -1,4 +1,13 @@
-import { CMD_STREAM, COORDINATOR_DURABLE, EVT_STREAM, MOVER_DURABLE, MOVERS_BUCKET, workStream } from "../layout.js";
+import {
+  CMD_STREAM,
+  COORDINATOR_DURABLE,
+  EVT_STREAM,
+  MOVER_DURABLE,
+  MOVERS_BUCKET,
+  SUMMARY_STREAM,
+  subjects,
+  workStream,
+} from "../layout.js";
 import { roleInboxPrefix as inboxPrefixOf } from "../nats.js";
 import { EVENT_MIRROR_PREFIX, FED_MIRROR_PREFIX, FED_STREAM_PREFIX } from "../remote-movers.js";
 import { moverHostOf, replicationHostOf, type Role } from "./provision.js";
@@ -74,6 +83,11 @@ export const pullDurable = (stream: string, durable: string): string[] => [
 const BASE = [`${API}.INFO`, `${API}.STREAM.NAMES`];
 /** Every role reads the events and the mover registry (status, replay, the registry). */
 const READ = [...BASE, ...readStream(EVT_STREAM), ...readStream(KV_STREAM), `${API}.STREAM.INFO.${CMD_STREAM}`];
+/**
+ * The coordinator's migration summaries (DWCP_SUMMARY): the coordinator publishes them, the roles
+ * that show migrations (cli, observer) read them; no other role may do either.
+ */
+const READ_SUMMARIES = readStream(SUMMARY_STREAM);
 
 function role(
   name: string,
@@ -165,6 +179,8 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
         ...pullDurable(CMD_STREAM, COORDINATOR_DURABLE),
         // Decisions, and the work queues of the deployment's hosts.
         "dwcp.evt.migration.>",
+        subjects.summaries,
+        ...READ_SUMMARIES,
         ...hostsOf(roles).flatMap(dispatchTo),
         "dwcp.mover.*.rpc",
         ...readPeerMovers(federation),
@@ -177,15 +193,17 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
       r,
       [
         ...READ,
+        ...READ_SUMMARIES,
         ...readFederation(federation),
         "dwcp.cmd.migration.start",
         "dwcp.cmd.migration.cancel",
         "dwcp.replication.*.rpc",
       ],
-      [],
+      [subjects.progressAll],
     );
   }
-  if (r === "observer") return role(r, [...READ, ...readFederation(federation)], []);
+  if (r === "observer")
+    return role(r, [...READ, ...READ_SUMMARIES, ...readFederation(federation)], [subjects.progressAll]);
   const mover = moverHostOf(r);
   if (mover !== undefined) {
     return role(
@@ -196,6 +214,8 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
         `$KV.${MOVERS_BUCKET}.${mover}`,
         // Transfer facts (ChunkBatchTransferred, ...): their producer is checked by signature.
         "dwcp.evt.migration.>",
+        // Progress of the batches it sends (signed; a reader believes only the source host's mover).
+        subjects.progressAll,
         ...readPeerMovers(federation),
       ],
       [`dwcp.mover.${mover}.rpc`, "dwcp.evt.migration.>"],

@@ -57,6 +57,16 @@ describe("the permission model", () => {
     expect(maySubscribe(c, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DWCP_WORK_a.mover")).toBe(true);
   });
 
+  it("only the coordinator publishes migration summaries; only it, the cli and the observer read them", () => {
+    for (const r of roles) {
+      const p = of(r);
+      expect(mayPublish(p, "dwcp.summary.page.0"), r).toBe(r === "coordinator" || r === "admin");
+      const reads = r === "coordinator" || r === "cli" || r === "observer" || r === "admin";
+      expect(mayPublish(p, "$JS.API.CONSUMER.CREATE.DWCP_SUMMARY.oc_1.dwcp.summary.page.>"), r).toBe(reads);
+      expect(mayPublish(p, "$JS.API.CONSUMER.MSG.NEXT.DWCP_SUMMARY.oc_1"), r).toBe(reads);
+    }
+  });
+
   it("the cli publishes commands and reads events; the observer only reads", () => {
     const cli = of("cli");
     const obs = of("observer");

@@ -14,7 +14,14 @@ import { handle } from "#common/event-sourcing/handle.js";
 import { EventStore, LIVE_CONSUME } from "#common/event-store.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import type { Lifecycle } from "#common/lifecycle.js";
-import { checkLayout, CMD_STREAM, COORDINATOR_DURABLE, openLayout, workStream } from "#common/layout.js";
+import {
+  checkLayout,
+  CMD_STREAM,
+  COORDINATOR_DURABLE,
+  openLayout,
+  SUMMARY_STREAM,
+  workStream,
+} from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
 import { loadEventTrust } from "#common/signing.js";
@@ -27,6 +34,7 @@ import { parseCommand } from "../domain/parse-command.js";
 import { MoverGateway, UnknownHostError } from "../infra/movers.js";
 import { Dispatcher } from "./dispatcher.js";
 import { Projection } from "./projection.js";
+import { SummaryPublisher } from "./summaries.js";
 import { volumeChecksums, volumeHashes } from "./volume-crc.js";
 
 const FINALIZE_RETRY_MS = 2_000;
@@ -49,6 +57,7 @@ export class Coordinator {
   private readonly projection: Projection;
   private readonly store: EventStore;
   private readonly msgId: (base: string) => string;
+  private readonly summaries: SummaryPublisher;
   private movers!: MoverGateway;
   private dispatcher!: Dispatcher;
   private readonly locks = new KeyedLock();
@@ -81,11 +90,13 @@ export class Coordinator {
           "migration set aside: its log holds an event it cannot fold",
         ),
     );
+    this.summaries = new SummaryPublisher(nats, trust, (id) => this.projection.get(id).state, log);
   }
 
   async start(): Promise<void> {
     // Admin provisions the streams (the coordinator's user may not create them): check only.
     const kv = await openLayout(this.nats.nc, this.nats.jsm);
+    await checkLayout(this.nats.jsm, [SUMMARY_STREAM]);
     this.movers = new MoverGateway(this.nats.nc, kv);
     this.dispatcher = new Dispatcher(
       this.nats,
@@ -98,6 +109,7 @@ export class Coordinator {
     const tail = await this.store.tail({
       onEvent: (e) => {
         const id = this.projection.apply(e);
+        this.summaries.folded(id, e.seq);
         if (this.caughtUp) this.schedule(id);
       },
       onCaughtUp: () => {
@@ -107,12 +119,14 @@ export class Coordinator {
       },
       onInvalid: (seq, err, subject, provenance) => {
         const id = this.projection.applyInvalid(subject, seq, describeInvalid(err), provenance);
+        this.summaries.folded(id, seq);
         this.log.warn({ streamSeq: seq, migrationId: id, err }, "event failed validation; not folded");
       },
     });
     this.stopTail = () => tail.stop();
     this.loops.push(tail.done);
     await caughtUp;
+    await this.summaries.start();
     this.advisories = this.dispatcher.watchMaxDeliveries(this.store);
     this.loops.push(this.commandLoop());
     this.state = "running";
@@ -146,6 +160,7 @@ export class Coordinator {
     this.advisories?.unsubscribe();
     this.stopTail?.();
     await Promise.allSettled(this.loops);
+    await this.summaries.stop();
     this.state = "stopped";
   }
 

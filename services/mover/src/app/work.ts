@@ -13,6 +13,7 @@ import type { MoverConfig } from "../config.js";
 import type { Registry } from "../infra/registry.js";
 import { MigrationWatches } from "./migration-watch.js";
 import { confine } from "../infra/volumes.js";
+import { BatchProgressReporter } from "./progress.js";
 
 /**
  * This process's own data server: a batch whose destination is registered at `address` (this
@@ -98,6 +99,7 @@ export class BatchWorker {
       host: this.config.host,
     };
     const msgId = `${w.migrationId}.b${w.batch}.a${w.attempt}`;
+    const progress = new BatchProgressReporter(this.nats.nc, this.store.trust, base);
     try {
       const reg = await this.registry.lookup(w.destHost);
       if (!reg) throw new DestinationUnreachableError(`no mover has registered host "${w.destHost}"`);
@@ -126,11 +128,13 @@ export class BatchWorker {
         verify: w.verify,
         signal,
         log,
+        onChunk: progress.onChunk,
       };
       // The registry names the process whose fence table guards the destination: only when that
       // is this process may the batch skip the socket (DWCP_LOCAL_COPY=off never does).
       const local = reg.dataAddress === this.local?.address && this.config.localCopy ? this.local : undefined;
       const result = local !== undefined ? await local.copy(options) : await sendBatch(options);
+      progress.stop(true);
       const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
       const streamSeq = await this.store.append(w.migrationId, [event], `${msgId}.done`);
       log.info(
@@ -139,6 +143,7 @@ export class BatchWorker {
       );
       await this.ack(m, log);
     } catch (err) {
+      progress.stop();
       if (signal.aborted) {
         log.info("migration ended while its batch was moving; stopped");
         await this.ack(m, log);

@@ -224,12 +224,23 @@ async function restoreVolume(
       }
     };
     await Promise.all(Array.from({ length: Math.min(width, Math.max(1, spans.length)) }, lane));
+    await keepOwnership(out.fh, v);
     syncMs = await out.sync();
   } finally {
     await out.close();
   }
   dir.rename(part, v.name);
   return { syncMs, directBytes: out.directBytes };
+}
+
+/**
+ * The source's mode, and its owner when this process runs as root, on the restored file (a
+ * snapshot without them keeps the private 0600 the part file was made with). chown first: it
+ * clears set-user/group-id bits that chmod then sets.
+ */
+async function keepOwnership(fh: FileHandle, v: ManifestVolume): Promise<void> {
+  if (v.uid !== undefined && v.gid !== undefined && process.getuid?.() === 0) await fh.chown(v.uid, v.gid);
+  if (v.mode !== undefined) await fh.chmod(v.mode);
 }
 
 /**

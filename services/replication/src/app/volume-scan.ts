@@ -221,10 +221,15 @@ class VolumeScan {
 export async function syncVolume(j: VolumeJob): Promise<VolumeOut> {
   const fh = j.open ? await j.open() : await open(j.path, "r");
   try {
-    const scan = new VolumeScan(j, fh, (await fh.stat()).size);
+    const st = await fh.stat();
+    const scan = new VolumeScan(j, fh, st.size);
     await scan.run();
     await j.batcher.finish(); // resends read from fh: before it closes
-    return { vol: { name: basename(j.path), sizeBytes: scan.size, chunks: scan.chunks }, fingerprints: scan.fps };
+    const ownership = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    return {
+      vol: { name: basename(j.path), sizeBytes: scan.size, chunks: scan.chunks, ...ownership },
+      fingerprints: scan.fps,
+    };
   } finally {
     await fh.close();
   }

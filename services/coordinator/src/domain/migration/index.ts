@@ -27,3 +27,4 @@ export {
   type ProducedEvent,
   type Producer,
 } from "./producers.js";
+export { isListed, summaryOf, type FoldedPosition } from "./summary.js";

@@ -116,7 +116,7 @@ export function volumeChanges(
     const changes: VolumeChanges["changes"] = [];
     for (let i = 0; i < v.chunks.length; i++)
       if (v.chunks[i] !== (old[i] ?? null)) changes.push({ index: i, hash: v.chunks[i] ?? null });
-    out.push({ name: v.name, sizeBytes: v.sizeBytes, changes });
+    out.push({ name: v.name, sizeBytes: v.sizeBytes, ...ownershipOf(v), changes });
   }
   return out;
 }
@@ -138,7 +138,20 @@ export function applyChanges(
       if (index >= n) return `volume ${v.name} changes chunk ${index} of ${n}`;
       chunks[index] = hash;
     }
-    out.push({ name: v.name, sizeBytes: v.sizeBytes, chunks });
+    out.push({ name: v.name, sizeBytes: v.sizeBytes, ...ownershipOf(v), chunks });
   }
   return out;
+}
+
+/** A volume's mode and owner fields, those it has. */
+export function ownershipOf(v: { mode?: number; uid?: number; gid?: number }): {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+} {
+  return {
+    ...(v.mode === undefined ? {} : { mode: v.mode }),
+    ...(v.uid === undefined ? {} : { uid: v.uid }),
+    ...(v.gid === undefined ? {} : { gid: v.gid }),
+  };
 }
