@@ -1,4 +1,5 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import { metrics, secondsSince } from "../metrics/registry.js";
 import type { z } from "zod";
 import { VersionConflictError } from "../errors.js";
 import { AppendInFlightError, retryTransient } from "../nats.js";
@@ -313,7 +314,10 @@ export class EventStore<E> {
     expect?: { lastSubjectSequence: number },
   ): Promise<number> {
     const headers = signedHeaders(this.trust, subject, m);
+    const started = performance.now();
+    let tries = 0;
     return this.throughElections(async () => {
+      if (tries++ > 0) metrics.appendResends.inc();
       try {
         const ack = await this.js.publish(subject, m.data, {
           msgID: m.msgID,
@@ -343,7 +347,7 @@ export class EventStore<E> {
         }
         throw err;
       }
-    });
+    }).finally(() => metrics.appendSeconds.observe(secondsSince(started)));
   }
 
   /** `fn` again through transient NATS errors (an election), for up to `resendForMs`. */

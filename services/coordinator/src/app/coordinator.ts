@@ -24,6 +24,7 @@ import type { MigrationCommand, PlanOutcome } from "../domain/migration/decide.j
 import { basename } from "../domain/migration/planner.js";
 import { allBatchesDone, type Migration } from "../domain/migration/state.js";
 import { parseCommand } from "../domain/parse-command.js";
+import { MigrationMetrics } from "../infra/metrics.js";
 import { MoverGateway, UnknownHostError } from "../infra/movers.js";
 import { Dispatcher } from "./dispatcher.js";
 import { Projection } from "./projection.js";
@@ -47,6 +48,7 @@ const MAX_FINALIZE_TRIES = 30;
 export class Coordinator {
   state: Lifecycle = "starting";
   private readonly projection: Projection;
+  private readonly observed: MigrationMetrics;
   private readonly store: EventStore;
   private readonly msgId: (base: string) => string;
   private movers!: MoverGateway;
@@ -81,6 +83,7 @@ export class Coordinator {
           "migration set aside: its log holds an event it cannot fold",
         ),
     );
+    this.observed = new MigrationMetrics(this.projection);
   }
 
   async start(): Promise<void> {
@@ -98,6 +101,7 @@ export class Coordinator {
     const tail = await this.store.tail({
       onEvent: (e) => {
         const id = this.projection.apply(e);
+        this.observed.folded(id, e, this.caughtUp);
         if (this.caughtUp) this.schedule(id);
       },
       onCaughtUp: () => {
