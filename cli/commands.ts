@@ -445,10 +445,11 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "replication-agent",
     summary: "serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)",
-    usage: "--root DIR --listen HOST:PORT",
+    usage: `--root DIR --listen HOST:PORT ${METRICS_USAGE}`,
     flags: [
       { name: "root", value: "DIR", help: "the directory whose .dwcp-store it serves (required)" },
       { name: "listen", value: "HOST:PORT", help: "the address it listens on (required)" },
+      ...METRICS,
     ],
     examples: ["DWCP_SECRET=... dwcp replication-agent --root /srv/replicas --listen 0.0.0.0:7500"],
   },

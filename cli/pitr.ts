@@ -492,8 +492,13 @@ export async function cmdReplicationService(argv: string[]): Promise<number> {
 
 /** `dwcp replication-agent`. */
 export async function cmdReplicationAgent(argv: string[]): Promise<number> {
-  const v = flags(argv, { root: { type: "string" }, listen: { type: "string" } });
-  await runReplicationAgent({ ...(v.root ? { root: v.root } : {}), ...(v.listen ? { listen: v.listen } : {}) });
+  const v = flags(argv, {
+    root: { type: "string" },
+    listen: { type: "string" },
+    "metrics-listen": { type: "string" },
+    "metrics-token-file": { type: "string" },
+  });
+  await runReplicationAgent(v);
   return process.exitCode === 1 ? 1 : 0;
 }
 

@@ -22,6 +22,8 @@ export interface ObserveOptions {
   checks?: Record<string, ReadinessCheck>;
   /** Further polling on the same interval (free space of roots). */
   poll?: () => Promise<void>;
+  /** Whether the service uses NATS (its connection is then a readiness check). Default true. */
+  nats?: boolean;
 }
 
 /** A service's observability: its listener (if configured) and what it watches. */
@@ -48,11 +50,11 @@ export async function startObservability(o: ObserveOptions): Promise<Observabili
   let jetstream: string | true = "not connected to NATS yet";
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
-  const checks: Record<string, ReadinessCheck> = {
+  const natsChecks: Record<string, ReadinessCheck> = {
     nats: () => (connected ? true : "not connected to NATS"),
     jetstream: () => (connected ? jetstream : "not connected to NATS"),
-    ...o.checks,
   };
+  const checks = { ...(o.nats === false ? {} : natsChecks), ...o.checks };
   const server =
     o.settings === undefined ? undefined : await startMetricsServer({ settings: o.settings, log: o.log, checks });
   const leaders = new Map<string, string | undefined>();

@@ -31,8 +31,16 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   const log = createLogger("replication-agent", { root: cfg.root });
   let close: (() => Promise<void>) | undefined;
   let root: DirHandle | undefined;
+  const obs = await startObservability({
+    settings: cfg.metrics,
+    log,
+    labels: { svc: "replication-agent" },
+    nats: false,
+    checks: { listening: () => (close === undefined ? "the agent is not listening yet" : true) },
+  });
   await runService({
     log,
+    onState: obs.onState,
     start: async (control) => {
       await mkdir(cfg.root, { recursive: true }); // the operator's root: trusted as configured
       root = openRootDir(resolve(cfg.root));
@@ -58,6 +66,7 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
     stop: async () => {
       await close?.();
       root?.close();
+      await obs.close();
     },
   });
 }
