@@ -1,5 +1,5 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
-import { metrics, secondsSince } from "../metrics/registry.js";
+import { appendHooks, secondsSince } from "../metrics/hooks.js";
 import type { z } from "zod";
 import { VersionConflictError } from "../errors.js";
 import { AppendInFlightError, retryTransient } from "../nats.js";
@@ -317,7 +317,7 @@ export class EventStore<E> {
     const started = performance.now();
     let tries = 0;
     return this.throughElections(async () => {
-      if (tries++ > 0) metrics.appendResends.inc();
+      tries++;
       try {
         const ack = await this.js.publish(subject, m.data, {
           msgID: m.msgID,
@@ -347,7 +347,7 @@ export class EventStore<E> {
         }
         throw err;
       }
-    }).finally(() => metrics.appendSeconds.observe(secondsSince(started)));
+    }).finally(() => appendHooks.observe(secondsSince(started), tries - 1));
   }
 
   /** `fn` again through transient NATS errors (an election), for up to `resendForMs`. */

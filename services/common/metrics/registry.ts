@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { appendHooks } from "./hooks.js";
 
 /**
  * The process's Prometheus metrics: one registry per process, instruments defined here once and
@@ -236,8 +237,12 @@ export function setLifecycle(state: LifecycleState): void {
 /** The state setLifecycle last set ("starting" before any). */
 export const currentLifecycle = (): LifecycleState => lifecycleState;
 
-/** Seconds since `start` (a performance.now() reading). */
-export const secondsSince = (start: number): number => (performance.now() - start) / 1000;
+export { secondsSince } from "./hooks.js";
+
+appendHooks.observe = (seconds, resends) => {
+  metrics.appendSeconds.observe(seconds);
+  if (resends > 0) metrics.appendResends.inc(resends);
+};
 
 /**
  * A gauge whose series are read from `read` at each scrape (a view the service already keeps,
