@@ -47,7 +47,7 @@ const { values } = parseArgs({
     "tls-rounds": { type: "string", default: "2" },
     /** Only the with/without metrics comparison on the incompressible image. */
     "metrics-only": { type: "boolean", default: false },
-    /** Runs of each mode in the metrics comparison (alternating, without first). */
+    /** Runs of each mode in the metrics comparison (alternating ABBA: without first in even rounds). */
     "metrics-rounds": { type: "string", default: "3" },
   },
 });
@@ -319,7 +319,7 @@ async function randomImage(stack: Stack): Promise<string> {
 /**
  * What metrics cost: the incompressible image a → b with both movers restarted without a metrics
  * listener, and with one (--metrics-listen on loopback) that this process scrapes every second,
- * as a Prometheus would at a short interval; alternating, best run of each mode compared. The
+ * as a Prometheus would at a short interval; alternating ABBA, best run of each mode compared. The
  * counters themselves are always compiled in: "without" means no listener, no scrape and no
  * JetStream or disk polling.
  */
@@ -330,7 +330,9 @@ async function metricsPhase(stack: Stack): Promise<Record<string, number | numbe
   // Both movers' CPU seconds per GB: less at the mercy of a shared machine than wall time.
   const cpu = { without: [] as number[], with: [] as number[] };
   for (let round = 0; round < rounds; round++) {
-    for (const mode of ["without", "with"] as const) {
+    // ABBA: each mode goes first in every other round, so neither always follows the other.
+    const order = round % 2 === 0 ? (["without", "with"] as const) : (["with", "without"] as const);
+    for (const mode of order) {
       const ports = new Map<string, number>();
       for (const host of ["a", "b"]) ports.set(host, await freePort());
       await restartMovers(stack, "tls", (host) =>

@@ -25,6 +25,8 @@ export interface Prometheus {
   url: string;
   /** An instant query's vector: each series' labels and value. */
   query(expr: string): Promise<Array<{ metric: Record<string, string>; value: number }>>;
+  /** A range query's points (Unix seconds, value) for its first series. */
+  queryRange(expr: string, startS: number, endS: number, stepS: number): Promise<Array<[number, number]>>;
   /** The alerts API: each active alert's labels and state (pending or firing). */
   alerts(): Promise<Array<{ labels: Record<string, string>; state: string }>>;
   stop(): Promise<void>;
@@ -98,6 +100,11 @@ export async function startPrometheus(o: {
         `/api/v1/query?query=${encodeURIComponent(expr)}`,
       );
       return data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
+    },
+    async queryRange(expr, startS, endS, stepS) {
+      const q = `query=${encodeURIComponent(expr)}&start=${startS}&end=${endS}&step=${stepS}`;
+      const data = await api<{ result: Array<{ values: Array<[number, string]> }> }>(`/api/v1/query_range?${q}`);
+      return (data.result[0]?.values ?? []).map(([t, v]) => [t, Number(v)]);
     },
     async alerts() {
       return (await api<{ alerts: Array<{ labels: Record<string, string>; state: string }> }>("/api/v1/alerts")).alerts;
