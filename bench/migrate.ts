@@ -1,4 +1,5 @@
 // npm run bench:migrate [-- --json] [--size 2G] [--keep] [--skip-random] [--pin] [--tls-only] [--tls-rounds 2]
+//                       [--metrics-only] [--metrics-rounds 3]
 // Migrates a generated VM image through the embedded stack on loopback and, in the same run and on
 // the same file, times `cp --sparse=always` and `rsync --whole-file --sparse`. All three run with
 // the source in the page cache (it was just written). dwcp's time runs from publishing the command
@@ -14,7 +15,9 @@
 // bulk data sealed with AES-GCM in native code under keys exported from it (no sendfile). Third
 // phase (alone with --tls-only): what TLS costs, measured in the same run: the incompressible
 // image a → b with both movers restarted in plaintext (--plaintext-data) and with TLS,
-// alternating, --tls-rounds times each.
+// alternating, --tls-rounds times each. Fourth phase (alone with --metrics-only): what metrics cost:
+// the same transfer with both movers restarted without a metrics listener and with one
+// (--metrics-listen) scraped every second, alternating.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -24,6 +27,9 @@ import { parseSize } from "../cli/args.js";
 import { generateImage } from "../cli/image.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { Stack } from "../cli/stack.js";
+import { freePort } from "#common/nats-server.js";
+import { initMetrics, metrics, registry, secondsSince } from "#common/metrics/registry.js";
+import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
 import { sha256File } from "../cli/verify.js";
 import { generateRandomFile } from "../cli/image.js";
 import { cpuSeconds, peakRssBytes, rawSendfile } from "./lib-transfer.js";
@@ -40,6 +46,10 @@ const { values } = parseArgs({
     "tls-only": { type: "boolean", default: false },
     /** Runs of each mode in the TLS comparison (alternating, plaintext first). */
     "tls-rounds": { type: "string", default: "2" },
+    /** Only the with/without metrics comparison on the incompressible image. */
+    "metrics-only": { type: "boolean", default: false },
+    /** Runs of each mode in the metrics comparison (alternating ABBA: without first in even rounds). */
+    "metrics-rounds": { type: "string", default: "3" },
   },
 });
 const size = parseSize("--size", values.size);
@@ -81,6 +91,11 @@ async function main(): Promise<void> {
   try {
     await stack.start();
     if (values.pin) pinMovers(stack);
+    if (values["metrics-only"]) {
+      const m = await metricsPhase(stack);
+      if (values.json) process.stdout.write(`${JSON.stringify({ image_bytes: size, ...m, cpu: cpus()[0]?.model })}\n`);
+      return;
+    }
     if (values["tls-only"]) {
       const tls = await tlsPhase(stack);
       if (values.json)
@@ -127,6 +142,7 @@ async function main(): Promise<void> {
     const mbps = (s: number): number => size / s / 1e6;
     const incompressible = values["skip-random"] ? {} : await randomPhase(stack, dataDir, rsDir);
     const tls = values["skip-random"] ? {} : await tlsPhase(stack);
+    const metered = values["skip-random"] ? {} : await metricsPhase(stack);
     const result = {
       image_bytes: size,
       dwcp_s,
@@ -147,6 +163,7 @@ async function main(): Promise<void> {
       zero_bytes: r.zeroBytes,
       ...incompressible,
       ...tls,
+      ...metered,
       pinned: values.pin,
       native: process.env["DWCP_NATIVE"] ?? "auto",
       cpu: cpus()[0]?.model,
@@ -262,12 +279,144 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
 }
 
 /** Restart both movers with the data channel in plaintext (--plaintext-data) or TLS (the stack's certificates). */
-async function restartMovers(stack: Stack, mode: "plaintext" | "tls"): Promise<void> {
+async function restartMovers(
+  stack: Stack,
+  mode: "plaintext" | "tls",
+  extraArgs: (host: string) => string[] = () => [],
+) {
   for (const host of ["a", "b"]) {
     await stack.movers.get(host)?.stop();
-    await stack.startMover(host, mode === "plaintext" ? ["--plaintext-data"] : []);
+    await stack.startMover(host, [...(mode === "plaintext" ? ["--plaintext-data"] : []), ...extraArgs(host)]);
   }
   if (values.pin) pinMovers(stack);
+}
+
+/** The incompressible image a → b once, checked byte for byte; resolves to its seconds. */
+async function migrateRandom(stack: Stack, vm: string, dir: string, digest: string): Promise<number> {
+  const command = buildStart({
+    vm,
+    source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] },
+    destination: { host: "b", dir },
+  });
+  const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
+  if (r.state !== "completed") throw new Error(`${vm} migration ${r.state}: ${r.reason} ${r.message}`);
+  const dst = join(stack.root("b"), `${dir}/random.img`);
+  if ((await sha256File(dst)) !== digest) throw new Error(`${vm} destination differs from the source`);
+  rmSync(join(stack.root("b"), dir), { recursive: true });
+  return r.seconds;
+}
+
+/** vms/bench/random.img on host a (generated if absent) and its SHA-256. */
+async function randomImage(stack: Stack): Promise<string> {
+  const src = join(stack.root("a"), "vms/bench/random.img");
+  if (!existsSync(src)) {
+    mkdirSync(join(stack.root("a"), "vms/bench"), { recursive: true });
+    log(`generating ${values.size} of random bytes...`);
+    await generateRandomFile(src, size);
+  }
+  return sha256File(src);
+}
+
+/**
+ * What metrics cost: the incompressible image a → b with both movers restarted without a metrics
+ * listener, and with one (--metrics-listen on loopback) that this process scrapes every second,
+ * as a Prometheus would at a short interval; alternating ABBA, best run of each mode compared. The
+ * counters themselves are always compiled in: "without" means no listener, no scrape and no
+ * JetStream or disk polling.
+ */
+async function metricsPhase(stack: Stack): Promise<Record<string, number | number[]>> {
+  const digest = await randomImage(stack);
+  const rounds = Number.parseInt(values["metrics-rounds"] ?? "3", 10);
+  const runs = { without: [] as number[], with: [] as number[] };
+  // Both movers' CPU seconds per GB: less at the mercy of a shared machine than wall time.
+  const cpu = { without: [] as number[], with: [] as number[] };
+  for (let round = 0; round < rounds; round++) {
+    // ABBA: each mode goes first in every other round, so neither always follows the other.
+    const order = round % 2 === 0 ? (["without", "with"] as const) : (["with", "without"] as const);
+    for (const mode of order) {
+      const ports = new Map<string, number>();
+      for (const host of ["a", "b"]) ports.set(host, await freePort());
+      await restartMovers(stack, "tls", (host) =>
+        mode === "with" ? ["--metrics-listen", `127.0.0.1:${ports.get(host) ?? 0}`] : [],
+      );
+      let scrapes = 0;
+      const scraper =
+        mode === "with"
+          ? setInterval(() => {
+              for (const port of ports.values())
+                void fetch(`http://127.0.0.1:${port}/metrics`)
+                  .then((r) => r.text())
+                  .then(
+                    () => scrapes++,
+                    () => undefined,
+                  );
+            }, 1_000)
+          : undefined;
+      settle();
+      const pids = ["a", "b"].map((h) => stack.movers.get(h)?.child.pid ?? 0);
+      const cpuOf = async (): Promise<number> => (await Promise.all(pids.map(cpuSeconds))).reduce((x, y) => x + y, 0);
+      const cpu0 = await cpuOf();
+      try {
+        runs[mode].push(await migrateRandom(stack, `bench-metrics-${mode}-${round}`, `in-metrics-${mode}`, digest));
+        cpu[mode].push(((await cpuOf()) - cpu0) / (size / 1e9));
+      } finally {
+        clearInterval(scraper);
+      }
+      const scraped = mode === "with" ? ` (${scrapes} scrapes)` : "";
+      log(`incompressible a -> b, metrics ${mode}: ${runs[mode].at(-1)?.toFixed(3)} s${scraped}`);
+    }
+  }
+  await restartMovers(stack, "tls");
+  const best = (xs: number[]): number => Math.min(...xs);
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)] ?? 0;
+  const overhead = best(runs.with) / best(runs.without) - 1;
+  const cpuOverhead = median(cpu.with) / median(cpu.without) - 1;
+  // The parts, measured here: what one scrape and one chunk's counters cost, scaled to one GB
+  // moved (both movers scraped every second for the median run), against the movers' CPU per GB.
+  const parts = await instrumentationCost();
+  const chunksPerGb = 1e9 / DEFAULT_CHUNK_BYTES;
+  const scrapeCpuPerGb = (2 * median(runs.with) * parts.scrapeCpuS) / (size / 1e9);
+  const budget = (scrapeCpuPerGb + chunksPerGb * parts.chunkS) / median(cpu.without);
+  log(
+    `one scrape ${(parts.scrapeCpuS * 1e3).toFixed(2)} ms CPU, ` +
+      `one chunk's counters ${(parts.chunkS * 1e9).toFixed(0)} ns: ` +
+      `${(budget * 100).toFixed(2)}% of the movers' CPU per GB at one scrape a second`,
+  );
+  log(
+    `metrics vs none (best of ${rounds}): ${best(runs.with).toFixed(3)} s vs ${best(runs.without).toFixed(3)} s, ` +
+      `${(overhead * 100).toFixed(1)}%; movers' CPU s/GB (medians) ${median(cpu.with).toFixed(2)} vs ` +
+      `${median(cpu.without).toFixed(2)}, ${(cpuOverhead * 100).toFixed(1)}% (target < 2%)`,
+  );
+  return {
+    metrics_runs_s: runs.with,
+    no_metrics_runs_s: runs.without,
+    metrics_cpu_s_per_gb: cpu.with,
+    no_metrics_cpu_s_per_gb: cpu.without,
+    metrics_overhead: overhead,
+    metrics_cpu_overhead: cpuOverhead,
+    scrape_cpu_s: parts.scrapeCpuS,
+    chunk_instrumentation_s: parts.chunkS,
+    metrics_cpu_budget: budget,
+  };
+}
+
+/** CPU seconds of one scrape of a mover's registry, and wall seconds of one chunk's instrumentation. */
+async function instrumentationCost(): Promise<{ scrapeCpuS: number; chunkS: number }> {
+  initMetrics({ svc: "mover", host: "bench" });
+  for (let i = 0; i < 1000; i++) metrics.chunkStore.observe(0.003);
+  await registry.metrics();
+  const n = 200;
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) await registry.metrics();
+  const used = process.cpuUsage(cpu0);
+  const m = 200_000;
+  const t0 = performance.now();
+  for (let i = 0; i < m; i++) {
+    const started = performance.now();
+    metrics.bytesWritten.inc(DEFAULT_CHUNK_BYTES);
+    metrics.chunkStore.observe(secondsSince(started));
+  }
+  return { scrapeCpuS: (used.user + used.system) / 1e6 / n, chunkS: (performance.now() - t0) / 1e3 / m };
 }
 
 /**
@@ -276,13 +425,7 @@ async function restartMovers(stack: Stack, mode: "plaintext" | "tls"): Promise<v
  * gets the quieter moments of a shared machine; the best run of each mode is compared.
  */
 async function tlsPhase(stack: Stack): Promise<Record<string, number | number[]>> {
-  const src = join(stack.root("a"), "vms/bench/random.img");
-  if (!existsSync(src)) {
-    mkdirSync(join(stack.root("a"), "vms/bench"), { recursive: true });
-    log(`generating ${values.size} of random bytes...`);
-    await generateRandomFile(src, size);
-  }
-  const digest = await sha256File(src);
+  const digest = await randomImage(stack);
   const rounds = Number.parseInt(values["tls-rounds"] ?? "2", 10);
   const runs = { plaintext: [] as number[], tls: [] as number[] };
   const cpu = { plaintext: [] as number[], tls: [] as number[] };
@@ -292,19 +435,9 @@ async function tlsPhase(stack: Stack): Promise<Record<string, number | number[]>
       settle();
       const sender = stack.movers.get("a")?.child.pid ?? 0;
       const cpu0 = await cpuSeconds(sender);
-      const command = buildStart({
-        vm: `bench-${mode}-${round}`,
-        source: { host: "a", volumes: [{ path: "vms/bench/random.img", kind: "disk" }] },
-        destination: { host: "b", dir: `in-${mode}` },
-      });
-      const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
-      if (r.state !== "completed") throw new Error(`${mode} migration ${r.state}: ${r.reason} ${r.message}`);
-      const dst = join(stack.root("b"), `in-${mode}/random.img`);
-      if ((await sha256File(dst)) !== digest) throw new Error(`${mode} destination differs from the source`);
-      rmSync(join(stack.root("b"), `in-${mode}`), { recursive: true });
-      runs[mode].push(r.seconds);
+      runs[mode].push(await migrateRandom(stack, `bench-${mode}-${round}`, `in-${mode}`, digest));
       cpu[mode].push(((await cpuSeconds(sender)) - cpu0) / (size / 1e9));
-      log(`incompressible a -> b, ${mode}: ${r.seconds.toFixed(3)} s`);
+      log(`incompressible a -> b, ${mode}: ${runs[mode].at(-1)?.toFixed(3)} s`);
     }
   }
   const best = (xs: number[]): number => Math.min(...xs);

@@ -77,6 +77,24 @@ const CREDENTIALS: FlagSpec[] = [
 const CLIENT: FlagSpec[] = [NATS, CONNECT_TIMEOUT, DATA_DIR_CREDS, ...CREDENTIALS];
 const HELP_FLAG: FlagSpec = { name: "help", short: "h", help: "print this help and exit; nothing else runs" };
 
+const METRICS_USAGE = "[--metrics-listen HOST:PORT]";
+/** A service's metrics and health listener (/metrics, /healthz, /readyz). */
+const METRICS: FlagSpec[] = [
+  {
+    name: "metrics-listen",
+    value: "HOST:PORT",
+    defaultText: "$DWCP_METRICS_LISTEN, else none",
+    help: "serve Prometheus metrics, /healthz and /readyz there (not loopback: needs --metrics-token-file)",
+  },
+  {
+    name: "metrics-token-file",
+    value: "FILE",
+    check: "file",
+    defaultText: "$DWCP_METRICS_TOKEN_FILE",
+    help: "a bearer token (16+ characters) every metrics and health request must present",
+  },
+];
+
 const HOSTS: FlagSpec = { name: "hosts", value: "A,B,...", default: "a,b", help: "mover host ids, comma-separated" };
 
 export const COMMANDS: CommandSpec[] = [
@@ -165,7 +183,7 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "coordinator",
     summary: "run a coordinator until SIGTERM",
-    usage: "[--replicas 1|3]",
+    usage: "[--replicas 1|3] [--metrics-listen HOST:PORT]",
     flags: [
       NATS,
       {
@@ -175,13 +193,14 @@ export const COMMANDS: CommandSpec[] = [
         check: "count",
         help: "JetStream replicas of the streams it creates",
       },
+      ...METRICS,
     ],
     examples: ["DWCP_NKEY_FILE=... dwcp coordinator --nats nats://10.0.0.1:4222"],
   },
   {
     name: "mover",
     summary: "run a mover for one host until SIGTERM (needs DWCP_SECRET)",
-    usage: "--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N]",
+    usage: `--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N] ${METRICS_USAGE}`,
     flags: [
       NATS,
       { name: "host", value: "ID", help: "this host's id (required)" },
@@ -197,6 +216,7 @@ export const COMMANDS: CommandSpec[] = [
       },
       { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of its work queue" },
       { name: "plaintext-data", help: "data channel without TLS (a trusted test network only)" },
+      ...METRICS,
     ],
     examples: ["dwcp mover --host a --root /var/lib/vms --listen 0.0.0.0:7400 --advertise 10.0.0.5"],
   },
@@ -397,6 +417,19 @@ export const COMMANDS: CommandSpec[] = [
         check: "size",
         help: `chunk size (${SIZE_UNITS}; multiple of 4K up to 64M)`,
       },
+      {
+        name: "metrics-listen",
+        value: "HOST:PORT",
+        defaultText: "none",
+        help: "with --every: serve Prometheus metrics (the VM's recovery point) and health there",
+      },
+      {
+        name: "metrics-token-file",
+        value: "FILE",
+        check: "file",
+        defaultText: "none",
+        help: "a bearer token (16+ characters) every metrics request must present",
+      },
       JSON_FLAG,
       ...CLIENT,
     ],
@@ -405,22 +438,24 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "replication-service",
     summary: "run the source side of replication for one host until SIGTERM",
-    usage: "--host HOST [--data-dir DIR | --roots HOST=DIR,...]",
+    usage: "--host HOST [--data-dir DIR | --roots HOST=DIR,...] [--metrics-listen HOST:PORT]",
     flags: [
       NATS,
       { name: "host", value: "HOST", help: "the host it serves (required)" },
       { name: "data-dir", value: "DIR", help: "a `dwcp up` data dir: roots are DIR/hosts/<host>" },
       { name: "roots", value: "HOST=DIR,...", help: "each host's root" },
+      ...METRICS,
     ],
     examples: ["dwcp replication-service --host a --roots a=/var/lib/vms"],
   },
   {
     name: "replication-agent",
     summary: "serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)",
-    usage: "--root DIR --listen HOST:PORT",
+    usage: `--root DIR --listen HOST:PORT ${METRICS_USAGE}`,
     flags: [
       { name: "root", value: "DIR", help: "the directory whose .dwcp-store it serves (required)" },
       { name: "listen", value: "HOST:PORT", help: "the address it listens on (required)" },
+      ...METRICS,
     ],
     examples: ["DWCP_SECRET=... dwcp replication-agent --root /srv/replicas --listen 0.0.0.0:7500"],
   },

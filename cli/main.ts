@@ -26,6 +26,12 @@ const common = {
   json: { type: "boolean", default: false },
 } as const;
 
+/** The metrics listener's flags, as parseArgs options. */
+const METRICS_OPTIONS = {
+  "metrics-listen": { type: "string" },
+  "metrics-token-file": { type: "string" },
+} as const;
+
 function args<T extends NonNullable<ParseArgsConfig["options"]>>(argv: string[], options: T) {
   try {
     return parseArgs({ args: argv, options: { ...common, ...options }, allowPositionals: true, strict: true });
@@ -145,9 +151,9 @@ async function run(cmd: string, rest: string[]): Promise<number> {
       return 0;
     }
     case "coordinator": {
-      const { values } = args(rest, { replicas: { type: "string" } });
+      const { values } = args(rest, { replicas: { type: "string" }, ...METRICS_OPTIONS });
       const { runCoordinator } = await import("#coordinator");
-      await runCoordinator({ nats: values.nats, replicas: values.replicas });
+      await runCoordinator(values);
       return process.exitCode === 1 ? 1 : 0;
     }
     case "mover": {
@@ -159,6 +165,7 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         concurrency: { type: "string" },
         replicas: { type: "string" },
         "plaintext-data": { type: "boolean" },
+        ...METRICS_OPTIONS,
       });
       const { runMover } = await import("#mover");
       await runMover(values);

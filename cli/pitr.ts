@@ -1,4 +1,10 @@
 // Point-in-time recovery and replication commands. cli/main.ts dispatches to runPitrCommand.
+import { loadConfig } from "#common/config.js";
+import { createLogger } from "#common/logger.js";
+import { MetricsConfig, metricsInput } from "#common/metrics/config.js";
+import { startObservability, type Observability } from "#common/metrics/observe.js";
+import { metrics } from "#common/metrics/registry.js";
+import { observeSync, observeSyncFailed } from "#replication";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir, open } from "node:fs/promises";
@@ -385,6 +391,8 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
     roots: { type: "string" },
     "data-dir": { type: "string" },
     "chunk-size": { type: "string" },
+    "metrics-listen": { type: "string" },
+    "metrics-token-file": { type: "string" },
   });
   if (!v.vm || !v.from || !v.to)
     throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
@@ -395,6 +403,8 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   const agent = v.agent ? parseHostPort(v.agent) : undefined;
   if (v.agent && !agent) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
   const everyMs = v.every ? parseDuration("--every", v.every) : undefined;
+  if (v["metrics-listen"] !== undefined && everyMs === undefined)
+    throw new UsageError("--metrics-listen needs --every: a single snapshot has nothing to watch");
   const cmd: ReplicateVm = {
     type: "ReplicateVm",
     version: 1,
@@ -409,11 +419,20 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   const abort = new AbortController();
   const stop = (): void => abort.abort();
   process.on("SIGINT", stop).on("SIGTERM", stop);
+  // The schedule's metrics (only with --every and a listen address: one-shot commands serve none).
+  const obs = await scheduleObservability(v, v.vm, everyMs);
   try {
     await withNats(natsUrl(v), async (n) => {
       await checkHost(n, "--to", to.host);
-      const once = async (): Promise<void> =>
-        printSync(await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint: hint }), v.json);
+      obs?.attach(n.nc, n.jsm);
+      obs?.onState("running");
+      const once = async (): Promise<void> => {
+        // The source is read after the request: its time is a recovery point no later than the real one.
+        const takenAt = new Date().toISOString();
+        const r = await replicateVm(n.nc, { ...cmd, commandId: randomUUID() }, { startHint: hint });
+        observeSync({ vm: cmd.vm, takenAt, ...r.result });
+        printSync(r, v.json);
+      };
       if (everyMs === undefined) return once();
       for (let first = true; !abort.signal.aborted; first = false) {
         const started = Date.now();
@@ -421,6 +440,7 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
           await once();
         } catch (err) {
           if (first && err instanceof ReplicationServiceUnavailableError) throw err;
+          observeSyncFailed();
           process.stderr.write(`dwcp: sync failed, the previous snapshot stays current: ${(err as Error).message}\n`);
         }
         await sleep(Math.max(0, everyMs - (Date.now() - started)), abort.signal);
@@ -428,8 +448,22 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
     });
   } finally {
     process.off("SIGINT", stop).off("SIGTERM", stop);
+    await obs?.close();
   }
   return 0;
+}
+
+/** `dwcp replicate --every P --metrics-listen HOST:PORT`: the schedule's listener; else none. */
+async function scheduleObservability(
+  v: { "metrics-listen"?: string | undefined; "metrics-token-file"?: string | undefined },
+  vm: string,
+  everyMs: number | undefined,
+): Promise<Observability | undefined> {
+  if (everyMs === undefined || v["metrics-listen"] === undefined) return undefined;
+  const settings = loadConfig(MetricsConfig, metricsInput(v, {}));
+  const obs = await startObservability({ settings, log: createLogger("replicate"), labels: { svc: "replicate" } });
+  metrics.rpoTarget.set({ vm }, everyMs / 1000);
+  return obs;
 }
 
 function printSync(r: ReplicationSynced, json: boolean | undefined): void {
@@ -445,15 +479,26 @@ function printSync(r: ReplicationSynced, json: boolean | undefined): void {
 
 /** `dwcp replication-service`: the source side of replication for one host, until SIGTERM. */
 export async function cmdReplicationService(argv: string[]): Promise<number> {
-  const v = flags(argv, { host: { type: "string" }, roots: { type: "string" }, "data-dir": { type: "string" } });
+  const v = flags(argv, {
+    host: { type: "string" },
+    roots: { type: "string" },
+    "data-dir": { type: "string" },
+    "metrics-listen": { type: "string" },
+    "metrics-token-file": { type: "string" },
+  });
   await runReplicationService(v);
   return process.exitCode === 1 ? 1 : 0;
 }
 
 /** `dwcp replication-agent`. */
 export async function cmdReplicationAgent(argv: string[]): Promise<number> {
-  const v = flags(argv, { root: { type: "string" }, listen: { type: "string" } });
-  await runReplicationAgent({ ...(v.root ? { root: v.root } : {}), ...(v.listen ? { listen: v.listen } : {}) });
+  const v = flags(argv, {
+    root: { type: "string" },
+    listen: { type: "string" },
+    "metrics-listen": { type: "string" },
+    "metrics-token-file": { type: "string" },
+  });
+  await runReplicationAgent(v);
   return process.exitCode === 1 ? 1 : 0;
 }
 

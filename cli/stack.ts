@@ -135,7 +135,16 @@ export interface StackOptions {
   placeMover?: (host: string) => { prefix: string[]; listen: string; natsUrl: string };
   /** How long each service may take to come up. Default 30 000 ms. */
   startTimeoutMs?: number;
+  /**
+   * Give each service a metrics and health listener on a free loopback port, and write their
+   * addresses as Prometheus file_sd target files in <dataDir>/prometheus/ (see metricsTargets).
+   * Default false; `dwcp up` turns it on.
+   */
+  metrics?: boolean;
 }
+
+/** The Prometheus jobs of a stack's services, as the shipped alert rules name them. */
+export const METRICS_JOBS = { coordinator: "dwcp-coordinator", mover: "dwcp-mover", replication: "dwcp-replication" };
 
 /**
  * The embedded stack behind `dwcp up`, the demo, the tests and the benchmarks: a private
@@ -151,6 +160,8 @@ export class Stack {
   readonly secret: string;
   /** The stack's CA, certificates, nkeys and trust file (<dataDir>/pki, creds, trust.json). */
   credentials!: Provisioned;
+  /** Each running service's metrics address (HOST:PORT) by job and service name, with `metrics`. */
+  readonly metricsTargets = new Map<string, { job: string; address: string }>();
   private readonly logs: string;
   private lock: { release(): void } | undefined;
 
@@ -217,11 +228,31 @@ export class Stack {
     return this;
   }
 
+  /** `--metrics-listen` on a free loopback port for `name` (recorded for Prometheus), or nothing. */
+  private async metricsArgs(name: string, job: string): Promise<string[]> {
+    if (this.opts.metrics !== true) return [];
+    const address = `127.0.0.1:${await freePort()}`;
+    this.metricsTargets.set(name, { job, address });
+    this.writeTargets();
+    return ["--metrics-listen", address];
+  }
+
+  /** <dataDir>/prometheus/<job>.json: file_sd target lists that Prometheus re-reads as they change. */
+  private writeTargets(): void {
+    const dir = join(this.opts.dataDir, "prometheus");
+    mkdirSync(dir, { recursive: true });
+    for (const job of Object.values(METRICS_JOBS)) {
+      const targets = [...this.metricsTargets.values()].filter((t) => t.job === job).map((t) => t.address);
+      writeFileSync(join(dir, `${job}.json`), JSON.stringify([{ targets, labels: {} }], null, 2));
+    }
+  }
+
   async startCoordinator(): Promise<ServiceProcess> {
     const n = this.coordinators.length;
+    const metrics = await this.metricsArgs(`coordinator-${n}`, METRICS_JOBS.coordinator);
     const proc = spawnService(
       `coordinator-${n}`,
-      ["coordinator", "--nats", this.url],
+      ["coordinator", "--nats", this.url, ...metrics],
       join(this.logs, `coordinator-${n}.log`),
       this.env("coordinator"),
     );
@@ -245,7 +276,8 @@ export class Stack {
     const args = ["mover", "--host", host, "--root", root, "--listen", place.listen, "--nats", place.natsUrl];
     const env = { ...this.env(moverRole(host)), DWCP_NATS_URL: place.natsUrl };
     const log = join(this.logs, `mover-${host}.log`);
-    const proc = spawnService(`mover-${host}`, [...args, ...extraArgs], log, env, place.prefix);
+    const metrics = await this.metricsArgs(`mover-${host}`, METRICS_JOBS.mover);
+    const proc = spawnService(`mover-${host}`, [...args, ...metrics, ...extraArgs], log, env, place.prefix);
     this.movers.set(host, proc);
     const kv = await new Kvm(this.nats.nc).open(MOVERS_BUCKET);
     await until(
@@ -266,7 +298,8 @@ export class Stack {
     mkdirSync(this.root(host), { recursive: true });
     const args = ["replication-service", "--host", host, "--data-dir", this.opts.dataDir, "--nats", this.url];
     const log = join(this.logs, `replication-${host}.log`);
-    const proc = spawnService(`replication-${host}`, args, log, this.env(replicationRole(host)));
+    const metrics = await this.metricsArgs(`replication-${host}`, METRICS_JOBS.replication);
+    const proc = spawnService(`replication-${host}`, [...args, ...metrics], log, this.env(replicationRole(host)));
     this.replication.set(host, proc);
     await until(`replication service ${host} answered`, proc, () =>
       pingReplication(this.nats.nc, host, { acceptTimeoutMs: 500 }).then(

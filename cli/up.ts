@@ -11,7 +11,12 @@ import { deploymentServerConfig, permissionsBlock } from "#common/credentials/se
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
 export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?: number }): Promise<number> {
-  const stack = new Stack({ dataDir: resolve(opts.dataDir), hosts: opts.hosts, natsPort: opts.natsPort });
+  const stack = new Stack({
+    dataDir: resolve(opts.dataDir),
+    hosts: opts.hosts,
+    natsPort: opts.natsPort,
+    metrics: true,
+  });
   try {
     await stack.start();
   } catch (err) {
@@ -23,6 +28,8 @@ export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?:
     `dwcp is up\n  NATS:    ${stack.url}   (export DWCP_NATS_URL=${stack.url})\n` +
       `  credentials: ${dir}/creds, ${dir}/pki (the CLI finds them with --data-dir ${opts.dataDir})\n` +
       opts.hosts.map((h) => `  mover ${h}: root ${stack.root(h)}\n`).join("") +
+      `  metrics: ${[...stack.metricsTargets].map(([name, t]) => `${name} http://${t.address}/metrics`).join(", ")}\n` +
+      `           (/healthz and /readyz beside; Prometheus file_sd targets in ${join(dir, "prometheus")})\n` +
       `  logs:    ${resolve(opts.dataDir, "logs")}\nCtrl-C stops everything.\n`,
   );
   await untilSignal();

@@ -25,9 +25,16 @@ export async function runService(opts: {
   stop: () => Promise<void>;
   /** How long draining may take, in ms. Default 10000. */
   graceMs?: number;
+  /** Told each state as the service enters it (its /healthz and lifecycle gauge). */
+  onState?: (state: Lifecycle) => void;
 }): Promise<Lifecycle> {
   const { log } = opts;
   let state: Lifecycle = "starting";
+  const enter = (s: Lifecycle): void => {
+    state = s;
+    opts.onState?.(s);
+  };
+  enter("starting");
   let failure: { reason: string; err?: unknown } | undefined;
   let signal: NodeJS.Signals | undefined;
   let wake!: () => void;
@@ -51,7 +58,7 @@ export async function runService(opts: {
     failure ??= { reason: "start-up failed", err };
   }
   if (failure === undefined) {
-    state = "running";
+    enter("running");
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
     log.info({ state }, "running");
@@ -64,7 +71,7 @@ export async function runService(opts: {
   } else {
     log.info({ signal }, "draining");
   }
-  state = "draining";
+  enter("draining");
   const timer = setTimeout(() => {
     log.warn("grace period over; exiting");
     process.exit(1);
@@ -80,7 +87,7 @@ export async function runService(opts: {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
   }
-  state = failure === undefined ? "stopped" : "failed";
+  enter(failure === undefined ? "stopped" : "failed");
   log.info({ state, reason: failure?.reason }, state);
   return state;
 }

@@ -94,6 +94,11 @@ const extraVars = {
   // (the user task would move its home to each host's prefix in turn).
   dwcp_common_manage_user: false,
   nats_server_install_method: "none",
+  // Every host shares one machine: each service's metrics on its host's own loopback address.
+  mover_metrics_listen: "{{ ansible_host }}:9464",
+  coordinator_metrics_listen: "{{ ansible_host }}:9465",
+  mover_replication_metrics_listen: "{{ ansible_host }}:9466",
+  replication_agent_metrics_listen: "{{ ansible_host }}:9467",
 };
 
 async function playbook(name: string, ...extra: string[]): Promise<string> {

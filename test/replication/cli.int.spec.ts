@@ -9,6 +9,8 @@ import { UsageError } from "../../cli/args.js";
 import { sha256File } from "../../cli/verify.js";
 import { startReplicationService, type ReplicationServiceHandle } from "#replication";
 import { registerHosts, startTestNats, type TestNats } from "./support.js";
+import { freePort } from "#common/nats-server.js";
+import { eventually } from "../support/prometheus.js";
 
 const MiB = 1024 * 1024;
 
@@ -113,5 +115,26 @@ describe("dwcp PITR commands", () => {
       run(t, "replicate", "--vm", "v", "--from", "a:d", "--to", "b:x", "--keep", "1", "--keep-for", "1h"),
     ).rejects.toThrow(/one of --keep/);
     expect(runPitrCommand("status", [])).toBeUndefined();
+  });
+
+  it("serves a --every schedule's recovery point on --metrics-listen, and only with --every", async () => {
+    const dd = ["--data-dir", t.dir];
+    const args = ["--vm", "m", "--from", "a:vms/d.img", "--to", "b:repl-m", ...dd];
+    const port = await freePort();
+    await expect(run(t, "replicate", ...args, "--metrics-listen", `127.0.0.1:${port}`)).rejects.toThrow(UsageError);
+    const schedule = run(t, "replicate", ...args, "--every", "1s", "--metrics-listen", `127.0.0.1:${port}`);
+    try {
+      const text = await eventually("the schedule's first recovery point", async () => {
+        const body = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+        return /^dwcp_replication_last_snapshot_timestamp_seconds\{vm="m"/m.test(body) ? body : undefined;
+      });
+      expect(text).toMatch(/^dwcp_replication_rpo_target_seconds\{vm="m",svc="replicate"\} 1$/m);
+      const at = Number(/^dwcp_replication_last_snapshot_timestamp_seconds\{vm="m"[^}]*\} (\S+)$/m.exec(text)?.[1]);
+      expect(Date.now() / 1000 - at).toBeLessThan(60);
+      expect(text).not.toContain(t.dir);
+    } finally {
+      process.emit("SIGINT"); // what Ctrl-C does: the schedule stops after the sync in flight
+    }
+    expect((await schedule).code).toBe(0);
   });
 });

@@ -1,4 +1,5 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import { appendHooks, secondsSince } from "../metrics/hooks.js";
 import type { z } from "zod";
 import { VersionConflictError } from "../errors.js";
 import { AppendInFlightError, retryTransient } from "../nats.js";
@@ -313,7 +314,10 @@ export class EventStore<E> {
     expect?: { lastSubjectSequence: number },
   ): Promise<number> {
     const headers = signedHeaders(this.trust, subject, m);
+    const started = performance.now();
+    let tries = 0;
     return this.throughElections(async () => {
+      tries++;
       try {
         const ack = await this.js.publish(subject, m.data, {
           msgID: m.msgID,
@@ -343,7 +347,7 @@ export class EventStore<E> {
         }
         throw err;
       }
-    });
+    }).finally(() => appendHooks.observe(secondsSince(started), tries - 1));
   }
 
   /** `fn` again through transient NATS errors (an election), for up to `resendForMs`. */

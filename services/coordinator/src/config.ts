@@ -7,6 +7,7 @@ import {
   withProcessConfig,
   type ProcessConfig,
 } from "#common/config.js";
+import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
 import { eventTrustSettings, type EventTrustSettings } from "#common/signing.js";
 
 const CoordinatorConfig = z.object({
@@ -23,6 +24,8 @@ const CoordinatorConfig = z.object({
   unreachableBackoffMaxMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
   /** How long a mover has to answer a probe or finalize request. */
   rpcTimeoutMs: envInt({ min: 100, max: 3_600_000, unit: "milliseconds" }),
+  /** --metrics-listen / DWCP_METRICS_LISTEN and the token file: off when unset. */
+  metrics: MetricsConfig,
 });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfig> & {
   /** Signing key and trust file for events (DWCP_NKEY_FILE, DWCP_TRUST_FILE, DWCP_EVENTS_UNSIGNED). */
@@ -30,10 +33,12 @@ export type CoordinatorConfig = z.infer<typeof CoordinatorConfig> & {
   process: ProcessConfig;
 };
 
-export function coordinatorConfig(
-  flags: { nats?: string; replicas?: string },
-  env = process.env,
-): Readonly<CoordinatorConfig> {
+export interface CoordinatorFlags extends MetricsFlags {
+  nats?: string | undefined;
+  replicas?: string | undefined;
+}
+
+export function coordinatorConfig(flags: CoordinatorFlags, env = process.env): Readonly<CoordinatorConfig> {
   const own = () => ({
     ...loadConfig(CoordinatorConfig, {
       natsUrl: flags.nats ?? natsUrlFromEnv(env),
@@ -44,6 +49,7 @@ export function coordinatorConfig(
       unreachableLimitMs: env["DWCP_UNREACHABLE_LIMIT_MS"] ?? "300000",
       unreachableBackoffMaxMs: env["DWCP_UNREACHABLE_BACKOFF_MAX_MS"] ?? "5000",
       rpcTimeoutMs: env["DWCP_RPC_TIMEOUT_MS"] ?? "30000",
+      metrics: metricsInput(flags, env),
     }),
     events: eventTrustSettings(env),
   });

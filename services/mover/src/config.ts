@@ -12,6 +12,7 @@ import {
   withProcessConfig,
   type ProcessConfig,
 } from "#common/config.js";
+import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
 import { linkServerSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 
 /** Data-channel switches, read from the environment when a data server starts. */
@@ -59,6 +60,8 @@ const MoverConfig = z
     env: DataChannelEnv,
     /** DWCP_TLS_CA/CERT/KEY (the data channel's TLS 1.3 with mutual auth) or DWCP_DATA_PLAINTEXT=on. */
     tls: linkServerSecurity,
+    /** --metrics-listen / DWCP_METRICS_LISTEN and the token file: off when unset. */
+    metrics: MetricsConfig,
   })
   .transform(({ listen, advertiseHost, env, tls, ...rest }) => ({
     ...rest,
@@ -77,7 +80,7 @@ export type MoverConfig = Omit<z.infer<typeof MoverConfig>, "linkSetting"> & {
   process: ProcessConfig;
 };
 
-export interface MoverFlags {
+export interface MoverFlags extends MetricsFlags {
   nats?: string;
   host?: string;
   root?: string[];
@@ -106,6 +109,7 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
       env,
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
+      metrics: metricsInput(flags, env),
     });
     const link = loadLinkSecurity(linkSetting);
     if (link === undefined) throw new InvariantViolationError("the config check lets no mover start without a link");

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { envInt, listenAddress, loadConfig, withProcessConfig, type ProcessConfig } from "#common/config.js";
 import { InvariantViolationError } from "#common/errors.js";
+import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
 import { linkServerSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 
 const SECRET_PROBLEM = "DWCP_SECRET must be set to at least 16 characters (the same on every host)";
@@ -19,6 +20,8 @@ const AgentConfig = z
     threadPoolSize: envInt({ min: 1, max: 1024, unit: "threads" }),
     /** DWCP_TLS_CA/CERT/KEY (TLS 1.3 with mutual auth; this host's certificate) or DWCP_DATA_PLAINTEXT=on. */
     tls: linkServerSecurity,
+    /** --metrics-listen / DWCP_METRICS_LISTEN and the token file: off when unset. */
+    metrics: MetricsConfig,
   })
   .transform(({ listen, ...rest }) => ({ ...rest, listenHost: listen.host, listenPort: listen.port }));
 export type AgentConfig = Omit<z.infer<typeof AgentConfig>, "tls"> & {
@@ -27,7 +30,7 @@ export type AgentConfig = Omit<z.infer<typeof AgentConfig>, "tls"> & {
   process: ProcessConfig;
 };
 
-export interface AgentFlags {
+export interface AgentFlags extends MetricsFlags {
   root?: string;
   listen?: string;
   /** --plaintext-data: the agent link without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
@@ -42,6 +45,7 @@ export function agentConfig(flags: AgentFlags, env = process.env): Readonly<Agen
       secret: env["DWCP_SECRET"] ?? "",
       threadPoolSize: env["UV_THREADPOOL_SIZE"] || "16",
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
+      metrics: metricsInput(flags, env),
     });
     const link = loadLinkSecurity(tls);
     if (link === undefined) throw new InvariantViolationError("the config check lets no agent start without a link");

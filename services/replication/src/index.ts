@@ -6,6 +6,7 @@
 export { runReplicationAgent, runReplicationService, startReplicationService } from "./main.js";
 export type { ReplicationServiceHandle } from "./main.js";
 export type { ServiceFlags } from "./service-config.js";
+export { observeSync, observeSyncFailed } from "./app/sync-metrics.js";
 export {
   pingReplication,
   replicateVm,

@@ -8,7 +8,9 @@ import { agentConfig, type AgentFlags } from "./config.js";
 import { STORE_DIR } from "./infra/chunk-store.js";
 import { serve } from "./infra/tcp.js";
 import { PLAINTEXT_WARNING } from "#common/secure-link/tls.js";
-import { connectNats, serviceCredentials } from "#common/nats.js";
+import { connectNats, serviceCredentials, type Nats } from "#common/nats.js";
+import { EVT_STREAM } from "#common/layout.js";
+import { startObservability } from "#common/metrics/observe.js";
 import { replicationRole } from "#common/credentials/provision.js";
 import { ReplicationService } from "./app/service.js";
 import { replicationRpc, serveCommands } from "./infra/commands.js";
@@ -29,8 +31,16 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   const log = createLogger("replication-agent", { root: cfg.root });
   let close: (() => Promise<void>) | undefined;
   let root: DirHandle | undefined;
+  const obs = await startObservability({
+    settings: cfg.metrics,
+    log,
+    labels: { svc: "replication-agent" },
+    nats: false,
+    checks: { listening: () => (close === undefined ? "the agent is not listening yet" : true) },
+  });
   await runService({
     log,
+    onState: obs.onState,
     start: async (control) => {
       await mkdir(cfg.root, { recursive: true }); // the operator's root: trusted as configured
       root = openRootDir(resolve(cfg.root));
@@ -56,6 +66,7 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
     stop: async () => {
       await close?.();
       root?.close();
+      await obs.close();
     },
   });
 }
@@ -64,6 +75,8 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
 export interface ReplicationServiceHandle {
   /** The subject it serves. */
   subject: string;
+  /** Its NATS connection (closed by stop()). */
+  nats: Nats;
   /** Stops taking commands, lets the syncs in flight finish, closes its NATS connection. */
   stop(): Promise<void>;
 }
@@ -96,6 +109,7 @@ export async function startReplicationService(
   logger.info({ subject: replicationRpc(cfg.host) }, "serving");
   return {
     subject: replicationRpc(cfg.host),
+    nats,
     async stop() {
       await sub.drain();
       await service.idle();
@@ -118,14 +132,27 @@ function eventTrustOf(env: NodeJS.ProcessEnv): ReturnType<typeof configuredEvent
 /** `dwcp replication-service`: startReplicationService until SIGTERM/SIGINT, then drains. */
 export async function runReplicationService(flags: ServiceFlags): Promise<void> {
   const log = createLogger("replication", { host: flags.host });
+  const cfg = serviceConfig(flags);
   let handle: ReplicationServiceHandle | undefined;
+  const obs = await startObservability({
+    settings: cfg.metrics,
+    log,
+    labels: { svc: "replication", host: cfg.host },
+    streams: [EVT_STREAM],
+    checks: { commands: () => (handle === undefined ? `not serving ${replicationRpc(cfg.host)} yet` : true) },
+  });
   await runService({
     log,
+    onState: obs.onState,
     start: async () => {
       // Secure by default: no signing key and trust file, no start (unless DWCP_EVENTS_UNSIGNED=on).
       processEventTrust({ warn: (msg) => log.warn(msg) });
       handle = await startReplicationService(flags);
+      obs.attach(handle.nats.nc, handle.nats.jsm);
     },
-    stop: async () => handle?.stop(),
+    stop: async () => {
+      await handle?.stop();
+      await obs.close();
+    },
   });
 }

@@ -4,6 +4,7 @@ import { ConfigError } from "#common/errors.js";
 import { hostIdentity } from "#common/pki.js";
 import { linkClientSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 import { HostId } from "#schemas/common.js";
+import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
 
 const ServiceConfig = z.object({
   /** The source host this service reads volumes on; it serves dwcp.replication.<host>.rpc. */
@@ -17,13 +18,15 @@ const ServiceConfig = z.object({
   secret: z.string().optional(),
   /** DWCP_TLS_CA/CERT/KEY or DWCP_DATA_PLAINTEXT=on for links to remote agents; optional. */
   tls: linkClientSecurity,
+  /** --metrics-listen / DWCP_METRICS_LISTEN and the token file: off when unset. */
+  metrics: MetricsConfig,
 });
 export type ServiceConfig = Omit<z.infer<typeof ServiceConfig>, "tls"> & {
   /** How links to remote agents are secured; undefined: commands naming an agent are refused. Never logged. */
   link: LinkSecurity | undefined;
 };
 
-export interface ServiceFlags {
+export interface ServiceFlags extends MetricsFlags {
   host?: string;
   "data-dir"?: string;
   roots?: string;
@@ -47,6 +50,7 @@ export function serviceConfig(
       natsUrl: flags.nats ?? natsUrlFromEnv(),
       ...(secret ? { secret } : {}),
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
+      metrics: metricsInput(flags, env),
     });
     const link = loadLinkSecurity(tls);
     if (link?.mode === "tls" && !link.tls.identities.includes(hostIdentity(c.host)))

@@ -31,6 +31,7 @@ import type { MigrationCommand, PlanOutcome } from "../domain/migration/decide.j
 import { basename } from "../domain/migration/planner.js";
 import { allBatchesDone, type Migration } from "../domain/migration/state.js";
 import { parseCommand } from "../domain/parse-command.js";
+import { MigrationMetrics } from "../infra/metrics.js";
 import { MoverGateway, UnknownHostError } from "../infra/movers.js";
 import { Dispatcher } from "./dispatcher.js";
 import { Projection } from "./projection.js";
@@ -55,6 +56,7 @@ const MAX_FINALIZE_TRIES = 30;
 export class Coordinator {
   state: Lifecycle = "starting";
   private readonly projection: Projection;
+  private readonly observed: MigrationMetrics;
   private readonly store: EventStore;
   private readonly msgId: (base: string) => string;
   private readonly summaries: SummaryPublisher;
@@ -91,6 +93,7 @@ export class Coordinator {
         ),
     );
     this.summaries = new SummaryPublisher(nats, trust, (id) => this.projection.get(id).state, log);
+    this.observed = new MigrationMetrics(this.projection);
   }
 
   async start(): Promise<void> {
@@ -110,6 +113,7 @@ export class Coordinator {
       onEvent: (e) => {
         const id = this.projection.apply(e);
         this.summaries.folded(id, e.seq);
+        this.observed.folded(id, e, this.caughtUp);
         if (this.caughtUp) this.schedule(id);
       },
       onCaughtUp: () => {

@@ -14,6 +14,7 @@ import type { Registry } from "../infra/registry.js";
 import { MigrationWatches } from "./migration-watch.js";
 import { confine } from "../infra/volumes.js";
 import { BatchProgressReporter } from "./progress.js";
+import { observeBatchFailed, observeBatchSent, observeFenced } from "../infra/batch-metrics.js";
 
 /**
  * This process's own data server: a batch whose destination is registered at `address` (this
@@ -135,6 +136,7 @@ export class BatchWorker {
       const local = reg.dataAddress === this.local?.address && this.config.localCopy ? this.local : undefined;
       const result = local !== undefined ? await local.copy(options) : await sendBatch(options);
       progress.stop(true);
+      observeBatchSent(result);
       const event: MigrationEvent = { type: "ChunkBatchTransferred", ...base, at: new Date().toISOString(), ...result };
       const streamSeq = await this.store.append(w.migrationId, [event], `${msgId}.done`);
       log.info(
@@ -155,6 +157,7 @@ export class BatchWorker {
         // requeue it under the holder's feet), or a later attempt. The holder reports it; this
         // delivery neither acks, naks nor records a failure. If nobody holds the item any more,
         // the ack wait brings it back, and max_deliver bounds that.
+        observeFenced();
         log.warn(
           { code: err.code, reason: err.message, delivery: m.info.deliveryCount },
           "batch taken over by a newer holder (FENCED); leaving it to that holder",
@@ -169,6 +172,7 @@ export class BatchWorker {
       }
       const code = errorCode(err);
       log.warn({ err, code }, "batch failed");
+      observeBatchFailed(eventCodeOf(code));
       const event: MigrationEvent = {
         type: "ChunkBatchFailed",
         ...base,

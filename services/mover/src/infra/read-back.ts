@@ -1,4 +1,5 @@
 import { constants } from "node:fs/promises";
+import { metrics } from "#common/metrics/registry.js";
 import { z } from "zod";
 import type { Logger } from "#common/logger.js";
 import { crc32cCombine } from "#native/index.js";
@@ -215,6 +216,7 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
     try {
       const actual = await diskCrc32c(fh, part, expected.start, expected.end);
       if (actual !== expected.crc32c) {
+        metrics.checksumMismatches.inc({ stage: "read-back" });
         log.warn(
           { ...range, expected: expected.crc32c, actual },
           "batch read back with a different CRC32C than its chunks; finalize will read the whole volume",
@@ -225,6 +227,7 @@ async function readBack(part: string, expected: ReadBackRecord, log: Logger): Pr
       const [now, read] = await Promise.all([inodeAt(part), fh.stat()]);
       if (now !== read.ino) return;
       await recordReadBack(part, expected);
+      metrics.bytesVerified.inc(expected.end - expected.start);
     } finally {
       await fh.close();
     }

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { observeSync, observeSyncFailed } from "./sync-metrics.js";
 import { basename } from "node:path";
 import type { SnapshotCommitted } from "#schemas/replication.js";
 import { snapshotCommitted, type SnapshotRecord } from "../domain/replication/decide.js";
@@ -122,8 +123,10 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     const r = await sync(o, log);
     const { snapshotId, parentId, bytes, changedBytes, wireBytes, seconds } = r;
     log.info({ snapshotId, parentId, bytes, changedBytes, wireBytes, seconds }, "snapshot committed");
+    observeSync({ vm: o.vm, takenAt: r.event.takenAt, seconds, changedBytes, wireBytes });
     return r;
   } catch (err) {
+    observeSyncFailed();
     log.warn({ err, code: errorCode(err) }, "sync failed; the previous snapshot stays the latest");
     throw err;
   }

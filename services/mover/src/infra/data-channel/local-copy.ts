@@ -1,4 +1,5 @@
 import type { TransferredChunk } from "#schemas/index.js";
+import { metrics } from "#common/metrics/registry.js";
 import type { Logger } from "#common/logger.js";
 import { batchProblem, chunkRange } from "../../domain/data-channel/batch.js";
 import type { FenceTable } from "../../domain/data-channel/fence.js";
@@ -140,6 +141,7 @@ async function copyChunks(
       const c = await source.prepare(offset, length, buffer);
       check();
       await file.writeChunk(c.offset, c.length, c.segments, c.data);
+      if (!c.zero) metrics.bytesWritten.inc(c.length);
       written.set(c.offset, { length: c.length, crc32c: c.crc32c, zero: c.zero, blake3: c.blake3 });
       o.onChunk?.({
         offset: c.offset,

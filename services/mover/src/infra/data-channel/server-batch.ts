@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import { metrics, secondsSince } from "#common/metrics/registry.js";
 import type { Logger } from "#common/logger.js";
 import { DwcpError } from "#common/errors.js";
 import {
@@ -176,6 +177,7 @@ async function receiveClaimed(
   state: BatchState,
   holds: () => boolean,
 ): Promise<void> {
+  const started = performance.now();
   const file = await DestinationFile.open(ctx.roots, begin);
   try {
     await markUnproven(file.path, begin);
@@ -205,6 +207,7 @@ async function receiveClaimed(
     if (records) await recordHashes(file.path, hashRecord(begin, written), ctx.log);
     resumable.done(key, written);
     send(ctx.socket, { kind: "BATCH_OK" });
+    metrics.batchReceive.observe(secondsSince(started));
     if (records && expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
   } finally {
     await Promise.allSettled(state.inflight);
@@ -355,6 +358,7 @@ async function storePacked(
 
 /** Answer CHECKSUM_MISMATCH for a chunk that failed verification: the sender resends it. */
 function askAgain(ctx: BatchReceiver, h: ChunkHeader, reason: string): undefined {
+  metrics.checksumMismatches.inc({ stage: "chunk" });
   ctx.log.warn({ offset: h.offset, reason }, "chunk failed its CRC32C check; asking for it again");
   send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: "CHECKSUM_MISMATCH", message: reason } });
   return undefined;
@@ -383,6 +387,7 @@ async function storeChunk(
   data: Uint8Array | undefined,
   state: BatchState,
 ): Promise<string | undefined> {
+  const started = performance.now();
   const { crc32c: actual, blake3 } = await digestsOf(h, data);
   if (actual !== h.crc32c) return askAgain(ctx, h, `CRC32C ${actual} != ${h.crc32c}`);
   if (state.fenced || state.holds?.() === false) {
@@ -398,6 +403,8 @@ async function storeChunk(
     });
     throw err;
   }
+  metrics.chunkStore.observe(secondsSince(started));
+  if (data !== undefined) metrics.bytesWritten.inc(h.length);
   ctx.log.debug({ offset: h.offset, length: h.length, zero: h.zero }, "chunk written");
   send(ctx.socket, { kind: "CHUNK_OK", offset: h.offset });
   return blake3;

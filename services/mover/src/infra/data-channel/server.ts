@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import { metrics } from "#common/metrics/registry.js";
 import { ConfigError } from "#common/errors.js";
 import { Admission, peerOf, type AdmissionOptions, type AdmissionTicket } from "#common/secure-link/admission.js";
 import { newNonce } from "#common/secure-link/handshake.js";
@@ -98,6 +99,7 @@ interface ServerConfig {
 
 /** A connection refused before it authenticated: one rate-limited line (refusal-log.ts). */
 function refused(cfg: ServerConfig, socket: Socket, reason: string, fields: Record<string, unknown>): void {
+  metrics.dataConnections.inc({ outcome: "refused" });
   const remote = formatAddress(socket.remoteAddress ?? "?", socket.remotePort ?? 0);
   cfg.refusals?.refused({
     peer: socket.remoteAddress ?? "?",
@@ -262,6 +264,7 @@ async function serveConnection(
   const auth = await authenticate(socket, conn, peer, cfg, log);
   if (auth === undefined) return;
   conn.authenticated = true;
+  metrics.dataConnections.inc({ outcome: "authenticated" });
   ticket.authenticated();
   const reader = conn.reader;
   const sessionLog = (hello: Hello): Logger =>
