@@ -35,6 +35,6 @@ describe("serverConfig", () => {
   it("renders a permission set as nats-server takes it", () => {
     const block = permissionsBlock(permissionsOf("observer"));
     expect(block.split("\n")[0]).toBe("permissions: {");
-    expect(block).toContain('subscribe: { allow: ["_INBOX_observer.>"], deny: [] }');
+    expect(block).toContain('subscribe: { allow: ["_INBOX_observer.>", "dwcp.progress.>"], deny: [] }');
   });
 });

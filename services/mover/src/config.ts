@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { HostId } from "#schemas/index.js";
+import { RESUME_WINDOW_MS } from "./domain/data-channel/resume.js";
 import { ConfigError, InvariantViolationError } from "#common/errors.js";
 import { hostIdentity } from "#common/pki.js";
 import {
@@ -56,6 +57,8 @@ const MoverConfig = z
     secret: z.string().min(16, "DWCP_SECRET must be set to at least 16 characters (the same on every mover)"),
     /** Batches moved at once. */
     concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
+    /** How long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails. */
+    resumeWindowMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
     replicas: replicaCount,
     env: DataChannelEnv,
     /** DWCP_TLS_CA/CERT/KEY (the data channel's TLS 1.3 with mutual auth) or DWCP_DATA_PLAINTEXT=on. */
@@ -106,6 +109,7 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       advertiseHost: flags.advertise ?? env["DWCP_ADVERTISE"],
       secret: env["DWCP_SECRET"] ?? "",
       concurrency: flags.concurrency ?? env["DWCP_CONCURRENCY"] ?? "2",
+      resumeWindowMs: env["DWCP_RESUME_WINDOW_MS"] ?? String(RESUME_WINDOW_MS),
       replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
       env,
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },

@@ -23,6 +23,9 @@ export const CHAOS_ENV = {
   DWCP_BACKOFF_BASE_MS: "200",
   DWCP_BACKOFF_MAX_MS: "2000",
   DWCP_RPC_TIMEOUT_MS: "5000",
+  // A cut data link fails its batch at once, so the scenarios that cut one see the coordinator
+  // retry it; resuming within a batch is tested by the data-channel and WAN suites.
+  DWCP_RESUME_WINDOW_MS: "0",
   DWCP_REPLICAS: "3",
   DWCP_LOG_LEVEL: "info",
   // The data proxy flips bits inside CHUNK frames, which it can only parse in plaintext.

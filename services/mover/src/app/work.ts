@@ -127,6 +127,7 @@ export class BatchWorker {
         streams: w.streams,
         compression: w.compression,
         verify: w.verify,
+        resumeWindowMs: this.config.resumeWindowMs,
         signal,
         log,
         onChunk: progress.onChunk,

@@ -65,3 +65,6 @@ export class ResumeTable<C> {
     return out;
   }
 }
+
+/** A run whose connection dropped keeps trying to resume for this long: a WAN outage of 2 min. */
+export const RESUME_WINDOW_MS = 120_000;

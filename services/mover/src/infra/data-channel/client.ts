@@ -18,7 +18,7 @@ import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-li
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
-import { CANNOT_RESUME } from "../../domain/data-channel/resume.js";
+import { CANNOT_RESUME, RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
 import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
@@ -250,8 +250,6 @@ async function sendStripes(
   }
 }
 
-/** A run whose connection dropped keeps trying to resume for this long: a WAN outage of 2 min. */
-export const RESUME_WINDOW_MS = 120_000;
 /** Pauses between reconnection attempts of a dropped run: 0.5 s, doubling, at most 5 s. */
 const RESUME_BACKOFF_MS = { first: 500, max: 5_000 } as const;
 
@@ -356,7 +354,23 @@ function keyOf(o: SendBatchOptions): string {
     tlsId = tlsIds.get(o.tls.tls) ?? nextTlsId++;
     tlsIds.set(o.tls.tls, tlsId);
   }
-  return linkKey({ address: o.address, destHost: o.tls?.destHost, sourceHost: o.sourceHost, secret: o.secret, tlsId });
+  const key = linkKey({
+    address: o.address,
+    destHost: o.tls?.destHost,
+    sourceHost: o.sourceHost,
+    secret: o.secret,
+    tlsId,
+  });
+  // A rate-limited batch runs on a link in Node's TLS, never on a sealed one (see sealable).
+  return sealable(o) ? key : `${key}\0limited`;
+}
+
+/**
+ * Whether a batch may offer sealed records: not with a bandwidth limit, whose paced sends over
+ * several sealed links of one migration stalled the destination until its idle timeout.
+ */
+function sealable(o: SendBatchOptions): boolean {
+  return o.bandwidthLimitBytesPerSec === undefined;
 }
 
 /** Close the idle data links this process keeps (mover shutdown). */
@@ -570,7 +584,7 @@ async function handshake(
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
   const nonce = challenge.frame.nonce;
-  const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
+  const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true) && sealable(o);
   const sent = performance.now();
   const answer = await hello(o, socket, reader, nonce, { offer });
   const rttUs = Math.round((performance.now() - sent) * 1000);
