@@ -56,7 +56,7 @@ describe.skipIf(!prometheusAvailable())(
       // Random bytes: nothing is skipped as zero or compressed away.
       const src = join(stack.root("a"), "vms/p1/disk.img");
       await mkdir(dirname(src), { recursive: true });
-      await generateRandomFile(src, 96 * MiB);
+      await generateRandomFile(src, 192 * MiB);
       const command = buildStart({
         vm: "p1",
         source: { host: "a", volumes: [{ path: "vms/p1/disk.img", kind: "disk" }] },
@@ -67,10 +67,13 @@ describe.skipIf(!prometheusAvailable())(
       const r = await runMigration(stack.nats, command, { timeoutMs: 110_000 });
       const endS = Date.now() / 1000;
       expect(r).toMatchObject({ state: "completed" });
+      // Prometheus scrapes every 200 ms: a run of 192 MiB spans several scrapes even on a quiet
+      // machine (96 MiB ended between two 1 s scrapes there).
+      expect(endS - startS).toBeGreaterThan(0.6);
       // The rate as Prometheus computed it at each moment of the run (its scrapes of that time are in).
       const during = await eventually("the run's rate of bytes written", async () => {
         const points = await prom.queryRange(
-          'sum(rate(dwcp_bytes_written_total{job="dwcp-mover"}[5s]))',
+          'sum(rate(dwcp_bytes_written_total{job="dwcp-mover"}[1s]))',
           startS,
           endS,
           0.25,

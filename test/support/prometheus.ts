@@ -47,8 +47,8 @@ export async function startPrometheus(o: {
   if (o.rules !== undefined) writeFileSync(rulesFile, o.rules);
   const config = [
     "global:",
-    "  scrape_interval: 1s",
-    "  scrape_timeout: 900ms",
+    "  scrape_interval: 200ms",
+    "  scrape_timeout: 180ms",
     "  evaluation_interval: 1s",
     ...(o.rules !== undefined ? ["rule_files:", `  - ${rulesFile}`] : []),
     "scrape_configs:",
