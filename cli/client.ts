@@ -124,6 +124,14 @@ export function foldStored(
   return m;
 }
 
+/**
+ * The listing order: by request time, then by id, so migrations requested in the same millisecond
+ * come out the same whether they were folded or read from a summary.
+ */
+function byRequest(atA: string | undefined, idA: string, atB: string | undefined, idB: string): number {
+  return (atA ?? "").localeCompare(atB ?? "") || (idA < idB ? -1 : idA > idB ? 1 : 0);
+}
+
 /** Folds every migration in the stream, as of now. */
 export async function listMigrations(nats: Nats, trust?: EventTrust): Promise<Migration[]> {
   const byId = new Map<string, Migration>();
@@ -146,7 +154,7 @@ export async function listMigrations(nats: Nats, trust?: EventTrust): Promise<Mi
   // An id only refused commands named (a cancel of an unknown id) is no migration.
   return [...byId.values()]
     .filter((m) => m.status !== "none" || m.ignored !== undefined)
-    .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? ""));
+    .sort((a, b) => byRequest(a.requestedAt, a.id, b.requestedAt, b.id));
 }
 
 /** Stale summaries folded from their events at once. */
@@ -181,7 +189,7 @@ export async function listSummaries(nats: Nats, trust: EventTrust): Promise<Migr
   }
   return [...summaries.values()]
     .filter(isListed)
-    .sort((a, b) => (a.requestedAt ?? "").localeCompare(b.requestedAt ?? ""));
+    .sort((a, b) => byRequest(a.requestedAt, a.migrationId, b.requestedAt, b.migrationId));
 }
 
 /**
