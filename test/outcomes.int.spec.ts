@@ -1,11 +1,9 @@
-import { spawn } from "node:child_process";
 import { chmod, chown, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BIN } from "../cli/stack.js";
 import { readMigration } from "../cli/client.js";
 import { buildStart, runCancel, runMigration } from "../cli/migrate.js";
-import { eventsOf, makeImage, startTestStack, waitForEvent } from "./support/stack.js";
+import { cliOf, eventsOf, makeImage, startTestStack, waitForEvent } from "./support/stack.js";
 
 const MiB = 1024 * 1024;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
@@ -25,18 +23,8 @@ const start = (dir: string, migrationId?: string) =>
     ...(migrationId === undefined ? {} : { migrationId }),
   });
 
-/** `dwcp <args>` as a user runs it against the test stack: exit code, stdout, stderr. */
-function dwcp(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args, "--data-dir", stack.opts.dataDir], {
-    env: { ...stack.env("cli"), DWCP_NATS_URL: stack.url },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once("close", (code) => resolve({ code, stdout, stderr })));
-}
+/** `dwcp <args>` as a user runs it against the test stack. */
+const dwcp = (...args: string[]) => cliOf(stack)(...args);
 
 describe("honest outcomes", () => {
   it("a start reusing another id is refused on that id's subject; the migration stays as it was", async () => {

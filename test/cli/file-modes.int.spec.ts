@@ -2,29 +2,18 @@
 // binary, against a real stack with replication services), as they do `dwcp migrate`: the first
 // snapshot carries them, a later incremental one carries a changed mode, and restore applies the
 // mode of the snapshot it restores.
-import { spawn } from "node:child_process";
 import { chmod, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BIN } from "../../cli/stack.js";
 import { sha256File } from "../../cli/verify.js";
-import { makeImage, startTestStack } from "../support/stack.js";
+import { cliOf, makeImage, startTestStack } from "../support/stack.js";
 
 const MiB = 1024 * 1024;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let source: string;
 
-function dwcp(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args, "--data-dir", stack.opts.dataDir], {
-    env: { ...stack.env("cli"), DWCP_NATS_URL: stack.url },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once("close", (code) => resolve({ code, stdout, stderr })));
-}
+/** `dwcp <args>` as a user runs it against the test stack. */
+const dwcp = (...args: string[]) => cliOf(stack)(...args);
 
 const modeOf = async (path: string): Promise<number> => (await stat(path)).mode & 0o7777;
 

@@ -2,33 +2,22 @@
 // summary pages (one message per 256 migrations) and gives the same rows as folding every event; a summary
 // the coordinator did not sign is not believed, and a stale one (the log moved on while no
 // coordinator ran) is replaced by a fold of the migration's events.
-import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MigrationSummary } from "#schemas/index.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import { messagesPerMigration, readSummaries } from "#common/summaries.js";
 import { summaryOf } from "#migration";
-import { BIN } from "../../cli/stack.js";
 import { cliEventTrust, listMigrations, newId, publishCommand } from "../../cli/client.js";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { statusRow, type StatusRow } from "../../cli/status-table.js";
-import { makeImage, startTestStack } from "../support/stack.js";
+import { cliOf, makeImage, startTestStack } from "../support/stack.js";
 
 const KiB = 1024;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 
-function dwcp(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args, "--data-dir", stack.opts.dataDir], {
-    env: { ...stack.env("cli"), DWCP_NATS_URL: stack.url },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once("close", (code) => resolve({ code, stdout, stderr })));
-}
+/** `dwcp <args>` as a user runs it against the test stack. */
+const dwcp = (...args: string[]) => cliOf(stack)(...args);
 
 const trust = () => cliEventTrust(stack.opts.dataDir);
 

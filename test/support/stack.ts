@@ -1,9 +1,10 @@
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { EventStore, type StoredEvent } from "#common/event-store.js";
-import { Stack, type StackOptions } from "../../cli/stack.js";
+import { BIN, Stack, type StackOptions } from "../../cli/stack.js";
 import { generateImage, type ImageSpec } from "../../cli/image.js";
 
 /** A private stack (own nats-server on a free port, temp store) for one test file. */
@@ -22,6 +23,31 @@ export async function startTestStack(opts: Partial<StackOptions> = {}): Promise<
       if (!process.env["DWCP_KEEP_TEST_DATA"]) rmSync(dataDir, { recursive: true, force: true });
     },
   });
+}
+
+/** What a `dwcp` run printed, and how it exited. */
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * `dwcp <args>` as a user runs it against the test stack: the built binary in a child process,
+ * with the cli role's credentials (from the stack's data dir) and the stack's NATS URL.
+ */
+export function cliOf(stack: Stack): (...args: string[]) => Promise<CliRun> {
+  return (...args) => {
+    const child = spawn(process.execPath, [BIN, ...args, "--data-dir", stack.opts.dataDir], {
+      env: { ...stack.env("cli"), DWCP_NATS_URL: stack.url },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    return new Promise((resolve) => child.once("close", (code) => resolve({ code, stdout, stderr })));
+  };
 }
 
 export async function makeImage(stack: Stack, host: string, rel: string, spec: ImageSpec): Promise<string> {
