@@ -9,7 +9,7 @@ import {
   type MigrationSummary,
   type StartMigration,
 } from "#schemas/index.js";
-import { decodeEvent, EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
+import { EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import { processSetting } from "#common/config.js";
 import { identitiesOf } from "#common/pki.js";
@@ -17,6 +17,7 @@ import { isStreamNotFound } from "#common/event-sourcing/jetstream-errors.js";
 import { messagesPerMigration, readSummaries } from "#common/summaries.js";
 import type { Nats, NatsCredentials } from "#common/nats.js";
 import { UsageError } from "./args.js";
+import { foldMessage } from "./follow.js";
 import {
   EventSigner,
   EventTrustConfigError,
@@ -212,22 +213,9 @@ export async function watchMigration(
   let state = initialMigration(id);
   try {
     for await (const m of iter) {
-      let invalid: InvalidInput | undefined;
-      const stored = decodeEvent(
-        m,
-        (seq, err, _subject, provenance) => (invalid = { seq, problem: describeInvalid(err), provenance }),
-        trust ?? INSECURE,
-      );
-      if (!stored) {
-        // An event no fold can take ends the migration as the coordinator sees it: set aside
-        // (unless a producer this stack does not trust wrote it: then it is ignored input).
-        if (invalid !== undefined) state = evolveInvalid(state, invalid);
-        if (isTerminal(state)) break;
-        continue;
-      }
-      const before = state.ignored?.count ?? 0;
-      state = evolveTrusted(state, stored);
-      if ((state.ignored?.count ?? 0) === before) onEvent(stored.event, state);
+      const { state: next, taken } = foldMessage(state, m, trust ?? INSECURE);
+      state = next;
+      if (taken) onEvent(taken.event, state);
       if (isTerminal(state)) break;
     }
   } finally {

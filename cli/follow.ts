@@ -1,6 +1,6 @@
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { describeInvalid, type CancelMigration, type MigrationEvent, type StartMigration } from "#schemas/index.js";
-import { decodeEvent, LIVE_CONSUME } from "#common/event-store.js";
+import { decodeEvent, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
 import { INSECURE, type EventTrust } from "#common/signing.js";
@@ -63,19 +63,9 @@ export async function followCommand(
   let state = initialMigration(id);
   // The migration's subject: its events, and this command's refusal.
   const named = eachMessage(nats, subjects.migration(id), stops, (m): CommandOutcome | undefined => {
-    let invalid: InvalidInput | undefined;
-    const stored = decodeEvent(
-      m,
-      (seq, err, _subject, provenance) => (invalid = { seq, problem: describeInvalid(err), provenance }),
-      trust,
-    );
-    if (!stored) {
-      if (invalid !== undefined) state = evolveInvalid(state, invalid);
-      return state.status === "set-aside" && ours(command, state) ? { kind: "ended", state } : undefined;
-    }
-    const before = state;
-    state = evolveTrusted(state, stored);
-    if (state.eventCount === before.eventCount) return undefined; // ignored: its producer may not make it
+    const { state: next, taken: stored } = foldMessage(state, m, trust);
+    state = next;
+    if (!stored) return state.status === "set-aside" && ours(command, state) ? { kind: "ended", state } : undefined;
     const e = stored.event;
     if (e.type === "CommandRejected" && e.commandId === command.commandId)
       return { kind: "refused", reason: e.reason, message: e.message, state };
@@ -106,6 +96,24 @@ export async function followCommand(
     stopAll();
     await Promise.allSettled([named, fallback]);
   }
+}
+
+/**
+ * One message of a migration's subject folded into its state, as the coordinator folds it: `taken`
+ * is the event when the fold took it. An event its producer may not make is ignored input; a
+ * message that fails validation sets the migration aside (from a producer this stack trusts) or
+ * is ignored (from anyone else).
+ */
+export function foldMessage(state: Migration, m: JsMsg, trust: EventTrust): { state: Migration; taken?: StoredEvent } {
+  let invalid: InvalidInput | undefined;
+  const stored = decodeEvent(
+    m,
+    (seq, err, _subject, provenance) => (invalid = { seq, problem: describeInvalid(err), provenance }),
+    trust,
+  );
+  if (!stored) return { state: invalid === undefined ? state : evolveInvalid(state, invalid) };
+  const next = evolveTrusted(state, stored);
+  return (next.ignored?.count ?? 0) === (state.ignored?.count ?? 0) ? { state: next, taken: stored } : { state: next };
 }
 
 /**
