@@ -2,13 +2,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy } from "@nats-io/jetstream";
-import {
-  describeInvalid,
-  type CancelMigration,
-  type MigrationEvent,
-  type MigrationSummary,
-  type StartMigration,
-} from "#schemas/index.js";
+import { describeInvalid, type Command, type MigrationEvent, type MigrationSummary } from "#schemas/index.js";
 import { EventStore, aggregateOf, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import { processSetting } from "#common/config.js";
@@ -39,11 +33,17 @@ import {
 
 const encoder = new TextEncoder();
 
+const COMMAND_SUBJECT: Record<Command["type"], string> = {
+  StartMigration: subjects.startMigration,
+  CancelMigration: subjects.cancelMigration,
+  SetMigrationOptions: subjects.setMigrationOptions,
+};
+
 export const newId = (prefix: string): string => `${prefix}-${randomUUID().replaceAll("-", "").slice(0, 20)}`;
 
 /** Publishes a command with its commandId as msgID: re-publishing the same command is a no-op. */
-export async function publishCommand(nats: Nats, command: StartMigration | CancelMigration): Promise<number> {
-  const subject = command.type === "StartMigration" ? subjects.startMigration : subjects.cancelMigration;
+export async function publishCommand(nats: Nats, command: Command): Promise<number> {
+  const subject = COMMAND_SUBJECT[command.type];
   const ack = await nats.js.publish(subject, encoder.encode(JSON.stringify(command)), { msgID: command.commandId });
   return ack.seq;
 }
@@ -233,6 +233,7 @@ const CLIENT_ROLE: Record<string, "cli" | "admin"> = {
   status: "cli",
   events: "cli",
   cancel: "cli",
+  "migrate-set": "cli",
   federation: "cli",
   replay: "cli",
   snapshots: "cli",

@@ -297,6 +297,29 @@ export const COMMANDS: CommandSpec[] = [
     examples: ['dwcp cancel web-1-move --reason "maintenance window over"'],
   },
   {
+    name: "migrate-set",
+    summary: "change a running migration's bandwidth limit",
+    usage: "ID --bandwidth-limit (SIZE/s | none)",
+    positionals: [{ name: "ID", required: true }],
+    description:
+      "The coordinator records the change in the migration's events; the movers sending its batches " +
+      "take the new rate at once, and later batches carry it. `none` lifts the limit.",
+    role: "cli",
+    keepsDataDir: true,
+    flags: [
+      {
+        name: "bandwidth-limit",
+        value: "SIZE/s|none",
+        help: `the new limit in bytes per second on the wire (${SIZE_UNITS}), or none`,
+      },
+      ...CLIENT,
+    ],
+    examples: [
+      "dwcp migrate-set web-1-move --bandwidth-limit 20M/s",
+      "dwcp migrate-set web-1-move --bandwidth-limit none",
+    ],
+  },
+  {
     name: "federation",
     summary: "all sites, their health and capacity, VM placements, staleness",
     usage: "status [--json]",

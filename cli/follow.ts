@@ -1,5 +1,5 @@
 import { DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
-import { describeInvalid, type CancelMigration, type MigrationEvent, type StartMigration } from "#schemas/index.js";
+import { describeInvalid, type Command, type MigrationEvent } from "#schemas/index.js";
 import { decodeEvent, LIVE_CONSUME, type StoredEvent } from "#common/event-store.js";
 import { EVT_STREAM, subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
@@ -13,7 +13,7 @@ import {
   type Migration,
 } from "#migration";
 
-/** How a command ended: the migration's outcome (for a start), done (for a cancel), or refused. */
+/** How a command ended: the migration's outcome (for a start), done (for a cancel or a change), or refused. */
 export type CommandOutcome =
   | { kind: "ended"; state: Migration }
   | { kind: "refused"; reason: string; message: string; state: Migration };
@@ -38,7 +38,7 @@ export class NoAnswerError extends Error {
  */
 export async function followCommand(
   nats: Nats,
-  command: StartMigration | CancelMigration,
+  command: Command,
   commandSeq: number,
   opts: {
     onEvent?: (e: MigrationEvent, s: Migration) => void;
@@ -151,12 +151,14 @@ async function eachMessage<T>(
 }
 
 /** Whether the migration folded so far is the one this command started (not another's with its id). */
-const ours = (command: StartMigration | CancelMigration, s: Migration): boolean =>
-  command.type === "CancelMigration" || s.request?.commandId === command.commandId;
+const ours = (command: Command, s: Migration): boolean =>
+  command.type !== "StartMigration" || s.request?.commandId === command.commandId;
 
-function outcomeOf(command: StartMigration | CancelMigration, e: MigrationEvent, s: Migration): "ended" | "pending" {
+function outcomeOf(command: Command, e: MigrationEvent, s: Migration): "ended" | "pending" {
   if (command.type === "CancelMigration")
     return e.type === "MigrationCancelled" && e.commandId === command.commandId ? "ended" : "pending";
+  if (command.type === "SetMigrationOptions")
+    return e.type === "MigrationOptionsChanged" && e.commandId === command.commandId ? "ended" : "pending";
   // A start's own rejection (MigrationRejected) names it; any other end counts only for its own migration.
   if (e.type === "MigrationRejected" && e.commandId === command.commandId) return "ended";
   return ours(command, s) && isTerminal(s) ? "ended" : "pending";

@@ -193,6 +193,25 @@ async function run(cmd: string, rest: string[]): Promise<number> {
       return await status(rest);
     case "events":
       return await events(rest);
+    case "migrate-set": {
+      const { values, positionals } = args(rest, {
+        "bandwidth-limit": { type: "string" },
+        "data-dir": { type: "string" },
+      });
+      const id = positionals[0];
+      const given = values["bandwidth-limit"];
+      if (!id || given === undefined)
+        throw new UsageError(
+          "migrate-set needs a migration id and a limit: dwcp migrate-set ID --bandwidth-limit 20M/s",
+        );
+      const limit = /^(none|unlimited)$/i.test(given.trim()) ? undefined : parseRate("--bandwidth-limit", given);
+      const trust = cliEventTrust(values["data-dir"]);
+      const { runSetLimit } = await import("./migrate.js");
+      const r = await withNats(values.nats, (n) => runSetLimit(n, id, limit, { trust }));
+      if (!r.ok) process.stderr.write(`dwcp: ${r.message}\n`);
+      else out(r.message);
+      return r.ok ? 0 : 1;
+    }
     case "cancel": {
       const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
       const id = positionals[0];

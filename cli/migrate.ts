@@ -1,5 +1,11 @@
 import type { Subscription } from "@nats-io/transport-node";
-import { StartMigration, type BatchProgress, type CancelMigration, type MigrationEvent } from "#schemas/index.js";
+import {
+  StartMigration,
+  type BatchProgress,
+  type CancelMigration,
+  type MigrationEvent,
+  type SetMigrationOptions,
+} from "#schemas/index.js";
 import { subjects } from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
 import { takeProgress } from "#common/progress.js";
@@ -226,6 +232,31 @@ export async function runMigration(
  * Publishes a cancel and waits for the coordinator's answer: the migration cancelled by it, or
  * the refusal (no such migration, or it already ended).
  */
+/** Changes a running migration's bandwidth limit (undefined: none) and waits for the coordinator's answer. */
+export async function runSetLimit(
+  nats: Nats,
+  migrationId: string,
+  bytesPerSec: number | undefined,
+  opts: { trust?: EventTrust; timeoutMs?: number } = {},
+): Promise<{ ok: boolean; message: string; reason?: string }> {
+  const command: SetMigrationOptions = {
+    type: "SetMigrationOptions",
+    version: 1,
+    commandId: newId("cmd"),
+    migrationId,
+    bandwidthLimitBytesPerSec: bytesPerSec ?? null,
+  };
+  const seq = await publishCommand(nats, command);
+  const outcome = await followCommand(nats, command, seq, {
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    ...(opts.trust ? { trust: opts.trust } : {}),
+  });
+  if (outcome.kind === "refused")
+    return { ok: false, reason: outcome.reason, message: `cannot change ${migrationId}: ${outcome.message}` };
+  const limit = bytesPerSec === undefined ? "no bandwidth limit" : `a bandwidth limit of ${fmtRate(bytesPerSec)}`;
+  return { ok: true, message: `migration ${migrationId} now has ${limit}` };
+}
+
 export async function runCancel(
   nats: Nats,
   migrationId: string,

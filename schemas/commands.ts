@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { VmName } from "./names.js";
-import { Destination, Id, MigrationOptions, Source } from "./common.js";
+import { BandwidthLimit, Destination, Id, MigrationOptions, Source } from "./common.js";
 
 /** Start moving a VM's volumes from one host to another. Published to dwcp.cmd.migration.start. */
 export const StartMigration = z.object({
@@ -27,6 +27,20 @@ export const CancelMigration = z.object({
 });
 export type CancelMigration = z.infer<typeof CancelMigration>;
 
-export const Command = z.discriminatedUnion("type", [StartMigration, CancelMigration]);
+/**
+ * Change a running migration's bandwidth limit: its batches in flight follow the new rate, and
+ * later batches carry it. `null` removes the limit. Published to dwcp.cmd.migration.set.
+ */
+export const SetMigrationOptions = z.object({
+  type: z.literal("SetMigrationOptions"),
+  version: z.literal(1),
+  commandId: Id,
+  migrationId: Id,
+  bandwidthLimitBytesPerSec: BandwidthLimit.nullable(),
+});
+export type SetMigrationOptions = z.infer<typeof SetMigrationOptions>;
+
+export const Command = z.discriminatedUnion("type", [StartMigration, CancelMigration, SetMigrationOptions]);
 export type Command = z.infer<typeof Command>;
-export const COMMAND_TYPES = ["StartMigration", "CancelMigration"] as const;
+export const COMMAND_TYPES = ["StartMigration", "CancelMigration", "SetMigrationOptions"] as const;
+export type CommandType = (typeof COMMAND_TYPES)[number];

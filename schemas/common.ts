@@ -126,6 +126,9 @@ export type CompressionMode = z.infer<typeof CompressionMode>;
 /** Most data-channel connections one batch may be striped over. */
 export const MAX_DATA_STREAMS = 16;
 
+/** Cap on data-channel bytes per second for a migration, per sending mover (a safe integer). */
+export const BandwidthLimit = z.number().int().positive();
+
 export const MigrationOptions = z.object({
   /** Bytes per chunk: a power of two from 64 KiB to 64 MiB. Default 4 MiB. */
   chunkSizeBytes: ChunkSize.default(DEFAULT_CHUNK_BYTES),
@@ -134,7 +137,7 @@ export const MigrationOptions = z.object({
   /** Re-read and check every volume at the destination before the final rename. Default true. */
   verify: z.boolean().default(true),
   /** Cap on data-channel bytes per second for this migration, per sending mover. */
-  bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+  bandwidthLimitBytesPerSec: BandwidthLimit.optional(),
   /**
    * TCP connections each batch is striped over to the destination (1..16). Default: 4 on a link
    * whose round trip is 2 ms or more, 1 on a local one.

@@ -1,5 +1,7 @@
 import { z } from "zod";
+import { COMMAND_TYPES } from "./commands.js";
 import {
+  BandwidthLimit,
   Blake3Hash,
   ChunkSize,
   Destination,
@@ -53,7 +55,7 @@ export const MigrationRejected = z.object({
 /** Why a command about a migration was refused while the migration itself goes on (or stays ended). */
 export const CommandRejectionReason = z.enum([
   ...RejectionReason.options,
-  /** A CancelMigration for a migration that already ended: there is nothing to cancel. */
+  /** A CancelMigration or SetMigrationOptions for a migration that already ended: nothing to change. */
   "MIGRATION_ENDED",
 ]);
 
@@ -68,7 +70,7 @@ export const CommandRejected = z.object({
   ...base,
   commandId: z.string().max(64).optional(),
   /** The refused command's type, when it could be read. */
-  command: z.enum(["StartMigration", "CancelMigration"]).optional(),
+  command: z.enum(COMMAND_TYPES).optional(),
   reason: CommandRejectionReason,
   message: Message,
 });
@@ -235,6 +237,17 @@ export const MigrationCancelled = z.object({
 });
 
 /**
+ * A running migration's bandwidth limit changed (SetMigrationOptions): absent means no limit.
+ * Movers running its batches apply it to them at once; later work items carry it.
+ */
+export const MigrationOptionsChanged = z.object({
+  type: z.literal("MigrationOptionsChanged"),
+  ...base,
+  commandId: Id,
+  bandwidthLimitBytesPerSec: BandwidthLimit.optional(),
+});
+
+/**
  * What is impossible about a plan, or undefined when it is consistent: the numbers a fold sizes
  * its state by must agree with each other, so that a schema-valid event cannot ask the
  * coordinator for four billion batches. Holds for every plan the planner makes.
@@ -284,6 +297,7 @@ export const MigrationEvent = z.discriminatedUnion("type", [
   MigrationCompleted,
   MigrationFailed,
   MigrationCancelled,
+  MigrationOptionsChanged,
   CommandRejected,
 ]);
 
@@ -298,6 +312,7 @@ export type ChunkBatchRetried = z.infer<typeof ChunkBatchRetried>;
 export type MigrationCompleted = z.infer<typeof MigrationCompleted>;
 export type MigrationFailed = z.infer<typeof MigrationFailed>;
 export type MigrationCancelled = z.infer<typeof MigrationCancelled>;
+export type MigrationOptionsChanged = z.infer<typeof MigrationOptionsChanged>;
 export type CommandRejected = z.infer<typeof CommandRejected>;
 export type CommandRejectionReason = z.infer<typeof CommandRejectionReason>;
 export type MigrationEvent = z.infer<typeof MigrationEvent>;

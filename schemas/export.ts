@@ -19,6 +19,7 @@ const check = process.argv.includes("--check");
 const entries: Array<[string, z.ZodType]> = [
   ["StartMigration", commands.StartMigration],
   ["CancelMigration", commands.CancelMigration],
+  ["SetMigrationOptions", commands.SetMigrationOptions],
   ["MigrationRequested", events.MigrationRequested],
   ["MigrationRejected", events.MigrationRejected],
   ["MigrationPlanned", events.MigrationPlanned],
@@ -28,6 +29,7 @@ const entries: Array<[string, z.ZodType]> = [
   ["MigrationCompleted", events.MigrationCompleted],
   ["MigrationFailed", events.MigrationFailed],
   ["MigrationCancelled", events.MigrationCancelled],
+  ["MigrationOptionsChanged", events.MigrationOptionsChanged],
   ["CommandRejected", events.CommandRejected],
   ["TransferBatch", work.TransferBatch],
   ["MoverRequest", rpc.MoverRequest],

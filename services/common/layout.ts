@@ -27,6 +27,7 @@ export const subjects = {
   commands: "dwcp.cmd.>",
   startMigration: "dwcp.cmd.migration.start",
   cancelMigration: "dwcp.cmd.migration.cancel",
+  setMigrationOptions: "dwcp.cmd.migration.set",
   events: "dwcp.evt.>",
   migrationEvents: "dwcp.evt.migration.>",
   migration: (id: string): string => `dwcp.evt.migration.${id}`,

@@ -1,4 +1,12 @@
-import { COMMAND_TYPES, Command, echo, Id, truncateText, type RejectionReason } from "#schemas/index.js";
+import {
+  COMMAND_TYPES,
+  Command,
+  echo,
+  Id,
+  truncateText,
+  type CommandType,
+  type RejectionReason,
+} from "#schemas/index.js";
 
 /** Longest rejection message: what the sender sent is echoed in pieces of at most MAX_ECHO_CHARS. */
 export const MAX_REJECTION_MESSAGE_CHARS = 1024;
@@ -14,7 +22,7 @@ export type ParsedCommand =
       aggregateId?: string;
       commandId?: string;
       /** The command's type when it names a known one. */
-      commandType?: "StartMigration" | "CancelMigration";
+      commandType?: CommandType;
     };
 
 /**
@@ -43,7 +51,7 @@ export function parseCommand(data: Uint8Array): ParsedCommand {
       ...where,
     };
   }
-  const known = { ...where, commandType: type as (typeof COMMAND_TYPES)[number] };
+  const known = { ...where, commandType: type as CommandType };
   if (obj["version"] !== 1) {
     return {
       ok: false,

@@ -1,5 +1,5 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { MigrationEvent } from "#schemas/index.js";
+import { MigrationOptionsChanged, type MigrationEvent } from "#schemas/index.js";
 import type { EventStore } from "#common/event-store.js";
 import { safeJson } from "#common/json.js";
 import { subjects } from "#common/layout.js";
@@ -21,7 +21,17 @@ const LINGER_MS = 10_000;
 export interface MigrationLiveness {
   /** Aborted when the migration ends (completed, failed, cancelled, rejected). */
   readonly signal: AbortSignal;
+  /**
+   * The bandwidth limit the coordinator last set for the migration (MigrationOptionsChanged) as
+   * far as this watch has seen, over the work item's own; undefined when it has seen no change.
+   */
+  limit(): BandwidthChange | undefined;
   release(): void;
+}
+
+/** A limit set on a running migration: bytes per second, or undefined for none. */
+export interface BandwidthChange {
+  bytesPerSec: number | undefined;
 }
 
 interface Watch {
@@ -29,6 +39,7 @@ interface Watch {
   ended: AbortController;
   ready: Promise<void>;
   linger?: NodeJS.Timeout;
+  limit?: BandwidthChange;
 }
 
 /**
@@ -46,6 +57,8 @@ export class MigrationWatches {
   constructor(
     private readonly nc: NatsConnection,
     private readonly store: EventStore,
+    /** Told when the coordinator changes the bandwidth limit of a migration this mover is moving. */
+    private readonly onLimit?: (migrationId: string, change: BandwidthChange) => void,
   ) {}
 
   async acquire(id: string): Promise<MigrationLiveness> {
@@ -54,7 +67,16 @@ export class MigrationWatches {
         const ofMsg = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
         const w = this.watches.get(ofMsg);
         if (!w || w.ended.signal.aborted) return;
-        const type = (safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined)?.type;
+        const json = safeJson(msg.data) as { type?: MigrationEvent["type"] } | undefined;
+        const type = json?.type;
+        if (type === "MigrationOptionsChanged" && w.refs > 0) {
+          const changed = MigrationOptionsChanged.safeParse(json);
+          if (!changed.success) return;
+          if (!fromCoordinator(provenanceOf(this.store.trust, msg.subject, msg.headers, msg.data))) return;
+          w.limit = { bytesPerSec: changed.data.bandwidthLimitBytesPerSec };
+          this.onLimit?.(ofMsg, w.limit);
+          return;
+        }
         if (!type || !TERMINAL_EVENTS.has(type)) return;
         // No batch holds a lingering watch: forget it rather than check the signature (a forged
         // event costs it nothing, the next batch reads the history again).
@@ -65,10 +87,13 @@ export class MigrationWatches {
     let w = this.watches.get(id);
     if (!w) {
       const ended = new AbortController();
-      const ready = this.endedBefore(id).then((yes) => {
-        if (yes) ended.abort();
+      const fresh: Watch = { refs: 0, ended, ready: Promise.resolve() };
+      fresh.ready = this.history(id).then((h) => {
+        if (h.ended) ended.abort();
+        // A change seen live while the history was read is newer than the history's.
+        fresh.limit ??= h.limit;
       });
-      w = { refs: 0, ended, ready };
+      w = fresh;
       this.watches.set(id, w);
     }
     const watch = w;
@@ -81,7 +106,7 @@ export class MigrationWatches {
       this.drop(id, watch);
       throw err;
     }
-    return { signal: watch.ended.signal, release: () => this.release(id, watch) };
+    return { signal: watch.ended.signal, limit: () => watch.limit, release: () => this.release(id, watch) };
   }
 
   close(): void {
@@ -90,11 +115,25 @@ export class MigrationWatches {
     this.sub = undefined;
   }
 
-  private async endedBefore(id: string): Promise<boolean> {
+  /**
+   * Whether the migration ended before the watch, and the last bandwidth limit the coordinator
+   * set, when a read of the history was needed (the one-get path does not see an earlier change:
+   * work items handed out after it carry the new limit themselves).
+   */
+  private async history(id: string): Promise<{ ended: boolean; limit?: BandwidthChange }> {
     const last = await this.store.last(id);
-    if (last && fromCoordinator(last.provenance)) return TERMINAL_EVENTS.has(last.event.type);
-    const history = await this.store.read(id);
-    return history.some((e) => TERMINAL_EVENTS.has(e.event.type) && fromCoordinator(e.provenance));
+    if (last && fromCoordinator(last.provenance)) {
+      const e = last.event;
+      if (e.type === "MigrationOptionsChanged")
+        return { ended: false, limit: { bytesPerSec: e.bandwidthLimitBytesPerSec } };
+      return { ended: TERMINAL_EVENTS.has(e.type) };
+    }
+    const ours = (await this.store.read(id)).filter((e) => fromCoordinator(e.provenance)).map((e) => e.event);
+    const change = ours.findLast((e) => e.type === "MigrationOptionsChanged");
+    return {
+      ended: ours.some((e) => TERMINAL_EVENTS.has(e.type)),
+      ...(change === undefined ? {} : { limit: { bytesPerSec: change.bandwidthLimitBytesPerSec } }),
+    };
   }
 
   private release(id: string, w: Watch): void {

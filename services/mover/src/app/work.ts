@@ -7,7 +7,12 @@ import { safeJson } from "#common/json.js";
 import type { Logger } from "#common/logger.js";
 import { ackConfirmed, isTransientNatsError, type Nats } from "#common/nats.js";
 import { DestinationUnreachableError } from "../errors.js";
-import { sendBatch, type SendBatchOptions, type SendBatchResult } from "../infra/data-channel/client.js";
+import {
+  sendBatch,
+  setMigrationLimit,
+  type SendBatchOptions,
+  type SendBatchResult,
+} from "../infra/data-channel/client.js";
 import { FencedError } from "../infra/data-channel/fenced.js";
 import type { MoverConfig } from "../config.js";
 import type { Registry } from "../infra/registry.js";
@@ -47,7 +52,14 @@ export class BatchWorker {
     private readonly log: Logger,
     private readonly local?: LocalDestination,
   ) {
-    this.watches = new MigrationWatches(nats.nc, store);
+    // A limit the coordinator changes mid-migration reaches the batches sending now at once.
+    this.watches = new MigrationWatches(nats.nc, store, (id, change) => {
+      this.log.info(
+        { migrationId: id, bandwidthLimitBytesPerSec: change.bytesPerSec ?? null },
+        "bandwidth limit changed",
+      );
+      setMigrationLimit(id, change.bytesPerSec);
+    });
   }
 
   close(): void {
@@ -82,7 +94,14 @@ export class BatchWorker {
           await this.ack(m, log);
           return;
         }
-        await this.move(w, m, live.signal, log);
+        // The coordinator may have changed the limit after handing out this item.
+        const limit = live.limit();
+        await this.move(
+          limit === undefined ? w : { ...w, bandwidthLimitBytesPerSec: limit.bytesPerSec },
+          m,
+          live.signal,
+          log,
+        );
       } finally {
         live.release();
       }

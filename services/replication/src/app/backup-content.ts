@@ -1,6 +1,6 @@
 import { CMD_STREAM, EVT_STREAM, subjects, workStream } from "#common/layout.js";
 import { HostId, Id } from "#schemas/common.js";
-import { CancelMigration, StartMigration } from "#schemas/commands.js";
+import { CancelMigration, SetMigrationOptions, StartMigration } from "#schemas/commands.js";
 import { MigrationEvent } from "#schemas/events.js";
 import { ReplicationEvent, type BackupMessage } from "#schemas/replication.js";
 import { TransferBatch } from "#schemas/work.js";
@@ -28,6 +28,7 @@ const parseMigration = compiledSafeParse(MigrationEvent);
 const parseReplication = compiledSafeParse(ReplicationEvent);
 const parseStart = compiledSafeParse(StartMigration);
 const parseCancel = compiledSafeParse(CancelMigration);
+const parseSetOptions = compiledSafeParse(SetMigrationOptions);
 const parseWork = compiledSafeParse(TransferBatch);
 
 const MIGRATION_PREFIX = "dwcp.evt.migration.";
@@ -65,6 +66,7 @@ function checkEvent(subject: string, value: unknown): string | undefined {
 function checkCommand(subject: string, value: unknown): string | undefined {
   if (subject === subjects.startMigration) return issue(parseStart(value));
   if (subject === subjects.cancelMigration) return issue(parseCancel(value));
+  if (subject === subjects.setMigrationOptions) return issue(parseSetOptions(value));
   return `subject ${echo(subject)} is not one of ${CMD_STREAM}'s`;
 }
 

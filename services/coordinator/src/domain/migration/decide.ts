@@ -3,9 +3,11 @@ import {
   truncateText,
   type CancelMigration,
   type CommandRejectionReason,
+  type CommandType,
   type FailureCode,
   type MigrationEvent,
   type RejectionReason,
+  type SetMigrationOptions,
   type StartMigration,
 } from "#schemas/index.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
@@ -44,10 +46,11 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
 export type MigrationCommand =
   | StartMigration
   | CancelMigration
+  | SetMigrationOptions
   | {
       type: "RejectCommand";
       commandId?: string;
-      command?: "StartMigration" | "CancelMigration";
+      command?: CommandType;
       reason: RejectionReason;
       message: string;
     }
@@ -76,6 +79,8 @@ export function decide(state: Migration, command: MigrationCommand, ctx: DecideC
       return decideStart(state, command, base);
     case "CancelMigration":
       return decideCancel(state, command, base);
+    case "SetMigrationOptions":
+      return decideSetOptions(state, command, base);
     case "RejectCommand":
       // A malformed command naming a migration that exists is refused beside it, not instead of it.
       if (state.status !== "none") return refuse(state, base, command, command.reason, command.message);
@@ -148,6 +153,22 @@ function decideCancel(state: Migration, c: CancelMigration, base: Base): Migrati
   return refuse(state, base, c, "MIGRATION_ENDED", `migration ${state.id} already ended (${state.status})`);
 }
 
+function decideSetOptions(state: Migration, c: SetMigrationOptions, base: Base): MigrationEvent[] {
+  if (state.status === "none") return refuse(state, base, c, "UNKNOWN_MIGRATION", `no migration with id ${state.id}`);
+  if (state.optionsSetBy === c.commandId) return []; // this very command, redelivered
+  if (isTerminal(state))
+    return refuse(state, base, c, "MIGRATION_ENDED", `migration ${state.id} already ended (${state.status})`);
+  const limit = c.bandwidthLimitBytesPerSec ?? undefined;
+  return [
+    {
+      type: "MigrationOptionsChanged",
+      ...base,
+      commandId: c.commandId,
+      ...(limit === undefined ? {} : { bandwidthLimitBytesPerSec: limit }),
+    },
+  ];
+}
+
 /**
  * A command refused beside the migration it names (CommandRejected), which it leaves as it is;
  * once per command id, so a redelivered command is not refused twice.
@@ -155,12 +176,12 @@ function decideCancel(state: Migration, c: CancelMigration, base: Base): Migrati
 function refuse(
   state: Migration,
   base: Base,
-  c: { commandId?: string; type: string; command?: "StartMigration" | "CancelMigration" },
+  c: { commandId?: string; type: string; command?: CommandType },
   reason: CommandRejectionReason,
   message: string,
 ): MigrationEvent[] {
   if (wasRefused(state, c.commandId)) return [];
-  const command = c.type === "RejectCommand" ? c.command : (c.type as "StartMigration" | "CancelMigration");
+  const command = c.type === "RejectCommand" ? c.command : (c.type as CommandType);
   return [
     {
       type: "CommandRejected",

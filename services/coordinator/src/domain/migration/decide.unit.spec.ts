@@ -397,3 +397,44 @@ describe("decide: completion and cancel", () => {
       .then([{ type: "CommandRejected", commandId: "y", reason: "MIGRATION_ENDED" }]);
   });
 });
+
+describe("decide: SetMigrationOptions", () => {
+  const set = (limit: number | null, commandId = "s1") => ({
+    type: "SetMigrationOptions" as const,
+    version: 1 as const,
+    commandId,
+    migrationId: "m1",
+    bandwidthLimitBytesPerSec: limit,
+  });
+  it("changes a running migration's limit once, and later work carries it", () => {
+    given(...planned())
+      .when(set(8 * MiB))
+      .then([{ type: "MigrationOptionsChanged", commandId: "s1", bandwidthLimitBytesPerSec: 8 * MiB }]);
+    const changed = decide(fold("m1", planned()), set(8 * MiB), ctx);
+    expect(fold("m1", [...planned(), ...changed]).options?.bandwidthLimitBytesPerSec).toBe(8 * MiB);
+    given(...planned(), ...changed)
+      .when(set(8 * MiB))
+      .then([]);
+    // null lifts the limit: the event carries none, and the fold forgets it.
+    const lifted = decide(fold("m1", [...planned(), ...changed]), set(null, "s2"), ctx);
+    expect(lifted).toHaveLength(1);
+    expect(lifted[0]).toMatchObject({ type: "MigrationOptionsChanged", commandId: "s2" });
+    expect(lifted[0]).not.toHaveProperty("bandwidthLimitBytesPerSec");
+    expect(fold("m1", [...planned(), ...changed, ...lifted]).options?.bandwidthLimitBytesPerSec).toBeUndefined();
+  });
+  it("refuses an unknown or ended migration beside it, without changing it", () => {
+    given()
+      .when(set(1))
+      .then([{ type: "CommandRejected", command: "SetMigrationOptions", reason: "UNKNOWN_MIGRATION" }]);
+    const cancelled = decide(
+      fold("m1", planned()),
+      { type: "CancelMigration", version: 1, commandId: "x", migrationId: "m1" },
+      ctx,
+    );
+    const refused = decide(fold("m1", [...planned(), ...cancelled]), set(1), ctx);
+    expect(refused).toEqual([expect.objectContaining({ type: "CommandRejected", reason: "MIGRATION_ENDED" })]);
+    const after = fold("m1", [...planned(), ...cancelled, ...refused]);
+    expect(after.status).toBe("cancelled");
+    expect(after.options?.bandwidthLimitBytesPerSec).toBeUndefined();
+  });
+});

@@ -90,6 +90,13 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
         endedAt: event.at,
         cancelledBy: event.commandId,
       };
+    case "MigrationOptionsChanged":
+      if (isTerminal(state) || state.options === undefined) return s;
+      return {
+        ...s,
+        options: { ...state.options, bandwidthLimitBytesPerSec: event.bandwidthLimitBytesPerSec },
+        optionsSetBy: event.commandId,
+      };
     case "CommandRejected": {
       // The refused command changes nothing about the migration: noted apart from its outcome.
       const previous = state.refusedCommands ?? { count: 0, recent: [] };

@@ -41,6 +41,7 @@ export function refusal(state: Migration, event: MigrationEvent, producer: Produ
     case "MigrationCompleted":
     case "MigrationFailed":
     case "MigrationCancelled":
+    case "MigrationOptionsChanged":
     case "CommandRejected":
       return role === "coordinator" ? undefined : `${role} may not record ${event.type}`;
     case "ChunkBatchFailed":

@@ -84,6 +84,8 @@ export interface Migration {
   endedAt?: string;
   /** The command that cancelled the migration, if one did. */
   cancelledBy?: string;
+  /** The last SetMigrationOptions taken, so a redelivered one changes nothing twice. */
+  optionsSetBy?: string;
   /** Events folded so far. */
   eventCount: number;
   /** Events read but not folded (forged, unsigned, from the wrong producer): the count and the latest. */

@@ -4,8 +4,8 @@
  * for any frame size.
  */
 export interface TokenBucket {
-  readonly rateBytesPerSec: number;
-  readonly burstBytes: number;
+  rateBytesPerSec: number;
+  burstBytes: number;
   tokens: number;
   atMs: number;
 }
@@ -23,4 +23,20 @@ export function reserve(b: TokenBucket, bytes: number, nowMs: number): number {
   b.atMs = nowMs;
   b.tokens -= bytes;
   return b.tokens >= 0 ? 0 : Math.ceil((-b.tokens * 1000) / b.rateBytesPerSec);
+}
+
+/** A rate for "no limit": high enough never to make a sender wait, finite so the arithmetic stays exact. */
+export const UNLIMITED_BYTES_PER_SEC = 2 ** 50;
+
+/**
+ * Changes the rate from `nowMs` on (a migration's limit changed while it sends): the tokens
+ * earned so far count at the old rate, a debt stays to be paid at the new one, and the burst
+ * follows the rate. Mutates `b`.
+ */
+export function setRate(b: TokenBucket, rateBytesPerSec: number, nowMs: number): void {
+  if (!(rateBytesPerSec > 0)) throw new RangeError("rate must be positive");
+  reserve(b, 0, nowMs);
+  b.rateBytesPerSec = rateBytesPerSec;
+  b.burstBytes = Math.max(1, rateBytesPerSec / 10);
+  b.tokens = Math.min(b.tokens, b.burstBytes);
 }

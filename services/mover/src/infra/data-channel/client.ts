@@ -23,7 +23,12 @@ import { chooseCompression, spareCores, type CompressionChoice } from "../../dom
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
-import { newTokenBucket, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
+import {
+  newTokenBucket,
+  setRate,
+  UNLIMITED_BYTES_PER_SEC,
+  type TokenBucket,
+} from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
 import { ClientSession, type ByteBreakdown, type Carried } from "./client-session.js";
@@ -424,7 +429,8 @@ interface Limit {
 async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined) => Promise<T>): Promise<T> {
   const rate = o.bandwidthLimitBytesPerSec;
   if (rate === undefined) return fn(undefined);
-  const key = `${o.migrationId}\0${rate}`;
+  // One bucket per migration: a batch carrying an older limit joins the one setMigrationLimit retuned.
+  const key = o.migrationId;
   const shared = buckets.get(key) ?? {
     bucket: newTokenBucket(rate, performance.now()),
     users: 0,
@@ -451,6 +457,16 @@ async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined)
     shared.users -= 1;
     if (shared.users === 0) buckets.delete(key);
   }
+}
+
+/**
+ * A running migration's new bandwidth limit (undefined: none) for its capped batches sending from
+ * this process now: their shared bucket takes the new rate at once. Batches that start later
+ * carry the limit in their options.
+ */
+export function setMigrationLimit(migrationId: string, bytesPerSec: number | undefined): void {
+  const shared = buckets.get(migrationId);
+  if (shared !== undefined) setRate(shared.bucket, bytesPerSec ?? UNLIMITED_BYTES_PER_SEC, performance.now());
 }
 
 const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true;
