@@ -205,7 +205,7 @@ export const SETTINGS = [
   {
     key: "link.secret",
     env: "DWCP_SECRET",
-    type: { kind: "text", max: 1024, what: "a secret of 16+ characters" },
+    type: { kind: "text", max: 1024, what: "a secret, 16+ characters" },
     readBy: ["mover", "replication service", "replication agent", "CLI"],
     secret: true,
     help: "the data links' shared secret, 16+ characters, the same on every host",
@@ -481,9 +481,9 @@ export function describeType(type: SettingType): string {
     case "enum":
       return `one of ${type.values.map((v) => `"${v}"`).join(", ")}`;
     case "text":
-      return `a string (${type.what}) of at most ${type.max} characters`;
+      return `${type.what} (1 to ${type.max} characters)`;
     case "list":
-      return `an array of 1 to ${type.max} strings (${type.what})`;
+      return `an array of 1 to ${type.max} ${type.what}`;
     default: {
       const never: never = type;
       return never;
