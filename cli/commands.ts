@@ -557,7 +557,7 @@ export const COMMANDS: CommandSpec[] = [
         (s): FlagSpec => ({
           name: s.flag ?? "",
           ...(s.type.kind === "switch" ? {} : { value: "VALUE" }),
-          help: `the value of ${s.key} (${s.env}) to show as given by this flag`,
+          help: `${s.key}: ${s.help.replaceAll("`", "")}`,
         }),
       ),
     ],
