@@ -16,6 +16,7 @@ const file = join(import.meta.dirname, "..", "docs", "configuration.md");
 const cell = (text: string): string => text.replaceAll("|", "\\|");
 
 function defaultOf(s: Setting): string {
+  if (s.default !== undefined && s.type.kind === "switch") return `\`${s.default === "on"}\` (\`${s.default}\`)`;
   if (s.default !== undefined) return `\`${s.default}\``;
   return s.defaultText ?? "unset";
 }
