@@ -1,6 +1,8 @@
 // Every dwcp command and flag, declared once: the parser's options, `--help`, `dwcp help <command>`,
 // the man page (scripts/man.ts) and shell completion (cli/completion.ts) are all made from this
-// table. It imports nothing, so that `dwcp --help` loads this file and no service.
+// table. It imports only the settings table (which imports nothing), so that `dwcp --help` loads
+// no service.
+import { UNIQUE_FLAGS } from "#common/settings.js";
 
 export interface FlagSpec {
   name: string;
@@ -37,6 +39,8 @@ export interface CommandSpec {
   role?: "cli" | "admin";
   /** Reads --data-dir itself too (as well as to find credentials). */
   keepsDataDir?: boolean;
+  /** Reads no setting, so takes no --config (help, completion). */
+  noConfig?: boolean;
 }
 
 const SIZE_UNITS = "bytes; K, M, G are KiB, MiB, GiB";
@@ -76,6 +80,13 @@ const CREDENTIALS: FlagSpec[] = [
 /** The flags of every command that connects to NATS as a client. */
 const CLIENT: FlagSpec[] = [NATS, CONNECT_TIMEOUT, DATA_DIR_CREDS, ...CREDENTIALS];
 const HELP_FLAG: FlagSpec = { name: "help", short: "h", help: "print this help and exit; nothing else runs" };
+const CONFIG_FLAG: FlagSpec = {
+  name: "config",
+  value: "FILE",
+  check: "file",
+  defaultText: "$DWCP_CONFIG, else DIR/dwcp.toml of the data dir if it exists",
+  help: "the dwcp.toml to read settings from (the environment and flags win over it)",
+};
 
 const METRICS_USAGE = "[--metrics-listen HOST:PORT]";
 /** A service's metrics and health listener (/metrics, /healthz, /readyz). */
@@ -554,10 +565,33 @@ export const COMMANDS: CommandSpec[] = [
     examples: ["dwcp vm start --definition web-1.json", "dwcp vm list --json", "dwcp vm stop web-1"],
   },
   {
+    name: "config",
+    summary: "every setting's effective value and where it comes from",
+    usage: "--print [--json] [--config FILE] [--data-dir DIR] [SETTING FLAGS]",
+    description:
+      "Settings come from dwcp.toml (--config FILE, else $DWCP_CONFIG, else DIR/dwcp.toml of the data dir if it " +
+      "exists), under the DWCP_* environment, under flags; docs/configuration.md lists them. Each is shown with " +
+      "its source: default, file PATH, env VAR or flag. Secrets, keys and token files are shown as set or unset, " +
+      "never their value. The flags below are those that name one setting; they are shown as given.",
+    flags: [
+      { name: "print", help: "print the settings (required)" },
+      JSON_FLAG,
+      ...[...UNIQUE_FLAGS.values()].map(
+        (s): FlagSpec => ({
+          name: s.flag ?? "",
+          ...(s.type.kind === "switch" ? {} : { value: "VALUE" }),
+          help: `${s.key}: ${s.help.replaceAll("`", "")}`,
+        }),
+      ),
+    ],
+    examples: ["dwcp config --print", "dwcp config --print --json --config /etc/dwcp/dwcp.toml"],
+  },
+  {
     name: "help",
     summary: "help for dwcp or one command",
     usage: "[COMMAND]",
     positionals: [{ name: "COMMAND", required: false }],
+    noConfig: true,
     flags: [],
     examples: ["dwcp help migrate"],
   },
@@ -566,6 +600,7 @@ export const COMMANDS: CommandSpec[] = [
     summary: "print a shell completion script",
     usage: "bash|zsh",
     positionals: [{ name: "SHELL", required: true, choices: ["bash", "zsh"] }],
+    noConfig: true,
     flags: [],
     examples: ["source <(dwcp completion bash)", "dwcp completion zsh > ~/.zfunc/_dwcp"],
   },
@@ -575,8 +610,12 @@ const byName = new Map(COMMANDS.map((c) => [c.name, c]));
 
 export const commandSpec = (name: string): CommandSpec | undefined => byName.get(name);
 
-/** Every flag of `cmd`, --help included. */
-export const flagsOf = (cmd: CommandSpec): FlagSpec[] => [...cmd.flags, HELP_FLAG];
+/** Every flag of `cmd`, --config and --help included. */
+export const flagsOf = (cmd: CommandSpec): FlagSpec[] => [
+  ...cmd.flags,
+  ...(cmd.noConfig === true ? [] : [CONFIG_FLAG]),
+  HELP_FLAG,
+];
 
 /** node:util parseArgs options for `cmd`. */
 export function parseOptions(

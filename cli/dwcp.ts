@@ -23,7 +23,11 @@ async function run(): Promise<{ code: number; exitNow: boolean }> {
       return { code: 0, exitNow: false };
     }
     const { main } = await import("./main.js");
-    const code = await main([p.cmd.name, ...p.argv], { connectTimeoutMs: p.connectTimeoutMs });
+    const code = await main([p.cmd.name, ...p.argv], {
+      connectTimeoutMs: p.connectTimeoutMs,
+      configFile: p.configFile,
+      dataDir: p.dataDir,
+    });
     // `up` has stopped its stack when it returns: a client of a server already gone must not
     // keep the process alive.
     return { code, exitNow: p.cmd.role !== undefined || p.cmd.name === "up" };

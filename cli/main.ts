@@ -3,6 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "#common/errors.js";
 import { natsUrlFromEnv } from "#common/config.js";
+import { applyConfigFile, findConfigFile, readConfigFile, type ConfigFile } from "#common/config-file.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { connectNats, NatsConnectError, permissionDenied, setProcessConnectDefaults, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
@@ -74,10 +75,24 @@ function usageMessage(err: unknown): string | undefined {
   return undefined;
 }
 
-export async function main(argv: string[], opts: { connectTimeoutMs?: number | undefined } = {}): Promise<number> {
+export interface MainOptions {
+  connectTimeoutMs?: number | undefined;
+  /** --config FILE. */
+  configFile?: string | undefined;
+  /** --data-dir DIR, where dwcp.toml is looked for without --config or $DWCP_CONFIG. */
+  dataDir?: string | undefined;
+}
+
+export async function main(argv: string[], opts: MainOptions = {}): Promise<number> {
   const [cmd = "", ...given] = argv;
   let rest = given;
   try {
+    // The config file is read and checked before anything starts; its values go under the
+    // environment's, and flags win over both in each loader (services/common/settings.ts).
+    const found = findConfigFile({ flag: opts.configFile, env: process.env, dataDir: opts.dataDir });
+    const file = found === undefined ? undefined : readConfigFile(found);
+    if (cmd === "config") return await config(rest, file);
+    applyConfigFile(file);
     const spec = commandSpec(cmd);
     const role = spec?.role;
     if (role !== undefined && !(cmd === "init" && given.includes("--print-config"))) {
@@ -230,6 +245,24 @@ async function run(cmd: string, rest: string[]): Promise<number> {
       throw new UsageError(`unknown command "${cmd}"; run dwcp help`);
     }
   }
+}
+
+/** `dwcp config --print`: the settings' effective values, from the environment before the file. */
+async function config(argv: string[], file: ConfigFile | undefined): Promise<number> {
+  const { UNIQUE_FLAGS } = await import("#common/settings.js");
+  const options = Object.fromEntries(
+    [...UNIQUE_FLAGS].map(([flag, s]) => [flag, { type: s.type.kind === "switch" ? "boolean" : "string" }] as const),
+  );
+  const { values } = args(argv, { print: { type: "boolean", default: false }, ...options });
+  if (!values.print) throw new UsageError("config needs --print: dwcp config --print [--json]");
+  const { configReport, configText, flagValues } = await import("./config.js");
+  const report = configReport({
+    env: process.env,
+    file,
+    flags: flagValues(values),
+  });
+  out(values.json ? JSON.stringify(report) : configText(report));
+  return 0;
 }
 
 async function migrate(argv: string[]): Promise<number> {

@@ -40,7 +40,13 @@ export function manPage(version: string): string {
   }
   out.push(
     ".SH ENVIRONMENT",
-    esc("The DWCP_* variables are listed in the README's configuration table. The most used:"),
+    esc(
+      "Every setting's dwcp.toml key, DWCP_* variable and flag are listed in docs/configuration.md; " +
+        "a flag wins over the variable, which wins over the file. The most used:",
+    ),
+    ".TP",
+    ".B DWCP_CONFIG",
+    esc("the dwcp.toml to read (like --config; default DIR/dwcp.toml of the data dir if it exists)"),
     ".TP",
     ".B DWCP_NATS_URL",
     esc("the NATS server(s), comma-separated (default nats://127.0.0.1:4222)"),

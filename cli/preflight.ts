@@ -12,7 +12,16 @@ import { commandHelp, overview } from "./help.js";
 /** What to do: print and exit, or run a command with arguments that passed every check. */
 export type Preflight =
   | { done: true; text: string }
-  | { done: false; cmd: CommandSpec; argv: string[]; connectTimeoutMs?: number };
+  | {
+      done: false;
+      cmd: CommandSpec;
+      argv: string[];
+      connectTimeoutMs?: number;
+      /** --config FILE, taken out of argv. */
+      configFile?: string;
+      /** --data-dir DIR, where a dwcp.toml is looked for (left in argv). */
+      dataDir?: string;
+    };
 
 /** The package's version, from the package.json above this file (sources or dist/). */
 export function packageVersion(): string {
@@ -81,13 +90,17 @@ export function preflight(argv: string[]): Preflight {
   }
   if (name === "completion")
     return { done: true, text: parsed.positionals[0] === "zsh" ? zshCompletion() : bashCompletion() };
-  const timeout = (parsed.values as { "connect-timeout"?: string })["connect-timeout"];
-  const rest2 = timeout === undefined ? rest : withoutFlag(rest, "--connect-timeout");
+  const values = parsed.values as { "connect-timeout"?: string; config?: string; "data-dir"?: string };
+  const timeout = values["connect-timeout"];
+  let rest2 = timeout === undefined ? rest : withoutFlag(rest, "--connect-timeout");
+  if (values.config !== undefined) rest2 = withoutFlag(rest2, "--config");
   return {
     done: false,
     cmd,
     argv: rest2,
     ...(timeout !== undefined ? { connectTimeoutMs: parseDuration("--connect-timeout", timeout) } : {}),
+    ...(values.config !== undefined ? { configFile: values.config } : {}),
+    ...(values["data-dir"] !== undefined ? { dataDir: values["data-dir"] } : {}),
   };
 }
 

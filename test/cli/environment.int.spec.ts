@@ -1,8 +1,10 @@
-// The README's environment table lists every DWCP_* variable the product's code reads (services,
-// cli, native, schemas, bin), and nothing it does not read.
+// The settings table (services/common/settings.ts), and so docs/configuration.md made from it,
+// declares every DWCP_* variable the product's code reads (services, cli, native, schemas, bin),
+// and nothing it does not read.
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { CONFIG_VARIABLE, SETTINGS } from "#common/settings.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -21,19 +23,18 @@ function namesIn(text: string): Set<string> {
   );
 }
 
-describe("README environment table", () => {
-  it("lists every DWCP_* variable the code reads", () => {
+describe("the settings table", () => {
+  it("declares every DWCP_* variable the code reads, and the docs list them", () => {
     const inCode = new Set<string>();
     for (const file of ["services", "cli", "native", "schemas", "bin"].flatMap(sources))
       for (const n of namesIn(readFileSync(file, "utf8"))) inCode.add(n);
-    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
-    const section = readme.slice(
-      readme.indexOf("## Environment"),
-      readme.indexOf("\n## ", readme.indexOf("## Environment") + 5),
-    );
-    const rows = new Set([...section.matchAll(/^\| `(DWCP_[A-Z0-9_]+)` \|/gm)].map((m) => m[1] ?? ""));
+    const declared = new Set<string>([...SETTINGS.map((s) => s.env), CONFIG_VARIABLE]);
     expect(inCode.size).toBeGreaterThan(20);
-    expect([...inCode].filter((n) => !rows.has(n)).sort(), "read by the code, missing from the README").toEqual([]);
-    expect([...rows].filter((n) => !inCode.has(n)).sort(), "in the README, read nowhere").toEqual([]);
+    expect([...inCode].filter((n) => !declared.has(n)).sort(), "read by the code, not declared").toEqual([]);
+    expect([...declared].filter((n) => !inCode.has(n)).sort(), "declared, read nowhere").toEqual([]);
+    const docs = readFileSync(join(ROOT, "docs", "configuration.md"), "utf8");
+    const rows = new Set([...docs.matchAll(/^\| `[a-z_]+` \| `(DWCP_[A-Z0-9_]+)` \|/gm)].map((m) => m[1] ?? ""));
+    expect([...rows].sort()).toEqual(SETTINGS.map((s) => s.env).sort());
+    expect(docs).toContain(`$${CONFIG_VARIABLE}`);
   });
 });

@@ -8,6 +8,7 @@ import {
   type ProcessConfig,
 } from "#common/config.js";
 import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
+import { settingInput } from "#common/settings.js";
 import { eventTrustSettings, type EventTrustSettings } from "#common/signing.js";
 
 const CoordinatorConfig = z.object({
@@ -42,13 +43,13 @@ export function coordinatorConfig(flags: CoordinatorFlags, env = process.env): R
   const own = () => ({
     ...loadConfig(CoordinatorConfig, {
       natsUrl: flags.nats ?? natsUrlFromEnv(env),
-      replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
-      maxAttempts: env["DWCP_MAX_ATTEMPTS"] ?? "5",
-      backoffBaseMs: env["DWCP_BACKOFF_BASE_MS"] ?? "500",
-      backoffMaxMs: env["DWCP_BACKOFF_MAX_MS"] ?? "30000",
-      unreachableLimitMs: env["DWCP_UNREACHABLE_LIMIT_MS"] ?? "300000",
-      unreachableBackoffMaxMs: env["DWCP_UNREACHABLE_BACKOFF_MAX_MS"] ?? "5000",
-      rpcTimeoutMs: env["DWCP_RPC_TIMEOUT_MS"] ?? "30000",
+      replicas: settingInput("DWCP_REPLICAS", env, flags.replicas),
+      maxAttempts: settingInput("DWCP_MAX_ATTEMPTS", env),
+      backoffBaseMs: settingInput("DWCP_BACKOFF_BASE_MS", env),
+      backoffMaxMs: settingInput("DWCP_BACKOFF_MAX_MS", env),
+      unreachableLimitMs: settingInput("DWCP_UNREACHABLE_LIMIT_MS", env),
+      unreachableBackoffMaxMs: settingInput("DWCP_UNREACHABLE_BACKOFF_MAX_MS", env),
+      rpcTimeoutMs: settingInput("DWCP_RPC_TIMEOUT_MS", env),
       metrics: metricsInput(flags, env),
     }),
     events: eventTrustSettings(env),

@@ -1,6 +1,5 @@
 import { z } from "zod";
 import { HostId } from "#schemas/index.js";
-import { RESUME_WINDOW_MS } from "./domain/data-channel/resume.js";
 import { ConfigError, InvariantViolationError } from "#common/errors.js";
 import { hostIdentity } from "#common/pki.js";
 import {
@@ -14,6 +13,7 @@ import {
   type ProcessConfig,
 } from "#common/config.js";
 import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
+import { settingInput } from "#common/settings.js";
 import { linkServerSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 
 /** Data-channel switches, read from the environment when a data server starts. */
@@ -103,14 +103,14 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
   const own = () => {
     const { linkSetting, ...c } = loadConfig(MoverConfig, {
       natsUrl: flags.nats ?? natsUrlFromEnv(env),
-      host: flags.host ?? env["DWCP_HOST"],
-      roots: flags.root ?? env["DWCP_ROOTS"]?.split(",").filter(Boolean) ?? [],
-      listen: flags.listen ?? env["DWCP_LISTEN"] ?? "127.0.0.1:0",
-      advertiseHost: flags.advertise ?? env["DWCP_ADVERTISE"],
-      secret: env["DWCP_SECRET"] ?? "",
-      concurrency: flags.concurrency ?? env["DWCP_CONCURRENCY"] ?? "2",
-      resumeWindowMs: env["DWCP_RESUME_WINDOW_MS"] ?? String(RESUME_WINDOW_MS),
-      replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
+      host: settingInput("DWCP_HOST", env, flags.host),
+      roots: flags.root ?? settingInput("DWCP_ROOTS", env)?.split(",").filter(Boolean) ?? [],
+      listen: settingInput("DWCP_LISTEN", env, flags.listen),
+      advertiseHost: settingInput("DWCP_ADVERTISE", env, flags.advertise),
+      secret: settingInput("DWCP_SECRET", env) ?? "",
+      concurrency: settingInput("DWCP_CONCURRENCY", env, flags.concurrency),
+      resumeWindowMs: settingInput("DWCP_RESUME_WINDOW_MS", env),
+      replicas: settingInput("DWCP_REPLICAS", env, flags.replicas),
       env,
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
       metrics: metricsInput(flags, env),

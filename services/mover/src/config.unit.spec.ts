@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { moverConfig } from "./config.js";
+import { RESUME_WINDOW_MS } from "./domain/data-channel/resume.js";
 import { problemsOf } from "../../../test/support/config-problems.js";
 
 describe("mover config: its own problems and the shared ones, listed together", () => {
@@ -29,6 +30,8 @@ describe("mover config: its own problems and the shared ones, listed together", 
     expect(c).toMatchObject({ listenHost: "127.0.0.1", listenPort: 0, advertiseHost: "127.0.0.1" });
     expect(c).toMatchObject({ concurrency: 2, replicas: 1, localCopy: true, nativeRecv: true });
     expect(c.process.ackWaitMs).toBe(30_000);
+    // The settings table's default (services/common/settings.ts) is the data channel's window.
+    expect(c.resumeWindowMs).toBe(RESUME_WINDOW_MS);
     expect(Object.isFrozen(c)).toBe(true);
     expect(c.link).toEqual({ mode: "plaintext" });
   });

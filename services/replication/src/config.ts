@@ -2,6 +2,7 @@ import { z } from "zod";
 import { envInt, listenAddress, loadConfig, withProcessConfig, type ProcessConfig } from "#common/config.js";
 import { InvariantViolationError } from "#common/errors.js";
 import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
+import { settingInput } from "#common/settings.js";
 import { linkServerSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 
 const SECRET_PROBLEM = "DWCP_SECRET must be set to at least 16 characters (the same on every host)";
@@ -40,9 +41,9 @@ export interface AgentFlags extends MetricsFlags {
 export function agentConfig(flags: AgentFlags, env = process.env): Readonly<AgentConfig> {
   const own = () => {
     const { tls, ...c } = loadConfig(AgentConfig, {
-      root: flags.root ?? env["DWCP_REPL_ROOT"] ?? "",
-      listen: flags.listen ?? env["DWCP_REPL_LISTEN"] ?? "127.0.0.1:0",
-      secret: env["DWCP_SECRET"] ?? "",
+      root: settingInput("DWCP_REPL_ROOT", env, flags.root) ?? "",
+      listen: settingInput("DWCP_REPL_LISTEN", env, flags.listen),
+      secret: settingInput("DWCP_SECRET", env) ?? "",
       threadPoolSize: env["UV_THREADPOOL_SIZE"] || "16",
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
       metrics: metricsInput(flags, env),

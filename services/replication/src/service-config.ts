@@ -4,6 +4,7 @@ import { ConfigError } from "#common/errors.js";
 import { hostIdentity } from "#common/pki.js";
 import { linkClientSecurity, loadLinkSecurity, type LinkSecurity } from "#common/secure-link/tls.js";
 import { HostId } from "#schemas/common.js";
+import { settingInput } from "#common/settings.js";
 import { MetricsConfig, metricsInput, type MetricsFlags } from "#common/metrics/config.js";
 
 const ServiceConfig = z.object({
@@ -40,12 +41,12 @@ export function serviceConfig(
   flags: ServiceFlags,
   env = process.env,
 ): Readonly<ServiceConfig & { process: ProcessConfig }> {
-  const roots = flags.roots ?? env["DWCP_REPL_ROOTS"];
-  const secret = env["DWCP_SECRET"];
+  const roots = settingInput("DWCP_REPL_ROOTS", env, flags.roots);
+  const secret = settingInput("DWCP_SECRET", env);
   const own = (): Readonly<ServiceConfig> => {
     const { tls, ...c } = loadConfig(ServiceConfig, {
-      host: flags.host ?? env["DWCP_HOST"] ?? "",
-      dataDir: flags["data-dir"] ?? env["DWCP_DATA_DIR"] ?? ".dwcp",
+      host: settingInput("DWCP_HOST", env, flags.host) ?? "",
+      dataDir: settingInput("DWCP_DATA_DIR", env, flags["data-dir"]),
       ...(roots ? { roots } : {}),
       natsUrl: flags.nats ?? natsUrlFromEnv(),
       ...(secret ? { secret } : {}),
