@@ -33,7 +33,7 @@ describe("movers", () => {
     const killedAt = performance.now();
     await c.signal(sourceMover, "SIGKILL");
     sourceMover = "a2";
-    await c.startMover(sourceMover, "a", { concurrency: 1 });
+    await c.startMover(sourceMover, "a", { concurrency: 1, standby: true });
     const again = await c.dataProxy.waitFrame(
       `batch ${batch} begun again`,
       (f) =>
@@ -60,7 +60,7 @@ describe("movers", () => {
     );
     const killedAt = performance.now();
     await c.signal("b1", "SIGKILL");
-    await c.startMover("b2", "b");
+    await c.startMover("b2", "b", { standby: true });
     const ok = await c.dataProxy.waitFrame(
       `batch ${batch} completed`,
       (f) =>
@@ -95,7 +95,7 @@ describe("movers", () => {
       await c.signal(stale, "SIGSTOP");
       try {
         sourceMover = "a3";
-        await c.startMover(sourceMover, "a", { concurrency: 1 });
+        await c.startMover(sourceMover, "a", { concurrency: 1, standby: true });
         const taken = await c.dataProxy.waitFrame(
           `batch ${batch} taken over`,
           (f) =>

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { HostId } from "#schemas/index.js";
 import { RESUME_WINDOW_MS } from "./domain/data-channel/resume.js";
+import { DEFAULT_LEASE } from "./infra/registry.js";
 import { ConfigError, InvariantViolationError } from "#common/errors.js";
 import { hostIdentity } from "#common/pki.js";
 import {
@@ -59,6 +60,12 @@ const MoverConfig = z
     concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
     /** How long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails. */
     resumeWindowMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
+    /** --standby: serve the host's work queue beside the lease holder, and take its lease over when it lapses. */
+    standby: z.boolean(),
+    /** How often the host lease is renewed (DWCP_LEASE_HEARTBEAT_MS). */
+    leaseHeartbeatMs: envInt({ min: 100, max: 600_000, unit: "milliseconds" }),
+    /** How long an unrenewed host lease stays live (DWCP_LEASE_TTL_MS; default three heartbeats). */
+    leaseTtlMs: envInt({ min: 300, max: 3_600_000, unit: "milliseconds" }).optional(),
     replicas: replicaCount,
     env: DataChannelEnv,
     /** DWCP_TLS_CA/CERT/KEY (the data channel's TLS 1.3 with mutual auth) or DWCP_DATA_PLAINTEXT=on. */
@@ -66,8 +73,13 @@ const MoverConfig = z
     /** --metrics-listen / DWCP_METRICS_LISTEN and the token file: off when unset. */
     metrics: MetricsConfig,
   })
-  .transform(({ listen, advertiseHost, env, tls, ...rest }) => ({
+  .refine((c) => c.leaseTtlMs === undefined || c.leaseTtlMs >= 2 * c.leaseHeartbeatMs, {
+    path: ["leaseTtlMs"],
+    message: "DWCP_LEASE_TTL_MS must be at least two heartbeats (DWCP_LEASE_HEARTBEAT_MS)",
+  })
+  .transform(({ listen, advertiseHost, env, tls, leaseTtlMs, ...rest }) => ({
     ...rest,
+    leaseTtlMs: leaseTtlMs ?? 3 * rest.leaseHeartbeatMs,
     listenHost: listen.host,
     listenPort: listen.port,
     advertiseHost: advertiseHost ?? (listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host),
@@ -91,6 +103,8 @@ export interface MoverFlags extends MetricsFlags {
   advertise?: string;
   concurrency?: string;
   replicas?: string;
+  /** --standby: run beside the host's lease holder (see Registry). */
+  standby?: boolean;
   /** --plaintext-data: the data channel without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
   "plaintext-data"?: boolean;
 }
@@ -110,6 +124,9 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       secret: env["DWCP_SECRET"] ?? "",
       concurrency: flags.concurrency ?? env["DWCP_CONCURRENCY"] ?? "2",
       resumeWindowMs: env["DWCP_RESUME_WINDOW_MS"] ?? String(RESUME_WINDOW_MS),
+      standby: flags.standby === true,
+      leaseHeartbeatMs: env["DWCP_LEASE_HEARTBEAT_MS"] ?? String(DEFAULT_LEASE.heartbeatMs),
+      leaseTtlMs: env["DWCP_LEASE_TTL_MS"],
       replicas: flags.replicas ?? env["DWCP_REPLICAS"] ?? "1",
       env,
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },
