@@ -200,7 +200,9 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "mover",
     summary: "run a mover for one host until SIGTERM (needs DWCP_SECRET)",
-    usage: `--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N] [--standby] ${METRICS_USAGE}`,
+    usage:
+      "--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N] [--standby] " +
+      METRICS_USAGE,
     flags: [
       NATS,
       { name: "host", value: "ID", help: "this host's id (required)" },

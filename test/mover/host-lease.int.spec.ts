@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MOVERS_BUCKET } from "#common/layout.js";
 import { moverRole } from "#common/credentials/provision.js";
 import { MoverRegistration } from "#schemas/index.js";
+import { createLogger } from "#common/logger.js";
+import { HostLeaseHeldError } from "../../services/mover/src/errors.js";
+import { Registry } from "../../services/mover/src/infra/registry.js";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { spawnService, type ServiceProcess } from "../../cli/stack.js";
 import { sha256File } from "../../cli/verify.js";
@@ -71,8 +74,9 @@ async function watchA(): Promise<{
       if (e.operation !== "PUT") continue;
       const r = MoverRegistration.parse(e.json());
       seen.push(r);
-      for (const w of waiters.splice(0)) if (w.match(r)) w.done(r);
-      else waiters.push(w);
+      for (const w of waiters.splice(0))
+        if (w.match(r)) w.done(r);
+        else waiters.push(w);
     }
   })();
   return {
@@ -157,5 +161,21 @@ describe("a mover's host id is a lease", () => {
       stale.child.kill("SIGCONT");
       writes.stop();
     }
+  });
+
+  it("of claimants racing for a free or released host id exactly one wins", async () => {
+    const log = createLogger("test");
+    const lease = { heartbeatMs: 60_000, ttlMs: 180_000 };
+    const race = async (): Promise<void> => {
+      const rs = [0, 1, 2, 3].map(() => new Registry(kv, "race", [], log, undefined, lease));
+      const outcomes = await Promise.allSettled(rs.map((r, i) => r.register(`127.0.0.1:${9000 + i}`)));
+      expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+      for (const o of outcomes) if (o.status === "rejected") expect(o.reason).toBeInstanceOf(HostLeaseHeldError);
+      expect(rs.filter((r) => r.holding)).toHaveLength(1);
+      await Promise.all(rs.map((r) => r.stop()));
+    };
+    await race(); // nobody ever registered the host
+    expect((await kv.get("race"))?.operation).toBe("DEL");
+    await race(); // its holder released it
   });
 });

@@ -45,6 +45,8 @@ export class Registry {
   private revision?: number;
   private ticking?: Promise<void>;
   private dataAddress = "";
+  /** The value of our last claim: found stored after its answer was lost, it is ours. */
+  private claimed?: string;
 
   constructor(
     private readonly kv: KV,
@@ -129,13 +131,14 @@ export class Registry {
   }
 
   private async renew(revision: number): Promise<void> {
+    const value = this.value();
     try {
-      this.revision = await this.kv.update(this.host, this.value(), revision);
+      this.revision = await this.kv.update(this.host, value, revision);
     } catch (err) {
       if (!isWrongLastSequence(err)) throw err;
       const entry = await this.kv.get(this.host);
       const holder = parse(entry);
-      if (entry && holder && this.isOurs(holder)) {
+      if (entry && entry.operation === "PUT" && entry.string() === value) {
         // Our own earlier renewal was stored though its answer was lost (a timeout): carry on from it.
         this.revision = await this.kv.update(this.host, this.value(), entry.revision);
         return;
@@ -155,12 +158,13 @@ export class Registry {
     for (let i = 1; ; i++) {
       const { entry, holder, ageMs } = await this.liveHolder();
       if (holder) return { held: false, holder, ageMs };
+      const value = (this.claimed = this.value());
       try {
         // `create` also writes over a deleted or purged entry (with its revision).
         this.revision =
           entry && entry.operation === "PUT"
-            ? await this.kv.update(this.host, this.value(), entry.revision)
-            : await this.kv.create(this.host, this.value());
+            ? await this.kv.update(this.host, value, entry.revision)
+            : await this.kv.create(this.host, value);
         return { held: true };
       } catch (err) {
         if (!isWrongLastSequence(err) || i >= CLAIM_TRIES) throw err;
@@ -173,11 +177,9 @@ export class Registry {
     const entry = await this.kv.get(this.host);
     const holder = parse(entry);
     const ageMs = entry ? Date.now() - entry.created.getTime() : Infinity;
-    return holder && ageMs < this.lease.ttlMs && !this.isOurs(holder) ? { entry, holder, ageMs } : { entry, ageMs };
-  }
-
-  private isOurs(r: MoverRegistration): boolean {
-    return r.pid === process.pid && r.startedAt === this.startedAt;
+    // Our own claim, stored though its answer was lost, is not somebody else's lease.
+    const ours = entry?.operation === "PUT" && entry.string() === this.claimed;
+    return holder && ageMs < this.lease.ttlMs && !ours ? { entry, holder, ageMs } : { entry, ageMs };
   }
 }
 
