@@ -142,6 +142,8 @@ describe("movers", () => {
         extraTransfers: out.extraTransfers,
         fencedSessions: refused,
         staleLearnedBy: c.logLines(stale, /FENCED/).length > 0 ? "FENCED" : "terminal event",
+        // Whether the pause outlasted the host lease (a3 took it) and the stale one found out on resuming.
+        staleLostLease: c.logLines(stale, /lost the host lease/).length > 0,
       });
     },
   );

@@ -28,7 +28,8 @@ type Claim = { held: true } | { held: false; holder: MoverRegistration; ageMs: n
  * revision check (`create` when there is no live entry, `update(key, value, revision)` over an
  * expired one, so of two racing claimants only one wins), renewed every heartbeat with
  * `update(..., lastRevision)`, and on a clean stop deleted only if still ours, so a successor
- * claims it at once. An entry whose last write is older than the TTL is expired.
+ * claims it at once. An entry whose last write is older than the TTL is expired (the server's
+ * timestamp of that write against this host's clock: the hosts keep time with NTP).
  *
  * Several processes may serve one host's work queue (active/standby: fencing decides which
  * delivery of a batch may write), but only the lease holder is advertised. A mover started as
