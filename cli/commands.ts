@@ -211,7 +211,9 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "mover",
     summary: "run a mover for one host until SIGTERM (needs DWCP_SECRET)",
-    usage: `--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N] ${METRICS_USAGE}`,
+    usage:
+      "--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N] [--standby] " +
+      METRICS_USAGE,
     flags: [
       NATS,
       { name: "host", value: "ID", help: "this host's id (required)" },
@@ -227,6 +229,12 @@ export const COMMANDS: CommandSpec[] = [
       },
       { name: "replicas", value: "N", default: "1", check: "count", help: "JetStream replicas of its work queue" },
       { name: "plaintext-data", help: "data channel without TLS (a trusted test network only)" },
+      {
+        name: "standby",
+        help:
+          "serve the host's work queue beside the mover holding the host id, and take over its lease " +
+          "(DWCP_LEASE_TTL_MS after its last heartbeat) when it stops",
+      },
       ...METRICS,
     ],
     examples: ["dwcp mover --host a --root /var/lib/vms --listen 0.0.0.0:7400 --advertise 10.0.0.5"],

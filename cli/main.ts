@@ -180,6 +180,7 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         concurrency: { type: "string" },
         replicas: { type: "string" },
         "plaintext-data": { type: "boolean" },
+        standby: { type: "boolean" },
         ...METRICS_OPTIONS,
       });
       const { runMover } = await import("#mover");

@@ -273,6 +273,21 @@ export const SETTINGS = [
     help: "how long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails",
   },
   {
+    key: "mover.lease_heartbeat_ms",
+    env: "DWCP_LEASE_HEARTBEAT_MS",
+    type: ms(100, 600_000),
+    default: "5000",
+    readBy: ["mover"],
+    help: "how often a mover renews its host's lease in dwcp_movers",
+  },
+  {
+    key: "mover.lease_ttl_ms",
+    env: "DWCP_LEASE_TTL_MS",
+    type: ms(200, 3_600_000),
+    readBy: ["mover"],
+    help: "how long an unrenewed host lease stays live (default: three heartbeats, at least two)",
+  },
+  {
     key: "mover.native_recv",
     env: "DWCP_NATIVE_RECV",
     type: SWITCH,

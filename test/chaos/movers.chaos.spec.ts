@@ -33,7 +33,7 @@ describe("movers", () => {
     const killedAt = performance.now();
     await c.signal(sourceMover, "SIGKILL");
     sourceMover = "a2";
-    await c.startMover(sourceMover, "a", { concurrency: 1 });
+    await c.startMover(sourceMover, "a", { concurrency: 1, standby: true });
     const again = await c.dataProxy.waitFrame(
       `batch ${batch} begun again`,
       (f) =>
@@ -60,7 +60,7 @@ describe("movers", () => {
     );
     const killedAt = performance.now();
     await c.signal("b1", "SIGKILL");
-    await c.startMover("b2", "b");
+    await c.startMover("b2", "b", { standby: true });
     const ok = await c.dataProxy.waitFrame(
       `batch ${batch} completed`,
       (f) =>
@@ -95,7 +95,7 @@ describe("movers", () => {
       await c.signal(stale, "SIGSTOP");
       try {
         sourceMover = "a3";
-        await c.startMover(sourceMover, "a", { concurrency: 1 });
+        await c.startMover(sourceMover, "a", { concurrency: 1, standby: true });
         const taken = await c.dataProxy.waitFrame(
           `batch ${batch} taken over`,
           (f) =>
@@ -142,6 +142,8 @@ describe("movers", () => {
         extraTransfers: out.extraTransfers,
         fencedSessions: refused,
         staleLearnedBy: c.logLines(stale, /FENCED/).length > 0 ? "FENCED" : "terminal event",
+        // Whether the pause outlasted the host lease (a3 took it) and the stale one found out on resuming.
+        staleLostLease: c.logLines(stale, /lost the host lease/).length > 0,
       });
     },
   );

@@ -175,7 +175,8 @@ describe("partitions", () => {
         "a first chunk",
         (f) => f.migration === id && f.dir === "up" && f.kind === "CHUNK",
       );
-      await c.startMover("a2", "a", { concurrency: 1, nats: c.cluster.urls(majority) });
+      // A standby beside a1 (which holds host a's lease): both serve the work queue.
+      await c.startMover("a2", "a", { concurrency: 1, nats: c.cluster.urls(majority), standby: true });
       natsLinkA1.faults.blackhole = true;
       const partitionedAt = performance.now();
       try {

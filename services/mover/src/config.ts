@@ -59,6 +59,12 @@ const MoverConfig = z
     concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
     /** How long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails. */
     resumeWindowMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
+    /** --standby: serve the host's work queue beside the lease holder, and take its lease over when it lapses. */
+    standby: z.boolean(),
+    /** How often the host lease is renewed (DWCP_LEASE_HEARTBEAT_MS). */
+    leaseHeartbeatMs: envInt({ min: 100, max: 600_000, unit: "milliseconds" }),
+    /** How long an unrenewed host lease stays live (DWCP_LEASE_TTL_MS; default three heartbeats). */
+    leaseTtlMs: envInt({ min: 300, max: 3_600_000, unit: "milliseconds" }).optional(),
     replicas: replicaCount,
     env: DataChannelEnv,
     /** DWCP_TLS_CA/CERT/KEY (the data channel's TLS 1.3 with mutual auth) or DWCP_DATA_PLAINTEXT=on. */
@@ -66,8 +72,13 @@ const MoverConfig = z
     /** --metrics-listen / DWCP_METRICS_LISTEN and the token file: off when unset. */
     metrics: MetricsConfig,
   })
-  .transform(({ listen, advertiseHost, env, tls, ...rest }) => ({
+  .refine((c) => c.leaseTtlMs === undefined || c.leaseTtlMs >= 2 * c.leaseHeartbeatMs, {
+    path: ["leaseTtlMs"],
+    message: "DWCP_LEASE_TTL_MS must be at least two heartbeats (DWCP_LEASE_HEARTBEAT_MS)",
+  })
+  .transform(({ listen, advertiseHost, env, tls, leaseTtlMs, ...rest }) => ({
     ...rest,
+    leaseTtlMs: leaseTtlMs ?? 3 * rest.leaseHeartbeatMs,
     listenHost: listen.host,
     listenPort: listen.port,
     advertiseHost: advertiseHost ?? (listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host),
@@ -91,6 +102,8 @@ export interface MoverFlags extends MetricsFlags {
   advertise?: string;
   concurrency?: string;
   replicas?: string;
+  /** --standby: run beside the host's lease holder (see Registry). */
+  standby?: boolean;
   /** --plaintext-data: the data channel without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
   "plaintext-data"?: boolean;
 }
@@ -110,6 +123,9 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       secret: settingInput("DWCP_SECRET", env) ?? "",
       concurrency: settingInput("DWCP_CONCURRENCY", env, flags.concurrency),
       resumeWindowMs: settingInput("DWCP_RESUME_WINDOW_MS", env),
+      standby: flags.standby === true,
+      leaseHeartbeatMs: settingInput("DWCP_LEASE_HEARTBEAT_MS", env),
+      leaseTtlMs: settingInput("DWCP_LEASE_TTL_MS", env),
       replicas: settingInput("DWCP_REPLICAS", env, flags.replicas),
       env,
       tls: { ...env, plaintextFlag: flags["plaintext-data"] === true },

@@ -34,6 +34,16 @@ describe("mover config: its own problems and the shared ones, listed together", 
     expect(c.resumeWindowMs).toBe(RESUME_WINDOW_MS);
     expect(Object.isFrozen(c)).toBe(true);
     expect(c.link).toEqual({ mode: "plaintext" });
+    expect(c).toMatchObject({ standby: false, leaseHeartbeatMs: 5_000, leaseTtlMs: 15_000 });
+  });
+
+  it("mover host lease: --standby, a heartbeat and a TTL of at least two heartbeats", () => {
+    const env = { DWCP_SECRET: "0123456789abcdef", DWCP_DATA_PLAINTEXT: "on", DWCP_LEASE_HEARTBEAT_MS: "1000" };
+    const c = moverConfig({ host: "h1", root: ["/tmp"], standby: true }, env);
+    expect(c).toMatchObject({ standby: true, leaseHeartbeatMs: 1_000, leaseTtlMs: 3_000 });
+    expect(
+      problemsOf(() => moverConfig({ host: "h1", root: ["/tmp"] }, { ...env, DWCP_LEASE_TTL_MS: "1500" })),
+    ).toEqual(["leaseTtlMs: DWCP_LEASE_TTL_MS must be at least two heartbeats (DWCP_LEASE_HEARTBEAT_MS)"]);
   });
 
   it("mover without TLS material or the explicit plaintext setting refuses to start", () => {

@@ -1,4 +1,4 @@
-import type { FailureCode } from "#schemas/index.js";
+import type { FailureCode, MoverRegistration } from "#schemas/index.js";
 import { DestinationWriteError, DwcpError, NoSpaceError } from "#common/errors.js";
 
 export { DestinationWriteError, NoSpaceError };
@@ -127,3 +127,27 @@ export function errorFromWire(code: FailureCode, message: string, offset = 0): D
   const text = `destination: ${message}`;
   return FROM_WIRE[code]?.(text, offset) ?? new RemoteFailureError(code, text, code !== "INTERNAL");
 }
+
+/**
+ * Another process holds a live lease on this host id (its entry in dwcp_movers was renewed
+ * within the lease TTL): two movers advertising one host would overwrite each other's address.
+ */
+export class HostLeaseHeldError extends DwcpError {
+  readonly code = "HOST_LEASE_HELD";
+  readonly retryable = false;
+  constructor(
+    readonly host: string,
+    readonly holder: MoverRegistration,
+    ageMs: number,
+    ttlMs: number,
+  ) {
+    super(
+      `host id "${host}" is held by another mover (pid ${holder.pid}, started ${holder.startedAt}, ` +
+        `data address ${holder.dataAddress}, last heartbeat ${seconds(ageMs)} ago): ` +
+        `stop that mover, or wait until its lease expires (${seconds(ttlMs)} after its last ` +
+        `heartbeat), or start this one with --standby to serve the host's work queue beside it`,
+    );
+  }
+}
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;

@@ -30,6 +30,9 @@ export const CHAOS_ENV = {
   DWCP_LOG_LEVEL: "info",
   // The data proxy flips bits inside CHUNK frames, which it can only parse in plaintext.
   DWCP_DATA_PLAINTEXT: "on",
+  // A mover's host lease lapses 3 s after its last renewal: a standby takes a killed or paused
+  // mover's host over within a scenario.
+  DWCP_LEASE_HEARTBEAT_MS: "1000",
 } as const;
 
 /**
@@ -51,6 +54,11 @@ export interface MoverOptions {
   concurrency?: number;
   /** Comma list of NATS URLs (default: every node). */
   nats?: string;
+  /**
+   * --standby: a second process of a host that already has a mover (live, stopped or killed
+   * within the lease TTL); it shares the host's work queue and takes the lease over when it lapses.
+   */
+  standby?: boolean;
 }
 
 /**
@@ -182,6 +190,7 @@ export class Chaos {
       "3",
       "--concurrency",
       String(o.concurrency ?? 2),
+      ...(o.standby === true ? ["--standby"] : []),
     ];
     const proc = spawnService(name, args, this.log(name), this.serviceEnv(moverRole(host)));
     return this.register({ name, kind: "mover", host, proc }, /"mover running"/);

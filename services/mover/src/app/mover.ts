@@ -92,9 +92,15 @@ export class Mover {
     this.dataServer = dataServer;
     const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);
     const advertised = `${config.advertiseHost}:${port}`;
-    this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc));
+    this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc), {
+      heartbeatMs: config.leaseHeartbeatMs,
+      ttlMs: config.leaseTtlMs,
+    });
+    // A mover refused its host id answers no request (checked before it subscribes; the claim
+    // below decides between racing claimants). Subscribed before the claim makes it visible.
+    if (!config.standby) await this.registry.refuseIfHeld();
     this.rpc = this.serveRpc(roots);
-    await this.registry.register(advertised);
+    await this.registry.register(advertised, { standby: config.standby });
     const store = new EventStore(nats.js, nats.jsm, { trust });
     const worker = (this.worker = new BatchWorker(nats, store, this.registry, config, log, {
       address: advertised,
@@ -102,7 +108,8 @@ export class Mover {
     }));
     this.state = "running";
     this.loop = this.workLoop(worker);
-    log.info({ host: config.host, dataAddress: advertised, roots }, "mover running");
+    const standby = !this.registry.holding;
+    log.info({ host: config.host, dataAddress: advertised, roots, standby }, "mover running");
   }
 
   /**
@@ -124,7 +131,7 @@ export class Mover {
     await Promise.allSettled([...this.inFlight]);
     this.worker?.close();
     closeIdleLinks();
-    this.registry?.stop();
+    await this.registry?.stop();
     await this.dataServer?.close();
     if (this.registry !== undefined) releaseRoots(this.registry.roots);
     this.state = "stopped";
