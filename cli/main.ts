@@ -6,7 +6,17 @@ import { natsUrlFromEnv } from "#common/config.js";
 import type { StoredEvent } from "#common/event-store.js";
 import { connectNats, NatsConnectError, permissionDenied, setProcessConnectDefaults, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
-import { fmtBytes, parseCompression, parseDuration, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
+import {
+  fmtBytes,
+  parseCompression,
+  parseDuration,
+  parseFrom,
+  parsePort,
+  parseRate,
+  parseSize,
+  parseTo,
+  UsageError,
+} from "./args.js";
 import { commandSpec } from "./commands.js";
 import {
   cliEventTrust,

@@ -154,7 +154,8 @@ export class RateTracker {
     for (const map of [this.latest, this.progressBytes, this.doneBytes]) {
       for (const id of map.keys()) if (!running.has(id)) map.delete(id);
     }
-    for (const key of this.lastReport.keys()) if (!running.has(key.slice(0, key.indexOf("/")))) this.lastReport.delete(key);
+    for (const key of this.lastReport.keys())
+      if (!running.has(key.slice(0, key.indexOf("/")))) this.lastReport.delete(key);
   }
 
   private windowRate(samples: Sample[] | undefined, nowMs: number): number | undefined {
@@ -213,12 +214,7 @@ export function topMigration(
 }
 
 /** A registry entry (or its deletion, `undefined`) as a mover row. */
-export function topMover(
-  host: string,
-  reg: MoverRegistration | undefined,
-  rates: RateTracker,
-  now: Date,
-): TopMover {
+export function topMover(host: string, reg: MoverRegistration | undefined, rates: RateTracker, now: Date): TopMover {
   const age = reg === undefined ? undefined : Math.max(0, (now.getTime() - Date.parse(reg.heartbeatAt)) / 1000);
   return {
     host,
@@ -232,7 +228,12 @@ export function topMover(
 }
 
 /** A VM's replication row from its newest snapshot's recovery point. */
-export function topReplication(vm: string, snapshots: number, lastTakenAt: string | undefined, now: Date): TopReplication {
+export function topReplication(
+  vm: string,
+  snapshots: number,
+  lastTakenAt: string | undefined,
+  now: Date,
+): TopReplication {
   return {
     vm,
     snapshots,

@@ -6,7 +6,15 @@
 import { Kvm, type KV } from "@nats-io/kv";
 import type { Subscription } from "@nats-io/transport-node";
 import { MoverRegistration, type MigrationSummary } from "#schemas/index.js";
-import { COORDINATOR_DURABLE, CMD_STREAM, EVT_STREAM, MOVER_DURABLE, MOVERS_BUCKET, subjects, workStream } from "#common/layout.js";
+import {
+  COORDINATOR_DURABLE,
+  CMD_STREAM,
+  EVT_STREAM,
+  MOVER_DURABLE,
+  MOVERS_BUCKET,
+  subjects,
+  workStream,
+} from "#common/layout.js";
 import type { Nats } from "#common/nats.js";
 import { takeProgress } from "#common/progress.js";
 import type { EventTrust } from "#common/signing.js";

@@ -13,6 +13,9 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 
+/** A CSI escape sequence (cursor moves, erases, modes). */
+const ANSI_SEQUENCE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`, "g");
+
 const env = (): NodeJS.ProcessEnv => ({ ...stack.env("cli"), DWCP_NATS_URL: stack.url });
 
 function dwcp(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -123,40 +126,77 @@ describe("dwcp top", () => {
   }, 120_000);
 
   it("in a pseudo-terminal, redraws every second within 80 columns and exits 0 on q", async () => {
-    // util-linux script: a pty of 80x24 around the command; -e returns its exit code.
-    const child: ChildProcessWithoutNullStreams = spawn(
-      "script",
-      ["-qefc", `stty cols 80 rows 24; exec '${process.execPath}' '${BIN}' top --data-dir '${stack.opts.dataDir}'`, "/dev/null"],
-      { env: env(), stdio: "pipe" },
-    );
-    let out = "";
-    let frames!: () => void;
-    const twoFrames = new Promise<void>((r) => (frames = r));
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-      // Each frame starts at the cursor's home position.
-      if (out.split("\x1b[H").length - 1 >= 2) frames();
-    });
-    const closed = new Promise<number | null>((r) => child.once("close", r));
+    const top = ptyTop();
     const t0 = Date.now();
-    await twoFrames;
+    await top.frames(2);
     const redrawMs = Date.now() - t0;
-    child.stdin.write("q");
-    const code = await Promise.race([
-      closed,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no exit on q; saw:\n${out}`)), 20_000)),
-    ]);
-    expect(code).toBe(0);
+    top.child.stdin.write("q");
+    expect(await top.exit()).toBe(0);
     // Generous: start-up, two frames a second apart, on a loaded machine.
     expect(redrawMs).toBeLessThan(20_000);
-    const text = out
+    const text = top
+      .output()
       .replaceAll("\x1b[H", "\n")
-      .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
+      .replace(ANSI_SEQUENCE, "")
       .split(/\r?\n|\r/)
       .filter((l) => l.length > 0);
     expect(text.some((l) => l.startsWith("dwcp top"))).toBe(true);
     expect(text.some((l) => l.startsWith("MIGRATION"))).toBe(true);
     expect(text.some((l) => l.startsWith("top-0"))).toBe(true);
+    expect(text.some((l) => l.startsWith("DWCP_CMD/coordinator"))).toBe(true);
     for (const l of text) expect(l.length, l).toBeLessThanOrEqual(80);
   }, 60_000);
+
+  it("in a pseudo-terminal, exits 0 on Ctrl-C and leaves the alternate screen", async () => {
+    const top = ptyTop();
+    await top.frames(1);
+    top.child.stdin.write("\x03");
+    expect(await top.exit()).toBe(0);
+    expect(top.output()).toContain("\x1b[?1049l");
+  }, 60_000);
 });
+
+/** `dwcp top` in an 80x24 pseudo-terminal (util-linux script; -e returns the command's exit code). */
+function ptyTop() {
+  const child: ChildProcessWithoutNullStreams = spawn(
+    "script",
+    [
+      "-qefc",
+      `stty cols 80 rows 24; exec '${process.execPath}' '${BIN}' top --data-dir '${stack.opts.dataDir}'`,
+      "/dev/null",
+    ],
+    { env: env(), stdio: "pipe" },
+  );
+  let out = "";
+  const waiters: Array<{ n: number; resolve: () => void }> = [];
+  // Each frame starts at the cursor's home position.
+  const count = (): number => out.split("\x1b[H").length - 1;
+  child.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters) if (count() >= w.n) w.resolve();
+  });
+  const closed = new Promise<number | null>((r) => child.once("close", r));
+  const bounded = async <T>(p: Promise<T>, what: string): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        p,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`${what} within 20 s; saw:\n${out}`)), 20_000);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  return {
+    child,
+    output: () => out,
+    frames: (n: number) =>
+      bounded(
+        new Promise<void>((resolve) => (count() >= n ? resolve() : waiters.push({ n, resolve }))),
+        `not ${n} frames`,
+      ),
+    exit: () => bounded(closed, "no exit"),
+  };
+}

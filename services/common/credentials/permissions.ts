@@ -85,7 +85,10 @@ export const pullDurable = (stream: string, durable: string): string[] => [
  * num_ack_pending. `*` is a whole token here, so it names the durable "mover" on any stream (only
  * the work queues have one); info only, no pull, no ack.
  */
-const READ_CONSUMER_LAG = [`${API}.CONSUMER.INFO.${CMD_STREAM}.${COORDINATOR_DURABLE}`, `${API}.CONSUMER.INFO.*.${MOVER_DURABLE}`];
+const READ_CONSUMER_LAG = [
+  `${API}.CONSUMER.INFO.${CMD_STREAM}.${COORDINATOR_DURABLE}`,
+  `${API}.CONSUMER.INFO.*.${MOVER_DURABLE}`,
+];
 
 /** Every role: the JetStream account info the client asks for when it opens JetStream. */
 const BASE = [`${API}.INFO`, `${API}.STREAM.NAMES`];

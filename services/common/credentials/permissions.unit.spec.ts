@@ -88,7 +88,8 @@ describe("the permission model", () => {
     const lag = ["$JS.API.CONSUMER.INFO.DWCP_CMD.coordinator", "$JS.API.CONSUMER.INFO.DWCP_WORK_b.mover"];
     for (const s of lag) {
       expect(mayPublish(of("cli"), s), s).toBe(true);
-      for (const r of ["observer", "mover-a", "replication-a"] as const) expect(mayPublish(of(r), s), `${r} ${s}`).toBe(false);
+      for (const r of ["observer", "mover-a", "replication-a"] as const)
+        expect(mayPublish(of(r), s), `${r} ${s}`).toBe(false);
     }
     // Info only: the cli neither pulls nor acks, and reads no other durable of the command stream.
     expect(mayPublish(of("cli"), "$JS.API.CONSUMER.MSG.NEXT.DWCP_WORK_b.mover")).toBe(false);
