@@ -125,6 +125,20 @@ describe("dwcp top", () => {
     expect((await run).state).toBe("completed");
   }, 120_000);
 
+  it("shows a replicated VM's newest snapshot and its RPO, as dwcp snapshots lists it", async () => {
+    await Promise.all(["a", "b"].map((h) => stack.startReplication(h)));
+    const synced = await dwcp("replicate", "--vm", "r", "--from", "a:vms/t/disk.img", "--to", "b:repl", "--json");
+    expect(synced.stderr).toBe("");
+    expect(synced.code).toBe(0);
+    const listed = await json<Array<{ snapshotId: string; takenAt: string }>>("snapshots", "--vm", "r", "--json");
+    const top = await json<TopSnapshot>("top", "--once", "--json");
+    const r = top.replication.find((x) => x.vm === "r");
+    expect(r).toMatchObject({ snapshots: 1, lastSnapshotAt: listed.at(-1)?.takenAt });
+    // Taken moments ago (generous: a loaded machine).
+    expect(r?.rpoSeconds).toBeGreaterThanOrEqual(0);
+    expect(r?.rpoSeconds).toBeLessThan(120);
+  }, 120_000);
+
   it("in a pseudo-terminal, redraws every second within 80 columns and exits 0 on q", async () => {
     const top = ptyTop();
     const t0 = Date.now();
