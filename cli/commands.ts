@@ -296,6 +296,32 @@ export const COMMANDS: CommandSpec[] = [
     examples: ["dwcp status", "dwcp status web-1-move --json"],
   },
   {
+    name: "top",
+    summary: "a live view of migrations, movers, replication and consumer lag",
+    usage: "[--interval DURATION] [--once [--json]]",
+    description:
+      "Redraws every interval in plain ANSI (80x24 is enough, fine over ssh) until q or Ctrl-C: running and " +
+      "recent migrations with a progress bar, rate, ETA and batch retries; each mover's health (its " +
+      "heartbeat in dwcp_movers) and send rate (from its progress reports); each replicated VM's newest " +
+      "snapshot and RPO; the coordinator's and movers' durables with num_pending and num_ack_pending. " +
+      "--once prints one snapshot (measured over 1.5 s) and exits; with --json, one JSON document.",
+    role: "cli",
+    keepsDataDir: true,
+    flags: [
+      {
+        name: "interval",
+        value: "DURATION",
+        default: "1s",
+        check: "duration",
+        help: `between redraws (${DURATION_UNITS}; 100ms to 1s)`,
+      },
+      { name: "once", help: "print one snapshot and exit" },
+      JSON_FLAG,
+      ...CLIENT,
+    ],
+    examples: ["dwcp top", "dwcp top --once --json"],
+  },
+  {
     name: "events",
     summary: "a migration's event log",
     usage: "ID [--json]",

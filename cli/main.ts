@@ -7,7 +7,17 @@ import { applyConfigFile, findConfigFile, readConfigFile, type ConfigFile } from
 import type { StoredEvent } from "#common/event-store.js";
 import { connectNats, NatsConnectError, permissionDenied, setProcessConnectDefaults, type Nats } from "#common/nats.js";
 import { NatsServerMissingError } from "#common/nats-server.js";
-import { fmtBytes, parseCompression, parseFrom, parsePort, parseRate, parseSize, parseTo, UsageError } from "./args.js";
+import {
+  fmtBytes,
+  parseCompression,
+  parseDuration,
+  parseFrom,
+  parsePort,
+  parseRate,
+  parseSize,
+  parseTo,
+  UsageError,
+} from "./args.js";
 import { commandSpec } from "./commands.js";
 import {
   cliEventTrust,
@@ -228,6 +238,8 @@ async function run(cmd: string, rest: string[]): Promise<number> {
       else out(r.message);
       return r.ok ? 0 : 1;
     }
+    case "top":
+      return await top(rest);
     case "cancel": {
       const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
       const id = positionals[0];
@@ -348,6 +360,23 @@ async function status(argv: string[]): Promise<number> {
     else out(statusTable(rows));
     return 0;
   });
+}
+
+async function top(argv: string[]): Promise<number> {
+  const { values } = args(argv, {
+    "data-dir": { type: "string" },
+    once: { type: "boolean", default: false },
+    interval: { type: "string" },
+  });
+  const intervalMs = parseDuration("--interval", values.interval ?? "1s");
+  if (intervalMs < 100 || intervalMs > 1_000)
+    throw new UsageError(`--interval must be between 100ms and 1s, got "${values.interval}"`);
+  if (values.json && !values.once) throw new UsageError("--json needs --once: dwcp top --once --json");
+  const trust = cliEventTrust(values["data-dir"]);
+  const { runTop } = await import("./top.js");
+  return withNats(values.nats, (n) =>
+    runTop(n, { trust, once: values.once, json: values.json, intervalMs, source: talkingTo }),
+  );
 }
 
 async function events(argv: string[]): Promise<number> {

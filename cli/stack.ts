@@ -247,12 +247,12 @@ export class Stack {
     }
   }
 
-  async startCoordinator(): Promise<ServiceProcess> {
+  async startCoordinator(extraArgs: string[] = []): Promise<ServiceProcess> {
     const n = this.coordinators.length;
     const metrics = await this.metricsArgs(`coordinator-${n}`, METRICS_JOBS.coordinator);
     const proc = spawnService(
       `coordinator-${n}`,
-      ["coordinator", "--nats", this.url, ...metrics],
+      ["coordinator", "--nats", this.url, ...metrics, ...extraArgs],
       join(this.logs, `coordinator-${n}.log`),
       this.env("coordinator"),
     );

@@ -176,6 +176,22 @@ describe("NATS least privilege and TLS", () => {
     );
   });
 
+  it("only the cli reads the coordinator's and another host's mover durable (dwcp top's lag)", async () => {
+    const cli = await as("cli");
+    expect((await cli.jsm.consumers.info(CMD_STREAM, "coordinator")).num_pending).toBe(0);
+    expect((await cli.jsm.consumers.info(workStream("b"), "mover")).name).toBe("mover");
+    const observer = await as("observer");
+    await deniedPublish(
+      observer.jsm.consumers.info(CMD_STREAM, "coordinator"),
+      `$JS.API.CONSUMER.INFO.${CMD_STREAM}.coordinator`,
+    );
+    const mover = await as("mover-a");
+    await deniedPublish(
+      mover.jsm.consumers.info(workStream("b"), "mover"),
+      `$JS.API.CONSUMER.INFO.${workStream("b")}.mover`,
+    );
+  });
+
   it("the observer cannot publish commands", async () => {
     const observer = await as("observer");
     await deniedPublish(observer.js.publish(subjects.startMigration, "{}"), subjects.startMigration);

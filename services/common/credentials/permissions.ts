@@ -79,6 +79,17 @@ export const pullDurable = (stream: string, durable: string): string[] => [
   `$JS.ACK.${stream}.${durable}.>`,
 ];
 
+/**
+ * How far the coordinator and the movers are behind (`dwcp top`): the info of the coordinator's
+ * command durable and of every work queue's mover durable, which carries num_pending and
+ * num_ack_pending. `*` is a whole token here, so it names the durable "mover" on any stream (only
+ * the work queues have one); info only, no pull, no ack.
+ */
+const READ_CONSUMER_LAG = [
+  `${API}.CONSUMER.INFO.${CMD_STREAM}.${COORDINATOR_DURABLE}`,
+  `${API}.CONSUMER.INFO.*.${MOVER_DURABLE}`,
+];
+
 /** Every role: the JetStream account info the client asks for when it opens JetStream. */
 const BASE = [`${API}.INFO`, `${API}.STREAM.NAMES`];
 /** Every role reads the events and the mover registry (status, replay, the registry). */
@@ -194,6 +205,7 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
       [
         ...READ,
         ...READ_SUMMARIES,
+        ...READ_CONSUMER_LAG,
         ...readFederation(federation),
         subjects.startMigration,
         subjects.cancelMigration,

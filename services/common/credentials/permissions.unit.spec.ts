@@ -84,6 +84,19 @@ describe("the permission model", () => {
     }
   });
 
+  it("only the cli reads the coordinator's and the movers' consumer info (dwcp top's lag)", () => {
+    const lag = ["$JS.API.CONSUMER.INFO.DWCP_CMD.coordinator", "$JS.API.CONSUMER.INFO.DWCP_WORK_b.mover"];
+    for (const s of lag) {
+      expect(mayPublish(of("cli"), s), s).toBe(true);
+      for (const r of ["observer", "mover-a", "replication-a"] as const)
+        expect(mayPublish(of(r), s), `${r} ${s}`).toBe(false);
+    }
+    // Info only: the cli neither pulls nor acks, and reads no other durable of the command stream.
+    expect(mayPublish(of("cli"), "$JS.API.CONSUMER.MSG.NEXT.DWCP_WORK_b.mover")).toBe(false);
+    expect(mayPublish(of("cli"), "$JS.ACK.DWCP_WORK_b.mover.1.5.5.1700000000.0")).toBe(false);
+    expect(mayPublish(of("cli"), "$JS.API.CONSUMER.INFO.DWCP_CMD.other")).toBe(false);
+  });
+
   it("a replication service answers only its host's subject and appends only replication events", () => {
     const r = of("replication-a");
     expect(maySubscribe(r, "dwcp.replication.a.rpc")).toBe(true);
