@@ -196,6 +196,7 @@ describe("NATS least privilege and TLS", () => {
     const observer = await as("observer");
     await deniedPublish(observer.js.publish(subjects.startMigration, "{}"), subjects.startMigration);
     await deniedPublish(observer.js.publish(subjects.cancelMigration, "{}"), subjects.cancelMigration);
+    await deniedPublish(observer.js.publish(subjects.setMigrationOptions, "{}"), subjects.setMigrationOptions);
   });
 
   it("only the coordinator publishes migration summaries; a mover can neither forge nor read them", async () => {
