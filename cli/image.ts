@@ -1,18 +1,30 @@
 import { open } from "node:fs/promises";
 
-/** xorshift128+: fast, seeded, good enough to make incompressible test data. */
+/**
+ * Marsaglia's xorshift128 on four 32-bit words (period 2^128 - 1): fast, seeded, and with no
+ * repeat an LZ4 or zstd window could find, so its bytes do not compress. The seed is spread
+ * over the state by splitmix32 steps.
+ */
 export function prng(seed: number): () => number {
-  let s0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  let s1 = (seed * 2654435761) >>> 0 || 2;
+  let s = seed >>> 0;
+  const mix = (): number => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  let x = mix();
+  let y = mix();
+  let z = mix();
+  let w = mix() || 1;
   return () => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= x << 23;
-    x ^= x >>> 17;
-    x ^= y ^ (y >>> 26);
-    s1 = x >>> 0;
-    return (s0 + s1) >>> 0;
+    const t = x ^ (x << 11);
+    x = y;
+    y = z;
+    z = w;
+    w = (w ^ (w >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
+    return w;
   };
 }
 

@@ -45,6 +45,11 @@ export interface ZeroCopy {
     cancel: Int32Array,
   ): Promise<number>;
   /**
+   * Whether socket `fd` has bytes (or an EOF or error) to read now; never waits. Synchronous: a
+   * reader waits for this on the event loop before it starts a recv that holds a pool thread.
+   */
+  readable(fd: number): boolean;
+  /**
    * sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range's dirty pages to disk without
    * waiting, so a later fsync has little left to do. Not a durability guarantee by itself.
    */
@@ -105,6 +110,7 @@ export const unavailableZeroCopy: ZeroCopy = {
   sendfile: () =>
     Promise.reject(new ZeroCopyUnavailableError("sendfile needs the native module: check zeroCopy.available")),
   recv: () => Promise.reject(new ZeroCopyUnavailableError("recv needs the native module: check zeroCopy.available")),
+  readable: unavailable,
   startWriteback: () =>
     Promise.reject(new ZeroCopyUnavailableError("startWriteback needs the native module: check zeroCopy.available")),
   copyFileRange: () =>
@@ -152,6 +158,10 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("recv: cancel must hold at least one element");
       return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
+    },
+    readable(fd) {
+      assertFd("fd", fd);
+      return sync(() => b.readable(fd));
     },
     async startWriteback(fd, offset, length) {
       assertFd("fd", fd);

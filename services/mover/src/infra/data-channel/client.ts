@@ -306,12 +306,9 @@ async function sendRun(
       const session = await withBucket(o, (limit) =>
         run({ ...o, resume }, link as Link, source, limit, log, attempt, carried),
       );
-      // A plaintext link is not kept: its destination reads it with native recv, which holds a
-      // libuv pool thread while it waits, so idle kept links would starve the destination's
-      // checksums, writes and fsyncs. TLS links cost an fd: Node's TLS reads them, or, sealed,
-      // the destination waits for their next batch on a timer (SealedFrameReader.awaitReadable).
-      if (link.encrypted) links.give(key, link, log);
-      else link.socket.destroy();
+      // A kept link costs the destination an fd, not a pool thread: its reader waits for the
+      // next batch on the event loop (Node's TLS, or PoolFrameReader for native reads).
+      links.give(key, link, log);
       return session;
     } catch (err) {
       link.socket.destroy();
@@ -359,23 +356,13 @@ function keyOf(o: SendBatchOptions): string {
     tlsId = tlsIds.get(o.tls.tls) ?? nextTlsId++;
     tlsIds.set(o.tls.tls, tlsId);
   }
-  const key = linkKey({
+  return linkKey({
     address: o.address,
     destHost: o.tls?.destHost,
     sourceHost: o.sourceHost,
     secret: o.secret,
     tlsId,
   });
-  // A rate-limited batch runs on a link in Node's TLS, never on a sealed one (see sealable).
-  return sealable(o) ? key : `${key}\0limited`;
-}
-
-/**
- * Whether a batch may offer sealed records: not with a bandwidth limit, whose paced sends over
- * several sealed links of one migration stalled the destination until its idle timeout.
- */
-function sealable(o: SendBatchOptions): boolean {
-  return o.bandwidthLimitBytesPerSec === undefined;
 }
 
 /** Close the idle data links this process keeps (mover shutdown). */
@@ -600,7 +587,7 @@ async function handshake(
     throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
   }
   const nonce = challenge.frame.nonce;
-  const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true) && sealable(o);
+  const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
   const sent = performance.now();
   const answer = await hello(o, socket, reader, nonce, { offer });
   const rttUs = Math.round((performance.now() - sent) * 1000);

@@ -1,5 +1,6 @@
 import { InvariantViolationError } from "#common/errors.js";
 import type { Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { zeroCopy } from "#native/index.js";
 import { PullReader } from "#common/secure-link/reader.js";
 import type { FrameDecoder, FrameStep } from "../../domain/data-channel/decoder.js";
@@ -16,24 +17,36 @@ export interface NativeFrameReaderOptions {
   mapSocketError?: (err: Error) => Error;
 }
 
-/**
- * The destination's frame reader when the native module is loaded: the socket was accepted
- * paused (pauseOnConnect) and libuv never reads it; recv(2) runs on the libuv pool instead, and
- * chunk payloads land straight in the pooled chunk buffer (decoder.directTarget), with no
- * per-64 KiB Buffer, 'data' event or copy on the event loop. Headers and control frames go
- * through a small staging buffer and the decoder as before. The frame loop is the common
- * PullReader's; only how bytes arrive (receive) is native. Writes (replies) still use the
- * socket. abort() sets a flag the native read polls, so the socket is never shut down under a
- * final answer; until the read in flight returns nobody may close the socket (see idle()).
- */
+/** The longest a reader waiting for its peer sleeps between two looks at the socket. */
+const READABLE_POLL_MAX_MS = 20;
+
 /**
  * What the destination's readers on the libuv pool share: the cancel flag the native read polls
  * (abort() sets it, so a read in flight returns within ~50 ms), the read in flight (nobody may
- * close the socket until idle() resolves: its fd could be reused), and chunk buffers.
+ * close the socket until idle() resolves: its fd could be reused), chunk buffers, and how a read
+ * starts and fails.
+ *
+ * A native read starts only once the socket has bytes (or an EOF or error) to report: until then
+ * the reader waits on the event loop, looking at the socket on a timer (1 ms, doubling to 20 ms).
+ * A read waiting for a peer that has nothing to send would hold one of the pool's threads
+ * (UV_THREADPOOL_SIZE, 4 by default), and the peer may be silent for long: a kept link between
+ * batches, or a rate-limited batch whose sender waits for its turn on the migration's shared
+ * bucket while another link of the same migration sends. Four such reads held every pool thread,
+ * and the link in turn could not get its reads, checksums, writes and fsyncs run: nothing moved
+ * until the idle timeout.
  */
 export abstract class PoolFrameReader extends PullReader<FrameStep, FrameDecoder> implements FrameReader {
   protected readonly cancel = new Int32Array(new SharedArrayBuffer(4));
   private inflight: Promise<unknown> | undefined;
+
+  constructor(
+    protected readonly socket: Socket,
+    readonly fd: number,
+    decoder: FrameDecoder,
+    protected readonly idleTimeoutMs: number,
+  ) {
+    super(decoder, protocolViolation);
+  }
 
   provideChunkBuffer(target: Uint8Array): void {
     this.decoder.provideChunkBuffer(target);
@@ -54,55 +67,97 @@ export abstract class PoolFrameReader extends PullReader<FrameStep, FrameDecoder
     await this.inflight?.catch(() => undefined);
   }
 
-  /** Await a native read, keeping it visible to idle() while it runs. */
-  protected async track<T>(read: Promise<T>): Promise<T> {
+  /** What a failed native read (other than the idle timeout) becomes. */
+  protected abstract mapError(err: Error): Error;
+
+  /**
+   * Wait on the event loop until the socket is readable, then run the native read `start` makes
+   * on the pool, keeping it visible to idle() while it runs. A failure recorded by abort() wins;
+   * no byte for idleTimeoutMs is a ProtocolError; other failures go through mapError().
+   */
+  protected async recvNative(start: () => Promise<number>): Promise<number> {
+    await this.awaitReadable();
+    // Checked in the same turn as the read starts: whoever closes the socket awaits idle() first.
+    if (this.failure !== undefined) throw this.failure;
+    if (this.socket.destroyed) {
+      this.failure = new ProtocolError("data channel socket was destroyed");
+      throw this.failure;
+    }
+    const read = start();
     this.inflight = read;
     try {
       return await read;
+    } catch (err) {
+      throw this.readFailure(err);
     } finally {
       this.inflight = undefined;
     }
   }
+
+  private readFailure(err: unknown): Error {
+    if (this.failure !== undefined) return this.failure;
+    const e = err instanceof Error ? err : new Error(String(err));
+    if ((e as { sysCode?: string }).sysCode === "ETIMEDOUT") return this.silent();
+    return this.mapError(e);
+  }
+
+  private silent(): ProtocolError {
+    return new ProtocolError(`no traffic for ${this.idleTimeoutMs} ms`);
+  }
+
+  /** Resolves once the socket has bytes, an EOF or an error to report; rejects on abort or after the idle timeout. */
+  private async awaitReadable(): Promise<void> {
+    const until = performance.now() + this.idleTimeoutMs;
+    for (let waitMs = 1; ; waitMs = Math.min(READABLE_POLL_MAX_MS, waitMs * 2)) {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.socket.destroyed || zeroCopy.readable(this.fd)) return;
+      if (performance.now() >= until) throw this.silent();
+      await sleep(waitMs);
+    }
+  }
 }
 
+/**
+ * The destination's frame reader when the native module is loaded: the socket was accepted
+ * paused (pauseOnConnect) and libuv never reads it; recv(2) runs on the libuv pool instead, and
+ * chunk payloads land straight in the pooled chunk buffer (decoder.directTarget), with no
+ * per-64 KiB Buffer, 'data' event or copy on the event loop. Headers and control frames go
+ * through a small staging buffer and the decoder as before. The frame loop is the common
+ * PullReader's; only how bytes arrive (receive) is native. Writes (replies) still use the
+ * socket. abort() sets a flag the native read polls, so the socket is never shut down under a
+ * final answer; until the read in flight returns nobody may close the socket (see idle()).
+ */
 export class NativeFrameReader extends PoolFrameReader {
   private readonly staging = Buffer.alloc(STAGING_BYTES);
-  private readonly mapError: (err: Error) => Error;
 
   constructor(
-    private readonly socket: Socket,
-    private readonly fd: number,
+    socket: Socket,
+    fd: number,
     decoder: FrameDecoder,
     private readonly opts: NativeFrameReaderOptions,
   ) {
-    super(decoder, protocolViolation);
-    this.mapError = opts.mapSocketError ?? ((err) => err);
+    super(socket, fd, decoder, opts.idleTimeoutMs);
+  }
+
+  protected mapError(err: Error): Error {
+    return this.opts.mapSocketError?.(err) ?? err;
   }
 
   protected async receive(): Promise<void> {
     const direct = this.decoder.directTarget();
-    const read =
+    const n = await this.recvNative(() =>
       direct === undefined
-        ? zeroCopy.recv(this.fd, this.staging, 0, 1, STAGING_BYTES, this.opts.idleTimeoutMs, this.cancel)
+        ? zeroCopy.recv(this.fd, this.staging, 0, 1, STAGING_BYTES, this.idleTimeoutMs, this.cancel)
         : zeroCopy.recv(
             this.fd,
             direct.target,
             direct.at,
             direct.length,
             direct.length,
-            this.opts.idleTimeoutMs,
+            this.idleTimeoutMs,
             this.cancel,
-          );
-    let n: number;
-    try {
-      n = await this.track(read);
-    } catch (err) {
-      if (this.failure !== undefined) throw this.failure;
-      const e = err instanceof Error ? err : new Error(String(err));
-      const code = (e as { sysCode?: string }).sysCode;
-      if (code === "ETIMEDOUT") throw new ProtocolError(`no traffic for ${this.opts.idleTimeoutMs} ms`);
-      throw this.mapError(e);
-    }
+          ),
+    );
     if (this.socket.destroyed && this.failure === undefined)
       this.failure = new ProtocolError("data channel socket was destroyed");
     if (direct === undefined) {

@@ -52,6 +52,8 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
     let replies = Buffer.alloc(0);
     let oks = 0;
     client.on("data", (d: Buffer) => {
+      // After a cut, what the sender still writes is dropped here, not forwarded.
+      if (upstream.destroyed) return;
       sent += d.length;
       relay.forwarded += d.length;
       upstream.write(d);

@@ -1,5 +1,4 @@
 import type { Socket } from "node:net";
-import { setTimeout as sleep } from "node:timers/promises";
 import { sealed, SEALED_HEADER_BYTES, socketFd, type SealKeys } from "#native/index.js";
 import { SEALED_MAX_BYTES, SEALED_MAX_RECORDS } from "#common/secure-link/sealed.js";
 import { InvariantViolationError } from "#common/errors.js";
@@ -7,7 +6,6 @@ import { HEADER_BYTES, MAX_CHUNK_LENGTH, SEGMENT_ENTRY_BYTES } from "../../domai
 import { SEGMENT_PAGE_BYTES } from "../../domain/data-channel/segments.js";
 import type { FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { DestinationUnreachableError, ProtocolError } from "../../errors.js";
-import { protocolViolation } from "./frame-reader.js";
 import { PoolFrameReader } from "./native-frame-reader.js";
 
 /**
@@ -75,8 +73,9 @@ export interface SealedFrameReaderOptions {
 /**
  * The destination's frame reader on a sealed link: one native recv-and-open per record on the
  * libuv pool, a segment straight into the pooled chunk buffer (decoder.directTarget), the rest
- * through staging and the decoder. Like NativeFrameReader, nobody may close the socket while a
- * read is in flight (see idle()); abort() sets the flag the read polls.
+ * through staging and the decoder. Like NativeFrameReader, a read starts only once the socket is
+ * readable, nobody may close the socket while one is in flight (see idle()), and abort() sets the
+ * flag it polls.
  */
 export class SealedFrameReader extends PoolFrameReader {
   private readonly staging = Buffer.alloc(SEALED_STAGING_BYTES);
@@ -84,29 +83,18 @@ export class SealedFrameReader extends PoolFrameReader {
   private counter = 0n;
 
   constructor(
-    private readonly socket: Socket,
-    readonly fd: number,
+    socket: Socket,
+    fd: number,
     decoder: FrameDecoder,
     private readonly keys: SealKeys,
-    private readonly opts: SealedFrameReaderOptions,
+    opts: SealedFrameReaderOptions,
   ) {
-    super(decoder, protocolViolation);
+    super(socket, fd, decoder, opts.idleTimeoutMs);
   }
 
-  /**
-   * Wait, without holding a pool thread, until the sender writes again: between batches a kept
-   * link may sit idle for long, and a native read waiting on it would hold one of the pool's
-   * threads that the other links' reads, checksums and writes need. Checks on a timer (1 ms,
-   * doubling to 20 ms); rejects on abort or after the idle timeout.
-   */
-  async awaitReadable(): Promise<void> {
-    const until = performance.now() + this.opts.idleTimeoutMs;
-    for (let waitMs = 1; ; waitMs = Math.min(20, waitMs * 2)) {
-      if (this.failure !== undefined) throw this.failure;
-      if (this.decoder.buffered > 0 || sealed.readable(this.fd)) return;
-      if (performance.now() >= until) throw new ProtocolError(`no traffic for ${this.opts.idleTimeoutMs} ms`);
-      await sleep(waitMs);
-    }
+  /** A forged or out-of-order record ends the link: nothing of it reaches the decoder. */
+  protected mapError(err: Error): Error {
+    return new ProtocolError(`sealed data record refused: ${err.message}`, { cause: err });
   }
 
   protected async receive(): Promise<void> {
@@ -114,28 +102,19 @@ export class SealedFrameReader extends PoolFrameReader {
     const target = direct?.target ?? this.staging;
     const at = direct?.at ?? 0;
     const capacity = direct?.length ?? this.staging.length;
-    const read = sealed.recvOpen(
-      this.fd,
-      this.keys,
-      this.counter,
-      this.header,
-      target,
-      at,
-      capacity,
-      this.opts.idleTimeoutMs,
-      this.cancel,
+    const n = await this.recvNative(() =>
+      sealed.recvOpen(
+        this.fd,
+        this.keys,
+        this.counter,
+        this.header,
+        target,
+        at,
+        capacity,
+        this.idleTimeoutMs,
+        this.cancel,
+      ),
     );
-    let n: number;
-    try {
-      n = await this.track(read);
-    } catch (err) {
-      if (this.failure !== undefined) throw this.failure;
-      const e = err instanceof Error ? err : new Error(String(err));
-      const code = (e as { sysCode?: string }).sysCode;
-      if (code === "ETIMEDOUT") throw new ProtocolError(`no traffic for ${this.opts.idleTimeoutMs} ms`);
-      // A forged or out-of-order record ends the link: nothing of it reaches the decoder.
-      throw new ProtocolError(`sealed data record refused: ${e.message}`, { cause: e });
-    }
     this.counter += 1n;
     if (this.socket.destroyed && this.failure === undefined)
       this.failure = new ProtocolError("data channel socket was destroyed");

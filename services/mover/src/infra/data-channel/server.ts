@@ -306,8 +306,7 @@ async function serveBatches(
   let log = session.sessionLog(hello);
   let hellos = 0;
   for (;;) {
-    // A kept sealed link waits for its next batch on a timer, not in a pool thread.
-    if (reader instanceof SealedFrameReader) await reader.awaitReadable();
+    // A kept link's reader waits for the next batch on the event loop, not in a pool thread (PoolFrameReader).
     const step = await reader.next();
     if (step.kind === "end") return;
     if (step.kind === "frame" && step.frame.kind === "HELLO") {
