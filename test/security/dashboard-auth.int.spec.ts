@@ -64,12 +64,10 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) c.kill("SIGTERM");
-  await Promise.all(
-    children.map((c) =>
-      c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once("exit", r)) : undefined,
-    ),
-  );
+  const running = children.filter((c) => c.exitCode === null && c.signalCode === null);
+  const gone = running.map((c) => new Promise<void>((r) => c.once("exit", () => r())));
+  for (const c of running) c.kill("SIGTERM");
+  await Promise.all(gone);
   await stack?.cleanup();
 });
 
