@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -6,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import { generateRandomFile } from "../../cli/image.js";
 import { startStackDashboard, type Dashboard } from "../../cli/dashboard/index.js";
+import { BIN } from "../../cli/stack.js";
 import { startTestStack } from "../support/stack.js";
 
 // The live dashboard in a real browser (Debian's chromium, driven by playwright-core) against a
@@ -14,12 +16,38 @@ import { startTestStack } from "../support/stack.js";
 // completed, and its events with their stream sequences; nothing on the page logs an error.
 
 const MiB = 1024 * 1024;
+
+/** Runs the built `dwcp` as a client of the test's stack (its credentials found under --data-dir). */
+function dwcp(args: string[]): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [BIN, ...args, "--data-dir", stack.opts.dataDir, "--nats", stack.url], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+  return new Promise((r) => child.once("close", (code) => r({ code, output })));
+}
 const CHROMIUM = process.env["DWCP_CHROMIUM"] ?? "/usr/bin/chromium";
 
-// Functions that run in the page are given as expressions (strings): this project's types have no DOM.
+// Functions that run in the page are functions, not strings: the page's Content-Security-Policy
+// forbids eval. This project's types have no DOM library: what they use of it is declared here.
+interface PageElement {
+  textContent: string | null;
+  dataset: Record<string, string | undefined>;
+  getAttribute(name: string): string | null;
+  querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): { length: number };
+}
+declare const document: {
+  getElementById(id: string): PageElement | null;
+  querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): { length: number };
+};
+declare const window: Record<string, unknown>;
+
+let stack: Awaited<ReturnType<typeof startTestStack>>;
 
 describe("the web dashboard in headless Chromium", () => {
-  let stack: Awaited<ReturnType<typeof startTestStack>>;
   let dashboard: Dashboard;
   let browser: Browser;
   let page: Page;
@@ -31,7 +59,7 @@ describe("the web dashboard in headless Chromium", () => {
         `no Chromium at ${CHROMIUM}: install Debian's chromium package (apt-get install chromium), ` +
           "or set DWCP_CHROMIUM to a Chromium binary",
       );
-    stack = await startTestStack();
+    stack = await startTestStack({ replication: true });
     dashboard = await startStackDashboard(stack, "127.0.0.1:0");
     // Root in CI: Chromium's sandbox needs an unprivileged user.
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
@@ -54,11 +82,11 @@ describe("the web dashboard in headless Chromium", () => {
 
   it("shows a migration running at a non-zero rate, then completed, with its events and their sequences", async () => {
     await page.goto(dashboard.url);
-    await page.waitForFunction(`document.getElementById("connection")?.dataset.state === "live"`, undefined, {
+    await page.waitForFunction(() => document.getElementById("connection")?.dataset["state"] === "live", undefined, {
       timeout: 30_000,
     });
     // Movers a and b, from the registry.
-    await page.waitForFunction(`document.querySelectorAll("#movers tr[data-host]").length === 2`, undefined, {
+    await page.waitForFunction(() => document.querySelectorAll("#movers tr[data-host]").length === 2, undefined, {
       timeout: 30_000,
     });
 
@@ -80,15 +108,15 @@ describe("the web dashboard in headless Chromium", () => {
     const id = command.migrationId ?? command.commandId;
     const run = runMigration(stack.nats, command, { timeoutMs: 110_000 });
 
-    const row = JSON.stringify(`tr[data-migration-id="${id}"]`);
+    const row = `tr[data-migration-id="${id}"]`;
     const running = await page.waitForFunction(
-      `(() => {
-        const row = document.querySelector(${row});
-        const state = row?.querySelector('[data-field="state"]')?.textContent;
-        const rate = Number(row?.querySelector('[data-field="rate"]')?.getAttribute("data-rate") ?? "0");
+      (row) => {
+        const tr = document.querySelector(row);
+        const state = tr?.querySelector('[data-field="state"]')?.textContent;
+        const rate = Number(tr?.querySelector('[data-field="rate"]')?.getAttribute("data-rate") ?? "0");
         return state === "running" && rate > 0 ? rate : false;
-      })()`,
-      undefined,
+      },
+      row,
       { timeout: 60_000, polling: 100 },
     );
     const rate = (await running.jsonValue()) as number;
@@ -98,19 +126,17 @@ describe("the web dashboard in headless Chromium", () => {
 
     expect(await run).toMatchObject({ state: "completed" });
     await page.waitForFunction(
-      `document.querySelector(${row})?.querySelector('[data-field="state"]')?.textContent === "completed"`,
-      undefined,
+      (row) => document.querySelector(row)?.querySelector('[data-field="state"]')?.textContent === "completed",
+      row,
       { timeout: 30_000 },
     );
 
     // Its events, each with its stream sequence, ending with MigrationCompleted.
     await page.click(`tr[data-migration-id="${id}"] button`);
     await page.waitForFunction(
-      `document.querySelector('#timeline tr[data-type="MigrationCompleted"]') !== null`,
+      () => document.querySelector('#timeline tr[data-type="MigrationCompleted"]') !== null,
       undefined,
-      {
-        timeout: 30_000,
-      },
+      { timeout: 30_000 },
     );
     const timeline: Array<{ seq: number; type: string | null }> = [];
     for (const r of await page.$$("#timeline tr[data-seq]"))
@@ -124,6 +150,48 @@ describe("the web dashboard in headless Chromium", () => {
     const shot = join(stack.opts.dataDir, "dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
     expect(statSync(shot).size).toBeGreaterThan(20 * 1024);
+    expect(errors).toEqual([]);
+  });
+
+  it("shows a replicated VM's snapshot and its recovery point", async () => {
+    await generateRandomFile(join(stack.root("a"), "vms/dash/repl.img"), 2 * MiB);
+    const r = await dwcp(["replicate", "--vm", "dashrep", "--from", "a:vms/dash/repl.img", "--to", "b:repl"]);
+    expect(r.code, r.output).toBe(0);
+    const rpo = await page.waitForFunction(
+      () => {
+        const tr = document.querySelector('#replication tr[data-vm="dashrep"]');
+        return tr && tr.querySelectorAll(".tick").length === 1 ? tr.textContent : false;
+      },
+      undefined,
+      { timeout: 30_000 },
+    );
+    expect(String(await rpo.jsonValue())).toMatch(/\d+ s/);
+    expect(errors).toEqual([]);
+  });
+
+  it("puts what a user typed on the page as text, never as markup", async () => {
+    // A path with markup: the migration fails or is refused, and its message echoes the path.
+    const hostile = "vms/<img src=x onerror=window.__pwned=1>.img";
+    const command = buildStart({
+      vm: "hostile",
+      source: { host: "a", volumes: [{ path: hostile, kind: "disk" }] },
+      destination: { host: "b", dir: "in/hostile" },
+    });
+    const id = command.migrationId ?? command.commandId;
+    const result = await runMigration(stack.nats, command, { timeoutMs: 60_000 });
+    expect(result.state).not.toBe("completed");
+    const text = await page.waitForFunction(
+      (row) => {
+        const tr = document.querySelector(row);
+        const state = tr?.querySelector('[data-field="state"]')?.textContent;
+        return state && !["requested", "planned", "running"].includes(state) ? tr.textContent : false;
+      },
+      `tr[data-migration-id="${id}"]`,
+      { timeout: 30_000 },
+    );
+    expect(String(await text.jsonValue())).toContain("<img");
+    expect(await page.evaluate(() => document.querySelectorAll("main img").length)).toBe(0);
+    expect(await page.evaluate(() => window["__pwned"])).toBeUndefined();
     expect(errors).toEqual([]);
   });
 
