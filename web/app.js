@@ -79,7 +79,9 @@
     } else chart.setData(data);
   }
 
-  function renderMigrations(list) {
+  function renderMigrations(list, total) {
+    $("migrations-more").hidden = total <= list.length;
+    $("migrations-more").textContent = `the newest ${list.length} of ${total} (dwcp status lists them all)`;
     const body = $("migrations").tBodies[0];
     body.replaceChildren();
     $("migrations-empty").hidden = list.length > 0;
@@ -242,7 +244,7 @@
     $("updated").textContent = `updated ${fmtTime(s.at)}`;
     renderProblems(s.problems);
     renderChart(s.throughput);
-    renderMigrations(s.migrations);
+    renderMigrations(s.migrations, s.migrationsTotal);
     renderMovers(s.movers);
     renderReplication(s.replication, Date.parse(s.at));
     renderSites(s.sites);

@@ -54,7 +54,10 @@ export interface ReplicationView {
 
 export interface DashboardSnapshot {
   at: string;
+  /** The newest MIGRATIONS_SHOWN migrations, oldest first. */
   migrations: MigrationView[];
+  /** How many migrations there are in all. */
+  migrationsTotal: number;
   /** Aggregate rate history: seconds since the epoch and logical bytes per second. */
   throughput: { t: number[]; bytesPerSec: number[] };
   movers: MoverView[];
@@ -73,6 +76,8 @@ const RATE_WINDOW_MS = 3_000;
 const SLOW_EVERY = 5;
 /** At most this many migrations are followed live at once (the newest); the rest show their summaries. */
 const FOLLOWED_MAX = 32;
+/** Migrations in a snapshot (the newest): a long history would otherwise be sent every second. */
+const MIGRATIONS_SHOWN = 200;
 /** Snapshots listed per VM (the newest). */
 const SNAPSHOTS_SHOWN = 50;
 
@@ -118,12 +123,13 @@ export class Collector {
       }),
     ]);
     if (this.ticks++ % SLOW_EVERY === 0) this.slow = await this.readSlow(now);
-    const migrations = summaries.map((s) => this.view(s, now.getTime()));
+    const migrations = summaries.slice(-MIGRATIONS_SHOWN).map((s) => this.view(s, now.getTime()));
     this.follow(summaries);
     this.record(now, migrations);
     return {
       at: now.toISOString(),
       migrations,
+      migrationsTotal: summaries.length,
       throughput: { t: [...this.history.t], bytesPerSec: [...this.history.bytesPerSec] },
       movers,
       replication: this.slow.replication,

@@ -107,6 +107,9 @@ const SECURITY_HEADERS = {
   "x-frame-options": "DENY",
 };
 
+/** Unsent bytes of one event stream past which its reader is dropped (it reconnects when it can). */
+const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
+
 /** A comment line on an idle event stream, so proxies and the browser keep it open. */
 const KEEPALIVE_MS = 15_000;
 
@@ -195,6 +198,11 @@ function events(req: IncomingMessage, res: ServerResponse, source: DashboardSour
     ...SECURITY_HEADERS,
   });
   const send = (s: DashboardSnapshot): void => {
+    // A page that does not read (a stalled tab, a slow link) is cut off rather than buffered for.
+    if (res.writableLength > MAX_BUFFERED_BYTES) {
+      res.destroy();
+      return;
+    }
     res.write(`event: snapshot\ndata: ${JSON.stringify(s)}\n\n`);
   };
   const first = source.latest();
