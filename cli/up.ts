@@ -4,7 +4,7 @@ import { siteIds } from "#federation";
 import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
 import { lockDataDir } from "./data-dir-lock.js";
-import { startStackDashboard, type Dashboard } from "./dashboard/index.js";
+import { dashboardSettings, startStackDashboard, type Dashboard } from "./dashboard/index.js";
 import { UsageError } from "./args.js";
 import { provision, rolesOf } from "#common/credentials/provision.js";
 import { permissionsOf } from "#common/credentials/permissions.js";
@@ -18,6 +18,8 @@ export async function runUp(opts: {
   /** HOST:PORT of the web dashboard (loopback); undefined: none. */
   dashboard?: string | undefined;
 }): Promise<number> {
+  // A wrong dashboard address is a usage error before anything starts.
+  if (opts.dashboard !== undefined) dashboardSettings({ listen: opts.dashboard, flag: "--dashboard-listen" });
   const stack = new Stack({
     dataDir: resolve(opts.dataDir),
     hosts: opts.hosts,
@@ -98,6 +100,7 @@ export async function runUpSites(opts: {
 }): Promise<number> {
   if (!Number.isInteger(opts.sites) || opts.sites < 1 || opts.sites > 16)
     throw new UsageError(`--sites must be a whole number from 1 to 16, got ${opts.sites}`);
+  if (opts.dashboard !== undefined) dashboardSettings({ listen: opts.dashboard, flag: "--dashboard-listen" });
   const dataDir = resolve(opts.dataDir);
   const log = pino(
     { name: "dwcp", base: { svc: "federation" } },
