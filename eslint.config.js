@@ -128,4 +128,27 @@ export default tseslint.config(
     rules: { "no-console": "error" },
   },
   ...boundaries,
+  // The dashboard's page script (web/): plain browser JavaScript, served as it is, no build step.
+  {
+    files: ["web/**/*.js"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      parserOptions: { projectService: false, project: false, program: null },
+      sourceType: "script",
+      globals: Object.fromEntries(
+        [
+          "document",
+          "location",
+          "history",
+          "sessionStorage",
+          "fetch",
+          "setTimeout",
+          "URLSearchParams",
+          "TextDecoderStream",
+          "Node",
+          "uPlot",
+        ].map((g) => [g, "readonly"]),
+      ),
+    },
+  },
 );

@@ -225,7 +225,7 @@ export async function watchMigration(
 }
 
 /** Commands that run as a client of NATS (not a service or a stack of their own), and as whom. */
-const CLIENT_ROLE: Record<string, "cli" | "admin"> = {
+const CLIENT_ROLE: Record<string, "cli" | "admin" | "observer"> = {
   init: "admin",
   backup: "admin",
   "restore-log": "admin",
@@ -239,10 +239,11 @@ const CLIENT_ROLE: Record<string, "cli" | "admin"> = {
   snapshots: "cli",
   restore: "cli",
   replicate: "cli",
+  dashboard: "observer",
 };
 
 /** The role a command connects as; undefined for services and commands that run their own stack. */
-export const clientRoleOf = (cmd: string): "cli" | "admin" | undefined =>
+export const clientRoleOf = (cmd: string): "cli" | "admin" | "observer" | undefined =>
   Object.hasOwn(CLIENT_ROLE, cmd) ? CLIENT_ROLE[cmd] : undefined;
 
 /** Where the CLI finds the credentials of the stack it talks to. */
@@ -309,7 +310,7 @@ function roleInCertificate(certFile: string, fallback: string): string {
  */
 export function findCredentials(
   f: CredentialFlags,
-  role: "cli" | "admin",
+  role: "cli" | "admin" | "observer",
   env: Record<string, string | undefined> = process.env,
 ): NatsCredentials | undefined {
   const given = [f.creds, f.tlsCa, f.tlsCert, f.tlsKey];

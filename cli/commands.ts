@@ -36,7 +36,7 @@ export interface CommandSpec {
   flags: FlagSpec[];
   examples: string[];
   /** The NATS role it connects as (reads credentials); none for services and embedded stacks. */
-  role?: "cli" | "admin";
+  role?: "cli" | "admin" | "observer";
   /** Reads --data-dir itself too (as well as to find credentials). */
   keepsDataDir?: boolean;
   /** Reads no setting, so takes no --config (help, completion). */
@@ -137,7 +137,7 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "up",
     summary: "run an embedded stack in the foreground until Ctrl-C",
-    usage: "[--data-dir DIR] [--hosts A,B] [--nats-port PORT] [--sites N]",
+    usage: "[--data-dir DIR] [--hosts A,B] [--nats-port PORT] [--sites N] [--dashboard-listen HOST:PORT|off]",
     description:
       "Provisions credentials, starts nats-server (users, mTLS), a coordinator, one mover per host (root " +
       "DIR/hosts/<host>) and a replication service per host. With --sites N: N federated sites, each its own " +
@@ -153,6 +153,12 @@ export const COMMANDS: CommandSpec[] = [
         help: "nats-server's client port (1-65535)",
       },
       { name: "sites", value: "N", check: "count", help: "run N federated sites (1-16) instead of one stack" },
+      {
+        name: "dashboard-listen",
+        value: "HOST:PORT",
+        default: "127.0.0.1:0",
+        help: "serve the live web dashboard there (port 0: a free one; printed), or off; loopback only",
+      },
     ],
     examples: ["dwcp up --data-dir /var/lib/dwcp --hosts a,b", "dwcp up --sites 3"],
   },
@@ -330,6 +336,39 @@ export const COMMANDS: CommandSpec[] = [
     keepsDataDir: true,
     flags: [JSON_FLAG, ...CLIENT],
     examples: ["dwcp events web-1-move"],
+  },
+  {
+    name: "dashboard",
+    summary: "serve a live web dashboard of migrations, movers, replication and sites",
+    usage: "[--listen HOST:PORT] [--token-file FILE]",
+    description:
+      "Connects as the read-only observer role (its credentials: --data-dir D finds D/creds/observer.nk and " +
+      "D/pki/observer.*) and serves one page: throughput, migrations with their progress and rate and each " +
+      "one's events with their stream sequences, the registered movers, each replicated VM's snapshots and " +
+      "recovery point, and at a federation site the sites' health and placements, pushed once a second. " +
+      "The page and its scripts are served to anyone who reaches the port; its data, off loopback, only to " +
+      "requests with the token (open http://HOST:PORT/#token=TOKEN).",
+    role: "observer",
+    keepsDataDir: true,
+    flags: [
+      {
+        name: "listen",
+        value: "HOST:PORT",
+        default: "127.0.0.1:8089",
+        help: "where to serve the dashboard (not loopback: needs --token-file)",
+      },
+      {
+        name: "token-file",
+        value: "FILE",
+        check: "file",
+        help: "a bearer token (16+ characters) every data request must present",
+      },
+      ...CLIENT,
+    ],
+    examples: [
+      "dwcp dashboard --data-dir /var/lib/dwcp",
+      "dwcp dashboard --listen 0.0.0.0:8089 --token-file /etc/dwcp/dashboard.token",
+    ],
   },
   {
     name: "cancel",

@@ -135,18 +135,23 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         hosts: { type: "string" },
         "nats-port": { type: "string" },
         sites: { type: "string" },
+        "dashboard-listen": { type: "string" },
       });
       const { runUp, runUpSites } = await import("./up.js");
+      const dashboardListen = values["dashboard-listen"] ?? "127.0.0.1:0";
+      const dashboard = dashboardListen === "off" ? undefined : dashboardListen;
       if (values.sites !== undefined)
         return await runUpSites({
           dataDir: values["data-dir"] ?? ".dwcp",
           sites: Number(values.sites),
           hosts: (values.hosts ?? "a,b").split(","),
+          dashboard,
         });
       return await runUp({
         dataDir: values["data-dir"] ?? ".dwcp",
         hosts: (values.hosts ?? "a,b").split(","),
         natsPort: values["nats-port"] ? parsePort("--nats-port", values["nats-port"]) : undefined,
+        dashboard,
       });
     }
     case "init": {
@@ -240,6 +245,22 @@ async function run(cmd: string, rest: string[]): Promise<number> {
     }
     case "top":
       return await top(rest);
+    case "dashboard": {
+      const { values } = args(rest, {
+        listen: { type: "string" },
+        "token-file": { type: "string" },
+        "data-dir": { type: "string" },
+      });
+      const { runDashboard } = await import("./dashboard/index.js");
+      talkingTo = values.nats ?? natsUrlFromEnv();
+      return await runDashboard({
+        natsUrl: talkingTo,
+        listen: values.listen ?? "127.0.0.1:8089",
+        tokenFile: values["token-file"],
+        dataDir: values["data-dir"],
+        out,
+      });
+    }
     case "cancel": {
       const { values, positionals } = args(rest, { reason: { type: "string" }, "data-dir": { type: "string" } });
       const id = positionals[0];

@@ -4,21 +4,32 @@ import { siteIds } from "#federation";
 import { startFederatedStack } from "./federated-stack.js";
 import { Stack } from "./stack.js";
 import { lockDataDir } from "./data-dir-lock.js";
+import { dashboardSettings, startStackDashboard, type Dashboard } from "./dashboard/index.js";
 import { UsageError } from "./args.js";
 import { provision, rolesOf } from "#common/credentials/provision.js";
 import { permissionsOf } from "#common/credentials/permissions.js";
 import { deploymentServerConfig, permissionsBlock } from "#common/credentials/server-config.js";
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
-export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?: number }): Promise<number> {
+export async function runUp(opts: {
+  dataDir: string;
+  hosts: string[];
+  natsPort?: number | undefined;
+  /** HOST:PORT of the web dashboard (loopback); undefined: none. */
+  dashboard?: string | undefined;
+}): Promise<number> {
+  // A wrong dashboard address is a usage error before anything starts.
+  if (opts.dashboard !== undefined) dashboardSettings({ listen: opts.dashboard, flag: "--dashboard-listen" });
   const stack = new Stack({
     dataDir: resolve(opts.dataDir),
     hosts: opts.hosts,
     natsPort: opts.natsPort,
     metrics: true,
   });
+  let dashboard: Dashboard | undefined;
   try {
     await stack.start();
+    if (opts.dashboard !== undefined) dashboard = await startStackDashboard(stack, opts.dashboard);
   } catch (err) {
     await stack.stop();
     throw err;
@@ -30,10 +41,14 @@ export async function runUp(opts: { dataDir: string; hosts: string[]; natsPort?:
       opts.hosts.map((h) => `  mover ${h}: root ${stack.root(h)}\n`).join("") +
       `  metrics: ${[...stack.metricsTargets].map(([name, t]) => `${name} http://${t.address}/metrics`).join(", ")}\n` +
       `           (/healthz and /readyz beside; Prometheus file_sd targets in ${join(dir, "prometheus")})\n` +
+      (dashboard ? `  dashboard: ${dashboard.url}\n` : "") +
       `  logs:    ${resolve(opts.dataDir, "logs")}\nCtrl-C stops everything.\n`,
   );
   await untilSignal();
-  await stopping(() => stack.stop());
+  await stopping(async () => {
+    await dashboard?.close();
+    await stack.stop();
+  });
   return 0;
 }
 
@@ -76,9 +91,16 @@ const untilSignal = (): Promise<void> =>
  * `dwcp up --sites N`: N federated sites, each its own nats-server and JetStream domain with a
  * coordinator and one mover per host (hosts `<site>-<h>` for each h of --hosts).
  */
-export async function runUpSites(opts: { dataDir: string; sites: number; hosts: string[] }): Promise<number> {
+export async function runUpSites(opts: {
+  dataDir: string;
+  sites: number;
+  hosts: string[];
+  /** HOST:PORT of the web dashboard of the first site (loopback); undefined: none. */
+  dashboard?: string | undefined;
+}): Promise<number> {
   if (!Number.isInteger(opts.sites) || opts.sites < 1 || opts.sites > 16)
     throw new UsageError(`--sites must be a whole number from 1 to 16, got ${opts.sites}`);
+  if (opts.dashboard !== undefined) dashboardSettings({ listen: opts.dashboard, flag: "--dashboard-listen" });
   const dataDir = resolve(opts.dataDir);
   const log = pino(
     { name: "dwcp", base: { svc: "federation" } },
@@ -88,6 +110,15 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
   const sites = Object.fromEntries(siteIds(opts.sites).map((id) => [id, opts.hosts.map((h) => `${id}-${h}`)]));
   const fs = await startFederatedStack({ dataDir, sites, partitionable: false }, log);
   const first = fs.fed.sites[0];
+  let dashboard: Dashboard | undefined;
+  try {
+    if (opts.dashboard !== undefined && first !== undefined)
+      dashboard = await startStackDashboard(fs.stack(first.id), opts.dashboard, { federation: true });
+  } catch (err) {
+    await fs.stop();
+    lock.release();
+    throw err;
+  }
   process.stdout.write(
     `dwcp federation is up (${fs.fed.topology} topology)\n` +
       fs.fed.sites
@@ -97,6 +128,7 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
             `${(sites[s.id] ?? []).map((h) => `${h} (root ${fs.stack(s.id).root(h)})`).join(", ")}\n`,
         )
         .join("") +
+      (dashboard ? `  dashboard (site ${first?.id ?? ""}): ${dashboard.url}\n` : "") +
       `  logs:    ${join(dataDir, "logs")} and ${join(dataDir, "<site>", "stack", "logs")}\n` +
       `try: DWCP_NATS_URL=${first?.url ?? ""} npx dwcp federation status\n` +
       `     a cross-site migration: publish at the source host's site, ` +
@@ -104,7 +136,10 @@ export async function runUpSites(opts: { dataDir: string; sites: number; hosts: 
       `Ctrl-C stops everything.\n`,
   );
   await untilSignal();
-  await stopping(() => fs.stop());
+  await stopping(async () => {
+    await dashboard?.close();
+    await fs.stop();
+  });
   lock.release();
   return 0;
 }

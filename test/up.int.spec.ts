@@ -70,8 +70,16 @@ describe("dwcp up protects a running stack", () => {
   it("refuses a second up on the same data dir and a nats port in use; one Ctrl-C stops it all", async () => {
     const dir = tempDir();
     const first = dwcp("up", "--data-dir", dir);
-    await printed(first, "dwcp is up");
+    await printed(first, "Ctrl-C stops everything.");
     const port = /nats:\/\/127\.0\.0\.1:(\d+)/.exec(first.out())?.[1] ?? "";
+    // Its dashboard, on a free loopback port: the page, and snapshots for it.
+    const dashboard = /dashboard: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(first.out())?.[1];
+    expect(dashboard, first.out()).toBeDefined();
+    expect((await fetch(dashboard ?? "")).status).toBe(200);
+    const events = new AbortController();
+    const stream = await fetch(`${dashboard ?? ""}events`, { signal: events.signal });
+    expect(stream.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    events.abort();
 
     const same = dwcp("up", "--data-dir", dir);
     expect(await same.exited).toBe(1);

@@ -1,6 +1,6 @@
 // `dwcp up --sites 2` stops on one Ctrl-C: the terminal sends SIGINT to the whole process group
 // (dwcp, and every nats-server, coordinator and mover it started), and everything is gone within
-// the drain grace period, leaving the data dir unlocked.
+// the drain grace period, leaving the data dir unlocked. While it runs, its dashboard shows both sites.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,6 +22,38 @@ function groupAlive(pgid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+interface Snapshot {
+  sites?: { sites: Array<{ site: string }> };
+  problems: string[];
+}
+
+/** The first snapshot on the dashboard's event stream that `match`es (within 60 s). */
+async function snapshotWhere(url: string, match: (s: Snapshot) => boolean): Promise<Snapshot> {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 60_000);
+  try {
+    const res = await fetch(url, { signal: abort.signal });
+    const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the dashboard's event stream ended");
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const data = /^data: (.*)$/m.exec(buffer.slice(0, end))?.[1];
+        buffer = buffer.slice(end + 2);
+        if (data === undefined) continue;
+        const s = JSON.parse(data) as Snapshot;
+        if (match(s)) return s;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    abort.abort();
   }
 }
 
@@ -47,6 +79,11 @@ describe("dwcp up --sites", () => {
         });
         void exited.then((code) => reject(new Error(`up exited ${code} before it was up: ${stderr}`)));
       });
+      // Its dashboard shows the federation: both sites, read at the first site as its observer.
+      const url = /dashboard \(site [^)]+\): (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stdout)?.[1];
+      expect(url, stdout).toBeDefined();
+      const sites = await snapshotWhere(`${url ?? ""}events`, (s) => (s.sites?.sites.length ?? 0) === 2);
+      expect(sites.problems).toEqual([]);
       const t0 = Date.now();
       process.kill(-pgid, "SIGINT");
       const code = await exited;
