@@ -91,6 +91,14 @@ const syncedOn = (lines: Line[], migrationId: string): string[] =>
   lines
     .filter((l) => l["msg"] === "batch received and synced" && l["migrationId"] === migrationId)
     .map((l) => String(l["remote"]));
+/**
+ * syncedOn, once the destination logged `n` of them: it logs a batch after answering BATCH_OK, so
+ * the sender may hear the answer before the line is written.
+ */
+async function syncedAfter(r: ReturnType<typeof capturingLog>, migrationId: string, n: number): Promise<string[]> {
+  await r.waitFor(() => syncedOn(r.lines, migrationId).length >= n);
+  return syncedOn(r.lines, migrationId);
+}
 const accepted = (lines: Line[], migrationId: string): Line[] =>
   lines.filter((l) => l["msg"] === "data link accepted" && l["migrationId"] === migrationId);
 
@@ -105,7 +113,7 @@ describe("data links", () => {
     const one = await sendBatch(batch({ migrationId: m, batch: 0, firstChunk: 0, chunkCount: 6, streams: 1 }));
     const two = await sendBatch(batch({ migrationId: m, batch: 1, firstChunk: 6, chunkCount: CHUNKS - 6, streams: 1 }));
     await expectIdentical(m);
-    const conns = syncedOn(receiver.lines, m);
+    const conns = await syncedAfter(receiver, m, 2);
     expect(conns).toHaveLength(2);
     expect(new Set(conns).size).toBe(1);
     // Only the first batch paid for the handshake; the link was tuned once, with BBR where the kernel has it.
@@ -121,15 +129,13 @@ describe("data links", () => {
     const r = await sendBatch(batch({ migrationId: second, streams: 1 }));
     expect(r.chunks).toHaveLength(CHUNKS);
     await expectIdentical(second);
-    const [one] = syncedOn(receiver.lines, first);
-    expect(syncedOn(receiver.lines, second)).toEqual([one]);
+    const [one] = await syncedAfter(receiver, first, 1);
+    expect(await syncedAfter(receiver, second, 1)).toEqual([one]);
     // One accepted connection for both: the second migration authenticated on it, not on a new one.
     expect(accepted(receiver.lines, first)).toHaveLength(1);
     expect(accepted(receiver.lines, second)).toHaveLength(0);
     // Its batch was written under its own migration (the destination checks BATCH_BEGIN against the HELLO).
-    expect(receiver.lines.some((l) => l["msg"] === "batch received and synced" && l["migrationId"] === second)).toBe(
-      true,
-    );
+    expect(await syncedAfter(receiver, second, 1)).toHaveLength(1);
   });
 
   it("keeps a plaintext link too (its destination waits for the next batch on the event loop)", async () => {
@@ -148,7 +154,7 @@ describe("data links", () => {
     proxy.heal();
     const r = await sendBatch(batch({ migrationId: m, batch: 1, firstChunk: 4, chunkCount: CHUNKS - 4, streams: 1 }));
     expect(r.chunks).toHaveLength(CHUNKS - 4);
-    expect(new Set(syncedOn(receiver.lines, m)).size).toBe(2);
+    expect(new Set(await syncedAfter(receiver, m, 2)).size).toBe(2);
     await expectIdentical(m);
   });
 
@@ -161,7 +167,7 @@ describe("data links", () => {
     expect(r.bytes).toBe(SIZE);
     expect(seen.sort((a, b) => a - b)).toEqual(r.chunks.map((c) => c.offset));
     // Three stripes, each received and fsynced on its own connection.
-    const conns = syncedOn(receiver.lines, m);
+    const conns = await syncedAfter(receiver, m, 3);
     expect(conns).toHaveLength(3);
     expect(new Set(conns).size).toBe(3);
     // Each stripe is read back and recorded as its own range; together they tile the volume.

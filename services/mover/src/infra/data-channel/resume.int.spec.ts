@@ -149,9 +149,12 @@ describe("a run whose connection drops", () => {
       expect(b.equals(a)).toBe(true);
       // Only what was unacknowledged at each cut crossed again: the 12 acknowledged chunks did
       // not. Sent whole again, the run would relay both cut connections' bytes on top of SIZE.
+      // One chunk per cut may cross twice: an acknowledgement that reached the sender's socket
+      // as its write failed is lost with the connection, so that run resumes one chunk earlier.
       const [first = 0, second = 0] = relay.cutAfter;
       const framing = 64 * 1024;
-      expect(relay.forwarded).toBeLessThanOrEqual(SIZE + first + second - 12 * MiB + framing);
+      const ackInFlight = 2 * MiB;
+      expect(relay.forwarded).toBeLessThanOrEqual(SIZE + first + second - 12 * MiB + ackInFlight + framing);
       expect(r.breakdown.data).toBe(SIZE);
     } finally {
       await relay.close();
