@@ -37,7 +37,7 @@ describe("ClientSession", () => {
       chunkCount,
       maxResends: 3,
       sendfileFrom: undefined,
-      bucket: undefined,
+      bucket: () => undefined,
       compression,
       onChunk: undefined,
       log: silentLog,

@@ -41,8 +41,11 @@ export interface SessionOptions {
   maxResends: number;
   /** sendfile() segment bytes from this fd instead of copying them through JS; undefined = copy. */
   sendfileFrom: number | undefined;
-  /** Wire-byte budget, shared by every batch of the same migration this mover sends at once. */
-  bucket: TokenBucket | undefined;
+  /**
+   * The wire-byte budget as of now (none: unpaced), shared by every batch of the same migration
+   * this mover sends at once; asked per chunk, so a limit changed mid-batch applies at once.
+   */
+  bucket: () => TokenBucket | undefined;
   /** The codec tried on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
   compression: CompressionChoice;
   onChunk: ((c: TransferredChunk) => void) | undefined;
@@ -310,8 +313,9 @@ export class ClientSession {
 
   private async throttle(bytes: number): Promise<void> {
     this.check();
-    if (this.o.bucket === undefined) return;
-    const waitMs = reserve(this.o.bucket, bytes, performance.now());
+    const bucket = this.o.bucket();
+    if (bucket === undefined) return;
+    const waitMs = reserve(bucket, bytes, performance.now());
     if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
   }
 

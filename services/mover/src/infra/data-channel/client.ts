@@ -407,17 +407,33 @@ interface SharedLimit {
 
 const buckets = new Map<string, SharedLimit>();
 
-/** What run() gets for a capped migration: the bucket, and a way to send in turn. */
+/**
+ * Migrations with uncapped batches sending from this process: a limit set while they run
+ * (setMigrationLimit) gives them a bucket, which they share without taking turns.
+ */
+const uncapped = new Map<string, { users: number; bucket?: TokenBucket }>();
+
+/** What run() gets: the migration's bucket as of now (none: uncapped), and a way to send in turn. */
 interface Limit {
-  bucket: TokenBucket;
+  bucket: () => TokenBucket | undefined;
   inTurn<T>(fn: () => Promise<T>): Promise<T>;
 }
 
-async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined) => Promise<T>): Promise<T> {
+async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit) => Promise<T>): Promise<T> {
   const rate = o.bandwidthLimitBytesPerSec;
-  if (rate === undefined) return fn(undefined);
-  // One bucket per migration: a batch carrying an older limit joins the one setMigrationLimit retuned.
+  // One entry per migration: a batch carrying an older limit joins the one setMigrationLimit retuned.
   const key = o.migrationId;
+  if (rate === undefined) {
+    const free = uncapped.get(key) ?? { users: 0 };
+    free.users += 1;
+    uncapped.set(key, free);
+    try {
+      return await fn({ bucket: () => free.bucket, inTurn: (send) => send() });
+    } finally {
+      free.users -= 1;
+      if (free.users === 0) uncapped.delete(key);
+    }
+  }
   const shared = buckets.get(key) ?? {
     bucket: newTokenBucket(rate, performance.now()),
     users: 0,
@@ -439,7 +455,7 @@ async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined)
     }
   };
   try {
-    return await fn({ bucket: shared.bucket, inTurn });
+    return await fn({ bucket: () => shared.bucket, inTurn });
   } finally {
     shared.users -= 1;
     if (shared.users === 0) buckets.delete(key);
@@ -447,13 +463,19 @@ async function withBucket<T>(o: SendBatchOptions, fn: (limit: Limit | undefined)
 }
 
 /**
- * A running migration's new bandwidth limit (undefined: none) for its capped batches sending from
- * this process now: their shared bucket takes the new rate at once. Batches that start later
- * carry the limit in their options.
+ * A running migration's new bandwidth limit (undefined: none) for its batches sending from this
+ * process now: capped ones' shared bucket takes the new rate, uncapped ones get a bucket (or lose
+ * it), from their next chunk on. Batches that start later carry the limit in their options.
  */
 export function setMigrationLimit(migrationId: string, bytesPerSec: number | undefined): void {
+  const now = performance.now();
   const shared = buckets.get(migrationId);
-  if (shared !== undefined) setRate(shared.bucket, bytesPerSec ?? UNLIMITED_BYTES_PER_SEC, performance.now());
+  if (shared !== undefined) setRate(shared.bucket, bytesPerSec ?? UNLIMITED_BYTES_PER_SEC, now);
+  const free = uncapped.get(migrationId);
+  if (free === undefined) return;
+  if (bytesPerSec === undefined) delete free.bucket;
+  else if (free.bucket === undefined) free.bucket = newTokenBucket(bytesPerSec, now);
+  else setRate(free.bucket, bytesPerSec, now);
 }
 
 const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true;
@@ -465,12 +487,11 @@ async function run(
   o: SendBatchOptions & { resume?: number },
   link: Link,
   source: SourceVolume,
-  limit: Limit | undefined,
+  limit: Limit,
   log: Logger,
   attempt: { session?: ClientSession },
   carried?: Carried,
 ): Promise<ClientSession> {
-  const bucket = limit?.bucket;
   const { socket, reader, encrypted } = link;
   const session = new ClientSession({
     socket,
@@ -481,7 +502,7 @@ async function run(
     maxResends: o.maxResends ?? 3,
     // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
-    bucket,
+    bucket: limit.bucket,
     compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
     ...(carried === undefined || o.resume === undefined ? {} : { carried }),
@@ -511,7 +532,7 @@ async function run(
         await send();
       });
     };
-    await Promise.all([guard(readReplies(session, reader)), guard(limit === undefined ? send() : inTurn(limit))]);
+    await Promise.all([guard(readReplies(session, reader)), guard(inTurn(limit))]);
     session.check();
     return session;
   } finally {
