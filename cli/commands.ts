@@ -165,10 +165,15 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "init",
     summary: "create the streams, consumers, mover registry and work queues (as admin)",
-    usage: "[--replicas 1|3] [--hosts A,B] | --print-config [--data-dir DIR] [--hosts A,B] [--port PORT]",
+    usage:
+      "[--replicas 1|3] [--hosts A,B] [--site S --peers P,Q] | --print-config [--data-dir DIR] [--hosts A,B] " +
+      "[--port PORT] [--site S --peers P,Q]",
     description:
       "Idempotent. With --print-config: provisions credentials in DIR and prints the nats-server " +
-      "configuration and every role's permissions, without connecting anywhere.",
+      "configuration and every role's permissions, without connecting anywhere. With --site: the " +
+      "deployment is site S of a federation with sites P,Q: init also creates the site's federation " +
+      "log FED_S and its mirrors FEDM_P, FEDM_Q of the peers' logs (the coordinators and movers find " +
+      "the peers' movers by them), and --print-config adds the federation's reads to the roles' permissions.",
     role: "admin",
     flags: [
       {
@@ -193,6 +198,8 @@ export const COMMANDS: CommandSpec[] = [
         defaultText: "none",
         help: "with --print-config: names or addresses the nats-servers' certificate also covers",
       },
+      { name: "site", value: "S", defaultText: "none", help: "this deployment's site (its JetStream domain)" },
+      { name: "peers", value: "P,...", defaultText: "none", help: "with --site: the federation's other sites" },
       ...CLIENT,
     ],
     examples: ["dwcp init --replicas 3 --hosts a,b --data-dir .dwcp", "dwcp init --print-config --data-dir /etc/dwcp"],

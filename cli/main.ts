@@ -2,6 +2,8 @@
 // modules, and the services and native addon behind them, are imported only when it runs.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "#common/errors.js";
+import type { FederationScope } from "#common/credentials/permissions.js";
+import { SiteId } from "#schemas/federation.js";
 import { natsUrlFromEnv } from "#common/config.js";
 import { applyConfigFile, findConfigFile, readConfigFile, type ConfigFile } from "#common/config-file.js";
 import type { StoredEvent } from "#common/event-store.js";
@@ -65,6 +67,20 @@ async function withNats<T>(url: string | undefined, fn: (nats: Nats) => Promise<
 }
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+/** `--site S --peers P,Q`: where this deployment sits in a federation (none without --site). */
+function federationScope(site: string | undefined, peers: string | undefined): FederationScope | undefined {
+  if (site === undefined) {
+    if (peers !== undefined) throw new UsageError("--peers needs --site");
+    return undefined;
+  }
+  const list = (peers ?? "").split(",").filter(Boolean);
+  for (const [flag, id] of [["--site", site], ...list.map((p) => ["--peers", p])] as const)
+    if (!SiteId.safeParse(id).success)
+      throw new UsageError(`${flag} must be a site id (1-32 of A-Z a-z 0-9 _ -), got "${id}"`);
+  if (list.includes(site)) throw new UsageError(`--peers must not name this site (${site})`);
+  return { site, peers: [...new Set(list)] };
+}
 
 /** What the user can do about an error that is theirs to fix (exit 2), or undefined. */
 function usageMessage(err: unknown): string | undefined {
@@ -162,12 +178,16 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         "data-dir": { type: "string" },
         port: { type: "string" },
         "server-names": { type: "string" },
+        site: { type: "string" },
+        peers: { type: "string" },
       });
       const hosts = (values.hosts ?? "").split(",").filter(Boolean);
+      const federation = federationScope(values.site, values.peers);
       if (values["print-config"]) {
         const { printConfig } = await import("./up.js");
         const serverNames = (values["server-names"] ?? "").split(",").filter(Boolean);
-        out(await printConfig({ dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port, serverNames }));
+        const o = { dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port, serverNames, federation };
+        out(await printConfig(o));
         return 0;
       }
       const replicas = Number(values.replicas ?? "1");
@@ -175,9 +195,17 @@ async function run(cmd: string, rest: string[]): Promise<number> {
       await withNats(values.nats, async (n) => {
         await ensureLayout(n.nc, n.jsm, { replicas });
         for (const h of hosts) await ensureWorkStream(n.jsm, h, { replicas });
+        if (federation !== undefined) {
+          const { ensureSiteStreams } = await import("#federation");
+          await ensureSiteStreams(n.jsm, federation.site, federation.peers);
+        }
       });
       const queues = hosts.map((h) => `, work queue DWCP_WORK_${h}`).join("");
-      out(`streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers${queues} are ready`);
+      const fed =
+        federation === undefined
+          ? ""
+          : `, federation log FED_${federation.site}${federation.peers.map((p) => `, mirror FEDM_${p}`).join("")}`;
+      out(`streams DWCP_CMD, DWCP_EVT and bucket dwcp_movers${queues}${fed} are ready`);
       return 0;
     }
     case "coordinator": {

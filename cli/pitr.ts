@@ -423,7 +423,8 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
   const obs = await scheduleObservability(v, v.vm, everyMs);
   try {
     await withNats(natsUrl(v), async (n) => {
-      await checkHost(n, "--to", to.host);
+      // A replication agent is no host of the NATS deployment: the source dials it at --agent.
+      if (agent === undefined) await checkHost(n, "--to", to.host);
       obs?.attach(n.nc, n.jsm);
       obs?.onState("running");
       const once = async (): Promise<void> => {

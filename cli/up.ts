@@ -7,7 +7,7 @@ import { lockDataDir } from "./data-dir-lock.js";
 import { dashboardSettings, startStackDashboard, type Dashboard } from "./dashboard/index.js";
 import { UsageError } from "./args.js";
 import { provision, rolesOf } from "#common/credentials/provision.js";
-import { permissionsOf } from "#common/credentials/permissions.js";
+import { permissionsOf, type FederationScope } from "#common/credentials/permissions.js";
 import { deploymentServerConfig, permissionsBlock } from "#common/credentials/server-config.js";
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
@@ -155,15 +155,22 @@ export async function printConfig(o: {
   port?: string | undefined;
   /** Further names and addresses of the nats-servers, for their certificate (multi-host deployments). */
   serverNames?: string[];
+  /** The deployment is this site of a federation: the roles also get the federation's reads. */
+  federation?: FederationScope | undefined;
 }): Promise<string> {
   const port = o.port === undefined ? 4222 : Number(o.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535)
     throw new UsageError(`--port must be a TCP port, got "${o.port ?? ""}"`);
   const dir = resolve(o.dataDir);
   const p = await provision(dir, { hosts: o.hosts, serverNames: o.serverNames ?? [] });
-  const config = deploymentServerConfig(p, { host: "0.0.0.0", port, storeDir: join(dir, "nats") });
+  const config = deploymentServerConfig(p, {
+    host: "0.0.0.0",
+    port,
+    storeDir: join(dir, "nats"),
+    ...(o.federation !== undefined ? { federation: o.federation } : {}),
+  });
   const roles = rolesOf({ hosts: o.hosts });
-  const sets = roles.map((r) => `# ${r}\n${permissionsBlock(permissionsOf(r, roles))}`).join("\n\n");
+  const sets = roles.map((r) => `# ${r}\n${permissionsBlock(permissionsOf(r, roles, o.federation))}`).join("\n\n");
   return (
     `# nats-server config (credentials in ${dir}/creds and ${dir}/pki; give each service its role's files)\n` +
     `${config}\n# permission sets, per role\n${sets}`

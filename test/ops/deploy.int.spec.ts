@@ -19,29 +19,39 @@ import { dirname, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { run } from "./ansible.js";
 import { launch, type Launched } from "./launcher.js";
+import { createNetns, type Netns } from "./netns.js";
 import { startServiceShim, type ServiceShim } from "./service-shim.js";
 
-// A real deployment with ops/ansible: site.yml runs with ansible_connection=local for every host
-// of a 2-site inventory, each host installed into its own prefix (config, credentials, units,
-// state) and given its own loopback address; then each rendered unit's ExecStart is started by
-// test/ops/launcher.ts as the unit's user, with its environment and working directory. The
-// stack is used through dwcp's CLI with the cli role's credentials, over TLS.
+// A real deployment with ops/ansible: every host of a 2-site inventory is a network namespace
+// with its own address on a bridge (test/ops/netns.ts); site.yml runs with
+// ansible_connection=local for every host, each installed into its own prefix (config,
+// credentials, units, state); then each rendered unit's ExecStart is started inside its host's
+// namespace by test/ops/launcher.ts, as the unit's user, with its environment and working
+// directory. The stack is used through dwcp's CLI with the cli role's credentials, over TLS,
+// from the root namespace (on the bridge too, like an operator's machine).
 // The inventory is smaller than inventories/example (1 NATS server per site) to keep CI time.
 
 const REPO = resolve(import.meta.dirname, "../..");
 const BIN = join(REPO, "bin/dwcp.mjs");
 const DWCP_USER = "dwcp";
-/** A /16 of 127/8 for this run, so concurrent runs do not share addresses. */
-const NET = `127.${100 + (process.pid % 100)}`;
 
 const HOSTS = {
-  "nats-1": { site: "site1", group: "site1_nats", ip: `${NET}.1.11` },
-  "coord-1": { site: "site1", group: "site1_coordinators", ip: `${NET}.1.21` },
-  m1a: { site: "site1", group: "site1_movers", ip: `${NET}.1.31` },
-  m1b: { site: "site1", group: "site1_movers", ip: `${NET}.1.32` },
-  "nats-2": { site: "site2", group: "site2_nats", ip: `${NET}.2.11` },
+  "nats-1": { site: "site1", group: "site1_nats" },
+  "coord-1": { site: "site1", group: "site1_coordinators" },
+  m1a: { site: "site1", group: "site1_movers" },
+  m1b: { site: "site1", group: "site1_movers" },
+  "repl-1": { site: "site1", group: "site1_replication_agents" },
+  "nats-2": { site: "site2", group: "site2_nats" },
+  "coord-2": { site: "site2", group: "site2_coordinators" },
+  m2a: { site: "site2", group: "site2_movers" },
 } as const;
 type Host = keyof typeof HOSTS;
+/** The hosts' namespaces and addresses, created in beforeAll. */
+let net: Netns | undefined;
+const ip = (h: Host): string => {
+  if (net === undefined) throw new Error("no network namespaces");
+  return net.address(h);
+};
 
 const dir = mkdtempSync(join(tmpdir(), `dwcp-test-ops-${process.pid}-`));
 // The services run as the dwcp user: they must traverse to their prefix.
@@ -61,7 +71,7 @@ function inventory(): string {
   const hostLine = (h: string): string => {
     const v = HOSTS[h as Host];
     return (
-      `${h} ansible_host=${v.ip} dwcp_site=${v.site} dwcp_common_prefix=${prefix(h as Host)}` +
+      `${h} ansible_host=${ip(h as Host)} dwcp_site=${v.site} dwcp_common_prefix=${prefix(h as Host)}` +
       ` dwcp_upgrade_service_command=${shim.commandFor(h)}`
     );
   };
@@ -70,11 +80,11 @@ function inventory(): string {
   return [
     ...sections,
     parent("site1", ["site1_nats", "site1_coordinators", "site1_movers"]),
-    parent("site2", ["site2_nats"]),
+    parent("site2", ["site2_nats", "site2_coordinators", "site2_movers"]),
     parent("nats_servers", ["site1_nats", "site2_nats"]),
-    parent("coordinators", ["site1_coordinators"]),
-    parent("movers", ["site1_movers"]),
-    "[replication_agents]",
+    parent("coordinators", ["site1_coordinators", "site2_coordinators"]),
+    parent("movers", ["site1_movers", "site2_movers"]),
+    parent("replication_agents", ["site1_replication_agents"]),
     "",
   ].join("\n\n");
 }
@@ -94,11 +104,6 @@ const extraVars = {
   // (the user task would move its home to each host's prefix in turn).
   dwcp_common_manage_user: false,
   nats_server_install_method: "none",
-  // Every host shares one machine: each service's metrics on its host's own loopback address.
-  mover_metrics_listen: "{{ ansible_host }}:9464",
-  coordinator_metrics_listen: "{{ ansible_host }}:9465",
-  mover_replication_metrics_listen: "{{ ansible_host }}:9466",
-  replication_agent_metrics_listen: "{{ ansible_host }}:9467",
 };
 
 async function playbook(name: string, ...extra: string[]): Promise<string> {
@@ -115,7 +120,7 @@ const sitePlaybook = (): Promise<string> => playbook("playbooks/site.yml");
 
 /** Starts host `h`'s unit `name` as systemd would. */
 function start(h: Host, name: string): Launched {
-  const l = launch(unit(h, name), logs);
+  const l = launch(unit(h, name), logs, net?.ns(h));
   launched.push(l);
   running.set(`${h}/${name}`, l);
   return l;
@@ -165,7 +170,7 @@ async function until(probe: () => Promise<boolean>, timeoutMs = 60_000): Promise
 
 /** Runs the dwcp CLI as the cli role of site `site`. */
 function cli(site: "site1" | "site2", ...args: string[]): Promise<string> {
-  const nats = site === "site1" ? HOSTS["nats-1"].ip : HOSTS["nats-2"].ip;
+  const nats = site === "site1" ? ip("nats-1") : ip("nats-2");
   return new Promise((done, fail) =>
     execFile(
       process.execPath,
@@ -224,6 +229,7 @@ async function serviceAction(h: Host, verb: "start" | "stop", name: string): Pro
 
 beforeAll(async () => {
   mkdirSync(logs, { recursive: true });
+  net = await createNetns(Object.keys(HOSTS));
   shim = await startServiceShim(join(dir, "svc"), (host, verb, name) => serviceAction(host as Host, verb, name));
   writeFileSync(join(dir, "hosts.ini"), inventory());
   writeFileSync(join(dir, "vars.json"), JSON.stringify(extraVars));
@@ -244,6 +250,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.allSettled(launched.reverse().map((l) => l.stop()));
   await shim?.close();
+  await net?.remove();
   rmSync(dir, { recursive: true, force: true });
 }, 120_000);
 
@@ -279,32 +286,66 @@ describe("a deployment by ops/ansible", () => {
     expect(nk.uid).not.toBe(0);
   });
 
-  it("migrates between movers over TLS with per-role credentials, and replicates and restores", async () => {
+  it("migrates within and across sites over TLS with per-role credentials, replicates, restores", async () => {
     const n1 = start("nats-1", "dwcp-nats-server.service");
     const n2 = start("nats-2", "dwcp-nats-server.service");
-    await listening(HOSTS["nats-1"].ip, 4222, n1);
-    await listening(HOSTS["nats-2"].ip, 4222, n2);
+    await listening(ip("nats-1"), 4222, n1);
+    await listening(ip("nats-2"), 4222, n2);
     // Site 2 reaches site 1 over a leafnode link with TLS both ways.
     await until(async () => {
-      const leafz = (await (await fetch(`http://${HOSTS["nats-1"].ip}:8222/leafz`)).json()) as { leafnodes: number };
+      const leafz = (await (await fetch(`http://${ip("nats-1")}:8222/leafz`)).json()) as { leafnodes: number };
       return leafz.leafnodes === 1;
     });
-    const init = start("coord-1", "dwcp-init.service");
-    expect(await init.exited, readFileSync(init.logFile, "utf8")).toBe(0);
+    // Each site's init: its streams, work queues, its federation log and its mirror of the other's.
+    for (const c of ["coord-2", "coord-1"] as const) {
+      const init = start(c, "dwcp-init.service");
+      expect(await init.exited, readFileSync(init.logFile, "utf8")).toBe(0);
+    }
     start("coord-1", "dwcp-coordinator.service");
-    for (const m of ["m1a", "m1b"] as const) {
+    start("coord-2", "dwcp-coordinator.service");
+    for (const m of ["m1a", "m1b", "m2a"] as const) {
       const mv = start(m, "dwcp-mover.service");
       start(m, "dwcp-replication.service");
-      await listening(HOSTS[m].ip, 7400, mv);
+      await listening(ip(m), 7400, mv);
     }
 
     const src = image("m1a", "vms/v1/disk.img", 8 * 1024 * 1024 + 4096);
     await cli("site1", "migrate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:in", "--wait");
     expect(sha(join(root("m1b"), "in/disk.img"))).toBe(sha(src));
 
+    // Across sites: requested at the source's site, bytes straight from m1a to site 2's m2a.
+    await cli("site1", "migrate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m2a:in", "--wait");
+    expect(sha(join(root("m2a"), "in/disk.img"))).toBe(sha(src));
+
     await cli("site1", "replicate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:repl", "--json");
     await cli("site1", "restore", "--vm", "v1", "--at", new Date().toISOString(), "--to", "m1a:restored");
     expect(sha(join(root("m1a"), "restored/disk.img"))).toBe(sha(src));
+
+    // A snapshot of another VM into the DR store of site 1's replication agent, over its TLS
+    // listener (a source keeps one replication chain per VM: v1's goes to m1b's store).
+    const agent = start("repl-1", "dwcp-replication-agent.service");
+    await listening(ip("repl-1"), 7500, agent);
+    image("m1a", "vms/dr/disk.img", 4 * MiB);
+    const agentAt = `${ip("repl-1")}:7500`;
+    await cli(
+      "site1",
+      "replicate",
+      "--vm",
+      "dr",
+      "--from",
+      "m1a:vms/dr/disk.img",
+      "--to",
+      "repl-1:dr",
+      "--agent",
+      agentAt,
+    );
+    const snaps = JSON.parse(await cli("site1", "snapshots", "--vm", "dr", "--json")) as {
+      destination: { host: string };
+    }[];
+    expect(snaps.map((x) => x.destination.host)).toEqual(["repl-1"]);
+    // The chunks and manifest are in the agent's store, beneath its root.
+    const stored = readdirSync(join(prefix("repl-1"), "srv/dwcp/replicas"), { recursive: true }).map(String);
+    expect(stored.filter((f) => f.includes(".dwcp-store/")).length).toBeGreaterThan(1);
   }, 600_000);
 
   it("changes nothing on a second run", async () => {
@@ -334,7 +375,7 @@ describe("a deployment by ops/ansible", () => {
     );
     // In flight: the destination writes its first batch.
     await until(() => Promise.resolve(existsSync(`${upgradeTarget()}.part`)), 120_000);
-    await playbook("playbooks/upgrade.yml", "-e", "dwcp_upgrade_version=0.1.1-upgrade");
+    await playbook("playbooks/upgrade.yml", "-e", "dwcp_upgrade_version=0.1.1-upgrade", "--limit", "site1");
     await migration;
     expect(sha(upgradeTarget())).toBe(sha(src));
     // Every service of every coordinator and mover host was drained and restarted, in host order,

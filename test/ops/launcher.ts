@@ -6,6 +6,9 @@ import { stopChild } from "#common/child-process.js";
 // Starts a rendered systemd unit's ExecStart the way systemd would, on a machine without systemd
 // as PID 1: as the unit's User and Group, with its Environment, EnvironmentFile and
 // WorkingDirectory, and a private TMPDIR (PrivateTmp). Only what dwcp's units use is read.
+// Given a network namespace (its host), the command runs there: `ip netns exec <ns>` and then
+// `setpriv` to the unit's user (both exec in place, so the child's pid is the service's own and
+// SIGTERM reaches it).
 
 export interface Unit {
   file: string;
@@ -70,8 +73,8 @@ export interface Launched {
   stop(): Promise<void>;
 }
 
-/** Starts the unit; its output goes to <logDir>/<unit>.log. */
-export function launch(file: string, logDir: string): Launched {
+/** Starts the unit, in network namespace `netns` if given; its output goes to <logDir>/<unit>.log. */
+export function launch(file: string, logDir: string, netns?: string): Launched {
   const unit = parseUnit(file);
   const [cmd, ...args] = unit.execStart;
   if (cmd === undefined) throw new Error(`${file} has no ExecStart`);
@@ -83,13 +86,32 @@ export function launch(file: string, logDir: string): Launched {
   if (uid !== undefined) chownSync(tmp, uid, gid ?? 0);
   const logFile = join(logDir, `${name}.log`);
   const fd = openSync(logFile, "a");
-  const child = spawn(cmd, args, {
-    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", ...unit.env, TMPDIR: tmp },
-    ...(unit.workingDirectory !== undefined ? { cwd: unit.workingDirectory } : {}),
-    ...(uid !== undefined ? { uid } : {}),
-    ...(gid !== undefined ? { gid } : {}),
-    stdio: ["ignore", fd, fd],
-  });
+  const env = { PATH: process.env["PATH"] ?? "/usr/bin:/bin", ...unit.env, TMPDIR: tmp };
+  const cwd = unit.workingDirectory !== undefined ? { cwd: unit.workingDirectory } : {};
+  const child =
+    netns === undefined
+      ? spawn(cmd, args, {
+          env,
+          ...cwd,
+          ...(uid !== undefined ? { uid } : {}),
+          ...(gid !== undefined ? { gid } : {}),
+          stdio: ["ignore", fd, fd],
+        })
+      : spawn(
+          "ip",
+          [
+            "netns",
+            "exec",
+            netns,
+            "setpriv",
+            ...(uid !== undefined ? ["--reuid", String(uid)] : []),
+            ...(gid !== undefined ? ["--regid", String(gid), "--clear-groups"] : []),
+            "--",
+            cmd,
+            ...args,
+          ],
+          { env, ...cwd, stdio: ["ignore", fd, fd] },
+        );
   closeSync(fd);
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   return { unit, child, logFile, exited, stop: () => stopChild(child, exited, "SIGTERM", 60_000) };

@@ -43,6 +43,6 @@ export {
   type VmRecord,
   type SiteFreshness,
 } from "./domain/federation/state.js";
-export { fedNames } from "./infra/fed-streams.js";
+export { fedNames, ensureSiteStreams } from "./infra/fed-streams.js";
 export { eventMirror, readMirroredMigration } from "./infra/migration-mirrors.js";
 export { MigrationPlacements, DestinationSiteUnknownError } from "./app/migration-placements.js";

@@ -110,6 +110,15 @@ export async function ensureMirror(
   }
 }
 
+/**
+ * A site's own log and its mirrors of the peers' logs, as a Site creates them: what `dwcp init
+ * --site` sets up on a deployed site, whose coordinators and movers find the peers by the mirrors.
+ */
+export async function ensureSiteStreams(jsm: JetStreamManager, site: string, peers: readonly string[]): Promise<void> {
+  await ensureOwnStream(jsm, site);
+  await ensureMirrors(jsm, site, peers);
+}
+
 /** The streams whose fold is the site's view: its own log and its mirror of every peer's. */
 export const viewStreams = (site: string, peers: readonly string[]): string[] => [
   fedNames.stream(site),
