@@ -428,7 +428,7 @@ export const COMMANDS: CommandSpec[] = [
       "each batch's chunk list in --json.",
     role: "cli",
     flags: [
-      { name: "until", value: "TIME", help: "an ISO 8601 time, e.g. 2026-11-26T21:15:00Z" },
+      { name: "until", value: "TIME", help: "an ISO 8601 time, e.g. 2026-11-26T21:15:00Z, or now" },
       { name: "until-seq", value: "N", help: "a DWCP_EVT stream sequence" },
       { name: "vm", value: "NAME", defaultText: "all VMs", help: "only this VM's migrations" },
       { name: "backup", value: "FILE", check: "file", help: "fold this backup file instead of the live stream" },
@@ -607,7 +607,7 @@ export const COMMANDS: CommandSpec[] = [
     keepsDataDir: true,
     flags: [
       { name: "vm", value: "NAME", help: "the VM's name (required)" },
-      { name: "at", value: "TIME", help: "the newest snapshot taken at or before this ISO 8601 time" },
+      { name: "at", value: "TIME", help: "the newest snapshot taken at or before this ISO 8601 time (or now)" },
       { name: "snapshot", value: "ID", help: "this snapshot" },
       { name: "to", value: "HOST:PATH", help: "host and directory to write the volumes to (required)" },
       { name: "store", value: "DIR", defaultText: "the snapshot's store", help: "the content-addressed store to read" },

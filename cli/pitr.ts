@@ -108,9 +108,12 @@ function startHint(host: string, v: { roots?: string; "data-dir"?: string }): st
   return `dwcp replication-service --host ${host}${layout}`;
 }
 
+/** An ISO 8601 time, or `now` (this moment, to the millisecond). */
 function parseTime(flag: string, v: string): Date {
+  if (v.trim().toLowerCase() === "now") return new Date();
   const d = new Date(v);
-  if (Number.isNaN(d.getTime())) throw new UsageError(`${flag} must be a time like 2026-11-26T21:15:00Z, got "${v}"`);
+  if (Number.isNaN(d.getTime()))
+    throw new UsageError(`${flag} must be a time like 2026-11-26T21:15:00Z or now, got "${v}"`);
   return d;
 }
 
