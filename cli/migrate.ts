@@ -232,6 +232,30 @@ export async function runMigration(
  * Publishes a cancel and waits for the coordinator's answer: the migration cancelled by it, or
  * the refusal (no such migration, or it already ended).
  */
+/**
+ * Publishes a command about an existing migration and follows it to the coordinator's answer:
+ * done, or refused with its reason (`what` names the action in the refusal's message).
+ */
+async function answerOf(
+  nats: Nats,
+  command: CancelMigration | SetMigrationOptions,
+  what: string,
+  opts: { trust?: EventTrust; timeoutMs?: number },
+): Promise<{ ok: true } | { ok: false; message: string; reason: string }> {
+  const seq = await publishCommand(nats, command);
+  const outcome = await followCommand(nats, command, seq, {
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    ...(opts.trust ? { trust: opts.trust } : {}),
+  });
+  if (outcome.kind === "refused")
+    return {
+      ok: false,
+      reason: outcome.reason,
+      message: `cannot ${what} ${command.migrationId}: ${outcome.message}`,
+    };
+  return { ok: true };
+}
+
 /** Changes a running migration's bandwidth limit (undefined: none) and waits for the coordinator's answer. */
 export async function runSetLimit(
   nats: Nats,
@@ -246,13 +270,8 @@ export async function runSetLimit(
     migrationId,
     bandwidthLimitBytesPerSec: bytesPerSec ?? null,
   };
-  const seq = await publishCommand(nats, command);
-  const outcome = await followCommand(nats, command, seq, {
-    timeoutMs: opts.timeoutMs ?? 30_000,
-    ...(opts.trust ? { trust: opts.trust } : {}),
-  });
-  if (outcome.kind === "refused")
-    return { ok: false, reason: outcome.reason, message: `cannot change ${migrationId}: ${outcome.message}` };
+  const answer = await answerOf(nats, command, "change", opts);
+  if (!answer.ok) return answer;
   const limit = bytesPerSec === undefined ? "no bandwidth limit" : `a bandwidth limit of ${fmtRate(bytesPerSec)}`;
   return { ok: true, message: `migration ${migrationId} now has ${limit}` };
 }
@@ -269,12 +288,7 @@ export async function runCancel(
     migrationId,
     ...(opts.reason === undefined ? {} : { reason: opts.reason }),
   };
-  const seq = await publishCommand(nats, command);
-  const outcome = await followCommand(nats, command, seq, {
-    timeoutMs: opts.timeoutMs ?? 30_000,
-    ...(opts.trust ? { trust: opts.trust } : {}),
-  });
-  if (outcome.kind === "refused")
-    return { ok: false, reason: outcome.reason, message: `cannot cancel ${migrationId}: ${outcome.message}` };
+  const answer = await answerOf(nats, command, "cancel", opts);
+  if (!answer.ok) return answer;
   return { ok: true, message: `migration ${migrationId} cancelled` };
 }
