@@ -7,7 +7,7 @@ import { BIN } from "../../cli/stack.js";
 import { buildStart, runMigration } from "../../cli/migrate.js";
 import type { StatusRow } from "../../cli/status-table.js";
 import type { TopSnapshot } from "../../cli/top-model.js";
-import { makeImage, startTestStack, waitForEvent } from "../support/stack.js";
+import { cliOf, makeImage, startTestStack, waitForEvent } from "../support/stack.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -18,17 +18,7 @@ const ANSI_SEQUENCE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`
 
 const env = (): NodeJS.ProcessEnv => ({ ...stack.env("cli"), DWCP_NATS_URL: stack.url });
 
-function dwcp(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args, "--data-dir", stack.opts.dataDir], {
-    env: env(),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.once("close", (code) => resolve({ code, stdout, stderr })));
-}
+const dwcp = (...args: string[]) => cliOf(stack)(...args);
 
 async function json<T>(...args: string[]): Promise<T> {
   const r = await dwcp(...args);
