@@ -8,6 +8,7 @@ import { resolve } from "node:path";
 import { Id } from "#schemas/index.js";
 import { parseHostPort } from "#common/config.js";
 import { ConfigError } from "#common/errors.js";
+import { HOST_REFUSED, isLoopbackHost } from "#common/loopback-host.js";
 import { isLoopback } from "#common/metrics/config.js";
 import type { DashboardSnapshot } from "./collector.js";
 
@@ -155,6 +156,10 @@ async function route(
   expected: Buffer | undefined,
 ): Promise<void> {
   const path = (req.url ?? "/").split("?")[0] ?? "/";
+  if (expected === undefined && !isLoopbackHost(req.headers.host)) {
+    json(res, 403, { error: HOST_REFUSED });
+    return;
+  }
   if (req.method !== "GET" && req.method !== "HEAD") {
     json(res, 405, { error: "only GET" }, { allow: "GET, HEAD" });
     return;

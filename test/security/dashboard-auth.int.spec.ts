@@ -1,8 +1,10 @@
 // The web dashboard (`dwcp dashboard`, the built binary) off loopback: refused at start-up without
 // a token file (or with a guessable token), and with one its data (the event stream, the migration
 // API) answers 401 to a request without the bearer token; the page itself carries no data. It
-// reads NATS as the observer, with the stack's credentials found under --data-dir.
+// reads NATS as the observer, with the stack's credentials found under --data-dir. On loopback
+// without a token it answers only requests whose Host names loopback (DNS rebinding).
 import { spawn, type ChildProcess } from "node:child_process";
+import { request } from "node:http";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -126,6 +128,31 @@ describe("the dashboard's listener security", () => {
     const snapshot = JSON.parse(data) as { movers: Array<{ host: string }>; problems: string[] };
     expect(snapshot.movers.map((m) => m.host)).toEqual(["a", "b"]);
     expect(snapshot.problems).toEqual([]);
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
+  });
+
+  it("on loopback without a token, answers only requests addressed to loopback", async () => {
+    const port = await freePort();
+    const d = dashboard(["--listen", `127.0.0.1:${port}`]);
+    await printed(d, /dashboard: http:\/\/127\.0\.0\.1:\d+\//);
+    const get = (path: string, host: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port, path, headers: { host } }, (res) => {
+          let body = "";
+          res.on("data", (c: Buffer) => (body += c.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    expect((await get("/api/migration/none", `127.0.0.1:${port}`)).status).toBe(404);
+    expect((await get("/", `localhost:${port}`)).status).toBe(200);
+    for (const path of ["/", "/events", "/api/migration/none"]) {
+      const refused = await get(path, `rebound.example:${port}`);
+      expect(refused.status, path).toBe(403);
+      expect(refused.body).toMatch(/Host header must name a loopback address/);
+    }
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
   });

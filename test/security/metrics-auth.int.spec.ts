@@ -1,3 +1,4 @@
+import { request } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +9,8 @@ import { eventually } from "../support/prometheus.js";
 
 // The metrics and health listener of a real coordinator process: a non-loopback address without
 // a token is refused at start-up; with a token every request without it gets 401. NATS is not
-// needed: the listener comes up before the service connects (its /readyz then says so).
+// needed: the listener comes up before the service connects (its /readyz then says so). On
+// loopback without a token it answers only requests whose Host names loopback (DNS rebinding).
 
 const dir = mkdtempSync(join(tmpdir(), "dwcp-metrics-auth-"));
 const TOKEN = "s3cr3t-metrics-token-0123456789";
@@ -74,5 +76,29 @@ describe("metrics listener security", () => {
     const body = (await ready.json()) as { status: string; failed: string[] };
     expect(body.status).toBe("unready");
     expect(body.failed).toContain("nats");
+  });
+
+  it("on loopback without a token, answers only requests addressed to loopback", async () => {
+    const port = await freePort();
+    await coordinator(["--metrics-listen", `127.0.0.1:${port}`]);
+    await eventually("the listener", () => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.status));
+    const get = (host: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port, path: "/metrics", headers: { host } }, (res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => (body += d.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`])
+      expect((await get(host)).status, host).toBe(200);
+    for (const host of [`rebound.example:${port}`, "rebound.example", `127.0.0.1.rebound.example:${port}`]) {
+      const refused = await get(host);
+      expect(refused.status, host).toBe(403);
+      expect(refused.body).toMatch(/Host header must name a loopback address/);
+      expect(refused.body).not.toMatch(/dwcp_/);
+    }
   });
 });

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { ConfigError } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { HOST_REFUSED, isLoopbackHost } from "../loopback-host.js";
 import type { MetricsSettings } from "./config.js";
 import { currentLifecycle, registry } from "./registry.js";
 
@@ -36,6 +37,12 @@ export async function startMetricsServer(o: {
     if (expected !== undefined && !authorized(req, expected)) {
       res.writeHead(401, { "www-authenticate": 'Bearer realm="dwcp"', "content-type": "application/json" });
       res.end(JSON.stringify({ error: "a bearer token is required" }));
+      return;
+    }
+    // Without a token the listener is on loopback: answer only requests addressed to loopback.
+    if (expected === undefined && !isLoopbackHost(req.headers.host)) {
+      res.writeHead(403, { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: HOST_REFUSED }));
       return;
     }
     route(req, res, o.checks).catch((err: unknown) => {
