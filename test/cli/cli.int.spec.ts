@@ -3,12 +3,12 @@
 // NATS that cannot be used ends a command quickly with what to do.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import { COMMANDS, flagsOf } from "../../cli/commands.js";
+import { startSilentNats, type SilentNats } from "../support/silent-nats.js";
 
 const BIN = new URL("../../bin/dwcp.mjs", import.meta.url).pathname;
 
@@ -35,11 +35,11 @@ function dwcp(args: string[], o: { cwd: string; env?: NodeJS.ProcessEnv }): Prom
   );
 }
 
-/** A TCP port that accepts connections, counts them and never answers: a NATS that hangs. */
-let trap: Server;
+/** A NATS that hangs: counts the connections it accepts and never answers. */
+let trap: SilentNats;
 let trapUrl: string;
-let connections = 0;
-const sockets: Socket[] = [];
+/** Connections to the trap before the current test's fresh(). */
+let connectionsBefore = 0;
 let dir: string;
 /** Where a command would write: cwd, data dir and TMPDIR all point into it. */
 let work: string;
@@ -47,26 +47,23 @@ let env: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "dwcp-test-cli-"));
-  trap = createServer((s) => {
-    connections++;
-    sockets.push(s);
-  });
-  await new Promise<void>((r) => trap.listen(0, "127.0.0.1", () => r()));
-  const addr = trap.address();
-  trapUrl = `nats://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+  trap = await startSilentNats();
+  trapUrl = trap.url;
 });
 
 afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => trap.close(() => r()));
+  await trap.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** Connections to the trap since the current test's fresh(). */
+const connections = (): number => trap.connections() - connectionsBefore;
 
 /** A fresh empty directory as cwd, TMPDIR and data dir, and the trap as the NATS URL. */
 function fresh(): void {
   work = mkdtempSync(join(dir, "w-"));
   env = { DWCP_NATS_URL: trapUrl, DWCP_DATA_DIR: join(work, "data"), TMPDIR: work };
-  connections = 0;
+  connectionsBefore = trap.connections();
 }
 
 describe("help runs before anything else", () => {
@@ -89,7 +86,7 @@ describe("help runs before anything else", () => {
       for (const f of flagsOf(cmd)) expect(r.stdout).toContain(`--${f.name}`);
     }
     expect(readdirSync(work), "files created by --help").toEqual([]);
-    expect(connections, "connections made by --help").toBe(0);
+    expect(connections(), "connections made by --help").toBe(0);
   });
 
   it("dwcp, dwcp --help and dwcp help list every command; --version prints the version", async () => {
@@ -105,7 +102,7 @@ describe("help runs before anything else", () => {
     const bash = await dwcp(["completion", "bash"], { cwd: work, env });
     expect(bash.stdout).toContain("complete -o default -F _dwcp dwcp");
     expect(readdirSync(work)).toEqual([]);
-    expect(connections).toBe(0);
+    expect(connections()).toBe(0);
   });
 });
 
@@ -138,7 +135,7 @@ describe("a usage mistake exits 2 with what was wrong, before any work", () => {
     expect(r.stderr).not.toMatch(/options\.|bandwidthLimitBytesPerSec|chunkSizeBytes/);
     expect(r.stdout).toBe("");
     expect(readdirSync(work)).toEqual([]);
-    expect(connections).toBe(0);
+    expect(connections()).toBe(0);
   });
 });
 
@@ -159,7 +156,7 @@ describe("a NATS that cannot be used ends a command at once, saying what to do",
     expect(r.stderr).toContain(`cannot reach NATS at ${trapUrl}`);
     expect(r.stderr).toContain("dwcp up");
     expect(r.ms).toBeLessThan(15_000);
-    expect(connections).toBeGreaterThan(0); // it did try
+    expect(connections()).toBeGreaterThan(0); // it did try
   });
 
   it("nothing listening: cannot reach NATS", async () => {

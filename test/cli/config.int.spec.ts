@@ -3,11 +3,11 @@
 // naming the key before anything starts; a coordinator takes settings found only in the file.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ConfigReport } from "../../cli/config.js";
+import { startSilentNats, type SilentNats } from "../support/silent-nats.js";
 
 const BIN = new URL("../../bin/dwcp.mjs", import.meta.url).pathname;
 
@@ -40,29 +40,19 @@ function start(
 
 const dwcp = (args: string[], o: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<Run> => start(args, o).done;
 
-/** A TCP port that accepts connections and never answers: shows whether a process tried NATS. */
-let trap: Server;
+/** A NATS that never answers: shows whether a process tried to reach it. */
+let trap: SilentNats;
 let trapUrl: string;
-let connections = 0;
-let connected: () => void = () => {};
-const sockets: Socket[] = [];
 let dir: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "dwcp-test-config-"));
-  trap = createServer((s) => {
-    connections++;
-    sockets.push(s);
-    connected();
-  });
-  await new Promise<void>((r) => trap.listen(0, "127.0.0.1", () => r()));
-  const addr = trap.address();
-  trapUrl = `nats://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+  trap = await startSilentNats();
+  trapUrl = trap.url;
 });
 
 afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => trap.close(() => r()));
+  await trap.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -132,7 +122,7 @@ describe("a bad dwcp.toml", () => {
   it("ends a service and a client command with exit 2 naming the key, before anything starts", async () => {
     const file = toml("bad.toml", `[nats]\nurl = "${trapUrl}"\n[coordinator]\nmax_attempts = "many"\nretries = 3\n`);
     const work = mkdtempSync(join(dir, "work-"));
-    const before = connections;
+    const before = trap.connections();
     for (const args of [["coordinator"], ["status"]]) {
       const r = await dwcp([...args, "--config", file], { cwd: work, env: { DWCP_NATS_URL: trapUrl } });
       expect(r.code, r.stderr).toBe(2);
@@ -140,7 +130,7 @@ describe("a bad dwcp.toml", () => {
       expect(r.stderr).toContain(`${file}: unknown key coordinator.retries`);
       expect(r.stdout).toBe("");
     }
-    expect(connections, "no process reached NATS").toBe(before);
+    expect(trap.connections(), "no process reached NATS").toBe(before);
     expect(readdirSync(work), "no file was written").toEqual([]);
   });
 });
@@ -155,7 +145,7 @@ describe("a coordinator started with its settings only in dwcp.toml", () => {
         "[coordinator]\nmax_attempts = 7",
       ].join("\n"),
     );
-    const reached = new Promise<void>((r) => (connected = r));
+    const reached = trap.nextConnection();
     const { child, done } = start(["coordinator", "--config", file], { cwd: dir });
     const first = await Promise.race([reached.then(() => "dialed" as const), done]);
     expect(first, typeof first === "string" ? "" : first.stderr).toBe("dialed");
