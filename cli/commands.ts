@@ -167,13 +167,14 @@ export const COMMANDS: CommandSpec[] = [
     summary: "create the streams, consumers, mover registry and work queues (as admin)",
     usage:
       "[--replicas 1|3] [--hosts A,B] [--site S --peers P,Q] | --print-config [--data-dir DIR] [--hosts A,B] " +
-      "[--port PORT] [--site S --peers P,Q]",
+      "[--port PORT] [--site S --peers P,Q [--site-hosts S=A,B ...]]",
     description:
       "Idempotent. With --print-config: provisions credentials in DIR and prints the nats-server " +
       "configuration and every role's permissions, without connecting anywhere. With --site: the " +
       "deployment is site S of a federation with sites P,Q: init also creates the site's federation " +
       "log FED_S and its mirrors FEDM_P, FEDM_Q of the peers' logs (the coordinators and movers find " +
-      "the peers' movers by them), and --print-config adds the federation's reads to the roles' permissions.",
+      "the peers' movers by them), and --print-config adds the federation's reads to the roles' permissions and a leafnode user " +
+      "per peer site (its site-P certificate's subject) with what may cross that site's link.",
     role: "admin",
     flags: [
       {
@@ -200,6 +201,13 @@ export const COMMANDS: CommandSpec[] = [
       },
       { name: "site", value: "S", defaultText: "none", help: "this deployment's site (its JetStream domain)" },
       { name: "peers", value: "P,...", defaultText: "none", help: "with --site: the federation's other sites" },
+      {
+        name: "site-hosts",
+        value: "S=A,B",
+        multiple: true,
+        defaultText: "none",
+        help: "with --print-config --site: site S's hosts, whose movers the peers' leafnode links may call",
+      },
       ...CLIENT,
     ],
     examples: ["dwcp init --replicas 3 --hosts a,b --data-dir .dwcp", "dwcp init --print-config --data-dir /etc/dwcp"],
@@ -418,6 +426,38 @@ export const COMMANDS: CommandSpec[] = [
     role: "cli",
     flags: [JSON_FLAG, ...CLIENT],
     examples: ["dwcp federation status --json"],
+  },
+  {
+    name: "site",
+    summary: "run site S of a federation until SIGTERM: its log, health reports, VM placements",
+    usage: "--site S --peers P,Q [--signing-key FILE] [--health-interval MS] [--data-dir DIR]",
+    description:
+      "Runs as the admin role on site S's own server: creates the site's federation log FED_S and its " +
+      "mirrors of the peers' logs and migration events, joins, reports health and capacity every " +
+      "interval, and records the cross-site migrations the site's coordinators complete. It signs its log " +
+      "with --signing-key (the site-S key, whose principal trust.json gives site S); every site folds an " +
+      "append only when signed by a principal of the site that wrote it.",
+    role: "admin",
+    flags: [
+      NATS,
+      { name: "site", value: "S", help: "this server's site, its JetStream domain (required)" },
+      { name: "peers", value: "P,...", defaultText: "none", help: "the federation's other sites" },
+      {
+        name: "signing-key",
+        value: "FILE",
+        check: "file",
+        defaultText: "$DWCP_NKEY_FILE",
+        help: "the nkey seed the site signs its log with",
+      },
+      {
+        name: "health-interval",
+        value: "MS",
+        default: "5000",
+        help: "milliseconds between health reports (0: none)",
+      },
+      { name: "data-dir", value: "DIR", default: ".", help: "the directory whose disk the capacity figures describe" },
+    ],
+    examples: ["DWCP_NKEY_FILE=admin.nk dwcp site --site east --peers west --signing-key site-east.nk"],
   },
   {
     name: "replay",

@@ -82,6 +82,20 @@ function federationScope(site: string | undefined, peers: string | undefined): F
   return { site, peers: [...new Set(list)] };
 }
 
+/** `--site-hosts S=A,B` (repeatable): each site's hosts, for the leafnode links' permissions. */
+function siteHostsOf(given: readonly string[], federation: FederationScope | undefined): Record<string, string[]> {
+  if (given.length > 0 && federation === undefined) throw new UsageError("--site-hosts needs --site");
+  const out: Record<string, string[]> = {};
+  const known = federation === undefined ? [] : [federation.site, ...federation.peers];
+  for (const g of given) {
+    const m = /^([^=]+)=(.*)$/.exec(g);
+    if (!m?.[1] || !known.includes(m[1]))
+      throw new UsageError(`--site-hosts must be S=HOST,... with S one of --site and --peers, got "${g}"`);
+    out[m[1]] = (m[2] ?? "").split(",").filter(Boolean);
+  }
+  return out;
+}
+
 /** What the user can do about an error that is theirs to fix (exit 2), or undefined. */
 function usageMessage(err: unknown): string | undefined {
   const denied = permissionDenied();
@@ -180,13 +194,22 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         "server-names": { type: "string" },
         site: { type: "string" },
         peers: { type: "string" },
+        "site-hosts": { type: "string", multiple: true },
       });
       const hosts = (values.hosts ?? "").split(",").filter(Boolean);
       const federation = federationScope(values.site, values.peers);
       if (values["print-config"]) {
         const { printConfig } = await import("./up.js");
         const serverNames = (values["server-names"] ?? "").split(",").filter(Boolean);
-        const o = { dataDir: values["data-dir"] ?? ".dwcp", hosts, port: values.port, serverNames, federation };
+        const siteHosts = siteHostsOf(values["site-hosts"] ?? [], federation);
+        const o = {
+          dataDir: values["data-dir"] ?? ".dwcp",
+          hosts,
+          port: values.port,
+          serverNames,
+          federation,
+          siteHosts,
+        };
         out(await printConfig(o));
         return 0;
       }
@@ -247,6 +270,18 @@ async function run(cmd: string, rest: string[]): Promise<number> {
       const { federationStatus } = await import("#federation");
       out(await federationStatus(values.nats ?? natsUrlFromEnv(), { json: values.json }));
       return 0;
+    }
+    case "site": {
+      const { values } = args(rest, {
+        site: { type: "string" },
+        peers: { type: "string" },
+        "signing-key": { type: "string" },
+        "health-interval": { type: "string" },
+        "data-dir": { type: "string" },
+      });
+      const { runSite } = await import("#federation");
+      await runSite(values);
+      return process.exitCode === 1 ? 1 : 0;
     }
     case "status":
       return await status(rest);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -25,5 +25,28 @@ describe("init --print-config", () => {
     expect(setOf(site, "cli")).toContain("FEDM_west");
     expect(setOf(site, "cli")).not.toContain("$JS.west.API");
     expect(setOf(site, "replication-a")).not.toContain("west");
+  });
+
+  it("accepts each peer's leafnode link as the user of its site certificate, with that link's permissions", async () => {
+    const d = join(dir, "leaf");
+    const site = await printConfig({
+      dataDir: d,
+      hosts: ["a", "w1"],
+      federation: { site: "east", peers: ["west"] },
+      siteHosts: { east: ["a"], west: ["w1"] },
+    });
+    const leaf = site.split("# the leafnode link of site west")[1]?.split("\n    }")[0] ?? "";
+    expect(leaf).toContain('user: "CN=site-west"');
+    expect(leaf).toContain('allowed_connection_types: ["LEAFNODE"]');
+    // West's link may carry calls to east's movers' RPCs into east, not calls to west's own movers.
+    expect(leaf).toContain("dwcp.mover.a.rpc");
+    expect(leaf).not.toContain("dwcp.mover.w1.rpc");
+    expect(site).not.toContain("the leafnode link of site east");
+    // Both sites' identities are provisioned, each its site's principal in trust.json.
+    const trust = JSON.parse(readFileSync(join(d, "trust.json"), "utf8")) as {
+      principals: Record<string, { role: string; site?: string }>;
+    };
+    const sites = Object.values(trust.principals).filter((p) => p.site !== undefined);
+    expect(sites.map((p) => `${p.role}@${p.site}`).sort()).toEqual(["site-east@east", "site-west@west"]);
   });
 });

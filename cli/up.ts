@@ -6,8 +6,8 @@ import { Stack } from "./stack.js";
 import { lockDataDir } from "./data-dir-lock.js";
 import { dashboardSettings, startStackDashboard, type Dashboard } from "./dashboard/index.js";
 import { UsageError } from "./args.js";
-import { provision, rolesOf } from "#common/credentials/provision.js";
-import { permissionsOf, type FederationScope } from "#common/credentials/permissions.js";
+import { provision, rolesOf, type Role } from "#common/credentials/provision.js";
+import { crossSiteRequesters, permissionsOf, type FederationScope } from "#common/credentials/permissions.js";
 import { deploymentServerConfig, permissionsBlock } from "#common/credentials/server-config.js";
 
 /** `dwcp up`: the embedded stack in the foreground until Ctrl-C. */
@@ -157,17 +157,22 @@ export async function printConfig(o: {
   serverNames?: string[];
   /** The deployment is this site of a federation: the roles also get the federation's reads. */
   federation?: FederationScope | undefined;
+  /** With `federation`: each site's hosts, whose movers' RPCs cross the leafnode links. */
+  siteHosts?: Readonly<Record<string, readonly string[]>>;
 }): Promise<string> {
   const port = o.port === undefined ? 4222 : Number(o.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535)
     throw new UsageError(`--port must be a TCP port, got "${o.port ?? ""}"`);
   const dir = resolve(o.dataDir);
-  const p = await provision(dir, { hosts: o.hosts, serverNames: o.serverNames ?? [] });
+  // A federation's site identities (site-<s>: its leafnode link's certificate, the key its site
+  // service signs with), every site's each time, so that each site's run writes the same trust file.
+  const sites = o.federation === undefined ? [] : [o.federation.site, ...o.federation.peers].sort();
+  const p = await provision(dir, { hosts: o.hosts, serverNames: o.serverNames ?? [], sites });
   const config = deploymentServerConfig(p, {
     host: "0.0.0.0",
     port,
     storeDir: join(dir, "nats"),
-    ...(o.federation !== undefined ? { federation: o.federation } : {}),
+    ...(o.federation !== undefined ? { federation: o.federation, leafnodes: leafnodesOf(o.federation, o) } : {}),
   });
   const roles = rolesOf({ hosts: o.hosts });
   const sets = roles.map((r) => `# ${r}\n${permissionsBlock(permissionsOf(r, roles, o.federation))}`).join("\n\n");
@@ -175,4 +180,17 @@ export async function printConfig(o: {
     `# nats-server config (credentials in ${dir}/creds and ${dir}/pki; give each service its role's files)\n` +
     `${config}\n# permission sets, per role\n${sets}`
   );
+}
+
+/**
+ * The leafnode links a federation site's server accepts (used where it listens for them): each
+ * peer's server, as the user its `site-<peer>` certificate maps to, with what leafPermissions
+ * lets cross that link.
+ */
+function leafnodesOf(
+  f: FederationScope,
+  o: { hosts: string[]; siteHosts?: Readonly<Record<string, readonly string[]>> },
+): { hosts: Record<string, string[]>; accept: string[]; requesters: Role[] } {
+  const hosts = Object.fromEntries([f.site, ...f.peers].map((s) => [s, [...(o.siteHosts?.[s] ?? [])]]));
+  return { hosts, accept: [...f.peers], requesters: crossSiteRequesters(rolesOf({ hosts: o.hosts })) };
 }

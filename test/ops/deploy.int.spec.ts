@@ -17,6 +17,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import { run } from "./ansible.js";
 import { launch, type Launched } from "./launcher.js";
 import { createNetns, type Netns } from "./netns.js";
@@ -168,6 +169,49 @@ async function until(probe: () => Promise<boolean>, timeoutMs = 60_000): Promise
   throw new Error("timed out");
 }
 
+/** A nats-server of an attacker's in the root namespace, dialling leafnode listener `at` with `cert`. */
+async function rogueLeafnode(cert: string, at: string): Promise<NatsServerHandle> {
+  const port = await freePort();
+  const pki = join(creds, "pki");
+  const config = {
+    listen: `127.0.0.1:${port}`,
+    leafnodes: {
+      reconnect: 1,
+      remotes: [
+        {
+          url: `nats-leaf://${at}`,
+          tls: {
+            cert_file: join(pki, `${cert}.pem`),
+            key_file: join(pki, `${cert}.key`),
+            ca_file: join(pki, "ca.pem"),
+          },
+        },
+      ],
+    },
+  };
+  return startNatsServer({
+    name: `rogue ${cert}`,
+    port,
+    config: JSON.stringify(config),
+    configFile: join(dir, `rogue-${cert}.conf`),
+    logFile: join(logs, `rogue-${cert}.log`),
+  });
+}
+
+/** Resolves with the first line of `file` after offset `from` that matches `re` (another process writes it). */
+async function logLine(file: string, re: RegExp, from: number, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = readFileSync(file, "utf8")
+      .slice(from)
+      .split("\n")
+      .find((l) => re.test(l));
+    if (line !== undefined) return line;
+    if (Date.now() > deadline) throw new Error(`no line matching ${re} in ${file}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Runs the dwcp CLI as the cli role of site `site`. */
 function cli(site: "site1" | "site2", ...args: string[]): Promise<string> {
   const nats = site === "site1" ? ip("nats-1") : ip("nats-2");
@@ -296,6 +340,15 @@ describe("a deployment by ops/ansible", () => {
       const leafz = (await (await fetch(`http://${ip("nats-1")}:8222/leafz`)).json()) as { leafnodes: number };
       return leafz.leafnodes === 1;
     });
+    // The hub site takes a leafnode only as a peer site's link user, mapped from its site-<s>
+    // certificate: a server dialling with another certificate of the CA is refused (the server
+    // certificate, which routes use; site 1's own identity, which is no peer of site 1).
+    for (const cert of ["nats-server", "site-site1"]) {
+      const from = readFileSync(n1.logFile, "utf8").length;
+      const rogue = await rogueLeafnode(cert, `${ip("nats-1")}:7422`);
+      await logLine(n1.logFile, /authentication error|Authorization Violation/i, from);
+      await rogue.stop();
+    }
     // Each site's init: its streams, work queues, its federation log and its mirror of the other's.
     for (const c of ["coord-2", "coord-1"] as const) {
       const init = start(c, "dwcp-init.service");
@@ -303,6 +356,8 @@ describe("a deployment by ops/ansible", () => {
     }
     start("coord-1", "dwcp-coordinator.service");
     start("coord-2", "dwcp-coordinator.service");
+    // Each site's federation service: its log FED_<site>, health reports, VM placements.
+    const sites = [start("coord-1", "dwcp-site.service"), start("coord-2", "dwcp-site.service")];
     for (const m of ["m1a", "m1b", "m2a"] as const) {
       const mv = start(m, "dwcp-mover.service");
       start(m, "dwcp-replication.service");
@@ -316,33 +371,53 @@ describe("a deployment by ops/ansible", () => {
     // Across sites: requested at the source's site, bytes straight from m1a to site 2's m2a.
     await cli("site1", "migrate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m2a:in", "--wait");
     expect(sha(join(root("m2a"), "in/disk.img"))).toBe(sha(src));
+    // Site 1's log records where v1 runs now, and each site sees the other's health reports.
+    const federation = async (site: "site1" | "site2") =>
+      JSON.parse(await cli(site, "federation", "status", "--json")) as {
+        sites: { site: string; health: string; stale: boolean }[];
+        vms: { vm: string; site: string; host?: string }[];
+      };
+    await until(async () => {
+      const [s1, s2] = await Promise.all([federation("site1"), federation("site2")]);
+      const live = (r: typeof s1) =>
+        r.sites
+          .filter((x) => !x.stale)
+          .map((x) => x.site)
+          .sort();
+      return (
+        live(s1).join() === "site1,site2" &&
+        live(s2).join() === "site1,site2" &&
+        [s1, s2].every((r) => r.vms.some((v) => v.vm === "v1" && v.site === "site2" && v.host === "m2a"))
+      );
+    }, 120_000);
+    // Every site believed every append it folded (signed by a principal of the writing site).
+    for (const l of sites) expect(readFileSync(l.logFile, "utf8")).not.toContain("not believed");
 
     await cli("site1", "replicate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:repl", "--json");
     await cli("site1", "restore", "--vm", "v1", "--at", new Date().toISOString(), "--to", "m1a:restored");
     expect(sha(join(root("m1a"), "restored/disk.img"))).toBe(sha(src));
 
-    // A snapshot of another VM into the DR store of site 1's replication agent, over its TLS
-    // listener (a source keeps one replication chain per VM: v1's goes to m1b's store).
+    // The same VM's next snapshot into the DR store of site 1's replication agent, over its TLS
+    // listener: a store that holds none of the chain's chunks, so every chunk goes.
     const agent = start("repl-1", "dwcp-replication-agent.service");
     await listening(ip("repl-1"), 7500, agent);
-    image("m1a", "vms/dr/disk.img", 4 * MiB);
     const agentAt = `${ip("repl-1")}:7500`;
     await cli(
       "site1",
       "replicate",
       "--vm",
-      "dr",
+      "v1",
       "--from",
-      "m1a:vms/dr/disk.img",
+      "m1a:vms/v1/disk.img",
       "--to",
       "repl-1:dr",
       "--agent",
       agentAt,
     );
-    const snaps = JSON.parse(await cli("site1", "snapshots", "--vm", "dr", "--json")) as {
+    const snaps = JSON.parse(await cli("site1", "snapshots", "--vm", "v1", "--json")) as {
       destination: { host: string };
     }[];
-    expect(snaps.map((x) => x.destination.host)).toEqual(["repl-1"]);
+    expect(snaps.map((x) => x.destination.host).sort()).toEqual(["m1b", "repl-1"]);
     // The chunks and manifest are in the agent's store, beneath its root.
     const stored = readdirSync(join(prefix("repl-1"), "srv/dwcp/replicas"), { recursive: true }).map(String);
     expect(stored.filter((f) => f.includes(".dwcp-store/")).length).toBeGreaterThan(1);
@@ -382,12 +457,13 @@ describe("a deployment by ops/ansible", () => {
     // the first ones while the migration ran.
     expect(stops.map((s) => s.unit)).toEqual([
       "coord-1/dwcp-coordinator.service",
+      "coord-1/dwcp-site.service",
       "m1a/dwcp-mover.service",
       "m1a/dwcp-replication.service",
       "m1b/dwcp-mover.service",
       "m1b/dwcp-replication.service",
     ]);
-    expect(stops.slice(0, 2).map((s) => s.inFlight)).toEqual([true, true]);
+    expect(stops.slice(0, 3).map((s) => s.inFlight)).toEqual([true, true, true]);
     for (const h of ["coord-1", "m1a", "m1b"] as const)
       expect(readlinkSync(join(prefix(h), "opt/dwcp/current"))).toBe(join(prefix(h), "opt/dwcp/0.1.1-upgrade"));
   }, 900_000);

@@ -106,4 +106,25 @@ describe("the source's fingerprint cache kept in memory", () => {
     await restoreFromStore(pickSnapshot((await base.log.read("changes")).state, {}), { vm: "changes", toDir: out });
     expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(disk));
   });
+
+  it("sends every chunk to a store that is not the parent's, and restores from it", async () => {
+    const o = { vm: "second", stateDir: join(t.dir, "a", ".second-repl") };
+    await syncOnce({ ...base, ...o, transport: inProcess(agent) });
+    // The same VM into another store (another host's): it holds none of the chain's chunks.
+    const other = await DestinationAgent.open(join(t.dir, "c", ".dwcp-store"));
+    await overwritePage(disk, 2);
+    const second = await syncOnce({
+      ...base,
+      ...o,
+      destinationHost: "c",
+      storePath: other.store.dir,
+      transport: inProcess(other),
+    });
+    expect(second.changedBytes).toBeGreaterThan(32 * 64 * 1024);
+    const out = join(t.dir, "restored-second");
+    const latest = pickSnapshot((await base.log.read("second")).state, {});
+    expect(latest.destination).toEqual({ host: "c", store: other.store.dir });
+    await restoreFromStore(latest, { vm: "second", toDir: out });
+    expect(await sha256File(join(out, "disk.img"))).toBe(await sha256File(disk));
+  });
 });

@@ -38,6 +38,8 @@ describe("provision", () => {
     }
     const trust = readTrustFile(p.trustFile);
     expect(trust.principals[moverA.publicKey]).toEqual({ role: "mover-a", host: "a" });
+    // A site's own identity is that site's principal (a federation site's log is signed by it).
+    expect(trust.principals[p.roles.get("site-west")!.publicKey]).toEqual({ role: "site-west", site: "west" });
     expect(roleEnv(p, "mover-a")).toMatchObject({ DWCP_NKEY_FILE: moverA.nkeyFile, DWCP_TLS_CA: p.caFile });
 
     const again = await provision(dir, { hosts: ["a", "b"], sites: ["west"] });

@@ -91,6 +91,8 @@ function writeSecret(file: string, data: string): void {
 /** The host of a mover role (mover-a -> a), if `role` is one: the inverse of moverRole. */
 export const moverHostOf = (role: string): string | undefined => /^mover-(.+)$/.exec(role)?.[1];
 /** The host of a replication role (replication-a -> a), if `role` is one: the inverse of replicationRole. */
+/** The site of a `site-<s>` role, else undefined. */
+export const siteOfRole = (role: string): string | undefined => /^site-(.+)$/.exec(role)?.[1];
 export const replicationHostOf = (role: string): string | undefined => /^replication-(.+)$/.exec(role)?.[1];
 
 /** The host a role runs for (mover-a, replication-a -> a), if any. */
@@ -160,7 +162,13 @@ export async function provision(dir: string, opts: ProvisionOptions): Promise<Pr
     );
     const nkey = ensureNkey(creds, role);
     roles.set(role, { role, ...nkey, ...pair });
-    trust.principals[nkey.publicKey] = { role, ...(host !== undefined ? { host } : {}) };
+    // A site's own identity belongs to that site; the other roles serve whichever sites share them.
+    const site = siteOfRole(role);
+    trust.principals[nkey.publicKey] = {
+      role,
+      ...(host !== undefined ? { host } : {}),
+      ...(site !== undefined ? { site } : {}),
+    };
   }
   const trustFile = join(dir, "trust.json");
   writeTrustFile(trustFile, trust);

@@ -46,3 +46,4 @@ export {
 export { fedNames, ensureSiteStreams } from "./infra/fed-streams.js";
 export { eventMirror, readMirroredMigration } from "./infra/migration-mirrors.js";
 export { MigrationPlacements, DestinationSiteUnknownError } from "./app/migration-placements.js";
+export { runSite, siteServiceConfig, type SiteFlags } from "./main.js";

@@ -147,7 +147,10 @@ async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
     throw new SyncRejectedError("DUPLICATE_VOLUME", `volume file names must differ: ${names.join(", ")}`);
   const { state, seq } = await o.log.read(o.vm);
   const parent = latestSnapshot(state);
-  const cached = await previousCache(o, parent?.snapshotId);
+  // The cache says which chunks the parent's store holds: only a sync into that same store may
+  // skip them (the VM's chain may move to another store, which then receives every chunk).
+  const sameStore = parent?.destination.host === o.destinationHost && parent.destination.store === o.storePath;
+  const cached = sameStore ? await previousCache(o, parent.snapshotId) : undefined;
   const cache = cached?.chunkSizeBytes === cs ? cached : undefined;
   const takenAt = new Date();
   const snapshotId = snapshotIdFor(takenAt, randomBytes(3).toString("hex"));
