@@ -25,8 +25,8 @@ afterAll(async () => {
 
 it("delivers a burst of messages from separate await chains, and requests answered in it", async () => {
   const seen: string[] = [];
-  const sub = reader.nc.subscribe("w.burst.>", { callback: (_e, m) => seen.push(m.subject) });
-  const echo = reader.nc.subscribe("w.echo", { callback: (_e, m) => m.respond(m.data) });
+  const sub = reader.nc.subscribe("w.burst.>", { callback: (_e, m) => void seen.push(m.subject) });
+  const echo = reader.nc.subscribe("w.echo", { callback: (_e, m) => void m.respond(m.data) });
   await reader.nc.flush();
   const writer = await connectNats(server.url, "writes-writer");
   try {

@@ -63,8 +63,9 @@ export class SummaryPublisher {
       (this.publishedAt.get(page) ?? 0) + PAGE_MIN_INTERVAL_MS,
     );
     const due = this.dirty.get(page);
-    if (due === undefined || dueAt < due) this.dirty.set(page, dueAt);
-    this.scheduleFlush(Math.min(dueAt, due ?? dueAt) - now);
+    if (due !== undefined && due <= dueAt) return;
+    this.dirty.set(page, dueAt);
+    this.scheduleFlush(dueAt - now);
   }
 
   /**
@@ -103,20 +104,23 @@ export class SummaryPublisher {
     if (this.timer !== undefined && this.timerDueAt <= dueAt) return;
     clearTimeout(this.timer);
     this.timerDueAt = dueAt;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.flush(Date.now()).then(
-        () => {
-          // Pages not yet due when this timer fired.
-          const next = Math.min(...this.dirty.values());
-          if (this.running && Number.isFinite(next)) this.scheduleFlush(next - Date.now());
-        },
-        (err: unknown) => {
-          this.log.warn({ err }, "summaries not published; retrying");
-          if (this.running) this.scheduleFlush(PROGRESS_INTERVAL_MS);
-        },
-      );
-    }, Math.max(0, delayMs));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.flush(Date.now()).then(
+          () => {
+            // Pages not yet due when this timer fired.
+            const next = Math.min(...this.dirty.values());
+            if (this.running && Number.isFinite(next)) this.scheduleFlush(next - Date.now());
+          },
+          (err: unknown) => {
+            this.log.warn({ err }, "summaries not published; retrying");
+            if (this.running) this.scheduleFlush(PROGRESS_INTERVAL_MS);
+          },
+        );
+      },
+      Math.max(0, delayMs),
+    );
   }
 
   /** One flush at a time: the pages marked since the last that are due by `until` (epoch ms). */
