@@ -62,7 +62,7 @@ export class PubAckPipe {
         this.nc.publish(subject, data, { reply, headers: h });
       } catch (err) {
         this.pending.delete(token);
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
   }
