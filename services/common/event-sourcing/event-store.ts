@@ -1,4 +1,5 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { appendHooks, secondsSince } from "../metrics/hooks.js";
 import type { z } from "zod";
 import { VersionConflictError } from "../errors.js";
@@ -6,6 +7,7 @@ import { AppendInFlightError, retryTransient } from "../nats.js";
 import { provenanceOf, UNCHECKED, type EventTrust, type Provenance } from "../signing.js";
 import { foldWith, type Aggregate, type Versioned } from "./aggregate.js";
 import { isNoMessageFound, isWrongLastSequence } from "./jetstream-errors.js";
+import { PubAckPipe } from "./pub-acks.js";
 import { ownedCopy, signedHeaders } from "./signed-append.js";
 
 /** One stored event, parsed: the event, its stream sequence (the aggregate's version) and subject. */
@@ -128,6 +130,8 @@ export function decodeStored<E>(
 export class EventStore<E> {
   private readonly resendForMs: number;
   private readonly publishTimeoutMs: number;
+  /** Appends' PubAcks, many in flight on one subscription (undefined: a client without `nc`). */
+  private readonly acks?: PubAckPipe;
   readonly trust: EventTrust;
 
   constructor(
@@ -139,6 +143,8 @@ export class EventStore<E> {
     this.resendForMs = opts.resendForMs ?? 15_000;
     this.publishTimeoutMs = opts.publishTimeoutMs ?? 1_000;
     this.trust = opts.trust ?? UNCHECKED;
+    const nc = (js as JetStreamClient & { nc?: NatsConnection }).nc;
+    if (nc !== undefined) this.acks = new PubAckPipe(nc);
   }
 
   /**
@@ -319,12 +325,8 @@ export class EventStore<E> {
     return this.throughElections(async () => {
       tries++;
       try {
-        const ack = await this.js.publish(subject, m.data, {
-          msgID: m.msgID,
-          expect,
-          timeout: this.publishTimeoutMs,
-          ...(headers ? { headers } : {}),
-        });
+        const o = { msgID: m.msgID, expect, timeout: this.publishTimeoutMs, ...(headers ? { headers } : {}) };
+        const ack = await (this.acks ? this.acks.publish(subject, m.data, o) : this.js.publish(subject, m.data, o));
         if (ack.duplicate && ack.seq === 0) throw new AppendInFlightError(subject, m.msgID);
         // A duplicate is only ours if the stored copy is: else someone squatted the msgID.
         if (ack.duplicate) await ownedCopy(this.jsm, this.config.stream, ack.seq, subject, m, this.trust);

@@ -18,7 +18,12 @@ export type OnSetAside = (migrationId: string, seq: number, reason: string) => v
  */
 export class Projection {
   private readonly aggregates = new Map<string, Versioned>();
-  private readonly waiters = new Map<string, Array<{ seq: number; resolve: () => void }>>();
+  private readonly waiters = new Map<string, Waiter[]>();
+  /**
+   * One timer for every waiter's deadline, not one per waiter: a coordinator with thousands of
+   * decisions waiting for the tail would otherwise arm and clear a timer for each.
+   */
+  private sweep: NodeJS.Timeout | undefined;
 
   /**
    * `onIgnored` hears of each event folded out because its producer may not make it;
@@ -59,12 +64,21 @@ export class Projection {
       this.onSetAside(id, seq, state.message ?? "set aside");
     }
     const pending = this.waiters.get(id);
-    if (pending) {
-      const ready = pending.filter((w) => w.seq <= seq);
-      for (const w of ready) w.resolve();
-      const rest = pending.filter((w) => w.seq > seq);
-      if (rest.length > 0) this.waiters.set(id, rest);
-      else this.waiters.delete(id);
+    if (pending) this.settle(id, pending, (w) => w.seq <= seq, true);
+  }
+
+  /** Resolves the waiters of `id` that `done` picks with `result` and keeps the rest. */
+  private settle(id: string, pending: Waiter[], done: (w: Waiter) => boolean, result: boolean): void {
+    const rest: Waiter[] = [];
+    for (const w of pending) {
+      if (done(w)) w.resolve(result);
+      else rest.push(w);
+    }
+    if (rest.length > 0) this.waiters.set(id, rest);
+    else this.waiters.delete(id);
+    if (this.waiters.size === 0 && this.sweep !== undefined) {
+      clearInterval(this.sweep);
+      this.sweep = undefined;
     }
   }
 
@@ -80,13 +94,27 @@ export class Projection {
   async waitFor(id: string, seq: number, timeoutMs = 10_000): Promise<boolean> {
     if (this.get(id).seq >= seq) return true;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
       const list = this.waiters.get(id) ?? [];
-      list.push({ seq, resolve: () => (clearTimeout(timer), resolve(true)) });
+      list.push({ seq, deadline: Date.now() + timeoutMs, resolve });
       this.waiters.set(id, list);
+      this.sweep ??= setInterval(() => {
+        const now = Date.now();
+        for (const [wid, ws] of [...this.waiters]) this.settle(wid, ws, (w) => w.deadline <= now, false);
+      }, SWEEP_MS);
+      this.sweep.unref();
     });
   }
 }
+
+interface Waiter {
+  seq: number;
+  /** Epoch ms after which the wait ends unfulfilled (within SWEEP_MS). */
+  deadline: number;
+  resolve: (folded: boolean) => void;
+}
+
+/** How often the deadlines of waiters are checked: a wait ends at most this much after its timeout. */
+const SWEEP_MS = 250;
 
 /**
  * An ended migration without its chunks' checksums: nothing reads them once it has ended (the

@@ -9,6 +9,12 @@ import type { Migration } from "../domain/migration/state.js";
 /** How soon a page whose migration changed state is republished, and how often one only making progress is. */
 const STATE_CHANGE_DELAY_MS = 50;
 const PROGRESS_INTERVAL_MS = 1_000;
+/**
+ * The least time between two publishes of one page. A page holds 256 summaries (~80 KB of JSON to
+ * build, sign, send and store): with hundreds of migrations changing state at once, republishing
+ * each page every 50 ms was a tenth of a coordinator's CPU and most of what it wrote to NATS.
+ */
+const PAGE_MIN_INTERVAL_MS = 500;
 
 /**
  * Keeps DWCP_SUMMARY current from the coordinator's projection: counts the messages folded per
@@ -23,7 +29,9 @@ export class SummaryPublisher {
   private readonly positions = new Map<string, FoldedPosition & { index: number }>();
   private readonly pages: string[][] = [];
   private readonly publishedState = new Map<string, string>();
-  private readonly dirty = new Set<number>();
+  /** Dirty page → when it is to be published (epoch ms). */
+  private readonly dirty = new Map<number, number>();
+  private readonly publishedAt = new Map<number, number>();
   private timer: NodeJS.Timeout | undefined;
   private timerDueAt = 0;
   private running = false;
@@ -47,9 +55,17 @@ export class SummaryPublisher {
     if (seq <= p.lastSeq) return;
     this.positions.set(id, { ...p, messages: p.messages + 1, lastSeq: seq });
     if (!this.running) return;
-    this.dirty.add(Math.floor(p.index / SUMMARY_PAGE_SIZE));
+    const page = Math.floor(p.index / SUMMARY_PAGE_SIZE);
     const changed = this.publishedState.get(id) !== this.view(id).status;
-    this.scheduleFlush(changed ? STATE_CHANGE_DELAY_MS : PROGRESS_INTERVAL_MS);
+    const now = Date.now();
+    const dueAt = Math.max(
+      now + (changed ? STATE_CHANGE_DELAY_MS : PROGRESS_INTERVAL_MS),
+      (this.publishedAt.get(page) ?? 0) + PAGE_MIN_INTERVAL_MS,
+    );
+    const due = this.dirty.get(page);
+    if (due !== undefined && due <= dueAt) return;
+    this.dirty.set(page, dueAt);
+    this.scheduleFlush(dueAt - now);
   }
 
   /**
@@ -70,17 +86,17 @@ export class SummaryPublisher {
         summaries.every(
           (s, i) => s.migrationId === ids[i] && s.messages === this.positions.get(s.migrationId)?.messages,
         );
-      if (!current) this.dirty.add(n);
+      if (!current) this.dirty.set(n, 0);
     }
     this.running = true;
-    await this.flush();
+    await this.flush(Infinity);
   }
 
   /** Publishes what is pending and stops. */
   async stop(): Promise<void> {
     this.running = false;
     clearTimeout(this.timer);
-    await this.flush().catch((err: unknown) => this.log.warn({ err }, "summaries not published at stop"));
+    await this.flush(Infinity).catch((err: unknown) => this.log.warn({ err }, "summaries not published at stop"));
   }
 
   private scheduleFlush(delayMs: number): void {
@@ -88,22 +104,33 @@ export class SummaryPublisher {
     if (this.timer !== undefined && this.timerDueAt <= dueAt) return;
     clearTimeout(this.timer);
     this.timerDueAt = dueAt;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.flush().catch((err: unknown) => {
-        this.log.warn({ err }, "summaries not published; retrying");
-        if (this.running) this.scheduleFlush(PROGRESS_INTERVAL_MS);
-      });
-    }, delayMs);
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.flush(Date.now()).then(
+          () => {
+            // Pages not yet due when this timer fired.
+            const next = Math.min(...this.dirty.values());
+            if (this.running && Number.isFinite(next)) this.scheduleFlush(next - Date.now());
+          },
+          (err: unknown) => {
+            this.log.warn({ err }, "summaries not published; retrying");
+            if (this.running) this.scheduleFlush(PROGRESS_INTERVAL_MS);
+          },
+        );
+      },
+      Math.max(0, delayMs),
+    );
   }
 
-  /** One flush at a time: the pages marked since the last. */
-  private flush(): Promise<void> {
+  /** One flush at a time: the pages marked since the last that are due by `until` (epoch ms). */
+  private flush(until: number): Promise<void> {
     this.flushing = this.flushing
       .catch(() => undefined)
       .then(async () => {
-        const numbers = [...this.dirty];
-        this.dirty.clear();
+        const numbers = [...this.dirty].filter(([, dueAt]) => dueAt <= until).map(([page]) => page);
+        for (const n of numbers) this.dirty.delete(n);
+        const at = Date.now();
         const pages = numbers.map((page): MigrationSummaryPage => {
           const summaries = (this.pages[page] ?? []).flatMap((id) => {
             const p = this.positions.get(id);
@@ -114,9 +141,10 @@ export class SummaryPublisher {
         try {
           await publishPages(this.nats, this.trust, pages);
         } catch (err) {
-          for (const n of numbers) this.dirty.add(n);
+          for (const n of numbers) if (!this.dirty.has(n)) this.dirty.set(n, 0);
           throw err;
         }
+        for (const n of numbers) this.publishedAt.set(n, at);
         for (const p of pages) for (const s of p.summaries) this.publishedState.set(s.migrationId, s.state);
       });
     return this.flushing;
