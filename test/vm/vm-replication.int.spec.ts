@@ -1,0 +1,166 @@
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import type { VmDefinitionInput } from "#schemas/index.js";
+import { QmpClient } from "../../services/mover/src/infra/vm/qmp.js";
+import { blockNode } from "../../services/mover/src/infra/vm/fleece.js";
+import { listVms, startVm, stopVm } from "../../services/mover/src/infra/vm/runner.js";
+import { DestinationAgent, inProcess } from "../../services/replication/src/app/destination.js";
+import { pickSnapshot, restoreFromStore } from "../../services/replication/src/app/restore.js";
+import { syncVmOnce, type VmSyncOptions } from "../../services/replication/src/app/vm-sync.js";
+import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
+import { startTestNats, type TestNats } from "../replication/support.js";
+import { buildGuest, checkCounterImage } from "../support/guest.js";
+
+// Crash-consistent replication of the counting guest (test/support/guest.ts) while it writes:
+// every snapshot is one point in time (fleecing), later ones read only what the dirty bitmap marks.
+
+const MiB = 1024 * 1024;
+const DISK = 16 * MiB;
+const dir = mkdtempSync(join(tmpdir(), "dwcp-test-vmrep-"));
+const root = join(dir, "root");
+const stateDir = join(dir, "state");
+
+const definition: VmDefinitionInput = {
+  version: 1,
+  name: "rep1",
+  root,
+  memoryMiB: 128,
+  disks: [{ id: "disk0", path: "vms/rep1/disk.img" }],
+  boot: { kernel: "boot/vmlinuz", initrd: "boot/initrd.img", append: "console=ttyS0 quiet panic=-1" },
+};
+
+/** The guest's latest count on its console, once it is at least `n`. */
+async function counterAtLeast(n: number, timeoutMs = 60_000): Promise<number> {
+  const file = join(stateDir, "rep1", "serial.log");
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = existsSync(file) ? readFileSync(file, "latin1") : "";
+    const all = [...text.matchAll(/dwcp-counter (\d+)/g)];
+    const last = all.length > 0 ? Number(all[all.length - 1]![1]) : 0;
+    if (last >= n) return last;
+    if (Date.now() > deadline) throw new Error(`the guest never counted to ${n}:\n${text.slice(-1_000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+let t: TestNats;
+let agent: DestinationAgent;
+let base: Omit<VmSyncOptions, "transport">;
+
+beforeAll(async () => {
+  const guest = buildGuest();
+  mkdirSync(join(root, "boot"), { recursive: true });
+  copyFileSync(guest.kernel, join(root, "boot/vmlinuz"));
+  copyFileSync(guest.initrd, join(root, "boot/initrd.img"));
+  mkdirSync(join(root, "vms/rep1"), { recursive: true });
+  writeFileSync(join(root, "vms/rep1/disk.img"), "");
+  truncateSync(join(root, "vms/rep1/disk.img"), DISK);
+  // 4 MiB of data the guest never touches (past its log while this test runs): a full read reads it.
+  const fh = openSync(join(root, "vms/rep1/disk.img"), "r+");
+  writeSync(fh, randomBytes(4 * MiB), 0, 4 * MiB, 8 * MiB);
+  closeSync(fh);
+  t = await startTestNats();
+  agent = await DestinationAgent.open(join(dir, "b", ".dwcp-store"));
+  await startVm(definition, stateDir);
+  base = {
+    vm: "rep1",
+    qmp: join(stateDir, "rep1", "qmp.sock"),
+    runDir: join(stateDir, "rep1"),
+    disks: [{ node: "disk0", path: "vms/rep1/disk.img", format: "raw" }],
+    sourceHost: "a",
+    destinationHost: "b",
+    storePath: agent.store.dir,
+    log: new ReplicationLog(t.nats),
+    stateDir: join(dir, "a", ".dwcp-repl"),
+    chunkSizeBytes: 64 * 1024,
+  };
+}, 600_000);
+
+afterAll(async () => {
+  for (const vm of await listVms(stateDir)) await stopVm(stateDir, vm.name).catch(() => undefined);
+  await t?.stop();
+  rmSync(dir, { recursive: true, force: true });
+}, 120_000);
+
+describe("replicating a running VM", () => {
+  it("snapshots a writing guest consistently, reads only dirty blocks, and all after a lost bitmap", async () => {
+    const sync = () => syncVmOnce({ ...base, transport: inProcess(agent) });
+    let seen = await counterAtLeast(10);
+    const results = [];
+    /** Per snapshot, the guest's count on its console just before and just after the sync. */
+    const windows = new Map<string, [number, number]>();
+    const timed = async () => {
+      const before = await counterAtLeast(0);
+      const r = await sync();
+      windows.set(r.snapshotId, [before, await counterAtLeast(0)]);
+      return r;
+    };
+    for (let k = 0; k < 3; k++) {
+      results.push(await timed());
+      seen = await counterAtLeast(seen + 20); // the guest wrote on between the snapshots
+    }
+    expect(results.map((r) => r.disks[0]?.mode)).toEqual(["full", "incremental", "incremental"]);
+    expect(results[0]!.disks[0]!.reason).toBe("the first snapshot");
+    expect(results[0]!.readBytes).toBeGreaterThanOrEqual(4 * MiB); // every allocated block, not the holes
+    expect(results[0]!.readBytes).toBeLessThan(DISK / 2);
+    for (const r of results.slice(1)) {
+      expect(r.parentId).toBeDefined();
+      expect(r.readBytes).toBeGreaterThan(0);
+      expect(r.readBytes).toBeLessThanOrEqual(DISK / 16); // a few 64 KiB chunks of a 16 MiB disk
+    }
+
+    // The bitmap goes (as after a QEMU restart with a raw disk): the next sync reads every
+    // allocated block, and is still one point in time.
+    const qmp = await QmpClient.connect(base.qmp);
+    try {
+      const node = await blockNode(qmp, "disk0");
+      expect(node.bitmaps.map((b) => b.name)).toEqual([`dwcp-${results[2]!.snapshotId}`]);
+      await qmp.executeAs(z.object({}).loose(), "block-dirty-bitmap-remove", {
+        node: "disk0",
+        name: node.bitmaps[0]!.name,
+      });
+    } finally {
+      qmp.close();
+    }
+    const lost = await timed();
+    expect(lost.disks[0]).toMatchObject({ mode: "full", reason: "no dirty bitmap of the previous snapshot" });
+    expect(lost.readBytes).toBeGreaterThanOrEqual(4 * MiB);
+    results.push(lost);
+    seen = await counterAtLeast(seen + 10);
+    const after = await timed();
+    expect(after.disks[0]?.mode).toBe("incremental");
+    results.push(after);
+
+    // Every snapshot restores to an image of one moment, each later than the one before.
+    const { state } = await base.log.read("rep1");
+    let previous = -1;
+    for (const r of results) {
+      const out = join(dir, "restored", r.snapshotId);
+      await restoreFromStore(pickSnapshot(state, { snapshotId: r.snapshotId }), { vm: "rep1", toDir: out });
+      const image = checkCounterImage(join(out, "disk.img"));
+      expect(image, r.snapshotId).toMatchObject({ consistent: true });
+      // One moment between the start and the end of its sync (the console lags the disk by a step).
+      const [before, after] = windows.get(r.snapshotId)!;
+      expect(image.header).toBeGreaterThanOrEqual(before - 1);
+      expect(image.header).toBeLessThanOrEqual(after + 1);
+      expect(image.header).toBeGreaterThan(previous);
+      previous = image.header;
+    }
+  }, 180_000);
+});
