@@ -33,6 +33,8 @@ export interface VmSyncDisk {
 }
 
 export interface VmSyncOptions extends Omit<SyncOptions, "sources" | "openSource" | "readVolumes"> {
+  /** The disks' paths as the event records them (default: `disks[].path`), in the order of `disks`. */
+  sources?: string[];
   /** QEMU's QMP socket. */
   qmp: string;
   /** The VM's run directory: the fleece overlays and the NBD socket are made there. */
@@ -83,7 +85,7 @@ export async function syncVmOnce(o: VmSyncOptions): Promise<VmSyncResult> {
   try {
     const r = await syncOnce({
       ...o,
-      sources: o.disks.map((d) => d.path),
+      sources: o.sources ?? o.disks.map((d) => d.path),
       readVolumes: async (ctx) => {
         const view = await takeView(qmp, o, ctx, reads, (disks) => (taken = disks));
         return view.read();
