@@ -40,6 +40,7 @@ const NamedNodes = z.array(
     .loose(),
 );
 const Empty = z.object({}).loose();
+const Exports = z.array(z.object({ id: z.string().max(256) }).loose());
 const Jobs = z.array(
   z.object({ id: z.string().max(256), type: z.string().max(64), status: z.string().max(64) }).loose(),
 );
@@ -128,6 +129,7 @@ export async function openFleeceView(
     if (problems.length > 0) throw problems[0];
   };
   try {
+    await clearLeftovers(qmp, disks);
     for (const d of disks) {
       const { sizeBytes } = await blockNode(qmp, d.node);
       const file = join(runDir, `${fleeceNode(d.node)}.qcow2`);
@@ -156,7 +158,13 @@ export async function openFleeceView(
     await qmp.executeAs(Empty, "transaction", { actions });
     jobs = true;
     onTaken?.();
-    await qmp.executeAs(Empty, "nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
+    const start = () => qmp.executeAs(Empty, "nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
+    await start().catch(async (err: unknown) => {
+      // A server left by a killed sync, exporting nothing: ours to restart. One with exports is not.
+      if ((await qmp.executeAs(Exports, "query-block-exports")).length > 0) throw err;
+      await qmp.executeAs(Empty, "nbd-server-stop");
+      await start();
+    });
     server = true;
     for (const d of disks) {
       await qmp.executeAs(Empty, "block-export-add", {
@@ -173,6 +181,16 @@ export async function openFleeceView(
   } catch (err) {
     await close().catch(() => undefined);
     throw err;
+  }
+}
+
+/** What a sync killed mid-way left in QEMU (its export, job, fleece node): removed, best effort. */
+async function clearLeftovers(qmp: QmpClient, disks: FleeceDisk[]): Promise<void> {
+  const ignore = (): undefined => undefined;
+  for (const d of disks) {
+    await qmp.executeAs(Empty, "block-export-del", { id: exportId(d.node), mode: "hard" }).catch(ignore);
+    await cancelJob(qmp, jobId(d.node)).catch(ignore);
+    await deleteNode(qmp, fleeceNode(d.node)).catch(ignore);
   }
 }
 
