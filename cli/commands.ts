@@ -536,16 +536,22 @@ export const COMMANDS: CommandSpec[] = [
     name: "replicate",
     summary: "incremental snapshots of a VM into a host's content-addressed store",
     usage:
-      "--vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION] " +
+      "--vm NAME --from HOST[:PATH[,PATH]] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION] " +
       "[--agent HOST:PORT] [--chunk-size SIZE] [--json]",
     description:
       "The source HOST's replication service takes the snapshot into DIR/.dwcp-store on the destination " +
-      "(paths under its roots). With --every, one snapshot per period until Ctrl-C.",
+      "(paths under its roots). With --every, one snapshot per period until Ctrl-C. With --from HOST alone, " +
+      "the VM as it runs on HOST (`dwcp vm`) is read through QEMU at one point in time (fleecing), and " +
+      "after the first snapshot only the blocks its dirty bitmap marks as changed.",
     role: "cli",
     keepsDataDir: true,
     flags: [
       { name: "vm", value: "NAME", help: "the VM's name (required)" },
-      { name: "from", value: "HOST:PATH,...", help: "source host and image paths under its root (required)" },
+      {
+        name: "from",
+        value: "HOST[:PATH,...]",
+        help: "source host and image paths under its root, or the host alone for the VM running there (required)",
+      },
       { name: "to", value: "HOST:DIR", help: "destination host and store directory under its root (required)" },
       {
         name: "every",
@@ -587,7 +593,10 @@ export const COMMANDS: CommandSpec[] = [
       JSON_FLAG,
       ...CLIENT,
     ],
-    examples: ["dwcp replicate --vm db --from a:vms/db/disk.img --to b:replicas --every 15m --keep-for 7d"],
+    examples: [
+      "dwcp replicate --vm db --from a:vms/db/disk.img --to b:replicas --every 15m --keep-for 7d",
+      "dwcp replicate --vm db --from a --to b:replicas --chunk-size 64K --every 5m",
+    ],
   },
   {
     name: "replication-service",

@@ -65,10 +65,11 @@ export const PITR_HELP = `
                                         dwcp streams created with dwcp's own configuration; --skip-invalid
                                         leaves out (and logs) payloads that fail their schema instead of
                                         refusing the file
-  replicate --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
+  replicate --vm NAME --from HOST[:PATH[,PATH]] --to HOST:DIR [--every DURATION] [--keep N | --keep-for DURATION]
           [--agent HOST:PORT] [--chunk-size SIZE] [--json]
                                         incremental snapshots into HOST's content-addressed store DIR/.dwcp-store,
-                                        taken by the source HOST's replication service (paths under its roots)
+                                        taken by the source HOST's replication service (paths under its roots);
+                                        --from HOST alone: the VM running there, at one point in time (QEMU)
   replication-service --host HOST [--data-dir D | --roots HOST=DIR,...]
                                         the source side of replication for HOST: runs the syncs that "replicate"
                                         asks for (DWCP_SECRET for --agent destinations); "dwcp up" starts one
@@ -398,10 +399,12 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
     "metrics-token-file": { type: "string" },
   });
   if (!v.vm || !v.from || !v.to)
-    throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+    throw new UsageError("replicate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR (or --from HOST)");
   checkVm(v.vm);
   const retention = retentionOf(v);
-  const from = parseFrom(v.from);
+  // --from HOST alone: the VM as it runs on HOST under QEMU, read at one point in time.
+  const running = !v.from.includes(":");
+  const from = running ? { host: v.from, volumes: [] } : parseFrom(v.from);
   const to = parseTo(v.to);
   const agent = v.agent ? parseHostPort(v.agent) : undefined;
   if (v.agent && !agent) throw new UsageError(`--agent must be HOST:PORT, got "${v.agent}"`);
@@ -410,10 +413,10 @@ export async function cmdReplicate(argv: string[]): Promise<number> {
     throw new UsageError("--metrics-listen needs --every: a single snapshot has nothing to watch");
   const cmd: ReplicateVm = {
     type: "ReplicateVm",
-    version: 1,
+    version: running ? 2 : 1,
     commandId: randomUUID(),
     vm: v.vm,
-    source: { host: from.host, paths: from.volumes.map((x) => x.path) },
+    source: { host: from.host, paths: from.volumes.map((x) => x.path), ...(running ? { running: true } : {}) },
     destination: { host: to.host, dir: to.dir, ...(agent ? { agent } : {}) },
     ...(v["chunk-size"] ? { chunkSizeBytes: chunkSize(v["chunk-size"]) } : {}),
     ...(retention ? { retention } : {}),
@@ -477,7 +480,10 @@ function printSync(r: ReplicationSynced, json: boolean | undefined): void {
     json
       ? JSON.stringify({ ...s, pruned: r.pruned })
       : `snapshot ${s.snapshotId}: ${fmtBytes(s.bytes)}, changed ${fmtBytes(s.changedBytes)}, ` +
-          `wire ${fmtBytes(s.wireBytes)} in ${s.seconds.toFixed(2)} s${pruned}`,
+          `wire ${fmtBytes(s.wireBytes)} in ${s.seconds.toFixed(2)} s${pruned}` +
+          (s.disks ?? [])
+            .map((d) => `\n  ${d.name}: ${d.mode} read of ${fmtBytes(d.readBytes)}${d.reason ? ` (${d.reason})` : ""}`)
+            .join(""),
   );
 }
 

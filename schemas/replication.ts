@@ -284,41 +284,58 @@ export type BackupTrailer = z.infer<typeof BackupTrailer>;
 /** A path as the user gave it after HOST:, resolved under the service's root for that host. */
 const HostPath = z.string().min(1).max(4096);
 
-export const ReplicateVm = z.object({
-  type: z.literal("ReplicateVm"),
-  version: z.literal(1),
-  /** Names the command in the service's logs and replies. */
-  commandId: Id,
-  vm: VmName,
-  source: z.object({ host: HostId, paths: z.array(HostPath).min(1).max(64) }),
-  /** The store is <dir>/.dwcp-store on `host`; `agent` is that host's replication agent, if remote. */
-  destination: z.object({
-    host: HostId,
-    dir: HostPath,
-    agent: z.object({ host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
-  }),
-  /** Bytes per stored chunk: a multiple of 4 KiB up to 64 MiB. */
-  chunkSizeBytes: z
-    .number()
-    .int()
-    .min(4096)
-    .max(MAX_CHUNK_BYTES)
-    .refine((n) => n % 4096 === 0, { message: "must be a multiple of 4096" })
-    .optional(),
-  /** Applied after the sync when the store is local to the service (a remote agent prunes itself). */
-  retention: z
-    .union([
-      z.object({ keep: z.number().int().min(1).max(1_000_000) }),
-      z.object({
-        keepForMs: z
-          .number()
-          .int()
-          .min(1)
-          .max(100 * 365 * 86_400_000),
-      }),
-    ])
-    .optional(),
-});
+export const ReplicateVm = z
+  .object({
+    type: z.literal("ReplicateVm"),
+    /** 2: `source.running` may be set (a version 1 service refuses it rather than read a running VM's files). */
+    version: z.union([z.literal(1), z.literal(2)]),
+    /** Names the command in the service's logs and replies. */
+    commandId: Id,
+    vm: VmName,
+    source: z.object({
+      host: HostId,
+      /** Image paths under the host's root; none with `running` (the VM's definition names its disks). */
+      paths: z.array(HostPath).max(64),
+      /**
+       * Read the VM `vm` that runs under QEMU on the host (`dwcp vm`) at one point in time, through
+       * fleecing and its dirty bitmaps, instead of files.
+       */
+      running: z.literal(true).optional(),
+    }),
+    /** The store is <dir>/.dwcp-store on `host`; `agent` is that host's replication agent, if remote. */
+    destination: z.object({
+      host: HostId,
+      dir: HostPath,
+      agent: z.object({ host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }).optional(),
+    }),
+    /** Bytes per stored chunk: a multiple of 4 KiB up to 64 MiB. */
+    chunkSizeBytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(MAX_CHUNK_BYTES)
+      .refine((n) => n % 4096 === 0, { message: "must be a multiple of 4096" })
+      .optional(),
+    /** Applied after the sync when the store is local to the service (a remote agent prunes itself). */
+    retention: z
+      .union([
+        z.object({ keep: z.number().int().min(1).max(1_000_000) }),
+        z.object({
+          keepForMs: z
+            .number()
+            .int()
+            .min(1)
+            .max(100 * 365 * 86_400_000),
+        }),
+      ])
+      .optional(),
+  })
+  .refine((c) => (c.source.running === true ? c.source.paths.length === 0 : c.source.paths.length > 0), {
+    message: "source.paths: one or more image paths, or none with source.running",
+  })
+  .refine((c) => c.source.running === undefined || c.version === 2, {
+    message: "source.running needs version 2",
+  });
 
 /**
  * Write a VM's volumes as they were at a snapshot into `to.dir` on `to.host`: sent to that host's
@@ -357,6 +374,21 @@ export const SyncSummary = z.object({
   wireBytes: Uint,
   chunksSent: Uint,
   fullResends: Uint,
+  /** A running VM's sync: bytes read from its point-in-time view, all disks. */
+  readBytes: Uint.optional(),
+  /** A running VM's sync: how each disk was read (only dirty blocks, or all, and why). */
+  disks: z
+    .array(
+      z.object({
+        name: z.string().min(1).max(255),
+        mode: z.enum(["incremental", "full"]),
+        reason: z.string().max(256).optional(),
+        readBytes: Uint,
+        sizeBytes: Uint,
+      }),
+    )
+    .max(16)
+    .optional(),
 });
 
 /** What one restore wrote, as `dwcp restore --json` prints it. */

@@ -117,7 +117,7 @@ describe("the replication service", () => {
     const ask = async (body: string): Promise<ReplicationReply> =>
       ReplicationReply.parse((await t.nats.nc.request(replicationRpc("a"), body, { timeout: 5_000 })).json());
     expect(await ask("not json")).toMatchObject({ type: "ReplicationRejected", code: "INVALID_COMMAND" });
-    expect(await ask(JSON.stringify({ ...command("v"), version: 2 }))).toMatchObject({
+    expect(await ask(JSON.stringify({ ...command("v"), version: 3 }))).toMatchObject({
       type: "ReplicationRejected",
       code: "INVALID_COMMAND",
     });
@@ -125,6 +125,12 @@ describe("the replication service", () => {
     expect(await ask(JSON.stringify(tooMany))).toMatchObject({
       type: "ReplicationRejected",
       commandId: tooMany.commandId,
+      code: "INVALID_COMMAND",
+    });
+    // source.running is a version 2 field: a version 1 command with it is refused, not run on files.
+    const runningV1 = command("v", { source: { host: "a", paths: [], running: true } });
+    expect(await ask(JSON.stringify(runningV1))).toMatchObject({
+      type: "ReplicationRejected",
       code: "INVALID_COMMAND",
     });
     await svc.waitFor((j) => j["level"] === 50 && String(j["msg"]).startsWith("invalid replication command"));

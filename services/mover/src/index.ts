@@ -17,4 +17,14 @@ export {
   TransferAbortedError,
 } from "./errors.js";
 export { adoptVm, listVms, parseDefinition, startVm, stopVm, VmError, type VmStatus } from "./infra/vm/runner.js";
+export { readRecord as readVmRecord, type VmRecord } from "./infra/vm/runner.js";
+export {
+  blockNode,
+  openFleeceView,
+  removeBitmap,
+  restoreBitmap,
+  type DirtyBitmap,
+  type FleeceDisk,
+  type FleeceView,
+} from "./infra/vm/fleece.js";
 export { QmpClient, QmpError } from "./infra/vm/qmp.js";

@@ -96,6 +96,7 @@ export async function startReplicationService(
   const service = new ReplicationService({
     host: cfg.host,
     root: hostRoots(cfg.roots, cfg.dataDir),
+    vmStateDir: resolve(cfg.dataDir, "vms"),
     log: new ReplicationLog(nats, { trust: eventTrustOf(env) }),
     nats,
     logger,

@@ -19,6 +19,8 @@ export interface ReplicateOptions extends Omit<SyncOptions, "transport"> {
   signal?: AbortSignal;
   onSync?: (r: SyncResult, retention?: RetentionResult) => void;
   onError?: (err: unknown) => void;
+  /** Runs one sync; default syncOnce (a running VM's syncs go through syncVmOnce). */
+  syncWith?: (o: SyncOptions) => Promise<SyncResult>;
 }
 
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
@@ -42,7 +44,7 @@ async function once(o: ReplicateOptions): Promise<void> {
     throw err;
   });
   try {
-    const r = await syncOnce({ ...o, transport });
+    const r = await (o.syncWith ?? syncOnce)({ ...o, transport });
     const retention = o.retention && o.localStore ? await retain(o.localStore, o.retention, o) : undefined;
     o.onSync?.(r, retention);
   } finally {

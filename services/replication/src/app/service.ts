@@ -18,7 +18,9 @@ import { replicate } from "./replicate.js";
 import type { RetentionResult } from "./retention.js";
 import { pickSnapshot, restoreFromStore } from "./restore.js";
 import { readReplication } from "./snapshots.js";
-import type { SyncResult } from "./sync.js";
+import type { SyncOptions, SyncResult } from "./sync.js";
+import { planRunningVm, RunningVmRefusedError, type RunningVmPlan } from "./vm-plan.js";
+import { syncVmOnce } from "./vm-sync.js";
 
 /** A command this service cannot run as given; nothing was read or sent. */
 export class CommandRefusedError extends DwcpError {
@@ -56,6 +58,8 @@ export interface ReplicationServiceOptions {
    * answers): a command naming another is refused (UNKNOWN_HOST). Default: every host is.
    */
   knownHost?: (host: string) => Promise<boolean>;
+  /** Where `dwcp vm` records the VMs it runs on this host (`source.running` commands); none: refused. */
+  vmStateDir?: string;
   log: ReplicationLog;
   /** For reads of the log (restore picks its snapshot from it). */
   nats: Nats;
@@ -250,6 +254,10 @@ export class ReplicationService {
     const plan = new Plan();
     try {
       const src = plan.hold(await HostRoot.open(this.o.root(cmd.source.host)));
+      if (cmd.source.running === true) {
+        plan.vm = await planRunningVm(this.o.vmStateDir, cmd.vm, src);
+        plan.sources.push(...plan.vm.sources);
+      }
       for (const p of cmd.source.paths) {
         const rel = await src.confine(p, { mustExist: true });
         plan.sources.push(displayPath(src, p, rel));
@@ -290,10 +298,13 @@ export class ReplicationService {
     const tls = link?.mode === "tls" ? { tls: { tls: link.tls, destHost: cmd.destination.host } } : {};
     const connect = (): Promise<Transport> => (agent ? connectAgent({ ...agent, secret, ...tls }) : local());
     let out: { result: SyncResult; retention?: RetentionResult } | undefined;
+    const vm = plan.vm;
     await replicate({
       vm: cmd.vm,
       sources: plan.sources,
-      openSource: (_path, i) => Promise.resolve(plan.take(i)),
+      ...(vm
+        ? { syncWith: (so: SyncOptions) => syncVmOnce({ ...so, ...vm }) }
+        : { openSource: (_path: string, i: number) => Promise.resolve(plan.take(i)) }),
       sourceHost: cmd.source.host,
       destinationHost: cmd.destination.host,
       storePath: plan.storePath,
@@ -326,6 +337,8 @@ class Plan {
   state: DirHandle | undefined;
   /** The local store's directory, held (undefined with an agent). */
   store: DirHandle | undefined;
+  /** A running VM's sync (`source.running`): read through QEMU, no file is opened. */
+  vm: RunningVmPlan | undefined;
   private readonly held: Array<{ close(): void }> = [];
 
   hold<T extends { close(): void }>(h: T): T {
@@ -369,7 +382,13 @@ async function beneathAsync<T>(asked: string, fn: () => Promise<T>): Promise<T> 
   }
 }
 
-type Refusal = CommandRefusedError | PathOutsideRootError | PathNotFoundError | PathKindError | UnknownHostError;
+type Refusal =
+  | CommandRefusedError
+  | PathOutsideRootError
+  | PathNotFoundError
+  | PathKindError
+  | UnknownHostError
+  | RunningVmRefusedError;
 
 /** A refusal as a value (answered ReplicationRejected); any other failure is rethrown (ReplicationFailed). */
 function refusal(err: unknown): Refusal {
@@ -378,7 +397,8 @@ function refusal(err: unknown): Refusal {
     err instanceof PathOutsideRootError ||
     err instanceof PathNotFoundError ||
     err instanceof UnknownHostError ||
-    err instanceof PathKindError
+    err instanceof PathKindError ||
+    err instanceof RunningVmRefusedError
   )
     return err;
   throw err;

@@ -40,6 +40,22 @@ export interface SyncOptions extends LogOption {
   chunkSizeBytes?: number;
   /** Blocks of 4 MiB read and fingerprinted at once per volume. Default 3. */
   concurrency?: number;
+  /**
+   * Reads the volumes some other way than scanning `sources` (which still name them): a running
+   * VM's point-in-time view (vm-sync.ts). Called once, after the log is folded.
+   */
+  readVolumes?: (ctx: VolumeReadContext) => Promise<VolumeOut[]>;
+}
+
+/** What a `readVolumes` reader is given. */
+export interface VolumeReadContext {
+  snapshotId: string;
+  parentId: string | undefined;
+  /** The parent snapshot's cache, if this source has it and it has this chunk size. */
+  cache: SourceCache | undefined;
+  cs: number;
+  batcher: PutBatcher;
+  link: CountingLink;
 }
 
 /**
@@ -158,8 +174,10 @@ async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
   const link = new CountingLink(o.transport);
   const batcher = new PutBatcher(link);
   lap("prepareMs");
-  const outs: VolumeOut[] = [];
-  for (const [i, path] of o.sources.entries()) {
+  const outs: VolumeOut[] = o.readVolumes
+    ? await o.readVolumes({ snapshotId, parentId: parent?.snapshotId, cache, cs, batcher, link })
+    : [];
+  for (const [i, path] of o.readVolumes ? [] : o.sources.entries()) {
     outs.push(
       await syncVolume({
         batcher,

@@ -113,6 +113,18 @@ export class QmpClient {
     return parsed.data as QmpReturn<C>;
   }
 
+  // Commands typed next to their callers (qmp-backup.ts): the schema of the return comes with the call.
+  /** Sends `command` and resolves with its return value, checked against `schema`. */
+  async executeAs<T>(schema: z.ZodType<T>, command: string, args?: Record<string, unknown>): Promise<T> {
+    if (this.closedWith) throw this.closedWith;
+    const id = this.nextId++;
+    const reply = new Promise<unknown>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    this.socket.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id })}\n`);
+    const parsed = schema.safeParse(await reply);
+    if (!parsed.success) throw new QmpError(`QMP ${command} returned an unexpected value: ${parsed.error.message}`);
+    return parsed.data;
+  }
+
   /** Calls `fn` with every event until the returned function is called. */
   onEvent(fn: (e: QmpEvent) => void): () => void {
     this.listeners.add(fn);

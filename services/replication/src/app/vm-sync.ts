@@ -1,0 +1,193 @@
+import { basename } from "node:path";
+import {
+  blockNode,
+  openFleeceView,
+  QmpClient,
+  removeBitmap,
+  restoreBitmap,
+  type DirtyBitmap,
+  type FleeceDisk,
+} from "#mover";
+import { NbdClient, NBD_STATE_DIRTY, NBD_STATE_ZERO } from "../infra/nbd-client.js";
+import type { SourceCache } from "../infra/fp-cache.js";
+import { replicationLogger } from "./logging.js";
+import { syncOnce, type SyncOptions, type SyncResult, type VolumeReadContext } from "./sync.js";
+import { readViewVolume } from "./view-volume.js";
+import type { VolumeOut } from "./volume-scan.js";
+
+// Crash-consistent snapshots of a running VM: each sync takes a point-in-time view of all its
+// disks at once (QEMU copy-before-write fleecing, one QMP transaction) and reads it over NBD.
+// A dirty bitmap per disk, named after the snapshot it started at (`dwcp-<snapshotId>`), records
+// what the guest writes after it; the next sync reads only the chunks the bitmap of the log's
+// latest snapshot marks dirty. Anything less than certain (no bitmap of that name, one that is not
+// recording or is inconsistent after a QEMU crash, no source cache of that snapshot, a disk that
+// changed size) makes that disk a full read: never a wrong incremental.
+
+/** A disk of the VM as its definition names it. */
+export interface VmSyncDisk {
+  /** QEMU's node name of the disk's format node (the definition's disk id). */
+  node: string;
+  /** The image path under the host root; its base name names the volume in the manifest. */
+  path: string;
+  format: "raw" | "qcow2";
+}
+
+export interface VmSyncOptions extends Omit<SyncOptions, "sources" | "openSource" | "readVolumes"> {
+  /** The disks' paths as the event records them (default: `disks[].path`), in the order of `disks`. */
+  sources?: string[];
+  /** QEMU's QMP socket. */
+  qmp: string;
+  /** The VM's run directory: the fleece overlays and the NBD socket are made there. */
+  runDir: string;
+  disks: VmSyncDisk[];
+  /** Bytes per dirty-bitmap bit, a power of two. Default 64 KiB. */
+  granularityBytes?: number;
+}
+
+/** How one disk of a VM sync was read. */
+export interface VmDiskRead {
+  name: string;
+  mode: "incremental" | "full";
+  /** Why a full read, when it was. */
+  reason?: string;
+  /** Bytes read from the point-in-time view. */
+  readBytes: number;
+  sizeBytes: number;
+}
+
+export interface VmSyncResult extends SyncResult {
+  disks: VmDiskRead[];
+  /** Bytes read from the view, every disk. */
+  readBytes: number;
+}
+
+const bitmapName = (snapshotId: string): string => `dwcp-${snapshotId}`;
+const OURS = /^dwcp-/;
+
+/** Whether `since` can stand for the changes since the parent snapshot, or why not. */
+function usable(bm: DirtyBitmap | undefined, prev: SourceCache["volumes"][number] | undefined, size: number): string {
+  if (bm === undefined) return "no dirty bitmap of the previous snapshot";
+  if (bm.inconsistent === true) return "the dirty bitmap is inconsistent (QEMU stopped uncleanly)";
+  if (!bm.recording) return "the dirty bitmap stopped recording (an interrupted sync)";
+  if (bm.busy) return "the dirty bitmap is in use";
+  if (prev === undefined) return "no source cache of the previous snapshot";
+  if (prev.sizeBytes !== size) return "the disk changed size";
+  return "";
+}
+
+/** One crash-consistent sync of a running VM. */
+export async function syncVmOnce(o: VmSyncOptions): Promise<VmSyncResult> {
+  const log = replicationLogger(o, { vm: o.vm, host: o.sourceHost });
+  const qmp = await QmpClient.connect(o.qmp);
+  const reads: VmDiskRead[] = [];
+  /** Per disk, once the point in time is taken: the bitmap it read and the one it started. */
+  let taken: FleeceDisk[] | undefined;
+  try {
+    const r = await syncOnce({
+      ...o,
+      sources: o.sources ?? o.disks.map((d) => d.path),
+      readVolumes: async (ctx) => {
+        const view = await takeView(qmp, o, ctx, reads, (disks) => (taken = disks));
+        return view.read();
+      },
+    });
+    for (const d of taken ?? [])
+      if (d.sinceBitmap !== undefined)
+        await removeBitmap(qmp, d.node, d.sinceBitmap).catch((err: unknown) =>
+          log.warn({ err, bitmap: d.sinceBitmap }, "could not remove the previous dirty bitmap; the next sync will"),
+        );
+    return { ...r, disks: reads, readBytes: reads.reduce((n, d) => n + d.readBytes, 0) };
+  } catch (err) {
+    // The changes since the parent are split between the disabled previous bitmap and the new one:
+    // put them back together, or drop both (the next sync is then a full read).
+    for (const d of taken ?? []) {
+      const undo =
+        d.sinceBitmap !== undefined
+          ? restoreBitmap(qmp, d.node, d.sinceBitmap, d.nextBitmap)
+          : removeBitmap(qmp, d.node, d.nextBitmap);
+      await undo.catch(async (e: unknown) => {
+        log.warn({ err: e, node: d.node }, "could not restore the dirty bitmap; dropping it");
+        await removeBitmap(qmp, d.node, d.nextBitmap).catch(() => undefined);
+        if (d.sinceBitmap !== undefined) await removeBitmap(qmp, d.node, d.sinceBitmap).catch(() => undefined);
+      });
+    }
+    throw err;
+  } finally {
+    qmp.close();
+  }
+}
+
+/** Decides per disk what to read, drops stale bitmaps of ours, and takes the point in time. */
+async function takeView(
+  qmp: QmpClient,
+  o: VmSyncOptions,
+  ctx: VolumeReadContext,
+  reads: VmDiskRead[],
+  onTaken: (disks: FleeceDisk[]) => void,
+): Promise<{ read: () => Promise<VolumeOut[]> }> {
+  const log = replicationLogger(o, { vm: o.vm, host: o.sourceHost });
+  const since = ctx.parentId === undefined ? undefined : bitmapName(ctx.parentId);
+  const disks: FleeceDisk[] = [];
+  const plans: Array<{ name: string; prev: SourceCache["volumes"][number] | undefined; why: string }> = [];
+  for (const d of o.disks) {
+    const node = await blockNode(qmp, d.node);
+    const name = basename(d.path);
+    const prev = ctx.cache?.volumes.find((v) => v.name === name);
+    const bm = since === undefined ? undefined : node.bitmaps.find((b) => b.name === since);
+    const why = ctx.parentId === undefined ? "the first snapshot" : usable(bm, prev, node.sizeBytes);
+    for (const stale of node.bitmaps.filter((b) => OURS.test(b.name) && (why !== "" || b.name !== since)))
+      await removeBitmap(qmp, d.node, stale.name);
+    disks.push({
+      node: d.node,
+      nextBitmap: bitmapName(ctx.snapshotId),
+      ...(why === "" ? { sinceBitmap: since } : {}),
+      persistent: d.format === "qcow2" && node.driver === "qcow2",
+      granularityBytes: o.granularityBytes ?? 64 * 1024,
+    });
+    plans.push({ name, prev, why });
+    if (why !== "") log.info({ node: d.node, reason: why }, "full read of the disk");
+  }
+  const view = await openFleeceView(qmp, o.runDir, disks, () => onTaken(disks));
+  const read = async (): Promise<VolumeOut[]> => {
+    try {
+      const outs: VolumeOut[] = [];
+      for (const [k, d] of disks.entries()) {
+        const plan = plans[k]!;
+        const incremental = d.sinceBitmap !== undefined;
+        const nbd = await NbdClient.connect(view.socket, {
+          exportName: d.node,
+          metaContext: incremental ? `qemu:dirty-bitmap:${d.sinceBitmap}` : "base:allocation",
+        });
+        try {
+          const extents = (await nbd.extents()).filter((e) =>
+            incremental ? (e.flags & NBD_STATE_DIRTY) !== 0 : (e.flags & NBD_STATE_ZERO) === 0,
+          );
+          const out = await readViewVolume({
+            nbd,
+            name: plan.name,
+            batcher: ctx.batcher,
+            link: ctx.link,
+            cs: ctx.cs,
+            since: incremental ? plan.prev : undefined,
+            bases: plan.prev,
+            extents,
+          });
+          reads.push({
+            name: plan.name,
+            mode: incremental ? "incremental" : "full",
+            ...(incremental ? {} : { reason: plan.why }),
+            readBytes: out.readBytes,
+            sizeBytes: out.vol.sizeBytes,
+          });
+          outs.push(out);
+        } finally {
+          await nbd.close();
+        }
+      }
+      return outs;
+    } finally {
+      await view.close();
+    }
+  };
+  return { read };
+}
