@@ -249,13 +249,14 @@ export interface TunnelListener {
 /**
  * Source side: a unix socket at `path`; each connection to it is carried through its own tunnel
  * (openTunnel(o)). A tunnel that cannot be opened closes the local connection (QEMU sees its peer
- * go away) and is reported to `onError`.
+ * go away) and is reported to `on.error`; `on.closed` hears of every tunnel that ended (the
+ * caller knows whether it expected that).
  */
 export async function listenTunnel(
   path: string,
   o: TunnelOptions,
   log: Logger,
-  onError: (err: Error) => void = () => undefined,
+  on: { error?: (err: Error) => void; closed?: () => void } = {},
 ): Promise<TunnelListener> {
   rmSync(path, { force: true });
   const open = new Set<Socket>();
@@ -271,11 +272,12 @@ export async function listenTunnel(
         remote.once("close", () => open.delete(remote));
         const carried = await splice(local, remote);
         tlog.debug({ bytesOut: carried.aToB, bytesIn: carried.bToA }, "tunnel closed");
+        on.closed?.();
       },
       (err: unknown) => {
         local.destroy();
         tlog.warn({ err }, "tunnel could not be opened");
-        onError(err as Error);
+        on.error?.(err as Error);
       },
     );
   });

@@ -113,6 +113,20 @@ export class QmpClient {
     return parsed.data as QmpReturn<C>;
   }
 
+  /**
+   * Sends a command outside QmpCommands (a module's own typed block, e.g. qmp-live.ts) and
+   * checks its return against `schema`.
+   */
+  async executeAs<T>(command: string, schema: z.ZodType<T>, args?: Record<string, unknown>): Promise<T> {
+    if (this.closedWith) throw this.closedWith;
+    const id = this.nextId++;
+    const reply = new Promise<unknown>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    this.socket.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id })}\n`);
+    const parsed = schema.safeParse(await reply);
+    if (!parsed.success) throw new QmpError(`QMP ${command} returned an unexpected value: ${parsed.error.message}`);
+    return parsed.data;
+  }
+
   /** Calls `fn` with every event until the returned function is called. */
   onEvent(fn: (e: QmpEvent) => void): () => void {
     this.listeners.add(fn);
