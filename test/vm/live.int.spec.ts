@@ -1,7 +1,8 @@
 // Live migration of the counting guest (real QEMU, TCG) from mover a to mover b: the disk mirror
 // and the migration stream cross b's data channel (mTLS) through tunnels on loopback. One guest
-// boots once: a migration whose destination QEMU is killed mid-mirror leaves it running at a,
-// then a migration that completes moves it to b, where it counts on without a restart.
+// boots once: a migration whose destination QEMU is killed mid-mirror leaves it running at a, so
+// does one cancelled during precopy, then a migration that completes moves it to b, where it
+// counts on without a restart.
 import { randomBytes } from "node:crypto";
 import {
   copyFileSync,
@@ -106,7 +107,7 @@ const options = (migrationId: string, destination: LiveDestination, reports: Liv
 });
 
 describe("live migration through the movers' data channel", () => {
-  it("leaves the source running when the destination QEMU dies mid-mirror, then moves the counting guest", async () => {
+  it("keeps the source running through a dead destination and a cancel, then moves the counting guest", async () => {
     await startVm(definition(rootA), stateA);
     await serial(stateA, /dwcp-counter 2\b/);
 
@@ -142,7 +143,24 @@ describe("live migration through the movers' data channel", () => {
     const before = Math.max(...counters(readFileSync(join(stateA, "g/serial.log"), "latin1")));
     await serial(stateA, new RegExp(`dwcp-counter ${before + 5}\\b`));
 
-    // 2. A migration that completes.
+    // 2. A migration cancelled during precopy: migrate_cancel, the mirror dropped, the source runs on.
+    const cancel = new AbortController();
+    const cancelled: LiveReport[] = [];
+    const err2 = await migrateLive({
+      ...options("live-cancel", incoming, cancelled),
+      signal: cancel.signal,
+      onReport: (r) => {
+        cancelled.push(r);
+        if (r.kind === "precopy") cancel.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(err2).toMatchObject({ phase: "precopy", code: "LIVE_MIGRATION_CANCELLED" });
+    expect(cancelled.at(-1)).toMatchObject({ kind: "failed", cancelled: true });
+    expect((await statusOf(stateA, "g")).state).toBe("running");
+    expect(existsSync(join(rootB, "vms/g/disk.img"))).toBe(false);
+    expect(await listVms(stateB)).toEqual([]);
+
+    // 3. A migration that completes.
     const reports: LiveReport[] = [];
     let sourceText = "";
     const sourcePid = readRecord(stateA, "g").pid ?? 0;
