@@ -160,7 +160,7 @@ describe("replicating a running VM", () => {
     try {
       const node = await blockNode(qmp, "disk0");
       expect(node.bitmaps.map((b) => b.name)).toEqual([`dwcp-${results[2]!.snapshotId}`]);
-      await qmp.executeAs(z.object({}).loose(), "block-dirty-bitmap-remove", {
+      await qmp.executeAs("block-dirty-bitmap-remove", z.object({}).loose(), {
         node: "disk0",
         name: node.bitmaps[0]!.name,
       });

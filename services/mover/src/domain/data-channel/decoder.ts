@@ -5,6 +5,7 @@ import {
   BatchBegin,
   FLAG_LZ4,
   FLAG_SEALED,
+  FLAG_TUNNEL,
   FLAG_ZSTD,
   FLAG_ZERO,
   frameKindOf,
@@ -19,6 +20,7 @@ import {
   PROTOCOL_VERSION,
   readHeader,
   SEGMENT_ENTRY_BYTES,
+  TunnelOpen,
   WireFailure,
   type ChunkHeader,
   type ControlFrame,
@@ -55,6 +57,18 @@ export const CLIENT_SESSION: DecoderLimits = {
 export const SERVER_IDLE: DecoderLimits = {
   accept: new Set<FrameKind>(["BATCH_BEGIN", "HELLO"]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
+  maxChunkLength: 0,
+};
+/** Authenticated server on a connection whose HELLO asked for a tunnel: its channel. */
+export const SERVER_TUNNEL: DecoderLimits = {
+  accept: new Set<FrameKind>(["TUNNEL_OPEN"]),
+  maxControlPayload: MAX_PREAUTH_PAYLOAD,
+  maxChunkLength: 0,
+};
+/** Client of a tunnel after AUTH_OK: the destination's answer to TUNNEL_OPEN. */
+export const CLIENT_TUNNEL: DecoderLimits = {
+  accept: new Set<FrameKind>(["TUNNEL_OK", "TUNNEL_ERR"]),
+  maxControlPayload: MAX_PREAUTH_PAYLOAD,
   maxChunkLength: 0,
 };
 /** Authenticated server inside a batch whose chunks are at most `chunkSizeBytes`. */
@@ -111,6 +125,16 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
   /** Bytes received and not yet consumed. */
   get buffered(): number {
     return this.queue.length;
+  }
+
+  /**
+   * Between frames, the bytes received after the last one, handed over (the decoder keeps none):
+   * a tunnel's first raw bytes that arrived with its TUNNEL_OK.
+   */
+  takeRest(): Uint8Array {
+    if (this.state.at !== "header")
+      throw new InvariantViolationError("takeRest() inside a frame: only whole frames are decoded");
+    return this.queue.take(this.queue.length);
   }
 
   /** True between frames: nothing of a frame has been consumed yet. */
@@ -305,7 +329,7 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
   if (!limits.accept.has(kind)) return `${kind} is not allowed here`;
   if (h.offset > Number.MAX_SAFE_INTEGER) return `${kind}: offset too large`;
   if (kind === "CHUNK") return chunkHeaderProblem(h, limits);
-  const allowed = kind === "HELLO" || kind === "AUTH_OK" ? FLAG_SEALED : 0;
+  const allowed = kind === "HELLO" ? FLAG_SEALED | FLAG_TUNNEL : kind === "AUTH_OK" ? FLAG_SEALED : 0;
   if ((h.flags & ~allowed) !== 0) return `${kind}: unexpected flags ${h.flags}`;
   if (h.payloadLength > limits.maxControlPayload) {
     return `${kind}: payload of ${h.payloadLength} bytes exceeds ${limits.maxControlPayload}`;
@@ -344,7 +368,7 @@ function parseJson(payload: Uint8Array): unknown {
   }
 }
 
-function decodeHello(p: Uint8Array, sealed: boolean): ControlFrame | string {
+function decodeHello(p: Uint8Array, sealed: boolean, tunnel: boolean): ControlFrame | string {
   const idLength = p[MAC_BYTES];
   if (idLength === undefined) return "truncated";
   const hostLength = p[MAC_BYTES + 1 + idLength];
@@ -361,7 +385,7 @@ function decodeHello(p: Uint8Array, sealed: boolean): ControlFrame | string {
   const parsed = Hello.safeParse(fields);
   if (!parsed.success) return "invalid migration id or source host";
   const hello = { kind: "HELLO" as const, ...parsed.data, mac: p.slice(0, MAC_BYTES) };
-  return sealed ? { ...hello, sealed } : hello;
+  return { ...hello, ...(sealed ? { sealed } : {}), ...(tunnel ? { tunnel } : {}) };
 }
 
 function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFrame | string {
@@ -370,7 +394,7 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
     case "CHALLENGE":
       return p.length === NONCE_BYTES ? { kind, nonce: p.slice() } : "bad nonce length";
     case "HELLO":
-      return decodeHello(p, (h.flags & FLAG_SEALED) !== 0);
+      return decodeHello(p, (h.flags & FLAG_SEALED) !== 0, (h.flags & FLAG_TUNNEL) !== 0);
     case "AUTH_OK":
       return empty ?? ((h.flags & FLAG_SEALED) === 0 ? { kind } : { kind, sealed: true });
     case "BATCH_OK":
@@ -392,6 +416,16 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
       const r = WireFailure.safeParse(parseJson(p));
       if (!r.success) return "invalid payload";
       return kind === "CHUNK_ERR" ? { kind, offset: h.offset, failure: r.data } : { kind, failure: r.data };
+    }
+    case "TUNNEL_OPEN": {
+      const r = TunnelOpen.safeParse(parseJson(p));
+      return r.success ? { kind, channel: r.data.channel } : "invalid tunnel channel";
+    }
+    case "TUNNEL_OK":
+      return empty ?? { kind };
+    case "TUNNEL_ERR": {
+      const r = AuthFailPayload.safeParse(parseJson(p));
+      return r.success ? { kind, message: r.data.message } : "invalid payload";
     }
     case "CHUNK":
       return "CHUNK is not a control frame";

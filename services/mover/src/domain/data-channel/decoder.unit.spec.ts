@@ -7,6 +7,8 @@ import {
   FrameDecoder,
   SERVER_IDLE,
   SERVER_PREAUTH,
+  SERVER_TUNNEL,
+  CLIENT_TUNNEL,
   serverInBatch,
   type DecodeStep,
   type DecoderLimits,
@@ -42,6 +44,9 @@ const ALL: DecoderLimits = {
     "BATCH_END",
     "BATCH_OK",
     "BATCH_ERR",
+    "TUNNEL_OPEN",
+    "TUNNEL_OK",
+    "TUNNEL_ERR",
   ]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: MiB,
@@ -72,6 +77,10 @@ const controls: ControlFrame[] = [
   { kind: "BATCH_END", chunkCount: 8 },
   { kind: "BATCH_OK" },
   { kind: "BATCH_ERR", failure: { code: "NO_SPACE", message: "disk full" } },
+  { kind: "HELLO", migrationId: "mig-1", sourceHost: "host-a", mac: new Uint8Array(32).fill(9), tunnel: true },
+  { kind: "TUNNEL_OPEN", channel: "nbd" },
+  { kind: "TUNNEL_OK" },
+  { kind: "TUNNEL_ERR", message: "no live migration expects it" },
 ];
 
 /** A 64 KiB + 100 byte chunk with data in pages 1-2 and in the short last page. */
@@ -279,6 +288,26 @@ describe("limits, checked on the header before anything is allocated", () => {
     expect(decoder.next()).toMatchObject({ kind: "violation" });
     decoder.push(encodeControl({ kind: "BATCH_BEGIN", begin }));
     expect(decoder.next()).toMatchObject({ kind: "violation" });
+  });
+
+  it("takes a tunnel's channel only on a connection that asked for one, and only a well-formed one", () => {
+    const open = encodeControl({ kind: "TUNNEL_OPEN", channel: "migration" });
+    expect(decodeAll([open], SERVER_IDLE)).toEqual([
+      { kind: "violation", message: expect.stringMatching(/TUNNEL_OPEN is not allowed/) as unknown },
+    ]);
+    expect(decodeAll([open], SERVER_TUNNEL)).toEqual([
+      { kind: "frame", frame: { kind: "TUNNEL_OPEN", channel: "migration" } },
+    ]);
+    const bad = encodeControl({ kind: "TUNNEL_OPEN", channel: "../sock" });
+    expect(decodeAll([bad], SERVER_TUNNEL)).toEqual([
+      { kind: "violation", message: expect.stringMatching(/invalid tunnel channel/) as unknown },
+    ]);
+    // The bytes after TUNNEL_OK are the tunnel's: handed over whole, not decoded.
+    const decoder = new FrameDecoder(CLIENT_TUNNEL);
+    decoder.push(concat([encodeControl({ kind: "TUNNEL_OK" }), new Uint8Array([1, 2, 3])]));
+    expect(decoder.next()).toEqual({ kind: "frame", frame: { kind: "TUNNEL_OK" } });
+    expect([...decoder.takeRest()]).toEqual([1, 2, 3]);
+    expect(decoder.buffered).toBe(0);
   });
 
   it("refuses a HELLO whose ids are outside the id alphabet", () => {

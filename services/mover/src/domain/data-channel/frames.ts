@@ -39,6 +39,12 @@ export type PackedCodec = "lz4" | "zstd";
  * the sender writes from now on must be one. Only on a TLS link.
  */
 export const FLAG_SEALED = 0x8;
+/**
+ * HELLO: this connection is a tunnel (see TUNNEL_OPEN), not a batch link: after AUTH_OK the
+ * sender names its channel, and once TUNNEL_OK answers, the connection carries one raw byte
+ * stream in each direction and no more frames.
+ */
+export const FLAG_TUNNEL = 0x10;
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -59,6 +65,9 @@ export const FRAME_CODES = {
   BATCH_END: 9,
   BATCH_OK: 10,
   BATCH_ERR: 11,
+  TUNNEL_OPEN: 12,
+  TUNNEL_OK: 13,
+  TUNNEL_ERR: 14,
 } as const;
 export type FrameKind = keyof typeof FRAME_CODES;
 
@@ -129,6 +138,10 @@ export const AuthFailPayload = z.strictObject({ message: z.string().max(1024) })
 
 export const Hello = z.strictObject({ migrationId: Id, sourceHost: HostId });
 
+/** A tunnel's channel: which of the destination's unix sockets for the migration it reaches. */
+export const TunnelChannel = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/);
+export const TunnelOpen = z.strictObject({ channel: TunnelChannel });
+
 export interface ChunkHeader {
   offset: number;
   length: number;
@@ -143,7 +156,7 @@ export interface ChunkHeader {
 
 export type ControlFrame =
   | { kind: "CHALLENGE"; nonce: Uint8Array }
-  | { kind: "HELLO"; migrationId: string; sourceHost: string; mac: Uint8Array; sealed?: boolean }
+  | { kind: "HELLO"; migrationId: string; sourceHost: string; mac: Uint8Array; sealed?: boolean; tunnel?: boolean }
   | { kind: "AUTH_OK"; sealed?: boolean }
   | { kind: "AUTH_FAIL"; message: string }
   | { kind: "BATCH_BEGIN"; begin: BatchBegin }
@@ -151,7 +164,10 @@ export type ControlFrame =
   | { kind: "CHUNK_ERR"; offset: number; failure: WireFailure }
   | { kind: "BATCH_END"; chunkCount: number }
   | { kind: "BATCH_OK" }
-  | { kind: "BATCH_ERR"; failure: WireFailure };
+  | { kind: "BATCH_ERR"; failure: WireFailure }
+  | { kind: "TUNNEL_OPEN"; channel: string }
+  | { kind: "TUNNEL_OK" }
+  | { kind: "TUNNEL_ERR"; message: string };
 
 export interface RawHeader {
   magic: number;
@@ -235,7 +251,9 @@ export function encodeControl(f: ControlFrame): Uint8Array {
     case "CHALLENGE":
       return frame(f.kind, f.nonce);
     case "HELLO":
-      return frame(f.kind, helloPayload(f), { flags: f.sealed === true ? FLAG_SEALED : 0 });
+      return frame(f.kind, helloPayload(f), {
+        flags: (f.sealed === true ? FLAG_SEALED : 0) | (f.tunnel === true ? FLAG_TUNNEL : 0),
+      });
     case "AUTH_OK":
       return frame(f.kind, none, { flags: f.sealed === true ? FLAG_SEALED : 0 });
     case "BATCH_OK":
@@ -252,6 +270,12 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       return frame(f.kind, none, { length: f.chunkCount });
     case "BATCH_ERR":
       return frame(f.kind, json(f.failure));
+    case "TUNNEL_OPEN":
+      return frame(f.kind, json({ channel: f.channel }));
+    case "TUNNEL_OK":
+      return frame(f.kind, none);
+    case "TUNNEL_ERR":
+      return frame(f.kind, json({ message: f.message }));
     default: {
       const never: never = f;
       throw new InvariantViolationError(`unknown frame ${JSON.stringify(never)}`);

@@ -275,6 +275,9 @@ export class ClientSession {
       case "AUTH_FAIL":
       case "BATCH_BEGIN":
       case "BATCH_END":
+      case "TUNNEL_OPEN":
+      case "TUNNEL_OK":
+      case "TUNNEL_ERR":
         throw new ProtocolError(`unexpected ${frame.kind} from the destination`);
     }
   }

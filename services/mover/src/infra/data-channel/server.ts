@@ -10,7 +10,7 @@ import { listen, type PeerIdentity } from "#common/secure-link/transport.js";
 import type { Logger } from "#common/logger.js";
 import { formatAddress } from "../../domain/data-channel/address.js";
 import { helloNonce, verifyHelloMac } from "../../domain/data-channel/auth.js";
-import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH } from "../../domain/data-channel/decoder.js";
+import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH, SERVER_TUNNEL } from "../../domain/data-channel/decoder.js";
 import { FenceTable } from "../../domain/data-channel/fence.js";
 import { ProtocolError } from "../../errors.js";
 import { releaseRoots, resolveRoots } from "../volume-paths.js";
@@ -24,6 +24,7 @@ import { SealedFrameReader } from "./sealed-link.js";
 import type { SendBatchOptions, SendBatchResult } from "./client.js";
 import { copyBatchLocally } from "./local-copy.js";
 import { tuneSocket } from "./socket-tuning.js";
+import { serveTunnel, TunnelTable } from "./tunnel.js";
 import { messageOf, receiveBatch, send, wireCode, type BatchHolder } from "./server-batch.js";
 
 export interface DataServerOptions {
@@ -80,6 +81,8 @@ export interface DataServer {
    * local-copy.ts), under the same roots and fence table as the batches it receives.
    */
   copyLocal(o: SendBatchOptions): Promise<SendBatchResult>;
+  /** The live migrations whose tunnels this server accepts, and where each channel leads (tunnel.ts). */
+  tunnels: TunnelTable;
 }
 
 interface ServerConfig {
@@ -95,6 +98,7 @@ interface ServerConfig {
   sealedRecv: boolean;
   /** Where connections refused before they authenticated are logged (rate-limited). */
   refusals?: RefusalLog;
+  tunnels: TunnelTable;
 }
 
 /** A connection refused before it authenticated: one rate-limited line (refusal-log.ts). */
@@ -120,6 +124,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     fences: new FenceTable<BatchHolder>(),
     nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true) && opts.tls === undefined,
     sealedRecv: sealed.available && (opts.nativeRecv ?? true) && opts.tls !== undefined,
+    tunnels: new TunnelTable(),
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, Connection>();
@@ -161,6 +166,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
   log.info({ address, tls: opts.tls !== undefined, nativeRecv: cfg.nativeRecv }, "data channel listening");
   return {
     address,
+    tunnels: cfg.tunnels,
     copyLocal: (o) => copyBatchLocally({ roots: cfg.roots, fences: cfg.fences, log }, o),
     close: async () => {
       const closed = listener.close();
@@ -276,6 +282,11 @@ async function serveConnection(
       reader.abort(new ProtocolError(`no traffic for ${cfg.idleTimeoutMs} ms`)),
     );
   }
+  if (auth.tunnel) {
+    const close = (): Promise<void> => lingerClose(socket, reader);
+    await serveTunnel(socket, reader, cfg.tunnels, auth.hello, log, close);
+    return;
+  }
   const pool = new BufferPool(cfg.buffersPerConnection);
   try {
     await serveBatches(socket, reader, cfg, { ...auth, peer, sessionLog }, pool);
@@ -310,6 +321,7 @@ async function serveBatches(
     const step = await reader.next();
     if (step.kind === "end") return;
     if (step.kind === "frame" && step.frame.kind === "HELLO") {
+      if (step.frame.tunnel === true) throw new ProtocolError("a batch link cannot become a tunnel");
       // A kept link moves on to another migration: the HELLO answers this connection's next nonce.
       hellos += 1;
       const refusal = helloRefusal(cfg, helloNonce(session.nonce, hellos), step.frame, session.peer);
@@ -377,7 +389,7 @@ async function authenticate(
   peer: PeerIdentity | undefined,
   cfg: ServerConfig,
   log: Logger,
-): Promise<{ hello: Hello; nonce: Uint8Array } | undefined> {
+): Promise<{ hello: Hello; nonce: Uint8Array; tunnel: boolean } | undefined> {
   const reader = conn.reader;
   const nonce = newNonce();
   send(socket, { kind: "CHALLENGE", nonce });
@@ -406,11 +418,18 @@ async function authenticate(
     return undefined;
   }
   if (peer !== undefined) log.debug({ migrationId: hello.migrationId, peerHosts: peer.hosts }, "sender authenticated");
+  const hello0 = { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
+  if (hello.tunnel === true) {
+    // A tunnel is read by Node's streams (its bytes are spliced, never decoded natively or sealed).
+    reader.decoder.setLimits(SERVER_TUNNEL);
+    send(socket, { kind: "AUTH_OK" });
+    return { hello: hello0, nonce, tunnel: true };
+  }
   reader.decoder.setLimits(SERVER_IDLE);
   const seal = peer !== undefined && hello.sealed === true && cfg.sealedRecv;
   conn.reader = seal ? sealedReader(socket, reader, cfg, nonce) : sessionReader(socket, reader, cfg);
   send(socket, { kind: "AUTH_OK", sealed: seal });
-  return { hello: { migrationId: hello.migrationId, sourceHost: hello.sourceHost }, nonce };
+  return { hello: hello0, nonce, tunnel: false };
 }
 
 /** Discard what arrives on `fd` until the peer closes, the socket closes, or `ms` passes. */

@@ -54,7 +54,7 @@ export interface BlockNode {
 
 /** The block node `node` (a disk's format node, named by its definition's id). */
 export async function blockNode(qmp: QmpClient, node: string): Promise<BlockNode> {
-  const nodes = await qmp.executeAs(NamedNodes, "query-named-block-nodes", { flat: true });
+  const nodes = await qmp.executeAs("query-named-block-nodes", NamedNodes, { flat: true });
   const n = nodes.find((x) => x["node-name"] === node);
   if (n === undefined) throw new QmpError(`QEMU has no block node named ${node}`);
   return { node, driver: n.drv, sizeBytes: n.image["virtual-size"], bitmaps: n["dirty-bitmaps"] ?? [] };
@@ -62,7 +62,7 @@ export async function blockNode(qmp: QmpClient, node: string): Promise<BlockNode
 
 /** Removes a dirty bitmap (a missing one is not an error). */
 export async function removeBitmap(qmp: QmpClient, node: string, name: string): Promise<void> {
-  await qmp.executeAs(Empty, "block-dirty-bitmap-remove", { node, name }).catch((err: unknown) => {
+  await qmp.executeAs("block-dirty-bitmap-remove", Empty, { node, name }).catch((err: unknown) => {
     if (!(err instanceof QmpError && /not found|Dirty bitmap '.*' not found/i.test(err.message))) throw err;
   });
 }
@@ -119,8 +119,8 @@ export async function openFleeceView(
     const attempt = async (f: () => Promise<unknown>): Promise<void> => {
       await f().catch((err: unknown) => problems.push(err));
     };
-    for (const node of exported) await attempt(() => qmp.executeAs(Empty, "block-export-del", { id: exportId(node) }));
-    if (server) await attempt(() => qmp.executeAs(Empty, "nbd-server-stop"));
+    for (const node of exported) await attempt(() => qmp.executeAs("block-export-del", Empty, { id: exportId(node) }));
+    if (server) await attempt(() => qmp.executeAs("nbd-server-stop", Empty));
     if (jobs) for (const d of disks) await attempt(() => cancelJob(qmp, jobId(d.node)));
     for (const node of added) {
       await attempt(() => deleteNode(qmp, fleeceNode(node)));
@@ -134,7 +134,7 @@ export async function openFleeceView(
       const { sizeBytes } = await blockNode(qmp, d.node);
       const file = join(runDir, `${fleeceNode(d.node)}.qcow2`);
       await execFileP("qemu-img", ["create", "-q", "-f", "qcow2", file, String(sizeBytes)]);
-      await qmp.executeAs(Empty, "blockdev-add", {
+      await qmp.executeAs("blockdev-add", Empty, {
         driver: "qcow2",
         "node-name": fleeceNode(d.node),
         file: { driver: "file", filename: file },
@@ -155,19 +155,19 @@ export async function openFleeceView(
         data: { "job-id": jobId(d.node), device: d.node, target: fleeceNode(d.node), sync: "none" },
       });
     }
-    await qmp.executeAs(Empty, "transaction", { actions });
+    await qmp.executeAs("transaction", Empty, { actions });
     jobs = true;
     onTaken?.();
-    const start = () => qmp.executeAs(Empty, "nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
+    const start = () => qmp.executeAs("nbd-server-start", Empty, { addr: { type: "unix", data: { path: socket } } });
     await start().catch(async (err: unknown) => {
       // A server left by a killed sync, exporting nothing: ours to restart. One with exports is not.
-      if ((await qmp.executeAs(Exports, "query-block-exports")).length > 0) throw err;
-      await qmp.executeAs(Empty, "nbd-server-stop");
+      if ((await qmp.executeAs("query-block-exports", Exports)).length > 0) throw err;
+      await qmp.executeAs("nbd-server-stop", Empty);
       await start();
     });
     server = true;
     for (const d of disks) {
-      await qmp.executeAs(Empty, "block-export-add", {
+      await qmp.executeAs("block-export-add", Empty, {
         type: "nbd",
         id: exportId(d.node),
         "node-name": fleeceNode(d.node),
@@ -188,7 +188,7 @@ export async function openFleeceView(
 async function clearLeftovers(qmp: QmpClient, disks: FleeceDisk[]): Promise<void> {
   const ignore = (): undefined => undefined;
   for (const d of disks) {
-    await qmp.executeAs(Empty, "block-export-del", { id: exportId(d.node), mode: "hard" }).catch(ignore);
+    await qmp.executeAs("block-export-del", Empty, { id: exportId(d.node), mode: "hard" }).catch(ignore);
     await cancelJob(qmp, jobId(d.node)).catch(ignore);
     await deleteNode(qmp, fleeceNode(d.node)).catch(ignore);
   }
@@ -198,14 +198,14 @@ async function clearLeftovers(qmp: QmpClient, disks: FleeceDisk[]): Promise<void
 async function cancelJob(qmp: QmpClient, id: string): Promise<void> {
   const gone = qmp.waitEvent("JOB_STATUS_CHANGE", 30_000, (e) => e.data?.["id"] === id && e.data["status"] === "null");
   gone.catch(() => undefined);
-  const running = await qmp.executeAs(Jobs, "query-jobs");
+  const running = await qmp.executeAs("query-jobs", Jobs);
   if (!running.some((j) => j.id === id)) return;
-  await qmp.executeAs(Empty, "block-job-cancel", { device: id, force: true });
+  await qmp.executeAs("block-job-cancel", Empty, { device: id, force: true });
   await gone;
 }
 
 async function deleteNode(qmp: QmpClient, node: string): Promise<void> {
-  await qmp.executeAs(Empty, "blockdev-del", { "node-name": node });
+  await qmp.executeAs("blockdev-del", Empty, { "node-name": node });
 }
 
 /**
@@ -214,7 +214,7 @@ async function deleteNode(qmp: QmpClient, node: string): Promise<void> {
  * again leaves things as if the view had not been taken. One transaction.
  */
 export async function restoreBitmap(qmp: QmpClient, node: string, since: string, next: string): Promise<void> {
-  await qmp.executeAs(Empty, "transaction", {
+  await qmp.executeAs("transaction", Empty, {
     actions: [
       { type: "block-dirty-bitmap-merge", data: { node, target: since, bitmaps: [next] } },
       { type: "block-dirty-bitmap-enable", data: { node, name: since } },

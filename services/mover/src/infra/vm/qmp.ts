@@ -113,9 +113,11 @@ export class QmpClient {
     return parsed.data as QmpReturn<C>;
   }
 
-  // Commands typed next to their callers (qmp-backup.ts): the schema of the return comes with the call.
-  /** Sends `command` and resolves with its return value, checked against `schema`. */
-  async executeAs<T>(schema: z.ZodType<T>, command: string, args?: Record<string, unknown>): Promise<T> {
+  /**
+   * Sends a command outside QmpCommands (a module's own typed block: qmp-live.ts, qmp-backup.ts)
+   * and checks its return against `schema`.
+   */
+  async executeAs<T>(command: string, schema: z.ZodType<T>, args?: Record<string, unknown>): Promise<T> {
     if (this.closedWith) throw this.closedWith;
     const id = this.nextId++;
     const reply = new Promise<unknown>((resolve, reject) => this.pending.set(id, { resolve, reject }));

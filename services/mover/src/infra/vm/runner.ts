@@ -50,7 +50,7 @@ export interface VmStatus {
   adopted: boolean;
 }
 
-const runDirOf = (stateDir: string, name: string): string => join(stateDir, name);
+export const runDirOf = (stateDir: string, name: string): string => join(stateDir, name);
 
 /** Parses a definition (from a file or a command), with every problem named. */
 export function parseDefinition(input: unknown): VmDefinition {
@@ -60,8 +60,16 @@ export function parseDefinition(input: unknown): VmDefinition {
   throw new VmError(`invalid VM definition: ${problems.join("; ")}`);
 }
 
+export interface StartOptions {
+  /**
+   * Start paused, waiting for an incoming migration (`-S -incoming defer`: the caller sets the
+   * migration up over QMP and runs `cont` once it is over). Default false.
+   */
+  incoming?: boolean;
+}
+
 /** The QEMU command line for `def`, with disk i at fd 3 + i and the kernel, initrd after them. */
-export function qemuArgs(def: VmDefinition, runDir: string): string[] {
+export function qemuArgs(def: VmDefinition, runDir: string, opts: StartOptions = {}): string[] {
   const m = def.machine;
   const args = [
     "-name",
@@ -97,6 +105,7 @@ export function qemuArgs(def: VmDefinition, runDir: string): string[] {
     if (def.boot.append !== "") args.push("-append", def.boot.append);
   }
   args.push("-nic", def.network === "user" ? "user,model=virtio-net-pci" : "none");
+  if (opts.incoming === true) args.push("-S", "-incoming", "defer");
   return args;
 }
 
@@ -113,7 +122,7 @@ async function openUnder(root: ReturnType<typeof openRootDir>, rel: string, writ
  * Starts the VM `input` defines (checked against VmDefinition) under `stateDir`; resolves once QMP
  * answers.
  */
-export async function startVm(input: unknown, stateDir: string): Promise<VmStatus> {
+export async function startVm(input: unknown, stateDir: string, opts: StartOptions = {}): Promise<VmStatus> {
   const def = parseDefinition(input);
   const runDir = runDirOf(stateDir, def.name);
   if (existsSync(join(runDir, "state.json"))) {
@@ -131,7 +140,7 @@ export async function startVm(input: unknown, stateDir: string): Promise<VmStatu
       if (def.boot.initrd !== undefined) files.push(await openUnder(root, def.boot.initrd, false));
     }
     const log = openSync(join(runDir, "qemu.log"), "a", 0o600);
-    const child = spawn(def.machine.binary, qemuArgs(def, runDir), {
+    const child = spawn(def.machine.binary, qemuArgs(def, runDir, opts), {
       stdio: ["ignore", log, log, ...files.map((f) => f.fd)],
       detached: true,
     });

@@ -1,0 +1,300 @@
+import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
+import { rmSync } from "node:fs";
+import { hostIdentity } from "#common/pki.js";
+import type { Logger } from "#common/logger.js";
+import type { LinkTls } from "#common/secure-link/tls.js";
+import { dial } from "#common/secure-link/transport.js";
+import { DwcpError } from "#common/errors.js";
+import { parseAddress } from "../../domain/data-channel/address.js";
+import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
+import { CLIENT_PREAUTH, CLIENT_TUNNEL, FrameDecoder } from "../../domain/data-channel/decoder.js";
+import { encodeControl } from "../../domain/data-channel/frames.js";
+import { AuthFailedError, DestinationUnreachableError, ProtocolError } from "../../errors.js";
+import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
+
+// Tunnels: a data-channel connection that, after the usual authentication (TLS 1.3 with mutual
+// certificates, CHALLENGE, HELLO proving the migration's token), carries one raw byte stream
+// between a unix socket at the source mover and one at the destination mover. One connection per
+// stream (QEMU's migration channels, multifd's included, and each NBD client each get their own);
+// the bytes are never parsed. The destination connects a tunnel only to a socket it registered
+// for that migration and source host (TunnelTable): the HMAC proves who may speak for a
+// migration, the table says which live migrations this mover was told to expect.
+//
+//   source                                   destination
+//   ← CHALLENGE
+//   → HELLO (FLAG_TUNNEL)
+//   ← AUTH_OK
+//   → TUNNEL_OPEN {channel}
+//   ← TUNNEL_OK | TUNNEL_ERR {message}
+//   ⇄ raw bytes (each direction ends with its own half-close)
+
+/** The destination refused a tunnel: no live migration expects this channel, or its socket is gone. */
+export class TunnelRefusedError extends DwcpError {
+  readonly code = "TUNNEL_REFUSED";
+  readonly retryable = false;
+}
+
+interface Expected {
+  sourceHost: string;
+  channels: ReadonlyMap<string, string>;
+}
+
+/** The live migrations a destination mover expects tunnels for, and where each channel leads. */
+export class TunnelTable {
+  private readonly expected = new Map<string, Expected>();
+
+  /**
+   * Accept tunnels of `migrationId` from `sourceHost` to the unix sockets `channels` names
+   * (channel → path) until the returned function is called.
+   */
+  allow(migrationId: string, sourceHost: string, channels: Record<string, string>): () => void {
+    const entry: Expected = { sourceHost, channels: new Map(Object.entries(channels)) };
+    this.expected.set(migrationId, entry);
+    return () => {
+      if (this.expected.get(migrationId) === entry) this.expected.delete(migrationId);
+    };
+  }
+
+  /** The unix socket a tunnel of this migration, from this host, on this channel reaches; undefined: refused. */
+  target(migrationId: string, sourceHost: string, channel: string): string | undefined {
+    const e = this.expected.get(migrationId);
+    if (e === undefined || e.sourceHost !== sourceHost) return undefined;
+    return e.channels.get(channel);
+  }
+}
+
+/** Sends a control frame if the socket still takes writes. */
+function sendFrame(socket: Socket, frame: Parameters<typeof encodeControl>[0]): void {
+  if (!socket.destroyed && socket.writable) socket.write(encodeControl(frame));
+}
+
+/**
+ * Copies bytes both ways between `a` and `b` until both directions ended (each side's end is
+ * passed on as a half-close) or one failed (then both are destroyed). Resolves with the bytes
+ * carried each way.
+ */
+export function splice(a: Socket, b: Socket): Promise<{ aToB: number; bToA: number }> {
+  a.allowHalfOpen = true;
+  b.allowHalfOpen = true;
+  const counts = { aToB: 0, bToA: 0 };
+  a.on("data", (d: Buffer) => (counts.aToB += d.length));
+  b.on("data", (d: Buffer) => (counts.bToA += d.length));
+  return new Promise((resolve) => {
+    let closed = 0;
+    const onClose = (): void => {
+      closed += 1;
+      if (closed === 2) resolve(counts);
+    };
+    const fail = (): void => {
+      a.destroy();
+      b.destroy();
+    };
+    a.once("close", onClose);
+    b.once("close", onClose);
+    a.on("error", fail);
+    b.on("error", fail);
+    // A side closed without an error after both ends were passed on; one closed early takes the other with it.
+    a.once("close", () => b.writableEnded || b.destroy());
+    b.once("close", () => a.writableEnded || a.destroy());
+    a.pipe(b);
+    b.pipe(a);
+    a.resume();
+    b.resume();
+  });
+}
+
+/**
+ * Destination side: serve a connection whose HELLO asked for a tunnel. Reads TUNNEL_OPEN, checks
+ * the table, connects to the channel's unix socket and splices; a refusal is TUNNEL_ERR and a
+ * logged warning. `reader` is the connection's stream reader (tunnels are never read natively).
+ */
+export async function serveTunnel(
+  socket: Socket,
+  reader: FrameReader,
+  tunnels: TunnelTable,
+  hello: { migrationId: string; sourceHost: string },
+  log: Logger,
+  close: () => Promise<void>,
+): Promise<void> {
+  const step = await reader.next();
+  if (step.kind === "end") return;
+  if (step.kind !== "frame" || step.frame.kind !== "TUNNEL_OPEN") throw new ProtocolError("expected TUNNEL_OPEN");
+  const channel = step.frame.channel;
+  const tlog = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, channel });
+  const path = tunnels.target(hello.migrationId, hello.sourceHost, channel);
+  if (path === undefined) {
+    const who = `${hello.migrationId} from ${hello.sourceHost}`;
+    const message = `no live migration ${who} expects a tunnel on channel ${channel}`;
+    tlog.warn({ code: "TUNNEL_REFUSED" }, `tunnel refused: ${message}`);
+    sendFrame(socket, { kind: "TUNNEL_ERR", message });
+    await close();
+    return;
+  }
+  let local: Socket;
+  try {
+    local = await connectUnix(path);
+  } catch (err) {
+    tlog.warn({ err, code: "TUNNEL_REFUSED" }, "tunnel refused: its socket does not answer");
+    sendFrame(socket, { kind: "TUNNEL_ERR", message: `the ${channel} socket does not answer` });
+    await close();
+    return;
+  }
+  // The sender writes nothing between TUNNEL_OPEN and our TUNNEL_OK: a byte buffered here is a violation.
+  if (reader.decoder.buffered > 0 || socket.readableLength > 0) {
+    local.destroy();
+    throw new ProtocolError("data sent before TUNNEL_OK");
+  }
+  await reader.idle();
+  reader.detach();
+  socket.setTimeout(0);
+  socket.setKeepAlive(true, 10_000);
+  sendFrame(socket, { kind: "TUNNEL_OK" });
+  tlog.info("tunnel open");
+  const carried = await splice(socket, local);
+  tlog.info({ bytesIn: carried.aToB, bytesOut: carried.bToA }, "tunnel closed");
+}
+
+function connectUnix(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ path, allowHalfOpen: true });
+    s.once("connect", () => {
+      s.off("error", reject);
+      resolve(s);
+    });
+    s.once("error", reject);
+  });
+}
+
+export interface TunnelOptions {
+  /** Destination mover's data channel, host:port. */
+  address: string;
+  /** Cluster secret; only a MAC derived from it is sent. */
+  secret: Buffer;
+  /** TLS 1.3 with mutual authentication, and the host whose certificate the destination must present. */
+  tls?: { tls: LinkTls; destHost: string };
+  sourceHost: string;
+  migrationId: string;
+  /** Which of the destination's sockets for the migration to reach (e.g. "nbd", "migration"). */
+  channel: string;
+  /** Give up connecting and authenticating after this long. Default 10000 ms. */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * Source side: connect, authenticate for the migration and open a tunnel on `o.channel`.
+ * Resolves with the socket, which from now on carries only the tunnelled bytes. Rejects with
+ * AuthFailedError, TunnelRefusedError or DestinationUnreachableError.
+ */
+export async function openTunnel(o: TunnelOptions): Promise<Socket> {
+  const target = parseAddress(o.address);
+  if (target === undefined) throw new DestinationUnreachableError(`tunnel address must be HOST:PORT, got ${o.address}`);
+  const timeoutMs = o.connectTimeoutMs ?? 10_000;
+  const tls = o.tls && { tls: o.tls.tls, expectIdentity: hostIdentity(o.tls.destHost) };
+  let socket: Socket;
+  try {
+    socket = await dial({ ...target, timeoutMs, tls });
+  } catch (err) {
+    if (err instanceof DwcpError && !err.retryable) throw err;
+    throw new DestinationUnreachableError((err as Error).message, { cause: err });
+  }
+  socket.allowHalfOpen = true;
+  socket.on("error", () => undefined); // reported through the reader until the splice takes over
+  const reader = new SocketFrameReader(socket, new FrameDecoder(CLIENT_PREAUTH), {
+    mapSocketError: (err) => new DestinationUnreachableError(`tunnel to ${o.address}: ${err.message}`, { cause: err }),
+  });
+  socket.setTimeout(timeoutMs, () =>
+    reader.abort(new DestinationUnreachableError(`no answer from ${o.address} within ${timeoutMs} ms`)),
+  );
+  try {
+    const challenge = await reader.next();
+    if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE")
+      throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
+    const mac = helloMac(migrationToken(o.secret, o.migrationId), challenge.frame.nonce, o.migrationId, o.sourceHost);
+    socket.write(
+      encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac, tunnel: true }),
+    );
+    const auth = await reader.next();
+    if (auth.kind === "frame" && auth.frame.kind === "AUTH_FAIL")
+      throw new AuthFailedError(`${o.address} refused migration ${o.migrationId}: ${auth.frame.message}`);
+    if (auth.kind !== "frame" || auth.frame.kind !== "AUTH_OK")
+      throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
+    reader.decoder.setLimits(CLIENT_TUNNEL);
+    socket.write(encodeControl({ kind: "TUNNEL_OPEN", channel: o.channel }));
+    const answer = await reader.next();
+    if (answer.kind === "frame" && answer.frame.kind === "TUNNEL_ERR")
+      throw new TunnelRefusedError(`${o.address} refused the tunnel: ${answer.frame.message}`);
+    if (answer.kind !== "frame" || answer.frame.kind !== "TUNNEL_OK")
+      throw new DestinationUnreachableError(`${o.address} closed the connection before TUNNEL_OK`);
+    // Tunnelled bytes that arrived with TUNNEL_OK are handed back to the stream, ahead of the rest.
+    reader.detach();
+    const early = reader.decoder.takeRest();
+    socket.pause();
+    if (early.length > 0) socket.unshift(Buffer.from(early));
+    socket.setTimeout(0);
+    socket.setKeepAlive(true, 10_000);
+    return socket;
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
+
+export interface TunnelListener {
+  /** The unix socket QEMU connects to. */
+  path: string;
+  /** Stop accepting, cut every tunnel and remove the socket file. */
+  close(): Promise<void>;
+}
+
+/**
+ * Source side: a unix socket at `path`; each connection to it is carried through its own tunnel
+ * (openTunnel(o)). A tunnel that cannot be opened closes the local connection (QEMU sees its peer
+ * go away) and is reported to `on.error`; `on.closed` hears of every tunnel that ended (the
+ * caller knows whether it expected that).
+ */
+export async function listenTunnel(
+  path: string,
+  o: TunnelOptions,
+  log: Logger,
+  on: { error?: (err: Error) => void; closed?: () => void } = {},
+): Promise<TunnelListener> {
+  rmSync(path, { force: true });
+  const open = new Set<Socket>();
+  const tlog = log.child({ migrationId: o.migrationId, channel: o.channel });
+  const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
+    open.add(local);
+    local.on("error", () => undefined);
+    local.once("close", () => open.delete(local));
+    void openTunnel(o).then(
+      async (remote) => {
+        if (local.destroyed) return remote.destroy();
+        open.add(remote);
+        remote.once("close", () => open.delete(remote));
+        const carried = await splice(local, remote);
+        tlog.debug({ bytesOut: carried.aToB, bytesIn: carried.bToA }, "tunnel closed");
+        on.closed?.();
+      },
+      (err: unknown) => {
+        local.destroy();
+        tlog.warn({ err }, "tunnel could not be opened");
+        on.error?.(err as Error);
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    path,
+    close: async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of open) s.destroy();
+      await closed;
+      rmSync(path, { force: true });
+    },
+  };
+}
