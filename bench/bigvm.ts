@@ -171,7 +171,8 @@ async function main(): Promise<void> {
     log(
       `\ndwcp ${dwcp_s.toFixed(3)} s, cp+sync ${cp_sync_s.toFixed(3)} s, rsync+sync ${rsync_sync_s.toFixed(3)} s; ` +
         `rsync+sync/dwcp ${result.ratio_vs_rsync_sync.toFixed(2)}x (target >= 4), dwcp/cp+sync ` +
-        `${result.ratio_vs_cp_sync.toFixed(2)}x (target <= 1.25); peak RSS mover ${(moverRss / 2 ** 20).toFixed(1)} MiB, ` +
+        `${result.ratio_vs_cp_sync.toFixed(2)}x (target <= 1.25); ` +
+        `peak RSS mover ${(moverRss / 2 ** 20).toFixed(1)} MiB, ` +
         `coordinator ${(coordinatorRss / 2 ** 20).toFixed(1)} MiB; ${events} events for ` +
         `${(dataBytes / GiB).toFixed(2)} GiB of data`,
     );

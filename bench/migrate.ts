@@ -367,7 +367,8 @@ async function randomPhase(stack: Stack, dataDir: string, rsDir: string): Promis
   log(
     `disk: dd oflag=direct conv=fdatasync ${disk_durable_s.toFixed(3)} s (${(gb / disk_durable_s).toFixed(3)} GB/s), ` +
       `dwcp at ${(disk_durable_s / r.seconds).toFixed(3)}x of it (target >= 0.85); durable write + O_DIRECT ` +
-      `read-back overlapped (the floor of a verified copy) ${floor_s.toFixed(3)} s, dwcp at ${(floor_s / r.seconds).toFixed(3)}x of it`,
+      `read-back overlapped (the floor of a verified copy) ${floor_s.toFixed(3)} s, ` +
+      `dwcp at ${(floor_s / r.seconds).toFixed(3)}x of it`,
   );
   return {
     disk_durable_s,
