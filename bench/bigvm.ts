@@ -1,5 +1,6 @@
 // npm run bench:bigvm [-- --json] [--disk-size 100G] [--mem-size 8G] [--data-fraction 0.1]
-//                     [--batch-size 1G] [--prof DIR] [--warm] [--keep]
+//                     [--batch-size 1G] [--chunk-size 4M] [--compression auto] [--dwcp-only]
+//                     [--prof DIR] [--warm] [--keep]
 // The seed's VM: an 8 GiB memory image (dense, about 40% zero pages, the rest a text/binary mix)
 // and a 100 GiB sparse disk image (about 10% data in extents of 64 KiB-64 MiB spread over it, a
 // text/binary mix), moved a → b through the embedded stack (`dwcp up`'s: own nats-server with
@@ -21,7 +22,8 @@ import { parseSize } from "../cli/args.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { Stack } from "../cli/stack.js";
 import { EventStore } from "#common/event-store.js";
-import { peakRssBytes } from "./lib-transfer.js";
+import { CompressionMode } from "#schemas/index.js";
+import { cpuSeconds, peakRssBytes } from "./lib-transfer.js";
 import { allocatedBytes, compareFiles, dropFromCache, generateDisk, generateMemory } from "./support/bigvm.js";
 
 const { values } = parseArgs({
@@ -32,6 +34,10 @@ const { values } = parseArgs({
     "data-fraction": { type: "string", default: "0.1" },
     /** Data bytes per batch (one work item, one fsync, one event). */
     "batch-size": { type: "string", default: "1G" },
+    /** Bytes per chunk (default the product's 4 MiB): a batch holds at most 1024 chunks, holes included. */
+    "chunk-size": { type: "string" },
+    /** The migration's compression mode (auto, none, lz4, zstd); default the product's (auto). */
+    compression: { type: "string" },
     prof: { type: "string" },
     warm: { type: "boolean", default: false },
     /** Only dwcp (no cp or rsync baselines): the growth table's runs. */
@@ -42,6 +48,7 @@ const { values } = parseArgs({
 const diskSize = parseSize("--disk-size", values["disk-size"]);
 const memSize = parseSize("--mem-size", values["mem-size"]);
 const batchSize = parseSize("--batch-size", values["batch-size"]);
+const chunkSize = values["chunk-size"] === undefined ? undefined : parseSize("--chunk-size", values["chunk-size"]);
 const dataFraction = Number(values["data-fraction"]);
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 const load = (): string =>
@@ -94,15 +101,23 @@ async function main(): Promise<void> {
         volumes: files.map((f) => ({ path: `vms/bigvm/${f}`, kind: f === "mem.img" ? "memory" : "disk" })),
       },
       destination: { host: "b", dir: "in" },
-      options: { batchSizeBytes: batchSize },
+      options: {
+        batchSizeBytes: batchSize,
+        ...(chunkSize === undefined ? {} : { chunkSizeBytes: chunkSize }),
+        ...(values.compression === undefined ? {} : { compression: CompressionMode.parse(values.compression) }),
+      },
     });
+    const pid = (p: { child: { pid?: number } } | undefined): number => p?.child.pid ?? 0;
+    const services = [stack.movers.get("a"), stack.movers.get("b"), stack.coordinators[0]].map(pid);
+    const cpu0 = await Promise.all(services.map(cpuSeconds));
     const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 3_600_000 });
+    const cpu1 = await Promise.all(services.map(cpuSeconds));
+    const [cpuA, cpuB, cpuCoordinator] = cpu1.map((c, i) => c - (cpu0[i] ?? 0));
     if (r.state !== "completed") throw new Error(`migration ${r.state}: ${r.reason} ${r.message}`);
     const stored = await new EventStore(stack.nats.js, stack.nats.jsm).read(r.migrationId);
     const events = stored.length;
     const eventTypes: Record<string, number> = {};
     for (const e of stored) eventTypes[e.event.type] = (eventTypes[e.event.type] ?? 0) + 1;
-    const pid = (p: { child: { pid?: number } } | undefined): number => p?.child.pid ?? 0;
     const moverRss = Math.max(
       await peakRssBytes(pid(stack.movers.get("a"))),
       await peakRssBytes(pid(stack.movers.get("b"))),
@@ -150,6 +165,8 @@ async function main(): Promise<void> {
       data_bytes: dataBytes,
       disk_extents: d.extents,
       batch_size_bytes: batchSize,
+      chunk_size_bytes: chunkSize ?? 4 * 2 ** 20,
+      compression: values.compression ?? "auto",
       cache: values.warm ? "warm" : "cold",
       dwcp_s,
       cp_sync_s,
@@ -161,6 +178,7 @@ async function main(): Promise<void> {
       events,
       event_types: eventTypes,
       events_per_gib_of_data: events / (dataBytes / GiB),
+      cpu_s: { mover_a: cpuA, mover_b: cpuB, coordinator: cpuCoordinator },
       wire_bytes: r.wireBytes,
       zero_bytes: r.zeroBytes,
       dwcp_allocated_bytes: dwcpAllocated,

@@ -1,4 +1,5 @@
-// npm run bench:migrate [-- --json] [--size 2G] [--keep] [--skip-random] [--pin] [--tls-only] [--tls-rounds 2]
+// npm run bench:migrate [-- --json] [--size 2G] [--keep] [--skip-random] [--skip-ab]
+//                       [--pin] [--tls-only] [--tls-rounds 2]
 //                       [--metrics-ab] [--metrics-rounds 3]
 // Migrates a generated VM image through the embedded stack on loopback and, in the same run and on
 // the same file, times `cp --sparse=always` and `rsync --whole-file --sparse`. All three run with
@@ -45,6 +46,8 @@ const { values } = parseArgs({
     size: { type: "string", default: "2G" },
     keep: { type: "boolean", default: false },
     "skip-random": { type: "boolean", default: false },
+    /** Skip the TLS and metrics comparisons (the realistic and incompressible phases only). */
+    "skip-ab": { type: "boolean", default: false },
     /** Pin the sending mover (all threads) to CPU 0 and the receiving one to CPU 1 (taskset). */
     pin: { type: "boolean", default: false },
     /** Only the TLS vs plaintext comparison on the incompressible image. */
@@ -153,8 +156,9 @@ async function main(): Promise<void> {
     const dwcp_s = r.seconds;
     const mbps = (s: number): number => size / s / 1e6;
     const incompressible = values["skip-random"] ? {} : await randomPhase(stack, dataDir, rsDir);
-    const tls = values["skip-random"] ? {} : await tlsPhase(stack);
-    const metered = values["skip-random"] ? {} : await metricsPhase(stack);
+    const skipAb = values["skip-random"] || values["skip-ab"];
+    const tls = skipAb ? {} : await tlsPhase(stack);
+    const metered = skipAb ? {} : await metricsPhase(stack);
     const result = {
       image_bytes: size,
       dwcp_s,
