@@ -118,10 +118,9 @@ async function main(): Promise<void> {
     const events = stored.length;
     const eventTypes: Record<string, number> = {};
     for (const e of stored) eventTypes[e.event.type] = (eventTypes[e.event.type] ?? 0) + 1;
-    const moverRss = Math.max(
-      await peakRssBytes(pid(stack.movers.get("a"))),
-      await peakRssBytes(pid(stack.movers.get("b"))),
-    );
+    const moverRssA = await peakRssBytes(pid(stack.movers.get("a")));
+    const moverRssB = await peakRssBytes(pid(stack.movers.get("b")));
+    const moverRss = Math.max(moverRssA, moverRssB);
     const coordinatorRss = await peakRssBytes(pid(stack.coordinators[0]));
     const inDir = join(stack.root("b"), "in");
     t0 = performance.now();
@@ -174,6 +173,8 @@ async function main(): Promise<void> {
       ratio_vs_rsync_sync: rsync_sync_s / dwcp_s,
       ratio_vs_cp_sync: dwcp_s / cp_sync_s,
       mover_peak_rss_bytes: moverRss,
+      mover_a_peak_rss_bytes: moverRssA,
+      mover_b_peak_rss_bytes: moverRssB,
       coordinator_peak_rss_bytes: coordinatorRss,
       events,
       event_types: eventTypes,
