@@ -173,8 +173,9 @@ export const COMMANDS: CommandSpec[] = [
       "configuration and every role's permissions, without connecting anywhere. With --site: the " +
       "deployment is site S of a federation with sites P,Q: init also creates the site's federation " +
       "log FED_S and its mirrors FEDM_P, FEDM_Q of the peers' logs (the coordinators and movers find " +
-      "the peers' movers by them), and --print-config adds the federation's reads to the roles' permissions and a leafnode user " +
-      "per peer site (its site-P certificate's subject) with what may cross that site's link.",
+      "the peers' movers by them), and --print-config adds the federation's reads to the roles' " +
+      "permissions and a leafnode user per peer site (its site-P certificate's subject) with what " +
+      "may cross that site's link.",
     role: "admin",
     flags: [
       {

@@ -27,7 +27,7 @@ describe("init --print-config", () => {
     expect(setOf(site, "replication-a")).not.toContain("west");
   });
 
-  it("accepts each peer's leafnode link as the user of its site certificate, with that link's permissions", async () => {
+  it("takes each peer's leafnode link as the user of its site certificate, with that link's permissions", async () => {
     const d = join(dir, "leaf");
     const site = await printConfig({
       dataDir: d,

@@ -114,7 +114,7 @@ export class QmpClient {
   }
 
   /**
-   * Sends a command outside QmpCommands (a module's own typed block: qmp-live.ts, qmp-backup.ts)
+   * Sends a command outside QmpCommands (a module's own typed block: qmp-live.ts, fleece.ts)
    * and checks its return against `schema`.
    */
   async executeAs<T>(command: string, schema: z.ZodType<T>, args?: Record<string, unknown>): Promise<T> {
