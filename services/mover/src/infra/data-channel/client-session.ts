@@ -54,9 +54,13 @@ export interface SessionOptions {
   log: Logger;
 }
 
-/** What a run's dropped connections achieved: acknowledged chunks and their bytes, wire bytes. */
+/**
+ * What a run's dropped connections achieved: the chunks acknowledged and those sent without an
+ * answer (the destination may have committed them: its RESUME_AT says), their bytes, wire bytes.
+ */
 export interface Carried {
   acked: Map<number, TransferredChunk>;
+  sent: Map<number, TransferredChunk>;
   counts: Map<number, ByteBreakdown>;
   wireBytes: number;
 }
@@ -107,11 +111,30 @@ export class ClientSession {
   private misses = 0;
   private untried = 0;
   private destroyWhenIdle = false;
+  /** The destination's RESUME_AT: the CRC32Cs of the run's committed prefix. */
+  private committed: number[] | undefined;
 
   constructor(private readonly o: SessionOptions) {
-    this.acked = new Map(o.carried?.acked);
-    this.counts = new Map(o.carried?.counts);
+    this.acked = new Map();
+    this.counts = new Map();
     this.wireBytes = o.carried?.wireBytes ?? 0;
+  }
+
+  /** Resolves to the CRC32Cs of RESUME_AT, the answer to a BATCH_BEGIN with `resume`. */
+  async resumePoint(): Promise<readonly number[]> {
+    while (this.committed === undefined) await this.changed();
+    return this.committed;
+  }
+
+  /**
+   * A chunk the destination committed before this session (RESUME_AT) and the sender checked:
+   * acknowledged without crossing again. Reported through onChunk unless an earlier connection
+   * of the run already had its acknowledgement.
+   */
+  adopt(chunk: TransferredChunk, counts: ByteBreakdown): void {
+    this.acked.set(chunk.offset, chunk);
+    this.counts.set(chunk.offset, counts);
+    if (this.o.carried?.acked.has(chunk.offset) !== true) this.o.onChunk?.(chunk);
   }
 
   /** The batch's logical bytes by what became of them. */
@@ -126,20 +149,17 @@ export class ClientSession {
     return sum;
   }
 
-  /**
-   * What to carry into a new connection of this run: the acknowledged chunks from the run's
-   * first one up to the first gap (the destination resumes there; later acknowledged chunks are
-   * sent again), and every wire byte so far.
-   */
-  carry(firstOffset: number, chunkBytes: number): Carried {
-    const acked = new Map<number, TransferredChunk>();
-    const counts = new Map<number, ByteBreakdown>();
-    for (let at = firstOffset; this.acked.has(at); at += chunkBytes) {
-      acked.set(at, this.acked.get(at) as TransferredChunk);
-      const c = this.counts.get(at);
-      if (c !== undefined) counts.set(at, c);
-    }
-    return { acked, counts, wireBytes: this.wireBytes };
+  /** What to carry into a new connection of this run (see Carried). */
+  carry(): Carried {
+    const sent = new Map<number, TransferredChunk>(this.o.carried?.sent);
+    for (const [offset, entry] of this.sent) sent.set(offset, entry.chunk);
+    const counts = new Map([...(this.o.carried?.counts ?? []), ...this.counts]);
+    return {
+      acked: new Map([...(this.o.carried?.acked ?? []), ...this.acked]),
+      sent,
+      counts,
+      wireBytes: this.wireBytes,
+    };
   }
 
   get allAcked(): boolean {
@@ -269,6 +289,12 @@ export class ClientSession {
       case "BATCH_ERR":
         if (frame.failure.code === FENCED) throw new FencedError(`destination: ${frame.failure.message}`);
         throw errorFromWire(frame.failure.code, frame.failure.message);
+      case "RESUME_AT":
+        if (this.committed !== undefined || frame.crc32c.length > this.o.chunkCount)
+          throw new ProtocolError("unexpected RESUME_AT from the destination");
+        this.committed = frame.crc32c;
+        this.notify();
+        return "continue";
       case "CHALLENGE":
       case "HELLO":
       case "AUTH_OK":
