@@ -161,7 +161,7 @@ function batch(address: string, over: Partial<SendBatchOptions> = {}): SendBatch
 }
 
 describe("a run whose connection drops", () => {
-  it("resumes at the first chunk the destination has not committed: identical bytes, no committed chunk sent again", async () => {
+  it("resumes at the first chunk the destination has not committed; no committed chunk is sent again", async () => {
     // Cut after 6 chunks were acknowledged on the first connection, and after 6 more on the
     // second; the sender never sees the acknowledgements that triggered each cut.
     const relay = await startCuttingRelay(server.address, 6, 2);
