@@ -26,6 +26,7 @@ import { FencedError } from "./fenced.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { PreparedChunk } from "./source-volume.js";
 import type { SealedWriter } from "./sealed-link.js";
+import type { LinkTurn } from "./link-scheduler.js";
 
 export interface SessionOptions {
   socket: Socket;
@@ -46,6 +47,11 @@ export interface SessionOptions {
    * this mover sends at once; asked per chunk, so a limit changed mid-batch applies at once.
    */
   bucket: () => TokenBucket | undefined;
+  /**
+   * The link's turn (link-scheduler.ts), after the migration's own budget: chunks of migrations
+   * sharing the link go by priority and weight at the link's rate. Undefined: no turns.
+   */
+  linkTurn?: LinkTurn | undefined;
   /** The codec tried on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
   compression: CompressionChoice;
   onChunk: ((c: TransferredChunk) => void) | undefined;
@@ -340,9 +346,12 @@ export class ClientSession {
   private async throttle(bytes: number): Promise<void> {
     this.check();
     const bucket = this.o.bucket();
-    if (bucket === undefined) return;
-    const waitMs = reserve(bucket, bytes, performance.now());
-    if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
+    if (bucket !== undefined) {
+      const waitMs = reserve(bucket, bytes, performance.now());
+      if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
+    }
+    if (this.o.linkTurn !== undefined) await this.o.linkTurn(bytes, this.stop.signal).catch(() => this.check());
+    this.check();
   }
 
   /** Resolves when the bytes were handed to the kernel (so the buffer is free again). */

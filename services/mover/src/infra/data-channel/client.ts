@@ -36,6 +36,8 @@ import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
 import { tuneSocket } from "./socket-tuning.js";
+import { onLink, type LinkTurn } from "./link-scheduler.js";
+export { setMigrationShare } from "./link-scheduler.js";
 import { SealedWriter } from "./sealed-link.js";
 
 export interface SendBatchOptions {
@@ -79,6 +81,16 @@ export interface SendBatchOptions {
    * this migration that this process sends at once (per sending mover). Default: none.
    */
   bandwidthLimitBytesPerSec?: number;
+  /**
+   * The rate of the link from this mover to the destination (bytes per second on the wire), as
+   * the operator knows it (DWCP_LINK_RATE): set, every batch to the destination takes turns on
+   * it by its migration's priority and weight. Default: unknown, no turns.
+   */
+  linkRateBytesPerSec?: number;
+  /** The migration's share of the link among equal priorities (1..1000). Default 1. */
+  weight?: number;
+  /** The migration's order on the link: higher first (-100..100). Default 0. */
+  priority?: number;
   signal?: AbortSignal;
   /** Called as each chunk is acknowledged (written and verified at the destination). */
   onChunk?: (c: TransferredChunk) => void;
@@ -306,8 +318,10 @@ async function sendRun(
     const resume = carried !== undefined || (o.delivery ?? 1) > 1;
     try {
       if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
-      const session = await withBucket(o, (limit) =>
-        run({ ...o, resume }, link as Link, source, limit, log, attempt, carried),
+      const session = await onLink(o.address, o.linkRateBytesPerSec, o.migrationId, o, (linkTurn) =>
+        withBucket(o, (limit) =>
+          run({ ...o, resume }, link as Link, source, { ...limit, linkTurn }, log, attempt, carried),
+        ),
       );
       // A kept link costs the destination an fd, not a pool thread: its reader waits for the
       // next batch on the event loop (Node's TLS, or PoolFrameReader for native reads).
@@ -448,6 +462,8 @@ const uncapped = new Map<string, { users: number; bucket?: TokenBucket }>();
 /** What run() gets: the migration's bucket as of now (none: uncapped), and a way to send in turn. */
 interface Limit {
   bucket: () => TokenBucket | undefined;
+  /** The link's turn for each chunk (undefined: none). */
+  linkTurn?: LinkTurn | undefined;
   inTurn<T>(fn: () => Promise<T>): Promise<T>;
 }
 
@@ -525,6 +541,7 @@ async function run(
   carried?: Carried,
 ): Promise<ClientSession> {
   const { socket, reader, encrypted } = link;
+  const { linkTurn } = limit;
   const session = new ClientSession({
     socket,
     reader,
@@ -535,6 +552,7 @@ async function run(
     // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
     bucket: limit.bucket,
+    linkTurn: linkTurn === undefined ? undefined : pausingIdle(linkTurn, socket, o.idleTimeoutMs ?? 60_000),
     compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
     ...(carried === undefined ? {} : { carried }),
@@ -577,6 +595,18 @@ async function run(
     socket.setTimeout(0);
     socket.off("timeout", onIdle);
   }
+}
+
+/** Waiting for a turn on a busy link is not idleness: the idle timer is off meanwhile. */
+function pausingIdle(turn: LinkTurn, socket: Socket, idleMs: number): LinkTurn {
+  return async (bytes, signal) => {
+    socket.setTimeout(0);
+    try {
+      await turn(bytes, signal);
+    } finally {
+      socket.setTimeout(idleMs);
+    }
+  };
 }
 
 const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
