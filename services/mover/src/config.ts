@@ -57,7 +57,7 @@ const MoverConfig = z
     secret: z.string().min(16, "DWCP_SECRET must be set to at least 16 characters (the same on every mover)"),
     /** Batches moved at once. */
     concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
-    /** How long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails. */
+    /** How long a batch whose connection dropped keeps reconnecting to resume before it fails. */
     resumeWindowMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
     /** DWCP_LINK_RATE: the rate of the link to each destination mover, bytes/s; set, migrations share it. */
     linkRateBytesPerSec: envInt({ min: 1, max: 2 ** 50, unit: "bytes per second" }).optional(),
