@@ -270,7 +270,9 @@ export const SETTINGS = [
     type: ms(0, 3_600_000),
     default: "120000",
     readBy: ["mover"],
-    help: "how long a batch whose connection dropped keeps reconnecting to resume at its first chunk the destination has not committed",
+    help:
+      "how long a batch whose connection dropped keeps reconnecting to resume at its first chunk the " +
+      "destination has not committed",
   },
   {
     key: "mover.link_rate",
