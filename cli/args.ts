@@ -116,3 +116,11 @@ export function parseCompression(value: string): (typeof COMPRESSION_MODES)[numb
   }
   return mode;
 }
+
+/** A whole-number flag within [min, max]: `--weight 3`, `--priority=-5`. */
+export function parseIntIn(flag: string, value: string, min: number, max: number): number {
+  const n = /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, got "${value}"`);
+  return n;
+}

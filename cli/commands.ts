@@ -266,7 +266,7 @@ export const COMMANDS: CommandSpec[] = [
     summary: "move a VM's disk and memory images from one host to another",
     usage:
       "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
-      "[--streams N] [--compression MODE] [--no-verify] [--id ID] [--wait] [--json]",
+      "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--id ID] [--wait] [--json]",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -298,6 +298,19 @@ export const COMMANDS: CommandSpec[] = [
         value: "MODE",
         default: "auto",
         help: "chunk compression: auto (by the link's rate and spare CPU), none, lz4 or zstd",
+      },
+      {
+        name: "weight",
+        value: "N",
+        default: "1",
+        check: "count",
+        help: "share of a link shared with migrations of equal priority (1-1000; needs DWCP_LINK_RATE on the movers)",
+      },
+      {
+        name: "priority",
+        value: "P",
+        default: "0",
+        help: "on a shared link, higher priorities send first (-100..100; --priority=-5 for a negative one)",
       },
       { name: "no-verify", help: "skip the destination's checksum pass" },
       { name: "id", value: "ID", defaultText: "a new id", help: "the migration's id (must be unused)" },
@@ -398,12 +411,13 @@ export const COMMANDS: CommandSpec[] = [
   },
   {
     name: "migrate-set",
-    summary: "change a running migration's bandwidth limit",
-    usage: "ID --bandwidth-limit (SIZE/s | none)",
+    summary: "change a running migration's bandwidth limit, weight or priority",
+    usage: "ID [--bandwidth-limit (SIZE/s | none)] [--weight N] [--priority P]",
     positionals: [{ name: "ID", required: true }],
     description:
       "The coordinator records the change in the migration's events; the movers sending its batches " +
-      "take the new rate at once, and later batches carry it. `none` lifts the limit.",
+      "take the new values at once, and later batches carry them. `none` lifts the limit. What is not " +
+      "given stays as it is.",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -412,11 +426,14 @@ export const COMMANDS: CommandSpec[] = [
         value: "SIZE/s|none",
         help: `the new limit in bytes per second on the wire (${SIZE_UNITS}), or none`,
       },
+      { name: "weight", value: "N", check: "count", help: "the new share of a shared link (1-1000)" },
+      { name: "priority", value: "P", help: "the new priority on a shared link (-100..100)" },
       ...CLIENT,
     ],
     examples: [
       "dwcp migrate-set web-1-move --bandwidth-limit 20M/s",
       "dwcp migrate-set web-1-move --bandwidth-limit none",
+      "dwcp migrate-set web-1-move --weight 4 --priority 10",
     ],
   },
   {

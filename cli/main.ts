@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "#common/errors.js";
 import type { FederationScope } from "#common/credentials/permissions.js";
 import { SiteId } from "#schemas/federation.js";
+import { MAX_WEIGHT } from "#schemas/common.js";
 import { natsUrlFromEnv } from "#common/config.js";
 import { applyConfigFile, findConfigFile, readConfigFile, type ConfigFile } from "#common/config-file.js";
 import type { StoredEvent } from "#common/event-store.js";
@@ -14,6 +15,7 @@ import {
   parseCompression,
   parseDuration,
   parseFrom,
+  parseIntIn,
   parsePort,
   parseRate,
   parseSize,
@@ -290,18 +292,27 @@ async function run(cmd: string, rest: string[]): Promise<number> {
     case "migrate-set": {
       const { values, positionals } = args(rest, {
         "bandwidth-limit": { type: "string" },
+        weight: { type: "string" },
+        priority: { type: "string" },
         "data-dir": { type: "string" },
       });
       const id = positionals[0];
       const given = values["bandwidth-limit"];
-      if (!id || given === undefined)
+      if (!id || (given === undefined && values.weight === undefined && values.priority === undefined))
         throw new UsageError(
-          "migrate-set needs a migration id and a limit: dwcp migrate-set ID --bandwidth-limit 20M/s",
+          "migrate-set needs a migration id and what to change: dwcp migrate-set ID " +
+            "[--bandwidth-limit 20M/s] [--weight N] [--priority P]",
         );
-      const limit = /^(none|unlimited)$/i.test(given.trim()) ? undefined : parseRate("--bandwidth-limit", given);
+      const change = {
+        ...(given === undefined
+          ? {}
+          : { bytesPerSec: /^(none|unlimited)$/i.test(given.trim()) ? null : parseRate("--bandwidth-limit", given) }),
+        ...(values.weight === undefined ? {} : { weight: parseIntIn("--weight", values.weight, 1, MAX_WEIGHT) }),
+        ...(values.priority === undefined ? {} : { priority: parseIntIn("--priority", values.priority, -100, 100) }),
+      };
       const trust = cliEventTrust(values["data-dir"]);
-      const { runSetLimit } = await import("./migrate.js");
-      const r = await withNats(values.nats, (n) => runSetLimit(n, id, limit, { trust }));
+      const { runSetOptions } = await import("./migrate.js");
+      const r = await withNats(values.nats, (n) => runSetOptions(n, id, change, { trust }));
       if (!r.ok) process.stderr.write(`dwcp: ${r.message}\n`);
       else out(r.message);
       return r.ok ? 0 : 1;
@@ -372,6 +383,8 @@ async function migrate(argv: string[]): Promise<number> {
     "bandwidth-limit": { type: "string" },
     streams: { type: "string" },
     compression: { type: "string" },
+    weight: { type: "string" },
+    priority: { type: "string" },
     "no-verify": { type: "boolean", default: false },
     id: { type: "string" },
     wait: { type: "boolean", default: false },
@@ -388,6 +401,8 @@ async function migrate(argv: string[]): Promise<number> {
       : {}),
     ...(values.streams ? { streams: Number(values.streams) } : {}),
     ...(values.compression ? { compression: parseCompression(values.compression) } : {}),
+    ...(values.weight ? { weight: parseIntIn("--weight", values.weight, 1, MAX_WEIGHT) } : {}),
+    ...(values.priority ? { priority: parseIntIn("--priority", values.priority, -100, 100) } : {}),
   };
   const { buildStart, runMigration } = await import("./migrate.js");
   let command;

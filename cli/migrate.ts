@@ -42,6 +42,8 @@ const FLAG_OF: Record<string, string> = {
   chunkSizeBytes: "--chunk-size",
   batchSizeBytes: "--batch-size",
   bandwidthLimitBytesPerSec: "--bandwidth-limit",
+  weight: "--weight",
+  priority: "--priority",
   verify: "--no-verify",
 };
 
@@ -256,11 +258,18 @@ async function answerOf(
   return { ok: true };
 }
 
-/** Changes a running migration's bandwidth limit (undefined: none) and waits for the coordinator's answer. */
-export async function runSetLimit(
+/** What `dwcp migrate-set` changes: the limit (null: none), the weight, the priority; absent: as is. */
+export interface OptionsChange {
+  bytesPerSec?: number | null;
+  weight?: number;
+  priority?: number;
+}
+
+/** Changes a running migration's options and waits for the coordinator's answer. */
+export async function runSetOptions(
   nats: Nats,
   migrationId: string,
-  bytesPerSec: number | undefined,
+  change: OptionsChange,
   opts: { trust?: EventTrust; timeoutMs?: number } = {},
 ): Promise<{ ok: boolean; message: string; reason?: string }> {
   const command: SetMigrationOptions = {
@@ -268,12 +277,30 @@ export async function runSetLimit(
     version: 1,
     commandId: newId("cmd"),
     migrationId,
-    bandwidthLimitBytesPerSec: bytesPerSec ?? null,
+    ...(change.bytesPerSec === undefined ? {} : { bandwidthLimitBytesPerSec: change.bytesPerSec }),
+    ...(change.weight === undefined ? {} : { weight: change.weight }),
+    ...(change.priority === undefined ? {} : { priority: change.priority }),
   };
   const answer = await answerOf(nats, command, "change", opts);
   if (!answer.ok) return answer;
-  const limit = bytesPerSec === undefined ? "no bandwidth limit" : `a bandwidth limit of ${fmtRate(bytesPerSec)}`;
-  return { ok: true, message: `migration ${migrationId} now has ${limit}` };
+  const parts: string[] = [];
+  if (change.bytesPerSec !== undefined)
+    parts.push(
+      change.bytesPerSec === null ? "no bandwidth limit" : `a bandwidth limit of ${fmtRate(change.bytesPerSec)}`,
+    );
+  if (change.weight !== undefined) parts.push(`weight ${change.weight}`);
+  if (change.priority !== undefined) parts.push(`priority ${change.priority}`);
+  return { ok: true, message: `migration ${migrationId} now has ${parts.join(", ")}` };
+}
+
+/** Changes a running migration's bandwidth limit (undefined: none) and waits for the coordinator's answer. */
+export function runSetLimit(
+  nats: Nats,
+  migrationId: string,
+  bytesPerSec: number | undefined,
+  opts: { trust?: EventTrust; timeoutMs?: number } = {},
+): Promise<{ ok: boolean; message: string; reason?: string }> {
+  return runSetOptions(nats, migrationId, { bytesPerSec: bytesPerSec ?? null }, opts);
 }
 
 export async function runCancel(

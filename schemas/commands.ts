@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { VmName } from "./names.js";
-import { BandwidthLimit, Destination, Id, MigrationOptions, Source } from "./common.js";
+import { BandwidthLimit, Destination, Id, MigrationOptions, Priority, Source, Weight } from "./common.js";
 
 /** Start moving a VM's volumes from one host to another. Published to dwcp.cmd.migration.start. */
 export const StartMigration = z.object({
@@ -28,16 +28,23 @@ export const CancelMigration = z.object({
 export type CancelMigration = z.infer<typeof CancelMigration>;
 
 /**
- * Change a running migration's bandwidth limit: its batches in flight follow the new rate, and
- * later batches carry it. `null` removes the limit. Published to dwcp.cmd.migration.set.
+ * Change a running migration's bandwidth limit, weight or priority: its batches in flight follow
+ * the new values, and later batches carry them. A field left out stays as it is; `null` removes
+ * the limit. Published to dwcp.cmd.migration.set.
  */
-export const SetMigrationOptions = z.object({
-  type: z.literal("SetMigrationOptions"),
-  version: z.literal(1),
-  commandId: Id,
-  migrationId: Id,
-  bandwidthLimitBytesPerSec: BandwidthLimit.nullable(),
-});
+export const SetMigrationOptions = z
+  .object({
+    type: z.literal("SetMigrationOptions"),
+    version: z.literal(1),
+    commandId: Id,
+    migrationId: Id,
+    bandwidthLimitBytesPerSec: BandwidthLimit.nullable().optional(),
+    weight: Weight.optional(),
+    priority: Priority.optional(),
+  })
+  .refine((c) => c.bandwidthLimitBytesPerSec !== undefined || c.weight !== undefined || c.priority !== undefined, {
+    message: "SetMigrationOptions must change the bandwidth limit, the weight or the priority",
+  });
 export type SetMigrationOptions = z.infer<typeof SetMigrationOptions>;
 
 export const Command = z.discriminatedUnion("type", [StartMigration, CancelMigration, SetMigrationOptions]);

@@ -129,6 +129,16 @@ export const MAX_DATA_STREAMS = 16;
 /** Cap on data-channel bytes per second for a migration, per sending mover (a safe integer). */
 export const BandwidthLimit = z.number().int().positive();
 
+/**
+ * A migration's share of a link it shares with others of equal priority (same source mover to
+ * the same destination mover): active migrations get the link's rate in proportion to their
+ * weights. 1..1000; default 1.
+ */
+export const MAX_WEIGHT = 1000;
+export const Weight = z.number().int().min(1).max(MAX_WEIGHT);
+/** Which migrations on a shared link send first: the highest priority with data to send. -100..100; default 0. */
+export const Priority = z.number().int().min(-100).max(100);
+
 export const MigrationOptions = z.object({
   /** Bytes per chunk: a power of two from 64 KiB to 64 MiB. Default 4 MiB. */
   chunkSizeBytes: ChunkSize.default(DEFAULT_CHUNK_BYTES),
@@ -145,6 +155,10 @@ export const MigrationOptions = z.object({
   streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
   /** Chunk compression on the data channel. Default auto. */
   compression: CompressionMode.optional(),
+  /** Share of a link shared with migrations of equal priority (see Weight). Default 1. */
+  weight: Weight.optional(),
+  /** Order on a shared link: higher first (see Priority). Default 0. */
+  priority: Priority.optional(),
 });
 
 /** Why a migration was refused. Constant strings, stable across versions. */

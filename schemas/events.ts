@@ -2,6 +2,8 @@ import { z } from "zod";
 import { COMMAND_TYPES } from "./commands.js";
 import {
   BandwidthLimit,
+  Priority,
+  Weight,
   Blake3Hash,
   ChunkSize,
   Destination,
@@ -237,14 +239,17 @@ export const MigrationCancelled = z.object({
 });
 
 /**
- * A running migration's bandwidth limit changed (SetMigrationOptions): absent means no limit.
- * Movers running its batches apply it to them at once; later work items carry it.
+ * A running migration's options changed (SetMigrationOptions); the event carries all of them as
+ * they now stand: an absent limit means none, an absent weight or priority the default. Movers
+ * running its batches apply them at once; later work items carry them.
  */
 export const MigrationOptionsChanged = z.object({
   type: z.literal("MigrationOptionsChanged"),
   ...base,
   commandId: Id,
   bandwidthLimitBytesPerSec: BandwidthLimit.optional(),
+  weight: Weight.optional(),
+  priority: Priority.optional(),
 });
 
 /**

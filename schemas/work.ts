@@ -10,8 +10,10 @@ import {
   MAX_NAME_CHARS,
   MAX_PATH_CHARS,
   MAX_SPARSE_BATCH_FACTOR,
+  Priority,
   Uint,
   VolumeKind,
+  Weight,
 } from "./common.js";
 
 /**
@@ -39,6 +41,9 @@ export const TransferBatch = z
     firstChunk: Uint,
     chunkCount: Uint.max(MAX_CHUNKS_PER_BATCH * MAX_SPARSE_BATCH_FACTOR),
     bandwidthLimitBytesPerSec: z.number().int().positive().optional(),
+    /** The migration's weight and priority on a link it shares (see schemas/common.ts). Absent: defaults. */
+    weight: Weight.optional(),
+    priority: Priority.optional(),
     /** The migration's `streams` option: connections the batch is striped over. Absent: the mover decides. */
     streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
     /** The migration's `compression` option. Absent: auto. */

@@ -270,7 +270,19 @@ export const SETTINGS = [
     type: ms(0, 3_600_000),
     default: "120000",
     readBy: ["mover"],
-    help: "how long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails",
+    help:
+      "how long a batch whose connection dropped keeps reconnecting to resume at its first chunk the " +
+      "destination has not committed",
+  },
+  {
+    key: "mover.link_rate",
+    env: "DWCP_LINK_RATE",
+    type: { kind: "int", min: 1, max: 2 ** 50, unit: "bytes per second" },
+    readBy: ["mover"],
+    defaultText: "unknown: no link sharing",
+    help:
+      "the rate of the link from this mover to each destination mover: set, the migrations sending over " +
+      "one link share it by priority and weight, paced at this rate",
   },
   {
     key: "mover.lease_heartbeat_ms",

@@ -71,6 +71,28 @@ describe("dwcp migrate-set", () => {
     ]);
   });
 
+  it("changes the weight and priority of a running migration and keeps its limit", async () => {
+    const id = "set-3";
+    const moving = firstProgress(id);
+    await publishCommand(stack.nats, start(id, 512 * 1024));
+    await moving;
+    const r = await dwcp("migrate-set", id, "--weight", "3", "--priority=-2");
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain(`migration ${id} now has weight 3, priority -2`);
+    const bad = await dwcp("migrate-set", id, "--weight", "0");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--weight must be a whole number");
+    expect((await dwcp("migrate-set", id, "--bandwidth-limit", "none")).code).toBe(0);
+    const done = await waitForEvent(stack, id, (e) => ["MigrationCompleted", "MigrationFailed"].includes(e.event.type));
+    expect(done.event.type).toBe("MigrationCompleted");
+    const changed = (await eventsOf(stack, id)).filter((e) => e.event.type === "MigrationOptionsChanged");
+    expect(changed.map((e) => e.event)).toEqual([
+      expect.objectContaining({ bandwidthLimitBytesPerSec: 512 * 1024, weight: 3, priority: -2 }),
+      expect.objectContaining({ weight: 3, priority: -2 }),
+    ]);
+    expect(changed[1]?.event).not.toHaveProperty("bandwidthLimitBytesPerSec");
+  });
+
   it("refuses an unknown migration, an ended one and a limit that is not a rate", async () => {
     const unknown = await dwcp("migrate-set", "no-such-id", "--bandwidth-limit", "1M/s");
     expect(unknown.code).toBe(1);

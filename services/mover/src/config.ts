@@ -57,8 +57,10 @@ const MoverConfig = z
     secret: z.string().min(16, "DWCP_SECRET must be set to at least 16 characters (the same on every mover)"),
     /** Batches moved at once. */
     concurrency: envInt({ min: 1, max: 64, unit: "batches" }),
-    /** How long a batch whose connection dropped is resumed at its first unacknowledged chunk before it fails. */
+    /** How long a batch whose connection dropped keeps reconnecting to resume before it fails. */
     resumeWindowMs: envInt({ min: 0, max: 3_600_000, unit: "milliseconds" }),
+    /** DWCP_LINK_RATE: the rate of the link to each destination mover, bytes/s; set, migrations share it. */
+    linkRateBytesPerSec: envInt({ min: 1, max: 2 ** 50, unit: "bytes per second" }).optional(),
     /** --standby: serve the host's work queue beside the lease holder, and take its lease over when it lapses. */
     standby: z.boolean(),
     /** How often the host lease is renewed (DWCP_LEASE_HEARTBEAT_MS). */
@@ -123,6 +125,7 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       secret: settingInput("DWCP_SECRET", env) ?? "",
       concurrency: settingInput("DWCP_CONCURRENCY", env, flags.concurrency),
       resumeWindowMs: settingInput("DWCP_RESUME_WINDOW_MS", env),
+      linkRateBytesPerSec: settingInput("DWCP_LINK_RATE", env),
       standby: flags.standby === true,
       leaseHeartbeatMs: settingInput("DWCP_LEASE_HEARTBEAT_MS", env),
       leaseTtlMs: settingInput("DWCP_LEASE_TTL_MS", env),

@@ -83,6 +83,8 @@ export class Dispatcher {
         firstChunk: range.firstChunk,
         chunkCount: range.chunkCount,
         bandwidthLimitBytesPerSec: m.options?.bandwidthLimitBytesPerSec,
+        ...(m.options?.weight === undefined ? {} : { weight: m.options.weight }),
+        ...(m.options?.priority === undefined ? {} : { priority: m.options.priority }),
         ...(m.options?.streams === undefined ? {} : { streams: m.options.streams }),
         ...(m.options?.compression === undefined ? {} : { compression: m.options.compression }),
         verify: m.options?.verify ?? true,

@@ -22,17 +22,28 @@ export interface MigrationLiveness {
   /** Aborted when the migration ends (completed, failed, cancelled, rejected). */
   readonly signal: AbortSignal;
   /**
-   * The bandwidth limit the coordinator last set for the migration (MigrationOptionsChanged) as
-   * far as this watch has seen, over the work item's own; undefined when it has seen no change.
+   * The options the coordinator last set for the migration (MigrationOptionsChanged) as far as
+   * this watch has seen, over the work item's own; undefined when it has seen no change.
    */
   limit(): BandwidthChange | undefined;
   release(): void;
 }
 
-/** A limit set on a running migration: bytes per second, or undefined for none. */
+/**
+ * Options set on a running migration: the limit in bytes per second (undefined: none), its weight
+ * and priority on a shared link (undefined: the defaults).
+ */
 export interface BandwidthChange {
   bytesPerSec: number | undefined;
+  weight?: number | undefined;
+  priority?: number | undefined;
 }
+
+const changeOf = (e: MigrationOptionsChanged): BandwidthChange => ({
+  bytesPerSec: e.bandwidthLimitBytesPerSec,
+  weight: e.weight,
+  priority: e.priority,
+});
 
 interface Watch {
   refs: number;
@@ -57,7 +68,7 @@ export class MigrationWatches {
   constructor(
     private readonly nc: NatsConnection,
     private readonly store: EventStore,
-    /** Told when the coordinator changes the bandwidth limit of a migration this mover is moving. */
+    /** Told when the coordinator changes the options of a migration this mover is moving. */
     private readonly onLimit?: (migrationId: string, change: BandwidthChange) => void,
   ) {}
 
@@ -73,7 +84,7 @@ export class MigrationWatches {
           const changed = MigrationOptionsChanged.safeParse(json);
           if (!changed.success) return;
           if (!fromCoordinator(provenanceOf(this.store.trust, msg.subject, msg.headers, msg.data))) return;
-          w.limit = { bytesPerSec: changed.data.bandwidthLimitBytesPerSec };
+          w.limit = changeOf(changed.data);
           this.onLimit?.(ofMsg, w.limit);
           return;
         }
@@ -124,15 +135,14 @@ export class MigrationWatches {
     const last = await this.store.last(id);
     if (last && fromCoordinator(last.provenance)) {
       const e = last.event;
-      if (e.type === "MigrationOptionsChanged")
-        return { ended: false, limit: { bytesPerSec: e.bandwidthLimitBytesPerSec } };
+      if (e.type === "MigrationOptionsChanged") return { ended: false, limit: changeOf(e) };
       return { ended: TERMINAL_EVENTS.has(e.type) };
     }
     const ours = (await this.store.read(id)).filter((e) => fromCoordinator(e.provenance)).map((e) => e.event);
     const change = ours.findLast((e) => e.type === "MigrationOptionsChanged");
     return {
       ended: ours.some((e) => TERMINAL_EVENTS.has(e.type)),
-      ...(change === undefined ? {} : { limit: { bytesPerSec: change.bandwidthLimitBytesPerSec } }),
+      ...(change === undefined ? {} : { limit: changeOf(change) }),
     };
   }
 

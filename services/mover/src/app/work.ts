@@ -10,6 +10,7 @@ import { DestinationUnreachableError } from "../errors.js";
 import {
   sendBatch,
   setMigrationLimit,
+  setMigrationShare,
   type SendBatchOptions,
   type SendBatchResult,
 } from "../infra/data-channel/client.js";
@@ -52,13 +53,19 @@ export class BatchWorker {
     private readonly log: Logger,
     private readonly local?: LocalDestination,
   ) {
-    // A limit the coordinator changes mid-migration reaches the batches sending now at once.
+    // Options the coordinator changes mid-migration reach the batches sending now at once.
     this.watches = new MigrationWatches(nats.nc, store, (id, change) => {
       this.log.info(
-        { migrationId: id, bandwidthLimitBytesPerSec: change.bytesPerSec ?? null },
-        "bandwidth limit changed",
+        {
+          migrationId: id,
+          bandwidthLimitBytesPerSec: change.bytesPerSec ?? null,
+          weight: change.weight ?? null,
+          priority: change.priority ?? null,
+        },
+        "migration options changed",
       );
       setMigrationLimit(id, change.bytesPerSec);
+      setMigrationShare(id, change.weight, change.priority);
     });
   }
 
@@ -94,10 +101,12 @@ export class BatchWorker {
           await this.ack(m, log);
           return;
         }
-        // The coordinator may have changed the limit after handing out this item.
+        // The coordinator may have changed the options after handing out this item.
         const limit = live.limit();
         await this.move(
-          limit === undefined ? w : { ...w, bandwidthLimitBytesPerSec: limit.bytesPerSec },
+          limit === undefined
+            ? w
+            : { ...w, bandwidthLimitBytesPerSec: limit.bytesPerSec, weight: limit.weight, priority: limit.priority },
           m,
           live.signal,
           log,
@@ -143,6 +152,9 @@ export class BatchWorker {
         firstChunk: w.firstChunk,
         chunkCount: w.chunkCount,
         bandwidthLimitBytesPerSec: w.bandwidthLimitBytesPerSec,
+        linkRateBytesPerSec: this.config.linkRateBytesPerSec,
+        weight: w.weight,
+        priority: w.priority,
         streams: w.streams,
         compression: w.compression,
         verify: w.verify,

@@ -158,13 +158,22 @@ function decideSetOptions(state: Migration, c: SetMigrationOptions, base: Base):
   if (state.optionsSetBy === c.commandId) return []; // this very command, redelivered
   if (isTerminal(state))
     return refuse(state, base, c, "MIGRATION_ENDED", `migration ${state.id} already ended (${state.status})`);
-  const limit = c.bandwidthLimitBytesPerSec ?? undefined;
+  // The event carries every option as it now stands: a field the command left out keeps its value.
+  const now = state.options;
+  const limit =
+    c.bandwidthLimitBytesPerSec === undefined
+      ? now?.bandwidthLimitBytesPerSec
+      : (c.bandwidthLimitBytesPerSec ?? undefined);
+  const weight = c.weight ?? now?.weight;
+  const priority = c.priority ?? now?.priority;
   return [
     {
       type: "MigrationOptionsChanged",
       ...base,
       commandId: c.commandId,
       ...(limit === undefined ? {} : { bandwidthLimitBytesPerSec: limit }),
+      ...(weight === undefined ? {} : { weight }),
+      ...(priority === undefined ? {} : { priority }),
     },
   ];
 }

@@ -422,6 +422,19 @@ describe("decide: SetMigrationOptions", () => {
     expect(lifted[0]).not.toHaveProperty("bandwidthLimitBytesPerSec");
     expect(fold("m1", [...planned(), ...changed, ...lifted]).options?.bandwidthLimitBytesPerSec).toBeUndefined();
   });
+  it("changes the weight or priority and keeps what the command leaves out", () => {
+    const limited = decide(fold("m1", planned()), set(8 * MiB), ctx);
+    const { bandwidthLimitBytesPerSec: _l, ...noLimit } = set(null, "s2");
+    const weighted = decide(fold("m1", [...planned(), ...limited]), { ...noLimit, weight: 3, priority: -2 }, ctx);
+    expect(weighted).toEqual([
+      expect.objectContaining({ bandwidthLimitBytesPerSec: 8 * MiB, weight: 3, priority: -2, commandId: "s2" }),
+    ]);
+    const { bandwidthLimitBytesPerSec: _m, ...again } = set(null, "s3");
+    const both = decide(fold("m1", [...planned(), ...limited, ...weighted]), { ...again, priority: 5 }, ctx);
+    expect(both).toEqual([expect.objectContaining({ bandwidthLimitBytesPerSec: 8 * MiB, weight: 3, priority: 5 })]);
+    const state = fold("m1", [...planned(), ...limited, ...weighted, ...both]);
+    expect(state.options).toMatchObject({ bandwidthLimitBytesPerSec: 8 * MiB, weight: 3, priority: 5 });
+  });
   it("refuses an unknown or ended migration beside it, without changing it", () => {
     given()
       .when(set(1))

@@ -94,7 +94,12 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
       if (isTerminal(state) || state.options === undefined) return s;
       return {
         ...s,
-        options: { ...state.options, bandwidthLimitBytesPerSec: event.bandwidthLimitBytesPerSec },
+        options: {
+          ...state.options,
+          bandwidthLimitBytesPerSec: event.bandwidthLimitBytesPerSec,
+          weight: event.weight,
+          priority: event.priority,
+        },
         optionsSetBy: event.commandId,
       };
     case "CommandRejected": {

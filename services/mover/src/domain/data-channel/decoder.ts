@@ -49,7 +49,7 @@ export const CLIENT_PREAUTH: DecoderLimits = {
   maxChunkLength: 0,
 };
 export const CLIENT_SESSION: DecoderLimits = {
-  accept: new Set<FrameKind>(["CHUNK_OK", "CHUNK_ERR", "BATCH_OK", "BATCH_ERR"]),
+  accept: new Set<FrameKind>(["CHUNK_OK", "CHUNK_ERR", "BATCH_OK", "BATCH_ERR", "RESUME_AT"]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: 0,
 };
@@ -426,6 +426,11 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
     case "TUNNEL_ERR": {
       const r = AuthFailPayload.safeParse(parseJson(p));
       return r.success ? { kind, message: r.data.message } : "invalid payload";
+    }
+    case "RESUME_AT": {
+      if (p.length !== h.length * 4) return "bad length";
+      const view = new DataView(p.buffer, p.byteOffset, p.length);
+      return { kind, crc32c: Array.from({ length: h.length }, (_, i) => view.getUint32(i * 4)) };
     }
     case "CHUNK":
       return "CHUNK is not a control frame";

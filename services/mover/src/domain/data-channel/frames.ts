@@ -68,6 +68,7 @@ export const FRAME_CODES = {
   TUNNEL_OPEN: 12,
   TUNNEL_OK: 13,
   TUNNEL_ERR: 14,
+  RESUME_AT: 15,
 } as const;
 export type FrameKind = keyof typeof FRAME_CODES;
 
@@ -79,48 +80,44 @@ export function frameKindOf(code: number): FrameKind | undefined {
 }
 
 /** What the source announces before the chunks of one batch. The destination re-validates it. */
-export const BatchBegin = z
-  .strictObject({
-    migrationId: Id,
-    batch: z.number().int().nonnegative(),
-    attempt: z.number().int().nonnegative(),
-    destDir: z.string().min(1).max(4096),
-    destName: z.string().min(1).max(255),
-    volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
-    chunkSizeBytes: ChunkSize,
-    firstChunk: z.number().int().nonnegative(),
-    chunkCount: z.number().int().nonnegative(),
-    /**
-     * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
-     * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
-     * do not know the field keep working with senders that do not know it either.
-     */
-    delivery: z.number().int().positive().optional(),
-    /**
-     * false: the destination does not read the batch back after its fsync (the migration's
-     * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
-     */
-    verify: z.literal(false).optional(),
-    /**
-     * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
-     * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
-     * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
-     * when striping.
-     */
-    stripe: z
-      .string()
-      .regex(/^[A-Za-z0-9_-]{8,64}$/)
-      .optional(),
-    /**
-     * The sender resumes this run after its connection dropped: the run's first `resume` chunks
-     * were acknowledged on an earlier connection (same token) and are not sent again; the
-     * destination takes their records from that session (see resume.ts). Sent only when resuming.
-     */
-    resume: z.number().int().positive().optional(),
-  })
-  .refine((b) => b.resume === undefined || b.resume < b.chunkCount, {
-    message: "resume must leave at least one chunk of the run to send",
-  });
+export const BatchBegin = z.strictObject({
+  migrationId: Id,
+  batch: z.number().int().nonnegative(),
+  attempt: z.number().int().nonnegative(),
+  destDir: z.string().min(1).max(4096),
+  destName: z.string().min(1).max(255),
+  volumeSizeBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  chunkSizeBytes: ChunkSize,
+  firstChunk: z.number().int().nonnegative(),
+  chunkCount: z.number().int().nonnegative(),
+  /**
+   * JetStream delivery count of the work item (1 for the first delivery): with `attempt`, the
+   * fencing token (see fence.ts). Optional and only sent when known, so older destinations that
+   * do not know the field keep working with senders that do not know it either.
+   */
+  delivery: z.number().int().positive().optional(),
+  /**
+   * false: the destination does not read the batch back after its fsync (the migration's
+   * `verify: false`). Absent: it does. Sent only when false, so older destinations keep working.
+   */
+  verify: z.literal(false).optional(),
+  /**
+   * The sender stripes the batch over several connections: each BATCH_BEGIN names its own run of
+   * chunks (firstChunk, chunkCount) and every stripe carries the same id and token, so they hold
+   * the batch together (see fence.ts). Each stripe is fsynced and answered on its own. Sent only
+   * when striping.
+   */
+  stripe: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{8,64}$/)
+    .optional(),
+  /**
+   * The sender may have sent part of this run before (its connection dropped, or an earlier
+   * delivery of the batch's work item did): the destination answers RESUME_AT with the run's
+   * committed prefix before any chunk is sent (see resume.ts). Sent only then.
+   */
+  resume: z.literal(true).optional(),
+});
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
 /**
@@ -167,7 +164,12 @@ export type ControlFrame =
   | { kind: "BATCH_ERR"; failure: WireFailure }
   | { kind: "TUNNEL_OPEN"; channel: string }
   | { kind: "TUNNEL_OK" }
-  | { kind: "TUNNEL_ERR"; message: string };
+  | { kind: "TUNNEL_ERR"; message: string }
+  /** The CRC32C of each chunk of the run's committed prefix, in order (the prefix's length is theirs). */
+  | { kind: "RESUME_AT"; crc32c: number[] };
+
+/** Most chunks a RESUME_AT names: a control frame's payload of 4-byte CRC32Cs. */
+export const MAX_RESUME_CHUNKS = MAX_CONTROL_PAYLOAD / 4;
 
 export interface RawHeader {
   magic: number;
@@ -276,6 +278,12 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       return frame(f.kind, none);
     case "TUNNEL_ERR":
       return frame(f.kind, json({ message: f.message }));
+    case "RESUME_AT": {
+      const payload = new Uint8Array(f.crc32c.length * 4);
+      const view = new DataView(payload.buffer);
+      f.crc32c.forEach((crc, i) => view.setUint32(i * 4, crc));
+      return frame(f.kind, payload, { length: f.crc32c.length });
+    }
     default: {
       const never: never = f;
       throw new InvariantViolationError(`unknown frame ${JSON.stringify(never)}`);

@@ -1,65 +1,70 @@
 /**
- * Chunk-level resume of a run of chunks (a batch, or one stripe of it) after its connection
- * dropped. The destination remembers, per run, the chunks each receiving session wrote and
- * acknowledged; a sender that lost its connection reconnects and sends BATCH_BEGIN again for the
- * same run with the same fence token and `resume: n`, "the first n chunks of this run were
- * acknowledged; I do not send them again". The new session takes those n chunks' records (length,
- * CRC32C, BLAKE3) from the dropped session and receives only the rest. Pure and bounded.
+ * Chunk-level resume of a run of chunks (a batch, or one stripe of it). The destination remembers,
+ * per batch, the chunks each receiving session wrote and verified. A sender that lost its
+ * connection, or a later delivery of the batch's work item (the sending mover was restarted or
+ * stalled), sends BATCH_BEGIN with `resume: true`, "tell me what of this run you already hold".
+ * After the claim (an older holder is fenced and its writes have settled) the destination takes
+ * the records of the run's longest committed prefix from those sessions, fsyncs the file and
+ * answers RESUME_AT with the prefix's CRC32Cs; the sender checks them against its own record of
+ * each chunk (or, after a restart, against the chunk read again from the source) and sends only
+ * from the first chunk that is not committed. Pure and bounded.
+ *
+ * Only sessions of the same attempt count: a new attempt is the coordinator's retry after a
+ * failure, and sends its batch whole.
  */
 import type { FenceToken } from "./fence.js";
-import { compareTokens, fenceKey } from "./fence.js";
+import { fenceKey } from "./fence.js";
 import type { BatchBegin } from "./frames.js";
 
-/** How a refused resume's message starts: the sender then sends the run whole. */
-export const CANNOT_RESUME = "cannot resume";
+/** Batches remembered; the least recently started is forgotten first (a forgotten batch is sent again). */
+export const MAX_RESUMABLE_BATCHES = 1024;
+/** Sessions remembered per batch (stripes, reconnections, redeliveries); the oldest is forgotten first. */
+export const MAX_SESSIONS_PER_BATCH = 64;
 
-/** Runs remembered; the least recently started is forgotten first (a forgotten run is sent again). */
-export const MAX_RESUMABLE_RUNS = 1024;
-
-/** One run of chunks: its batch (fence key), stripe and chunk range. */
-export const runKey = (
-  b: Pick<BatchBegin, "migrationId" | "destDir" | "destName" | "batch" | "stripe" | "firstChunk" | "chunkCount">,
-): string => JSON.stringify([fenceKey(b), b.stripe ?? "", b.firstChunk, b.chunkCount]);
+/** The batch a run belongs to: resume records are kept per batch, whatever the striping. */
+export const batchKey = (b: Pick<BatchBegin, "migrationId" | "destDir" | "destName" | "batch">): string => fenceKey(b);
 
 interface Entry<C> {
-  token: FenceToken;
-  /** Offset -> what the session wrote; the live map of the session (it grows as chunks land). */
-  written: ReadonlyMap<number, C>;
+  attempt: number;
+  /** Offset -> what a session wrote; the live maps of the sessions (they grow as chunks land), newest last. */
+  sessions: ReadonlyMap<number, C>[];
 }
 
 export class ResumeTable<C> {
-  private readonly runs = new Map<string, Entry<C>>();
+  private readonly batches = new Map<string, Entry<C>>();
 
-  constructor(private readonly maxRuns = MAX_RESUMABLE_RUNS) {}
+  constructor(
+    private readonly maxBatches = MAX_RESUMABLE_BATCHES,
+    private readonly maxSessions = MAX_SESSIONS_PER_BATCH,
+  ) {}
 
-  /** A session starts receiving `key`'s chunks into `written`. */
+  /** A session holding `token` starts receiving chunks of the batch `key` into `written`. */
   track(key: string, token: FenceToken, written: ReadonlyMap<number, C>): void {
-    this.runs.delete(key);
-    this.runs.set(key, { token, written });
-    while (this.runs.size > this.maxRuns) {
-      const oldest = this.runs.keys().next();
+    const current = this.batches.get(key);
+    this.batches.delete(key);
+    const entry: Entry<C> =
+      current !== undefined && current.attempt === token.attempt ? current : { attempt: token.attempt, sessions: [] };
+    if (!entry.sessions.includes(written)) entry.sessions.push(written);
+    while (entry.sessions.length > this.maxSessions) entry.sessions.shift();
+    this.batches.set(key, entry);
+    while (this.batches.size > this.maxBatches) {
+      const oldest = this.batches.keys().next();
       if (oldest.done === true) break;
-      this.runs.delete(oldest.value);
+      this.batches.delete(oldest.value);
     }
   }
 
-  /** The run is complete (BATCH_OK): nothing to resume. */
-  done(key: string, written: ReadonlyMap<number, C>): void {
-    if (this.runs.get(key)?.written === written) this.runs.delete(key);
-  }
-
   /**
-   * The records of the chunks at `offsets` written by an earlier session of the run with the same
-   * token, or a reason why they cannot be resumed (unknown run, another token, a chunk missing).
+   * The records of the longest prefix of `offsets` that sessions of `token`'s attempt wrote
+   * (the newest session's record of a chunk wins), at most `max` of them.
    */
-  resume(key: string, token: FenceToken, offsets: readonly number[]): Map<number, C> | string {
-    const entry = this.runs.get(key);
-    if (entry === undefined) return "this destination has no record of the run";
-    if (compareTokens(entry.token, token) !== 0) return "the run's record belongs to another attempt";
+  committedPrefix(key: string, token: FenceToken, offsets: readonly number[], max = offsets.length): Map<number, C> {
     const out = new Map<number, C>();
-    for (const offset of offsets) {
-      const c = entry.written.get(offset);
-      if (c === undefined) return `chunk at offset ${offset} was not written here`;
+    const entry = this.batches.get(key);
+    if (entry === undefined || entry.attempt !== token.attempt) return out;
+    for (const offset of offsets.slice(0, max)) {
+      const c = entry.sessions.findLast((s) => s.has(offset))?.get(offset);
+      if (c === undefined) break;
       out.set(offset, c);
     }
     return out;

@@ -1,47 +1,46 @@
 import { describe, expect, it } from "vitest";
-import { ResumeTable, runKey } from "./resume.js";
+import { batchKey, ResumeTable } from "./resume.js";
 
-const run = {
-  migrationId: "m",
-  destDir: "d",
-  destName: "disk.img",
-  batch: 3,
-  stripe: undefined,
-  firstChunk: 8,
-  chunkCount: 4,
-};
+const batch = { migrationId: "m", destDir: "d", destName: "disk.img", batch: 3 };
 const token = { attempt: 1, delivery: 2 };
 
 describe("ResumeTable", () => {
-  it("hands a resumed session the records the dropped session wrote, as they stand when asked", () => {
+  it("hands a resuming session the committed prefix, as the sessions' maps stand when asked", () => {
     const t = new ResumeTable<string>();
     const written = new Map<number, string>([[8, "a"]]);
-    t.track(runKey(run), token, written);
+    t.track(batchKey(batch), token, written);
     written.set(9, "b"); // the live map: a chunk that landed after tracking counts
-    expect(t.resume(runKey(run), token, [8, 9])).toEqual(
+    written.set(11, "d"); // after a gap: not part of the prefix
+    expect(t.committedPrefix(batchKey(batch), token, [8, 9, 10, 11])).toEqual(
       new Map([
         [8, "a"],
         [9, "b"],
       ]),
     );
+    expect(t.committedPrefix(batchKey(batch), token, [8, 9, 10, 11], 1)).toEqual(new Map([[8, "a"]]));
   });
 
-  it("refuses an unknown run, another token, a chunk that was not written, and a finished run", () => {
+  it("joins the sessions of one attempt (stripes, a later delivery) and ignores other attempts", () => {
     const t = new ResumeTable<string>();
-    const written = new Map<number, string>([[8, "a"]]);
-    t.track(runKey(run), token, written);
-    expect(t.resume(runKey({ ...run, stripe: "s1234567" }), token, [8])).toMatch(/no record/);
-    expect(t.resume(runKey({ ...run, firstChunk: 9 }), token, [8])).toMatch(/no record/);
-    expect(t.resume(runKey(run), { attempt: 2, delivery: 0 }, [8])).toMatch(/another attempt/);
-    expect(t.resume(runKey(run), token, [8, 9])).toMatch(/offset 9/);
-    t.done(runKey(run), written);
-    expect(t.resume(runKey(run), token, [8])).toMatch(/no record/);
+    t.track(batchKey(batch), token, new Map([[8, "old"]]));
+    t.track(batchKey(batch), { attempt: 1, delivery: 3 }, new Map([[9, "b"]]));
+    expect([...t.committedPrefix(batchKey(batch), { attempt: 1, delivery: 4 }, [8, 9, 10]).values()]).toEqual([
+      "old",
+      "b",
+    ]);
+    expect(t.committedPrefix(batchKey(batch), { attempt: 2, delivery: 1 }, [8])).toEqual(new Map());
+    t.track(batchKey(batch), { attempt: 2, delivery: 1 }, new Map());
+    expect(t.committedPrefix(batchKey(batch), token, [8])).toEqual(new Map());
+    expect(t.committedPrefix(batchKey({ ...batch, batch: 4 }), token, [8])).toEqual(new Map());
   });
 
-  it("forgets the least recently started runs beyond its bound", () => {
-    const t = new ResumeTable<string>(2);
-    for (const batch of [1, 2, 3]) t.track(runKey({ ...run, batch }), token, new Map([[8, "x"]]));
-    expect(t.resume(runKey({ ...run, batch: 1 }), token, [8])).toMatch(/no record/);
-    expect(t.resume(runKey({ ...run, batch: 3 }), token, [8])).toBeInstanceOf(Map);
+  it("forgets the least recently started batches and the oldest sessions beyond its bounds", () => {
+    const t = new ResumeTable<string>(2, 2);
+    for (const b of [1, 2, 3]) t.track(batchKey({ ...batch, batch: b }), token, new Map([[8, "x"]]));
+    expect(t.committedPrefix(batchKey({ ...batch, batch: 1 }), token, [8]).size).toBe(0);
+    expect(t.committedPrefix(batchKey({ ...batch, batch: 3 }), token, [8]).size).toBe(1);
+    for (const at of [8, 9, 10]) t.track(batchKey(batch), token, new Map([[at, "y"]]));
+    expect(t.committedPrefix(batchKey(batch), token, [8, 9, 10]).size).toBe(0);
+    expect(t.committedPrefix(batchKey(batch), token, [9, 10]).size).toBe(2);
   });
 });

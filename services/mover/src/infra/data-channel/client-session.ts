@@ -26,6 +26,7 @@ import { FencedError } from "./fenced.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { PreparedChunk } from "./source-volume.js";
 import type { SealedWriter } from "./sealed-link.js";
+import type { LinkTurn } from "./link-scheduler.js";
 
 export interface SessionOptions {
   socket: Socket;
@@ -46,6 +47,11 @@ export interface SessionOptions {
    * this mover sends at once; asked per chunk, so a limit changed mid-batch applies at once.
    */
   bucket: () => TokenBucket | undefined;
+  /**
+   * The link's turn (link-scheduler.ts), after the migration's own budget: chunks of migrations
+   * sharing the link go by priority and weight at the link's rate. Undefined: no turns.
+   */
+  linkTurn?: LinkTurn | undefined;
   /** The codec tried on each chunk's segments (kept only where a sample and the chunk shrink >= 10%). */
   compression: CompressionChoice;
   onChunk: ((c: TransferredChunk) => void) | undefined;
@@ -54,9 +60,13 @@ export interface SessionOptions {
   log: Logger;
 }
 
-/** What a run's dropped connections achieved: acknowledged chunks and their bytes, wire bytes. */
+/**
+ * What a run's dropped connections achieved: the chunks acknowledged and those sent without an
+ * answer (the destination may have committed them: its RESUME_AT says), their bytes, wire bytes.
+ */
 export interface Carried {
   acked: Map<number, TransferredChunk>;
+  sent: Map<number, TransferredChunk>;
   counts: Map<number, ByteBreakdown>;
   wireBytes: number;
 }
@@ -107,11 +117,30 @@ export class ClientSession {
   private misses = 0;
   private untried = 0;
   private destroyWhenIdle = false;
+  /** The destination's RESUME_AT: the CRC32Cs of the run's committed prefix. */
+  private committed: number[] | undefined;
 
   constructor(private readonly o: SessionOptions) {
-    this.acked = new Map(o.carried?.acked);
-    this.counts = new Map(o.carried?.counts);
+    this.acked = new Map();
+    this.counts = new Map();
     this.wireBytes = o.carried?.wireBytes ?? 0;
+  }
+
+  /** Resolves to the CRC32Cs of RESUME_AT, the answer to a BATCH_BEGIN with `resume`. */
+  async resumePoint(): Promise<readonly number[]> {
+    while (this.committed === undefined) await this.changed();
+    return this.committed;
+  }
+
+  /**
+   * A chunk the destination committed before this session (RESUME_AT) and the sender checked:
+   * acknowledged without crossing again. Reported through onChunk unless an earlier connection
+   * of the run already had its acknowledgement.
+   */
+  adopt(chunk: TransferredChunk, counts: ByteBreakdown): void {
+    this.acked.set(chunk.offset, chunk);
+    this.counts.set(chunk.offset, counts);
+    if (this.o.carried?.acked.has(chunk.offset) !== true) this.o.onChunk?.(chunk);
   }
 
   /** The batch's logical bytes by what became of them. */
@@ -126,20 +155,17 @@ export class ClientSession {
     return sum;
   }
 
-  /**
-   * What to carry into a new connection of this run: the acknowledged chunks from the run's
-   * first one up to the first gap (the destination resumes there; later acknowledged chunks are
-   * sent again), and every wire byte so far.
-   */
-  carry(firstOffset: number, chunkBytes: number): Carried {
-    const acked = new Map<number, TransferredChunk>();
-    const counts = new Map<number, ByteBreakdown>();
-    for (let at = firstOffset; this.acked.has(at); at += chunkBytes) {
-      acked.set(at, this.acked.get(at) as TransferredChunk);
-      const c = this.counts.get(at);
-      if (c !== undefined) counts.set(at, c);
-    }
-    return { acked, counts, wireBytes: this.wireBytes };
+  /** What to carry into a new connection of this run (see Carried). */
+  carry(): Carried {
+    const sent = new Map<number, TransferredChunk>(this.o.carried?.sent);
+    for (const [offset, entry] of this.sent) sent.set(offset, entry.chunk);
+    const counts = new Map([...(this.o.carried?.counts ?? []), ...this.counts]);
+    return {
+      acked: new Map([...(this.o.carried?.acked ?? []), ...this.acked]),
+      sent,
+      counts,
+      wireBytes: this.wireBytes,
+    };
   }
 
   get allAcked(): boolean {
@@ -269,6 +295,12 @@ export class ClientSession {
       case "BATCH_ERR":
         if (frame.failure.code === FENCED) throw new FencedError(`destination: ${frame.failure.message}`);
         throw errorFromWire(frame.failure.code, frame.failure.message);
+      case "RESUME_AT":
+        if (this.committed !== undefined || frame.crc32c.length > this.o.chunkCount)
+          throw new ProtocolError("unexpected RESUME_AT from the destination");
+        this.committed = frame.crc32c;
+        this.notify();
+        return "continue";
       case "CHALLENGE":
       case "HELLO":
       case "AUTH_OK":
@@ -317,9 +349,12 @@ export class ClientSession {
   private async throttle(bytes: number): Promise<void> {
     this.check();
     const bucket = this.o.bucket();
-    if (bucket === undefined) return;
-    const waitMs = reserve(bucket, bytes, performance.now());
-    if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
+    if (bucket !== undefined) {
+      const waitMs = reserve(bucket, bytes, performance.now());
+      if (waitMs > 0) await sleep(waitMs, undefined, { signal: this.stop.signal }).catch(() => this.check());
+    }
+    if (this.o.linkTurn !== undefined) await this.o.linkTurn(bytes, this.stop.signal).catch(() => this.check());
+    this.check();
   }
 
   /** Resolves when the bytes were handed to the kernel (so the buffer is free again). */

@@ -18,11 +18,11 @@ import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-li
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
-import { CANNOT_RESUME, RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
+import { RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
 import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
-import { encodeControl, type BatchBegin } from "../../domain/data-channel/frames.js";
+import { encodeControl, segmentBytes, type BatchBegin } from "../../domain/data-channel/frames.js";
 import {
   newTokenBucket,
   setRate,
@@ -36,6 +36,8 @@ import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
 import { tuneSocket } from "./socket-tuning.js";
+import { onLink, type LinkTurn } from "./link-scheduler.js";
+export { setMigrationShare } from "./link-scheduler.js";
 import { SealedWriter } from "./sealed-link.js";
 
 export interface SendBatchOptions {
@@ -79,6 +81,16 @@ export interface SendBatchOptions {
    * this migration that this process sends at once (per sending mover). Default: none.
    */
   bandwidthLimitBytesPerSec?: number;
+  /**
+   * The rate of the link from this mover to the destination (bytes per second on the wire), as
+   * the operator knows it (DWCP_LINK_RATE): set, every batch to the destination takes turns on
+   * it by its migration's priority and weight. Default: unknown, no turns.
+   */
+  linkRateBytesPerSec?: number;
+  /** The migration's share of the link among equal priorities (1..1000). Default 1. */
+  weight?: number;
+  /** The migration's order on the link: higher first (-100..100). Default 0. */
+  priority?: number;
   signal?: AbortSignal;
   /** Called as each chunk is acknowledged (written and verified at the destination). */
   onChunk?: (c: TransferredChunk) => void;
@@ -265,9 +277,11 @@ const RESUME_BACKOFF_MS = { first: 500, max: 5_000 } as const;
  * the run starts again once on a fresh connection.
  *
  * A connection that drops mid-run (reset, idle timeout) is resumed: the run reconnects (for up
- * to resumeWindowMs, backing off) and sends BATCH_BEGIN again with `resume: n`, where n chunks
- * from the run's first were acknowledged; only the rest cross the link again. A destination that
- * no longer knows the run (it restarted) refuses the resume, and the run is sent whole.
+ * to resumeWindowMs, backing off) and sends BATCH_BEGIN with `resume`; the destination answers
+ * with the run's committed prefix (RESUME_AT), which may be longer than what was acknowledged
+ * here (an acknowledgement lost with the connection), and only the rest crosses the link again.
+ * A later delivery of the work item (this mover was restarted, or stalled past the ack wait)
+ * asks the same on its first connection. A destination that restarted knows nothing: prefix 0.
  */
 async function sendRun(
   o: SendBatchOptions,
@@ -300,11 +314,14 @@ async function sendRun(
     }
     link.batches += 1;
     const attempt: { session?: ClientSession } = {};
-    const resume = resumeCount(o, carried);
+    // A first delivery's first connection has nothing to resume: it sends at once.
+    const resume = carried !== undefined || (o.delivery ?? 1) > 1;
     try {
       if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
-      const session = await withBucket(o, (limit) =>
-        run({ ...o, resume }, link as Link, source, limit, log, attempt, carried),
+      const session = await onLink(o.address, o.linkRateBytesPerSec, o.migrationId, o, (linkTurn) =>
+        withBucket(o, (limit) =>
+          run({ ...o, resume }, link as Link, source, { ...limit, linkTurn }, log, attempt, carried),
+        ),
       );
       // A kept link costs the destination an fd, not a pool thread: its reader waits for the
       // next batch on the event loop (Node's TLS, or PoolFrameReader for native reads).
@@ -321,29 +338,58 @@ async function sendRun(
       }
       link = undefined;
       reused = false;
-      if (err instanceof ProtocolError && err.message.includes(CANNOT_RESUME) && resume !== undefined) {
-        log.warn({ reason: err.message }, "destination cannot resume the run; sending it whole");
-        carried = undefined;
-        continue;
-      }
       if (err instanceof DestinationUnreachableError && attempt.session !== undefined && !isAborted(o.signal)) {
         dropped ??= { at: performance.now(), pauseMs: RESUME_BACKOFF_MS.first };
-        carried = attempt.session.carry(o.firstChunk * o.chunkSizeBytes, o.chunkSizeBytes);
+        carried = attempt.session.carry();
       }
       if (!canResume(err)) throw err;
       log.warn(
         { reason: (err as Error).message, acknowledged: carried?.acked.size ?? 0, of: o.chunkCount },
-        "data link dropped mid-run; resuming at the first unacknowledged chunk",
+        "data link dropped mid-run; resuming at the first chunk the destination has not committed",
       );
       await pause();
     }
   }
 }
 
-/** BATCH_BEGIN's `resume`: the acknowledged chunks carried over, leaving at least one to send. */
-function resumeCount(o: SendBatchOptions, carried: Carried | undefined): number | undefined {
-  const n = Math.min(carried?.acked.size ?? 0, o.chunkCount - 1);
-  return n > 0 ? n : undefined;
+/**
+ * After RESUME_AT: how many chunks of the run's committed prefix this side confirms, adopting
+ * each into the session. A chunk counts when its CRC32C matches this side's record of it (sent
+ * or acknowledged on an earlier connection) or, with no record (an earlier process sent it), the
+ * chunk read again from the source; the first mismatch ends the prefix and is sent again.
+ */
+async function adoptCommitted(
+  o: SendBatchOptions,
+  session: ClientSession,
+  source: SourceVolume,
+  carried: Carried | undefined,
+): Promise<number> {
+  const crcs = await session.resumePoint();
+  let buffer: Buffer | undefined;
+  try {
+    for (const [i, crc] of crcs.entries()) {
+      const offset = (o.firstChunk + i) * o.chunkSizeBytes;
+      const known = carried?.acked.get(offset) ?? carried?.sent.get(offset);
+      const counts = carried?.counts.get(offset);
+      if (known !== undefined && counts !== undefined) {
+        if (known.crc32c !== crc) return i;
+        session.adopt(known, counts);
+        continue;
+      }
+      buffer ??= chunkBuffers.take(batchBufferBytes(o));
+      const { length } = chunkRange(o.volumeSizeBytes, o.chunkSizeBytes, o.firstChunk + i);
+      const c = await source.prepare(offset, length, buffer);
+      if (c.crc32c !== crc) return i;
+      const data = segmentBytes(c.segments);
+      session.adopt(
+        { offset, length, crc32c: c.crc32c, zero: c.zero, wireBytes: 0, blake3: c.blake3 },
+        { zeroSkipped: length - data, data, packedIn: 0, packedOut: 0 },
+      );
+    }
+    return crcs.length;
+  } finally {
+    if (buffer !== undefined) chunkBuffers.give(buffer);
+  }
 }
 
 /** Distinct TLS configurations get distinct links (tests use several in one process). */
@@ -371,7 +417,7 @@ export function closeIdleLinks(): void {
 }
 
 /** The BATCH_BEGIN this batch announces (also what a local copy claims and writes under). */
-export function beginOf(o: SendBatchOptions & { resume?: number }): BatchBegin {
+export function beginOf(o: SendBatchOptions & { resume?: boolean }): BatchBegin {
   const { migrationId, batch, attempt, destDir, destName, volumeSizeBytes, chunkSizeBytes, firstChunk, chunkCount } = o;
   const begin: BatchBegin = {
     migrationId,
@@ -387,7 +433,7 @@ export function beginOf(o: SendBatchOptions & { resume?: number }): BatchBegin {
   if (o.delivery !== undefined) begin.delivery = o.delivery;
   if (o.verify === false) begin.verify = false;
   if (o.stripe !== undefined) begin.stripe = o.stripe;
-  if (o.resume !== undefined) begin.resume = o.resume;
+  if (o.resume === true) begin.resume = true;
   return begin;
 }
 
@@ -416,6 +462,8 @@ const uncapped = new Map<string, { users: number; bucket?: TokenBucket }>();
 /** What run() gets: the migration's bucket as of now (none: uncapped), and a way to send in turn. */
 interface Limit {
   bucket: () => TokenBucket | undefined;
+  /** The link's turn for each chunk (undefined: none). */
+  linkTurn?: LinkTurn | undefined;
   inTurn<T>(fn: () => Promise<T>): Promise<T>;
 }
 
@@ -484,7 +532,7 @@ const aborted = (signal: AbortSignal): TransferAbortedError =>
   new TransferAbortedError("batch transfer was aborted", { cause: signal.reason });
 
 async function run(
-  o: SendBatchOptions & { resume?: number },
+  o: SendBatchOptions & { resume?: boolean },
   link: Link,
   source: SourceVolume,
   limit: Limit,
@@ -493,6 +541,7 @@ async function run(
   carried?: Carried,
 ): Promise<ClientSession> {
   const { socket, reader, encrypted } = link;
+  const { linkTurn } = limit;
   const session = new ClientSession({
     socket,
     reader,
@@ -503,9 +552,10 @@ async function run(
     // Over TLS the socket's fd carries ciphertext: no sendfile(), and large writes one by one.
     sendfileFrom: (o.zeroCopy ?? true) && zeroCopy.available && !encrypted ? source.fd : undefined,
     bucket: limit.bucket,
+    linkTurn: linkTurn === undefined ? undefined : pausingIdle(linkTurn, socket, o.idleTimeoutMs ?? 60_000),
     compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
-    ...(carried === undefined || o.resume === undefined ? {} : { carried }),
+    ...(carried === undefined ? {} : { carried }),
     log,
   });
   attempt.session = session;
@@ -523,7 +573,12 @@ async function run(
   try {
     await guard(session.sendControl({ kind: "BATCH_BEGIN", begin: beginOf(o) }));
     session.check();
-    const send = (): Promise<void> => sendChunks(o, session, source);
+    const send = async (): Promise<void> => {
+      const from = o.resume === true ? await adoptCommitted(o, session, source, carried) : 0;
+      if (from > 0)
+        log.info({ committed: from, of: o.chunkCount }, "run resumes after the destination's committed chunks");
+      await sendChunks({ ...o, from }, session, source);
+    };
     // Waiting for our turn is not idleness: the timer is off until our first chunk goes out.
     const inTurn = (l: Limit): Promise<void> => {
       socket.setTimeout(0);
@@ -540,6 +595,18 @@ async function run(
     socket.setTimeout(0);
     socket.off("timeout", onIdle);
   }
+}
+
+/** Waiting for a turn on a busy link is not idleness: the idle timer is off meanwhile. */
+function pausingIdle(turn: LinkTurn, socket: Socket, idleMs: number): LinkTurn {
+  return async (bytes, signal) => {
+    socket.setTimeout(0);
+    try {
+      await turn(bytes, signal);
+    } finally {
+      socket.setTimeout(idleMs);
+    }
+  };
 }
 
 const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
@@ -704,7 +771,7 @@ export const SEND_BUFFERS = 2;
  * two buffers come from the process's pre-faulted cache and go back to it.
  */
 async function sendChunks(
-  o: SendBatchOptions & { resume?: number },
+  o: SendBatchOptions & { from: number },
   session: ClientSession,
   source: SourceVolume,
 ): Promise<void> {
@@ -715,8 +782,8 @@ async function sendChunks(
     p.catch(() => undefined); // handled where it is awaited
     return p;
   };
-  // A resumed run starts at its first unacknowledged chunk.
-  const from = o.resume ?? 0;
+  // A resumed run starts at its first chunk the destination has not committed.
+  const { from } = o;
   let pending: Promise<PreparedChunk> | undefined =
     o.chunkCount > from ? prepare(o.firstChunk + from, buffers[from % SEND_BUFFERS] as Buffer) : undefined;
   try {

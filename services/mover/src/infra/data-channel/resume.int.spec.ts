@@ -1,32 +1,52 @@
+import { spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DestinationUnreachableError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
 import { MiB, silentLog, tempDir } from "#test/support/data-channel.js";
-import { FRAME_CODES, HEADER_BYTES } from "../../domain/data-channel/frames.js";
+import { FrameWalker } from "#test/support/dwcp-frames.js";
+import { FRAME_CODES } from "../../domain/data-channel/frames.js";
 
 const secret = Buffer.alloc(32, 7);
 const CHUNKS = 24;
 const SIZE = CHUNKS * MiB;
 
+/** Calls `onFrame` with each frame's type and header offset as the stream passes. */
+class OffsetWalker extends FrameWalker {
+  constructor(private readonly onFrame: (type: number, offset: number) => void) {
+    super();
+  }
+  protected onHeader(h: Buffer): void {
+    this.onFrame(h[5] ?? 0, h.readUInt32BE(12) * 2 ** 32 + h.readUInt32BE(16));
+  }
+  protected onPayload(): void {}
+}
+
 /**
  * A TCP relay that cuts each of its first `cuts` connections once the destination acknowledged
- * `acks` chunks on it (CHUNK_OK frames), and counts every byte it relays from the sender.
+ * `acks` chunks on it (CHUNK_OK frames), dropping the replies that said so: the sender never
+ * sees the last acknowledgements of a cut connection. It records the chunks the destination
+ * committed (every CHUNK_OK it sent), and every chunk the sender sent through it.
  */
 interface CuttingRelay {
   address: string;
   forwarded: number;
   connections: number;
-  /** Sender bytes each cut connection had relayed when it was cut. */
-  cutAfter: number[];
+  /** Offsets the destination acknowledged (committed), including answers the sender never got. */
+  committed: Set<number>;
+  /** Offsets of CHUNK frames relayed to the destination, in order, resends included. */
+  chunksSent: number[];
+  /** Chunks sent again after the destination had committed them. */
+  resentCommitted: number[];
   close(): Promise<void>;
 }
 
-const CHUNK_OK = FRAME_CODES.CHUNK_OK;
+const { CHUNK, CHUNK_OK } = FRAME_CODES;
 
 async function startCuttingRelay(target: string, acks: number, cuts: number): Promise<CuttingRelay> {
   const at = target.lastIndexOf(":");
@@ -36,7 +56,9 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
     address: "",
     forwarded: 0,
     connections: 0,
-    cutAfter: [],
+    committed: new Set(),
+    chunksSent: [],
+    resentCommitted: [],
     close: () => Promise.resolve(),
   };
   const server: Server = createServer((client) => {
@@ -48,29 +70,30 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
       s.on("error", () => undefined);
       s.on("close", () => sockets.delete(s));
     }
-    let sent = 0;
-    let replies = Buffer.alloc(0);
     let oks = 0;
+    const fromSender = new OffsetWalker((type, offset) => {
+      if (type !== CHUNK) return;
+      relay.chunksSent.push(offset);
+      if (relay.committed.has(offset)) relay.resentCommitted.push(offset);
+    });
+    const fromDestination = new OffsetWalker((type, offset) => {
+      if (type !== CHUNK_OK) return;
+      oks += 1;
+      relay.committed.add(offset);
+    });
     client.on("data", (d: Buffer) => {
       // After a cut, what the sender still writes is dropped here, not forwarded.
       if (upstream.destroyed) return;
-      sent += d.length;
       relay.forwarded += d.length;
+      fromSender.walk(d);
       upstream.write(d);
     });
     upstream.on("data", (d: Buffer) => {
-      replies = Buffer.concat([replies, d]);
-      // The destination's frames: a 32-byte header (type at 5, payload length at 8) and payload.
-      while (replies.length >= HEADER_BYTES && replies.length >= HEADER_BYTES + replies.readUInt32BE(8)) {
-        if (replies[5] === CHUNK_OK) oks += 1;
-        replies = replies.subarray(HEADER_BYTES + replies.readUInt32BE(8));
-      }
+      fromDestination.walk(d);
       if (cut && oks >= acks) {
-        // The acknowledgements reach the sender; then both directions are gone.
-        relay.cutAfter.push(sent);
+        // The acknowledgements in `d` are lost with the connection; both directions are gone.
         upstream.destroy();
-        client.end(d);
-        client.once("finish", () => client.destroy());
+        client.destroy();
         return;
       }
       client.write(d);
@@ -138,8 +161,9 @@ function batch(address: string, over: Partial<SendBatchOptions> = {}): SendBatch
 }
 
 describe("a run whose connection drops", () => {
-  it("resumes at the first unacknowledged chunk: identical bytes, committed chunks not sent again", async () => {
-    // Cut after 6 chunks were acknowledged on the first connection, and after 6 more on the second.
+  it("resumes at the first chunk the destination has not committed; no committed chunk is sent again", async () => {
+    // Cut after 6 chunks were acknowledged on the first connection, and after 6 more on the
+    // second; the sender never sees the acknowledgements that triggered each cut.
     const relay = await startCuttingRelay(server.address, 6, 2);
     try {
       const r = await sendBatch(batch(relay.address, { destDir: "resumed" }));
@@ -147,14 +171,11 @@ describe("a run whose connection drops", () => {
       expect(r.chunks.map((c) => c.offset)).toEqual(Array.from({ length: CHUNKS }, (_, i) => i * MiB));
       const [a, b] = await Promise.all([readFile(source), readFile(join(root, "resumed", "disk.img.part"))]);
       expect(b.equals(a)).toBe(true);
-      // Only what was unacknowledged at each cut crossed again: the 12 acknowledged chunks did
-      // not. Sent whole again, the run would relay both cut connections' bytes on top of SIZE.
-      // One chunk per cut may cross twice: an acknowledgement that reached the sender's socket
-      // as its write failed is lost with the connection, so that run resumes one chunk earlier.
-      const [first = 0, second = 0] = relay.cutAfter;
-      const framing = 64 * 1024;
-      const ackInFlight = 2 * MiB;
-      expect(relay.forwarded).toBeLessThanOrEqual(SIZE + first + second - 12 * MiB + ackInFlight + framing);
+      // The destination answered the resumes with its own count: nothing it had committed, even
+      // whose acknowledgement was lost, crossed again; only chunks cut in flight did.
+      expect(relay.committed.size).toBeGreaterThanOrEqual(12);
+      expect(relay.resentCommitted).toEqual([]);
+      expect(new Set(relay.chunksSent).size).toBe(CHUNKS);
       expect(r.breakdown.data).toBe(SIZE);
     } finally {
       await relay.close();
@@ -171,6 +192,50 @@ describe("a run whose connection drops", () => {
       expect(failing.connections).toBeGreaterThan(1); // it did try to resume
     } finally {
       await failing.close();
+    }
+  });
+});
+
+describe("a sending mover killed mid-batch", () => {
+  it("resumes on the next delivery at the first chunk the destination has not committed", async () => {
+    const relay = await startCuttingRelay(server.address, 0, 0);
+    const o = batch(relay.address, { destDir: "restarted", delivery: 1, bandwidthLimitBytesPerSec: 8 * MiB });
+    const { log: _log, secret: _secret, ...fields } = o;
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        resolve(import.meta.dirname, "../../../../../test/support/batch-sender-process.ts"),
+        JSON.stringify({ ...fields, secretHex: secret.toString("hex") }),
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    try {
+      // kill -9 once 8 chunks were acknowledged: no goodbye, no BATCH_END.
+      let acked = 0;
+      for await (const line of createInterface({ input: child.stdout })) {
+        if ((JSON.parse(line) as { acked?: number }).acked !== undefined) acked += 1;
+        if (acked === 8) break;
+      }
+      child.kill("SIGKILL");
+      await exited;
+      expect(acked).toBe(8);
+      const before = relay.chunksSent.length;
+      // The work item's next delivery, in a fresh process state: it holds no record of the run.
+      const r = await sendBatch({ ...o, delivery: 2, bandwidthLimitBytesPerSec: undefined });
+      expect(r.chunks.map((c) => c.offset)).toEqual(Array.from({ length: CHUNKS }, (_, i) => i * MiB));
+      const [a, b] = await Promise.all([readFile(source), readFile(join(root, "restarted", "disk.img.part"))]);
+      expect(b.equals(a)).toBe(true);
+      expect(relay.resentCommitted).toEqual([]);
+      // Only the chunks the killed sender had not got committed crossed again.
+      const again = relay.chunksSent.slice(before);
+      expect(again.length).toBeLessThanOrEqual(CHUNKS - 8);
+      expect(new Set(relay.chunksSent).size).toBe(CHUNKS);
+    } finally {
+      child.kill("SIGKILL");
+      await relay.close();
     }
   });
 });

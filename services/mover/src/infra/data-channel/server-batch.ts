@@ -13,10 +13,11 @@ import { spreadSegments } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
-import { CANNOT_RESUME, ResumeTable, runKey } from "../../domain/data-channel/resume.js";
+import { batchKey, ResumeTable } from "../../domain/data-channel/resume.js";
 import {
   encodeControl,
   FENCED,
+  MAX_RESUME_CHUNKS,
   segmentBytes,
   type BatchBegin,
   type ChunkHeader,
@@ -79,17 +80,14 @@ export function wireCode(err: unknown): WireCode {
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-/** What every receiving session of this process wrote per run, for senders that resume (resume.ts). */
+/** What every receiving session of this process wrote per batch, for senders that resume (resume.ts). */
 const resumable = new ResumeTable<WrittenChunk>();
 
-/** The records of a resumed run's first `begin.resume` chunks, from the session that wrote them. */
-function resumedChunks(begin: BatchBegin): Map<number, WrittenChunk> {
-  const n = begin.resume ?? 0;
-  if (n === 0) return new Map();
-  const offsets = Array.from({ length: n }, (_, i) => (begin.firstChunk + i) * begin.chunkSizeBytes);
-  const got = resumable.resume(runKey(begin), tokenOf(begin), offsets);
-  if (typeof got === "string") throw new ProtocolError(`${CANNOT_RESUME}: ${got}`);
-  return got;
+/** The records of the run's committed prefix, from the sessions of this attempt that wrote them. */
+function committedPrefix(begin: BatchBegin): Map<number, WrittenChunk> {
+  if (begin.resume !== true) return new Map();
+  const offsets = Array.from({ length: begin.chunkCount }, (_, i) => (begin.firstChunk + i) * begin.chunkSizeBytes);
+  return resumable.committedPrefix(batchKey(begin), tokenOf(begin), offsets, MAX_RESUME_CHUNKS);
 }
 
 /**
@@ -188,12 +186,17 @@ async function receiveClaimed(
   ctx.pool.ensure(batchBufferBytes(begin));
   ctx.reader.decoder.setLimits(serverInBatch(begin.chunkSizeBytes));
   state.holds = holds;
-  const key = runKey(begin);
   try {
-    // After the claim: a dropped session of the run was fenced (its writes settled) or, for a
+    // After the claim: an earlier session of the run was fenced (its writes settled) or, for a
     // stripe, still holds with the same token; either way its records are final for these chunks.
-    for (const [offset, c] of resumedChunks(begin)) state.written.set(offset, c);
-    resumable.track(key, tokenOf(begin), state.written);
+    const committed = committedPrefix(begin);
+    for (const [offset, c] of committed) state.written.set(offset, c);
+    resumable.track(batchKey(begin), tokenOf(begin), state.written);
+    if (begin.resume === true) {
+      // What RESUME_AT calls committed is on the disk, whoever's descriptor wrote it.
+      if (committed.size > 0) await file.sync();
+      send(ctx.socket, { kind: "RESUME_AT", crc32c: [...committed.values()].map((c) => c.crc32c) });
+    }
     const written = await receiveChunks(ctx, begin, file, state);
     await Promise.all(state.inflight);
     if (state.failure !== undefined) throw state.failure;
@@ -205,7 +208,6 @@ async function receiveClaimed(
     if (!holds()) throw state.failure ?? new FencedError(`batch ${begin.batch} was handed to a newer sender`);
     const records = keepsRecords(begin.volumeSizeBytes);
     if (records) await recordHashes(file.path, hashRecord(begin, written), ctx.log);
-    resumable.done(key, written);
     send(ctx.socket, { kind: "BATCH_OK" });
     metrics.batchReceive.observe(secondsSince(started));
     if (records && expected !== undefined) readBacks.schedule(file.path, expected, ctx.log);
