@@ -393,7 +393,11 @@ describe("a deployment by ops/ansible", () => {
     // Every site believed every append it folded (signed by a principal of the writing site).
     for (const l of sites) expect(readFileSync(l.logFile, "utf8")).not.toContain("not believed");
 
-    await cli("site1", "replicate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:repl", "--json");
+    // Another mover host's root is another machine: reached only through a replication agent.
+    await expect(
+      cli("site1", "replicate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1b:repl"),
+    ).rejects.toThrow(/m1b is not a root of the replication service on m1a/);
+    await cli("site1", "replicate", "--vm", "v1", "--from", "m1a:vms/v1/disk.img", "--to", "m1a:repl", "--json");
     await cli("site1", "restore", "--vm", "v1", "--at", new Date().toISOString(), "--to", "m1a:restored");
     expect(sha(join(root("m1a"), "restored/disk.img"))).toBe(sha(src));
 
@@ -417,7 +421,7 @@ describe("a deployment by ops/ansible", () => {
     const snaps = JSON.parse(await cli("site1", "snapshots", "--vm", "v1", "--json")) as {
       destination: { host: string };
     }[];
-    expect(snaps.map((x) => x.destination.host).sort()).toEqual(["m1b", "repl-1"]);
+    expect(snaps.map((x) => x.destination.host).sort()).toEqual(["m1a", "repl-1"]);
     // The chunks and manifest are in the agent's store, beneath its root.
     const stored = readdirSync(join(prefix("repl-1"), "srv/dwcp/replicas"), { recursive: true }).map(String);
     expect(stored.filter((f) => f.includes(".dwcp-store/")).length).toBeGreaterThan(1);

@@ -32,7 +32,8 @@ export class CommandRefusedError extends DwcpError {
       | "SYNC_IN_PROGRESS"
       | "RESTORE_IN_PROGRESS"
       | "NO_SECRET"
-      | "NO_TLS",
+      | "NO_TLS"
+      | "DESTINATION_NOT_LOCAL",
     message: string,
   ) {
     super(message);
@@ -52,7 +53,7 @@ export interface ReplicationServiceOptions {
   /** The source host this service reads volumes on. */
   host: string;
   /** Root directory of each host (volumes and state of this host; local stores of destinations). */
-  root: ((host: string) => string) & Partial<Pick<HostRoots, "configured">>;
+  root: ((host: string) => string) & Partial<Pick<HostRoots, "configured" | "explicit">>;
   /**
    * Whether a host is one of the deployment's (a mover registered it, or its replication service
    * answers): a command naming another is refused (UNKNOWN_HOST). Default: every host is.
@@ -251,6 +252,15 @@ export class ReplicationService {
     const dest = cmd.destination.host;
     if (dest !== this.o.host && !this.o.root.configured?.(dest) && !((await this.o.knownHost?.(dest)) ?? true))
       throw new UnknownHostError(dest);
+    // With roots given (a deployment: hosts are separate machines), a store on another host is
+    // reached through its replication agent; a directory standing in for that host here would be
+    // a store on this machine that the user believes is elsewhere.
+    if (!cmd.destination.agent && dest !== this.o.host && this.o.root.explicit && !this.o.root.configured?.(dest))
+      throw new CommandRefusedError(
+        "DESTINATION_NOT_LOCAL",
+        `${dest} is not a root of the replication service on ${this.o.host} (--roots): replicate to ` +
+          `${dest}'s replication agent (--agent HOST:PORT), or to a root this service holds`,
+      );
     const plan = new Plan();
     try {
       const src = plan.hold(await HostRoot.open(this.o.root(cmd.source.host)));

@@ -9,6 +9,8 @@ export interface HostRoots {
   (host: string): string;
   /** Whether `host` was given in `roots` (then it is a host of this deployment without asking). */
   configured(host: string): boolean;
+  /** Whether any root was given (a deployment); else every host's root is under the data dir (`dwcp up`). */
+  explicit: boolean;
 }
 
 /** HOST -> directory: `roots` "a=/srv/a,b=/srv/b", else <dataDir>/hosts/<host> (the `dwcp up` layout). */
@@ -21,6 +23,7 @@ export function hostRoots(roots: string | undefined, dataDir = ".dwcp"): HostRoo
   }
   return Object.assign((host: string) => map.get(host) ?? resolve(dataDir, "hosts", host), {
     configured: (host: string) => map.has(host),
+    explicit: map.size > 0,
   });
 }
 
