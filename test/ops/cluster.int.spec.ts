@@ -35,7 +35,8 @@ const prefix = (h: Host): string => join(dir, "hosts", h);
 const logs = join(dir, "logs");
 const creds = join(dir, "credentials");
 const launched: Launched[] = [];
-let rogue: NatsServerHandle | undefined;
+/** Servers in the root namespace that dial nats-1a's route listener. */
+const dialers: NatsServerHandle[] = [];
 let nc: NatsConnection | undefined;
 let firstRun = "";
 
@@ -100,6 +101,30 @@ interface Jsz {
 }
 const jsz = async (h: Host): Promise<Jsz> => (await fetch(`http://${ip(h)}:8222/jsz`)).json() as Promise<Jsz>;
 
+/** A nats-server in the root namespace whose route to nats-1a presents certificate `cert` of the CA. */
+async function routeDialer(cert: string): Promise<void> {
+  const [port, clusterPort] = [await freePort(), await freePort()];
+  const pki = join(creds, "pki");
+  const d = await startNatsServer({
+    name: `route dialler ${cert}`,
+    port,
+    config: JSON.stringify({
+      listen: `127.0.0.1:${port}`,
+      server_name: `dialler-${cert}`,
+      cluster: {
+        name: "dwcp-site1",
+        // On loopback: the nodes it is gossiped to cannot dial it back.
+        listen: `127.0.0.1:${clusterPort}`,
+        routes: [`nats-route://${ip("nats-1a")}:6222`],
+        tls: { cert_file: join(pki, `${cert}.pem`), key_file: join(pki, `${cert}.key`), ca_file: join(pki, "ca.pem") },
+      },
+    }),
+    configFile: join(dir, `dialler-${cert}.conf`),
+    logFile: join(logs, `dialler-${cert}.log`),
+  });
+  dialers.push(d);
+}
+
 beforeAll(async () => {
   mkdirSync(logs, { recursive: true });
   net = await createNetns(HOSTS);
@@ -138,7 +163,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await nc?.close().catch(() => undefined);
-  await rogue?.stop().catch(() => undefined);
+  await Promise.allSettled(dialers.map((d) => d.stop()));
   await Promise.allSettled(launched.map((l) => l.stop()));
   await net?.remove();
   rmSync(dir, { recursive: true, force: true });
@@ -192,38 +217,21 @@ describe("the nats_server role's 3-node cluster", () => {
     await jsm.streams.delete("CLUSTER_PROOF");
   }, 60_000);
 
-  it("refuses a route from a server that presents another certificate of the CA", async () => {
-    const port = await freePort();
-    const clusterPort = await freePort();
-    const pki = join(creds, "pki");
-    const logFile = join(logs, "rogue-route.log");
-    rogue = await startNatsServer({
-      name: "rogue route",
-      port,
-      config: JSON.stringify({
-        listen: `127.0.0.1:${port}`,
-        server_name: "rogue",
-        cluster: {
-          name: "dwcp-site1",
-          listen: `0.0.0.0:${clusterPort}`,
-          routes: [`nats-route://${ip("nats-1a")}:6222`],
-          tls: { cert_file: join(pki, "cli.pem"), key_file: join(pki, "cli.key"), ca_file: join(pki, "ca.pem") },
-        },
-      }),
-      configFile: join(dir, "rogue-route.conf"),
-      logFile,
-    });
+  it("refuses a route from a server that presents another certificate of the CA, accepts nats-server's", async () => {
     const target = launched[0]?.logFile ?? "";
-    // The root namespace (where the rogue runs) is .254 of the hosts' /24.
-    const from = ip("nats-1a")
-      .replace(/\.\d+$/, ".254")
-      .replaceAll(".", "\\.");
+    // The root namespace (where the dialling servers run) is .254 of the hosts' /24.
+    const root = ip("nats-1a").replace(/\.\d+$/, ".254");
+    const from = root.replaceAll(".", "\\.");
+    await routeDialer("cli");
     await logLine(target, new RegExp(`\\[ERR\\] ${from}:\\d+ - rid:\\d+ - authentication error`));
-    // The cluster keeps its three nodes: the rogue is no peer.
-    const routez = (await (await fetch(`http://${ip("nats-1a")}:8222/routez`)).json()) as {
-      routes?: { remote_id?: string; ip?: string }[];
+    const routez = async (): Promise<Set<string | undefined>> => {
+      const r = (await (await fetch(`http://${ip("nats-1a")}:8222/routez`)).json()) as { routes?: { ip?: string }[] };
+      return new Set((r.routes ?? []).map((x) => x.ip));
     };
-    const peers = new Set((routez.routes ?? []).map((r) => r.ip));
-    expect(peers).toEqual(new Set([ip("nats-1b"), ip("nats-1c")]));
+    // The cluster keeps its three nodes: the rogue is no peer.
+    expect(await routez()).toEqual(new Set([ip("nats-1b"), ip("nats-1c")]));
+    // The control: the same server with the nats-server certificate does open a route.
+    await routeDialer("nats-server");
+    await until(async () => ((await routez()).has(root) ? true : undefined));
   }, 60_000);
 });
