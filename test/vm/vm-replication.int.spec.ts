@@ -7,6 +7,7 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  renameSync,
   rmSync,
   truncateSync,
   writeFileSync,
@@ -252,6 +253,11 @@ describe("dwcp replicate --from HOST (a running VM, through the host's replicati
       // The source guest is gone; the restore at the snapshot's time boots it from the restored disk,
       // and the guest's counter goes on from the snapshot's value.
       await stopVm(stateDir, "rep1");
+      // The kernel is not in the snapshot: without it at the same path under the root, refused.
+      renameSync(join(root, "boot/vmlinuz"), join(root, "boot/vmlinuz.away"));
+      await expect(restoreStart(["--at", at], "a:boot1")).rejects.toThrow(/boot\/vmlinuz.*does not exist/);
+      expect(existsSync(join(root, "boot1"))).toBe(false);
+      renameSync(join(root, "boot/vmlinuz.away"), join(root, "boot/vmlinuz"));
       const booted = await restoreStart(["--at", at], "a:boot1");
       expect(booted.started).toMatchObject({ name: "rep1", state: "running" });
       expect(booted.files.map((f) => f.path)).toEqual([join(root, "boot1", "disk.img")]);

@@ -237,7 +237,8 @@ export class ReplicationService {
   /**
    * The definition a restore with `start` boots: the snapshot's, under this host's root, its disks
    * the restored volumes in `rel`. Refused before anything is written when this service runs no
-   * VMs, the snapshot recorded no definition, or a VM of that name runs here.
+   * VMs, the snapshot recorded no definition, a VM of that name runs here, or its kernel or initrd
+   * is not under this root.
    */
   private async bootPlan(snap: Snapshot, root: HostRoot, rel: string): Promise<VmDefinition> {
     if (this.o.vmStateDir === undefined)
@@ -256,6 +257,9 @@ export class ReplicationService {
         `a VM named ${recorded.name} is ${current.state} on ${this.o.host}` +
           `${current.pid !== undefined ? ` (pid ${current.pid})` : ""}; stop it first (dwcp vm stop ${recorded.name})`,
       );
+    // The kernel and initrd are not in the snapshot: they must be at the same paths under this root.
+    for (const f of [recorded.boot?.kernel, recorded.boot?.initrd])
+      if (f !== undefined) await root.confine(f, { mustExist: true });
     return parseDefinition({
       ...recorded,
       root: root.real,
