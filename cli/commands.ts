@@ -668,8 +668,12 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: "restore",
     summary: "write a VM's volumes as they were, byte-identical and sparse",
-    usage: "--vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--json]",
-    description: "HOST's replication service writes them, paths under its root.",
+    usage: "--vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--start] [--json]",
+    description:
+      "HOST's replication service writes them, paths under its root. With --start it then boots the VM " +
+      "on HOST from the restored disks, with the definition a running VM's replication recorded in the " +
+      "snapshot (kernel and initrd at the same paths under HOST's root); refused before anything is " +
+      "written if the snapshot has no definition or a VM of that name runs on HOST.",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -679,10 +683,14 @@ export const COMMANDS: CommandSpec[] = [
       { name: "to", value: "HOST:PATH", help: "host and directory to write the volumes to (required)" },
       { name: "store", value: "DIR", defaultText: "the snapshot's store", help: "the content-addressed store to read" },
       { name: "roots", value: "HOST=DIR,...", help: "hosts' roots, for the hint when no service answers" },
+      { name: "start", help: "boot the VM on HOST from the restored disks once written, fsynced and verified" },
       JSON_FLAG,
       ...CLIENT,
     ],
-    examples: ["dwcp restore --vm db --at 2026-11-26T21:15:00Z --to a:restored/db"],
+    examples: [
+      "dwcp restore --vm db --at 2026-11-26T21:15:00Z --to a:restored/db",
+      "dwcp restore --vm db --at 2026-11-26T21:15:00Z --to b:restored/db --start",
+    ],
   },
   {
     name: "vm",

@@ -82,9 +82,10 @@ export const PITR_HELP = `
   snapshots --vm NAME [--data-dir D] [--json]
                                         committed snapshots of a VM (from events signed by the source host's
                                         replication service; others are listed as ignored)
-  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--json]
+  restore --vm NAME (--at TIME | --snapshot ID) --to HOST:PATH [--store DIR] [--start] [--json]
                                         write the VM's volumes as they were, byte-identical and sparse
-                                        (HOST's replication service writes them, paths under its root)
+                                        (HOST's replication service writes them, paths under its root);
+                                        --start then boots the VM from them on HOST
 `;
 
 const common = { nats: { type: "string" }, json: { type: "boolean", default: false } } as const;
@@ -326,6 +327,7 @@ export async function cmdRestore(argv: string[]): Promise<number> {
     store: { type: "string" },
     roots: { type: "string" },
     "data-dir": { type: "string" },
+    start: { type: "boolean", default: false },
   });
   if (!v.vm || !v.to || (v.at === undefined) === (v.snapshot === undefined))
     throw new UsageError("restore needs --vm NAME, one of --at TIME or --snapshot ID, and --to HOST:PATH");
@@ -333,13 +335,14 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   const to = parseTo(v.to);
   const cmd: RestoreVm = {
     type: "RestoreVm",
-    version: 1,
+    version: v.start ? 2 : 1,
     commandId: randomUUID(),
     vm: v.vm,
     ...(v.at ? { at: parseTime("--at", v.at).toISOString() } : {}),
     ...(v.snapshot ? { snapshotId: v.snapshot } : {}),
     to: { host: to.host, dir: to.dir },
     ...(v.store ? { storeDir: v.store } : {}),
+    ...(v.start ? { start: true as const } : {}),
   };
   const vm = v.vm;
   const { result: r } = await withNats(natsUrl(v), async (n) => {
@@ -350,7 +353,10 @@ export async function cmdRestore(argv: string[]): Promise<number> {
     v.json
       ? JSON.stringify(r)
       : `restored ${vm} snapshot ${r.snapshotId} (taken ${r.takenAt}): ${r.files.map((f) => f.path).join(", ")} — ` +
-          `${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s`,
+          `${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s` +
+          (r.started
+            ? `\nstarted ${r.started.name} on ${to.host} (${r.started.state}, pid ${r.started.pid ?? "-"})`
+            : ""),
   );
   return 0;
 }

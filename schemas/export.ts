@@ -53,6 +53,7 @@ const entries: Array<[string, z.ZodType]> = [
   ["ReplicationCommand", replication.ReplicationCommand],
   ["ReplicationReply", replication.ReplicationReply],
   ["VmDefinition", vm.VmDefinition],
+  ["SnapshotVmDefinition", vm.SnapshotVmDefinition],
   ["MigrationSummary", summary.MigrationSummary],
   ["BatchProgress", progress.BatchProgress],
 ];

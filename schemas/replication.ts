@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { VmName } from "./names.js";
+import { SnapshotVmDefinition, VmState } from "./vm.js";
 import {
   FileOwnership,
   HostId,
@@ -37,25 +38,31 @@ export const SnapshotVolume = z.object({
   chunkCount: Uint.max(MAX_MANIFEST_CHUNKS),
 });
 
-export const SnapshotCommitted = z.object({
-  type: z.literal("SnapshotCommitted"),
-  ...base,
-  snapshotId: Id,
-  /** The snapshot this one was computed against (undefined for the first, full sync). */
-  parentId: Id.optional(),
-  /** When the source was read (the recovery point). */
-  takenAt: Timestamp,
-  source: z.object({ host: HostId, paths: z.array(Path).min(1).max(MAX_VOLUMES) }),
-  destination: z.object({ host: HostId, store: Path }),
-  /** Manifest file, relative to the store directory. */
-  manifest: Path,
-  manifestBlake3: Blake3Hex,
-  volumes: z.array(SnapshotVolume).max(MAX_VOLUMES),
-  bytes: Uint,
-  changedBytes: Uint,
-  wireBytes: Uint,
-  durationMs: z.number().nonnegative().max(Number.MAX_SAFE_INTEGER),
-});
+export const SnapshotCommitted = z
+  .object({
+    type: z.literal("SnapshotCommitted"),
+    ...base,
+    /** 2: may carry `vmDefinition` (a version 1 reader refuses the event rather than drop it). */
+    version: z.literal([1, 2]),
+    snapshotId: Id,
+    /** The snapshot this one was computed against (undefined for the first, full sync). */
+    parentId: Id.optional(),
+    /** When the source was read (the recovery point). */
+    takenAt: Timestamp,
+    source: z.object({ host: HostId, paths: z.array(Path).min(1).max(MAX_VOLUMES) }),
+    destination: z.object({ host: HostId, store: Path }),
+    /** Manifest file, relative to the store directory. */
+    manifest: Path,
+    manifestBlake3: Blake3Hex,
+    volumes: z.array(SnapshotVolume).max(MAX_VOLUMES),
+    bytes: Uint,
+    changedBytes: Uint,
+    wireBytes: Uint,
+    durationMs: z.number().nonnegative().max(Number.MAX_SAFE_INTEGER),
+    /** A running VM's snapshot: its definition, so a restore can start it (`dwcp restore --start`). */
+    vmDefinition: SnapshotVmDefinition.optional(),
+  })
+  .refine((e) => e.vmDefinition === undefined || e.version === 2, { message: "vmDefinition needs version 2" });
 
 export const SnapshotsPruned = z.object({
   type: z.literal("SnapshotsPruned"),
@@ -344,7 +351,8 @@ export const ReplicateVm = z
 export const RestoreVm = z
   .object({
     type: z.literal("RestoreVm"),
-    version: z.literal(1),
+    /** 2: `start` may be set (a version 1 service refuses it rather than only write the volumes). */
+    version: z.union([z.literal(1), z.literal(2)]),
     commandId: Id,
     vm: VmName,
     /** The newest snapshot taken at or before this time. */
@@ -352,10 +360,17 @@ export const RestoreVm = z
     snapshotId: Id.optional(),
     to: z.object({ host: HostId, dir: HostPath }),
     storeDir: HostPath.optional(),
+    /**
+     * Version 2: once the volumes are written, fsynced and verified, start the VM from them on
+     * `to.host` with the definition its snapshot recorded (refused before anything is written if
+     * the snapshot has none or a VM of that name runs there).
+     */
+    start: z.literal(true).optional(),
   })
   .refine((c) => (c.at === undefined) !== (c.snapshotId === undefined), {
     message: "exactly one of at and snapshotId",
-  });
+  })
+  .refine((c) => c.start === undefined || c.version === 2, { message: "start needs version 2" });
 
 /** Is the service for this host there? (readiness probe; answered with ReplicationPong) */
 export const PingReplication = z.object({ type: z.literal("PingReplication"), version: z.literal(1) });
@@ -400,6 +415,10 @@ export const RestoreSummary = z.object({
   seconds: z.number().nonnegative(),
   finalSyncSeconds: z.number().nonnegative(),
   directBytes: Uint,
+  /** With `start`: the VM started from the restored volumes. */
+  started: z
+    .object({ name: VmName, state: VmState, pid: z.number().int().positive().optional(), dir: z.string().max(4096) })
+    .optional(),
 });
 
 const Message = z.string().max(4096);

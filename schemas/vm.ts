@@ -55,6 +55,15 @@ export const VmDefinition = z.object({
   network: z.enum(["none", "user"]).default("none"),
 });
 export type VmDefinition = z.infer<typeof VmDefinition>;
+
+/**
+ * A VM's definition as its snapshots record it: no `root` (a host's directory, meaningless on
+ * another host), every path relative to the root it ran under. A restore with `--start` puts the
+ * restored disks beneath the restoring host's root and the kernel and initrd at the same relative
+ * paths beneath it.
+ */
+export const SnapshotVmDefinition = VmDefinition.omit({ root: true });
+export type SnapshotVmDefinition = z.infer<typeof SnapshotVmDefinition>;
 export type VmDefinitionInput = z.input<typeof VmDefinition>;
 
 /** What `dwcp vm list` reports per VM. */

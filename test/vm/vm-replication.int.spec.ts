@@ -7,6 +7,7 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  renameSync,
   rmSync,
   truncateSync,
   writeFileSync,
@@ -28,6 +29,7 @@ import { startTestNats, type TestNats } from "../replication/support.js";
 import { buildGuest, checkCounterImage } from "../support/guest.js";
 import { startReplicationService } from "#replication";
 import { runPitrCommand } from "../../cli/pitr.js";
+import { runVm } from "../../cli/vm.js";
 
 /** Runs a PITR command of the CLI in-process and returns the JSON it printed. */
 async function cli(...argv: string[]): Promise<unknown> {
@@ -226,14 +228,47 @@ describe("dwcp replicate --from HOST (a running VM, through the host's replicati
       const image = checkCounterImage(restored.files[0]!.path);
       expect(image).toMatchObject({ consistent: true });
 
-      // The restored disk boots: the guest's counter goes on from the snapshot's value.
-      await startVm({ ...definition, name: "rep1r", disks: [{ id: "disk0", path: "out/disk.img" }] }, stateDir);
-      const text = await serialOf("rep1r", /dwcp-counter \d+/);
-      expect(text).toMatch(new RegExp(`dwcp-guest boot seq=${image.header}\\r?\\n`));
-      await stopVm(stateDir, "rep1r");
-
       // A VM the host does not run is refused, naming it.
       await expect(cli("replicate", "--vm", "nope", "--from", "a", "--to", "a:repl")).rejects.toThrow(/nope/);
+
+      // The service's snapshots record the VM's definition, its paths relative to the root.
+      const { state } = await base.log.read("rep1");
+      const snap = state.snapshots.find((s) => s.snapshotId === second.snapshotId)!;
+      expect(snap.vmDefinition).toMatchObject({ name: "rep1", disks: [{ id: "disk0", path: "vms/rep1/disk.img" }] });
+      expect(JSON.stringify(snap.vmDefinition)).not.toContain(dir);
+      const at = snap.takenAt;
+      const restoreStart = (snapshot: string[], to: string) =>
+        cli("restore", "--vm", "rep1", ...snapshot, "--to", to, "--start", "--data-dir", dir) as Promise<{
+          files: Array<{ path: string }>;
+          started?: { name: string; state: string; pid?: number };
+        }>;
+      // Refused before anything is written: a snapshot without a definition (read directly, not
+      // through the service), and a VM of that name running on the host.
+      const bare = state.snapshots.find((s) => s.vmDefinition === undefined)!;
+      await expect(restoreStart(["--snapshot", bare.snapshotId], "a:boot0")).rejects.toThrow(/no VM definition/);
+      await expect(restoreStart(["--at", at], "a:boot1")).rejects.toThrow(/VM named rep1 is running on a/);
+      expect(existsSync(join(root, "boot0"))).toBe(false);
+      expect(existsSync(join(root, "boot1"))).toBe(false);
+
+      // The source guest is gone; the restore at the snapshot's time boots it from the restored disk,
+      // and the guest's counter goes on from the snapshot's value.
+      await stopVm(stateDir, "rep1");
+      // The kernel is not in the snapshot: without it at the same path under the root, refused.
+      renameSync(join(root, "boot/vmlinuz"), join(root, "boot/vmlinuz.away"));
+      await expect(restoreStart(["--at", at], "a:boot1")).rejects.toThrow(/boot\/vmlinuz.*does not exist/);
+      expect(existsSync(join(root, "boot1"))).toBe(false);
+      renameSync(join(root, "boot/vmlinuz.away"), join(root, "boot/vmlinuz"));
+      const booted = await restoreStart(["--at", at], "a:boot1");
+      expect(booted.started).toMatchObject({ name: "rep1", state: "running" });
+      expect(booted.files.map((f) => f.path)).toEqual([join(root, "boot1", "disk.img")]);
+      const bootLog = await serialOf("rep1", /dwcp-counter \d+/);
+      expect(bootLog).toMatch(new RegExp(`dwcp-guest boot seq=${image.header}\\r?\\n`));
+      const listed: string[] = [];
+      await runVm(["list"], { json: true, "state-dir": stateDir }, (text) => listed.push(text));
+      expect(JSON.parse(listed.join(""))).toEqual([expect.objectContaining({ name: "rep1", state: "running" })]);
+      // A second --start over the running restored guest is refused; it keeps running.
+      await expect(restoreStart(["--at", at], "a:boot2")).rejects.toThrow(/VM named rep1 is running on a/);
+      expect(existsSync(join(root, "boot2"))).toBe(false);
     } finally {
       await service.stop();
       vi.unstubAllEnvs();

@@ -13,6 +13,8 @@ import { HostRoot, inside, type HostRoots } from "../infra/host-roots.js";
 import type { ReplicationLog } from "../infra/replication-log.js";
 import { connectAgent } from "../infra/tcp.js";
 import type { LinkSecurity } from "#common/secure-link/tls.js";
+import { listVms, parseDefinition, startVm } from "#mover";
+import type { VmDefinition } from "#schemas/vm.js";
 import { DestinationAgent, inProcess, type Transport } from "./destination.js";
 import { replicate } from "./replicate.js";
 import type { RetentionResult } from "./retention.js";
@@ -33,7 +35,10 @@ export class CommandRefusedError extends DwcpError {
       | "RESTORE_IN_PROGRESS"
       | "NO_SECRET"
       | "NO_TLS"
-      | "DESTINATION_NOT_LOCAL",
+      | "DESTINATION_NOT_LOCAL"
+      | "NO_VM_RUNNER"
+      | "NO_VM_DEFINITION"
+      | "VM_RUNNING",
     message: string,
   ) {
     super(message);
@@ -171,11 +176,22 @@ export class ReplicationService {
       }
       key = planned.key;
       this.restoring.add(key);
-      const { snap, target, store, toDir } = planned;
-      log.info({ toDir, at: cmd.at, snapshotId: snap.snapshotId }, "restore started");
-      const result = await this.run(commandId, send, () =>
-        restoreFromStore(snap, { vm, toDir, target, storeHandle: store }),
-      );
+      const { snap, target, store, toDir, boot } = planned;
+      log.info({ toDir, at: cmd.at, snapshotId: snap.snapshotId, start: boot !== undefined }, "restore started");
+      const result = await this.run(commandId, send, async () => {
+        const written = await restoreFromStore(snap, { vm, toDir, target, storeHandle: store });
+        if (boot === undefined) return written;
+        // Written, fsynced and verified: the guest boots from the restored disks.
+        const vmStatus = await startVm(boot, this.o.vmStateDir!);
+        log.info({ name: vmStatus.name, pid: vmStatus.pid, state: vmStatus.state }, "started the restored VM");
+        const started = {
+          name: vmStatus.name,
+          state: vmStatus.state,
+          dir: toDir,
+          ...(vmStatus.pid !== undefined ? { pid: vmStatus.pid } : {}),
+        };
+        return { ...written, started };
+      });
       log.info({ snapshotId: result.snapshotId, bytes: result.bytes }, "restored");
       send({ type: "ReplicationRestored", version: 1, commandId, result });
     } finally {
@@ -188,7 +204,14 @@ export class ReplicationService {
   private async restorePlan(
     cmd: RestoreVm,
     held: Array<{ close(): void }>,
-  ): Promise<{ snap: Snapshot; target: DirHandle; store: DirHandle; toDir: string; key: string }> {
+  ): Promise<{
+    snap: Snapshot;
+    target: DirHandle;
+    store: DirHandle;
+    toDir: string;
+    key: string;
+    boot: VmDefinition | undefined;
+  }> {
     const root = await HostRoot.open(this.o.root(this.o.host), { create: true });
     held.push(root);
     const rel = await root.confine(cmd.to.dir, { mustExist: false });
@@ -196,6 +219,7 @@ export class ReplicationService {
       ...(cmd.at !== undefined ? { at: cmd.at } : {}),
       ...(cmd.snapshotId !== undefined ? { snapshotId: cmd.snapshotId } : {}),
     });
+    const boot = cmd.start === true ? await this.bootPlan(snap, root, rel) : undefined;
     // The store: the one the command names under this host's root, else the one the snapshot's
     // event names, under the root of the host it was written on.
     const storeHost = cmd.storeDir === undefined ? snap.destination.host : this.o.host;
@@ -207,7 +231,40 @@ export class ReplicationService {
     held.push(store);
     const target = (await beneathAsync(cmd.to.dir, () => root.dir.makeDirs(rel))).dir;
     held.push(target);
-    return { snap, target, store, toDir: posix.join(root.path, rel), key: posix.join(root.real, rel) };
+    return { snap, target, store, toDir: posix.join(root.path, rel), key: posix.join(root.real, rel), boot };
+  }
+
+  /**
+   * The definition a restore with `start` boots: the snapshot's, under this host's root, its disks
+   * the restored volumes in `rel`. Refused before anything is written when this service runs no
+   * VMs, the snapshot recorded no definition, a VM of that name runs here, or its kernel or initrd
+   * is not under this root.
+   */
+  private async bootPlan(snap: Snapshot, root: HostRoot, rel: string): Promise<VmDefinition> {
+    if (this.o.vmStateDir === undefined)
+      throw new CommandRefusedError("NO_VM_RUNNER", `the replication service on ${this.o.host} runs no VMs`);
+    const recorded = snap.vmDefinition;
+    if (recorded === undefined)
+      throw new CommandRefusedError(
+        "NO_VM_DEFINITION",
+        `snapshot ${snap.snapshotId} has no VM definition (only a running VM's replication records one): ` +
+          "restore without --start and start the VM with dwcp vm start",
+      );
+    const current = (await listVms(this.o.vmStateDir)).find((v) => v.name === recorded.name);
+    if (current !== undefined && current.state !== "gone")
+      throw new CommandRefusedError(
+        "VM_RUNNING",
+        `a VM named ${recorded.name} is ${current.state} on ${this.o.host}` +
+          `${current.pid !== undefined ? ` (pid ${current.pid})` : ""}; stop it first (dwcp vm stop ${recorded.name})`,
+      );
+    // The kernel and initrd are not in the snapshot: they must be at the same paths under this root.
+    for (const f of [recorded.boot?.kernel, recorded.boot?.initrd])
+      if (f !== undefined) await root.confine(f, { mustExist: true });
+    return parseDefinition({
+      ...recorded,
+      root: root.real,
+      disks: recorded.disks.map((d) => ({ ...d, path: posix.join(rel, posix.basename(d.path)) })),
+    });
   }
 
   /** Accepts a command, then runs it with heartbeats until it settles; tracked for the drain. */

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { observeSync, observeSyncFailed } from "./sync-metrics.js";
 import { basename } from "node:path";
 import type { SnapshotCommitted } from "#schemas/replication.js";
+import type { SnapshotVmDefinition } from "#schemas/vm.js";
 import { snapshotCommitted, type SnapshotRecord } from "../domain/replication/decide.js";
 import { errorCode } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
@@ -45,6 +46,8 @@ export interface SyncOptions extends LogOption {
    * VM's point-in-time view (vm-sync.ts). Called once, after the log is folded.
    */
   readVolumes?: (ctx: VolumeReadContext) => Promise<VolumeOut[]>;
+  /** A running VM's definition, recorded with the snapshot so a restore can start it. */
+  vmDefinition?: SnapshotVmDefinition;
 }
 
 /** What a `readVolumes` reader is given. */
@@ -236,6 +239,7 @@ async function sync(o: SyncOptions, log: Logger): Promise<SyncResult> {
     changedBytes: link.counters.changedBytes,
     wireBytes: link.counters.wireBytes,
     durationMs: Date.now() - started,
+    ...(o.vmDefinition ? { vmDefinition: o.vmDefinition } : {}),
   };
   const now = new Date();
   const recorded = await o.log.handle(o.vm, { type: "CommitSnapshot", snapshot }, `snap-${snapshotId}`, {

@@ -2,6 +2,7 @@ import { realpath } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { DwcpError } from "#common/errors.js";
 import { readVmRecord, VmError } from "#mover";
+import type { SnapshotVmDefinition } from "#schemas/vm.js";
 import type { HostRoot } from "../infra/host-roots.js";
 import type { VmSyncDisk } from "./vm-sync.js";
 
@@ -23,6 +24,8 @@ export interface RunningVmPlan {
   disks: VmSyncDisk[];
   /** The disks' paths as the event records them (under the host root). */
   sources: string[];
+  /** The definition without its root (paths stay relative to it): recorded with each snapshot. */
+  vmDefinition: SnapshotVmDefinition;
 }
 
 /**
@@ -54,5 +57,6 @@ export async function planRunningVm(vmStateDir: string | undefined, vm: string, 
     disks.push({ node: d.id, path: d.path, format: d.format });
     sources.push(posix.join(src.path, rel));
   }
-  return { qmp: record.qmp, runDir: join(vmStateDir, vm), disks, sources };
+  const { root: _root, ...vmDefinition } = def;
+  return { qmp: record.qmp, runDir: join(vmStateDir, vm), disks, sources, vmDefinition };
 }

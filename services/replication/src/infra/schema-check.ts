@@ -111,8 +111,9 @@ class Generator {
         if (!d.innerType) throw new Unsupported("optional");
         return `(${v} === undefined || ${this.expr(d.innerType, v)})`;
       case "default":
+      case "prefault":
         // Absent, zod fills the default in: the output would differ from the input, so zod decides.
-        if (!d.innerType) throw new Unsupported("default");
+        if (!d.innerType) throw new Unsupported(d.type);
         return `(${v} !== undefined && ${this.expr(d.innerType, v)})`;
       case "array":
         return `${this.array(d)}(${v})`;

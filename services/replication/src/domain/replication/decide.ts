@@ -20,7 +20,7 @@ export type ReplicationCommand =
 /** The SnapshotCommitted event of `snapshot`, committed at `at`. */
 export const snapshotCommitted = (vm: string, at: Date, snapshot: SnapshotRecord): SnapshotCommitted => ({
   type: "SnapshotCommitted",
-  version: 1,
+  version: snapshot.vmDefinition === undefined ? 1 : 2,
   vm,
   at: at.toISOString(),
   ...snapshot,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { ReplicationEvent } from "#schemas/replication.js";
+import { SnapshotCommitted, type ReplicationEvent } from "#schemas/replication.js";
+import { SnapshotVmDefinition } from "#schemas/vm.js";
 import { decide, snapshotCommitted, type ReplicationCommand, type SnapshotRecord } from "./decide.js";
 import { SnapshotParentMovedError } from "./errors.js";
 import { fold } from "./evolve.js";
@@ -90,3 +91,29 @@ describe("replication decide", () => {
 function prunedEvent(snapshotIds: string[]): ReplicationEvent {
   return { type: "SnapshotsPruned", version: 1, vm: "web", at: "2026-01-01T02:00:00Z", snapshotIds, chunksDeleted: 1 };
 }
+
+describe("a running VM's snapshot", () => {
+  const vmDefinition = SnapshotVmDefinition.parse({
+    version: 1,
+    name: "web",
+    memoryMiB: 128,
+    disks: [{ id: "disk0", path: "vms/web/d.img" }],
+  });
+
+  it("is recorded as version 2 with the VM's definition, which the fold keeps and the schema checks", () => {
+    const event = snapshotCommitted("web", now, { ...snapshot("s1"), vmDefinition });
+    expect(event).toMatchObject({ version: 2, vmDefinition });
+    expect(SnapshotCommitted.parse(event)).toEqual(event);
+    expect(fold("web", [event]).snapshots[0]?.vmDefinition).toEqual(vmDefinition);
+    expect(snapshotCommitted("web", now, snapshot("s2")).version).toBe(1);
+    expect(SnapshotCommitted.safeParse({ ...event, version: 1 }).success).toBe(false);
+  });
+
+  it("drops a host root from the definition and refuses a path leaving it", () => {
+    const event = snapshotCommitted("web", now, { ...snapshot("s1"), vmDefinition });
+    const parsed = SnapshotCommitted.parse({ ...event, vmDefinition: { ...vmDefinition, root: "/srv" } });
+    expect(parsed.vmDefinition).not.toHaveProperty("root");
+    const outside = { ...vmDefinition, disks: [{ id: "disk0", path: "../../etc/shadow", format: "raw" }] };
+    expect(SnapshotCommitted.safeParse({ ...event, vmDefinition: outside }).success).toBe(false);
+  });
+});
