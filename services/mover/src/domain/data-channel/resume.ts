@@ -54,6 +54,12 @@ export class ResumeTable<C> {
     }
   }
 
+  /** The write records of the sessions of `token`'s attempt at the batch `key` (none for another attempt). */
+  sessionsOf(key: string, token: FenceToken): readonly ReadonlyMap<number, C>[] {
+    const entry = this.batches.get(key);
+    return entry === undefined || entry.attempt !== token.attempt ? [] : entry.sessions;
+  }
+
   /**
    * The records of the longest prefix of `offsets` that sessions of `token`'s attempt wrote
    * (the newest session's record of a chunk wins), at most `max` of them.
@@ -69,6 +75,20 @@ export class ResumeTable<C> {
     }
     return out;
   }
+}
+
+/**
+ * Whether a session of `token`'s attempt other than `own` already wrote the chunk at `offset`: a
+ * sender that sends it again resent a committed chunk (resume should have skipped it).
+ */
+export function writtenBefore<C>(
+  table: ResumeTable<C>,
+  key: string,
+  token: FenceToken,
+  offset: number,
+  own: ReadonlyMap<number, C>,
+): boolean {
+  return table.sessionsOf(key, token).some((s) => s !== own && s.has(offset));
 }
 
 /** A run whose connection dropped keeps trying to resume for this long: a WAN outage of 2 min. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { batchKey, ResumeTable } from "./resume.js";
+import { batchKey, ResumeTable, writtenBefore } from "./resume.js";
 
 const batch = { migrationId: "m", destDir: "d", destName: "disk.img", batch: 3 };
 const token = { attempt: 1, delivery: 2 };
@@ -32,6 +32,18 @@ describe("ResumeTable", () => {
     t.track(batchKey(batch), { attempt: 2, delivery: 1 }, new Map());
     expect(t.committedPrefix(batchKey(batch), token, [8])).toEqual(new Map());
     expect(t.committedPrefix(batchKey({ ...batch, batch: 4 }), token, [8])).toEqual(new Map());
+  });
+
+  it("tells a chunk another session of the attempt wrote (a resent committed chunk) from a new one", () => {
+    const t = new ResumeTable<string>();
+    const first = new Map([[8, "a"]]);
+    const second = new Map<number, string>();
+    t.track(batchKey(batch), token, first);
+    t.track(batchKey(batch), token, second);
+    expect(writtenBefore(t, batchKey(batch), token, 8, second)).toBe(true);
+    expect(writtenBefore(t, batchKey(batch), token, 9, second)).toBe(false);
+    expect(writtenBefore(t, batchKey(batch), token, 8, first)).toBe(false); // its own record
+    expect(writtenBefore(t, batchKey(batch), { attempt: 2, delivery: 1 }, 8, second)).toBe(false);
   });
 
   it("forgets the least recently started batches and the oldest sessions beyond its bounds", () => {

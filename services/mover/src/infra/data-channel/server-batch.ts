@@ -13,7 +13,7 @@ import { spreadSegments } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
-import { batchKey, ResumeTable } from "../../domain/data-channel/resume.js";
+import { batchKey, ResumeTable, writtenBefore } from "../../domain/data-channel/resume.js";
 import {
   encodeControl,
   FENCED,
@@ -292,6 +292,13 @@ async function receiveChunks(
       ctx.reader.provideChunkBuffer(buffer);
     } else if (step.kind === "chunk") {
       if (step.data === undefined) checkChunk(begin, step.header);
+      if (writtenBefore(resumable, batchKey(begin), tokenOf(begin), step.header.offset, written)) {
+        // Correct (the bytes are verified and written again) but wasted: resume should have skipped it.
+        ctx.log.warn(
+          { offset: step.header.offset, length: step.header.length, batch: begin.batch },
+          "committed chunk received again",
+        );
+      }
       // A compressed chunk skipped chunk-begin: it is unpacked into a pool buffer here.
       if (step.packed !== undefined) buffer = await ctx.pool.acquire();
       const held = step.data === undefined && step.packed === undefined ? undefined : buffer;
