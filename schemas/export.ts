@@ -39,6 +39,8 @@ const entries: Array<[string, z.ZodType]> = [
   ["LiveMigrate", work.LiveMigrate],
   ["MoverRequest", rpc.MoverRequest],
   ["MoverRegistration", rpc.MoverRegistration],
+  ["LiveRequest", rpc.LiveRequest],
+  ["LiveReply", rpc.LiveReply],
   ["SiteJoined", federation.SiteJoined],
   ["SiteLeft", federation.SiteLeft],
   ["SiteHealthReported", federation.SiteHealthReported],
