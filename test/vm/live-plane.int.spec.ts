@@ -3,7 +3,7 @@ import { EventStore } from "#common/event-store.js";
 import { subjects } from "#common/layout.js";
 import { EventVerifier } from "#common/signing.js";
 import { foldTrusted } from "../../services/coordinator/src/domain/migration/index.js";
-import { startTestStack, waitForEvent } from "../support/stack.js";
+import { cliOf, startTestStack, waitForEvent } from "../support/stack.js";
 
 // The control plane of a live migration: a StartMigration with mode "live" becomes one work item
 // to the source mover, whose outcome is recorded as its own signed event. These movers run no
@@ -51,4 +51,31 @@ it("hands a live migration to its source mover as one work item; a mover without
   expect(events.map((e) => e.event.type)).toEqual(["MigrationRequested", "LiveMigrationFailed"]);
   const m = foldTrusted("live-1", events);
   expect(m).toMatchObject({ status: "failed", reason: "LIVE_MIGRATION_FAILED", live: { failedPhase: "prepare" } });
+}, 90_000);
+
+it("dwcp migrate --live --wait follows it to the mover's outcome; a --from with paths is a usage error", async () => {
+  const dwcp = cliOf(stack);
+  const r = await dwcp(
+    "migrate",
+    "--live",
+    "--vm",
+    "guest1",
+    "--from",
+    "a",
+    "--to",
+    "b:vms/g2",
+    "--id",
+    "live-2",
+    "--wait",
+    "--json",
+  );
+  expect(r.code, r.stderr).toBe(1);
+  expect(JSON.parse(r.stdout)).toMatchObject({
+    migrationId: "live-2",
+    state: "failed",
+    reason: "LIVE_MIGRATION_FAILED",
+  });
+  const bad = await dwcp("migrate", "--live", "--vm", "guest1", "--from", "a:x.img", "--to", "b:vms/g3");
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toMatch(/--from names the source host only/);
 }, 90_000);
