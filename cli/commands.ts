@@ -266,7 +266,8 @@ export const COMMANDS: CommandSpec[] = [
     summary: "move a VM's disk and memory images from one host to another",
     usage:
       "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
-      "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--id ID] [--wait] [--json]",
+      "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--id ID] [--wait] [--json] " +
+      "| --live --vm NAME --from HOST --to HOST:DIR [--downtime-limit MS] [--id ID] [--wait] [--json]",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -313,6 +314,19 @@ export const COMMANDS: CommandSpec[] = [
         help: "on a shared link, higher priorities send first (-100..100; --priority=-5 for a negative one)",
       },
       { name: "no-verify", help: "skip the destination's checksum pass" },
+      {
+        name: "live",
+        help:
+          "move the running QEMU guest --vm of the source mover (disks mirrored, RAM precopied); --from is a " +
+          "host. Movers do not run VMs for it yet: it ends LIVE_MIGRATION_FAILED at prepare, the guest untouched",
+      },
+      {
+        name: "downtime-limit",
+        value: "MS",
+        check: "count",
+        defaultText: "300",
+        help: "with --live: longest guest pause at switchover, in ms (1-60000)",
+      },
       { name: "id", value: "ID", defaultText: "a new id", help: "the migration's id (must be unused)" },
       { name: "wait", help: "follow the migration to its end with progress; exit 1 unless it completes" },
       JSON_FLAG,

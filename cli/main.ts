@@ -386,12 +386,17 @@ async function migrate(argv: string[]): Promise<number> {
     weight: { type: "string" },
     priority: { type: "string" },
     "no-verify": { type: "boolean", default: false },
+    live: { type: "boolean", default: false },
+    "downtime-limit": { type: "string" },
     id: { type: "string" },
     wait: { type: "boolean", default: false },
     "data-dir": { type: "string" },
   });
   if (!values.vm || !values.from || !values.to)
-    throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR");
+    throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR (or --live --from HOST)");
+  if (values.live && values.from.includes(":"))
+    throw new UsageError("--live: --from names the source host only; the VM's definition there lists its disks");
+  if (!values.live && values["downtime-limit"] !== undefined) throw new UsageError("--downtime-limit needs --live");
   const options = {
     verify: !values["no-verify"],
     ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
@@ -407,12 +412,20 @@ async function migrate(argv: string[]): Promise<number> {
   const { buildStart, runMigration } = await import("./migrate.js");
   let command;
   try {
+    const downtime = values["downtime-limit"];
     command = buildStart({
       vm: values.vm,
-      source: parseFrom(values.from),
+      source: values.live ? { host: values.from, volumes: [] } : parseFrom(values.from),
       destination: parseTo(values.to),
       options,
       migrationId: values.id,
+      ...(values.live
+        ? {
+            mode: "live" as const,
+            live:
+              downtime === undefined ? {} : { downtimeLimitMs: parseIntIn("--downtime-limit", downtime, 1, 60_000) },
+          }
+        : {}),
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
@@ -431,6 +444,11 @@ async function migrate(argv: string[]): Promise<number> {
     const trust = cliEventTrust(values["data-dir"]);
     const r = await runMigration(nats, command, { progress: !values.json, trust });
     if (values.json) out(JSON.stringify(r));
+    else if (r.state === "completed" && r.downtimeMs !== undefined)
+      out(
+        `migration ${id} completed: VM ${values.vm} runs on ${command.destination.host} ` +
+          `after ${r.seconds.toFixed(2)} s, ${r.downtimeMs} ms downtime`,
+      );
     else if (r.state === "completed")
       out(
         `migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s ` +

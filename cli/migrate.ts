@@ -30,6 +30,8 @@ export interface MigrationResult {
   reason?: string;
   message?: string;
   volumes?: Array<{ destPath: string; sizeBytes: number; crc32c: number }>;
+  /** A live migration's downtime (QEMU's figure), once completed. */
+  downtimeMs?: number;
 }
 
 /** The flag that sets a StartMigration field, for messages: the user never sees the field names. */
@@ -45,10 +47,12 @@ const FLAG_OF: Record<string, string> = {
   weight: "--weight",
   priority: "--priority",
   verify: "--no-verify",
+  live: "--live",
+  downtimeLimitMs: "--downtime-limit",
 };
 
 function flagOf(path: readonly PropertyKey[]): string {
-  const key = path[0] === "options" ? path[1] : path[0];
+  const key = path[0] === "options" || path[0] === "live" ? (path[1] ?? path[0]) : path[0];
   return FLAG_OF[String(key)] ?? "the request";
 }
 
@@ -217,7 +221,8 @@ export async function runMigration(
       zeroSkippedBytes: final.totals.zeroSkippedBytes,
       compressedBytesIn: final.totals.packedInBytes,
       compressedBytesOut: final.totals.packedOutBytes,
-      seconds: (completed?.durationMs ?? Date.now() - started) / 1000,
+      seconds: (completed?.durationMs ?? final.live?.totalMs ?? Date.now() - started) / 1000,
+      ...(final.live?.downtimeMs === undefined ? {} : { downtimeMs: final.live.downtimeMs }),
       ...(final.reason ? { reason: final.reason, message: final.message } : {}),
       ...(completed
         ? { volumes: completed.volumes.map(({ destPath, sizeBytes, crc32c }) => ({ destPath, sizeBytes, crc32c })) }

@@ -1,20 +1,62 @@
 import { z } from "zod";
 import { VmName } from "./names.js";
-import { BandwidthLimit, Destination, Id, MigrationOptions, Priority, Source, Weight } from "./common.js";
+import {
+  BandwidthLimit,
+  Destination,
+  Id,
+  LiveMigrationOptions,
+  MigrationMode,
+  MigrationOptions,
+  Priority,
+  Source,
+  Weight,
+} from "./common.js";
 
-/** Start moving a VM's volumes from one host to another. Published to dwcp.cmd.migration.start. */
-export const StartMigration = z.object({
-  type: z.literal("StartMigration"),
-  version: z.literal(1),
-  /** Unique per command; used as the JetStream msgID, so a re-publish is a no-op. */
-  commandId: Id,
-  /** Defaults to commandId. */
-  migrationId: Id.optional(),
-  vm: VmName,
-  source: Source,
-  destination: Destination,
-  options: MigrationOptions.default(MigrationOptions.parse({})),
-});
+/**
+ * Start moving a VM from one host to another. Published to dwcp.cmd.migration.start. Mode
+ * "files" (the default) copies the image files `source.volumes` names (at least one); mode
+ * "live" moves the running QEMU guest `vm` of the source mover (its disks, mirrored, and its
+ * RAM) into `destination.dir` and names no volumes.
+ */
+export const StartMigration = z
+  .object({
+    type: z.literal("StartMigration"),
+    version: z.literal(1),
+    /** Unique per command; used as the JetStream msgID, so a re-publish is a no-op. */
+    commandId: Id,
+    /** Defaults to commandId. */
+    migrationId: Id.optional(),
+    vm: VmName,
+    /** Absent: "files". */
+    mode: MigrationMode.optional(),
+    source: Source,
+    destination: Destination,
+    options: MigrationOptions.default(MigrationOptions.parse({})),
+    /** How a live migration runs; only with mode "live". */
+    live: LiveMigrationOptions.optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.mode === "live") {
+      if (c.source.volumes.length > 0)
+        ctx.addIssue({
+          code: "custom",
+          path: ["source", "volumes"],
+          message: "a live migration names no volumes: the VM's definition at the source lists its disks",
+        });
+      return;
+    }
+    if (c.live !== undefined)
+      ctx.addIssue({ code: "custom", path: ["live"], message: 'live options need mode "live"' });
+    if (c.source.volumes.length === 0)
+      ctx.addIssue({
+        code: "too_small",
+        origin: "array",
+        minimum: 1,
+        inclusive: true,
+        path: ["source", "volumes"],
+        message: "at least one volume is required",
+      });
+  });
 export type StartMigration = z.infer<typeof StartMigration>;
 
 /** Stop a migration: no new work is handed out and partial files are removed. */

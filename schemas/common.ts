@@ -104,10 +104,18 @@ export const SourceVolume = z.object({
   kind: VolumeKind,
 });
 
+/**
+ * The source host and its volumes. A file migration names at least one volume (StartMigration
+ * checks it); a live migration names none: the VM's definition at the source lists its disks.
+ */
 export const Source = z.object({
   host: HostId,
-  volumes: z.array(SourceVolume).min(1, "at least one volume is required").max(MAX_VOLUMES),
+  volumes: z.array(SourceVolume).max(MAX_VOLUMES),
 });
+
+/** What a migration moves: image files (the default), or a running QEMU guest with its disks and RAM. */
+export const MigrationMode = z.enum(["files", "live"]);
+export type MigrationMode = z.infer<typeof MigrationMode>;
 
 export const Destination = z.object({
   host: HostId,
@@ -161,6 +169,28 @@ export const MigrationOptions = z.object({
   priority: Priority.optional(),
 });
 
+/** Longest switchover pause a live migration may plan for: 60 s. */
+export const MAX_LIVE_DOWNTIME_MS = 60_000;
+/** Longest a live migration may run before it gives up: one day. */
+export const MAX_LIVE_TIMEOUT_MS = 86_400_000;
+
+/** How a live migration runs (StartMigration with mode "live"). Absent fields: the mover's defaults. */
+export const LiveMigrationOptions = z.object({
+  /** Longest guest pause precopy may plan for at switchover, ms (1..60000). Default 300 (QEMU's). */
+  downtimeLimitMs: z.number().int().min(1).max(MAX_LIVE_DOWNTIME_MS).optional(),
+  /** RAM stream limit, bytes per second. Default: none. */
+  ramBytesPerSec: BandwidthLimit.optional(),
+  /** Disk mirror limit, bytes per second. Default: none. */
+  mirrorBytesPerSec: BandwidthLimit.optional(),
+  /** Throttle the guest's vCPUs when precopy does not converge. Default false. */
+  autoConverge: z.boolean().optional(),
+  /** Mirror guest writes synchronously (write-blocking): for a guest dirtying faster than the link. Default false. */
+  writeBlocking: z.boolean().optional(),
+  /** Give up (the source guest keeps running) after this many ms (1000..86400000). Default 600000. */
+  timeoutMs: z.number().int().min(1000).max(MAX_LIVE_TIMEOUT_MS).optional(),
+});
+export type LiveMigrationOptions = z.infer<typeof LiveMigrationOptions>;
+
 /** Why a migration was refused. Constant strings, stable across versions. */
 export const RejectionReason = z.enum([
   "INVALID_JSON",
@@ -199,6 +229,10 @@ export const FailureCode = z.enum([
   "FINALIZE_FAILED",
   "MAX_DELIVERIES",
   "RETRIES_EXHAUSTED",
+  /** A live migration failed at some phase; the source guest keeps running, the destination is cleaned up. */
+  "LIVE_MIGRATION_FAILED",
+  /** A live migration was cancelled and rolled back: the source guest keeps running. */
+  "LIVE_MIGRATION_CANCELLED",
   "INTERNAL",
 ]);
 

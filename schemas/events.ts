@@ -10,6 +10,8 @@ import {
   FailureCode,
   FileOwnership,
   HostId,
+  LiveMigrationOptions,
+  MigrationMode,
   Id,
   MAX_BATCHES,
   MAX_CHUNK_BYTES,
@@ -44,6 +46,10 @@ export const MigrationRequested = z.object({
   source: Source,
   destination: Destination,
   options: MigrationOptions,
+  /** Absent: "files". */
+  mode: MigrationMode.optional(),
+  /** A live migration's options, as the command gave them. */
+  live: LiveMigrationOptions.optional(),
 });
 
 export const MigrationRejected = z.object({
@@ -252,6 +258,78 @@ export const MigrationOptionsChanged = z.object({
   priority: Priority.optional(),
 });
 
+/** Live-migration phases a progress event reports, in order. */
+export const LiveProgressPhase = z.enum(["mirror", "mirror-ready", "precopy", "switchover"]);
+/** Where a live migration was when it failed or was cancelled. */
+export const LiveFailedPhase = z.enum(["prepare", "mirror", "precopy", "switchover", "finish"]);
+/** A QEMU block node name (disk id in the VM definition). */
+const DiskId = z.string().min(1).max(MAX_NAME_CHARS);
+
+/**
+ * The source mover began a live migration: the destination prepared its QEMU (`-incoming defer`)
+ * and its disk exports, and the tunnels are up. Recorded by the source host's mover.
+ */
+export const LiveMigrationStarted = z.object({
+  type: z.literal("LiveMigrationStarted"),
+  ...base,
+  /** The source host, whose mover runs the migration. */
+  host: HostId,
+  vm: z.string().max(MAX_NAME_CHARS),
+  memoryMiB: Uint,
+  disks: z.array(z.object({ id: DiskId, sizeBytes: Uint })).max(MAX_VOLUMES),
+});
+
+/**
+ * How far a live migration is: the disk mirror's bytes, then RAM precopy passes. The mover
+ * records at most one per phase change and one per report interval (default 2 s).
+ */
+export const LiveMigrationProgress = z.object({
+  type: z.literal("LiveMigrationProgress"),
+  ...base,
+  host: HostId,
+  phase: LiveProgressPhase,
+  /** Mirror bytes copied so far and in all, over every disk. */
+  mirrorDoneBytes: Uint.optional(),
+  mirrorTotalBytes: Uint.optional(),
+  /** Precopy pass (dirty-bitmap syncs so far). */
+  precopyPass: Uint.optional(),
+  /** RAM left to copy in this pass, and sent so far. */
+  remainingBytes: Uint.optional(),
+  transferredBytes: Uint.optional(),
+  /** Pages the guest dirties per second, as QEMU measured it. */
+  dirtyPagesPerSec: Uint.optional(),
+  elapsedMs: Ms.optional(),
+});
+
+/** The live migration completed: the guest runs at the destination, the source QEMU is gone. */
+export const LiveMigrationCompleted = z.object({
+  type: z.literal("LiveMigrationCompleted"),
+  ...base,
+  host: HostId,
+  /** From the start of the migration to the destination guest running. */
+  totalMs: Ms,
+  /** QEMU's downtime figure: source stop to the end of the stream. */
+  downtimeMs: Ms,
+  /** The guest's pause as the source mover saw it: its STOP event to the destination running. */
+  pausedMs: Ms,
+  ramTransferredBytes: Uint,
+  mirrorBytes: Uint,
+});
+
+/**
+ * The live migration failed or was cancelled at `phase` and was rolled back: the source guest
+ * runs (sourceRunning), the destination's QEMU and partial disks are removed.
+ */
+export const LiveMigrationFailed = z.object({
+  type: z.literal("LiveMigrationFailed"),
+  ...base,
+  host: HostId,
+  code: z.enum(["LIVE_MIGRATION_FAILED", "LIVE_MIGRATION_CANCELLED"]),
+  phase: LiveFailedPhase,
+  message: Message,
+  sourceRunning: z.boolean(),
+});
+
 /**
  * What is impossible about a plan, or undefined when it is consistent: the numbers a fold sizes
  * its state by must agree with each other, so that a schema-valid event cannot ask the
@@ -304,6 +382,10 @@ export const MigrationEvent = z.discriminatedUnion("type", [
   MigrationCancelled,
   MigrationOptionsChanged,
   CommandRejected,
+  LiveMigrationStarted,
+  LiveMigrationProgress,
+  LiveMigrationCompleted,
+  LiveMigrationFailed,
 ]);
 
 export type MigrationRequested = z.infer<typeof MigrationRequested>;
@@ -319,5 +401,9 @@ export type MigrationFailed = z.infer<typeof MigrationFailed>;
 export type MigrationCancelled = z.infer<typeof MigrationCancelled>;
 export type MigrationOptionsChanged = z.infer<typeof MigrationOptionsChanged>;
 export type CommandRejected = z.infer<typeof CommandRejected>;
+export type LiveMigrationStarted = z.infer<typeof LiveMigrationStarted>;
+export type LiveMigrationProgress = z.infer<typeof LiveMigrationProgress>;
+export type LiveMigrationCompleted = z.infer<typeof LiveMigrationCompleted>;
+export type LiveMigrationFailed = z.infer<typeof LiveMigrationFailed>;
 export type CommandRejectionReason = z.infer<typeof CommandRejectionReason>;
 export type MigrationEvent = z.infer<typeof MigrationEvent>;

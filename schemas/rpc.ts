@@ -13,6 +13,7 @@ import {
   RejectionReason,
   Uint,
 } from "./common.js";
+import { VmDefinition } from "./vm.js";
 
 const Path = z.string().max(MAX_PATH_CHARS);
 const Name = z.string().max(MAX_NAME_CHARS);
@@ -124,6 +125,55 @@ export type ProbeSourceReply = z.infer<typeof ProbeSourceReply>;
 export type ProbeDestinationReply = z.infer<typeof ProbeDestinationReply>;
 export type FinalizeReply = z.infer<typeof FinalizeReply>;
 export type AbortReply = z.infer<typeof AbortReply>;
+
+/**
+ * Live migration, between the two movers: the source mover asks the destination mover over NATS
+ * request/reply on dwcp.mover.<destination host>.live (movers only; the coordinator's RPC
+ * subject stays the coordinator's). The destination checks the request against the migration's
+ * events: a live migration from `sourceHost` to itself.
+ */
+export const LivePrepare = z.object({
+  op: z.literal("livePrepare"),
+  version: z.literal(1),
+  migrationId: Id,
+  sourceHost: HostId,
+  /** The migration's destination directory, resolved beneath a root of the destination mover. */
+  destDir: Path,
+  /** The source VM's definition; the destination replaces its root with destDir. */
+  definition: VmDefinition,
+  /** Size in bytes of each disk, by id, as the source guest sees it. */
+  diskSizes: z.array(z.object({ id: Name, sizeBytes: Uint })).max(MAX_VOLUMES),
+});
+/** The source's migration completed and its mirror ended: the guest is to run at the destination. */
+export const LiveFinish = z.object({
+  op: z.literal("liveFinish"),
+  version: z.literal(1),
+  migrationId: Id,
+  sourceHost: HostId,
+});
+/** Whether the destination QEMU of the migration still runs. */
+export const LiveProblem = z.object({
+  op: z.literal("liveProblem"),
+  version: z.literal(1),
+  migrationId: Id,
+  sourceHost: HostId,
+});
+/** Quit the destination QEMU and remove its disks; safe at any phase and more than once. */
+export const LiveAbort = z.object({
+  op: z.literal("liveAbort"),
+  version: z.literal(1),
+  migrationId: Id,
+  sourceHost: HostId,
+});
+export const LiveRequest = z.discriminatedUnion("op", [LivePrepare, LiveFinish, LiveProblem, LiveAbort]);
+export type LiveRequest = z.infer<typeof LiveRequest>;
+export type LivePrepare = z.infer<typeof LivePrepare>;
+/** Every live request's reply; `problem` answers liveProblem (absent: the destination QEMU runs). */
+export const LiveReply = z.union([
+  z.object({ ok: z.literal(true), problem: z.string().max(MAX_MESSAGE_CHARS).optional() }),
+  Refusal,
+]);
+export type LiveReply = z.infer<typeof LiveReply>;
 
 /** Value of key <host> in the KV bucket dwcp_movers: where to reach a mover's data channel. */
 export const MoverRegistration = z.object({

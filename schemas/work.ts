@@ -1,8 +1,10 @@
 import { z } from "zod";
+import { VmName } from "./names.js";
 import {
   ChunkSize,
   HostId,
   Id,
+  LiveMigrationOptions,
   MAX_BATCHES,
   CompressionMode,
   MAX_DATA_STREAMS,
@@ -58,3 +60,20 @@ export const TransferBatch = z
     message: "the batch's chunks lie beyond the end of the volume",
   });
 export type TransferBatch = z.infer<typeof TransferBatch>;
+
+/**
+ * A whole live migration as one unit of mover work: the source mover asks the destination to
+ * prepare, runs it and records its events. Published by the coordinator to dwcp.work.<source
+ * host>; the msgID is `<migrationId>.live`.
+ */
+export const LiveMigrate = z.object({
+  type: z.literal("LiveMigrate"),
+  version: z.literal(1),
+  migrationId: Id,
+  vm: VmName,
+  sourceHost: HostId,
+  destHost: HostId,
+  destDir: z.string().max(MAX_PATH_CHARS),
+  live: LiveMigrationOptions,
+});
+export type LiveMigrate = z.infer<typeof LiveMigrate>;

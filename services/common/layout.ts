@@ -33,6 +33,8 @@ export const subjects = {
   migration: (id: string): string => `dwcp.evt.migration.${id}`,
   work: (host: string): string => `dwcp.work.${host}`,
   moverRpc: (host: string): string => `dwcp.mover.${host}.rpc`,
+  /** Live-migration requests from a source mover to the destination mover `host`. */
+  moverLive: (host: string): string => `dwcp.mover.${host}.live`,
   summaries: "dwcp.summary.>",
   summaryPages: "dwcp.summary.page.>",
   summaryPage: (n: number): string => `dwcp.summary.page.${n}`,

@@ -229,6 +229,17 @@ describe("NATS least privilege and TLS", () => {
     );
   });
 
+  it("only movers ask a mover about a live migration, and a mover serves only its own host's requests", async () => {
+    const live = subjects.moverLive("b");
+    const cli = await as("cli");
+    await deniedPublish(cli.nc.request(live, JSON.stringify({ op: "liveAbort" }), { timeout: 5_000 }), live);
+    const coordinator = await as("coordinator");
+    await deniedPublish(coordinator.nc.request(live, JSON.stringify({ op: "liveAbort" }), { timeout: 5_000 }), live);
+    const mover = await as("mover-a");
+    const sub = mover.nc.subscribe(live);
+    expect(messagesOf(await sub.closed)).toContain(`Permissions Violation for Subscription to "${live}"`);
+  });
+
   it("no role can subscribe to another role's inbox", async () => {
     const cli = await as("cli");
     const sub = cli.nc.subscribe("_INBOX_coordinator.>");

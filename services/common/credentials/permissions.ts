@@ -229,9 +229,11 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
         "dwcp.evt.migration.>",
         // Progress of the batches it sends (signed; a reader believes only the source host's mover).
         subjects.progressAll,
+        // A live migration's source asks its destination mover to prepare, finish or abort.
+        "dwcp.mover.*.live",
         ...readPeerMovers(federation),
       ],
-      [`dwcp.mover.${mover}.rpc`, "dwcp.evt.migration.>"],
+      [`dwcp.mover.${mover}.rpc`, `dwcp.mover.${mover}.live`, "dwcp.evt.migration.>"],
       ONE_REPLY,
     );
   }

@@ -43,6 +43,17 @@ describe("the permission model", () => {
     expect(m.allowResponses).toEqual({ max: 1, expiresMs: 3_600_000 });
   });
 
+  it("only movers ask another mover about a live migration; each serves only its own host's", () => {
+    for (const r of roles) {
+      const p = of(r);
+      const expected = r.startsWith("mover-") || r === "admin";
+      expect(mayPublish(p, "dwcp.mover.b.live"), r).toBe(expected);
+      expect(maySubscribe(p, "dwcp.mover.b.live"), r).toBe(r === "mover-b" || r === "admin");
+    }
+    // The live subject grants nothing on the coordinator's RPC subject.
+    expect(mayPublish(of("mover-a"), "dwcp.mover.b.rpc")).toBe(false);
+  });
+
   it("only the coordinator hands out work and calls mover RPCs", () => {
     for (const r of roles) {
       const p = of(r);

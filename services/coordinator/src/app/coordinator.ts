@@ -1,3 +1,4 @@
+import { isLive } from "../domain/migration/live.js";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { crc32cCombine, volumeHash } from "#native/index.js";
@@ -270,6 +271,8 @@ export class Coordinator {
     const { state, seq } = this.projection.get(id);
     switch (state.status) {
       case "requested":
+        // A live migration is one work item to its source mover, which records its phases.
+        if (isLive(state)) return this.dispatcher.dispatchLive(state);
         return this.plan(state);
       case "planned":
       case "running": {

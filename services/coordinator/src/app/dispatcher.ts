@@ -7,6 +7,7 @@ import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
 import { batchRange } from "../domain/migration/planner.js";
 import { isTerminal, type Migration } from "../domain/migration/state.js";
+import { liveWorkId, liveWorkItem } from "../domain/migration/live.js";
 
 const encoder = new TextEncoder();
 
@@ -96,6 +97,25 @@ export class Dispatcher {
       this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
     }
     return wakeAt;
+  }
+
+  /** Publishes a live migration's one work item to its source host, while it is to be handed out. */
+  async dispatchLive(m: Migration): Promise<void> {
+    const item = liveWorkItem(m);
+    if (item === undefined) return;
+    const key = liveWorkId(m.id);
+    const published = this.published.get(m.id) ?? new Set<string>();
+    this.published.set(m.id, published);
+    if (published.has(key)) return;
+    if (!this.readyHosts.has(item.sourceHost)) {
+      await this.ensureHost(item.sourceHost);
+      this.readyHosts.add(item.sourceHost);
+    }
+    await this.nats.js.publish(subjects.work(item.sourceHost), encoder.encode(JSON.stringify(item)), {
+      msgID: this.msgId(key),
+    });
+    published.add(key);
+    this.log.debug({ migrationId: m.id, host: item.sourceHost }, "live migration work item published");
   }
 
   /** Drops what this process remembers of an ended migration's work items. */

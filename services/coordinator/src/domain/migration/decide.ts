@@ -11,6 +11,7 @@ import {
   type StartMigration,
 } from "#schemas/index.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
+import { decideLiveStart, isLive } from "./live.js";
 import { allBatchesDone, isTerminal, wasRefused, type Migration } from "./state.js";
 
 /** Time and policy arrive from outside: decide never reads a clock. */
@@ -76,6 +77,7 @@ export function decide(state: Migration, command: MigrationCommand, ctx: DecideC
   const base = { migrationId: state.id, at: ctx.now.toISOString(), version: 1 as const };
   switch (command.type) {
     case "StartMigration":
+      if (command.mode === "live" && state.status === "none") return decideLiveStart(command, base);
       return decideStart(state, command, base);
     case "CancelMigration":
       return decideCancel(state, command, base);
@@ -204,7 +206,8 @@ function refuse(
 }
 
 function decidePlan(state: Migration, outcome: PlanOutcome, base: Base): MigrationEvent[] {
-  if (state.status !== "requested" || !state.options) return [];
+  // A live migration has no plan of batches: its one work item goes to the source mover (live.ts).
+  if (state.status !== "requested" || !state.options || isLive(state)) return [];
   if (!outcome.ok) {
     return [
       {

@@ -8,6 +8,7 @@ import {
   type BatchState,
   type Migration,
 } from "./state.js";
+import { evolveLive, requestedLive } from "./live.js";
 
 /**
  * Folds one event into the migration. Never throws; facts that arrive late or twice (a batch
@@ -34,7 +35,8 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
     case "MigrationRequested": {
       if (state.status !== "none") return s;
       const { type: _t, version: _v, at, migrationId: _m, ...request } = event;
-      return { ...s, status: "requested", request, options: event.options, requestedAt: at };
+      const requested: Migration = { ...s, status: "requested", request, options: event.options, requestedAt: at };
+      return event.mode === "live" ? { ...requested, live: requestedLive() } : requested;
     }
     case "MigrationRejected":
       if (isTerminal(state)) return s;
@@ -111,6 +113,11 @@ function evolveOrThrow(state: Migration, event: MigrationEvent): Migration {
         refusedCommands: { count: previous.count + 1, recent: [...previous.recent, entry].slice(-REFUSED_KEPT) },
       };
     }
+    case "LiveMigrationStarted":
+    case "LiveMigrationProgress":
+    case "LiveMigrationCompleted":
+    case "LiveMigrationFailed":
+      return evolveLive(s, state, event);
     default: {
       const never: never = event;
       return never;

@@ -1,5 +1,6 @@
 import type { MigrationEvent } from "#schemas/index.js";
 import { evolve, invalidEventMessage } from "./evolve.js";
+import { liveEventRefusal } from "./live.js";
 import { initialMigration, setAside, type IgnoredInput, type Migration } from "./state.js";
 
 // Who may make which migration event. Decisions come only from a coordinator; a mover's facts
@@ -49,6 +50,11 @@ export function refusal(state: Migration, event: MigrationEvent, producer: Produ
       return role === "coordinator" ? undefined : batchFactRefusal(state, event, role);
     case "ChunkBatchTransferred":
       return batchFactRefusal(state, event, role);
+    case "LiveMigrationStarted":
+    case "LiveMigrationProgress":
+    case "LiveMigrationCompleted":
+    case "LiveMigrationFailed":
+      return liveEventRefusal(state, event, role);
     default: {
       const never: never = event;
       return never;

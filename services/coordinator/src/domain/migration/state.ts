@@ -2,12 +2,16 @@ import type {
   ChunkBatchFailed,
   CommandRejectionReason,
   FailureCode,
+  LiveMigrationFailed,
+  LiveMigrationProgress,
   MigrationOptions,
   MigrationRequested,
   RejectionReason,
   TransferredChunk,
 } from "#schemas/index.js";
 import type { Plan } from "./planner.js";
+
+type LiveProgressPhase = LiveMigrationProgress["phase"];
 
 export type MigrationStatus =
   | "none"
@@ -88,6 +92,8 @@ export interface Migration {
   optionsSetBy?: string;
   /** Events folded so far. */
   eventCount: number;
+  /** A live migration's progress as its source mover recorded it (mode "live" only). */
+  live?: LiveState;
   /** Events read but not folded (forged, unsigned, from the wrong producer): the count and the latest. */
   ignored?: { count: number; recent: IgnoredInput[] };
   /**
@@ -95,6 +101,26 @@ export interface Migration {
    * latest, so a redelivered command is refused once.
    */
   refusedCommands?: { count: number; recent: RefusedCommand[] };
+}
+
+/** Where a live migration stands: the latest of what its source mover recorded. */
+export interface LiveState {
+  phase: "requested" | "started" | LiveProgressPhase | "completed" | "failed";
+  memoryMiB?: number;
+  disks?: Array<{ id: string; sizeBytes: number }>;
+  /** The latest progress event's figures. */
+  progress?: Omit<LiveMigrationProgress, "type" | "version" | "migrationId" | "host">;
+  /** Progress events folded. */
+  progressCount: number;
+  startedAt?: string;
+  totalMs?: number;
+  downtimeMs?: number;
+  pausedMs?: number;
+  ramTransferredBytes?: number;
+  mirrorBytes?: number;
+  /** Where it failed, when it did, and whether the source guest kept running. */
+  failedPhase?: LiveMigrationFailed["phase"];
+  sourceRunning?: boolean;
 }
 
 /** A command refused without changing its migration. */
