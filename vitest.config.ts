@@ -8,7 +8,8 @@ import { chaosTest } from "./test/chaos/vitest.chaos.config.js";
 // The compat run of .ci/run (DWCP_COMPAT_RUN=1, on a current nats-server) repeats only the
 // suites that exercise the server: the host-side suites (deployment, WAN emulator, CLI packaging,
 // QEMU, Prometheus) and the specs that start no nats-server at all (native kernels, the data
-// channel and volumes, the replication store's helpers, path and TLS attacks on movers) run once.
+// channel and volumes, the replication store's helpers, path and TLS attacks on movers, a
+// metrics listener without a server) run once, as do the data-plane size and rate suites.
 const COMPAT_SKIPS =
   process.env["DWCP_COMPAT_RUN"] === "1"
     ? [
@@ -18,11 +19,15 @@ const COMPAT_SKIPS =
         "test/vm/**",
         "test/observability/**",
         "native/**",
+        "cli/print-config.int.spec.ts",
+        "services/common/config-file.int.spec.ts",
         "services/mover/src/infra/volume*.int.spec.ts",
-        "services/mover/src/infra/data-channel/{client-session,data-channel-security,data-channel,links,local-copy,resume}.int.spec.ts",
+        "services/mover/src/infra/data-channel/{client-session,data-channel-security,data-channel,fencing,link-share,links,local-copy,resume,tunnel}.int.spec.ts",
         "services/replication/src/infra/hash-pool.int.spec.ts",
-        "test/replication/{fp-cache,put-batcher}.int.spec.ts",
-        "test/security/{data-channel-tls,paths,refusal-flood}.int.spec.ts",
+        "test/replication/{backup-digest,chaining-values,fp-cache,put-batcher}.int.spec.ts",
+        "test/security/{data-channel-tls,metrics-auth,paths,refusal-flood}.int.spec.ts",
+        // Data-plane sizes and rates: the server only carries their few events.
+        "test/{bandwidth-limit,bigvm}.int.spec.ts",
       ]
     : [];
 
