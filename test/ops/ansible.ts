@@ -50,3 +50,20 @@ export function topLevelKeys(file: string): string[] {
       return m?.[1] === undefined ? [] : [m[1]];
     });
 }
+
+/**
+ * Makes the system user (and its group) the units run as, unless it exists: returns useradd's
+ * stderr ("" when it succeeded or nothing had to be done).
+ */
+export async function ensureSystemUser(name: string): Promise<string> {
+  if (readFileSync("/etc/passwd", "utf8").includes(`\n${name}:`)) return "";
+  const r = await run("useradd", [
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--shell",
+    "/usr/sbin/nologin",
+    name,
+  ]);
+  return r.stderr;
+}

@@ -6,7 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import { credentialOptions } from "#common/nats.js";
-import { run } from "./ansible.js";
+import { ensureSystemUser, run } from "./ansible.js";
 import { launch, type Launched } from "./launcher.js";
 import { createNetns, type Netns } from "./netns.js";
 
@@ -130,17 +130,7 @@ beforeAll(async () => {
   net = await createNetns(HOSTS);
   writeFileSync(join(dir, "hosts.ini"), inventory());
   writeFileSync(join(dir, "vars.json"), JSON.stringify(extraVars));
-  if (!readFileSync("/etc/passwd", "utf8").includes(`\n${DWCP_USER}:`)) {
-    const r = await run("useradd", [
-      "--system",
-      "--user-group",
-      "--no-create-home",
-      "--shell",
-      "/usr/sbin/nologin",
-      DWCP_USER,
-    ]);
-    expect(r.stderr).toBe("");
-  }
+  expect(await ensureSystemUser(DWCP_USER)).toBe("");
   const r = await run(
     "ansible-playbook",
     ["-i", join(dir, "hosts.ini"), "-e", `@${join(dir, "vars.json")}`, "--forks", "3", "playbooks/site.yml"],

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
-import { run } from "./ansible.js";
+import { ensureSystemUser, run } from "./ansible.js";
 import { launch, type Launched } from "./launcher.js";
 import { createNetns, type Netns } from "./netns.js";
 import { startServiceShim, type ServiceShim } from "./service-shim.js";
@@ -277,17 +277,7 @@ beforeAll(async () => {
   shim = await startServiceShim(join(dir, "svc"), (host, verb, name) => serviceAction(host as Host, verb, name));
   writeFileSync(join(dir, "hosts.ini"), inventory());
   writeFileSync(join(dir, "vars.json"), JSON.stringify(extraVars));
-  if (!readFileSync("/etc/passwd", "utf8").includes(`\n${DWCP_USER}:`)) {
-    const r = await run("useradd", [
-      "--system",
-      "--user-group",
-      "--no-create-home",
-      "--shell",
-      "/usr/sbin/nologin",
-      DWCP_USER,
-    ]);
-    expect(r.stderr).toBe("");
-  }
+  expect(await ensureSystemUser(DWCP_USER)).toBe("");
   firstRun = await sitePlaybook();
 }, 2_000_000);
 
