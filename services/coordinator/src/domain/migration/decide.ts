@@ -11,7 +11,7 @@ import {
   type StartMigration,
 } from "#schemas/index.js";
 import { basename, planVolumes, type VolumeSize } from "./planner.js";
-import { decideLiveStart, isLive } from "./live.js";
+import { decideLiveStart, isLive, requestedOf } from "./live.js";
 import { allBatchesDone, isTerminal, wasRefused, type Migration } from "./state.js";
 
 /** Time and policy arrive from outside: decide never reads a clock. */
@@ -127,15 +127,7 @@ function decideStart(state: Migration, c: StartMigration, base: Base): Migration
     const message = `migration id ${state.id} is already used by another command; choose another id`;
     return refuse(state, base, c, "MIGRATION_ID_IN_USE", message);
   }
-  const requested: MigrationEvent = {
-    type: "MigrationRequested",
-    ...base,
-    commandId: c.commandId,
-    vm: c.vm,
-    source: c.source,
-    destination: c.destination,
-    options: c.options,
-  };
+  const requested = requestedOf(c, base);
   const names = c.source.volumes.map((v) => basename(v.path));
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) {

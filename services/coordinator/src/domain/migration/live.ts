@@ -27,12 +27,9 @@ export const isLiveEvent = (e: MigrationEvent): e is LiveEvent =>
   e.type === "LiveMigrationCompleted" ||
   e.type === "LiveMigrationFailed";
 
-/**
- * A live StartMigration for an id not used yet: requested, or refused when the source and the
- * destination are the same host (one mover cannot hold the VM twice under its VM state dir).
- */
-export function decideLiveStart(c: StartMigration, base: Base): MigrationEvent[] {
-  const requested: MigrationEvent = {
+/** The MigrationRequested a StartMigration records; a live one also carries its mode and options. */
+export function requestedOf(c: StartMigration, base: Base): MigrationEvent {
+  return {
     type: "MigrationRequested",
     ...base,
     commandId: c.commandId,
@@ -40,9 +37,16 @@ export function decideLiveStart(c: StartMigration, base: Base): MigrationEvent[]
     source: c.source,
     destination: c.destination,
     options: c.options,
-    mode: "live",
-    live: c.live ?? {},
+    ...(c.mode === "live" ? { mode: "live" as const, live: c.live ?? {} } : {}),
   };
+}
+
+/**
+ * A live StartMigration for an id not used yet: requested, or refused when the source and the
+ * destination are the same host (one mover cannot hold the VM twice under its VM state dir).
+ */
+export function decideLiveStart(c: StartMigration, base: Base): MigrationEvent[] {
+  const requested = requestedOf(c, base);
   if (c.source.host === c.destination.host) {
     const message = `a live migration moves VM ${c.vm} to another host; both ends are ${c.source.host}`;
     return [
