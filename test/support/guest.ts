@@ -153,3 +153,24 @@ export function checkCounterImage(file: string): CounterImage {
     return { consistent: false, header, log, reason: `the header says ${header}, the log ends at ${log}` };
   return { consistent: true, header, log };
 }
+
+/**
+ * Resolves with the serial console of VM `name` (its `serial.log` under `stateDir`, as the runner
+ * writes it) once `done` holds for its text; rejects after `timeoutMs` with the console's tail.
+ */
+export async function serialWhen(
+  stateDir: string,
+  name: string,
+  done: (text: string) => boolean,
+  what: string,
+  timeoutMs: number,
+): Promise<string> {
+  const file = join(stateDir, name, "serial.log");
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = existsSync(file) ? readFileSync(file, "latin1") : "";
+    if (done(text)) return text;
+    if (Date.now() > deadline) throw new Error(`the console of ${name} never ${what}:\n${text.slice(-2_000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -26,7 +26,7 @@ import { startDataServer, type DataServer } from "../../services/mover/src/infra
 import { migrateLive, LiveMigrationError, type LiveReport } from "../../services/mover/src/infra/vm/live.js";
 import { IncomingVms, type LiveDestination } from "../../services/mover/src/infra/vm/live-incoming.js";
 import { listVms, readRecord, startVm, statusOf, stopVm } from "../../services/mover/src/infra/vm/runner.js";
-import { buildGuest, checkCounterImage } from "../support/guest.js";
+import { buildGuest, checkCounterImage, serialWhen } from "../support/guest.js";
 
 const dir = mkdtempSync(join(tmpdir(), "dwcp-live-"));
 const rootA = join(dir, "a");
@@ -51,16 +51,8 @@ const definition = (root: string): VmDefinitionInput => ({
 const counters = (text: string): number[] => [...text.matchAll(/dwcp-counter (\d+)/g)].map((m) => Number(m[1]));
 
 /** Resolves with the serial console's text once `re` matches it. */
-async function serial(state: string, re: RegExp, timeoutMs = 120_000): Promise<string> {
-  const file = join(state, "g", "serial.log");
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = existsSync(file) ? readFileSync(file, "latin1") : "";
-    if (re.test(text)) return text;
-    if (Date.now() > deadline) throw new Error(`serial console never matched ${re}:\n${text.slice(-2_000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const serial = (state: string, re: RegExp, timeoutMs = 120_000): Promise<string> =>
+  serialWhen(state, "g", (text) => re.test(text), `matched ${re}`, timeoutMs);
 
 beforeAll(async () => {
   const guest = buildGuest();

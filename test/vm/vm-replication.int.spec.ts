@@ -6,7 +6,6 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
-  readFileSync,
   renameSync,
   rmSync,
   truncateSync,
@@ -26,7 +25,7 @@ import { pickSnapshot, restoreFromStore } from "../../services/replication/src/a
 import { syncVmOnce, type VmSyncOptions } from "../../services/replication/src/app/vm-sync.js";
 import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
 import { startTestNats, type TestNats } from "../replication/support.js";
-import { buildGuest, checkCounterImage } from "../support/guest.js";
+import { buildGuest, checkCounterImage, serialWhen } from "../support/guest.js";
 import { startReplicationService } from "#replication";
 import { runPitrCommand } from "../../cli/pitr.js";
 import { runVm } from "../../cli/vm.js";
@@ -66,29 +65,16 @@ const definition: VmDefinitionInput = {
 
 /** The guest's latest count on its console, once it is at least `n`. */
 async function counterAtLeast(n: number, timeoutMs = 60_000): Promise<number> {
-  const file = join(stateDir, "rep1", "serial.log");
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = existsSync(file) ? readFileSync(file, "latin1") : "";
+  const last = (text: string): number => {
     const all = [...text.matchAll(/dwcp-counter (\d+)/g)];
-    const last = all.length > 0 ? Number(all[all.length - 1]![1]) : 0;
-    if (last >= n) return last;
-    if (Date.now() > deadline) throw new Error(`the guest never counted to ${n}:\n${text.slice(-1_000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    return all.length > 0 ? Number(all[all.length - 1]![1]) : 0;
+  };
+  return last(await serialWhen(stateDir, "rep1", (text) => last(text) >= n, `counted to ${n}`, timeoutMs));
 }
 
 /** The console of VM `name` once `re` matches it. */
-async function serialOf(name: string, re: RegExp, timeoutMs = 60_000): Promise<string> {
-  const file = join(stateDir, name, "serial.log");
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = existsSync(file) ? readFileSync(file, "latin1") : "";
-    if (re.test(text)) return text;
-    if (Date.now() > deadline) throw new Error(`the console of ${name} never matched ${re}:\n${text.slice(-1_000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const serialOf = (name: string, re: RegExp, timeoutMs = 60_000): Promise<string> =>
+  serialWhen(stateDir, name, (text) => re.test(text), `matched ${re}`, timeoutMs);
 
 let t: TestNats;
 let agent: DestinationAgent;

@@ -4,7 +4,6 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readFileSync,
   rmSync,
   symlinkSync,
   truncateSync,
@@ -23,7 +22,7 @@ import {
   stopVm,
   VmError,
 } from "../../services/mover/src/infra/vm/runner.js";
-import { buildGuest, checkCounterImage } from "../support/guest.js";
+import { buildGuest, checkCounterImage, serialWhen } from "../support/guest.js";
 
 // Real QEMU (TCG) running the counting guest of test/support/guest.ts.
 
@@ -50,16 +49,8 @@ function disk(name: string, bytes = 16 * MiB): string {
 }
 
 /** Resolves with the serial console's text once `re` matches it (the guest's own output). */
-async function serial(name: string, re: RegExp, timeoutMs = 120_000): Promise<string> {
-  const file = join(stateDir, name, "serial.log");
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = existsSync(file) ? readFileSync(file, "latin1") : "";
-    if (re.test(text)) return text;
-    if (Date.now() > deadline) throw new Error(`serial console of ${name} never matched ${re}:\n${text.slice(-2_000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const serial = (name: string, re: RegExp, timeoutMs = 120_000): Promise<string> =>
+  serialWhen(stateDir, name, (text) => re.test(text), `matched ${re}`, timeoutMs);
 
 beforeAll(() => {
   const guest = buildGuest();
