@@ -235,6 +235,7 @@ export const COMMANDS: CommandSpec[] = [
     summary: "run a mover for one host until SIGTERM (needs DWCP_SECRET)",
     usage:
       "--host ID --root DIR [--root DIR] --listen HOST:PORT [--advertise HOST] [--concurrency N] [--standby] " +
+      "[--vm-state-dir DIR] " +
       METRICS_USAGE,
     flags: [
       NATS,
@@ -256,6 +257,14 @@ export const COMMANDS: CommandSpec[] = [
         help:
           "serve the host's work queue beside the mover holding the host id, and take over its lease " +
           "(DWCP_LEASE_TTL_MS after its last heartbeat) when it stops",
+      },
+      {
+        name: "vm-state-dir",
+        value: "DIR",
+        defaultText: "$DWCP_VM_STATE_DIR, else none: no live migrations",
+        help:
+          "where `dwcp vm` records this host's VMs (its --state-dir): live migrations leave from and arrive " +
+          "in it; a destination directory must hold the guest's kernel and initrd at their relative paths",
       },
       ...METRICS,
     ],
@@ -318,7 +327,7 @@ export const COMMANDS: CommandSpec[] = [
         name: "live",
         help:
           "move the running QEMU guest --vm of the source mover (disks mirrored, RAM precopied); --from is a " +
-          "host. Movers do not run VMs for it yet: it ends LIVE_MIGRATION_FAILED at prepare, the guest untouched",
+          "host. Both movers need --vm-state-dir; on a failure or cancel the source guest runs on",
       },
       {
         name: "downtime-limit",

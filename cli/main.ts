@@ -249,6 +249,7 @@ async function run(cmd: string, rest: string[]): Promise<number> {
         replicas: { type: "string" },
         "plaintext-data": { type: "boolean" },
         standby: { type: "boolean" },
+        "vm-state-dir": { type: "string" },
         ...METRICS_OPTIONS,
       });
       const { runMover } = await import("#mover");

@@ -133,6 +133,8 @@ export interface StackOptions {
    * 127.0.0.1:0 and the stack's URL.
    */
   placeMover?: (host: string) => { prefix: string[]; listen: string; natsUrl: string };
+  /** Extra arguments for a host's mover (`--vm-state-dir DIR`, ...). Default none. */
+  moverArgs?: (host: string) => string[];
   /** How long each service may take to come up. Default 30 000 ms. */
   startTimeoutMs?: number;
   /**
@@ -224,7 +226,11 @@ export class Stack {
     await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: 1 });
     for (const host of this.opts.hosts) await ensureWorkStream(this.nats.jsm, host, { replicas: 1 });
     const replication = this.opts.replication === false ? [] : this.opts.hosts.map((h) => this.startReplication(h));
-    await Promise.all([this.startCoordinator(), ...this.opts.hosts.map((h) => this.startMover(h)), ...replication]);
+    await Promise.all([
+      this.startCoordinator(),
+      ...this.opts.hosts.map((h) => this.startMover(h, this.opts.moverArgs?.(h))),
+      ...replication,
+    ]);
     return this;
   }
 

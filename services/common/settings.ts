@@ -285,6 +285,17 @@ export const SETTINGS = [
       "one link share it by priority and weight, paced at this rate",
   },
   {
+    key: "mover.vm_state_dir",
+    env: "DWCP_VM_STATE_DIR",
+    flag: "vm-state-dir",
+    type: DIR,
+    readBy: ["mover"],
+    defaultText: "none: the mover runs no live migrations",
+    help:
+      "where `dwcp vm` records the VMs this host runs (its `--state-dir`): a live migration's source " +
+      "guest is found there and its destination guest recorded there",
+  },
+  {
     key: "mover.lease_heartbeat_ms",
     env: "DWCP_LEASE_HEARTBEAT_MS",
     type: ms(100, 600_000),

@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { z } from "zod";
 import { HostId } from "#schemas/index.js";
 import { ConfigError, InvariantViolationError } from "#common/errors.js";
@@ -63,6 +64,8 @@ const MoverConfig = z
     linkRateBytesPerSec: envInt({ min: 1, max: 2 ** 50, unit: "bytes per second" }).optional(),
     /** --standby: serve the host's work queue beside the lease holder, and take its lease over when it lapses. */
     standby: z.boolean(),
+    /** --vm-state-dir / DWCP_VM_STATE_DIR: the VMs this host runs (`dwcp vm`); unset, no live migrations. */
+    vmStateDir: z.string().min(1).max(4096).optional(),
     /** How often the host lease is renewed (DWCP_LEASE_HEARTBEAT_MS). */
     leaseHeartbeatMs: envInt({ min: 100, max: 600_000, unit: "milliseconds" }),
     /** How long an unrenewed host lease stays live (DWCP_LEASE_TTL_MS; default three heartbeats). */
@@ -78,8 +81,9 @@ const MoverConfig = z
     path: ["leaseTtlMs"],
     message: "DWCP_LEASE_TTL_MS must be at least two heartbeats (DWCP_LEASE_HEARTBEAT_MS)",
   })
-  .transform(({ listen, advertiseHost, env, tls, leaseTtlMs, ...rest }) => ({
+  .transform(({ listen, advertiseHost, env, tls, leaseTtlMs, vmStateDir, ...rest }) => ({
     ...rest,
+    vmStateDir: vmStateDir === undefined ? undefined : resolve(vmStateDir),
     leaseTtlMs: leaseTtlMs ?? 3 * rest.leaseHeartbeatMs,
     listenHost: listen.host,
     listenPort: listen.port,
@@ -106,6 +110,8 @@ export interface MoverFlags extends MetricsFlags {
   replicas?: string;
   /** --standby: run beside the host's lease holder (see Registry). */
   standby?: boolean;
+  /** --vm-state-dir: where `dwcp vm` records this host's VMs (live migrations run from and to there). */
+  "vm-state-dir"?: string;
   /** --plaintext-data: the data channel without TLS (trusted links only), like DWCP_DATA_PLAINTEXT=on. */
   "plaintext-data"?: boolean;
 }
@@ -127,6 +133,7 @@ export function moverConfig(flags: MoverFlags, env = process.env): Readonly<Move
       resumeWindowMs: settingInput("DWCP_RESUME_WINDOW_MS", env),
       linkRateBytesPerSec: settingInput("DWCP_LINK_RATE", env),
       standby: flags.standby === true,
+      vmStateDir: settingInput("DWCP_VM_STATE_DIR", env, flags["vm-state-dir"]),
       leaseHeartbeatMs: settingInput("DWCP_LEASE_HEARTBEAT_MS", env),
       leaseTtlMs: settingInput("DWCP_LEASE_TTL_MS", env),
       replicas: settingInput("DWCP_REPLICAS", env, flags.replicas),

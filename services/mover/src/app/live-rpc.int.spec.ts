@@ -1,17 +1,34 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createUser } from "@nats-io/nkeys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StartMigration, VmDefinition, type MigrationRequested } from "#schemas/index.js";
 import { silentLogger } from "#common/logger.js";
 import { connectNats, type Nats } from "#common/nats.js";
 import { startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
 import { subjects } from "#common/layout.js";
+import { EventSigner, EventVerifier, type EventTrust } from "#common/signing.js";
 import type { IncomingRequest, LiveDestination } from "../infra/vm/live-incoming.js";
 import { LiveRpcClient, LiveRpcError, serveLive } from "./live-rpc.js";
 
 // The source mover's LiveRpcClient against the destination's serveLive over a real nats-server;
 // the destination's IncomingVms is a recorder here (live.int.spec.ts drives the real one).
+// Requests are signed: the destination believes only the mover of the source host they name.
+
+const signers = { a: new EventSigner(createUser()), c: new EventSigner(createUser()) };
+const verifier = new EventVerifier({
+  version: 1,
+  principals: {
+    [signers.a.publicKey]: { role: "mover-a", host: "a" },
+    [signers.c.publicKey]: { role: "mover-c", host: "c" },
+  },
+});
+const signedBy = (s: EventSigner | undefined): EventTrust => ({
+  insecure: false,
+  verifier,
+  ...(s ? { signer: s } : {}),
+});
 
 let dir: string;
 let server: NatsServerHandle;
@@ -56,7 +73,14 @@ const definition = VmDefinition.parse({
   memoryMiB: 64,
   disks: [{ id: "disk0", path: "guest1/disk0.img" }],
 });
-const client = (sourceHost = "a") => new LiveRpcClient(nats.nc, { sourceHost, destHost: "b", destDir: "vms/guest1" });
+/** A source mover's client; a null signer sends unsigned requests. */
+const client = (sourceHost = "a", signer: EventSigner | null = sourceHost === "c" ? signers.c : signers.a) =>
+  new LiveRpcClient(nats.nc, {
+    sourceHost,
+    destHost: "b",
+    destDir: "vms/guest1",
+    trust: signedBy(signer ?? undefined),
+  });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "dwcp-live-rpc-"));
@@ -78,6 +102,7 @@ beforeAll(async () => {
     destination: recorder,
     requested: (id) => Promise.resolve(requested.get(id)),
     resolveDir: (d) => Promise.resolve(`/srv/b/${d}`),
+    trust: signedBy(undefined),
     log: silentLogger,
   });
   await nats.nc.flush();
@@ -126,6 +151,16 @@ describe("live requests between movers", () => {
     await expect(prepare(client(), "m1", { ...definition, name: "other" })).rejects.toThrow(
       /moves VM guest1, not other/,
     );
+    expect(calls).toEqual([]);
+  });
+
+  it("refuses a request not signed by the mover of the source host it names", async () => {
+    calls.length = 0;
+    // Mover c, which may publish on b's live subject, speaks for host a: its signature gives it away.
+    await expect(client("a", signers.c).abort("m1")).rejects.toThrow(/signed by mover-c, not by the mover of host a/);
+    await expect(client("a", null).abort("m1")).rejects.toThrow(/not signed by a known principal \(unsigned\)/);
+    const stranger = new EventSigner(createUser());
+    await expect(client("a", stranger).finish("m1")).rejects.toThrow(/unknown signer/);
     expect(calls).toEqual([]);
   });
 

@@ -1,16 +1,22 @@
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { LiveReply, LiveRequest, type MigrationRequested, type VmDefinition } from "#schemas/index.js";
 import { DwcpError } from "#common/errors.js";
 import { safeJson } from "#common/json.js";
 import { subjects } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
+import { provenanceOf, type EventTrust } from "#common/signing.js";
 import { liveRequestProblem } from "../domain/live/authorize.js";
 import type { IncomingRequest, LiveDestination } from "../infra/vm/live-incoming.js";
 
 // The live-migration requests between two movers, over NATS request/reply on
 // dwcp.mover.<destination host>.live: the source's LiveRpcClient is the LiveDestination that
 // live.ts drives; the destination's serveLive answers it with its IncomingVms, for a migration
-// its events name as a live one from that source to this host.
+// its events name as a live one from that source to this host. Every request is signed with the
+// source mover's key (the event signature over the subject and the body), so another mover, which
+// may publish on the subject too, cannot speak for the source.
+
+/** What a live request's signature covers besides the subject and the body (the event signature's msgID). */
+const LIVE_SIGNATURE_ID = "dwcp-live-request-v1";
 
 /** The destination refused or failed a live request; the source rolls back. */
 export class LiveRpcError extends DwcpError {
@@ -27,7 +33,7 @@ const REQUEST_TIMEOUT_MS = 30_000;
 export class LiveRpcClient implements LiveDestination {
   constructor(
     private readonly nc: NatsConnection,
-    private readonly o: { sourceHost: string; destHost: string; destDir: string },
+    private readonly o: { sourceHost: string; destHost: string; destDir: string; trust: EventTrust },
   ) {}
 
   async prepare(req: IncomingRequest): Promise<void> {
@@ -67,9 +73,12 @@ export class LiveRpcClient implements LiveDestination {
 
   private async ask(req: LiveRequest, timeout: number): Promise<{ problem?: string }> {
     const subject = subjects.moverLive(this.o.destHost);
+    const payload = new TextEncoder().encode(JSON.stringify(LiveRequest.parse(req)));
+    const h = headers();
+    for (const [k, v] of this.o.trust.signer?.sign(subject, LIVE_SIGNATURE_ID, payload) ?? []) h.set(k, v);
     let raw: unknown;
     try {
-      raw = safeJson((await this.nc.request(subject, JSON.stringify(LiveRequest.parse(req)), { timeout })).data);
+      raw = safeJson((await this.nc.request(subject, payload, { timeout, headers: h })).data);
     } catch (err) {
       throw new LiveRpcError(`${req.op} to the mover of host ${this.o.destHost} failed: ${(err as Error).message}`, {
         cause: err,
@@ -90,6 +99,8 @@ export interface LiveServeOptions {
   requested: (migrationId: string) => Promise<MigrationRequested | undefined>;
   /** The migration's destination directory resolved beneath a root of this mover (created if missing). */
   resolveDir: (dir: string) => Promise<string>;
+  /** Whose signatures a request must carry: the mover of the request's source host. */
+  trust: EventTrust;
   log: Logger;
 }
 
@@ -106,6 +117,12 @@ export function serveLive(nc: NatsConnection, o: LiveServeOptions): Subscription
         }
         const req = parsed.data;
         const log = o.log.child({ migrationId: req.migrationId, op: req.op, sourceHost: req.sourceHost });
+        const unsigned = signatureProblem(msg, req.sourceHost, o.trust);
+        if (unsigned !== undefined) {
+          log.warn({ problem: unsigned }, "live request refused");
+          msg.respond(JSON.stringify({ ok: false, reason: "AUTH_FAILED", message: unsigned }));
+          return;
+        }
         try {
           msg.respond(JSON.stringify(await answer(req, o, log)));
         } catch (err) {
@@ -115,6 +132,19 @@ export function serveLive(nc: NatsConnection, o: LiveServeOptions): Subscription
       })();
     },
   });
+}
+
+/** Why `msg` is not signed by the mover of `sourceHost`, or undefined when it is. */
+function signatureProblem(msg: Msg, sourceHost: string, trust: EventTrust): string | undefined {
+  const signed = {
+    get: (k: string): string => (k === "Nats-Msg-Id" ? LIVE_SIGNATURE_ID : (msg.headers?.get(k) ?? "")),
+  };
+  const p = provenanceOf(trust, msg.subject, signed, msg.data);
+  if (p.kind === "insecure") return undefined;
+  if (p.kind === "unverified") return `the request is not signed by a known principal (${p.reason})`;
+  if (p.principal.role !== `mover-${sourceHost}`)
+    return `the request is signed by ${p.principal.role}, not by the mover of host ${sourceHost}`;
+  return undefined;
 }
 
 async function answer(req: LiveRequest, o: LiveServeOptions, log: Logger): Promise<LiveReply> {

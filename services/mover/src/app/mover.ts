@@ -18,7 +18,9 @@ import { VERIFY_READS_IN_FLIGHT } from "../infra/volume-crc.js";
 import { RemoteMovers } from "#common/remote-movers.js";
 import { Registry } from "../infra/registry.js";
 import { abortVolumes, finalizeVolumes, probeDestination, probeSource } from "../infra/volumes.js";
-import { releaseRoots, resolveRoots } from "../infra/volume-paths.js";
+import { confine, makeDirConfined, releaseRoots, resolveRoots } from "../infra/volume-paths.js";
+import { IncomingVms } from "../infra/vm/live-incoming.js";
+import { serveLive } from "./live-rpc.js";
 import { BatchWorker } from "./work.js";
 
 /** A batch of at most this many bytes is small (see workLoop). */
@@ -53,6 +55,8 @@ export class Mover {
   private readonly inFlight = new Set<Promise<void>>();
   private loop?: Promise<void>;
   private worker?: BatchWorker;
+  private liveRpc?: Subscription;
+  private incoming?: IncomingVms;
 
   constructor(
     private readonly nats: Nats,
@@ -90,6 +94,11 @@ export class Mover {
       nativeRecv: config.nativeRecv,
     });
     this.dataServer = dataServer;
+    if (config.vmStateDir !== undefined) {
+      // Before the host is registered: nothing an earlier mover left waits for a stream that cannot come.
+      this.incoming = new IncomingVms(config.vmStateDir, dataServer.tunnels, log);
+      await this.incoming.sweep();
+    }
     const port = dataServer.address.slice(dataServer.address.lastIndexOf(":") + 1);
     const advertised = `${config.advertiseHost}:${port}`;
     this.registry = new Registry(kv, config.host, roots, log, new RemoteMovers(nats.nc), {
@@ -102,6 +111,7 @@ export class Mover {
     this.rpc = this.serveRpc(roots);
     await this.registry.register(advertised, { standby: config.standby });
     const store = new EventStore(nats.js, nats.jsm, { trust });
+    if (this.incoming !== undefined) this.liveRpc = this.serveLive(this.incoming, store, roots);
     const worker = (this.worker = new BatchWorker(nats, store, this.registry, config, log, {
       address: advertised,
       copy: (o) => dataServer.copyLocal(o),
@@ -127,9 +137,12 @@ export class Mover {
     if (this.state === "stopped") return;
     this.state = "draining";
     this.rpc?.unsubscribe();
+    this.liveRpc?.unsubscribe();
     await this.loop;
     await Promise.allSettled([...this.inFlight]);
     this.worker?.close();
+    // A guest not yet running here has no future without this mover: its source rolls back.
+    await this.incoming?.abortAll();
     closeIdleLinks();
     await this.registry?.stop();
     await this.dataServer?.close();
@@ -190,6 +203,34 @@ export class Mover {
         await new Promise((r) => setTimeout(r, 1_000));
       }
     }
+  }
+
+  /**
+   * The destination side of live migrations: its source mover asks over NATS to prepare a paused
+   * QEMU here (recorded under the VM state dir), whose NBD export and migration socket the source
+   * reaches through tunnels over the data channel, then to run it or to clean it away.
+   */
+  private serveLive(incoming: IncomingVms, store: EventStore, roots: string[]): Subscription {
+    return serveLive(this.nats.nc, {
+      host: this.config.host,
+      destination: incoming,
+      trust: store.trust,
+      // Only the coordinator's record of the migration says what the source may ask for.
+      requested: async (id) => {
+        for (const e of await store.read(id)) {
+          const p = e.provenance;
+          const byCoordinator = p?.kind === "insecure" || (p?.kind === "signed" && p.principal.role === "coordinator");
+          if (e.event.type === "MigrationRequested" && byCoordinator) return e.event;
+        }
+        return undefined;
+      },
+      resolveDir: async (dir) => {
+        const path = await confine(roots, dir, { mustExist: false });
+        (await makeDirConfined(roots, path)).dir.close();
+        return path;
+      },
+      log: this.log,
+    });
   }
 
   private serveRpc(roots: string[]): Subscription {

@@ -1,5 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream";
-import { FailureCode, LiveMigrate, TransferBatch, type MigrationEvent } from "#schemas/index.js";
+import { FailureCode, TransferBatch, type MigrationEvent } from "#schemas/index.js";
 import { errorCode, isRetryable } from "#common/errors.js";
 import type { EventStore } from "#common/event-store.js";
 import { workAckWaitMs } from "#common/layout.js";
@@ -17,6 +17,7 @@ import {
 import { FencedError } from "../infra/data-channel/fenced.js";
 import type { MoverConfig } from "../config.js";
 import type { Registry } from "../infra/registry.js";
+import { LiveWorker } from "./live-work.js";
 import { MigrationWatches } from "./migration-watch.js";
 import { confine } from "../infra/volumes.js";
 import { BatchProgressReporter } from "./progress.js";
@@ -44,6 +45,7 @@ const HEARTBEAT_MS = Math.min(5_000, Math.max(100, Math.floor(workAckWaitMs() / 
  */
 export class BatchWorker {
   private readonly watches: MigrationWatches;
+  private readonly live: LiveWorker;
 
   constructor(
     private readonly nats: Nats,
@@ -67,6 +69,7 @@ export class BatchWorker {
       setMigrationLimit(id, change.bytesPerSec);
       setMigrationShare(id, change.weight, change.priority);
     });
+    this.live = new LiveWorker(nats, store, registry, config, this.watches, log);
   }
 
   close(): void {
@@ -75,7 +78,8 @@ export class BatchWorker {
 
   async handle(m: JsMsg): Promise<void> {
     const data = safeJson(m.data);
-    if ((data as { type?: unknown } | undefined)?.type === "LiveMigrate") return this.refuseLive(m, data);
+    if ((data as { type?: unknown } | undefined)?.type === "LiveMigrate")
+      return this.live.handle(m, data, HEARTBEAT_MS);
     const parsed = TransferBatch.safeParse(data);
     if (!parsed.success) {
       this.log.error(
@@ -119,36 +123,6 @@ export class BatchWorker {
     } finally {
       clearInterval(heartbeat);
     }
-  }
-
-  /**
-   * A live migration's work item, on a mover that runs no VMs: recorded as failed at prepare,
-   * the source guest untouched, instead of left waiting.
-   */
-  private async refuseLive(m: JsMsg, data: unknown): Promise<void> {
-    const parsed = LiveMigrate.safeParse(data);
-    if (!parsed.success) {
-      this.log.error({ streamSeq: m.seq }, "live work item failed validation; dropped");
-      await this.ack(m, this.log);
-      return;
-    }
-    const w = parsed.data;
-    const log = this.log.child({ migrationId: w.migrationId, vm: w.vm });
-    const message = `the mover of host ${this.config.host} runs no live migrations: it has no VM state directory`;
-    log.warn(message);
-    const event: MigrationEvent = {
-      type: "LiveMigrationFailed",
-      migrationId: w.migrationId,
-      at: new Date().toISOString(),
-      version: 1,
-      host: this.config.host,
-      code: "LIVE_MIGRATION_FAILED",
-      phase: "prepare",
-      message,
-      sourceRunning: true,
-    };
-    await this.store.append(w.migrationId, [event], `${w.migrationId}.live.failed`);
-    await this.ack(m, log);
   }
 
   private async move(w: TransferBatch, m: JsMsg, signal: AbortSignal, log: Logger): Promise<void> {

@@ -6,7 +6,7 @@ import type { VmDefinition } from "#schemas/index.js";
 import type { TunnelTable } from "../data-channel/tunnel.js";
 import { QmpClient } from "./qmp.js";
 import { liveQmp } from "./qmp-live.js";
-import { parseDefinition, readRecord, runDirOf, startVm, stopVm, VmError } from "./runner.js";
+import { listVms, markArrived, parseDefinition, readRecord, runDirOf, startVm, stopVm, VmError } from "./runner.js";
 
 // The destination half of a live migration. prepare() creates the disks beneath the destination
 // root (never over an existing file), starts QEMU from the same definition paused with
@@ -119,6 +119,7 @@ export class IncomingVms implements LiveDestination {
       const status = await qmp.execute("query-status");
       if (status.status !== "running") throw new VmError(`the destination guest is ${status.status} after cont`);
     });
+    markArrived(this.stateDir, name);
     entry.revoke();
     this.incoming.delete(migrationId);
     this.log.info({ migrationId, vm: name }, "live migration: guest runs at the destination");
@@ -146,6 +147,44 @@ export class IncomingVms implements LiveDestination {
     removeDisks(def, entry.created);
     this.incoming.delete(migrationId);
     this.log.info({ migrationId, vm: def.name }, "live migration: destination cleaned up");
+  }
+
+  /**
+   * Removes what incoming migrations of a mover process that is gone left (it died before their
+   * guest ran here): each QEMU still waiting for its stream is stopped and the disks it was given,
+   * which prepare created, are removed. Those of a live mover (the holder, beside a standby) stay.
+   * Resolves with the VMs removed.
+   */
+  async sweep(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const vm of await listVms(this.stateDir)) {
+      let record;
+      try {
+        record = readRecord(this.stateDir, vm.name);
+      } catch {
+        continue;
+      }
+      if (record.incoming === undefined || isAlive(record.incoming.moverPid)) continue;
+      const def = record.definition;
+      const log = this.log.child({ vm: vm.name, root: def.root });
+      try {
+        await stopOrKill(this.stateDir, vm.name);
+        removeDisks(
+          def,
+          def.disks.map((d) => d.path),
+        );
+        removed.push(vm.name);
+        log.warn("live migration: removed a destination guest an earlier mover left");
+      } catch (err) {
+        log.error({ err }, "live migration: could not remove a destination guest an earlier mover left");
+      }
+    }
+    return removed;
+  }
+
+  /** Aborts every migration prepared here whose guest does not run here yet (the mover stops). */
+  async abortAll(): Promise<void> {
+    for (const id of [...this.incoming.keys()]) await this.abort(id).catch(() => undefined);
   }
 
   private entryOf(migrationId: string): Incoming {
@@ -198,15 +237,30 @@ function removeDisks(def: VmDefinition, created: readonly string[]): void {
   const root = openRootDir(def.root);
   try {
     for (const path of created) {
-      const dir = root.openDir(dirname(path));
+      const parent = dirname(path);
+      const name = path.slice(path.lastIndexOf("/") + 1);
+      if (parent === ".") {
+        root.unlink(name, { ignoreMissing: true });
+        continue;
+      }
+      const dir = root.openDir(parent);
       try {
-        dir.unlink(path.slice(path.lastIndexOf("/") + 1), { ignoreMissing: true });
+        dir.unlink(name, { ignoreMissing: true });
       } finally {
         dir.close();
       }
     }
   } finally {
     root.close();
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

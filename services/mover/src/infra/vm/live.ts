@@ -493,3 +493,44 @@ class LiveRun {
     }
   }
 }
+
+/**
+ * Rolls back what a live run that is gone (its mover died) left in the source QEMU of VM `name`:
+ * the outgoing migration, the mirror jobs and their NBD nodes; a paused guest is continued.
+ * Resolves with whether the guest runs afterwards.
+ */
+export async function rollBackLeftovers(stateDir: string, name: string, log: Logger): Promise<boolean> {
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(readRecord(stateDir, name).qmp);
+  } catch (err) {
+    log.warn({ err }, "the source VM does not answer; nothing to roll back there");
+    return false;
+  }
+  const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      log.warn({ err }, `roll back: ${what} failed`);
+    }
+  };
+  try {
+    const info = await liveQmp(qmp, "query-migrate");
+    if (info.status !== undefined && !["none", "completed", "failed", "cancelled"].includes(info.status))
+      await step("migrate_cancel", () => liveQmp(qmp, "migrate_cancel"));
+    const ours = (jobs: { device: string }[]) => jobs.filter((j) => j.device.startsWith("live-"));
+    for (const job of ours(await liveQmp(qmp, "query-block-jobs")))
+      await step(`cancel ${job.device}`, () => liveQmp(qmp, "block-job-cancel", { device: job.device, force: true }));
+    const deadline = Date.now() + 10_000;
+    while (ours(await liveQmp(qmp, "query-block-jobs")).length > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    const nodes = await liveQmp(qmp, "query-named-block-nodes", { flat: true });
+    for (const n of nodes.filter((n) => n["node-name"].startsWith("live-nbd-")))
+      await step(`drop ${n["node-name"]}`, () => liveQmp(qmp, "blockdev-del", { "node-name": n["node-name"] }));
+    const s = await qmp.execute("query-status");
+    if (s.status !== "running") await step("resume the source", () => qmp.execute("cont"));
+    return (await qmp.execute("query-status")).status === "running";
+  } finally {
+    qmp.close();
+  }
+}

@@ -39,6 +39,8 @@ const VmRecord = z.object({
   pid: z.number().int().positive().optional(),
   adopted: z.boolean(),
   startedAt: z.iso.datetime(),
+  /** Started paused for an incoming live migration, by the mover process `moverPid`; its guest has not run here yet. */
+  incoming: z.object({ moverPid: z.number().int().positive() }).optional(),
 });
 export type VmRecord = z.infer<typeof VmRecord>;
 
@@ -170,6 +172,7 @@ export async function startVm(input: unknown, stateDir: string, opts: StartOptio
         ...(child.pid === undefined ? {} : { pid: child.pid }),
         adopted: false,
         startedAt: new Date().toISOString(),
+        ...(opts.incoming === true ? { incoming: { moverPid: process.pid } } : {}),
       };
       writeRecord(runDir, record);
       return {
@@ -263,6 +266,12 @@ export function readRecord(stateDir: string, name: string): VmRecord {
 }
 
 /** state.json replaced whole (a reader never sees half a record). */
+/** An incoming VM's guest runs: it is this host's VM from now on. */
+export function markArrived(stateDir: string, name: string): void {
+  const { incoming: _incoming, ...record } = readRecord(stateDir, name);
+  writeRecord(runDirOf(stateDir, name), record);
+}
+
 function writeRecord(runDir: string, record: VmRecord): void {
   const file = join(runDir, "state.json");
   writeFileSync(`${file}.tmp`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
