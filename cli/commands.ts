@@ -276,7 +276,8 @@ export const COMMANDS: CommandSpec[] = [
     usage:
       "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
       "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--id ID] [--wait] [--json] " +
-      "| --live --vm NAME --from HOST --to HOST:DIR [--downtime-limit MS] [--id ID] [--wait] [--json]",
+      "| --live --vm NAME --from HOST --to HOST:DIR [--downtime-limit MS] [--bandwidth-limit SIZE/s] [--postcopy] " +
+      "[--no-auto-converge] [--id ID] [--wait] [--json]",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -294,7 +295,9 @@ export const COMMANDS: CommandSpec[] = [
         value: "SIZE/s",
         check: "rate",
         defaultText: "unlimited",
-        help: `bytes per second on the wire (${SIZE_UNITS}), e.g. 100M/s`,
+        help:
+          `bytes per second on the wire (${SIZE_UNITS}), e.g. 100M/s; with --live, of the RAM stream and of the ` +
+          "disk mirror each",
       },
       {
         name: "streams",
@@ -335,6 +338,16 @@ export const COMMANDS: CommandSpec[] = [
         check: "count",
         defaultText: "300",
         help: "with --live: longest guest pause at switchover, in ms (1-60000)",
+      },
+      {
+        name: "postcopy",
+        help:
+          "with --live: when precopy stalls even with the guest throttled, switch to postcopy (the guest runs at " +
+          "the destination and fetches its last pages from the source) instead of failing",
+      },
+      {
+        name: "no-auto-converge",
+        help: "with --live: when precopy stalls, do not throttle the guest's vCPUs first",
       },
       { name: "id", value: "ID", defaultText: "a new id", help: "the migration's id (must be unused)" },
       { name: "wait", help: "follow the migration to its end with progress; exit 1 unless it completes" },

@@ -389,6 +389,8 @@ async function migrate(argv: string[]): Promise<number> {
     "no-verify": { type: "boolean", default: false },
     live: { type: "boolean", default: false },
     "downtime-limit": { type: "string" },
+    postcopy: { type: "boolean", default: false },
+    "no-auto-converge": { type: "boolean", default: false },
     id: { type: "string" },
     wait: { type: "boolean", default: false },
     "data-dir": { type: "string" },
@@ -397,12 +399,17 @@ async function migrate(argv: string[]): Promise<number> {
     throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR (or --live --from HOST)");
   if (values.live && values.from.includes(":"))
     throw new UsageError("--live: --from names the source host only; the VM's definition there lists its disks");
-  if (!values.live && values["downtime-limit"] !== undefined) throw new UsageError("--downtime-limit needs --live");
+  for (const flag of ["downtime-limit", "postcopy", "no-auto-converge"] as const)
+    if (!values.live && values[flag] !== undefined && values[flag] !== false)
+      throw new UsageError(`--${flag} needs --live`);
+  // With --live the bandwidth limit applies to the RAM stream and to the disk mirror, each.
+  const liveLimit =
+    values.live && values["bandwidth-limit"] ? parseRate("--bandwidth-limit", values["bandwidth-limit"]) : undefined;
   const options = {
     verify: !values["no-verify"],
     ...(values["chunk-size"] ? { chunkSizeBytes: parseSize("--chunk-size", values["chunk-size"]) } : {}),
     ...(values["batch-size"] ? { batchSizeBytes: parseSize("--batch-size", values["batch-size"]) } : {}),
-    ...(values["bandwidth-limit"]
+    ...(values["bandwidth-limit"] && !values.live
       ? { bandwidthLimitBytesPerSec: parseRate("--bandwidth-limit", values["bandwidth-limit"]) }
       : {}),
     ...(values.streams ? { streams: Number(values.streams) } : {}),
@@ -423,8 +430,14 @@ async function migrate(argv: string[]): Promise<number> {
       ...(values.live
         ? {
             mode: "live" as const,
-            live:
-              downtime === undefined ? {} : { downtimeLimitMs: parseIntIn("--downtime-limit", downtime, 1, 60_000) },
+            live: {
+              ...(downtime === undefined
+                ? {}
+                : { downtimeLimitMs: parseIntIn("--downtime-limit", downtime, 1, 60_000) }),
+              ...(liveLimit === undefined ? {} : { ramBytesPerSec: liveLimit, mirrorBytesPerSec: liveLimit }),
+              ...(values.postcopy ? { postcopy: true } : {}),
+              ...(values["no-auto-converge"] ? { autoConverge: false } : {}),
+            },
           }
         : {}),
     });

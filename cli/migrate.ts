@@ -49,6 +49,10 @@ const FLAG_OF: Record<string, string> = {
   verify: "--no-verify",
   live: "--live",
   downtimeLimitMs: "--downtime-limit",
+  ramBytesPerSec: "--bandwidth-limit",
+  mirrorBytesPerSec: "--bandwidth-limit",
+  postcopy: "--postcopy",
+  autoConverge: "--no-auto-converge",
 };
 
 function flagOf(path: readonly PropertyKey[]): string {

@@ -182,8 +182,10 @@ export const LiveMigrationOptions = z.object({
   ramBytesPerSec: BandwidthLimit.optional(),
   /** Disk mirror limit, bytes per second. Default: none. */
   mirrorBytesPerSec: BandwidthLimit.optional(),
-  /** Throttle the guest's vCPUs when precopy does not converge. Default false. */
+  /** When precopy stalls, first throttle the guest's vCPUs (auto-converge). Default true. */
   autoConverge: z.boolean().optional(),
+  /** When precopy still stalls, switch to postcopy (the guest runs at the destination at once). Default false. */
+  postcopy: z.boolean().optional(),
   /** Mirror guest writes synchronously (write-blocking): for a guest dirtying faster than the link. Default false. */
   writeBlocking: z.boolean().optional(),
   /** Give up (the source guest keeps running) after this many ms (1000..86400000). Default 600000. */

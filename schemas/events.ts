@@ -299,6 +299,10 @@ export const LiveMigrationProgress = z.object({
   /** Pages the guest dirties per second, as QEMU measured it. */
   dirtyPagesPerSec: Uint.optional(),
   elapsedMs: Ms.optional(),
+  /** Precopy stalled: the rung applied from now on (auto-converge's throttle, then postcopy). */
+  rung: z.enum(["auto-converge", "postcopy"]).optional(),
+  /** Auto-converge's vCPU throttle when the stall was seen, percent. */
+  throttlePct: z.number().int().min(0).max(100).optional(),
 });
 
 /** The live migration completed: the guest runs at the destination, the source QEMU is gone. */

@@ -143,6 +143,8 @@ export const LivePrepare = z.object({
   definition: VmDefinition,
   /** Size in bytes of each disk, by id, as the source guest sees it. */
   diskSizes: z.array(z.object({ id: Name, sizeBytes: Uint })).max(MAX_VOLUMES),
+  /** The migration may switch to postcopy: the destination QEMU takes the capability too. */
+  postcopy: z.boolean().optional(),
 });
 /** The source's migration completed and its mirror ended: the guest is to run at the destination. */
 export const LiveFinish = z.object({

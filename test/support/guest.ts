@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,8 @@ import { gzipSync } from "node:zlib";
 // (block 0: "DWCPCTR1" + i), each fsynced, and prints "dwcp-counter i" on the serial console.
 // At boot it continues from the header's count. An image is a consistent point in time when its
 // log is contiguous from 1 to some L, no entry lies beyond L, and the header says L or L - 1
-// (the step between the two writes); checkCounterImage says which.
+// (the step between the two writes); checkCounterImage says which. With `dwcp.dirty` on the
+// kernel command line it also keeps rewriting 1 MiB of its RAM.
 
 const MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"];
 
@@ -24,6 +26,12 @@ hdr=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 24)
 seq=0
 case "$hdr" in DWCPCTR1*) seq=$(echo "$hdr" | cut -c9-24 | sed 's/^0*//'); seq=\${seq:-0};; esac
 echo "dwcp-guest boot seq=$seq" > /dev/ttyS0
+# dwcp.dirty on the kernel command line: also rewrite 1 MiB of RAM with random bytes, forever (a
+# guest whose memory precopy cannot catch up with at a tight downtime limit).
+case " $(cat /proc/cmdline) " in
+  *" dwcp.dirty "*)
+    (while true; do dd if=/dev/urandom of=/tmp/dirt bs=4096 count=256 conv=notrunc 2>/dev/null; done) & ;;
+esac
 max=$(( $(blockdev --getsz /dev/vda) - 1 ))
 while [ $seq -lt $max ]; do
   seq=$((seq + 1))
@@ -42,12 +50,17 @@ export interface Guest {
   append: string;
 }
 
-/** Builds (or finds in the cache) the guest's kernel and initramfs. */
-export function buildGuest(cacheDir = join(homedir(), ".cache", "dwcp", "guest")): Guest {
+const INIT_HASH = createHash("sha256").update(INIT).update(MODULES.join(",")).digest("base64url").slice(0, 16);
+
+/**
+ * Builds (or finds in the cache) the guest's kernel and initramfs. Each version of the guest has
+ * a cache directory of its own, so checkouts with different guests on one machine share none.
+ */
+export function buildGuest(cacheDir = join(homedir(), ".cache", "dwcp", "guest", INIT_HASH)): Guest {
   const kernel = join(cacheDir, "vmlinuz");
   const initrd = join(cacheDir, "initrd.img");
   const append = "console=ttyS0 quiet panic=-1";
-  const initHash = Buffer.from(INIT).toString("base64url").slice(-16);
+  const initHash = INIT_HASH;
   const stamp = join(cacheDir, "stamp");
   if (existsSync(kernel) && existsSync(initrd) && existsSync(stamp) && readFileSync(stamp, "utf8") === initHash)
     return { kernel, initrd, append };

@@ -45,7 +45,7 @@ const definition = (root: string): VmDefinitionInput => ({
   root,
   memoryMiB: 128,
   disks: [{ id: "disk0", path: "vms/g/disk.img" }],
-  boot: { kernel: "boot/vmlinuz", initrd: "boot/initrd.img", append: "console=ttyS0 quiet panic=-1" },
+  boot: { kernel: "boot/vmlinuz", initrd: "boot/initrd.img", append: "console=ttyS0 quiet panic=-1 dwcp.dirty" },
 });
 
 const counters = (text: string): number[] => [...text.matchAll(/dwcp-counter (\d+)/g)].map((m) => Number(m[1]));
@@ -152,12 +152,48 @@ describe("live migration through the movers' data channel", () => {
     expect(existsSync(join(rootB, "vms/g/disk.img"))).toBe(false);
     expect(await listVms(stateB)).toEqual([]);
 
-    // 3. A migration that completes.
+    // 3. Precopy that cannot converge: the guest rewrites 1 MiB of RAM with random bytes all the
+    // time (dwcp.dirty), far more than 1 ms at 16 MiB/s carries. Without a rung left it says so
+    // and fails, the source running on.
+    const rungsOf = (rs: LiveReport[]) => rs.flatMap((r) => (r.kind === "not-converging" ? [r.rung] : []));
+    const stalling = { downtimeLimitMs: 1, bandwidthBytesPerSec: 16 * MiB, stallPasses: 3 };
+    const stalled: LiveReport[] = [];
+    const err3 = await migrateLive({
+      ...options("live-stall", incoming, stalled),
+      ...stalling,
+      autoConverge: false,
+    }).catch((e: unknown) => e);
+    expect(err3).toMatchObject({ phase: "precopy", code: "LIVE_MIGRATION_FAILED" });
+    expect(String(err3)).toMatch(/precopy does not converge: .*\(allow postcopy/);
+    expect(rungsOf(stalled)).toEqual([]);
+    expect((await statusOf(stateA, "g")).state).toBe("running");
+    expect(await listVms(stateB)).toEqual([]);
+
+    // 4. By default the first rung is auto-converge's throttle (cancelled once it applies).
+    const throttled: LiveReport[] = [];
+    const stop = new AbortController();
+    const err4 = await migrateLive({
+      ...options("live-throttle", incoming, throttled),
+      ...stalling,
+      signal: stop.signal,
+      onReport: (r) => {
+        throttled.push(r);
+        if (r.kind === "not-converging") stop.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(err4).toMatchObject({ phase: "precopy", code: "LIVE_MIGRATION_CANCELLED" });
+    expect(rungsOf(throttled)).toEqual(["auto-converge"]);
+    expect((await statusOf(stateA, "g")).state).toBe("running");
+
+    // 5. With postcopy allowed the stalled migration switches to postcopy and completes.
     const reports: LiveReport[] = [];
     let sourceText = "";
     const sourcePid = readRecord(stateA, "g").pid ?? 0;
     const result = await migrateLive({
       ...options("live-ok", incoming, reports),
+      ...stalling,
+      autoConverge: false,
+      postcopy: true,
       onReport: (r) => {
         reports.push(r);
         // The source is paused from here: its console holds its last count.
@@ -165,13 +201,16 @@ describe("live migration through the movers' data channel", () => {
       },
     });
     const kinds = [...new Set(reports.map((r) => r.kind))];
-    // In order: mirror progress (if the mirror took a report interval) before READY, precopy passes before switchover.
+    // In order: mirror progress (if the mirror took a report interval) before READY, precopy passes
+    // and its rungs before switchover.
     expect(kinds.filter((k) => k !== "mirror" && k !== "precopy")).toEqual([
       "started",
       "mirror-ready",
+      "not-converging",
       "switchover",
       "completed",
     ]);
+    expect(rungsOf(reports)).toEqual(["postcopy"]);
     expect(kinds.indexOf("precopy")).toBeGreaterThan(kinds.indexOf("mirror-ready"));
     const switchover = reports.findIndex((r) => r.kind === "switchover");
     expect(reports.findLastIndex((r) => r.kind === "precopy")).toBeLessThan(switchover);

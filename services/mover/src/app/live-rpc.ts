@@ -45,6 +45,7 @@ export class LiveRpcClient implements LiveDestination {
         destDir: this.o.destDir,
         definition: req.definition,
         diskSizes,
+        ...(req.postcopy === true ? { postcopy: true } : {}),
       },
       PREPARE_TIMEOUT_MS,
     );
@@ -157,7 +158,13 @@ async function answer(req: LiveRequest, o: LiveServeOptions, log: Logger): Promi
     case "livePrepare": {
       const definition: VmDefinition = { ...req.definition, root: await o.resolveDir(req.destDir) };
       const diskSizes = Object.fromEntries(req.diskSizes.map((d) => [d.id, d.sizeBytes]));
-      await o.destination.prepare({ migrationId: req.migrationId, sourceHost: req.sourceHost, definition, diskSizes });
+      await o.destination.prepare({
+        migrationId: req.migrationId,
+        sourceHost: req.sourceHost,
+        definition,
+        diskSizes,
+        ...(req.postcopy === true ? { postcopy: true } : {}),
+      });
       log.info({ vm: definition.name, root: definition.root }, "live migration prepared");
       return { ok: true };
     }

@@ -124,6 +124,7 @@ export class LiveWorker {
         bandwidthBytesPerSec: w.live.ramBytesPerSec,
         mirrorBytesPerSec: w.live.mirrorBytesPerSec,
         autoConverge: w.live.autoConverge,
+        postcopy: w.live.postcopy,
         writeBlocking: w.live.writeBlocking,
         timeoutMs: w.live.timeoutMs,
         onReport,

@@ -78,6 +78,20 @@ export function liveEventOf(
         transferredBytes: r.transferredBytes,
         dirtyPagesPerSec: Math.max(0, Math.round(r.dirtyPagesPerSec)),
       });
+    case "not-converging":
+      // Always recorded: the operator learns that precopy stalled and which rung now applies.
+      return {
+        recorder: { ...s, lastPhase: "precopy", lastProgressMs: nowMs },
+        event: {
+          type: "LiveMigrationProgress",
+          ...base,
+          phase: "precopy",
+          precopyPass: r.pass,
+          remainingBytes: r.remainingBytes,
+          rung: r.rung,
+          throttlePct: r.throttlePct,
+        },
+      };
     case "switchover":
       return progress(s, "switchover", {});
     case "completed":

@@ -25,6 +25,8 @@ export interface IncomingRequest {
   definition: VmDefinition;
   /** Size in bytes of each disk (by id), as the source guest sees it. */
   diskSizes: Record<string, number>;
+  /** The source may switch to postcopy (both QEMUs need the capability). */
+  postcopy?: boolean;
 }
 
 /** What the source side calls on the destination (in process, or through the mover RPC). */
@@ -77,6 +79,7 @@ export class IncomingVms implements LiveDestination {
             { capability: "events", state: true },
             // Images stay inactive until `cont`: the source's mirror writes until then.
             { capability: "late-block-activate", state: true },
+            { capability: "postcopy-ram", state: req.postcopy === true },
           ],
         });
         await liveQmp(qmp, "nbd-server-start", { addr: { type: "unix", data: { path: nbd } } });
@@ -108,7 +111,8 @@ export class IncomingVms implements LiveDestination {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const info = await liveQmp(qmp, "query-migrate");
-        if (info.status === "completed") break;
+        // In postcopy the guest runs here while its last pages still arrive (faulted in on demand).
+        if (info.status === "completed" || info.status === "postcopy-active") break;
         if (info.status === "failed" || info.status === "cancelled")
           throw new VmError(`the incoming migration ${info.status}: ${info["error-desc"] ?? "no reason given"}`);
         if (Date.now() > deadline) throw new VmError(`the incoming migration did not complete within ${timeoutMs} ms`);

@@ -8,6 +8,13 @@ import { LIVE_CHANNELS, type LiveDestination } from "./live-incoming.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { BlockJobEvent, liveQmp, type MigrationInfo } from "./qmp-live.js";
 import { readRecord, runDirOf } from "./runner.js";
+import {
+  DEFAULT_STALL_PASSES,
+  initialConvergence,
+  nextRung,
+  observePass,
+  type ConvergenceRung,
+} from "../../domain/live/convergence.js";
 
 // The source half of a live migration, driving both QEMUs. The destination starts its QEMU paused
 // with `-incoming defer` and exports its new disks over NBD; here every disk is mirrored
@@ -54,6 +61,15 @@ export type LiveReport =
       dirtyPagesPerSec: number;
       mbps: number;
     }
+  | {
+      kind: "not-converging";
+      /** The rung applied now. */
+      rung: ConvergenceRung;
+      pass: number;
+      remainingBytes: number;
+      /** Auto-converge's vCPU throttle when the stall was seen. */
+      throttlePct: number;
+    }
   | { kind: "switchover" }
   | {
       kind: "completed";
@@ -83,8 +99,19 @@ export interface LiveOptions {
   bandwidthBytesPerSec?: number;
   /** Disk mirror limit in bytes/s. Default: none. */
   mirrorBytesPerSec?: number;
-  /** Throttle the guest's vCPUs when precopy does not converge. Default false. */
+  /**
+   * The first rung when precopy stalls: throttle the guest's vCPUs (auto-converge) from then on.
+   * Default true; false skips it.
+   */
   autoConverge?: boolean;
+  /**
+   * The last rung when precopy stalls: switch to postcopy (the guest runs at the destination and
+   * fetches the pages it still lacks from the source). Default false: a migration that stalls on
+   * every rung fails, the source guest running on.
+   */
+  postcopy?: boolean;
+  /** Passes without progress that make a stall (domain/live/convergence.ts). Default 5. */
+  stallPasses?: number;
   /** Mirror guest writes synchronously (write-blocking) instead of in the background. Default false. */
   writeBlocking?: boolean;
   /** At most one mirror and one precopy report per this interval. Default 500 ms. */
@@ -127,6 +154,8 @@ class LiveRun {
   private readonly mirrored: string[] = [];
   private readonly nbdNodes: string[] = [];
   private migrating = false;
+  /** migrate-continue was sent in postcopy: the guest's state is split between the hosts. */
+  private postcopyStarted = false;
   /** The NBD nodes are being dropped: their tunnels end as they should. */
   private nbdClosing = false;
   /** The destination's prepare(), awaited before it is told to abort (it may still be starting QEMU). */
@@ -164,19 +193,22 @@ class LiveRun {
         sourceHost: this.o.sourceHost,
         definition: { ...this.def, root: this.o.destRoot },
         diskSizes: sizes,
+        ...(this.o.postcopy === true ? { postcopy: true } : {}),
       });
       await this.guard(this.preparing);
       await this.openTunnels();
       this.phase = "mirror";
       await this.mirror();
       this.phase = "precopy";
-      const info = await this.precopy();
+      let info = await this.precopy();
       this.phase = "switchover";
-      await this.endMirror();
+      if (this.mirrored.length > 0) await this.endMirror();
       // From here a cancel no longer applies: the source is paused and its disk is in sync.
       this.phase = "finish";
       await this.o.destination.finish(this.o.migrationId);
       const pausedMs = Math.round(performance.now() - (this.stoppedAt ?? performance.now()));
+      // In postcopy the guest runs at the destination already; the source serves its missing pages until done.
+      if (this.postcopyStarted) info = await this.postcopyDone();
       await this.quitSource();
       const result = {
         totalMs: Math.round(performance.now() - this.started),
@@ -189,6 +221,20 @@ class LiveRun {
     } catch (err) {
       const cancelled = this.o.signal?.aborted === true;
       const reason = (err as Error).message;
+      if (this.postcopyStarted) {
+        // The destination holds the guest's device state and the pages it has, the source the rest:
+        // neither can run alone, so nothing is rolled back.
+        this.log.error({ err }, "live migration failed in postcopy: the guest runs on neither host");
+        this.report({ kind: "failed", phase: this.phase, reason, cancelled: false });
+        throw new LiveMigrationError(
+          `live migration of ${this.def.name} failed in postcopy: ${reason}`,
+          this.phase,
+          false,
+          {
+            cause: err,
+          },
+        );
+      }
       this.log.warn({ err, phase: this.phase, cancelled }, "live migration stopped; the source guest runs on");
       await this.rollBack();
       this.report({ kind: "failed", phase: this.phase, reason, cancelled });
@@ -284,17 +330,29 @@ class LiveRun {
     }
   }
 
-  /** RAM precopy through the migration tunnel; resolves with QEMU's figures once it completed. */
+  /**
+   * RAM precopy through the migration tunnel; resolves with QEMU's figures once it completed (or,
+   * after the postcopy rung, once postcopy runs). A precopy that stalls (domain/live/convergence.ts)
+   * says so and climbs the next rung: auto-converge's throttle, then postcopy if allowed, then it
+   * fails. With postcopy allowed QEMU pauses before the switchover, where the mirror is ended
+   * before the device state leaves.
+   */
   private async precopy(): Promise<MigrationInfo> {
+    const autoConverge = this.o.autoConverge !== false;
+    const postcopy = this.o.postcopy === true;
     await liveQmp(this.qmp, "migrate-set-capabilities", {
       capabilities: [
         { capability: "events", state: true },
-        { capability: "auto-converge", state: this.o.autoConverge === true },
+        // On from the start (QEMU cannot turn it on later) but held at 1% until its rung.
+        { capability: "auto-converge", state: autoConverge },
+        { capability: "postcopy-ram", state: postcopy },
+        { capability: "pause-before-switchover", state: postcopy },
       ],
     });
     await liveQmp(this.qmp, "migrate-set-parameters", {
       "downtime-limit": this.o.downtimeLimitMs ?? 300,
       "max-bandwidth": this.o.bandwidthBytesPerSec ?? UNLIMITED_BYTES_PER_SEC,
+      ...(autoConverge ? { "cpu-throttle-initial": 1, "max-cpu-throttle": 1 } : {}),
     });
     await liveQmp(this.qmp, "migrate", { uri: `unix:${this.listeners[1]?.path as string}` });
     this.migrating = true;
@@ -303,12 +361,27 @@ class LiveRun {
     let lastPass = -1;
     let lastReport = 0;
     let lastCheck = performance.now();
+    let convergence = initialConvergence();
+    const applied: ConvergenceRung[] = [];
+    const stallPasses = this.o.stallPasses ?? DEFAULT_STALL_PASSES;
     for (;;) {
       this.check();
       const info = await liveQmp(this.qmp, "query-migrate");
       if (info.status === "completed") {
         this.migrating = false;
         return info;
+      }
+      if (info.status === "postcopy-active") return info;
+      if (info.status === "pre-switchover") {
+        // The source is paused and its device state not sent: the disks are brought in sync first.
+        this.phase = "switchover";
+        if (this.mirrored.length > 0) await this.endMirror();
+        if (applied.includes("postcopy")) {
+          this.phase = "finish";
+          this.postcopyStarted = true;
+        }
+        await liveQmp(this.qmp, "migrate-continue", { state: "pre-switchover" });
+        continue;
       }
       if (info.status === "failed" || info.status === "cancelled")
         throw new LiveStepError(`QEMU's migration ${info.status}: ${info["error-desc"] ?? "no reason given"}`);
@@ -330,8 +403,55 @@ class LiveRun {
           mbps: info.ram.mbps ?? 0,
         });
       }
+      if (info.ram !== undefined && !paused && !applied.includes("postcopy")) {
+        const seen = observePass(convergence, { pass, remainingBytes: info.ram.remaining }, { stallPasses });
+        convergence = seen.state;
+        const throttlePct = info["cpu-throttle-percentage"] ?? 0;
+        // Auto-converge ramps its throttle up over many passes: its rung is spent once at its
+        // ceiling, or after three times the passes of a stall.
+        const spent =
+          !applied.includes("auto-converge") || throttlePct >= 99 || convergence.flatPasses >= 3 * stallPasses;
+        if (seen.stalled && spent) {
+          const rung = nextRung(applied, { autoConverge, postcopy });
+          const stuck =
+            `${info.ram.remaining} bytes still to copy after ${pass} passes at ` +
+            `${Math.round(info.ram.mbps ?? 0)} Mbit/s, the guest throttled to ${throttlePct}%`;
+          if (rung === undefined)
+            throw new LiveStepError(
+              `precopy does not converge: ${stuck}, downtime limit ${this.o.downtimeLimitMs ?? 300} ms ` +
+                `(allow postcopy, or raise the downtime limit or the bandwidth)`,
+            );
+          applied.push(rung);
+          convergence = initialConvergence();
+          this.log.warn({ rung, pass, remainingBytes: info.ram.remaining, throttlePct }, `precopy stalls: ${rung}`);
+          this.report({ kind: "not-converging", rung, pass, remainingBytes: info.ram.remaining, throttlePct });
+          if (rung === "auto-converge")
+            await liveQmp(this.qmp, "migrate-set-parameters", {
+              "cpu-throttle-initial": 20,
+              "cpu-throttle-increment": 20,
+              "max-cpu-throttle": 99,
+            });
+          else await liveQmp(this.qmp, "migrate-start-postcopy");
+        }
+      }
       if (performance.now() > deadline)
         throw new LiveStepError(`precopy did not complete within ${this.o.timeoutMs ?? 600_000} ms`);
+      await this.sleep(20);
+    }
+  }
+
+  /** Postcopy runs with the guest at the destination: waits until the source sent its last page. */
+  private async postcopyDone(): Promise<MigrationInfo> {
+    const deadline = performance.now() + (this.o.timeoutMs ?? 600_000);
+    for (;;) {
+      const info = await liveQmp(this.qmp, "query-migrate");
+      if (info.status === "completed") {
+        this.migrating = false;
+        return info;
+      }
+      if (info.status !== "postcopy-active" && info.status !== "device")
+        throw new LiveStepError(`postcopy ended ${info.status ?? "without a status"}: ${info["error-desc"] ?? ""}`);
+      if (performance.now() > deadline) throw new LiveStepError("postcopy did not complete in time");
       await this.sleep(20);
     }
   }

@@ -39,6 +39,8 @@ export const MigrationInfo = z
     "expected-downtime": z.number().nonnegative().optional(),
     "setup-time": z.number().nonnegative().optional(),
     ram: RamStats.optional(),
+    /** Auto-converge's current vCPU throttle, once it throttles. */
+    "cpu-throttle-percentage": z.number().int().min(0).max(100).optional(),
     "error-desc": z.string().max(4096).optional(),
   })
   .loose();
@@ -62,6 +64,8 @@ export const LiveQmp = {
   "migrate-set-parameters": Empty,
   migrate: Empty,
   migrate_cancel: Empty,
+  "migrate-continue": Empty,
+  "migrate-start-postcopy": Empty,
   "migrate-incoming": Empty,
   "query-migrate": MigrationInfo,
   "nbd-server-start": Empty,
