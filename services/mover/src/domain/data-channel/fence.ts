@@ -15,7 +15,10 @@ import type { BatchBegin } from "./frames.js";
  *
  * A sender that stripes one batch over several connections sends every stripe with the same
  * token and the same `stripe` id: those sessions hold the batch together (each writes only its
- * own chunks). A claim with an equal token and another (or no) stripe id is a new holder as above.
+ * own run of chunks). A claim with an equal token and another (or no) stripe id is a new holder as
+ * above. A claim of the group whose run overlaps a holder's is that stripe resumed on a new
+ * connection: the old session is superseded, as TCP may still deliver on its abandoned connection
+ * chunks the new session's RESUME_AT must not miss.
  */
 export interface FenceToken {
   attempt: number;
@@ -33,15 +36,35 @@ export const compareTokens = (a: FenceToken, b: FenceToken): number => a.attempt
 export const fenceKey = (b: Pick<BatchBegin, "migrationId" | "destDir" | "destName" | "batch">): string =>
   JSON.stringify([b.migrationId, b.destDir, b.destName, b.batch]);
 
+/** The chunks one stripe of a batch carries (BatchBegin's firstChunk and chunkCount). */
+export interface Run {
+  firstChunk: number;
+  chunkCount: number;
+}
+
+/** Two runs share a chunk; a holder that named no run shares none. */
+const overlaps = (a: Run | undefined, b: Run | undefined): boolean =>
+  a !== undefined &&
+  b !== undefined &&
+  a.firstChunk < b.firstChunk + b.chunkCount &&
+  b.firstChunk < a.firstChunk + a.chunkCount;
+
 export type Claim<H> =
-  | { granted: true /** The live holders this claim took over from; they must stop writing. */; superseded?: H[] }
+  | {
+      granted: true;
+      /** The live holders this claim took over from; they must stop writing. */
+      superseded?: H[];
+      /** They are the claimant's own stripe group: its run resumed on a new connection. */
+      resumed?: true;
+    }
   | { granted: false; newer: FenceToken };
 
 interface Entry<H> {
   token: FenceToken;
   /** The stripe group holding the batch (undefined: a single session). */
   stripe: string | undefined;
-  holders: Set<H>;
+  /** Each live holder and the run of chunks it writes, if it named one. */
+  holders: Map<H, Run | undefined>;
 }
 
 /**
@@ -54,24 +77,27 @@ export class FenceTable<H> {
   /** @param maxKeys batches remembered; default 65536 (a few MiB). */
   constructor(private readonly maxKeys = 65_536) {}
 
-  claim(key: string, token: FenceToken, holder: H, stripe?: string): Claim<H> {
+  /** `run`: the chunks `holder` writes, for a stripe; a stripe of the group holding `run` is superseded. */
+  claim(key: string, token: FenceToken, holder: H, stripe?: string, run?: Run): Claim<H> {
     const current = this.entries.get(key);
     if (current !== undefined && compareTokens(token, current.token) < 0)
       return { granted: false, newer: current.token };
     this.entries.delete(key); // re-insert: the Map's order is the eviction order
     const joins = current !== undefined && stripe !== undefined && current.stripe === stripe;
     if (joins && compareTokens(token, current.token) === 0) {
-      current.holders.add(holder);
+      const resumed = [...current.holders].filter(([h, r]) => h !== holder && overlaps(r, run)).map(([h]) => h);
+      for (const h of resumed) current.holders.delete(h);
+      current.holders.set(holder, run);
       this.entries.set(key, current);
-      return { granted: true };
+      return resumed.length === 0 ? { granted: true } : { granted: true, superseded: resumed, resumed: true };
     }
-    this.entries.set(key, { token, stripe, holders: new Set([holder]) });
+    this.entries.set(key, { token, stripe, holders: new Map([[holder, run]]) });
     while (this.entries.size > this.maxKeys) {
       const oldest = this.entries.keys().next();
       if (oldest.done === true) break;
       this.entries.delete(oldest.value);
     }
-    const superseded = [...(current?.holders ?? [])].filter((h) => h !== holder);
+    const superseded = [...(current?.holders.keys() ?? [])].filter((h) => h !== holder);
     return superseded.length === 0 ? { granted: true } : { granted: true, superseded };
   }
 

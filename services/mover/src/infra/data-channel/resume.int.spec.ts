@@ -16,15 +16,25 @@ const secret = Buffer.alloc(32, 7);
 const CHUNKS = 24;
 const SIZE = CHUNKS * MiB;
 
-/** Calls `onFrame` with each frame's type and header offset as the stream passes. */
+/** Calls `onFrame` with each frame's type and header offset as the stream passes; counts whole frames by type. */
 class OffsetWalker extends FrameWalker {
+  private type = 0;
+  private readonly ended = new Map<number, number>();
   constructor(private readonly onFrame: (type: number, offset: number) => void) {
     super();
   }
+  /** Frames of `type` that passed whole. */
+  whole(type: number): number {
+    return this.ended.get(type) ?? 0;
+  }
   protected onHeader(h: Buffer): void {
-    this.onFrame(h[5] ?? 0, h.readUInt32BE(12) * 2 ** 32 + h.readUInt32BE(16));
+    this.type = h[5] ?? 0;
+    this.onFrame(this.type, h.readUInt32BE(12) * 2 ** 32 + h.readUInt32BE(16));
   }
   protected onPayload(): void {}
+  protected override onEnd(): void {
+    this.ended.set(this.type, this.whole(this.type) + 1);
+  }
 }
 
 /**
@@ -46,7 +56,7 @@ interface CuttingRelay {
   close(): Promise<void>;
 }
 
-const { CHUNK, CHUNK_OK } = FRAME_CODES;
+const { CHUNK, CHUNK_OK, BATCH_ERR, RESUME_AT } = FRAME_CODES;
 
 async function startCuttingRelay(target: string, acks: number, cuts: number): Promise<CuttingRelay> {
   const at = target.lastIndexOf(":");
@@ -101,6 +111,116 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
     client.on("end", () => upstream.end());
     upstream.on("end", () => client.end());
   });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const a = server.address();
+  relay.address = `127.0.0.1:${typeof a === "object" && a !== null ? a.port : 0}`;
+  relay.close = async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  };
+  return relay;
+}
+
+/**
+ * A TCP relay that abandons its first connection the way a WAN outage that heals does. Once
+ * `forward` chunks crossed it, it holds what the sender writes next and cuts only the sender's
+ * side (the sender resumes on a new connection); the destination's side stays open. When the
+ * destination answers the resume (RESUME_AT), the relay delivers the held chunks on the abandoned
+ * connection, as TCP's retransmission would, and passes RESUME_AT on once the old session has
+ * acknowledged them, refused them (BATCH_ERR) or closed: a destination that let the old session
+ * commit them after RESUME_AT said they were not would have them sent again.
+ */
+interface AbandoningRelay extends CuttingRelay {
+  /** Whole chunks held back from the abandoned connection and delivered after the resume. */
+  held: number;
+  /** What the old session answered for them: "acked" (committed) or "refused" (BATCH_ERR or closed). */
+  oldSession: "acked" | "refused" | undefined;
+}
+
+async function startAbandoningRelay(target: string, forward: number): Promise<AbandoningRelay> {
+  const at = target.lastIndexOf(":");
+  const [host, port] = [target.slice(0, at), Number(target.slice(at + 1))];
+  const sockets = new Set<Socket>();
+  const relay: AbandoningRelay = {
+    address: "",
+    forwarded: 0,
+    connections: 0,
+    committed: new Set(),
+    chunksSent: [],
+    resentCommitted: [],
+    held: 0,
+    oldSession: undefined,
+    close: () => Promise.resolve(),
+  };
+  /** Set once the first connection is abandoned: delivers what it held, resolves with the old session's answer. */
+  let deliverHeld: (() => Promise<void>) | undefined;
+  const server: Server = createServer((client) => {
+    relay.connections += 1;
+    const abandoned = relay.connections === 1;
+    const upstream = connect({ host, port });
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => sockets.delete(s));
+    }
+    let resumed = false;
+    const fromSender = new OffsetWalker((type, offset) => {
+      if (type !== CHUNK) return;
+      relay.chunksSent.push(offset);
+      if (relay.committed.has(offset)) relay.resentCommitted.push(offset);
+    });
+    const fromDestination = new OffsetWalker((type, offset) => {
+      if (type === CHUNK_OK) relay.committed.add(offset);
+      if (type === RESUME_AT) resumed = true;
+    });
+    const held: Buffer[] = [];
+    let holdingFrom: number | undefined;
+    client.on("data", (d: Buffer) => {
+      fromSender.walk(d);
+      if (holdingFrom === undefined) {
+        relay.forwarded += d.length;
+        upstream.write(d);
+        if (abandoned && fromSender.whole(CHUNK) >= forward) holdingFrom = fromSender.whole(CHUNK);
+        return;
+      }
+      held.push(d);
+      if (deliverHeld === undefined && fromSender.whole(CHUNK) > holdingFrom) {
+        relay.held = fromSender.whole(CHUNK) - holdingFrom;
+        deliverHeld = () => deliver(upstream, fromSender, fromDestination, held);
+        client.destroy(); // the sender's side only: the destination's stays open
+      }
+    });
+    let toSender = Promise.resolve();
+    upstream.on("data", (d: Buffer) => {
+      fromDestination.walk(d);
+      if (client.destroyed) return;
+      if (resumed && deliverHeld !== undefined) {
+        const held = deliverHeld;
+        deliverHeld = undefined;
+        toSender = toSender.then(held);
+      }
+      toSender = toSender.then(() => {
+        if (!client.destroyed) client.write(d);
+      });
+    });
+    client.on("end", () => upstream.end());
+    upstream.on("end", () => client.end());
+  });
+  /** Write `held` to the abandoned connection; resolve once its session answered for all of it. */
+  const deliver = (upstream: Socket, sent: OffsetWalker, answers: OffsetWalker, held: Buffer[]): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (answers.whole(BATCH_ERR) > 0 || upstream.destroyed) relay.oldSession = "refused";
+        else if (answers.whole(CHUNK_OK) >= sent.whole(CHUNK)) relay.oldSession = "acked";
+        else return;
+        upstream.off("data", check);
+        resolve();
+      };
+      upstream.on("data", check);
+      upstream.once("close", check);
+      for (const d of held) upstream.write(d);
+      check();
+    });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const a = server.address();
   relay.address = `127.0.0.1:${typeof a === "object" && a !== null ? a.port : 0}`;
@@ -177,6 +297,23 @@ describe("a run whose connection drops", () => {
       expect(relay.resentCommitted).toEqual([]);
       expect(new Set(relay.chunksSent).size).toBe(CHUNKS);
       expect(r.breakdown.data).toBe(SIZE);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it("fences a stripe's old session when it resumes: chunks TCP delivers on it late are not committed", async () => {
+    // Two stripes; the first connection is abandoned after 3 chunks with at least one more held.
+    const relay = await startAbandoningRelay(server.address, 3);
+    try {
+      const r = await sendBatch(batch(relay.address, { destDir: "abandoned", streams: 2 }));
+      expect(relay.connections).toBe(3); // two stripes, one resumed
+      expect(relay.held).toBeGreaterThan(0);
+      expect(relay.oldSession).toBe("refused");
+      expect(r.chunks.map((c) => c.offset)).toEqual(Array.from({ length: CHUNKS }, (_, i) => i * MiB));
+      const [a, b] = await Promise.all([readFile(source), readFile(join(root, "abandoned", "disk.img.part"))]);
+      expect(b.equals(a)).toBe(true);
+      expect(relay.resentCommitted).toEqual([]);
     } finally {
       await relay.close();
     }
