@@ -16,9 +16,11 @@ import type { BatchBegin } from "./frames.js";
  * A sender that stripes one batch over several connections sends every stripe with the same
  * token and the same `stripe` id: those sessions hold the batch together (each writes only its
  * own run of chunks). A claim with an equal token and another (or no) stripe id is a new holder as
- * above. A claim of the group whose run overlaps a holder's is that stripe resumed on a new
- * connection: the old session is superseded, as TCP may still deliver on its abandoned connection
- * chunks the new session's RESUME_AT must not miss.
+ * above. Within the group, a run's first connection claims without `resume` and each reconnection
+ * with it, so a claim of a run that overlaps a holder's is that stripe on a newer connection: a
+ * resume supersedes the holder (TCP may still deliver chunks on its abandoned connection, which
+ * the new session's RESUME_AT must not miss). A first connection's claim that arrives after the
+ * run was resumed (its BATCH_BEGIN retransmitted late on the abandoned connection) is refused.
  */
 export interface FenceToken {
   attempt: number;
@@ -36,10 +38,11 @@ export const compareTokens = (a: FenceToken, b: FenceToken): number => a.attempt
 export const fenceKey = (b: Pick<BatchBegin, "migrationId" | "destDir" | "destName" | "batch">): string =>
   JSON.stringify([b.migrationId, b.destDir, b.destName, b.batch]);
 
-/** The chunks one stripe of a batch carries (BatchBegin's firstChunk and chunkCount). */
+/** The chunks one stripe of a batch carries (BatchBegin's firstChunk and chunkCount), and whether it resumes. */
 export interface Run {
   firstChunk: number;
   chunkCount: number;
+  resume?: boolean;
 }
 
 /** Two runs share a chunk; a holder that named no run shares none. */
@@ -57,7 +60,12 @@ export type Claim<H> =
       /** They are the claimant's own stripe group: its run resumed on a new connection. */
       resumed?: true;
     }
-  | { granted: false; newer: FenceToken };
+  | {
+      granted: false;
+      newer: FenceToken;
+      /** Refused with an equal token: the claimant's own stripe group resumed this run since. */
+      resumed?: true;
+    };
 
 interface Entry<H> {
   token: FenceToken;
@@ -65,6 +73,8 @@ interface Entry<H> {
   stripe: string | undefined;
   /** Each live holder and the run of chunks it writes, if it named one. */
   holders: Map<H, Run | undefined>;
+  /** The group's runs claimed by a reconnection (one per stripe at most). */
+  resumed: Run[];
 }
 
 /**
@@ -77,21 +87,19 @@ export class FenceTable<H> {
   /** @param maxKeys batches remembered; default 65536 (a few MiB). */
   constructor(private readonly maxKeys = 65_536) {}
 
-  /** `run`: the chunks `holder` writes, for a stripe; a stripe of the group holding `run` is superseded. */
+  /**
+   * `stripe` and `run`: the group `holder` belongs to and the chunks it writes (see above). Without
+   * a run, a stripe's claim joins its group and supersedes nobody in it.
+   */
   claim(key: string, token: FenceToken, holder: H, stripe?: string, run?: Run): Claim<H> {
     const current = this.entries.get(key);
     if (current !== undefined && compareTokens(token, current.token) < 0)
       return { granted: false, newer: current.token };
-    this.entries.delete(key); // re-insert: the Map's order is the eviction order
     const joins = current !== undefined && stripe !== undefined && current.stripe === stripe;
-    if (joins && compareTokens(token, current.token) === 0) {
-      const resumed = [...current.holders].filter(([h, r]) => h !== holder && overlaps(r, run)).map(([h]) => h);
-      for (const h of resumed) current.holders.delete(h);
-      current.holders.set(holder, run);
-      this.entries.set(key, current);
-      return resumed.length === 0 ? { granted: true } : { granted: true, superseded: resumed, resumed: true };
-    }
-    this.entries.set(key, { token, stripe, holders: new Map([[holder, run]]) });
+    if (joins && compareTokens(token, current.token) === 0) return this.join(key, current, holder, run);
+    this.entries.delete(key); // re-insert: the Map's order is the eviction order
+    const resumed = stripe !== undefined && run?.resume === true ? [run] : [];
+    this.entries.set(key, { token, stripe, holders: new Map([[holder, run]]), resumed });
     while (this.entries.size > this.maxKeys) {
       const oldest = this.entries.keys().next();
       if (oldest.done === true) break;
@@ -99,6 +107,19 @@ export class FenceTable<H> {
     }
     const superseded = [...(current?.holders.keys() ?? [])].filter((h) => h !== holder);
     return superseded.length === 0 ? { granted: true } : { granted: true, superseded };
+  }
+
+  /** A claim of the stripe group holding `entry` with its token (see claim). */
+  private join(key: string, entry: Entry<H>, holder: H, run: Run | undefined): Claim<H> {
+    this.entries.delete(key); // re-insert: the Map's order is the eviction order
+    this.entries.set(key, entry);
+    if (run?.resume !== true && entry.resumed.some((r) => overlaps(r, run)))
+      return { granted: false, newer: entry.token, resumed: true };
+    const superseded = [...entry.holders].filter(([h, r]) => h !== holder && overlaps(r, run)).map(([h]) => h);
+    for (const h of superseded) entry.holders.delete(h);
+    entry.holders.set(holder, run);
+    if (run?.resume === true && !entry.resumed.some((r) => r.firstChunk === run.firstChunk)) entry.resumed.push(run);
+    return superseded.length === 0 ? { granted: true } : { granted: true, superseded, resumed: true };
   }
 
   /** Whether `holder` still holds `key` (nobody newer claimed it). */

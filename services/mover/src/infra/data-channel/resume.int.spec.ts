@@ -56,9 +56,19 @@ interface CuttingRelay {
   close(): Promise<void>;
 }
 
-const { CHUNK, CHUNK_OK, BATCH_ERR, RESUME_AT } = FRAME_CODES;
+const { BATCH_BEGIN, BATCH_OK, CHUNK, CHUNK_OK, BATCH_ERR, RESUME_AT } = FRAME_CODES;
 
-async function startCuttingRelay(target: string, acks: number, cuts: number): Promise<CuttingRelay> {
+/**
+ * `quiet`: each cut connection first carries `quiet.after` whole batches, then forwards no answer
+ * of the next batch to the sender (the sender sees a kept link that never answered) and is cut
+ * once the destination acknowledged `acks` of its chunks.
+ */
+async function startCuttingRelay(
+  target: string,
+  acks: number,
+  cuts: number,
+  quiet?: { after: number },
+): Promise<CuttingRelay> {
   const at = target.lastIndexOf(":");
   const [host, port] = [target.slice(0, at), Number(target.slice(at + 1))];
   const sockets = new Set<Socket>();
@@ -81,16 +91,19 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
       s.on("close", () => sockets.delete(s));
     }
     let oks = 0;
+    let batches = 0;
     const fromSender = new OffsetWalker((type, offset) => {
       if (type !== CHUNK) return;
       relay.chunksSent.push(offset);
       if (relay.committed.has(offset)) relay.resentCommitted.push(offset);
     });
     const fromDestination = new OffsetWalker((type, offset) => {
+      if (type === BATCH_OK) batches += 1;
       if (type !== CHUNK_OK) return;
-      oks += 1;
+      if (quiet === undefined || batches >= quiet.after) oks += 1;
       relay.committed.add(offset);
     });
+    const muted = (): boolean => cut && quiet !== undefined && batches >= quiet.after;
     client.on("data", (d: Buffer) => {
       // After a cut, what the sender still writes is dropped here, not forwarded.
       if (upstream.destroyed) return;
@@ -99,14 +112,15 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
       upstream.write(d);
     });
     upstream.on("data", (d: Buffer) => {
+      const wasMuted = muted();
       fromDestination.walk(d);
-      if (cut && oks >= acks) {
+      if (cut && oks >= acks && (quiet === undefined || batches >= quiet.after)) {
         // The acknowledgements in `d` are lost with the connection; both directions are gone.
         upstream.destroy();
         client.destroy();
         return;
       }
-      client.write(d);
+      if (!wasMuted) client.write(d);
     });
     client.on("end", () => upstream.end());
     upstream.on("end", () => client.end());
@@ -123,8 +137,9 @@ async function startCuttingRelay(target: string, acks: number, cuts: number): Pr
 
 /**
  * A TCP relay that abandons its first connection the way a WAN outage that heals does. Once
- * `forward` chunks crossed it, it holds what the sender writes next and cuts only the sender's
- * side (the sender resumes on a new connection); the destination's side stays open. When the
+ * `forward` chunks crossed it ("none": from the BATCH_BEGIN on), it holds what the sender writes
+ * next and cuts only the sender's side once a whole chunk is held (the sender resumes on a new
+ * connection); the destination's side stays open. When the
  * destination answers the resume (RESUME_AT), the relay delivers the held chunks on the abandoned
  * connection, as TCP's retransmission would, and passes RESUME_AT on once the old session has
  * acknowledged them, refused them (BATCH_ERR) or closed: a destination that let the old session
@@ -137,7 +152,7 @@ interface AbandoningRelay extends CuttingRelay {
   oldSession: "acked" | "refused" | undefined;
 }
 
-async function startAbandoningRelay(target: string, forward: number): Promise<AbandoningRelay> {
+async function startAbandoningRelay(target: string, forward: number | "none"): Promise<AbandoningRelay> {
   const at = target.lastIndexOf(":");
   const [host, port] = [target.slice(0, at), Number(target.slice(at + 1))];
   const sockets = new Set<Socket>();
@@ -164,7 +179,10 @@ async function startAbandoningRelay(target: string, forward: number): Promise<Ab
       s.on("close", () => sockets.delete(s));
     }
     let resumed = false;
+    let holdingFrom: number | undefined;
     const fromSender = new OffsetWalker((type, offset) => {
+      // "none": the BATCH_BEGIN too is held, and arrives after the resume's.
+      if (abandoned && forward === "none" && type === BATCH_BEGIN) holdingFrom ??= 0;
       if (type !== CHUNK) return;
       relay.chunksSent.push(offset);
       if (relay.committed.has(offset)) relay.resentCommitted.push(offset);
@@ -174,13 +192,13 @@ async function startAbandoningRelay(target: string, forward: number): Promise<Ab
       if (type === RESUME_AT) resumed = true;
     });
     const held: Buffer[] = [];
-    let holdingFrom: number | undefined;
     client.on("data", (d: Buffer) => {
       fromSender.walk(d);
       if (holdingFrom === undefined) {
         relay.forwarded += d.length;
         upstream.write(d);
-        if (abandoned && fromSender.whole(CHUNK) >= forward) holdingFrom = fromSender.whole(CHUNK);
+        if (abandoned && typeof forward === "number" && fromSender.whole(CHUNK) >= forward)
+          holdingFrom = fromSender.whole(CHUNK);
         return;
       }
       held.push(d);
@@ -314,6 +332,45 @@ describe("a run whose connection drops", () => {
       const [a, b] = await Promise.all([readFile(source), readFile(join(root, "abandoned", "disk.img.part"))]);
       expect(b.equals(a)).toBe(true);
       expect(relay.resentCommitted).toEqual([]);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it("refuses a stripe's first BATCH_BEGIN that TCP delivers only after the stripe resumed", async () => {
+    const relay = await startAbandoningRelay(server.address, "none");
+    try {
+      const r = await sendBatch(batch(relay.address, { destDir: "late-begin", streams: 2 }));
+      expect(relay.connections).toBe(3);
+      expect(relay.held).toBeGreaterThan(0);
+      expect(relay.oldSession).toBe("refused");
+      expect(r.chunks).toHaveLength(CHUNKS);
+      const [a, b] = await Promise.all([readFile(source), readFile(join(root, "late-begin", "disk.img.part"))]);
+      expect(b.equals(a)).toBe(true);
+      expect(relay.resentCommitted).toEqual([]);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it("resumes on a fresh connection when a kept link that carried chunks failed before any answer", async () => {
+    // The first batch keeps the link; the next one's answers never reach the sender, and its
+    // link is cut once the destination committed 6 of its chunks.
+    const relay = await startCuttingRelay(server.address, 6, 1, { after: 1 });
+    try {
+      const half = CHUNKS / 2;
+      await sendBatch(batch(relay.address, { destDir: "kept", chunkCount: half }));
+      const before = relay.chunksSent.length;
+      const r = await sendBatch(
+        batch(relay.address, { destDir: "kept", batch: 1, firstChunk: half, chunkCount: half }),
+      );
+      expect(relay.connections).toBe(2);
+      expect(r.chunks).toHaveLength(half);
+      const [a, b] = await Promise.all([readFile(source), readFile(join(root, "kept", "disk.img.part"))]);
+      expect(b.equals(a)).toBe(true);
+      expect(relay.committed.size).toBeGreaterThanOrEqual(half + 6);
+      expect(relay.resentCommitted).toEqual([]);
+      expect(new Set(relay.chunksSent.slice(before)).size).toBe(half);
     } finally {
       await relay.close();
     }

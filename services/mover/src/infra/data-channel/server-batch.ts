@@ -135,8 +135,14 @@ export async function withBatchClaim<T>(
   work: (holds: () => boolean) => Promise<T>,
 ): Promise<T> {
   const key = fenceKey(begin);
-  const run = { firstChunk: begin.firstChunk, chunkCount: begin.chunkCount };
+  const run = { firstChunk: begin.firstChunk, chunkCount: begin.chunkCount, resume: begin.resume === true };
   const claim = fences.claim(key, tokenOf(begin), holder, begin.stripe, run);
+  if (!claim.granted && claim.resumed === true) {
+    throw new FencedError(
+      `stripe at chunk ${begin.firstChunk} of batch ${begin.batch} was resumed on another connection; ` +
+        "this one's BATCH_BEGIN came late",
+    );
+  }
   if (!claim.granted) {
     throw new FencedError(
       `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: ` +
