@@ -1,5 +1,5 @@
 import { randomFillSync } from "node:crypto";
-import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildStart, runMigration } from "../../cli/migrate.js";
@@ -29,7 +29,9 @@ describe.skipIf(unavailable !== undefined)("a migration across a 30 s outage of 
     await wan?.stop();
   });
 
-  it("completes byte-identical, resending less than one batch", { timeout: 600_000 }, async () => {
+  it("completes byte-identical, and the destination receives no committed chunk twice", {
+    timeout: 600_000,
+  }, async () => {
     const dir = join(ws.stack.root("a"), "vms/outage");
     mkdirSync(dir, { recursive: true });
     const src = join(dir, "disk.img");
@@ -60,14 +62,19 @@ describe.skipIf(unavailable !== undefined)("a migration across a 30 s outage of 
     expect(r.state, `${r.reason} ${r.message}`).toBe("completed");
     expect(cutAt).toBeLessThan(SIZE);
     expect(await sha256File(join(ws.stack.root("b"), "in/disk.img"))).toBe(await sha256File(src));
-    // No batch was sent again. What the senders wrote beyond the volume is the chunks in flight
-    // when the link went (partly sent, or sent into the cut: not committed when the sender
-    // resumed, so sent again) and framing: under one batch. (The link's own byte count also
-    // holds TCP's retransmissions after the outage, of data delivered before it whose
-    // acknowledgements the cut dropped: with several links of megabytes in flight that is not a
-    // bound on what dwcp resent.)
+    // No batch was sent again, and within the batch no committed chunk: the destination, which
+    // knows what it wrote, received none twice. After the heal TCP may still deliver chunks on a
+    // stripe's abandoned connection; the stripe's resume fences that session before RESUME_AT,
+    // so they are either committed before RESUME_AT names them or never. What the senders wrote
+    // beyond the volume is the chunks in flight when the link went (partly sent, or sent into
+    // the cut and never committed, so sent again) and framing: under one batch. (The link's own
+    // byte count also holds TCP's retransmissions after the outage, of data delivered before it
+    // whose acknowledgements the cut dropped: with several links of megabytes in flight that is
+    // not a bound on what dwcp resent.)
     const events = (await eventsOf(ws.stack, r.migrationId)).map((e) => e.event.type);
     expect(events.filter((t) => t === "ChunkBatchFailed" || t === "ChunkBatchRetried")).toEqual([]);
+    const destinationLog = readFileSync(join(ws.dataDir, "logs", "mover-b.log"), "utf8");
+    expect(destinationLog.split("\n").filter((l) => l.includes("committed chunk received again"))).toEqual([]);
     expect(r.wireBytes - SIZE).toBeLessThan(BATCH);
     expect((await wan.bytesTo("b")) - linkBefore).toBeGreaterThanOrEqual(SIZE);
   });

@@ -15,7 +15,12 @@ import type { BatchBegin } from "./frames.js";
  *
  * A sender that stripes one batch over several connections sends every stripe with the same
  * token and the same `stripe` id: those sessions hold the batch together (each writes only its
- * own chunks). A claim with an equal token and another (or no) stripe id is a new holder as above.
+ * own run of chunks). A claim with an equal token and another (or no) stripe id is a new holder as
+ * above. Within the group, a run's first connection claims without `resume` and each reconnection
+ * with it, so a claim of a run that overlaps a holder's is that stripe on a newer connection: a
+ * resume supersedes the holder (TCP may still deliver chunks on its abandoned connection, which
+ * the new session's RESUME_AT must not miss). A first connection's claim that arrives after the
+ * run was resumed (its BATCH_BEGIN retransmitted late on the abandoned connection) is refused.
  */
 export interface FenceToken {
   attempt: number;
@@ -33,15 +38,43 @@ export const compareTokens = (a: FenceToken, b: FenceToken): number => a.attempt
 export const fenceKey = (b: Pick<BatchBegin, "migrationId" | "destDir" | "destName" | "batch">): string =>
   JSON.stringify([b.migrationId, b.destDir, b.destName, b.batch]);
 
+/** The chunks one stripe of a batch carries (BatchBegin's firstChunk and chunkCount), and whether it resumes. */
+export interface Run {
+  firstChunk: number;
+  chunkCount: number;
+  resume?: boolean;
+}
+
+/** Two runs share a chunk; a holder that named no run shares none. */
+const overlaps = (a: Run | undefined, b: Run | undefined): boolean =>
+  a !== undefined &&
+  b !== undefined &&
+  a.firstChunk < b.firstChunk + b.chunkCount &&
+  b.firstChunk < a.firstChunk + a.chunkCount;
+
 export type Claim<H> =
-  | { granted: true /** The live holders this claim took over from; they must stop writing. */; superseded?: H[] }
-  | { granted: false; newer: FenceToken };
+  | {
+      granted: true;
+      /** The live holders this claim took over from; they must stop writing. */
+      superseded?: H[];
+      /** They are the claimant's own stripe group: its run resumed on a new connection. */
+      resumed?: true;
+    }
+  | {
+      granted: false;
+      newer: FenceToken;
+      /** Refused with an equal token: the claimant's own stripe group resumed this run since. */
+      resumed?: true;
+    };
 
 interface Entry<H> {
   token: FenceToken;
   /** The stripe group holding the batch (undefined: a single session). */
   stripe: string | undefined;
-  holders: Set<H>;
+  /** Each live holder and the run of chunks it writes, if it named one. */
+  holders: Map<H, Run | undefined>;
+  /** The group's runs claimed by a reconnection (one per stripe at most). */
+  resumed: Run[];
 }
 
 /**
@@ -54,25 +87,39 @@ export class FenceTable<H> {
   /** @param maxKeys batches remembered; default 65536 (a few MiB). */
   constructor(private readonly maxKeys = 65_536) {}
 
-  claim(key: string, token: FenceToken, holder: H, stripe?: string): Claim<H> {
+  /**
+   * `stripe` and `run`: the group `holder` belongs to and the chunks it writes (see above). Without
+   * a run, a stripe's claim joins its group and supersedes nobody in it.
+   */
+  claim(key: string, token: FenceToken, holder: H, stripe?: string, run?: Run): Claim<H> {
     const current = this.entries.get(key);
     if (current !== undefined && compareTokens(token, current.token) < 0)
       return { granted: false, newer: current.token };
-    this.entries.delete(key); // re-insert: the Map's order is the eviction order
     const joins = current !== undefined && stripe !== undefined && current.stripe === stripe;
-    if (joins && compareTokens(token, current.token) === 0) {
-      current.holders.add(holder);
-      this.entries.set(key, current);
-      return { granted: true };
-    }
-    this.entries.set(key, { token, stripe, holders: new Set([holder]) });
+    if (joins && compareTokens(token, current.token) === 0) return this.join(key, current, holder, run);
+    this.entries.delete(key); // re-insert: the Map's order is the eviction order
+    const resumed = stripe !== undefined && run?.resume === true ? [run] : [];
+    this.entries.set(key, { token, stripe, holders: new Map([[holder, run]]), resumed });
     while (this.entries.size > this.maxKeys) {
       const oldest = this.entries.keys().next();
       if (oldest.done === true) break;
       this.entries.delete(oldest.value);
     }
-    const superseded = [...(current?.holders ?? [])].filter((h) => h !== holder);
+    const superseded = [...(current?.holders.keys() ?? [])].filter((h) => h !== holder);
     return superseded.length === 0 ? { granted: true } : { granted: true, superseded };
+  }
+
+  /** A claim of the stripe group holding `entry` with its token (see claim). */
+  private join(key: string, entry: Entry<H>, holder: H, run: Run | undefined): Claim<H> {
+    this.entries.delete(key); // re-insert: the Map's order is the eviction order
+    this.entries.set(key, entry);
+    if (run?.resume !== true && entry.resumed.some((r) => overlaps(r, run)))
+      return { granted: false, newer: entry.token, resumed: true };
+    const superseded = [...entry.holders].filter(([h, r]) => h !== holder && overlaps(r, run)).map(([h]) => h);
+    for (const h of superseded) entry.holders.delete(h);
+    entry.holders.set(holder, run);
+    if (run?.resume === true && !entry.resumed.some((r) => r.firstChunk === run.firstChunk)) entry.resumed.push(run);
+    return superseded.length === 0 ? { granted: true } : { granted: true, superseded, resumed: true };
   }
 
   /** Whether `holder` still holds `key` (nobody newer claimed it). */

@@ -64,4 +64,39 @@ describe("fence table", () => {
     // A stale stripe of the old group may not join the newer holder.
     expect(t.claim(key, token, "s2", "group")).toEqual({ granted: false, newer: { attempt: 0, delivery: 2 } });
   });
+
+  it("a stripe resumed on a new connection supersedes its own old session, not the other stripes", () => {
+    const t = new FenceTable<string>();
+    const token = { attempt: 0, delivery: 1 };
+    const [first, second] = [
+      { firstChunk: 0, chunkCount: 12 },
+      { firstChunk: 12, chunkCount: 12 },
+    ];
+    expect(t.claim(key, token, "s0", "group", first)).toEqual({ granted: true });
+    expect(t.claim(key, token, "s1", "group", second)).toEqual({ granted: true });
+    expect(t.claim(key, token, "s0-again", "group", first)).toEqual({
+      granted: true,
+      superseded: ["s0"],
+      resumed: true,
+    });
+    expect(t.holds(key, "s0")).toBe(false);
+    expect(t.holds(key, "s1") && t.holds(key, "s0-again")).toBe(true);
+  });
+
+  it("a stripe's first connection that claims after the stripe resumed is refused; resumes go on superseding", () => {
+    const t = new FenceTable<string>();
+    const token = { attempt: 0, delivery: 1 };
+    const run = { firstChunk: 0, chunkCount: 12 };
+    expect(t.claim(key, token, "resumed", "group", { ...run, resume: true })).toEqual({ granted: true });
+    expect(t.claim(key, token, "late", "group", run)).toEqual({ granted: false, newer: token, resumed: true });
+    expect(t.claim(key, token, "other", "group", { firstChunk: 12, chunkCount: 12 })).toEqual({ granted: true });
+    t.release(key, "resumed");
+    expect(t.claim(key, token, "late", "group", run)).toEqual({ granted: false, newer: token, resumed: true });
+    expect(t.claim(key, token, "again", "group", { ...run, resume: true })).toEqual({ granted: true });
+    expect(t.claim(key, token, "third", "group", { ...run, resume: true })).toEqual({
+      granted: true,
+      superseded: ["again"],
+      resumed: true,
+    });
+  });
 });

@@ -274,7 +274,8 @@ const RESUME_BACKOFF_MS = { first: 500, max: 5_000 } as const;
  * One run of chunks (the whole batch, or one stripe) on one link: `given`, else a kept one, else
  * a new one. The link goes back to the pool after a clean BATCH_OK. A kept link the destination
  * dropped while idle (restart, timeout, a cut) fails the first write or read before any answer:
- * the run starts again once on a fresh connection.
+ * the run starts again once on a fresh connection, resuming if it had written chunks on the kept
+ * one (a link cut by an outage also fails before any answer, after the destination committed some).
  *
  * A connection that drops mid-run (reset, idle timeout) is resumed: the run reconnects (for up
  * to resumeWindowMs, backing off) and sends BATCH_BEGIN with `resume`; the destination answers
@@ -331,7 +332,11 @@ async function sendRun(
       link.socket.destroy();
       const untouched = attempt.session === undefined || attempt.session.replies === 0;
       if (reused && untouched && err instanceof DestinationUnreachableError && !isAborted(o.signal)) {
-        log.info({ reason: err.message }, "kept data link was gone; reconnecting");
+        // The link may have failed in an outage rather than closed while idle: what this run
+        // wrote on it may have been committed without an answer, so the fresh connection resumes.
+        const wrote = attempt.session?.carry();
+        if (wrote !== undefined && wrote.sent.size > 0) carried = wrote;
+        log.info({ reason: err.message, resume: carried !== undefined }, "kept data link was gone; reconnecting");
         link = undefined;
         reused = false;
         continue;

@@ -96,8 +96,9 @@ function committedPrefix(begin: BatchBegin): Map<number, WrittenChunk> {
  * answer BATCH_OK. Throws a typed error if the batch fails; the caller answers BATCH_ERR.
  *
  * Fencing: the batch is claimed before the file is opened. An older sender is refused; a live
- * older session is told to stop and its writes in flight settle before this one writes; every
- * chunk re-checks the claim just before it is written, so a superseded sender writes nothing more.
+ * older session (or this stripe's session on an abandoned connection) is told to stop and its
+ * writes in flight settle before this one writes or answers RESUME_AT; every chunk checks the
+ * claim as it is admitted, so a superseded sender writes nothing it receives after the fence.
  */
 export async function receiveBatch(ctx: BatchReceiver, begin: BatchBegin): Promise<void> {
   if (begin.migrationId !== ctx.migrationId) {
@@ -134,7 +135,14 @@ export async function withBatchClaim<T>(
   work: (holds: () => boolean) => Promise<T>,
 ): Promise<T> {
   const key = fenceKey(begin);
-  const claim = fences.claim(key, tokenOf(begin), holder, begin.stripe);
+  const run = { firstChunk: begin.firstChunk, chunkCount: begin.chunkCount, resume: begin.resume === true };
+  const claim = fences.claim(key, tokenOf(begin), holder, begin.stripe, run);
+  if (!claim.granted && claim.resumed === true) {
+    throw new FencedError(
+      `stripe at chunk ${begin.firstChunk} of batch ${begin.batch} was resumed on another connection; ` +
+        "this one's BATCH_BEGIN came late",
+    );
+  }
   if (!claim.granted) {
     throw new FencedError(
       `batch ${begin.batch} attempt ${begin.attempt} delivery ${begin.delivery ?? "?"} is stale: ` +
@@ -142,21 +150,37 @@ export async function withBatchClaim<T>(
     );
   }
   try {
-    if (claim.superseded !== undefined) {
-      log.warn(
-        { attempt: begin.attempt, delivery: begin.delivery },
-        "batch taken over from an older sender; fencing it",
-      );
-      const err = new FencedError(
-        `batch ${begin.batch} was handed to a newer sender ` +
-          `(attempt ${begin.attempt}, delivery ${begin.delivery ?? "?"})`,
-      );
-      await Promise.all(claim.superseded.map((h) => h.fence(err)));
-    }
+    if (claim.superseded !== undefined) await fenceSuperseded(claim.superseded, claim.resumed === true, begin, log);
     return await work(() => fences.holds(key, holder));
   } finally {
     fences.release(key, holder);
   }
+}
+
+/**
+ * Stops the sessions a claim took over from and waits until their writes settled. The sender's
+ * own stripe resumed on a new connection (same group and token) supersedes the session on its
+ * abandoned connection, which TCP may still feed: nothing it receives from now on is written, so
+ * the RESUME_AT that follows names every chunk it ever will have committed.
+ */
+async function fenceSuperseded(
+  superseded: BatchHolder[],
+  resumed: boolean,
+  begin: BatchBegin,
+  log: Logger,
+): Promise<void> {
+  const { attempt, delivery, stripe, firstChunk } = begin;
+  let err: FencedError;
+  if (resumed) {
+    log.info({ attempt, delivery, stripe, firstChunk }, "stripe resumed on a new connection; fencing its old session");
+    err = new FencedError(`stripe at chunk ${firstChunk} of batch ${begin.batch} resumed on a new connection`);
+  } else {
+    log.warn({ attempt, delivery }, "batch taken over from an older sender; fencing it");
+    err = new FencedError(
+      `batch ${begin.batch} was handed to a newer sender (attempt ${attempt}, delivery ${delivery ?? "?"})`,
+    );
+  }
+  await Promise.all(superseded.map((h) => h.fence(err)));
 }
 
 /** With `verify`, the batch's range is unproven from now until its read-back matches (read-back.ts). */
@@ -303,10 +327,15 @@ async function receiveChunks(
       if (step.packed !== undefined) buffer = await ctx.pool.acquire();
       const held = step.data === undefined && step.packed === undefined ? undefined : buffer;
       buffer = undefined;
-      const stored =
-        step.packed === undefined
-          ? storeChunk(ctx, file, step.header, step.data, state)
-          : storePacked(ctx, file, step.header, step.packed, held as Buffer, state);
+      // Admitted only while this session holds the batch; a fence from here on waits for the
+      // write (it is in `inflight` in this same turn). Chunks admitted before a fence are written
+      // even so: the reader delivers in order, so a fenced session's chunks stay a prefix.
+      const admitted = !state.fenced && state.holds?.() !== false;
+      const stored = !admitted
+        ? Promise.reject(state.failure ?? fencedChunk(step.header))
+        : step.packed === undefined
+          ? storeChunk(ctx, file, step.header, step.data)
+          : storePacked(ctx, file, step.header, step.packed, held as Buffer);
       const work = stored
         .then((blake3) => {
           if (blake3 !== undefined)
@@ -334,6 +363,9 @@ async function receiveChunks(
   }
 }
 
+const fencedChunk = (h: ChunkHeader): FencedError =>
+  new FencedError(`chunk at offset ${h.offset}: the batch was handed to a newer sender`);
+
 function checkChunk(begin: BatchBegin, header: ChunkHeader): void {
   const problem = chunkProblem(begin, header);
   if (problem !== undefined) throw new ProtocolError(`CHUNK: ${problem}`);
@@ -349,7 +381,6 @@ async function storePacked(
   h: ChunkHeader,
   packed: Uint8Array,
   into: Buffer,
-  state: BatchState,
 ): Promise<string | undefined> {
   let raw: Uint8Array;
   const rawLength = segmentBytes(h.segments);
@@ -362,7 +393,7 @@ async function storePacked(
   }
   if (!spreadSegments(h.segments, raw, into, h.length))
     return askAgain(ctx, h, "compressed chunk unpacks to the wrong size");
-  return storeChunk(ctx, file, h, into.subarray(0, h.length), state);
+  return storeChunk(ctx, file, h, into.subarray(0, h.length));
 }
 
 /** Answer CHECKSUM_MISMATCH for a chunk that failed verification: the sender resends it. */
@@ -394,14 +425,10 @@ async function storeChunk(
   file: DestinationFile,
   h: ChunkHeader,
   data: Uint8Array | undefined,
-  state: BatchState,
 ): Promise<string | undefined> {
   const started = performance.now();
   const { crc32c: actual, blake3 } = await digestsOf(h, data);
   if (actual !== h.crc32c) return askAgain(ctx, h, `CRC32C ${actual} != ${h.crc32c}`);
-  if (state.fenced || state.holds?.() === false) {
-    throw state.failure ?? new FencedError(`chunk at offset ${h.offset}: the batch was handed to a newer sender`);
-  }
   try {
     await file.writeChunk(h.offset, h.length, h.segments, data);
   } catch (err) {
