@@ -34,7 +34,7 @@ const { values } = parseArgs({
     "data-fraction": { type: "string", default: "0.1" },
     /** Data bytes per batch (one work item, one fsync, one event). */
     "batch-size": { type: "string", default: "1G" },
-    /** Bytes per chunk (default the product's 4 MiB): a batch holds at most 1024 chunks, holes included. */
+    /** Bytes per chunk (default the product's 4 MiB): a batch sized by data holds at most 4096 chunks, holes too. */
     "chunk-size": { type: "string" },
     /** The migration's compression mode (auto, none, lz4, zstd); default the product's (auto). */
     compression: { type: "string" },

@@ -15,14 +15,27 @@ export interface VolumeSize {
 export { MAX_SPARSE_BATCH_FACTOR };
 
 /**
- * Chunks in one batch, whatever the sizes asked: its ChunkBatchTransferred lists every chunk
- * (offset, length, CRC32C, BLAKE3: at most about 146 bytes each as JSON), so 1024 keep the event
- * under 150 KB, well below the 1 MiB a NATS message may carry by default (and a 256 KiB stream
- * limit). Without it 64 KiB chunks in 1 GiB batches made events of 2.4 MB (16384 chunks), and
- * sparse batches 16 times that. The defaults (4 MiB chunks, 64 MiB batches: 16 chunks, 256 in a
- * sparse batch) are far below it.
+ * Chunks in one uniform batch (a volume without a data map, or a dense one), whatever the sizes
+ * asked: 64 KiB chunks in 1 GiB batches would otherwise be 16384 chunks to a batch. The defaults
+ * (4 MiB chunks, 64 MiB batches: 16 chunks) are far below it.
  */
 export const MAX_CHUNKS_PER_BATCH = 1024;
+
+/**
+ * Largest JSON of one chunk in a ChunkBatchTransferred, comma included: a 16-digit offset, a
+ * 64 MiB length, a 10-digit CRC32C, `"zero":false`, a 9-digit wireBytes and a 43-character BLAKE3.
+ */
+export const MAX_CHUNK_ENTRY_BYTES = 156;
+
+/**
+ * Chunks in one batch sized by data, holes included: its ChunkBatchTransferred lists every chunk,
+ * a hole chunk too (with the BLAKE3 of its zeros), so this bounds the event at 4096 ×
+ * MAX_CHUNK_ENTRY_BYTES = 624 KiB plus its other fields, within the 1 MiB an event may be (the
+ * event stream's and its mirrors' max_msg_size, the server's default max_payload). With 4 MiB
+ * chunks a batch then spans up to 16 GiB of image, so a sparse disk's batch closes on its share
+ * of data: at 10% data, 1 GiB of data spans about 10 GiB.
+ */
+export const MAX_EVENT_CHUNKS = 4096;
 
 export interface Plan {
   chunkSizeBytes: number;
@@ -47,8 +60,8 @@ export const basename = (path: string): string => path.slice(path.lastIndexOf("/
 
 /**
  * Splits each volume into chunks and the chunks into batches of about batchSizeBytes (and at most
- * MAX_CHUNKS_PER_BATCH chunks). Batches
- * never span volumes, so a batch is one file range and one destination file. With a data map,
+ * MAX_CHUNKS_PER_BATCH chunks, MAX_EVENT_CHUNKS for a batch sized by data). Batches never span
+ * volumes, so a batch is one file range and one destination file. With a data map,
  * a batch holds about batchSizeBytes of *data*: a mostly sparse image then needs a few batches
  * (each a connection, an fsync and an event) instead of one per batchSizeBytes of holes.
  */
@@ -118,7 +131,7 @@ function batchesByData(
       sum += map.dataBytes[r] ?? map.regionBytes;
     return sum;
   };
-  const maxChunks = Math.min(MAX_CHUNKS_PER_BATCH, chunksPerBatch * MAX_SPARSE_BATCH_FACTOR);
+  const maxChunks = Math.min(MAX_EVENT_CHUNKS, chunksPerBatch * MAX_SPARSE_BATCH_FACTOR);
   let total = 0;
   for (let c = 0; c < chunks; c++) total += dataOfChunk(c);
   const share = Math.min(batchSizeBytes, Math.max(MIN_BALANCED_BATCH_BYTES, Math.ceil(total / 4)));

@@ -257,7 +257,13 @@ export class ClientSession {
       this.untried -= 1;
       return undefined;
     }
-    const packed = await compressChunk(gatherSegments(c.segments, c.data), { codec, level });
+    // One segment is compressed where it lies (compression only reads it): no copy per chunk.
+    const only = c.segments.length === 1 ? c.segments[0] : undefined;
+    const raw =
+      only === undefined
+        ? gatherSegments(c.segments, c.data)
+        : c.data.subarray(only.relOffset, only.relOffset + only.length);
+    const packed = await compressChunk(raw, { codec, level });
     if (packed.codec === codec) {
       this.misses = 0;
       return packed.data;

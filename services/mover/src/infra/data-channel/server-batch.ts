@@ -9,7 +9,7 @@ import {
   crc32cZeros,
   decompressChunk,
 } from "#native/index.js";
-import { spreadSegments } from "../../domain/data-channel/segments.js";
+import { gapsOf, spreadSegments } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
@@ -385,14 +385,24 @@ async function storePacked(
   let raw: Uint8Array;
   const rawLength = segmentBytes(h.segments);
   const codec = h.codec ?? "lz4";
+  // One segment (a chunk without zero pages, the common case) unpacks in place: no 4 MiB buffer
+  // per chunk for the GC to collect, which is what let a receiver's RSS run ahead of its pool.
+  const only = h.segments.length === 1 ? h.segments[0] : undefined;
+  const inPlace =
+    codec === "zstd" && only !== undefined && only.relOffset + rawLength <= into.length
+      ? into.subarray(only.relOffset, only.relOffset + rawLength)
+      : undefined;
   try {
-    raw = await decompressChunk({ codec, data: packed, rawLength });
+    raw = await decompressChunk({ codec, data: packed, rawLength }, inPlace);
   } catch (err) {
     if (err instanceof CompressedChunkCorruptError) return askAgain(ctx, h, "compressed chunk does not unpack");
     throw err;
   }
-  if (!spreadSegments(h.segments, raw, into, h.length))
+  if (raw === inPlace) {
+    for (const g of gapsOf(h.segments, h.length)) into.fill(0, g.relOffset, g.relOffset + g.length);
+  } else if (!spreadSegments(h.segments, raw, into, h.length)) {
     return askAgain(ctx, h, "compressed chunk unpacks to the wrong size");
+  }
   return storeChunk(ctx, file, h, into.subarray(0, h.length));
 }
 
