@@ -667,10 +667,14 @@ export const COMMANDS: CommandSpec[] = [
   },
   {
     name: "replication-agent",
-    summary: "serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)",
+    summary: "serve stores DIR/<dir>/.dwcp-store to replicating sources (needs DWCP_SECRET)",
     usage: `--root DIR --listen HOST:PORT ${METRICS_USAGE}`,
     flags: [
-      { name: "root", value: "DIR", help: "the directory whose .dwcp-store it serves (required)" },
+      {
+        name: "root",
+        value: "DIR",
+        help: "the root beneath which it keeps each --to HOST:<dir> store, <dir>/.dwcp-store (required)",
+      },
       { name: "listen", value: "HOST:PORT", help: "the address it listens on (required)" },
       ...METRICS,
     ],

@@ -74,7 +74,7 @@ export const PITR_HELP = `
                                         the source side of replication for HOST: runs the syncs that "replicate"
                                         asks for (DWCP_SECRET for --agent destinations); "dwcp up" starts one
   replication-agent --root DIR --listen HOST:PORT
-                                        serve DIR/.dwcp-store to replicating sources (needs DWCP_SECRET)
+                                        serve stores DIR/<dir>/.dwcp-store to replicating sources (needs DWCP_SECRET)
   drill [--size SIZE] [--data-dir D] [--keep] [--json]
                                         DR drill on an embedded stack: replicate, back the log up, kill -9 the
                                         primary, restore at a fresh DR site; prints RPO and RTO. Says where it

@@ -212,7 +212,23 @@ export const VolumeChanges = z.object({
 export const Codec = z.enum(["lz4", "none"]);
 const frame = { version: z.literal(1) };
 
+/**
+ * A store directory beneath the agent's root, relative and normalised ("" is the root itself): no
+ * "." or ".." component, no empty one, not absolute. The agent also opens it beneath its held root.
+ */
+export const AgentStoreDir = z
+  .string()
+  .max(MAX_PATH_CHARS)
+  .refine((d) => d === "" || d.split("/").every((c) => c !== "" && c !== "." && c !== ".."), {
+    message: 'a store directory is relative to the agent\'s root, without "." or ".." components',
+  });
+
 export const AgentRequest = z.discriminatedUnion("kind", [
+  /**
+   * The connection's first request: its other requests go to the store in <agent root>/<dir>/.dwcp-store.
+   * Without it they go to <agent root>/.dwcp-store.
+   */
+  z.object({ kind: z.literal("open"), ...frame, dir: AgentStoreDir }),
   /** Which of these chunks does the store hold? (dedup before sending anything) */
   z.object({ kind: z.literal("have"), ...frame, hashes: z.array(Blake3Hex).max(MAX_FRAME_ENTRIES) }),
   /** Many chunks at once; the payload is their pages back to back. */
@@ -251,6 +267,8 @@ export const AgentRequest = z.discriminatedUnion("kind", [
 export const PutOutcome = z.enum(["stored", "dedup", "need-full"]);
 
 export const AgentReply = z.discriminatedUnion("kind", [
+  /** The store an "open" selected: its path on the agent's host, as a snapshot records it. */
+  z.object({ kind: z.literal("opened"), ...frame, store: Path }),
   z.object({ kind: z.literal("have-result"), ...frame, have: z.array(z.boolean()).max(MAX_FRAME_ENTRIES) }),
   z.object({
     kind: z.literal("put-result"),

@@ -186,5 +186,11 @@ export const MoverRegistration = z.object({
   pid: z.number().int(),
   startedAt: z.iso.datetime({ offset: true }),
   heartbeatAt: z.iso.datetime({ offset: true }),
+  /**
+   * Random id of the registering process, the same in all its writes: a mover recognises its own
+   * entry by it (a renewal stored though its answer was lost), never by pid and start time, which
+   * another process can share (containers). Absent in entries of movers that predate it.
+   */
+  instance: z.uuid().optional(),
 });
 export type MoverRegistration = z.infer<typeof MoverRegistration>;

@@ -1,6 +1,7 @@
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Kvm, KvWatchInclude, type KV, type KvWatchEntry } from "@nats-io/kv";
+import { Kvm, KvWatchInclude, type KV, type KvEntry, type KvWatchEntry } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MOVERS_BUCKET } from "#common/layout.js";
 import { moverRole } from "#common/credentials/provision.js";
@@ -92,6 +93,17 @@ async function watchA(): Promise<{
   };
 }
 
+/** The entry of `key` once it satisfies `match` (polled: the registry changes no state peers see). */
+async function untilEntry(key: string, match: (e: KvEntry) => boolean, timeoutMs = 10_000): Promise<KvEntry> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const e = await kv.get(key);
+    if (e && match(e)) return e;
+    if (Date.now() > deadline) throw new Error(`key ${key} not as expected within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function migrate(id: string): Promise<void> {
   const src = await makeImage(stack, "a", `vms/${id}/disk.img`, { sizeBytes: 8 * MiB, zeroFraction: 0.3, seed: 7 });
   const command = buildStart({
@@ -160,6 +172,29 @@ describe("a mover's host id is a lease", () => {
     } finally {
       stale.child.kill("SIGCONT");
       writes.stop();
+    }
+  });
+
+  it("a holder re-adopts its own renewal stored after its answer was lost, yet yields to another writer", async () => {
+    const lease = { heartbeatMs: 50, ttlMs: 60_000 };
+    const r = new Registry(kv, "own", [], createLogger("test"), undefined, lease);
+    await r.register("127.0.0.1:9100");
+    try {
+      // What a mover finds after a cut connection: a renewal that timed out was applied on
+      // reconnection, so its entry moved to a revision it never heard of, holding its own value.
+      const mine = MoverRegistration.parse((await kv.get("own"))?.json());
+      const late = await kv.put("own", JSON.stringify({ ...mine, heartbeatAt: new Date().toISOString() }));
+      const next = await untilEntry("own", (e) => e.revision > late || !r.holding);
+      expect(r.holding).toBe(true);
+      expect(MoverRegistration.parse(next.json()).instance).toBe(mine.instance);
+      // Another process with the same pid and start time (a container) is a genuine takeover.
+      const other = { ...mine, instance: randomUUID(), heartbeatAt: new Date().toISOString() };
+      const taken = await kv.put("own", JSON.stringify(other));
+      await untilEntry("own", (e) => e.revision > taken || !r.holding);
+      expect(r.holding).toBe(false);
+      expect((await kv.get("own"))?.revision).toBe(taken);
+    } finally {
+      await r.stop();
     }
   });
 

@@ -1,14 +1,18 @@
+import { existsSync, readdirSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateImage } from "../../cli/image.js";
 import { sha256File } from "../../cli/verify.js";
+import { openAgentStore } from "../../services/replication/src/app/destination.js";
 import { pickSnapshot, restoreFromStore } from "../../services/replication/src/app/restore.js";
+import { AgentStoreError } from "../../services/replication/src/domain/errors.js";
 import { syncOnce, type SyncOptions } from "../../services/replication/src/app/sync.js";
 import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
 import { connectAgent } from "../../services/replication/src/infra/tcp.js";
+import { replicateVm, startReplicationService } from "#replication";
 import { spawnAgent, type AgentProcess } from "./agent-process.js";
-import { startTestNats, type TestNats } from "./support.js";
+import { registerHosts, startTestNats, type TestNats } from "./support.js";
 
 const MiB = 1024 * 1024;
 const SECRET = "replication-test-secret-0123456789";
@@ -68,6 +72,40 @@ describe("replication agent over TCP", () => {
       toDir: join(t.dir, "next"),
     });
     expect(await sha256File(join(t.dir, "next", "disk.img"))).toBe(await sha256File(disk));
+  });
+
+  it("a sync through the service stores beneath --to's DIR on the agent, where its snapshot says", async () => {
+    await registerHosts(t, ["b"]);
+    await mkdir(join(t.dir, "hosts/a/vms"), { recursive: true });
+    const src = join(t.dir, "hosts/a/vms/s.img");
+    await generateImage(src, { sizeBytes: 2 * MiB, zeroFraction: 0.3, seed: 11 });
+    const env = { ...process.env, DWCP_SECRET: SECRET, DWCP_DATA_PLAINTEXT: "on", DWCP_NATS_INSECURE: "on" };
+    const svc = await startReplicationService({ host: "a", "data-dir": t.dir, nats: t.server.url }, env);
+    try {
+      await replicateVm(t.nats.nc, {
+        type: "ReplicateVm",
+        version: 1,
+        commandId: "cmd-dr-store",
+        vm: "dr",
+        source: { host: "a", paths: ["vms/s.img"] },
+        destination: { host: "b", dir: "dr/site1", agent: { host: "127.0.0.1", port: agent.port } },
+        chunkSizeBytes: 256 * 1024,
+      });
+    } finally {
+      await svc.stop();
+    }
+    const { state } = await base.log.read("dr");
+    const store = join(t.dir, "b", "dr/site1", ".dwcp-store");
+    expect(state.snapshots.map((s) => s.destination.store)).toEqual([store]);
+    expect(readdirSync(join(store, "manifests", "dr"))).toHaveLength(1);
+    // The agent keeps a store directory beneath its root.
+    const link = await connectAgent({ host: "127.0.0.1", port: agent.port, secret: SECRET });
+    await expect(openAgentStore(link, "../out", "the agent")).rejects.toBeInstanceOf(AgentStoreError);
+    await link.close();
+    expect(existsSync(join(t.dir, "out"))).toBe(false);
+    // Restored from the recorded path alone: the store there holds the whole snapshot.
+    await restoreFromStore(pickSnapshot(state, {}), { vm: "dr", toDir: join(t.dir, "dr-restored") });
+    expect(await sha256File(join(t.dir, "dr-restored", "s.img"))).toBe(await sha256File(src));
   });
 
   it("refuses a client without the secret", async () => {

@@ -325,7 +325,7 @@ describe("replication link over mTLS", () => {
 
   beforeAll(async () => {
     const tls = { tls: tlsOf("replication-b"), log: agentLog.log, handshakeTimeoutMs: 1000 };
-    agent = await serve(echo, { host: "127.0.0.1", port: 0, secret: SECRET, tls });
+    agent = await serve(() => echo, { host: "127.0.0.1", port: 0, secret: SECRET, tls });
   });
 
   afterAll(async () => {
@@ -362,7 +362,7 @@ describe("replication link over mTLS", () => {
   });
 
   it("a source refuses an agent presenting another host's certificate", async () => {
-    const wrong = await serve(echo, {
+    const wrong = await serve(() => echo, {
       host: "127.0.0.1",
       port: 0,
       secret: SECRET,

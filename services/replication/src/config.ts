@@ -9,7 +9,7 @@ const SECRET_PROBLEM = "DWCP_SECRET must be set to at least 16 characters (the s
 
 const AgentConfig = z
   .object({
-    /** The destination root; the store is <root>/.dwcp-store. */
+    /** The destination root; a source's `--to HOST:DIR` store is <root>/<DIR>/.dwcp-store. */
     root: z.string().min(1, "--root DIR is required"),
     listen: listenAddress("--listen"),
     /** Shared secret for the agent link (the movers' DWCP_SECRET); never logged. */

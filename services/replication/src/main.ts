@@ -3,9 +3,8 @@ import { resolve } from "node:path";
 import { runService } from "#common/lifecycle.js";
 import { openRootDir, type DirHandle } from "#native/index.js";
 import { createLogger } from "#common/logger.js";
-import { DestinationAgent } from "./app/destination.js";
+import { AgentStores } from "./app/agent-stores.js";
 import { agentConfig, type AgentFlags } from "./config.js";
-import { STORE_DIR } from "./infra/chunk-store.js";
 import { serve } from "./infra/tcp.js";
 import { PLAINTEXT_WARNING } from "#common/secure-link/tls.js";
 import { connectNats, serviceCredentials, type Nats } from "#common/nats.js";
@@ -21,10 +20,11 @@ import { configuredEventTrust, eventTrustSettings, loadEventTrust, processEventT
 import { serviceConfig, type ServiceFlags } from "./service-config.js";
 
 /**
- * The destination replication agent: serves the chunk store under <root>/.dwcp-store to sources
- * that know DWCP_SECRET. Logs {"msg":"listening","port":N} once it accepts connections. The root
- * and the store's directories are held by fd for the agent's lifetime: every file is created and
- * renamed beneath them, so a store directory swapped for a symlink cannot send a write elsewhere.
+ * The destination replication agent: serves the chunk stores under <root>/<dir>/.dwcp-store (the
+ * directory a source opens, <root>/.dwcp-store if it opens none) to sources that know DWCP_SECRET.
+ * Logs {"msg":"listening","port":N} once it accepts connections. The root and the stores'
+ * directories are held by fd for the agent's lifetime: every file is created and renamed beneath
+ * them, so a store directory swapped for a symlink cannot send a write elsewhere.
  */
 export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
   const cfg = agentConfig(flags);
@@ -44,10 +44,10 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
     start: async (control) => {
       await mkdir(cfg.root, { recursive: true }); // the operator's root: trusted as configured
       root = openRootDir(resolve(cfg.root));
-      const { dir: storeDir } = await root.makeDirs(STORE_DIR);
-      const agent = await DestinationAgent.openIn(storeDir, log).finally(() => storeDir.close());
+      const stores = new AgentStores(root, log);
+      const agent = await stores.open(""); // the root's own store: made and checked at start, as before
       if (cfg.link.mode === "plaintext") log.warn(PLAINTEXT_WARNING);
-      const srv = await serve((f) => agent.handle(f), {
+      const srv = await serve(() => stores.session(), {
         host: cfg.listenHost,
         port: cfg.listenPort,
         secret: cfg.secret,
@@ -59,7 +59,7 @@ export async function runReplicationAgent(flags: AgentFlags): Promise<void> {
       srv.server.on("error", (err) => control.fail("the agent's listening socket failed", err));
       close = async () => {
         await srv.close();
-        await agent.store.close();
+        await stores.close();
       };
       log.info({ port: srv.port, store: agent.store.dir }, "listening");
     },

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { KV, KvEntry } from "@nats-io/kv";
 import { MoverRegistration } from "#schemas/index.js";
 import { isWrongLastSequence } from "#common/event-sourcing/jetstream-errors.js";
@@ -38,16 +39,20 @@ type Claim = { held: true } | { held: false; holder: MoverRegistration; ageMs: n
  * A holder whose renewal finds the revision moved (it stalled past the TTL and another process
  * took the lease) has lost it: it logs so, never writes over the new holder, and carries on as
  * a standby, which keeps it useful to the shared queue without two processes advertising.
+ * The revision also moves under a holder that wrote it itself: a renewal sent while the
+ * connection was cut times out, yet is applied when the connection comes back. Every write
+ * carries this process's `instance` id, so an entry bearing it is ours whatever its revision,
+ * and is re-adopted rather than taken for a takeover.
  */
 export class Registry {
   private timer?: NodeJS.Timeout;
   private readonly startedAt = new Date().toISOString();
+  /** Marks our writes: pid and start time are not unique (containers, several registries in tests). */
+  private readonly instance = randomUUID();
   /** The revision of our entry while we hold the lease. */
   private revision?: number;
   private ticking?: Promise<void>;
   private dataAddress = "";
-  /** The value of our last claim: found stored after its answer was lost, it is ours. */
-  private claimed?: string;
 
   constructor(
     private readonly kv: KV,
@@ -117,6 +122,7 @@ export class Registry {
       pid: process.pid,
       startedAt: this.startedAt,
       heartbeatAt: new Date().toISOString(),
+      instance: this.instance,
     };
     return JSON.stringify(value);
   }
@@ -139,9 +145,11 @@ export class Registry {
       if (!isWrongLastSequence(err)) throw err;
       const entry = await this.kv.get(this.host);
       const holder = parse(entry);
-      if (entry && entry.operation === "PUT" && entry.string() === value) {
-        // Our own earlier renewal was stored though its answer was lost (a timeout): carry on from it.
-        this.revision = await this.kv.update(this.host, this.value(), entry.revision);
+      if (entry && holder?.instance === this.instance) {
+        // A renewal (or claim) of ours was stored though its answer was lost: carry on from it.
+        this.revision = entry.revision;
+        this.revision = await this.kv.update(this.host, value, entry.revision);
+        this.log.info({ revision: this.revision }, "host lease: re-adopted our own renewal stored after its timeout");
         return;
       }
       // Someone else wrote after our last renewal: the lease lapsed (we stalled past its TTL) and
@@ -159,7 +167,7 @@ export class Registry {
     for (let i = 1; ; i++) {
       const { entry, holder, ageMs } = await this.liveHolder();
       if (holder) return { held: false, holder, ageMs };
-      const value = (this.claimed = this.value());
+      const value = this.value();
       try {
         // `create` also writes over a deleted or purged entry (with its revision).
         this.revision =
@@ -179,7 +187,7 @@ export class Registry {
     const holder = parse(entry);
     const ageMs = entry ? Date.now() - entry.created.getTime() : Infinity;
     // Our own claim, stored though its answer was lost, is not somebody else's lease.
-    const ours = entry?.operation === "PUT" && entry.string() === this.claimed;
+    const ours = holder?.instance === this.instance;
     return holder && ageMs < this.lease.ttlMs && !ours ? { entry, holder, ageMs } : { entry, ageMs };
   }
 }

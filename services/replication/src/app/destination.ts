@@ -10,7 +10,7 @@ import {
 import type { DirHandle } from "#native/index.js";
 import { AgentRequest } from "#schemas/replication.js";
 import { silentLogger, type Logger } from "#common/logger.js";
-import { ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
+import { AgentStoreError, ChunkChecksumError, FrameInvalidError } from "../domain/errors.js";
 import { applyChanges, manifestProblem, PAGE, type Manifest } from "../domain/store/manifest.js";
 import { applyPages, cvBytes, deltaRebuilds, mergePages, pageSetOf, stackPages } from "../domain/store/pack.js";
 import {
@@ -73,31 +73,15 @@ export class DestinationAgent {
   }
 
   async handle(frame: Buffer): Promise<Buffer> {
-    let reply: Reply;
-    try {
-      const { header, payload } = decodeFrame<Request>(frame);
-      const req = parseRequest(header);
-      reply = req.success
-        ? await this.dispatch(req.data, payload)
-        : { kind: "error", version: 1, code: "FRAME_INVALID", message: req.error.message.slice(0, 300) };
-    } catch (err) {
-      reply = {
-        kind: "error",
-        version: 1,
-        code: (err as { code?: string }).code ?? "INTERNAL",
-        message: (err as Error).message,
-      };
-      this.log.warn({ err, code: reply.code }, "request failed");
-      return encodeFrame(reply);
-    }
-    // PARENT_UNKNOWN is routine (the source then sends the whole manifest).
-    if (reply.kind === "error" && reply.code !== "PARENT_UNKNOWN")
-      this.log.warn({ code: reply.code, reason: reply.message }, "request refused");
-    return encodeFrame(reply);
+    return answerFrame(frame, this.log, (req, payload) => this.reply(req, payload));
   }
 
-  private async dispatch(req: Request, payload: Buffer): Promise<Reply> {
+  /** The reply to one validated request against this agent's store. */
+  async reply(req: Request, payload: Buffer): Promise<Reply> {
     switch (req.kind) {
+      case "open":
+        // Only a listening agent (AgentStores) holds several stores; this one is bound to its own.
+        return { kind: "error", version: 1, code: "STORE_FIXED", message: `this agent serves ${this.store.dir} only` };
       case "have":
         return { kind: "have-result", version: 1, have: await Promise.all(req.hashes.map((h) => this.store.has(h))) };
       case "put":
@@ -293,10 +277,60 @@ function fail(c: PutChunk, actual: string): never {
   throw new ChunkChecksumError(c.hash, actual);
 }
 
+/**
+ * Decodes and validates one request frame, answers it with `reply`, and frames the answer; a
+ * refusal or failure becomes an "error" reply (logged), never a thrown error.
+ */
+export async function answerFrame(
+  frame: Buffer,
+  log: Logger,
+  reply: (req: Request, payload: Buffer) => Promise<Reply>,
+): Promise<Buffer> {
+  let out: Reply;
+  try {
+    const { header, payload } = decodeFrame<Request>(frame);
+    const req = parseRequest(header);
+    out = req.success
+      ? await reply(req.data, payload)
+      : { kind: "error", version: 1, code: "FRAME_INVALID", message: req.error.message.slice(0, 300) };
+  } catch (err) {
+    out = {
+      kind: "error",
+      version: 1,
+      code: (err as { code?: string }).code ?? "INTERNAL",
+      message: (err as Error).message,
+    };
+    log.warn({ err, code: out.code }, "request failed");
+    return encodeFrame(out);
+  }
+  // PARENT_UNKNOWN is routine (the source then sends the whole manifest).
+  if (out.kind === "error" && out.code !== "PARENT_UNKNOWN")
+    log.warn({ code: out.code, reason: out.message }, "request refused");
+  return encodeFrame(out);
+}
+
 /** How the source reaches a destination agent: in-process here, a socket in a deployment. */
 export interface Transport {
   request(frame: Buffer): Promise<Buffer>;
   close?(): Promise<void>;
+  /** The store's path on the destination's host, as its agent reported it (a snapshot records it). */
+  store?: string;
+}
+
+/**
+ * Points the link's requests at the agent's store beneath `dir` (relative to the agent's root, ""
+ * for the root) and returns that store's path on the agent's host.
+ */
+export async function openAgentStore(link: Transport, dir: string, where: string): Promise<string> {
+  const { header } = decodeFrame<Reply>(await link.request(encodeFrame({ kind: "open", version: 1, dir })));
+  if (header.kind === "opened") return header.store;
+  if (header.kind === "error" && header.code === "FRAME_INVALID")
+    throw new AgentStoreError(
+      `the agent at ${where} refused to open the store beneath "${dir}" (${header.message}); ` +
+        "an agent older than this dwcp takes no store directory: upgrade it",
+    );
+  const why = header.kind === "error" ? `${header.code}: ${header.message}` : `a "${header.kind}" reply`;
+  throw new AgentStoreError(`the agent at ${where} did not open the store beneath "${dir}" (${why})`);
 }
 
 export const inProcess = (agent: DestinationAgent): Transport => ({ request: (f) => agent.handle(f) });

@@ -44,7 +44,8 @@ async function once(o: ReplicateOptions): Promise<void> {
     throw err;
   });
   try {
-    const r = await (o.syncWith ?? syncOnce)({ ...o, transport });
+    // An agent says where its store is on its host: that is the path the snapshot records.
+    const r = await (o.syncWith ?? syncOnce)({ ...o, transport, storePath: transport.store ?? o.storePath });
     const retention = o.retention && o.localStore ? await retain(o.localStore, o.retention, o) : undefined;
     o.onSync?.(r, retention);
   } finally {

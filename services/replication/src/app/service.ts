@@ -1,5 +1,5 @@
 import type { FileHandle } from "node:fs/promises";
-import { join, posix } from "node:path";
+import { join, posix, relative, sep } from "node:path";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import type { Nats } from "#common/nats.js";
@@ -15,7 +15,7 @@ import { connectAgent } from "../infra/tcp.js";
 import type { LinkSecurity } from "#common/secure-link/tls.js";
 import { listVms, parseDefinition, startVm } from "#mover";
 import type { VmDefinition } from "#schemas/vm.js";
-import { DestinationAgent, inProcess, type Transport } from "./destination.js";
+import { DestinationAgent, inProcess, openAgentStore, type Transport } from "./destination.js";
 import { replicate } from "./replicate.js";
 import type { RetentionResult } from "./retention.js";
 import { pickSnapshot, restoreFromStore } from "./restore.js";
@@ -333,9 +333,12 @@ export class ReplicationService {
       plan.stateDir = join(src.path, ".dwcp-repl");
       plan.state = plan.hold((await src.dir.makeDirs(".dwcp-repl")).dir);
       if (cmd.destination.agent) {
-        // The store is on the agent's host, confined there by the agent to its own root.
-        const dir = inside(this.o.root(dest), cmd.destination.dir);
+        // The store is on the agent's host, beneath its own root: the agent opens <dir> there (and
+        // confines it), and the snapshot records the store's path as the agent reports it.
+        const root = this.o.root(dest);
+        const dir = inside(root, cmd.destination.dir);
         if (dir === undefined) throw new PathOutsideRootError(cmd.destination.dir, "is outside the destination's root");
+        plan.agentDir = relative(root, dir).split(sep).join(posix.sep);
         plan.storePath = join(dir, STORE_DIR);
         return plan;
       }
@@ -363,7 +366,16 @@ export class ReplicationService {
     };
     const link = this.o.link;
     const tls = link?.mode === "tls" ? { tls: { tls: link.tls, destHost: cmd.destination.host } } : {};
-    const connect = (): Promise<Transport> => (agent ? connectAgent({ ...agent, secret, ...tls }) : local());
+    const remote = async (a: { host: string; port: number }): Promise<Transport> => {
+      const link = await connectAgent({ ...a, secret, ...tls });
+      try {
+        return { ...link, store: await openAgentStore(link, plan.agentDir, `${a.host}:${a.port}`) };
+      } catch (err) {
+        await link.close();
+        throw err;
+      }
+    };
+    const connect = (): Promise<Transport> => (agent ? remote(agent) : local());
     let out: { result: SyncResult; retention?: RetentionResult } | undefined;
     const vm = plan.vm;
     await replicate({
@@ -399,7 +411,10 @@ class Plan {
   readonly sources: string[] = [];
   /** Each source opened beneath the held root; the sync takes each once and closes it. */
   readonly files: Array<FileHandle | undefined> = [];
+  /** Where the store is: as the service sees the destination's root (an agent's answer replaces it). */
   storePath = "";
+  /** With an agent: the store's directory relative to the agent's root ("" for the root). */
+  agentDir = "";
   stateDir = "";
   state: DirHandle | undefined;
   /** The local store's directory, held (undefined with an agent). */

@@ -75,6 +75,12 @@ export class SnapshotNotFoundError extends DwcpError {
   }
 }
 
+/** A replication agent that did not open the store directory a sync names (too old, or refused it). */
+export class AgentStoreError extends DwcpError {
+  readonly code = "AGENT_STORE" as const;
+  readonly retryable = false;
+}
+
 /** A request from a source that the destination agent cannot use as sent. */
 export class FrameInvalidError extends DwcpError {
   readonly code = "FRAME_INVALID" as const;

@@ -53,9 +53,9 @@ function writeRecord(socket: Socket, id: number, frame: Uint8Array): void {
   for (const part of encodeRecord(id, frame)) socket.write(part);
 }
 
-/** Serves `handle` to clients that prove they know the secret. */
+/** Serves clients that prove they know the secret, each connection with its own `session()` handler. */
 export async function serve(
-  handle: (frame: Buffer) => Promise<Buffer>,
+  session: () => (frame: Buffer) => Promise<Buffer>,
   o: {
     host: string;
     port: number;
@@ -74,7 +74,7 @@ export async function serve(
     socket.on("error", () => socket.destroy());
     const ticket = admission.admit(peerOf(socket), () => socket.destroy());
     socket.once("close", () => ticket.release());
-    serveSocket(socket, key, handle, () => ticket.authenticated()).catch(() => socket.destroy());
+    serveSocket(socket, key, session(), () => ticket.authenticated()).catch(() => socket.destroy());
   });
   return { server: listener.server, port: listener.address.port, close: () => listener.close() };
 }

@@ -8,7 +8,7 @@ export type { Codec, PutChunk, PutOutcome } from "#schemas/replication.js";
 export type Request = AgentRequest;
 export type Reply = AgentReply;
 
-const REQUEST_KINDS = new Set(["have", "put", "commit"]);
+const REQUEST_KINDS = new Set(["open", "have", "put", "commit"]);
 
 export function encodeFrame(header: Request | Reply, payload?: Uint8Array): Buffer {
   const json = Buffer.from(JSON.stringify(header));
