@@ -55,7 +55,7 @@ export class TcpRelay {
 
   static async start(opts: RelayOptions): Promise<TcpRelay> {
     const host = opts.listenHost ?? "127.0.0.1";
-    const server = createServer({ pauseOnConnect: true });
+    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
     await listenOn(server, host, opts.listenPort ?? 0);
     const addr = server.address();
     if (addr === null || typeof addr === "string") throw new RelayBindError(`relay on ${host} has no TCP address`);
@@ -134,16 +134,30 @@ export class TcpRelay {
       return;
     }
     const id = ++this.connections;
-    const upstream = connect({ host: this.opts.target.host, port: this.opts.target.port, noDelay: true });
+    const upstream = connect({
+      host: this.opts.target.host,
+      port: this.opts.target.port,
+      noDelay: true,
+      allowHalfOpen: true,
+    });
     client.setNoDelay(true);
     this.open.add(client).add(upstream);
     const drop = (): void => {
       client.destroy();
       upstream.destroy();
-      this.open.delete(client);
-      this.open.delete(upstream);
     };
-    for (const s of [client, upstream]) s.on("error", drop).on("close", drop);
+    // Half-closes pass through (both sockets allow half-open; the forward ends each direction
+    // once it has delivered what it holds): a side that closed cleanly has passed its end on and
+    // the other closes by itself once its last bytes are written. Tearing both down at the first
+    // close cut off a stream ending in a half-close (a live migration's tunnel) while a delaying
+    // forward still held its tail. A side that failed takes the other with it.
+    for (const s of [client, upstream]) {
+      s.on("error", drop);
+      s.once("close", (hadError) => {
+        this.open.delete(s);
+        if (hadError) drop();
+      });
+    }
     upstream.once("connect", () => {
       const forward = this.opts.forward ?? pipeBoth;
       forward({ id, client, upstream });

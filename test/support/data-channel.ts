@@ -104,6 +104,7 @@ export async function startCorruptingProxy(target: string, mode: "once" | "alway
     target: { host: target.slice(0, at), port: Number(target.slice(at + 1)) },
     forward: ({ client, upstream }) => {
       client.on("data", (d: Buffer) => upstream.write(corrupter.transform(d)));
+      client.on("end", () => upstream.end());
       upstream.pipe(client);
     },
   });

@@ -10,11 +10,12 @@ export abstract class FrameWalker {
   private left = 0;
   private at = 0;
   private inPayload = false;
+  private raw = false;
 
   /** Walk `chunk` (rewritten in place by onPayload) and return it. */
   walk(chunk: Buffer): Buffer {
     let i = 0;
-    while (i < chunk.length) {
+    while (i < chunk.length && !this.raw) {
       if (this.inPayload) {
         const n = Math.min(this.left, chunk.length - i);
         this.onPayload(chunk, i, n, this.at);
@@ -37,6 +38,14 @@ export abstract class FrameWalker {
   /** `chunk[from, from+n)` are the frame's payload bytes `[at, at+n)`. */
   protected abstract onPayload(chunk: Buffer, from: number, n: number, at: number): void;
   protected onEnd(): void {}
+
+  /**
+   * The bytes after the frame that just ended are no frames (a tunnel's stream after TUNNEL_OPEN
+   * or TUNNEL_OK): from here on walk() passes everything through untouched.
+   */
+  protected stopWalking(): void {
+    this.raw = true;
+  }
 
   private begin(): void {
     const h = this.header;

@@ -46,3 +46,20 @@ describe("FrameWalker", () => {
     }
   });
 });
+
+describe("FrameWalker.stopWalking", () => {
+  it("passes the bytes after the frame it is called at untouched, in the same chunk and later ones", () => {
+    class Tunnel extends Recorder {
+      protected override onEnd(): void {
+        super.onEnd();
+        this.stopWalking();
+      }
+    }
+    const raw = Buffer.from(encodeControl({ kind: "BATCH_OK" })); // would be a frame if walked
+    const r = new Tunnel();
+    const first = Buffer.concat([encodeControl({ kind: "TUNNEL_OK" }), raw]);
+    expect(r.walk(Buffer.from(first))).toEqual(first);
+    expect(r.walk(Buffer.from(raw))).toEqual(raw);
+    expect(r.seen).toEqual(["header 13 0", "end"]);
+  });
+});

@@ -59,6 +59,8 @@ export interface MoverOptions {
    * within the lease TTL); it shares the host's work queue and takes the lease over when it lapses.
    */
   standby?: boolean;
+  /** Further mover flags, e.g. ["--vm-state-dir", dir] for a mover that runs live migrations. */
+  args?: string[];
 }
 
 /**
@@ -191,6 +193,7 @@ export class Chaos {
       "--concurrency",
       String(o.concurrency ?? 2),
       ...(o.standby === true ? ["--standby"] : []),
+      ...(o.args ?? []),
     ];
     const proc = spawnService(name, args, this.log(name), this.serviceEnv(moverRole(host)));
     return this.register({ name, kind: "mover", host, proc }, /"mover running"/);

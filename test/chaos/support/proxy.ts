@@ -46,6 +46,8 @@ export interface FrameSeen {
   code?: string;
   /** CHUNK: a bit of this frame was flipped. */
   flipped?: boolean;
+  /** TUNNEL_OPEN: the channel asked for (e.g. "nbd", "migration"). */
+  channel?: string;
 }
 
 type Listener = (f: FrameSeen) => void;
@@ -318,8 +320,15 @@ class Sniffer extends FrameWalker {
       if (c.flipped) this.proxy.flips.push({ ...this.base(c), flipped: true });
       return;
     }
-    let json: { migrationId?: string; batch?: number; attempt?: number; delivery?: number; code?: string } = {};
-    if (c.kind === "BATCH_BEGIN" || c.kind === "BATCH_ERR" || c.kind === "CHUNK_ERR") {
+    let json: {
+      migrationId?: string;
+      batch?: number;
+      attempt?: number;
+      delivery?: number;
+      code?: string;
+      channel?: string;
+    } = {};
+    if (c.kind === "BATCH_BEGIN" || c.kind === "BATCH_ERR" || c.kind === "CHUNK_ERR" || c.kind === "TUNNEL_OPEN") {
       try {
         json = JSON.parse(Buffer.concat(this.control).toString("utf8")) as typeof json;
       } catch {
@@ -334,6 +343,10 @@ class Sniffer extends FrameWalker {
     this.current = c;
     this.report(json);
     this.current = undefined;
+    // A tunnel's raw stream follows TUNNEL_OPEN (the sender writes nothing until TUNNEL_OK) and
+    // TUNNEL_OK: it is not walked as frames.
+    if ((c.kind === "TUNNEL_OPEN" && this.dir === "up") || (c.kind === "TUNNEL_OK" && this.dir === "down"))
+      this.stopWalking();
   }
 
   private base(c: NonNullable<Sniffer["current"]>): FrameSeen {
@@ -350,12 +363,13 @@ class Sniffer extends FrameWalker {
     };
   }
 
-  private report(json: { delivery?: number; code?: string } | undefined): void {
+  private report(json: { delivery?: number; code?: string; channel?: string } | undefined): void {
     const c = this.current;
     if (c === undefined) return;
     const f = this.base(c);
     if (json?.delivery !== undefined) f.delivery = json.delivery;
     if (json?.code !== undefined) f.code = json.code;
+    if (json?.channel !== undefined) f.channel = json.channel;
     this.proxy.report(f);
   }
 }
