@@ -46,7 +46,14 @@ export default defineConfig({
           globalSetup: ["test/support/build-dist.ts"],
         },
       },
-      { test: { ...chaosTest, globalSetup: ["test/support/build-dist.ts", ...chaosTest.globalSetup] } },
+      {
+        test: {
+          ...chaosTest,
+          // Its cuts are on the data channel, not the server: the compat run leaves it out.
+          exclude: ["node_modules/**", ...(COMPAT_SKIPS.length > 0 ? ["test/chaos/live.chaos.spec.ts"] : [])],
+          globalSetup: ["test/support/build-dist.ts", ...chaosTest.globalSetup],
+        },
+      },
     ],
   },
 });
