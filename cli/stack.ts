@@ -251,7 +251,7 @@ export class Stack {
    * TLS, each with its own store dir; a node that fails to start stops the ones already started.
    */
   private async startCluster(size: number): Promise<NatsServerHandle[]> {
-    const nodes = [];
+    const nodes: Array<{ name: string; port: number; clusterPort: number }> = [];
     for (let i = 0; i < size; i++) nodes.push({ name: `n${i}`, port: await freePort(), clusterPort: await freePort() });
     // Started together, so that each finds its routes at once.
     const started = await Promise.allSettled(
