@@ -67,9 +67,9 @@ export class StackStartError extends DwcpError {
   readonly retryable = false;
 }
 
-const tailOf = (file: string): string => {
+const tailOf = (file: string, lines = 8): string => {
   try {
-    return readFileSync(file, "utf8").split("\n").slice(-8).join("\n");
+    return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
   } catch {
     return "";
   }
@@ -290,18 +290,22 @@ export class Stack {
   }
 
   /**
-   * The admin connection to a cluster that has just started: the first connection made while the
-   * nodes are still opening their routes failed after 10 s on 2.9.10, and the next one at once,
-   * so this tries again until a node answers.
+   * The admin connection to a cluster that has just started. Connecting before every node has
+   * seen the JetStream meta leader elected failed after 10 s on 2.9.10 (and left the client
+   * retrying); so this waits for each node's log to say so first, polling: there is no event.
    */
-  private connectToCluster(): Promise<Nats> {
-    const credentials = this.credentialsOf("admin");
-    return until(
-      "the cluster accepted a client",
+  private async connectToCluster(): Promise<Nats> {
+    await until(
+      "every node of the cluster saw a JetStream meta leader",
       undefined,
-      () => connectNats(this.url, "dwcp-stack", undefined, { credentials, timeoutMs: 1_000 }).catch(() => undefined),
+      async () => {
+        for (let i = 0; i < this.servers.length; i++)
+          if (!/metadata leader/.test(tailOf(join(this.logs, `nats-server-n${i}.log`), 1_000))) return undefined;
+        return true;
+      },
       this.opts.startTimeoutMs,
     );
+    return this.connect("admin", "dwcp-stack");
   }
 
   /** `--metrics-listen` on a free loopback port for `name` (recorded for Prometheus), or nothing. */
