@@ -6,9 +6,10 @@
 // dwcp.evt.migration.>; time runs from the first publish to the last terminal event, a
 // migration's latency from its publish to its terminal event. Every destination is compared with
 // its source. --replicas 3 runs the stack on a cluster of three local nats-servers (free ports, a
-// store dir each, stopped by PID) with every stream and work queue at R3. --prof DIR writes a --cpu-prof profile of every service into DIR. --heap-mb MB caps
-// every service's V8 old space (--max-old-space-size): without a cap V8 lets the heap grow far
-// past what is live before it collects, which is most of a coordinator's RSS at 10,000 migrations.
+// store dir each, stopped by PID) with every stream and work queue at R3. --prof DIR writes a
+// --cpu-prof profile of every service into DIR. --heap-mb MB caps every service's V8 old space
+// (--max-old-space-size): without a cap V8 lets the heap grow far past what is live before it
+// collects, which is most of a coordinator's RSS at 10,000 migrations.
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";

@@ -298,10 +298,11 @@ export class Stack {
     await until(
       "every node of the cluster saw a JetStream meta leader",
       undefined,
-      async () => {
-        for (let i = 0; i < this.servers.length; i++)
-          if (!/metadata leader/.test(tailOf(join(this.logs, `nats-server-n${i}.log`), 1_000))) return undefined;
-        return true;
+      () => {
+        const seen = this.servers.every((_, i) =>
+          /metadata leader/.test(tailOf(join(this.logs, `nats-server-n${i}.log`), 1_000)),
+        );
+        return Promise.resolve(seen ? true : undefined);
       },
       this.opts.startTimeoutMs,
     );

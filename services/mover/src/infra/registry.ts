@@ -17,9 +17,9 @@ export const DEFAULT_LEASE: LeaseTiming = { heartbeatMs: 5_000, ttlMs: 15_000 };
 
 /**
  * How long a peer's entry read by lookup() is used again without a read: the destination is
- * looked up per batch, and small migrations made that a KV get per migration. An entry changes only when a host's lease changes hands (a restart, a
- * standby taking over a lapsed lease, which takes ttlMs), and a batch sent to the old holder
- * fails as unreachable and is retried.
+ * looked up per batch, and small migrations made that a KV get per migration. An entry changes
+ * only when a host's lease changes hands (a restart, a standby taking over a lapsed lease, which
+ * takes ttlMs), and a batch sent to the old holder fails as unreachable and is retried.
  */
 export const LOOKUP_CACHE_MS = 1_000;
 
