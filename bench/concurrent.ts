@@ -1,13 +1,15 @@
-// npm run bench:concurrent [-- --json] [--n 1000] [--coordinators 1] [--prof DIR] [--heap-mb MB]
+// npm run bench:concurrent [-- --json] [--n 1000] [--coordinators 1] [--replicas 1|3] [--prof DIR] [--heap-mb MB]
 // N migrations of one 64 KiB volume each, a → b, on the embedded stack `dwcp up` starts (its own
 // nats-server with users and mTLS, a coordinator, movers for hosts a and b, signed events).
 // A plain NATS client with the cli role's credentials publishes the N StartMigration commands as
 // fast as JetStream acks them (a window of PubAcks in flight) and counts terminal events on
 // dwcp.evt.migration.>; time runs from the first publish to the last terminal event, a
 // migration's latency from its publish to its terminal event. Every destination is compared with
-// its source. --prof DIR writes a --cpu-prof profile of every service into DIR. --heap-mb MB caps
-// every service's V8 old space (--max-old-space-size): without a cap V8 lets the heap grow far
-// past what is live before it collects, which is most of a coordinator's RSS at 10,000 migrations.
+// its source. --replicas 3 runs the stack on a cluster of three local nats-servers (free ports, a
+// store dir each, stopped by PID) with every stream and work queue at R3. --prof DIR writes a
+// --cpu-prof profile of every service into DIR. --heap-mb MB caps every service's V8 old space
+// (--max-old-space-size): without a cap V8 lets the heap grow far past what is live before it
+// collects, which is most of a coordinator's RSS at 10,000 migrations.
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
     n: { type: "string", default: "1000" },
     coordinators: { type: "string", default: "1" },
+    replicas: { type: "string", default: "1" },
     prof: { type: "string" },
     "heap-mb": { type: "string" },
     keep: { type: "boolean", default: false },
@@ -29,6 +32,7 @@ const { values } = parseArgs({
 });
 const n = Number(values.n);
 const coordinators = Number(values.coordinators);
+const replicas = Number(values.replicas);
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 
 async function rssBytes(pid: number): Promise<number> {
@@ -38,6 +42,7 @@ async function rssBytes(pid: number): Promise<number> {
 
 async function main(): Promise<void> {
   if (!Number.isInteger(n) || n < 1) throw new Error(`--n must be a positive integer, got "${values.n}"`);
+  if (replicas !== 1 && replicas !== 3) throw new Error(`--replicas must be 1 or 3, got "${values.replicas}"`);
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-concurrent-"));
   const heapMb = values["heap-mb"] === undefined ? undefined : Number(values["heap-mb"]);
   if (heapMb !== undefined && !(Number.isInteger(heapMb) && heapMb >= 64))
@@ -47,14 +52,14 @@ async function main(): Promise<void> {
     ...(heapMb !== undefined ? [`--max-old-space-size=${heapMb}`] : []),
   ];
   const env = nodeFlags.length > 0 ? { DWCP_NODE_FLAGS: nodeFlags.join(" ") } : {};
-  const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false, env });
+  const stack = new Stack({ dataDir, hosts: ["a", "b"], replication: false, env, replicas });
   try {
     await stack.start();
     for (let i = 1; i < coordinators; i++) await stack.startCoordinator();
     log(`writing ${n} volumes of 64 KiB...`);
     await writeVolumes(stack, n);
     const procs = {
-      nats_server: stack.server.pid,
+      ...Object.fromEntries(stack.servers.map((s, i) => [i === 0 ? "nats_server" : `nats_server_${i}`, s.pid])),
       ...Object.fromEntries(stack.coordinators.map((c, i) => [`coordinator_${i}`, c.child.pid])),
       mover_a: stack.movers.get("a")?.child.pid,
       mover_b: stack.movers.get("b")?.child.pid,
@@ -70,6 +75,7 @@ async function main(): Promise<void> {
     const out = {
       n,
       coordinators,
+      replicas,
       ...(heapMb !== undefined ? { heap_mb: heapMb } : {}),
       migrations_per_s: Number(r.migrationsPerSec.toFixed(1)),
       seconds: Number(r.seconds.toFixed(2)),

@@ -9,7 +9,7 @@ import { connectNats, type Nats, type NatsCredentials } from "#common/nats.js";
 import { stopChild } from "#common/child-process.js";
 import { DwcpError } from "#common/errors.js";
 import { freePort, startNatsServer, type NatsServerHandle } from "#common/nats-server.js";
-import { deploymentServerConfig } from "#common/credentials/server-config.js";
+import { deploymentClusterBlock, deploymentServerConfig } from "#common/credentials/server-config.js";
 import { natsCredentialsOf } from "#common/credentials/connect.js";
 import { pingReplication } from "#replication";
 import {
@@ -67,9 +67,9 @@ export class StackStartError extends DwcpError {
   readonly retryable = false;
 }
 
-const tailOf = (file: string): string => {
+const tailOf = (file: string, lines = 8): string => {
   try {
-    return readFileSync(file, "utf8").split("\n").slice(-8).join("\n");
+    return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
   } catch {
     return "";
   }
@@ -143,6 +143,12 @@ export interface StackOptions {
    * Default false; `dwcp up` turns it on.
    */
   metrics?: boolean;
+  /**
+   * JetStream replicas of every stream and work queue: 1 (default) runs one nats-server; 3 runs a
+   * cluster of three on free loopback ports, each with its own store <dataDir>/nats/n<i>, and the
+   * services connect to all three (DWCP_REPLICAS=3). Ignored with `natsUrl`.
+   */
+  replicas?: 1 | 3;
 }
 
 /** The Prometheus jobs of a stack's services, as the shipped alert rules name them. */
@@ -154,7 +160,10 @@ export const METRICS_JOBS = { coordinator: "dwcp-coordinator", mover: "dwcp-move
  * <dataDir>/hosts/<host>, all real processes.
  */
 export class Stack {
+  /** The stack's nats-server (the first node of its cluster with `replicas: 3`). */
   server!: NatsServerHandle;
+  /** Every nats-server the stack started: one, or a cluster's three. */
+  servers: NatsServerHandle[] = [];
   nats!: Nats;
   coordinators: ServiceProcess[] = [];
   movers = new Map<string, ServiceProcess>();
@@ -174,7 +183,11 @@ export class Stack {
   }
 
   get url(): string {
-    return this.opts.natsUrl ?? this.server.url;
+    return this.opts.natsUrl ?? this.servers.map((s) => s.url).join(",");
+  }
+
+  private get replicas(): number {
+    return this.opts.natsUrl === undefined ? (this.opts.replicas ?? 1) : 1;
   }
 
   root(host: string): string {
@@ -192,6 +205,7 @@ export class Stack {
       ...this.opts.env,
       DWCP_SECRET: this.secret,
       DWCP_NATS_URL: this.url,
+      ...(this.replicas > 1 ? { DWCP_REPLICAS: String(this.replicas) } : {}),
     };
   }
 
@@ -210,21 +224,13 @@ export class Stack {
     if (this.opts.natsUrl === undefined)
       this.lock = lockDataDir(this.opts.dataDir, `dwcp ${process.argv.slice(2).join(" ")}`.slice(0, 200));
     this.credentials = this.opts.credentials ?? (await provision(this.opts.dataDir, { hosts: this.opts.hosts }));
-    if (this.opts.natsUrl === undefined) {
-      const port = this.opts.natsPort || (await freePort()); // 0: any free port
-      const storeDir = join(this.opts.dataDir, "nats");
-      mkdirSync(storeDir, { recursive: true });
-      this.server = await startNatsServer({
-        configFile: join(this.opts.dataDir, "nats-server.conf"),
-        config: deploymentServerConfig(this.credentials, { host: "127.0.0.1", port, storeDir }),
-        port,
-        logFile: join(this.logs, "nats-server.log"),
-      });
-    }
+    if (this.opts.natsUrl === undefined)
+      this.servers = this.replicas > 1 ? await this.startCluster(this.replicas) : [await this.startServer()];
+    if (this.servers[0] !== undefined) this.server = this.servers[0];
     // The stack provisions as admin what its services only check for.
-    this.nats = await this.connect("admin", "dwcp-stack");
-    await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: 1 });
-    for (const host of this.opts.hosts) await ensureWorkStream(this.nats.jsm, host, { replicas: 1 });
+    this.nats = this.servers.length > 1 ? await this.connectToCluster() : await this.connect("admin", "dwcp-stack");
+    await ensureLayout(this.nats.nc, this.nats.jsm, { replicas: this.replicas });
+    for (const host of this.opts.hosts) await ensureWorkStream(this.nats.jsm, host, { replicas: this.replicas });
     const replication = this.opts.replication === false ? [] : this.opts.hosts.map((h) => this.startReplication(h));
     await Promise.all([
       this.startCoordinator(),
@@ -232,6 +238,81 @@ export class Stack {
       ...replication,
     ]);
     return this;
+  }
+
+  private async startServer(): Promise<NatsServerHandle> {
+    const port = this.opts.natsPort || (await freePort()); // 0: any free port
+    const storeDir = join(this.opts.dataDir, "nats");
+    mkdirSync(storeDir, { recursive: true });
+    return startNatsServer({
+      configFile: join(this.opts.dataDir, "nats-server.conf"),
+      config: deploymentServerConfig(this.credentials, { host: "127.0.0.1", port, storeDir }),
+      port,
+      logFile: join(this.logs, "nats-server.log"),
+    });
+  }
+
+  /**
+   * `size` nats-servers on free loopback ports routed to each other over the deployment's route
+   * TLS, each with its own store dir; a node that fails to start stops the ones already started.
+   */
+  private async startCluster(size: number): Promise<NatsServerHandle[]> {
+    const nodes: Array<{ name: string; port: number; clusterPort: number }> = [];
+    for (let i = 0; i < size; i++) nodes.push({ name: `n${i}`, port: await freePort(), clusterPort: await freePort() });
+    // Started together, so that each finds its routes at once.
+    const started = await Promise.allSettled(
+      nodes.map((n, i) => {
+        const storeDir = join(this.opts.dataDir, "nats", n.name);
+        mkdirSync(storeDir, { recursive: true });
+        const cluster = deploymentClusterBlock(this.credentials, {
+          name: "dwcp-stack",
+          host: "127.0.0.1",
+          port: n.clusterPort,
+          routes: nodes.filter((_, j) => j !== i).map((o) => `127.0.0.1:${o.clusterPort}`),
+        });
+        const config = deploymentServerConfig(this.credentials, {
+          host: "127.0.0.1",
+          port: n.port,
+          storeDir,
+          serverName: n.name,
+          extra: cluster,
+        });
+        return startNatsServer({
+          name: n.name,
+          configFile: join(this.opts.dataDir, `nats-server-${n.name}.conf`),
+          config,
+          port: n.port,
+          logFile: join(this.logs, `nats-server-${n.name}.log`),
+        });
+      }),
+    );
+    const up = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed !== undefined) {
+      await Promise.allSettled(up.map((s) => s.stop()));
+      throw failed.reason;
+    }
+    return up;
+  }
+
+  /**
+   * The admin connection to a cluster that has just started. Connecting before every node has
+   * seen the JetStream meta leader elected failed after 10 s on 2.9.10 (and left the client
+   * retrying); so this waits for each node's log to say so first, polling: there is no event.
+   */
+  private async connectToCluster(): Promise<Nats> {
+    await until(
+      "every node of the cluster saw a JetStream meta leader",
+      undefined,
+      () => {
+        const seen = this.servers.every((_, i) =>
+          /metadata leader/.test(tailOf(join(this.logs, `nats-server-n${i}.log`), 1_000)),
+        );
+        return Promise.resolve(seen ? true : undefined);
+      },
+      this.opts.startTimeoutMs,
+    );
+    return this.connect("admin", "dwcp-stack");
   }
 
   /** `--metrics-listen` on a free loopback port for `name` (recorded for Prometheus), or nothing. */
@@ -320,7 +401,7 @@ export class Stack {
     const services = [...this.movers.values(), ...this.replication.values(), ...this.coordinators];
     await Promise.allSettled(services.map((p) => p.stop()));
     await this.nats?.nc.close().catch(() => undefined);
-    await this.server?.stop();
+    await Promise.allSettled(this.servers.map((s) => s.stop()));
     this.lock?.release();
     this.lock = undefined;
   }

@@ -8,7 +8,10 @@ export const PROGRESS_INTERVAL_MS = 250;
 
 /**
  * Counts one batch attempt's acknowledged chunks and publishes a BatchProgress at most every
- * PROGRESS_INTERVAL_MS while they come (the last count within that interval after the last ack).
+ * PROGRESS_INTERVAL_MS while they come (the last count within that interval after the last ack),
+ * the first one PROGRESS_INTERVAL_MS after the batch started. A batch that ends sooner reports
+ * nothing: its ChunkBatchTransferred follows at once and says as much (for small migrations a
+ * signed report per batch that nobody needed).
  */
 export class BatchProgressReporter {
   private readonly counted = new Set<number>();
@@ -16,7 +19,9 @@ export class BatchProgressReporter {
   private dataBytes = 0;
   private zeroBytes = 0;
   private wireBytes = 0;
-  private lastSent = 0;
+  /** When the last report went out, or the batch started. */
+  private lastSent = Date.now();
+  private reported = false;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -38,18 +43,22 @@ export class BatchProgressReporter {
     else this.timer ??= setTimeout(() => this.publish(), wait);
   };
 
-  /** The batch ended: a report still held back is sent now (`flush`), then no more. */
+  /**
+   * The batch ended: a report still held back is sent now (`flush`) if an earlier one went out
+   * (so that a reader does not stay on a partial count), then no more.
+   */
   stop(flush = false): void {
     const pending = this.timer !== undefined;
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (flush && pending) this.publish();
+    if (flush && pending && this.reported) this.publish();
   }
 
   private publish(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.lastSent = Date.now();
+    this.reported = true;
     publishProgress(this.nc, this.trust, {
       type: "BatchProgress",
       version: 1,
