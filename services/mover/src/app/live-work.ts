@@ -106,6 +106,7 @@ export class LiveWorker {
             ),
       );
     };
+    let error: Error | undefined;
     try {
       if (reg === undefined) throw new Error(`no mover has registered host "${w.destHost}"`);
       await migrateLive({
@@ -131,17 +132,20 @@ export class LiveWorker {
         signal,
         log,
       });
-      await appends;
     } catch (err) {
-      await appends;
-      const report = failed ?? {
-        kind: "failed" as const,
-        phase: "prepare" as const,
-        reason: (err as Error).message,
-        cancelled: signal.aborted,
-      };
-      await this.record(w, report, await sourceRuns(stateDir, w.vm), log, recorder);
+      error = err as Error;
     }
+    // The events in order: a completed migration's outcome is among them (an append that keeps
+    // failing leaves the item to be redelivered, never recorded as a failure).
+    await appends;
+    if (error === undefined) return;
+    const report = failed ?? {
+      kind: "failed" as const,
+      phase: "prepare" as const,
+      reason: error.message,
+      cancelled: signal.aborted,
+    };
+    await this.record(w, report, await sourceRuns(stateDir, w.vm), log, recorder);
   }
 
   /**
@@ -159,7 +163,10 @@ export class LiveWorker {
       trust: this.store.trust,
     });
     await destination.abort(w.migrationId).catch((err: unknown) => log.warn({ err }, "destination abort failed"));
-    const reason = "the source mover stopped during the migration; rolled back";
+    // A run that got as far as quitting the source leaves its guest at the destination only.
+    const reason = running
+      ? "the source mover stopped during the migration; rolled back, the source guest runs on"
+      : "the source mover stopped during the migration; the source guest is gone (it may run at the destination)";
     await this.record(w, { kind: "failed", phase, reason, cancelled: false }, running, log);
   }
 
