@@ -46,6 +46,7 @@ export class LiveRpcClient implements LiveDestination {
         definition: req.definition,
         diskSizes,
         ...(req.postcopy === true ? { postcopy: true } : {}),
+        ...(req.multifd === undefined ? {} : { multifd: req.multifd }),
       },
       PREPARE_TIMEOUT_MS,
     );
@@ -164,6 +165,7 @@ async function answer(req: LiveRequest, o: LiveServeOptions, log: Logger): Promi
         definition,
         diskSizes,
         ...(req.postcopy === true ? { postcopy: true } : {}),
+        ...(req.multifd === undefined ? {} : { multifd: req.multifd }),
       });
       log.info({ vm: definition.name, root: definition.root }, "live migration prepared");
       return { ok: true };
