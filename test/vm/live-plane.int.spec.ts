@@ -154,7 +154,7 @@ describe("live migration through the control plane", () => {
     expect(existsSync(join(stack.root("b"), "vms/g/disk.img"))).toBe(false);
   }, 300_000);
 
-  it("dwcp migrate --live --wait (two zstd multifd streams) moves the counting guest to b, where it counts on", async () => {
+  it("dwcp migrate --live --wait over two zstd multifd streams: the guest counts on at b", async () => {
     const dwcp = cliOf(stack);
     const sourcePid = readRecord(stateOf("a"), "g").pid ?? 0;
     const countedAtA = lastCount("a");
