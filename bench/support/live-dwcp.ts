@@ -55,7 +55,7 @@ export async function startDwcpMigrator(
   destStateDir: string,
   log?: Logger,
 ): Promise<LiveMigrator> {
-  const quiet: Logger = log ?? (pino({ level: process.env["DWCP_BENCH_LOG"] ?? "silent" }));
+  const quiet: Logger = log ?? pino({ level: process.env["DWCP_BENCH_LOG"] ?? "silent" });
   const secret = randomBytes(32);
   const pki = await provision(join(dir, "pki"), { hosts: ["a", "b"] });
   const b = pki.roles.get("mover-b");
