@@ -64,9 +64,13 @@ const dir = mkdtempSync(join(tmpdir(), "dwcp-bench-live-"));
 let lab: Lab | undefined;
 let closeMigrator: (() => Promise<void>) | undefined;
 const cleanup = async (): Promise<void> => {
-  await lab?.stopAll();
-  await closeMigrator?.().catch(() => undefined);
-  if (!values.keep) rmSync(dir, { recursive: true, force: true });
+  try {
+    await lab?.stopAll();
+    const closing = closeMigrator?.().catch(() => undefined);
+    await Promise.race([closing, new Promise((r) => setTimeout(r, 10_000).unref())]);
+  } finally {
+    if (!values.keep) rmSync(dir, { recursive: true, force: true });
+  }
 };
 for (const signal of ["SIGINT", "SIGTERM"] as const)
   process.once(signal, () => {

@@ -73,7 +73,13 @@ export async function startDwcpMigrator(
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
   const pending = new Map<number, { resolve: (v: string | undefined) => void; reject: (e: Error) => void }>();
+  // Calls still waiting when b's process goes (killed, crashed) fail instead of hanging.
+  child.once("exit", (code, signal) => {
+    for (const p of pending.values()) p.reject(new Error(`the destination process exited (${code ?? signal})`));
+    pending.clear();
+  });
   const address = await new Promise<string>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`the destination process exited (${code}) before it was ready`)));
     child.on("message", (m: DestReady | DestReply) => {
@@ -88,6 +94,7 @@ export async function startDwcpMigrator(
   type Call = DestCall extends infer C ? (C extends { id: number } ? Omit<C, "id"> : never) : never;
   const call = (c: Call): Promise<string | undefined> =>
     new Promise((resolve, reject) => {
+      if (gone()) return reject(new Error("the destination process is gone"));
       const id = ++nextId;
       pending.set(id, { resolve, reject });
       child.send({ ...c, id });
@@ -141,8 +148,8 @@ export async function startDwcpMigrator(
       };
     },
     async close() {
-      if (child.connected) await call({ op: "close" }).catch(() => undefined);
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      if (!gone() && child.connected) await call({ op: "close" }).catch(() => undefined);
+      if (!gone()) child.kill("SIGTERM");
       await exited;
     },
   };
