@@ -1,6 +1,18 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -143,28 +155,45 @@ export interface CounterImage {
   reason?: string;
 }
 
-/** Whether an image of the counting guest's disk is a consistent point in time. */
+/**
+ * Whether an image of the counting guest's disk is a consistent point in time. Read in pieces: a
+ * disk of 2 GiB or more is past what one readFileSync may return.
+ */
 export function checkCounterImage(file: string): CounterImage {
-  const img = readFileSync(file);
-  const entry = (block: number, magic: string): number | undefined => {
-    const text = img.subarray(block * 512, block * 512 + 24).toString("latin1");
-    return text.startsWith(magic) ? Number(text.slice(8, 24)) : undefined;
-  };
-  const header = entry(0, "DWCPCTR1") ?? 0;
-  let log = 0;
-  while ((log + 2) * 512 <= img.length && entry(log + 1, "DWCPLOG1") === log + 1) log++;
-  for (let b = log + 2; (b + 1) * 512 <= img.length; b++) {
-    if (entry(b, "DWCPLOG1") !== undefined)
-      return {
-        consistent: false,
-        header,
-        log,
-        reason: `log entry ${b} lies beyond the contiguous log ending at ${log}`,
-      };
+  const fd = openSync(file, "r");
+  try {
+    const blocks = Math.floor(fstatSync(fd).size / 512);
+    const piece = Buffer.alloc(16 * 1024 * 1024);
+    let pieceStart = -1;
+    const entry = (block: number, magic: string): number | undefined => {
+      const at = block * 512;
+      if (pieceStart < 0 || at < pieceStart || at + 512 > pieceStart + piece.length) {
+        pieceStart = at;
+        piece.fill(0);
+        readSync(fd, piece, 0, piece.length, at);
+      }
+      if (piece[at - pieceStart] !== 0x44) return undefined; // "D": most blocks are not entries
+      const text = piece.subarray(at - pieceStart, at - pieceStart + 24).toString("latin1");
+      return text.startsWith(magic) ? Number(text.slice(8, 24)) : undefined;
+    };
+    const header = entry(0, "DWCPCTR1") ?? 0;
+    let log = 0;
+    while (log + 2 <= blocks && entry(log + 1, "DWCPLOG1") === log + 1) log++;
+    for (let b = log + 2; b + 1 <= blocks; b++) {
+      if (entry(b, "DWCPLOG1") !== undefined)
+        return {
+          consistent: false,
+          header,
+          log,
+          reason: `log entry ${b} lies beyond the contiguous log ending at ${log}`,
+        };
+    }
+    if (header !== log && header !== log - 1)
+      return { consistent: false, header, log, reason: `the header says ${header}, the log ends at ${log}` };
+    return { consistent: true, header, log };
+  } finally {
+    closeSync(fd);
   }
-  if (header !== log && header !== log - 1)
-    return { consistent: false, header, log, reason: `the header says ${header}, the log ends at ${log}` };
-  return { consistent: true, header, log };
 }
 
 /**
