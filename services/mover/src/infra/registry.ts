@@ -16,14 +16,6 @@ export interface LeaseTiming {
 /** Three missed heartbeats end a lease. */
 export const DEFAULT_LEASE: LeaseTiming = { heartbeatMs: 5_000, ttlMs: 15_000 };
 
-/**
- * How long a peer's entry read by lookup() is used again without a read: the destination is
- * looked up per batch, and small migrations made that a KV get per migration. An entry changes
- * only when a host's lease changes hands (a restart, a standby taking over a lapsed lease, which
- * takes ttlMs), and a batch sent to the old holder fails as unreachable and is retried.
- */
-export const LOOKUP_CACHE_MS = 1_000;
-
 /** Claims made in a row when racing claimants keep moving the revision under us. */
 const CLAIM_TRIES = 3;
 
@@ -61,8 +53,6 @@ export class Registry {
   private revision?: number;
   private ticking?: Promise<void>;
   private dataAddress = "";
-  /** Peers' entries lookup() read lately, with when (performance.now()) they were read. */
-  private readonly looked = new Map<string, { reg: MoverRegistration; at: number }>();
 
   constructor(
     private readonly kv: KV,
@@ -118,17 +108,8 @@ export class Registry {
   }
 
   async lookup(host: string): Promise<MoverRegistration | undefined> {
-    const now = performance.now();
-    const seen = this.looked.get(host);
-    if (seen !== undefined && now - seen.at < LOOKUP_CACHE_MS) return seen.reg;
     const entry = await this.kv.get(host);
-    if (entry && entry.operation === "PUT" && entry.length > 0) {
-      const reg = MoverRegistration.safeParse(entry.json()).data;
-      if (reg === undefined) this.looked.delete(host);
-      else this.looked.set(host, { reg, at: now });
-      return reg;
-    }
-    this.looked.delete(host);
+    if (entry && entry.operation === "PUT" && entry.length > 0) return MoverRegistration.safeParse(entry.json()).data;
     const remote = await this.remote?.find(host);
     return remote?.found ? remote.registration : undefined;
   }
