@@ -223,11 +223,13 @@ describe("live migration through the movers' data channel", () => {
     expect(() => process.kill(sourcePid, 0)).toThrow();
     expect(existsSync(join(stateA, "g"))).toBe(false);
 
-    // The guest counts on at b from where it was paused at a, without booting again.
+    // The guest counts on at b from where it was paused at a, without booting again. The console
+    // line being written at the pause may be split across the hosts (its start at a, its end at
+    // b): then neither console holds that count whole, and b's first whole count is the next one.
     const last = Math.max(...counters(sourceText));
     const text = await serial(stateB, new RegExp(`dwcp-counter ${last + 10}\\b`));
     expect(text).not.toContain("dwcp-guest boot");
-    expect(counters(text)[0]).toBeLessThanOrEqual(last + 1);
+    expect(counters(text)[0]).toBeLessThanOrEqual(last + 2);
     expect((await statusOf(stateB, "g")).state).toBe("running");
     await stopVm(stateB, "g");
     const image = checkCounterImage(join(rootB, "vms/g/disk.img"));
