@@ -276,8 +276,8 @@ export const COMMANDS: CommandSpec[] = [
     usage:
       "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
       "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--id ID] [--wait] [--json] " +
-      "| --live --vm NAME --from HOST --to HOST:DIR [--downtime-limit MS] [--bandwidth-limit SIZE/s] [--streams N] " +
-      "[--compression zstd|none] [--postcopy] [--no-auto-converge] [--id ID] [--wait] [--json]",
+      "| --live --vm NAME --from HOST --to HOST:DIR [--downtime-limit MS] [--bandwidth-limit SIZE/s] [--postcopy] " +
+      "[--no-auto-converge] [--id ID] [--wait] [--json]",
     role: "cli",
     keepsDataDir: true,
     flags: [
@@ -304,15 +304,13 @@ export const COMMANDS: CommandSpec[] = [
         value: "N",
         check: "count",
         defaultText: "4 across a WAN (2 ms or more of RTT), else 1",
-        help: "connections each batch is striped over (1-16); with --live, QEMU's RAM stream (multifd, default 1)",
+        help: "connections each batch is striped over (1-16)",
       },
       {
         name: "compression",
         value: "MODE",
         default: "auto",
-        help:
-          "chunk compression: auto (by the link's rate and spare CPU), none, lz4 or zstd; with --live, zstd or none " +
-          "(QEMU's multifd compresses RAM pages, default none)",
+        help: "chunk compression: auto (by the link's rate and spare CPU), none, lz4 or zstd",
       },
       {
         name: "weight",

@@ -374,12 +374,6 @@ async function config(argv: string[], file: ConfigFile | undefined): Promise<num
   return 0;
 }
 
-/** --compression with --live: QEMU's multifd compresses with zstd or not at all. */
-function liveCompression(mode: string): "none" | "zstd" {
-  if (mode === "none" || mode === "zstd") return mode;
-  throw new UsageError(`--compression with --live is zstd or none, not ${mode}`);
-}
-
 async function migrate(argv: string[]): Promise<number> {
   const { values } = args(argv, {
     vm: { type: "string" },
@@ -418,8 +412,8 @@ async function migrate(argv: string[]): Promise<number> {
     ...(values["bandwidth-limit"] && !values.live
       ? { bandwidthLimitBytesPerSec: parseRate("--bandwidth-limit", values["bandwidth-limit"]) }
       : {}),
-    ...(values.streams && !values.live ? { streams: Number(values.streams) } : {}),
-    ...(values.compression && !values.live ? { compression: parseCompression(values.compression) } : {}),
+    ...(values.streams ? { streams: Number(values.streams) } : {}),
+    ...(values.compression ? { compression: parseCompression(values.compression) } : {}),
     ...(values.weight ? { weight: parseIntIn("--weight", values.weight, 1, MAX_WEIGHT) } : {}),
     ...(values.priority ? { priority: parseIntIn("--priority", values.priority, -100, 100) } : {}),
   };
@@ -442,8 +436,6 @@ async function migrate(argv: string[]): Promise<number> {
                 : { downtimeLimitMs: parseIntIn("--downtime-limit", downtime, 1, 60_000) }),
               ...(liveLimit === undefined ? {} : { ramBytesPerSec: liveLimit, mirrorBytesPerSec: liveLimit }),
               ...(values.postcopy ? { postcopy: true } : {}),
-              ...(values.streams ? { channels: parseIntIn("--streams", values.streams, 1, 16) } : {}),
-              ...(values.compression ? { compression: liveCompression(values.compression) } : {}),
               ...(values["no-auto-converge"] ? { autoConverge: false } : {}),
             },
           }

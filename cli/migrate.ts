@@ -53,8 +53,6 @@ const FLAG_OF: Record<string, string> = {
   mirrorBytesPerSec: "--bandwidth-limit",
   postcopy: "--postcopy",
   autoConverge: "--no-auto-converge",
-  channels: "--streams",
-  compression: "--compression",
 };
 
 function flagOf(path: readonly PropertyKey[]): string {

@@ -173,38 +173,24 @@ export const MigrationOptions = z.object({
 export const MAX_LIVE_DOWNTIME_MS = 60_000;
 /** Longest a live migration may run before it gives up: one day. */
 export const MAX_LIVE_TIMEOUT_MS = 86_400_000;
-/** Most parallel connections of one live migration's RAM stream. */
-export const MAX_LIVE_CHANNELS = 16;
 
 /** How a live migration runs (StartMigration with mode "live"). Absent fields: the mover's defaults. */
-export const LiveMigrationOptions = z
-  .object({
-    /** Longest guest pause precopy may plan for at switchover, ms (1..60000). Default 300 (QEMU's). */
-    downtimeLimitMs: z.number().int().min(1).max(MAX_LIVE_DOWNTIME_MS).optional(),
-    /** RAM stream limit, bytes per second. Default: none. */
-    ramBytesPerSec: BandwidthLimit.optional(),
-    /** Disk mirror limit, bytes per second. Default: none. */
-    mirrorBytesPerSec: BandwidthLimit.optional(),
-    /** When precopy stalls, first throttle the guest's vCPUs (auto-converge). Default true. */
-    autoConverge: z.boolean().optional(),
-    /** When precopy still stalls, switch to postcopy (the guest runs at the destination at once). Default false. */
-    postcopy: z.boolean().optional(),
-    /** Mirror guest writes synchronously (write-blocking): for a guest dirtying faster than the link. Default false. */
-    writeBlocking: z.boolean().optional(),
-    /** Give up (the source guest keeps running) after this many ms (1000..86400000). Default 600000. */
-    timeoutMs: z.number().int().min(1000).max(MAX_LIVE_TIMEOUT_MS).optional(),
-    /**
-     * QEMU's migration stream as this many parallel connections (multifd, each its own tunnel;
-     * 1..16). Default 1: one stream.
-     */
-    channels: z.number().int().min(1).max(MAX_LIVE_CHANNELS).optional(),
-    /** RAM pages compressed by QEMU's multifd (zstd), for a slow link. Default none. */
-    compression: z.enum(["none", "zstd"]).optional(),
-  })
-  .refine((o) => o.postcopy !== true || ((o.channels ?? 1) === 1 && (o.compression ?? "none") === "none"), {
-    message: "postcopy cannot be combined with several channels or compression (QEMU's multifd)",
-    path: ["postcopy"],
-  });
+export const LiveMigrationOptions = z.object({
+  /** Longest guest pause precopy may plan for at switchover, ms (1..60000). Default 300 (QEMU's). */
+  downtimeLimitMs: z.number().int().min(1).max(MAX_LIVE_DOWNTIME_MS).optional(),
+  /** RAM stream limit, bytes per second. Default: none. */
+  ramBytesPerSec: BandwidthLimit.optional(),
+  /** Disk mirror limit, bytes per second. Default: none. */
+  mirrorBytesPerSec: BandwidthLimit.optional(),
+  /** When precopy stalls, first throttle the guest's vCPUs (auto-converge). Default true. */
+  autoConverge: z.boolean().optional(),
+  /** When precopy still stalls, switch to postcopy (the guest runs at the destination at once). Default false. */
+  postcopy: z.boolean().optional(),
+  /** Mirror guest writes synchronously (write-blocking): for a guest dirtying faster than the link. Default false. */
+  writeBlocking: z.boolean().optional(),
+  /** Give up (the source guest keeps running) after this many ms (1000..86400000). Default 600000. */
+  timeoutMs: z.number().int().min(1000).max(MAX_LIVE_TIMEOUT_MS).optional(),
+});
 export type LiveMigrationOptions = z.infer<typeof LiveMigrationOptions>;
 
 /** Why a migration was refused. Constant strings, stable across versions. */

@@ -6,7 +6,6 @@ import {
   FailureCode,
   HostId,
   Id,
-  MAX_LIVE_CHANNELS,
   MAX_MESSAGE_CHARS,
   MAX_NAME_CHARS,
   MAX_PATH_CHARS,
@@ -146,10 +145,6 @@ export const LivePrepare = z.object({
   diskSizes: z.array(z.object({ id: Name, sizeBytes: Uint })).max(MAX_VOLUMES),
   /** The migration may switch to postcopy: the destination QEMU takes the capability too. */
   postcopy: z.boolean().optional(),
-  /** The RAM stream's parallel connections and compression (QEMU's multifd), the same at both ends. */
-  multifd: z
-    .object({ channels: z.number().int().min(1).max(MAX_LIVE_CHANNELS), compression: z.enum(["none", "zstd"]) })
-    .optional(),
 });
 /** The source's migration completed and its mirror ended: the guest is to run at the destination. */
 export const LiveFinish = z.object({

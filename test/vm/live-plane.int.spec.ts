@@ -154,7 +154,7 @@ describe("live migration through the control plane", () => {
     expect(existsSync(join(stack.root("b"), "vms/g/disk.img"))).toBe(false);
   }, 300_000);
 
-  it("dwcp migrate --live --wait over two zstd multifd streams: the guest counts on at b", async () => {
+  it("dwcp migrate --live --wait moves the counting guest to b, where it counts on without a restart", async () => {
     const dwcp = cliOf(stack);
     const sourcePid = readRecord(stateOf("a"), "g").pid ?? 0;
     const countedAtA = lastCount("a");
@@ -167,10 +167,6 @@ describe("live migration through the control plane", () => {
       "a",
       "--to",
       "b:vms/g",
-      "--streams",
-      "2",
-      "--compression",
-      "zstd",
       "--id",
       "live-ok",
       "--wait",
@@ -179,15 +175,6 @@ describe("live migration through the control plane", () => {
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ migrationId: "live-ok", state: "completed" });
     const stored = await events("live-ok");
-    expect(stored[0]?.event).toMatchObject({ live: { channels: 2, compression: "zstd" } });
-    // Two multifd channels and the main stream, each through its own tunnel into b's data channel.
-    const tunnels = readFileSync(join(stack.opts.dataDir, "logs", "mover-b.log"), "utf8")
-      .split("\n")
-      .filter(
-        (l) =>
-          l.includes('"migrationId":"live-ok"') && l.includes('"channel":"migration"') && l.includes("tunnel open"),
-      );
-    expect(tunnels.length).toBe(3);
     const types = stored.map((e) => e.event.type);
     expect(types[0]).toBe("MigrationRequested");
     expect(types[1]).toBe("LiveMigrationStarted");
@@ -223,20 +210,5 @@ describe("live migration through the control plane", () => {
     const bad = await dwcp("migrate", "--live", "--vm", "g", "--from", "a:x.img", "--to", "b:vms/g3");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--from names the source host only/);
-    const both = await dwcp(
-      "migrate",
-      "--live",
-      "--vm",
-      "g",
-      "--from",
-      "b",
-      "--to",
-      "a:vms/g",
-      "--postcopy",
-      "--streams",
-      "2",
-    );
-    expect(both.code).toBe(2);
-    expect(both.stderr).toMatch(/postcopy cannot be combined with several channels/);
   }, 300_000);
 });

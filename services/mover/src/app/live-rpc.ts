@@ -46,7 +46,6 @@ export class LiveRpcClient implements LiveDestination {
         definition: req.definition,
         diskSizes,
         ...(req.postcopy === true ? { postcopy: true } : {}),
-        ...(req.multifd === undefined ? {} : { multifd: req.multifd }),
       },
       PREPARE_TIMEOUT_MS,
     );
@@ -165,7 +164,6 @@ async function answer(req: LiveRequest, o: LiveServeOptions, log: Logger): Promi
         definition,
         diskSizes,
         ...(req.postcopy === true ? { postcopy: true } : {}),
-        ...(req.multifd === undefined ? {} : { multifd: req.multifd }),
       });
       log.info({ vm: definition.name, root: definition.root }, "live migration prepared");
       return { ok: true };

@@ -126,8 +126,6 @@ export class LiveWorker {
         mirrorBytesPerSec: w.live.mirrorBytesPerSec,
         autoConverge: w.live.autoConverge,
         postcopy: w.live.postcopy,
-        channels: w.live.channels,
-        compression: w.live.compression,
         writeBlocking: w.live.writeBlocking,
         timeoutMs: w.live.timeoutMs,
         onReport,

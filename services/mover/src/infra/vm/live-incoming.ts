@@ -27,14 +27,6 @@ export interface IncomingRequest {
   diskSizes: Record<string, number>;
   /** The source may switch to postcopy (both QEMUs need the capability). */
   postcopy?: boolean;
-  /** The RAM stream arrives over parallel connections, maybe compressed (QEMU's multifd). */
-  multifd?: Multifd;
-}
-
-/** QEMU's multifd: the RAM stream over `channels` connections, pages compressed or not. */
-export interface Multifd {
-  channels: number;
-  compression: "none" | "zstd";
 }
 
 /** What the source side calls on the destination (in process, or through the mover RPC). */
@@ -88,14 +80,8 @@ export class IncomingVms implements LiveDestination {
             // Images stay inactive until `cont`: the source's mirror writes until then.
             { capability: "late-block-activate", state: true },
             { capability: "postcopy-ram", state: req.postcopy === true },
-            { capability: "multifd", state: req.multifd !== undefined },
           ],
         });
-        if (req.multifd !== undefined)
-          await liveQmp(qmp, "migrate-set-parameters", {
-            "multifd-channels": req.multifd.channels,
-            "multifd-compression": req.multifd.compression,
-          });
         await liveQmp(qmp, "nbd-server-start", { addr: { type: "unix", data: { path: nbd } } });
         for (const d of def.disks)
           await liveQmp(qmp, "block-export-add", {

@@ -4,7 +4,7 @@ import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import type { VmDefinition } from "#schemas/index.js";
 import { listenTunnel, type TunnelListener, type TunnelOptions } from "../data-channel/tunnel.js";
-import { LIVE_CHANNELS, type LiveDestination, type Multifd } from "./live-incoming.js";
+import { LIVE_CHANNELS, type LiveDestination } from "./live-incoming.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { BlockJobEvent, liveQmp, type MigrationInfo } from "./qmp-live.js";
 import { readRecord, runDirOf } from "./runner.js";
@@ -112,10 +112,6 @@ export interface LiveOptions {
   postcopy?: boolean;
   /** Passes without progress that make a stall (domain/live/convergence.ts). Default 5. */
   stallPasses?: number;
-  /** RAM stream over this many connections (QEMU's multifd, a tunnel each). Default 1. */
-  channels?: number;
-  /** multifd's page compression. Default none. */
-  compression?: "none" | "zstd";
   /** Mirror guest writes synchronously (write-blocking) instead of in the background. Default false. */
   writeBlocking?: boolean;
   /** At most one mirror and one precopy report per this interval. Default 500 ms. */
@@ -135,12 +131,6 @@ export interface LiveResult {
 
 const nbdNode = (disk: string): string => `live-nbd-${disk}`;
 const jobId = (disk: string): string => `live-${disk}`;
-/** The multifd parameters both QEMUs of a migration must agree on. */
-export const multifdParameters = (m: Multifd): Record<string, unknown> => ({
-  "multifd-channels": m.channels,
-  "multifd-compression": m.compression,
-});
-
 /** Effectively unlimited: QEMU's default max-bandwidth (32 MiB/s) would throttle a LAN. */
 const UNLIMITED_BYTES_PER_SEC = 64 * 1024 ** 3;
 
@@ -204,7 +194,6 @@ class LiveRun {
         definition: { ...this.def, root: this.o.destRoot },
         diskSizes: sizes,
         ...(this.o.postcopy === true ? { postcopy: true } : {}),
-        ...(this.multifd === undefined ? {} : { multifd: this.multifd }),
       });
       await this.guard(this.preparing);
       await this.openTunnels();
@@ -348,19 +337,9 @@ class LiveRun {
    * fails. With postcopy allowed QEMU pauses before the switchover, where the mirror is ended
    * before the device state leaves.
    */
-  /** QEMU's multifd settings, when the RAM stream is parallel or compressed. */
-  private get multifd(): Multifd | undefined {
-    const channels = this.o.channels ?? 1;
-    const compression = this.o.compression ?? "none";
-    return channels > 1 || compression !== "none" ? { channels, compression } : undefined;
-  }
-
   private async precopy(): Promise<MigrationInfo> {
     const autoConverge = this.o.autoConverge !== false;
     const postcopy = this.o.postcopy === true;
-    const multifd = this.multifd;
-    if (postcopy && multifd !== undefined)
-      throw new LiveStepError("postcopy cannot be combined with several channels or compression (multifd)");
     await liveQmp(this.qmp, "migrate-set-capabilities", {
       capabilities: [
         { capability: "events", state: true },
@@ -368,14 +347,12 @@ class LiveRun {
         { capability: "auto-converge", state: autoConverge },
         { capability: "postcopy-ram", state: postcopy },
         { capability: "pause-before-switchover", state: postcopy },
-        { capability: "multifd", state: multifd !== undefined },
       ],
     });
     await liveQmp(this.qmp, "migrate-set-parameters", {
       "downtime-limit": this.o.downtimeLimitMs ?? 300,
       "max-bandwidth": this.o.bandwidthBytesPerSec ?? UNLIMITED_BYTES_PER_SEC,
       ...(autoConverge ? { "cpu-throttle-initial": 1, "max-cpu-throttle": 1 } : {}),
-      ...(multifd === undefined ? {} : multifdParameters(multifd)),
     });
     await liveQmp(this.qmp, "migrate", { uri: `unix:${this.listeners[1]?.path as string}` });
     this.migrating = true;
