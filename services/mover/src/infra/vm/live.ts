@@ -517,7 +517,11 @@ class LiveRun {
         this.log.warn({ err }, `roll back: ${what} failed`);
       }
     };
-    if (this.migrating) await step("migrate_cancel", () => liveQmp(this.qmp, "migrate_cancel"));
+    if (this.migrating) {
+      await step("migrate_cancel", () => liveQmp(this.qmp, "migrate_cancel"));
+      // Cancelling takes a moment ("cancelling"): the source is not rolled back until it ended.
+      await step("wait for the migration to end", () => migrationEnded(this.qmp, 10_000));
+    }
     for (const job of this.mirrored)
       await step(`cancel ${job}`, () => liveQmp(this.qmp, "block-job-cancel", { device: job, force: true }));
     await step("wait for the mirror jobs", () => this.jobsGone(10_000));
@@ -617,6 +621,21 @@ class LiveRun {
   }
 }
 
+/** Outgoing migration states that are over. */
+const ENDED = ["none", "completed", "failed", "cancelled"];
+
+/** Resolves once the VM's outgoing migration is over (a cancel passes through "cancelling"). */
+async function migrationEnded(qmp: QmpClient, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = (await liveQmp(qmp, "query-migrate")).status ?? "none";
+    if (ENDED.includes(status)) return;
+    if (Date.now() > deadline)
+      throw new LiveStepError(`the outgoing migration is still ${status} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /**
  * Rolls back what a live run that is gone (its mover died) left in the source QEMU of VM `name`:
  * the outgoing migration, the mirror jobs and their NBD nodes; a paused guest is continued.
@@ -639,8 +658,10 @@ export async function rollBackLeftovers(stateDir: string, name: string, log: Log
   };
   try {
     const info = await liveQmp(qmp, "query-migrate");
-    if (info.status !== undefined && !["none", "completed", "failed", "cancelled"].includes(info.status))
+    if (info.status !== undefined && !ENDED.includes(info.status)) {
       await step("migrate_cancel", () => liveQmp(qmp, "migrate_cancel"));
+      await step("wait for the migration to end", () => migrationEnded(qmp, 10_000));
+    }
     const ours = (jobs: { device: string }[]) => jobs.filter((j) => j.device.startsWith("live-"));
     for (const job of ours(await liveQmp(qmp, "query-block-jobs")))
       await step(`cancel ${job.device}`, () => liveQmp(qmp, "block-job-cancel", { device: job.device, force: true }));
