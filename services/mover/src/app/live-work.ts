@@ -76,12 +76,7 @@ export class LiveWorker {
 
   private async run(w: LiveMigrate, stateDir: string, signal: AbortSignal, log: Logger): Promise<void> {
     const reg = await this.registry.lookup(w.destHost);
-    const destination = new LiveRpcClient(this.nats.nc, {
-      sourceHost: this.config.host,
-      destHost: w.destHost,
-      destDir: w.destDir,
-      trust: this.store.trust,
-    });
+    const destination = this.destinationOf(w);
     let recorder = newLiveRecorder();
     let appends: Promise<void> = Promise.resolve();
     let progressSeq = 0;
@@ -156,18 +151,23 @@ export class LiveWorker {
   private async recover(w: LiveMigrate, stateDir: string, phase: LivePhase, log: Logger): Promise<void> {
     log.warn("live migration was started by a mover that is gone; rolling it back");
     const running = await rollBackLeftovers(stateDir, w.vm, log);
-    const destination = new LiveRpcClient(this.nats.nc, {
-      sourceHost: this.config.host,
-      destHost: w.destHost,
-      destDir: w.destDir,
-      trust: this.store.trust,
-    });
+    const destination = this.destinationOf(w);
     await destination.abort(w.migrationId).catch((err: unknown) => log.warn({ err }, "destination abort failed"));
     // A run that got as far as quitting the source leaves its guest at the destination only.
     const reason = running
       ? "the source mover stopped during the migration; rolled back, the source guest runs on"
       : "the source mover stopped during the migration; the source guest is gone (it may run at the destination)";
     await this.record(w, { kind: "failed", phase, reason, cancelled: false }, running, log);
+  }
+
+  /** The destination mover of `w`, asked over NATS with this mover's signature. */
+  private destinationOf(w: LiveMigrate): LiveRpcClient {
+    return new LiveRpcClient(this.nats.nc, {
+      sourceHost: this.config.host,
+      destHost: w.destHost,
+      destDir: w.destDir,
+      trust: this.store.trust,
+    });
   }
 
   private async record(

@@ -6,7 +6,17 @@ import type { VmDefinition } from "#schemas/index.js";
 import type { TunnelTable } from "../data-channel/tunnel.js";
 import { QmpClient } from "./qmp.js";
 import { liveQmp } from "./qmp-live.js";
-import { listVms, markArrived, parseDefinition, readRecord, runDirOf, startVm, stopVm, VmError } from "./runner.js";
+import {
+  isAlive,
+  listVms,
+  markArrived,
+  parseDefinition,
+  readRecord,
+  runDirOf,
+  startVm,
+  stopVm,
+  VmError,
+} from "./runner.js";
 
 // The destination half of a live migration. prepare() creates the disks beneath the destination
 // root (never over an existing file), starts QEMU from the same definition paused with
@@ -134,12 +144,8 @@ export class IncomingVms implements LiveDestination {
     if (entry === undefined) return Promise.resolve(`no live migration ${migrationId} is prepared here`);
     if (!entry.started) return Promise.resolve(undefined);
     const pid = readRecord(this.stateDir, entry.req.definition.name).pid;
-    try {
-      if (pid !== undefined) process.kill(pid, 0);
-      return Promise.resolve(undefined);
-    } catch {
-      return Promise.resolve(`the destination QEMU (pid ${pid}) is gone`);
-    }
+    if (pid === undefined || isAlive(pid)) return Promise.resolve(undefined);
+    return Promise.resolve(`the destination QEMU (pid ${pid}) is gone`);
   }
 
   async abort(migrationId: string): Promise<void> {
@@ -256,15 +262,6 @@ function removeDisks(def: VmDefinition, created: readonly string[]): void {
     }
   } finally {
     root.close();
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

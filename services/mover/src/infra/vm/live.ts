@@ -7,7 +7,7 @@ import { listenTunnel, type TunnelListener, type TunnelOptions } from "../data-c
 import { LIVE_CHANNELS, type LiveDestination } from "./live-incoming.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { BlockJobEvent, liveQmp, type MigrationInfo } from "./qmp-live.js";
-import { readRecord, runDirOf } from "./runner.js";
+import { isAlive, readRecord, runDirOf } from "./runner.js";
 import {
   DEFAULT_STALL_PASSES,
   initialConvergence,
@@ -497,14 +497,7 @@ class LiveRun {
     await closed;
     const pid = readRecord(this.o.stateDir, this.o.name).pid;
     const deadline = Date.now() + 30_000;
-    while (pid !== undefined && Date.now() < deadline) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    while (pid !== undefined && isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     rmSync(runDirOf(this.o.stateDir, this.o.name), { recursive: true, force: true });
   }
 

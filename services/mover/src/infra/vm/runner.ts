@@ -299,14 +299,20 @@ async function waitForQmp(path: string, timeoutMs: number): Promise<QmpClient> {
   }
 }
 
+/** Whether process `pid` exists (one of another user's counts: signalling it is refused, EPERM). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 async function waitGone(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
+    if (!isAlive(pid)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new VmError(`QEMU (pid ${pid}) still runs ${timeoutMs} ms after quit`);
