@@ -1,6 +1,5 @@
-import { DeliverPolicy } from "@nats-io/jetstream";
 import { describeInvalid, MigrationSummaryPage, type MigrationSummary } from "#schemas/index.js";
-import { ONE_SHOT_CONSUME } from "./event-store.js";
+import { isNoMessageFound } from "./event-sourcing/index.js";
 import { signedHeaders } from "./event-sourcing/signed-append.js";
 import { SUMMARY_STREAM, subjects } from "./layout.js";
 import type { Nats } from "./nats.js";
@@ -43,37 +42,41 @@ export async function readSummaries(
   return out;
 }
 
-/** The last of every summary page the coordinator signed (see readSummaries). */
+/**
+ * The last of every summary page the coordinator signed (see readSummaries): the page subjects
+ * from one stream info, then each page's last message from the stream leader. Not an ordered
+ * consumer ending at `pending === 0`: a page republished while such a consumer read it could
+ * leave the last delivered message counting one more pending that never came, and the read
+ * waited for ever (seen on 2.9.10: 5 of 300 reads with a page republished every 300 ms).
+ */
 export async function readPages(
   nats: Nats,
   trust: EventTrust,
   onRefused?: OnSummaryRefused,
 ): Promise<MigrationSummaryPage[]> {
+  const info = await nats.jsm.streams.info(SUMMARY_STREAM, { subjects_filter: subjects.summaryPages });
+  const pageSubjects = Object.keys(info.state.subjects ?? {});
+  const stored = await Promise.all(
+    pageSubjects.map((subject) =>
+      nats.jsm.streams.getMessage(SUMMARY_STREAM, { last_by_subj: subject }).catch((err: unknown) => {
+        if (isNoMessageFound(err)) return null; // purged since the info
+        throw err;
+      }),
+    ),
+  );
   const out: MigrationSummaryPage[] = [];
-  const consumer = await nats.js.consumers.get(SUMMARY_STREAM, {
-    filter_subjects: subjects.summaryPages,
-    deliver_policy: DeliverPolicy.LastPerSubject,
-  });
-  const info = await consumer.info(true);
-  if (info.num_pending === 0) return out;
-  const iter = await consumer.consume({ max_messages: 64, ...ONE_SHOT_CONSUME });
-  try {
-    for await (const m of iter) {
-      const why = refusalOf(trust, m.subject, m.headers, m.data);
-      if (why !== undefined) onRefused?.(m.subject, why);
-      else {
-        const parsed = parsePage(m.data);
-        if (!parsed.ok) onRefused?.(m.subject, parsed.problem);
-        else if (String(parsed.page.page) !== lastToken(m.subject))
-          onRefused?.(m.subject, `is page ${parsed.page.page}`);
-        else out.push(parsed.page);
-      }
-      if (m.info.pending === 0) break;
+  for (const m of stored) {
+    if (!m) continue;
+    const why = refusalOf(trust, m.subject, m.header, m.data);
+    if (why !== undefined) onRefused?.(m.subject, why);
+    else {
+      const parsed = parsePage(m.data);
+      if (!parsed.ok) onRefused?.(m.subject, parsed.problem);
+      else if (String(parsed.page.page) !== lastToken(m.subject)) onRefused?.(m.subject, `is page ${parsed.page.page}`);
+      else out.push(parsed.page);
     }
-  } finally {
-    iter.stop();
   }
-  return out;
+  return out.sort((a, b) => a.page - b.page);
 }
 
 function parsePage(data: Uint8Array): { ok: true; page: MigrationSummaryPage } | { ok: false; problem: string } {
