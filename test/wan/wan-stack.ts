@@ -24,7 +24,11 @@ export interface WanStack {
  * veth to the source site (`hostSite`), through a loopback relay so the server's certificate
  * (127.0.0.1) matches; the other sites reach it as `wan-<site>` (its certificate names that too).
  */
-export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Promise<WanStack> {
+export async function startWanStack(
+  wan: Wan,
+  hosts: string[] = wan.sites,
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): Promise<WanStack> {
   const home = wan.sites[0] ?? "a";
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-wan-"));
   const credentials = await provision(dataDir, { hosts, serverNames: [`wan-${home}`] });
@@ -66,6 +70,7 @@ export async function startWanStack(wan: Wan, hosts: string[] = wan.sites): Prom
       natsUrl: `nats://127.0.0.1:${relay.port}`,
       credentials,
       placeMover,
+      ...(opts.env ? { env: opts.env } : {}),
       // Four processes compile and start at once; on a loaded 2-core machine that takes a while.
       startTimeoutMs: 120_000,
     });

@@ -8,6 +8,7 @@ import type { Nats } from "#common/nats.js";
 import { batchRange } from "../domain/migration/planner.js";
 import { isTerminal, type Migration } from "../domain/migration/state.js";
 import { liveWorkId, liveWorkItem } from "../domain/migration/live.js";
+import { dispatchWindow } from "../domain/migration/window.js";
 
 const encoder = new TextEncoder();
 
@@ -38,7 +39,11 @@ export class Dispatcher {
     private readonly msgId: (base: string) => string = (base) => base,
   ) {}
 
-  /** Publishes every pending batch that is due; returns when the next one falls due (epoch ms). */
+  /**
+   * Publishes the pending batches that are due, as many as the migration's window leaves room
+   * for (domain/migration/window.ts: batches published and not yet done, in proportion to its
+   * weight); returns when the next one falls due (epoch ms). Each batch that ends makes room.
+   */
   async dispatch(m: Migration): Promise<number | undefined> {
     const plan = m.plan;
     const req = m.request;
@@ -52,9 +57,14 @@ export class Dispatcher {
     let wakeAt: number | undefined;
     const published = this.published.get(m.id) ?? new Set<string>();
     this.published.set(m.id, published);
+    const keyOf = (batch: number, attempt: number): string => `${m.id}.b${batch}.a${attempt}`;
+    let room = dispatchWindow(m.options?.weight, plan.chunkSizeBytes * plan.chunksPerBatch);
+    for (const [batch, b] of m.batches.entries())
+      if (b.status === "pending" && published.has(keyOf(batch, b.attempt))) room -= 1;
     for (const [batch, b] of m.batches.entries()) {
+      if (room <= 0) break;
       if (b.status !== "pending") continue;
-      const key = `${m.id}.b${batch}.a${b.attempt}`;
+      const key = keyOf(batch, b.attempt);
       if (published.has(key)) continue;
       const due = b.notBefore ? Date.parse(b.notBefore) : now;
       if (due > now) {
@@ -94,6 +104,7 @@ export class Dispatcher {
         msgID: this.msgId(key),
       });
       published.add(key);
+      room -= 1;
       this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
     }
     return wakeAt;
