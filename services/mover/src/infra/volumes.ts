@@ -401,10 +401,13 @@ async function verifyDisk(
   }
 }
 
-/** Whether an incremental migration's final file, with no `.part` beside it, is already the volume. */
+/**
+ * Whether an incremental migration's final file, with no `.part` beside it, is already the volume.
+ * Its content is checked even without `verify`: a base of the right size is not the volume.
+ */
 async function isFinalized(dir: DirHandle, v: FinalVolume, st: EntryStat, check: Check): Promise<boolean> {
   try {
-    await checkFinalized(dir, v, st, check);
+    await checkFinalized(dir, v, st, { ...check, verify: true });
     return true;
   } catch (err) {
     if (err instanceof Refused) return false;
