@@ -18,7 +18,7 @@ import {
   type WireFailure,
 } from "../../domain/data-channel/frames.js";
 import { reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
-import { afterBaseAnswer, baseRefs, refersToBase, type BaseRefs } from "../../domain/data-channel/base-refs.js";
+import { afterBaseAnswer, baseRefs, nextSend, type BaseRefs } from "../../domain/data-channel/base-refs.js";
 import { decodeHashes } from "../volume-hash.js";
 import {
   ChecksumMismatchError,
@@ -250,7 +250,9 @@ export class ClientSession {
    */
   async sendChunk(c: PreparedChunk): Promise<void> {
     const previous = this.sent.get(c.offset);
-    if (refersToBase(this.refs, { zero: c.zero, firstSend: previous === undefined })) return this.sendBase(c);
+    const refer = nextSend(this.refs, { zero: c.zero, firstSend: previous === undefined });
+    this.refs = refer.next;
+    if (refer.base) return this.sendBase(c);
     const packed = await this.pack(c);
     const codec = this.o.compression.codec;
     const head = encodeChunkHead(
