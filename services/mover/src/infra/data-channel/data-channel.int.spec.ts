@@ -113,6 +113,26 @@ describe("data channel transfer", () => {
     ]);
   });
 
+  it("takes an incremental batch's unchanged chunks from the base, over striped connections", async () => {
+    const dir = "vm-incremental";
+    const whole = await readFile(source);
+    const base = Buffer.from(whole);
+    base[17 * MiB + 5] = (base[17 * MiB + 5] ?? 0) ^ 0x5a; // one dense chunk differs
+    await mkdir(join(root, dir));
+    const fh = await open(join(root, dir, "disk.img"), "w");
+    await fh.writeFile(base);
+    await fh.close();
+    const r = await sendBatch(
+      batch({ firstChunk: 0, chunkCount: CHUNKS, destDir: dir, incremental: true, streams: 3 }),
+    );
+    await expectIdentical(dir);
+    expect(r.breakdown.baseReused).toBe(r.breakdown.data - MiB);
+    expect(r.wireBytes).toBeGreaterThan(MiB);
+    expect(r.wireBytes).toBeLessThan(MiB + 64 * 1024);
+    // The base is only read.
+    expect((await readFile(join(root, dir, "disk.img"))).equals(base)).toBe(true);
+  });
+
   it("rewrites the same bytes when a batch is redelivered", async () => {
     await sendBatch(batch({ ...firstHalf, attempt: 1 }));
     await sendBatch(batch({ ...firstHalf, attempt: 2, zeroCopy: false }));
