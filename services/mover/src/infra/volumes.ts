@@ -184,7 +184,10 @@ export async function probeDestination(
       for (const name of req.names) {
         const st = held?.stat(name);
         if (st === undefined || (req.incremental === true && st.kind === "file")) continue;
-        const what = req.incremental === true ? "exists and is not a regular file" : "already exists";
+        const what =
+          req.incremental === true
+            ? "exists and is not a regular file"
+            : "already exists (dwcp migrate --incremental brings an earlier copy up to date)";
         throw new Refused(refuse("DESTINATION_EXISTS", `${posix.join(dir, name)} ${what}`));
       }
     } finally {
