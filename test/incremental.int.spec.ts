@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildStart, runMigration, type MigrationResult } from "../cli/migrate.js";
 import { sha256File } from "../cli/verify.js";
-import { eventsOf, startTestStack } from "./support/stack.js";
+import { cliOf, eventsOf, startTestStack } from "./support/stack.js";
 
 const KiB = 1024;
 const CHUNK = 256 * KiB;
@@ -95,6 +95,8 @@ describe("incremental migration onto an earlier copy", () => {
     expect(reused).toBe((CHUNKS - 8 - 3) * CHUNK);
     expect(r.baseReusedBytes).toBe(reused);
     expect(await baseReusedInEvents(r.migrationId)).toBe(reused);
+    const status = await cliOf(stack)("status", r.migrationId, "--json");
+    expect(JSON.parse(status.stdout)).toMatchObject({ state: "completed", baseReusedBytes: reused });
     // The changed data (3 chunks and the 300 KiB grown) plus headers: nothing else crossed.
     const changed = 3 * CHUNK + 300 * KiB;
     expect(r.wireBytes).toBeGreaterThan(changed);
