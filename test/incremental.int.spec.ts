@@ -135,6 +135,24 @@ describe("incremental migration onto an earlier copy", () => {
     expect(f.wireBytes).toBeLessThan(dataBytes(now) + 64 * KiB);
   });
 
+  it("replaces an earlier copy on the same host too (the local copy writes every chunk)", async () => {
+    const base = join(stack.root("a"), "local/disk.img");
+    await mkdir(dirname(base), { recursive: true });
+    await writeFile(base, randomBytes(CHUNK));
+    const r = await runMigration(
+      stack.nats,
+      buildStart({
+        vm: "inc",
+        source: { host: "a", volumes: [{ path: "vms/inc/disk.img", kind: "disk" }] },
+        destination: { host: "a", dir: "local" },
+        options: { ...opts, incremental: true },
+      }),
+      { timeoutMs: 60_000 },
+    );
+    expect(r).toMatchObject({ state: "completed", wireBytes: 0 });
+    expect(await sha256File(base)).toBe(await sha256File(source));
+  });
+
   it("refuses a base that is not a regular file", async () => {
     await mkdir(join(stack.root("b"), "in/dir/disk.img"), { recursive: true });
     expect(await migrate("in/dir", true)).toMatchObject({ state: "rejected", reason: "DESTINATION_EXISTS" });
