@@ -30,6 +30,7 @@ import { keepsRecords, readBackCovers, readBacks, recordedHashes, removeReadBack
 import { diskDigests, encodeHash, volumeHashOf } from "./volume-hash.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import { DirSyncs } from "./dir-sync.js";
+import { rememberFinalized } from "./finalized.js";
 import { confine, errnoOf, makeDirConfined, openConfined, openDirConfined } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";
@@ -300,6 +301,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
   if (partStat === undefined && finalStat !== undefined) {
     if (!check.incremental) await checkFinalized(dir, v, finalStat, check);
     if (!check.incremental || (await isFinalized(dir, v, finalStat, check))) {
+      rememberFinalized(part, check.migrationId);
       await removeReadBack(part);
       return final;
     }
@@ -335,6 +337,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
     if (now === undefined) throw err;
     await checkFinalized(dir, v, now, check);
   }
+  rememberFinalized(part, check.migrationId);
   await removeReadBack(part);
   return final;
 }

@@ -9,6 +9,7 @@ import { basenameProblem, partName } from "../../domain/paths.js";
 import { DestinationWriteError, PathOutsideRootError } from "../../errors.js";
 import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "#common/fs.js";
 import { hasDataIn } from "../extents.js";
+import { wasFinalized } from "../finalized.js";
 import { confine, errnoOf, makeDirConfined } from "../volume-paths.js";
 import { chunkBuffers } from "./buffer-pool.js";
 import { FencedError } from "./fenced.js";
@@ -79,8 +80,11 @@ export class DestinationFile {
       try {
         // Finalize renamed .part to the final name: only a stale sender still sends batches for it,
         // and letting it in would leave a new .part behind (planning refuses existing destinations).
-        // An incremental migration's final file is its base, there from the start.
-        if (begin.incremental !== true && dir.stat(begin.destName) !== undefined) {
+        // An incremental migration's final file is its base, there from the start: this process
+        // remembers which migrations it finalized instead (finalized.ts).
+        const done =
+          begin.incremental === true ? wasFinalized(path, begin.migrationId) : dir.stat(begin.destName) !== undefined;
+        if (done) {
           throw new FencedError(
             `${begin.destDir}/${begin.destName} is already finalized; batch ${begin.batch} is stale`,
           );
