@@ -275,7 +275,8 @@ export const COMMANDS: CommandSpec[] = [
     summary: "move a VM's disk and memory images from one host to another",
     usage:
       "--vm NAME --from HOST:PATH[,PATH[=memory]...] --to HOST:DIR [--chunk-size SIZE] [--bandwidth-limit SIZE/s] " +
-      "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--id ID] [--wait] [--json] " +
+      "[--streams N] [--compression MODE] [--weight N] [--priority P] [--no-verify] [--incremental] [--id ID] " +
+      "[--wait] [--json] " +
       "| --live --vm NAME --from HOST --to HOST:DIR [--downtime-limit MS] [--bandwidth-limit SIZE/s] [--postcopy] " +
       "[--no-auto-converge] [--id ID] [--wait] [--json]",
     role: "cli",
@@ -326,6 +327,12 @@ export const COMMANDS: CommandSpec[] = [
         help: "on a shared link, higher priorities send first (-100..100; --priority=-5 for a negative one)",
       },
       { name: "no-verify", help: "skip the destination's checksum pass" },
+      {
+        name: "incremental",
+        help:
+          "the destination may already hold an earlier copy of each image under its name: it is replaced, and only " +
+          "chunks that differ from it cross the link (each chunk is still checked by BLAKE3 and CRC32C)",
+      },
       {
         name: "live",
         help:

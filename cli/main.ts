@@ -387,6 +387,7 @@ async function migrate(argv: string[]): Promise<number> {
     weight: { type: "string" },
     priority: { type: "string" },
     "no-verify": { type: "boolean", default: false },
+    incremental: { type: "boolean", default: false },
     live: { type: "boolean", default: false },
     "downtime-limit": { type: "string" },
     postcopy: { type: "boolean", default: false },
@@ -399,6 +400,8 @@ async function migrate(argv: string[]): Promise<number> {
     throw new UsageError("migrate needs --vm NAME --from HOST:PATH[,PATH] --to HOST:DIR (or --live --from HOST)");
   if (values.live && values.from.includes(":"))
     throw new UsageError("--live: --from names the source host only; the VM's definition there lists its disks");
+  if (values.live && values.incremental)
+    throw new UsageError("--incremental moves image files; it cannot go with --live");
   for (const flag of ["downtime-limit", "postcopy", "no-auto-converge"] as const)
     if (!values.live && values[flag] !== undefined && values[flag] !== false)
       throw new UsageError(`--${flag} needs --live`);
@@ -416,6 +419,7 @@ async function migrate(argv: string[]): Promise<number> {
     ...(values.compression ? { compression: parseCompression(values.compression) } : {}),
     ...(values.weight ? { weight: parseIntIn("--weight", values.weight, 1, MAX_WEIGHT) } : {}),
     ...(values.priority ? { priority: parseIntIn("--priority", values.priority, -100, 100) } : {}),
+    ...(values.incremental ? { incremental: true } : {}),
   };
   const { buildStart, runMigration } = await import("./migrate.js");
   let command;
@@ -466,7 +470,8 @@ async function migrate(argv: string[]): Promise<number> {
     else if (r.state === "completed")
       out(
         `migration ${id} completed: ${fmtBytes(r.bytes)} in ${r.seconds.toFixed(2)} s ` +
-          `(${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero)`,
+          `(${fmtBytes(r.wireBytes)} on the wire, ${fmtBytes(r.zeroBytes)} zero` +
+          `${r.baseReusedBytes === undefined ? "" : `, ${fmtBytes(r.baseReusedBytes)} from the earlier copy`})`,
       );
     else out(`migration ${id} ${r.state}: ${r.reason ?? ""} ${r.message ?? ""}`);
     return r.state === "completed" ? 0 : 1;

@@ -26,6 +26,8 @@ export interface MigrationResult {
   /** Bytes of chunks sent compressed, before and after compression. */
   compressedBytesIn?: number;
   compressedBytesOut?: number;
+  /** Bytes of chunks the destination took from its earlier copy (--incremental), not sent. */
+  baseReusedBytes?: number;
   seconds: number;
   reason?: string;
   message?: string;
@@ -47,6 +49,7 @@ const FLAG_OF: Record<string, string> = {
   weight: "--weight",
   priority: "--priority",
   verify: "--no-verify",
+  incremental: "--incremental",
   live: "--live",
   downtimeLimitMs: "--downtime-limit",
   ramBytesPerSec: "--bandwidth-limit",
@@ -225,6 +228,7 @@ export async function runMigration(
       zeroSkippedBytes: final.totals.zeroSkippedBytes,
       compressedBytesIn: final.totals.packedInBytes,
       compressedBytesOut: final.totals.packedOutBytes,
+      ...(final.totals.baseReusedBytes > 0 ? { baseReusedBytes: final.totals.baseReusedBytes } : {}),
       seconds: (completed?.durationMs ?? final.live?.totalMs ?? Date.now() - started) / 1000,
       ...(final.live?.downtimeMs === undefined ? {} : { downtimeMs: final.live.downtimeMs }),
       ...(final.reason ? { reason: final.reason, message: final.message } : {}),

@@ -17,6 +17,8 @@ export interface StatusRow {
   /** Bytes sent on the data channel and zero bytes skipped, of bytesDone. */
   wireBytes: number;
   zeroBytes: number;
+  /** Of bytesDone, bytes an incremental migration's destination took from its earlier copy. */
+  baseReusedBytes?: number;
   /** Logical bytes per second over the duration. */
   bytesPerSecond: number | undefined;
   batchesDone: number;
@@ -42,6 +44,7 @@ export function statusRow(m: MigrationSummary, now: Date): StatusRow {
     bytesTotal: m.totalBytes,
     wireBytes: m.wireBytes,
     zeroBytes: m.zeroBytes,
+    ...(m.baseReusedBytes === undefined ? {} : { baseReusedBytes: m.baseReusedBytes }),
     bytesPerSecond: seconds === undefined || seconds === 0 ? undefined : m.bytes / seconds,
     batchesDone: m.batchesDone,
     batches: m.batches,

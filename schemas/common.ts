@@ -167,6 +167,13 @@ export const MigrationOptions = z.object({
   weight: Weight.optional(),
   /** Order on a shared link: higher first (see Priority). Default 0. */
   priority: Priority.optional(),
+  /**
+   * The destination may already hold an earlier copy of a volume under its final name (a regular
+   * file, the base): it is replaced at finalize, and chunks whose bytes the base already has at
+   * the same offset are referenced by their BLAKE3 instead of sent. Default false (an existing
+   * file refuses the migration with DESTINATION_EXISTS).
+   */
+  incremental: z.boolean().optional(),
 });
 
 /** Longest switchover pause a live migration may plan for: 60 s. */

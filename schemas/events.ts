@@ -148,13 +148,15 @@ export const TransferredChunk = z.object({
 /**
  * Where a batch's logical bytes went on the way to the wire. Optional in version 1 (movers that
  * predate it leave it out): zeroSkipped (zero pages and holes, never sent) + data = the logical
- * bytes; of data, packedIn bytes were sent compressed as packedOut bytes.
+ * bytes; of data, packedIn bytes were sent compressed as packedOut bytes, and baseReused bytes
+ * (an incremental migration's chunks the destination's base already had) were not sent at all.
  */
 export const ByteBreakdown = z.object({
   zeroSkipped: Uint,
   data: Uint,
   packedIn: Uint,
   packedOut: Uint,
+  baseReused: Uint.optional(),
 });
 
 /** The codec a batch's chunks were compressed with (level: zstd's, else 0). */
@@ -210,6 +212,8 @@ export const MigrationCompleted = z.object({
     zeroSkippedBytes: Uint.optional(),
     packedInBytes: Uint.optional(),
     packedOutBytes: Uint.optional(),
+    /** Bytes of chunks taken from the destination's base (incremental migrations), not sent. */
+    baseReusedBytes: Uint.optional(),
   }),
   durationMs: Ms,
   volumes: z

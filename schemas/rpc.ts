@@ -40,6 +40,8 @@ export const ProbeDestination = z.object({
   migrationId: Id,
   dir: Path,
   names: z.array(Name).max(MAX_VOLUMES),
+  /** The migration's `incremental` option: a regular file under a name is a base, not a refusal. */
+  incremental: z.boolean().optional(),
 });
 
 export const FinalizeVolumes = z.object({
@@ -48,6 +50,8 @@ export const FinalizeVolumes = z.object({
   migrationId: Id,
   destDir: Path,
   verify: z.boolean(),
+  /** The migration's `incremental` option: the `.part` replaces a final file that is the base. */
+  incremental: z.boolean().optional(),
   /** The plan's chunk size: the unit of the chunk hashes `blake3` is built from. Absent from older coordinators. */
   chunkSizeBytes: ChunkSize.optional(),
   volumes: z

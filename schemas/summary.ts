@@ -37,6 +37,8 @@ export const MigrationSummary = z.object({
   bytes: Uint,
   wireBytes: Uint,
   zeroBytes: Uint,
+  /** Of bytes, those an incremental migration's destination took from its earlier copy (absent: none). */
+  baseReusedBytes: Uint.optional(),
   totalBytes: Uint.optional(),
   batchesDone: Uint,
   batches: Uint.optional(),

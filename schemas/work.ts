@@ -55,6 +55,8 @@ export const TransferBatch = z
      * checks it. Absent (items of older coordinators): true.
      */
     verify: z.boolean().optional(),
+    /** The migration's `incremental` option: chunks may be sent as references to the destination's base. */
+    incremental: z.boolean().optional(),
   })
   .refine((w) => w.firstChunk + w.chunkCount <= Math.ceil(w.volume.sizeBytes / w.chunkSizeBytes), {
     message: "the batch's chunks lie beyond the end of the volume",

@@ -120,6 +120,7 @@ describe("a usage mistake exits 2 with what was wrong, before any work", () => {
     ],
     [["migrate", "--vm", "x", "--from", "a:d.img", "--to", "b:in", "--chunk-size", "1K"], /^dwcp: --chunk-size: /],
     [["migrate", "--vm", "a.b", "--from", "a:d.img", "--to", "b:in"], /^dwcp: --vm: /],
+    [["migrate", "--vm", "x", "--live", "--from", "a", "--to", "b:in", "--incremental"], /--incremental .* --live/],
     [["replicate", "--vm", "x", "--from", "a:d", "--to", "b:s", "--keep-for", "soon"], /--keep-for must be a duration/],
     [["status", "--bogus"], /Unknown option '--bogus'; run dwcp status --help/],
     [["cancel"], /cancel needs ID/],

@@ -37,6 +37,11 @@ export const metrics = {
     help: "Bytes of non-zero chunks sent, before compression",
     registers,
   }),
+  bytesBaseReused: new Counter({
+    name: "dwcp_bytes_base_reused_total",
+    help: "Bytes of non-zero chunks not sent: an incremental migration's destination took them from its base",
+    registers,
+  }),
   bytesZero: new Counter({
     name: "dwcp_bytes_skipped_zero_total",
     help: "Bytes of all-zero chunks that crossed the wire as a header only",

@@ -319,7 +319,14 @@ export class Coordinator {
     const probeDst = (names: string[]): Promise<ProbeDestinationReply> =>
       this.movers.request(
         req.destination.host,
-        { op: "probeDestination", version: 1, migrationId, dir: req.destination.dir, names },
+        {
+          op: "probeDestination",
+          version: 1,
+          migrationId,
+          dir: req.destination.dir,
+          names,
+          ...(req.options.incremental === true ? { incremental: true } : {}),
+        },
         ProbeDestinationReply,
         t,
       );
@@ -393,6 +400,7 @@ export class Coordinator {
       migrationId: m.id,
       destDir: plan.destDir,
       verify: m.options.verify,
+      ...(m.options.incremental === true ? { incremental: true } : {}),
       chunkSizeBytes: plan.chunkSizeBytes,
       volumes,
     };

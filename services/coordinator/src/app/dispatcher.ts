@@ -99,6 +99,7 @@ export class Dispatcher {
         ...(m.options?.streams === undefined ? {} : { streams: m.options.streams }),
         ...(m.options?.compression === undefined ? {} : { compression: m.options.compression }),
         verify: m.options?.verify ?? true,
+        ...(m.options?.incremental === true ? { incremental: true } : {}),
       };
       await this.nats.js.publish(subjects.work(host), encoder.encode(JSON.stringify(item)), {
         msgID: this.msgId(key),

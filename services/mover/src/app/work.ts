@@ -164,6 +164,7 @@ export class BatchWorker {
         streams: w.streams,
         compression: w.compression,
         verify: w.verify,
+        incremental: w.incremental === true,
         resumeWindowMs: this.config.resumeWindowMs,
         signal,
         log,

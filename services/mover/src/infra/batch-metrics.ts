@@ -7,7 +7,9 @@ export function observeBatchSent(r: SendBatchResult): void {
   for (const c of r.chunks) if (c.zero) zero += c.length;
   metrics.bytesRead.inc(r.bytes);
   metrics.bytesZero.inc(zero);
-  metrics.bytesPayload.inc(r.bytes - zero);
+  const reused = r.breakdown.baseReused;
+  metrics.bytesPayload.inc(r.bytes - zero - reused);
+  metrics.bytesBaseReused.inc(reused);
   metrics.bytesWire.inc(r.wireBytes);
   metrics.batchSend.observe(r.durationMs / 1000);
 }

@@ -263,6 +263,54 @@ describe("finalizeVolumes and abortVolumes", () => {
     expect(reply).toMatchObject({ ok: false, reason: "DESTINATION_EXISTS" });
   });
 
+  describe("incremental: the final file is the base", () => {
+    const incremental = (volumes: { destName: string; sizeBytes: number; crc32c: number }[]) =>
+      finalizeVolumes(
+        { op: "finalize", version: 1, migrationId: "m", destDir: dir, verify: true, incremental: true, volumes },
+        roots,
+      );
+
+    it("probe allows a regular file, never a directory or a symlink", async () => {
+      await writeFile(join(root, dir, "base"), "old");
+      await mkdir(join(root, dir, "sub"));
+      await symlink(join(root, dir, "base"), join(root, dir, "link"));
+      const probe = (names: string[]) =>
+        probeDestination(
+          { op: "probeDestination", version: 1, migrationId: "m", dir, names, incremental: true },
+          roots,
+        );
+      expect(await probe(["base", "new"])).toEqual({ ok: true, dir: join(root, dir) });
+      expect(await probe(["sub"])).toMatchObject({ ok: false, reason: "DESTINATION_EXISTS" });
+      expect(await probe(["link"])).toMatchObject({ ok: false, reason: "DESTINATION_EXISTS" });
+    });
+
+    it("replaces the base with the .part, is idempotent, and abort keeps the base", async () => {
+      await writeFile(join(root, dir, "d0"), "the earlier copy");
+      expect(
+        await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0"] }, roots),
+      ).toEqual({ ok: true });
+      expect(await readFile(join(root, dir, "d0"), "utf8")).toBe("the earlier copy");
+      expect(await readdir(join(root, dir))).toEqual(["d0"]);
+      // A base but no .part (the batches never came): not finalized.
+      const volume = { destName: "d0", sizeBytes: content.length, crc32c: crc32c(content) };
+      expect(await incremental([volume])).toMatchObject({ ok: false, reason: "FINALIZE_FAILED" });
+      expect(await readFile(join(root, dir, "d0"), "utf8")).toBe("the earlier copy");
+
+      await writeFile(join(root, dir, "d0.part"), content);
+      expect(await finalize([volume])).toMatchObject({ ok: false, reason: "DESTINATION_EXISTS" });
+      expect(await incremental([volume])).toEqual({ ok: true, paths: [join(root, dir, "d0")] });
+      expect((await readFile(join(root, dir, "d0"))).equals(content)).toBe(true);
+      expect(await readdir(join(root, dir))).toEqual(["d0"]);
+      expect(await incremental([volume])).toEqual({ ok: true, paths: [join(root, dir, "d0")] });
+    });
+
+    it("an empty volume replaces a non-empty base", async () => {
+      await writeFile(join(root, dir, "e"), "not empty");
+      expect(await incremental([{ destName: "e", sizeBytes: 0, crc32c: 0 }])).toMatchObject({ ok: true });
+      expect((await stat(join(root, dir, "e"))).size).toBe(0);
+    });
+  });
+
   it("abort removes .part files and the emptied directory, never a root", async () => {
     expect(
       await abortVolumes({ op: "abort", version: 1, migrationId: "m", destDir: dir, names: ["d0", "d1"] }, roots),

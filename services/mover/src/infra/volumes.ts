@@ -30,6 +30,7 @@ import { keepsRecords, readBackCovers, readBacks, recordedHashes, removeReadBack
 import { diskDigests, encodeHash, volumeHashOf } from "./volume-hash.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import { DirSyncs } from "./dir-sync.js";
+import { rememberFinalized } from "./finalized.js";
 import { confine, errnoOf, makeDirConfined, openConfined, openDirConfined } from "./volume-paths.js";
 
 export { confine, resolveRoots } from "./volume-paths.js";
@@ -169,7 +170,8 @@ export function dataMapOf(fh: FileHandle, sizeBytes: number, regionBytes: number
 
 /**
  * Where the volumes would land: the canonical directory (which may not exist yet; its nearest
- * existing ancestor must be inside a root). Refuses names that already exist there. Creates nothing.
+ * existing ancestor must be inside a root). Refuses names that already exist there, except, for
+ * an incremental migration, a regular file (the base it replaces). Creates nothing.
  */
 export async function probeDestination(
   req: ProbeDestination,
@@ -181,9 +183,13 @@ export async function probeDestination(
     const held = openDirIfPresent(roots, dir);
     try {
       for (const name of req.names) {
-        if (held?.stat(name) !== undefined) {
-          throw new Refused(refuse("DESTINATION_EXISTS", `${posix.join(dir, name)} already exists`));
-        }
+        const st = held?.stat(name);
+        if (st === undefined || (req.incremental === true && st.kind === "file")) continue;
+        const what =
+          req.incremental === true
+            ? "exists and is not a regular file"
+            : "already exists (dwcp migrate --incremental brings an earlier copy up to date)";
+        throw new Refused(refuse("DESTINATION_EXISTS", `${posix.join(dir, name)} ${what}`));
       }
     } finally {
       held?.close();
@@ -196,6 +202,8 @@ export async function probeDestination(
  * Turn each `<name>.part` into `<name>`: truncate to size, optionally verify the CRC32C of the
  * whole file, fsync, rename, fsync the directory. Idempotent: a volume whose final file exists
  * and whose .part is gone was finalized before (the reply was lost) and is only re-verified.
+ * An incremental migration's `.part` replaces the final file (its base) in the one rename; its
+ * final file without a `.part` is finalized only if it is the volume.
  */
 export async function finalizeVolumes(
   req: FinalizeVolumes,
@@ -242,7 +250,13 @@ async function finalizeIn(
   }
   try {
     const paths: string[] = [];
-    const check: Check = { verify: req.verify, migrationId: req.migrationId, chunkSizeBytes: req.chunkSizeBytes, log };
+    const check: Check = {
+      verify: req.verify,
+      migrationId: req.migrationId,
+      chunkSizeBytes: req.chunkSizeBytes,
+      incremental: req.incremental === true,
+      log,
+    };
     for (const volume of req.volumes) {
       if (volume.blake3 === undefined || req.chunkSizeBytes === undefined) {
         log?.warn(
@@ -267,6 +281,8 @@ interface Check {
   migrationId: string;
   /** The plan's chunk size; with a volume's `blake3`, its hash is checked. */
   chunkSizeBytes: number | undefined;
+  /** The final file may be the migration's base: the `.part` replaces it. */
+  incremental: boolean;
   log: Logger | undefined;
 }
 
@@ -283,13 +299,20 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
   const final = posix.join(dir.path, v.destName);
   const [partStat, finalStat] = [dir.stat(partFile), dir.stat(v.destName)];
   if (partStat === undefined && finalStat !== undefined) {
-    await checkFinalized(dir, v, finalStat, check);
-    await removeReadBack(part);
-    return final;
-  }
-  if (finalStat !== undefined) {
+    if (!check.incremental) await checkFinalized(dir, v, finalStat, check);
+    if (!check.incremental || (await isFinalized(dir, v, finalStat, check))) {
+      rememberFinalized(part, check.migrationId);
+      await removeReadBack(part);
+      return final;
+    }
+    // The base, and no `.part`: only an empty volume (which no batch writes) may have none.
+    if (v.sizeBytes > 0) {
+      throw new Refused(refuse("FINALIZE_FAILED", `${part} is missing: no data of this volume reached this host`));
+    }
+  } else if (finalStat !== undefined && !(check.incremental && finalStat.kind === "file")) {
     throw new Refused(refuse("DESTINATION_EXISTS", `${final} already exists; refusing to overwrite it with ${part}`));
   }
+  const replace = check.incremental && finalStat !== undefined;
   if (partStat === undefined && v.sizeBytes > 0) {
     throw new Refused(refuse("FINALIZE_FAILED", `${part} is missing: no data of this volume reached this host`));
   }
@@ -305,14 +328,16 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
     await fh.close();
   }
   try {
-    // renameat2(RENAME_NOREPLACE): a final file that appeared meanwhile is never replaced.
-    dir.rename(partFile, v.destName, { noReplace: true });
+    // renameat2(RENAME_NOREPLACE): a final file that appeared meanwhile is never replaced. An
+    // incremental migration's base is replaced atomically: the name is the old or the new file.
+    dir.rename(partFile, v.destName, { noReplace: !replace });
   } catch (err) {
     // Another mover process of this host finalized it between our checks and the rename.
     const now = ["ENOENT", "EEXIST"].includes(errnoOf(err) ?? "") ? dir.stat(v.destName) : undefined;
     if (now === undefined) throw err;
     await checkFinalized(dir, v, now, check);
   }
+  rememberFinalized(part, check.migrationId);
   await removeReadBack(part);
   return final;
 }
@@ -379,6 +404,20 @@ async function verifyDisk(
           "its bytes changed on the way; the migration must be run again",
       ),
     );
+  }
+}
+
+/**
+ * Whether an incremental migration's final file, with no `.part` beside it, is already the volume.
+ * Its content is checked even without `verify`: a base of the right size is not the volume.
+ */
+async function isFinalized(dir: DirHandle, v: FinalVolume, st: EntryStat, check: Check): Promise<boolean> {
+  try {
+    await checkFinalized(dir, v, st, { ...check, verify: true });
+    return true;
+  } catch (err) {
+    if (err instanceof Refused) return false;
+    throw err;
   }
 }
 

@@ -370,6 +370,7 @@ describe("decide: completion and cancel", () => {
             zeroSkippedBytes: 0,
             packedInBytes: 0,
             packedOutBytes: 0,
+            baseReusedBytes: 0,
           },
           durationMs: 10_000,
         },

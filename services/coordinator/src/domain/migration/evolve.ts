@@ -156,7 +156,7 @@ function addTransfer(
     bytes: number;
     wireBytes: number;
     chunks: Array<{ zero: boolean; length: number }>;
-    breakdown?: { zeroSkipped: number; packedIn: number; packedOut: number };
+    breakdown?: { zeroSkipped: number; packedIn: number; packedOut: number; baseReused?: number | undefined };
   },
 ): Migration["totals"] {
   const zeroBytes = e.chunks.reduce((n, c) => n + (c.zero ? c.length : 0), 0);
@@ -170,6 +170,7 @@ function addTransfer(
     zeroSkippedBytes: t.zeroSkippedBytes + (e.breakdown?.zeroSkipped ?? zeroBytes),
     packedInBytes: t.packedInBytes + (e.breakdown?.packedIn ?? 0),
     packedOutBytes: t.packedOutBytes + (e.breakdown?.packedOut ?? 0),
+    baseReusedBytes: (t.baseReusedBytes ?? 0) + (e.breakdown?.baseReused ?? 0),
   };
 }
 

@@ -64,6 +64,8 @@ export interface Totals {
   zeroSkippedBytes: number;
   packedInBytes: number;
   packedOutBytes: number;
+  /** Bytes of chunks an incremental migration took from the destination's base instead of sending. */
+  baseReusedBytes: number;
 }
 
 /** An event a fold did not take: its producer was not allowed to make it (see producers.ts). */
@@ -146,6 +148,7 @@ export const emptyTotals = (): Totals => ({
   zeroSkippedBytes: 0,
   packedInBytes: 0,
   packedOutBytes: 0,
+  baseReusedBytes: 0,
 });
 
 export const initialMigration = (id: string): Migration => ({

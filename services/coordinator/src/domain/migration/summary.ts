@@ -20,6 +20,7 @@ export function summaryOf(m: Migration, position: FoldedPosition): MigrationSumm
     bytes: m.totals.bytes,
     wireBytes: m.totals.wireBytes,
     zeroBytes: m.totals.zeroBytes,
+    ...(m.totals.baseReusedBytes > 0 ? { baseReusedBytes: m.totals.baseReusedBytes } : {}),
     ...(m.plan !== undefined ? { totalBytes: m.plan.totalBytes, batches: m.plan.batchCount } : {}),
     batchesDone: m.batches.filter((b) => b.status === "done").length,
     ...(m.reason !== undefined ? { reason: m.reason } : {}),

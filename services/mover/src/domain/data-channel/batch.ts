@@ -28,6 +28,7 @@ export function batchProblem(b: BatchBegin): string | undefined {
 
 /** Why a CHUNK does not belong to the batch (wrong place or length), or undefined. */
 export function chunkProblem(b: BatchBegin, h: ChunkHeader): string | undefined {
+  if (h.base !== undefined && b.incremental !== true) return "a BASE chunk in a batch that is not incremental";
   if (h.offset % b.chunkSizeBytes !== 0) return `offset ${h.offset} is not on a chunk boundary`;
   const index = h.offset / b.chunkSizeBytes;
   if (index < b.firstChunk || index >= b.firstChunk + b.chunkCount) {

@@ -2,7 +2,9 @@ import { ByteQueue } from "#common/secure-link/byte-queue.js";
 import type { IncrementalDecoder } from "#common/secure-link/reader.js";
 import {
   AuthFailPayload,
+  BASE_DIGEST_BYTES,
   BatchBegin,
+  FLAG_BASE,
   FLAG_LZ4,
   FLAG_SEALED,
   FLAG_TUNNEL,
@@ -249,6 +251,7 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
   }
 
   private readTable(header: RawHeader): DecodeStep {
+    if ((header.flags & FLAG_BASE) !== 0) return this.readBase(header);
     const tableBytes = header.segmentCount * SEGMENT_ENTRY_BYTES;
     if (this.queue.length < tableBytes) return { kind: "need-more" };
     const table = this.queue.take(tableBytes);
@@ -290,6 +293,22 @@ export class FrameDecoder implements IncrementalDecoder<FrameStep> {
     }
     this.state = { at: "buffer", chunk };
     return { kind: "chunk-begin", header: chunk };
+  }
+
+  /** A BASE chunk: its payload is the source chunk's BLAKE3, and it has no segments. */
+  private readBase(header: RawHeader): DecodeStep {
+    if (this.queue.length < BASE_DIGEST_BYTES) return { kind: "need-more" };
+    const base = this.queue.take(BASE_DIGEST_BYTES).slice();
+    this.state = { at: "header" };
+    const chunk: ChunkHeader = {
+      offset: header.offset,
+      length: header.length,
+      crc32c: header.crc32c,
+      zero: false,
+      segments: [],
+      base,
+    };
+    return { kind: "chunk", header: chunk, data: undefined };
   }
 
   private readPacked(s: Extract<State, { at: "packed" }>): DecodeStep {
@@ -338,7 +357,15 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
 }
 
 function chunkHeaderProblem(h: RawHeader, limits: DecoderLimits): string | undefined {
-  if ((h.flags & ~(FLAG_ZERO | FLAG_LZ4 | FLAG_ZSTD)) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
+  if ((h.flags & ~(FLAG_ZERO | FLAG_LZ4 | FLAG_ZSTD | FLAG_BASE)) !== 0) return `CHUNK: unexpected flags ${h.flags}`;
+  if ((h.flags & FLAG_BASE) !== 0) {
+    if (h.flags !== FLAG_BASE) return "CHUNK: a BASE chunk carries no other flag";
+    if (h.length === 0 || h.length > limits.maxChunkLength)
+      return `CHUNK: length ${h.length} outside 1..${limits.maxChunkLength}`;
+    if (h.segmentCount !== 0 || h.payloadLength !== BASE_DIGEST_BYTES)
+      return `CHUNK: a BASE chunk carries no segments and a ${BASE_DIGEST_BYTES}-byte BLAKE3`;
+    return undefined;
+  }
   if ((h.flags & FLAG_LZ4) !== 0 && (h.flags & FLAG_ZSTD) !== 0) return "CHUNK: a chunk is packed by one codec";
   if ((h.flags & FLAG_ZERO) !== 0 && (h.flags & (FLAG_LZ4 | FLAG_ZSTD)) !== 0)
     return "CHUNK: a zero chunk carries nothing to compress";

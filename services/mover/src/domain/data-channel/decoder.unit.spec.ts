@@ -14,8 +14,10 @@ import {
   type DecoderLimits,
 } from "./decoder.js";
 import {
+  encodeBaseChunk,
   encodeChunk,
   encodeChunkHead,
+  FLAG_BASE,
   encodeControl,
   FLAG_LZ4,
   FLAG_SEALED,
@@ -72,6 +74,9 @@ const controls: ControlFrame[] = [
   { kind: "AUTH_OK", sealed: true },
   { kind: "AUTH_FAIL", message: "authentication failed" },
   { kind: "BATCH_BEGIN", begin },
+  { kind: "BATCH_BEGIN", begin: { ...begin, incremental: true } },
+  { kind: "CHUNK_ERR", offset: 6 * MiB, failure: { code: "BASE_MISMATCH", message: "base differs" } },
+  { kind: "CHUNK_ERR", offset: 7 * MiB, failure: { code: "NO_BASE", message: "no base file" } },
   { kind: "CHUNK_OK", offset: 2 ** 40 + 4096 },
   { kind: "CHUNK_ERR", offset: 5 * MiB, failure: { code: "CHECKSUM_MISMATCH", message: "crc" } },
   { kind: "BATCH_END", chunkCount: 8 },
@@ -145,6 +150,15 @@ function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
 }
 
 const zeroChunk: ChunkHeader = { offset: 4 * MiB, length: MiB, crc32c: 0x1234, zero: true, segments: [] };
+const baseDigest = Uint8Array.from({ length: 32 }, (_, i) => (i * 7 + 1) & 0xff);
+const baseChunk: ChunkHeader = {
+  offset: 5 * MiB,
+  length: MiB,
+  crc32c: 0xfeedf00d,
+  zero: false,
+  segments: [],
+  base: baseDigest,
+};
 
 function stream(): { bytes: Uint8Array; expected: unknown[] } {
   const { header, logical } = sampleChunk();
@@ -152,11 +166,13 @@ function stream(): { bytes: Uint8Array; expected: unknown[] } {
     ...controls.map(encodeControl),
     encodeChunk(header, logical),
     encodeChunk(zeroChunk, new Uint8Array(0)),
+    encodeBaseChunk(baseChunk, baseDigest),
   ]);
   const expected = [
     ...controls.map((frame) => ({ kind: "frame", frame })),
     { kind: "chunk", header, data: digest(logical) },
     { kind: "chunk", header: zeroChunk, data: undefined },
+    { kind: "chunk", header: baseChunk, data: undefined },
   ];
   return { bytes, expected };
 }
@@ -457,5 +473,36 @@ describe("FrameDecoder compressed chunks (FLAG_ZSTD)", () => {
       const step = decoder.next();
       expect(step.kind === "violation" && step.message).toMatch(why);
     }
+  });
+});
+
+describe("BASE chunks", () => {
+  const inBatch = serverInBatch(MiB);
+
+  it("encodes the flag, the source's CRC32C and the BLAKE3 as the whole payload", () => {
+    const bytes = encodeBaseChunk(baseChunk, baseDigest);
+    expect(bytes.length).toBe(HEADER_BYTES + 32);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
+    expect(view.getUint16(6)).toBe(FLAG_BASE);
+    expect(view.getUint32(8)).toBe(32);
+    expect(view.getUint32(24)).toBe(0xfeedf00d);
+    expect(view.getUint32(28)).toBe(0);
+    expect(encodeChunkHead(baseChunk)).toEqual(bytes);
+    expect(decodeAll([bytes], inBatch)).toEqual([{ kind: "chunk", header: baseChunk, data: undefined }]);
+  });
+
+  it("refuses a digest that is not 32 bytes", () => {
+    expect(() => encodeBaseChunk(baseChunk, new Uint8Array(31))).toThrow(/32-byte BLAKE3/);
+  });
+
+  it.each([
+    ["with ZERO", { flags: FLAG_BASE | FLAG_ZERO, payloadLength: 32, length: MiB }, /no other flag/],
+    ["with a codec", { flags: FLAG_BASE | FLAG_LZ4, payloadLength: 32, length: MiB }, /no other flag/],
+    ["with segments", { flags: FLAG_BASE, payloadLength: 40, length: MiB, segmentCount: 1 }, /no segments/],
+    ["with a short digest", { flags: FLAG_BASE, payloadLength: 31, length: MiB }, /32-byte BLAKE3/],
+    ["longer than the batch's chunks", { flags: FLAG_BASE, payloadLength: 32, length: MiB + 1 }, /outside/],
+  ])("refuses a BASE chunk %s", (_, fields, message) => {
+    const bytes = concat([header("CHUNK", fields), new Uint8Array(fields.payloadLength)]);
+    expect(firstViolation(bytes, inBatch)).toMatch(message);
   });
 });

@@ -15,8 +15,11 @@ import { InvariantViolationError } from "#common/errors.js";
  *
  * Fields a type does not use are zero. A CHUNK payload is the segment table (segmentCount ×
  * {u32 relOffset, u32 length}) followed by the bytes of those segments in table order; the
- * logical chunk is those segments with zeros everywhere else. Control payloads are binary for
- * CHALLENGE/HELLO and UTF-8 JSON for BATCH_BEGIN, CHUNK_ERR, BATCH_ERR and AUTH_FAIL.
+ * logical chunk is those segments with zeros everywhere else. A CHUNK with the BASE flag (only in
+ * an incremental batch) has no segments: its payload is the 32-byte BLAKE3 of the source's chunk,
+ * whose bytes the destination takes from its base file at the same offset if they match. Control
+ * payloads are binary for CHALLENGE/HELLO and UTF-8 JSON for BATCH_BEGIN, CHUNK_ERR, BATCH_ERR and
+ * AUTH_FAIL.
  */
 export const MAGIC = 0x44574350; // "DWCP"
 export const PROTOCOL_VERSION = 1;
@@ -45,6 +48,15 @@ export const FLAG_SEALED = 0x8;
  * stream in each direction and no more frames.
  */
 export const FLAG_TUNNEL = 0x10;
+
+/**
+ * CHUNK: this chunk's bytes are the destination's base file's bytes at the same offset and
+ * length; the payload is the BLAKE3-256 of the source's chunk (the header's CRC32C is the
+ * source's, as always). Only in a batch whose BATCH_BEGIN says `incremental`.
+ */
+export const FLAG_BASE = 0x20;
+/** A BASE chunk's payload: one BLAKE3-256 digest. */
+export const BASE_DIGEST_BYTES = 32;
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -117,6 +129,11 @@ export const BatchBegin = z.strictObject({
    * committed prefix before any chunk is sent (see resume.ts). Sent only then.
    */
   resume: z.literal(true).optional(),
+  /**
+   * An incremental migration: the destination's final file, if it is a regular file, is the base
+   * that BASE chunks refer to. Sent only when true.
+   */
+  incremental: z.literal(true).optional(),
 });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
@@ -126,7 +143,13 @@ export type BatchBegin = z.infer<typeof BatchBegin>;
  * fence.ts). It never becomes an event code: the sender that receives it no longer owns the batch.
  */
 export const FENCED = "FENCED";
-export const WireCode = z.union([FailureCode, z.literal(FENCED)]);
+/**
+ * Two more wire-only codes, answers to a BASE chunk (CHUNK_ERR) that ask for its data: the base
+ * differs there (or is shorter), or there is no base file for the volume at all.
+ */
+export const BASE_MISMATCH = "BASE_MISMATCH";
+export const NO_BASE = "NO_BASE";
+export const WireCode = z.union([FailureCode, z.literal(FENCED), z.literal(BASE_MISMATCH), z.literal(NO_BASE)]);
 export type WireCode = z.infer<typeof WireCode>;
 export const WireFailure = z.strictObject({ code: WireCode, message: z.string().max(4096) });
 export type WireFailure = z.infer<typeof WireFailure>;
@@ -149,6 +172,8 @@ export interface ChunkHeader {
   packedLength?: number;
   /** Set with packedLength: which codec packed the segment bytes. */
   codec?: PackedCodec;
+  /** FLAG_BASE: the BLAKE3-256 of the source's chunk (no segments; the bytes are the base's). */
+  base?: Uint8Array;
 }
 
 export type ControlFrame =
@@ -306,6 +331,7 @@ function packedFlag(h: ChunkHeader): number {
  * order, either as buffer slices or straight from the source file (sendfile).
  */
 export function encodeChunkHead(h: ChunkHeader): Uint8Array {
+  if (h.base !== undefined) return encodeBaseChunk(h, h.base);
   const table = h.segments.length * SEGMENT_ENTRY_BYTES;
   const out = new Uint8Array(HEADER_BYTES + table);
   writeHeader(out, "CHUNK", {
@@ -322,6 +348,13 @@ export function encodeChunkHead(h: ChunkHeader): Uint8Array {
     view.setUint32(i * SEGMENT_ENTRY_BYTES + 4, s.length);
   });
   return out;
+}
+
+/** A whole BASE CHUNK frame: the header and the source chunk's BLAKE3. */
+export function encodeBaseChunk(h: Pick<ChunkHeader, "offset" | "length" | "crc32c">, blake3: Uint8Array): Uint8Array {
+  if (blake3.length !== BASE_DIGEST_BYTES)
+    throw new InvariantViolationError(`a BASE chunk carries a ${BASE_DIGEST_BYTES}-byte BLAKE3, got ${blake3.length}`);
+  return frame("CHUNK", blake3, { flags: FLAG_BASE, offset: h.offset, length: h.length, crc32c: h.crc32c });
 }
 
 /** A whole CHUNK frame from the logical chunk bytes (tests and the copying send path). */

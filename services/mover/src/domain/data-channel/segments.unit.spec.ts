@@ -72,6 +72,12 @@ describe("batch geometry", () => {
     expect(chunkProblem(begin, chunk(10 * 65536, 65536))).toMatch(/expected 3/);
   });
 
+  it("takes a BASE chunk only in an incremental batch", () => {
+    const base = { ...chunk(8 * 65536, 65536), zero: false, base: new Uint8Array(32) };
+    expect(chunkProblem(begin, base)).toMatch(/not incremental/);
+    expect(chunkProblem({ ...begin, incremental: true }, base)).toBeUndefined();
+  });
+
   it("refuses chunks outside the batch or off a boundary", () => {
     expect(chunkProblem(begin, chunk(7 * 65536, 65536))).toMatch(/not in this batch/);
     expect(chunkProblem(begin, chunk(8 * 65536 + 1, 65536))).toMatch(/boundary/);

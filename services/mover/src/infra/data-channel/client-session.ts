@@ -7,14 +7,19 @@ import { gatherSegments } from "../../domain/data-channel/segments.js";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import {
+  BASE_MISMATCH,
+  encodeBaseChunk,
   encodeChunkHead,
   encodeControl,
   FENCED,
+  NO_BASE,
   segmentBytes,
   type ControlFrame,
   type WireFailure,
 } from "../../domain/data-channel/frames.js";
 import { reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
+import { afterBaseAnswer, baseRefs, nextSend, type BaseRefs } from "../../domain/data-channel/base-refs.js";
+import { decodeHashes } from "../volume-hash.js";
 import {
   ChecksumMismatchError,
   DestinationUnreachableError,
@@ -57,6 +62,11 @@ export interface SessionOptions {
   onChunk: ((c: TransferredChunk) => void) | undefined;
   /** Chunks acknowledged on an earlier connection of this run (a resumed run does not send them). */
   carried?: Carried;
+  /**
+   * An incremental batch: non-zero chunks go first as BASE references (their BLAKE3), and with
+   * their data only where the destination's base does not have them (see base-refs.ts).
+   */
+  incremental?: boolean;
   log: Logger;
 }
 
@@ -85,11 +95,23 @@ export interface ByteBreakdown {
   /** Of `data`, the bytes of chunks sent compressed, and what they compressed to. */
   packedIn: number;
   packedOut: number;
+  /** Of `data`, the bytes of chunks the destination took from its base: not sent. */
+  baseReused: number;
 }
+
+export const emptyBreakdown = (): ByteBreakdown => ({
+  zeroSkipped: 0,
+  data: 0,
+  packedIn: 0,
+  packedOut: 0,
+  baseReused: 0,
+});
 
 interface SentChunk {
   chunk: TransferredChunk;
   resends: number;
+  /** Sent last as a BASE reference (its answer decides whether the data follows). */
+  viaBase?: boolean;
 }
 
 /**
@@ -119,8 +141,11 @@ export class ClientSession {
   private destroyWhenIdle = false;
   /** The destination's RESUME_AT: the CRC32Cs of the run's committed prefix. */
   private committed: number[] | undefined;
+  /** Whether chunks still go as BASE references first. */
+  private refs: BaseRefs;
 
   constructor(private readonly o: SessionOptions) {
+    this.refs = baseRefs(o.incremental === true);
     this.acked = new Map();
     this.counts = new Map();
     this.wireBytes = o.carried?.wireBytes ?? 0;
@@ -145,12 +170,13 @@ export class ClientSession {
 
   /** The batch's logical bytes by what became of them. */
   get bytes(): ByteBreakdown {
-    const sum: ByteBreakdown = { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 };
+    const sum = emptyBreakdown();
     for (const c of this.counts.values()) {
       sum.zeroSkipped += c.zeroSkipped;
       sum.data += c.data;
       sum.packedIn += c.packedIn;
       sum.packedOut += c.packedOut;
+      sum.baseReused += c.baseReused;
     }
     return sum;
   }
@@ -218,8 +244,15 @@ export class ClientSession {
     this.wireBytes += bytes.length;
   }
 
-  /** Frame and send one chunk; resolves once its buffer may be reused. */
+  /**
+   * Frame and send one chunk (in an incremental batch first as a BASE reference); resolves once
+   * its buffer may be reused.
+   */
   async sendChunk(c: PreparedChunk): Promise<void> {
+    const previous = this.sent.get(c.offset);
+    const refer = nextSend(this.refs, { zero: c.zero, firstSend: previous === undefined });
+    this.refs = refer.next;
+    if (refer.base) return this.sendBase(c);
     const packed = await this.pack(c);
     const codec = this.o.compression.codec;
     const head = encodeChunkHead(
@@ -228,8 +261,8 @@ export class ClientSession {
     const wire = head.length + (packed?.length ?? segmentBytes(c.segments));
     await this.throttle(wire);
     // Registered before the first byte leaves: the answer can arrive before our write completes.
-    const previous = this.sent.get(c.offset);
-    if (previous === undefined) this.count(c, packed);
+    // A chunk the base did not have is counted again, now as sent.
+    if (previous === undefined || previous.viaBase === true) this.count(c, packed);
     const chunk: TransferredChunk = {
       offset: c.offset,
       length: c.length,
@@ -243,6 +276,25 @@ export class ClientSession {
     if (packed !== undefined) await this.writeCorked([head, packed]);
     else if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
     else await this.sendViaCopy(c, head);
+  }
+
+  /** The chunk as a BASE reference: header and BLAKE3 only; its bytes stay at the source. */
+  private async sendBase(c: PreparedChunk): Promise<void> {
+    const frame = encodeBaseChunk(c, decodeHashes(c.blake3));
+    await this.throttle(frame.length);
+    const data = segmentBytes(c.segments);
+    this.counts.set(c.offset, { zeroSkipped: c.length - data, data, packedIn: 0, packedOut: 0, baseReused: data });
+    const chunk: TransferredChunk = {
+      offset: c.offset,
+      length: c.length,
+      crc32c: c.crc32c,
+      zero: c.zero,
+      wireBytes: frame.length,
+      blake3: c.blake3,
+    };
+    this.sent.set(c.offset, { chunk, resends: 0, viaBase: true });
+    this.wireBytes += frame.length;
+    await this.write(frame);
   }
 
   /**
@@ -282,6 +334,7 @@ export class ClientSession {
       data,
       packedIn: packed === undefined ? 0 : data,
       packedOut: packed?.length ?? 0,
+      baseReused: 0,
     });
   }
 
@@ -300,6 +353,8 @@ export class ClientSession {
         return "done";
       case "BATCH_ERR":
         if (frame.failure.code === FENCED) throw new FencedError(`destination: ${frame.failure.message}`);
+        if (frame.failure.code === BASE_MISMATCH || frame.failure.code === NO_BASE)
+          throw new ProtocolError(`BATCH_ERR ${frame.failure.code}: ${frame.failure.message}`);
         throw errorFromWire(frame.failure.code, frame.failure.message);
       case "RESUME_AT":
         if (this.committed !== undefined || frame.crc32c.length > this.o.chunkCount)
@@ -323,6 +378,7 @@ export class ClientSession {
   private onAck(offset: number): void {
     const entry = this.sent.get(offset);
     if (entry === undefined) throw new ProtocolError(`CHUNK_OK for offset ${offset}, which was not sent`);
+    if (entry.viaBase === true) this.refs = afterBaseAnswer(this.refs, "hit");
     this.acked.set(offset, entry.chunk);
     this.o.onChunk?.(entry.chunk);
     this.notify();
@@ -332,6 +388,10 @@ export class ClientSession {
     const entry = this.sent.get(offset);
     if (entry === undefined) throw new ProtocolError(`CHUNK_ERR for offset ${offset}, which was not sent`);
     if (failure.code === FENCED) throw new FencedError(`destination: ${failure.message}`);
+    if (failure.code === BASE_MISMATCH || failure.code === NO_BASE) {
+      this.onBaseMiss(offset, entry, failure.code);
+      return;
+    }
     if (failure.code !== "CHECKSUM_MISMATCH") throw errorFromWire(failure.code, failure.message, offset);
     if (entry.resends >= this.o.maxResends) {
       throw new ChecksumMismatchError({
@@ -341,6 +401,15 @@ export class ClientSession {
     }
     entry.resends += 1;
     this.o.log.warn({ offset, resend: entry.resends }, "destination saw a CRC32C mismatch; resending the chunk");
+    this.resendQueue.push(offset);
+    this.notify();
+  }
+
+  /** The destination's base does not have the chunk: its data follows (not a resend of corruption). */
+  private onBaseMiss(offset: number, entry: SentChunk, code: typeof BASE_MISMATCH | typeof NO_BASE): void {
+    if (entry.viaBase !== true) throw new ProtocolError(`${code} for offset ${offset}, which was not sent as BASE`);
+    this.refs = afterBaseAnswer(this.refs, code === NO_BASE ? "no-base" : "mismatch");
+    this.o.log.debug({ offset, code, referring: this.refs.referring }, "base chunk missed; sending its data");
     this.resendQueue.push(offset);
     this.notify();
   }

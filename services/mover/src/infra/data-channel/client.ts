@@ -31,7 +31,7 @@ import {
 } from "../../domain/data-channel/token-bucket.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError, TransferAbortedError } from "../../errors.js";
 import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
-import { ClientSession, type ByteBreakdown, type Carried } from "./client-session.js";
+import { ClientSession, emptyBreakdown, type ByteBreakdown, type Carried } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
@@ -118,6 +118,12 @@ export interface SendBatchOptions {
    * link's smallest RTT (TCP_INFO) says WAN (>= 2 ms), else 1 (also without the native module).
    */
   streams?: number;
+  /**
+   * The destination may hold an earlier copy of the volume under its final name (the base): each
+   * non-zero chunk goes first as a BASE reference, with its data only where the base differs.
+   * Default false.
+   */
+  incremental?: boolean;
   /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
   stripe?: string;
   /** Set by sendBatch: the codec and level its chunks are compressed with. */
@@ -189,6 +195,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
         level: codec.level,
         durationMs: Math.round(result.durationMs),
         streams: n,
+        incremental: o.incremental === true,
       },
       "batch sent",
     );
@@ -223,8 +230,9 @@ function sumBreakdowns(parts: readonly ByteBreakdown[]): ByteBreakdown {
       data: a.data + b.data,
       packedIn: a.packedIn + b.packedIn,
       packedOut: a.packedOut + b.packedOut,
+      baseReused: a.baseReused + b.baseReused,
     }),
-    { zeroSkipped: 0, data: 0, packedIn: 0, packedOut: 0 },
+    emptyBreakdown(),
   );
 }
 
@@ -388,7 +396,7 @@ async function adoptCommitted(
       const data = segmentBytes(c.segments);
       session.adopt(
         { offset, length, crc32c: c.crc32c, zero: c.zero, wireBytes: 0, blake3: c.blake3 },
-        { zeroSkipped: length - data, data, packedIn: 0, packedOut: 0 },
+        { zeroSkipped: length - data, data, packedIn: 0, packedOut: 0, baseReused: 0 },
       );
     }
     return crcs.length;
@@ -439,6 +447,7 @@ export function beginOf(o: SendBatchOptions & { resume?: boolean }): BatchBegin 
   if (o.verify === false) begin.verify = false;
   if (o.stripe !== undefined) begin.stripe = o.stripe;
   if (o.resume === true) begin.resume = true;
+  if (o.incremental === true) begin.incremental = true;
   return begin;
 }
 
@@ -560,6 +569,7 @@ async function run(
     linkTurn: linkTurn === undefined ? undefined : pausingIdle(linkTurn, socket, o.idleTimeoutMs ?? 60_000),
     compression: o.codec ?? { codec: "none", level: 0 },
     onChunk: o.onChunk,
+    incremental: o.incremental === true,
     ...(carried === undefined ? {} : { carried }),
     log,
   });

@@ -9,6 +9,8 @@ import { ChecksumMismatchError, NoSpaceError } from "../../errors.js";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
 import { readBackName, readBacks } from "../read-back.js";
+import { finalizeVolumes } from "../volumes.js";
+import { FencedError } from "./fenced.js";
 import { makeSparseFile, MiB, silentLog, startCorruptingProxy, tempDir } from "#test/support/data-channel.js";
 
 const secret = randomBytes(32);
@@ -111,6 +113,37 @@ describe("data channel transfer", () => {
       { migrationId: "mig-1", start: 0, end: 11 * MiB },
       { migrationId: "mig-1", start: 0, end: 11 * MiB, crc32c: crc32c(whole.subarray(0, 11 * MiB)) },
     ]);
+  });
+
+  it("takes an incremental batch's unchanged chunks from the base, over striped connections", async () => {
+    const dir = "vm-incremental";
+    const whole = await readFile(source);
+    const base = Buffer.from(whole);
+    base[17 * MiB + 5] = (base[17 * MiB + 5] ?? 0) ^ 0x5a; // one dense chunk differs
+    await mkdir(join(root, dir));
+    const fh = await open(join(root, dir, "disk.img"), "w");
+    await fh.writeFile(base);
+    await fh.close();
+    const r = await sendBatch(
+      batch({ firstChunk: 0, chunkCount: CHUNKS, destDir: dir, incremental: true, streams: 3 }),
+    );
+    await expectIdentical(dir);
+    expect(r.breakdown.baseReused).toBe(r.breakdown.data - MiB);
+    expect(r.wireBytes).toBeGreaterThan(MiB);
+    expect(r.wireBytes).toBeLessThan(MiB + 64 * 1024);
+    // The base is only read.
+    expect((await readFile(join(root, dir, "disk.img"))).equals(base)).toBe(true);
+
+    // Finalized over the base, a later batch of the same migration is a stale sender's: fenced.
+    const volume = { destName: "disk.img", sizeBytes: SIZE, crc32c: crc32c(whole) };
+    const finalize = { op: "finalize", version: 1, migrationId: "mig-1", destDir: dir, verify: true } as const;
+    expect(await finalizeVolumes({ ...finalize, incremental: true, volumes: [volume] }, [root])).toMatchObject({
+      ok: true,
+    });
+    expect((await readFile(join(root, dir, "disk.img"))).equals(whole)).toBe(true);
+    const stale = sendBatch(batch({ ...firstHalf, destDir: dir, incremental: true, attempt: 1 }));
+    await expect(stale).rejects.toBeInstanceOf(FencedError);
+    await expect(stat(join(root, dir, "disk.img.part"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("rewrites the same bytes when a batch is redelivered", async () => {

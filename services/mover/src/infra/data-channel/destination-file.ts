@@ -9,6 +9,7 @@ import { basenameProblem, partName } from "../../domain/paths.js";
 import { DestinationWriteError, PathOutsideRootError } from "../../errors.js";
 import { DIRECT_MIN_BYTES, EarlyWriteback, openDirect, writeAll } from "#common/fs.js";
 import { hasDataIn } from "../extents.js";
+import { wasFinalized } from "../finalized.js";
 import { confine, errnoOf, makeDirConfined } from "../volume-paths.js";
 import { chunkBuffers } from "./buffer-pool.js";
 import { FencedError } from "./fenced.js";
@@ -53,6 +54,11 @@ export class DestinationFile {
      */
     private readonly emptyRange: { start: number; end: number } | undefined,
     dirToSync: DirHandle | undefined,
+    /**
+     * An incremental batch's base: the volume's final file as it was when the batch began, opened
+     * read-only beneath the held directory (undefined: none, or not incremental). Only read.
+     */
+    readonly base: FileHandle | undefined,
   ) {
     this.dirToSync = dirToSync;
   }
@@ -74,12 +80,24 @@ export class DestinationFile {
       try {
         // Finalize renamed .part to the final name: only a stale sender still sends batches for it,
         // and letting it in would leave a new .part behind (planning refuses existing destinations).
-        if (dir.stat(begin.destName) !== undefined) {
+        // An incremental migration's final file is its base, there from the start: this process
+        // remembers which migrations it finalized instead (finalized.ts).
+        const done =
+          begin.incremental === true ? wasFinalized(path, begin.migrationId) : dir.stat(begin.destName) !== undefined;
+        if (done) {
           throw new FencedError(
             `${begin.destDir}/${begin.destName} is already finalized; batch ${begin.batch} is stale`,
           );
         }
-        const { fh, created } = await openPart(dir, partName(begin.destName));
+        const base = begin.incremental === true ? await openBase(dir, begin.destName) : undefined;
+        let opened: { fh: FileHandle; created: boolean };
+        try {
+          opened = await openPart(dir, partName(begin.destName));
+        } catch (err) {
+          await base?.close();
+          throw err;
+        }
+        const { fh, created } = opened;
         try {
           const st = await fh.stat();
           if (st.size < begin.volumeSizeBytes) await fh.truncate(begin.volumeSizeBytes);
@@ -87,9 +105,10 @@ export class DestinationFile {
           // A new entry needs its directory synced to survive a crash (made parents were synced).
           keepDir = created;
           const range = emptyRange(fh.fd, begin, st.size);
-          return new DestinationFile(fh, direct, path, st.size, range, created ? dir : undefined);
+          return new DestinationFile(fh, direct, path, st.size, range, created ? dir : undefined, base);
         } catch (err) {
           await fh.close();
+          await base?.close();
           throw err;
         }
       } finally {
@@ -153,6 +172,7 @@ export class DestinationFile {
     this.dirToSync?.close();
     this.dirToSync = undefined;
     await this.direct?.fh.close();
+    await this.base?.close();
     await this.fh.close();
   }
 
@@ -211,6 +231,20 @@ function emptyRange(fd: number, begin: BatchBegin, sizeBefore: number): { start:
 async function settleAll(writes: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(writes);
   for (const r of results) if (r.status === "rejected") throw r.reason;
+}
+
+/**
+ * The base of an incremental batch: the final file, read-only, beneath the held directory with no
+ * symlink followed. Undefined when there is none or it is not a regular file (planning refused
+ * anything but a regular file; one swapped in since is simply not used).
+ */
+async function openBase(dir: DirHandle, name: string): Promise<FileHandle | undefined> {
+  try {
+    return await dir.openFile(name, { flags: constants.O_RDONLY });
+  } catch (err) {
+    if (err instanceof PathRefusedError || ["ENOENT", "ELOOP"].includes(errnoOf(err) ?? "")) return undefined;
+    throw err;
+  }
 }
 
 /** Creates `<name>.part` in the held directory, or opens the one an earlier batch made. */

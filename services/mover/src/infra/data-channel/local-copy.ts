@@ -106,7 +106,7 @@ export async function copyBatchLocally(ctx: LocalCopyContext, o: SendBatchOption
           chunks,
           bytes,
           wireBytes: 0,
-          breakdown: { zeroSkipped, data: bytes - zeroSkipped, packedIn: 0, packedOut: 0 },
+          breakdown: { zeroSkipped, data: bytes - zeroSkipped, packedIn: 0, packedOut: 0, baseReused: 0 },
           compression: { codec: "none" as const, level: 0 },
           durationMs: performance.now() - started,
         };

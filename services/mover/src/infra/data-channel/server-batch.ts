@@ -38,6 +38,7 @@ import { chunkHash, encodeHashList, zeroChunkHash } from "../volume-hash.js";
 import { destinationError } from "./io-errors.js";
 import { batchBufferBytes, type BufferPool } from "./buffer-pool.js";
 import { DestinationFile } from "./destination-file.js";
+import { matchBase } from "./base-chunk.js";
 import { FencedError } from "./fenced.js";
 import type { FrameReader } from "./frame-reader.js";
 
@@ -323,9 +324,11 @@ async function receiveChunks(
           "committed chunk received again",
         );
       }
-      // A compressed chunk skipped chunk-begin: it is unpacked into a pool buffer here.
-      if (step.packed !== undefined) buffer = await ctx.pool.acquire();
-      const held = step.data === undefined && step.packed === undefined ? undefined : buffer;
+      // A compressed chunk skipped chunk-begin: it is unpacked into a pool buffer here. A BASE
+      // chunk's bytes are read from the base into one.
+      const base = step.header.base !== undefined;
+      if (step.packed !== undefined || base) buffer = await ctx.pool.acquire();
+      const held = step.data === undefined && step.packed === undefined && !base ? undefined : buffer;
       buffer = undefined;
       // Admitted only while this session holds the batch; a fence from here on waits for the
       // write (it is in `inflight` in this same turn). Chunks admitted before a fence are written
@@ -333,9 +336,11 @@ async function receiveChunks(
       const admitted = !state.fenced && state.holds?.() !== false;
       const stored = !admitted
         ? Promise.reject(state.failure ?? fencedChunk(step.header))
-        : step.packed === undefined
-          ? storeChunk(ctx, file, step.header, step.data)
-          : storePacked(ctx, file, step.header, step.packed, held as Buffer);
+        : base
+          ? storeBase(ctx, file, step.header, held as Buffer)
+          : step.packed === undefined
+            ? storeChunk(ctx, file, step.header, step.data)
+            : storePacked(ctx, file, step.header, step.packed, held as Buffer);
       const work = stored
         .then((blake3) => {
           if (blake3 !== undefined)
@@ -439,6 +444,43 @@ async function storeChunk(
   const started = performance.now();
   const { crc32c: actual, blake3 } = await digestsOf(h, data);
   if (actual !== h.crc32c) return askAgain(ctx, h, `CRC32C ${actual} != ${h.crc32c}`);
+  return commitChunk(ctx, file, h, data, blake3, started);
+}
+
+/**
+ * A BASE chunk: the base's bytes at its place, if their BLAKE3 and CRC32C are the source's, are
+ * written as a received chunk is (base-chunk.ts); otherwise CHUNK_ERR asks for the data.
+ */
+async function storeBase(
+  ctx: BatchReceiver,
+  file: DestinationFile,
+  h: ChunkHeader,
+  into: Buffer,
+): Promise<string | undefined> {
+  const started = performance.now();
+  const match = await matchBase(file.base, h, into);
+  if (!match.ok) {
+    ctx.log.debug(
+      { offset: h.offset, code: match.code, reason: match.reason },
+      "base chunk missed; asking for its data",
+    );
+    send(ctx.socket, { kind: "CHUNK_ERR", offset: h.offset, failure: { code: match.code, message: match.reason } });
+    return undefined;
+  }
+  const zero = match.segments.length === 0;
+  const found: ChunkHeader = { offset: h.offset, length: h.length, crc32c: h.crc32c, zero, segments: match.segments };
+  return commitChunk(ctx, file, found, zero ? undefined : match.data, match.blake3, started);
+}
+
+/** Write a verified chunk and answer CHUNK_OK; resolves to its BLAKE3. */
+async function commitChunk(
+  ctx: BatchReceiver,
+  file: DestinationFile,
+  h: ChunkHeader,
+  data: Uint8Array | undefined,
+  blake3: string,
+  started: number,
+): Promise<string> {
   try {
     await file.writeChunk(h.offset, h.length, h.segments, data);
   } catch (err) {

@@ -90,6 +90,7 @@ describe("replay folder", () => {
       zeroSkippedBytes: 65536,
       packedInBytes: 0,
       packedOutBytes: 0,
+      baseReusedBytes: 0,
     });
     expect(f?.totals).toEqual(l?.totals);
   });
