@@ -43,6 +43,8 @@ export interface IncrementalFigures {
   vmIncrementalWireBytes: number;
   /** The sync's own phase timings (sync.ts), ms. */
   vmIncrementalPhasesMs: Record<string, number>;
+  /** Where the VM sync's reading went (vm-sync.ts: QMP, NBD, read and store, closing the view), ms. */
+  vmIncrementalVmPhasesMs: Record<string, number>;
   fileSyncS: number;
   fileSyncWireBytes: number;
   fileSyncPhasesMs: Record<string, number>;
@@ -187,6 +189,7 @@ async function round(
       vmIncrementalMode: incr.disks[0]?.mode ?? "none",
       vmIncrementalWireBytes: incr.wireBytes,
       vmIncrementalPhasesMs: roundPhases(incr.phases),
+      vmIncrementalVmPhasesMs: roundPhases(incr.vmPhases),
       fileSyncS,
       fileSyncWireBytes: file.wireBytes,
       fileSyncPhasesMs: roundPhases(file.phases),

@@ -1,6 +1,7 @@
 import { basename } from "node:path";
 import {
-  blockNode,
+  blockNodes,
+  clearFleeceLeftovers,
   openFleeceView,
   QmpClient,
   removeBitmap,
@@ -55,10 +56,35 @@ export interface VmDiskRead {
   sizeBytes: number;
 }
 
+/** Where a VM sync's reading went, in milliseconds (within the sync's `volumesMs`, except `bitmapMs`). */
+export interface VmSyncPhases {
+  /** Querying the disks' nodes and bitmaps, dropping stale bitmaps. */
+  planMs: number;
+  /** Taking the point in time: fleeces, the transaction, the NBD server and its exports. */
+  viewMs: number;
+  /** NBD connections and handshakes. */
+  connectMs: number;
+  /** Block-status queries (the dirty bitmap or the allocation map). */
+  extentsMs: number;
+  /** Reading, fingerprinting, hashing and storing the extents' chunks. */
+  readMs: number;
+  /** Of `readMs`: waiting for NBD data once everything read before it was handed on. */
+  readWaitMs: number;
+  /** Of `readMs`: fingerprinting, hashing and handing chunks to the batcher (which may wait for the destination). */
+  digestMs: number;
+  /** Of `readMs`: waiting for the destination to answer the last batches. */
+  finishMs: number;
+  /** Stopping the exports, the backup jobs and removing the fleeces. */
+  closeMs: number;
+  /** Removing the previous snapshot's bitmaps once the snapshot is committed. */
+  bitmapMs: number;
+}
+
 export interface VmSyncResult extends SyncResult {
   disks: VmDiskRead[];
   /** Bytes read from the view, every disk. */
   readBytes: number;
+  vmPhases: VmSyncPhases;
 }
 
 const bitmapName = (snapshotId: string): string => `dwcp-${snapshotId}`;
@@ -80,24 +106,62 @@ export async function syncVmOnce(o: VmSyncOptions): Promise<VmSyncResult> {
   const log = replicationLogger(o, { vm: o.vm, host: o.sourceHost });
   const qmp = await QmpClient.connect(o.qmp);
   const reads: VmDiskRead[] = [];
+  const vmPhases: VmSyncPhases = {
+    planMs: 0,
+    viewMs: 0,
+    connectMs: 0,
+    extentsMs: 0,
+    readMs: 0,
+    readWaitMs: 0,
+    digestMs: 0,
+    finishMs: 0,
+    closeMs: 0,
+    bitmapMs: 0,
+  };
   /** Per disk, once the point in time is taken: the bitmap it read and the one it started. */
   let taken: FleeceDisk[] | undefined;
+  /**
+   * The view being closed once everything is read: it ends while the destination commits, and
+   * before any bitmap it exports is touched again.
+   */
+  let closing: Promise<void> | undefined;
   try {
     const r = await syncOnce({
       ...o,
       sources: o.sources ?? o.disks.map((d) => d.path),
       readVolumes: async (ctx) => {
-        const view = await takeView(qmp, o, ctx, reads, (disks) => (taken = disks));
-        return view.read();
+        const view = await takeView(qmp, o, ctx, reads, vmPhases, (disks) => (taken = disks));
+        const closeView = async (): Promise<void> => {
+          const t = performance.now();
+          await view.close();
+          vmPhases.closeMs = performance.now() - t;
+        };
+        let outs: VolumeOut[];
+        try {
+          outs = await view.read();
+        } catch (err) {
+          await closeView().catch((e: unknown) => log.warn({ err: e }, "could not close the point-in-time view"));
+          throw err;
+        }
+        closing = closeView();
+        closing.catch(() => undefined); // awaited below
+        return outs;
       },
     });
+    await closing?.catch((err: unknown) =>
+      log.warn({ err }, "could not close the point-in-time view after the snapshot; the next sync clears it"),
+    );
+    const t = performance.now();
     for (const d of taken ?? [])
       if (d.sinceBitmap !== undefined)
         await removeBitmap(qmp, d.node, d.sinceBitmap).catch((err: unknown) =>
           log.warn({ err, bitmap: d.sinceBitmap }, "could not remove the previous dirty bitmap; the next sync will"),
         );
-    return { ...r, disks: reads, readBytes: reads.reduce((n, d) => n + d.readBytes, 0) };
+    vmPhases.bitmapMs = performance.now() - t;
+    log.debug({ snapshotId: r.snapshotId, phases: r.phases, vmPhases }, "VM sync phases");
+    return { ...r, disks: reads, readBytes: reads.reduce((n, d) => n + d.readBytes, 0), vmPhases };
   } catch (err) {
+    await closing?.catch(() => undefined);
     // The changes since the parent are split between the disabled previous bitmap and the new one:
     // put them back together, or drop both (the next sync is then a full read).
     for (const d of taken ?? []) {
@@ -123,14 +187,26 @@ async function takeView(
   o: VmSyncOptions,
   ctx: VolumeReadContext,
   reads: VmDiskRead[],
+  phases: VmSyncPhases,
   onTaken: (disks: FleeceDisk[]) => void,
-): Promise<{ read: () => Promise<VolumeOut[]> }> {
+): Promise<{ read: () => Promise<VolumeOut[]>; close: () => Promise<void> }> {
   const log = replicationLogger(o, { vm: o.vm, host: o.sourceHost });
+  let t = performance.now();
+  const lap = (k: keyof VmSyncPhases): void => {
+    const now = performance.now();
+    phases[k] += now - t;
+    t = now;
+  };
   const since = ctx.parentId === undefined ? undefined : bitmapName(ctx.parentId);
   const disks: FleeceDisk[] = [];
   const plans: Array<{ name: string; prev: SourceCache["volumes"][number] | undefined; why: string }> = [];
-  for (const d of o.disks) {
-    const node = await blockNode(qmp, d.node);
+  // What an earlier sync left (an export that holds the previous bitmap busy) goes first; in the
+  // usual case there is nothing and the disks' nodes come from the same round trip.
+  const names = o.disks.map((d) => d.node);
+  const [cleared, queried] = await Promise.all([clearFleeceLeftovers(qmp, names), blockNodes(qmp, names)]);
+  const nodes = cleared ? await blockNodes(qmp, names) : queried;
+  for (const [k, d] of o.disks.entries()) {
+    const node = nodes[k]!;
     const name = basename(d.path);
     const prev = ctx.cache?.volumes.find((v) => v.name === name);
     const bm = since === undefined ? undefined : node.bitmaps.find((b) => b.name === since);
@@ -139,6 +215,7 @@ async function takeView(
       await removeBitmap(qmp, d.node, stale.name);
     disks.push({
       node: d.node,
+      sizeBytes: node.sizeBytes,
       nextBitmap: bitmapName(ctx.snapshotId),
       ...(why === "" ? { sinceBitmap: since } : {}),
       persistent: d.format === "qcow2" && node.driver === "qcow2",
@@ -147,47 +224,57 @@ async function takeView(
     plans.push({ name, prev, why });
     if (why !== "") log.info({ node: d.node, reason: why }, "full read of the disk");
   }
+  lap("planMs");
   const view = await openFleeceView(qmp, o.runDir, disks, () => onTaken(disks));
+  lap("viewMs");
   const read = async (): Promise<VolumeOut[]> => {
-    try {
-      const outs: VolumeOut[] = [];
-      for (const [k, d] of disks.entries()) {
-        const plan = plans[k]!;
-        const incremental = d.sinceBitmap !== undefined;
-        const nbd = await NbdClient.connect(view.socket, {
-          exportName: d.node,
-          metaContext: incremental ? `qemu:dirty-bitmap:${d.sinceBitmap}` : "base:allocation",
+    t = performance.now();
+    const outs: VolumeOut[] = [];
+    for (const [k, d] of disks.entries()) {
+      const plan = plans[k]!;
+      const incremental = d.sinceBitmap !== undefined;
+      const nbd = await NbdClient.connect(view.socket, {
+        exportName: d.node,
+        metaContext: incremental ? `qemu:dirty-bitmap:${d.sinceBitmap}` : "base:allocation",
+      });
+      lap("connectMs");
+      try {
+        const extents = (await nbd.extents()).filter((e) =>
+          incremental ? (e.flags & NBD_STATE_DIRTY) !== 0 : (e.flags & NBD_STATE_ZERO) === 0,
+        );
+        lap("extentsMs");
+        const out = await readViewVolume({
+          nbd,
+          name: plan.name,
+          batcher: ctx.batcher,
+          link: ctx.link,
+          cs: ctx.cs,
+          since: incremental ? plan.prev : undefined,
+          bases: plan.prev,
+          extents,
         });
-        try {
-          const extents = (await nbd.extents()).filter((e) =>
-            incremental ? (e.flags & NBD_STATE_DIRTY) !== 0 : (e.flags & NBD_STATE_ZERO) === 0,
-          );
-          const out = await readViewVolume({
-            nbd,
-            name: plan.name,
-            batcher: ctx.batcher,
-            link: ctx.link,
-            cs: ctx.cs,
-            since: incremental ? plan.prev : undefined,
-            bases: plan.prev,
-            extents,
-          });
-          reads.push({
-            name: plan.name,
-            mode: incremental ? "incremental" : "full",
-            ...(incremental ? {} : { reason: plan.why }),
-            readBytes: out.readBytes,
-            sizeBytes: out.vol.sizeBytes,
-          });
-          outs.push(out);
-        } finally {
-          await nbd.close();
-        }
+        lap("readMs");
+        const { readBytes, reads: requests, readWaitMs, digestMs, finishMs } = out;
+        phases.readWaitMs += readWaitMs;
+        phases.digestMs += digestMs;
+        phases.finishMs += finishMs;
+        log.debug(
+          { node: d.node, readBytes, requests, peakInflight: nbd.peakInflight, readWaitMs, digestMs, finishMs },
+          "read the disk's view",
+        );
+        reads.push({
+          name: plan.name,
+          mode: incremental ? "incremental" : "full",
+          ...(incremental ? {} : { reason: plan.why }),
+          readBytes: out.readBytes,
+          sizeBytes: out.vol.sizeBytes,
+        });
+        outs.push(out);
+      } finally {
+        await nbd.close();
       }
-      return outs;
-    } finally {
-      await view.close();
     }
+    return outs;
   };
-  return { read };
+  return { read, close: () => view.close() };
 }
