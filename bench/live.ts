@@ -1,5 +1,5 @@
 // npm run bench:live [-- --json] [--memory-mib 1024] [--disk-gib 2] [--fill-mib 512] [--runs 1]
-//   [--dirty-fraction 0.01] [--dirty-block 64K] [--cache warm,cold] [--no-incremental] [--keep]
+//   [--dirty-fraction 0.01] [--dirty-block 64K] [--cache warm,cold] [--no-incremental] [--nbd-only] [--keep]
 // --runs 0 runs only the incremental part (no migrations).
 // Live migration of the counting guest (test/support/guest.ts; QEMU under TCG) from host a to
 // host b on loopback, measured in the same run three ways:
@@ -38,6 +38,8 @@ const { values } = parseArgs({
     /** Page-cache state of the image before each timed incremental sync: warm, cold or both. */
     cache: { type: "string", default: "warm,cold" },
     "no-incremental": { type: "boolean", default: false },
+    /** The VM snapshot reads every block through QEMU's NBD export, not the raw image directly. */
+    "nbd-only": { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
   },
 });
@@ -151,7 +153,7 @@ try {
   }
   const rounds = values["no-incremental"]
     ? []
-    : await incrementalBench(lab, { fraction, blockBytes: dirtyBlock, caches }, say);
+    : await incrementalBench(lab, { fraction, blockBytes: dirtyBlock, caches, direct: !values["nbd-only"] }, say);
   const incr = rounds.find((r) => r.cache === "warm") ?? rounds[0];
   const cold = rounds.find((r) => r.cache === "cold");
   const loadAfter = loadavg();

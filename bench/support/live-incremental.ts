@@ -68,7 +68,7 @@ interface Ctx {
 /** One round per cache mode, each on a fresh copy of the guest's disk, against the same two agents. */
 export async function incrementalBench(
   lab: Lab,
-  o: { fraction: number; blockBytes: number; caches: CacheMode[] },
+  o: { fraction: number; blockBytes: number; caches: CacheMode[]; direct: boolean },
   say: (s: string) => void,
 ): Promise<IncrementalFigures[]> {
   const dir = join(lab.dir, "incr");
@@ -112,7 +112,7 @@ function settle(disk: string, cache: CacheMode): void {
 async function round(
   c: Ctx,
   cache: CacheMode,
-  o: { fraction: number; blockBytes: number },
+  o: { fraction: number; blockBytes: number; direct: boolean },
 ): Promise<IncrementalFigures> {
   const root = c.lab.root(`incr-${cache}-a`);
   const disk = c.lab.freshDisk(root);
@@ -138,7 +138,7 @@ async function round(
       vm: `g-${cache}`,
       qmp: join(stateDir, "g", "qmp.sock"),
       runDir: join(stateDir, "g"),
-      disks: [{ node: "disk0", path: DISK_PATH, format: "raw" as const }],
+      disks: [{ node: "disk0", path: DISK_PATH, format: "raw" as const, ...(o.direct ? { file: disk } : {}) }],
       sourceHost: "a",
       destinationHost: "b",
       storePath: join(c.dir, "vm-b", ".dwcp-store"),

@@ -35,13 +35,24 @@ export interface ViewVolumeJob {
   bases: SourceCache["volumes"][number] | undefined;
   /** What to read: dirty extents, or on a full read the extents that are not known zeros. */
   extents: Extent[];
+  /**
+   * The disk's raw image, read directly instead of through QEMU. What the guest overwrote since the
+   * point in time (`overwritten`, asked once everything is read: QEMU copies a block into the
+   * fleece before the guest's write reaches the image) is read again through NBD.
+   */
+  direct?: {
+    read: (offset: number, into: Buffer) => Promise<Buffer>;
+    overwritten: () => Promise<Extent[]>;
+  };
 }
 
 export interface ViewVolumeOut extends VolumeOut {
   /** Bytes read from the view. */
   readBytes: number;
-  /** NBD read requests. */
+  /** Read requests (NBD, or the image's when read directly). */
   reads: number;
+  /** Chunks read directly that the guest overwrote meanwhile, read again through NBD. */
+  reread: number;
   /** Milliseconds spent waiting for a run's data once everything read before it was stored. */
   readWaitMs: number;
   /** Milliseconds fingerprinting, hashing and storing (handing to the batcher) what was read. */
@@ -93,49 +104,68 @@ export async function readViewVolume(j: ViewVolumeJob): Promise<ViewVolumeOut> {
   const prev = j.since ?? (j.bases?.sizeBytes === size ? j.bases : undefined);
   const unknown: Array<{ i: number; hash: string; bytes: Buffer }> = [];
   const reread = (i: number, len: number) => (): Promise<Buffer> => nbd.read(i * cs, Buffer.allocUnsafe(len));
-  const runs = runsOf(chunksOf(j.extents, cs, size), Math.max(1, Math.floor(RUN_BYTES / cs)));
-  const ahead = readAhead(nbd, runs, cs, size);
+  const wanted = chunksOf(j.extents, cs, size);
+  const runLimit = Math.max(1, Math.floor(RUN_BYTES / cs));
   let readBytes = 0;
   let readWaitMs = 0;
   let digestMs = 0;
+  let reads = 0;
 
-  for (const [from, to] of runs) {
-    const waited = performance.now();
-    const { start, data: run } = await ahead.next();
-    const got = performance.now();
-    readWaitMs += got - waited;
-    readBytes += run.length;
-    for (let i = from; i < to; i++) {
-      const bytes = run.subarray(i * cs - start, i * cs - start + chunkLength(size, cs, i));
-      const p0 = (i * cs) / PAGE;
-      const p1 = p0 + Math.ceil(bytes.length / PAGE);
-      if (isZero(bytes)) {
-        await fingerprintsAsync(bytes, fps.subarray(p0, p1));
-        chunks[i] = null;
-        continue;
-      }
-      const [f, hash] = await Promise.all([fingerprintsAsync(bytes, fps.subarray(p0, p1)), blake3Hex(bytes)]);
-      chunks[i] = hash;
-      if (prev === undefined) {
-        unknown.push({ i, hash, bytes });
-        continue;
-      }
-      const base = i < prev.chunks.length ? (prev.chunks[i] ?? null) : null;
-      if (hash === base) continue;
-      const changed = changedPages(f, prev.fingerprints, p0, false, totalPages);
-      const whole = base === null && changed.length === p1 - p0;
-      await j.batcher.add({
-        hash,
-        base,
-        bytes,
-        pages: whole ? null : changed,
-        zeroMap: zeroPages(bytes),
-        reread: reread(i, bytes.length),
-      });
+  /** Fingerprints, hashes and stores chunk `i`. */
+  const digest = async (i: number, bytes: Buffer): Promise<void> => {
+    const p0 = (i * cs) / PAGE;
+    const p1 = p0 + Math.ceil(bytes.length / PAGE);
+    if (isZero(bytes)) {
+      await fingerprintsAsync(bytes, fps.subarray(p0, p1));
+      chunks[i] = null;
+      return;
     }
-    if (unknown.length > 0) await offer(j, unknown.splice(0), reread);
-    digestMs += performance.now() - got;
-  }
+    const [f, hash] = await Promise.all([fingerprintsAsync(bytes, fps.subarray(p0, p1)), blake3Hex(bytes)]);
+    chunks[i] = hash;
+    if (prev === undefined) {
+      unknown.push({ i, hash, bytes });
+      return;
+    }
+    const base = i < prev.chunks.length ? (prev.chunks[i] ?? null) : null;
+    if (hash === base) return;
+    const changed = changedPages(f, prev.fingerprints, p0, false, totalPages);
+    const whole = base === null && changed.length === p1 - p0;
+    await j.batcher.add({
+      hash,
+      base,
+      bytes,
+      pages: whole ? null : changed,
+      zeroMap: zeroPages(bytes),
+      reread: reread(i, bytes.length),
+    });
+  };
+  /** Reads the chunks `which` (in order) with `source`, digesting each run while the next ones are read. */
+  const readAll = async (which: number[], source: ReadSource): Promise<void> => {
+    const runs = runsOf(which, runLimit);
+    const ahead = readAhead(source, runs, cs, size);
+    reads += runs.length;
+    for (const [from, to] of runs) {
+      const waited = performance.now();
+      const { start, data: run } = await ahead.next();
+      const got = performance.now();
+      readWaitMs += got - waited;
+      readBytes += run.length;
+      for (let i = from; i < to; i++)
+        await digest(i, run.subarray(i * cs - start, i * cs - start + chunkLength(size, cs, i)));
+      if (unknown.length > 0) await offer(j, unknown.splice(0), reread);
+      digestMs += performance.now() - got;
+    }
+  };
+
+  let again: number[] = [];
+  if (j.direct !== undefined) {
+    await readAll(wanted, j.direct.read);
+    // Chunks whose image blocks the guest overwrote after the point in time: their first read may
+    // have seen the new data; the fleece holds the old.
+    const read = new Set(wanted);
+    again = chunksOf(await j.direct.overwritten(), cs, size).filter((i) => read.has(i));
+    if (again.length > 0) await readAll(again, (offset, into) => nbd.read(offset, into));
+  } else await readAll(wanted, (offset, into) => nbd.read(offset, into));
   const t = performance.now();
   await j.batcher.finish(); // resends read from the view: before it closes
   const finishMs = performance.now() - t;
@@ -143,19 +173,22 @@ export async function readViewVolume(j: ViewVolumeJob): Promise<ViewVolumeOut> {
     vol: { name: j.name, sizeBytes: size, chunks },
     fingerprints: fps,
     readBytes,
-    reads: runs.length,
+    reads,
+    reread: again.length,
     readWaitMs,
     digestMs,
     finishMs,
   };
 }
 
+type ReadSource = (offset: number, into: Buffer) => Promise<Buffer>;
+
 /**
  * Reads `runs` in order, keeping up to READ_AHEAD_BYTES of them on the wire or read and not yet
  * taken (at least one run); `next` hands out the next run's bytes once they are in.
  */
 function readAhead(
-  nbd: NbdClient,
+  source: ReadSource,
   runs: Array<[number, number]>,
   cs: number,
   size: number,
@@ -169,7 +202,7 @@ function readAhead(
       const start = from * cs;
       const len = Math.min(size, to * cs) - start;
       if (queue.length > 0 && aheadBytes + len > READ_AHEAD_BYTES) return;
-      const data = nbd.read(start, Buffer.allocUnsafe(len));
+      const data = source(start, Buffer.allocUnsafe(len));
       data.catch(() => undefined); // rejected reads are awaited in turn by `next`; none goes unhandled
       queue.push({ start, data });
       aheadBytes += len;

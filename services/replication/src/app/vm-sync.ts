@@ -1,3 +1,4 @@
+import { open, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import {
   blockNodes,
@@ -6,10 +7,11 @@ import {
   QmpClient,
   removeBitmap,
   restoreBitmap,
+  SourceReadError,
   type DirtyBitmap,
   type FleeceDisk,
 } from "#mover";
-import { NbdClient, NBD_STATE_DIRTY, NBD_STATE_ZERO } from "../infra/nbd-client.js";
+import { NbdClient, NBD_STATE_DIRTY, NBD_STATE_ZERO, type Extent } from "../infra/nbd-client.js";
 import type { SourceCache } from "../infra/fp-cache.js";
 import { replicationLogger } from "./logging.js";
 import { syncOnce, type SyncOptions, type SyncResult, type VolumeReadContext } from "./sync.js";
@@ -31,6 +33,11 @@ export interface VmSyncDisk {
   /** The image path under the host root; its base name names the volume in the manifest. */
   path: string;
   format: "raw" | "qcow2";
+  /**
+   * The image's own path (confined beneath the host root). A raw image given one is read directly
+   * from it, QEMU only saying what changed and what the guest overwrote since the point in time.
+   */
+  file?: string;
 }
 
 export interface VmSyncOptions extends Omit<SyncOptions, "sources" | "openSource" | "readVolumes"> {
@@ -199,7 +206,8 @@ async function takeView(
   };
   const since = ctx.parentId === undefined ? undefined : bitmapName(ctx.parentId);
   const disks: FleeceDisk[] = [];
-  const plans: Array<{ name: string; prev: SourceCache["volumes"][number] | undefined; why: string }> = [];
+  const plans: Array<{ name: string; prev: SourceCache["volumes"][number] | undefined; why: string; driver: string }> =
+    [];
   // What an earlier sync left (an export that holds the previous bitmap busy) goes first; in the
   // usual case there is nothing and the disks' nodes come from the same round trip.
   const names = o.disks.map((d) => d.node);
@@ -221,7 +229,7 @@ async function takeView(
       persistent: d.format === "qcow2" && node.driver === "qcow2",
       granularityBytes: o.granularityBytes ?? 64 * 1024,
     });
-    plans.push({ name, prev, why });
+    plans.push({ name, prev, why, driver: node.driver });
     if (why !== "") log.info({ node: d.node, reason: why }, "full read of the disk");
   }
   lap("planMs");
@@ -243,6 +251,7 @@ async function takeView(
           incremental ? (e.flags & NBD_STATE_DIRTY) !== 0 : (e.flags & NBD_STATE_ZERO) === 0,
         );
         lap("extentsMs");
+        const image = d.sizeBytes === nbd.size ? await openImage(o.disks[k]!, plan.driver, nbd.size) : undefined;
         const out = await readViewVolume({
           nbd,
           name: plan.name,
@@ -252,14 +261,32 @@ async function takeView(
           since: incremental ? plan.prev : undefined,
           bases: plan.prev,
           extents,
-        });
+          ...(image
+            ? {
+                direct: {
+                  read: (offset: number, into: Buffer) => readFully(image, offset, into),
+                  overwritten: () => overwritten(view.socket, d.node),
+                },
+              }
+            : {}),
+        }).finally(() => image?.close());
         lap("readMs");
-        const { readBytes, reads: requests, readWaitMs, digestMs, finishMs } = out;
+        const { readBytes, reads: requests, reread, readWaitMs, digestMs, finishMs } = out;
         phases.readWaitMs += readWaitMs;
         phases.digestMs += digestMs;
         phases.finishMs += finishMs;
         log.debug(
-          { node: d.node, readBytes, requests, peakInflight: nbd.peakInflight, readWaitMs, digestMs, finishMs },
+          {
+            node: d.node,
+            direct: image !== undefined,
+            readBytes,
+            requests,
+            reread,
+            peakInflight: nbd.peakInflight,
+            readWaitMs,
+            digestMs,
+            finishMs,
+          },
           "read the disk's view",
         );
         reads.push({
@@ -277,4 +304,38 @@ async function takeView(
     return outs;
   };
   return { read, close: () => view.close() };
+}
+
+/** A raw disk's image opened for reading, when it can stand for the view's unchanged blocks. */
+async function openImage(d: VmSyncDisk, driver: string, size: number): Promise<FileHandle | undefined> {
+  if (d.file === undefined || d.format !== "raw" || driver !== "raw") return undefined;
+  const fh = await open(d.file, "r");
+  if ((await fh.stat()).size === size) return fh;
+  await fh.close();
+  return undefined;
+}
+
+/** Reads `into.length` bytes at `offset` of the image, all of them. */
+async function readFully(fh: FileHandle, offset: number, into: Buffer): Promise<Buffer> {
+  let got = 0;
+  while (got < into.length) {
+    const { bytesRead } = await fh.read(into, got, into.length - got, offset + got);
+    if (bytesRead === 0)
+      throw new SourceReadError(`the image ended at ${offset + got}, inside a read of ${into.length} bytes`);
+    got += bytesRead;
+  }
+  return into;
+}
+
+/**
+ * The ranges of the disk the fleece holds (allocation depth 1): the guest overwrote them after the
+ * point in time, and QEMU copied their old data into the fleece first.
+ */
+async function overwritten(socket: string, exportName: string): Promise<Extent[]> {
+  const nbd = await NbdClient.connect(socket, { exportName, metaContext: "qemu:allocation-depth" });
+  try {
+    return (await nbd.extents()).filter((e) => e.flags === 1);
+  } finally {
+    await nbd.close();
+  }
 }

@@ -202,6 +202,8 @@ export async function openFleeceView(
           "node-name": fleeceNode(d.node),
           name: d.node,
           writable: false,
+          // qemu:allocation-depth says which blocks the fleece holds: those the guest overwrote since.
+          "allocation-depth": true,
           ...(d.sinceBitmap !== undefined ? { bitmaps: [d.sinceBitmap] } : {}),
         });
         exported.push(d.node);
