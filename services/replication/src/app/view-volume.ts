@@ -6,13 +6,15 @@ import type { Extent, NbdClient } from "../infra/nbd-client.js";
 import { SyncRejectedError, type CountingLink, type PutBatcher } from "./source-batch.js";
 import type { VolumeOut } from "./volume-scan.js";
 
-// One volume of a running VM's point-in-time view, read over NBD: only the chunks the extents
-// name (the dirty bitmap's dirty ones, or on a full read every chunk that is not all zeros) are
-// read, fingerprinted and hashed; every other chunk keeps the previous snapshot's hash (or is a
-// zero chunk on a full read). No pass over the whole volume. Adjacent chunks are read in one
-// request (a run, up to RUN_BYTES); runs are read ahead, several on the wire at once, while the
-// runs already read are fingerprinted, hashed and stored, with at most READ_AHEAD_BYTES read or
-// being read and not yet stored.
+// One volume of a running VM's point-in-time view: only the chunks the extents name (the dirty
+// bitmap's dirty ones, or on a full read every chunk that is not all zeros) are read, fingerprinted
+// and hashed; every other chunk keeps the previous snapshot's hash (or is a zero chunk on a full
+// read). No pass over the whole volume. Adjacent chunks are read in one request (a run, up to
+// RUN_BYTES); runs are read ahead, several on the wire at once, with at most READ_AHEAD_BYTES read
+// or being read and not yet stored; each run's chunks are fingerprinted and hashed on the thread
+// pool as soon as it is read, and stored in order. The chunks are read over NBD, or from a raw
+// disk's image, in which case the chunks the guest overwrote since the point in time are read
+// again over NBD once everything is read (see `direct`).
 
 /** Longest read: adjacent chunks are read in one request up to this many bytes. */
 const RUN_BYTES = 4 << 20;
@@ -111,23 +113,31 @@ export async function readViewVolume(j: ViewVolumeJob): Promise<ViewVolumeOut> {
   let digestMs = 0;
   let reads = 0;
 
-  /** Fingerprints, hashes and stores chunk `i`. */
-  const digest = async (i: number, bytes: Buffer): Promise<void> => {
+  /**
+   * Fingerprints (into `fps`) and hashes chunk `i`: started for every chunk of a run as soon as it
+   * is read, so the chunks read ahead are digested on the thread pool together, not one by one.
+   */
+  const sum = async (i: number, bytes: Buffer): Promise<{ f: BigUint64Array; hash: string | null }> => {
     const p0 = (i * cs) / PAGE;
     const p1 = p0 + Math.ceil(bytes.length / PAGE);
-    if (isZero(bytes)) {
-      await fingerprintsAsync(bytes, fps.subarray(p0, p1));
-      chunks[i] = null;
-      return;
-    }
-    const [f, hash] = await Promise.all([fingerprintsAsync(bytes, fps.subarray(p0, p1)), blake3Hex(bytes)]);
+    const [f, hash] = await Promise.all([
+      fingerprintsAsync(bytes, fps.subarray(p0, p1)),
+      isZero(bytes) ? null : blake3Hex(bytes),
+    ]);
+    return { f, hash };
+  };
+  /** Records and stores chunk `i`, in order. */
+  const digest = async (i: number, bytes: Buffer, f: BigUint64Array, hash: string | null): Promise<void> => {
     chunks[i] = hash;
+    if (hash === null) return;
     if (prev === undefined) {
       unknown.push({ i, hash, bytes });
       return;
     }
     const base = i < prev.chunks.length ? (prev.chunks[i] ?? null) : null;
     if (hash === base) return;
+    const p0 = (i * cs) / PAGE;
+    const p1 = p0 + f.length;
     const changed = changedPages(f, prev.fingerprints, p0, false, totalPages);
     const whole = base === null && changed.length === p1 - p0;
     await j.batcher.add({
@@ -139,10 +149,22 @@ export async function readViewVolume(j: ViewVolumeJob): Promise<ViewVolumeOut> {
       reread: reread(i, bytes.length),
     });
   };
+  const slice = (run: Buffer, start: number, i: number): Buffer =>
+    run.subarray(i * cs - start, i * cs - start + chunkLength(size, cs, i));
   /** Reads the chunks `which` (in order) with `source`, digesting each run while the next ones are read. */
   const readAll = async (which: number[], source: ReadSource): Promise<void> => {
     const runs = runsOf(which, runLimit);
-    const ahead = readAhead(source, runs, cs, size);
+    const sums = new Map<number, ReturnType<typeof sum>>();
+    const summed: ReadSource = async (offset, into) => {
+      const run = await source(offset, into);
+      for (let i = offset / cs; i * cs < offset + run.length; i++) {
+        const s = sum(i, slice(run, offset, i));
+        s.catch(() => undefined); // awaited in turn below; none goes unhandled
+        sums.set(i, s);
+      }
+      return run;
+    };
+    const ahead = readAhead(summed, runs, cs, size);
     reads += runs.length;
     for (const [from, to] of runs) {
       const waited = performance.now();
@@ -150,8 +172,11 @@ export async function readViewVolume(j: ViewVolumeJob): Promise<ViewVolumeOut> {
       const got = performance.now();
       readWaitMs += got - waited;
       readBytes += run.length;
-      for (let i = from; i < to; i++)
-        await digest(i, run.subarray(i * cs - start, i * cs - start + chunkLength(size, cs, i)));
+      for (let i = from; i < to; i++) {
+        const { f, hash } = await sums.get(i)!;
+        sums.delete(i);
+        await digest(i, slice(run, start, i), f, hash);
+      }
       if (unknown.length > 0) await offer(j, unknown.splice(0), reread);
       digestMs += performance.now() - got;
     }
