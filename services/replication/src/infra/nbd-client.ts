@@ -1,5 +1,35 @@
 import { connect, type Socket } from "node:net";
 import { DwcpError } from "#common/errors.js";
+import {
+  NBDMAGIC,
+  IHAVEOPT,
+  REPLY_MAGIC,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  OPT_GO,
+  OPT_STRUCTURED_REPLY,
+  OPT_SET_META_CONTEXT,
+  REP_ACK,
+  REP_INFO,
+  REP_META_CONTEXT,
+  INFO_EXPORT,
+  FLAG_SEND_DF,
+  CMD_FLAG_DF,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+  CMD_READ,
+  CMD_DISC,
+  CMD_BLOCK_STATUS,
+  REPLY_FLAG_DONE,
+  CHUNK_NONE,
+  CHUNK_OFFSET_DATA,
+  CHUNK_OFFSET_HOLE,
+  CHUNK_BLOCK_STATUS,
+  CHUNK_ERROR_BIT,
+  MAX_OPTION_REPLY,
+  Incoming,
+} from "./nbd-wire.js";
 
 // A small read-only NBD client (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md)
 // for QEMU's NBD server on a unix socket: fixed newstyle handshake, structured replies, one meta
@@ -11,37 +41,6 @@ export class NbdError extends DwcpError {
   readonly code = "NBD_ERROR";
   readonly retryable = true;
 }
-
-const NBDMAGIC = 0x4e42444d41474943n;
-const IHAVEOPT = 0x49484156454f5054n;
-const REPLY_MAGIC = 0x3e889045565a9n;
-const FLAG_FIXED_NEWSTYLE = 1;
-const FLAG_NO_ZEROES = 2;
-const OPT_GO = 7;
-const OPT_STRUCTURED_REPLY = 8;
-const OPT_SET_META_CONTEXT = 10;
-const REP_ACK = 1;
-const REP_INFO = 3;
-const REP_META_CONTEXT = 4;
-const INFO_EXPORT = 0;
-/** Transmission flag: the server honours NBD_CMD_FLAG_DF. */
-const FLAG_SEND_DF = 1 << 7;
-/** Command flag: answer a read in one data chunk (no hole chunks; QEMU then skips a block-status walk). */
-const CMD_FLAG_DF = 1 << 2;
-const REQUEST_MAGIC = 0x25609513;
-const SIMPLE_REPLY_MAGIC = 0x67446698;
-const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
-const CMD_READ = 0;
-const CMD_DISC = 2;
-const CMD_BLOCK_STATUS = 7;
-const REPLY_FLAG_DONE = 1;
-const CHUNK_NONE = 0;
-const CHUNK_OFFSET_DATA = 1;
-const CHUNK_OFFSET_HOLE = 2;
-const CHUNK_BLOCK_STATUS = 5;
-const CHUNK_ERROR_BIT = 0x8000;
-/** Longest option reply or structured chunk accepted (a read is at most `maxRead` plus headers). */
-const MAX_OPTION_REPLY = 64 * 1024;
 
 /** One extent of a block-status answer: `length` bytes from `offset` with the context's `flags`. */
 export interface Extent {
@@ -55,66 +54,6 @@ export const NBD_STATE_HOLE = 1;
 export const NBD_STATE_ZERO = 2;
 /** qemu:dirty-bitmap:NAME flag: the extent is dirty. */
 export const NBD_STATE_DIRTY = 1;
-
-/** Buffers what the socket delivers and hands out exact byte counts, copying only across parts. */
-class Incoming {
-  private parts: Buffer[] = [];
-  private size = 0;
-  private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
-  private failed: Error | undefined;
-
-  push(b: Buffer): void {
-    this.parts.push(b);
-    this.size += b.length;
-    this.wake();
-  }
-
-  fail(err: Error): void {
-    this.failed ??= err;
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w.reject(this.failed);
-    }
-  }
-
-  take(n: number): Promise<Buffer> {
-    if (this.size >= n) return Promise.resolve(this.cut(n));
-    if (this.failed) return Promise.reject(this.failed);
-    return new Promise((resolve, reject) => {
-      this.waiter = { n, resolve, reject };
-    });
-  }
-
-  private wake(): void {
-    if (this.waiter && this.size >= this.waiter.n) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w.resolve(this.cut(w.n));
-    }
-  }
-
-  private cut(n: number): Buffer {
-    this.size -= n;
-    const first = this.parts[0]!;
-    if (first.length >= n) {
-      if (first.length === n) this.parts.shift();
-      else this.parts[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const p = this.parts[0]!;
-      const k = Math.min(p.length, n - at);
-      p.copy(out, at, 0, k);
-      at += k;
-      if (k === p.length) this.parts.shift();
-      else this.parts[0] = p.subarray(k);
-    }
-    return out;
-  }
-}
 
 export interface NbdOptions {
   /** The export's name. */
