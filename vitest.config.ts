@@ -23,7 +23,7 @@ const COMPAT_SKIPS =
         "services/common/config-file.int.spec.ts",
         "services/mover/src/infra/volume*.int.spec.ts",
         "services/mover/src/infra/data-channel/{client-session,data-channel-security,data-channel,fencing,link-share,links,local-copy,resume,tunnel}.int.spec.ts",
-        "services/replication/src/infra/hash-pool.int.spec.ts",
+        "services/replication/src/infra/{hash-pool,nbd-client}.int.spec.ts",
         "test/replication/{backup-digest,chaining-values,fp-cache,put-batcher}.int.spec.ts",
         "test/security/{data-channel-tls,metrics-auth,paths,refusal-flood}.int.spec.ts",
         // Data-plane sizes and rates: the server only carries their few events.

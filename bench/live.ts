@@ -1,5 +1,6 @@
 // npm run bench:live [-- --json] [--memory-mib 1024] [--disk-gib 2] [--fill-mib 512] [--runs 1]
-//   [--dirty-fraction 0.01] [--dirty-block 64K] [--no-incremental] [--keep]
+//   [--dirty-fraction 0.01] [--dirty-block 64K] [--cache warm,cold] [--no-incremental] [--nbd-only] [--keep]
+// --runs 0 runs only the incremental part (no migrations).
 // Live migration of the counting guest (test/support/guest.ts; QEMU under TCG) from host a to
 // host b on loopback, measured in the same run three ways:
 // 1. dwcp's live engine (bench/support/live-dwcp.ts: migrateLive to an IncomingVms behind b's data
@@ -37,6 +38,8 @@ const { values } = parseArgs({
     /** Page-cache state of the image before each timed incremental sync: warm, cold or both. */
     cache: { type: "string", default: "warm,cold" },
     "no-incremental": { type: "boolean", default: false },
+    /** The VM snapshot reads every block through QEMU's NBD export, not the raw image directly. */
+    "nbd-only": { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
   },
 });
@@ -126,8 +129,10 @@ try {
   const loadBefore = loadavg();
   say(`guest: ${opts.memoryMiB} MiB memory, ${opts.diskGiB} GiB disk with ${opts.fillMiB} MiB of data; in ${dir}`);
   lab = new Lab(dir, opts);
-  const migrator = await startDwcpMigrator(join(dir, "dwcp"), lab.root("dwcp-b"), lab.stateDir("dwcp-b-vms"));
-  closeMigrator = () => migrator.close();
+  // --runs 0: only the incremental part, no migrator.
+  const migrator =
+    runs > 0 ? await startDwcpMigrator(join(dir, "dwcp"), lab.root("dwcp-b"), lab.stateDir("dwcp-b-vms")) : undefined;
+  closeMigrator = () => migrator?.close() ?? Promise.resolve();
   const dwcpRuns: (LiveFigures & { consistent: boolean })[] = [];
   const qemuRuns: (LiveFigures & { consistent: boolean })[] = [];
   for (let i = 0; i < runs; i++) {
@@ -137,7 +142,7 @@ try {
       const l = lab;
       const r =
         which === "dwcp"
-          ? await once(l, "dwcp", (req) => migrator.migrate(req))
+          ? await once(l, "dwcp", (req) => migrator!.migrate(req))
           : await once(l, "qemu", (req) => migrateWithQemu(req, l.definition(req.destRoot)));
       (which === "dwcp" ? dwcpRuns : qemuRuns).push(r);
       say(
@@ -148,7 +153,7 @@ try {
   }
   const rounds = values["no-incremental"]
     ? []
-    : await incrementalBench(lab, { fraction, blockBytes: dirtyBlock, caches }, say);
+    : await incrementalBench(lab, { fraction, blockBytes: dirtyBlock, caches, direct: !values["nbd-only"] }, say);
   const incr = rounds.find((r) => r.cache === "warm") ?? rounds[0];
   const cold = rounds.find((r) => r.cache === "cold");
   const loadAfter = loadavg();
@@ -210,6 +215,7 @@ try {
             incremental_read_bytes: r.vmIncrementalReadBytes,
             incremental_wire_bytes: r.vmIncrementalWireBytes,
             incremental_phases_ms: r.vmIncrementalPhasesMs,
+            incremental_vm_phases_ms: r.vmIncrementalVmPhasesMs,
             file_sync_s: r3(r.fileSyncS),
             file_sync_wire_bytes: r.fileSyncWireBytes,
             file_sync_phases_ms: r.fileSyncPhasesMs,

@@ -43,6 +43,8 @@ export interface IncrementalFigures {
   vmIncrementalWireBytes: number;
   /** The sync's own phase timings (sync.ts), ms. */
   vmIncrementalPhasesMs: Record<string, number>;
+  /** Where the VM sync's reading went (vm-sync.ts: QMP, NBD, read and store, closing the view), ms. */
+  vmIncrementalVmPhasesMs: Record<string, number>;
   fileSyncS: number;
   fileSyncWireBytes: number;
   fileSyncPhasesMs: Record<string, number>;
@@ -66,7 +68,7 @@ interface Ctx {
 /** One round per cache mode, each on a fresh copy of the guest's disk, against the same two agents. */
 export async function incrementalBench(
   lab: Lab,
-  o: { fraction: number; blockBytes: number; caches: CacheMode[] },
+  o: { fraction: number; blockBytes: number; caches: CacheMode[]; direct: boolean },
   say: (s: string) => void,
 ): Promise<IncrementalFigures[]> {
   const dir = join(lab.dir, "incr");
@@ -110,7 +112,7 @@ function settle(disk: string, cache: CacheMode): void {
 async function round(
   c: Ctx,
   cache: CacheMode,
-  o: { fraction: number; blockBytes: number },
+  o: { fraction: number; blockBytes: number; direct: boolean },
 ): Promise<IncrementalFigures> {
   const root = c.lab.root(`incr-${cache}-a`);
   const disk = c.lab.freshDisk(root);
@@ -136,7 +138,7 @@ async function round(
       vm: `g-${cache}`,
       qmp: join(stateDir, "g", "qmp.sock"),
       runDir: join(stateDir, "g"),
-      disks: [{ node: "disk0", path: DISK_PATH, format: "raw" as const }],
+      disks: [{ node: "disk0", path: DISK_PATH, format: "raw" as const, ...(o.direct ? { file: disk } : {}) }],
       sourceHost: "a",
       destinationHost: "b",
       storePath: join(c.dir, "vm-b", ".dwcp-store"),
@@ -187,6 +189,7 @@ async function round(
       vmIncrementalMode: incr.disks[0]?.mode ?? "none",
       vmIncrementalWireBytes: incr.wireBytes,
       vmIncrementalPhasesMs: roundPhases(incr.phases),
+      vmIncrementalVmPhasesMs: roundPhases(incr.vmPhases),
       fileSyncS,
       fileSyncWireBytes: file.wireBytes,
       fileSyncPhasesMs: roundPhases(file.phases),

@@ -20,6 +20,8 @@ export { adoptVm, listVms, parseDefinition, startVm, stopVm, VmError, type VmSta
 export { readRecord as readVmRecord, type VmRecord } from "./infra/vm/runner.js";
 export {
   blockNode,
+  blockNodes,
+  clearFleeceLeftovers,
   openFleeceView,
   removeBitmap,
   restoreBitmap,

@@ -54,7 +54,7 @@ export async function planRunningVm(vmStateDir: string | undefined, vm: string, 
   const sources: string[] = [];
   for (const d of def.disks) {
     const rel = await src.confine(d.path, { mustExist: true });
-    disks.push({ node: d.id, path: d.path, format: d.format });
+    disks.push({ node: d.id, path: d.path, format: d.format, file: posix.join(src.path, rel) });
     sources.push(posix.join(src.path, rel));
   }
   const { root: _root, ...vmDefinition } = def;

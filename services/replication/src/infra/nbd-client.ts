@@ -1,43 +1,46 @@
 import { connect, type Socket } from "node:net";
 import { DwcpError } from "#common/errors.js";
+import {
+  NBDMAGIC,
+  IHAVEOPT,
+  REPLY_MAGIC,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  OPT_GO,
+  OPT_STRUCTURED_REPLY,
+  OPT_SET_META_CONTEXT,
+  REP_ACK,
+  REP_INFO,
+  REP_META_CONTEXT,
+  INFO_EXPORT,
+  FLAG_SEND_DF,
+  CMD_FLAG_DF,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+  CMD_READ,
+  CMD_DISC,
+  CMD_BLOCK_STATUS,
+  REPLY_FLAG_DONE,
+  CHUNK_NONE,
+  CHUNK_OFFSET_DATA,
+  CHUNK_OFFSET_HOLE,
+  CHUNK_BLOCK_STATUS,
+  CHUNK_ERROR_BIT,
+  MAX_OPTION_REPLY,
+  Incoming,
+} from "./nbd-wire.js";
 
 // A small read-only NBD client (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md)
 // for QEMU's NBD server on a unix socket: fixed newstyle handshake, structured replies, one meta
-// context, NBD_CMD_READ and NBD_CMD_BLOCK_STATUS. Requests are issued one at a time (the socket
-// is local; a replication reads a few MiB of changed blocks), so replies never interleave.
+// context, NBD_CMD_READ and NBD_CMD_BLOCK_STATUS, several requests in flight at once (their
+// cookies match the replies, whose chunks may interleave).
 
 /** The NBD server refused something, sent something malformed, or the connection failed. */
 export class NbdError extends DwcpError {
   readonly code = "NBD_ERROR";
   readonly retryable = true;
 }
-
-const NBDMAGIC = 0x4e42444d41474943n;
-const IHAVEOPT = 0x49484156454f5054n;
-const REPLY_MAGIC = 0x3e889045565a9n;
-const FLAG_FIXED_NEWSTYLE = 1;
-const FLAG_NO_ZEROES = 2;
-const OPT_GO = 7;
-const OPT_STRUCTURED_REPLY = 8;
-const OPT_SET_META_CONTEXT = 10;
-const REP_ACK = 1;
-const REP_INFO = 3;
-const REP_META_CONTEXT = 4;
-const INFO_EXPORT = 0;
-const REQUEST_MAGIC = 0x25609513;
-const SIMPLE_REPLY_MAGIC = 0x67446698;
-const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
-const CMD_READ = 0;
-const CMD_DISC = 2;
-const CMD_BLOCK_STATUS = 7;
-const REPLY_FLAG_DONE = 1;
-const CHUNK_NONE = 0;
-const CHUNK_OFFSET_DATA = 1;
-const CHUNK_OFFSET_HOLE = 2;
-const CHUNK_BLOCK_STATUS = 5;
-const CHUNK_ERROR_BIT = 0x8000;
-/** Longest option reply or structured chunk accepted (a read is at most `maxRead` plus headers). */
-const MAX_OPTION_REPLY = 64 * 1024;
 
 /** One extent of a block-status answer: `length` bytes from `offset` with the context's `flags`. */
 export interface Extent {
@@ -52,52 +55,6 @@ export const NBD_STATE_ZERO = 2;
 /** qemu:dirty-bitmap:NAME flag: the extent is dirty. */
 export const NBD_STATE_DIRTY = 1;
 
-/** Buffers what the socket delivers and hands out exact byte counts. */
-class Incoming {
-  private parts: Buffer[] = [];
-  private size = 0;
-  private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
-  private failed: Error | undefined;
-
-  push(b: Buffer): void {
-    this.parts.push(b);
-    this.size += b.length;
-    this.wake();
-  }
-
-  fail(err: Error): void {
-    this.failed ??= err;
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w.reject(this.failed);
-    }
-  }
-
-  take(n: number): Promise<Buffer> {
-    if (this.size >= n) return Promise.resolve(this.cut(n));
-    if (this.failed) return Promise.reject(this.failed);
-    return new Promise((resolve, reject) => {
-      this.waiter = { n, resolve, reject };
-    });
-  }
-
-  private wake(): void {
-    if (this.waiter && this.size >= this.waiter.n) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w.resolve(this.cut(w.n));
-    }
-  }
-
-  private cut(n: number): Buffer {
-    const all = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
-    this.parts = all.length > n ? [all.subarray(n)] : [];
-    this.size -= n;
-    return all.subarray(0, n);
-  }
-}
-
 export interface NbdOptions {
   /** The export's name. */
   exportName: string;
@@ -105,37 +62,90 @@ export interface NbdOptions {
   metaContext?: string;
   /** Milliseconds to connect and finish the handshake. Default 10 s. */
   timeoutMs?: number;
+  /**
+   * Milliseconds a request may wait for its whole answer before the connection is given up (every
+   * request still waiting fails). Default 30 s.
+   */
+  requestTimeoutMs?: number;
+  /** Requests on the wire at once; more wait their turn. Default 16. */
+  maxInflight?: number;
 }
 
+/** A request on the wire, waiting for the reply chunk flagged done. */
+interface Pending {
+  /** Longest reply chunk it accepts. */
+  maxChunk: number;
+  /** Takes one chunk of its reply (throwing NbdError on a malformed one). */
+  chunk: (type: number, payload: Buffer) => void;
+  /** The whole reply arrived (the chunk flagged done). */
+  done: () => void;
+  reject: (err: Error) => void;
+  /** An error chunk: the request fails once its reply is done. */
+  error?: NbdError;
+  timer: NodeJS.Timeout;
+}
+
+/** Longest read: QEMU's NBD server refuses requests over 32 MiB. */
+export const NBD_MAX_READ = 32 << 20;
+/** Longest block-status request (its length is 32 bits), a multiple of any sensible granularity. */
+const MAX_STATUS_ASK = 0x1_0000_0000 - (1 << 20);
+/** Longest block-status chunk accepted: QEMU sends at most 128 Ki extents per request. */
+const MAX_STATUS_CHUNK = 4 + 8 * (1 << 20);
+
+/**
+ * A read-only NBD client with many requests in flight: each request has its own cookie, one loop
+ * reads every reply and hands each chunk to the request its cookie names, so replies may come in
+ * any order and interleave. Every chunk is bounds-checked against its request; anything
+ * malformed, and a request unanswered for `requestTimeoutMs`, fails the connection and every
+ * request on it with NbdError.
+ */
 export class NbdClient {
   private readonly incoming = new Incoming();
   private cookie = 1n;
-  private busy: Promise<unknown> = Promise.resolve();
+  private readonly inflight = new Map<bigint, Pending>();
+  /** Requests waiting for a free slot (at most `maxInflight` on the wire). */
+  private readonly queued: Array<() => void> = [];
+  /** Requests between asking for a slot and being on the wire. */
+  private waitingForSlot = 0;
+  /** `close` waiting for the requests to end. */
+  private idle: Array<() => void> = [];
+  private failed: NbdError | undefined;
+  private readonly requestTimeoutMs: number;
+  private readonly maxInflight: number;
+  /** The most requests that were on the wire at once. */
+  peakInflight = 0;
   /** The export's size in bytes. */
   size = 0;
   /** The negotiated meta context's id (undefined: none). */
   contextId: number | undefined;
+  private transmissionFlags = 0;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    o: NbdOptions,
+  ) {
+    this.requestTimeoutMs = o.requestTimeoutMs ?? 30_000;
+    this.maxInflight = Math.max(1, o.maxInflight ?? 16);
     socket.on("data", (d: Buffer) => this.incoming.push(d));
-    socket.on("error", (err) => this.incoming.fail(new NbdError(`NBD connection: ${err.message}`, { cause: err })));
-    socket.on("close", () => this.incoming.fail(new NbdError("NBD connection closed")));
+    socket.on("error", (err) => this.fail(new NbdError(`NBD connection: ${err.message}`, { cause: err })));
+    socket.on("close", () => this.fail(new NbdError("NBD connection closed")));
   }
 
   static async connect(path: string, o: NbdOptions): Promise<NbdClient> {
     const timeoutMs = o.timeoutMs ?? 10_000;
     const socket = connect(path);
-    const client = new NbdClient(socket);
+    const client = new NbdClient(socket, o);
     const timer = setTimeout(() => socket.destroy(new Error(`no NBD handshake within ${timeoutMs} ms`)), timeoutMs);
     try {
       await client.handshake(o);
-      return client;
     } catch (err) {
       socket.destroy();
       throw err instanceof NbdError ? err : new NbdError(`NBD at ${path}: ${(err as Error).message}`, { cause: err });
     } finally {
       clearTimeout(timer);
     }
+    void client.pump();
+    return client;
   }
 
   private async handshake(o: NbdOptions): Promise<void> {
@@ -182,7 +192,10 @@ export class NbdClient {
       const r = await this.optionReply(OPT_GO);
       if (r.type === REP_ACK) break;
       if (r.type === REP_INFO && r.data.length >= 12 && r.data.readUInt16BE(0) === INFO_EXPORT) {
-        this.size = Number(r.data.readBigUInt64BE(2));
+        const size = r.data.readBigUInt64BE(2);
+        if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdError(`an NBD export of ${size} bytes`);
+        this.size = Number(size);
+        this.transmissionFlags = r.data.readUInt16BE(10);
         sized = true;
       }
     }
@@ -210,132 +223,245 @@ export class NbdClient {
     return { type, data };
   }
 
-  /** Runs `fn` after every earlier request has had its whole answer. */
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.busy.then(fn, fn);
-    this.busy = run.catch(() => undefined);
-    return run;
+  /** Fails the connection: every request waiting or queued rejects, the socket is destroyed. */
+  private fail(err: NbdError): void {
+    if (this.failed) return;
+    this.failed = err;
+    this.incoming.fail(err);
+    for (const p of this.inflight.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.inflight.clear();
+    for (const wake of [...this.queued.splice(0), ...this.idle.splice(0)]) wake();
+    this.socket.destroy();
   }
 
-  private request(type: number, offset: number, length: number): bigint {
+  /** Reads replies until the connection ends, handing each chunk to its request. */
+  private async pump(): Promise<void> {
+    try {
+      for (;;) await this.reply();
+    } catch (err) {
+      this.fail(err instanceof NbdError ? err : new NbdError(`NBD reply: ${(err as Error).message}`, { cause: err }));
+    }
+  }
+
+  private pending(cookie: bigint): Pending {
+    const p = this.inflight.get(cookie);
+    if (p === undefined) throw new NbdError(`an NBD reply for cookie ${cookie}, which no request waits for`);
+    return p;
+  }
+
+  private finish(cookie: bigint, p: Pending, err?: Error): void {
+    clearTimeout(p.timer);
+    this.inflight.delete(cookie);
+    this.queued.shift()?.();
+    if (err) p.reject(err);
+    else p.done();
+    for (const wake of this.idle.splice(0)) wake();
+  }
+
+  private async reply(): Promise<void> {
+    const magic = (await this.incoming.take(4)).readUInt32BE(0);
+    if (magic === SIMPLE_REPLY_MAGIC) {
+      // Only an error may come as a simple reply once structured replies are negotiated: a
+      // successful one would carry read data of a length the stream does not say.
+      const h = await this.incoming.take(12);
+      const error = h.readUInt32BE(0);
+      const cookie = h.readBigUInt64BE(4);
+      const p = this.pending(cookie);
+      if (error === 0) throw new NbdError("a simple NBD reply where a structured one was negotiated");
+      this.finish(cookie, p, new NbdError(`the NBD server answered error ${error}`));
+      return;
+    }
+    if (magic !== STRUCTURED_REPLY_MAGIC) throw new NbdError(`bad NBD reply magic ${magic.toString(16)}`);
+    const h = await this.incoming.take(16);
+    const flags = h.readUInt16BE(0);
+    const type = h.readUInt16BE(2);
+    const cookie = h.readBigUInt64BE(4);
+    const len = h.readUInt32BE(12);
+    const p = this.pending(cookie);
+    if (len > p.maxChunk) throw new NbdError(`an NBD reply chunk of ${len} bytes`);
+    const payload = len > 0 ? await this.incoming.take(len) : Buffer.alloc(0);
+    if (type & CHUNK_ERROR_BIT) {
+      if (payload.length < 6) throw new NbdError(`an NBD error chunk of ${payload.length} bytes`);
+      const code = payload.readUInt32BE(0);
+      const msgLen = payload.readUInt16BE(4);
+      if (6 + msgLen > payload.length) throw new NbdError("an NBD error chunk whose message overruns it");
+      p.error ??= new NbdError(`the NBD server answered error ${code}: ${payload.subarray(6, 6 + msgLen).toString()}`);
+    } else if (type === CHUNK_NONE) {
+      if (len !== 0 || (flags & REPLY_FLAG_DONE) === 0) throw new NbdError("a malformed NBD_REPLY_TYPE_NONE chunk");
+    } else if (p.error === undefined) p.chunk(type, payload);
+    if (flags & REPLY_FLAG_DONE) this.finish(cookie, p, p.error);
+  }
+
+  /**
+   * Sends a request once a slot is free and resolves when its reply is done. `chunk` takes each
+   * chunk of the reply; it throws NbdError for one that does not fit the request.
+   */
+  private async send(
+    type: number,
+    flags: number,
+    offset: number,
+    length: number,
+    maxChunk: number,
+    chunk: Pending["chunk"],
+  ): Promise<void> {
+    this.waitingForSlot++;
+    try {
+      while (this.failed === undefined && this.inflight.size >= this.maxInflight)
+        await new Promise<void>((r) => this.queued.push(r));
+    } finally {
+      this.waitingForSlot--;
+    }
+    if (this.failed) throw this.failed;
     const cookie = this.cookie++;
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.fail(new NbdError(`no NBD reply within ${this.requestTimeoutMs} ms`)),
+        this.requestTimeoutMs,
+      );
+      this.inflight.set(cookie, { maxChunk, chunk, done: resolve, reject, timer });
+    });
+    this.peakInflight = Math.max(this.peakInflight, this.inflight.size);
     const r = Buffer.alloc(28);
     r.writeUInt32BE(REQUEST_MAGIC, 0);
-    r.writeUInt16BE(0, 4);
+    r.writeUInt16BE(flags, 4);
     r.writeUInt16BE(type, 6);
     r.writeBigUInt64BE(cookie, 8);
     r.writeBigUInt64BE(BigInt(offset), 16);
     r.writeUInt32BE(length, 24);
     this.socket.write(r);
-    return cookie;
+    return done;
   }
 
   /**
-   * Reads every reply chunk of request `cookie` until the one flagged done, calling `chunk` with
-   * each one's type and payload. A simple reply (the server's answer to an error) ends it too.
+   * Reads `into.length` bytes (at most NBD_MAX_READ) from `offset` (holes the server reports come
+   * back as zeros). Many reads may be in flight; each resolves when its own reply is whole.
    */
-  private async replies(cookie: bigint, maxChunk: number, chunk: (type: number, p: Buffer) => void): Promise<void> {
-    for (;;) {
-      const magic = (await this.incoming.take(4)).readUInt32BE(0);
-      if (magic === SIMPLE_REPLY_MAGIC) {
-        const h = await this.incoming.take(12);
-        const error = h.readUInt32BE(0);
-        if (h.readBigUInt64BE(4) !== cookie) throw new NbdError("an NBD reply for another request");
-        if (error !== 0) throw new NbdError(`the NBD server answered error ${error}`);
-        throw new NbdError("a simple NBD reply where a structured one was negotiated");
-      }
-      if (magic !== STRUCTURED_REPLY_MAGIC) throw new NbdError(`bad NBD reply magic ${magic.toString(16)}`);
-      const h = await this.incoming.take(16);
-      const flags = h.readUInt16BE(0);
-      const type = h.readUInt16BE(2);
-      if (h.readBigUInt64BE(4) !== cookie) throw new NbdError("an NBD reply for another request");
-      const len = h.readUInt32BE(12);
-      if (len > maxChunk) throw new NbdError(`an NBD reply chunk of ${len} bytes`);
-      const payload = len > 0 ? await this.incoming.take(len) : Buffer.alloc(0);
-      if (type & CHUNK_ERROR_BIT) {
-        const code = payload.length >= 4 ? payload.readUInt32BE(0) : -1;
-        const msgLen = payload.length >= 6 ? payload.readUInt16BE(4) : 0;
-        throw new NbdError(`the NBD server answered error ${code}: ${payload.subarray(6, 6 + msgLen).toString()}`);
-      }
-      if (type !== CHUNK_NONE) chunk(type, payload);
-      if (flags & REPLY_FLAG_DONE) return;
-    }
-  }
-
-  /** Reads `into.length` bytes from `offset` (holes the server reports come back as zeros). */
-  read(offset: number, into: Buffer): Promise<Buffer> {
-    return this.serial(async () => {
-      const cookie = this.request(CMD_READ, offset, into.length);
-      let got = 0;
-      await this.replies(cookie, into.length + 16, (type, p) => {
-        if (type === CHUNK_OFFSET_DATA) {
-          const at = Number(p.readBigUInt64BE(0)) - offset;
-          const data = p.subarray(8);
-          if (at < 0 || at + data.length > into.length) throw new NbdError("an NBD read chunk outside the request");
-          data.copy(into, at);
-          got += data.length;
-        } else if (type === CHUNK_OFFSET_HOLE) {
-          const at = Number(p.readBigUInt64BE(0)) - offset;
-          const len = p.readUInt32BE(8);
-          if (at < 0 || at + len > into.length) throw new NbdError("an NBD hole chunk outside the request");
-          into.fill(0, at, at + len);
-          got += len;
-        } else throw new NbdError(`an NBD reply chunk of type ${type} to a read`);
-      });
-      if (got !== into.length) throw new NbdError(`an NBD read returned ${got} of ${into.length} bytes`);
-      return into;
+  async read(offset: number, into: Buffer): Promise<Buffer> {
+    const length = into.length;
+    if (
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      length < 1 ||
+      length > NBD_MAX_READ ||
+      offset + length > this.size
+    )
+      throw new NbdError(`an NBD read of ${length} bytes at ${offset} outside the export's ${this.size} bytes`);
+    // Where each chunk landed: at the end they must tile the request exactly, so no byte of
+    // `into` is left as it was (it may be uninitialised) or written twice.
+    const spans: Array<[number, number]> = [];
+    const place = (p: Buffer, hole: boolean): [number, number] => {
+      if (p.length < (hole ? 12 : 9) || (hole && p.length !== 12))
+        throw new NbdError(`a malformed NBD ${hole ? "hole" : "data"} chunk of ${p.length} bytes`);
+      const at = Number(p.readBigUInt64BE(0)) - offset;
+      const len = hole ? p.readUInt32BE(8) : p.length - 8;
+      if (at < 0 || len < 1 || at + len > length) throw new NbdError("an NBD read chunk outside the request");
+      spans.push([at, at + len]);
+      return [at, at + len];
+    };
+    const df = (this.transmissionFlags & FLAG_SEND_DF) !== 0 ? CMD_FLAG_DF : 0;
+    await this.send(CMD_READ, df, offset, length, length + 8, (type, p) => {
+      if (type === CHUNK_OFFSET_DATA) {
+        const [at] = place(p, false);
+        p.copy(into, at, 8);
+      } else if (type === CHUNK_OFFSET_HOLE) {
+        const [at, end] = place(p, true);
+        into.fill(0, at, end);
+      } else throw new NbdError(`an NBD reply chunk of type ${type} to a read`);
     });
+    spans.sort((a, b) => a[0] - b[0]);
+    let covered = 0;
+    for (const [at, end] of spans) {
+      if (at !== covered)
+        throw new NbdError(
+          `an NBD read whose chunks ${at < covered ? "overlap" : "leave a gap"} at ${offset + Math.min(at, covered)}`,
+        );
+      covered = end;
+    }
+    if (covered !== length) throw new NbdError(`an NBD read returned ${covered} of ${length} bytes`);
+    return into;
   }
 
   /**
    * The extents of the negotiated meta context from `offset` on, as the server describes them (it
    * may answer for less than `length`; the caller asks again from where the answer ends).
    */
-  blockStatus(offset: number, length: number): Promise<Extent[]> {
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
     const id = this.contextId;
-    if (id === undefined) return Promise.reject(new NbdError("no meta context was negotiated"));
-    return this.serial(async () => {
-      const cookie = this.request(CMD_BLOCK_STATUS, offset, length);
-      const out: Extent[] = [];
-      await this.replies(cookie, 4 + 8 * 1_000_000, (type, p) => {
-        if (type !== CHUNK_BLOCK_STATUS) throw new NbdError(`an NBD reply chunk of type ${type} to block status`);
-        if (p.readUInt32BE(0) !== id) return;
-        let at = offset;
-        for (let i = 4; i + 8 <= p.length; i += 8) {
-          const len = p.readUInt32BE(i);
-          out.push({ offset: at, length: len, flags: p.readUInt32BE(i + 4) });
-          at += len;
-        }
-      });
-      if (out.length === 0) throw new NbdError("an NBD block status with no extent");
-      return out;
+    if (id === undefined) throw new NbdError("no meta context was negotiated");
+    if (
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      length < 1 ||
+      length > 0xffff_ffff ||
+      offset + length > this.size
+    )
+      throw new NbdError(`an NBD block status of ${length} bytes at ${offset} outside the export's ${this.size} bytes`);
+    let out: Extent[] | undefined;
+    await this.send(CMD_BLOCK_STATUS, 0, offset, length, MAX_STATUS_CHUNK, (type, p) => {
+      if (type !== CHUNK_BLOCK_STATUS) throw new NbdError(`an NBD reply chunk of type ${type} to block status`);
+      if (p.length < 12 || (p.length - 4) % 8 !== 0)
+        throw new NbdError(`an NBD block status chunk of ${p.length} bytes`);
+      if (p.readUInt32BE(0) !== id)
+        throw new NbdError(`an NBD block status for meta context ${p.readUInt32BE(0)}, not ${id}`);
+      if (out !== undefined) throw new NbdError("two NBD block status chunks for one meta context");
+      out = [];
+      let at = offset;
+      for (let i = 4; i + 8 <= p.length; i += 8) {
+        const len = p.readUInt32BE(i);
+        if (len === 0) throw new NbdError("an NBD block status extent of 0 bytes");
+        out.push({ offset: at, length: len, flags: p.readUInt32BE(i + 4) });
+        at += len;
+      }
     });
+    if (out === undefined) throw new NbdError("an NBD block status with no extent");
+    return out;
   }
 
-  /** Every extent of [0, size), asking again where the server stopped short. */
-  async extents(maxAsk = 1 << 30): Promise<Extent[]> {
-    const all: Extent[] = [];
-    let at = 0;
-    while (at < this.size) {
-      const got = await this.blockStatus(at, Math.min(maxAsk, this.size - at));
-      for (const e of got) {
-        const length = Math.min(e.length, this.size - e.offset);
-        if (length > 0) all.push({ ...e, length });
+  /**
+   * Every extent of [0, size): asks for the whole export at once (in 4 GiB requests, all in
+   * flight), then again from wherever the server stopped short.
+   */
+  async extents(maxAsk = MAX_STATUS_ASK): Promise<Extent[]> {
+    const ask = Math.max(1, Math.min(maxAsk, MAX_STATUS_ASK));
+    const answers = new Map<number, Extent[]>();
+    const todo: number[] = [];
+    for (let at = 0; at < this.size; at += ask) todo.push(at);
+    while (todo.length > 0) {
+      const starts = todo.splice(0);
+      const got = await Promise.all(starts.map((at) => this.blockStatus(at, Math.min(ask, this.size - at))));
+      for (const [k, at] of starts.entries()) {
+        const es = got[k]!;
+        answers.set(at, es);
+        const end = Math.min(at + ask, this.size);
+        const last = es[es.length - 1]!;
+        const next = last.offset + last.length;
+        if (next < end) todo.push(next); // short answer: ask again for the rest of the request
       }
-      const end = got[got.length - 1]!;
-      const next = Math.min(this.size, end.offset + end.length);
-      if (next <= at) throw new NbdError(`an NBD block status that does not advance past ${at}`);
-      at = next;
     }
+    const all: Extent[] = [];
+    for (const at of [...answers.keys()].sort((a, b) => a - b))
+      for (const e of answers.get(at)!) {
+        const from = Math.max(e.offset, all.length > 0 ? all[all.length - 1]!.offset + all[all.length - 1]!.length : 0);
+        const length = Math.min(e.offset + e.length, this.size) - from;
+        if (length > 0) all.push({ offset: from, length, flags: e.flags });
+      }
     return all;
   }
 
-  /** Says goodbye (NBD_CMD_DISC) and closes the socket. */
+  /** Waits for every request on the wire, says goodbye (NBD_CMD_DISC) and closes the socket. */
   async close(): Promise<void> {
-    await this.busy;
-    if (!this.socket.destroyed) {
-      this.request(CMD_DISC, 0, 0);
-      await new Promise<void>((r) => this.socket.end(r));
+    while (this.failed === undefined && this.inflight.size + this.waitingForSlot > 0)
+      await new Promise<void>((r) => this.idle.push(r));
+    if (this.failed === undefined && !this.socket.destroyed) {
+      this.failed = new NbdError("the NBD connection is closed");
+      const r = Buffer.alloc(28);
+      r.writeUInt32BE(REQUEST_MAGIC, 0);
+      r.writeUInt16BE(CMD_DISC, 6);
+      r.writeBigUInt64BE(this.cookie++, 8);
+      await new Promise<void>((done) => this.socket.end(r, done));
     }
     this.socket.destroy();
   }

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { rm } from "node:fs/promises";
+import { copyFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { z } from "zod";
@@ -52,6 +52,23 @@ export interface BlockNode {
   bitmaps: DirtyBitmap[];
 }
 
+const toNode = (n: z.infer<typeof NamedNodes>[number]): BlockNode => ({
+  node: n["node-name"],
+  driver: n.drv,
+  sizeBytes: n.image["virtual-size"],
+  bitmaps: n["dirty-bitmaps"] ?? [],
+});
+
+/** The block nodes `names` (disks' format nodes), in their order, from one query. */
+export async function blockNodes(qmp: QmpClient, names: string[]): Promise<BlockNode[]> {
+  const nodes = await qmp.executeAs("query-named-block-nodes", NamedNodes, { flat: true });
+  return names.map((name) => {
+    const n = nodes.find((x) => x["node-name"] === name);
+    if (n === undefined) throw new QmpError(`QEMU has no block node named ${name}`);
+    return toNode(n);
+  });
+}
+
 /** The block node `node` (a disk's format node, named by its definition's id). */
 export async function blockNode(qmp: QmpClient, node: string): Promise<BlockNode> {
   const nodes = await qmp.executeAs("query-named-block-nodes", NamedNodes, { flat: true });
@@ -70,6 +87,8 @@ export async function removeBitmap(qmp: QmpClient, node: string, name: string): 
 export interface FleeceDisk {
   /** The disk's format node. */
   node: string;
+  /** The disk's size in bytes (its fleece is as large). */
+  sizeBytes: number;
   /** The bitmap that starts recording at this point in time. */
   nextBitmap: string;
   /** The recording bitmap whose changes the view exports (undefined: none, read everything). */
@@ -97,7 +116,9 @@ const exportId = (node: string): string => `dwcp-export-${node}`;
  * Takes the point in time: creates a fleece per disk under `runDir`, then one transaction adds the
  * next bitmaps, disables the previous ones and starts the backup jobs; then exports the fleeces
  * over NBD at `runDir/nbd.sock`. On failure everything started is torn down and the bitmaps are
- * as they were (the transaction is all or nothing).
+ * as they were (the transaction is all or nothing). The caller has cleared what an earlier view
+ * may have left (`clearFleeceLeftovers`). Commands that do not depend on each other are sent
+ * together (QMP answers them in order), so the view costs a few round trips to QEMU.
  */
 export async function openFleeceView(
   qmp: QmpClient,
@@ -119,29 +140,33 @@ export async function openFleeceView(
     const attempt = async (f: () => Promise<unknown>): Promise<void> => {
       await f().catch((err: unknown) => problems.push(err));
     };
-    for (const node of exported) await attempt(() => qmp.executeAs("block-export-del", Empty, { id: exportId(node) }));
-    if (server) await attempt(() => qmp.executeAs("nbd-server-stop", Empty));
-    if (jobs) for (const d of disks) await attempt(() => cancelJob(qmp, jobId(d.node)));
-    for (const node of added) {
-      await attempt(() => deleteNode(qmp, fleeceNode(node)));
-      await attempt(() => rm(join(runDir, `${fleeceNode(node)}.qcow2`), { force: true }));
-    }
+    await Promise.all([
+      ...exported.map((node) => attempt(() => qmp.executeAs("block-export-del", Empty, { id: exportId(node) }))),
+      ...(server ? [attempt(() => qmp.executeAs("nbd-server-stop", Empty))] : []),
+      ...(jobs ? disks.map((d) => attempt(() => cancelJob(qmp, jobId(d.node)))) : []),
+    ]);
+    await Promise.all(
+      added.map(async (node) => {
+        await attempt(() => deleteNode(qmp, fleeceNode(node)));
+        await attempt(() => rm(join(runDir, `${fleeceNode(node)}.qcow2`), { force: true }));
+      }),
+    );
     if (problems.length > 0) throw problems[0];
   };
   try {
-    await clearLeftovers(qmp, disks);
-    for (const d of disks) {
-      const { sizeBytes } = await blockNode(qmp, d.node);
-      const file = join(runDir, `${fleeceNode(d.node)}.qcow2`);
-      await execFileP("qemu-img", ["create", "-q", "-f", "qcow2", file, String(sizeBytes)]);
-      await qmp.executeAs("blockdev-add", Empty, {
-        driver: "qcow2",
-        "node-name": fleeceNode(d.node),
-        file: { driver: "file", filename: file },
-        backing: d.node,
-      });
-      added.push(d.node);
-    }
+    const files = await Promise.all(disks.map((d) => newFleeceFile(runDir, d)));
+    const adds = await Promise.allSettled(
+      disks.map(async (d, k) => {
+        await qmp.executeAs("blockdev-add", Empty, {
+          driver: "qcow2",
+          "node-name": fleeceNode(d.node),
+          file: { driver: "file", filename: files[k] },
+          backing: d.node,
+        });
+        added.push(d.node);
+      }),
+    );
+    for (const a of adds) if (a.status === "rejected") throw a.reason;
     const actions: unknown[] = [];
     for (const d of disks) {
       actions.push({
@@ -155,28 +180,36 @@ export async function openFleeceView(
         data: { "job-id": jobId(d.node), device: d.node, target: fleeceNode(d.node), sync: "none" },
       });
     }
-    await qmp.executeAs("transaction", Empty, { actions });
+    // The NBD server starts with the transaction: it exports nothing until the fleeces are added.
+    const start = () => qmp.executeAs("nbd-server-start", Empty, { addr: { type: "unix", data: { path: socket } } });
+    const [taken, started] = await Promise.allSettled([qmp.executeAs("transaction", Empty, { actions }), start()]);
+    if (started.status === "fulfilled") server = true;
+    if (taken.status === "rejected") throw taken.reason;
     jobs = true;
     onTaken?.();
-    const start = () => qmp.executeAs("nbd-server-start", Empty, { addr: { type: "unix", data: { path: socket } } });
-    await start().catch(async (err: unknown) => {
+    if (started.status === "rejected") {
       // A server left by a killed sync, exporting nothing: ours to restart. One with exports is not.
-      if ((await qmp.executeAs("query-block-exports", Exports)).length > 0) throw err;
+      if ((await qmp.executeAs("query-block-exports", Exports)).length > 0) throw started.reason;
       await qmp.executeAs("nbd-server-stop", Empty);
       await start();
-    });
-    server = true;
-    for (const d of disks) {
-      await qmp.executeAs("block-export-add", Empty, {
-        type: "nbd",
-        id: exportId(d.node),
-        "node-name": fleeceNode(d.node),
-        name: d.node,
-        writable: false,
-        ...(d.sinceBitmap !== undefined ? { bitmaps: [d.sinceBitmap] } : {}),
-      });
-      exported.push(d.node);
+      server = true;
     }
+    const exports = await Promise.allSettled(
+      disks.map(async (d) => {
+        await qmp.executeAs("block-export-add", Empty, {
+          type: "nbd",
+          id: exportId(d.node),
+          "node-name": fleeceNode(d.node),
+          name: d.node,
+          writable: false,
+          // qemu:allocation-depth says which blocks the fleece holds: those the guest overwrote since.
+          "allocation-depth": true,
+          ...(d.sinceBitmap !== undefined ? { bitmaps: [d.sinceBitmap] } : {}),
+        });
+        exported.push(d.node);
+      }),
+    );
+    for (const e of exports) if (e.status === "rejected") throw e.reason;
     return { socket, exports: disks.map((d) => d.node), close };
   } catch (err) {
     await close().catch(() => undefined);
@@ -184,14 +217,57 @@ export async function openFleeceView(
   }
 }
 
-/** What a sync killed mid-way left in QEMU (its export, job, fleece node): removed, best effort. */
-async function clearLeftovers(qmp: QmpClient, disks: FleeceDisk[]): Promise<void> {
-  const ignore = (): undefined => undefined;
-  for (const d of disks) {
-    await qmp.executeAs("block-export-del", Empty, { id: exportId(d.node), mode: "hard" }).catch(ignore);
-    await cancelJob(qmp, jobId(d.node)).catch(ignore);
-    await deleteNode(qmp, fleeceNode(d.node)).catch(ignore);
+/**
+ * A new, empty qcow2 fleece for disk `d`, copied from a template of its size kept in `runDir`
+ * (made once with qemu-img, which takes tens of milliseconds to start; QEMU never opens it).
+ */
+async function newFleeceFile(runDir: string, d: FleeceDisk): Promise<string> {
+  const template = join(runDir, `dwcp-fleece-template-${d.sizeBytes}.qcow2`);
+  if (
+    !(await stat(template).then(
+      (st) => st.isFile(),
+      () => false,
+    ))
+  ) {
+    const part = `${template}.${process.pid}.part`;
+    await execFileP("qemu-img", ["create", "-q", "-f", "qcow2", part, String(d.sizeBytes)]);
+    await rename(part, template);
   }
+  const file = join(runDir, `${fleeceNode(d.node)}.qcow2`);
+  await copyFile(template, file);
+  return file;
+}
+
+/**
+ * What a sync killed mid-way (or a view that could not be closed) left in QEMU for `nodes`: their
+ * exports, fleece jobs and fleece nodes, removed. One round of queries when nothing is left.
+ * Returns whether anything was (the nodes' bitmaps may have been busy with it).
+ */
+export async function clearFleeceLeftovers(qmp: QmpClient, nodes: string[]): Promise<boolean> {
+  const [exports, jobs, named] = await Promise.all([
+    qmp.executeAs("query-block-exports", Exports),
+    qmp.executeAs("query-jobs", Jobs),
+    qmp.executeAs("query-named-block-nodes", NamedNodes, { flat: true }),
+  ]);
+  const ignore = (): undefined => undefined;
+  let found = false;
+  await Promise.all(
+    nodes.map(async (node) => {
+      if (exports.some((e) => e.id === exportId(node))) {
+        found = true;
+        await qmp.executeAs("block-export-del", Empty, { id: exportId(node), mode: "hard" }).catch(ignore);
+      }
+      if (jobs.some((j) => j.id === jobId(node))) {
+        found = true;
+        await cancelJob(qmp, jobId(node)).catch(ignore);
+      }
+      if (named.some((n) => n["node-name"] === fleeceNode(node))) {
+        found = true;
+        await deleteNode(qmp, fleeceNode(node)).catch(ignore);
+      }
+    }),
+  );
+  return found;
 }
 
 /** Cancels a backup job and waits until QEMU has dropped it. */
