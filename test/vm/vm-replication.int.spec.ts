@@ -1,3 +1,4 @@
+import { open } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
@@ -123,7 +124,7 @@ describe("replicating a running VM", () => {
     const sync = () =>
       syncVmOnce({
         ...base,
-        disks: base.disks.map((d) => (n++ % 2 === 0 ? { ...d, file: join(root, d.path) } : d)),
+        disks: base.disks.map((d) => (n++ % 2 === 0 ? { ...d, openImage: () => open(join(root, d.path), "r") } : d)),
         transport: inProcess(agent),
       });
     let seen = await counterAtLeast(3);

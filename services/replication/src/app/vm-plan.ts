@@ -3,7 +3,7 @@ import { join, posix } from "node:path";
 import { DwcpError } from "#common/errors.js";
 import { readVmRecord, VmError } from "#mover";
 import type { SnapshotVmDefinition } from "#schemas/vm.js";
-import type { HostRoot } from "../infra/host-roots.js";
+import { HostRoot } from "../infra/host-roots.js";
 import type { VmSyncDisk } from "./vm-sync.js";
 
 /** A `source.running` command for a VM this service cannot read through QEMU; nothing was read. */
@@ -54,7 +54,12 @@ export async function planRunningVm(vmStateDir: string | undefined, vm: string, 
   const sources: string[] = [];
   for (const d of def.disks) {
     const rel = await src.confine(d.path, { mustExist: true });
-    disks.push({ node: d.id, path: d.path, format: d.format, file: posix.join(src.path, rel) });
+    // Reopened by the sync beneath the root this command holds, no symlink followed.
+    const openImage = () =>
+      src.dir.openFile(rel).catch((err: unknown) => {
+        throw HostRoot.refused(d.path, err);
+      });
+    disks.push({ node: d.id, path: d.path, format: d.format, openImage });
     sources.push(posix.join(src.path, rel));
   }
   const { root: _root, ...vmDefinition } = def;

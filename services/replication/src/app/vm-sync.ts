@@ -1,4 +1,4 @@
-import { open, type FileHandle } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import {
   blockNodes,
@@ -34,10 +34,11 @@ export interface VmSyncDisk {
   path: string;
   format: "raw" | "qcow2";
   /**
-   * The image's own path (confined beneath the host root). A raw image given one is read directly
-   * from it, QEMU only saying what changed and what the guest overwrote since the point in time.
+   * Opens the image itself for reading, beneath the held host root (no symlink followed). A raw
+   * image given one is read directly from it, QEMU only saying what changed and what the guest
+   * overwrote since the point in time.
    */
-  file?: string;
+  openImage?: () => Promise<FileHandle>;
 }
 
 export interface VmSyncOptions extends Omit<SyncOptions, "sources" | "openSource" | "readVolumes"> {
@@ -308,8 +309,8 @@ async function takeView(
 
 /** A raw disk's image opened for reading, when it can stand for the view's unchanged blocks. */
 async function openImage(d: VmSyncDisk, driver: string, size: number): Promise<FileHandle | undefined> {
-  if (d.file === undefined || d.format !== "raw" || driver !== "raw") return undefined;
-  const fh = await open(d.file, "r");
+  if (d.openImage === undefined || d.format !== "raw" || driver !== "raw") return undefined;
+  const fh = await d.openImage();
   if ((await fh.stat()).size === size) return fh;
   await fh.close();
   return undefined;
