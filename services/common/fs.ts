@@ -28,6 +28,20 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: numb
 }
 
 /**
+ * Reads `into.length` bytes at `position`, looping over short reads; stops early only at the end
+ * of the file. Resolves to the bytes read (less than `into.length`: the file ended there).
+ */
+export async function readAll(fh: FileHandle, into: Uint8Array, position: number): Promise<number> {
+  let done = 0;
+  while (done < into.length) {
+    const { bytesRead } = await fh.read(into, done, into.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/**
  * Writes at least this large go to the disk with O_DIRECT by default (openDirect's "large ones",
  * for the mover's segments and the restore's runs): smaller ones stay in the page cache, since an
  * allocating O_DIRECT write of a few pages waits for the disk under the inode lock.

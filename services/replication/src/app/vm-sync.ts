@@ -1,5 +1,6 @@
 import type { FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
+import { readAll } from "#common/fs.js";
 import {
   blockNodes,
   clearFleeceLeftovers,
@@ -318,13 +319,9 @@ async function openImage(d: VmSyncDisk, driver: string, size: number): Promise<F
 
 /** Reads `into.length` bytes at `offset` of the image, all of them. */
 async function readFully(fh: FileHandle, offset: number, into: Buffer): Promise<Buffer> {
-  let got = 0;
-  while (got < into.length) {
-    const { bytesRead } = await fh.read(into, got, into.length - got, offset + got);
-    if (bytesRead === 0)
-      throw new SourceReadError(`the image ended at ${offset + got}, inside a read of ${into.length} bytes`);
-    got += bytesRead;
-  }
+  const got = await readAll(fh, into, offset);
+  if (got < into.length)
+    throw new SourceReadError(`the image ended at ${offset + got}, inside a read of ${into.length} bytes`);
   return into;
 }
 

@@ -1,4 +1,5 @@
 import type { FileHandle } from "node:fs/promises";
+import { readAll } from "#common/fs.js";
 import { analyzeChunk, strongHash } from "#native/index.js";
 import { BASE_MISMATCH, NO_BASE, type ChunkHeader } from "../../domain/data-channel/frames.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
@@ -39,13 +40,9 @@ export async function matchBase(
     return { ok: false, code: NO_BASE, reason: "the destination has no base file for this volume" };
   }
   const data = into.subarray(0, h.length);
-  let done = 0;
+  let done: number;
   try {
-    while (done < h.length) {
-      const { bytesRead } = await base.read(data, done, h.length - done, h.offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
+    done = await readAll(base, data, h.offset);
   } catch (err) {
     throw destinationError(err, `base file at offset ${h.offset}`);
   }
