@@ -14,8 +14,7 @@
 // `--batch` sets the migrations' batch size (default: the migrations' default). Compression is
 // off: random bytes do not compress, and the figure is the link's sharing, not the codec's.
 import { execFileSync } from "node:child_process";
-import { randomFillSync } from "node:crypto";
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -26,6 +25,7 @@ import { parseSize } from "../cli/args.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { PROFILES, startWan, wanUnavailable, type ProfileName } from "../test/wan/wan.js";
 import { startWanStack, type WanStack } from "../test/wan/wan-stack.js";
+import { writeCryptoRandom } from "./support/random-file.js";
 
 const { values } = parseArgs({
   options: {
@@ -52,20 +52,6 @@ const profileName = values.profile as ProfileName;
 const profile = PROFILES[profileName];
 if (!profile) throw new Error(`--profile: one of ${Object.keys(PROFILES).join(", ")}`);
 
-function writeRandom(path: string, bytes: number): void {
-  const fd = openSync(path, "w");
-  try {
-    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
-    for (let off = 0; off < bytes; off += buf.length) {
-      const n = Math.min(buf.length, bytes - off);
-      randomFillSync(buf, 0, n);
-      writeSync(fd, buf, 0, n, off);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
 async function main(): Promise<void> {
   const why = wanUnavailable();
   if (why) throw new Error(`the emulated WAN cannot run here: ${why}`);
@@ -84,7 +70,7 @@ async function main(): Promise<void> {
     mkdirSync(srcDir, { recursive: true });
     const ids = Array.from({ length: count }, (_, i) => `share-${i}`);
     const weightOf = (i: number): number => weights[i % weights.length] ?? 1;
-    for (const [i] of ids.entries()) writeRandom(join(srcDir, `m${i}.img`), size);
+    for (const [i] of ids.entries()) writeCryptoRandom(join(srcDir, `m${i}.img`), size);
     execFileSync("sync"); // the images reach the disk before the clock starts
 
     // Bytes acknowledged per migration: per batch, the latest progress report's count (every

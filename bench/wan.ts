@@ -16,19 +16,7 @@
 // bound of a run is those bytes at the link rate plus one RTT. Each destination is checked
 // byte-identical after its run (not timed). Ratios are baseline time / dwcp time.
 import { execFileSync, spawnSync } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -37,6 +25,7 @@ import { randomFillSync } from "node:crypto";
 import { parseSize } from "../cli/args.js";
 import { buildStart, runMigration } from "../cli/migrate.js";
 import { sha256File } from "../cli/verify.js";
+import { writeCryptoRandom } from "./support/random-file.js";
 import { PROFILES, startWan, wanUnavailable, type ProfileName, type Wan } from "../test/wan/wan.js";
 import { startWanStack, type WanStack } from "../test/wan/wan-stack.js";
 
@@ -97,25 +86,6 @@ function realisticImage(): string {
   execFileSync("mkfs.ext4", ["-q", "-F", "-d", rootfs, tmp]);
   renameSync(tmp, image);
   return image;
-}
-
-/**
- * Cryptographically random bytes: no codec finds anything in them. (cli/image.ts's seeded
- * generator repeats within a few MiB, which zstd's window finds.)
- */
-function writeCryptoRandom(path: string, bytes: number): void {
-  const fd = openSync(path, "w");
-  try {
-    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
-    for (let off = 0; off < bytes; off += buf.length) {
-      const n = Math.min(buf.length, bytes - off);
-      randomFillSync(buf, 0, n);
-      writeSync(fd, buf, 0, n, off);
-    }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Real file writes into the image's filesystem: new files of text-like and random bytes. */
