@@ -71,10 +71,8 @@ export async function blockNodes(qmp: QmpClient, names: string[]): Promise<Block
 
 /** The block node `node` (a disk's format node, named by its definition's id). */
 export async function blockNode(qmp: QmpClient, node: string): Promise<BlockNode> {
-  const nodes = await qmp.executeAs("query-named-block-nodes", NamedNodes, { flat: true });
-  const n = nodes.find((x) => x["node-name"] === node);
-  if (n === undefined) throw new QmpError(`QEMU has no block node named ${node}`);
-  return { node, driver: n.drv, sizeBytes: n.image["virtual-size"], bitmaps: n["dirty-bitmaps"] ?? [] };
+  const [n] = await blockNodes(qmp, [node]);
+  return n!;
 }
 
 /** Removes a dirty bitmap (a missing one is not an error). */
