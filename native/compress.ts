@@ -74,7 +74,10 @@ export interface CompressOptions<C extends Exclude<Codec, "none"> = "lz4"> {
   codec?: C;
   /** zstd level (ZSTD_MIN_LEVEL..ZSTD_MAX_LEVEL). Default 1. */
   level?: number;
-  /** Bytes compressed first to decide whether the chunk is worth compressing. Default 65536. */
+  /**
+   * Bytes compressed first to decide whether the chunk is worth compressing, taken as
+   * SAMPLE_PIECES pieces spread evenly over the chunk. Default 65536.
+   */
   sampleBytes?: number;
   /** Least saving, as a fraction of the input size, for compression to be kept. Default 0.1. */
   minSaving?: number;
@@ -113,10 +116,30 @@ function checkOptions(sampleBytes: number, minSaving: number, level: number): vo
   }
 }
 
+/** Pieces a chunk's sample is made of (see sampleOf). */
+export const SAMPLE_PIECES = 4;
+
 /**
- * Compresses a chunk unless it does not pay: the first sampleBytes are compressed first, and a
- * sample (or a whole chunk) that shrinks by less than minSaving is stored as is. Compression
- * runs off the event loop for zstd (the native module's pool), on it for lz4 (see Lz4).
+ * sampleBytes of `buf` in SAMPLE_PIECES equal pieces spread evenly over it (the first at its
+ * start), copied into one buffer; `buf` itself when it is no longer than sampleBytes. A disk
+ * image's chunk often starts in one kind of data and goes on in another (a compressed package,
+ * then text and binaries): a sample of its first bytes alone stored such chunks as they were,
+ * 6% more bytes for a Debian rootfs image with zstd.
+ */
+export function sampleOf(buf: Uint8Array, sampleBytes: number): Uint8Array {
+  if (buf.length <= sampleBytes) return buf;
+  const piece = Math.ceil(sampleBytes / SAMPLE_PIECES);
+  const stride = Math.floor((buf.length - piece) / (SAMPLE_PIECES - 1));
+  const sample = new Uint8Array(piece * SAMPLE_PIECES);
+  for (let i = 0; i < SAMPLE_PIECES; i++) sample.set(buf.subarray(i * stride, i * stride + piece), i * piece);
+  return sample;
+}
+
+/**
+ * Compresses a chunk unless it does not pay: a sample of sampleBytes spread over the chunk
+ * (sampleOf) is compressed first, and a sample (or a whole chunk) that shrinks by less than
+ * minSaving is stored as is. Compression runs off the event loop for zstd (the native module's
+ * pool), on it for lz4 (see Lz4).
  */
 export async function compressChunk<C extends Exclude<Codec, "none"> = "lz4">(
   buf: Uint8Array,
@@ -131,10 +154,10 @@ export async function compressChunk<C extends Exclude<Codec, "none"> = "lz4">(
   const pack = await packerFor(codec, level);
   if (pack === undefined || buf.length === 0) return stored(buf);
   const pays = (input: number, output: number): boolean => output <= input * (1 - minSaving);
-  const sample = buf.subarray(0, sampleBytes);
+  const sample = sampleOf(buf, sampleBytes);
   const packedSample = await pack(sample);
   if (packedSample === undefined || !pays(sample.length, packedSample.length)) return stored(buf);
-  const packed = sample.length === buf.length ? packedSample : await pack(buf);
+  const packed = sample === buf ? packedSample : await pack(buf);
   return packed !== undefined && pays(buf.length, packed.length)
     ? { codec, data: packed, rawLength: buf.length }
     : stored(buf);

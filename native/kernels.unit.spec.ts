@@ -4,7 +4,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 
-import { compressChunk, decompressChunk } from "./compress.js";
+import { compressChunk, decompressChunk, sampleOf, SAMPLE_PIECES } from "./compress.js";
 import { CompressedChunkCorruptError } from "./errors.js";
 import {
   analyzeChunk,
@@ -319,6 +319,30 @@ describe("zstd chunks", () => {
   it("sends incompressible bytes as they are", async () => {
     const random = bytes(256 * 1024, 9);
     expect((await compressChunk(random, { codec: "zstd" })).codec).toBe("none");
+  });
+
+  it("samples the whole chunk, not its start: compressible data behind incompressible bytes is compressed", async () => {
+    // A package's compressed bytes, then text: the first 64 KiB alone would not compress.
+    const moreText = Buffer.concat([text, text, text, text]).subarray(0, 768 * 1024);
+    const mixed = Buffer.concat([bytes(256 * 1024, 11), moreText]);
+    const packed = await compressChunk(mixed, { codec: "zstd" });
+    expect(packed.codec).toBe("zstd");
+    expect(packed.data.length).toBeLessThan(mixed.length * 0.3);
+    expect(Buffer.from(await decompressChunk(packed)).equals(mixed)).toBe(true);
+    // Mostly random with a little text: the spread sample still says it does not pay.
+    const mostlyRandom = Buffer.concat([bytes(960 * 1024, 12), text.subarray(0, 64 * 1024)]);
+    expect((await compressChunk(mostlyRandom, { codec: "zstd" })).codec).toBe("none");
+  });
+
+  it("spreads the sample over the chunk in SAMPLE_PIECES pieces, the first at its start", () => {
+    const buf = Uint8Array.from({ length: 1000 }, (_, i) => i % 251);
+    expect(sampleOf(buf, 1000)).toBe(buf);
+    const s = sampleOf(buf, 40);
+    expect(s.length).toBe(40);
+    const stride = Math.floor((1000 - 10) / (SAMPLE_PIECES - 1));
+    for (let i = 0; i < SAMPLE_PIECES; i++)
+      expect([...s.subarray(i * 10, i * 10 + 10)]).toEqual([...buf.subarray(i * stride, i * stride + 10)]);
+    expect(s.at(-1)).toBe(buf[3 * stride + 9]);
   });
 
   it("refuses a frame that declares another size, carries a second frame, or is cut, before decoding", async () => {
