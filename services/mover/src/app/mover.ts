@@ -21,6 +21,7 @@ import { abortVolumes, finalizeVolumes, probeDestination, probeSource } from "..
 import { confine, makeDirConfined, releaseRoots, resolveRoots } from "../infra/volume-paths.js";
 import { IncomingVms } from "../infra/vm/live-incoming.js";
 import { serveLive } from "./live-rpc.js";
+import { LargeSlots } from "./slots.js";
 import { BatchWorker } from "./work.js";
 
 /** A batch of at most this many bytes is small (see workLoop). */
@@ -151,7 +152,8 @@ export class Mover {
   }
 
   /**
-   * Pulls work in batches: up to `concurrency` large batches at once, and up to
+   * Pulls work in batches: up to `concurrency` large batches sending at once (LargeSlots: a batch
+   * that has sent its last chunk waits for its acknowledgements beside the next one), and up to
    * SMALL_BATCH_FACTOR times as many small ones (a small batch holds little memory and is mostly
    * round trips: a thousand small migrations would otherwise queue behind two slots). After a
    * large item it pulls only what the large slots can take, so no pulled item waits out its ack
@@ -160,12 +162,12 @@ export class Mover {
   private async workLoop(worker: BatchWorker): Promise<void> {
     const consumer = await this.nats.js.consumers.get(workStream(this.config.host), MOVER_DURABLE);
     const { concurrency } = this.config;
-    const large = new Set<Promise<void>>();
+    const large = new LargeSlots(concurrency);
     let largeMode = true;
     while (this.state === "running") {
-      const room: number = largeMode ? concurrency - large.size : concurrency * SMALL_BATCH_FACTOR - this.inFlight.size;
+      const room: number = largeMode ? large.room : concurrency * SMALL_BATCH_FACTOR - this.inFlight.size;
       if (room <= 0) {
-        await Promise.race(largeMode ? large : this.inFlight);
+        await (largeMode ? large.changed() : Promise.race(this.inFlight));
         continue;
       }
       const batch: ConsumerMessages | null = await consumer
@@ -179,22 +181,19 @@ export class Mover {
         for await (const m of batch) {
           const isLarge: boolean = !isSmallItem(m.data);
           largeMode = isLarge;
-          while (isLarge && large.size >= concurrency) {
+          while (isLarge && large.room <= 0) {
             m.working();
-            await Promise.race(large);
+            await large.changed();
           }
-          const task: Promise<void> = worker
-            .handle(m)
-            .catch((err: unknown) => {
+          const handle = (sent?: () => void): Promise<void> =>
+            worker.handle(m, sent).catch((err: unknown) => {
               this.log.error({ err }, "work item handler crashed; it will be redelivered");
               m.nak(5_000);
-            })
-            .finally(() => {
-              this.inFlight.delete(task);
-              large.delete(task);
             });
+          const task: Promise<void> = (isLarge ? large.run(handle) : handle()).finally(() =>
+            this.inFlight.delete(task),
+          );
           this.inFlight.add(task);
-          if (isLarge) large.add(task);
         }
       } catch (err) {
         // A pull that ends in an error (missed heartbeats through a leader change, a lost

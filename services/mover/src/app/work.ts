@@ -76,7 +76,12 @@ export class BatchWorker {
     this.watches.close();
   }
 
-  async handle(m: JsMsg): Promise<void> {
+  /**
+   * Moves one work item. `onSent`: called when a data batch has handed its last chunk to the
+   * kernel and only waits for the destination's acknowledgements (not for live migrations or an
+   * in-process copy; see SendBatchOptions.onSent).
+   */
+  async handle(m: JsMsg, onSent?: () => void): Promise<void> {
     const data = safeJson(m.data);
     if ((data as { type?: unknown } | undefined)?.type === "LiveMigrate")
       return this.live.handle(m, data, HEARTBEAT_MS);
@@ -116,6 +121,7 @@ export class BatchWorker {
           m,
           live.signal,
           log,
+          onSent,
         );
       } finally {
         live.release();
@@ -125,7 +131,13 @@ export class BatchWorker {
     }
   }
 
-  private async move(w: TransferBatch, m: JsMsg, signal: AbortSignal, log: Logger): Promise<void> {
+  private async move(
+    w: TransferBatch,
+    m: JsMsg,
+    signal: AbortSignal,
+    log: Logger,
+    onSent: (() => void) | undefined,
+  ): Promise<void> {
     const base = {
       migrationId: w.migrationId,
       version: 1 as const,
@@ -169,6 +181,7 @@ export class BatchWorker {
         signal,
         log,
         onChunk: progress.onChunk,
+        ...(onSent === undefined ? {} : { onSent }),
       };
       // The registry names the process whose fence table guards the destination: only when that
       // is this process may the batch skip the socket (DWCP_LOCAL_COPY=off never does).

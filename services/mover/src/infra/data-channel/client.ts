@@ -94,6 +94,13 @@ export interface SendBatchOptions {
   signal?: AbortSignal;
   /** Called as each chunk is acknowledged (written and verified at the destination). */
   onChunk?: (c: TransferredChunk) => void;
+  /**
+   * Called once, when every chunk of the batch (of every stripe) has been handed to the kernel:
+   * from then on the batch only waits for its acknowledgements (and sends what the destination
+   * asks for again), while its last bytes are still crossing the link. The mover starts its next
+   * batch then, so a long link stays full between batches.
+   */
+  onSent?: () => void;
   log: Logger;
   /** Default 10000 ms. */
   connectTimeoutMs?: number;
@@ -126,6 +133,8 @@ export interface SendBatchOptions {
   incremental?: boolean;
   /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
   stripe?: string;
+  /** Set by sendBatch on each run: called when the run has written its last chunk (see onSent). */
+  onWritten?: () => void;
   /** Set by sendBatch: the codec and level its chunks are compressed with. */
   codec?: CompressionChoice;
   /**
@@ -169,7 +178,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
     const n = streamsFor(o.streams, first.tuning?.rttUs, o.chunkCount);
     const codec = await compressionFor(o, first);
     const sessions = await sendStripes(
-      { ...o, codec },
+      { ...o, codec, onSent: once(o.onSent) },
       n,
       source,
       key,
@@ -249,7 +258,7 @@ async function sendStripes(
   first: { link: Link; reused: boolean },
   log: Logger,
 ): Promise<ClientSession[]> {
-  if (n <= 1) return [await sendRun(o, source, key, first, log)];
+  if (n <= 1) return [await sendRun({ ...o, onWritten: o.onSent }, source, key, first, log)];
   const stripe = randomBytes(12).toString("base64url");
   const stop = new AbortController();
   const onAbort = (): void => stop.abort(o.signal?.reason);
@@ -257,9 +266,20 @@ async function sendStripes(
   const errors: unknown[] = [];
   try {
     const runs = stripeRuns(o.firstChunk, o.chunkCount, n);
+    let unwritten = runs.length;
+    const written = (): void => {
+      unwritten -= 1;
+      if (unwritten === 0) o.onSent?.();
+    };
     const sessions = await Promise.all(
       runs.map((r, i) =>
-        sendRun({ ...o, ...r, stripe, signal: stop.signal }, source, key, i === 0 ? first : undefined, log).catch(
+        sendRun(
+          { ...o, ...r, stripe, signal: stop.signal, onWritten: once(written) },
+          source,
+          key,
+          i === 0 ? first : undefined,
+          log,
+        ).catch(
           (err: unknown) => {
             errors.push(err);
             stop.abort(err);
@@ -624,6 +644,17 @@ function pausingIdle(turn: LinkTurn, socket: Socket, idleMs: number): LinkTurn {
   };
 }
 
+/** `fn`, called at most once (a resumed run writes its last chunk again). */
+function once(fn: (() => void) | undefined): (() => void) | undefined {
+  if (fn === undefined) return undefined;
+  let called = false;
+  return () => {
+    if (called) return;
+    called = true;
+    fn();
+  };
+}
+
 const toError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 
 /**
@@ -810,6 +841,7 @@ async function sendChunks(
       await session.sendChunk(current);
       await sendResends(o, session, source, free);
     }
+    o.onWritten?.();
     while (!session.allAcked) {
       await sendResends(o, session, source, buffers[0] as Buffer);
       if (!session.allAcked) await session.changed();
