@@ -41,18 +41,29 @@ export function chunkProblem(b: BatchBegin, h: ChunkHeader): string | undefined 
 
 /** Below this round-trip time a link is local: one connection per batch keeps up. */
 export const WAN_RTT_US = 2_000;
-/** Connections a batch is striped over on a WAN link unless the migration says otherwise. */
+/**
+ * Connections a batch is striped over on a WAN link whose congestion control backs off on loss
+ * (CUBIC, Reno), unless the migration says otherwise: one such stream on a lossy long link is
+ * held far below the link's rate.
+ */
 export const DEFAULT_WAN_STREAMS = 4;
 /** Most connections one batch is striped over. */
 export const MAX_STREAMS = MAX_DATA_STREAMS;
 
 /**
- * How many connections to stripe a batch over: what the migration asked for, else
- * DEFAULT_WAN_STREAMS on a link whose RTT says WAN and 1 on a local one; never more than the
- * batch has chunks.
+ * How many connections to stripe a batch over: what the migration asked for, else on a link
+ * whose RTT says WAN DEFAULT_WAN_STREAMS, or 1 where the link runs BBR (its rate does not fall
+ * with random loss, and every extra stream costs a handshake, a ramp-up from nothing and its own
+ * fsync: measured slower on the emulated WAN), and 1 on a local link; never more than the batch
+ * has chunks.
  */
-export function streamsFor(requested: number | undefined, rttUs: number | undefined, chunkCount: number): number {
-  const wanted = requested ?? ((rttUs ?? 0) >= WAN_RTT_US ? DEFAULT_WAN_STREAMS : 1);
+export function streamsFor(
+  requested: number | undefined,
+  link: { rttUs?: number | undefined; congestion?: string | undefined } | undefined,
+  chunkCount: number,
+): number {
+  const wan = (link?.rttUs ?? 0) >= WAN_RTT_US;
+  const wanted = requested ?? (wan && link?.congestion !== "bbr" ? DEFAULT_WAN_STREAMS : 1);
   return Math.max(1, Math.min(wanted, MAX_STREAMS, chunkCount));
 }
 

@@ -44,13 +44,16 @@ describe("socket tuning plan", () => {
 });
 
 describe("stripes", () => {
-  it("stripes only a WAN link by default, as asked otherwise, never past the chunk count", () => {
-    expect(streamsFor(undefined, 60, 64)).toBe(1);
+  it("stripes by default only a WAN link that backs off on loss, as asked otherwise, never past the chunk count", () => {
+    expect(streamsFor(undefined, { rttUs: 60 }, 64)).toBe(1);
     expect(streamsFor(undefined, undefined, 64)).toBe(1);
-    expect(streamsFor(undefined, 50_000, 64)).toBe(DEFAULT_WAN_STREAMS);
-    expect(streamsFor(8, 60, 64)).toBe(8);
-    expect(streamsFor(8, 60, 3)).toBe(3);
-    expect(streamsFor(99, 60, 64)).toBe(MAX_STREAMS);
+    expect(streamsFor(undefined, { rttUs: 50_000, congestion: "cubic" }, 64)).toBe(DEFAULT_WAN_STREAMS);
+    expect(streamsFor(undefined, { rttUs: 50_000 }, 64)).toBe(DEFAULT_WAN_STREAMS);
+    expect(streamsFor(undefined, { rttUs: 50_000, congestion: "bbr" }, 64)).toBe(1);
+    expect(streamsFor(4, { rttUs: 50_000, congestion: "bbr" }, 64)).toBe(4);
+    expect(streamsFor(8, { rttUs: 60 }, 64)).toBe(8);
+    expect(streamsFor(8, { rttUs: 60 }, 3)).toBe(3);
+    expect(streamsFor(99, { rttUs: 60 }, 64)).toBe(MAX_STREAMS);
   });
 
   it("splits into contiguous runs that differ by at most one chunk and cover the batch once", () => {

@@ -175,7 +175,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
     const first = kept ?? (await openLink(o, log));
     // The HELLO round trip is no RTT measure on a busy host (it includes both processes'
     // scheduling): without TCP_INFO a batch is striped only when the migration says so.
-    const n = streamsFor(o.streams, first.tuning?.rttUs, o.chunkCount);
+    const n = streamsFor(o.streams, first.tuning, o.chunkCount);
     const codec = await compressionFor(o, first);
     const sessions = await sendStripes(
       { ...o, codec, onSent: once(o.onSent) },
