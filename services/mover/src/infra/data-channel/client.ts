@@ -114,7 +114,7 @@ export interface SendBatchOptions {
    */
   zeroCopy?: boolean;
   /**
-   * Chunk compression (kept per chunk where it shrinks the chunk by >= 10%; a 64 KiB sample
+   * Chunk compression (kept per chunk where it shrinks the chunk by >= 10%; a spread 64 KiB sample
    * decides first). auto (the default): none, LZ4 or a zstd level from the link's rate (the
    * bandwidth limit, else the fastest rate a batch to this destination reached, else a guess from
    * the RTT) and the CPU this host can spare (see domain/data-channel/compression.ts).
