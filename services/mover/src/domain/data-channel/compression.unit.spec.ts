@@ -26,6 +26,10 @@ describe("chooseCompression", () => {
     expect(busy.codec).toBe("zstd");
     expect(idle.codec).toBe("zstd");
     expect(idle.level).toBeGreaterThan(busy.level);
+    // A core to spare keeps zstd 6 at the link's rate: 4% fewer bytes than zstd 3 is worth it.
+    expect(auto({ linkBytesPerSec: 200 * MBIT, spareCores: 1 })).toEqual({ codec: "zstd", level: 6 });
+    // A quarter of a core cannot: zstd 6 would leave the link idle.
+    expect(auto({ linkBytesPerSec: 200 * MBIT, spareCores: 0.25 })).toEqual({ codec: "zstd", level: 3 });
   });
 
   it("without a measured rate, assumes a fast link on a LAN and a slower one across a WAN", () => {
