@@ -1,4 +1,5 @@
 // npm run bench:wan [-- --json] [--profile continental[,intercontinental,...]] [--size 1G] [--keep]
+// npm run bench:wan -- --outage [--json] [--profile continental] [--size 2G] [--outage-s 30]
 // dwcp across an emulated WAN (test/wan/: two site namespaces joined by a delaying, lossy
 // forwarder and tbf), against rsync and a plain TCP copy over the same link in the same run.
 // Site a runs nats-server, the coordinator and the source mover; site b the destination mover and
@@ -15,6 +16,10 @@
 // Ethernet headers included), so they include NATS traffic and every protocol's framing. The link
 // bound of a run is those bytes at the link rate plus one RTT. Each destination is checked
 // byte-identical after its run (not timed). Ratios are baseline time / dwcp time.
+// --outage runs only the outage case (bench/wan-outage.ts): `--size` (default 2G) of random bytes
+// migrated undisturbed, then again with the link cut for `--outage-s` once half has crossed it:
+// whether it completes, what the outage made it resend (link bytes and dwcp's wire bytes, run
+// minus baseline, also in 64 MiB batches) and how long it took to resume after the link returned.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, homedir, tmpdir } from "node:os";
@@ -28,16 +33,23 @@ import { sha256File } from "../cli/verify.js";
 import { writeCryptoRandom } from "./support/random-file.js";
 import { PROFILES, startWan, wanUnavailable, type ProfileName, type Wan } from "../test/wan/wan.js";
 import { startWanStack, type WanStack } from "../test/wan/wan-stack.js";
+import { benchOutage } from "./wan-outage.js";
 
 const { values } = parseArgs({
   options: {
     json: { type: "boolean", default: false },
     profile: { type: "string", default: "continental" },
-    size: { type: "string", default: "1G" },
+    size: { type: "string" },
     keep: { type: "boolean", default: false },
+    outage: { type: "boolean", default: false },
+    "outage-s": { type: "string", default: "30" },
   },
 });
-const size = parseSize("--size", values.size);
+const sizeArg = values.size ?? (values.outage ? "2G" : "1G");
+const size = parseSize("--size", sizeArg);
+const outageS = Number(values["outage-s"]);
+if (!Number.isFinite(outageS) || outageS <= 0 || outageS > 3600)
+  throw new Error(`--outage-s must be a number of seconds in (0, 3600], got "${values["outage-s"]}"`);
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 const TCP_COPY = resolve(import.meta.dirname, "../test/wan/tcp-copy.mjs");
 const CACHE = join(process.env["DWCP_CACHE_DIR"] ?? join(homedir(), ".cache", "dwcp"), "wan");
@@ -222,6 +234,42 @@ for (const signal of ["SIGINT", "SIGTERM"] as const)
     void (teardown?.() ?? Promise.resolve()).finally(() => process.exit(130));
   });
 
+/** The outage case alone: the same file with and without a cut of the link half way through. */
+async function outageProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
+  const profile = PROFILES[name];
+  const wan = await startWan({ profile, sites: ["a", "b"], hostSite: "a" });
+  let ws: WanStack | undefined;
+  teardown = async () => {
+    await wan.heal().catch(() => undefined);
+    await ws?.stop({ keep: values.keep });
+    await wan.stop();
+    if (!values.keep) rmSync(work, { recursive: true, force: true });
+  };
+  try {
+    ws = await startWanStack(wan);
+    const cc = (await wan.exec("a", "sysctl", ["-n", "net.ipv4.tcp_congestion_control"])).stdout.trim();
+    const srcDir = join(ws.stack.root("a"), "vms/bench");
+    mkdirSync(srcDir, { recursive: true });
+    log(`[${name}] outage: incompressible ${sizeArg}, ${outageS} s cut of the link half way`);
+    writeCryptoRandom(join(srcDir, "random.img"), size);
+    const figures = await benchOutage(wan, ws, { rel: "vms/bench/random.img", size, outageMs: outageS * 1000, log });
+    return {
+      profile: name,
+      link_mbps: profile.rateMbit,
+      rtt_ms: profile.rttMs,
+      loss_pct: profile.lossPct,
+      congestion_control: cc,
+      ...figures,
+      cpu: cpus()[0]?.model,
+      cores: cpus().length,
+    };
+  } finally {
+    teardown = undefined;
+    await ws?.stop({ keep: values.keep });
+    await wan.stop();
+  }
+}
+
 async function benchProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
   const profile = PROFILES[name];
   const wan = await startWan({ profile, sites: ["a", "b"], hostSite: "a" });
@@ -241,7 +289,7 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
     const srcDir = join(ws.stack.root("a"), "vms/bench");
     mkdirSync(srcDir, { recursive: true });
 
-    log(`[${name}] incompressible ${values.size}: dwcp, rsync -W --sparse, one TCP stream`);
+    log(`[${name}] incompressible ${sizeArg}: dwcp, rsync -W --sparse, one TCP stream`);
     const random = join(srcDir, "random.img");
     writeCryptoRandom(random, size);
     const dRandom = await dwcpMigrate(wan, ws, "vms/bench/random.img", "random");
@@ -337,15 +385,17 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
 async function main(): Promise<void> {
   const why = wanUnavailable();
   if (why) throw new Error(`bench:wan: ${why}`);
-  ensureTools();
-  realisticImage();
+  if (!values.outage) {
+    ensureTools();
+    realisticImage();
+  }
   const names = values.profile.split(",").filter(Boolean);
   for (const n of names)
     if (!(n in PROFILES)) throw new Error(`unknown profile ${n} (${Object.keys(PROFILES).join(", ")})`);
   for (const name of names as ProfileName[]) {
     const dir = mkdtempSync(join(tmpdir(), "dwcp-bench-wan-"));
     try {
-      const result = await benchProfile(name, dir);
+      const result = values.outage ? await outageProfile(name, dir) : await benchProfile(name, dir);
       if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else log(JSON.stringify(result, null, 2));
     } finally {

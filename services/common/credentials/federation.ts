@@ -36,16 +36,19 @@ export interface FederationCredentials {
 /**
  * Creates what is missing under `dir` for sites `sites` (site id -> its hosts) and returns where
  * everything is. Idempotent, like provision(): a restarted federation keeps its identities.
+ * `opts.hubNames`: DNS names or addresses the sites dial the hub at, besides localhost and
+ * 127.0.0.1 (its certificate names them; an existing certificate is kept as it is).
  */
 export async function provisionFederation(
   dir: string,
   sites: Readonly<Record<string, readonly string[]>>,
+  opts: { hubNames?: readonly string[] } = {},
 ): Promise<FederationCredentials> {
   const pki = join(dir, "pki");
   mkdirSync(pki, { recursive: true, mode: 0o700 });
   const { caFile, ca } = await ensureCa(pki);
   mkdirSync(join(dir, "hub"), { recursive: true, mode: 0o700 });
-  const hub = await ensureServerCertificate(join(dir, "hub"), ca);
+  const hub = await ensureServerCertificate(join(dir, "hub"), ca, opts.hubNames);
   const trust: TrustFile = { version: 1, principals: {} };
   const provisioned = new Map<string, Provisioned>();
   for (const [site, hosts] of Object.entries(sites)) {

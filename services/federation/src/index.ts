@@ -3,7 +3,9 @@ export {
   startFederation,
   siteIdentity,
   LinksNotCuttableError,
+  PlacementUnsupportedError,
   type FederationHandle,
+  type ServerPlacement,
   type FederationSite,
 } from "./app/federation.js";
 export {

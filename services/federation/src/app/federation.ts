@@ -54,6 +54,22 @@ export interface FederationHandle {
   stop(): Promise<void>;
 }
 
+/**
+ * Where the servers run when not on this host's loopback (bench:federation --wan runs each in a
+ * network namespace of the WAN emulator). Sites dial the hub directly (no LinkProxy).
+ */
+export interface ServerPlacement {
+  /** The nats-server binary for server `name` ("hub" or a site id), e.g. a wrapper that runs it elsewhere. */
+  bin(name: string): string;
+  /** The address the hub's leafnode listener binds and every site dials; the hub's certificate must name it. */
+  hubLeafHost: string;
+  /**
+   * A client URL for this process to site `id`'s server, which listens on 127.0.0.1:`port` where
+   * it runs. Its host must be one the site's certificate names (127.0.0.1: a relay).
+   */
+  reach(id: string, port: number): Promise<string>;
+}
+
 /** What startFederation takes besides its config. */
 export interface FederationDeps extends Omit<SiteDeps, "credentials"> {
   /**
@@ -61,6 +77,8 @@ export interface FederationDeps extends Omit<SiteDeps, "credentials"> {
    * `<dataDir>/credentials` for the sites, with no hosts.
    */
   credentials?: FederationCredentials;
+  /** Default: every server on this host's loopback. Needs the "hub" topology and partitionable: false. */
+  placement?: ServerPlacement;
 }
 
 interface Parts {
@@ -70,6 +88,9 @@ interface Parts {
   deadEnd?: LinkProxy;
   sites: Site[];
   credentials: FederationCredentials;
+  /** Each site's server PID. */
+  pids: Map<string, number>;
+  placement: ServerPlacement | undefined;
 }
 
 /** partition()/heal() on a federation whose links run without relays. */
@@ -81,17 +102,29 @@ export class LinksNotCuttableError extends DwcpError {
   }
 }
 
+/** A placement (servers off loopback) asked of a federation that cannot have one. */
+export class PlacementUnsupportedError extends DwcpError {
+  readonly code = "PLACEMENT_UNSUPPORTED" as const;
+  readonly retryable = false;
+  constructor() {
+    super("servers placed off loopback need topology: hub and partitionable: false (no link proxies)");
+  }
+}
+
 /**
  * Starts a federation on loopback: one nats-server per site, each its own JetStream domain, all
  * dialling one hub over leafnodes (through a LinkProxy per link when partitionable, so that a
  * link can be cut), then one Site per server. Every log exists before any mirror copies it, and
- * every site reaches every other domain before the mirrors start.
+ * every site reaches every other domain before the mirrors start. `deps.placement` runs the
+ * servers elsewhere (bench:federation --wan: each in a namespace of the emulated WAN).
  */
 export async function startFederation(
   input: FederationConfigInput,
   deps: FederationDeps = {},
 ): Promise<FederationHandle> {
   const cfg = federationConfig(input);
+  const { placement, ...siteDeps } = deps;
+  if (placement && (cfg.topology !== "hub" || cfg.partitionable)) throw new PlacementUnsupportedError();
   const ids = siteIds(cfg.sites);
   mkdirSync(cfg.dataDir, { recursive: true });
   const credentials =
@@ -101,7 +134,7 @@ export async function startFederation(
   if (missing.length > 0)
     throw new CredentialsError(`the federation's credentials have no site ${missing.join(", ")}: provision them`);
   const adminOf = (id: string): NatsCredentials => siteIdentity(credentials, id).credentials;
-  const parts: Parts = { servers: [], proxies: new Map(), sites: [], credentials };
+  const parts: Parts = { servers: [], proxies: new Map(), sites: [], credentials, pids: new Map(), placement };
   try {
     if (cfg.partitionable) {
       parts.deadEnd = await LinkProxy.start({ host: "127.0.0.1", port: 1 });
@@ -126,7 +159,7 @@ export async function startFederation(
       (id) =>
         new Site(
           { site: id, natsUrl: urls.get(id)!, peers: ids, healthIntervalMs, dataDir, maxAppendBytes, migrations },
-          { ...deps, ...siteIdentity(credentials, id) },
+          { ...siteDeps, ...siteIdentity(credentials, id) },
         ),
     );
     await Promise.all(parts.sites.map((s) => s.open()));
@@ -138,7 +171,7 @@ export async function startFederation(
     await Promise.all(parts.sites.map((s) => s.waitFor(everyoneJoined, JOIN_TIMEOUT_MS, "every site joined")));
     return handle(cfg, parts, urls, hub.process);
   } catch (err) {
-    await stopAll(parts, deps.log);
+    await stopAll(parts, siteDeps.log);
     throw err;
   }
 }
@@ -193,9 +226,11 @@ async function startHub(
   const process = await spawnNatsServer({
     name: "hub",
     port,
+    ...(parts.placement ? { bin: parts.placement.bin("hub") } : {}),
     config: renderHubConfig({
       port,
       leafListenPort: leafPort,
+      leafListenHost: parts.placement?.hubLeafHost,
       leafAdvertise: advertise,
       sites: ids,
       requesters: parts.credentials.requesters,
@@ -227,9 +262,11 @@ async function startSiteServers(
     mkdirSync(join(dir, "jetstream"), { recursive: true });
     const port = await freePort();
     const proxy = parts.proxies.get(id);
+    const hubHost = parts.placement?.hubLeafHost ?? "127.0.0.1";
     const server = await spawnNatsServer({
       name: `site ${id}`,
       port,
+      ...(parts.placement ? { bin: parts.placement.bin(id) } : {}),
       config: renderSiteConfig({
         site: id,
         sites: ids,
@@ -238,7 +275,7 @@ async function startSiteServers(
         credentials: parts.credentials.sites.get(id)!,
         port,
         storeDir: join(dir, "jetstream"),
-        remotes: id === starHub ? [] : [`nats-leaf://127.0.0.1:${proxy?.port ?? hubLeafPort}`],
+        remotes: id === starHub ? [] : [`nats-leaf://${hubHost}:${proxy?.port ?? hubLeafPort}`],
         leafListenPort: id === starHub ? hubLeafPort : undefined,
         leafAdvertise: id === starHub ? hub.advertise : undefined,
       }),
@@ -246,7 +283,8 @@ async function startSiteServers(
       logFile: join(dir, "server.log"),
     });
     parts.servers.push(server);
-    urls.set(id, server.url);
+    parts.pids.set(id, server.pid);
+    urls.set(id, parts.placement ? await parts.placement.reach(id, port) : server.url);
   };
   // The hub of a star listens before its spokes dial, or they wait a reconnect interval.
   if (starHub !== undefined) await spawnSite(starHub);
@@ -261,7 +299,6 @@ function handle(
   hub: ServerProcess | undefined,
 ): FederationHandle {
   const byId = new Map(parts.sites.map((s) => [s.id, s]));
-  const pidOf = (url: string): number => parts.servers.find((s) => s.url === url)?.pid ?? -1;
   const site = (id: string): Site => {
     const s = byId.get(id);
     if (!s) throw new UnknownSiteError(id);
@@ -285,7 +322,7 @@ function handle(
         waitOnFirstConnect: false,
       });
     },
-    sites: parts.sites.map((s) => ({ id: s.id, url: urls.get(s.id)!, pid: pidOf(urls.get(s.id)!), site: s })),
+    sites: parts.sites.map((s) => ({ id: s.id, url: urls.get(s.id)!, pid: parts.pids.get(s.id) ?? -1, site: s })),
     hub: hub ? { url: hub.url, pid: hub.pid } : undefined,
     site,
     partition: (id) => links(id).forEach((p) => p.cut()),

@@ -44,6 +44,11 @@ export interface SiteServerConfig {
 export interface HubServerConfig {
   port: number;
   leafListenPort: number;
+  /**
+   * The address the leafnode listener binds (the hub's certificate must name it). Default
+   * 127.0.0.1: a federation on one host.
+   */
+  leafListenHost?: string;
   /** Every site of the federation: each may dial in. */
   sites: readonly string[];
   /** The roles whose requests cross the links (crossSiteRequesters of every site's roles). */
@@ -70,8 +75,13 @@ const TLS_TIMEOUT_S = 5;
  * A leafnode listener: TLS verified against the federation's CA, and each dialling server is the
  * user its certificate names (`verify_and_map`, see leafUser in server-config.ts).
  */
-const leafListener = (port: number, tls: TlsFiles, advertise: string | undefined): Record<string, unknown> => ({
-  listen: `127.0.0.1:${port}`,
+const leafListener = (
+  port: number,
+  tls: TlsFiles,
+  advertise: string | undefined,
+  host = "127.0.0.1",
+): Record<string, unknown> => ({
+  listen: `${host}:${port}`,
   ...(advertise !== undefined ? { advertise } : {}),
   tls: { ...tlsFiles(tls), verify_and_map: true, timeout: TLS_TIMEOUT_S },
 });
@@ -135,7 +145,7 @@ export function renderHubConfig(c: HubServerConfig): string {
     users: [],
     leafnodes: { hosts: c.hosts, accept: c.sites, requesters: c.requesters },
     extra: `leafnodes: ${JSON.stringify(
-      { reconnect: LEAF_RECONNECT_S, ...leafListener(c.leafListenPort, c.tls, c.leafAdvertise) },
+      { reconnect: LEAF_RECONNECT_S, ...leafListener(c.leafListenPort, c.tls, c.leafAdvertise, c.leafListenHost) },
       null,
       2,
     )}`,
