@@ -66,7 +66,7 @@ export interface NativeBinding {
   fadvise(fd: number, offset: number, length: number, advice: number): void;
   alignmentOffset(buf: Uint8Array, align: number): number;
   preadCached(fd: number, buf: Uint8Array, offset: number, length: number): number;
-  tuneSocket(fd: number, sndbuf: number, rcvbuf: number, congestion: string): NativeSocketTuning;
+  tuneSocket(fd: number, sndbuf: number, rcvbuf: number, congestion: string, userTimeoutMs: number): NativeSocketTuning;
   mappedFingerprints(fd: number, offset: number, length: number, out: Uint8Array): Promise<void>;
   startWriteback(fd: number, offset: number, length: number): Promise<void>;
   recv(

@@ -87,10 +87,15 @@ export interface ZeroCopy {
   /**
    * setsockopt on a TCP socket's fd: SO_SNDBUF / SO_RCVBUF when given (> 0; an explicit size
    * turns the kernel's autotuning off for that direction, and net.core.wmem_max / rmem_max cap
-   * it) and TCP_CONGESTION when given (an algorithm the kernel refuses is kept out, not an
-   * error). Returns what the socket has afterwards, with its smoothed RTT from TCP_INFO.
+   * it), TCP_CONGESTION when given (an algorithm the kernel refuses is kept out, not an
+   * error) and TCP_USER_TIMEOUT when given (> 0 ms: sent data unacknowledged for that long drops
+   * the connection, with ETIMEDOUT, instead of retransmitting on a backing-off timer). Returns
+   * what the socket has afterwards, with its smoothed RTT from TCP_INFO.
    */
-  tuneSocket(fd: number, options: { sndbuf?: number; rcvbuf?: number; congestion?: string }): NativeSocketTuning;
+  tuneSocket(
+    fd: number,
+    options: { sndbuf?: number; rcvbuf?: number; congestion?: string; userTimeoutMs?: number },
+  ): NativeSocketTuning;
 }
 
 /** Memory, offset and length alignment that O_DIRECT I/O needs on Linux file systems here. */
@@ -244,7 +249,10 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
         throw new InvalidArgumentError(
           `tuneSocket: congestion control must be a kernel algorithm name, got "${congestion}"`,
         );
-      return sync(() => b.tuneSocket(fd, sndbuf, rcvbuf, congestion));
+      const userTimeoutMs = options.userTimeoutMs ?? 0;
+      assertLength("userTimeoutMs", userTimeoutMs);
+      if (userTimeoutMs > 0x7fffffff) throw new InvalidArgumentError("tuneSocket: userTimeoutMs over 2^31 - 1");
+      return sync(() => b.tuneSocket(fd, sndbuf, rcvbuf, congestion, userTimeoutMs));
     },
     alignedBuffer(size) {
       assertLength("size", size);

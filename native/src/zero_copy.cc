@@ -306,7 +306,9 @@ Napi::Value AlignmentOffset(const Napi::CallbackInfo& info) {
 
 // Socket tuning for long links: SO_SNDBUF / SO_RCVBUF (0 = leave the kernel's autotuning alone;
 // an explicit size turns autotuning off for that direction and is capped by net.core.*mem_max)
-// and TCP_CONGESTION ("" = leave it). Returns what the socket has afterwards: both buffer sizes
+// TCP_CONGESTION ("" = leave it) and TCP_USER_TIMEOUT (ms; 0 = leave it: how long sent data may
+// go unacknowledged before the kernel drops the connection). Returns what the socket has
+// afterwards: both buffer sizes
 // (as the kernel reports them, i.e. doubled), the congestion control, and the smoothed RTT in
 // microseconds from TCP_INFO (and the smallest RTT it has seen, where the kernel reports it). An algorithm the kernel refuses (not loaded, not allowed) is not
 // an error: the returned name says what the socket kept.
@@ -316,6 +318,10 @@ Napi::Value TuneSocket(const Napi::CallbackInfo& info) {
   const int sndbuf = i32(info[1]);
   const int rcvbuf = i32(info[2]);
   const std::string congestion = info[3].As<Napi::String>().Utf8Value();
+  const unsigned user_timeout_ms = info.Length() > 4 ? static_cast<unsigned>(i32(info[4])) : 0;
+  if (user_timeout_ms > 0 &&
+      ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms) != 0)
+    throw errno_error(env, errno, "setsockopt(TCP_USER_TIMEOUT)");
   if (sndbuf > 0 && ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0)
     throw errno_error(env, errno, "setsockopt(SO_SNDBUF)");
   if (rcvbuf > 0 && ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0)

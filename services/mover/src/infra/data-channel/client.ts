@@ -295,6 +295,15 @@ async function sendStripes(
   }
 }
 
+/**
+ * How long a data link's sent bytes may go unacknowledged before the kernel drops it
+ * (TCP_USER_TIMEOUT), so that the run resumes on a new connection. After an outage of the path,
+ * TCP retransmits on a timer that doubled through the outage (tens of seconds after a 30 s cut)
+ * and the link stayed silent until the idle timeout; a new connection is tried every few seconds
+ * (RESUME_BACKOFF_MS) and carries on as soon as the path is back.
+ */
+export const UNACKED_TIMEOUT_MS = 15_000;
+
 /** Pauses between reconnection attempts of a dropped run: 0.5 s, doubling, at most 5 s. */
 const RESUME_BACKOFF_MS = { first: 500, max: 5_000 } as const;
 
@@ -679,7 +688,7 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   if (o.signal?.aborted === true) onAbort();
   try {
     const { bytes, rttUs, sealer, nonce } = await handshake(o, socket, reader);
-    const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log);
+    const tuning = tuneSocket(socket, o.bandwidthLimitBytesPerSec, log, { userTimeoutMs: UNACKED_TIMEOUT_MS });
     log.info({ address: o.address, handshakeRttUs: rttUs, sealed: sealer !== undefined, ...tuning }, "data link open");
     return {
       migrationId: o.migrationId,

@@ -16,6 +16,8 @@ export interface SocketTuning {
   /** The connection's smallest RTT so far (its smoothed one where the kernel has no minimum), µs. */
   rttUs: number | undefined;
   bdpBytes: number;
+  /** TCP_USER_TIMEOUT set on the socket, ms (undefined: the kernel's retransmission limits). */
+  userTimeoutMs: number | undefined;
 }
 
 /** The TCP fd under a socket; a TLS socket wraps the TCP one (its `_parent`). */
@@ -64,10 +66,16 @@ export function kernelNet(): KernelNet {
  * Tune a connected data socket for its link: the congestion control (BBR where the kernel has and
  * allows it, else CUBIC, else the default), and buffers sized to the bandwidth-delay product
  * (the connection's RTT from TCP_INFO × the migration's bandwidth limit, or an assumed 10 Gbit/s)
- * where autotuning could not reach it. Without the native module nothing is set (Node has no
+ * where autotuning could not reach it, and `opts.userTimeoutMs` as TCP_USER_TIMEOUT. Without the
+ * native module nothing is set (Node has no
  * setsockopt for these) and undefined is returned. Never throws: tuning is an optimisation.
  */
-export function tuneSocket(socket: Socket, rateBytesPerSec: number | undefined, log: Logger): SocketTuning | undefined {
+export function tuneSocket(
+  socket: Socket,
+  rateBytesPerSec: number | undefined,
+  log: Logger,
+  opts: { userTimeoutMs?: number } = {},
+): SocketTuning | undefined {
   const fd = tcpFd(socket);
   if (!zeroCopy.available || fd === undefined) return undefined;
   try {
@@ -76,7 +84,12 @@ export function tuneSocket(socket: Socket, rateBytesPerSec: number | undefined, 
     // host, scheduling delay (a loaded loopback shows a smoothed RTT of several ms).
     const rttUs = measured.minRttUs ?? measured.rttUs;
     const plan = planTuning(kernelNet(), rttUs, rateBytesPerSec);
-    const got = zeroCopy.tuneSocket(fd, { sndbuf: plan.sndbuf, rcvbuf: plan.rcvbuf, congestion: plan.congestion });
+    const got = zeroCopy.tuneSocket(fd, {
+      sndbuf: plan.sndbuf,
+      rcvbuf: plan.rcvbuf,
+      congestion: plan.congestion,
+      userTimeoutMs: opts.userTimeoutMs,
+    });
     const tuning: SocketTuning = {
       congestion: got.congestion,
       sndbuf: got.sndbuf,
@@ -85,6 +98,7 @@ export function tuneSocket(socket: Socket, rateBytesPerSec: number | undefined, 
       rcvbufSet: plan.rcvbuf !== undefined,
       rttUs,
       bdpBytes: plan.bdpBytes,
+      userTimeoutMs: opts.userTimeoutMs,
     };
     if (plan.congestion !== undefined && !got.congestionSet && !refusalLogged) {
       refusalLogged = true;
