@@ -67,8 +67,8 @@ export function kernelNet(): KernelNet {
  * allows it, else CUBIC, else the default), and buffers sized to the bandwidth-delay product
  * (the connection's RTT from TCP_INFO × the migration's bandwidth limit, or an assumed 10 Gbit/s)
  * where autotuning could not reach it, and `opts.userTimeoutMs` as TCP_USER_TIMEOUT. Without the
- * native module nothing is set (Node has no
- * setsockopt for these) and undefined is returned. Never throws: tuning is an optimisation.
+ * native module nothing is set (Node has no setsockopt for these) and undefined is returned.
+ * Never throws: tuning is an optimisation.
  */
 export function tuneSocket(
   socket: Socket,
