@@ -321,7 +321,7 @@ describe("zstd chunks", () => {
     expect((await compressChunk(random, { codec: "zstd" })).codec).toBe("none");
   });
 
-  it("samples the whole chunk, not its start: compressible data behind incompressible bytes is compressed", async () => {
+  it("samples the whole chunk, not its start: data behind incompressible bytes is compressed", async () => {
     // A package's compressed bytes, then text: the first 64 KiB alone would not compress.
     const moreText = Buffer.concat([text, text, text, text]).subarray(0, 768 * 1024);
     const mixed = Buffer.concat([bytes(256 * 1024, 11), moreText]);

@@ -44,7 +44,7 @@ describe("socket tuning plan", () => {
 });
 
 describe("stripes", () => {
-  it("stripes by default only a WAN link that backs off on loss, as asked otherwise, never past the chunk count", () => {
+  it("stripes by default only a WAN link that backs off on loss, else as asked, never past the chunks", () => {
     expect(streamsFor(undefined, { rttUs: 60 }, 64)).toBe(1);
     expect(streamsFor(undefined, undefined, 64)).toBe(1);
     expect(streamsFor(undefined, { rttUs: 50_000, congestion: "cubic" }, 64)).toBe(DEFAULT_WAN_STREAMS);

@@ -279,13 +279,11 @@ async function sendStripes(
           key,
           i === 0 ? first : undefined,
           log,
-        ).catch(
-          (err: unknown) => {
-            errors.push(err);
-            stop.abort(err);
-            return undefined;
-          },
-        ),
+        ).catch((err: unknown) => {
+          errors.push(err);
+          stop.abort(err);
+          return undefined;
+        }),
       ),
     );
     if (errors.length > 0) throw errors[0];
