@@ -26,7 +26,8 @@ const BATCHES_IN_FLIGHT = 4;
  * through the outage: 25 s into a 30 s cut it next fires 25 s later) is replaced instead: a data
  * link is dropped after 15 s without acknowledgements and its run reconnects every 0.5-5 s, and
  * NATS connections are found stale by pings every 10 s at both ends, so the destination mover's
- * RPCs (finalize) no longer go to its dead connection. Before, the migration ended 90-120 s after
+ * RPCs (finalize) no longer go to its dead connection: with the server's default pings (every
+ * 2 min) the finalize waited out its 2 min timeout there, and the migration ended 90-120 s after
  * the heal.
  */
 const AFTER_HEAL_MS = 20_000;
