@@ -234,25 +234,32 @@ for (const signal of ["SIGINT", "SIGTERM"] as const)
     void (teardown?.() ?? Promise.resolve()).finally(() => process.exit(130));
   });
 
-/** The outage case alone: the same file with and without a cut of the link half way through. */
-async function outageProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
+/**
+ * Runs `body` on an emulated WAN of profile `name` with a dwcp stack across it (site a the source,
+ * b the destination), and returns its figures with the link's and the machine's. An interrupted
+ * bench (SIGINT, SIGTERM) heals the link, stops the stack and the WAN, and removes `work`.
+ */
+async function onProfile(
+  name: ProfileName,
+  work: string,
+  body: (wan: Wan, ws: WanStack) => Promise<Record<string, unknown>>,
+): Promise<Record<string, unknown>> {
   const profile = PROFILES[name];
   const wan = await startWan({ profile, sites: ["a", "b"], hostSite: "a" });
   let ws: WanStack | undefined;
-  teardown = async () => {
-    await wan.heal().catch(() => undefined);
+  const stop = async (): Promise<void> => {
     await ws?.stop({ keep: values.keep });
     await wan.stop();
+  };
+  teardown = async () => {
+    await wan.heal().catch(() => undefined);
+    await stop();
     if (!values.keep) rmSync(work, { recursive: true, force: true });
   };
   try {
     ws = await startWanStack(wan);
     const cc = (await wan.exec("a", "sysctl", ["-n", "net.ipv4.tcp_congestion_control"])).stdout.trim();
-    const srcDir = join(ws.stack.root("a"), "vms/bench");
-    mkdirSync(srcDir, { recursive: true });
-    log(`[${name}] outage: incompressible ${sizeArg}, ${outageS} s cut of the link half way`);
-    writeCryptoRandom(join(srcDir, "random.img"), size);
-    const figures = await benchOutage(wan, ws, { rel: "vms/bench/random.img", size, outageMs: outageS * 1000, log });
+    const figures = await body(wan, ws);
     return {
       profile: name,
       link_mbps: profile.rateMbit,
@@ -265,23 +272,24 @@ async function outageProfile(name: ProfileName, work: string): Promise<Record<st
     };
   } finally {
     teardown = undefined;
-    await ws?.stop({ keep: values.keep });
-    await wan.stop();
+    await stop();
   }
 }
 
-async function benchProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
+/** The outage case alone: the same file with and without a cut of the link half way through. */
+function outageProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
+  return onProfile(name, work, async (wan, ws) => {
+    const srcDir = join(ws.stack.root("a"), "vms/bench");
+    mkdirSync(srcDir, { recursive: true });
+    log(`[${name}] outage: incompressible ${sizeArg}, ${outageS} s cut of the link half way`);
+    writeCryptoRandom(join(srcDir, "random.img"), size);
+    return benchOutage(wan, ws, { rel: "vms/bench/random.img", size, outageMs: outageS * 1000, log });
+  });
+}
+
+function benchProfile(name: ProfileName, work: string): Promise<Record<string, unknown>> {
   const profile = PROFILES[name];
-  const wan = await startWan({ profile, sites: ["a", "b"], hostSite: "a" });
-  let ws: WanStack | undefined;
-  teardown = async () => {
-    await ws?.stop({ keep: values.keep });
-    await wan.stop();
-    if (!values.keep) rmSync(work, { recursive: true, force: true });
-  };
-  try {
-    ws = await startWanStack(wan);
-    const cc = (await wan.exec("a", "sysctl", ["-n", "net.ipv4.tcp_congestion_control"])).stdout.trim();
+  return onProfile(name, work, async (wan, ws) => {
     const rsyncDir = join(work, "rsyncd");
     await startRsyncd(wan, rsyncDir, work);
     const rsyncUrl = `rsync://${wan.address("b")}/dst/`;
@@ -333,11 +341,6 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
     log(`  ${secs({ dwcp: dInc, rsync: iRsync, "rsync -z": izRsync })}`);
 
     return {
-      profile: name,
-      link_mbps: profile.rateMbit,
-      rtt_ms: profile.rttMs,
-      loss_pct: profile.lossPct,
-      congestion_control: cc,
       incompressible_bytes: size,
       incompressible_goodput_ratio: (size * 8) / dRandom.seconds / (profile.rateMbit * 1e6),
       incompressible_ratio_vs_rsync: ratio(rRandom.seconds, dRandom.seconds),
@@ -372,14 +375,8 @@ async function benchProfile(name: ProfileName, work: string): Promise<Record<str
       incremental_dwcp_base_reused_bytes: dInc.baseReusedBytes,
       incremental_rsync_link_bytes: iRsync.linkBytes,
       incremental_rsync_z_link_bytes: izRsync.linkBytes,
-      cpu: cpus()[0]?.model,
-      cores: cpus().length,
     };
-  } finally {
-    teardown = undefined;
-    await ws?.stop({ keep: values.keep });
-    await wan.stop();
-  }
+  });
 }
 
 async function main(): Promise<void> {
