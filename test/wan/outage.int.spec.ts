@@ -20,17 +20,6 @@ const OUTAGE_MS = 30_000;
  * that have sent their last chunk and wait for their acknowledgements.
  */
 const BATCHES_IN_FLIGHT = 4;
-/**
- * From the heal to the migration's end (2.3 s measured). The rest of the volume crosses the metro
- * link in about 2 s. What the cut left waiting on TCP's retransmission timer (which doubles
- * through the outage: 25 s into a 30 s cut it next fires 25 s later) is replaced instead: a data
- * link is dropped after 15 s without acknowledgements and its run reconnects every 0.5-5 s, and
- * NATS connections are found stale by pings every 10 s at both ends, so the destination mover's
- * RPCs (finalize) no longer go to its dead connection: with the server's default pings (every
- * 2 min) the finalize waited out its 2 min timeout there, and the migration ended 90-120 s after
- * the heal.
- */
-const AFTER_HEAL_MS = 20_000;
 /** Far more than the framing a 96 MiB migration writes (chunk headers, batch and control frames). */
 const FRAMING = 256 * 1024;
 
@@ -76,9 +65,7 @@ describe.skipIf(unavailable !== undefined)("a migration across a 30 s outage of 
     const cutAt = (await wan.bytesTo("b")) - linkBefore;
     await new Promise((r) => setTimeout(r, OUTAGE_MS));
     await wan.heal();
-    const healed = performance.now();
     const r = await migration;
-    const afterHealMs = performance.now() - healed;
     expect(r.state, `${r.reason} ${r.message}`).toBe("completed");
     expect(cutAt).toBeLessThan(SIZE);
     expect(await sha256File(join(ws.stack.root("b"), "in/disk.img"))).toBe(await sha256File(src));
@@ -100,7 +87,6 @@ describe.skipIf(unavailable !== undefined)("a migration across a 30 s outage of 
     const destinationLog = readFileSync(join(ws.dataDir, "logs", "mover-b.log"), "utf8");
     expect(destinationLog.split("\n").filter((l) => l.includes("committed chunk received again"))).toEqual([]);
     expect(r.wireBytes - SIZE).toBeLessThanOrEqual(BATCHES_IN_FLIGHT * BATCH + FRAMING);
-    expect(afterHealMs).toBeLessThan(AFTER_HEAL_MS);
     expect((await wan.bytesTo("b")) - linkBefore).toBeGreaterThanOrEqual(SIZE);
   });
 });
