@@ -77,6 +77,7 @@ export interface NativeBinding {
     max: number,
     timeoutMs: number,
     cancel: Int32Array,
+    stallMs?: number,
   ): Promise<number>;
   sealSend(
     fd: number,
@@ -98,6 +99,8 @@ export interface NativeBinding {
     capacity: number,
     timeoutMs: number,
     cancel: Int32Array,
+    progress?: Int32Array,
+    stallMs?: number,
   ): Promise<number>;
   readable(fd: number): boolean;
   sealBuffer(

@@ -114,6 +114,34 @@ describe.skipIf(!sealed.available)("sealSend / recvOpen over TCP", () => {
     expect(await sealed.recvOpen(socketFd(b) as number, k, 3n, header, into, 0, 10, 10_000, cancel())).toBe(-1);
   });
 
+  it("with resume, gives its thread back when the peer goes quiet inside a record, and continues it", async () => {
+    const { a, b } = await pair();
+    const k = keys();
+    const plain = randomBytes(256 * 1024);
+    const body = Buffer.from(plain);
+    const sealedHeader = Buffer.alloc(SEALED_HEADER_BYTES);
+    await sealed.seal(k, 0n, sealedHeader, body);
+    const write = (bytes: Uint8Array): Promise<void> => new Promise((r) => a.write(bytes, () => r()));
+    const fd = socketFd(b) as number;
+    const header = Buffer.alloc(SEALED_HEADER_BYTES);
+    const into = Buffer.alloc(plain.length);
+    const resume = { progress: new Int32Array(2), stallMs: 30 };
+    const read = (): Promise<number> =>
+      sealed.recvOpen(fd, k, 0n, header, into, 0, into.length, 10_000, cancel(), resume);
+    /** Reads until the peer's bytes so far are in, each read stalling with the record unfinished. */
+    const readAll = async (header: number, body: number): Promise<void> => {
+      while (resume.progress[0] !== header || resume.progress[1] !== body) expect(await read()).toBe(-2);
+    };
+    await write(sealedHeader.subarray(0, 10));
+    await readAll(10, 0);
+    await write(Buffer.concat([sealedHeader.subarray(10), body.subarray(0, 1000)]));
+    await readAll(SEALED_HEADER_BYTES, 1000);
+    await write(body.subarray(1000));
+    expect(await read()).toBe(plain.length);
+    expect(into.equals(plain)).toBe(true);
+    expect([...resume.progress]).toEqual([0, 0]);
+  });
+
   it("refuses a record longer than the reader's capacity before reading its body", async () => {
     const { a, b } = await pair();
     const k = keys();

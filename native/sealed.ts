@@ -18,6 +18,13 @@ export interface SealKeys {
   iv: Uint8Array;
 }
 
+/** A record read that may stop when the peer goes quiet, and continue (see recvOpen). */
+export interface SealedResume {
+  /** Header and body bytes of the record received so far; zero between records. */
+  progress: Int32Array;
+  stallMs: number;
+}
+
 export interface Sealed {
   readonly available: boolean;
   /**
@@ -40,6 +47,11 @@ export interface Sealed {
    * length (1..capacity), or -1 at a clean EOF before it. Rejects with SealedRecordForgedError
    * (tag) or SealedRecordInvalidError (order, header, length, truncation); buf's range then holds
    * nothing usable. The socket must not be read by anyone else meanwhile.
+   *
+   * With `resume`, no byte for `resume.stallMs` inside a record resolves to -2 with what arrived
+   * kept in `resume.progress` (header and body bytes): the peer gone quiet (a cut link) does not
+   * keep a pool thread for the whole timeout. Calling again with the same arguments continues the
+   * record; progress is back at zero once it ends either way.
    */
   recvOpen(
     fd: number,
@@ -51,6 +63,7 @@ export interface Sealed {
     capacity: number,
     timeoutMs: number,
     cancel: Int32Array,
+    resume?: SealedResume,
   ): Promise<number>;
   /** Whether `fd` has bytes (or an EOF or error) to read now; never waits. Synchronous. */
   readable(fd: number): boolean;
@@ -100,7 +113,7 @@ export function nativeSealed(b: NativeBinding): Sealed {
       if (cancel.length < 1) throw new InvalidArgumentError("sealSend: cancel must hold at least one element");
       return withCallerStack(() => b.sealSend(fd, keys.key, keys.iv, counter, [...parts], timeoutMs, cancel));
     },
-    async recvOpen(fd, keys, counter, header, buf, offset, capacity, timeoutMs, cancel) {
+    async recvOpen(fd, keys, counter, header, buf, offset, capacity, timeoutMs, cancel, resume) {
       assertFd("fd", fd);
       checkKeys(keys, counter);
       if (header.length < SEALED_HEADER_BYTES) throw new InvalidArgumentError("recvOpen: header buffer too small");
@@ -110,8 +123,27 @@ export function nativeSealed(b: NativeBinding): Sealed {
         throw new InvalidArgumentError(`recvOpen: ${offset}+${capacity} does not fit a ${buf.length}-byte buffer`);
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("recvOpen: cancel must hold at least one element");
+      if (resume === undefined)
+        return withCallerStack(() =>
+          b.recvOpen(fd, keys.key, keys.iv, counter, header, buf, offset, capacity, timeoutMs, cancel),
+        );
+      if (resume.progress.length < 2) throw new InvalidArgumentError("recvOpen: progress must hold two elements");
+      assertPositiveInt("stallMs", resume.stallMs, 0x7fffffff);
       return withCallerStack(() =>
-        b.recvOpen(fd, keys.key, keys.iv, counter, header, buf, offset, capacity, timeoutMs, cancel),
+        b.recvOpen(
+          fd,
+          keys.key,
+          keys.iv,
+          counter,
+          header,
+          buf,
+          offset,
+          capacity,
+          timeoutMs,
+          cancel,
+          resume.progress,
+          resume.stallMs,
+        ),
       );
     },
     readable(fd) {

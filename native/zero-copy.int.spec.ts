@@ -160,6 +160,37 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
     }
   });
 
+  it("recv with stallMs returns what arrived when the peer goes quiet mid-read, to be continued", async () => {
+    const payload = randomBytes(64 * 1024);
+    const server = createServer({ pauseOnConnect: true });
+    const accepted = new Promise<Socket>((resolve) => server.once("connection", resolve));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    const sock = await accepted;
+    const fd = fdOf(sock);
+    const cancel = new Int32Array(new SharedArrayBuffer(4));
+    const target = Buffer.alloc(payload.length);
+    try {
+      expect(await zeroCopy.recv(fd, target, 0, 1, 8, 10_000, cancel, 20)).toBe(-1);
+      await new Promise<void>((resolve) => client.write(payload.subarray(0, 1000), () => resolve()));
+      let got = 0;
+      while (got < 1000) {
+        const n = await zeroCopy.recv(fd, target, got, payload.length - got, payload.length - got, 10_000, cancel, 20);
+        expect(n).toBeLessThan(0);
+        got += -1 - n;
+      }
+      expect(got).toBe(1000);
+      client.end(payload.subarray(1000));
+      const rest = payload.length - got;
+      expect(await zeroCopy.recv(fd, target, got, rest, rest, 10_000, cancel, 20)).toBe(rest);
+      expect(target.equals(payload)).toBe(true);
+    } finally {
+      sock.destroy();
+      client.destroy();
+      server.close();
+    }
+  });
+
   it("alignedBuffer hands out pre-faulted memory on a 4 KiB boundary", () => {
     const b = zeroCopy.alignedBuffer(MiB);
     expect(b.length).toBe(MiB);

@@ -34,6 +34,11 @@ export interface ZeroCopy {
    * arrived; resolves to the count, fewer than `min` only at EOF. Runs on the libuv pool. Rejects
    * with ETIMEDOUT after timeoutMs without a byte, and with ECANCELED soon (<= 50 ms) after
    * `cancel[0]` becomes non-zero. The socket must not be read by anyone else meanwhile.
+   *
+   * With `stallMs`, no byte for stallMs resolves early to `-1 - n` (n: the bytes received so far,
+   * fewer than `min`): a peer gone quiet mid-read (a cut link) does not keep a pool thread, which
+   * the process's file I/O and DNS share, for the whole timeout. The caller waits for the socket
+   * on its event loop and asks for the rest.
    */
   recv(
     fd: number,
@@ -43,6 +48,7 @@ export interface ZeroCopy {
     max: number,
     timeoutMs: number,
     cancel: Int32Array,
+    stallMs?: number,
   ): Promise<number>;
   /**
    * Whether socket `fd` has bytes (or an EOF or error) to read now; never waits. Synchronous: a
@@ -153,7 +159,7 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       return withCallerStack(() => b.sendfile(outFd, inFd, offset, length, timeoutMs));
     },
-    async recv(fd, buf, offset, min, max, timeoutMs, cancel) {
+    async recv(fd, buf, offset, min, max, timeoutMs, cancel, stallMs) {
       assertFd("fd", fd);
       assertLength("offset", offset);
       assertLength("min", min);
@@ -162,7 +168,9 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
         throw new InvalidArgumentError(`recv: range ${offset}+${min}..${max} does not fit a ${buf.length}-byte buffer`);
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("recv: cancel must hold at least one element");
-      return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
+      if (stallMs === undefined) return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
+      assertPositiveInt("stallMs", stallMs, 0x7fffffff);
+      return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel, stallMs));
     },
     readable(fd) {
       assertFd("fd", fd);

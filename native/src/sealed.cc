@@ -196,10 +196,15 @@ class SealSendWorker final : public SealedWorker {
 // Resolves to the plaintext length, or -1 at a clean EOF before the record. The counter in the
 // header must be the expected one (SEALED_ORDER: a replayed, dropped or reordered record), the
 // tag must match (SEALED_TAG). On any refusal the buffer's bytes must not be used.
+// With a `progress` array (header bytes, body bytes received so far) and stall_ms > 0, nothing
+// arriving for stall_ms resolves to -2 with the progress saved: a peer gone quiet inside a record
+// (a cut link) does not hold a pool thread; the caller waits for the socket on its event loop and
+// calls again with the same arguments to continue the record.
 class RecvOpenWorker final : public SealedWorker {
  public:
   RecvOpenWorker(Napi::Env env, int fd, Keys keys, uint64_t counter, Napi::Uint8Array header, Napi::Uint8Array buf,
-                 int64_t offset, int64_t capacity, int timeout_ms, Napi::Int32Array cancel)
+                 int64_t offset, int64_t capacity, int timeout_ms, Napi::Int32Array cancel, Napi::Int32Array progress,
+                 int stall_ms)
       : SealedWorker(env),
         fd_(fd),
         keys_(keys),
@@ -208,14 +213,22 @@ class RecvOpenWorker final : public SealedWorker {
         data_(buf.Data() + offset),
         capacity_(capacity),
         timeout_(timeout_ms),
+        stall_(progress.IsEmpty() ? 0 : stall_ms),
         cancel_(cancel.Data()),
+        progress_(progress.IsEmpty() ? nullptr : progress.Data()),
         header_ref_(Napi::Persistent(header)),
         buf_ref_(Napi::Persistent(buf)),
-        cancel_ref_(Napi::Persistent(cancel)) {}
+        cancel_ref_(Napi::Persistent(cancel)) {
+    if (!progress.IsEmpty()) progress_ref_ = Napi::Persistent(progress);
+  }
 
   void Execute() override {
-    const int64_t got = ReadFully(header_, kHeader);
+    const int64_t head = progress_ != nullptr ? progress_[0] : 0;
+    const int64_t had = progress_ != nullptr ? progress_[1] : 0;
+    Save(0, 0);
+    const int64_t got = head < static_cast<int64_t>(kHeader) ? ReadFully(header_, kHeader, head) : head;
     if (got < 0) return;
+    if (stalled_) return Save(got, 0);
     if (got == 0) {
       length_ = -1;
       return;
@@ -228,8 +241,9 @@ class RecvOpenWorker final : public SealedWorker {
       return Refuse("SEALED_ORDER", "record out of order: replayed, dropped or reordered");
     if (length == 0 || static_cast<int64_t>(length) > capacity_)
       return Refuse("SEALED_TOO_LONG", "record length outside what the reader expects");
-    const int64_t body = ReadFully(data_, length);
+    const int64_t body = ReadFully(data_, length, had);
     if (body < 0) return;
+    if (stalled_) return Save(kHeader, body);
     if (body < static_cast<int64_t>(length)) return Refuse("SEALED_TRUNCATED", "connection closed inside a record");
     if (!open(keys_, counter_, header_, data_, length)) {
       std::memset(data_, 0, length);  // no unauthenticated byte stays where a caller could read it
@@ -237,13 +251,23 @@ class RecvOpenWorker final : public SealedWorker {
     }
     length_ = static_cast<int64_t>(length);
   }
-  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(length_)); }
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::Number::New(env, static_cast<double>(stalled_ ? -2 : length_));
+  }
 
  private:
-  // recv() until `want` bytes, EOF (returns fewer) or a failure (returns -1 after Fail).
-  int64_t ReadFully(uint8_t* into, uint64_t want) {
-    uint64_t got = 0;
+  void Save(int64_t head, int64_t body) {
+    if (progress_ == nullptr) return;
+    progress_[0] = static_cast<int32_t>(head);
+    progress_[1] = static_cast<int32_t>(body);
+  }
+
+  // recv() from byte `got` until `want` bytes, EOF (returns fewer), a stall (sets stalled_,
+  // returns the count) or a failure (returns -1 after Fail).
+  int64_t ReadFully(uint8_t* into, uint64_t want, int64_t from) {
+    uint64_t got = static_cast<uint64_t>(from);
     int waited = 0;
+    const int slice = stall_ > 0 && stall_ < kSliceMs ? stall_ : kSliceMs;
     while (got < want) {
       if (__atomic_load_n(cancel_, __ATOMIC_ACQUIRE) != 0) return Fail(ECANCELED, "recv"), -1;
       const ssize_t n = ::recv(fd_, into + got, static_cast<size_t>(want - got), MSG_DONTWAIT);
@@ -254,8 +278,13 @@ class RecvOpenWorker final : public SealedWorker {
         break;
       } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
         pollfd p{fd_, POLLIN, 0};
-        const int r = ::poll(&p, 1, kSliceMs);
-        if (r == 0 && (waited += kSliceMs) >= timeout_) return Fail(ETIMEDOUT, "recv"), -1;
+        const int r = ::poll(&p, 1, slice);
+        if (r == 0) waited += slice;
+        if (r == 0 && waited >= timeout_) return Fail(ETIMEDOUT, "recv"), -1;
+        if (r == 0 && stall_ > 0 && waited >= stall_) {
+          stalled_ = true;
+          break;
+        }
         if (r < 0 && errno != EINTR) return Fail(errno, "poll"), -1;
       } else if (errno != EINTR) {
         return Fail(errno, "recv"), -1;
@@ -271,10 +300,13 @@ class RecvOpenWorker final : public SealedWorker {
   uint8_t* data_;
   int64_t capacity_;
   int timeout_;
+  int stall_;
   int32_t* cancel_;
+  int32_t* progress_;
   int64_t length_ = 0;
+  bool stalled_ = false;
   Napi::Reference<Napi::Uint8Array> header_ref_, buf_ref_;
-  Napi::Reference<Napi::Int32Array> cancel_ref_;
+  Napi::Reference<Napi::Int32Array> cancel_ref_, progress_ref_;
 };
 
 // Buffer-only seal/open for tests and the fuzzer's peers: (key, iv, counter, header(32), data).
@@ -325,7 +357,9 @@ Napi::Value SealSend(const Napi::CallbackInfo& info) {
 Napi::Value RecvOpen(const Napi::CallbackInfo& info) {
   return queue<RecvOpenWorker>(info.Env(), i32(info[0]), keys_of(info[1], info[2]), counter_of(info[3]),
                                info[4].As<Napi::Uint8Array>(), info[5].As<Napi::Uint8Array>(), i64(info[6]),
-                               i64(info[7]), i32(info[8]), info[9].As<Napi::Int32Array>());
+                               i64(info[7]), i32(info[8]), info[9].As<Napi::Int32Array>(),
+                               info.Length() > 11 ? info[10].As<Napi::Int32Array>() : Napi::Int32Array(),
+                               info.Length() > 11 ? i32(info[11]) : 0);
 }
 
 Napi::Value SealBuffer(const Napi::CallbackInfo& info) {

@@ -131,19 +131,23 @@ class CopyRangeWorker final : public PromiseWorker {
 
 // recv(2) from a non-blocking socket into [offset, offset+max) of a buffer until at least `min`
 // bytes arrived, the peer closed (fewer: EOF), or nothing arrived for timeout_ms (ETIMEDOUT).
+// With stall_ms > 0, nothing arriving for stall_ms returns early with -1 - (bytes so far): a peer
+// gone quiet mid-read (a cut link) does not hold a pool thread, which the process's file I/O
+// and DNS share; the caller waits for the socket on its event loop and asks for the rest.
 // The caller can stop a wait by setting cancel[0] to non-zero: poll() runs in short slices and
 // checks it, so the socket itself is never touched (a shutdown would cost the final answer).
 // Both buffers are kept alive by references until the worker is done.
 class RecvWorker final : public PromiseWorker {
  public:
   RecvWorker(Napi::Env env, int fd, Napi::Uint8Array buf, int64_t offset, int64_t min, int64_t max, int timeout_ms,
-             Napi::Int32Array cancel)
+             Napi::Int32Array cancel, int stall_ms)
       : PromiseWorker(env),
         fd_(fd),
         data_(buf.Data() + offset),
         min_(min),
         max_(max),
         timeout_(timeout_ms),
+        stall_(stall_ms),
         cancel_(cancel.Data()),
         buf_ref_(Napi::Persistent(buf)),
         cancel_ref_(Napi::Persistent(cancel)) {}
@@ -160,15 +164,22 @@ class RecvWorker final : public PromiseWorker {
         return;  // EOF
       } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
         pollfd p{fd_, POLLIN, 0};
-        const int r = ::poll(&p, 1, kSliceMs);
-        if (r == 0 && (waited += kSliceMs) >= timeout_) return Fail(ETIMEDOUT, "recv");
+        const int r = ::poll(&p, 1, stall_ > 0 && stall_ < kSliceMs ? stall_ : kSliceMs);
+        if (r == 0) waited += stall_ > 0 && stall_ < kSliceMs ? stall_ : kSliceMs;
+        if (r == 0 && waited >= timeout_) return Fail(ETIMEDOUT, "recv");
+        if (r == 0 && stall_ > 0 && waited >= stall_) {
+          stalled_ = true;
+          return;
+        }
         if (r < 0 && errno != EINTR) return Fail(errno, "poll");
       } else if (errno != EINTR) {
         return Fail(errno, "recv");
       }
     }
   }
-  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(got_)); }
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::Number::New(env, static_cast<double>(stalled_ ? -1 - got_ : got_));
+  }
 
  private:
   static constexpr int kSliceMs = 50;
@@ -176,6 +187,8 @@ class RecvWorker final : public PromiseWorker {
   uint8_t* data_;
   int64_t min_, max_;
   int timeout_;
+  int stall_;
+  bool stalled_ = false;
   int32_t* cancel_;
   int64_t got_ = 0;
   Napi::Reference<Napi::Uint8Array> buf_ref_;
@@ -184,7 +197,8 @@ class RecvWorker final : public PromiseWorker {
 
 Napi::Value Recv(const Napi::CallbackInfo& info) {
   return queue<RecvWorker>(info.Env(), i32(info[0]), info[1].As<Napi::Uint8Array>(), i64(info[2]), i64(info[3]),
-                           i64(info[4]), i32(info[5]), info[6].As<Napi::Int32Array>());
+                           i64(info[4]), i32(info[5]), info[6].As<Napi::Int32Array>(),
+                           info.Length() > 7 ? i32(info[7]) : 0);
 }
 
 // sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range's dirty pages without

@@ -262,6 +262,8 @@ export async function connectNats(url: string, name: string, log?: Logger, opts?
       for await (const s of nc.status()) {
         if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error")
           log.warn({ nats: s.type }, `nats ${s.type}`);
+        else if (s.type !== "ping")
+          log.debug({ nats: s.type, ...("data" in s ? { data: String(s.data) } : {}) }, `nats ${s.type}`);
       }
     })();
   }

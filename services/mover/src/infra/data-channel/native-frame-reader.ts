@@ -19,6 +19,14 @@ export interface NativeFrameReaderOptions {
 
 /** The longest a reader waiting for its peer sleeps between two looks at the socket. */
 const READABLE_POLL_MAX_MS = 20;
+/**
+ * A native read whose peer sends nothing for this long gives its pool thread back and the reader
+ * waits on the event loop again. A link cut in the middle of a chunk used to leave its read in
+ * recv(2) until the idle timeout: four such reads held every pool thread, and the mover's file
+ * I/O, DNS lookups (its NATS reconnect) and the reads of the connections that replaced them
+ * waited two minutes. Long enough that a flowing link almost never stalls this long.
+ */
+export const READ_STALL_MS = 250;
 
 /**
  * What the destination's readers on the libuv pool share: the cancel flag the native read polls
@@ -145,9 +153,9 @@ export class NativeFrameReader extends PoolFrameReader {
 
   protected async receive(): Promise<void> {
     const direct = this.decoder.directTarget();
-    const n = await this.recvNative(() =>
+    const got = await this.recvNative(() =>
       direct === undefined
-        ? zeroCopy.recv(this.fd, this.staging, 0, 1, STAGING_BYTES, this.idleTimeoutMs, this.cancel)
+        ? zeroCopy.recv(this.fd, this.staging, 0, 1, STAGING_BYTES, this.idleTimeoutMs, this.cancel, READ_STALL_MS)
         : zeroCopy.recv(
             this.fd,
             direct.target,
@@ -156,10 +164,20 @@ export class NativeFrameReader extends PoolFrameReader {
             direct.length,
             this.idleTimeoutMs,
             this.cancel,
+            READ_STALL_MS,
           ),
     );
     if (this.socket.destroyed && this.failure === undefined)
       this.failure = new ProtocolError("data channel socket was destroyed");
+    if (got < 0) {
+      // Stalled: keep what arrived; the next receive() waits for the socket on the event loop.
+      const n = -1 - got;
+      if (n === 0) return;
+      if (direct === undefined) this.decoder.push(Buffer.from(this.staging.subarray(0, n)));
+      else this.decoder.advanceDirect(n);
+      return;
+    }
+    const n = got;
     if (direct === undefined) {
       if (n === 0) this.ended = true;
       else this.decoder.push(Buffer.from(this.staging.subarray(0, n)));

@@ -6,7 +6,7 @@ import { HEADER_BYTES, MAX_CHUNK_LENGTH, SEGMENT_ENTRY_BYTES } from "../../domai
 import { SEGMENT_PAGE_BYTES } from "../../domain/data-channel/segments.js";
 import type { FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { DestinationUnreachableError, ProtocolError } from "../../errors.js";
-import { PoolFrameReader } from "./native-frame-reader.js";
+import { PoolFrameReader, READ_STALL_MS } from "./native-frame-reader.js";
 
 /**
  * The data channel's sender → destination direction after the switch to sealed records (see
@@ -80,6 +80,8 @@ export interface SealedFrameReaderOptions {
 export class SealedFrameReader extends PoolFrameReader {
   private readonly staging = Buffer.alloc(SEALED_STAGING_BYTES);
   private readonly header = Buffer.alloc(SEALED_HEADER_BYTES);
+  /** The record in progress across reads that stalled (header and body bytes received). */
+  private readonly progress = new Int32Array(2);
   private counter = 0n;
 
   constructor(
@@ -113,8 +115,11 @@ export class SealedFrameReader extends PoolFrameReader {
         capacity,
         this.idleTimeoutMs,
         this.cancel,
+        { progress: this.progress, stallMs: READ_STALL_MS },
       ),
     );
+    // Stalled inside the record: the next receive() waits for the socket, then continues it.
+    if (n === -2) return;
     this.counter += 1n;
     if (this.socket.destroyed && this.failure === undefined)
       this.failure = new ProtocolError("data channel socket was destroyed");
