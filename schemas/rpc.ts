@@ -54,6 +54,11 @@ export const FinalizeVolumes = z.object({
   incremental: z.boolean().optional(),
   /** The plan's chunk size: the unit of the chunk hashes `blake3` is built from. Absent from older coordinators. */
   chunkSizeBytes: ChunkSize.optional(),
+  /**
+   * How long the mover may hold the request while the finalize runs before answering
+   * `{ ok: false, pending: true }`; absent (older coordinators): held until it ends.
+   */
+  holdMs: z.number().int().min(100).max(600_000).optional(),
   volumes: z
     .array(
       z.object({
@@ -120,8 +125,11 @@ export const ProbeSourceReply = z.union([
   Refusal,
 ]);
 export const ProbeDestinationReply = z.union([z.object({ ok: z.literal(true), dir: Path }), Refusal]);
+/** Pending: the finalize still runs (for a request with `holdMs`); ask again. */
+export const FinalizePending = z.object({ ok: z.literal(false), pending: z.literal(true) });
 export const FinalizeReply = z.union([
   z.object({ ok: z.literal(true), paths: z.array(Path).max(MAX_VOLUMES) }),
+  FinalizePending,
   Refusal,
 ]);
 export const AbortReply = z.union([z.object({ ok: z.literal(true) }), Refusal]);

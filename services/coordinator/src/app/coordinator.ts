@@ -41,6 +41,13 @@ import { volumeChecksums, volumeHashes } from "./volume-crc.js";
 
 const FINALIZE_RETRY_MS = 2_000;
 /**
+ * How long one finalize request may go unanswered. A destination mover answers within half of it,
+ * "pending" if its finalize still runs, so a request lost on a connection that died (the server
+ * has not yet noticed, and hands it to the mover's dead connection) costs seconds, not the length
+ * of a verify. Capped by rpc_timeout_ms.
+ */
+const FINALIZE_TRY_MS = 10_000;
+/**
  * Commands decided at once. Each waits for its append's PubAck and for the tail to fold it, so
  * one at a time would cap a coordinator at one round trip per command; the per-migration lock
  * keeps the commands of one migration in arrival order.
@@ -404,14 +411,21 @@ export class Coordinator {
       chunkSizeBytes: plan.chunkSizeBytes,
       volumes,
     };
+    const tryMs = Math.min(this.config.rpcTimeoutMs, FINALIZE_TRY_MS);
     let reply;
     try {
       reply = await this.movers.request(
         req.destination.host,
-        finalize,
+        { ...finalize, holdMs: Math.max(100, Math.floor(tryMs / 2)) },
         FinalizeReply,
-        Math.max(this.config.rpcTimeoutMs, 120_000),
+        tryMs,
       );
+      if ("pending" in reply) {
+        // The destination is alive and still checking the volumes: ask again, no try spent.
+        this.log.debug({ migrationId: m.id }, "finalize pending at the destination");
+        this.schedule(m.id);
+        return;
+      }
     } catch (err) {
       const tries = (this.finalizeTries.get(m.id) ?? 0) + 1;
       this.finalizeTries.set(m.id, tries);

@@ -1,5 +1,5 @@
 import { DEFAULT_CHUNK_BYTES } from "#schemas/common.js";
-import { MoverRequest } from "#schemas/index.js";
+import { type FinalizeReply, MoverRequest } from "#schemas/index.js";
 import type { ConsumerMessages } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import { EventStore } from "#common/event-store.js";
@@ -21,6 +21,7 @@ import { abortVolumes, finalizeVolumes, probeDestination, probeSource } from "..
 import { confine, makeDirConfined, releaseRoots, resolveRoots } from "../infra/volume-paths.js";
 import { IncomingVms } from "../infra/vm/live-incoming.js";
 import { serveLive } from "./live-rpc.js";
+import { Finalizes } from "./finalizes.js";
 import { LargeSlots } from "./slots.js";
 import { BatchWorker } from "./work.js";
 
@@ -54,6 +55,7 @@ export class Mover {
   private dataServer?: DataServer;
   private rpc?: Subscription;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly finalizes = new Finalizes<FinalizeReply>();
   private loop?: Promise<void>;
   private worker?: BatchWorker;
   private liveRpc?: Subscription;
@@ -246,7 +248,7 @@ export class Mover {
           const log = this.log.child({ migrationId: req.migrationId, op: req.op });
           try {
             const reply = await this.answer(req, roots, log);
-            if (!reply.ok) log.warn({ reason: reply.reason }, reply.message);
+            if (!reply.ok && reply.reason !== undefined) log.warn({ reason: reply.reason }, reply.message);
             msg.respond(JSON.stringify(reply));
           } catch (err) {
             log.error({ err }, "control request failed");
@@ -261,14 +263,18 @@ export class Mover {
     req: MoverRequest,
     roots: string[],
     log: Logger,
-  ): Promise<{ ok: boolean; reason?: string; message?: string }> {
+  ): Promise<{ ok: boolean; reason?: string; message?: string; pending?: true }> {
     switch (req.op) {
       case "probeSource":
         return probeSource(req, roots);
       case "probeDestination":
         return probeDestination(req, roots);
-      case "finalize":
-        return finalizeVolumes(req, roots, log);
+      case "finalize": {
+        const reply = await this.finalizes.answer(`${req.migrationId}\0${req.destDir}`, req.holdMs, () =>
+          finalizeVolumes(req, roots, log),
+        );
+        return reply === "pending" ? { ok: false, pending: true } : reply;
+      }
       case "abort":
         return abortVolumes(req, roots);
       default: {
