@@ -146,9 +146,10 @@ describe("planner", () => {
     expect(batchRange(plan, 2)).toBeUndefined();
   });
 
-  it("spreads a sparse volume's data over at least 4 batches so concurrent senders stay busy", () => {
+  it("sizes a sparse volume's batches by a third of the data left: large first, small last", () => {
     // 2 GiB in 4 MiB chunks, every 10th chunk data (~205 MiB): 64 MiB batches would make 4,
-    // with the last one short; the share is a quarter of the data.
+    // with the last one short. Each batch takes a third of the data left, at least 16 MiB, so
+    // the batches that end the migration are small and none of them runs long alone.
     const dataBytes = Array.from({ length: 512 }, (_, i) => (i % 10 === 0 ? 4 * MiB : 0));
     const plan = planVolumes(
       [{ kind: "disk", sourcePath: "/a/d.img", sizeBytes: 2048 * MiB, dataMap: { regionBytes: 4 * MiB, dataBytes } }],
@@ -162,7 +163,16 @@ describe("planner", () => {
       const first = sizes.slice(0, b).reduce((x, y) => x + y, 0);
       return dataBytes.slice(first, first + n).reduce((x, y) => x + y, 0);
     });
-    expect(Math.max(...dataPer) - Math.min(...dataPer)).toBeLessThanOrEqual(8 * MiB);
+    // Within a chunk of a third of what was left, and never growing.
+    let left = dataBytes.reduce((x, y) => x + y, 0);
+    for (const [b, d] of dataPer.entries()) {
+      const share = Math.min(64 * MiB, Math.max(16 * MiB, Math.ceil(left / 3)));
+      expect(d, `batch ${b}`).toBeLessThanOrEqual(share);
+      if (b < dataPer.length - 1) expect(d, `batch ${b}`).toBeGreaterThan(share - 4 * MiB - 1);
+      if (b > 0) expect(d).toBeLessThanOrEqual((dataPer[b - 1] ?? 0) + 4 * MiB);
+      left -= d;
+    }
+    expect(dataPer.at(-1)).toBeLessThanOrEqual(16 * MiB);
   });
 
   it("caps a batch of holes at 16 uniform batches and keeps dense volumes uniform", () => {

@@ -100,17 +100,25 @@ export function planVolumes(volumes: VolumeSize[], chunkSizeBytes: number, batch
 }
 
 /**
- * Below this much data per batch, splitting a sparse volume further for balance costs more in
- * per-batch overhead (connection, fsync, event) than it gains.
+ * Below this much data per batch, splitting a sparse volume further costs more in per-batch
+ * overhead (connection, fsync, event) than it gains; nor below a quarter of the batch size, so
+ * that large batches (1 GiB) do not end in many small ones (each an event).
  */
 export const MIN_BALANCED_BATCH_BYTES = 16 * 1024 * 1024;
 
+/** A batch sized by data takes this fraction of the volume's data not yet in a batch. */
+export const DATA_SHARE_DIVISOR = 3;
+
 /**
  * Chunks per batch from a data map: close a batch once it holds its share of data or
- * MAX_SPARSE_BATCH_FACTOR uniform batches' worth of chunks. The share is batchSizeBytes, or less
- * so that a volume's data spreads over at least 4 batches (movers send several at once: 3
- * batches on 2 slots leave one running alone), but never below MIN_BALANCED_BATCH_BYTES.
- * Undefined when that would not lower the batch count (a dense volume keeps the uniform layout).
+ * MAX_SPARSE_BATCH_FACTOR uniform batches' worth of chunks. The share is a third of the data
+ * still to place (DATA_SHARE_DIVISOR), at most batchSizeBytes and at least the larger of
+ * MIN_BALANCED_BATCH_BYTES and a quarter of batchSizeBytes: early batches are large, the last
+ * ones small. A mover sends two batches at once, each its own TCP connection; with equal
+ * batches, whichever compressed worst ran last and alone, on a connection whose congestion
+ * control had learned half the link, and the link stayed half used for up to a second at
+ * 50 ms RTT (BENCHMARKS.md, "Shrinking batches"). Undefined when that would not lower the batch
+ * count (a dense volume keeps the uniform layout).
  */
 function batchesByData(
   map: DataMap,
@@ -132,9 +140,12 @@ function batchesByData(
     return sum;
   };
   const maxChunks = Math.min(MAX_EVENT_CHUNKS, chunksPerBatch * MAX_SPARSE_BATCH_FACTOR);
-  let total = 0;
-  for (let c = 0; c < chunks; c++) total += dataOfChunk(c);
-  const share = Math.min(batchSizeBytes, Math.max(MIN_BALANCED_BATCH_BYTES, Math.ceil(total / 4)));
+  let left = 0;
+  for (let c = 0; c < chunks; c++) left += dataOfChunk(c);
+  const least = Math.max(MIN_BALANCED_BATCH_BYTES, Math.floor(batchSizeBytes / 4));
+  const shareOf = (rest: number): number =>
+    Math.min(batchSizeBytes, Math.max(least, Math.ceil(rest / DATA_SHARE_DIVISOR)));
+  let share = shareOf(left);
   const sizes: number[] = [];
   let count = 0;
   let data = 0;
@@ -142,6 +153,8 @@ function batchesByData(
     const d = dataOfChunk(c);
     if (count > 0 && (count >= maxChunks || data + d > share)) {
       sizes.push(count);
+      left -= data;
+      share = shareOf(left);
       count = 0;
       data = 0;
     }

@@ -72,20 +72,30 @@ describe("batches sized by data", () => {
     Array.from({ length: plan.batchCount }, (_, b) => batchRange(plan, b)).filter((r) => r !== undefined);
   const dataOf = (r: { offset: number; length: number }, every: number): number => {
     let bytes = 0;
-    for (let at = r.offset; at < r.offset + r.length; at += 64 * MiB)
-      if ((at / (64 * MiB)) % every === 0) bytes += 64 * MiB;
+    // By 4 MiB chunk: a batch may start inside a 64 MiB region.
+    for (let at = r.offset; at < r.offset + r.length; at += 4 * MiB)
+      if (Math.floor(at / (64 * MiB)) % every === 0) bytes += 4 * MiB;
     return bytes;
   };
 
   it("closes a sparse disk's batch on its data, not the holes it spans: 100 GiB, 10% data, 1 GiB batches", () => {
     const plan = planVolumes([sparse(100, 10)], 4 * MiB, GiB);
     const data = 160 * 64 * MiB; // 10 GiB
-    // One batch per GiB of data (the last may be short), not one per 1024 chunks (25).
-    expect(plan.batchCount).toBe(Math.ceil(data / GiB));
+    // About one batch per GiB of data, not one per 1024 chunks (25): 1 GiB batches while three
+    // times that is left, then shrinking to a quarter of the batch size (each an event: at most
+    // 2 events per GiB of data in all).
+    expect(plan.batchCount).toBeGreaterThanOrEqual(Math.ceil(data / GiB));
+    expect(plan.batchCount + 3).toBeLessThanOrEqual(2 * (data / GiB));
     for (const r of ranges(plan)) {
       expect(dataOf(r, 10)).toBeLessThanOrEqual(GiB);
       expect(r.chunkCount).toBeLessThanOrEqual(MAX_EVENT_CHUNKS);
     }
+    // A batch closed on its data (not on the chunk cap), the last aside, holds a quarter GiB or more.
+    const closedOnData = ranges(plan)
+      .slice(0, -1)
+      .filter((r) => r.chunkCount < MAX_EVENT_CHUNKS);
+    expect(closedOnData.length).toBeGreaterThan(0);
+    for (const r of closedOnData) expect(dataOf(r, 10)).toBeGreaterThanOrEqual(GiB / 4 - 4 * MiB);
   });
 
   it("still closes a batch at MAX_EVENT_CHUNKS chunks on a disk too sparse to fill it with data", () => {
