@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     mkdirSync(srcDir, { recursive: true });
     const ids = Array.from({ length: count }, (_, i) => `share-${i}`);
     const weightOf = (i: number): number => weights[i % weights.length] ?? 1;
-    for (const [i] of ids.entries()) writeCryptoRandom(join(srcDir, `m${i}.img`), size);
+    for (const [i] of ids.entries()) await writeCryptoRandom(join(srcDir, `m${i}.img`), size);
     execFileSync("sync"); // the images reach the disk before the clock starts
 
     // Bytes acknowledged per migration: per batch, the latest progress report's count (every

@@ -282,7 +282,7 @@ function outageProfile(name: ProfileName, work: string): Promise<Record<string, 
     const srcDir = join(ws.stack.root("a"), "vms/bench");
     mkdirSync(srcDir, { recursive: true });
     log(`[${name}] outage: incompressible ${sizeArg}, ${outageS} s cut of the link half way`);
-    writeCryptoRandom(join(srcDir, "random.img"), size);
+    await writeCryptoRandom(join(srcDir, "random.img"), size);
     return benchOutage(wan, ws, { rel: "vms/bench/random.img", size, outageMs: outageS * 1000, log });
   });
 }
@@ -299,7 +299,7 @@ function benchProfile(name: ProfileName, work: string): Promise<Record<string, u
 
     log(`[${name}] incompressible ${sizeArg}: dwcp, rsync -W --sparse, one TCP stream`);
     const random = join(srcDir, "random.img");
-    writeCryptoRandom(random, size);
+    await writeCryptoRandom(random, size);
     const dRandom = await dwcpMigrate(wan, ws, "vms/bench/random.img", "random");
     const rRandom = await timedInSite(wan, "a", "rsync", ["-W", "--sparse", random, rsyncUrl]);
     await sameBytes(random, join(rsyncDir, "random.img"), "rsync random");
