@@ -114,11 +114,11 @@ export const DATA_SHARE_DIVISOR = 3;
  * MAX_SPARSE_BATCH_FACTOR uniform batches' worth of chunks. The share is a third of the data
  * still to place (DATA_SHARE_DIVISOR), at most batchSizeBytes and at least the larger of
  * MIN_BALANCED_BATCH_BYTES and a quarter of batchSizeBytes: early batches are large, the last
- * ones small. A mover sends two batches at once, each its own TCP connection; with equal
- * batches, whichever compressed worst ran last and alone, on a connection whose congestion
- * control had learned half the link, and the link stayed half used for up to a second at
- * 50 ms RTT (BENCHMARKS.md, "Shrinking batches"). Undefined when that would not lower the batch
- * count (a dense volume keeps the uniform layout).
+ * ones small. A mover sends two batches at once, each on its own TCP connection; with equal
+ * batches, whichever compresses worst runs last and alone, on a connection whose congestion
+ * control learned half the link, and the link stays half used for up to a second at 50 ms RTT
+ * (BENCHMARKS.md, "Shrinking batches"). Undefined when that would not lower the batch count (a
+ * dense volume keeps the uniform layout).
  */
 function batchesByData(
   map: DataMap,

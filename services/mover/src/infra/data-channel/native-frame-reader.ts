@@ -21,10 +21,10 @@ export interface NativeFrameReaderOptions {
 const READABLE_POLL_MAX_MS = 20;
 /**
  * A native read whose peer sends nothing for this long gives its pool thread back and the reader
- * waits on the event loop again. A link cut in the middle of a chunk used to leave its read in
- * recv(2) until the idle timeout: four such reads held every pool thread, and the mover's file
- * I/O, DNS lookups (its NATS reconnect) and the reads of the connections that replaced them
- * waited two minutes. Long enough that a flowing link almost never stalls this long.
+ * waits on the event loop again. Otherwise a link cut in the middle of a chunk leaves its read
+ * in recv(2) until the idle timeout: four such reads hold every pool thread, and the mover's
+ * file I/O, DNS lookups (its NATS reconnect) and the reads of the connections that replace them
+ * wait two minutes. Long enough that a flowing link almost never stalls this long.
  */
 export const READ_STALL_MS = 250;
 

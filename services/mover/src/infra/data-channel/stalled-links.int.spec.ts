@@ -13,9 +13,8 @@ const SIZE = CHUNKS * MiB;
 /** More links cut mid-chunk than the libuv pool of this process has threads (4 unless set). */
 const STALLED = Math.max(6, Number(process.env["UV_THREADPOOL_SIZE"] ?? 4) + 2);
 /**
- * The batch sent beside them takes well under a second here. Before a destination's native read
- * gave its pool thread back when the peer went quiet, it waited for the stalled links' idle
- * timeout (two minutes).
+ * The batch sent beside them takes well under a second here. Were a quiet link's native read to
+ * keep its pool thread, it would wait for the stalled links' idle timeout (two minutes).
  */
 const BESIDE_MS = 20_000;
 
