@@ -47,6 +47,27 @@ async function receiver(): Promise<{ port: number; received: Promise<Buffer>; cl
   return { port: (server.address() as AddressInfo).port, received, close: () => server.close() };
 }
 
+/**
+ * Runs `f` with a loopback connection whose accepted end is paused (libuv never reads it: recv
+ * owns it), that end's fd and a cancel flag; closes everything after.
+ */
+async function withPausedPair(
+  f: (c: { client: Socket; fd: number; cancel: Int32Array }) => Promise<void>,
+): Promise<void> {
+  const server = createServer({ pauseOnConnect: true });
+  const accepted = new Promise<Socket>((resolve) => server.once("connection", resolve));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  const sock = await accepted;
+  try {
+    await f({ client, fd: fdOf(sock), cancel: new Int32Array(new SharedArrayBuffer(4)) });
+  } finally {
+    sock.destroy();
+    client.destroy();
+    server.close();
+  }
+}
+
 async function withFile<T>(name: string, flags: string, f: (fh: FileHandle) => Promise<T>): Promise<T> {
   const fh = await open(join(dir, name), flags);
   try {
@@ -127,14 +148,7 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
 
   it("recv fills a buffer range from a paused socket, reports EOF short, honours cancel and timeout", async () => {
     const payload = randomBytes(3 * MiB + 5);
-    const server = createServer({ pauseOnConnect: true });
-    const accepted = new Promise<Socket>((resolve) => server.once("connection", resolve));
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    const sock = await accepted;
-    const fd = fdOf(sock);
-    const cancel = new Int32Array(new SharedArrayBuffer(4));
-    try {
+    await withPausedPair(async ({ client, fd, cancel }) => {
       // Nothing sent yet: the timeout fires; cancel stops a wait early.
       await expect(zeroCopy.recv(fd, Buffer.alloc(8), 0, 1, 8, 120, cancel)).rejects.toMatchObject({
         sysCode: "ETIMEDOUT",
@@ -153,24 +167,13 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
       expect(target.subarray(100, 100 + payload.length).equals(payload)).toBe(true);
       expect(target.subarray(0, 100).every((b) => b === 0xee)).toBe(true);
       await expect(zeroCopy.recv(fd, target, 0, 10, 5, 1000, cancel)).rejects.toThrow(/does not fit/);
-    } finally {
-      sock.destroy();
-      client.destroy();
-      server.close();
-    }
+    });
   });
 
   it("recv with stallMs returns what arrived when the peer goes quiet mid-read, to be continued", async () => {
     const payload = randomBytes(64 * 1024);
-    const server = createServer({ pauseOnConnect: true });
-    const accepted = new Promise<Socket>((resolve) => server.once("connection", resolve));
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    const sock = await accepted;
-    const fd = fdOf(sock);
-    const cancel = new Int32Array(new SharedArrayBuffer(4));
     const target = Buffer.alloc(payload.length);
-    try {
+    await withPausedPair(async ({ client, fd, cancel }) => {
       expect(await zeroCopy.recv(fd, target, 0, 1, 8, 10_000, cancel, 20)).toBe(-1);
       await new Promise<void>((resolve) => client.write(payload.subarray(0, 1000), () => resolve()));
       let got = 0;
@@ -184,11 +187,7 @@ describe.skipIf(!zeroCopy.available)("zero-copy with the native module", () => {
       const rest = payload.length - got;
       expect(await zeroCopy.recv(fd, target, got, rest, rest, 10_000, cancel, 20)).toBe(rest);
       expect(target.equals(payload)).toBe(true);
-    } finally {
-      sock.destroy();
-      client.destroy();
-      server.close();
-    }
+    });
   });
 
   it("alignedBuffer hands out pre-faulted memory on a 4 KiB boundary", () => {

@@ -154,6 +154,7 @@ class RecvWorker final : public PromiseWorker {
 
   void Execute() override {
     int waited = 0;
+    const int slice = stall_ > 0 && stall_ < kSliceMs ? stall_ : kSliceMs;
     while (got_ < min_) {
       if (__atomic_load_n(cancel_, __ATOMIC_ACQUIRE) != 0) return Fail(ECANCELED, "recv");
       const ssize_t n = ::recv(fd_, data_ + got_, static_cast<size_t>(max_ - got_), MSG_DONTWAIT);
@@ -164,8 +165,8 @@ class RecvWorker final : public PromiseWorker {
         return;  // EOF
       } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
         pollfd p{fd_, POLLIN, 0};
-        const int r = ::poll(&p, 1, stall_ > 0 && stall_ < kSliceMs ? stall_ : kSliceMs);
-        if (r == 0) waited += stall_ > 0 && stall_ < kSliceMs ? stall_ : kSliceMs;
+        const int r = ::poll(&p, 1, slice);
+        if (r == 0) waited += slice;
         if (r == 0 && waited >= timeout_) return Fail(ETIMEDOUT, "recv");
         if (r == 0 && stall_ > 0 && waited >= stall_) {
           stalled_ = true;

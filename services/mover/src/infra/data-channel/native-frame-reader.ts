@@ -169,21 +169,14 @@ export class NativeFrameReader extends PoolFrameReader {
     );
     if (this.socket.destroyed && this.failure === undefined)
       this.failure = new ProtocolError("data channel socket was destroyed");
-    if (got < 0) {
-      // Stalled: keep what arrived; the next receive() waits for the socket on the event loop.
-      const n = -1 - got;
-      if (n === 0) return;
+    // Stalled (negative): keep what arrived; the next receive() waits for the socket on the
+    // event loop. Otherwise fewer bytes than asked for (at least 1 into staging) mean EOF.
+    const stalled = got < 0;
+    const n = stalled ? -1 - got : got;
+    if (n > 0) {
       if (direct === undefined) this.decoder.push(Buffer.from(this.staging.subarray(0, n)));
       else this.decoder.advanceDirect(n);
-      return;
     }
-    const n = got;
-    if (direct === undefined) {
-      if (n === 0) this.ended = true;
-      else this.decoder.push(Buffer.from(this.staging.subarray(0, n)));
-      return;
-    }
-    if (n > 0) this.decoder.advanceDirect(n);
-    if (n < direct.length) this.ended = true;
+    if (!stalled && n < (direct?.length ?? 1)) this.ended = true;
   }
 }

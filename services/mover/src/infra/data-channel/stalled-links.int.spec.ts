@@ -1,11 +1,11 @@
 import { randomFillSync } from "node:crypto";
-import { createServer, connect, type Server, type Socket } from "node:net";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sendBatch, type SendBatchOptions } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
-import { MiB, silentLog, tempDir } from "#test/support/data-channel.js";
+import { TcpRelay } from "#common/relay.js";
+import { batchOptions, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 
 const secret = Buffer.alloc(32, 9);
 const CHUNKS = 4;
@@ -27,35 +27,22 @@ async function startStallingRelay(
   bytes: number,
 ): Promise<{ address: string; stalled: () => number; close(): Promise<void> }> {
   const at = target.lastIndexOf(":");
-  const [host, port] = [target.slice(0, at), Number(target.slice(at + 1))];
-  const sockets = new Set<Socket>();
   let stalled = 0;
-  const server: Server = createServer((client) => {
-    const upstream = connect({ host, port });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => undefined);
-    }
-    let forwarded = 0;
-    client.on("data", (d: Buffer) => {
-      if (forwarded >= bytes) return;
-      const part = d.subarray(0, bytes - forwarded);
-      forwarded += part.length;
-      upstream.write(part);
-      if (forwarded >= bytes) stalled += 1;
-    });
-    upstream.on("data", (d: Buffer) => client.write(d));
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const a = server.address();
-  return {
-    address: `127.0.0.1:${typeof a === "object" && a !== null ? a.port : 0}`,
-    stalled: () => stalled,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
+  const relay = await TcpRelay.start({
+    target: { host: target.slice(0, at), port: Number(target.slice(at + 1)) },
+    forward: ({ client, upstream }) => {
+      let forwarded = 0;
+      client.on("data", (d: Buffer) => {
+        if (forwarded >= bytes) return;
+        const part = d.subarray(0, bytes - forwarded);
+        forwarded += part.length;
+        upstream.write(part);
+        if (forwarded >= bytes) stalled += 1;
+      });
+      upstream.pipe(client);
     },
-  };
+  });
+  return { address: relay.address, stalled: () => stalled, close: () => relay.close() };
 }
 
 let work: string;
@@ -84,26 +71,11 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-function batch(address: string, migrationId: string): SendBatchOptions {
-  return {
-    address,
-    secret,
-    sourceHost: "src",
-    migrationId,
-    batch: 0,
-    attempt: 0,
-    sourcePath: source,
-    destDir: migrationId,
-    destName: "disk.img",
-    volumeSizeBytes: SIZE,
-    chunkSizeBytes: MiB,
-    firstChunk: 0,
-    chunkCount: CHUNKS,
-    compression: "none",
-    streams: 1,
-    log: silentLog,
-  };
-}
+const batch = (address: string, migrationId: string): SendBatchOptions =>
+  batchOptions(
+    { address, secret, sourceHost: "src", migrationId, sourcePath: source, volumeSizeBytes: SIZE },
+    { destDir: migrationId, compression: "none", streams: 1 },
+  );
 
 describe("a destination whose links went quiet in the middle of a chunk", () => {
   it("receives another batch at once: a quiet link's read holds no pool thread", { timeout: 120_000 }, async () => {
