@@ -5,6 +5,7 @@ import { expect } from "vitest";
 import { prng } from "../../../cli/image.js";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import { publishCommand } from "../../../cli/client.js";
+import { retryTransient } from "#common/nats.js";
 import { buildStart } from "../../../cli/migrate.js";
 import { sha256File } from "../../../cli/verify.js";
 import type { MigrationEvent, StartMigration } from "#schemas/index.js";
@@ -108,7 +109,9 @@ export function command(m: MigrationInput): StartMigration {
 
 export async function startMigration(nats: Nats, m: MigrationInput): Promise<StartMigration> {
   const cmd = command(m);
-  await publishCommand(nats, cmd);
+  // A cluster just started may still be electing its JetStream leaders ("jetstream is not
+  // enabled" until then); the command's msgID makes a resend a no-op.
+  await retryTransient(() => publishCommand(nats, cmd));
   return cmd;
 }
 
