@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Kvm, KvWatchInclude, type KV, type KvEntry, type KvWatchEntry } from "@nats-io/kv";
+import { errors } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MOVERS_BUCKET } from "#common/layout.js";
 import { moverRole } from "#common/credentials/provision.js";
@@ -196,6 +197,45 @@ describe("a mover's host id is a lease", () => {
     } finally {
       await r.stop();
     }
+  });
+
+  it("a claim waits through requests a young cluster leaves unanswered and adopts its own stored write", async () => {
+    // A mover starting beside a cluster still electing the bucket's leader: its first read times
+    // out, and its create is stored though the answer never comes.
+    let failedGets = 0;
+    let lostCreates = 0;
+    const flaky = new Proxy(kv, {
+      get(target, prop, receiver) {
+        if (prop === "get")
+          return async (key: string) => {
+            if (failedGets++ < 2) throw new errors.TimeoutError();
+            return target.get(key);
+          };
+        if (prop === "create")
+          return async (key: string, value: string) => {
+            await target.create(key, value);
+            if (lostCreates++ === 0) throw new errors.TimeoutError();
+            throw new Error("create resent after our own write was stored: must have been an update");
+          };
+        return Reflect.get(target, prop, receiver) as unknown;
+      },
+    });
+    const r = new Registry(flaky, "young", [], createLogger("test"), undefined, {
+      heartbeatMs: 60_000,
+      ttlMs: 180_000,
+    });
+    await r.refuseIfHeld();
+    await r.register("127.0.0.1:9200");
+    try {
+      expect(r.holding).toBe(true);
+      expect(failedGets).toBeGreaterThan(2);
+      expect(lostCreates).toBe(1);
+      const entry = await kv.get("young");
+      expect(MoverRegistration.parse(entry?.json()).dataAddress).toBe("127.0.0.1:9200");
+    } finally {
+      await r.stop();
+    }
+    expect((await kv.get("young"))?.operation).toBe("DEL");
   });
 
   it("of claimants racing for a free or released host id exactly one wins", async () => {

@@ -275,14 +275,17 @@ export class EventStore<E> {
     onCaughtUp?: () => Promise<void> | void;
     onInvalid?: OnInvalid;
   }): Promise<{ stop(): void; done: Promise<void> }> {
-    const info = await this.jsm.streams.info(this.config.stream);
+    // A service starting beside a young cluster waits out its elections here.
+    const info = await retryTransient(() => this.jsm.streams.info(this.config.stream));
     const endSeq = info.state.last_seq;
     const from = opts.fromSeq && opts.fromSeq > 1 ? opts.fromSeq : undefined;
-    const consumer = await this.js.consumers.get(this.config.stream, {
-      filter_subjects: opts.filter ?? this.config.allSubjects,
-      deliver_policy: from ? DeliverPolicy.StartSequence : DeliverPolicy.All,
-      ...(from ? { opt_start_seq: from } : {}),
-    });
+    const consumer = await retryTransient(() =>
+      this.js.consumers.get(this.config.stream, {
+        filter_subjects: opts.filter ?? this.config.allSubjects,
+        deliver_policy: from ? DeliverPolicy.StartSequence : DeliverPolicy.All,
+        ...(from ? { opt_start_seq: from } : {}),
+      }),
+    );
     // A coordinator at a thousand migrations in flight folds thousands of events a second: pull
     // them in large batches rather than the client's default of 100.
     const iter = await consumer.consume({ max_messages: TAIL_BATCH, ...LIVE_CONSUME });

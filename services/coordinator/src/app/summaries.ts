@@ -1,6 +1,6 @@
 import { SUMMARY_PAGE_SIZE, type MigrationSummaryPage } from "#schemas/index.js";
 import type { Logger } from "#common/logger.js";
-import type { Nats } from "#common/nats.js";
+import { retryTransient, type Nats } from "#common/nats.js";
 import type { EventTrust } from "#common/signing.js";
 import { publishPages, readPages } from "#common/summaries.js";
 import { summaryOf, type FoldedPosition } from "../domain/migration/summary.js";
@@ -74,10 +74,12 @@ export class SummaryPublisher {
    */
   async start(): Promise<void> {
     const stored = new Map<number, MigrationSummaryPage>();
-    for (const page of await readPages(this.nats, this.trust, (subject, why) =>
-      this.log.warn({ subject, why }, "summary page not believed; it will be replaced"),
-    ))
-      stored.set(page.page, page);
+    const pages = await retryTransient(() =>
+      readPages(this.nats, this.trust, (subject, why) =>
+        this.log.warn({ subject, why }, "summary page not believed; it will be replaced"),
+      ),
+    );
+    for (const page of pages) stored.set(page.page, page);
     for (const [n, ids] of this.pages.entries()) {
       const summaries = stored.get(n)?.summaries ?? [];
       for (const s of summaries) this.publishedState.set(s.migrationId, s.state);

@@ -3,6 +3,7 @@ import type { KV, KvEntry } from "@nats-io/kv";
 import { MoverRegistration } from "#schemas/index.js";
 import { isWrongLastSequence } from "#common/event-sourcing/jetstream-errors.js";
 import type { Logger } from "#common/logger.js";
+import { retryTransient } from "#common/nats.js";
 import type { RemoteMovers } from "#common/remote-movers.js";
 import { HostLeaseHeldError } from "../errors.js";
 
@@ -169,11 +170,14 @@ export class Registry {
       if (holder) return { held: false, holder, ageMs };
       const value = this.value();
       try {
-        // `create` also writes over a deleted or purged entry (with its revision).
-        this.revision =
+        // `create` also writes over a deleted or purged entry (with its revision). A write resent
+        // after a timeout that was stored after all comes back as a wrong last sequence: the
+        // next try finds our own entry and updates it.
+        this.revision = await retryTransient(() =>
           entry && entry.operation === "PUT"
-            ? await this.kv.update(this.host, value, entry.revision)
-            : await this.kv.create(this.host, value);
+            ? this.kv.update(this.host, value, entry.revision)
+            : this.kv.create(this.host, value),
+        );
         return { held: true };
       } catch (err) {
         if (!isWrongLastSequence(err) || i >= CLAIM_TRIES) throw err;
@@ -181,9 +185,13 @@ export class Registry {
     }
   }
 
-  /** The host's entry, and its holder if another process renewed it within the TTL. */
+  /**
+   * The host's entry, and its holder if another process renewed it within the TTL. Read through
+   * transient errors: a mover starting beside a young cluster finds the bucket's leader still
+   * being elected, and its start waits for it rather than failing.
+   */
   private async liveHolder(): Promise<{ entry: KvEntry | null; holder?: MoverRegistration; ageMs: number }> {
-    const entry = await this.kv.get(this.host);
+    const entry = await retryTransient(() => this.kv.get(this.host));
     const holder = parse(entry);
     const ageMs = entry ? Date.now() - entry.created.getTime() : Infinity;
     // Our own claim, stored though its answer was lost, is not somebody else's lease.
