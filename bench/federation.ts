@@ -1,6 +1,6 @@
 // npm run bench:federation [-- --json] [--sites 5] [--repeats 30] [--changes 300] [--kib 100]
 //                           [--topology hub|star] [--append-kib 64 (0: one event per message)]
-//                           [--wan continental [--wan-loss 0]] (--wan: as root)
+//                           [--wan continental [--wan-loss 0] [--wan-cc reno]] (--wan: as root)
 // Starts a federation on loopback (one nats-server per site plus the hub, one Site per server,
 // all Sites in this process) and measures, from the writing site to every other site's folded view:
 //  - full state: one site writes ~100 KiB of federation events (VmPlaced with spec and labels) in
@@ -16,9 +16,10 @@
 // site -> hub -> site, twice half the RTT. The Sites stay in this process and reach their own
 // server over loopback through a bridge into its namespace (test/wan/ns-bridge.ts), not the link.
 // --wan-loss replaces the profile's loss (percent per packet and direction), e.g. 0 to separate
-// what the round trips cost from what the losses cost.
+// what the round trips cost from what the losses cost. --wan-cc sets the sites' default congestion
+// control (the servers' leafnode sockets use it); default: the host's.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -53,6 +54,7 @@ const { values } = parseArgs({
     wan: { type: "string" },
     // The profile's loss per packet and direction, in percent, replaced (0: the same link, lossless).
     "wan-loss": { type: "string" },
+    "wan-cc": { type: "string" },
   },
 });
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
@@ -76,6 +78,9 @@ const WAN = values.wan === undefined ? undefined : wanProfileOf(values.wan, valu
 if (WAN && (values.topology !== "hub" || values.proxy))
   throw new Error("--wan runs the hub topology without --proxy (the links are the emulator's)");
 if (!WAN && values["wan-loss"] !== undefined) throw new Error("--wan-loss needs --wan");
+if (!WAN && values["wan-cc"] !== undefined) throw new Error("--wan-cc needs --wan");
+if (values["wan-cc"] !== undefined && !/^[a-z0-9_]{1,16}$/.test(values["wan-cc"]))
+  throw new Error(`--wan-cc must name a congestion control (bbr, reno, cubic), got "${values["wan-cc"]}"`);
 
 function wanProfileOf(name: string, loss: string | undefined): WanProfile {
   if (!(name in PROFILES)) throw new Error(`--wan must be one of ${Object.keys(PROFILES).join(", ")}, got "${name}"`);
@@ -246,6 +251,8 @@ async function run(fed: FederationHandle): Promise<Record<string, unknown>> {
           rtt_ms: WAN.rttMs,
           link_mbps: WAN.rateMbit,
           loss_pct: WAN.lossPct,
+          congestion_control:
+            values["wan-cc"] ?? readFileSync("/proc/sys/net/ipv4/tcp_congestion_control", "utf8").trim(),
           full_state_target_ms: WAN.rttMs + 30,
         }
       : {}),
@@ -266,7 +273,8 @@ async function onWan(
   const natsBin = findNatsServer();
   if (!natsBin) throw new Error("nats-server is not installed");
   const ids = siteIds(SITES);
-  const wan = await startWan({ profile, sites: ["hub", ...ids] });
+  const cc = values["wan-cc"];
+  const wan = await startWan({ profile, sites: ["hub", ...ids], ...(cc ? { congestionControl: cc } : {}) });
   const bridges: Bridge[] = [];
   const stop = async (): Promise<void> => {
     await Promise.allSettled(bridges.map((b) => b.close()));

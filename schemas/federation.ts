@@ -41,6 +41,13 @@ const base = {
   at: Timestamp,
 };
 
+/**
+ * Encodings of a log message, besides plain JSON, that the announcing site reads. A writer
+ * uses one only once every peer has announced it; names this version does not know are kept
+ * and ignored.
+ */
+export const AppendEncodings = z.array(z.string().min(1).max(32)).max(8);
+
 export const SiteJoined = z.object({
   type: z.literal("SiteJoined"),
   ...base,
@@ -48,6 +55,7 @@ export const SiteJoined = z.object({
   capacity: Capacity,
   /** How often the site promises a SiteHealthReported; 0: no periodic reports. */
   reportIntervalMs: Uint,
+  appendEncodings: AppendEncodings.optional(),
   /** Client URL of the site's nats-server, for operators. */
   endpoint: z.string().max(512).optional(),
   region: z.string().max(64).optional(),
@@ -65,6 +73,7 @@ export const SiteHealthReported = z.object({
   health: SiteHealth,
   capacity: Capacity,
   reportIntervalMs: Uint,
+  appendEncodings: AppendEncodings.optional(),
 });
 
 const Labels = z

@@ -185,6 +185,76 @@ describe("federation of three sites on loopback", () => {
     await expectConverged(fed, written);
   });
 
+  it("a batch is stored gzipped while every peer reads gzip, as JSON once one does not, and folds alike", async () => {
+    const [east, , north] = fed.sites.map((s) => s.site) as [Site, Site, Site];
+    const sites = fed.sites.map((s) => s.site);
+    /** The encodings of east's own log messages stored after `fromSeq`. */
+    const storedSince = async (fromSeq: number): Promise<string[]> => {
+      const { nc, js, jsm } = await fed.connect("east", "observer");
+      const out: string[] = [];
+      try {
+        await readStream(js, jsm, fedNames.stream("east"), fromSeq + 1, (m) =>
+          out.push(m.data[0] === 0x1f && m.data[1] === 0x8b ? "gzip" : String.fromCharCode(m.data[0] ?? 0)),
+        );
+        return out;
+      } finally {
+        await nc.close();
+      }
+    };
+    const lastStored = async (): Promise<number> => {
+      const { nc, jsm } = await fed.connect("east", "observer");
+      try {
+        return (await jsm.streams.info(fedNames.stream("east"))).state.last_seq;
+      } finally {
+        await nc.close();
+      }
+    };
+    const batch = (tag: string) =>
+      Array.from({ length: 300 }, (_, i) => ({
+        type: "PlaceVm" as const,
+        vm: `${tag}-${i}`,
+        host: `h${i % 7}`,
+        labels: { app: `app-${i % 13}`, env: "production" },
+      }));
+
+    let from = await lastStored();
+    written.push(...(await east.execute(batch("gz"))));
+    const gz = await storedSince(from);
+    expect(gz.length).toBeGreaterThan(0);
+    expect(
+      gz.every((e) => e === "gzip"),
+      gz.join(" "),
+    ).toBe(true);
+
+    // north as a build that reads JSON only reports it (its report names no encodings).
+    const report = await north.execute([
+      {
+        type: "ReportHealth",
+        health: "healthy",
+        capacity: {
+          vcpus: { total: 8, free: 8 },
+          memoryBytes: { total: 1, free: 1 },
+          diskBytes: { total: 1, free: 1 },
+        },
+        reportIntervalMs: 0,
+      },
+    ]);
+    written.push(...report);
+    await east.waitFor((v) => (v.sites["north"]?.lastSeq ?? 0) >= report[0]!.seq, 20_000, "north's report");
+    from = await lastStored();
+    written.push(...(await east.execute(batch("plain"))));
+    const plain = await storedSince(from);
+    expect(plain).toHaveLength(gz.length);
+    expect(
+      plain.every((e) => e === "["),
+      plain.join(" "),
+    ).toBe(true);
+    written.push(...(await north.reportHealth()));
+
+    await converge(sites, written);
+    await expectConverged(fed, written);
+  });
+
   it("a partitioned site keeps writing locally and converges after healing, nothing lost or duplicated", async () => {
     onTestFailed(() => console.error(`federation seed ${seed} (rerun with DWCP_TEST_SEED=${seed})`));
     const [east, west, north] = fed.sites.map((s) => s.site) as [Site, Site, Site];

@@ -22,10 +22,25 @@ export function logOf(site: string) {
   ): Extract<FederationEvent, { type: T }> =>
     ({ type, version: 1, site, seq: ++seq, at, ...body }) as unknown as Extract<FederationEvent, { type: T }>;
   return {
-    joined: (at: string, reportIntervalMs = 1_000) =>
-      make("SiteJoined", at, { health: "healthy", capacity: capacity(), reportIntervalMs }),
-    health: (at: string, health: "healthy" | "degraded" | "unhealthy" = "healthy", free = 4) =>
-      make("SiteHealthReported", at, { health, capacity: capacity(free), reportIntervalMs: 1_000 }),
+    joined: (at: string, reportIntervalMs = 1_000, appendEncodings?: string[]) =>
+      make("SiteJoined", at, {
+        health: "healthy",
+        capacity: capacity(),
+        reportIntervalMs,
+        ...(appendEncodings ? { appendEncodings } : {}),
+      }),
+    health: (
+      at: string,
+      health: "healthy" | "degraded" | "unhealthy" = "healthy",
+      free = 4,
+      appendEncodings?: string[],
+    ) =>
+      make("SiteHealthReported", at, {
+        health,
+        capacity: capacity(free),
+        reportIntervalMs: 1_000,
+        ...(appendEncodings ? { appendEncodings } : {}),
+      }),
     left: (at: string, reason = "maintenance") => make("SiteLeft", at, { reason }),
     placed: (at: string, vm: string, host?: string) => make("VmPlaced", at, host === undefined ? { vm } : { vm, host }),
     moved: (at: string, vm: string, from: string, to: string) => make("VmMoved", at, { vm, from, to }),

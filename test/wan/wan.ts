@@ -37,6 +37,11 @@ export interface WanOptions {
    * reaches it at `hostLink.site` and the site reaches the caller at `hostLink.host`.
    */
   hostSite?: string;
+  /**
+   * The sites' default congestion control (net.ipv4.tcp_congestion_control in each site's
+   * namespace; the kernel's tcp_allowed_congestion_control must list it). Default: the host's.
+   */
+  congestionControl?: string;
 }
 
 export interface ForwarderStats {
@@ -173,7 +178,10 @@ export class Wan {
     this.profile = profileOf(opts.profile);
     this.fwdNs = `${PREFIX}${process.pid}-fwd`;
     this.hostSiteName = opts.hostSite;
+    this.congestionControl = opts.congestionControl;
   }
+
+  private readonly congestionControl: string | undefined;
 
   private readonly hostSiteName: string | undefined;
 
@@ -238,6 +246,8 @@ export class Wan {
       );
       await this.ip(ns, "addr", "add", `198.18.${i}.2/24`, "dev", "wan0");
       await this.ip(ns, "link", "set", "wan0", "up");
+      if (this.congestionControl !== undefined)
+        await this.sh(ns, "sysctl", ["-qw", `net.ipv4.tcp_congestion_control=${this.congestionControl}`]);
       await this.ip(ns, "route", "add", "198.18.0.0/16", "via", `198.18.${i}.1`);
       await this.ip(this.fwdNs, "addr", "add", `198.18.${i}.1/24`, "dev", fwdDev);
       await this.ip(this.fwdNs, "link", "set", fwdDev, "up");

@@ -16,6 +16,7 @@ import { healthOf } from "../domain/federation/health.js";
 import {
   cloneView,
   emptyView,
+  peersRead,
   staleness,
   type FederationView,
   type SiteFreshness,
@@ -26,6 +27,8 @@ import {
   ensureMirrors,
   ensureOwnStream,
   FederationLog,
+  GZIP_APPEND,
+  READ_ENCODINGS,
   tailStream,
   viewStreams,
   type Tail,
@@ -213,6 +216,7 @@ export class Site {
         health: healthOf(capacity),
         capacity,
         reportIntervalMs,
+        appendEncodings: [...READ_ENCODINGS],
         endpoint: endpoint ?? this.cfg.natsUrl,
         region,
       },
@@ -228,6 +232,7 @@ export class Site {
         health: health ?? healthOf(capacity),
         capacity,
         reportIntervalMs: this.cfg.healthIntervalMs,
+        appendEncodings: [...READ_ENCODINGS],
       },
     ]);
   }
@@ -270,7 +275,7 @@ export class Site {
           },
           append: async (_id, events) => {
             try {
-              await fedLog.append(events);
+              await fedLog.append(events, { gzip: peersRead(this.current, this.peers, GZIP_APPEND) });
             } catch (err) {
               await this.recover(fedLog, err);
               throw err;

@@ -1,7 +1,8 @@
+import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { FederationAppend } from "#schemas/federation.js";
 import { logOf, t } from "#test/federation/fixtures.js";
-import { decodeAppend, toMessages } from "./fed-streams.js";
+import { decodeAppend, MAX_MESSAGE_BYTES, toMessages } from "./fed-streams.js";
 
 const events = (n: number) => {
   const a = logOf("a");
@@ -36,5 +37,29 @@ describe("appends", () => {
     const [j, , h] = [a.joined(t(0)), a.health(t(1)), a.health(t(2))];
     expect(FederationAppend.safeParse([j, h]).success).toBe(false);
     expect(decodeAppend(new TextEncoder().encode("not json"))).toBeUndefined();
+  });
+
+  it("gzips an append when asked and it pays, keeps its msgID, and reads both encodings", () => {
+    const es = events(100);
+    const plain = toMessages(es, 64 * 1024);
+    const gz = toMessages(es, 64 * 1024, { gzip: true });
+    expect(gz.map((m) => m.id)).toEqual(plain.map((m) => m.id));
+    for (const [i, m] of gz.entries()) {
+      expect([m.body[0], m.body[1]]).toEqual([0x1f, 0x8b]);
+      expect(m.body.length).toBeLessThan(plain[i]!.body.length / 4);
+    }
+    expect(gz.flatMap((m) => decodeAppend(m.body) ?? [])).toEqual(es);
+    // One small event stays JSON: gzip gains nothing on it.
+    expect(toMessages(events(1), 0, { gzip: true })[0]?.body[0]).toBe("[".charCodeAt(0));
+  });
+
+  it("refuses a gzip append that is corrupt or inflates past a message's size", () => {
+    const [m] = toMessages(events(100), 64 * 1024, { gzip: true });
+    const corrupt = Uint8Array.from(m!.body);
+    corrupt[corrupt.length - 5]! ^= 0xff; // inside the CRC32 of the trailer
+    expect(decodeAppend(corrupt)).toBeUndefined();
+    const json = Buffer.from(`[${JSON.stringify(events(1)[0])}${" ".repeat(MAX_MESSAGE_BYTES)}]`);
+    expect(decodeAppend(json)).toHaveLength(1); // the same bytes as JSON are read
+    expect(decodeAppend(gzipSync(json))).toBeUndefined();
   });
 });

@@ -24,10 +24,17 @@ export type FederationCommand =
       health: SiteHealth;
       capacity: Capacity;
       reportIntervalMs: number;
+      appendEncodings?: string[];
       endpoint?: string;
       region?: string;
     }
-  | { type: "ReportHealth"; health: SiteHealth; capacity: Capacity; reportIntervalMs: number }
+  | {
+      type: "ReportHealth";
+      health: SiteHealth;
+      capacity: Capacity;
+      reportIntervalMs: number;
+      appendEncodings?: string[];
+    }
   | { type: "LeaveSite"; reason: string }
   | { type: "PlaceVm"; vm: string; host?: string; spec?: VmSpec; labels?: Labels }
   | { type: "MoveVm"; vm: string; to: string; host?: string; migrationId?: string }

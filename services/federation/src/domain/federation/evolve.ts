@@ -31,9 +31,19 @@ export function apply(view: FederationView, event: FederationEvent): boolean {
   const site = touch(prev, event);
   switch (event.type) {
     case "SiteJoined": {
-      const { health, capacity, reportIntervalMs, endpoint, region, at } = event;
+      const { health, capacity, reportIntervalMs, appendEncodings, endpoint, region, at } = event;
       const { leftAt: _l, leftReason: _r, ...rest } = site;
-      setSite(view, { ...rest, status: "joined", health, capacity, reportIntervalMs, endpoint, region, joinedAt: at });
+      setSite(view, {
+        ...rest,
+        status: "joined",
+        health,
+        capacity,
+        reportIntervalMs,
+        appendEncodings,
+        endpoint,
+        region,
+        joinedAt: at,
+      });
       return true;
     }
     case "SiteLeft":
@@ -45,6 +55,7 @@ export function apply(view: FederationView, event: FederationEvent): boolean {
         health: event.health,
         capacity: event.capacity,
         reportIntervalMs: event.reportIntervalMs,
+        appendEncodings: event.appendEncodings,
       });
       return true;
     case "VmPlaced":

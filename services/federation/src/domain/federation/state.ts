@@ -18,6 +18,8 @@ export interface SiteRecord {
   lastSeenAt: string;
   /** Promised interval between health reports; 0: none promised. */
   reportIntervalMs: number;
+  /** Encodings of log messages besides plain JSON the site reads, as its latest join or report said. */
+  appendEncodings?: string[];
   /** Position of the last folded event in the site's log. */
   lastSeq: number;
   /** Events folded from this site. */
@@ -136,4 +138,12 @@ function sortKeys(value: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const key of Object.keys(value).sort()) out[key] = sortKeys((value as Record<string, unknown>)[key]);
   return out;
+}
+
+/**
+ * Whether every one of `peers` announced that it reads log messages in `encoding` (a peer not
+ * yet in the view, or one whose latest join or report did not say so, reads plain JSON only).
+ */
+export function peersRead(view: FederationView, peers: readonly string[], encoding: string): boolean {
+  return peers.every((p) => view.sites[p]?.appendEncodings?.includes(encoding) === true);
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { apply, fold } from "./evolve.js";
 import { healthOf } from "./health.js";
 import { logOf, t } from "#test/federation/fixtures.js";
-import { canonicalJson, DEFAULT_STALE_AFTER_MS, overlayView, placements, staleness } from "./state.js";
+import { canonicalJson, DEFAULT_STALE_AFTER_MS, overlayView, peersRead, placements, staleness } from "./state.js";
 
 describe("staleness", () => {
   const a = logOf("a");
@@ -79,5 +79,21 @@ describe("health and overlays", () => {
     expect(layer.sites["a"]?.lastSeq).toBe(3);
     expect(base.vms["vm2"]).toBeUndefined();
     expect(base.sites["a"]?.lastSeq).toBe(2);
+  });
+});
+
+describe("encodings peers read", () => {
+  it("holds only once every peer's latest join or health report names the encoding", () => {
+    const [a, b] = [logOf("a"), logOf("b")];
+    const joined = fold([a.joined(t(0), 1_000, ["gzip"]), b.joined(t(0))]);
+    expect(peersRead(joined, ["a"], "gzip")).toBe(true);
+    expect(peersRead(joined, ["a", "b"], "gzip")).toBe(false); // b's join names none
+    expect(peersRead(joined, ["a", "c"], "gzip")).toBe(false); // c is not in the view yet
+    const upgraded = fold([b.health(t(1), "healthy", 4, ["zstd", "gzip"])], joined);
+    expect(peersRead(upgraded, ["a", "b"], "gzip")).toBe(true);
+    // A report from a build that names no encodings takes it back.
+    const downgraded = fold([b.health(t(2))], upgraded);
+    expect(peersRead(downgraded, ["a", "b"], "gzip")).toBe(false);
+    expect(peersRead(downgraded, [], "gzip")).toBe(true);
   });
 });
