@@ -114,6 +114,7 @@ export class Coordinator {
       this.log,
       (host) => checkLayout(this.nats.jsm, [workStream(host)]),
       this.msgId,
+      (id) => this.schedule(id),
     );
     let resolveCaughtUp!: () => void;
     const caughtUp = new Promise<void>((r) => (resolveCaughtUp = r));

@@ -13,7 +13,8 @@ import { silentLog } from "#test/support/data-channel.js";
 import { Dispatcher } from "./dispatcher.js";
 
 // The work queue holds each migration's batches in proportion to its weight (its dispatch
-// window), and a batch that ends makes room for the next: read back from a real work stream.
+// window), queued in turns by weight, and a batch that ends makes room for the next: read back
+// from a real work stream.
 const MiB = 1024 * 1024;
 const ctx = { now: new Date(), policy: DEFAULT_RETRY_POLICY };
 let dir: string;
@@ -82,23 +83,40 @@ async function queued(): Promise<Map<string, number[]>> {
   return out;
 }
 
-it("queues each migration's batches up to its weight's window, and one more for each that ends", async () => {
-  const dispatcher = new Dispatcher(nats, silentLog, () => Promise.resolve());
+it("queues each migration's batches up to its window, in turns by weight, and more as batches end", async () => {
+  const woken: string[] = [];
+  const dispatcher = new Dispatcher(
+    nats,
+    silentLog,
+    () => Promise.resolve(),
+    undefined,
+    (id) => woken.push(id),
+  );
   const light = planned("light", 1);
   const heavy = planned("heavy", 3);
+  // Alone on its host, light fills its window; heavy then takes turns with it: batches of 4 MiB,
+  // at weight 3 each a third of one of light's, queued while less than one of light's past the
+  // clock (0).
   await dispatcher.dispatch(fold("light", light));
   await dispatcher.dispatch(fold("heavy", heavy));
   expect(await queued()).toEqual(
     new Map([
       ["light", [0, 1, 2, 3]],
-      ["heavy", Array.from({ length: 12 }, (_, i) => i)],
+      ["heavy", [0, 1, 2]],
     ]),
   );
   expect(dispatchWindow(1, 4 * MiB)).toBe(4);
+  expect(woken).toEqual([]);
 
-  // Dispatching again without a change publishes nothing; two batches that end make room for two.
+  // Dispatching again without a change publishes nothing. Two of light's batches end: its window
+  // has room for two, but the clock (the end of its batch 2, 12 MiB) is a whole batch short of
+  // its next start (16 MiB), so it holds back, and heavy, which held back, is asked to dispatch
+  // again and queues three more, from the clock on.
   await dispatcher.dispatch(fold("light", light));
   expect((await queued()).get("light")).toEqual([0, 1, 2, 3]);
   await dispatcher.dispatch(fold("light", [...light, transferred("light", 0), transferred("light", 2)]));
-  expect((await queued()).get("light")).toEqual([0, 1, 2, 3, 4, 5]);
+  expect((await queued()).get("light")).toEqual([0, 1, 2, 3]);
+  expect(woken).toEqual(["heavy"]);
+  await dispatcher.dispatch(fold("heavy", heavy));
+  expect((await queued()).get("heavy")).toEqual([0, 1, 2, 3, 4, 5]);
 });

@@ -9,6 +9,7 @@ import { batchRange } from "../domain/migration/planner.js";
 import { isTerminal, type Migration } from "../domain/migration/state.js";
 import { liveWorkId, liveWorkItem } from "../domain/migration/live.js";
 import { dispatchWindow } from "../domain/migration/window.js";
+import { FairShare } from "../domain/migration/fair-share.js";
 
 const encoder = new TextEncoder();
 
@@ -30,6 +31,12 @@ export class Dispatcher {
   /** Work items published by this process, per migration still in flight (see forget). */
   private readonly published = new Map<string, Set<string>>();
   private readonly readyHosts = new Set<string>();
+  /** Per source host: the order its migrations queue batches in (domain/migration/fair-share.ts). */
+  private readonly fair = new Map<string, FairShare>();
+  /** Per source host: migrations that held a batch back for their turn, to dispatch again. */
+  private readonly held = new Map<string, Set<string>>();
+  /** Source host of each migration this process dispatches. */
+  private readonly hostOf = new Map<string, string>();
 
   constructor(
     private readonly nats: Nats,
@@ -37,12 +44,16 @@ export class Dispatcher {
     private readonly ensureHost: (host: string) => Promise<void>,
     /** The msgID published for a dedup base (keyed by the coordinator's key, so nobody squats it). */
     private readonly msgId: (base: string) => string = (base) => base,
+    /** Asks for a migration to be dispatched again: its turn to queue a batch may have come. */
+    private readonly wake: (migrationId: string) => void = () => undefined,
   ) {}
 
   /**
    * Publishes the pending batches that are due, as many as the migration's window leaves room
    * for (domain/migration/window.ts: batches published and not yet done, in proportion to its
-   * weight); returns when the next one falls due (epoch ms). Each batch that ends makes room.
+   * weight) and, while other migrations of its source host have batches to queue, in its turn
+   * among them (domain/migration/fair-share.ts); returns when the next one falls due (epoch ms).
+   * Each batch that ends makes room and moves the turns on.
    */
   async dispatch(m: Migration): Promise<number | undefined> {
     const plan = m.plan;
@@ -58,6 +69,14 @@ export class Dispatcher {
     const published = this.published.get(m.id) ?? new Set<string>();
     this.published.set(m.id, published);
     const keyOf = (batch: number, attempt: number): string => `${m.id}.b${batch}.a${attempt}`;
+    const fair = this.fairOf(host, m.id);
+    let turnsMoved = false;
+    for (const key of fair.queuedKeys(m.id)) {
+      const [, batch, attempt] = /\.b(\d+)\.a(\d+)$/.exec(key) ?? [];
+      const b = m.batches[Number(batch)];
+      if (b?.status !== "pending" || b.attempt !== Number(attempt)) turnsMoved = fair.ended(m.id, key) || turnsMoved;
+    }
+    const weight = m.options?.weight ?? 1;
     let room = dispatchWindow(m.options?.weight, plan.chunkSizeBytes * plan.chunksPerBatch);
     for (const [batch, b] of m.batches.entries())
       if (b.status === "pending" && published.has(keyOf(batch, b.attempt))) room -= 1;
@@ -74,6 +93,11 @@ export class Dispatcher {
       const range = batchRange(plan, batch);
       const vol = range && plan.volumes[range.volume];
       if (!range || !vol) continue;
+      const bytes = range.chunkCount * plan.chunkSizeBytes;
+      if (!fair.mayQueue(m.id, bytes)) {
+        this.heldOn(host).add(m.id);
+        break;
+      }
       const item: TransferBatch = {
         type: "TransferBatch",
         version: 1,
@@ -105,10 +129,38 @@ export class Dispatcher {
         msgID: this.msgId(key),
       });
       published.add(key);
+      fair.queued(m.id, key, bytes, weight);
       room -= 1;
       this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
     }
+    const left = m.batches.some((b, batch) => b.status === "pending" && !published.has(keyOf(batch, b.attempt)));
+    turnsMoved = fair.setWaiting(m.id, left) || turnsMoved;
+    if (turnsMoved) this.wakeHeld(host, m.id);
     return wakeAt;
+  }
+
+  private fairOf(host: string, id: string): FairShare {
+    this.hostOf.set(id, host);
+    let fair = this.fair.get(host);
+    if (fair === undefined) this.fair.set(host, (fair = new FairShare()));
+    return fair;
+  }
+
+  private heldOn(host: string): Set<string> {
+    let held = this.held.get(host);
+    if (held === undefined) this.held.set(host, (held = new Set()));
+    return held;
+  }
+
+  /** The clock of `host` moved, or a migration stopped waiting: those holding back try again. */
+  private wakeHeld(host: string, except?: string): void {
+    const held = this.held.get(host);
+    if (held === undefined) return;
+    for (const id of [...held]) {
+      if (id === except) continue;
+      held.delete(id);
+      this.wake(id);
+    }
   }
 
   /** Publishes a live migration's one work item to its source host, while it is to be handed out. */
@@ -133,6 +185,12 @@ export class Dispatcher {
   /** Drops what this process remembers of an ended migration's work items. */
   forget(id: string): void {
     this.published.delete(id);
+    const host = this.hostOf.get(id);
+    if (host === undefined) return;
+    this.hostOf.delete(id);
+    this.fair.get(host)?.forget(id);
+    this.held.get(host)?.delete(id);
+    this.wakeHeld(host);
   }
 
   /**
