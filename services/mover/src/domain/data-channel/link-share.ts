@@ -83,13 +83,8 @@ export class LinkShare<T> {
     this.waiting.push(w);
   }
 
-  /**
-   * The request to grant next, removed from the waiting ones; undefined when none waits. With
-   * `expected` (flows that are sending but have no request waiting at this instant, e.g. between
-   * two chunks), answers `{ waitFor }` instead when one of them would go first: the caller holds
-   * the grant a moment rather than hand that flow's turn to another.
-   */
-  next(expected: Iterable<string> = []): ShareRequest<T> | { waitFor: string } | undefined {
+  /** The request to grant next, removed from the waiting ones; undefined when none waits. */
+  next(): ShareRequest<T> | undefined {
     let best: Waiting<T> | undefined;
     let bestPriority = -Infinity;
     for (const w of this.waiting) {
@@ -104,12 +99,6 @@ export class LinkShare<T> {
       }
     }
     if (best === undefined) return undefined;
-    for (const flow of expected) {
-      const f = this.flows.get(flow);
-      if (f === undefined || this.waiting.some((w) => w.flow === flow)) continue;
-      const start = Math.max(this.virtual.get(f.priority) ?? 0, f.finish);
-      if (f.priority > bestPriority || (f.priority === bestPriority && start < best.start)) return { waitFor: flow };
-    }
     this.waiting.splice(this.waiting.indexOf(best), 1);
     this.virtual.set(bestPriority, Math.max(this.virtual.get(bestPriority) ?? 0, best.start));
     return { flow: best.flow, bytes: best.bytes, value: best.value };

@@ -13,7 +13,7 @@ function run(share: LinkShare<null>, flows: Record<string, number>, grants: numb
     for (let i = 0; i < depth; i++) share.add({ flow, bytes, value: null });
   for (let i = 0; i < grants; i++) {
     const g = share.next();
-    if (g === undefined || "waitFor" in g) break;
+    if (g === undefined) break;
     got.set(g.flow, (got.get(g.flow) ?? 0) + g.bytes);
     share.add({ flow: g.flow, bytes: flows[g.flow] ?? 0, value: null });
   }
@@ -54,22 +54,5 @@ describe("LinkShare", () => {
     share.set("b", 4);
     const after = run(share, { a: MiB, b: MiB }, 500);
     expect((after.get("b") ?? 0) / (after.get("a") ?? 1)).toBeCloseTo(4, 0);
-  });
-
-  it("holds a grant for a flow between two requests that would go first, and only for that one", () => {
-    const share = new LinkShare<null>();
-    share.set("a", 3);
-    share.set("b", 1);
-    share.add({ flow: "a", bytes: MiB, value: null });
-    share.add({ flow: "b", bytes: MiB, value: null });
-    expect(share.next()).toMatchObject({ flow: "a" }); // equal start tags: first come
-    expect(share.next(["a"])).toMatchObject({ flow: "b" }); // b's tag (0) is before a's next (1/3)
-    share.add({ flow: "b", bytes: MiB, value: null });
-    // a is between two chunks and its next one would start (1/3) before b's (1): hold for a.
-    expect(share.next(["a"])).toEqual({ waitFor: "a" });
-    share.add({ flow: "a", bytes: MiB, value: null });
-    expect(share.next(["a", "b"])).toMatchObject({ flow: "a" });
-    // Without a flow to expect, the waiting request goes.
-    expect(share.next([])).toMatchObject({ flow: "b" });
   });
 });

@@ -5,15 +5,16 @@ import { newTokenBucket, reserve, setRate, type TokenBucket } from "../../domain
  * One link's turns (this mover to one destination mover): every chunk a batch sends over it waits
  * for a grant, and grants go out at the link's rate, to the highest priority waiting and, among
  * equals, by weight (domain/data-channel/link-share.ts). Pacing the link at its known rate keeps
- * the bottleneck's queue empty, so what each migration is granted is what it gets through.
+ * the bottleneck's queue empty, so what each migration is granted is what it gets through. The
+ * turns are work-conserving: a grant goes to a request that is waiting, never held for a flow
+ * between two chunks (on a long link a sender's next request often waits for its socket to
+ * drain, and holding its turn left the link idle; the weights of migrations that share a source
+ * host come from the order of its work queue, see the coordinator's fair-share.ts).
  */
 class LinkScheduler {
   private readonly share = new LinkShare<Grant>();
   private readonly bucket: TokenBucket;
   private debtTimer: NodeJS.Timeout | undefined;
-  private graceTimer: NodeJS.Timeout | undefined;
-  /** When each flow was last granted a turn. */
-  private readonly lastGrant = new Map<string, number>();
   /** Batches sending per migration: its flow is forgotten after the last one. */
   readonly users = new Map<string, number>();
 
@@ -31,7 +32,6 @@ class LinkScheduler {
 
   forget(flow: string): void {
     this.share.forget(flow);
-    this.lastGrant.delete(flow);
     this.pump();
   }
 
@@ -54,17 +54,9 @@ class LinkScheduler {
     });
   }
 
-  /**
-   * Grants while the link has no debt; otherwise waits until it is paid. A flow granted within
-   * GRACE_MS that has no request waiting right now (it is writing its last chunk or reading the
-   * next) but would go first is waited for, up to the end of its grace: handing its turn to
-   * another would shift the shares towards whoever keeps a request waiting. The link's burst
-   * (0.1 s of its rate) makes up for such a pause once the grants resume.
-   */
+  /** Grants while the link has no debt; otherwise waits until it is paid. */
   private pump(): void {
     if (this.debtTimer !== undefined) return;
-    clearTimeout(this.graceTimer);
-    this.graceTimer = undefined;
     for (;;) {
       const now = performance.now();
       const waitMs = reserve(this.bucket, 0, now);
@@ -75,31 +67,14 @@ class LinkScheduler {
         }, waitMs);
         return;
       }
-      const expected = [...this.lastGrant].filter(([flow, at]) => now - at < GRACE_MS && this.users.has(flow));
-      const next = this.share.next(expected.map(([flow]) => flow));
+      const next = this.share.next();
       if (next === undefined) return;
-      if ("waitFor" in next) {
-        const at = this.lastGrant.get(next.waitFor) ?? now;
-        this.graceTimer = setTimeout(
-          () => {
-            this.graceTimer = undefined;
-            this.lastGrant.delete(next.waitFor);
-            this.pump();
-          },
-          Math.max(1, at + GRACE_MS - now),
-        );
-        return;
-      }
       if (next.value.cancelled) continue;
       reserve(this.bucket, next.bytes, now);
-      this.lastGrant.set(next.flow, now);
       next.value.resolve();
     }
   }
 }
-
-/** How long a flow that was just granted is expected back with its next request (see pump). */
-const GRACE_MS = 100;
 
 interface Grant {
   resolve: () => void;
