@@ -159,16 +159,24 @@ describe("live migration under a data-channel cut", () => {
   scenario(F, "live: data channel cut mid-mirror: fails cleanly, the source runs on", async ({ seed, figures }) => {
     const id = `live-cut-mirror-${seed}`;
     // The mirror's own throttle (1 MiB/s) keeps it from READY for ~16 s, but QEMU copies up to
-    // 16 MiB per step before it sleeps the throttle off: the proxy's cap (2 MiB/s) keeps the
-    // disk's bytes on the wire, so the cut lands with NBD writes in flight.
-    c.dataProxy.faults.rateBytesPerSec = 2 * MiB;
-    const { progress, failed, tunnels } = await cutWhen(
-      id,
-      { mirrorBytesPerSec: MiB },
-      "2 MiB mirrored",
-      (e) => e.phase === "mirror" && (e.mirrorDoneBytes ?? 0) >= 2 * MiB,
-      figures,
-    );
+    // 16 MiB per step before it sleeps the throttle off: the proxy's cap (512 KiB/s) keeps the
+    // disk's bytes on the wire for ~32 s, so the cut lands with NBD writes in flight even when
+    // the progress report that triggers it comes late (on a loaded machine QMP answered a
+    // report's query after ~8 s, when 2 MiB/s had carried the whole disk).
+    c.dataProxy.faults.rateBytesPerSec = MiB / 2;
+    let cut;
+    try {
+      cut = await cutWhen(
+        id,
+        { mirrorBytesPerSec: MiB },
+        "2 MiB mirrored",
+        (e) => e.phase === "mirror" && (e.mirrorDoneBytes ?? 0) >= 2 * MiB,
+        figures,
+      );
+    } finally {
+      c.dataProxy.faults.rateBytesPerSec = 2 * MiB; // what the scenarios below run with
+    }
+    const { progress, failed, tunnels } = cut;
     expect(failed.phase).toBe("mirror");
     expect(tunnels).toEqual(["nbd"]);
     expect(progress.mirrorDoneBytes, "the cut lands before the whole disk crossed").toBeLessThan(16 * MiB);
