@@ -35,8 +35,6 @@ export class Dispatcher {
   private readonly fair = new Map<string, FairShare>();
   /** Per source host: migrations that held a batch back for their turn, to dispatch again. */
   private readonly held = new Map<string, Set<string>>();
-  /** Source host of each migration this process dispatches. */
-  private readonly hostOf = new Map<string, string>();
 
   constructor(
     private readonly nats: Nats,
@@ -69,17 +67,22 @@ export class Dispatcher {
     const published = this.published.get(m.id) ?? new Set<string>();
     this.published.set(m.id, published);
     const keyOf = (batch: number, attempt: number): string => `${m.id}.b${batch}.a${attempt}`;
-    const fair = this.fairOf(host, m.id);
-    let turnsMoved = false;
-    for (const key of fair.queuedKeys(m.id)) {
-      const [, batch, attempt] = /\.b(\d+)\.a(\d+)$/.exec(key) ?? [];
-      const b = m.batches[Number(batch)];
-      if (b?.status !== "pending" || b.attempt !== Number(attempt)) turnsMoved = fair.ended(m.id, key) || turnsMoved;
-    }
+    const fair = this.fairOf(host);
     const weight = m.options?.weight ?? 1;
     let room = dispatchWindow(m.options?.weight, plan.chunkSizeBytes * plan.chunksPerBatch);
-    for (const [batch, b] of m.batches.entries())
-      if (b.status === "pending" && published.has(keyOf(batch, b.attempt))) room -= 1;
+    // Its work items still out (pending, published as their current attempt), and batches left.
+    const out = new Set<string>();
+    let left = 0;
+    for (const [batch, b] of m.batches.entries()) {
+      if (b.status !== "pending") continue;
+      const key = keyOf(batch, b.attempt);
+      if (published.has(key)) out.add(key);
+      else left += 1;
+    }
+    room -= out.size;
+    // Queued batches no longer out ended (done, failed or superseded by a retry): turns move on.
+    let turnsMoved = false;
+    for (const key of fair.queuedKeys(m.id)) if (!out.has(key)) turnsMoved = fair.ended(m.id, key) || turnsMoved;
     for (const [batch, b] of m.batches.entries()) {
       if (room <= 0) break;
       if (b.status !== "pending") continue;
@@ -131,16 +134,15 @@ export class Dispatcher {
       published.add(key);
       fair.queued(m.id, key, bytes, weight);
       room -= 1;
+      left -= 1;
       this.log.debug({ migrationId: m.id, batch, attempt: b.attempt, host }, "work item published");
     }
-    const left = m.batches.some((b, batch) => b.status === "pending" && !published.has(keyOf(batch, b.attempt)));
-    turnsMoved = fair.setWaiting(m.id, left) || turnsMoved;
+    turnsMoved = fair.setWaiting(m.id, left > 0) || turnsMoved;
     if (turnsMoved) this.wakeHeld(host, m.id);
     return wakeAt;
   }
 
-  private fairOf(host: string, id: string): FairShare {
-    this.hostOf.set(id, host);
+  private fairOf(host: string): FairShare {
     let fair = this.fair.get(host);
     if (fair === undefined) this.fair.set(host, (fair = new FairShare()));
     return fair;
@@ -185,12 +187,11 @@ export class Dispatcher {
   /** Drops what this process remembers of an ended migration's work items. */
   forget(id: string): void {
     this.published.delete(id);
-    const host = this.hostOf.get(id);
-    if (host === undefined) return;
-    this.hostOf.delete(id);
-    this.fair.get(host)?.forget(id);
-    this.held.get(host)?.delete(id);
-    this.wakeHeld(host);
+    for (const [host, fair] of this.fair)
+      if (fair.forget(id)) {
+        this.held.get(host)?.delete(id);
+        this.wakeHeld(host);
+      }
   }
 
   /**

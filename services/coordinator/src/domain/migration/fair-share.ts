@@ -36,9 +36,8 @@ export class FairShare {
   /** `flow` queued the batch `key` of `bytes` at weight `weight`. */
   queued(flow: string, key: string, bytes: number, weight: number): void {
     const f = this.flow(flow);
-    const start = this.start(f);
-    f.finish = start + bytes / Math.max(1, weight);
-    f.queued.set(key, { start, finish: f.finish });
+    f.finish = this.start(f) + bytes / Math.max(1, weight);
+    f.queued.set(key, f.finish);
   }
 
   /**
@@ -63,16 +62,17 @@ export class FairShare {
    */
   ended(flow: string, key: string): boolean {
     const f = this.flows.get(flow);
-    const tag = f?.queued.get(key);
-    if (f === undefined || tag === undefined) return false;
+    const finish = f?.queued.get(key);
+    if (f === undefined || finish === undefined) return false;
     f.queued.delete(key);
-    if (tag.finish <= this.clock) return false;
-    this.clock = tag.finish;
+    if (finish <= this.clock) return false;
+    this.clock = finish;
     return true;
   }
 
-  forget(flow: string): void {
-    this.flows.delete(flow);
+  /** Drops `flow`; returns whether it was known. */
+  forget(flow: string): boolean {
+    return this.flows.delete(flow);
   }
 
   private start(f: Flow): number {
@@ -93,6 +93,6 @@ interface Flow {
   /** Finish time of its last queued batch. */
   finish: number;
   waiting: boolean;
-  /** Its queued batches that have not ended, by work item key, with their start and finish. */
-  queued: Map<string, { start: number; finish: number }>;
+  /** Its queued batches that have not ended, by work item key, with their finish times. */
+  queued: Map<string, number>;
 }
