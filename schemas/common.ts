@@ -193,7 +193,11 @@ export const LiveMigrationOptions = z.object({
   autoConverge: z.boolean().optional(),
   /** When precopy still stalls, switch to postcopy (the guest runs at the destination at once). Default false. */
   postcopy: z.boolean().optional(),
-  /** Mirror guest writes synchronously (write-blocking): for a guest dirtying faster than the link. Default false. */
+  /**
+   * Mirror guest writes synchronously (write-blocking): for a guest dirtying faster than the link.
+   * Default: write-blocking across a WAN (the mirror's tunnel has a round trip of 2 ms or more),
+   * background on a local link.
+   */
   writeBlocking: z.boolean().optional(),
   /** Give up (the source guest keeps running) after this many ms (1000..86400000). Default 600000. */
   timeoutMs: z.number().int().min(1000).max(MAX_LIVE_TIMEOUT_MS).optional(),

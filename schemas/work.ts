@@ -77,5 +77,10 @@ export const LiveMigrate = z.object({
   destHost: HostId,
   destDir: z.string().max(MAX_PATH_CHARS),
   live: LiveMigrationOptions,
+  /**
+   * The migration's `compression` option, for the tunnels' source → destination bytes. Absent:
+   * auto (none on a local link; across a WAN, chosen from the link's RTT and the spare cores).
+   */
+  compression: CompressionMode.optional(),
 });
 export type LiveMigrate = z.infer<typeof LiveMigrate>;

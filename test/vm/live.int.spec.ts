@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { provision } from "#common/credentials/provision.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
 import type { VmDefinitionInput } from "#schemas/index.js";
-import { linkTlsOf, silentLog } from "#test/support/data-channel.js";
+import { capturingLog, linkTlsOf, silentLog } from "#test/support/data-channel.js";
 import { startDataServer, type DataServer } from "../../services/mover/src/infra/data-channel/server.js";
 import { migrateLive, LiveMigrationError, type LiveReport } from "../../services/mover/src/infra/vm/live.js";
 import { IncomingVms, type LiveDestination } from "../../services/mover/src/infra/vm/live-incoming.js";
@@ -185,12 +185,18 @@ describe("live migration through the movers' data channel", () => {
     expect(rungsOf(throttled)).toEqual(["auto-converge"]);
     expect((await statusOf(stateA, "g")).state).toBe("running");
 
-    // 5. With postcopy allowed the stalled migration switches to postcopy and completes.
+    // 5. With postcopy allowed the stalled migration switches to postcopy and completes. Its
+    // tunnels compress with zstd (as across a WAN; auto leaves a loopback link raw) and the mirror
+    // blocks guest writes (as across a WAN): QEMU's NBD, RAM and postcopy streams pass both.
     const reports: LiveReport[] = [];
     let sourceText = "";
     const sourcePid = readRecord(stateA, "g").pid ?? 0;
+    const seen = capturingLog();
     const result = await migrateLive({
       ...options("live-ok", incoming, reports),
+      link: { ...options("live-ok", incoming, reports).link, compression: "zstd" },
+      writeBlocking: true,
+      log: seen.log,
       ...stalling,
       autoConverge: false,
       postcopy: true,
@@ -220,6 +226,12 @@ describe("live migration through the movers' data channel", () => {
     expect(result.totalMs).toBeGreaterThan(0);
     expect(result.downtimeMs).toBeGreaterThanOrEqual(0);
     expect(result.pausedMs).toBeGreaterThan(0);
+    const opened = seen.lines.filter((l) => l.msg === "tunnel open");
+    expect(opened.map((l) => [l.channel, l.codec]).sort()).toEqual([
+      ["migration", "zstd"],
+      ["nbd", "zstd"],
+    ]);
+    expect(seen.lines.find((l) => l.msg === "disk mirror starting")?.copyMode).toBe("write-blocking");
     expect(() => process.kill(sourcePid, 0)).toThrow();
     expect(existsSync(join(stateA, "g"))).toBe(false);
 

@@ -115,6 +115,7 @@ export class LiveWorker {
           address: reg.dataAddress,
           secret: Buffer.from(this.config.secret),
           ...(this.config.link.mode === "tls" ? { tls: { tls: this.config.link.tls, destHost: w.destHost } } : {}),
+          ...(w.compression === undefined ? {} : { compression: w.compression }),
         },
         downtimeLimitMs: w.live.downtimeLimitMs,
         bandwidthBytesPerSec: w.live.ramBytesPerSec,

@@ -73,6 +73,7 @@ export function liveWorkItem(m: Migration): LiveMigrate | undefined {
     destHost: m.request.destination.host,
     destDir: m.request.destination.dir,
     live: m.request.live ?? {},
+    ...(m.request.options?.compression === undefined ? {} : { compression: m.request.options.compression }),
   };
 }
 

@@ -116,6 +116,12 @@ describe("decide: live migration", () => {
     expect(liveWorkId("m1")).toBe("m1.live");
   });
 
+  it("hands the migration's compression option to the mover with the live work item", () => {
+    const start = liveStart({ options: { compression: "zstd" } });
+    const m = fold("m1", decide(fold("m1", []), start, ctx()));
+    expect(LiveMigrate.parse(liveWorkItem(m))).toMatchObject({ compression: "zstd" });
+  });
+
   it("plans no batches for a live migration, and a file migration has no live work item", () => {
     const m = fold("m1", requested());
     const outcome = {

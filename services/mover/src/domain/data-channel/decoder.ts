@@ -446,7 +446,10 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
     }
     case "TUNNEL_OPEN": {
       const r = TunnelOpen.safeParse(parseJson(p));
-      return r.success ? { kind, channel: r.data.channel } : "invalid tunnel channel";
+      if (!r.success) return "invalid tunnel channel";
+      return r.data.codec === undefined
+        ? { kind, channel: r.data.channel }
+        : { kind, channel: r.data.channel, codec: r.data.codec };
     }
     case "TUNNEL_OK":
       return empty ?? { kind };

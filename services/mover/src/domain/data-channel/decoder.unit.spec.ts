@@ -84,6 +84,7 @@ const controls: ControlFrame[] = [
   { kind: "BATCH_ERR", failure: { code: "NO_SPACE", message: "disk full" } },
   { kind: "HELLO", migrationId: "mig-1", sourceHost: "host-a", mac: new Uint8Array(32).fill(9), tunnel: true },
   { kind: "TUNNEL_OPEN", channel: "nbd" },
+  { kind: "TUNNEL_OPEN", channel: "migration", codec: "zstd" },
   { kind: "TUNNEL_OK" },
   { kind: "TUNNEL_ERR", message: "no live migration expects it" },
 ];

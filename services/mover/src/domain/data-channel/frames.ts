@@ -160,7 +160,11 @@ export const Hello = z.strictObject({ migrationId: Id, sourceHost: HostId });
 
 /** A tunnel's channel: which of the destination's unix sockets for the migration it reaches. */
 export const TunnelChannel = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/);
-export const TunnelOpen = z.strictObject({ channel: TunnelChannel });
+/**
+ * `codec`: the source → destination bytes come as tunnel blocks (tunnel-blocks.ts), compressed
+ * with it where that paid. Absent: raw bytes, as before.
+ */
+export const TunnelOpen = z.strictObject({ channel: TunnelChannel, codec: z.enum(["lz4", "zstd"]).optional() });
 
 export interface ChunkHeader {
   offset: number;
@@ -187,7 +191,7 @@ export type ControlFrame =
   | { kind: "BATCH_END"; chunkCount: number }
   | { kind: "BATCH_OK" }
   | { kind: "BATCH_ERR"; failure: WireFailure }
-  | { kind: "TUNNEL_OPEN"; channel: string }
+  | { kind: "TUNNEL_OPEN"; channel: string; codec?: PackedCodec }
   | { kind: "TUNNEL_OK" }
   | { kind: "TUNNEL_ERR"; message: string }
   /** The CRC32C of each chunk of the run's committed prefix, in order (the prefix's length is theirs). */
@@ -298,7 +302,10 @@ export function encodeControl(f: ControlFrame): Uint8Array {
     case "BATCH_ERR":
       return frame(f.kind, json(f.failure));
     case "TUNNEL_OPEN":
-      return frame(f.kind, json({ channel: f.channel }));
+      return frame(
+        f.kind,
+        json(f.codec === undefined ? { channel: f.channel } : { channel: f.channel, codec: f.codec }),
+      );
     case "TUNNEL_OK":
       return frame(f.kind, none);
     case "TUNNEL_ERR":

@@ -1,16 +1,22 @@
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
+import type { Transform } from "node:stream";
 import { rmSync } from "node:fs";
 import { hostIdentity } from "#common/pki.js";
-import type { Logger } from "#common/logger.js";
+import { silentLogger, type Logger } from "#common/logger.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { dial } from "#common/secure-link/transport.js";
 import { DwcpError } from "#common/errors.js";
+import { compressionCodec } from "#native/index.js";
+import type { CompressionMode } from "#schemas/index.js";
+import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
 import { CLIENT_PREAUTH, CLIENT_TUNNEL, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError } from "../../errors.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
+import { tuneSocket } from "./socket-tuning.js";
+import { BlockCompressor, BlockDecompressor, tunnelCompression } from "./tunnel-codec.js";
 
 // Tunnels: a data-channel connection that, after the usual authentication (TLS 1.3 with mutual
 // certificates, CHALLENGE, HELLO proving the migration's token), carries one raw byte stream
@@ -27,6 +33,11 @@ import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
 //   → TUNNEL_OPEN {channel}
 //   ← TUNNEL_OK | TUNNEL_ERR {message}
 //   ⇄ raw bytes (each direction ends with its own half-close)
+//
+// On a WAN link the source compresses: TUNNEL_OPEN then names a codec (chosen as a batch's is,
+// from the connection's RTT and the spare cores; none on a local link) and the source →
+// destination bytes travel as blocks (domain/data-channel/tunnel-blocks.ts) that the
+// destination decodes before its unix socket sees them. The other direction stays raw.
 
 /** The destination refused a tunnel: no live migration expects this channel, or its socket is gone. */
 export class TunnelRefusedError extends DwcpError {
@@ -70,10 +81,11 @@ function sendFrame(socket: Socket, frame: Parameters<typeof encodeControl>[0]): 
 
 /**
  * Copies bytes both ways between `a` and `b` until both directions ended (each side's end is
- * passed on as a half-close) or one failed (then both are destroyed). Resolves with the bytes
- * carried each way.
+ * passed on as a half-close) or one failed (then both are destroyed). `aToB`, when given, is a
+ * Transform the bytes from `a` pass through on their way (a compressed tunnel's codec). Resolves
+ * with the bytes carried each way, as read from `a` and from `b`.
  */
-export function splice(a: Socket, b: Socket): Promise<{ aToB: number; bToA: number }> {
+export function splice(a: Socket, b: Socket, aToB?: Transform): Promise<{ aToB: number; bToA: number }> {
   a.allowHalfOpen = true;
   b.allowHalfOpen = true;
   const counts = { aToB: 0, bToA: 0 };
@@ -86,6 +98,7 @@ export function splice(a: Socket, b: Socket): Promise<{ aToB: number; bToA: numb
       if (closed === 2) resolve(counts);
     };
     const fail = (): void => {
+      aToB?.destroy();
       a.destroy();
       b.destroy();
     };
@@ -93,10 +106,13 @@ export function splice(a: Socket, b: Socket): Promise<{ aToB: number; bToA: numb
     b.once("close", onClose);
     a.on("error", fail);
     b.on("error", fail);
-    // A side closed without an error after both ends were passed on; one closed early takes the other with it.
-    a.once("close", () => b.writableEnded || b.destroy());
-    b.once("close", () => a.writableEnded || a.destroy());
-    a.pipe(b);
+    aToB?.on("error", fail);
+    // A side that closed after its bytes ended was passed on (to the codec and from it to the
+    // other side) closed cleanly; one that closed before takes the other with it.
+    a.once("close", () => a.readableEnded || b.destroy());
+    b.once("close", () => b.readableEnded || a.destroy());
+    if (aToB === undefined) a.pipe(b);
+    else a.pipe(aToB).pipe(b);
     b.pipe(a);
     a.resume();
     b.resume();
@@ -119,9 +135,16 @@ export async function serveTunnel(
   const step = await reader.next();
   if (step.kind === "end") return;
   if (step.kind !== "frame" || step.frame.kind !== "TUNNEL_OPEN") throw new ProtocolError("expected TUNNEL_OPEN");
-  const channel = step.frame.channel;
+  const { channel, codec } = step.frame;
   const tlog = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, channel });
   const path = tunnels.target(hello.migrationId, hello.sourceHost, channel);
+  if (codec !== undefined && (await compressionCodec(codec)) !== codec) {
+    const message = `this mover cannot decode ${codec} (its native module or package is missing)`;
+    tlog.warn({ code: "TUNNEL_REFUSED", codec }, `tunnel refused: ${message}`);
+    sendFrame(socket, { kind: "TUNNEL_ERR", message });
+    await close();
+    return;
+  }
   if (path === undefined) {
     const who = `${hello.migrationId} from ${hello.sourceHost}`;
     const message = `no live migration ${who} expects a tunnel on channel ${channel}`;
@@ -149,9 +172,9 @@ export async function serveTunnel(
   socket.setTimeout(0);
   socket.setKeepAlive(true, 10_000);
   sendFrame(socket, { kind: "TUNNEL_OK" });
-  tlog.info("tunnel open");
-  const carried = await splice(socket, local);
-  tlog.info({ bytesIn: carried.aToB, bytesOut: carried.bToA }, "tunnel closed");
+  tlog.info({ codec: codec ?? "none" }, "tunnel open");
+  const carried = await splice(socket, local, codec === undefined ? undefined : new BlockDecompressor());
+  tlog.info({ wireBytesIn: carried.aToB, bytesOut: carried.bToA }, "tunnel closed");
 }
 
 function connectUnix(path: string): Promise<Socket> {
@@ -178,14 +201,29 @@ export interface TunnelOptions {
   channel: string;
   /** Give up connecting and authenticating after this long. Default 10000 ms. */
   connectTimeoutMs?: number;
+  /**
+   * How the source → destination bytes are compressed: "auto" (the default) chooses from the
+   * connection's RTT and the spare cores (nothing on a local link).
+   */
+  compression?: CompressionMode;
+}
+
+/** An open tunnel: its socket, its round trip and the codec its source → destination bytes take (none: raw). */
+export interface OpenTunnel {
+  socket: Socket;
+  /** The connection's smallest RTT so far (TCP_INFO), µs; undefined without the native module. */
+  rttUs: number | undefined;
+  compression: CompressionChoice;
 }
 
 /**
- * Source side: connect, authenticate for the migration and open a tunnel on `o.channel`.
- * Resolves with the socket, which from now on carries only the tunnelled bytes. Rejects with
- * AuthFailedError, TunnelRefusedError or DestinationUnreachableError.
+ * Source side: connect, authenticate for the migration, tune the socket for its link (BBR,
+ * buffers; socket-tuning.ts), choose how to compress and open a tunnel on `o.channel`. Resolves
+ * with the socket, which from now on carries only the tunnelled bytes (blocks, towards the
+ * destination, when a codec was chosen). Rejects with AuthFailedError, TunnelRefusedError or
+ * DestinationUnreachableError.
  */
-export async function openTunnel(o: TunnelOptions): Promise<Socket> {
+export async function openTunnel(o: TunnelOptions, log: Logger = silentLogger): Promise<OpenTunnel> {
   const target = parseAddress(o.address);
   if (target === undefined) throw new DestinationUnreachableError(`tunnel address must be HOST:PORT, got ${o.address}`);
   const timeoutMs = o.connectTimeoutMs ?? 10_000;
@@ -219,7 +257,10 @@ export async function openTunnel(o: TunnelOptions): Promise<Socket> {
     if (auth.kind !== "frame" || auth.frame.kind !== "AUTH_OK")
       throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
     reader.decoder.setLimits(CLIENT_TUNNEL);
-    socket.write(encodeControl({ kind: "TUNNEL_OPEN", channel: o.channel }));
+    const tuning = tuneSocket(socket, undefined, log);
+    const compression = await tunnelCompression(o.compression ?? "auto", tuning?.rttUs);
+    const codec = compression.codec === "none" ? undefined : compression.codec;
+    socket.write(encodeControl({ kind: "TUNNEL_OPEN", channel: o.channel, ...(codec && { codec }) }));
     const answer = await reader.next();
     if (answer.kind === "frame" && answer.frame.kind === "TUNNEL_ERR")
       throw new TunnelRefusedError(`${o.address} refused the tunnel: ${answer.frame.message}`);
@@ -232,7 +273,7 @@ export async function openTunnel(o: TunnelOptions): Promise<Socket> {
     if (early.length > 0) socket.unshift(Buffer.from(early));
     socket.setTimeout(0);
     socket.setKeepAlive(true, 10_000);
-    return socket;
+    return { socket, rttUs: tuning?.rttUs, compression };
   } catch (err) {
     socket.destroy();
     throw err;
@@ -249,14 +290,15 @@ export interface TunnelListener {
 /**
  * Source side: a unix socket at `path`; each connection to it is carried through its own tunnel
  * (openTunnel(o)). A tunnel that cannot be opened closes the local connection (QEMU sees its peer
- * go away) and is reported to `on.error`; `on.closed` hears of every tunnel that ended (the
- * caller knows whether it expected that).
+ * go away) and is reported to `on.error`; `on.opened` hears of every tunnel that opened, before
+ * it carries a byte, and `on.closed` of every tunnel that ended (the caller knows whether it
+ * expected that).
  */
 export async function listenTunnel(
   path: string,
   o: TunnelOptions,
   log: Logger,
-  on: { error?: (err: Error) => void; closed?: () => void } = {},
+  on: { opened?: (t: OpenTunnel) => void; error?: (err: Error) => void; closed?: () => void } = {},
 ): Promise<TunnelListener> {
   rmSync(path, { force: true });
   const open = new Set<Socket>();
@@ -265,13 +307,18 @@ export async function listenTunnel(
     open.add(local);
     local.on("error", () => undefined);
     local.once("close", () => open.delete(local));
-    void openTunnel(o).then(
-      async (remote) => {
+    void openTunnel(o, tlog).then(
+      async (t) => {
+        const { socket: remote, compression: c } = t;
         if (local.destroyed) return remote.destroy();
+        on.opened?.(t);
         open.add(remote);
         remote.once("close", () => open.delete(remote));
-        const carried = await splice(local, remote);
-        tlog.debug({ bytesOut: carried.aToB, bytesIn: carried.bToA }, "tunnel closed");
+        const codec = c.codec === "none" ? undefined : new BlockCompressor({ codec: c.codec, level: c.level });
+        tlog.debug({ codec: c.codec, level: c.level }, "tunnel open");
+        const carried = await splice(local, remote, codec);
+        const wireBytesOut = codec?.wireBytes ?? carried.aToB;
+        tlog.debug({ bytesOut: carried.aToB, wireBytesOut, bytesIn: carried.bToA }, "tunnel closed");
         on.closed?.();
       },
       (err: unknown) => {

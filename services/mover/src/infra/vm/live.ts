@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { DwcpError } from "#common/errors.js";
 import type { Logger } from "#common/logger.js";
 import type { VmDefinition } from "#schemas/index.js";
-import { listenTunnel, type TunnelListener, type TunnelOptions } from "../data-channel/tunnel.js";
+import { planMirror } from "../../domain/live/mirror-mode.js";
+import { listenTunnel, type OpenTunnel, type TunnelListener, type TunnelOptions } from "../data-channel/tunnel.js";
 import { LIVE_CHANNELS, type LiveDestination } from "./live-incoming.js";
 import { QmpClient, type QmpEvent } from "./qmp.js";
 import { BlockJobEvent, liveQmp, type MigrationInfo } from "./qmp-live.js";
@@ -112,7 +113,11 @@ export interface LiveOptions {
   postcopy?: boolean;
   /** Passes without progress that make a stall (domain/live/convergence.ts). Default 5. */
   stallPasses?: number;
-  /** Mirror guest writes synchronously (write-blocking) instead of in the background. Default false. */
+  /**
+   * Mirror guest writes synchronously (write-blocking) instead of in the background. Default:
+   * write-blocking across a WAN (the NBD tunnel's RTT 2 ms or more), background on a local link
+   * (domain/live/mirror-mode.ts, which also sizes the mirror's granules for a compressing WAN tunnel).
+   */
   writeBlocking?: boolean;
   /** At most one mirror and one precopy report per this interval. Default 500 ms. */
   reportIntervalMs?: number;
@@ -153,6 +158,9 @@ class LiveRun {
   private readonly listeners: TunnelListener[] = [];
   private readonly mirrored: string[] = [];
   private readonly nbdNodes: string[] = [];
+  /** The NBD tunnels' round trip (the largest seen), µs, and whether they compress: the mirror's plan. */
+  private nbdRttUs: number | undefined;
+  private nbdCompressed = false;
   private migrating = false;
   /** migrate-continue was sent in postcopy: the guest's state is split between the hosts. */
   private postcopyStarted = false;
@@ -273,8 +281,16 @@ class LiveRun {
       if (this.nbdNodes.length > 0 && !this.nbdClosing)
         this.fail(new LiveStepError("the disk mirror's tunnel to the destination closed"));
     };
+    // The mirror's and the RAM stream's limits throttle QEMU, before the tunnel: they say nothing
+    // of the link's rate, and compression would not make either stream faster under them.
     const nbd = { ...base, channel: LIVE_CHANNELS.nbd };
-    this.listeners.push(await listenTunnel(join(runDir, "live-nbd.sock"), nbd, this.log, { error, closed: nbdClosed }));
+    const nbdOpened = (t: OpenTunnel): void => {
+      if (t.rttUs !== undefined) this.nbdRttUs = Math.max(this.nbdRttUs ?? 0, t.rttUs);
+      this.nbdCompressed = t.compression.codec !== "none";
+    };
+    this.listeners.push(
+      await listenTunnel(join(runDir, "live-nbd.sock"), nbd, this.log, { opened: nbdOpened, error, closed: nbdClosed }),
+    );
     const migration = { ...base, channel: LIVE_CHANNELS.migration };
     this.listeners.push(await listenTunnel(join(runDir, "live-migration.sock"), migration, this.log, { error }));
   }
@@ -298,12 +314,21 @@ class LiveRun {
           export: d.id,
         });
         this.nbdNodes.push(nbdNode(d.id));
+        // blockdev-add returned once QEMU's NBD client spoke through the tunnel: its link is known.
+        const plan = planMirror({
+          writeBlocking: this.o.writeBlocking,
+          nbdRttUs: this.nbdRttUs,
+          compressed: this.nbdCompressed,
+        });
+        this.log.info({ disk: d.id, ...plan, nbdRttUs: this.nbdRttUs }, "disk mirror starting");
         await liveQmp(this.qmp, "blockdev-mirror", {
           "job-id": jobId(d.id),
           device: d.id,
           target: nbdNode(d.id),
           sync: "full",
-          "copy-mode": this.o.writeBlocking === true ? "write-blocking" : "background",
+          "copy-mode": plan.copyMode,
+          ...(plan.granularityBytes === undefined ? {} : { granularity: plan.granularityBytes }),
+          ...(plan.bufSizeBytes === undefined ? {} : { "buf-size": plan.bufSizeBytes }),
           ...(this.o.mirrorBytesPerSec === undefined ? {} : { speed: this.o.mirrorBytesPerSec }),
         });
         this.mirrored.push(jobId(d.id));
