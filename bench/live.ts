@@ -1,5 +1,6 @@
 // npm run bench:live [-- --json] [--memory-mib 1024] [--disk-gib 2] [--fill-mib 512] [--runs 1]
 //   [--dirty-fraction 0.01] [--dirty-block 64K] [--cache warm,cold] [--no-incremental] [--nbd-only] [--keep]
+//   [--wan continental [--wan-cc cubic]]
 // --runs 0 runs only the incremental part (no migrations).
 // Live migration of the counting guest (test/support/guest.ts; QEMU under TCG) from host a to
 // host b on loopback, measured in the same run three ways:
@@ -13,15 +14,21 @@
 // `--disk-gib` disk), waits for it to count, migrates it, checks that it counts on at b without a
 // reboot and that b's disk is a consistent image. With --runs N the two migrations alternate which
 // goes first and the medians are reported. The last line (--json) is one JSON object.
+// --wan PROFILE moves the guest from site a to site b of the emulated WAN (test/wan) instead: both
+// migrations cross the same link, dwcp's through its tunnels (BBR, compressed when that pays),
+// QEMU's over its own TCP connections (the sites' default congestion control, --wan-cc). Both
+// mirror in write-blocking mode there: in the background neither converges across the link.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { once as onceEvent } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseSize } from "../cli/args.js";
 import { startVm, stopVm } from "../services/mover/src/infra/vm/runner.js";
-import { checkCounterImage, serialWhen } from "../test/support/guest.js";
-import { startDwcpMigrator, type LiveFigures, type LiveRequest } from "./support/live-dwcp.js";
+import { buildGuest, checkCounterImage, serialWhen } from "../test/support/guest.js";
+import { PROFILES, startWan, wanUnavailable, type ProfileName, type WanProfile } from "../test/wan/wan.js";
+import { startDwcpMigrator, type BenchSite, type LiveFigures, type LiveRequest } from "./support/live-dwcp.js";
 import { counters, DISK_PATH, Lab } from "./support/live-guest.js";
 import { incrementalBench, type IncrementalFigures } from "./support/live-incremental.js";
 import { migrateWithQemu } from "./support/live-qemu.js";
@@ -41,6 +48,10 @@ const { values } = parseArgs({
     /** The VM snapshot reads every block through QEMU's NBD export, not the raw image directly. */
     "nbd-only": { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
+    /** Move the guest across the emulated WAN (test/wan): metro, continental or intercontinental. */
+    wan: { type: "string" },
+    /** The sites' default congestion control on the WAN (what QEMU's own sockets get). Default: the host's. */
+    "wan-cc": { type: "string" },
   },
 });
 const positive = (flag: string, v: string, least = 1): number => {
@@ -62,6 +73,19 @@ const caches = values.cache.split(",").map((c) => {
   return c;
 });
 const say = (s: string): boolean => process.stderr.write(`${s}\n`);
+
+// --wan: this process builds the emulated link and runs the bench again inside site a's namespace
+// (QEMU at a, dwcp's source side, the QEMU baseline's source), host b's process and QEMUs in site
+// b's; the inner run learns b's namespace and address from WAN_ENV. No incremental part: it has
+// no link to cross.
+const WAN_ENV = "DWCP_BENCH_LIVE_WAN";
+interface WanSite {
+  site: BenchSite;
+  profile: WanProfile;
+  congestionControl: string;
+}
+const inWan = process.env[WAN_ENV] === undefined ? undefined : (JSON.parse(process.env[WAN_ENV]) as WanSite);
+if (values.wan !== undefined && inWan === undefined) process.exit(await aroundWan(values.wan, values["wan-cc"]));
 
 const dir = mkdtempSync(join(tmpdir(), "dwcp-bench-live-"));
 let lab: Lab | undefined;
@@ -131,7 +155,17 @@ try {
   lab = new Lab(dir, opts);
   // --runs 0: only the incremental part, no migrator.
   const migrator =
-    runs > 0 ? await startDwcpMigrator(join(dir, "dwcp"), lab.root("dwcp-b"), lab.stateDir("dwcp-b-vms")) : undefined;
+    runs > 0
+      ? await startDwcpMigrator(
+          join(dir, "dwcp"),
+          lab.root("dwcp-b"),
+          lab.stateDir("dwcp-b-vms"),
+          undefined,
+          inWan?.site,
+        )
+      : undefined;
+  // On the WAN the baseline's destination QEMU starts in b's site through a wrapper.
+  const qemuAtB = inWan === undefined ? undefined : qemuInSite(dir, inWan.site.netns);
   closeMigrator = () => migrator?.close() ?? Promise.resolve();
   const dwcpRuns: (LiveFigures & { consistent: boolean })[] = [];
   const qemuRuns: (LiveFigures & { consistent: boolean })[] = [];
@@ -143,7 +177,12 @@ try {
       const r =
         which === "dwcp"
           ? await once(l, "dwcp", (req) => migrator!.migrate(req))
-          : await once(l, "qemu", (req) => migrateWithQemu(req, l.definition(req.destRoot)));
+          : await once(l, "qemu", (req) => {
+              const def = l.definition(req.destRoot);
+              if (qemuAtB === undefined || inWan === undefined) return migrateWithQemu(req, def);
+              const at = { destHost: inWan.site.address, copyMode: "write-blocking" as const };
+              return migrateWithQemu(req, { ...def, machine: { binary: qemuAtB } }, at);
+            });
       (which === "dwcp" ? dwcpRuns : qemuRuns).push(r);
       say(
         `  ${which}: total ${(r.totalMs / 1000).toFixed(2)} s (from mirror ${(r.fromMirrorMs / 1000).toFixed(2)} s), ` +
@@ -151,16 +190,25 @@ try {
       );
     }
   }
-  const rounds = values["no-incremental"]
-    ? []
-    : await incrementalBench(lab, { fraction, blockBytes: dirtyBlock, caches, direct: !values["nbd-only"] }, say);
+  const rounds =
+    values["no-incremental"] || inWan !== undefined
+      ? []
+      : await incrementalBench(lab, { fraction, blockBytes: dirtyBlock, caches, direct: !values["nbd-only"] }, say);
   const incr = rounds.find((r) => r.cache === "warm") ?? rounds[0];
   const cold = rounds.find((r) => r.cache === "cold");
   const loadAfter = loadavg();
 
   const pick = (rs: LiveFigures[], k: keyof LiveFigures): number => median(rs.map((r) => r[k]));
   const result = {
-    link: "loopback",
+    link: inWan?.profile.name ?? "loopback",
+    ...(inWan === undefined
+      ? {}
+      : {
+          link_mbps: inWan.profile.rateMbit,
+          rtt_ms: inWan.profile.rttMs,
+          loss_pct: inWan.profile.lossPct,
+          congestion_control: inWan.congestionControl,
+        }),
     date: startedAt,
     cpu: cpus()[0]?.model ?? "unknown",
     cpus: cpus().length,
@@ -228,6 +276,42 @@ try {
   else printTable(result, rounds);
 } finally {
   await cleanup();
+}
+
+/** Builds the WAN, runs this bench inside site a, and stops the WAN; resolves with the run's exit code. */
+async function aroundWan(name: string, congestionControl: string | undefined): Promise<number> {
+  const why = wanUnavailable();
+  if (why !== undefined) throw new Error(`--wan: ${why}`);
+  if (!(name in PROFILES)) throw new Error(`--wan takes ${Object.keys(PROFILES).join(", ")}, got "${name}"`);
+  const profile = PROFILES[name as ProfileName];
+  buildGuest(); // fetches and caches the guest's kernel here: the sites reach nothing beyond the link
+  const wan = await startWan({ profile, sites: ["a", "b"], ...(congestionControl && { congestionControl }) });
+  try {
+    const cc = (await wan.exec("a", "sysctl", ["-n", "net.ipv4.tcp_congestion_control"])).stdout.trim();
+    const inner: WanSite = { site: { netns: wan.ns("b"), address: wan.address("b") }, profile, congestionControl: cc };
+    say(`emulated ${name} link (${profile.rttMs} ms, ${profile.rateMbit} Mbit/s, ${profile.lossPct}% loss), ${cc}`);
+    const child = wan.spawn(
+      "a",
+      process.execPath,
+      ["--import", "tsx", import.meta.filename, ...process.argv.slice(2)],
+      {
+        stdio: "inherit",
+        env: { ...process.env, [WAN_ENV]: JSON.stringify(inner) },
+      },
+    );
+    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => child.kill(signal));
+    const [code] = (await onceEvent(child, "exit")) as [number | null];
+    return code ?? 1;
+  } finally {
+    await wan.stop();
+  }
+}
+
+/** A QEMU binary for VM definitions that starts QEMU in network namespace `netns` (same PID: both exec). */
+function qemuInSite(dir: string, netns: string): string {
+  const path = join(dir, "qemu-in-site.sh");
+  writeFileSync(path, `#!/bin/sh\nexec ip netns exec ${netns} qemu-system-x86_64 "$@"\n`, { mode: 0o755 });
+  return path;
 }
 
 function roundRun(r: LiveFigures & { consistent: boolean }) {

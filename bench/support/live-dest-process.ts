@@ -1,6 +1,6 @@
 // Host b of the live bench as its own process, as a destination mover is: b's data server (mutual
 // TLS) and an IncomingVms, driven over the IPC channel by the source side (live-dwcp.ts). argv:
-// a JSON object {caFile, certFile, keyFile, secretHex, destRoot, destStateDir}.
+// a JSON object {caFile, certFile, keyFile, secretHex, destRoot, destStateDir, listenHost?}.
 import pino from "pino";
 import { loadLinkSecurity } from "#common/secure-link/tls.js";
 import type { Logger } from "#common/logger.js";
@@ -14,6 +14,8 @@ export interface DestArgs {
   secretHex: string;
   destRoot: string;
   destStateDir: string;
+  /** Where b's data server listens. Default 127.0.0.1. */
+  listenHost?: string;
 }
 
 export type DestCall =
@@ -29,7 +31,7 @@ const link = loadLinkSecurity({ mode: "tls", caFile: args.caFile, certFile: args
 if (link?.mode !== "tls") throw new Error("the destination's link security is not TLS");
 const server = await startDataServer({
   host: "b",
-  listenHost: "127.0.0.1",
+  listenHost: args.listenHost ?? "127.0.0.1",
   listenPort: 0,
   secret: Buffer.from(args.secretHex, "hex"),
   roots: [args.destRoot],

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { fork } from "node:child_process";
+import { fork, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import pino from "pino";
 import { provision } from "#common/credentials/provision.js";
@@ -12,9 +12,16 @@ import type { DestArgs, DestCall, DestReady, DestReply } from "./live-dest-proce
 const DEST_ENTRY = resolve(import.meta.dirname, "live-dest-process.ts");
 
 // dwcp's side of the live-migration bench: the live engine (migrateLive) from host a to an
-// IncomingVms at host b behind b's data server (mutual TLS on loopback), b in its own process as
-// a destination mover is; the source's tunnels run in this process, as in the source mover.
+// IncomingVms at host b behind b's data server (mutual TLS on loopback, or across the emulated
+// WAN from b's site), b in its own process as a destination mover is; the source's tunnels run in
+// this process, as in the source mover.
 // `LiveMigrator` is the seam: a control-plane driver (`dwcp migrate --live`) can replace it.
+
+/** Host b on the emulated WAN: its network namespace and its address there. */
+export interface BenchSite {
+  netns: string;
+  address: string;
+}
 
 /** One live migration as the bench measures it (ms from performance.now()). */
 export interface LiveFigures {
@@ -54,6 +61,7 @@ export async function startDwcpMigrator(
   destRoot: string,
   destStateDir: string,
   log?: Logger,
+  site?: BenchSite,
 ): Promise<LiveMigrator> {
   const quiet: Logger = log ?? pino({ level: process.env["DWCP_BENCH_LOG"] ?? "silent" });
   const secret = randomBytes(32);
@@ -67,11 +75,22 @@ export async function startDwcpMigrator(
     secretHex: secret.toString("hex"),
     destRoot,
     destStateDir,
+    ...(site === undefined ? {} : { listenHost: site.address }),
   };
-  const child = fork(DEST_ENTRY, [JSON.stringify(args)], {
-    execArgv: ["--import", "tsx"],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
+  const child =
+    site === undefined
+      ? fork(DEST_ENTRY, [JSON.stringify(args)], {
+          execArgv: ["--import", "tsx"],
+          stdio: ["ignore", "inherit", "inherit", "ipc"],
+        })
+      : // In the site's network namespace (ip netns exec execs node, which finds its IPC channel).
+        spawn(
+          "ip",
+          ["netns", "exec", site.netns, process.execPath, "--import", "tsx", DEST_ENTRY, JSON.stringify(args)],
+          {
+            stdio: ["ignore", "inherit", "inherit", "ipc"],
+          },
+        );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
   const pending = new Map<number, { resolve: (v: string | undefined) => void; reject: (e: Error) => void }>();

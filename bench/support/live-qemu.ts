@@ -3,13 +3,15 @@ import { join } from "node:path";
 import type { VmDefinitionInput } from "#schemas/index.js";
 import { QmpClient, type QmpEvent } from "../../services/mover/src/infra/vm/qmp.js";
 import { liveQmp } from "../../services/mover/src/infra/vm/qmp-live.js";
+import type { MirrorCopyMode } from "../../services/mover/src/domain/live/mirror-mode.js";
 import { readRecord, startVm, stopVm } from "../../services/mover/src/infra/vm/runner.js";
 import { DISK_PATH, freePort } from "./live-guest.js";
 import type { LiveFigures, LiveRequest } from "./live-dwcp.js";
 
 // The baseline: QEMU's own live migration with storage, as libvirt's `--copy-storage-all` drives
 // it, between two QEMUs on loopback TCP with nothing in between. The destination starts paused
-// with `-incoming defer` and exports its new (sparse) disk writable over NBD; the source mirrors
+// with `-incoming defer` and exports its new (sparse) disk writable over NBD (on the emulated WAN,
+// in the destination's site and across the link); the source mirrors
 // to it (blockdev-mirror sync=full) until READY, migrates RAM with the capabilities and parameters
 // dwcp's engine sets, then ends the mirror without pivot (block-job-cancel) and the destination
 // stops its NBD server and runs. Completion is taken from QMP events, as libvirt does.
@@ -42,7 +44,17 @@ function nextEvent(
 const migrationIs = (status: string) => (e: QmpEvent) =>
   e.event === "MIGRATION" && (e.data?.["status"] === status || e.data?.["status"] === "failed");
 
-export async function migrateWithQemu(req: LiveRequest, destDef: VmDefinitionInput): Promise<LiveFigures> {
+/**
+ * `destHost`: the address the destination QEMU listens on and the source reaches it at (its
+ * site's, on the emulated WAN, where `destDef`'s binary starts QEMU in that site). Default
+ * 127.0.0.1. `copyMode`: the mirror's (write-blocking across a WAN, as dwcp's engine chooses
+ * there and libvirt's --copy-storage-synchronous-writes asks for). Default background.
+ */
+export async function migrateWithQemu(
+  req: LiveRequest,
+  destDef: VmDefinitionInput,
+  { destHost = "127.0.0.1", copyMode = "background" }: { destHost?: string; copyMode?: MirrorCopyMode } = {},
+): Promise<LiveFigures> {
   const source = await QmpClient.connect(readRecord(req.stateDir, "g").qmp);
   let dest: QmpClient | undefined;
   try {
@@ -62,7 +74,7 @@ export async function migrateWithQemu(req: LiveRequest, destDef: VmDefinitionInp
       ],
     });
     await liveQmp(dest, "nbd-server-start", {
-      addr: { type: "inet", data: { host: "127.0.0.1", port: String(nbdPort) } },
+      addr: { type: "inet", data: { host: destHost, port: String(nbdPort) } },
     });
     await liveQmp(dest, "block-export-add", {
       type: "nbd",
@@ -71,14 +83,14 @@ export async function migrateWithQemu(req: LiveRequest, destDef: VmDefinitionInp
       name: "disk0",
       writable: true,
     });
-    await liveQmp(dest, "migrate-incoming", { uri: `tcp:127.0.0.1:${migrationPort}` });
+    await liveQmp(dest, "migrate-incoming", { uri: `tcp:${destHost}:${migrationPort}` });
 
     const mirror = performance.now();
     const ready = nextEvent(source, (e) => e.event === "BLOCK_JOB_READY", "BLOCK_JOB_READY");
     await liveQmp(source, "blockdev-add", {
       driver: "nbd",
       "node-name": "bench-nbd",
-      server: { type: "inet", host: "127.0.0.1", port: String(nbdPort) },
+      server: { type: "inet", host: destHost, port: String(nbdPort) },
       export: "disk0",
     });
     await liveQmp(source, "blockdev-mirror", {
@@ -86,7 +98,7 @@ export async function migrateWithQemu(req: LiveRequest, destDef: VmDefinitionInp
       device: "disk0",
       target: "bench-nbd",
       sync: "full",
-      "copy-mode": "background",
+      "copy-mode": copyMode,
     });
     await ready;
     const readyAt = performance.now();
@@ -107,7 +119,7 @@ export async function migrateWithQemu(req: LiveRequest, destDef: VmDefinitionInp
     });
     const sourceDone = nextEvent(source, migrationIs("completed"), "source migration completed");
     const destDone = nextEvent(dest, migrationIs("completed"), "destination migration completed");
-    await liveQmp(source, "migrate", { uri: `tcp:127.0.0.1:${migrationPort}` });
+    await liveQmp(source, "migrate", { uri: `tcp:${destHost}:${migrationPort}` });
     const done = await sourceDone;
     offStop();
     if (done.data?.["status"] !== "completed") throw new Error("QEMU's migration failed at the source");
