@@ -88,10 +88,14 @@ export interface OutgoingMessage {
 export type OnInvalid = (seq: number, err: unknown, subject: string, provenance?: Provenance) => void;
 
 /**
- * Pull requests of long-lived readers expire after 5 s (idle heartbeat 2.5 s), so a reader whose
- * server was restarted notices within ~5 s and resumes, instead of the client's 30 s default.
+ * Pull requests of long-lived readers (the coordinator's command consumer, event tails) expire
+ * after 2 s (idle heartbeat 1 s): a reader whose server was restarted, or whose pull a 2.12
+ * cluster lost (see ONE_SHOT_CONSUME), pulls again within ~2 s instead of the client's 30 s
+ * default. With 5 s, a surviving coordinator once took 6.3 s to plan the next command after its
+ * peer was killed and 3.0 s to see a failed batch, on a loaded 2.12.15 cluster (35-71 ms in five
+ * runs since, loaded and idle): what a lost pull and a missed heartbeat would cost.
  */
-export const LIVE_CONSUME = { expires: 5_000 } as const;
+export const LIVE_CONSUME = { expires: 2_000 } as const;
 /** Messages a tail asks for in one pull. */
 const TAIL_BATCH = 1_000;
 
