@@ -1,6 +1,6 @@
 // npm run bench:live [-- --json] [--memory-mib 1024] [--disk-gib 2] [--fill-mib 512] [--runs 1]
 //   [--dirty-fraction 0.01] [--dirty-block 64K] [--cache warm,cold] [--no-incremental] [--nbd-only] [--keep]
-//   [--wan continental [--wan-cc cubic]]
+//   [--wan continental [--wan-cc reno]]
 // --runs 0 runs only the incremental part (no migrations).
 // Live migration of the counting guest (test/support/guest.ts; QEMU under TCG) from host a to
 // host b on loopback, measured in the same run three ways:
