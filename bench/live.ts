@@ -164,8 +164,15 @@ try {
           inWan?.site,
         )
       : undefined;
-  // On the WAN the baseline's destination QEMU starts in b's site through a wrapper.
-  const qemuAtB = inWan === undefined ? undefined : qemuInSite(dir, inWan.site.netns);
+  // On the WAN the baseline's destination QEMU starts in b's site (through a wrapper), listens on
+  // b's address and is mirrored to write-blocking, as dwcp's engine does there.
+  const qemuAtB =
+    inWan === undefined
+      ? undefined
+      : {
+          binary: qemuInSite(dir, inWan.site.netns),
+          at: { destHost: inWan.site.address, copyMode: "write-blocking" as const },
+        };
   closeMigrator = () => migrator?.close() ?? Promise.resolve();
   const dwcpRuns: (LiveFigures & { consistent: boolean })[] = [];
   const qemuRuns: (LiveFigures & { consistent: boolean })[] = [];
@@ -179,9 +186,8 @@ try {
           ? await once(l, "dwcp", (req) => migrator!.migrate(req))
           : await once(l, "qemu", (req) => {
               const def = l.definition(req.destRoot);
-              if (qemuAtB === undefined || inWan === undefined) return migrateWithQemu(req, def);
-              const at = { destHost: inWan.site.address, copyMode: "write-blocking" as const };
-              return migrateWithQemu(req, { ...def, machine: { binary: qemuAtB } }, at);
+              if (qemuAtB === undefined) return migrateWithQemu(req, def);
+              return migrateWithQemu(req, { ...def, machine: { binary: qemuAtB.binary } }, qemuAtB.at);
             });
       (which === "dwcp" ? dwcpRuns : qemuRuns).push(r);
       say(

@@ -192,9 +192,10 @@ describe("live migration through the movers' data channel", () => {
     let sourceText = "";
     const sourcePid = readRecord(stateA, "g").pid ?? 0;
     const seen = capturingLog();
+    const ok = options("live-ok", incoming, reports);
     const result = await migrateLive({
-      ...options("live-ok", incoming, reports),
-      link: { ...options("live-ok", incoming, reports).link, compression: "zstd" },
+      ...ok,
+      link: { ...ok.link, compression: "zstd" },
       writeBlocking: true,
       log: seen.log,
       ...stalling,

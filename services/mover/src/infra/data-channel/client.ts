@@ -11,15 +11,14 @@ import {
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { closedAfterHandshake, dial, isCertificateRefusal, tlsFailureOf } from "#common/secure-link/transport.js";
 import { hostIdentity } from "#common/pki.js";
-import { availableParallelism, loadavg } from "node:os";
 import type { CompressionMode, TransferredChunk } from "#schemas/index.js";
-import { compressionCodec, sealed, zeroCopy } from "#native/index.js";
+import { sealed, zeroCopy } from "#native/index.js";
 import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import type { Logger } from "#common/logger.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
 import { RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
-import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
+import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, segmentBytes, type BatchBegin } from "../../domain/data-channel/frames.js";
@@ -35,6 +34,7 @@ import { ClientSession, emptyBreakdown, type ByteBreakdown, type Carried } from 
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
 import { linkKey, links, type Link } from "./link-pool.js";
+import { compressionHere } from "./compression-here.js";
 import { tuneSocket } from "./socket-tuning.js";
 import { onLink, type LinkTurn } from "./link-scheduler.js";
 export { setMigrationShare } from "./link-scheduler.js";
@@ -222,13 +222,9 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
 async function compressionFor(o: SendBatchOptions, link: Link): Promise<CompressionChoice> {
   const measured = links.rateOf(o.address);
   const limit = o.bandwidthLimitBytesPerSec;
-  const [lz4, zstd] = await Promise.all([compressionCodec("lz4"), compressionCodec("zstd")]);
-  return chooseCompression({
-    mode: o.compression ?? "auto",
-    linkBytesPerSec: limit === undefined ? measured : Math.min(limit, measured ?? limit),
+  return compressionHere(o.compression ?? "auto", {
+    bytesPerSec: limit === undefined ? measured : Math.min(limit, measured ?? limit),
     rttUs: link.tuning?.rttUs,
-    spareCores: spareCores(availableParallelism(), loadavg()[0] ?? 0),
-    available: { lz4: lz4 === "lz4", zstd: zstd === "zstd" },
   });
 }
 

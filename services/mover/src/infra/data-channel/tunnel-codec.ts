@@ -1,8 +1,6 @@
-import { availableParallelism, loadavg } from "node:os";
 import { Transform, type TransformCallback } from "node:stream";
-import { compressChunk, compressionCodec, decompressChunk } from "#native/index.js";
-import type { CompressionMode } from "#schemas/index.js";
-import { chooseCompression, spareCores, type CompressionChoice } from "../../domain/data-channel/compression.js";
+import { compressChunk, decompressChunk } from "#native/index.js";
+import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import {
   encodeBlockHeader,
   MAX_TUNNEL_BLOCK,
@@ -21,22 +19,6 @@ import { ProtocolError } from "../../errors.js";
  * better ratio) and a quiet stream goes out at the end of its event-loop turn.
  */
 export const TUNNEL_BLOCK_TARGET = 256 * 1024;
-
-/**
- * The codec a new tunnel compresses its source → destination bytes with; "none": it stays raw.
- * The link's rate is not known (a live migration's limits throttle QEMU, not the link), so
- * auto takes the RTT's word for it: none on a local link, zstd or LZ4 across a WAN.
- */
-export async function tunnelCompression(mode: CompressionMode, rttUs: number | undefined): Promise<CompressionChoice> {
-  const [lz4, zstd] = await Promise.all([compressionCodec("lz4"), compressionCodec("zstd")]);
-  return chooseCompression({
-    mode,
-    linkBytesPerSec: undefined,
-    rttUs,
-    spareCores: spareCores(availableParallelism(), loadavg()[0] ?? 0),
-    available: { lz4: lz4 === "lz4", zstd: zstd === "zstd" },
-  });
-}
 
 /** Blocks compressed at once (on the native module's pool), pushed in order. */
 export const TUNNEL_BLOCKS_IN_FLIGHT = 2;

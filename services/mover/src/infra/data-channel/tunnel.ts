@@ -15,8 +15,9 @@ import { CLIENT_PREAUTH, CLIENT_TUNNEL, FrameDecoder } from "../../domain/data-c
 import { encodeControl } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError } from "../../errors.js";
 import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
+import { compressionHere } from "./compression-here.js";
 import { tuneSocket } from "./socket-tuning.js";
-import { BlockCompressor, BlockDecompressor, tunnelCompression } from "./tunnel-codec.js";
+import { BlockCompressor, BlockDecompressor } from "./tunnel-codec.js";
 
 // Tunnels: a data-channel connection that, after the usual authentication (TLS 1.3 with mutual
 // certificates, CHALLENGE, HELLO proving the migration's token), carries one raw byte stream
@@ -258,7 +259,12 @@ export async function openTunnel(o: TunnelOptions, log: Logger = silentLogger): 
       throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
     reader.decoder.setLimits(CLIENT_TUNNEL);
     const tuning = tuneSocket(socket, undefined, log);
-    const compression = await tunnelCompression(o.compression ?? "auto", tuning?.rttUs);
+    // The link's rate is not known (a live migration's limits throttle QEMU, not the link), so
+    // auto takes the RTT's word for it: none on a local link, zstd or LZ4 across a WAN.
+    const compression = await compressionHere(o.compression ?? "auto", {
+      bytesPerSec: undefined,
+      rttUs: tuning?.rttUs,
+    });
     const codec = compression.codec === "none" ? undefined : compression.codec;
     socket.write(encodeControl({ kind: "TUNNEL_OPEN", channel: o.channel, ...(codec && { codec }) }));
     const answer = await reader.next();

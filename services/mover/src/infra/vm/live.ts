@@ -281,8 +281,6 @@ class LiveRun {
       if (this.nbdNodes.length > 0 && !this.nbdClosing)
         this.fail(new LiveStepError("the disk mirror's tunnel to the destination closed"));
     };
-    // The mirror's and the RAM stream's limits throttle QEMU, before the tunnel: they say nothing
-    // of the link's rate, and compression would not make either stream faster under them.
     const nbd = { ...base, channel: LIVE_CHANNELS.nbd };
     const nbdOpened = (t: OpenTunnel): void => {
       if (t.rttUs !== undefined) this.nbdRttUs = Math.max(this.nbdRttUs ?? 0, t.rttUs);
