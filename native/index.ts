@@ -33,6 +33,7 @@ export {
   SEALED_IV_BYTES,
   SEALED_KEY_BYTES,
   SEALED_MAX_RECORD_BYTES,
+  SEALED_PUMP_RECORD_BYTES,
   type Sealed,
   type SealKeys,
 } from "./sealed.js";

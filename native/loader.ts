@@ -103,6 +103,15 @@ export interface NativeBinding {
     stallMs?: number,
   ): Promise<number>;
   readable(fd: number): boolean;
+  pump(
+    from: number,
+    to: number,
+    key: Uint8Array,
+    iv: Uint8Array,
+    opening: boolean,
+    timeoutMs: number,
+    cancel: Int32Array,
+  ): Promise<number>;
   sealBuffer(
     key: Uint8Array,
     iv: Uint8Array,

@@ -152,4 +152,98 @@ describe.skipIf(!sealed.available)("sealSend / recvOpen over TCP", () => {
       .catch((e: unknown) => e);
     expect((err as SealedRecordInvalidError).detail).toBe("SEALED_TOO_LONG");
   });
+  /** Everything that arrives on `s` until it ends. */
+  function collect(s: Socket): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    s.on("data", (d: Buffer) => parts.push(d));
+    s.resume();
+    return new Promise((resolve) => s.once("end", () => resolve(Buffer.concat(parts))));
+  }
+
+  /** Records 0, 1, ... sealed from `datas`; the last one empty (the end) when `end` is set. */
+  async function records(k: SealKeys, datas: Buffer[], end: boolean): Promise<Buffer> {
+    const out: Buffer[] = [];
+    for (const [i, d] of [...datas, ...(end ? [Buffer.alloc(0)] : [])].entries()) {
+      const header = Buffer.alloc(SEALED_HEADER_BYTES);
+      const body = Buffer.from(d);
+      await sealed.seal(k, BigInt(i), header, body);
+      out.push(header, body);
+    }
+    return Buffer.concat(out);
+  }
+
+  it("pump: a stream sealed at one end is opened at the other, byte for byte, to its authenticated end", async () => {
+    const k = keys();
+    const [local, link, out] = [await pair(), await pair(), await pair()];
+    const plain = randomBytes(5 * 1024 * 1024 + 7);
+    const got = collect(out.b);
+    const sealing = sealed.pump(socketFd(local.b) as number, socketFd(link.a) as number, k, false, 10_000, cancel());
+    const opening = sealed.pump(socketFd(link.b) as number, socketFd(out.a) as number, k, true, 10_000, cancel());
+    for (let at = 0; at < plain.length; ) {
+      const n = Math.min(plain.length - at, 1 + ((at * 7919) % 700_000));
+      if (!local.a.write(plain.subarray(at, at + n))) await new Promise((r) => local.a.once("drain", r));
+      at += n;
+    }
+    local.a.end();
+    expect(await sealing).toBe(plain.length);
+    expect(await opening).toBe(plain.length);
+    out.a.end();
+    expect((await got).equals(plain)).toBe(true);
+  });
+
+  it("pump: a forged record stops the stream with none of its bytes delivered", async () => {
+    const k = keys();
+    const [link, out] = [await pair(), await pair()];
+    const good = randomBytes(1000);
+    const wire = await records(k, [good, randomBytes(5000)], true);
+    const at = 2 * SEALED_HEADER_BYTES + good.length + 100; // inside the second record's ciphertext
+    wire[at] = (wire[at] as number) ^ 1;
+    const got = collect(out.b);
+    const opening = sealed.pump(socketFd(link.b) as number, socketFd(out.a) as number, k, true, 10_000, cancel());
+    link.a.write(wire);
+    await expect(opening).rejects.toThrow(SealedRecordForgedError);
+    out.a.end();
+    expect((await got).equals(good)).toBe(true);
+  });
+
+  it("pump: a link that closes before the end record, or a record out of order, is refused", async () => {
+    const k = keys();
+    for (const [wire, detail] of [
+      [await records(k, [randomBytes(300)], false), "SEALED_TRUNCATED"],
+      [(await records(k, [randomBytes(10), randomBytes(10)], true)).subarray(SEALED_HEADER_BYTES + 10), "SEALED_ORDER"],
+    ] as const) {
+      const [link, out] = [await pair(), await pair()];
+      const opening = sealed.pump(socketFd(link.b) as number, socketFd(out.a) as number, k, true, 10_000, cancel());
+      link.a.end(wire);
+      const err = await opening.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(SealedRecordInvalidError);
+      expect((err as SealedRecordInvalidError).detail).toBe(detail);
+    }
+  });
+
+  it("pump: a stream quiet for longer than the timeout goes on, until it is cancelled", async () => {
+    const [local, link] = [await pair(), await pair()];
+    const stop = cancel();
+    const sealing = sealed.pump(socketFd(local.b) as number, socketFd(link.a) as number, keys(), false, 50, stop);
+    const arrived = (bytes: number): Promise<void> =>
+      new Promise((resolve) => {
+        let got = 0;
+        const on = (d: Buffer): void => {
+          got += d.length;
+          if (got < bytes) return;
+          link.b.off("data", on);
+          resolve();
+        };
+        link.b.on("data", on);
+        link.b.resume();
+      });
+    local.a.write(randomBytes(10));
+    await arrived(SEALED_HEADER_BYTES + 10);
+    // The quiet period is what is tested: four times the pump's timeout with nothing to carry.
+    await new Promise((r) => setTimeout(r, 200));
+    local.a.write(randomBytes(20));
+    await arrived(SEALED_HEADER_BYTES + 20);
+    Atomics.store(stop, 0, 1);
+    await expect(sealing).rejects.toMatchObject({ sysCode: "ECANCELED" });
+  });
 });

@@ -12,6 +12,9 @@ export const SEALED_IV_BYTES = 12;
 /** Largest record: the largest chunk (64 MiB) plus a frame header and its segment table. */
 export const SEALED_MAX_RECORD_BYTES = 64 * 1024 * 1024 + 256 * 1024;
 
+/** Largest record a tunnel's pump writes or accepts. */
+export const SEALED_PUMP_RECORD_BYTES = 1024 * 1024;
+
 /** One direction's key and IV base, from the TLS exporter. */
 export interface SealKeys {
   key: Uint8Array;
@@ -65,6 +68,27 @@ export interface Sealed {
     cancel: Int32Array,
     resume?: SealedResume,
   ): Promise<number>;
+  /**
+   * One direction of a tunnel as sealed records, on a thread of its own until the stream ends.
+   * Sealing (`opening` false) reads what the local socket `from` has (at most
+   * SEALED_PUMP_RECORD_BYTES), seals it as record 0, 1, ... and writes it to the link `to`; at
+   * `from`'s EOF it writes an empty record, the authenticated end, and resolves. Opening reads
+   * records from the link `from`, opens each and writes its plaintext to the local socket `to`,
+   * and resolves at the empty record; an EOF before it rejects with SealedRecordInvalidError
+   * (SEALED_TRUNCATED), as does a record out of order or too long; a forged one rejects with
+   * SealedRecordForgedError and none of its bytes are written. Resolves to the plaintext bytes
+   * carried. Waits poll in 50 ms slices: ECANCELED once cancel[0] is non-zero, ETIMEDOUT when a
+   * write or a record begun makes no progress for timeoutMs; a quiet stream never times out.
+   * Both fds must stay open, and neither be read in this direction by anyone else, until it settles.
+   */
+  pump(
+    from: number,
+    to: number,
+    keys: SealKeys,
+    opening: boolean,
+    timeoutMs: number,
+    cancel: Int32Array,
+  ): Promise<number>;
   /** Whether `fd` has bytes (or an EOF or error) to read now; never waits. Synchronous. */
   readable(fd: number): boolean;
   /** Seals `data` in place as record `counter`, its header into `header` (tests, fuzzing). */
@@ -80,6 +104,7 @@ export const unavailableSealed: Sealed = {
   available: false,
   sealSend: missing,
   recvOpen: missing,
+  pump: missing,
   readable: () => {
     throw new ZeroCopyUnavailableError("sealed records need the native module: check sealed.available");
   },
@@ -145,6 +170,14 @@ export function nativeSealed(b: NativeBinding): Sealed {
           resume.stallMs,
         ),
       );
+    },
+    async pump(from, to, keys, opening, timeoutMs, cancel) {
+      assertFd("from", from);
+      assertFd("to", to);
+      checkKeys(keys, 0n);
+      assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
+      if (cancel.length < 1) throw new InvalidArgumentError("pump: cancel must hold at least one element");
+      return withCallerStack(() => b.pump(from, to, keys.key, keys.iv, opening, timeoutMs, cancel));
     },
     readable(fd) {
       assertFd("fd", fd);

@@ -8,6 +8,7 @@
 //   0 u8 type (0xD5)  1..3 zero  4 u32 length  8 u64 counter  16..31 GCM tag
 // big-endian; AAD = header bytes 0..15; nonce = iv XOR (0^4 || counter).
 #include <openssl/evp.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "napi_util.h"
@@ -376,6 +378,211 @@ Napi::Value Readable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), r > 0);
 }
 
+
+// A tunnel's pump: one direction of a tunnel carried as sealed records by a thread of its own
+// (a tunnel lives as long as a live migration and sits idle at times: it must not hold a libuv
+// pool thread). Sealing, it reads what the local socket `from` has (at most kPumpRecord), seals
+// it as one record and writes it to the link `to`; at `from`'s EOF it writes an empty record,
+// the authenticated end of the stream, and stops. Opening, it reads the link `from` greedily,
+// opens each whole record in place and writes its plaintext to the local socket `to`; it stops at
+// the empty record, and an EOF before it is SEALED_TRUNCATED (a cut is never taken for the end).
+// Every wait is a poll in kSliceMs slices that checks `cancel`; a write, or the rest of a record
+// begun, that makes no progress for timeout_ms is ETIMEDOUT. Waiting for the next record or for
+// local bytes never times out: a tunnel may be quiet for as long as its peers are. The thread
+// works on duplicates of the two fds, closed when it ends: Node closing a socket under it (an
+// error destroys one at once) cannot hand the fd's number to an unrelated file meanwhile.
+constexpr size_t kPumpRecord = 1 << 20;
+
+struct PumpJob;
+void pump_done(Napi::Env env, Napi::Function, PumpJob* job, void*);
+using PumpTsfn = Napi::TypedThreadSafeFunction<PumpJob, void, pump_done>;
+
+struct PumpJob {
+  PumpJob(Napi::Env env, int from, int to, Keys keys, bool opening, int timeout, Napi::Int32Array cancel)
+      : from_(dup_of(from)),
+        to_(dup_of(to)),
+        keys_(keys),
+        opening_(opening),
+        timeout_(timeout),
+        cancel_(cancel.Data()),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        cancel_ref_(Napi::Persistent(cancel)) {}
+  ~PumpJob() {
+    if (from_ >= 0) ::close(from_);
+    if (to_ >= 0) ::close(to_);
+  }
+
+  static int dup_of(int fd) {
+    const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0 && dup_errno_ == 0) dup_errno_ = errno;
+    return d;
+  }
+  static thread_local int dup_errno_;
+
+  int from_, to_;
+  Keys keys_;
+  bool opening_;
+  int timeout_;
+  int32_t* cancel_;
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Int32Array> cancel_ref_;
+  PumpTsfn tsfn_;
+  std::thread thread_;
+  uint64_t counter_ = 0;
+  int64_t bytes_ = 0;
+  int err_ = 0;
+  const char* syscall_ = "";
+  const char* code_ = nullptr;
+  const char* message_ = "";
+
+  bool cancelled() const { return __atomic_load_n(cancel_, __ATOMIC_ACQUIRE) != 0; }
+  bool Fail(int err, const char* syscall) {
+    err_ = err;
+    syscall_ = syscall;
+    return false;
+  }
+  bool Refuse(const char* code, const char* message) {
+    code_ = code;
+    message_ = message;
+    return false;
+  }
+
+  // Waits up to one slice for `events` on fd; false (with the failure recorded) on cancel or error.
+  bool Wait(int fd, short events, int* waited, bool timed) {
+    if (cancelled()) return Fail(ECANCELED, "poll");
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, kSliceMs);
+    if (r < 0 && errno != EINTR) return Fail(errno, "poll");
+    if (r == 0 && timed && (*waited += kSliceMs) >= timeout_) return Fail(ETIMEDOUT, "poll");
+    if (r > 0) *waited = 0;
+    return true;
+  }
+
+  bool WriteAll(const uint8_t* p, size_t len) {
+    int waited = 0;
+    while (len > 0) {
+      if (cancelled()) return Fail(ECANCELED, "send");
+      const ssize_t n = ::send(to_, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        p += n;
+        len -= static_cast<size_t>(n);
+        waited = 0;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!Wait(to_, POLLOUT, &waited, true)) return false;
+      } else if (n < 0 && errno != EINTR) {
+        return Fail(errno, "send");
+      }
+    }
+    return true;
+  }
+
+  void Seal() {
+    std::vector<uint8_t> buf(kHeader + kPumpRecord);
+    int idle = 0;
+    for (;;) {
+      if (cancelled()) return void(Fail(ECANCELED, "recv"));
+      const ssize_t n = ::recv(from_, buf.data() + kHeader, kPumpRecord, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        if (!Wait(from_, POLLIN, &idle, false)) return;
+        continue;
+      }
+      if (n < 0) return void(Fail(errno, "recv"));
+      const size_t len = static_cast<size_t>(n);
+      header_of(buf.data(), static_cast<uint32_t>(len), counter_);
+      if (!seal(keys_, counter_, buf.data(), buf.data() + kHeader, len))
+        return void(Refuse("SEALED_CRYPTO", "AES-GCM sealing failed in OpenSSL"));
+      if (!WriteAll(buf.data(), kHeader + len)) return;
+      counter_ += 1;
+      bytes_ += n;
+      if (n == 0) return;  // the end record is out
+    }
+  }
+
+  void Open() {
+    std::vector<uint8_t> buf(2 * (kHeader + kPumpRecord));
+    size_t have = 0;
+    int waited = 0;
+    for (;;) {
+      size_t at = 0;
+      while (have - at >= kHeader) {
+        uint8_t* h = buf.data() + at;
+        if (h[0] != kRecordType || h[1] != 0 || h[2] != 0 || h[3] != 0)
+          return void(Refuse("SEALED_HEADER", "not a sealed record"));
+        if (get_be(h + 8, 8) != counter_)
+          return void(Refuse("SEALED_ORDER", "record out of order: replayed, dropped or reordered"));
+        const size_t len = get_be(h + 4, 4);
+        if (len > kPumpRecord) return void(Refuse("SEALED_TOO_LONG", "record longer than a tunnel's records"));
+        if (have - at < kHeader + len) break;
+        if (!open(keys_, counter_, h, h + kHeader, len)) {
+          std::memset(h + kHeader, 0, len);
+          return void(Refuse("SEALED_TAG", "record failed authentication: altered in transit or not from the peer"));
+        }
+        counter_ += 1;
+        if (len == 0) return;  // the authenticated end
+        if (!WriteAll(h + kHeader, len)) return;
+        bytes_ += static_cast<int64_t>(len);
+        at += kHeader + len;
+      }
+      if (at > 0) {
+        std::memmove(buf.data(), buf.data() + at, have - at);
+        have -= at;
+      }
+      if (cancelled()) return void(Fail(ECANCELED, "recv"));
+      const ssize_t n = ::recv(from_, buf.data() + have, buf.size() - have, MSG_DONTWAIT);
+      if (n > 0) {
+        have += static_cast<size_t>(n);
+        waited = 0;
+      } else if (n == 0) {
+        return void(Refuse("SEALED_TRUNCATED", "the link closed before the tunnel's end record"));
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        // Between records the peer may be quiet for as long as it likes; inside one, not.
+        if (!Wait(from_, POLLIN, &waited, have > 0)) return;
+      } else {
+        return void(Fail(errno, "recv"));
+      }
+    }
+  }
+};
+
+thread_local int PumpJob::dup_errno_ = 0;
+
+void pump_done(Napi::Env env, Napi::Function, PumpJob* job, void*) {
+  job->thread_.join();
+  if (env != nullptr) {
+    if (job->code_ != nullptr)
+      job->deferred_.Reject(coded_error(env, job->code_, job->message_).Value());
+    else if (job->err_ != 0)
+      job->deferred_.Reject(errno_error(env, job->err_, job->syscall_).Value());
+    else
+      job->deferred_.Resolve(Napi::Number::New(env, static_cast<double>(job->bytes_)));
+  }
+  delete job;
+}
+
+// pump(from, to, key, iv, opening, timeoutMs, cancel): resolves to the plaintext bytes carried.
+Napi::Value Pump(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PumpJob::dup_errno_ = 0;
+  auto* job = new PumpJob(env, i32(info[0]), i32(info[1]), keys_of(info[2], info[3]),
+                          info[4].As<Napi::Boolean>().Value(), i32(info[5]), info[6].As<Napi::Int32Array>());
+  if (job->from_ < 0 || job->to_ < 0) {
+    const int err = PumpJob::dup_errno_;
+    delete job;
+    throw errno_error(env, err, "fcntl");
+  }
+  Napi::Promise promise = job->deferred_.Promise();
+  job->tsfn_ = PumpTsfn::New(env, "dwcp-sealed-pump", 0, 1, job);
+  job->thread_ = std::thread([job] {
+    if (job->opening_)
+      job->Open();
+    else
+      job->Seal();
+    job->tsfn_.BlockingCall();
+    job->tsfn_.Release();
+  });
+  return promise;
+}
+
 }  // namespace
 
 void init_sealed(Napi::Env env, Napi::Object exports) {
@@ -383,6 +590,7 @@ void init_sealed(Napi::Env env, Napi::Object exports) {
   exports.Set("recvOpen", Napi::Function::New(env, RecvOpen, "recvOpen"));
   exports.Set("sealBuffer", Napi::Function::New(env, SealBuffer, "sealBuffer"));
   exports.Set("readable", Napi::Function::New(env, Readable, "readable"));
+  exports.Set("pump", Napi::Function::New(env, Pump, "pump"));
 }
 
 }  // namespace dwcp

@@ -348,7 +348,12 @@ function headerProblem(h: RawHeader, kind: FrameKind | undefined, limits: Decode
   if (!limits.accept.has(kind)) return `${kind} is not allowed here`;
   if (h.offset > Number.MAX_SAFE_INTEGER) return `${kind}: offset too large`;
   if (kind === "CHUNK") return chunkHeaderProblem(h, limits);
-  const allowed = kind === "HELLO" ? FLAG_SEALED | FLAG_TUNNEL : kind === "AUTH_OK" ? FLAG_SEALED : 0;
+  const allowed =
+    kind === "HELLO"
+      ? FLAG_SEALED | FLAG_TUNNEL
+      : kind === "AUTH_OK" || kind === "TUNNEL_OPEN" || kind === "TUNNEL_OK"
+        ? FLAG_SEALED
+        : 0;
   if ((h.flags & ~allowed) !== 0) return `${kind}: unexpected flags ${h.flags}`;
   if (h.payloadLength > limits.maxControlPayload) {
     return `${kind}: payload of ${h.payloadLength} bytes exceeds ${limits.maxControlPayload}`;
@@ -447,12 +452,15 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
     case "TUNNEL_OPEN": {
       const r = TunnelOpen.safeParse(parseJson(p));
       if (!r.success) return "invalid tunnel channel";
-      return r.data.codec === undefined
-        ? { kind, channel: r.data.channel }
-        : { kind, channel: r.data.channel, codec: r.data.codec };
+      return {
+        kind,
+        channel: r.data.channel,
+        ...(r.data.codec === undefined ? {} : { codec: r.data.codec }),
+        ...((h.flags & FLAG_SEALED) === 0 ? {} : { sealed: true }),
+      };
     }
     case "TUNNEL_OK":
-      return empty ?? { kind };
+      return empty ?? ((h.flags & FLAG_SEALED) === 0 ? { kind } : { kind, sealed: true });
     case "TUNNEL_ERR": {
       const r = AuthFailPayload.safeParse(parseJson(p));
       return r.success ? { kind, message: r.data.message } : "invalid payload";

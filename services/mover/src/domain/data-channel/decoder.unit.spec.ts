@@ -85,7 +85,9 @@ const controls: ControlFrame[] = [
   { kind: "HELLO", migrationId: "mig-1", sourceHost: "host-a", mac: new Uint8Array(32).fill(9), tunnel: true },
   { kind: "TUNNEL_OPEN", channel: "nbd" },
   { kind: "TUNNEL_OPEN", channel: "migration", codec: "zstd" },
+  { kind: "TUNNEL_OPEN", channel: "nbd", sealed: true },
   { kind: "TUNNEL_OK" },
+  { kind: "TUNNEL_OK", sealed: true },
   { kind: "TUNNEL_ERR", message: "no live migration expects it" },
 ];
 

@@ -42,6 +42,8 @@ export type PackedCodec = "lz4" | "zstd";
  * the sender writes from now on must be one. Only on a TLS link.
  */
 export const FLAG_SEALED = 0x8;
+// The same flag on TUNNEL_OPEN offers to carry the tunnel's source → destination bytes as sealed
+// records (a raw tunnel on TLS only), and on TUNNEL_OK says the destination switched to reading them.
 /**
  * HELLO: this connection is a tunnel (see TUNNEL_OPEN), not a batch link: after AUTH_OK the
  * sender names its channel, and once TUNNEL_OK answers, the connection carries one raw byte
@@ -191,8 +193,8 @@ export type ControlFrame =
   | { kind: "BATCH_END"; chunkCount: number }
   | { kind: "BATCH_OK" }
   | { kind: "BATCH_ERR"; failure: WireFailure }
-  | { kind: "TUNNEL_OPEN"; channel: string; codec?: PackedCodec }
-  | { kind: "TUNNEL_OK" }
+  | { kind: "TUNNEL_OPEN"; channel: string; codec?: PackedCodec; sealed?: boolean }
+  | { kind: "TUNNEL_OK"; sealed?: boolean }
   | { kind: "TUNNEL_ERR"; message: string }
   /** The CRC32C of each chunk of the run's committed prefix, in order (the prefix's length is theirs). */
   | { kind: "RESUME_AT"; crc32c: number[] };
@@ -305,9 +307,10 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       return frame(
         f.kind,
         json(f.codec === undefined ? { channel: f.channel } : { channel: f.channel, codec: f.codec }),
+        { flags: f.sealed === true ? FLAG_SEALED : 0 },
       );
     case "TUNNEL_OK":
-      return frame(f.kind, none);
+      return frame(f.kind, none, { flags: f.sealed === true ? FLAG_SEALED : 0 });
     case "TUNNEL_ERR":
       return frame(f.kind, json({ message: f.message }));
     case "RESUME_AT": {

@@ -38,3 +38,20 @@ export class SocketFrameReader extends SocketReader<FrameStep, FrameDecoder> imp
     this.decoder.provideChunkBuffer(target);
   }
 }
+
+/**
+ * Stops libuv reading the socket, as if it had been accepted with pauseOnConnect and never
+ * resumed: pause() alone only stops the stream's flow, while libuv would go on reading into
+ * Node's buffers the bytes the native recv must get.
+ */
+export function stopReading(socket: Socket): void {
+  socket.pause();
+  type Handle = { reading?: boolean; readStop?: () => number; _parent?: Handle };
+  const handle = (socket as unknown as { _handle?: Handle })._handle;
+  if (handle?.reading === true) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+  // A TLS socket's handle wraps the TCP one, which must stop too: TLS reads ahead.
+  handle?._parent?.readStop?.();
+}

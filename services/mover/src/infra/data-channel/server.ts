@@ -15,7 +15,7 @@ import { FenceTable } from "../../domain/data-channel/fence.js";
 import { ProtocolError } from "../../errors.js";
 import { releaseRoots, resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
-import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
+import { SocketFrameReader, stopReading, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
 import { sealed, socketFd, zeroCopy } from "#native/index.js";
 import type { TLSSocket } from "node:tls";
@@ -224,23 +224,6 @@ function sessionReader(socket: Socket, reader: FrameReader, cfg: ServerConfig): 
 }
 
 /**
- * Stops libuv reading the socket, as if it had been accepted with pauseOnConnect and never
- * resumed: pause() alone only stops the stream's flow, while libuv would go on reading into
- * Node's buffers the bytes the native recv must get.
- */
-function stopReading(socket: Socket): void {
-  socket.pause();
-  type Handle = { reading?: boolean; readStop?: () => number; _parent?: Handle };
-  const handle = (socket as unknown as { _handle?: Handle })._handle;
-  if (handle?.reading === true) {
-    handle.reading = false;
-    handle.readStop?.();
-  }
-  // A TLS socket's handle wraps the TCP one, which must stop too: TLS reads ahead.
-  handle?._parent?.readStop?.();
-}
-
-/**
  * On a TLS link whose sender offered sealed records: stop Node's TLS reads before AUTH_OK tells
  * the sender to switch (the sender writes nothing between HELLO and reading AUTH_OK, so nothing
  * of it sits in TLS's buffers; a byte there is a protocol violation), and read sealed records
@@ -284,7 +267,12 @@ async function serveConnection(
   }
   if (auth.tunnel) {
     const close = (): Promise<void> => lingerClose(socket, reader);
-    await serveTunnel(socket, reader, cfg.tunnels, auth.hello, log, close);
+    const sealing = {
+      accept: peer !== undefined && cfg.sealedRecv,
+      nonce: auth.nonce,
+      reader: (r: FrameReader) => (conn.reader = r),
+    };
+    await serveTunnel(socket, reader, cfg.tunnels, auth.hello, log, close, sealing);
     return;
   }
   const pool = new BufferPool(cfg.buffersPerConnection);
@@ -420,7 +408,7 @@ async function authenticate(
   if (peer !== undefined) log.debug({ migrationId: hello.migrationId, peerHosts: peer.hosts }, "sender authenticated");
   const hello0 = { migrationId: hello.migrationId, sourceHost: hello.sourceHost };
   if (hello.tunnel === true) {
-    // A tunnel is read by Node's streams (its bytes are spliced, never decoded natively or sealed).
+    // A tunnel is read by Node's streams until TUNNEL_OPEN (which may offer sealed records).
     reader.decoder.setLimits(SERVER_TUNNEL);
     send(socket, { kind: "AUTH_OK" });
     return { hello: hello0, nonce, tunnel: true };

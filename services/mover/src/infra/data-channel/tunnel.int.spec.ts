@@ -33,6 +33,7 @@ interface Echo {
 async function echoSocket(path: string, reply: Buffer): Promise<Echo> {
   const received: Echo["received"] = [];
   const server = createServer({ allowHalfOpen: true }, (s) => {
+    s.on("error", () => undefined); // a tunnel cut mid-stream: the reply has nobody to go to
     const hash = createHash("sha256");
     let bytes = 0;
     received.push(
@@ -125,6 +126,11 @@ describe("data-channel tunnels", () => {
           payloads.map((p) => p.length).sort((x, y) => x - y),
         );
         for (const a of answers) expect(sha(a)).toBe(sha(reply));
+        // On TLS the source → destination bytes went as sealed records, pumped natively at both ends.
+        if (mode === "tls") {
+          const opened = receiver.lines.filter((l) => l.migrationId === "live-tls" && l.msg === "tunnel open");
+          expect(opened.map((l) => l.sealed)).toEqual([true, true]);
+        }
       } finally {
         revoke();
         await listener.close();
@@ -168,11 +174,35 @@ describe("data-channel tunnels", () => {
     }, 60_000);
   }
 
+  it("cuts a sealed tunnel whose source goes away mid-stream: the destination never takes it for the end", async () => {
+    const migrationId = "live-cut";
+    const echo = await echoSocket(join(work, "dest-cut.sock"), Buffer.from("never"));
+    const revoke = tlsServer.tunnels.allow(migrationId, "a", { migration: echo.path });
+    const listener = await listenTunnel(join(work, "src-cut.sock"), tlsTunnel(migrationId, "migration"), silentLog);
+    try {
+      const qemu = connect(listener.path);
+      qemu.on("error", () => undefined);
+      qemu.write(randomBytes(256 * 1024));
+      await receiver.waitFor((l) => l.migrationId === migrationId && l.msg === "tunnel open" && l.sealed === true);
+      // The source mover closes its tunnels (as when a migration is cancelled) with the stream unfinished.
+      await listener.close();
+      const cut = await receiver.waitFor((l) => l.migrationId === migrationId && l.msg === "sealed tunnel cut");
+      expect((cut.err as { detail?: string }).detail).toBe("SEALED_TRUNCATED");
+      await receiver.waitFor((l) => l.migrationId === migrationId && l.msg === "tunnel closed");
+      qemu.destroy();
+    } finally {
+      revoke();
+      await listener.close();
+      echo.server.close();
+    }
+  }, 30_000);
+
   it("keeps a tunnel on loopback raw when the compression is auto", async () => {
     const echo = await echoSocket(join(work, "dest-auto.sock"), Buffer.from("ok"));
     const revoke = tlsServer.tunnels.allow("live-auto", "a", { nbd: echo.path });
     try {
-      const open = await openTunnel(tlsTunnel("live-auto", "nbd"));
+      // Raw bytes on the returned socket: no sealed records (listenTunnel's pumps write those).
+      const open = await openTunnel(tlsTunnel("live-auto", "nbd", { sealed: false }));
       expect(open.compression.codec).toBe("none");
       const payload = Buffer.alloc(100_000);
       open.socket.resume(); // openTunnel hands the socket over paused
@@ -188,7 +218,7 @@ describe("data-channel tunnels", () => {
   it("refuses a tunnel of an unexpected migration, source host or channel", async () => {
     const echo = await echoSocket(join(work, "dest-refuse.sock"), Buffer.from("x"));
     const revoke = tlsServer.tunnels.allow("live-expected", "a", { nbd: echo.path });
-    const base = tlsTunnel("live-expected", "nbd");
+    const base = tlsTunnel("live-expected", "nbd", { sealed: false });
     try {
       await expect(openTunnel({ ...base, migrationId: "live-other" })).rejects.toThrow(TunnelRefusedError);
       await expect(openTunnel({ ...base, channel: "migration" })).rejects.toThrow(

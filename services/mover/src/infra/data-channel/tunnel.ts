@@ -1,12 +1,14 @@
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import type { Transform } from "node:stream";
 import { rmSync } from "node:fs";
+import { TLSSocket } from "node:tls";
 import { hostIdentity } from "#common/pki.js";
 import { silentLogger, type Logger } from "#common/logger.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { dial } from "#common/secure-link/transport.js";
 import { DwcpError } from "#common/errors.js";
-import { compressionCodec } from "#native/index.js";
+import { compressionCodec, sealed, type SealKeys } from "#native/index.js";
+import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import type { CompressionMode } from "#schemas/index.js";
 import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
@@ -14,10 +16,11 @@ import { helloMac, migrationToken } from "../../domain/data-channel/auth.js";
 import { CLIENT_PREAUTH, CLIENT_TUNNEL, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl } from "../../domain/data-channel/frames.js";
 import { AuthFailedError, DestinationUnreachableError, ProtocolError } from "../../errors.js";
-import { SocketFrameReader, type FrameReader } from "./frame-reader.js";
+import { SocketFrameReader, stopReading, type FrameReader } from "./frame-reader.js";
 import { compressionHere } from "./compression-here.js";
 import { tuneSocket } from "./socket-tuning.js";
 import { BlockCompressor, BlockDecompressor } from "./tunnel-codec.js";
+import { PumpGuard, sealedSplice, type Carried } from "./sealed-tunnel.js";
 
 // Tunnels: a data-channel connection that, after the usual authentication (TLS 1.3 with mutual
 // certificates, CHALLENGE, HELLO proving the migration's token), carries one raw byte stream
@@ -31,9 +34,16 @@ import { BlockCompressor, BlockDecompressor } from "./tunnel-codec.js";
 //   ← CHALLENGE
 //   → HELLO (FLAG_TUNNEL)
 //   ← AUTH_OK
-//   → TUNNEL_OPEN {channel}
-//   ← TUNNEL_OK | TUNNEL_ERR {message}
+//   → TUNNEL_OPEN {channel} [FLAG_SEALED: offer sealed records]
+//   ← TUNNEL_OK [FLAG_SEALED: switched] | TUNNEL_ERR {message}
 //   ⇄ raw bytes (each direction ends with its own half-close)
+//
+// A raw tunnel on TLS offers sealed records, and a destination with the native module takes
+// the offer: the source → destination bytes then go as records a native thread at each end
+// seals and opens (sealed-tunnel.ts), ending with an empty record; the other direction stays
+// in TLS. The destination stops its TLS reads before TUNNEL_OK, and the source writes nothing
+// between TUNNEL_OPEN and reading it (#common/secure-link/sealed.ts, the same switch as a
+// batch link's). Otherwise both directions are spliced through Node's streams.
 //
 // On a WAN link the source compresses: TUNNEL_OPEN then names a codec (chosen as a batch's is,
 // from the connection's RTT and the spare cores; none on a local link) and the source →
@@ -120,10 +130,19 @@ export function splice(a: Socket, b: Socket, aToB?: Transform): Promise<{ aToB: 
   });
 }
 
+/** A pump stopped by a forged or truncated record, or by a link that failed under it (not by us): a warning. */
+function warnIfCut(carried: Carried, log: Logger): void {
+  const err = carried.pumpError;
+  if (err !== undefined && (err as { sysCode?: string }).sysCode !== "ECANCELED")
+    log.warn({ err }, "sealed tunnel cut");
+}
+
 /**
  * Destination side: serve a connection whose HELLO asked for a tunnel. Reads TUNNEL_OPEN, checks
  * the table, connects to the channel's unix socket and splices; a refusal is TUNNEL_ERR and a
- * logged warning. `reader` is the connection's stream reader (tunnels are never read natively).
+ * logged warning. `reader` is the connection's stream reader. With `sealing.accept` (a TLS link
+ * and the native module) an offer of sealed records is taken: the connection's reader becomes a
+ * PumpGuard (handed to `sealing.reader`), so the server's cut stops the pump before it closes.
  */
 export async function serveTunnel(
   socket: Socket,
@@ -132,11 +151,17 @@ export async function serveTunnel(
   hello: { migrationId: string; sourceHost: string },
   log: Logger,
   close: () => Promise<void>,
+  sealing: { accept: boolean; nonce: Uint8Array; reader: (r: FrameReader) => void } = {
+    accept: false,
+    nonce: new Uint8Array(0),
+    reader: () => undefined,
+  },
 ): Promise<void> {
   const step = await reader.next();
   if (step.kind === "end") return;
   if (step.kind !== "frame" || step.frame.kind !== "TUNNEL_OPEN") throw new ProtocolError("expected TUNNEL_OPEN");
   const { channel, codec } = step.frame;
+  const seal = step.frame.sealed === true && codec === undefined && sealing.accept && socket instanceof TLSSocket;
   const tlog = log.child({ migrationId: hello.migrationId, sourceHost: hello.sourceHost, channel });
   const path = tunnels.target(hello.migrationId, hello.sourceHost, channel);
   if (codec !== undefined && (await compressionCodec(codec)) !== codec) {
@@ -172,9 +197,26 @@ export async function serveTunnel(
   reader.detach();
   socket.setTimeout(0);
   socket.setKeepAlive(true, 10_000);
-  sendFrame(socket, { kind: "TUNNEL_OK" });
-  tlog.info({ codec: codec ?? "none" }, "tunnel open");
-  const carried = await splice(socket, local, codec === undefined ? undefined : new BlockDecompressor());
+  let guard: PumpGuard | undefined;
+  let keys: SealKeys | undefined;
+  if (seal) {
+    // Node's TLS must read none of the records: it stops before TUNNEL_OK tells the source to switch.
+    stopReading(socket);
+    if (socket.readableLength > 0) {
+      local.destroy();
+      throw new ProtocolError("data sent before TUNNEL_OK");
+    }
+    keys = exportSealKeys(socket, SEALED_LABEL_CLIENT_TO_SERVER, sealing.nonce);
+    guard = new PumpGuard(reader.decoder);
+    sealing.reader(guard);
+  }
+  sendFrame(socket, { kind: "TUNNEL_OK", ...(seal && { sealed: true }) });
+  tlog.info({ codec: codec ?? "none", sealed: seal }, "tunnel open");
+  const carried: Carried =
+    keys === undefined
+      ? await splice(socket, local, codec === undefined ? undefined : new BlockDecompressor())
+      : await sealedSplice(local, socket, keys, "open", (p) => guard?.started(p));
+  warnIfCut(carried, tlog);
   tlog.info({ wireBytesIn: carried.aToB, bytesOut: carried.bToA }, "tunnel closed");
 }
 
@@ -207,6 +249,8 @@ export interface TunnelOptions {
    * connection's RTT and the spare cores (nothing on a local link).
    */
   compression?: CompressionMode;
+  /** Offer sealed records for a raw tunnel on TLS (the default); false keeps it in Node's TLS. */
+  sealed?: boolean;
 }
 
 /** An open tunnel: its socket, its round trip and the codec its source → destination bytes take (none: raw). */
@@ -215,6 +259,8 @@ export interface OpenTunnel {
   /** The connection's smallest RTT so far (TCP_INFO), µs; undefined without the native module. */
   rttUs: number | undefined;
   compression: CompressionChoice;
+  /** Set when the destination switched to sealed records: the key of the source → destination direction. */
+  sealKeys?: SealKeys;
 }
 
 /**
@@ -266,12 +312,26 @@ export async function openTunnel(o: TunnelOptions, log: Logger = silentLogger): 
       rttUs: tuning?.rttUs,
     });
     const codec = compression.codec === "none" ? undefined : compression.codec;
-    socket.write(encodeControl({ kind: "TUNNEL_OPEN", channel: o.channel, ...(codec && { codec }) }));
+    const offer = codec === undefined && socket instanceof TLSSocket && sealed.available && o.sealed !== false;
+    socket.write(
+      encodeControl({
+        kind: "TUNNEL_OPEN",
+        channel: o.channel,
+        ...(codec && { codec }),
+        ...(offer && { sealed: true }),
+      }),
+    );
     const answer = await reader.next();
     if (answer.kind === "frame" && answer.frame.kind === "TUNNEL_ERR")
       throw new TunnelRefusedError(`${o.address} refused the tunnel: ${answer.frame.message}`);
     if (answer.kind !== "frame" || answer.frame.kind !== "TUNNEL_OK")
       throw new DestinationUnreachableError(`${o.address} closed the connection before TUNNEL_OK`);
+    if (answer.frame.sealed === true && !offer)
+      throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
+    const sealKeys =
+      answer.frame.sealed === true
+        ? exportSealKeys(socket as TLSSocket, SEALED_LABEL_CLIENT_TO_SERVER, challenge.frame.nonce)
+        : undefined;
     // Tunnelled bytes that arrived with TUNNEL_OK are handed back to the stream, ahead of the rest.
     reader.detach();
     const early = reader.decoder.takeRest();
@@ -279,7 +339,7 @@ export async function openTunnel(o: TunnelOptions, log: Logger = silentLogger): 
     if (early.length > 0) socket.unshift(Buffer.from(early));
     socket.setTimeout(0);
     socket.setKeepAlive(true, 10_000);
-    return { socket, rttUs: tuning?.rttUs, compression };
+    return { socket, rttUs: tuning?.rttUs, compression, ...(sealKeys && { sealKeys }) };
   } catch (err) {
     socket.destroy();
     throw err;
@@ -308,6 +368,9 @@ export async function listenTunnel(
 ): Promise<TunnelListener> {
   rmSync(path, { force: true });
   const open = new Set<Socket>();
+  // Sealed tunnels' pumps: stopped (their threads done with the fds) before any socket is destroyed.
+  const pumps = new Set<() => Promise<void>>();
+  let closing = false;
   const tlog = log.child({ migrationId: o.migrationId, channel: o.channel });
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (local) => {
     open.add(local);
@@ -316,13 +379,22 @@ export async function listenTunnel(
     void openTunnel(o, tlog).then(
       async (t) => {
         const { socket: remote, compression: c } = t;
-        if (local.destroyed) return remote.destroy();
+        if (local.destroyed || closing) {
+          local.destroy();
+          return remote.destroy();
+        }
         on.opened?.(t);
         open.add(remote);
         remote.once("close", () => open.delete(remote));
         const codec = c.codec === "none" ? undefined : new BlockCompressor({ codec: c.codec, level: c.level });
-        tlog.debug({ codec: c.codec, level: c.level }, "tunnel open");
-        const carried = await splice(local, remote, codec);
+        tlog.debug({ codec: c.codec, level: c.level, sealed: t.sealKeys !== undefined }, "tunnel open");
+        let stop: (() => Promise<void>) | undefined;
+        const carried =
+          t.sealKeys === undefined
+            ? await splice(local, remote, codec)
+            : await sealedSplice(local, remote, t.sealKeys, "seal", (p) => pumps.add((stop = p.stop)));
+        if (stop !== undefined) pumps.delete(stop);
+        warnIfCut(carried, tlog);
         const wireBytesOut = codec?.wireBytes ?? carried.aToB;
         tlog.debug({ bytesOut: carried.aToB, wireBytesOut, bytesIn: carried.bToA }, "tunnel closed");
         on.closed?.();
@@ -344,7 +416,9 @@ export async function listenTunnel(
   return {
     path,
     close: async () => {
+      closing = true;
       const closed = new Promise<void>((r) => server.close(() => r()));
+      await Promise.all([...pumps].map((stop) => stop()));
       for (const s of open) s.destroy();
       await closed;
       rmSync(path, { force: true });
