@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { randomFillSync, randomInt } from "node:crypto";
 import { mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { ensureLayout } from "#common/layout.js";
@@ -11,7 +12,7 @@ import { QmpClient } from "../../services/mover/src/infra/vm/qmp.js";
 import { startVm, stopVm } from "../../services/mover/src/infra/vm/runner.js";
 import { pickSnapshot, restoreFromStore } from "../../services/replication/src/app/restore.js";
 import { syncOnce, type SyncOptions } from "../../services/replication/src/app/sync.js";
-import { syncVmOnce } from "../../services/replication/src/app/vm-sync.js";
+import { syncVmOnce, type VmSyncDisk } from "../../services/replication/src/app/vm-sync.js";
 import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
 import { connectAgent } from "../../services/replication/src/infra/tcp.js";
 import { checkCounterImage } from "../../test/support/guest.js";
@@ -138,7 +139,15 @@ async function round(
       vm: `g-${cache}`,
       qmp: join(stateDir, "g", "qmp.sock"),
       runDir: join(stateDir, "g"),
-      disks: [{ node: "disk0", path: DISK_PATH, format: "raw" as const, ...(o.direct ? { file: disk } : {}) }],
+      disks: [
+        {
+          node: "disk0",
+          path: DISK_PATH,
+          format: "raw" as const,
+          // As `dwcp replicate --vm` does (vm-plan.ts, beneath its root): the raw image read directly.
+          ...(o.direct ? { openImage: () => open(disk, "r") } : {}),
+        } satisfies VmSyncDisk,
+      ],
       sourceHost: "a",
       destinationHost: "b",
       storePath: join(c.dir, "vm-b", ".dwcp-store"),
