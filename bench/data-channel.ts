@@ -20,8 +20,8 @@ import { generateRandomFile } from "../cli/image.js";
 import { sendBatch } from "../services/mover/src/infra/data-channel/client.js";
 import { startDataServer } from "../services/mover/src/infra/data-channel/server.js";
 import { rawSendfile } from "./lib-transfer.js";
-import { provision, type Provisioned, type Role } from "#common/credentials/provision.js";
-import { loadLinkSecurity, type LinkTls } from "#common/secure-link/tls.js";
+import { provision, type Provisioned } from "#common/credentials/provision.js";
+import { linkTlsOf } from "../test/support/data-channel.js";
 
 const { values } = parseArgs({
   options: {
@@ -54,14 +54,6 @@ const VARIANTS: Variant[] = [
   { name: "TLS 1.3 mTLS, default writes", env: { DWCP_NATIVE_RECV: "on", DWCP_DIRECT_IO: "auto" }, tls: true },
 ];
 
-/** The link TLS material of a role of a deployment provisioned as `dwcp up` does. */
-function roleTls(p: Provisioned, role: Role): LinkTls {
-  const r = p.roles.get(role);
-  const link = r && loadLinkSecurity({ mode: "tls", caFile: p.caFile, certFile: r.certFile, keyFile: r.keyFile });
-  if (link?.mode !== "tls") throw new Error(`no TLS material for ${role}`);
-  return link.tls;
-}
-
 async function transfer(dir: string, src: string, v: Variant, run: number, pki: Provisioned): Promise<number> {
   Object.assign(process.env, v.env); // read when the server starts and when a file opens
   const secret = randomBytes(32);
@@ -73,9 +65,9 @@ async function transfer(dir: string, src: string, v: Variant, run: number, pki: 
     roots: [dir],
     log: silent,
     nativeRecv: v.env["DWCP_NATIVE_RECV"] !== "off",
-    ...(v.tls === true ? { tls: roleTls(pki, "mover-b") } : {}),
+    ...(v.tls === true ? { tls: linkTlsOf(pki, "mover-b") } : {}),
   });
-  const tls = v.tls === true ? { tls: { tls: roleTls(pki, "mover-a"), destHost: "b" } } : {};
+  const tls = v.tls === true ? { tls: { tls: linkTlsOf(pki, "mover-a"), destHost: "b" } } : {};
   const perBatch = Math.max(1, Math.floor(batchBytes / chunk));
   const chunks = Math.ceil(size / chunk);
   const batches = Math.ceil(chunks / perBatch);

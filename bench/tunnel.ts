@@ -20,19 +20,11 @@ import { pino } from "pino";
 import { parseSize } from "../cli/args.js";
 import { startDataServer } from "../services/mover/src/infra/data-channel/server.js";
 import { listenTunnel } from "../services/mover/src/infra/data-channel/tunnel.js";
-import { provision, type Provisioned, type Role } from "#common/credentials/provision.js";
-import { loadLinkSecurity, type LinkTls } from "#common/secure-link/tls.js";
+import { provision } from "#common/credentials/provision.js";
+import { linkTlsOf } from "../test/support/data-channel.js";
 
 const silent = pino({ level: "silent" });
 const secret = Buffer.alloc(32, 7);
-
-function tlsOf(p: Provisioned, role: Role): LinkTls {
-  const r = p.roles.get(role);
-  if (r === undefined) throw new Error(`no role ${role}`);
-  const link = loadLinkSecurity({ mode: "tls", caFile: p.caFile, certFile: r.certFile, keyFile: r.keyFile });
-  if (link?.mode !== "tls") throw new Error("not TLS");
-  return link.tls;
-}
 
 const cpuMs = (c: NodeJS.CpuUsage): number => (c.user + c.system) / 1000;
 
@@ -46,7 +38,7 @@ async function destination(dir: string): Promise<void> {
     roots: [dir],
     host: "b",
     log: silent,
-    tls: tlsOf(pki, "mover-b"),
+    tls: linkTlsOf(pki, "mover-b"),
   });
   const sink = join(dir, "sink.sock");
   const reader = createServer({ allowHalfOpen: true }, (s) => {
@@ -95,7 +87,7 @@ if (process.argv[2] === "--destination") {
     };
     const { address } = (await nextLine()) as { address: string };
     const pki = await provision(join(dir, "pki"), { hosts: ["a", "b"] });
-    const tls = { tls: tlsOf(pki, "mover-a"), destHost: "b" };
+    const tls = { tls: linkTlsOf(pki, "mover-a"), destHost: "b" };
     const block = randomBytes(1024 * 1024);
     const once = async (sealed: boolean, i: number): Promise<{ s: number; srcCpuMs: number; dstCpuMs: number }> => {
       const o = { address, secret, sourceHost: "a", migrationId: "m", channel: "migration", tls, sealed };

@@ -378,7 +378,6 @@ Napi::Value Readable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), r > 0);
 }
 
-
 // A tunnel's pump: one direction of a tunnel carried as sealed records by a thread of its own
 // (a tunnel lives as long as a live migration and sits idle at times: it must not hold a libuv
 // pool thread). Sealing, it reads what the local socket `from` has (at most kPumpRecord), seals
@@ -398,9 +397,10 @@ void pump_done(Napi::Env env, Napi::Function, PumpJob* job, void*);
 using PumpTsfn = Napi::TypedThreadSafeFunction<PumpJob, void, pump_done>;
 
 struct PumpJob {
+  // Takes ownership of `from` and `to` (the duplicates Pump made).
   PumpJob(Napi::Env env, int from, int to, Keys keys, bool opening, int timeout, Napi::Int32Array cancel)
-      : from_(dup_of(from)),
-        to_(dup_of(to)),
+      : from_(from),
+        to_(to),
         keys_(keys),
         opening_(opening),
         timeout_(timeout),
@@ -408,16 +408,9 @@ struct PumpJob {
         deferred_(Napi::Promise::Deferred::New(env)),
         cancel_ref_(Napi::Persistent(cancel)) {}
   ~PumpJob() {
-    if (from_ >= 0) ::close(from_);
-    if (to_ >= 0) ::close(to_);
+    ::close(from_);
+    ::close(to_);
   }
-
-  static int dup_of(int fd) {
-    const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0 && dup_errno_ == 0) dup_errno_ = errno;
-    return d;
-  }
-  static thread_local int dup_errno_;
 
   int from_, to_;
   Keys keys_;
@@ -544,8 +537,6 @@ struct PumpJob {
   }
 };
 
-thread_local int PumpJob::dup_errno_ = 0;
-
 void pump_done(Napi::Env env, Napi::Function, PumpJob* job, void*) {
   job->thread_.join();
   if (env != nullptr) {
@@ -562,14 +553,16 @@ void pump_done(Napi::Env env, Napi::Function, PumpJob* job, void*) {
 // pump(from, to, key, iv, opening, timeoutMs, cancel): resolves to the plaintext bytes carried.
 Napi::Value Pump(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  PumpJob::dup_errno_ = 0;
-  auto* job = new PumpJob(env, i32(info[0]), i32(info[1]), keys_of(info[2], info[3]),
-                          info[4].As<Napi::Boolean>().Value(), i32(info[5]), info[6].As<Napi::Int32Array>());
-  if (job->from_ < 0 || job->to_ < 0) {
-    const int err = PumpJob::dup_errno_;
-    delete job;
+  const int from = ::fcntl(i32(info[0]), F_DUPFD_CLOEXEC, 0);
+  if (from < 0) throw errno_error(env, errno, "fcntl");
+  const int to = ::fcntl(i32(info[1]), F_DUPFD_CLOEXEC, 0);
+  if (to < 0) {
+    const int err = errno;
+    ::close(from);
     throw errno_error(env, err, "fcntl");
   }
+  auto* job = new PumpJob(env, from, to, keys_of(info[2], info[3]), info[4].As<Napi::Boolean>().Value(), i32(info[5]),
+                          info[6].As<Napi::Int32Array>());
   Napi::Promise promise = job->deferred_.Promise();
   job->tsfn_ = PumpTsfn::New(env, "dwcp-sealed-pump", 0, 1, job);
   job->thread_ = std::thread([job] {

@@ -58,11 +58,8 @@ export function sealedSplice(
   local.allowHalfOpen = true;
   link.allowHalfOpen = true;
   const cancel = new Int32Array(new SharedArrayBuffer(4));
-  const pump =
-    role === "seal"
-      ? sealed.pump(localFd, linkFd, keys, false, PUMP_TIMEOUT_MS, cancel)
-      : sealed.pump(linkFd, localFd, keys, true, PUMP_TIMEOUT_MS, cancel);
-  const pumped = pump.then(
+  const [src, dst] = role === "seal" ? [localFd, linkFd] : [linkFd, localFd];
+  const pumped = sealed.pump(src, dst, keys, role === "open", PUMP_TIMEOUT_MS, cancel).then(
     (bytes) => {
       counts.aToB = bytes;
       return true;
