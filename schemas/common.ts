@@ -158,7 +158,8 @@ export const MigrationOptions = z.object({
   bandwidthLimitBytesPerSec: BandwidthLimit.optional(),
   /**
    * TCP connections each batch is striped over to the destination (1..16). Default: 4 on a link
-   * whose round trip is 2 ms or more, 1 on a local one.
+   * whose round trip is 2 ms or more and whose congestion control backs off on loss (CUBIC,
+   * Reno), 1 where the link runs BBR or is local.
    */
   streams: z.number().int().min(1).max(MAX_DATA_STREAMS).optional(),
   /** Chunk compression on the data channel. Default auto. */
