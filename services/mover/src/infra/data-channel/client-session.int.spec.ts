@@ -3,6 +3,7 @@ import { createServer, connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { crc32c, strongHashSync } from "#native/index.js";
 import type { CompressionChoice } from "../../domain/data-channel/compression.js";
+import { ChecksumMismatchError } from "../../errors.js";
 import { ClientSession } from "./client-session.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import { silentLog } from "#test/support/data-channel.js";
@@ -43,19 +44,22 @@ describe("ClientSession", () => {
       log: silentLog,
     });
 
+  /** A chunk of `data` at `offset`, one segment, nothing zero. */
+  const wholeChunk = (offset: number, data: Buffer) => ({
+    offset,
+    length: data.length,
+    crc32c: crc32c(data),
+    blake3: strongHashSync(data).toString("base64url"),
+    zero: false,
+    segments: [{ relOffset: 0, length: data.length }],
+    data,
+  });
+
   it("a reply that came while nobody waited wakes the next changed() at once", async () => {
     const session = newSession(2, { codec: "none", level: 0 });
     const data = Buffer.alloc(4096, 7);
     for (const offset of [0, 4096]) {
-      await session.sendChunk({
-        offset,
-        length: 4096,
-        crc32c: crc32c(data),
-        blake3: strongHashSync(data).toString("base64url"),
-        zero: false,
-        segments: [{ relOffset: 0, length: 4096 }],
-        data,
-      });
+      await session.sendChunk(wholeChunk(offset, data));
     }
     // Both replies are handled before the sender waits (as when they arrive in one read).
     session.onReply({ kind: "CHUNK_OK", offset: 0 });
@@ -68,6 +72,23 @@ describe("ClientSession", () => {
     expect(woke).toBe("woke");
     expect(session.takeResend()).toBe(4096);
     expect(session.allAcked).toBe(false);
+  });
+
+  it("a chunk that fails its check after the batch ended early fails the batch for a retry, not a resend", async () => {
+    const session = newSession(1, { codec: "none", level: 0 });
+    const data = Buffer.alloc(4096, 9);
+    await session.sendChunk(wholeChunk(0, data));
+    // BATCH_END went ahead of the acknowledgements (a lent link): the next batch is behind it.
+    session.batchEndSent = true;
+    let thrown: unknown;
+    try {
+      session.onReply({ kind: "CHUNK_ERR", offset: 0, failure: { code: "CHECKSUM_MISMATCH", message: "flipped" } });
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(ChecksumMismatchError);
+    expect((thrown as ChecksumMismatchError).retryable).toBe(true);
+    expect(session.takeResend()).toBeUndefined();
   });
 
   it("stops trying to compress after a run of incompressible chunks, and tries again later", async () => {

@@ -393,6 +393,12 @@ export class ClientSession {
       return;
     }
     if (failure.code !== "CHECKSUM_MISMATCH") throw errorFromWire(failure.code, failure.message, offset);
+    // Ended ahead of its acknowledgements (a lent link): the batch is sent again instead.
+    if (this.batchEndSent)
+      throw new ChecksumMismatchError({
+        offset,
+        message: `chunk at offset ${offset} failed its CRC32C check after its batch had ended; the batch is sent again`,
+      });
     if (entry.resends >= this.o.maxResends) {
       throw new ChecksumMismatchError({
         offset,

@@ -19,7 +19,7 @@ import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
 import { RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
 import type { CompressionChoice } from "../../domain/data-channel/compression.js";
-import { batchProblem, chunkRange, streamsFor, stripeRuns } from "../../domain/data-channel/batch.js";
+import { batchProblem, chunkRange, streamsFor, stripeRuns, WAN_RTT_US } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import { encodeControl, segmentBytes, type BatchBegin } from "../../domain/data-channel/frames.js";
 import {
@@ -33,7 +33,7 @@ import { batchBufferBytes, chunkBuffers } from "./buffer-pool.js";
 import { ClientSession, emptyBreakdown, type ByteBreakdown, type Carried } from "./client-session.js";
 import { SocketFrameReader } from "./frame-reader.js";
 import { SourceVolume, type PreparedChunk } from "./source-volume.js";
-import { linkKey, links, type Link } from "./link-pool.js";
+import { linkKey, links, type Handoff, type Link } from "./link-pool.js";
 import { compressionHere } from "./compression-here.js";
 import { tuneSocket } from "./socket-tuning.js";
 import { onLink, type LinkTurn } from "./link-scheduler.js";
@@ -131,6 +131,12 @@ export interface SendBatchOptions {
    * Default false.
    */
   incremental?: boolean;
+  /**
+   * Once every chunk of a run is written, lend its link to the next batch of the migration (see
+   * LinkPool.lend). Default: on a link whose RTT says WAN (>= 2 ms), where a new connection, or
+   * one left idle, starts with a small congestion window.
+   */
+  lendLink?: boolean;
   /** Set by sendBatch on each stripe of a striped batch (see BatchBegin.stripe). */
   stripe?: string;
   /** Set by sendBatch on each run: called when the run has written its last chunk (see onSent). */
@@ -171,7 +177,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
   const source = await SourceVolume.open(o.sourcePath, o.volumeSizeBytes, o.sourceRoots);
   try {
     const key = keyOf(o);
-    const kept = links.take(key);
+    const kept = links.take(key, o.migrationId);
     const first = kept ?? (await openLink(o, log));
     // The HELLO round trip is no RTT measure on a busy host (it includes both processes'
     // scheduling): without TCP_INFO a batch is striped only when the migration says so.
@@ -322,7 +328,7 @@ async function sendRun(
   given: { link: Link; reused: boolean } | undefined,
   log: Logger,
 ): Promise<ClientSession> {
-  let link = given?.link ?? links.take(key);
+  let link = given?.link ?? links.take(key, o.migrationId);
   let reused = given?.reused ?? link !== undefined;
   let carried: Carried | undefined;
   let dropped: { at: number; pauseMs: number } | undefined;
@@ -345,19 +351,22 @@ async function sendRun(
       continue;
     }
     link.batches += 1;
-    const attempt: { session?: ClientSession } = {};
+    const attempt: { session?: ClientSession; handedOver?: boolean } = {};
     // A first delivery's first connection has nothing to resume: it sends at once.
     const resume = carried !== undefined || (o.delivery ?? 1) > 1;
+    // Lent by a batch still finishing on it: that link was busy, not idle, when it failed.
+    const lent = link.after !== undefined;
     try {
       if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
       const session = await onLink(o.address, o.linkRateBytesPerSec, o.migrationId, o, (linkTurn) =>
         withBucket(o, (limit) =>
-          run({ ...o, resume }, link as Link, source, { ...limit, linkTurn }, log, attempt, carried),
+          run({ ...o, resume }, { link: link as Link, key }, source, { ...limit, linkTurn }, log, attempt, carried),
         ),
       );
       // A kept link costs the destination an fd, not a pool thread: its reader waits for the
-      // next batch on the event loop (Node's TLS, or PoolFrameReader for native reads).
-      links.give(key, link, log);
+      // next batch on the event loop (Node's TLS, or PoolFrameReader for native reads). A link
+      // lent to the next batch of the migration is that batch's now.
+      if (attempt.handedOver !== true) links.give(key, link, log);
       return session;
     } catch (err) {
       link.socket.destroy();
@@ -367,6 +376,9 @@ async function sendRun(
         // wrote on it may have been committed without an answer, so the fresh connection resumes.
         const wrote = attempt.session?.carry();
         if (wrote !== undefined && wrote.sent.size > 0) carried = wrote;
+        // A lent link fails with the batch before it, as in an outage: reconnecting goes on for
+        // the resume window, as for a link dropped mid-run.
+        if (lent) dropped ??= { at: performance.now(), pauseMs: RESUME_BACKOFF_MS.first };
         log.info({ reason: err.message, resume: carried !== undefined }, "kept data link was gone; reconnecting");
         link = undefined;
         reused = false;
@@ -570,15 +582,21 @@ const aborted = (signal: AbortSignal): TransferAbortedError =>
 
 async function run(
   o: SendBatchOptions & { resume?: boolean },
-  link: Link,
+  on: { link: Link; key: string },
   source: SourceVolume,
   limit: Limit,
   log: Logger,
-  attempt: { session?: ClientSession },
+  attempt: { session?: ClientSession; handedOver?: boolean },
   carried?: Carried,
 ): Promise<ClientSession> {
+  const { link } = on;
   const { socket, reader, encrypted } = link;
   const { linkTurn } = limit;
+  // Taken while the batch before was finishing on it: write behind its BATCH_END.
+  const before = link.after;
+  if (before !== undefined) log.debug("batch goes behind the batch before on its link");
+  if (before !== undefined && !(await before.written))
+    throw new DestinationUnreachableError(`data channel to ${o.address}: the batch before on this link failed`);
   const session = new ClientSession({
     socket,
     reader,
@@ -597,6 +615,8 @@ async function run(
     log,
   });
   attempt.session = session;
+  link.owner = session;
+  const lending = lendingOf(o, on, log);
   // The link's first batch carries the handshake's bytes.
   session.wireBytes += link.pendingWireBytes;
   link.pendingWireBytes = 0;
@@ -615,7 +635,16 @@ async function run(
       const from = o.resume === true ? await adoptCommitted(o, session, source, carried) : 0;
       if (from > 0)
         log.info({ committed: from, of: o.chunkCount }, "run resumes after the destination's committed chunks");
-      await sendChunks({ ...o, from }, session, source);
+      await sendChunks({ ...o, from, log, onWritten: lending.onWritten, endEarly: lending.endsEarly }, session, source);
+      lending.written(true);
+    };
+    // The replies of the batch before come first on a lent link.
+    const replies = async (): Promise<void> => {
+      if (before !== undefined && !(await before.answered))
+        throw new DestinationUnreachableError(`data channel to ${o.address}: the batch before on this link failed`);
+      link.after = undefined;
+      await readReplies(session, reader);
+      lending.answered(true);
     };
     // Waiting for our turn is not idleness: the timer is off until our first chunk goes out.
     const inTurn = (l: Limit): Promise<void> => {
@@ -625,14 +654,71 @@ async function run(
         await send();
       });
     };
-    await Promise.all([guard(readReplies(session, reader)), guard(inTurn(limit))]);
+    await Promise.all([guard(replies()), guard(inTurn(limit))]);
     session.check();
     return session;
   } finally {
+    attempt.handedOver = lending.end();
     o.signal?.removeEventListener("abort", onAbort);
-    socket.setTimeout(0);
+    // A borrower that has the link now keeps its idle timer.
+    if (link.owner === session) {
+      socket.setTimeout(0);
+      link.owner = undefined;
+    }
     socket.off("timeout", onIdle);
   }
+}
+
+/**
+ * A run's lending of its link (LinkPool.lend): on a long link, once every chunk is written
+ * (`onWritten`, before the next batch is started), the next batch of the migration may take the
+ * link and write behind this run's BATCH_END (`written`), reading its replies after this run's
+ * BATCH_OK (`answered`). `end` settles both (false unless already true) and says whether the
+ * link was taken.
+ *
+ * `endsEarly`: the run sends BATCH_END right after its last chunk instead of after their
+ * acknowledgements, so that the next batch's bytes follow without a round trip of silence on
+ * the link. Only on an encrypted link (TLS, sealed records), where bytes altered in transit
+ * fail their authentication and cut the link, so no chunk will be asked for again (a CRC32C
+ * mismatch after BATCH_END fails the batch for a retry, see ClientSession), and not for an
+ * incremental batch, whose references may be answered with a request for the data.
+ */
+function lendingOf(
+  o: SendBatchOptions,
+  on: { link: Link; key: string },
+  log: Logger,
+): {
+  endsEarly: boolean;
+  onWritten: () => void;
+  written: (ok: boolean) => void;
+  answered: (ok: boolean) => void;
+  end: () => boolean;
+} {
+  let written = (_: boolean): void => undefined;
+  let answered = (_: boolean): void => undefined;
+  const handoff: Handoff = {
+    written: new Promise((r) => (written = r)),
+    answered: new Promise((r) => (answered = r)),
+  };
+  let withdraw: (() => boolean) | undefined;
+  const lend = o.lendLink ?? (on.link.tuning?.rttUs ?? 0) >= WAN_RTT_US;
+  return {
+    endsEarly: lend && on.link.encrypted && o.incremental !== true,
+    onWritten: () => {
+      if (lend && !on.link.socket.destroyed) {
+        withdraw = links.lend(on.key, on.link, o.migrationId, handoff);
+        log.debug({ rttUs: on.link.tuning?.rttUs }, "data link lent to the next batch");
+      }
+      o.onWritten?.();
+    },
+    written,
+    answered,
+    end: () => {
+      written(false);
+      answered(false);
+      return withdraw !== undefined && !withdraw();
+    },
+  };
 }
 
 /** Waiting for a turn on a busy link is not idleness: the idle timer is off meanwhile. */
@@ -820,7 +906,7 @@ export const SEND_BUFFERS = 2;
  * two buffers come from the process's pre-faulted cache and go back to it.
  */
 async function sendChunks(
-  o: SendBatchOptions & { from: number },
+  o: SendBatchOptions & { from: number; endEarly?: boolean },
   session: ClientSession,
   source: SourceVolume,
 ): Promise<void> {
@@ -845,10 +931,12 @@ async function sendChunks(
       await sendResends(o, session, source, free);
     }
     o.onWritten?.();
-    while (!session.allAcked) {
+    while (!session.allAcked && !o.endEarly) {
       await sendResends(o, session, source, buffers[0] as Buffer);
       if (!session.allAcked) await session.changed();
     }
+    if (o.endEarly && !session.allAcked)
+      o.log.debug({ unacknowledged: o.chunkCount - session.acked.size }, "batch ends ahead of its acknowledgements");
     session.batchEndSent = true;
     await session.sendControl({ kind: "BATCH_END", chunkCount: o.chunkCount });
   } finally {

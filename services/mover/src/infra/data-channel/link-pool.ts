@@ -34,6 +34,30 @@ export interface Link {
   batches: number;
   /** Handshake bytes this side wrote, counted into the link's first batch's wire bytes. */
   pendingWireBytes: number;
+  /**
+   * Set on a link taken while the batch before was still finishing on it (see LinkPool.lend):
+   * this batch writes once `written` and reads once `answered`.
+   */
+  after?: Handoff | undefined;
+  /** The run that uses the link now (its idle timer is the socket's); undefined between batches. */
+  owner?: object | undefined;
+}
+
+/**
+ * Where the batch before stands on a link lent to the next one: `written` resolves true once that
+ * batch's BATCH_END is written (the link's writes are the next batch's), `answered` once its
+ * BATCH_OK was read (the replies are the next batch's). Either resolves false if that batch failed
+ * first: the link is then gone.
+ */
+export interface Handoff {
+  written: Promise<boolean>;
+  answered: Promise<boolean>;
+}
+
+interface Lent {
+  link: Link;
+  migrationId: string;
+  handoff: Handoff;
 }
 
 interface Idle {
@@ -61,6 +85,8 @@ export const LINK_IDLE_MS = 20_000;
  */
 export class LinkPool {
   private readonly idle = new Map<string, Idle[]>();
+  /** Links whose batch has written every chunk and is finishing, per key (see lend). */
+  private readonly lent = new Map<string, Lent[]>();
   /** Fastest rate a batch reached per destination address, bytes/s (see noteRate). */
   private readonly rates = new Map<string, number>();
 
@@ -69,8 +95,48 @@ export class LinkPool {
     private readonly maxIdle = MAX_IDLE_LINKS,
   ) {}
 
-  /** An idle link for `key` that still looks usable, or undefined. */
-  take(key: string): Link | undefined {
+  /**
+   * An idle link for `key` that still looks usable; else, for `migrationId`, a link its batch
+   * before lent (with `after` set: the caller waits on it); else undefined.
+   */
+  take(key: string, migrationId?: string): Link | undefined {
+    return this.takeIdle(key) ?? (migrationId === undefined ? undefined : this.takeLent(key, migrationId));
+  }
+
+  /**
+   * A batch that has written every chunk of a run on a long link, and now waits for their
+   * acknowledgements and its BATCH_OK, lends the link to the next batch of its migration: that
+   * batch writes right behind its BATCH_END instead of opening a connection (a handshake and a
+   * congestion window grown from nothing, seconds across a lossy long link) or taking one left
+   * idle long enough for the kernel to shrink its window. Returns false once the lending is
+   * over: the link was taken (the borrower owns it now), else it is withdrawn.
+   */
+  lend(key: string, link: Link, migrationId: string, handoff: Handoff): () => boolean {
+    const entry: Lent = { link, migrationId, handoff };
+    const list = this.lent.get(key) ?? [];
+    list.push(entry);
+    this.lent.set(key, list);
+    return () => {
+      const now = this.lent.get(key);
+      const at = now?.indexOf(entry) ?? -1;
+      if (now === undefined || at < 0) return false;
+      now.splice(at, 1);
+      if (now.length === 0) this.lent.delete(key);
+      return true;
+    };
+  }
+
+  private takeLent(key: string, migrationId: string): Link | undefined {
+    const list = this.lent.get(key);
+    const at = list?.findIndex((e) => e.migrationId === migrationId && !e.link.socket.destroyed) ?? -1;
+    if (list === undefined || at < 0) return undefined;
+    const [entry] = list.splice(at, 1) as [Lent];
+    if (list.length === 0) this.lent.delete(key);
+    entry.link.after = entry.handoff;
+    return entry.link;
+  }
+
+  private takeIdle(key: string): Link | undefined {
     const list = this.idle.get(key);
     while (list !== undefined && list.length > 0) {
       const entry = list.pop() as Idle;
@@ -128,6 +194,11 @@ export class LinkPool {
   /** Idle links held for `key` (tests). */
   idleCount(key: string): number {
     return this.idle.get(key)?.length ?? 0;
+  }
+
+  /** Links lent for `key` and not taken (tests). */
+  lentCount(key: string): number {
+    return this.lent.get(key)?.length ?? 0;
   }
 
   /** Close every idle link (mover shutdown). */

@@ -10,7 +10,7 @@ import { provision } from "#common/credentials/provision.js";
 import { capturingLog, linkTlsOf, makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { readBackName, readBacks } from "../read-back.js";
-import { closeIdleLinks, sendBatch, type SendBatchOptions } from "./client.js";
+import { closeIdleLinks, sendBatch, type SendBatchOptions, type SendBatchResult } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
 
 const secret = randomBytes(32);
@@ -82,6 +82,34 @@ function batch(over: Partial<SendBatchOptions> & { migrationId: string }): SendB
     log: silentLog,
     ...over,
   };
+}
+
+/**
+ * Two batches of `m` as the mover sends them: the second starts once every chunk of the first is
+ * written (onSent), while the first, lending its link, waits for its acknowledgements.
+ */
+async function lendingPair(
+  m: string,
+  logs: { lender?: SendBatchOptions["log"]; sender: SendBatchOptions["log"] },
+): Promise<[SendBatchResult, SendBatchResult]> {
+  let next: Promise<SendBatchResult> | undefined;
+  const first = await sendBatch(
+    batch({
+      migrationId: m,
+      batch: 0,
+      firstChunk: 0,
+      chunkCount: 6,
+      streams: 1,
+      lendLink: true,
+      ...(logs.lender ? { log: logs.lender } : {}),
+      onSent: () => {
+        next = sendBatch(
+          batch({ migrationId: m, batch: 1, firstChunk: 6, chunkCount: CHUNKS - 6, streams: 1, log: logs.sender }),
+        );
+      },
+    }),
+  );
+  return [first, await (next as Promise<SendBatchResult>)];
 }
 
 type Line = Record<string, unknown>;
@@ -156,6 +184,43 @@ describe("data links", () => {
     expect(r.chunks).toHaveLength(CHUNKS - 4);
     expect(new Set(await syncedAfter(receiver, m, 2)).size).toBe(2);
     await expectIdentical(m);
+  });
+
+  it("sends the next batch of a migration right behind the batch before, on the link it lent", async () => {
+    const m = "lend-1";
+    const sender = capturingLog();
+    const lender = capturingLog();
+    // The first batch's acknowledgements take 100 ms: the next batch starts while it waits for them.
+    proxy.faults.latencyMs = 50;
+    const [first, second] = await lendingPair(m, { lender: lender.log, sender: sender.log });
+    expect(first.chunks.length + second.chunks.length).toBe(CHUNKS);
+    await expectIdentical(m);
+    // Without the lending the first link was still busy: the second batch would have dialled.
+    const conns = await syncedAfter(receiver, m, 2);
+    expect(new Set(conns).size).toBe(1);
+    expect(accepted(receiver.lines, m)).toHaveLength(1);
+    expect(sender.lines.some((l) => l["msg"] === "batch goes behind the batch before on its link")).toBe(true);
+    // On TLS the first batch ended without waiting a round trip for its acknowledgements.
+    const early = lender.lines.find((l) => l["msg"] === "batch ends ahead of its acknowledgements");
+    expect(early?.["unacknowledged"]).toBeGreaterThan(0);
+  });
+
+  it("a batch behind one that fails on the lent link lands on a new connection", async () => {
+    const m = "lend-cut";
+    const sender = capturingLog();
+    proxy.faults.latencyMs = 50; // the first batch still waits for its acknowledgements when the next one queues
+    // Once the next batch queued behind the first, the link is cut: both were on it.
+    void sender
+      .waitFor((l) => l["msg"] === "batch goes behind the batch before on its link")
+      .then(() => {
+        proxy.cut();
+        proxy.heal();
+      });
+    const [one, two] = await lendingPair(m, { sender: sender.log });
+    expect(one.chunks.length + two.chunks.length).toBe(CHUNKS);
+    await expectIdentical(m);
+    expect(accepted(receiver.lines, m).length).toBeGreaterThanOrEqual(2);
+    expect(sender.lines.some((l) => l["msg"] === "kept data link was gone; reconnecting")).toBe(true);
   });
 
   it("stripes a batch over several connections: each chunk once, in order, fsynced per stripe", async () => {
