@@ -108,8 +108,9 @@ export class LinkPool {
    * acknowledgements and its BATCH_OK, lends the link to the next batch of its migration: that
    * batch writes right behind its BATCH_END instead of opening a connection (a handshake and a
    * congestion window grown from nothing, seconds across a lossy long link) or taking one left
-   * idle long enough for the kernel to shrink its window. Returns false once the lending is
-   * over: the link was taken (the borrower owns it now), else it is withdrawn.
+   * idle long enough for the kernel to shrink its window. Returns the withdrawal, for when the
+   * lender is done: it withdraws a link nobody took (true), or says the link was taken (false:
+   * the borrower owns it now).
    */
   lend(key: string, link: Link, migrationId: string, handoff: Handoff): () => boolean {
     const entry: Lent = { link, migrationId, handoff };
