@@ -34,6 +34,11 @@ export interface DialTls {
   tls: LinkTls;
   /** The identity URI the peer's certificate must name, e.g. `dwcp:host:b` (pki.hostIdentity). */
   expectIdentity: string;
+  /**
+   * Protocol revisions to offer by ALPN, preferred first; the socket's `alpnProtocol` says which
+   * one the peer took (false: none, e.g. a peer that offers none of its own).
+   */
+  alpn?: readonly string[];
 }
 
 export interface DialOptions {
@@ -86,7 +91,7 @@ export function isCertificateRefusal(err: unknown): boolean {
 export function closedAfterHandshake(address: string): TlsHandshakeError {
   return new TlsHandshakeError(
     address,
-    `${address} closed the TLS session before its challenge: it refused this host's certificate ` +
+    `${address} closed the TLS session before its first answer: it refused this host's certificate ` +
       "(is it from the deployment's CA and for a dwcp host?)",
   );
 }
@@ -109,7 +114,8 @@ export async function dial(o: DialOptions): Promise<Socket> {
     return new ConnectFailedError(address, `cannot connect to ${address}: ${err.message}`, { cause: err });
   });
   if (o.tls === undefined) return raw;
-  const socket = tlsConnect({ ...clientTlsOptions(o.tls.tls), socket: raw });
+  const alpn = o.tls.alpn === undefined ? {} : { ALPNProtocols: [...o.tls.alpn] };
+  const socket = tlsConnect({ ...clientTlsOptions(o.tls.tls), ...alpn, socket: raw });
   const left = o.timeoutMs === undefined ? undefined : Math.max(1, o.timeoutMs - (performance.now() - started));
   await settle(socket, "secureConnect", o, address, left, aborted, (err) =>
     isTlsFailure(err)
@@ -179,6 +185,11 @@ export interface ListenTls {
   refusals?: RefusalLog;
   /** A connection that has not completed its TLS handshake by then is closed. Default 5000 ms. */
   handshakeTimeoutMs?: number;
+  /**
+   * Protocol revisions this side takes by ALPN, preferred first. A peer that offers none is
+   * served as before (its socket's `alpnProtocol` is false).
+   */
+  alpn?: readonly string[];
 }
 
 export interface ListenOptions {
@@ -244,6 +255,7 @@ export async function listen(
 function tlsServer(t: ListenTls, refusals: RefusalLog, onSocket: (socket: Socket, peer: PeerIdentity) => void): Server {
   const server = createTlsServer({
     ...serverTlsOptions(t.tls),
+    ...(t.alpn === undefined ? {} : { ALPNProtocols: [...t.alpn] }),
     noDelay: true,
     handshakeTimeout: t.handshakeTimeoutMs ?? 5000,
   });

@@ -1,3 +1,5 @@
+import type { BaseKnown } from "./base-sums.js";
+
 /**
  * The source's side of an incremental batch: whether the next chunk goes as a BASE reference
  * (its BLAKE3 only; the destination takes the bytes from its base file) or with its data. A
@@ -36,6 +38,21 @@ export function nextSend(s: BaseRefs, chunk: { zero: boolean; firstSend: boolean
   if (!s.referring || chunk.zero || !chunk.firstSend) return { base: false, next: s };
   if (s.unreferred > 0) return { base: false, next: { ...s, unreferred: s.unreferred - 1 } };
   return { base: true, next: s };
+}
+
+/**
+ * As nextSend, knowing what the destination said of its base ahead (BASE_SUMS, see base-sums.ts):
+ * a chunk the base holds goes as a reference `expected` to hit, a changed one with its data at
+ * once (no round trip spent on it, so the references' state stays), an unknown one as nextSend
+ * says. Only for an incremental batch's chunks.
+ */
+export function sendKnowing(
+  s: BaseRefs,
+  chunk: { zero: boolean; firstSend: boolean },
+  known: BaseKnown,
+): { base: boolean; expected: boolean; next: BaseRefs } {
+  if (chunk.zero || !chunk.firstSend || known === "unknown") return { ...nextSend(s, chunk), expected: false };
+  return { base: known === "same", expected: known === "same", next: s };
 }
 
 /** The state after the destination answered a BASE reference. */

@@ -3,6 +3,7 @@ import type { IncrementalDecoder } from "#common/secure-link/reader.js";
 import {
   AuthFailPayload,
   BASE_DIGEST_BYTES,
+  BASE_SUM_BYTES,
   BatchBegin,
   FLAG_BASE,
   FLAG_LZ4,
@@ -16,6 +17,7 @@ import {
   MAC_BYTES,
   MAGIC,
   MAX_CHUNK_LENGTH,
+  MAX_BASE_SUMS,
   MAX_CONTROL_PAYLOAD,
   MAX_PREAUTH_PAYLOAD,
   NONCE_BYTES,
@@ -24,6 +26,7 @@ import {
   SEGMENT_ENTRY_BYTES,
   TunnelOpen,
   WireFailure,
+  type BaseSum,
   type ChunkHeader,
   type ControlFrame,
   type FrameKind,
@@ -51,7 +54,13 @@ export const CLIENT_PREAUTH: DecoderLimits = {
   maxChunkLength: 0,
 };
 export const CLIENT_SESSION: DecoderLimits = {
-  accept: new Set<FrameKind>(["CHUNK_OK", "CHUNK_ERR", "BATCH_OK", "BATCH_ERR", "RESUME_AT"]),
+  accept: new Set<FrameKind>(["CHUNK_OK", "CHUNK_ERR", "BATCH_OK", "BATCH_ERR", "RESUME_AT", "BASE_SUMS"]),
+  maxControlPayload: MAX_CONTROL_PAYLOAD,
+  maxChunkLength: 0,
+};
+/** Client of a kept link awaiting the answer to a later HELLO (BASE_SUMS the link was sent before it). */
+export const CLIENT_REHELLO: DecoderLimits = {
+  accept: new Set<FrameKind>(["AUTH_OK", "AUTH_FAIL", "BASE_SUMS"]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: 0,
 };
@@ -420,6 +429,19 @@ function decodeHello(p: Uint8Array, sealed: boolean, tunnel: boolean): ControlFr
   return { ...hello, ...(sealed ? { sealed } : {}), ...(tunnel ? { tunnel } : {}) };
 }
 
+function decodeBaseSums(h: RawHeader, p: Uint8Array): ControlFrame | string {
+  if (h.length === 0 || h.length > MAX_BASE_SUMS) return `names ${h.length} chunks, not 1..${MAX_BASE_SUMS}`;
+  if (p.length !== h.length * BASE_SUM_BYTES) return "bad length";
+  const view = new DataView(p.buffer, p.byteOffset, p.length);
+  const sums = Array.from({ length: h.length }, (_, i): BaseSum => {
+    const at = i * BASE_SUM_BYTES;
+    const blake3 = Uint8Array.from(p.subarray(at + 4, at + BASE_SUM_BYTES));
+    const crc32c = view.getUint32(at);
+    return crc32c === 0 && blake3.every((b) => b === 0) ? "none" : { crc32c, blake3 };
+  });
+  return { kind: "BASE_SUMS", id: h.crc32c, offset: h.offset, sums };
+}
+
 function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFrame | string {
   const empty = p.length === 0 ? undefined : "unexpected payload";
   switch (kind) {
@@ -470,6 +492,8 @@ function decodeControl(kind: FrameKind, h: RawHeader, p: Uint8Array): ControlFra
       const view = new DataView(p.buffer, p.byteOffset, p.length);
       return { kind, crc32c: Array.from({ length: h.length }, (_, i) => view.getUint32(i * 4)) };
     }
+    case "BASE_SUMS":
+      return decodeBaseSums(h, p);
     case "CHUNK":
       return "CHUNK is not a control frame";
     default: {

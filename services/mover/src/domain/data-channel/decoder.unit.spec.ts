@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   CLIENT_PREAUTH,
+  CLIENT_REHELLO,
   CLIENT_SESSION,
   FrameDecoder,
   SERVER_IDLE,
@@ -24,6 +25,7 @@ import {
   FLAG_ZSTD,
   FLAG_ZERO,
   HEADER_BYTES,
+  MAX_BASE_SUMS,
   MAX_CONTROL_PAYLOAD,
   writeHeader,
   type BatchBegin,
@@ -49,6 +51,7 @@ const ALL: DecoderLimits = {
     "TUNNEL_OPEN",
     "TUNNEL_OK",
     "TUNNEL_ERR",
+    "BASE_SUMS",
   ]),
   maxControlPayload: MAX_CONTROL_PAYLOAD,
   maxChunkLength: MiB,
@@ -89,6 +92,17 @@ const controls: ControlFrame[] = [
   { kind: "TUNNEL_OK" },
   { kind: "TUNNEL_OK", sealed: true },
   { kind: "TUNNEL_ERR", message: "no live migration expects it" },
+  { kind: "BATCH_BEGIN", begin: { ...begin, incremental: true, baseSums: 2 ** 32 - 1 } },
+  {
+    kind: "BASE_SUMS",
+    id: 3,
+    offset: 8 * MiB,
+    sums: [
+      "none",
+      { crc32c: 0xfeedf00d, blake3: new Uint8Array(32).fill(5) },
+      { crc32c: 0, blake3: new Uint8Array(32).fill(1) },
+    ],
+  },
 ];
 
 /** A 64 KiB + 100 byte chunk with data in pages 1-2 and in the short last page. */
@@ -507,5 +521,33 @@ describe("BASE chunks", () => {
   ])("refuses a BASE chunk %s", (_, fields, message) => {
     const bytes = concat([header("CHUNK", fields), new Uint8Array(fields.payloadLength)]);
     expect(firstViolation(bytes, inBatch)).toMatch(message);
+  });
+});
+
+describe("BASE_SUMS", () => {
+  const sums = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({ crc32c: i + 1, blake3: new Uint8Array(32).fill(i) }));
+
+  it("refuses an empty frame, more entries than fit a control payload, and a payload of another length", () => {
+    expect(() => encodeControl({ kind: "BASE_SUMS", id: 0, offset: 0, sums: [] })).toThrow(/1\.\./);
+    expect(() => encodeControl({ kind: "BASE_SUMS", id: 0, offset: 0, sums: sums(MAX_BASE_SUMS + 1) })).toThrow(
+      /1\.\./,
+    );
+    const good = encodeControl({ kind: "BASE_SUMS", id: 1, offset: 0, sums: sums(MAX_BASE_SUMS) });
+    expect(decodeAll([good], CLIENT_SESSION)).toHaveLength(1);
+    expect(
+      firstViolation(
+        concat([header("BASE_SUMS", { length: 2, payloadLength: 36 }), new Uint8Array(36)]),
+        CLIENT_SESSION,
+      ),
+    ).toMatch(/bad length/);
+    expect(firstViolation(header("BASE_SUMS", { length: 0 }), CLIENT_SESSION)).toMatch(/names 0 chunks/);
+  });
+
+  it("is taken by the sender in a batch and while a later HELLO is answered, never before authentication", () => {
+    const frame = encodeControl({ kind: "BASE_SUMS", id: 1, offset: 0, sums: sums(1) });
+    expect(decodeAll([frame], CLIENT_REHELLO)).toHaveLength(1);
+    expect(firstViolation(frame, CLIENT_PREAUTH)).toMatch(/not allowed/);
+    expect(firstViolation(frame, SERVER_IDLE)).toMatch(/not allowed/);
   });
 });

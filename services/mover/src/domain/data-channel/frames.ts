@@ -8,8 +8,9 @@ import { InvariantViolationError } from "#common/errors.js";
  * DWCP data channel v1. Every frame is a fixed 32-byte big-endian header followed by
  * `payloadLength` bytes:
  *
- *   0  u32 magic 'DWCP'     8  u32 payloadLength   20  u32 length (CHUNK) | chunkCount (BATCH_END)
- *   4  u8  version (1)     12  u64 offset          24  u32 crc32c (CHUNK)
+ *   0  u32 magic 'DWCP'     8  u32 payloadLength   20  u32 length (CHUNK) | chunkCount (BATCH_END,
+ *   4  u8  version (1)     12  u64 offset                RESUME_AT, BASE_SUMS)
+ *                                                  24  u32 crc32c (CHUNK) | id (BASE_SUMS)
  *   5  u8  type                                    28  u32 segmentCount (CHUNK)
  *   6  u16 flags (bit 0: ZERO, CHUNK only)
  *
@@ -18,10 +19,16 @@ import { InvariantViolationError } from "#common/errors.js";
  * logical chunk is those segments with zeros everywhere else. A CHUNK with the BASE flag (only in
  * an incremental batch) has no segments: its payload is the 32-byte BLAKE3 of the source's chunk,
  * whose bytes the destination takes from its base file at the same offset if they match. Control
- * payloads are binary for CHALLENGE/HELLO and UTF-8 JSON for BATCH_BEGIN, CHUNK_ERR, BATCH_ERR and
- * AUTH_FAIL.
+ * payloads are binary for CHALLENGE/HELLO, RESUME_AT and BASE_SUMS, and UTF-8 JSON for BATCH_BEGIN,
+ * CHUNK_ERR, BATCH_ERR and AUTH_FAIL.
+ *
+ * Revision `dwcp/1.1`, taken by ALPN on a TLS link (DATA_ALPN): the HELLO answers a nonce the TLS
+ * session exports (no CHALLENGE, one round trip less), and an incremental batch may ask for
+ * BASE_SUMS. A peer that offers no ALPN speaks revision 1 as before.
  */
 export const MAGIC = 0x44574350; // "DWCP"
+/** The ALPN name of revision 1.1 (see above). */
+export const DATA_ALPN = "dwcp/1.1";
 export const PROTOCOL_VERSION = 1;
 export const HEADER_BYTES = 32;
 export const SEGMENT_ENTRY_BYTES = 8;
@@ -59,6 +66,8 @@ export const FLAG_TUNNEL = 0x10;
 export const FLAG_BASE = 0x20;
 /** A BASE chunk's payload: one BLAKE3-256 digest. */
 export const BASE_DIGEST_BYTES = 32;
+/** One chunk's entry in BASE_SUMS: its CRC32C (u32) and BLAKE3-256 in the base. */
+export const BASE_SUM_BYTES = 4 + BASE_DIGEST_BYTES;
 
 /** Before authentication nothing larger than this is read (CHALLENGE, HELLO, AUTH_*). */
 export const MAX_PREAUTH_PAYLOAD = 4 * 1024;
@@ -83,6 +92,7 @@ export const FRAME_CODES = {
   TUNNEL_OK: 13,
   TUNNEL_ERR: 14,
   RESUME_AT: 15,
+  BASE_SUMS: 16,
 } as const;
 export type FrameKind = keyof typeof FRAME_CODES;
 
@@ -136,6 +146,18 @@ export const BatchBegin = z.strictObject({
    * that BASE chunks refer to. Sent only when true.
    */
   incremental: z.literal(true).optional(),
+  /**
+   * With `incremental`, on a `dwcp/1.1` link: the sender takes BASE_SUMS of this volume's base,
+   * tagged with this number (the link's sender numbers the volumes it asks for), the
+   * destination's digests of its base's chunks sent ahead, so that it sends a changed chunk's data
+   * at once and refers only to chunks the base holds. Sent only then.
+   */
+  baseSums: z
+    .number()
+    .int()
+    .nonnegative()
+    .max(2 ** 32 - 1)
+    .optional(),
 });
 export type BatchBegin = z.infer<typeof BatchBegin>;
 
@@ -197,7 +219,19 @@ export type ControlFrame =
   | { kind: "TUNNEL_OK"; sealed?: boolean }
   | { kind: "TUNNEL_ERR"; message: string }
   /** The CRC32C of each chunk of the run's committed prefix, in order (the prefix's length is theirs). */
-  | { kind: "RESUME_AT"; crc32c: number[] };
+  | { kind: "RESUME_AT"; crc32c: number[] }
+  /**
+   * The base's digests of consecutive chunks from `offset` (a chunk boundary), in order, of the
+   * volume the BATCH_BEGIN `baseSums` numbered `id`; `none` where the base holds no such chunk (a
+   * hole throughout, or it ends inside the chunk).
+   */
+  | { kind: "BASE_SUMS"; id: number; offset: number; sums: BaseSum[] };
+
+/** A base chunk's digests, or none (no data there). */
+export type BaseSum = { crc32c: number; blake3: Uint8Array } | "none";
+
+/** Most chunks one BASE_SUMS names. */
+export const MAX_BASE_SUMS = Math.floor(MAX_CONTROL_PAYLOAD / BASE_SUM_BYTES);
 
 /** Most chunks a RESUME_AT names: a control frame's payload of 4-byte CRC32Cs. */
 export const MAX_RESUME_CHUNKS = MAX_CONTROL_PAYLOAD / 4;
@@ -319,11 +353,29 @@ export function encodeControl(f: ControlFrame): Uint8Array {
       f.crc32c.forEach((crc, i) => view.setUint32(i * 4, crc));
       return frame(f.kind, payload, { length: f.crc32c.length });
     }
+    case "BASE_SUMS":
+      return frame(f.kind, baseSumsPayload(f.sums), { offset: f.offset, length: f.sums.length, crc32c: f.id });
     default: {
       const never: never = f;
       throw new InvariantViolationError(`unknown frame ${JSON.stringify(never)}`);
     }
   }
+}
+
+/** Each entry CRC32C then BLAKE3; `none` is all zero bytes (no chunk's BLAKE3 is). */
+function baseSumsPayload(sums: readonly BaseSum[]): Uint8Array {
+  if (sums.length === 0 || sums.length > MAX_BASE_SUMS)
+    throw new InvariantViolationError(`BASE_SUMS names 1..${MAX_BASE_SUMS} chunks, got ${sums.length}`);
+  const payload = new Uint8Array(sums.length * BASE_SUM_BYTES);
+  const view = new DataView(payload.buffer);
+  sums.forEach((s, i) => {
+    if (s === "none") return;
+    if (s.blake3.length !== BASE_DIGEST_BYTES)
+      throw new InvariantViolationError(`a BASE_SUMS entry carries a ${BASE_DIGEST_BYTES}-byte BLAKE3`);
+    view.setUint32(i * BASE_SUM_BYTES, s.crc32c);
+    payload.set(s.blake3, i * BASE_SUM_BYTES + 4);
+  });
+  return payload;
 }
 
 /** Bytes of segment data a CHUNK frame carries after its table. */

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { crc32c, strongHashSync } from "#native/index.js";
 import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { ChecksumMismatchError } from "../../errors.js";
+import { BaseSums } from "../../domain/data-channel/base-sums.js";
 import { ClientSession } from "./client-session.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import { silentLog } from "#test/support/data-channel.js";
@@ -31,8 +32,9 @@ describe("ClientSession", () => {
     await new Promise<void>((r) => server.close(() => r()));
   });
 
-  const newSession = (chunkCount: number, compression: CompressionChoice): ClientSession =>
+  const newSession = (chunkCount: number, compression: CompressionChoice, baseSums?: BaseSums): ClientSession =>
     new ClientSession({
+      ...(baseSums === undefined ? {} : { incremental: true, baseSums }),
       socket: client,
       reader: { abort: () => undefined } as unknown as SocketFrameReader,
       chunkCount,
@@ -110,5 +112,47 @@ describe("ClientSession", () => {
     const packed = chunks.map((_, i) => (session.counts.get(i * size)?.packedIn ?? 0) > 0);
     // Four misses in a row: the fifth chunk is sent untried; the sixth is tried and pays.
     expect(packed).toEqual([false, false, false, false, false, true, true]);
+  });
+
+  it("with the base's sums ahead, sends changed chunks' data at once, refers to what the base holds", async () => {
+    const size = 4096;
+    const same = Buffer.alloc(size, 1);
+    const changed = Buffer.alloc(size, 2);
+    const sums = new BaseSums(size);
+    const sumOf = (b: Buffer) => ({ crc32c: crc32c(b), blake3: strongHashSync(b) });
+    // The base holds `same` at 0 and other bytes at 4096; chunk 2 is beyond what the sums cover.
+    expect(sums.add(0, [sumOf(same), sumOf(Buffer.alloc(size, 3))])).toBeUndefined();
+    const session = newSession(3, { codec: "none", level: 0 }, sums);
+    await session.sendChunk(wholeChunk(0, same));
+    await session.sendChunk(wholeChunk(size, changed));
+    expect(session.mayEndEarly).toBe(true);
+    await session.sendChunk(wholeChunk(2 * size, same));
+    const counts = [0, size, 2 * size].map((o) => session.counts.get(o));
+    // A reference expected to hit, the data of the changed chunk, a reference as before.
+    expect(counts.map((c) => [c?.baseReused, c?.data])).toEqual([
+      [size, size],
+      [0, size],
+      [size, size],
+    ]);
+    // The uncovered reference's answer may ask for data: BATCH_END waits for it.
+    expect(session.mayEndEarly).toBe(false);
+    session.onReply({ kind: "CHUNK_ERR", offset: 2 * size, failure: { code: "BASE_MISMATCH", message: "differs" } });
+    expect(session.takeResend()).toBe(2 * size);
+    expect(session.mayEndEarly).toBe(true);
+  });
+
+  it("a reference the sums said would hit that misses after BATCH_END fails the batch for a retry", async () => {
+    const size = 4096;
+    const data = Buffer.alloc(size, 5);
+    const sums = new BaseSums(size);
+    sums.add(0, [{ crc32c: crc32c(data), blake3: strongHashSync(data) }]);
+    const session = newSession(1, { codec: "none", level: 0 }, sums);
+    await session.sendChunk(wholeChunk(0, data));
+    expect(session.mayEndEarly).toBe(true);
+    session.batchEndSent = true;
+    expect(() =>
+      session.onReply({ kind: "CHUNK_ERR", offset: 0, failure: { code: "BASE_MISMATCH", message: "base changed" } }),
+    ).toThrow(ChecksumMismatchError);
+    expect(session.takeResend()).toBeUndefined();
   });
 });

@@ -18,7 +18,8 @@ import {
   type WireFailure,
 } from "../../domain/data-channel/frames.js";
 import { reserve, type TokenBucket } from "../../domain/data-channel/token-bucket.js";
-import { afterBaseAnswer, baseRefs, nextSend, type BaseRefs } from "../../domain/data-channel/base-refs.js";
+import { afterBaseAnswer, baseRefs, sendKnowing, type BaseRefs } from "../../domain/data-channel/base-refs.js";
+import type { BaseSums } from "../../domain/data-channel/base-sums.js";
 import { decodeHashes } from "../volume-hash.js";
 import {
   ChecksumMismatchError,
@@ -67,6 +68,13 @@ export interface SessionOptions {
    * their data only where the destination's base does not have them (see base-refs.ts).
    */
   incremental?: boolean;
+  /**
+   * Of an incremental batch on a revision 1.1 link: the destination's base digests sent ahead. A
+   * chunk they cover goes as a reference expected to hit or with its data at once (base-refs.ts).
+   */
+  baseSums?: BaseSums;
+  /** A BASE_SUMS frame read on the link (any batch's on it may come between this one's replies). */
+  onBaseSums?: (f: Extract<ControlFrame, { kind: "BASE_SUMS" }>) => void;
   log: Logger;
 }
 
@@ -112,6 +120,8 @@ interface SentChunk {
   resends: number;
   /** Sent last as a BASE reference (its answer decides whether the data follows). */
   viaBase?: boolean;
+  /** That reference was expected to hit (the destination's BASE_SUMS had the chunk). */
+  expected?: boolean;
 }
 
 /**
@@ -143,6 +153,8 @@ export class ClientSession {
   private committed: number[] | undefined;
   /** Whether chunks still go as BASE references first. */
   private refs: BaseRefs;
+  /** BASE references out whose answer decides whether data must follow (not expected to hit). */
+  private unsureRefs = 0;
 
   constructor(private readonly o: SessionOptions) {
     this.refs = baseRefs(o.incremental === true);
@@ -198,6 +210,15 @@ export class ClientSession {
     return this.acked.size === this.o.chunkCount;
   }
 
+  /**
+   * Every chunk is out and no answer can still ask for data this run must send: BATCH_END may go
+   * ahead of the acknowledgements (a lent link, see client.ts). References the base's sums said
+   * will hit may still be out; one that misses after BATCH_END fails the batch for a retry.
+   */
+  get mayEndEarly(): boolean {
+    return this.unsureRefs === 0 && this.resendQueue.length === 0;
+  }
+
   /** Record the first failure, wake every waiter and cut the connection. */
   fail(err: Error): void {
     if (this.error !== undefined) return;
@@ -250,9 +271,10 @@ export class ClientSession {
    */
   async sendChunk(c: PreparedChunk): Promise<void> {
     const previous = this.sent.get(c.offset);
-    const refer = nextSend(this.refs, { zero: c.zero, firstSend: previous === undefined });
+    const known = this.o.baseSums?.known(c.offset, { crc32c: c.crc32c, blake3: decodeHashes(c.blake3) }) ?? "unknown";
+    const refer = sendKnowing(this.refs, { zero: c.zero, firstSend: previous === undefined }, known);
     this.refs = refer.next;
-    if (refer.base) return this.sendBase(c);
+    if (refer.base) return this.sendBase(c, refer.expected);
     const packed = await this.pack(c);
     const codec = this.o.compression.codec;
     const head = encodeChunkHead(
@@ -279,7 +301,7 @@ export class ClientSession {
   }
 
   /** The chunk as a BASE reference: header and BLAKE3 only; its bytes stay at the source. */
-  private async sendBase(c: PreparedChunk): Promise<void> {
+  private async sendBase(c: PreparedChunk, expected: boolean): Promise<void> {
     const frame = encodeBaseChunk(c, decodeHashes(c.blake3));
     await this.throttle(frame.length);
     const data = segmentBytes(c.segments);
@@ -292,7 +314,8 @@ export class ClientSession {
       wireBytes: frame.length,
       blake3: c.blake3,
     };
-    this.sent.set(c.offset, { chunk, resends: 0, viaBase: true });
+    this.sent.set(c.offset, { chunk, resends: 0, viaBase: true, expected });
+    if (!expected) this.unsureRefs += 1;
     this.wireBytes += frame.length;
     await this.write(frame);
   }
@@ -356,6 +379,10 @@ export class ClientSession {
         if (frame.failure.code === BASE_MISMATCH || frame.failure.code === NO_BASE)
           throw new ProtocolError(`BATCH_ERR ${frame.failure.code}: ${frame.failure.message}`);
         throw errorFromWire(frame.failure.code, frame.failure.message);
+      case "BASE_SUMS":
+        if (this.o.onBaseSums === undefined) throw new ProtocolError("unexpected BASE_SUMS from the destination");
+        this.o.onBaseSums(frame);
+        return "continue";
       case "RESUME_AT":
         if (this.committed !== undefined || frame.crc32c.length > this.o.chunkCount)
           throw new ProtocolError("unexpected RESUME_AT from the destination");
@@ -379,6 +406,7 @@ export class ClientSession {
     const entry = this.sent.get(offset);
     if (entry === undefined) throw new ProtocolError(`CHUNK_OK for offset ${offset}, which was not sent`);
     if (entry.viaBase === true) this.refs = afterBaseAnswer(this.refs, "hit");
+    if (entry.viaBase === true && entry.expected !== true) this.unsureRefs -= 1;
     this.acked.set(offset, entry.chunk);
     this.o.onChunk?.(entry.chunk);
     this.notify();
@@ -414,6 +442,14 @@ export class ClientSession {
   /** The destination's base does not have the chunk: its data follows (not a resend of corruption). */
   private onBaseMiss(offset: number, entry: SentChunk, code: typeof BASE_MISMATCH | typeof NO_BASE): void {
     if (entry.viaBase !== true) throw new ProtocolError(`${code} for offset ${offset}, which was not sent as BASE`);
+    if (this.batchEndSent)
+      throw new ChecksumMismatchError({
+        offset,
+        message:
+          `base chunk at offset ${offset} no longer matched the digests the destination sent ahead, ` +
+          "after its batch had ended; the batch is sent again",
+      });
+    if (entry.expected !== true) this.unsureRefs -= 1;
     this.refs = afterBaseAnswer(this.refs, code === NO_BASE ? "no-base" : "mismatch");
     this.o.log.debug({ offset, code, referring: this.refs.referring }, "base chunk missed; sending its data");
     this.resendQueue.push(offset);

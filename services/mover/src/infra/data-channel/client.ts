@@ -20,8 +20,15 @@ import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/
 import { RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
 import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns, WAN_RTT_US } from "../../domain/data-channel/batch.js";
-import { CLIENT_PREAUTH, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
-import { encodeControl, segmentBytes, type BatchBegin } from "../../domain/data-channel/frames.js";
+import { CLIENT_PREAUTH, CLIENT_REHELLO, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
+import {
+  DATA_ALPN,
+  encodeControl,
+  segmentBytes,
+  type BatchBegin,
+  type ControlFrame,
+} from "../../domain/data-channel/frames.js";
+import { BaseSums } from "../../domain/data-channel/base-sums.js";
 import {
   newTokenBucket,
   setRate,
@@ -39,6 +46,7 @@ import { tuneSocket } from "./socket-tuning.js";
 import { onLink, type LinkTurn } from "./link-scheduler.js";
 export { setMigrationShare } from "./link-scheduler.js";
 import { SealedWriter } from "./sealed-link.js";
+import { exportedNonce, speaks11 } from "./revision.js";
 
 export interface SendBatchOptions {
   /** Destination mover's data channel, host:port. */
@@ -597,10 +605,14 @@ async function run(
   if (before !== undefined) log.debug("batch goes behind the batch before on its link");
   if (before !== undefined && !(await before.written))
     throw new DestinationUnreachableError(`data channel to ${o.address}: the batch before on this link failed`);
+  // Revision 1.1: an incremental batch asks for its base's digests ahead (see BaseSums).
+  const sums = o.incremental === true && speaks11(socket) ? sumsOf(link, o) : undefined;
   const session = new ClientSession({
     socket,
     reader,
     encrypted,
+    ...(sums === undefined ? {} : { baseSums: sums.view }),
+    onBaseSums: (f) => onBaseSums(link, f),
     sealer: link.sealer,
     chunkCount: o.chunkCount,
     maxResends: o.maxResends ?? 3,
@@ -629,7 +641,9 @@ async function run(
   if (o.signal?.aborted === true) onAbort();
   const guard = (p: Promise<void>): Promise<void> => p.catch((err: unknown) => session.fail(toError(err)));
   try {
-    await guard(session.sendControl({ kind: "BATCH_BEGIN", begin: beginOf(o) }));
+    const begin = beginOf(o);
+    if (sums !== undefined) begin.baseSums = sums.id;
+    await guard(session.sendControl({ kind: "BATCH_BEGIN", begin }));
     session.check();
     const send = async (): Promise<void> => {
       const from = o.resume === true ? await adoptCommitted(o, session, source, carried) : 0;
@@ -669,6 +683,24 @@ async function run(
   }
 }
 
+/** The link's BASE_SUMS of `o`'s volume: those it has, or a new id for them. */
+function sumsOf(link: Link, o: SendBatchOptions): { id: number; view: BaseSums } {
+  const key = [o.destDir, o.destName, o.volumeSizeBytes, o.chunkSizeBytes].join("\0");
+  if (link.sums?.key === key) return link.sums;
+  const id = link.sumsAsked ?? 0;
+  link.sumsAsked = id + 1;
+  link.sums = { id, key, view: new BaseSums(o.chunkSizeBytes) };
+  return link.sums;
+}
+
+/** A BASE_SUMS frame read on `link`: into its volume's sums, or dropped (an earlier volume's). */
+function onBaseSums(link: Link, f: Extract<ControlFrame, { kind: "BASE_SUMS" }>): void {
+  if (f.id >= (link.sumsAsked ?? 0)) throw new ProtocolError(`BASE_SUMS ${f.id}, which this side never asked for`);
+  if (link.sums === undefined || link.sums.id !== f.id) return;
+  const problem = link.sums.view.add(f.offset, f.sums);
+  if (problem !== undefined) throw new ProtocolError(problem);
+}
+
 /**
  * A run's lending of its link (LinkPool.lend): on a long link, once every chunk is written
  * (`onWritten`, before the next batch is started), the next batch of the migration may take the
@@ -680,8 +712,9 @@ async function run(
  * acknowledgements, so that the next batch's bytes follow without a round trip of silence on
  * the link. Only on an encrypted link (TLS, sealed records), where bytes altered in transit
  * fail their authentication and cut the link, so no chunk will be asked for again (a CRC32C
- * mismatch after BATCH_END fails the batch for a retry, see ClientSession), and not for an
- * incremental batch, whose references may be answered with a request for the data.
+ * mismatch after BATCH_END fails the batch for a retry, see ClientSession). An incremental
+ * batch first waits for the answers to the references that may ask for data (those the base's
+ * sums did not cover, see ClientSession.mayEndEarly) and sends that data.
  */
 function lendingOf(
   o: SendBatchOptions,
@@ -703,7 +736,7 @@ function lendingOf(
   let withdraw: (() => boolean) | undefined;
   const lend = o.lendLink ?? (on.link.tuning?.rttUs ?? 0) >= WAN_RTT_US;
   return {
-    endsEarly: lend && on.link.encrypted && o.incremental !== true,
+    endsEarly: lend && on.link.encrypted,
     onWritten: () => {
       if (lend && !on.link.socket.destroyed) {
         withdraw = links.lend(on.key, on.link, o.migrationId, handoff);
@@ -748,7 +781,8 @@ const toError = (err: unknown): Error => (err instanceof Error ? err : new Error
 
 /**
  * Connect (TCP, TLS), tune the socket for the link, and authenticate for the migration
- * (CHALLENGE, HELLO, AUTH_OK): a link batches of this migration can run on, one at a time.
+ * (CHALLENGE, HELLO, AUTH_OK; on revision 1.1 HELLO, AUTH_OK): a link batches of this migration
+ * can run on, one at a time.
  */
 async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
   const socket = await connect(o, log);
@@ -794,8 +828,10 @@ async function openLink(o: SendBatchOptions, log: Logger): Promise<Link> {
 }
 
 /**
- * CHALLENGE → HELLO → AUTH_OK; resolves to the bytes this side wrote, the HELLO's round trip, the
- * challenge (later HELLOs on the link answer nonces derived from it) and, on a TLS link whose
+ * CHALLENGE → HELLO → AUTH_OK (on a link that took revision 1.1 by ALPN, HELLO → AUTH_OK: the
+ * HELLO answers the nonce the TLS session exports, one round trip less); resolves to the bytes
+ * this side wrote, the HELLO's round trip, the challenge (later HELLOs on the link answer nonces
+ * derived from it) and, on a TLS link whose
  * destination took our offer, the sealed writer every later write must go through (the
  * destination stopped its TLS reads before its AUTH_OK: see #common/secure-link/sealed.ts).
  */
@@ -804,15 +840,10 @@ async function handshake(
   socket: Socket,
   reader: SocketFrameReader,
 ): Promise<{ bytes: number; rttUs: number; nonce: Uint8Array; sealer: SealedWriter | undefined }> {
-  const challenge = await reader.next();
-  if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
-  if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
-    throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
-  }
-  const nonce = challenge.frame.nonce;
+  const nonce = speaks11(socket) ? exportedNonce(socket as TLSSocket) : await challengeOf(o, reader);
   const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
   const sent = performance.now();
-  const answer = await hello(o, socket, reader, nonce, { offer });
+  const answer = await hello(o, socket, reader, nonce, { offer, first: true });
   const rttUs = Math.round((performance.now() - sent) * 1000);
   if (!answer.sealed) return { bytes: answer.bytes, rttUs, nonce, sealer: undefined };
   if (!offer) throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
@@ -820,6 +851,15 @@ async function handshake(
   const sealer = SealedWriter.of(socket, keys, o.idleTimeoutMs ?? 60_000);
   if (sealer === undefined) throw new DestinationUnreachableError(`data channel to ${o.address} closed`);
   return { bytes: answer.bytes, rttUs, nonce, sealer };
+}
+
+async function challengeOf(o: SendBatchOptions, reader: SocketFrameReader): Promise<Uint8Array> {
+  const challenge = await reader.next();
+  if (challenge.kind === "end" && o.tls !== undefined) throw closedAfterHandshake(o.address);
+  if (challenge.kind !== "frame" || challenge.frame.kind !== "CHALLENGE") {
+    throw new DestinationUnreachableError(`${o.address} closed the connection before its CHALLENGE`);
+  }
+  return challenge.frame.nonce;
 }
 
 /**
@@ -833,7 +873,7 @@ async function hello(
   socket: Socket,
   reader: SocketFrameReader,
   nonce: Uint8Array,
-  via: { offer?: boolean; sealer?: SealedWriter | undefined },
+  via: { offer?: boolean; sealer?: SealedWriter | undefined; first?: boolean },
 ): Promise<{ bytes: number; sealed: boolean }> {
   const mac = helloMac(migrationToken(o.secret, o.migrationId), nonce, o.migrationId, o.sourceHost);
   const frame = encodeControl({
@@ -844,7 +884,8 @@ async function hello(
     sealed: via.offer === true,
   });
   const bytes = frame.length;
-  reader.decoder.setLimits(CLIENT_PREAUTH);
+  // A kept link may still be sent BASE_SUMS of its last migration: they are dropped.
+  reader.decoder.setLimits(via.first === true ? CLIENT_PREAUTH : CLIENT_REHELLO);
   if (via.sealer !== undefined) await via.sealer.send([frame]);
   else
     await new Promise<void>((resolve, reject) => {
@@ -854,7 +895,10 @@ async function hello(
           : resolve(),
       );
     });
-  const answer = await reader.next();
+  let answer = await reader.next();
+  while (answer.kind === "frame" && answer.frame.kind === "BASE_SUMS") answer = await reader.next();
+  // Revision 1.1 sends no CHALLENGE: a listener that refuses our certificate closes here instead.
+  if (answer.kind === "end" && via.first === true && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (answer.kind === "frame" && answer.frame.kind === "AUTH_FAIL") {
     throw new AuthFailedError(`${o.address} refused migration ${o.migrationId}: ${answer.frame.message}`);
   }
@@ -881,6 +925,7 @@ async function reauthenticate(o: SendBatchOptions, link: Link): Promise<void> {
     const nonce = helloNonce(link.nonce, link.hellos);
     link.pendingWireBytes += (await hello(o, link.socket, link.reader, nonce, { sealer: link.sealer })).bytes;
     link.migrationId = o.migrationId;
+    link.sums = undefined;
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
     link.socket.setTimeout(0);
@@ -931,9 +976,11 @@ async function sendChunks(
       await sendResends(o, session, source, free);
     }
     o.onWritten?.();
-    while (!session.allAcked && !o.endEarly) {
+    const done = (): boolean => session.allAcked || (o.endEarly === true && session.mayEndEarly);
+    for (;;) {
       await sendResends(o, session, source, buffers[0] as Buffer);
-      if (!session.allAcked) await session.changed();
+      if (done()) break;
+      await session.changed();
     }
     if (o.endEarly && !session.allAcked)
       o.log.debug({ unacknowledged: o.chunkCount - session.acked.size }, "batch ends ahead of its acknowledgements");
@@ -968,7 +1015,7 @@ async function connect(o: SendBatchOptions, log: Logger): Promise<Socket> {
   const target = parseAddress(o.address);
   if (target === undefined)
     throw new DestinationUnreachableError(`data channel address must be HOST:PORT, got ${JSON.stringify(o.address)}`);
-  const tls = o.tls && { tls: o.tls.tls, expectIdentity: hostIdentity(o.tls.destHost) };
+  const tls = o.tls && { tls: o.tls.tls, expectIdentity: hostIdentity(o.tls.destHost), alpn: [DATA_ALPN] };
   let socket: Socket;
   try {
     socket = await dial({ ...target, timeoutMs: o.connectTimeoutMs ?? 10_000, signal: o.signal, tls });

@@ -238,7 +238,7 @@ async function settleAll(writes: Promise<void>[]): Promise<void> {
  * symlink followed. Undefined when there is none or it is not a regular file (planning refused
  * anything but a regular file; one swapped in since is simply not used).
  */
-async function openBase(dir: DirHandle, name: string): Promise<FileHandle | undefined> {
+export async function openBase(dir: DirHandle, name: string): Promise<FileHandle | undefined> {
   try {
     return await dir.openFile(name, { flags: constants.O_RDONLY });
   } catch (err) {

@@ -4,6 +4,7 @@ import type { Logger } from "#common/logger.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import type { SocketTuning } from "./socket-tuning.js";
 import type { SealedWriter } from "./sealed-link.js";
+import type { BaseSums } from "../../domain/data-channel/base-sums.js";
 
 /**
  * An authenticated data-channel connection between batches: TCP connected, TLS done, HELLO
@@ -16,7 +17,10 @@ import type { SealedWriter } from "./sealed-link.js";
 export interface Link {
   /** The migration the connection is authenticated for now. */
   migrationId: string;
-  /** The connection's CHALLENGE nonce, and the HELLOs sent on it (the next answers helloNonce(nonce, hellos)). */
+  /**
+   * The connection's CHALLENGE nonce (revision 1.1: the one its TLS session exports), and the
+   * HELLOs sent on it (the next answers helloNonce(nonce, hellos)).
+   */
   nonce: Uint8Array;
   hellos: number;
   socket: Socket;
@@ -41,6 +45,13 @@ export interface Link {
   after?: Handoff | undefined;
   /** The run that uses the link now (its idle timer is the socket's); undefined between batches. */
   owner?: object | undefined;
+  /**
+   * Revision 1.1: the BASE_SUMS of the volume this link's incremental batches last asked for
+   * (`id` as in their BATCH_BEGIN, `key` the volume), and how many volumes were asked for on it.
+   * Sums tagged with another id are of an earlier volume, and dropped.
+   */
+  sums?: { id: number; key: string; view: BaseSums } | undefined;
+  sumsAsked?: number;
 }
 
 /**

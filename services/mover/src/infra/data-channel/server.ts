@@ -12,13 +12,16 @@ import { formatAddress } from "../../domain/data-channel/address.js";
 import { helloNonce, verifyHelloMac } from "../../domain/data-channel/auth.js";
 import { FrameDecoder, SERVER_IDLE, SERVER_PREAUTH, SERVER_TUNNEL } from "../../domain/data-channel/decoder.js";
 import { FenceTable } from "../../domain/data-channel/fence.js";
-import { ProtocolError } from "../../errors.js";
+import { AuthFailedError, ProtocolError } from "../../errors.js";
 import { releaseRoots, resolveRoots } from "../volume-paths.js";
 import { BufferPool } from "./buffer-pool.js";
 import { SocketFrameReader, stopReading, type FrameReader } from "./frame-reader.js";
 import { NativeFrameReader } from "./native-frame-reader.js";
 import { sealed, socketFd, zeroCopy } from "#native/index.js";
 import type { TLSSocket } from "node:tls";
+import { DATA_ALPN } from "../../domain/data-channel/frames.js";
+import { BaseSumsJobs } from "./base-sums-job.js";
+import { exportedNonce, speaks11 } from "./revision.js";
 import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import { SealedFrameReader } from "./sealed-link.js";
 import type { SendBatchOptions, SendBatchResult } from "./client.js";
@@ -98,6 +101,8 @@ interface ServerConfig {
   sealedRecv: boolean;
   /** Where connections refused before they authenticated are logged (rate-limited). */
   refusals?: RefusalLog;
+  /** The incremental migrations' base digests sent ahead (revision 1.1, base-sums-job.ts). */
+  sums: BaseSumsJobs;
   tunnels: TunnelTable;
 }
 
@@ -115,9 +120,10 @@ function refused(cfg: ServerConfig, socket: Socket, reason: string, fields: Reco
 
 /** Start the destination side of the data channel. Resolves once it is listening. */
 export async function startDataServer(opts: DataServerOptions): Promise<DataServer> {
+  const roots = await resolveRoots(opts.roots);
   const cfg: ServerConfig = {
     secret: opts.secret,
-    roots: await resolveRoots(opts.roots),
+    roots,
     helloTimeoutMs: opts.helloTimeoutMs ?? 5000,
     idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
     buffersPerConnection: opts.buffersPerConnection ?? BUFFERS_PER_CONNECTION,
@@ -125,6 +131,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     nativeRecv: zeroCopy.available && (opts.nativeRecv ?? true) && opts.tls === undefined,
     sealedRecv: sealed.available && (opts.nativeRecv ?? true) && opts.tls !== undefined,
     tunnels: new TunnelTable(),
+    sums: new BaseSumsJobs(roots),
   };
   const log = opts.log.child({ host: opts.host, component: "data-server" });
   const connections = new Map<Socket, Connection>();
@@ -151,7 +158,7 @@ export async function startDataServer(opts: DataServerOptions): Promise<DataServ
     host: opts.listenHost,
     port: opts.listenPort,
     pauseOnConnect: cfg.nativeRecv,
-    tls: opts.tls && { tls: opts.tls, log, refusals, handshakeTimeoutMs: cfg.helloTimeoutMs },
+    tls: opts.tls && { tls: opts.tls, log, refusals, handshakeTimeoutMs: cfg.helloTimeoutMs, alpn: [DATA_ALPN] },
   };
   // Pending connections have their own budget on top of the sessions': they never take a session's place.
   const maxConnections = (opts.maxConnections ?? 64) + admission.limits.maxPending;
@@ -288,7 +295,10 @@ type Hello = { migrationId: string; sourceHost: string };
 /** What a connection authenticated: the migration whose batches it may carry, and how to re-authenticate. */
 interface Session {
   hello: Hello;
-  /** The connection's CHALLENGE nonce (each later HELLO answers a nonce derived from it). */
+  /**
+   * The connection's CHALLENGE nonce, or on revision 1.1 the TLS session's exported one (each
+   * later HELLO answers a nonce derived from it).
+   */
   nonce: Uint8Array;
   peer: PeerIdentity | undefined;
   sessionLog: (hello: Hello) => Logger;
@@ -304,47 +314,73 @@ async function serveBatches(
   let hello = session.hello;
   let log = session.sessionLog(hello);
   let hellos = 0;
-  for (;;) {
-    // A kept link's reader waits for the next batch on the event loop, not in a pool thread (PoolFrameReader).
-    const step = await reader.next();
-    if (step.kind === "end") return;
-    if (step.kind === "frame" && step.frame.kind === "HELLO") {
-      if (step.frame.tunnel === true) throw new ProtocolError("a batch link cannot become a tunnel");
-      // A kept link moves on to another migration: the HELLO answers this connection's next nonce.
-      hellos += 1;
-      const refusal = helloRefusal(cfg, helloNonce(session.nonce, hellos), step.frame, session.peer);
-      if (refusal !== undefined) {
-        log.warn(
-          { code: refusal.code, claimed: step.frame.migrationId },
-          `re-authentication refused: ${refusal.reason}`,
+  // The base sums this link is sent (one volume of the link's migration at a time).
+  let sums: { key: string; leave: () => void } | undefined;
+  const leaveSums = (): void => {
+    sums?.leave();
+    sums = undefined;
+  };
+  try {
+    for (;;) {
+      // A kept link's reader waits for the next batch on the event loop, not in a pool thread (PoolFrameReader).
+      const step = await reader.next();
+      if (step.kind === "end") return;
+      if (step.kind === "frame" && step.frame.kind === "HELLO") {
+        if (step.frame.tunnel === true) throw new ProtocolError("a batch link cannot become a tunnel");
+        // A kept link moves on to another migration: the HELLO answers this connection's next nonce.
+        hellos += 1;
+        const refusal = helloRefusal(cfg, helloNonce(session.nonce, hellos), step.frame, session.peer);
+        if (refusal !== undefined) {
+          log.warn(
+            { code: refusal.code, claimed: step.frame.migrationId },
+            `re-authentication refused: ${refusal.reason}`,
+          );
+          send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${refusal.message}` });
+          await lingerClose(socket, reader);
+          return;
+        }
+        // Nothing of the last migration's base follows the AUTH_OK.
+        leaveSums();
+        hello = { migrationId: step.frame.migrationId, sourceHost: step.frame.sourceHost };
+        log = session.sessionLog(hello);
+        log.debug("data link re-authenticated");
+        send(socket, { kind: "AUTH_OK" });
+        continue;
+      }
+      if (step.kind !== "frame" || step.frame.kind !== "BATCH_BEGIN") throw new ProtocolError("expected BATCH_BEGIN");
+      const begin = step.frame.begin;
+      const batchLog = log.child({ batch: begin.batch, attempt: begin.attempt, destName: begin.destName });
+      try {
+        if (begin.baseSums !== undefined) {
+          // Only the link's own migration's base: checked here, before anything of it is read.
+          if (begin.migrationId !== hello.migrationId)
+            throw new AuthFailedError(
+              `this connection is authenticated for migration ${hello.migrationId}, not ${begin.migrationId}`,
+            );
+          if (begin.incremental !== true || !speaks11(socket))
+            throw new ProtocolError("BATCH_BEGIN: baseSums needs an incremental batch on a dwcp/1.1 link");
+          const key = `${begin.baseSums}\0${begin.destDir}\0${begin.destName}`;
+          if (sums?.key !== key) {
+            leaveSums();
+            sums = { key, leave: cfg.sums.subscribe(begin, begin.baseSums, socket, batchLog) };
+          }
+        }
+        await receiveBatch(
+          { socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, fences: cfg.fences, log: batchLog },
+          begin,
         );
-        send(socket, { kind: "AUTH_FAIL", message: `authentication failed: ${refusal.message}` });
+        batchLog.info({ chunks: begin.chunkCount }, "batch received and synced");
+      } catch (err) {
+        if (wireCode(err) === "FENCED")
+          batchLog.warn({ code: "FENCED", reason: messageOf(err) }, "batch refused: a newer sender holds it");
+        else batchLog.warn({ err }, "batch failed");
+        send(socket, { kind: "BATCH_ERR", failure: { code: wireCode(err), message: messageOf(err) } });
         await lingerClose(socket, reader);
         return;
       }
-      hello = { migrationId: step.frame.migrationId, sourceHost: step.frame.sourceHost };
-      log = session.sessionLog(hello);
-      log.debug("data link re-authenticated");
-      send(socket, { kind: "AUTH_OK" });
-      continue;
     }
-    if (step.kind !== "frame" || step.frame.kind !== "BATCH_BEGIN") throw new ProtocolError("expected BATCH_BEGIN");
-    const begin = step.frame.begin;
-    const batchLog = log.child({ batch: begin.batch, attempt: begin.attempt, destName: begin.destName });
-    try {
-      await receiveBatch(
-        { socket, reader, roots: cfg.roots, pool, migrationId: hello.migrationId, fences: cfg.fences, log: batchLog },
-        begin,
-      );
-      batchLog.info({ chunks: begin.chunkCount }, "batch received and synced");
-    } catch (err) {
-      if (wireCode(err) === "FENCED")
-        batchLog.warn({ code: "FENCED", reason: messageOf(err) }, "batch refused: a newer sender holds it");
-      else batchLog.warn({ err }, "batch failed");
-      send(socket, { kind: "BATCH_ERR", failure: { code: wireCode(err), message: messageOf(err) } });
-      await lingerClose(socket, reader);
-      return;
-    }
+  } finally {
+    leaveSums();
   }
 }
 
@@ -370,7 +406,10 @@ function helloRefusal(
   return undefined;
 }
 
-/** CHALLENGE → HELLO → AUTH_OK. Undefined (connection answered and closing) if it failed. */
+/**
+ * CHALLENGE → HELLO → AUTH_OK (revision 1.1: HELLO → AUTH_OK). Undefined (connection answered and
+ * closing) if it failed.
+ */
 async function authenticate(
   socket: Socket,
   conn: Connection,
@@ -379,8 +418,10 @@ async function authenticate(
   log: Logger,
 ): Promise<{ hello: Hello; nonce: Uint8Array; tunnel: boolean } | undefined> {
   const reader = conn.reader;
-  const nonce = newNonce();
-  send(socket, { kind: "CHALLENGE", nonce });
+  // Revision 1.1: the HELLO answers the TLS session's exported nonce, sent without a CHALLENGE.
+  const exported = speaks11(socket);
+  const nonce = exported ? exportedNonce(socket as TLSSocket) : newNonce();
+  if (!exported) send(socket, { kind: "CHALLENGE", nonce });
   const timer = setTimeout(
     () => reader.abort(new ProtocolError(`no HELLO within ${cfg.helloTimeoutMs} ms`)),
     cfg.helloTimeoutMs,
