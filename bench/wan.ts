@@ -12,6 +12,8 @@
 //     `rsync --inplace --no-whole-file` with and without -z onto the old copy; `dwcp migrate
 //     --incremental` onto the copy the realistic case left at site b (only the chunks that differ
 //     from it cross the link)
+//   one TCP stream (fresh connection, fsynced) of as many random bytes as the realistic and the
+//     incremental dwcp runs put on the link: what a single stream's start-up costs on this link
 // Wire bytes are counted on the link (tx bytes of the forwarding namespace's veth towards site b,
 // Ethernet headers included), so they include NATS traffic and every protocol's framing. The link
 // bound of a run is those bytes at the link rate plus one RTT. Each destination is checked
@@ -340,6 +342,21 @@ function benchProfile(name: ProfileName, work: string): Promise<Record<string, u
     const best = Math.min(iRsync.seconds, izRsync.seconds);
     log(`  ${secs({ dwcp: dInc, rsync: iRsync, "rsync -z": izRsync })}`);
 
+    // What one fresh TCP connection takes for as many bytes as dwcp put on the link: the floor
+    // of a single stream's handshake and congestion-window growth on this link.
+    log(`[${name}] one TCP stream of the realistic and incremental runs' link bytes`);
+    const tcpOfBytes = async (bytes: number): Promise<Run> => {
+      const src = join(work, "tcp-same.img");
+      await writeCryptoRandom(src, bytes);
+      const run = await tcpCopy(wan, src, join(work, "tcp-same-dst.img"));
+      rmSync(src);
+      rmSync(join(work, "tcp-same-dst.img"));
+      return run;
+    };
+    const tReal = await tcpOfBytes(dReal.linkBytes);
+    const tInc = await tcpOfBytes(dInc.linkBytes);
+    log(`  ${secs({ realistic: tReal, incremental: tInc })}`);
+
     return {
       incompressible_bytes: size,
       incompressible_goodput_ratio: (size * 8) / dRandom.seconds / (profile.rateMbit * 1e6),
@@ -363,6 +380,8 @@ function benchProfile(name: ProfileName, work: string): Promise<Record<string, u
       realistic_dwcp_compressed_in_bytes: dReal.compressedBytesIn,
       realistic_dwcp_compressed_out_bytes: dReal.compressedBytesOut,
       realistic_rsync_link_bytes: rReal.linkBytes,
+      realistic_tcp_same_bytes_s: tReal.seconds,
+      realistic_ratio_to_tcp_same_bytes: dReal.seconds / tReal.seconds,
       realistic_rsync_z_link_bytes: zReal.linkBytes,
       incremental_written_bytes: written,
       incremental_ratio_vs_rsync_best: ratio(best, dInc.seconds),
@@ -375,6 +394,8 @@ function benchProfile(name: ProfileName, work: string): Promise<Record<string, u
       incremental_dwcp_base_reused_bytes: dInc.baseReusedBytes,
       incremental_rsync_link_bytes: iRsync.linkBytes,
       incremental_rsync_z_link_bytes: izRsync.linkBytes,
+      incremental_tcp_same_bytes_s: tInc.seconds,
+      incremental_ratio_to_tcp_same_bytes: dInc.seconds / tInc.seconds,
     };
   });
 }
