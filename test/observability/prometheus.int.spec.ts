@@ -152,6 +152,8 @@ describe.skipIf(!prometheusAvailable())(
         port,
         logFile: join(stack.opts.dataDir, "logs", "nats-server.log"),
       });
+      // The stack stops the servers it lists: the restarted one, not the one stopped above.
+      stack.servers = [stack.server];
       const up = await eventually("/readyz 200 again", async () => {
         const r = await readyz();
         return r.status === 200 ? r : undefined;
