@@ -37,28 +37,25 @@ export class BaseSumsJobs {
     const key = [begin.migrationId, begin.destDir, begin.destName, begin.volumeSizeBytes, begin.chunkSizeBytes].join(
       "\0",
     );
+    // A job that ended with no link left is forgotten, but never one that replaced it since.
+    const forget = (job: SumsJob): void => {
+      if (job.links.size === 0 && this.jobs.get(key) === job) this.jobs.delete(key);
+    };
     let job = this.jobs.get(key);
     if (job === undefined) {
       const created = new SumsJob(begin, log);
       this.jobs.set(key, created);
-      void created.run(this.roots).finally(() => {
-        if (created.links.size === 0) this.jobs.delete(key);
-      });
+      void created.run(this.roots).finally(() => forget(created));
       job = created;
     }
     const joined = job;
     joined.join(socket, id);
     return () => {
       joined.leave(socket);
-      if (joined.links.size === 0) {
-        joined.stop();
-        this.jobs.delete(key);
-      }
+      if (joined.links.size > 0) return;
+      joined.stop();
+      forget(joined);
     };
-  }
-
-  get size(): number {
-    return this.jobs.size;
   }
 }
 
