@@ -1,6 +1,6 @@
 import type { FileHandle } from "node:fs/promises";
 import { readAll } from "#common/fs.js";
-import { analyzeChunk, strongHash } from "#native/index.js";
+import { analyzeChunk, strongHash, type ChunkAnalysis } from "#native/index.js";
 import { BASE_MISMATCH, NO_BASE, type ChunkHeader } from "../../domain/data-channel/frames.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { encodeHash } from "../volume-hash.js";
@@ -39,24 +39,41 @@ export async function matchBase(
   if (base === undefined || expected === undefined) {
     return { ok: false, code: NO_BASE, reason: "the destination has no base file for this volume" };
   }
-  const data = into.subarray(0, h.length);
-  let done: number;
-  try {
-    done = await readAll(base, data, h.offset);
-  } catch (err) {
-    throw destinationError(err, `base file at offset ${h.offset}`);
+  const read = await digestBase(base, h.offset, into.subarray(0, h.length));
+  if (!read.whole) {
+    return {
+      ok: false,
+      code: BASE_MISMATCH,
+      reason: `the base ends at ${h.offset + read.done}, before this chunk's end`,
+    };
   }
-  if (done < h.length) {
-    return { ok: false, code: BASE_MISMATCH, reason: `the base ends at ${h.offset + done}, before this chunk's end` };
-  }
-  // Both on the same bytes at once: the hash on the pool, the CRC32C and zero map here.
-  const hashing = strongHash(data);
-  const analyzing = analyzeChunk(data);
-  await Promise.allSettled([hashing, analyzing]);
-  const [hash, analysis] = [await hashing, await analyzing];
+  const { data, hash, analysis } = read;
   if (!hash.equals(expected) || analysis.crc32c >>> 0 !== h.crc32c) {
     return { ok: false, code: BASE_MISMATCH, reason: "the base's bytes differ from the source's here" };
   }
   const segments = analysis.allZero ? [] : segmentsFromZeroPages(analysis.zeroPages, h.length);
   return { ok: true, data, segments, blake3: encodeHash(hash) };
+}
+
+/**
+ * The base's bytes at `offset`, as many as `into` holds, read into it and digested: BLAKE3 and
+ * the CRC32C with the zero map, both on the same bytes at once (the hash on the pool). A base
+ * that ends first is `whole: false` with the bytes it had (`done`).
+ */
+export async function digestBase(
+  base: FileHandle,
+  offset: number,
+  into: Buffer,
+): Promise<{ whole: true; data: Buffer; hash: Buffer; analysis: ChunkAnalysis } | { whole: false; done: number }> {
+  let done: number;
+  try {
+    done = await readAll(base, into, offset);
+  } catch (err) {
+    throw destinationError(err, `base file at offset ${offset}`);
+  }
+  if (done < into.length) return { whole: false, done };
+  const hashing = strongHash(into);
+  const analyzing = analyzeChunk(into);
+  await Promise.allSettled([hashing, analyzing]);
+  return { whole: true, data: into, hash: await hashing, analysis: await analyzing };
 }

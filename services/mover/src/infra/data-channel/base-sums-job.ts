@@ -1,14 +1,13 @@
 import type { FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
 import type { Logger } from "#common/logger.js";
-import { readAll } from "#common/fs.js";
-import { analyzeChunk, strongHash } from "#native/index.js";
 import { chunkRange } from "../../domain/data-channel/batch.js";
 import { MAX_BASE_SUMS, type BaseSum, type BatchBegin } from "../../domain/data-channel/frames.js";
 import { basenameProblem } from "../../domain/paths.js";
 import { hasDataIn } from "../extents.js";
 import { PathNotFoundError } from "../../errors.js";
 import { confine, openDirConfined } from "../volume-paths.js";
+import { digestBase } from "./base-chunk.js";
 import { openBase } from "./destination-file.js";
 import { send } from "./server-batch.js";
 
@@ -122,9 +121,8 @@ class SumsJob {
 /** The base's digests of the chunk at `offset` (read into `into`), or none where it holds no data. */
 async function sumOf(base: FileHandle, size: number, offset: number, into: Buffer): Promise<BaseSum> {
   if (offset + into.length > size || hasDataIn(base.fd, offset, offset + into.length) === false) return "none";
-  if ((await readAll(base, into, offset)) < into.length) return "none";
-  const [hash, analysis] = await Promise.all([strongHash(into), analyzeChunk(into)]);
-  return { crc32c: analysis.crc32c >>> 0, blake3: hash };
+  const read = await digestBase(base, offset, into);
+  return read.whole ? { crc32c: read.analysis.crc32c >>> 0, blake3: read.hash } : "none";
 }
 
 /** The volume's final file beneath the held root, as a batch opens it (destination-file.ts); undefined if none. */
