@@ -208,7 +208,7 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
       compression: codec,
       durationMs: performance.now() - started,
     };
-    links.noteRate(o.address, result.wireBytes / (result.durationMs / 1000));
+    links.noteRate(o.address, result.wireBytes, result.durationMs);
     log.info(
       {
         bytes: result.bytes,

@@ -85,6 +85,12 @@ interface Idle {
 export const MAX_IDLE_LINKS = 16;
 /** Destinations whose measured rate is remembered (a mover talks to a handful). */
 const MAX_RATES = 1024;
+/**
+ * Least wire bytes of a batch whose rate is noted. A smaller batch's time is its round trips,
+ * handshakes and fsyncs, not the link: 64 KiB in 10 ms says nothing of a 10 Gbit/s link, and
+ * taking it for the link's rate would have every later batch compressed for a slow link.
+ */
+export const RATE_SAMPLE_MIN_BYTES = 4 << 20;
 /** An idle link is closed after this long; well inside the data server's idle timeout (120 s). */
 export const LINK_IDLE_MS = 20_000;
 
@@ -188,12 +194,15 @@ export class LinkPool {
   }
 
   /**
-   * Record the rate a batch to `address` reached (its wire bytes over its duration). A batch's
-   * rate is a lower bound of the link's (the batch may have waited on the CPU or the disk), so
-   * the fastest seen is kept: a slow, CPU-bound batch does not make the link look slower.
+   * Record the rate a batch to `address` reached: its wire bytes over its duration, for a batch
+   * of at least RATE_SAMPLE_MIN_BYTES. A batch's rate is a lower bound of the link's (the batch
+   * may have waited on the CPU or the disk), so the fastest seen is kept: a slow, CPU-bound batch
+   * does not make the link look slower.
    */
-  noteRate(address: string, bytesPerSec: number): void {
-    if (!(bytesPerSec > 0) || !Number.isFinite(bytesPerSec)) return;
+  noteRate(address: string, wireBytes: number, durationMs: number): void {
+    if (!(wireBytes >= RATE_SAMPLE_MIN_BYTES) || !(durationMs > 0)) return;
+    const bytesPerSec = wireBytes / (durationMs / 1000);
+    if (!Number.isFinite(bytesPerSec)) return;
     if (!this.rates.has(address) && this.rates.size >= MAX_RATES) this.rates.clear();
     this.rates.set(address, Math.max(this.rates.get(address) ?? 0, bytesPerSec));
   }

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { describe, expect, it } from "vitest";
 import { silentLogger } from "#common/logger.js";
-import { LinkPool, type Handoff, type Link } from "./link-pool.js";
+import { LinkPool, RATE_SAMPLE_MIN_BYTES, type Handoff, type Link } from "./link-pool.js";
 
 /** A link whose socket is an open, quiet stand-in (the pool only asks it these things). */
 function fakeLink(migrationId: string): Link {
@@ -68,5 +68,20 @@ describe("LinkPool lending", () => {
     pool.lend("k", link, "m1", handoff());
     link.socket.destroy();
     expect(pool.take("k", "m1")).toBeUndefined();
+  });
+});
+
+describe("LinkPool link rates", () => {
+  it("keeps the fastest rate of batches large enough to measure the link, and ignores small ones", () => {
+    const pool = new LinkPool();
+    // A 64 KiB batch that took 10 ms measures its round trips, not the link.
+    pool.noteRate("b:1", 64 << 10, 10);
+    expect(pool.rateOf("b:1")).toBeUndefined();
+    pool.noteRate("b:1", RATE_SAMPLE_MIN_BYTES, 40);
+    expect(pool.rateOf("b:1")).toBeCloseTo(RATE_SAMPLE_MIN_BYTES / 0.04);
+    pool.noteRate("b:1", RATE_SAMPLE_MIN_BYTES, 400);
+    expect(pool.rateOf("b:1")).toBeCloseTo(RATE_SAMPLE_MIN_BYTES / 0.04);
+    pool.noteRate("b:1", 8 * RATE_SAMPLE_MIN_BYTES, 0);
+    expect(pool.rateOf("b:1")).toBeCloseTo(RATE_SAMPLE_MIN_BYTES / 0.04);
   });
 });
