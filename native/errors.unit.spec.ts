@@ -33,6 +33,16 @@ describe("native errors seen by a service", () => {
     expect((err as SyscallError).sysCode).toBe(code);
   });
 
+  it("a mapped rejection carries the stack of the code that awaited the call", async () => {
+    // As the wrappers call it (`return await`), under a caller that awaits the wrapper.
+    const wrapper = async (): Promise<unknown> =>
+      await withCallerStack(() => Promise.reject(bindingError("EIO", -5, "pread")));
+    const nativeCallerForTheSpec = async (): Promise<unknown> => await wrapper();
+    const err = await nativeCallerForTheSpec().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransientIoError);
+    expect((err as Error).stack).toContain("nativeCallerForTheSpec");
+  });
+
   it("ENOSPC and EDQUOT become the shared NoSpaceError, retryable once space is freed", () => {
     for (const code of ["ENOSPC", "EDQUOT"]) {
       const err = mapNativeError(bindingError(code, -28, "copy_file_range"));

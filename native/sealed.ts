@@ -136,7 +136,7 @@ export function nativeSealed(b: NativeBinding): Sealed {
       for (const p of parts) checkRecord("part length", p.length);
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("sealSend: cancel must hold at least one element");
-      return withCallerStack(() => b.sealSend(fd, keys.key, keys.iv, counter, [...parts], timeoutMs, cancel));
+      return await withCallerStack(() => b.sealSend(fd, keys.key, keys.iv, counter, [...parts], timeoutMs, cancel));
     },
     async recvOpen(fd, keys, counter, header, buf, offset, capacity, timeoutMs, cancel, resume) {
       assertFd("fd", fd);
@@ -149,12 +149,12 @@ export function nativeSealed(b: NativeBinding): Sealed {
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("recvOpen: cancel must hold at least one element");
       if (resume === undefined)
-        return withCallerStack(() =>
+        return await withCallerStack(() =>
           b.recvOpen(fd, keys.key, keys.iv, counter, header, buf, offset, capacity, timeoutMs, cancel),
         );
       if (resume.progress.length < 2) throw new InvalidArgumentError("recvOpen: progress must hold two elements");
       assertPositiveInt("stallMs", resume.stallMs, 0x7fffffff);
-      return withCallerStack(() =>
+      return await withCallerStack(() =>
         b.recvOpen(
           fd,
           keys.key,
@@ -177,7 +177,7 @@ export function nativeSealed(b: NativeBinding): Sealed {
       checkKeys(keys, 0n);
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("pump: cancel must hold at least one element");
-      return withCallerStack(() => b.pump(from, to, keys.key, keys.iv, opening, timeoutMs, cancel));
+      return await withCallerStack(() => b.pump(from, to, keys.key, keys.iv, opening, timeoutMs, cancel));
     },
     readable(fd) {
       assertFd("fd", fd);
@@ -191,13 +191,13 @@ export function nativeSealed(b: NativeBinding): Sealed {
       checkKeys(keys, counter);
       checkRecord("data length", data.length);
       if (header.length !== SEALED_HEADER_BYTES) throw new InvalidArgumentError("seal: header must be 32 bytes");
-      return withCallerStack(() => b.sealBuffer(keys.key, keys.iv, counter, header, data, false));
+      return await withCallerStack(() => b.sealBuffer(keys.key, keys.iv, counter, header, data, false));
     },
     async open(keys, counter, header, data) {
       checkKeys(keys, counter);
       checkRecord("data length", data.length);
       if (header.length !== SEALED_HEADER_BYTES) throw new InvalidArgumentError("open: header must be 32 bytes");
-      return withCallerStack(() => b.sealBuffer(keys.key, keys.iv, counter, header, data, true));
+      return await withCallerStack(() => b.sealBuffer(keys.key, keys.iv, counter, header, data, true));
     },
   };
 }

@@ -157,7 +157,7 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertLength("length", length);
       const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
-      return withCallerStack(() => b.sendfile(outFd, inFd, offset, length, timeoutMs));
+      return await withCallerStack(() => b.sendfile(outFd, inFd, offset, length, timeoutMs));
     },
     async recv(fd, buf, offset, min, max, timeoutMs, cancel, stallMs) {
       assertFd("fd", fd);
@@ -168,9 +168,10 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
         throw new InvalidArgumentError(`recv: range ${offset}+${min}..${max} does not fit a ${buf.length}-byte buffer`);
       assertPositiveInt("timeoutMs", timeoutMs, 0x7fffffff);
       if (cancel.length < 1) throw new InvalidArgumentError("recv: cancel must hold at least one element");
-      if (stallMs === undefined) return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
+      if (stallMs === undefined)
+        return await withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel));
       assertPositiveInt("stallMs", stallMs, 0x7fffffff);
-      return withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel, stallMs));
+      return await withCallerStack(() => b.recv(fd, buf, offset, min, max, timeoutMs, cancel, stallMs));
     },
     readable(fd) {
       assertFd("fd", fd);
@@ -180,7 +181,7 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertFd("fd", fd);
       assertLength("offset", offset);
       assertLength("length", length);
-      return withCallerStack(() => b.startWriteback(fd, offset, length));
+      return await withCallerStack(() => b.startWriteback(fd, offset, length));
     },
     async copyFileRange(inFd, inOffset, outFd, outOffset, length) {
       assertFd("inFd", inFd);
@@ -188,7 +189,7 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
       assertFd("outFd", outFd);
       assertLength("outOffset", outOffset);
       assertLength("length", length);
-      return withCallerStack(() => b.copyFileRange(inFd, inOffset, outFd, outOffset, length));
+      return await withCallerStack(() => b.copyFileRange(inFd, inOffset, outFd, outOffset, length));
     },
     seekData(fd, offset) {
       assertFd("fd", fd);
@@ -240,7 +241,7 @@ export function nativeZeroCopy(b: NativeBinding): ZeroCopy {
         throw new InvalidArgumentError(
           `fingerprintFile: into holds ${into.length} fingerprints, the range has ${pages} pages`,
         );
-      return withCallerStack(() =>
+      return await withCallerStack(() =>
         b.mappedFingerprints(fd, offset, length, new Uint8Array(into.buffer, into.byteOffset, into.byteLength)),
       );
     },
