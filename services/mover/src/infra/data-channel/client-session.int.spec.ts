@@ -5,7 +5,9 @@ import { crc32c, strongHashSync } from "#native/index.js";
 import type { CompressionChoice } from "../../domain/data-channel/compression.js";
 import { ChecksumMismatchError } from "../../errors.js";
 import { BaseSums } from "../../domain/data-channel/base-sums.js";
+import { encodeControl, type ControlFrame } from "../../domain/data-channel/frames.js";
 import { ClientSession } from "./client-session.js";
+import type { SealedWriter } from "./sealed-link.js";
 import type { SocketFrameReader } from "./frame-reader.js";
 import { silentLog } from "#test/support/data-channel.js";
 
@@ -91,6 +93,57 @@ describe("ClientSession", () => {
     expect(thrown).toBeInstanceOf(ChecksumMismatchError);
     expect((thrown as ChecksumMismatchError).retryable).toBe(true);
     expect(session.takeResend()).toBeUndefined();
+  });
+
+  it("on a sealed link a held BATCH_BEGIN, the chunk and its BATCH_END go out as one write", async () => {
+    const writes: Uint8Array[][] = [];
+    const sealer = {
+      busy: false,
+      stop: () => undefined,
+      send: (parts: readonly Uint8Array[]) => {
+        writes.push(parts.map((p) => Uint8Array.from(p)));
+        return Promise.resolve();
+      },
+    } as unknown as SealedWriter;
+    const session = new ClientSession({
+      socket: client,
+      reader: { abort: () => undefined } as unknown as SocketFrameReader,
+      sealer,
+      chunkCount: 1,
+      maxResends: 3,
+      sendfileFrom: undefined,
+      bucket: () => undefined,
+      compression: { codec: "none", level: 0 },
+      onChunk: undefined,
+      log: silentLog,
+    });
+    const begin: ControlFrame = {
+      kind: "BATCH_BEGIN",
+      begin: {
+        migrationId: "m-1",
+        batch: 0,
+        attempt: 1,
+        destDir: "d",
+        destName: "v",
+        volumeSizeBytes: 4096,
+        chunkSizeBytes: 4096,
+        firstChunk: 0,
+        chunkCount: 1,
+      },
+    };
+    const end: ControlFrame = { kind: "BATCH_END", chunkCount: 1 };
+    await session.holdControl(begin);
+    expect(writes).toHaveLength(0);
+    const data = Buffer.alloc(4096, 5);
+    await session.sendChunk(wholeChunk(0, data), end);
+    expect(writes).toHaveLength(1);
+    const parts = writes[0] as Uint8Array[];
+    // BATCH_BEGIN, the chunk's head, its one segment, BATCH_END: a record each.
+    expect(parts).toHaveLength(4);
+    expect(Buffer.from(parts[0] as Uint8Array).equals(Buffer.from(encodeControl(begin)))).toBe(true);
+    expect(Buffer.from(parts[2] as Uint8Array).equals(data)).toBe(true);
+    expect(Buffer.from(parts[3] as Uint8Array).equals(Buffer.from(encodeControl(end)))).toBe(true);
+    expect(session.wireBytes).toBe(parts.reduce((n, p) => n + p.length, 0));
   });
 
   it("stops trying to compress after a run of incompressible chunks, and tries again later", async () => {

@@ -155,6 +155,8 @@ export class ClientSession {
   private refs: BaseRefs;
   /** BASE references out whose answer decides whether data must follow (not expected to hit). */
   private unsureRefs = 0;
+  /** Control frames for the next sealed write (holdControl). */
+  private readonly held: Uint8Array[] = [];
 
   constructor(private readonly o: SessionOptions) {
     this.refs = baseRefs(o.incremental === true);
@@ -266,22 +268,41 @@ export class ClientSession {
   }
 
   /**
-   * Frame and send one chunk (in an incremental batch first as a BASE reference); resolves once
-   * its buffer may be reused.
+   * A control frame that goes out with the next write (on a sealed link: its records in the same
+   * writev), e.g. BATCH_BEGIN with the first chunk; without a sealer it is sent at once.
    */
-  async sendChunk(c: PreparedChunk): Promise<void> {
+  async holdControl(frame: ControlFrame): Promise<void> {
+    if (this.o.sealer === undefined) return this.sendControl(frame);
+    const bytes = encodeControl(frame);
+    await this.throttle(bytes.length);
+    this.held.push(bytes);
+    this.wireBytes += bytes.length;
+  }
+
+  /**
+   * Frame and send one chunk (in an incremental batch first as a BASE reference); resolves once
+   * its buffer may be reused. `then`, a control frame (the batch's BATCH_END after its last
+   * chunk), follows the chunk in the same write where the link allows.
+   */
+  async sendChunk(c: PreparedChunk, then?: ControlFrame): Promise<void> {
     const previous = this.sent.get(c.offset);
     const known = this.o.baseSums?.known(c.offset, { crc32c: c.crc32c, blake3: decodeHashes(c.blake3) }) ?? "unknown";
     const refer = sendKnowing(this.refs, { zero: c.zero, firstSend: previous === undefined }, known);
     this.refs = refer.next;
-    if (refer.base) return this.sendBase(c, refer.expected);
+    if (refer.base) {
+      await this.sendBase(c, refer.expected);
+      if (then !== undefined) await this.sendControl(then);
+      return;
+    }
+    const tail = then === undefined ? [] : [encodeControl(then)];
+    const tailBytes = tail[0]?.length ?? 0;
     const packed = await this.pack(c);
     const codec = this.o.compression.codec;
     const head = encodeChunkHead(
       packed === undefined || codec === "none" ? c : { ...c, packedLength: packed.length, codec },
     );
     const wire = head.length + (packed?.length ?? segmentBytes(c.segments));
-    await this.throttle(wire);
+    await this.throttle(wire + tailBytes);
     // Registered before the first byte leaves: the answer can arrive before our write completes.
     // A chunk the base did not have is counted again, now as sent.
     if (previous === undefined || previous.viaBase === true) this.count(c, packed);
@@ -294,10 +315,12 @@ export class ClientSession {
       blake3: c.blake3,
     };
     this.sent.set(c.offset, { chunk, resends: previous?.resends ?? 0 });
-    this.wireBytes += wire;
-    if (packed !== undefined) await this.writeCorked([head, packed]);
-    else if (this.o.sendfileFrom !== undefined && c.segments.length > 0) await this.sendViaSendfile(c, head);
-    else await this.sendViaCopy(c, head);
+    this.wireBytes += wire + tailBytes;
+    if (packed !== undefined) await this.writeCorked([head, packed, ...tail]);
+    else if (this.o.sendfileFrom !== undefined && c.segments.length > 0) {
+      await this.sendViaSendfile(c, head);
+      for (const t of tail) await this.write(t);
+    } else await this.sendViaCopy(c, head, tail);
   }
 
   /** The chunk as a BASE reference: header and BLAKE3 only; its bytes stay at the source. */
@@ -482,11 +505,11 @@ export class ClientSession {
     });
   }
 
-  private async sendViaCopy(c: PreparedChunk, head: Uint8Array): Promise<void> {
+  private async sendViaCopy(c: PreparedChunk, head: Uint8Array, tail: readonly Uint8Array[]): Promise<void> {
     const data = c.data;
     const segments =
       data === undefined ? [] : c.segments.map((s) => data.subarray(s.relOffset, s.relOffset + s.length));
-    await this.writeCorked([head, ...segments]);
+    await this.writeCorked([head, ...segments, ...tail]);
   }
 
   /** Write the parts as one burst; resolves once the last is handed to the kernel. */
@@ -518,13 +541,15 @@ export class ClientSession {
 
   /**
    * Each part one sealed record, sealed in place (a segment's bytes in the chunk buffer are
-   * ciphertext afterwards: the buffer is only reused for the next read) and written on the pool.
+   * ciphertext afterwards: the buffer is only reused for the next read) and written on the pool,
+   * after the held control frames.
    */
   private async writeSealed(parts: readonly Uint8Array[]): Promise<void> {
     const sealer = this.o.sealer as SealedWriter;
     this.check();
     try {
-      await sealer.send(parts.filter((p) => p.length > 0));
+      const held = this.held.splice(0);
+      await sealer.send([...held, ...parts].filter((p) => p.length > 0));
     } catch (err) {
       throw this.nativeWriteFailure(err);
     } finally {

@@ -643,7 +643,13 @@ async function run(
   try {
     const begin = beginOf(o);
     if (sums !== undefined) begin.baseSums = sums.id;
-    await guard(session.sendControl({ kind: "BATCH_BEGIN", begin }));
+    // Nothing to wait for in its answer: BATCH_BEGIN goes with the first chunk.
+    const answered = o.resume === true || sums !== undefined;
+    await guard(
+      answered
+        ? session.sendControl({ kind: "BATCH_BEGIN", begin })
+        : session.holdControl({ kind: "BATCH_BEGIN", begin }),
+    );
     session.check();
     const send = async (): Promise<void> => {
       const from = o.resume === true ? await adoptCommitted(o, session, source, carried) : 0;
@@ -709,12 +715,14 @@ function onBaseSums(link: Link, f: Extract<ControlFrame, { kind: "BASE_SUMS" }>)
  * link was taken.
  *
  * `endsEarly`: the run sends BATCH_END right after its last chunk instead of after their
- * acknowledgements, so that the next batch's bytes follow without a round trip of silence on
- * the link. Only on an encrypted link (TLS, sealed records), where bytes altered in transit
- * fail their authentication and cut the link, so no chunk will be asked for again (a CRC32C
- * mismatch after BATCH_END fails the batch for a retry, see ClientSession). An incremental
- * batch first waits for the answers to the references that may ask for data (those the base's
- * sums did not cover, see ClientSession.mayEndEarly) and sends that data.
+ * acknowledgements (in the same write as the last chunk, see sendChunks), so that the next
+ * batch's bytes follow without a round trip of silence on the link, and a small batch costs
+ * one write and one round trip. On every encrypted link (TLS, sealed records), lent or not:
+ * there bytes altered in transit fail their authentication and cut the link, so no chunk will
+ * be asked for again (a CRC32C mismatch after BATCH_END fails the batch for a retry, see
+ * ClientSession). An incremental batch first waits for the answers to the references that may
+ * ask for data (those the base's sums did not cover, see ClientSession.mayEndEarly) and sends
+ * that data.
  */
 function lendingOf(
   o: SendBatchOptions,
@@ -736,7 +744,7 @@ function lendingOf(
   let withdraw: (() => boolean) | undefined;
   const lend = o.lendLink ?? (on.link.tuning?.rttUs ?? 0) >= WAN_RTT_US;
   return {
-    endsEarly: lend && on.link.encrypted,
+    endsEarly: on.link.encrypted,
     onWritten: () => {
       if (lend && !on.link.socket.destroyed) {
         withdraw = links.lend(on.key, on.link, o.migrationId, handoff);
@@ -962,6 +970,7 @@ async function sendChunks(
     p.catch(() => undefined); // handled where it is awaited
     return p;
   };
+  const end: ControlFrame = { kind: "BATCH_END", chunkCount: o.chunkCount };
   // A resumed run starts at its first chunk the destination has not committed.
   const { from } = o;
   let pending: Promise<PreparedChunk> | undefined =
@@ -972,20 +981,25 @@ async function sendChunks(
       const free = buffers[i % SEND_BUFFERS] as Buffer;
       pending =
         i + 1 < o.chunkCount ? prepare(o.firstChunk + i + 1, buffers[(i + 1) % SEND_BUFFERS] as Buffer) : undefined;
-      await session.sendChunk(current);
-      await sendResends(o, session, source, free);
+      // Ending early, a batch whose answers cannot ask for data ends in its last chunk's write.
+      const endsWith = i === o.chunkCount - 1 && o.endEarly === true && o.incremental !== true && session.mayEndEarly;
+      if (endsWith) session.batchEndSent = true;
+      await session.sendChunk(current, endsWith ? end : undefined);
+      if (!endsWith) await sendResends(o, session, source, free);
     }
     o.onWritten?.();
-    const done = (): boolean => session.allAcked || (o.endEarly === true && session.mayEndEarly);
-    for (;;) {
-      await sendResends(o, session, source, buffers[0] as Buffer);
-      if (done()) break;
-      await session.changed();
+    if (!session.batchEndSent) {
+      const done = (): boolean => session.allAcked || (o.endEarly === true && session.mayEndEarly);
+      for (;;) {
+        await sendResends(o, session, source, buffers[0] as Buffer);
+        if (done()) break;
+        await session.changed();
+      }
+      session.batchEndSent = true;
+      await session.sendControl(end);
     }
     if (o.endEarly && !session.allAcked)
       o.log.debug({ unacknowledged: o.chunkCount - session.acked.size }, "batch ends ahead of its acknowledgements");
-    session.batchEndSent = true;
-    await session.sendControl({ kind: "BATCH_END", chunkCount: o.chunkCount });
   } finally {
     await pending?.catch(() => undefined);
     // A sendfile() never reads these buffers, and every copy-path write has completed: reuse them.
