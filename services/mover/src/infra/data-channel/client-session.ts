@@ -272,11 +272,15 @@ export class ClientSession {
    * writev), e.g. BATCH_BEGIN with the first chunk; without a sealer it is sent at once.
    */
   async holdControl(frame: ControlFrame): Promise<void> {
-    if (this.o.sealer === undefined) return this.sendControl(frame);
-    const bytes = encodeControl(frame);
+    await this.hold(encodeControl(frame));
+  }
+
+  /** An encoded frame (a kept link's HELLO) for the next sealed write; without a sealer sent at once. */
+  async hold(bytes: Uint8Array): Promise<void> {
     await this.throttle(bytes.length);
-    this.held.push(bytes);
     this.wireBytes += bytes.length;
+    if (this.o.sealer === undefined) await this.write(bytes);
+    else this.held.push(bytes);
   }
 
   /**

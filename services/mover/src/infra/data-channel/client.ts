@@ -365,7 +365,7 @@ async function sendRun(
     // Lent by a batch still finishing on it: that link was busy, not idle, when it failed.
     const lent = link.after !== undefined;
     try {
-      if (link.migrationId !== o.migrationId) await reauthenticate(o, link);
+      if (link.migrationId !== o.migrationId) rehello(o, link);
       const session = await onLink(o.address, o.linkRateBytesPerSec, o.migrationId, o, (linkTurn) =>
         withBucket(o, (limit) =>
           run({ ...o, resume }, { link: link as Link, key }, source, { ...limit, linkTurn }, log, attempt, carried),
@@ -640,7 +640,11 @@ async function run(
   o.signal?.addEventListener("abort", onAbort, { once: true });
   if (o.signal?.aborted === true) onAbort();
   const guard = (p: Promise<void>): Promise<void> => p.catch((err: unknown) => session.fail(toError(err)));
+  // A kept link's HELLO for this migration (rehello) goes first; its AUTH_OK precedes our replies.
+  const rehelloFrame = link.hello;
+  link.hello = undefined;
   try {
+    if (rehelloFrame !== undefined) await guard(session.hold(rehelloFrame));
     const begin = beginOf(o);
     if (sums !== undefined) begin.baseSums = sums.id;
     // Nothing to wait for in its answer: BATCH_BEGIN goes with the first chunk.
@@ -663,6 +667,7 @@ async function run(
       if (before !== undefined && !(await before.answered))
         throw new DestinationUnreachableError(`data channel to ${o.address}: the batch before on this link failed`);
       link.after = undefined;
+      if (rehelloFrame !== undefined) await helloAnswer(o, reader, false);
       await readReplies(session, reader);
       lending.answered(true);
     };
@@ -881,32 +886,33 @@ async function hello(
   socket: Socket,
   reader: SocketFrameReader,
   nonce: Uint8Array,
-  via: { offer?: boolean; sealer?: SealedWriter | undefined; first?: boolean },
+  via: { offer?: boolean; first?: boolean },
 ): Promise<{ bytes: number; sealed: boolean }> {
-  const mac = helloMac(migrationToken(o.secret, o.migrationId), nonce, o.migrationId, o.sourceHost);
-  const frame = encodeControl({
-    kind: "HELLO",
-    migrationId: o.migrationId,
-    sourceHost: o.sourceHost,
-    mac,
-    sealed: via.offer === true,
-  });
-  const bytes = frame.length;
-  // A kept link may still be sent BASE_SUMS of its last migration: they are dropped.
+  const frame = helloFrame(o, nonce, via.offer === true);
   reader.decoder.setLimits(via.first === true ? CLIENT_PREAUTH : CLIENT_REHELLO);
-  if (via.sealer !== undefined) await via.sealer.send([frame]);
-  else
-    await new Promise<void>((resolve, reject) => {
-      socket.write(frame, (err) =>
-        err
-          ? reject(new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }))
-          : resolve(),
-      );
-    });
+  await new Promise<void>((resolve, reject) => {
+    socket.write(frame, (err) =>
+      err
+        ? reject(new DestinationUnreachableError(`data channel to ${o.address}: ${err.message}`, { cause: err }))
+        : resolve(),
+    );
+  });
+  const sealed = await helloAnswer(o, reader, via.first === true);
+  return { bytes: frame.length, sealed };
+}
+
+function helloFrame(o: SendBatchOptions, nonce: Uint8Array, offer: boolean): Uint8Array {
+  const mac = helloMac(migrationToken(o.secret, o.migrationId), nonce, o.migrationId, o.sourceHost);
+  return encodeControl({ kind: "HELLO", migrationId: o.migrationId, sourceHost: o.sourceHost, mac, sealed: offer });
+}
+
+/** Reads the answer to a HELLO: AUTH_OK (whether it switches to sealed records), or throws. */
+async function helloAnswer(o: SendBatchOptions, reader: SocketFrameReader, first: boolean): Promise<boolean> {
   let answer = await reader.next();
+  // A kept link may still be sent BASE_SUMS of its last migration: they are dropped.
   while (answer.kind === "frame" && answer.frame.kind === "BASE_SUMS") answer = await reader.next();
   // Revision 1.1 sends no CHALLENGE: a listener that refuses our certificate closes here instead.
-  if (answer.kind === "end" && via.first === true && o.tls !== undefined) throw closedAfterHandshake(o.address);
+  if (answer.kind === "end" && first && o.tls !== undefined) throw closedAfterHandshake(o.address);
   if (answer.kind === "frame" && answer.frame.kind === "AUTH_FAIL") {
     throw new AuthFailedError(`${o.address} refused migration ${o.migrationId}: ${answer.frame.message}`);
   }
@@ -914,31 +920,22 @@ async function hello(
     throw new DestinationUnreachableError(`${o.address} closed the connection during authentication`);
   }
   reader.decoder.setLimits(CLIENT_SESSION);
-  return { bytes, sealed: answer.frame.sealed === true };
+  return answer.frame.sealed === true;
 }
 
 /**
- * A kept link authenticated for another migration authenticates for this one: a HELLO answering
- * the link's next derived nonce (no CHALLENGE round trip). Its bytes count into this batch.
+ * A kept link moves on to migration `o`: its HELLO (answering the connection's next nonce) is
+ * made now and written by the run ahead of its batch, without waiting a round trip for AUTH_OK;
+ * the run reads AUTH_OK before its replies. The destination closes the link after an AUTH_FAIL
+ * without reading on, so nothing written behind a refused HELLO is taken; any failure destroys
+ * the link, so it is taken as authenticated for `o` from here on.
  */
-async function reauthenticate(o: SendBatchOptions, link: Link): Promise<void> {
-  const onIdle = (): void =>
-    link.reader.abort(new DestinationUnreachableError(`no answer from ${o.address} to a HELLO`));
-  link.socket.setTimeout(o.idleTimeoutMs ?? 60_000, onIdle);
-  const onAbort = (): void => link.reader.abort(aborted(o.signal as AbortSignal));
-  o.signal?.addEventListener("abort", onAbort, { once: true });
-  if (o.signal?.aborted === true) onAbort();
-  try {
-    link.hellos += 1;
-    const nonce = helloNonce(link.nonce, link.hellos);
-    link.pendingWireBytes += (await hello(o, link.socket, link.reader, nonce, { sealer: link.sealer })).bytes;
-    link.migrationId = o.migrationId;
-    link.sums = undefined;
-  } finally {
-    o.signal?.removeEventListener("abort", onAbort);
-    link.socket.setTimeout(0);
-    link.socket.off("timeout", onIdle);
-  }
+function rehello(o: SendBatchOptions, link: Link): void {
+  link.hellos += 1;
+  link.hello = helloFrame(o, helloNonce(link.nonce, link.hellos), false);
+  link.reader.decoder.setLimits(CLIENT_REHELLO);
+  link.migrationId = o.migrationId;
+  link.sums = undefined;
 }
 
 async function readReplies(session: ClientSession, reader: SocketFrameReader): Promise<void> {

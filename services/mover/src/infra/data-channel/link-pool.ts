@@ -52,6 +52,11 @@ export interface Link {
    */
   sums?: { id: number; key: string; view: BaseSums } | undefined;
   sumsAsked?: number;
+  /**
+   * A HELLO for another migration, not yet written: the next run writes it ahead of its batch
+   * and reads its AUTH_OK before the batch's replies (see rehello in client.ts).
+   */
+  hello?: Uint8Array | undefined;
 }
 
 /**

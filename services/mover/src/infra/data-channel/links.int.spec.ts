@@ -2,7 +2,7 @@
 // certificates, and plaintext) through a TCP proxy that can cut the link; which connection
 // carried what is read from the destination's log.
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { FaultProxy } from "#test/chaos/support/proxy.js";
@@ -10,6 +10,7 @@ import { provision } from "#common/credentials/provision.js";
 import { capturingLog, linkTlsOf, makeSparseFile, MiB, silentLog, tempDir } from "#test/support/data-channel.js";
 import type { LinkTls } from "#common/secure-link/tls.js";
 import { readBackName, readBacks } from "../read-back.js";
+import { AuthFailedError } from "../../errors.js";
 import { closeIdleLinks, sendBatch, type SendBatchOptions, type SendBatchResult } from "./client.js";
 import { startDataServer, type DataServer } from "./server.js";
 
@@ -24,6 +25,7 @@ let server: DataServer;
 let plain: DataServer;
 let proxy: FaultProxy;
 let senderTls: LinkTls;
+let receiverTls: LinkTls;
 const receiver = capturingLog();
 const plainReceiver = capturingLog();
 
@@ -39,6 +41,7 @@ beforeAll(async () => {
   ]);
   const pki = await provision(join(work, "pki"), { hosts: ["a", "b"] });
   senderTls = linkTlsOf(pki, "mover-a");
+  receiverTls = linkTlsOf(pki, "mover-b");
   const common = { listenHost: "127.0.0.1", listenPort: 0, secret, roots: [root] };
   server = await startDataServer({ ...common, host: "b", log: receiver.log, tls: linkTlsOf(pki, "mover-b") });
   plain = await startDataServer({ ...common, host: "b", log: plainReceiver.log });
@@ -164,6 +167,39 @@ describe("data links", () => {
     expect(accepted(receiver.lines, second)).toHaveLength(0);
     // Its batch was written under its own migration (the destination checks BATCH_BEGIN against the HELLO).
     expect(await syncedAfter(receiver, second, 1)).toHaveLength(1);
+  });
+
+  it("a HELLO refused on a kept link fails the batch; nothing written behind it reaches the destination", async () => {
+    // A destination of its own whose secret changes under the kept link: it refuses the next HELLO.
+    const serverSecret = Buffer.from(secret);
+    const own = capturingLog();
+    const dest = await startDataServer({
+      listenHost: "127.0.0.1",
+      listenPort: 0,
+      secret: serverSecret,
+      roots: [root],
+      host: "b",
+      log: own.log,
+      tls: receiverTls,
+    });
+    try {
+      await sendBatch(batch({ migrationId: "reauth-ok", address: dest.address, streams: 1 }));
+      serverSecret.fill(7);
+      // The HELLO for the next migration goes out with its batch, without waiting for AUTH_OK.
+      const second = "reauth-refused";
+      const err = await sendBatch(batch({ migrationId: second, address: dest.address, streams: 1 })).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(AuthFailedError);
+      const refused = await own.waitFor((l) => String(l["msg"]).startsWith("re-authentication refused"));
+      expect(refused["claimed"]).toBe(second);
+      // Its BATCH_BEGIN and chunks were never read: nothing of it at the destination.
+      expect(own.lines.some((l) => l["migrationId"] === second)).toBe(false);
+      expect((await readdir(root)).includes(second)).toBe(false);
+    } finally {
+      closeIdleLinks();
+      await dest.close();
+    }
   });
 
   it("keeps a plaintext link too (its destination waits for the next batch on the event loop)", async () => {
