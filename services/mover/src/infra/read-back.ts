@@ -2,7 +2,7 @@ import { constants } from "node:fs/promises";
 import { metrics } from "#common/metrics/registry.js";
 import { z } from "zod";
 import type { Logger } from "#common/logger.js";
-import { crc32cCombine } from "#native/index.js";
+import { crc32cCombine, type DirHandle } from "#native/index.js";
 import { diskCrc32c } from "./volume-crc.js";
 import { heldRoots, openConfined, removeIfPresent, statConfined } from "./volume-paths.js";
 
@@ -158,6 +158,15 @@ export async function readBackCovers(
 export async function removeReadBack(part: string): Promise<void> {
   await removeIfPresent(heldRoots(), readBackName(part));
   await removeIfPresent(heldRoots(), hashesName(part));
+}
+
+/**
+ * removeReadBack for the `.part` named `partFile` in the held directory `dir` (where its records
+ * are): a record that is not there (a small volume keeps none) costs a stat, not a failed unlink.
+ */
+export function removeRecordsIn(dir: DirHandle, partFile: string): void {
+  for (const name of [readBackName(partFile), hashesName(partFile)])
+    if (dir.stat(name) !== undefined) dir.unlink(name, { ignoreMissing: true });
 }
 
 async function readText(file: string): Promise<string | undefined> {

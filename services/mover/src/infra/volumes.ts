@@ -26,7 +26,14 @@ import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { dataExtents } from "./extents.js";
 import { diskCrc32c } from "./volume-crc.js";
-import { keepsRecords, readBackCovers, readBacks, recordedHashes, removeReadBack } from "./read-back.js";
+import {
+  keepsRecords,
+  readBackCovers,
+  readBacks,
+  recordedHashes,
+  removeReadBack,
+  removeRecordsIn,
+} from "./read-back.js";
 import { diskDigests, encodeHash, volumeHashOf } from "./volume-hash.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import { DirSyncs } from "./dir-sync.js";
@@ -302,7 +309,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
     if (!check.incremental) await checkFinalized(dir, v, finalStat, check);
     if (!check.incremental || (await isFinalized(dir, v, finalStat, check))) {
       rememberFinalized(part, check.migrationId);
-      await removeReadBack(part);
+      removeRecordsIn(dir, partFile);
       return final;
     }
     // The base, and no `.part`: only an empty volume (which no batch writes) may have none.
@@ -338,7 +345,7 @@ async function finalizeOne(dir: DirHandle, v: FinalVolume, check: Check): Promis
     await checkFinalized(dir, v, now, check);
   }
   rememberFinalized(part, check.migrationId);
-  await removeReadBack(part);
+  removeRecordsIn(dir, partFile);
   return final;
 }
 
