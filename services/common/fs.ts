@@ -51,14 +51,19 @@ export const DIRECT_MIN_BYTES = 1024 * 1024;
 /**
  * A second, write-only handle on `path` with O_DIRECT where the platform and file system have it
  * (Linux ext4/xfs; not tmpfs: undefined), read with DWCP_DIRECT_IO once per file: "off" none,
- * "on" for every aligned write (`everyAligned`), "auto" the large ones (DIRECT_MIN_BYTES). O_DIRECT
+ * "on" for every aligned write (`everyAligned`), "auto" the large ones (DIRECT_MIN_BYTES; none
+ * when `largestWriteBytes`, the largest write the caller will make, is smaller). O_DIRECT
  * writes need 4 KiB-aligned memory, offsets and lengths (native `zeroCopy.alignedBuffer`).
  */
 export async function openDirect(
   path: string | FileHandle,
+  largestWriteBytes = Number.POSITIVE_INFINITY,
 ): Promise<{ fh: FileHandle; everyAligned: boolean } | undefined> {
+  const everyAligned = processSetting("directIo") === "on";
+  // Under "auto" a file whose writes are all smaller than DIRECT_MIN_BYTES never uses the handle.
+  if (!everyAligned && largestWriteBytes < DIRECT_MIN_BYTES) return undefined;
   const fh = await openWithDirect(path, constants.O_WRONLY);
-  return fh === undefined ? undefined : { fh, everyAligned: processSetting("directIo") === "on" };
+  return fh === undefined ? undefined : { fh, everyAligned };
 }
 
 /**

@@ -101,7 +101,8 @@ export class DestinationFile {
         try {
           const st = await fh.stat();
           if (st.size < begin.volumeSizeBytes) await fh.truncate(begin.volumeSizeBytes);
-          const direct = await openDirect(fh);
+          // A write is at most one chunk's segment: small chunks never go through O_DIRECT.
+          const direct = await openDirect(fh, Math.min(begin.chunkSizeBytes, begin.volumeSizeBytes));
           // A new entry needs its directory synced to survive a crash (made parents were synced).
           keepDir = created;
           const range = emptyRange(fh.fd, begin, st.size);
