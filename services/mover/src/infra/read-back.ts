@@ -4,7 +4,7 @@ import { z } from "zod";
 import type { Logger } from "#common/logger.js";
 import { crc32cCombine, type DirHandle } from "#native/index.js";
 import { diskCrc32c } from "./volume-crc.js";
-import { heldRoots, openConfined, removeIfPresent, statConfined } from "./volume-paths.js";
+import { heldRoots, openConfined, statConfined } from "./volume-paths.js";
 
 /**
  * Read-back of each batch, overlapped with the transfer. With `verify` on (the default) a volume
@@ -154,15 +154,10 @@ export async function readBackCovers(
   return at === size && crc >>> 0 === expected >>> 0;
 }
 
-/** Removes the records (read-back and hashes) of a finalized or abandoned `.part`. */
-export async function removeReadBack(part: string): Promise<void> {
-  await removeIfPresent(heldRoots(), readBackName(part));
-  await removeIfPresent(heldRoots(), hashesName(part));
-}
-
 /**
- * removeReadBack for the `.part` named `partFile` in the held directory `dir` (where its records
- * are): a record that is not there (a small volume keeps none) costs a stat, not a failed unlink.
+ * Removes the records (read-back and hashes) of a finalized or abandoned `.part` named
+ * `partFile`, through the held directory `dir` where they are: a record that is not there (a
+ * small volume keeps none) costs a stat, not a failed unlink.
  */
 export function removeRecordsIn(dir: DirHandle, partFile: string): void {
   for (const name of [readBackName(partFile), hashesName(partFile)])

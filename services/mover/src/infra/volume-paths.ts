@@ -136,15 +136,6 @@ export function errnoOf(err: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
-/** Removes the file at canonical path `path` by its held parent; one already gone is not an error. */
-export async function removeIfPresent(roots: readonly string[], path: string): Promise<void> {
-  try {
-    await inParentConfined(roots, path, (dir, name) => dir.unlink(name, { ignoreMissing: true }));
-  } catch (err) {
-    if (errnoOf(err) !== "ENOENT") throw err;
-  }
-}
-
 /** Canonical (realpath) form of each root, held open (releaseRoots); each must exist and be a directory. */
 export async function resolveRoots(dirs: readonly string[]): Promise<string[]> {
   const problems: string[] = [];

@@ -26,14 +26,7 @@ import { basenameProblem, duplicates, partName } from "../domain/paths.js";
 import { PathNotFoundError, PathOutsideRootError } from "../errors.js";
 import { dataExtents } from "./extents.js";
 import { diskCrc32c } from "./volume-crc.js";
-import {
-  keepsRecords,
-  readBackCovers,
-  readBacks,
-  recordedHashes,
-  removeReadBack,
-  removeRecordsIn,
-} from "./read-back.js";
+import { keepsRecords, readBackCovers, readBacks, recordedHashes, removeRecordsIn } from "./read-back.js";
 import { diskDigests, encodeHash, volumeHashOf } from "./volume-hash.js";
 import { KeyedLock } from "#common/keyed-lock.js";
 import { DirSyncs } from "./dir-sync.js";
@@ -468,7 +461,7 @@ export async function abortVolumes(req: AbortVolumes, roots: readonly string[]):
     try {
       for (const name of req.names) {
         held.unlink(partName(name), { ignoreMissing: true });
-        await removeReadBack(posix.join(dir, partName(name)));
+        removeRecordsIn(held, partName(name));
       }
     } finally {
       held.close();
