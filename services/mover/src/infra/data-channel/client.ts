@@ -647,10 +647,10 @@ async function run(
     if (rehelloFrame !== undefined) await guard(session.hold(rehelloFrame));
     const begin = beginOf(o);
     if (sums !== undefined) begin.baseSums = sums.id;
-    // Nothing to wait for in its answer: BATCH_BEGIN goes with the first chunk.
-    const answered = o.resume === true || sums !== undefined;
+    // Unless its answer is awaited (RESUME_AT, BASE_SUMS), BATCH_BEGIN goes with the first chunk.
+    const awaitsAnswer = o.resume === true || sums !== undefined;
     await guard(
-      answered
+      awaitsAnswer
         ? session.sendControl({ kind: "BATCH_BEGIN", begin })
         : session.holdControl({ kind: "BATCH_BEGIN", begin }),
     );
@@ -856,7 +856,7 @@ async function handshake(
   const nonce = speaks11(socket) ? exportedNonce(socket as TLSSocket) : await challengeOf(o, reader);
   const offer = socket instanceof TLSSocket && sealed.available && (o.zeroCopy ?? true);
   const sent = performance.now();
-  const answer = await hello(o, socket, reader, nonce, { offer, first: true });
+  const answer = await hello(o, socket, reader, nonce, offer);
   const rttUs = Math.round((performance.now() - sent) * 1000);
   if (!answer.sealed) return { bytes: answer.bytes, rttUs, nonce, sealer: undefined };
   if (!offer) throw new ProtocolError(`${o.address} switched to sealed records, which this side did not offer`);
@@ -881,15 +881,16 @@ async function challengeOf(o: SendBatchOptions, reader: SocketFrameReader): Prom
  * offer sealing; a kept sealed link's later HELLOs go through its sealer. The reader accepts only
  * the answer meanwhile, and a session's frames after it.
  */
+/** A new connection's HELLO (`offer`: sealed records), answered before anything else is sent. */
 async function hello(
   o: SendBatchOptions,
   socket: Socket,
   reader: SocketFrameReader,
   nonce: Uint8Array,
-  via: { offer?: boolean; first?: boolean },
+  offer: boolean,
 ): Promise<{ bytes: number; sealed: boolean }> {
-  const frame = helloFrame(o, nonce, via.offer === true);
-  reader.decoder.setLimits(via.first === true ? CLIENT_PREAUTH : CLIENT_REHELLO);
+  const frame = helloFrame(o, nonce, offer);
+  reader.decoder.setLimits(CLIENT_PREAUTH);
   await new Promise<void>((resolve, reject) => {
     socket.write(frame, (err) =>
       err
@@ -897,7 +898,7 @@ async function hello(
         : resolve(),
     );
   });
-  const sealed = await helloAnswer(o, reader, via.first === true);
+  const sealed = await helloAnswer(o, reader, true);
   return { bytes: frame.length, sealed };
 }
 
