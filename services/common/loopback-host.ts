@@ -16,6 +16,18 @@ export function isLoopbackHost(header: string | undefined): boolean {
   return host === "::1";
 }
 
+/**
+ * True when a socket's address (`remoteAddress`: an IP, no port) is this machine's loopback:
+ * 127.0.0.0/8, ::1 or an IPv4-mapped 127.x.
+ */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const a = address.toLowerCase();
+  const v4 = a.startsWith("::ffff:") ? a.slice(7) : a;
+  if (isIP(v4) === 4) return v4.startsWith("127.");
+  return isIP(a) === 6 && a === "::1";
+}
+
 /** The answer (403) to a request whose Host is not loopback, on a loopback listener without a token. */
 export const HOST_REFUSED = "the Host header must name a loopback address (localhost, 127.0.0.1 or [::1])";
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isLoopbackHost } from "./loopback-host.js";
+import { isLoopbackAddress, isLoopbackHost } from "./loopback-host.js";
 
 describe("isLoopbackHost", () => {
   it("takes loopback names and addresses, with or without a port", () => {
@@ -30,5 +30,14 @@ describe("isLoopbackHost", () => {
       "[::1]x",
     ])
       expect(isLoopbackHost(h), String(h)).toBe(false);
+  });
+});
+
+describe("isLoopbackAddress", () => {
+  it("takes 127.0.0.0/8, ::1 and IPv4-mapped loopback, nothing else", () => {
+    for (const a of ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1", "::FFFF:127.0.0.9"])
+      expect(isLoopbackAddress(a), a).toBe(true);
+    for (const a of [undefined, "", "10.0.0.1", "128.0.0.1", "::2", "::ffff:10.0.0.1", "fe80::1", "localhost"])
+      expect(isLoopbackAddress(a), String(a)).toBe(false);
   });
 });

@@ -102,6 +102,23 @@ function chooseAuto(i: CompressionInputs): CompressionChoice {
   return best;
 }
 
+/**
+ * The link rate to choose a codec by: the bandwidth limit, or the fastest rate a batch to the
+ * destination reached if lower or there is no limit. A batch's rate is the link's only where the
+ * link held it back; to a destination on this host's loopback no link does (the bytes never leave
+ * the host, and a batch there goes at the movers' own CPU and disk pace, which a codec only
+ * slows), so there only a limit counts. Undefined: not known (chooseCompression then goes by RTT).
+ */
+export function linkRateFor(o: {
+  limitBytesPerSec: number | undefined;
+  measuredBytesPerSec: number | undefined;
+  loopback: boolean;
+}): number | undefined {
+  const { limitBytesPerSec: limit, measuredBytesPerSec: measured } = o;
+  if (o.loopback || measured === undefined) return limit;
+  return limit === undefined ? measured : Math.min(limit, measured);
+}
+
 /** Cores left for compression: online cores less the 1-minute load average, at least MIN_SPARE_CORES. */
 export function spareCores(cores: number, load1: number): number {
   return Math.max(MIN_SPARE_CORES, Math.min(cores, cores - load1));

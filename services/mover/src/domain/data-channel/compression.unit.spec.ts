@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chooseCompression, spareCores, type CompressionInputs } from "./compression.js";
+import { chooseCompression, linkRateFor, spareCores, type CompressionInputs } from "./compression.js";
 
 const MBIT = 1e6 / 8;
 const both = { lz4: true, zstd: true };
@@ -52,5 +52,22 @@ describe("chooseCompression", () => {
     expect(spareCores(2, 0.5)).toBe(1.5);
     expect(spareCores(2, 9)).toBe(0.25);
     expect(spareCores(8, -1)).toBe(8);
+  });
+
+  it("takes a batch's measured rate as the link's except on loopback, where only a limit counts", () => {
+    const rate = (limit: number | undefined, measured: number | undefined, loopback: boolean): number | undefined =>
+      linkRateFor({ limitBytesPerSec: limit, measuredBytesPerSec: measured, loopback });
+    expect(rate(undefined, 150e6, false)).toBe(150e6);
+    expect(rate(100e6, 150e6, false)).toBe(100e6);
+    expect(rate(200e6, 150e6, false)).toBe(150e6);
+    expect(rate(100e6, undefined, false)).toBe(100e6);
+    expect(rate(undefined, undefined, false)).toBeUndefined();
+    // Movers on one host, starved of CPU or waiting on the disk, measure their own pace: no codec.
+    expect(rate(undefined, 150e6, true)).toBeUndefined();
+    expect(auto({ linkBytesPerSec: rate(undefined, 150e6, true), rttUs: 30 }).codec).toBe("none");
+    expect(auto({ linkBytesPerSec: rate(undefined, 150e6, false), rttUs: 30 }).codec).not.toBe("none");
+    // A limit still turns compression on: it saves the bytes the limit counts.
+    expect(rate(20e6, 150e6, true)).toBe(20e6);
+    expect(auto({ linkBytesPerSec: rate(20e6, 150e6, true), rttUs: 30 }).codec).not.toBe("none");
   });
 });

@@ -15,10 +15,11 @@ import type { CompressionMode, TransferredChunk } from "#schemas/index.js";
 import { sealed, zeroCopy } from "#native/index.js";
 import { exportSealKeys, SEALED_LABEL_CLIENT_TO_SERVER } from "#common/secure-link/sealed.js";
 import type { Logger } from "#common/logger.js";
+import { isLoopbackAddress } from "#common/loopback-host.js";
 import { parseAddress } from "../../domain/data-channel/address.js";
 import { helloMac, helloNonce, migrationToken } from "../../domain/data-channel/auth.js";
 import { RESUME_WINDOW_MS } from "../../domain/data-channel/resume.js";
-import type { CompressionChoice } from "../../domain/data-channel/compression.js";
+import { linkRateFor, type CompressionChoice } from "../../domain/data-channel/compression.js";
 import { batchProblem, chunkRange, streamsFor, stripeRuns, WAN_RTT_US } from "../../domain/data-channel/batch.js";
 import { CLIENT_PREAUTH, CLIENT_REHELLO, CLIENT_SESSION, FrameDecoder } from "../../domain/data-channel/decoder.js";
 import {
@@ -229,15 +230,17 @@ export async function sendBatch(o: SendBatchOptions): Promise<SendBatchResult> {
 }
 
 /**
- * The codec for a batch: the migration's mode, decided from the link's rate (the bandwidth limit,
- * or the fastest rate a batch to this destination reached if lower or the limit is absent), its
- * RTT and the cores this host can spare right now.
+ * The codec for a batch: the migration's mode, decided from the link's rate (linkRateFor: the
+ * bandwidth limit, or the fastest rate a batch to this destination reached, which on loopback
+ * says nothing of a link), its RTT and the cores this host can spare right now.
  */
 async function compressionFor(o: SendBatchOptions, link: Link): Promise<CompressionChoice> {
-  const measured = links.rateOf(o.address);
-  const limit = o.bandwidthLimitBytesPerSec;
   return compressionHere(o.compression ?? "auto", {
-    bytesPerSec: limit === undefined ? measured : Math.min(limit, measured ?? limit),
+    bytesPerSec: linkRateFor({
+      limitBytesPerSec: o.bandwidthLimitBytesPerSec,
+      measuredBytesPerSec: links.rateOf(o.address),
+      loopback: isLoopbackAddress(link.socket.remoteAddress),
+    }),
     rttUs: link.tuning?.rttUs,
   });
 }
