@@ -1,4 +1,5 @@
 // npm run bench:concurrent [-- --json] [--n 1000] [--coordinators 1] [--replicas 1|3] [--prof DIR] [--heap-mb MB]
+//                          [--warmup K]
 // N migrations of one 64 KiB volume each, a → b, on the embedded stack `dwcp up` starts (its own
 // nats-server with users and mTLS, a coordinator, movers for hosts a and b, signed events).
 // A plain NATS client with the cli role's credentials publishes the N StartMigration commands as
@@ -9,7 +10,10 @@
 // store dir each, stopped by PID) with every stream and work queue at R3. --prof DIR writes a
 // --cpu-prof profile of every service into DIR. --heap-mb MB caps every service's V8 old space
 // (--max-old-space-size): without a cap V8 lets the heap grow far past what is live before it
-// collects, which is most of a coordinator's RSS at 10,000 migrations.
+// collects, which is most of a coordinator's RSS at 10,000 migrations. --warmup K first runs K
+// migrations of the same volumes into another directory and waits for them all to end, so that
+// the measured N meet services that have compiled their hot paths, as a long-running deployment's
+// have; the default (0) measures services fresh from start-up.
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -27,6 +31,7 @@ const { values } = parseArgs({
     replicas: { type: "string", default: "1" },
     prof: { type: "string" },
     "heap-mb": { type: "string" },
+    warmup: { type: "string", default: "0" },
     keep: { type: "boolean", default: false },
   },
 });
@@ -43,6 +48,9 @@ async function rssBytes(pid: number): Promise<number> {
 async function main(): Promise<void> {
   if (!Number.isInteger(n) || n < 1) throw new Error(`--n must be a positive integer, got "${values.n}"`);
   if (replicas !== 1 && replicas !== 3) throw new Error(`--replicas must be 1 or 3, got "${values.replicas}"`);
+  const warmup = Number(values.warmup);
+  if (!(Number.isInteger(warmup) && warmup >= 0 && warmup <= n))
+    throw new Error(`--warmup must be a whole number from 0 to --n, got "${values.warmup}"`);
   const dataDir = mkdtempSync(join(tmpdir(), "dwcp-bench-concurrent-"));
   const heapMb = values["heap-mb"] === undefined ? undefined : Number(values["heap-mb"]);
   if (heapMb !== undefined && !(Number.isInteger(heapMb) && heapMb >= 64))
@@ -64,18 +72,28 @@ async function main(): Promise<void> {
       mover_a: stack.movers.get("a")?.child.pid,
       mover_b: stack.movers.get("b")?.child.pid,
     };
-    const cpu0 = await cpuOf(procs);
     const client = await stack.connect("cli", "bench-concurrent");
-    const r = await runConcurrent(stack, client, {
-      n,
-      progress: values.json ? undefined : (ended, total) => log(`${ended}/${total} ended`),
-    }).finally(() => client.nc.close());
+    const { r, cpu0 } = await (async () => {
+      if (warmup > 0) {
+        log(`warming up with ${warmup} migrations...`);
+        const w = await runConcurrent(stack, client, { n: warmup, destDir: "in/warmup" });
+        if (w.mismatched > 0 || (w.outcomes["MigrationCompleted"] ?? 0) !== warmup)
+          throw new Error(`the warm-up did not complete: ${JSON.stringify(w.outcomes)}, ${w.mismatched} mismatched`);
+      }
+      const cpu0 = await cpuOf(procs);
+      const r = await runConcurrent(stack, client, {
+        n,
+        progress: values.json ? undefined : (ended, total) => log(`${ended}/${total} ended`),
+      });
+      return { r, cpu0 };
+    })().finally(() => client.nc.close());
     const cpu1 = await cpuOf(procs);
     const coordinator = stack.coordinators[0]?.child.pid ?? 0;
     const out = {
       n,
       coordinators,
       replicas,
+      ...(warmup > 0 ? { warmup } : {}),
       ...(heapMb !== undefined ? { heap_mb: heapMb } : {}),
       migrations_per_s: Number(r.migrationsPerSec.toFixed(1)),
       seconds: Number(r.seconds.toFixed(2)),

@@ -3,6 +3,7 @@
 // of two sparse files that reads only the ranges where either holds data.
 import { execFileSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
+import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { zeroCopy } from "#native/index.js";
 import { prng } from "../../cli/image.js";
@@ -245,6 +246,35 @@ export async function compareFiles(a: string, b: string): Promise<string | undef
   } finally {
     await fa.close();
     await fb.close();
+  }
+}
+
+/**
+ * Reads every data range of `path` back from the disk with O_DIRECT (no page cache), as a
+ * verified copy must read what it wrote; returns the bytes read. Needs the native module (its
+ * aligned buffers and SEEK_DATA).
+ */
+export async function readBackData(path: string): Promise<number> {
+  if (!zeroCopy.available) throw new Error("the read-back needs the native module");
+  const fh = await open(path, constants.O_RDONLY | constants.O_DIRECT);
+  try {
+    const size = (await fh.stat()).size;
+    const buf = zeroCopy.alignedBuffer(WRITE_BYTES);
+    let bytes = 0;
+    for (const [start, end] of dataRanges(fh.fd, size)) {
+      // Data ranges are block-aligned except at the end of the file: read whole blocks.
+      const from = start - (start % 4096);
+      for (let at = from; at < end; ) {
+        const want = Math.min(WRITE_BYTES, Math.ceil((end - at) / 4096) * 4096);
+        const { bytesRead } = await fh.read(buf, 0, want, at);
+        if (bytesRead === 0) break;
+        bytes += Math.min(bytesRead, end - at);
+        at += bytesRead;
+      }
+    }
+    return bytes;
+  } finally {
+    await fh.close();
   }
 }
 

@@ -31,6 +31,8 @@ export interface ConcurrentOptions {
   timeoutMs?: number;
   /** Told every few seconds how many migrations have ended. */
   progress?: (ended: number, n: number) => void;
+  /** Where the volumes land at host b, beneath its root (a run after another needs its own). Default in/scale. */
+  destDir?: string;
 }
 
 export interface ConcurrentResult {
@@ -52,7 +54,7 @@ export interface ConcurrentResult {
 }
 
 export const volumePath = (i: number): string => `vms/scale/v${i}.img`;
-export const destDir = "in/scale";
+export const DEST_DIR = "in/scale";
 
 /** Writes the N source volumes (distinct random content) under host `a`'s root. */
 export async function writeVolumes(stack: Stack, n: number, bytes = 64 * 1024): Promise<void> {
@@ -61,7 +63,7 @@ export async function writeVolumes(stack: Stack, n: number, bytes = 64 * 1024): 
 }
 
 /** The StartMigration of migration `i` of a run tagged `run`. */
-export function startCommand(run: string, i: number): StartMigration {
+export function startCommand(run: string, i: number, destDir = DEST_DIR): StartMigration {
   return StartMigration.parse({
     type: "StartMigration",
     version: 1,
@@ -83,6 +85,7 @@ const percentile = (sorted: number[], p: number): number =>
  */
 export async function runConcurrent(stack: Stack, client: Nats, o: ConcurrentOptions): Promise<ConcurrentResult> {
   const { n } = o;
+  const destDir = o.destDir ?? DEST_DIR;
   const run = `s${Date.now().toString(36)}`;
   const prefix = subjects.migration(`${run}-m`);
   const startedAt = new Map<string, number>();
@@ -125,7 +128,7 @@ export async function runConcurrent(stack: Stack, client: Nats, o: ConcurrentOpt
     const publisher = async (): Promise<void> => {
       while (next < n) {
         const i = next++;
-        const cmd = startCommand(run, i);
+        const cmd = startCommand(run, i, destDir);
         startedAt.set(cmd.migrationId ?? "", performance.now());
         await client.js.publish(subjects.startMigration, encoder.encode(JSON.stringify(cmd)), {
           msgID: cmd.commandId,
