@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
 import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import { zeroCopy } from "#native/index.js";
+import { DIRECT_IO_ALIGN, zeroCopy } from "#native/index.js";
 import { prng } from "../../cli/image.js";
 
 const KiB = 1024;
@@ -263,9 +263,9 @@ export async function readBackData(path: string): Promise<number> {
     let bytes = 0;
     for (const [start, end] of dataRanges(fh.fd, size)) {
       // Data ranges are block-aligned except at the end of the file: read whole blocks.
-      const from = start - (start % 4096);
+      const from = start - (start % DIRECT_IO_ALIGN);
       for (let at = from; at < end; ) {
-        const want = Math.min(WRITE_BYTES, Math.ceil((end - at) / 4096) * 4096);
+        const want = Math.min(WRITE_BYTES, Math.ceil((end - at) / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN);
         const { bytesRead } = await fh.read(buf, 0, want, at);
         if (bytesRead === 0) break;
         bytes += Math.min(bytesRead, end - at);

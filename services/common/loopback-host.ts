@@ -25,7 +25,7 @@ export function isLoopbackAddress(address: string | undefined): boolean {
   const a = address.toLowerCase();
   const v4 = a.startsWith("::ffff:") ? a.slice(7) : a;
   if (isIP(v4) === 4) return v4.startsWith("127.");
-  return isIP(a) === 6 && a === "::1";
+  return a === "::1";
 }
 
 /** The answer (403) to a request whose Host is not loopback, on a loopback listener without a token. */

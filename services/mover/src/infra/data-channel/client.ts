@@ -879,12 +879,11 @@ async function challengeOf(o: SendBatchOptions, reader: SocketFrameReader): Prom
 }
 
 /**
- * HELLO → AUTH_OK for `o`'s migration, answering `nonce`; resolves to the bytes written and
- * whether the destination switched to sealed records. The first HELLO goes through TLS and may
- * offer sealing; a kept sealed link's later HELLOs go through its sealer. The reader accepts only
- * the answer meanwhile, and a session's frames after it.
+ * A new connection's HELLO → AUTH_OK for `o`'s migration, answering `nonce`, before anything
+ * else is sent; `offer`: sealed records. Resolves to the bytes written and whether the
+ * destination switched to sealed records. The reader accepts only the answer meanwhile, and a
+ * session's frames after it. A kept link's later HELLOs go with its next batch (rehello).
  */
-/** A new connection's HELLO (`offer`: sealed records), answered before anything else is sent. */
 async function hello(
   o: SendBatchOptions,
   socket: Socket,
