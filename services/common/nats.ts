@@ -7,7 +7,7 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { readFileSync } from "node:fs";
-import { connect, errors, type NatsConnection } from "@nats-io/transport-node";
+import { connect, errors, nuid, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { processSetting, type ProcessConfig } from "./config.js";
 import { ConfigError, DwcpError } from "./errors.js";
 import type { Logger } from "./logger.js";
@@ -103,6 +103,32 @@ export function credentialOptions(c: NatsCredentials) {
 /** The inbox prefix the connection was opened with; request helpers build their inboxes on it. */
 export function inboxPrefixOf(nc: NatsConnection): string | undefined {
   return (nc as NatsConnection & { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+}
+
+/**
+ * Where the answers of host `host`'s mover to role `requester` go: `<requester's inbox>.rpc.<host>.`
+ * and a token. A mover may publish there for its own host and no other (credentials/permissions.ts),
+ * which is all it needs to answer; it holds no allow_responses, with which nats-server records the
+ * reply subject of every message it delivers to the user (each event, work item and stream read a
+ * mover receives, none of them answered) for as long as the permission lasts, and 2.9 scans every
+ * record on each delivery once there are 4,096 of them.
+ */
+export const hostReplies = (requester: string, host: string): string => `${roleInboxPrefix(requester)}.rpc.${host}.>`;
+
+/**
+ * A request to the mover of `host`, answered on a reply subject of hostReplies' form: a
+ * subscription for the one answer, then the request (nats.js's own request with its reply subject
+ * set: its timeout, no-responders and permission errors are the same as a plain request's).
+ */
+export function requestHost(
+  nc: NatsConnection,
+  subject: string,
+  host: string,
+  payload: string | Uint8Array,
+  opts: { timeout: number; headers?: MsgHdrs },
+): Promise<Msg> {
+  const reply = `${inboxPrefixOf(nc) ?? "_INBOX"}.rpc.${host}.${nuid.next()}`;
+  return nc.request(subject, payload, { ...opts, noMux: true, reply });
 }
 
 export interface ConnectOptions {

@@ -12,7 +12,7 @@ import { createCertificateAuthority, issueCertificate, roleIdentity } from "#com
 import { CMD_STREAM, SUMMARY_STREAM, subjects, workStream } from "#common/layout.js";
 import { INSECURE } from "#common/signing.js";
 import { readSummaries } from "#common/summaries.js";
-import { connectNats, NatsConnectError, type Nats } from "#common/nats.js";
+import { connectNats, NatsConnectError, requestHost, type Nats } from "#common/nats.js";
 import type { Role } from "#common/credentials/provision.js";
 import { startTestStack } from "../support/stack.js";
 
@@ -238,6 +238,24 @@ describe("NATS least privilege and TLS", () => {
     const mover = await as("mover-a");
     const sub = mover.nc.subscribe(live);
     expect(messagesOf(await sub.closed)).toContain(`Permissions Violation for Subscription to "${live}"`);
+  });
+
+  it("a mover answers only on reply subjects that name its own host", async () => {
+    const mover = await as("mover-a");
+    // Another host's answers, the coordinator's other inboxes (its PubAcks), its own inbox.
+    for (const subject of ["_INBOX_coordinator.rpc.b.forged", "_INBOX_coordinator.forged.1", "_INBOX_mover-b.rpc.b.x"])
+      await deniedPublish(mover.nc.request(subject, "{}", { timeout: 5_000 }), subject);
+    // The coordinator's request to host a, on a reply subject naming a, is answered.
+    const coordinator = await as("coordinator");
+    const answer = await requestHost(coordinator.nc, subjects.moverRpc("a"), "a", JSON.stringify({ op: "x" }), {
+      timeout: 10_000,
+    });
+    expect(answer.json<{ reason?: string }>().reason).toBe("PROTOCOL_ERROR");
+    // Asked on the coordinator's own request inbox (`_INBOX_coordinator.<nuid>.<token>`), the
+    // mover's answer is refused: it holds no allow_responses.
+    const plain = coordinator.nc.request(subjects.moverRpc("a"), JSON.stringify({ op: "x" }), { timeout: 2_000 });
+    await expect.poll(() => serverLog()).toMatch(/Publish Violation .*Subject "_INBOX_coordinator\.[0-9A-Za-z]{22}\./);
+    await expect(plain).rejects.toThrow(/timeout/i);
   });
 
   it("no role can subscribe to another role's inbox", async () => {

@@ -8,7 +8,7 @@ import {
   subjects,
   workStream,
 } from "../layout.js";
-import { roleInboxPrefix as inboxPrefixOf } from "../nats.js";
+import { hostReplies, roleInboxPrefix as inboxPrefixOf } from "../nats.js";
 import { EVENT_MIRROR_PREFIX, FED_MIRROR_PREFIX, FED_STREAM_PREFIX } from "../remote-movers.js";
 import { moverHostOf, replicationHostOf, type Role } from "./provision.js";
 
@@ -112,12 +112,6 @@ function role(
     ...(allowResponses ? { allowResponses } : {}),
   };
 }
-
-/**
- * A mover answers each RPC once; finalize re-reads a whole volume before it answers, so the
- * permission to reply outlives any RPC timeout.
- */
-const ONE_REPLY = { max: 1, expiresMs: 3_600_000 };
 
 /** The hosts of a deployment, from its mover roles. */
 const hostsOf = (roles: readonly Role[]): string[] =>
@@ -232,9 +226,13 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
         // A live migration's source asks its destination mover to prepare, finish or abort.
         "dwcp.mover.*.live",
         ...readPeerMovers(federation),
+        // Its answers: to the coordinators' RPCs (this site's and, in a federation, the others',
+        // which share the role and so the inbox) and to the other movers' live requests, on the
+        // reply subjects that name this host (requestHost); no allow_responses.
+        hostReplies("coordinator", mover),
+        ...roles.filter((o) => o !== r && moverHostOf(o) !== undefined).map((o) => hostReplies(o, mover)),
       ],
       [`dwcp.mover.${mover}.rpc`, `dwcp.mover.${mover}.live`, "dwcp.evt.migration.>"],
-      ONE_REPLY,
     );
   }
   const replication = replicationHostOf(r);

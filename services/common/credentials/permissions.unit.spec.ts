@@ -40,7 +40,20 @@ describe("the permission model", () => {
     expect(mayPublish(m, "dwcp.evt.replication.v")).toBe(false);
     expect(mayPublish(m, "dwcp.work.a")).toBe(false);
     expect(mayPublish(m, "dwcp.mover.b.rpc")).toBe(false);
-    expect(m.allowResponses).toEqual({ max: 1, expiresMs: 3_600_000 });
+  });
+
+  it("a mover answers on reply subjects that name its host, never by allow_responses", () => {
+    const m = of("mover-a");
+    expect(m.allowResponses).toBeUndefined();
+    // The coordinator's RPCs and mover-b's live requests to host a.
+    expect(mayPublish(m, "_INBOX_coordinator.rpc.a.tok")).toBe(true);
+    expect(mayPublish(m, "_INBOX_mover-b.rpc.a.tok")).toBe(true);
+    // Answers for host b, the coordinator's other inboxes (its PubAcks), roles that ask a nothing.
+    expect(mayPublish(m, "_INBOX_coordinator.rpc.b.tok")).toBe(false);
+    expect(mayPublish(m, "_INBOX_coordinator.nuid.tok")).toBe(false);
+    expect(mayPublish(m, "_INBOX_mover-a.rpc.a.tok")).toBe(false);
+    expect(mayPublish(m, "_INBOX_cli.rpc.a.tok")).toBe(false);
+    expect(mayPublish(m, "_INBOX_admin.rpc.a.tok")).toBe(false);
   });
 
   it("only movers ask another mover about a live migration; each serves only its own host's", () => {

@@ -13,6 +13,7 @@ describe("serverConfig", () => {
     users: [
       { role: "admin", publicKey: U("A") },
       { role: "mover-a", publicKey: U("B") },
+      { role: "replication-a", publicKey: U("C") },
     ],
   });
 
@@ -28,7 +29,10 @@ describe("serverConfig", () => {
     expect(text).toContain(`nkey: "${U("A")}"`);
     expect(text).toContain(`nkey: "${U("B")}"`);
     expect(text).toContain('"$KV.dwcp_movers.a"');
-    expect(text).toContain('allow_responses: { max: 1, expires: "3600000ms" }');
+    expect(text).toContain('"_INBOX_coordinator.rpc.a.>"');
+    // Only the replication service answers with allow_responses (its heartbeats).
+    expect(text.match(/allow_responses/g)).toHaveLength(1);
+    expect(text).toContain('allow_responses: { max: 1000000, expires: "86400000ms" }');
     expect(text).not.toMatch(/[^"]\$JS\.API/);
   });
 

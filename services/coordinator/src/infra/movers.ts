@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { MoverRegistration, type MoverRequest } from "#schemas/index.js";
 import { DwcpError } from "#common/errors.js";
 import { subjects } from "#common/layout.js";
+import { requestHost } from "#common/nats.js";
 import { RemoteMovers } from "#common/remote-movers.js";
 
 /** How long a found registration answers lookups without another read of the registry, ms. */
@@ -97,7 +98,7 @@ export class MoverGateway {
     let msg;
     await this.acquire(req.op === "finalize" || req.op === "abort" ? "finishing" : "starting");
     try {
-      msg = await this.nc.request(subjects.moverRpc(host), JSON.stringify(req), { timeout: timeoutMs });
+      msg = await requestHost(this.nc, subjects.moverRpc(host), host, JSON.stringify(req), { timeout: timeoutMs });
     } catch (err) {
       throw new HostUnreachableError(host, { cause: err });
     } finally {

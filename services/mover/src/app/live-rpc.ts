@@ -4,6 +4,7 @@ import { DwcpError } from "#common/errors.js";
 import { safeJson } from "#common/json.js";
 import { subjects } from "#common/layout.js";
 import type { Logger } from "#common/logger.js";
+import { requestHost } from "#common/nats.js";
 import { provenanceOf, type EventTrust } from "#common/signing.js";
 import { liveRequestProblem } from "../domain/live/authorize.js";
 import type { IncomingRequest, LiveDestination } from "../infra/vm/live-incoming.js";
@@ -79,7 +80,7 @@ export class LiveRpcClient implements LiveDestination {
     for (const [k, v] of this.o.trust.signer?.sign(subject, LIVE_SIGNATURE_ID, payload) ?? []) h.set(k, v);
     let raw: unknown;
     try {
-      raw = safeJson((await this.nc.request(subject, payload, { timeout, headers: h })).data);
+      raw = safeJson((await requestHost(this.nc, subject, this.o.destHost, payload, { timeout, headers: h })).data);
     } catch (err) {
       throw new LiveRpcError(`${req.op} to the mover of host ${this.o.destHost} failed: ${(err as Error).message}`, {
         cause: err,
