@@ -106,17 +106,18 @@ export function inboxPrefixOf(nc: NatsConnection): string | undefined {
 }
 
 /**
- * Where the answers of host `host`'s mover to role `requester` go: `<requester's inbox>.rpc.<host>.`
- * and a token. A mover may publish there for its own host and no other (credentials/permissions.ts),
- * which is all it needs to answer; it holds no allow_responses, with which nats-server records the
- * reply subject of every message it delivers to the user (each event, work item and stream read a
- * mover receives, none of them answered) for as long as the permission lasts, and 2.9 scans every
- * record on each delivery once there are 4,096 of them.
+ * Where the answers of host `host`'s services (its mover, its replication service) to role
+ * `requester` go: `<requester's inbox>.rpc.<host>.` and a token. A service may publish there for
+ * its own host and no other (credentials/permissions.ts), which is all it needs to answer; it
+ * holds no allow_responses, with which nats-server records the reply subject of every message it
+ * delivers to the user (each event, work item and stream read a mover receives, none of them
+ * answered) for as long as the permission lasts, and 2.9 scans every record on each delivery once
+ * there are 4,096 of them.
  */
 export const hostReplies = (requester: string, host: string): string => `${roleInboxPrefix(requester)}.rpc.${host}.>`;
 
 /**
- * A request to the mover of `host`, answered on a reply subject of hostReplies' form: a
+ * A request to a service of `host`, answered on a reply subject of hostReplies' form: a
  * subscription for the one answer, then the request (nats.js's own request with its reply subject
  * set: its timeout, no-responders and permission errors are the same as a plain request's).
  */
@@ -127,9 +128,12 @@ export function requestHost(
   payload: string | Uint8Array,
   opts: { timeout: number; headers?: MsgHdrs },
 ): Promise<Msg> {
-  const reply = `${inboxPrefixOf(nc) ?? "_INBOX"}.rpc.${host}.${nuid.next()}`;
-  return nc.request(subject, payload, { ...opts, noMux: true, reply });
+  return nc.request(subject, payload, { ...opts, noMux: true, reply: hostReplySubject(nc, host) });
 }
+
+/** A new reply subject of hostReplies' form on `nc`'s inbox, for a request to a service of `host`. */
+export const hostReplySubject = (nc: NatsConnection, host: string): string =>
+  `${inboxPrefixOf(nc) ?? "_INBOX"}.rpc.${host}.${nuid.next()}`;
 
 export interface ConnectOptions {
   /** The role's credentials; undefined connects anonymously (a server without auth). */

@@ -16,7 +16,7 @@ import { ReplicationReply, type ReplicateVm } from "#schemas/replication.js";
 import { generateImage } from "../../cli/image.js";
 import { runPitrCommand } from "../../cli/pitr.js";
 import { clientRoleOf } from "../../cli/client.js";
-import { setProcessConnectDefaults } from "#common/nats.js";
+import { requestHost, setProcessConnectDefaults } from "#common/nats.js";
 import { sha256File } from "../../cli/verify.js";
 import { spawnDwcp, spawnReplicationService, type DwcpProcess } from "./service-process.js";
 import { registerHosts, startTestNats, type TestNats } from "./support.js";
@@ -115,7 +115,7 @@ describe("the replication service", () => {
     const svc = service;
     if (!svc) throw new Error("the service did not start");
     const ask = async (body: string): Promise<ReplicationReply> =>
-      ReplicationReply.parse((await t.nats.nc.request(replicationRpc("a"), body, { timeout: 5_000 })).json());
+      ReplicationReply.parse((await requestHost(t.nats.nc, replicationRpc("a"), "a", body, { timeout: 5_000 })).json());
     expect(await ask("not json")).toMatchObject({ type: "ReplicationRejected", code: "INVALID_COMMAND" });
     expect(await ask(JSON.stringify({ ...command("v"), version: 3 }))).toMatchObject({
       type: "ReplicationRejected",

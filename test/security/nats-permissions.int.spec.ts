@@ -12,8 +12,11 @@ import { createCertificateAuthority, issueCertificate, roleIdentity } from "#com
 import { CMD_STREAM, SUMMARY_STREAM, subjects, workStream } from "#common/layout.js";
 import { INSECURE } from "#common/signing.js";
 import { readSummaries } from "#common/summaries.js";
+import { silentLogger } from "#common/logger.js";
 import { connectNats, NatsConnectError, requestHost, type Nats } from "#common/nats.js";
 import type { Role } from "#common/credentials/provision.js";
+import { pingReplication, replicationRpc } from "#replication";
+import { serveCommands } from "../../services/replication/src/infra/commands.js";
 import { startTestStack } from "../support/stack.js";
 
 type TestStack = Awaited<ReturnType<typeof startTestStack>>;
@@ -255,6 +258,25 @@ describe("NATS least privilege and TLS", () => {
     // mover's answer is refused: it holds no allow_responses.
     const plain = coordinator.nc.request(subjects.moverRpc("a"), JSON.stringify({ op: "x" }), { timeout: 2_000 });
     await expect.poll(() => serverLog()).toMatch(/Publish Violation .*Subject "_INBOX_coordinator\.[0-9A-Za-z]{22}\./);
+    await expect(plain).rejects.toThrow(/timeout/i);
+  });
+
+  it("a replication service answers the cli only on reply subjects that name its own host", async () => {
+    const service = await as("replication-a");
+    for (const subject of ["_INBOX_cli.rpc.b.forged", "_INBOX_cli.forged.1", "_INBOX_coordinator.rpc.a.x"])
+      await deniedPublish(service.nc.request(subject, "{}", { timeout: 5_000 }), subject);
+    // A service for host a (this connection, with the role's permissions) answers the cli's ping...
+    serveCommands(service.nc, "a", silentLogger, (_cmd, send) => {
+      send({ type: "ReplicationPong", version: 1, host: "a", syncing: [] });
+      return Promise.resolve();
+    });
+    await service.nc.flush();
+    const cli = await as("cli");
+    expect(await pingReplication(cli.nc, "a")).toMatchObject({ type: "ReplicationPong", host: "a" });
+    // ...and its answer to a request on the cli's own request inbox is refused.
+    const ping = JSON.stringify({ type: "PingReplication", version: 1 });
+    const plain = cli.nc.request(replicationRpc("a"), ping, { timeout: 2_000 });
+    await expect.poll(() => serverLog()).toMatch(/Publish Violation .*Subject "_INBOX_cli\.[0-9A-Za-z]{22}\./);
     await expect(plain).rejects.toThrow(/timeout/i);
   });
 

@@ -20,6 +20,7 @@ import {
   ReplicationCommandError,
   type ReplicationSynced,
 } from "#replication";
+import { requestHost } from "#common/nats.js";
 import { ReplicationReply, type ReplicateVm, type RestoreVm } from "#schemas/replication.js";
 import { syncOnce } from "../../services/replication/src/app/sync.js";
 import { ReplicationLog } from "../../services/replication/src/infra/replication-log.js";
@@ -188,7 +189,7 @@ describe("replication is confined to the hosts' roots", () => {
       expect(snaps.code).toBe(2);
       const ask = async (host: string, body: unknown): Promise<ReplicationReply> =>
         ReplicationReply.parse(
-          (await t.nats.nc.request(replicationRpc(host), JSON.stringify(body), { timeout: 5_000 })).json(),
+          (await requestHost(t.nats.nc, replicationRpc(host), host, JSON.stringify(body), { timeout: 5_000 })).json(),
         );
       expect(await ask("a", { ...replicate("v", ["vms/d.img"], { host: "b", dir: "repl" }), vm })).toMatchObject({
         type: "ReplicationRejected",

@@ -21,11 +21,6 @@ import { moverHostOf, replicationHostOf, type Role } from "./provision.js";
 export interface Permissions {
   publish: { allow: string[]; deny: string[] };
   subscribe: { allow: string[]; deny: string[] };
-  /**
-   * May answer requests it received (to their reply subjects, whoever sent them), up to `max`
-   * replies per request within `expiresMs`. Undefined: may not answer.
-   */
-  allowResponses?: { max: number; expiresMs: number };
 }
 
 const API = "$JS.API";
@@ -100,16 +95,14 @@ const READ = [...BASE, ...readStream(EVT_STREAM), ...readStream(KV_STREAM), `${A
  */
 const READ_SUMMARIES = readStream(SUMMARY_STREAM);
 
-function role(
-  name: string,
-  publish: string[],
-  subscribe: string[],
-  allowResponses?: Permissions["allowResponses"],
-): Permissions {
+/**
+ * No role holds nats-server's allow_responses: a service answers on reply subjects that name its
+ * host, which its publish permissions allow (hostReplies).
+ */
+function role(name: string, publish: string[], subscribe: string[]): Permissions {
   return {
     publish: { allow: [...new Set(publish)], deny: [...ADMIN_ONLY] },
     subscribe: { allow: [`${inboxPrefixOf(name)}.>`, ...new Set(subscribe)], deny: [] },
-    ...(allowResponses ? { allowResponses } : {}),
   };
 }
 
@@ -237,11 +230,13 @@ export function permissionsOf(r: Role, roles: readonly Role[] = [], federation?:
   }
   const replication = replicationHostOf(r);
   if (replication !== undefined) {
-    // A replicate command is answered with heartbeats for as long as the sync runs.
-    return role(r, [...READ, "dwcp.evt.replication.>"], [`dwcp.replication.${replication}.rpc`], {
-      max: 1_000_000,
-      expiresMs: 24 * 3_600_000,
-    });
+    // A command is answered, with heartbeats for as long as a sync runs, on the reply subjects
+    // that name this host under the inboxes of the roles that may send one (the cli's, admin's).
+    return role(
+      r,
+      [...READ, "dwcp.evt.replication.>", hostReplies("cli", replication), hostReplies("admin", replication)],
+      [`dwcp.replication.${replication}.rpc`],
+    );
   }
   return role(r, BASE, []);
 }

@@ -44,7 +44,6 @@ describe("the permission model", () => {
 
   it("a mover answers on reply subjects that name its host, never by allow_responses", () => {
     const m = of("mover-a");
-    expect(m.allowResponses).toBeUndefined();
     // The coordinator's RPCs and mover-b's live requests to host a.
     expect(mayPublish(m, "_INBOX_coordinator.rpc.a.tok")).toBe(true);
     expect(mayPublish(m, "_INBOX_mover-b.rpc.a.tok")).toBe(true);
@@ -54,6 +53,15 @@ describe("the permission model", () => {
     expect(mayPublish(m, "_INBOX_mover-a.rpc.a.tok")).toBe(false);
     expect(mayPublish(m, "_INBOX_cli.rpc.a.tok")).toBe(false);
     expect(mayPublish(m, "_INBOX_admin.rpc.a.tok")).toBe(false);
+  });
+
+  it("a replication service answers the cli and admin on reply subjects that name its host", () => {
+    const p = of("replication-a");
+    expect(mayPublish(p, "_INBOX_cli.rpc.a.tok")).toBe(true);
+    expect(mayPublish(p, "_INBOX_admin.rpc.a.tok")).toBe(true);
+    expect(mayPublish(p, "_INBOX_cli.rpc.b.tok")).toBe(false);
+    expect(mayPublish(p, "_INBOX_cli.nuid.tok")).toBe(false);
+    expect(mayPublish(p, "_INBOX_coordinator.rpc.a.tok")).toBe(false);
   });
 
   it("only movers ask another mover about a live migration; each serves only its own host's", () => {

@@ -69,9 +69,6 @@ export function permissionsBlock(p: Permissions, indent = ""): string {
     `permissions: {`,
     `  publish: { allow: ${list(p.publish.allow)}, deny: ${list(p.publish.deny)} }`,
     `  subscribe: { allow: ${list(p.subscribe.allow)}, deny: ${list(p.subscribe.deny)} }`,
-    ...(p.allowResponses
-      ? [`  allow_responses: { max: ${p.allowResponses.max}, expires: "${p.allowResponses.expiresMs}ms" }`]
-      : []),
     `}`,
   ];
   return lines.map((l) => indent + l).join("\n");

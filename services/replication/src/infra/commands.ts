@@ -1,6 +1,6 @@
-import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { DwcpError } from "#common/errors.js";
-import { inboxPrefixOf } from "#common/nats.js";
+import { hostReplySubject } from "#common/nats.js";
 import { safeJson } from "#common/json.js";
 import type { Logger } from "#common/logger.js";
 import { Id } from "#schemas/common.js";
@@ -179,7 +179,8 @@ export async function requestReplication(
   cmd: ReplicateVm | RestoreVm | { type: "PingReplication"; version: 1 },
   opts: RequestOptions = {},
 ): Promise<Final> {
-  const inbox = createInbox(inboxPrefixOf(nc));
+  // The service answers on a reply subject that names its host, which its permissions allow.
+  const inbox = hostReplySubject(nc, host);
   const sub = nc.subscribe(inbox);
   const hint = opts.startHint ?? `dwcp replication-service --host ${host}`;
   let timer: NodeJS.Timeout | undefined;
