@@ -17,7 +17,7 @@ import { federationConfig, siteIds, type FederationConfig, type FederationConfig
 import { UnknownSiteError } from "../domain/federation/errors.js";
 import type { FederationView } from "../domain/federation/state.js";
 import { LinkProxy } from "../infra/link-proxy.js";
-import { waitForDomains } from "../infra/links.js";
+import { DOMAIN_WAIT_MS, waitForDomains } from "../infra/links.js";
 import { renderHubConfig, renderSiteConfig } from "../infra/nats-config.js";
 import { Site, type SiteDeps } from "./site.js";
 
@@ -143,12 +143,15 @@ export async function startFederation(
     const advertise = parts.deadEnd ? `127.0.0.1:${parts.deadEnd.port}` : undefined;
     const hub = await startHub(cfg, ids, parts, advertise);
     const urls = await startSiteServers(cfg, ids, { leafPort: hub.leafPort, advertise }, parts);
+    const logs = [join(cfg.dataDir, "hub", "server.log"), ...ids.map((id) => join(cfg.dataDir, id, "server.log"))];
     await Promise.all(
       ids.map((id) =>
         waitForDomains(
           urls.get(id)!,
           ids.filter((d) => d !== id),
           adminOf(id),
+          DOMAIN_WAIT_MS,
+          logs,
         ),
       ),
     );
