@@ -84,35 +84,43 @@ function timed(cmd: string, args: string[]): number {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/** `run`'s result, and the CPU seconds movers a and b used while it ran. */
+async function withMoverCpu<T>(stack: Stack, run: () => Promise<T>): Promise<{ result: T; cpu: [number, number] }> {
+  const pids = ["a", "b"].map((h) => stack.movers.get(h)?.child.pid ?? 0);
+  const before = await Promise.all(pids.map(cpuSeconds));
+  const result = await run();
+  const [a, b] = (await Promise.all(pids.map(cpuSeconds))).map((c, i) => Number((c - (before[i] ?? 0)).toFixed(2)));
+  return { result, cpu: [a ?? 0, b ?? 0] };
+}
+
 /**
  * The realistic image migrated `repeat` more times on the same stack, into new directories of b,
- * each checked byte-identical: engine seconds and the two movers' CPU seconds of each.
+ * each checked against the source's digest `srcSha`: engine seconds and the two movers' CPU
+ * seconds of each.
  */
 async function repeatRealistic(
   stack: Stack,
   first: ReturnType<typeof buildStart>,
-  src: string,
+  srcSha: string,
 ): Promise<{ realistic_repeat_s?: number[]; realistic_repeat_mover_cpu_s?: [number, number][] }> {
   if (repeat === 0) return {};
-  const pids = ["a", "b"].map((h) => stack.movers.get(h)?.child.pid ?? 0);
   const seconds: number[] = [];
-  const cpu: [number, number][] = [];
+  const cpus: [number, number][] = [];
   for (let i = 1; i <= repeat; i++) {
     settle();
     const dir = `in-repeat-${i}`;
     const command = buildStart({ vm: "bench", source: first.source, destination: { host: "b", dir } });
-    const [a0, b0] = await Promise.all(pids.map(cpuSeconds));
-    const r = await runMigration(stack.nats, command, { timeoutMs: 1_800_000 });
-    const [a1, b1] = await Promise.all(pids.map(cpuSeconds));
+    const { result: r, cpu } = await withMoverCpu(stack, () =>
+      runMigration(stack.nats, command, { timeoutMs: 1_800_000 }),
+    );
     if (r.state !== "completed") throw new Error(`repeated migration ${r.state}: ${r.reason} ${r.message}`);
-    if ((await sha256File(join(stack.root("b"), dir, "disk.img"))) !== (await sha256File(src)))
+    if ((await sha256File(join(stack.root("b"), dir, "disk.img"))) !== srcSha)
       throw new Error(`repeated migration ${i}: the destination differs from the source`);
     seconds.push(r.seconds);
-    const [a, b] = [Number(((a1 ?? 0) - (a0 ?? 0)).toFixed(2)), Number(((b1 ?? 0) - (b0 ?? 0)).toFixed(2))];
-    cpu.push([a, b]);
-    log(`realistic again (${i}/${repeat}): ${r.seconds.toFixed(3)} s, mover CPU a ${a} s, b ${b} s`);
+    cpus.push(cpu);
+    log(`realistic again (${i}/${repeat}): ${r.seconds.toFixed(3)} s, mover CPU a ${cpu[0]} s, b ${cpu[1]} s`);
   }
-  return { realistic_repeat_s: seconds, realistic_repeat_mover_cpu_s: cpu };
+  return { realistic_repeat_s: seconds, realistic_repeat_mover_cpu_s: cpus };
 }
 
 /** The issue asks to try CPU pinning and keep it only if it helps: this measures it (it did not). */
@@ -163,18 +171,15 @@ async function main(): Promise<void> {
       source: { host: "a", volumes: [{ path: "vms/bench/disk.img", kind: "disk" }] },
       destination: { host: "b", dir: "in" },
     });
-    const moverPids = ["a", "b"].map((h) => stack.movers.get(h)?.child.pid ?? 0);
-    const moverCpu0 = await Promise.all(moverPids.map(cpuSeconds));
-    const r = await runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 });
-    const realistic_mover_cpu_s = (await Promise.all(moverPids.map(cpuSeconds))).map((c, i) =>
-      Number((c - (moverCpu0[i] ?? 0)).toFixed(2)),
+    const { result: r, cpu: realistic_mover_cpu_s } = await withMoverCpu(stack, () =>
+      runMigration(stack.nats, command, { progress: !values.json, timeoutMs: 1_800_000 }),
     );
     if (r.state !== "completed") throw new Error(`migration ${r.state}: ${r.reason} ${r.message}`);
     const dst = join(stack.root("b"), "in/disk.img");
-    if ((await sha256File(dst)) !== (await sha256File(src)))
-      throw new Error("dwcp destination differs from the source");
+    const srcSha = await sha256File(src);
+    if ((await sha256File(dst)) !== srcSha) throw new Error("dwcp destination differs from the source");
 
-    const repeated = await repeatRealistic(stack, command, src);
+    const repeated = await repeatRealistic(stack, command, srcSha);
 
     // The same image moved within host a (another directory of its root): the mover copies in
     // process, no socket (local-copy.ts). cp is the operator's tool for that.

@@ -17,7 +17,7 @@ import { federationConfig, siteIds, type FederationConfig, type FederationConfig
 import { UnknownSiteError } from "../domain/federation/errors.js";
 import type { FederationView } from "../domain/federation/state.js";
 import { LinkProxy } from "../infra/link-proxy.js";
-import { DOMAIN_WAIT_MS, waitForDomains } from "../infra/links.js";
+import { waitForDomains } from "../infra/links.js";
 import { renderHubConfig, renderSiteConfig } from "../infra/nats-config.js";
 import { Site, type SiteDeps } from "./site.js";
 
@@ -150,8 +150,7 @@ export async function startFederation(
           urls.get(id)!,
           ids.filter((d) => d !== id),
           adminOf(id),
-          DOMAIN_WAIT_MS,
-          logs,
+          { logFiles: logs },
         ),
       ),
     );

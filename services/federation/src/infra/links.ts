@@ -38,8 +38,7 @@ export async function waitForDomains(
   url: string,
   domains: readonly string[],
   credentials: NatsCredentials,
-  timeoutMs = DOMAIN_WAIT_MS,
-  logFiles: readonly string[] = [],
+  { timeoutMs = DOMAIN_WAIT_MS, logFiles = [] }: { timeoutMs?: number; logFiles?: readonly string[] } = {},
 ): Promise<void> {
   const { nc } = await connectNats(url, "dwcp-federation-probe", undefined, { credentials, waitOnFirstConnect: false });
   const deadline = Date.now() + timeoutMs;
