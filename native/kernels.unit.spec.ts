@@ -247,6 +247,52 @@ describe("CRC32C algebra (live path)", () => {
   );
 });
 
+describe("BLAKE3 of inputs of whole 64 KiB groups, every path", () => {
+  const GROUP = 64 * 1024;
+  // Each group: zeros (hashed from the zero-group table), data, or zeros but for one byte
+  // anywhere in it (the last byte included: a group is zero only if every byte is).
+  const group = fc.oneof(
+    fc.constant<{ kind: "zero" }>({ kind: "zero" }),
+    fc.record({ kind: fc.constant("data" as const), seed: fc.integer() }),
+    fc.record({ kind: fc.constant("one" as const), at: fc.integer({ min: 0, max: GROUP - 1 }) }),
+  );
+  const build = (groups: Array<{ kind: "zero" } | { kind: "data"; seed: number } | { kind: "one"; at: number }>) => {
+    const buf = Buffer.alloc(groups.length * GROUP);
+    for (const [i, g] of groups.entries()) {
+      if (g.kind === "data") buf.set(bytes(GROUP, g.seed), i * GROUP);
+      if (g.kind === "one") buf[i * GROUP + g.at] = 1;
+    }
+    return buf;
+  };
+  it(
+    "are BLAKE3's, bit for bit, whichever groups are zeros",
+    () => {
+      fc.assert(
+        fc.property(fc.array(group, { minLength: 1, maxLength: 80 }), (groups) => {
+          const buf = build(groups);
+          const want = hex(paths.ts.strongHash(buf));
+          for (const p of all) expect(hex(p.strongHash(buf)), p.name).toBe(want);
+        }),
+        { ...opts, numRuns: 30 },
+      );
+    },
+    slow,
+  );
+
+  it(
+    "at the largest chunk and past it, where the table ends",
+    () => {
+      for (const groups of [1024, 1025]) {
+        const buf = Buffer.alloc(groups * GROUP);
+        buf.set(bytes(GROUP, groups), (groups - 2) * GROUP);
+        const want = hex(paths.ts.strongHash(buf));
+        for (const p of all) expect(hex(p.strongHash(buf)), p.name).toBe(want);
+      }
+    },
+    slow,
+  );
+});
+
 describe("BLAKE3 page chaining values, every path", () => {
   const pageTree = fc.record({
     log: fc.integer({ min: 1, max: 8 }),

@@ -1,5 +1,7 @@
 // BLAKE3 portable compression and the tree driver shared by every path.
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -82,13 +84,13 @@ HashManyFn pick(Blake3Impl impl) {
 
 constexpr size_t kBatch = 64;  // inputs handed to hash_many per call
 
-// Chaining values of the whole chunks [0, full) into cvs.
-void hash_chunks(HashManyFn hm, const uint8_t* p, size_t full, uint8_t* cvs) {
+// Chaining values of the whole chunks [0, full) at p into cvs; the first chunk's counter is `first`.
+void hash_chunks(HashManyFn hm, const uint8_t* p, size_t full, uint8_t* cvs, uint64_t first = 0) {
   const uint8_t* ptrs[kBatch];
   for (size_t i = 0; i < full; i += kBatch) {
     const size_t k = full - i < kBatch ? full - i : kBatch;
     for (size_t j = 0; j < k; ++j) ptrs[j] = p + (i + j) * kChunkLen;
-    hm(ptrs, k, kChunkLen / kBlockLen, i, true, 0, kChunkStart, kChunkEnd, cvs + 32 * i);
+    hm(ptrs, k, kChunkLen / kBlockLen, first + i, true, 0, kChunkStart, kChunkEnd, cvs + 32 * i);
   }
 }
 
@@ -136,8 +138,73 @@ void hash_many_portable(const uint8_t* const* inputs, size_t count, size_t block
 
 }  // namespace b3
 
+namespace {
+
+// Zero groups. Every aligned run of 64 whole chunks (64 KiB) is a complete subtree of the tree,
+// and its chaining value depends only on its bytes and its first chunk's counter: for a run of
+// zeros, on its index alone. An input of whole groups is therefore hashed group by group, each
+// group of zeros (a hole inside a chunk of a sparse disk image, say) taking its value from a
+// table instead of 64 chunk compressions and 63 parents; the digest is BLAKE3's, bit for bit.
+constexpr size_t kGroupChunks = 64;
+constexpr size_t kGroupLen = kGroupChunks * b3::kChunkLen;
+constexpr size_t kMaxGroups = 1024;  // inputs up to 64 MiB (the largest chunk) use the table
+
+alignas(64) uint8_t zero_group[kGroupLen];  // never written: the zeros a zero group's value is of
+uint8_t zero_group_cvs[32 * kMaxGroups];
+std::atomic<size_t> zero_groups_ready{0};
+std::mutex zero_groups_mu;
+
+constexpr size_t kGroupLevels = 6;  // 64 chunks: six levels of parents
+
+// The chaining values of `groups` consecutive groups at p, the first at group index g0, into
+// out: their chunk values, then six levels of parents, each level batched across all of them
+// (pairs never cross a group). a and b are scratch of 32 * 64 * groups and half that.
+void hash_group_run(b3::HashManyFn hm, const uint8_t* p, size_t g0, size_t groups, uint8_t* a, uint8_t* b,
+                    uint8_t* out) {
+  using namespace b3;
+  size_t c = groups * kGroupChunks;
+  hash_chunks(hm, p, c, a, g0 * kGroupChunks);
+  for (size_t level = 0; level < kGroupLevels; ++level, std::swap(a, b)) c = hash_level(hm, a, c, b);
+  std::memcpy(out, a, 32 * groups);
+}
+
+// The chaining value of the zero group at index g (< kMaxGroups), computed once per process.
+const uint8_t* zero_group_cv(b3::HashManyFn hm, size_t g) {
+  if (g >= zero_groups_ready.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(zero_groups_mu);
+    uint8_t a[32 * kGroupChunks], b[32 * kGroupChunks / 2];
+    for (size_t i = zero_groups_ready.load(std::memory_order_relaxed); i <= g; ++i) {
+      hash_group_run(hm, zero_group, i, 1, a, b, zero_group_cvs + 32 * i);
+      zero_groups_ready.store(i + 1, std::memory_order_release);
+    }
+  }
+  return zero_group_cvs + 32 * g;
+}
+
+// BLAKE3 of n = groups * 64 KiB bytes (2 <= groups <= kMaxGroups): each run of groups with data
+// hashed as one, each zero group's value from the table.
+void hash_groups(b3::HashManyFn hm, const uint8_t* p, size_t groups, uint8_t out[32]) {
+  using namespace b3;
+  std::vector<uint8_t> cvs(32 * groups), scratch(32 * ((groups + 1) / 2));
+  std::vector<uint8_t> a(32 * kGroupChunks * groups), b(32 * kGroupChunks / 2 * groups);
+  for (size_t g = 0; g < groups;) {
+    size_t zero = g;  // the first zero group from g on, or groups
+    while (zero < groups && !is_zero_scalar(p + zero * kGroupLen, kGroupLen)) ++zero;
+    if (zero > g) hash_group_run(hm, p + g * kGroupLen, g, zero - g, a.data(), b.data(), cvs.data() + 32 * g);
+    if (zero < groups) std::memcpy(cvs.data() + 32 * zero, zero_group_cv(hm, zero), 32);
+    g = zero + 1;
+  }
+  merge_to_root(hm, cvs.data(), scratch.data(), groups, out);
+}
+
+}  // namespace
+
 void blake3_hash(const uint8_t* p, size_t n, uint8_t out[32], Blake3Impl impl) {
   using namespace b3;
+  if (n % kGroupLen == 0 && n >= 2 * kGroupLen && n <= kMaxGroups * kGroupLen) {
+    hash_groups(pick(impl), p, n / kGroupLen, out);
+    return;
+  }
   if (n <= kChunkLen) {
     chunk_cv(p, n, 0, kRoot, out);
     return;
