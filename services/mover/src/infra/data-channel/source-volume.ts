@@ -2,7 +2,7 @@ import { constants, open, type FileHandle } from "node:fs/promises";
 import { analyzeChunk, crc32cZeros, strongHash } from "#native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { PathOutsideRootError, SourceChangedError, SourceReadError } from "../../errors.js";
-import { hasDataIn } from "../extents.js";
+import { dataExtents, hasDataIn, type Extent } from "../extents.js";
 import { encodeHash, zeroChunkHash } from "../volume-hash.js";
 import { errnoOf, openConfined } from "../volume-paths.js";
 
@@ -66,7 +66,7 @@ export class SourceVolume {
       return { offset, length, crc32c: crc32cZeros(length), blake3, zero: true, segments: [], data: undefined };
     }
     const data = buffer.subarray(0, length);
-    await this.readFully(data, offset);
+    await this.readData(data, offset);
     // Started first: the hash goes to the pool, then the analysis runs here. Both settle before
     // we return, so the buffer is never handed on while the pool still reads it.
     const hashing = strongHash(data);
@@ -90,6 +90,21 @@ export class SourceVolume {
     }
   }
 
+  /**
+   * The bytes at `offset` into `target`: the file's data extents read, its holes filled with
+   * zeros here. A hole read through the kernel costs a zeroed page-cache page per 4 KiB (on a
+   * VM, fresh guest memory the first time) and a copy; a sparse image's chunks are mostly holes.
+   */
+  private async readData(target: Buffer, offset: number): Promise<void> {
+    let at = 0;
+    for (const e of readRuns(this.fh.fd, offset, target.length)) {
+      if (e.start > at) target.fill(0, at, e.start);
+      await this.readFully(target.subarray(e.start, e.end), offset + e.start);
+      at = e.end;
+    }
+    if (at < target.length) target.fill(0, at);
+  }
+
   private async readFully(target: Buffer, offset: number): Promise<void> {
     let done = 0;
     while (done < target.length) {
@@ -109,4 +124,27 @@ export class SourceVolume {
       done += bytesRead;
     }
   }
+}
+
+/** Holes shorter than this are read through: one read instead of two, and two fewer seeks. */
+export const READ_THROUGH_HOLE_BYTES = 64 * 1024;
+/** More runs than this in one chunk (a very fragmented file) and the chunk is read whole. */
+export const MAX_READ_RUNS = 64;
+
+/**
+ * The runs of [offset, offset + length) of the open file `fd` to read, relative to `offset`:
+ * its data extents, those less than READ_THROUGH_HOLE_BYTES apart joined. The whole range when
+ * extents cannot be told (no native module) or there would be more than MAX_READ_RUNS.
+ */
+export function readRuns(fd: number, offset: number, length: number): Extent[] {
+  const runs: Extent[] = [];
+  for (const e of dataExtents(fd, offset + length, offset)) {
+    const start = e.start - offset;
+    const end = e.end - offset;
+    const last = runs[runs.length - 1];
+    if (last !== undefined && start - last.end < READ_THROUGH_HOLE_BYTES) last.end = end;
+    else if (runs.length === MAX_READ_RUNS) return [{ start: 0, end: length }];
+    else runs.push({ start, end });
+  }
+  return runs;
 }
