@@ -3,13 +3,13 @@ import { metrics, secondsSince } from "#common/metrics/registry.js";
 import type { Logger } from "#common/logger.js";
 import { DwcpError } from "#common/errors.js";
 import {
-  analyzeChunk,
   CompressedChunkCorruptError,
+  crc32c,
   crc32cCombine,
   crc32cZeros,
   decompressChunk,
 } from "#native/index.js";
-import { gapsOf, spreadSegments } from "../../domain/data-channel/segments.js";
+import { gapsOf, spreadSegments, type Segment } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
 import { fenceKey, tokenOf, type FenceTable } from "../../domain/data-channel/fence.js";
@@ -426,9 +426,29 @@ function askAgain(ctx: BatchReceiver, h: ChunkHeader, reason: string): undefined
 async function digestsOf(h: ChunkHeader, data: Uint8Array | undefined): Promise<{ crc32c: number; blake3: string }> {
   if (data === undefined) return { crc32c: crc32cZeros(h.length), blake3: await zeroChunkHash(h.length) };
   const hashing = chunkHash(data);
-  const analyzing = analyzeChunk(data);
-  await Promise.allSettled([hashing, analyzing]);
-  return { crc32c: (await analyzing).crc32c, blake3: await hashing };
+  let crc: number;
+  try {
+    crc = segmentsCrc32c(data, h.segments, h.length);
+  } catch (err) {
+    await hashing.catch(() => undefined); // the pool may still read the buffer
+    throw err;
+  }
+  return { crc32c: crc, blake3: await hashing };
+}
+
+/**
+ * CRC32C of a chunk of `length` bytes that is zeros outside `segments` (in order, within it):
+ * the segments' bytes in `data` checksummed, the gaps between them counted as zeros in
+ * O(log n) each. The gaps of a sparse chunk, most of its bytes, are never read.
+ */
+export function segmentsCrc32c(data: Uint8Array, segments: readonly Segment[], length: number): number {
+  let crc = 0;
+  let at = 0;
+  for (const s of segments) {
+    crc = crc32c(data.subarray(s.relOffset, s.relOffset + s.length), crc32cZeros(s.relOffset - at, crc));
+    at = s.relOffset + s.length;
+  }
+  return crc32cZeros(length - at, crc);
 }
 
 /**
