@@ -2,13 +2,7 @@ import type { Socket } from "node:net";
 import { metrics, secondsSince } from "#common/metrics/registry.js";
 import type { Logger } from "#common/logger.js";
 import { DwcpError } from "#common/errors.js";
-import {
-  CompressedChunkCorruptError,
-  crc32c,
-  crc32cCombine,
-  crc32cZeros,
-  decompressChunk,
-} from "#native/index.js";
+import { CompressedChunkCorruptError, crc32c, crc32cCombine, crc32cZeros, decompressChunk } from "#native/index.js";
 import { gapsOf, spreadSegments, type Segment } from "../../domain/data-channel/segments.js";
 import { batchProblem, batchRange, chunkProblem } from "../../domain/data-channel/batch.js";
 import { SERVER_IDLE, serverInBatch } from "../../domain/data-channel/decoder.js";
