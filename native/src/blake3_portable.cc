@@ -183,13 +183,14 @@ const uint8_t* zero_group_cv(b3::HashManyFn hm, size_t g) {
 
 // BLAKE3 of n = groups * 64 KiB bytes (2 <= groups <= kMaxGroups): each run of groups with data
 // hashed as one, each zero group's value from the table.
-void hash_groups(b3::HashManyFn hm, const uint8_t* p, size_t groups, uint8_t out[32]) {
+void hash_groups(b3::HashManyFn hm, bool (*is_zero)(const uint8_t*, size_t), const uint8_t* p, size_t groups,
+                 uint8_t out[32]) {
   using namespace b3;
   std::vector<uint8_t> cvs(32 * groups), scratch(32 * ((groups + 1) / 2));
   std::vector<uint8_t> a(32 * kGroupChunks * groups), b(32 * kGroupChunks / 2 * groups);
   for (size_t g = 0; g < groups;) {
     size_t zero = g;  // the first zero group from g on, or groups
-    while (zero < groups && !is_zero_scalar(p + zero * kGroupLen, kGroupLen)) ++zero;
+    while (zero < groups && !is_zero(p + zero * kGroupLen, kGroupLen)) ++zero;
     if (zero > g) hash_group_run(hm, p + g * kGroupLen, g, zero - g, a.data(), b.data(), cvs.data() + 32 * g);
     if (zero < groups) std::memcpy(cvs.data() + 32 * zero, zero_group_cv(hm, zero), 32);
     g = zero + 1;
@@ -202,7 +203,8 @@ void hash_groups(b3::HashManyFn hm, const uint8_t* p, size_t groups, uint8_t out
 void blake3_hash(const uint8_t* p, size_t n, uint8_t out[32], Blake3Impl impl) {
   using namespace b3;
   if (n % kGroupLen == 0 && n >= 2 * kGroupLen && n <= kMaxGroups * kGroupLen) {
-    hash_groups(pick(impl), p, n / kGroupLen, out);
+    // The AVX2 and AVX-512 paths are only ever picked on a CPU with AVX2 (dispatch.cc).
+    hash_groups(pick(impl), impl == Blake3Impl::Portable ? is_zero_scalar : is_zero_avx2, p, n / kGroupLen, out);
     return;
   }
   if (n <= kChunkLen) {
