@@ -3,8 +3,9 @@ import { mkdtemp, open, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { crc32c, strongHashSync, zeroCopy } from "#native/index.js";
-import { MAX_READ_RUNS, READ_THROUGH_HOLE_BYTES, readRuns, SourceVolume } from "./source-volume.js";
+import { analyzeChunkSync, crc32c, strongHashSync, zeroCopy } from "#native/index.js";
+import { segmentsFromZeroPages } from "../../domain/data-channel/segments.js";
+import { analyzeRuns, MAX_READ_RUNS, READ_THROUGH_HOLE_BYTES, readRuns, SourceVolume } from "./source-volume.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -92,9 +93,35 @@ describe.skipIf(!zeroCopy.available)("the source's reads of a sparse chunk", () 
         expect(Buffer.compare(Buffer.from(c.data ?? []), want), `chunk at ${offset}`).toBe(0);
         expect(c.crc32c).toBe(crc32c(want));
         expect(c.blake3).toBe(strongHashSync(want).toString("base64url"));
+        expect(c.segments).toEqual(segmentsFromZeroPages(analyzeChunkSync(want).zeroPages, length));
       }
     } finally {
       await source.close();
     }
+  });
+
+  it("analyze runs as the whole chunk would be, zero pages inside a run included", async () => {
+    const data = new Uint8Array(64 * KiB + 512);
+    data.fill(7, 8 * KiB, 12 * KiB);
+    data.fill(9, 40 * KiB + 100, 44 * KiB); // a run with a zero page before its data
+    data[64 * KiB + 3] = 1; // in the short last page
+    const want = analyzeChunkSync(data);
+    for (const runs of [
+      [
+        { start: 8 * KiB, end: 12 * KiB },
+        { start: 36 * KiB, end: 44 * KiB },
+        { start: 64 * KiB, end: data.length },
+      ],
+      [{ start: 0, end: data.length }],
+      [
+        { start: 8 * KiB, end: 12 * KiB + 1 },
+        { start: 36 * KiB, end: data.length },
+      ], // unaligned: analyzed whole
+    ]) {
+      const got = await analyzeRuns(data, runs);
+      expect({ ...got, crc32c: got.crc32c >>> 0 }).toEqual({ ...want, crc32c: want.crc32c >>> 0 });
+    }
+    const zeros = await analyzeRuns(new Uint8Array(16 * KiB), []);
+    expect(zeros).toEqual(analyzeChunkSync(new Uint8Array(16 * KiB)));
   });
 });

@@ -1,5 +1,5 @@
 import { constants, open, type FileHandle } from "node:fs/promises";
-import { analyzeChunk, crc32cZeros, strongHash } from "#native/index.js";
+import { analyzeChunk, crc32cCombine, crc32cZeros, PAGE_SIZE, strongHash, type ChunkAnalysis } from "#native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { PathOutsideRootError, SourceChangedError, SourceReadError } from "../../errors.js";
 import { dataExtents, hasDataIn, type Extent } from "../extents.js";
@@ -66,11 +66,12 @@ export class SourceVolume {
       return { offset, length, crc32c: crc32cZeros(length), blake3, zero: true, segments: [], data: undefined };
     }
     const data = buffer.subarray(0, length);
-    await this.readData(data, offset);
+    const runs = readRuns(this.fh.fd, offset, length);
+    await this.readData(data, offset, runs);
     // Started first: the hash goes to the pool, then the analysis runs here. Both settle before
     // we return, so the buffer is never handed on while the pool still reads it.
     const hashing = strongHash(data);
-    const analyzing = analyzeChunk(data);
+    const analyzing = analyzeRuns(data, runs);
     await Promise.allSettled([hashing, analyzing]);
     const [analysis, blake3] = [await analyzing, encodeHash(await hashing)];
     const segments = analysis.allZero ? [] : segmentsFromZeroPages(analysis.zeroPages, length);
@@ -95,9 +96,9 @@ export class SourceVolume {
    * zeros here. A hole read through the kernel costs a zeroed page-cache page per 4 KiB (on a
    * VM, fresh guest memory the first time) and a copy; a sparse image's chunks are mostly holes.
    */
-  private async readData(target: Buffer, offset: number): Promise<void> {
+  private async readData(target: Buffer, offset: number, runs: readonly Extent[]): Promise<void> {
     let at = 0;
-    for (const e of readRuns(this.fh.fd, offset, target.length)) {
+    for (const e of runs) {
       if (e.start > at) target.fill(0, at, e.start);
       await this.readFully(target.subarray(e.start, e.end), offset + e.start);
       at = e.end;
@@ -147,4 +148,28 @@ export function readRuns(fd: number, offset: number, length: number): Extent[] {
     else runs.push({ start, end });
   }
   return runs;
+}
+
+/**
+ * CRC32C and zero map of a chunk read as `runs` (readRuns), zeros elsewhere: each run analyzed,
+ * the holes between them counted as zero pages and folded into the CRC32C in O(log n) each, so
+ * the holes of a sparse chunk are never scanned. The whole chunk is analyzed when a run does not
+ * start and end on a page boundary (or the chunk's end).
+ */
+export async function analyzeRuns(data: Uint8Array, runs: readonly Extent[]): Promise<ChunkAnalysis> {
+  const aligned = (at: number): boolean => at % PAGE_SIZE === 0 || at === data.length;
+  const whole = runs.length === 1 && runs[0]?.start === 0 && runs[0].end === data.length;
+  if (whole || !runs.every((r) => aligned(r.start) && aligned(r.end))) return analyzeChunk(data);
+  const zeroPages = new Uint8Array(Math.ceil(data.length / PAGE_SIZE)).fill(1);
+  let crc = 0;
+  let allZero = true;
+  let at = 0;
+  for (const r of runs) {
+    const a = await analyzeChunk(data.subarray(r.start, r.end));
+    crc = crc32cCombine(crc32cZeros(r.start - at, crc), a.crc32c >>> 0, r.end - r.start);
+    zeroPages.set(a.zeroPages, r.start / PAGE_SIZE);
+    allZero &&= a.allZero;
+    at = r.end;
+  }
+  return { crc32c: crc32cZeros(data.length - at, crc), allZero, zeroPages };
 }
