@@ -135,17 +135,23 @@ export const MAX_READ_RUNS = 64;
 /**
  * The runs of [offset, offset + length) of the open file `fd` to read, relative to `offset`:
  * its data extents, those less than READ_THROUGH_HOLE_BYTES apart joined. The whole range when
- * extents cannot be told (no native module) or there would be more than MAX_READ_RUNS.
+ * extents cannot be told (no native module, or the file system refuses SEEK_DATA) or there
+ * would be more than MAX_READ_RUNS.
  */
 export function readRuns(fd: number, offset: number, length: number): Extent[] {
+  const whole = [{ start: 0, end: length }];
   const runs: Extent[] = [];
-  for (const e of dataExtents(fd, offset + length, offset)) {
-    const start = e.start - offset;
-    const end = e.end - offset;
-    const last = runs[runs.length - 1];
-    if (last !== undefined && start - last.end < READ_THROUGH_HOLE_BYTES) last.end = end;
-    else if (runs.length === MAX_READ_RUNS) return [{ start: 0, end: length }];
-    else runs.push({ start, end });
+  try {
+    for (const e of dataExtents(fd, offset + length, offset)) {
+      const start = e.start - offset;
+      const end = e.end - offset;
+      const last = runs[runs.length - 1];
+      if (last !== undefined && start - last.end < READ_THROUGH_HOLE_BYTES) last.end = end;
+      else if (runs.length === MAX_READ_RUNS) return whole;
+      else runs.push({ start, end });
+    }
+  } catch {
+    return whole;
   }
   return runs;
 }
