@@ -1,9 +1,9 @@
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { startNatsServer } from "#common/nats-server.js";
 import type { Provisioned } from "#common/credentials/provision.js";
 import { authorizationBlock, deploymentClusterBlock, tlsBlock, usersOf } from "#common/credentials/server-config.js";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { allocPorts } from "./ports.js";
@@ -256,14 +256,27 @@ export async function waitCurrent(
   }
 }
 
+export interface HealthOptions {
+  /**
+   * Enough that each stream has a leader and a quorum of current replicas (it takes writes and
+   * serves reads), not every follower caught up.
+   */
+  quorum?: boolean;
+  /** nats-server logs whose lines about the stream that stayed unhealthy go into the timeout's error. */
+  logs?: readonly string[];
+}
+
 export async function waitHealthy(
   jsm: JetStreamManager,
   streams: string[],
   timeoutMs = 60_000,
   replicas = 3,
+  opts: HealthOptions = {},
 ): Promise<number> {
   const started = Date.now();
+  const needed = opts.quorum === true ? Math.floor(replicas / 2) : replicas - 1;
   let last = "";
+  let lastStream: string | undefined;
   while (Date.now() - started < timeoutMs) {
     try {
       await jsm.getAccountInfo();
@@ -272,9 +285,10 @@ export async function waitHealthy(
         const info = await jsm.streams.info(name);
         const cl = info.cluster;
         const current = (cl?.replicas ?? []).filter((r) => r.current).length;
-        if (!cl?.leader || current < replicas - 1) {
+        if (!cl?.leader || current < needed) {
           ok = false;
           last = `${name}: leader ${cl?.leader ?? "none"}, ${current} current followers`;
+          lastStream = name;
           break;
         }
       }
@@ -284,7 +298,39 @@ export async function waitHealthy(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`cluster not healthy within ${timeoutMs} ms: ${last}`);
+  const lines = lastStream === undefined ? [] : logLinesAbout(opts.logs ?? [], lastStream);
+  throw new Error(`cluster not healthy within ${timeoutMs} ms: ${last}${lines.length ? `\n${lines.join("\n")}` : ""}`);
+}
+
+/** The followers of each stream that are not current, as "STREAM: n1, n2"; empty when all are. */
+export async function laggingFollowers(jsm: JetStreamManager, streams: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of streams) {
+    const lagging = ((await jsm.streams.info(name)).cluster?.replicas ?? []).filter((r) => !r.current);
+    if (lagging.length > 0) out.push(`${name}: ${lagging.map((r) => `${r.name} (${r.lag ?? "?"} behind)`).join(", ")}`);
+  }
+  return out;
+}
+
+/**
+ * The last lines of each log (a missing one skipped) that name `stream` or tell of a replica's
+ * recovery (catch-up, reset, snapshot, mismatch, quorum), prefixed by the log's name.
+ */
+function logLinesAbout(logs: readonly string[], stream: string, keep = 15): string[] {
+  return logs.flatMap((log) => {
+    let text: string;
+    try {
+      text = readFileSync(log, "utf8");
+    } catch {
+      return [];
+    }
+    const name = basename(log);
+    return text
+      .split("\n")
+      .filter((l) => l.includes(stream) || /catch-?up|reset|snapshot|mismatch|quorum/i.test(l))
+      .slice(-keep)
+      .map((l) => `${name}: ${l}`);
+  });
 }
 
 export async function streamLeader(jsm: JetStreamManager, stream: string): Promise<string | undefined> {
