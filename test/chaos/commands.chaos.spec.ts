@@ -24,6 +24,7 @@ import {
   waitEnd,
   waitEvent,
 } from "./support/migrations.js";
+import { waitHealthy } from "./support/cluster.js";
 import { scenario } from "./support/scenario.js";
 import { rng, runSeed } from "./support/seed.js";
 
@@ -203,10 +204,13 @@ describe("commands and durability settings", () => {
     F,
     "durability settings: R3 everywhere, bounded redelivery, idempotent appends, fsync per write where the server can",
     async ({ seed, figures }) => {
+      // Every follower catches up (awaited: a stream being written, such as the movers' leases,
+      // has a follower one message behind now and then, so "current" at one instant proves nothing).
+      figures["allCurrentMs"] = await waitHealthy(c.nats.jsm, DWCP_STREAMS, 60_000);
       for (const name of DWCP_STREAMS) {
         const info = await c.nats.jsm.streams.info(name);
         expect(info.config.num_replicas, `${name} replicas`).toBe(3);
-        expect(info.cluster?.replicas?.filter((r) => r.current).length, `${name} followers current`).toBe(2);
+        expect(info.cluster?.replicas?.filter((r) => r.offline !== true).length, `${name} followers placed`).toBe(2);
         if (name !== "KV_dwcp_movers") expect(info.config.duplicate_window, `${name} dedup window`).toBeGreaterThan(0);
       }
       for (const [stream, durable] of [
