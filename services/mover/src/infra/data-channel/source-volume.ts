@@ -2,7 +2,7 @@ import { constants, open, type FileHandle } from "node:fs/promises";
 import { analyzeChunk, crc32cCombine, crc32cZeros, PAGE_SIZE, strongHash, type ChunkAnalysis } from "#native/index.js";
 import { segmentsFromZeroPages, type Segment } from "../../domain/data-channel/segments.js";
 import { PathOutsideRootError, SourceChangedError, SourceReadError } from "../../errors.js";
-import { dataExtents, hasDataIn, type Extent } from "../extents.js";
+import { dataExtents, type Extent } from "../extents.js";
 import { encodeHash, zeroChunkHash } from "../volume-hash.js";
 import { errnoOf, openConfined } from "../volume-paths.js";
 
@@ -61,12 +61,13 @@ export class SourceVolume {
    * thread computes the CRC32C and zero map of the same bytes, still in cache: no copy.
    */
   async prepare(offset: number, length: number, buffer: Buffer): Promise<PreparedChunk> {
-    if (this.isHole(offset, length)) {
+    // No run: the chunk lies entirely in a hole and is not read.
+    const runs = readRuns(this.fh.fd, offset, length);
+    if (runs.length === 0) {
       const blake3 = await zeroChunkHash(length);
       return { offset, length, crc32c: crc32cZeros(length), blake3, zero: true, segments: [], data: undefined };
     }
     const data = buffer.subarray(0, length);
-    const runs = readRuns(this.fh.fd, offset, length);
     await this.readData(data, offset, runs);
     // Started first: the hash goes to the pool, then the analysis runs here. Both settle before
     // we return, so the buffer is never handed on while the pool still reads it.
@@ -80,15 +81,6 @@ export class SourceVolume {
 
   async close(): Promise<void> {
     await this.fh.close();
-  }
-
-  /** A chunk that lies entirely in a hole need not be read (SEEK_DATA, when native is loaded). */
-  private isHole(offset: number, length: number): boolean {
-    try {
-      return hasDataIn(this.fh.fd, offset, offset + length) === false;
-    } catch {
-      return false;
-    }
   }
 
   /**
